@@ -1,0 +1,12 @@
+# The streamrec image for docker-compose: one image, one process per service (worker, api, trainer).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY services services
+COPY streams streams
+COPY model model
+COPY infra infra
+RUN pip install --no-cache-dir -e .
+ENV STREAMREC_DATA_DIR=/data
+VOLUME /data
+ENTRYPOINT ["streamrec"]

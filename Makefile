@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Both do all set-up on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup system-deps stack-up stack-down clean
+
+demo: setup
+	$(BIN)/streamrec stack up
+	$(BIN)/streamrec stack check
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(STAMP) system-deps
+
+# Re-installs when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+system-deps:
+	@bash infra/system-deps.sh
+
+stack-up: setup
+	$(BIN)/streamrec stack up
+
+stack-down:
+	@test -x $(BIN)/streamrec && $(BIN)/streamrec stack down || true
+
+clean: stack-down
+	rm -rf .local $(VENV)

@@ -1,0 +1,195 @@
+"""A single-node KRaft Kafka broker run from Maven Central jars with the machine's Java.
+
+Layout under ``home`` (by default ``.local/kafka``)::
+
+    libs-<version>/     jars resolved by Maven once, reused by every later start
+    data/               KRaft log dirs, formatted once with a generated cluster id
+    server.properties   written on every start from the ports we were given
+    kafka.log, kafka.pid
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from infra.errors import StackError
+from infra.java import check_java, maven_binary
+from infra.process import ManagedProcess, port_in_use
+
+_MAIN_CLASS = "kafka.Kafka"
+_JARS_DONE = ".complete"
+
+
+def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+    """Broker config for one combined broker+controller node on loopback.
+
+    Every internal topic is set to one replica: the defaults (3) cannot be met by
+    one node, and the internal topics would then never be created.
+    """
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data_dir}",
+            "num.partitions=1",
+            "default.replication.factor=1",
+            "min.insync.replicas=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "log.retention.hours=168",
+            "",
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class LocalKafka:
+    """The embedded broker: resolve jars, format storage, start, probe and stop."""
+
+    home: Path
+    port: int
+    controller_port: int
+    version: str
+    heap: str = "1g"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def libs(self) -> Path:
+        return self.home / f"libs-{self.version}"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(
+            name="Kafka broker",
+            pid_file=self.home / "kafka.pid",
+            log_file=self.home / "kafka.log",
+            marker=str(self.home / "server.properties"),
+        )
+
+    def ensure_jars(self) -> Path:
+        """Resolve the broker jars with Maven once; later calls reuse the cache."""
+        if (self.libs / _JARS_DONE).exists():
+            return self.libs
+        mvn = maven_binary()
+        pom = resources.files("infra") / "kafka" / "pom.xml"
+        self.libs.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+             f"-Dkafka.version={self.version}", f"-DoutputDirectory={self.libs}"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0 or not any(self.libs.glob("kafka_2.13-*.jar")):
+            lines = [ln for ln in (result.stdout + result.stderr).splitlines() if "ERROR" in ln]
+            reason = lines[0] if lines else f"exit code {result.returncode}"
+            raise StackError(
+                f"Maven could not resolve org.apache.kafka:kafka_2.13:{self.version}: {reason}"
+            )
+        (self.libs / _JARS_DONE).touch()
+        return self.libs
+
+    def _java_argv(self, java: str, main: str, *args: str) -> list[str]:
+        log4j = resources.files("infra") / "kafka" / "log4j2.properties"
+        return [java, f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
+                f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs}/*", main, *args]
+
+    def _write_config(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        props = self.home / "server.properties"
+        props.write_text(server_properties(self.port, self.controller_port, self.home / "data"))
+        return props
+
+    def _format_storage(self, java: str, props: Path) -> None:
+        """Format the KRaft log dir once; an already formatted dir is kept as is."""
+        if (self.home / "data" / "meta.properties").exists():
+            return
+        cluster_id = _kafka_uuid()
+        result = subprocess.run(
+            self._java_argv(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                            "-c", str(props)),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed: {result.stderr.strip()[-300:]}")
+
+    def running_pid(self) -> int | None:
+        return self.process.pid()
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        """Start the broker (or return the pid of the one already running)."""
+        pid = self.running_pid()
+        if pid is not None:
+            return pid
+        for port in (self.port, self.controller_port):
+            if port_in_use(port):
+                raise StackError(
+                    f"port {port} is in use by another process; stop it or choose other ports "
+                    "with STREAMREC_KAFKA_PORT / STREAMREC_KAFKA_CONTROLLER_PORT"
+                )
+        java = check_java()
+        self.ensure_jars()
+        props = self._write_config()
+        self._format_storage(java, props)
+        proc = self.process
+        pid = proc.spawn(self._java_argv(java, _MAIN_CLASS, str(props)), cwd=self.home)
+        proc.wait_ready(pid, lambda: broker_answers(self.bootstrap), timeout_s)
+        return pid
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+
+def _kafka_uuid() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker at ``bootstrap`` returns cluster metadata."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                         "logger": _silent_logger()})
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - any failure here means "not answering yet"
+        return False
+    return bool(meta.brokers)
+
+
+def _silent_logger() -> logging.Logger:
+    """librdkafka logs connection refusals while we poll a starting broker; drop them."""
+    logger = logging.getLogger("streamrec.kafka.probe")
+    logger.setLevel(logging.CRITICAL)
+    return logger
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
+    """For external clusters: wait until the configured bootstrap answers."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if broker_answers(bootstrap):
+            return
+        time.sleep(0.5)
+    raise StackError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f} s")

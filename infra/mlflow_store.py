@@ -1,0 +1,51 @@
+"""The MLflow tracking store and model registry: a sqlite file under ``.local/`` by default.
+
+No server is needed for local use; any tracking URI MLflow understands (``http://...``)
+works the same way. Artifacts of the local store go to a folder beside the database,
+not to ``./mlruns`` in whatever directory the command happened to run in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class MlflowStore:
+    tracking_uri: str
+    artifact_root: Path
+
+    @classmethod
+    def local(cls, home: Path) -> "MlflowStore":
+        return cls(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=home / "artifacts")
+
+    @property
+    def is_local(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+    def ensure(self) -> None:
+        """Create the local folders; a remote server needs nothing from us."""
+        if self.is_local:
+            self.artifact_root.mkdir(parents=True, exist_ok=True)
+
+    def answers(self) -> bool:
+        """True when the tracking store accepts a query (creates the sqlite schema on first use)."""
+        from mlflow.tracking import MlflowClient
+
+        try:
+            MlflowClient(tracking_uri=self.tracking_uri).search_experiments(max_results=1)
+        except Exception:  # noqa: BLE001 - any failure means the store is not usable
+            return False
+        return True
+
+    def experiment_id(self, name: str) -> str:
+        """Id of experiment ``name``, created with its artifacts under our artifact root."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (self.artifact_root / name).as_uri() if self.is_local else None
+        return client.create_experiment(name, artifact_location=location)

@@ -1,0 +1,140 @@
+"""Start, find and stop a long-running child process through a pid file.
+
+Kafka and Redis are both run this way, so the pid-file rules live here once:
+a pid file whose process is gone (or is some other program) is stale and removed,
+which is how ``stack up`` recovers after a crash or a reboot.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.errors import StackError
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not running.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    """A background process owned by the stack, identified by its pid file.
+
+    ``marker`` is a string that must appear in the process command line; it stops
+    us from signalling an unrelated process that reused a stale pid.
+    """
+
+    name: str
+    pid_file: Path
+    log_file: Path
+    marker: str
+
+    def pid(self) -> int | None:
+        """The live pid, or None; removes a stale pid file as a side effect."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if _alive(pid) and self.marker in _cmdline(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def spawn(self, argv: list[str], cwd: Path | None = None) -> int:
+        """Start argv detached from our session, its output appended to the log file."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """SIGTERM, wait, then SIGKILL. Returns True when a process was stopped."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            _reap(pid)
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def wait_ready(self, pid: int, probe: Callable[[], bool], timeout_s: float) -> None:
+        """Poll probe() until it answers True; fail fast if the process dies first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                _reap(pid)
+                self.pid_file.unlink(missing_ok=True)
+                raise StackError(
+                    f"{self.name} exited during start-up; last log lines "
+                    f"({self.log_file}):\n{self.log_tail()}"
+                )
+            if probe():
+                return
+            time.sleep(0.25)
+        raise StackError(
+            f"{self.name} did not answer within {timeout_s:.0f} s; see {self.log_file}"
+        )
+
+
+def _reap(pid: int) -> None:
+    """Collect an exited child of ours so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

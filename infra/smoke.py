@@ -1,0 +1,75 @@
+"""One real round trip through each component, for ``streamrec stack check`` and the demo."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from infra.errors import StackError
+from infra.mlflow_store import MlflowStore
+from infra.topics import TopicSpec, ensure_topics
+
+_TIMEOUT_S = 20.0
+
+
+def kafka_round_trip(bootstrap: str) -> float:
+    """Produce one record to a fresh topic, read it back, delete the topic; returns ms."""
+    topic = f"streamrec.smoke.{uuid.uuid4().hex[:12]}"
+    ensure_topics(bootstrap, [TopicSpec(topic, 1)])
+    payload = uuid.uuid4().bytes
+    start = time.perf_counter()
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer.produce(topic, key=b"smoke", value=payload)
+    if producer.flush(_TIMEOUT_S) != 0:
+        raise StackError(f"Kafka round trip: the record was not delivered to {bootstrap}")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + _TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.value() == payload:
+                return (time.perf_counter() - start) * 1000
+        raise StackError(f"Kafka round trip: nothing came back from {topic} in {_TIMEOUT_S:.0f} s")
+    finally:
+        consumer.close()
+        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
+
+
+def redis_round_trip(url: str) -> float:
+    """SET, GET and DEL one key; returns ms."""
+    import redis
+
+    key = f"streamrec:smoke:{uuid.uuid4().hex}"
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    start = time.perf_counter()
+    try:
+        client.set(key, b"ok", ex=60)
+        value = client.get(key)
+        client.delete(key)
+    except redis.RedisError as exc:
+        raise StackError(f"Redis round trip to {url} failed: {exc}") from exc
+    finally:
+        client.close()
+    if value != b"ok":
+        raise StackError(f"Redis round trip: read back {value!r}")
+    return (time.perf_counter() - start) * 1000
+
+
+def mlflow_round_trip(store: MlflowStore, experiment: str) -> float:
+    """Log a run with one metric and read the metric back; returns ms."""
+    from mlflow.tracking import MlflowClient
+
+    start = time.perf_counter()
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    run = client.create_run(store.experiment_id(experiment), run_name="stack-smoke")
+    client.log_metric(run.info.run_id, "smoke", 1.0)
+    client.set_terminated(run.info.run_id)
+    value = client.get_run(run.info.run_id).data.metrics.get("smoke")
+    if value != 1.0:
+        raise StackError(f"MLflow round trip: read back {value!r}")
+    return (time.perf_counter() - start) * 1000

@@ -1,0 +1,1 @@
+"""The processes and their faces: the ``streamrec`` CLI, settings, and thin entry points."""

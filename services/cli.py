@@ -1,0 +1,29 @@
+"""The ``streamrec`` command: one typer app; each group of commands lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from infra.errors import StackError
+from services import cli_stack
+
+app = typer.Typer(
+    help="streamrec: event-driven next-item recommendations on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cli_stack.app, name="stack")
+
+
+def main() -> None:
+    """Console entry point: user-facing failures print one line and exit 1."""
+    try:
+        app()
+    except StackError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+if __name__ == "__main__":
+    main()

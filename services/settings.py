@@ -1,0 +1,120 @@
+"""The one settings object. Only this module reads the environment.
+
+Every field maps to an environment variable with the ``STREAMREC_`` prefix
+(``kafka_bootstrap`` <- ``STREAMREC_KAFKA_BOOTSTRAP``). Defaults run everything
+locally under ``.local/`` in the repository. Build it once in an entry point with
+``load_settings()`` and pass it (or the parts a component needs) down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from infra.errors import StackError
+from infra.topics import TopicSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Typed, frozen configuration for every streamrec process."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(REPO_ROOT / ".local", description="local state: jars, broker data, "
+                           "Redis AOF, MLflow store, worker state")
+
+    # Kafka: unset bootstrap means "run the embedded broker on kafka_port".
+    kafka_bootstrap: str | None = Field(None, description="existing cluster, host:port[,...]")
+    kafka_port: int = Field(19092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(19093, ge=1024, le=65535)
+    kafka_version: str = Field("4.0.2", pattern=r"^\d+\.\d+\.\d+$")
+    kafka_heap: str = Field("1g", pattern=r"^\d+[mg]$")
+    kafka_start_timeout_s: float = Field(90.0, gt=0)
+
+    # Redis: unset URL means "run the embedded redis-server on redis_port".
+    redis_url: str | None = Field(None, description="existing Redis, redis://host:port/db")
+    redis_port: int = Field(16379, ge=1024, le=65535)
+
+    # MLflow: unset means a sqlite store under data_dir; a server URI works too.
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str = "streamrec"
+
+    topic_interactions: str = "interactions"
+    topic_dlq: str = "interactions.dlq"
+    topic_recommendations: str = "recommendations"
+    topic_model_updates: str = "model-updates"
+    interactions_partitions: int = Field(4, ge=1)
+    recommendations_partitions: int = Field(4, ge=1)
+    topic_replication: int = Field(1, ge=1)
+
+    @field_validator("kafka_bootstrap", "redis_url", "mlflow_tracking_uri")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        """An empty variable (``STREAMREC_REDIS_URL=``) means 'use the local default'."""
+        return value.strip() or None if value is not None else None
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://host:port/db URL, got {value!r}")
+        return value
+
+    # Derived values: computed, never stored twice.
+    @property
+    def kafka_embedded(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def redis_embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def kafka_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    def topics(self) -> list[TopicSpec]:
+        """Every topic streamrec uses, with its partition count: declared here once."""
+        r = self.topic_replication
+        return [
+            TopicSpec(self.topic_interactions, self.interactions_partitions, r),
+            TopicSpec(self.topic_dlq, 1, r),
+            TopicSpec(self.topic_recommendations, self.recommendations_partitions, r),
+            TopicSpec(self.topic_model_updates, 1, r),
+        ]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; turn validation errors into one readable line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"STREAMREC_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            f" (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise StackError(f"invalid settings: {problems}") from None

@@ -1,0 +1,153 @@
+"""The foundation against real services: Kafka broker, redis-server, MLflow sqlite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+
+from infra.errors import StackError
+from infra.kafka_broker import LocalKafka
+from infra.process import port_in_use
+from infra.smoke import kafka_round_trip, mlflow_round_trip, redis_round_trip
+from services.settings import Settings, load_settings
+from services.stack import build_stack, mlflow_store
+
+
+def test_produce_consume_round_trip_keeps_per_key_order(
+    settings: Settings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    topic = new_topic(partitions=3)
+    producer = Producer({"bootstrap.servers": settings.kafka_servers, "enable.idempotence": True})
+    sent = [(f"user-{i % 5}".encode(), f"event-{i}".encode()) for i in range(50)]
+    for key, value in sent:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(20) == 0
+    consumer = Consumer({"bootstrap.servers": settings.kafka_servers, "group.id": group_id,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + 30
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            got.append((msg.key(), msg.value()))
+    consumer.close()
+    assert sorted(got) == sorted(sent)
+    for user in {k for k, _ in sent}:  # one key lands on one partition, so its order holds
+        assert [v for k, v in got if k == user] == [v for k, v in sent if k == user]
+
+
+def test_smoke_round_trips(settings: Settings) -> None:
+    assert kafka_round_trip(settings.kafka_servers) > 0
+    assert redis_round_trip(settings.redis) > 0
+    assert mlflow_round_trip(mlflow_store(settings), f"test-{uuid.uuid4().hex[:8]}") > 0
+
+
+def test_redis_round_trip_and_aof(settings: Settings) -> None:
+    client = redis.Redis.from_url(settings.redis)
+    key = f"test:{uuid.uuid4().hex}"
+    client.set(key, b"\x00bytes\xff", ex=30)
+    assert client.get(key) == b"\x00bytes\xff"
+    assert client.config_get("appendonly")["appendonly"] == "yes"
+    client.delete(key)
+
+
+def test_topics_exist_with_declared_partitions(settings: Settings) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=10)
+    for spec in settings.topics():
+        assert len(meta.topics[spec.name].partitions) == spec.partitions
+
+
+def test_stack_up_twice_is_idempotent(settings: Settings) -> None:
+    stack = build_stack(settings)
+    before = {row.name: row.pid for row in stack.status()}
+    lines: list[str] = []
+    stack.up(say=lines.append)
+    after = {row.name: row.pid for row in stack.status()}
+    assert before == after and lines == []  # nothing started, no topic created
+
+
+def test_mlflow_registry_alias_round_trip(settings: Settings) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = mlflow_store(settings)
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    run = client.create_run(store.experiment_id("test-registry"))
+    client.set_terminated(run.info.run_id)
+    name = f"test-model-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, source=f"{run.info.artifact_uri}/m",
+                                          run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", version.version)
+    assert client.get_model_version_by_alias(name, "champion").version == version.version
+    assert run.info.artifact_uri.startswith(store.artifact_root.as_uri())
+
+
+def _isolated_settings(tmp_path: Path, settings: Settings) -> Settings:
+    """A second stack on free ports in a temp dir, reusing the cached broker jars."""
+    ports = []
+    for _ in range(3):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    (tmp_path / "kafka").mkdir()
+    jars = settings.data_dir / "kafka" / f"libs-{settings.kafka_version}"
+    (tmp_path / "kafka" / jars.name).symlink_to(jars)
+    return load_settings(data_dir=tmp_path, kafka_port=ports[0], kafka_controller_port=ports[1],
+                         redis_port=ports[2], kafka_heap="256m")
+
+
+def test_stack_down_leaves_no_process_and_up_recovers_from_a_crash(
+    settings: Settings, tmp_path: Path
+) -> None:
+    mine = _isolated_settings(tmp_path, settings)
+    stack = build_stack(mine)
+    assert stack.local_kafka is not None and stack.local_redis is not None
+    stack.up()
+    kafka_pid, redis_pid = stack.local_kafka.running_pid(), stack.local_redis.running_pid()
+    assert kafka_pid and redis_pid and all(row.answers for row in stack.status())
+
+    # A crash: Redis killed hard leaves a stale pid file; `up` notices and restarts it.
+    os.kill(redis_pid, signal.SIGKILL)
+    time.sleep(0.3)
+    stack.up()
+    new_redis = stack.local_redis.running_pid()
+    assert new_redis and new_redis != redis_pid
+    assert stack.local_kafka.running_pid() == kafka_pid
+
+    assert sorted(stack.down()) == ["kafka", "redis"]
+    for pid in (kafka_pid, new_redis):
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    for port in (mine.kafka_port, mine.kafka_controller_port, mine.redis_port):
+        assert not port_in_use(port)
+    assert not (tmp_path / "kafka" / "kafka.pid").exists()
+
+
+def test_unresolvable_kafka_version_is_a_one_line_maven_error(tmp_path: Path) -> None:
+    kafka = LocalKafka(tmp_path, 1, 2, version="0.0.0")
+    with pytest.raises(StackError, match="Maven could not resolve .*kafka_2.13:0.0.0"):
+        kafka.ensure_jars()
+
+
+def test_cli_prints_one_line_errors_not_tracebacks(tmp_path: Path) -> None:
+    env = {**os.environ, "STREAMREC_KAFKA_PORT": "nope"}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "stack", "status"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "error: invalid settings: STREAMREC_KAFKA_PORT" in result.stderr

@@ -1,0 +1,116 @@
+"""The stack's failure paths that need no broker: clear one-line errors, stale pid files."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.errors import StackError
+from infra.java import check_java, parse_java_major
+from infra.kafka_broker import _kafka_uuid, server_properties
+from infra.process import ManagedProcess, port_in_use
+from infra.redis_server import LocalRedis
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [('openjdk version "17.0.15" 2025-04-15', 17), ('java version "1.8.0_392"', 8),
+     ('openjdk version "21" 2023-09-19', 21), ("garbage", None)],
+)
+def test_parse_java_major(output: str, major: int | None) -> None:
+    assert parse_java_major(output) == major
+
+
+def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(StackError, match="Java 17\\+ is needed.*apt-get install"):
+        check_java()
+
+
+def test_old_java_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "java"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho \'java version "1.8.0_392"\' >&2\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(StackError, match="Java 17\\+ is needed.*1.8.0_392"):
+        check_java()
+
+
+def test_missing_redis_binary_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(StackError, match="apt-get install -y redis-server"):
+        LocalRedis(tmp_path, 16999).start()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use(port)
+        with pytest.raises(StackError, match=f"port {port} is in use"):
+            LocalRedis(tmp_path, port).start()
+
+
+def _proc(tmp_path: Path, marker: str = "streamrec-test-sleep") -> ManagedProcess:
+    return ManagedProcess("sleeper", tmp_path / "p.pid", tmp_path / "p.log", marker)
+
+
+def test_stale_pid_files_are_removed(tmp_path: Path) -> None:
+    proc = _proc(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    proc.pid_file.write_text(str(dead.pid))
+    assert proc.pid() is None and not proc.pid_file.exists()
+    # A live process that is not ours (pid reused) is not claimed either.
+    proc.pid_file.write_text(str(os.getpid()))
+    assert proc.pid() is None and not proc.pid_file.exists()
+
+
+def test_spawn_then_stop_leaves_no_process(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, marker="import time")
+    pid = proc.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert proc.pid() == pid
+    assert proc.stop() is True
+    assert proc.pid() is None and not Path(f"/proc/{pid}").exists()
+    assert proc.stop() is False
+
+
+def test_wait_ready_fails_fast_when_the_process_dies(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, marker="boom")
+    pid = proc.spawn([sys.executable, "-c", "print('boom: bad config'); raise SystemExit(3)"])
+    with pytest.raises(StackError, match="exited during start-up(.|\n)*boom: bad config"):
+        proc.wait_ready(pid, lambda: False, timeout_s=10)
+
+
+def test_wait_ready_times_out_with_a_pointer_to_the_log(tmp_path: Path) -> None:
+    proc = _proc(tmp_path, marker="import time")
+    pid = proc.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(StackError, match="did not answer within 1 s; see .*p.log"):
+            proc.wait_ready(pid, lambda: False, timeout_s=1)
+    finally:
+        proc.stop()
+
+
+def test_server_properties_fit_a_single_node(tmp_path: Path) -> None:
+    props = dict(
+        line.split("=", 1) for line in server_properties(19092, 19093, tmp_path).splitlines() if line
+    )
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "share.coordinator.state.topic.replication.factor"):
+        assert props[key] == "1"
+
+
+def test_cluster_id_is_22_url_safe_chars() -> None:
+    cid = _kafka_uuid()
+    assert len(cid) == 22 and "=" not in cid and cid != _kafka_uuid()

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from infra.errors import StackError
+from services.settings import REPO_ROOT, Settings, load_settings
+
+
+def test_defaults_run_everything_locally(clean_env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.data_dir == REPO_ROOT / ".local"
+    assert s.kafka_embedded and s.redis_embedded
+    assert s.kafka_servers == "127.0.0.1:19092"
+    assert s.redis == "redis://127.0.0.1:16379/0"
+    assert s.mlflow_uri == f"sqlite:///{REPO_ROOT / '.local' / 'mlflow' / 'mlflow.db'}"
+    assert [t.name for t in s.topics()] == [
+        "interactions", "interactions.dlq", "recommendations", "model-updates"]
+    assert [t.partitions for t in s.topics()] == [4, 1, 4, 1]
+
+
+def test_env_vars_with_prefix_override(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("STREAMREC_KAFKA_BOOTSTRAP", "broker-a:9092,broker-b:9092")
+    clean_env.setenv("STREAMREC_REDIS_URL", "redis://cache:6379/2")
+    clean_env.setenv("STREAMREC_TOPIC_INTERACTIONS", "shop.events")
+    clean_env.setenv("STREAMREC_INTERACTIONS_PARTITIONS", "12")
+    clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
+    s = load_settings()
+    assert not s.kafka_embedded and s.kafka_servers == "broker-a:9092,broker-b:9092"
+    assert not s.redis_embedded and s.redis == "redis://cache:6379/2"
+    assert s.topics()[0].name == "shop.events" and s.topics()[0].partitions == 12
+    assert s.mlflow_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+
+
+def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_KAFKA_BOOTSTRAP", "  ")
+    assert load_settings().kafka_embedded
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("STREAMREC_KAFKA_PORT", "not-a-port", "STREAMREC_KAFKA_PORT"),
+        ("STREAMREC_KAFKA_PORT", "80", "STREAMREC_KAFKA_PORT"),
+        ("STREAMREC_KAFKA_BOOTSTRAP", "localhost", "host:port"),
+        ("STREAMREC_REDIS_URL", "localhost:6379", "redis://"),
+        ("STREAMREC_KAFKA_HEAP", "lots", "STREAMREC_KAFKA_HEAP"),
+        ("STREAMREC_INTERACTIONS_PARTITIONS", "0", "STREAMREC_INTERACTIONS_PARTITIONS"),
+    ],
+)
+def test_malformed_values_fail_with_one_line_naming_the_variable(
+    clean_env: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    clean_env.setenv(var, value)
+    with pytest.raises(StackError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "\n" not in text and message in text and text.startswith("invalid settings")
+
+
+def test_settings_are_frozen(clean_env: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        s.kafka_port = 1234  # type: ignore[misc]

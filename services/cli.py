@@ -7,8 +7,10 @@ import sys
 import typer
 from rich.console import Console
 
+from confluent_kafka import KafkaException
+
 from infra.errors import StackError
-from services import cli_stack
+from services import cli_events, cli_stack
 
 app = typer.Typer(
     help="streamrec: event-driven next-item recommendations on Kafka.",
@@ -16,13 +18,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_stack.app, name="stack")
+app.registered_commands += cli_events.app.registered_commands
 
 
 def main() -> None:
     """Console entry point: user-facing failures print one line and exit 1."""
     try:
         app()
-    except StackError as exc:
+    except (StackError, FileNotFoundError, KafkaException) as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(1)
 if __name__ == "__main__":

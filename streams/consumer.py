@@ -1,0 +1,56 @@
+"""Read records back from a topic, for ``streamrec tail`` and for tests and reports.
+
+Uses a throw-away consumer group that never commits, so reading never moves anyone
+else's offsets.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def read_topic(bootstrap: str, topic: str, *, from_beginning: bool = False,
+               limit: int | None = None, idle_timeout_s: float | None = None) -> Iterator[Record]:
+    """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": False,
+    })
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise KafkaException(f"topic {topic!r} does not exist")
+        consumer.subscribe([topic])
+        count, last = 0, time.monotonic()
+        while limit is None or count < limit:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                    return
+                continue
+            if msg.error() is not None:
+                continue  # partition EOF and transient errors: keep reading
+            last = time.monotonic()
+            count += 1
+            yield Record(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],
+                         msg.key(), msg.value(), dict(msg.headers() or []))
+    finally:
+        consumer.close()

@@ -1,0 +1,227 @@
+"""The interaction event: declared once, used by producers, stream processors and tests.
+
+Wire format: one JSON object per Kafka record (orjson), key = ``user_id`` so one user's
+events stay ordered on one partition. The JSON Schema in ``streams/schema/event-v1.json``
+describes the same rules for other languages; a test keeps the two in step.
+
+Versioning: a new schema version may only add optional fields. A record with a
+``schema_version`` this code does not know is rejected (it goes to the dead-letter
+topic), never guessed at.
+
+Validation is hand-written rather than done by a schema library because it runs once per
+event on the producer and again in the stream workers: it must cost about a microsecond.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+MAX_PAYLOAD_BYTES = 8 * 1024
+MAX_ID_LENGTH = 256
+MAX_CONTEXT_KEYS = 32
+MIN_TS_MS = 631_152_000_000  # 1990-01-01: smaller values are mostly seconds sent as ms
+MAX_FUTURE_MS = 24 * 3600 * 1000  # clock skew we tolerate ahead of this machine's clock
+
+REQUIRED = ("event_id", "user_id", "item_id", "event_type", "ts", "schema_version")
+OPTIONAL = ("session_id", "context")
+_KNOWN = frozenset(REQUIRED + OPTIONAL)
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class Reason(StrEnum):
+    """Why a record was rejected: the value travels in the dead-letter header ``reason``."""
+
+    OVERSIZED = "oversized"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_VALUE = "bad_value"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    BAD_TIMESTAMP = "bad_timestamp"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+
+
+class InvalidEvent(ValueError):
+    """A record that does not follow the schema; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One user interaction. Construct with :func:`new_event` or parse with :func:`parse`."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    ts: int  # event time, epoch milliseconds
+    schema_version: int = SCHEMA_VERSION
+    session_id: str | None = None
+    context: dict[str, str | int | float | bool] | None = field(default=None, hash=False)
+
+    @property
+    def key(self) -> bytes:
+        return self.user_id.encode()
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id, "user_id": self.user_id, "item_id": self.item_id,
+            "event_type": self.event_type, "ts": self.ts, "schema_version": self.schema_version,
+        }
+        if self.session_id is not None:
+            out["session_id"] = self.session_id
+        if self.context is not None:
+            out["context"] = self.context
+        return out
+
+
+def new_event(user_id: str, item_id: str, event_type: str = "view", ts: int | None = None,
+              session_id: str | None = None, context: dict[str, Any] | None = None,
+              event_id: str | None = None) -> Event:
+    """Build and validate an event; fills a random ``event_id`` and the current time."""
+    obj: dict[str, Any] = {
+        "event_id": event_id or str(uuid.uuid4()), "user_id": user_id, "item_id": item_id,
+        "event_type": event_type, "ts": int(time.time() * 1000) if ts is None else ts,
+        "schema_version": SCHEMA_VERSION,
+    }
+    if session_id is not None:
+        obj["session_id"] = session_id
+    if context is not None:
+        obj["context"] = context
+    return validate(obj)
+
+
+def parse(raw: bytes, now_ms: int | None = None) -> Event:
+    """Bytes from the wire to an Event, or InvalidEvent with the reason."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise InvalidEvent(Reason.OVERSIZED, f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(Reason.BAD_JSON, str(exc)) from None
+    return validate(obj, now_ms)
+
+
+def _text(obj: dict[str, Any], name: str) -> str:
+    value = obj[name]
+    if type(value) is not str:
+        raise InvalidEvent(Reason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}")
+    if not 0 < len(value) <= MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidEvent(Reason.BAD_VALUE,
+                           f"{name} must be 1..{MAX_ID_LENGTH} printable characters")
+    return value
+
+
+def validate(obj: Any, now_ms: int | None = None) -> Event:
+    """A decoded JSON value to an Event, or InvalidEvent naming the first problem found."""
+    if type(obj) is not dict:
+        raise InvalidEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    keys = obj.keys()
+    if not keys <= _KNOWN:
+        raise InvalidEvent(Reason.UNKNOWN_FIELD, f"unknown fields {sorted(keys - _KNOWN)}")
+    for name in REQUIRED:
+        if name not in obj:
+            raise InvalidEvent(Reason.MISSING_FIELD, f"{name} is required")
+    version = obj["schema_version"]
+    if type(version) is not int:
+        raise InvalidEvent(Reason.WRONG_TYPE, "schema_version must be an integer")
+    if version not in SUPPORTED_VERSIONS:
+        raise InvalidEvent(Reason.UNKNOWN_SCHEMA_VERSION,
+                           f"schema_version {version} is not one of {sorted(SUPPORTED_VERSIONS)}")
+    event_id = obj["event_id"]
+    if type(event_id) is not str:
+        raise InvalidEvent(Reason.WRONG_TYPE, "event_id must be a string")
+    if len(event_id) != 36 or _UUID.fullmatch(event_id) is None:
+        raise InvalidEvent(Reason.BAD_VALUE, "event_id must be a UUID (8-4-4-4-12 hex)")
+    event_type = obj["event_type"]
+    if type(event_type) is not str:
+        raise InvalidEvent(Reason.WRONG_TYPE, "event_type must be a string")
+    if event_type not in _EVENT_TYPES:
+        raise InvalidEvent(Reason.UNKNOWN_EVENT_TYPE,
+                           f"{event_type[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+    ts = obj["ts"]
+    if type(ts) is not int:
+        raise InvalidEvent(Reason.WRONG_TYPE, "ts must be an integer (epoch milliseconds)")
+    latest = (int(time.time() * 1000) if now_ms is None else now_ms) + MAX_FUTURE_MS
+    if not MIN_TS_MS <= ts <= latest:
+        raise InvalidEvent(Reason.BAD_TIMESTAMP,
+                           f"ts {ts} is outside [{MIN_TS_MS}, now + 1 day] (epoch milliseconds)")
+    session_id = obj.get("session_id")
+    if session_id is not None:
+        session_id = _text(obj, "session_id")
+    context = obj.get("context")
+    if context is not None:
+        _check_context(context)
+    return Event(event_id, _text(obj, "user_id"), _text(obj, "item_id"), event_type, ts,
+                 version, session_id, context)
+
+
+def _check_context(context: Any) -> None:
+    if type(context) is not dict:
+        raise InvalidEvent(Reason.WRONG_TYPE, "context must be an object")
+    if len(context) > MAX_CONTEXT_KEYS:
+        raise InvalidEvent(Reason.BAD_VALUE, f"context has more than {MAX_CONTEXT_KEYS} keys")
+    for key, value in context.items():
+        if not 0 < len(key) <= 64:
+            raise InvalidEvent(Reason.BAD_VALUE, "context keys must be 1..64 characters")
+        if type(value) not in (str, int, float, bool):
+            raise InvalidEvent(Reason.WRONG_TYPE,
+                               f"context[{key[:40]!r}] must be a string, number or boolean")
+        if type(value) is str and len(value) > MAX_ID_LENGTH:
+            raise InvalidEvent(Reason.BAD_VALUE, f"context[{key[:40]!r}] is too long")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the wire format, for other languages and docs.
+
+    Two rules are not expressible there and live only in :func:`parse`: the payload size
+    limit and the upper bound of ``ts`` (now + 1 day).
+    """
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://streamrec.dev/schema/event-v1.json",
+        "title": "streamrec interaction event",
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(REQUIRED),
+        "properties": {
+            "event_id": {"type": "string", "pattern": f"^{_UUID.pattern}$"},
+            "user_id": text,
+            "item_id": text,
+            "event_type": {"enum": list(EVENT_TYPES)},
+            "ts": {"type": "integer", "minimum": MIN_TS_MS,
+                   "description": "event time, epoch milliseconds; at most now + 1 day"},
+            "schema_version": {"const": SCHEMA_VERSION},
+            "session_id": {"oneOf": [text, {"type": "null"}]},
+            "context": {
+                "oneOf": [{"type": "null"}, {
+                    "type": "object", "maxProperties": MAX_CONTEXT_KEYS,
+                    "propertyNames": {"minLength": 1, "maxLength": 64},
+                    "additionalProperties": {"oneOf": [
+                        {"type": "string", "maxLength": MAX_ID_LENGTH},
+                        {"type": "number"}, {"type": "boolean"}]},
+                }],
+            },
+        },
+    }

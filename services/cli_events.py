@@ -14,7 +14,6 @@ from rich.console import Console
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from streams.consumer import read_topic
-from streams.events import InvalidEvent, parse
 from streams.producer import EventProducer
 from streams.readers import READERS, read_events
 from streams.replay import ReplaySummary, replay as replay_log
@@ -32,20 +31,15 @@ def _producer(settings: Settings, source: str) -> EventProducer:
 
 
 def _produce_lines(lines: BinaryIO, producer: EventProducer) -> tuple[int, int]:
-    """Validate each JSON line; send valid lines unchanged, invalid ones to the DLQ."""
+    """Send each non-blank JSON line; returns (sent, dead-lettered)."""
     sent = rejected = 0
     for raw in lines:
         raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
-            continue
-        try:
-            event = parse(raw)
-        except InvalidEvent as exc:
-            producer.dead_letter(raw, exc)
-            rejected += 1
-            continue
-        producer.send_raw(event.key, raw)
-        sent += 1
+        if raw.strip():
+            if producer.send_checked(raw):
+                sent += 1
+            else:
+                rejected += 1
     return sent, rejected
 
 

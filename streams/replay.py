@@ -74,7 +74,8 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
         summary.sent += 1
         if on_progress is not None and summary.read % progress_every == 0:
             summary.seconds = time.perf_counter() - start
-            summary.delivered, summary.failed = producer.stats.delivered, producer.stats.failed
+            stats = producer.refresh_stats()
+            summary.delivered, summary.failed = stats.delivered, stats.failed
             on_progress(summary)
     producer.close()
     summary.seconds = time.perf_counter() - start

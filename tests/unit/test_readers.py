@@ -1,0 +1,142 @@
+"""Dataset readers on small files written here, the synthetic generator, replay pacing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from streams.events import Event, Reason
+from streams.readers import SEQUENCE_BASE_MS, SEQUENCE_STEP_MS, Rejected, read_events
+from streams.replay import pacing_delay
+from streams.synthetic import SyntheticConfig, generate
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _events(path: Path, fmt: str) -> list[Event]:
+    out = list(read_events(path, fmt))
+    assert all(isinstance(e, Event) for e in out)
+    return out  # type: ignore[return-value]
+
+
+def test_movielens_csv_is_time_ordered_with_stable_ties(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
+                  "1,10,4.0,964982703\n1,20,3.5,964982000\n2,30,5.0,964982703\n")
+    events = _events(path, "movielens")
+    assert [(e.user_id, e.item_id, e.ts) for e in events] == [
+        ("1", "20", 964982000000), ("1", "10", 964982703000), ("2", "30", 964982703000)]
+    assert events[0].context == {"rating": 3.5}
+    assert _events(path, "movielens") == events  # ids are deterministic
+
+
+def test_movielens_u_data_tab_without_header(tmp_path: Path) -> None:
+    path = _write(tmp_path, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    assert [e.user_id for e in _events(path, "movielens")] == ["196", "186"]
+
+
+@pytest.mark.parametrize("sep", ["\t", ","])
+def test_yoochoose_with_header(tmp_path: Path, sep: str) -> None:
+    rows = ["SessionId", "ItemId", "Time"], ["7", "214536502", "1396860669.277"], \
+        ["7", "214536506", "1396860600.5"]
+    path = _write(tmp_path, "clicks.txt", "\n".join(sep.join(r) for r in rows) + "\n")
+    events = _events(path, "yoochoose")
+    assert [(e.item_id, e.ts, e.session_id, e.event_type) for e in events] == [
+        ("214536506", 1396860600500, "7", "click"), ("214536502", 1396860669277, "7", "click")]
+
+
+def test_yoochoose_original_clicks_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "yoochoose-clicks.dat",
+                  "1,2014-04-07T10:51:09.277Z,214536502,0\n1,2014-04-07T10:54:09.868Z,214536500,0\n")
+    events = _events(path, "yoochoose")
+    assert [e.item_id for e in events] == ["214536502", "214536500"]
+    assert events[0].ts == 1396867869277
+
+
+def test_diginetica_anonymous_sessions_get_session_users(tmp_path: Path) -> None:
+    path = _write(tmp_path, "views.csv", "session_id;user_id;item_id;timeframe;eventdate\n"
+                  "1;NA;81766;526309;2016-05-09\n2;55;31331;1000;2016-05-09\n")
+    events = _events(path, "diginetica")
+    assert [(e.user_id, e.item_id, e.session_id) for e in events] == [
+        ("55", "31331", "2"), ("s1", "81766", "1")]
+    assert events[0].ts == 1462752000000 + 1000
+
+
+def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
+    path = _write(tmp_path, "seq.txt", "u1 a b c\nu2 d e\n")
+    events = _events(path, "sequences")
+    assert [(e.user_id, e.item_id) for e in events] == [
+        ("u1", "a"), ("u2", "d"), ("u1", "b"), ("u2", "e"), ("u1", "c")]
+    assert events[2].ts == SEQUENCE_BASE_MS + SEQUENCE_STEP_MS
+
+
+def test_jsonl_rejects_first_then_events_in_time_order(tmp_path: Path) -> None:
+    a = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u", "i", "view", 1_700_000_000_500)
+    b = Event("1b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u", "j", "view", 1_700_000_000_000)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(a.to_json() + b"\nnot json\n\n" + b.to_json() + b"\n")
+    out = list(read_events(path, "jsonl"))
+    assert isinstance(out[0], Rejected) and out[0].error.reason is Reason.BAD_JSON
+    assert out[1:] == [b, a]
+
+
+def test_unknown_format_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown format 'csv'; choose one of movielens"):
+        read_events(tmp_path, "csv")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_events(tmp_path / "missing.csv", "movielens")
+
+
+def test_synthetic_log_has_the_promised_structure() -> None:
+    cfg = SyntheticConfig(users=300, items=200, events=20_000, seed=3)
+    events = list(generate(cfg))
+    assert len(events) == cfg.events and list(generate(cfg)) == events  # deterministic
+    assert all(a.ts <= b.ts for a, b in zip(events, events[1:]))
+    assert len({e.event_id for e in events}) == len(events)
+    counts = sorted(Counter(e.item_id for e in events).values(), reverse=True)
+    assert sum(counts[:20]) > 0.3 * len(events)  # power law: 10% of items, >30% of events
+    # Sequential structure: a user's next item repeats a seen transition far above chance.
+    last: dict[str, str] = {}
+    pairs: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        if e.user_id in last:
+            pairs[(last[e.user_id], e.item_id)] += 1
+        last[e.user_id] = e.item_id
+    top_share = sum(c for _, c in pairs.most_common(cfg.items * cfg.successors)) / sum(pairs.values())
+    assert top_share > 0.4
+    # Sessions: gaps over 30 min separate sessions, gaps inside are shorter.
+    by_user: dict[str, list[Event]] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    for seq in by_user.values():
+        for a, b in zip(seq, seq[1:]):
+            assert (b.session_id != a.session_id) == (b.ts - a.ts >= 1_800_000)
+
+
+def test_synthetic_drift_changes_tastes_after_the_drift_point() -> None:
+    base = list(generate(SyntheticConfig(users=200, items=300, events=10_000, seed=1)))
+    drift = list(generate(SyntheticConfig(users=200, items=300, events=10_000, seed=1,
+                                          drift_at=0.5)))
+    assert base[:5000] == drift[:5000] and base[5000:] != drift[5000:]
+    with pytest.raises(ValueError, match="drift_at"):
+        SyntheticConfig(drift_at=1.5)
+
+
+@pytest.mark.parametrize(
+    ("index", "ts", "elapsed", "rate", "scale", "expected"),
+    [
+        (10, 0, 0.0, None, None, 0.0),            # as fast as possible
+        (10, 0, 0.0, 100.0, None, 0.1),           # 10th record at 100/s is due at 0.1 s
+        (10, 0, 0.5, 100.0, None, 0.0),           # behind schedule: send now
+        (0, 60_000, 0.0, None, 60.0, 1.0),        # one minute of event time at 60x = 1 s
+        (1, 60_000, 0.0, 1000.0, 60.0, 1.0),      # both: the slower wins
+    ],
+)
+def test_pacing_delay(index: int, ts: int, elapsed: float, rate: float | None,
+                      scale: float | None, expected: float) -> None:
+    assert pacing_delay(index, ts, 0, elapsed, rate, scale) == pytest.approx(expected)

@@ -1,0 +1,104 @@
+"""Baselines in the same harness: popularity, item-kNN, matrix factorization (implicit ALS).
+
+Each has ``fit(train_histories, num_items)`` and ``score(users, histories)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def _interaction_matrix(histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
+    """Binary [rows, num_items + 1] matrix: row r has a 1 for each item in histories[r]."""
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    cols = np.concatenate(histories) if histories else np.empty(0, dtype=np.int64)
+    m = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)),
+                      shape=(len(histories), num_items + 1))
+    m.data[:] = 1.0  # duplicates summed by the constructor count once
+    return m
+
+
+class Popularity:
+    """Scores every item by how often it was interacted with in training."""
+
+    name = "popularity"
+
+    def fit(self, histories: list[np.ndarray], num_items: int) -> Popularity:
+        counts = np.bincount(np.concatenate(histories), minlength=num_items + 1)
+        self.counts = counts.astype(np.float32)
+        self.counts[0] = 0
+        return self
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
+
+
+class ItemKNN:
+    """Cosine similarity of items over co-occurrence in users' (or sessions') histories;
+    a history scores an item by the summed similarity of the item to its last ``window``
+    items (all when None)."""
+
+    name = "itemknn"
+
+    def __init__(self, window: int | None = None, shrink: float = 10.0) -> None:
+        self.window = window
+        self.shrink = shrink
+
+    def fit(self, histories: list[np.ndarray], num_items: int) -> ItemKNN:
+        x = _interaction_matrix(histories, num_items)
+        co = (x.T @ x).tocsr()
+        co.setdiag(0)
+        co.eliminate_zeros()
+        norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+        co = co.tocoo()
+        co.data = co.data / (norms[co.row] * norms[co.col] + self.shrink)
+        self.sim = co.tocsr()
+        self.num_items = num_items
+        return self
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        recent = [h[-self.window:] if self.window else h for h in histories]
+        return np.asarray((_interaction_matrix(recent, self.num_items) @ self.sim).todense())
+
+
+class ImplicitALS:
+    """Matrix factorization for implicit feedback (Hu, Koren & Volinsky 2008), by ALS.
+
+    Confidence 1 + alpha for observed pairs; each half-step solves a ridge regression per
+    user (or item) in closed form. Scores are dot products of user and item factors.
+    """
+
+    name = "mf"
+
+    def __init__(self, factors: int = 64, reg: float = 0.1, alpha: float = 20.0,
+                 iterations: int = 15, seed: int = 0) -> None:
+        self.factors, self.reg, self.alpha, self.iterations, self.seed = (
+            factors, reg, alpha, iterations, seed)
+
+    def _half_step(self, x: sp.csr_matrix, fixed: np.ndarray) -> np.ndarray:
+        gram = fixed.T @ fixed + self.reg * np.eye(self.factors)
+        out = np.zeros((x.shape[0], self.factors))
+        for r in range(x.shape[0]):
+            idx = x.indices[x.indptr[r]:x.indptr[r + 1]]
+            if len(idx) == 0:
+                continue
+            y = fixed[idx]
+            a = gram + self.alpha * (y.T @ y)
+            b = (1.0 + self.alpha) * y.sum(axis=0)
+            out[r] = np.linalg.solve(a, b)
+        return out
+
+    def fit(self, histories: list[np.ndarray], num_items: int) -> ImplicitALS:
+        x = _interaction_matrix(histories, num_items)
+        rng = np.random.default_rng(self.seed)
+        self.item_factors = rng.normal(0, 0.01, (num_items + 1, self.factors))
+        xt = x.T.tocsr()
+        for _ in range(self.iterations):
+            self.user_factors = self._half_step(x, self.item_factors)
+            self.item_factors = self._half_step(xt, self.user_factors)
+        return self
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """``users`` are 1-based rows of the training matrix."""
+        return self.user_factors[users - 1] @ self.item_factors.T

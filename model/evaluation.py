@@ -1,0 +1,96 @@
+"""The offline protocols, identical for every model.
+
+- **sampled** (NCF / SASRec papers): the held-out item ranked against 100 items drawn
+  uniformly from those the user has not interacted with.
+- **full**: the held-out item ranked against every item the user has not interacted with.
+
+In both, the user's history is excluded from the candidates for every model alike.
+Models expose one method, ``score(users, histories) -> [batch, num_items + 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from model.data import LeaveLastOut
+from model.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
+from model.sampling import SeenItems
+
+
+class Scorer(Protocol):
+    name: str
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """Scores for every item id (column 0 is padding and ignored)."""
+        ...
+
+
+def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
+           negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(full ranks, full candidate counts, sampled ranks, top-10 items) for one batch."""
+    scores = scores.astype(np.float64, copy=True)
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, targets]
+    sampled = rank_of_target(target_scores, scores[rows[:, None], negatives])
+    scores[:, 0] = -np.inf
+    for i, h in enumerate(histories):
+        scores[i, h] = -np.inf
+    scores[rows, targets] = -np.inf
+    full = rank_of_target(target_scores, scores)
+    candidates = np.isfinite(scores).sum(axis=1)
+    scores[rows, targets] = target_scores
+    top = np.argpartition(-scores, 10, axis=1)[:, :10]
+    return full, candidates, sampled, top
+
+
+def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 10,
+             num_negatives: int = 100, seed: int = 0, batch_size: int = 256) -> dict:
+    """Both protocols for ``stage`` ('valid' or 'test')."""
+    users = split.eval_users(stage)
+    histories = [split.history(u, stage) for u in users]
+    targets = np.array([split.target(u, stage) for u in users])
+    seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)],
+                     split.sequences.num_items)
+    negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed))
+    full_r, full_n, samp_r, tops = [], [], [], []
+    for start in range(0, len(users), batch_size):
+        sl = slice(start, start + batch_size)
+        scores = model.score(users[sl], histories[sl])
+        f, n, s, top = _ranks(scores, histories[sl], targets[sl], negatives[sl])
+        full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
+    full, full_count, samp = np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r)
+    return {
+        "sampled": {f"HR@{k}": hit_rate(samp, k), f"NDCG@{k}": ndcg(samp, k), "MRR": mrr(samp),
+                    "AUC": auc(samp, num_negatives)},
+        "full": {f"HR@{k}": hit_rate(full, k), f"NDCG@{k}": ndcg(full, k), "MRR": mrr(full),
+                 "AUC": auc(full, full_count),
+                 "coverage@10": coverage(np.concatenate(tops), split.sequences.num_items)},
+        "users": int(len(users)),
+    }
+
+
+def evaluate_next_click(model: Scorer, sessions: list[np.ndarray], k: int = 20,
+                        batch_size: int = 512) -> dict:
+    """Session-based protocol: for every prefix of every test session, rank the next click
+    among all items (history not excluded: sessions repeat items). Sessions are new users
+    (id 0). Items unknown to the model (id 0) are dropped beforehand, as in GRU4Rec."""
+    prefixes: list[np.ndarray] = []
+    targets: list[int] = []
+    for s in sessions:
+        for t in range(1, len(s)):
+            prefixes.append(s[:t])
+            targets.append(int(s[t]))
+    ranks = []
+    for start in range(0, len(prefixes), batch_size):
+        hist = prefixes[start:start + batch_size]
+        tgt = np.asarray(targets[start:start + batch_size])
+        scores = model.score(np.zeros(len(hist), dtype=np.int64), hist).astype(np.float64)
+        rows = np.arange(len(tgt))
+        target_scores = scores[rows, tgt]
+        scores[:, 0] = -np.inf
+        scores[rows, tgt] = -np.inf
+        ranks.append(rank_of_target(target_scores, scores))
+    r = np.concatenate(ranks) if ranks else np.empty(0)
+    return {f"Recall@{k}": hit_rate(r, k), f"MRR@{k}": mrr(r, k), "predictions": int(len(r))}

@@ -1,0 +1,56 @@
+"""Ranking metrics as small pure functions over the rank of the held-out item.
+
+``rank`` is 0-based: the number of candidates scored above the held-out item (ties count
+half, so a model that scores everything alike gets the middle rank, not the top).
+Every function takes an array of ranks (one per evaluated user) and returns a mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
+    """Per row: how many candidates beat the target (ties count half).
+
+    ``target_score``: shape [n]; ``candidate_scores``: [n, c], excluding the target itself.
+    Masked-out candidates should be given ``-inf``.
+    """
+    t = target_score[:, None]
+    return (candidate_scores > t).sum(axis=1) + 0.5 * (candidate_scores == t).sum(axis=1)
+
+
+def hit_rate(ranks: np.ndarray, k: int) -> float:
+    """HR@K: share of users whose held-out item is in the top K."""
+    return float(np.mean(ranks < k)) if len(ranks) else 0.0
+
+
+def ndcg(ranks: np.ndarray, k: int) -> float:
+    """NDCG@K with one relevant item: 1 / log2(rank + 2) inside the top K, else 0."""
+    if not len(ranks):
+        return 0.0
+    gains = np.where(ranks < k, 1.0 / np.log2(np.floor(ranks) + 2.0), 0.0)
+    return float(np.mean(gains))
+
+
+def mrr(ranks: np.ndarray, k: int | None = None) -> float:
+    """Mean reciprocal rank, optionally cut at K (MRR@K counts 0 beyond K)."""
+    if not len(ranks):
+        return 0.0
+    rr = 1.0 / (np.floor(ranks) + 1.0)
+    if k is not None:
+        rr = np.where(ranks < k, rr, 0.0)
+    return float(np.mean(rr))
+
+
+def auc(ranks: np.ndarray, num_candidates: int | np.ndarray) -> float:
+    """AUC with one positive: share of negatives scored below it, averaged over users."""
+    if not len(ranks):
+        return 0.0
+    return float(np.mean(1.0 - ranks / np.asarray(num_candidates, dtype=float)))
+
+
+def coverage(recommended: np.ndarray, num_items: int) -> float:
+    """Catalogue coverage: distinct items in all top-K lists / catalogue size."""
+    ids = np.unique(recommended[recommended > 0])
+    return float(len(ids) / num_items) if num_items else 0.0

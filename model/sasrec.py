@@ -1,0 +1,139 @@
+"""SASRec (Kang & McAuley 2018): a causal self-attention encoder over a user's item sequence.
+
+The session embedding (the encoder output at the newest position) lives in the same space
+as the item embeddings, so next-item scores are dot products and retrieval is a
+nearest-neighbour search over the item table.
+
+Sequences are left-padded with item 0; positions are counted from the first real item, so
+the embedding of a session does not depend on how much padding precedes it (which the
+incremental serving path relies on). Written with ``keras`` and ``keras.ops`` only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="streamrec")
+class SASRecEncoder(keras.layers.Layer):
+    """[batch, max_len] item ids -> [batch, max_len, dim] causal sequence embeddings."""
+
+    def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
+                 heads: int = 1, dropout: float = 0.2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_items < 1 or max_len < 1 or blocks < 1:
+            raise ValueError(f"num_items, max_len and blocks must be >= 1. Received: "
+                             f"num_items={num_items}, max_len={max_len}, blocks={blocks}")
+        if dim % heads:
+            raise ValueError(f"dim must be divisible by heads. Received: dim={dim}, heads={heads}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
+        self.num_items, self.max_len, self.dim = num_items, max_len, dim
+        self.blocks, self.heads, self.dropout = blocks, heads, dropout
+
+    def build(self, input_shape: Any) -> None:
+        d = self.dim
+        self.item_embedding = keras.layers.Embedding(self.num_items + 1, d, name="item_embedding")
+        self.pos_embedding = keras.layers.Embedding(self.max_len, d, name="pos_embedding")
+        self.item_embedding.build((None,))
+        self.pos_embedding.build((None,))
+        self.drop = keras.layers.Dropout(self.dropout)
+        self.attn_norm, self.attn, self.ffn_norm, self.ffn_in, self.ffn_out = [], [], [], [], []
+        for b in range(self.blocks):
+            self.attn_norm.append(keras.layers.LayerNormalization(epsilon=1e-8, name=f"attn_norm_{b}"))
+            self.attn.append(keras.layers.MultiHeadAttention(
+                self.heads, d // self.heads, dropout=self.dropout, name=f"attention_{b}"))
+            self.ffn_norm.append(keras.layers.LayerNormalization(epsilon=1e-8, name=f"ffn_norm_{b}"))
+            self.ffn_in.append(keras.layers.Dense(d, activation="relu", name=f"ffn_in_{b}"))
+            self.ffn_out.append(keras.layers.Dense(d, name=f"ffn_out_{b}"))
+            self.attn_norm[b].build((None, None, d))
+            self.attn[b].build((None, None, d), (None, None, d), (None, None, d))
+            self.ffn_norm[b].build((None, None, d))
+            self.ffn_in[b].build((None, None, d))
+            self.ffn_out[b].build((None, None, d))
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")
+        self.final_norm.build((None, None, d))
+
+    def call(self, seq: Any, training: bool = False) -> Any:
+        valid = ops.cast(ops.not_equal(seq, 0), "float32")
+        mask = ops.expand_dims(valid, -1)
+        positions = ops.cast(ops.maximum(ops.cumsum(valid, axis=1) - 1.0, 0.0), "int32")
+        x = self.item_embedding(seq) * math.sqrt(self.dim) + self.pos_embedding(positions)
+        x = self.drop(x, training=training) * mask
+        length = ops.shape(seq)[1]
+        causal = ops.tril(ops.ones((length, length), dtype="bool"))
+        attend = ops.logical_and(ops.expand_dims(causal, 0),
+                                 ops.expand_dims(ops.cast(valid, "bool"), 1))
+        for b in range(self.blocks):
+            q = self.attn_norm[b](x)
+            x = q + self.attn[b](q, x, x, attention_mask=attend, training=training)
+            h = self.ffn_norm[b](x)
+            f = self.ffn_out[b](self.drop(self.ffn_in[b](h), training=training))
+            x = (h + self.drop(f, training=training)) * mask
+        return self.final_norm(x) * mask
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_items": self.num_items, "max_len": self.max_len,
+                "dim": self.dim, "blocks": self.blocks, "heads": self.heads,
+                "dropout": self.dropout}
+
+
+@keras.saving.register_keras_serializable(package="streamrec")
+class SASRec(keras.Model):
+    """Training and serving faces of one encoder.
+
+    ``call({"seq", "pos", "neg"})`` -> logits [batch, max_len, 1 + negatives] for training
+    (column 0: the true next item). ``encode(seq)`` -> [batch, dim] session embeddings
+    (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
+    """
+
+    def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
+                 heads: int = 1, dropout: float = 0.2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encoder = SASRecEncoder(num_items, max_len, dim, blocks, heads, dropout,
+                                     name="encoder")
+        self.max_len = max_len
+
+    def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        h = self.encoder(inputs["seq"], training=training)                  # [B, L, d]
+        table = self.encoder.item_embedding
+        pos = ops.sum(h * table(inputs["pos"]), axis=-1, keepdims=True)    # [B, L, 1]
+        neg = inputs["neg"]
+        if len(neg.shape) == 3:                                            # per position [B, L, S]
+            neg_logits = ops.einsum("bld,blsd->bls", h, table(neg))
+        else:                                                              # per sequence [B, S]
+            neg_logits = ops.einsum("bld,bsd->bls", h, table(neg))
+        return ops.concatenate([pos, neg_logits], axis=-1)
+
+    def encode(self, seq: Any) -> Any:
+        return self.encoder(seq, training=False)[:, -1, :]
+
+    def item_embeddings(self) -> Any:
+        return self.encoder.item_embedding.embeddings
+
+    def get_config(self) -> dict[str, Any]:
+        enc = self.encoder
+        return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
+                "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout}
+
+
+@keras.saving.register_keras_serializable(package="streamrec")
+def sampled_bce(mask: Any, logits: Any) -> Any:
+    """SASRec's loss: -log σ(positive) - mean log(1 - σ(negatives)), over real positions."""
+    pos = -ops.log_sigmoid(logits[..., 0])
+    neg = -ops.mean(ops.log_sigmoid(-logits[..., 1:]), axis=-1)
+    return ops.sum((pos + neg) * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="streamrec")
+def sampled_softmax(mask: Any, logits: Any) -> Any:
+    """Cross-entropy of the true next item against the sampled negatives, over real positions."""
+    ce = -ops.log_softmax(logits, axis=-1)[..., 0]
+    return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+LOSSES = {"bce": sampled_bce, "softmax": sampled_softmax}

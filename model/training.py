@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
 
 from model.data import LeaveLastOut, pad_left
-from model.evaluation import evaluate
+from model.evaluation import Scorer, evaluate
 from model.sampling import SeenItems
 from model.sasrec import LOSSES, SASRec
 
@@ -73,8 +74,8 @@ class SASRecScorer:
         return np.concatenate(out)
 
     def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        table = keras.ops.convert_to_numpy(self.model.item_embeddings())
-        return self.embed(histories) @ table.T
+        sessions = self.embed(histories)  # builds the model on first use
+        return sessions @ keras.ops.convert_to_numpy(self.model.item_embeddings()).T
 
 
 def training_arrays(histories: list[np.ndarray], max_len: int,
@@ -99,47 +100,72 @@ def training_arrays(histories: list[np.ndarray], max_len: int,
     return np.asarray(rows, dtype=np.int64), np.stack(seqs), np.stack(targets)
 
 
-def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
-               on_epoch: EpochCallback | None = None) -> TrainResult:
-    keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    num_items = split.sequences.num_items
-    rows, seq, pos = training_arrays(split.train, cfg.max_len, cfg.max_windows)
-    seen = SeenItems(split.train, num_items)
-    model = SASRec(num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads, cfg.dropout)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_2=0.98),
-                  loss=LOSSES[cfg.loss])
-    mask = (pos > 0).astype("float32")
-    scorer = SASRecScorer(model)
-    best: tuple[float, int, dict, list] = (-1.0, 0, {}, [])
+def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tuple[Any, Any]],
+                            scorer: Scorer, split: LeaveLastOut, *, epochs: int, eval_every: int,
+                            patience: int, batch_size: int,
+                            on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train one epoch at a time on fresh examples (``epoch_data(epoch) -> (x, y)``);
+    every ``eval_every`` epochs score validation (full-ranking NDCG@10), keep the best
+    weights, stop after ``patience`` evaluations without improvement.
+
+    The starting weights are evaluated too (epoch 0), so a model that begins from
+    something good (a warm start, a ranker initialised to its retriever's order) never
+    ends worse on validation than it started.
+    """
+    best_score, best_epoch, best_valid, best_weights = -1.0, 0, {}, None
     curve: list[dict[str, float]] = []
     waited, samples, train_s, start = 0, 0, 0.0, time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        if cfg.loss == "bce":
-            neg = seen.sample(np.repeat(rows, cfg.max_len), 1, rng).reshape(len(rows), cfg.max_len, 1)
-        else:
-            neg = seen.sample(rows, cfg.negatives, rng)
-        t0 = time.perf_counter()
-        hist = model.fit({"seq": seq, "pos": pos, "neg": neg}, mask, batch_size=cfg.batch_size,
-                         epochs=1, verbose=0, shuffle=True)
-        train_s += time.perf_counter() - t0
-        samples += len(rows)
-        point = {"epoch": epoch, "loss": float(hist.history["loss"][-1])}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+    for epoch in range(0, epochs + 1):
+        point = {"epoch": epoch}
+        if epoch > 0:
+            x, y = epoch_data(epoch)
+            t0 = time.perf_counter()
+            hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+            train_s += time.perf_counter() - t0
+            samples += len(y)
+            point["loss"] = float(hist.history["loss"][-1])
+        if epoch % eval_every == 0 or epoch == epochs:
             valid = evaluate(scorer, split, "valid")
             point.update({"valid_ndcg10": valid["full"]["NDCG@10"],
                           "valid_hr10": valid["full"]["HR@10"],
                           "valid_sampled_ndcg10": valid["sampled"]["NDCG@10"]})
-            if valid["full"]["NDCG@10"] > best[0]:
-                best, waited = (valid["full"]["NDCG@10"], epoch, valid, model.get_weights()), 0
+            if valid["full"]["NDCG@10"] > best_score:
+                best_score, best_epoch, best_valid = valid["full"]["NDCG@10"], epoch, valid
+                best_weights, waited = model.get_weights(), 0
             else:
                 waited += 1
         curve.append(point)
         if on_epoch is not None:
             on_epoch(epoch, point)
-        if waited >= cfg.patience:
+        if waited >= patience:
             break
-    if best[3]:
-        model.set_weights(best[3])
-    return TrainResult(model, best[1], best[2], curve, time.perf_counter() - start,
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return TrainResult(model, best_epoch, best_valid, curve, time.perf_counter() - start,
                        samples / train_s if train_s else 0.0)
+
+
+def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
+               on_epoch: EpochCallback | None = None) -> TrainResult:
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    rows, seq, pos = training_arrays(split.train, cfg.max_len, cfg.max_windows)
+    seen = SeenItems(split.train, split.sequences.num_items)
+    model = SASRec(split.sequences.num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads,
+                   cfg.dropout)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_2=0.98),
+                  loss=LOSSES[cfg.loss])
+    mask = (pos > 0).astype("float32")
+
+    def epoch_data(epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        if cfg.loss == "bce":
+            neg = seen.sample(np.repeat(rows, cfg.max_len), 1, rng)
+            neg = neg.reshape(len(rows), cfg.max_len, 1)
+        else:
+            neg = seen.sample(rows, cfg.negatives, rng)
+        return {"seq": seq, "pos": pos, "neg": neg}, mask
+
+    return fit_with_early_stopping(model, epoch_data, SASRecScorer(model), split,
+                                   epochs=cfg.epochs, eval_every=cfg.eval_every,
+                                   patience=cfg.patience, batch_size=cfg.batch_size,
+                                   on_epoch=on_epoch)

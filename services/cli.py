@@ -10,7 +10,7 @@ from rich.console import Console
 from confluent_kafka import KafkaException
 
 from infra.errors import StackError
-from services import cli_events, cli_stack
+from services import cli_events, cli_models, cli_stack
 
 app = typer.Typer(
     help="streamrec: event-driven next-item recommendations on Kafka.",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(cli_stack.app, name="stack")
 app.registered_commands += cli_events.app.registered_commands
+app.registered_commands += cli_models.app.registered_commands
 
 
 def main() -> None:

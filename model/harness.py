@@ -1,0 +1,103 @@
+"""Train the named models on one split and evaluate them alike: the engine behind
+``streamrec train`` and ``streamrec evaluate``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from model.baselines import ImplicitALS, ItemKNN, Popularity
+from model.data import LeaveLastOut, Sequences
+from model.evaluation import Scorer, evaluate, evaluate_next_click
+from model.neumf_training import (NeuMFConfig, NeuMFScorer, PipelineScorer, fit_neumf,
+                                  fit_ranker)
+from model.retrieval import IndexConfig, ItemIndex
+from model.training import SASRecConfig, SASRecScorer, TrainResult, fit_sasrec
+
+MODELS = ("popularity", "itemknn", "mf", "sasrec", "neumf", "pipeline")
+Progress = Callable[[str, int, dict[str, float]], None]  # (model, epoch, curve point)
+
+
+@dataclass
+class Trained:
+    name: str
+    scorer: Scorer
+    train_s: float
+    result: TrainResult | None = None  # for neural models: curve, best epoch, best weights
+    index: ItemIndex | None = None
+
+
+def train_models(split: LeaveLastOut, names: list[str], sasrec_cfg: SASRecConfig = SASRecConfig(),
+                 neumf_cfg: NeuMFConfig = NeuMFConfig(), index_cfg: IndexConfig = IndexConfig(),
+                 progress: Progress | None = None) -> dict[str, Trained]:
+    """Train each named model once; ``pipeline`` reuses the trained ``sasrec``."""
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    n_items = split.sequences.num_items
+    out: dict[str, Trained] = {}
+
+    def report(name: str) -> Callable[[int, dict[str, float]], None] | None:
+        return (lambda epoch, point: progress(name, epoch, point)) if progress else None
+
+    for name in names:
+        start = time.perf_counter()
+        if name in ("popularity", "itemknn", "mf"):
+            model = {"popularity": Popularity, "itemknn": ItemKNN, "mf": ImplicitALS}[name]()
+            out[name] = Trained(name, model.fit(split.train, n_items),
+                                time.perf_counter() - start)
+        elif name == "neumf":
+            res = fit_neumf(split, neumf_cfg, report(name))
+            out[name] = Trained(name, NeuMFScorer(res.model), time.perf_counter() - start, res)
+        elif name in ("sasrec", "pipeline") and "sasrec" not in out:
+            res = fit_sasrec(split, sasrec_cfg, report("sasrec"))
+            table = keras.ops.convert_to_numpy(res.model.item_embeddings())
+            out["sasrec"] = Trained("sasrec", SASRecScorer(res.model),
+                                    time.perf_counter() - start, res,
+                                    ItemIndex.build(table, index_cfg))
+        if name == "pipeline":
+            sasrec = out["sasrec"]
+            assert sasrec.result is not None and sasrec.index is not None
+            start = time.perf_counter()
+            res = fit_ranker(split, sasrec.scorer, sasrec.index, sasrec_cfg,  # type: ignore[arg-type]
+                             sasrec.result.best_epoch, neumf_cfg, report(name))
+            scorer = PipelineScorer(sasrec.scorer, sasrec.index, res.model,  # type: ignore[arg-type]
+                                    neumf_cfg.candidates, exclude_seen=False)
+            out[name] = Trained(name, scorer,
+                                sasrec.train_s + time.perf_counter() - start, res)
+    return {name: out[name] for name in names}
+
+
+def leave_last_out_report(dataset: str, split: LeaveLastOut,
+                          trained: dict[str, Trained]) -> dict:
+    """The ``streamrec evaluate`` JSON: both protocols on the test stage per model."""
+    seqs = split.sequences
+    models = {}
+    for name, t in trained.items():
+        result = evaluate(t.scorer, split, "test")
+        models[name] = {"sampled": result["sampled"], "full": result["full"],
+                        "train_s": round(t.train_s, 2)}
+        if t.result is not None:
+            models[name]["best_epoch"] = t.result.best_epoch
+    return {"dataset": dataset, "protocol": "leave-last-out by time (ties: file order); "
+            "sampled = 100 uniform unseen negatives; full = all unseen items",
+            "users": seqs.num_users, "items": seqs.num_items,
+            "interactions": seqs.interactions(), "evaluated_users": int(len(split.eval_users("test"))),
+            "models": models}
+
+
+def next_click_report(dataset: str, train: Sequences, test_sessions: list[np.ndarray],
+                      trained: dict[str, Trained], k: int = 20) -> dict:
+    """Session-based protocol on separate test sessions (YooChoose, DIGINETICA)."""
+    models = {}
+    for name, t in trained.items():
+        models[name] = {**evaluate_next_click(t.scorer, test_sessions, k),
+                        "train_s": round(t.train_s, 2)}
+    return {"dataset": dataset, "protocol": f"next click of every test-session prefix, "
+            f"ranked among all items; Recall@{k}, MRR@{k}; test items unseen in training dropped",
+            "sessions_train": train.num_users, "items": train.num_items,
+            "sessions_test": len(test_sessions), "models": models}

@@ -1,0 +1,108 @@
+"""Metrics, sampling and splits against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from model.data import IdMap, build_sequences, leave_last_out, pad_left, time_split
+from model.evaluation import evaluate
+from model.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
+from model.sampling import SeenItems
+
+
+def test_rank_of_target_counts_ties_as_half() -> None:
+    target = np.array([0.5, 0.5, 0.9])
+    cands = np.array([[0.9, 0.1, 0.5], [-np.inf, 0.4, 0.3], [0.9, 0.9, 0.9]])
+    assert rank_of_target(target, cands).tolist() == [1.5, 0.0, 1.5]
+
+
+def test_metrics_by_hand() -> None:
+    ranks = np.array([0.0, 1.0, 4.0, 20.0])
+    assert hit_rate(ranks, 10) == 0.75
+    assert ndcg(ranks, 10) == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
+    assert mrr(ranks) == pytest.approx((1 + 1 / 2 + 1 / 5 + 1 / 21) / 4)
+    assert mrr(ranks, k=5) == pytest.approx((1 + 1 / 2 + 1 / 5) / 4)
+    assert auc(ranks, 100) == pytest.approx(1 - 25 / 400)
+    assert coverage(np.array([[1, 2], [2, 3], [0, 0]]), 10) == 0.3
+    assert hit_rate(np.empty(0), 10) == ndcg(np.empty(0), 10) == mrr(np.empty(0)) == 0.0
+
+
+def test_seen_items_sampling_never_returns_seen_items() -> None:
+    histories = [np.array([1, 2, 3]), np.array([4]), np.array([], dtype=np.int64)]
+    seen = SeenItems(histories, num_items=6)
+    assert seen.contains(np.array([0, 1]), np.array([[3, 4], [4, 3]])).tolist() == [
+        [True, False], [True, False]]
+    samples = seen.sample(np.array([0, 1, 2] * 100), 5, np.random.default_rng(0))
+    assert samples.min() >= 1 and samples.max() <= 6
+    assert not seen.contains(np.array([0, 1, 2] * 100), samples).any()
+    assert set(np.unique(samples[::3])) == {4, 5, 6}  # row 0 saw 1, 2, 3
+    with pytest.raises(ValueError, match="almost every item"):
+        SeenItems([np.arange(1, 7)], 6).sample(np.array([0]), 1, np.random.default_rng(0))
+
+
+def _events(rows: list[tuple[str, str, int]]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(user_id=u, item_id=i, ts=t) for u, i, t in rows]
+
+
+def test_sequences_and_leave_last_out() -> None:
+    seqs = build_sequences(_events([("a", "x", 1), ("b", "y", 2), ("a", "y", 3), ("a", "z", 4),
+                                    ("b", "x", 5), ("a", "w", 6)]))
+    assert seqs.users.ids == ["a", "b"] and seqs.items.ids == ["x", "y", "z", "w"]
+    assert [s.tolist() for s in seqs.by_user] == [[1, 2, 3, 4], [2, 1]]
+    split = leave_last_out(seqs)
+    assert split.train[0].tolist() == [1, 2] and split.train[1].tolist() == [2, 1]
+    assert split.eval_users("test").tolist() == [1]  # b has fewer than 3 events
+    assert split.history(1, "valid").tolist() == [1, 2] and split.target(1, "valid") == 3
+    assert split.history(1, "test").tolist() == [1, 2, 3] and split.target(1, "test") == 4
+
+
+def test_id_map_grows_and_round_trips() -> None:
+    ids = IdMap()
+    assert (ids.add("x"), ids.add("y"), ids.add("x"), ids.get("nope")) == (1, 2, 1, 0)
+    again = IdMap.from_list(ids.to_list())
+    assert again.get("y") == 2 and again.add("z") == 3
+
+
+def test_time_split_and_padding() -> None:
+    first, rest = time_split(list(range(10)), 0.7)
+    assert first == list(range(7)) and rest == [7, 8, 9]
+    with pytest.raises(ValueError):
+        time_split([1], 1.0)
+    assert pad_left(np.array([1, 2, 3]), 5).tolist() == [0, 0, 1, 2, 3]
+    assert pad_left(np.array([1, 2, 3]), 2).tolist() == [2, 3]
+
+
+class _Oracle:
+    """Knows each user's test item: must score perfectly on both protocols."""
+
+    name = "oracle"
+
+    def __init__(self, split, num_items: int) -> None:  # type: ignore[no-untyped-def]
+        self.split, self.n = split, num_items
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(users), self.n + 1))
+        out[np.arange(len(users)), [self.split.target(u, "test") for u in users]] = 1.0
+        return out
+
+
+def test_evaluate_protocols_on_an_oracle_and_a_constant_model() -> None:
+    rows = [(f"u{u}", f"i{(u + k) % 30}", k) for u in range(40) for k in range(6)]
+    split = leave_last_out(build_sequences(_events(rows)))
+    n = split.sequences.num_items
+    perfect = evaluate(_Oracle(split, n), split, "test", num_negatives=10)
+    assert perfect["sampled"]["HR@10"] == perfect["full"]["NDCG@10"] == perfect["full"]["MRR"] == 1.0
+
+    class Constant:
+        name = "constant"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+            return np.ones((len(users), n + 1))
+
+    flat = evaluate(Constant(), split, "test", num_negatives=10)
+    assert flat["sampled"]["AUC"] == pytest.approx(0.5)  # ties: the middle, not the top
+    assert flat["full"]["HR@10"] == 0.0  # 30 items - 5 seen - target = 24 tied → rank 12

@@ -88,11 +88,10 @@ def training_arrays(histories: list[np.ndarray], max_len: int,
     """
     rows, seqs, targets = [], [], []
     for r, h in enumerate(histories):
-        end = len(h)
-        for _ in range(max_windows):
+        end, windows = len(h), 0
+        while end >= 2 and windows < max_windows:
             window = h[max(0, end - max_len - 1):end]
-            if len(window) < 2:
-                break
+            windows += 1
             rows.append(r)
             seqs.append(pad_left(window[:-1], max_len))
             targets.append(pad_left(window[1:], max_len))

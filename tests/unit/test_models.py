@@ -1,0 +1,135 @@
+"""Model layers: arguments, shapes, invariances, serialization; baselines; a learning check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from model.baselines import ImplicitALS, ItemKNN, Popularity
+from model.data import build_sequences, leave_last_out
+from model.evaluation import evaluate
+from model.harness import train_models
+from model.neumf import NeuMF, fuse_pretrained, start_from_score
+from model.sasrec import SASRec, SASRecEncoder
+from model.training import SASRecConfig, SASRecScorer, training_arrays
+from streams.synthetic import SyntheticConfig, generate
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"num_items": 0}, "num_items"), ({"num_items": 5, "dim": 10, "heads": 3}, "divisible"),
+    ({"num_items": 5, "dropout": 1.0}, "dropout")])
+def test_encoder_rejects_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SASRecEncoder(**kwargs)
+
+
+def _sasrec() -> SASRec:
+    keras.utils.set_random_seed(0)
+    model = SASRec(num_items=30, max_len=8, dim=16, blocks=2, heads=2, dropout=0.0)
+    model({"seq": np.ones((1, 8), "int32"), "pos": np.ones((1, 8), "int32"),
+           "neg": np.ones((1, 3), "int32")})
+    return model
+
+
+def test_sasrec_shapes_padding_invariance_and_causality() -> None:
+    model = _sasrec()
+    seq = np.array([[0, 0, 0, 0, 0, 3, 7, 9], [0, 0, 0, 3, 7, 9, 4, 2]])
+    h = keras.ops.convert_to_numpy(model.encoder(seq))
+    assert h.shape == (2, 8, 16) and np.allclose(h[0, :5], 0)
+    # Same items, different padding: same embeddings (positions count from the first item).
+    assert np.allclose(h[0, 5:], h[1, 3:6], atol=1e-5)
+    # Causal: a later item never changes an earlier position.
+    changed = seq.copy()
+    changed[1, -1] = 11
+    h2 = keras.ops.convert_to_numpy(model.encoder(changed))
+    assert np.allclose(h[1, :-1], h2[1, :-1], atol=1e-6) and not np.allclose(h[1, -1], h2[1, -1])
+    logits = model({"seq": seq, "pos": seq, "neg": np.ones((2, 5), "int32")})
+    assert tuple(logits.shape) == (2, 8, 6)
+    assert tuple(model({"seq": seq, "pos": seq, "neg": np.ones((2, 8, 1), "int32")}).shape) == (
+        2, 8, 2)
+    assert keras.ops.convert_to_numpy(model.encode(seq)).shape == (2, 16)
+
+
+def test_sasrec_save_and_load_in_safe_mode(tmp_path: Path) -> None:
+    model = _sasrec()
+    path = tmp_path / "sasrec.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    seq = np.array([[0, 0, 1, 2, 3, 4, 5, 6]])
+    assert np.allclose(keras.ops.convert_to_numpy(loaded.encode(seq)),
+                       keras.ops.convert_to_numpy(model.encode(seq)), atol=1e-6)
+    assert loaded.get_config()["num_items"] == 30
+
+
+def _inputs(n: int = 6, session_dim: int = 0, score: bool = False) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = {"user": rng.integers(0, 5, n).astype("int32"), "item": rng.integers(1, 9, n).astype("int32")}
+    if session_dim:
+        x["session"] = rng.normal(size=(n, session_dim)).astype("float32")
+    if score:
+        x["score"] = rng.normal(size=(n, 1)).astype("float32")
+    return x
+
+
+def test_neumf_shapes_arguments_and_save_load(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="branch must be one of"):
+        NeuMF(4, 8, branch="deep")
+    model = NeuMF(4, 8, gmf_dim=8, mlp_layers=(16, 8), session_dim=4, use_score=True,
+                  context_dim=3)
+    x = {**_inputs(session_dim=4, score=True), "context": np.zeros((6, 3), "float32")}
+    assert tuple(model(x).shape) == (6, 1)
+    model.save(tmp_path / "neumf.keras")
+    loaded = keras.saving.load_model(tmp_path / "neumf.keras", safe_mode=True)
+    assert np.allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
+
+
+def test_ranker_starts_as_its_retriever() -> None:
+    model = start_from_score(NeuMF(4, 8, 8, (16, 8), session_dim=4, use_score=True))
+    x = _inputs(session_dim=4, score=True)
+    assert np.allclose(model.predict_on_batch(x), x["score"], atol=1e-6)
+
+
+def test_fusing_pretrained_branches_mixes_their_logits() -> None:
+    gmf = NeuMF(4, 8, 8, (16, 8), branch="gmf")
+    mlp = NeuMF(4, 8, 8, (16, 8), branch="mlp")
+    x = _inputs()
+    fused = fuse_pretrained(gmf, mlp, alpha=0.3)
+    expected = 0.3 * gmf.predict_on_batch(x) + 0.7 * mlp.predict_on_batch(x)
+    assert np.allclose(fused.predict_on_batch(x), expected, atol=1e-5)
+
+
+def test_baselines_by_hand() -> None:
+    histories = [np.array([1, 2]), np.array([1, 2]), np.array([3, 4]), np.array([1])]
+    pop = Popularity().fit(histories, 4)
+    assert pop.score(np.array([1]), [np.array([])])[0].tolist() == [0, 3, 2, 1, 1]
+    knn = ItemKNN(shrink=0.0).fit(histories, 4)
+    s = knn.score(np.array([4]), [np.array([1])])[0]
+    assert s[2] == pytest.approx(2 / np.sqrt(3 * 2)) and s[3] == s[4] == 0
+    als = ImplicitALS(factors=4, iterations=10).fit(histories, 4)
+    scores = als.score(np.array([1, 3]), histories[:1] * 2)
+    assert scores[0, 2] > scores[0, 3] and scores[1, 4] > scores[1, 1]
+
+
+def test_training_windows_cover_long_histories() -> None:
+    rows, seq, pos = training_arrays([np.arange(1, 12), np.array([5])], max_len=4, max_windows=8)
+    # 11 items: windows end at items 11, 7 and 3; each target item is trained on once.
+    assert rows.tolist() == [0, 0, 0]
+    assert seq.tolist() == [[7, 8, 9, 10], [3, 4, 5, 6], [0, 0, 1, 2]]
+    assert pos.tolist() == [[8, 9, 10, 11], [4, 5, 6, 7], [0, 0, 2, 3]]
+
+
+def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
+    events = list(generate(SyntheticConfig(users=200, items=80, events=8000, seed=4,
+                                           follow_transition=0.8)))
+    split = leave_last_out(build_sequences(events))
+    cfg = SASRecConfig(max_len=20, dim=32, blocks=1, epochs=15, eval_every=5, batch_size=64)
+    trained = train_models(split, ["popularity", "sasrec"], cfg)
+    pop = evaluate(trained["popularity"].scorer, split)["full"]["NDCG@10"]
+    sas = evaluate(trained["sasrec"].scorer, split)["full"]["NDCG@10"]
+    assert sas > pop + 0.05, (sas, pop)
+    with pytest.raises(ValueError, match="unknown models"):
+        train_models(split, ["deepfm"])
+    assert isinstance(trained["sasrec"].scorer, SASRecScorer)

@@ -97,11 +97,12 @@ def evaluate(
                   f"{seqs.interactions():,} interactions")
     trained, _, _ = _train(split, names, epochs, seed)
     if test is None:
-        report = leave_last_out_report(data.name, split, trained)
+        report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained)
     else:
         known = seqs.items
         sessions = [s[s > 0] for s in _load(test, fmt, items=_FrozenItems(known)).by_user]
-        report = next_click_report(data.name, seqs, [s for s in sessions if len(s) >= 2], trained)
+        report = next_click_report(f"{data.parent.name}/{data.name}", seqs,
+                                   [s for s in sessions if len(s) >= 2], trained)
     console.print(_table(report))
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -1,0 +1,47 @@
+"""`streamrec train` against a real MLflow store: run logged, models registered, loaded by alias."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from infra.mlflow_store import MlflowStore
+from model.registry import load_model
+from streams.synthetic import SyntheticConfig, generate
+
+
+def test_train_logs_registers_and_loads_champion(tmp_path: Path) -> None:
+    data = tmp_path / "events.jsonl"
+    data.write_bytes(b"".join(e.to_json() + b"\n" for e in generate(
+        SyntheticConfig(users=120, items=60, events=3000, seed=2))))
+    env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "train", "--data", str(data), "--format", "jsonl",
+         "--model", "all", "--epochs", "2", "--champion"],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "registered streamrec-sasrec v1 (champion)" in " ".join(result.stdout.split())
+    assert "registered streamrec-ranker v1 (champion)" in " ".join(result.stdout.split())
+
+    from mlflow.tracking import MlflowClient
+
+    store = MlflowStore.local(tmp_path / "state" / "mlflow")
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    version = client.get_model_version_by_alias("streamrec-sasrec", "champion")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["git_commit"] and run.data.params["loss"] == "softmax"
+    assert "test_full_NDCG_at_10" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 2  # per epoch
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"learning_curve.png", "id_maps.json"} <= artifacts
+
+    sasrec = load_model(store, "streamrec-sasrec")
+    seq = np.zeros((1, sasrec.max_len), dtype=np.int64)
+    seq[0, -2:] = [1, 2]
+    assert np.asarray(sasrec.encode(seq)).shape == (1, 64)
+    ranker = load_model(store, "streamrec-ranker")
+    assert ranker.use_score and ranker.session_dim == 64

@@ -1,0 +1,22 @@
+import keras
+import numpy as np
+
+from model.sasrec import SASRec
+from model.serving import export_sasrec
+
+
+def test_numpy_forward_equals_the_keras_model() -> None:
+    keras.utils.set_random_seed(3)
+    model = SASRec(num_items=40, max_len=12, dim=16, blocks=2, heads=2, dropout=0.2)
+    rng = np.random.default_rng(0)
+    seq = rng.integers(1, 41, (9, 12))
+    for row, pad in enumerate([0, 3, 11, 12, 5, 0, 1, 7, 2]):
+        seq[row, :pad] = 0  # left padding of every length, including an empty session
+    model({"seq": seq, "pos": seq, "neg": np.ones((9, 2), "int64")})
+    # Train a step so the weights are not at their symmetric initial values.
+    model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(p ** 2))
+    model.fit({"seq": seq, "pos": seq, "neg": np.ones((9, 2), "int64")}, np.zeros(9), verbose=0)
+    expected = keras.ops.convert_to_numpy(model.encode(seq))
+    got = export_sasrec(model).encode(seq)
+    assert got.dtype == np.float32 and got.shape == (9, 16)
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -126,8 +126,8 @@ class LocalKafka:
             return
         cluster_id = _kafka_uuid()
         result = subprocess.run(
-            self._java_argv(java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(props)),
+            self._java_argv(java, "kafka.tools.StorageTool", "format",
+                            f"--cluster-id={cluster_id}", "-c", str(props)),
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
@@ -161,8 +161,15 @@ class LocalKafka:
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's ``Uuid.randomUuid()``, never one starting with '-': a command line
+    would read it as an option (1 in 64 ids would).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:

@@ -111,6 +111,7 @@ def test_server_properties_fit_a_single_node(tmp_path: Path) -> None:
         assert props[key] == "1"
 
 
-def test_cluster_id_is_22_url_safe_chars() -> None:
-    cid = _kafka_uuid()
-    assert len(cid) == 22 and "=" not in cid and cid != _kafka_uuid()
+def test_cluster_ids_are_22_url_safe_chars_never_starting_with_a_dash() -> None:
+    ids = {_kafka_uuid() for _ in range(3000)}
+    assert len(ids) == 3000  # with a dash allowed, ~47 of these would start with one
+    assert all(len(c) == 22 and "=" not in c and not c.startswith("-") for c in ids)

@@ -34,21 +34,23 @@ def _load(path: Path, fmt: Format, items: object = None):  # type: ignore[no-unt
     return build_sequences(events, items=items)  # type: ignore[arg-type]
 
 
-def _configs(epochs: int | None, seed: int):  # type: ignore[no-untyped-def]
+def _configs(epochs: int | None, seed: int, pretrain: bool):  # type: ignore[no-untyped-def]
     from model.neumf_training import NeuMFConfig
     from model.training import SASRecConfig
 
-    sasrec, neumf = SASRecConfig(seed=seed), NeuMFConfig(seed=seed)
+    sasrec, neumf = SASRecConfig(seed=seed), NeuMFConfig(seed=seed, pretrain=pretrain)
     if epochs is not None:
         sasrec = SASRecConfig(seed=seed, epochs=epochs, eval_every=min(5, epochs))
-        neumf = NeuMFConfig(seed=seed, epochs=epochs, eval_every=min(2, epochs))
+        neumf = NeuMFConfig(seed=seed, epochs=epochs, eval_every=min(2, epochs),
+                            pretrain=pretrain)
     return sasrec, neumf
 
 
-def _train(split, names: list[str], epochs: int | None, seed: int):  # type: ignore[no-untyped-def]
+def _train(split, names: list[str], epochs: int | None, seed: int,  # type: ignore[no-untyped-def]
+           pretrain: bool = False):
     from model.harness import train_models
 
-    sasrec_cfg, neumf_cfg = _configs(epochs, seed)
+    sasrec_cfg, neumf_cfg = _configs(epochs, seed, pretrain)
     total = max(sasrec_cfg.epochs, neumf_cfg.epochs)
     fields = "loss {task.fields[loss]:.4f}  valid NDCG@10 {task.fields[ndcg]:.4f}"
     with progress_bar("train", total, fields) as update:
@@ -84,6 +86,8 @@ def evaluate(
     test: Annotated[Path | None, typer.Option(
         help="separate test sessions: next-click protocol instead of leave-last-out")] = None,
     epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
+    pretrain: Annotated[bool, typer.Option(
+        help="neumf: pretrain GMF and MLP alone, then fuse them (He et al. 2017)")] = False,
     seed: int = 42,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
@@ -95,7 +99,7 @@ def evaluate(
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions")
-    trained, _, _ = _train(split, names, epochs, seed)
+    trained, _, _ = _train(split, names, epochs, seed, pretrain)
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained)
     else:
@@ -132,6 +136,8 @@ def train(
         = False,
     register: Annotated[bool, typer.Option(help="register in the MLflow model registry")] = True,
     epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
+    pretrain: Annotated[bool, typer.Option(
+        help="neumf: pretrain GMF and MLP alone, then fuse them (He et al. 2017)")] = False,
     seed: int = 42,
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register."""
@@ -144,7 +150,7 @@ def train(
     settings = load_settings()
     seqs = _load(data, fmt)
     split = leave_last_out(seqs)
-    trained, sasrec_cfg, neumf_cfg = _train(split, TRAIN_CHOICES[model], epochs, seed)
+    trained, sasrec_cfg, neumf_cfg = _train(split, TRAIN_CHOICES[model], epochs, seed, pretrain)
     store = mlflow_store(settings)
     store.ensure()
     for name, t in trained.items():

@@ -72,15 +72,21 @@ def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarra
 
 
 def _attention(q: np.ndarray, kv: np.ndarray, b: _Block, allowed: np.ndarray) -> np.ndarray:
-    query = np.einsum("bld,dhk->bhlk", q, b.wq) + b.bq[None, :, None, :]
-    key = np.einsum("bld,dhk->bhlk", kv, b.wk) + b.bk[None, :, None, :]
-    value = np.einsum("bld,dhk->bhlk", kv, b.wv) + b.bv[None, :, None, :]
-    scores = np.einsum("bhqk,bhsk->bhqs", query, key) / np.float32(np.sqrt(query.shape[-1]))
+    """Multi-head attention as plain matmuls (einsum over 4-D arrays misses BLAS here)."""
+    batch, length, d = q.shape
+    heads, k = b.bq.shape
+
+    def project(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        out = x.reshape(-1, d) @ w.reshape(d, heads * k) + bias.reshape(-1)
+        return out.reshape(batch, length, heads, k).transpose(0, 2, 1, 3)  # [b, h, l, k]
+
+    query, key, value = project(q, b.wq, b.bq), project(kv, b.wk, b.bk), project(kv, b.wv, b.bv)
+    scores = query @ key.transpose(0, 1, 3, 2) / np.float32(np.sqrt(k))
     scores = np.where(allowed[:, None], scores, _NEG)
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     weights = scores / scores.sum(axis=-1, keepdims=True)
-    context = np.einsum("bhqs,bhsk->bhqk", weights, value)
-    return np.einsum("bhqk,hkd->bqd", context, b.wo) + b.bo
+    context = (weights @ value).transpose(0, 2, 1, 3).reshape(-1, heads * k)
+    return (context @ b.wo.reshape(heads * k, d) + b.bo).reshape(batch, length, d)
 
 
 def export_sasrec(model: SASRec) -> NumpySASRec:

@@ -44,7 +44,7 @@ def main() -> None:
           f"{seqs.num_items:,} items; SASRec d={cfg.dim} L={cfg.max_len} blocks={cfg.blocks} "
           f"loss={cfg.loss}")
     result = fit_sasrec(split, cfg)
-    print(f"training: {result.seconds / args.epochs:.2f} s/epoch incl. sampling, "
+    print(f"training: {result.seconds / args.epochs:.2f} s/epoch incl. sampling and validation, "
           f"{result.samples_per_s:,.0f} sequences/s "
           f"({result.samples_per_s * cfg.max_len:,.0f} positions/s) in model.fit")
 

@@ -72,15 +72,20 @@ class Sequences:
 
 
 def build_sequences(events: Iterable[Interaction], users: IdMap | None = None,
-                    items: IdMap | None = None) -> Sequences:
-    """Group events by user, keeping arrival order (callers pass them in time order)."""
+                    items: IdMap | None = None, grow_items: bool = True) -> Sequences:
+    """Group events by user, keeping arrival order (callers pass them in time order).
+
+    With ``grow_items=False`` items unknown to ``items`` become 0 (test data scored by a
+    model trained on another log); callers drop them.
+    """
     users = users if users is not None else IdMap()
     items = items if items is not None else IdMap()
+    item_id = items.add if grow_items else items.get
     seqs: dict[int, list[int]] = {}
     times: dict[int, list[int]] = {}
     for e in events:
         u = users.add(e.user_id)
-        seqs.setdefault(u, []).append(items.add(e.item_id))
+        seqs.setdefault(u, []).append(item_id(e.item_id))
         times.setdefault(u, []).append(e.ts)
     by_user = [np.asarray(seqs.get(u, []), dtype=np.int64) for u in range(1, len(users) + 1)]
     ts = [np.asarray(times.get(u, []), dtype=np.int64) for u in range(1, len(users) + 1)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import orjson
@@ -17,6 +17,9 @@ from services.settings import load_settings
 from services.stack import mlflow_store
 from streams.readers import Rejected, read_events
 
+if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
+    from model.data import IdMap, Sequences
+
 app = typer.Typer()
 console = Console()
 
@@ -25,13 +28,14 @@ REGISTERED = {"sasrec": "streamrec-sasrec", "neumf": "streamrec-neumf",
               "pipeline": "streamrec-ranker"}
 
 
-def _load(path: Path, fmt: Format, items: object = None):  # type: ignore[no-untyped-def]
+def _load(path: Path, fmt: Format, items: IdMap | None = None) -> Sequences:
+    """Sequences of a log; with ``items`` given, only items it knows (others become 0)."""
     from model.data import build_sequences
 
     events = [e for e in read_events(path, fmt.value) if not isinstance(e, Rejected)]
     if not events:
         raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
-    return build_sequences(events, items=items)  # type: ignore[arg-type]
+    return build_sequences(events, items=items, grow_items=items is None)
 
 
 def _configs(epochs: int | None, seed: int, pretrain: bool):  # type: ignore[no-untyped-def]
@@ -103,27 +107,13 @@ def evaluate(
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained)
     else:
-        known = seqs.items
-        sessions = [s[s > 0] for s in _load(test, fmt, items=_FrozenItems(known)).by_user]
+        sessions = [s[s > 0] for s in _load(test, fmt, items=seqs.items).by_user]
         report = next_click_report(f"{data.parent.name}/{data.name}", seqs,
                                    [s for s in sessions if len(s) >= 2], trained)
     console.print(_table(report))
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         console.print(f"wrote {json_out}")
-
-
-class _FrozenItems:
-    """An item map that maps unknown items to 0 instead of growing (test data)."""
-
-    def __init__(self, items) -> None:  # type: ignore[no-untyped-def]
-        self.items = items
-
-    def add(self, key: str) -> int:
-        return self.items.get(key)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 @app.command()

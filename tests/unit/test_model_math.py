@@ -106,3 +106,10 @@ def test_evaluate_protocols_on_an_oracle_and_a_constant_model() -> None:
     flat = evaluate(Constant(), split, "test", num_negatives=10)
     assert flat["sampled"]["AUC"] == pytest.approx(0.5)  # ties: the middle, not the top
     assert flat["full"]["HR@10"] == 0.0  # 30 items - 5 seen - target = 24 tied → rank 12
+
+
+def test_sequences_over_a_fixed_item_map_map_unknown_items_to_zero() -> None:
+    train = build_sequences(_events([("a", "x", 1), ("a", "y", 2)]))
+    test = build_sequences(_events([("s", "y", 3), ("s", "new", 4), ("s", "x", 5)]),
+                           items=train.items, grow_items=False)
+    assert test.by_user[0].tolist() == [2, 0, 1] and len(train.items) == 2

@@ -1,0 +1,44 @@
+"""The serving bundle gives the same lists as the offline pipeline scorer."""
+
+import keras
+import numpy as np
+
+from model.bundle import ServingBundle
+from model.data import build_sequences, leave_last_out
+from model.neumf import NeuMF, start_from_score
+from model.neumf_training import PipelineScorer
+from model.retrieval import ItemIndex
+from model.sasrec import SASRec
+from model.training import SASRecScorer
+from streams.synthetic import SyntheticConfig, generate
+
+
+def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
+    keras.utils.set_random_seed(1)
+    seqs = build_sequences(generate(SyntheticConfig(users=60, items=120, events=2000, seed=9)))
+    split = leave_last_out(seqs)
+    sasrec = SASRec(seqs.num_items, max_len=16, dim=16, blocks=1, dropout=0.0)
+    ranker = start_from_score(NeuMF(seqs.num_users, seqs.num_items, 8, (16, 8), session_dim=16,
+                                    use_score=True))
+    sas = SASRecScorer(sasrec)
+    users = np.array([1, 2, 3])
+    hist = [split.history(u, "test")[-16:] for u in users]
+    sas.embed(hist)  # builds the model
+    # Give the ranker learned features a say, so the test checks more than the score path.
+    kernel, bias = ranker.out.get_weights()
+    ranker.out.set_weights([kernel + 0.05, bias])
+    index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
+    offline = PipelineScorer(sas, index, ranker, candidates=30, exclude_seen=True)
+    _, expected = offline.rerank(users, sas.embed(hist), hist)
+
+    bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v7", candidates=30)
+    names = [[seqs.items.ids[i - 1] for i in h] for h in hist]
+    recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], names, k=10)
+    for row, rec in enumerate(recs):
+        assert rec is not None and len(rec.items) == 10
+        assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]
+        assert not set(rec.items) & set(names[row])  # seen items are not recommended
+        assert rec.scores == sorted(rec.scores, reverse=True)
+    # Unknown items are skipped; a session of only unknown items gets None (popularity path).
+    mixed = bundle.recommend(["new-user", "u-x"], [["never-seen", names[0][-1]], ["nope"]], k=5)
+    assert mixed[0] is not None and len(mixed[0].items) == 5 and mixed[1] is None

@@ -1,0 +1,55 @@
+"""Recent popularity with exponential time decay, for users the model cannot serve yet.
+
+Counts decay with a half-life in event time, so yesterday's hits fade and a new item
+rises within minutes. Every item is counted, including items the model has never seen:
+popularity is the one path that can recommend them. Updates are O(1): scores are kept
+in a growing time frame (weight 2^(t / half_life)) and renormalised only when they would
+overflow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DecayedPopularity:
+    half_life_ms: float = 3_600_000.0
+    scores: dict[str, float] = field(default_factory=dict)
+    origin_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.half_life_ms <= 0:
+            raise ValueError(f"half_life_ms must be > 0, got {self.half_life_ms}")
+
+    def _weight(self, ts_ms: int) -> float:
+        if self.origin_ms is None:
+            self.origin_ms = ts_ms
+        exponent = (ts_ms - self.origin_ms) / self.half_life_ms
+        if exponent > 500:  # keep weights finite: move the origin, rescale what we hold
+            factor = 2.0 ** -exponent
+            self.scores = {k: v * factor for k, v in self.scores.items()}
+            self.origin_ms, exponent = ts_ms, 0.0
+        return 2.0 ** exponent
+
+    def add(self, item_id: str, ts_ms: int, weight: float = 1.0) -> None:
+        w = weight * self._weight(ts_ms)  # first: it may rescale the scores we then read
+        self.scores[item_id] = self.scores.get(item_id, 0.0) + w
+
+    def update(self, events: Iterable[tuple[str, int]]) -> None:
+        for item_id, ts_ms in events:
+            self.add(item_id, ts_ms)
+
+    def top(self, k: int, exclude: Iterable[str] = (), now_ms: int | None = None
+            ) -> list[tuple[str, float]]:
+        """The k most popular items (decayed counts as of ``now_ms``, default: last event)."""
+        banned = set(exclude)
+        best = heapq.nlargest(k, ((s, i) for i, s in self.scores.items() if i not in banned))
+        if self.origin_ms is None:
+            return []
+        now = self.origin_ms if now_ms is None else now_ms
+        scale = math.pow(2.0, -(now - self.origin_ms) / self.half_life_ms)
+        return [(item, score * scale) for score, item in best]

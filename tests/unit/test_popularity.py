@@ -1,0 +1,31 @@
+import pytest
+
+from streams.popularity import DecayedPopularity
+
+HOUR = 3_600_000
+
+
+def test_counts_decay_by_half_life() -> None:
+    pop = DecayedPopularity(half_life_ms=HOUR)
+    pop.update([("old", 0), ("old", 0), ("old", 0), ("new", 2 * HOUR)])
+    top = dict(pop.top(2, now_ms=2 * HOUR))
+    assert top["old"] == pytest.approx(3 / 4) and top["new"] == pytest.approx(1.0)
+    assert [i for i, _ in pop.top(2, now_ms=2 * HOUR)] == ["new", "old"]
+    assert [i for i, _ in pop.top(5, exclude={"new"})] == ["old"]
+
+
+def test_long_streams_stay_finite_and_ordered() -> None:
+    pop = DecayedPopularity(half_life_ms=1.0)
+    for t in range(0, 2000, 2):
+        pop.add("steady", t)
+    pop.add("burst", 1998)
+    pop.add("burst", 1998)
+    top = pop.top(2, now_ms=1998)
+    assert [i for i, _ in top] == ["burst", "steady"] and top[0][1] == pytest.approx(2.0)
+    assert top[1][1] == pytest.approx(4 / 3, rel=1e-6)  # 1 + 1/4 + 1/16 + ...
+
+
+def test_empty_and_bad_arguments() -> None:
+    assert DecayedPopularity().top(3) == []
+    with pytest.raises(ValueError):
+        DecayedPopularity(half_life_ms=0)

@@ -48,6 +48,11 @@ class NumpySASRec:
 
     def encode(self, seq: np.ndarray) -> np.ndarray:
         """[batch, max_len] left-padded item ids -> [batch, d] session embeddings."""
+        return self.forward(seq)[0]
+
+    def forward(self, seq: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Embeddings and, per block, the attention keys and values [batch, len, heads, k]
+        (what the incremental encoder caches)."""
         valid = (seq != 0).astype(np.float32)
         mask = valid[..., None]
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int64)
@@ -55,14 +60,17 @@ class NumpySASRec:
         x = (self.items[seq] * np.float32(np.sqrt(d)) + self.positions[positions]) * mask
         length = seq.shape[1]
         allowed = np.tril(np.ones((length, length), dtype=bool))[None] & (valid[:, None, :] > 0)
+        cache = []
         for b in self.blocks:
             q = _layer_norm(x, *b.norm1)
-            x = q + _attention(q, x, b, allowed)
+            attended, keys, values = _attention(q, x, b, allowed)
+            cache.append((keys, values))
+            x = q + attended
             h = _layer_norm(x, *b.norm2)
             f = np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
             x = (h + f) * mask
         out = _layer_norm(x[:, -1, :], *self.final_norm) * mask[:, -1, :]
-        return out.astype(np.float32)
+        return out.astype(np.float32), cache
 
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -71,8 +79,10 @@ def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarra
     return (x - mean) / np.sqrt(var + 1e-8) * gamma + beta
 
 
-def _attention(q: np.ndarray, kv: np.ndarray, b: _Block, allowed: np.ndarray) -> np.ndarray:
-    """Multi-head attention as plain matmuls (einsum over 4-D arrays misses BLAS here)."""
+def _attention(q: np.ndarray, kv: np.ndarray, b: _Block,
+               allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Multi-head attention as plain matmuls (einsum over 4-D arrays misses BLAS here);
+    returns the output and the keys and values [batch, len, heads, k]."""
     batch, length, d = q.shape
     heads, k = b.bq.shape
 
@@ -86,7 +96,8 @@ def _attention(q: np.ndarray, kv: np.ndarray, b: _Block, allowed: np.ndarray) ->
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     weights = scores / scores.sum(axis=-1, keepdims=True)
     context = (weights @ value).transpose(0, 2, 1, 3).reshape(-1, heads * k)
-    return (context @ b.wo.reshape(heads * k, d) + b.bo).reshape(batch, length, d)
+    out = (context @ b.wo.reshape(heads * k, d) + b.bo).reshape(batch, length, d)
+    return out, key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
 
 
 def export_sasrec(model: SASRec) -> NumpySASRec:
@@ -105,3 +116,77 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
                              tuple(arrays(enc.ffn_norm[i])), w1, b1, w2, b2))
     return NumpySASRec(arrays(enc.item_embedding)[0], arrays(enc.pos_embedding)[0],
                        tuple(blocks), tuple(arrays(enc.final_norm)))  # type: ignore[arg-type]
+
+
+@dataclass
+class SessionCache:
+    """Per-session encoder state: the items in the window and, per block, keys and values
+    in arrays of window capacity ([max_len, heads, k]); the first len(items) rows are live."""
+
+    items: list[int]
+    keys: np.ndarray    # [blocks, max_len, heads, k]
+    values: np.ndarray
+
+
+class IncrementalEncoder:
+    """Encodes the newest event of many sessions at once, reusing cached keys and values.
+
+    Attention is causal, so a new item needs only its own query/key/value per block and
+    attention over what the session cached. When the window (``max_len``) is full the
+    session rolls: the cache is rebuilt (one full forward) from its newest
+    ``max_len // 2`` items, so that happens once per ``max_len // 2`` events. ``step``
+    returns exactly what ``NumpySASRec.encode`` returns for the items in each cache (tested).
+    """
+
+    def __init__(self, model: NumpySASRec) -> None:
+        self.m = model
+        self.d = model.items.shape[1]
+        self.heads, self.k = model.blocks[0].bq.shape
+        self.shape = (len(model.blocks), model.max_len, self.heads, self.k)
+
+    def _project(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (x @ w.reshape(self.d, -1) + b.reshape(-1)).reshape(len(x), self.heads, self.k)
+
+    def prefill(self, items: list[int]) -> SessionCache:
+        """A cache holding ``items`` (dense ids, oldest first; at most max_len kept)."""
+        items = list(items[-self.m.max_len:])
+        cache = SessionCache(items, np.zeros(self.shape, np.float32),
+                             np.zeros(self.shape, np.float32))
+        if items:
+            _, kv = self.m.forward(np.asarray([items]))
+            for bi, (keys, values) in enumerate(kv):
+                cache.keys[bi, :len(items)] = keys[0]
+                cache.values[bi, :len(items)] = values[0]
+        return cache
+
+    def step(self, caches: list[SessionCache], items: np.ndarray) -> np.ndarray:
+        """Append ``items[i]`` to ``caches[i]`` (in place); returns [batch, d] embeddings."""
+        for cache in caches:
+            if len(cache.items) >= self.m.max_len:  # roll the window: keep the newest half
+                fresh = self.prefill(cache.items[-(self.m.max_len // 2):])
+                cache.items, cache.keys, cache.values = fresh.items, fresh.keys, fresh.values
+        m, rows = self.m, np.arange(len(caches))
+        pos = np.array([len(c.items) for c in caches])
+        longest = int(pos.max()) + 1
+        keys = np.stack([c.keys[:, :longest] for c in caches])      # [B, blocks, T, h, k]
+        values = np.stack([c.values[:, :longest] for c in caches])
+        valid = (np.arange(longest)[None, :] <= pos[:, None])[:, None, :]
+        x = m.items[items] * np.float32(np.sqrt(self.d)) + m.positions[pos]
+        for bi, b in enumerate(m.blocks):
+            q = _layer_norm(x, *b.norm1)
+            query = self._project(q, b.wq, b.bq)
+            keys[rows, bi, pos] = self._project(x, b.wk, b.bk)
+            values[rows, bi, pos] = self._project(x, b.wv, b.bv)
+            scores = np.einsum("bhk,bthk->bht", query, keys[:, bi]) / np.float32(np.sqrt(self.k))
+            scores = np.where(valid, scores, _NEG)
+            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+            weights = scores / scores.sum(axis=-1, keepdims=True)
+            context = np.einsum("bht,bthk->bhk", weights, values[:, bi]).reshape(len(caches), -1)
+            x = q + context @ b.wo.reshape(-1, self.d) + b.bo
+            h = _layer_norm(x, *b.norm2)
+            x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
+        for i, (c, item) in enumerate(zip(caches, items)):
+            c.keys[:, pos[i]] = keys[i, :, pos[i]]
+            c.values[:, pos[i]] = values[i, :, pos[i]]
+            c.items.append(int(item))
+        return _layer_norm(x, *m.final_norm).astype(np.float32)

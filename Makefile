@@ -5,14 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system-deps stack-up stack-down clean
+.PHONY: demo test lint setup system-deps stack-up stack-down clean
 
 demo: setup
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec stack check
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check services streams model infra benchmarks tests
 
 setup: $(STAMP) system-deps
 

@@ -66,7 +66,7 @@ def main() -> None:
         # Sessions with 0..max_len-1 cached events; one new event each (rolls included).
         caches = [incremental.prefill(batch[i, :i % cfg.max_len].tolist())
                   for i in range(batch_size)]
-        inc_us = _per_event_us(lambda b: incremental.step(caches, b[:, -1]), batch, repeats)
+        inc_us = _per_event_us(lambda b, c=caches: incremental.step(c, b[:, -1]), batch, repeats)
         print(f"  {batch_size:>6} {eager:>12,.0f} {fast:>18,.0f} {numpy_us:>10,.0f} "
               f"{inc_us:>12,.0f}")
 

@@ -13,8 +13,7 @@ import numpy as np
 from model.baselines import ImplicitALS, ItemKNN, Popularity
 from model.data import LeaveLastOut, Sequences
 from model.evaluation import Scorer, evaluate, evaluate_next_click
-from model.neumf_training import (NeuMFConfig, NeuMFScorer, PipelineScorer, fit_neumf,
-                                  fit_ranker)
+from model.neumf_training import NeuMFConfig, NeuMFScorer, PipelineScorer, fit_neumf, fit_ranker
 from model.retrieval import IndexConfig, ItemIndex
 from model.training import SASRecConfig, SASRecScorer, TrainResult, fit_sasrec
 

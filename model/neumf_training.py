@@ -22,8 +22,14 @@ from model.data import LeaveLastOut
 from model.neumf import NeuMF, fuse_pretrained, start_from_score
 from model.retrieval import ItemIndex
 from model.sampling import SeenItems
-from model.training import (EpochCallback, SASRecConfig, SASRecScorer, TrainResult, fit_sasrec,
-                            fit_with_early_stopping)
+from model.training import (
+    EpochCallback,
+    SASRecConfig,
+    SASRecScorer,
+    TrainResult,
+    fit_sasrec,
+    fit_with_early_stopping,
+)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
-
 from confluent_kafka import KafkaException
+from rich.console import Console
 
 from infra.errors import StackError
 from services import cli_events, cli_models, cli_stack

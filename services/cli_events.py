@@ -16,8 +16,10 @@ from services.settings import Settings, load_settings
 from streams.consumer import read_topic
 from streams.producer import EventProducer
 from streams.readers import READERS, read_events
-from streams.replay import ReplaySummary, replay as replay_log
-from streams.synthetic import SyntheticConfig, generate as generate_events
+from streams.replay import ReplaySummary
+from streams.replay import replay as replay_log
+from streams.synthetic import SyntheticConfig
+from streams.synthetic import generate as generate_events
 
 app = typer.Typer()
 console = Console()

@@ -17,6 +17,9 @@ import numpy as np
 from infra.mlflow_store import MlflowStore
 
 CHAMPION = "champion"
+ENCODER_NAME = "streamrec-sasrec"
+RANKER_NAME = "streamrec-ranker"
+NEUMF_NAME = "streamrec-neumf"
 PIP_REQUIREMENTS = ["keras==3.15.*", "tensorflow-cpu==2.21.*", "numpy>=2"]
 
 
@@ -104,3 +107,32 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Mo
     mlflow.set_tracking_uri(store.tracking_uri)
     return mlflow.keras.load_model(f"models:/{name}@{alias}",
                                    load_model_kwargs={"safe_mode": True})
+
+
+def load_bundle(store: MlflowStore, encoder_name: str, ranker_name: str | None,
+                alias: str = CHAMPION):  # type: ignore[no-untyped-def]
+    """The serving bundle for ``alias``: encoder and ranker models plus the id maps logged
+    with the encoder's run. The version string names both registry versions."""
+    import json
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from model.bundle import ServingBundle
+    from model.data import IdMap
+
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    enc_version = client.get_model_version_by_alias(encoder_name, alias)
+    mlflow.set_tracking_uri(store.tracking_uri)
+    maps_path = mlflow.artifacts.download_artifacts(
+        run_id=enc_version.run_id, artifact_path="id_maps.json")
+    with open(maps_path) as handle:
+        maps = json.load(handle)
+    version = f"{encoder_name}:v{enc_version.version}"
+    ranker = None
+    if ranker_name is not None:
+        ranker = load_model(store, ranker_name, alias)
+        version += f"+{ranker_name}:v{client.get_model_version_by_alias(ranker_name, alias).version}"
+    return ServingBundle.from_models(load_model(store, encoder_name, alias), ranker,
+                                     IdMap.from_list(maps["users"]),
+                                     IdMap.from_list(maps["items"]), version)

@@ -24,8 +24,6 @@ app = typer.Typer()
 console = Console()
 
 TRAIN_CHOICES = {"sasrec": ["sasrec"], "neumf": ["neumf"], "all": ["sasrec", "pipeline"]}
-REGISTERED = {"sasrec": "streamrec-sasrec", "neumf": "streamrec-neumf",
-              "pipeline": "streamrec-ranker"}
 
 
 def _load(path: Path, fmt: Format, items: IdMap | None = None) -> Sequences:
@@ -133,7 +131,9 @@ def train(
     """Train, log to MLflow (config, commit, curves, model, signature), register."""
     from model.data import leave_last_out
     from model.evaluation import evaluate as score
-    from model.registry import log_run
+    from model.registry import ENCODER_NAME, NEUMF_NAME, RANKER_NAME, log_run
+
+    registered = {"sasrec": ENCODER_NAME, "neumf": NEUMF_NAME, "pipeline": RANKER_NAME}
 
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
@@ -156,7 +156,7 @@ def train(
             params={**cfg.to_dict(), "data": str(data), "format": fmt.value, "model": name,
                     "users": seqs.num_users, "items": seqs.num_items},
             curve=t.result.curve, metrics=metrics,
-            models={REGISTERED[name]: (keras_model, example)},
+            models={registered[name]: (keras_model, example)},
             artifacts={"id_maps.json": {"users": seqs.users.to_list(),
                                         "items": seqs.items.to_list()}},
             register=register, champion=champion and register)

@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "streamrec"
 
+    # Stream workers: one consumer group; state per worker under data_dir/workers/<id>.
+    worker_group: str = "streamrec-worker"
+    worker_batch_size: int = Field(256, ge=1)
+    worker_batch_within_ms: int = Field(50, ge=1)
+    recs_top_n: int = Field(10, ge=1, le=1000)
+    recs_ttl_s: int = Field(24 * 3600, ge=1)
+    recs_exclude_seen: bool = True
+    session_gap_min: float = Field(30.0, gt=0)
+    session_max_items: int = Field(50, ge=1)
+
     topic_interactions: str = "interactions"
     topic_dlq: str = "interactions.dlq"
     topic_recommendations: str = "recommendations"

@@ -1,0 +1,50 @@
+"""``streamrec worker``: a stream worker. Thin: read settings, load the champion bundle,
+wire the Faust app, run it (Faust's worker handles signals and shutdown)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.settings import load_settings
+from services.stack import mlflow_store
+
+app = typer.Typer()
+console = Console(stderr=True)
+
+
+@app.command()
+def worker(
+    worker_id: Annotated[str, typer.Option(help="names this worker's state folder")] = "0",
+    log_level: Annotated[str, typer.Option(help="debug | info | warn | error")] = "warn",
+) -> None:
+    """Consume interactions, keep sessions, publish recommendations (runs until stopped)."""
+    from faust.worker import Worker
+
+    from model.registry import ENCODER_NAME, RANKER_NAME, load_bundle
+    from streams.sessions import SessionPolicy
+    from streams.worker import WorkerConfig, create_app
+
+    settings = load_settings()
+    bundle = load_bundle(mlflow_store(settings), ENCODER_NAME, RANKER_NAME)
+    state_dir = settings.data_dir / "workers" / worker_id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cfg = WorkerConfig(
+        bootstrap=settings.kafka_servers, group_id=settings.worker_group,
+        interactions=settings.topic_interactions, dlq=settings.topic_dlq,
+        recommendations=settings.topic_recommendations,
+        partitions=settings.interactions_partitions, state_dir=state_dir,
+        redis_url=settings.redis, batch_size=settings.worker_batch_size,
+        batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
+        recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
+        session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
+                              max_items=settings.session_max_items))
+    faust_app, _ = create_app(cfg, bundle)
+    console.print(f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
+                  f"{cfg.interactions} -> {cfg.recommendations}")
+    for noisy in ("aiokafka", "faust", "mode"):  # their INFO chatter costs throughput
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    Worker(faust_app, loglevel=log_level, quiet=True).execute_from_commandline()

@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint setup system-deps stack-up stack-down clean
 
+# DATA=path FORMAT=movielens|yoochoose|... to use a log of your own.
 demo: setup
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec stack check
+	$(BIN)/streamrec demo $(if $(DATA),--data $(DATA) --format $(FORMAT))
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -94,3 +94,21 @@ def evaluate_next_click(model: Scorer, sessions: list[np.ndarray], k: int = 20,
         ranks.append(rank_of_target(target_scores, scores))
     r = np.concatenate(ranks) if ranks else np.empty(0)
     return {f"Recall@{k}": hit_rate(r, k), f"MRR@{k}": mrr(r, k), "predictions": int(len(r))}
+
+
+def prequential_ranks(events: list, lists: dict[str, list[str]]) -> np.ndarray:
+    """Online (prequential) evaluation: for each event after a user's first, the rank of its
+    item in the list recommended after that user's previous event (``inf`` when absent or
+    when no list was published for it). ``events`` in replay order, each with
+    ``event_id``, ``user_id`` and ``item_id``; ``lists`` maps a triggering event id to the
+    recommended item ids, best first."""
+    ranks: list[float] = []
+    previous: dict[str, str] = {}
+    for e in events:
+        before = previous.get(e.user_id)
+        if before is not None:
+            shown = lists.get(before)
+            ranks.append(float(shown.index(e.item_id)) if shown and e.item_id in shown
+                         else np.inf)
+        previous[e.user_id] = e.event_id
+    return np.asarray(ranks, dtype=float)

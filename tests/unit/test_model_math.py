@@ -113,3 +113,18 @@ def test_sequences_over_a_fixed_item_map_map_unknown_items_to_zero() -> None:
     test = build_sequences(_events([("s", "y", 3), ("s", "new", 4), ("s", "x", 5)]),
                            items=train.items, grow_items=False)
     assert test.by_user[0].tolist() == [2, 0, 1] and len(train.items) == 2
+
+
+def test_prequential_ranks_score_the_list_shown_before_each_next_event() -> None:
+    from model.evaluation import prequential_ranks
+
+    def e(eid: str, user: str, item: str) -> SimpleNamespace:
+        return SimpleNamespace(event_id=eid, user_id=user, item_id=item)
+
+    events = [e("1", "a", "x"), e("2", "b", "y"), e("3", "a", "z"), e("4", "a", "q"),
+              e("5", "b", "w")]
+    lists = {"1": ["q", "z"], "3": ["q"], "2": []}  # no list was published for event 4
+    ranks = prequential_ranks(events, lists)
+    assert ranks.tolist() == [1.0, 0.0, float("inf")]
+    assert hit_rate(ranks, 10) == pytest.approx(2 / 3)
+    assert mrr(ranks) == pytest.approx((1 / 2 + 1) / 3)

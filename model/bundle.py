@@ -9,17 +9,18 @@ it knows gets ``None`` (the caller serves popularity).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from model.data import IdMap, pad_left
+from model.data import IdMap
 from model.neumf import NeuMF
 from model.retrieval import IndexConfig, ItemIndex
 from model.sasrec import SASRec
-from model.serving import NumpySASRec, export_sasrec
+from model.serving import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,45 @@ class Recommendation:
 
 
 class ServingBundle:
+    """``cached_users`` bounds the per-user encoder caches kept in memory (least recently
+    used go first); a user without a usable cache is encoded from their session items."""
+
     def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NeuMF | None,
-                 users: IdMap, items: IdMap, version: str, candidates: int = 100) -> None:
+                 users: IdMap, items: IdMap, version: str, candidates: int = 100,
+                 cached_users: int = 100_000) -> None:
         self.encoder, self.index, self.ranker = encoder, index, ranker
         self.users, self.items, self.version, self.candidates = users, items, version, candidates
+        self.incremental = IncrementalEncoder(encoder)
+        self.cached_users = cached_users
+        self.caches: OrderedDict[str, SessionCache] = OrderedDict()
+
+    def _encode(self, users: list[str], histories: list[np.ndarray]) -> np.ndarray:
+        """Session embeddings, stepping each user's cache by the newest item when the cache
+        holds the rest of the session, else rebuilding it. A user twice in one batch is
+        stepped in rounds, in order."""
+        out = np.zeros((len(users), self.encoder.items.shape[1]), np.float32)
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for row, user in enumerate(users):
+            k = seen.get(user, 0)
+            seen[user] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(row)
+        for rows in rounds:
+            caches = []
+            for row in rows:
+                user, hist = users[row], histories[row].tolist()
+                cache = self.caches.pop(user, None)
+                n = len(cache.items) if cache is not None else 0
+                if cache is None or cache.items != hist[len(hist) - 1 - n:len(hist) - 1] or not n:
+                    cache = self.incremental.prefill(hist[:-1])
+                self.caches[user] = cache
+                caches.append(cache)
+            out[rows] = self.incremental.step(caches, np.array([histories[r][-1] for r in rows]))
+        while len(self.caches) > self.cached_users:
+            self.caches.popitem(last=False)
+        return out
 
     @classmethod
     def from_models(cls, sasrec: SASRec, ranker: NeuMF | None, users: IdMap, items: IdMap,
@@ -51,8 +87,7 @@ class ServingBundle:
         if not known:
             return out
         hist = [histories[r] for r in known]
-        seq = np.stack([pad_left(h, self.encoder.max_len) for h in hist])
-        emb = self.encoder.encode(seq)
+        emb = self._encode([users[r] for r in known], hist)
         depth = self.candidates if self.ranker is not None else k
         scores, ids = self.index.search(emb, depth, exclude=hist if exclude_seen else None)
         if self.ranker is not None:

@@ -42,3 +42,27 @@ def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
     # Unknown items are skipped; a session of only unknown items gets None (popularity path).
     mixed = bundle.recommend(["new-user", "u-x"], [["never-seen", names[0][-1]], ["nope"]], k=5)
     assert mixed[0] is not None and len(mixed[0].items) == 5 and mixed[1] is None
+
+
+def test_cached_sessions_step_to_the_same_lists_as_fresh_encoding() -> None:
+    keras.utils.set_random_seed(2)
+    seqs = build_sequences(generate(SyntheticConfig(users=40, items=90, events=1500, seed=3)))
+    sasrec = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, dropout=0.0)
+    sasrec({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
+            "neg": np.ones((1, 2), "int64")})
+    names = [[seqs.items.ids[i - 1] for i in s[:6]] for s in seqs.by_user[:5]]
+    users = seqs.users.ids[:5]
+    warm = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    warm.recommend(users, [n[:-1] for n in names], k=5)          # fills the caches
+    stepped = warm.recommend(users, names, k=5)                  # one step each
+    # The same user twice in a batch: its second event steps after its first.
+    twice = warm.recommend([users[0], users[0]], [names[0] + [names[1][0]],
+                                                  names[0] + [names[1][0], names[1][1]]], k=5)
+    fresh = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    assert [r.items for r in stepped] == [r.items for r in fresh.recommend(users, names, k=5)]
+    again = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    expected = again.recommend([users[0]] * 2, [names[0] + [names[1][0]],
+                                                names[0] + [names[1][0], names[1][1]]], k=5)
+    assert [r.items for r in twice] == [r.items for r in expected]
+    np.testing.assert_allclose([r.scores for r in stepped],
+                               [r.scores for r in fresh.recommend(users, names, k=5)], atol=1e-5)

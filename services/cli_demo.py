@@ -69,7 +69,7 @@ def demo(
     fmt: Annotated[Format | None, typer.Option("--format", "-f")] = None,
     events: Annotated[int, typer.Option(help="synthetic events")] = 60_000,
     train_fraction: Annotated[float, typer.Option(help="the past the model learns from")] = 0.8,
-    rate: Annotated[float, typer.Option(help="replay rate, events/s")] = 2_000,
+    rate: Annotated[float, typer.Option(help="replay rate, events/s")] = 500,
     epochs: Annotated[int, typer.Option(help="training epochs cap")] = 30,
 ) -> None:
     """Run the whole pipeline on the local stack and print a report."""

@@ -8,40 +8,78 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 import redis
 
 from services.settings import Settings
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer, sent_at_header
+from streams.sessions import SessionPolicy, SessionState, apply_event
 from streams.synthetic import SyntheticConfig, generate
 
+CLI = [sys.executable, "-m", "services.cli"]
 
-def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
-    settings: Settings, new_topic: Callable[..., str], tmp_path: Path
-) -> None:
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, list[Event]]]:
+    """A champion trained once (via the CLI) on the first 2,500 of 3,000 synthetic events."""
+    tmp = tmp_path_factory.mktemp("champion")
     events = list(generate(SyntheticConfig(users=80, items=60, events=3000, seed=11)))
-    data = tmp_path / "train.jsonl"
+    data = tmp / "train.jsonl"
     data.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:2500]))
-    topics = {"interactions": new_topic(partitions=2), "dlq": new_topic(),
-              "recs": new_topic(partitions=2)}
-    env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state"),
-           "STREAMREC_TOPIC_INTERACTIONS": topics["interactions"],
-           "STREAMREC_TOPIC_DLQ": topics["dlq"], "STREAMREC_TOPIC_RECOMMENDATIONS": topics["recs"],
-           "STREAMREC_INTERACTIONS_PARTITIONS": "2",
-           "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}"}
-    cli = [sys.executable, "-m", "services.cli"]
-    trained = subprocess.run([*cli, "train", "--data", str(data), "--format", "jsonl",
+    env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp / "state")}
+    trained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
                               "--model", "all", "--epochs", "2", "--champion"],
                              capture_output=True, text=True, env=env, timeout=600)
     assert trained.returncode == 0, trained.stderr[-2000:]
+    yield env, events
 
-    worker = subprocess.Popen([*cli, "worker"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT)
+
+def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str) -> dict:
+    return {**champion_env, "STREAMREC_TOPIC_INTERACTIONS": new_topic(partitions=2),
+            "STREAMREC_TOPIC_DLQ": new_topic(), "STREAMREC_TOPIC_RECOMMENDATIONS": new_topic(2),
+            "STREAMREC_INTERACTIONS_PARTITIONS": "2",
+            "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}", **extra}
+
+
+def _start(env: dict, log: Path) -> subprocess.Popen:
+    """A worker whose output goes to a file: an undrained pipe would fill and block it."""
+    with open(log, "ab") as handle:
+        return subprocess.Popen([*CLI, "worker"], env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+
+
+def _stop(worker: subprocess.Popen, log: Path) -> str:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+    return log.read_text(errors="replace")
+
+
+def _send(settings: Settings, env: dict, events: list[Event]) -> None:
+    with EventProducer(settings.kafka_servers, env["STREAMREC_TOPIC_INTERACTIONS"],
+                       env["STREAMREC_TOPIC_DLQ"]) as producer:
+        for e in events:
+            producer.send(e, headers=[sent_at_header()])
+
+
+def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
+    settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
+    tmp_path: Path,
+) -> None:
+    champion_env, events = champion
+    env = _worker_env(champion_env, new_topic)
+    topics = {"interactions": env["STREAMREC_TOPIC_INTERACTIONS"],
+              "dlq": env["STREAMREC_TOPIC_DLQ"], "recs": env["STREAMREC_TOPIC_RECOMMENDATIONS"]}
+    worker = _start(env, tmp_path / "worker.log")
     try:
         live = events[2500:2700]
         cold = Event(str(uuid.uuid4()), "brand-new-user", "never-seen-item", "click",
@@ -55,12 +93,7 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
         letters = list(read_topic(settings.kafka_servers, topics["dlq"], from_beginning=True,
                                   limit=1, idle_timeout_s=30))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            output = worker.communicate(timeout=60)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            output = worker.communicate()[0].decode(errors="replace")
+        output = _stop(worker, tmp_path / "worker.log")
     values = [orjson.loads(r.value) for r in recs]
     assert len(values) == len(live) + 1, output[-3000:]  # every valid, non-duplicate event
     assert Counter(v["event_id"] for v in values) == Counter(
@@ -79,3 +112,56 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
     # The item that triggered a list is in the session, so it is not recommended back.
     last = by_event[live[-1].event_id]
     assert live[-1].item_id not in {i["item_id"] for i in last["items"]}
+
+
+def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
+    settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
+    tmp_path: Path,
+) -> None:
+    champion_env, events = champion
+    env = _worker_env(champion_env, new_topic, STREAMREC_REDIS_URL="redis://127.0.0.1:1/0")
+    worker = _start(env, tmp_path / "worker.log")
+    try:
+        _send(settings, env, events[2500:2600])
+        first = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                                from_beginning=True, limit=100, idle_timeout_s=90))
+        _send(settings, env, events[2600:2650])  # still alive after the failures
+        both = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                               from_beginning=True, limit=150, idle_timeout_s=60))
+        assert worker.poll() is None
+    finally:
+        output = _stop(worker, tmp_path / "worker.log")
+    assert len(first) == 100 and len(both) == 150, output[-3000:]
+    assert "lists to Redis failed" in output
+
+
+def test_restarted_worker_recovers_sessions_from_the_changelog(
+    settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
+    tmp_path: Path,
+) -> None:
+    champion_env, events = champion
+    env = _worker_env(champion_env, new_topic)
+    live = events[2500:3000]
+    for expected_total, half in ((250, live[:250]), (500, live[250:])):
+        # A worker per half: the second starts from the state the first left in the changelog.
+        worker = _start(env, tmp_path / "worker.log")
+        try:
+            _send(settings, env, half)
+            done = list(read_topic(settings.kafka_servers,
+                                   env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
+                                   limit=expected_total, idle_timeout_s=90))
+        finally:
+            output = _stop(worker, tmp_path / "worker.log")
+        assert len(done) == expected_total, output[-3000:]
+    # The final state per user in the changelog equals sessionizing every event in one go.
+    changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
+    final: dict[str, dict] = {}
+    for rec in read_topic(settings.kafka_servers, changelog, from_beginning=True,
+                          idle_timeout_s=10):
+        final[orjson.loads(rec.key)] = orjson.loads(rec.value)
+    expected: dict[str, SessionState] = {}
+    for e in live:
+        expected[e.user_id] = apply_event(expected.get(e.user_id), e, SessionPolicy())[0]
+    assert set(final) == set(expected)
+    for user, state in expected.items():
+        assert SessionState.from_dict(final[user]) == state, user

@@ -98,10 +98,12 @@ def demo(
 
     topics = {"STREAMREC_TOPIC_INTERACTIONS": f"demo-{run}.interactions",
               "STREAMREC_TOPIC_DLQ": f"demo-{run}.dlq",
-              "STREAMREC_TOPIC_RECOMMENDATIONS": f"demo-{run}.recommendations"}
+              "STREAMREC_TOPIC_RECOMMENDATIONS": f"demo-{run}.recommendations",
+              "STREAMREC_TOPIC_MODEL_UPDATES": f"demo-{run}.model-updates"}
     ensure_topics(settings.kafka_servers, [
         TopicSpec(topics["STREAMREC_TOPIC_INTERACTIONS"], settings.interactions_partitions),
         TopicSpec(topics["STREAMREC_TOPIC_DLQ"], 1),
+        TopicSpec(topics["STREAMREC_TOPIC_MODEL_UPDATES"], 1),
         TopicSpec(topics["STREAMREC_TOPIC_RECOMMENDATIONS"], settings.recommendations_partitions)])
     group = f"demo-{run}"
     env = {**os.environ, **topics, "STREAMREC_WORKER_GROUP": group}

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from services.cli_events import Format
 from services.progress import progress_bar
-from services.settings import load_settings
+from services.settings import Settings, load_settings
 from services.stack import mlflow_store
 from streams.readers import Rejected, read_events
 
@@ -143,6 +143,7 @@ def train(
     trained, sasrec_cfg, neumf_cfg = _train(split, TRAIN_CHOICES[model], epochs, seed, pretrain)
     store = mlflow_store(settings)
     store.ensure()
+    announced: dict[str, str] = {}
     for name, t in trained.items():
         assert t.result is not None
         result = score(t.scorer, split, "test")
@@ -160,10 +161,30 @@ def train(
             artifacts={"id_maps.json": {"users": seqs.users.to_list(),
                                         "items": seqs.items.to_list()}},
             register=register, champion=champion and register)
+        announced.update(versions)
         console.print(f"{name}: test full NDCG@10 {result['full']['NDCG@10']:.4f}, sampled "
                       f"HR@10 {result['sampled']['HR@10']:.4f}; best epoch {t.result.best_epoch}"
                       + "".join(f"; registered {n} v{v}" for n, v in versions.items())
                       + (" (champion)" if champion and versions else ""))
+    if champion and announced:
+        _announce(settings, announced)
+
+
+def _announce(settings: Settings, versions: dict[str, str]) -> None:
+    """Tell running workers that the champion moved (they reload it in the background)."""
+    from confluent_kafka import Producer
+
+    from streams.producer import PRODUCER_DEFAULTS
+
+    message = orjson.dumps({"alias": "champion", "versions": versions,
+                            "tracking_uri": settings.mlflow_uri})
+    producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": settings.kafka_servers})
+    producer.produce(settings.topic_model_updates, message, b"champion")
+    if producer.flush(10):
+        console.print("[yellow]warning:[/] could not announce the new champion on "
+                      f"{settings.topic_model_updates}; workers keep the old one until restarted")
+    else:
+        console.print(f"announced on {settings.topic_model_updates}: {versions}")
 
 
 def _example_inputs(name: str, keras_model, max_len: int) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]

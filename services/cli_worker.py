@@ -29,20 +29,25 @@ def worker(
     from streams.worker import WorkerConfig, create_app
 
     settings = load_settings()
-    bundle = load_bundle(mlflow_store(settings), ENCODER_NAME, RANKER_NAME)
+    store = mlflow_store(settings)
+
+    def champion() -> object:
+        return load_bundle(store, ENCODER_NAME, RANKER_NAME)
+
+    bundle = champion()
     state_dir = settings.data_dir / "workers" / worker_id
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = WorkerConfig(
         bootstrap=settings.kafka_servers, group_id=settings.worker_group,
         interactions=settings.topic_interactions, dlq=settings.topic_dlq,
         recommendations=settings.topic_recommendations,
-        partitions=settings.interactions_partitions, state_dir=state_dir,
+        model_updates=settings.topic_model_updates, partitions=settings.interactions_partitions, state_dir=state_dir,
         redis_url=settings.redis, batch_size=settings.worker_batch_size,
         batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
         recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
                               max_items=settings.session_max_items))
-    faust_app, _ = create_app(cfg, bundle)
+    faust_app, _ = create_app(cfg, bundle, load_bundle=champion)
     console.print(f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
                   f"{cfg.interactions} -> {cfg.recommendations}")
     for noisy in ("aiokafka", "faust", "mode"):  # their INFO chatter costs throughput

@@ -10,8 +10,10 @@ recent popularity; every reply says which path served it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ class WorkerConfig:
     interactions: str
     dlq: str
     recommendations: str
+    model_updates: str
     partitions: int
     state_dir: Path
     redis_url: str | None
@@ -53,10 +56,14 @@ class WorkerStats:
     published: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
     redis_errors: int = 0
+    swaps: int = 0
+    failed_swaps: int = 0
 
 
-def create_app(cfg: WorkerConfig, bundle: Any) -> tuple[faust.App, WorkerStats]:
-    """The Faust app, its topics, the sessions table and the recommend agent."""
+def create_app(cfg: WorkerConfig, bundle: Any,
+               load_bundle: Callable[[], Any] | None = None) -> tuple[faust.App, WorkerStats]:
+    """The Faust app, its topics, the sessions table, the recommend agent and, when
+    ``load_bundle`` is given, the agent that swaps in a new champion on ``model-updates``."""
     app = faust.App(
         cfg.group_id, broker=f"kafka://{cfg.bootstrap}", store="memory://",
         datadir=str(cfg.state_dir), web_enabled=False, producer_linger_ms=5,
@@ -65,6 +72,8 @@ def create_app(cfg: WorkerConfig, bundle: Any) -> tuple[faust.App, WorkerStats]:
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
     recommendations = app.topic(cfg.recommendations, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
+    updates = app.topic(cfg.model_updates, key_serializer="raw", value_serializer="raw")
+    serving = {"bundle": bundle}  # swapped in one assignment, read once per micro-batch
     sessions = app.Table("sessions", default=None, partitions=cfg.partitions)
     popularity = DecayedPopularity()
     stats = WorkerStats()
@@ -103,7 +112,36 @@ def create_app(cfg: WorkerConfig, bundle: Any) -> tuple[faust.App, WorkerStats]:
             if updates:
                 await _publish(updates)
 
+    if load_bundle is not None:
+        @app.agent(updates)
+        async def swap_model(messages: faust.StreamT) -> None:
+            async for raw in messages:
+                try:
+                    versions = orjson.loads(raw).get("versions", {})
+                except (orjson.JSONDecodeError, AttributeError):
+                    versions = {}
+                announced = "+".join(f"{k}:v{v}" for k, v in versions.items())
+                if announced == serving["bundle"].version:
+                    continue  # already serving it (e.g. an old message read at start-up)
+                try:
+                    # Loading takes seconds: off the event loop, so consuming never stalls.
+                    fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
+                    smoke_user, smoke_item = fresh.users.ids[0], fresh.items.ids[0]
+                    if fresh.recommend([smoke_user], [[smoke_item]], cfg.top_n)[0] is None:
+                        raise ValueError("smoke recommendation came back empty")
+                except Exception as exc:  # noqa: BLE001 - keep serving the old model
+                    stats.failed_swaps += 1
+                    log.error("model update %r not applied, keeping %s: %s", raw,
+                              serving["bundle"].version, exc)
+                    continue
+                if fresh.version == serving["bundle"].version:
+                    continue
+                old, serving["bundle"] = serving["bundle"].version, fresh
+                stats.swaps += 1
+                log.warning("model swapped: %s -> %s", old, fresh.version)
+
     async def _publish(updates: list[dict]) -> None:
+        bundle = serving["bundle"]
         recs = bundle.recommend([u["user_id"] for u in updates], [u["items"] for u in updates],
                                 cfg.top_n, exclude_seen=cfg.exclude_seen)
         now_us = time.time_ns() // 1000

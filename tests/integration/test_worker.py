@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, l
 def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str) -> dict:
     return {**champion_env, "STREAMREC_TOPIC_INTERACTIONS": new_topic(partitions=2),
             "STREAMREC_TOPIC_DLQ": new_topic(), "STREAMREC_TOPIC_RECOMMENDATIONS": new_topic(2),
+            "STREAMREC_TOPIC_MODEL_UPDATES": new_topic(),
             "STREAMREC_INTERACTIONS_PARTITIONS": "2",
             "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}", **extra}
 
@@ -165,3 +167,48 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
     assert set(final) == set(expected)
     for user, state in expected.items():
         assert SessionState.from_dict(final[user]) == state, user
+
+
+def test_hot_swap_mid_stream_changes_model_version_without_losing_events(
+    settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
+    tmp_path: Path,
+) -> None:
+    champion_env, events = champion
+    env = _worker_env(champion_env, new_topic)
+    data = tmp_path / "more.jsonl"
+    data.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:2800]))
+    live = events[2800:]
+    worker = _start(env, tmp_path / "worker.log")
+    try:
+        _send(settings, env, live[:100])
+        first = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                                from_beginning=True, limit=100, idle_timeout_s=90))
+        retrained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
+                                    "--model", "all", "--epochs", "2", "--champion"],
+                                   capture_output=True, text=True, env=env, timeout=600)
+        assert retrained.returncode == 0, retrained.stderr[-2000:]
+        assert "announced on" in retrained.stdout
+        sent = 100
+        deadline = time.monotonic() + 120
+        while sent < len(live):  # keep the stream flowing while the worker swaps
+            _send(settings, env, live[sent:sent + 20])
+            sent += 20
+            versions = {orjson.loads(r.value)["model_version"] for r in read_topic(
+                settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                from_beginning=True, limit=sent, idle_timeout_s=30)}
+            if len(versions) == 2 or time.monotonic() > deadline:
+                break
+        _send(settings, env, live[sent:])
+        recs = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                               from_beginning=True, limit=len(live), idle_timeout_s=60))
+    finally:
+        output = _stop(worker, tmp_path / "worker.log")
+    values = [orjson.loads(r.value) for r in recs]
+    assert len(first) == 100
+    # Every event answered exactly once, before, during and after the swap.
+    assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in live), \
+        output[-3000:]
+    versions = [v["model_version"] for v in values]
+    assert versions[0] == "streamrec-sasrec:v1+streamrec-ranker:v1"
+    assert "streamrec-sasrec:v2+streamrec-ranker:v2" in versions, output[-3000:]
+    assert "model swapped" in output

@@ -19,7 +19,7 @@ import numpy as np
 from model.data import build_sequences, leave_last_out
 from model.serving import IncrementalEncoder, export_sasrec
 from model.training import SASRecConfig, fit_sasrec
-from streams.readers import Rejected, read_events
+from streams.readers import read_valid_events
 
 
 def _per_event_us(fn, batch: np.ndarray, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -36,8 +36,7 @@ def main() -> None:
     parser.add_argument("--format", required=True)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    seqs = build_sequences([e for e in read_events(args.data, args.format)
-                            if not isinstance(e, Rejected)])
+    seqs = build_sequences(read_valid_events(args.data, args.format))
     split = leave_last_out(seqs)
     cfg = SASRecConfig(epochs=args.epochs, eval_every=10**6, patience=10**6)
     print(f"backend {keras.backend.backend()}; {seqs.num_users:,} users, "

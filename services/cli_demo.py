@@ -32,7 +32,7 @@ from services.stack import build_stack
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
-from streams.readers import Rejected, read_events
+from streams.readers import read_valid_events
 from streams.replay import replay
 from streams.synthetic import SyntheticConfig, generate
 
@@ -85,7 +85,7 @@ def demo(
     if data is not None:
         if fmt is None:
             raise typer.BadParameter("--format is required with --data")
-        log = [e for e in read_events(data, fmt.value) if not isinstance(e, Rejected)]
+        log = read_valid_events(data, fmt.value)
         source = str(data)
     else:
         log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events)))

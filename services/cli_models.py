@@ -15,7 +15,7 @@ from services.cli_events import Format
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
-from streams.readers import Rejected, read_events
+from streams.readers import read_valid_events
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
     from model.data import IdMap, Sequences
@@ -30,7 +30,7 @@ def _load(path: Path, fmt: Format, items: IdMap | None = None) -> Sequences:
     """Sequences of a log; with ``items`` given, only items it knows (others become 0)."""
     from model.data import build_sequences
 
-    events = [e for e in read_events(path, fmt.value) if not isinstance(e, Rejected)]
+    events = read_valid_events(path, fmt.value)
     if not events:
         raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
     return build_sequences(events, items=items, grow_items=items is None)

@@ -161,3 +161,9 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     return READERS[fmt](path)
+
+
+def read_valid_events(path: Path | str, fmt: str) -> list[Event]:
+    """The events of a log, in time order, without the lines that failed validation
+    (for training and evaluation; replay sends those to the dead-letter topic instead)."""
+    return [e for e in read_events(path, fmt) if not isinstance(e, Rejected)]

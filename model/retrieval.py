@@ -70,10 +70,7 @@ class ItemIndex:
         scores, idx = self.index.search(q, fetch)
         ids = np.where(idx >= 0, idx + 1, 0)
         if exclude:
-            for row, banned in enumerate(exclude):
-                if len(banned):
-                    drop = np.isin(ids[row], banned)
-                    ids[row, drop] = 0
+            ids[_excluded(ids, exclude, self.num_items + 1)] = 0
         scores = np.where(ids > 0, scores, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         out_ids = np.take_along_axis(ids, order, axis=1)
@@ -83,6 +80,15 @@ class ItemIndex:
             out_ids = np.pad(out_ids, ((0, 0), (0, pad)))
             out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         return out_scores, out_ids
+
+
+def _excluded(ids: np.ndarray, exclude: list[np.ndarray], stride: int) -> np.ndarray:
+    """Mask of ``ids[row, j] in exclude[row]``, for all rows in one ``isin``: each row's ids
+    are offset by ``row * stride`` so rows cannot match each other (a per-row loop cost
+    ~20 µs a row)."""
+    offsets = np.arange(len(ids), dtype=np.int64) * stride
+    banned = np.concatenate([np.asarray(e, np.int64) + o for e, o in zip(exclude, offsets)])
+    return np.isin(ids + offsets[:, None], banned)
 
 
 def gpu_count() -> int:

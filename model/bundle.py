@@ -1,26 +1,42 @@
 """The serving bundle: everything a stream worker needs to turn sessions into lists.
 
-Encoder (NumPy over exported SASRec weights), item index (FAISS), NeuMF reranker and the
-id maps, behind one call per micro-batch: ``recommend(users, sessions, k)``. The reranker
-is a Keras model, called once per micro-batch (never per event). Sessions arrive as
+Encoder and reranker (NumPy over exported SASRec and NeuMF weights, tested equal to the
+Keras models), item index (FAISS) and the id maps, behind one call per micro-batch:
+``recommend(users, sessions, k)``. No Keras call on this path. Sessions arrive as
 external item ids; items the model has never seen are skipped, and a session with none
 it knows gets ``None`` (the caller serves popularity).
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
 from model.data import IdMap
 from model.neumf import NeuMF
+from model.neumf_serving import NumpyNeuMF, export_neumf
 from model.retrieval import IndexConfig, ItemIndex
 from model.sasrec import SASRec
 from model.serving import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
+
+
+def limit_threads(threads: int) -> None:
+    """Cap the compute threads of NumPy's BLAS and FAISS's OpenMP in this process.
+
+    A worker serves micro-batches on one core; spare BLAS and OpenMP threads spin after
+    each call and compete with the event loop and the broker (measured on 2 cores: the
+    model path went from ~150 to ~75 µs/event with one thread each). More throughput
+    comes from more workers and partitions.
+    """
+    import faiss
+    import threadpoolctl
+
+    threadpoolctl.threadpool_limits(threads)
+    faiss.omp_set_num_threads(threads)
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,7 @@ class ServingBundle:
     """``cached_users`` bounds the per-user encoder caches kept in memory (least recently
     used go first); a user without a usable cache is encoded from their session items."""
 
-    def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NeuMF | None,
+    def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NumpyNeuMF | None,
                  users: IdMap, items: IdMap, version: str, candidates: int = 100,
                  cached_users: int = 100_000) -> None:
         self.encoder, self.index, self.ranker = encoder, index, ranker
@@ -75,11 +91,16 @@ class ServingBundle:
                     version: str, index_cfg: IndexConfig = IndexConfig(),
                     candidates: int = 100) -> ServingBundle:
         encoder = export_sasrec(sasrec)
-        return cls(encoder, ItemIndex.build(encoder.items, index_cfg), ranker, users, items,
+        return cls(encoder, ItemIndex.build(encoder.items, index_cfg),
+                   export_neumf(ranker) if ranker is not None else None, users, items,
                    version, candidates)
 
     def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
-                  exclude_seen: bool = True) -> list[Recommendation | None]:
+                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  ) -> list[Recommendation | None]:
+        """Lists for a micro-batch; ``timings``, when given, receives the seconds spent in
+        each stage (encode, retrieve, rank)."""
+        clock = _Stopwatch(timings)
         histories = [np.array([i for i in (self.items.get(x) for x in s) if i], dtype=np.int64)
                      for s in sessions]
         known = [r for r, h in enumerate(histories) if len(h)]
@@ -88,18 +109,31 @@ class ServingBundle:
             return out
         hist = [histories[r] for r in known]
         emb = self._encode([users[r] for r in known], hist)
+        clock.lap("encode")
         depth = self.candidates if self.ranker is not None else k
         scores, ids = self.index.search(emb, depth, exclude=hist if exclude_seen else None)
+        clock.lap("retrieve")
         if self.ranker is not None:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
-            logits = self.ranker.predict_on_batch({
-                "user": np.repeat(user_ids, depth), "item": ids.ravel().astype(np.int32),
-                "session": np.repeat(emb, depth, axis=0), "score": scores.reshape(-1, 1)})
-            scores = np.where(ids > 0, keras.ops.convert_to_numpy(logits).reshape(ids.shape),
-                              -np.inf)
+            logits = self.ranker.score(user_ids, ids, emb, np.where(ids > 0, scores, 0))
+            scores = np.where(ids > 0, logits, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         for row, r in enumerate(known):
             top = [c for c in order[row] if ids[row, c] > 0]
             out[r] = Recommendation([self.items.ids[ids[row, c] - 1] for c in top],
                                     [float(scores[row, c]) for c in top])
+        clock.lap("rank")
         return out
+
+
+class _Stopwatch:
+    """Adds the seconds since the last lap to ``into[stage]``; does nothing without ``into``."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into, self.last = into, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.into is not None:
+            now = time.perf_counter()
+            self.into[stage] = self.into.get(stage, 0.0) + now - self.last
+            self.last = now

@@ -10,10 +10,7 @@ Each run uses its own topics (``demo-<run>.*``) so its report counts only its ow
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +26,7 @@ from services.cli_events import Format
 from services.progress import progress_bar
 from services.settings import load_settings
 from services.stack import build_stack
+from services.worker_process import CLI, WorkerFailed, WorkerProcess
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
@@ -42,24 +40,6 @@ console = Console()
 
 def _write(path: Path, events: list[Event]) -> None:
     path.write_bytes(b"".join(e.to_json() + b"\n" for e in events))
-
-
-def _wait_for_worker(bootstrap: str, group: str, worker: subprocess.Popen,
-                     timeout_s: float = 120) -> None:
-    """Until the worker's consumer group is stable with a member (it owns partitions)."""
-    from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise typer.Exit(f"the worker exited with code {worker.returncode}")
-        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        if desc.state == ConsumerGroupState.STABLE and desc.members:
-            return
-        time.sleep(1)
-    raise typer.Exit(f"the worker did not join group {group} within {timeout_s:.0f} s")
 
 
 @app.command()
@@ -107,10 +87,8 @@ def demo(
         TopicSpec(topics["STREAMREC_TOPIC_RECOMMENDATIONS"], settings.recommendations_partitions)])
     group = f"demo-{run}"
     env = {**os.environ, **topics, "STREAMREC_WORKER_GROUP": group}
-    cli = [sys.executable, "-m", "services.cli"]
-
     console.print("[bold]train[/] SASRec + NeuMF reranker, register as champion ...")
-    trained = subprocess.run([*cli, "train", "--data", str(folder / "train.jsonl"), "--format",
+    trained = subprocess.run([*CLI, "train", "--data", str(folder / "train.jsonl"), "--format",
                               "jsonl", "--model", "all", "--epochs", str(epochs), "--champion"],
                              env=env, capture_output=True, text=True)
     if trained.returncode != 0:
@@ -119,11 +97,12 @@ def demo(
         console.print(f"  {line}")
 
     console.print("[bold]worker[/] starting ...")
-    with open(folder / "worker.log", "wb") as worker_log:
-        worker = subprocess.Popen([*cli, "worker", "--worker-id", f"demo-{run}"], env=env,
-                                  stdout=worker_log, stderr=subprocess.STDOUT)
+    worker = WorkerProcess.start(env, folder / "worker.log", "--worker-id", f"demo-{run}")
     try:
-        _wait_for_worker(settings.kafka_servers, group, worker)
+        try:
+            worker.wait_joined(settings.kafka_servers, group)
+        except WorkerFailed as exc:
+            raise typer.Exit(str(exc)) from None
         producer = EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
                                  topics["STREAMREC_TOPIC_DLQ"], source="demo")
         fields = "{task.fields[rate]:>6,.0f} ev/s"
@@ -148,11 +127,7 @@ def demo(
                 if n % 500 == 0:
                     update(n)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
 
     ranks = prequential_ranks(future, lists)
     lat = np.percentile(latency_ms, [50, 95, 99]) if latency_ms else [float("nan")] * 3

@@ -20,36 +20,49 @@ console = Console(stderr=True)
 def worker(
     worker_id: Annotated[str, typer.Option(help="names this worker's state folder")] = "0",
     log_level: Annotated[str, typer.Option(help="debug | info | warn | error")] = "warn",
+    metrics_port: Annotated[int | None, typer.Option(
+        help="serve /metrics here (0: off; default STREAMREC_WORKER_METRICS_PORT)")] = None,
+    pass_through: Annotated[bool, typer.Option(
+        help="serve a fixed list instead of the model: the Faust + Kafka ceiling, for "
+             "benchmarks")] = False,
 ) -> None:
     """Consume interactions, keep sessions, publish recommendations (runs until stopped)."""
     from faust.worker import Worker
 
+    from model.bundle import limit_threads
     from model.registry import ENCODER_NAME, RANKER_NAME, load_bundle
+    from streams.metrics import WorkerMetrics
     from streams.sessions import SessionPolicy
-    from streams.worker import WorkerConfig, create_app
+    from streams.worker import FixedList, WorkerConfig, create_app
 
     settings = load_settings()
+    limit_threads(settings.worker_compute_threads)
     store = mlflow_store(settings)
 
     def champion() -> object:
         return load_bundle(store, ENCODER_NAME, RANKER_NAME)
 
-    bundle = champion()
+    bundle = FixedList(settings.recs_top_n) if pass_through else champion()
     state_dir = settings.data_dir / "workers" / worker_id
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = WorkerConfig(
         bootstrap=settings.kafka_servers, group_id=settings.worker_group,
         interactions=settings.topic_interactions, dlq=settings.topic_dlq,
         recommendations=settings.topic_recommendations,
-        model_updates=settings.topic_model_updates, partitions=settings.interactions_partitions, state_dir=state_dir,
-        redis_url=settings.redis, batch_size=settings.worker_batch_size,
+        model_updates=settings.topic_model_updates, partitions=settings.interactions_partitions,
+        state_dir=state_dir, redis_url=settings.redis, batch_size=settings.worker_batch_size,
         batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
         recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
                               max_items=settings.session_max_items))
-    faust_app, _ = create_app(cfg, bundle, load_bundle=champion)
+    metrics = WorkerMetrics()
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    metrics.serve(port)
+    faust_app = create_app(cfg, bundle, load_bundle=None if pass_through else champion,
+                           metrics=metrics)
     console.print(f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
-                  f"{cfg.interactions} -> {cfg.recommendations}")
+                  f"{cfg.interactions} -> {cfg.recommendations}"
+                  + (f", metrics on :{port}/metrics" if port else ""))
     for noisy in ("aiokafka", "faust", "mode"):  # their INFO chatter costs throughput
         logging.getLogger(noisy).setLevel(logging.WARNING)
     Worker(faust_app, loglevel=log_level, quiet=True).execute_from_commandline()

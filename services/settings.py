@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     # Stream workers: one consumer group; state per worker under data_dir/workers/<id>.
     worker_group: str = "streamrec-worker"
     worker_batch_size: int = Field(256, ge=1)
-    worker_batch_within_ms: int = Field(50, ge=1)
+    worker_batch_within_ms: int = Field(10, ge=1)
+    worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
+    worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
     recs_top_n: int = Field(10, ge=1, le=1000)
     recs_ttl_s: int = Field(24 * 3600, ge=1)
     recs_exclude_seen: bool = True

@@ -1,19 +1,19 @@
 """The Faust worker: interactions in, sessions in a changelog-backed table, recommendations
 out to the ``recommendations`` topic and Redis, in micro-batches.
 
-Per event (a stream processor, so it runs in the event's own context and table writes
-reach the right changelog partition): validate (bad records to the dead-letter topic,
-with the reason), sessionize, count popularity. Per micro-batch (``stream.take``): encode
-the updated sessions, retrieve, rerank, publish. Users the model cannot serve yet get
-recent popularity; every reply says which path served it.
+Per event (a stream processor, so it runs in the event's own context and each table write
+reaches the changelog partition of the event's own partition): validate (bad records to
+the dead-letter topic, with the reason), sessionize, count popularity. Per micro-batch
+(``stream.take``): encode the updated sessions, retrieve, rerank, publish. Users the model
+cannot serve yet get recent popularity; every reply says which path served it. Model
+updates are followed by every worker (``streams.hot_swap``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,13 @@ from typing import Any
 import faust
 import orjson
 
+from model.bundle import Recommendation
 from streams.events import InvalidEvent, parse
+from streams.hot_swap import Serving, follow_model_updates
+from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import SENT_AT_HEADER, dead_letter_headers
+from streams.recs_store import RecsWriter
 from streams.sessions import SessionPolicy, SessionState, apply_event
 
 log = logging.getLogger(__name__)
@@ -41,29 +45,33 @@ class WorkerConfig:
     state_dir: Path
     redis_url: str | None
     batch_size: int = 256
-    batch_within_s: float = 0.05
+    batch_within_s: float = 0.01
     top_n: int = 10
     recs_ttl_s: int = 24 * 3600
     exclude_seen: bool = True
     session: SessionPolicy = field(default_factory=SessionPolicy)
 
 
-@dataclass
-class WorkerStats:
-    events: int = 0
-    dead_letters: int = 0
-    duplicates: int = 0
-    published: int = 0
-    by_path: dict[str, int] = field(default_factory=dict)
-    redis_errors: int = 0
-    swaps: int = 0
-    failed_swaps: int = 0
+class FixedList:
+    """Serves one constant list to everyone: with it the worker does everything but the
+    model work, which measures the ceiling Faust and Kafka allow (``--pass-through``)."""
+
+    version = "pass-through"
+
+    def __init__(self, items: int = 10) -> None:
+        self.items = [f"fixed-{i}" for i in range(items)]
+
+    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
+                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  ) -> list[Recommendation]:
+        rec = Recommendation(self.items[:k], [1.0] * min(k, len(self.items)))
+        return [rec] * len(users)
 
 
-def create_app(cfg: WorkerConfig, bundle: Any,
-               load_bundle: Callable[[], Any] | None = None) -> tuple[faust.App, WorkerStats]:
+def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | None = None,
+               metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app, its topics, the sessions table, the recommend agent and, when
-    ``load_bundle`` is given, the agent that swaps in a new champion on ``model-updates``."""
+    ``load_bundle`` is given, the task that swaps in each new champion."""
     app = faust.App(
         cfg.group_id, broker=f"kafka://{cfg.bootstrap}", store="memory://",
         datadir=str(cfg.state_dir), web_enabled=False, producer_linger_ms=5,
@@ -72,35 +80,35 @@ def create_app(cfg: WorkerConfig, bundle: Any,
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
     recommendations = app.topic(cfg.recommendations, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
-    updates = app.topic(cfg.model_updates, key_serializer="raw", value_serializer="raw")
-    serving = {"bundle": bundle}  # swapped in one assignment, read once per micro-batch
     sessions = app.Table("sessions", default=None, partitions=cfg.partitions)
+    metrics = metrics or WorkerMetrics()
+    serving = Serving(bundle, metrics)
     popularity = DecayedPopularity()
-    stats = WorkerStats()
-    redis_client = _redis(cfg.redis_url)
+    recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s)
+    positions: dict[Any, int] = {}  # last offset read per partition, for the lag gauge
 
     async def sessionize(raw: bytes) -> dict | None:
         """Per event, inside the event's context: validate, dead-letter, update state."""
         event_ctx = faust.current_event()
-        stats.events += 1
+        message = event_ctx.message
+        positions[message.tp] = message.offset
+        metrics.events.inc()
         try:
             event = parse(raw)
         except InvalidEvent as exc:
-            stats.dead_letters += 1
-            key = event_ctx.message.key if event_ctx is not None else None
-            dlq.send_soon(key=key, value=raw,
+            metrics.dead_letters.labels(exc.reason.value).inc()
+            dlq.send_soon(key=message.key, value=raw,
                           headers=dead_letter_headers(exc.reason.value, exc.detail, "worker"))
             return None
         previous = sessions.get(event.user_id)
         state = SessionState.from_dict(previous) if previous is not None else None
         new_state, changed = apply_event(state, event, cfg.session)
         if not changed:
-            stats.duplicates += 1
+            metrics.duplicates.inc()
             return None
         sessions[event.user_id] = new_state.to_dict()
         popularity.add(event.item_id, event.ts)
-        headers = dict(event_ctx.message.headers or []) if event_ctx is not None else {}
-        sent = headers.get(SENT_AT_HEADER)
+        sent = dict(message.headers or []).get(SENT_AT_HEADER)
         return {"user_id": event.user_id, "items": new_state.items, "event_id": event.event_id,
                 "sent_us": int(sent) if sent else None}
 
@@ -108,44 +116,29 @@ def create_app(cfg: WorkerConfig, bundle: Any,
     async def recommend(stream: faust.StreamT) -> None:
         stream.add_processor(sessionize)
         async for batch in stream.take(cfg.batch_size, within=cfg.batch_within_s):
+            metrics.batch_size.observe(len(batch))
             updates = [u for u in batch if u is not None]
             if updates:
                 await _publish(updates)
+            for tp, offset in positions.items():
+                metrics.lag.labels(str(tp.partition)).set(app.consumer.highwater(tp) - offset - 1)
 
     if load_bundle is not None:
-        @app.agent(updates)
-        async def swap_model(messages: faust.StreamT) -> None:
-            async for raw in messages:
-                try:
-                    versions = orjson.loads(raw).get("versions", {})
-                except (orjson.JSONDecodeError, AttributeError):
-                    versions = {}
-                announced = "+".join(f"{k}:v{v}" for k, v in versions.items())
-                if announced == serving["bundle"].version:
-                    continue  # already serving it (e.g. an old message read at start-up)
-                try:
-                    # Loading takes seconds: off the event loop, so consuming never stalls.
-                    fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
-                    smoke_user, smoke_item = fresh.users.ids[0], fresh.items.ids[0]
-                    if fresh.recommend([smoke_user], [[smoke_item]], cfg.top_n)[0] is None:
-                        raise ValueError("smoke recommendation came back empty")
-                except Exception as exc:  # noqa: BLE001 - keep serving the old model
-                    stats.failed_swaps += 1
-                    log.error("model update %r not applied, keeping %s: %s", raw,
-                              serving["bundle"].version, exc)
-                    continue
-                if fresh.version == serving["bundle"].version:
-                    continue
-                old, serving["bundle"] = serving["bundle"].version, fresh
-                stats.swaps += 1
-                log.warning("model swapped: %s -> %s", old, fresh.version)
+        @app.task
+        async def swap_models() -> None:
+            await follow_model_updates(cfg.bootstrap, cfg.model_updates, serving, load_bundle,
+                                       cfg.top_n)
 
     async def _publish(updates: list[dict]) -> None:
-        bundle = serving["bundle"]
+        bundle = serving.bundle  # read once: a swap lands between micro-batches
+        timings: dict[str, float] = {}
         recs = bundle.recommend([u["user_id"] for u in updates], [u["items"] for u in updates],
-                                cfg.top_n, exclude_seen=cfg.exclude_seen)
+                                cfg.top_n, exclude_seen=cfg.exclude_seen, timings=timings)
+        for stage, seconds in timings.items():
+            metrics.stage_seconds.labels(stage).observe(seconds)
+        start = time.perf_counter()
         now_us = time.time_ns() // 1000
-        payloads = []
+        lists, paths = [], {"model": 0, "popularity": 0}
         for update, rec in zip(updates, recs):
             if rec is not None:
                 items, path = list(zip(rec.items, rec.scores)), "model"
@@ -153,32 +146,23 @@ def create_app(cfg: WorkerConfig, bundle: Any,
                 items = popularity.top(cfg.top_n, exclude=update["items"] if cfg.exclude_seen
                                        else ())
                 path = "popularity"
-            stats.by_path[path] = stats.by_path.get(path, 0) + 1
+            paths[path] += 1
             payload = orjson.dumps({
                 "user_id": update["user_id"], "path": path, "model_version": bundle.version,
                 "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
                 "event_id": update["event_id"], "sent_us": update["sent_us"],
                 "published_us": now_us})
-            payloads.append((update["user_id"], payload))
-            # Buffered, not awaited per record: the producer batches (linger 5 ms).
+            lists.append((update["user_id"], payload))
+            # Buffered, not awaited per record: the producer batches (linger 5 ms), and
+            # Faust flushes it before committing the offsets of these events.
             recommendations.send_soon(key=update["user_id"].encode(), value=payload)
-        stats.published += len(payloads)
-        if redis_client is not None:
-            try:
-                async with redis_client.pipeline(transaction=False) as pipe:
-                    for user, payload in payloads:
-                        pipe.set(f"recs:{user}", payload, ex=cfg.recs_ttl_s)
-                    await pipe.execute()
-            except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
-                stats.redis_errors += 1
-                log.warning("writing %d lists to Redis failed: %s", len(payloads), exc)
+        for path, count in paths.items():
+            metrics.published.labels(path).inc(count)
+        try:
+            await recs_writer.write(lists)
+        except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
+            metrics.redis_errors.inc()
+            log.warning("writing %d lists to Redis failed: %s", len(lists), exc)
+        metrics.stage_seconds.labels("publish").observe(time.perf_counter() - start)
 
-    return app, stats
-
-
-def _redis(url: str | None) -> Any:
-    if url is None:
-        return None
-    import redis.asyncio as aioredis
-
-    return aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return app

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import signal
+import socket
 import subprocess
-import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,13 +17,12 @@ import pytest
 import redis
 
 from services.settings import Settings
+from services.worker_process import CLI, WorkerProcess
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer, sent_at_header
 from streams.sessions import SessionPolicy, SessionState, apply_event
 from streams.synthetic import SyntheticConfig, generate
-
-CLI = [sys.executable, "-m", "services.cli"]
 
 
 @pytest.fixture(scope="module")
@@ -46,24 +45,21 @@ def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str)
             "STREAMREC_TOPIC_DLQ": new_topic(), "STREAMREC_TOPIC_RECOMMENDATIONS": new_topic(2),
             "STREAMREC_TOPIC_MODEL_UPDATES": new_topic(),
             "STREAMREC_INTERACTIONS_PARTITIONS": "2",
-            "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}", **extra}
+            "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}",
+            "STREAMREC_WORKER_METRICS_PORT": "0", **extra}
 
 
-def _start(env: dict, log: Path) -> subprocess.Popen:
-    """A worker whose output goes to a file: an undrained pipe would fill and block it."""
-    with open(log, "ab") as handle:
-        return subprocess.Popen([*CLI, "worker"], env=env, stdout=handle,
-                                stderr=subprocess.STDOUT)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def _stop(worker: subprocess.Popen, log: Path) -> str:
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-    return log.read_text(errors="replace")
+def _metric(port: int, name: str) -> float:
+    """A sample's value from a worker's /metrics (summed over its labels)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")
 
 
 def _send(settings: Settings, env: dict, events: list[Event]) -> None:
@@ -81,7 +77,7 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
     env = _worker_env(champion_env, new_topic)
     topics = {"interactions": env["STREAMREC_TOPIC_INTERACTIONS"],
               "dlq": env["STREAMREC_TOPIC_DLQ"], "recs": env["STREAMREC_TOPIC_RECOMMENDATIONS"]}
-    worker = _start(env, tmp_path / "worker.log")
+    worker = WorkerProcess.start(env, tmp_path / "worker.log")
     try:
         live = events[2500:2700]
         cold = Event(str(uuid.uuid4()), "brand-new-user", "never-seen-item", "click",
@@ -95,7 +91,7 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
         letters = list(read_topic(settings.kafka_servers, topics["dlq"], from_beginning=True,
                                   limit=1, idle_timeout_s=30))
     finally:
-        output = _stop(worker, tmp_path / "worker.log")
+        output = worker.stop()
     values = [orjson.loads(r.value) for r in recs]
     assert len(values) == len(live) + 1, output[-3000:]  # every valid, non-duplicate event
     assert Counter(v["event_id"] for v in values) == Counter(
@@ -121,8 +117,10 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
     tmp_path: Path,
 ) -> None:
     champion_env, events = champion
-    env = _worker_env(champion_env, new_topic, STREAMREC_REDIS_URL="redis://127.0.0.1:1/0")
-    worker = _start(env, tmp_path / "worker.log")
+    port = _free_port()
+    env = _worker_env(champion_env, new_topic, STREAMREC_REDIS_URL="redis://127.0.0.1:1/0",
+                      STREAMREC_WORKER_METRICS_PORT=str(port))
+    worker = WorkerProcess.start(env, tmp_path / "worker.log")
     try:
         _send(settings, env, events[2500:2600])
         first = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
@@ -130,11 +128,14 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
         _send(settings, env, events[2600:2650])  # still alive after the failures
         both = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
                                from_beginning=True, limit=150, idle_timeout_s=60))
-        assert worker.poll() is None
+        assert worker.proc.poll() is None
+        redis_errors = _metric(port, "streamrec_worker_redis_errors_total")
+        published = _metric(port, "streamrec_worker_published_total")
     finally:
-        output = _stop(worker, tmp_path / "worker.log")
+        output = worker.stop()
     assert len(first) == 100 and len(both) == 150, output[-3000:]
     assert "lists to Redis failed" in output
+    assert redis_errors >= 1 and published == 150
 
 
 def test_restarted_worker_recovers_sessions_from_the_changelog(
@@ -146,14 +147,14 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
     live = events[2500:3000]
     for expected_total, half in ((250, live[:250]), (500, live[250:])):
         # A worker per half: the second starts from the state the first left in the changelog.
-        worker = _start(env, tmp_path / "worker.log")
+        worker = WorkerProcess.start(env, tmp_path / "worker.log")
         try:
             _send(settings, env, half)
             done = list(read_topic(settings.kafka_servers,
                                    env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
                                    limit=expected_total, idle_timeout_s=90))
         finally:
-            output = _stop(worker, tmp_path / "worker.log")
+            output = worker.stop()
         assert len(done) == expected_total, output[-3000:]
     # The final state per user in the changelog equals sessionizing every event in one go.
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
@@ -169,7 +170,7 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
         assert SessionState.from_dict(final[user]) == state, user
 
 
-def test_hot_swap_mid_stream_changes_model_version_without_losing_events(
+def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
     settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
     tmp_path: Path,
 ) -> None:
@@ -178,11 +179,14 @@ def test_hot_swap_mid_stream_changes_model_version_without_losing_events(
     data = tmp_path / "more.jsonl"
     data.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:2800]))
     live = events[2800:]
-    worker = _start(env, tmp_path / "worker.log")
+    recs_topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
+    # Two workers in one group, a partition each: each must hear the announcement.
+    workers = [WorkerProcess.start(env, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
+        workers[0].wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"], members=2)
         _send(settings, env, live[:100])
-        first = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                                from_beginning=True, limit=100, idle_timeout_s=90))
+        first = list(read_topic(settings.kafka_servers, recs_topic, from_beginning=True,
+                                limit=100, idle_timeout_s=90))
         retrained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
                                     "--model", "all", "--epochs", "2", "--champion"],
                                    capture_output=True, text=True, env=env, timeout=600)
@@ -190,25 +194,27 @@ def test_hot_swap_mid_stream_changes_model_version_without_losing_events(
         assert "announced on" in retrained.stdout
         sent = 100
         deadline = time.monotonic() + 120
-        while sent < len(live):  # keep the stream flowing while the worker swaps
+        while sent < len(live) - 20:  # keep the stream flowing while the workers swap
             _send(settings, env, live[sent:sent + 20])
             sent += 20
-            versions = {orjson.loads(r.value)["model_version"] for r in read_topic(
-                settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                from_beginning=True, limit=sent, idle_timeout_s=30)}
-            if len(versions) == 2 or time.monotonic() > deadline:
+            if all("model swapped" in w.output() for w in workers) or \
+                    time.monotonic() > deadline:
                 break
+            time.sleep(1)
         _send(settings, env, live[sent:])
-        recs = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                               from_beginning=True, limit=len(live), idle_timeout_s=60))
+        recs = list(read_topic(settings.kafka_servers, recs_topic, from_beginning=True,
+                               limit=len(live), idle_timeout_s=60))
     finally:
-        output = _stop(worker, tmp_path / "worker.log")
+        outputs = [w.stop() for w in workers]
     values = [orjson.loads(r.value) for r in recs]
     assert len(first) == 100
     # Every event answered exactly once, before, during and after the swap.
     assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in live), \
-        output[-3000:]
-    versions = [v["model_version"] for v in values]
-    assert versions[0] == "streamrec-sasrec:v1+streamrec-ranker:v1"
-    assert "streamrec-sasrec:v2+streamrec-ranker:v2" in versions, output[-3000:]
-    assert "model swapped" in output
+        outputs[0][-3000:]
+    assert values[0]["model_version"] == "streamrec-sasrec:v1+streamrec-ranker:v1"
+    for output in outputs:
+        assert "model swapped" in output, output[-3000:]
+    # Both partitions (one per worker) end on the new champion.
+    last = {r.partition: orjson.loads(r.value)["model_version"] for r in recs}
+    assert last == {0: "streamrec-sasrec:v2+streamrec-ranker:v2",
+                    1: "streamrec-sasrec:v2+streamrec-ranker:v2"}

@@ -1,0 +1,83 @@
+"""``streamrec worker`` as a child process, for the demo, the benchmarks and the tests.
+
+Output goes to a file, never to a pipe: an undrained pipe fills and blocks the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "services.cli"]
+
+
+class WorkerFailed(RuntimeError):
+    """The worker exited or never joined its consumer group."""
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen
+    log: Path
+
+    @classmethod
+    def start(cls, env: dict[str, str], log: Path, *args: str) -> WorkerProcess:
+        with open(log, "ab") as handle:
+            proc = subprocess.Popen([*CLI, "worker", *args], env=env, stdout=handle,
+                                    stderr=subprocess.STDOUT)
+        return cls(proc, log)
+
+    def wait_joined(self, bootstrap: str, group: str, timeout_s: float = 120,
+                    members: int = 1) -> None:
+        """Until the consumer group is stable with ``members`` members, i.e. the workers own
+        their partitions and events produced from now on are answered."""
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise WorkerFailed(f"the worker exited with code {self.proc.returncode}; "
+                                   f"log {self.log}:\n{self.output()[-2000:]}")
+            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            if desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members:
+                return
+            time.sleep(0.5)
+        raise WorkerFailed(f"the worker did not join group {group} within {timeout_s:.0f} s; "
+                           f"log {self.log}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def _status(self, field: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def peak_rss_mib(self) -> float:
+        """Peak resident memory so far (Linux ``VmHWM``)."""
+        return self._status("VmHWM") / 1024
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the worker has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout_s: float = 60) -> str:
+        """SIGTERM (Faust shuts down cleanly and commits), SIGKILL after ``timeout_s``;
+        returns the worker's output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.output()

@@ -1,0 +1,84 @@
+"""Model hot swap: every worker follows ``model-updates`` and swaps in a new champion.
+
+Each worker reads the topic with a consumer of its own outside any group, so each
+announcement reaches every worker (a group would hand it to one of them). At start the
+follower also rereads the newest announcement, which covers one made while the worker
+was loading its first model. A new bundle is loaded off the event loop, smoke-tested with
+one recommendation, and swapped in one assignment that the recommend loop reads once per
+micro-batch; a bundle that fails to load or to answer keeps the old one serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Serving:
+    """The bundle in service; replaced whole, never mutated."""
+
+    def __init__(self, bundle: Any, metrics: WorkerMetrics) -> None:
+        self.bundle, self.metrics = bundle, metrics
+        metrics.serve_model(bundle.version)
+
+    def announced_version(self, message: bytes) -> str:
+        """The version string an announcement names (``name:vN+name:vN``), '' if unreadable."""
+        try:
+            versions = orjson.loads(message).get("versions", {})
+        except (orjson.JSONDecodeError, AttributeError):
+            return ""
+        return "+".join(f"{k}:v{v}" for k, v in versions.items())
+
+    async def apply(self, message: bytes, load_bundle: Callable[[], Any], top_n: int) -> None:
+        """Load the champion an announcement names and swap it in, unless it is served."""
+        if self.announced_version(message) == self.bundle.version:
+            return
+        try:
+            # Loading takes seconds: off the event loop, so consuming never stalls.
+            fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
+            user, item = fresh.users.ids[0], fresh.items.ids[0]
+            if fresh.recommend([user], [[item]], top_n)[0] is None:
+                raise ValueError("smoke recommendation came back empty")
+        except Exception as exc:  # noqa: BLE001 - keep serving the old model
+            self.metrics.swaps.labels("failed").inc()
+            log.error("model update %r not applied, keeping %s: %s", message,
+                      self.bundle.version, exc)
+            return
+        if fresh.version == self.bundle.version:
+            return
+        old, self.bundle = self.bundle.version, fresh
+        self.metrics.swaps.labels("applied").inc()
+        self.metrics.serve_model(fresh.version)
+        log.warning("model swapped: %s -> %s", old, fresh.version)
+
+
+async def follow_model_updates(bootstrap: str, topic: str, serving: Serving,
+                               load_bundle: Callable[[], Any], top_n: int) -> None:
+    """Apply each announcement on ``topic`` (runs until cancelled)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads metadata, so the topic's partitions are known
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                        or {0})]
+        consumer.assign(tps)
+        for tp, end in (await consumer.end_offsets(tps)).items():
+            consumer.seek(tp, max(end - 1, 0))  # the newest announcement, again
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            messages = [m for records in batch.values() for m in records]
+            if messages:  # only the newest matters: it names the current champion
+                newest = max(messages, key=lambda m: m.timestamp)
+                await serving.apply(newest.value, load_bundle, top_n)
+    finally:
+        await consumer.stop()

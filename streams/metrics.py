@@ -1,0 +1,57 @@
+"""A stream worker's Prometheus metrics, served on ``/metrics``.
+
+Each worker keeps its metrics in a registry of its own, so tests can build several apps in
+one process. Names follow Prometheus conventions (``_total`` counters, ``_seconds``
+histograms); scrape a worker with ``curl localhost:<port>/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.events = Counter("streamrec_worker_events", "Records consumed from the "
+                              "interactions topic", registry=r)
+        self.dead_letters = Counter("streamrec_worker_dead_letters", "Records sent to the "
+                                    "dead-letter topic", ["reason"], registry=r)
+        self.duplicates = Counter("streamrec_worker_duplicates", "Redelivered event ids "
+                                  "ignored", registry=r)
+        self.published = Counter("streamrec_worker_published", "Lists published, by the path "
+                                 "that served them", ["path"], registry=r)
+        self.redis_errors = Counter("streamrec_worker_redis_errors", "Micro-batches whose "
+                                    "lists could not be written to Redis", registry=r)
+        self.swaps = Counter("streamrec_worker_model_swaps", "Model updates applied or "
+                             "refused", ["outcome"], registry=r)
+        self.batch_size = Histogram("streamrec_worker_batch_size", "Events per micro-batch",
+                                    buckets=(1, 4, 16, 64, 128, 256, 512, 1024), registry=r)
+        self.stage_seconds = Histogram("streamrec_worker_stage_seconds", "Time per "
+                                       "micro-batch in each stage", ["stage"],
+                                       buckets=_STAGE_BUCKETS, registry=r)
+        self.lag = Gauge("streamrec_worker_consumer_lag", "Records behind the end of each "
+                         "interactions partition, at the last micro-batch", ["partition"],
+                         registry=r)
+        self.model = Gauge("streamrec_worker_model_info", "1 for the model version served",
+                           ["version"], registry=r)
+
+    def serve_model(self, version: str) -> None:
+        self.model.clear()
+        self.model.labels(version).set(1)
+
+    def serve(self, port: int) -> None:
+        """Serve ``/metrics`` on ``port`` (0: not at all). A busy port is logged, not fatal:
+        a worker without metrics still serves recommendations."""
+        if port <= 0:
+            return
+        try:
+            start_http_server(port, registry=self.registry)
+        except OSError as exc:
+            log.error("metrics not served: port %d: %s", port, exc)

@@ -1,0 +1,166 @@
+"""Stream worker throughput and latency: Faust pass-through beside the full pipeline.
+
+    python -m benchmarks.worker [--events 200000] [--latency-events 15000] [--rate 500]
+
+Both modes run in the same invocation, on the same events, against the local broker:
+- pass-through (``streamrec worker --pass-through``): consume, validate, sessionize into the
+  changelog-backed table, publish a fixed list to the topic and Redis: the ceiling Faust
+  and Kafka allow here;
+- full: the same plus SASRec encode, FAISS retrieval and NeuMF rerank.
+
+1. A synthetic log (20,000 users, 10,000 items); a champion trained on its first part
+   into a benchmark MLflow store (reused by later runs of the same shape).
+2. Throughput: ``--events`` events are produced as a backlog to fresh topics, then a
+   worker drains it. Sustained events/s is taken over the middle 90% of the published
+   lists (start-up and tail excluded); also the worker's CPU µs/event and peak RSS.
+3. Latency: a fresh worker; events replayed at ``--rate``/s; send->publish percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from infra.topics import TopicSpec, ensure_topics
+from services.settings import Settings, load_settings
+from services.stack import build_stack
+from services.worker_process import CLI, WorkerProcess
+from streams.consumer import read_topic
+from streams.events import Event
+from streams.producer import EventProducer
+from streams.replay import replay
+from streams.synthetic import SyntheticConfig, generate
+
+USERS, ITEMS, TRAIN_EVENTS = 20_000, 10_000, 100_000
+
+
+def _champion_env(settings: Settings, train: list[Event], epochs: int) -> dict[str, str]:
+    """Environment pointing at a benchmark MLflow store holding a champion for this shape."""
+    import subprocess
+
+    home = settings.data_dir / "bench" / f"worker-{USERS}u-{ITEMS}i-{len(train)}e-{epochs}ep"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "STREAMREC_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+           "STREAMREC_MLFLOW_EXPERIMENT": f"bench-{home.name}"}
+    if (home / "trained").exists():
+        return env
+    data = home / "train.jsonl"
+    data.write_bytes(b"".join(e.to_json() + b"\n" for e in train))
+    print(f"training the champion on {len(train):,} events ({epochs} epochs) ...", flush=True)
+    start = time.perf_counter()
+    done = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl", "--model",
+                           "all", "--epochs", str(epochs), "--champion"], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"training failed:\n{done.stderr[-3000:]}")
+    print(f"  trained in {time.perf_counter() - start:.0f} s", flush=True)
+    (home / "trained").touch()
+    return env
+
+
+def _topics(settings: Settings, env: dict[str, str], tag: str) -> dict[str, str]:
+    run = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
+    names = {"STREAMREC_TOPIC_INTERACTIONS": f"{run}.interactions",
+             "STREAMREC_TOPIC_DLQ": f"{run}.dlq",
+             "STREAMREC_TOPIC_RECOMMENDATIONS": f"{run}.recommendations",
+             "STREAMREC_TOPIC_MODEL_UPDATES": f"{run}.model-updates"}
+    ensure_topics(settings.kafka_servers, [
+        TopicSpec(names["STREAMREC_TOPIC_INTERACTIONS"], settings.interactions_partitions),
+        TopicSpec(names["STREAMREC_TOPIC_DLQ"], 1),
+        TopicSpec(names["STREAMREC_TOPIC_RECOMMENDATIONS"], settings.recommendations_partitions),
+        TopicSpec(names["STREAMREC_TOPIC_MODEL_UPDATES"], 1)])
+    return {**env, **names, "STREAMREC_WORKER_GROUP": run}
+
+
+def _published(settings: Settings, topic: str, count: int) -> list[dict]:
+    values = [orjson.loads(r.value) for r in read_topic(
+        settings.kafka_servers, topic, from_beginning=True, limit=count, idle_timeout_s=60)]
+    if len(values) < count:
+        raise SystemExit(f"only {len(values):,} of {count:,} lists arrived on {topic}")
+    return values
+
+
+def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str,
+         rate: float | None, folder: Path) -> dict[str, float]:
+    """One worker over ``events``: a backlog when ``rate`` is None, else paced."""
+    env = _topics(settings, env, mode)
+    args = ["--pass-through"] if mode == "pass-through" else []
+    producer = EventProducer(settings.kafka_servers, env["STREAMREC_TOPIC_INTERACTIONS"],
+                             env["STREAMREC_TOPIC_DLQ"], source="bench")
+    if rate is None:
+        replay(iter(events), producer)  # the backlog, before the worker starts
+    worker = WorkerProcess.start(env, folder / f"{mode}-{'backlog' if rate is None else rate}.log",
+                                 "--worker-id", env["STREAMREC_WORKER_GROUP"], *args)
+    try:
+        worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
+        cpu_before = worker.cpu_seconds()
+        if rate is not None:
+            replay(iter(events), producer, rate=rate)
+        values = _published(settings, env["STREAMREC_TOPIC_RECOMMENDATIONS"], len(events))
+        cpu = worker.cpu_seconds() - cpu_before
+        peak = worker.peak_rss_mib()
+    finally:
+        output = worker.stop()
+    if "Traceback" in output:
+        print(output[-3000:])
+    published = np.sort(np.array([v["published_us"] for v in values], dtype=np.float64))
+    lo, hi = int(len(published) * 0.05), int(len(published) * 0.95)
+    latency = np.array([(v["published_us"] - v["sent_us"]) / 1000 for v in values])
+    p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+    return {"events_per_s": (hi - lo) / ((published[hi] - published[lo]) / 1e6),
+            "cpu_us_per_event": cpu / len(events) * 1e6, "peak_rss_mib": peak,
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+            "paths": {p: sum(v["path"] == p for v in values) for p in ("model", "popularity")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="backlog per mode")
+    parser.add_argument("--latency-events", type=int, default=15_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="events/s for the latency run")
+    parser.add_argument("--epochs", type=int, default=2, help="champion training epochs")
+    parser.add_argument("--modes", default="pass-through,full")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    build_stack(settings).up()
+    log = list(generate(SyntheticConfig(users=USERS, items=ITEMS,
+                                        events=TRAIN_EVENTS + args.events, seed=3)))
+    gc.freeze()  # a long-lived list of events: keep the collector off it
+    train, live = log[:TRAIN_EVENTS], log[TRAIN_EVENTS:]
+    env = _champion_env(settings, train, args.epochs)
+    folder = settings.data_dir / "bench" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for mode in args.modes.split(","):
+        print(f"{mode}: backlog of {len(live):,} events ...", flush=True)
+        rows[(mode, "backlog")] = _run(settings, env, live, mode, None, folder)
+        print(f"{mode}: {args.latency_events:,} events at {args.rate:,.0f}/s ...", flush=True)
+        rows[(mode, "paced")] = _run(settings, env, live[:args.latency_events], mode,
+                                     args.rate, folder)
+    print(f"\nworker, {len(live):,}-event backlog and {args.latency_events:,} events at "
+          f"{args.rate:,.0f}/s; {USERS:,} users, {ITEMS:,} items, "
+          f"{settings.interactions_partitions} partitions, one worker")
+    print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>10}"
+          f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  (latency at the paced rate)")
+    for mode in args.modes.split(","):
+        b, p = rows[(mode, "backlog")], rows[(mode, "paced")]
+        print(f"{mode:<14}{b['events_per_s']:>10,.0f}{b['cpu_us_per_event']:>11,.0f}"
+              f"{b['peak_rss_mib']:>8,.0f}MiB{p['p50_ms']:>9.1f}{p['p95_ms']:>9.1f}"
+              f"{p['p99_ms']:>9.1f}  paths {b['paths']}")
+    if len(rows) == 4:
+        ratio = rows[("full", "backlog")]["events_per_s"] / \
+            rows[("pass-through", "backlog")]["events_per_s"]
+        print(f"full / pass-through throughput: {ratio:.2f}x")
+    print(f"worker logs: {folder}")
+
+
+if __name__ == "__main__":
+    main()

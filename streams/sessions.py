@@ -18,7 +18,10 @@ from streams.events import Event
 class SessionPolicy:
     gap_ms: int = 30 * 60 * 1000
     max_items: int = 50
-    dedupe_window: int = 64          # recent event ids remembered per user
+    # Recent event ids remembered per user. A redelivery after a crash replays at most a
+    # commit interval (~3 s) of events; 16 covers that and keeps each changelog record ~1 KB
+    # (64 ids made it ~3 KB, which the producer and broker paid for on every event).
+    dedupe_window: int = 16
     reset_on_new_session: bool = False
 
     def __post_init__(self) -> None:

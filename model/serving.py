@@ -120,12 +120,22 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
 
 @dataclass
 class SessionCache:
-    """Per-session encoder state: the items in the window and, per block, keys and values
-    in arrays of window capacity ([max_len, heads, k]); the first len(items) rows are live."""
+    """Per-session encoder state: the items in the window and, per block, their keys and
+    values; the first len(items) rows are live. Capacity grows by doubling up to the window
+    (most sessions are short: a full window per user cost ~51 KB, 1 GB per 20k users)."""
 
     items: list[int]
-    keys: np.ndarray    # [blocks, max_len, heads, k]
+    keys: np.ndarray    # [blocks, capacity, heads, k]
     values: np.ndarray
+
+    def reserve(self, rows: int, window: int) -> None:
+        """Make room for ``rows`` live rows (at most ``window``)."""
+        capacity = self.keys.shape[1]
+        if rows <= capacity:
+            return
+        grown = min(max(2 * capacity, rows), window)
+        pad = [(0, 0), (0, grown - capacity), (0, 0), (0, 0)]
+        self.keys, self.values = np.pad(self.keys, pad), np.pad(self.values, pad)
 
 
 class IncrementalEncoder:
@@ -142,7 +152,7 @@ class IncrementalEncoder:
         self.m = model
         self.d = model.items.shape[1]
         self.heads, self.k = model.blocks[0].bq.shape
-        self.shape = (len(model.blocks), model.max_len, self.heads, self.k)
+        self.blocks = len(model.blocks)
 
     def _project(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (x @ w.reshape(self.d, -1) + b.reshape(-1)).reshape(len(x), self.heads, self.k)
@@ -150,8 +160,8 @@ class IncrementalEncoder:
     def prefill(self, items: list[int]) -> SessionCache:
         """A cache holding ``items`` (dense ids, oldest first; at most max_len kept)."""
         items = list(items[-self.m.max_len:])
-        cache = SessionCache(items, np.zeros(self.shape, np.float32),
-                             np.zeros(self.shape, np.float32))
+        shape = (self.blocks, min(max(8, 2 * len(items)), self.m.max_len), self.heads, self.k)
+        cache = SessionCache(items, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
         if items:
             _, kv = self.m.forward(np.asarray([items]))
             for bi, (keys, values) in enumerate(kv):
@@ -168,8 +178,11 @@ class IncrementalEncoder:
         m, rows = self.m, np.arange(len(caches))
         pos = np.array([len(c.items) for c in caches])
         longest = int(pos.max()) + 1
-        keys = np.stack([c.keys[:, :longest] for c in caches])      # [B, blocks, T, h, k]
-        values = np.stack([c.values[:, :longest] for c in caches])
+        keys = np.zeros((len(caches), self.blocks, longest, self.heads, self.k), np.float32)
+        values = np.zeros_like(keys)                                 # [B, blocks, T, h, k]
+        for i, c in enumerate(caches):
+            keys[i, :, :pos[i]] = c.keys[:, :pos[i]]
+            values[i, :, :pos[i]] = c.values[:, :pos[i]]
         valid = (np.arange(longest)[None, :] <= pos[:, None])[:, None, :]
         x = m.items[items] * np.float32(np.sqrt(self.d)) + m.positions[pos]
         for bi, b in enumerate(m.blocks):
@@ -186,6 +199,7 @@ class IncrementalEncoder:
             h = _layer_norm(x, *b.norm2)
             x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
         for i, (c, item) in enumerate(zip(caches, items)):
+            c.reserve(pos[i] + 1, m.max_len)
             c.keys[:, pos[i]] = keys[i, :, pos[i]]
             c.values[:, pos[i]] = values[i, :, pos[i]]
             c.items.append(int(item))

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 from model.sasrec import SASRec
 from model.serving import export_sasrec
@@ -22,23 +23,29 @@ def test_numpy_forward_equals_the_keras_model() -> None:
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_incremental_steps_equal_the_full_forward_including_window_rolls() -> None:
+@pytest.mark.parametrize("max_len,lengths", [
+    (6, (15, 4, 9)),      # 15 > 2 windows
+    (20, (45, 3, 17)),    # caches grow 8 -> 16 -> 20, then roll
+])
+def test_incremental_steps_equal_the_full_forward_including_window_rolls(
+        max_len: int, lengths: tuple[int, ...]) -> None:
     from model.data import pad_left
     from model.serving import IncrementalEncoder
 
     keras.utils.set_random_seed(5)
-    model = SASRec(num_items=40, max_len=6, dim=16, blocks=2, heads=2, dropout=0.0)
-    model({"seq": np.ones((1, 6), "int64"), "pos": np.ones((1, 6), "int64"),
+    model = SASRec(num_items=40, max_len=max_len, dim=16, blocks=2, heads=2, dropout=0.0)
+    model({"seq": np.ones((1, max_len), "int64"), "pos": np.ones((1, max_len), "int64"),
            "neg": np.ones((1, 2), "int64")})
     full = export_sasrec(model)
     inc = IncrementalEncoder(full)
     rng = np.random.default_rng(1)
-    streams = [rng.integers(1, 41, n).tolist() for n in (15, 4, 9)]  # 15 > 2 windows
+    streams = [rng.integers(1, 41, n).tolist() for n in lengths]
     caches = [inc.prefill([]) for _ in streams]
-    for t in range(15):
+    for t in range(max(lengths)):
         live = [i for i, s in enumerate(streams) if t < len(s)]
         got = inc.step([caches[i] for i in live], np.array([streams[i][t] for i in live]))
-        window = np.stack([pad_left(np.array(caches[i].items), 6) for i in live])
+        window = np.stack([pad_left(np.array(caches[i].items), max_len) for i in live])
         np.testing.assert_allclose(got, full.encode(window), atol=1e-5)
         for i in live:  # the window never exceeds max_len and always ends with the newest item
-            assert caches[i].items[-1] == streams[i][t] and len(caches[i].items) <= 6
+            assert caches[i].items[-1] == streams[i][t] and len(caches[i].items) <= max_len
+            assert len(caches[i].items) <= caches[i].keys.shape[1] <= max_len

@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from infra.topics import TopicSpec, ensure_topics
 from services.settings import Settings, load_settings
 from services.stack import build_stack
-from services.worker_process import CLI, WorkerProcess
+from services.worker_process import CLI, WorkerProcess, isolated_run
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
@@ -65,20 +64,6 @@ def _champion_env(settings: Settings, train: list[Event], epochs: int) -> dict[s
     return env
 
 
-def _topics(settings: Settings, env: dict[str, str], tag: str) -> dict[str, str]:
-    run = f"bench-{tag}-{uuid.uuid4().hex[:6]}"
-    names = {"STREAMREC_TOPIC_INTERACTIONS": f"{run}.interactions",
-             "STREAMREC_TOPIC_DLQ": f"{run}.dlq",
-             "STREAMREC_TOPIC_RECOMMENDATIONS": f"{run}.recommendations",
-             "STREAMREC_TOPIC_MODEL_UPDATES": f"{run}.model-updates"}
-    ensure_topics(settings.kafka_servers, [
-        TopicSpec(names["STREAMREC_TOPIC_INTERACTIONS"], settings.interactions_partitions),
-        TopicSpec(names["STREAMREC_TOPIC_DLQ"], 1),
-        TopicSpec(names["STREAMREC_TOPIC_RECOMMENDATIONS"], settings.recommendations_partitions),
-        TopicSpec(names["STREAMREC_TOPIC_MODEL_UPDATES"], 1)])
-    return {**env, **names, "STREAMREC_WORKER_GROUP": run}
-
-
 def _published(settings: Settings, topic: str, count: int) -> list[dict]:
     values = [orjson.loads(r.value) for r in read_topic(
         settings.kafka_servers, topic, from_beginning=True, limit=count, idle_timeout_s=60)]
@@ -90,7 +75,7 @@ def _published(settings: Settings, topic: str, count: int) -> list[dict]:
 def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str,
          rate: float | None, folder: Path) -> dict[str, float]:
     """One worker over ``events``: a backlog when ``rate`` is None, else paced."""
-    env = _topics(settings, env, mode)
+    env = {**env, **isolated_run(settings, f"bench-{mode}-{uuid.uuid4().hex[:6]}")}
     args = ["--pass-through"] if mode == "pass-through" else []
     producer = EventProducer(settings.kafka_servers, env["STREAMREC_TOPIC_INTERACTIONS"],
                              env["STREAMREC_TOPIC_DLQ"], source="bench")

@@ -21,12 +21,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.topics import TopicSpec, ensure_topics
 from services.cli_events import Format
 from services.progress import progress_bar
 from services.settings import load_settings
 from services.stack import build_stack
-from services.worker_process import CLI, WorkerFailed, WorkerProcess
+from services.worker_process import CLI, WorkerFailed, WorkerProcess, isolated_run
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
@@ -76,17 +75,9 @@ def demo(
     console.print(f"[bold]data[/] {source}: train on {len(past):,} events, "
                   f"replay {len(future):,}")
 
-    topics = {"STREAMREC_TOPIC_INTERACTIONS": f"demo-{run}.interactions",
-              "STREAMREC_TOPIC_DLQ": f"demo-{run}.dlq",
-              "STREAMREC_TOPIC_RECOMMENDATIONS": f"demo-{run}.recommendations",
-              "STREAMREC_TOPIC_MODEL_UPDATES": f"demo-{run}.model-updates"}
-    ensure_topics(settings.kafka_servers, [
-        TopicSpec(topics["STREAMREC_TOPIC_INTERACTIONS"], settings.interactions_partitions),
-        TopicSpec(topics["STREAMREC_TOPIC_DLQ"], 1),
-        TopicSpec(topics["STREAMREC_TOPIC_MODEL_UPDATES"], 1),
-        TopicSpec(topics["STREAMREC_TOPIC_RECOMMENDATIONS"], settings.recommendations_partitions)])
-    group = f"demo-{run}"
-    env = {**os.environ, **topics, "STREAMREC_WORKER_GROUP": group}
+    topics = isolated_run(settings, f"demo-{run}")
+    group = topics["STREAMREC_WORKER_GROUP"]
+    env = {**os.environ, **topics}
     console.print("[bold]train[/] SASRec + NeuMF reranker, register as champion ...")
     trained = subprocess.run([*CLI, "train", "--data", str(folder / "train.jsonl"), "--format",
                               "jsonl", "--model", "all", "--epochs", str(epochs), "--champion"],
@@ -144,4 +135,4 @@ def demo(
     table.add_row("throughput (first send → last publish)",
                   f"{len(lists) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
     console.print(table)
-    console.print(f"topics: {', '.join(topics.values())}; worker log {folder / 'worker.log'}")
+    console.print(f"topics demo-{run}.*, group {group}; worker log {folder / 'worker.log'}")

@@ -13,7 +13,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.settings import Settings
+
 CLI = [sys.executable, "-m", "services.cli"]
+
+
+def isolated_run(settings: Settings, run: str) -> dict[str, str]:
+    """Creates topics ``<run>.interactions`` (and .dlq, .recommendations, .model-updates)
+    and returns the environment that points workers at them, in consumer group ``<run>``:
+    a demo or benchmark run then counts only its own events."""
+    from infra.topics import ensure_topics
+
+    names = {"topic_interactions": f"{run}.interactions", "topic_dlq": f"{run}.dlq",
+             "topic_recommendations": f"{run}.recommendations",
+             "topic_model_updates": f"{run}.model-updates", "worker_group": run}
+    ensure_topics(settings.kafka_servers, settings.model_copy(update=names).topics())
+    return {f"STREAMREC_{key.upper()}": value for key, value in names.items()}
 
 
 class WorkerFailed(RuntimeError):

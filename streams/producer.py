@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -64,16 +65,12 @@ def dead_letter_headers(reason: str, detail: str, source: str) -> list[tuple[str
             ("source", source.encode()), ("rejected_ms", str(time.time_ns() // 1_000_000).encode())]
 
 
-class EventProducer:
-    """Sends events to the interactions topic and rejects to the dead-letter topic."""
+class RecordProducer:
+    """Sends raw records to any topic, with delivery accounting; flushes when closed."""
 
-    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, source: str = "producer",
-                 config: dict[str, object] | None = None) -> None:
+    def __init__(self, bootstrap: str, config: dict[str, object] | None = None) -> None:
         conf = {**PRODUCER_DEFAULTS, **(config or {}), "bootstrap.servers": bootstrap,
                 "on_delivery": self._on_delivery}
-        self.topic = topic
-        self.dlq_topic = dlq_topic
-        self.source = source
         self.stats = DeliveryStats()
         self._producer = Producer(conf)
 
@@ -90,8 +87,9 @@ class EventProducer:
         stats.delivered = stats.produced - stats.failed - len(self._producer)
         return stats
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes,
-                 headers: Headers | None) -> None:
+    def produce(self, topic: str, key: bytes | None, value: bytes,
+                headers: Headers | None = None) -> None:
+        """Queue one record; when the local queue is full, serve reports until it has room."""
         producer = self._producer
         try:
             producer.produce(topic, value, key, headers=headers)
@@ -105,26 +103,6 @@ class EventProducer:
                     continue
         self.stats.produced += 1
         producer.poll(0)
-
-    def send(self, event: Event, headers: Headers | None = None) -> None:
-        """Send a validated event, keyed by its user id."""
-        self._produce(self.topic, event.user_id.encode(), event.to_json(), headers)
-
-    def send_checked(self, raw: bytes, headers: Headers | None = None) -> bool:
-        """Validate raw bytes: send them unchanged when valid (True), else dead-letter them."""
-        try:
-            event = parse(raw)
-        except InvalidEvent as exc:
-            self.dead_letter(raw, exc)
-            return False
-        self._produce(self.topic, event.key, raw, headers)
-        return True
-
-    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
-        """Send the original bytes to the dead-letter topic with the reason in headers."""
-        self.stats.dead_lettered += 1
-        self._produce(self.dlq_topic, key, raw,
-                      dead_letter_headers(error.reason.value, error.detail, self.source))
 
     def flush(self, timeout_s: float = _FLUSH_TIMEOUT_S) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
@@ -140,9 +118,40 @@ class EventProducer:
             log.error("%d records were not acknowledged before close", remaining)
             self.refresh_stats()
 
-    def __enter__(self) -> EventProducer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class EventProducer(RecordProducer):
+    """Sends events to the interactions topic and rejects to the dead-letter topic."""
+
+    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, source: str = "producer",
+                 config: dict[str, object] | None = None) -> None:
+        super().__init__(bootstrap, config)
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.source = source
+
+    def send(self, event: Event, headers: Headers | None = None) -> None:
+        """Send a validated event, keyed by its user id."""
+        self.produce(self.topic, event.user_id.encode(), event.to_json(), headers)
+
+    def send_checked(self, raw: bytes, headers: Headers | None = None) -> bool:
+        """Validate raw bytes: send them unchanged when valid (True), else dead-letter them."""
+        try:
+            event = parse(raw)
+        except InvalidEvent as exc:
+            self.dead_letter(raw, exc)
+            return False
+        self.produce(self.topic, event.key, raw, headers)
+        return True
+
+    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
+        """Send the original bytes to the dead-letter topic with the reason in headers."""
+        self.stats.dead_lettered += 1
+        self.produce(self.dlq_topic, key, raw,
+                     dead_letter_headers(error.reason.value, error.detail, self.source))

@@ -85,7 +85,7 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
         with EventProducer(settings.kafka_servers, topics["interactions"], topics["dlq"]) as p:
             for e in live + [cold, live[0]]:  # live[0] again: a redelivered duplicate
                 p.send(e, headers=[sent_at_header()])
-            p._produce(topics["interactions"], b"u1", b"{not json", None)  # another producer
+            p.produce(topics["interactions"], b"u1", b"{not json")  # a producer that skips checks
         recs = list(read_topic(settings.kafka_servers, topics["recs"], from_beginning=True,
                                limit=len(live) + 1, idle_timeout_s=90))
         letters = list(read_topic(settings.kafka_servers, topics["dlq"], from_beginning=True,

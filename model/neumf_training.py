@@ -30,6 +30,7 @@ from model.training import (
     fit_sasrec,
     fit_with_early_stopping,
 )
+from model.warm_start import copy_weights
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,9 @@ def ranker_examples(histories: list[np.ndarray], sasrec: SASRecScorer, index: It
 
 def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                sasrec_cfg: SASRecConfig, sasrec_epochs: int, cfg: NeuMFConfig = NeuMFConfig(),
-               on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Train the reranker for ``sasrec`` (trained with ``sasrec_cfg`` for ``sasrec_epochs``)."""
+               on_epoch: EpochCallback | None = None, init: NeuMF | None = None) -> TrainResult:
+    """Train the reranker for ``sasrec`` (trained with ``sasrec_cfg`` for ``sasrec_epochs``);
+    ``init`` warm-starts it from another ranker's weights."""
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
@@ -200,6 +202,8 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     model = _compile(start_from_score(NeuMF(
         seqs.num_users, seqs.num_items, cfg.gmf_dim, cfg.mlp_layers,
         session_dim=data["session"].shape[1], use_score=True)), cfg.learning_rate)
+    if init is not None:
+        copy_weights(model, init)
 
     def epoch_data(epoch: int) -> tuple[dict[str, Any], np.ndarray]:
         return {**data, "user": _drop_users(data["user"], cfg.unknown_user_rate, rng)}, labels

@@ -15,6 +15,7 @@ from model.data import LeaveLastOut, pad_left
 from model.evaluation import Scorer, evaluate
 from model.sampling import SeenItems
 from model.sasrec import LOSSES, SASRec
+from model.warm_start import copy_weights
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -145,13 +146,18 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
 
 
 def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
-               on_epoch: EpochCallback | None = None) -> TrainResult:
+               on_epoch: EpochCallback | None = None, init: SASRec | None = None) -> TrainResult:
+    """Train (early stopping on validation full NDCG@10); ``init`` warm-starts from another
+    model's weights (``model.warm_start``), the starting point early stopping also scores."""
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     rows, seq, pos = training_arrays(split.train, cfg.max_len, cfg.max_windows)
     seen = SeenItems(split.train, split.sequences.num_items)
     model = SASRec(split.sequences.num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads,
                    cfg.dropout)
+    if init is not None:
+        model({"seq": seq[:1], "pos": pos[:1], "neg": np.ones((1, 1), "int64")})
+        copy_weights(model, init)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_2=0.98),
                   loss=LOSSES[cfg.loss])
     mask = (pos > 0).astype("float32")

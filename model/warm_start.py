@@ -1,0 +1,37 @@
+"""Warm-starting a challenger from the champion's weights.
+
+The trainer seeds its id maps with the champion's and only appends new users and items,
+so row i of every embedding table means the same user or item in both models. Weights of
+equal shape are copied; an embedding table that grew gets the champion's rows as its
+prefix and keeps fresh initial values for the new rows; anything else (another
+architecture: a wider layer is not a grown table) keeps its initial values and is reported.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def copy_weights(dst: keras.Model, src: keras.Model) -> list[str]:
+    """Copy ``src``'s weights into ``dst`` (both built); returns the paths not copied."""
+    if len(dst.weights) != len(src.weights):
+        return [w.path for w in dst.weights]
+    skipped = []
+    for new, old in zip(dst.weights, src.weights):
+        old_value = keras.ops.convert_to_numpy(old)
+        if tuple(new.shape) == old_value.shape:
+            new.assign(old_value)
+        elif (new.name == "embeddings" and new.shape[0] >= old_value.shape[0]
+              and tuple(new.shape[1:]) == old_value.shape[1:]):
+            value = keras.ops.convert_to_numpy(new).copy()
+            value[:old_value.shape[0]] = old_value
+            new.assign(value)
+        else:
+            skipped.append(new.path)
+    return skipped
+
+
+def all_finite(model: keras.Model) -> bool:
+    """False when any weight is NaN or infinite (a diverged run must never be promoted)."""
+    return all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)

@@ -1,0 +1,51 @@
+import keras
+import numpy as np
+
+from model.neumf import NeuMF
+from model.sasrec import SASRec
+from model.warm_start import all_finite, copy_weights
+
+
+def _built_sasrec(num_items: int) -> SASRec:
+    model = SASRec(num_items=num_items, max_len=8, dim=16, blocks=2, heads=2, dropout=0.0)
+    model({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
+           "neg": np.ones((1, 2), "int64")})
+    return model
+
+
+def test_a_grown_sasrec_encodes_old_sessions_exactly_like_the_champion() -> None:
+    keras.utils.set_random_seed(1)
+    champion, challenger = _built_sasrec(20), _built_sasrec(35)  # 15 new items
+    assert copy_weights(challenger, champion) == []
+    old = keras.ops.convert_to_numpy(champion.item_embeddings())
+    new = keras.ops.convert_to_numpy(challenger.item_embeddings())
+    np.testing.assert_array_equal(new[:21], old)
+    assert not np.allclose(new[21:], 0)  # new items keep their initial values
+    seq = np.random.default_rng(0).integers(1, 21, (4, 8))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(challenger.encode(seq)),
+                               keras.ops.convert_to_numpy(champion.encode(seq)), atol=1e-6)
+
+
+def test_neumf_grows_user_and_item_tables_and_another_architecture_is_reported() -> None:
+    def built(users: int, items: int, layers: tuple[int, ...]) -> NeuMF:
+        model = NeuMF(users, items, gmf_dim=4, mlp_layers=layers, session_dim=3, use_score=True)
+        model({"user": np.zeros(1, "int32"), "item": np.ones(1, "int32"),
+               "session": np.zeros((1, 3)), "score": np.zeros((1, 1))})
+        return model
+
+    champion = built(5, 6, (8, 4))
+    assert copy_weights(built(9, 10, (8, 4)), champion) == []
+    other = built(9, 10, (8, 6))  # the last MLP layer differs: not copied, and said so
+    skipped = copy_weights(other, champion)
+    assert sorted(p.split("/", 1)[1] for p in skipped) == [
+        "fusion/kernel", "mlp_0/bias", "mlp_0/kernel"]
+
+
+def test_all_finite_catches_a_diverged_weight() -> None:
+    model = _built_sasrec(5)
+    assert all_finite(model)
+    table = model.weights[0]
+    value = keras.ops.convert_to_numpy(table).copy()
+    value[1, 1] = np.nan
+    table.assign(value)
+    assert not all_finite(model)

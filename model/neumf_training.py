@@ -22,6 +22,7 @@ from model.data import LeaveLastOut
 from model.neumf import NeuMF, fuse_pretrained, start_from_score
 from model.retrieval import ItemIndex
 from model.sampling import SeenItems
+from model.sasrec import SASRec
 from model.training import (
     EpochCallback,
     SASRecConfig,
@@ -126,6 +127,13 @@ class PipelineScorer:
         self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
         self.exclude_seen = exclude_seen
         self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
+
+    @classmethod
+    def of(cls, sasrec: SASRec, ranker: NeuMF, candidates: int = 100,
+           exclude_seen: bool = True) -> PipelineScorer:
+        """From two trained models, e.g. a champion loaded from the registry."""
+        index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
+        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen)
 
     def rerank(self, users: np.ndarray, sessions: np.ndarray,
                histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

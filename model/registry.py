@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
 from infra.mlflow_store import MlflowStore
+from model.data import IdMap
 
 CHAMPION = "champion"
 ENCODER_NAME = "streamrec-sasrec"
@@ -56,18 +58,41 @@ def learning_curve_figure(curve: list[dict[str, float]], title: str) -> Any:
     return fig
 
 
+def comparison_figure(reports: Mapping[str, Mapping[str, Mapping[str, float]]],
+                      title: str) -> Any:
+    """Bars of HR@10, NDCG@10 and MRR per model, one panel per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ["HR@10", "NDCG@10", "MRR"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    width = 0.8 / max(len(reports), 1)
+    for ax, protocol in zip(axes, ("full", "sampled")):
+        for i, (name, report) in enumerate(reports.items()):
+            ax.bar(np.arange(len(metrics)) + i * width,
+                   [report[protocol][m] for m in metrics], width, label=name)
+        ax.set_xticks(np.arange(len(metrics)) + width * (len(reports) - 1) / 2, metrics)
+        ax.set_title(f"{protocol} ranking")
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mapping[str, Any],
             curve: list[dict[str, float]], metrics: Mapping[str, float],
             models: Mapping[str, tuple[keras.Model, dict[str, np.ndarray]]],
             artifacts: Mapping[str, Any] | None = None, register: bool = True,
-            champion: bool = False, tags: Mapping[str, str] | None = None) -> dict[str, str]:
+            champion: bool = False, tags: Mapping[str, str] | None = None,
+            figures: Mapping[str, Any] | None = None) -> dict[str, str]:
     """One MLflow run; ``models`` maps a registered name to (model, example inputs).
 
     Returns {registered name: version} (empty when ``register`` is False).
     """
     import mlflow
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(store.tracking_uri)
     versions: dict[str, str] = {}
@@ -82,6 +107,8 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
             mlflow.log_figure(learning_curve_figure(curve, run_name), "learning_curve.png")
         for name, content in (artifacts or {}).items():
             mlflow.log_dict(content, name)
+        for name, figure in (figures or {}).items():
+            mlflow.log_figure(figure, name)
         for name, (model, example) in models.items():
             output = keras.ops.convert_to_numpy(model.predict_on_batch(example))
             info = mlflow.keras.log_model(
@@ -91,10 +118,87 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
             if register:
                 versions[name] = str(info.registered_model_version)
     if champion:
-        client = MlflowClient(tracking_uri=store.tracking_uri)
-        for name, version in versions.items():
-            client.set_registered_model_alias(name, CHAMPION, version)
+        set_champion(store, versions)
     return versions
+
+
+def set_champion(store: MlflowStore, versions: Mapping[str, str]) -> None:
+    """Point the ``champion`` alias of each registered name at its version."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    for name, version in versions.items():
+        client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def tag_versions(store: MlflowStore, versions: Mapping[str, str], tags: Mapping[str, str]
+                 ) -> None:
+    """Tags on registered model versions (e.g. why the trainer rejected them)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    for name, version in versions.items():
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+
+
+REGISTERED = {"sasrec": ENCODER_NAME, "neumf": NEUMF_NAME, "pipeline": RANKER_NAME}
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    test: dict            # both protocols on the split's test stage
+    best_epoch: int
+    versions: dict[str, str]
+
+
+def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any], split: Any,
+                label: str, configs: Mapping[str, Mapping[str, Any]],
+                params: Mapping[str, Any], *, register: bool = True, champion: bool = False,
+                metrics: Mapping[str, float] | None = None,
+                tags: Mapping[str, str] | None = None,
+                figures: Mapping[str, Any] | None = None) -> dict[str, LoggedRun]:
+    """One MLflow run per trained model (``model.harness.Trained``): its full config, test
+    metrics on ``split`` (both protocols), curve, the model with its signature and the id
+    maps; registered under ``REGISTERED[name]`` when ``register``."""
+    from model.evaluation import evaluate
+
+    seqs = split.sequences
+    out = {}
+    for name, t in trained.items():
+        assert t.result is not None
+        result = evaluate(t.scorer, split, "test")
+        test_metrics = {f"test_{p}_{m}".replace("@", "_at_"): v for p in ("sampled", "full")
+                        for m, v in result[p].items()}
+        keras_model = t.result.model
+        cfg = configs["sasrec" if name == "sasrec" else "neumf"]
+        versions = log_run(
+            store, experiment, f"{name}-{label}",
+            params={**cfg, **params, "model": name, "users": seqs.num_users,
+                    "items": seqs.num_items},
+            curve=t.result.curve, metrics={**test_metrics, **(metrics or {})},
+            models={REGISTERED[name]: (keras_model,
+                                       example_inputs(name, keras_model, configs["sasrec"]))},
+            artifacts={"id_maps.json": {"users": seqs.users.to_list(),
+                                        "items": seqs.items.to_list()}},
+            register=register, champion=champion, tags=tags, figures=figures)
+        out[name] = LoggedRun(result, t.result.best_epoch, versions)
+    return out
+
+
+def example_inputs(name: str, keras_model: keras.Model,
+                   sasrec_cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A small batch of valid inputs: MLflow infers the signature from it."""
+    if name == "sasrec":
+        seq = np.zeros((2, int(sasrec_cfg["max_len"])), dtype=np.int64)
+        seq[:, -3:] = [[1, 2, 3], [2, 3, 4]]
+        return {"seq": seq, "pos": np.roll(seq, -1, axis=1), "neg": np.ones((2, 5), np.int64)}
+    example = {"user": np.array([1, 0], np.int32), "item": np.array([1, 2], np.int32)}
+    if keras_model.session_dim:
+        example["session"] = np.zeros((2, keras_model.session_dim), np.float32)
+    if keras_model.use_score:
+        example["score"] = np.zeros((2, 1), np.float32)
+    return example
 
 
 def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Model:
@@ -109,17 +213,41 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Mo
                                    load_model_kwargs={"safe_mode": True})
 
 
-def load_bundle(store: MlflowStore, encoder_name: str, ranker_name: str | None,
-                alias: str = CHAMPION):  # type: ignore[no-untyped-def]
-    """The serving bundle for ``alias``: encoder and ranker models plus the id maps logged
-    with the encoder's run. The version string names both registry versions."""
+@dataclass(frozen=True)
+class Champion:
+    """The models behind an alias, the id maps logged with the encoder, their versions."""
+
+    encoder: keras.Model
+    ranker: keras.Model | None
+    users: IdMap
+    items: IdMap
+    versions: dict[str, str]
+
+    @property
+    def version(self) -> str:
+        return "+".join(f"{name}:v{v}" for name, v in self.versions.items())
+
+
+def alias_versions(store: MlflowStore, names: list[str], alias: str = CHAMPION
+                   ) -> dict[str, str] | None:
+    """{name: version} behind ``alias``, or None when any name has no such alias yet."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    try:
+        return {n: str(client.get_model_version_by_alias(n, alias).version) for n in names}
+    except MlflowException:
+        return None
+
+
+def load_champion(store: MlflowStore, encoder_name: str, ranker_name: str | None,
+                  alias: str = CHAMPION) -> Champion:
+    """Encoder and ranker behind ``alias`` and the id maps logged with the encoder's run."""
     import json
 
     import mlflow
     from mlflow.tracking import MlflowClient
-
-    from model.bundle import ServingBundle
-    from model.data import IdMap
 
     client = MlflowClient(tracking_uri=store.tracking_uri)
     enc_version = client.get_model_version_by_alias(encoder_name, alias)
@@ -128,11 +256,19 @@ def load_bundle(store: MlflowStore, encoder_name: str, ranker_name: str | None,
         run_id=enc_version.run_id, artifact_path="id_maps.json")
     with open(maps_path) as handle:
         maps = json.load(handle)
-    version = f"{encoder_name}:v{enc_version.version}"
+    versions = {encoder_name: str(enc_version.version)}
     ranker = None
     if ranker_name is not None:
         ranker = load_model(store, ranker_name, alias)
-        version += f"+{ranker_name}:v{client.get_model_version_by_alias(ranker_name, alias).version}"
-    return ServingBundle.from_models(load_model(store, encoder_name, alias), ranker,
-                                     IdMap.from_list(maps["users"]),
-                                     IdMap.from_list(maps["items"]), version)
+        versions[ranker_name] = str(client.get_model_version_by_alias(ranker_name, alias).version)
+    return Champion(load_model(store, encoder_name, alias), ranker,
+                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]), versions)
+
+
+def load_bundle(store: MlflowStore, encoder_name: str, ranker_name: str | None,
+                alias: str = CHAMPION):  # type: ignore[no-untyped-def]
+    """The serving bundle for ``alias``; its version string names both registry versions."""
+    from model.bundle import ServingBundle
+
+    c = load_champion(store, encoder_name, ranker_name, alias)
+    return ServingBundle.from_models(c.encoder, c.ranker, c.users, c.items, c.version)

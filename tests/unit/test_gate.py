@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from model.data import build_sequences
+from model.gate import STAGE, KnownPrefix, decide, next_item_split
+from streams.events import Event
+
+
+def ev(user: str, item: str, ts: int) -> Event:
+    return Event(f"00000000-0000-4000-8000-{ts:012d}", user, item, "click", ts)
+
+
+def test_next_item_split_takes_each_users_first_known_item_after_the_cut() -> None:
+    before = [ev("a", "i1", 1), ev("a", "i2", 2), ev("b", "i2", 3)]
+    after = [ev("a", "new-item", 4), ev("a", "i1", 5), ev("a", "i2", 6),
+             ev("c", "i1", 7),      # no history before the cut: not a case
+             ev("b", "i3", 8)]      # i3 unknown to every model: not a case
+    seqs = build_sequences(before)
+    split = next_item_split(seqs, after)
+    a = seqs.users.get("a")
+    assert list(split.eval_users(STAGE)) == [a]
+    assert split.target(a, STAGE) == seqs.items.get("i1")
+    assert list(split.history(a, STAGE)) == [seqs.items.get("i1"), seqs.items.get("i2")]
+
+
+class _Echo:
+    name = "echo"
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        self.seen.append((users.copy(), [h.copy() for h in histories]))
+        return np.tile(np.arange(4, dtype=float), (len(users), 1))  # 3 known items
+
+
+def test_known_prefix_hides_what_the_champion_never_saw() -> None:
+    inner = _Echo()
+    scores = KnownPrefix(inner, known_users=2, known_items=3, all_items=5).score(
+        np.array([1, 4]), [np.array([1, 5]), np.array([4])])
+    users, hists = inner.seen[0]
+    assert list(users) == [1, 0]                      # user 4 is new: the unknown user
+    assert [list(h) for h in hists] == [[1], []]      # new items leave the histories
+    assert scores.shape == (2, 6) and np.isneginf(scores[:, 4:]).all()
+    np.testing.assert_array_equal(scores[:, :4], [[0, 1, 2, 3], [0, 1, 2, 3]])
+
+
+def _report(ndcg: float) -> dict:
+    return {"full": {"NDCG@10": ndcg}, "sampled": {"NDCG@10": ndcg}}
+
+
+@pytest.mark.parametrize("challenger,champion,gain,finite,promote,why", [
+    (0.10, None, 0.0, True, True, "no champion yet"),
+    (0.10, 0.08, 0.0, True, True, "> champion 0.0800"),
+    (0.10, 0.10, 0.0, True, False, "does not beat"),
+    (0.10, 0.098, 0.05, True, False, "by more than 5%"),
+    (0.11, 0.10, 0.05, True, True, "+5% needed"),
+    (0.50, 0.10, 0.0, False, False, "non-finite"),
+    (float("nan"), None, 0.0, True, False, "non-finite"),
+])
+def test_decide(challenger: float, champion: float | None, gain: float, finite: bool,
+                promote: bool, why: str) -> None:
+    verdict = decide(_report(challenger), None if champion is None else _report(champion),
+                     min_gain=gain, finite=finite)
+    assert verdict.promote is promote and why in verdict.reason

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from services.cli_events import Format
-from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
+from services.training_run import train_with_progress
 from streams.readers import read_valid_events
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
@@ -34,34 +33,6 @@ def _load(path: Path, fmt: Format, items: IdMap | None = None) -> Sequences:
     if not events:
         raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
     return build_sequences(events, items=items, grow_items=items is None)
-
-
-def _configs(epochs: int | None, seed: int, pretrain: bool):  # type: ignore[no-untyped-def]
-    from model.neumf_training import NeuMFConfig
-    from model.training import SASRecConfig
-
-    sasrec, neumf = SASRecConfig(seed=seed), NeuMFConfig(seed=seed, pretrain=pretrain)
-    if epochs is not None:
-        sasrec = SASRecConfig(seed=seed, epochs=epochs, eval_every=min(5, epochs))
-        neumf = NeuMFConfig(seed=seed, epochs=epochs, eval_every=min(2, epochs),
-                            pretrain=pretrain)
-    return sasrec, neumf
-
-
-def _train(split, names: list[str], epochs: int | None, seed: int,  # type: ignore[no-untyped-def]
-           pretrain: bool = False):
-    from model.harness import train_models
-
-    sasrec_cfg, neumf_cfg = _configs(epochs, seed, pretrain)
-    total = max(sasrec_cfg.epochs, neumf_cfg.epochs)
-    fields = "loss {task.fields[loss]:.4f}  valid NDCG@10 {task.fields[ndcg]:.4f}"
-    with progress_bar("train", total, fields) as update:
-        def show(name: str, epoch: int, point: dict[str, float]) -> None:
-            update(epoch, description=name, loss=point.get("loss", 0.0),
-                   ndcg=point.get("valid_ndcg10", 0.0))
-        update(0, loss=0.0, ndcg=0.0)
-        trained = train_models(split, names, sasrec_cfg, neumf_cfg, progress=show)
-    return trained, sasrec_cfg, neumf_cfg
 
 
 def _table(report: dict) -> Table:
@@ -101,7 +72,7 @@ def evaluate(
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions")
-    trained, _, _ = _train(split, names, epochs, seed, pretrain)
+    trained, _, _ = train_with_progress(split, names, epochs, seed, pretrain)
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained)
     else:
@@ -130,72 +101,37 @@ def train(
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register."""
     from model.data import leave_last_out
-    from model.evaluation import evaluate as score
-    from model.registry import ENCODER_NAME, NEUMF_NAME, RANKER_NAME, log_run
-
-    registered = {"sasrec": ENCODER_NAME, "neumf": NEUMF_NAME, "pipeline": RANKER_NAME}
+    from model.registry import log_trained
 
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
     settings = load_settings()
     seqs = _load(data, fmt)
     split = leave_last_out(seqs)
-    trained, sasrec_cfg, neumf_cfg = _train(split, TRAIN_CHOICES[model], epochs, seed, pretrain)
+    trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], epochs, seed, pretrain)
     store = mlflow_store(settings)
     store.ensure()
-    announced: dict[str, str] = {}
-    for name, t in trained.items():
-        assert t.result is not None
-        result = score(t.scorer, split, "test")
-        metrics = {f"test_{p}_{m}".replace("@", "_at_"): v for p in ("sampled", "full")
-                   for m, v in result[p].items()}
-        keras_model = t.result.model
-        example = _example_inputs(name, keras_model, sasrec_cfg.max_len)
-        cfg = sasrec_cfg if name == "sasrec" else neumf_cfg
-        versions = log_run(
-            store, settings.mlflow_experiment, f"{name}-{data.stem}",
-            params={**cfg.to_dict(), "data": str(data), "format": fmt.value, "model": name,
-                    "users": seqs.num_users, "items": seqs.num_items},
-            curve=t.result.curve, metrics=metrics,
-            models={registered[name]: (keras_model, example)},
-            artifacts={"id_maps.json": {"users": seqs.users.to_list(),
-                                        "items": seqs.items.to_list()}},
-            register=register, champion=champion and register)
-        announced.update(versions)
-        console.print(f"{name}: test full NDCG@10 {result['full']['NDCG@10']:.4f}, sampled "
-                      f"HR@10 {result['sampled']['HR@10']:.4f}; best epoch {t.result.best_epoch}"
-                      + "".join(f"; registered {n} v{v}" for n, v in versions.items())
-                      + (" (champion)" if champion and versions else ""))
+    logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
+                         {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
+                         {"data": str(data), "format": fmt.value}, register=register,
+                         champion=champion and register)
+    for name, run in logged.items():
+        console.print(f"{name}: test full NDCG@10 {run.test['full']['NDCG@10']:.4f}, sampled "
+                      f"HR@10 {run.test['sampled']['HR@10']:.4f}; best epoch {run.best_epoch}"
+                      + "".join(f"; registered {n} v{v}" for n, v in run.versions.items())
+                      + (" (champion)" if champion and run.versions else ""))
+    announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced:
         _announce(settings, announced)
 
 
 def _announce(settings: Settings, versions: dict[str, str]) -> None:
     """Tell running workers that the champion moved (they reload it in the background)."""
-    from confluent_kafka import Producer
+    from streams.hot_swap import announce
 
-    from streams.producer import PRODUCER_DEFAULTS
-
-    message = orjson.dumps({"alias": "champion", "versions": versions,
-                            "tracking_uri": settings.mlflow_uri})
-    producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": settings.kafka_servers})
-    producer.produce(settings.topic_model_updates, message, b"champion")
-    if producer.flush(10):
+    if announce(settings.kafka_servers, settings.topic_model_updates, versions,
+                settings.mlflow_uri):
+        console.print(f"announced on {settings.topic_model_updates}: {versions}")
+    else:
         console.print("[yellow]warning:[/] could not announce the new champion on "
                       f"{settings.topic_model_updates}; workers keep the old one until restarted")
-    else:
-        console.print(f"announced on {settings.topic_model_updates}: {versions}")
-
-
-def _example_inputs(name: str, keras_model, max_len: int) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    """A small batch of valid inputs: MLflow infers the signature from it."""
-    if name == "sasrec":
-        seq = np.zeros((2, max_len), dtype=np.int64)
-        seq[:, -3:] = [[1, 2, 3], [2, 3, 4]]
-        return {"seq": seq, "pos": np.roll(seq, -1, axis=1), "neg": np.ones((2, 5), np.int64)}
-    example = {"user": np.array([1, 0], np.int32), "item": np.array([1, 2], np.int32)}
-    if keras_model.session_dim:
-        example["session"] = np.zeros((2, keras_model.session_dim), np.float32)
-    if keras_model.use_score:
-        example["score"] = np.zeros((2, 1), np.float32)
-    return example

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     session_gap_min: float = Field(30.0, gt=0)
     session_max_items: int = Field(50, ge=1)
 
+    # Trainer: a round every interval and/or every N new events (0 turns a trigger off).
+    trainer_interval_min: float = Field(60.0, ge=0)
+    trainer_every_events: int = Field(0, ge=0)
+    trainer_holdout_fraction: float = Field(0.1, gt=0, lt=0.5, description="newest events "
+                                            "held out for the champion/challenger gate")
+    trainer_min_gain: float = Field(0.0, ge=0, description="relative gain on full NDCG@10 "
+                                    "a challenger needs over the champion")
+    trainer_epochs: int | None = Field(None, ge=1, description="cap; default early stopping")
+    trainer_min_events: int = Field(1000, ge=1)
+
     topic_interactions: str = "interactions"
     topic_dlq: str = "interactions.dlq"
     topic_recommendations: str = "recommendations"

@@ -54,3 +54,57 @@ def read_topic(bootstrap: str, topic: str, *, from_beginning: bool = False,
                          msg.key(), msg.value(), dict(msg.headers() or []))
     finally:
         consumer.close()
+
+
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> Iterator[Record]:
+    """Every record of ``topic`` from its beginning up to the end offsets it had when this
+    started: a consistent snapshot while producers keep writing (for the trainer).
+    Partitions are read one after another, in offset order."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+    })
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise KafkaException(f"topic {topic!r} does not exist")
+        for partition in sorted(meta.topics[topic].partitions):
+            low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                      timeout=10)
+            if end <= low:
+                continue
+            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+            deadline = time.monotonic() + timeout_s
+            while True:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error() is not None:
+                    if time.monotonic() > deadline:
+                        raise KafkaException(f"{topic}[{partition}]: no record for "
+                                             f"{timeout_s:.0f} s before offset {end}")
+                    continue
+                deadline = time.monotonic() + timeout_s
+                yield Record(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],
+                             msg.key(), msg.value(), dict(msg.headers() or []))
+                if msg.offset() >= end - 1:
+                    break
+    finally:
+        consumer.close()
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Records ever written to ``topic``: the sum of its partitions' end offsets."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap,
+                         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        if topic not in meta.topics or meta.topics[topic].error is not None:
+            raise KafkaException(f"topic {topic!r} does not exist")
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in meta.topics[topic].partitions)
+    finally:
+        consumer.close()

@@ -23,6 +23,19 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 
+def announce(bootstrap: str, topic: str, versions: dict[str, str], tracking_uri: str,
+             timeout_s: float = 10.0) -> bool:
+    """Tell every worker that the champion moved to ``versions`` ({registered name:
+    version}); True once the broker has the message."""
+    from streams.producer import RecordProducer
+
+    message = orjson.dumps({"alias": "champion", "versions": versions,
+                            "tracking_uri": tracking_uri})
+    producer = RecordProducer(bootstrap)
+    producer.produce(topic, b"champion", message)
+    return producer.flush(timeout_s) == 0 and producer.stats.failed == 0
+
+
 class Serving:
     """The bundle in service; replaced whole, never mutated."""
 

@@ -155,7 +155,10 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
                                    limit=expected_total, idle_timeout_s=90))
         finally:
             output = worker.stop()
-        assert len(done) == expected_total, output[-3000:]
+        answered = {orjson.loads(r.value)["event_id"] for r in done}
+        missing = [(e.event_id, e.user_id) for e in live[:expected_total]
+                   if e.event_id not in answered]
+        assert len(done) == expected_total, f"unanswered {missing}\n{output[-3000:]}"
     # The final state per user in the changelog equals sessionizing every event in one go.
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
     final: dict[str, dict] = {}

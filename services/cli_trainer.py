@@ -1,0 +1,59 @@
+"""``streamrec trainer``: retrain on the live log and promote better models. Thin: read
+settings, build the trainer, run one round (``--once``) or rounds until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.settings import load_settings
+
+app = typer.Typer()
+console = Console(stderr=True)
+
+
+@app.command()
+def trainer(
+    once: Annotated[bool, typer.Option(help="one round, then exit (1 if it failed)")] = False,
+    interval_min: Annotated[float | None, typer.Option(
+        help="minutes between rounds (default STREAMREC_TRAINER_INTERVAL_MIN; 0: off)")] = None,
+    every_events: Annotated[int | None, typer.Option(
+        help="a round after this many new events (default STREAMREC_TRAINER_EVERY_EVENTS; "
+             "0: off)")] = None,
+    min_gain: Annotated[float | None, typer.Option(
+        help="relative full NDCG@10 gain a challenger needs (default "
+             "STREAMREC_TRAINER_MIN_GAIN)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="cap training epochs")] = None,
+) -> None:
+    """Retrain on the interactions topic; promote the challenger when it beats the champion."""
+    from services.trainer import Trainer
+
+    overrides = {k: v for k, v in {"trainer_interval_min": interval_min,
+                                   "trainer_every_events": every_events,
+                                   "trainer_min_gain": min_gain,
+                                   "trainer_epochs": epochs}.items() if v is not None}
+    settings = load_settings(**overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    service = Trainer(settings)
+    if once:
+        result = service.run_round()
+        console.print(f"[bold]{result.outcome}[/]: {result.reason}"
+                      + (f"; challenger {result.versions}" if result.versions else ""))
+        if result.outcome == "failed":
+            raise typer.Exit(1)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"trainer: a round every {settings.trainer_interval_min:g} min"
+                  + (f" or {settings.trainer_every_events:,} new events"
+                     if settings.trainer_every_events else "")
+                  + f" on {settings.topic_interactions}; Ctrl-C to stop")
+    service.run_forever(stop)

@@ -1,0 +1,44 @@
+"""Training with visible progress, shared by ``streamrec train | evaluate`` and the trainer:
+a bar in a terminal, one log line per evaluated epoch otherwise."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.progress import progress_bar
+
+log = logging.getLogger("streamrec.train")
+
+
+def configs(epochs: int | None, seed: int, pretrain: bool = False):  # type: ignore[no-untyped-def]
+    """SASRec and NeuMF configs; ``epochs`` caps training (default: early stopping)."""
+    from model.neumf_training import NeuMFConfig
+    from model.training import SASRecConfig
+
+    sasrec, neumf = SASRecConfig(seed=seed), NeuMFConfig(seed=seed, pretrain=pretrain)
+    if epochs is not None:
+        sasrec = SASRecConfig(seed=seed, epochs=epochs, eval_every=min(5, epochs))
+        neumf = NeuMFConfig(seed=seed, epochs=epochs, eval_every=min(2, epochs),
+                            pretrain=pretrain)
+    return sasrec, neumf
+
+
+def train_with_progress(split, names: list[str], epochs: int | None, seed: int,  # type: ignore[no-untyped-def]
+                        pretrain: bool = False, init: dict[str, Any] | None = None):
+    """``model.harness.train_models`` with progress; returns (trained, sasrec_cfg, neumf_cfg)."""
+    from model.harness import train_models
+
+    sasrec_cfg, neumf_cfg = configs(epochs, seed, pretrain)
+    total = max(sasrec_cfg.epochs, neumf_cfg.epochs)
+    fields = "loss {task.fields[loss]:.4f}  valid NDCG@10 {task.fields[ndcg]:.4f}"
+    with progress_bar("train", total, fields) as update:
+        def show(name: str, epoch: int, point: dict[str, float]) -> None:
+            update(epoch, description=name, loss=point.get("loss", 0.0),
+                   ndcg=point.get("valid_ndcg10", 0.0))
+            if "valid_ndcg10" in point:
+                log.info("train model=%s epoch=%d loss=%.4f valid_ndcg10=%.4f", name, epoch,
+                         point.get("loss", float("nan")), point["valid_ndcg10"])
+        update(0, loss=0.0, ndcg=0.0)
+        trained = train_models(split, names, sasrec_cfg, neumf_cfg, progress=show, init=init)
+    return trained, sasrec_cfg, neumf_cfg

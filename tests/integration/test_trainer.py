@@ -1,0 +1,100 @@
+"""The trainer against the real broker, Redis and an MLflow store: gate, promotion, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from infra.mlflow_store import MlflowStore
+from model.registry import ENCODER_NAME, RANKER_NAME, alias_versions
+from services.settings import Settings, load_settings
+from services.trainer import LOCK_KEY, Trainer
+from services.worker_process import CLI
+from streams.consumer import read_topic
+from streams.producer import EventProducer
+from streams.synthetic import SyntheticConfig, generate
+
+MODELS = [ENCODER_NAME, RANKER_NAME]
+
+
+def _trainer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "trainer", "--once", "--epochs", "2", *args],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_trainer_promotes_rejects_and_refuses_with_reasons(
+    settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    topics = {"STREAMREC_TOPIC_INTERACTIONS": new_topic(2), "STREAMREC_TOPIC_DLQ": new_topic(),
+              "STREAMREC_TOPIC_MODEL_UPDATES": new_topic()}
+    env = {**os.environ, **topics, "STREAMREC_DATA_DIR": str(tmp_path / "state"),
+           "STREAMREC_TRAINER_MIN_EVENTS": "500"}
+    store = MlflowStore.local(tmp_path / "state" / "mlflow")
+
+    empty = _trainer(env)
+    assert empty.returncode == 0 and "skipped" in empty.stderr, empty.stderr[-2000:]
+
+    events = list(generate(SyntheticConfig(users=80, items=60, events=2500, seed=5)))
+    with EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
+                       topics["STREAMREC_TOPIC_DLQ"]) as producer:
+        for e in events:
+            producer.send(e)
+        producer.produce(topics["STREAMREC_TOPIC_INTERACTIONS"], b"u1", b"{broken")
+
+    first = _trainer(env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "promoted: no champion yet" in first.stderr, first.stderr[-3000:]
+    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    announced = list(read_topic(settings.kafka_servers, topics["STREAMREC_TOPIC_MODEL_UPDATES"],
+                                from_beginning=True, limit=1, idle_timeout_s=20))
+    assert orjson.loads(announced[0].value)["versions"] == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+
+    # A challenger that must be 1000% better: registered, tagged with why, not promoted.
+    second = _trainer(env, "--min-gain", "10")
+    assert second.returncode == 0 and "rejected:" in second.stderr, second.stderr[-3000:]
+    assert "does not beat champion" in second.stderr
+    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    from mlflow.tracking import MlflowClient
+
+    v2 = MlflowClient(tracking_uri=store.tracking_uri).get_model_version(RANKER_NAME, "2")
+    assert v2.tags["gate_verdict"] == "rejected" and "does not beat" in v2.tags["gate_reason"]
+    run = MlflowClient(tracking_uri=store.tracking_uri).get_run(v2.run_id)
+    assert {"gate_challenger_full_NDCG_at_10", "gate_champion_full_NDCG_at_10",
+            "gate_challenger_sampled_HR_at_10"} <= set(run.data.metrics)
+    artifacts = {a.path for a in MlflowClient(tracking_uri=store.tracking_uri)
+                 .list_artifacts(v2.run_id)}
+    assert "champion_vs_challenger.png" in artifacts
+
+    # Promotion is a compare-and-set under a lock: two trainers cannot both promote.
+    for key, value in topics.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "state"))
+    trainer = Trainer(load_settings())
+    challenger = {ENCODER_NAME: "2", RANKER_NAME: "2"}
+    moved, why = trainer.promote(challenger, expected={ENCODER_NAME: "0", RANKER_NAME: "0"})
+    assert not moved and "champion moved" in why
+    lock = redis.Redis.from_url(settings.redis)
+    lock.set(LOCK_KEY, "another-trainer", ex=30)
+    try:
+        locked, why = trainer.promote(challenger, expected={ENCODER_NAME: "1", RANKER_NAME: "1"})
+    finally:
+        lock.delete(LOCK_KEY)
+    assert not locked and "lock held" in why
+    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+
+    # A round that crashes promotes nothing and says why.
+    def broken_history() -> list:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(trainer, "history", broken_history)
+    failed = trainer.run_round()
+    assert failed.outcome == "failed" and "disk on fire" in failed.reason
+    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}

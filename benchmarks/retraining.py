@@ -28,9 +28,9 @@ import orjson
 
 from model.evaluation import prequential_ranks
 from model.metrics import hit_rate, mrr, ndcg
+from services.processes import CLI, ServiceProcess, isolated_run
 from services.settings import Settings, load_settings
 from services.stack import build_stack
-from services.worker_process import CLI, WorkerProcess, isolated_run
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
@@ -75,7 +75,7 @@ def _run(settings: Settings, base: dict[str, str], parts: tuple[list, list, list
     gate = ""
     if mode == "frozen":  # the first champion, shared by both runs (same store)
         print(f"  first champion on A ({len(a):,} events): {_trainer(env, epochs)}", flush=True)
-    worker = WorkerProcess.start(env, folder / f"{mode}.log", "--worker-id", mode,
+    worker = ServiceProcess.start(env, folder / f"{mode}.log", "worker", "--worker-id", mode,
                                  "--metrics-port", "0")
     try:
         worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from services.processes import CLI, ServiceProcess, isolated_run
 from services.settings import Settings, load_settings
 from services.stack import build_stack
-from services.worker_process import CLI, WorkerProcess, isolated_run
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
@@ -81,8 +81,9 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
                              env["STREAMREC_TOPIC_DLQ"], source="bench")
     if rate is None:
         replay(iter(events), producer)  # the backlog, before the worker starts
-    worker = WorkerProcess.start(env, folder / f"{mode}-{'backlog' if rate is None else rate}.log",
-                                 "--worker-id", env["STREAMREC_WORKER_GROUP"], *args)
+    log = folder / f"{mode}-{'backlog' if rate is None else rate}.log"
+    worker = ServiceProcess.start(env, log, "worker", "--worker-id",
+                                  env["STREAMREC_WORKER_GROUP"], *args)
     try:
         worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
         cpu_before = worker.cpu_seconds()

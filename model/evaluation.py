@@ -49,10 +49,16 @@ def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 1
              num_negatives: int = 100, seed: int = 0, batch_size: int = 256) -> dict:
     """Both protocols for ``stage`` ('valid' or 'test')."""
     users = split.eval_users(stage)
-    histories = [split.history(u, stage) for u in users]
-    targets = np.array([split.target(u, stage) for u in users])
-    seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)],
-                     split.sequences.num_items)
+    return evaluate_cases(model, users, [split.history(u, stage) for u in users],
+                          np.array([split.target(u, stage) for u in users]),
+                          split.sequences.num_items, k, num_negatives, seed, batch_size)
+
+
+def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
+                   targets: np.ndarray, num_items: int, k: int = 10, num_negatives: int = 100,
+                   seed: int = 0, batch_size: int = 256) -> dict:
+    """Both protocols over test cases (user, history, target); a user may have several."""
+    seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)], num_items)
     negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed))
     full_r, full_n, samp_r, tops = [], [], [], []
     for start in range(0, len(users), batch_size):
@@ -66,7 +72,7 @@ def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 1
                     "AUC": auc(samp, num_negatives)},
         "full": {f"HR@{k}": hit_rate(full, k), f"NDCG@{k}": ndcg(full, k), "MRR": mrr(full),
                  "AUC": auc(full, full_count),
-                 "coverage@10": coverage(np.concatenate(tops), split.sequences.num_items)},
+                 "coverage@10": coverage(np.concatenate(tops), num_items)},
         "users": int(len(users)),
     }
 

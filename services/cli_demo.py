@@ -1,16 +1,20 @@
-"""``streamrec demo``: the whole job end to end on the local stack.
+"""``streamrec demo``: the whole loop end to end on the local stack.
 
-Stack up; split a log by time (a synthetic one by default); train SASRec + NeuMF on the
-past and register them as champion; start a worker; replay the future through Kafka; read
-the recommendations back; report online quality (prequential: the list shown after each
-event, scored against that user's next event), send-to-publish latency and throughput.
-Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events.
+Stack up; split a log by time (synthetic with drifting tastes by default); the past goes
+to Kafka and ``streamrec trainer --once`` makes the first champion (SASRec + NeuMF) from
+it; a worker catches up on the past, then the future is replayed live while a
+long-running trainer waits beside the worker. The report gives online quality
+(prequential: the list shown after each event, scored against that user's next event),
+send-to-publish latency and throughput of the live part; then the trainer's round on past
++ future runs, and when it promotes, the worker swaps. Each run uses its own topics
+(``demo-<run>.*``) so its report counts only its own events.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -22,10 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli_events import Format
+from services.processes import CLI, ServiceProcess, WorkerFailed, isolated_run
 from services.progress import progress_bar
-from services.settings import load_settings
+from services.settings import Settings, load_settings
 from services.stack import build_stack
-from services.worker_process import CLI, WorkerFailed, WorkerProcess, isolated_run
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
@@ -37,8 +41,73 @@ app = typer.Typer()
 console = Console()
 
 
-def _write(path: Path, events: list[Event]) -> None:
-    path.write_bytes(b"".join(e.to_json() + b"\n" for e in events))
+def _produce(settings: Settings, topics: dict[str, str], events: list[Event], label: str,
+             rate: float | None = None) -> float:
+    """Replay ``events`` into the run's interactions topic; returns the seconds it took."""
+    producer = EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
+                             topics["STREAMREC_TOPIC_DLQ"], source="demo")
+    fields = "{task.fields[rate]:>7,.0f} ev/s"
+    with progress_bar(label, len(events), fields) as update:
+        summary = replay(iter(events), producer, rate=rate,
+                         on_progress=lambda s: update(s.read, rate=s.events_per_s))
+    return summary.seconds
+
+
+def _collect(settings: Settings, topic: str, count: int, label: str) -> list[dict]:
+    """The first ``count`` lists on ``topic`` (all of them, from the beginning)."""
+    values = []
+    with progress_bar(label, count) as update:
+        for n, rec in enumerate(read_topic(settings.kafka_servers, topic, from_beginning=True,
+                                           limit=count, idle_timeout_s=60), 1):
+            values.append(orjson.loads(rec.value))
+            if n % 500 == 0:
+                update(n)
+    if len(values) < count:
+        raise typer.Exit(f"only {len(values):,} of {count:,} lists arrived on {topic}")
+    return values
+
+
+def _report(run: str, future: list[Event], values: list[dict], rate: float) -> Table:
+    """Online quality, latency and throughput over the replayed events' lists."""
+    from model.evaluation import prequential_ranks
+    from model.metrics import hit_rate, mrr, ndcg
+
+    wanted = {e.event_id for e in future}
+    mine = [v for v in values if v["event_id"] in wanted]
+    lists = {v["event_id"]: [i["item_id"] for i in v["items"]] for v in mine}
+    paths: dict[str, int] = {}
+    for v in mine:
+        paths[v["path"]] = paths.get(v["path"], 0) + 1
+    ranks = prequential_ranks(future, lists)
+    latency = [(v["published_us"] - v["sent_us"]) / 1000 for v in mine if v["sent_us"]]
+    lat = np.percentile(latency, [50, 95, 99]) if latency else [float("nan")] * 3
+    span_s = (max(v["published_us"] for v in mine) -
+              min(v["sent_us"] or v["published_us"] for v in mine)) / 1e6
+    table = Table("", "value", title=f"streamrec demo {run}")
+    table.add_row("events replayed live", f"{len(future):,}")
+    table.add_row("recommendation lists published", f"{len(lists):,}  ({paths})")
+    table.add_row("online HR@10 (prequential)", f"{hit_rate(ranks, 10):.4f}")
+    table.add_row("online NDCG@10", f"{ndcg(ranks, 10):.4f}")
+    table.add_row("online MRR", f"{mrr(ranks):.4f}")
+    table.add_row("scored next events", f"{len(ranks):,}")
+    table.add_row("latency send→publish p50 / p95 / p99",
+                  f"{lat[0]:.1f} / {lat[1]:.1f} / {lat[2]:.1f} ms")
+    table.add_row("throughput (first send → last publish)",
+                  f"{len(lists) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
+    return table
+
+
+def _await_line(process: ServiceProcess, marker: str, timeout_s: float) -> str | None:
+    """The first line of ``process``'s log holding ``marker``, waiting up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in process.output().splitlines():
+            if marker in line:
+                return line
+        if process.proc.poll() is not None:
+            return None
+        time.sleep(1)
+    return None
 
 
 @app.command()
@@ -51,10 +120,9 @@ def demo(
     rate: Annotated[float, typer.Option(help="replay rate, events/s")] = 500,
     epochs: Annotated[int, typer.Option(help="training epochs cap")] = 30,
 ) -> None:
-    """Run the whole pipeline on the local stack and print a report."""
+    """Run the whole loop on the local stack: first champion from the log's past, a worker
+    answering the replayed future, a report, then the trainer retraining beside the worker."""
     from model.data import time_split
-    from model.evaluation import prequential_ranks
-    from model.metrics import hit_rate, mrr, ndcg
 
     settings = load_settings()
     build_stack(settings).up(say=lambda line: console.print(f"  {line}"))
@@ -66,73 +134,54 @@ def demo(
             raise typer.BadParameter("--format is required with --data")
         log = read_valid_events(data, fmt.value)
         source = str(data)
-    else:
-        log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events)))
-        source = f"synthetic ({events:,} events, 2,000 users, 1,000 items)"
+    else:  # tastes drift late in the timeline: retraining on the live log pays off
+        log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events,
+                                            drift_at=0.7)))
+        source = f"synthetic ({events:,} events, 2,000 users, 1,000 items, drifting tastes)"
     past, future = time_split(log, train_fraction)
-    _write(folder / "train.jsonl", past)
-    _write(folder / "replay.jsonl", future)
-    console.print(f"[bold]data[/] {source}: train on {len(past):,} events, "
-                  f"replay {len(future):,}")
+    console.print(f"[bold]data[/] {source}: the past ({len(past):,} events) goes to Kafka "
+                  f"first, the future ({len(future):,}) is replayed live at {rate:,.0f}/s")
 
     topics = isolated_run(settings, f"demo-{run}")
     group = topics["STREAMREC_WORKER_GROUP"]
-    env = {**os.environ, **topics}
-    console.print("[bold]train[/] SASRec + NeuMF reranker, register as champion ...")
-    trained = subprocess.run([*CLI, "train", "--data", str(folder / "train.jsonl"), "--format",
-                              "jsonl", "--model", "all", "--epochs", str(epochs), "--champion"],
-                             env=env, capture_output=True, text=True)
-    if trained.returncode != 0:
-        raise typer.Exit(f"training failed:\n{trained.stderr[-2000:]}")
-    for line in trained.stdout.splitlines():
-        console.print(f"  {line}")
+    env = {**os.environ, **topics, "STREAMREC_WORKER_METRICS_PORT": "0"}
+    _produce(settings, topics, past, "past")
+    console.print("[bold]trainer --once[/]: the first champion, SASRec + NeuMF, from the topic")
+    first = subprocess.run([*CLI, "trainer", "--once", "--epochs", str(epochs)], env=env,
+                           capture_output=True, text=True)
+    verdict = [ln for ln in first.stderr.splitlines() if ln.startswith(("promoted", "rejected"))]
+    if first.returncode != 0 or not verdict or not verdict[-1].startswith("promoted"):
+        raise typer.Exit(f"the first training round failed:\n{first.stderr[-2000:]}")
+    console.print(f"  {verdict[-1]}")
 
-    console.print("[bold]worker[/] starting ...")
-    worker = WorkerProcess.start(env, folder / "worker.log", "--worker-id", f"demo-{run}")
+    worker = ServiceProcess.start(env, folder / "worker.log", "worker", "--worker-id",
+                                  f"demo-{run}")
+    trainer = None
     try:
         try:
             worker.wait_joined(settings.kafka_servers, group)
         except WorkerFailed as exc:
             raise typer.Exit(str(exc)) from None
-        producer = EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
-                                 topics["STREAMREC_TOPIC_DLQ"], source="demo")
-        fields = "{task.fields[rate]:>6,.0f} ev/s"
-        with progress_bar("replay", len(future), fields) as update:
-            summary = replay(iter(future), producer, rate=rate,
-                             on_progress=lambda s: update(s.read, rate=s.events_per_s))
-        console.print(f"[bold]replay[/] sent {summary.sent:,} in {summary.seconds:.1f} s")
-        lists: dict[str, list[str]] = {}
-        paths: dict[str, int] = {}
-        latency_ms, sent_first, published_last = [], None, 0
-        with progress_bar("recommendations", summary.sent) as update:
-            for n, rec in enumerate(read_topic(
-                    settings.kafka_servers, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                    from_beginning=True, limit=summary.sent, idle_timeout_s=30), 1):
-                value = orjson.loads(rec.value)
-                lists[value["event_id"]] = [i["item_id"] for i in value["items"]]
-                paths[value["path"]] = paths.get(value["path"], 0) + 1
-                if value["sent_us"]:
-                    latency_ms.append((value["published_us"] - value["sent_us"]) / 1000)
-                    sent_first = min(sent_first or value["sent_us"], value["sent_us"])
-                published_last = max(published_last, value["published_us"])
-                if n % 500 == 0:
-                    update(n)
+        _collect(settings, topics["STREAMREC_TOPIC_RECOMMENDATIONS"], len(past),
+                 "worker catching up on the past")
+        # The long-running trainer: its next round starts once the future has arrived.
+        trainer = ServiceProcess.start(env, folder / "trainer.log", "trainer", "--interval-min",
+                                       "0", "--every-events", str(len(future)),
+                                       "--epochs", str(epochs))
+        seconds = _produce(settings, topics, future, "replay", rate)
+        console.print(f"[bold]replay[/] sent {len(future):,} in {seconds:.1f} s")
+        values = _collect(settings, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                          len(past) + len(future), "recommendations")
+        console.print(_report(run, future, values, rate))
+        console.print("[bold]trainer[/]: retraining on past + future beside the worker "
+                      "(a few minutes) ...")
+        outcome = _await_line(trainer, "round outcome=", 1200)
+        console.print(f"  {outcome.split('streamrec.trainer ')[-1] if outcome else 'no round'}")
+        if outcome and "outcome=promoted" in outcome:
+            swapped = _await_line(worker, "model swapped", 120)
+            console.print(f"  worker: {swapped.split('] ')[-1] if swapped else 'no swap seen'}")
     finally:
+        if trainer is not None:
+            trainer.stop()
         worker.stop()
-
-    ranks = prequential_ranks(future, lists)
-    lat = np.percentile(latency_ms, [50, 95, 99]) if latency_ms else [float("nan")] * 3
-    span_s = (published_last - sent_first) / 1e6 if sent_first else float("nan")
-    table = Table("", "value", title=f"streamrec demo {run}")
-    table.add_row("events replayed", f"{summary.sent:,}")
-    table.add_row("recommendation lists published", f"{len(lists):,}  ({paths})")
-    table.add_row("online HR@10 (prequential)", f"{hit_rate(ranks, 10):.4f}")
-    table.add_row("online NDCG@10", f"{ndcg(ranks, 10):.4f}")
-    table.add_row("online MRR", f"{mrr(ranks):.4f}")
-    table.add_row("scored next events", f"{len(ranks):,}")
-    table.add_row("latency send→publish p50 / p95 / p99",
-                  f"{lat[0]:.1f} / {lat[1]:.1f} / {lat[2]:.1f} ms")
-    table.add_row("throughput (first send → last publish)",
-                  f"{len(lists) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
-    console.print(table)
-    console.print(f"topics demo-{run}.*, group {group}; worker log {folder / 'worker.log'}")
+    console.print(f"topics demo-{run}.*, group {group}; logs {folder}")

@@ -45,14 +45,15 @@ def trainer(
     if once:
         result = service.run_round()
         console.print(f"[bold]{result.outcome}[/]: {result.reason}"
-                      + (f"; challenger {result.versions}" if result.versions else ""))
+                      + (f"; challenger {result.versions}" if result.versions else ""),
+                      soft_wrap=True)
         if result.outcome == "failed":
             raise typer.Exit(1)
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"trainer: a round every {settings.trainer_interval_min:g} min"
+    console.print(f"trainer: a round every {settings.trainer_interval_min:g} min (0: off)"
                   + (f" or {settings.trainer_every_events:,} new events"
                      if settings.trainer_every_events else "")
                   + f" on {settings.topic_interactions}; Ctrl-C to stop")

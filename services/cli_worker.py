@@ -65,4 +65,7 @@ def worker(
                   + (f", metrics on :{port}/metrics" if port else ""))
     for noisy in ("aiokafka", "faust", "mode"):  # their INFO chatter costs throughput
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
+    # buffer holds 100 changelog writes): normal back-pressure, not a fault.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     Worker(faust_app, loglevel=log_level, quiet=True).execute_from_commandline()

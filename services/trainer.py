@@ -120,8 +120,8 @@ class Trainer:
 
     def _round(self) -> RoundResult:
         from model.data import IdMap, build_sequences, leave_last_out, time_split
-        from model.evaluation import evaluate
-        from model.gate import STAGE, KnownPrefix, decide, next_item_split
+        from model.evaluation import evaluate_cases
+        from model.gate import KnownPrefix, decide, gate_cases
         from model.neumf_training import PipelineScorer
         from model.registry import (
             ENCODER_NAME,
@@ -156,13 +156,21 @@ class Trainer:
             init={"sasrec": champion.encoder, "pipeline": champion.ranker} if champion else None)
         finite = all(t.result is not None and all_finite(t.result.model)
                      for t in trained.values())
-        gate = next_item_split(seqs, recent)
-        reports = {"challenger": evaluate(trained["pipeline"].scorer, gate, STAGE)}
+        cases = gate_cases(seqs, recent)
+        if not len(cases.users):
+            return RoundResult("skipped", "no test cases in the held-out slice (no user there "
+                               "has history before it)", events=len(events))
+
+        def gate(scorer: object) -> dict:
+            return evaluate_cases(scorer, cases.users, cases.histories, cases.targets,  # type: ignore[arg-type]
+                                  seqs.num_items)
+
+        reports = {"challenger": gate(trained["pipeline"].scorer)}
         if champion is not None and champion.ranker is not None:
             scorer = KnownPrefix(PipelineScorer.of(champion.encoder, champion.ranker,
                                                    neumf_cfg.candidates, exclude_seen=False),
                                  len(champion.users), len(champion.items), seqs.num_items)
-            reports["champion"] = evaluate(scorer, gate, STAGE)
+            reports["champion"] = gate(scorer)
         verdict = decide(reports["challenger"], reports.get("champion"),
                          min_gain=s.trainer_min_gain, finite=finite)
         metrics = {f"gate_{who}_{p}_{m}".replace("@", "_at_"): v
@@ -220,12 +228,18 @@ class Trainer:
         return True, ""
 
     def run_forever(self, stop: threading.Event, poll_s: float = 10.0) -> None:
-        """A round now, then whenever ``trainer_interval_min`` has passed or
-        ``trainer_every_events`` new events arrived, until ``stop`` is set."""
+        """Rounds whenever ``trainer_interval_min`` has passed or ``trainer_every_events``
+        new events arrived, until ``stop`` is set; with no champion yet, one at once."""
+        from model.registry import ENCODER_NAME, RANKER_NAME, alias_versions
         from streams.consumer import topic_size
 
         s = self.settings
         last_round, last_size = float("-inf"), -1
+        if retry("reading the champion alias", lambda: alias_versions(
+                self.store, [ENCODER_NAME, RANKER_NAME])) is not None:
+            last_round = time.monotonic()
+            last_size = retry("sizing the topic", lambda: topic_size(
+                s.kafka_servers, s.topic_interactions))
         while not stop.is_set():
             size = retry("sizing the topic", lambda: topic_size(s.kafka_servers,
                                                                 s.topic_interactions))

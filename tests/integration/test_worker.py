@@ -16,8 +16,8 @@ import orjson
 import pytest
 import redis
 
+from services.processes import CLI, ServiceProcess
 from services.settings import Settings
-from services.worker_process import CLI, WorkerProcess
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer, sent_at_header
@@ -77,7 +77,7 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
     env = _worker_env(champion_env, new_topic)
     topics = {"interactions": env["STREAMREC_TOPIC_INTERACTIONS"],
               "dlq": env["STREAMREC_TOPIC_DLQ"], "recs": env["STREAMREC_TOPIC_RECOMMENDATIONS"]}
-    worker = WorkerProcess.start(env, tmp_path / "worker.log")
+    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
     try:
         live = events[2500:2700]
         cold = Event(str(uuid.uuid4()), "brand-new-user", "never-seen-item", "click",
@@ -120,7 +120,7 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
     port = _free_port()
     env = _worker_env(champion_env, new_topic, STREAMREC_REDIS_URL="redis://127.0.0.1:1/0",
                       STREAMREC_WORKER_METRICS_PORT=str(port))
-    worker = WorkerProcess.start(env, tmp_path / "worker.log")
+    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
     try:
         _send(settings, env, events[2500:2600])
         first = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
@@ -147,7 +147,7 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
     live = events[2500:3000]
     for expected_total, half in ((250, live[:250]), (500, live[250:])):
         # A worker per half: the second starts from the state the first left in the changelog.
-        worker = WorkerProcess.start(env, tmp_path / "worker.log")
+        worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
         try:
             _send(settings, env, half)
             done = list(read_topic(settings.kafka_servers,
@@ -184,7 +184,7 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
     live = events[2800:]
     recs_topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
     # Two workers in one group, a partition each: each must hear the announcement.
-    workers = [WorkerProcess.start(env, tmp_path / f"worker{i}.log") for i in range(2)]
+    workers = [ServiceProcess.start(env, tmp_path / f"worker{i}.log", "worker") for i in range(2)]
     try:
         workers[0].wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"], members=2)
         _send(settings, env, live[:100])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from model.data import build_sequences
-from model.gate import STAGE, KnownPrefix, decide, next_item_split
+from model.gate import KnownPrefix, decide, gate_cases
 from streams.events import Event
 
 
@@ -10,17 +10,20 @@ def ev(user: str, item: str, ts: int) -> Event:
     return Event(f"00000000-0000-4000-8000-{ts:012d}", user, item, "click", ts)
 
 
-def test_next_item_split_takes_each_users_first_known_item_after_the_cut() -> None:
+def test_every_known_event_after_the_cut_is_a_case_with_the_history_before_it() -> None:
     before = [ev("a", "i1", 1), ev("a", "i2", 2), ev("b", "i2", 3)]
     after = [ev("a", "new-item", 4), ev("a", "i1", 5), ev("a", "i2", 6),
              ev("c", "i1", 7),      # no history before the cut: not a case
-             ev("b", "i3", 8)]      # i3 unknown to every model: not a case
+             ev("b", "i3", 8),      # i3 unknown to every model: not a case
+             ev("b", "i1", 9)]
     seqs = build_sequences(before)
-    split = next_item_split(seqs, after)
-    a = seqs.users.get("a")
-    assert list(split.eval_users(STAGE)) == [a]
-    assert split.target(a, STAGE) == seqs.items.get("i1")
-    assert list(split.history(a, STAGE)) == [seqs.items.get("i1"), seqs.items.get("i2")]
+    cases = gate_cases(seqs, after)
+    a, b = seqs.users.get("a"), seqs.users.get("b")
+    i1, i2 = seqs.items.get("i1"), seqs.items.get("i2")
+    assert list(cases.users) == [a, a, b] and list(cases.targets) == [i1, i2, i1]
+    assert [list(h) for h in cases.histories] == [[i1, i2], [i1, i2, i1], [i2]]
+    capped = gate_cases(seqs, after, max_per_user=1)
+    assert list(capped.users) == [a, b]
 
 
 class _Echo:

@@ -1,4 +1,5 @@
-"""``streamrec worker`` as a child process, for the demo, the benchmarks and the tests.
+"""``streamrec`` services (worker, trainer) as child processes, for the demo, the benchmarks
+and the tests.
 
 Output goes to a file, never to a pipe: an undrained pipe fills and blocks the worker.
 """
@@ -32,18 +33,19 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
 
 
 class WorkerFailed(RuntimeError):
-    """The worker exited or never joined its consumer group."""
+    """A worker exited or never joined its consumer group."""
 
 
 @dataclass
-class WorkerProcess:
+class ServiceProcess:
     proc: subprocess.Popen
     log: Path
 
     @classmethod
-    def start(cls, env: dict[str, str], log: Path, *args: str) -> WorkerProcess:
+    def start(cls, env: dict[str, str], log: Path, command: str, *args: str) -> ServiceProcess:
+        """``streamrec <command> <args>`` with its output appended to ``log``."""
         with open(log, "ab") as handle:
-            proc = subprocess.Popen([*CLI, "worker", *args], env=env, stdout=handle,
+            proc = subprocess.Popen([*CLI, command, *args], env=env, stdout=handle,
                                     stderr=subprocess.STDOUT)
         return cls(proc, log)
 
@@ -86,8 +88,8 @@ class WorkerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, timeout_s: float = 60) -> str:
-        """SIGTERM (Faust shuts down cleanly and commits), SIGKILL after ``timeout_s``;
-        returns the worker's output."""
+        """SIGTERM (a worker shuts down cleanly and commits), SIGKILL after ``timeout_s``;
+        returns the process's output."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

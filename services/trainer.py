@@ -240,6 +240,8 @@ class Trainer:
             last_round = time.monotonic()
             last_size = retry("sizing the topic", lambda: topic_size(
                 s.kafka_servers, s.topic_interactions))
+        log.info("trainer ready: %s events in %s so far; champion %s", max(last_size, 0),
+                 s.topic_interactions, "present" if last_size >= 0 else "none: a round now")
         while not stop.is_set():
             size = retry("sizing the topic", lambda: topic_size(s.kafka_servers,
                                                                 s.topic_interactions))

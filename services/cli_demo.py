@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -97,19 +96,6 @@ def _report(run: str, future: list[Event], values: list[dict], rate: float) -> T
     return table
 
 
-def _await_line(process: ServiceProcess, marker: str, timeout_s: float) -> str | None:
-    """The first line of ``process``'s log holding ``marker``, waiting up to ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for line in process.output().splitlines():
-            if marker in line:
-                return line
-        if process.proc.poll() is not None:
-            return None
-        time.sleep(1)
-    return None
-
-
 @app.command()
 def demo(
     data: Annotated[Path | None, typer.Option(help="a log to use instead of synthetic data")]
@@ -170,7 +156,7 @@ def demo(
                                        "--epochs", str(epochs))
         _collect(settings, topics["STREAMREC_TOPIC_RECOMMENDATIONS"], len(past),
                  "worker catching up on the past")
-        if _await_line(trainer, "trainer ready", 180) is None:  # its count excludes the future
+        if trainer.wait_for("trainer ready", 180) is None:  # its count excludes the future
             raise typer.Exit(f"the trainer did not start; log {trainer.log}")
         seconds = _produce(settings, topics, future, "replay", rate)
         console.print(f"[bold]replay[/] sent {len(future):,} in {seconds:.1f} s")
@@ -179,10 +165,10 @@ def demo(
         console.print(_report(run, future, values, rate))
         console.print("[bold]trainer[/]: retraining on past + future beside the worker "
                       "(a few minutes) ...")
-        outcome = _await_line(trainer, "round outcome=", 1200)
+        outcome = trainer.wait_for("round outcome=", 1200)
         console.print(f"  {outcome.split('streamrec.trainer ')[-1] if outcome else 'no round'}")
         if outcome and "outcome=promoted" in outcome:
-            swapped = _await_line(worker, "model swapped", 120)
+            swapped = worker.wait_for("model swapped", 120)
             console.print(f"  worker: {swapped.split('] ')[-1] if swapped else 'no swap seen'}")
     finally:
         if trainer is not None:

@@ -72,6 +72,19 @@ class ServiceProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_for(self, marker: str, timeout_s: float) -> str | None:
+        """The first output line holding ``marker``, waiting up to ``timeout_s``; None if it
+        did not come or the process exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.output().splitlines():
+                if marker in line:
+                    return line
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.5)
+        return None
+
     def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):

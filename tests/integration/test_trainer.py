@@ -98,3 +98,61 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     failed = trainer.run_round()
     assert failed.outcome == "failed" and "disk on fire" in failed.reason
     assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+
+
+def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing_events(
+    settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    import os
+    import time
+    import uuid
+    from collections import Counter
+
+    from services.processes import ServiceProcess
+
+    topics = {"STREAMREC_TOPIC_INTERACTIONS": new_topic(2), "STREAMREC_TOPIC_DLQ": new_topic(),
+              "STREAMREC_TOPIC_RECOMMENDATIONS": new_topic(2),
+              "STREAMREC_TOPIC_MODEL_UPDATES": new_topic()}
+    env = {**os.environ, **topics, "STREAMREC_DATA_DIR": str(tmp_path / "state"),
+           "STREAMREC_TRAINER_MIN_EVENTS": "500", "STREAMREC_WORKER_METRICS_PORT": "0",
+           "STREAMREC_INTERACTIONS_PARTITIONS": "2",
+           "STREAMREC_WORKER_GROUP": f"test-loop-{uuid.uuid4().hex[:8]}"}
+    # Tastes drift halfway: the first champion knows only the old ones.
+    log = list(generate(SyntheticConfig(users=80, items=60, events=3000, drift_at=0.5, seed=3)))
+    a, b, c = log[:1500], log[1500:2400], log[2400:]
+
+    def send(events: list) -> None:
+        with EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
+                           topics["STREAMREC_TOPIC_DLQ"]) as producer:
+            for e in events:
+                producer.send(e)
+
+    send(a)
+    assert "promoted: no champion yet" in _trainer(env).stderr
+    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
+    trainer = ServiceProcess.start(env, tmp_path / "trainer.log", "trainer", "--interval-min",
+                                   "0", "--every-events", "600", "--epochs", "2")
+    try:
+        worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
+        assert trainer.wait_for("trainer ready", 120), trainer.output()[-2000:]
+        send(b)  # 900 new events: the trainer's next round starts
+        outcome = trainer.wait_for("round outcome=", 600)
+        assert outcome and "outcome=promoted" in outcome, trainer.output()[-3000:]
+        for i in range(0, len(c), 50):  # the stream keeps flowing while the worker swaps
+            send(c[i:i + 50])
+            time.sleep(0.5)
+        assert worker.wait_for("model swapped", 60), worker.output()[-3000:]
+        values = [orjson.loads(r.value) for r in read_topic(
+            settings.kafka_servers, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
+            from_beginning=True, limit=len(log), idle_timeout_s=60)]
+    finally:
+        trainer.stop()
+        worker.stop()
+    # Every event answered exactly once, before, during and after the swap.
+    assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in log)
+    versions = {v["model_version"] for v in values}
+    assert versions == {"streamrec-sasrec:v1+streamrec-ranker:v1",
+                        "streamrec-sasrec:v2+streamrec-ranker:v2"}
+    by_event = {v["event_id"]: v["model_version"] for v in values}
+    assert {by_event[e.event_id] for e in a} == {"streamrec-sasrec:v1+streamrec-ranker:v1"}
+    assert {by_event[e.event_id] for e in c[-100:]} == {"streamrec-sasrec:v2+streamrec-ranker:v2"}

@@ -138,10 +138,14 @@ def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing
         send(b)  # 900 new events: the trainer's next round starts
         outcome = trainer.wait_for("round outcome=", 600)
         assert outcome and "outcome=promoted" in outcome, trainer.output()[-3000:]
-        for i in range(0, len(c), 50):  # the stream keeps flowing while the worker swaps
-            send(c[i:i + 50])
-            time.sleep(0.5)
+        sent, deadline = 0, time.monotonic() + 60
+        while sent < len(c) - 100 and time.monotonic() < deadline:  # flowing while it swaps
+            send(c[sent:sent + 20])
+            sent += 20
+            if worker.wait_for("model swapped", 0.5):
+                break
         assert worker.wait_for("model swapped", 60), worker.output()[-3000:]
+        send(c[sent:])
         values = [orjson.loads(r.value) for r in read_topic(
             settings.kafka_servers, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
             from_beginning=True, limit=len(log), idle_timeout_s=60)]

@@ -148,6 +148,10 @@ class Trainer:
         seqs = build_sequences(
             past, users=IdMap.from_list(champion.users.to_list()) if champion else None,
             items=IdMap.from_list(champion.items.to_list()) if champion else None)
+        cases = gate_cases(seqs, recent)
+        if not len(cases.users):  # known before training: do not train for nothing
+            return RoundResult("skipped", "no test cases in the held-out slice (no user there "
+                               "has history before it)", events=len(events))
         split = leave_last_out(seqs)
         log.info("round: %d events, %d for training, newest %d held out; champion %s",
                  len(events), len(past), len(recent), champion.version if champion else "none")
@@ -156,10 +160,6 @@ class Trainer:
             init={"sasrec": champion.encoder, "pipeline": champion.ranker} if champion else None)
         finite = all(t.result is not None and all_finite(t.result.model)
                      for t in trained.values())
-        cases = gate_cases(seqs, recent)
-        if not len(cases.users):
-            return RoundResult("skipped", "no test cases in the held-out slice (no user there "
-                               "has history before it)", events=len(events))
 
         def gate(scorer: object) -> dict:
             return evaluate_cases(scorer, cases.users, cases.histories, cases.targets,  # type: ignore[arg-type]

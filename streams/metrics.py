@@ -41,6 +41,26 @@ class WorkerMetrics:
                          registry=r)
         self.model = Gauge("streamrec_worker_model_info", "1 for the model version served",
                            ["version"], registry=r)
+        self.gc_seconds = Histogram("streamrec_worker_gc_seconds", "Garbage-collection "
+                                    "pauses of the worker process", ["generation"],
+                                    buckets=_STAGE_BUCKETS, registry=r)
+
+    def watch_gc(self) -> None:
+        """Time every garbage collection: a full one over a big heap stalls the event loop
+        (and so latency) for as long as it runs."""
+        import gc
+        import time
+
+        started: dict[str, float] = {}
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                started["t"] = time.perf_counter()
+            elif "t" in started:
+                self.gc_seconds.labels(str(info["generation"])).observe(
+                    time.perf_counter() - started.pop("t"))
+
+        gc.callbacks.append(on_gc)
 
     def serve_model(self, version: str) -> None:
         self.model.clear()

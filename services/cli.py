@@ -9,7 +9,7 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 
 from infra.errors import StackError
-from services import cli_demo, cli_events, cli_models, cli_stack, cli_trainer, cli_worker
+from services import cli_api, cli_demo, cli_events, cli_models, cli_stack, cli_trainer, cli_worker
 
 app = typer.Typer(
     help="streamrec: event-driven next-item recommendations on Kafka.",
@@ -21,6 +21,7 @@ app.registered_commands += cli_events.app.registered_commands
 app.registered_commands += cli_models.app.registered_commands
 app.registered_commands += cli_worker.app.registered_commands
 app.registered_commands += cli_trainer.app.registered_commands
+app.registered_commands += cli_api.app.registered_commands
 app.registered_commands += cli_demo.app.registered_commands
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.errors import StackError
@@ -52,8 +52,19 @@ class Settings(BaseSettings):
     recs_top_n: int = Field(10, ge=1, le=1000)
     recs_ttl_s: int = Field(24 * 3600, ge=1)
     recs_exclude_seen: bool = True
+    recs_channel: str = Field("streamrec:recs", min_length=1, description="Redis pub/sub "
+                              "channel of every published list (the API's live feeds)")
     session_gap_min: float = Field(30.0, gt=0)
     session_max_items: int = Field(50, ge=1)
+
+    # API (``streamrec api``): loopback by default; CORS off and no key unless set.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(None, description="required on POST /v1/events when set")
+    api_cors_origins: list[str] = Field(default_factory=list)
+    api_max_body_bytes: int = Field(1_048_576, ge=1024)
+    api_max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
+    api_heartbeat_s: float = Field(15.0, gt=0, description="SSE keep-alive comment interval")
 
     # Trainer: a round every interval and/or every N new events (0 turns a trigger off).
     trainer_interval_min: float = Field(60.0, ge=0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -88,21 +89,30 @@ class RecordProducer:
         return stats
 
     def produce(self, topic: str, key: bytes | None, value: bytes,
-                headers: Headers | None = None) -> None:
-        """Queue one record; when the local queue is full, serve reports until it has room."""
+                headers: Headers | None = None,
+                on_delivery: Callable[[KafkaError | None, Message], None] | None = None
+                ) -> None:
+        """Queue one record; when the local queue is full, serve reports until it has room.
+        ``on_delivery`` replaces the failure accounting for this record and, with
+        ``delivery.report.only.error`` off, also hears of its success."""
         producer = self._producer
+        extra = {"on_delivery": on_delivery} if on_delivery is not None else {}
         try:
-            producer.produce(topic, value, key, headers=headers)
+            producer.produce(topic, value, key, headers=headers, **extra)
         except BufferError:  # local queue full: serve delivery reports, then retry
             while True:
                 producer.poll(0.05)
                 try:
-                    producer.produce(topic, value, key, headers=headers)
+                    producer.produce(topic, value, key, headers=headers, **extra)
                     break
                 except BufferError:
                     continue
         self.stats.produced += 1
         producer.poll(0)
+
+    def poll(self, timeout_s: float) -> None:
+        """Serve delivery reports, waiting up to ``timeout_s`` for one."""
+        self._producer.poll(timeout_s)
 
     def flush(self, timeout_s: float = _FLUSH_TIMEOUT_S) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""

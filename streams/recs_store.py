@@ -1,8 +1,13 @@
 """The latest list per user in Redis: what the workers write and the API reads.
 
 Key ``recs:{user_id}`` holds the JSON payload the worker also publishes to the
-``recommendations`` topic, with a TTL so lists of users who left expire. Workers write a
-whole micro-batch in one pipelined round trip.
+``recommendations`` topic, with a TTL so lists of users who left expire. In the same
+pipelined round trip per micro-batch, each list is also published on one Redis pub/sub
+channel (``STREAMREC_RECS_CHANNEL``): API processes hold one subscription each and fan the
+lists out to their live feeds, so a feed client costs no Kafka consumer and no Redis
+connection. About once a second a worker also stores its recent popularity and model
+version under ``<channel>:popular``: the API's answer for users without a list, and its
+fallback when Redis is down.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ def recs_key(user_id: str) -> str:
     return f"{KEY_PREFIX}{user_id}"
 
 
+def popular_key(channel: str) -> str:
+    return f"{channel}:popular"
+
+
 class RecsWriter:
     """Asynchronous writer; ``url`` None writes nothing (no Redis configured)."""
 
-    def __init__(self, url: str | None, ttl_s: int) -> None:
+    def __init__(self, url: str | None, ttl_s: int, channel: str) -> None:
         self.ttl_s = ttl_s
+        self.channel = channel
         self.client: Any = None
         if url is not None:
             import redis.asyncio as aioredis
@@ -28,11 +38,15 @@ class RecsWriter:
             self.client = aioredis.Redis.from_url(url, socket_timeout=1.0,
                                                   socket_connect_timeout=1.0)
 
-    async def write(self, lists: list[tuple[str, bytes]]) -> None:
-        """Store each (user, payload); raises the client's error when Redis fails."""
-        if self.client is None or not lists:
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None) -> None:
+        """Store and publish each (user, payload), and the popularity payload when given;
+        raises the client's error when Redis fails."""
+        if self.client is None or not (lists or popular):
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for user, payload in lists:
                 pipe.set(recs_key(user), payload, ex=self.ttl_s)
+                pipe.publish(self.channel, payload)
+            if popular is not None:
+                pipe.set(popular_key(self.channel), popular, ex=self.ttl_s)
             await pipe.execute()

@@ -33,6 +33,8 @@ from streams.sessions import SessionPolicy, SessionState, apply_event
 
 log = logging.getLogger(__name__)
 
+POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -45,6 +47,7 @@ class WorkerConfig:
     partitions: int
     state_dir: Path
     redis_url: str | None
+    recs_channel: str = "streamrec:recs"
     batch_size: int = 256
     batch_within_s: float = 0.01
     top_n: int = 10
@@ -109,7 +112,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     metrics = metrics or WorkerMetrics()
     serving = Serving(bundle, metrics)
     popularity = DecayedPopularity()
-    recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s)
+    recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
+    popular_written = [0.0]  # monotonic time of the last popularity write
     lists_out = RecordProducer(cfg.bootstrap)
     app.sensors.add(FlushBeforeCommit(lists_out))
     positions: dict[Any, int] = {}  # last offset read per partition, for the lag gauge
@@ -137,7 +141,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         popularity.add(event.item_id, event.ts)
         sent = dict(message.headers or []).get(SENT_AT_HEADER)
         return {"user_id": event.user_id, "items": new_state.items, "event_id": event.event_id,
-                "sent_us": int(sent) if sent else None}
+                "item_id": event.item_id, "sent_us": int(sent) if sent else None}
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:
@@ -177,16 +181,23 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             payload = orjson.dumps({
                 "user_id": update["user_id"], "path": path, "model_version": bundle.version,
                 "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
-                "event_id": update["event_id"], "sent_us": update["sent_us"],
-                "published_us": now_us})
+                "event_id": update["event_id"], "event_item_id": update["item_id"],
+                "sent_us": update["sent_us"], "published_us": now_us})
             lists.append((update["user_id"], payload))
             # Queued, not awaited: librdkafka batches (linger 5 ms); FlushBeforeCommit
             # delivers it all before the offsets of these events are committed.
             lists_out.produce(cfg.recommendations, update["user_id"].encode(), payload)
         for path, count in paths.items():
             metrics.published.labels(path).inc(count)
+        popular = None
+        if start - popular_written[0] >= POPULAR_EVERY_S:  # a top-k scan: not per batch
+            popular_written[0] = start
+            popular = orjson.dumps({
+                "model_version": bundle.version, "computed_us": now_us,
+                "items": [{"item_id": i, "score": round(s, 6)}
+                          for i, s in popularity.top(cfg.top_n)]})
         try:
-            await recs_writer.write(lists)
+            await recs_writer.write(lists, popular)
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
             metrics.redis_errors.inc()
             log.warning("writing %d lists to Redis failed: %s", len(lists), exc)

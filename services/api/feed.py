@@ -1,0 +1,122 @@
+"""Live feeds: one Redis pub/sub subscription per API process, fanned out in memory.
+
+Workers publish every list on one channel (``streams.recs_store``). Each API process
+subscribes once and hands each list to the feeds open for that user, so a thousand SSE
+clients cost a thousand small in-memory slots, not a Kafka consumer group or a Redis
+connection each; Redis pub/sub adds well under a millisecond on loopback, where reading
+the ``recommendations`` topic would add the consumer's fetch wait. A list missed while
+the subscription is down is not lost for a client: on reconnect every open feed is sent
+its user's current list again, and a client that reconnects gets the newest at once.
+
+A slow client only ever needs the newest list, so each feed holds one slot that newer
+lists overwrite: no queue can grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from services.api.lists import shape
+from services.api.live import LiveStats
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = (0.2, 0.5, 1.0, 2.0)
+
+
+class Feed:
+    """One client's slot: the newest list (``lists.shape``d) not yet sent to it."""
+
+    __slots__ = ("latest", "ready")
+
+    def __init__(self) -> None:
+        self.latest: dict | None = None
+        self.ready = asyncio.Event()
+
+    def offer(self, payload: dict) -> None:
+        self.latest = payload
+        self.ready.set()
+
+    async def next(self, timeout_s: float) -> dict | None:
+        """The next list, or None after ``timeout_s`` without one (time for a heartbeat)."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout_s)
+        except TimeoutError:
+            return None
+        self.ready.clear()
+        payload, self.latest = self.latest, None
+        return payload
+
+
+class FeedHub:
+    def __init__(self, client: Any, channel: str, stats: LiveStats,
+                 current: Callable[[str], Awaitable[dict]]) -> None:
+        self.client = client  # a client without a socket timeout: listening idles
+        self.channel = channel
+        self.stats = stats
+        self.current = current  # user -> their current list
+        self.feeds: dict[str, set[Feed]] = defaultdict(set)
+        self.connected = False
+
+    @property
+    def clients(self) -> int:
+        return sum(len(f) for f in self.feeds.values())
+
+    def open(self, user_id: str) -> Feed:
+        feed = Feed()
+        self.feeds[user_id].add(feed)
+        return feed
+
+    def close(self, user_id: str, feed: Feed) -> None:
+        feeds = self.feeds.get(user_id)
+        if feeds is not None:
+            feeds.discard(feed)
+            if not feeds:
+                del self.feeds[user_id]
+
+    def dispatch(self, raw: bytes) -> None:
+        """One published list: into the live figures and every feed open for its user."""
+        payload = orjson.loads(raw)
+        self.stats.observe(payload, time.monotonic())
+        feeds = self.feeds.get(payload["user_id"])
+        if feeds:
+            shaped = shape(payload, len(payload["items"]))
+            for feed in feeds:
+                feed.offer(shaped)
+
+    async def run(self) -> None:
+        """Listen until cancelled, resubscribing with backoff whenever Redis goes away."""
+        failures = 0
+        while True:
+            try:
+                async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self.connected = True
+                    if failures:
+                        log.info("feed subscription back after %d failures", failures)
+                        await self._resend_current()
+                    failures = 0
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.dispatch(message["data"])
+            except (RedisError, OSError) as exc:
+                self.connected = False
+                delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
+                failures += 1
+                if failures == 1:
+                    log.warning("feed subscription lost (%s); retrying", exc)
+                await asyncio.sleep(delay)
+
+    async def _resend_current(self) -> None:
+        for user_id, feeds in list(self.feeds.items()):
+            payload = await self.current(user_id)
+            for feed in list(feeds):
+                feed.offer(payload)

@@ -1,0 +1,109 @@
+"""``POST /v1/events``: validate posted events with the producer library's schema, then
+produce them to ``interactions`` and answer only once Kafka has acknowledged them.
+
+A batch is all or nothing: one malformed event rejects the whole body with every reason,
+and nothing is produced, so a client can fix and resend without creating duplicates.
+Events get the ``sent_us`` header at arrival, so send-to-publish latency includes the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+import orjson
+from confluent_kafka import KafkaError, Message
+
+from streams.events import Event, InvalidEvent, Reason, parse
+from streams.producer import RecordProducer, sent_at_header
+
+
+class TooManyEvents(ValueError):
+    """More events in one body than ``STREAMREC_API_MAX_EVENTS``."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    reason: str
+    detail: str
+
+
+def validate_body(body: bytes, max_events: int) -> tuple[list[Event], list[Rejection]]:
+    """One event (a JSON object) or a JSON array of them -> (events, rejections)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return [], [Rejection(0, Reason.BAD_JSON.value, str(exc))]
+    items = doc if isinstance(doc, list) else [doc]
+    if len(items) > max_events:
+        raise TooManyEvents(f"{len(items)} events in one request; the limit is {max_events}")
+    if not items:
+        return [], [Rejection(0, Reason.BAD_VALUE.value, "empty array: no events")]
+    events, rejections = [], []
+    for index, item in enumerate(items):
+        try:
+            events.append(parse(orjson.dumps(item)))
+        except InvalidEvent as exc:
+            rejections.append(Rejection(index, exc.reason.value, exc.detail))
+    return events, rejections
+
+
+class DeliveryFailed(RuntimeError):
+    """Kafka did not acknowledge every event in time; the client should retry."""
+
+
+class EventIngest:
+    """Produces events with the idempotent producer; ``send`` returns once all are acked.
+
+    A background thread serves librdkafka's delivery reports and settles each event's
+    future on the event loop.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, timeout_s: float = 10.0) -> None:
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.producer = RecordProducer(bootstrap, {"delivery.report.only.error": False,
+                                                   "message.timeout.ms": int(timeout_s * 1000)})
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._serve_reports, name="ingest-reports",
+                                        daemon=True)
+        self._poller.start()
+
+    def _serve_reports(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    async def send(self, events: list[Event]) -> None:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for event in events:
+            future = loop.create_future()
+
+            def settle(err: KafkaError | None, _msg: Message,
+                       future: asyncio.Future = future) -> None:
+                loop.call_soon_threadsafe(_settle, future, err)
+
+            self.producer.produce(self.topic, event.key, event.to_json(), [sent_at_header()],
+                                  on_delivery=settle)
+            futures.append(future)
+        try:
+            errors = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s + 1)
+        except TimeoutError:
+            raise DeliveryFailed(
+                f"Kafka did not acknowledge within {self.timeout_s:.0f} s") from None
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise DeliveryFailed(f"{len(failed)} of {len(events)} events not delivered: "
+                                 f"{failed[0]}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._poller.join()
+        self.producer.close()
+
+
+def _settle(future: asyncio.Future, err: KafkaError | None) -> None:
+    if not future.done():
+        future.set_result(None if err is None else str(err))

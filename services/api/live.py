@@ -1,0 +1,82 @@
+"""The dashboard's live figures, computed from the lists the workers publish.
+
+Every list carries the triggering event's send time, its own publish time, its model
+version and the event's item, so one pass over the flow gives throughput, latency
+percentiles, the model in service (and when it changed), and online HR@10: was the
+event's item in the list this user was shown before it (the prequential protocol of the
+demo's report, here over a sliding window).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HR_K = 10
+
+
+@dataclass
+class LiveStats:
+    window_s: float = 10.0
+    max_users: int = 200_000  # users whose last list is remembered for online HR
+    max_judged: int = 10_000  # online HR over this many most recent judged events
+    arrivals: deque[tuple[float, float | None]] = field(default_factory=deque)
+    hits: deque[bool] = field(default_factory=deque)
+    shown: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
+    model_version: str | None = None
+    last_swap_us: int | None = None
+
+    def observe(self, payload: dict, now_s: float) -> None:
+        """One published list, seen at ``now_s`` (monotonic seconds)."""
+        sent, published = payload.get("sent_us"), payload.get("published_us")
+        latency_ms = (published - sent) / 1000 if sent and published else None
+        self.arrivals.append((now_s, latency_ms))
+        self._forget(now_s)
+        version = payload.get("model_version")
+        if payload.get("path") == "model" and version != self.model_version:
+            if self.model_version is not None:
+                self.last_swap_us = published
+            self.model_version = version
+        user, item = payload.get("user_id"), payload.get("event_item_id")
+        before = self.shown.pop(user, None)
+        if before is not None and item is not None:
+            self.hits.append(item in before)
+            if len(self.hits) > self.max_judged:
+                self.hits.popleft()
+        self.shown[user] = [i["item_id"] for i in payload.get("items", ())[:HR_K]]
+        if len(self.shown) > self.max_users:
+            self.shown.popitem(last=False)
+
+    def _forget(self, now_s: float) -> None:
+        while self.arrivals and self.arrivals[0][0] < now_s - self.window_s:
+            self.arrivals.popleft()
+
+    def snapshot(self, now_s: float) -> dict:
+        self._forget(now_s)
+        latencies = [lat for _, lat in self.arrivals if lat is not None]
+        pcts = (np.percentile(latencies, [50, 95, 99]).round(2).tolist() if latencies
+                else [None] * 3)
+        return {
+            "window_s": self.window_s,
+            "lists_per_s": round(len(self.arrivals) / self.window_s, 2),
+            "latency_ms": dict(zip(("p50", "p95", "p99"), pcts)),
+            "model_version": self.model_version,
+            "last_swap_us": self.last_swap_us,
+            "online_hr10": round(sum(self.hits) / len(self.hits), 4) if self.hits else None,
+            "judged": len(self.hits),
+        }
+
+
+@dataclass
+class RateOf:
+    """Per-second rate of a growing total (the dead-letter topic's size), from two reads."""
+
+    last: tuple[float, int] | None = None
+    rate: float | None = None
+
+    def update(self, total: int, now_s: float) -> None:
+        if self.last is not None and now_s > self.last[0]:
+            self.rate = round((total - self.last[1]) / (now_s - self.last[0]), 2)
+        self.last = (now_s, total)

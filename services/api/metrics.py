@@ -1,0 +1,65 @@
+"""The API's Prometheus metrics and the ASGI middleware that records them per route.
+
+Routes are labelled by their template (``/v1/users/{user_id}/recommendations``), never by
+the raw path, so user ids cannot blow up the label set. The live feed is counted but kept
+out of the latency histogram: its "latency" is how long a client stayed connected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+STREAMING_ROUTES = frozenset({"/v1/users/{user_id}/feed"})
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("streamrec_api_requests", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("streamrec_api_request_seconds", "Time to answer, by route",
+                                 ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.feed_clients = Gauge("streamrec_api_feed_clients", "SSE feed clients connected",
+                                  registry=r)
+        self.events_accepted = Counter("streamrec_api_events_accepted", "Events produced to "
+                                       "Kafka from POST /v1/events", registry=r)
+        self.events_rejected = Counter("streamrec_api_events_rejected", "Posted events "
+                                       "rejected, by reason", ["reason"], registry=r)
+        self.fallbacks = Counter("streamrec_api_fallbacks", "Answers served from this "
+                                 "process's popularity because Redis was down", registry=r)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request and times the non-streaming ones, by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
+            if route not in STREAMING_ROUTES:
+                self.metrics.latency.labels(route).observe(time.perf_counter() - start)

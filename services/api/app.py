@@ -68,7 +68,9 @@ class Backends:
 
 def _event_body_schema(max_events: int) -> dict[str, Any]:
     event = {k: v for k, v in json_schema().items() if k not in ("$schema", "$id")}
-    return {"required": True, "content": {"application/json": {"schema": {
+    return {"required": True, "description": "events of the published event schema; ids "
+            "must also be printable and ts at most now + 1 day (422 otherwise)",
+            "content": {"application/json": {"schema": {
         "oneOf": [event, {"type": "array", "items": event, "minItems": 1,
                           "maxItems": max_events}]}}}}
 

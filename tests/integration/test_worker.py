@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from helpers import free_port, metric
 
 from services.processes import CLI, ServiceProcess
 from services.settings import Settings
@@ -47,19 +46,6 @@ def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str)
             "STREAMREC_INTERACTIONS_PARTITIONS": "2",
             "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}",
             "STREAMREC_WORKER_METRICS_PORT": "0", **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _metric(port: int, name: str) -> float:
-    """A sample's value from a worker's /metrics (summed over its labels)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and line[len(name)] in " {")
 
 
 def _send(settings: Settings, env: dict, events: list[Event]) -> None:
@@ -117,7 +103,7 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
     tmp_path: Path,
 ) -> None:
     champion_env, events = champion
-    port = _free_port()
+    port = free_port()
     env = _worker_env(champion_env, new_topic, STREAMREC_REDIS_URL="redis://127.0.0.1:1/0",
                       STREAMREC_WORKER_METRICS_PORT=str(port))
     worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
@@ -129,8 +115,9 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
         both = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
                                from_beginning=True, limit=150, idle_timeout_s=60))
         assert worker.proc.poll() is None
-        redis_errors = _metric(port, "streamrec_worker_redis_errors_total")
-        published = _metric(port, "streamrec_worker_published_total")
+        page = f"http://127.0.0.1:{port}/metrics"
+        redis_errors = metric(page, "streamrec_worker_redis_errors_total")
+        published = metric(page, "streamrec_worker_published_total")
     finally:
         output = worker.stop()
     assert len(first) == 100 and len(both) == 150, output[-3000:]

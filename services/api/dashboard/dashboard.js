@@ -8,7 +8,8 @@ const fmt = (x, digits = 1) => (x === null || x === undefined ? "–" : Number(x
 
 function spark(id, values) {
   const max = Math.max(1e-9, ...values.filter((v) => v !== null));
-  const points = values.map((v, i) => `${(i * 120) / (KEEP - 1)},${40 - ((v ?? 0) / max) * 38}`);
+  const start = KEEP - values.length; // newest at the right edge, history grows leftwards
+  const points = values.map((v, i) => `${((start + i) * 120) / (KEEP - 1)},${40 - ((v ?? 0) / max) * 38}`);
   $(id).setAttribute("points", points.join(" "));
 }
 

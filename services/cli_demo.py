@@ -6,7 +6,8 @@ it; a worker catches up on the past, then the future is replayed live while a
 long-running trainer waits beside the worker. The report gives online quality
 (prequential: the list shown after each event, scored against that user's next event),
 send-to-publish latency and throughput of the live part; then the trainer's round on past
-+ future runs, and when it promotes, the worker swaps. Each run uses its own topics
++ future runs, and when it promotes, the worker swaps. The API runs beside the worker for
+the whole job: its dashboard shows the live figures and any user's list as it changes. Each run uses its own topics
 (``demo-<run>.*``) so its report counts only its own events.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -96,6 +98,19 @@ def _report(run: str, future: list[Event], values: list[dict], rate: float) -> T
     return table
 
 
+def _api_port(settings: Settings) -> int:
+    """``STREAMREC_API_PORT`` when free, else any free port: a user's own API may hold it."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", settings.api_port))
+            return settings.api_port
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+
 @app.command()
 def demo(
     data: Annotated[Path | None, typer.Option(help="a log to use instead of synthetic data")]
@@ -143,12 +158,20 @@ def demo(
 
     worker = ServiceProcess.start(env, folder / "worker.log", "worker", "--worker-id",
                                   f"demo-{run}")
+    api_url = f"http://127.0.0.1:{_api_port(settings)}"
+    api = ServiceProcess.start({**env, "STREAMREC_API_PORT": api_url.rsplit(":", 1)[1]},
+                               folder / "api.log", "api")
     trainer = None
     try:
         try:
             worker.wait_joined(settings.kafka_servers, group)
+            api.wait_http(f"{api_url}/healthz")
         except WorkerFailed as exc:
             raise typer.Exit(str(exc)) from None
+        watch = Counter(e.user_id for e in future).most_common(1)[0][0]
+        console.print(f"[bold]api[/] {api_url}/ : open the dashboard and watch user "
+                      f"[bold]{watch}[/] while the future is replayed; lists: "
+                      f"{api_url}/v1/users/{watch}/recommendations")
         # The long-running trainer: its next round starts once the future has arrived. It
         # starts (imports, registry) while the worker catches up, not during the replay.
         trainer = ServiceProcess.start(env, folder / "trainer.log", "trainer", "--interval-min",
@@ -173,5 +196,6 @@ def demo(
     finally:
         if trainer is not None:
             trainer.stop()
+        api.stop()
         worker.stop()
     console.print(f"topics demo-{run}.*, group {group}; logs {folder}")

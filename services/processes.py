@@ -1,4 +1,4 @@
-"""``streamrec`` services (worker, trainer) as child processes, for the demo, the benchmarks
+"""``streamrec`` services (worker, trainer, api) as child processes, for the demo, the benchmarks
 and the tests.
 
 Output goes to a file, never to a pipe: an undrained pipe fills and blocks the worker.
@@ -36,7 +36,7 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
 
 
 class WorkerFailed(RuntimeError):
-    """A worker exited or never joined its consumer group."""
+    """A service exited, never joined its consumer group or never answered."""
 
 
 @dataclass
@@ -87,6 +87,25 @@ class ServiceProcess:
                 return None
             time.sleep(0.5)
         return None
+
+    def wait_http(self, url: str, timeout_s: float = 60) -> None:
+        """Until ``url`` answers 200 (a service's health route)."""
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise WorkerFailed(f"exited with code {self.proc.returncode}; log {self.log}:"
+                                   f"\n{self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise WorkerFailed(f"{url} did not answer within {timeout_s:.0f} s; log {self.log}")
 
     def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -167,12 +167,19 @@ def create_api(settings: Settings) -> FastAPI:
             metrics.feed_clients.inc()
             try:
                 yield b"retry: 2000\n\n"
+                # The slot opens first so no list is missed; one published between that and
+                # this read would then come twice, hence the check on the last id sent.
                 current = await b.source.current(user_id, MAX_K)
-                if str(current["published_us"]) != last_event_id:
+                sent = str(current["published_us"])
+                if sent != last_event_id:
                     yield _sse(current, k)
                 while True:
                     payload = await slot.next(settings.api_heartbeat_s)
-                    yield _sse(payload, k) if payload is not None else b": keep-alive\n\n"
+                    if payload is None:
+                        yield b": keep-alive\n\n"
+                    elif str(payload["published_us"]) != sent:
+                        sent = str(payload["published_us"])
+                        yield _sse(payload, k)
             finally:
                 b.hub.close(user_id, slot)
                 metrics.feed_clients.dec()

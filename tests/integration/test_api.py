@@ -83,15 +83,7 @@ def running(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     url = f"http://127.0.0.1:{port}"
     try:
         worker.wait_joined(settings.kafka_servers, run)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and api.proc.poll() is None, api.output()[-3000:]
-            time.sleep(0.3)
+        api.wait_http(f"{url}/healthz")
         yield Running(url, env, redis, api, worker)
     finally:
         api.stop()

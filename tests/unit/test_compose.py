@@ -26,6 +26,7 @@ def test_every_streamrec_variable_is_a_settings_field() -> None:
         for var in env:
             if var.startswith("STREAMREC_"):
                 assert var in fields, f"{name}: {var} is not a Settings field"
+    assert _compose()["services"]["api"]["environment"]["STREAMREC_API_HOST"] == "0.0.0.0"
     streamrec = [s for s in _compose()["services"].values() if s.get("build")]
     assert streamrec and all(s["environment"]["STREAMREC_KAFKA_BOOTSTRAP"] for s in streamrec)
 

@@ -9,6 +9,7 @@ answer against it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import time
@@ -119,6 +120,7 @@ def create_api(settings: Settings) -> FastAPI:
                 await asyncio.sleep(REFRESH_S)
 
         tasks = [asyncio.create_task(b.hub.run()), asyncio.create_task(refresh())]
+        gc.freeze()  # what start-up built lives as long as the process: keep it out of GC
         try:
             yield
         finally:

@@ -66,8 +66,9 @@ def worker(
     console.print(f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
                   f"{cfg.interactions} -> {cfg.recommendations}"
                   + (f", metrics on :{port}/metrics" if port else ""))
-    for noisy in ("aiokafka", "faust", "mode"):  # their INFO chatter costs throughput
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_level not in ("debug", "info"):  # their INFO chatter costs throughput
+        for noisy in ("aiokafka", "faust", "mode"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
     # buffer holds 100 changelog writes): normal back-pressure, not a fault.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import KafkaError
+
 from services.settings import Settings
 
 CLI = [sys.executable, "-m", "services.cli"]
@@ -33,6 +35,12 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
     topics = {k: v for k, v in names.items() if k.startswith("topic_")}
     ensure_topics(settings.kafka_servers, settings.model_copy(update=topics).topics())
     return {f"STREAMREC_{key.upper()}": value for key, value in names.items()}
+
+
+# Answers from a broker that has just started, while it loads its group coordinator.
+_COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR,
+                                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                    KafkaError.COORDINATOR_NOT_AVAILABLE})
 
 
 class WorkerFailed(RuntimeError):
@@ -56,7 +64,7 @@ class ServiceProcess:
                     members: int = 1) -> None:
         """Until the consumer group is stable with ``members`` members, i.e. the workers own
         their partitions and events produced from now on are answered."""
-        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka import ConsumerGroupState, KafkaException
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -65,9 +73,15 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise WorkerFailed(f"the worker exited with code {self.proc.returncode}; "
                                    f"log {self.log}:\n{self.output()[-2000:]}")
-            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-            if desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members:
-                return
+            try:
+                desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            except KafkaException as exc:  # a broker just started: coordinator not ready
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY):
+                    raise
+            else:
+                if desc.state == ConsumerGroupState.STABLE and len(desc.members) >= members:
+                    return
             time.sleep(0.5)
         raise WorkerFailed(f"the worker did not join group {group} within {timeout_s:.0f} s; "
                            f"log {self.log}")

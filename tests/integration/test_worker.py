@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -134,7 +135,8 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
     live = events[2500:3000]
     for expected_total, half in ((250, live[:250]), (500, live[250:])):
         # A worker per half: the second starts from the state the first left in the changelog.
-        worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
+        worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker", "--log-level",
+                                      "info")  # rebalances and recovery, should it fail
         try:
             _send(settings, env, half)
             done = list(read_topic(settings.kafka_servers,
@@ -145,7 +147,9 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
         answered = {orjson.loads(r.value)["event_id"] for r in done}
         missing = [(e.event_id, e.user_id) for e in live[:expected_total]
                    if e.event_id not in answered]
-        assert len(done) == expected_total, f"unanswered {missing}\n{output[-3000:]}"
+        story = [line for line in output.splitlines() if re.search(
+            r"ebalanc|ecover|eek|eneration|ssign|kipping|WARN|ERROR|rror", line)]
+        assert len(done) == expected_total, f"unanswered {missing}\n" + "\n".join(story[-80:])
     # The final state per user in the changelog equals sessionizing every event in one go.
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
     final: dict[str, dict] = {}

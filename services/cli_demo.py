@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -193,6 +194,11 @@ def demo(
         if outcome and "outcome=promoted" in outcome:
             swapped = worker.wait_for("model swapped", 120)
             console.print(f"  worker: {swapped.split('] ')[-1] if swapped else 'no swap seen'}")
+        if sys.stdin.isatty():  # a person is watching: leave the API up to explore
+            console.print(f"[bold]the worker and API keep running[/]: {api_url}/ ; send a "
+                          f"click with curl -X POST {api_url}/v1/events -d '<event JSON>' "
+                          "(README) and watch the list change. Press Enter to stop.")
+            input()
     finally:
         if trainer is not None:
             trainer.stop()

@@ -70,9 +70,7 @@ class ServiceProcess:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise WorkerFailed(f"the worker exited with code {self.proc.returncode}; "
-                                   f"log {self.log}:\n{self.output()[-2000:]}")
+            self._raise_if_exited()
             try:
                 desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
             except KafkaException as exc:  # a broker just started: coordinator not ready
@@ -85,6 +83,12 @@ class ServiceProcess:
             time.sleep(0.5)
         raise WorkerFailed(f"the worker did not join group {group} within {timeout_s:.0f} s; "
                            f"log {self.log}")
+
+    def _raise_if_exited(self) -> None:
+        if self.proc.poll() is not None:
+            raise WorkerFailed(f"streamrec {self.proc.args[len(CLI)]} exited with code "
+                               f"{self.proc.returncode}; log {self.log}:\n"
+                               f"{self.output()[-2000:]}")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -109,9 +113,7 @@ class ServiceProcess:
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise WorkerFailed(f"exited with code {self.proc.returncode}; log {self.log}:"
-                                   f"\n{self.output()[-2000:]}")
+            self._raise_if_exited()
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
                     if reply.status == 200:

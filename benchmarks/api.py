@@ -3,12 +3,14 @@
     python -m benchmarks.api [--requests 20000] [--sse-clients 1000] [--sse-seconds 60]
 
 Needs the local stack (``streamrec stack up``). Starts ``streamrec api`` as its own
-process on fresh topics and a fresh Redis channel, with 10,000 users' lists stored the
-way the workers store them (a real worker is not needed to serve reads).
+process on fresh topics and a fresh Redis channel. 10,000 users' lists are stored in Redis
+before it starts ("cold": reads go to Redis), and 10,000 more are stored and published
+the way workers do once it runs ("hot": the API has seen them on the channel and serves
+them from memory). A real worker is not needed to serve reads.
 
-1. ``GET /v1/users/{u}/recommendations`` at 1 and 64 concurrent clients (keep-alive
-   connections, aiohttp), beside the same number of clients doing bare Redis ``GET`` of
-   the same keys (redis-py asyncio), in the same run: requests/s and p50/p99 latency.
+1. ``GET /v1/users/{u}/recommendations`` of hot users at 1 and 64 concurrent clients
+   (keep-alive connections, aiohttp), beside the same number of clients doing bare Redis
+   ``GET`` of the same keys (redis-py asyncio), in the same run: requests/s and p50/p99.
 2. ``--sse-clients`` feeds, one per user, held for ``--sse-seconds`` while lists are
    published for random watched users the way a worker does (SET + PUBLISH in one
    pipeline, 200 lists/s): delay from publish to the client's receipt, p50/p99.
@@ -17,7 +19,7 @@ Client and API share this machine's cores, so the figures include the load gener
 cost; both sides of each comparison pay it alike (the client runs with its garbage
 collector off, so its pauses do not show up as server latency). When ``wrk`` is installed
 (``apt-get install wrk``), the API GET rows are repeated with it: a C load generator that
-leaves the API more of the CPU.
+leaves the API more of the CPU, for hot and for cold users.
 """
 
 from __future__ import annotations
@@ -72,14 +74,15 @@ async def _closed_loop(call, concurrency: int, total: int) -> dict:  # noqa: ANN
     return _summary(latencies, time.perf_counter() - start)
 
 
-async def _get_benchmark(url: str, redis_url: str, total: int) -> list[tuple[str, int, dict]]:
+async def _get_benchmark(url: str, redis_url: str, total: int,
+                         prefix: str) -> list[tuple[str, int, dict]]:
     rng = random.Random(1)
     rows = []
     for concurrency in (1, 64):
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as http:
             async def api_get() -> None:
-                user = f"bench-{rng.randrange(USERS)}"
+                user = f"{prefix}-{rng.randrange(USERS)}"
                 async with http.get(f"{url}/v1/users/{user}/recommendations") as reply:
                     await reply.read()
                     assert reply.status == 200
@@ -90,12 +93,13 @@ async def _get_benchmark(url: str, redis_url: str, total: int) -> list[tuple[str
         client = aioredis.Redis(connection_pool=pool)
 
         async def redis_get(client: aioredis.Redis = client) -> None:
-            await client.get(recs_key(f"bench-{rng.randrange(USERS)}"))
+            await client.get(recs_key(f"{prefix}-{rng.randrange(USERS)}"))
 
         await _closed_loop(redis_get, concurrency, min(total, 2000))
         bare = await _closed_loop(redis_get, concurrency, total)
         await client.aclose()
-        rows += [("API GET", concurrency, api), ("bare Redis GET", concurrency, bare)]
+        rows += [(f"API GET {prefix}", concurrency, api),
+                 ("bare Redis GET", concurrency, bare)]
     return rows
 
 
@@ -150,17 +154,21 @@ async def _sse_benchmark(url: str, redis_url: str, channel: str, clients: int,
             "p99_ms": float(np.percentile(d, 99)), "max_ms": float(d.max())}
 
 
-async def _seed(redis_url: str) -> None:
+async def _seed(redis_url: str, prefix: str, channel: str | None = None) -> None:
+    """Store USERS lists, and publish them on ``channel`` as a worker does when given."""
     rng = random.Random(0)
     client = aioredis.Redis.from_url(redis_url)
     async with client.pipeline(transaction=False) as pipe:
         for i in range(USERS):
-            pipe.set(recs_key(f"bench-{i}"), _payload(f"bench-{i}", rng), ex=3600)
+            payload = _payload(f"{prefix}-{i}", rng)
+            pipe.set(recs_key(f"{prefix}-{i}"), payload, ex=3600)
+            if channel is not None:
+                pipe.publish(channel, payload)
         await pipe.execute()
     await client.aclose()
 
 
-def _wrk(url: str, concurrency: int, seconds: int = 10) -> dict | None:
+def _wrk(url: str, concurrency: int, prefix: str, seconds: int = 10) -> dict | None:
     """``wrk`` on random users' lists; None when wrk is not installed."""
     import re
     import shutil
@@ -169,7 +177,7 @@ def _wrk(url: str, concurrency: int, seconds: int = 10) -> dict | None:
 
     if shutil.which("wrk") is None:
         return None
-    script = ('request = function() return wrk.format("GET", "/v1/users/bench-" .. '
+    script = (f'request = function() return wrk.format("GET", "/v1/users/{prefix}-" .. '
               f'math.random(0, {USERS - 1}) .. "/recommendations") end')
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
@@ -200,22 +208,26 @@ def main() -> None:
     port = 18000 + random.randrange(1000)
     env = {**os.environ, **isolated_run(settings, run), "STREAMREC_API_PORT": str(port)}
     url = f"http://127.0.0.1:{port}"
-    asyncio.run(_seed(settings.redis))
+    asyncio.run(_seed(settings.redis, "cold"))
     folder = settings.data_dir / "bench" / run
     folder.mkdir(parents=True, exist_ok=True)
     api = ServiceProcess.start(env, folder / "api.log", "api")
     try:
         api.wait_http(f"{url}/healthz")
+        time.sleep(1.0)  # its channel subscription starts beside the first answers
+        asyncio.run(_seed(settings.redis, "hot", env["STREAMREC_RECS_CHANNEL"]))
         gc.disable()
-        rows = asyncio.run(_get_benchmark(url, settings.redis, args.requests))
-        for concurrency in (1, 64):
-            measured = _wrk(url, concurrency)
-            if measured is not None:
-                rows.append(("API GET (wrk)", concurrency, measured))
-        print(f"\nGET, {args.requests:,} requests per row, {USERS:,} users' lists in Redis")
-        print(f"{'':16} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        rows = asyncio.run(_get_benchmark(url, settings.redis, args.requests, "hot"))
+        for prefix in ("hot", "cold"):
+            for concurrency in (1, 64):
+                measured = _wrk(url, concurrency, prefix)
+                if measured is not None:
+                    rows.append((f"API GET {prefix} (wrk)", concurrency, measured))
+        print(f"\nGET, {args.requests:,} requests per aiohttp row, {USERS:,} hot and "
+              f"{USERS:,} cold users")
+        print(f"{'':22} {'clients':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         for name, concurrency, r in rows:
-            print(f"{name:16} {concurrency:>7} {r['rps']:>9,.0f} {r['p50_ms']:>8.2f} "
+            print(f"{name:22} {concurrency:>7} {r['rps']:>9,.0f} {r['p50_ms']:>8.2f} "
                   f"{r['p99_ms']:>8.2f}")
         for concurrency in (1, 64):
             a, b = (r for n, c, r in rows if c == concurrency and "wrk" not in n)

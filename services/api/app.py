@@ -27,9 +27,10 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from services.api.fast_reads import USER_ID_RE, FastReads
 from services.api.feed import FeedHub
 from services.api.ingest import DeliveryFailed, EventIngest, TooManyEvents, validate_body
-from services.api.lists import ListSource
+from services.api.lists import MAX_K, ListSource
 from services.api.live import LiveStats, RateOf
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.schemas import (
@@ -47,11 +48,10 @@ from streams.events import json_schema
 log = logging.getLogger(__name__)
 
 DASHBOARD = Path(__file__).with_name("dashboard")
-MAX_K = 100
 REFRESH_S = 1.0  # popularity, Kafka reachability and the dead-letter rate, this often
 # Ids in paths: printable ASCII without space or '/', as long as the event schema allows.
-USER_ID = Annotated[str, PathParam(min_length=1, max_length=256, pattern=r"^[!-.0-~]+$",
-                                   examples=["u42"])]
+USER_ID = Annotated[str, PathParam(min_length=1, max_length=256,
+                                   pattern=f"^{USER_ID_RE.pattern}$", examples=["u42"])]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="required when STREAMREC_API_KEY is set")
@@ -96,10 +96,10 @@ def create_api(settings: Settings) -> FastAPI:
                                          socket_connect_timeout=0.5)
         listener = aioredis.Redis.from_url(settings.redis, socket_connect_timeout=0.5,
                                            health_check_interval=5)
-        source = ListSource(client, settings.recs_channel)
+        source = ListSource(client, settings.recs_channel, settings.recs_ttl_s,
+                            on_fallback=metrics.fallbacks.inc)
         stats = LiveStats()
-        b = Backends(source, FeedHub(listener, settings.recs_channel, stats,
-                                     lambda user: source.current(user, MAX_K)),
+        b = Backends(source, FeedHub(listener, settings.recs_channel, stats, source),
                      stats, EventIngest(settings.kafka_servers, settings.topic_interactions),
                      RateOf())
         backends["b"] = b
@@ -134,13 +134,6 @@ def create_api(settings: Settings) -> FastAPI:
     app = FastAPI(title="streamrec API", version="1", lifespan=lifespan,
                   description="Next-item lists computed by the streamrec stream workers: "
                               "read them, follow them live (SSE), send events.")
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    if settings.api_cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins,
-                           allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-API-Key", "Last-Event-ID"])
 
     def json(body: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(body), status, media_type="application/json")
@@ -148,10 +141,7 @@ def create_api(settings: Settings) -> FastAPI:
     @app.get("/v1/users/{user_id}/recommendations", response_model=RecommendationList,
              summary="The user's latest list")
     async def recommendations(user_id: USER_ID, k: K = 10) -> Response:
-        body = await backends["b"].source.current(user_id, k)
-        if body["path"] == "fallback":
-            metrics.fallbacks.inc()
-        return json(body)
+        return json(await backends["b"].source.current(user_id, k))
 
     @app.get("/v1/users/{user_id}/feed", response_class=StreamingResponse,
              summary="The user's lists, live (Server-Sent Events)",
@@ -254,6 +244,16 @@ def create_api(settings: Settings) -> FastAPI:
     async def dashboard_script() -> FileResponse:
         return FileResponse(DASHBOARD / "dashboard.js", media_type="text/javascript")
 
+    # Each wraps the ones added before it: the fast path for reads, then metrics, then CORS.
+    app.add_middleware(FastReads, source=lambda: backends["b"].source, route=next(
+        r for r in app.routes if getattr(r, "endpoint", None) is recommendations))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.api_cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key", "Last-Event-ID"])
     return app
 
 

@@ -18,13 +18,12 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
-from services.api.lists import shape
+from services.api.lists import MAX_K, ListSource, shape
 from services.api.live import LiveStats
 
 log = logging.getLogger(__name__)
@@ -57,12 +56,11 @@ class Feed:
 
 
 class FeedHub:
-    def __init__(self, client: Any, channel: str, stats: LiveStats,
-                 current: Callable[[str], Awaitable[dict]]) -> None:
+    def __init__(self, client: Any, channel: str, stats: LiveStats, source: ListSource) -> None:
         self.client = client  # a client without a socket timeout: listening idles
         self.channel = channel
         self.stats = stats
-        self.current = current  # user -> their current list
+        self.source = source
         self.feeds: dict[str, set[Feed]] = defaultdict(set)
         self.connected = False
 
@@ -86,11 +84,10 @@ class FeedHub:
         """One published list: into the live figures and every feed open for its user."""
         payload = orjson.loads(raw)
         self.stats.observe(payload, time.monotonic())
-        feeds = self.feeds.get(payload["user_id"])
-        if feeds:
-            shaped = shape(payload, len(payload["items"]))
-            for feed in feeds:
-                feed.offer(shaped)
+        shaped = shape(payload, len(payload["items"]))
+        self.source.remember(shaped)
+        for feed in self.feeds.get(payload["user_id"], ()):
+            feed.offer(shaped)
 
     async def run(self) -> None:
         """Listen until cancelled, resubscribing with backoff whenever Redis goes away."""
@@ -109,6 +106,7 @@ class FeedHub:
                             self.dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 self.connected = False
+                self.source.forget_all()  # lists published from now on would be missed
                 delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
                 failures += 1
                 if failures == 1:
@@ -117,6 +115,6 @@ class FeedHub:
 
     async def _resend_current(self) -> None:
         for user_id, feeds in list(self.feeds.items()):
-            payload = await self.current(user_id)
+            payload = await self.source.current(user_id, MAX_K)
             for feed in list(feeds):
                 feed.offer(payload)

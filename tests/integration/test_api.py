@@ -210,11 +210,11 @@ def test_redis_down_serves_fallback_and_not_ready_then_recovers(running: Running
 
     running.redis.stop()
     try:
+        ready = running.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["redis"] is False
         down = running.get(f"/v1/users/{user}/recommendations")
         assert down.status_code == 200 and down.json()["path"] == "fallback"
         assert down.json()["items"] == popular["items"][:10]
-        ready = running.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["redis"] is False
     finally:
         running.redis.start()
     running.wait_list(user, lambda b: b["path"] == "model")  # the AOF kept the list

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
 
+from services.api.fast_reads import USER_ID_RE, plain_k
 from services.api.feed import Feed
 from services.api.ingest import TooManyEvents, validate_body
-from services.api.lists import shape
+from services.api.lists import ListSource, shape
 from services.api.live import LiveStats, RateOf
 from services.api.schemas import RecommendationList
 from streams.events import new_event
@@ -103,3 +105,53 @@ def test_shape_cuts_to_k_and_drops_worker_internals() -> None:
     assert [i["item_id"] for i in body["items"]] == ["a", "b"]
     assert set(body) == set(RecommendationList.model_fields)
     RecommendationList.model_validate(body)
+
+
+def test_plain_k_takes_only_a_lone_valid_k() -> None:
+    assert plain_k(b"") == 10 and plain_k(b"k=5") == 5 and plain_k(b"k=100") == 100
+    for odd in (b"k=0", b"k=101", b"k=-1", b"k=x", b"k=", b"k=1&k=2", b"k=3&x=1", b"x=1"):
+        assert plain_k(odd) is None, odd  # left to FastAPI, which answers as documented
+
+
+def test_user_id_rule_matches_the_documented_parameter() -> None:
+    assert USER_ID_RE.fullmatch("u42") and USER_ID_RE.fullmatch("a.b:c@d~e")
+    for bad in ("", "has space", "a/b", "é", "x" * 257):
+        assert not USER_ID_RE.fullmatch(bad), bad
+
+
+class _NoRedis:
+    """A client for reads that must not reach Redis, or that find it down."""
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+
+    async def get(self, key: str) -> bytes | None:
+        if self.down:
+            raise ConnectionError("redis down")
+        raise AssertionError(f"unexpected Redis read of {key}")
+
+
+def test_lists_seen_on_the_channel_are_served_from_memory_until_forgotten() -> None:
+    fallbacks: list[int] = []
+    source = ListSource(_NoRedis(), "ch", ttl_s=60, on_fallback=lambda: fallbacks.append(1),
+                        max_cached=2)
+    now = time.time_ns() // 1000
+    for user in ("u1", "u2", "u3"):  # u1 is evicted: least recently updated
+        source.remember(shape(_list(user, ["a", "b", "c"], "x", published=now), k=100))
+    got = asyncio.run(source.current("u2", k=2))
+    assert got["path"] == "model" and [i["item_id"] for i in got["items"]] == ["a", "b"]
+    assert list(source.recent) == ["u2", "u3"]
+
+    source.client = _NoRedis(down=True)
+    source.popular = {"model_version": "v1", "computed_us": 5,
+                      "items": [{"item_id": "p", "score": 1.0}]}
+    assert asyncio.run(source.current("u1", k=2))["path"] == "fallback"  # evicted: Redis
+    source.forget_all()  # the subscription dropped: memory is no longer trusted
+    assert asyncio.run(source.current("u2", k=2))["items"] == [{"item_id": "p", "score": 1.0}]
+    assert len(fallbacks) == 2
+
+
+def test_a_list_older_than_the_redis_ttl_is_not_served_from_memory() -> None:
+    source = ListSource(_NoRedis(down=True), "ch", ttl_s=1)
+    source.remember(shape(_list("u1", ["a"], "x", published=1), k=10))  # long ago
+    assert asyncio.run(source.current("u1", k=1))["path"] == "fallback"

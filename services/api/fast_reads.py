@@ -1,0 +1,59 @@
+"""``GET /v1/users/{user_id}/recommendations`` without FastAPI's per-request machinery.
+
+The read is the API's hot path. Routing, dependency solving and parameter validation cost
+about 70 µs of the ~130 µs a read took here, more than the Redis round trip. This ASGI
+layer answers plain valid reads itself, with the route's own constraints (``USER_ID_RE``,
+``MAX_K``) and the same ``ListSource``; everything else (a bad id, an odd query, any other
+route) goes on to FastAPI, which answers as documented, 422s included. It sets the
+matched route in the scope so the metrics middleware labels it like any other request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from services.api.lists import MAX_K, ListSource
+from services.api.metrics import ASGIApp, Scope
+
+# 1-256 printable ASCII characters without space or '/': the documented path parameter.
+USER_ID_RE = re.compile(r"[!-.0-~]{1,256}")
+PREFIX, SUFFIX = "/v1/users/", "/recommendations"
+_HEADERS = [(b"content-type", b"application/json")]
+
+
+def plain_k(query: bytes) -> int | None:
+    """``k`` from a query string holding nothing else (10 when empty); None otherwise."""
+    if not query:
+        return 10
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    if len(pairs) != 1 or pairs[0][0] != "k" or not pairs[0][1].isdigit():
+        return None
+    k = int(pairs[0][1])
+    return k if 1 <= k <= MAX_K else None
+
+
+class FastReads:
+    def __init__(self, app: ASGIApp, source: Callable[[], ListSource], route: Any) -> None:
+        self.app = app
+        self.source = source  # built at start-up, after the middleware
+        self.route = route    # the FastAPI route this stands in for
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if path.startswith(PREFIX) and path.endswith(SUFFIX):
+                user = path[len(PREFIX):-len(SUFFIX)]
+                k = plain_k(scope["query_string"])
+                if k is not None and USER_ID_RE.fullmatch(user):
+                    scope["route"] = self.route
+                    body = await self.source().current(user, k)
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": _HEADERS})
+                    await send({"type": "http.response.body", "body": orjson.dumps(body)})
+                    return
+        await self.app(scope, receive, send)

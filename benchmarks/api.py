@@ -137,7 +137,7 @@ async def _sse_benchmark(url: str, redis_url: str, channel: str, clients: int,
         payload = _payload(user, rng)
         async with client.pipeline(transaction=False) as pipe:
             pipe.set(recs_key(user), payload)
-            pipe.publish(channel, payload)
+            pipe.publish(channel, b"[" + payload + b"]")  # a micro-batch of one
             await pipe.execute()
         published += 1
         await asyncio.sleep(max(0.0, published / rate - elapsed))
@@ -163,7 +163,7 @@ async def _seed(redis_url: str, prefix: str, channel: str | None = None) -> None
             payload = _payload(f"{prefix}-{i}", rng)
             pipe.set(recs_key(f"{prefix}-{i}"), payload, ex=3600)
             if channel is not None:
-                pipe.publish(channel, payload)
+                pipe.publish(channel, b"[" + payload + b"]")
         await pipe.execute()
     await client.aclose()
 

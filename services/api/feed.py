@@ -1,9 +1,9 @@
 """Live feeds: one Redis pub/sub subscription per API process, fanned out in memory.
 
-Workers publish every list on one channel (``streams.recs_store``). Each API process
-subscribes once and hands each list to the feeds open for that user, so a thousand SSE
-clients cost a thousand small in-memory slots, not a Kafka consumer group or a Redis
-connection each; Redis pub/sub adds well under a millisecond on loopback, where reading
+Workers publish each micro-batch of lists on one channel (``streams.recs_store``). Each
+API process subscribes once and hands each list to the feeds open for that user, so a
+thousand SSE clients cost a thousand small in-memory slots, not a Kafka consumer group or
+a Redis connection each; Redis pub/sub adds well under a millisecond on loopback, where reading
 the ``recommendations`` topic would add the consumer's fetch wait. A list missed while
 the subscription is down is not lost for a client: on reconnect every open feed is sent
 its user's current list again, and a client that reconnects gets the newest at once.
@@ -81,13 +81,15 @@ class FeedHub:
                 del self.feeds[user_id]
 
     def dispatch(self, raw: bytes) -> None:
-        """One published list: into the live figures and every feed open for its user."""
-        payload = orjson.loads(raw)
-        self.stats.observe(payload, time.monotonic())
-        shaped = shape(payload, len(payload["items"]))
-        self.source.remember(shaped)
-        for feed in self.feeds.get(payload["user_id"], ()):
-            feed.offer(shaped)
+        """One published micro-batch (a JSON array of lists): each list into the live
+        figures, the in-memory copy and every feed open for its user."""
+        now = time.monotonic()
+        for payload in orjson.loads(raw):
+            self.stats.observe(payload, now)
+            shaped = shape(payload, len(payload["items"]))
+            self.source.remember(shaped)
+            for feed in self.feeds.get(payload["user_id"], ()):
+                feed.offer(shaped)
 
     async def run(self) -> None:
         """Listen until cancelled, resubscribing with backoff whenever Redis goes away."""

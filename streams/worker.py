@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,19 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             updates = [u for u in batch if u is not None]
             if updates:
                 await _publish(updates)
-            for tp, offset in positions.items():
-                metrics.lag.labels(str(tp.partition)).set(app.consumer.highwater(tp) - offset - 1)
+            _update_lag()
+
+    def _update_lag() -> None:
+        """Lag of the partitions this worker still owns. After a rebalance, partitions that
+        moved to another worker leave the gauge: asking their highwater raises, and an
+        exception here would crash the agent (it did, in a two-worker run)."""
+        assigned = app.consumer.assignment()
+        for tp in [tp for tp in positions if tp not in assigned]:
+            del positions[tp]
+            with suppress(KeyError):
+                metrics.lag.remove(str(tp.partition))
+        for tp, offset in positions.items():
+            metrics.lag.labels(str(tp.partition)).set(app.consumer.highwater(tp) - offset - 1)
 
     if load_bundle is not None:
         @app.task

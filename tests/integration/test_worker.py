@@ -212,3 +212,34 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
     last = {r.partition: orjson.loads(r.value)["model_version"] for r in recs}
     assert last == {0: "streamrec-sasrec:v2+streamrec-ranker:v2",
                     1: "streamrec-sasrec:v2+streamrec-ranker:v2"}
+
+
+def test_a_worker_joining_mid_backlog_takes_partitions_without_losing_events(
+    settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """A second worker joins while the first drains a backlog: the partitions move, the
+    first keeps going on the ones it kept, and every event is answered (at least once: a
+    moved partition restarts from its last commit). The first version of the lag gauge
+    asked for the highwater of a partition that had just moved away, which crashed the
+    first worker's agent and lost the events it held."""
+    env = _worker_env({**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")}, new_topic)
+    events = list(generate(SyntheticConfig(users=2000, items=300, events=30_000, seed=5)))
+    _send(settings, env, events)
+    group = env["STREAMREC_WORKER_GROUP"]
+    first = ServiceProcess.start(env, tmp_path / "first.log", "worker", "--pass-through",
+                                 "--worker-id", "first")
+    second = None
+    try:
+        first.wait_joined(settings.kafka_servers, group)
+        second = ServiceProcess.start(env, tmp_path / "second.log", "worker", "--pass-through",
+                                      "--worker-id", "second")
+        second.wait_joined(settings.kafka_servers, group, members=2)
+        answered = {orjson.loads(r.value)["event_id"] for r in read_topic(
+            settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+            from_beginning=True, idle_timeout_s=20)}
+    finally:
+        outputs = [first.stop()] + ([second.stop()] if second else [])
+    crash = outputs[0].find("Crashed")
+    assert crash < 0, outputs[0][crash:crash + 2000]
+    missing = [e.event_id for e in events if e.event_id not in answered]
+    assert not missing, f"{len(missing)} unanswered, e.g. {missing[:5]}"

@@ -31,13 +31,14 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
-from services.processes import ServiceProcess, isolated_run
+from services.processes import ServiceProcess, free_port, isolated_run
 from services.settings import load_settings
 from streams.recs_store import recs_key
 
@@ -59,7 +60,8 @@ def _summary(latencies: list[float], seconds: float) -> dict:
     return {"rps": len(latencies) / seconds, "p50_ms": p50, "p99_ms": p99}
 
 
-async def _closed_loop(call, concurrency: int, total: int) -> dict:  # noqa: ANN001
+async def _closed_loop(call: Callable[[], Awaitable[None]], concurrency: int,
+                       total: int) -> dict:
     """``concurrency`` clients, each issuing its share of ``total`` calls back to back."""
     latencies: list[float] = []
 
@@ -205,7 +207,7 @@ def main() -> None:
 
     settings = load_settings()
     run = f"bench-api-{uuid.uuid4().hex[:8]}"
-    port = 18000 + random.randrange(1000)
+    port = free_port()
     env = {**os.environ, **isolated_run(settings, run), "STREAMREC_API_PORT": str(port)}
     url = f"http://127.0.0.1:{port}"
     asyncio.run(_seed(settings.redis, "cold"))

@@ -7,8 +7,8 @@ long-running trainer waits beside the worker. The report gives online quality
 (prequential: the list shown after each event, scored against that user's next event),
 send-to-publish latency and throughput of the live part; then the trainer's round on past
 + future runs, and when it promotes, the worker swaps. The API runs beside the worker for
-the whole job: its dashboard shows the live figures and any user's list as it changes. Each run uses its own topics
-(``demo-<run>.*``) so its report counts only its own events.
+the whole job: its dashboard shows the live figures and any user's list as it changes.
+Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli_events import Format
-from services.processes import CLI, ServiceProcess, WorkerFailed, isolated_run
+from services.processes import CLI, ServiceProcess, WorkerFailed, free_port, isolated_run
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from services.stack import build_stack
@@ -99,19 +99,6 @@ def _report(run: str, future: list[Event], values: list[dict], rate: float) -> T
     return table
 
 
-def _api_port(settings: Settings) -> int:
-    """``STREAMREC_API_PORT`` when free, else any free port: a user's own API may hold it."""
-    import socket
-
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", settings.api_port))
-            return settings.api_port
-        except OSError:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
-
-
 @app.command()
 def demo(
     data: Annotated[Path | None, typer.Option(help="a log to use instead of synthetic data")]
@@ -159,8 +146,9 @@ def demo(
 
     worker = ServiceProcess.start(env, folder / "worker.log", "worker", "--worker-id",
                                   f"demo-{run}")
-    api_url = f"http://127.0.0.1:{_api_port(settings)}"
-    api = ServiceProcess.start({**env, "STREAMREC_API_PORT": api_url.rsplit(":", 1)[1]},
+    api_port = free_port(settings.api_port)  # a user's own API may hold the configured one
+    api_url = f"http://127.0.0.1:{api_port}"
+    api = ServiceProcess.start({**env, "STREAMREC_API_PORT": str(api_port)},
                                folder / "api.log", "api")
     trainer = None
     try:

@@ -1,5 +1,5 @@
-"""``streamrec`` services (worker, trainer, api) as child processes, for the demo, the benchmarks
-and the tests.
+"""``streamrec`` services (worker, trainer, api) as child processes, for the demo, the
+benchmarks and the tests.
 
 Output goes to a file, never to a pipe: an undrained pipe fills and blocks the worker.
 """
@@ -35,6 +35,21 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
     topics = {k: v for k, v in names.items() if k.startswith("topic_")}
     ensure_topics(settings.kafka_servers, settings.model_copy(update=topics).topics())
     return {f"STREAMREC_{key.upper()}": value for key, value in names.items()}
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when nothing listens on it, else a port the system picks as free."""
+    import socket
+
+    with socket.socket() as probe:
+        if preferred is not None:
+            try:
+                probe.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # Answers from a broker that has just started, while it loads its group coordinator.

@@ -231,26 +231,28 @@ class Trainer:
         """Rounds whenever ``trainer_interval_min`` has passed or ``trainer_every_events``
         new events arrived, until ``stop`` is set; with no champion yet, one at once."""
         from model.registry import ENCODER_NAME, RANKER_NAME, alias_versions
-        from streams.consumer import topic_size
+        from streams.consumer import TopicSizes
 
         s = self.settings
-        last_round, last_size = float("-inf"), -1
-        if retry("reading the champion alias", lambda: alias_versions(
-                self.store, [ENCODER_NAME, RANKER_NAME])) is not None:
-            last_round = time.monotonic()
-            last_size = retry("sizing the topic", lambda: topic_size(
-                s.kafka_servers, s.topic_interactions))
-        log.info("trainer ready: %s events in %s so far; champion %s", max(last_size, 0),
-                 s.topic_interactions, "present" if last_size >= 0 else "none: a round now")
-        while not stop.is_set():
-            size = retry("sizing the topic", lambda: topic_size(s.kafka_servers,
-                                                                s.topic_interactions))
-            due_time = s.trainer_interval_min > 0 and \
-                time.monotonic() - last_round >= s.trainer_interval_min * 60
-            due_events = s.trainer_every_events > 0 and \
-                size - max(last_size, 0) >= s.trainer_every_events
-            if last_size < 0 or due_time or due_events:
-                last_round, last_size = time.monotonic(), size
-                self.run_round()
-            stop.wait(poll_s)
+        with TopicSizes(s.kafka_servers) as sizes:
+            def topic_size() -> int:
+                return retry("sizing the topic", lambda: sizes.size(s.topic_interactions))
+
+            last_round, last_size = float("-inf"), -1
+            if retry("reading the champion alias", lambda: alias_versions(
+                    self.store, [ENCODER_NAME, RANKER_NAME])) is not None:
+                last_round, last_size = time.monotonic(), topic_size()
+            log.info("trainer ready: %s events in %s so far; champion %s", max(last_size, 0),
+                     s.topic_interactions,
+                     "present" if last_size >= 0 else "none: a round now")
+            while not stop.is_set():
+                size = topic_size()
+                due_time = s.trainer_interval_min > 0 and \
+                    time.monotonic() - last_round >= s.trainer_interval_min * 60
+                due_events = s.trainer_every_events > 0 and \
+                    size - max(last_size, 0) >= s.trainer_every_events
+                if last_size < 0 or due_time or due_events:
+                    last_round, last_size = time.monotonic(), size
+                    self.run_round()
+                stop.wait(poll_s)
 

@@ -94,17 +94,36 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> Iterator
         consumer.close()
 
 
-def topic_size(bootstrap: str, topic: str) -> int:
-    """Records ever written to ``topic``: the sum of its partitions' end offsets."""
-    from confluent_kafka import TopicPartition
+class TopicSizes:
+    """Sizes of topics through one long-lived client, for callers that ask again and again
+    (the API every second, the trainer's event trigger): a new client per question would
+    connect and fetch metadata each time."""
 
-    consumer = Consumer({"bootstrap.servers": bootstrap,
-                         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}"})
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap,
+                                   "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}"})
+
+    def size(self, topic: str) -> int:
+        """Records ever written to ``topic``: the sum of its partitions' end offsets."""
+        from confluent_kafka import TopicPartition
+
+        meta = self._consumer.list_topics(topic, timeout=10)
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise KafkaException(f"topic {topic!r} does not exist")
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return sum(self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                    for p in meta.topics[topic].partitions)
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> TopicSizes:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Records ever written to ``topic``, asked once."""
+    with TopicSizes(bootstrap) as sizes:
+        return sizes.size(topic)

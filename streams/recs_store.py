@@ -7,9 +7,9 @@ array, on one Redis pub/sub channel (``STREAMREC_RECS_CHANNEL``): API processes 
 subscription each and fan the lists out to their live feeds, so a feed client costs no
 Kafka consumer and no Redis connection. One message per batch rather than per list: a
 ``PUBLISH`` per list cost the pass-through worker 11% of its throughput (5,637 vs 6,319
-events/s, one benchmark run each). About once a second a worker also stores its recent popularity and model
-version under ``<channel>:popular``: the API's answer for users without a list, and its
-fallback when Redis is down.
+events/s, one benchmark run each). About once a second a worker also stores its recent
+popularity and model version under ``<channel>:popular``: the API's answer for users
+without a list, and its fallback when Redis is down.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     serving = Serving(bundle, metrics)
     popularity = DecayedPopularity()
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
-    popular_written = [0.0]  # monotonic time of the last popularity write
+    popular_written = 0.0  # monotonic time of the last popularity write
     lists_out = RecordProducer(cfg.bootstrap)
     app.sensors.add(FlushBeforeCommit(lists_out))
     positions: dict[Any, int] = {}  # last offset read per partition, for the lag gauge
@@ -173,6 +173,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
                                        cfg.top_n)
 
     async def _publish(updates: list[dict]) -> None:
+        nonlocal popular_written
         bundle = serving.bundle  # read once: a swap lands between micro-batches
         timings: dict[str, float] = {}
         recs = bundle.recommend([u["user_id"] for u in updates], [u["items"] for u in updates],
@@ -202,8 +203,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         for path, count in paths.items():
             metrics.published.labels(path).inc(count)
         popular = None
-        if start - popular_written[0] >= POPULAR_EVERY_S:  # a top-k scan: not per batch
-            popular_written[0] = start
+        if start - popular_written >= POPULAR_EVERY_S:  # a top-k scan: not per batch
+            popular_written = start
             popular = orjson.dumps({
                 "model_version": bundle.version, "computed_us": now_us,
                 "items": [{"item_id": i, "score": round(s, 6)}

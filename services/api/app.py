@@ -59,9 +59,10 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 
 @dataclass
 class Backends:
+    """What the routes stand on; built by the lifespan, kept in ``app.state.backends``."""
+
     source: ListSource
     hub: FeedHub
-    stats: LiveStats
     ingest: EventIngest
     dlq_rate: RateOf
     kafka_ok: bool = False
@@ -84,13 +85,12 @@ def _sse(payload: dict, k: int) -> bytes:
 
 def create_api(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
-    backends: dict[str, Backends] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import redis.asyncio as aioredis
 
-        from streams.consumer import topic_size
+        from streams.consumer import TopicSizes
 
         client = aioredis.Redis.from_url(settings.redis, socket_timeout=0.5,
                                          socket_connect_timeout=0.5)
@@ -98,19 +98,17 @@ def create_api(settings: Settings) -> FastAPI:
                                            health_check_interval=5)
         source = ListSource(client, settings.recs_channel, settings.recs_ttl_s,
                             on_fallback=metrics.fallbacks.inc)
-        stats = LiveStats()
-        b = Backends(source, FeedHub(listener, settings.recs_channel, stats, source),
-                     stats, EventIngest(settings.kafka_servers, settings.topic_interactions),
-                     RateOf())
-        backends["b"] = b
+        b = app.state.backends = Backends(
+            source, FeedHub(listener, settings.recs_channel, LiveStats(), source),
+            EventIngest(settings.kafka_servers, settings.topic_interactions), RateOf())
+        sizes = TopicSizes(settings.kafka_servers)
 
         async def refresh() -> None:
             while True:
                 with suppress(RedisError, OSError):
                     await source.refresh_popular()
                 try:
-                    dlq = await asyncio.to_thread(topic_size, settings.kafka_servers,
-                                                  settings.topic_dlq)
+                    dlq = await asyncio.to_thread(sizes.size, settings.topic_dlq)
                     b.dlq_rate.update(dlq, time.monotonic())
                     b.kafka_ok = True
                 except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
@@ -128,6 +126,7 @@ def create_api(settings: Settings) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             b.ingest.close()
+            sizes.close()
             await client.aclose()
             await listener.aclose()
 
@@ -141,7 +140,7 @@ def create_api(settings: Settings) -> FastAPI:
     @app.get("/v1/users/{user_id}/recommendations", response_model=RecommendationList,
              summary="The user's latest list")
     async def recommendations(user_id: USER_ID, k: K = 10) -> Response:
-        return json(await backends["b"].source.current(user_id, k))
+        return json(await app.state.backends.source.current(user_id, k))
 
     @app.get("/v1/users/{user_id}/feed", response_class=StreamingResponse,
              summary="The user's lists, live (Server-Sent Events)",
@@ -152,7 +151,7 @@ def create_api(settings: Settings) -> FastAPI:
     async def feed(user_id: USER_ID, k: K = 10,
                    last_event_id: Annotated[str | None, Header(max_length=32)] = None
                    ) -> StreamingResponse:
-        b = backends["b"]
+        b = app.state.backends
 
         async def stream() -> AsyncIterator[bytes]:
             slot = b.hub.open(user_id)
@@ -202,7 +201,7 @@ def create_api(settings: Settings) -> FastAPI:
                 metrics.events_rejected.labels(r.reason).inc()
             return json({"accepted": 0, "rejected": [r.__dict__ for r in rejections]}, 422)
         try:
-            await backends["b"].ingest.send(events)
+            await app.state.backends.ingest.send(events)
         except DeliveryFailed as exc:
             raise HTTPException(503, str(exc)) from None
         metrics.events_accepted.inc(len(events))
@@ -215,20 +214,20 @@ def create_api(settings: Settings) -> FastAPI:
     @app.get("/readyz", response_model=Readiness, summary="Kafka and Redis reachable, model "
              "version known", responses={503: {"model": Readiness}})
     async def readyz() -> Response:
-        b = backends["b"]
+        b = app.state.backends
         try:
             redis_ok = bool(await b.source.client.ping())
         except (RedisError, OSError):
             redis_ok = False
-        version = b.source.model_version or b.stats.model_version
+        version = b.source.model_version or b.hub.stats.model_version
         ready = redis_ok and b.kafka_ok and version is not None
         return json({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
                      "model_version": version}, 200 if ready else 503)
 
     @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures")
     async def live() -> Response:
-        b = backends["b"]
-        return json({**b.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
+        b = app.state.backends
+        return json({**b.hub.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
                      "feed_clients": b.hub.clients})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
@@ -245,7 +244,7 @@ def create_api(settings: Settings) -> FastAPI:
         return FileResponse(DASHBOARD / "dashboard.js", media_type="text/javascript")
 
     # Each wraps the ones added before it: the fast path for reads, then metrics, then CORS.
-    app.add_middleware(FastReads, source=lambda: backends["b"].source, route=next(
+    app.add_middleware(FastReads, source=lambda: app.state.backends.source, route=next(
         r for r in app.routes if getattr(r, "endpoint", None) is recommendations))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.api_cors_origins:

@@ -62,7 +62,6 @@ class FeedHub:
         self.stats = stats
         self.source = source
         self.feeds: dict[str, set[Feed]] = defaultdict(set)
-        self.connected = False
 
     @property
     def clients(self) -> int:
@@ -98,7 +97,6 @@ class FeedHub:
             try:
                 async with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
-                    self.connected = True
                     if failures:
                         log.info("feed subscription back after %d failures", failures)
                         await self._resend_current()
@@ -107,7 +105,6 @@ class FeedHub:
                         if message["type"] == "message":
                             self.dispatch(message["data"])
             except (RedisError, OSError) as exc:
-                self.connected = False
                 self.source.forget_all()  # lists published from now on would be missed
                 delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
                 failures += 1

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metric(url: str, name: str) -> float:

@@ -19,11 +19,11 @@ import orjson
 import pytest
 import schemathesis
 from browser import Browser
-from helpers import free_port, metric
+from helpers import metric
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from infra.redis_server import LocalRedis
-from services.processes import ServiceProcess
+from services.processes import ServiceProcess, free_port
 from services.settings import Settings
 from streams.consumer import read_topic, topic_size
 from streams.events import new_event

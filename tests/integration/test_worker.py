@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from helpers import free_port, metric
+from helpers import metric
 
-from services.processes import CLI, ServiceProcess
+from services.processes import CLI, ServiceProcess, free_port
 from services.settings import Settings
 from streams.consumer import read_topic
 from streams.events import Event

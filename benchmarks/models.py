@@ -17,8 +17,8 @@ import keras
 import numpy as np
 
 from model.data import build_sequences, leave_last_out
-from model.serving import IncrementalEncoder, export_sasrec
-from model.training import SASRecConfig, fit_sasrec
+from model.retrieval.encoder import IncrementalEncoder, export_sasrec
+from model.retrieval.training import SASRecConfig, fit_sasrec
 from streams.readers import read_valid_events
 
 

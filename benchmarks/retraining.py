@@ -26,8 +26,8 @@ from pathlib import Path
 
 import orjson
 
-from model.evaluation import prequential_ranks
-from model.metrics import hit_rate, mrr, ndcg
+from model.evaluation.metrics import hit_rate, mrr, ndcg
+from model.evaluation.protocols import prequential_ranks
 from services.processes import CLI, ServiceProcess, isolated_run
 from services.settings import Settings, load_settings
 from services.stack import build_stack

@@ -1,4 +1,16 @@
-"""Pure ML with no Kafka or Redis: sequences, encoders, rankers, retrieval, metrics, evaluation.
+"""Pure ML with no Kafka, Redis or MLflow: nothing here talks to a network or a store
+(``make lint`` checks it). Grouped by stage, the way the data flows:
+
+- ``data``, ``sampling``: sequences, id maps, splits, negative sampling.
+- ``retrieval/``: the retriever: the SASRec layer, its NumPy incremental encoder, its
+  training, the FAISS item index. Change how sessions are embedded or candidates found here.
+- ``ranking/``: the ranker: NeuMF, its NumPy scorer, its training. Change how candidates
+  are scored here.
+- ``pipeline``: retrieve then rerank, in both forms side by side: the Keras scorer for
+  evaluation and the NumPy bundle the workers serve.
+- ``evaluation/``: metrics, the offline protocols, baselines, the harness behind
+  ``streamrec train|evaluate``, the champion/challenger gate.
+- ``fitting``, ``weights``: the shared training loop; weights exported, copied, checked.
 
 Imports nothing from ``streams`` or ``services``.
 """

@@ -71,8 +71,8 @@ def _collect(settings: Settings, topic: str, count: int, label: str) -> list[dic
 
 def _report(run: str, future: list[Event], values: list[dict], rate: float) -> Table:
     """Online quality, latency and throughput over the replayed events' lists."""
-    from model.evaluation import prequential_ranks
-    from model.metrics import hit_rate, mrr, ndcg
+    from model.evaluation.metrics import hit_rate, mrr, ndcg
+    from model.evaluation.protocols import prequential_ranks
 
     wanted = {e.event_id for e in future}
     mine = [v for v in values if v["event_id"] in wanted]

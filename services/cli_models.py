@@ -65,7 +65,7 @@ def evaluate(
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
     from model.data import leave_last_out
-    from model.harness import leave_last_out_report, next_click_report
+    from model.evaluation.harness import leave_last_out_report, next_click_report
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     seqs = _load(data, fmt)
@@ -101,7 +101,7 @@ def train(
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register."""
     from model.data import leave_last_out
-    from model.registry import log_trained
+    from streams.registry import log_trained
 
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")

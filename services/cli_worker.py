@@ -30,9 +30,9 @@ def worker(
     """Consume interactions, keep sessions, publish recommendations (runs until stopped)."""
     from faust.worker import Worker
 
-    from model.bundle import limit_threads
-    from model.registry import ENCODER_NAME, RANKER_NAME, load_bundle
+    from model.pipeline import limit_threads
     from streams.metrics import WorkerMetrics
+    from streams.registry import ENCODER_NAME, RANKER_NAME, load_bundle
     from streams.sessions import SessionPolicy
     from streams.worker import FixedList, WorkerConfig, create_app
 

@@ -7,8 +7,8 @@ One round (``Trainer.run_round``):
    needs archiving; its retention bounds how far back the trainer learns.
 2. The newest ``trainer_holdout_fraction`` of events is held out for the gate.
 3. Challenger: SASRec + NeuMF ranker trained on the rest, with id maps seeded from the
-   champion's and weights warm-started from it (``model.warm_start``).
-4. Gate (``model.gate``): both models scored on the held-out slice, both protocols.
+   champion's and weights warm-started from it (``model.weights``).
+4. Gate (``model.evaluation.gate``): both models scored on the held-out slice, both protocols.
 5. MLflow: the challenger's runs with both models' gate metrics, a comparison chart and
    the verdict (registered, alias untouched); the verdict also tags the model versions.
 6. Promotion, when the gate says so: under a Redis lock, compare-and-set the alias (the
@@ -120,10 +120,12 @@ class Trainer:
 
     def _round(self) -> RoundResult:
         from model.data import IdMap, build_sequences, leave_last_out, time_split
-        from model.evaluation import evaluate_cases
-        from model.gate import KnownPrefix, decide, gate_cases
-        from model.neumf_training import PipelineScorer
-        from model.registry import (
+        from model.evaluation.gate import KnownPrefix, decide, gate_cases
+        from model.evaluation.protocols import evaluate_cases
+        from model.pipeline import PipelineScorer
+        from model.weights import all_finite
+        from services.training_run import train_with_progress
+        from streams.registry import (
             ENCODER_NAME,
             RANKER_NAME,
             alias_versions,
@@ -132,8 +134,6 @@ class Trainer:
             log_trained,
             tag_versions,
         )
-        from model.warm_start import all_finite
-        from services.training_run import train_with_progress
 
         s, names = self.settings, [ENCODER_NAME, RANKER_NAME]
         events = self.history()
@@ -203,8 +203,8 @@ class Trainer:
                 ) -> tuple[bool, str]:
         """Move the alias to ``versions`` if it still points at ``expected``, then announce.
         Returns (promoted, a note: why not, or what went wrong after)."""
-        from model.registry import alias_versions, set_champion
         from streams.hot_swap import announce
+        from streams.registry import alias_versions, set_champion
 
         s = self.settings
         with promotion_lock(s.redis) as held:
@@ -230,8 +230,8 @@ class Trainer:
     def run_forever(self, stop: threading.Event, poll_s: float = 10.0) -> None:
         """Rounds whenever ``trainer_interval_min`` has passed or ``trainer_every_events``
         new events arrived, until ``stop`` is set; with no champion yet, one at once."""
-        from model.registry import ENCODER_NAME, RANKER_NAME, alias_versions
         from streams.consumer import TopicSizes
+        from streams.registry import ENCODER_NAME, RANKER_NAME, alias_versions
 
         s = self.settings
         with TopicSizes(s.kafka_servers) as sizes:

@@ -13,8 +13,8 @@ log = logging.getLogger("streamrec.train")
 
 def configs(epochs: int | None, seed: int, pretrain: bool = False):  # type: ignore[no-untyped-def]
     """SASRec and NeuMF configs; ``epochs`` caps training (default: early stopping)."""
-    from model.neumf_training import NeuMFConfig
-    from model.training import SASRecConfig
+    from model.ranking.training import NeuMFConfig
+    from model.retrieval.training import SASRecConfig
 
     sasrec, neumf = SASRecConfig(seed=seed), NeuMFConfig(seed=seed, pretrain=pretrain)
     if epochs is not None:
@@ -27,7 +27,7 @@ def configs(epochs: int | None, seed: int, pretrain: bool = False):  # type: ign
 def train_with_progress(split, names: list[str], epochs: int | None, seed: int,  # type: ignore[no-untyped-def]
                         pretrain: bool = False, init: dict[str, Any] | None = None):
     """``model.harness.train_models`` with progress; returns (trained, sasrec_cfg, neumf_cfg)."""
-    from model.harness import train_models
+    from model.evaluation.harness import train_models
 
     sasrec_cfg, neumf_cfg = configs(epochs, seed, pretrain)
     total = max(sasrec_cfg.epochs, neumf_cfg.epochs)

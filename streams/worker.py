@@ -23,7 +23,7 @@ import faust
 import orjson
 from faust.sensors import Sensor
 
-from model.bundle import Recommendation
+from model.pipeline import Recommendation
 from streams.events import InvalidEvent, parse
 from streams.hot_swap import Serving, follow_model_updates
 from streams.metrics import WorkerMetrics

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from infra.mlflow_store import MlflowStore
-from model.registry import load_model
+from streams.registry import load_model
 from streams.synthetic import SyntheticConfig, generate
 
 

@@ -11,12 +11,12 @@ import pytest
 import redis
 
 from infra.mlflow_store import MlflowStore
-from model.registry import ENCODER_NAME, RANKER_NAME, alias_versions
 from services.processes import CLI
 from services.settings import Settings, load_settings
 from services.trainer import LOCK_KEY, Trainer
 from streams.consumer import read_topic
 from streams.producer import EventProducer
+from streams.registry import ENCODER_NAME, RANKER_NAME, alias_versions
 from streams.synthetic import SyntheticConfig, generate
 
 MODELS = [ENCODER_NAME, RANKER_NAME]

@@ -3,13 +3,12 @@
 import keras
 import numpy as np
 
-from model.bundle import ServingBundle
 from model.data import build_sequences, leave_last_out
-from model.neumf import NeuMF, start_from_score
-from model.neumf_training import PipelineScorer
-from model.retrieval import ItemIndex
-from model.sasrec import SASRec
-from model.training import SASRecScorer
+from model.pipeline import PipelineScorer, ServingBundle
+from model.ranking.neumf import NeuMF, start_from_score
+from model.retrieval.index import ItemIndex
+from model.retrieval.sasrec import SASRec
+from model.retrieval.training import SASRecScorer
 from streams.synthetic import SyntheticConfig, generate
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from model.data import build_sequences
-from model.gate import KnownPrefix, decide, gate_cases
+from model.evaluation.gate import KnownPrefix, decide, gate_cases
 from streams.events import Event
 
 

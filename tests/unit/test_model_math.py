@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from model.data import IdMap, build_sequences, leave_last_out, pad_left, time_split
-from model.evaluation import evaluate
-from model.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
+from model.evaluation.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
+from model.evaluation.protocols import evaluate
 from model.sampling import SeenItems
 
 
@@ -116,7 +116,7 @@ def test_sequences_over_a_fixed_item_map_map_unknown_items_to_zero() -> None:
 
 
 def test_prequential_ranks_score_the_list_shown_before_each_next_event() -> None:
-    from model.evaluation import prequential_ranks
+    from model.evaluation.protocols import prequential_ranks
 
     def e(eid: str, user: str, item: str) -> SimpleNamespace:
         return SimpleNamespace(event_id=eid, user_id=user, item_id=item)

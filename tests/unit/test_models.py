@@ -8,13 +8,13 @@ import keras
 import numpy as np
 import pytest
 
-from model.baselines import ImplicitALS, ItemKNN, Popularity
 from model.data import build_sequences, leave_last_out
-from model.evaluation import evaluate
-from model.harness import train_models
-from model.neumf import NeuMF, fuse_pretrained, start_from_score
-from model.sasrec import SASRec, SASRecEncoder
-from model.training import SASRecConfig, SASRecScorer, training_arrays
+from model.evaluation.baselines import ImplicitALS, ItemKNN, Popularity
+from model.evaluation.harness import train_models
+from model.evaluation.protocols import evaluate
+from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score
+from model.retrieval.sasrec import SASRec, SASRecEncoder
+from model.retrieval.training import SASRecConfig, SASRecScorer, training_arrays
 from streams.synthetic import SyntheticConfig, generate
 
 

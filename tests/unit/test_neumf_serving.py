@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from model.neumf import NeuMF
-from model.neumf_serving import export_neumf
+from model.ranking.neumf import NeuMF
+from model.ranking.scorer import export_neumf
 
 
 @pytest.mark.parametrize("branch,session_dim,use_score,context_dim", [

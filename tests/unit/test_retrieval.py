@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.retrieval import IndexConfig, ItemIndex
+from model.retrieval.index import IndexConfig, ItemIndex
 
 
 def _table(n: int, d: int = 16, seed: int = 0) -> np.ndarray:

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from model.sasrec import SASRec
-from model.serving import export_sasrec
+from model.retrieval.encoder import export_sasrec
+from model.retrieval.sasrec import SASRec
 
 
 def test_numpy_forward_equals_the_keras_model() -> None:
@@ -30,7 +30,7 @@ def test_numpy_forward_equals_the_keras_model() -> None:
 def test_incremental_steps_equal_the_full_forward_including_window_rolls(
         max_len: int, lengths: tuple[int, ...]) -> None:
     from model.data import pad_left
-    from model.serving import IncrementalEncoder
+    from model.retrieval.encoder import IncrementalEncoder
 
     keras.utils.set_random_seed(5)
     model = SASRec(num_items=40, max_len=max_len, dim=16, blocks=2, heads=2, dropout=0.0)

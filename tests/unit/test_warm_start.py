@@ -1,9 +1,9 @@
 import keras
 import numpy as np
 
-from model.neumf import NeuMF
-from model.sasrec import SASRec
-from model.warm_start import all_finite, copy_weights
+from model.ranking.neumf import NeuMF
+from model.retrieval.sasrec import SASRec
+from model.weights import all_finite, copy_weights
 
 
 def _built_sasrec(num_items: int) -> SASRec:

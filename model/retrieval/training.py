@@ -1,23 +1,18 @@
-"""Training loops with fixed seeds, progress callbacks and early stopping on validation
-NDCG@10 (full ranking), plus the scorer that serves a trained SASRec to the harness."""
+"""Training the retriever (SASRec) on sequences, and the scorer that serves a trained
+SASRec to the offline protocols and the harness."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
 
 from model.data import LeaveLastOut, pad_left
-from model.evaluation import Scorer, evaluate
+from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping
+from model.retrieval.sasrec import LOSSES, SASRec
 from model.sampling import SeenItems
-from model.sasrec import LOSSES, SASRec
-from model.warm_start import copy_weights
-
-EpochCallback = Callable[[int, dict[str, float]], None]
+from model.weights import copy_weights
 
 
 @dataclass(frozen=True)
@@ -46,16 +41,6 @@ class SASRecConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-@dataclass
-class TrainResult:
-    model: keras.Model
-    best_epoch: int
-    best_valid: dict
-    curve: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    samples_per_s: float = 0.0
 
 
 class SASRecScorer:
@@ -100,55 +85,10 @@ def training_arrays(histories: list[np.ndarray], max_len: int,
     return np.asarray(rows, dtype=np.int64), np.stack(seqs), np.stack(targets)
 
 
-def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tuple[Any, Any]],
-                            scorer: Scorer, split: LeaveLastOut, *, epochs: int, eval_every: int,
-                            patience: int, batch_size: int,
-                            on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Train one epoch at a time on fresh examples (``epoch_data(epoch) -> (x, y)``);
-    every ``eval_every`` epochs score validation (full-ranking NDCG@10), keep the best
-    weights, stop after ``patience`` evaluations without improvement.
-
-    The starting weights are evaluated too (epoch 0), so a model that begins from
-    something good (a warm start, a ranker initialised to its retriever's order) never
-    ends worse on validation than it started.
-    """
-    best_score, best_epoch, best_valid, best_weights = -1.0, 0, {}, None
-    curve: list[dict[str, float]] = []
-    waited, samples, train_s, start = 0, 0, 0.0, time.perf_counter()
-    for epoch in range(0, epochs + 1):
-        point = {"epoch": epoch}
-        if epoch > 0:
-            x, y = epoch_data(epoch)
-            t0 = time.perf_counter()
-            hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
-            train_s += time.perf_counter() - t0
-            samples += len(y)
-            point["loss"] = float(hist.history["loss"][-1])
-        if epoch % eval_every == 0 or epoch == epochs:
-            valid = evaluate(scorer, split, "valid")
-            point.update({"valid_ndcg10": valid["full"]["NDCG@10"],
-                          "valid_hr10": valid["full"]["HR@10"],
-                          "valid_sampled_ndcg10": valid["sampled"]["NDCG@10"]})
-            if valid["full"]["NDCG@10"] > best_score:
-                best_score, best_epoch, best_valid = valid["full"]["NDCG@10"], epoch, valid
-                best_weights, waited = model.get_weights(), 0
-            else:
-                waited += 1
-        curve.append(point)
-        if on_epoch is not None:
-            on_epoch(epoch, point)
-        if waited >= patience:
-            break
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    return TrainResult(model, best_epoch, best_valid, curve, time.perf_counter() - start,
-                       samples / train_s if train_s else 0.0)
-
-
 def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
                on_epoch: EpochCallback | None = None, init: SASRec | None = None) -> TrainResult:
     """Train (early stopping on validation full NDCG@10); ``init`` warm-starts from another
-    model's weights (``model.warm_start``), the starting point early stopping also scores."""
+    model's weights (``model.weights``), the starting point early stopping also scores."""
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     rows, seq, pos = training_arrays(split.train, cfg.max_len, cfg.max_windows)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.neumf import NeuMF
+from model.ranking.neumf import NeuMF
+from model.weights import layer_arrays
 
 
 @dataclass(frozen=True)
@@ -57,24 +58,21 @@ class NumpyNeuMF:
 
 def export_neumf(model: NeuMF) -> NumpyNeuMF:
     """Copy a trained model's weights out, folding what can be precomputed."""
-    def arrays(layer) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
-        return [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
-
     if model.branch in ("both", "mlp") and not model.mlp:
         raise ValueError("serving needs at least one hidden MLP layer. Received: "
                          f"mlp_layers={model.mlp_layers}")
-    kernel, bias = arrays(model.out)
+    kernel, bias = layer_arrays(model.out)
     kernel = kernel[:, 0]
     at = 0
     gmf_user = gmf_item = mlp_user = mlp_item = mlp_session = mlp_bias = fuse_mlp = None
     rest: list[tuple[np.ndarray, np.ndarray]] = []
     if model.branch in ("both", "gmf"):
-        gmf_user = arrays(model.gmf_user)[0] * kernel[:model.gmf_dim]
-        gmf_item = arrays(model.gmf_item)[0]
+        gmf_user = layer_arrays(model.gmf_user)[0] * kernel[:model.gmf_dim]
+        gmf_item = layer_arrays(model.gmf_item)[0]
         at = model.gmf_dim
     if model.branch in ("both", "mlp"):
-        users, items = arrays(model.mlp_user)[0], arrays(model.mlp_item)[0]
-        (first, mlp_bias), *more = [arrays(layer) for layer in model.mlp]
+        users, items = layer_arrays(model.mlp_user)[0], layer_arrays(model.mlp_item)[0]
+        (first, mlp_bias), *more = [layer_arrays(layer) for layer in model.mlp]
         half = users.shape[1]
         mlp_user, mlp_item = users @ first[:half], items @ first[half:2 * half]
         mlp_session = first[2 * half:] if model.session_dim else None

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from model.baselines import ImplicitALS, ItemKNN, Popularity
 from model.data import LeaveLastOut, Sequences
-from model.evaluation import Scorer, evaluate, evaluate_next_click
-from model.neumf_training import NeuMFConfig, NeuMFScorer, PipelineScorer, fit_neumf, fit_ranker
-from model.retrieval import IndexConfig, ItemIndex
-from model.training import SASRecConfig, SASRecScorer, TrainResult, fit_sasrec
+from model.evaluation.baselines import ImplicitALS, ItemKNN, Popularity
+from model.evaluation.protocols import Scorer, evaluate, evaluate_next_click
+from model.fitting import TrainResult
+from model.pipeline import PipelineScorer
+from model.ranking.training import NeuMFConfig, NeuMFScorer, fit_neumf, fit_ranker
+from model.retrieval.index import IndexConfig, ItemIndex
+from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 
 MODELS = ("popularity", "itemknn", "mf", "sasrec", "neumf", "pipeline")
 Progress = Callable[[str, int, dict[str, float]], None]  # (model, epoch, curve point)

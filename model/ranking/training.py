@@ -1,4 +1,4 @@
-"""Training NeuMF two ways, and the retrieve-then-rerank scorer the stream workers run.
+"""Training NeuMF two ways: as the paper's user/item model, and as the ranker.
 
 - ``fit_neumf``: the paper's setting (user, item; 4 uniform negatives per positive),
   optionally pretraining GMF and MLP before fusing them.
@@ -19,19 +19,13 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut
-from model.neumf import NeuMF, fuse_pretrained, start_from_score
-from model.retrieval import ItemIndex
+from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping
+from model.pipeline import PipelineScorer
+from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score
+from model.retrieval.index import ItemIndex
+from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 from model.sampling import SeenItems
-from model.sasrec import SASRec
-from model.training import (
-    EpochCallback,
-    SASRecConfig,
-    SASRecScorer,
-    TrainResult,
-    fit_sasrec,
-    fit_with_early_stopping,
-)
-from model.warm_start import copy_weights
+from model.weights import copy_weights
 
 
 @dataclass(frozen=True)
@@ -109,59 +103,6 @@ def fit_neumf(split: LeaveLastOut, cfg: NeuMFConfig = NeuMFConfig(),
     gmf = train("gmf", cfg.learning_rate).model
     mlp = train("mlp", cfg.learning_rate).model
     return train("both", cfg.learning_rate / 10, fuse_pretrained(gmf, mlp))
-
-
-class PipelineScorer:
-    """SASRec retrieves ``candidates`` items, NeuMF reorders them; the rest keep their
-    SASRec order below. This is the scoring path of the stream workers.
-
-    ``exclude_seen`` drops the user's history from the candidates (what a live feed
-    wants). The offline protocol masks history itself but keeps a held-out item the user
-    had seen before, so for evaluation history stays in and the depth grows by its length.
-    """
-
-    name = "pipeline"
-
-    def __init__(self, sasrec: SASRecScorer, index: ItemIndex, ranker: NeuMF,
-                 candidates: int = 100, exclude_seen: bool = True) -> None:
-        self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
-        self.exclude_seen = exclude_seen
-        self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
-
-    @classmethod
-    def of(cls, sasrec: SASRec, ranker: NeuMF, candidates: int = 100,
-           exclude_seen: bool = True) -> PipelineScorer:
-        """From two trained models, e.g. a champion loaded from the registry."""
-        index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
-        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen)
-
-    def rerank(self, users: np.ndarray, sessions: np.ndarray,
-               histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(ranker scores, item ids), each [batch, depth], best first."""
-        if self.exclude_seen:
-            scores, ids = self.index.search(sessions, self.candidates, exclude=histories)
-        else:
-            depth = self.candidates + max((len(h) for h in histories), default=0)
-            scores, ids = self.index.search(sessions, min(depth, self.index.num_items))
-        k = ids.shape[1]
-        logits = self.ranker.predict_on_batch({
-            "user": np.repeat(users, k).astype("int32"), "item": ids.ravel().astype("int32"),
-            "session": np.repeat(sessions, k, axis=0), "score": scores.reshape(-1, 1)})
-        ranked = keras.ops.convert_to_numpy(logits).reshape(ids.shape)
-        ranked = np.where(ids > 0, ranked, -np.inf)
-        order = np.argsort(-ranked, axis=1, kind="stable")
-        return np.take_along_axis(ranked, order, 1), np.take_along_axis(ids, order, 1)
-
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        sessions = self.sasrec.embed(histories)
-        full = sessions @ self.table.T
-        ranked, ids = self.rerank(users, sessions, histories)
-        # Candidates sit above every other item, in the ranker's order.
-        top = full.max(axis=1, keepdims=True) + 1.0
-        rows = np.arange(len(users))[:, None]
-        rank_bonus = np.linspace(1.0, 0.0, ids.shape[1])[None, :] * (ids > 0)
-        full[rows, ids] = np.where(ids > 0, top + rank_bonus, full[rows, ids])
-        return full
 
 
 def ranker_examples(histories: list[np.ndarray], sasrec: SASRecScorer, index: ItemIndex,

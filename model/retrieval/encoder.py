@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.sasrec import SASRec
+from model.retrieval.sasrec import SASRec
+from model.weights import layer_arrays
 
 _NEG = np.float32(-1e9)
 
@@ -104,18 +105,15 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
     """Copy a trained model's weights into arrays (float32)."""
     enc = model.encoder
 
-    def arrays(layer) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
-        return [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
-
     blocks = []
     for i in range(enc.blocks):
-        wq, bq, wk, bk, wv, bv, wo, bo = arrays(enc.attn[i])
-        w1, b1 = arrays(enc.ffn_in[i])
-        w2, b2 = arrays(enc.ffn_out[i])
-        blocks.append(_Block(tuple(arrays(enc.attn_norm[i])), wq, bq, wk, bk, wv, bv, wo, bo,
-                             tuple(arrays(enc.ffn_norm[i])), w1, b1, w2, b2))
-    return NumpySASRec(arrays(enc.item_embedding)[0], arrays(enc.pos_embedding)[0],
-                       tuple(blocks), tuple(arrays(enc.final_norm)))  # type: ignore[arg-type]
+        wq, bq, wk, bk, wv, bv, wo, bo = layer_arrays(enc.attn[i])
+        w1, b1 = layer_arrays(enc.ffn_in[i])
+        w2, b2 = layer_arrays(enc.ffn_out[i])
+        blocks.append(_Block(tuple(layer_arrays(enc.attn_norm[i])), wq, bq, wk, bk, wv, bv, wo, bo,
+                             tuple(layer_arrays(enc.ffn_norm[i])), w1, b1, w2, b2))
+    return NumpySASRec(layer_arrays(enc.item_embedding)[0], layer_arrays(enc.pos_embedding)[0],
+                       tuple(blocks), tuple(layer_arrays(enc.final_norm)))  # type: ignore[arg-type]
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""Warm-starting a challenger from the champion's weights.
+"""A trained model's weights: read out as float32 arrays (what the NumPy serving forms
+are exported from), copied into a challenger (warm start), checked finite (the gate).
 
-The trainer seeds its id maps with the champion's and only appends new users and items,
+Warm start: the trainer seeds its id maps with the champion's and only appends new users and items,
 so row i of every embedding table means the same user or item in both models. Weights of
 equal shape are copied; an embedding table that grew gets the champion's rows as its
 prefix and keeps fresh initial values for the new rows; anything else (another
@@ -11,6 +12,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+
+
+def layer_arrays(layer: keras.layers.Layer) -> list[np.ndarray]:
+    """A layer's weights as float32 NumPy arrays, in the layer's own order."""
+    return [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
 
 
 def copy_weights(dst: keras.Model, src: keras.Model) -> list[str]:

@@ -1,10 +1,16 @@
-"""The serving bundle: everything a stream worker needs to turn sessions into lists.
+"""The retrieve-then-rerank pipeline, in its two forms side by side: a change to one
+belongs next to the other.
 
-Encoder and reranker (NumPy over exported SASRec and NeuMF weights, tested equal to the
-Keras models), item index (FAISS) and the id maps, behind one call per micro-batch:
-``recommend(users, sessions, k)``. No Keras call on this path. Sessions arrive as
-external item ids; items the model has never seen are skipped, and a session with none
-it knows gets ``None`` (the caller serves popularity).
+- ``PipelineScorer`` (Keras): the retriever (SASRec) embeds the session, FAISS returns
+  ``candidates`` items, the ranker (NeuMF) reorders them. The offline protocols, the
+  ranker's early stopping and the trainer's gate score this.
+- ``ServingBundle`` (NumPy): the same computation over exported weights, for the stream
+  workers: encoder (``model.retrieval.encoder``, incremental per user), item index,
+  ranker (``model.ranking.scorer``) and the id maps behind one call per micro-batch,
+  ``recommend(users, sessions, k)``. No Keras call on this path. Sessions arrive as
+  external item ids; items the model has never seen are skipped, and a session with none
+  it knows gets ``None`` (the caller serves popularity). Each piece is tested equal to
+  its Keras model.
 """
 
 from __future__ import annotations
@@ -14,14 +20,70 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 
 from model.data import IdMap
-from model.neumf import NeuMF
-from model.neumf_serving import NumpyNeuMF, export_neumf
-from model.retrieval import IndexConfig, ItemIndex
-from model.sasrec import SASRec
-from model.serving import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
+from model.ranking.neumf import NeuMF
+from model.ranking.scorer import NumpyNeuMF, export_neumf
+from model.retrieval.encoder import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
+from model.retrieval.index import IndexConfig, ItemIndex
+from model.retrieval.sasrec import SASRec
+from model.retrieval.training import SASRecScorer
+
+
+class PipelineScorer:
+    """SASRec retrieves ``candidates`` items, NeuMF reorders them; the rest keep their
+    SASRec order below. This is the scoring path of the stream workers.
+
+    ``exclude_seen`` drops the user's history from the candidates (what a live feed
+    wants). The offline protocol masks history itself but keeps a held-out item the user
+    had seen before, so for evaluation history stays in and the depth grows by its length.
+    """
+
+    name = "pipeline"
+
+    def __init__(self, sasrec: SASRecScorer, index: ItemIndex, ranker: NeuMF,
+                 candidates: int = 100, exclude_seen: bool = True) -> None:
+        self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
+        self.exclude_seen = exclude_seen
+        self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
+
+    @classmethod
+    def of(cls, sasrec: SASRec, ranker: NeuMF, candidates: int = 100,
+           exclude_seen: bool = True) -> PipelineScorer:
+        """From two trained models, e.g. a champion loaded from the registry."""
+        index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
+        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen)
+
+    def rerank(self, users: np.ndarray, sessions: np.ndarray,
+               histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(ranker scores, item ids), each [batch, depth], best first."""
+        if self.exclude_seen:
+            scores, ids = self.index.search(sessions, self.candidates, exclude=histories)
+        else:
+            depth = self.candidates + max((len(h) for h in histories), default=0)
+            scores, ids = self.index.search(sessions, min(depth, self.index.num_items))
+        k = ids.shape[1]
+        logits = self.ranker.predict_on_batch({
+            "user": np.repeat(users, k).astype("int32"), "item": ids.ravel().astype("int32"),
+            "session": np.repeat(sessions, k, axis=0), "score": scores.reshape(-1, 1)})
+        ranked = keras.ops.convert_to_numpy(logits).reshape(ids.shape)
+        ranked = np.where(ids > 0, ranked, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        return np.take_along_axis(ranked, order, 1), np.take_along_axis(ids, order, 1)
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        sessions = self.sasrec.embed(histories)
+        full = sessions @ self.table.T
+        ranked, ids = self.rerank(users, sessions, histories)
+        # Candidates sit above every other item, in the ranker's order.
+        top = full.max(axis=1, keepdims=True) + 1.0
+        rows = np.arange(len(users))[:, None]
+        rank_bonus = np.linspace(1.0, 0.0, ids.shape[1])[None, :] * (ids > 0)
+        full[rows, ids] = np.where(ids > 0, top + rank_bonus, full[rows, ids])
+        return full
+
 
 
 def limit_threads(threads: int) -> None:

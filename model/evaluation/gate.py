@@ -5,7 +5,7 @@ event after the cut whose user has history before the cut is a test case (at mos
 user): history = the user's items before that event, target = its item. (One case per user
 was tried first: on ml-latest-small that left 11 cases, too few to decide anything.)
 Both protocols apply
-(``model.evaluation``: sampled and full ranking, history excluded for both models alike).
+(``model.evaluation.protocols``: sampled and full ranking, history excluded for both models alike).
 The challenger's id maps extend the champion's (same ids for what both know), so the
 champion is scored in the challenger's id space through ``KnownPrefix``: users it never
 saw are its unknown user, items it never saw leave its histories and rank last. Targets no
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.data import Interaction, Sequences
-from model.evaluation import Scorer
+from model.evaluation.protocols import Scorer
 
 
 @dataclass(frozen=True)

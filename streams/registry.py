@@ -161,7 +161,7 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
     """One MLflow run per trained model (``model.harness.Trained``): its full config, test
     metrics on ``split`` (both protocols), curve, the model with its signature and the id
     maps; registered under ``REGISTERED[name]`` when ``register``."""
-    from model.evaluation import evaluate
+    from model.evaluation.protocols import evaluate
 
     seqs = split.sequences
     out = {}
@@ -205,8 +205,8 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Mo
     """Load a registered model by alias (``models:/NAME@alias``) with ``safe_mode`` on."""
     import mlflow
 
-    import model.neumf  # noqa: F401  - register the custom classes before loading
-    import model.sasrec  # noqa: F401
+    import model.ranking.neumf  # noqa: F401  - register the custom classes before loading
+    import model.retrieval.sasrec  # noqa: F401
 
     mlflow.set_tracking_uri(store.tracking_uri)
     return mlflow.keras.load_model(f"models:/{name}@{alias}",
@@ -268,7 +268,7 @@ def load_champion(store: MlflowStore, encoder_name: str, ranker_name: str | None
 def load_bundle(store: MlflowStore, encoder_name: str, ranker_name: str | None,
                 alias: str = CHAMPION):  # type: ignore[no-untyped-def]
     """The serving bundle for ``alias``; its version string names both registry versions."""
-    from model.bundle import ServingBundle
+    from model.pipeline import ServingBundle
 
     c = load_champion(store, encoder_name, ranker_name, alias)
     return ServingBundle.from_models(c.encoder, c.ranker, c.users, c.items, c.version)

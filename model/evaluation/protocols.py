@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from model.data import LeaveLastOut
-from model.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
+from model.evaluation.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
 from model.sampling import SeenItems
 
 

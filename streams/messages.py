@@ -1,0 +1,142 @@
+"""The wire messages besides the event, each declared once: producers and consumers alike
+import these classes, and ``streams/schema/`` publishes their JSON Schemas (generated from
+the classes; a test keeps the files in step) for consumers written in other languages.
+
+- ``RecommendationList``: what a worker publishes for each answered event, on the
+  ``recommendations`` topic (key = user id), in Redis under ``recs:{user}`` and on the
+  lists channel; the API answers reads with the same record.
+- ``PopularList``: a worker's recent popularity, stored in Redis about once a second.
+- ``ModelAnnouncement``: a new champion, on ``model-updates`` (key = the alias).
+
+They are plain slotted dataclasses rather than pydantic models because a list is built
+per event on the worker's hot path: ``orjson`` serializes dataclasses natively, at about
+the cost of the dict it replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+Path = Literal["model", "popularity", "fallback"]
+SCHEMAS = {"recommendation-list-v1.json": "RecommendationList",
+           "popular-list-v1.json": "PopularList",
+           "model-announcement-v1.json": "ModelAnnouncement"}
+
+
+def version_string(versions: Mapping[str, str]) -> str:
+    """The one printable form of a set of registry versions: ``name:vN+name:vN``."""
+    return "+".join(f"{name}:v{v}" for name, v in versions.items())
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+
+
+def _items(raw: list[dict[str, Any]]) -> list[ScoredItem]:
+    return [ScoredItem(i["item_id"], i["score"]) for i in raw]
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationList:
+    """A user's list. ``path``: ``model`` (the workers' list for this session),
+    ``popularity`` (the user has no list yet, or no item the model knows: recent
+    popularity), ``fallback`` (the API could not reach Redis: the popularity it last saw).
+    ``event_id`` / ``event_item_id``: the event whose arrival produced the list and its item;
+    ``sent_us``: that event's send time (the ``sent_us`` header, when present);
+    ``published_us``: when the list was computed. Times are epoch microseconds."""
+
+    user_id: str
+    path: Path
+    model_version: str | None
+    items: list[ScoredItem]
+    event_id: str | None = None
+    event_item_id: str | None = None
+    sent_us: int | None = None
+    published_us: int | None = None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    def head(self, k: int) -> RecommendationList:
+        """The same list cut to its first ``k`` items."""
+        if len(self.items) <= k:
+            return self
+        return RecommendationList(self.user_id, self.path, self.model_version, self.items[:k],
+                                  self.event_id, self.event_item_id, self.sent_us,
+                                  self.published_us)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RecommendationList:
+        return cls(d["user_id"], d["path"], d.get("model_version"), _items(d["items"]),
+                   d.get("event_id"), d.get("event_item_id"), d.get("sent_us"),
+                   d.get("published_us"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RecommendationList:
+        return cls.from_dict(orjson.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class PopularList:
+    """A worker's recently popular items, and the model it was serving then."""
+
+    model_version: str | None
+    computed_us: int
+    items: list[ScoredItem]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    def as_list(self, user_id: str, k: int, path: Path) -> RecommendationList:
+        """This popularity served as ``user_id``'s list (no event behind it)."""
+        return RecommendationList(user_id, path, self.model_version, self.items[:k],
+                                  published_us=self.computed_us)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> PopularList:
+        d = orjson.loads(raw)
+        return cls(d.get("model_version"), d["computed_us"], _items(d["items"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnnouncement:
+    """The ``alias`` (``champion``) now names ``versions`` ({registered name: version}) in
+    the registry at ``tracking_uri``."""
+
+    alias: str
+    versions: dict[str, str]
+    tracking_uri: str
+
+    @property
+    def version(self) -> str:
+        return version_string(self.versions)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ModelAnnouncement:
+        """Raises ``ValueError`` for anything that is not an announcement."""
+        try:
+            d = orjson.loads(raw)
+            return cls(str(d["alias"]), {str(k): str(v) for k, v in d["versions"].items()},
+                       str(d["tracking_uri"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a model announcement: {exc}") from None
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the message class called ``name``."""
+    from pydantic import TypeAdapter
+
+    cls = globals()[name]
+    schema = TypeAdapter(cls).json_schema()
+    file = next(f for f, n in SCHEMAS.items() if n == name)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://streamrec.dev/schema/{file}", **schema}

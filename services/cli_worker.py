@@ -32,7 +32,7 @@ def worker(
 
     from model.pipeline import limit_threads
     from streams.metrics import WorkerMetrics
-    from streams.registry import ENCODER_NAME, RANKER_NAME, load_bundle
+    from streams.registry import load_bundle
     from streams.sessions import SessionPolicy
     from streams.worker import FixedList, WorkerConfig, create_app
 
@@ -41,7 +41,7 @@ def worker(
     store = mlflow_store(settings)
 
     def champion() -> object:
-        return load_bundle(store, ENCODER_NAME, RANKER_NAME)
+        return load_bundle(store)
 
     bundle = FixedList(settings.recs_top_n) if pass_through else champion()
     state_dir = settings.data_dir / "workers" / worker_id

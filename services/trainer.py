@@ -126,8 +126,7 @@ class Trainer:
         from model.weights import all_finite
         from services.training_run import train_with_progress
         from streams.registry import (
-            ENCODER_NAME,
-            RANKER_NAME,
+            ROLE_NAMES,
             alias_versions,
             comparison_figure,
             load_champion,
@@ -135,15 +134,14 @@ class Trainer:
             tag_versions,
         )
 
-        s, names = self.settings, [ENCODER_NAME, RANKER_NAME]
+        s, names = self.settings, list(ROLE_NAMES)
         events = self.history()
         if len(events) < s.trainer_min_events:
             return RoundResult("skipped", f"{len(events):,} events in {s.topic_interactions}, "
                                f"fewer than trainer_min_events ({s.trainer_min_events:,})",
                                events=len(events))
         before = retry("reading the champion alias", lambda: alias_versions(self.store, names))
-        champion = retry("loading the champion", lambda: load_champion(
-            self.store, ENCODER_NAME, RANKER_NAME)) if before else None
+        champion = retry("loading the champion", lambda: load_champion(self.store)) if before else None
         past, recent = time_split(events, 1 - s.trainer_holdout_fraction)
         seqs = build_sequences(
             past, users=IdMap.from_list(champion.users.to_list()) if champion else None,
@@ -157,7 +155,7 @@ class Trainer:
                  len(events), len(past), len(recent), champion.version if champion else "none")
         trained, sasrec_cfg, neumf_cfg = train_with_progress(
             split, ["sasrec", "pipeline"], s.trainer_epochs, self.seed,
-            init={"sasrec": champion.encoder, "pipeline": champion.ranker} if champion else None)
+            init={"retriever": champion.retriever, "ranker": champion.ranker} if champion else None)
         finite = all(t.result is not None and all_finite(t.result.model)
                      for t in trained.values())
 
@@ -166,8 +164,8 @@ class Trainer:
                                   seqs.num_items)
 
         reports = {"challenger": gate(trained["pipeline"].scorer)}
-        if champion is not None and champion.ranker is not None:
-            scorer = KnownPrefix(PipelineScorer.of(champion.encoder, champion.ranker,
+        if champion is not None:
+            scorer = KnownPrefix(PipelineScorer.of(champion.retriever, champion.ranker,
                                                    neumf_cfg.candidates, exclude_seen=False),
                                  len(champion.users), len(champion.items), seqs.num_items)
             reports["champion"] = gate(scorer)
@@ -231,7 +229,7 @@ class Trainer:
         """Rounds whenever ``trainer_interval_min`` has passed or ``trainer_every_events``
         new events arrived, until ``stop`` is set; with no champion yet, one at once."""
         from streams.consumer import TopicSizes
-        from streams.registry import ENCODER_NAME, RANKER_NAME, alias_versions
+        from streams.registry import ROLE_NAMES, alias_versions
 
         s = self.settings
         with TopicSizes(s.kafka_servers) as sizes:
@@ -240,7 +238,7 @@ class Trainer:
 
             last_round, last_size = float("-inf"), -1
             if retry("reading the champion alias", lambda: alias_versions(
-                    self.store, [ENCODER_NAME, RANKER_NAME])) is not None:
+                    self.store, list(ROLE_NAMES))) is not None:
                 last_round, last_size = time.monotonic(), topic_size()
             log.info("trainer ready: %s events in %s so far; champion %s", max(last_size, 0),
                      s.topic_interactions,

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,9 @@ def announce(bootstrap: str, topic: str, versions: dict[str, str], tracking_uri:
     version}); True once the broker has the message."""
     from streams.producer import RecordProducer
 
-    message = orjson.dumps({"alias": "champion", "versions": versions,
-                            "tracking_uri": tracking_uri})
+    message = ModelAnnouncement(CHAMPION, versions, tracking_uri)
     producer = RecordProducer(bootstrap)
-    producer.produce(topic, b"champion", message)
+    producer.produce(topic, CHAMPION.encode(), message.to_json())
     return producer.flush(timeout_s) == 0 and producer.stats.failed == 0
 
 
@@ -46,10 +45,9 @@ class Serving:
     def announced_version(self, message: bytes) -> str:
         """The version string an announcement names (``name:vN+name:vN``), '' if unreadable."""
         try:
-            versions = orjson.loads(message).get("versions", {})
-        except (orjson.JSONDecodeError, AttributeError):
+            return ModelAnnouncement.from_json(message).version
+        except ValueError:
             return ""
-        return "+".join(f"{k}:v{v}" for k, v in versions.items())
 
     async def apply(self, message: bytes, load_bundle: Callable[[], Any], top_n: int) -> None:
         """Load the champion an announcement names and swap it in, unless it is served."""

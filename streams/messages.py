@@ -22,6 +22,7 @@ from typing import Any, Literal
 import orjson
 
 Path = Literal["model", "popularity", "fallback"]
+CHAMPION = "champion"  # the registry alias the workers serve, named in announcements
 SCHEMAS = {"recommendation-list-v1.json": "RecommendationList",
            "popular-list-v1.json": "PopularList",
            "model-announcement-v1.json": "ModelAnnouncement"}

@@ -1,5 +1,13 @@
-"""MLflow: log a training run (config, git commit, per-epoch metrics, learning curve,
-model with signature), register the model, move the ``champion`` alias, load by alias.
+"""The model registry adapter (MLflow): log a training run (config, git commit, per-epoch
+metrics, learning curve and comparison figures, model with signature), register the model,
+move the ``champion`` alias, load by alias into the serving bundle. The trainer and the
+worker's entry point reach MLflow only through here; ``model/`` never does.
+
+Registered names follow the two roles of the pipeline: ``streamrec-retriever`` (SASRec)
+and ``streamrec-ranker`` (NeuMF over the retriever's candidates); the standalone paper
+NeuMF is ``streamrec-neumf``. A store written before the retriever had its role name
+(``streamrec-sasrec``) still loads: an alias missing under the role name is looked up
+under the legacy name, and the next promotion moves it to the role name.
 
 Models load with Keras ``safe_mode`` on (no arbitrary code in a saved model), after the
 streamrec layers are imported so their registered classes resolve.
@@ -17,11 +25,14 @@ import numpy as np
 
 from infra.mlflow_store import MlflowStore
 from model.data import IdMap
+from model.pipeline import ServingBundle
+from streams.messages import CHAMPION, version_string
 
-CHAMPION = "champion"
-ENCODER_NAME = "streamrec-sasrec"
+RETRIEVER_NAME = "streamrec-retriever"
 RANKER_NAME = "streamrec-ranker"
 NEUMF_NAME = "streamrec-neumf"
+ROLE_NAMES = (RETRIEVER_NAME, RANKER_NAME)
+LEGACY_NAMES = {RETRIEVER_NAME: "streamrec-sasrec"}
 PIP_REQUIREMENTS = ["keras==3.15.*", "tensorflow-cpu==2.21.*", "numpy>=2"]
 
 
@@ -142,7 +153,8 @@ def tag_versions(store: MlflowStore, versions: Mapping[str, str], tags: Mapping[
             client.set_model_version_tag(name, version, key, value)
 
 
-REGISTERED = {"sasrec": ENCODER_NAME, "neumf": NEUMF_NAME, "pipeline": RANKER_NAME}
+# Model kind (what ``--models`` accepts) -> the name it is registered under.
+REGISTERED = {"sasrec": RETRIEVER_NAME, "pipeline": RANKER_NAME, "neumf": NEUMF_NAME}
 
 
 @dataclass(frozen=True)
@@ -215,60 +227,68 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Mo
 
 @dataclass(frozen=True)
 class Champion:
-    """The models behind an alias, the id maps logged with the encoder, their versions."""
+    """The models behind an alias, the id maps logged with the retriever, their versions."""
 
-    encoder: keras.Model
-    ranker: keras.Model | None
+    retriever: keras.Model
+    ranker: keras.Model
     users: IdMap
     items: IdMap
     versions: dict[str, str]
 
     @property
     def version(self) -> str:
-        return "+".join(f"{name}:v{v}" for name, v in self.versions.items())
+        return version_string(self.versions)
+
+
+def _by_alias(client: Any, name: str, alias: str) -> Any:
+    """The model version behind ``name@alias``, looked up under the legacy name of ``name``
+    too; raises ``MlflowException`` when neither has it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        if name not in LEGACY_NAMES:
+            raise
+        return client.get_model_version_by_alias(LEGACY_NAMES[name], alias)
 
 
 def alias_versions(store: MlflowStore, names: list[str], alias: str = CHAMPION
                    ) -> dict[str, str] | None:
-    """{name: version} behind ``alias``, or None when any name has no such alias yet."""
+    """{registered name: version} behind ``alias`` (the legacy name where that is the one
+    holding it), or None when any name has no such alias yet."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.tracking_uri)
     try:
-        return {n: str(client.get_model_version_by_alias(n, alias).version) for n in names}
+        found = [_by_alias(client, n, alias) for n in names]
     except MlflowException:
         return None
+    return {v.name: str(v.version) for v in found}
 
 
-def load_champion(store: MlflowStore, encoder_name: str, ranker_name: str | None,
-                  alias: str = CHAMPION) -> Champion:
-    """Encoder and ranker behind ``alias`` and the id maps logged with the encoder's run."""
+def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
+    """Retriever and ranker behind ``alias`` and the id maps logged with the retriever."""
     import json
 
     import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.tracking_uri)
-    enc_version = client.get_model_version_by_alias(encoder_name, alias)
+    retriever, ranker = (_by_alias(client, n, alias) for n in ROLE_NAMES)
     mlflow.set_tracking_uri(store.tracking_uri)
     maps_path = mlflow.artifacts.download_artifacts(
-        run_id=enc_version.run_id, artifact_path="id_maps.json")
+        run_id=retriever.run_id, artifact_path="id_maps.json")
     with open(maps_path) as handle:
         maps = json.load(handle)
-    versions = {encoder_name: str(enc_version.version)}
-    ranker = None
-    if ranker_name is not None:
-        ranker = load_model(store, ranker_name, alias)
-        versions[ranker_name] = str(client.get_model_version_by_alias(ranker_name, alias).version)
-    return Champion(load_model(store, encoder_name, alias), ranker,
-                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]), versions)
+    return Champion(load_model(store, retriever.name, alias),
+                    load_model(store, ranker.name, alias),
+                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),
+                    {v.name: str(v.version) for v in (retriever, ranker)})
 
 
-def load_bundle(store: MlflowStore, encoder_name: str, ranker_name: str | None,
-                alias: str = CHAMPION):  # type: ignore[no-untyped-def]
+def load_bundle(store: MlflowStore, alias: str = CHAMPION) -> ServingBundle:
     """The serving bundle for ``alias``; its version string names both registry versions."""
-    from model.pipeline import ServingBundle
-
-    c = load_champion(store, encoder_name, ranker_name, alias)
-    return ServingBundle.from_models(c.encoder, c.ranker, c.users, c.items, c.version)
+    c = load_champion(store, alias)
+    return ServingBundle.from_models(c.retriever, c.ranker, c.users, c.items, c.version)

@@ -36,8 +36,9 @@ def train_models(split: LeaveLastOut, names: list[str], sasrec_cfg: SASRecConfig
                  neumf_cfg: NeuMFConfig = NeuMFConfig(), index_cfg: IndexConfig = IndexConfig(),
                  progress: Progress | None = None,
                  init: dict[str, keras.Model] | None = None) -> dict[str, Trained]:
-    """Train each named model once; ``pipeline`` reuses the trained ``sasrec``. ``init``
-    maps ``sasrec`` / ``pipeline`` to models to warm-start from."""
+    """Train each named model once; ``pipeline`` reuses the trained ``sasrec`` as its
+    retriever. ``init`` maps a role (``retriever``, ``ranker``) to a model to warm-start
+    that role from."""
     init = init or {}
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
@@ -58,7 +59,7 @@ def train_models(split: LeaveLastOut, names: list[str], sasrec_cfg: SASRecConfig
             res = fit_neumf(split, neumf_cfg, report(name))
             out[name] = Trained(name, NeuMFScorer(res.model), time.perf_counter() - start, res)
         elif name in ("sasrec", "pipeline") and "sasrec" not in out:
-            res = fit_sasrec(split, sasrec_cfg, report("sasrec"), init=init.get("sasrec"))
+            res = fit_sasrec(split, sasrec_cfg, report("sasrec"), init=init.get("retriever"))
             table = keras.ops.convert_to_numpy(res.model.item_embeddings())
             out["sasrec"] = Trained("sasrec", SASRecScorer(res.model),
                                     time.perf_counter() - start, res,
@@ -69,7 +70,7 @@ def train_models(split: LeaveLastOut, names: list[str], sasrec_cfg: SASRecConfig
             start = time.perf_counter()
             res = fit_ranker(split, sasrec.scorer, sasrec.index, sasrec_cfg,  # type: ignore[arg-type]
                              sasrec.result.best_epoch, neumf_cfg, report(name),
-                             init=init.get("pipeline"))
+                             init=init.get("ranker"))
             scorer = PipelineScorer(sasrec.scorer, sasrec.index, res.model,  # type: ignore[arg-type]
                                     neumf_cfg.candidates, exclude_seen=False)
             out[name] = Trained(name, scorer,

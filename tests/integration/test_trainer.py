@@ -16,10 +16,10 @@ from services.settings import Settings, load_settings
 from services.trainer import LOCK_KEY, Trainer
 from streams.consumer import read_topic
 from streams.producer import EventProducer
-from streams.registry import ENCODER_NAME, RANKER_NAME, alias_versions
+from streams.registry import RANKER_NAME, RETRIEVER_NAME, alias_versions
 from streams.synthetic import SyntheticConfig, generate
 
-MODELS = [ENCODER_NAME, RANKER_NAME]
+MODELS = [RETRIEVER_NAME, RANKER_NAME]
 
 
 def _trainer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -52,16 +52,16 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     first = _trainer(env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "promoted: no champion yet" in first.stderr, first.stderr[-3000:]
-    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     announced = list(read_topic(settings.kafka_servers, topics["STREAMREC_TOPIC_MODEL_UPDATES"],
                                 from_beginning=True, limit=1, idle_timeout_s=20))
-    assert orjson.loads(announced[0].value)["versions"] == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    assert orjson.loads(announced[0].value)["versions"] == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
     # A challenger that must be 1000% better: registered, tagged with why, not promoted.
     second = _trainer(env, "--min-gain", "10")
     assert second.returncode == 0 and "rejected:" in second.stderr, second.stderr[-3000:]
     assert "does not beat champion" in second.stderr
-    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     from mlflow.tracking import MlflowClient
 
     v2 = MlflowClient(tracking_uri=store.tracking_uri).get_model_version(RANKER_NAME, "2")
@@ -78,17 +78,17 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "state"))
     trainer = Trainer(load_settings())
-    challenger = {ENCODER_NAME: "2", RANKER_NAME: "2"}
-    moved, why = trainer.promote(challenger, expected={ENCODER_NAME: "0", RANKER_NAME: "0"})
+    challenger = {RETRIEVER_NAME: "2", RANKER_NAME: "2"}
+    moved, why = trainer.promote(challenger, expected={RETRIEVER_NAME: "0", RANKER_NAME: "0"})
     assert not moved and "champion moved" in why
     lock = redis.Redis.from_url(settings.redis)
     lock.set(LOCK_KEY, "another-trainer", ex=30)
     try:
-        locked, why = trainer.promote(challenger, expected={ENCODER_NAME: "1", RANKER_NAME: "1"})
+        locked, why = trainer.promote(challenger, expected={RETRIEVER_NAME: "1", RANKER_NAME: "1"})
     finally:
         lock.delete(LOCK_KEY)
     assert not locked and "lock held" in why
-    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
     # A round that crashes promotes nothing and says why.
     def broken_history() -> list:
@@ -97,7 +97,7 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     monkeypatch.setattr(trainer, "history", broken_history)
     failed = trainer.run_round()
     assert failed.outcome == "failed" and "disk on fire" in failed.reason
-    assert alias_versions(store, MODELS) == {ENCODER_NAME: "1", RANKER_NAME: "1"}
+    assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
 
 def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing_events(

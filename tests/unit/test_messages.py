@@ -1,0 +1,86 @@
+"""The wire messages: published schemas match the classes, records round-trip, and what
+the classes write validates against the published schemas (what a consumer in another
+language would check)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from streams.messages import (
+    SCHEMAS,
+    ModelAnnouncement,
+    PopularList,
+    RecommendationList,
+    ScoredItem,
+    json_schema,
+    version_string,
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "streams" / "schema"
+LIST = RecommendationList("u1", "model", "streamrec-retriever:v2+streamrec-ranker:v3",
+                          [ScoredItem("i1", 2.5), ScoredItem("i2", 1.0)],
+                          "0b7e6a4c-5f0e-4a55-9d8e-2f8a3c1d9e10", "i9", 1_700_000_000_000_000,
+                          1_700_000_000_004_000)
+
+
+def validator(file: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / file).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.mark.parametrize("file,name", sorted(SCHEMAS.items()))
+def test_published_schemas_match_the_classes(file: str, name: str) -> None:
+    assert json.loads((SCHEMA_DIR / file).read_text()) == json_schema(name), (
+        f"regenerate streams/schema/{file} from streams.messages.json_schema({name!r})")
+
+
+def test_a_list_round_trips_and_follows_its_schema() -> None:
+    raw = LIST.to_json()
+    assert RecommendationList.from_json(raw) == LIST
+    validator("recommendation-list-v1.json").validate(json.loads(raw))
+
+
+def test_the_schema_rejects_a_list_without_items_or_with_an_unknown_path() -> None:
+    check = validator("recommendation-list-v1.json")
+    good = json.loads(LIST.to_json())
+    with pytest.raises(jsonschema.ValidationError):
+        check.validate({k: v for k, v in good.items() if k != "items"})
+    with pytest.raises(jsonschema.ValidationError):
+        check.validate({**good, "path": "guess"})
+
+
+def test_head_cuts_items_and_keeps_the_rest() -> None:
+    cut = LIST.head(1)
+    assert cut.items == [ScoredItem("i1", 2.5)] and cut.event_id == LIST.event_id
+    assert LIST.head(10) is LIST
+
+
+def test_popularity_served_as_a_list() -> None:
+    popular = PopularList("v1", 123, [ScoredItem("a", 3.0), ScoredItem("b", 2.0)])
+    assert PopularList.from_json(popular.to_json()) == popular
+    validator("popular-list-v1.json").validate(json.loads(popular.to_json()))
+    as_list = popular.as_list("u7", 1, "fallback")
+    assert (as_list.user_id, as_list.path, as_list.items, as_list.published_us) == \
+        ("u7", "fallback", [ScoredItem("a", 3.0)], 123)
+    assert as_list.event_id is None
+
+
+def test_announcement_round_trips_and_names_its_version() -> None:
+    a = ModelAnnouncement("champion", {"streamrec-retriever": "4", "streamrec-ranker": "5"},
+                          "sqlite:///x.db")
+    assert ModelAnnouncement.from_json(a.to_json()) == a
+    validator("model-announcement-v1.json").validate(json.loads(a.to_json()))
+    assert a.version == "streamrec-retriever:v4+streamrec-ranker:v5"
+    assert a.version == version_string(a.versions)
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b'{"alias": "champion"}',
+                                 b'{"alias": "c", "versions": [1], "tracking_uri": "x"}'])
+def test_anything_else_is_not_an_announcement(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="not a model announcement"):
+        ModelAnnouncement.from_json(raw)

@@ -1,0 +1,42 @@
+"""Status records: written atomically, read back typed, nothing written without a path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.status import (
+    RoundSummary,
+    StatusFile,
+    TrainerStatus,
+    WorkerStatus,
+    read_status,
+)
+
+
+def test_trainer_status_round_trips_with_its_last_round(tmp_path: Path) -> None:
+    path = tmp_path / "trainer.json"
+    assert read_status(path, TrainerStatus) is None
+    status = StatusFile(path, TrainerStatus())
+    assert read_status(path, TrainerStatus) == TrainerStatus()
+    status.update(state="ready", rounds=1,
+                  last_round=RoundSummary("promoted", "no champion yet", {"r": "1"}, 500))
+    back = read_status(path, TrainerStatus)
+    assert back is not None and back.state == "ready" and back.rounds == 1
+    assert back.last_round == RoundSummary("promoted", "no champion yet", {"r": "1"}, 500)
+    assert back.updated_us > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["trainer.json"]  # no temporary left
+
+
+def test_worker_status_counts_swaps(tmp_path: Path) -> None:
+    path = tmp_path / "worker.json"
+    status = StatusFile(path, WorkerStatus("a:v1"))
+    status.update(model_version="a:v2", swaps_applied=1)
+    assert read_status(path, WorkerStatus) == status.current
+    assert status.current.model_version == "a:v2"
+
+
+def test_without_a_path_nothing_is_written(tmp_path: Path) -> None:
+    status = StatusFile(None, WorkerStatus("a:v1"))
+    status.update(swaps_failed=1, last_error="boom")
+    assert status.current.swaps_failed == 1
+    assert list(tmp_path.iterdir()) == []

@@ -16,8 +16,10 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, then the import contracts in pyproject.toml (an import pointing up the layers fails).
 lint: setup
 	$(BIN)/ruff check services streams model infra benchmarks tests
+	$(BIN)/lint-imports --no-cache
 
 setup: $(STAMP) system-deps
 

@@ -90,8 +90,8 @@ def limit_threads(threads: int) -> None:
     """Cap the compute threads of NumPy's BLAS and FAISS's OpenMP in this process.
 
     A worker serves micro-batches on one core; spare BLAS and OpenMP threads spin after
-    each call and compete with the event loop and the broker (measured on 2 cores: the
-    model path went from ~150 to ~75 µs/event with one thread each). More throughput
+    each call and compete with the event loop and the broker (one thread each halved the
+    model path's cost per event: docs/BENCHMARKS.md, "Streaming worker"). More throughput
     comes from more workers and partitions.
     """
     import faiss

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 
@@ -25,6 +26,15 @@ class Record:
     headers: dict[str, bytes]
 
 
+def existing_topic(client: Consumer, topic: str) -> Any:
+    """``topic``'s metadata (its ``partitions``); raises ``KafkaException`` when the broker
+    does not know it, rather than letting a consumer wait forever on a missing topic."""
+    meta = client.list_topics(topic, timeout=10)
+    if topic not in meta.topics or meta.topics[topic].error is not None:
+        raise KafkaException(f"topic {topic!r} does not exist")
+    return meta.topics[topic]
+
+
 def read_topic(bootstrap: str, topic: str, *, from_beginning: bool = False,
                limit: int | None = None, idle_timeout_s: float | None = None) -> Iterator[Record]:
     """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet."""
@@ -35,9 +45,7 @@ def read_topic(bootstrap: str, topic: str, *, from_beginning: bool = False,
         "enable.auto.commit": False,
     })
     try:
-        meta = consumer.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise KafkaException(f"topic {topic!r} does not exist")
+        existing_topic(consumer, topic)
         consumer.subscribe([topic])
         count, last = 0, time.monotonic()
         while limit is None or count < limit:
@@ -68,10 +76,7 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> Iterator
         "enable.auto.commit": False,
     })
     try:
-        meta = consumer.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise KafkaException(f"topic {topic!r} does not exist")
-        for partition in sorted(meta.topics[topic].partitions):
+        for partition in sorted(existing_topic(consumer, topic).partitions):
             low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
                                                       timeout=10)
             if end <= low:
@@ -107,11 +112,8 @@ class TopicSizes:
         """Records ever written to ``topic``: the sum of its partitions' end offsets."""
         from confluent_kafka import TopicPartition
 
-        meta = self._consumer.list_topics(topic, timeout=10)
-        if topic not in meta.topics or meta.topics[topic].error is not None:
-            raise KafkaException(f"topic {topic!r} does not exist")
         return sum(self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in meta.topics[topic].partitions)
+                   for p in existing_topic(self._consumer, topic).partitions)
 
     def close(self) -> None:
         self._consumer.close()

@@ -6,8 +6,8 @@ pipelined round trip per micro-batch, the batch's lists are also published, as o
 array, on one Redis pub/sub channel (``STREAMREC_RECS_CHANNEL``): API processes hold one
 subscription each and fan the lists out to their live feeds, so a feed client costs no
 Kafka consumer and no Redis connection. One message per batch rather than per list: a
-``PUBLISH`` per list cost the pass-through worker 11% of its throughput (5,637 vs 6,319
-events/s, one benchmark run each). About once a second a worker also stores its recent
+``PUBLISH`` per list cost the pass-through worker a tenth of its throughput
+(docs/BENCHMARKS.md, "Streaming worker"). About once a second a worker also stores its recent
 popularity and model version under ``<channel>:popular``: the API's answer for users
 without a list, and its fallback when Redis is down.
 """

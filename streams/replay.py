@@ -74,8 +74,8 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
         summary.sent += 1
         if paced and summary.sent == 1:
             # A new idempotent producer needs ~0.3-0.5 s for its producer id; records sent
-            # meanwhile wait that long (measured: the 232 slowest of 12,000 at 500/s were all
-            # in the first half second). Deliver the first one, then start the pace.
+            # meanwhile wait that long (the p99 it cost: docs/BENCHMARKS.md, "Streaming
+            # worker"). Deliver the first one, then start the pace.
             producer.flush()
             start = time.perf_counter()
         if on_progress is not None and summary.read % progress_every == 0:

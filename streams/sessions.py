@@ -54,8 +54,8 @@ def event_fingerprint(event_id: str) -> str:
     """An event id as 11 characters (8-byte BLAKE2b, base64url) instead of 36.
 
     The state is written to the changelog on every event; 64 full ids made each record
-    ~3 KB, which the worker's producer and the broker paid for per event (measured: +17%
-    worker throughput at ~1.7 KB). A false duplicate needs two of a user's 64 remembered
+    about twice as large, which the worker's producer and the broker paid for per event
+    (docs/BENCHMARKS.md, "Streaming worker"). A false duplicate needs two of a user's 64 remembered
     events to share 64 bits: about 2^-58.
     """
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()

@@ -85,7 +85,7 @@ class ItemIndex:
 def _excluded(ids: np.ndarray, exclude: list[np.ndarray], stride: int) -> np.ndarray:
     """Mask of ``ids[row, j] in exclude[row]``, for all rows in one ``isin``: each row's ids
     are offset by ``row * stride`` so rows cannot match each other (a per-row loop cost
-    ~20 µs a row)."""
+    more than the search itself: docs/BENCHMARKS.md, "Streaming worker")."""
     offsets = np.arange(len(ids), dtype=np.int64) * stride
     banned = np.concatenate([np.asarray(e, np.int64) + o for e, o in zip(exclude, offsets)])
     return np.isin(ids + offsets[:, None], banned)
@@ -97,5 +97,5 @@ def gpu_count() -> int:
 
 
 # Batched queries run through BLAS only above this many query-dims; the default (20)
-# leaves micro-batches on the slow path (STACK.md: ~96 -> ~28 µs per query at batch 256).
+# leaves micro-batches on the slow path (about 3x slower per query at batch 256: STACK.md).
 faiss.cvar.distance_compute_blas_threshold = 16

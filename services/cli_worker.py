@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from services.settings import load_settings
+from services.settings import Settings, load_settings
 from services.stack import mlflow_store
+
+if TYPE_CHECKING:
+    from streams.worker import WorkerConfig
 
 app = typer.Typer()
 console = Console(stderr=True)
@@ -26,6 +30,10 @@ def worker(
     pass_through: Annotated[bool, typer.Option(
         help="serve a fixed list instead of the model: the Faust + Kafka ceiling, for "
              "benchmarks")] = False,
+    status_file: Annotated[Path | None, typer.Option(
+        help="keep this file's JSON (streams.status.WorkerStatus) current: the model "
+             "served and the swaps made or refused, for programs that wait on them "
+             "(default: write nothing)")] = None,
 ) -> None:
     """Consume interactions, keep sessions, publish recommendations (runs until stopped)."""
     from faust.worker import Worker
@@ -33,8 +41,7 @@ def worker(
     from model.pipeline import limit_threads
     from streams.metrics import WorkerMetrics
     from streams.registry import load_bundle
-    from streams.sessions import SessionPolicy
-    from streams.worker import FixedList, WorkerConfig, create_app
+    from streams.worker import FixedList, create_app
 
     settings = load_settings()
     limit_threads(settings.worker_compute_threads)
@@ -44,19 +51,7 @@ def worker(
         return load_bundle(store)
 
     bundle = FixedList(settings.recs_top_n) if pass_through else champion()
-    state_dir = settings.data_dir / "workers" / worker_id
-    state_dir.mkdir(parents=True, exist_ok=True)
-    cfg = WorkerConfig(
-        bootstrap=settings.kafka_servers, group_id=settings.worker_group,
-        interactions=settings.topic_interactions, dlq=settings.topic_dlq,
-        recommendations=settings.topic_recommendations,
-        model_updates=settings.topic_model_updates, partitions=settings.interactions_partitions,
-        state_dir=state_dir, redis_url=settings.redis,
-        recs_channel=settings.recs_channel, batch_size=settings.worker_batch_size,
-        batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
-        recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
-        session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
-                              max_items=settings.session_max_items))
+    cfg = _worker_config(settings, worker_id, status_file)
     metrics = WorkerMetrics()
     metrics.watch_gc()
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
@@ -66,14 +61,41 @@ def worker(
     console.print(f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
                   f"{cfg.interactions} -> {cfg.recommendations}"
                   + (f", metrics on :{port}/metrics" if port else ""))
+    _quiet_logs(log_level)
+    # What start-up loaded (TensorFlow, Keras, MLflow, Faust, the model) lives as long as
+    # the process. Frozen, full collections skip it: they stalled the loop ~350 ms each
+    # (p99 372 ms at 500/s after a 48k-event backlog, measured with the GC metric).
+    gc.freeze()
+    Worker(faust_app, loglevel=log_level, quiet=True).execute_from_commandline()
+
+
+def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
+                   ) -> WorkerConfig:
+    """The worker's settings, with a state folder of its own (created here)."""
+    from streams.sessions import SessionPolicy
+    from streams.worker import WorkerConfig
+
+    state_dir = settings.data_dir / "workers" / worker_id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return WorkerConfig(
+        bootstrap=settings.kafka_servers, group_id=settings.worker_group,
+        interactions=settings.topic_interactions, dlq=settings.topic_dlq,
+        recommendations=settings.topic_recommendations,
+        model_updates=settings.topic_model_updates, partitions=settings.interactions_partitions,
+        state_dir=state_dir, redis_url=settings.redis,
+        recs_channel=settings.recs_channel, batch_size=settings.worker_batch_size,
+        batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
+        recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
+        session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
+                              max_items=settings.session_max_items),
+        status_file=status_file)
+
+
+def _quiet_logs(log_level: str) -> None:
+    """Below info, silence the libraries whose chatter is not worth its cost."""
     if log_level not in ("debug", "info"):  # their INFO chatter costs throughput
         for noisy in ("aiokafka", "faust", "mode"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
     # buffer holds 100 changelog writes): normal back-pressure, not a fault.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
-    # What start-up loaded (TensorFlow, Keras, MLflow, Faust, the model) lives as long as
-    # the process. Frozen, full collections skip it: they stalled the loop ~350 ms each
-    # (p99 372 ms at 500/s after a 48k-event backlog, measured with the GC metric).
-    gc.freeze()
-    Worker(faust_app, loglevel=log_level, quiet=True).execute_from_commandline()

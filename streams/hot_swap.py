@@ -5,7 +5,9 @@ announcement reaches every worker (a group would hand it to one of them). At sta
 follower also rereads the newest announcement, which covers one made while the worker
 was loading its first model. A new bundle is loaded off the event loop, smoke-tested with
 one recommendation, and swapped in one assignment that the recommend loop reads once per
-micro-batch; a bundle that fails to load or to answer keeps the old one serving.
+micro-batch; a bundle that fails to load or to answer keeps the old one serving. Each
+outcome is logged, counted in the worker's metrics and, with ``--status-file``, written
+to the worker's status record (``streams.status.WorkerStatus``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
+from streams.status import StatusFile, WorkerStatus, now_us
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,18 @@ def announce(bootstrap: str, topic: str, versions: dict[str, str], tracking_uri:
 
 
 class Serving:
-    """The bundle in service; replaced whole, never mutated."""
+    """The bundle in service; replaced whole, never mutated.
 
-    def __init__(self, bundle: Any, metrics: WorkerMetrics) -> None:
+    Its state is reported three ways: log lines and Prometheus metrics for operators, and,
+    with ``status_file``, a ``WorkerStatus`` record for programs that wait on a swap (the
+    demo, the tests, the benchmarks), so none of them has to grep the logs.
+    """
+
+    def __init__(self, bundle: Any, metrics: WorkerMetrics,
+                 status_file: Path | None = None) -> None:
         self.bundle, self.metrics = bundle, metrics
         metrics.serve_model(bundle.version)
+        self.status = StatusFile(status_file, WorkerStatus(bundle.version, updated_us=now_us()))
 
     def announced_version(self, message: bytes) -> str:
         """The version string an announcement names (``name:vN+name:vN``), '' if unreadable."""
@@ -60,16 +71,24 @@ class Serving:
             if fresh.recommend([user], [[item]], top_n)[0] is None:
                 raise ValueError("smoke recommendation came back empty")
         except Exception as exc:  # noqa: BLE001 - keep serving the old model
-            self.metrics.swaps.labels("failed").inc()
-            log.error("model update %r not applied, keeping %s: %s", message,
-                      self.bundle.version, exc)
+            self._refused(message, exc)
             return
         if fresh.version == self.bundle.version:
             return
         old, self.bundle = self.bundle.version, fresh
         self.metrics.swaps.labels("applied").inc()
         self.metrics.serve_model(fresh.version)
+        self.status.update(model_version=fresh.version,
+                           swaps_applied=self.status.current.swaps_applied + 1)
         log.warning("model swapped: %s -> %s", old, fresh.version)
+
+    def _refused(self, message: bytes, exc: Exception) -> None:
+        """Count and report a bundle that failed to load or to answer; the old one serves on."""
+        self.metrics.swaps.labels("failed").inc()
+        self.status.update(swaps_failed=self.status.current.swaps_failed + 1,
+                           last_error=f"{type(exc).__name__}: {exc}")
+        log.error("model update %r not applied, keeping %s: %s", message,
+                  self.bundle.version, exc)
 
 
 async def follow_model_updates(bootstrap: str, topic: str, serving: Serving,

@@ -8,9 +8,11 @@ the classes; a test keeps the files in step) for consumers written in other lang
 - ``PopularList``: a worker's recent popularity, stored in Redis about once a second.
 - ``ModelAnnouncement``: a new champion, on ``model-updates`` (key = the alias).
 
-They are plain slotted dataclasses rather than pydantic models because a list is built
-per event on the worker's hot path: ``orjson`` serializes dataclasses natively, at about
-the cost of the dict it replaced.
+They are plain dataclasses rather than pydantic models because a list is built per event
+on the worker's hot path and read per request on the API's: ``orjson`` serializes them
+natively. Treat them as immutable; the list classes are neither frozen nor slotted on
+purpose (measured with 10 items: orjson took ~6 µs for slotted classes against ~1.2 µs
+for plain ones, and building frozen ones cost twice the ~2.3 µs of plain ones).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def version_string(versions: Mapping[str, str]) -> str:
     return "+".join(f"{name}:v{v}" for name, v in versions.items())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class ScoredItem:
     item_id: str
     score: float
@@ -43,7 +45,7 @@ def _items(raw: list[dict[str, Any]]) -> list[ScoredItem]:
     return [ScoredItem(i["item_id"], i["score"]) for i in raw]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class RecommendationList:
     """A user's list. ``path``: ``model`` (the workers' list for this session),
     ``popularity`` (the user has no list yet, or no item the model knows: recent
@@ -83,7 +85,7 @@ class RecommendationList:
         return cls.from_dict(orjson.loads(raw))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class PopularList:
     """A worker's recently popular items, and the model it was serving then."""
 
@@ -105,7 +107,7 @@ class PopularList:
         return cls(d.get("model_version"), d["computed_us"], _items(d["items"]))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelAnnouncement:
     """The ``alias`` (``champion``) now names ``versions`` ({registered name: version}) in
     the registry at ``tracking_uri``."""

@@ -7,34 +7,31 @@ the dead-letter topic, with the reason), sessionize, count popularity. Per micro
 (``stream.take``): encode the updated sessions, retrieve, rerank, publish. Users the model
 cannot serve yet get recent popularity; every reply says which path served it. Model
 updates are followed by every worker (``streams.hot_swap``).
+
+The decisions live in ``streams.steps`` (``EventStep``, ``BatchStep``), free of Faust;
+this module only wires them to Faust's stream, table, topics and commit hook.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.sensors import Sensor
+from faust.types import TableT, TopicT
 
 from model.pipeline import Recommendation
-from streams.events import InvalidEvent, parse
 from streams.hot_swap import Serving, follow_model_updates
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
-from streams.producer import SENT_AT_HEADER, RecordProducer, dead_letter_headers
+from streams.producer import RecordProducer, dead_letter_headers
 from streams.recs_store import RecsWriter
-from streams.sessions import SessionPolicy, SessionState, apply_event
-
-log = logging.getLogger(__name__)
-
-POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
+from streams.sessions import SessionPolicy
+from streams.steps import BatchStep, DeadLetter, EventStep, SessionUpdate
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,7 @@ class WorkerConfig:
     recs_ttl_s: int = 24 * 3600
     exclude_seen: bool = True
     session: SessionPolicy = field(default_factory=SessionPolicy)
+    status_file: Path | None = None  # where ``Serving`` reports its model and swaps
 
 
 class FixedList:
@@ -98,6 +96,53 @@ class FlushBeforeCommit(Sensor):
         return None
 
 
+class PartitionLag:
+    """The consumer-lag gauge: the last offset read per partition, against its highwater."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+        self.positions: dict[Any, int] = {}  # last offset read per partition
+
+    def read(self, tp: Any, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def update(self, consumer: Any) -> None:
+        """Lag of the partitions this worker still owns. After a rebalance, partitions that
+        moved to another worker leave the gauge: asking their highwater raises, and an
+        exception here would crash the agent (it did, in a two-worker run)."""
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self.positions if tp not in assigned]:
+            del self.positions[tp]
+            with suppress(KeyError):
+                self.metrics.lag.remove(str(tp.partition))
+        for tp, offset in self.positions.items():
+            self.metrics.lag.labels(str(tp.partition)).set(consumer.highwater(tp) - offset - 1)
+
+
+def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerMetrics,
+                lag: PartitionLag) -> Callable[[bytes], Awaitable[SessionUpdate | None]]:
+    """``step`` as a stream processor. It runs per event inside the event's context, so the
+    table write reaches the changelog partition of the event's own partition."""
+
+    async def sessionize(raw: bytes) -> SessionUpdate | None:
+        message = faust.current_event().message
+        lag.read(message.tp, message.offset)
+        metrics.events.inc()
+        outcome = step(raw, sessions.get, message.headers)
+        if isinstance(outcome, SessionUpdate):
+            sessions[outcome.user_id] = outcome.state
+            return outcome
+        if isinstance(outcome, DeadLetter):
+            metrics.dead_letters.labels(outcome.reason).inc()
+            dlq.send_soon(key=message.key, value=raw, headers=dead_letter_headers(
+                outcome.reason, outcome.detail, "worker"))
+        else:
+            metrics.duplicates.inc()
+        return None
+
+    return sessionize
+
+
 def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | None = None,
                metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app, its topics, the sessions table, the recommend agent and, when
@@ -111,38 +156,15 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
     sessions = app.Table("sessions", default=None, partitions=cfg.partitions)
     metrics = metrics or WorkerMetrics()
-    serving = Serving(bundle, metrics)
+    serving = Serving(bundle, metrics, cfg.status_file)
     popularity = DecayedPopularity()
-    recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
-    popular_written = 0.0  # monotonic time of the last popularity write
     lists_out = RecordProducer(cfg.bootstrap)
     app.sensors.add(FlushBeforeCommit(lists_out))
-    positions: dict[Any, int] = {}  # last offset read per partition, for the lag gauge
-
-    async def sessionize(raw: bytes) -> dict | None:
-        """Per event, inside the event's context: validate, dead-letter, update state."""
-        event_ctx = faust.current_event()
-        message = event_ctx.message
-        positions[message.tp] = message.offset
-        metrics.events.inc()
-        try:
-            event = parse(raw)
-        except InvalidEvent as exc:
-            metrics.dead_letters.labels(exc.reason.value).inc()
-            dlq.send_soon(key=message.key, value=raw,
-                          headers=dead_letter_headers(exc.reason.value, exc.detail, "worker"))
-            return None
-        previous = sessions.get(event.user_id)
-        state = SessionState.from_dict(previous) if previous is not None else None
-        new_state, changed = apply_event(state, event, cfg.session)
-        if not changed:
-            metrics.duplicates.inc()
-            return None
-        sessions[event.user_id] = new_state.to_dict()
-        popularity.add(event.item_id, event.ts)
-        sent = dict(message.headers or []).get(SENT_AT_HEADER)
-        return {"user_id": event.user_id, "items": new_state.items, "event_id": event.event_id,
-                "item_id": event.item_id, "sent_us": int(sent) if sent else None}
+    lag = PartitionLag(metrics)
+    sessionize = sessionizer(EventStep(cfg.session, popularity), sessions, dlq, metrics, lag)
+    publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
+                          lists_out, RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel),
+                          metrics)
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:
@@ -150,70 +172,14 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         async for batch in stream.take(cfg.batch_size, within=cfg.batch_within_s):
             metrics.batch_size.observe(len(batch))
             updates = [u for u in batch if u is not None]
-            if updates:
-                await _publish(updates)
-            _update_lag()
-
-    def _update_lag() -> None:
-        """Lag of the partitions this worker still owns. After a rebalance, partitions that
-        moved to another worker leave the gauge: asking their highwater raises, and an
-        exception here would crash the agent (it did, in a two-worker run)."""
-        assigned = app.consumer.assignment()
-        for tp in [tp for tp in positions if tp not in assigned]:
-            del positions[tp]
-            with suppress(KeyError):
-                metrics.lag.remove(str(tp.partition))
-        for tp, offset in positions.items():
-            metrics.lag.labels(str(tp.partition)).set(app.consumer.highwater(tp) - offset - 1)
+            if updates:  # serving.bundle read once: a swap lands between micro-batches
+                await publisher.publish(updates, serving.bundle)
+            lag.update(app.consumer)
 
     if load_bundle is not None:
         @app.task
         async def swap_models() -> None:
             await follow_model_updates(cfg.bootstrap, cfg.model_updates, serving, load_bundle,
                                        cfg.top_n)
-
-    async def _publish(updates: list[dict]) -> None:
-        nonlocal popular_written
-        bundle = serving.bundle  # read once: a swap lands between micro-batches
-        timings: dict[str, float] = {}
-        recs = bundle.recommend([u["user_id"] for u in updates], [u["items"] for u in updates],
-                                cfg.top_n, exclude_seen=cfg.exclude_seen, timings=timings)
-        for stage, seconds in timings.items():
-            metrics.stage_seconds.labels(stage).observe(seconds)
-        start = time.perf_counter()
-        now_us = time.time_ns() // 1000
-        lists, paths = [], {"model": 0, "popularity": 0}
-        for update, rec in zip(updates, recs):
-            if rec is not None:
-                items, path = list(zip(rec.items, rec.scores)), "model"
-            else:
-                items = popularity.top(cfg.top_n, exclude=update["items"] if cfg.exclude_seen
-                                       else ())
-                path = "popularity"
-            paths[path] += 1
-            payload = orjson.dumps({
-                "user_id": update["user_id"], "path": path, "model_version": bundle.version,
-                "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
-                "event_id": update["event_id"], "event_item_id": update["item_id"],
-                "sent_us": update["sent_us"], "published_us": now_us})
-            lists.append((update["user_id"], payload))
-            # Queued, not awaited: librdkafka batches (linger 5 ms); FlushBeforeCommit
-            # delivers it all before the offsets of these events are committed.
-            lists_out.produce(cfg.recommendations, update["user_id"].encode(), payload)
-        for path, count in paths.items():
-            metrics.published.labels(path).inc(count)
-        popular = None
-        if start - popular_written >= POPULAR_EVERY_S:  # a top-k scan: not per batch
-            popular_written = start
-            popular = orjson.dumps({
-                "model_version": bundle.version, "computed_us": now_us,
-                "items": [{"item_id": i, "score": round(s, 6)}
-                          for i, s in popularity.top(cfg.top_n)]})
-        try:
-            await recs_writer.write(lists, popular)
-        except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
-            metrics.redis_errors.inc()
-            log.warning("writing %d lists to Redis failed: %s", len(lists), exc)
-        metrics.stage_seconds.labels("publish").observe(time.perf_counter() - start)
 
     return app

@@ -1,0 +1,213 @@
+"""The worker's two steps, without Faust or a broker: what to do with one event, and how
+to answer one micro-batch. ``streams.worker`` wires them into the Faust app; the unit
+tests drive them with plain fakes.
+
+- ``EventStep`` (per event, in the event's own context): validate, sessionize, drop
+  redelivered event ids, count popularity. It decides; the caller writes the table and
+  sends dead letters.
+- ``BatchStep`` (per ``stream.take`` micro-batch): recommend for the updated sessions,
+  build each user's ``RecommendationList`` (recent popularity for users the model cannot
+  serve yet), publish them to the ``recommendations`` topic and Redis.
+
+Both run once per event on the worker's hot path (thousands a second): they build slotted
+dataclasses and nothing else, no validation beyond ``streams.events.parse``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from model.pipeline import Recommendation
+from streams.events import InvalidEvent, parse
+from streams.messages import Path as ServedPath
+from streams.messages import PopularList, RecommendationList, ScoredItem
+from streams.metrics import WorkerMetrics
+from streams.popularity import DecayedPopularity
+from streams.producer import SENT_AT_HEADER
+from streams.sessions import SessionPolicy, SessionState, apply_event
+
+log = logging.getLogger(__name__)
+
+POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
+SCORE_DIGITS = 6  # scores are rounded on the wire: more digits are noise, and bytes
+
+RawHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The record breaks the event schema: send it to the dead-letter topic with why."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The event id was seen already (at-least-once redelivery): nothing changes."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    """A user's session changed: store ``state`` under ``user_id`` and answer the event.
+    ``items`` is the session the model encodes; ``sent_us`` the event's send time (header
+    ``sent_us``), None when the producer did not stamp it."""
+
+    user_id: str
+    items: tuple[str, ...]
+    event_id: str
+    item_id: str
+    sent_us: int | None
+    state: dict
+
+
+EventOutcome = DeadLetter | Duplicate | SessionUpdate
+
+
+def sent_us(headers: RawHeaders | None) -> int | None:
+    """The ``sent_us`` header as an int (epoch microseconds), None when absent or empty."""
+    sent = dict(headers or ()).get(SENT_AT_HEADER)
+    return int(sent) if sent else None
+
+
+class EventStep:
+    """Per event: validate, sessionize, dedupe, count popularity."""
+
+    def __init__(self, policy: SessionPolicy, popularity: DecayedPopularity) -> None:
+        self.policy, self.popularity = policy, popularity
+
+    def __call__(self, raw: bytes, stored: Callable[[str], dict | None],
+                 headers: RawHeaders | None = None) -> EventOutcome:
+        """What ``raw`` does to its user's session. ``stored`` looks up the state kept for a
+        user id (the Faust table's ``get``): the user is known only once ``raw`` parses.
+        Only an update counts towards popularity, so a redelivery is not counted twice."""
+        try:
+            event = parse(raw)
+        except InvalidEvent as exc:
+            return DeadLetter(exc.reason.value, exc.detail)
+        previous = stored(event.user_id)
+        state = SessionState.from_dict(previous) if previous is not None else None
+        new_state, changed = apply_event(state, event, self.policy)
+        if not changed:
+            return Duplicate(event.event_id)
+        self.popularity.add(event.item_id, event.ts)
+        return SessionUpdate(event.user_id, new_state.items, event.event_id, event.item_id,
+                             sent_us(headers), new_state.to_dict())
+
+
+class Recommender(Protocol):
+    """What the batch step needs of a bundle (``ServingBundle``, ``FixedList``)."""
+
+    version: str
+
+    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
+                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  ) -> Sequence[Recommendation | None]: ...
+
+
+class ListProducer(Protocol):
+    """Where lists go to the topic (``RecordProducer``): queued, delivered later."""
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+
+class ListStore(Protocol):
+    """Where lists go for the API (``RecsWriter``): raises when the store fails."""
+
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
+                    ) -> None: ...
+
+
+def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
+    """(item, score) pairs as wire items, scores as plain rounded floats (NumPy's float32
+    is neither JSON nor short)."""
+    return [ScoredItem(item, round(float(score), SCORE_DIGITS)) for item, score in pairs]
+
+
+class BatchStep:
+    """Per micro-batch: recommend, build the lists, publish them.
+
+    ``topic`` and ``producer`` take every list to Kafka, ``store`` to Redis; ``clock`` (in
+    seconds, monotonic) paces the popularity record and times the publish stage.
+    """
+
+    def __init__(self, topic: str, top_n: int, exclude_seen: bool,
+                 popularity: DecayedPopularity, producer: ListProducer, store: ListStore,
+                 metrics: WorkerMetrics, popular_every_s: float = POPULAR_EVERY_S,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.topic, self.top_n, self.exclude_seen = topic, top_n, exclude_seen
+        self.popularity, self.producer, self.store = popularity, producer, store
+        self.metrics, self.popular_every_s, self.clock = metrics, popular_every_s, clock
+        self._popular_written = float("-inf")  # clock time of the last popularity record
+
+    def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
+                  ) -> Sequence[Recommendation | None]:
+        """The bundle's answer per update (None: the model cannot serve that user yet),
+        with its stage timings recorded."""
+        timings: dict[str, float] = {}
+        recs = bundle.recommend([u.user_id for u in updates], [u.items for u in updates],
+                                self.top_n, exclude_seen=self.exclude_seen, timings=timings)
+        for stage, seconds in timings.items():
+            self.metrics.stage_seconds.labels(stage).observe(seconds)
+        return recs
+
+    def build(self, update: SessionUpdate, rec: Recommendation | None, version: str,
+              now_us: int) -> RecommendationList:
+        """One user's list: the model's when it answered, else recent popularity (without
+        the session's items when ``exclude_seen``), saying which path served it."""
+        path: ServedPath
+        if rec is not None:
+            items, path = scored(zip(rec.items, rec.scores)), "model"
+        else:
+            top = self.popularity.top(self.top_n,
+                                      exclude=update.items if self.exclude_seen else ())
+            items, path = scored(top), "popularity"
+        return RecommendationList(update.user_id, path, version, items, update.event_id,
+                                  update.item_id, update.sent_us, now_us)
+
+    def popular(self, version: str, now_us: int, now: float) -> PopularList | None:
+        """The popularity record, at most once per ``popular_every_s``: it is a top-k scan
+        over every item, too much for every micro-batch, and the API needs it fresh to
+        about a second only."""
+        if now - self._popular_written < self.popular_every_s:
+            return None
+        self._popular_written = now
+        return PopularList(version, now_us, scored(self.popularity.top(self.top_n)))
+
+    async def publish(self, updates: Sequence[SessionUpdate], bundle: Recommender
+                      ) -> list[RecommendationList]:
+        """Answer every update; returns the lists published. ``bundle`` is read once by the
+        caller per batch: a model swap lands between micro-batches, never inside one."""
+        recs = self.recommend(updates, bundle)
+        start = self.clock()
+        now_us = time.time_ns() // 1000
+        lists = [self.build(u, rec, bundle.version, now_us) for u, rec in zip(updates, recs)]
+        payloads, paths = [], {"model": 0, "popularity": 0}
+        for record in lists:
+            payload = record.to_json()
+            payloads.append((record.user_id, payload))
+            paths[record.path] += 1
+            # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
+            # FlushBeforeCommit delivers it all before the offsets of these events commit.
+            self.producer.produce(self.topic, record.user_id.encode(), payload)
+        for path, count in paths.items():
+            self.metrics.published.labels(path).inc(count)
+        popular = self.popular(bundle.version, now_us, start)
+        await self._store(payloads, popular.to_json() if popular is not None else None)
+        self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
+        return lists
+
+    async def _store(self, payloads: list[tuple[str, bytes]], popular: bytes | None) -> None:
+        """Write to Redis; a failure is counted and logged, never raised: the lists are on
+        the topic already, and Redis down must not stop the stream."""
+        try:
+            await self.store.write(payloads, popular)
+        except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
+            self.metrics.redis_errors.inc()
+            log.warning("writing %d lists to Redis failed: %s", len(payloads), exc)

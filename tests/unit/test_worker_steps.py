@@ -1,0 +1,391 @@
+"""The worker's steps without Faust or a broker: the per-event decision, the per-batch lists,
+the model swap and its status record, the lag gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, NamedTuple
+
+import jsonschema
+import numpy as np
+import orjson
+import pytest
+
+from model.pipeline import Recommendation
+from streams.events import new_event
+from streams.hot_swap import Serving
+from streams.messages import CHAMPION, ModelAnnouncement, PopularList
+from streams.metrics import WorkerMetrics
+from streams.popularity import DecayedPopularity
+from streams.sessions import SessionPolicy, SessionState
+from streams.status import WorkerStatus, read_status
+from streams.steps import BatchStep, DeadLetter, Duplicate, EventStep, SessionUpdate, sent_us
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "streams" / "schema"
+T0 = 1_700_000_000_000
+EVENT_ID = "0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e"
+
+
+def schema_validator(file: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads((SCHEMA_DIR / file).read_text()))
+
+
+# --- per event -------------------------------------------------------------------------
+
+def test_a_valid_event_updates_the_session_and_counts_popularity() -> None:
+    popularity = DecayedPopularity()
+    step = EventStep(SessionPolicy(), popularity)
+    table: dict[str, dict] = {}
+    first = step(new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json(), table.get)
+    assert isinstance(first, SessionUpdate)
+    assert (first.user_id, first.items, first.event_id, first.item_id, first.sent_us) == \
+        ("u1", ("i1",), EVENT_ID, "i1", None)
+    table[first.user_id] = first.state
+    second = step(new_event("u1", "i2", ts=T0 + 1000).to_json(), table.get)
+    assert isinstance(second, SessionUpdate) and second.items == ("i1", "i2")
+    state = SessionState.from_dict(second.state)
+    assert state.items == ("i1", "i2") and state.events_in_session == 2
+    assert sorted(item for item, _ in popularity.top(10)) == ["i1", "i2"]
+
+
+def test_bad_json_is_a_dead_letter_with_its_reason() -> None:
+    popularity = DecayedPopularity()
+
+    def no_lookup(user_id: str) -> dict | None:
+        raise AssertionError("a record that does not parse has no user to look up")
+
+    outcome = EventStep(SessionPolicy(), popularity)(b"{not json", no_lookup)
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "bad_json" and outcome.detail
+    assert popularity.top(10) == []
+
+
+def test_a_record_breaking_the_schema_names_its_reason() -> None:
+    raw = orjson.dumps({**orjson.loads(new_event("u1", "i1", ts=T0).to_json()),
+                        "event_type": "teleport"})
+    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {}.get)
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "unknown_event_type"
+    assert "teleport" in outcome.detail
+
+
+def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
+    popularity = DecayedPopularity()
+    step = EventStep(SessionPolicy(), popularity)
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    update = step(raw, {}.get)
+    assert isinstance(update, SessionUpdate)
+    table = {"u1": update.state}
+    before = orjson.dumps(table)
+    assert step(raw, table.get) == Duplicate(EVENT_ID)
+    assert orjson.dumps(table) == before
+    assert popularity.top(10) == [("i1", 1.0)]  # counted once
+
+
+@pytest.mark.parametrize("headers,expected", [
+    ([("sent_us", b"1700000000000123")], 1_700_000_000_000_123),
+    ({"other": b"x", "sent_us": b"42"}, 42),
+    ([("other", b"x")], None),
+    ([("sent_us", b"")], None),
+    (None, None),
+])
+def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> None:
+    assert sent_us(headers) == expected
+    raw = new_event("u1", "i1", ts=T0).to_json()
+    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {}.get, headers)
+    assert isinstance(outcome, SessionUpdate) and outcome.sent_us == expected
+
+
+# --- per batch -------------------------------------------------------------------------
+
+class FakeBundle:
+    """Answers from a fixed {user: Recommendation | None}; remembers what it was asked."""
+
+    def __init__(self, version: str, answers: dict[str, Recommendation | None]) -> None:
+        self.version, self.answers = version, answers
+        self.users = SimpleNamespace(ids=sorted(answers))
+        self.items = SimpleNamespace(ids=["i1"])
+        self.calls: list[dict[str, Any]] = []
+
+    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
+                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  ) -> list[Recommendation | None]:
+        self.calls.append({"users": list(users), "sessions": [list(s) for s in sessions],
+                           "k": k, "exclude_seen": exclude_seen})
+        if timings is not None:
+            timings["retrieve"] = 0.002
+        return [self.answers.get(u) for u in users]
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+
+class FakeStore:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.writes: list[tuple[list[tuple[str, bytes]], bytes | None]] = []
+
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
+                    ) -> None:
+        if self.error is not None:
+            raise self.error
+        self.writes.append((lists, popular))
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def update(user: str, items: tuple[str, ...], event_id: str = EVENT_ID,
+           sent: int | None = 1_700_000_000_000_000) -> SessionUpdate:
+    return SessionUpdate(user, items, event_id, items[-1], sent, {})
+
+
+def make_step(store: FakeStore | None = None, exclude_seen: bool = True,
+              clock: Clock | None = None) -> tuple[BatchStep, FakeProducer, WorkerMetrics]:
+    popularity = DecayedPopularity()
+    for item, count in (("a", 3), ("b", 2), ("c", 1)):
+        for _ in range(count):
+            popularity.add(item, T0)
+    producer, metrics = FakeProducer(), WorkerMetrics()
+    step = BatchStep("recs", 3, exclude_seen, popularity, producer, store or FakeStore(),
+                     metrics, clock=clock or Clock(100.0))
+    return step, producer, metrics
+
+
+def published(metrics: WorkerMetrics, path: str) -> float | None:
+    return metrics.registry.get_sample_value("streamrec_worker_published_total",
+                                             {"path": path})
+
+
+def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
+    step, producer, metrics = make_step()
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(
+        ["x", "y"], [np.float32(0.1234567891), 2.0])})
+    lists = asyncio.run(step.publish([update("u1", ("a", "q"))], bundle))
+    assert bundle.calls == [{"users": ["u1"], "sessions": [["a", "q"]], "k": 3,
+                             "exclude_seen": True}]
+    ((topic, key, value),) = producer.sent
+    assert (topic, key) == ("recs", b"u1") and value == lists[0].to_json()
+    record = orjson.loads(value)
+    assert list(record) == ["user_id", "path", "model_version", "items", "event_id",
+                            "event_item_id", "sent_us", "published_us"]
+    assert {k: v for k, v in record.items() if k != "published_us"} == {
+        "user_id": "u1", "path": "model", "model_version": "r:v2",
+        "items": [{"item_id": "x", "score": 0.123457}, {"item_id": "y", "score": 2.0}],
+        "event_id": EVENT_ID, "event_item_id": "q", "sent_us": 1_700_000_000_000_000}
+    assert record["published_us"] >= record["sent_us"]
+    assert (published(metrics, "model"), published(metrics, "popularity")) == (1.0, 0.0)
+    assert metrics.registry.get_sample_value("streamrec_worker_stage_seconds_count",
+                                             {"stage": "retrieve"}) == 1.0
+
+
+@pytest.mark.parametrize("exclude_seen,expected", [(True, ["b", "c"]),
+                                                    (False, ["a", "b", "c"])])
+def test_users_the_model_cannot_serve_get_popularity(exclude_seen: bool,
+                                                     expected: list[str]) -> None:
+    step, producer, metrics = make_step(exclude_seen=exclude_seen)
+    bundle = FakeBundle("r:v2", {"u1": None})
+    (record,) = asyncio.run(step.publish([update("u1", ("a",), sent=None)], bundle))
+    assert bundle.calls[0]["exclude_seen"] is exclude_seen
+    assert record.path == "popularity" and record.model_version == "r:v2"
+    assert [i.item_id for i in record.items] == expected
+    assert record.items[0].score == round(record.items[0].score, 6) > 0
+    assert orjson.loads(producer.sent[0][2])["sent_us"] is None
+    assert published(metrics, "popularity") == 1.0
+
+
+def test_published_lists_follow_the_published_schema() -> None:
+    step, producer, _ = make_step()
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [np.float32(0.5)]), "u2": None})
+    asyncio.run(step.publish([update("u1", ("a",)), update("u2", ("b",), sent=None)], bundle))
+    check = schema_validator("recommendation-list-v1.json")
+    records = [orjson.loads(value) for _, _, value in producer.sent]
+    for record in records:
+        check.validate(record)
+    assert [r["path"] for r in records] == ["model", "popularity"]
+
+
+def test_the_pass_through_list_still_serves_everyone() -> None:
+    from streams.worker import FixedList
+
+    step, _, _ = make_step()
+    (record,) = asyncio.run(step.publish([update("u1", ("a",))], FixedList(5)))
+    assert record.path == "model" and record.model_version == "pass-through"
+    assert [(i.item_id, i.score) for i in record.items] == [("fixed-0", 1.0), ("fixed-1", 1.0),
+                                                            ("fixed-2", 1.0)]
+
+
+def test_popularity_is_stored_at_most_once_per_interval() -> None:
+    store, clock = FakeStore(), Clock(100.0)
+    step, _, _ = make_step(store=store, clock=clock)
+    bundle = FakeBundle("r:v2", {"u1": None})
+    for now in (100.0, 100.5, 100.99, 101.0):
+        clock.now = now
+        asyncio.run(step.publish([update("u1", ("a",))], bundle))
+    populars = [popular for _, popular in store.writes]
+    assert [p is not None for p in populars] == [True, False, False, True]
+    first = populars[0]
+    assert first is not None
+    schema_validator("popular-list-v1.json").validate(orjson.loads(first))
+    record = orjson.loads(first)
+    assert list(record) == ["model_version", "computed_us", "items"]
+    assert record["model_version"] == "r:v2" and record["computed_us"] > 0
+    assert [i.item_id for i in PopularList.from_json(first).items] == ["a", "b", "c"]
+
+
+def test_the_batch_reaches_redis_as_it_reaches_the_topic() -> None:
+    store = FakeStore()
+    step, producer, _ = make_step(store=store)
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [1.0]), "u2": None})
+    asyncio.run(step.publish([update("u1", ("a",)), update("u2", ("b",))], bundle))
+    ((lists, _),) = store.writes
+    assert lists == [(key.decode(), value) for _, key, value in producer.sent if key]
+
+
+def test_redis_down_is_counted_and_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    step, producer, metrics = make_step(store=FakeStore(ConnectionError("refused")))
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [1.0])})
+    with caplog.at_level(logging.WARNING, logger="streams.steps"):
+        lists = asyncio.run(step.publish([update("u1", ("a",))], bundle))
+    assert len(lists) == 1 and len(producer.sent) == 1  # the topic still gets the list
+    assert metrics.registry.get_sample_value("streamrec_worker_redis_errors_total") == 1.0
+    assert "writing 1 lists to Redis failed: refused" in caplog.text
+
+
+# --- model swap ------------------------------------------------------------------------
+
+def announcement(versions: dict[str, str]) -> bytes:
+    return ModelAnnouncement(CHAMPION, versions, "file:///registry").to_json()
+
+
+def swaps(metrics: WorkerMetrics, outcome: str) -> float | None:
+    return metrics.registry.get_sample_value("streamrec_worker_model_swaps_total",
+                                             {"outcome": outcome})
+
+
+def test_an_applied_swap_serves_the_new_bundle_and_updates_the_status_file(
+        tmp_path: Path) -> None:
+    path, metrics = tmp_path / "worker.json", WorkerMetrics()
+    serving = Serving(FakeBundle("r:v1", {"u1": None}), metrics, path)
+    assert read_status(path, WorkerStatus) == serving.status.current
+    assert serving.status.current.model_version == "r:v1"
+    fresh = FakeBundle("r:v2", {"u1": Recommendation(["i2"], [1.0])})
+    asyncio.run(serving.apply(announcement({"r": "2"}), lambda: fresh, 10))
+    assert serving.bundle is fresh
+    status = read_status(path, WorkerStatus)
+    assert status is not None and (status.model_version, status.swaps_applied,
+                                   status.swaps_failed) == ("r:v2", 1, 0)
+    assert swaps(metrics, "applied") == 1.0
+    assert fresh.calls[0]["users"] == ["u1"]  # smoke-tested before the swap
+
+
+def test_a_bundle_that_fails_to_load_or_answer_keeps_the_old_one(tmp_path: Path) -> None:
+    path, metrics = tmp_path / "worker.json", WorkerMetrics()
+    old = FakeBundle("r:v1", {"u1": None})
+    serving = Serving(old, metrics, path)
+
+    def broken() -> FakeBundle:
+        raise OSError("registry unreachable")
+
+    asyncio.run(serving.apply(announcement({"r": "2"}), broken, 10))
+    mute = FakeBundle("r:v3", {"u1": None})  # loads, but answers nothing
+    asyncio.run(serving.apply(announcement({"r": "3"}), lambda: mute, 10))
+    assert serving.bundle is old
+    status = read_status(path, WorkerStatus)
+    assert status is not None and (status.model_version, status.swaps_applied,
+                                   status.swaps_failed) == ("r:v1", 0, 2)
+    assert status.last_error == "ValueError: smoke recommendation came back empty"
+    assert swaps(metrics, "failed") == 2.0
+
+
+def test_an_announcement_of_the_served_version_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "worker.json"
+    serving = Serving(FakeBundle("r:v1", {"u1": None}), WorkerMetrics(), path)
+    before = read_status(path, WorkerStatus)
+    loads: list[int] = []
+
+    def load() -> FakeBundle:
+        loads.append(1)
+        return FakeBundle("r:v1", {"u1": None})
+
+    asyncio.run(serving.apply(announcement({"r": "1"}), load, 10))
+    assert loads == [] and read_status(path, WorkerStatus) == before
+
+
+# --- lag gauge -------------------------------------------------------------------------
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+def test_the_lag_gauge_forgets_partitions_that_moved_away() -> None:
+    from streams.worker import PartitionLag
+
+    metrics = WorkerMetrics()
+    lag = PartitionLag(metrics)
+    kept, moved = TP("events", 0), TP("events", 1)
+    lag.read(kept, 4)
+    lag.read(moved, 7)
+
+    assigned = {kept, moved}
+
+    def highwater(tp: TP) -> int:
+        if tp not in assigned:
+            raise KeyError(tp)  # as Faust's consumer does for a partition it lost
+        return 10
+
+    consumer = SimpleNamespace(assignment=lambda: assigned, highwater=highwater)
+    gauge = "streamrec_worker_consumer_lag"
+    lag.update(consumer)
+    assert metrics.registry.get_sample_value(gauge, {"partition": "1"}) == 2.0
+    assigned = {kept}  # a rebalance moved partition 1 to another worker
+    lag.update(consumer)
+    assert metrics.registry.get_sample_value(gauge, {"partition": "0"}) == 5.0
+    assert metrics.registry.get_sample_value(gauge, {"partition": "1"}) is None
+
+
+# --- the Faust adapter -----------------------------------------------------------------
+
+def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import faust
+
+    from streams.worker import PartitionLag, sessionizer
+
+    message = SimpleNamespace(tp=TP("events", 0), offset=3, key=b"u1",
+                              headers=[("sent_us", b"7")])
+    monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
+    letters: list[dict[str, Any]] = []
+    dlq = SimpleNamespace(send_soon=lambda **kw: letters.append(kw))
+    table: dict[str, dict] = {}
+    metrics = WorkerMetrics()
+    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), table, dlq,
+                          metrics, PartitionLag(metrics))  # type: ignore[arg-type]
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    first = asyncio.run(process(raw))
+    assert isinstance(first, SessionUpdate) and first.sent_us == 7
+    assert table == {"u1": first.state}
+    assert asyncio.run(process(raw)) is None  # the duplicate
+    assert asyncio.run(process(b"{not json")) is None
+    (letter,) = letters
+    assert letter["key"] == b"u1" and letter["value"] == b"{not json"
+    assert dict(letter["headers"])["reason"] == b"bad_json"
+    assert dict(letter["headers"])["source"] == b"worker"
+    sample = metrics.registry.get_sample_value
+    assert sample("streamrec_worker_events_total") == 3.0
+    assert sample("streamrec_worker_duplicates_total") == 1.0
+    assert sample("streamrec_worker_dead_letters_total", {"reason": "bad_json"}) == 1.0

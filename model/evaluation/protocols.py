@@ -10,6 +10,7 @@ Models expose one method, ``score(users, histories) -> [batch, num_items + 1]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -113,8 +114,14 @@ def prequential_ranks(events: list, lists: dict[str, list[str]]) -> np.ndarray:
     for e in events:
         before = previous.get(e.user_id)
         if before is not None:
-            shown = lists.get(before)
-            ranks.append(float(shown.index(e.item_id)) if shown and e.item_id in shown
-                         else np.inf)
+            ranks.append(prequential_rank(lists.get(before), e.item_id))
         previous[e.user_id] = e.event_id
     return np.asarray(ranks, dtype=float)
+
+
+def prequential_rank(shown: Sequence[str] | None, item: str) -> float:
+    """One event judged prequentially: the 0-based rank of its ``item`` in the list
+    ``shown`` to its user before it, ``inf`` when absent or when nothing was shown. The
+    offline replay (``prequential_ranks``) and the API's live figures judge with this one
+    rule, so their HR@K (``metrics.hit_rate``) mean the same."""
+    return float(shown.index(item)) if shown and item in shown else np.inf

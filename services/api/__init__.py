@@ -1,7 +1,10 @@
 """``streamrec api``: the HTTP face for apps that do not speak Kafka.
 
-``app`` builds the FastAPI application (routes only), ``feed`` fans the lists the workers
-publish out to live SSE clients, ``live`` turns that same flow into the dashboard's figures,
-``ingest`` produces POSTed events to Kafka, ``metrics`` is Prometheus, ``schemas`` the typed
-responses, and ``dashboard/`` the page served at ``/``.
+``app`` wires the FastAPI application: the routes (``routes``), the middleware (``fast_reads``
+for plain list reads, ``metrics`` for Prometheus) and the lifespan that builds what the
+routes stand on (``backends``). ``lists`` says where a user's list comes from, ``feed`` fans
+the lists the workers publish out to live SSE clients, ``live`` turns that same flow into
+the dashboard's figures, ``ingest`` produces POSTed events to Kafka, ``schemas`` types the
+responses other than the list (which is ``streams.messages.RecommendationList``), and
+``dashboard/`` is the page served at ``/``.
 """

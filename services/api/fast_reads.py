@@ -19,10 +19,11 @@ import orjson
 
 from services.api.lists import MAX_K, ListSource
 from services.api.metrics import ASGIApp, Scope
+from streams.events import MAX_ID_LENGTH
 
-# 1-256 printable ASCII characters without space or '/': the documented path parameter.
-USER_ID_RE = re.compile(r"[!-.0-~]{1,256}")
-PREFIX, SUFFIX = "/v1/users/", "/recommendations"
+# Printable ASCII without space or '/', as long as the event schema allows ids: the
+# documented path parameter (``routes.USER_ID``).
+USER_ID_RE = re.compile(rf"[!-.0-~]{{1,{MAX_ID_LENGTH}}}")
 _HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -41,19 +42,20 @@ class FastReads:
     def __init__(self, app: ASGIApp, source: Callable[[], ListSource], route: Any) -> None:
         self.app = app
         self.source = source  # built at start-up, after the middleware
-        self.route = route    # the FastAPI route this stands in for
+        self.route = route    # the FastAPI route this stands in for, and whose path it serves
+        self.prefix, _, self.suffix = route.path.partition("{user_id}")
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             path: str = scope["path"]
-            if path.startswith(PREFIX) and path.endswith(SUFFIX):
-                user = path[len(PREFIX):-len(SUFFIX)]
+            if path.startswith(self.prefix) and path.endswith(self.suffix):
+                user = path[len(self.prefix):-len(self.suffix)]
                 k = plain_k(scope["query_string"])
                 if k is not None and USER_ID_RE.fullmatch(user):
                     scope["route"] = self.route
-                    body = await self.source().current(user, k)
+                    rec = await self.source().current(user, k)
                     await send({"type": "http.response.start", "status": 200,
                                 "headers": _HEADERS})
-                    await send({"type": "http.response.body", "body": orjson.dumps(body)})
+                    await send({"type": "http.response.body", "body": orjson.dumps(rec)})
                     return
         await self.app(scope, receive, send)

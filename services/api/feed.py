@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from services.api.lists import MAX_K, ListSource, shape
+from services.api.lists import MAX_K, ListSource
 from services.api.live import LiveStats
+from streams.messages import RecommendationList
 
 log = logging.getLogger(__name__)
 
@@ -32,27 +33,27 @@ _RETRY_S = (0.2, 0.5, 1.0, 2.0)
 
 
 class Feed:
-    """One client's slot: the newest list (``lists.shape``d) not yet sent to it."""
+    """One client's slot: the newest list (all its items) not yet sent to it."""
 
     __slots__ = ("latest", "ready")
 
     def __init__(self) -> None:
-        self.latest: dict | None = None
+        self.latest: RecommendationList | None = None
         self.ready = asyncio.Event()
 
-    def offer(self, payload: dict) -> None:
-        self.latest = payload
+    def offer(self, rec: RecommendationList) -> None:
+        self.latest = rec
         self.ready.set()
 
-    async def next(self, timeout_s: float) -> dict | None:
+    async def next(self, timeout_s: float) -> RecommendationList | None:
         """The next list, or None after ``timeout_s`` without one (time for a heartbeat)."""
         try:
             await asyncio.wait_for(self.ready.wait(), timeout_s)
         except TimeoutError:
             return None
         self.ready.clear()
-        payload, self.latest = self.latest, None
-        return payload
+        rec, self.latest = self.latest, None
+        return rec
 
 
 class FeedHub:
@@ -83,12 +84,12 @@ class FeedHub:
         """One published micro-batch (a JSON array of lists): each list into the live
         figures, the in-memory copy and every feed open for its user."""
         now = time.monotonic()
-        for payload in orjson.loads(raw):
-            self.stats.observe(payload, now)
-            shaped = shape(payload, len(payload["items"]))
-            self.source.remember(shaped)
-            for feed in self.feeds.get(payload["user_id"], ()):
-                feed.offer(shaped)
+        for d in orjson.loads(raw):
+            rec = RecommendationList.from_dict(d)
+            self.stats.observe(rec, now)
+            self.source.remember(rec)
+            for feed in self.feeds.get(rec.user_id, ()):
+                feed.offer(rec)
 
     async def run(self) -> None:
         """Listen until cancelled, resubscribing with backoff whenever Redis goes away."""
@@ -114,6 +115,6 @@ class FeedHub:
 
     async def _resend_current(self) -> None:
         for user_id, feeds in list(self.feeds.items()):
-            payload = await self.source.current(user_id, MAX_K)
+            rec = await self.source.current(user_id, MAX_K)
             for feed in list(feeds):
-                feed.offer(payload)
+                feed.offer(rec)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+from typing import Annotated
 
 import orjson
 from confluent_kafka import KafkaError, Message
+from pydantic import Field
 
 from streams.events import Event, InvalidEvent, Reason, parse
 from streams.producer import RecordProducer, sent_at_header
@@ -25,8 +27,13 @@ class TooManyEvents(ValueError):
 
 @dataclass(frozen=True)
 class Rejection:
-    index: int
-    reason: str
+    """Why one posted event was refused."""
+
+    # Also the documented shape of the 422's entries (``schemas.Rejected``): the field
+    # descriptions are for the OpenAPI document.
+    index: Annotated[int, Field(description="position in the posted array (0 for a single "
+                                            "event)")]
+    reason: Annotated[str, Field(description="machine-readable, as in the dead-letter header")]
     detail: str
 
 

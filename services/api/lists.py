@@ -10,6 +10,9 @@ are only ever written from the channel, in publish order, never from a read, so 
 read cannot put an older list back. The workers also store their popularity list about
 once a second; this process keeps the last one it read, so that with Redis down it still
 answers (``fallback``) instead of failing.
+
+Every answer is the workers' own record, ``streams.messages.RecommendationList``: the API
+neither reshapes nor redeclares it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 
+from streams.messages import Path, PopularList, RecommendationList
 from streams.recs_store import popular_key, recs_key
 
 log = logging.getLogger(__name__)
@@ -39,14 +42,13 @@ class ListSource:
         self.channel = channel
         self.ttl_us = int(ttl_s * 1e6)  # lists older than Redis keeps them are not served
         self.max_cached = max_cached
-        self.recent: OrderedDict[str, dict] = OrderedDict()  # user -> newest shaped list
-        self.popular: dict | None = None  # the newest popularity payload read
+        self.recent: OrderedDict[str, RecommendationList] = OrderedDict()  # user -> newest
+        self.popular: PopularList | None = None  # the newest popularity read
 
-    def remember(self, shaped: dict) -> None:
-        """A list just published on the channel (``shape``d, all its items)."""
-        user = shaped["user_id"]
-        self.recent[user] = shaped
-        self.recent.move_to_end(user)
+    def remember(self, rec: RecommendationList) -> None:
+        """A list just published on the channel, with all its items."""
+        self.recent[rec.user_id] = rec
+        self.recent.move_to_end(rec.user_id)
         if len(self.recent) > self.max_cached:
             self.recent.popitem(last=False)
 
@@ -57,18 +59,19 @@ class ListSource:
         """Re-read the workers' popularity list; raises when Redis is down."""
         raw = await self.client.get(popular_key(self.channel))
         if raw is not None:
-            self.popular = orjson.loads(raw)
+            self.popular = PopularList.from_json(raw)
 
     @property
     def model_version(self) -> str | None:
-        return self.popular.get("model_version") if self.popular else None
+        return self.popular.model_version if self.popular else None
 
-    async def current(self, user_id: str, k: int) -> dict:
-        """The newest list for ``user_id`` cut to ``k`` items, in the shape of
-        ``schemas.RecommendationList``; never raises for Redis trouble."""
+    async def current(self, user_id: str, k: int) -> RecommendationList:
+        """The newest list for ``user_id`` cut to ``k`` items; never raises for Redis
+        trouble."""
         cached = self.recent.get(user_id)
-        if cached is not None and cached["published_us"] > time.time_ns() // 1000 - self.ttl_us:
-            return {**cached, "items": cached["items"][:k]}
+        if (cached is not None
+                and (cached.published_us or 0) > time.time_ns() // 1000 - self.ttl_us):
+            return cached.head(k)
         try:
             raw = await self.client.get(recs_key(user_id))
         except (RedisError, OSError) as exc:
@@ -77,17 +80,10 @@ class ListSource:
             return self.popular_list(user_id, k, "fallback")
         if raw is None:
             return self.popular_list(user_id, k, "popularity")
-        return shape(orjson.loads(raw), k)
+        return RecommendationList.from_json(raw).head(k)
 
-    def popular_list(self, user_id: str, k: int, path: str) -> dict:
-        p = self.popular or {}
-        return {"user_id": user_id, "path": path, "model_version": p.get("model_version"),
-                "items": p.get("items", [])[:k], "event_id": None,
-                "published_us": p.get("computed_us")}
-
-
-def shape(payload: dict, k: int) -> dict:
-    """A worker's published payload as the API answers it (its first ``k`` items)."""
-    return {"user_id": payload["user_id"], "path": payload["path"],
-            "model_version": payload.get("model_version"), "items": payload["items"][:k],
-            "event_id": payload.get("event_id"), "published_us": payload.get("published_us")}
+    def popular_list(self, user_id: str, k: int, path: Path) -> RecommendationList:
+        """The popularity last read, as ``user_id``'s list (empty before the first read)."""
+        if self.popular is None:
+            return RecommendationList(user_id, path, None, [])
+        return self.popular.as_list(user_id, k, path)

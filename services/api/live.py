@@ -4,7 +4,8 @@ Every list carries the triggering event's send time, its own publish time, its m
 version and the event's item, so one pass over the flow gives throughput, latency
 percentiles, the model in service (and when it changed), and online HR@10: was the
 event's item in the list this user was shown before it (the prequential protocol of the
-demo's report, here over a sliding window).
+demo's report, judged by the same ``model.evaluation`` functions, here over a sliding
+window of events).
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-HR_K = 10
+from model.evaluation.metrics import hit_rate
+from model.evaluation.protocols import prequential_rank
+from streams.messages import RecommendationList
+
+HR_K = 10  # only the first HR_K items shown are kept: a rank beyond them is a miss anyway
 
 
 @dataclass
@@ -23,29 +28,27 @@ class LiveStats:
     max_users: int = 200_000  # users whose last list is remembered for online HR
     max_judged: int = 10_000  # online HR over this many most recent judged events
     arrivals: deque[tuple[float, float | None]] = field(default_factory=deque)
-    hits: deque[bool] = field(default_factory=deque)
+    ranks: deque[float] = field(default_factory=deque)  # prequential, newest last
     shown: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
     model_version: str | None = None
     last_swap_us: int | None = None
 
-    def observe(self, payload: dict, now_s: float) -> None:
+    def observe(self, rec: RecommendationList, now_s: float) -> None:
         """One published list, seen at ``now_s`` (monotonic seconds)."""
-        sent, published = payload.get("sent_us"), payload.get("published_us")
+        sent, published = rec.sent_us, rec.published_us
         latency_ms = (published - sent) / 1000 if sent and published else None
         self.arrivals.append((now_s, latency_ms))
         self._forget(now_s)
-        version = payload.get("model_version")
-        if payload.get("path") == "model" and version != self.model_version:
+        if rec.path == "model" and rec.model_version != self.model_version:
             if self.model_version is not None:
                 self.last_swap_us = published
-            self.model_version = version
-        user, item = payload.get("user_id"), payload.get("event_item_id")
-        before = self.shown.pop(user, None)
-        if before is not None and item is not None:
-            self.hits.append(item in before)
-            if len(self.hits) > self.max_judged:
-                self.hits.popleft()
-        self.shown[user] = [i["item_id"] for i in payload.get("items", ())[:HR_K]]
+            self.model_version = rec.model_version
+        before = self.shown.pop(rec.user_id, None)
+        if before is not None and rec.event_item_id is not None:
+            self.ranks.append(prequential_rank(before, rec.event_item_id))
+            if len(self.ranks) > self.max_judged:
+                self.ranks.popleft()
+        self.shown[rec.user_id] = [i.item_id for i in rec.items[:HR_K]]
         if len(self.shown) > self.max_users:
             self.shown.popitem(last=False)
 
@@ -64,8 +67,9 @@ class LiveStats:
             "latency_ms": dict(zip(("p50", "p95", "p99"), pcts)),
             "model_version": self.model_version,
             "last_swap_us": self.last_swap_us,
-            "online_hr10": round(sum(self.hits) / len(self.hits), 4) if self.hits else None,
-            "judged": len(self.hits),
+            "online_hr10": (round(hit_rate(np.asarray(self.ranks), HR_K), 4) if self.ranks
+                            else None),
+            "judged": len(self.ranks),
         }
 
 

@@ -17,7 +17,6 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
-STREAMING_ROUTES = frozenset({"/v1/users/{user_id}/feed"})
 
 
 class ApiMetrics:
@@ -38,11 +37,14 @@ class ApiMetrics:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request and times the non-streaming ones, by route template."""
+    """Counts every HTTP request and times those not in ``streaming_routes``, by route
+    template."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics,
+                 streaming_routes: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
+        self.streaming_routes = streaming_routes
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -61,5 +63,5 @@ class MetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
-            if route not in STREAMING_ROUTES:
+            if route not in self.streaming_routes:
                 self.metrics.latency.labels(route).observe(time.perf_counter() - start)

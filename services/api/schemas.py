@@ -1,50 +1,29 @@
-"""Typed responses of the API: they drive the OpenAPI document, its examples, and the
-schema checks of the fuzz test. Hot routes build their JSON by hand and return it as is;
-these models say what that JSON is."""
+"""Typed responses of the API besides the list: they drive the OpenAPI document, its
+examples, and the schema checks of the fuzz test. Routes build their JSON by hand and
+return it as is; these models say what that JSON is. The list itself is the workers'
+record, ``streams.messages.RecommendationList``, declared there once."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Path = Literal["model", "popularity", "fallback"]
+from services.api.ingest import Rejection
 
-
-class ScoredItem(BaseModel):
-    item_id: str
-    score: float
-
-
-class RecommendationList(BaseModel):
-    """A user's latest list. ``path``: ``model`` (the stream workers' list for this
-    session), ``popularity`` (no list yet: recent popularity), ``fallback`` (Redis is down:
-    the popularity this API process last saw)."""
-
-    user_id: str
-    path: Path
-    model_version: str | None = Field(description="model that computed the list, when known")
-    items: list[ScoredItem]
-    event_id: str | None = Field(description="the event whose arrival produced this list")
-    published_us: int | None = Field(description="when it was computed, epoch microseconds")
-
-    model_config = {"json_schema_extra": {"examples": [{
-        "user_id": "u42", "path": "model", "model_version": "3",
-        "items": [{"item_id": "i7", "score": 4.21}, {"item_id": "i19", "score": 3.87}],
-        "event_id": "0b7e6a4c-5f0e-4a55-9d8e-2f8a3c1d9e10",
-        "published_us": 1795000000000000}]}}
+# An answer of the list routes, for the OpenAPI document (the record documents its fields).
+LIST_EXAMPLE: dict[str, Any] = {
+    "user_id": "u42", "path": "model",
+    "model_version": "streamrec-retriever:v3+streamrec-ranker:v2",
+    "items": [{"item_id": "i7", "score": 4.21}, {"item_id": "i19", "score": 3.87}],
+    "event_id": "0b7e6a4c-5f0e-4a55-9d8e-2f8a3c1d9e10", "event_item_id": "i3",
+    "sent_us": 1794999999990000, "published_us": 1795000000000000}
 
 
 class Accepted(BaseModel):
     accepted: int = Field(description="events produced to the interactions topic")
 
     model_config = {"json_schema_extra": {"examples": [{"accepted": 2}]}}
-
-
-class Rejection(BaseModel):
-    index: int = Field(description="position in the posted array (0 for a single event)")
-    reason: str = Field(description="machine-readable, as in the dead-letter header")
-    detail: str
 
 
 class Rejected(BaseModel):

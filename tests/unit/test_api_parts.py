@@ -1,27 +1,54 @@
-"""The API's pure parts: live figures, posted-body validation, feed slots, list shapes."""
+"""The API's parts without Kafka or Redis: live figures, posted-body validation, feed slots
+and streams, where lists come from, the fast read path and the app's documented shapes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
+import jsonschema
 import orjson
 import pytest
 
-from services.api.fast_reads import USER_ID_RE, plain_k
-from services.api.feed import Feed
+from model.evaluation.metrics import hit_rate
+from model.evaluation.protocols import prequential_rank, prequential_ranks
+from services.api.app import create_api
+from services.api.fast_reads import USER_ID_RE, FastReads, plain_k
+from services.api.feed import Feed, FeedHub
 from services.api.ingest import TooManyEvents, validate_body
-from services.api.lists import ListSource, shape
+from services.api.lists import ListSource
 from services.api.live import LiveStats, RateOf
-from services.api.schemas import RecommendationList
-from streams.events import new_event
+from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.routes import feed_events
+from services.api.schemas import Rejected
+from services.settings import load_settings
+from streams.events import MAX_ID_LENGTH, new_event
+from streams.messages import PopularList, RecommendationList, ScoredItem
+from streams.recs_store import popular_key, recs_key
+
+LIST_SCHEMA = jsonschema.Draft202012Validator(json.loads(
+    (Path(__file__).resolve().parents[2] / "streams/schema/recommendation-list-v1.json")
+    .read_text()))
 
 
 def _list(user: str, items: list[str], item: str | None, version: str = "v1",
-          sent: int | None = 1_000_000, published: int = 1_020_000) -> dict:
-    return {"user_id": user, "path": "model", "model_version": version,
-            "items": [{"item_id": i, "score": 1.0} for i in items], "event_id": "e",
-            "event_item_id": item, "sent_us": sent, "published_us": published}
+          sent: int | None = 1_000_000, published: int = 1_020_000) -> RecommendationList:
+    return RecommendationList(user, "model", version, [ScoredItem(i, 1.0) for i in items],
+                              f"e-{user}-{published}", item, sent, published)
+
+
+def _ids(rec: RecommendationList) -> list[str]:
+    return [i.item_id for i in rec.items]
+
+
+def _batch(*recs: RecommendationList) -> bytes:
+    """One channel message, as ``RecsWriter`` publishes a micro-batch."""
+    return b"[" + b",".join(r.to_json() for r in recs) + b"]"
 
 
 def test_live_stats_latency_rate_and_online_hit_rate() -> None:
@@ -34,14 +61,51 @@ def test_live_stats_latency_rate_and_online_hit_rate() -> None:
     assert snap["lists_per_s"] == pytest.approx(0.4)
     assert snap["latency_ms"]["p50"] == pytest.approx(30.0)  # 20, 30, 40 ms
     assert snap["online_hr10"] == pytest.approx(0.5) and snap["judged"] == 2
+    assert list(stats.ranks) == [1.0, float("inf")]
     assert stats.snapshot(now_s=112.5)["lists_per_s"] == pytest.approx(0.1)  # window slid
+
+
+def test_online_hr_judges_like_the_offline_prequential_protocol() -> None:
+    """The same events through the live figures and through ``prequential_ranks``: one
+    rule, one HR@10, including an item shown only below the tenth place (a miss)."""
+    long = [f"p{i}" for i in range(12)]
+    flow = [("u1", "x", ["a", "b"]), ("u2", "y", long), ("u1", "b", []),  # b at rank 1: hit
+            ("u2", "p11", ["q"]), ("u1", "a", ["c"]),  # p11 ranked 11: miss; nothing shown: miss
+            ("u1", "c", ["d"]), ("u2", "q", ["r"])]    # hits at rank 0
+    stats = LiveStats()
+    events, lists = [], {}
+    for n, (user, item, shown) in enumerate(flow):
+        rec = _list(user, shown, item, published=n)
+        stats.observe(rec, now_s=1.0)
+        events.append(SimpleNamespace(event_id=rec.event_id, user_id=user, item_id=item))
+        lists[rec.event_id] = shown
+    ranks = prequential_ranks(events, lists)
+    assert ranks.tolist() == [1.0, 11.0, float("inf"), 0.0, 0.0]
+    snap = stats.snapshot(now_s=1.0)
+    assert snap["judged"] == len(ranks) == 5
+    assert snap["online_hr10"] == round(hit_rate(ranks, 10), 4) == 0.6
+
+
+def test_prequential_rank_of_one_event() -> None:
+    assert prequential_rank(["a", "b"], "b") == 1.0
+    assert prequential_rank(["a", "b"], "z") == float("inf")
+    assert prequential_rank([], "a") == prequential_rank(None, "a") == float("inf")
+
+
+def test_live_stats_keeps_only_its_most_recent_judgements() -> None:
+    stats = LiveStats(max_judged=2)
+    for n, item in enumerate(["a", "a", "z", "a"]):  # judged: hit, miss, hit
+        stats.observe(_list("u1", ["a"], item, published=n), 1.0)
+    assert list(stats.ranks) == [float("inf"), 0.0]
+    assert stats.snapshot(1.0)["online_hr10"] == 0.5
 
 
 def test_live_stats_sees_a_model_swap_only_when_the_version_changes() -> None:
     stats = LiveStats()
     stats.observe(_list("u1", ["a"], "a", version="v1"), 1.0)
     assert stats.last_swap_us is None and stats.model_version == "v1"
-    stats.observe({**_list("u2", ["a"], "a", version="popular-only"), "path": "popularity"}, 2.0)
+    stats.observe(replace(_list("u2", ["a"], "a", version="popular-only"), path="popularity"),
+                  2.0)
     assert stats.model_version == "v1"  # popularity lists do not name the model in service
     stats.observe(_list("u1", ["a"], "a", version="v2", published=7), 3.0)
     assert stats.model_version == "v2" and stats.last_swap_us == 7
@@ -80,6 +144,11 @@ def test_validate_body_names_every_bad_event_and_its_reason() -> None:
     assert len(events) == 1
     assert validate_body(b"{oops", 10)[1][0].reason == "bad_json"
     assert validate_body(b"[]", 10)[1][0].reason == "bad_value"
+    # What the route answers (orjson of the rejections) is the documented 422 body.
+    answer = orjson.loads(orjson.dumps({"accepted": 0, "rejected": rejected}))
+    assert answer["rejected"][0] == {"index": 1, "reason": "unknown_event_type",
+                                     "detail": rejected[0].detail}
+    Rejected.model_validate(answer)
 
 
 def test_validate_body_refuses_more_events_than_the_limit() -> None:
@@ -89,22 +158,30 @@ def test_validate_body_refuses_more_events_than_the_limit() -> None:
 
 
 def test_feed_slot_keeps_only_the_newest_list() -> None:
-    async def scenario() -> tuple[dict | None, dict | None]:
+    older, newer = _list("u1", ["a"], "x", published=1), _list("u1", ["b"], "y", published=2)
+
+    async def scenario() -> tuple[RecommendationList | None, RecommendationList | None]:
         feed = Feed()
-        feed.offer({"n": 1})
-        feed.offer({"n": 2})  # a slow client skips straight to the newest
+        feed.offer(older)
+        feed.offer(newer)  # a slow client skips straight to the newest
         first = await feed.next(timeout_s=0.1)
         second = await feed.next(timeout_s=0.05)  # nothing new: time for a heartbeat
         return first, second
 
-    assert asyncio.run(scenario()) == ({"n": 2}, None)
+    assert asyncio.run(scenario()) == (newer, None)
 
 
-def test_shape_cuts_to_k_and_drops_worker_internals() -> None:
-    body = shape(_list("u1", ["a", "b", "c"], "x"), k=2)
-    assert [i["item_id"] for i in body["items"]] == ["a", "b"]
-    assert set(body) == set(RecommendationList.model_fields)
-    RecommendationList.model_validate(body)
+def test_a_channel_message_reaches_the_figures_the_memory_copy_and_the_feeds() -> None:
+    source = ListSource(_Redis(), "ch", ttl_s=60)
+    hub = FeedHub(None, "ch", LiveStats(), source)
+    u1, u2 = _list("u1", ["a", "b"], "x"), _list("u2", ["c"], "y", sent=None)
+    feed = hub.open("u1")
+    hub.dispatch(_batch(u1, u2))
+    assert source.recent == {"u1": u1, "u2": u2}  # the records, all their fields
+    assert feed.latest == u1
+    assert hub.stats.snapshot(time.monotonic())["lists_per_s"] == pytest.approx(0.2)
+    hub.close("u1", feed)
+    assert hub.clients == 0 and not hub.feeds
 
 
 def test_plain_k_takes_only_a_lone_valid_k() -> None:
@@ -115,43 +192,220 @@ def test_plain_k_takes_only_a_lone_valid_k() -> None:
 
 def test_user_id_rule_matches_the_documented_parameter() -> None:
     assert USER_ID_RE.fullmatch("u42") and USER_ID_RE.fullmatch("a.b:c@d~e")
-    for bad in ("", "has space", "a/b", "é", "x" * 257):
+    assert USER_ID_RE.fullmatch("x" * MAX_ID_LENGTH)  # as long as the event schema allows
+    for bad in ("", "has space", "a/b", "é", "x" * (MAX_ID_LENGTH + 1)):
         assert not USER_ID_RE.fullmatch(bad), bad
 
 
-class _NoRedis:
-    """A client for reads that must not reach Redis, or that find it down."""
+class _Redis:
+    """A Redis for ``get`` only: holds ``values``, records every key read, or is down."""
 
-    def __init__(self, down: bool = False) -> None:
+    def __init__(self, values: dict[str, bytes] | None = None, down: bool = False) -> None:
+        self.values = values or {}
         self.down = down
+        self.reads: list[str] = []
 
     async def get(self, key: str) -> bytes | None:
+        self.reads.append(key)
         if self.down:
             raise ConnectionError("redis down")
-        raise AssertionError(f"unexpected Redis read of {key}")
+        return self.values.get(key)
+
+
+POPULAR = PopularList("v1", 5, [ScoredItem("p", 1.0), ScoredItem("q", 0.5)])
 
 
 def test_lists_seen_on_the_channel_are_served_from_memory_until_forgotten() -> None:
     fallbacks: list[int] = []
-    source = ListSource(_NoRedis(), "ch", ttl_s=60, on_fallback=lambda: fallbacks.append(1),
+    redis = _Redis()
+    source = ListSource(redis, "ch", ttl_s=60, on_fallback=lambda: fallbacks.append(1),
                         max_cached=2)
     now = time.time_ns() // 1000
     for user in ("u1", "u2", "u3"):  # u1 is evicted: least recently updated
-        source.remember(shape(_list(user, ["a", "b", "c"], "x", published=now), k=100))
+        source.remember(_list(user, ["a", "b", "c"], "x", published=now))
     got = asyncio.run(source.current("u2", k=2))
-    assert got["path"] == "model" and [i["item_id"] for i in got["items"]] == ["a", "b"]
-    assert list(source.recent) == ["u2", "u3"]
+    assert got == _list("u2", ["a", "b"], "x", published=now)  # cut, every other field kept
+    assert list(source.recent) == ["u2", "u3"] and redis.reads == []
 
-    source.client = _NoRedis(down=True)
-    source.popular = {"model_version": "v1", "computed_us": 5,
-                      "items": [{"item_id": "p", "score": 1.0}]}
-    assert asyncio.run(source.current("u1", k=2))["path"] == "fallback"  # evicted: Redis
+    source.client = _Redis(down=True)
+    source.popular = POPULAR
+    assert asyncio.run(source.current("u1", k=2)).path == "fallback"  # evicted: Redis
     source.forget_all()  # the subscription dropped: memory is no longer trusted
-    assert asyncio.run(source.current("u2", k=2))["items"] == [{"item_id": "p", "score": 1.0}]
+    assert asyncio.run(source.current("u2", k=1)) == POPULAR.as_list("u2", 1, "fallback")
     assert len(fallbacks) == 2
 
 
 def test_a_list_older_than_the_redis_ttl_is_not_served_from_memory() -> None:
-    source = ListSource(_NoRedis(down=True), "ch", ttl_s=1)
-    source.remember(shape(_list("u1", ["a"], "x", published=1), k=10))  # long ago
-    assert asyncio.run(source.current("u1", k=1))["path"] == "fallback"
+    source = ListSource(_Redis(down=True), "ch", ttl_s=1)
+    source.remember(_list("u1", ["a"], "x", published=1))  # long ago
+    assert asyncio.run(source.current("u1", k=1)).path == "fallback"
+
+
+def test_lists_from_redis_are_the_workers_records_cut_to_k() -> None:
+    stored = _list("u1", ["a", "b", "c"], "x")
+    source = ListSource(_Redis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60)
+    got = asyncio.run(source.current("u1", k=2))
+    assert isinstance(got, RecommendationList) and got == stored.head(2)
+    assert got.event_item_id == "x" and got.sent_us == 1_000_000
+    assert asyncio.run(source.current("u1", k=10)) == stored
+    assert source.recent == {}  # a read never writes the memory copy
+
+
+def test_users_without_a_list_get_the_popularity_last_read() -> None:
+    redis = _Redis()
+    source = ListSource(redis, "ch", ttl_s=60)
+    before = asyncio.run(source.current("nobody", k=3))  # no popularity read yet
+    assert before == RecommendationList("nobody", "popularity", None, [])
+    assert source.model_version is None
+
+    redis.values[popular_key("ch")] = POPULAR.to_json()
+    asyncio.run(source.refresh_popular())
+    assert source.popular == POPULAR and source.model_version == "v1"
+    got = asyncio.run(source.current("nobody", k=1))
+    assert got == RecommendationList("nobody", "popularity", "v1", [ScoredItem("p", 1.0)],
+                                     published_us=5)
+    del redis.values[popular_key("ch")]  # expired: the last one read is kept
+    asyncio.run(source.refresh_popular())
+    assert source.popular == POPULAR
+
+
+def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
+    current = _list("u1", ["a", "b", "c"], "x", published=10)
+    newer = _list("u1", ["d", "e", "f"], "y", published=20)
+    source = ListSource(_Redis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
+    hub = FeedHub(None, "ch", LiveStats(), source)
+    metrics = ApiMetrics()
+
+    def clients() -> float | None:
+        return metrics.registry.get_sample_value("streamrec_api_feed_clients")
+
+    async def scenario() -> list[bytes]:
+        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
+                             metrics.feed_clients)
+        sent = [await anext(stream), await anext(stream)]  # retry advice, current list
+        hub.dispatch(_batch(current, newer))  # the current one again is not resent
+        sent += [await anext(stream), await anext(stream)]  # newer, then a heartbeat
+        assert hub.clients == 1 and clients() == 1
+        await stream.aclose()
+        return sent
+
+    retry, first, second, heartbeat = asyncio.run(scenario())
+    assert retry == b"retry: 2000\n\n" and heartbeat == b": keep-alive\n\n"
+    for frame, rec in ((first, current), (second, newer)):
+        head, data = frame.split(b"\ndata: ")
+        assert head == b"id: %d\nevent: recommendations" % rec.published_us
+        assert orjson.loads(data) == orjson.loads(rec.head(2).to_json())
+    assert hub.clients == 0 and clients() == 0
+
+
+def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:
+    current = _list("u1", ["a"], "x", published=10)
+    source = ListSource(_Redis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
+    hub = FeedHub(None, "ch", LiveStats(), source)
+
+    async def scenario() -> list[bytes]:
+        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, "10", 0.05,
+                             ApiMetrics().feed_clients)
+        sent = [await anext(stream), await anext(stream)]
+        await stream.aclose()
+        return sent
+
+    assert asyncio.run(scenario()) == [b"retry: 2000\n\n", b": keep-alive\n\n"]
+
+
+def test_metrics_count_every_route_but_time_only_non_streaming_ones() -> None:
+    metrics = ApiMetrics()
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        scope["route"] = SimpleNamespace(path=scope["path"])
+        await send({"type": "http.response.start", "status": 200})  # type: ignore[operator]
+
+    async def send(message: dict) -> None:
+        pass
+
+    middleware = MetricsMiddleware(app, metrics, streaming_routes=frozenset({"/stream"}))
+    for path in ("/stream", "/read"):
+        asyncio.run(middleware({"type": "http", "method": "GET", "path": path}, None, send))
+    sample = metrics.registry.get_sample_value
+    for route in ("/stream", "/read"):
+        assert sample("streamrec_api_requests_total",
+                      {"route": route, "method": "GET", "status": "200"}) == 1
+    assert sample("streamrec_api_request_seconds_count", {"route": "/read"}) == 1
+    assert sample("streamrec_api_request_seconds_count", {"route": "/stream"}) is None
+
+
+def test_fast_reads_answer_plain_reads_and_pass_the_rest_on() -> None:
+    stored = _list("u1", ["a", "b", "c"], "x")
+    source = ListSource(_Redis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60)
+    route = SimpleNamespace(path="/v1/users/{user_id}/recommendations")
+    passed: list[str] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        passed.append(scope["path"] + "?" + scope["query_string"].decode())
+
+    def call(path: str, query: bytes = b"") -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query}
+        asyncio.run(FastReads(app, lambda: source, route)(scope, None, send))
+        return sent
+
+    start, body = call("/v1/users/u1/recommendations", b"k=2")
+    assert start["status"] == 200 and orjson.loads(body["body"]) == orjson.loads(
+        stored.head(2).to_json())
+    assert call("/v1/users/a b/recommendations") == call("/v1/users/u1/feed") == []
+    assert call("/v1/users/u1/recommendations", b"k=0") == []
+    assert passed == ["/v1/users/a b/recommendations?", "/v1/users/u1/feed?",
+                      "/v1/users/u1/recommendations?k=0"]
+
+
+class _Api:
+    """The app with a list source over a fake Redis, called in process; its lifespan does
+    not run, so it needs no Kafka or Redis."""
+
+    def __init__(self) -> None:
+        self.app = create_api(load_settings())
+        stored = _list("u1", ["a", "b", "c"], "x")
+        self.app.state.backends = SimpleNamespace(
+            source=ListSource(_Redis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60))
+
+    def get(self, path: str) -> httpx.Response:
+        async def call() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                         base_url="http://api") as client:
+                return await client.get(path)
+
+        return asyncio.run(call())
+
+
+@pytest.fixture
+def api() -> _Api:
+    return _Api()
+
+
+def test_reads_answer_the_record_on_the_fast_path_and_through_fastapi(api: _Api) -> None:
+    fast = api.get("/v1/users/u1/recommendations?k=2")
+    routed = api.get("/v1/users/u1/recommendations?k=2&x=1")  # not plain: FastAPI's route
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    assert fast.json() == routed.json() == orjson.loads(
+        _list("u1", ["a", "b", "c"], "x").head(2).to_json())
+    LIST_SCHEMA.validate(fast.json())  # what the workers publish, as published
+    assert api.get("/v1/users/nobody/recommendations").json()["path"] == "popularity"
+    too_long = api.get(f"/v1/users/{'u' * (MAX_ID_LENGTH + 1)}/recommendations")
+    assert too_long.status_code == 422
+
+
+def test_the_openapi_document_shows_the_record_and_the_id_limit(api: _Api) -> None:
+    doc = api.get("/openapi.json").json()
+    read = doc["paths"]["/v1/users/{user_id}/recommendations"]["get"]
+    answer = read["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"] == {"$ref": "#/components/schemas/RecommendationList"}
+    LIST_SCHEMA.validate(answer["example"])
+    documented = doc["components"]["schemas"]["RecommendationList"]
+    assert set(documented["properties"]) == set(LIST_SCHEMA.schema["properties"])
+    user_id = next(p for p in read["parameters"] if p["name"] == "user_id")
+    assert user_id["schema"]["maxLength"] == MAX_ID_LENGTH

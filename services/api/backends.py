@@ -1,0 +1,109 @@
+"""What the routes stand on, built at start-up by the app's ``lifespan`` and kept in
+``app.state.backends``: two Redis clients (reads time out; the pub/sub listener idles, so
+it has no socket timeout), the list source, the feed hub with the live figures, the Kafka
+ingest, and the one client that sizes the dead-letter topic.
+
+They exist only while the app runs, so routes, registered before, reach them at request
+time through ``backends_of``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+
+from services.api.feed import FeedHub
+from services.api.ingest import EventIngest
+from services.api.lists import ListSource
+from services.api.live import LiveStats, RateOf
+from services.api.metrics import ApiMetrics
+from services.settings import Settings
+from streams.consumer import TopicSizes
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0  # popularity, Kafka reachability and the dead-letter rate, this often
+
+
+@dataclass
+class Backends:
+    """The backends, and what the refresh loop keeps current for the routes."""
+
+    source: ListSource
+    hub: FeedHub
+    ingest: EventIngest
+    sizes: TopicSizes
+    dlq_topic: str
+    dlq_rate: RateOf = field(default_factory=RateOf)
+    kafka_ok: bool = False
+
+    @classmethod
+    def build(cls, settings: Settings, metrics: ApiMetrics) -> Backends:
+        client = aioredis.Redis.from_url(settings.redis, socket_timeout=0.5,
+                                         socket_connect_timeout=0.5)
+        listener = aioredis.Redis.from_url(settings.redis, socket_connect_timeout=0.5,
+                                           health_check_interval=5)
+        source = ListSource(client, settings.recs_channel, settings.recs_ttl_s,
+                            on_fallback=metrics.fallbacks.inc)
+        return cls(source, FeedHub(listener, settings.recs_channel, LiveStats(), source),
+                   EventIngest(settings.kafka_servers, settings.topic_interactions),
+                   TopicSizes(settings.kafka_servers), settings.topic_dlq)
+
+    async def refresh(self) -> None:
+        """Until cancelled, every ``REFRESH_S``: re-read the popularity (the answer for
+        users without a list, and the fallback), and size the dead-letter topic, which
+        both gives its rate and tells whether Kafka is reachable (``/readyz``)."""
+        while True:
+            with suppress(RedisError, OSError):
+                await self.source.refresh_popular()
+            try:
+                dlq = await asyncio.to_thread(self.sizes.size, self.dlq_topic)
+                self.dlq_rate.update(dlq, time.monotonic())
+                self.kafka_ok = True
+            except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+                if self.kafka_ok:
+                    log.warning("kafka not reachable: %s", exc)
+                self.kafka_ok = False
+            await asyncio.sleep(REFRESH_S)
+
+    async def close(self) -> None:
+        self.ingest.close()
+        self.sizes.close()
+        await self.source.client.aclose()
+        await self.hub.client.aclose()
+
+
+def lifespan(settings: Settings, metrics: ApiMetrics
+             ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: build the backends, run the feed subscription and the refresh
+    loop while the app serves, then stop them and close the backends."""
+
+    @asynccontextmanager
+    async def serve(app: FastAPI) -> AsyncIterator[None]:
+        b = app.state.backends = Backends.build(settings, metrics)
+        tasks = [asyncio.create_task(b.hub.run()), asyncio.create_task(b.refresh())]
+        gc.freeze()  # what start-up built lives as long as the process: keep it out of GC
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await b.close()
+
+    return serve
+
+
+def backends_of(app: Starlette) -> Backends:
+    backends: Backends = app.state.backends
+    return backends

@@ -1,0 +1,212 @@
+"""The API's routes in four groups, each added to the app by one function given what it
+needs: the list, its live feed, posted events, and the operational routes (health,
+readiness, the dashboard's figures, Prometheus, the dashboard). What they stand on is
+reached at request time through ``backends.backends_of``. The routes go on the app itself
+rather than through ``APIRouter``s: this FastAPI matches an included router's routes
+through one more layer on every request.
+
+Routes return JSON built by hand (``orjson``, which serializes the list records as they
+are) and skip FastAPI's response validation; their ``response_model`` documents the shape,
+and the fuzz test checks every answer against it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response, Security
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from redis.exceptions import RedisError
+
+from services.api.backends import Backends, backends_of
+from services.api.fast_reads import USER_ID_RE
+from services.api.ingest import DeliveryFailed, TooManyEvents, validate_body
+from services.api.lists import MAX_K
+from services.api.metrics import ApiMetrics
+from services.api.schemas import (
+    LIST_EXAMPLE,
+    Accepted,
+    Health,
+    LiveFigures,
+    Problem,
+    Readiness,
+    Rejected,
+)
+from services.settings import Settings
+from streams.events import MAX_ID_LENGTH, json_schema
+from streams.messages import RecommendationList
+
+LIST_PATH = "/v1/users/{user_id}/recommendations"
+FEED_PATH = "/v1/users/{user_id}/feed"
+DASHBOARD = Path(__file__).with_name("dashboard")
+# Ids in paths: printable ASCII without space or '/', as long as the event schema allows.
+USER_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
+                                   pattern=f"^{USER_ID_RE.pattern}$", examples=["u42"])]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="required when STREAMREC_API_KEY is set")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def add_list_route(app: FastAPI) -> APIRoute:
+    """Adds the list route; returns it, for ``FastReads`` to stand in for."""
+
+    @app.get(LIST_PATH, response_model=RecommendationList, summary="The user's latest list",
+             responses={200: {"content": {"application/json": {"example": LIST_EXAMPLE}}}})
+    async def recommendations(user_id: USER_ID, k: K = 10) -> Response:
+        return _json(await backends_of(app).source.current(user_id, k))
+
+    return next(r for r in app.routes
+                if isinstance(r, APIRoute) and r.endpoint is recommendations)
+
+
+def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float) -> None:
+    @app.get(FEED_PATH, response_class=StreamingResponse,
+             summary="The user's lists, live (Server-Sent Events)",
+             responses={200: {"content": {"text/event-stream": {"example":
+                 'id: 1795000000000000\nevent: recommendations\ndata: {"user_id":"u42",...}\n\n'}},
+                 "description": "the current list at once, then each new one; "
+                                "': keep-alive' comments in between"}})
+    async def feed(user_id: USER_ID, k: K = 10,
+                   last_event_id: Annotated[str | None, Header(max_length=32)] = None
+                   ) -> StreamingResponse:
+        events = feed_events(backends_of(app), user_id, k, last_event_id, heartbeat_s,
+                              metrics.feed_clients)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+
+async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | None,
+                       heartbeat_s: float, clients: Gauge) -> AsyncIterator[bytes]:
+    """One feed's stream: the current list unless the client already has it, then each
+    new one, with a heartbeat comment after ``heartbeat_s`` without one."""
+    slot = b.hub.open(user_id)
+    clients.inc()
+    try:
+        yield b"retry: 2000\n\n"
+        # The slot opens first so no list is missed; one published between that and
+        # this read would then come twice, hence the check on the last id sent.
+        current = await b.source.current(user_id, MAX_K)
+        sent = str(current.published_us)
+        if sent != last_event_id:
+            yield _sse(current, k)
+        while True:
+            rec = await slot.next(heartbeat_s)
+            if rec is None:
+                yield b": keep-alive\n\n"
+            elif str(rec.published_us) != sent:
+                sent = str(rec.published_us)
+                yield _sse(rec, k)
+    finally:
+        b.hub.close(user_id, slot)
+        clients.dec()
+
+
+def _sse(rec: RecommendationList, k: int) -> bytes:
+    return b"id: %d\nevent: recommendations\ndata: %s\n\n" % (rec.published_us or 0,
+                                                              orjson.dumps(rec.head(k)))
+
+
+def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
+    @app.post("/v1/events", status_code=202, response_model=Accepted,
+              summary="Send one event or an array of events to Kafka",
+              openapi_extra={"requestBody": _event_body_schema(settings.api_max_events)},
+              responses={401: {"model": Problem}, 413: {"model": Problem},
+                         422: {"model": Rejected, "description": "nothing was produced"},
+                         503: {"model": Problem,
+                               "description": "Kafka did not acknowledge"}})
+    async def post_events(request: Request,
+                          api_key: Annotated[str | None, Security(api_key_header)] = None
+                          ) -> Response:
+        if settings.api_key is not None and not hmac.compare_digest(
+                (api_key or "").encode(), settings.api_key.get_secret_value().encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key")
+        body = await _read_capped(request, settings.api_max_body_bytes)
+        try:
+            events, rejections = validate_body(body, settings.api_max_events)
+        except TooManyEvents as exc:
+            raise HTTPException(413, str(exc)) from None
+        if rejections:
+            for r in rejections:
+                metrics.events_rejected.labels(r.reason).inc()
+            return _json({"accepted": 0, "rejected": rejections}, 422)
+        try:
+            await backends_of(app).ingest.send(events)
+        except DeliveryFailed as exc:
+            raise HTTPException(503, str(exc)) from None
+        metrics.events_accepted.inc(len(events))
+        return _json({"accepted": len(events)}, 202)
+
+
+def _event_body_schema(max_events: int) -> dict[str, Any]:
+    event = {k: v for k, v in json_schema().items() if k not in ("$schema", "$id")}
+    return {"required": True, "description": "events of the published event schema; ids "
+            "must also be printable and ts at most now + 1 day (422 otherwise)",
+            "content": {"application/json": {"schema": {
+        "oneOf": [event, {"type": "array", "items": event, "minItems": 1,
+                          "maxItems": max_events}]}}}}
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``cap`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise HTTPException(413, f"body of {declared} bytes; the limit is {cap}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise HTTPException(413, f"body over the limit of {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def add_ops_routes(app: FastAPI, metrics: ApiMetrics) -> None:
+    @app.get("/healthz", response_model=Health, summary="The process is up")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz", response_model=Readiness, summary="Kafka and Redis reachable, "
+             "model version known", responses={503: {"model": Readiness}})
+    async def readyz() -> Response:
+        b = backends_of(app)
+        try:
+            redis_ok = bool(await b.source.client.ping())
+        except (RedisError, OSError):
+            redis_ok = False
+        version = b.source.model_version or b.hub.stats.model_version
+        ready = redis_ok and b.kafka_ok and version is not None
+        return _json({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
+                      "model_version": version}, 200 if ready else 503)
+
+    @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures")
+    async def live() -> Response:
+        b = backends_of(app)
+        return _json({**b.hub.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
+                      "feed_clients": b.hub.clients})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html")
+
+    @app.get("/dashboard.js", include_in_schema=False)
+    async def dashboard_script() -> FileResponse:
+        return FileResponse(DASHBOARD / "dashboard.js", media_type="text/javascript")

@@ -12,15 +12,14 @@ replayed):
 - retrain: after B, ``streamrec trainer --once`` retrains on A + B; when the gate promotes
   the challenger, the worker swaps to it before C is replayed.
 Reported: prequential HR@10 / NDCG@10 / MRR on C (the list shown after each user's previous
-event, scored against the next one), the gate's figures and whether the worker swapped.
+event, scored against the next one), the gate's figures and whether the worker swapped
+(read from the trainer's and the worker's status files, ``streams.status``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -28,14 +27,16 @@ import orjson
 
 from model.evaluation.metrics import hit_rate, mrr, ndcg
 from model.evaluation.protocols import prequential_ranks
-from services.processes import CLI, ServiceProcess, isolated_run
+from services.processes import ServiceProcess, WorkerFailed, isolated_run, trainer_round
 from services.settings import Settings, load_settings
 from services.stack import build_stack
+from services.trainer import describe_round
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
 from streams.readers import read_valid_events
 from streams.replay import replay
+from streams.status import RoundSummary, WorkerStatus
 from streams.synthetic import SyntheticConfig, generate
 
 
@@ -45,15 +46,12 @@ def _produce(settings: Settings, env: dict[str, str], events: list[Event]) -> No
                                        env["STREAMREC_TOPIC_DLQ"], source="bench"))
 
 
-def _trainer(env: dict[str, str], epochs: int) -> str:
-    done = subprocess.run([*CLI, "trainer", "--once", "--epochs", str(epochs)], env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"trainer failed:\n{done.stderr[-3000:]}")
-    verdict = [line for line in done.stderr.splitlines()
-               if line.startswith(("promoted", "rejected", "skipped"))]
-    gate = [line.split(" - ")[-1] for line in done.stderr.splitlines() if "round outcome" in line]
-    return (verdict or gate or ["?"])[-1]
+def _trainer(env: dict[str, str], epochs: int, status: Path) -> RoundSummary:
+    """One ``streamrec trainer --once`` round, as its status file reports it."""
+    try:
+        return trainer_round(env, status, "--epochs", str(epochs))
+    except WorkerFailed as exc:
+        raise SystemExit(f"trainer failed: {exc}") from None
 
 
 def _lists(settings: Settings, env: dict[str, str], count: int) -> dict[str, list[str]]:
@@ -74,23 +72,21 @@ def _run(settings: Settings, base: dict[str, str], parts: tuple[list, list, list
     _produce(settings, env, a)
     gate = ""
     if mode == "frozen":  # the first champion, shared by both runs (same store)
-        print(f"  first champion on A ({len(a):,} events): {_trainer(env, epochs)}", flush=True)
+        first = _trainer(env, epochs, folder / "first-round.status.json")
+        print(f"  first champion on A ({len(a):,} events): {describe_round(first)}", flush=True)
     worker = ServiceProcess.start(env, folder / f"{mode}.log", "worker", "--worker-id", mode,
-                                 "--metrics-port", "0")
+                                 "--metrics-port", "0", status=True)
     try:
         worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
         _produce(settings, env, b)
         _lists(settings, env, len(a) + len(b))
         swapped = False
         if mode == "retrain":
-            gate = _trainer(env, epochs)
+            retrained = _trainer(env, epochs, folder / "retrain-round.status.json")
+            gate = describe_round(retrained)
             print(f"  retrain on A + B ({len(a) + len(b):,} events): {gate}", flush=True)
-            deadline = time.monotonic() + 180
-            while gate.startswith("promoted") and time.monotonic() < deadline:
-                if "model swapped" in worker.output():
-                    swapped = True
-                    break
-                time.sleep(1)
+            swapped = retrained.outcome == "promoted" and worker.wait_status(
+                WorkerStatus, lambda w: w.swaps_applied >= 1, 180) is not None
         _produce(settings, env, c)
         lists = _lists(settings, env, len(a) + len(b) + len(c))
     finally:

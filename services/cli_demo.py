@@ -1,23 +1,27 @@
 """``streamrec demo``: the whole loop end to end on the local stack.
 
 Stack up; split a log by time (synthetic with drifting tastes by default); the past goes
-to Kafka and ``streamrec trainer --once`` makes the first champion (SASRec + NeuMF) from
-it; a worker catches up on the past, then the future is replayed live while a
-long-running trainer waits beside the worker. The report gives online quality
+to Kafka and ``streamrec trainer --once`` makes the first champion (retriever SASRec +
+ranker NeuMF) from it; a worker catches up on the past, then the future is replayed live
+while a long-running trainer waits beside the worker. The report gives online quality
 (prequential: the list shown after each event, scored against that user's next event),
 send-to-publish latency and throughput of the live part; then the trainer's round on past
 + future runs, and when it promotes, the worker swaps. The API runs beside the worker for
 the whole job: its dashboard shows the live figures and any user's list as it changes.
 Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events.
+The demo follows the worker and the trainer through their status files
+(``streams.status``), never through their logs.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -28,26 +32,63 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli_events import Format
-from services.processes import CLI, ServiceProcess, WorkerFailed, free_port, isolated_run
+from services.processes import (
+    ServiceProcess,
+    WorkerFailed,
+    free_port,
+    isolated_run,
+    trainer_round,
+)
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from services.stack import build_stack
+from services.trainer import describe_round
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer
 from streams.readers import read_valid_events
 from streams.replay import replay
+from streams.status import TrainerStatus, WorkerStatus
 from streams.synthetic import SyntheticConfig, generate
 
 app = typer.Typer()
 console = Console()
 
 
-def _produce(settings: Settings, topics: dict[str, str], events: list[Event], label: str,
-             rate: float | None = None) -> float:
+@dataclass(frozen=True)
+class _Run:
+    """One demo run: its id, the environment its services get (its own topics and consumer
+    group, from ``isolated_run``) and the folder for their logs and status files."""
+
+    id: str
+    settings: Settings
+    env: dict[str, str]
+    folder: Path
+
+    def topic(self, name: str) -> str:
+        """The run's own topic for ``name`` (``interactions``, ``recommendations``, ...)."""
+        return self.env[f"STREAMREC_TOPIC_{name.upper()}"]
+
+    @property
+    def group(self) -> str:
+        return self.env["STREAMREC_WORKER_GROUP"]
+
+
+@dataclass(frozen=True)
+class _Services:
+    """The processes beside the demo; ``serving`` is the worker's status once it joined,
+    before any swap."""
+
+    worker: ServiceProcess
+    trainer: ServiceProcess
+    api_url: str
+    serving: WorkerStatus
+
+
+def _produce(run: _Run, events: list[Event], label: str, rate: float | None = None) -> float:
     """Replay ``events`` into the run's interactions topic; returns the seconds it took."""
-    producer = EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
-                             topics["STREAMREC_TOPIC_DLQ"], source="demo")
+    producer = EventProducer(run.settings.kafka_servers, run.topic("interactions"),
+                             run.topic("dlq"), source="demo")
     fields = "{task.fields[rate]:>7,.0f} ev/s"
     with progress_bar(label, len(events), fields) as update:
         summary = replay(iter(events), producer, rate=rate,
@@ -55,12 +96,14 @@ def _produce(settings: Settings, topics: dict[str, str], events: list[Event], la
     return summary.seconds
 
 
-def _collect(settings: Settings, topic: str, count: int, label: str) -> list[dict]:
-    """The first ``count`` lists on ``topic`` (all of them, from the beginning)."""
-    values = []
+def _collect(run: _Run, count: int, label: str) -> list[dict]:
+    """The first ``count`` lists on the run's recommendations topic (all of them, from
+    the beginning)."""
+    topic, values = run.topic("recommendations"), []
     with progress_bar(label, count) as update:
-        for n, rec in enumerate(read_topic(settings.kafka_servers, topic, from_beginning=True,
-                                           limit=count, idle_timeout_s=60), 1):
+        for n, rec in enumerate(read_topic(run.settings.kafka_servers, topic,
+                                           from_beginning=True, limit=count,
+                                           idle_timeout_s=60), 1):
             values.append(orjson.loads(rec.value))
             if n % 500 == 0:
                 update(n)
@@ -99,6 +142,109 @@ def _report(run: str, future: list[Event], values: list[dict], rate: float) -> T
     return table
 
 
+def _prepare_data(data: Path | None, fmt: Format | None, events: int,
+                  train_fraction: float, rate: float) -> tuple[list[Event], list[Event]]:
+    """The log split by time: the past (to Kafka first; the first champion learns it) and
+    the future (replayed live)."""
+    from model.data import time_split
+
+    if data is not None:
+        if fmt is None:
+            raise typer.BadParameter("--format is required with --data")
+        log, source = read_valid_events(data, fmt.value), str(data)
+    else:  # tastes drift late in the timeline: retraining on the live log pays off
+        log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events,
+                                            drift_at=0.7)))
+        source = f"synthetic ({events:,} events, 2,000 users, 1,000 items, drifting tastes)"
+    past, future = time_split(log, train_fraction)
+    console.print(f"[bold]data[/] {source}: the past ({len(past):,} events) goes to Kafka "
+                  f"first, the future ({len(future):,}) is replayed live at {rate:,.0f}/s")
+    return past, future
+
+
+def _first_champion(run: _Run, epochs: int) -> None:
+    """``trainer --once`` on the past: its challenger becomes the champion, or the
+    registry's champion stays when it is better (rejected is fine too)."""
+    console.print("[bold]trainer --once[/]: retriever (SASRec) + ranker (NeuMF) from the "
+                  "topic, gated against the registry's champion if there is one")
+    try:
+        first = trainer_round(run.env, run.folder / "first-round.status.json",
+                              "--epochs", str(epochs))
+    except WorkerFailed as exc:
+        raise typer.Exit(f"the training round failed: {exc}") from None
+    if first.outcome not in ("promoted", "rejected"):
+        raise typer.Exit(f"the training round made no champion: {describe_round(first)}")
+    console.print(f"  {describe_round(first)}", soft_wrap=True)
+
+
+@contextmanager
+def _services(run: _Run, future: list[Event], epochs: int) -> Iterator[_Services]:
+    """Worker and API, then the long-running trainer, stopped however the demo ends. The
+    trainer starts (imports, registry) while the worker catches up, not during the replay;
+    its next round is due once the future has arrived."""
+    with ExitStack() as running:
+        worker = ServiceProcess.start(run.env, run.folder / "worker.log", "worker",
+                                      "--worker-id", f"demo-{run.id}", status=True)
+        running.callback(worker.stop)
+        api_port = free_port(run.settings.api_port)  # a user's own API may hold the port
+        api_url = f"http://127.0.0.1:{api_port}"
+        api = ServiceProcess.start({**run.env, "STREAMREC_API_PORT": str(api_port)},
+                                   run.folder / "api.log", "api")
+        running.callback(api.stop)
+        worker.wait_joined(run.settings.kafka_servers, run.group)
+        api.wait_http(f"{api_url}/healthz")
+        serving = worker.wait_status(WorkerStatus)
+        if serving is None:
+            raise WorkerFailed(f"the worker wrote no status to {worker.status}; log {worker.log}")
+        watch = Counter(e.user_id for e in future).most_common(1)[0][0]
+        console.print(f"[bold]api[/] {api_url}/ : open the dashboard and watch user "
+                      f"[bold]{watch}[/] while the future is replayed; lists: "
+                      f"{api_url}/v1/users/{watch}/recommendations")
+        trainer = ServiceProcess.start(run.env, run.folder / "trainer.log", "trainer",
+                                       "--interval-min", "0", "--every-events",
+                                       str(len(future)), "--epochs", str(epochs), status=True)
+        running.callback(trainer.stop)
+        yield _Services(worker, trainer, api_url, serving)
+
+
+def _live(run: _Run, services: _Services, past: list[Event], future: list[Event],
+          rate: float) -> None:
+    """The worker catches up on the past; once the trainer is ready (it has counted the
+    topic, so the future counts towards its trigger) the future is replayed live and the
+    report printed."""
+    _collect(run, len(past), "worker catching up on the past")
+    if services.trainer.wait_status(TrainerStatus, lambda t: t.state == "ready", 180) is None:
+        raise typer.Exit(f"the trainer did not start; log {services.trainer.log}")
+    seconds = _produce(run, future, "replay", rate)
+    console.print(f"[bold]replay[/] sent {len(future):,} in {seconds:.1f} s")
+    values = _collect(run, len(past) + len(future), "recommendations")
+    console.print(_report(run.id, future, values, rate))
+
+
+def _retraining(services: _Services) -> None:
+    """The trainer's round on past + future and, when it promotes, the worker's swap."""
+    console.print("[bold]trainer[/]: retraining on past + future beside the worker "
+                  "(a few minutes) ...")
+    status = services.trainer.wait_status(TrainerStatus, lambda t: t.rounds >= 1, 1200)
+    summary = status.last_round if status else None
+    console.print(f"  {describe_round(summary) if summary else 'no round'}", soft_wrap=True)
+    if summary is not None and summary.outcome == "promoted":
+        console.print(f"  worker: {_swap(services.worker, services.serving)}", soft_wrap=True)
+
+
+def _swap(worker: ServiceProcess, before: WorkerStatus) -> str:
+    """What the worker did with the announced champion: swapped it in, refused it (and
+    kept serving), or nothing within two minutes."""
+    after = worker.wait_status(
+        WorkerStatus, lambda w: (w.swaps_applied, w.swaps_failed)
+        != (before.swaps_applied, before.swaps_failed), 120)
+    if after is None:
+        return "no swap seen"
+    if after.swaps_applied > before.swaps_applied:
+        return f"model swapped: {before.model_version} -> {after.model_version}"
+    return f"swap failed, still serving {after.model_version}: {after.last_error}"
+
+
 @app.command()
 def demo(
     data: Annotated[Path | None, typer.Option(help="a log to use instead of synthetic data")]
@@ -111,85 +257,26 @@ def demo(
 ) -> None:
     """Run the whole loop on the local stack: first champion from the log's past, a worker
     answering the replayed future, a report, then the trainer retraining beside the worker."""
-    from model.data import time_split
-
     settings = load_settings()
     build_stack(settings).up(say=lambda line: console.print(f"  {line}"))
-    run = uuid.uuid4().hex[:8]
-    folder = settings.data_dir / "demo" / run
+    run_id = uuid.uuid4().hex[:8]
+    folder = settings.data_dir / "demo" / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    if data is not None:
-        if fmt is None:
-            raise typer.BadParameter("--format is required with --data")
-        log = read_valid_events(data, fmt.value)
-        source = str(data)
-    else:  # tastes drift late in the timeline: retraining on the live log pays off
-        log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events,
-                                            drift_at=0.7)))
-        source = f"synthetic ({events:,} events, 2,000 users, 1,000 items, drifting tastes)"
-    past, future = time_split(log, train_fraction)
-    console.print(f"[bold]data[/] {source}: the past ({len(past):,} events) goes to Kafka "
-                  f"first, the future ({len(future):,}) is replayed live at {rate:,.0f}/s")
-
-    topics = isolated_run(settings, f"demo-{run}")
-    group = topics["STREAMREC_WORKER_GROUP"]
-    env = {**os.environ, **topics, "STREAMREC_WORKER_METRICS_PORT": "0"}
-    _produce(settings, topics, past, "past")
-    console.print("[bold]trainer --once[/]: SASRec + NeuMF from the topic, gated against the "
-                  "registry's champion if there is one")
-    first = subprocess.run([*CLI, "trainer", "--once", "--epochs", str(epochs)], env=env,
-                           capture_output=True, text=True)
-    verdict = [ln for ln in first.stderr.splitlines() if ln.startswith(("promoted", "rejected"))]
-    if first.returncode != 0 or not verdict:  # rejected is fine: the champion stays
-        raise typer.Exit(f"the training round failed:\n{first.stderr[-2000:]}")
-    console.print(f"  {verdict[-1]}", soft_wrap=True)
-
-    worker = ServiceProcess.start(env, folder / "worker.log", "worker", "--worker-id",
-                                  f"demo-{run}")
-    api_port = free_port(settings.api_port)  # a user's own API may hold the configured one
-    api_url = f"http://127.0.0.1:{api_port}"
-    api = ServiceProcess.start({**env, "STREAMREC_API_PORT": str(api_port)},
-                               folder / "api.log", "api")
-    trainer = None
+    past, future = _prepare_data(data, fmt, events, train_fraction, rate)
+    run = _Run(run_id, settings, {**os.environ, **isolated_run(settings, f"demo-{run_id}"),
+                                  "STREAMREC_WORKER_METRICS_PORT": "0"}, folder)
+    _produce(run, past, "past")
+    _first_champion(run, epochs)
     try:
-        try:
-            worker.wait_joined(settings.kafka_servers, group)
-            api.wait_http(f"{api_url}/healthz")
-        except WorkerFailed as exc:
-            raise typer.Exit(str(exc)) from None
-        watch = Counter(e.user_id for e in future).most_common(1)[0][0]
-        console.print(f"[bold]api[/] {api_url}/ : open the dashboard and watch user "
-                      f"[bold]{watch}[/] while the future is replayed; lists: "
-                      f"{api_url}/v1/users/{watch}/recommendations")
-        # The long-running trainer: its next round starts once the future has arrived. It
-        # starts (imports, registry) while the worker catches up, not during the replay.
-        trainer = ServiceProcess.start(env, folder / "trainer.log", "trainer", "--interval-min",
-                                       "0", "--every-events", str(len(future)),
-                                       "--epochs", str(epochs))
-        _collect(settings, topics["STREAMREC_TOPIC_RECOMMENDATIONS"], len(past),
-                 "worker catching up on the past")
-        if trainer.wait_for("trainer ready", 180) is None:  # its count excludes the future
-            raise typer.Exit(f"the trainer did not start; log {trainer.log}")
-        seconds = _produce(settings, topics, future, "replay", rate)
-        console.print(f"[bold]replay[/] sent {len(future):,} in {seconds:.1f} s")
-        values = _collect(settings, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                          len(past) + len(future), "recommendations")
-        console.print(_report(run, future, values, rate))
-        console.print("[bold]trainer[/]: retraining on past + future beside the worker "
-                      "(a few minutes) ...")
-        outcome = trainer.wait_for("round outcome=", 1200)
-        console.print(f"  {outcome.split('streamrec.trainer ')[-1] if outcome else 'no round'}")
-        if outcome and "outcome=promoted" in outcome:
-            swapped = worker.wait_for("model swapped", 120)
-            console.print(f"  worker: {swapped.split('] ')[-1] if swapped else 'no swap seen'}")
-        if sys.stdin.isatty():  # a person is watching: leave the API up to explore
-            console.print(f"[bold]the worker and API keep running[/]: {api_url}/ ; send a "
-                          f"click with curl -X POST {api_url}/v1/events -d '<event JSON>' "
-                          "(README) and watch the list change. Press Enter to stop.")
-            input()
-    finally:
-        if trainer is not None:
-            trainer.stop()
-        api.stop()
-        worker.stop()
-    console.print(f"topics demo-{run}.*, group {group}; logs {folder}")
+        with _services(run, future, epochs) as services:
+            _live(run, services, past, future, rate)
+            _retraining(services)
+            if sys.stdin.isatty():  # a person is watching: leave the API up to explore
+                console.print(f"[bold]the worker and API keep running[/]: {services.api_url}/ "
+                              f"; send a click with curl -X POST {services.api_url}/v1/events "
+                              "-d '<event JSON>' (README) and watch the list change. Press "
+                              "Enter to stop.")
+                input()
+    except WorkerFailed as exc:
+        raise typer.Exit(str(exc)) from None
+    console.print(f"topics demo-{run.id}.*, group {run.group}; logs {folder}")

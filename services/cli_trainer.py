@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from services.settings import load_settings
 
@@ -29,9 +31,12 @@ def trainer(
         help="relative full NDCG@10 gain a challenger needs (default "
              "STREAMREC_TRAINER_MIN_GAIN)")] = None,
     epochs: Annotated[int | None, typer.Option(help="cap training epochs")] = None,
+    status_file: Annotated[Path | None, typer.Option(
+        help="keep the trainer's status here (JSON, streams.status.TrainerStatus): its "
+             "state and its rounds' outcomes, for the program that started it")] = None,
 ) -> None:
     """Retrain on the interactions topic; promote the challenger when it beats the champion."""
-    from services.trainer import Trainer
+    from services.trainer import Trainer, describe_round
 
     overrides = {k: v for k, v in {"trainer_interval_min": interval_min,
                                    "trainer_every_events": every_events,
@@ -41,12 +46,12 @@ def trainer(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    service = Trainer(settings)
+    service = Trainer(settings, status_file=status_file)
     if once:
         result = service.run_round()
-        console.print(f"[bold]{result.outcome}[/]: {result.reason}"
-                      + (f"; challenger {result.versions}" if result.versions else ""),
-                      soft_wrap=True)
+        line = Text(describe_round(result))
+        line.stylize("bold", 0, len(result.outcome))
+        console.print(line, soft_wrap=True)
         if result.outcome == "failed":
             raise typer.Exit(1)
         return

@@ -2,6 +2,8 @@
 benchmarks and the tests.
 
 Output goes to a file, never to a pipe: an undrained pipe fills and blocks the worker.
+What a service is doing is read from its status file (``streams.status``), never from its
+output: the log is for people and may change wording at any time.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import KafkaError
 
 from services.settings import Settings
+from streams.status import Record, RoundSummary, TrainerStatus, read_status
 
 CLI = [sys.executable, "-m", "services.cli"]
 
@@ -59,21 +63,45 @@ _COORDINATOR_NOT_READY = frozenset({KafkaError.NOT_COORDINATOR,
 
 
 class WorkerFailed(RuntimeError):
-    """A service exited, never joined its consumer group or never answered."""
+    """A service exited (a ``trainer --once`` round failed), never joined its consumer
+    group or never answered."""
+
+
+def trainer_round(env: dict[str, str], status: Path, *args: str,
+                  timeout_s: float | None = None) -> RoundSummary:
+    """Runs ``streamrec trainer --once <args>`` and returns the round it reported in its
+    status file at ``status``. Raises ``WorkerFailed``, with the end of its output, when
+    the round failed (exit code 1) or the trainer reported none."""
+    status.unlink(missing_ok=True)  # a record left by an earlier run must not answer
+    done = subprocess.run([*CLI, "trainer", "--once", "--status-file", str(status), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout_s)
+    record = read_status(status, TrainerStatus)
+    if done.returncode != 0 or record is None or record.last_round is None:
+        raise WorkerFailed(f"streamrec trainer --once exited with code {done.returncode}:\n"
+                           f"{done.stderr[-3000:]}")
+    return record.last_round
 
 
 @dataclass
 class ServiceProcess:
     proc: subprocess.Popen
     log: Path
+    status: Path | None = None  # where the service keeps its status record, if asked to
 
     @classmethod
-    def start(cls, env: dict[str, str], log: Path, command: str, *args: str) -> ServiceProcess:
-        """``streamrec <command> <args>`` with its output appended to ``log``."""
+    def start(cls, env: dict[str, str], log: Path, command: str, *args: str,
+              status: bool = False) -> ServiceProcess:
+        """``streamrec <command> <args>`` with its output appended to ``log``. With
+        ``status`` (worker, trainer) it keeps its status record in ``<log>.status.json``,
+        which ``wait_status`` reads."""
+        path = log.with_name(f"{log.name}.status.json") if status else None
+        if path is not None:
+            path.unlink(missing_ok=True)  # a record left by an earlier run must not answer
+            args = (*args, "--status-file", str(path))
         with open(log, "ab") as handle:
             proc = subprocess.Popen([*CLI, command, *args], env=env, stdout=handle,
                                     stderr=subprocess.STDOUT)
-        return cls(proc, log)
+        return cls(proc, log, path)
 
     def wait_joined(self, bootstrap: str, group: str, timeout_s: float = 120,
                     members: int = 1) -> None:
@@ -108,18 +136,28 @@ class ServiceProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_for(self, marker: str, timeout_s: float) -> str | None:
-        """The first output line holding ``marker``, waiting up to ``timeout_s``; None if it
-        did not come or the process exited."""
+    def current_status(self, kind: type[Record]) -> Record | None:
+        """The service's status record as it stands, None before it has written one."""
+        if self.status is None:
+            raise ValueError(f"{self.log}: the service was started without status=True")
+        return read_status(self.status, kind)
+
+    def wait_status(self, kind: type[Record], until: Callable[[Record], bool] | None = None,
+                    timeout_s: float = 60) -> Record | None:
+        """The first status record for which ``until`` holds (any record without it),
+        polled for up to ``timeout_s``; None if none came in time. Raises ``WorkerFailed``
+        once the process has exited without writing one."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in self.output().splitlines():
-                if marker in line:
-                    return line
-            if self.proc.poll() is not None:
+        while True:
+            exited = self.proc.poll() is not None  # before reading: its last word counts
+            record = self.current_status(kind)
+            if record is not None and (until is None or until(record)):
+                return record
+            if exited:
+                self._raise_if_exited()
+            if time.monotonic() >= deadline:
                 return None
             time.sleep(0.5)
-        return None
 
     def wait_http(self, url: str, timeout_s: float = 60) -> None:
         """Until ``url`` answers 200 (a service's health route)."""

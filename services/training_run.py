@@ -4,14 +4,23 @@ a bar in a terminal, one log line per evaluated epoch otherwise."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from services.progress import progress_bar
+
+if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
+    import keras
+
+    from model.data import LeaveLastOut
+    from model.evaluation.harness import Trained
+    from model.ranking.training import NeuMFConfig
+    from model.retrieval.training import SASRecConfig
 
 log = logging.getLogger("streamrec.train")
 
 
-def configs(epochs: int | None, seed: int, pretrain: bool = False):  # type: ignore[no-untyped-def]
+def configs(epochs: int | None, seed: int,
+            pretrain: bool = False) -> tuple[SASRecConfig, NeuMFConfig]:
     """SASRec and NeuMF configs; ``epochs`` caps training (default: early stopping)."""
     from model.ranking.training import NeuMFConfig
     from model.retrieval.training import SASRecConfig
@@ -24,9 +33,12 @@ def configs(epochs: int | None, seed: int, pretrain: bool = False):  # type: ign
     return sasrec, neumf
 
 
-def train_with_progress(split, names: list[str], epochs: int | None, seed: int,  # type: ignore[no-untyped-def]
-                        pretrain: bool = False, init: dict[str, Any] | None = None):
-    """``model.harness.train_models`` with progress; returns (trained, sasrec_cfg, neumf_cfg)."""
+def train_with_progress(split: LeaveLastOut, names: list[str], epochs: int | None, seed: int,
+                        pretrain: bool = False, init: dict[str, keras.Model] | None = None,
+                        ) -> tuple[dict[str, Trained], SASRecConfig, NeuMFConfig]:
+    """``model.evaluation.harness.train_models`` with progress; returns (trained by model
+    kind, the SASRec config, the NeuMF config). ``init`` maps a role (``retriever``,
+    ``ranker``) to the model that role warm-starts from."""
     from model.evaluation.harness import train_models
 
     sasrec_cfg, neumf_cfg = configs(epochs, seed, pretrain)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,20 +10,22 @@ import pytest
 import redis
 
 from infra.mlflow_store import MlflowStore
-from services.processes import CLI
+from services.processes import trainer_round
 from services.settings import Settings, load_settings
 from services.trainer import LOCK_KEY, Trainer
 from streams.consumer import read_topic
+from streams.messages import version_string
 from streams.producer import EventProducer
 from streams.registry import RANKER_NAME, RETRIEVER_NAME, alias_versions
+from streams.status import RoundSummary, TrainerStatus, WorkerStatus
 from streams.synthetic import SyntheticConfig, generate
 
 MODELS = [RETRIEVER_NAME, RANKER_NAME]
 
 
-def _trainer(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, "trainer", "--once", "--epochs", "2", *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+def _trainer(env: dict[str, str], status: Path, *args: str) -> RoundSummary:
+    """``streamrec trainer --once --epochs 2 <args>``: the round its status file reports."""
+    return trainer_round(env, status, "--epochs", "2", *args, timeout_s=900)
 
 
 def test_trainer_promotes_rejects_and_refuses_with_reasons(
@@ -39,8 +40,9 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
            "STREAMREC_TRAINER_MIN_EVENTS": "500"}
     store = MlflowStore.local(tmp_path / "state" / "mlflow")
 
-    empty = _trainer(env)
-    assert empty.returncode == 0 and "skipped" in empty.stderr, empty.stderr[-2000:]
+    status = tmp_path / "once.status.json"
+    empty = _trainer(env, status)
+    assert empty.outcome == "skipped" and "fewer than trainer_min_events" in empty.reason
 
     events = list(generate(SyntheticConfig(users=80, items=60, events=2500, seed=5)))
     with EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
@@ -49,18 +51,18 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
             producer.send(e)
         producer.produce(topics["STREAMREC_TOPIC_INTERACTIONS"], b"u1", b"{broken")
 
-    first = _trainer(env)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "promoted: no champion yet" in first.stderr, first.stderr[-3000:]
+    first = _trainer(env, status)
+    assert (first.outcome, first.reason) == ("promoted", "no champion yet"), first
+    assert first.versions == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     announced = list(read_topic(settings.kafka_servers, topics["STREAMREC_TOPIC_MODEL_UPDATES"],
                                 from_beginning=True, limit=1, idle_timeout_s=20))
     assert orjson.loads(announced[0].value)["versions"] == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
     # A challenger that must be 1000% better: registered, tagged with why, not promoted.
-    second = _trainer(env, "--min-gain", "10")
-    assert second.returncode == 0 and "rejected:" in second.stderr, second.stderr[-3000:]
-    assert "does not beat champion" in second.stderr
+    second = _trainer(env, status, "--min-gain", "10")
+    assert second.outcome == "rejected" and "does not beat champion" in second.reason, second
+    assert second.versions == {RETRIEVER_NAME: "2", RANKER_NAME: "2"}
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     from mlflow.tracking import MlflowClient
 
@@ -128,23 +130,32 @@ def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing
                 producer.send(e)
 
     send(a)
-    assert "promoted: no champion yet" in _trainer(env).stderr
-    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
+    first = _trainer(env, tmp_path / "once.status.json")
+    assert first.outcome == "promoted", first
+    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker", status=True)
     trainer = ServiceProcess.start(env, tmp_path / "trainer.log", "trainer", "--interval-min",
-                                   "0", "--every-events", "600", "--epochs", "2")
+                                   "0", "--every-events", "600", "--epochs", "2", status=True)
     try:
         worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
-        assert trainer.wait_for("trainer ready", 120), trainer.output()[-2000:]
+        assert trainer.wait_status(TrainerStatus, lambda t: t.state == "ready", 120), \
+            trainer.output()[-2000:]
         send(b)  # 900 new events: the trainer's next round starts
-        outcome = trainer.wait_for("round outcome=", 600)
-        assert outcome and "outcome=promoted" in outcome, trainer.output()[-3000:]
+        done = trainer.wait_status(TrainerStatus, lambda t: t.rounds >= 1, 600)
+        assert done and done.last_round and done.last_round.outcome == "promoted", \
+            trainer.output()[-3000:]
+        second = version_string(done.last_round.versions)
+
+        def swapped(timeout_s: float) -> WorkerStatus | None:
+            return worker.wait_status(WorkerStatus, lambda w: w.model_version == second,
+                                      timeout_s)
+
         sent, deadline = 0, time.monotonic() + 60
         while sent < len(c) - 100 and time.monotonic() < deadline:  # flowing while it swaps
             send(c[sent:sent + 20])
             sent += 20
-            if worker.wait_for("model swapped", 0.5):
+            if swapped(0.5):
                 break
-        assert worker.wait_for("model swapped", 60), worker.output()[-3000:]
+        assert swapped(60), worker.output()[-3000:]
         send(c[sent:])
         values = [orjson.loads(r.value) for r in read_topic(
             settings.kafka_servers, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
@@ -154,9 +165,8 @@ def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing
         worker.stop()
     # Every event answered exactly once, before, during and after the swap.
     assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in log)
-    versions = {v["model_version"] for v in values}
-    assert versions == {"streamrec-sasrec:v1+streamrec-ranker:v1",
-                        "streamrec-sasrec:v2+streamrec-ranker:v2"}
+    champion = version_string(first.versions)
+    assert {v["model_version"] for v in values} == {champion, second}
     by_event = {v["event_id"]: v["model_version"] for v in values}
-    assert {by_event[e.event_id] for e in a} == {"streamrec-sasrec:v1+streamrec-ranker:v1"}
-    assert {by_event[e.event_id] for e in c[-100:]} == {"streamrec-sasrec:v2+streamrec-ranker:v2"}
+    assert {by_event[e.event_id] for e in a} == {champion}
+    assert {by_event[e.event_id] for e in c[-100:]} == {second}

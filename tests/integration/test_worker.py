@@ -20,8 +20,11 @@ from services.processes import CLI, ServiceProcess, free_port
 from services.settings import Settings
 from streams.consumer import read_topic
 from streams.events import Event
+from streams.messages import version_string
 from streams.producer import EventProducer, sent_at_header
+from streams.registry import RANKER_NAME, RETRIEVER_NAME
 from streams.sessions import SessionPolicy, SessionState, apply_event
+from streams.status import WorkerStatus
 from streams.synthetic import SyntheticConfig, generate
 
 
@@ -175,7 +178,12 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
     live = events[2800:]
     recs_topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
     # Two workers in one group, a partition each: each must hear the announcement.
-    workers = [ServiceProcess.start(env, tmp_path / f"worker{i}.log", "worker") for i in range(2)]
+    workers = [ServiceProcess.start(env, tmp_path / f"worker{i}.log", "worker", status=True)
+               for i in range(2)]
+
+    def swapped(worker: ServiceProcess) -> bool:
+        status = worker.current_status(WorkerStatus)
+        return status is not None and status.swaps_applied >= 1
     try:
         workers[0].wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"], members=2)
         _send(settings, env, live[:100])
@@ -191,8 +199,7 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
         while sent < len(live) - 20:  # keep the stream flowing while the workers swap
             _send(settings, env, live[sent:sent + 20])
             sent += 20
-            if all("model swapped" in w.output() for w in workers) or \
-                    time.monotonic() > deadline:
+            if all(swapped(w) for w in workers) or time.monotonic() > deadline:
                 break
             time.sleep(1)
         _send(settings, env, live[sent:])
@@ -200,18 +207,21 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
                                limit=len(live), idle_timeout_s=60))
     finally:
         outputs = [w.stop() for w in workers]
+    statuses = [w.current_status(WorkerStatus) for w in workers]
     values = [orjson.loads(r.value) for r in recs]
     assert len(first) == 100
     # Every event answered exactly once, before, during and after the swap.
     assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in live), \
         outputs[0][-3000:]
-    assert values[0]["model_version"] == "streamrec-sasrec:v1+streamrec-ranker:v1"
-    for output in outputs:
-        assert "model swapped" in output, output[-3000:]
+    first_version = version_string({RETRIEVER_NAME: "1", RANKER_NAME: "1"})
+    second_version = version_string({RETRIEVER_NAME: "2", RANKER_NAME: "2"})
+    assert values[0]["model_version"] == first_version
+    for status, output in zip(statuses, outputs):
+        assert status is not None and status.swaps_applied >= 1, output[-3000:]
+        assert status.model_version == second_version, status
     # Both partitions (one per worker) end on the new champion.
     last = {r.partition: orjson.loads(r.value)["model_version"] for r in recs}
-    assert last == {0: "streamrec-sasrec:v2+streamrec-ranker:v2",
-                    1: "streamrec-sasrec:v2+streamrec-ranker:v2"}
+    assert last == {0: second_version, 1: second_version}
 
 
 def test_a_worker_joining_mid_backlog_takes_partitions_without_losing_events(

@@ -1,6 +1,6 @@
 """Model costs on this machine: SASRec training speed, and session-encoder inference cost
 per event at several batch sizes: eager Keras, the compiled ``predict_on_batch``, and the
-NumPy forward over exported weights (``model/serving.py``) that the workers use.
+NumPy forward over exported weights (``model/retrieval/encoder.py``) that the workers use.
 
     .venv/bin/python -m benchmarks.models --data ../shared/data/ml-latest-small/ratings.csv \\
         --format movielens --epochs 3

@@ -170,9 +170,9 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
                 metrics: Mapping[str, float] | None = None,
                 tags: Mapping[str, str] | None = None,
                 figures: Mapping[str, Any] | None = None) -> dict[str, LoggedRun]:
-    """One MLflow run per trained model (``model.harness.Trained``): its full config, test
-    metrics on ``split`` (both protocols), curve, the model with its signature and the id
-    maps; registered under ``REGISTERED[name]`` when ``register``."""
+    """One MLflow run per trained model (``model.evaluation.harness.Trained``): its full
+    config, test metrics on ``split`` (both protocols), curve, the model with its signature
+    and the id maps; registered under ``REGISTERED[name]`` when ``register``."""
     from model.evaluation.protocols import evaluate
 
     seqs = split.sequences

@@ -9,7 +9,7 @@ tests drive them with plain fakes.
   build each user's ``RecommendationList`` (recent popularity for users the model cannot
   serve yet), publish them to the ``recommendations`` topic and Redis.
 
-Both run once per event on the worker's hot path (thousands a second): they build slotted
+Both run once per event on the worker's hot path (thousands a second): they build small
 dataclasses and nothing else, no validation beyond ``streams.events.parse``.
 """
 

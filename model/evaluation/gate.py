@@ -4,8 +4,8 @@ The trainer holds out the newest events of the log (``model.data.time_split``). 
 event after the cut whose user has history before the cut is a test case (at most 20 per
 user): history = the user's items before that event, target = its item. (One case per user
 was tried first: on ml-latest-small that left 11 cases, too few to decide anything.)
-Both protocols apply
-(``model.evaluation.protocols``: sampled and full ranking, history excluded for both models alike).
+Both protocols apply (``model.evaluation.protocols``: sampled and full ranking, history
+excluded for both models alike).
 The challenger's id maps extend the champion's (same ids for what both know), so the
 champion is scored in the challenger's id space through ``KnownPrefix``: users it never
 saw are its unknown user, items it never saw leave its histories and rank last. Targets no
@@ -25,7 +25,8 @@ from model.evaluation.protocols import Scorer
 
 @dataclass(frozen=True)
 class Cases:
-    """Test cases for ``model.evaluation.evaluate_cases``: row i is (user, history, target)."""
+    """Test cases for ``model.evaluation.protocols.evaluate_cases``: row i is (user, history,
+    target)."""
 
     users: np.ndarray
     histories: list[np.ndarray]

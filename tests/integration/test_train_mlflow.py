@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from infra.mlflow_store import MlflowStore
-from streams.registry import load_model
+from streams.registry import (
+    LEGACY_NAMES,
+    RANKER_NAME,
+    RETRIEVER_NAME,
+    alias_versions,
+    load_bundle,
+    load_model,
+)
 from streams.synthetic import SyntheticConfig, generate
 
 
@@ -24,14 +31,14 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path) -> None:
          "--model", "all", "--epochs", "2", "--champion"],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "registered streamrec-sasrec v1 (champion)" in " ".join(result.stdout.split())
+    assert "registered streamrec-retriever v1 (champion)" in " ".join(result.stdout.split())
     assert "registered streamrec-ranker v1 (champion)" in " ".join(result.stdout.split())
 
     from mlflow.tracking import MlflowClient
 
     store = MlflowStore.local(tmp_path / "state" / "mlflow")
     client = MlflowClient(tracking_uri=store.tracking_uri)
-    version = client.get_model_version_by_alias("streamrec-sasrec", "champion")
+    version = client.get_model_version_by_alias(RETRIEVER_NAME, "champion")
     run = client.get_run(version.run_id)
     assert run.data.tags["git_commit"] and run.data.params["loss"] == "softmax"
     assert "test_full_NDCG_at_10" in run.data.metrics
@@ -39,9 +46,21 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path) -> None:
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"learning_curve.png", "id_maps.json"} <= artifacts
 
-    sasrec = load_model(store, "streamrec-sasrec")
+    sasrec = load_model(store, RETRIEVER_NAME)
     seq = np.zeros((1, sasrec.max_len), dtype=np.int64)
     seq[0, -2:] = [1, 2]
     assert np.asarray(sasrec.encode(seq)).shape == (1, 64)
     ranker = load_model(store, "streamrec-ranker")
     assert ranker.use_score and ranker.session_dim == 64
+
+    # A store written before the retriever had its role name: the champion alias sits on
+    # streamrec-sasrec. It still loads, and alias_versions names the model that holds it.
+    legacy = LEGACY_NAMES[RETRIEVER_NAME]
+    client.create_registered_model(legacy)
+    old = client.create_model_version(legacy, version.source, run_id=version.run_id)
+    client.set_registered_model_alias(legacy, "champion", old.version)
+    client.delete_registered_model_alias(RETRIEVER_NAME, "champion")
+    assert alias_versions(store, [RETRIEVER_NAME, RANKER_NAME]) == {legacy: "1", RANKER_NAME: "1"}
+    bundle = load_bundle(store)
+    assert bundle.version == f"{legacy}:v1+{RANKER_NAME}:v1"
+    assert bundle.recommend(["u"], [[bundle.items.ids[0]]], 5)[0] is not None

@@ -25,9 +25,6 @@ import orjson
 
 Path = Literal["model", "popularity", "fallback"]
 CHAMPION = "champion"  # the registry alias the workers serve, named in announcements
-SCHEMAS = {"recommendation-list-v1.json": "RecommendationList",
-           "popular-list-v1.json": "PopularList",
-           "model-announcement-v1.json": "ModelAnnouncement"}
 
 
 def version_string(versions: Mapping[str, str]) -> str:
@@ -134,12 +131,17 @@ class ModelAnnouncement:
             raise ValueError(f"not a model announcement: {exc}") from None
 
 
-def json_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of the message class called ``name``."""
+# The published schema files under ``streams/schema/``, and the class each describes.
+SCHEMAS: dict[str, type] = {"recommendation-list-v1.json": RecommendationList,
+                            "popular-list-v1.json": PopularList,
+                            "model-announcement-v1.json": ModelAnnouncement}
+
+
+def json_schema(file: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) published as ``streams/schema/<file>``, generated
+    from its class."""
     from pydantic import TypeAdapter
 
-    cls = globals()[name]
-    schema = TypeAdapter(cls).json_schema()
-    file = next(f for f, n in SCHEMAS.items() if n == name)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"https://streamrec.dev/schema/{file}", **schema}
+            "$id": f"https://streamrec.dev/schema/{file}",
+            **TypeAdapter(SCHEMAS[file]).json_schema()}

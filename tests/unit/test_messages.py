@@ -33,10 +33,10 @@ def validator(file: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-@pytest.mark.parametrize("file,name", sorted(SCHEMAS.items()))
-def test_published_schemas_match_the_classes(file: str, name: str) -> None:
-    assert json.loads((SCHEMA_DIR / file).read_text()) == json_schema(name), (
-        f"regenerate streams/schema/{file} from streams.messages.json_schema({name!r})")
+@pytest.mark.parametrize("file", sorted(SCHEMAS))
+def test_published_schemas_match_the_classes(file: str) -> None:
+    assert json.loads((SCHEMA_DIR / file).read_text()) == json_schema(file), (
+        f"regenerate streams/schema/{file} from streams.messages.json_schema({file!r})")
 
 
 def test_a_list_round_trips_and_follows_its_schema() -> None:

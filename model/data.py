@@ -1,7 +1,10 @@
 """From interactions to model inputs: id maps, per-user sequences, splits.
 
-Works on anything with ``user_id``, ``item_id`` and ``ts`` attributes (the stream's
-events, rows of a file), so the model layer needs nothing from Kafka or the schema.
+Works on anything with ``user_id``, ``item_id``, ``ts`` and optionally ``event_type``
+and ``context`` attributes (the stream's events, rows of a file), so the model layer
+needs nothing from Kafka or the schema. Besides item ids, each position keeps its event
+type, time, declared context values and conversion label (``model.features``); a
+``Side`` carries those for a batch of histories to the models that use them.
 Ids are dense integers with 0 reserved for padding; maps grow when new ids appear,
 which the retraining job relies on to extend embedding tables.
 """
@@ -10,15 +13,52 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from model.features import FeatureSpec
 
 
 class Interaction(Protocol):
     user_id: str
     item_id: str
     ts: int
+
+
+def _event_type(e: Interaction) -> str | None:
+    return getattr(e, "event_type", None)
+
+
+def _context(e: Interaction) -> dict[str, Any] | None:
+    return getattr(e, "context", None)
+
+
+@dataclass(frozen=True)
+class Side:
+    """What a model may know of each history beyond its item ids: per position the event
+    type codes and times, and the newest event's raw declared context (numeric values
+    [n, len(spec.numeric)], NaN = missing; category ids [n, len(spec.categorical)]).
+    Row i belongs to history i; slicing rows keeps them together."""
+
+    types: list[np.ndarray]
+    times: list[np.ndarray]
+    numeric: np.ndarray
+    cats: np.ndarray
+
+    def __getitem__(self, rows: slice) -> Side:
+        return Side(self.types[rows], self.times[rows], self.numeric[rows], self.cats[rows])
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def dense(self, spec: FeatureSpec) -> np.ndarray:
+        """[n, spec.dense_dim]: the newest event's features (``FeatureSpec.dense``)."""
+        now = np.array([t[-1] if len(t) else 0 for t in self.times], np.int64)
+        prev = np.array([t[-2] if len(t) > 1 else (t[-1] if len(t) else 0)
+                         for t in self.times], np.int64)
+        newest = np.array([t[-1] if len(t) else 0 for t in self.types], np.int64)
+        return spec.dense(now, prev, newest, self.numeric)
 
 
 @dataclass
@@ -58,6 +98,11 @@ class Sequences:
     items: IdMap
     by_user: list[np.ndarray]  # index u-1 holds user u's items, oldest first
     times: list[np.ndarray]    # same shape: epoch ms
+    types: list[np.ndarray]    # same shape: event type codes (``spec.type_code``)
+    numeric: list[np.ndarray]  # [len, len(spec.numeric)] raw values, NaN = missing
+    cats: list[np.ndarray]     # [len, len(spec.categorical)] hashed ids, 0 = missing
+    converted: list[np.ndarray]  # same shape as by_user: the conversion label
+    spec: FeatureSpec = field(default_factory=FeatureSpec)
 
     @property
     def num_items(self) -> int:
@@ -70,26 +115,58 @@ class Sequences:
     def interactions(self) -> int:
         return int(sum(len(s) for s in self.by_user))
 
+    def side(self, users: np.ndarray, lengths: Iterable[int]) -> Side:
+        """The ``Side`` of histories that are each user's first ``length`` items."""
+        pairs = list(zip((int(u) - 1 for u in users), lengths))
+
+        def newest(table: list[np.ndarray], fill: float, width: int) -> np.ndarray:
+            out = np.full((len(pairs), width), fill)
+            for row, (u, n) in enumerate(pairs):
+                if n:
+                    out[row] = table[u][n - 1]
+            return out
+
+        return Side([self.types[u][:n] for u, n in pairs], [self.times[u][:n] for u, n in pairs],
+                    newest(self.numeric, np.nan, len(self.spec.numeric)),
+                    newest(self.cats, 0, len(self.spec.categorical)).astype(np.int64))
+
+    def labels(self, users: np.ndarray, positions: Iterable[int]) -> np.ndarray:
+        """The conversion label of each user's event at ``position`` (0-based)."""
+        return np.array([bool(self.converted[int(u) - 1][p]) for u, p in zip(users, positions)])
+
 
 def build_sequences(events: Iterable[Interaction], users: IdMap | None = None,
-                    items: IdMap | None = None, grow_items: bool = True) -> Sequences:
+                    items: IdMap | None = None, grow_items: bool = True,
+                    spec: FeatureSpec | None = None) -> Sequences:
     """Group events by user, keeping arrival order (callers pass them in time order).
 
     With ``grow_items=False`` items unknown to ``items`` become 0 (test data scored by a
-    model trained on another log); callers drop them.
+    model trained on another log); callers drop them. Features follow ``spec``; one whose
+    numeric keys have no moments yet is fitted on these events (``FeatureSpec.fit``).
     """
     users = users if users is not None else IdMap()
     items = items if items is not None else IdMap()
+    spec = spec or FeatureSpec()
     item_id = items.add if grow_items else items.get
-    seqs: dict[int, list[int]] = {}
-    times: dict[int, list[int]] = {}
+    rows: dict[int, list[tuple]] = {}
     for e in events:
-        u = users.add(e.user_id)
-        seqs.setdefault(u, []).append(item_id(e.item_id))
-        times.setdefault(u, []).append(e.ts)
-    by_user = [np.asarray(seqs.get(u, []), dtype=np.int64) for u in range(1, len(users) + 1)]
-    ts = [np.asarray(times.get(u, []), dtype=np.int64) for u in range(1, len(users) + 1)]
-    return Sequences(users, items, by_user, ts)
+        context = _context(e)
+        rows.setdefault(users.add(e.user_id), []).append((
+            item_id(e.item_id), e.ts, spec.type_code(_event_type(e)),
+            spec.numeric_values(context), spec.category_ids(context),
+            spec.converted(_event_type(e), context)))
+    per_user = [rows.get(u, []) for u in range(1, len(users) + 1)]
+
+    def column(i: int, dtype: Any, width: int | None = None) -> list[np.ndarray]:
+        return [np.asarray([r[i] for r in rs], dtype=dtype).reshape(
+            (len(rs), width) if width is not None else (len(rs),)) for rs in per_user]
+
+    numeric = column(3, np.float64, len(spec.numeric))
+    if spec.numeric and not spec.numeric_mean:
+        spec = spec.fit(np.concatenate(numeric) if numeric else np.zeros((0, len(spec.numeric))))
+    return Sequences(users, items, column(0, np.int64), column(1, np.int64),
+                     column(2, np.int64), numeric, column(4, np.int64, len(spec.categorical)),
+                     column(5, bool), spec)
 
 
 @dataclass
@@ -119,6 +196,16 @@ class LeaveLastOut:
     def target(self, user: int, stage: str) -> int:
         target = self.valid_target if stage == "valid" else self.test_target
         return int(target[user - 1])
+
+    def side(self, users: np.ndarray, stage: str) -> Side:
+        """The ``Side`` of ``users``' histories in ``stage``."""
+        extra = 0 if stage == "valid" else 1
+        return self.sequences.side(users, [len(self.train[u - 1]) + extra for u in users])
+
+    def converted(self, users: np.ndarray, stage: str) -> np.ndarray:
+        """Whether each user's ``stage`` target event was a conversion."""
+        extra = 0 if stage == "valid" else 1
+        return self.sequences.labels(users, [len(self.train[u - 1]) + extra for u in users])
 
 
 def leave_last_out(seqs: Sequences) -> LeaveLastOut:

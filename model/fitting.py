@@ -30,14 +30,16 @@ class TrainResult:
 def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tuple[Any, Any]],
                             scorer: Scorer, split: LeaveLastOut, *, epochs: int, eval_every: int,
                             patience: int, batch_size: int,
-                            on_epoch: EpochCallback | None = None) -> TrainResult:
+                            on_epoch: EpochCallback | None = None,
+                            shuffle: bool = True) -> TrainResult:
     """Train one epoch at a time on fresh examples (``epoch_data(epoch) -> (x, y)``);
     every ``eval_every`` epochs score validation (full-ranking NDCG@10), keep the best
     weights, stop after ``patience`` evaluations without improvement.
 
     The starting weights are evaluated too (epoch 0), so a model that begins from
     something good (a warm start, a ranker initialised to its retriever's order) never
-    ends worse on validation than it started.
+    ends worse on validation than it started. ``shuffle=False`` keeps the examples in
+    the order ``epoch_data`` gives (lists the loss reads as consecutive groups).
     """
     best_score, best_epoch, best_valid, best_weights = -1.0, 0, {}, None
     curve: list[dict[str, float]] = []
@@ -47,7 +49,7 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
         if epoch > 0:
             x, y = epoch_data(epoch)
             t0 = time.perf_counter()
-            hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True)
+            hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=shuffle)
             train_s += time.perf_counter() - t0
             samples += len(y)
             point["loss"] = float(hist.history["loss"][-1])

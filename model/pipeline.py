@@ -8,23 +8,30 @@ belongs next to the other.
   workers: encoder (``model.retrieval.encoder``, incremental per user), item index,
   ranker (``model.ranking.scorer``) and the id maps behind one call per micro-batch,
   ``recommend(users, sessions, k)``. No Keras call on this path. Sessions arrive as
-  external item ids; items the model has never seen are skipped, and a session with none
-  it knows gets ``None`` (the caller serves popularity). Each piece is tested equal to
-  its Keras model.
+  ``LiveSession`` records (external item ids with their event types and times, and the
+  newest event's context); items the model has never seen are skipped, and a session
+  with none it knows gets ``None`` (the caller serves popularity). Each piece is tested
+  equal to its Keras model.
+
+Both combine the ranker's task heads into one score with ``head_weights`` (settings), and
+the serving form returns each item's per-head scores and, per list, the session items
+that drove it (the encoder's last attention block, newest position).
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from model.data import IdMap
-from model.ranking.neumf import NeuMF
+from model.data import IdMap, Side
+from model.features import FeatureSpec, LiveSession
+from model.ranking.inputs import Candidates
+from model.ranking.neumf import NeuMF, head_vector
 from model.ranking.scorer import NumpyNeuMF, export_neumf
 from model.retrieval.encoder import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
 from model.retrieval.index import IndexConfig, ItemIndex
@@ -44,46 +51,54 @@ class PipelineScorer:
     name = "pipeline"
 
     def __init__(self, sasrec: SASRecScorer, index: ItemIndex, ranker: NeuMF,
-                 candidates: int = 100, exclude_seen: bool = True) -> None:
+                 candidates: int = 100, exclude_seen: bool = True,
+                 head_weights: Mapping[str, float] | None = None) -> None:
         self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
         self.exclude_seen = exclude_seen
+        self.spec = FeatureSpec.from_dict(ranker.features or {})
+        self.heads = head_vector(ranker.tasks, head_weights)
         self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
 
     @classmethod
     def of(cls, sasrec: SASRec, ranker: NeuMF, candidates: int = 100,
-           exclude_seen: bool = True) -> PipelineScorer:
+           exclude_seen: bool = True, head_weights: Mapping[str, float] | None = None
+           ) -> PipelineScorer:
         """From two trained models, e.g. a champion loaded from the registry."""
         index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
-        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen)
+        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen, head_weights)
 
-    def rerank(self, users: np.ndarray, sessions: np.ndarray,
-               histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def with_heads(self, head_weights: Mapping[str, float]) -> PipelineScorer:
+        """The same pipeline serving another combination of the heads (one head alone, to
+        evaluate it)."""
+        return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates,
+                              self.exclude_seen, head_weights)
+
+    def rerank(self, users: np.ndarray, sessions: np.ndarray, histories: list[np.ndarray],
+               side: Side | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ranker scores, item ids), each [batch, depth], best first."""
         if self.exclude_seen:
             scores, ids = self.index.search(sessions, self.candidates, exclude=histories)
         else:
             depth = self.candidates + max((len(h) for h in histories), default=0)
             scores, ids = self.index.search(sessions, min(depth, self.index.num_items))
-        k = ids.shape[1]
-        logits = self.ranker.predict_on_batch({
-            "user": np.repeat(users, k).astype("int32"), "item": ids.ravel().astype("int32"),
-            "session": np.repeat(sessions, k, axis=0), "score": scores.reshape(-1, 1)})
-        ranked = keras.ops.convert_to_numpy(logits).reshape(ids.shape)
-        ranked = np.where(ids > 0, ranked, -np.inf)
+        found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side)
+        logits = keras.ops.convert_to_numpy(self.ranker.predict_on_batch(
+            found.flat(self.ranker)))
+        ranked = np.where(ids > 0, logits.reshape(*ids.shape, -1) @ self.heads, -np.inf)
         order = np.argsort(-ranked, axis=1, kind="stable")
         return np.take_along_axis(ranked, order, 1), np.take_along_axis(ids, order, 1)
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        sessions = self.sasrec.embed(histories)
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
+        sessions = self.sasrec.embed(histories, side)
         full = sessions @ self.table.T
-        ranked, ids = self.rerank(users, sessions, histories)
+        ranked, ids = self.rerank(users, sessions, histories, side)
         # Candidates sit above every other item, in the ranker's order.
         top = full.max(axis=1, keepdims=True) + 1.0
         rows = np.arange(len(users))[:, None]
         rank_bonus = np.linspace(1.0, 0.0, ids.shape[1])[None, :] * (ids > 0)
         full[rows, ids] = np.where(ids > 0, top + rank_bonus, full[rows, ids])
         return full
-
 
 
 def limit_threads(threads: int) -> None:
@@ -103,89 +118,154 @@ def limit_threads(threads: int) -> None:
 
 @dataclass(frozen=True)
 class Recommendation:
+    """One list: items best first with their combined scores; ``heads`` per task, aligned
+    with the items; ``because``: the session items that drove it, with their attention."""
+
     items: list[str]
     scores: list[float]
+    heads: dict[str, list[float]] | None = None
+    because: list[tuple[str, float]] | None = None
 
 
 class ServingBundle:
     """``cached_users`` bounds the per-user encoder caches kept in memory (least recently
-    used go first); a user without a usable cache is encoded from their session items."""
+    used go first); a user without a usable cache is encoded from their session items.
+    ``spec`` is the ranker's ``FeatureSpec``; ``explain`` how many session items each list
+    names as its reasons (0: none)."""
 
     def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NumpyNeuMF | None,
                  users: IdMap, items: IdMap, version: str, candidates: int = 100,
-                 cached_users: int = 100_000) -> None:
+                 cached_users: int = 100_000, spec: FeatureSpec | None = None,
+                 head_weights: Mapping[str, float] | None = None, explain: int = 3) -> None:
         self.encoder, self.index, self.ranker = encoder, index, ranker
         self.users, self.items, self.version, self.candidates = users, items, version, candidates
+        self.spec, self.explain = spec or FeatureSpec(), explain
+        self.heads = head_vector(ranker.tasks, head_weights) if ranker is not None else None
         self.incremental = IncrementalEncoder(encoder)
         self.cached_users = cached_users
         self.caches: OrderedDict[str, SessionCache] = OrderedDict()
 
-    def _encode(self, users: list[str], histories: list[np.ndarray]) -> np.ndarray:
-        """Session embeddings, stepping each user's cache by the newest item when the cache
+    def _encode(self, users: list[str], tokens: list[np.ndarray],
+                explain: list[np.ndarray]) -> np.ndarray:
+        """Session embeddings, stepping each user's cache by the newest token when the cache
         holds the rest of the session, else rebuilding it. A user twice in one batch is
-        stepped in rounds, in order."""
+        stepped in rounds, in order. ``explain`` receives each row's attention weights."""
         out = np.zeros((len(users), self.encoder.items.shape[1]), np.float32)
-        rounds: list[list[int]] = []
-        seen: dict[str, int] = {}
-        for row, user in enumerate(users):
-            k = seen.get(user, 0)
-            seen[user] = k + 1
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(row)
-        for rows in rounds:
+        weights: list[np.ndarray | None] = [None] * len(users)
+        for rows in _rounds(users):
             caches = []
             for row in rows:
-                user, hist = users[row], histories[row].tolist()
+                user, hist = users[row], tokens[row].tolist()
                 cache = self.caches.pop(user, None)
                 n = len(cache.items) if cache is not None else 0
                 if cache is None or cache.items != hist[len(hist) - 1 - n:len(hist) - 1] or not n:
                     cache = self.incremental.prefill(hist[:-1])
                 self.caches[user] = cache
                 caches.append(cache)
-            out[rows] = self.incremental.step(caches, np.array([histories[r][-1] for r in rows]))
+            found: list[np.ndarray] = []
+            out[rows] = self.incremental.step(caches, np.array([tokens[r][-1] for r in rows]),
+                                              found if self.explain else None)
+            for row, w in zip(rows, found):
+                weights[row] = w
         while len(self.caches) > self.cached_users:
             self.caches.popitem(last=False)
+        explain.extend(w if w is not None else np.zeros(0) for w in weights)
         return out
 
     @classmethod
     def from_models(cls, sasrec: SASRec, ranker: NeuMF | None, users: IdMap, items: IdMap,
                     version: str, index_cfg: IndexConfig = IndexConfig(),
-                    candidates: int = 100) -> ServingBundle:
+                    candidates: int = 100, head_weights: Mapping[str, float] | None = None
+                    ) -> ServingBundle:
         encoder = export_sasrec(sasrec)
+        spec = FeatureSpec.from_dict(ranker.features or {}) if ranker is not None else None
         return cls(encoder, ItemIndex.build(encoder.items, index_cfg),
                    export_neumf(ranker) if ranker is not None else None, users, items,
-                   version, candidates)
+                   version, candidates, spec=spec, head_weights=head_weights)
 
-    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
-                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+    def _histories(self, sessions: list[LiveSession]) -> tuple[list[int], list[np.ndarray], Side]:
+        """(rows the model knows an item of, their dense histories, their ``Side``): items
+        it never saw leave the history together with their types and times."""
+        known, hist, types, times, numeric, cats = [], [], [], [], [], []
+        for r, s in enumerate(sessions):
+            ids = np.array([self.items.get(x) for x in s.items], dtype=np.int64)
+            keep = ids > 0
+            if not keep.any():
+                continue
+            known.append(r)
+            hist.append(ids[keep])
+            kinds = [self.spec.type_code(t) for t in s.types] if s.types else [0] * len(ids)
+            types.append(np.asarray(kinds, np.int64)[keep])
+            times.append(np.asarray(s.times if s.times else [0] * len(ids), np.int64)[keep])
+            numeric.append(self.spec.numeric_values(s.context))
+            cats.append(self.spec.category_ids(s.context))
+        side = Side(types, times, np.asarray(numeric, np.float64).reshape(len(known), -1),
+                    np.asarray(cats, np.int64).reshape(len(known), -1))
+        return known, hist, side
+
+    def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession | Sequence[str]],
+                  k: int = 10, exclude_seen: bool = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation | None]:
-        """Lists for a micro-batch; ``timings``, when given, receives the seconds spent in
-        each stage (encode, retrieve, rank)."""
+        """Lists for a micro-batch (a plain item list is a session of unknown types and
+        times); ``timings``, when given, receives the seconds spent in each stage
+        (encode, retrieve, rank)."""
         clock = _Stopwatch(timings)
-        histories = [np.array([i for i in (self.items.get(x) for x in s) if i], dtype=np.int64)
-                     for s in sessions]
-        known = [r for r, h in enumerate(histories) if len(h)]
-        out: list[Recommendation | None] = [None] * len(histories)
+        live = [s if isinstance(s, LiveSession) else LiveSession(tuple(s)) for s in sessions]
+        known, hist, side = self._histories(live)
+        out: list[Recommendation | None] = [None] * len(live)
         if not known:
             return out
-        hist = [histories[r] for r in known]
-        emb = self._encode([users[r] for r in known], hist)
+        tokens = [h * self.encoder.num_types + (t if self.encoder.num_types > 1 else 0)
+                  for h, t in zip(hist, side.types)]
+        attention: list[np.ndarray] = []
+        emb = self._encode([users[r] for r in known], tokens, attention)
         clock.lap("encode")
         depth = self.candidates if self.ranker is not None else k
         scores, ids = self.index.search(emb, depth, exclude=hist if exclude_seen else None)
         clock.lap("retrieve")
-        if self.ranker is not None:
+        heads = None
+        if self.ranker is not None and self.heads is not None:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
-            logits = self.ranker.score(user_ids, ids, emb, np.where(ids > 0, scores, 0))
-            scores = np.where(ids > 0, logits, -np.inf)
+            found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side)
+            heads = self.ranker.score(user_ids, ids, emb, found.scores, found.context,
+                                      found.categories, found.pair)
+            scores = np.where(ids > 0, heads @ self.heads, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         for row, r in enumerate(known):
-            top = [c for c in order[row] if ids[row, c] > 0]
-            out[r] = Recommendation([self.items.ids[ids[row, c] - 1] for c in top],
-                                    [float(scores[row, c]) for c in top])
+            out[r] = self._list(row, [c for c in order[row] if ids[row, c] > 0], ids, scores,
+                                heads, live[r], attention[row])
         clock.lap("rank")
         return out
+
+    def _list(self, row: int, top: list[int], ids: np.ndarray, scores: np.ndarray,
+              heads: np.ndarray | None, session: LiveSession, attention: np.ndarray
+              ) -> Recommendation:
+        """One row's list: items, scores, per-head scores, and the session items with the
+        most attention (the newest ones the cache held, oldest first)."""
+        per_head = None
+        if heads is not None and self.ranker is not None and len(self.ranker.tasks) > 1:
+            per_head = {t: [float(heads[row, c, i]) for c in top]
+                        for i, t in enumerate(self.ranker.tasks)}
+        because = None
+        if self.explain and len(attention):
+            known = [x for x in session.items if self.items.get(x)][-len(attention):]
+            best = np.argsort(-attention, kind="stable")[:self.explain]
+            because = [(known[i], float(attention[i])) for i in best]
+        return Recommendation([self.items.ids[ids[row, c] - 1] for c in top],
+                              [float(scores[row, c]) for c in top], per_head, because)
+
+
+def _rounds(users: list[str]) -> list[list[int]]:
+    """Rows grouped so no user appears twice in a group, each user's rows in order."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for row, user in enumerate(users):
+        k = seen.get(user, 0)
+        seen[user] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(row)
+    return rounds
 
 
 class _Stopwatch:

@@ -25,14 +25,17 @@ console = Console()
 TRAIN_CHOICES = {"sasrec": ["sasrec"], "neumf": ["neumf"], "all": ["sasrec", "pipeline"]}
 
 
-def _load(path: Path, fmt: Format, items: IdMap | None = None) -> Sequences:
-    """Sequences of a log; with ``items`` given, only items it knows (others become 0)."""
+def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None
+          ) -> Sequences:
+    """Sequences of a log, with the settings' context features; with ``items`` given,
+    only items it knows (others become 0)."""
     from model.data import build_sequences
 
     events = read_valid_events(path, fmt.value)
     if not events:
         raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
-    return build_sequences(events, items=items, grow_items=items is None)
+    return build_sequences(events, items=items, grow_items=items is None,
+                           spec=settings.feature_spec())
 
 
 def _table(report: dict) -> Table:
@@ -68,15 +71,16 @@ def evaluate(
     from model.evaluation.harness import leave_last_out_report, next_click_report
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    seqs = _load(data, fmt)
+    settings = load_settings()
+    seqs = _load(data, fmt, settings)
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions")
-    trained, _, _ = train_with_progress(split, names, epochs, seed, pretrain)
+    trained, _, _ = train_with_progress(split, names, settings, epochs, seed, pretrain)
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained)
     else:
-        sessions = [s[s > 0] for s in _load(test, fmt, items=seqs.items).by_user]
+        sessions = [s[s > 0] for s in _load(test, fmt, settings, items=seqs.items).by_user]
         report = next_click_report(f"{data.parent.name}/{data.name}", seqs,
                                    [s for s in sessions if len(s) >= 2], trained)
     console.print(_table(report))
@@ -106,9 +110,10 @@ def train(
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
     settings = load_settings()
-    seqs = _load(data, fmt)
+    seqs = _load(data, fmt, settings)
     split = leave_last_out(seqs)
-    trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], epochs, seed, pretrain)
+    trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
+                                                         epochs, seed, pretrain)
     store = mlflow_store(settings)
     store.ensure()
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,

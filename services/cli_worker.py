@@ -48,7 +48,7 @@ def worker(
     store = mlflow_store(settings)
 
     def champion() -> object:
-        return load_bundle(store)
+        return load_bundle(store, head_weights=settings.ranker_head_weights)
 
     bundle = FixedList(settings.recs_top_n) if pass_through else champion()
     cfg = _worker_config(settings, worker_id, status_file)
@@ -87,7 +87,8 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
         recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
-                              max_items=settings.session_max_items),
+                              max_items=settings.session_max_items,
+                              features=settings.feature_spec()),
         status_file=status_file)
 
 

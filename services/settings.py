@@ -8,13 +8,17 @@ locally under ``.local/`` in the repository. Build it once in an entry point wit
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from infra.errors import StackError
 from infra.topics import TopicSpec
+from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
+from streams.events import EVENT_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +60,27 @@ class Settings(BaseSettings):
                               "channel of every published list (the API's live feeds)")
     session_gap_min: float = Field(30.0, gt=0)
     session_max_items: int = Field(50, ge=1)
+    # Event context keys a session keeps and the ranker learns from; others are counted
+    # and left out. A JSON list or comma-separated: STREAMREC_CONTEXT_NUMERIC=rating,price
+    context_categorical: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="context keys hashed into context_buckets ids")
+    context_numeric: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="context keys normalised as numbers")
+    context_buckets: int = Field(64, ge=2, description="hash buckets per categorical key")
+    # Event types and tasks. JSON objects: STREAMREC_EVENT_WEIGHTS='{"purchase": 3}'.
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 1.0, "add_to_cart": 1.5,
+                                 "purchase": 2.0},
+        description="loss weight of a next-item target, by its event type (others: 1)")
+    conversion_liked_key: str | None = Field(
+        "rating", description="a numeric context key that also marks a conversion ...")
+    conversion_liked_min: float = Field(4.0, description="... when at least this (MovieLens)")
+    ranker_task_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(TASK_WEIGHTS),
+        description="weights of the ranker heads' losses in joint training")
+    ranker_head_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(HEAD_WEIGHTS),
+        description="how the ranker heads combine into the served score")
 
     # API (``streamrec api``): loopback by default; CORS off and no key unless set.
     api_host: str = "127.0.0.1"
@@ -108,6 +133,41 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a redis://host:port/db URL, got {value!r}")
         return value
 
+    @field_validator("context_categorical", "context_numeric", mode="before")
+    @classmethod
+    def _key_list(cls, value: object) -> object:
+        """A list from the environment either way: ``["rating"]`` or ``rating,price``."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [key.strip() for key in value.split(",") if key.strip()]
+
+    @field_validator("event_weights")
+    @classmethod
+    def _known_event_types(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(EVENT_TYPES))
+        if unknown or any(w < 0 for w in value.values()):
+            raise ValueError(f"expected weights >= 0 for {', '.join(EVENT_TYPES)}; "
+                             f"got {value}")
+        return value
+
+    @field_validator("ranker_task_weights", "ranker_head_weights")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(TASKS))
+        if unknown or any(w < 0 for w in value.values()):
+            raise ValueError(f"expected weights >= 0 for tasks {', '.join(TASKS)}; got {value}")
+        return value
+
+    @field_validator("context_numeric")
+    @classmethod
+    def _not_also_categorical(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        both = sorted(set(value) & set(info.data.get("context_categorical", ())))
+        if both:
+            raise ValueError(f"keys declared categorical too: {both}")
+        return value
+
     # Derived values: computed, never stored twice.
     @property
     def kafka_embedded(self) -> bool:
@@ -128,6 +188,18 @@ class Settings(BaseSettings):
     @property
     def mlflow_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    def feature_spec(self) -> FeatureSpec:
+        """The declared context keys, with the event types declared once in
+        ``streams.events``: what a worker's sessions keep."""
+        return FeatureSpec(event_types=EVENT_TYPES, categorical=tuple(self.context_categorical),
+                           numeric=tuple(self.context_numeric), buckets=self.context_buckets,
+                           liked_key=self.conversion_liked_key,
+                           liked_min=self.conversion_liked_min)
+
+    def type_weights(self) -> tuple[float, ...]:
+        """``event_weights`` in type-code order (``FeatureSpec.type_code``), unknown first."""
+        return (1.0, *(self.event_weights.get(t, 1.0) for t in EVENT_TYPES))
 
     def topics(self) -> list[TopicSpec]:
         """Every topic streamrec uses, with its partition count: declared here once."""

@@ -258,7 +258,8 @@ class Trainer:
         past, recent = time_split(events, 1 - s.trainer_holdout_fraction)
         sequences = build_sequences(
             past, users=IdMap.from_list(champion.users.to_list()) if champion else None,
-            items=IdMap.from_list(champion.items.to_list()) if champion else None)
+            items=IdMap.from_list(champion.items.to_list()) if champion else None,
+            spec=s.feature_spec())
         return _RoundData(len(events), len(past), len(recent), before, champion, sequences,
                           gate_cases(sequences, recent))
 
@@ -273,7 +274,7 @@ class Trainer:
         champion = data.champion
         split = leave_last_out(data.sequences)
         trained, retriever_cfg, ranker_cfg = train_with_progress(
-            split, ["sasrec", "pipeline"], self.settings.trainer_epochs, self.seed,
+            split, ["sasrec", "pipeline"], self.settings, self.settings.trainer_epochs, self.seed,
             init={"retriever": champion.retriever, "ranker": champion.ranker}
             if champion else None)
         finite = all(t.result is not None and all_finite(t.result.model)
@@ -292,13 +293,15 @@ class Trainer:
         cases, items = data.cases, data.sequences.num_items
 
         def score(scorer: Scorer) -> GateReport:
-            return evaluate_cases(scorer, cases.users, cases.histories, cases.targets, items)
+            return evaluate_cases(scorer, cases.users, cases.histories, cases.targets, items,
+                                  side=cases.side)
 
         reports = {"challenger": score(challenger.trained["pipeline"].scorer)}
         if (champion := data.champion) is not None:
             reports["champion"] = score(KnownPrefix(
                 PipelineScorer.of(champion.retriever, champion.ranker,
-                                  challenger.ranker_cfg.candidates, exclude_seen=False),
+                                  challenger.ranker_cfg.candidates, exclude_seen=False,
+                                  head_weights=challenger.ranker_cfg.head_weights),
                 len(champion.users), len(champion.items), items))
         verdict = decide(reports["challenger"], reports.get("champion"),
                          min_gain=self.settings.trainer_min_gain, finite=challenger.finite)

@@ -4,9 +4,11 @@ a bar in a terminal, one log line per evaluated epoch otherwise."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from services.progress import progress_bar
+from services.settings import Settings
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
     import keras
@@ -19,29 +21,33 @@ if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to im
 log = logging.getLogger("streamrec.train")
 
 
-def configs(epochs: int | None, seed: int,
+def configs(settings: Settings, epochs: int | None, seed: int,
             pretrain: bool = False) -> tuple[SASRecConfig, NeuMFConfig]:
-    """SASRec and NeuMF configs; ``epochs`` caps training (default: early stopping)."""
+    """SASRec and NeuMF configs with the settings' event-type and task weights; ``epochs``
+    caps training (default: early stopping)."""
     from model.ranking.training import NeuMFConfig
     from model.retrieval.training import SASRecConfig
 
-    sasrec, neumf = SASRecConfig(seed=seed), NeuMFConfig(seed=seed, pretrain=pretrain)
+    sasrec = SASRecConfig(seed=seed, type_weights=settings.type_weights())
+    neumf = NeuMFConfig(seed=seed, pretrain=pretrain,
+                        task_weights=dict(settings.ranker_task_weights),
+                        head_weights=dict(settings.ranker_head_weights))
     if epochs is not None:
-        sasrec = SASRecConfig(seed=seed, epochs=epochs, eval_every=min(5, epochs))
-        neumf = NeuMFConfig(seed=seed, epochs=epochs, eval_every=min(2, epochs),
-                            pretrain=pretrain)
+        sasrec = replace(sasrec, epochs=epochs, eval_every=min(5, epochs))
+        neumf = replace(neumf, epochs=epochs, eval_every=min(2, epochs))
     return sasrec, neumf
 
 
-def train_with_progress(split: LeaveLastOut, names: list[str], epochs: int | None, seed: int,
-                        pretrain: bool = False, init: dict[str, keras.Model] | None = None,
+def train_with_progress(split: LeaveLastOut, names: list[str], settings: Settings,
+                        epochs: int | None, seed: int, pretrain: bool = False,
+                        init: dict[str, keras.Model] | None = None,
                         ) -> tuple[dict[str, Trained], SASRecConfig, NeuMFConfig]:
     """``model.evaluation.harness.train_models`` with progress; returns (trained by model
     kind, the SASRec config, the NeuMF config). ``init`` maps a role (``retriever``,
     ``ranker``) to the model that role warm-starts from."""
     from model.evaluation.harness import train_models
 
-    sasrec_cfg, neumf_cfg = configs(epochs, seed, pretrain)
+    sasrec_cfg, neumf_cfg = configs(settings, epochs, seed, pretrain)
     total = max(sasrec_cfg.epochs, neumf_cfg.epochs)
     fields = "loss {task.fields[loss]:.4f}  valid NDCG@10 {task.fields[ndcg]:.4f}"
     with progress_bar("train", total, fields) as update:

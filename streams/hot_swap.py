@@ -20,6 +20,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from model.features import LiveSession
+from streams.events import EVENT_TYPES
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
 from streams.status import StatusFile, WorkerStatus, now_us
@@ -68,7 +70,8 @@ class Serving:
             # Loading takes seconds: off the event loop, so consuming never stalls.
             fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
             user, item = fresh.users.ids[0], fresh.items.ids[0]
-            if fresh.recommend([user], [[item]], top_n)[0] is None:
+            smoke = LiveSession([item], [EVENT_TYPES[0]], [now_us() // 1000])
+            if fresh.recommend([user], [smoke], top_n)[0] is None:
                 raise ValueError("smoke recommendation came back empty")
         except Exception as exc:  # noqa: BLE001 - keep serving the old model
             self._refused(message, exc)

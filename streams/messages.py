@@ -34,12 +34,24 @@ def version_string(versions: Mapping[str, str]) -> str:
 
 @dataclass
 class ScoredItem:
+    """An item and its served score; ``heads``: the ranker's score per task (``next``,
+    ``conversion``) when a multi-task ranker served it."""
+
     item_id: str
     score: float
+    heads: dict[str, float] | None = None
+
+
+@dataclass
+class Reason:
+    """A session item that drove a list, with its attention weight (0..1)."""
+
+    item_id: str
+    weight: float
 
 
 def _items(raw: list[dict[str, Any]]) -> list[ScoredItem]:
-    return [ScoredItem(i["item_id"], i["score"]) for i in raw]
+    return [ScoredItem(i["item_id"], i["score"], i.get("heads")) for i in raw]
 
 
 @dataclass
@@ -49,7 +61,9 @@ class RecommendationList:
     popularity), ``fallback`` (the API could not reach Redis: the popularity it last saw).
     ``event_id`` / ``event_item_id``: the event whose arrival produced the list and its item;
     ``sent_us``: that event's send time (the ``sent_us`` header, when present);
-    ``published_us``: when the list was computed. Times are epoch microseconds."""
+    ``published_us``: when the list was computed. Times are epoch microseconds.
+    ``because``: the session items that drove a model list most (the encoder's last
+    attention block at the newest event), strongest first."""
 
     user_id: str
     path: Path
@@ -59,6 +73,7 @@ class RecommendationList:
     event_item_id: str | None = None
     sent_us: int | None = None
     published_us: int | None = None
+    because: list[Reason] | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -69,13 +84,15 @@ class RecommendationList:
             return self
         return RecommendationList(self.user_id, self.path, self.model_version, self.items[:k],
                                   self.event_id, self.event_item_id, self.sent_us,
-                                  self.published_us)
+                                  self.published_us, self.because)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecommendationList:
+        because = d.get("because")
         return cls(d["user_id"], d["path"], d.get("model_version"), _items(d["items"]),
                    d.get("event_id"), d.get("event_item_id"), d.get("sent_us"),
-                   d.get("published_us"))
+                   d.get("published_us"),
+                   [Reason(r["item_id"], r["weight"]) for r in because] if because else None)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RecommendationList:

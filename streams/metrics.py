@@ -25,6 +25,9 @@ class WorkerMetrics:
                                     "dead-letter topic", ["reason"], registry=r)
         self.duplicates = Counter("streamrec_worker_duplicates", "Redelivered event ids "
                                   "ignored", registry=r)
+        self.context_ignored = Counter("streamrec_worker_context_ignored", "Event context "
+                                       "keys a session does not keep: undeclared, or of "
+                                       "the wrong type", ["reason"], registry=r)
         self.published = Counter("streamrec_worker_published", "Lists published, by the path "
                                  "that served them", ["path"], registry=r)
         self.redis_errors = Counter("streamrec_worker_redis_errors", "Micro-batches whose "

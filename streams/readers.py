@@ -1,9 +1,9 @@
 """Readers for public interaction-log formats: each yields schema events in event-time order.
 
 Ties in time keep the order of the file (a stable sort), so which of two same-second
-events comes last is deterministic. Event ids are derived from the file name and line
-number (UUIDv5), so replaying the same file twice yields the same ids and a consumer that
-de-duplicates by ``event_id`` sees a replay as a redelivery.
+events comes last is deterministic. Event ids are derived from the file name and the
+row's position in it (UUIDv5), so replaying the same file twice yields the same ids and
+a consumer that de-duplicates by ``event_id`` sees a replay as a redelivery.
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ def _event_id(source: str, line: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{source}:{line}"))
 
 
-def _in_time_order(rows: list[tuple[int, str, str, str | None, dict | None]], source: str,
-                   event_type: str = "view") -> Iterator[Event]:
-    """rows: (ts_ms, user, item, session, context) in file order; line numbers give ids."""
+# (ts_ms, user, item, session, context, event_type), as read from a file
+_Row = tuple[int, str, str, str | None, dict | None, str]
+
+
+def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event]:
+    """rows in file order; their positions give the ids."""
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])
     for i in order:
-        ts, user, item, session, context = rows[i]
+        ts, user, item, session, context, event_type = rows[i]
         yield validate({"event_id": _event_id(source, i), "user_id": user, "item_id": item,
                         "event_type": event_type, "ts": ts, "schema_version": 1,
                         "session_id": session, "context": context})
@@ -50,7 +53,7 @@ def read_movielens(path: Path) -> Iterator[Event]:
 
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
-    rows = []
+    rows: list[_Row] = []
     with open(path, newline="") as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
@@ -59,7 +62,8 @@ def read_movielens(path: Path) -> Iterator[Event]:
         for rec in csv.reader(handle, delimiter=delimiter):
             if rec:
                 user, item, rating, ts = rec[:4]
-                rows.append((int(float(ts)) * 1000, user, item, None, {"rating": float(rating)}))
+                rows.append((int(float(ts)) * 1000, user, item, None, {"rating": float(rating)},
+                             "view"))
     return _in_time_order(rows, path.name)
 
 
@@ -75,7 +79,7 @@ def read_yoochoose(path: Path) -> Iterator[Event]:
 
     Sessions have no user ids: the session id serves as both.
     """
-    rows = []
+    rows: list[_Row] = []
     with open(path, newline="") as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
@@ -93,8 +97,8 @@ def read_yoochoose(path: Path) -> Iterator[Event]:
                 session, ts, item = rec[0], rec[1], rec[2]
             else:
                 session, item, ts = rec[:3]
-            rows.append((_yoochoose_time(ts), session, item, session, None))
-    return _in_time_order(rows, path.name, event_type="click")
+            rows.append((_yoochoose_time(ts), session, item, session, None, "click"))
+    return _in_time_order(rows, path.name)
 
 
 def read_diginetica(path: Path) -> Iterator[Event]:
@@ -103,13 +107,39 @@ def read_diginetica(path: Path) -> Iterator[Event]:
     ``ts`` = the event date (UTC midnight) + ``timeframe`` ms; anonymous sessions
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
-    rows = []
+    rows: list[_Row] = []
     with open(path, newline="") as handle:
         for rec in csv.DictReader(handle, delimiter=";"):
             day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
             ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
             user = rec["user_id"] if rec["user_id"] not in ("", "NA") else f"s{rec['session_id']}"
-            rows.append((ts, user, rec["item_id"], rec["session_id"], None))
+            rows.append((ts, user, rec["item_id"], rec["session_id"], None, "view"))
+    return _in_time_order(rows, path.name)
+
+
+_REES46_TYPES = {"view": "view", "cart": "add_to_cart", "purchase": "purchase"}
+
+
+def read_rees46(path: Path) -> Iterator[Event]:
+    """REES46 e-commerce events: ``event_time,event_type,product_id,category_id,
+    category_code,brand,price,user_id,user_session``, times like ``2019-10-01 00:00:00 UTC``.
+
+    ``cart`` becomes ``add_to_cart``; ``remove_from_cart`` rows are skipped (the schema
+    has no such type, and taking an item back is no sign of interest to learn from).
+    ``price`` travels in ``context``; category and brand describe the item, not the event,
+    and belong to a catalogue rather than to each event.
+    """
+    rows: list[_Row] = []
+    with open(path, newline="") as handle:
+        for rec in csv.DictReader(handle):
+            event_type = _REES46_TYPES.get(rec["event_type"])
+            if event_type is None:
+                continue
+            day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
+            ts = int(day.replace(tzinfo=dt.UTC).timestamp() * 1000)
+            price = rec["price"]
+            rows.append((ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
+                         {"price": float(price)} if price else None, event_type))
     return _in_time_order(rows, path.name)
 
 
@@ -119,11 +149,11 @@ def read_sequences(path: Path) -> Iterator[Event]:
     Timestamps are synthesized: the k-th item of every user at 2020-01-01 + k minutes,
     so a replay interleaves users the way a live stream would.
     """
-    rows = []
+    rows: list[_Row] = []
     with open(path) as handle:
         for line in handle:
             user, *items = line.split()
-            rows.extend((SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None)
+            rows.extend((SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
                         for k, item in enumerate(items))
     return _in_time_order(rows, path.name)
 
@@ -148,6 +178,7 @@ READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
     "movielens": read_movielens,
     "yoochoose": read_yoochoose,
     "diginetica": read_diginetica,
+    "rees46": read_rees46,
     "sequences": read_sequences,
     "jsonl": read_jsonl,
 }

@@ -25,7 +25,8 @@ import numpy as np
 
 from infra.mlflow_store import MlflowStore
 from model.data import IdMap
-from model.pipeline import ServingBundle
+from model.pipeline import PipelineScorer, ServingBundle
+from model.ranking.neumf import sample_inputs
 from streams.messages import CHAMPION, version_string
 
 RETRIEVER_NAME = "streamrec-retriever"
@@ -173,6 +174,7 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
     """One MLflow run per trained model (``model.evaluation.harness.Trained``): its full
     config, test metrics on ``split`` (both protocols), curve, the model with its signature
     and the id maps; registered under ``REGISTERED[name]`` when ``register``."""
+    from model.evaluation.harness import conversion_report
     from model.evaluation.protocols import evaluate
 
     seqs = split.sequences
@@ -182,6 +184,11 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
         result = evaluate(t.scorer, split, "test")
         test_metrics = {f"test_{p}_{m}".replace("@", "_at_"): v for p in ("sampled", "full")
                         for m, v in result[p].items()}
+        if isinstance(t.scorer, PipelineScorer):  # per head, on converted targets
+            test_metrics.update({
+                f"test_conversion_{head.replace(' ', '_')}_{m}".replace("@", "_at_"): v
+                for head, figures in conversion_report(t.scorer, split).items()
+                for m, v in figures.items() if m != "cases"})
         keras_model = t.result.model
         cfg = configs["sasrec" if name == "sasrec" else "neumf"]
         versions = log_run(
@@ -204,17 +211,15 @@ def example_inputs(name: str, keras_model: keras.Model,
     if name == "sasrec":
         seq = np.zeros((2, int(sasrec_cfg["max_len"])), dtype=np.int64)
         seq[:, -3:] = [[1, 2, 3], [2, 3, 4]]
-        return {"seq": seq, "pos": np.roll(seq, -1, axis=1), "neg": np.ones((2, 5), np.int64)}
-    example = {"user": np.array([1, 0], np.int32), "item": np.array([1, 2], np.int32)}
-    if keras_model.session_dim:
-        example["session"] = np.zeros((2, keras_model.session_dim), np.float32)
-    if keras_model.use_score:
-        example["score"] = np.zeros((2, 1), np.float32)
-    return example
+        return {"seq": seq, "types": (seq > 0).astype(np.int64), "pos": np.roll(seq, -1, axis=1),
+                "neg": np.ones((2, 5), np.int64)}
+    return {k: keras.ops.convert_to_numpy(v) for k, v in sample_inputs(keras_model).items()}
 
 
 def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Model:
-    """Load a registered model by alias (``models:/NAME@alias``) with ``safe_mode`` on."""
+    """Load a registered model by alias (``models:/NAME@alias``) with ``safe_mode`` on,
+    without its training state (losses, optimizer): serving and warm starts need only the
+    architecture and weights."""
     import mlflow
 
     import model.ranking.neumf  # noqa: F401  - register the custom classes before loading
@@ -222,7 +227,7 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Mo
 
     mlflow.set_tracking_uri(store.tracking_uri)
     return mlflow.keras.load_model(f"models:/{name}@{alias}",
-                                   load_model_kwargs={"safe_mode": True})
+                                   load_model_kwargs={"safe_mode": True, "compile": False})
 
 
 @dataclass(frozen=True)
@@ -288,7 +293,10 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
                     {v.name: str(v.version) for v in (retriever, ranker)})
 
 
-def load_bundle(store: MlflowStore, alias: str = CHAMPION) -> ServingBundle:
-    """The serving bundle for ``alias``; its version string names both registry versions."""
+def load_bundle(store: MlflowStore, alias: str = CHAMPION,
+                head_weights: Mapping[str, float] | None = None) -> ServingBundle:
+    """The serving bundle for ``alias``; its version string names both registry versions;
+    ``head_weights`` combine the ranker's heads (settings)."""
     c = load_champion(store, alias)
-    return ServingBundle.from_models(c.retriever, c.ranker, c.users, c.items, c.version)
+    return ServingBundle.from_models(c.retriever, c.ranker, c.users, c.items, c.version,
+                                     head_weights=head_weights)

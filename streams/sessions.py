@@ -3,17 +3,32 @@ event changes it. The Faust table stores these states; this module knows nothing
 
 A new session starts after ``gap_ms`` of inactivity or when the event names another
 ``session_id``. The item list is bounded; it spans sessions unless ``reset_on_new_session``
-(a user's earlier sessions are useful context for the encoder). Redelivered events (same
-``event_id``, at-least-once delivery) leave the state untouched.
+(a user's earlier sessions are useful context for the encoder). Each item keeps its event
+type and time beside it (the model embeds both), and the state keeps the context of the
+event applied last, restricted to the keys ``SessionPolicy.features`` declares: what a
+client sends beyond that never grows the state. Redelivered events (same ``event_id``,
+at-least-once delivery) leave the state untouched.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from streams.events import Event
+from model.features import FeatureSpec, LiveSession
+from streams.events import EVENT_TYPES, Event
+
+STATE_VERSION = 2
+UNDECLARED, WRONG_TYPE = "undeclared", "wrong_type"  # why a context key is not kept
+
+# One character per item in the stored state (``"types": "1124"``) instead of its name:
+# position in EVENT_TYPES + 1, "0" = unknown, as ``FeatureSpec.type_code`` counts. Stored
+# states depend on it: new event types are appended to EVENT_TYPES, never inserted.
+_TYPE_CODE = {"": "0"} | dict(zip(EVENT_TYPES, "123456789abcdefghijklmnopqrstuvwxyz"))
+_CODE_TYPE = {c: t for t, c in _TYPE_CODE.items()}
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,7 @@ class SessionPolicy:
     max_items: int = 50
     dedupe_window: int = 64          # recent events remembered per user (as fingerprints)
     reset_on_new_session: bool = False
+    features: FeatureSpec = field(default_factory=FeatureSpec)  # context keys kept
 
     def __post_init__(self) -> None:
         if self.gap_ms <= 0 or self.max_items < 1 or self.dedupe_window < 1:
@@ -31,23 +47,43 @@ class SessionPolicy:
 @dataclass(frozen=True)
 class SessionState:
     items: tuple[str, ...]
+    types: tuple[str, ...]              # event type per item ("" = unknown)
+    times: tuple[int, ...]              # event time per item, epoch ms
+    context: dict[str, Any]             # the last event's declared context keys
     session_id: str
     session_start_ms: int
     last_ts: int
     recent_event_ids: tuple[str, ...]   # fingerprints (``event_fingerprint``), newest last
     events_in_session: int
 
+    def session(self) -> LiveSession:
+        """What the model encodes for this user."""
+        return LiveSession(self.items, self.types, self.times, self.context)
+
     def to_dict(self) -> dict:
-        """Plain JSON-able form for the changelog-backed table."""
-        return {"items": list(self.items), "session_id": self.session_id,
-                "session_start_ms": self.session_start_ms, "last_ts": self.last_ts,
-                "recent_event_ids": list(self.recent_event_ids),
+        """Plain JSON-able form for the changelog-backed table, written once per event: a
+        type is one character and a time its age before ``last_ts`` (mostly short)."""
+        return {"v": STATE_VERSION, "items": list(self.items),
+                "types": "".join(map(_TYPE_CODE.__getitem__, self.types)),
+                "ages_ms": [self.last_ts - t for t in self.times], "context": self.context,
+                "session_id": self.session_id, "session_start_ms": self.session_start_ms,
+                "last_ts": self.last_ts, "recent_event_ids": list(self.recent_event_ids),
                 "events_in_session": self.events_in_session}
 
     @classmethod
     def from_dict(cls, d: dict) -> SessionState:
-        return cls(tuple(d["items"]), d["session_id"], d["session_start_ms"], d["last_ts"],
-                   tuple(d["recent_event_ids"]), d["events_in_session"])
+        """Reads v2 and v1 (no ``"v"``: written before types and times were kept), so a
+        worker restarted on an old changelog keeps every session: a v1 item gets the
+        unknown type and the state's ``last_ts`` as its time, and no context."""
+        items, last_ts = tuple(d["items"]), d["last_ts"]
+        if "v" in d:
+            types = tuple(map(_CODE_TYPE.__getitem__, d["types"]))
+            times = tuple([last_ts - age for age in d["ages_ms"]])
+            context = d["context"]
+        else:
+            types, times, context = ("",) * len(items), (last_ts,) * len(items), {}
+        return cls(items, types, times, context, d["session_id"], d["session_start_ms"],
+                   last_ts, tuple(d["recent_event_ids"]), d["events_in_session"])
 
 
 def event_fingerprint(event_id: str) -> str:
@@ -60,6 +96,16 @@ def event_fingerprint(event_id: str) -> str:
     """
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
     return base64.urlsafe_b64encode(digest)[:11].decode()
+
+
+def ignored_context(context: Mapping[str, Any] | None, spec: FeatureSpec) -> list[str]:
+    """Why each key of ``context`` is left out of the session, ``UNDECLARED`` or
+    ``WRONG_TYPE`` (declared, but the value is unusable): the worker counts these reasons,
+    a bounded label set, where counting by key would let clients grow the metrics."""
+    if not context:
+        return []
+    declared = (*spec.categorical, *spec.numeric)
+    return [WRONG_TYPE if key in declared else UNDECLARED for key in spec.split(context)[1]]
 
 
 def apply_event(state: SessionState | None, event: Event,
@@ -75,13 +121,18 @@ def apply_event(state: SessionState | None, event: Event,
     )
     if new_session:
         session_id = event.session_id or f"{event.user_id}@{event.ts}"
-        kept = () if state is None or policy.reset_on_new_session else state.items
+        past = None if policy.reset_on_new_session else state
         start, count = event.ts, 1
     else:
         assert state is not None
-        session_id, kept = state.session_id, state.items
+        session_id, past = state.session_id, state
         start, count = state.session_start_ms, state.events_in_session + 1
-    items = (kept + (event.item_id,))[-policy.max_items:]
+    n = policy.max_items
+    items = ((past.items if past else ()) + (event.item_id,))[-n:]
+    types = ((past.types if past else ()) + (event.event_type,))[-n:]
+    times = ((past.times if past else ()) + (event.ts,))[-n:]
+    context = policy.features.split(event.context)[0] if event.context else {}
     ids = ((state.recent_event_ids if state else ()) + (fingerprint,))[-policy.dedupe_window:]
     last_ts = event.ts if state is None else max(state.last_ts, event.ts)
-    return SessionState(items, session_id, start, last_ts, ids, count), True
+    return SessionState(items, types, times, context, session_id, start, last_ts, ids,
+                        count), True

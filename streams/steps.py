@@ -3,8 +3,8 @@ to answer one micro-batch. ``streams.worker`` wires them into the Faust app; the
 tests drive them with plain fakes.
 
 - ``EventStep`` (per event, in the event's own context): validate, sessionize, drop
-  redelivered event ids, count popularity. It decides; the caller writes the table and
-  sends dead letters.
+  redelivered event ids, count popularity, say which context keys the session leaves
+  out. It decides; the caller writes the table, sends dead letters and counts.
 - ``BatchStep`` (per ``stream.take`` micro-batch): recommend for the updated sessions,
   build each user's ``RecommendationList`` (recent popularity for users the model cannot
   serve yet), publish them to the ``recommendations`` topic and Redis.
@@ -21,14 +21,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.events import InvalidEvent, parse
 from streams.messages import Path as ServedPath
-from streams.messages import PopularList, RecommendationList, ScoredItem
+from streams.messages import PopularList, Reason, RecommendationList, ScoredItem
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import SENT_AT_HEADER
-from streams.sessions import SessionPolicy, SessionState, apply_event
+from streams.sessions import SessionPolicy, SessionState, apply_event, ignored_context
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,18 @@ class Duplicate:
 @dataclass(frozen=True, slots=True)
 class SessionUpdate:
     """A user's session changed: store ``state`` under ``user_id`` and answer the event.
-    ``items`` is the session the model encodes; ``sent_us`` the event's send time (header
-    ``sent_us``), None when the producer did not stamp it."""
+    ``session`` is what the model encodes; ``sent_us`` the event's send time (header
+    ``sent_us``), None when the producer did not stamp it; ``ignored`` why each context
+    key the session does not keep was left out (``streams.sessions.ignored_context``),
+    for the caller to count: a bad context value never fails the event."""
 
     user_id: str
-    items: tuple[str, ...]
+    session: LiveSession
     event_id: str
     item_id: str
     sent_us: int | None
     state: dict
+    ignored: Sequence[str] = ()
 
 
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
@@ -77,7 +81,8 @@ def sent_us(headers: RawHeaders | None) -> int | None:
 
 
 class EventStep:
-    """Per event: validate, sessionize, dedupe, count popularity."""
+    """Per event: validate, sessionize, dedupe, count popularity. The context keys a
+    session keeps are those ``policy.features`` declares."""
 
     def __init__(self, policy: SessionPolicy, popularity: DecayedPopularity) -> None:
         self.policy, self.popularity = policy, popularity
@@ -86,7 +91,8 @@ class EventStep:
                  headers: RawHeaders | None = None) -> EventOutcome:
         """What ``raw`` does to its user's session. ``stored`` looks up the state kept for a
         user id (the Faust table's ``get``): the user is known only once ``raw`` parses.
-        Only an update counts towards popularity, so a redelivery is not counted twice."""
+        Only an update counts towards popularity or ignored context keys, so a redelivery
+        is not counted twice."""
         try:
             event = parse(raw)
         except InvalidEvent as exc:
@@ -97,8 +103,9 @@ class EventStep:
         if not changed:
             return Duplicate(event.event_id)
         self.popularity.add(event.item_id, event.ts)
-        return SessionUpdate(event.user_id, new_state.items, event.event_id, event.item_id,
-                             sent_us(headers), new_state.to_dict())
+        return SessionUpdate(event.user_id, new_state.session(), event.event_id,
+                             event.item_id, sent_us(headers), new_state.to_dict(),
+                             ignored_context(event.context, self.policy.features))
 
 
 class Recommender(Protocol):
@@ -106,7 +113,7 @@ class Recommender(Protocol):
 
     version: str
 
-    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
+    def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
                   exclude_seen: bool = True, timings: dict[str, float] | None = None
                   ) -> Sequence[Recommendation | None]: ...
 
@@ -130,6 +137,24 @@ def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
     return [ScoredItem(item, round(float(score), SCORE_DIGITS)) for item, score in pairs]
 
 
+def model_items(rec: Recommendation) -> list[ScoredItem]:
+    """A model's list as wire items, with each item's per-head scores when it has them."""
+    items = scored(zip(rec.items, rec.scores))
+    for task, scores in (rec.heads or {}).items():
+        for item, score in zip(items, scores):
+            if item.heads is None:
+                item.heads = {}
+            item.heads[task] = round(float(score), SCORE_DIGITS)
+    return items
+
+
+def reasons(rec: Recommendation | None) -> list[Reason] | None:
+    """The session items that drove a model list, rounded for the wire."""
+    if rec is None or not rec.because:
+        return None
+    return [Reason(item, round(float(weight), 4)) for item, weight in rec.because]
+
+
 class BatchStep:
     """Per micro-batch: recommend, build the lists, publish them.
 
@@ -151,7 +176,7 @@ class BatchStep:
         """The bundle's answer per update (None: the model cannot serve that user yet),
         with its stage timings recorded."""
         timings: dict[str, float] = {}
-        recs = bundle.recommend([u.user_id for u in updates], [u.items for u in updates],
+        recs = bundle.recommend([u.user_id for u in updates], [u.session for u in updates],
                                 self.top_n, exclude_seen=self.exclude_seen, timings=timings)
         for stage, seconds in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
@@ -163,13 +188,12 @@ class BatchStep:
         the session's items when ``exclude_seen``), saying which path served it."""
         path: ServedPath
         if rec is not None:
-            items, path = scored(zip(rec.items, rec.scores)), "model"
+            items, path = model_items(rec), "model"
         else:
-            top = self.popularity.top(self.top_n,
-                                      exclude=update.items if self.exclude_seen else ())
-            items, path = scored(top), "popularity"
+            seen = update.session.items if self.exclude_seen else ()
+            items, path = scored(self.popularity.top(self.top_n, exclude=seen)), "popularity"
         return RecommendationList(update.user_id, path, version, items, update.event_id,
-                                  update.item_id, update.sent_us, now_us)
+                                  update.item_id, update.sent_us, now_us, reasons(rec))
 
     def popular(self, version: str, now_us: int, now: float) -> PopularList | None:
         """The popularity record, at most once per ``popular_every_s``: it is a top-k scan

@@ -24,6 +24,7 @@ import faust
 from faust.sensors import Sensor
 from faust.types import TableT, TopicT
 
+from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.hot_swap import Serving, follow_model_updates
 from streams.metrics import WorkerMetrics
@@ -64,7 +65,7 @@ class FixedList:
     def __init__(self, items: int = 10) -> None:
         self.items = [f"fixed-{i}" for i in range(items)]
 
-    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
+    def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
                   exclude_seen: bool = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation]:
         rec = Recommendation(self.items[:k], [1.0] * min(k, len(self.items)))
@@ -131,6 +132,8 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         outcome = step(raw, sessions.get, message.headers)
         if isinstance(outcome, SessionUpdate):
             sessions[outcome.user_id] = outcome.state
+            for reason in outcome.ignored:
+                metrics.context_ignored.labels(reason).inc()
             return outcome
         if isinstance(outcome, DeadLetter):
             metrics.dead_letters.labels(outcome.reason).inc()

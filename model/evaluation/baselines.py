@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from model.data import Side
+
 
 def _interaction_matrix(histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
     """Binary [rows, num_items + 1] matrix: row r has a 1 for each item in histories[r]."""
@@ -30,7 +32,8 @@ class Popularity:
         self.counts[0] = 0
         return self
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
 
 
@@ -57,7 +60,8 @@ class ItemKNN:
         self.num_items = num_items
         return self
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
         recent = [h[-self.window:] if self.window else h for h in histories]
         return np.asarray((_interaction_matrix(recent, self.num_items) @ self.sim).todense())
 
@@ -99,6 +103,7 @@ class ImplicitALS:
             self.item_factors = self._half_step(xt, self.user_factors)
         return self
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
         """``users`` are 1-based rows of the training matrix."""
         return self.user_factors[users - 1] @ self.item_factors.T

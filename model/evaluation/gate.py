@@ -19,18 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.data import Interaction, Sequences
+from model.data import Interaction, Sequences, Side
 from model.evaluation.protocols import Scorer
 
 
 @dataclass(frozen=True)
 class Cases:
     """Test cases for ``model.evaluation.protocols.evaluate_cases``: row i is (user, history,
-    target)."""
+    target), with the history's ``side`` (event types, times, newest context)."""
 
     users: np.ndarray
     histories: list[np.ndarray]
     targets: np.ndarray
+    side: Side
 
 
 def gate_cases(train: Sequences, after_cut: Sequence[Interaction],
@@ -39,20 +40,36 @@ def gate_cases(train: Sequences, after_cut: Sequence[Interaction],
     cut and after), and its item as the target. Users with no history before the cut and
     items first seen after it make no case; at most ``max_per_user`` cases per user (the
     first ones), so a few heavy users cannot decide the gate alone."""
-    histories = {u: list(h) for u, h in enumerate(train.by_user, 1) if len(h)}
-    users, hists, targets = [], [], []
+    spec = train.spec
+    known = {u: len(h) for u, h in enumerate(train.by_user, 1) if len(h)}
+    items = {u: list(train.by_user[u - 1]) for u in known}
+    types = {u: list(train.types[u - 1]) for u in known}
+    times = {u: list(train.times[u - 1]) for u in known}
+    newest = {u: (train.numeric[u - 1][-1], train.cats[u - 1][-1]) for u in known}
+    users, hists, rows, targets = [], [], [], []
     counts: dict[int, int] = {}
     for e in after_cut:  # in time order
         user, item = train.users.get(e.user_id), train.items.get(e.item_id)
-        if not user or user not in histories or not item:
+        if not user or user not in known or not item:
             continue
         if counts.get(user, 0) < max_per_user:
             counts[user] = counts.get(user, 0) + 1
             users.append(user)
-            hists.append(np.asarray(histories[user], dtype=np.int64))
+            hists.append(np.asarray(items[user], dtype=np.int64))
+            rows.append((np.asarray(types[user]), np.asarray(times[user]), *newest[user]))
             targets.append(item)
-        histories[user].append(item)
-    return Cases(np.asarray(users, dtype=np.int64), hists, np.asarray(targets, dtype=np.int64))
+        context = getattr(e, "context", None)
+        items[user].append(item)
+        types[user].append(spec.type_code(getattr(e, "event_type", None)))
+        times[user].append(e.ts)
+        newest[user] = (np.asarray(spec.numeric_values(context)),
+                        np.asarray(spec.category_ids(context)))
+    side = Side([r[0] for r in rows], [r[1] for r in rows],
+                np.asarray([r[2] for r in rows]).reshape(len(rows), len(spec.numeric)),
+                np.asarray([r[3] for r in rows], np.int64).reshape(len(rows),
+                                                                   len(spec.categorical)))
+    return Cases(np.asarray(users, dtype=np.int64), hists, np.asarray(targets, dtype=np.int64),
+                 side)
 
 
 class KnownPrefix:
@@ -64,11 +81,16 @@ class KnownPrefix:
         self.known_items, self.all_items = known_items, all_items
         self.name = f"{inner.name} (champion)"
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
         users = np.where(users <= self.known_users, users, 0)
-        known = [h[h <= self.known_items] for h in histories]
+        keep = [h <= self.known_items for h in histories]
+        known = [h[k] for h, k in zip(histories, keep)]
+        if side is not None:  # the types and times of the items the champion knows
+            side = Side([t[k] for t, k in zip(side.types, keep)],
+                        [t[k] for t, k in zip(side.times, keep)], side.numeric, side.cats)
         out = np.full((len(users), self.all_items + 1), -np.inf)
-        out[:, :self.known_items + 1] = self.inner.score(users, known)
+        out[:, :self.known_items + 1] = self.inner.score(users, known, side)
         return out
 
 

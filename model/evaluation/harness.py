@@ -12,7 +12,7 @@ import numpy as np
 
 from model.data import LeaveLastOut, Sequences
 from model.evaluation.baselines import ImplicitALS, ItemKNN, Popularity
-from model.evaluation.protocols import Scorer, evaluate, evaluate_next_click
+from model.evaluation.protocols import Scorer, evaluate, evaluate_cases, evaluate_next_click
 from model.fitting import TrainResult
 from model.pipeline import PipelineScorer
 from model.ranking.training import NeuMFConfig, NeuMFScorer, fit_neumf, fit_ranker
@@ -72,10 +72,33 @@ def train_models(split: LeaveLastOut, names: list[str], sasrec_cfg: SASRecConfig
                              sasrec.result.best_epoch, neumf_cfg, report(name),
                              init=init.get("ranker"))
             scorer = PipelineScorer(sasrec.scorer, sasrec.index, res.model,  # type: ignore[arg-type]
-                                    neumf_cfg.candidates, exclude_seen=False)
+                                    neumf_cfg.candidates, exclude_seen=False,
+                                    head_weights=neumf_cfg.head_weights)
             out[name] = Trained(name, scorer,
                                 sasrec.train_s + time.perf_counter() - start, res)
     return {name: out[name] for name in names}
+
+
+def conversion_report(pipeline: PipelineScorer, split: LeaveLastOut, stage: str = "test"
+                      ) -> dict[str, dict[str, float]]:
+    """Per head, on the ``stage`` cases whose target event converted (a cart add or
+    purchase, or a liked rating): full-ranking AUC and NDCG@10 with that head alone, and
+    with the served combination. Empty when there are no such cases or one head."""
+    users = split.eval_users(stage)
+    users = users[split.converted(users, stage)]
+    if not len(users) or len(pipeline.ranker.tasks) < 2:
+        return {}
+    targets = np.array([split.target(u, stage) for u in users])
+    histories = [split.history(u, stage) for u in users]
+    side = split.side(users, stage)
+    variants = {**{f"{t} head": {t: 1.0} for t in pipeline.ranker.tasks}, "served": None}
+    out = {}
+    for name, weights in variants.items():
+        scorer = pipeline.with_heads(weights) if weights is not None else pipeline
+        full = evaluate_cases(scorer, users, histories, targets, split.sequences.num_items,
+                              side=side)["full"]
+        out[name] = {"AUC": full["AUC"], "NDCG@10": full["NDCG@10"], "cases": int(len(users))}
+    return out
 
 
 def leave_last_out_report(dataset: str, split: LeaveLastOut,
@@ -89,6 +112,8 @@ def leave_last_out_report(dataset: str, split: LeaveLastOut,
                         "train_s": round(t.train_s, 2)}
         if t.result is not None:
             models[name]["best_epoch"] = t.result.best_epoch
+        if isinstance(t.scorer, PipelineScorer) and (tasks := conversion_report(t.scorer, split)):
+            models[name]["conversion"] = tasks
     return {"dataset": dataset, "protocol": "leave-last-out by time (ties: file order); "
             "sampled = 100 uniform unseen negatives; full = all unseen items",
             "users": seqs.num_users, "items": seqs.num_items,

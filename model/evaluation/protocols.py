@@ -5,7 +5,9 @@
 - **full**: the held-out item ranked against every item the user has not interacted with.
 
 In both, the user's history is excluded from the candidates for every model alike.
-Models expose one method, ``score(users, histories) -> [batch, num_items + 1]``.
+Models expose one method, ``score(users, histories, side) -> [batch, num_items + 1]``;
+``side`` (``model.data.Side``) carries event types, times and context of each history
+for the models that use them, None where the cases have none.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from model.data import LeaveLastOut
+from model.data import LeaveLastOut, Side
 from model.evaluation.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
 from model.sampling import SeenItems
 
@@ -23,7 +25,8 @@ from model.sampling import SeenItems
 class Scorer(Protocol):
     name: str
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
         """Scores for every item id (column 0 is padding and ignored)."""
         ...
 
@@ -52,19 +55,21 @@ def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 1
     users = split.eval_users(stage)
     return evaluate_cases(model, users, [split.history(u, stage) for u in users],
                           np.array([split.target(u, stage) for u in users]),
-                          split.sequences.num_items, k, num_negatives, seed, batch_size)
+                          split.sequences.num_items, k, num_negatives, seed, batch_size,
+                          split.side(users, stage))
 
 
 def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
                    targets: np.ndarray, num_items: int, k: int = 10, num_negatives: int = 100,
-                   seed: int = 0, batch_size: int = 256) -> dict:
-    """Both protocols over test cases (user, history, target); a user may have several."""
+                   seed: int = 0, batch_size: int = 256, side: Side | None = None) -> dict:
+    """Both protocols over test cases (user, history, target); a user may have several.
+    ``side`` row i belongs to case i."""
     seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)], num_items)
     negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed))
     full_r, full_n, samp_r, tops = [], [], [], []
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
-        scores = model.score(users[sl], histories[sl])
+        scores = model.score(users[sl], histories[sl], side[sl] if side is not None else None)
         f, n, s, top = _ranks(scores, histories[sl], targets[sl], negatives[sl])
         full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
     full, full_count, samp = np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r)

@@ -1,32 +1,53 @@
 """NeuMF (He et al. 2017): a GMF branch and an MLP branch over user and item embeddings,
 fused by one output layer; optionally GMF and MLP are pretrained alone, then fused.
 
-To rerank retrieval candidates for a live session, the inputs extend beyond the paper:
-``session`` (the SASRec session embedding) joins the MLP branch, ``score`` (the
-retrieval score) and ``context`` (features of the triggering event) join the fusion
-layer. User id 0 is the "unknown user" row, learned from training examples whose user
-id was dropped, so brand-new users still get a sensible score.
+To rerank retrieval candidates for a live session, the inputs extend beyond the paper.
+Per row (one session): ``session`` (the SASRec session embedding), ``context`` (the
+newest event's dense features, ``model.features``) and ``categories`` (its hashed
+categorical context ids, one embedding per key, summed). Per candidate: ``score`` (the
+retrieval score, straight into the heads) and ``pair`` (retrieval rank, whether and how
+long ago the user met the item: ``model.features.pair_features``). All but ``score`` join
+the MLP branch: a per-row feature that reached the heads linearly would shift every
+candidate of a list alike and reorder nothing.
+
+Multi-task: GMF and MLP are the shared bottom; ``tasks`` names one linear head each
+(the ``fusion`` layer has one unit per task), e.g. ``("next", "conversion")``. User id 0
+is the "unknown user" row, learned from training examples whose user id was dropped, so
+brand-new users still get a sensible score.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
+from model.features import HEAD_WEIGHTS, TASKS
+
 BRANCHES = ("both", "gmf", "mlp")
+
+CATEGORY_DIM = 8  # width of each categorical context embedding
 
 
 @keras.saving.register_keras_serializable(package="streamrec")
 class NeuMF(keras.Model):
-    """``call({"user", "item"[, "session", "score", "context"]})`` -> logits [batch, 1]."""
+    """``call({"user", "item"[, "session", "score", "context", "categories", "pair"]})``
+    -> logits [batch, len(tasks)]. ``features`` is the ``FeatureSpec`` (as a dict) the
+    model was trained with, kept in its config so serving computes the same features."""
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 32,
                  mlp_layers: tuple[int, ...] | list[int] = (64, 32, 16), session_dim: int = 0,
                  use_score: bool = False, context_dim: int = 0, branch: str = "both",
-                 dropout: float = 0.1, **kwargs: Any) -> None:
+                 dropout: float = 0.1, categories: int = 0, buckets: int = 0,
+                 pair_dim: int = 0, tasks: tuple[str, ...] | list[str] = ("next",),
+                 features: dict[str, Any] | None = None, id_l2: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if (context_dim or categories or pair_dim) and branch == "gmf":
+            raise ValueError("context, categories and pair features need the MLP branch")
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}. Received: branch={branch!r}")
         if num_users < 0 or num_items < 1 or gmf_dim < 1 or not mlp_layers:
@@ -36,17 +57,27 @@ class NeuMF(keras.Model):
         self.mlp_layers = tuple(int(x) for x in mlp_layers)
         self.session_dim, self.use_score, self.context_dim = session_dim, use_score, context_dim
         self.branch, self.dropout_rate = branch, dropout
+        self.categories, self.buckets, self.pair_dim = categories, buckets, pair_dim
+        self.tasks, self.features, self.id_l2 = tuple(tasks), features, id_l2
+        ids = keras.regularizers.L2(id_l2) if id_l2 else None
+        if categories:
+            self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
+                                                         name="categories")
         if branch in ("both", "gmf"):
-            self.gmf_user = keras.layers.Embedding(num_users + 1, gmf_dim, name="gmf_user")
-            self.gmf_item = keras.layers.Embedding(num_items + 1, gmf_dim, name="gmf_item")
+            self.gmf_user = keras.layers.Embedding(num_users + 1, gmf_dim, name="gmf_user",
+                                                   embeddings_regularizer=ids)
+            self.gmf_item = keras.layers.Embedding(num_items + 1, gmf_dim, name="gmf_item",
+                                                   embeddings_regularizer=ids)
         if branch in ("both", "mlp"):
             half = self.mlp_layers[0] // 2
-            self.mlp_user = keras.layers.Embedding(num_users + 1, half, name="mlp_user")
-            self.mlp_item = keras.layers.Embedding(num_items + 1, half, name="mlp_item")
+            self.mlp_user = keras.layers.Embedding(num_users + 1, half, name="mlp_user",
+                                                   embeddings_regularizer=ids)
+            self.mlp_item = keras.layers.Embedding(num_items + 1, half, name="mlp_item",
+                                                   embeddings_regularizer=ids)
             self.mlp = [keras.layers.Dense(units, activation="relu", name=f"mlp_{i}")
                         for i, units in enumerate(self.mlp_layers[1:])]
             self.drop = keras.layers.Dropout(dropout)
-        self.out = keras.layers.Dense(1, name="fusion")
+        self.out = keras.layers.Dense(len(self.tasks), name="fusion")
 
     def branch_outputs(self, inputs: dict[str, Any], training: bool = False) -> list[Any]:
         parts = []
@@ -56,6 +87,13 @@ class NeuMF(keras.Model):
             x = [self.mlp_user(inputs["user"]), self.mlp_item(inputs["item"])]
             if self.session_dim:
                 x.append(ops.cast(inputs["session"], "float32"))
+            if self.context_dim:
+                x.append(ops.cast(inputs["context"], "float32"))
+            if self.categories:
+                x.append(ops.sum(self.category_table(self.category_offsets(
+                    inputs["categories"])), axis=1))
+            if self.pair_dim:
+                x.append(ops.cast(inputs["pair"], "float32"))
             h = ops.concatenate(x, axis=-1)
             for layer in self.mlp:
                 h = self.drop(layer(h), training=training)
@@ -66,16 +104,32 @@ class NeuMF(keras.Model):
         parts = self.branch_outputs(inputs, training)
         if self.use_score:
             parts.append(ops.reshape(ops.cast(inputs["score"], "float32"), (-1, 1)))
-        if self.context_dim:
-            parts.append(ops.cast(inputs["context"], "float32"))
         return self.out(ops.concatenate(parts, axis=-1))
+
+    def category_offsets(self, ids: Any) -> Any:
+        """Key k's bucket b -> row k * buckets + b of the one shared table."""
+        return ops.cast(ids, "int32") + ops.arange(self.categories, dtype="int32") * self.buckets
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_users": self.num_users, "num_items": self.num_items,
                 "gmf_dim": self.gmf_dim, "mlp_layers": list(self.mlp_layers),
                 "session_dim": self.session_dim, "use_score": self.use_score,
                 "context_dim": self.context_dim, "branch": self.branch,
-                "dropout": self.dropout_rate}
+                "dropout": self.dropout_rate, "categories": self.categories,
+                "buckets": self.buckets, "pair_dim": self.pair_dim, "tasks": list(self.tasks),
+                "features": self.features, "id_l2": self.id_l2}
+
+
+def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None
+                ) -> np.ndarray:
+    """[len(tasks)] weights that combine a model's head logits into one score; tasks the
+    mapping leaves out weigh 0. One head alone: that head."""
+    weights = HEAD_WEIGHTS if weights is None else weights
+    unknown = sorted(set(weights) - set(TASKS))
+    if unknown:
+        raise ValueError(f"unknown tasks in head weights: {unknown}; tasks are {TASKS}")
+    vector = np.array([float(weights.get(t, 0.0)) for t in tasks], np.float32)
+    return vector if len(tasks) > 1 else np.ones(1, np.float32)
 
 
 def fuse_pretrained(gmf: NeuMF, mlp: NeuMF, alpha: float = 0.5) -> NeuMF:
@@ -85,7 +139,7 @@ def fuse_pretrained(gmf: NeuMF, mlp: NeuMF, alpha: float = 0.5) -> NeuMF:
     for key in ("name", "trainable", "dtype"):
         cfg.pop(key, None)
     fused = NeuMF(**cfg)
-    sample = _sample_inputs(fused)
+    sample = sample_inputs(fused)
     fused(sample), gmf(sample), mlp(sample)
     fused.gmf_user.set_weights(gmf.gmf_user.get_weights())
     fused.gmf_item.set_weights(gmf.gmf_item.get_weights())
@@ -106,17 +160,18 @@ def start_from_score(model: NeuMF) -> NeuMF:
     retrieval score 1 and every learned feature 0, so training learns corrections."""
     if not model.use_score:
         raise ValueError("start_from_score needs a model built with use_score=True")
-    model(_sample_inputs(model))
+    model(sample_inputs(model))
     kernel, bias = model.out.get_weights()
     kernel[:] = 0.0
     branch_width = (model.gmf_dim if model.branch in ("both", "gmf") else 0) + (
         model.mlp_layers[-1] if model.branch in ("both", "mlp") else 0)
-    kernel[branch_width] = 1.0
+    kernel[branch_width, :] = 1.0  # every head starts from the retrieval score
     model.out.set_weights([kernel, bias * 0.0])
     return model
 
 
-def _sample_inputs(model: NeuMF) -> dict[str, Any]:
+def sample_inputs(model: NeuMF) -> dict[str, Any]:
+    """One row of valid inputs for ``model`` (to build it, or for a signature)."""
     sample: dict[str, Any] = {"user": ops.zeros((1,), "int32"), "item": ops.ones((1,), "int32")}
     if model.session_dim:
         sample["session"] = ops.zeros((1, model.session_dim))
@@ -124,4 +179,8 @@ def _sample_inputs(model: NeuMF) -> dict[str, Any]:
         sample["score"] = ops.zeros((1, 1))
     if model.context_dim:
         sample["context"] = ops.zeros((1, model.context_dim))
+    if model.categories:
+        sample["categories"] = ops.zeros((1, model.categories), "int32")
+    if model.pair_dim:
+        sample["pair"] = ops.zeros((1, model.pair_dim))
     return sample

@@ -14,46 +14,66 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.ranking.neumf import NeuMF
+from model.ranking.neumf import CATEGORY_DIM, NeuMF
 from model.weights import layer_arrays
 
 
 @dataclass(frozen=True)
 class NumpyNeuMF:
-    gmf_user: np.ndarray | None      # [users + 1, g] scaled by the fusion weights of GMF
+    gmf_user: np.ndarray | None      # [users + 1, g]
     gmf_item: np.ndarray | None      # [items + 1, g]
     mlp_user: np.ndarray | None      # [users + 1, h1]: user embedding @ its rows of layer 1
     mlp_item: np.ndarray | None      # [items + 1, h1]: item embedding @ its rows of layer 1
     mlp_session: np.ndarray | None   # [session_dim, h1]
+    mlp_context: np.ndarray | None   # [context_dim, h1]
+    mlp_categories: np.ndarray | None  # [keys * buckets, h1]: category table @ its rows
+    mlp_pair: np.ndarray | None      # [pair_dim, h1]
     mlp_bias: np.ndarray | None      # [h1]
     mlp_rest: tuple[tuple[np.ndarray, np.ndarray], ...]  # layers after the first
-    fuse_mlp: np.ndarray | None      # [h_last]
-    fuse_score: float
-    fuse_context: np.ndarray | None  # [context_dim]
-    fuse_bias: float
+    fuse_gmf: np.ndarray | None      # [g, tasks]
+    fuse_mlp: np.ndarray | None      # [h_last, tasks]
+    fuse_score: np.ndarray | None    # [tasks]
+    fuse_bias: np.ndarray            # [tasks]
+    tasks: tuple[str, ...]
+    buckets: int
 
     def score(self, users: np.ndarray, items: np.ndarray, session: np.ndarray | None = None,
-              retrieval: np.ndarray | None = None, context: np.ndarray | None = None
+              retrieval: np.ndarray | None = None, context: np.ndarray | None = None,
+              categories: np.ndarray | None = None, pair: np.ndarray | None = None
               ) -> np.ndarray:
-        """Logits [batch, candidates] for ``users`` [batch], candidate ``items``
-        [batch, candidates], ``session`` [batch, d], ``retrieval`` scores [batch, candidates]
-        and ``context`` [batch, context_dim] (the features of each row's event)."""
-        out = np.full(items.shape, self.fuse_bias, np.float32)
+        """Logits [batch, candidates, tasks] for ``users`` [batch], candidate ``items``
+        [batch, candidates], ``session`` [batch, d], ``retrieval`` scores
+        [batch, candidates], the newest event's ``context`` [batch, context_dim] and
+        ``categories`` [batch, keys], and ``pair`` features [batch, candidates, pair_dim]."""
+        out = np.broadcast_to(self.fuse_bias, (*items.shape, len(self.tasks))).astype(np.float32)
         if self.gmf_user is not None and self.gmf_item is not None:
-            out += np.einsum("bg,bcg->bc", self.gmf_user[users], self.gmf_item[items])
+            g = self.gmf_user[users][:, None, :] * self.gmf_item[items]
+            out = out + g @ self.fuse_gmf
         if self.mlp_user is not None and self.mlp_item is not None:
-            row = self.mlp_user[users] + self.mlp_bias
-            if self.mlp_session is not None:
-                row = row + session @ self.mlp_session
-            h = np.maximum(row[:, None, :] + self.mlp_item[items], 0).reshape(-1, row.shape[1])
+            row = self._row(users, session, context, categories)
+            h = row[:, None, :] + self.mlp_item[items]
+            if self.mlp_pair is not None:
+                h = h + pair @ self.mlp_pair
+            h = np.maximum(h, 0).reshape(-1, row.shape[1])
             for kernel, bias in self.mlp_rest:
                 h = np.maximum(h @ kernel + bias, 0)
-            out += (h @ self.fuse_mlp).reshape(items.shape)
-        if self.fuse_score:
-            out += self.fuse_score * retrieval
-        if self.fuse_context is not None:
-            out += (context @ self.fuse_context)[:, None]
+            out = out + (h @ self.fuse_mlp).reshape(out.shape)
+        if self.fuse_score is not None:
+            out = out + retrieval[..., None] * self.fuse_score
         return out
+
+    def _row(self, users: np.ndarray, session: np.ndarray | None, context: np.ndarray | None,
+             categories: np.ndarray | None) -> np.ndarray:
+        """What the first MLP layer gets from the row alone: computed once per session."""
+        row = self.mlp_user[users] + self.mlp_bias
+        if self.mlp_session is not None:
+            row = row + session @ self.mlp_session
+        if self.mlp_context is not None:
+            row = row + context @ self.mlp_context
+        if self.mlp_categories is not None:
+            offsets = np.arange(categories.shape[1]) * self.buckets
+            row = row + self.mlp_categories[categories + offsets].sum(axis=1)
+        return row
 
 
 def export_neumf(model: NeuMF) -> NumpyNeuMF:
@@ -62,25 +82,45 @@ def export_neumf(model: NeuMF) -> NumpyNeuMF:
         raise ValueError("serving needs at least one hidden MLP layer. Received: "
                          f"mlp_layers={model.mlp_layers}")
     kernel, bias = layer_arrays(model.out)
-    kernel = kernel[:, 0]
     at = 0
-    gmf_user = gmf_item = mlp_user = mlp_item = mlp_session = mlp_bias = fuse_mlp = None
+    gmf_user = gmf_item = fuse_gmf = fuse_mlp = None
+    first = _FirstLayer()
     rest: list[tuple[np.ndarray, np.ndarray]] = []
     if model.branch in ("both", "gmf"):
-        gmf_user = layer_arrays(model.gmf_user)[0] * kernel[:model.gmf_dim]
-        gmf_item = layer_arrays(model.gmf_item)[0]
-        at = model.gmf_dim
+        gmf_user, gmf_item = layer_arrays(model.gmf_user)[0], layer_arrays(model.gmf_item)[0]
+        fuse_gmf, at = kernel[:model.gmf_dim], model.gmf_dim
     if model.branch in ("both", "mlp"):
-        users, items = layer_arrays(model.mlp_user)[0], layer_arrays(model.mlp_item)[0]
-        (first, mlp_bias), *more = [layer_arrays(layer) for layer in model.mlp]
-        half = users.shape[1]
-        mlp_user, mlp_item = users @ first[:half], items @ first[half:2 * half]
-        mlp_session = first[2 * half:] if model.session_dim else None
-        rest = [(k, b) for k, b in more]
+        first = _FirstLayer.of(model)
+        rest = [(k, b) for k, b in (layer_arrays(layer) for layer in model.mlp[1:])]
         fuse_mlp = kernel[at:at + model.mlp_layers[-1]]
         at += model.mlp_layers[-1]
-    fuse_score = float(kernel[at]) if model.use_score else 0.0
-    at += int(model.use_score)
-    fuse_context = kernel[at:at + model.context_dim] if model.context_dim else None
-    return NumpyNeuMF(gmf_user, gmf_item, mlp_user, mlp_item, mlp_session, mlp_bias,
-                      tuple(rest), fuse_mlp, fuse_score, fuse_context, float(bias[0]))
+    fuse_score = kernel[at] if model.use_score else None
+    return NumpyNeuMF(gmf_user, gmf_item, first.user, first.item, first.session, first.context,
+                      first.categories, first.pair, first.bias, tuple(rest), fuse_gmf,
+                      fuse_mlp, fuse_score, bias, model.tasks, max(model.buckets, 1))
+
+
+@dataclass(frozen=True)
+class _FirstLayer:
+    """The first MLP layer's kernel split by input, each part folded with its table."""
+
+    user: np.ndarray | None = None
+    item: np.ndarray | None = None
+    session: np.ndarray | None = None
+    context: np.ndarray | None = None
+    categories: np.ndarray | None = None
+    pair: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, model: NeuMF) -> _FirstLayer:
+        users, items = layer_arrays(model.mlp_user)[0], layer_arrays(model.mlp_item)[0]
+        kernel, bias = layer_arrays(model.mlp[0])
+        widths = [users.shape[1], items.shape[1], model.session_dim, model.context_dim,
+                  CATEGORY_DIM if model.categories else 0, model.pair_dim]
+        parts = np.split(kernel, np.cumsum(widths)[:-1])
+        categories = (layer_arrays(model.category_table)[0] @ parts[4]
+                      if model.categories else None)
+        return cls(users @ parts[0], items @ parts[1], parts[2] if model.session_dim else None,
+                   parts[3] if model.context_dim else None, categories,
+                   parts[5] if model.pair_dim else None, bias)

@@ -42,23 +42,34 @@ class NumpySASRec:
     positions: np.ndarray  # [max_len, d]
     blocks: tuple[_Block, ...]
     final_norm: tuple[np.ndarray, np.ndarray]
+    types: np.ndarray | None = None  # [num_types, d] event-type embeddings, if trained with
 
     @property
     def max_len(self) -> int:
         return len(self.positions)
 
-    def encode(self, seq: np.ndarray) -> np.ndarray:
-        """[batch, max_len] left-padded item ids -> [batch, d] session embeddings."""
-        return self.forward(seq)[0]
+    @property
+    def num_types(self) -> int:
+        """Event-type codes this encoder tells apart (1: it ignores types)."""
+        return len(self.types) if self.types is not None else 1
 
-    def forward(self, seq: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    def encode(self, seq: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
+        """[batch, max_len] left-padded item ids (and their type codes) -> [batch, d]
+        session embeddings."""
+        return self.forward(seq, types)[0]
+
+    def forward(self, seq: np.ndarray, types: np.ndarray | None = None
+                ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
         """Embeddings and, per block, the attention keys and values [batch, len, heads, k]
         (what the incremental encoder caches)."""
         valid = (seq != 0).astype(np.float32)
         mask = valid[..., None]
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int64)
         d = self.items.shape[1]
-        x = (self.items[seq] * np.float32(np.sqrt(d)) + self.positions[positions]) * mask
+        x = self.items[seq] * np.float32(np.sqrt(d)) + self.positions[positions]
+        if self.types is not None:
+            x = x + self.types[np.zeros_like(seq) if types is None else types]
+        x = x * mask
         length = seq.shape[1]
         allowed = np.tril(np.ones((length, length), dtype=bool))[None] & (valid[:, None, :] > 0)
         cache = []
@@ -112,14 +123,17 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
         w2, b2 = layer_arrays(enc.ffn_out[i])
         blocks.append(_Block(tuple(layer_arrays(enc.attn_norm[i])), wq, bq, wk, bk, wv, bv, wo, bo,
                              tuple(layer_arrays(enc.ffn_norm[i])), w1, b1, w2, b2))
+    types = layer_arrays(enc.type_embedding)[0] if enc.num_types else None
     return NumpySASRec(layer_arrays(enc.item_embedding)[0], layer_arrays(enc.pos_embedding)[0],
-                       tuple(blocks), tuple(layer_arrays(enc.final_norm)))  # type: ignore[arg-type]
+                       tuple(blocks), tuple(layer_arrays(enc.final_norm)),  # type: ignore[arg-type]
+                       types)
 
 
 @dataclass
 class SessionCache:
-    """Per-session encoder state: the items in the window and, per block, their keys and
-    values; the first len(items) rows are live. Capacity grows by doubling up to the window
+    """Per-session encoder state: the tokens in the window (``IncrementalEncoder.token``:
+    item and event type in one int) and, per block, their keys and values; the first
+    len(items) rows are live. Capacity grows by doubling up to the window
     (most sessions are short: a full window per user cost ~51 KB, 1 GB per 20k users)."""
 
     items: list[int]
@@ -155,20 +169,29 @@ class IncrementalEncoder:
     def _project(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (x @ w.reshape(self.d, -1) + b.reshape(-1)).reshape(len(x), self.heads, self.k)
 
+    def token(self, item: int, event_type: int = 0) -> int:
+        """One int per (item, type) pair: what caches hold and ``step`` takes, so a cache
+        matches a session only if the types match too."""
+        return item * self.m.num_types + (event_type if self.m.num_types > 1 else 0)
+
     def prefill(self, items: list[int]) -> SessionCache:
-        """A cache holding ``items`` (dense ids, oldest first; at most max_len kept)."""
+        """A cache holding ``items`` (tokens, oldest first; at most max_len kept)."""
         items = list(items[-self.m.max_len:])
         shape = (self.blocks, min(max(8, 2 * len(items)), self.m.max_len), self.heads, self.k)
         cache = SessionCache(items, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
         if items:
-            _, kv = self.m.forward(np.asarray([items]))
+            tokens = np.asarray([items])
+            _, kv = self.m.forward(tokens // self.m.num_types, tokens % self.m.num_types)
             for bi, (keys, values) in enumerate(kv):
                 cache.keys[bi, :len(items)] = keys[0]
                 cache.values[bi, :len(items)] = values[0]
         return cache
 
-    def step(self, caches: list[SessionCache], items: np.ndarray) -> np.ndarray:
-        """Append ``items[i]`` to ``caches[i]`` (in place); returns [batch, d] embeddings."""
+    def step(self, caches: list[SessionCache], items: np.ndarray,
+             explain: list[np.ndarray] | None = None) -> np.ndarray:
+        """Append token ``items[i]`` to ``caches[i]`` (in place); returns [batch, d]
+        embeddings. ``explain``, when given, receives per row the last block's attention
+        of the newest position over the cache's items and itself (mean over heads)."""
         for cache in caches:
             if len(cache.items) >= self.m.max_len:  # roll the window: keep the newest half
                 fresh = self.prefill(cache.items[-(self.m.max_len // 2):])
@@ -182,7 +205,10 @@ class IncrementalEncoder:
             keys[i, :, :pos[i]] = c.keys[:, :pos[i]]
             values[i, :, :pos[i]] = c.values[:, :pos[i]]
         valid = (np.arange(longest)[None, :] <= pos[:, None])[:, None, :]
-        x = m.items[items] * np.float32(np.sqrt(self.d)) + m.positions[pos]
+        items = np.asarray(items)
+        x = m.items[items // m.num_types] * np.float32(np.sqrt(self.d)) + m.positions[pos]
+        if m.types is not None:
+            x = x + m.types[items % m.num_types]
         for bi, b in enumerate(m.blocks):
             q = _layer_norm(x, *b.norm1)
             query = self._project(q, b.wq, b.bq)
@@ -193,6 +219,8 @@ class IncrementalEncoder:
             scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
             weights = scores / scores.sum(axis=-1, keepdims=True)
             context = np.einsum("bht,bthk->bhk", weights, values[:, bi]).reshape(len(caches), -1)
+            if explain is not None and bi == self.blocks - 1:
+                explain.extend(weights.mean(axis=1)[i, :pos[i] + 1] for i in rows)
             x = q + context @ b.wo.reshape(-1, self.d) + b.bo
             h = _layer_norm(x, *b.norm2)
             x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2

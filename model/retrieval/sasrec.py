@@ -6,7 +6,9 @@ nearest-neighbour search over the item table.
 
 Sequences are left-padded with item 0; positions are counted from the first real item, so
 the embedding of a session does not depend on how much padding precedes it (which the
-incremental serving path relies on). Written with ``keras`` and ``keras.ops`` only.
+incremental serving path relies on). With ``num_types`` > 0 each position also adds an
+embedding of its event type (a purchase is not a view; code 0 = unknown), so the session
+embedding knows how the user met each item. Written with ``keras`` and ``keras.ops`` only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class SASRecEncoder(keras.layers.Layer):
     """[batch, max_len] item ids -> [batch, max_len, dim] causal sequence embeddings."""
 
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
-                 heads: int = 1, dropout: float = 0.2, **kwargs: Any) -> None:
+                 heads: int = 1, dropout: float = 0.2, num_types: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if num_items < 1 or max_len < 1 or blocks < 1:
             raise ValueError(f"num_items, max_len and blocks must be >= 1. Received: "
@@ -34,6 +37,7 @@ class SASRecEncoder(keras.layers.Layer):
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         self.num_items, self.max_len, self.dim = num_items, max_len, dim
         self.blocks, self.heads, self.dropout = blocks, heads, dropout
+        self.num_types = num_types
 
     def build(self, input_shape: Any) -> None:
         d = self.dim
@@ -41,6 +45,9 @@ class SASRecEncoder(keras.layers.Layer):
         self.pos_embedding = keras.layers.Embedding(self.max_len, d, name="pos_embedding")
         self.item_embedding.build((None,))
         self.pos_embedding.build((None,))
+        if self.num_types:
+            self.type_embedding = keras.layers.Embedding(self.num_types, d, name="type_embedding")
+            self.type_embedding.build((None,))
         self.drop = keras.layers.Dropout(self.dropout)
         self.attn_norm, self.attn, self.ffn_norm, self.ffn_in, self.ffn_out = [], [], [], [], []
         for b in range(self.blocks):
@@ -58,11 +65,13 @@ class SASRecEncoder(keras.layers.Layer):
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")
         self.final_norm.build((None, None, d))
 
-    def call(self, seq: Any, training: bool = False) -> Any:
+    def call(self, seq: Any, types: Any = None, training: bool = False) -> Any:
         valid = ops.cast(ops.not_equal(seq, 0), "float32")
         mask = ops.expand_dims(valid, -1)
         positions = ops.cast(ops.maximum(ops.cumsum(valid, axis=1) - 1.0, 0.0), "int32")
         x = self.item_embedding(seq) * math.sqrt(self.dim) + self.pos_embedding(positions)
+        if self.num_types:
+            x = x + self.type_embedding(ops.zeros_like(seq) if types is None else types)
         x = self.drop(x, training=training) * mask
         length = ops.shape(seq)[1]
         causal = ops.tril(ops.ones((length, length), dtype="bool"))
@@ -79,27 +88,28 @@ class SASRecEncoder(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_items": self.num_items, "max_len": self.max_len,
                 "dim": self.dim, "blocks": self.blocks, "heads": self.heads,
-                "dropout": self.dropout}
+                "dropout": self.dropout, "num_types": self.num_types}
 
 
 @keras.saving.register_keras_serializable(package="streamrec")
 class SASRec(keras.Model):
     """Training and serving faces of one encoder.
 
-    ``call({"seq", "pos", "neg"})`` -> logits [batch, max_len, 1 + negatives] for training
-    (column 0: the true next item). ``encode(seq)`` -> [batch, dim] session embeddings
-    (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
+    ``call({"seq", "pos", "neg"[, "types"]})`` -> logits [batch, max_len, 1 + negatives]
+    for training (column 0: the true next item). ``encode(seq, types)`` -> [batch, dim]
+    session embeddings (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
     """
 
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
-                 heads: int = 1, dropout: float = 0.2, **kwargs: Any) -> None:
+                 heads: int = 1, dropout: float = 0.2, num_types: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = SASRecEncoder(num_items, max_len, dim, blocks, heads, dropout,
-                                     name="encoder")
+                                     num_types, name="encoder")
         self.max_len = max_len
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
-        h = self.encoder(inputs["seq"], training=training)                  # [B, L, d]
+        h = self.encoder(inputs["seq"], inputs.get("types"), training=training)  # [B, L, d]
         table = self.encoder.item_embedding
         pos = ops.sum(h * table(inputs["pos"]), axis=-1, keepdims=True)    # [B, L, 1]
         neg = inputs["neg"]
@@ -109,8 +119,8 @@ class SASRec(keras.Model):
             neg_logits = ops.einsum("bld,bsd->bls", h, table(neg))
         return ops.concatenate([pos, neg_logits], axis=-1)
 
-    def encode(self, seq: Any) -> Any:
-        return self.encoder(seq, training=False)[:, -1, :]
+    def encode(self, seq: Any, types: Any = None) -> Any:
+        return self.encoder(seq, types, training=False)[:, -1, :]
 
     def item_embeddings(self) -> Any:
         return self.encoder.item_embedding.embeddings
@@ -118,7 +128,8 @@ class SASRec(keras.Model):
     def get_config(self) -> dict[str, Any]:
         enc = self.encoder
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
-                "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout}
+                "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
+                "num_types": enc.num_types}
 
 
 @keras.saving.register_keras_serializable(package="streamrec")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
-from model.data import LeaveLastOut, pad_left
+from model.data import LeaveLastOut, Side, pad_left
 from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping
 from model.retrieval.sasrec import LOSSES, SASRec
 from model.sampling import SeenItems
@@ -31,6 +31,11 @@ class SASRecConfig:
     loss: str = "softmax"
     negatives: int = 100
     max_windows: int = 8
+    # Event types: embedded per position when True; and each target weighs in the loss by
+    # its type (code order of ``FeatureSpec.event_types``, unknown first). The default
+    # counts a purchase twice a view; empty weighs all alike.
+    event_types: bool = True
+    type_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.5, 2.0)
     eval_every: int = 5
     patience: int = 4          # evaluations without improvement before stopping
     seed: int = 42
@@ -53,36 +58,56 @@ class SASRecScorer:
         self.max_len = model.max_len
         self.batch_size = batch_size
 
-    def embed(self, histories: list[np.ndarray]) -> np.ndarray:
+    def embed(self, histories: list[np.ndarray], side: Side | None = None) -> np.ndarray:
+        """Session embeddings; ``side`` gives the event types (unknown without it)."""
         seq = np.stack([pad_left(h, self.max_len) for h in histories])
-        out = [keras.ops.convert_to_numpy(self.model.encode(seq[i:i + self.batch_size]))
-               for i in range(0, len(seq), self.batch_size)]
+        types = (np.stack([pad_left(t, self.max_len) for t in side.types]) if side is not None
+                 else np.zeros_like(seq))
+        b = self.batch_size
+        out = [keras.ops.convert_to_numpy(self.model.encode(seq[i:i + b], types[i:i + b]))
+               for i in range(0, len(seq), b)]
         return np.concatenate(out)
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        sessions = self.embed(histories)  # builds the model on first use
+    def score(self, users: np.ndarray, histories: list[np.ndarray],
+              side: Side | None = None) -> np.ndarray:
+        sessions = self.embed(histories, side)  # builds the model on first use
         return sessions @ keras.ops.convert_to_numpy(self.model.item_embeddings()).T
 
 
-def training_arrays(histories: list[np.ndarray], max_len: int,
-                    max_windows: int = 8) -> tuple[np.ndarray, ...]:
-    """(rows, seq, pos): inputs items[:-1], targets items[1:], left-padded to ``max_len``.
+def training_arrays(histories: list[np.ndarray], max_len: int, max_windows: int = 8,
+                    types: list[np.ndarray] | None = None) -> tuple[np.ndarray, ...]:
+    """(rows, seq, pos, seq_types, pos_types): inputs items[:-1], targets items[1:], and
+    the event types of each, left-padded to ``max_len`` (types 0 without ``types``).
 
     A history longer than ``max_len`` is cut into up to ``max_windows`` consecutive
     windows ending at its newest item, so long histories train on more than their tail
     while attention stays O(max_len^2).
     """
-    rows, seqs, targets = [], [], []
-    for r, h in enumerate(histories):
+    types = types if types is not None else [np.zeros_like(h) for h in histories]
+    rows, seqs, targets, seq_types, target_types = [], [], [], [], []
+    for r, (h, t) in enumerate(zip(histories, types)):
         end, windows = len(h), 0
         while end >= 2 and windows < max_windows:
-            window = h[max(0, end - max_len - 1):end]
+            start = max(0, end - max_len - 1)
+            window, kinds = h[start:end], t[start:end]
             windows += 1
             rows.append(r)
             seqs.append(pad_left(window[:-1], max_len))
             targets.append(pad_left(window[1:], max_len))
+            seq_types.append(pad_left(kinds[:-1], max_len))
+            target_types.append(pad_left(kinds[1:], max_len))
             end -= max_len
-    return np.asarray(rows, dtype=np.int64), np.stack(seqs), np.stack(targets)
+    return (np.asarray(rows, dtype=np.int64), np.stack(seqs), np.stack(targets),
+            np.stack(seq_types), np.stack(target_types))
+
+
+def target_weights(pos: np.ndarray, pos_types: np.ndarray,
+                   type_weights: tuple[float, ...]) -> np.ndarray:
+    """The loss weight of each target position: 0 on padding, else its type's weight
+    (1 for types past the end of ``type_weights``)."""
+    table = np.ones(max(int(pos_types.max(initial=0)) + 1, len(type_weights)), np.float32)
+    table[:len(type_weights)] = type_weights
+    return np.where(pos > 0, table[pos_types], 0.0).astype("float32")
 
 
 def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
@@ -91,16 +116,20 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
     model's weights (``model.weights``), the starting point early stopping also scores."""
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    rows, seq, pos = training_arrays(split.train, cfg.max_len, cfg.max_windows)
-    seen = SeenItems(split.train, split.sequences.num_items)
-    model = SASRec(split.sequences.num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads,
-                   cfg.dropout)
+    seqs = split.sequences
+    types = [t[:len(h)] for t, h in zip(seqs.types, split.train)]
+    rows, seq, pos, seq_types, pos_types = training_arrays(split.train, cfg.max_len,
+                                                           cfg.max_windows, types)
+    seen = SeenItems(split.train, seqs.num_items)
+    model = SASRec(seqs.num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads, cfg.dropout,
+                   num_types=seqs.spec.num_types if cfg.event_types else 0)
     if init is not None:
-        model({"seq": seq[:1], "pos": pos[:1], "neg": np.ones((1, 1), "int64")})
+        model({"seq": seq[:1], "types": seq_types[:1], "pos": pos[:1],
+               "neg": np.ones((1, 1), "int64")})
         copy_weights(model, init)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_2=0.98),
                   loss=LOSSES[cfg.loss])
-    mask = (pos > 0).astype("float32")
+    mask = target_weights(pos, pos_types, cfg.type_weights)
 
     def epoch_data(epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if cfg.loss == "bce":
@@ -108,7 +137,7 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
             neg = neg.reshape(len(rows), cfg.max_len, 1)
         else:
             neg = seen.sample(rows, cfg.negatives, rng)
-        return {"seq": seq, "pos": pos, "neg": neg}, mask
+        return {"seq": seq, "types": seq_types, "pos": pos, "neg": neg}, mask
 
     return fit_with_early_stopping(model, epoch_data, SASRecScorer(model), split,
                                    epochs=cfg.epochs, eval_every=cfg.eval_every,

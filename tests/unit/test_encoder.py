@@ -49,3 +49,32 @@ def test_incremental_steps_equal_the_full_forward_including_window_rolls(
         for i in live:  # the window never exceeds max_len and always ends with the newest item
             assert caches[i].items[-1] == streams[i][t] and len(caches[i].items) <= max_len
             assert len(caches[i].items) <= caches[i].keys.shape[1] <= max_len
+
+
+def test_event_types_change_the_embedding_and_the_numpy_forms_follow_them() -> None:
+    from model.retrieval.encoder import IncrementalEncoder
+
+    keras.utils.set_random_seed(6)
+    model = SASRec(num_items=30, max_len=8, dim=16, blocks=2, heads=2, dropout=0.0, num_types=5)
+    rng = np.random.default_rng(2)
+    seq = rng.integers(1, 31, (4, 8))
+    types = rng.integers(0, 5, (4, 8))
+    model({"seq": seq, "types": types, "pos": seq, "neg": np.ones((4, 2), "int64")})
+    model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(p ** 2))
+    model.fit({"seq": seq, "types": types, "pos": seq, "neg": np.ones((4, 2), "int64")},
+              np.zeros(4), verbose=0)
+    expected = keras.ops.convert_to_numpy(model.encode(seq, types))
+    exported = export_sasrec(model)
+    np.testing.assert_allclose(exported.encode(seq, types), expected, atol=1e-5)
+    # A purchase is not a view: the same items with other types embed differently.
+    other = keras.ops.convert_to_numpy(model.encode(seq, (types + 1) % 5))
+    assert np.abs(other - expected).max() > 1e-3
+    # The incremental encoder takes (item, type) tokens and gives the same embedding.
+    inc = IncrementalEncoder(exported)
+    tokens = [inc.token(int(i), int(t)) for i, t in zip(seq[0], types[0])]
+    cache = inc.prefill(tokens[:-1])
+    explain: list[np.ndarray] = []
+    got = inc.step([cache], np.array(tokens[-1:]), explain)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
+    # The explanation: the newest position's attention over the 8 items, summing to 1.
+    assert explain[0].shape == (8,) and explain[0].sum() == pytest.approx(1.0, abs=1e-5)

@@ -32,7 +32,8 @@ class _Echo:
     def __init__(self) -> None:
         self.seen: list = []
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+              ) -> np.ndarray:
         self.seen.append((users.copy(), [h.copy() for h in histories]))
         return np.tile(np.arange(4, dtype=float), (len(users), 1))  # 3 known items
 

@@ -84,7 +84,8 @@ class _Oracle:
     def __init__(self, split, num_items: int) -> None:  # type: ignore[no-untyped-def]
         self.split, self.n = split, num_items
 
-    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+              ) -> np.ndarray:
         out = np.zeros((len(users), self.n + 1))
         out[np.arange(len(users)), [self.split.target(u, "test") for u in users]] = 1.0
         return out
@@ -100,7 +101,8 @@ def test_evaluate_protocols_on_an_oracle_and_a_constant_model() -> None:
     class Constant:
         name = "constant"
 
-        def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+              ) -> np.ndarray:
             return np.ones((len(users), n + 1))
 
     flat = evaluate(Constant(), split, "test", num_negatives=10)

@@ -14,7 +14,7 @@ from model.evaluation.harness import train_models
 from model.evaluation.protocols import evaluate
 from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score
 from model.retrieval.sasrec import SASRec, SASRecEncoder
-from model.retrieval.training import SASRecConfig, SASRecScorer, training_arrays
+from model.retrieval.training import SASRecConfig, SASRecScorer, target_weights, training_arrays
 from streams.synthetic import SyntheticConfig, generate
 
 
@@ -114,11 +114,23 @@ def test_baselines_by_hand() -> None:
 
 
 def test_training_windows_cover_long_histories() -> None:
-    rows, seq, pos = training_arrays([np.arange(1, 12), np.array([5])], max_len=4, max_windows=8)
+    types = [np.arange(11) % 3, np.array([1])]
+    rows, seq, pos, seq_types, pos_types = training_arrays(
+        [np.arange(1, 12), np.array([5])], max_len=4, max_windows=8, types=types)
     # 11 items: windows end at items 11, 7 and 3; each target item is trained on once.
     assert rows.tolist() == [0, 0, 0]
     assert seq.tolist() == [[7, 8, 9, 10], [3, 4, 5, 6], [0, 0, 1, 2]]
     assert pos.tolist() == [[8, 9, 10, 11], [4, 5, 6, 7], [0, 0, 2, 3]]
+    # Types travel with their items: item i has type (i - 1) % 3.
+    assert (seq_types == np.where(seq > 0, (seq - 1) % 3, 0)).all()
+    assert (pos_types == np.where(pos > 0, (pos - 1) % 3, 0)).all()
+
+
+def test_targets_weigh_by_their_event_type() -> None:
+    pos = np.array([[0, 4, 5, 6]])
+    kinds = np.array([[0, 1, 4, 7]])  # padding, view, purchase, a type past the table
+    weights = target_weights(pos, kinds, (1.0, 1.0, 1.0, 1.5, 2.0))
+    assert weights.tolist() == [[0.0, 1.0, 2.0, 1.0]]
 
 
 def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
@@ -133,3 +145,35 @@ def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
     with pytest.raises(ValueError, match="unknown models"):
         train_models(split, ["deepfm"])
     assert isinstance(trained["sasrec"].scorer, SASRecScorer)
+
+
+def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
+    """Lists carry one true item each, scored by a retriever that never saw the user; with
+    conversions in the log the ranker gets both heads, the feature spec it was trained
+    with, and early stopping never leaves it below its start (the retriever's order)."""
+    from model.evaluation.harness import conversion_report
+    from model.features import FeatureSpec
+    from model.ranking.training import NeuMFConfig, cross_fitted_examples
+    from streams.events import EVENT_TYPES
+
+    events = list(generate(SyntheticConfig(users=120, items=60, events=4000, seed=8,
+                                           follow_transition=0.7)))
+    spec = FeatureSpec(event_types=EVENT_TYPES)
+    split = leave_last_out(build_sequences(events, spec=spec))
+    sasrec_cfg = SASRecConfig(max_len=20, dim=16, blocks=1, epochs=4, eval_every=2)
+    cfg = NeuMFConfig(gmf_dim=8, mlp_layers=(16, 8), epochs=4, eval_every=2, candidates=20,
+                      lists_per_user=5)
+    found, labels = cross_fitted_examples(split, sasrec_cfg, 2, cfg,
+                                          np.random.default_rng(0))
+    assert labels.shape == (len(found.ids), cfg.negatives + 2, 2)
+    assert (labels[:, 0, 0] == 1).all()  # column 0 is the true next item
+    assert (labels[..., 1] <= labels[..., 0]).all()  # a conversion is a hit too
+    trained = train_models(split, ["sasrec", "pipeline"], sasrec_cfg, cfg)
+    result = trained["pipeline"].result
+    assert result is not None and result.model.tasks == ("next", "conversion")
+    assert FeatureSpec.from_dict(result.model.features) == split.sequences.spec
+    start = result.curve[0]["valid_ndcg10"]
+    assert result.best_valid["full"]["NDCG@10"] >= start
+    report = conversion_report(trained["pipeline"].scorer, split)  # type: ignore[arg-type]
+    assert set(report) == {"next head", "conversion head", "served"}
+    assert all(0 <= r["AUC"] <= 1 and r["cases"] > 0 for r in report.values())

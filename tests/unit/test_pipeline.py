@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from model.data import build_sequences, leave_last_out
+from model.data import Side, build_sequences, leave_last_out
 from model.pipeline import PipelineScorer, ServingBundle
 from model.ranking.neumf import NeuMF, start_from_score
 from model.retrieval.index import ItemIndex
@@ -65,3 +65,65 @@ def test_cached_sessions_step_to_the_same_lists_as_fresh_encoding() -> None:
     assert [r.items for r in twice] == [r.items for r in expected]
     np.testing.assert_allclose([r.scores for r in stepped],
                                [r.scores for r in fresh.recommend(users, names, k=5)], atol=1e-5)
+
+
+def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
+    """Event types, times and context reach the served ranker exactly as they reach the
+    offline pipeline: same lists, same per-head scores, and reasons from the session."""
+    import dataclasses
+
+    from model.features import FeatureSpec, LiveSession
+    from streams.events import EVENT_TYPES
+
+    keras.utils.set_random_seed(3)
+    events = [dataclasses.replace(e, context={"device": ("web", "app")[n % 2], "price": n % 7})
+              for n, e in enumerate(generate(SyntheticConfig(users=40, items=90, events=1500,
+                                                             seed=5)))]
+    spec = FeatureSpec(event_types=EVENT_TYPES, categorical=("device",), numeric=("price",),
+                       buckets=8)
+    seqs = build_sequences(events, spec=spec)
+    split = leave_last_out(seqs)
+    sasrec = SASRec(seqs.num_items, max_len=16, dim=16, blocks=1, dropout=0.0,
+                    num_types=spec.num_types)
+    ranker = NeuMF(seqs.num_users, seqs.num_items, 8, (16, 8), session_dim=16, use_score=True,
+                   context_dim=seqs.spec.dense_dim, categories=1, buckets=8, pair_dim=4,
+                   tasks=("next", "conversion"), features=seqs.spec.to_dict())
+    users = np.array([1, 2, 3, 4])
+    # The newest 16 events: within one encoder window (longer sessions roll, by design).
+    hist = [split.history(u, "test")[-16:] for u in users]
+    full = split.side(users, "test")
+    side = Side([t[-16:] for t in full.types], [t[-16:] for t in full.times], full.numeric,
+                full.cats)
+    sas = SASRecScorer(sasrec)
+    sessions = sas.embed(hist, side)
+    start_from_score(ranker)
+    ranker.set_weights([w + np.random.default_rng(0).normal(0, 0.2, w.shape)
+                        for w in ranker.get_weights()])  # every input has a say
+    index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
+    weights = {"next": 1.0, "conversion": 0.5}
+    offline = PipelineScorer(sas, index, ranker, candidates=30, head_weights=weights)
+    expected_scores, expected = offline.rerank(users, sessions, hist, side)
+
+    by_user: dict[str, list] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    live = []
+    for u in users:
+        mine = by_user[seqs.users.ids[u - 1]][:-1][-16:]  # the test history, as above
+        live.append(LiveSession([e.item_id for e in mine], [e.event_type for e in mine],
+                                [e.ts for e in mine], mine[-1].context))
+    bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v8",
+                                       candidates=30, head_weights=weights)
+    recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], live, k=10)
+    for row, rec in enumerate(recs):
+        assert rec is not None
+        assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]
+        np.testing.assert_allclose(rec.scores, expected_scores[row, :10], rtol=1e-4, atol=1e-4)
+        assert rec.heads is not None and set(rec.heads) == {"next", "conversion"}
+        combined = np.array(rec.heads["next"]) + 0.5 * np.array(rec.heads["conversion"])
+        np.testing.assert_allclose(combined, rec.scores, rtol=1e-4, atol=1e-4)
+        assert rec.because and {item for item, _ in rec.because} <= set(live[row].items)
+        assert [w for _, w in rec.because] == sorted((w for _, w in rec.because), reverse=True)
+    # A wrong-typed context value is left out of the features, never a failure.
+    odd = LiveSession(live[0].items, live[0].types, live[0].times, {"price": "cheap"})
+    assert bundle.recommend([seqs.users.ids[0]], [odd], k=5)[0] is not None

@@ -67,6 +67,23 @@ def test_diginetica_anonymous_sessions_get_session_users(tmp_path: Path) -> None
     assert events[0].ts == 1462752000000 + 1000
 
 
+def test_rees46_maps_types_keeps_price_and_skips_removals(tmp_path: Path) -> None:
+    header = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id," \
+             "user_session\n"
+    path = _write(tmp_path, "events.csv", header +
+                  "2019-10-01 00:00:05 UTC,purchase,3,9,beauty.x,acme,1.50,7,s1\n"
+                  "2019-10-01 00:00:00 UTC,view,1,9,,acme,35.79,7,s1\n"
+                  "2019-10-01 00:00:05 UTC,remove_from_cart,1,9,,,35.79,7,s1\n"
+                  "2019-10-01 00:00:05 UTC,cart,2,9,,,,8,\n")
+    events = _events(path, "rees46")
+    assert [(e.user_id, e.item_id, e.event_type, e.session_id, e.context) for e in events] == [
+        ("7", "1", "view", "s1", {"price": 35.79}),
+        ("7", "3", "purchase", "s1", {"price": 1.5}),   # ties keep file order
+        ("8", "2", "add_to_cart", None, None)]
+    assert events[0].ts == 1569888000000 and events[1].ts == 1569888005000
+    assert _events(path, "rees46") == events  # ids are deterministic
+
+
 def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
     path = _write(tmp_path, "seq.txt", "u1 a b c\nu2 d e\n")
     events = _events(path, "sequences")

@@ -1,13 +1,26 @@
+from typing import Any
+
+import orjson
 import pytest
 
+from model.features import FeatureSpec, LiveSession
 from streams.events import Event
-from streams.sessions import SessionPolicy, SessionState, apply_event
+from streams.sessions import (
+    UNDECLARED,
+    WRONG_TYPE,
+    SessionPolicy,
+    SessionState,
+    apply_event,
+    ignored_context,
+)
 
 MIN = 60_000
 
 
-def ev(n: int, item: str, ts: int, session: str | None = None) -> Event:
-    return Event(f"00000000-0000-4000-8000-{n:012d}", "u1", item, "view", ts, session_id=session)
+def ev(n: int, item: str, ts: int, session: str | None = None, event_type: str = "view",
+       context: dict[str, Any] | None = None) -> Event:
+    return Event(f"00000000-0000-4000-8000-{n:012d}", "u1", item, event_type, ts,
+                 session_id=session, context=context)
 
 
 def run(events: list[Event], policy: SessionPolicy) -> list[tuple[SessionState, bool]]:
@@ -76,3 +89,61 @@ def test_event_fingerprints_are_short_stable_and_distinct() -> None:
     # Pinned: a change of definition would make a restarted worker miss the duplicates
     # remembered in the state it recovers.
     assert event_fingerprint("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e") == "iUIG4PuYv5k"
+
+
+SPEC = FeatureSpec(categorical=("device",), numeric=("price",))
+
+
+def test_types_times_and_context_follow_the_items_and_are_bounded_with_them() -> None:
+    t0 = 1_700_000_000_000
+    kinds = ["view", "click", "add_to_cart", "purchase", "view", "click"]
+    events = [ev(i, f"i{i}", t0 + i * MIN, event_type=kind, context={"price": float(i)})
+              for i, kind in enumerate(kinds)]
+    last, _ = run(events, SessionPolicy(max_items=4, features=SPEC))[-1]
+    assert last.items == ("i2", "i3", "i4", "i5")
+    assert last.types == ("add_to_cart", "purchase", "view", "click")
+    assert last.times == tuple(t0 + i * MIN for i in range(2, 6))
+    assert last.context == {"price": 5.0}  # the last event's, not a merge
+    assert last.session() == LiveSession(last.items, last.types, last.times, {"price": 5.0})
+    reset, _ = run(events[:2] + [ev(9, "x", t0 + 2 * MIN, "s2", "purchase")],
+                   SessionPolicy(reset_on_new_session=True))[-1]
+    assert (reset.items, reset.types, reset.times) == (("x",), ("purchase",), (t0 + 2 * MIN,))
+
+
+def test_only_declared_context_keys_of_a_usable_type_are_kept() -> None:
+    context = {"price": "cheap", "device": "ios", "campaign": "x", "rating": 4.0}
+    state, _ = apply_event(None, ev(1, "a", 1_700_000_000_000, context=context),
+                           SessionPolicy(features=SPEC))
+    assert state.context == {"device": "ios"}
+    assert sorted(ignored_context(context, SPEC)) == sorted([WRONG_TYPE, UNDECLARED, UNDECLARED])
+    assert ignored_context(None, SPEC) == [] and ignored_context({"device": 3}, SPEC) == []
+    default, _ = apply_event(None, ev(1, "a", 1_700_000_000_000, context=context),
+                             SessionPolicy())
+    assert default.context == {}  # nothing declared, nothing kept
+
+
+def test_v2_round_trips_through_json_with_short_types_and_ages() -> None:
+    t0 = 1_700_000_000_000
+    events = [ev(1, "a", t0 + MIN, event_type="add_to_cart", context={"device": "ios"}),
+              ev(2, "b", t0, event_type="purchase", context={"device": "web", "price": 9.5})]
+    state, _ = run(events, SessionPolicy(features=SPEC))[-1]
+    stored = state.to_dict()
+    assert (stored["v"], stored["types"], stored["ages_ms"]) == (2, "34", [0, MIN])
+    assert SessionState.from_dict(orjson.loads(orjson.dumps(stored))) == state
+    assert state.times == (t0 + MIN, t0) and state.context == {"device": "web", "price": 9.5}
+
+
+def test_a_v1_state_migrates_without_losing_the_session() -> None:
+    # As the worker wrote it before types and times were kept: every field but those.
+    v1 = {"items": ["a", "b"], "session_id": "s1", "session_start_ms": 1_700_000_000_000,
+          "last_ts": 1_700_000_060_000, "recent_event_ids": ["iUIG4PuYv5k"],
+          "events_in_session": 2}
+    state = SessionState.from_dict(v1)
+    assert (state.items, state.types, state.times, state.context) == \
+        (("a", "b"), ("", ""), (1_700_000_060_000,) * 2, {})
+    assert (state.session_id, state.session_start_ms, state.recent_event_ids,
+            state.events_in_session) == ("s1", 1_700_000_000_000, ("iUIG4PuYv5k",), 2)
+    assert SessionState.from_dict(state.to_dict()) == state  # unknown types survive v2
+    nxt, changed = apply_event(state, ev(3, "c", 1_700_000_120_000, "s1"), SessionPolicy())
+    assert changed and nxt.items == ("a", "b", "c") and nxt.types == ("", "", "view")
+    assert nxt.to_dict()["types"] == "001" and nxt.events_in_session == 3

@@ -61,3 +61,24 @@ def test_settings_are_frozen(clean_env: pytest.MonkeyPatch) -> None:
     s = Settings()
     with pytest.raises(Exception, match="frozen"):
         s.kafka_port = 1234  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ['["rating", "price"]', "rating, price", "rating,price,"])
+def test_context_keys_from_a_json_list_or_commas(clean_env: pytest.MonkeyPatch,
+                                                 value: str) -> None:
+    clean_env.setenv("STREAMREC_CONTEXT_NUMERIC", value)
+    clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "device")
+    clean_env.setenv("STREAMREC_CONTEXT_BUCKETS", "32")
+    spec = load_settings().feature_spec()
+    assert (spec.numeric, spec.categorical, spec.buckets) == (("rating", "price"), ("device",), 32)
+    assert spec.event_types == ("view", "click", "add_to_cart", "purchase")
+
+
+def test_no_context_keys_by_default_and_a_key_cannot_be_both(
+        clean_env: pytest.MonkeyPatch) -> None:
+    spec = load_settings().feature_spec()
+    assert (spec.numeric, spec.categorical, spec.buckets) == ((), (), 64)
+    clean_env.setenv("STREAMREC_CONTEXT_NUMERIC", "price")
+    clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "price,device")
+    with pytest.raises(StackError, match="STREAMREC_CONTEXT_NUMERIC.*categorical too"):
+        load_settings()

@@ -16,10 +16,11 @@ import numpy as np
 import orjson
 import pytest
 
+from model.features import FeatureSpec, LiveSession
 from model.pipeline import Recommendation
 from streams.events import new_event
 from streams.hot_swap import Serving
-from streams.messages import CHAMPION, ModelAnnouncement, PopularList
+from streams.messages import CHAMPION, ModelAnnouncement, PopularList, RecommendationList
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.sessions import SessionPolicy, SessionState
@@ -43,11 +44,13 @@ def test_a_valid_event_updates_the_session_and_counts_popularity() -> None:
     table: dict[str, dict] = {}
     first = step(new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json(), table.get)
     assert isinstance(first, SessionUpdate)
-    assert (first.user_id, first.items, first.event_id, first.item_id, first.sent_us) == \
-        ("u1", ("i1",), EVENT_ID, "i1", None)
+    assert (first.user_id, first.session, first.event_id, first.item_id, first.sent_us,
+            first.ignored) == ("u1", LiveSession(("i1",), ("view",), (T0,), {}), EVENT_ID,
+                               "i1", None, [])
     table[first.user_id] = first.state
-    second = step(new_event("u1", "i2", ts=T0 + 1000).to_json(), table.get)
-    assert isinstance(second, SessionUpdate) and second.items == ("i1", "i2")
+    second = step(new_event("u1", "i2", "purchase", ts=T0 + 1000).to_json(), table.get)
+    assert isinstance(second, SessionUpdate) and second.session.items == ("i1", "i2")
+    assert second.session.types == ("view", "purchase")
     state = SessionState.from_dict(second.state)
     assert state.items == ("i1", "i2") and state.events_in_session == 2
     assert sorted(item for item, _ in popularity.top(10)) == ["i1", "i2"]
@@ -99,6 +102,19 @@ def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> Non
     assert isinstance(outcome, SessionUpdate) and outcome.sent_us == expected
 
 
+def test_context_keys_left_out_are_named_and_the_event_still_answered() -> None:
+    spec = FeatureSpec(categorical=("device",), numeric=("price",))
+    step = EventStep(SessionPolicy(features=spec), DecayedPopularity())
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID,
+                    context={"price": "free", "device": "ios", "coupon": "x"}).to_json()
+    outcome = step(raw, {}.get)
+    assert isinstance(outcome, SessionUpdate)
+    assert sorted(outcome.ignored) == ["undeclared", "wrong_type"]
+    assert outcome.session.context == {"device": "ios"}
+    assert SessionState.from_dict(outcome.state).context == {"device": "ios"}
+    assert step(raw, {"u1": outcome.state}.get) == Duplicate(EVENT_ID)  # not counted again
+
+
 # --- per batch -------------------------------------------------------------------------
 
 class FakeBundle:
@@ -110,10 +126,10 @@ class FakeBundle:
         self.items = SimpleNamespace(ids=["i1"])
         self.calls: list[dict[str, Any]] = []
 
-    def recommend(self, users: Sequence[str], sessions: Sequence[Sequence[str]], k: int = 10,
+    def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
                   exclude_seen: bool = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation | None]:
-        self.calls.append({"users": list(users), "sessions": [list(s) for s in sessions],
+        self.calls.append({"users": list(users), "sessions": [list(s.items) for s in sessions],
                            "k": k, "exclude_seen": exclude_seen})
         if timings is not None:
             timings["retrieve"] = 0.002
@@ -150,7 +166,7 @@ class Clock:
 
 def update(user: str, items: tuple[str, ...], event_id: str = EVENT_ID,
            sent: int | None = 1_700_000_000_000_000) -> SessionUpdate:
-    return SessionUpdate(user, items, event_id, items[-1], sent, {})
+    return SessionUpdate(user, LiveSession(items), event_id, items[-1], sent, {})
 
 
 def make_step(store: FakeStore | None = None, exclude_seen: bool = True,
@@ -170,6 +186,20 @@ def published(metrics: WorkerMetrics, path: str) -> float | None:
                                              {"path": path})
 
 
+def test_lists_carry_per_head_scores_and_the_session_items_behind_them() -> None:
+    step, producer, _ = make_step()
+    bundle = FakeBundle("r:v3", {"u1": Recommendation(
+        ["x", "y"], [1.5, 0.5], {"next": [1.0, 0.25], "conversion": [np.float32(0.3333333), 0.0]},
+        [("q", np.float32(0.61234567)), ("a", 0.3)])})
+    (lst,) = asyncio.run(step.publish([update("u1", ("a", "q"))], bundle))
+    record = orjson.loads(producer.sent[0][2])
+    assert record["items"][0] == {"item_id": "x", "score": 1.5,
+                                  "heads": {"next": 1.0, "conversion": 0.333333}}
+    assert record["because"] == [{"item_id": "q", "weight": 0.6123},
+                                 {"item_id": "a", "weight": 0.3}]
+    assert RecommendationList.from_json(producer.sent[0][2]) == lst
+
+
 def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     step, producer, metrics = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(
@@ -181,11 +211,13 @@ def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     assert (topic, key) == ("recs", b"u1") and value == lists[0].to_json()
     record = orjson.loads(value)
     assert list(record) == ["user_id", "path", "model_version", "items", "event_id",
-                            "event_item_id", "sent_us", "published_us"]
+                            "event_item_id", "sent_us", "published_us", "because"]
     assert {k: v for k, v in record.items() if k != "published_us"} == {
         "user_id": "u1", "path": "model", "model_version": "r:v2",
-        "items": [{"item_id": "x", "score": 0.123457}, {"item_id": "y", "score": 2.0}],
-        "event_id": EVENT_ID, "event_item_id": "q", "sent_us": 1_700_000_000_000_000}
+        "items": [{"item_id": "x", "score": 0.123457, "heads": None},
+                  {"item_id": "y", "score": 2.0, "heads": None}],
+        "event_id": EVENT_ID, "event_item_id": "q", "sent_us": 1_700_000_000_000_000,
+        "because": None}
     assert record["published_us"] >= record["sent_us"]
     assert (published(metrics, "model"), published(metrics, "popularity")) == (1.0, 0.0)
     assert metrics.registry.get_sample_value("streamrec_worker_stage_seconds_count",
@@ -373,9 +405,11 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     dlq = SimpleNamespace(send_soon=lambda **kw: letters.append(kw))
     table: dict[str, dict] = {}
     metrics = WorkerMetrics()
-    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), table, dlq,
+    policy = SessionPolicy(features=FeatureSpec(numeric=("price",)))
+    process = sessionizer(EventStep(policy, DecayedPopularity()), table, dlq,
                           metrics, PartitionLag(metrics))  # type: ignore[arg-type]
-    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID,
+                    context={"price": "n/a", "coupon": "x", "ref": "y"}).to_json()
     first = asyncio.run(process(raw))
     assert isinstance(first, SessionUpdate) and first.sent_us == 7
     assert table == {"u1": first.state}
@@ -389,3 +423,6 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     assert sample("streamrec_worker_events_total") == 3.0
     assert sample("streamrec_worker_duplicates_total") == 1.0
     assert sample("streamrec_worker_dead_letters_total", {"reason": "bad_json"}) == 1.0
+    ignored = "streamrec_worker_context_ignored_total"  # once: the duplicate is not counted
+    assert sample(ignored, {"reason": "undeclared"}) == 2.0
+    assert sample(ignored, {"reason": "wrong_type"}) == 1.0

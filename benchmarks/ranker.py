@@ -1,0 +1,129 @@
+"""Does the ranker earn its place? SASRec alone against the retrieve-then-rerank pipeline
+with the multi-task ranker, and the pipeline without each of its new inputs, all on one
+leave-last-out split of one log (issue #14's ablation):
+
+- ``sasrec``: the retriever alone (with event types);
+- ``pipeline``: SASRec + the multi-task ranker with context, event types, both heads;
+- ``no-context``: the ranker without the newest event's context features;
+- ``no-types``: SASRec trained without the event-type embedding and type weights, and
+  its own ranker;
+- ``no-conversion``: the ranker with the next-item head only.
+
+Full-ranking figures are the ones to quote; sampled ones are printed for the papers'
+protocol. Conversion figures are on the test cases whose target converted, per head.
+
+    .venv/bin/python -m benchmarks.ranker --data ../shared/data/rees46-slice/events.csv \\
+        --format rees46 --numeric price
+    .venv/bin/python -m benchmarks.ranker --data ../shared/data/ml-latest-small/ratings.csv \\
+        --format movielens --numeric rating --liked-key rating
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import keras
+
+from model.data import LeaveLastOut, build_sequences, leave_last_out
+from model.evaluation.harness import conversion_report
+from model.evaluation.protocols import evaluate
+from model.features import FeatureSpec
+from model.pipeline import PipelineScorer
+from model.ranking.training import NeuMFConfig, fit_ranker
+from model.retrieval.index import ItemIndex
+from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
+from streams.events import EVENT_TYPES
+from streams.readers import read_valid_events
+
+VARIANTS = ("pipeline", "no-context", "no-types", "no-conversion")
+
+
+def _figures(scorer: object, split: LeaveLastOut) -> dict:
+    result = evaluate(scorer, split, "test")  # type: ignore[arg-type]
+    return {"full": result["full"], "sampled": result["sampled"]}
+
+
+def _retriever(split: LeaveLastOut, cfg: SASRecConfig) -> tuple:
+    """SASRec trained once per type setting, its scorer, index and figures."""
+    start = time.perf_counter()
+    res = fit_sasrec(split, cfg)
+    scorer = SASRecScorer(res.model)
+    index = ItemIndex.build(keras.ops.convert_to_numpy(res.model.item_embeddings()))
+    figures = {**_figures(scorer, split), "best_epoch": res.best_epoch,
+               "seconds": round(time.perf_counter() - start, 1)}
+    return res, scorer, index, figures
+
+
+def _ranker(split: LeaveLastOut, retriever: tuple, sasrec_cfg: SASRecConfig,
+            cfg: NeuMFConfig) -> dict:
+    """The pipeline with a ranker trained by ``cfg`` on top of ``retriever``."""
+    res, scorer, index, _ = retriever
+    start = time.perf_counter()
+    ranker = fit_ranker(split, scorer, index, sasrec_cfg, res.best_epoch, cfg)
+    pipeline = PipelineScorer(scorer, index, ranker.model, cfg.candidates, exclude_seen=False,
+                              head_weights=cfg.head_weights)
+    return {**_figures(pipeline, split), "best_epoch": ranker.best_epoch,
+            "conversion": conversion_report(pipeline, split),
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--format", required=True)
+    parser.add_argument("--numeric", default="", help="numeric context keys, comma-separated")
+    parser.add_argument("--categorical", default="", help="categorical context keys")
+    parser.add_argument("--liked-key", default=None, help="numeric key marking a conversion")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", default=None, help="write the figures here")
+    args = parser.parse_args()
+    keys = lambda text: tuple(k for k in text.split(",") if k)  # noqa: E731
+    spec = FeatureSpec(event_types=EVENT_TYPES, numeric=keys(args.numeric),
+                       categorical=keys(args.categorical), liked_key=args.liked_key)
+    split = leave_last_out(build_sequences(read_valid_events(args.data, args.format),
+                                           spec=spec))
+    seqs = split.sequences
+    test_users = split.eval_users("test")
+    print(f"{args.data}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
+          f"{seqs.interactions():,} events, {len(test_users):,} test users, "
+          f"{int(split.converted(test_users, 'test').sum())} converted targets")
+    sasrec_cfg, neumf_cfg = SASRecConfig(), NeuMFConfig()
+    untyped = replace(sasrec_cfg, event_types=False, type_weights=())
+    variants = [v for v in args.variants.split(",") if v]
+    report: dict[str, dict] = {}
+    retrievers = {}
+    for variant in variants:
+        typed = variant != "no-types"
+        if typed not in retrievers:
+            retrievers[typed] = _retriever(split, sasrec_cfg if typed else untyped)
+            report["sasrec" if typed else "sasrec (no types)"] = retrievers[typed][3]
+        cfg = {"no-context": replace(neumf_cfg, context=False),
+               "no-conversion": replace(neumf_cfg, tasks=("next",))}.get(variant, neumf_cfg)
+        report[variant] = _ranker(split, retrievers[typed],
+                                  sasrec_cfg if typed else untyped, cfg)
+        _print(report)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+
+
+def _print(report: dict[str, dict]) -> None:
+    base = report.get("sasrec", {}).get("full", {}).get("NDCG@10")
+    print(f"\n{'model':<20} {'full NDCG@10':>13} {'vs sasrec':>10} {'full HR@10':>11} "
+          f"{'MRR':>7} {'sampled NDCG@10':>16} {'best ep':>8}")
+    for name, r in report.items():
+        ndcg = r["full"]["NDCG@10"]
+        ratio = f"{ndcg / base:.3f}x" if base else "-"
+        print(f"{name:<20} {ndcg:>13.4f} {ratio:>10} {r['full']['HR@10']:>11.4f} "
+              f"{r['full']['MRR']:>7.4f} {r['sampled']['NDCG@10']:>16.4f} "
+              f"{str(r.get('best_epoch')):>8}")
+        for head, c in (r.get("conversion") or {}).items():
+            print(f"    conversion targets ({c['cases']}), {head:<16} AUC {c['AUC']:.4f}  "
+                  f"NDCG@10 {c['NDCG@10']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The serving bundle's cost per event, by stage (encode, retrieve, rank), at production
+sizes with random weights: what a worker pays for the model path, without Kafka or Faust.
+
+Steady state as in a worker: each round, every user in a micro-batch gains one event, so
+the encoder steps its caches. With ``--features`` the ranker takes everything the
+multi-task ranker reads (event types, context, pair features, two heads); without, the
+id-only ranker of before. Written against the bundle's oldest interface too, so the same
+file runs on an older commit for an old-versus-new comparison in one sitting:
+
+    .venv/bin/python -m benchmarks.serving --features
+    (cd /tmp/old && /work/main/.venv/bin/python /work/main/benchmarks/serving.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import time
+
+import keras
+import numpy as np
+
+from model.data import IdMap
+from model.pipeline import ServingBundle
+from model.ranking.neumf import NeuMF, start_from_score
+from model.retrieval.sasrec import SASRec
+
+TYPES = ("view", "click", "add_to_cart", "purchase")
+
+
+def _models(items: int, users: int, features: bool) -> tuple[SASRec, NeuMF]:
+    extra = {"num_types": len(TYPES) + 1} if features else {}
+    sasrec = SASRec(items, max_len=50, dim=64, blocks=2, dropout=0.0, **extra)
+    sasrec({"seq": np.ones((1, 50), "int64"), "pos": np.ones((1, 50), "int64"),
+            "neg": np.ones((1, 2), "int64"), **({"types": np.ones((1, 50), "int64")}
+                                                  if features else {})})
+    kwargs: dict = {"session_dim": 64, "use_score": True}
+    if features:
+        from model.features import FeatureSpec
+
+        spec = FeatureSpec(event_types=TYPES, categorical=("device",), numeric=("price",))
+        kwargs.update(context_dim=spec.dense_dim, categories=1, buckets=spec.buckets,
+                      pair_dim=4, tasks=("next", "conversion"), features=spec.to_dict())
+    ranker = start_from_score(NeuMF(users, items, 32, (64, 32, 16), **kwargs))
+    return sasrec, ranker
+
+
+def _session(items: list[str], features: bool, now_ms: int) -> object:
+    if not features:
+        return items
+    from model.features import LiveSession
+
+    return LiveSession(items, [TYPES[len(items) % 4]] * len(items),
+                       [now_ms - 60_000 * (len(items) - i) for i in range(len(items))],
+                       {"device": "app", "price": 12.5})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--features", action="store_true")
+    args = parser.parse_args()
+    features = args.features and "pair_dim" in inspect.signature(NeuMF).parameters
+    keras.utils.set_random_seed(0)
+    sasrec, ranker = _models(args.items, args.users, features)
+    users = IdMap.from_list([f"u{i}" for i in range(args.users)])
+    items = IdMap.from_list([f"i{i}" for i in range(args.items)])
+    bundle = ServingBundle.from_models(sasrec, ranker, users, items, "bench")
+    rng = np.random.default_rng(0)
+    sessions: dict[str, list[str]] = {}
+    timings: dict[str, float] = {}
+    events = 0
+    for round_ in range(args.rounds):
+        batch = [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)]
+        for user in batch:
+            sessions.setdefault(user, []).append(f"i{rng.integers(args.items)}")
+        live = [_session(sessions[u][-50:], features, 1_700_000_000_000) for u in batch]
+        into = timings if round_ >= args.rounds // 3 else None  # after a warm-up third
+        start = time.perf_counter()
+        bundle.recommend(batch, live, 10, timings=into)
+        if into is not None:
+            events += len(batch)
+            timings["total"] = timings.get("total", 0.0) + time.perf_counter() - start
+    print(f"features={'on' if features else 'off'}; µs per event over {events} events, "
+          f"batches of {args.batch}:")
+    for stage, seconds in timings.items():
+        print(f"  {stage:<9} {seconds / events * 1e6:8.1f}")
+
+
+if __name__ == "__main__":
+    main()

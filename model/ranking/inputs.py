@@ -1,0 +1,72 @@
+"""The ranker's inputs for a batch of candidate lists, built one way for training, the
+offline pipeline and the gate (``flat``, for the Keras model); the NumPy serving path
+(``model.pipeline.ServingBundle``) feeds ``NumpyNeuMF`` the same ``row`` and ``pair``
+arrays unflattened, so a feature means the same everywhere (a test holds them equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from model.data import Side
+from model.features import FeatureSpec, pair_features
+from model.ranking.neumf import NeuMF
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate lists [batch, width] with what the ranker reads of each."""
+
+    users: np.ndarray      # [batch] dense user ids (0 = unknown)
+    sessions: np.ndarray   # [batch, d] session embeddings
+    ids: np.ndarray        # [batch, width] item ids, retrieval order (0 = none)
+    scores: np.ndarray     # [batch, width] retrieval scores
+    context: np.ndarray    # [batch, spec.dense_dim]: the newest event's features
+    categories: np.ndarray  # [batch, keys]: its hashed categorical context
+    pair: np.ndarray       # [batch, width, PAIR_FEATURES]
+
+    @classmethod
+    def build(cls, spec: FeatureSpec, users: np.ndarray, sessions: np.ndarray,
+              ids: np.ndarray, scores: np.ndarray, histories: list[np.ndarray],
+              side: Side | None) -> Candidates:
+        """Features from ``side`` (unknown types, times and context without one)."""
+        n = len(histories)
+        if side is None:
+            empty = [np.zeros(0, np.int64)] * n
+            side = Side(empty, empty, np.full((n, len(spec.numeric)), np.nan),
+                        np.zeros((n, len(spec.categorical)), np.int64))
+        now = np.array([t[-1] if len(t) else 0 for t in side.times], np.int64)
+        return cls(users, sessions, ids, np.where(ids > 0, scores, 0.0), side.dense(spec),
+                   side.cats, pair_features(ids, histories, side.types, side.times, now,
+                                            spec.conversion_codes))
+
+    def rows(self, which: np.ndarray) -> Candidates:
+        """The lists ``which`` selects (a boolean mask or indices), in that order."""
+        return Candidates(self.users[which], self.sessions[which], self.ids[which],
+                          self.scores[which], self.context[which], self.categories[which],
+                          self.pair[which])
+
+    @classmethod
+    def concat(cls, parts: list[Candidates]) -> Candidates:
+        """The lists of ``parts``, one after another (all of one width)."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in fields(cls)))
+
+    def flat(self, model: NeuMF) -> dict[str, np.ndarray]:
+        """One row per (list, candidate), with the inputs ``model`` was built for."""
+        width = self.ids.shape[1]
+        out = {"user": np.repeat(self.users, width).astype("int32"),
+               "item": self.ids.ravel().astype("int32")}
+        if model.session_dim:
+            out["session"] = np.repeat(self.sessions, width, axis=0)
+        if model.use_score:
+            out["score"] = self.scores.reshape(-1, 1).astype("float32")
+        if model.context_dim:
+            out["context"] = np.repeat(self.context, width, axis=0)
+        if model.categories:
+            out["categories"] = np.repeat(self.categories, width, axis=0).astype("int32")
+        if model.pair_dim:
+            out["pair"] = self.pair.reshape(-1, self.pair.shape[-1])
+        return out

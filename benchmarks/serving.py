@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from model.data import IdMap
-from model.pipeline import ServingBundle
+from model.pipeline import ServingBundle, limit_threads
 from model.ranking.neumf import NeuMF, start_from_score
 from model.retrieval.sasrec import SASRec
 
@@ -50,7 +50,7 @@ def _session(items: list[str], features: bool, now_ms: int) -> object:
         return items
     from model.features import LiveSession
 
-    return LiveSession(items, [TYPES[len(items) % 4]] * len(items),
+    return LiveSession(items, [TYPES[int(item[1:]) % 4] for item in items],
                        [now_ms - 60_000 * (len(items) - i) for i in range(len(items))],
                        {"device": "app", "price": 12.5})
 
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--features", action="store_true")
     args = parser.parse_args()
     features = args.features and "pair_dim" in inspect.signature(NeuMF).parameters
+    limit_threads(1)  # as a worker does: spare BLAS/OpenMP threads only add jitter
     keras.utils.set_random_seed(0)
     sasrec, ranker = _models(args.items, args.users, features)
     users = IdMap.from_list([f"u{i}" for i in range(args.users)])

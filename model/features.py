@@ -92,6 +92,11 @@ class FeatureSpec:
     def type_code(self, event_type: str | None) -> int:
         return self._codes.get(event_type or "", 0)
 
+    def type_codes(self, types: Sequence[str | None]) -> np.ndarray:
+        """``type_code`` of each type, as one array (the serving path, per session)."""
+        get = self._codes.get
+        return np.fromiter((get(t or "", 0) for t in types), np.int64, len(types))
+
     @property
     def conversion_codes(self) -> tuple[int, ...]:
         return tuple(self._codes[t] for t in self.conversion_types if t in self._codes)

@@ -81,7 +81,8 @@ class PipelineScorer:
         else:
             depth = self.candidates + max((len(h) for h in histories), default=0)
             scores, ids = self.index.search(sessions, min(depth, self.index.num_items))
-        found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side)
+        found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
+                                 seen_excluded=self.exclude_seen)
         logits = keras.ops.convert_to_numpy(self.ranker.predict_on_batch(
             found.flat(self.ranker)))
         ranked = np.where(ids > 0, logits.reshape(*ids.shape, -1) @ self.heads, -np.inf)
@@ -185,18 +186,24 @@ class ServingBundle:
 
     def _histories(self, sessions: list[LiveSession]) -> tuple[list[int], list[np.ndarray], Side]:
         """(rows the model knows an item of, their dense histories, their ``Side``): items
-        it never saw leave the history together with their types and times."""
+        it never saw leave the history together with their types and times. Runs per
+        event: arrays are filled straight from the session's sequences."""
         known, hist, types, times, numeric, cats = [], [], [], [], [], []
+        lookup = self.items.index.get
         for r, s in enumerate(sessions):
-            ids = np.array([self.items.get(x) for x in s.items], dtype=np.int64)
+            n = len(s.items)
+            ids = np.fromiter((lookup(x, 0) for x in s.items), np.int64, n)
             keep = ids > 0
             if not keep.any():
                 continue
+            kinds = self.spec.type_codes(s.types) if s.types else np.zeros(n, np.int64)
+            stamps = np.fromiter(s.times, np.int64, n) if s.times else np.zeros(n, np.int64)
+            if not keep.all():
+                ids, kinds, stamps = ids[keep], kinds[keep], stamps[keep]
             known.append(r)
-            hist.append(ids[keep])
-            kinds = [self.spec.type_code(t) for t in s.types] if s.types else [0] * len(ids)
-            types.append(np.asarray(kinds, np.int64)[keep])
-            times.append(np.asarray(s.times if s.times else [0] * len(ids), np.int64)[keep])
+            hist.append(ids)
+            types.append(kinds)
+            times.append(stamps)
             numeric.append(self.spec.numeric_values(s.context))
             cats.append(self.spec.category_ids(s.context))
         side = Side(types, times, np.asarray(numeric, np.float64).reshape(len(known), -1),
@@ -226,33 +233,49 @@ class ServingBundle:
         heads = None
         if self.ranker is not None and self.heads is not None:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
-            found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side)
+            found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side,
+                                     seen_excluded=exclude_seen)
             heads = self.ranker.score(user_ids, ids, emb, found.scores, found.context,
                                       found.categories, found.pair)
             scores = np.where(ids > 0, heads @ self.heads, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        valid = np.take_along_axis(ids, order, 1) > 0
+        reasons = self._reasons(hist, attention)
         for row, r in enumerate(known):
-            out[r] = self._list(row, [c for c in order[row] if ids[row, c] > 0], ids, scores,
-                                heads, live[r], attention[row])
+            out[r] = self._list(row, order[row][valid[row]], ids, scores, heads, reasons[row])
         clock.lap("rank")
         return out
 
-    def _list(self, row: int, top: list[int], ids: np.ndarray, scores: np.ndarray,
-              heads: np.ndarray | None, session: LiveSession, attention: np.ndarray
+    def _reasons(self, histories: list[np.ndarray], attention: list[np.ndarray]
+                 ) -> list[list[tuple[str, float]] | None]:
+        """Per row, the ``explain`` session items with the most attention, strongest
+        first: ``attention[row]`` covers the newest items of ``histories[row]`` (dense ids,
+        as the encoder saw them). One argsort for the whole batch."""
+        if not self.explain or not attention:
+            return [None] * len(histories)
+        width = max(len(a) for a in attention)
+        padded = np.full((len(attention), max(width, 1)), -1.0, np.float32)
+        for row, weights in enumerate(attention):
+            padded[row, width - len(weights):] = weights
+        best = np.argsort(-padded, axis=1, kind="stable")[:, :self.explain]
+        names, out = self.items.ids, []
+        for row, (history, picks) in enumerate(zip(histories, best.tolist())):
+            offset = width - len(attention[row])
+            window = history[len(history) - len(attention[row]):].tolist()
+            out.append([(names[window[i - offset] - 1], float(padded[row, i]))
+                        for i in picks if i >= offset] or None)
+        return out
+
+    def _list(self, row: int, top: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+              heads: np.ndarray | None, because: list[tuple[str, float]] | None
               ) -> Recommendation:
-        """One row's list: items, scores, per-head scores, and the session items with the
-        most attention (the newest ones the cache held, oldest first)."""
+        """One row's list: items, scores, per-head scores, and the reasons."""
         per_head = None
         if heads is not None and self.ranker is not None and len(self.ranker.tasks) > 1:
-            per_head = {t: [float(heads[row, c, i]) for c in top]
-                        for i, t in enumerate(self.ranker.tasks)}
-        because = None
-        if self.explain and len(attention):
-            known = [x for x in session.items if self.items.get(x)][-len(attention):]
-            best = np.argsort(-attention, kind="stable")[:self.explain]
-            because = [(known[i], float(attention[i])) for i in best]
-        return Recommendation([self.items.ids[ids[row, c] - 1] for c in top],
-                              [float(scores[row, c]) for c in top], per_head, because)
+            per_head = dict(zip(self.ranker.tasks, heads[row, top].T.tolist()))
+        names = self.items.ids
+        return Recommendation([names[i - 1] for i in ids[row, top].tolist()],
+                              scores[row, top].tolist(), per_head, because)
 
 
 def _rounds(users: list[str]) -> list[list[int]]:

@@ -30,8 +30,10 @@ class Candidates:
     @classmethod
     def build(cls, spec: FeatureSpec, users: np.ndarray, sessions: np.ndarray,
               ids: np.ndarray, scores: np.ndarray, histories: list[np.ndarray],
-              side: Side | None) -> Candidates:
-        """Features from ``side`` (unknown types, times and context without one)."""
+              side: Side | None, seen_excluded: bool = False) -> Candidates:
+        """Features from ``side`` (unknown types, times and context without one).
+        ``seen_excluded``: the candidates hold none of the history (the serving default),
+        so the seen-before features are zero without looking them up."""
         n = len(histories)
         if side is None:
             empty = [np.zeros(0, np.int64)] * n
@@ -39,7 +41,8 @@ class Candidates:
                         np.zeros((n, len(spec.categorical)), np.int64))
         now = np.array([t[-1] if len(t) else 0 for t in side.times], np.int64)
         return cls(users, sessions, ids, np.where(ids > 0, scores, 0.0), side.dense(spec),
-                   side.cats, pair_features(ids, histories, side.types, side.times, now,
+                   side.cats, pair_features(ids, [h[:0] for h in histories] if seen_excluded
+                                            else histories, side.types, side.times, now,
                                             spec.conversion_codes))
 
     def rows(self, which: np.ndarray) -> Candidates:

@@ -45,22 +45,26 @@ class NumpyNeuMF:
         [batch, candidates], ``session`` [batch, d], ``retrieval`` scores
         [batch, candidates], the newest event's ``context`` [batch, context_dim] and
         ``categories`` [batch, keys], and ``pair`` features [batch, candidates, pair_dim]."""
-        out = np.broadcast_to(self.fuse_bias, (*items.shape, len(self.tasks))).astype(np.float32)
+        out: np.ndarray = self.fuse_bias  # broadcast up by the first term added
         if self.gmf_user is not None and self.gmf_item is not None:
-            g = self.gmf_user[users][:, None, :] * self.gmf_item[items]
-            out = out + g @ self.fuse_gmf
+            # sum_g u[g] i[g] w[g, t] as one batched matmul: items [b, c, g] @ (u * w) [b, g, t]
+            user = self.gmf_user[users][:, :, None] * self.fuse_gmf
+            out = out + self.gmf_item[items] @ user
         if self.mlp_user is not None and self.mlp_item is not None:
             row = self._row(users, session, context, categories)
-            h = row[:, None, :] + self.mlp_item[items]
+            h = self.mlp_item[items]
+            h += row[:, None, :]
             if self.mlp_pair is not None:
-                h = h + pair @ self.mlp_pair
-            h = np.maximum(h, 0).reshape(-1, row.shape[1])
+                h += pair @ self.mlp_pair
+            h = np.maximum(h, 0, out=h).reshape(-1, row.shape[1])
             for kernel, bias in self.mlp_rest:
-                h = np.maximum(h @ kernel + bias, 0)
-            out = out + (h @ self.fuse_mlp).reshape(out.shape)
+                h = h @ kernel
+                h += bias
+                np.maximum(h, 0, out=h)
+            out = out + (h @ self.fuse_mlp).reshape(*items.shape, -1)
         if self.fuse_score is not None:
             out = out + retrieval[..., None] * self.fuse_score
-        return out
+        return np.broadcast_to(out, (*items.shape, len(self.tasks))).astype(np.float32)
 
     def _row(self, users: np.ndarray, session: np.ndarray | None, context: np.ndarray | None,
              categories: np.ndarray | None) -> np.ndarray:

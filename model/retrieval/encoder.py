@@ -220,7 +220,8 @@ class IncrementalEncoder:
             weights = scores / scores.sum(axis=-1, keepdims=True)
             context = np.einsum("bht,bthk->bhk", weights, values[:, bi]).reshape(len(caches), -1)
             if explain is not None and bi == self.blocks - 1:
-                explain.extend(weights.mean(axis=1)[i, :pos[i] + 1] for i in rows)
+                mean = weights.mean(axis=1)
+                explain.extend(mean[i, :pos[i] + 1] for i in rows)
             x = q + context @ b.wo.reshape(-1, self.d) + b.bo
             h = _layer_norm(x, *b.norm2)
             x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2

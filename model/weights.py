@@ -10,6 +10,8 @@ architecture: a wider layer is not a grown table) keeps its initial values and i
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -20,22 +22,41 @@ def layer_arrays(layer: keras.layers.Layer) -> list[np.ndarray]:
 
 
 def copy_weights(dst: keras.Model, src: keras.Model) -> list[str]:
-    """Copy ``src``'s weights into ``dst`` (both built); returns the paths not copied."""
-    if len(dst.weights) != len(src.weights):
-        return [w.path for w in dst.weights]
+    """Copy ``src``'s weights into ``dst`` (both built); returns the paths not copied.
+
+    Weights pair up by position when both models have as many, else by their path inside
+    the model (layers are named), so a champion from before a layer was added (e.g. the
+    event-type embedding) still hands over every weight the two share."""
+    pairs: list[tuple[Any, Any]]
+    if len(dst.weights) == len(src.weights):
+        pairs = list(zip(dst.weights, src.weights))
+    else:
+        theirs = {_local(w.path): w for w in src.weights}
+        pairs = [(w, theirs.get(_local(w.path))) for w in dst.weights]
     skipped = []
-    for new, old in zip(dst.weights, src.weights):
-        old_value = keras.ops.convert_to_numpy(old)
-        if tuple(new.shape) == old_value.shape:
-            new.assign(old_value)
-        elif (new.name == "embeddings" and new.shape[0] >= old_value.shape[0]
-              and tuple(new.shape[1:]) == old_value.shape[1:]):
-            value = keras.ops.convert_to_numpy(new).copy()
-            value[:old_value.shape[0]] = old_value
-            new.assign(value)
-        else:
+    for new, old in pairs:
+        if old is None or not _assign(new, keras.ops.convert_to_numpy(old)):
             skipped.append(new.path)
     return skipped
+
+
+def _local(path: str) -> str:
+    """A weight's path without the model's own (auto-numbered) name."""
+    return path.split("/", 1)[-1]
+
+
+def _assign(new: Any, old_value: np.ndarray) -> bool:
+    """Equal shapes copy; a grown embedding table takes the old rows as its prefix."""
+    if tuple(new.shape) == old_value.shape:
+        new.assign(old_value)
+        return True
+    if (new.name == "embeddings" and new.shape[0] >= old_value.shape[0]
+            and tuple(new.shape[1:]) == old_value.shape[1:]):
+        value = keras.ops.convert_to_numpy(new).copy()
+        value[:old_value.shape[0]] = old_value
+        new.assign(value)
+        return True
+    return False
 
 
 def all_finite(model: keras.Model) -> bool:

@@ -49,3 +49,16 @@ def test_all_finite_catches_a_diverged_weight() -> None:
     value[1, 1] = np.nan
     table.assign(value)
     assert not all_finite(model)
+
+
+def test_a_champion_without_event_types_hands_over_every_shared_weight() -> None:
+    keras.utils.set_random_seed(2)
+    champion = _built_sasrec(20)
+    typed = SASRec(num_items=25, max_len=8, dim=16, blocks=2, heads=2, dropout=0.0,
+                   num_types=5)
+    typed({"seq": np.ones((1, 8), "int64"), "types": np.ones((1, 8), "int64"),
+           "pos": np.ones((1, 8), "int64"), "neg": np.ones((1, 2), "int64")})
+    skipped = copy_weights(typed, champion)
+    assert [p.split("/", 1)[1] for p in skipped] == ["encoder/type_embedding/embeddings"]
+    old = keras.ops.convert_to_numpy(champion.item_embeddings())
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(typed.item_embeddings())[:21], old)

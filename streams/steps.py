@@ -80,12 +80,37 @@ def sent_us(headers: RawHeaders | None) -> int | None:
     return int(sent) if sent else None
 
 
+class AnsweredEvents:
+    """The ids of the newest ``capacity`` events this process has published a list for.
+
+    An event's state (its id included) reaches the table before its list is published, so
+    an event redelivered after its list was lost (its micro-batch dropped by a rebalance,
+    or the process gone before the list went out) looks like a duplicate. Only a repeat of
+    an event answered here is one; any other redelivery is answered again: at least once.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._ids: dict[str, None] = {}
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+
 class EventStep:
     """Per event: validate, sessionize, dedupe, count popularity. The context keys a
-    session keeps are those ``policy.features`` declares."""
+    session keeps are those ``policy.features`` declares; ``answered`` tells a duplicate
+    from a redelivery whose list never went out (``AnsweredEvents``)."""
 
-    def __init__(self, policy: SessionPolicy, popularity: DecayedPopularity) -> None:
+    def __init__(self, policy: SessionPolicy, popularity: DecayedPopularity,
+                 answered: AnsweredEvents | None = None) -> None:
         self.policy, self.popularity = policy, popularity
+        self.answered = answered if answered is not None else AnsweredEvents()
 
     def __call__(self, raw: bytes, stored: Callable[[str], dict | None],
                  headers: RawHeaders | None = None) -> EventOutcome:
@@ -101,7 +126,11 @@ class EventStep:
         state = SessionState.from_dict(previous) if previous is not None else None
         new_state, changed = apply_event(state, event, self.policy)
         if not changed:
-            return Duplicate(event.event_id)
+            if event.event_id in self.answered:
+                return Duplicate(event.event_id)
+            # Applied before, never answered here: answer from the session as it stands.
+            return SessionUpdate(event.user_id, new_state.session(), event.event_id,
+                                 event.item_id, sent_us(headers), previous or {}, [])
         self.popularity.add(event.item_id, event.ts)
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                              event.item_id, sent_us(headers), new_state.to_dict(),
@@ -165,11 +194,13 @@ class BatchStep:
     def __init__(self, topic: str, top_n: int, exclude_seen: bool,
                  popularity: DecayedPopularity, producer: ListProducer, store: ListStore,
                  metrics: WorkerMetrics, popular_every_s: float = POPULAR_EVERY_S,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 answered: AnsweredEvents | None = None) -> None:
         self.topic, self.top_n, self.exclude_seen = topic, top_n, exclude_seen
         self.popularity, self.producer, self.store = popularity, producer, store
         self.metrics, self.popular_every_s, self.clock = metrics, popular_every_s, clock
         self._popular_written = float("-inf")  # clock time of the last popularity record
+        self.answered = answered if answered is not None else AnsweredEvents()
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
                   ) -> Sequence[Recommendation | None]:
@@ -220,6 +251,8 @@ class BatchStep:
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
             # FlushBeforeCommit delivers it all before the offsets of these events commit.
             self.producer.produce(self.topic, record.user_id.encode(), payload)
+            if record.event_id is not None:
+                self.answered.add(record.event_id)
         for path, count in paths.items():
             self.metrics.published.labels(path).inc(count)
         popular = self.popular(bundle.version, now_us, start)

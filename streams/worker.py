@@ -32,7 +32,7 @@ from streams.popularity import DecayedPopularity
 from streams.producer import RecordProducer, dead_letter_headers
 from streams.recs_store import RecsWriter
 from streams.sessions import SessionPolicy
-from streams.steps import BatchStep, DeadLetter, EventStep, SessionUpdate
+from streams.steps import AnsweredEvents, BatchStep, DeadLetter, EventStep, SessionUpdate
 
 
 @dataclass(frozen=True)
@@ -164,10 +164,12 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     lists_out = RecordProducer(cfg.bootstrap)
     app.sensors.add(FlushBeforeCommit(lists_out))
     lag = PartitionLag(metrics)
-    sessionize = sessionizer(EventStep(cfg.session, popularity), sessions, dlq, metrics, lag)
+    answered = AnsweredEvents()
+    sessionize = sessionizer(EventStep(cfg.session, popularity, answered), sessions, dlq,
+                             metrics, lag)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
                           lists_out, RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel),
-                          metrics)
+                          metrics, answered=answered)
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:

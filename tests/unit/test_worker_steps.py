@@ -25,7 +25,15 @@ from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.sessions import SessionPolicy, SessionState
 from streams.status import WorkerStatus, read_status
-from streams.steps import BatchStep, DeadLetter, Duplicate, EventStep, SessionUpdate, sent_us
+from streams.steps import (
+    AnsweredEvents,
+    BatchStep,
+    DeadLetter,
+    Duplicate,
+    EventStep,
+    SessionUpdate,
+    sent_us,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "streams" / "schema"
 T0 = 1_700_000_000_000
@@ -81,11 +89,33 @@ def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     update = step(raw, {}.get)
     assert isinstance(update, SessionUpdate)
+    step.answered.add(EVENT_ID)  # its list went out (the batch step records that)
     table = {"u1": update.state}
     before = orjson.dumps(table)
     assert step(raw, table.get) == Duplicate(EVENT_ID)
     assert orjson.dumps(table) == before
     assert popularity.top(10) == [("i1", 1.0)]  # counted once
+
+
+def test_a_redelivered_event_whose_list_never_went_out_is_answered_again() -> None:
+    """Its state was applied (a rebalance dropped its micro-batch, or the process died
+    before publishing): answered from the session as it stands, nothing counted twice."""
+    popularity = DecayedPopularity()
+    step = EventStep(SessionPolicy(), popularity)
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    first = step(raw, {}.get)
+    assert isinstance(first, SessionUpdate)
+    again = step(raw, {"u1": first.state}.get)
+    assert isinstance(again, SessionUpdate) and again.event_id == EVENT_ID
+    assert again.state == first.state and again.session == first.session
+    assert popularity.top(10) == [("i1", 1.0)]
+
+
+def test_answered_events_remember_the_newest_ids_only() -> None:
+    answered = AnsweredEvents(capacity=2)
+    for event_id in ("a", "b", "c"):
+        answered.add(event_id)
+    assert "a" not in answered and "b" in answered and "c" in answered
 
 
 @pytest.mark.parametrize("headers,expected", [
@@ -112,6 +142,7 @@ def test_context_keys_left_out_are_named_and_the_event_still_answered() -> None:
     assert sorted(outcome.ignored) == ["undeclared", "wrong_type"]
     assert outcome.session.context == {"device": "ios"}
     assert SessionState.from_dict(outcome.state).context == {"device": "ios"}
+    step.answered.add(EVENT_ID)
     assert step(raw, {"u1": outcome.state}.get) == Duplicate(EVENT_ID)  # not counted again
 
 
@@ -406,13 +437,14 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     table: dict[str, dict] = {}
     metrics = WorkerMetrics()
     policy = SessionPolicy(features=FeatureSpec(numeric=("price",)))
-    process = sessionizer(EventStep(policy, DecayedPopularity()), table, dlq,
-                          metrics, PartitionLag(metrics))  # type: ignore[arg-type]
+    step = EventStep(policy, DecayedPopularity())
+    process = sessionizer(step, table, dlq, metrics, PartitionLag(metrics))  # type: ignore[arg-type]
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID,
                     context={"price": "n/a", "coupon": "x", "ref": "y"}).to_json()
     first = asyncio.run(process(raw))
     assert isinstance(first, SessionUpdate) and first.sent_us == 7
     assert table == {"u1": first.state}
+    step.answered.add(EVENT_ID)
     assert asyncio.run(process(raw)) is None  # the duplicate
     assert asyncio.run(process(b"{not json")) is None
     (letter,) = letters

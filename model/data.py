@@ -52,9 +52,13 @@ class Side:
     def __len__(self) -> int:
         return len(self.types)
 
+    def now(self) -> np.ndarray:
+        """Each history's newest event time (0 for an empty one)."""
+        return np.array([t[-1] if len(t) else 0 for t in self.times], np.int64)
+
     def dense(self, spec: FeatureSpec) -> np.ndarray:
         """[n, spec.dense_dim]: the newest event's features (``FeatureSpec.dense``)."""
-        now = np.array([t[-1] if len(t) else 0 for t in self.times], np.int64)
+        now = self.now()
         prev = np.array([t[-2] if len(t) > 1 else (t[-1] if len(t) else 0)
                          for t in self.times], np.int64)
         newest = np.array([t[-1] if len(t) else 0 for t in self.types], np.int64)

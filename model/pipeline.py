@@ -222,8 +222,7 @@ class ServingBundle:
         out: list[Recommendation | None] = [None] * len(live)
         if not known:
             return out
-        tokens = [h * self.encoder.num_types + (t if self.encoder.num_types > 1 else 0)
-                  for h, t in zip(hist, side.types)]
+        tokens = [self.incremental.token(h, t) for h, t in zip(hist, side.types)]
         attention: list[np.ndarray] = []
         emb = self._encode([users[r] for r in known], tokens, attention)
         clock.lap("encode")

@@ -39,10 +39,10 @@ class Candidates:
             empty = [np.zeros(0, np.int64)] * n
             side = Side(empty, empty, np.full((n, len(spec.numeric)), np.nan),
                         np.zeros((n, len(spec.categorical)), np.int64))
-        now = np.array([t[-1] if len(t) else 0 for t in side.times], np.int64)
         return cls(users, sessions, ids, np.where(ids > 0, scores, 0.0), side.dense(spec),
                    side.cats, pair_features(ids, [h[:0] for h in histories] if seen_excluded
-                                            else histories, side.types, side.times, now,
+                                            else histories, side.types, side.times,
+                                            side.now(),
                                             spec.conversion_codes))
 
     def rows(self, which: np.ndarray) -> Candidates:

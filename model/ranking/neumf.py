@@ -148,7 +148,7 @@ def fuse_pretrained(gmf: NeuMF, mlp: NeuMF, alpha: float = 0.5) -> NeuMF:
     for mine, theirs in zip(fused.mlp, mlp.mlp):
         mine.set_weights(theirs.get_weights())
     (gk, gb), (mk, mb) = gmf.out.get_weights(), mlp.out.get_weights()
-    extra = mk[mlp.mlp_layers[-1]:]  # score / context weights follow the MLP output
+    extra = mk[mlp.mlp_layers[-1]:]  # the score's weight follows the MLP output
     kernel = ops.convert_to_numpy(ops.concatenate(
         [alpha * gk[:gmf.gmf_dim], (1 - alpha) * mk[:mlp.mlp_layers[-1]], extra], axis=0))
     fused.out.set_weights([kernel, alpha * gb + (1 - alpha) * mb])

@@ -76,7 +76,7 @@ class ListwiseLoss(keras.losses.Loss):
         self.width, self.weights = int(width), [float(w) for w in weights]
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        from keras import ops
+        ops = keras.ops
         tasks = len(self.weights)
         y_true = ops.reshape(ops.cast(y_true, "float32"), (-1, self.width, tasks))
         y_pred = ops.reshape(y_pred, (-1, self.width, tasks))
@@ -84,8 +84,8 @@ class ListwiseLoss(keras.losses.Loss):
         ce = -ops.sum(hits * ops.log_softmax(y_pred[..., 0], axis=1), axis=1)
         loss = self.weights[0] * ce / ops.maximum(ops.sum(hits, axis=1), 1.0)
         if tasks > 1:
-            x, z = y_pred[..., 1:], y_true[..., 1:]
-            bce = ops.mean(ops.maximum(x, 0) - x * z + ops.log1p(ops.exp(-ops.abs(x))), axis=1)
+            bce = ops.mean(ops.binary_crossentropy(y_true[..., 1:], y_pred[..., 1:],
+                                                   from_logits=True), axis=1)
             loss = loss + ops.sum(bce * ops.convert_to_tensor(self.weights[1:]), axis=-1)
         return loss
 

@@ -9,6 +9,7 @@ model once; ``NumpySASRec.encode`` gives the same session embeddings as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -169,9 +170,9 @@ class IncrementalEncoder:
     def _project(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (x @ w.reshape(self.d, -1) + b.reshape(-1)).reshape(len(x), self.heads, self.k)
 
-    def token(self, item: int, event_type: int = 0) -> int:
-        """One int per (item, type) pair: what caches hold and ``step`` takes, so a cache
-        matches a session only if the types match too."""
+    def token(self, item: Any, event_type: Any = 0) -> Any:
+        """One int per (item, type) pair (ints or arrays of them): what caches hold and
+        ``step`` takes, so a cache matches a session only if the types match too."""
         return item * self.m.num_types + (event_type if self.m.num_types > 1 else 0)
 
     def prefill(self, items: list[int]) -> SessionCache:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup system-deps stack-up stack-down clean
+.PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract
 
 # DATA=path FORMAT=movielens|yoochoose|... to use a log of your own.
 demo: setup
@@ -20,6 +20,11 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check services streams model infra benchmarks tests
 	$(BIN)/lint-imports --no-cache
+
+# schemathesis with every check against the running API, without and with keys, on a
+# stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).
+api-contract: setup
+	$(BIN)/python tests/contract/api_contract.py
 
 setup: $(STAMP) system-deps
 

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     settings = load_settings()
-    bootstrap, n = settings.kafka_servers, args.events
+    kafka, n = settings.kafka, args.events
 
     print(f"building {n:,} synthetic events ...", flush=True)
     events = list(generate(SyntheticConfig(users=20_000, items=10_000, events=n)))
@@ -57,12 +57,12 @@ def main() -> None:
 
     def fresh_topic(name: str) -> str:
         topic = f"bench.produce.{name}.{uuid.uuid4().hex[:8]}"
-        ensure_topics(bootstrap, [TopicSpec(topic, 4), TopicSpec(dlq, 1)])
+        ensure_topics(kafka, [TopicSpec(topic, 4), TopicSpec(dlq, 1)])
         created.append(topic)
         return topic
 
     def raw_loop(topic: str) -> None:
-        p = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap})
+        p = Producer(kafka.librdkafka(**PRODUCER_DEFAULTS))
         p.produce(topic, b"warm-up", b"warm-up")
         p.flush()
         produce, poll = p.produce, p.poll
@@ -78,7 +78,7 @@ def main() -> None:
 
     def ours(send: Callable[[EventProducer], None]) -> Callable[[str], None]:
         def run(topic: str) -> None:
-            p = EventProducer(bootstrap, topic, dlq)
+            p = EventProducer(kafka, topic, dlq)
             p.send(events[0])  # the same warm-up as the raw loop
             p.flush()
             send(p)
@@ -105,7 +105,7 @@ def main() -> None:
     print("median events/s into the local broker:")
     for name, value in median.items():
         print(f"  {name:<10} {value:>12,.0f} events/s   ({value / median['raw']:.2f}x raw)")
-    AdminClient({"bootstrap.servers": bootstrap}).delete_topics(created)
+    AdminClient(kafka.librdkafka()).delete_topics(created)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from streams.synthetic import SyntheticConfig, generate
 
 
 def _produce(settings: Settings, env: dict[str, str], events: list[Event]) -> None:
-    replay(iter(events), EventProducer(settings.kafka_servers,
+    replay(iter(events), EventProducer(settings.kafka,
                                        env["STREAMREC_TOPIC_INTERACTIONS"],
                                        env["STREAMREC_TOPIC_DLQ"], source="bench"))
 
@@ -56,7 +56,7 @@ def _trainer(env: dict[str, str], epochs: int, status: Path) -> RoundSummary:
 
 def _lists(settings: Settings, env: dict[str, str], count: int) -> dict[str, list[str]]:
     out = {}
-    for r in read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+    for r in read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
                         from_beginning=True, limit=count, idle_timeout_s=120):
         value = orjson.loads(r.value)
         out[value["event_id"]] = [i["item_id"] for i in value["items"]]
@@ -77,7 +77,7 @@ def _run(settings: Settings, base: dict[str, str], parts: tuple[list, list, list
     worker = ServiceProcess.start(env, folder / f"{mode}.log", "worker", "--worker-id", mode,
                                  "--metrics-port", "0", status=True)
     try:
-        worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
+        worker.wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
         _produce(settings, env, b)
         _lists(settings, env, len(a) + len(b))
         swapped = False

@@ -66,7 +66,7 @@ def _champion_env(settings: Settings, train: list[Event], epochs: int) -> dict[s
 
 def _published(settings: Settings, topic: str, count: int) -> list[dict]:
     values = [orjson.loads(r.value) for r in read_topic(
-        settings.kafka_servers, topic, from_beginning=True, limit=count, idle_timeout_s=60)]
+        settings.kafka, topic, from_beginning=True, limit=count, idle_timeout_s=60)]
     if len(values) < count:
         raise SystemExit(f"only {len(values):,} of {count:,} lists arrived on {topic}")
     return values
@@ -77,7 +77,7 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
     """One worker over ``events``: a backlog when ``rate`` is None, else paced."""
     env = {**env, **isolated_run(settings, f"bench-{mode}-{uuid.uuid4().hex[:6]}")}
     args = ["--pass-through"] if mode == "pass-through" else []
-    producer = EventProducer(settings.kafka_servers, env["STREAMREC_TOPIC_INTERACTIONS"],
+    producer = EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
                              env["STREAMREC_TOPIC_DLQ"], source="bench")
     if rate is None:
         replay(iter(events), producer)  # the backlog, before the worker starts
@@ -85,7 +85,7 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
     worker = ServiceProcess.start(env, log, "worker", "--worker-id",
                                   env["STREAMREC_WORKER_GROUP"], *args)
     try:
-        worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
+        worker.wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
         cpu_before = worker.cpu_seconds()
         if rate is not None:
             replay(iter(events), producer, rate=rate)

@@ -3,3 +3,8 @@
 
 class StackError(RuntimeError):
     """A failure a user can act on; the CLI prints its message on one line, no traceback."""
+
+
+# How a probe says "the service answered but refused our credentials or TLS handshake":
+# the one failure that retrying cannot fix, so callers stop at once.
+CREDENTIALS_REFUSED = "credentials refused"

@@ -18,31 +18,43 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from infra.errors import StackError
+from confluent_kafka import KafkaError
+
+from infra.errors import CREDENTIALS_REFUSED, StackError
 from infra.java import check_java, maven_binary
+from infra.kafka_client import KafkaConnection
 from infra.process import ManagedProcess, port_in_use
+from infra.tls import TlsFiles, write_file
 
 _MAIN_CLASS = "kafka.Kafka"
+_REFUSALS = {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
 _JARS_DONE = ".complete"
 
 
-def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
+def server_properties(port: int, controller_port: int, data_dir: Path,
+                      client: KafkaConnection | None = None, tls: TlsFiles | None = None) -> str:
     """Broker config for one combined broker+controller node on loopback.
 
-    Every internal topic is set to one replica: the defaults (3) cannot be met by
-    one node, and the internal topics would then never be created.
+    The client listener speaks ``client``'s security protocol, so the broker accepts
+    exactly the clients configured to use it (the controller listener stays on loopback
+    and serves only the controller quorum). Every internal topic is set to one replica:
+    the defaults (3) cannot be met by one node, and the internal topics would then
+    never be created.
     """
+    name = client.protocol if client is not None else "PLAINTEXT"
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners={name}://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{name}:{name}",
+            f"inter.broker.listener.name={name}",
+            *(_security_lines(client, tls) if client is not None else []),
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -61,6 +73,27 @@ def server_properties(port: int, controller_port: int, data_dir: Path) -> str:
     )
 
 
+def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:
+    """The client listener's SASL user (the configured client's own) and TLS key pair."""
+    lines = []
+    if client.uses_sasl:
+        if client.mechanism != "PLAIN":
+            raise StackError("the embedded broker supports sasl.mechanism PLAIN only; "
+                             f"got {client.mechanism} (use your own cluster for SCRAM)")
+        user, password = client.get("sasl.username"), client.get("sasl.password")
+        listener = client.protocol.lower()
+        lines += ["sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
+                  f"listener.name.{listener}.plain.sasl.jaas.config="
+                  "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                  f'username="{user}" password="{password}" user_{user}="{password}";']
+    if client.uses_tls:
+        if tls is None:
+            raise StackError(f"{client.protocol} needs TLS files for the embedded broker")
+        lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={tls.keystore}",
+                  "ssl.truststore.type=PEM", f"ssl.truststore.location={tls.ca}"]
+    return lines
+
+
 @dataclass(frozen=True)
 class LocalKafka:
     """The embedded broker: resolve jars, format storage, start, probe and stop."""
@@ -70,10 +103,15 @@ class LocalKafka:
     controller_port: int
     version: str
     heap: str = "1g"
+    client: KafkaConnection | None = None  # how clients connect; None: plaintext
 
     @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def connection(self) -> KafkaConnection:
+        return self.client or KafkaConnection(f"127.0.0.1:{self.port}")
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.home / "tls")
 
     @property
     def libs(self) -> Path:
@@ -117,7 +155,10 @@ class LocalKafka:
     def _write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         props = self.home / "server.properties"
-        props.write_text(server_properties(self.port, self.controller_port, self.home / "data"))
+        tls = self.tls.ensure() if self.connection.uses_tls else None
+        text = server_properties(self.port, self.controller_port, self.home / "data",
+                                 self.connection, tls)
+        write_file(props, text.encode(), private=True)  # may hold a password
         return props
 
     def _format_storage(self, java: str, props: Path) -> None:
@@ -153,7 +194,7 @@ class LocalKafka:
         self._format_storage(java, props)
         proc = self.process
         pid = proc.spawn(self._java_argv(java, _MAIN_CLASS, str(props)), cwd=self.home)
-        proc.wait_ready(pid, lambda: broker_answers(self.bootstrap), timeout_s)
+        proc.wait_ready(pid, lambda: broker_answers(self.connection), timeout_s)
         return pid
 
     def stop(self) -> bool:
@@ -172,17 +213,31 @@ def _kafka_uuid() -> str:
             return cid
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """True when a broker at ``bootstrap`` returns cluster metadata."""
+def broker_answers(kafka: KafkaConnection, timeout_s: float = 2.0) -> bool:
+    """True when the cluster returns metadata to these credentials."""
+    return probe_broker(kafka, timeout_s) is None
+
+
+def probe_broker(kafka: KafkaConnection, timeout_s: float = 2.0) -> str | None:
+    """None when the cluster answers; else why not. A refused login or TLS handshake
+    is named as such: retrying cannot fix it, so callers stop at once."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "logger": _silent_logger()})
+    refused: list[str] = []
+
+    def on_error(err: Any) -> None:
+        if err.code() in _REFUSALS:
+            refused.append(err.str())
+
+    admin = AdminClient(kafka.librdkafka(log_level=0, logger=_silent_logger(),
+                                         error_cb=on_error))
     try:
         meta = admin.list_topics(timeout=timeout_s)
-    except Exception:  # noqa: BLE001 - any failure here means "not answering yet"
-        return False
-    return bool(meta.brokers)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not answering yet"
+        admin.poll(0)  # serves the error callbacks, which say whether the login failed
+        return f"{CREDENTIALS_REFUSED}: {refused[0]}" if refused else str(exc)
+    admin.poll(0)  # else librdkafka logs the unserved error events as it closes
+    return None if meta.brokers else "no broker in the metadata"
 
 
 def _silent_logger() -> logging.Logger:
@@ -192,11 +247,14 @@ def _silent_logger() -> logging.Logger:
     return logger
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
-    """For external clusters: wait until the configured bootstrap answers."""
+def wait_for_broker(kafka: KafkaConnection, timeout_s: float) -> None:
+    """Wait until the cluster answers; a refused login fails at once, in one line."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if broker_answers(bootstrap):
+        problem = probe_broker(kafka)
+        if problem is None:
             return
+        if problem.startswith(CREDENTIALS_REFUSED):
+            raise StackError(f"Kafka at {kafka.bootstrap}: {problem}")
         time.sleep(0.5)
-    raise StackError(f"Kafka at {bootstrap} did not answer within {timeout_s:.0f} s")
+    raise StackError(f"Kafka at {kafka.bootstrap} did not answer within {timeout_s:.0f} s")

@@ -1,13 +1,23 @@
-"""A local ``redis-server`` (Debian's package) on a loopback port, AOF on."""
+"""A local ``redis-server`` (Debian's package) on a loopback port, AOF on.
+
+Asked for a password, it runs with an ACL user (the default user off); asked for TLS,
+it serves TLS only, with a certificate from ``infra.tls``. Secrets go into a config
+file readable by its owner, never onto the command line, where ``ps`` would show them.
+"""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-from infra.errors import StackError
+from pydantic import SecretStr
+
+from infra.errors import CREDENTIALS_REFUSED, StackError
 from infra.process import ManagedProcess, port_in_use
+from infra.tls import TlsFiles, write_file
+from infra.urls import mask_url
 
 INSTALL_HINT = (
     "redis-server was not found: install it with "
@@ -18,25 +28,74 @@ INSTALL_HINT = (
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
     """True when the Redis at ``url`` answers PING."""
+    return probe_redis(url, timeout_s) is None
+
+
+def probe_redis(url: str, timeout_s: float = 1.0) -> str | None:
+    """None when the Redis at ``url`` answers PING; else why not, with a refused login or
+    TLS handshake named as such (``CREDENTIALS_REFUSED``)."""
+    import ssl
+
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
+        client.ping()
+        return None
+    except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        return f"{CREDENTIALS_REFUSED}: {exc}"
+    except redis.ConnectionError as exc:
+        refused = isinstance(exc.__cause__ or exc.__context__, ssl.SSLError)
+        return f"{CREDENTIALS_REFUSED}: {exc}" if refused else str(exc)
+    except redis.RedisError as exc:
+        return str(exc)
     finally:
         client.close()
+
+
+def check_redis(url: str) -> None:
+    """Raise one line when Redis refuses these credentials: a retry cannot fix that."""
+    problem = probe_redis(url, timeout_s=2.0)
+    if problem is not None and problem.startswith(CREDENTIALS_REFUSED):
+        raise StackError(f"Redis at {mask_url(url)}: {problem}")
 
 
 @dataclass(frozen=True)
 class LocalRedis:
     home: Path
     port: int
+    username: str = "streamrec"
+    password: SecretStr | None = None
+    tls: bool = False
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(self.home / "tls")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients use, credentials included: mask it (``infra.urls``) to print."""
+        scheme, auth, query = "redis", "", ""
+        if self.password is not None:
+            auth = f"{quote(self.username)}:{quote(self.password.get_secret_value())}@"
+        if self.tls:
+            scheme, query = "rediss", f"?ssl_ca_certs={quote(str(self.tls_files.ca))}"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
+
+    def write_config(self) -> Path:
+        """ACL and TLS lines: the parts of the configuration that must stay private."""
+        lines = []
+        if self.password is not None:
+            lines += ["user default off", f"user {self.username} on "
+                      f">{self.password.get_secret_value()} ~* &* +@all"]
+        if self.tls:
+            files = self.tls_files.ensure()
+            lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {files.cert}",
+                      f"tls-key-file {files.key}", f"tls-ca-cert-file {files.ca}",
+                      "tls-auth-clients no"]
+        conf = self.home / "redis.conf"
+        write_file(conf, "\n".join([*lines, ""]).encode(), private=True)
+        return conf
 
     @property
     def process(self) -> ManagedProcess:
@@ -63,9 +122,11 @@ class LocalRedis:
             )
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(data),
+        argv = [binary, str(self.write_config()), "--bind", "127.0.0.1", "--dir", str(data),
                 "--appendonly", "yes", "--daemonize", "no", "--save", "",
                 "--protected-mode", "yes"]
+        if not self.tls:
+            argv += ["--port", str(self.port)]
         proc = self.process
         pid = proc.spawn(argv)
         proc.wait_ready(pid, lambda: redis_answers(self.url), timeout_s)

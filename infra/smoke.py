@@ -9,24 +9,25 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from infra.errors import StackError
+from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
 from infra.topics import TopicSpec, ensure_topics
 
 _TIMEOUT_S = 20.0
 
 
-def kafka_round_trip(bootstrap: str) -> float:
+def kafka_round_trip(kafka: KafkaConnection) -> float:
     """Produce one record to a fresh topic, read it back, delete the topic; returns ms."""
     topic = f"streamrec.smoke.{uuid.uuid4().hex[:12]}"
-    ensure_topics(bootstrap, [TopicSpec(topic, 1)])
+    ensure_topics(kafka, [TopicSpec(topic, 1)])
     payload = uuid.uuid4().bytes
     start = time.perf_counter()
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(kafka.librdkafka(**{"enable.idempotence": True}))
     producer.produce(topic, key=b"smoke", value=payload)
     if producer.flush(_TIMEOUT_S) != 0:
-        raise StackError(f"Kafka round trip: the record was not delivered to {bootstrap}")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        raise StackError(f"Kafka round trip: the record was not delivered to {kafka.bootstrap}")
+    consumer = Consumer(kafka.librdkafka(**{"group.id": topic, "auto.offset.reset": "earliest",
+                                                "enable.auto.commit": False}))
     try:
         consumer.subscribe([topic])
         deadline = time.monotonic() + _TIMEOUT_S
@@ -37,7 +38,7 @@ def kafka_round_trip(bootstrap: str) -> float:
         raise StackError(f"Kafka round trip: nothing came back from {topic} in {_TIMEOUT_S:.0f} s")
     finally:
         consumer.close()
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
+        AdminClient(kafka.librdkafka()).delete_topics([topic])
 
 
 def redis_round_trip(url: str) -> float:

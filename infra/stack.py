@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from infra.kafka_broker import LocalKafka, broker_answers, wait_for_broker
+from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
-from infra.redis_server import LocalRedis, redis_answers
+from infra.redis_server import LocalRedis, check_redis, redis_answers
 from infra.topics import TopicSpec, ensure_topics
+from infra.urls import mask_url
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class ComponentStatus:
 
 @dataclass(frozen=True)
 class Stack:
-    kafka_bootstrap: str
+    kafka: KafkaConnection
     redis_url: str
     mlflow: MlflowStore
     topics: list[TopicSpec]
@@ -38,16 +40,18 @@ class Stack:
         """Idempotent: starts only what is embedded and not running; creates missing topics."""
         if self.local_kafka is not None:
             if self.local_kafka.running_pid() is None:
-                say(f"starting Kafka {self.local_kafka.version} on {self.kafka_bootstrap}")
+                say(f"starting Kafka {self.local_kafka.version} on {self.kafka.bootstrap} "
+                    f"({self.kafka.protocol})")
             self.local_kafka.start(self.kafka_timeout_s)
-        else:
-            wait_for_broker(self.kafka_bootstrap, self.kafka_timeout_s)
+        # Also when the embedded broker was running: it may expect other credentials.
+        wait_for_broker(self.kafka, self.kafka_timeout_s)
         if self.local_redis is not None:
             if self.local_redis.running_pid() is None:
-                say(f"starting Redis on {self.redis_url}")
+                say(f"starting Redis on {mask_url(self.redis_url)}")
             self.local_redis.start()
+        check_redis(self.redis_url)
         self.mlflow.ensure()
-        created = ensure_topics(self.kafka_bootstrap, self.topics)
+        created = ensure_topics(self.kafka, self.topics)
         if created:
             say(f"created topics: {', '.join(created)}")
 
@@ -63,11 +67,11 @@ class Stack:
         kafka_pid = self.local_kafka.running_pid() if self.local_kafka else None
         redis_pid = self.local_redis.running_pid() if self.local_redis else None
         return [
-            ComponentStatus("kafka", self.kafka_bootstrap, kafka_pid,
-                            broker_answers(self.kafka_bootstrap, timeout_s=1.0),
+            ComponentStatus("kafka", f"{self.kafka.bootstrap} ({self.kafka.protocol})", kafka_pid,
+                            broker_answers(self.kafka, timeout_s=1.0),
                             self.local_kafka is not None),
-            ComponentStatus("redis", self.redis_url, redis_pid, redis_answers(self.redis_url),
+            ComponentStatus("redis", mask_url(self.redis_url), redis_pid, redis_answers(self.redis_url),
                             self.local_redis is not None),
-            ComponentStatus("mlflow", self.mlflow.tracking_uri, None, self.mlflow.answers(),
+            ComponentStatus("mlflow", mask_url(self.mlflow.tracking_uri), None, self.mlflow.answers(),
                             self.mlflow.is_local),
         ]

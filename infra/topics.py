@@ -8,6 +8,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.errors import StackError
+from infra.kafka_client import KafkaConnection
 
 _ADMIN_TIMEOUT_S = 15.0
 
@@ -20,17 +21,17 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+def ensure_topics(kafka: KafkaConnection, specs: list[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
     An existing topic is left alone even if its partition count differs: changing
     partitions would move keys (users) between partitions and break per-user order.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.librdkafka())
     try:
         existing = set(admin.list_topics(timeout=_ADMIN_TIMEOUT_S).topics)
     except KafkaException as exc:
-        raise StackError(f"cannot list topics on {bootstrap}: {exc}") from exc
+        raise StackError(f"cannot list topics on {kafka.bootstrap}: {exc}") from exc
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []

@@ -9,7 +9,16 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 
 from infra.errors import StackError
-from services import cli_api, cli_demo, cli_events, cli_models, cli_stack, cli_trainer, cli_worker
+from services import (
+    cli_api,
+    cli_demo,
+    cli_dlq,
+    cli_events,
+    cli_models,
+    cli_stack,
+    cli_trainer,
+    cli_worker,
+)
 
 app = typer.Typer(
     help="streamrec: event-driven next-item recommendations on Kafka.",
@@ -17,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_stack.app, name="stack")
+app.add_typer(cli_dlq.app, name="dlq")
 app.registered_commands += cli_events.app.registered_commands
 app.registered_commands += cli_models.app.registered_commands
 app.registered_commands += cli_worker.app.registered_commands
@@ -30,7 +40,9 @@ def main() -> None:
     try:
         app()
     except (StackError, FileNotFoundError, KafkaException) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from infra.urls import mask_url
+from services.logs import configure
 from services.settings import load_settings
 
 app = typer.Typer()
@@ -22,13 +24,16 @@ def api(
 ) -> None:
     """Serve recommendations, live feeds, event ingest, metrics and the dashboard."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from services.api.app import create_api
 
     settings = load_settings()
+    logs = configure(settings.log_format, log_level, "api")
     host, port = host or settings.api_host, port or settings.api_port
-    console.print(f"api: http://{host}:{port}/ (dashboard), /docs (OpenAPI), "
-                  f"lists from {settings.redis} channel {settings.recs_channel}, "
-                  f"events to {settings.topic_interactions}")
+    logs.say(console, f"api: http://{host}:{port}/ (dashboard), /docs (OpenAPI), "
+             f"lists from {mask_url(settings.redis)} channel {settings.recs_channel}, "
+             f"events to {settings.topic_interactions}")
     uvicorn.run(create_api(settings), host=host, port=port, log_level=log_level,
-                access_log=False, timeout_graceful_shutdown=3)
+                log_config=logs.config or LOGGING_CONFIG, access_log=False,
+                timeout_graceful_shutdown=3)

@@ -87,7 +87,7 @@ class _Services:
 
 def _produce(run: _Run, events: list[Event], label: str, rate: float | None = None) -> float:
     """Replay ``events`` into the run's interactions topic; returns the seconds it took."""
-    producer = EventProducer(run.settings.kafka_servers, run.topic("interactions"),
+    producer = EventProducer(run.settings.kafka, run.topic("interactions"),
                              run.topic("dlq"), source="demo")
     fields = "{task.fields[rate]:>7,.0f} ev/s"
     with progress_bar(label, len(events), fields) as update:
@@ -101,7 +101,7 @@ def _collect(run: _Run, count: int, label: str) -> list[dict]:
     the beginning)."""
     topic, values = run.topic("recommendations"), []
     with progress_bar(label, count) as update:
-        for n, rec in enumerate(read_topic(run.settings.kafka_servers, topic,
+        for n, rec in enumerate(read_topic(run.settings.kafka, topic,
                                            from_beginning=True, limit=count,
                                            idle_timeout_s=60), 1):
             values.append(orjson.loads(rec.value))
@@ -191,7 +191,7 @@ def _services(run: _Run, future: list[Event], epochs: int) -> Iterator[_Services
         api = ServiceProcess.start({**run.env, "STREAMREC_API_PORT": str(api_port)},
                                    run.folder / "api.log", "api")
         running.callback(api.stop)
-        worker.wait_joined(run.settings.kafka_servers, run.group)
+        worker.wait_joined(run.settings.kafka, run.group)
         api.wait_http(f"{api_url}/healthz")
         serving = worker.wait_status(WorkerStatus)
         if serving is None:

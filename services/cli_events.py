@@ -28,7 +28,7 @@ Format = StrEnum("Format", {name: name for name in READERS})  # type: ignore[mis
 
 
 def _producer(settings: Settings, source: str) -> EventProducer:
-    return EventProducer(settings.kafka_servers, settings.topic_interactions, settings.topic_dlq,
+    return EventProducer(settings.kafka, settings.topic_interactions, settings.topic_dlq,
                          source=source)
 
 
@@ -109,7 +109,7 @@ def tail(
 ) -> None:
     """Pretty-print records from a topic as they arrive."""
     settings = load_settings()
-    for rec in read_topic(settings.kafka_servers, topic, from_beginning=from_beginning,
+    for rec in read_topic(settings.kafka, topic, from_beginning=from_beginning,
                           limit=limit, idle_timeout_s=idle_timeout):
         try:
             value: object = orjson.loads(rec.value) if rec.value is not None else None

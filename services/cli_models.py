@@ -134,7 +134,7 @@ def _announce(settings: Settings, versions: dict[str, str]) -> None:
     """Tell running workers that the champion moved (they reload it in the background)."""
     from streams.hot_swap import announce
 
-    if announce(settings.kafka_servers, settings.topic_model_updates, versions,
+    if announce(settings.kafka, settings.topic_model_updates, versions,
                 settings.mlflow_uri):
         console.print(f"announced on {settings.topic_model_updates}: {versions}")
     else:

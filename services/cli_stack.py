@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.smoke import kafka_round_trip, mlflow_round_trip, redis_round_trip
+from infra.urls import mask_url
 from services.settings import load_settings
 from services.stack import build_stack, mlflow_store
 
@@ -24,8 +25,8 @@ def up() -> None:
     start = time.perf_counter()
     stack.up(say=lambda line: console.print(f"  {line}"))
     console.print(f"stack up ({time.perf_counter() - start:.1f} s): "
-                  f"kafka {stack.kafka_bootstrap}, redis {stack.redis_url}, "
-                  f"mlflow {stack.mlflow.tracking_uri}")
+                  f"kafka {stack.kafka.bootstrap}, redis {mask_url(stack.redis_url)}, "
+                  f"mlflow {mask_url(stack.mlflow.tracking_uri)}")
 
 
 @app.command()
@@ -54,7 +55,7 @@ def check() -> None:
     """A real round trip through Kafka, Redis and MLflow."""
     settings = load_settings()
     results = {
-        "kafka produce→consume": kafka_round_trip(settings.kafka_servers),
+        "kafka produce→consume": kafka_round_trip(settings.kafka),
         "redis set→get": redis_round_trip(settings.redis),
         "mlflow log→read": mlflow_round_trip(mlflow_store(settings), settings.mlflow_experiment),
     }

@@ -3,7 +3,6 @@ settings, build the trainer, run one round (``--once``) or rounds until stopped.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from services.logs import configure
 from services.settings import load_settings
 
 app = typer.Typer()
@@ -43,23 +43,21 @@ def trainer(
                                    "trainer_min_gain": min_gain,
                                    "trainer_epochs": epochs}.items() if v is not None}
     settings = load_settings(**overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs = configure(settings.log_format, "info", "trainer")
     service = Trainer(settings, status_file=status_file)
     if once:
         result = service.run_round()
         line = Text(describe_round(result))
         line.stylize("bold", 0, len(result.outcome))
-        console.print(line, soft_wrap=True)
+        logs.say(console, line)
         if result.outcome == "failed":
             raise typer.Exit(1)
         return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"trainer: a round every {settings.trainer_interval_min:g} min (0: off)"
-                  + (f" or {settings.trainer_every_events:,} new events"
-                     if settings.trainer_every_events else "")
-                  + f" on {settings.topic_interactions}; Ctrl-C to stop")
+    logs.say(console, f"trainer: a round every {settings.trainer_interval_min:g} min (0: off)"
+             + (f" or {settings.trainer_every_events:,} new events"
+                if settings.trainer_every_events else "")
+             + f" on {settings.topic_interactions}; Ctrl-C to stop")
     service.run_forever(stop)

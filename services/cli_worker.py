@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from services.logs import configure
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
 
@@ -40,33 +41,39 @@ def worker(
 
     from model.pipeline import limit_threads
     from streams.metrics import WorkerMetrics
-    from streams.registry import load_bundle
-    from streams.worker import FixedList, create_app
+    from streams.registry import NoChampion, load_bundle
+    from streams.worker import FixedList, NoModel, create_app
 
     settings = load_settings()
+    logs = configure(settings.log_format, log_level, "worker", worker_id=worker_id)
     limit_threads(settings.worker_compute_threads)
     store = mlflow_store(settings)
 
     def champion() -> object:
         return load_bundle(store, head_weights=settings.ranker_head_weights)
 
-    bundle = FixedList(settings.recs_top_n) if pass_through else champion()
+    try:
+        bundle = FixedList(settings.recs_top_n) if pass_through else champion()
+    except NoChampion as exc:
+        logs.say(console, f"worker {worker_id}: {exc}; serving popularity until the "
+                 "trainer announces the first champion", logging.WARNING)
+        bundle = NoModel()
     cfg = _worker_config(settings, worker_id, status_file)
     metrics = WorkerMetrics()
     metrics.watch_gc()
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
-    metrics.serve(port)
+    metrics.serve(port, settings.worker_metrics_host)
     faust_app = create_app(cfg, bundle, load_bundle=None if pass_through else champion,
                            metrics=metrics)
-    console.print(f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
-                  f"{cfg.interactions} -> {cfg.recommendations}"
-                  + (f", metrics on :{port}/metrics" if port else ""))
-    _quiet_logs(log_level)
+    logs.say(console, f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
+             f"{cfg.interactions} -> {cfg.recommendations}"
+             + (f", metrics on :{port}/metrics" if port else ""))
     # What start-up loaded (TensorFlow, Keras, MLflow, Faust, the model) lives as long as
     # the process. Frozen, full collections skip it: they stalled the loop ~350 ms each
     # (p99 372 ms at 500/s after a 48k-event backlog, measured with the GC metric).
     gc.freeze()
-    Worker(faust_app, loglevel=log_level, quiet=True).execute_from_commandline()
+    Worker(faust_app, loglevel=log_level, quiet=True,
+           logging_config=logs.config).execute_from_commandline()
 
 
 def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
@@ -78,7 +85,7 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
     state_dir = settings.data_dir / "workers" / worker_id
     state_dir.mkdir(parents=True, exist_ok=True)
     return WorkerConfig(
-        bootstrap=settings.kafka_servers, group_id=settings.worker_group,
+        kafka=settings.kafka, group_id=settings.worker_group,
         interactions=settings.topic_interactions, dlq=settings.topic_dlq,
         recommendations=settings.topic_recommendations,
         model_updates=settings.topic_model_updates, partitions=settings.interactions_partitions,
@@ -90,13 +97,3 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
                               max_items=settings.session_max_items,
                               features=settings.feature_spec()),
         status_file=status_file)
-
-
-def _quiet_logs(log_level: str) -> None:
-    """Below info, silence the libraries whose chatter is not worth its cost."""
-    if log_level not in ("debug", "info"):  # their INFO chatter costs throughput
-        for noisy in ("aiokafka", "faust", "mode"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
-    # buffer holds 100 changelog writes): normal back-pressure, not a fault.
-    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

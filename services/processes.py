@@ -19,6 +19,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError
 
+from infra.kafka_client import KafkaConnection
 from services.settings import Settings
 from streams.status import Record, RoundSummary, TrainerStatus, read_status
 
@@ -37,7 +38,7 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
              "topic_model_updates": f"{run}.model-updates", "worker_group": run,
              "recs_channel": f"{run}.recs"}
     topics = {k: v for k, v in names.items() if k.startswith("topic_")}
-    ensure_topics(settings.kafka_servers, settings.model_copy(update=topics).topics())
+    ensure_topics(settings.kafka, settings.model_copy(update=topics).topics())
     return {f"STREAMREC_{key.upper()}": value for key, value in names.items()}
 
 
@@ -103,14 +104,14 @@ class ServiceProcess:
                                     stderr=subprocess.STDOUT)
         return cls(proc, log, path)
 
-    def wait_joined(self, bootstrap: str, group: str, timeout_s: float = 120,
+    def wait_joined(self, kafka: KafkaConnection, group: str, timeout_s: float = 120,
                     members: int = 1) -> None:
         """Until the consumer group is stable with ``members`` members, i.e. the workers own
         their partitions and events produced from now on are answered."""
         from confluent_kafka import ConsumerGroupState, KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient(kafka.librdkafka())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._raise_if_exited()

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from infra.errors import StackError
+from infra.kafka_broker import LocalKafka
+from infra.kafka_client import KafkaConnection
+from infra.redis_server import LocalRedis
 from infra.topics import TopicSpec
+from infra.urls import mask_url
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
 from streams.events import EVENT_TYPES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+MIN_SECRET_LENGTH = 16  # API keys and tokens
+_Secrets = SecretStr | dict[SecretStr, str] | list[SecretStr] | None
 
 
 class Settings(BaseSettings):
@@ -30,18 +36,32 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(REPO_ROOT / ".local", description="local state: jars, broker data, "
                            "Redis AOF, MLflow store, worker state")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: lines for people; json: one JSON object per line "
+        "(services/logs.py)")
 
     # Kafka: unset bootstrap means "run the embedded broker on kafka_port".
     kafka_bootstrap: str | None = Field(None, description="existing cluster, host:port[,...]")
     kafka_port: int = Field(19092, ge=1024, le=65535)
     kafka_controller_port: int = Field(19093, ge=1024, le=65535)
-    kafka_version: str = Field("4.0.2", pattern=r"^\d+\.\d+\.\d+$")
+    kafka_version: str = Field("4.4.0", pattern=r"^\d+\.\d+\.\d+$")
     kafka_heap: str = Field("1g", pattern=r"^\d+[mg]$")
     kafka_start_timeout_s: float = Field(90.0, gt=0)
+    # librdkafka-style client properties, a JSON object, for every Kafka client (and the
+    # embedded broker's listener): STREAMREC_KAFKA_SECURITY='{"security.protocol":
+    # "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "u", "sasl.password": "p",
+    # "ssl.ca.location": "/etc/ca.pem"}'. All values are held as secrets.
+    kafka_security: dict[str, SecretStr] = Field(
+        default_factory=dict, description="security.protocol, sasl.*, ssl.* properties")
 
     # Redis: unset URL means "run the embedded redis-server on redis_port".
-    redis_url: str | None = Field(None, description="existing Redis, redis://host:port/db")
+    redis_url: SecretStr | None = Field(
+        None, description="existing Redis, redis[s]://[user:password@]host:port/db[?ssl_ca_certs=]")
     redis_port: int = Field(16379, ge=1024, le=65535)
+    # The embedded Redis: an ACL user with this password, and TLS only when asked.
+    redis_username: str = Field("streamrec", pattern=r"^[A-Za-z0-9_.-]+$")
+    redis_password: SecretStr | None = Field(None, description="embedded Redis ACL password")
+    redis_tls: bool = Field(False, description="embedded Redis serves TLS only")
 
     # MLflow: unset means a sqlite store under data_dir; a server URI works too.
     mlflow_tracking_uri: str | None = None
@@ -53,6 +73,8 @@ class Settings(BaseSettings):
     worker_batch_within_ms: int = Field(10, ge=1)
     worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
+    worker_metrics_host: str = Field("127.0.0.1", description="/metrics listens here "
+                                     "(it has no auth: 0.0.0.0 only inside a private network)")
     recs_top_n: int = Field(10, ge=1, le=1000)
     recs_ttl_s: int = Field(24 * 3600, ge=1)
     recs_exclude_seen: bool = True
@@ -85,7 +107,22 @@ class Settings(BaseSettings):
     # API (``streamrec api``): loopback by default; CORS off and no key unless set.
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
-    api_key: SecretStr | None = Field(None, description="required on POST /v1/events when set")
+    # Who may call it (README "API security"): posting events is open unless an event key
+    # is set, reads unless a read key or bearer token is; /healthz and /readyz stay open.
+    api_key: SecretStr | None = Field(None, description="X-API-Key that may post events "
+                                      "for every user")
+    api_event_keys: dict[SecretStr, str] = Field(
+        default_factory=dict, description="X-API-Key -> the user-id prefix it may post "
+        "events for, a JSON object: '{\"<key>\": \"shop-a:\"}'")
+    api_read_keys: list[SecretStr] = Field(
+        default_factory=list, description="X-API-Key values that may read lists, feeds, "
+        "figures and metrics, a JSON list")
+    api_bearer_tokens: list[SecretStr] = Field(
+        default_factory=list, description="'Authorization: Bearer' tokens that may read, "
+        "a JSON list")
+    api_request_timeout_s: float = Field(15.0, gt=0, description="a non-streaming request "
+                                         "unanswered after this gets 504")
+    api_max_feeds: int = Field(1000, ge=1, description="live feeds open at once; 503 beyond")
     api_cors_origins: list[str] = Field(default_factory=list)
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     api_max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
@@ -109,11 +146,14 @@ class Settings(BaseSettings):
     recommendations_partitions: int = Field(4, ge=1)
     topic_replication: int = Field(1, ge=1)
 
-    @field_validator("kafka_bootstrap", "redis_url", "mlflow_tracking_uri")
+    @field_validator("kafka_bootstrap", "redis_url", "mlflow_tracking_uri", "redis_password",
+                     mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
+    def _blank_is_unset(cls, value: object) -> object:
         """An empty variable (``STREAMREC_REDIS_URL=``) means 'use the local default'."""
-        return value.strip() or None if value is not None else None
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value.strip() or None if isinstance(value, str) else value
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -128,9 +168,40 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected a redis://host:port/db URL, got {value!r}")
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        url = value.get_secret_value() if value is not None else ""
+        if value is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis://host:port/db URL, got {mask_url(url)!r}")
+        return value
+
+    @field_validator("redis_password")
+    @classmethod
+    def _one_word(cls, value: SecretStr | None) -> SecretStr | None:
+        """An ACL rule is one word: a space would end the password there."""
+        if value is not None and any(c.isspace() for c in value.get_secret_value()):
+            raise ValueError("a password without spaces")
+        return value
+
+    @field_validator("kafka_security")
+    @classmethod
+    def _kafka_properties(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Refused here in one line rather than by the first client that connects."""
+        try:
+            KafkaConnection("-:0", {k: v.get_secret_value() for k, v in value.items()})
+        except StackError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("api_key", "api_event_keys", "api_read_keys", "api_bearer_tokens")
+    @classmethod
+    def _sendable_secrets(cls, value: _Secrets) -> _Secrets:
+        """Keys guard the API and travel in headers: refuse, at start, one that is easy to
+        guess or that no client could send (an empty STREAMREC_API_KEY would let anyone in)."""
+        for secret in [value] if isinstance(value, SecretStr) else value or ():
+            text = secret.get_secret_value()
+            if len(text) < MIN_SECRET_LENGTH or not all("!" <= c <= "~" for c in text):
+                raise ValueError(f"keys and tokens need {MIN_SECRET_LENGTH}+ printable ASCII "
+                                 "characters, no spaces")
         return value
 
     @field_validator("context_categorical", "context_numeric", mode="before")
@@ -178,12 +249,33 @@ class Settings(BaseSettings):
         return self.redis_url is None
 
     @property
-    def kafka_servers(self) -> str:
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+    def kafka(self) -> KafkaConnection:
+        """What every Kafka client is given. The embedded broker over TLS presents a
+        certificate from its own CA, which clients then trust unless told otherwise."""
+        security = {k: v.get_secret_value() for k, v in self.kafka_security.items()}
+        if self.kafka_embedded:
+            bootstrap = f"127.0.0.1:{self.kafka_port}"
+            if KafkaConnection(bootstrap, security).uses_tls:
+                security.setdefault("ssl.ca.location", str(self._kafka_home.joinpath("tls", "ca.pem")))
+            return KafkaConnection(bootstrap, security)
+        return KafkaConnection(self.kafka_bootstrap or "", security)
 
     @property
     def redis(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """The Redis URL clients use, credentials included: print ``mask_url(redis)``."""
+        return self.redis_url.get_secret_value() if self.redis_url else self.local_redis().url
+
+    @property
+    def _kafka_home(self) -> Path:
+        return self.data_dir / "kafka"
+
+    def local_kafka(self) -> LocalKafka:
+        return LocalKafka(self._kafka_home, self.kafka_port, self.kafka_controller_port,
+                          self.kafka_version, self.kafka_heap, self.kafka)
+
+    def local_redis(self) -> LocalRedis:
+        return LocalRedis(self.data_dir / "redis", self.redis_port, self.redis_username,
+                          self.redis_password, self.redis_tls)
 
     @property
     def mlflow_uri(self) -> str:
@@ -212,6 +304,10 @@ class Settings(BaseSettings):
         ]
 
 
+_SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items()
+                           if "SecretStr" in str(f.annotation))
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment once; turn validation errors into one readable line."""
     try:
@@ -219,7 +315,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(
             f"STREAMREC_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            f" (got {err.get('input')!r})"
+            + ("" if err["loc"][0] in _SECRET_FIELDS else f" (got {err.get('input')!r})")
             for err in exc.errors()
         )
         raise StackError(f"invalid settings: {problems}") from None

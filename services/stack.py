@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from infra.kafka_broker import LocalKafka
 from infra.mlflow_store import MlflowStore
-from infra.redis_server import LocalRedis
 from infra.stack import Stack
 from services.settings import Settings
 
@@ -17,21 +15,12 @@ def mlflow_store(settings: Settings) -> MlflowStore:
 
 
 def build_stack(settings: Settings) -> Stack:
-    local_kafka = (
-        LocalKafka(settings.data_dir / "kafka", settings.kafka_port,
-                   settings.kafka_controller_port, settings.kafka_version, settings.kafka_heap)
-        if settings.kafka_embedded else None
-    )
-    local_redis = (
-        LocalRedis(settings.data_dir / "redis", settings.redis_port)
-        if settings.redis_embedded else None
-    )
     return Stack(
-        kafka_bootstrap=settings.kafka_servers,
+        kafka=settings.kafka,
         redis_url=settings.redis,
         mlflow=mlflow_store(settings),
         topics=settings.topics(),
-        local_kafka=local_kafka,
-        local_redis=local_redis,
+        local_kafka=settings.local_kafka() if settings.kafka_embedded else None,
+        local_redis=settings.local_redis() if settings.redis_embedded else None,
         kafka_timeout_s=settings.kafka_start_timeout_s,
     )

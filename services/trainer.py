@@ -181,7 +181,7 @@ class Trainer:
 
         def read() -> list[Event]:
             events, rejected = [], 0
-            for record in read_to_end(self.settings.kafka_servers,
+            for record in read_to_end(self.settings.kafka,
                                       self.settings.topic_interactions):
                 try:
                     events.append(parse(record.value))
@@ -361,7 +361,7 @@ class Trainer:
             retry("moving the champion alias", lambda: set_champion(self.store, versions))
 
         def announce_or_raise() -> None:
-            if not announce(s.kafka_servers, s.topic_model_updates, versions, s.mlflow_uri):
+            if not announce(s.kafka, s.topic_model_updates, versions, s.mlflow_uri):
                 raise RuntimeError(f"no acknowledgement from {s.topic_model_updates}")
 
         try:
@@ -376,7 +376,7 @@ class Trainer:
         from streams.consumer import TopicSizes
 
         s = self.settings
-        with TopicSizes(s.kafka_servers) as sizes:
+        with TopicSizes(s.kafka) as sizes:
             def topic_size() -> int:
                 return retry("sizing the topic", lambda: sizes.size(s.topic_interactions))
 

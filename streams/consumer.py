@@ -14,6 +14,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 
+from infra.kafka_client import KafkaConnection
+
 
 @dataclass(frozen=True)
 class Record:
@@ -35,15 +37,14 @@ def existing_topic(client: Consumer, topic: str) -> Any:
     return meta.topics[topic]
 
 
-def read_topic(bootstrap: str, topic: str, *, from_beginning: bool = False,
+def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = False,
                limit: int | None = None, idle_timeout_s: float | None = None) -> Iterator[Record]:
     """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+    consumer = Consumer(kafka.librdkafka(**{
         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": False,
-    })
+    }))
     try:
         existing_topic(consumer, topic)
         consumer.subscribe([topic])
@@ -64,39 +65,48 @@ def read_topic(bootstrap: str, topic: str, *, from_beginning: bool = False,
         consumer.close()
 
 
-def read_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> Iterator[Record]:
+def read_to_end(kafka: KafkaConnection, topic: str, timeout_s: float = 60.0) -> Iterator[Record]:
     """Every record of ``topic`` from its beginning up to the end offsets it had when this
     started: a consistent snapshot while producers keep writing (for the trainer).
     Partitions are read one after another, in offset order."""
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+    consumer = Consumer(kafka.librdkafka(**{
         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
-    })
+    }))
     try:
         for partition in sorted(existing_topic(consumer, topic).partitions):
             low, end = consumer.get_watermark_offsets(TopicPartition(topic, partition),
                                                       timeout=10)
-            if end <= low:
-                continue
-            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-            deadline = time.monotonic() + timeout_s
-            while True:
-                msg = consumer.poll(0.5)
-                if msg is None or msg.error() is not None:
-                    if time.monotonic() > deadline:
-                        raise KafkaException(f"{topic}[{partition}]: no record for "
-                                             f"{timeout_s:.0f} s before offset {end}")
-                    continue
-                deadline = time.monotonic() + timeout_s
-                yield Record(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],
-                             msg.key(), msg.value(), dict(msg.headers() or []))
-                if msg.offset() >= end - 1:
-                    break
+            yield from read_partition(consumer, topic, partition, low, end, timeout_s)
     finally:
         consumer.close()
+
+
+def read_partition(consumer: Consumer, topic: str, partition: int, start: int, end: int,
+                   timeout_s: float = 60.0) -> Iterator[Record]:
+    """Offsets ``start`` up to ``end`` (exclusive) of one partition, in order, through
+    ``consumer`` (reassigned to it): a bounded read that stops at ``end`` even while
+    producers keep writing, and fails rather than waits forever when records stop coming."""
+    from confluent_kafka import TopicPartition
+
+    if end <= start:
+        return
+    consumer.assign([TopicPartition(topic, partition, start)])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        msg = consumer.poll(0.5)
+        if msg is None or msg.error() is not None:
+            if time.monotonic() > deadline:
+                raise KafkaException(f"{topic}[{partition}]: no record for "
+                                     f"{timeout_s:.0f} s before offset {end}")
+            continue
+        deadline = time.monotonic() + timeout_s
+        yield Record(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],
+                     msg.key(), msg.value(), dict(msg.headers() or []))
+        if msg.offset() >= end - 1:
+            return
 
 
 class TopicSizes:
@@ -104,9 +114,9 @@ class TopicSizes:
     (the API every second, the trainer's event trigger): a new client per question would
     connect and fetch metadata each time."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._consumer = Consumer({"bootstrap.servers": bootstrap,
-                                   "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}"})
+    def __init__(self, kafka: KafkaConnection) -> None:
+        self._consumer = Consumer(kafka.librdkafka(
+            **{"group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}"}))
 
     def size(self, topic: str) -> int:
         """Records ever written to ``topic``: the sum of its partitions' end offsets."""
@@ -125,7 +135,7 @@ class TopicSizes:
         self.close()
 
 
-def topic_size(bootstrap: str, topic: str) -> int:
+def topic_size(kafka: KafkaConnection, topic: str) -> int:
     """Records ever written to ``topic``, asked once."""
-    with TopicSizes(bootstrap) as sizes:
+    with TopicSizes(kafka) as sizes:
         return sizes.size(topic)

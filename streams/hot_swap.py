@@ -20,7 +20,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from infra.kafka_client import KafkaConnection
+from infra.urls import mask_url
 from model.features import LiveSession
+from streams import log_context
 from streams.events import EVENT_TYPES
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
@@ -29,14 +32,15 @@ from streams.status import StatusFile, WorkerStatus, now_us
 log = logging.getLogger(__name__)
 
 
-def announce(bootstrap: str, topic: str, versions: dict[str, str], tracking_uri: str,
+def announce(kafka: KafkaConnection, topic: str, versions: dict[str, str], tracking_uri: str,
              timeout_s: float = 10.0) -> bool:
     """Tell every worker that the champion moved to ``versions`` ({registered name:
-    version}); True once the broker has the message."""
+    version}); True once the broker has the message. The registry's address goes out
+    without its credentials: every reader of the topic would see them."""
     from streams.producer import RecordProducer
 
-    message = ModelAnnouncement(CHAMPION, versions, tracking_uri)
-    producer = RecordProducer(bootstrap)
+    message = ModelAnnouncement(CHAMPION, versions, mask_url(tracking_uri))
+    producer = RecordProducer(kafka)
     producer.produce(topic, CHAMPION.encode(), message.to_json())
     return producer.flush(timeout_s) == 0 and producer.stats.failed == 0
 
@@ -44,7 +48,8 @@ def announce(bootstrap: str, topic: str, versions: dict[str, str], tracking_uri:
 class Serving:
     """The bundle in service; replaced whole, never mutated.
 
-    Its state is reported three ways: log lines and Prometheus metrics for operators, and,
+    Its state is reported three ways: log lines (each names the version served, through
+    ``streams.log_context``) and Prometheus metrics for operators, and,
     with ``status_file``, a ``WorkerStatus`` record for programs that wait on a swap (the
     demo, the tests, the benchmarks), so none of them has to grep the logs.
     """
@@ -53,6 +58,7 @@ class Serving:
                  status_file: Path | None = None) -> None:
         self.bundle, self.metrics = bundle, metrics
         metrics.serve_model(bundle.version)
+        log_context.serving(bundle.version)
         self.status = StatusFile(status_file, WorkerStatus(bundle.version, updated_us=now_us()))
 
     def announced_version(self, message: bytes) -> str:
@@ -81,6 +87,7 @@ class Serving:
         old, self.bundle = self.bundle.version, fresh
         self.metrics.swaps.labels("applied").inc()
         self.metrics.serve_model(fresh.version)
+        log_context.serving(fresh.version)
         self.status.update(model_version=fresh.version,
                            swaps_applied=self.status.current.swaps_applied + 1)
         log.warning("model swapped: %s -> %s", old, fresh.version)
@@ -94,11 +101,10 @@ class Serving:
                   self.bundle.version, exc)
 
 
-async def follow_model_updates(bootstrap: str, topic: str, serving: Serving,
+async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serving,
                                load_bundle: Callable[[], Any], top_n: int) -> None:
     """Apply each announcement on ``topic`` (runs until cancelled)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
     await consumer.start()
     try:
         await consumer.topics()  # loads metadata, so the topic's partitions are known

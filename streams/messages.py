@@ -25,6 +25,7 @@ import orjson
 
 Path = Literal["model", "popularity", "fallback"]
 CHAMPION = "champion"  # the registry alias the workers serve, named in announcements
+NO_MODEL = "none"  # the model version of lists served before any champion exists
 
 
 def version_string(versions: Mapping[str, str]) -> str:
@@ -124,7 +125,8 @@ class PopularList:
 @dataclass(frozen=True)
 class ModelAnnouncement:
     """The ``alias`` (``champion``) now names ``versions`` ({registered name: version}) in
-    the registry at ``tracking_uri``."""
+    the registry at ``tracking_uri`` (for people to read: its password is masked, as the
+    topic has many readers; workers load from their own configured registry)."""
 
     alias: str
     versions: dict[str, str]

@@ -10,7 +10,7 @@ Delivery accounting: librdkafka calls back only for failed records
 about as much as the send itself; ``delivered`` is then produced - failed - in flight,
 exact once ``flush()`` has returned.
 
-    with EventProducer(bootstrap, topic="interactions", dlq_topic="interactions.dlq") as p:
+    with EventProducer(kafka, topic="interactions", dlq_topic="interactions.dlq") as p:
         p.send(new_event("u1", "i42", "click"))
 """
 
@@ -25,6 +25,7 @@ from typing import Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from infra.kafka_client import KafkaConnection
 from streams.events import Event, InvalidEvent, parse
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,9 @@ def dead_letter_headers(reason: str, detail: str, source: str) -> list[tuple[str
 class RecordProducer:
     """Sends raw records to any topic, with delivery accounting; flushes when closed."""
 
-    def __init__(self, bootstrap: str, config: dict[str, object] | None = None) -> None:
-        conf = {**PRODUCER_DEFAULTS, **(config or {}), "bootstrap.servers": bootstrap,
-                "on_delivery": self._on_delivery}
+    def __init__(self, kafka: KafkaConnection, config: dict[str, object] | None = None) -> None:
+        conf = kafka.librdkafka(**{**PRODUCER_DEFAULTS, **(config or {})},
+                                on_delivery=self._on_delivery)
         self.stats = DeliveryStats()
         self._producer = Producer(conf)
 
@@ -139,9 +140,9 @@ class RecordProducer:
 class EventProducer(RecordProducer):
     """Sends events to the interactions topic and rejects to the dead-letter topic."""
 
-    def __init__(self, bootstrap: str, topic: str, dlq_topic: str, source: str = "producer",
+    def __init__(self, kafka: KafkaConnection, topic: str, dlq_topic: str, source: str = "producer",
                  config: dict[str, object] | None = None) -> None:
-        super().__init__(bootstrap, config)
+        super().__init__(kafka, config)
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.source = source

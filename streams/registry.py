@@ -23,7 +23,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from infra.errors import StackError
 from infra.mlflow_store import MlflowStore
+from infra.urls import mask_url
 from model.data import IdMap
 from model.pipeline import PipelineScorer, ServingBundle
 from model.ranking.neumf import sample_inputs
@@ -273,15 +275,30 @@ def alias_versions(store: MlflowStore, names: list[str], alias: str = CHAMPION
     return {v.name: str(v.version) for v in found}
 
 
+class NoChampion(StackError):
+    """The registry has no models under the alias yet: nothing has been promoted."""
+
+
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
 def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
-    """Retriever and ranker behind ``alias`` and the id maps logged with the retriever."""
+    """Retriever and ranker behind ``alias`` and the id maps logged with the retriever;
+    raises ``NoChampion`` when there are none."""
     import json
 
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.tracking_uri)
-    retriever, ranker = (_by_alias(client, n, alias) for n in ROLE_NAMES)
+    try:
+        retriever, ranker = (_by_alias(client, n, alias) for n in ROLE_NAMES)
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+        raise NoChampion(f"no models under the alias {alias!r} in the registry at "
+                         f"{mask_url(store.tracking_uri)}") from None
     mlflow.set_tracking_uri(store.tracking_uri)
     maps_path = mlflow.artifacts.download_artifacts(
         run_id=retriever.run_id, artifact_path="id_maps.json")

@@ -30,6 +30,7 @@ from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import SENT_AT_HEADER
 from streams.sessions import SessionPolicy, SessionState, apply_event, ignored_context
+from streams.tracing import ListSpans, TraceHeaders, from_record
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class SessionUpdate:
     ``session`` is what the model encodes; ``sent_us`` the event's send time (header
     ``sent_us``), None when the producer did not stamp it; ``ignored`` why each context
     key the session does not keep was left out (``streams.sessions.ignored_context``),
-    for the caller to count: a bad context value never fails the event."""
+    for the caller to count: a bad context value never fails the event; ``trace`` the
+    event's valid trace headers (``streams.tracing``), for its list to carry."""
 
     user_id: str
     session: LiveSession
@@ -69,6 +71,7 @@ class SessionUpdate:
     sent_us: int | None
     state: dict
     ignored: Sequence[str] = ()
+    trace: TraceHeaders = ()
 
 
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
@@ -122,6 +125,7 @@ class EventStep:
             event = parse(raw)
         except InvalidEvent as exc:
             return DeadLetter(exc.reason.value, exc.detail)
+        meta = dict(headers or ())  # Faust's are pairs: one dict for both lookups
         previous = stored(event.user_id)
         state = SessionState.from_dict(previous) if previous is not None else None
         new_state, changed = apply_event(state, event, self.policy)
@@ -130,11 +134,13 @@ class EventStep:
                 return Duplicate(event.event_id)
             # Applied before, never answered here: answer from the session as it stands.
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
-                                 event.item_id, sent_us(headers), previous or {}, [])
+                                 event.item_id, sent_us(meta), previous or {}, [],
+                                 from_record(meta))
         self.popularity.add(event.item_id, event.ts)
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
-                             event.item_id, sent_us(headers), new_state.to_dict(),
-                             ignored_context(event.context, self.policy.features))
+                             event.item_id, sent_us(meta), new_state.to_dict(),
+                             ignored_context(event.context, self.policy.features),
+                             from_record(meta))
 
 
 class Recommender(Protocol):
@@ -150,7 +156,8 @@ class Recommender(Protocol):
 class ListProducer(Protocol):
     """Where lists go to the topic (``RecordProducer``): queued, delivered later."""
 
-    def produce(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    def produce(self, topic: str, key: bytes | None, value: bytes,
+                headers: list[tuple[str, bytes]] | None = None) -> None: ...
 
 
 class ListStore(Protocol):
@@ -188,19 +195,22 @@ class BatchStep:
     """Per micro-batch: recommend, build the lists, publish them.
 
     ``topic`` and ``producer`` take every list to Kafka, ``store`` to Redis; ``clock`` (in
-    seconds, monotonic) paces the popularity record and times the publish stage.
+    seconds, monotonic) paces the popularity record and times the publish stage; ``spans``
+    carry each event's trace context onto its list (``streams.tracing``).
     """
 
     def __init__(self, topic: str, top_n: int, exclude_seen: bool,
                  popularity: DecayedPopularity, producer: ListProducer, store: ListStore,
                  metrics: WorkerMetrics, popular_every_s: float = POPULAR_EVERY_S,
                  clock: Callable[[], float] = time.perf_counter,
-                 answered: AnsweredEvents | None = None) -> None:
+                 answered: AnsweredEvents | None = None, spans: ListSpans | None = None
+                 ) -> None:
         self.topic, self.top_n, self.exclude_seen = topic, top_n, exclude_seen
         self.popularity, self.producer, self.store = popularity, producer, store
         self.metrics, self.popular_every_s, self.clock = metrics, popular_every_s, clock
         self._popular_written = float("-inf")  # clock time of the last popularity record
         self.answered = answered if answered is not None else AnsweredEvents()
+        self.spans = spans if spans is not None else ListSpans(topic)
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
                   ) -> Sequence[Recommendation | None]:
@@ -239,26 +249,39 @@ class BatchStep:
                       ) -> list[RecommendationList]:
         """Answer every update; returns the lists published. ``bundle`` is read once by the
         caller per batch: a model swap lands between micro-batches, never inside one."""
+        began_ns = time.time_ns()
         recs = self.recommend(updates, bundle)
         start = self.clock()
         now_us = time.time_ns() // 1000
         lists = [self.build(u, rec, bundle.version, now_us) for u, rec in zip(updates, recs)]
         payloads, paths = [], {"model": 0, "popularity": 0}
-        for record in lists:
+        for update, record in zip(updates, lists):
             payload = record.to_json()
             payloads.append((record.user_id, payload))
             paths[record.path] += 1
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
             # FlushBeforeCommit delivers it all before the offsets of these events commit.
-            self.producer.produce(self.topic, record.user_id.encode(), payload)
+            self.producer.produce(self.topic, record.user_id.encode(), payload,
+                                  self._trace(update, record, began_ns))
             if record.event_id is not None:
                 self.answered.add(record.event_id)
+            if record.sent_us is not None:
+                self.metrics.send_to_publish.observe(max(now_us - record.sent_us, 0) / 1e6)
         for path, count in paths.items():
             self.metrics.published.labels(path).inc(count)
         popular = self.popular(bundle.version, now_us, start)
         await self._store(payloads, popular.to_json() if popular is not None else None)
         self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
         return lists
+
+    def _trace(self, update: SessionUpdate, record: RecommendationList, began_ns: int
+               ) -> list[tuple[str, bytes]] | None:
+        """The headers that put ``record`` in its event's trace, None for an untraced event
+        (most: nothing is built for them)."""
+        if not update.trace:
+            return None
+        return list(self.spans.headers(update.trace, began_ns, {
+            "streamrec.path": record.path, "streamrec.model_version": record.model_version or ""}))
 
     async def _store(self, payloads: list[tuple[str, bytes]], popular: bytes | None) -> None:
         """Write to Redis; a failure is counted and logged, never raised: the lists are on

@@ -24,9 +24,12 @@ import faust
 from faust.sensors import Sensor
 from faust.types import TableT, TopicT
 
+from infra.kafka_client import KafkaConnection
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.hot_swap import Serving, follow_model_updates
+from streams.log_context import in_partition
+from streams.messages import NO_MODEL
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import RecordProducer, dead_letter_headers
@@ -37,7 +40,7 @@ from streams.steps import AnsweredEvents, BatchStep, DeadLetter, EventStep, Sess
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    bootstrap: str
+    kafka: KafkaConnection
     group_id: str
     interactions: str
     dlq: str
@@ -70,6 +73,19 @@ class FixedList:
                   ) -> list[Recommendation]:
         rec = Recommendation(self.items[:k], [1.0] * min(k, len(self.items)))
         return [rec] * len(users)
+
+
+class NoModel:
+    """What a worker serves before the first champion: no model answer, so every list
+    comes from recent popularity (path ``popularity``) until a promotion is announced and
+    swapped in like any other."""
+
+    version = NO_MODEL
+
+    def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
+                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  ) -> list[Recommendation | None]:
+        return [None] * len(users)
 
 
 class FlushBeforeCommit(Sensor):
@@ -127,6 +143,7 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
 
     async def sessionize(raw: bytes) -> SessionUpdate | None:
         message = faust.current_event().message
+        in_partition(message.tp.partition)  # for log lines: one context variable set
         lag.read(message.tp, message.offset)
         metrics.events.inc()
         outcome = step(raw, sessions.get, message.headers)
@@ -146,12 +163,24 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
     return sessionize
 
 
+def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT | None:
+    """The same security properties as every other client, in Faust's terms."""
+    if kafka.uses_sasl:
+        return faust.SASLCredentials(username=kafka.get("sasl.username"),
+                                     password=kafka.get("sasl.password"),
+                                     ssl_context=kafka.ssl_context(), mechanism=kafka.mechanism)
+    if kafka.uses_tls:
+        return faust.SSLCredentials(kafka.ssl_context())
+    return None
+
+
 def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | None = None,
                metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app, its topics, the sessions table, the recommend agent and, when
     ``load_bundle`` is given, the task that swaps in each new champion."""
     app = faust.App(
-        cfg.group_id, broker=f"kafka://{cfg.bootstrap}", store="memory://",
+        cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store="memory://",
+        broker_credentials=faust_credentials(cfg.kafka),
         datadir=str(cfg.state_dir), web_enabled=False, producer_linger_ms=5,
         topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
     )
@@ -161,7 +190,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     metrics = metrics or WorkerMetrics()
     serving = Serving(bundle, metrics, cfg.status_file)
     popularity = DecayedPopularity()
-    lists_out = RecordProducer(cfg.bootstrap)
+    lists_out = RecordProducer(cfg.kafka)
     app.sensors.add(FlushBeforeCommit(lists_out))
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
@@ -184,7 +213,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     if load_bundle is not None:
         @app.task
         async def swap_models() -> None:
-            await follow_model_updates(cfg.bootstrap, cfg.model_updates, serving, load_bundle,
+            await follow_model_updates(cfg.kafka, cfg.model_updates, serving, load_bundle,
                                        cfg.top_n)
 
     return app

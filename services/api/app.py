@@ -1,11 +1,13 @@
-"""The FastAPI application, wired: the route groups (``routes``), the middleware, and the
-lifespan that builds what the routes stand on (``backends``)."""
+"""The FastAPI application, wired: the route groups (``routes``), who may call them
+(``auth``), the middleware, and the lifespan that builds what the routes stand on
+(``backends``)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from services.api.auth import KEY_HEADER, Access
 from services.api.backends import backends_of, lifespan
 from services.api.fast_reads import FastReads
 from services.api.metrics import ApiMetrics, MetricsMiddleware
@@ -16,26 +18,34 @@ from services.api.routes import (
     add_list_route,
     add_ops_routes,
 )
+from services.api.timeouts import RequestTimeout
 from services.settings import Settings
+from streams.tracing import TRACEPARENT, TRACESTATE
 
 
 def create_api(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
+    access = Access.of(settings)
     app = FastAPI(title="streamrec API", version="1", lifespan=lifespan(settings, metrics),
                   description="Next-item lists computed by the streamrec stream workers: "
-                              "read them, follow them live (SSE), send events.")
-    list_route = add_list_route(app)
-    add_feed_route(app, metrics, settings.api_heartbeat_s)
-    add_event_route(app, settings, metrics)
-    add_ops_routes(app, metrics)
-    _add_middleware(app, settings, metrics, list_route)
+                              "read them, follow them live (SSE), send events. "
+                              + access.describe())
+    list_route = add_list_route(app, access)
+    feed_route = add_feed_route(app, metrics, settings.api_heartbeat_s, access)
+    add_event_route(app, settings, metrics, access)
+    add_ops_routes(app, metrics, access)
+    _add_middleware(app, settings, metrics, access, list_route, feed_route)
     return app
 
 
-def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics,
-                    list_route: APIRoute) -> None:
-    # Each wraps the ones added before it: the fast path for reads, then metrics, then CORS.
-    app.add_middleware(FastReads, source=lambda: backends_of(app).source, route=list_route)
+def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics, access: Access,
+                    list_route: APIRoute, feed_route: APIRoute) -> None:
+    # Each wraps the ones added before it: the fast path for reads, the request deadline,
+    # metrics (which so count 504s), then CORS.
+    app.add_middleware(FastReads, source=lambda: backends_of(app).source, route=list_route,
+                       access=access)
+    app.add_middleware(RequestTimeout, timeout_s=settings.api_request_timeout_s,
+                       streaming=feed_route.path_regex)
     app.add_middleware(MetricsMiddleware, metrics=metrics,
                        streaming_routes=frozenset({FEED_PATH}))
     if settings.api_cors_origins:
@@ -43,4 +53,5 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics,
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins,
                            allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-API-Key", "Last-Event-ID"])
+                           allow_headers=["Content-Type", KEY_HEADER, "Authorization",
+                                          "Last-Event-ID", TRACEPARENT, TRACESTATE])

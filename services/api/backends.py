@@ -55,9 +55,11 @@ class Backends:
                                            health_check_interval=5)
         source = ListSource(client, settings.recs_channel, settings.recs_ttl_s,
                             on_fallback=metrics.fallbacks.inc)
-        return cls(source, FeedHub(listener, settings.recs_channel, LiveStats(), source),
-                   EventIngest(settings.kafka_servers, settings.topic_interactions),
-                   TopicSizes(settings.kafka_servers), settings.topic_dlq)
+        hub = FeedHub(listener, settings.recs_channel, LiveStats(), source,
+                      settings.api_max_feeds)
+        return cls(source, hub,
+                   EventIngest(settings.kafka, settings.topic_interactions),
+                   TopicSizes(settings.kafka), settings.topic_dlq)
 
     async def refresh(self) -> None:
         """Until cancelled, every ``REFRESH_S``: re-read the popularity (the answer for

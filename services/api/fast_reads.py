@@ -4,8 +4,9 @@ The read is the API's hot path. Routing, dependency solving and parameter valida
 about 70 µs of the ~130 µs a read took here, more than the Redis round trip. This ASGI
 layer answers plain valid reads itself, with the route's own constraints (``USER_ID_RE``,
 ``MAX_K``) and the same ``ListSource``; everything else (a bad id, an odd query, any other
-route) goes on to FastAPI, which answers as documented, 422s included. It sets the
-matched route in the scope so the metrics middleware labels it like any other request.
+route, a read without the credentials ``Access`` asks for) goes on to FastAPI, which
+answers as documented, 401s and 422s included. It sets the matched route in the scope so
+the metrics middleware labels it like any other request.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from services.api.auth import Access
 from services.api.lists import MAX_K, ListSource
 from services.api.metrics import ASGIApp, Scope
 from streams.events import MAX_ID_LENGTH
@@ -38,11 +40,23 @@ def plain_k(query: bytes) -> int | None:
     return k if 1 <= k <= MAX_K else None
 
 
+def credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """The request's ``X-API-Key`` and ``Authorization`` headers, the first of each, as
+    Starlette reads them for the routes."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in (b"x-api-key", b"authorization"):
+            found.setdefault(name, value.decode("latin-1"))
+    return found.get(b"x-api-key"), found.get(b"authorization")
+
+
 class FastReads:
-    def __init__(self, app: ASGIApp, source: Callable[[], ListSource], route: Any) -> None:
+    def __init__(self, app: ASGIApp, source: Callable[[], ListSource], route: Any,
+                 access: Access) -> None:
         self.app = app
         self.source = source  # built at start-up, after the middleware
         self.route = route    # the FastAPI route this stands in for, and whose path it serves
+        self.access = access
         self.prefix, _, self.suffix = route.path.partition("{user_id}")
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
@@ -51,7 +65,8 @@ class FastReads:
             if path.startswith(self.prefix) and path.endswith(self.suffix):
                 user = path[len(self.prefix):-len(self.suffix)]
                 k = plain_k(scope["query_string"])
-                if k is not None and USER_ID_RE.fullmatch(user):
+                if k is not None and USER_ID_RE.fullmatch(user) and (
+                        self.access.reads_open or self.access.may_read(*credentials(scope))):
                     scope["route"] = self.route
                     rec = await self.source().current(user, k)
                     await send({"type": "http.response.start", "status": 200,

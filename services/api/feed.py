@@ -56,27 +56,34 @@ class Feed:
         return rec
 
 
+class FeedsFull(RuntimeError):
+    """As many feeds are open as the hub allows (``STREAMREC_API_MAX_FEEDS``)."""
+
+
 class FeedHub:
-    def __init__(self, client: Any, channel: str, stats: LiveStats, source: ListSource) -> None:
+    def __init__(self, client: Any, channel: str, stats: LiveStats, source: ListSource,
+                 max_feeds: int = 1000) -> None:
         self.client = client  # a client without a socket timeout: listening idles
         self.channel = channel
         self.stats = stats
         self.source = source
+        self.max_feeds = max_feeds  # each holds a connection: bound them
         self.feeds: dict[str, set[Feed]] = defaultdict(set)
-
-    @property
-    def clients(self) -> int:
-        return sum(len(f) for f in self.feeds.values())
+        self.clients = 0
 
     def open(self, user_id: str) -> Feed:
+        if self.clients >= self.max_feeds:
+            raise FeedsFull(f"{self.clients} live feeds are open, the limit; retry later")
         feed = Feed()
         self.feeds[user_id].add(feed)
+        self.clients += 1
         return feed
 
     def close(self, user_id: str, feed: Feed) -> None:
         feeds = self.feeds.get(user_id)
-        if feeds is not None:
+        if feeds is not None and feed in feeds:
             feeds.discard(feed)
+            self.clients -= 1
             if not feeds:
                 del self.feeds[user_id]
 

@@ -3,7 +3,8 @@ produce them to ``interactions`` and answer only once Kafka has acknowledged the
 
 A batch is all or nothing: one malformed event rejects the whole body with every reason,
 and nothing is produced, so a client can fix and resend without creating duplicates.
-Events get the ``sent_us`` header at arrival, so send-to-publish latency includes the API.
+Events get the ``sent_us`` header at arrival, so send-to-publish latency includes the API,
+and the request's trace context (``streams.tracing``), so their lists join its trace.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import orjson
 from confluent_kafka import KafkaError, Message
 from pydantic import Field
 
+from infra.kafka_client import KafkaConnection
 from streams.events import Event, InvalidEvent, Reason, parse
 from streams.producer import RecordProducer, sent_at_header
+from streams.tracing import TraceHeaders
 
 
 class TooManyEvents(ValueError):
@@ -51,10 +54,21 @@ def validate_body(body: bytes, max_events: int) -> tuple[list[Event], list[Rejec
     events, rejections = [], []
     for index, item in enumerate(items):
         try:
-            events.append(parse(orjson.dumps(item)))
+            events.append(parse(orjson.dumps(_integers_as_documented(item))))
         except InvalidEvent as exc:
             rejections.append(Rejection(index, exc.reason.value, exc.detail))
     return events, rejections
+
+
+def _integers_as_documented(item: object) -> object:
+    """``ts`` and ``schema_version`` written ``1.0`` as ints: the document is JSON Schema,
+    which calls such a number an integer, and a client that keeps it must be accepted."""
+    if isinstance(item, dict):
+        for field in ("ts", "schema_version"):
+            value = item.get(field)
+            if type(value) is float and value.is_integer() and abs(value) < 2**63:
+                item[field] = int(value)  # a bigger one stays a float: refused as one
+    return item
 
 
 class DeliveryFailed(RuntimeError):
@@ -68,10 +82,10 @@ class EventIngest:
     future on the event loop.
     """
 
-    def __init__(self, bootstrap: str, topic: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str, timeout_s: float = 10.0) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
-        self.producer = RecordProducer(bootstrap, {"delivery.report.only.error": False,
+        self.producer = RecordProducer(kafka, {"delivery.report.only.error": False,
                                                    "message.timeout.ms": int(timeout_s * 1000)})
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._serve_reports, name="ingest-reports",
@@ -82,7 +96,9 @@ class EventIngest:
         while not self._stop.is_set():
             self.producer.poll(0.1)
 
-    async def send(self, events: list[Event]) -> None:
+    async def send(self, events: list[Event], trace: TraceHeaders = ()) -> None:
+        """Produce ``events``, each with ``trace`` (the request's trace context, so their
+        lists join the request's trace); returns once Kafka acknowledged them all."""
         loop = asyncio.get_running_loop()
         futures = []
         for event in events:
@@ -92,8 +108,8 @@ class EventIngest:
                        future: asyncio.Future = future) -> None:
                 loop.call_soon_threadsafe(_settle, future, err)
 
-            self.producer.produce(self.topic, event.key, event.to_json(), [sent_at_header()],
-                                  on_delivery=settle)
+            self.producer.produce(self.topic, event.key, event.to_json(),
+                                  [sent_at_header(), *trace], on_delivery=settle)
             futures.append(future)
         try:
             errors = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s + 1)

@@ -2,7 +2,9 @@
 
 Routes are labelled by their template (``/v1/users/{user_id}/recommendations``), never by
 the raw path, so user ids cannot blow up the label set. The live feed is counted but kept
-out of the latency histogram: its "latency" is how long a client stayed connected.
+out of the latency histogram: its "latency" is how long a client stayed connected. The
+registry carries the standard ``process_*`` and ``python_*`` collectors too, and every name
+follows the worker's conventions (``streams.metrics``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from streams.metrics import new_registry
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
@@ -21,19 +25,20 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1
 
 class ApiMetrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.requests = Counter("streamrec_api_requests", "HTTP requests by route and status",
-                                ["route", "method", "status"], registry=r)
+        r = self.registry = new_registry()
+        self.requests = Counter("streamrec_api_requests_total", "HTTP requests by route and "
+                                "status", ["route", "method", "status"], registry=r)
         self.latency = Histogram("streamrec_api_request_seconds", "Time to answer, by route",
                                  ["route"], buckets=_LATENCY_BUCKETS, registry=r)
         self.feed_clients = Gauge("streamrec_api_feed_clients", "SSE feed clients connected",
                                   registry=r)
-        self.events_accepted = Counter("streamrec_api_events_accepted", "Events produced to "
-                                       "Kafka from POST /v1/events", registry=r)
-        self.events_rejected = Counter("streamrec_api_events_rejected", "Posted events "
+        self.events_accepted = Counter("streamrec_api_events_accepted_total", "Events produced "
+                                       "to Kafka from POST /v1/events", registry=r)
+        self.events_rejected = Counter("streamrec_api_events_rejected_total", "Posted events "
                                        "rejected, by reason", ["reason"], registry=r)
-        self.fallbacks = Counter("streamrec_api_fallbacks", "Answers served from this "
-                                 "process's popularity because Redis was down", registry=r)
+        self.fallbacks = Counter("streamrec_api_fallbacks_total", "Answers served from "
+                                 "this process's popularity because Redis was down",
+                                 registry=r)
 
 
 class MetricsMiddleware:

@@ -1,7 +1,8 @@
 """The API's routes in four groups, each added to the app by one function given what it
 needs: the list, its live feed, posted events, and the operational routes (health,
 readiness, the dashboard's figures, Prometheus, the dashboard). What they stand on is
-reached at request time through ``backends.backends_of``. The routes go on the app itself
+reached at request time through ``backends.backends_of``; who may call them is said by
+``auth.Access``, whose guards and answers each route takes. The routes go on the app itself
 rather than through ``APIRouter``s: this FastAPI matches an included router's routes
 through one more layer on every request.
 
@@ -12,23 +13,23 @@ and the fuzz test checks every answer against it.
 
 from __future__ import annotations
 
-import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, HTTPException, Query, Request, Response, Security
+from fastapi import FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from redis.exceptions import RedisError
 
+from services.api.auth import KEY_HEADER, Access
 from services.api.backends import Backends, backends_of
 from services.api.fast_reads import USER_ID_RE
+from services.api.feed import FeedsFull
 from services.api.ingest import DeliveryFailed, TooManyEvents, validate_body
 from services.api.lists import MAX_K
 from services.api.metrics import ApiMetrics
@@ -41,9 +42,11 @@ from services.api.schemas import (
     Readiness,
     Rejected,
 )
+from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
-from streams.events import MAX_ID_LENGTH, json_schema
+from streams.events import MAX_ID_LENGTH, MAX_PAYLOAD_BYTES, Event, json_schema
 from streams.messages import RecommendationList
+from streams.tracing import TRACEPARENT, TRACESTATE, from_request
 
 LIST_PATH = "/v1/users/{user_id}/recommendations"
 FEED_PATH = "/v1/users/{user_id}/feed"
@@ -52,45 +55,73 @@ DASHBOARD = Path(__file__).with_name("dashboard")
 USER_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
                                    pattern=f"^{USER_ID_RE.pattern}$", examples=["u42"])]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="required when STREAMREC_API_KEY is set")
 
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def add_list_route(app: FastAPI) -> APIRoute:
+def add_list_route(app: FastAPI, access: Access) -> APIRoute:
     """Adds the list route; returns it, for ``FastReads`` to stand in for."""
 
     @app.get(LIST_PATH, response_model=RecommendationList, summary="The user's latest list",
-             responses={200: {"content": {"application/json": {"example": LIST_EXAMPLE}}}})
+             dependencies=access.read_guard(),
+             responses={200: {"content": {"application/json": {"example": LIST_EXAMPLE}}},
+                        **access.read_responses(), **TIMEOUT_RESPONSE})
     async def recommendations(user_id: USER_ID, k: K = 10) -> Response:
         return _json(await backends_of(app).source.current(user_id, k))
 
-    return next(r for r in app.routes
-                if isinstance(r, APIRoute) and r.endpoint is recommendations)
+    return _route_of(app, recommendations)
 
 
-def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float) -> None:
+def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float,
+                   access: Access) -> APIRoute:
+    """Adds the live feed; returns it, for the request deadline to leave alone."""
+
     @app.get(FEED_PATH, response_class=StreamingResponse,
              summary="The user's lists, live (Server-Sent Events)",
+             dependencies=access.read_guard(),
              responses={200: {"content": {"text/event-stream": {"example":
                  'id: 1795000000000000\nevent: recommendations\ndata: {"user_id":"u42",...}\n\n'}},
                  "description": "the current list at once, then each new one; "
-                                "': keep-alive' comments in between"}})
+                                "': keep-alive' comments in between"},
+                 503: {"model": Problem, "description": "as many live feeds are open as "
+                       "STREAMREC_API_MAX_FEEDS allows"}, **access.read_responses()})
     async def feed(user_id: USER_ID, k: K = 10,
                    last_event_id: Annotated[str | None, Header(max_length=32)] = None
                    ) -> StreamingResponse:
         events = feed_events(backends_of(app), user_id, k, last_event_id, heartbeat_s,
                               metrics.feed_clients)
-        return StreamingResponse(events, media_type="text/event-stream",
+        try:
+            # Started here, so a full hub is a 503 before the 200 goes out, and the slot
+            # it opens is closed with the stream even if the stream is never read.
+            first = await anext(events)
+        except FeedsFull as exc:
+            raise HTTPException(503, str(exc)) from None
+        return StreamingResponse(_resumed(first, events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
 
+    return _route_of(app, feed)
+
+
+def _route_of(app: FastAPI, endpoint: Any) -> APIRoute:
+    return next(r for r in app.routes if isinstance(r, APIRoute) and r.endpoint is endpoint)
+
+
+async def _resumed(first: bytes, rest: AsyncGenerator[bytes, None]
+                   ) -> AsyncGenerator[bytes, None]:
+    """A started stream: its first chunk again, then the rest."""
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
+
 
 async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | None,
-                       heartbeat_s: float, clients: Gauge) -> AsyncIterator[bytes]:
+                       heartbeat_s: float, clients: Gauge) -> AsyncGenerator[bytes, None]:
     """One feed's stream: the current list unless the client already has it, then each
     new one, with a heartbeat comment after ``heartbeat_s`` without one."""
     slot = b.hub.open(user_id)
@@ -120,20 +151,22 @@ def _sse(rec: RecommendationList, k: int) -> bytes:
                                                               orjson.dumps(rec.head(k)))
 
 
-def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> None:
+def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,
+                    access: Access) -> None:
     @app.post("/v1/events", status_code=202, response_model=Accepted,
               summary="Send one event or an array of events to Kafka",
-              openapi_extra={"requestBody": _event_body_schema(settings.api_max_events)},
-              responses={401: {"model": Problem}, 413: {"model": Problem},
+              dependencies=access.event_guard(),
+              openapi_extra={"requestBody": _event_body_schema(settings.api_max_events),
+                             "parameters": _TRACE_PARAMETERS},
+              responses={413: {"model": Problem},
                          422: {"model": Rejected, "description": "nothing was produced"},
                          503: {"model": Problem,
-                               "description": "Kafka did not acknowledge"}})
-    async def post_events(request: Request,
-                          api_key: Annotated[str | None, Security(api_key_header)] = None
-                          ) -> Response:
-        if settings.api_key is not None and not hmac.compare_digest(
-                (api_key or "").encode(), settings.api_key.get_secret_value().encode()):
-            raise HTTPException(401, "missing or wrong X-API-Key")
+                               "description": "Kafka did not acknowledge"},
+                         **access.event_responses(), **TIMEOUT_RESPONSE})
+    async def post_events(request: Request) -> Response:
+        prefix = access.event_prefix(request.headers.get(KEY_HEADER))
+        if prefix is None:
+            raise HTTPException(401, f"missing or wrong {KEY_HEADER}")
         body = await _read_capped(request, settings.api_max_body_bytes)
         try:
             events, rejections = validate_body(body, settings.api_max_events)
@@ -143,18 +176,39 @@ def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> No
             for r in rejections:
                 metrics.events_rejected.labels(r.reason).inc()
             return _json({"accepted": 0, "rejected": rejections}, 422)
+        outside = _outside_scope(events, prefix)
+        if outside:
+            raise HTTPException(403, outside)
         try:
-            await backends_of(app).ingest.send(events)
+            await backends_of(app).ingest.send(events, from_request(
+                request.headers.get(TRACEPARENT), request.headers.get(TRACESTATE)))
         except DeliveryFailed as exc:
             raise HTTPException(503, str(exc)) from None
         metrics.events_accepted.inc(len(events))
         return _json({"accepted": len(events)}, 202)
 
 
+# Read from the request by ``from_request``, documented here: passed on to each event.
+_TRACE_PARAMETERS = [{"name": name, "in": "header", "required": False,
+                      "schema": {"type": "string"}, "description": "W3C trace context, put "
+                      "on each event's Kafka record and on the list it causes (a malformed "
+                      "one is dropped)"} for name in (TRACEPARENT, TRACESTATE)]
+
+
+def _outside_scope(events: list[Event], prefix: str) -> str | None:
+    """Why a key scoped to ``prefix`` may not post these events, or None when it may."""
+    index = next((n for n, e in enumerate(events) if not e.user_id.startswith(prefix)), None)
+    if index is None:
+        return None
+    return (f"this key may post events only for users whose id starts with {prefix!r}; "
+            f"event {index} is for {events[index].user_id[:40]!r}")
+
+
 def _event_body_schema(max_events: int) -> dict[str, Any]:
     event = {k: v for k, v in json_schema().items() if k not in ("$schema", "$id")}
-    return {"required": True, "description": "events of the published event schema; ids "
-            "must also be printable and ts at most now + 1 day (422 otherwise)",
+    return {"required": True, "description": "events of the published event schema; also "
+            "(422 otherwise): ids printable, ts at most now + 1 day, integers within 64 "
+            f"bits, each event at most {MAX_PAYLOAD_BYTES} bytes of JSON",
             "content": {"application/json": {"schema": {
         "oneOf": [event, {"type": "array", "items": event, "minItems": 1,
                           "maxItems": max_events}]}}}}
@@ -174,13 +228,16 @@ async def _read_capped(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def add_ops_routes(app: FastAPI, metrics: ApiMetrics) -> None:
-    @app.get("/healthz", response_model=Health, summary="The process is up")
+def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
+    """Health and readiness stay open for probes; the figures and metrics are reads."""
+
+    @app.get("/healthz", response_model=Health, summary="The process is up",
+             responses=TIMEOUT_RESPONSE)
     async def healthz() -> Response:
         return _json({"status": "ok"})
 
     @app.get("/readyz", response_model=Readiness, summary="Kafka and Redis reachable, "
-             "model version known", responses={503: {"model": Readiness}})
+             "model version known", responses={503: {"model": Readiness}, **TIMEOUT_RESPONSE})
     async def readyz() -> Response:
         b = backends_of(app)
         try:
@@ -192,14 +249,18 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics) -> None:
         return _json({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
                       "model_version": version}, 200 if ready else 503)
 
-    @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures")
+    @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures",
+             dependencies=access.read_guard(),
+             responses={**access.read_responses(), **TIMEOUT_RESPONSE})
     async def live() -> Response:
         b = backends_of(app)
         return _json({**b.hub.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
                       "feed_clients": b.hub.clients})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {"text/plain": {}}}})
+             dependencies=access.read_guard(),
+             responses={200: {"content": {"text/plain": {}}}, **access.read_responses(),
+                        **TIMEOUT_RESPONSE})
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

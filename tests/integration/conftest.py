@@ -41,13 +41,13 @@ def new_topic(settings: Settings) -> Iterator[Callable[..., str]]:
 
     def make(partitions: int = 1) -> str:
         name = f"test.{uuid.uuid4().hex[:12]}"
-        ensure_topics(settings.kafka_servers, [TopicSpec(name, partitions)])
+        ensure_topics(settings.kafka, [TopicSpec(name, partitions)])
         created.append(name)
         return name
 
     yield make
     if created:
-        AdminClient({"bootstrap.servers": settings.kafka_servers}).delete_topics(created)
+        AdminClient(settings.kafka.librdkafka()).delete_topics(created)
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def running(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
     api = ServiceProcess.start(env, tmp / "api.log", "api")
     url = f"http://127.0.0.1:{port}"
     try:
-        worker.wait_joined(settings.kafka_servers, run)
+        worker.wait_joined(settings.kafka, run)
         api.wait_http(f"{url}/healthz")
         yield Running(url, env, redis, api, worker)
     finally:
@@ -140,7 +140,7 @@ def test_a_posted_event_reaches_kafka_and_the_users_live_feed(
     event = _event(user, "i-posted")
     reply = running.post(event)
     assert reply.status_code == 202 and reply.json() == {"accepted": 1}
-    records = list(read_topic(settings.kafka_servers, running.env["STREAMREC_TOPIC_INTERACTIONS"],
+    records = list(read_topic(settings.kafka, running.env["STREAMREC_TOPIC_INTERACTIONS"],
                               from_beginning=True, idle_timeout_s=5))
     mine = [r for r in records if orjson.loads(r.value)["event_id"] == event["event_id"]]
     assert len(mine) == 1 and mine[0].key == user.encode() and "sent_us" in mine[0].headers
@@ -173,7 +173,7 @@ def test_a_posted_event_reaches_kafka_and_the_users_live_feed(
 def test_bad_posts_are_refused_with_reasons_and_nothing_is_produced(
         running: Running, settings: Settings) -> None:
     topic = running.env["STREAMREC_TOPIC_INTERACTIONS"]
-    before = topic_size(settings.kafka_servers, topic)
+    before = topic_size(settings.kafka, topic)
     good = _event("bad-post", "i1")
     assert running.post(good, key=None).status_code == 401
     assert running.post(good, key="wrong-key-0123456789").status_code == 401
@@ -185,7 +185,7 @@ def test_bad_posts_are_refused_with_reasons_and_nothing_is_produced(
     assert running.post([good] * 51).status_code == 413  # more events than the limit
     big = running.post({**good, "context": {"pad": "x" * 70_000}})
     assert big.status_code == 413  # body over the byte cap
-    assert topic_size(settings.kafka_servers, topic) == before
+    assert topic_size(settings.kafka, topic) == before
     assert running.get("/v1/users/has space/recommendations").status_code == 422
     assert running.get(f"/v1/users/{'u' * 257}/recommendations").status_code == 422
     assert running.get("/v1/users/u1/recommendations?k=0").status_code == 422

@@ -46,16 +46,16 @@ def test_mixed_input_dead_letters_exactly_the_malformed(
 ) -> None:
     topic, dlq = new_topic(partitions=2), new_topic()
     good, bad, reasons = _mixed_lines()
-    with EventProducer(settings.kafka_servers, topic, dlq) as producer:
+    with EventProducer(settings.kafka, topic, dlq) as producer:
         verdicts = [producer.send_checked(raw) for raw in good[:20] + bad + good[20:]]
     assert verdicts.count(True) == len(good) and producer.stats.dead_lettered == len(bad)
     assert producer.stats.delivered == len(good) + len(bad) and producer.stats.failed == 0
 
-    received = list(read_topic(settings.kafka_servers, topic, from_beginning=True,
+    received = list(read_topic(settings.kafka, topic, from_beginning=True,
                                limit=len(good), idle_timeout_s=20))
     assert sorted(r.value for r in received) == sorted(good)
     assert all(r.key == orjson.loads(r.value)["user_id"].encode() for r in received)
-    letters = list(read_topic(settings.kafka_servers, dlq, from_beginning=True,
+    letters = list(read_topic(settings.kafka, dlq, from_beginning=True,
                               limit=len(bad), idle_timeout_s=20))
     assert Counter(r.headers["reason"].decode() for r in letters) == reasons
     assert sorted(r.value for r in letters) == sorted(bad)  # original bytes, untouched
@@ -67,11 +67,11 @@ def test_replay_sends_everything_in_per_user_order_with_send_time(
 ) -> None:
     topic, dlq = new_topic(partitions=4), new_topic()
     events = list(generate(SyntheticConfig(users=50, items=100, events=3000, seed=5)))
-    producer = EventProducer(settings.kafka_servers, topic, dlq)
+    producer = EventProducer(settings.kafka, topic, dlq)
     summary = replay(iter(events), producer, rate=20_000)
     assert (summary.read, summary.sent, summary.delivered, summary.failed) == (3000,) * 3 + (0,)
     assert summary.seconds >= 3000 / 20_000 * 0.9  # the rate was honoured
-    got = list(read_topic(settings.kafka_servers, topic, from_beginning=True, limit=3000,
+    got = list(read_topic(settings.kafka, topic, from_beginning=True, limit=3000,
                           idle_timeout_s=20))
     assert len(got) == 3000 and all(SENT_AT_HEADER in r.headers for r in got)
     per_user: dict[str, list[str]] = {}
@@ -116,7 +116,7 @@ def test_cli_produce_replay_and_tail(
 
 def test_delivery_failures_are_counted(settings: Settings) -> None:
     missing = f"test.missing.{os.getpid()}.{id(settings)}"  # auto-create is off on our broker
-    producer = EventProducer(settings.kafka_servers, missing, missing,
+    producer = EventProducer(settings.kafka, missing, missing,
                              config={"message.timeout.ms": 1500})
     producer.send(GOOD)
     producer.send(GOOD)

@@ -28,13 +28,13 @@ def test_produce_consume_round_trip_keeps_per_key_order(
     settings: Settings, new_topic: Callable[..., str], group_id: str
 ) -> None:
     topic = new_topic(partitions=3)
-    producer = Producer({"bootstrap.servers": settings.kafka_servers, "enable.idempotence": True})
+    producer = Producer(settings.kafka.librdkafka(**{"enable.idempotence": True}))
     sent = [(f"user-{i % 5}".encode(), f"event-{i}".encode()) for i in range(50)]
     for key, value in sent:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(20) == 0
-    consumer = Consumer({"bootstrap.servers": settings.kafka_servers, "group.id": group_id,
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(settings.kafka.librdkafka(**{"group.id": group_id,
+                         "auto.offset.reset": "earliest"}))
     consumer.subscribe([topic])
     got: list[tuple[bytes, bytes]] = []
     deadline = time.monotonic() + 30
@@ -49,7 +49,7 @@ def test_produce_consume_round_trip_keeps_per_key_order(
 
 
 def test_smoke_round_trips(settings: Settings) -> None:
-    assert kafka_round_trip(settings.kafka_servers) > 0
+    assert kafka_round_trip(settings.kafka) > 0
     assert redis_round_trip(settings.redis) > 0
     assert mlflow_round_trip(mlflow_store(settings), f"test-{uuid.uuid4().hex[:8]}") > 0
 
@@ -66,7 +66,7 @@ def test_redis_round_trip_and_aof(settings: Settings) -> None:
 def test_topics_exist_with_declared_partitions(settings: Settings) -> None:
     from confluent_kafka.admin import AdminClient
 
-    meta = AdminClient({"bootstrap.servers": settings.kafka_servers}).list_topics(timeout=10)
+    meta = AdminClient(settings.kafka.librdkafka()).list_topics(timeout=10)
     for spec in settings.topics():
         assert len(meta.topics[spec.name].partitions) == spec.partitions
 

@@ -14,7 +14,7 @@ from services.processes import trainer_round
 from services.settings import Settings, load_settings
 from services.trainer import LOCK_KEY, Trainer
 from streams.consumer import read_topic
-from streams.messages import version_string
+from streams.messages import NO_MODEL, version_string
 from streams.producer import EventProducer
 from streams.registry import RANKER_NAME, RETRIEVER_NAME, alias_versions
 from streams.status import RoundSummary, TrainerStatus, WorkerStatus
@@ -45,7 +45,7 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     assert empty.outcome == "skipped" and "fewer than trainer_min_events" in empty.reason
 
     events = list(generate(SyntheticConfig(users=80, items=60, events=2500, seed=5)))
-    with EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
+    with EventProducer(settings.kafka, topics["STREAMREC_TOPIC_INTERACTIONS"],
                        topics["STREAMREC_TOPIC_DLQ"]) as producer:
         for e in events:
             producer.send(e)
@@ -55,7 +55,7 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     assert (first.outcome, first.reason) == ("promoted", "no champion yet"), first
     assert first.versions == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
-    announced = list(read_topic(settings.kafka_servers, topics["STREAMREC_TOPIC_MODEL_UPDATES"],
+    announced = list(read_topic(settings.kafka, topics["STREAMREC_TOPIC_MODEL_UPDATES"],
                                 from_beginning=True, limit=1, idle_timeout_s=20))
     assert orjson.loads(announced[0].value)["versions"] == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
@@ -102,7 +102,7 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
 
-def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing_events(
+def test_worker_without_champion_then_trainer_loop_swaps_it_mid_stream_without_losing_events(
     settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
 ) -> None:
     import os
@@ -124,19 +124,27 @@ def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing
     a, b, c = log[:1500], log[1500:2400], log[2400:]
 
     def send(events: list) -> None:
-        with EventProducer(settings.kafka_servers, topics["STREAMREC_TOPIC_INTERACTIONS"],
+        with EventProducer(settings.kafka, topics["STREAMREC_TOPIC_INTERACTIONS"],
                            topics["STREAMREC_TOPIC_DLQ"]) as producer:
             for e in events:
                 producer.send(e)
 
-    send(a)
-    first = _trainer(env, tmp_path / "once.status.json")
-    assert first.outcome == "promoted", first
+    # The worker starts before any champion: it serves popularity, then the first
+    # promotion's announcement swaps the model in.
     worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker", status=True)
-    trainer = ServiceProcess.start(env, tmp_path / "trainer.log", "trainer", "--interval-min",
-                                   "0", "--every-events", "600", "--epochs", "2", status=True)
+    trainer = None
     try:
-        worker.wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"])
+        worker.wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
+        assert worker.wait_status(WorkerStatus, lambda w: w.model_version == NO_MODEL, 10)
+        send(a)
+        first = _trainer(env, tmp_path / "once.status.json")
+        assert first.outcome == "promoted", first
+        champion = version_string(first.versions)
+        assert worker.wait_status(WorkerStatus, lambda w: w.model_version == champion, 120), \
+            worker.output()[-3000:]
+        trainer = ServiceProcess.start(env, tmp_path / "trainer.log", "trainer",
+                                       "--interval-min", "0", "--every-events", "600",
+                                       "--epochs", "2", status=True)
         assert trainer.wait_status(TrainerStatus, lambda t: t.state == "ready", 120), \
             trainer.output()[-2000:]
         send(b)  # 900 new events: the trainer's next round starts
@@ -158,15 +166,17 @@ def test_long_running_trainer_beside_a_worker_swaps_it_mid_stream_without_losing
         assert swapped(60), worker.output()[-3000:]
         send(c[sent:])
         values = [orjson.loads(r.value) for r in read_topic(
-            settings.kafka_servers, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
+            settings.kafka, topics["STREAMREC_TOPIC_RECOMMENDATIONS"],
             from_beginning=True, limit=len(log), idle_timeout_s=60)]
     finally:
-        trainer.stop()
+        if trainer is not None:
+            trainer.stop()
         worker.stop()
-    # Every event answered exactly once, before, during and after the swap.
+    # Every event answered exactly once, before, during and after the swaps.
     assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in log)
-    champion = version_string(first.versions)
-    assert {v["model_version"] for v in values} == {champion, second}
+    assert {v["model_version"] for v in values} == {NO_MODEL, champion, second}
     by_event = {v["event_id"]: v["model_version"] for v in values}
-    assert {by_event[e.event_id] for e in a} == {champion}
+    assert {by_event[e.event_id] for e in a} == {NO_MODEL}
+    assert {v["path"] for v in values if v["model_version"] == NO_MODEL} == {"popularity"}
+    assert "serving popularity until the trainer announces" in worker.output()
     assert {by_event[e.event_id] for e in c[-100:]} == {second}

@@ -53,7 +53,7 @@ def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str)
 
 
 def _send(settings: Settings, env: dict, events: list[Event]) -> None:
-    with EventProducer(settings.kafka_servers, env["STREAMREC_TOPIC_INTERACTIONS"],
+    with EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
                        env["STREAMREC_TOPIC_DLQ"]) as producer:
         for e in events:
             producer.send(e, headers=[sent_at_header()])
@@ -72,13 +72,13 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
         live = events[2500:2700]
         cold = Event(str(uuid.uuid4()), "brand-new-user", "never-seen-item", "click",
                      live[-1].ts)
-        with EventProducer(settings.kafka_servers, topics["interactions"], topics["dlq"]) as p:
+        with EventProducer(settings.kafka, topics["interactions"], topics["dlq"]) as p:
             for e in live + [cold, live[0]]:  # live[0] again: a redelivered duplicate
                 p.send(e, headers=[sent_at_header()])
             p.produce(topics["interactions"], b"u1", b"{not json")  # a producer that skips checks
-        recs = list(read_topic(settings.kafka_servers, topics["recs"], from_beginning=True,
+        recs = list(read_topic(settings.kafka, topics["recs"], from_beginning=True,
                                limit=len(live) + 1, idle_timeout_s=90))
-        letters = list(read_topic(settings.kafka_servers, topics["dlq"], from_beginning=True,
+        letters = list(read_topic(settings.kafka, topics["dlq"], from_beginning=True,
                                   limit=1, idle_timeout_s=30))
     finally:
         output = worker.stop()
@@ -114,10 +114,10 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
     worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
     try:
         _send(settings, env, events[2500:2600])
-        first = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+        first = list(read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
                                 from_beginning=True, limit=100, idle_timeout_s=90))
         _send(settings, env, events[2600:2650])  # still alive after the failures
-        both = list(read_topic(settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+        both = list(read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
                                from_beginning=True, limit=150, idle_timeout_s=60))
         assert worker.proc.poll() is None
         page = f"http://127.0.0.1:{port}/metrics"
@@ -143,7 +143,7 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
                                       "info")  # rebalances and recovery, should it fail
         try:
             _send(settings, env, half)
-            done = list(read_topic(settings.kafka_servers,
+            done = list(read_topic(settings.kafka,
                                    env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
                                    limit=expected_total, idle_timeout_s=90))
         finally:
@@ -157,7 +157,7 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
     # The final state per user in the changelog equals sessionizing every event in one go.
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
     final: dict[str, dict] = {}
-    for rec in read_topic(settings.kafka_servers, changelog, from_beginning=True,
+    for rec in read_topic(settings.kafka, changelog, from_beginning=True,
                           idle_timeout_s=10):
         final[orjson.loads(rec.key)] = orjson.loads(rec.value)
     expected: dict[str, SessionState] = {}
@@ -186,9 +186,9 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
         status = worker.current_status(WorkerStatus)
         return status is not None and status.swaps_applied >= 1
     try:
-        workers[0].wait_joined(settings.kafka_servers, env["STREAMREC_WORKER_GROUP"], members=2)
+        workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
         _send(settings, env, live[:100])
-        first = list(read_topic(settings.kafka_servers, recs_topic, from_beginning=True,
+        first = list(read_topic(settings.kafka, recs_topic, from_beginning=True,
                                 limit=100, idle_timeout_s=90))
         retrained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
                                     "--model", "all", "--epochs", "2", "--champion"],
@@ -204,7 +204,7 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
                 break
             time.sleep(1)
         _send(settings, env, live[sent:])
-        recs = list(read_topic(settings.kafka_servers, recs_topic, from_beginning=True,
+        recs = list(read_topic(settings.kafka, recs_topic, from_beginning=True,
                                limit=len(live), idle_timeout_s=60))
     finally:
         outputs = [w.stop() for w in workers]
@@ -241,12 +241,12 @@ def test_a_worker_joining_mid_backlog_takes_partitions_without_losing_events(
                                  "--worker-id", "first")
     second = None
     try:
-        first.wait_joined(settings.kafka_servers, group)
+        first.wait_joined(settings.kafka, group)
         second = ServiceProcess.start(env, tmp_path / "second.log", "worker", "--pass-through",
                                       "--worker-id", "second")
-        second.wait_joined(settings.kafka_servers, group, members=2)
+        second.wait_joined(settings.kafka, group, members=2)
         answered = {orjson.loads(r.value)["event_id"] for r in read_topic(
-            settings.kafka_servers, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+            settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
             from_beginning=True, idle_timeout_s=20)}
     finally:
         outputs = [first.stop()] + ([second.stop()] if second else [])

@@ -10,14 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx
 import jsonschema
 import orjson
 import pytest
+from api_fakes import FakeRedis, InProcessApi, stored_list
 
 from model.evaluation.metrics import hit_rate
 from model.evaluation.protocols import prequential_rank, prequential_ranks
-from services.api.app import create_api
+from services.api.auth import Access
 from services.api.fast_reads import USER_ID_RE, FastReads, plain_k
 from services.api.feed import Feed, FeedHub
 from services.api.ingest import TooManyEvents, validate_body
@@ -26,7 +26,6 @@ from services.api.live import LiveStats, RateOf
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.routes import feed_events
 from services.api.schemas import Rejected
-from services.settings import load_settings
 from streams.events import MAX_ID_LENGTH, new_event
 from streams.messages import PopularList, RecommendationList, ScoredItem
 from streams.recs_store import popular_key, recs_key
@@ -151,6 +150,18 @@ def test_validate_body_names_every_bad_event_and_its_reason() -> None:
     Rejected.model_validate(answer)
 
 
+def test_validate_body_reads_integers_as_json_schema_does() -> None:
+    """``1.0`` is an integer to the documented schema: accepted for ``ts`` and the version;
+    one too big for an integer is refused with its reason, not an error."""
+    event = orjson.loads(new_event("u1", "i1").to_json())
+    events, rejected = validate_body(orjson.dumps(
+        {**event, "ts": float(event["ts"]), "schema_version": 1.0}), max_events=1)
+    assert rejected == [] and events[0].ts == event["ts"] and events[0].schema_version == 1
+    too_big = validate_body(orjson.dumps({**event, "ts": 1e300}), max_events=1)[1]
+    assert [r.reason for r in too_big] == ["wrong_type"]
+    assert validate_body(orjson.dumps({**event, "ts": 1.5}), 1)[1][0].reason == "wrong_type"
+
+
 def test_validate_body_refuses_more_events_than_the_limit() -> None:
     event = orjson.loads(new_event("u1", "i1").to_json())
     with pytest.raises(TooManyEvents, match="3 events"):
@@ -172,7 +183,7 @@ def test_feed_slot_keeps_only_the_newest_list() -> None:
 
 
 def test_a_channel_message_reaches_the_figures_the_memory_copy_and_the_feeds() -> None:
-    source = ListSource(_Redis(), "ch", ttl_s=60)
+    source = ListSource(FakeRedis(), "ch", ttl_s=60)
     hub = FeedHub(None, "ch", LiveStats(), source)
     u1, u2 = _list("u1", ["a", "b"], "x"), _list("u2", ["c"], "y", sent=None)
     feed = hub.open("u1")
@@ -197,27 +208,12 @@ def test_user_id_rule_matches_the_documented_parameter() -> None:
         assert not USER_ID_RE.fullmatch(bad), bad
 
 
-class _Redis:
-    """A Redis for ``get`` only: holds ``values``, records every key read, or is down."""
-
-    def __init__(self, values: dict[str, bytes] | None = None, down: bool = False) -> None:
-        self.values = values or {}
-        self.down = down
-        self.reads: list[str] = []
-
-    async def get(self, key: str) -> bytes | None:
-        self.reads.append(key)
-        if self.down:
-            raise ConnectionError("redis down")
-        return self.values.get(key)
-
-
 POPULAR = PopularList("v1", 5, [ScoredItem("p", 1.0), ScoredItem("q", 0.5)])
 
 
 def test_lists_seen_on_the_channel_are_served_from_memory_until_forgotten() -> None:
     fallbacks: list[int] = []
-    redis = _Redis()
+    redis = FakeRedis()
     source = ListSource(redis, "ch", ttl_s=60, on_fallback=lambda: fallbacks.append(1),
                         max_cached=2)
     now = time.time_ns() // 1000
@@ -227,7 +223,7 @@ def test_lists_seen_on_the_channel_are_served_from_memory_until_forgotten() -> N
     assert got == _list("u2", ["a", "b"], "x", published=now)  # cut, every other field kept
     assert list(source.recent) == ["u2", "u3"] and redis.reads == []
 
-    source.client = _Redis(down=True)
+    source.client = FakeRedis(down=True)
     source.popular = POPULAR
     assert asyncio.run(source.current("u1", k=2)).path == "fallback"  # evicted: Redis
     source.forget_all()  # the subscription dropped: memory is no longer trusted
@@ -236,14 +232,14 @@ def test_lists_seen_on_the_channel_are_served_from_memory_until_forgotten() -> N
 
 
 def test_a_list_older_than_the_redis_ttl_is_not_served_from_memory() -> None:
-    source = ListSource(_Redis(down=True), "ch", ttl_s=1)
+    source = ListSource(FakeRedis(down=True), "ch", ttl_s=1)
     source.remember(_list("u1", ["a"], "x", published=1))  # long ago
     assert asyncio.run(source.current("u1", k=1)).path == "fallback"
 
 
 def test_lists_from_redis_are_the_workers_records_cut_to_k() -> None:
     stored = _list("u1", ["a", "b", "c"], "x")
-    source = ListSource(_Redis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60)
+    source = ListSource(FakeRedis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60)
     got = asyncio.run(source.current("u1", k=2))
     assert isinstance(got, RecommendationList) and got == stored.head(2)
     assert got.event_item_id == "x" and got.sent_us == 1_000_000
@@ -252,7 +248,7 @@ def test_lists_from_redis_are_the_workers_records_cut_to_k() -> None:
 
 
 def test_users_without_a_list_get_the_popularity_last_read() -> None:
-    redis = _Redis()
+    redis = FakeRedis()
     source = ListSource(redis, "ch", ttl_s=60)
     before = asyncio.run(source.current("nobody", k=3))  # no popularity read yet
     assert before == RecommendationList("nobody", "popularity", None, [])
@@ -272,7 +268,7 @@ def test_users_without_a_list_get_the_popularity_last_read() -> None:
 def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
     current = _list("u1", ["a", "b", "c"], "x", published=10)
     newer = _list("u1", ["d", "e", "f"], "y", published=20)
-    source = ListSource(_Redis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
+    source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
     hub = FeedHub(None, "ch", LiveStats(), source)
     metrics = ApiMetrics()
 
@@ -300,7 +296,7 @@ def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
 
 def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:
     current = _list("u1", ["a"], "x", published=10)
-    source = ListSource(_Redis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
+    source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
     hub = FeedHub(None, "ch", LiveStats(), source)
 
     async def scenario() -> list[bytes]:
@@ -336,7 +332,7 @@ def test_metrics_count_every_route_but_time_only_non_streaming_ones() -> None:
 
 def test_fast_reads_answer_plain_reads_and_pass_the_rest_on() -> None:
     stored = _list("u1", ["a", "b", "c"], "x")
-    source = ListSource(_Redis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60)
+    source = ListSource(FakeRedis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60)
     route = SimpleNamespace(path="/v1/users/{user_id}/recommendations")
     passed: list[str] = []
 
@@ -350,7 +346,7 @@ def test_fast_reads_answer_plain_reads_and_pass_the_rest_on() -> None:
             sent.append(message)
 
         scope = {"type": "http", "method": "GET", "path": path, "query_string": query}
-        asyncio.run(FastReads(app, lambda: source, route)(scope, None, send))
+        asyncio.run(FastReads(app, lambda: source, route, Access())(scope, None, send))
         return sent
 
     start, body = call("/v1/users/u1/recommendations", b"k=2")
@@ -362,44 +358,24 @@ def test_fast_reads_answer_plain_reads_and_pass_the_rest_on() -> None:
                       "/v1/users/u1/recommendations?k=0"]
 
 
-class _Api:
-    """The app with a list source over a fake Redis, called in process; its lifespan does
-    not run, so it needs no Kafka or Redis."""
-
-    def __init__(self) -> None:
-        self.app = create_api(load_settings())
-        stored = _list("u1", ["a", "b", "c"], "x")
-        self.app.state.backends = SimpleNamespace(
-            source=ListSource(_Redis({recs_key("u1"): stored.to_json()}), "ch", ttl_s=60))
-
-    def get(self, path: str) -> httpx.Response:
-        async def call() -> httpx.Response:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                         base_url="http://api") as client:
-                return await client.get(path)
-
-        return asyncio.run(call())
-
-
 @pytest.fixture
-def api() -> _Api:
-    return _Api()
+def api() -> InProcessApi:
+    return InProcessApi()
 
 
-def test_reads_answer_the_record_on_the_fast_path_and_through_fastapi(api: _Api) -> None:
+def test_reads_answer_the_record_on_the_fast_path_and_through_fastapi(api: InProcessApi) -> None:
     fast = api.get("/v1/users/u1/recommendations?k=2")
     routed = api.get("/v1/users/u1/recommendations?k=2&x=1")  # not plain: FastAPI's route
     assert fast.status_code == routed.status_code == 200
     assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
-    assert fast.json() == routed.json() == orjson.loads(
-        _list("u1", ["a", "b", "c"], "x").head(2).to_json())
+    assert fast.json() == routed.json() == orjson.loads(stored_list("u1").head(2).to_json())
     LIST_SCHEMA.validate(fast.json())  # what the workers publish, as published
     assert api.get("/v1/users/nobody/recommendations").json()["path"] == "popularity"
     too_long = api.get(f"/v1/users/{'u' * (MAX_ID_LENGTH + 1)}/recommendations")
     assert too_long.status_code == 422
 
 
-def test_the_openapi_document_shows_the_record_and_the_id_limit(api: _Api) -> None:
+def test_the_openapi_document_shows_the_record_and_the_id_limit(api: InProcessApi) -> None:
     doc = api.get("/openapi.json").json()
     read = doc["paths"]["/v1/users/{user_id}/recommendations"]["get"]
     answer = read["responses"]["200"]["content"]["application/json"]
@@ -409,3 +385,4 @@ def test_the_openapi_document_shows_the_record_and_the_id_limit(api: _Api) -> No
     assert set(documented["properties"]) == set(LIST_SCHEMA.schema["properties"])
     user_id = next(p for p in read["parameters"] if p["name"] == "user_id")
     assert user_id["schema"]["maxLength"] == MAX_ID_LENGTH
+

@@ -10,7 +10,7 @@ def test_defaults_run_everything_locally(clean_env: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert s.data_dir == REPO_ROOT / ".local"
     assert s.kafka_embedded and s.redis_embedded
-    assert s.kafka_servers == "127.0.0.1:19092"
+    assert s.kafka.bootstrap == "127.0.0.1:19092" and s.kafka.protocol == "PLAINTEXT"
     assert s.redis == "redis://127.0.0.1:16379/0"
     assert s.mlflow_uri == f"sqlite:///{REPO_ROOT / '.local' / 'mlflow' / 'mlflow.db'}"
     assert [t.name for t in s.topics()] == [
@@ -25,7 +25,7 @@ def test_env_vars_with_prefix_override(clean_env: pytest.MonkeyPatch, tmp_path: 
     clean_env.setenv("STREAMREC_INTERACTIONS_PARTITIONS", "12")
     clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
     s = load_settings()
-    assert not s.kafka_embedded and s.kafka_servers == "broker-a:9092,broker-b:9092"
+    assert not s.kafka_embedded and s.kafka.bootstrap == "broker-a:9092,broker-b:9092"
     assert not s.redis_embedded and s.redis == "redis://cache:6379/2"
     assert s.topics()[0].name == "shop.events" and s.topics()[0].partitions == 12
     assert s.mlflow_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"

@@ -154,7 +154,7 @@ class _Sizes:
     def __init__(self, trainer: Trainer, sizes: list[int]) -> None:
         self.trainer, self.sizes, self.states = trainer, sizes, []
 
-    def __call__(self, bootstrap: str) -> _Sizes:
+    def __call__(self, kafka: object) -> _Sizes:
         return self
 
     def __enter__(self) -> _Sizes:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -38,6 +39,7 @@ from streams.steps import (
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "streams" / "schema"
 T0 = 1_700_000_000_000
 EVENT_ID = "0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def schema_validator(file: str) -> jsonschema.Draft202012Validator:
@@ -132,6 +134,21 @@ def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> Non
     assert isinstance(outcome, SessionUpdate) and outcome.sent_us == expected
 
 
+@pytest.mark.parametrize("headers, trace", [
+    ([("traceparent", TRACEPARENT.encode()), ("tracestate", b"congo=x")],
+     (("traceparent", TRACEPARENT.encode()), ("tracestate", b"congo=x"))),
+    ({"traceparent": TRACEPARENT.encode(), "tracestate": b"Not Valid"},
+     (("traceparent", TRACEPARENT.encode()),)),
+    ([("traceparent", b"00-not-a-trace-01"), ("tracestate", b"congo=x")], ()),
+    ([("traceparent", b"\xff")], ()),
+    ([("sent_us", b"1")], ()),
+])
+def test_an_events_valid_trace_headers_reach_its_update(headers: Any, trace: tuple) -> None:
+    raw = new_event("u1", "i1", ts=T0).to_json()
+    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {}.get, headers)
+    assert isinstance(outcome, SessionUpdate) and outcome.trace == trace
+
+
 def test_context_keys_left_out_are_named_and_the_event_still_answered() -> None:
     spec = FeatureSpec(categorical=("device",), numeric=("price",))
     step = EventStep(SessionPolicy(features=spec), DecayedPopularity())
@@ -170,9 +187,12 @@ class FakeBundle:
 class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []  # per record sent
 
-    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def produce(self, topic: str, key: bytes | None, value: bytes,
+                headers: list[tuple[str, bytes]] | None = None) -> None:
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
 
 
 class FakeStore:
@@ -253,6 +273,9 @@ def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     assert (published(metrics, "model"), published(metrics, "popularity")) == (1.0, 0.0)
     assert metrics.registry.get_sample_value("streamrec_worker_stage_seconds_count",
                                              {"stage": "retrieve"}) == 1.0
+    sent_to_published = (record["published_us"] - record["sent_us"]) / 1e6
+    assert metrics.registry.get_sample_value(
+        "streamrec_worker_send_to_publish_seconds_sum") == pytest.approx(sent_to_published)
 
 
 @pytest.mark.parametrize("exclude_seen,expected", [(True, ["b", "c"]),
@@ -268,6 +291,9 @@ def test_users_the_model_cannot_serve_get_popularity(exclude_seen: bool,
     assert record.items[0].score == round(record.items[0].score, 6) > 0
     assert orjson.loads(producer.sent[0][2])["sent_us"] is None
     assert published(metrics, "popularity") == 1.0
+    # no send time, no end-to-end latency
+    assert metrics.registry.get_sample_value(
+        "streamrec_worker_send_to_publish_seconds_count") == 0.0
 
 
 def test_published_lists_follow_the_published_schema() -> None:
@@ -316,6 +342,16 @@ def test_the_batch_reaches_redis_as_it_reaches_the_topic() -> None:
     asyncio.run(step.publish([update("u1", ("a",)), update("u2", ("b",))], bundle))
     ((lists, _),) = store.writes
     assert lists == [(key.decode(), value) for _, key, value in producer.sent if key]
+
+
+def test_a_list_carries_its_events_trace_context_and_only_it() -> None:
+    step, producer, _ = make_step()
+    traced = replace(update("u1", ("i1",)), trace=(("traceparent", TRACEPARENT.encode()),
+                                                  ("tracestate", b"congo=x")))
+    asyncio.run(step.publish([traced, update("u2", ("i2",))], FakeBundle("v1", {})))
+    # No tracer configured (or no OpenTelemetry): the headers go on as the event had them.
+    assert producer.headers == [[("traceparent", TRACEPARENT.encode()),
+                                 ("tracestate", b"congo=x")], None]
 
 
 def test_redis_down_is_counted_and_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
@@ -412,7 +448,7 @@ def test_the_lag_gauge_forgets_partitions_that_moved_away() -> None:
         return 10
 
     consumer = SimpleNamespace(assignment=lambda: assigned, highwater=highwater)
-    gauge = "streamrec_worker_consumer_lag"
+    gauge = "streamrec_worker_consumer_lag_records"
     lag.update(consumer)
     assert metrics.registry.get_sample_value(gauge, {"partition": "1"}) == 2.0
     assigned = {kept}  # a rebalance moved partition 1 to another worker
@@ -458,3 +494,25 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     ignored = "streamrec_worker_context_ignored_total"  # once: the duplicate is not counted
     assert sample(ignored, {"reason": "undeclared"}) == 2.0
     assert sample(ignored, {"reason": "wrong_type"}) == 1.0
+
+
+def test_the_stream_processor_names_the_events_partition_in_log_lines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import faust
+
+    from streams.log_context import LogContext
+    from streams.worker import PartitionLag, sessionizer
+
+    message = SimpleNamespace(tp=TP("events", 3), offset=0, key=b"u1", headers=[])
+    monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
+    metrics = WorkerMetrics()
+    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), {}, None,  # type: ignore[arg-type]
+                          metrics, PartitionLag(metrics))
+
+    async def event_then_log() -> logging.LogRecord:
+        await process(new_event("u1", "i1", ts=T0).to_json())
+        record = logging.makeLogRecord({"msg": "while processing"})
+        LogContext().filter(record)
+        return record
+
+    assert asyncio.run(event_then_log()).partition == 3

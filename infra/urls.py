@@ -1,0 +1,27 @@
+"""Addresses that are safe to print: credentials in a URL never reach a log or a topic."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+_SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and secret-looking query values replaced by ``***``.
+
+    The user name stays: it tells an operator which account is in use, and names
+    are not secrets in Redis ACLs or SASL. Strings that are not URLs come back as-is.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{MASK}@{host}"
+    query = urlencode([(k, MASK if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -1,0 +1,113 @@
+"""How every streamrec process logs, set up here once: ``configure`` at the top of each
+entry point (worker, trainer, API).
+
+``STREAMREC_LOG_FORMAT=text`` (the default) keeps each process's usual lines for people;
+``json`` writes one JSON object per line to stderr for a log shipper: ``ts``, ``level``,
+``logger``, ``message``, ``process``, and where known ``worker_id``, ``partition`` and
+``model_version`` (``streams.log_context``), plus ``exc_info`` with a traceback. URLs in
+a message lose their passwords (``infra.urls.mask_url``) on the way out, whoever logged
+them. Faust's worker and uvicorn set logging up again when they start: they are handed
+the same configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.orjson import OrjsonFormatter
+from rich.console import Console
+from rich.text import Text
+
+from infra.urls import mask_url
+from streams.log_context import LogContext
+
+LogFormat = Literal["text", "json"]
+TEXT_FORMAT = "%(asctime)s %(name)s %(message)s"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# Libraries whose chatter is not worth its cost, and the level below which it goes.
+_QUIET_BELOW_DEBUG = ("mlflow", "alembic", "urllib3")
+_QUIET_BELOW_INFO = ("aiokafka", "faust", "mode")  # their INFO costs worker throughput
+
+
+class JsonLines(OrjsonFormatter):
+    """One JSON object per record, with streamrec's field names; URLs masked."""
+
+    def __init__(self, static_fields: dict[str, str] | None = None) -> None:
+        super().__init__(["levelname", "name", "message"], timestamp="ts",
+                         rename_fields={"levelname": "level", "name": "logger"},
+                         static_fields=static_fields,
+                         reserved_attrs=[*RESERVED_ATTRS, "color_message"])  # uvicorn's ANSI twin
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        """Masks passwords in URLs; puts ``ts`` first, where a reader looks for it."""
+        for key in ("message", "exc_info"):
+            text = log_data.get(key)
+            if isinstance(text, str) and "@" in text:  # only a URL with a user has a password
+                log_data[key] = _URL.sub(lambda m: mask_url(m.group()), text)
+        return {"ts": log_data.pop("ts"), **log_data}
+
+
+@dataclass(frozen=True)
+class Logs:
+    """What ``configure`` set up. ``config``: the ``dictConfig`` to hand a framework that
+    sets logging up itself (Faust's worker, uvicorn); None in text mode, where each
+    keeps its own format."""
+
+    process: str
+    config: dict[str, Any] | None
+
+    def say(self, console: Console, text: str | Text, level: int = logging.INFO) -> None:
+        """An entry point's line for the operator (what started, on what): printed in text
+        mode, a record of logger ``streamrec.<process>`` in JSON mode, whatever the level
+        asked for the rest."""
+        if self.config is None:
+            console.print(text, soft_wrap=True, highlight=False)
+        else:
+            logging.getLogger(f"streamrec.{self.process}").log(level, str(text))
+
+
+def configure(fmt: LogFormat, level: str, process: str, worker_id: str | None = None
+              ) -> Logs:
+    """Set up the root logger for ``fmt`` at ``level`` (debug, info, warn[ing], error) and
+    quiet the chatty libraries. ``worker_id`` goes on every JSON line of a worker."""
+    if fmt == "json":
+        config: dict[str, Any] | None = json_config(level, process, worker_id)
+        logging.config.dictConfig(config)
+    else:
+        config = None
+        logging.basicConfig(level=level.upper(), format=TEXT_FORMAT)
+    _quiet(logging.getLevelName(level.upper()))
+    return Logs(process, config)
+
+
+def json_config(level: str, process: str, worker_id: str | None = None) -> dict[str, Any]:
+    """The ``dictConfig`` of JSON mode: one stderr handler on the root logger, with the
+    stream context added to each record; ``streamrec.<process>`` says its lines at info."""
+    static = {"process": process} | ({"worker_id": worker_id} if worker_id else {})
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": LogContext}},
+        "formatters": {"json": {"()": JsonLines, "static_fields": static}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                                "formatter": "json", "filters": ["context"]}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {f"streamrec.{process}": {"level": "INFO"}},
+    }
+
+
+def _quiet(level: int) -> None:
+    if level > logging.DEBUG:
+        for name in _QUIET_BELOW_DEBUG:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if level > logging.INFO:
+        for name in _QUIET_BELOW_INFO:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
+    # buffer holds 100 changelog writes): normal back-pressure, not a fault.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

@@ -1,0 +1,267 @@
+"""Dead letters: what was rejected and why, and sending back in the ones a fix made valid.
+
+A run reads the dead-letter topic from a consumer group's committed position (the oldest
+record kept when the group has none) up to the end the topic had when the run began, so
+records appended meanwhile, among them the ones a redrive puts back, wait for the next
+run. A redrive commits that end only after every record it sent was acknowledged: a
+letter is redriven at most once per run, and a failed run leaves the group where it was.
+
+Nothing is dropped: a letter that still fails validation, or that ``only`` left out, goes
+back to the dead-letter topic with its bytes and headers (one that was re-validated with
+its ``redrives`` header incremented), so a later fix can still redrive it.
+
+    with DeadLetterQueue(kafka, "interactions.dlq") as queue:
+        report = redrive(queue, queue.pending(), "interactions", dry_run=True)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from infra.kafka_client import KafkaConnection
+from streams.consumer import Record, existing_topic, read_partition
+from streams.events import InvalidEvent, parse
+from streams.producer import Headers, RecordProducer
+
+DLQ_GROUP = "streamrec-dlq"
+REDRIVEN_FROM_HEADER = "redriven_from"  # on a redriven event: "dlq-topic[partition]@offset"
+REDRIVES_HEADER = "redrives"  # on a dead letter: how many redrives it has failed, ASCII
+MISSING = "(none)"  # what stands for a header a letter lacks, e.g. one produced by hand
+_PROGRESS_EVERY = 500
+
+
+@dataclass(frozen=True)
+class Span:
+    """The part of one partition a run reads: offsets ``start`` up to ``end`` (exclusive)."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return max(self.end - self.start, 0)
+
+
+def letters(spans: Iterable[Span]) -> int:
+    """How many dead letters ``spans`` hold."""
+    return sum(span.size for span in spans)
+
+
+def _header(record: Record, name: str) -> str | None:
+    value = record.headers.get(name)
+    return None if value is None else value.decode(errors="replace")
+
+
+def _header_int(record: Record, name: str) -> int | None:
+    text = _header(record, name)
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def reason_of(record: Record) -> str:
+    """The letter's ``reason`` header; letters without one are grouped under MISSING."""
+    return _header(record, "reason") or MISSING
+
+
+def rejected_ms(record: Record) -> int:
+    """When the letter was rejected: its ``rejected_ms`` header, else the record's own
+    timestamp, so a letter with a missing or garbled header still sorts in time."""
+    at = _header_int(record, "rejected_ms")
+    return record.timestamp_ms if at is None else at
+
+
+def origin(record: Record) -> str:
+    """Where a record sits, as ``topic[partition]@offset``: what a redriven event carries."""
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def redrives(record: Record) -> int:
+    """How many redrives the letter has already failed."""
+    return _header_int(record, REDRIVES_HEADER) or 0
+
+
+def failed_again_headers(record: Record) -> Headers:
+    """The letter's headers, kept as they were, with its ``redrives`` count incremented."""
+    kept = [(k, v) for k, v in record.headers.items() if k != REDRIVES_HEADER]
+    return [*kept, (REDRIVES_HEADER, str(redrives(record) + 1).encode())]
+
+
+@dataclass
+class ReasonSummary:
+    """One reason's letters: how many, over what time, from which processes, and a few
+    distinct details, which usually tell what to fix."""
+
+    reason: str
+    first_ms: int
+    last_ms: int
+    count: int = 0
+    sources: set[str] = field(default_factory=set)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, record: Record, at_ms: int, max_examples: int) -> None:
+        self.count += 1
+        self.first_ms, self.last_ms = min(self.first_ms, at_ms), max(self.last_ms, at_ms)
+        self.sources.add(_header(record, "source") or MISSING)
+        detail = _header(record, "detail")
+        if detail and detail not in self.examples and len(self.examples) < max_examples:
+            self.examples.append(detail)
+
+
+def summarize(records: Iterable[Record], examples: int = 1) -> list[ReasonSummary]:
+    """Letters grouped by reason, the most frequent first."""
+    by_reason: dict[str, ReasonSummary] = {}
+    for record in records:
+        reason, at = reason_of(record), rejected_ms(record)
+        summary = by_reason.setdefault(reason, ReasonSummary(reason, at, at))
+        summary.add(record, at, examples)
+    return sorted(by_reason.values(), key=lambda s: (-s.count, s.reason))
+
+
+@dataclass(frozen=True)
+class Redrive:
+    """A letter that now validates: its original bytes go to the interactions topic,
+    keyed by user id like every event, and say where they came from."""
+
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True)
+class Reappend:
+    """A letter that goes back to the dead-letter topic; ``attempted`` when it was
+    re-validated and failed again rather than left out by the reason filter. A letter
+    without a value (none is written so) goes back with an empty one."""
+
+    reason: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    attempted: bool
+
+
+def decide(record: Record, only: str | None = None) -> Redrive | Reappend:
+    """What a redrive does with one letter: re-validate its bytes with today's rules
+    (``only``: just the letters of that reason; the others go back untouched)."""
+    reason, raw = reason_of(record), record.value or b""
+    if only is not None and reason != only:
+        return Reappend(reason, record.key, raw, list(record.headers.items()), False)
+    try:
+        event = parse(raw)
+    except InvalidEvent:
+        return Reappend(reason, record.key, raw, failed_again_headers(record), True)
+    return Redrive(event.key, raw, [(REDRIVEN_FROM_HEADER, origin(record).encode())])
+
+
+@dataclass
+class RedriveReport:
+    """What a redrive did, or would do in a dry run; ``committed`` once the group's
+    position moved past the letters read."""
+
+    read: int = 0
+    redriven: int = 0
+    still_invalid: Counter[str] = field(default_factory=Counter)
+    left_out: Counter[str] = field(default_factory=Counter)
+    committed: bool = False
+
+    def add(self, outcome: Redrive | Reappend) -> None:
+        self.read += 1
+        if isinstance(outcome, Redrive):
+            self.redriven += 1
+        else:
+            (self.still_invalid if outcome.attempted else self.left_out)[outcome.reason] += 1
+
+
+class DeadLetterQueue:
+    """The dead-letter topic as one consumer group sees it: the letters it has not handled
+    yet, reading them, and marking them handled. The group never subscribes (it only
+    assigns and commits), so no rebalance can move its position during a run."""
+
+    def __init__(self, kafka: KafkaConnection, topic: str, group: str = DLQ_GROUP) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self._consumer = Consumer(kafka.librdkafka(**{  # out of range: the oldest kept
+            "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
+
+    def pending(self, from_beginning: bool = False) -> list[Span]:
+        """Per partition, from the group's committed offset (or the oldest record kept,
+        when the group has none, retention deleted past it, or ``from_beginning``) to
+        the current end."""
+        partitions = [TopicPartition(self.topic, p) for p in
+                      sorted(existing_topic(self._consumer, self.topic).partitions)]
+        committed = {tp.partition: tp.offset
+                     for tp in self._consumer.committed(partitions, timeout=10)}
+        spans = []
+        for tp in partitions:
+            low, end = self._consumer.get_watermark_offsets(tp, timeout=10)
+            start = low if from_beginning else max(low, committed[tp.partition])
+            spans.append(Span(tp.partition, start, end))
+        return spans
+
+    def read(self, spans: Iterable[Span]) -> Iterator[Record]:
+        for span in spans:
+            yield from read_partition(self._consumer, self.topic, span.partition,
+                                      span.start, span.end)
+
+    def commit(self, spans: Iterable[Span]) -> None:
+        """Mark the letters in ``spans`` handled: the group's next run starts after them."""
+        offsets = [TopicPartition(self.topic, s.partition, s.end) for s in spans if s.size]
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _send(producer: RecordProducer, outcome: Redrive | Reappend, interactions: str,
+          dlq: str) -> None:
+    topic = interactions if isinstance(outcome, Redrive) else dlq
+    producer.produce(topic, outcome.key, outcome.value, outcome.headers)
+
+
+def _settle(producer: RecordProducer) -> None:
+    """Raise unless every record sent was acknowledged: committing then would lose letters."""
+    remaining = producer.flush()
+    if remaining or producer.stats.failed:
+        raise KafkaException(
+            f"redrive: {producer.stats.failed + remaining} records not delivered "
+            f"({producer.stats.last_error}); nothing committed, so the next redrive reads "
+            "the same letters again (those delivered this time are sent twice)")
+
+
+def redrive(queue: DeadLetterQueue, spans: list[Span], interactions: str, *,
+            only: str | None = None, dry_run: bool = False,
+            on_progress: Callable[[RedriveReport], None] | None = None) -> RedriveReport:
+    """Re-validate the letters in ``spans``: the valid go to ``interactions``, the rest back
+    to the dead-letter topic; then commit. A dry run only counts what would happen."""
+    report = RedriveReport()
+    producer = None if dry_run else RecordProducer(queue.kafka)
+    try:
+        for record in queue.read(spans):
+            outcome = decide(record, only)
+            report.add(outcome)
+            if producer is not None:
+                _send(producer, outcome, interactions, queue.topic)
+            if on_progress is not None and report.read % _PROGRESS_EVERY == 0:
+                on_progress(report)
+        if producer is not None:
+            _settle(producer)
+            queue.commit(spans)
+            report.committed = True
+    finally:
+        if producer is not None:
+            producer.close()
+    return report

@@ -1,0 +1,108 @@
+"""Dead letters without a broker: summaries, header handling, the redrive decision."""
+
+from __future__ import annotations
+
+import orjson
+from typer.testing import CliRunner
+
+from services.cli import app
+from streams.consumer import Record
+from streams.dead_letters import (
+    MISSING,
+    REDRIVEN_FROM_HEADER,
+    REDRIVES_HEADER,
+    Reappend,
+    Redrive,
+    RedriveReport,
+    Span,
+    decide,
+    failed_again_headers,
+    letters,
+    summarize,
+)
+from streams.events import Event
+
+VALID = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u7", "i1", "view",
+              1_700_000_000_000).to_json()
+LIKE = orjson.dumps({**orjson.loads(VALID), "event_type": "like"})
+
+
+def letter(value: bytes | None = b"{oops", offset: int = 0, timestamp_ms: int = 5,
+           **headers: str) -> Record:
+    return Record("interactions.dlq", 0, offset, timestamp_ms, b"k", value,
+                  {k: v.encode() for k, v in headers.items()})
+
+
+def test_summary_groups_by_reason_most_frequent_first() -> None:
+    records = [
+        letter(reason="bad_json", detail="unexpected end", source="producer", rejected_ms="300"),
+        letter(reason="bad_json", detail="unexpected end", source="worker", rejected_ms="100"),
+        letter(reason="bad_json", detail="trailing comma", source="worker", rejected_ms="200"),
+        letter(reason="wrong_type", detail="ts must be an integer", source="producer",
+               rejected_ms="50"),
+    ]
+    bad_json, wrong_type = summarize(records, examples=5)
+    assert (bad_json.reason, bad_json.count, bad_json.first_ms, bad_json.last_ms) == (
+        "bad_json", 3, 100, 300)
+    assert bad_json.sources == {"producer", "worker"}
+    assert bad_json.examples == ["unexpected end", "trailing comma"]  # distinct, in order
+    assert (wrong_type.reason, wrong_type.count) == ("wrong_type", 1)
+    assert summarize(records)[0].examples == ["unexpected end"]  # one example by default
+
+
+def test_summary_copes_with_missing_or_garbled_headers() -> None:
+    (only,) = summarize([letter(timestamp_ms=42), letter(timestamp_ms=7, rejected_ms="soon")])
+    assert (only.reason, only.count, only.first_ms, only.last_ms) == (MISSING, 2, 7, 42)
+    assert only.sources == {MISSING} and only.examples == []
+    assert summarize([]) == []
+
+
+def test_failed_again_headers_keep_everything_and_count_redrives() -> None:
+    first = failed_again_headers(letter(reason="bad_json", detail="d", source="worker"))
+    assert first == [("reason", b"bad_json"), ("detail", b"d"), ("source", b"worker"),
+                     (REDRIVES_HEADER, b"1")]
+    again = failed_again_headers(letter(reason="bad_json", redrives="1"))
+    assert again == [("reason", b"bad_json"), (REDRIVES_HEADER, b"2")]
+
+
+def test_a_letter_that_now_validates_is_redriven_keyed_by_user() -> None:
+    outcome = decide(letter(VALID, offset=12, reason="unknown_event_type"))
+    assert outcome == Redrive(b"u7", VALID, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@12")])
+    assert decide(letter(VALID, reason="unknown_event_type"), only="unknown_event_type") \
+        == Redrive(b"u7", VALID, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@0")])
+
+
+def test_a_letter_still_invalid_goes_back_unchanged_but_counted() -> None:
+    outcome = decide(letter(LIKE, reason="unknown_event_type", detail="like"))
+    assert outcome == Reappend("unknown_event_type", b"k", LIKE, [
+        ("reason", b"unknown_event_type"), ("detail", b"like"), (REDRIVES_HEADER, b"1")], True)
+    empty = decide(letter(None, reason="bad_json"))
+    assert isinstance(empty, Reappend) and empty.attempted and empty.value == b""
+
+
+def test_letters_of_other_reasons_go_back_untouched_when_filtered() -> None:
+    outcome = decide(letter(VALID, reason="bad_json", redrives="3"), only="wrong_type")
+    assert outcome == Reappend("bad_json", b"k", VALID,
+                               [("reason", b"bad_json"), (REDRIVES_HEADER, b"3")], False)
+
+
+def test_report_tallies_outcomes_by_kind_and_reason() -> None:
+    report = RedriveReport()
+    for record, only in [(letter(VALID, reason="bad_json"), None),
+                         (letter(reason="bad_json"), None), (letter(reason="bad_json"), None),
+                         (letter(reason="wrong_type"), "bad_json")]:
+        report.add(decide(record, only))
+    assert (report.read, report.redriven) == (4, 1)
+    assert report.still_invalid == {"bad_json": 2} and report.left_out == {"wrong_type": 1}
+    assert not report.committed
+
+
+def test_spans_count_letters() -> None:
+    assert letters([Span(0, 3, 10), Span(1, 5, 5), Span(2, 9, 4)]) == 7
+
+
+def test_redrive_without_a_terminal_or_yes_refuses_before_touching_kafka() -> None:
+    result = CliRunner().invoke(app, ["dlq", "redrive"], input="y\n")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("refusing to redrive without confirmation: stdin is not "
+                                     "a terminal; pass --yes")

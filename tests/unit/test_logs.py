@@ -1,0 +1,121 @@
+"""Logging (``services.logs``): in JSON mode one valid JSON object per line, with the stream's
+context and no secret; in text mode each process keeps its own lines.
+
+``configure`` in JSON mode runs in a child process: ``dictConfig`` closes every handler
+the process has, and TensorFlow's (imported by other tests) would close pytest's capture.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from rich.console import Console
+
+from services.logs import JsonLines, configure
+from services.settings import REPO_ROOT
+from streams import log_context
+from streams.log_context import LogContext
+
+SECRET_URL = "redis://streamrec:s3cret-pass@redis:6379/0?password=qs-secret"
+
+
+def json_lines(text: str) -> list[dict]:
+    lines = text.splitlines()
+    assert all(line.startswith("{") for line in lines), text
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture
+def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger of its own writing JSON lines into a string, as ``configure`` sets up."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonLines({"process": "worker", "worker_id": "w7"}))
+    handler.addFilter(LogContext())
+    log = logging.getLogger("test.logs")
+    log.addHandler(handler)
+    log.propagate = False
+    yield log, out
+    log.removeHandler(handler)
+
+
+def test_json_lines_carry_the_worker_partition_and_model_and_no_secret(
+        logged: tuple[logging.Logger, io.StringIO]) -> None:
+    log, out = logged
+    log_context.serving("retriever:v3+ranker:v2")
+
+    def one_event() -> None:
+        log_context.in_partition(2)
+        log.warning("writing to %s failed", SECRET_URL)
+        try:
+            raise ConnectionError(f"refused by {SECRET_URL}")
+        except ConnectionError:
+            log.exception("two\nlines")
+
+    contextvars.copy_context().run(one_event)  # the partition stays in the event's context
+    log.warning("between events")
+    text = out.getvalue()
+    warning, error, between = json_lines(text)
+    assert "s3cret-pass" not in text and "qs-secret" not in text
+    assert warning["message"] == ("writing to redis://streamrec:***@redis:6379/0?password=***"
+                                  " failed")
+    assert list(warning)[0] == "ts" and warning["ts"].endswith("+00:00")
+    assert {k: v for k, v in warning.items() if k not in ("ts", "message")} == {
+        "level": "WARNING", "logger": "test.logs", "process": "worker", "worker_id": "w7",
+        "partition": 2, "model_version": "retriever:v3+ranker:v2"}
+    assert error["message"] == "two\nlines" and "ConnectionError: refused" in error["exc_info"]
+    assert "partition" not in between and between["model_version"] == "retriever:v3+ranker:v2"
+
+
+def test_configure_json_sets_up_every_logger_and_what_uvicorn_is_handed() -> None:
+    script = textwrap.dedent("""
+        import logging, logging.config
+        from rich.console import Console
+        from services.logs import configure
+        logs = configure("json", "warn", "worker", worker_id="w7")
+        logging.getLogger("faust").info("below the level: not written")
+        logging.getLogger("streams.steps").warning("redis down")
+        logs.say(Console(stderr=True), "worker w7: model v3")  # shown at any level
+        logging.config.dictConfig(logs.config)  # as Faust's worker and uvicorn do again
+        logging.getLogger("uvicorn.error").warning("bye", extra={"color_message": "\\x1b[1m"})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    lines = json_lines(done.stderr)
+    assert [(line["logger"], line["level"], line["message"]) for line in lines] == [
+        ("streams.steps", "WARNING", "redis down"),
+        ("streamrec.worker", "INFO", "worker w7: model v3"),
+        ("uvicorn.error", "WARNING", "bye")]
+    assert all(line["process"] == "worker" and line["worker_id"] == "w7" for line in lines)
+    assert "color_message" not in lines[2]
+
+
+@pytest.fixture
+def restored_levels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``configure`` sets levels and may add a root handler: undone for the other tests."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    names = ("", "mlflow", "alembic", "urllib3", "faust.transport.producer")
+    levels = {name: logging.getLogger(name).level for name in names}
+    logging.getLogger("mlflow").setLevel(logging.NOTSET)
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.mark.usefixtures("restored_levels")
+def test_text_mode_leaves_each_process_its_own_lines(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    logs = configure("text", "info", "trainer")
+    assert logs.config is None  # Faust and uvicorn keep their formats
+    logs.say(Console(stderr=True), "trainer: a round every 60 min")
+    assert capsys.readouterr().err == "trainer: a round every 60 min\n"
+    assert logging.getLogger("mlflow").level == logging.WARNING

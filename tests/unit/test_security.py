@@ -1,0 +1,161 @@
+"""Client security settings: mapped onto every client library, secrets never shown."""
+
+import ssl
+import stat
+from pathlib import Path
+
+import pytest
+
+from infra.errors import StackError
+from infra.kafka_broker import server_properties
+from infra.kafka_client import KafkaConnection
+from infra.redis_server import LocalRedis
+from infra.tls import TlsFiles
+from infra.urls import mask_url
+from services.settings import load_settings
+from streams.worker import faust_credentials
+
+SASL = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "shop", "sasl.password": "hunter2"}
+
+
+def test_connection_maps_the_same_properties_onto_each_client(tmp_path: Path) -> None:
+    files = TlsFiles(tmp_path).ensure()
+    kafka = KafkaConnection("b1:9093,b2:9093", {**SASL, "ssl.ca.location": str(files.ca)})
+    conf = kafka.librdkafka(**{"group.id": "g"})
+    assert conf == {**SASL, "ssl.ca.location": str(files.ca), "group.id": "g",
+                    "bootstrap.servers": "b1:9093,b2:9093"}
+    aio = kafka.aiokafka()
+    assert (aio["security_protocol"], aio["sasl_mechanism"]) == ("SASL_SSL", "SCRAM-SHA-256")
+    assert (aio["sasl_plain_username"], aio["sasl_plain_password"]) == ("shop", "hunter2")
+    assert isinstance(aio["ssl_context"], ssl.SSLContext)
+    creds = faust_credentials(kafka)
+    assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-256"
+    assert creds.password == "hunter2"
+
+
+def test_plaintext_is_the_default_and_needs_no_credentials() -> None:
+    kafka = KafkaConnection("127.0.0.1:9092")
+    assert kafka.librdkafka() == {"bootstrap.servers": "127.0.0.1:9092"}
+    assert kafka.aiokafka()["security_protocol"] == "PLAINTEXT"
+    assert kafka.ssl_context() is None and faust_credentials(kafka) is None
+
+
+def test_printing_a_connection_never_shows_its_secrets() -> None:
+    kafka = KafkaConnection("b:9093", SASL)
+    for text in (repr(kafka), str(kafka), f"{kafka}", repr(kafka.security)):
+        assert "hunter2" not in text
+    assert "shop" in repr(kafka)
+
+
+@pytest.mark.parametrize("security, words", [
+    ({"security.protocol": "SASL_SSL"}, "needs sasl.username"),
+    ({"security.protocol": "TLS"}, "security.protocol must be"),
+    ({**SASL, "sasl.mechanism": "GSSAPI"}, "sasl.mechanism must be"),
+    ({"sasl.jaas.config": "x"}, "unsupported Kafka properties"),
+])
+def test_bad_properties_are_refused_in_one_line(security: dict, words: str) -> None:
+    with pytest.raises(StackError, match=words) as info:
+        KafkaConnection("b:9093", security)
+    assert "\n" not in str(info.value)
+
+
+def test_masked_urls_keep_everything_but_the_secrets() -> None:
+    assert mask_url("rediss://app:p%40ss@cache:6380/2?ssl_ca_certs=/ca.pem") == \
+        "rediss://app:***@cache:6380/2?ssl_ca_certs=/ca.pem"
+    assert mask_url("http://u:pw@mlflow:5000/x?token=abc&run=1") == \
+        "http://u:***@mlflow:5000/x?token=***&run=1"
+    assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert mask_url("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+
+
+def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_KAFKA_SECURITY", '{"security.protocol": "SASL_SSL", '
+                     '"sasl.username": "shop", "sasl.password": "hunter2"}')
+    clean_env.setenv("STREAMREC_REDIS_URL", "redis://app:cache-pw@cache:6379/0")
+    s = load_settings()
+    assert "hunter2" not in repr(s) and "cache-pw" not in repr(s)
+    assert s.kafka.get("sasl.password") == "hunter2" and "cache-pw" in s.redis
+    clean_env.setenv("STREAMREC_REDIS_URL", "http://app:cache-pw@cache:6379/0")
+    with pytest.raises(StackError, match="STREAMREC_REDIS_URL") as info:
+        load_settings()
+    assert "cache-pw" not in str(info.value)
+
+
+def test_bad_kafka_properties_fail_as_settings(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_KAFKA_SECURITY", '{"security.protocol": "SASL_SSL"}')
+    with pytest.raises(StackError, match="STREAMREC_KAFKA_SECURITY: .*needs sasl.username"):
+        load_settings()
+
+
+def test_the_embedded_broker_listens_as_its_clients_connect(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
+    clean_env.setenv("STREAMREC_KAFKA_SECURITY", '{"security.protocol": "SASL_SSL", '
+                     '"sasl.mechanism": "PLAIN", "sasl.username": "shop", '
+                     '"sasl.password": "hunter2"}')
+    s = load_settings()
+    assert s.kafka.get("ssl.ca.location") == str(tmp_path / "kafka" / "tls" / "ca.pem")
+    tls = TlsFiles(tmp_path / "tls")
+    props = server_properties(19092, 19093, tmp_path, s.kafka, tls)
+    assert "listeners=SASL_SSL://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in props
+    assert "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL" in props
+    assert 'user_shop="hunter2"' in props and f"ssl.keystore.location={tls.keystore}" in props
+    plain = server_properties(19092, 19093, tmp_path)
+    assert "PLAINTEXT://127.0.0.1:19092" in plain and "sasl" not in plain
+
+
+def test_embedded_broker_offers_plain_sasl_only(tmp_path: Path) -> None:
+    with pytest.raises(StackError, match="PLAIN only"):
+        server_properties(1, 2, tmp_path, KafkaConnection("b:1", SASL), TlsFiles(tmp_path))
+
+
+def test_embedded_redis_keeps_its_password_off_the_command_line(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    redis = LocalRedis(tmp_path, 16379, "app", SecretStr("cache-pw"), tls=True)
+    assert redis.url == ("rediss://app:cache-pw@127.0.0.1:16379/0?ssl_ca_certs="
+                         f"{redis.tls_files.ca}")
+    conf = redis.write_config()
+    text = conf.read_text()
+    assert "user default off" in text and "user app on >cache-pw" in text
+    assert "tls-port 16379" in text and "port 0" in text
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    assert stat.S_IMODE(redis.tls_files.key.stat().st_mode) == 0o600
+
+
+def test_tls_files_chain_to_their_ca(tmp_path: Path) -> None:
+    files = TlsFiles(tmp_path).ensure()
+    context = ssl.create_default_context(cafile=str(files.ca))
+    context.load_cert_chain(str(files.cert), str(files.key))  # key and chain match
+    assert files.keystore.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    first = files.ca.read_bytes()
+    assert TlsFiles(tmp_path).ensure().ca.read_bytes() == first  # made once, then reused
+
+
+def test_announcements_name_the_registry_without_its_credentials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.producer
+    from streams.hot_swap import announce
+    from streams.messages import ModelAnnouncement
+
+    sent: list[bytes] = []
+
+    class Recorder:
+        stats = type("Stats", (), {"failed": 0})()
+
+        def __init__(self, kafka: KafkaConnection) -> None:
+            pass
+
+        def produce(self, topic: str, key: bytes, value: bytes) -> None:
+            sent.append(value)
+
+        def flush(self, timeout_s: float) -> int:
+            return 0
+
+    monkeypatch.setattr(streams.producer, "RecordProducer", Recorder)
+    assert announce(KafkaConnection("b:1"), "model-updates", {"r": "2"},
+                    "https://ops:registry-pw@mlflow.internal:5000")
+    message = ModelAnnouncement.from_json(sent[0])
+    assert message.tracking_uri == "https://ops:***@mlflow.internal:5000"
+    assert b"registry-pw" not in sent[0]

@@ -80,7 +80,10 @@ def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:
         if client.mechanism != "PLAIN":
             raise StackError("the embedded broker supports sasl.mechanism PLAIN only; "
                              f"got {client.mechanism} (use your own cluster for SCRAM)")
-        user, password = client.get("sasl.username"), client.get("sasl.password")
+        user, password = client.get("sasl.username") or "", client.get("sasl.password") or ""
+        if any(c.isspace() or c in "\"'\\;=" for c in user + password):
+            raise StackError("the embedded broker's sasl.username and sasl.password must have "
+                             "no spaces, quotes, backslashes, ';' or '='")
         listener = client.protocol.lower()
         lines += ["sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
                   f"listener.name.{listener}.plain.sasl.jaas.config="

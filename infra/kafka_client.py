@@ -1,8 +1,9 @@
 """How every streamrec Kafka client connects: one bootstrap list plus librdkafka-style
 security properties, mapped onto each client library from this one place.
 
-confluent-kafka takes the properties as they are; aiokafka (and Faust, which runs on
-it) takes keyword arguments and an ``ssl.SSLContext``. Secrets stay ``SecretStr``
+confluent-kafka takes the properties as they are; aiokafka takes keyword arguments and an
+``ssl.SSLContext`` (``aiokafka()``), and Faust, which runs on aiokafka, credentials built
+from the same accessors (``streams.worker.faust_credentials``). Secrets stay ``SecretStr``
 until the moment a client is built, so printing a connection never shows them.
 """
 

@@ -7,13 +7,13 @@ not to ``./mlruns`` in whatever directory the command happened to run in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 @dataclass(frozen=True)
 class MlflowStore:
-    tracking_uri: str
+    tracking_uri: str = field(repr=False)  # may carry credentials
     artifact_root: Path
 
     @classmethod

@@ -77,7 +77,7 @@ class LocalRedis:
         """The URL clients use, credentials included: mask it (``infra.urls``) to print."""
         scheme, auth, query = "redis", "", ""
         if self.password is not None:
-            auth = f"{quote(self.username)}:{quote(self.password.get_secret_value())}@"
+            auth = f"{quote(self.username, safe='')}:{quote(self.password.get_secret_value(), safe='')}@"
         if self.tls:
             scheme, query = "rediss", f"?ssl_ca_certs={quote(str(self.tls_files.ca))}"
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"

@@ -7,7 +7,7 @@ but never started or stopped by us.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infra.kafka_broker import LocalKafka, broker_answers, wait_for_broker
 from infra.kafka_client import KafkaConnection
@@ -29,7 +29,7 @@ class ComponentStatus:
 @dataclass(frozen=True)
 class Stack:
     kafka: KafkaConnection
-    redis_url: str
+    redis_url: str = field(repr=False)  # may carry a password
     mlflow: MlflowStore
     topics: list[TopicSpec]
     local_kafka: LocalKafka | None = None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@]*@")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
 
 
@@ -18,6 +21,8 @@ def mask_url(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return url
     netloc = parts.netloc
+    if parts.password is None and "@" in url:  # an unescaped '/' or '#' in the password
+        return _USERINFO.sub(rf"\1{MASK}@", url, count=1)
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
@@ -25,3 +30,8 @@ def mask_url(url: str) -> str:
     query = urlencode([(k, MASK if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
                        for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def mask_urls(text: str) -> str:
+    """``text`` (a log line, an error message) with every URL in it masked."""
+    return _URL.sub(lambda m: mask_url(m.group()), text) if "://" in text else text

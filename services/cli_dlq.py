@@ -72,7 +72,7 @@ def inspect(
     with DeadLetterQueue(settings.kafka, settings.topic_dlq, group) as queue:
         spans = queue.pending(from_beginning=all_)
         with progress_bar(f"read {settings.topic_dlq}", letters(spans)) as update:
-            summaries = summarize(_counting(queue.read(spans), update), examples)
+            summaries = summarize(_counting(queue.read(spans), update), examples, once=all_)
     which = "kept" if all_ else f"not yet handled by {group}"
     if not summaries:
         console.print(f"no dead letters {which} in {settings.topic_dlq}")
@@ -81,7 +81,8 @@ def inspect(
     for s in summaries:
         for example in s.examples:
             console.print(f"{s.reason}: {example}", markup=False, highlight=False)
-    console.print(f"{letters(spans):,} dead letters {which} in {settings.topic_dlq}")
+    console.print(f"{sum(s.count for s in summaries):,} dead letters {which} in "
+                  f"{settings.topic_dlq}")
 
 
 def _line(report: RedriveReport, dry_run: bool) -> str:

@@ -4,9 +4,9 @@ entry point (worker, trainer, API).
 ``STREAMREC_LOG_FORMAT=text`` (the default) keeps each process's usual lines for people;
 ``json`` writes one JSON object per line to stderr for a log shipper: ``ts``, ``level``,
 ``logger``, ``message``, ``process``, and where known ``worker_id``, ``partition`` and
-``model_version`` (``streams.log_context``), plus ``exc_info`` with a traceback. URLs in
-a message lose their passwords (``infra.urls.mask_url``) on the way out, whoever logged
-them. Faust's worker and uvicorn set logging up again when they start: they are handed
+``model_version`` (``streams.log_context``), plus ``exc_info`` with a traceback. In both
+formats, URLs in a message or a traceback lose their passwords (``infra.urls.mask_url``)
+as the record is made, whoever logged them and whichever handler writes it. Faust's worker and uvicorn set logging up again when they start: they are handed
 the same configuration.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,12 +23,11 @@ from pythonjsonlogger.orjson import OrjsonFormatter
 from rich.console import Console
 from rich.text import Text
 
-from infra.urls import mask_url
+from infra.urls import mask_urls
 from streams.log_context import LogContext
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(name)s %(message)s"
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 # Libraries whose chatter is not worth its cost, and the level below which it goes.
 _QUIET_BELOW_DEBUG = ("mlflow", "alembic", "urllib3")
 _QUIET_BELOW_INFO = ("aiokafka", "faust", "mode")  # their INFO costs worker throughput
@@ -43,13 +42,31 @@ class JsonLines(OrjsonFormatter):
                          static_fields=static_fields,
                          reserved_attrs=[*RESERVED_ATTRS, "color_message"])  # uvicorn's ANSI twin
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        """The traceback, masked: this formatter formats it again rather than reuse the
+        record's masked ``exc_text``."""
+        return mask_urls(super().formatException(ei))
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        """Masks passwords in URLs; puts ``ts`` first, where a reader looks for it."""
-        for key in ("message", "exc_info"):
-            text = log_data.get(key)
-            if isinstance(text, str) and "@" in text:  # only a URL with a user has a password
-                log_data[key] = _URL.sub(lambda m: mask_url(m.group()), text)
+        """Puts ``ts`` first, where a reader looks for it."""
         return {"ts": log_data.pop("ts"), **log_data}
+
+
+def masked_records(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """A record factory that masks URLs in the message and traceback once, at creation:
+    Faust and uvicorn install handlers of their own, so a filter on ours would miss them.
+    Only records at an enabled level are made, so the hot path pays nothing."""
+    def masked(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = mask_urls(message), ()
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = mask_urls(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    masked.masks_urls = True  # type: ignore[attr-defined]
+    return masked
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,9 @@ def configure(fmt: LogFormat, level: str, process: str, worker_id: str | None = 
               ) -> Logs:
     """Set up the root logger for ``fmt`` at ``level`` (debug, info, warn[ing], error) and
     quiet the chatty libraries. ``worker_id`` goes on every JSON line of a worker."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "masks_urls", False):
+        logging.setLogRecordFactory(masked_records(factory))
     if fmt == "json":
         config: dict[str, Any] | None = json_config(level, process, worker_id)
         logging.config.dictConfig(config)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from infra.errors import StackError
 from infra.kafka_broker import LocalKafka
@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     redis_tls: bool = Field(False, description="embedded Redis serves TLS only")
 
     # MLflow: unset means a sqlite store under data_dir; a server URI works too.
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: SecretStr | None = Field(None, description="a server URI; it may "
+                                                  "carry credentials")
     mlflow_experiment: str = "streamrec"
 
     # Stream workers: one consumer group; state per worker under data_dir/workers/<id>.
@@ -177,9 +178,10 @@ class Settings(BaseSettings):
     @field_validator("redis_password")
     @classmethod
     def _one_word(cls, value: SecretStr | None) -> SecretStr | None:
-        """An ACL rule is one word: a space would end the password there."""
-        if value is not None and any(c.isspace() for c in value.get_secret_value()):
-            raise ValueError("a password without spaces")
+        """An ACL rule is one word: a space or quote would end the password there."""
+        if value is not None and any(c.isspace() or c in "\"'\\" for c in
+                                     value.get_secret_value()):
+            raise ValueError("a password without spaces, quotes or backslashes")
         return value
 
     @field_validator("kafka_security")
@@ -253,12 +255,11 @@ class Settings(BaseSettings):
         """What every Kafka client is given. The embedded broker over TLS presents a
         certificate from its own CA, which clients then trust unless told otherwise."""
         security = {k: v.get_secret_value() for k, v in self.kafka_security.items()}
-        if self.kafka_embedded:
-            bootstrap = f"127.0.0.1:{self.kafka_port}"
-            if KafkaConnection(bootstrap, security).uses_tls:
-                security.setdefault("ssl.ca.location", str(self._kafka_home.joinpath("tls", "ca.pem")))
-            return KafkaConnection(bootstrap, security)
-        return KafkaConnection(self.kafka_bootstrap or "", security)
+        if not self.kafka_embedded:
+            return KafkaConnection(self.kafka_bootstrap or "", security)
+        if security.get("security.protocol", "").upper().endswith("SSL"):
+            security.setdefault("ssl.ca.location", str(self._kafka_home / "tls" / "ca.pem"))
+        return KafkaConnection(f"127.0.0.1:{self.kafka_port}", security)
 
     @property
     def redis(self) -> str:
@@ -279,7 +280,10 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+        """The registry's URI, credentials included: print ``mask_url(mlflow_uri)``."""
+        if self.mlflow_tracking_uri is not None:
+            return self.mlflow_tracking_uri.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
 
     def feature_spec(self) -> FeatureSpec:
         """The declared context keys, with the event types declared once in
@@ -312,6 +316,8 @@ def load_settings(**overrides: object) -> Settings:
     """Read the environment once; turn validation errors into one readable line."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SettingsError as exc:  # a value that is not JSON where JSON is expected
+        raise StackError(f"invalid settings: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"STREAMREC_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

@@ -11,7 +11,7 @@ def mlflow_store(settings: Settings) -> MlflowStore:
     local = MlflowStore.local(settings.data_dir / "mlflow")
     if settings.mlflow_tracking_uri is None:
         return local
-    return MlflowStore(settings.mlflow_tracking_uri, local.artifact_root)
+    return MlflowStore(settings.mlflow_uri, local.artifact_root)
 
 
 def build_stack(settings: Settings) -> Stack:

@@ -32,6 +32,9 @@ from streams.producer import Headers, RecordProducer
 DLQ_GROUP = "streamrec-dlq"
 REDRIVEN_FROM_HEADER = "redriven_from"  # on a redriven event: "dlq-topic[partition]@offset"
 REDRIVES_HEADER = "redrives"  # on a dead letter: how many redrives it has failed, ASCII
+# On a letter put back by a redrive: where the letter was first written, so a reader of
+# the whole topic counts each letter once however often it went back.
+FIRST_WRITTEN_HEADER = "first_written"
 MISSING = "(none)"  # what stands for a header a letter lacks, e.g. one produced by hand
 _PROGRESS_EVERY = 500
 
@@ -86,10 +89,19 @@ def redrives(record: Record) -> int:
     return _header_int(record, REDRIVES_HEADER) or 0
 
 
-def failed_again_headers(record: Record) -> Headers:
-    """The letter's headers, kept as they were, with its ``redrives`` count incremented."""
-    kept = [(k, v) for k, v in record.headers.items() if k != REDRIVES_HEADER]
-    return [*kept, (REDRIVES_HEADER, str(redrives(record) + 1).encode())]
+def letter_id(record: Record) -> str:
+    """The letter's identity: where it was first written, whichever copy this is."""
+    return _header(record, FIRST_WRITTEN_HEADER) or origin(record)
+
+
+def put_back_headers(record: Record, *, failed: bool) -> Headers:
+    """The letter's headers, kept as they were, naming where it was first written, with
+    its ``redrives`` count incremented when it ``failed`` again."""
+    count = redrives(record) + (1 if failed else 0)
+    kept = [(k, v) for k, v in record.headers.items()
+            if k not in (REDRIVES_HEADER, FIRST_WRITTEN_HEADER)]
+    return [*kept, (FIRST_WRITTEN_HEADER, letter_id(record).encode()),
+            *([(REDRIVES_HEADER, str(count).encode())] if count else [])]
 
 
 @dataclass
@@ -113,10 +125,17 @@ class ReasonSummary:
             self.examples.append(detail)
 
 
-def summarize(records: Iterable[Record], examples: int = 1) -> list[ReasonSummary]:
-    """Letters grouped by reason, the most frequent first."""
+def summarize(records: Iterable[Record], examples: int = 1, *, once: bool = False
+              ) -> list[ReasonSummary]:
+    """Letters grouped by reason, the most frequent first; ``once``: each letter counted
+    once however many copies redrives put back (for a read of the whole topic)."""
     by_reason: dict[str, ReasonSummary] = {}
+    seen: set[str] = set()
     for record in records:
+        if once:
+            if letter_id(record) in seen:
+                continue
+            seen.add(letter_id(record))
         reason, at = reason_of(record), rejected_ms(record)
         summary = by_reason.setdefault(reason, ReasonSummary(reason, at, at))
         summary.add(record, at, examples)
@@ -151,11 +170,11 @@ def decide(record: Record, only: str | None = None) -> Redrive | Reappend:
     (``only``: just the letters of that reason; the others go back untouched)."""
     reason, raw = reason_of(record), record.value or b""
     if only is not None and reason != only:
-        return Reappend(reason, record.key, raw, list(record.headers.items()), False)
+        return Reappend(reason, record.key, raw, put_back_headers(record, failed=False), False)
     try:
         event = parse(raw)
     except InvalidEvent:
-        return Reappend(reason, record.key, raw, failed_again_headers(record), True)
+        return Reappend(reason, record.key, raw, put_back_headers(record, failed=True), True)
     return Redrive(event.key, raw, [(REDRIVEN_FROM_HEADER, origin(record).encode())])
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka_client import KafkaConnection
-from infra.urls import mask_url
+from infra.urls import mask_url, mask_urls
 from model.features import LiveSession
 from streams import log_context
 from streams.events import EVENT_TYPES
@@ -96,9 +96,9 @@ class Serving:
         """Count and report a bundle that failed to load or to answer; the old one serves on."""
         self.metrics.swaps.labels("failed").inc()
         self.status.update(swaps_failed=self.status.current.swaps_failed + 1,
-                           last_error=f"{type(exc).__name__}: {exc}")
+                           last_error=mask_urls(f"{type(exc).__name__}: {exc}"))
         log.error("model update %r not applied, keeping %s: %s", message,
-                  self.bundle.version, exc)
+                  self.bundle.version, exc)  # URLs in it are masked by the record factory
 
 
 async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serving,

@@ -279,7 +279,12 @@ class NoChampion(StackError):
     """The registry has no models under the alias yet: nothing has been promoted."""
 
 
-_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+def _not_found(exc: Exception) -> bool:
+    """The registry's way of saying "no such model" or "no such alias" (MLflow reports a
+    missing alias as an invalid parameter; other invalid parameters are real errors)."""
+    code = getattr(exc, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc))
 
 
 def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
@@ -295,7 +300,7 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     try:
         retriever, ranker = (_by_alias(client, n, alias) for n in ROLE_NAMES)
     except MlflowException as exc:
-        if exc.error_code not in _NOT_FOUND:
+        if not _not_found(exc):
             raise
         raise NoChampion(f"no models under the alias {alias!r} in the registry at "
                          f"{mask_url(store.tracking_uri)}") from None

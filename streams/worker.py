@@ -48,7 +48,7 @@ class WorkerConfig:
     model_updates: str
     partitions: int
     state_dir: Path
-    redis_url: str | None
+    redis_url: str | None = field(repr=False)  # may carry a password
     recs_channel: str = "streamrec:recs"
     batch_size: int = 256
     batch_within_s: float = 0.01

@@ -23,6 +23,9 @@ from services.api.schemas import Problem
 from services.settings import Settings
 
 KEY_HEADER = "X-API-Key"
+# RFC 9110 wants a challenge on every 401; an API key has no registered scheme, so the
+# challenge names the header to send.
+KEY_CHALLENGE = f'ApiKey header="{KEY_HEADER}"'
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,8 @@ class Access:
     def _check_read(self, request: Request) -> None:
         if not self.may_read(request.headers.get(KEY_HEADER), request.headers.get("authorization")):
             raise HTTPException(401, f"missing or wrong {KEY_HEADER} or bearer token",
-                                headers={"WWW-Authenticate": "Bearer"} if self.read_tokens
-                                else None)
+                                headers={"WWW-Authenticate": "Bearer" if self.read_tokens
+                                         else KEY_CHALLENGE})
 
 
 def _matches(given: str | None, secrets: Iterable[SecretStr]) -> bool:

@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from redis.exceptions import RedisError
 
-from services.api.auth import KEY_HEADER, Access
+from services.api.auth import KEY_CHALLENGE, KEY_HEADER, Access
 from services.api.backends import Backends, backends_of
 from services.api.fast_reads import USER_ID_RE
 from services.api.feed import FeedsFull
@@ -166,7 +166,8 @@ def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,
     async def post_events(request: Request) -> Response:
         prefix = access.event_prefix(request.headers.get(KEY_HEADER))
         if prefix is None:
-            raise HTTPException(401, f"missing or wrong {KEY_HEADER}")
+            raise HTTPException(401, f"missing or wrong {KEY_HEADER}",
+                                headers={"WWW-Authenticate": KEY_CHALLENGE})
         body = await _read_capped(request, settings.api_max_body_bytes)
         try:
             events, rejections = validate_body(body, settings.api_max_events)

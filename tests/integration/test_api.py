@@ -205,7 +205,9 @@ def test_redis_down_serves_fallback_and_not_ready_then_recovers(running: Running
     user = f"fallback-{uuid.uuid4().hex[:6]}"
     assert running.post(_event(user, "i-fb")).status_code == 202
     running.wait_list(user, lambda b: b["path"] == "model")
-    popular = running.wait_list("nobody-yet", lambda b: b["path"] == "popularity" and b["items"])
+    # The API re-reads popularity every few seconds: wait until it counts this event.
+    popular = running.wait_list("nobody-yet", lambda b: b["path"] == "popularity" and "i-fb"
+                                in [i["item_id"] for i in b["items"]])
     assert running.get("/readyz").status_code == 200
 
     running.redis.stop()

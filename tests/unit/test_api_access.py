@@ -58,6 +58,8 @@ def test_reads_need_a_read_key_or_a_bearer_token_when_configured() -> None:
         assert api.get(path, headers={"X-API-Key": READ_KEY}).status_code == 200, path
         assert api.get(path, headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
     assert api.get("/v1/users/u1/feed").status_code == 401  # refused before it streams
+    keys_only = InProcessApi(api_read_keys=[READ_KEY]).get(READS[0])
+    assert keys_only.headers["www-authenticate"] == 'ApiKey header="X-API-Key"'
     assert api.get("/healthz").status_code == 200  # liveness stays open for probes
     assert api.call("POST", "/v1/events", content=_events("u1")).status_code == 202
 
@@ -72,6 +74,8 @@ def test_event_keys_post_only_for_the_users_in_their_scope() -> None:
 
     assert post(None, "u1") == (401, {"detail": "missing or wrong X-API-Key"})
     assert post(READ_KEY, "u1")[0] == 401
+    challenge = api.call("POST", "/v1/events", content=_events("u1")).headers
+    assert challenge["www-authenticate"] == 'ApiKey header="X-API-Key"'  # RFC 9110: always one
     assert post(KEY, "u1", "shop-a:u2")[0] == 202  # the unscoped key: every user
     assert post(SCOPED, "shop-a:u3")[0] == 202
     status, body = post(SCOPED, "shop-a:u4", "u5")

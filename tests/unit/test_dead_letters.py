@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from services.cli import app
 from streams.consumer import Record
 from streams.dead_letters import (
+    FIRST_WRITTEN_HEADER,
     MISSING,
     REDRIVEN_FROM_HEADER,
     REDRIVES_HEADER,
@@ -16,8 +17,8 @@ from streams.dead_letters import (
     RedriveReport,
     Span,
     decide,
-    failed_again_headers,
     letters,
+    put_back_headers,
     summarize,
 )
 from streams.events import Event
@@ -57,12 +58,27 @@ def test_summary_copes_with_missing_or_garbled_headers() -> None:
     assert summarize([]) == []
 
 
-def test_failed_again_headers_keep_everything_and_count_redrives() -> None:
-    first = failed_again_headers(letter(reason="bad_json", detail="d", source="worker"))
+def test_put_back_headers_keep_everything_name_the_first_copy_and_count_redrives() -> None:
+    first = put_back_headers(letter(reason="bad_json", detail="d", source="worker", offset=4),
+                             failed=True)
     assert first == [("reason", b"bad_json"), ("detail", b"d"), ("source", b"worker"),
-                     (REDRIVES_HEADER, b"1")]
-    again = failed_again_headers(letter(reason="bad_json", redrives="1"))
-    assert again == [("reason", b"bad_json"), (REDRIVES_HEADER, b"2")]
+                     (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@4"), (REDRIVES_HEADER, b"1")]
+    copy = letter(reason="bad_json", redrives="1", offset=9,
+                  first_written="interactions.dlq[0]@4")
+    assert put_back_headers(copy, failed=True) == [
+        ("reason", b"bad_json"), (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@4"),
+        (REDRIVES_HEADER, b"2")]
+    assert put_back_headers(letter(reason="x"), failed=False) == [
+        ("reason", b"x"), (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@0")]
+
+
+def test_a_whole_topic_read_counts_each_letter_once_however_often_it_went_back() -> None:
+    original = letter(reason="bad_json", offset=4)
+    copies = [letter(reason="bad_json", offset=o, first_written="interactions.dlq[0]@4")
+              for o in (9, 15)]
+    other = letter(reason="bad_json", offset=5)
+    assert summarize([original, other, *copies], once=True)[0].count == 2
+    assert summarize([original, other, *copies])[0].count == 4
 
 
 def test_a_letter_that_now_validates_is_redriven_keyed_by_user() -> None:
@@ -75,15 +91,17 @@ def test_a_letter_that_now_validates_is_redriven_keyed_by_user() -> None:
 def test_a_letter_still_invalid_goes_back_unchanged_but_counted() -> None:
     outcome = decide(letter(LIKE, reason="unknown_event_type", detail="like"))
     assert outcome == Reappend("unknown_event_type", b"k", LIKE, [
-        ("reason", b"unknown_event_type"), ("detail", b"like"), (REDRIVES_HEADER, b"1")], True)
+        ("reason", b"unknown_event_type"), ("detail", b"like"),
+        (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@0"), (REDRIVES_HEADER, b"1")], True)
     empty = decide(letter(None, reason="bad_json"))
     assert isinstance(empty, Reappend) and empty.attempted and empty.value == b""
 
 
 def test_letters_of_other_reasons_go_back_untouched_when_filtered() -> None:
     outcome = decide(letter(VALID, reason="bad_json", redrives="3"), only="wrong_type")
-    assert outcome == Reappend("bad_json", b"k", VALID,
-                               [("reason", b"bad_json"), (REDRIVES_HEADER, b"3")], False)
+    assert outcome == Reappend("bad_json", b"k", VALID, [
+        ("reason", b"bad_json"), (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@0"),
+        (REDRIVES_HEADER, b"3")], False)
 
 
 def test_report_tallies_outcomes_by_kind_and_reason() -> None:

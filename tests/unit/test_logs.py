@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
-from services.logs import JsonLines, configure
+from services.logs import JsonLines, configure, masked_records
 from services.settings import REPO_ROOT
 from streams import log_context
 from streams.log_context import LogContext
@@ -36,6 +36,8 @@ def json_lines(text: str) -> list[dict]:
 @pytest.fixture
 def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     """A logger of its own writing JSON lines into a string, as ``configure`` sets up."""
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(masked_records(factory))
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonLines({"process": "worker", "worker_id": "w7"}))
@@ -45,6 +47,8 @@ def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     log.propagate = False
     yield log, out
     log.removeHandler(handler)
+    logging.setLogRecordFactory(factory)
+    log_context._served.clear()  # process-wide: later tests must not see this version
 
 
 def test_json_lines_carry_the_worker_partition_and_model_and_no_secret(
@@ -119,3 +123,27 @@ def test_text_mode_leaves_each_process_its_own_lines(capsys: pytest.CaptureFixtu
     logs.say(Console(stderr=True), "trainer: a round every 60 min")
     assert capsys.readouterr().err == "trainer: a round every 60 min\n"
     assert logging.getLogger("mlflow").level == logging.WARNING
+
+
+def test_text_lines_are_masked_too(capsys: pytest.CaptureFixture[str]) -> None:
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(masked_records(factory))
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test.logs.text")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.error("lists from %s", SECRET_URL)
+        try:
+            raise ConnectionError(f"refused by {SECRET_URL}")
+        except ConnectionError:
+            log.exception("redis down")
+    finally:
+        log.removeHandler(handler)
+        logging.setLogRecordFactory(factory)
+    text = out.getvalue()
+    assert "redis://streamrec:***@redis:6379/0?password=***" in text
+    assert "ConnectionError: refused by redis://streamrec:***@" in text
+    assert "s3cret-pass" not in text and "qs-secret" not in text

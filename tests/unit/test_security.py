@@ -13,6 +13,7 @@ from infra.redis_server import LocalRedis
 from infra.tls import TlsFiles
 from infra.urls import mask_url
 from services.settings import load_settings
+from services.stack import build_stack
 from streams.worker import faust_credentials
 
 SASL = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
@@ -73,9 +74,12 @@ def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatc
     clean_env.setenv("STREAMREC_KAFKA_SECURITY", '{"security.protocol": "SASL_SSL", '
                      '"sasl.username": "shop", "sasl.password": "hunter2"}')
     clean_env.setenv("STREAMREC_REDIS_URL", "redis://app:cache-pw@cache:6379/0")
+    clean_env.setenv("STREAMREC_MLFLOW_TRACKING_URI", "https://ops:registry-pw@mlflow:5000")
     s = load_settings()
-    assert "hunter2" not in repr(s) and "cache-pw" not in repr(s)
+    for secret in ("hunter2", "cache-pw", "registry-pw"):
+        assert secret not in repr(s)
     assert s.kafka.get("sasl.password") == "hunter2" and "cache-pw" in s.redis
+    assert "registry-pw" in s.mlflow_uri and "registry-pw" not in repr(build_stack(s))
     clean_env.setenv("STREAMREC_REDIS_URL", "http://app:cache-pw@cache:6379/0")
     with pytest.raises(StackError, match="STREAMREC_REDIS_URL") as info:
         load_settings()

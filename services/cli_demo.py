@@ -274,7 +274,8 @@ def demo(
             if sys.stdin.isatty():  # a person is watching: leave the API up to explore
                 console.print(f"[bold]the worker and API keep running[/]: {services.api_url}/ "
                               f"; send a click with curl -X POST {services.api_url}/v1/events "
-                              "-d '<event JSON>' (README) and watch the list change. Press "
+                              + ("-H 'X-API-Key: <your key>' " if run.settings.api_key else "")
+                              + "-d '<event JSON>' (README) and watch the list change. Press "
                               "Enter to stop.")
                 input()
     except WorkerFailed as exc:

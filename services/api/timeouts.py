@@ -20,6 +20,9 @@ TIMEOUT_RESPONSE: dict[int | str, dict[str, Any]] = {504: {
 
 
 class RequestTimeout:
+    """ASGI middleware: the deadline around each non-streaming request. It watches the
+    messages going out, so a 504 replaces an answer only before its first byte."""
+
     def __init__(self, app: ASGIApp, timeout_s: float, streaming: re.Pattern[str]) -> None:
         self.app = app
         self.timeout_s = timeout_s

@@ -9,6 +9,10 @@ file runs on an older commit for an old-versus-new comparison in one sitting:
 
     .venv/bin/python -m benchmarks.serving --features
     (cd /tmp/old && /work/main/.venv/bin/python /work/main/benchmarks/serving.py)
+
+``--session-events N`` measures instead the events of one batch of users whose sessions
+reach N events, one event per user per round, over the last 25 (where a full window rolls
+once): the cost per event at that session length (issue #17: flat in N).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--features", action="store_true")
+    parser.add_argument("--session-events", type=int, default=0,
+                        help="measure events 25 before to N of sessions this long")
     args = parser.parse_args()
     features = args.features and "pair_dim" in inspect.signature(NeuMF).parameters
     limit_threads(1)  # as a worker does: spare BLAS/OpenMP threads only add jitter
@@ -74,19 +80,23 @@ def main() -> None:
     sessions: dict[str, list[str]] = {}
     timings: dict[str, float] = {}
     events = 0
-    for round_ in range(args.rounds):
-        batch = [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)]
+    rounds = args.session_events or args.rounds
+    measured_from = max(1, rounds - 24) if args.session_events else rounds // 3
+    for round_ in range(rounds):
+        batch = ([f"u{u}" for u in range(args.batch)] if args.session_events else
+                 [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)])
         for user in batch:
             sessions.setdefault(user, []).append(f"i{rng.integers(args.items)}")
         live = [_session(sessions[u][-50:], features, 1_700_000_000_000) for u in batch]
-        into = timings if round_ >= args.rounds // 3 else None  # after a warm-up third
+        into = timings if round_ >= measured_from else None  # after a warm-up
         start = time.perf_counter()
         bundle.recommend(batch, live, 10, timings=into)
         if into is not None:
             events += len(batch)
             timings["total"] = timings.get("total", 0.0) + time.perf_counter() - start
-    print(f"features={'on' if features else 'off'}; µs per event over {events} events, "
-          f"batches of {args.batch}:")
+    print(f"features={'on' if features else 'off'}"
+          + (f", sessions of {args.session_events} events" if args.session_events else "")
+          + f"; µs per event over {events} events, batches of {args.batch}:")
     for stage, seconds in timings.items():
         print(f"  {stage:<9} {seconds / events * 1e6:8.1f}")
 

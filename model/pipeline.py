@@ -158,8 +158,7 @@ class ServingBundle:
             for row in rows:
                 user, hist = users[row], tokens[row].tolist()
                 cache = self.caches.pop(user, None)
-                n = len(cache.items) if cache is not None else 0
-                if cache is None or cache.items != hist[len(hist) - 1 - n:len(hist) - 1] or not n:
+                if not self._continues(cache, hist[:-1]):
                     cache = self.incremental.prefill(hist[:-1])
                 self.caches[user] = cache
                 caches.append(cache)
@@ -172,6 +171,21 @@ class ServingBundle:
             self.caches.popitem(last=False)
         explain.extend(w if w is not None else np.zeros(0) for w in weights)
         return out
+
+    def _continues(self, cache: SessionCache | None, before: list[int]) -> bool:
+        """Whether ``cache`` holds the session up to its newest event, so one step encodes
+        it. Its newest items must be the session's. Once a session is full it slides by one
+        item per event while the cache rolls by half its window (``IncrementalEncoder``), so
+        a cache may also hold older items the session has dropped: allowed for a session at
+        least half a window long, where a matching suffix is no coincidence (a new session
+        never continues an old cache). Without this every event of a full session rebuilt
+        its cache: 394 µs per event at 200 events instead of 31 at 10 (benchmarks.serving)."""
+        if cache is None or not cache.items or not before:
+            return False
+        n = min(len(cache.items), len(before))
+        if cache.items[-n:] != before[-n:]:
+            return False
+        return len(cache.items) <= len(before) or len(before) >= self.encoder.max_len // 2
 
     @classmethod
     def from_models(cls, sasrec: SASRec, ranker: NeuMF | None, users: IdMap, items: IdMap,

@@ -127,3 +127,37 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     # A wrong-typed context value is left out of the features, never a failure.
     odd = LiveSession(live[0].items, live[0].types, live[0].times, {"price": "cheap"})
     assert bundle.recommend([seqs.users.ids[0]], [odd], k=5)[0] is not None
+
+
+def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None:
+    """Past the window a session drops its oldest item per event; the cache rolls by half
+    a window instead, so it is rebuilt once per max_len // 2 events, not on every one, and
+    each step encodes exactly the items the cache holds."""
+    keras.utils.set_random_seed(4)
+    seqs = build_sequences(generate(SyntheticConfig(users=20, items=90, events=800, seed=5)))
+    sasrec = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, dropout=0.0)
+    sasrec({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
+            "neg": np.ones((1, 2), "int64")})
+    bundle = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    rebuilt: list[int] = []
+    prefill = bundle.incremental.prefill
+    bundle.incremental.prefill = lambda items: rebuilt.append(len(items)) or prefill(items)
+    stream = [seqs.items.ids[i % seqs.num_items] for i in range(40)]
+    user = seqs.users.ids[0]
+    for n in range(1, len(stream) + 1):
+        session = stream[max(0, n - 8):n]  # the session keeps its newest 8 items
+        bundle.recommend([user], [session], k=3)
+        cache = bundle.caches[user]
+        assert cache.items[-len(session):] == [bundle.incremental.token(bundle.items.get(x))
+                                               for x in session][-len(cache.items):]
+        tokens = np.asarray([cache.items])
+        expected = bundle.encoder.encode(tokens // bundle.encoder.num_types)
+        step = bundle.incremental.step([prefill(cache.items[:-1])], tokens[:, -1])
+        np.testing.assert_allclose(step, expected, atol=1e-5)
+    # Once at the first event (an empty cache), then only the rolls: every 4 events
+    # once the window of 8 is full (from event 9 on).
+    assert rebuilt.count(0) == 1 and len(rebuilt) == 1 + (40 - 8) // 4
+    assert set(rebuilt[1:]) == {4}
+    # A new, short session never continues the old cache, even ending the same way.
+    bundle.recommend([user], [stream[-2:]], k=3)
+    assert rebuilt[-1] == 1

@@ -1,6 +1,8 @@
 """Stream worker throughput and latency: Faust pass-through beside the full pipeline.
 
     python -m benchmarks.worker [--events 200000] [--latency-events 15000] [--rate 500]
+    python -m benchmarks.worker --data ../shared/data/ml-latest-small/ratings.csv \
+        --format movielens      # a real log instead: its users' own session lengths
 
 Both modes run in the same invocation, on the same events, against the local broker:
 - pass-through (``streamrec worker --pass-through``): consume, validate, sessionize into the
@@ -8,8 +10,9 @@ Both modes run in the same invocation, on the same events, against the local bro
   and Kafka allow here;
 - full: the same plus SASRec encode, FAISS retrieval and NeuMF rerank.
 
-1. A synthetic log (20,000 users, 10,000 items); a champion trained on its first part
-   into a benchmark MLflow store (reused by later runs of the same shape).
+1. A synthetic log (20,000 users, 10,000 items), or ``--data`` (a real log in time order,
+   its older half for training); a champion trained on the training part into a
+   benchmark MLflow store (reused by later runs of the same shape).
 2. Throughput: ``--events`` events are produced as a backlog to fresh topics, then a
    worker drains it. Sustained events/s is taken over the middle 90% of the published
    lists (start-up and tail excluded); also the worker's CPU µs/event and peak RSS.
@@ -40,11 +43,12 @@ from streams.synthetic import SyntheticConfig, generate
 USERS, ITEMS, TRAIN_EVENTS = 20_000, 10_000, 100_000
 
 
-def _champion_env(settings: Settings, train: list[Event], epochs: int) -> dict[str, str]:
+def _champion_env(settings: Settings, train: list[Event], epochs: int, shape: str
+                  ) -> dict[str, str]:
     """Environment pointing at a benchmark MLflow store holding a champion for this shape."""
     import subprocess
 
-    home = settings.data_dir / "bench" / f"worker-{USERS}u-{ITEMS}i-{len(train)}e-{epochs}ep"
+    home = settings.data_dir / "bench" / f"worker-{shape}-{len(train)}e-{epochs}ep"
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "STREAMREC_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
            "STREAMREC_MLFLOW_EXPERIMENT": f"bench-{home.name}"}
@@ -106,6 +110,23 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
             "paths": {p: sum(v["path"] == p for v in values) for p in ("model", "popularity")}}
 
 
+def _log(args: argparse.Namespace) -> tuple[list[Event], list[Event], str]:
+    """(training part, live part, a label of the shape): the synthetic log, or ``--data``
+    in time order split in halves, at most ``--events`` live."""
+    if args.data is None:
+        log = list(generate(SyntheticConfig(users=USERS, items=ITEMS,
+                                            events=TRAIN_EVENTS + args.events, seed=3)))
+        return log[:TRAIN_EVENTS], log[TRAIN_EVENTS:], f"{USERS}u-{ITEMS}i"
+    from streams.readers import read_valid_events
+
+    if args.fmt is None:
+        raise SystemExit("--data needs --format")
+    log = sorted(read_valid_events(args.data, args.fmt), key=lambda e: e.ts)
+    half = len(log) // 2
+    users, items = len({e.user_id for e in log}), len({e.item_id for e in log})
+    return log[:half], log[half:][:args.events], f"{args.data.parent.name}-{users}u-{items}i"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="backlog per mode")
@@ -113,15 +134,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="events/s for the latency run")
     parser.add_argument("--epochs", type=int, default=2, help="champion training epochs")
     parser.add_argument("--modes", default="pass-through,full")
+    parser.add_argument("--data", type=Path, help="a real log instead of the synthetic one")
+    parser.add_argument("--format", dest="fmt", help="its format (streamrec replay --help)")
     args = parser.parse_args()
 
     settings = load_settings()
     build_stack(settings).up()
-    log = list(generate(SyntheticConfig(users=USERS, items=ITEMS,
-                                        events=TRAIN_EVENTS + args.events, seed=3)))
+    train, live, shape = _log(args)
     gc.freeze()  # a long-lived list of events: keep the collector off it
-    train, live = log[:TRAIN_EVENTS], log[TRAIN_EVENTS:]
-    env = _champion_env(settings, train, args.epochs)
+    env = _champion_env(settings, train, args.epochs, shape)
     folder = settings.data_dir / "bench" / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     rows = {}
@@ -132,8 +153,8 @@ def main() -> None:
         rows[(mode, "paced")] = _run(settings, env, live[:args.latency_events], mode,
                                      args.rate, folder)
     print(f"\nworker, {len(live):,}-event backlog and {args.latency_events:,} events at "
-          f"{args.rate:,.0f}/s; {USERS:,} users, {ITEMS:,} items, "
-          f"{settings.interactions_partitions} partitions, one worker")
+          f"{args.rate:,.0f}/s; {shape}, {settings.interactions_partitions} partitions, "
+          "one worker")
     print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>10}"
           f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  (latency at the paced rate)")
     for mode in args.modes.split(","):

@@ -117,6 +117,10 @@ def limit_threads(threads: int) -> None:
     faiss.omp_set_num_threads(threads)
 
 
+# One row's explanation: the dense item ids a last-block attention covers, and its weights.
+Attention = tuple[np.ndarray, np.ndarray]
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One list: items best first with their combined scores; ``heads`` per task, aligned
@@ -147,12 +151,14 @@ class ServingBundle:
         self.caches: OrderedDict[str, SessionCache] = OrderedDict()
 
     def _encode(self, users: list[str], tokens: list[np.ndarray],
-                explain: list[np.ndarray]) -> np.ndarray:
+                explain: list[Attention]) -> np.ndarray:
         """Session embeddings, stepping each user's cache by the newest token when the cache
         holds the rest of the session, else rebuilding it. A user twice in one batch is
-        stepped in rounds, in order. ``explain`` receives each row's attention weights."""
+        stepped in rounds, in order. ``explain`` receives each row's attention weights with
+        the dense item ids they cover: the cache's window, which after a roll may differ
+        from the session's newest items."""
         out = np.zeros((len(users), self.encoder.items.shape[1]), np.float32)
-        weights: list[np.ndarray | None] = [None] * len(users)
+        weights: list[Attention] = [(np.zeros(0, np.int64), np.zeros(0))] * len(users)
         for rows in _rounds(users):
             caches = []
             for row in rows:
@@ -165,11 +171,12 @@ class ServingBundle:
             found: list[np.ndarray] = []
             out[rows] = self.incremental.step(caches, np.array([tokens[r][-1] for r in rows]),
                                               found if self.explain else None)
-            for row, w in zip(rows, found):
-                weights[row] = w
+            for row, cache, w in zip(rows, caches, found):
+                window = np.asarray(cache.items[len(cache.items) - len(w):], np.int64)
+                weights[row] = (window // self.encoder.num_types, w)
         while len(self.caches) > self.cached_users:
             self.caches.popitem(last=False)
-        explain.extend(w if w is not None else np.zeros(0) for w in weights)
+        explain.extend(weights)
         return out
 
     def _continues(self, cache: SessionCache | None, before: list[int]) -> bool:
@@ -237,7 +244,7 @@ class ServingBundle:
         if not known:
             return out
         tokens = [self.incremental.token(h, t) for h, t in zip(hist, side.types)]
-        attention: list[np.ndarray] = []
+        attention: list[Attention] = []
         emb = self._encode([users[r] for r in known], tokens, attention)
         clock.lap("encode")
         depth = self.candidates if self.ranker is not None else k
@@ -253,28 +260,26 @@ class ServingBundle:
             scores = np.where(ids > 0, heads @ self.heads, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         valid = np.take_along_axis(ids, order, 1) > 0
-        reasons = self._reasons(hist, attention)
+        reasons = self._reasons(attention)
         for row, r in enumerate(known):
             out[r] = self._list(row, order[row][valid[row]], ids, scores, heads, reasons[row])
         clock.lap("rank")
         return out
 
-    def _reasons(self, histories: list[np.ndarray], attention: list[np.ndarray]
-                 ) -> list[list[tuple[str, float]] | None]:
+    def _reasons(self, attention: list[Attention]) -> list[list[tuple[str, float]] | None]:
         """Per row, the ``explain`` session items with the most attention, strongest
-        first: ``attention[row]`` covers the newest items of ``histories[row]`` (dense ids,
-        as the encoder saw them). One argsort for the whole batch."""
+        first: each row's weights over the dense item ids they cover. One argsort for the
+        whole batch."""
         if not self.explain or not attention:
-            return [None] * len(histories)
-        width = max(len(a) for a in attention)
+            return [None] * len(attention)
+        width = max(len(w) for _, w in attention)
         padded = np.full((len(attention), max(width, 1)), -1.0, np.float32)
-        for row, weights in enumerate(attention):
+        for row, (_, weights) in enumerate(attention):
             padded[row, width - len(weights):] = weights
         best = np.argsort(-padded, axis=1, kind="stable")[:, :self.explain]
         names, out = self.items.ids, []
-        for row, (history, picks) in enumerate(zip(histories, best.tolist())):
-            offset = width - len(attention[row])
-            window = history[len(history) - len(attention[row]):].tolist()
+        for row, ((window, weights), picks) in enumerate(zip(attention, best.tolist())):
+            offset = width - len(weights)
             out.append([(names[window[i - offset] - 1], float(padded[row, i]))
                         for i in picks if i >= offset] or None)
         return out

@@ -161,3 +161,26 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     # A new, short session never continues the old cache, even ending the same way.
     bundle.recommend([user], [stream[-2:]], k=3)
     assert rebuilt[-1] == 1
+
+
+def test_reasons_name_the_items_the_cache_attended_to_even_beyond_the_session() -> None:
+    """A continued cache can hold more items than the session's known history (older
+    items dropped, unknown ones skipped): the reasons come from the cache's own window.
+    (Replaying ml-latest-small through a worker crashed here with an IndexError.)"""
+    keras.utils.set_random_seed(6)
+    seqs = build_sequences(generate(SyntheticConfig(users=20, items=90, events=800, seed=5)))
+    sasrec = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, dropout=0.0)
+    sasrec({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
+            "neg": np.ones((1, 2), "int64")})
+    bundle = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    stream = [seqs.items.ids[i] for i in range(7)]
+    user = seqs.users.ids[0]
+    for n in range(1, 8):
+        bundle.recommend([user], [stream[:n]], k=3)
+    # The two oldest items are now unknown to the model: the known history is 6 items,
+    # while the continued cache holds 7 and attends over 8.
+    session = ["never-seen-a", "never-seen-b", *stream[2:], seqs.items.ids[7]]
+    (rec,) = bundle.recommend([user], [session], k=3)
+    assert len(bundle.caches[user].items) == 8
+    assert rec is not None and rec.because is not None and len(rec.because) == 3
+    assert {name for name, _ in rec.because} <= {*stream, seqs.items.ids[7]}

@@ -227,8 +227,10 @@ class ServingBundle:
             times.append(stamps)
             numeric.append(self.spec.numeric_values(s.context))
             cats.append(self.spec.category_ids(s.context))
-        side = Side(types, times, np.asarray(numeric, np.float64).reshape(len(known), -1),
-                    np.asarray(cats, np.int64).reshape(len(known), -1))
+        # Widths spelled out: a micro-batch with no known item has no row to infer them from.
+        side = Side(types, times, np.asarray(numeric, np.float64).reshape(
+                        len(known), len(self.spec.numeric)),
+                    np.asarray(cats, np.int64).reshape(len(known), len(self.spec.categorical)))
         return known, hist, side
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession | Sequence[str]],

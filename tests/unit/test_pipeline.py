@@ -41,6 +41,8 @@ def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
     # Unknown items are skipped; a session of only unknown items gets None (popularity path).
     mixed = bundle.recommend(["new-user", "u-x"], [["never-seen", names[0][-1]], ["nope"]], k=5)
     assert mixed[0] is not None and len(mixed[0].items) == 5 and mixed[1] is None
+    # A whole micro-batch the model knows nothing of (a worker met one replaying a log).
+    assert bundle.recommend(["u-y", "u-z"], [["nope"], ["never-seen"]], k=5) == [None, None]
 
 
 def test_cached_sessions_step_to_the_same_lists_as_fresh_encoding() -> None:

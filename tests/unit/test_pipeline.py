@@ -131,16 +131,22 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     assert bundle.recommend([seqs.users.ids[0]], [odd], k=5)[0] is not None
 
 
-def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None:
-    """Past the window a session drops its oldest item per event; the cache rolls by half
-    a window instead, so it is rebuilt once per max_len // 2 events, not on every one, and
-    each step encodes exactly the items the cache holds."""
-    keras.utils.set_random_seed(4)
+def _window_of_8(seed: int) -> tuple:
+    """A retriever-only bundle with an 8-item window, over a small synthetic log."""
+    keras.utils.set_random_seed(seed)
     seqs = build_sequences(generate(SyntheticConfig(users=20, items=90, events=800, seed=5)))
     sasrec = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, dropout=0.0)
     sasrec({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
             "neg": np.ones((1, 2), "int64")})
     bundle = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    return seqs, bundle
+
+
+def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None:
+    """Past the window a session drops its oldest item per event; the cache rolls by half
+    a window instead, so it is rebuilt once per max_len // 2 events, not on every one, and
+    each step encodes exactly the items the cache holds."""
+    seqs, bundle = _window_of_8(seed=4)
     rebuilt: list[int] = []
     prefill = bundle.incremental.prefill
     bundle.incremental.prefill = lambda items: rebuilt.append(len(items)) or prefill(items)
@@ -169,12 +175,7 @@ def test_reasons_name_the_items_the_cache_attended_to_even_beyond_the_session() 
     """A continued cache can hold more items than the session's known history (older
     items dropped, unknown ones skipped): the reasons come from the cache's own window.
     (Replaying ml-latest-small through a worker crashed here with an IndexError.)"""
-    keras.utils.set_random_seed(6)
-    seqs = build_sequences(generate(SyntheticConfig(users=20, items=90, events=800, seed=5)))
-    sasrec = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, dropout=0.0)
-    sasrec({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
-            "neg": np.ones((1, 2), "int64")})
-    bundle = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    seqs, bundle = _window_of_8(seed=6)
     stream = [seqs.items.ids[i] for i in range(7)]
     user = seqs.users.ids[0]
     for n in range(1, 8):

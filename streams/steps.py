@@ -77,14 +77,9 @@ class SessionUpdate:
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
 
 
-def header_map(headers: RawHeaders | None) -> Mapping[str, bytes]:
-    """Headers as a mapping; Faust's come as pairs, copied once per event."""
-    return headers if isinstance(headers, Mapping) else dict(headers or ())
-
-
 def sent_us(headers: RawHeaders | None) -> int | None:
     """The ``sent_us`` header as an int (epoch microseconds), None when absent or empty."""
-    sent = header_map(headers).get(SENT_AT_HEADER)
+    sent = dict(headers or ()).get(SENT_AT_HEADER)
     return int(sent) if sent else None
 
 
@@ -130,7 +125,7 @@ class EventStep:
             event = parse(raw)
         except InvalidEvent as exc:
             return DeadLetter(exc.reason.value, exc.detail)
-        meta = header_map(headers)  # one mapping for both lookups
+        meta = dict(headers or ())  # Faust's are pairs: one dict for both lookups
         previous = stored(event.user_id)
         state = SessionState.from_dict(previous) if previous is not None else None
         new_state, changed = apply_event(state, event, self.policy)

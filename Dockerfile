@@ -6,7 +6,7 @@ COPY services services
 COPY streams streams
 COPY model model
 COPY infra infra
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e '.[cpu]'
 ENV STREAMREC_DATA_DIR=/data
 VOLUME /data
 ENTRYPOINT ["streamrec"]

@@ -15,6 +15,7 @@ demo: setup
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m keras tests/unit $(PYTEST_ARGS)
 
 # ruff, then the import contracts in pyproject.toml (an import pointing up the layers fails).
 lint: setup
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[cpu,dev]'
 	@touch $@
 
 system-deps:

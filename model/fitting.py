@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 
 from model.data import LeaveLastOut
 from model.evaluation.protocols import Scorer, evaluate
@@ -25,6 +26,56 @@ class TrainResult:
     seconds: float = 0.0
     samples_per_s: float = 0.0
 
+
+def start_training(seed: int) -> int:
+    """Seed every generator, and on the JAX backend with more than one device (GPUs, or
+    forced host devices) train data-parallel through Keras' distribution API: each batch
+    is split across the devices and the weights are replicated. Returns the device count.
+
+    Call it before building the model: the distribution lays out variables as they are made.
+    """
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() != "jax":
+        return 1
+    devices = keras.distribution.list_devices()
+    if len(devices) > 1 and keras.distribution.distribution() is None:
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return len(devices)
+
+
+def data_parallel_devices() -> int:
+    """How many devices each batch is split across (1 unless ``start_training`` set a
+    data-parallel distribution)."""
+    if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
+        return 1
+    return int(keras.distribution.distribution().device_mesh.devices.size)
+
+
+def predict_rows(model: keras.Model, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """``predict_on_batch`` for any number of rows: data-parallel, rows must split evenly
+    across the devices, so the last row is repeated to fill and the copies are dropped."""
+    rows = len(next(iter(inputs.values())))
+    fill = -rows % data_parallel_devices()
+    if fill:
+        inputs = {k: np.concatenate([v, np.repeat(v[-1:], fill, axis=0)]) for k, v in inputs.items()}
+    return keras.ops.convert_to_numpy(model.predict_on_batch(inputs))[:rows]
+
+
+def whole_batches(x: dict[str, Any], y: np.ndarray, batch_size: int, epoch: int,
+                  shuffle: bool) -> tuple[dict[str, Any], np.ndarray]:
+    """Data-parallel, every batch must split evenly across the devices, so an epoch keeps
+    whole batches only: a random subset when shuffled (a different remainder sits out each
+    epoch), else the head (consecutive lists stay whole). Unchanged on one device."""
+    devices = data_parallel_devices()
+    if devices == 1:
+        return x, y
+    if batch_size % devices:
+        raise ValueError(f"batch_size must be a multiple of the {devices} devices training "
+                         f"data-parallel. Received: batch_size={batch_size}")
+    keep_n = len(y) // batch_size * batch_size or len(y) // devices * devices
+    keep = (np.sort(np.random.default_rng(epoch).permutation(len(y))[:keep_n]) if shuffle
+            else np.arange(keep_n))
+    return {k: v[keep] for k, v in x.items()}, y[keep]
 
 
 def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tuple[Any, Any]],
@@ -45,9 +96,9 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
     curve: list[dict[str, float]] = []
     waited, samples, train_s, start = 0, 0, 0.0, time.perf_counter()
     for epoch in range(0, epochs + 1):
-        point = {"epoch": epoch}
+        point: dict[str, float] = {"epoch": epoch}
         if epoch > 0:
-            x, y = epoch_data(epoch)
+            x, y = whole_batches(*epoch_data(epoch), batch_size, epoch, shuffle)
             t0 = time.perf_counter()
             hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=shuffle)
             train_s += time.perf_counter() - t0
@@ -63,6 +114,7 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
                 best_weights, waited = model.get_weights(), 0
             else:
                 waited += 1
+        point["seconds"] = time.perf_counter() - start  # wall clock so far: time to a quality
         curve.append(point)
         if on_epoch is not None:
             on_epoch(epoch, point)

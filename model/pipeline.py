@@ -30,6 +30,7 @@ import numpy as np
 
 from model.data import IdMap, Side
 from model.features import FeatureSpec, LiveSession
+from model.fitting import predict_rows
 from model.ranking.inputs import Candidates
 from model.ranking.neumf import NeuMF, head_vector
 from model.ranking.scorer import NumpyNeuMF, export_neumf
@@ -83,8 +84,7 @@ class PipelineScorer:
             scores, ids = self.index.search(sessions, min(depth, self.index.num_items))
         found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
                                  seen_excluded=self.exclude_seen)
-        logits = keras.ops.convert_to_numpy(self.ranker.predict_on_batch(
-            found.flat(self.ranker)))
+        logits = predict_rows(self.ranker, found.flat(self.ranker))
         ranked = np.where(ids > 0, logits.reshape(*ids.shape, -1) @ self.heads, -np.inf)
         order = np.argsort(-ranked, axis=1, kind="stable")
         return np.take_along_axis(ranked, order, 1), np.take_along_axis(ids, order, 1)

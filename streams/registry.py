@@ -15,6 +15,7 @@ streamrec layers are imported so their registered classes resolve.
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from infra.errors import StackError
 from infra.mlflow_store import MlflowStore
 from infra.urls import mask_url
 from model.data import IdMap
+from model.fitting import predict_rows
 from model.pipeline import PipelineScorer, ServingBundle
 from model.ranking.neumf import sample_inputs
 from streams.messages import CHAMPION, version_string
@@ -36,7 +38,21 @@ RANKER_NAME = "streamrec-ranker"
 NEUMF_NAME = "streamrec-neumf"
 ROLE_NAMES = (RETRIEVER_NAME, RANKER_NAME)
 LEGACY_NAMES = {RETRIEVER_NAME: "streamrec-sasrec"}
-PIP_REQUIREMENTS = ["keras==3.15.*", "tensorflow-cpu==2.21.*", "numpy>=2"]
+BACKEND_PACKAGES = {"tensorflow": "tensorflow-cpu", "jax": "jax"}
+
+
+def pip_requirements() -> list[str]:
+    """What a logged model needs to load: Keras, NumPy, and the backend it was trained on at
+    the running minor version (a model trained on JAX on a GPU does not pull in TensorFlow)."""
+    package = BACKEND_PACKAGES.get(keras.backend.backend())
+    needs = [f"keras=={_minor(keras.__version__)}.*", "numpy>=2"]
+    if package is not None:
+        needs.append(f"{package}=={_minor(importlib.metadata.version(package))}.*")
+    return needs
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 def git_commit() -> str:
@@ -124,11 +140,11 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
         for name, figure in (figures or {}).items():
             mlflow.log_figure(figure, name)
         for name, (model, example) in models.items():
-            output = keras.ops.convert_to_numpy(model.predict_on_batch(example))
+            output = predict_rows(model, example)
             info = mlflow.keras.log_model(
                 model, name=name, signature=infer_signature(example, output),
                 registered_model_name=name if register else None,
-                pip_requirements=PIP_REQUIREMENTS)
+                pip_requirements=pip_requirements())
             if register:
                 versions[name] = str(info.registered_model_version)
     if champion:

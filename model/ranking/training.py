@@ -19,7 +19,13 @@ import numpy as np
 
 from model.data import LeaveLastOut, Sequences, Side
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
-from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping
+from model.fitting import (
+    EpochCallback,
+    TrainResult,
+    fit_with_early_stopping,
+    predict_rows,
+    start_training,
+)
 from model.pipeline import PipelineScorer
 from model.ranking.inputs import Candidates
 from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score
@@ -110,13 +116,12 @@ class NeuMFScorer:
         n = self.model.num_items + 1
         u = np.repeat(users, n).astype("int32")
         i = np.tile(np.arange(n), len(users)).astype("int32")
-        logits = self.model.predict_on_batch({"user": u, "item": i})
-        return keras.ops.convert_to_numpy(logits).reshape(len(users), n)
+        return predict_rows(self.model, {"user": u, "item": i}).reshape(len(users), n)
 
 
 def fit_neumf(split: LeaveLastOut, cfg: NeuMFConfig = NeuMFConfig(),
               on_epoch: EpochCallback | None = None) -> TrainResult:
-    keras.utils.set_random_seed(cfg.seed)
+    start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
     users = np.repeat(np.arange(1, seqs.num_users + 1), [len(h) for h in split.train])
@@ -231,7 +236,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                on_epoch: EpochCallback | None = None, init: NeuMF | None = None) -> TrainResult:
     """Train the reranker for ``sasrec`` (trained with ``sasrec_cfg`` for ``sasrec_epochs``);
     ``init`` warm-starts it from another ranker's weights."""
-    keras.utils.set_random_seed(cfg.seed)
+    start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
     found, labels = cross_fitted_examples(split, sasrec_cfg, sasrec_epochs, cfg, rng)

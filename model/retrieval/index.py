@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as exc:  # the `cpu` or the `gpu` extra brings it: pyproject.toml
+    raise ImportError("FAISS is not installed: pip install 'streamrec[cpu]', or "
+                      "'streamrec[gpu]' on an NVIDIA machine") from exc
 
 KINDS = ("auto", "flat", "ivf", "hnsw")
 
@@ -26,6 +31,9 @@ class IndexConfig:
     hnsw_m: int = 32
     ef_search: int = 256
     use_gpu: bool | None = None  # None: when a GPU is present
+    # GPU only: vectors in half precision, half the memory and bandwidth of an IVF scan;
+    # recall against exact search: docs/BENCHMARKS.md "On the GPU".
+    float16: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -41,19 +49,23 @@ class ItemIndex:
         vectors = np.ascontiguousarray(item_table[1:], dtype=np.float32)
         n, d = vectors.shape
         kind = cfg.kind if cfg.kind != "auto" else ("flat" if n <= cfg.exact_max else "ivf")
+        use_gpu = (cfg.use_gpu if cfg.use_gpu is not None else gpu_count() > 0) and kind != "hnsw"
         if kind == "flat":
             index: faiss.Index = faiss.IndexFlatIP(d)
         elif kind == "ivf":
             nlist = cfg.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            if use_gpu:  # k-means on the GPU: on 10M items the CPU's would take minutes
+                index.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(d))
             index.train(vectors)
             index.nprobe = min(cfg.nprobe, nlist)
         else:
             index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = cfg.ef_search
-        use_gpu = cfg.use_gpu if cfg.use_gpu is not None else gpu_count() > 0
-        if use_gpu and kind != "hnsw":
-            index = faiss.index_cpu_to_all_gpus(index)
+        if use_gpu:
+            options = faiss.GpuMultipleClonerOptions()
+            options.useFloat16 = cfg.float16
+            index = faiss.index_cpu_to_all_gpus(index, co=options)
         index.add(vectors)
         return cls(index, kind, n, d)
 

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut, Side, pad_left
-from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping
+from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping, start_training
 from model.retrieval.sasrec import LOSSES, SASRec
 from model.sampling import SeenItems
 from model.weights import copy_weights
@@ -114,7 +114,7 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
                on_epoch: EpochCallback | None = None, init: SASRec | None = None) -> TrainResult:
     """Train (early stopping on validation full NDCG@10); ``init`` warm-starts from another
     model's weights (``model.weights``), the starting point early stopping also scores."""
-    keras.utils.set_random_seed(cfg.seed)
+    start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
     types = [t[:len(h)] for t, h in zip(seqs.types, split.train)]

@@ -5,6 +5,8 @@ import pytest
 from model.retrieval.encoder import export_sasrec
 from model.retrieval.sasrec import SASRec
 
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
 
 def test_numpy_forward_equals_the_keras_model() -> None:
     keras.utils.set_random_seed(3)

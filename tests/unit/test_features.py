@@ -32,6 +32,8 @@ from model.ranking.neumf import head_vector
 from model.ranking.training import ListwiseLoss
 from streams.events import new_event
 
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
 DAY_MS, HOUR_MS, MINUTE_MS = 86_400_000, 3_600_000, 60_000
 MONDAY_MS = 4 * DAY_MS  # 1970-01-05 00:00 UTC
 

@@ -17,6 +17,8 @@ from model.retrieval.sasrec import SASRec, SASRecEncoder
 from model.retrieval.training import SASRecConfig, SASRecScorer, target_weights, training_arrays
 from streams.synthetic import SyntheticConfig, generate
 
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"num_items": 0}, "num_items"), ({"num_items": 5, "dim": 10, "heads": 3}, "divisible"),

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from model.data import Side, build_sequences, leave_last_out
 from model.pipeline import PipelineScorer, ServingBundle
@@ -10,6 +11,8 @@ from model.retrieval.index import ItemIndex
 from model.retrieval.sasrec import SASRec
 from model.retrieval.training import SASRecScorer
 from streams.synthetic import SyntheticConfig, generate
+
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
 
 
 def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:

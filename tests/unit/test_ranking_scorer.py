@@ -5,6 +5,8 @@ import pytest
 from model.ranking.neumf import NeuMF
 from model.ranking.scorer import export_neumf
 
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
 
 @pytest.mark.parametrize("branch,session_dim,use_score,context_dim,categories,pair_dim,tasks", [
     ("both", 8, True, 0, 0, 0, ("next",)),

@@ -1,9 +1,12 @@
 import keras
 import numpy as np
+import pytest
 
 from model.ranking.neumf import NeuMF
 from model.retrieval.sasrec import SASRec
 from model.weights import all_finite, copy_weights
+
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
 
 
 def _built_sasrec(num_items: int) -> SASRec:

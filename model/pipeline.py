@@ -131,6 +131,13 @@ class Recommendation:
     heads: dict[str, list[float]] | None = None
     because: list[tuple[str, float]] | None = None
 
+    def finite(self) -> bool:
+        """Every score and head score is a number: a NaN or infinite one would reach users
+        as an arbitrary order (and JSON has no NaN), so such a list is never served."""
+        heads = self.heads or {}
+        return bool(np.isfinite(self.scores).all() and
+                    all(np.isfinite(h).all() for h in heads.values()))
+
 
 class ServingBundle:
     """``cached_users`` bounds the per-user encoder caches kept in memory (least recently

@@ -304,7 +304,8 @@ class Trainer:
                                   head_weights=challenger.ranker_cfg.head_weights),
                 len(champion.users), len(champion.items), items))
         verdict = decide(reports["challenger"], reports.get("champion"),
-                         min_gain=self.settings.trainer_min_gain, finite=challenger.finite)
+                         min_gain=self.settings.trainer_min_gain, finite=challenger.finite,
+                         min_cases=self.settings.trainer_min_gate_cases)
         return reports, verdict
 
     def _log(self, data: _RoundData, challenger: _Challenger,

@@ -52,6 +52,8 @@ class Reason(StrEnum):
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     BAD_TIMESTAMP = "bad_timestamp"
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    EMPTY_RECORD = "empty_record"          # a null value: a tombstone, or nothing sent
+    PROCESSING_ERROR = "processing_error"  # the worker failed on it otherwise (detail: why)
 
 
 class InvalidEvent(ValueError):
@@ -115,8 +117,10 @@ def new_event(user_id: str, item_id: str, event_type: str = "view", ts: int | No
     return validate(obj)
 
 
-def parse(raw: bytes, now_ms: int | None = None) -> Event:
+def parse(raw: bytes | None, now_ms: int | None = None) -> Event:
     """Bytes from the wire to an Event, or InvalidEvent with the reason."""
+    if raw is None:
+        raise InvalidEvent(Reason.EMPTY_RECORD, "the record has no value (a tombstone?)")
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise InvalidEvent(Reason.OVERSIZED, f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
     try:

@@ -77,8 +77,11 @@ class Serving:
             fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
             user, item = fresh.users.ids[0], fresh.items.ids[0]
             smoke = LiveSession([item], [EVENT_TYPES[0]], [now_us() // 1000])
-            if fresh.recommend([user], [smoke], top_n)[0] is None:
+            answer = fresh.recommend([user], [smoke], top_n)[0]
+            if answer is None:
                 raise ValueError("smoke recommendation came back empty")
+            if not answer.finite():
+                raise ValueError("smoke recommendation has NaN or infinite scores")
         except Exception as exc:  # noqa: BLE001 - keep serving the old model
             self._refused(message, exc)
             return

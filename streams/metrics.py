@@ -52,11 +52,17 @@ class WorkerMetrics:
                                     "the dead-letter topic", ["reason"], registry=r)
         self.duplicates = Counter("streamrec_worker_duplicates_total", "Redelivered event "
                                   "ids ignored", registry=r)
+        self.sessions_reset = Counter("streamrec_worker_sessions_reset_total", "Stored "
+                                      "sessions that could not be read, so an event started "
+                                      "a new one", registry=r)
         self.context_ignored = Counter("streamrec_worker_context_ignored_total", "Event "
                                        "context keys a session does not keep: undeclared, "
                                        "or of the wrong type", ["reason"], registry=r)
         self.published = Counter("streamrec_worker_published_total", "Lists published, by "
                                  "the path that served them", ["path"], registry=r)
+        self.nonfinite_lists = Counter("streamrec_worker_nonfinite_lists_total", "Model lists "
+                                       "with a NaN or infinite score, answered by popularity "
+                                       "instead", registry=r)
         self.redis_errors = Counter("streamrec_worker_redis_errors_total", "Micro-batches "
                                     "whose lists could not be written to Redis", registry=r)
         self.swaps = Counter("streamrec_worker_model_swaps_total", "Model updates applied "

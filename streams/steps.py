@@ -24,6 +24,7 @@ from typing import Protocol
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.events import InvalidEvent, parse
+from streams.events import Reason as Rejection
 from streams.messages import Path as ServedPath
 from streams.messages import PopularList, Reason, RecommendationList, ScoredItem
 from streams.metrics import WorkerMetrics
@@ -62,7 +63,8 @@ class SessionUpdate:
     ``sent_us``), None when the producer did not stamp it; ``ignored`` why each context
     key the session does not keep was left out (``streams.sessions.ignored_context``),
     for the caller to count: a bad context value never fails the event; ``trace`` the
-    event's valid trace headers (``streams.tracing``), for its list to carry."""
+    event's valid trace headers (``streams.tracing``), for its list to carry; ``reset``
+    that the stored session could not be read and this event started a new one."""
 
     user_id: str
     session: LiveSession
@@ -72,15 +74,31 @@ class SessionUpdate:
     state: dict
     ignored: Sequence[str] = ()
     trace: TraceHeaders = ()
+    reset: bool = False
 
 
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
 
 
 def sent_us(headers: RawHeaders | None) -> int | None:
-    """The ``sent_us`` header as an int (epoch microseconds), None when absent or empty."""
+    """The ``sent_us`` header as an int (epoch microseconds); None when absent, empty or not
+    an integer: the header only times the event, so a bad one never fails it."""
     sent = dict(headers or ()).get(SENT_AT_HEADER)
-    return int(sent) if sent else None
+    try:
+        return int(sent) if sent else None
+    except ValueError:
+        return None
+
+
+def read_state(stored: object) -> tuple[SessionState | None, bool]:
+    """The stored session and False; or None and True when it cannot be read (a corrupt or
+    a future format): the event then starts a new session rather than stopping the agent."""
+    if stored is None:
+        return None, False
+    try:
+        return SessionState.from_dict(stored), False  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None, True
 
 
 class AnsweredEvents:
@@ -108,26 +126,38 @@ class AnsweredEvents:
 class EventStep:
     """Per event: validate, sessionize, dedupe, count popularity. The context keys a
     session keeps are those ``policy.features`` declares; ``answered`` tells a duplicate
-    from a redelivery whose list never went out (``AnsweredEvents``)."""
+    from a redelivery whose list never went out (``AnsweredEvents``); ``clock_ms`` caps the
+    time an event counts at in popularity (validation lets ``ts`` run a day ahead, and one
+    such event would otherwise outweigh 2^24 current ones)."""
 
     def __init__(self, policy: SessionPolicy, popularity: DecayedPopularity,
-                 answered: AnsweredEvents | None = None) -> None:
-        self.policy, self.popularity = policy, popularity
+                 answered: AnsweredEvents | None = None,
+                 clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.policy, self.popularity, self.clock_ms = policy, popularity, clock_ms
         self.answered = answered if answered is not None else AnsweredEvents()
 
-    def __call__(self, raw: bytes, stored: Callable[[str], dict | None],
+    def __call__(self, raw: bytes | None, stored: Callable[[str], dict | None],
                  headers: RawHeaders | None = None) -> EventOutcome:
         """What ``raw`` does to its user's session. ``stored`` looks up the state kept for a
         user id (the Faust table's ``get``): the user is known only once ``raw`` parses.
         Only an update counts towards popularity or ignored context keys, so a redelivery
-        is not counted twice."""
+        is not counted twice. Whatever else fails on one record dead-letters that record
+        (``processing_error``, the exception as detail), so it cannot stop the agent."""
+        try:
+            return self._decide(raw, stored, headers)
+        except Exception as exc:  # one record must never stop the stream
+            log.exception("the event step failed; dead-lettering the record")
+            return DeadLetter(Rejection.PROCESSING_ERROR.value, f"{type(exc).__name__}: {exc}")
+
+    def _decide(self, raw: bytes | None, stored: Callable[[str], dict | None],
+                headers: RawHeaders | None) -> EventOutcome:
         try:
             event = parse(raw)
         except InvalidEvent as exc:
             return DeadLetter(exc.reason.value, exc.detail)
         meta = dict(headers or ())  # Faust's are pairs: one dict for both lookups
         previous = stored(event.user_id)
-        state = SessionState.from_dict(previous) if previous is not None else None
+        state, reset = read_state(previous)
         new_state, changed = apply_event(state, event, self.policy)
         if not changed:
             if event.event_id in self.answered:
@@ -136,11 +166,11 @@ class EventStep:
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                                  event.item_id, sent_us(meta), previous or {}, [],
                                  from_record(meta))
-        self.popularity.add(event.item_id, event.ts)
+        self.popularity.add(event.item_id, min(event.ts, self.clock_ms()))
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                              event.item_id, sent_us(meta), new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
-                             from_record(meta))
+                             from_record(meta), reset)
 
 
 class Recommender(Protocol):
@@ -221,7 +251,16 @@ class BatchStep:
                                 self.top_n, exclude_seen=self.exclude_seen, timings=timings)
         for stage, seconds in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
-        return recs
+        return [self._sound(rec) for rec in recs]
+
+    def _sound(self, rec: Recommendation | None) -> Recommendation | None:
+        """``rec``, or None (popularity answers) when a score is NaN or infinite: such a
+        model list would reach users as an arbitrary order, and JSON has no NaN."""
+        if rec is None or rec.finite():
+            return rec
+        self.metrics.nonfinite_lists.inc()
+        log.warning("a model list with a non-finite score was replaced by popularity")
+        return None
 
     def build(self, update: SessionUpdate, rec: Recommendation | None, version: str,
               now_us: int) -> RecommendationList:

@@ -14,6 +14,7 @@ this module only wires them to Faust's stream, table, topics and commit hook.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from streams.producer import RecordProducer, dead_letter_headers
 from streams.recs_store import RecsWriter
 from streams.sessions import SessionPolicy
 from streams.steps import AnsweredEvents, BatchStep, DeadLetter, EventStep, SessionUpdate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,16 +101,18 @@ class FlushBeforeCommit(Sensor):
     await in between, so flushing here keeps the guarantee Faust gives its own sends: no
     offset is committed before its list is delivered. A flush that fails raises, the
     offsets stay uncommitted, and the events are processed again after a restart.
+    Failures are counted from the last commit that passed, not from this one's start: a
+    report served by a poll between commits is as fatal as one served by this flush.
     """
 
     def __init__(self, producer: RecordProducer) -> None:
         super().__init__()
         self.producer = producer
+        self.failed_at_last_commit = producer.stats.failed
 
     def on_commit_initiated(self, consumer: Any) -> Any:
-        failed_before = self.producer.stats.failed
         remaining = self.producer.flush()
-        if remaining or self.producer.stats.failed > failed_before:
+        if remaining or self.producer.stats.failed > self.failed_at_last_commit:
             raise RuntimeError(f"recommendation lists not delivered ({remaining} pending, "
                                f"last error {self.producer.stats.last_error}): not committing")
         return None
@@ -149,6 +154,9 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         outcome = step(raw, sessions.get, message.headers)
         if isinstance(outcome, SessionUpdate):
             sessions[outcome.user_id] = outcome.state
+            if outcome.reset:
+                metrics.sessions_reset.inc()
+                log.warning("the stored session of a user could not be read: a new one began")
             for reason in outcome.ignored:
                 metrics.context_ignored.labels(reason).inc()
             return outcome

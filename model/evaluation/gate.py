@@ -104,9 +104,11 @@ class Verdict:
 
 
 def decide(challenger: dict, champion: dict | None, metric: str = "NDCG@10",
-           protocol: str = "full", min_gain: float = 0.0, finite: bool = True) -> Verdict:
+           protocol: str = "full", min_gain: float = 0.0, finite: bool = True,
+           min_cases: int = 30) -> Verdict:
     """Promote when the challenger's weights are finite and it beats the champion on
-    ``protocol``/``metric`` by more than ``min_gain`` (relative: 0.02 = 2% better); with no
+    ``protocol``/``metric`` by more than ``min_gain`` (relative: 0.02 = 2% better) over at
+    least ``min_cases`` gate cases (one lucky case must not replace a champion); with no
     champion yet, any sound challenger wins."""
     value = float(challenger[protocol][metric])
     label = f"{protocol} {metric}"
@@ -116,8 +118,11 @@ def decide(challenger: dict, champion: dict | None, metric: str = "NDCG@10",
         return Verdict(True, "no champion yet", label, None, value)
     best = float(champion[protocol][metric])
     needed = best * (1 + min_gain)
-    if value > needed:
-        return Verdict(True, f"{label} {value:.4f} > champion {best:.4f} "
-                             f"(+{min_gain:.0%} needed)", label, best, value)
-    return Verdict(False, f"{label} {value:.4f} does not beat champion {best:.4f} by more "
-                          f"than {min_gain:.0%}", label, best, value)
+    if value <= needed:
+        return Verdict(False, f"{label} {value:.4f} does not beat champion {best:.4f} by more "
+                              f"than {min_gain:.0%}", label, best, value)
+    if (cases := int(challenger.get("users", min_cases))) < min_cases:
+        return Verdict(False, f"{label} {value:.4f} > champion {best:.4f} on only {cases} gate "
+                              f"cases ({min_cases} needed to compare)", label, best, value)
+    return Verdict(True, f"{label} {value:.4f} > champion {best:.4f} "
+                         f"(+{min_gain:.0%} needed)", label, best, value)

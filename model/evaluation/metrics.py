@@ -14,10 +14,12 @@ def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray) -> np
     """Per row: how many candidates beat the target (ties count half).
 
     ``target_score``: shape [n]; ``candidate_scores``: [n, c], excluding the target itself.
-    Masked-out candidates should be given ``-inf``.
+    Masked-out candidates should be given ``-inf``. A NaN target ranks last (every
+    candidate beats it): compared naively, NaN beats nothing and would be a perfect hit.
     """
     t = target_score[:, None]
-    return (candidate_scores > t).sum(axis=1) + 0.5 * (candidate_scores == t).sum(axis=1)
+    ranks = (candidate_scores > t).sum(axis=1) + 0.5 * (candidate_scores == t).sum(axis=1)
+    return np.where(np.isnan(target_score), candidate_scores.shape[1], ranks)
 
 
 def hit_rate(ranks: np.ndarray, k: int) -> float:

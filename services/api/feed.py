@@ -91,12 +91,30 @@ class FeedHub:
         """One published micro-batch (a JSON array of lists): each list into the live
         figures, the in-memory copy and every feed open for its user."""
         now = time.monotonic()
-        for d in orjson.loads(raw):
-            rec = RecommendationList.from_dict(d)
+        for rec in self._lists(raw):
             self.stats.observe(rec, now)
             self.source.remember(rec)
             for feed in self.feeds.get(rec.user_id, ()):
                 feed.offer(rec)
+
+    def _lists(self, raw: bytes) -> list[RecommendationList]:
+        """The lists in one channel message. What is malformed is logged and skipped: an
+        exception here would end the subscription, and feeds and live figures freeze."""
+        try:
+            batch = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            log.warning("malformed message on %s skipped: %s", self.channel, exc)
+            return []
+        if not isinstance(batch, list):
+            log.warning("malformed message on %s skipped: not a JSON array", self.channel)
+            return []
+        lists = []
+        for d in batch:
+            try:
+                lists.append(RecommendationList.from_dict(d))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                log.warning("malformed list on %s skipped: %r", self.channel, exc)
+        return lists
 
     async def run(self) -> None:
         """Listen until cancelled, resubscribing with backoff whenever Redis goes away."""

@@ -72,20 +72,27 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
         live = events[2500:2700]
         cold = Event(str(uuid.uuid4()), "brand-new-user", "never-seen-item", "click",
                      live[-1].ts)
+        after = Event(str(uuid.uuid4()), live[1].user_id, live[2].item_id, "click", live[-1].ts)
         with EventProducer(settings.kafka, topics["interactions"], topics["dlq"]) as p:
             for e in live + [cold, live[0]]:  # live[0] again: a redelivered duplicate
                 p.send(e, headers=[sent_at_header()])
-            p.produce(topics["interactions"], b"u1", b"{not json")  # a producer that skips checks
+            # Poison pills from a producer that skips checks: bad JSON, a tombstone, a
+            # sent_us header that is no number. None may stop the agent: the next valid
+            # event (`after`, in the same partition as the tombstone) is answered.
+            p.produce(topics["interactions"], b"u1", b"{not json")
+            p.produce(topics["interactions"], after.user_id.encode(), None)  # type: ignore[arg-type]
+            p.send(after, headers=[("sent_us", b"soon")])
         recs = list(read_topic(settings.kafka, topics["recs"], from_beginning=True,
-                               limit=len(live) + 1, idle_timeout_s=90))
+                               limit=len(live) + 2, idle_timeout_s=90))
         letters = list(read_topic(settings.kafka, topics["dlq"], from_beginning=True,
-                                  limit=1, idle_timeout_s=30))
+                                  limit=2, idle_timeout_s=30))
     finally:
         output = worker.stop()
     values = [orjson.loads(r.value) for r in recs]
-    assert len(values) == len(live) + 1, output[-3000:]  # every valid, non-duplicate event
+    assert len(values) == len(live) + 2, output[-3000:]  # every valid, non-duplicate event
     assert Counter(v["event_id"] for v in values) == Counter(
-        [e.event_id for e in live] + [cold.event_id])
+        [e.event_id for e in live] + [cold.event_id, after.event_id])
+    assert "Crashed" not in output and "Traceback" not in output, output[-3000:]
     by_event = {v["event_id"]: v for v in values}
     assert by_event[cold.event_id]["path"] == "popularity"
     model_served = [by_event[e.event_id] for e in live]
@@ -95,7 +102,8 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
     assert all(v["published_us"] >= v["sent_us"] > 0 for v in model_served)
     assert [r.key for r in recs if orjson.loads(r.value)["user_id"] == live[0].user_id][0] == \
         live[0].user_id.encode()
-    assert letters[0].headers["reason"] == b"bad_json" and letters[0].value == b"{not json"
+    reasons = {r.headers["reason"]: r.value for r in letters}
+    assert reasons == {b"bad_json": b"{not json", b"empty_record": None}, reasons
     stored = redis.Redis.from_url(settings.redis).get(f"recs:{live[-1].user_id}")
     assert stored is not None and orjson.loads(stored)["user_id"] == live[-1].user_id
     # The item that triggered a list is in the session, so it is not recommended back.

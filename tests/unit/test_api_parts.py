@@ -195,6 +195,20 @@ def test_a_channel_message_reaches_the_figures_the_memory_copy_and_the_feeds() -
     assert hub.clients == 0 and not hub.feeds
 
 
+@pytest.mark.parametrize("message", [b"{not json", b'{"a": 1}', b"[1, 2]", b'[{"user_id": "u2"}]'])
+def test_a_malformed_channel_message_is_skipped_and_the_next_one_still_arrives(
+        message: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """One bad message must not end the subscription: feeds and live figures would freeze."""
+    source = ListSource(FakeRedis(), "ch", ttl_s=60)
+    hub = FeedHub(None, "ch", LiveStats(), source)
+    feed = hub.open("u1")
+    hub.dispatch(message)
+    u1 = _list("u1", ["a"], "x")
+    hub.dispatch(b"[" + u1.to_json() + b', {"user_id": 7}]')  # a bad list beside a good one
+    assert feed.latest == u1 and source.recent == {"u1": u1}
+    assert "malformed" in caplog.text
+
+
 def test_plain_k_takes_only_a_lone_valid_k() -> None:
     assert plain_k(b"") == 10 and plain_k(b"k=5") == 5 and plain_k(b"k=100") == 100
     for odd in (b"k=0", b"k=101", b"k=-1", b"k=x", b"k=", b"k=1&k=2", b"k=3&x=1", b"x=1"):

@@ -14,6 +14,14 @@ from model.evaluation.protocols import evaluate
 from model.sampling import SeenItems
 
 
+def test_a_nan_target_score_ranks_last_not_first() -> None:
+    """NaN compares false with everything: counted naively it beats nothing, a perfect hit."""
+    ranks = rank_of_target(np.array([np.nan, 0.5]), np.array([[0.1, 0.2, -np.inf],
+                                                               [0.9, np.nan, 0.1]]))
+    assert ranks.tolist() == [3.0, 1.0]
+    assert hit_rate(ranks, 1) == 0.0
+
+
 def test_rank_of_target_counts_ties_as_half() -> None:
     target = np.array([0.5, 0.5, 0.9])
     cands = np.array([[0.9, 0.1, 0.5], [-np.inf, 0.4, 0.3], [0.9, 0.9, 0.9]])

@@ -85,6 +85,51 @@ def test_a_record_breaking_the_schema_names_its_reason() -> None:
     assert "teleport" in outcome.detail
 
 
+def test_a_tombstone_is_a_dead_letter_not_a_crash() -> None:
+    """A null value (a tombstone, or a producer sending none) has no event to read."""
+    outcome = EventStep(SessionPolicy(), DecayedPopularity())(None, {}.get)  # type: ignore[arg-type]
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "empty_record"
+
+
+def test_a_record_that_breaks_the_step_otherwise_is_a_dead_letter_naming_why(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Anything else that fails on one record dead-letters that record, with the exception
+    as its detail, instead of stopping the agent while the worker keeps its partitions."""
+
+    def broken(user_id: str) -> dict | None:
+        raise RuntimeError("table unavailable")
+
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    with caplog.at_level(logging.ERROR, logger="streams.steps"):
+        outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, broken)
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "processing_error"
+    assert outcome.detail == "RuntimeError: table unavailable"
+    assert "table unavailable" in caplog.text
+
+
+@pytest.mark.parametrize("stored", [{"items": 5}, {"v": 9, "items": ["x"]}, {}, [1, 2], "x"])
+def test_an_unreadable_stored_session_starts_afresh_and_says_so(stored: Any) -> None:
+    """A state the worker cannot read (a future or corrupt format) must not stop the agent:
+    the event starts a new session, and the update says the old one was dropped."""
+    raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {"u1": stored}.get)
+    assert isinstance(outcome, SessionUpdate) and outcome.reset
+    assert outcome.session.items == ("i1",)
+    assert SessionState.from_dict(outcome.state).items == ("i1",)
+
+
+def test_an_event_from_the_future_counts_as_now_in_popularity() -> None:
+    """Validation lets ``ts`` run up to a day ahead (clock skew); counted as it stands, one
+    such event would outweigh 2^24 current ones. It counts as of this machine's clock."""
+    popularity = DecayedPopularity()
+    step = EventStep(SessionPolicy(), popularity, clock_ms=lambda: T0)
+    ahead = T0 + 23 * 3_600_000
+    step(new_event("u1", "future-item", ts=ahead).to_json(), {}.get)
+    for user in ("u2", "u3"):
+        step(new_event(user, "now-item", ts=T0).to_json(), {}.get)
+    assert [item for item, _ in popularity.top(2)] == ["now-item", "future-item"]
+
+
 def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
     popularity = DecayedPopularity()
     step = EventStep(SessionPolicy(), popularity)
@@ -125,6 +170,8 @@ def test_answered_events_remember_the_newest_ids_only() -> None:
     ({"other": b"x", "sent_us": b"42"}, 42),
     ([("other", b"x")], None),
     ([("sent_us", b"")], None),
+    ([("sent_us", b"soon")], None),  # not an integer: the event is answered all the same
+    ([("sent_us", b"\xff")], None),
     (None, None),
 ])
 def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> None:
@@ -296,6 +343,21 @@ def test_users_the_model_cannot_serve_get_popularity(exclude_seen: bool,
         "streamrec_worker_send_to_publish_seconds_count") == 0.0
 
 
+@pytest.mark.parametrize("rec", [
+    Recommendation(["x", "y"], [float("nan"), 1.0]),
+    Recommendation(["x"], [np.float32(np.inf)]),
+    Recommendation(["x"], [1.0], {"conversion": [float("nan")]}),
+])
+def test_a_model_list_with_a_non_finite_score_is_never_published(rec: Recommendation) -> None:
+    """A model that scores NaN (a bad promotion, an overflow) must not reach users: the
+    event is answered from popularity and the refusal counted."""
+    step, producer, metrics = make_step()
+    (record,) = asyncio.run(step.publish([update("u1", ("a",))], FakeBundle("r:v9", {"u1": rec})))
+    assert record.path == "popularity" and [i.item_id for i in record.items] == ["b", "c"]
+    assert b"NaN" not in producer.sent[0][2] and b"Infinity" not in producer.sent[0][2]
+    assert metrics.registry.get_sample_value("streamrec_worker_nonfinite_lists_total") == 1.0
+
+
 def test_published_lists_follow_the_published_schema() -> None:
     step, producer, _ = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [np.float32(0.5)]), "u2": None})
@@ -402,12 +464,17 @@ def test_a_bundle_that_fails_to_load_or_answer_keeps_the_old_one(tmp_path: Path)
     asyncio.run(serving.apply(announcement({"r": "2"}), broken, 10))
     mute = FakeBundle("r:v3", {"u1": None})  # loads, but answers nothing
     asyncio.run(serving.apply(announcement({"r": "3"}), lambda: mute, 10))
+    status = read_status(path, WorkerStatus)
+    assert status is not None
+    assert status.last_error == "ValueError: smoke recommendation came back empty"
+    nan = FakeBundle("r:v4", {"u1": Recommendation(["x"], [float("nan")])})  # answers NaN
+    asyncio.run(serving.apply(announcement({"r": "4"}), lambda: nan, 10))
     assert serving.bundle is old
     status = read_status(path, WorkerStatus)
     assert status is not None and (status.model_version, status.swaps_applied,
-                                   status.swaps_failed) == ("r:v1", 0, 2)
-    assert status.last_error == "ValueError: smoke recommendation came back empty"
-    assert swaps(metrics, "failed") == 2.0
+                                   status.swaps_failed) == ("r:v1", 0, 3)
+    assert status.last_error == "ValueError: smoke recommendation has NaN or infinite scores"
+    assert swaps(metrics, "failed") == 3.0
 
 
 def test_an_announcement_of_the_served_version_is_ignored(tmp_path: Path) -> None:
@@ -494,6 +561,37 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     ignored = "streamrec_worker_context_ignored_total"  # once: the duplicate is not counted
     assert sample(ignored, {"reason": "undeclared"}) == 2.0
     assert sample(ignored, {"reason": "wrong_type"}) == 1.0
+
+
+def test_no_delivery_failure_since_the_last_commit_slips_past_the_next_one() -> None:
+    """A list that failed between two commits (its report served by a poll, before the
+    commit began) must stop the next commit as surely as one failing during its flush."""
+    from streams.worker import FlushBeforeCommit
+
+    stats = SimpleNamespace(failed=0, last_error=None)
+    producer = SimpleNamespace(stats=stats, flush=lambda: 0)
+    sensor = FlushBeforeCommit(producer)  # type: ignore[arg-type]
+    assert sensor.on_commit_initiated(None) is None
+    stats.failed, stats.last_error = 1, "broker down"  # reported while processing
+    with pytest.raises(RuntimeError, match="not committing"):
+        sensor.on_commit_initiated(None)
+
+
+def test_the_stream_processor_counts_sessions_it_had_to_restart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import faust
+
+    from streams.worker import PartitionLag, sessionizer
+
+    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[])
+    monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
+    table: dict[str, Any] = {"u1": {"items": 5}}
+    metrics = WorkerMetrics()
+    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), table, None,  # type: ignore[arg-type]
+                          metrics, PartitionLag(metrics))
+    update = asyncio.run(process(new_event("u1", "i1", ts=T0).to_json()))
+    assert isinstance(update, SessionUpdate) and table == {"u1": update.state}
+    assert metrics.registry.get_sample_value("streamrec_worker_sessions_reset_total") == 1.0
 
 
 def test_the_stream_processor_names_the_events_partition_in_log_lines(

@@ -60,6 +60,9 @@ class WorkerMetrics:
                                        "or of the wrong type", ["reason"], registry=r)
         self.published = Counter("streamrec_worker_published_total", "Lists published, by "
                                  "the path that served them", ["path"], registry=r)
+        self.model_failures = Counter("streamrec_worker_model_failures_total", "Micro-batches "
+                                      "the model failed on, answered by popularity instead",
+                                      registry=r)
         self.nonfinite_lists = Counter("streamrec_worker_nonfinite_lists_total", "Model lists "
                                        "with a NaN or infinite score, answered by popularity "
                                        "instead", registry=r)

@@ -244,11 +244,17 @@ class BatchStep:
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
                   ) -> Sequence[Recommendation | None]:
-        """The bundle's answer per update (None: the model cannot serve that user yet),
-        with its stage timings recorded."""
+        """The bundle's answer per update (None: the model cannot serve that user yet, or
+        failed on this batch, or scored NaN), with its stage timings recorded."""
         timings: dict[str, float] = {}
-        recs = bundle.recommend([u.user_id for u in updates], [u.session for u in updates],
-                                self.top_n, exclude_seen=self.exclude_seen, timings=timings)
+        try:
+            recs = bundle.recommend([u.user_id for u in updates], [u.session for u in updates],
+                                    self.top_n, exclude_seen=self.exclude_seen, timings=timings)
+        except Exception:  # the batch must still be answered: popularity does it
+            self.metrics.model_failures.inc()
+            log.exception("the model failed on a micro-batch of %d; popularity answers it",
+                          len(updates))
+            return [None] * len(updates)
         for stage, seconds in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
         return [self._sound(rec) for rec in recs]

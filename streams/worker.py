@@ -138,7 +138,9 @@ class PartitionLag:
             with suppress(KeyError):
                 self.metrics.lag.remove(str(tp.partition))
         for tp, offset in self.positions.items():
-            self.metrics.lag.labels(str(tp.partition)).set(consumer.highwater(tp) - offset - 1)
+            highwater = consumer.highwater(tp)  # None until the first fetch after assignment
+            if highwater is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(highwater - offset - 1)
 
 
 def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerMetrics,

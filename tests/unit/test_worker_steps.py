@@ -358,6 +358,23 @@ def test_a_model_list_with_a_non_finite_score_is_never_published(rec: Recommenda
     assert metrics.registry.get_sample_value("streamrec_worker_nonfinite_lists_total") == 1.0
 
 
+class BrokenBundle(FakeBundle):
+    def recommend(self, *args: Any, **kwargs: Any) -> list[Recommendation | None]:
+        raise RuntimeError("index corrupted")
+
+
+def test_a_model_that_fails_on_a_batch_leaves_it_to_popularity_not_lost(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An exception in the model's batch call would end the agent and lose the batch:
+    every event of it is answered by popularity instead, and the failure counted."""
+    step, producer, metrics = make_step()
+    lists = asyncio.run(step.publish([update("u1", ("a",)), update("u2", ("b",))],
+                                     BrokenBundle("r:v5", {})))
+    assert [r.path for r in lists] == ["popularity", "popularity"] and len(producer.sent) == 2
+    assert metrics.registry.get_sample_value("streamrec_worker_model_failures_total") == 1.0
+    assert "index corrupted" in caplog.text
+
+
 def test_published_lists_follow_the_published_schema() -> None:
     step, producer, _ = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [np.float32(0.5)]), "u2": None})
@@ -496,6 +513,20 @@ def test_an_announcement_of_the_served_version_is_ignored(tmp_path: Path) -> Non
 class TP(NamedTuple):
     topic: str
     partition: int
+
+
+def test_the_lag_gauge_waits_for_a_fresh_partitions_highwater() -> None:
+    """Right after an assignment the consumer may not know a partition's highwater yet
+    (None): the gauge skips it rather than raising TypeError inside the agent."""
+    from streams.worker import PartitionLag
+
+    metrics = WorkerMetrics()
+    lag = PartitionLag(metrics)
+    lag.read(TP("events", 0), 4)
+    consumer = SimpleNamespace(assignment=lambda: {TP("events", 0)}, highwater=lambda tp: None)
+    lag.update(consumer)
+    assert metrics.registry.get_sample_value("streamrec_worker_consumer_lag_records",
+                                             {"partition": "0"}) is None
 
 
 def test_the_lag_gauge_forgets_partitions_that_moved_away() -> None:

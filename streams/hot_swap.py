@@ -5,7 +5,8 @@ announcement reaches every worker (a group would hand it to one of them). At sta
 follower also rereads the newest announcement, which covers one made while the worker
 was loading its first model. A new bundle is loaded off the event loop, smoke-tested with
 one recommendation, and swapped in one assignment that the recommend loop reads once per
-micro-batch; a bundle that fails to load or to answer keeps the old one serving. Each
+micro-batch; a bundle that fails to load or to answer keeps the old one serving, and its
+announcement is retried with backoff until it loads or a newer one arrives. Each
 outcome is logged, counted in the worker's metrics and, with ``--status-file``, written
 to the worker's status record (``streams.status.WorkerStatus``).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,10 +70,11 @@ class Serving:
         except ValueError:
             return ""
 
-    async def apply(self, message: bytes, load_bundle: Callable[[], Any], top_n: int) -> None:
-        """Load the champion an announcement names and swap it in, unless it is served."""
+    async def apply(self, message: bytes, load_bundle: Callable[[], Any], top_n: int) -> bool:
+        """Load the champion an announcement names and swap it in, unless it is served;
+        False when it failed to load or to answer (the old one serves on)."""
         if self.announced_version(message) == self.bundle.version:
-            return
+            return True
         try:
             # Loading takes seconds: off the event loop, so consuming never stalls.
             fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
@@ -84,9 +87,9 @@ class Serving:
                 raise ValueError("smoke recommendation has NaN or infinite scores")
         except Exception as exc:  # noqa: BLE001 - keep serving the old model
             self._refused(message, exc)
-            return
+            return False
         if fresh.version == self.bundle.version:
-            return
+            return True
         old, self.bundle = self.bundle.version, fresh
         self.metrics.swaps.labels("applied").inc()
         self.metrics.serve_model(fresh.version)
@@ -94,6 +97,7 @@ class Serving:
         self.status.update(model_version=fresh.version,
                            swaps_applied=self.status.current.swaps_applied + 1)
         log.warning("model swapped: %s -> %s", old, fresh.version)
+        return True
 
     def _refused(self, message: bytes, exc: Exception) -> None:
         """Count and report a bundle that failed to load or to answer; the old one serves on."""
@@ -102,6 +106,31 @@ class Serving:
                            last_error=mask_urls(f"{type(exc).__name__}: {exc}"))
         log.error("model update %r not applied, keeping %s: %s", message,
                   self.bundle.version, exc)  # URLs in it are masked by the record factory
+
+
+class PendingUpdate:
+    """The newest announcement not yet applied, and when to try it again: a load that failed
+    (the registry unreachable, an artifact not yet visible) is retried with backoff, from
+    ``first_s`` doubling to ``most_s``, until it loads or a newer announcement replaces it."""
+
+    def __init__(self, first_s: float = 5.0, most_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.first_s, self.most_s, self.clock = first_s, most_s, clock
+        self.message: bytes | None = None
+        self.delay, self.due_at = first_s, 0.0
+
+    def offer(self, message: bytes) -> None:
+        self.message, self.delay, self.due_at = message, self.first_s, 0.0
+
+    def due(self) -> bytes | None:
+        return self.message if self.message is not None and self.clock() >= self.due_at else None
+
+    def settle(self, applied: bool) -> None:
+        if applied:
+            self.message = None
+            return
+        self.due_at = self.clock() + self.delay
+        self.delay = min(self.delay * 2, self.most_s)
 
 
 async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serving,
@@ -116,11 +145,13 @@ async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serv
         consumer.assign(tps)
         for tp, end in (await consumer.end_offsets(tps)).items():
             consumer.seek(tp, max(end - 1, 0))  # the newest announcement, again
+        pending = PendingUpdate()
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             messages = [m for records in batch.values() for m in records]
             if messages:  # only the newest matters: it names the current champion
-                newest = max(messages, key=lambda m: m.timestamp)
-                await serving.apply(newest.value, load_bundle, top_n)
+                pending.offer(max(messages, key=lambda m: m.timestamp).value)
+            if (message := pending.due()) is not None:
+                pending.settle(await serving.apply(message, load_bundle, top_n))
     finally:
         await consumer.stop()

@@ -234,18 +234,19 @@ def example_inputs(name: str, keras_model: keras.Model,
     return {k: keras.ops.convert_to_numpy(v) for k, v in sample_inputs(keras_model).items()}
 
 
-def load_model(store: MlflowStore, name: str, alias: str = CHAMPION) -> keras.Model:
-    """Load a registered model by alias (``models:/NAME@alias``) with ``safe_mode`` on,
-    without its training state (losses, optimizer): serving and warm starts need only the
-    architecture and weights."""
+def load_model(store: MlflowStore, name: str, alias: str = CHAMPION,
+               version: str | None = None) -> keras.Model:
+    """Load a registered model by ``version`` (``models:/NAME/VERSION``), else by alias
+    (``models:/NAME@alias``), with ``safe_mode`` on, without its training state (losses,
+    optimizer): serving and warm starts need only the architecture and weights."""
     import mlflow
 
     import model.ranking.neumf  # noqa: F401  - register the custom classes before loading
     import model.retrieval.sasrec  # noqa: F401
 
     mlflow.set_tracking_uri(store.tracking_uri)
-    return mlflow.keras.load_model(f"models:/{name}@{alias}",
-                                   load_model_kwargs={"safe_mode": True, "compile": False})
+    uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
+    return mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True, "compile": False})
 
 
 @dataclass(frozen=True)
@@ -304,8 +305,8 @@ def _not_found(exc: Exception) -> bool:
 
 
 def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
-    """Retriever and ranker behind ``alias`` and the id maps logged with the retriever;
-    raises ``NoChampion`` when there are none."""
+    """Retriever and ranker behind ``alias`` (read once) and the id maps logged with the
+    retriever; raises ``NoChampion`` when there are none."""
     import json
 
     import mlflow
@@ -325,8 +326,10 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
         run_id=retriever.run_id, artifact_path="id_maps.json")
     with open(maps_path) as handle:
         maps = json.load(handle)
-    return Champion(load_model(store, retriever.name, alias),
-                    load_model(store, ranker.name, alias),
+    # By the versions the alias named when read, not by the alias again: a promotion
+    # landing mid-load must not pair one champion's retriever with the next one's ranker.
+    return Champion(load_model(store, retriever.name, version=retriever.version),
+                    load_model(store, ranker.name, version=ranker.version),
                     IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),
                     {v.name: str(v.version) for v in (retriever, ranker)})
 

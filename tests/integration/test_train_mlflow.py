@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from infra.mlflow_store import MlflowStore
 from streams.registry import (
@@ -16,12 +17,14 @@ from streams.registry import (
     RETRIEVER_NAME,
     alias_versions,
     load_bundle,
+    load_champion,
     load_model,
 )
 from streams.synthetic import SyntheticConfig, generate
 
 
-def test_train_logs_registers_and_loads_champion(tmp_path: Path) -> None:
+def test_train_logs_registers_and_loads_champion(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "events.jsonl"
     data.write_bytes(b"".join(e.to_json() + b"\n" for e in generate(
         SyntheticConfig(users=120, items=60, events=3000, seed=2))))
@@ -52,6 +55,30 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path) -> None:
     assert np.asarray(sasrec.encode(seq)).shape == (1, 64)
     ranker = load_model(store, "streamrec-ranker")
     assert ranker.use_score and ranker.session_dim == 64
+
+    # A promotion lands while a worker loads: the alias moves after it was read. The
+    # champion still comes whole, at the versions it was read at, never half of each.
+    ranker_v1 = client.get_model_version_by_alias(RANKER_NAME, "champion")
+    newer = client.create_model_version(RANKER_NAME, ranker_v1.source, run_id=ranker_v1.run_id)
+    import mlflow
+
+    download, loads, real_load = mlflow.artifacts.download_artifacts, [], mlflow.keras.load_model
+
+    def promote_mid_load(*args: object, **kwargs: object) -> str:
+        client.set_registered_model_alias(RANKER_NAME, "champion", newer.version)
+        return download(*args, **kwargs)
+
+    def recording_load(model_uri: str, **kwargs: object) -> object:
+        loads.append(model_uri)
+        return real_load(model_uri, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", promote_mid_load)
+    monkeypatch.setattr(mlflow.keras, "load_model", recording_load)
+    champion = load_champion(store)
+    monkeypatch.undo()
+    assert champion.versions == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
+    assert loads == [f"models:/{RETRIEVER_NAME}/1", f"models:/{RANKER_NAME}/1"]
+    client.set_registered_model_alias(RANKER_NAME, "champion", "1")
 
     # A store written before the retriever had its role name: the champion alias sits on
     # streamrec-sasrec. It still loads, and alias_versions names the model that holds it.

@@ -494,6 +494,27 @@ def test_a_bundle_that_fails_to_load_or_answer_keeps_the_old_one(tmp_path: Path)
     assert swaps(metrics, "failed") == 3.0
 
 
+def test_a_failed_load_is_retried_with_backoff_until_it_loads_or_is_replaced() -> None:
+    from streams.hot_swap import PendingUpdate
+
+    clock = Clock(0.0)
+    pending = PendingUpdate(first_s=5.0, most_s=12.0, clock=clock)
+    assert pending.due() is None
+    pending.offer(b"v2")
+    assert pending.due() == b"v2"
+    pending.settle(False)                     # failed: again in 5 s, then 10, then 12
+    for wait in (5.0, 10.0, 12.0, 12.0):
+        clock.now += wait - 0.1
+        assert pending.due() is None
+        clock.now += 0.1
+        assert pending.due() == b"v2"
+        pending.settle(False)
+    pending.offer(b"v3")                      # a newer announcement: tried at once
+    assert pending.due() == b"v3"
+    pending.settle(True)
+    assert pending.due() is None
+
+
 def test_an_announcement_of_the_served_version_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "worker.json"
     serving = Serving(FakeBundle("r:v1", {"u1": None}), WorkerMetrics(), path)

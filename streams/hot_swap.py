@@ -26,6 +26,7 @@ from infra.kafka_client import KafkaConnection
 from infra.urls import mask_url, mask_urls
 from model.features import LiveSession
 from streams import log_context
+from streams.backoff import Backoff
 from streams.events import EVENT_TYPES
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
@@ -109,28 +110,28 @@ class Serving:
 
 
 class PendingUpdate:
-    """The newest announcement not yet applied, and when to try it again: a load that failed
-    (the registry unreachable, an artifact not yet visible) is retried with backoff, from
-    ``first_s`` doubling to ``most_s``, until it loads or a newer announcement replaces it."""
+    """The newest announcement not yet applied: a load that failed (the registry
+    unreachable, an artifact not yet visible) is retried with backoff (``Backoff``) until
+    it loads or a newer announcement replaces it, which is tried at once."""
 
     def __init__(self, first_s: float = 5.0, most_s: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.first_s, self.most_s, self.clock = first_s, most_s, clock
         self.message: bytes | None = None
-        self.delay, self.due_at = first_s, 0.0
+        self.backoff = Backoff(first_s, most_s, clock)
 
     def offer(self, message: bytes) -> None:
-        self.message, self.delay, self.due_at = message, self.first_s, 0.0
+        self.message = message
+        self.backoff.succeeded()
 
     def due(self) -> bytes | None:
-        return self.message if self.message is not None and self.clock() >= self.due_at else None
+        return self.message if self.message is not None and self.backoff.ready() else None
 
     def settle(self, applied: bool) -> None:
         if applied:
             self.message = None
-            return
-        self.due_at = self.clock() + self.delay
-        self.delay = min(self.delay * 2, self.most_s)
+            self.backoff.succeeded()
+        else:
+            self.backoff.failed()
 
 
 async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serving,

@@ -68,6 +68,9 @@ class WorkerMetrics:
                                        "instead", registry=r)
         self.redis_errors = Counter("streamrec_worker_redis_errors_total", "Micro-batches "
                                     "whose lists could not be written to Redis", registry=r)
+        self.redis_skipped = Counter("streamrec_worker_redis_skipped_total", "Micro-batches "
+                                     "that skipped Redis while it was failing (the lists "
+                                     "still reach the topic)", registry=r)
         self.swaps = Counter("streamrec_worker_model_swaps_total", "Model updates applied "
                              "or refused", ["outcome"], registry=r)
         self.batch_size = Histogram("streamrec_worker_batch_size_events", "Events per "

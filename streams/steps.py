@@ -23,6 +23,7 @@ from typing import Protocol
 
 from model.features import LiveSession
 from model.pipeline import Recommendation
+from streams.backoff import Backoff
 from streams.events import InvalidEvent, parse
 from streams.events import Reason as Rejection
 from streams.messages import Path as ServedPath
@@ -34,6 +35,9 @@ from streams.sessions import SessionPolicy, SessionState, apply_event, ignored_c
 from streams.tracing import ListSpans, TraceHeaders, from_record
 
 log = logging.getLogger(__name__)
+
+# After a failed Redis write, batches skip Redis for 1 s, doubling to 30 s while it fails.
+REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S = 1.0, 30.0
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
 SCORE_DIGITS = 6  # scores are rounded on the wire: more digits are noise, and bytes
@@ -241,6 +245,7 @@ class BatchStep:
         self._popular_written = float("-inf")  # clock time of the last popularity record
         self.answered = answered if answered is not None else AnsweredEvents()
         self.spans = spans if spans is not None else ListSpans(topic)
+        self.redis_backoff = Backoff(REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S, clock)
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
                   ) -> Sequence[Recommendation | None]:
@@ -330,9 +335,17 @@ class BatchStep:
 
     async def _store(self, payloads: list[tuple[str, bytes]], popular: bytes | None) -> None:
         """Write to Redis; a failure is counted and logged, never raised: the lists are on
-        the topic already, and Redis down must not stop the stream."""
+        the topic already, and Redis down must not stop the stream. After a failure,
+        batches skip Redis (counted) until ``redis_backoff`` lets one try again."""
+        if not self.redis_backoff.ready():
+            self.metrics.redis_skipped.inc()
+            return
         try:
             await self.store.write(payloads, popular)
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
             self.metrics.redis_errors.inc()
-            log.warning("writing %d lists to Redis failed: %s", len(payloads), exc)
+            self.redis_backoff.failed()
+            log.warning("writing %d lists to Redis failed: %s; skipping Redis for %.0f s",
+                        len(payloads), exc, self.redis_backoff.until - self.clock())
+        else:
+            self.redis_backoff.succeeded()

@@ -443,6 +443,52 @@ def test_redis_down_is_counted_and_logged_not_raised(caplog: pytest.LogCaptureFi
     assert "writing 1 lists to Redis failed: refused" in caplog.text
 
 
+def test_after_a_redis_failure_batches_skip_redis_for_a_while_not_wait_on_it() -> None:
+    """A circuit breaker: a Redis that drops packets costs each write its timeout, which
+    throttled a worker to about 256 events/s. After a failure the next batches skip Redis
+    (counted) until the backoff passes; lists still reach the topic."""
+    clock, store = Clock(100.0), FakeStore(TimeoutError("timed out"))
+    step, producer, metrics = make_step(store=store, clock=clock)
+    calls = []
+    real_write = store.write
+
+    async def counted(lists: list, popular: bytes | None = None) -> None:
+        calls.append(len(lists))
+        await real_write(lists, popular)
+
+    store.write = counted  # type: ignore[method-assign]
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [1.0])})
+    for _ in range(3):
+        asyncio.run(step.publish([update("u1", ("a",))], bundle))
+    assert calls == [1] and len(producer.sent) == 3
+    sample = metrics.registry.get_sample_value
+    assert sample("streamrec_worker_redis_skipped_total") == 2.0
+    clock.now += 1.0                          # the first backoff has passed: one try
+    store.error = None
+    asyncio.run(step.publish([update("u1", ("a",))], bundle))
+    asyncio.run(step.publish([update("u1", ("a",))], bundle))  # closed again: every batch
+    assert calls == [1, 1, 1] and sample("streamrec_worker_redis_errors_total") == 1.0
+
+
+def test_backoff_doubles_to_its_ceiling_and_clears_on_success() -> None:
+    from streams.backoff import Backoff
+
+    clock = Clock(0.0)
+    backoff = Backoff(1.0, 3.0, clock)
+    assert backoff.ready()
+    for wait in (1.0, 2.0, 3.0, 3.0):
+        backoff.failed()
+        clock.now += wait - 0.01
+        assert not backoff.ready()
+        clock.now += 0.01
+        assert backoff.ready()
+    backoff.failed()
+    backoff.succeeded()
+    assert backoff.ready() and backoff.delay == 1.0
+    with pytest.raises(ValueError, match="first_s"):
+        Backoff(0.0, 1.0)
+
+
 # --- model swap ------------------------------------------------------------------------
 
 def announcement(versions: dict[str, str]) -> bytes:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract
+.PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract faults
 
 # DATA=path FORMAT=movielens|yoochoose|... to use a log of your own.
 demo: setup
@@ -21,6 +21,12 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check services streams model infra benchmarks tests
 	$(BIN)/lint-imports --no-cache
+
+# Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
+# kill -9 chaos for now. FAULTS_ARGS="--events 30000 --runs 3" to change it.
+faults: setup
+	$(BIN)/streamrec stack up
+	$(BIN)/python -m tests.faults.kill_chaos $(FAULTS_ARGS)
 
 # schemathesis with every check against the running API, without and with keys, on a
 # stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).

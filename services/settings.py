@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     worker_group: str = "streamrec-worker"
     worker_batch_size: int = Field(256, ge=1)
     worker_batch_within_ms: int = Field(10, ge=1)
+    worker_session_timeout_s: float = Field(
+        10.0, ge=6, le=300, description="a worker that stops heartbeating (killed, hung) "
+        "loses its partitions after this long; Faust's default, 60 s, stalled them a minute "
+        "per kill (docs/RELIABILITY.md)")
     worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
     worker_metrics_host: str = Field("127.0.0.1", description="/metrics listens here "

@@ -55,6 +55,7 @@ class WorkerConfig:
     recs_channel: str = "streamrec:recs"
     batch_size: int = 256
     batch_within_s: float = 0.01
+    session_timeout_s: float = 60.0  # Faust's default; the settings' default is 10 s
     top_n: int = 10
     recs_ttl_s: int = 24 * 3600
     exclude_seen: bool = True
@@ -192,6 +193,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store="memory://",
         broker_credentials=faust_credentials(cfg.kafka),
         datadir=str(cfg.state_dir), web_enabled=False, producer_linger_ms=5,
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=cfg.session_timeout_s / 3,
         topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
     )
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")

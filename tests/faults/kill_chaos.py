@@ -1,0 +1,191 @@
+"""Fault injection: kill -9 chaos (issue #16, the first scenario of `make faults`).
+
+Two workers share one group on 4 partitions while events stream in; every few seconds one
+of them is killed with SIGKILL and restarted at once. Modelled on Kafka's own system tests
+(kill processors, then check every record was delivered) with a Jepsen-style history check
+at the end:
+
+- lost: events never answered on the recommendations topic (must be 0);
+- duplicated: answers beyond the first per event (at-least-once allows them);
+- drained in: seconds from the last kill until every event was answered;
+- state: each user's final session in the changelog against one uninterrupted pass over
+  the same events (must be equal);
+- "Crashed" in any worker log (must not appear).
+
+The workers run without a champion (popularity answers), so the check is about delivery
+and state, at a rate the model would not allow on a small machine.
+
+    make faults                                   # = this, with its defaults
+    .venv/bin/python -m tests.faults.kill_chaos --events 100000 --rate 1500 --kill-every 5 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from infra.topics import TopicSpec, ensure_topics
+from services.processes import ServiceProcess
+from services.settings import Settings, load_settings
+from services.stack import build_stack
+from streams.consumer import read_topic
+from streams.events import Event
+from streams.producer import EventProducer, sent_at_header
+from streams.sessions import SessionPolicy, SessionState, apply_event
+from streams.synthetic import SyntheticConfig, generate
+
+PARTITIONS = 4
+
+
+def chaos_env(settings: Settings, home: Path) -> dict[str, str]:
+    """Fresh topics and group; an empty registry (no champion) under ``home``."""
+    run = uuid.uuid4().hex[:8]
+    topics = {"INTERACTIONS": (f"faults.{run}.interactions", PARTITIONS),
+              "RECOMMENDATIONS": (f"faults.{run}.recs", PARTITIONS),
+              "DLQ": (f"faults.{run}.dlq", 1), "MODEL_UPDATES": (f"faults.{run}.updates", 1)}
+    ensure_topics(settings.kafka, [TopicSpec(name, n) for name, n in topics.values()])
+    return {**os.environ, **{f"STREAMREC_TOPIC_{k}": name for k, (name, _) in topics.items()},
+            "STREAMREC_INTERACTIONS_PARTITIONS": str(PARTITIONS),
+            "STREAMREC_WORKER_GROUP": f"faults-{run}", "STREAMREC_WORKER_METRICS_PORT": "0",
+            "STREAMREC_DATA_DIR": str(home)}
+
+
+def send_at_rate(settings: Settings, env: dict[str, str], events: list[Event],
+                 rate: float) -> None:
+    """Every event, keyed by user, paced to ``rate`` events per second."""
+    start = time.monotonic()
+    with EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
+                       env["STREAMREC_TOPIC_DLQ"]) as producer:
+        for i, event in enumerate(events):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            producer.send(event, headers=[sent_at_header()])
+
+
+def kill_while(sending: threading.Thread, workers: list[ServiceProcess], env: dict[str, str],
+               logs: Path, every: tuple[float, float], rng: random.Random) -> tuple[int, float]:
+    """SIGKILL a worker every ``every`` seconds (uniform) and restart it at once, for as
+    long as ``sending`` runs. Returns the kills and the time of the last one."""
+    kills, last = 0, time.monotonic()
+    while sending.is_alive():
+        sending.join(rng.uniform(*every))
+        if not sending.is_alive():
+            break
+        victim = kills % len(workers)
+        workers[victim].proc.send_signal(signal.SIGKILL)
+        workers[victim].proc.wait()
+        workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
+        kills, last = kills + 1, time.monotonic()
+    return kills, last
+
+
+def read_answers(settings: Settings, env: dict[str, str], expected: set[str],
+                 wait_s: float) -> tuple[Counter[str], float]:
+    """Answers per event id, read until every expected event has one or none has come for
+    ``wait_s`` (a killed worker's partitions wait out the session timeout); and when the
+    last expected event was first answered (monotonic clock)."""
+    answers: Counter[str] = Counter()
+    answered_at, missing = time.monotonic(), len(expected)
+    for record in read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                             from_beginning=True, idle_timeout_s=wait_s):
+        event_id = orjson.loads(record.value)["event_id"]
+        if event_id in expected and event_id not in answers:
+            answered_at, missing = time.monotonic(), missing - 1
+        answers[event_id] += 1
+        if not missing:
+            break
+    return answers, answered_at
+
+
+def final_sessions(settings: Settings, env: dict[str, str]) -> dict[str, dict]:
+    changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
+    return {orjson.loads(r.key): orjson.loads(r.value)
+            for r in read_topic(settings.kafka, changelog, from_beginning=True,
+                                idle_timeout_s=15)}
+
+
+def state_mismatches(events: list[Event], stored: dict[str, dict]) -> list[str]:
+    """Users whose stored session differs from one uninterrupted pass over ``events``."""
+    expected: dict[str, SessionState] = {}
+    for e in events:
+        expected[e.user_id] = apply_event(expected.get(e.user_id), e, SessionPolicy())[0]
+    return [u for u, s in expected.items()
+            if u not in stored or SessionState.from_dict(stored[u]) != s]
+
+
+def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    events = list(generate(SyntheticConfig(users=args.users, items=2_000, events=args.events,
+                                           seed=seed)))
+    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
+        logs = Path(args.logs or tmp) / f"run{seed + 1}"
+        logs.mkdir(parents=True, exist_ok=True)
+        home = logs / "state"
+        env = chaos_env(settings, home)
+        # One at a time: two workers opening a registry that does not exist yet race to
+        # create its tables (sqlite "table experiments already exists").
+        workers = [ServiceProcess.start(env, logs / "worker0.log", "worker")]
+        try:
+            workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
+            workers.append(ServiceProcess.start(env, logs / "worker1.log", "worker"))
+            workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
+            sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
+                                                                  args.rate))
+            sending.start()
+            kills, last_kill = kill_while(sending, workers, env, logs, args.kill_every, rng)
+            answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
+                                                args.drain_s)
+            stored = final_sessions(settings, env)
+        finally:
+            for worker in workers:
+                worker.proc.send_signal(signal.SIGKILL)
+                worker.proc.wait()
+        crashed = sum(log.read_text(errors="replace").count("Crashed")
+                      for log in logs.glob("worker*.log"))
+    return {"events": len(events), "kills": kills,
+            "lost": sum(1 for e in events if e.event_id not in answers),
+            "duplicated": sum(answers.values()) - len(answers),
+            "drained_s": max(answered_at - last_kill, 0.0),
+            "state_mismatches": len(state_mismatches(events, stored)), "crashed": crashed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1_500, help="events per second")
+    parser.add_argument("--users", type=int, default=5_000)
+    parser.add_argument("--kill-every", type=float, nargs=2, default=(5.0, 10.0),
+                        metavar=("MIN_S", "MAX_S"))
+    parser.add_argument("--drain-s", type=float, default=120.0,
+                        help="seconds without an answer that end the run (beyond the "
+                             "workers' session timeout)")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--logs", help="keep the workers' logs here (default: thrown away)")
+    args = parser.parse_args()
+    settings = load_settings()
+    build_stack(settings).up()
+    failed = False
+    for seed in range(args.runs):
+        figures = run(settings, args, seed)
+        print("kill -9 chaos, run {}: {events:,} events, {kills} kills: lost {lost}, "
+              "duplicated {duplicated}, all answered {drained_s:.1f} s after the last kill, "
+              "{state_mismatches} sessions differ, {crashed} 'Crashed' in the logs"
+              .format(seed + 1, **figures), flush=True)
+        failed |= bool(figures["lost"] or figures["state_mismatches"] or figures["crashed"])
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

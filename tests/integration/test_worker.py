@@ -53,10 +53,15 @@ def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str)
 
 
 def _send(settings: Settings, env: dict, events: list[Event]) -> None:
+    """Send and make sure the broker has every event: an event lost on the way in must not
+    pass for one the worker lost (issue #16's restart flake)."""
     with EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
                        env["STREAMREC_TOPIC_DLQ"]) as producer:
         for e in events:
             producer.send(e, headers=[sent_at_header()])
+    stats = producer.refresh_stats()
+    assert stats.failed == 0 and stats.delivered == len(events), \
+        f"the producer lost events: {stats}"
 
 
 def test_worker_answers_every_valid_event_and_dead_letters_the_rest(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.content import ContentTable
 from model.features import FeatureSpec
 
 
@@ -107,6 +108,7 @@ class Sequences:
     cats: list[np.ndarray]     # [len, len(spec.categorical)] hashed ids, 0 = missing
     converted: list[np.ndarray]  # same shape as by_user: the conversion label
     spec: FeatureSpec = field(default_factory=FeatureSpec)
+    content: ContentTable | None = None  # the catalogue's arrays per dense item id, if any
 
     @property
     def num_items(self) -> int:

@@ -16,6 +16,12 @@ belongs next to the other.
 Both combine the ranker's task heads into one score with ``head_weights`` (settings), and
 the serving form returns each item's per-head scores and, per list, the session items
 that drove it (the encoder's last attention block, newest position).
+
+A bundle whose retriever was trained with a catalogue also takes items while it serves
+(``add_items``): a new item is embedded from its content alone and joins the index at
+once, so the model path can recommend it with no retrain; a changed record re-embeds
+its item. Each list says per item which ``path`` served it: ``model`` (an item the
+models trained on) or ``content`` (known by its content alone).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
 
+from model.content import ItemContent
 from model.data import IdMap, Side
 from model.features import FeatureSpec, LiveSession
 from model.fitting import predict_rows
@@ -130,6 +137,7 @@ class Recommendation:
     scores: list[float]
     heads: dict[str, list[float]] | None = None
     because: list[tuple[str, float]] | None = None
+    paths: list[str] | None = None  # per item: "model" or "content" (``ServingBundle``)
 
     def finite(self) -> bool:
         """Every score and head score is a number: a NaN or infinite one would reach users
@@ -156,6 +164,46 @@ class ServingBundle:
         self.incremental = IncrementalEncoder(encoder)
         self.cached_users = cached_users
         self.caches: OrderedDict[str, SessionCache] = OrderedDict()
+        self.trained_items = len(items)  # ids past this are known by content alone
+
+    def add_items(self, records: Sequence[ItemContent]) -> int:
+        """Embed catalogue records into the encoder's table and the index, so the next
+        lists can hold them: a new item by its content alone, a trained one by its id
+        vector plus its new content (the last record of an id wins). Returns how many were
+        embedded: none when the retriever was trained without a catalogue. Cached
+        sessions keep the vectors they were encoded with until their window rolls."""
+        content = self.encoder.content
+        latest = {r.item_id: r for r in records}
+        if content is None or not latest:
+            return 0
+        vectors = content.embed_items(list(latest.values()))
+        dense = np.array([self.items.get(i) for i in latest], np.int64)
+        trained = (dense > 0) & (dense <= self.trained_items)
+        if self.encoder.id_vectors is not None:
+            vectors[trained] += self.encoder.id_vectors[dense[trained]]
+        known = dense > 0
+        table = np.concatenate([self.encoder.items, vectors[~known]])
+        table[dense[known]] = vectors[known]
+        for item in (i for i, d in zip(latest, dense) if d == 0):
+            self.items.add(item)
+        self.encoder = replace(self.encoder, items=table)
+        self.incremental = IncrementalEncoder(self.encoder)
+        if known.any() and not self.index.update(dense[known], vectors[known]):
+            self.index = ItemIndex.build(table, self.index.cfg)
+        elif not known.all():
+            self.index.add(vectors[~known])
+        return len(latest)
+
+    def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
+        """The ``k`` items nearest to ``item_id`` in the retriever's item space (None for
+        an item it does not know): a new item's neighbours come from its content."""
+        dense = self.items.get(item_id)
+        if not dense:
+            return None
+        scores, ids = self.index.search(self.encoder.items[dense][None], k,
+                                        exclude=[np.array([dense])])
+        top = np.flatnonzero(ids[0] > 0)
+        return self._list(0, top, ids, scores, None, None)
 
     def _encode(self, users: list[str], tokens: list[np.ndarray],
                 explain: list[Attention]) -> np.ndarray:
@@ -264,8 +312,10 @@ class ServingBundle:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
             found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side,
                                      seen_excluded=exclude_seen)
-            heads = self.ranker.score(user_ids, ids, emb, found.scores, found.context,
-                                      found.categories, found.pair)
+            # Items known by content alone have no ranker row: they take the "unknown" one.
+            heads = self.ranker.score(user_ids, np.where(ids <= self.trained_items, ids, 0),
+                                      emb, found.scores, found.context, found.categories,
+                                      found.pair)
             scores = np.where(ids > 0, heads @ self.heads, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         valid = np.take_along_axis(ids, order, 1) > 0
@@ -300,9 +350,10 @@ class ServingBundle:
         per_head = None
         if heads is not None and self.ranker is not None and len(self.ranker.tasks) > 1:
             per_head = dict(zip(self.ranker.tasks, heads[row, top].T.tolist()))
-        names = self.items.ids
-        return Recommendation([names[i - 1] for i in ids[row, top].tolist()],
-                              scores[row, top].tolist(), per_head, because)
+        names, chosen = self.items.ids, ids[row, top].tolist()
+        return Recommendation([names[i - 1] for i in chosen], scores[row, top].tolist(),
+                              per_head, because,
+                              ["model" if i <= self.trained_items else "content" for i in chosen])
 
 
 def _rounds(users: list[str]) -> list[list[int]]:

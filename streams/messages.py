@@ -36,11 +36,14 @@ def version_string(versions: Mapping[str, str]) -> str:
 @dataclass
 class ScoredItem:
     """An item and its served score; ``heads``: the ranker's score per task (``next``,
-    ``conversion``) when a multi-task ranker served it."""
+    ``conversion``) when a multi-task ranker served it; ``path``, in a model list: ``model``
+    (an item the models trained on) or ``content`` (a catalogue item known by its content
+    alone, not yet trained on)."""
 
     item_id: str
     score: float
     heads: dict[str, float] | None = None
+    path: str | None = None
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Reason:
 
 
 def _items(raw: list[dict[str, Any]]) -> list[ScoredItem]:
-    return [ScoredItem(i["item_id"], i["score"], i.get("heads")) for i in raw]
+    return [ScoredItem(i["item_id"], i["score"], i.get("heads"), i.get("path")) for i in raw]
 
 
 @dataclass

@@ -208,8 +208,11 @@ def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
 
 
 def model_items(rec: Recommendation) -> list[ScoredItem]:
-    """A model's list as wire items, with each item's per-head scores when it has them."""
+    """A model's list as wire items, with each item's per-head scores and path when it
+    has them."""
     items = scored(zip(rec.items, rec.scores))
+    for item, path in zip(items, rec.paths or ()):
+        item.path = path
     for task, scores in (rec.heads or {}).items():
         for item, score in zip(items, scores):
             if item.heads is None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import keras
@@ -12,6 +12,13 @@ import numpy as np
 
 from model.data import LeaveLastOut, Sequences
 from model.evaluation.baselines import ImplicitALS, ItemKNN, Popularity
+from model.evaluation.cold import (
+    CategoryPopularity,
+    ColdItems,
+    RandomScores,
+    cold_scorer,
+    evaluate_cold,
+)
 from model.evaluation.protocols import Scorer, evaluate, evaluate_cases, evaluate_next_click
 from model.fitting import TrainResult
 from model.pipeline import PipelineScorer
@@ -101,9 +108,24 @@ def conversion_report(pipeline: PipelineScorer, split: LeaveLastOut, stage: str 
     return out
 
 
-def leave_last_out_report(dataset: str, split: LeaveLastOut,
-                          trained: dict[str, Trained]) -> dict:
-    """The ``streamrec evaluate`` JSON: both protocols on the test stage per model."""
+def cold_items_report(cold: ColdItems, trained: dict[str, Trained],
+                      categories: Mapping[str, Sequence[str]]) -> dict:
+    """Per model, both protocols on the cold-item cases; beside them the two baselines."""
+    def block(scorer: Scorer) -> dict:
+        result = evaluate_cold(scorer, cold)
+        return {"sampled": result["sampled"], "full": result["full"], "cases": result["users"]}
+
+    return {"models": {name: block(cold_scorer(t.scorer, cold)) for name, t in trained.items()},
+            "baselines": {"category-popularity": block(CategoryPopularity(cold, categories)),
+                          "random": block(RandomScores(cold.num_items))},
+            "cold_items": int(len(cold.cold)), "cases": int(len(cold.users))}
+
+
+def leave_last_out_report(dataset: str, split: LeaveLastOut, trained: dict[str, Trained],
+                          cold: ColdItems | None = None,
+                          categories: Mapping[str, Sequence[str]] | None = None) -> dict:
+    """The ``streamrec evaluate`` JSON: both protocols on the test stage per model, and
+    with ``cold`` (the cold-item protocol) each model's ``cold_items`` block."""
     seqs = split.sequences
     models = {}
     for name, t in trained.items():
@@ -114,11 +136,21 @@ def leave_last_out_report(dataset: str, split: LeaveLastOut,
             models[name]["best_epoch"] = t.result.best_epoch
         if isinstance(t.scorer, PipelineScorer) and (tasks := conversion_report(t.scorer, split)):
             models[name]["conversion"] = tasks
-    return {"dataset": dataset, "protocol": "leave-last-out by time (ties: file order); "
-            "sampled = 100 uniform unseen negatives; full = all unseen items",
-            "users": seqs.num_users, "items": seqs.num_items,
-            "interactions": seqs.interactions(), "evaluated_users": int(len(split.eval_users("test"))),
-            "models": models}
+    report = {"dataset": dataset, "protocol": "leave-last-out by time (ties: file order); "
+              "sampled = 100 uniform unseen negatives; full = all unseen items",
+              "users": seqs.num_users, "items": seqs.num_items,
+              "interactions": seqs.interactions(),
+              "evaluated_users": int(len(split.eval_users("test"))),
+              "catalogue_items": seqs.content.covered if seqs.content is not None else 0,
+              "models": models}
+    if cold is not None:
+        found = cold_items_report(cold, trained, categories or {})
+        for name, block in found.pop("models").items():
+            models[name]["cold_items"] = block
+        report["cold_items"] = found
+        report["protocol"] += ("; cold items: a random 10% of catalogued items left out of "
+                               "training, each user's last event on one ranked among all items")
+    return report
 
 
 def next_click_report(dataset: str, train: Sequences, test_sessions: list[np.ndarray],

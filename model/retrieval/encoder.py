@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
 
+from model.content import NumpyContent
 from model.retrieval.sasrec import SASRec
 from model.weights import layer_arrays
 
@@ -44,6 +46,11 @@ class NumpySASRec:
     blocks: tuple[_Block, ...]
     final_norm: tuple[np.ndarray, np.ndarray]
     types: np.ndarray | None = None  # [num_types, d] event-type embeddings, if trained with
+    # With a catalogue: ``items`` already holds id + content; ``content`` embeds an item
+    # the model never trained on, ``id_vectors`` [num_items + 1, d] re-embeds a known
+    # item whose record changed (its id part plus its new content).
+    content: NumpyContent | None = None
+    id_vectors: np.ndarray | None = None
 
     @property
     def max_len(self) -> int:
@@ -125,9 +132,17 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
         blocks.append(_Block(tuple(layer_arrays(enc.attn_norm[i])), wq, bq, wk, bk, wv, bv, wo, bo,
                              tuple(layer_arrays(enc.ffn_norm[i])), w1, b1, w2, b2))
     types = layer_arrays(enc.type_embedding)[0] if enc.num_types else None
-    return NumpySASRec(layer_arrays(enc.item_embedding)[0], layer_arrays(enc.pos_embedding)[0],
+    ids = layer_arrays(enc.item_embedding)[0]
+    content = None
+    if enc.content_spec is not None:
+        numeric = (layer_arrays(enc.content_encoder.numeric_map)[0]
+                   if enc.content_encoder.num_numeric else np.zeros((0, enc.dim), np.float32))
+        content = NumpyContent(enc.content_spec,
+                               layer_arrays(enc.content_encoder.token_embedding)[0], numeric)
+    items = np.asarray(keras.ops.convert_to_numpy(model.item_embeddings()), np.float32)
+    return NumpySASRec(items, layer_arrays(enc.pos_embedding)[0],
                        tuple(blocks), tuple(layer_arrays(enc.final_norm)),  # type: ignore[arg-type]
-                       types)
+                       types, content, ids if content is not None else None)
 
 
 @dataclass

@@ -5,6 +5,10 @@ padding) for maximum inner product. The kind follows catalogue size unless given
 exact (``flat``) up to ``exact_max`` items, where exact search is cheap and recall is 1;
 ``ivf`` beyond, whose recall is measured against exact search in the tests; ``hnsw`` on
 request. On a machine where ``faiss.get_num_gpus() > 0`` flat and IVF indexes move to GPU.
+
+A running worker grows the index with items it meets in the catalogue (``add``: ids go
+on from n + 1) and re-embeds items whose record changed (``update``: in place in a CPU
+flat index; other kinds say they cannot, and the caller rebuilds from its table).
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ class IndexConfig:
 
 
 class ItemIndex:
-    def __init__(self, index: faiss.Index, kind: str, num_items: int, dim: int) -> None:
+    def __init__(self, index: faiss.Index, kind: str, num_items: int, dim: int,
+                 cfg: IndexConfig = IndexConfig()) -> None:
         self.index, self.kind, self.num_items, self.dim = index, kind, num_items, dim
+        self.cfg = cfg
 
     @classmethod
     def build(cls, item_table: np.ndarray, cfg: IndexConfig = IndexConfig()) -> ItemIndex:
@@ -67,7 +73,21 @@ class ItemIndex:
             options.useFloat16 = cfg.float16
             index = faiss.index_cpu_to_all_gpus(index, co=options)
         index.add(vectors)
-        return cls(index, kind, n, d)
+        return cls(index, kind, n, d, cfg)
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Index items n + 1, n + 2, ... (rows of ``vectors``)."""
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.num_items += len(vectors)
+
+    def update(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
+        """Replace the vectors of indexed ``ids`` in place; False where this kind of index
+        cannot (only a CPU flat index stores its vectors where they can be rewritten)."""
+        if not isinstance(self.index, faiss.IndexFlat):
+            return False
+        stored = faiss.rev_swig_ptr(self.index.get_xb(), self.num_items * self.dim)
+        stored.reshape(self.num_items, self.dim)[np.asarray(ids) - 1] = vectors
+        return True
 
     def search(self, queries: np.ndarray, k: int,
                exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:

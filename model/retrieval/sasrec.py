@@ -8,7 +8,15 @@ Sequences are left-padded with item 0; positions are counted from the first real
 the embedding of a session does not depend on how much padding precedes it (which the
 incremental serving path relies on). With ``num_types`` > 0 each position also adds an
 embedding of its event type (a purchase is not a view; code 0 = unknown), so the session
-embedding knows how the user met each item. Written with ``keras`` and ``keras.ops`` only.
+embedding knows how the user met each item.
+
+With a catalogue (``content``, a ``model.content.ContentSpec`` as a dict) an item is its
+id embedding plus the embedding of its content (``ItemContentEncoder``), on both sides:
+in the sequence and as a target. During training each item occurrence that has content
+loses its id embedding with probability ``id_dropout`` (DropoutNet, Volkovs et al. 2017),
+so content alone must place an item well: that is how an item the model has never
+trained on (its id row is absent) still lands near the sessions that want it.
+Written with ``keras`` and ``keras.ops`` only.
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+from model.content import ContentSpec, ContentTable, ItemContentEncoder
 
 
 @keras.saving.register_keras_serializable(package="streamrec")
@@ -26,6 +37,7 @@ class SASRecEncoder(keras.layers.Layer):
 
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
                  heads: int = 1, dropout: float = 0.2, num_types: int = 0,
+                 content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if num_items < 1 or max_len < 1 or blocks < 1:
@@ -37,7 +49,11 @@ class SASRecEncoder(keras.layers.Layer):
             raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
         self.num_items, self.max_len, self.dim = num_items, max_len, dim
         self.blocks, self.heads, self.dropout = blocks, heads, dropout
-        self.num_types = num_types
+        if not 0 <= id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1). Received: id_dropout={id_dropout}")
+        self.num_types, self.content, self.id_dropout = num_types, content, id_dropout
+        self.content_spec = ContentSpec.from_dict(content) if content else None
+        self.seeds = keras.random.SeedGenerator(1)
 
     def build(self, input_shape: Any) -> None:
         d = self.dim
@@ -48,6 +64,18 @@ class SASRecEncoder(keras.layers.Layer):
         if self.num_types:
             self.type_embedding = keras.layers.Embedding(self.num_types, d, name="type_embedding")
             self.type_embedding.build((None,))
+        if self.content_spec is not None:
+            spec = self.content_spec
+            self.content_encoder = ItemContentEncoder(spec.buckets, len(spec.numeric), d,
+                                                      name="content")
+            self.content_encoder.build()
+            rows = self.num_items + 1
+            self.content_tokens = self.add_weight(shape=(rows, spec.max_tokens), dtype="int32",
+                                                  initializer="zeros", trainable=False,
+                                                  name="content_tokens")
+            self.content_numeric = self.add_weight(shape=(rows, len(spec.numeric)),
+                                                   initializer="zeros", trainable=False,
+                                                   name="content_numeric")
         self.drop = keras.layers.Dropout(self.dropout)
         self.attn_norm, self.attn, self.ffn_norm, self.ffn_in, self.ffn_out = [], [], [], [], []
         for b in range(self.blocks):
@@ -69,7 +97,7 @@ class SASRecEncoder(keras.layers.Layer):
         valid = ops.cast(ops.not_equal(seq, 0), "float32")
         mask = ops.expand_dims(valid, -1)
         positions = ops.cast(ops.maximum(ops.cumsum(valid, axis=1) - 1.0, 0.0), "int32")
-        x = self.item_embedding(seq) * math.sqrt(self.dim) + self.pos_embedding(positions)
+        x = self.item_vectors(seq, training) * math.sqrt(self.dim) + self.pos_embedding(positions)
         if self.num_types:
             x = x + self.type_embedding(ops.zeros_like(seq) if types is None else types)
         x = self.drop(x, training=training) * mask
@@ -85,10 +113,36 @@ class SASRecEncoder(keras.layers.Layer):
             x = (h + self.drop(f, training=training)) * mask
         return self.final_norm(x) * mask
 
+    def item_vectors(self, ids: Any, training: bool = False) -> Any:
+        """[...] item ids -> [..., dim]: id embedding, plus content when there is a
+        catalogue (id dropped at random in training where content exists)."""
+        out = self.item_embedding(ids)
+        if self.content_spec is None:
+            return out
+        tokens = ops.take(self.content_tokens, ids, axis=0)
+        content = self.content_encoder(tokens, ops.take(self.content_numeric, ids, axis=0))
+        if training and self.id_dropout:
+            has = ops.any(ops.not_equal(tokens, 0), axis=-1)
+            draw = keras.random.uniform(ops.shape(ids), seed=self.seeds)
+            keep = ops.logical_not(ops.logical_and(has, draw < self.id_dropout))
+            out = out * ops.expand_dims(ops.cast(keep, out.dtype), -1)
+        return out + content
+
+    def set_content(self, table: ContentTable) -> None:
+        """Load the catalogue's arrays for ids 0..num_items (rows past the table: none)."""
+        rows = self.num_items + 1
+        tokens = np.zeros((rows, table.spec.max_tokens), np.int32)
+        numeric = np.zeros((rows, len(table.spec.numeric)), np.float32)
+        n = min(rows, len(table.tokens))
+        tokens[:n], numeric[:n] = table.tokens[:n], table.numeric[:n]
+        self.content_tokens.assign(tokens)
+        self.content_numeric.assign(numeric)
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_items": self.num_items, "max_len": self.max_len,
                 "dim": self.dim, "blocks": self.blocks, "heads": self.heads,
-                "dropout": self.dropout, "num_types": self.num_types}
+                "dropout": self.dropout, "num_types": self.num_types,
+                "content": self.content, "id_dropout": self.id_dropout}
 
 
 @keras.saving.register_keras_serializable(package="streamrec")
@@ -102,15 +156,19 @@ class SASRec(keras.Model):
 
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
                  heads: int = 1, dropout: float = 0.2, num_types: int = 0,
+                 content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = SASRecEncoder(num_items, max_len, dim, blocks, heads, dropout,
-                                     num_types, name="encoder")
+                                     num_types, content, id_dropout, name="encoder")
         self.max_len = max_len
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
         h = self.encoder(inputs["seq"], inputs.get("types"), training=training)  # [B, L, d]
-        table = self.encoder.item_embedding
+
+        def table(ids: Any) -> Any:
+            return self.encoder.item_vectors(ids, training)
+
         pos = ops.sum(h * table(inputs["pos"]), axis=-1, keepdims=True)    # [B, L, 1]
         neg = inputs["neg"]
         if len(neg.shape) == 3:                                            # per position [B, L, S]
@@ -123,13 +181,20 @@ class SASRec(keras.Model):
         return self.encoder(seq, types, training=False)[:, -1, :]
 
     def item_embeddings(self) -> Any:
-        return self.encoder.item_embedding.embeddings
+        """[num_items + 1, dim]: every known item's vector (id plus content)."""
+        if self.encoder.content_spec is None:
+            return self.encoder.item_embedding.embeddings
+        return self.encoder.item_vectors(ops.arange(self.encoder.num_items + 1))
+
+    def content_vectors(self, tokens: Any, numeric: Any) -> Any:
+        """[n, dim] vectors of items known by content alone (``ContentSpec.arrays``)."""
+        return self.encoder.content_encoder(tokens, numeric)
 
     def get_config(self) -> dict[str, Any]:
         enc = self.encoder
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
                 "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
-                "num_types": enc.num_types}
+                "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout}
 
 
 @keras.saving.register_keras_serializable(package="streamrec")

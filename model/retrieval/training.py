@@ -36,6 +36,11 @@ class SASRecConfig:
     # counts a purchase twice a view; empty weighs all alike.
     event_types: bool = True
     type_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.5, 2.0)
+    # Item content, when the sequences carry a catalogue (``Sequences.content``): each
+    # item is id + content, and an item's id is dropped with this probability in training
+    # so content alone learns to place it (what new items get).
+    content: bool = True
+    id_dropout: float = 0.3
     eval_every: int = 5
     patience: int = 4          # evaluations without improvement before stopping
     seed: int = 42
@@ -121,12 +126,17 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
     rows, seq, pos, seq_types, pos_types = training_arrays(split.train, cfg.max_len,
                                                            cfg.max_windows, types)
     seen = SeenItems(split.train, seqs.num_items)
+    content = seqs.content if cfg.content else None
     model = SASRec(seqs.num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads, cfg.dropout,
-                   num_types=seqs.spec.num_types if cfg.event_types else 0)
+                   num_types=seqs.spec.num_types if cfg.event_types else 0,
+                   content=content.spec.to_dict() if content is not None else None,
+                   id_dropout=cfg.id_dropout if content is not None else 0.0)
+    model({"seq": seq[:1], "types": seq_types[:1], "pos": pos[:1],
+           "neg": np.ones((1, 1), "int64")})
     if init is not None:
-        model({"seq": seq[:1], "types": seq_types[:1], "pos": pos[:1],
-               "neg": np.ones((1, 1), "int64")})
         copy_weights(model, init)
+    if content is not None:
+        model.encoder.set_content(content)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_2=0.98),
                   loss=LOSSES[cfg.loss])
     mask = target_weights(pos, pos_types, cfg.type_weights)

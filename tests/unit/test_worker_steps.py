@@ -288,11 +288,12 @@ def test_lists_carry_per_head_scores_and_the_session_items_behind_them() -> None
     step, producer, _ = make_step()
     bundle = FakeBundle("r:v3", {"u1": Recommendation(
         ["x", "y"], [1.5, 0.5], {"next": [1.0, 0.25], "conversion": [np.float32(0.3333333), 0.0]},
-        [("q", np.float32(0.61234567)), ("a", 0.3)])})
+        [("q", np.float32(0.61234567)), ("a", 0.3)], ["model", "content"])})
     (lst,) = asyncio.run(step.publish([update("u1", ("a", "q"))], bundle))
     record = orjson.loads(producer.sent[0][2])
     assert record["items"][0] == {"item_id": "x", "score": 1.5,
-                                  "heads": {"next": 1.0, "conversion": 0.333333}}
+                                  "heads": {"next": 1.0, "conversion": 0.333333}, "path": "model"}
+    assert record["items"][1]["path"] == "content"  # known by its catalogue content alone
     assert record["because"] == [{"item_id": "q", "weight": 0.6123},
                                  {"item_id": "a", "weight": 0.3}]
     assert RecommendationList.from_json(producer.sent[0][2]) == lst
@@ -312,8 +313,8 @@ def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
                             "event_item_id", "sent_us", "published_us", "because"]
     assert {k: v for k, v in record.items() if k != "published_us"} == {
         "user_id": "u1", "path": "model", "model_version": "r:v2",
-        "items": [{"item_id": "x", "score": 0.123457, "heads": None},
-                  {"item_id": "y", "score": 2.0, "heads": None}],
+        "items": [{"item_id": "x", "score": 0.123457, "heads": None, "path": None},
+                  {"item_id": "y", "score": 2.0, "heads": None, "path": None}],
         "event_id": EVENT_ID, "event_item_id": "q", "sent_us": 1_700_000_000_000_000,
         "because": None}
     assert record["published_us"] >= record["sent_us"]

@@ -1,0 +1,217 @@
+"""Item content, declared once for training and serving: what a catalogue says of an
+item (categories, brand, title and text, price and other numbers) as fixed-width arrays,
+and the encoder that turns those arrays into a vector in the retriever's item space.
+
+Why hashing: categories, brands and words form an open vocabulary that grows with the
+catalogue. Each becomes a field-tagged token (``c=shoes``, ``b=acme``, ``w=glue``,
+``w=gorilla_glue``) hashed by CRC32 (stable across processes, unlike ``hash``) into
+``buckets`` rows: nothing to fit, grow or ship besides the spec, and an item first seen
+at serving time hashes to the same rows it would have in training.
+
+The same ``ContentSpec.arrays`` feeds the Keras layer (``ItemContentEncoder``, inside
+SASRec) and the NumPy twin (``NumpyContent``) that embeds new items in a running worker;
+a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+from keras import ops
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_MIN_SHARE = 0.05  # a numeric attribute becomes a feature when this share of items has it
+_MAX_NUMERIC = 8
+
+
+class ItemContent(Protocol):
+    """What the model reads of a catalogue record (``streams.catalog.ItemRecord``)."""
+
+    item_id: str
+    title: str | None
+    text: str | None
+    categories: Sequence[str]
+    brand: str | None
+    price: float | None
+    attributes: Mapping[str, float]
+
+
+def _number(value: Any) -> float:
+    """Signed log1p of a finite number (prices and counts are heavy-tailed; a year stays
+    monotonic), NaN when missing."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return math.nan
+    return math.copysign(math.log1p(abs(value)), value)
+
+
+@dataclass(frozen=True)
+class ContentSpec:
+    """How records become arrays: ``tokens`` per item (hashed ids, 0 = padding) and
+    ``numeric`` values (normalised with the moments of the catalogue it was fitted on).
+    Kept in the retriever's config, so a model always embeds new items as it was trained."""
+
+    buckets: int = 1 << 15
+    max_tokens: int = 48
+    bigrams: bool = True
+    numeric: tuple[str, ...] = ()  # "price" or attribute names
+    numeric_mean: tuple[float, ...] = ()
+    numeric_std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.buckets < 2 or self.max_tokens < 1:
+            raise ValueError(f"need buckets >= 2 and max_tokens >= 1. Received: "
+                             f"buckets={self.buckets}, max_tokens={self.max_tokens}")
+
+    def tokens(self, item: ItemContent) -> list[int]:
+        """Hashed token ids (1..buckets-1), most telling first: categories, brand, title
+        words, then text words; duplicates once; at most ``max_tokens``."""
+        keys = [f"c={c.strip().lower()}" for c in item.categories if c.strip()]
+        if item.brand and item.brand.strip():
+            keys.append(f"b={item.brand.strip().lower()}")
+        for field in (item.title, item.text):
+            words = _WORD.findall((field or "").lower())
+            keys.extend(f"w={w}" for w in words)
+            if self.bigrams:
+                keys.extend(f"w={a}_{b}" for a, b in zip(words, words[1:]))
+        out: dict[int, None] = {}
+        for key in keys:
+            out.setdefault(1 + zlib.crc32(key.encode()) % (self.buckets - 1))
+            if len(out) == self.max_tokens:
+                break
+        return list(out)
+
+    def raw_numeric(self, item: ItemContent) -> list[float]:
+        """Declared numbers, transformed but not normalised (NaN = missing)."""
+        return [_number(item.price if key == "price" else item.attributes.get(key))
+                for key in self.numeric]
+
+    def fit(self, items: Sequence[ItemContent]) -> ContentSpec:
+        """This spec with its numeric keys chosen (price and attributes that at least 5%
+        of ``items`` carry, at most 8) and their moments taken from ``items``."""
+        counts: dict[str, int] = {}
+        for item in items:
+            for key in (["price"] if item.price is not None else []) + list(item.attributes):
+                counts[key] = counts.get(key, 0) + 1
+        keys = sorted((k for k, n in counts.items() if n >= _MIN_SHARE * len(items)),
+                      key=lambda k: (-counts[k], k))[:_MAX_NUMERIC]
+        spec = replace(self, numeric=tuple(keys), numeric_mean=(), numeric_std=())
+        values = np.array([spec.raw_numeric(i) for i in items], np.float64).reshape(
+            len(items), len(keys))
+        present = ~np.isnan(values)
+        count = np.maximum(present.sum(axis=0), 1)
+        mean = np.where(present, values, 0.0).sum(axis=0) / count
+        var = (np.where(present, values - mean, 0.0) ** 2).sum(axis=0) / count
+        return replace(spec, numeric_mean=tuple(map(float, mean)),
+                       numeric_std=tuple(float(s) if s > 0 else 1.0 for s in np.sqrt(var)))
+
+    def arrays(self, items: Sequence[ItemContent | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens [n, max_tokens] int32, numeric [n, len(numeric)] float32) for ``items``
+        in row order; a None row (an item with no record) is all zeros."""
+        tokens = np.zeros((len(items), self.max_tokens), np.int32)
+        raw = np.full((len(items), len(self.numeric)), np.nan)
+        for row, item in enumerate(items):
+            if item is not None:
+                ids = self.tokens(item)
+                tokens[row, :len(ids)] = ids
+                raw[row] = self.raw_numeric(item)
+        mean = np.asarray(self.numeric_mean or [0.0] * len(self.numeric))
+        std = np.asarray(self.numeric_std or [1.0] * len(self.numeric))
+        numeric = np.nan_to_num((raw - mean) / std, nan=0.0).clip(-5, 5).astype(np.float32)
+        return tokens, numeric
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ContentSpec:
+        tuples = ("numeric", "numeric_mean", "numeric_std")
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class ContentTable:
+    """Content arrays for dense item ids 0..n (row 0, padding, and items with no record
+    are zeros), built by ``catalogue_table``."""
+
+    spec: ContentSpec
+    tokens: np.ndarray   # [n + 1, max_tokens] int32
+    numeric: np.ndarray  # [n + 1, len(spec.numeric)] float32
+
+    @property
+    def covered(self) -> int:
+        """Items (padding excluded) the catalogue describes."""
+        return int(((self.tokens[1:] > 0).any(axis=1) | (self.numeric[1:] != 0).any(axis=1)).sum())
+
+
+def catalogue_table(records: Iterable[ItemContent], item_ids: Sequence[str],
+                    spec: ContentSpec | None = None) -> ContentTable:
+    """The content of each id in ``item_ids`` (dense id i = position i - 1, as
+    ``IdMap.ids``), from whichever ``records`` name it; the spec is fitted on the records
+    when none is given."""
+    by_id = {r.item_id: r for r in records}
+    spec = spec or ContentSpec().fit(list(by_id.values()))
+    tokens, numeric = spec.arrays([None, *(by_id.get(i) for i in item_ids)])
+    return ContentTable(spec, tokens, numeric)
+
+
+@keras.saving.register_keras_serializable(package="streamrec")
+class ItemContentEncoder(keras.layers.Layer):
+    """(tokens [..., T], numeric [..., N]) -> [..., dim]: the mean of the tokens'
+    embeddings plus a linear map of the numbers (no bias: an item with no content maps
+    to the zero vector, so its id embedding alone speaks for it)."""
+
+    def __init__(self, buckets: int, num_numeric: int, dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if buckets < 2 or num_numeric < 0 or dim < 1:
+            raise ValueError(f"need buckets >= 2, num_numeric >= 0, dim >= 1. Received: "
+                             f"buckets={buckets}, num_numeric={num_numeric}, dim={dim}")
+        self.buckets, self.num_numeric, self.dim = buckets, num_numeric, dim
+
+    def build(self, input_shape: Any = None) -> None:
+        self.token_embedding = keras.layers.Embedding(self.buckets, self.dim,
+                                                      name="token_embedding")
+        self.token_embedding.build((None,))
+        if self.num_numeric:
+            self.numeric_map = keras.layers.Dense(self.dim, use_bias=False, name="numeric_map")
+            self.numeric_map.build((None, self.num_numeric))
+
+    def call(self, tokens: Any, numeric: Any) -> Any:
+        present = ops.cast(ops.not_equal(tokens, 0), "float32")
+        summed = ops.sum(self.token_embedding(tokens) * ops.expand_dims(present, -1), axis=-2)
+        out = summed / ops.maximum(ops.sum(present, axis=-1, keepdims=True), 1.0)
+        if self.num_numeric:
+            out = out + self.numeric_map(ops.cast(numeric, "float32"))
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "buckets": self.buckets,
+                "num_numeric": self.num_numeric, "dim": self.dim}
+
+
+@dataclass(frozen=True)
+class NumpyContent:
+    """``ItemContentEncoder`` over exported weights, with the spec that makes its inputs:
+    how a worker embeds an item the model has never trained on."""
+
+    spec: ContentSpec
+    tokens: np.ndarray   # [buckets, dim]
+    numeric: np.ndarray  # [N, dim] (N may be 0)
+
+    def embed(self, tokens: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        present = (tokens != 0).astype(np.float32)[..., None]
+        summed = (self.tokens[tokens] * present).sum(axis=-2)
+        out = summed / np.maximum(present.sum(axis=-2), 1.0)
+        if len(self.numeric):
+            out = out + numeric @ self.numeric
+        return out.astype(np.float32)
+
+    def embed_items(self, items: Sequence[ItemContent]) -> np.ndarray:
+        """[len(items), dim] content vectors of catalogue records."""
+        return self.embed(*self.spec.arrays(items))

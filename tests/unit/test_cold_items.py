@@ -1,0 +1,125 @@
+"""The cold-item protocol (``model.evaluation.cold``): which items go cold, what trains,
+which cases are ranked, and how each kind of model scores a cold item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from model.data import leave_last_out
+from model.evaluation.baselines import Popularity
+from model.evaluation.cold import (
+    CategoryPopularity,
+    ColdItemsLast,
+    RandomScores,
+    WithColdItems,
+    cold_item_split,
+    cold_scorer,
+    evaluate_cold,
+)
+from model.retrieval.sasrec import SASRec
+from model.retrieval.training import SASRecScorer
+
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    title: str | None = None
+    text: str | None = None
+    categories: tuple[str, ...] = ()
+    brand: str | None = None
+    price: float | None = None
+    attributes: dict[str, float] = field(default_factory=dict)
+
+
+def _log(users: int = 30, items: int = 40, length: int = 8) -> list[SimpleNamespace]:
+    rng = np.random.default_rng(0)
+    events, ts = [], 1_600_000_000_000
+    for _ in range(length):
+        for u in range(users):
+            ts += 1000
+            events.append(SimpleNamespace(user_id=f"u{u}", item_id=f"i{rng.integers(items)}",
+                                          ts=ts, event_type="view", context=None))
+    return events
+
+
+RECORDS = [Item(f"i{i}", title=f"thing {i}", categories=(f"c{i % 4}",)) for i in range(40)]
+
+
+def test_cold_items_leave_training_and_each_case_targets_one() -> None:
+    events = _log()
+    cold = cold_item_split(events, RECORDS + [Item("not-in-log")], seed=1)
+    cold_names = {cold.items.ids[i - 1] for i in cold.cold}
+    assert len(cold_names) == 4 and "not-in-log" not in cold_names  # 10% of 40 logged items
+    assert set(cold.sequences.items.ids).isdisjoint(cold_names)
+    assert cold.sequences.interactions() == sum(e.item_id not in cold_names for e in events)
+    assert len(cold.users) and set(cold.targets) <= set(cold.cold)
+    for user, n, target, hist in zip(cold.users, cold.lengths, cold.targets, cold.histories()):
+        name = cold.sequences.users.ids[user - 1]
+        mine = [e.item_id for e in events if e.user_id == name]
+        last_cold = max(i for i, item in enumerate(mine) if item in cold_names)
+        assert cold.items.ids[target - 1] == mine[last_cold]  # the user's last cold event
+        assert n == sum(item not in cold_names for item in mine[:last_cold]) == len(hist) > 0
+    # The content table covers warm and cold ids alike.
+    assert cold.sequences.content is not None
+    assert cold.sequences.content.tokens.shape[0] == cold.num_items + 1
+    assert cold.sequences.content.covered == cold.num_items
+    assert (cold_item_split(events, RECORDS, seed=1).cold == cold.cold).all()  # by seed
+
+
+def test_bad_protocol_input_fails_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        cold_item_split(_log(), RECORDS, fraction=1.0)
+    with pytest.raises(ValueError, match="no item of the log"):
+        cold_item_split(_log(), [Item("elsewhere")])
+
+
+def test_models_without_content_rank_cold_items_last() -> None:
+    cold = cold_item_split(_log(), RECORDS, seed=1)
+    split = leave_last_out(cold.sequences)
+    pop = Popularity().fit(split.train, cold.sequences.num_items)
+    scorer = cold_scorer(pop, cold)
+    assert isinstance(scorer, ColdItemsLast)
+    scores = scorer.score(cold.users[:3], cold.histories()[:3])
+    assert scores.shape == (3, cold.num_items + 1)
+    assert (scores[:, cold.cold].max(axis=1) < scores[:, 1:cold.cold[0]].min(axis=1)).all()
+    full = evaluate_cold(scorer, cold)["full"]
+    assert full["HR@10"] == 0.0 and full["AUC"] < 0.2
+
+
+def test_a_content_sasrec_scores_cold_items_by_content_alone() -> None:
+    keras.utils.set_random_seed(0)
+    cold = cold_item_split(_log(), RECORDS, seed=1)
+    content = cold.sequences.content
+    model = SASRec(cold.sequences.num_items, max_len=6, dim=8, blocks=1,
+                   content=content.spec.to_dict(), id_dropout=0.3)
+    seq = np.ones((1, 6), "int64")
+    model({"seq": seq, "pos": seq, "neg": np.ones((1, 2), "int64")})
+    model.encoder.set_content(content)
+    scorer = cold_scorer(SASRecScorer(model), cold)
+    assert isinstance(scorer, WithColdItems)
+    scores = scorer.score(cold.users, cold.histories(), cold.side())
+    sessions = SASRecScorer(model).embed(cold.histories(), cold.side())
+    vectors = keras.ops.convert_to_numpy(model.content_vectors(
+        content.tokens[cold.cold], content.numeric[cold.cold]))
+    np.testing.assert_allclose(scores[:, cold.cold], sessions @ vectors.T, rtol=1e-5, atol=1e-6)
+
+
+def test_category_popularity_and_random_baselines() -> None:
+    cold = cold_item_split(_log(), RECORDS, seed=1)
+    cats = {r.item_id: r.categories for r in RECORDS}
+    scores = CategoryPopularity(cold, cats).score(cold.users[:1], cold.histories()[:1])[0]
+    counts = np.bincount(np.concatenate(cold.sequences.by_user), minlength=cold.num_items + 1)
+    for dense in cold.cold:
+        category = cats[cold.items.ids[dense - 1]][0]
+        peers = [i for i, name in enumerate(cold.items.ids, 1)
+                 if cats[name][0] == category and i <= cold.sequences.num_items]
+        assert scores[dense] == pytest.approx(counts[peers].mean())
+    rand = RandomScores(cold.num_items).score(cold.users[:2], cold.histories()[:2])
+    assert rand.shape == (2, cold.num_items + 1) and len(np.unique(rand)) == rand.size

@@ -1,0 +1,207 @@
+"""Item content (``model.content``) and the retriever that reads it: hashing against
+hand-computed tokens, fitting and normalising numbers, the Keras encoder against its
+NumPy twin, SASRec with a catalogue (id + content, id dropout, export, save and load)."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import pytest
+
+from model.content import ContentSpec, ItemContentEncoder, NumpyContent, catalogue_table
+from model.retrieval.encoder import export_sasrec
+from model.retrieval.sasrec import SASRec
+
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    title: str | None = None
+    text: str | None = None
+    categories: tuple[str, ...] = ()
+    brand: str | None = None
+    price: float | None = None
+    attributes: dict[str, float] = field(default_factory=dict)
+
+
+def _hash(key: str, buckets: int = 1 << 15) -> int:
+    return 1 + zlib.crc32(key.encode()) % (buckets - 1)
+
+
+def test_tokens_are_field_tagged_hashes_most_telling_first_each_once() -> None:
+    spec = ContentSpec()
+    item = Item("1", title="Gorilla Glue", text="glue, waterproof", categories=("Tools ",),
+                brand="Gorilla")
+    expected = [_hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue",
+                                   "w=gorilla_glue", "w=waterproof", "w=glue_waterproof")]
+    assert spec.tokens(item) == expected  # "w=glue" from the text is already there
+    assert ContentSpec(max_tokens=2).tokens(item) == expected[:2]
+    assert ContentSpec(bigrams=False).tokens(item) == [
+        _hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue", "w=waterproof")]
+    assert spec.tokens(Item("2")) == []
+
+
+def test_fit_keeps_numbers_most_items_carry_and_normalises_their_logs() -> None:
+    items = [Item(str(i), price=float(p), attributes={"year": 2000 + i} if i < 2 else {})
+             for i, p in enumerate([9.0, 99.0, 999.0])]
+    items += [Item("x", attributes={"rare": 1.0})] + [Item(f"n{i}") for i in range(17)]
+    spec = ContentSpec().fit(items)
+    assert spec.numeric == ("price", "year")  # "rare": 1 of 21 items, under 5%
+    logs = np.log1p([9.0, 99.0, 999.0])
+    assert spec.numeric_mean[0] == pytest.approx(logs.mean())
+    assert spec.numeric_std[0] == pytest.approx(logs.std())
+    tokens, numeric = spec.arrays([None, items[0], items[2]])
+    assert tokens.dtype == np.int32 and tokens.shape == (3, spec.max_tokens)
+    assert not tokens.any() and not numeric[0].any()
+    assert numeric[1, 0] == pytest.approx((logs[0] - logs.mean()) / logs.std())
+    assert numeric[2, 1] == 0.0  # no year: the mean
+    assert ContentSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_bad_spec_and_non_finite_numbers_fail_or_drop() -> None:
+    with pytest.raises(ValueError, match="buckets"):
+        ContentSpec(buckets=1)
+    spec = ContentSpec(numeric=("price",))
+    assert math.isnan(spec.raw_numeric(Item("1", price=math.inf))[0])
+
+
+def test_catalogue_table_rows_follow_the_id_map() -> None:
+    records = [Item("b", categories=("x",)), Item("zz", brand="q")]
+    table = catalogue_table(records, ["a", "b", "c"])
+    assert table.tokens.shape[0] == 4 and table.covered == 1
+    assert table.tokens[2, 0] == _hash("c=x") and not table.tokens[[0, 1, 3]].any()
+
+
+def test_numpy_content_equals_the_keras_encoder() -> None:
+    keras.utils.set_random_seed(1)
+    layer = ItemContentEncoder(buckets=50, num_numeric=2, dim=8)
+    layer.build()
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50, (6, 5)).astype("int32")
+    tokens[0] = 0  # no content: the zero vector
+    numeric = rng.normal(size=(6, 2)).astype("float32")
+    numeric[0] = 0
+    expected = keras.ops.convert_to_numpy(layer(tokens, numeric))
+    twin = NumpyContent(ContentSpec(buckets=50), keras.ops.convert_to_numpy(
+        layer.token_embedding.embeddings), keras.ops.convert_to_numpy(layer.numeric_map.kernel))
+    np.testing.assert_allclose(twin.embed(tokens, numeric), expected, atol=1e-6)
+    assert not expected[0].any()
+
+
+def _content_sasrec(id_dropout: float = 0.5) -> tuple[SASRec, np.ndarray]:
+    keras.utils.set_random_seed(3)
+    records = [Item(str(i), title=f"thing {i % 4}", categories=(f"c{i % 3}",), price=i + 1.0)
+               for i in range(1, 30)]  # items 30..40 have no record
+    table = catalogue_table(records, [str(i) for i in range(1, 41)],
+                            ContentSpec(buckets=64, max_tokens=6))
+    model = SASRec(num_items=40, max_len=8, dim=16, blocks=1, heads=2,
+                   content=table.spec.to_dict(), id_dropout=id_dropout)
+    seq = np.random.default_rng(0).integers(1, 41, (5, 8))
+    seq[1, :3] = 0
+    model({"seq": seq, "pos": seq, "neg": np.ones((5, 2), "int64")})
+    model.encoder.set_content(table)
+    model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(p ** 2))
+    model.fit({"seq": seq, "pos": seq, "neg": np.ones((5, 2), "int64")}, np.zeros(5), verbose=0)
+    return model, seq
+
+
+def test_sasrec_items_are_id_plus_content_and_the_numpy_forms_agree() -> None:
+    model, seq = _content_sasrec()
+    enc = model.encoder
+    ids = keras.ops.convert_to_numpy(enc.item_embedding.embeddings)
+    tokens = keras.ops.convert_to_numpy(enc.content_tokens)
+    numeric = keras.ops.convert_to_numpy(enc.content_numeric)
+    content = keras.ops.convert_to_numpy(model.content_vectors(tokens, numeric))
+    table = keras.ops.convert_to_numpy(model.item_embeddings())
+    np.testing.assert_allclose(table, ids + content, atol=1e-6)
+    assert not content[35].any() and content[5].any()  # item 35 has no record
+    exported = export_sasrec(model)
+    np.testing.assert_allclose(exported.items, table, atol=1e-6)
+    np.testing.assert_allclose(exported.encode(seq),
+                               keras.ops.convert_to_numpy(model.encode(seq)), atol=1e-5)
+    assert exported.content is not None and exported.id_vectors is not None
+    np.testing.assert_allclose(exported.content.embed(tokens, numeric), content, atol=1e-6)
+
+
+def test_id_dropout_drops_ids_of_items_with_content_in_training_only() -> None:
+    model, _ = _content_sasrec(id_dropout=0.5)
+    enc = model.encoder
+    ids = np.tile(np.arange(1, 41), (50, 1))
+    served = keras.ops.convert_to_numpy(enc.item_vectors(ids))
+    trained = keras.ops.convert_to_numpy(enc.item_vectors(ids, training=True))
+    changed = ~np.isclose(served, trained).all(axis=-1)
+    assert 0.35 < changed[:, :29].mean() < 0.65  # items 1..29 have content
+    assert not changed[:, 29:].any()             # no content: the id always stays
+
+
+def test_a_saved_sasrec_keeps_its_catalogue(tmp_path) -> None:
+    model, seq = _content_sasrec()
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.item_embeddings()),
+                               keras.ops.convert_to_numpy(model.item_embeddings()), atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.encode(seq)),
+                               keras.ops.convert_to_numpy(model.encode(seq)), atol=1e-5)
+
+
+def _bundle():
+    from model.data import IdMap
+    from model.pipeline import ServingBundle
+
+    model, _ = _content_sasrec()
+    items = IdMap.from_list([str(i) for i in range(1, 41)])
+    return model, ServingBundle.from_models(model, None, IdMap.from_list(["u"]), items, "v1")
+
+
+def test_a_new_item_joins_the_bundle_by_content_and_can_be_recommended() -> None:
+    model, bundle = _bundle()
+    new = Item("new", title="thing 1", categories=("c1",), price=2.0)
+    assert bundle.add_items([new]) == 1
+    assert bundle.items.get("new") == 41 and bundle.index.num_items == 41
+    exported = export_sasrec(model)
+    assert exported.content is not None
+    expected = exported.content.embed_items([new])[0]
+    np.testing.assert_allclose(bundle.encoder.items[41], expected, atol=1e-6)
+    # The index scores the new item like any other.
+    query = np.random.default_rng(1).normal(size=(1, 16)).astype("float32")
+    scores, ids = bundle.index.search(query, 41)
+    assert scores[0][ids[0] == 41][0] == pytest.approx(float(query[0] @ expected), rel=1e-5)
+    [rec] = bundle.recommend(["u"], [["1"]], k=41)  # every item but the seen one
+    assert rec is not None and len(rec.items) == 40 and rec.paths is not None
+    assert {p for item, p in zip(rec.items, rec.paths) if item != "new"} == {"model"}
+    assert rec.paths[rec.items.index("new")] == "content"
+    [rec] = bundle.recommend(["u"], [["new"]], k=40)  # a session of the new item alone
+    assert rec is not None and "new" not in rec.items
+    similar = bundle.similar("new", k=5)
+    assert similar is not None and len(similar.items) == 5 and "new" not in similar.items
+    assert bundle.similar("nope") is None
+
+
+def test_a_changed_record_re_embeds_its_item_as_id_plus_new_content() -> None:
+    model, bundle = _bundle()
+    exported = export_sasrec(model)
+    changed = Item("7", title="another thing", categories=("c9",), price=50.0)
+    assert bundle.add_items([changed]) == 1 and bundle.index.num_items == 40
+    expected = exported.id_vectors[7] + exported.content.embed_items([changed])[0]
+    np.testing.assert_allclose(bundle.encoder.items[7], expected, atol=1e-6)
+    scores, ids = bundle.index.search(bundle.encoder.items[7][None], 40)
+    got = scores[0][ids[0] == 7][0]
+    assert got == pytest.approx(float(expected @ expected), rel=1e-5)
+
+
+def test_a_bundle_without_a_catalogue_embeds_nothing() -> None:
+    from model.data import IdMap
+    from model.pipeline import ServingBundle
+
+    keras.utils.set_random_seed(0)
+    plain = SASRec(num_items=5, max_len=4, dim=8, blocks=1)
+    seq = np.ones((1, 4), "int64")
+    plain({"seq": seq, "pos": seq, "neg": np.ones((1, 2), "int64")})
+    bundle = ServingBundle.from_models(plain, None, IdMap(), IdMap.from_list(list("abcde")), "v")
+    assert bundle.add_items([Item("z", title="x")]) == 0 and bundle.items.get("z") == 0

@@ -1,0 +1,202 @@
+"""The catalogue record: hand-written cases for every rule, the published schema in step,
+then a property-based fuzz against that schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.settings import REPO_ROOT
+from streams.catalog import (
+    MAX_CATEGORIES,
+    MAX_RECORD_BYTES,
+    MAX_TEXT_LENGTH,
+    ItemRecord,
+    json_schema,
+    parse_item,
+)
+from streams.events import InvalidEvent, Reason
+
+
+def full(**changes: Any) -> dict[str, Any]:
+    record = {"item_id": "i9", "title": "Toy Story (1995)", "text": "A toy.\nAnd a cowboy.",
+              "categories": ["Animation", "Comedy"], "brand": "Pixar", "price": 9.5,
+              "attributes": {"year": 1995, "rating": 4.2}, "image_url": "https://x.io/a.jpg",
+              "schema_version": 1}
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+def test_the_issue_example_is_a_valid_record() -> None:
+    item = parse_item(b'{"item_id": "4", "categories": ["a1", "a2"]}')
+    assert item == ItemRecord("4", categories=("a1", "a2"))
+    assert item.key == b"4" and item.schema_version == 1
+    assert orjson.loads(item.to_json()) == {"item_id": "4", "categories": ["a1", "a2"],
+                                            "schema_version": 1}
+
+
+@pytest.mark.parametrize("raw", [orjson.dumps(full()), orjson.dumps(full()).decode(), full()])
+def test_a_full_record_round_trips_from_bytes_text_or_an_object(raw: Any) -> None:
+    item = parse_item(raw)
+    assert item.to_dict() == full()
+    assert parse_item(item.to_json()) == item
+    assert item.categories == ("Animation", "Comedy") and item.attributes["year"] == 1995
+
+
+def test_null_fields_count_as_absent_and_the_version_defaults_to_1() -> None:
+    nulls = {k: None for k in ("title", "text", "categories", "brand", "price", "attributes",
+                               "image_url", "schema_version")}
+    assert parse_item({"item_id": "x", **nulls}) == ItemRecord("x")
+    empty = parse_item({"item_id": "x", "categories": [], "attributes": {}})
+    assert empty == ItemRecord("x") and empty.to_dict() == {"item_id": "x", "schema_version": 1}
+    assert parse_item({"item_id": "x", "price": 0}).price == 0  # free is a price
+
+
+@pytest.mark.parametrize(
+    ("obj", "reason"),
+    [
+        ([1], Reason.NOT_AN_OBJECT),
+        ({"title": "no id"}, Reason.MISSING_FIELD),
+        (full(colour="red"), Reason.UNKNOWN_FIELD),
+        (full(schema_version=2), Reason.UNKNOWN_SCHEMA_VERSION),
+        (full(schema_version="1"), Reason.WRONG_TYPE),
+        (full(schema_version=True), Reason.WRONG_TYPE),
+        (full(item_id=4), Reason.WRONG_TYPE),
+        (full(item_id=""), Reason.BAD_VALUE),
+        (full(item_id="a\tb"), Reason.BAD_VALUE),
+        (full(item_id="x" * 257), Reason.BAD_VALUE),
+        (full(title=""), Reason.BAD_VALUE),
+        (full(title="two\nlines"), Reason.BAD_VALUE),
+        (full(title="x" * 1025), Reason.BAD_VALUE),
+        (full(title=7), Reason.WRONG_TYPE),
+        (full(text=""), Reason.BAD_VALUE),
+        (full(text="x" * (MAX_TEXT_LENGTH + 1)), Reason.BAD_VALUE),
+        (full(categories="Comedy"), Reason.WRONG_TYPE),
+        (full(categories=["a", None]), Reason.WRONG_TYPE),
+        (full(categories=["a", "a"]), Reason.BAD_VALUE),
+        (full(categories=[""]), Reason.BAD_VALUE),
+        (full(categories=[f"c{i}" for i in range(MAX_CATEGORIES + 1)]), Reason.BAD_VALUE),
+        (full(brand="x" * 257), Reason.BAD_VALUE),
+        (full(price=-0.01), Reason.BAD_VALUE),
+        (full(price="9.50"), Reason.WRONG_TYPE),
+        (full(price=True), Reason.WRONG_TYPE),
+        (full(price=math.inf), Reason.BAD_VALUE),
+        (full(price=math.nan), Reason.BAD_VALUE),
+        (full(price=2**64), Reason.BAD_VALUE),
+        (full(attributes=[1995]), Reason.WRONG_TYPE),
+        (full(attributes={"year": "1995"}), Reason.WRONG_TYPE),
+        (full(attributes={"year": math.nan}), Reason.BAD_VALUE),
+        (full(attributes={"price": 3}), Reason.BAD_VALUE),  # price has its own field
+        (full(attributes={"": 3}), Reason.BAD_VALUE),
+        (full(attributes={f"k{i}": i for i in range(33)}), Reason.BAD_VALUE),
+        (full(image_url="javascript:alert(1)"), Reason.BAD_VALUE),
+        (full(image_url="https://x.io/a b.jpg"), Reason.BAD_VALUE),
+    ],
+)
+def test_each_malformed_record_names_its_reason(obj: Any, reason: Reason) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse_item(obj)
+    assert info.value.reason is reason and info.value.detail
+
+
+def test_bad_json_oversized_and_empty_values() -> None:
+    for raw, reason in [(b'{"item_id": ', Reason.BAD_JSON), (b"NaN", Reason.BAD_JSON),
+                        (b" " * (MAX_RECORD_BYTES + 1), Reason.OVERSIZED),
+                        (None, Reason.EMPTY_RECORD)]:
+        with pytest.raises(InvalidEvent) as info:
+            parse_item(raw)
+        assert info.value.reason is reason
+
+
+def test_published_json_schema_matches_the_code() -> None:
+    published = json.loads((REPO_ROOT / "streams" / "schema" / "item-v1.json").read_text())
+    assert published == json_schema(), "regenerate streams/schema/item-v1.json from " \
+        "streams.catalog.json_schema()"
+    jsonschema.Draft202012Validator.check_schema(published)
+
+
+# --- property-based fuzz ----------------------------------------------------------------
+names = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")),
+                min_size=1, max_size=30)
+numbers = st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+well_formed = st.fixed_dictionaries(
+    {"item_id": names.filter(str.isprintable)},
+    optional={"title": names, "text": st.text(min_size=1, max_size=60), "brand": names,
+              "categories": st.lists(names, min_size=1, max_size=5, unique=True),
+              "price": st.floats(0, 1e9) | st.integers(0, 10**6),
+              "attributes": st.dictionaries(names.filter(lambda k: k != "price"), numbers,
+                                            min_size=1, max_size=4),
+              "image_url": st.just("https://img.example/a.jpg"), "schema_version": st.just(1)},
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                  max_size=3),
+    max_leaves=8,
+)
+_BAD = {"item_id": "", "title": "a\nb", "text": "", "brand": "\x00", "categories": ["a", "a"],
+        "price": -1, "attributes": {"price": 1}, "image_url": "ftp://x", "schema_version": 9}
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed record with one field removed, retyped, or given a bad value."""
+    record = draw(well_formed)
+    field = draw(st.sampled_from(sorted(_BAD) + ["unexpected"]))
+    action = draw(st.sampled_from(["drop", "retype", "bad"]))
+    if field == "unexpected":
+        record["unexpected"] = draw(json_values)
+    elif action == "drop":
+        record.pop(field, None)
+    elif action == "retype":
+        record[field] = draw(json_values)
+    else:
+        record[field] = _BAD[field]
+    return record
+
+
+_SCHEMA = jsonschema.Draft202012Validator(json_schema())
+FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@FUZZ
+@given(well_formed)
+def test_fuzz_well_formed_records_round_trip_and_follow_the_schema(obj: dict[str, Any]) -> None:
+    item = parse_item(orjson.dumps(obj))
+    assert orjson.loads(item.to_json()) == {**obj, "schema_version": 1}
+    assert _SCHEMA.is_valid(obj)
+
+
+@FUZZ
+@given(mutated())
+def test_fuzz_mutated_records_follow_the_published_schema(obj: dict[str, Any]) -> None:
+    """Our verdict agrees with the JSON Schema; a rejection always carries a reason.
+    Stricter than the schema can say (documented in json_schema()): a printable item_id."""
+    try:
+        parse_item(orjson.dumps(obj))
+        accepted = True
+    except InvalidEvent as exc:
+        assert isinstance(exc.reason, Reason) and exc.detail
+        accepted = False
+    if accepted:
+        assert _SCHEMA.is_valid(obj)
+    elif _SCHEMA.is_valid(obj):
+        item_id = obj.get("item_id")
+        assert isinstance(item_id, str) and not item_id.isprintable()
+
+
+@FUZZ
+@given(st.binary(max_size=300) | json_values.map(orjson.dumps))
+def test_fuzz_arbitrary_bytes_never_raise_anything_but_invalid_event(raw: bytes) -> None:
+    try:
+        parse_item(raw)
+    except InvalidEvent as exc:
+        assert exc.reason in Reason

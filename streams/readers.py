@@ -158,6 +158,45 @@ def read_sequences(path: Path) -> Iterator[Event]:
     return _in_time_order(rows, path.name)
 
 
+_INTER_SPLITS = (".train.inter", ".valid.inter", ".test.inter")
+
+
+def read_amazon(path: Path) -> Iterator[Event]:
+    """The Amazon review data in UniSRec's layout: ``<name>.{train,valid,test}.inter``
+    (a header, then ``user_id<TAB>history, space-separated item ids<TAB>next item id``),
+    given the path of any of the three; the other two are read when beside it.
+
+    The files hold every user's sequence in pieces: the test row's history is the valid
+    row's history plus its target, and the train rows are each shorter prefix plus its
+    next item. Each user's sequence is read once, as the longest history plus its target
+    across the files, so ``evaluate`` splits it as it splits any log. (UniSRec keeps at
+    most 50 items of history per row: a longer sequence would lose its oldest items;
+    none in ``amazon-scientific`` has more than 35.) Timestamps are synthesized as
+    :func:`read_sequences` does; event ids are those of ``<name>.inter``, whichever file
+    was given. The item ids are UniSRec's internal ids, which ``streams.catalog_files``
+    maps the ``.text`` catalogue onto.
+    """
+    stem = next((path.name[: -len(s)] for s in _INTER_SPLITS if path.name.endswith(s)), None)
+    files = [path] if stem is None else [
+        f for f in (path.with_name(stem + s) for s in _INTER_SPLITS) if f.is_file()]
+    longest: dict[str, list[str]] = {}
+    for file in files:
+        with open(file) as handle:
+            for line, text in enumerate(handle, 1):
+                fields = text.rstrip("\r\n").split("\t")
+                if line == 1 and fields[0].startswith("user_id"):
+                    continue
+                if len(fields) != 3 or not fields[2]:
+                    raise ValueError(f"{file}:{line}: expected user_id<TAB>history<TAB>item id")
+                user, history, target = fields
+                sequence = [*history.split(), target]
+                if len(sequence) > len(longest.get(user, ())):
+                    longest[user] = sequence
+    rows: list[_Row] = [(SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
+                        for user, items in longest.items() for k, item in enumerate(items)]
+    return _in_time_order(rows, f"{stem}.inter" if stem is not None else path.name)
+
+
 def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`."""
     events: list[Event] = []
@@ -180,6 +219,7 @@ READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
     "diginetica": read_diginetica,
     "rees46": read_rees46,
     "sequences": read_sequences,
+    "amazon": read_amazon,
     "jsonl": read_jsonl,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streams.events import Event, Reason
@@ -92,6 +93,33 @@ def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
     assert events[2].ts == SEQUENCE_BASE_MS + SEQUENCE_STEP_MS
 
 
+INTER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+
+
+@pytest.mark.parametrize("given", ["train", "valid", "test"])
+def test_amazon_inter_files_give_each_users_whole_sequence_once(tmp_path: Path,
+                                                                given: str) -> None:
+    """UniSRec's split: train rows are prefixes with their next item, the valid row the
+    train sequence with the next-to-last item, the test row that with the last."""
+    _write(tmp_path, "Sci.train.inter", INTER + "0\t0 1\t2\n0\t0\t1\n1\t5\t6\n")
+    _write(tmp_path, "Sci.valid.inter", INTER + "0\t0 1 2\t3\n1\t5 6\t7\n")
+    _write(tmp_path, "Sci.test.inter", INTER + "0\t0 1 2 3\t4\n1\t5 6 7\t8\n")
+    events = _events(tmp_path / f"Sci.{given}.inter", "amazon")
+    assert [(e.user_id, e.item_id) for e in events] == [
+        ("0", "0"), ("1", "5"), ("0", "1"), ("1", "6"), ("0", "2"), ("1", "7"),
+        ("0", "3"), ("1", "8"), ("0", "4")]
+    assert events[2].ts == SEQUENCE_BASE_MS + SEQUENCE_STEP_MS
+    assert _events(tmp_path / "Sci.test.inter", "amazon") == events  # same ids from any file
+
+
+def test_amazon_test_file_alone_and_a_malformed_line(tmp_path: Path) -> None:
+    alone = _write(tmp_path, "Sci.test.inter", INTER + "0\t0 1\t2\n")
+    assert [e.item_id for e in _events(alone, "amazon")] == ["0", "1", "2"]
+    bad = _write(tmp_path, "Other.test.inter", INTER + "0\t0 1 2\n")
+    with pytest.raises(ValueError, match="Other.test.inter:2: expected user_id<TAB>history"):
+        list(read_events(bad, "amazon"))
+
+
 def test_jsonl_rejects_first_then_events_in_time_order(tmp_path: Path) -> None:
     a = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u", "i", "view", 1_700_000_000_500)
     b = Event("1b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u", "j", "view", 1_700_000_000_000)
@@ -157,3 +185,18 @@ def test_synthetic_drift_changes_tastes_after_the_drift_point() -> None:
 def test_pacing_delay(index: int, ts: int, elapsed: float, rate: float | None,
                       scale: float | None, expected: float) -> None:
     assert pacing_delay(index, ts, 0, elapsed, rate, scale) == pytest.approx(expected)
+
+
+def test_synthetic_catalogue_names_each_items_hidden_topic() -> None:
+    from streams.synthetic import catalogue
+
+    cfg = SyntheticConfig(users=50, items=40, events=2000, topics=5, seed=3)
+    records = catalogue(cfg)
+    assert [r.item_id for r in records] == [f"i{i}" for i in range(40)]
+    assert all(len(r.categories) == 1 and r.categories[0].startswith("topic-") for r in records)
+    assert catalogue(cfg) == records  # deterministic for a seed
+    topic = {r.item_id: r.categories[0] for r in records}
+    events = list(generate(cfg))
+    same = np.mean([topic[a.item_id] == topic[b.item_id] for a, b in zip(events, events[1:])
+                    if a.user_id == b.user_id and a.session_id == b.session_id])
+    assert same > 0.5  # successors come mostly from the item's topic (chance: about 0.2)

@@ -1,0 +1,184 @@
+"""Catalogue files on small files written here: each format's records, its ids matching the
+event readers', and a file in the wrong format stopping in one line with file and line."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streams.catalog import ItemRecord
+from streams.catalog_files import (
+    CATALOG_FORMATS,
+    CatalogFileError,
+    RejectedItem,
+    read_catalog,
+    scan_catalog,
+)
+from streams.events import Reason
+from streams.readers import read_valid_events
+
+
+def _write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def _error(path: Path, fmt: str, **kwargs: object) -> str:
+    with pytest.raises(CatalogFileError) as info:
+        list(read_catalog(path, fmt, **kwargs))  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path))
+    return message
+
+
+MOVIES = ('movieId,title,genres\n1,Toy Story (1995),Adventure|Animation|Children\n'
+          '2,"Babylon 5 ",(no genres listed)\n'
+          '3,"Death Note: Desu nôto (2006–2007)",Mystery\n')
+
+
+def test_movielens_movies_title_genres_and_year(tmp_path: Path) -> None:
+    items = list(read_catalog(_write(tmp_path, "movies.csv", MOVIES), "movielens"))
+    assert items == [
+        ItemRecord("1", "Toy Story (1995)", categories=("Adventure", "Animation", "Children"),
+                   attributes={"year": 1995}),
+        ItemRecord("2", "Babylon 5"),
+        ItemRecord("3", "Death Note: Desu nôto (2006–2007)", categories=("Mystery",),
+                   attributes={"year": 2006})]
+
+
+def test_movielens_item_ids_are_the_ratings_movie_ids(tmp_path: Path) -> None:
+    ratings = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
+                     "7,1,4.0,964982703\n7,3,3.0,964982800\n")
+    movies = _write(tmp_path, "movies.csv", MOVIES)
+    assert {e.item_id for e in read_valid_events(ratings, "movielens")} <= {
+        i.item_id for i in read_catalog(movies, "movielens")}
+
+
+BOOKS_HEADER = ("book_id,goodreads_book_id,best_book_id,work_id,books_count,isbn,isbn13,authors,"
+                "original_publication_year,original_title,title,language_code,average_rating,"
+                "ratings_count,work_ratings_count,work_text_reviews_count,ratings_1,ratings_2,"
+                "ratings_3,ratings_4,ratings_5,image_url,small_image_url\n")
+
+
+def test_goodbooks_books(tmp_path: Path) -> None:
+    path = _write(tmp_path, "books.csv", BOOKS_HEADER +
+                  '2,3,3,4640799,491,439554934,9.78e+12,"J.K. Rowling, Mary GrandPré",1997.0,'
+                  "Harry Potter and the Philosopher's Stone,\"Harry Potter and the Sorcerer's "
+                  'Stone (Harry Potter, #1)",eng,4.44,4602479,4800065,75867,1,2,3,4,5,'
+                  "https://images.gr-assets.com/books/1474154022m/3.jpg,https://s/3.jpg\n"
+                  "9,1,1,1,1,1,1,Homer,-750.0,,The Odyssey,,3.76,670326,1,1,1,2,3,4,5,"
+                  "https://s.gr-assets.com/assets/nophoto/book/111x148-b.png,x\n")
+    potter, odyssey = read_catalog(path, "goodbooks")
+    assert potter == ItemRecord(
+        "2", "Harry Potter and the Sorcerer's Stone (Harry Potter, #1)", categories=("eng",),
+        brand="J.K. Rowling", image_url="https://images.gr-assets.com/books/1474154022m/3.jpg",
+        attributes={"year": 1997, "average_rating": 4.44,
+                    "log_ratings_count": math.log1p(4602479)})
+    assert odyssey.categories == () and odyssey.image_url is None  # no language, no photo
+    assert odyssey.attributes["year"] == -750 and odyssey.brand == "Homer"
+
+
+REES_HEADER = ("event_time,event_type,product_id,category_id,category_code,brand,price,user_id,"
+               "user_session\n")
+
+
+def test_rees46_one_record_per_product_the_newest_row_wins(tmp_path: Path) -> None:
+    path = _write(tmp_path, "events.csv", REES_HEADER +
+                  "2019-10-01 00:00:05 UTC,view,1,20,electronics.smartphone,apple,999.00,7,s\n"
+                  "2019-10-01 00:00:00 UTC,view,2,30,,,1.50,7,s\n"
+                  "2019-10-01 00:00:01 UTC,cart,1,20,electronics.smartphone,apple,899.00,8,s\n"
+                  "2019-10-01 00:00:09 UTC,remove_from_cart,2,30,,acme,2.50,8,\n"
+                  "2019-10-01 00:00:09 UTC,view,2,31,kids.toys,acme,2.00,9,\n")
+    phone, toy = read_catalog(path, "rees46")
+    assert phone == ItemRecord("1", categories=("electronics", "electronics.smartphone",
+                                                "cat:20"), brand="apple", price=999.0)
+    # Of two rows at the same time, the later in the file; any event type counts.
+    assert toy == ItemRecord("2", categories=("kids", "kids.toys", "cat:31"), brand="acme",
+                             price=2.0)
+    events = read_valid_events(path, "rees46")
+    assert {e.item_id for e in events} == {phone.item_id, toy.item_id}
+
+
+TEXT = ("item_id:token\ttext:token_seq\n"
+        "B0000223UV\tGorilla Glue, 8 ounce. Industrial & Scientific Adhesives. Gorilla. \n"
+        "B00002NC3K\tRubbermaid Lid. Industrial & Scientific Trash Cans. Rubbermaid. \n")
+
+
+def test_amazon_text_ids_come_from_the_item2index_map(tmp_path: Path) -> None:
+    path = _write(tmp_path, "Scientific.text", TEXT)
+    _write(tmp_path, "Scientific.item2index", "B00002NC3K\t0\nB0000223UV\t1\n")
+    glue, lid = read_catalog(path, "amazon")
+    assert glue == ItemRecord("1", "Gorilla Glue, 8 ounce", "Gorilla Glue, 8 ounce. "
+                              "Industrial & Scientific Adhesives. Gorilla.")
+    assert (lid.item_id, lid.title) == ("0", "Rubbermaid Lid")
+    elsewhere = _write(tmp_path, "map.tsv", "B00002NC3K\t5\nB0000223UV\t6\n")
+    assert [i.item_id for i in read_catalog(path, "amazon", id_map=elsewhere)] == ["6", "5"]
+
+
+def test_amazon_text_without_its_id_map_is_refused(tmp_path: Path) -> None:
+    message = _error(_write(tmp_path, "Scientific.text", TEXT), "amazon")
+    assert "needs Scientific.item2index" in message and "not the .text row order" in message
+    _write(tmp_path, "Scientific.item2index", "B00002NC3K\t0\n")  # no glue
+    assert _error(tmp_path / "Scientific.text", "amazon").endswith(
+        "Scientific.text:2: 'B0000223UV' is not in the id map")
+
+
+def test_jsonl_invalid_records_are_rejected_items_for_the_dead_letter_topic(
+        tmp_path: Path) -> None:
+    path = _write(tmp_path, "items.jsonl", b'{"item_id": "4", "categories": ["a1", "a2"]}\n\n'
+                  b'{"item_id": "5", "price": -1}\nnot json\n{"item_id": "6"}\n')
+    scanned = list(scan_catalog(path, "jsonl"))
+    assert scanned[0] == ItemRecord("4", categories=("a1", "a2"))
+    assert scanned[3] == ItemRecord("6")
+    bad_price, not_json = scanned[1], scanned[2]
+    assert isinstance(bad_price, RejectedItem) and bad_price.line == 3
+    assert bad_price.raw == b'{"item_id": "5", "price": -1}'
+    assert bad_price.error.reason is Reason.BAD_VALUE
+    assert isinstance(not_json, RejectedItem) and not_json.error.reason is Reason.BAD_JSON
+    # Offline, where there is no dead-letter topic, the first one stops the read.
+    assert _error(path, "jsonl").endswith("items.jsonl:3: bad_value: price must be >= 0, got -1")
+
+
+def test_a_row_the_schema_refuses_is_a_rejected_item_with_the_record_it_made(
+        tmp_path: Path) -> None:
+    path = _write(tmp_path, "events.csv", REES_HEADER +
+                  "2019-10-01 00:00:05 UTC,view,1,20,,apple,-3,7,s\n")
+    (rejected,) = scan_catalog(path, "rees46")
+    assert isinstance(rejected, RejectedItem) and rejected.line == 2
+    assert orjson.loads(rejected.raw) == {"item_id": "1", "categories": ["cat:20"],
+                                          "brand": "apple", "price": -3.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fmt", "expected"),
+    [
+        ("ratings.csv", "userId,movieId,rating,timestamp\n1,1,4,9\n", "movielens",
+         "ratings.csv:1: expected a header with movieId, title, genres; missing title, genres"),
+        ("movies.csv", MOVIES + "4,Heat (1995)\n", "movielens",
+         "movies.csv:5: expected 3 fields as in the header, got 2"),
+        ("books.csv", BOOKS_HEADER + "1,2,3,4,5,6,7,A,year?,t,T,eng,4.1,10,1,1,1,1,1,1,1,u,u\n",
+         "goodbooks", "books.csv:2: original_publication_year 'year?' is not a number"),
+        ("events.csv", REES_HEADER + "2019-10-01 00:00:05 UTC,view,1,2,,b,cheap,7,s\n",
+         "rees46", "events.csv:2: price 'cheap' is not a number"),
+        ("movies.csv", MOVIES, "jsonl", "movies.csv:1: not JSON lines of catalogue records"),
+        ("movies.csv", MOVIES, "rees46", "movies.csv:1: expected a header with event_time"),
+        ("movies.csv", b"movieId,title,genres\n1,Caf\xe9 (1995),Drama\n", "movielens",
+         "movies.csv:2: not UTF-8 text: invalid continuation byte"),
+    ],
+)
+def test_a_file_in_the_wrong_format_stops_with_one_line_naming_file_and_line(
+        tmp_path: Path, name: str, text: str | bytes, fmt: str, expected: str) -> None:
+    assert expected in _error(_write(tmp_path, name, text), fmt)
+
+
+def test_a_missing_file_or_an_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(CatalogFileError, match="missing.csv: no such file"):
+        read_catalog(tmp_path / "missing.csv", "movielens")
+    with pytest.raises(ValueError, match="unknown catalogue format 'csv'; choose one of movielens"):
+        read_catalog(tmp_path / "missing.csv", "csv")
+    assert set(CATALOG_FORMATS) == {"movielens", "goodbooks", "rees46", "amazon", "jsonl"}
+

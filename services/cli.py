@@ -11,6 +11,7 @@ from rich.console import Console
 from infra.errors import StackError
 from services import (
     cli_api,
+    cli_catalog,
     cli_demo,
     cli_dlq,
     cli_events,
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(cli_stack.app, name="stack")
 app.add_typer(cli_dlq.app, name="dlq")
+app.add_typer(cli_catalog.app, name="catalog")
 app.registered_commands += cli_events.app.registered_commands
 app.registered_commands += cli_models.app.registered_commands
 app.registered_commands += cli_worker.app.registered_commands

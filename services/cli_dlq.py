@@ -107,7 +107,8 @@ def redrive_command(
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
     group: Group = DLQ_GROUP,
 ) -> None:
-    """Re-validate pending dead letters: the valid go to interactions, the rest back."""
+    """Re-validate pending dead letters: valid events go to interactions, valid catalogue
+    records to items, the rest back."""
     ask = not (dry_run or yes)
     if ask and not sys.stdin.isatty():  # CI, a pipe: nobody to ask, so do nothing
         typer.echo("refusing to redrive without confirmation: stdin is not a terminal; "
@@ -116,11 +117,13 @@ def redrive_command(
     settings = load_settings()
     with DeadLetterQueue(settings.kafka, settings.topic_dlq, group) as queue:
         spans = queue.pending()
-        if ask and letters(spans) and not typer.confirm(f"redrive {letters(spans):,} dead letters from "
-                                     f"{settings.topic_dlq} to {settings.topic_interactions}?"):
+        if ask and letters(spans) and not typer.confirm(
+                f"redrive {letters(spans):,} dead letters from {settings.topic_dlq} to "
+                f"{settings.topic_interactions} (catalogue records to {settings.topic_items})?"):
             raise typer.Exit(1)
         with progress_bar("redrive", letters(spans)) as update:
-            report = redrive(queue, spans, settings.topic_interactions, only=reason,
-                             dry_run=dry_run, on_progress=lambda r: update(r.read))
+            report = redrive(queue, spans, settings.topic_interactions,
+                             items=settings.topic_items, only=reason, dry_run=dry_run,
+                             on_progress=lambda r: update(r.read))
             update(report.read)
     console.print(_line(report, dry_run), markup=False)

@@ -149,8 +149,12 @@ class Settings(BaseSettings):
     topic_dlq: str = "interactions.dlq"
     topic_recommendations: str = "recommendations"
     topic_model_updates: str = "model-updates"
+    topic_items: str = Field("items", description="the item catalogue: compacted, key = "
+                             "item id (streams/catalog.py)")
     interactions_partitions: int = Field(4, ge=1)
     recommendations_partitions: int = Field(4, ge=1)
+    items_partitions: int = Field(1, ge=1, description="every worker reads the whole "
+                                  "catalogue, so one keeps all its updates in one order")
     topic_replication: int = Field(1, ge=1)
 
     @field_validator("kafka_bootstrap", "redis_url", "mlflow_tracking_uri", "redis_password",
@@ -311,6 +315,7 @@ class Settings(BaseSettings):
             TopicSpec(self.topic_dlq, 1, r),
             TopicSpec(self.topic_recommendations, self.recommendations_partitions, r),
             TopicSpec(self.topic_model_updates, 1, r),
+            TopicSpec(self.topic_items, self.items_partitions, r, {"cleanup.policy": "compact"}),
         ]
 
 

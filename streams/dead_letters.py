@@ -10,8 +10,12 @@ Nothing is dropped: a letter that still fails validation, or that ``only`` left 
 back to the dead-letter topic with its bytes and headers (one that was re-validated with
 its ``redrives`` header incremented), so a later fix can still redrive it.
 
+Letters are events unless their ``kind`` header says otherwise: a catalogue record
+(``kind: item``) is re-validated as one and, when valid, goes to the items topic keyed by
+item id; with no items topic given, it goes back untouched (left out).
+
     with DeadLetterQueue(kafka, "interactions.dlq") as queue:
-        report = redrive(queue, queue.pending(), "interactions", dry_run=True)
+        report = redrive(queue, queue.pending(), "interactions", items="items", dry_run=True)
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from typing import Self
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.kafka_client import KafkaConnection
+from streams.catalog import parse_item
 from streams.consumer import Record, existing_topic, read_partition
 from streams.events import InvalidEvent, parse
-from streams.producer import Headers, RecordProducer
+from streams.producer import ITEM_KIND, KIND_HEADER, Headers, RecordProducer
 
 DLQ_GROUP = "streamrec-dlq"
 REDRIVEN_FROM_HEADER = "redriven_from"  # on a redriven event: "dlq-topic[partition]@offset"
@@ -142,14 +147,24 @@ def summarize(records: Iterable[Record], examples: int = 1, *, once: bool = Fals
     return sorted(by_reason.values(), key=lambda s: (-s.count, s.reason))
 
 
+EVENT_KIND = "event"  # what a letter without a ``kind`` header is
+
+
+def kind_of(record: Record) -> str:
+    """What the letter was meant to be: ``event`` (no ``kind`` header) or ``item``."""
+    return _header(record, KIND_HEADER) or EVENT_KIND
+
+
 @dataclass(frozen=True)
 class Redrive:
     """A letter that now validates: its original bytes go to the interactions topic,
-    keyed by user id like every event, and say where they came from."""
+    keyed by user id like every event (or, ``kind`` ``item``, to the items topic keyed by
+    item id), and say where they came from."""
 
     key: bytes
     value: bytes
     headers: Headers
+    kind: str = EVENT_KIND
 
 
 @dataclass(frozen=True)
@@ -165,17 +180,19 @@ class Reappend:
     attempted: bool
 
 
-def decide(record: Record, only: str | None = None) -> Redrive | Reappend:
-    """What a redrive does with one letter: re-validate its bytes with today's rules
-    (``only``: just the letters of that reason; the others go back untouched)."""
-    reason, raw = reason_of(record), record.value or b""
-    if only is not None and reason != only:
+def decide(record: Record, only: str | None = None,
+           kinds: frozenset[str] = frozenset({EVENT_KIND, ITEM_KIND})) -> Redrive | Reappend:
+    """What a redrive does with one letter: re-validate its bytes with today's rules, as
+    the kind of record it was meant to be (``only``: just the letters of that reason;
+    ``kinds``: just those kinds; the others go back untouched)."""
+    reason, raw, kind = reason_of(record), record.value or b"", kind_of(record)
+    if (only is not None and reason != only) or kind not in kinds:
         return Reappend(reason, record.key, raw, put_back_headers(record, failed=False), False)
     try:
-        event = parse(raw)
+        key = parse_item(raw).key if kind == ITEM_KIND else parse(raw).key
     except InvalidEvent:
         return Reappend(reason, record.key, raw, put_back_headers(record, failed=True), True)
-    return Redrive(event.key, raw, [(REDRIVEN_FROM_HEADER, origin(record).encode())])
+    return Redrive(key, raw, [(REDRIVEN_FROM_HEADER, origin(record).encode())], kind)
 
 
 @dataclass
@@ -245,9 +262,9 @@ class DeadLetterQueue:
         self.close()
 
 
-def _send(producer: RecordProducer, outcome: Redrive | Reappend, interactions: str,
+def _send(producer: RecordProducer, outcome: Redrive | Reappend, topics: dict[str, str],
           dlq: str) -> None:
-    topic = interactions if isinstance(outcome, Redrive) else dlq
+    topic = topics[outcome.kind] if isinstance(outcome, Redrive) else dlq
     producer.produce(topic, outcome.key, outcome.value, outcome.headers)
 
 
@@ -262,18 +279,21 @@ def _settle(producer: RecordProducer) -> None:
 
 
 def redrive(queue: DeadLetterQueue, spans: list[Span], interactions: str, *,
-            only: str | None = None, dry_run: bool = False,
+            items: str | None = None, only: str | None = None, dry_run: bool = False,
             on_progress: Callable[[RedriveReport], None] | None = None) -> RedriveReport:
-    """Re-validate the letters in ``spans``: the valid go to ``interactions``, the rest back
-    to the dead-letter topic; then commit. A dry run only counts what would happen."""
+    """Re-validate the letters in ``spans``: valid events go to ``interactions``, valid
+    catalogue records to ``items`` (without it they are left out), the rest back to the
+    dead-letter topic; then commit. A dry run only counts what would happen."""
     report = RedriveReport()
+    topics = {EVENT_KIND: interactions, **({ITEM_KIND: items} if items is not None else {})}
+    kinds = frozenset(topics)
     producer = None if dry_run else RecordProducer(queue.kafka)
     try:
         for record in queue.read(spans):
-            outcome = decide(record, only)
+            outcome = decide(record, only, kinds)
             report.add(outcome)
             if producer is not None:
-                _send(producer, outcome, interactions, queue.topic)
+                _send(producer, outcome, topics, queue.topic)
             if on_progress is not None and report.read % _PROGRESS_EVERY == 0:
                 on_progress(report)
         if producer is not None:

@@ -1,4 +1,5 @@
-"""A small typed producer for interaction events and dead letters, on confluent-kafka.
+"""Small typed producers for interaction events, catalogue records and dead letters, on
+confluent-kafka.
 
 Idempotent and ``acks=all`` so a retried send never duplicates or reorders a user's
 events; keys are partitioned with murmur2 like Java, aiokafka and Faust, so one user's
@@ -26,11 +27,14 @@ from typing import Self
 from confluent_kafka import KafkaError, Message, Producer
 
 from infra.kafka_client import KafkaConnection
+from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, parse
 
 log = logging.getLogger(__name__)
 
 SENT_AT_HEADER = "sent_us"  # wall-clock send time, epoch microseconds, ASCII
+KIND_HEADER = "kind"  # on a dead letter that is not an event: what it was meant to be
+ITEM_KIND = "item"  # a catalogue record (``streams.catalog``), bound for the items topic
 _FLUSH_TIMEOUT_S = 30.0
 Headers = list[tuple[str, bytes]]
 
@@ -61,10 +65,15 @@ def sent_at_header() -> tuple[str, bytes]:
     return (SENT_AT_HEADER, str(time.time_ns() // 1000).encode())
 
 
-def dead_letter_headers(reason: str, detail: str, source: str) -> list[tuple[str, bytes]]:
-    """Headers of a dead letter: why it was rejected, by whom, and when."""
-    return [("reason", reason.encode()), ("detail", detail.encode()[:1024]),
-            ("source", source.encode()), ("rejected_ms", str(time.time_ns() // 1_000_000).encode())]
+def dead_letter_headers(reason: str, detail: str, source: str, kind: str | None = None
+                        ) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: why it was rejected, by whom, and when; ``kind``: what
+    the record was meant to be when not an event (``item``: a catalogue record), which
+    tells a redrive where it goes (no ``kind`` header: an event)."""
+    headers = [("reason", reason.encode()), ("detail", detail.encode()[:1024]),
+               ("source", source.encode()),
+               ("rejected_ms", str(time.time_ns() // 1_000_000).encode())]
+    return headers if kind is None else [*headers, (KIND_HEADER, kind.encode())]
 
 
 class RecordProducer:
@@ -166,3 +175,24 @@ class EventProducer(RecordProducer):
         self.stats.dead_lettered += 1
         self.produce(self.dlq_topic, key, raw,
                      dead_letter_headers(error.reason.value, error.detail, self.source))
+
+
+class ItemProducer(RecordProducer):
+    """Sends catalogue records to the items topic, keyed by item id, and records the
+    schema refuses to the dead-letter topic with ``kind: item``."""
+
+    def __init__(self, kafka: KafkaConnection, topic: str, dlq_topic: str,
+                 source: str = "catalog", config: dict[str, object] | None = None) -> None:
+        super().__init__(kafka, config)
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.source = source
+
+    def send(self, item: ItemRecord) -> None:
+        self.produce(self.topic, item.key, item.to_json())
+
+    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
+        """Send the record's bytes to the dead-letter topic with the reason in headers."""
+        self.stats.dead_lettered += 1
+        self.produce(self.dlq_topic, key, raw, dead_letter_headers(
+            error.reason.value, error.detail, self.source, kind=ITEM_KIND))

@@ -182,3 +182,17 @@ def test_a_missing_file_or_an_unknown_format(tmp_path: Path) -> None:
         read_catalog(tmp_path / "missing.csv", "csv")
     assert set(CATALOG_FORMATS) == {"movielens", "goodbooks", "rees46", "amazon", "jsonl"}
 
+
+def test_catalog_load_stops_on_a_wrong_file_in_one_line_before_touching_kafka(
+        tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    path = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4,9\n")
+    result = CliRunner().invoke(app, ["catalog", "load", str(path), "--format", "movielens"],
+                                env={"STREAMREC_KAFKA_BOOTSTRAP": "nowhere:1"})
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()) == (
+        f"error: {path}:1: expected a header with movieId, title, genres; missing title, "
+        "genres (got 'userId,movieId,rating,timestamp')")

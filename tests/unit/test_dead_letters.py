@@ -6,8 +6,10 @@ import orjson
 from typer.testing import CliRunner
 
 from services.cli import app
+from streams.catalog import ItemRecord
 from streams.consumer import Record
 from streams.dead_letters import (
+    EVENT_KIND,
     FIRST_WRITTEN_HEADER,
     MISSING,
     REDRIVEN_FROM_HEADER,
@@ -22,10 +24,12 @@ from streams.dead_letters import (
     summarize,
 )
 from streams.events import Event
+from streams.producer import ITEM_KIND, KIND_HEADER
 
 VALID = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u7", "i1", "view",
               1_700_000_000_000).to_json()
 LIKE = orjson.dumps({**orjson.loads(VALID), "event_type": "like"})
+ITEM = ItemRecord("i1", "A title", price=3.0).to_json()
 
 
 def letter(value: bytes | None = b"{oops", offset: int = 0, timestamp_ms: int = 5,
@@ -124,3 +128,29 @@ def test_redrive_without_a_terminal_or_yes_refuses_before_touching_kafka() -> No
     assert result.exit_code == 1
     assert result.output.strip() == ("refusing to redrive without confirmation: stdin is not "
                                      "a terminal; pass --yes")
+
+
+def test_a_catalogue_letter_is_revalidated_as_a_record_and_redriven_keyed_by_item() -> None:
+    outcome = decide(letter(ITEM, offset=3, reason="bad_value", kind="item"))
+    assert outcome == Redrive(b"i1", ITEM, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@3")],
+                              ITEM_KIND)
+    # Valid as a record, not as an event: judged by its kind, never as an event.
+    assert isinstance(decide(letter(ITEM, reason="bad_value")), Reappend)
+    assert decide(letter(VALID, reason="x")).kind == EVENT_KIND  # no kind header: an event
+    still_bad = decide(letter(b'{"item_id": "i1", "price": -1}', reason="bad_value",
+                              kind="item"))
+    assert isinstance(still_bad, Reappend) and still_bad.attempted
+    assert (KIND_HEADER, b"item") in still_bad.headers  # still a catalogue letter when put back
+
+
+def test_without_an_items_topic_catalogue_letters_go_back_untouched() -> None:
+    outcome = decide(letter(ITEM, reason="bad_value", kind="item"), kinds=frozenset({"event"}))
+    assert isinstance(outcome, Reappend) and not outcome.attempted
+    unknown = decide(letter(ITEM, reason="bad_value", kind="thing"))  # a kind of the future
+    assert isinstance(unknown, Reappend) and not unknown.attempted
+
+
+def test_summaries_count_catalogue_letters_by_reason_and_source() -> None:
+    (summary,) = summarize([letter(ITEM, reason="bad_value", source="streamrec-catalog",
+                                   kind="item"), letter(reason="bad_value", source="worker")])
+    assert summary.count == 2 and summary.sources == {"streamrec-catalog", "worker"}

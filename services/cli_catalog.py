@@ -1,0 +1,62 @@
+"""``streamrec catalog load``: a catalogue file onto the items topic."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.progress import progress_bar
+from services.settings import load_settings
+from streams.catalog_files import CATALOG_FORMATS, CatalogFileError, RejectedItem, scan_catalog
+from streams.producer import ItemProducer
+
+app = typer.Typer(help="The item catalogue: load it onto the items topic.",
+                  no_args_is_help=True)
+console = Console()
+
+CatalogFormat = StrEnum("CatalogFormat", {name: name for name in CATALOG_FORMATS})  # type: ignore[misc]
+_PROGRESS_EVERY = 500
+
+
+@app.command()
+def load(
+    path: Annotated[Path, typer.Argument(help="catalogue file")],
+    fmt: Annotated[CatalogFormat, typer.Option("--format", "-f", help="file format")],
+    id_map: Annotated[Path | None, typer.Option(
+        help="amazon: UniSRec's <name>.item2index, when not beside the .text")] = None,
+) -> None:
+    """Send each record to the items topic (key: item id); records the schema refuses go
+    to the dead-letter topic. A file not in the format stops before anything is sent."""
+    try:
+        records = list(scan_catalog(path, fmt.value, id_map=id_map))
+    except CatalogFileError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False,
+                                   soft_wrap=True)
+        raise typer.Exit(1) from None
+    settings = load_settings()
+    sent = rejected = 0
+    fields = "sent {task.fields[sent]:,}  dead-lettered {task.fields[rejected]:,}"
+    with ItemProducer(settings.kafka, settings.topic_items, settings.topic_dlq,
+                      source="streamrec-catalog") as producer, \
+            progress_bar(f"load {path.name}", len(records), fields) as update:
+        for n, record in enumerate(records, 1):
+            if isinstance(record, RejectedItem):
+                producer.dead_letter(record.raw, record.error)
+                rejected += 1
+            else:
+                producer.send(record)
+                sent += 1
+            if n % _PROGRESS_EVERY == 0 or n == len(records):
+                update(n, sent=sent, rejected=rejected)
+    stats = producer.stats
+    console.print(f"loaded {path} into {settings.topic_items}: sent {sent:,}, dead-lettered "
+                  f"{rejected:,} (to {settings.topic_dlq}), delivered {stats.delivered:,}, "
+                  f"failed {stats.failed:,}"
+                  + (f" ({stats.last_error})" if stats.failed else ""), markup=False,
+                  highlight=False)
+    if stats.failed:
+        raise typer.Exit(1)

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     api_cors_origins: list[str] = Field(default_factory=list)
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     api_max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
+    api_max_items: int = Field(1000, ge=1, description="catalogue records per POST /v1/items")
     api_heartbeat_s: float = Field(15.0, gt=0, description="SSE keep-alive comment interval")
 
     # Trainer: a round every interval and/or every N new events (0 turns a trigger off).

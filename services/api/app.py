@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from services.api.auth import KEY_HEADER, Access
 from services.api.backends import backends_of, lifespan
 from services.api.fast_reads import FastReads
+from services.api.items import add_item_routes
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.routes import (
     FEED_PATH,
@@ -28,11 +29,13 @@ def create_api(settings: Settings) -> FastAPI:
     access = Access.of(settings)
     app = FastAPI(title="streamrec API", version="1", lifespan=lifespan(settings, metrics),
                   description="Next-item lists computed by the streamrec stream workers: "
-                              "read them, follow them live (SSE), send events. "
+                              "read them, follow them live (SSE), send events and "
+                              "catalogue records. "
                               + access.describe())
     list_route = add_list_route(app, access)
     feed_route = add_feed_route(app, metrics, settings.api_heartbeat_s, access)
     add_event_route(app, settings, metrics, access)
+    add_item_routes(app, settings, access)
     add_ops_routes(app, metrics, access)
     _add_middleware(app, settings, metrics, access, list_route, feed_route)
     return app
@@ -52,6 +55,6 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics, acces
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.api_cors_origins,
-                           allow_methods=["GET", "POST"],
+                           allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Content-Type", KEY_HEADER, "Authorization",
                                           "Last-Event-ID", TRACEPARENT, TRACESTATE])

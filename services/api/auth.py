@@ -4,8 +4,10 @@ nothing when no key is set, and only the schemes that are.
 
 Reads (lists, feeds, the dashboard's figures, metrics) need a read key (``X-API-Key``) or
 a bearer token once either is configured; posting events needs an event key once one is,
-and a key may be scoped to the users whose id starts with a prefix. ``/healthz`` and
-``/readyz`` stay open for probes. Secrets are compared with ``hmac.compare_digest``.
+and a key may be scoped to the users whose id starts with a prefix. Writing the item
+catalogue needs an event key too, an unscoped one: the catalogue is everyone's, a key
+scoped to some users' events may not change it. ``/healthz`` and ``/readyz`` stay open for
+probes. Secrets are compared with ``hmac.compare_digest``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ class Access:
         checks the key itself: it needs the key's scope)."""
         return [Security(self._event_scheme())] if self.event_keys else []
 
+    def may_write_items(self, key: str | None) -> bool | None:
+        """Whether this key may write the catalogue: True, False (a scoped key: 403), or
+        None (no key it knows: 401)."""
+        prefix = self.event_prefix(key)
+        return None if prefix is None else prefix == ""
+
     def read_responses(self) -> dict[int | str, dict[str, Any]]:
         return {} if self.reads_open else {401: {"model": Problem, "description":
                                                  "missing or wrong read credentials"}}
@@ -87,6 +95,15 @@ class Access:
                             "the key's scope; nothing was produced"}
         return answers
 
+    def item_responses(self) -> dict[int | str, dict[str, Any]]:
+        answers: dict[int | str, dict[str, Any]] = {}
+        if self.event_keys:
+            answers[401] = {"model": Problem, "description": f"missing or wrong {KEY_HEADER}"}
+        if any(prefix for _, prefix in self.event_keys):
+            answers[403] = {"model": Problem, "description": "a key scoped to some users "
+                            "may not write the catalogue; nothing was produced"}
+        return answers
+
     def describe(self) -> str:
         """Who may do what, for the OpenAPI description: every key's scope, no secret."""
         if self.reads_open and not self.event_keys:
@@ -98,8 +115,9 @@ class Access:
         scopes = "; ".join(f"key {n}: " + (f"users whose id starts with {prefix!r}" if prefix
                                            else "every user")
                            for n, (_, prefix) in enumerate(self.event_keys, 1))
-        events = (f"POST /v1/events needs an event key in {KEY_HEADER} ({scopes})."
-                  if self.event_keys else "Posting events is open.")
+        events = (f"POST /v1/events needs an event key in {KEY_HEADER} ({scopes}); the item "
+                  "routes need one for every user." if self.event_keys
+                  else "Posting events and items is open.")
         return f"{reads} {events} /healthz and /readyz are always open."
 
     def _read_schemes(self) -> list[APIKeyHeader | HTTPBearer]:

@@ -1,7 +1,7 @@
 """What the routes stand on, built at start-up by the app's ``lifespan`` and kept in
 ``app.state.backends``: two Redis clients (reads time out; the pub/sub listener idles, so
 it has no socket timeout), the list source, the feed hub with the live figures, the Kafka
-ingest, and the one client that sizes the dead-letter topic.
+ingest (events and catalogue records), and the one client that sizes the dead-letter topic.
 
 They exist only while the app runs, so routes, registered before, reach them at request
 time through ``backends_of``.
@@ -58,7 +58,8 @@ class Backends:
         hub = FeedHub(listener, settings.recs_channel, LiveStats(), source,
                       settings.api_max_feeds)
         return cls(source, hub,
-                   EventIngest(settings.kafka, settings.topic_interactions),
+                   EventIngest(settings.kafka, settings.topic_interactions,
+                               items_topic=settings.topic_items),
                    TopicSizes(settings.kafka), settings.topic_dlq)
 
     async def refresh(self) -> None:

@@ -1,5 +1,6 @@
 """``POST /v1/events``: validate posted events with the producer library's schema, then
-produce them to ``interactions`` and answer only once Kafka has acknowledged them.
+produce them to ``interactions`` and answer only once Kafka has acknowledged them. The
+item routes (``services.api.items``) produce catalogue records through the same ingest.
 
 A batch is all or nothing: one malformed event rejects the whole body with every reason,
 and nothing is produced, so a client can fix and resend without creating duplicates.
@@ -19,8 +20,9 @@ from confluent_kafka import KafkaError, Message
 from pydantic import Field
 
 from infra.kafka_client import KafkaConnection
+from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, Reason, parse
-from streams.producer import RecordProducer, sent_at_header
+from streams.producer import Headers, RecordProducer, sent_at_header
 from streams.tracing import TraceHeaders
 
 
@@ -76,14 +78,17 @@ class DeliveryFailed(RuntimeError):
 
 
 class EventIngest:
-    """Produces events with the idempotent producer; ``send`` returns once all are acked.
+    """Produces events (and catalogue records, to ``items_topic``) with the idempotent
+    producer; ``send`` and ``send_items`` return once all are acked.
 
-    A background thread serves librdkafka's delivery reports and settles each event's
+    A background thread serves librdkafka's delivery reports and settles each record's
     future on the event loop.
     """
 
-    def __init__(self, kafka: KafkaConnection, topic: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str, timeout_s: float = 10.0,
+                 items_topic: str = "items") -> None:
         self.topic = topic
+        self.items_topic = items_topic
         self.timeout_s = timeout_s
         self.producer = RecordProducer(kafka, {"delivery.report.only.error": False,
                                                    "message.timeout.ms": int(timeout_s * 1000)})
@@ -99,17 +104,27 @@ class EventIngest:
     async def send(self, events: list[Event], trace: TraceHeaders = ()) -> None:
         """Produce ``events``, each with ``trace`` (the request's trace context, so their
         lists join the request's trace); returns once Kafka acknowledged them all."""
+        await self._deliver(self.topic, [(e.key, e.to_json(), [sent_at_header(), *trace])
+                                         for e in events], "events")
+
+    async def send_items(self, items: list[ItemRecord]) -> None:
+        """Produce catalogue records to the items topic, keyed by item id; returns once
+        Kafka acknowledged them all."""
+        await self._deliver(self.items_topic, [(i.key, i.to_json(), []) for i in items],
+                            "records")
+
+    async def _deliver(self, topic: str, records: list[tuple[bytes, bytes, Headers]],
+                       what: str) -> None:
         loop = asyncio.get_running_loop()
         futures = []
-        for event in events:
+        for key, value, headers in records:
             future = loop.create_future()
 
             def settle(err: KafkaError | None, _msg: Message,
                        future: asyncio.Future = future) -> None:
                 loop.call_soon_threadsafe(_settle, future, err)
 
-            self.producer.produce(self.topic, event.key, event.to_json(),
-                                  [sent_at_header(), *trace], on_delivery=settle)
+            self.producer.produce(topic, key, value, headers, on_delivery=settle)
             futures.append(future)
         try:
             errors = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s + 1)
@@ -118,7 +133,7 @@ class EventIngest:
                 f"Kafka did not acknowledge within {self.timeout_s:.0f} s") from None
         failed = [e for e in errors if e is not None]
         if failed:
-            raise DeliveryFailed(f"{len(failed)} of {len(events)} events not delivered: "
+            raise DeliveryFailed(f"{len(failed)} of {len(records)} {what} not delivered: "
                                  f"{failed[0]}")
 
     def close(self) -> None:

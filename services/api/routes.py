@@ -168,7 +168,7 @@ def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,
         if prefix is None:
             raise HTTPException(401, f"missing or wrong {KEY_HEADER}",
                                 headers={"WWW-Authenticate": KEY_CHALLENGE})
-        body = await _read_capped(request, settings.api_max_body_bytes)
+        body = await read_capped(request, settings.api_max_body_bytes)
         try:
             events, rejections = validate_body(body, settings.api_max_events)
         except TooManyEvents as exc:
@@ -215,7 +215,7 @@ def _event_body_schema(max_events: int) -> dict[str, Any]:
                           "maxItems": max_events}]}}}}
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
+async def read_capped(request: Request, cap: int) -> bytes:
     """The body, or 413 as soon as it is known to exceed ``cap`` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:

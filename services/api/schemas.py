@@ -36,6 +36,31 @@ class Rejected(BaseModel):
         {"index": 1, "reason": "unknown_event_type", "detail": "event_type 'like'"}]}]}}
 
 
+class ItemOutcome(BaseModel):
+    """One catalogue record's fate: produced to the items topic, or refused and why."""
+
+    index: int = Field(0, description="position in the posted array (0 for PUT)")
+    item_id: str | None = Field(description="the record's id, when it had a readable one")
+    accepted: bool
+    reason: str | None = Field(None, description="machine-readable, as in the dead-letter "
+                               "header; only when refused")
+    detail: str | None = None
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"index": 0, "item_id": "4", "accepted": True},
+        {"index": 1, "item_id": "5", "accepted": False, "reason": "bad_value",
+         "detail": "price must be >= 0, got -1"}]}}
+
+
+class ItemsResult(BaseModel):
+    """Per record: the accepted ones were produced, the refused ones were not (resend
+    them fixed; records are upserts by item id, so resending an accepted one is harmless)."""
+
+    accepted: int
+    rejected: int
+    results: list[ItemOutcome]
+
+
 class Problem(BaseModel):
     detail: str
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from infra.redis_server import LocalRedis
 from services.processes import ServiceProcess, free_port
 from services.settings import Settings
-from streams.consumer import read_topic, topic_size
+from streams.consumer import read_to_end, read_topic, topic_size
 from streams.events import new_event
 
 API_KEY = "test-key-0123456789"
@@ -191,6 +191,27 @@ def test_bad_posts_are_refused_with_reasons_and_nothing_is_produced(
     assert running.get("/v1/users/u1/recommendations?k=0").status_code == 422
 
 
+def test_catalogue_records_put_and_posted_reach_the_items_topic(
+        running: Running, settings: Settings) -> None:
+    headers = {"X-API-Key": API_KEY}
+    put = httpx.put(f"{running.url}/v1/items/cat-1", headers=headers, timeout=15,
+                    content=orjson.dumps({"title": "A lamp", "categories": ["home"]}))
+    assert put.status_code == 202 and put.json()["accepted"] is True
+    batch = httpx.post(f"{running.url}/v1/items", headers=headers, timeout=15,
+                       content=orjson.dumps([{"item_id": "cat-2", "price": 3},
+                                             {"item_id": "cat-3", "price": -1}]))
+    assert batch.status_code == 202
+    assert [r["accepted"] for r in batch.json()["results"]] == [True, False]
+    assert httpx.put(f"{running.url}/v1/items/cat-4", content=b"{}",
+                     timeout=15).status_code == 401
+    records = [r for r in read_to_end(settings.kafka, running.env["STREAMREC_TOPIC_ITEMS"])
+               if (r.key or b"").startswith(b"cat-")]
+    assert [(r.key, orjson.loads(r.value or b"")) for r in records] == [
+        (b"cat-1", {"item_id": "cat-1", "title": "A lamp", "categories": ["home"],
+                    "schema_version": 1}),
+        (b"cat-2", {"item_id": "cat-2", "price": 3, "schema_version": 1})]
+
+
 def test_cors_allows_only_the_configured_origins(running: Running) -> None:
     def preflight(origin: str) -> httpx.Response:
         return httpx.options(f"{running.url}/v1/events", headers={
@@ -253,8 +274,8 @@ def test_fuzz_the_api_from_its_openapi_schema(running: Running) -> None:
                                    excluded_checks=[positive_data_acceptance])
 
         check()
-    assert len(fuzzed) == 6, fuzzed
-    assert metric(page, "streamrec_api_requests_total") - requests_before >= 6 * 20
+    assert len(fuzzed) == 8, fuzzed
+    assert metric(page, "streamrec_api_requests_total") - requests_before >= 8 * 20
 
 
 def test_dashboard_shows_live_figures_and_follows_a_users_feed(

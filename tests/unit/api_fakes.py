@@ -1,5 +1,6 @@
 """Fakes the API's unit tests share: a Redis for ``get`` only, and the app called in
-process over it, with a feed hub and a Kafka ingest that only records what it is sent."""
+process over it, with a feed hub and a Kafka ingest that only records what it is sent
+(events and catalogue records)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from services.api.feed import FeedHub
 from services.api.lists import ListSource
 from services.api.live import LiveStats, RateOf
 from services.settings import load_settings
+from streams.catalog import ItemRecord
 from streams.events import Event
 from streams.messages import RecommendationList, ScoredItem
 from streams.recs_store import recs_key
@@ -38,15 +40,20 @@ class FakeRedis:
 
 
 class FakeIngest:
-    """Records the events it is sent, and the trace context of each send."""
+    """Records the events and catalogue records it is sent, and the trace context of each
+    send of events."""
 
     def __init__(self) -> None:
         self.sent: list[Event] = []
         self.traces: list[object] = []
+        self.items: list[ItemRecord] = []
 
     async def send(self, events: list[Event], trace: object = ()) -> None:
         self.sent.extend(events)
         self.traces.append(trace)
+
+    async def send_items(self, items: list[ItemRecord]) -> None:
+        self.items.extend(items)
 
 
 def stored_list(user: str) -> RecommendationList:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,11 +19,30 @@ from streams.readers import read_valid_events
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
     from model.data import IdMap, Sequences
+    from streams.catalog import ItemRecord
 
 app = typer.Typer()
 console = Console()
 
 TRAIN_CHOICES = {"sasrec": ["sasrec"], "neumf": ["neumf"], "all": ["sasrec", "pipeline"]}
+
+
+class Protocol(StrEnum):
+    leave_last_out = "leave-last-out"
+    cold_items = "cold-items"
+
+
+def _catalogue(path: Path | None, fmt: str | None) -> list[ItemRecord]:
+    """The records of a catalogue file (none without ``--items``)."""
+    from streams.catalog_files import CATALOG_FORMATS, read_catalog
+
+    if path is None:
+        if fmt is not None:
+            raise typer.BadParameter("--items-format needs --items")
+        return []
+    if fmt not in CATALOG_FORMATS:
+        raise typer.BadParameter(f"--items-format must be one of {', '.join(CATALOG_FORMATS)}")
+    return list(read_catalog(path, fmt))
 
 
 def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None
@@ -64,21 +84,45 @@ def evaluate(
     epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
     pretrain: Annotated[bool, typer.Option(
         help="neumf: pretrain GMF and MLP alone, then fuse them (He et al. 2017)")] = False,
+    protocol: Annotated[Protocol, typer.Option(
+        help="cold-items: leave 10% of catalogued items out of training and rank them too "
+             "(needs --items)")] = Protocol.leave_last_out,
+    items: Annotated[Path | None, typer.Option(
+        help="item catalogue: content features for the retriever")] = None,
+    items_format: Annotated[str | None, typer.Option(
+        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl")] = None,
     seed: int = 42,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
+    from model.content import catalogue_table
     from model.data import leave_last_out
+    from model.evaluation.cold import cold_item_split
     from model.evaluation.harness import leave_last_out_report, next_click_report
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     settings = load_settings()
-    seqs = _load(data, fmt, settings)
+    records = _catalogue(items, items_format)
+    cold = None
+    if protocol is Protocol.cold_items:
+        if not records or test is not None:
+            raise typer.BadParameter("--protocol cold-items needs --items and no --test")
+        cold = cold_item_split(read_valid_events(data, fmt.value), records,
+                               settings.feature_spec(), seed=seed)
+        seqs = cold.sequences
+        console.print(f"cold items: {len(cold.cold):,} left out of training, "
+                      f"{len(cold.users):,} cases")
+    else:
+        seqs = _load(data, fmt, settings)
+        if records:
+            seqs.content = catalogue_table(records, seqs.items.ids)
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
-                  f"{seqs.interactions():,} interactions")
+                  f"{seqs.interactions():,} interactions"
+                  + (f"; {seqs.content.covered:,} items with content" if seqs.content else ""))
     trained, _, _ = train_with_progress(split, names, settings, epochs, seed, pretrain)
     if test is None:
-        report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained)
+        report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained, cold,
+                                       {r.item_id: r.categories for r in records})
     else:
         sessions = [s[s > 0] for s in _load(test, fmt, settings, items=seqs.items).by_user]
         report = next_click_report(f"{data.parent.name}/{data.name}", seqs,
@@ -101,16 +145,25 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
     pretrain: Annotated[bool, typer.Option(
         help="neumf: pretrain GMF and MLP alone, then fuse them (He et al. 2017)")] = False,
+    items: Annotated[Path | None, typer.Option(
+        help="item catalogue: content features for the retriever, so the served model "
+             "can embed new items")] = None,
+    items_format: Annotated[str | None, typer.Option(
+        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl")] = None,
     seed: int = 42,
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register."""
+    from model.content import catalogue_table
     from model.data import leave_last_out
     from streams.registry import log_trained
 
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
     settings = load_settings()
+    records = _catalogue(items, items_format)
     seqs = _load(data, fmt, settings)
+    if records:
+        seqs.content = catalogue_table(records, seqs.items.ids)
     split = leave_last_out(seqs)
     trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
                                                          epochs, seed, pretrain)

@@ -97,4 +97,4 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
                               max_items=settings.session_max_items,
                               features=settings.feature_spec()),
-        status_file=status_file)
+        status_file=status_file, items=settings.topic_items)

@@ -34,13 +34,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.settings import Settings
 from services.stack import mlflow_store
+from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, parse
 from streams.messages import version_string
 from streams.status import Outcome, RoundSummary, StatusFile, TrainerStatus
@@ -196,6 +197,25 @@ class Trainer:
         events.sort(key=lambda e: (e.ts, e.event_id))
         return events
 
+    def catalogue(self) -> list[ItemRecord]:
+        """The newest valid record of each item on the items topic (none: no catalogue,
+        and the models train on ids alone)."""
+        from streams.catalog import parse_item
+        from streams.consumer import read_to_end
+
+        def read() -> list[ItemRecord]:
+            records: dict[str, ItemRecord] = {}
+            for record in read_to_end(self.settings.kafka, self.settings.topic_items):
+                if record.value is None:
+                    records.pop((record.key or b"").decode(errors="replace"), None)
+                    continue
+                with suppress(InvalidEvent):  # the loader dead-lettered it already
+                    item = parse_item(record.value)
+                    records[item.item_id] = item
+            return list(records.values())
+
+        return retry("reading the catalogue", read)
+
     def champion_versions(self) -> dict[str, str] | None:
         """{registered name: version} behind the champion alias for both roles, None
         before the first promotion."""
@@ -247,6 +267,7 @@ class Trainer:
         """Load the champion, if any, and cut the history by time: the newest
         ``trainer_holdout_fraction`` is held out for the gate, the rest becomes training
         sequences whose id maps extend the champion's."""
+        from model.content import catalogue_table
         from model.data import IdMap, build_sequences, time_split
         from model.evaluation.gate import gate_cases
         from streams.registry import load_champion
@@ -260,6 +281,10 @@ class Trainer:
             past, users=IdMap.from_list(champion.users.to_list()) if champion else None,
             items=IdMap.from_list(champion.items.to_list()) if champion else None,
             spec=s.feature_spec())
+        if records := self.catalogue():
+            sequences.content = catalogue_table(records, sequences.items.ids)
+            log.info("round: %d catalogue records, %d of %d items described", len(records),
+                     sequences.content.covered, sequences.num_items)
         return _RoundData(len(events), len(past), len(recent), before, champion, sequences,
                           gate_cases(sequences, recent))
 

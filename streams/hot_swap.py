@@ -4,8 +4,8 @@ Each worker reads the topic with a consumer of its own outside any group, so eac
 announcement reaches every worker (a group would hand it to one of them). At start the
 follower also rereads the newest announcement, which covers one made while the worker
 was loading its first model. A new bundle is loaded off the event loop, smoke-tested with
-one recommendation, and swapped in one assignment that the recommend loop reads once per
-micro-batch; a bundle that fails to load or to answer keeps the old one serving, and its
+one recommendation, given the catalogue the worker follows (``streams.catalog_follower``),
+and swapped in one assignment that the recommend loop reads once per micro-batch; a bundle that fails to load or to answer keeps the old one serving, and its
 announcement is retried with backoff until it loads or a newer one arrives. Each
 outcome is logged, counted in the worker's metrics and, with ``--status-file``, written
 to the worker's status record (``streams.status.WorkerStatus``).
@@ -27,6 +27,7 @@ from infra.urls import mask_url, mask_urls
 from model.features import LiveSession
 from streams import log_context
 from streams.backoff import Backoff
+from streams.catalog_follower import Catalogue
 from streams.events import EVENT_TYPES
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
@@ -58,8 +59,8 @@ class Serving:
     """
 
     def __init__(self, bundle: Any, metrics: WorkerMetrics,
-                 status_file: Path | None = None) -> None:
-        self.bundle, self.metrics = bundle, metrics
+                 status_file: Path | None = None, catalogue: Catalogue | None = None) -> None:
+        self.bundle, self.metrics, self.catalogue = bundle, metrics, catalogue
         metrics.serve_model(bundle.version)
         log_context.serving(bundle.version)
         self.status = StatusFile(status_file, WorkerStatus(bundle.version, updated_us=now_us()))
@@ -91,6 +92,8 @@ class Serving:
             return False
         if fresh.version == self.bundle.version:
             return True
+        if self.catalogue is not None:  # items its training never saw, by content
+            self.catalogue.embed(fresh, list(self.catalogue.records.values()))
         old, self.bundle = self.bundle.version, fresh
         self.metrics.swaps.labels("applied").inc()
         self.metrics.serve_model(fresh.version)

@@ -71,6 +71,10 @@ class WorkerMetrics:
         self.redis_skipped = Counter("streamrec_worker_redis_skipped_total", "Micro-batches "
                                      "that skipped Redis while it was failing (the lists "
                                      "still reach the topic)", registry=r)
+        self.catalogue = Counter("streamrec_worker_catalogue_records_total", "Catalogue "
+                                 "records read from the items topic, by outcome (embedded: "
+                                 "the model serves them; skipped: its model reads no content; "
+                                 "invalid)", ["outcome"], registry=r)
         self.swaps = Counter("streamrec_worker_model_swaps_total", "Model updates applied "
                              "or refused", ["outcome"], registry=r)
         self.batch_size = Histogram("streamrec_worker_batch_size_events", "Events per "

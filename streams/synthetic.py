@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streams.catalog import ItemRecord
 from streams.events import Event
 
 START_MS = 1_700_000_000_000  # 2023-11-14
@@ -73,7 +74,7 @@ class _World:
         self.cfg = cfg
         self.uniform = _Uniforms(rng)
         popularity = (rng.permutation(cfg.items) + 1).astype(float) ** -cfg.zipf_exponent
-        topic_of = rng.integers(0, cfg.topics, cfg.items)
+        self.topic_of = topic_of = rng.integers(0, cfg.topics, cfg.items)
         by_topic = [np.flatnonzero(topic_of == t) for t in range(cfg.topics)]
         # Empty topics (possible with few items) fall back to the whole catalogue.
         self.by_topic = [ix if len(ix) else np.arange(cfg.items) for ix in by_topic]
@@ -96,6 +97,14 @@ class _World:
             return int(self.successors[previous, int(u() * cfg.successors)])
         topic = _pick((self.drifted_cdf if drifted else self.taste_cdf)[user], u())
         return int(self.by_topic[topic][_pick(self.topic_cdf[topic], u())])
+
+
+def catalogue(cfg: SyntheticConfig = SyntheticConfig()) -> list[ItemRecord]:
+    """A catalogue record per item of the log ``generate(cfg)`` yields: its hidden topic
+    as its category (what content features can learn from), a title naming the topic."""
+    world = _World(cfg, np.random.default_rng(cfg.seed))
+    return [ItemRecord(f"i{i}", title=f"item {i} on topic {t}", categories=(f"topic-{t}",))
+            for i, t in enumerate(world.topic_of.tolist())]
 
 
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> Iterator[Event]:

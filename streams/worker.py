@@ -28,6 +28,7 @@ from faust.types import TableT, TopicT
 from infra.kafka_client import KafkaConnection
 from model.features import LiveSession
 from model.pipeline import Recommendation
+from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.hot_swap import Serving, follow_model_updates
 from streams.log_context import in_partition
 from streams.messages import NO_MODEL
@@ -61,6 +62,7 @@ class WorkerConfig:
     exclude_seen: bool = True
     session: SessionPolicy = field(default_factory=SessionPolicy)
     status_file: Path | None = None  # where ``Serving`` reports its model and swaps
+    items: str | None = None  # the catalogue topic every worker follows (None: no catalogue)
 
 
 class FixedList:
@@ -78,6 +80,9 @@ class FixedList:
         rec = Recommendation(self.items[:k], [1.0] * min(k, len(self.items)))
         return [rec] * len(users)
 
+    def add_items(self, records: Sequence[Any]) -> int:
+        return 0
+
 
 class NoModel:
     """What a worker serves before the first champion: no model answer, so every list
@@ -90,6 +95,9 @@ class NoModel:
                   exclude_seen: bool = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation | None]:
         return [None] * len(users)
+
+    def add_items(self, records: Sequence[Any]) -> int:
+        return 0
 
 
 class FlushBeforeCommit(Sensor):
@@ -201,7 +209,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
     sessions = app.Table("sessions", default=None, partitions=cfg.partitions)
     metrics = metrics or WorkerMetrics()
-    serving = Serving(bundle, metrics, cfg.status_file)
+    catalogue = Catalogue(metrics)
+    serving = Serving(bundle, metrics, cfg.status_file, catalogue)
     popularity = DecayedPopularity()
     lists_out = RecordProducer(cfg.kafka)
     app.sensors.add(FlushBeforeCommit(lists_out))
@@ -228,5 +237,10 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         async def swap_models() -> None:
             await follow_model_updates(cfg.kafka, cfg.model_updates, serving, load_bundle,
                                        cfg.top_n)
+
+    if cfg.items is not None:
+        @app.task
+        async def follow_items() -> None:
+            await follow_catalogue(cfg.kafka, cfg.items, catalogue, serving)
 
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -18,14 +19,15 @@ from helpers import metric
 
 from services.processes import CLI, ServiceProcess, free_port
 from services.settings import Settings
+from streams.catalog import ItemRecord
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.messages import version_string
-from streams.producer import EventProducer, sent_at_header
+from streams.producer import EventProducer, RecordProducer, sent_at_header
 from streams.registry import RANKER_NAME, RETRIEVER_NAME
 from streams.sessions import SessionPolicy, SessionState, apply_event
 from streams.status import WorkerStatus
-from streams.synthetic import SyntheticConfig, generate
+from streams.synthetic import SyntheticConfig, catalogue, generate
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +269,57 @@ def test_a_worker_joining_mid_backlog_takes_partitions_without_losing_events(
     assert crash < 0, outputs[0][crash:crash + 2000]
     missing = [e.event_id for e in events if e.event_id not in answered]
     assert not missing, f"{len(missing)} unanswered, e.g. {missing[:5]}"
+
+
+def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(
+    settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """Issue #20's live target: a champion trained with a catalogue; an item put into the
+    catalogue while the worker serves is embedded by content and appears in some user's
+    model-path list (marked ``content``) within 5 s, with no retrain and no restart."""
+    cfg = SyntheticConfig(users=80, items=60, events=3000, seed=11)
+    events = list(generate(cfg))
+    data, items = tmp_path / "train.jsonl", tmp_path / "items.jsonl"
+    data.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:2500]))
+    items.write_bytes(b"".join(r.to_json() + b"\n" for r in catalogue(cfg)))
+    env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")}
+    trained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
+                              "--model", "all", "--epochs", "10", "--champion",
+                              "--items", str(items), "--items-format", "jsonl"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    env = _worker_env(env, new_topic, STREAMREC_TOPIC_ITEMS=new_topic())
+    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
+    try:
+        warm_up = events[2500:2520]
+        _send(settings, env, warm_up)
+        assert len(list(read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                                   from_beginning=True, limit=len(warm_up),
+                                   idle_timeout_s=90))) == len(warm_up)
+        new = ItemRecord("brand-new", title="item on topic 3", categories=("topic-3",))
+        producer = RecordProducer(settings.kafka)
+        producer.produce(env["STREAMREC_TOPIC_ITEMS"], b"brand-new", new.to_json())
+        assert producer.flush(10) == 0
+        put_us = time.time_ns() // 1000
+        later = [Event(str(uuid.uuid4()), e.user_id, e.item_id, e.event_type,
+                       e.ts) for e in events[2520:3000]]
+        sender = threading.Thread(target=lambda: [(_send(settings, env, later[i:i + 40]),
+                                                   time.sleep(0.25))
+                                                  for i in range(0, len(later), 40)])
+        sender.start()
+        found = None
+        for record in read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                                 from_beginning=True, idle_timeout_s=30):
+            value = orjson.loads(record.value)
+            if any(i["item_id"] == "brand-new" for i in value["items"]):
+                found = value
+                break
+        sender.join()
+    finally:
+        output = worker.stop()
+    assert found is not None, output[-3000:]
+    assert found["path"] == "model"
+    assert [i["path"] for i in found["items"] if i["item_id"] == "brand-new"] == ["content"]
+    assert {i["path"] for i in found["items"] if i["item_id"] != "brand-new"} == {"model"}
+    assert found["published_us"] - put_us < 5_000_000, found["published_us"] - put_us
+    assert "Traceback" not in output, output[-3000:]

@@ -1,0 +1,85 @@
+"""Every worker follows the ``items`` topic and keeps the catalogue its model serves from.
+
+Like the model follower (``streams.hot_swap``), each worker reads the whole topic with a
+consumer of its own outside any group: every worker needs every item, whichever
+partitions of ``interactions`` it owns. It starts from the beginning of the compacted
+topic, so a starting worker learns the whole catalogue, and then follows it: each poll's
+records go to the serving bundle at once (``ServingBundle.add_items``), so an item put
+into the catalogue is recommendable by the next micro-batch, with no retrain. A swapped-in
+model receives the whole catalogue before it serves (``Serving.apply``).
+
+Records are validated again here (a producer may skip ``streamrec catalog load`` and the
+API); an invalid one is counted and logged, never applied. A tombstone forgets the record,
+but an item already indexed stays until the next swap (the index has no removal yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from infra.kafka_client import KafkaConnection
+from streams.catalog import ItemRecord, parse_item
+from streams.events import InvalidEvent
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Catalogue:
+    """The newest valid record per item id, as read from the topic."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.records: dict[str, ItemRecord] = {}
+        self.metrics = metrics
+
+    def take(self, messages: Iterable[Any]) -> list[ItemRecord]:
+        """Apply consumed messages (``key``, ``value``); returns the valid records, the
+        newest per item, to embed."""
+        fresh: dict[str, ItemRecord] = {}
+        for m in messages:
+            if m.value is None:
+                key = m.key.decode(errors="replace") if m.key else ""
+                self.records.pop(key, None)
+                fresh.pop(key, None)
+                continue
+            try:
+                record = parse_item(m.value)
+            except InvalidEvent as exc:
+                self.metrics.catalogue.labels("invalid").inc()
+                log.warning("catalogue record refused (%s): %s", exc.reason.value, exc.detail)
+                continue
+            self.records[record.item_id] = fresh[record.item_id] = record
+        return list(fresh.values())
+
+    def embed(self, bundle: Any, records: list[ItemRecord]) -> None:
+        """Hand ``records`` to ``bundle``; counted as embedded, or skipped when its model
+        reads no content (trained without a catalogue)."""
+        if not records:
+            return
+        embedded = bundle.add_items(records)
+        self.metrics.catalogue.labels("embedded").inc(embedded)
+        self.metrics.catalogue.labels("skipped").inc(len(records) - embedded)
+
+
+async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,
+                           serving: Any) -> None:
+    """Read ``topic`` from its beginning and apply each poll to ``serving.bundle`` (runs
+    until cancelled)."""
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                        or {0})]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            messages = [m for records in batch.values() for m in records]
+            catalogue.embed(serving.bundle, catalogue.take(messages))
+    finally:
+        await consumer.stop()

@@ -1,0 +1,72 @@
+"""The worker's catalogue (``streams.catalog_follower.Catalogue``): what it keeps of the
+items topic, what it hands the serving bundle, and that a swapped-in model gets it all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+import orjson
+
+from model.pipeline import Recommendation
+from streams.catalog import ItemRecord
+from streams.catalog_follower import Catalogue
+from streams.hot_swap import Serving
+from streams.messages import CHAMPION, ModelAnnouncement
+from streams.metrics import WorkerMetrics
+
+
+def message(key: str, value: dict | bytes | None) -> SimpleNamespace:
+    raw = orjson.dumps(value) if isinstance(value, dict) else value
+    return SimpleNamespace(key=key.encode(), value=raw)
+
+
+class ContentBundle:
+    """Takes items when ``reads_content``; answers every user with one fixed list."""
+
+    def __init__(self, version: str, reads_content: bool = True) -> None:
+        self.version, self.reads_content = version, reads_content
+        self.users, self.items = SimpleNamespace(ids=["u1"]), SimpleNamespace(ids=["i1"])
+        self.added: list[list[str]] = []
+
+    def add_items(self, records: Sequence[ItemRecord]) -> int:
+        self.added.append([r.item_id for r in records])
+        return len(records) if self.reads_content else 0
+
+    def recommend(self, users, sessions, k=10, exclude_seen=True, timings=None):  # noqa: ANN001, ANN201
+        return [Recommendation(["i1"], [1.0])] * len(users)
+
+
+def count(metrics: WorkerMetrics, outcome: str) -> float:
+    return metrics.registry.get_sample_value("streamrec_worker_catalogue_records_total",
+                                             {"outcome": outcome}) or 0.0
+
+
+def test_the_newest_valid_record_per_item_is_kept_and_embedded() -> None:
+    metrics = WorkerMetrics()
+    catalogue = Catalogue(metrics)
+    fresh = catalogue.take([message("a", {"item_id": "a", "title": "old"}),
+                            message("b", b"{not json"),
+                            message("a", {"item_id": "a", "title": "new"}),
+                            message("c", {"item_id": "c", "categories": ["x"]}),
+                            message("c", None)])  # a tombstone forgets c
+    assert [r.item_id for r in fresh] == ["a"] and fresh[0].title == "new"
+    assert set(catalogue.records) == {"a"} and count(metrics, "invalid") == 1
+    bundle = ContentBundle("r:v1")
+    catalogue.embed(bundle, fresh)
+    catalogue.embed(bundle, [])  # nothing to hand over: the bundle is not called
+    assert bundle.added == [["a"]] and count(metrics, "embedded") == 1
+    catalogue.embed(ContentBundle("r:v0", reads_content=False), fresh)
+    assert count(metrics, "skipped") == 1
+
+
+def test_a_swapped_in_model_gets_the_whole_catalogue_before_it_serves() -> None:
+    metrics = WorkerMetrics()
+    catalogue = Catalogue(metrics)
+    catalogue.take([message(i, {"item_id": i}) for i in ("a", "b")])
+    serving = Serving(ContentBundle("r:v1"), metrics, catalogue=catalogue)
+    fresh = ContentBundle("r:v2")
+    note = ModelAnnouncement(CHAMPION, {"r": "2"}, "file:///m").to_json()
+    assert asyncio.run(serving.apply(note, lambda: fresh, 10))
+    assert serving.bundle is fresh and fresh.added == [["a", "b"]]

@@ -58,7 +58,7 @@ class ContentSpec:
     Kept in the retriever's config, so a model always embeds new items as it was trained."""
 
     buckets: int = 1 << 15
-    max_tokens: int = 48
+    max_tokens: int = 16
     bigrams: bool = True
     numeric: tuple[str, ...] = ()  # "price" or attribute names
     numeric_mean: tuple[float, ...] = ()

@@ -30,6 +30,8 @@ from keras import ops
 
 from model.content import ContentSpec, ContentTable, ItemContentEncoder
 
+FULL_TABLE_MAX = 100_000
+
 
 @keras.saving.register_keras_serializable(package="streamrec")
 class SASRecEncoder(keras.layers.Layer):
@@ -93,11 +95,15 @@ class SASRecEncoder(keras.layers.Layer):
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-8, name="final_norm")
         self.final_norm.build((None, None, d))
 
-    def call(self, seq: Any, types: Any = None, training: bool = False) -> Any:
+    def call(self, seq: Any, types: Any = None, training: bool = False,
+             table: Any = None) -> Any:
+        """``table``: every item's vector for this step (``item_table``), when the caller
+        computed it once for the sequence, its targets and its negatives alike."""
         valid = ops.cast(ops.not_equal(seq, 0), "float32")
         mask = ops.expand_dims(valid, -1)
         positions = ops.cast(ops.maximum(ops.cumsum(valid, axis=1) - 1.0, 0.0), "int32")
-        x = self.item_vectors(seq, training) * math.sqrt(self.dim) + self.pos_embedding(positions)
+        items = self.item_vectors(seq, training) if table is None else ops.take(table, seq, axis=0)
+        x = items * math.sqrt(self.dim) + self.pos_embedding(positions)
         if self.num_types:
             x = x + self.type_embedding(ops.zeros_like(seq) if types is None else types)
         x = self.drop(x, training=training) * mask
@@ -127,6 +133,11 @@ class SASRecEncoder(keras.layers.Layer):
             keep = ops.logical_not(ops.logical_and(has, draw < self.id_dropout))
             out = out * ops.expand_dims(ops.cast(keep, out.dtype), -1)
         return out + content
+
+    def item_table(self, training: bool = False) -> Any:
+        """[num_items + 1, dim]: every item's vector; in training each item with content
+        loses its id for the whole step with probability ``id_dropout``."""
+        return self.item_vectors(ops.arange(self.num_items + 1), training)
 
     def set_content(self, table: ContentTable) -> None:
         """Load the catalogue's arrays for ids 0..num_items (rows past the table: none)."""
@@ -164,10 +175,18 @@ class SASRec(keras.Model):
         self.max_len = max_len
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
-        h = self.encoder(inputs["seq"], inputs.get("types"), training=training)  # [B, L, d]
+        enc = self.encoder
+        if not enc.built:
+            enc.build(None)
+        # With content, an item's vector costs a bag of token embeddings: below
+        # FULL_TABLE_MAX items, computing all once per step is cheaper than per lookup
+        # (a batch looks up 2 * L + negatives ids per row).
+        whole = (enc.item_table(training) if enc.content_spec is not None
+                 and enc.num_items < FULL_TABLE_MAX else None)
+        h = enc(inputs["seq"], inputs.get("types"), training=training, table=whole)  # [B, L, d]
 
         def table(ids: Any) -> Any:
-            return self.encoder.item_vectors(ids, training)
+            return enc.item_vectors(ids, training) if whole is None else ops.take(whole, ids, axis=0)
 
         pos = ops.sum(h * table(inputs["pos"]), axis=-1, keepdims=True)    # [B, L, 1]
         neg = inputs["neg"]
@@ -184,7 +203,7 @@ class SASRec(keras.Model):
         """[num_items + 1, dim]: every known item's vector (id plus content)."""
         if self.encoder.content_spec is None:
             return self.encoder.item_embedding.embeddings
-        return self.encoder.item_vectors(ops.arange(self.encoder.num_items + 1))
+        return self.encoder.item_table()
 
     def content_vectors(self, tokens: Any, numeric: Any) -> Any:
         """[n, dim] vectors of items known by content alone (``ContentSpec.arrays``)."""

@@ -205,3 +205,13 @@ def test_a_bundle_without_a_catalogue_embeds_nothing() -> None:
     plain({"seq": seq, "pos": seq, "neg": np.ones((1, 2), "int64")})
     bundle = ServingBundle.from_models(plain, None, IdMap(), IdMap.from_list(list("abcde")), "v")
     assert bundle.add_items([Item("z", title="x")]) == 0 and bundle.items.get("z") == 0
+
+
+def test_logits_are_the_same_from_the_whole_table_or_per_lookup(monkeypatch) -> None:
+    import model.retrieval.sasrec as sasrec_module
+
+    model, seq = _content_sasrec()
+    inputs = {"seq": seq, "pos": seq, "neg": np.arange(1, 11).reshape(5, 2)}
+    whole = keras.ops.convert_to_numpy(model(inputs))
+    monkeypatch.setattr(sasrec_module, "FULL_TABLE_MAX", 0)  # every vector per lookup
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(inputs)), whole, atol=1e-5)

@@ -10,6 +10,10 @@ file runs on an older commit for an old-versus-new comparison in one sitting:
     .venv/bin/python -m benchmarks.serving --features
     (cd /tmp/old && /work/main/.venv/bin/python /work/main/benchmarks/serving.py)
 
+``--content`` gives the retriever a catalogue (three categories and a title per item) and,
+before measuring, puts 1% more items into the bundle by content alone, which sessions
+then meet like any other (issue #20: content adds at most 10% per event).
+
 ``--session-events N`` measures instead the events of one batch of users whose sessions
 reach N events, one event per user per round, over the last 25 (where a full window rolls
 once): the cost per event at that session length (issue #17: flat in N).
@@ -32,12 +36,28 @@ from model.retrieval.sasrec import SASRec
 TYPES = ("view", "click", "add_to_cart", "purchase")
 
 
-def _models(items: int, users: int, features: bool) -> tuple[SASRec, NeuMF]:
-    extra = {"num_types": len(TYPES) + 1} if features else {}
+def _catalogue(ids: range) -> list:
+    from streams.catalog import ItemRecord
+
+    return [ItemRecord(f"i{i}", title=f"thing {i % 97} model {i % 13}",
+                       categories=(f"c{i % 20}", f"c{i % 20}.{i % 7}", f"brand{i % 50}"),
+                       price=float(i % 300)) for i in ids]
+
+
+def _models(items: int, users: int, features: bool, content: bool) -> tuple[SASRec, NeuMF]:
+    extra: dict = {"num_types": len(TYPES) + 1} if features else {}
+    table = None
+    if content:
+        from model.content import catalogue_table
+
+        table = catalogue_table(_catalogue(range(items)), [f"i{i}" for i in range(items)])
+        extra.update(content=table.spec.to_dict(), id_dropout=0.3)
     sasrec = SASRec(items, max_len=50, dim=64, blocks=2, dropout=0.0, **extra)
     sasrec({"seq": np.ones((1, 50), "int64"), "pos": np.ones((1, 50), "int64"),
             "neg": np.ones((1, 2), "int64"), **({"types": np.ones((1, 50), "int64")}
                                                   if features else {})})
+    if table is not None:
+        sasrec.encoder.set_content(table)
     kwargs: dict = {"session_dim": 64, "use_score": True}
     if features:
         from model.features import FeatureSpec
@@ -66,16 +86,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--features", action="store_true")
+    parser.add_argument("--content", action="store_true",
+                        help="a catalogue, and 1%% more items known by content alone")
     parser.add_argument("--session-events", type=int, default=0,
                         help="measure events 25 before to N of sessions this long")
     args = parser.parse_args()
     features = args.features and "pair_dim" in inspect.signature(NeuMF).parameters
     limit_threads(1)  # as a worker does: spare BLAS/OpenMP threads only add jitter
     keras.utils.set_random_seed(0)
-    sasrec, ranker = _models(args.items, args.users, features)
+    sasrec, ranker = _models(args.items, args.users, features, args.content)
     users = IdMap.from_list([f"u{i}" for i in range(args.users)])
     items = IdMap.from_list([f"i{i}" for i in range(args.items)])
     bundle = ServingBundle.from_models(sasrec, ranker, users, items, "bench")
+    catalogue = args.items
+    if args.content:
+        catalogue += bundle.add_items(_catalogue(range(args.items, args.items * 101 // 100)))
     rng = np.random.default_rng(0)
     sessions: dict[str, list[str]] = {}
     timings: dict[str, float] = {}
@@ -86,7 +111,7 @@ def main() -> None:
         batch = ([f"u{u}" for u in range(args.batch)] if args.session_events else
                  [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)])
         for user in batch:
-            sessions.setdefault(user, []).append(f"i{rng.integers(args.items)}")
+            sessions.setdefault(user, []).append(f"i{rng.integers(catalogue)}")
         live = [_session(sessions[u][-50:], features, 1_700_000_000_000) for u in batch]
         into = timings if round_ >= measured_from else None  # after a warm-up
         start = time.perf_counter()
@@ -94,7 +119,7 @@ def main() -> None:
         if into is not None:
             events += len(batch)
             timings["total"] = timings.get("total", 0.0) + time.perf_counter() - start
-    print(f"features={'on' if features else 'off'}"
+    print(f"features={'on' if features else 'off'}, content={'on' if args.content else 'off'}"
           + (f", sessions of {args.session_events} events" if args.session_events else "")
           + f"; µs per event over {events} events, batches of {args.batch}:")
     for stage, seconds in timings.items():

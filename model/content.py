@@ -195,6 +195,45 @@ class ItemContentEncoder(keras.layers.Layer):
                 "num_numeric": self.num_numeric, "dim": self.dim}
 
 
+class ItemContentTable:
+    """A model's copy of the catalogue's arrays (non-trainable weights of ``layer``, so
+    they travel with the saved model) and the id dropout that teaches content to stand
+    alone: the retriever and the ranker both hold one. ``seeds`` belongs to ``layer``
+    (Keras tracks a layer's seed generators, which JAX training needs)."""
+
+    def __init__(self, layer: keras.layers.Layer, rows: int, spec: ContentSpec,
+                 id_dropout: float, seeds: keras.random.SeedGenerator) -> None:
+        self.rows, self.spec, self.id_dropout, self.seeds = rows, spec, id_dropout, seeds
+        self.tokens = layer.add_weight(shape=(rows, spec.max_tokens), dtype="int32",
+                                       initializer="zeros", trainable=False,
+                                       name="content_tokens")
+        self.numeric = layer.add_weight(shape=(rows, len(spec.numeric)), initializer="zeros",
+                                        trainable=False, name="content_numeric")
+
+    def lookup(self, ids: Any) -> tuple[Any, Any]:
+        """(tokens, numeric) of item ``ids``."""
+        return ops.take(self.tokens, ids, axis=0), ops.take(self.numeric, ids, axis=0)
+
+    def keep(self, tokens: Any, training: bool) -> Any:
+        """[..., 1]: 0 where an item (with ``tokens``) loses its id embedding, with
+        probability ``id_dropout`` in training where it has content; None: keep all."""
+        if not training or not self.id_dropout:
+            return None
+        has = ops.any(ops.not_equal(tokens, 0), axis=-1)
+        draw = keras.random.uniform(ops.shape(has), seed=self.seeds)
+        kept = ops.logical_not(ops.logical_and(has, draw < self.id_dropout))
+        return ops.expand_dims(ops.cast(kept, "float32"), -1)
+
+    def load(self, table: ContentTable) -> None:
+        """The catalogue's arrays for ids 0..rows-1 (rows past the table: none)."""
+        tokens = np.zeros((self.rows, table.spec.max_tokens), np.int32)
+        numeric = np.zeros((self.rows, len(table.spec.numeric)), np.float32)
+        n = min(self.rows, len(table.tokens))
+        tokens[:n], numeric[:n] = table.tokens[:n], table.numeric[:n]
+        self.tokens.assign(tokens)
+        self.numeric.assign(numeric)
+
+
 @dataclass(frozen=True)
 class NumpyContent:
     """``ItemContentEncoder`` over exported weights, with the spec that makes its inputs:

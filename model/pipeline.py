@@ -186,6 +186,9 @@ class ServingBundle:
         table[dense[known]] = vectors[known]
         for item in (i for i, d in zip(latest, dense) if d == 0):
             self.items.add(item)
+        if self.ranker is not None:
+            self.ranker = self.ranker.with_items(list(latest.values()),
+                                                 np.array([self.items.get(i) for i in latest]))
         self.encoder = replace(self.encoder, items=table)
         self.incremental = IncrementalEncoder(self.encoder)
         if known.any() and not self.index.update(dense[known], vectors[known]):
@@ -312,8 +315,8 @@ class ServingBundle:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
             found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side,
                                      seen_excluded=exclude_seen)
-            # Items known by content alone have no ranker row: they take the "unknown" one.
-            heads = self.ranker.score(user_ids, np.where(ids <= self.trained_items, ids, 0),
+            # An item the ranker has no row for (its model reads no content) is unknown: 0.
+            heads = self.ranker.score(user_ids, np.where(ids <= self.ranker.num_items, ids, 0),
                                       emb, found.scores, found.context, found.categories,
                                       found.pair)
             scores = np.where(ids > 0, heads @ self.heads, -np.inf)

@@ -14,6 +14,11 @@ Multi-task: GMF and MLP are the shared bottom; ``tasks`` names one linear head e
 (the ``fusion`` layer has one unit per task), e.g. ``("next", "conversion")``. User id 0
 is the "unknown user" row, learned from training examples whose user id was dropped, so
 brand-new users still get a sensible score.
+
+With a catalogue (``content``, a ``ContentSpec`` as a dict) the MLP's item side is its id
+embedding plus an embedding of the item's content, the id dropped at random in training
+(``id_dropout``) as in the retriever, so an item known by content alone is scored by its
+content (GMF, an id-only product, gives it nothing).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from model.content import ContentSpec, ContentTable, ItemContentEncoder, ItemContentTable
 from model.features import HEAD_WEIGHTS, TASKS
 
 BRANCHES = ("both", "gmf", "mlp")
@@ -44,8 +50,11 @@ class NeuMF(keras.Model):
                  dropout: float = 0.1, categories: int = 0, buckets: int = 0,
                  pair_dim: int = 0, tasks: tuple[str, ...] | list[str] = ("next",),
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
+                 content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if content and branch == "gmf":
+            raise ValueError("content features need the MLP branch")
         if (context_dim or categories or pair_dim) and branch == "gmf":
             raise ValueError("context, categories and pair features need the MLP branch")
         if branch not in BRANCHES:
@@ -59,6 +68,7 @@ class NeuMF(keras.Model):
         self.branch, self.dropout_rate = branch, dropout
         self.categories, self.buckets, self.pair_dim = categories, buckets, pair_dim
         self.tasks, self.features, self.id_l2 = tuple(tasks), features, id_l2
+        self.content, self.id_dropout = content, id_dropout
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -77,14 +87,30 @@ class NeuMF(keras.Model):
             self.mlp = [keras.layers.Dense(units, activation="relu", name=f"mlp_{i}")
                         for i, units in enumerate(self.mlp_layers[1:])]
             self.drop = keras.layers.Dropout(dropout)
+            if content:
+                spec = ContentSpec.from_dict(content)
+                self.item_content = ItemContentEncoder(spec.buckets, len(spec.numeric), half,
+                                                       name="item_content")
+                self.item_content.build()
+                self.seeds = keras.random.SeedGenerator(2)
+                self.catalogue = ItemContentTable(self, num_items + 1, spec, id_dropout,
+                                                  self.seeds)
         self.out = keras.layers.Dense(len(self.tasks), name="fusion")
 
     def branch_outputs(self, inputs: dict[str, Any], training: bool = False) -> list[Any]:
-        parts = []
+        parts, keep, content = [], None, None
+        if self.content:
+            tokens, numeric = self.catalogue.lookup(inputs["item"])
+            keep, content = self.catalogue.keep(tokens, training), self.item_content(tokens,
+                                                                                      numeric)
         if self.branch in ("both", "gmf"):
-            parts.append(self.gmf_user(inputs["user"]) * self.gmf_item(inputs["item"]))
+            item = self.gmf_item(inputs["item"])
+            parts.append(self.gmf_user(inputs["user"]) * (item if keep is None else item * keep))
         if self.branch in ("both", "mlp"):
-            x = [self.mlp_user(inputs["user"]), self.mlp_item(inputs["item"])]
+            item = self.mlp_item(inputs["item"])
+            if keep is not None:
+                item = item * keep
+            x = [self.mlp_user(inputs["user"]), item if content is None else item + content]
             if self.session_dim:
                 x.append(ops.cast(inputs["session"], "float32"))
             if self.context_dim:
@@ -106,6 +132,10 @@ class NeuMF(keras.Model):
             parts.append(ops.reshape(ops.cast(inputs["score"], "float32"), (-1, 1)))
         return self.out(ops.concatenate(parts, axis=-1))
 
+    def set_content(self, table: ContentTable) -> None:
+        """Load the catalogue's arrays for item ids 0..num_items."""
+        self.catalogue.load(table)
+
     def category_offsets(self, ids: Any) -> Any:
         """Key k's bucket b -> row k * buckets + b of the one shared table."""
         return ops.cast(ids, "int32") + ops.arange(self.categories, dtype="int32") * self.buckets
@@ -117,7 +147,8 @@ class NeuMF(keras.Model):
                 "context_dim": self.context_dim, "branch": self.branch,
                 "dropout": self.dropout_rate, "categories": self.categories,
                 "buckets": self.buckets, "pair_dim": self.pair_dim, "tasks": list(self.tasks),
-                "features": self.features, "id_l2": self.id_l2}
+                "features": self.features, "id_l2": self.id_l2, "content": self.content,
+                "id_dropout": self.id_dropout}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None

@@ -6,14 +6,21 @@ candidate. Here what depends only on the user and session (their GMF and first M
 layer terms) is computed once per row, what depends only on the item (its first MLP
 layer term) once per model, and only the rest per candidate. ``NumpyNeuMF.score``
 equals ``NeuMF.call`` (a test holds them to 1e-5).
+
+A ranker trained with a catalogue folds each item's content into its first-layer term,
+so content costs nothing per event; ``with_items`` adds the terms of items it meets in
+the catalogue while serving (content alone) and re-folds items whose record changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+import keras
 import numpy as np
 
+from model.content import ItemContent, NumpyContent
 from model.ranking.neumf import CATEGORY_DIM, NeuMF
 from model.weights import layer_arrays
 
@@ -36,6 +43,35 @@ class NumpyNeuMF:
     fuse_bias: np.ndarray            # [tasks]
     tasks: tuple[str, ...]
     buckets: int
+    # With a catalogue: ``mlp_item`` already holds id + content; these make the term of
+    # an item known by content alone, and re-fold a trained item's new content.
+    item_content: NumpyContent | None = None
+    item_kernel: np.ndarray | None = None  # [h1 / 2, h1]: the item part of layer 1
+    item_ids: np.ndarray | None = None     # [items + 1, h1]: the id embeddings' terms
+
+    @property
+    def num_items(self) -> int:
+        """Items with a row (ids past it take row 0, the unknown item)."""
+        table = self.mlp_item if self.mlp_item is not None else self.gmf_item
+        return len(table) - 1 if table is not None else 0
+
+    def with_items(self, records: Sequence[ItemContent], dense: np.ndarray) -> NumpyNeuMF:
+        """This ranker with rows for catalogue ``records`` at dense ids ``dense``: ids
+        past its table (new items, in order) get their content's term alone (and a zero
+        GMF row: no id), known ones id plus new content. Unchanged without a catalogue."""
+        if self.item_content is None or self.item_kernel is None or self.mlp_item is None:
+            return self
+        terms = self.item_content.embed_items(records) @ self.item_kernel
+        known = dense <= self.num_items
+        if self.item_ids is not None:
+            terms[known] += self.item_ids[np.minimum(dense[known], len(self.item_ids) - 1)]
+        fresh = int((~known).sum())
+        mlp = np.concatenate([self.mlp_item, terms[~known]])
+        mlp[dense[known]] = terms[known]
+        gmf = (np.concatenate([self.gmf_item, np.zeros((fresh, self.gmf_item.shape[1]),
+                                                       np.float32)])
+               if self.gmf_item is not None else None)
+        return replace(self, mlp_item=mlp, gmf_item=gmf)
 
     def score(self, users: np.ndarray, items: np.ndarray, session: np.ndarray | None = None,
               retrieval: np.ndarray | None = None, context: np.ndarray | None = None,
@@ -101,7 +137,8 @@ def export_neumf(model: NeuMF) -> NumpyNeuMF:
     fuse_score = kernel[at] if model.use_score else None
     return NumpyNeuMF(gmf_user, gmf_item, first.user, first.item, first.session, first.context,
                       first.categories, first.pair, first.bias, tuple(rest), fuse_gmf,
-                      fuse_mlp, fuse_score, bias, model.tasks, max(model.buckets, 1))
+                      fuse_mlp, fuse_score, bias, model.tasks, max(model.buckets, 1),
+                      first.content, first.item_kernel, first.item_ids)
 
 
 @dataclass(frozen=True)
@@ -115,11 +152,25 @@ class _FirstLayer:
     categories: np.ndarray | None = None
     pair: np.ndarray | None = None
     bias: np.ndarray | None = None
+    content: NumpyContent | None = None
+    item_kernel: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     @classmethod
     def of(cls, model: NeuMF) -> _FirstLayer:
         users, items = layer_arrays(model.mlp_user)[0], layer_arrays(model.mlp_item)[0]
         kernel, bias = layer_arrays(model.mlp[0])
+        content = None
+        if model.content:
+            table = model.catalogue
+            ids = items
+            items = ids + keras.ops.convert_to_numpy(model.item_content(table.tokens,
+                                                                        table.numeric))
+            encoder = model.item_content
+            numeric = (layer_arrays(encoder.numeric_map)[0] if encoder.num_numeric
+                       else np.zeros((0, items.shape[1]), np.float32))
+            content = NumpyContent(table.spec, layer_arrays(encoder.token_embedding)[0],
+                                   numeric)
         widths = [users.shape[1], items.shape[1], model.session_dim, model.context_dim,
                   CATEGORY_DIM if model.categories else 0, model.pair_dim]
         parts = np.split(kernel, np.cumsum(widths)[:-1])
@@ -127,4 +178,5 @@ class _FirstLayer:
                       if model.categories else None)
         return cls(users @ parts[0], items @ parts[1], parts[2] if model.session_dim else None,
                    parts[3] if model.context_dim else None, categories,
-                   parts[5] if model.pair_dim else None, bias)
+                   parts[5] if model.pair_dim else None, bias, content,
+                   parts[1] if content else None, ids @ parts[1] if content else None)

@@ -52,6 +52,8 @@ class NeuMFConfig:
     context: bool = True             # ranker: the newest event's context features
     id_l2: float = 0.0               # ranker: L2 on user and item embeddings
     session: bool = True             # ranker: the session embedding as an input
+    content: bool = True             # ranker: item content, when the log has a catalogue
+    id_dropout: float = 0.3          # ranker: share of items trained on content alone
     # Ranker heads: conversion is dropped when the log has no conversion; the losses sum
     # with task_weights; served scores combine the heads with head_weights.
     tasks: tuple[str, ...] = TASKS
@@ -242,16 +244,21 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     found, labels = cross_fitted_examples(split, sasrec_cfg, sasrec_epochs, cfg, rng)
     tasks = cfg.tasks if labels[..., 1].any() else ("next",)
     width = labels.shape[1]
+    content = seqs.content if cfg.content else None
     model = NeuMF(seqs.num_users, seqs.num_items, cfg.gmf_dim, cfg.mlp_layers,
                   session_dim=found.sessions.shape[1] if cfg.session else 0, use_score=True,
                   context_dim=found.context.shape[1] if cfg.context else 0,
                   categories=found.categories.shape[1] if cfg.context else 0,
                   buckets=seqs.spec.buckets, pair_dim=found.pair.shape[-1], tasks=tasks,
-                  features=seqs.spec.to_dict(), id_l2=cfg.id_l2)
+                  features=seqs.spec.to_dict(), id_l2=cfg.id_l2,
+                  content=content.spec.to_dict() if content is not None else None,
+                  id_dropout=cfg.id_dropout if content is not None else 0.0)
     model = _compile(start_from_score(model), cfg.learning_rate,
                      ListwiseLoss(width, [cfg.task_weights.get(t, 1.0) for t in tasks]))
     if init is not None:
         copy_weights(model, init)
+    if content is not None:
+        model.set_content(content)
     labels = labels[..., :len(tasks)]
 
     def epoch_data(epoch: int) -> tuple[dict[str, Any], np.ndarray]:

@@ -25,10 +25,9 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
-from model.content import ContentSpec, ContentTable, ItemContentEncoder
+from model.content import ContentSpec, ContentTable, ItemContentEncoder, ItemContentTable
 
 FULL_TABLE_MAX = 100_000
 
@@ -71,13 +70,8 @@ class SASRecEncoder(keras.layers.Layer):
             self.content_encoder = ItemContentEncoder(spec.buckets, len(spec.numeric), d,
                                                       name="content")
             self.content_encoder.build()
-            rows = self.num_items + 1
-            self.content_tokens = self.add_weight(shape=(rows, spec.max_tokens), dtype="int32",
-                                                  initializer="zeros", trainable=False,
-                                                  name="content_tokens")
-            self.content_numeric = self.add_weight(shape=(rows, len(spec.numeric)),
-                                                   initializer="zeros", trainable=False,
-                                                   name="content_numeric")
+            self.catalogue = ItemContentTable(self, self.num_items + 1, spec, self.id_dropout,
+                                              self.seeds)
         self.drop = keras.layers.Dropout(self.dropout)
         self.attn_norm, self.attn, self.ffn_norm, self.ffn_in, self.ffn_out = [], [], [], [], []
         for b in range(self.blocks):
@@ -125,14 +119,10 @@ class SASRecEncoder(keras.layers.Layer):
         out = self.item_embedding(ids)
         if self.content_spec is None:
             return out
-        tokens = ops.take(self.content_tokens, ids, axis=0)
-        content = self.content_encoder(tokens, ops.take(self.content_numeric, ids, axis=0))
-        if training and self.id_dropout:
-            has = ops.any(ops.not_equal(tokens, 0), axis=-1)
-            draw = keras.random.uniform(ops.shape(ids), seed=self.seeds)
-            keep = ops.logical_not(ops.logical_and(has, draw < self.id_dropout))
-            out = out * ops.expand_dims(ops.cast(keep, out.dtype), -1)
-        return out + content
+        tokens, numeric = self.catalogue.lookup(ids)
+        if (keep := self.catalogue.keep(tokens, training)) is not None:
+            out = out * keep
+        return out + self.content_encoder(tokens, numeric)
 
     def item_table(self, training: bool = False) -> Any:
         """[num_items + 1, dim]: every item's vector; in training each item with content
@@ -141,13 +131,7 @@ class SASRecEncoder(keras.layers.Layer):
 
     def set_content(self, table: ContentTable) -> None:
         """Load the catalogue's arrays for ids 0..num_items (rows past the table: none)."""
-        rows = self.num_items + 1
-        tokens = np.zeros((rows, table.spec.max_tokens), np.int32)
-        numeric = np.zeros((rows, len(table.spec.numeric)), np.float32)
-        n = min(rows, len(table.tokens))
-        tokens[:n], numeric[:n] = table.tokens[:n], table.numeric[:n]
-        self.content_tokens.assign(tokens)
-        self.content_numeric.assign(numeric)
+        self.catalogue.load(table)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_items": self.num_items, "max_len": self.max_len,

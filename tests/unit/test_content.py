@@ -115,8 +115,8 @@ def test_sasrec_items_are_id_plus_content_and_the_numpy_forms_agree() -> None:
     model, seq = _content_sasrec()
     enc = model.encoder
     ids = keras.ops.convert_to_numpy(enc.item_embedding.embeddings)
-    tokens = keras.ops.convert_to_numpy(enc.content_tokens)
-    numeric = keras.ops.convert_to_numpy(enc.content_numeric)
+    tokens = keras.ops.convert_to_numpy(enc.catalogue.tokens)
+    numeric = keras.ops.convert_to_numpy(enc.catalogue.numeric)
     content = keras.ops.convert_to_numpy(model.content_vectors(tokens, numeric))
     table = keras.ops.convert_to_numpy(model.item_embeddings())
     np.testing.assert_allclose(table, ids + content, atol=1e-6)

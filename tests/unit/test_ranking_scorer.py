@@ -60,3 +60,65 @@ def test_a_model_without_hidden_mlp_layers_is_refused() -> None:
 def test_context_features_need_the_mlp_branch() -> None:
     with pytest.raises(ValueError, match="MLP branch"):
         NeuMF(num_users=3, num_items=4, branch="gmf", context_dim=2)
+
+
+def _content_ranker(id_dropout: float = 0.0):  # noqa: ANN202 - (model, table, records)
+    from types import SimpleNamespace
+
+    from model.content import ContentSpec, catalogue_table
+
+    keras.utils.set_random_seed(5)
+    records = [SimpleNamespace(item_id=str(i), title=f"t{i % 5}", text=None,
+                               categories=(f"c{i % 3}",), brand=None, price=float(i),
+                               attributes={}) for i in range(1, 41)]  # 41..50: no record
+    table = catalogue_table(records, [str(i) for i in range(1, 51)],
+                            ContentSpec(buckets=64, max_tokens=4))
+    model = NeuMF(num_users=30, num_items=50, gmf_dim=6, mlp_layers=(16, 8, 4),
+                  session_dim=0, use_score=True, content=table.spec.to_dict(),
+                  id_dropout=id_dropout)
+    model({"user": np.zeros(1, "int32"), "item": np.ones(1, "int32"),
+           "score": np.zeros((1, 1), "float32")})
+    model.set_content(table)
+    rng = np.random.default_rng(1)
+    flat = {"user": rng.integers(0, 31, 60), "item": rng.integers(1, 51, 60),
+            "score": rng.standard_normal((60, 1)).astype("float32")}
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    model.fit(flat, rng.standard_normal((60, 1)), epochs=3, verbose=0)
+    return model, table, records
+
+
+def test_a_ranker_with_content_folds_it_into_numpy_and_scores_new_items_by_it() -> None:
+    from types import SimpleNamespace
+
+    model, table, records = _content_ranker()
+    users, items = np.array([1, 2]), np.array([[3, 45, 7], [9, 1, 50]])
+    retrieval = np.ones((2, 3), np.float32)
+    flat = {"user": np.repeat(users, 3), "item": items.ravel(), "score": retrieval.reshape(-1, 1)}
+    expected = keras.ops.convert_to_numpy(model(flat)).reshape(2, 3, 1)
+    ranker = export_neumf(model)
+    np.testing.assert_allclose(ranker.score(users, items, retrieval=retrieval), expected,
+                               atol=1e-5)
+    # A record unchanged re-folds to the same row; a new item gets a row from content alone.
+    new = SimpleNamespace(item_id="new", title="t1", text=None, categories=("c1",), brand=None,
+                          price=3.0, attributes={})
+    grown = ranker.with_items([records[2], new], np.array([3, 51]))
+    assert grown.num_items == 51 and ranker.num_items == 50
+    np.testing.assert_allclose(grown.mlp_item[3], ranker.mlp_item[3], atol=1e-5)
+    assert not grown.gmf_item[51].any()
+    # Item 51's score equals the Keras model's for an item with that content and no id.
+    tokens, numeric = table.spec.arrays([new])
+    content = keras.ops.convert_to_numpy(model.item_content(tokens, numeric))
+    first = keras.ops.convert_to_numpy(model.mlp[0].kernel)
+    half = model.mlp_layers[0] // 2
+    np.testing.assert_allclose(grown.mlp_item[51], content[0] @ first[half:2 * half], atol=1e-5)
+    assert export_neumf(_content_ranker()[0]).with_items([], np.zeros(0, np.int64)).num_items == 50
+
+
+def test_ranker_id_dropout_acts_only_in_training_on_items_with_content() -> None:
+    model, _, _ = _content_ranker(id_dropout=0.5)
+    items = np.tile(np.arange(1, 51), 40)
+    tokens, _ = model.catalogue.lookup(items)
+    keep = keras.ops.convert_to_numpy(model.catalogue.keep(tokens, training=True))[:, 0]
+    with_content = items <= 40
+    assert 0.35 < 1 - keep[with_content].mean() < 0.65 and keep[~with_content].all()
+    assert model.catalogue.keep(tokens, training=False) is None

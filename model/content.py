@@ -29,6 +29,7 @@ from keras import ops
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _MIN_SHARE = 0.05  # a numeric attribute becomes a feature when this share of items has it
 _MAX_NUMERIC = 8
+MODES = ("map", "sum")
 
 
 class ItemContent(Protocol):
@@ -63,11 +64,17 @@ class ContentSpec:
     numeric: tuple[str, ...] = ()  # "price" or attribute names
     numeric_mean: tuple[float, ...] = ()
     numeric_std: tuple[float, ...] = ()
+    # How the retriever uses content: "map" (a trained item is its id embedding; content
+    # is mapped onto that space, for items never trained on) or "sum" (every item is id +
+    # content, ids dropped at random in training). See ``model.retrieval.sasrec``.
+    mode: str = "map"
 
     def __post_init__(self) -> None:
         if self.buckets < 2 or self.max_tokens < 1:
             raise ValueError(f"need buckets >= 2 and max_tokens >= 1. Received: "
                              f"buckets={self.buckets}, max_tokens={self.max_tokens}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}. Received: mode={self.mode!r}")
 
     def tokens(self, item: ItemContent) -> list[int]:
         """Hashed token ids (1..buckets-1), most telling first: categories, brand, title

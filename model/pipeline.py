@@ -169,7 +169,8 @@ class ServingBundle:
     def add_items(self, records: Sequence[ItemContent]) -> int:
         """Embed catalogue records into the encoder's table and the index, so the next
         lists can hold them: a new item by its content alone, a trained one by its id
-        vector plus its new content (the last record of an id wins). Returns how many were
+        vector (plus its new content, in the retriever's ``sum`` mode; the last record of
+        an id wins). Returns how many were
         embedded: none when the retriever was trained without a catalogue. Cached
         sessions keep the vectors they were encoded with until their window rolls."""
         content = self.encoder.content
@@ -179,8 +180,9 @@ class ServingBundle:
         vectors = content.embed_items(list(latest.values()))
         dense = np.array([self.items.get(i) for i in latest], np.int64)
         trained = (dense > 0) & (dense <= self.trained_items)
-        if self.encoder.id_vectors is not None:
-            vectors[trained] += self.encoder.id_vectors[dense[trained]]
+        if self.encoder.id_vectors is not None:  # "map": a trained item keeps its id vector
+            ids = self.encoder.id_vectors[dense[trained]]
+            vectors[trained] = ids if content.spec.mode == "map" else vectors[trained] + ids
         known = dense > 0
         table = np.concatenate([self.encoder.items, vectors[~known]])
         table[dense[known]] = vectors[known]

@@ -10,12 +10,19 @@ incremental serving path relies on). With ``num_types`` > 0 each position also a
 embedding of its event type (a purchase is not a view; code 0 = unknown), so the session
 embedding knows how the user met each item.
 
-With a catalogue (``content``, a ``model.content.ContentSpec`` as a dict) an item is its
-id embedding plus the embedding of its content (``ItemContentEncoder``), on both sides:
-in the sequence and as a target. During training each item occurrence that has content
-loses its id embedding with probability ``id_dropout`` (DropoutNet, Volkovs et al. 2017),
-so content alone must place an item well: that is how an item the model has never
-trained on (its id row is absent) still lands near the sessions that want it.
+With a catalogue (``content``, a ``model.content.ContentSpec`` as a dict) the model also
+has a content encoder (``ItemContentEncoder``), used as the spec's ``mode`` says:
+
+- ``map`` (default): a trained item is its id embedding alone; after training, the
+  content encoder is fitted to map each item's content onto its id embedding
+  (attribute-to-feature mapping, Gantner et al. 2010; van den Oord et al. 2013), and an
+  item never trained on gets the mapped vector. Warm items rank exactly as without a
+  catalogue.
+- ``sum``: every item is id + content embedding, on both sides (in the sequence and as a
+  target); in training each item with content loses its id with probability
+  ``id_dropout`` (DropoutNet, Volkovs et al. 2017), so content alone learns to place it.
+  Measured on three data sets (docs/BENCHMARKS.md, issue #20): sampled metrics rise, but
+  full-ranking NDCG@10 fell on two of them, as shared tokens lift many unpopular items.
 Written with ``keras`` and ``keras.ops`` only.
 """
 
@@ -117,7 +124,7 @@ class SASRecEncoder(keras.layers.Layer):
         """[...] item ids -> [..., dim]: id embedding, plus content when there is a
         catalogue (id dropped at random in training where content exists)."""
         out = self.item_embedding(ids)
-        if self.content_spec is None:
+        if self.content_spec is None or self.content_spec.mode == "map":
             return out
         tokens, numeric = self.catalogue.lookup(ids)
         if (keep := self.catalogue.keep(tokens, training)) is not None:
@@ -166,7 +173,8 @@ class SASRec(keras.Model):
         # FULL_TABLE_MAX items, computing all once per step is cheaper than per lookup
         # (a batch looks up 2 * L + negatives ids per row).
         whole = (enc.item_table(training) if enc.content_spec is not None
-                 and enc.num_items < FULL_TABLE_MAX else None)
+                 and enc.content_spec.mode == "sum" and enc.num_items < FULL_TABLE_MAX
+                 else None)
         h = enc(inputs["seq"], inputs.get("types"), training=training, table=whole)  # [B, L, d]
 
         def table(ids: Any) -> Any:
@@ -184,8 +192,9 @@ class SASRec(keras.Model):
         return self.encoder(seq, types, training=False)[:, -1, :]
 
     def item_embeddings(self) -> Any:
-        """[num_items + 1, dim]: every known item's vector (id plus content)."""
-        if self.encoder.content_spec is None:
+        """[num_items + 1, dim]: every known item's vector (id plus content in ``sum``)."""
+        spec = self.encoder.content_spec
+        if spec is None or spec.mode == "map":
             return self.encoder.item_embedding.embeddings
         return self.encoder.item_table()
 
@@ -193,11 +202,40 @@ class SASRec(keras.Model):
         """[n, dim] vectors of items known by content alone (``ContentSpec.arrays``)."""
         return self.encoder.content_encoder(tokens, numeric)
 
+    def fit_content_map(self, epochs: int = 200, batch_size: int = 256,
+                        learning_rate: float = 1e-2) -> float:
+        """``map`` mode, after training: fit the content encoder so each item's content
+        maps onto its id embedding (mean squared error over items with content); returns
+        the final loss. The item table is left as it is."""
+        enc = self.encoder
+        tokens = ops.convert_to_numpy(enc.catalogue.tokens)[1:]
+        numeric = ops.convert_to_numpy(enc.catalogue.numeric)[1:]
+        has = (tokens > 0).any(axis=1) | (numeric != 0).any(axis=1)
+        if not has.any():
+            return 0.0
+        targets = ops.convert_to_numpy(enc.item_embedding.embeddings)[1:][has]
+        mapper = _ContentMap(enc.content_encoder)
+        mapper.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
+        history = mapper.fit({"tokens": tokens[has], "numeric": numeric[has]}, targets,
+                             epochs=epochs, batch_size=batch_size, verbose=0)
+        return float(history.history["loss"][-1])
+
     def get_config(self) -> dict[str, Any]:
         enc = self.encoder
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
                 "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
                 "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout}
+
+
+class _ContentMap(keras.Model):
+    """The content encoder alone, as a model to fit (its weights stay SASRec's)."""
+
+    def __init__(self, encoder: ItemContentEncoder) -> None:
+        super().__init__(name="content_map")
+        self.encoder = encoder
+
+    def call(self, inputs: dict[str, Any]) -> Any:
+        return self.encoder(inputs["tokens"], inputs["numeric"])
 
 
 @keras.saving.register_keras_serializable(package="streamrec")

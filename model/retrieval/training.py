@@ -3,7 +3,7 @@ SASRec to the offline protocols and the harness."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import keras
 import numpy as np
@@ -36,10 +36,12 @@ class SASRecConfig:
     # counts a purchase twice a view; empty weighs all alike.
     event_types: bool = True
     type_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.5, 2.0)
-    # Item content, when the sequences carry a catalogue (``Sequences.content``): each
-    # item is id + content, and an item's id is dropped with this probability in training
-    # so content alone learns to place it (what new items get).
+    # Item content, when the sequences carry a catalogue (``Sequences.content``), used as
+    # ``content_mode`` says (``model.retrieval.sasrec``): "map" fits content onto the
+    # trained id embeddings, "sum" makes every item id + content, dropping ids with
+    # probability ``id_dropout`` in training.
     content: bool = True
+    content_mode: str = "map"
     id_dropout: float = 0.3
     eval_every: int = 5
     patience: int = 4          # evaluations without improvement before stopping
@@ -129,7 +131,8 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
     content = seqs.content if cfg.content else None
     model = SASRec(seqs.num_items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads, cfg.dropout,
                    num_types=seqs.spec.num_types if cfg.event_types else 0,
-                   content=content.spec.to_dict() if content is not None else None,
+                   content=replace(content.spec, mode=cfg.content_mode).to_dict()
+                   if content is not None else None,
                    id_dropout=cfg.id_dropout if content is not None else 0.0)
     model({"seq": seq[:1], "types": seq_types[:1], "pos": pos[:1],
            "neg": np.ones((1, 1), "int64")})
@@ -149,7 +152,10 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
             neg = seen.sample(rows, cfg.negatives, rng)
         return {"seq": seq, "types": seq_types, "pos": pos, "neg": neg}, mask
 
-    return fit_with_early_stopping(model, epoch_data, SASRecScorer(model), split,
-                                   epochs=cfg.epochs, eval_every=cfg.eval_every,
-                                   patience=cfg.patience, batch_size=cfg.batch_size,
-                                   on_epoch=on_epoch)
+    result = fit_with_early_stopping(model, epoch_data, SASRecScorer(model), split,
+                                     epochs=cfg.epochs, eval_every=cfg.eval_every,
+                                     patience=cfg.patience, batch_size=cfg.batch_size,
+                                     on_epoch=on_epoch)
+    if content is not None and cfg.content_mode == "map":
+        result.model.fit_content_map()
+    return result

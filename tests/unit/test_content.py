@@ -94,12 +94,12 @@ def test_numpy_content_equals_the_keras_encoder() -> None:
     assert not expected[0].any()
 
 
-def _content_sasrec(id_dropout: float = 0.5) -> tuple[SASRec, np.ndarray]:
+def _content_sasrec(id_dropout: float = 0.5, mode: str = "sum") -> tuple[SASRec, np.ndarray]:
     keras.utils.set_random_seed(3)
     records = [Item(str(i), title=f"thing {i % 4}", categories=(f"c{i % 3}",), price=i + 1.0)
                for i in range(1, 30)]  # items 30..40 have no record
     table = catalogue_table(records, [str(i) for i in range(1, 41)],
-                            ContentSpec(buckets=64, max_tokens=6))
+                            ContentSpec(buckets=64, max_tokens=6, mode=mode))
     model = SASRec(num_items=40, max_len=8, dim=16, blocks=1, heads=2,
                    content=table.spec.to_dict(), id_dropout=id_dropout)
     seq = np.random.default_rng(0).integers(1, 41, (5, 8))
@@ -150,11 +150,11 @@ def test_a_saved_sasrec_keeps_its_catalogue(tmp_path) -> None:
                                keras.ops.convert_to_numpy(model.encode(seq)), atol=1e-5)
 
 
-def _bundle():
+def _bundle(mode: str = "sum"):  # noqa: ANN202 - (model, bundle)
     from model.data import IdMap
     from model.pipeline import ServingBundle
 
-    model, _ = _content_sasrec()
+    model, _ = _content_sasrec(mode=mode)
     items = IdMap.from_list([str(i) for i in range(1, 41)])
     return model, ServingBundle.from_models(model, None, IdMap.from_list(["u"]), items, "v1")
 
@@ -215,3 +215,35 @@ def test_logits_are_the_same_from_the_whole_table_or_per_lookup(monkeypatch) -> 
     whole = keras.ops.convert_to_numpy(model(inputs))
     monkeypatch.setattr(sasrec_module, "FULL_TABLE_MAX", 0)  # every vector per lookup
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(inputs)), whole, atol=1e-5)
+
+
+def test_map_mode_serves_id_vectors_and_fits_content_onto_them() -> None:
+    model, seq = _content_sasrec(mode="map")
+    enc = model.encoder
+    ids = keras.ops.convert_to_numpy(enc.item_embedding.embeddings)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.item_embeddings()), ids)
+    tokens = keras.ops.convert_to_numpy(enc.catalogue.tokens)[1:30]  # items with a record
+
+    def error() -> float:
+        mapped = keras.ops.convert_to_numpy(model.content_vectors(
+            tokens, keras.ops.convert_to_numpy(enc.catalogue.numeric)[1:30]))
+        return float(((mapped - ids[1:30]) ** 2).mean())
+
+    before = error()
+    loss = model.fit_content_map(epochs=100)
+    assert error() == pytest.approx(loss, rel=0.2) and error() < 0.8 * before
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.item_embeddings()), ids)
+    exported = export_sasrec(model)
+    np.testing.assert_allclose(exported.items, ids, atol=1e-6)
+    np.testing.assert_allclose(exported.encode(seq),
+                               keras.ops.convert_to_numpy(model.encode(seq)), atol=1e-5)
+
+
+def test_map_mode_bundle_keeps_trained_vectors_and_maps_new_items() -> None:
+    model, bundle = _bundle(mode="map")
+    before = bundle.encoder.items[7].copy()
+    new = Item("new", title="thing 1", categories=("c1",), price=2.0)
+    assert bundle.add_items([Item("7", title="other", categories=("c9",)), new]) == 2
+    np.testing.assert_allclose(bundle.encoder.items[7], before)  # id vector, unchanged
+    mapped = export_sasrec(model).content.embed_items([new])[0]
+    np.testing.assert_allclose(bundle.encoder.items[41], mapped, atol=1e-6)

@@ -1,7 +1,9 @@
 """What the routes stand on, built at start-up by the app's ``lifespan`` and kept in
 ``app.state.backends``: two Redis clients (reads time out; the pub/sub listener idles, so
 it has no socket timeout), the list source, the feed hub with the live figures, the Kafka
-ingest (events and catalogue records), and the one client that sizes the dead-letter topic.
+ingest (events and catalogue records), the one client that sizes the dead-letter topic, the
+catalogue followed from the items topic (titles, filters) and the champion's item space
+(similar items; loaded on its first request).
 
 They exist only while the app runs, so routes, registered before, reach them at request
 time through ``backends_of``.
@@ -16,19 +18,28 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
+from infra.kafka_client import KafkaConnection
+from services.api.catalogue import keep_following
 from services.api.feed import FeedHub
 from services.api.ingest import EventIngest
+from services.api.item_space import ItemSpace
 from services.api.lists import ListSource
 from services.api.live import LiveStats, RateOf
 from services.api.metrics import ApiMetrics
 from services.settings import Settings
+from services.stack import mlflow_store
+from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.consumer import TopicSizes
+from streams.hot_swap import Serving, follow_model_updates
+from streams.metrics import WorkerMetrics
+from streams.registry import load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +55,10 @@ class Backends:
     ingest: EventIngest
     sizes: TopicSizes
     dlq_topic: str
+    catalogue: Catalogue
+    items: ItemSpace
+    kafka: KafkaConnection
+    items_topic: str
     dlq_rate: RateOf = field(default_factory=RateOf)
     kafka_ok: bool = False
 
@@ -57,10 +72,31 @@ class Backends:
                             on_fallback=metrics.fallbacks.inc)
         hub = FeedHub(listener, settings.recs_channel, LiveStats(), source,
                       settings.api_max_feeds)
+        # What ``Serving`` and ``Catalogue`` count: the worker's counters, kept unexposed.
+        counts = WorkerMetrics()
+        catalogue = Catalogue(counts)
+        sizes = TopicSizes(settings.kafka)
+        store = mlflow_store(settings)
+
+        def champion() -> Any:
+            return load_bundle(store, head_weights=settings.ranker_head_weights)
+
+        async def follow_updates(serving: Serving) -> None:
+            await _existing(sizes, settings.topic_model_updates)
+            await follow_model_updates(settings.kafka, settings.topic_model_updates, serving,
+                                       champion, settings.recs_top_n)
+
         return cls(source, hub,
                    EventIngest(settings.kafka, settings.topic_interactions,
                                items_topic=settings.topic_items),
-                   TopicSizes(settings.kafka), settings.topic_dlq)
+                   sizes, settings.topic_dlq, catalogue,
+                   ItemSpace(catalogue, counts, champion, follow_updates), settings.kafka,
+                   settings.topic_items)
+
+    async def follow_items(self) -> None:
+        """Follow the catalogue into ``catalogue`` and the item space (until cancelled)."""
+        await _existing(self.sizes, self.items_topic)
+        await follow_catalogue(self.kafka, self.items_topic, self.catalogue, self.items)
 
     async def refresh(self) -> None:
         """Until cancelled, every ``REFRESH_S``: re-read the popularity (the answer for
@@ -80,6 +116,7 @@ class Backends:
             await asyncio.sleep(REFRESH_S)
 
     async def close(self) -> None:
+        await self.items.stop()
         self.ingest.close()
         self.sizes.close()
         await self.source.client.aclose()
@@ -88,13 +125,15 @@ class Backends:
 
 def lifespan(settings: Settings, metrics: ApiMetrics
              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: build the backends, run the feed subscription and the refresh
-    loop while the app serves, then stop them and close the backends."""
+    """The app's lifespan: build the backends, run the feed subscription, the refresh loop
+    and the catalogue follower while the app serves, then stop them and close the
+    backends."""
 
     @asynccontextmanager
     async def serve(app: FastAPI) -> AsyncIterator[None]:
         b = app.state.backends = Backends.build(settings, metrics)
-        tasks = [asyncio.create_task(b.hub.run()), asyncio.create_task(b.refresh())]
+        tasks = [asyncio.create_task(b.hub.run()), asyncio.create_task(b.refresh()),
+                 asyncio.create_task(keep_following("the catalogue follower", b.follow_items))]
         gc.freeze()  # what start-up built lives as long as the process: keep it out of GC
         try:
             yield
@@ -105,6 +144,13 @@ def lifespan(settings: Settings, metrics: ApiMetrics
             await b.close()
 
     return serve
+
+
+async def _existing(sizes: TopicSizes, topic: str) -> None:
+    """Raises unless the broker has ``topic``: a follower assigned a missing topic would
+    spin, aiokafka logging an error on each turn, where raising lets ``keep_following``
+    look again after a backoff."""
+    await asyncio.to_thread(sizes.size, topic)
 
 
 def backends_of(app: Starlette) -> Backends:

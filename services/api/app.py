@@ -46,7 +46,7 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics, acces
     # Each wraps the ones added before it: the fast path for reads, the request deadline,
     # metrics (which so count 504s), then CORS.
     app.add_middleware(FastReads, source=lambda: backends_of(app).source, route=list_route,
-                       access=access)
+                       access=access, records=lambda: backends_of(app).catalogue.records)
     app.add_middleware(RequestTimeout, timeout_s=settings.api_request_timeout_s,
                        streaming=feed_route.path_regex)
     app.add_middleware(MetricsMiddleware, metrics=metrics,

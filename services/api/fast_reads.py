@@ -4,8 +4,9 @@ The read is the API's hot path. Routing, dependency solving and parameter valida
 about 70 µs of the ~130 µs a read took here, more than the Redis round trip. This ASGI
 layer answers plain valid reads itself, with the route's own constraints (``USER_ID_RE``,
 ``MAX_K``) and the same ``ListSource``; everything else (a bad id, an odd query, any other
-route, a read without the credentials ``Access`` asks for) goes on to FastAPI, which
-answers as documented, 401s and 422s included. It sets the matched route in the scope so
+route, a read without the credentials ``Access`` asks for, a filtered read) goes on to
+FastAPI, which answers as documented, 401s and 422s included. Titles are added here as
+there (``catalogue.shown``). It sets the matched route in the scope so
 the metrics middleware labels it like any other request.
 """
 
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from services.api.auth import Access
+from services.api.catalogue import NO_RECORDS, Records, shown
 from services.api.lists import MAX_K, ListSource
 from services.api.metrics import ASGIApp, Scope
 from streams.events import MAX_ID_LENGTH
@@ -52,9 +54,10 @@ def credentials(scope: Scope) -> tuple[str | None, str | None]:
 
 class FastReads:
     def __init__(self, app: ASGIApp, source: Callable[[], ListSource], route: Any,
-                 access: Access) -> None:
+                 access: Access, records: Callable[[], Records] = lambda: NO_RECORDS) -> None:
         self.app = app
         self.source = source  # built at start-up, after the middleware
+        self.records = records  # the catalogue's, likewise
         self.route = route    # the FastAPI route this stands in for, and whose path it serves
         self.access = access
         self.prefix, _, self.suffix = route.path.partition("{user_id}")
@@ -68,7 +71,7 @@ class FastReads:
                 if k is not None and USER_ID_RE.fullmatch(user) and (
                         self.access.reads_open or self.access.may_read(*credentials(scope))):
                     scope["route"] = self.route
-                    rec = await self.source().current(user, k)
+                    rec = shown(await self.source().current(user, k), k, self.records())
                     await send({"type": "http.response.start", "status": 200,
                                 "headers": _HEADERS})
                     await send({"type": "http.response.body", "body": orjson.dumps(rec)})

@@ -4,7 +4,8 @@ readiness, the dashboard's figures, Prometheus, the dashboard). What they stand 
 reached at request time through ``backends.backends_of``; who may call them is said by
 ``auth.Access``, whose guards and answers each route takes. The routes go on the app itself
 rather than through ``APIRouter``s: this FastAPI matches an included router's routes
-through one more layer on every request.
+through one more layer on every request. Lists and feeds go out through
+``catalogue.shown``: titled from the catalogue, filtered as the request asks.
 
 Routes return JSON built by hand (``orjson``, which serializes the list records as they
 are) and skip FastAPI's response validation; their ``response_model`` documents the shape,
@@ -28,6 +29,7 @@ from redis.exceptions import RedisError
 
 from services.api.auth import KEY_CHALLENGE, KEY_HEADER, Access
 from services.api.backends import Backends, backends_of
+from services.api.catalogue import NO_FILTER, NO_RECORDS, ListFilter, Records, shown
 from services.api.fast_reads import USER_ID_RE
 from services.api.feed import FeedsFull
 from services.api.ingest import DeliveryFailed, TooManyEvents, validate_body
@@ -44,6 +46,7 @@ from services.api.schemas import (
 )
 from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
+from streams.catalog import MAX_NAME_LENGTH
 from streams.events import MAX_ID_LENGTH, MAX_PAYLOAD_BYTES, Event, json_schema
 from streams.messages import RecommendationList
 from streams.tracing import TRACEPARENT, TRACESTATE, from_request
@@ -55,6 +58,17 @@ DASHBOARD = Path(__file__).with_name("dashboard")
 USER_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
                                    pattern=f"^{USER_ID_RE.pattern}$", examples=["u42"])]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
+CATEGORY = Annotated[str | None, Query(min_length=1, max_length=MAX_NAME_LENGTH, description=(
+    "keep only items whose catalogue record has this category (filters the stored list, "
+    "so fewer than k items may come back)"))]
+EXCLUDE = Annotated[str | None, Query(max_length=8192, description=(
+    "comma-separated item ids to leave out (filters the stored list, so fewer than k "
+    "items may come back)"))]
+
+
+LIST_NOTE = ("The workers' record, each item with its catalogue `title` where the catalogue "
+             "has one. `category` and `exclude` filter the top-N the workers stored, so a "
+             "filtered list may hold fewer than k items.")
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -65,11 +79,14 @@ def add_list_route(app: FastAPI, access: Access) -> APIRoute:
     """Adds the list route; returns it, for ``FastReads`` to stand in for."""
 
     @app.get(LIST_PATH, response_model=RecommendationList, summary="The user's latest list",
-             dependencies=access.read_guard(),
+             description=LIST_NOTE, dependencies=access.read_guard(),
              responses={200: {"content": {"application/json": {"example": LIST_EXAMPLE}}},
                         **access.read_responses(), **TIMEOUT_RESPONSE})
-    async def recommendations(user_id: USER_ID, k: K = 10) -> Response:
-        return _json(await backends_of(app).source.current(user_id, k))
+    async def recommendations(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
+                              exclude: EXCLUDE = None) -> Response:
+        b, keep = backends_of(app), ListFilter.of(category, exclude)
+        rec = await b.source.current(user_id, MAX_K if keep.active else k)
+        return _json(shown(rec, k, b.catalogue.records, keep))
 
     return _route_of(app, recommendations)
 
@@ -80,18 +97,20 @@ def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float,
 
     @app.get(FEED_PATH, response_class=StreamingResponse,
              summary="The user's lists, live (Server-Sent Events)",
-             dependencies=access.read_guard(),
+             description=LIST_NOTE, dependencies=access.read_guard(),
              responses={200: {"content": {"text/event-stream": {"example":
                  'id: 1795000000000000\nevent: recommendations\ndata: {"user_id":"u42",...}\n\n'}},
                  "description": "the current list at once, then each new one; "
                                 "': keep-alive' comments in between"},
                  503: {"model": Problem, "description": "as many live feeds are open as "
                        "STREAMREC_API_MAX_FEEDS allows"}, **access.read_responses()})
-    async def feed(user_id: USER_ID, k: K = 10,
+    async def feed(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
+                   exclude: EXCLUDE = None,
                    last_event_id: Annotated[str | None, Header(max_length=32)] = None
                    ) -> StreamingResponse:
-        events = feed_events(backends_of(app), user_id, k, last_event_id, heartbeat_s,
-                              metrics.feed_clients)
+        b = backends_of(app)
+        events = feed_events(b, user_id, k, last_event_id, heartbeat_s, metrics.feed_clients,
+                             b.catalogue.records, ListFilter.of(category, exclude))
         try:
             # Started here, so a full hub is a 503 before the 200 goes out, and the slot
             # it opens is closed with the stream even if the stream is never read.
@@ -121,9 +140,11 @@ async def _resumed(first: bytes, rest: AsyncGenerator[bytes, None]
 
 
 async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | None,
-                       heartbeat_s: float, clients: Gauge) -> AsyncGenerator[bytes, None]:
+                       heartbeat_s: float, clients: Gauge, records: Records = NO_RECORDS,
+                       keep: ListFilter = NO_FILTER) -> AsyncGenerator[bytes, None]:
     """One feed's stream: the current list unless the client already has it, then each
-    new one, with a heartbeat comment after ``heartbeat_s`` without one."""
+    new one, with a heartbeat comment after ``heartbeat_s`` without one. Each list is
+    shown filtered by ``keep`` and titled from ``records``."""
     slot = b.hub.open(user_id)
     clients.inc()
     try:
@@ -133,22 +154,22 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
         current = await b.source.current(user_id, MAX_K)
         sent = str(current.published_us)
         if sent != last_event_id:
-            yield _sse(current, k)
+            yield _sse(shown(current, k, records, keep))
         while True:
             rec = await slot.next(heartbeat_s)
             if rec is None:
                 yield b": keep-alive\n\n"
             elif str(rec.published_us) != sent:
                 sent = str(rec.published_us)
-                yield _sse(rec, k)
+                yield _sse(shown(rec, k, records, keep))
     finally:
         b.hub.close(user_id, slot)
         clients.dec()
 
 
-def _sse(rec: RecommendationList, k: int) -> bytes:
+def _sse(rec: RecommendationList) -> bytes:
     return b"id: %d\nevent: recommendations\ndata: %s\n\n" % (rec.published_us or 0,
-                                                              orjson.dumps(rec.head(k)))
+                                                              orjson.dumps(rec))
 
 
 def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,

@@ -11,11 +11,13 @@ from pydantic import BaseModel, Field
 
 from services.api.ingest import Rejection
 
-# An answer of the list routes, for the OpenAPI document (the record documents its fields).
+# An answer of the list routes, for the OpenAPI document (the record documents its fields;
+# ``title`` is the API's, from the catalogue: ``catalogue.TitledItem``).
 LIST_EXAMPLE: dict[str, Any] = {
     "user_id": "u42", "path": "model",
     "model_version": "streamrec-retriever:v3+streamrec-ranker:v2",
-    "items": [{"item_id": "i7", "score": 4.21}, {"item_id": "i19", "score": 3.87}],
+    "items": [{"item_id": "i7", "score": 4.21, "title": "Heat (1995)"},
+              {"item_id": "i19", "score": 3.87}],
     "event_id": "0b7e6a4c-5f0e-4a55-9d8e-2f8a3c1d9e10", "event_item_id": "i3",
     "sent_us": 1794999999990000, "published_us": 1795000000000000}
 

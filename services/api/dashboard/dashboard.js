@@ -39,8 +39,11 @@ async function poll() {
 
 let source = null;
 function render(list) {
+  // The catalogue's title where it has one (the id on hover), else the bare id.
+  const name = (it) => (it.title
+    ? `<span title="${escape(it.item_id)}">${escape(it.title)}</span>` : escape(it.item_id));
   const rows = list.items.map((it, i) =>
-    `<tr><td>${i + 1}</td><td>${escape(it.item_id)}</td><td>${it.score.toFixed(3)}</td></tr>`);
+    `<tr><td>${i + 1}</td><td>${name(it)}</td><td>${it.score.toFixed(3)}</td></tr>`);
   $("feed").innerHTML = `<p class="small">path <b>${escape(list.path)}</b> · model ${escape(list.model_version ?? "–")}` +
     ` · updated ${list.published_us ? new Date(list.published_us / 1000).toLocaleTimeString() : "–"}</p>` +
     `<table><tr><th>#</th><th>item</th><th>score</th></tr>${rows.join("")}</table>`;

@@ -19,6 +19,7 @@ from services.api.routes import (
     add_list_route,
     add_ops_routes,
 )
+from services.api.similar import add_similar_route
 from services.api.timeouts import RequestTimeout
 from services.settings import Settings
 from streams.tracing import TRACEPARENT, TRACESTATE
@@ -29,13 +30,15 @@ def create_api(settings: Settings) -> FastAPI:
     access = Access.of(settings)
     app = FastAPI(title="streamrec API", version="1", lifespan=lifespan(settings, metrics),
                   description="Next-item lists computed by the streamrec stream workers: "
-                              "read them, follow them live (SSE), send events and "
-                              "catalogue records. "
+                              "read them (filtered by category or excluded items, if "
+                              "asked), follow them live (SSE), send events and catalogue "
+                              "records, and ask for items similar to an item. "
                               + access.describe())
     list_route = add_list_route(app, access)
     feed_route = add_feed_route(app, metrics, settings.api_heartbeat_s, access)
     add_event_route(app, settings, metrics, access)
     add_item_routes(app, settings, access)
+    add_similar_route(app, settings, access)
     add_ops_routes(app, metrics, access)
     _add_middleware(app, settings, metrics, access, list_route, feed_route)
     return app

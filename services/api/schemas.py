@@ -63,6 +63,30 @@ class ItemsResult(BaseModel):
     results: list[ItemOutcome]
 
 
+class SimilarItem(BaseModel):
+    item_id: str
+    score: float = Field(description="similarity in the retriever's item space (higher is "
+                         "nearer)")
+    path: Literal["model", "content"] = Field(description="model: an item the champion "
+                                              "trained on; content: a catalogue item "
+                                              "embedded by its content alone")
+    title: str | None = Field(None, description="only where the catalogue has one")
+
+
+class SimilarItems(BaseModel):
+    """The items nearest to ``item_id`` in the champion's item space, nearest first (the
+    item itself left out)."""
+
+    item_id: str
+    model_version: str
+    items: list[SimilarItem]
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "item_id": "4", "model_version": "streamrec-retriever:v3+streamrec-ranker:v2",
+        "items": [{"item_id": "17", "score": 0.92, "path": "model", "title": "Heat (1995)"},
+                  {"item_id": "new-1", "score": 0.81, "path": "content"}]}]}}
+
+
 class Problem(BaseModel):
     detail: str
 

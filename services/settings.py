@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     ranker_head_weights: dict[str, float] = Field(
         default_factory=lambda: dict(HEAD_WEIGHTS),
         description="how the ranker heads combine into the served score")
+    retriever_content_mode: Literal["map", "sum"] = Field(
+        "map", description="with a catalogue: 'map' keeps trained items' id embeddings and "
+        "maps content onto them for new items; 'sum' makes every item id + content")
 
     # API (``streamrec api``): loopback by default; CORS off and no key unless set.
     api_host: str = "127.0.0.1"

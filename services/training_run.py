@@ -28,7 +28,8 @@ def configs(settings: Settings, epochs: int | None, seed: int,
     from model.ranking.training import NeuMFConfig
     from model.retrieval.training import SASRecConfig
 
-    sasrec = SASRecConfig(seed=seed, type_weights=settings.type_weights())
+    sasrec = SASRecConfig(seed=seed, type_weights=settings.type_weights(),
+                          content_mode=settings.retriever_content_mode)
     neumf = NeuMFConfig(seed=seed, pretrain=pretrain,
                         task_weights=dict(settings.ranker_task_weights),
                         head_weights=dict(settings.ranker_head_weights))

@@ -218,7 +218,9 @@ class ItemContentTable:
                                         trainable=False, name="content_numeric")
 
     def lookup(self, ids: Any) -> tuple[Any, Any]:
-        """(tokens, numeric) of item ``ids``."""
+        """(tokens, numeric) of item ``ids`` (cast: Keras builds a loaded model on float
+        placeholders)."""
+        ids = ops.cast(ids, "int32")
         return ops.take(self.tokens, ids, axis=0), ops.take(self.numeric, ids, axis=0)
 
     def keep(self, tokens: Any, training: bool) -> Any:

@@ -103,7 +103,8 @@ class SASRecEncoder(keras.layers.Layer):
         valid = ops.cast(ops.not_equal(seq, 0), "float32")
         mask = ops.expand_dims(valid, -1)
         positions = ops.cast(ops.maximum(ops.cumsum(valid, axis=1) - 1.0, 0.0), "int32")
-        items = self.item_vectors(seq, training) if table is None else ops.take(table, seq, axis=0)
+        items = (self.item_vectors(seq, training) if table is None
+                 else ops.take(table, ops.cast(seq, "int32"), axis=0))
         x = items * math.sqrt(self.dim) + self.pos_embedding(positions)
         if self.num_types:
             x = x + self.type_embedding(ops.zeros_like(seq) if types is None else types)

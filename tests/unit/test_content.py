@@ -144,6 +144,8 @@ def test_a_saved_sasrec_keeps_its_catalogue(tmp_path) -> None:
     model, seq = _content_sasrec()
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    exported = export_sasrec(loaded)  # before any call: the model was built on load
+    np.testing.assert_allclose(exported.items, export_sasrec(model).items, atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.item_embeddings()),
                                keras.ops.convert_to_numpy(model.item_embeddings()), atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.encode(seq)),

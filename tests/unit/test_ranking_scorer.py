@@ -122,3 +122,14 @@ def test_ranker_id_dropout_acts_only_in_training_on_items_with_content() -> None
     with_content = items <= 40
     assert 0.35 < 1 - keep[with_content].mean() < 0.65 and keep[~with_content].all()
     assert model.catalogue.keep(tokens, training=False) is None
+
+
+def test_a_saved_ranker_with_content_loads_built_and_exports(tmp_path) -> None:
+    model, _, _ = _content_ranker()
+    model.save(tmp_path / "r.keras")
+    loaded = keras.saving.load_model(tmp_path / "r.keras", safe_mode=True, compile=False)
+    users, items = np.array([1, 2]), np.array([[3, 45], [9, 1]])
+    retrieval = np.ones((2, 2), np.float32)
+    expected = export_neumf(model).score(users, items, retrieval=retrieval)
+    np.testing.assert_allclose(export_neumf(loaded).score(users, items, retrieval=retrieval),
+                               expected, atol=1e-6)  # exported before any call: built on load

@@ -15,6 +15,7 @@ but an item already indexed stays until the next swap (the index has no removal 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -66,13 +67,21 @@ class Catalogue:
 
 
 async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,
-                           serving: Any) -> None:
+                           serving: Any, missing_wait_s: float = 30.0) -> None:
     """Read ``topic`` from its beginning and apply each poll to ``serving.bundle`` (runs
     until cancelled)."""
+    waited = False
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
     await consumer.start()
     try:
-        await consumer.topics()
+        # Assigned a topic that does not exist, the consumer would spin and log an error
+        # per turn (thousands a second): wait for the topic instead, saying so once.
+        while topic not in await consumer.topics():
+            if not waited:
+                log.warning("catalogue topic %r does not exist; looking again every %.0f s",
+                            topic, missing_wait_s)
+                waited = True
+            await asyncio.sleep(missing_wait_s)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
                                                         or {0})]
         consumer.assign(tps)

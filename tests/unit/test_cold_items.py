@@ -3,7 +3,6 @@ which cases are ranked, and how each kind of model scores a cold item."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import keras
@@ -23,19 +22,11 @@ from model.evaluation.cold import (
 )
 from model.retrieval.sasrec import SASRec
 from model.retrieval.training import SASRecScorer
+from streams.catalog import ItemRecord
 
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
 
 
-@dataclass(frozen=True)
-class Item:
-    item_id: str
-    title: str | None = None
-    text: str | None = None
-    categories: tuple[str, ...] = ()
-    brand: str | None = None
-    price: float | None = None
-    attributes: dict[str, float] = field(default_factory=dict)
 
 
 def _log(users: int = 30, items: int = 40, length: int = 8) -> list[SimpleNamespace]:
@@ -49,12 +40,12 @@ def _log(users: int = 30, items: int = 40, length: int = 8) -> list[SimpleNamesp
     return events
 
 
-RECORDS = [Item(f"i{i}", title=f"thing {i}", categories=(f"c{i % 4}",)) for i in range(40)]
+RECORDS = [ItemRecord(f"i{i}", title=f"thing {i}", categories=(f"c{i % 4}",)) for i in range(40)]
 
 
 def test_cold_items_leave_training_and_each_case_targets_one() -> None:
     events = _log()
-    cold = cold_item_split(events, RECORDS + [Item("not-in-log")], seed=1)
+    cold = cold_item_split(events, RECORDS + [ItemRecord("not-in-log")], seed=1)
     cold_names = {cold.items.ids[i - 1] for i in cold.cold}
     assert len(cold_names) == 4 and "not-in-log" not in cold_names  # 10% of 40 logged items
     assert set(cold.sequences.items.ids).isdisjoint(cold_names)
@@ -77,7 +68,7 @@ def test_bad_protocol_input_fails_with_a_reason() -> None:
     with pytest.raises(ValueError, match="fraction"):
         cold_item_split(_log(), RECORDS, fraction=1.0)
     with pytest.raises(ValueError, match="no item of the log"):
-        cold_item_split(_log(), [Item("elsewhere")])
+        cold_item_split(_log(), [ItemRecord("elsewhere")])
 
 
 def test_models_without_content_rank_cold_items_last() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -15,19 +14,11 @@ import pytest
 from model.content import ContentSpec, ItemContentEncoder, NumpyContent, catalogue_table
 from model.retrieval.encoder import export_sasrec
 from model.retrieval.sasrec import SASRec
+from streams.catalog import ItemRecord
 
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
 
 
-@dataclass(frozen=True)
-class Item:
-    item_id: str
-    title: str | None = None
-    text: str | None = None
-    categories: tuple[str, ...] = ()
-    brand: str | None = None
-    price: float | None = None
-    attributes: dict[str, float] = field(default_factory=dict)
 
 
 def _hash(key: str, buckets: int = 1 << 15) -> int:
@@ -36,7 +27,7 @@ def _hash(key: str, buckets: int = 1 << 15) -> int:
 
 def test_tokens_are_field_tagged_hashes_most_telling_first_each_once() -> None:
     spec = ContentSpec()
-    item = Item("1", title="Gorilla Glue", text="glue, waterproof", categories=("Tools ",),
+    item = ItemRecord("1", title="Gorilla Glue", text="glue, waterproof", categories=("Tools ",),
                 brand="Gorilla")
     expected = [_hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue",
                                    "w=gorilla_glue", "w=waterproof", "w=glue_waterproof")]
@@ -44,13 +35,13 @@ def test_tokens_are_field_tagged_hashes_most_telling_first_each_once() -> None:
     assert ContentSpec(max_tokens=2).tokens(item) == expected[:2]
     assert ContentSpec(bigrams=False).tokens(item) == [
         _hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue", "w=waterproof")]
-    assert spec.tokens(Item("2")) == []
+    assert spec.tokens(ItemRecord("2")) == []
 
 
 def test_fit_keeps_numbers_most_items_carry_and_normalises_their_logs() -> None:
-    items = [Item(str(i), price=float(p), attributes={"year": 2000 + i} if i < 2 else {})
+    items = [ItemRecord(str(i), price=float(p), attributes={"year": 2000 + i} if i < 2 else {})
              for i, p in enumerate([9.0, 99.0, 999.0])]
-    items += [Item("x", attributes={"rare": 1.0})] + [Item(f"n{i}") for i in range(17)]
+    items += [ItemRecord("x", attributes={"rare": 1.0})] + [ItemRecord(f"n{i}") for i in range(17)]
     spec = ContentSpec().fit(items)
     assert spec.numeric == ("price", "year")  # "rare": 1 of 21 items, under 5%
     logs = np.log1p([9.0, 99.0, 999.0])
@@ -68,11 +59,11 @@ def test_a_bad_spec_and_non_finite_numbers_fail_or_drop() -> None:
     with pytest.raises(ValueError, match="buckets"):
         ContentSpec(buckets=1)
     spec = ContentSpec(numeric=("price",))
-    assert math.isnan(spec.raw_numeric(Item("1", price=math.inf))[0])
+    assert math.isnan(spec.raw_numeric(ItemRecord("1", price=math.inf))[0])
 
 
 def test_catalogue_table_rows_follow_the_id_map() -> None:
-    records = [Item("b", categories=("x",)), Item("zz", brand="q")]
+    records = [ItemRecord("b", categories=("x",)), ItemRecord("zz", brand="q")]
     table = catalogue_table(records, ["a", "b", "c"])
     assert table.tokens.shape[0] == 4 and table.covered == 1
     assert table.tokens[2, 0] == _hash("c=x") and not table.tokens[[0, 1, 3]].any()
@@ -96,7 +87,7 @@ def test_numpy_content_equals_the_keras_encoder() -> None:
 
 def _content_sasrec(id_dropout: float = 0.5, mode: str = "sum") -> tuple[SASRec, np.ndarray]:
     keras.utils.set_random_seed(3)
-    records = [Item(str(i), title=f"thing {i % 4}", categories=(f"c{i % 3}",), price=i + 1.0)
+    records = [ItemRecord(str(i), title=f"thing {i % 4}", categories=(f"c{i % 3}",), price=i + 1.0)
                for i in range(1, 30)]  # items 30..40 have no record
     table = catalogue_table(records, [str(i) for i in range(1, 41)],
                             ContentSpec(buckets=64, max_tokens=6, mode=mode))
@@ -163,7 +154,7 @@ def _bundle(mode: str = "sum"):  # noqa: ANN202 - (model, bundle)
 
 def test_a_new_item_joins_the_bundle_by_content_and_can_be_recommended() -> None:
     model, bundle = _bundle()
-    new = Item("new", title="thing 1", categories=("c1",), price=2.0)
+    new = ItemRecord("new", title="thing 1", categories=("c1",), price=2.0)
     assert bundle.add_items([new]) == 1
     assert bundle.items.get("new") == 41 and bundle.index.num_items == 41
     exported = export_sasrec(model)
@@ -188,7 +179,7 @@ def test_a_new_item_joins_the_bundle_by_content_and_can_be_recommended() -> None
 def test_a_changed_record_re_embeds_its_item_as_id_plus_new_content() -> None:
     model, bundle = _bundle()
     exported = export_sasrec(model)
-    changed = Item("7", title="another thing", categories=("c9",), price=50.0)
+    changed = ItemRecord("7", title="another thing", categories=("c9",), price=50.0)
     assert bundle.add_items([changed]) == 1 and bundle.index.num_items == 40
     expected = exported.id_vectors[7] + exported.content.embed_items([changed])[0]
     np.testing.assert_allclose(bundle.encoder.items[7], expected, atol=1e-6)
@@ -206,7 +197,7 @@ def test_a_bundle_without_a_catalogue_embeds_nothing() -> None:
     seq = np.ones((1, 4), "int64")
     plain({"seq": seq, "pos": seq, "neg": np.ones((1, 2), "int64")})
     bundle = ServingBundle.from_models(plain, None, IdMap(), IdMap.from_list(list("abcde")), "v")
-    assert bundle.add_items([Item("z", title="x")]) == 0 and bundle.items.get("z") == 0
+    assert bundle.add_items([ItemRecord("z", title="x")]) == 0 and bundle.items.get("z") == 0
 
 
 def test_logits_are_the_same_from_the_whole_table_or_per_lookup(monkeypatch) -> None:
@@ -244,8 +235,8 @@ def test_map_mode_serves_id_vectors_and_fits_content_onto_them() -> None:
 def test_map_mode_bundle_keeps_trained_vectors_and_maps_new_items() -> None:
     model, bundle = _bundle(mode="map")
     before = bundle.encoder.items[7].copy()
-    new = Item("new", title="thing 1", categories=("c1",), price=2.0)
-    assert bundle.add_items([Item("7", title="other", categories=("c9",)), new]) == 2
+    new = ItemRecord("new", title="thing 1", categories=("c1",), price=2.0)
+    assert bundle.add_items([ItemRecord("7", title="other", categories=("c9",)), new]) == 2
     np.testing.assert_allclose(bundle.encoder.items[7], before)  # id vector, unchanged
     mapped = export_sasrec(model).content.embed_items([new])[0]
     np.testing.assert_allclose(bundle.encoder.items[41], mapped, atol=1e-6)

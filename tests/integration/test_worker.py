@@ -303,9 +303,7 @@ def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(
         put_us = time.time_ns() // 1000
         later = [Event(str(uuid.uuid4()), e.user_id, e.item_id, e.event_type,
                        e.ts) for e in events[2520:3000]]
-        sender = threading.Thread(target=lambda: [(_send(settings, env, later[i:i + 40]),
-                                                   time.sleep(0.25))
-                                                  for i in range(0, len(later), 40)])
+        sender = threading.Thread(target=_send, args=(settings, env, later))
         sender.start()
         found = None
         for record in read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
@@ -321,5 +319,7 @@ def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(
     assert found["path"] == "model"
     assert [i["path"] for i in found["items"] if i["item_id"] == "brand-new"] == ["content"]
     assert {i["path"] for i in found["items"] if i["item_id"] != "brand-new"} == {"model"}
-    assert found["published_us"] - put_us < 5_000_000, found["published_us"] - put_us
+    waited_us = found["published_us"] - put_us
+    print(f"new catalogue item first listed {waited_us / 1000:.0f} ms after it was put")
+    assert waited_us < 5_000_000, waited_us
     assert "Traceback" not in output, output[-3000:]

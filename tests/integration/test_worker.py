@@ -48,7 +48,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, l
 def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str) -> dict:
     return {**champion_env, "STREAMREC_TOPIC_INTERACTIONS": new_topic(partitions=2),
             "STREAMREC_TOPIC_DLQ": new_topic(), "STREAMREC_TOPIC_RECOMMENDATIONS": new_topic(2),
-            "STREAMREC_TOPIC_MODEL_UPDATES": new_topic(),
+            "STREAMREC_TOPIC_MODEL_UPDATES": new_topic(), "STREAMREC_TOPIC_ITEMS": new_topic(),
             "STREAMREC_INTERACTIONS_PARTITIONS": "2",
             "STREAMREC_WORKER_GROUP": f"test-worker-{uuid.uuid4().hex[:8]}",
             "STREAMREC_WORKER_METRICS_PORT": "0", **extra}
@@ -288,7 +288,7 @@ def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(
                               "--items", str(items), "--items-format", "jsonl"],
                              capture_output=True, text=True, env=env, timeout=600)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    env = _worker_env(env, new_topic, STREAMREC_TOPIC_ITEMS=new_topic())
+    env = _worker_env(env, new_topic)
     worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
     try:
         warm_up = events[2500:2520]

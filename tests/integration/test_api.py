@@ -224,6 +224,28 @@ def test_cors_allows_only_the_configured_origins(running: Running) -> None:
     assert "access-control-allow-origin" not in preflight("http://evil.example").headers
 
 
+def test_a_catalogue_item_put_through_the_api_is_titled_and_filterable(
+        running: Running) -> None:
+    """The pass-through worker's lists hold fixed-0..9. One of them PUT into the catalogue
+    through the API comes back titled on the user's list, and alone under its category;
+    similar items need a champion, which this registry does not have (503, saying so)."""
+    reply = httpx.put(f"{running.url}/v1/items/fixed-3", timeout=15,
+                      headers={"X-API-Key": API_KEY},
+                      content=orjson.dumps({"title": "Item three", "categories": ["c3"]}))
+    assert reply.status_code == 202, reply.text
+    user = f"titles-{uuid.uuid4().hex[:8]}"
+    assert running.post([_event(user, "i1")]).status_code == 202
+    body = running.wait_list(user, lambda b: any(i.get("title") for i in b["items"]))
+    assert [i.get("title") for i in body["items"]] == [None] * 3 + ["Item three"] + [None] * 6
+    only = running.get(f"/v1/users/{user}/recommendations?category=c3&exclude=fixed-1").json()
+    assert [i["item_id"] for i in only["items"]] == ["fixed-3"]
+    deadline = time.monotonic() + 60
+    while (similar := running.get("/v1/items/fixed-3/similar")).json() == {"detail": LOADING}:
+        assert time.monotonic() < deadline, "the item space never finished loading"
+        time.sleep(0.5)
+    assert similar.status_code == 503 and similar.json() == {"detail": NO_CHAMPION}
+
+
 def test_redis_down_serves_fallback_and_not_ready_then_recovers(running: Running) -> None:
     user = f"fallback-{uuid.uuid4().hex[:6]}"
     assert running.post(_event(user, "i-fb")).status_code == 202
@@ -248,28 +270,6 @@ def test_redis_down_serves_fallback_and_not_ready_then_recovers(running: Running
         assert time.monotonic() < deadline, running.get("/readyz").json()
         time.sleep(0.3)
     assert metric(f"{running.url}/metrics", "streamrec_api_fallbacks_total") >= 1
-
-
-def test_a_catalogue_item_put_through_the_api_is_titled_and_filterable(
-        running: Running) -> None:
-    """The pass-through worker's lists hold fixed-0..9. One of them PUT into the catalogue
-    through the API comes back titled on the user's list, and alone under its category;
-    similar items need a champion, which this registry does not have (503, saying so)."""
-    reply = httpx.put(f"{running.url}/v1/items/fixed-3", timeout=15,
-                      headers={"X-API-Key": API_KEY},
-                      content=orjson.dumps({"title": "Item three", "categories": ["c3"]}))
-    assert reply.status_code == 202, reply.text
-    user = f"titles-{uuid.uuid4().hex[:8]}"
-    assert running.post([_event(user, "i1")]).status_code == 202
-    body = running.wait_list(user, lambda b: any(i.get("title") for i in b["items"]))
-    assert [i.get("title") for i in body["items"]] == [None] * 3 + ["Item three"] + [None] * 6
-    only = running.get(f"/v1/users/{user}/recommendations?category=c3&exclude=fixed-1").json()
-    assert [i["item_id"] for i in only["items"]] == ["fixed-3"]
-    deadline = time.monotonic() + 60
-    while (similar := running.get("/v1/items/fixed-3/similar")).json() == {"detail": LOADING}:
-        assert time.monotonic() < deadline, "the item space never finished loading"
-        time.sleep(0.5)
-    assert similar.status_code == 503 and similar.json() == {"detail": NO_CHAMPION}
 
 
 def test_fuzz_the_api_from_its_openapi_schema(running: Running) -> None:

@@ -63,8 +63,9 @@ class NumpyNeuMF:
             return self
         terms = self.item_content.embed_items(records) @ self.item_kernel
         known = dense <= self.num_items
-        if self.item_ids is not None:
-            terms[known] += self.item_ids[np.minimum(dense[known], len(self.item_ids) - 1)]
+        if self.item_ids is not None:  # only trained items have an id term
+            trained = dense < len(self.item_ids)
+            terms[trained] += self.item_ids[dense[trained]]
         fresh = int((~known).sum())
         mlp = np.concatenate([self.mlp_item, terms[~known]])
         mlp[dense[known]] = terms[known]

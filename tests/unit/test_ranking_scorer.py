@@ -105,6 +105,9 @@ def test_a_ranker_with_content_folds_it_into_numpy_and_scores_new_items_by_it() 
     assert grown.num_items == 51 and ranker.num_items == 50
     np.testing.assert_allclose(grown.mlp_item[3], ranker.mlp_item[3], atol=1e-5)
     assert not grown.gmf_item[51].any()
+    # Updating the content-only item again re-folds its content alone (it has no id term).
+    again = grown.with_items([new], np.array([51]))
+    np.testing.assert_allclose(again.mlp_item[51], grown.mlp_item[51], atol=1e-6)
     # Item 51's score equals the Keras model's for an item with that content and no id.
     tokens, numeric = table.spec.arrays([new])
     content = keras.ops.convert_to_numpy(model.item_content(tokens, numeric))

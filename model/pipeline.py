@@ -186,11 +186,9 @@ class ServingBundle:
         known = dense > 0
         table = np.concatenate([self.encoder.items, vectors[~known]])
         table[dense[known]] = vectors[known]
-        for item in (i for i, d in zip(latest, dense) if d == 0):
-            self.items.add(item)
+        dense[~known] = [self.items.add(i) for i, d in zip(latest, dense) if d == 0]
         if self.ranker is not None:
-            self.ranker = self.ranker.with_items(list(latest.values()),
-                                                 np.array([self.items.get(i) for i in latest]))
+            self.ranker = self.ranker.with_items(list(latest.values()), dense)
         self.encoder = replace(self.encoder, items=table)
         self.incremental = IncrementalEncoder(self.encoder)
         if known.any() and not self.index.update(dense[known], vectors[known]):

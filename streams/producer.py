@@ -146,15 +146,29 @@ class RecordProducer:
         self.close()
 
 
-class EventProducer(RecordProducer):
-    """Sends events to the interactions topic and rejects to the dead-letter topic."""
+class _TopicWithLetters(RecordProducer):
+    """Sends to one topic and refused records to the dead-letter topic, with the reason,
+    the source and, when ``kind`` is set, what kind of record it was in the headers."""
 
-    def __init__(self, kafka: KafkaConnection, topic: str, dlq_topic: str, source: str = "producer",
-                 config: dict[str, object] | None = None) -> None:
+    kind: str | None = None
+    default_source = "producer"
+
+    def __init__(self, kafka: KafkaConnection, topic: str, dlq_topic: str,
+                 source: str | None = None, config: dict[str, object] | None = None) -> None:
         super().__init__(kafka, config)
         self.topic = topic
         self.dlq_topic = dlq_topic
-        self.source = source
+        self.source = source or self.default_source
+
+    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
+        """Send the original bytes to the dead-letter topic with the reason in headers."""
+        self.stats.dead_lettered += 1
+        self.produce(self.dlq_topic, key, raw, dead_letter_headers(
+            error.reason.value, error.detail, self.source, kind=self.kind))
+
+
+class EventProducer(_TopicWithLetters):
+    """Sends events to the interactions topic and rejects to the dead-letter topic."""
 
     def send(self, event: Event, headers: Headers | None = None) -> None:
         """Send a validated event, keyed by its user id."""
@@ -170,29 +184,13 @@ class EventProducer(RecordProducer):
         self.produce(self.topic, event.key, raw, headers)
         return True
 
-    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
-        """Send the original bytes to the dead-letter topic with the reason in headers."""
-        self.stats.dead_lettered += 1
-        self.produce(self.dlq_topic, key, raw,
-                     dead_letter_headers(error.reason.value, error.detail, self.source))
 
-
-class ItemProducer(RecordProducer):
+class ItemProducer(_TopicWithLetters):
     """Sends catalogue records to the items topic, keyed by item id, and records the
     schema refuses to the dead-letter topic with ``kind: item``."""
 
-    def __init__(self, kafka: KafkaConnection, topic: str, dlq_topic: str,
-                 source: str = "catalog", config: dict[str, object] | None = None) -> None:
-        super().__init__(kafka, config)
-        self.topic = topic
-        self.dlq_topic = dlq_topic
-        self.source = source
+    kind = ITEM_KIND
+    default_source = "catalog"
 
     def send(self, item: ItemRecord) -> None:
         self.produce(self.topic, item.key, item.to_json())
-
-    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
-        """Send the record's bytes to the dead-letter topic with the reason in headers."""
-        self.stats.dead_lettered += 1
-        self.produce(self.dlq_topic, key, raw, dead_letter_headers(
-            error.reason.value, error.detail, self.source, kind=ITEM_KIND))

@@ -39,7 +39,6 @@ from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.consumer import TopicSizes
 from streams.hot_swap import Serving, follow_model_updates
 from streams.metrics import WorkerMetrics
-from streams.registry import load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,8 @@ class Backends:
         store = mlflow_store(settings)
 
         def champion() -> Any:
+            from streams.registry import load_bundle  # Keras: only on the first load
+
             return load_bundle(store, head_weights=settings.ranker_head_weights)
 
         async def follow_updates(serving: Serving) -> None:

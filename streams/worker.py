@@ -14,7 +14,9 @@ this module only wires them to Faust's stream, table, topics and commit hook.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -127,6 +129,48 @@ class FlushBeforeCommit(Sensor):
         return None
 
 
+CHANGELOG_DRAIN_MOST_S = 30.0
+
+
+def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
+                clock: Callable[[], float] = time.monotonic) -> None:
+    """Make ``buffer.flush()`` (Faust's producer buffer, which holds table changelog writes)
+    return only once every write in it has been handed to the Kafka producer. Call it
+    before the app starts: the buffer's send task binds ``_send_pending`` when it starts.
+
+    Faust commits offsets after ``producer.flush()``, but its buffer's flush gives up as
+    soon as 0.1 s passes without a send, however many writes are still queued, and a write
+    being sent has already left the queue it counts. Under load the offsets of events whose
+    session writes had not yet gone out were committed, and a restarted worker resumed one
+    event short (``test_restarted_worker_recovers_sessions_from_the_changelog``,
+    intermittent). Past ``most_s`` it raises instead: the commit fails and the offsets stay
+    uncommitted.
+    """
+    flush_atmost, send_pending = buffer.flush_atmost, buffer._send_pending
+    sending = 0
+
+    async def counted_send(fut: Any) -> None:
+        nonlocal sending
+        sending += 1
+        try:
+            await send_pending(fut)
+        finally:
+            sending -= 1
+
+    async def flush() -> None:
+        deadline = clock() + most_s
+        while buffer.size or sending:
+            if clock() > deadline:
+                raise RuntimeError(f"{buffer.size + sending} changelog writes not sent in "
+                                   f"{most_s:.0f} s: not committing")
+            if buffer.size:
+                await flush_atmost(None)  # returns after 0.1 s without a send
+            else:
+                await asyncio.sleep(0.005)  # the last one is on its way
+
+    buffer._send_pending, buffer.flush = counted_send, flush
+
+
 class PartitionLag:
     """The consumer-lag gauge: the last offset read per partition, against its highwater."""
 
@@ -214,6 +258,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     popularity = DecayedPopularity()
     lists_out = RecordProducer(cfg.kafka)
     app.sensors.add(FlushBeforeCommit(lists_out))
+    drain_fully(app.producer.buffer)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     sessionize = sessionizer(EventStep(cfg.session, popularity, answered), sessions, dlq,

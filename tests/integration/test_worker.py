@@ -54,6 +54,14 @@ def _worker_env(champion_env: dict, new_topic: Callable[..., str], **extra: str)
             "STREAMREC_WORKER_METRICS_PORT": "0", **extra}
 
 
+def _story(output: str, lines: int = 80) -> str:
+    """A worker's rebalances, recoveries, seeks, warnings and errors (run it with
+    ``--log-level info``): what a failure message needs to tell a lost event's story."""
+    story = [line for line in output.splitlines() if re.search(
+        r"ebalanc|ecover|eek|eneration|ssign|kipping|WARN|ERROR|rror", line)]
+    return "\n".join(story[-lines:])
+
+
 def _send(settings: Settings, env: dict, events: list[Event]) -> None:
     """Send and make sure the broker has every event: an event lost on the way in must not
     pass for one the worker lost (issue #16's restart flake)."""
@@ -166,9 +174,7 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
         answered = {orjson.loads(r.value)["event_id"] for r in done}
         missing = [(e.event_id, e.user_id) for e in live[:expected_total]
                    if e.event_id not in answered]
-        story = [line for line in output.splitlines() if re.search(
-            r"ebalanc|ecover|eek|eneration|ssign|kipping|WARN|ERROR|rror", line)]
-        assert len(done) == expected_total, f"unanswered {missing}\n" + "\n".join(story[-80:])
+        assert len(done) == expected_total, f"unanswered {missing}\n{_story(output)}"
     # The final state per user in the changelog equals sessionizing every event in one go.
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
     final: dict[str, dict] = {}
@@ -210,13 +216,15 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
                                    capture_output=True, text=True, env=env, timeout=600)
         assert retrained.returncode == 0, retrained.stderr[-2000:]
         assert "announced on" in retrained.stdout
-        sent = 100
-        deadline = time.monotonic() + 120
-        while sent < len(live) - 20:  # keep the stream flowing while the workers swap
-            _send(settings, env, live[sent:sent + 20])
-            sent += 20
-            if all(swapped(w) for w in workers) or time.monotonic() > deadline:
-                break
+        # Keep the stream flowing while the workers swap (loading takes seconds, more under
+        # load), and keep the last 20 events for after both have swapped: sent at 20 a
+        # second, the events once ran out before the swap, and the last lists were the old
+        # model's.
+        sent, deadline = 100, time.monotonic() + 120
+        while not all(swapped(w) for w in workers) and time.monotonic() < deadline:
+            if sent < len(live) - 20:
+                _send(settings, env, live[sent:sent + 4])
+                sent += 4
             time.sleep(1)
         _send(settings, env, live[sent:])
         recs = list(read_topic(settings.kafka, recs_topic, from_beginning=True,
@@ -253,12 +261,12 @@ def test_a_worker_joining_mid_backlog_takes_partitions_without_losing_events(
     _send(settings, env, events)
     group = env["STREAMREC_WORKER_GROUP"]
     first = ServiceProcess.start(env, tmp_path / "first.log", "worker", "--pass-through",
-                                 "--worker-id", "first")
+                                 "--worker-id", "first", "--log-level", "info")
     second = None
     try:
         first.wait_joined(settings.kafka, group)
         second = ServiceProcess.start(env, tmp_path / "second.log", "worker", "--pass-through",
-                                      "--worker-id", "second")
+                                      "--worker-id", "second", "--log-level", "info")
         second.wait_joined(settings.kafka, group, members=2)
         answered = {orjson.loads(r.value)["event_id"] for r in read_topic(
             settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
@@ -268,7 +276,8 @@ def test_a_worker_joining_mid_backlog_takes_partitions_without_losing_events(
     crash = outputs[0].find("Crashed")
     assert crash < 0, outputs[0][crash:crash + 2000]
     missing = [e.event_id for e in events if e.event_id not in answered]
-    assert not missing, f"{len(missing)} unanswered, e.g. {missing[:5]}"
+    assert not missing, f"{len(missing)} unanswered, e.g. {missing[:5]}\n" + "\n".join(
+        f"--- {name}\n{_story(out, 40)}" for name, out in zip(("first", "second"), outputs))
 
 
 def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(

@@ -713,3 +713,51 @@ def test_the_stream_processor_names_the_events_partition_in_log_lines(
         return record
 
     assert asyncio.run(event_then_log()).partition == 3
+
+
+def test_faust_commits_only_after_every_changelog_write_is_handed_on() -> None:
+    """Faust's producer buffer (table changelog writes) ends ``flush()`` after 0.1 s
+    without a send, with writes still queued; committing then left a restarted worker one
+    event short. ``drain_fully`` makes the flush wait for all of them, the one being sent
+    included."""
+    from faust.transport.producer import ProducerBuffer
+
+    from streams.worker import drain_fully
+
+    class SlowBuffer(ProducerBuffer):
+        sent = 0
+
+        async def _send_pending(self, fut: Any) -> None:
+            await asyncio.sleep(0.15)  # a send slower than Faust's 0.1 s patience
+            self.sent += 1
+
+    async def flushed(drain: bool) -> tuple[int, int]:
+        buffer = SlowBuffer()
+        buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+        if drain:
+            drain_fully(buffer)
+        await buffer.start()
+        for i in range(5):
+            buffer.put(i)  # type: ignore[arg-type]
+        await buffer.flush()
+        left = buffer.size, buffer.sent
+        buffer.pending = asyncio.Queue()  # stop() would flush again
+        await buffer.stop()
+        return left
+
+    assert asyncio.run(flushed(drain=False)) != (0, 5)  # the premise: Faust's flush gives up
+    assert asyncio.run(flushed(drain=True)) == (0, 5)
+
+
+def test_a_changelog_that_never_drains_stops_the_commit() -> None:
+    from streams.worker import drain_fully
+
+    clock = iter(range(0, 1000, 10))  # each look at the clock: 10 s later
+
+    async def sends_nothing(_: Any) -> int:
+        return 0
+
+    buffer = SimpleNamespace(size=3, flush_atmost=sends_nothing, _send_pending=sends_nothing)
+    drain_fully(buffer, most_s=30, clock=lambda: float(next(clock)))
+    with pytest.raises(RuntimeError, match="3 changelog writes not sent in 30 s"):
+        asyncio.run(buffer.flush())

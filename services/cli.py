@@ -15,6 +15,7 @@ from services import (
     cli_demo,
     cli_dlq,
     cli_events,
+    cli_experiment,
     cli_models,
     cli_stack,
     cli_trainer,
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(cli_stack.app, name="stack")
 app.add_typer(cli_dlq.app, name="dlq")
 app.add_typer(cli_catalog.app, name="catalog")
+app.add_typer(cli_experiment.app, name="experiment")
 app.registered_commands += cli_events.app.registered_commands
 app.registered_commands += cli_models.app.registered_commands
 app.registered_commands += cli_worker.app.registered_commands

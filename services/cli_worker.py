@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -52,6 +54,9 @@ def worker(
     def champion() -> object:
         return load_bundle(store, head_weights=settings.ranker_head_weights)
 
+    def bundle_for(ref: str) -> object:  # an experiment's variant: an alias or versions
+        return load_bundle(store, ref, head_weights=settings.ranker_head_weights)
+
     try:
         bundle = FixedList(settings.recs_top_n) if pass_through else champion()
     except NoChampion as exc:
@@ -64,7 +69,7 @@ def worker(
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     metrics.serve(port, settings.worker_metrics_host)
     faust_app = create_app(cfg, bundle, load_bundle=None if pass_through else champion,
-                           metrics=metrics)
+                           metrics=metrics, load_bundle_for=None if pass_through else bundle_for)
     logs.say(console, f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
              f"{cfg.interactions} -> {cfg.recommendations}"
              + (f", metrics on :{port}/metrics" if port else ""))
@@ -97,4 +102,6 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
                               max_items=settings.session_max_items,
                               features=settings.feature_spec()),
-        status_file=status_file, items=settings.topic_items)
+        status_file=status_file, items=settings.topic_items,
+        experiments=settings.topic_experiments,
+        worker_id=f"{worker_id}@{socket.gethostname()}:{os.getpid()}")

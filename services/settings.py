@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     topic_model_updates: str = "model-updates"
     topic_items: str = Field("items", description="the item catalogue: compacted, key = "
                              "item id (streams/catalog.py)")
+    topic_experiments: str = Field("experiments", description="experiments between live "
+                                   "models: compacted, key = experiment name "
+                                   "(streams/experiment.py)")
     interactions_partitions: int = Field(4, ge=1)
     recommendations_partitions: int = Field(4, ge=1)
     items_partitions: int = Field(1, ge=1, description="every worker reads the whole "
@@ -320,6 +323,7 @@ class Settings(BaseSettings):
             TopicSpec(self.topic_recommendations, self.recommendations_partitions, r),
             TopicSpec(self.topic_model_updates, 1, r),
             TopicSpec(self.topic_items, self.items_partitions, r, {"cleanup.policy": "compact"}),
+            TopicSpec(self.topic_experiments, 1, r, {"cleanup.policy": "compact"}),
         ]
 
 

@@ -7,6 +7,8 @@ the classes; a test keeps the files in step) for consumers written in other lang
   lists channel; the API answers reads with the same record.
 - ``PopularList``: a worker's recent popularity, stored in Redis about once a second.
 - ``ModelAnnouncement``: a new champion, on ``model-updates`` (key = the alias).
+- ``Experiment`` (declared in ``streams.experiment``): an experiment between live models,
+  on the compacted ``experiments`` topic (key = its name).
 
 They are plain dataclasses rather than pydantic models because a list is built per event
 on the worker's hot path and read per request on the API's: ``orjson`` serializes them
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+
+from streams.experiment import Experiment
 
 Path = Literal["model", "popularity", "fallback"]
 CHAMPION = "champion"  # the registry alias the workers serve, named in announcements
@@ -54,6 +58,25 @@ class Reason:
     weight: float
 
 
+@dataclass
+class ExperimentTag:
+    """The experiment a list was served in (``streams.experiment``): ``variant`` is the
+    user's arm (``interleaved`` for a team-draft list, whose ``teams`` name the variant
+    that placed each item); ``served_by`` names the variant whose model actually served
+    it when the user's own could not be loaded (the control, else ``champion``)."""
+
+    experiment: str
+    variant: str
+    served_by: str | None = None
+    teams: list[str] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ExperimentTag | None:
+        if d is None:
+            return None
+        return cls(d["experiment"], d["variant"], d.get("served_by"), d.get("teams"))
+
+
 def _items(raw: list[dict[str, Any]]) -> list[ScoredItem]:
     return [ScoredItem(i["item_id"], i["score"], i.get("heads"), i.get("path")) for i in raw]
 
@@ -67,7 +90,8 @@ class RecommendationList:
     ``sent_us``: that event's send time (the ``sent_us`` header, when present);
     ``published_us``: when the list was computed. Times are epoch microseconds.
     ``because``: the session items that drove a model list most (the encoder's last
-    attention block at the newest event), strongest first."""
+    attention block at the newest event), strongest first. ``experiment``: the experiment
+    and variant the list was served in, None outside any."""
 
     user_id: str
     path: Path
@@ -78,6 +102,7 @@ class RecommendationList:
     sent_us: int | None = None
     published_us: int | None = None
     because: list[Reason] | None = None
+    experiment: ExperimentTag | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -88,7 +113,7 @@ class RecommendationList:
             return self
         return RecommendationList(self.user_id, self.path, self.model_version, self.items[:k],
                                   self.event_id, self.event_item_id, self.sent_us,
-                                  self.published_us, self.because)
+                                  self.published_us, self.because, self.experiment)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecommendationList:
@@ -96,7 +121,8 @@ class RecommendationList:
         return cls(d["user_id"], d["path"], d.get("model_version"), _items(d["items"]),
                    d.get("event_id"), d.get("event_item_id"), d.get("sent_us"),
                    d.get("published_us"),
-                   [Reason(r["item_id"], r["weight"]) for r in because] if because else None)
+                   [Reason(r["item_id"], r["weight"]) for r in because] if because else None,
+                   ExperimentTag.from_dict(d.get("experiment")))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RecommendationList:
@@ -156,7 +182,8 @@ class ModelAnnouncement:
 # The published schema files under ``streams/schema/``, and the class each describes.
 SCHEMAS: dict[str, type] = {"recommendation-list-v1.json": RecommendationList,
                             "popular-list-v1.json": PopularList,
-                            "model-announcement-v1.json": ModelAnnouncement}
+                            "model-announcement-v1.json": ModelAnnouncement,
+                            "experiment-v1.json": Experiment}
 
 
 def json_schema(file: str) -> dict[str, Any]:

@@ -75,6 +75,15 @@ class WorkerMetrics:
                                  "records read from the items topic, by outcome (embedded: "
                                  "the model serves them; skipped: its model reads no content; "
                                  "invalid)", ["outcome"], registry=r)
+        self.experiment_lists = Counter("streamrec_worker_experiment_lists_total", "Lists "
+                                        "served inside an experiment, by variant and by the "
+                                        "variant whose model served them (the control when "
+                                        "the user's own failed to load)",
+                                        ["experiment", "variant", "served_by"], registry=r)
+        self.experiment_load_failures = Counter(
+            "streamrec_worker_experiment_load_failures_total", "Failed loads of an "
+            "experiment variant's model (its users get the control meanwhile)", ["variant"],
+            registry=r)
         self.swaps = Counter("streamrec_worker_model_swaps_total", "Model updates applied "
                              "or refused", ["outcome"], registry=r)
         self.batch_size = Histogram("streamrec_worker_batch_size_events", "Events per "

@@ -304,34 +304,68 @@ def _not_found(exc: Exception) -> bool:
         code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc))
 
 
-def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
-    """Retriever and ranker behind ``alias`` (read once) and the id maps logged with the
-    retriever; raises ``NoChampion`` when there are none."""
-    import json
+def parse_versions(ref: str) -> dict[str, str] | None:
+    """The {registered name: version} a version string (``name:vN+name:vN``, the form lists
+    and announcements print) names; None when ``ref`` is not one (an alias, say)."""
+    versions = {}
+    for part in ref.split("+"):
+        name, _, version = part.rpartition(":v")
+        if not name or not version.isdigit():
+            return None
+        versions[name] = version
+    return versions
 
-    import mlflow
+
+def resolve_versions(store: MlflowStore, ref: str) -> dict[str, str]:
+    """The registry versions of the retriever and ranker that ``ref`` names: an alias
+    (``champion``, ``challenger``), read now, or a version string, checked to exist. Raises
+    ``NoChampion`` in one line when the registry has no such models."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.tracking_uri)
+    pinned = parse_versions(ref)
     try:
-        retriever, ranker = (_by_alias(client, n, alias) for n in ROLE_NAMES)
+        if pinned is None:
+            found = [_by_alias(client, n, ref) for n in ROLE_NAMES]
+        else:
+            found = [client.get_model_version(n, v) for n, v in pinned.items()]
     except MlflowException as exc:
         if not _not_found(exc):
             raise
-        raise NoChampion(f"no models under the alias {alias!r} in the registry at "
+        what = f"alias {ref!r}" if pinned is None else f"versions {ref}"
+        raise NoChampion(f"no models under the {what} in the registry at "
                          f"{mask_url(store.tracking_uri)}") from None
+    names = [v.name for v in found]
+    if len(names) != 2 or names[1] != RANKER_NAME or names[0] not in (
+            RETRIEVER_NAME, LEGACY_NAMES[RETRIEVER_NAME]):
+        raise NoChampion(f"{ref!r} must name a retriever version, then a ranker version: "
+                         f"{RETRIEVER_NAME}:vN+{RANKER_NAME}:vN")
+    return {v.name: str(v.version) for v in found}
+
+
+def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
+    """Retriever and ranker behind ``alias`` (an alias or a version string, read once) and
+    the id maps logged with the retriever; raises ``NoChampion`` when there are none."""
+    import json
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    # By the versions the alias named when read, not by the alias again: a promotion
+    # landing mid-load must not pair one champion's retriever with the next one's ranker.
+    versions = resolve_versions(store, alias)
+    retriever_name, ranker_name = versions
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    retriever = client.get_model_version(retriever_name, versions[retriever_name])
     mlflow.set_tracking_uri(store.tracking_uri)
     maps_path = mlflow.artifacts.download_artifacts(
         run_id=retriever.run_id, artifact_path="id_maps.json")
     with open(maps_path) as handle:
         maps = json.load(handle)
-    # By the versions the alias named when read, not by the alias again: a promotion
-    # landing mid-load must not pair one champion's retriever with the next one's ranker.
-    return Champion(load_model(store, retriever.name, version=retriever.version),
-                    load_model(store, ranker.name, version=ranker.version),
-                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),
-                    {v.name: str(v.version) for v in (retriever, ranker)})
+    return Champion(load_model(store, retriever_name, version=versions[retriever_name]),
+                    load_model(store, ranker_name, version=versions[ranker_name]),
+                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]), versions)
 
 
 def load_bundle(store: MlflowStore, alias: str = CHAMPION,

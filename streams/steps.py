@@ -19,20 +19,23 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.backoff import Backoff
 from streams.events import InvalidEvent, parse
 from streams.events import Reason as Rejection
+from streams.messages import ExperimentTag, PopularList, Reason, RecommendationList, ScoredItem
 from streams.messages import Path as ServedPath
-from streams.messages import PopularList, Reason, RecommendationList, ScoredItem
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import SENT_AT_HEADER
 from streams.sessions import SessionPolicy, SessionState, apply_event, ignored_context
 from streams.tracing import ListSpans, TraceHeaders, from_record
+
+if TYPE_CHECKING:
+    from streams.experiments import LiveExperiment
 
 log = logging.getLogger(__name__)
 
@@ -277,17 +280,40 @@ class BatchStep:
         return None
 
     def build(self, update: SessionUpdate, rec: Recommendation | None, version: str,
-              now_us: int) -> RecommendationList:
+              now_us: int, tag: ExperimentTag | None = None) -> RecommendationList:
         """One user's list: the model's when it answered, else recent popularity (without
         the session's items when ``exclude_seen``), saying which path served it."""
         path: ServedPath
         if rec is not None:
             items, path = model_items(rec), "model"
         else:
-            seen = update.session.items if self.exclude_seen else ()
-            items, path = scored(self.popularity.top(self.top_n, exclude=seen)), "popularity"
+            items, path = scored(self._popular_pairs(update)), "popularity"
         return RecommendationList(update.user_id, path, version, items, update.event_id,
-                                  update.item_id, update.sent_us, now_us, reasons(rec))
+                                  update.item_id, update.sent_us, now_us, reasons(rec), tag)
+
+    def _popular_pairs(self, update: SessionUpdate) -> list[tuple[str, float]]:
+        seen = update.session.items if self.exclude_seen else ()
+        return self.popularity.top(self.top_n, exclude=seen)
+
+    def answer(self, updates: Sequence[SessionUpdate], bundle: Recommender,
+               experiment: LiveExperiment | None
+               ) -> tuple[Sequence[Recommendation | None], list[str], list[ExperimentTag | None]]:
+        """Per update: the list, the version that served it, its experiment tag. Inside an
+        experiment, each event first judges the lists its user saw before."""
+        if experiment is None:
+            return (self.recommend(updates, bundle), [bundle.version] * len(updates),
+                    [None] * len(updates))
+        experiment.observe([u.user_id for u in updates], [u.item_id for u in updates],
+                           [u.session.types[-1] if u.session.types else "" for u in updates])
+
+        def popular(i: int) -> Recommendation:
+            pairs = self._popular_pairs(updates[i])
+            return Recommendation([p[0] for p in pairs], [p[1] for p in pairs])
+
+        recs, versions, tags = experiment.recommend(
+            [u.user_id for u in updates], [u.event_id for u in updates], bundle,
+            lambda idx, b: self.recommend([updates[i] for i in idx], b), popular)
+        return recs, [v or bundle.version for v in versions], tags
 
     def popular(self, version: str, now_us: int, now: float) -> PopularList | None:
         """The popularity record, at most once per ``popular_every_s``: it is a top-k scan
@@ -298,15 +324,20 @@ class BatchStep:
         self._popular_written = now
         return PopularList(version, now_us, scored(self.popularity.top(self.top_n)))
 
-    async def publish(self, updates: Sequence[SessionUpdate], bundle: Recommender
-                      ) -> list[RecommendationList]:
-        """Answer every update; returns the lists published. ``bundle`` is read once by the
-        caller per batch: a model swap lands between micro-batches, never inside one."""
+    async def publish(self, updates: Sequence[SessionUpdate], bundle: Recommender,
+                      experiment: LiveExperiment | None = None) -> list[RecommendationList]:
+        """Answer every update; returns the lists published. ``bundle`` (and
+        ``experiment``, the one running) is read once by the caller per batch: a model
+        swap lands between micro-batches, never inside one."""
         began_ns = time.time_ns()
-        recs = self.recommend(updates, bundle)
+        recs, versions, tags = self.answer(updates, bundle, experiment)
         start = self.clock()
         now_us = time.time_ns() // 1000
-        lists = [self.build(u, rec, bundle.version, now_us) for u, rec in zip(updates, recs)]
+        lists = [self.build(u, rec, version, now_us, tag)
+                 for u, rec, version, tag in zip(updates, recs, versions, tags)]
+        if experiment is not None:
+            experiment.shown(lists)
+            self._count_experiment(lists)
         payloads, paths = [], {"model": 0, "popularity": 0}
         for update, record in zip(updates, lists):
             payload = record.to_json()
@@ -326,6 +357,15 @@ class BatchStep:
         await self._store(payloads, popular.to_json() if popular is not None else None)
         self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
         return lists
+
+    def _count_experiment(self, lists: Sequence[RecommendationList]) -> None:
+        counts: dict[tuple[str, str, str], int] = {}
+        for record in lists:
+            if (tag := record.experiment) is not None:
+                key = (tag.experiment, tag.variant, tag.served_by or tag.variant)
+                counts[key] = counts.get(key, 0) + 1
+        for labels, count in counts.items():
+            self.metrics.experiment_lists.labels(*labels).inc(count)
 
     def _trace(self, update: SessionUpdate, record: RecommendationList, began_ns: int
                ) -> list[tuple[str, bytes]] | None:

@@ -31,6 +31,7 @@ from infra.kafka_client import KafkaConnection
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.catalog_follower import Catalogue, follow_catalogue
+from streams.experiment_follower import ExperimentSlot, follow_experiments
 from streams.hot_swap import Serving, follow_model_updates
 from streams.log_context import in_partition
 from streams.messages import NO_MODEL
@@ -65,6 +66,8 @@ class WorkerConfig:
     session: SessionPolicy = field(default_factory=SessionPolicy)
     status_file: Path | None = None  # where ``Serving`` reports its model and swaps
     items: str | None = None  # the catalogue topic every worker follows (None: no catalogue)
+    experiments: str | None = None  # the experiments topic (None: serve the champion only)
+    worker_id: str = "0"  # names this worker's tallies in Redis
 
 
 class FixedList:
@@ -238,9 +241,12 @@ def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT |
 
 
 def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | None = None,
-               metrics: WorkerMetrics | None = None) -> faust.App:
+               metrics: WorkerMetrics | None = None,
+               load_bundle_for: Callable[[str], Any] | None = None) -> faust.App:
     """The Faust app, its topics, the sessions table, the recommend agent and, when
-    ``load_bundle`` is given, the task that swaps in each new champion."""
+    ``load_bundle`` is given, the task that swaps in each new champion; with
+    ``load_bundle_for`` (a model reference to a bundle) and ``cfg.experiments``, the task
+    that serves the running experiment."""
     app = faust.App(
         cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store="memory://",
         broker_credentials=faust_credentials(cfg.kafka),
@@ -263,9 +269,10 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     answered = AnsweredEvents()
     sessionize = sessionizer(EventStep(cfg.session, popularity, answered), sessions, dlq,
                              metrics, lag)
+    recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
-                          lists_out, RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel),
-                          metrics, answered=answered)
+                          lists_out, recs_writer, metrics, answered=answered)
+    experiment = ExperimentSlot(load_bundle_for or _no_bundles, metrics)
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:
@@ -274,7 +281,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             metrics.batch_size.observe(len(batch))
             updates = [u for u in batch if u is not None]
             if updates:  # serving.bundle read once: a swap lands between micro-batches
-                await publisher.publish(updates, serving.bundle)
+                await publisher.publish(updates, serving.bundle, experiment.live)
             lag.update(app.consumer)
 
     if load_bundle is not None:
@@ -288,4 +295,14 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         async def follow_items() -> None:
             await follow_catalogue(cfg.kafka, cfg.items, catalogue, serving)
 
+    if cfg.experiments is not None and load_bundle_for is not None:
+        @app.task
+        async def serve_experiments() -> None:
+            await follow_experiments(cfg.kafka, cfg.experiments, experiment,
+                                     recs_writer.client, cfg.worker_id)
+
     return app
+
+
+def _no_bundles(ref: str) -> Any:
+    raise RuntimeError(f"this worker loads no models ({ref!r})")

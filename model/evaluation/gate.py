@@ -10,6 +10,8 @@ The challenger's id maps extend the champion's (same ids for what both know), so
 champion is scored in the challenger's id space through ``KnownPrefix``: users it never
 saw are its unknown user, items it never saw leave its histories and rank last. Targets no
 model could know (items first seen after the cut) are not test cases.
+A higher mean on one slice can be luck: given both models' per-case ranks, ``decide`` also
+asks the bootstrap interval of the per-case gain to lie above zero, over enough cases.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.data import Interaction, Sequences, Side
+from model.evaluation.metrics import hit_rate, mrr, ndcg
 from model.evaluation.protocols import Scorer
+from model.experiments.statistics import bootstrap_interval
 
 
 @dataclass(frozen=True)
@@ -94,22 +98,55 @@ class KnownPrefix:
         return out
 
 
+MIN_CASES = 200          # cases the bootstrap rule needs before it may promote
+MIN_CASES_MEANS = 30     # the older rule on means alone, for callers without per-case ranks
+LEVEL = 0.95
+
+
 @dataclass(frozen=True)
 class Verdict:
+    """``interval``: the bootstrap interval of the per-case difference challenger −
+    champion, when per-case ranks were given."""
+
     promote: bool
     reason: str
     metric: str
     champion: float | None
     challenger: float
+    interval: tuple[float, float] | None = None
+
+
+def case_values(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each case's ``metric`` ("HR@K", "NDCG@K", "MRR", "MRR@K") from its 0-based rank,
+    by the formulas of ``model.evaluation.metrics`` (a case's value is the metric over a
+    batch of one)."""
+    name, _, cut = metric.partition("@")
+    k = int(cut) if cut else None
+    formulas = {"HR": hit_rate, "NDCG": ndcg, "MRR": mrr}
+    if name not in formulas or (k is None and name != "MRR"):
+        raise ValueError(f"no per-case formula for {metric!r}; use HR@K, NDCG@K or MRR")
+    formula = formulas[name]
+    return np.array([formula(np.array([r], dtype=float), k) for r in np.asarray(ranks)])
 
 
 def decide(challenger: dict, champion: dict | None, metric: str = "NDCG@10",
            protocol: str = "full", min_gain: float = 0.0, finite: bool = True,
-           min_cases: int = 30) -> Verdict:
+           min_cases: int | None = None, *,
+           ranks: tuple[np.ndarray, np.ndarray] | None = None,
+           case_users: np.ndarray | None = None, level: float = LEVEL,
+           seed: int = 0) -> Verdict:
     """Promote when the challenger's weights are finite and it beats the champion on
     ``protocol``/``metric`` by more than ``min_gain`` (relative: 0.02 = 2% better) over at
     least ``min_cases`` gate cases (one lucky case must not replace a champion); with no
-    champion yet, any sound challenger wins."""
+    champion yet, any sound challenger wins.
+
+    With ``ranks`` (the per-case 0-based ranks of challenger and champion on the same
+    cases, in ``protocol``) the gain must also be sure: the bootstrap interval at
+    ``level`` of the mean per-case difference challenger − champion must lie above zero,
+    and ``min_cases`` defaults to ``MIN_CASES``. ``case_users`` (each case's user)
+    resamples users rather than cases, since one user's cases are not independent.
+    Without ``ranks`` only the means are compared (``min_cases`` defaults to
+    ``MIN_CASES_MEANS``), as callers did before the bootstrap existed."""
     value = float(challenger[protocol][metric])
     label = f"{protocol} {metric}"
     if not finite or not np.isfinite(value):
@@ -121,8 +158,29 @@ def decide(challenger: dict, champion: dict | None, metric: str = "NDCG@10",
     if value <= needed:
         return Verdict(False, f"{label} {value:.4f} does not beat champion {best:.4f} by more "
                               f"than {min_gain:.0%}", label, best, value)
+    if min_cases is None:
+        min_cases = MIN_CASES if ranks is not None else MIN_CASES_MEANS
     if (cases := int(challenger.get("users", min_cases))) < min_cases:
         return Verdict(False, f"{label} {value:.4f} > champion {best:.4f} on only {cases} gate "
                               f"cases ({min_cases} needed to compare)", label, best, value)
-    return Verdict(True, f"{label} {value:.4f} > champion {best:.4f} "
-                         f"(+{min_gain:.0%} needed)", label, best, value)
+    if ranks is None:
+        return Verdict(True, f"{label} {value:.4f} > champion {best:.4f} "
+                             f"(+{min_gain:.0%} needed)", label, best, value)
+    interval = _gain_interval(ranks, metric, case_users, level, seed)
+    sure = interval[0] > 0
+    return Verdict(sure, f"{label} {value:.4f} > champion {best:.4f} (+{min_gain:.0%} needed); "
+                         f"per-case gain {level:.0%} interval [{interval[0]:+.4f}, "
+                         f"{interval[1]:+.4f}] {'above' if sure else 'not above'} zero",
+                   label, best, value, interval)
+
+
+def _gain_interval(ranks: tuple[np.ndarray, np.ndarray], metric: str,
+                   users: np.ndarray | None, level: float, seed: int) -> tuple[float, float]:
+    """Bootstrap interval of the mean per-case gain challenger − champion."""
+    mine, theirs = (np.asarray(r, dtype=float) for r in ranks)
+    if len(mine) != len(theirs) or (users is not None and len(users) != len(mine)):
+        raise ValueError(f"ranks must be paired case by case: {len(mine)} challenger ranks, "
+                         f"{len(theirs)} champion ranks"
+                         + (f", {len(users)} case users" if users is not None else ""))
+    gain = case_values(mine, metric) - case_values(theirs, metric)
+    return bootstrap_interval(gain, level=level, rng=seed, groups=users)

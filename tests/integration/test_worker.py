@@ -212,7 +212,8 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
         first = list(read_topic(settings.kafka, recs_topic, from_beginning=True,
                                 limit=100, idle_timeout_s=90))
         retrained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
-                                    "--model", "all", "--epochs", "2", "--champion"],
+                                    "--model", "all", "--epochs", "2", "--champion",
+                                    "--force"],
                                    capture_output=True, text=True, env=env, timeout=600)
         assert retrained.returncode == 0, retrained.stderr[-2000:]
         assert "announced on" in retrained.stdout
@@ -332,3 +333,79 @@ def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(
     print(f"new catalogue item first listed {waited_us / 1000:.0f} ms after it was put")
     assert waited_us < 5_000_000, waited_us
     assert "Traceback" not in output, output[-3000:]
+
+
+def _experiment_cli(env: dict, *args: str) -> str:
+    done = subprocess.run([*CLI, "experiment", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_an_experiment_splits_users_stably_across_workers_and_restarts(
+    settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
+    tmp_path: Path,
+) -> None:
+    """Two workers serve one A/B experiment: the champion against a second bundle loaded
+    by its registry versions. Every list is tagged with its user's variant, the same in
+    both workers and after one restarts; the tallies reach Redis and ``status`` reads them;
+    after ``stop`` lists are untagged again."""
+    from streams.experiment_control import find
+
+    champion_env, events = champion
+    env = _worker_env(champion_env, new_topic, STREAMREC_TOPIC_EXPERIMENTS=new_topic())
+    name = f"exp-{uuid.uuid4().hex[:8]}"
+    pinned = version_string({RETRIEVER_NAME: "1", RANKER_NAME: "1"})
+    _experiment_cli(env, "start", name, "--variant", "control=champion:0.5",
+                    "--variant", f"treatment={pinned}:0.5")
+    experiment = find(settings.kafka, env["STREAMREC_TOPIC_EXPERIMENTS"], name)
+    recs_topic, live = env["STREAMREC_TOPIC_RECOMMENDATIONS"], events[2500:3000]
+    workers = [ServiceProcess.start(env, tmp_path / f"worker{i}.log", "worker", "--worker-id",
+                                    f"w{i}") for i in range(2)]
+    seen: list[dict] = []
+
+    def answer(batch: list[Event]) -> list[dict]:
+        """Send ``batch``; the lists that answer it (a restart may answer some twice)."""
+        _send(settings, env, batch)
+        wanted, got = {e.event_id for e in batch}, []
+        for r in read_topic(settings.kafka, recs_topic, from_beginning=True, idle_timeout_s=60):
+            value = orjson.loads(r.value)
+            if value["event_id"] in wanted:
+                got.append(value)
+                wanted.discard(value["event_id"])
+                if not wanted:
+                    break
+        return got
+    try:
+        workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
+        sent, deadline = 0, time.monotonic() + 120  # until the treatment's bundle serves
+        while time.monotonic() < deadline and not any(
+                (v.get("experiment") or {}).get("variant") == "treatment"
+                and not v["experiment"]["served_by"] for v in seen):
+            seen += answer(live[sent:sent + 20])
+            sent += 20
+        workers[0].stop()
+        workers[0] = ServiceProcess.start(env, tmp_path / "worker0-again.log", "worker",
+                                          "--worker-id", "w0")
+        workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
+        seen += answer(live[sent:sent + 100])
+        sent += 100
+        time.sleep(6)  # a tally flush (every 5 s)
+        report = orjson.loads(_experiment_cli(env, "status", name, "--json"))
+        _experiment_cli(env, "stop", name)
+        time.sleep(3)
+        after = answer(live[sent:sent + 20])
+    finally:
+        outputs = [w.stop() for w in workers]
+    assert seen and all(v["experiment"] is not None for v in seen), outputs[1][-3000:]
+    for v in seen:  # every list in its user's variant, whichever worker served it
+        assert v["experiment"]["variant"] == experiment.variant_of(v["user_id"]).name
+    variants = Counter(v["experiment"]["variant"] for v in seen)
+    assert set(variants) == {"control", "treatment"}
+    served = {v["model_version"] for v in seen if v["experiment"]["variant"] == "treatment"
+              and not v["experiment"]["served_by"]}
+    assert served == {pinned}
+    by_name = {v["name"]: v for v in report["variants"]}
+    assert by_name["control"]["users"] > 0 and by_name["treatment"]["users"] > 0
+    assert report["workers"] >= 2 and "NDCG@10" in by_name["control"]["metrics"]
+    assert len(after) == 20 and all(v["experiment"] is None for v in after)

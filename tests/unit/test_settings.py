@@ -14,9 +14,11 @@ def test_defaults_run_everything_locally(clean_env: pytest.MonkeyPatch) -> None:
     assert s.redis == "redis://127.0.0.1:16379/0"
     assert s.mlflow_uri == f"sqlite:///{REPO_ROOT / '.local' / 'mlflow' / 'mlflow.db'}"
     assert [t.name for t in s.topics()] == [
-        "interactions", "interactions.dlq", "recommendations", "model-updates", "items"]
-    assert [t.partitions for t in s.topics()] == [4, 1, 4, 1, 1]
-    assert s.topics()[-1].config == {"cleanup.policy": "compact"}  # the catalogue: by item
+        "interactions", "interactions.dlq", "recommendations", "model-updates", "items",
+        "experiments"]
+    assert [t.partitions for t in s.topics()] == [4, 1, 4, 1, 1, 1]
+    # The catalogue (by item) and the experiments (by name) keep their newest records.
+    assert [t.config for t in s.topics()[-2:]] == [{"cleanup.policy": "compact"}] * 2
 
 
 def test_env_vars_with_prefix_override(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

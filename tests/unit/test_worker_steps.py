@@ -310,13 +310,14 @@ def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     assert (topic, key) == ("recs", b"u1") and value == lists[0].to_json()
     record = orjson.loads(value)
     assert list(record) == ["user_id", "path", "model_version", "items", "event_id",
-                            "event_item_id", "sent_us", "published_us", "because"]
+                            "event_item_id", "sent_us", "published_us", "because",
+                            "experiment"]
     assert {k: v for k, v in record.items() if k != "published_us"} == {
         "user_id": "u1", "path": "model", "model_version": "r:v2",
         "items": [{"item_id": "x", "score": 0.123457, "heads": None, "path": None},
                   {"item_id": "y", "score": 2.0, "heads": None, "path": None}],
         "event_id": EVENT_ID, "event_item_id": "q", "sent_us": 1_700_000_000_000_000,
-        "because": None}
+        "because": None, "experiment": None}
     assert record["published_us"] >= record["sent_us"]
     assert (published(metrics, "model"), published(metrics, "popularity")) == (1.0, 0.0)
     assert metrics.registry.get_sample_value("streamrec_worker_stage_seconds_count",

@@ -1,0 +1,1 @@
+"""Experiments between live models as pure math: bucketing, interleaving, tallies, statistics."""

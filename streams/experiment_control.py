@@ -1,0 +1,137 @@
+"""Start, stop and conclude experiments: the rules both the CLI and the API follow.
+
+- At most one experiment runs at a time (each user sees one list per event).
+- Every variant's model must exist in the registry before anything is declared: a name
+  that does not resolve is refused in one line and nothing changes.
+- Concluding reads the status once more; with ``promote`` the winner's models become the
+  champion (moved alias and announcement), so the workers swap to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from infra.kafka_client import KafkaConnection
+from infra.mlflow_store import MlflowStore
+from streams.experiment import POPULARITY, Experiment, Variant, one_line
+from streams.experiment_report import ExperimentReport, status
+from streams.experiment_store import declarations, declare, running
+from streams.registry import NoChampion, resolve_versions
+
+
+class ExperimentRefused(ValueError):
+    """A request that breaks a rule; the message is one line."""
+
+
+class ExperimentConflict(ExperimentRefused):
+    """Refused by the experiments' present state, not by the request itself (another one
+    runs, the name is taken, no verdict yet): the same request may pass later. The API
+    answers it 409, the other refusals 400."""
+
+
+class UnknownExperiment(ExperimentRefused):
+    """No experiment of that name is declared (the API answers 404)."""
+
+
+def parse_variant(text: str) -> tuple[str, str, float]:
+    """``name=model:share`` (``treatment=challenger:0.5``) as its parts; the model may
+    itself hold colons (``streamrec-retriever:v3+streamrec-ranker:v2``)."""
+    name, _, rest = text.partition("=")
+    model, _, share = rest.rpartition(":")
+    try:
+        if name and model:
+            return name, model, float(share)
+    except ValueError:
+        pass
+    raise ExperimentRefused(f"variant {text!r}: give name=model:share, e.g. "
+                            "treatment=challenger:0.5")
+
+
+def new_experiment(name: str, variants: Sequence[tuple[str, str, float]], mode: str = "ab",
+                   salt: str | None = None, holdback: float = 0.0) -> Experiment:
+    """A running experiment declared now; ``ExperimentRefused`` for a broken rule."""
+    try:
+        return Experiment(name=name, variants=[Variant(name=n, model=m, share=s)
+                                               for n, m, s in variants],
+                          mode=mode, salt=salt or name, holdback=holdback,  # type: ignore[arg-type]
+                          started_us=time.time_ns() // 1000)
+    except ValidationError as exc:
+        raise ExperimentRefused(one_line(exc)) from None
+
+
+def check_models(store: MlflowStore, experiment: Experiment) -> dict[str, str]:
+    """{variant: the registry versions its model names now}; refuses a model the registry
+    does not have."""
+    found = {}
+    for v in experiment.variants:
+        if v.model == POPULARITY:
+            found[v.name] = POPULARITY
+            continue
+        try:
+            found[v.name] = "+".join(f"{n}:v{n_v}" for n, n_v in
+                                     resolve_versions(store, v.model).items())
+        except NoChampion as exc:
+            raise ExperimentRefused(f"variant {v.name}: {exc}") from None
+    return found
+
+
+def start(kafka: KafkaConnection, topic: str, store: MlflowStore,
+          experiment: Experiment) -> dict[str, str]:
+    """Declare ``experiment`` after checking its models and that none other runs; returns
+    the versions each variant resolves to now."""
+    known = declarations(kafka, topic)
+    live = running(known)
+    if live is not None:
+        raise ExperimentConflict(f"experiment {live.name!r} is running: stop it first")
+    if experiment.name in known:
+        raise ExperimentConflict(f"an experiment named {experiment.name!r} exists already: "
+                                "choose another name")
+    versions = check_models(store, experiment)
+    declare(kafka, topic, experiment)
+    return versions
+
+
+def find(kafka: KafkaConnection, topic: str, name: str) -> Experiment:
+    known = declarations(kafka, topic)
+    if name not in known:
+        raise UnknownExperiment(f"no experiment named {name!r} "
+                                f"(known: {', '.join(sorted(known)) or 'none'})")
+    return known[name]
+
+
+def stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None = None
+         ) -> Experiment:
+    """Stop experiment ``name`` (its lists are no longer tagged; its figures stay)."""
+    experiment = find(kafka, topic, name)
+    try:
+        stopped = Experiment.model_validate({
+            **experiment.model_dump(), "state": "stopped", "winner": winner,
+            "stopped_us": experiment.stopped_us or time.time_ns() // 1000})
+    except ValidationError as exc:
+        raise ExperimentRefused(one_line(exc)) from None
+    declare(kafka, topic, stopped)
+    return stopped
+
+
+def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore, name: str,
+             winner: str | None = None) -> tuple[ExperimentReport, Experiment, dict[str, str]]:
+    """Stop ``name`` with its winner (the test's, unless ``winner`` overrides it); returns
+    the last report, the stopped declaration and the winner's registry versions (empty
+    for popularity). Refused while the test has not decided and no winner is given."""
+    experiment = find(kafka, topic, name)
+    report = status(redis, experiment)
+    chosen = winner or report.winner
+    if chosen is None:
+        raise ExperimentConflict(f"experiment {name!r} has no verdict yet ({report.verdict}): "
+                                "wait, or name the winner with --winner")
+    names = {v.name: v for v in experiment.variants}
+    if chosen not in names:
+        raise ExperimentRefused(f"{chosen!r} is not a variant of {name!r}: "
+                                f"{', '.join(names)}")
+    model = names[chosen].model
+    versions = {} if model == POPULARITY else resolve_versions(store, model)
+    return report, stop(kafka, topic, name, chosen), versions

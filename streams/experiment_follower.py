@@ -1,0 +1,160 @@
+"""Every worker follows the ``experiments`` topic and serves the running experiment.
+
+Like the model and catalogue followers, each worker reads the whole compacted topic with a
+consumer outside any group, from its beginning, so a starting worker learns the running
+experiment and every worker serves it. When a declaration starts an experiment, the
+bundles its variants name are loaded off the event loop (a variant naming the champion
+alias follows the champion's own hot swap; one naming popularity needs none), and the
+experiment goes live in one assignment the recommend loop reads once per micro-batch.
+Until a variant's bundle has loaded, or when it fails to, its users get the control's
+list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_fallbacks_total``);
+a failed load is retried with backoff. Every ``flush_every_s`` the worker writes its
+tallies to Redis, where ``streamrec experiment status`` merges every worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from infra.kafka_client import KafkaConnection
+from streams.backoff import Backoff
+from streams.experiment import POPULARITY, Experiment, InvalidExperiment, parse_experiment
+from streams.experiment_store import running, write_tallies
+from streams.experiments import LiveExperiment
+from streams.messages import CHAMPION
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 5.0
+
+
+class ExperimentSlot:
+    """The experiment the worker serves now (None: none runs), and the loading of its
+    variants' bundles."""
+
+    def __init__(self, load_bundle_for: Callable[[str], Any], metrics: WorkerMetrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.load_bundle_for, self.metrics, self.clock = load_bundle_for, metrics, clock
+        self.live: LiveExperiment | None = None
+        self.failed: dict[str, str] = {}  # variant -> last load error
+        self.backoff = Backoff(5.0, 300.0, clock)
+
+    def missing(self) -> list[str]:
+        """The variants of the live experiment that still need a bundle."""
+        if self.live is None:
+            return []
+        return [v.name for v in self.live.experiment.variants
+                if v.model not in (CHAMPION, POPULARITY) and v.name not in self.live.bundles]
+
+    def declare(self, experiment: Experiment | None) -> LiveExperiment | None:
+        """Serve ``experiment`` (None or stopped: stop serving); returns the experiment it
+        replaced, whose tallies the caller flushes one last time."""
+        before = self.live
+        if experiment is None or experiment.state != "running":
+            self.live = None
+            if before is not None:
+                log.warning("experiment %s stopped here: the champion serves everyone",
+                            before.name)
+        elif before is None or before.experiment.name != experiment.name or \
+                before.experiment.salt != experiment.salt:
+            self.live, self.failed = LiveExperiment(experiment), {}
+            self.backoff.succeeded()
+            log.warning("experiment %s started here: %s", experiment.name,
+                        ", ".join(f"{v.name}={v.model} ({v.share:.0%})"
+                                  for v in experiment.variants))
+        else:  # the same experiment, declared again (e.g. concluded): keep its tallies
+            before.experiment = experiment
+        return before if before is not self.live else None
+
+    async def load_missing(self) -> None:
+        """Load the bundles still missing, off the event loop; retried with backoff."""
+        live = self.live
+        names = self.missing()
+        if live is None or not names or not self.backoff.ready():
+            return
+        loop = asyncio.get_running_loop()
+        refs = {v.name: v.model for v in live.experiment.variants}
+        for name in names:
+            try:
+                live.bundles[name] = await loop.run_in_executor(None, self.load_bundle_for,
+                                                                refs[name])
+                self.failed.pop(name, None)
+                log.warning("experiment %s: variant %s loaded (%s)", live.name, name, refs[name])
+            except Exception as exc:  # noqa: BLE001 - the control serves meanwhile
+                self.failed[name] = f"{type(exc).__name__}: {exc}"
+                self.metrics.experiment_load_failures.labels(name).inc()
+                log.error("experiment %s: variant %s (%s) failed to load, the control serves "
+                          "its users: %s", live.name, name, refs[name], exc)
+        if self.missing():
+            self.backoff.failed()
+        else:
+            self.backoff.succeeded()
+
+
+def _newest(messages: list[Any]) -> dict[str, Experiment | None]:
+    """The newest readable declaration per experiment name in a poll (None: a tombstone)."""
+    found: dict[str, Experiment | None] = {}
+    for m in messages:
+        name = (m.key or b"").decode(errors="replace")
+        if m.value is None:
+            found[name] = None
+            continue
+        try:
+            found[name] = parse_experiment(m.value)
+        except InvalidExperiment as exc:
+            log.warning("experiment record %r skipped: %s", name, exc)
+    return found
+
+
+async def follow_experiments(kafka: KafkaConnection, topic: str, slot: ExperimentSlot,
+                             redis: Any, worker_id: str,
+                             flush_every_s: float = FLUSH_EVERY_S) -> None:
+    """Follow ``topic`` from its beginning: serve the running experiment, load its
+    bundles, flush its tallies to ``redis`` (an async client; None: keep them local)."""
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
+    await consumer.start()
+    known: dict[str, Experiment] = {}
+    flushed = time.monotonic()
+    try:
+        while topic not in await consumer.topics():
+            await asyncio.sleep(30)
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                        or {0})]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000)
+            found = _newest([m for records in batch.values() for m in records])
+            if found:
+                for name, experiment in found.items():
+                    if experiment is None:
+                        known.pop(name, None)
+                    else:
+                        known[name] = experiment
+                ended = slot.declare(running(known))
+                if ended is not None:
+                    await _flush(redis, ended, worker_id)
+            await slot.load_missing()
+            if slot.live is not None and time.monotonic() - flushed >= flush_every_s:
+                await _flush(redis, slot.live, worker_id)
+                flushed = time.monotonic()
+    finally:
+        await consumer.stop()
+
+
+async def _flush(redis: Any, live: LiveExperiment, worker_id: str) -> None:
+    """Write ``live``'s tallies; a Redis failure is logged, never raised (they are kept
+    and written again at the next flush)."""
+    if redis is None:
+        return
+    try:
+        await write_tallies(redis, live.name, worker_id, live.tallies)
+    except Exception as exc:  # noqa: BLE001 - Redis down must not stop the follower
+        log.warning("experiment %s: tallies not written to Redis: %s", live.name, exc)

@@ -1,0 +1,133 @@
+"""What ``streamrec experiment status`` and ``GET /v1/experiments/{name}`` say: per variant
+its users, lists and metrics with intervals; the always-valid test of each variant
+against the control (or of the interleaving credits); the sample-ratio check; a verdict.
+
+The tests are sequential (``model.experiments.statistics``): their state (running minimum
+p-value, intersected intervals, a verdict fixed at the first look that decided) is kept
+in Redis beside the tallies and folded forward at each look, so reading the status as
+often as one likes does not inflate false positives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from model.experiments.online import MetricSummary
+from model.experiments.statistics import (
+    Evidence,
+    InterleavingTest,
+    SequentialTest,
+    Verdict,
+    sample_ratio_mismatch,
+)
+from streams.experiment import Experiment
+from streams.experiment_store import read_tallies, tally_key
+from streams.experiments import METRICS, Tallies
+
+PRIMARY = "NDCG@10"  # the metric whose test decides an A/B experiment
+
+
+@dataclass(frozen=True)
+class VariantFigures:
+    name: str
+    model: str
+    users: int
+    lists: int
+    metrics: dict[str, dict[str, float]]  # metric -> mean, low, high (fixed 95%, display)
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    experiment: Experiment
+    workers: int
+    variants: list[VariantFigures]
+    tests: dict[str, dict[str, Any]]  # "<variant> vs <control>: <metric>" or "interleaving"
+    sample_ratio_p: float
+    sample_ratio_mismatch: bool
+    verdict: str
+    winner: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["experiment"] = self.experiment.model_dump(mode="json")
+        return out
+
+
+def _figures(summary: MetricSummary) -> dict[str, float]:
+    low, high = summary.interval()
+    return {"mean": summary.mean, "low": low, "high": high}
+
+
+def _evidence(evidence: Evidence) -> dict[str, Any]:
+    return {"verdict": str(evidence.verdict), "p_value": evidence.p_value,
+            "estimate": evidence.estimate, "low": evidence.low, "high": evidence.high}
+
+
+def look(experiment: Experiment, tallies: Tallies, workers: int,
+         states: dict[str, dict[str, Any]]) -> tuple[ExperimentReport, dict[str, dict]]:
+    """The report at this look, and the tests' states to keep for the next one."""
+    variants, summaries = [], {}
+    for v in experiment.variants:
+        tally = tallies.variant(v.name)
+        summaries[v.name] = tally.summary()
+        variants.append(VariantFigures(v.name, v.model, tally.users, tally.lists, {
+            m: _figures(s) for m, s in summaries[v.name].items() if s.users}))
+    tests: dict[str, dict[str, Any]] = {}
+    new_states: dict[str, dict] = {}
+    winner = None
+    if experiment.mode == "interleave":
+        test = InterleavingTest.from_dict(states.get("interleaving", {}))
+        test.wins_a, test.wins_b = tallies.credits.wins_a, tallies.credits.wins_b
+        evidence = test.look()
+        tests["interleaving"] = {**_evidence(evidence), "wins": [test.wins_a, test.wins_b]}
+        new_states["interleaving"] = test.to_dict()
+        verdict = evidence.verdict
+        if verdict is not Verdict.UNDECIDED:
+            winner = experiment.variants[0 if verdict is Verdict.A_WINS else 1].name
+    else:
+        verdict, winner = _ab_tests(experiment, summaries, states, tests, new_states)
+    counts = [tallies.variant(v.name).users for v in experiment.variants]
+    shares = [v.share / (1 - experiment.holdback) for v in experiment.variants]
+    srm = sample_ratio_mismatch(counts, shares) if experiment.mode == "ab" else None
+    return ExperimentReport(
+        experiment, workers, variants, tests, srm.p_value if srm else math.nan,
+        bool(srm and srm.mismatch), str(verdict), winner), new_states
+
+
+def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSummary]],
+              states: dict[str, dict[str, Any]], tests: dict[str, dict[str, Any]],
+              new_states: dict[str, dict]) -> tuple[Verdict, str | None]:
+    """Each variant against the control on each metric; the verdict is the primary
+    metric's: a variant that beats the control, else the control if it beats them all."""
+    control = experiment.control.name
+    verdict, winner, beaten = Verdict.UNDECIDED, None, 0
+    for v in experiment.variants[1:]:
+        for metric in METRICS:
+            key = f"{v.name} vs {control}: {metric}"
+            test = SequentialTest.from_dict(states.get(key, {}))
+            evidence = test.look(summaries[control][metric], summaries[v.name][metric])
+            tests[key], new_states[key] = _evidence(evidence), test.to_dict()
+            if metric != PRIMARY:
+                continue
+            if evidence.verdict is Verdict.B_WINS and winner is None:
+                verdict, winner = Verdict.B_WINS, v.name
+            beaten += evidence.verdict is Verdict.A_WINS
+    if winner is None and beaten == len(experiment.variants) - 1:
+        verdict, winner = Verdict.A_WINS, control
+    return verdict, winner
+
+
+def status(redis: Any, experiment: Experiment) -> ExperimentReport:
+    """Look at ``experiment`` now (a sync Redis client): merge the workers' tallies, fold
+    the look into the tests' kept states, store them back."""
+    tallies, workers = read_tallies(redis, experiment.name)
+    key = f"{tally_key(experiment.name)}:tests"
+    raw = redis.get(key)
+    states = orjson.loads(raw) if raw else {}
+    report, new_states = look(experiment, tallies, workers, states)
+    redis.set(key, orjson.dumps(new_states, option=orjson.OPT_SERIALIZE_NUMPY))
+    return report

@@ -1,0 +1,80 @@
+"""Where experiments live: declarations on the compacted ``experiments`` topic (key = the
+experiment's name, so compaction keeps the newest state of each), tallies in Redis (hash
+``streamrec:experiment:<name>``, one field per worker). The CLI and the API write and read
+here; workers follow the topic (``streams.experiment_follower``) and write their tallies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from infra.kafka_client import KafkaConnection
+from streams.consumer import read_to_end
+from streams.experiment import Experiment, InvalidExperiment, parse_experiment
+from streams.experiments import Tallies
+
+log = logging.getLogger(__name__)
+
+TALLY_PREFIX = "streamrec:experiment:"
+TALLY_TTL_S = 90 * 24 * 3600  # an experiment's figures outlive it by three months
+
+
+def tally_key(name: str) -> str:
+    return f"{TALLY_PREFIX}{name}"
+
+
+def declare(kafka: KafkaConnection, topic: str, experiment: Experiment,
+            timeout_s: float = 10.0) -> None:
+    """Put ``experiment`` on the topic; raises ``RuntimeError`` when the broker did not
+    take it."""
+    from streams.producer import RecordProducer
+
+    producer = RecordProducer(kafka)
+    producer.produce(topic, experiment.name.encode(), experiment.to_json())
+    if producer.flush(timeout_s) or producer.stats.failed:
+        raise RuntimeError(f"the broker did not take the declaration of {experiment.name!r}: "
+                           f"{producer.stats.last_error}")
+
+
+def declarations(kafka: KafkaConnection, topic: str) -> dict[str, Experiment]:
+    """The newest declaration of every experiment on the topic (an unreadable record is
+    logged and skipped; a tombstone forgets its experiment)."""
+    found: dict[str, Experiment] = {}
+    for record in read_to_end(kafka, topic):
+        name = (record.key or b"").decode(errors="replace")
+        if record.value is None:
+            found.pop(name, None)
+            continue
+        try:
+            found[name] = parse_experiment(record.value)
+        except InvalidExperiment as exc:
+            log.warning("experiment record %r skipped: %s", name, exc)
+    return found
+
+
+def running(found: dict[str, Experiment]) -> Experiment | None:
+    """The running experiment among ``found`` (at most one runs at a time)."""
+    live = [e for e in found.values() if e.state == "running"]
+    return max(live, key=lambda e: e.started_us) if live else None
+
+
+async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies) -> None:
+    """Store one worker's tallies of experiment ``name`` (an async Redis client)."""
+    key = tally_key(name)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hset(key, worker_id, orjson.dumps(tallies.to_dict()))
+        pipe.expire(key, TALLY_TTL_S)
+        await pipe.execute()
+
+
+def read_tallies(client: Any, name: str) -> tuple[Tallies, int]:
+    """The merged tallies of every worker for experiment ``name`` (a sync Redis client),
+    and how many workers reported."""
+    fields = client.hgetall(tally_key(name))
+    merged = Tallies()
+    for raw in fields.values():
+        merged = merged.merge(Tallies.from_dict(orjson.loads(raw)))
+    return merged, len(fields)

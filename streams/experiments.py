@@ -1,0 +1,223 @@
+"""A running experiment inside a worker: which bundle answers each user, the tag each list
+carries, and the online tallies judged from the stream itself.
+
+Per micro-batch the batch step (``streams.steps.BatchStep``) asks ``LiveExperiment``:
+
+1. ``observe(updates)``: each event first judges the lists its user was shown before it.
+   The newest one gives HR@10, NDCG@10 and MRR of this event's item (A/B) or credits the
+   model whose item the user took (interleaving); each of the user's last ``window``
+   lists also waits up to ``window`` events for a click (an interaction with one of its
+   items) and a conversion (an ``add_to_cart`` or ``purchase`` of one).
+2. ``recommend(updates, champion, ask)``: A/B groups the batch by variant and asks each
+   variant's bundle for its users; interleaving asks both bundles for every user and
+   drafts one list per event, with coins seeded by the event id (``rng_for``), so a
+   redelivered event gets the same list from any worker. A variant whose bundle is not
+   loaded (it failed, or is still loading) is served by the control, and its lists say
+   ``served_by``.
+3. ``shown(lists)``: remembers what each user was shown, for step 1 of their next event.
+
+Tallies are kept per worker and written to Redis by the follower
+(``streams.experiment_follower``); ``status`` merges the workers' (a user seen by two
+workers, after a rebalance, adds up). Pending lists live in memory only: a rebalance
+loses at most the judgement of each moved user's last lists.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.experiments.interleaving import Interleaved, credit, rng_for, team_draft
+from model.experiments.online import VariantTally, list_outcome, metric_names
+from model.experiments.statistics import InterleavingTest
+from model.pipeline import Recommendation
+from streams.experiment import POPULARITY, Experiment, Variant
+from streams.messages import CHAMPION, ExperimentTag, RecommendationList
+
+WINDOW = 5  # events a list waits for a click or a conversion
+CONVERSIONS = frozenset({"add_to_cart", "purchase"})
+DELAYED = (f"click@{WINDOW}", f"conversion@{WINDOW}")
+METRICS = (*metric_names(), *DELAYED)
+INTERLEAVED = "interleaved"  # the variant name interleaved lists carry
+MAX_USERS = 200_000  # users whose pending lists a worker remembers (least recent go first)
+
+Ask = Callable[[list[int], Any], Sequence[Recommendation | None]]
+
+
+@dataclass
+class Pending:
+    """A list shown, waiting for its user's next events."""
+
+    variant: str
+    items: tuple[str, ...]
+    teams: tuple[int, ...] | None = None  # interleaving: the team of each item
+    left: int = WINDOW
+    clicked: bool = False
+    converted: bool = False
+
+
+@dataclass
+class Tallies:
+    """What one worker has judged: per variant (A/B) or the credits (interleaving)."""
+
+    variants: dict[str, VariantTally] = field(default_factory=dict)
+    credits: InterleavingTest = field(default_factory=InterleavingTest)
+
+    def variant(self, name: str) -> VariantTally:
+        return self.variants.setdefault(name, VariantTally(METRICS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": {n: t.to_dict() for n, t in self.variants.items()},
+                "wins": [self.credits.wins_a, self.credits.wins_b]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tallies:
+        credits = InterleavingTest(wins_a=int(data["wins"][0]), wins_b=int(data["wins"][1]))
+        return cls({n: VariantTally.from_dict(t) for n, t in data["variants"].items()}, credits)
+
+    def merge(self, other: Tallies) -> Tallies:
+        names = set(self.variants) | set(other.variants)
+        variants = {n: self.variant(n).merge(other.variant(n)) for n in sorted(names)}
+        return Tallies(variants, InterleavingTest(
+            wins_a=self.credits.wins_a + other.credits.wins_a,
+            wins_b=self.credits.wins_b + other.credits.wins_b))
+
+
+class LiveExperiment:
+    """One running experiment in one worker. ``bundles`` maps a variant name to its loaded
+    bundle; variants served by the champion alias or by popularity need none."""
+
+    def __init__(self, experiment: Experiment, bundles: dict[str, Any] | None = None) -> None:
+        self.experiment = experiment
+        self.bundles: dict[str, Any] = dict(bundles or {})
+        self.tallies = Tallies()
+        self.pending: OrderedDict[str, deque[Pending]] = OrderedDict()
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    def observe(self, users: Sequence[str], items: Sequence[str], types: Sequence[str]) -> None:
+        """Judge each user's pending lists by this event (``items[i]`` of type ``types[i]``)."""
+        for user, item, kind in zip(users, items, types):
+            waiting = self.pending.get(user)
+            if not waiting:
+                continue
+            self._judge_next(user, waiting[-1], item)
+            for shown in waiting:
+                self._judge_delayed(user, shown, item, kind)
+            while waiting and waiting[0].left <= 0:
+                self._resolve(user, waiting.popleft())
+
+    def _judge_next(self, user: str, shown: Pending, item: str) -> None:
+        if shown.left != WINDOW:  # judged already: only the first event after a list is
+            return
+        if shown.teams is None:
+            self.tallies.variant(shown.variant).add(user, list_outcome(shown.items,
+                                                                       item).as_dict())
+        else:
+            self.tallies.credits.add(credit(Interleaved(shown.items, shown.teams), item))
+
+    @staticmethod
+    def _judge_delayed(user: str, shown: Pending, item: str, kind: str) -> None:
+        shown.left -= 1
+        if item in shown.items:
+            shown.clicked = True
+            shown.converted = shown.converted or kind in CONVERSIONS
+
+    def _resolve(self, user: str, shown: Pending) -> None:
+        if shown.teams is None:
+            self.tallies.variant(shown.variant).add(user, dict(zip(
+                DELAYED, (float(shown.clicked), float(shown.converted)))), new_list=False)
+
+    def variant_of(self, user_id: str) -> Variant | None:
+        return self.experiment.variant_of(user_id)
+
+    def recommend(self, users: Sequence[str], keys: Sequence[str], champion: Any, ask: Ask,
+                  popular: Callable[[int], Recommendation | None]
+                  ) -> tuple[list[Recommendation | None], list[str | None],
+                             list[ExperimentTag | None]]:
+        """Per user of the batch: the list (None: popularity answers), the version of the
+        bundle that served it (None: the champion's) and the experiment tag (None: held
+        back). ``ask(indices, bundle)`` runs a bundle on those users of the batch;
+        ``popular(i)`` is recent popularity for user ``i``; ``keys`` (event ids) seed the
+        interleaving coins."""
+        arms = [self.variant_of(u) for u in users]
+        recs: list[Recommendation | None] = [None] * len(users)
+        versions: list[str | None] = [None] * len(users)
+        tags: list[ExperimentTag | None] = [None] * len(users)
+        held = [i for i, arm in enumerate(arms) if arm is None]
+        recs_for = self._answers(held, None, champion, ask, popular)
+        for i, rec in zip(held, recs_for):
+            recs[i] = rec
+        if self.experiment.mode == "interleave":
+            self._interleave([i for i, arm in enumerate(arms) if arm is not None], keys,
+                             champion, ask, popular, recs, tags)
+            return recs, versions, tags
+        for variant in self.experiment.variants:
+            idx = [i for i, arm in enumerate(arms) if arm is not None and arm.name == variant.name]
+            served_by, bundle = self._bundle(variant, champion)
+            for i, rec in zip(idx, self._answers(idx, variant, champion, ask, popular)):
+                recs[i], versions[i] = rec, getattr(bundle, "version", None)
+                tags[i] = ExperimentTag(self.name, variant.name, served_by)
+        return recs, versions, tags
+
+    def _answers(self, idx: list[int], variant: Variant | None, champion: Any, ask: Ask,
+                 popular: Callable[[int], Recommendation | None]
+                 ) -> Sequence[Recommendation | None]:
+        """The lists ``variant`` (None: the champion) gives users ``idx`` of the batch."""
+        if not idx:
+            return []
+        bundle = champion if variant is None else self._bundle(variant, champion)[1]
+        return ask(idx, bundle) if bundle is not None else [popular(i) for i in idx]
+
+    def _bundle(self, variant: Variant, champion: Any) -> tuple[str | None, Any]:
+        """(the variant that actually serves, when not ``variant`` itself; its bundle,
+        None for popularity). A bundle that is not loaded falls back to the control."""
+        if variant.model == POPULARITY:
+            return None, None
+        if variant.model == CHAMPION:
+            return None, champion
+        if variant.name in self.bundles:
+            return None, self.bundles[variant.name]
+        control = self.experiment.control
+        if variant is control:  # the control itself is missing: the champion serves it
+            return CHAMPION, champion
+        return control.name, self._bundle(control, champion)[1]
+
+    def _interleave(self, idx: list[int], keys: Sequence[str], champion: Any, ask: Ask,
+                    popular: Callable[[int], Recommendation | None],
+                    recs: list[Recommendation | None], tags: list[ExperimentTag | None]
+                    ) -> None:
+        """One team-draft list per user ``idx`` of the batch, from both variants' lists."""
+        a_lists, b_lists = (self._answers(idx, v, champion, ask, popular)
+                            for v in self.experiment.variants)
+        names = [v.name for v in self.experiment.variants]
+        for i, a, b in zip(idx, a_lists, b_lists):
+            a_items, b_items = (list(r.items) if r else [] for r in (a, b))
+            drafted = team_draft(a_items, b_items, max(len(a_items), len(b_items)),
+                                 rng_for(f"{self.experiment.salt}:{keys[i]}"))
+            if not drafted.items:
+                continue  # neither model can serve this user yet: popularity answers
+            scores = {item: s for r in (b, a) if r for item, s in zip(r.items, r.scores)}
+            recs[i] = Recommendation(list(drafted.items), [scores[x] for x in drafted.items])
+            tags[i] = ExperimentTag(self.name, INTERLEAVED,
+                                    teams=[names[t] for t in drafted.teams])
+
+    def shown(self, lists: Sequence[RecommendationList]) -> None:
+        """Remember the tagged lists just published, for their users' next events."""
+        names = [v.name for v in self.experiment.variants]
+        for record in lists:
+            tag = record.experiment
+            if tag is None:
+                continue
+            teams = tuple(names.index(t) for t in tag.teams) if tag.teams else None
+            waiting = self.pending.setdefault(record.user_id, deque())
+            self.pending.move_to_end(record.user_id)
+            waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
+            while len(waiting) > WINDOW:
+                self._resolve(record.user_id, waiting.popleft())
+        while len(self.pending) > MAX_USERS:
+            self.pending.popitem(last=False)

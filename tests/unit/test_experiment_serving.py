@@ -1,0 +1,192 @@
+"""Experiments inside a worker: declaration rules, routing per variant, interleaving, the
+tallies judged from the stream, and the report's tests."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.pipeline import Recommendation
+from streams.experiment import Experiment, InvalidExperiment, Variant, parse_experiment
+from streams.experiment_control import ExperimentRefused, new_experiment, parse_variant
+from streams.experiment_report import look
+from streams.experiments import INTERLEAVED, LiveExperiment, Tallies
+from streams.messages import SCHEMAS, ExperimentTag, RecommendationList, ScoredItem, json_schema
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def experiment(mode: str = "ab", holdback: float = 0.0, **shares: float) -> Experiment:
+    shares = shares or {"control": (1 - holdback) / 2, "treatment": (1 - holdback) / 2}
+    models = {"control": "champion", "treatment": "challenger", "pop": "popularity"}
+    return Experiment(name="exp", variants=[Variant(name=n, model=models[n], share=s)
+                                            for n, s in shares.items()],
+                      mode=mode, salt="s1", holdback=holdback, started_us=1)  # type: ignore[arg-type]
+
+
+class Fixed:
+    """A bundle that answers every user with the same items."""
+
+    def __init__(self, version: str, items: list[str]) -> None:
+        self.version, self.items = version, items
+
+    def answer(self, n: int) -> list[Recommendation | None]:
+        return [Recommendation(list(self.items), [1.0 - i / 10 for i in range(len(self.items))])
+                for _ in range(n)]
+
+
+def ask(idx: list[int], bundle: Fixed) -> Sequence[Recommendation | None]:
+    return bundle.answer(len(idx))
+
+
+def popular(i: int) -> Recommendation:
+    return Recommendation(["p1", "p2"], [2.0, 1.0])
+
+
+CHAMP, CHALLENGER = Fixed("champ:v1", ["a", "b", "c"]), Fixed("chal:v2", ["x", "y", "z"])
+
+
+def test_shares_must_add_up_and_names_must_differ() -> None:
+    with pytest.raises(ExperimentRefused, match="add up to 0.9, not 1"):
+        new_experiment("e", [("a", "champion", 0.5), ("b", "popularity", 0.4)])
+    with pytest.raises(ExperimentRefused, match="variant names repeat"):
+        new_experiment("e", [("a", "champion", 0.5), ("a", "popularity", 0.5)])
+    with pytest.raises(ExperimentRefused, match="exactly two variants"):
+        new_experiment("e", [("a", "champion", 0.4), ("b", "popularity", 0.3),
+                             ("c", "popularity", 0.3)], mode="interleave")
+    ok = new_experiment("e", [("a", "champion", 0.45), ("b", "popularity", 0.45)], holdback=0.1)
+    assert parse_experiment(ok.to_json()) == ok
+    with pytest.raises(InvalidExperiment, match="variants"):
+        parse_experiment(b'{"name": "e", "salt": "e", "started_us": 1, "variants": []}')
+
+
+def test_a_variant_spec_keeps_the_colons_of_a_version_string() -> None:
+    assert parse_variant("t=streamrec-retriever:v3+streamrec-ranker:v2:0.25") == (
+        "t", "streamrec-retriever:v3+streamrec-ranker:v2", 0.25)
+    with pytest.raises(ExperimentRefused, match="name=model:share"):
+        parse_variant("t=champion")
+
+
+def test_the_schema_file_is_in_step_with_the_declaration() -> None:
+    published = json.loads((REPO_ROOT / "streams" / "schema" / "experiment-v1.json").read_text())
+    assert "experiment-v1.json" in SCHEMAS and published == json_schema("experiment-v1.json")
+
+
+def test_users_split_by_the_shares_and_keep_their_variant() -> None:
+    e = experiment(holdback=0.2, control=0.4, treatment=0.4)
+    arms = [e.variant_of(f"user-{i}") for i in range(20_000)]
+    counts = Counter(a.name if a else "held" for a in arms)
+    assert abs(counts["held"] / 20_000 - 0.2) < 0.015
+    assert abs(counts["control"] - counts["treatment"]) / 20_000 < 0.02
+    again = parse_experiment(e.to_json())  # another process, after a restart
+    assert [again.variant_of(f"user-{i}") for i in range(20_000)] == arms
+    reshuffled = e.model_copy(update={"salt": "s2"})
+    moved = sum(reshuffled.variant_of(f"user-{i}") != a for i, a in enumerate(arms))
+    assert moved > 20_000 * 0.4  # a new salt reassigns users independently
+
+
+def test_ab_serves_each_variant_its_model_and_tags_the_list() -> None:
+    live = LiveExperiment(experiment(), {"treatment": CHALLENGER})
+    users = [f"u{i}" for i in range(200)]
+    recs, versions, tags = live.recommend(users, users, CHAMP, ask, popular)
+    for user, rec, version, tag in zip(users, recs, versions, tags):
+        arm = live.variant_of(user)
+        assert tag == ExperimentTag("exp", arm.name)
+        assert rec.items == (["a", "b", "c"] if arm.name == "control" else ["x", "y", "z"])
+        assert version == ("champ:v1" if arm.name == "control" else "chal:v2")
+
+
+def test_a_variant_without_its_bundle_is_served_by_the_control_and_says_so() -> None:
+    live = LiveExperiment(experiment())  # the challenger failed to load
+    users = [f"u{i}" for i in range(50)]
+    recs, _, tags = live.recommend(users, users, CHAMP, ask, popular)
+    treated = [(r, t) for r, t in zip(recs, tags) if t.variant == "treatment"]
+    assert treated and all(r.items == ["a", "b", "c"] and t.served_by == "control"
+                           for r, t in treated)
+
+
+def test_held_back_users_get_the_champion_untagged() -> None:
+    live = LiveExperiment(experiment(holdback=0.5, control=0.25, pop=0.25))
+    users = [f"u{i}" for i in range(100)]
+    recs, _, tags = live.recommend(users, users, CHAMP, ask, popular)
+    for user, rec, tag in zip(users, recs, tags):
+        arm = live.variant_of(user)
+        if arm is None:
+            assert tag is None and rec.items == ["a", "b", "c"]
+        elif arm.name == "pop":
+            assert rec.items == ["p1", "p2"]
+
+
+def test_interleaving_drafts_both_lists_the_same_way_for_the_same_event() -> None:
+    live = LiveExperiment(experiment("interleave"), {"treatment": CHALLENGER})
+    users = [f"u{i}" for i in range(40)]
+    recs, _, tags = live.recommend(users, [f"e{i}" for i in range(40)], CHAMP, ask, popular)
+    again, _, tags_again = live.recommend(users, [f"e{i}" for i in range(40)], CHAMP, ask,
+                                          popular)
+    assert [r.items for r in recs] == [r.items for r in again] and tags == tags_again
+    for rec, tag in zip(recs, tags):
+        assert tag.variant == INTERLEAVED and len(rec.items) == 3  # a list's usual length
+        assert all((item in "abc") == (team == "control")
+                   for item, team in zip(rec.items, tag.teams))
+        assert abs(tag.teams.count("control") - tag.teams.count("treatment")) <= 1
+    assert len({tuple(t.teams) for t in tags}) > 1  # the coins differ between events
+
+
+def shown(user: str, items: list[str], tag: ExperimentTag) -> RecommendationList:
+    return RecommendationList(user, "model", "v", [ScoredItem(i, 1.0) for i in items],
+                              experiment=tag)
+
+
+def test_the_next_event_judges_the_list_and_later_ones_its_clicks_and_conversions() -> None:
+    live = LiveExperiment(experiment())
+    tag = ExperimentTag("exp", "treatment")
+    live.shown([shown("u1", ["x", "y", "z"], tag)])
+    live.observe(["u1"], ["y"], ["view"])  # rank 2: HR 1, RR 1/2
+    tally = live.tallies.variants["treatment"]
+    assert tally.per_user["u1"][:6] == [1.0, 1.0, pytest.approx(0.6309, abs=1e-4), 1.0, 0.5, 1.0]
+    for item in ["q", "z", "q", "q"]:  # a purchase of a listed item within 5 events
+        live.observe(["u1"], [item], ["purchase" if item == "z" else "view"])
+    row = tally.per_user["u1"]
+    assert row[6:] == [1.0, 1.0, 1.0, 1.0] and tally.lists == 1  # click@5, conversion@5
+
+
+def test_an_interleaved_list_credits_the_team_of_the_next_item() -> None:
+    live = LiveExperiment(experiment("interleave"))
+    tag = ExperimentTag("exp", INTERLEAVED, teams=["control", "treatment", "control"])
+    live.shown([shown("u1", ["a", "x", "b"], tag), shown("u2", ["a", "x", "b"], tag)])
+    live.observe(["u1", "u2"], ["x", "nothing-listed"], ["view", "view"])
+    assert (live.tallies.credits.wins_a, live.tallies.credits.wins_b) == (0, 1)
+
+
+def test_tallies_of_two_workers_merge_through_their_wire_form() -> None:
+    one, two = LiveExperiment(experiment()), LiveExperiment(experiment())
+    for live, item in ((one, "x"), (two, "q")):
+        live.shown([shown("u1", ["x"], ExperimentTag("exp", "control"))])
+        live.observe(["u1"], [item], ["view"])
+    merged = Tallies.from_dict(one.tallies.to_dict()).merge(
+        Tallies.from_dict(json.loads(json.dumps(two.tallies.to_dict()))))
+    control = merged.variants["control"]
+    assert control.lists == 2 and control.users == 1 and control.per_user["u1"][:2] == [1.0, 2.0]
+
+
+def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
+    e = experiment()
+    tallies, states = Tallies(), {}
+    for i in range(400):  # treatment's lists hit far more often
+        variant = "control" if i % 2 else "treatment"
+        for j in range(3):
+            hit = (j == 0) if variant == "control" else (j < 3)
+            tallies.variant(variant).add(f"u{i}", {"NDCG@10": float(hit), "HR@10": float(hit),
+                                                   "MRR": float(hit)})
+    report, states = look(e, tallies, 2, states)
+    assert report.winner == "treatment" and report.verdict == "b wins"
+    assert not report.sample_ratio_mismatch and report.workers == 2
+    lopsided = Tallies()
+    for i in range(1000):
+        lopsided.variant("control" if i % 10 else "treatment").add(f"u{i}", {"HR@10": 0.0})
+    assert look(e, lopsided, 1, {})[0].sample_ratio_mismatch

@@ -1,0 +1,235 @@
+"""Always-valid tests keep their level however often they are read; the sample-ratio check
+catches a broken split; the bootstrap covers; the gate promotes only on a sure gain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.evaluation.gate import case_values, decide
+from model.evaluation.metrics import hit_rate, mrr, ndcg
+from model.experiments.online import MetricSummary
+from model.experiments.statistics import (
+    InterleavingTest,
+    SequentialTest,
+    Verdict,
+    bootstrap_interval,
+    msprt_half_width,
+    msprt_p_value,
+    sample_ratio_mismatch,
+)
+
+ALPHA = 0.05
+RUNS = 200
+TOLERANCE = 0.03  # about two binomial standard deviations at 200 runs
+
+
+def _summary(values: np.ndarray) -> MetricSummary:
+    return MetricSummary(len(values), float(values.mean()), float(values.var(ddof=1)
+                                                                  / len(values)))
+
+
+def _user_values(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
+    """Per-user means shaped like NDCG@10: mostly zero, sometimes a gain in (0.3, 1]."""
+    return (rng.random(n) < 0.2) * rng.uniform(0.3, 1.0, n) + shift
+
+
+def _run(rng: np.random.Generator, shift: float, users: int = 600, every: int = 10
+         ) -> tuple[SequentialTest, list]:
+    """Users arrive one per arm at a time; the test is read every ``every`` users."""
+    a, b = _user_values(rng, users), _user_values(rng, users, shift)
+    test = SequentialTest(alpha=ALPHA)
+    looks = [test.look(_summary(a[:n]), _summary(b[:n])) for n in range(every, users + 1, every)]
+    return test, looks
+
+
+def test_msprt_p_values_are_probabilities_that_fall_as_the_effect_grows() -> None:
+    for variance in (1e-4, 1e-2, 1.0):
+        for tau2 in (1e-4, 1e-2, 1.0):
+            ps = [msprt_p_value(d, variance, tau2) for d in np.linspace(0, 5, 50)]
+            assert all(0.0 <= p <= 1.0 for p in ps)
+            assert ps[0] == 1.0 and all(x >= y for x, y in zip(ps, ps[1:]))
+
+
+def test_the_interval_is_the_inverted_boundary() -> None:
+    """At the interval's edge the one-look p-value is exactly alpha."""
+    variance, tau2 = 0.003, 0.01
+    half = msprt_half_width(variance, tau2, ALPHA)
+    assert msprt_p_value(half, variance, tau2) == pytest.approx(ALPHA)
+    assert msprt_p_value(half * 0.99, variance, tau2) > ALPHA
+
+
+def test_the_always_valid_p_value_only_falls_and_the_intervals_only_shrink() -> None:
+    _, looks = _run(np.random.default_rng(0), shift=0.02)
+    ps = [e.p_value for e in looks]
+    assert all(x >= y for x, y in zip(ps, ps[1:])) and 0 <= ps[-1] <= 1
+    lows, highs = [e.low for e in looks], [e.high for e in looks]
+    assert all(x <= y for x, y in zip(lows, lows[1:]))
+    assert all(x >= y for x, y in zip(highs, highs[1:]))
+
+
+def test_a_a_runs_read_at_every_look_keep_the_false_positive_rate() -> None:
+    """200 A/A experiments, each peeked at 60 times: a fixed-sample z-test read that way
+    would reject far more often than 5%."""
+    rng = np.random.default_rng(2024)
+    rejected = sum(_run(rng, shift=0.0)[0].verdict is not Verdict.UNDECIDED for _ in range(RUNS))
+    assert rejected / RUNS <= ALPHA + TOLERANCE
+
+
+def test_a_clear_effect_is_found_the_right_way_round_and_covered() -> None:
+    rng = np.random.default_rng(7)
+    shift = 0.08  # about a third of the per-user standard deviation
+    runs = [_run(rng, shift)[0] for _ in range(50)]
+    assert sum(t.verdict is Verdict.B_WINS for t in runs) >= 45
+    assert not any(t.verdict is Verdict.A_WINS for t in runs)
+    assert sum(t.low <= shift <= t.high for t in runs) >= 45  # a confidence sequence covers
+
+
+def test_too_few_users_decide_nothing() -> None:
+    test = SequentialTest(min_users=20)
+    evidence = test.look(_summary(np.array([0.0, 0, 0, 0, 1])), _summary(np.ones(5)))
+    assert evidence.verdict is Verdict.UNDECIDED and evidence.p_value == 1.0 and test.looks == 0
+
+
+def test_a_decision_stays_and_the_state_survives_json() -> None:
+    rng = np.random.default_rng(3)
+    test, looks = _run(rng, shift=0.2)
+    assert test.verdict is Verdict.B_WINS and looks[-1].verdict is Verdict.B_WINS
+    back = SequentialTest.from_dict(json.loads(json.dumps(test.to_dict())))
+    assert back == test and back.verdict is Verdict.B_WINS
+    worse = back.look(_summary(np.ones(50)), _summary(np.r_[1.0, np.zeros(49)]))
+    assert worse.verdict is Verdict.B_WINS  # later looks do not undo a decision
+
+
+def _interleaving_run(rng: np.random.Generator, share_a: float, credits: int = 1500,
+                      every: int = 20) -> InterleavingTest:
+    test = InterleavingTest(alpha=ALPHA)
+    for i, won_by_a in enumerate(rng.random(credits) < share_a, 1):
+        test.add(0 if won_by_a else 1)
+        if i % every == 0:
+            test.look()
+    return test
+
+
+def test_interleaving_a_a_keeps_the_false_positive_rate() -> None:
+    rng = np.random.default_rng(11)
+    rejected = sum(_interleaving_run(rng, 0.5).verdict is not Verdict.UNDECIDED
+                   for _ in range(RUNS))
+    assert rejected / RUNS <= ALPHA + TOLERANCE
+
+
+def test_interleaving_finds_the_better_model_and_covers_its_share() -> None:
+    rng = np.random.default_rng(12)
+    runs = [_interleaving_run(rng, 0.4) for _ in range(50)]  # B wins 60% of credits
+    assert sum(t.verdict is Verdict.B_WINS for t in runs) >= 45
+    assert not any(t.verdict is Verdict.A_WINS for t in runs)
+    assert sum(t.low <= 0.4 <= t.high for t in runs) >= 45
+    test = InterleavingTest()
+    test.add(None)
+    assert test.wins_a == test.wins_b == 0 and test.look().estimate == 0.5
+
+
+def test_the_sample_ratio_check_flags_a_broken_split_only() -> None:
+    broken = sample_ratio_mismatch([5500, 4500], [0.5, 0.5])
+    assert broken.mismatch and broken.p_value < 1e-10
+    fine = sample_ratio_mismatch([5000, 5000], [0.5, 0.5])
+    assert not fine.mismatch and fine.p_value == pytest.approx(1.0)
+    assert not sample_ratio_mismatch([2990, 7010], [0.3, 0.7]).mismatch
+    rng = np.random.default_rng(5)  # honest random splits: flagged about 0.1% of the time
+    flagged = sum(sample_ratio_mismatch([n := int(rng.binomial(10_000, 0.5)), 10_000 - n],
+                                        [0.5, 0.5]).mismatch for _ in range(500))
+    assert flagged <= 3
+    assert not sample_ratio_mismatch([0, 0], [0.5, 0.5]).mismatch
+    with pytest.raises(ValueError, match="counts for"):
+        sample_ratio_mismatch([1, 2, 3], [0.5, 0.5])
+    with pytest.raises(ValueError, match="sum to 1"):
+        sample_ratio_mismatch([1, 2], [0.5, 0.6])
+
+
+def test_the_bootstrap_interval_covers_the_true_mean_most_of_the_time() -> None:
+    rng = np.random.default_rng(8)
+    covered = sum(lo <= 1.0 <= hi for lo, hi in (
+        bootstrap_interval(rng.exponential(1.0, 60), n=500, rng=rng) for _ in range(200)))
+    assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_resampling_users_widens_the_interval_of_correlated_cases() -> None:
+    """Twenty cases per user that share the user's level are not 20x the evidence."""
+    rng = np.random.default_rng(9)
+    users = np.repeat(np.arange(40), 20)
+    values = rng.normal(0, 1, 40)[users] + rng.normal(0, 0.1, len(users))
+    lo, hi = bootstrap_interval(values, rng=0)
+    glo, ghi = bootstrap_interval(values, rng=0, groups=users)
+    assert (ghi - glo) > 3 * (hi - lo)
+    assert glo <= values.mean() <= ghi
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_interval([])
+    with pytest.raises(ValueError, match="groups for"):
+        bootstrap_interval([1.0, 2.0], groups=[1])
+
+
+# --- the gate's confidence rule (model.evaluation.gate.decide with per-case ranks) ------------
+
+def _report(ranks: np.ndarray) -> dict:
+    return {"full": {"NDCG@10": ndcg(ranks, 10)}, "users": len(ranks)}
+
+
+def _gate_ranks(rng: np.random.Generator, cases: int, better: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Champion ranks, and challenger ranks that move each case up with prob. ``better``."""
+    champion = rng.integers(0, 40, cases).astype(float)
+    moved = rng.random(cases) < better
+    return np.where(moved, np.floor(champion / 3), champion), champion
+
+
+def test_case_values_average_to_the_metrics() -> None:
+    ranks = np.array([0, 1.5, 3, 9, 10, 40, np.inf])
+    assert case_values(ranks, "NDCG@10").mean() == pytest.approx(ndcg(ranks, 10))
+    assert case_values(ranks, "HR@10").mean() == pytest.approx(hit_rate(ranks, 10))
+    assert case_values(ranks, "MRR").mean() == pytest.approx(mrr(ranks))
+    assert case_values(ranks, "MRR@5").mean() == pytest.approx(mrr(ranks, 5))
+    with pytest.raises(ValueError, match="no per-case formula"):
+        case_values(ranks, "AUC")
+
+
+def test_the_gate_promotes_a_sure_gain_over_enough_cases() -> None:
+    mine, theirs = _gate_ranks(np.random.default_rng(1), 400, better=0.5)
+    verdict = decide(_report(mine), _report(theirs), ranks=(mine, theirs))
+    assert verdict.promote and verdict.interval is not None and verdict.interval[0] > 0
+    assert "above zero" in verdict.reason
+
+
+def test_the_gate_keeps_the_champion_when_the_gain_may_be_luck() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(20):  # the same model twice, ranks reshuffled: any gain is luck
+        theirs = rng.integers(0, 40, 400).astype(float)
+        mine = rng.permutation(theirs)
+        verdict = decide(_report(mine), _report(theirs), ranks=(mine, theirs))
+        if ndcg(mine, 10) > ndcg(theirs, 10):
+            assert not verdict.promote and "not above zero" in verdict.reason
+
+
+def test_the_gate_needs_200_cases_with_ranks_and_keeps_the_old_rule_without() -> None:
+    mine, theirs = _gate_ranks(np.random.default_rng(3), 150, better=0.9)
+    few = decide(_report(mine), _report(theirs), ranks=(mine, theirs))
+    assert not few.promote and "200 needed" in few.reason
+    assert decide(_report(mine), _report(theirs)).promote  # means only: 30 cases suffice
+    assert decide(_report(mine), _report(theirs), ranks=(mine, theirs), min_cases=100).promote
+    with pytest.raises(ValueError, match="paired"):
+        decide(_report(mine), _report(theirs), ranks=(mine, theirs[:-1]), min_cases=1)
+
+
+def test_the_gate_resamples_users_when_told_them() -> None:
+    """When the gain is a matter of which user it is (the challenger helps half the users
+    on all their cases), resampling users gives the honest, wider interval."""
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(20), 20)
+    theirs = rng.integers(0, 40, len(users)).astype(float)
+    mine = np.where(users % 2 == 0, np.floor(theirs / 3), theirs)
+    by_case = decide(_report(mine), _report(theirs), ranks=(mine, theirs)).interval
+    by_user = decide(_report(mine), _report(theirs), ranks=(mine, theirs),
+                     case_users=users).interval
+    assert by_case is not None and by_user is not None
+    assert (by_user[1] - by_user[0]) > 1.5 * (by_case[1] - by_case[0])

@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 
 from services.api.auth import KEY_HEADER, Access
 from services.api.backends import backends_of, lifespan
+from services.api.experiments import add_experiment_routes
 from services.api.fast_reads import FastReads
 from services.api.items import add_item_routes
 from services.api.metrics import ApiMetrics, MetricsMiddleware
@@ -32,13 +33,15 @@ def create_api(settings: Settings) -> FastAPI:
                   description="Next-item lists computed by the streamrec stream workers: "
                               "read them (filtered by category or excluded items, if "
                               "asked), follow them live (SSE), send events and catalogue "
-                              "records, and ask for items similar to an item. "
+                              "records, ask for items similar to an item, and run "
+                              "experiments between live models. "
                               + access.describe())
     list_route = add_list_route(app, access)
     feed_route = add_feed_route(app, metrics, settings.api_heartbeat_s, access)
     add_event_route(app, settings, metrics, access)
     add_item_routes(app, settings, access)
     add_similar_route(app, settings, access)
+    add_experiment_routes(app, settings, access)
     add_ops_routes(app, metrics, access)
     _add_middleware(app, settings, metrics, access, list_route, feed_route)
     return app

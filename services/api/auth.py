@@ -2,12 +2,13 @@
 declares the OpenAPI security schemes, so the document says exactly what is enforced:
 nothing when no key is set, and only the schemes that are.
 
-Reads (lists, feeds, the dashboard's figures, metrics) need a read key (``X-API-Key``) or
-a bearer token once either is configured; posting events needs an event key once one is,
-and a key may be scoped to the users whose id starts with a prefix. Writing the item
-catalogue needs an event key too, an unscoped one: the catalogue is everyone's, a key
-scoped to some users' events may not change it. ``/healthz`` and ``/readyz`` stay open for
-probes. Secrets are compared with ``hmac.compare_digest``.
+Reads (lists, feeds, experiments, the dashboard's figures, metrics) need a read key
+(``X-API-Key``) or a bearer token once either is configured; posting events needs an event
+key once one is, and a key may be scoped to the users whose id starts with a prefix.
+Writing what every user shares, the item catalogue and the experiments, needs an event key
+too, an unscoped one: a key scoped to some users' events may not change them
+(``shared_write_guard``). ``/healthz`` and ``/readyz`` stay open for probes. Secrets are
+compared with ``hmac.compare_digest``.
 """
 
 from __future__ import annotations
@@ -76,11 +77,23 @@ class Access:
         checks the key itself: it needs the key's scope)."""
         return [Security(self._event_scheme())] if self.event_keys else []
 
-    def may_write_items(self, key: str | None) -> bool | None:
-        """Whether this key may write the catalogue: True, False (a scoped key: 403), or
-        None (no key it knows: 401)."""
-        prefix = self.event_prefix(key)
-        return None if prefix is None else prefix == ""
+    def shared_write_guard(self, what: str) -> list[Any]:
+        """The dependencies of a route that changes ``what`` every user shares (the
+        catalogue, the experiments): none while no event key is configured; else the
+        documented scheme and the check, which wants an unscoped event key (401 for no
+        key it knows, 403 for a key scoped to some users), before the body is read."""
+        if not self.event_keys:
+            return []
+
+        async def check(request: Request) -> None:
+            prefix = self.event_prefix(request.headers.get(KEY_HEADER))
+            if prefix is None:
+                raise HTTPException(401, f"missing or wrong {KEY_HEADER}",
+                                    headers={"WWW-Authenticate": KEY_CHALLENGE})
+            if prefix:
+                raise HTTPException(403, f"a key scoped to some users may not write {what}")
+
+        return [*self.event_guard(), Depends(check)]
 
     def read_responses(self) -> dict[int | str, dict[str, Any]]:
         return {} if self.reads_open else {401: {"model": Problem, "description":
@@ -95,13 +108,14 @@ class Access:
                             "the key's scope; nothing was produced"}
         return answers
 
-    def item_responses(self) -> dict[int | str, dict[str, Any]]:
+    def shared_write_responses(self, what: str) -> dict[int | str, dict[str, Any]]:
+        """The answers ``shared_write_guard(what)`` may give, for the document."""
         answers: dict[int | str, dict[str, Any]] = {}
         if self.event_keys:
             answers[401] = {"model": Problem, "description": f"missing or wrong {KEY_HEADER}"}
         if any(prefix for _, prefix in self.event_keys):
             answers[403] = {"model": Problem, "description": "a key scoped to some users "
-                            "may not write the catalogue; nothing was produced"}
+                            f"may not write {what}; nothing was changed"}
         return answers
 
     def describe(self) -> str:
@@ -111,13 +125,14 @@ class Access:
         ways = [w for w, on in ((f"a read key in {KEY_HEADER}", self.read_keys),
                                 ("a bearer token", self.read_tokens)) if on]
         reads = ("Reads are open." if self.reads_open else
-                 f"Reads (lists, feeds, /v1/live, /metrics) need {' or '.join(ways)}.")
+                 f"Reads (lists, feeds, experiments, /v1/live, /metrics) need "
+                 f"{' or '.join(ways)}.")
         scopes = "; ".join(f"key {n}: " + (f"users whose id starts with {prefix!r}" if prefix
                                            else "every user")
                            for n, (_, prefix) in enumerate(self.event_keys, 1))
         events = (f"POST /v1/events needs an event key in {KEY_HEADER} ({scopes}); the item "
-                  "routes need one for every user." if self.event_keys
-                  else "Posting events and items is open.")
+                  "and experiment writes need one for every user." if self.event_keys
+                  else "Posting events, items and experiments is open.")
         return f"{reads} {events} /healthz and /readyz are always open."
 
     def _read_schemes(self) -> list[APIKeyHeader | HTTPBearer]:

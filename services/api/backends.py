@@ -2,8 +2,9 @@
 ``app.state.backends``: two Redis clients (reads time out; the pub/sub listener idles, so
 it has no socket timeout), the list source, the feed hub with the live figures, the Kafka
 ingest (events and catalogue records), the one client that sizes the dead-letter topic, the
-catalogue followed from the items topic (titles, filters) and the champion's item space
-(similar items; loaded on its first request).
+catalogue followed from the items topic (titles, filters), the champion's item space
+(similar items; loaded on its first request) and the experiments' calls (the topic, a sync
+Redis client for the report, the registry).
 
 They exist only while the app runs, so routes, registered before, reach them at request
 time through ``backends_of``.
@@ -27,6 +28,7 @@ from starlette.applications import Starlette
 
 from infra.kafka_client import KafkaConnection
 from services.api.catalogue import keep_following
+from services.api.experiment_calls import ExperimentCalls
 from services.api.feed import FeedHub
 from services.api.ingest import EventIngest
 from services.api.item_space import ItemSpace
@@ -58,6 +60,7 @@ class Backends:
     items: ItemSpace
     kafka: KafkaConnection
     items_topic: str
+    experiments: ExperimentCalls
     dlq_rate: RateOf = field(default_factory=RateOf)
     kafka_ok: bool = False
 
@@ -92,7 +95,7 @@ class Backends:
                                items_topic=settings.topic_items),
                    sizes, settings.topic_dlq, catalogue,
                    ItemSpace(catalogue, counts, champion, follow_updates), settings.kafka,
-                   settings.topic_items)
+                   settings.topic_items, ExperimentCalls(settings, store))
 
     async def follow_items(self) -> None:
         """Follow the catalogue into ``catalogue`` and the item space (until cancelled)."""
@@ -120,6 +123,7 @@ class Backends:
         await self.items.stop()
         self.ingest.close()
         self.sizes.close()
+        self.experiments.close()
         await self.source.client.aclose()
         await self.hub.client.aclose()
 

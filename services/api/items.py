@@ -8,7 +8,7 @@ produced and the others refused, each with its reason. A record is an upsert key
 item id on a compacted topic, so resending one already accepted creates no duplicate,
 and a client resends only the refused ones. Refused records are answered, not
 dead-lettered: the client has the reason. Writing needs an unscoped event key once event
-keys are configured (``auth.Access.may_write_items``).
+keys are configured (``auth.Access.shared_write_guard``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi import Path as PathParam
 
-from services.api.auth import KEY_CHALLENGE, KEY_HEADER, Access
+from services.api.auth import Access
 from services.api.backends import backends_of
 from services.api.fast_reads import USER_ID_RE
 from services.api.ingest import DeliveryFailed
@@ -36,6 +36,7 @@ ITEM_PATH = "/v1/items/{item_id}"
 ITEM_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
                                    pattern=f"^{USER_ID_RE.pattern}$", examples=["4"])]
 Outcome = dict[str, Any]  # the JSON of an ``ItemOutcome``
+CATALOGUE = "the catalogue"  # what a scoped key may not write (``Access.shared_write_guard``)
 
 
 class TooManyItems(ValueError):
@@ -106,14 +107,7 @@ def _record_schema(item_id_required: bool) -> dict[str, Any]:
 
 
 def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:
-    async def authorized_body(request: Request) -> bytes:
-        allowed = access.may_write_items(request.headers.get(KEY_HEADER))
-        if allowed is None:
-            raise HTTPException(401, f"missing or wrong {KEY_HEADER}",
-                                headers={"WWW-Authenticate": KEY_CHALLENGE})
-        if not allowed:
-            raise HTTPException(403, "a key scoped to some users may not write the catalogue")
-        return await read_capped(request, settings.api_max_body_bytes)
+    guard = access.shared_write_guard(CATALOGUE)
 
     async def produce(items: list[ItemRecord]) -> None:
         try:
@@ -123,11 +117,11 @@ def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:
 
     common = {413: {"model": Problem}, 503: {"model": Problem,
                                              "description": "Kafka did not acknowledge"},
-              **access.item_responses(), **TIMEOUT_RESPONSE}
+              **access.shared_write_responses(CATALOGUE), **TIMEOUT_RESPONSE}
 
     @app.put(ITEM_PATH, status_code=202, response_model=ItemOutcome,
              summary="Create or replace one catalogue record",
-             dependencies=access.event_guard(),
+             dependencies=guard,
              openapi_extra={"requestBody": {"required": True, "description": (
                  "a record of the published catalogue schema; item_id may be left out, "
                  "and must be the path's when given"), "content": {"application/json": {
@@ -135,7 +129,8 @@ def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:
              responses={400: {"model": ItemOutcome, "description": "refused, with the "
                               "reason; nothing was produced"}, **common})
     async def put_item(item_id: ITEM_ID, request: Request) -> Response:
-        checked = validate_put(await authorized_body(request), item_id)
+        checked = validate_put(await read_capped(request, settings.api_max_body_bytes),
+                               item_id)
         if not isinstance(checked, ItemRecord):
             return _json(checked, 400)
         await produce([checked])
@@ -143,12 +138,12 @@ def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:
 
     @app.post(ITEMS_PATH, status_code=202, response_model=ItemsResult,
               summary="Create or replace catalogue records, judged one by one",
-              dependencies=access.event_guard(),
+              dependencies=guard,
               openapi_extra={"requestBody": _batch_body(settings.api_max_items)},
               responses={400: {"model": ItemsResult, "description": "no record accepted"},
                          **common})
     async def post_items(request: Request) -> Response:
-        body = await authorized_body(request)
+        body = await read_capped(request, settings.api_max_body_bytes)
         try:
             items, outcomes = validate_batch(body, settings.api_max_items)
         except TooManyItems as exc:

@@ -5,11 +5,12 @@ record, ``streams.messages.RecommendationList``, declared there once."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
 from services.api.ingest import Rejection
+from streams.experiment import Experiment, Variant
 
 # An answer of the list routes, for the OpenAPI document (the record documents its fields;
 # ``title`` is the API's, from the catalogue: ``catalogue.TitledItem``).
@@ -115,3 +116,109 @@ class LiveFigures(BaseModel):
                                       "list shown to that user before it (prequential)")
     judged: int = Field(description="events behind online_hr10")
     feed_clients: int
+
+
+# Experiments (``services.api.experiments``). The declaration itself is the record every
+# worker reads, ``streams.experiment.Experiment``, declared there once; a status's floats
+# are null where the statistics have no finite value yet (an interval before any list, the
+# sample-ratio check of an interleaving), since JSON has no NaN or infinity.
+
+
+class ExperimentStart(BaseModel):
+    """The body of ``POST /v1/experiments``. Only the shape is checked here; the rules (name
+    pattern, at least two variants with distinct names, shares and holdback adding up to 1,
+    interleaving comparing exactly two, every model in the registry) are the declaration's
+    and ``streams.experiment_control``'s, so the CLI and the API refuse the same things."""
+
+    name: str = Field(description="a-z, 0-9, _ . - (at most 63 characters)")
+    variants: list[Variant] = Field(description="the first is the control; model: a "
+                                    "registry alias (champion, challenger), versions "
+                                    "(streamrec-retriever:v3+streamrec-ranker:v2) or "
+                                    "popularity")
+    mode: str = Field("ab", description="ab: each user sees their variant; interleave: "
+                      "everyone sees a team draft of two",
+                      json_schema_extra={"enum": list(get_args(
+                          Experiment.model_fields["mode"].annotation))})
+    salt: str | None = Field(None, description="bucketing salt (default: the name)")
+    holdback: float = Field(0.0, description="share of users kept out (champion, uncounted)")
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{
+        "name": "ranker-v3", "variants": [
+            {"name": "control", "model": "champion", "share": 0.5},
+            {"name": "treatment", "model": "challenger", "share": 0.5}]}]}}
+
+
+class ExperimentConclusion(BaseModel):
+    """The optional body of ``POST /v1/experiments/{name}/conclude``."""
+
+    winner: str | None = Field(None, description="the winning variant (default: the "
+                               "always-valid test's verdict)")
+    promote: bool = Field(False, description="make the winner's models the champion, so "
+                          "every worker swaps to them")
+
+    model_config = {"extra": "forbid"}
+
+
+class Experiments(BaseModel):
+    experiments: list[Experiment] = Field(description="every declared experiment, oldest "
+                                          "first")
+    running: str | None = Field(description="the one running now (at most one runs)")
+
+
+class ExperimentStarted(BaseModel):
+    experiment: Experiment
+    versions: dict[str, str] = Field(description="variant -> the registry versions its "
+                                     "model names now (or popularity)")
+
+
+class MetricFigures(BaseModel):
+    mean: float | None
+    low: float | None = Field(description="95% interval, for display (the decision is "
+                              "the always-valid test's)")
+    high: float | None
+
+
+class VariantFigures(BaseModel):
+    name: str
+    model: str
+    users: int
+    lists: int
+    metrics: dict[str, MetricFigures] = Field(description="HR@10, NDCG@10, MRR, click@5, "
+                                              "conversion@5, once the variant has users")
+
+
+class Evidence(BaseModel):
+    verdict: str
+    p_value: float | None = Field(description="always-valid: may be read at every look")
+    estimate: float | None
+    low: float | None
+    high: float | None
+    wins: list[int] | None = Field(None, description="interleaving only: credits of the "
+                                   "two models")
+
+
+class ExperimentStatus(BaseModel):
+    """Per variant its users, lists and metrics; the always-valid test of each variant
+    against the control on each metric (or the interleaving credits); the sample-ratio
+    check (A/B only); the verdict, decided by NDCG@10 in A/B."""
+
+    experiment: Experiment
+    workers: int = Field(description="workers whose tallies were merged")
+    variants: list[VariantFigures]
+    tests: dict[str, Evidence] = Field(description='"<variant> vs <control>: <metric>", '
+                                          'or "interleaving"')
+    sample_ratio_p: float | None
+    sample_ratio_mismatch: bool = Field(description="true: users are not split as "
+                                        "declared, so the split is broken")
+    verdict: str
+    winner: str | None
+
+
+class ExperimentConcluded(BaseModel):
+    experiment: Experiment = Field(description="the declaration, stopped, with its winner")
+    verdict: str = Field(description="the test's verdict at this last look")
+    promoted: dict[str, str] = Field(description="registered name -> version now the "
+                                     "champion; empty unless promoted (a popularity winner "
+                                     "leaves the champion as it is)")
+    announced: bool | None = Field(description="whether the workers were told of the new "
+                                   "champion; null when nothing was promoted")

@@ -300,8 +300,8 @@ def test_fuzz_the_api_from_its_openapi_schema(running: Running) -> None:
                 positive_data_acceptance, *([not_a_server_error] if similar else [])])
 
         check()
-    assert len(fuzzed) == 9, fuzzed
-    assert metric(page, "streamrec_api_requests_total") - requests_before >= 9 * 20
+    assert len(fuzzed) == 14, fuzzed
+    assert metric(page, "streamrec_api_requests_total") - requests_before >= 14 * 20
 
 
 def test_dashboard_shows_live_figures_and_follows_a_users_feed(

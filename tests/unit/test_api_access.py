@@ -107,8 +107,10 @@ def test_the_openapi_document_declares_exactly_the_configured_schemes(
     ops = _operations(doc)
     for name, op in ops.items():
         wanted = {"POST /v1/events": events, "PUT /v1/items/{item_id}": events,
-                  "POST /v1/items": events, "GET /healthz": [], "GET /readyz": []}.get(
-            name, reads)
+                  "POST /v1/items": events, "POST /v1/experiments": events,
+                  "POST /v1/experiments/{name}/stop": events,
+                  "POST /v1/experiments/{name}/conclude": events,
+                  "GET /healthz": [], "GET /readyz": []}.get(name, reads)
         assert op.get("security", []) == wanted, name
         assert ("401" in op["responses"]) == bool(wanted), name
     assert ("403" in ops["POST /v1/events"]["responses"]) == ("api_event_keys" in settings)

@@ -1,5 +1,7 @@
 // The dashboard: polls /v1/live once a second and draws two sparklines in plain SVG;
-// the watch box follows one user's list over Server-Sent Events.
+// the experiments panel polls /v1/experiments every few seconds and shows the running
+// experiment (else the latest); the watch box follows one user's list over Server-Sent
+// Events.
 "use strict";
 const history = { eps: [], p99: [] };
 const KEEP = 120;
@@ -37,6 +39,53 @@ async function poll() {
   }
 }
 
+// The panel: per variant its users, lists and the two headline metrics with their 95%
+// intervals, then the verdict and, for an A/B test, the sample-ratio check. Each status
+// read is a look of the always-valid tests, so reading it often is harmless; every 5 s is
+// plenty for figures that move with users' next events.
+const EXPERIMENT_EVERY_MS = 5000;
+const PANEL_METRICS = ["NDCG@10", "HR@10"];
+
+function figure(m) {
+  return m ? `${fmt(m.mean, 4)} <span class="small">[${fmt(m.low, 4)}, ${fmt(m.high, 4)}]</span>` : "–";
+}
+
+function renderExperiment(status) {
+  const e = status.experiment;
+  $("experiment-name").textContent = `${e.name} · ${e.mode} · ${e.state} · ` +
+    `${status.workers} worker${status.workers === 1 ? "" : "s"} reporting`;
+  const rows = status.variants.map((v) => `<tr><td>${escape(v.name)}</td><td>${escape(v.model)}</td>` +
+    `<td>${v.users}</td><td>${v.lists}</td>` +
+    PANEL_METRICS.map((k) => `<td>${figure(v.metrics[k])}</td>`).join("") + "</tr>");
+  const srm = e.mode !== "ab" ? "" : status.sample_ratio_mismatch
+    ? ` · <span class="bad">sample ratio MISMATCH (p ${fmt(status.sample_ratio_p, 4)}): the split is broken</span>`
+    : ` · sample ratio ok (p ${fmt(status.sample_ratio_p, 4)})`;
+  const wins = status.tests.interleaving ? ` · credits ${status.tests.interleaving.wins.join(" : ")}` : "";
+  const winner = status.winner ?? e.winner;
+  $("experiment").innerHTML = `<table><tr><th>variant</th><th>model</th><th>users</th>` +
+    `<th>lists</th>${PANEL_METRICS.map((k) => `<th>${k}</th>`).join("")}</tr>${rows.join("")}</table>` +
+    `<p>verdict <b>${escape(status.verdict)}</b>${winner ? ` · winner <b>${escape(winner)}</b>` : ""}${wins}${srm}</p>`;
+}
+
+async function pollExperiment() {
+  try {
+    const reply = await fetch("/v1/experiments");
+    if (!reply.ok) throw new Error(`${reply.status}`);
+    const { experiments, running } = await reply.json();
+    if (!experiments.length) {
+      $("experiment-name").textContent = "";
+      $("experiment").textContent = "no experiment declared";
+      return;
+    }
+    const name = running ?? experiments[experiments.length - 1].name; // oldest first
+    const status = await fetch(`/v1/experiments/${encodeURIComponent(name)}`);
+    if (!status.ok) throw new Error(`${status.status}`);
+    renderExperiment(await status.json());
+  } catch (err) {
+    $("experiment").textContent = `experiments unavailable (${err.message})`;
+  }
+}
+
 let source = null;
 function render(list) {
   // The catalogue's title where it has one (the id on hover), else the bare id.
@@ -68,3 +117,5 @@ $("watch").addEventListener("submit", (ev) => {
 
 poll();
 setInterval(poll, 1000);
+pollExperiment();
+setInterval(pollExperiment, EXPERIMENT_EVERY_MS);

@@ -43,7 +43,7 @@ from streams.synthetic import SyntheticConfig, generate
 USERS, ITEMS, TRAIN_EVENTS = 20_000, 10_000, 100_000
 
 
-def _champion_env(settings: Settings, train: list[Event], epochs: int, shape: str
+def champion_env(settings: Settings, train: list[Event], epochs: int, shape: str
                   ) -> dict[str, str]:
     """Environment pointing at a benchmark MLflow store holding a champion for this shape."""
     import subprocess
@@ -110,7 +110,7 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
             "paths": {p: sum(v["path"] == p for v in values) for p in ("model", "popularity")}}
 
 
-def _log(args: argparse.Namespace) -> tuple[list[Event], list[Event], str]:
+def split_log(args: argparse.Namespace) -> tuple[list[Event], list[Event], str]:
     """(training part, live part, a label of the shape): the synthetic log, or ``--data``
     in time order split in halves, at most ``--events`` live."""
     if args.data is None:
@@ -140,9 +140,9 @@ def main() -> None:
 
     settings = load_settings()
     build_stack(settings).up()
-    train, live, shape = _log(args)
+    train, live, shape = split_log(args)
     gc.freeze()  # a long-lived list of events: keep the collector off it
-    env = _champion_env(settings, train, args.epochs, shape)
+    env = champion_env(settings, train, args.epochs, shape)
     folder = settings.data_dir / "bench" / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     rows = {}

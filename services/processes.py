@@ -28,7 +28,7 @@ CLI = [sys.executable, "-m", "services.cli"]
 
 def isolated_run(settings: Settings, run: str) -> dict[str, str]:
     """Creates topics ``<run>.interactions`` (and .dlq, .recommendations, .model-updates,
-    .items) and returns the environment that points workers at them, in consumer group
+    .items, .experiments) and returns the environment that points workers at them, in consumer group
     ``<run>``, publishing on Redis channel ``<run>.recs``: a demo or benchmark run then
     counts only its own events."""
     from infra.topics import ensure_topics
@@ -36,6 +36,7 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
     names = {"topic_interactions": f"{run}.interactions", "topic_dlq": f"{run}.dlq",
              "topic_recommendations": f"{run}.recommendations",
              "topic_model_updates": f"{run}.model-updates", "topic_items": f"{run}.items",
+             "topic_experiments": f"{run}.experiments",
              "worker_group": run, "recs_channel": f"{run}.recs"}
     topics = {k: v for k, v in names.items() if k.startswith("topic_")}
     ensure_topics(settings.kafka, settings.model_copy(update=topics).topics())

@@ -3,18 +3,18 @@ carries, and the online tallies judged from the stream itself.
 
 Per micro-batch the batch step (``streams.steps.BatchStep``) asks ``LiveExperiment``:
 
-1. ``observe(updates)``: each event first judges the lists its user was shown before it.
-   The newest one gives HR@10, NDCG@10 and MRR of this event's item (A/B) or credits the
-   model whose item the user took (interleaving); each of the user's last ``window``
-   lists also waits up to ``window`` events for a click (an interaction with one of its
-   items) and a conversion (an ``add_to_cart`` or ``purchase`` of one).
-2. ``recommend(updates, champion, ask)``: A/B groups the batch by variant and asks each
-   variant's bundle for its users; interleaving asks both bundles for every user and
-   drafts one list per event, with coins seeded by the event id (``rng_for``), so a
-   redelivered event gets the same list from any worker. A variant whose bundle is not
-   loaded (it failed, or is still loading) is served by the control, and its lists say
-   ``served_by``.
-3. ``shown(lists)``: remembers what each user was shown, for step 1 of their next event.
+1. ``recommend(users, keys, champion, ask, popular)``: A/B groups the batch by variant and
+   asks each variant's bundle for its users; interleaving asks both bundles for every
+   user and drafts one list per event, with coins seeded by the event id (``rng_for``),
+   so a redelivered event gets the same list from any worker. A variant whose bundle is
+   not loaded (it failed, or is still loading) is served by the control, and its lists
+   say ``served_by``.
+2. ``track(updates, lists)``, per event in order: the event first judges the lists its
+   user was shown before it (often earlier in the same micro-batch), then its own list
+   joins them. The newest gives HR@10, NDCG@10 and MRR of this event's item (A/B) or
+   credits the model whose item the user took (interleaving); each of the user's last
+   ``WINDOW`` lists also waits up to ``WINDOW`` events for a click (an interaction with
+   one of its items) and a conversion (an ``add_to_cart`` or ``purchase`` of one).
 
 Tallies are kept per worker and written to Redis by the follower
 (``streams.experiment_follower``); ``status`` merges the workers' (a user seen by two
@@ -99,17 +99,25 @@ class LiveExperiment:
     def name(self) -> str:
         return self.experiment.name
 
-    def observe(self, users: Sequence[str], items: Sequence[str], types: Sequence[str]) -> None:
-        """Judge each user's pending lists by this event (``items[i]`` of type ``types[i]``)."""
-        for user, item, kind in zip(users, items, types):
-            waiting = self.pending.get(user)
-            if not waiting:
-                continue
-            self._judge_next(user, waiting[-1], item)
-            for shown in waiting:
-                self._judge_delayed(user, shown, item, kind)
-            while waiting and waiting[0].left <= 0:
-                self._resolve(user, waiting.popleft())
+    def track(self, updates: Sequence[tuple[str, str, str]],
+              lists: Sequence[RecommendationList]) -> None:
+        """Per event of the micro-batch, in order: judge the lists its user saw before it
+        (``updates[i]`` = user, item, event type), then remember the list it got. In order,
+        because a user's next event is often in the same micro-batch."""
+        for (user, item, kind), record in zip(updates, lists):
+            self.observe(user, item, kind)
+            self.shown(record)
+
+    def observe(self, user: str, item: str, kind: str) -> None:
+        """Judge ``user``'s pending lists by their event (``item`` of type ``kind``)."""
+        waiting = self.pending.get(user)
+        if not waiting:
+            return
+        self._judge_next(user, waiting[-1], item)
+        for shown in waiting:
+            self._judge_delayed(user, shown, item, kind)
+        while waiting and waiting[0].left <= 0:
+            self._resolve(user, waiting.popleft())
 
     def _judge_next(self, user: str, shown: Pending, item: str) -> None:
         if shown.left != WINDOW:  # judged already: only the first event after a list is
@@ -206,18 +214,17 @@ class LiveExperiment:
             tags[i] = ExperimentTag(self.name, INTERLEAVED,
                                     teams=[names[t] for t in drafted.teams])
 
-    def shown(self, lists: Sequence[RecommendationList]) -> None:
-        """Remember the tagged lists just published, for their users' next events."""
+    def shown(self, record: RecommendationList) -> None:
+        """Remember a tagged list just published, for its user's next events."""
+        tag = record.experiment
+        if tag is None:
+            return
         names = [v.name for v in self.experiment.variants]
-        for record in lists:
-            tag = record.experiment
-            if tag is None:
-                continue
-            teams = tuple(names.index(t) for t in tag.teams) if tag.teams else None
-            waiting = self.pending.setdefault(record.user_id, deque())
-            self.pending.move_to_end(record.user_id)
-            waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
-            while len(waiting) > WINDOW:
-                self._resolve(record.user_id, waiting.popleft())
+        teams = tuple(names.index(t) for t in tag.teams) if tag.teams else None
+        waiting = self.pending.setdefault(record.user_id, deque())
+        self.pending.move_to_end(record.user_id)
+        waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
+        while len(waiting) > WINDOW:
+            self._resolve(record.user_id, waiting.popleft())
         while len(self.pending) > MAX_USERS:
             self.pending.popitem(last=False)

@@ -298,13 +298,10 @@ class BatchStep:
     def answer(self, updates: Sequence[SessionUpdate], bundle: Recommender,
                experiment: LiveExperiment | None
                ) -> tuple[Sequence[Recommendation | None], list[str], list[ExperimentTag | None]]:
-        """Per update: the list, the version that served it, its experiment tag. Inside an
-        experiment, each event first judges the lists its user saw before."""
+        """Per update: the list, the version that served it, its experiment tag."""
         if experiment is None:
             return (self.recommend(updates, bundle), [bundle.version] * len(updates),
                     [None] * len(updates))
-        experiment.observe([u.user_id for u in updates], [u.item_id for u in updates],
-                           [u.session.types[-1] if u.session.types else "" for u in updates])
 
         def popular(i: int) -> Recommendation:
             pairs = self._popular_pairs(updates[i])
@@ -336,7 +333,8 @@ class BatchStep:
         lists = [self.build(u, rec, version, now_us, tag)
                  for u, rec, version, tag in zip(updates, recs, versions, tags)]
         if experiment is not None:
-            experiment.shown(lists)
+            experiment.track([(u.user_id, u.item_id, u.session.types[-1] if u.session.types
+                               else "") for u in updates], lists)
             self._count_experiment(lists)
         payloads, paths = [], {"model": 0, "popularity": 0}
         for update, record in zip(updates, lists):

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -145,12 +144,12 @@ def shown(user: str, items: list[str], tag: ExperimentTag) -> RecommendationList
 def test_the_next_event_judges_the_list_and_later_ones_its_clicks_and_conversions() -> None:
     live = LiveExperiment(experiment())
     tag = ExperimentTag("exp", "treatment")
-    live.shown([shown("u1", ["x", "y", "z"], tag)])
-    live.observe(["u1"], ["y"], ["view"])  # rank 2: HR 1, RR 1/2
+    live.shown(shown("u1", ["x", "y", "z"], tag))
+    live.observe("u1", "y", "view")  # rank 2: HR 1, RR 1/2
     tally = live.tallies.variants["treatment"]
     assert tally.per_user["u1"][:6] == [1.0, 1.0, pytest.approx(0.6309, abs=1e-4), 1.0, 0.5, 1.0]
     for item in ["q", "z", "q", "q"]:  # a purchase of a listed item within 5 events
-        live.observe(["u1"], [item], ["purchase" if item == "z" else "view"])
+        live.observe("u1", item, "purchase" if item == "z" else "view")
     row = tally.per_user["u1"]
     assert row[6:] == [1.0, 1.0, 1.0, 1.0] and tally.lists == 1  # click@5, conversion@5
 
@@ -158,16 +157,29 @@ def test_the_next_event_judges_the_list_and_later_ones_its_clicks_and_conversion
 def test_an_interleaved_list_credits_the_team_of_the_next_item() -> None:
     live = LiveExperiment(experiment("interleave"))
     tag = ExperimentTag("exp", INTERLEAVED, teams=["control", "treatment", "control"])
-    live.shown([shown("u1", ["a", "x", "b"], tag), shown("u2", ["a", "x", "b"], tag)])
-    live.observe(["u1", "u2"], ["x", "nothing-listed"], ["view", "view"])
+    live.shown(shown("u1", ["a", "x", "b"], tag))
+    live.shown(shown("u2", ["a", "x", "b"], tag))
+    live.observe("u1", "x", "view")
+    live.observe("u2", "nothing-listed", "view")
     assert (live.tallies.credits.wins_a, live.tallies.credits.wins_b) == (0, 1)
+
+
+def test_a_users_events_in_one_micro_batch_judge_each_others_lists() -> None:
+    """A user's next event is often in the same micro-batch as the list it judges."""
+    live = LiveExperiment(experiment())
+    tag = ExperimentTag("exp", "control")
+    lists = [shown("u1", ["b", "c"], tag), shown("u1", ["c", "d"], tag),
+             shown("u1", ["z"], tag)]
+    live.track([("u1", "a", "view"), ("u1", "b", "view"), ("u1", "c", "view")], lists)
+    tally = live.tallies.variants["control"]
+    assert tally.lists == 2 and tally.per_user["u1"][:2] == [2.0, 2.0]  # both hit
 
 
 def test_tallies_of_two_workers_merge_through_their_wire_form() -> None:
     one, two = LiveExperiment(experiment()), LiveExperiment(experiment())
     for live, item in ((one, "x"), (two, "q")):
-        live.shown([shown("u1", ["x"], ExperimentTag("exp", "control"))])
-        live.observe(["u1"], [item], ["view"])
+        live.shown(shown("u1", ["x"], ExperimentTag("exp", "control")))
+        live.observe("u1", item, "view")
     merged = Tallies.from_dict(one.tallies.to_dict()).merge(
         Tallies.from_dict(json.loads(json.dumps(two.tallies.to_dict()))))
     control = merged.variants["control"]

@@ -109,7 +109,7 @@ def stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None = Non
     experiment = find(kafka, topic, name)
     try:
         stopped = Experiment.model_validate({
-            **experiment.model_dump(), "state": "stopped", "winner": winner,
+            **experiment.model_dump(), "state": "stopped", "winner": winner or experiment.winner,
             "stopped_us": experiment.stopped_us or time.time_ns() // 1000})
     except ValidationError as exc:
         raise ExperimentRefused(one_line(exc)) from None
@@ -127,7 +127,7 @@ def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore,
     chosen = winner or report.winner
     if chosen is None:
         raise ExperimentConflict(f"experiment {name!r} has no verdict yet ({report.verdict}): "
-                                "wait, or name the winner with --winner")
+                                "wait, or name the winner")
     names = {v.name: v for v in experiment.variants}
     if chosen not in names:
         raise ExperimentRefused(f"{chosen!r} is not a variant of {name!r}: "

@@ -204,6 +204,10 @@ class LiveExperiment:
                             for v in self.experiment.variants)
         names = [v.name for v in self.experiment.variants]
         for i, a, b in zip(idx, a_lists, b_lists):
+            # A model that cannot serve this user yet answers with popularity, as it does
+            # for its users in production. Drafting an empty list instead handed every
+            # position, and every credit, to the other model.
+            a, b = (r if r is not None else popular(i) for r in (a, b))
             a_items, b_items = (list(r.items) if r else [] for r in (a, b))
             drafted = team_draft(a_items, b_items, max(len(a_items), len(b_items)),
                                  rng_for(f"{self.experiment.salt}:{keys[i]}"))

@@ -136,6 +136,22 @@ def test_interleaving_drafts_both_lists_the_same_way_for_the_same_event() -> Non
     assert len({tuple(t.teams) for t in tags}) > 1  # the coins differ between events
 
 
+def test_a_model_that_cannot_serve_yet_interleaves_as_popularity_not_as_nothing() -> None:
+    """A None from a bundle (a user it cannot serve yet) is the popularity that user would
+    see in production; drafted as an empty list it handed every credit to the other."""
+
+    class CannotServe(Fixed):
+        def answer(self, n: int) -> list[Recommendation | None]:
+            return [None] * n
+
+    live = LiveExperiment(experiment("interleave", pop=0.5, treatment=0.5),
+                          {"treatment": CannotServe("chal:v2", [])})
+    users = [f"u{i}" for i in range(60)]
+    _, _, tags = live.recommend(users, users, CHAMP, ask, popular)
+    teams = Counter(team for tag in tags for team in tag.teams)
+    assert teams["treatment"] > 20 and teams["pop"] > 20  # popularity on both sides
+
+
 def shown(user: str, items: list[str], tag: ExperimentTag) -> RecommendationList:
     return RecommendationList(user, "model", "v", [ScoredItem(i, 1.0) for i in items],
                               experiment=tag)

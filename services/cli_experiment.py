@@ -126,6 +126,9 @@ def _print_report(report: ExperimentReport) -> None:
         srm = "MISMATCH: the split is broken" if report.sample_ratio_mismatch else "ok"
         console.print(f"  sample ratio: {srm} (p {_fmt(report.sample_ratio_p)})",
                       highlight=False)
+    for variant, error in report.load_failures.items():
+        console.print(f"  [yellow]variant {variant} failed to load in a worker[/] (the "
+                      f"control serves its users there): {error}", highlight=False)
     winner = f", winner {report.winner}" if report.winner else ""
     console.print(f"  verdict: {report.verdict}{winner}", highlight=False)
 

@@ -140,21 +140,22 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
                         known[name] = experiment
                 ended = slot.declare(running(known))
                 if ended is not None:
-                    await _flush(redis, ended, worker_id)
+                    await _flush(redis, ended, worker_id, {})
             await slot.load_missing()
             if slot.live is not None and time.monotonic() - flushed >= flush_every_s:
-                await _flush(redis, slot.live, worker_id)
+                await _flush(redis, slot.live, worker_id, slot.failed)
                 flushed = time.monotonic()
     finally:
         await consumer.stop()
 
 
-async def _flush(redis: Any, live: LiveExperiment, worker_id: str) -> None:
+async def _flush(redis: Any, live: LiveExperiment, worker_id: str,
+                 failed: dict[str, str]) -> None:
     """Write ``live``'s tallies; a Redis failure is logged, never raised (they are kept
     and written again at the next flush)."""
     if redis is None:
         return
     try:
-        await write_tallies(redis, live.name, worker_id, live.tallies)
+        await write_tallies(redis, live.name, worker_id, live.tallies, failed)
     except Exception as exc:  # noqa: BLE001 - Redis down must not stop the follower
         log.warning("experiment %s: tallies not written to Redis: %s", live.name, exc)

@@ -50,6 +50,7 @@ class ExperimentReport:
     sample_ratio_mismatch: bool
     verdict: str
     winner: str | None
+    load_failures: dict[str, str]  # variant -> error: its users get the control's list
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -68,8 +69,10 @@ def _evidence(evidence: Evidence) -> dict[str, Any]:
 
 
 def look(experiment: Experiment, tallies: Tallies, workers: int,
-         states: dict[str, dict[str, Any]]) -> tuple[ExperimentReport, dict[str, dict]]:
-    """The report at this look, and the tests' states to keep for the next one."""
+         states: dict[str, dict[str, Any]], failed: dict[str, str] | None = None
+         ) -> tuple[ExperimentReport, dict[str, dict]]:
+    """The report at this look, and the tests' states to keep for the next one;
+    ``failed``: variants some worker could not load ({variant: error})."""
     variants, summaries = [], {}
     for v in experiment.variants:
         tally = tallies.variant(v.name)
@@ -95,7 +98,7 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
     srm = sample_ratio_mismatch(counts, shares) if experiment.mode == "ab" else None
     return ExperimentReport(
         experiment, workers, variants, tests, srm.p_value if srm else math.nan,
-        bool(srm and srm.mismatch), str(verdict), winner), new_states
+        bool(srm and srm.mismatch), str(verdict), winner, dict(failed or {})), new_states
 
 
 def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSummary]],
@@ -124,10 +127,10 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
 def status(redis: Any, experiment: Experiment) -> ExperimentReport:
     """Look at ``experiment`` now (a sync Redis client): merge the workers' tallies, fold
     the look into the tests' kept states, store them back."""
-    tallies, workers = read_tallies(redis, experiment.name)
+    tallies, workers, failed = read_tallies(redis, experiment.name)
     key = f"{tally_key(experiment.name)}:tests"
     raw = redis.get(key)
     states = orjson.loads(raw) if raw else {}
-    report, new_states = look(experiment, tallies, workers, states)
+    report, new_states = look(experiment, tallies, workers, states, failed)
     redis.set(key, orjson.dumps(new_states, option=orjson.OPT_SERIALIZE_NUMPY))
     return report

@@ -61,20 +61,26 @@ def running(found: dict[str, Experiment]) -> Experiment | None:
     return max(live, key=lambda e: e.started_us) if live else None
 
 
-async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies) -> None:
-    """Store one worker's tallies of experiment ``name`` (an async Redis client)."""
+async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies,
+                        failed: dict[str, str] | None = None) -> None:
+    """Store one worker's tallies of experiment ``name`` (an async Redis client), with the
+    variants whose model it failed to load ({variant: error}): their users get the
+    control's list, and ``status`` must say so."""
     key = tally_key(name)
+    payload = {"tallies": tallies.to_dict(), "failed": failed or {}}
     async with client.pipeline(transaction=False) as pipe:
-        pipe.hset(key, worker_id, orjson.dumps(tallies.to_dict()))
+        pipe.hset(key, worker_id, orjson.dumps(payload))
         pipe.expire(key, TALLY_TTL_S)
         await pipe.execute()
 
 
-def read_tallies(client: Any, name: str) -> tuple[Tallies, int]:
+def read_tallies(client: Any, name: str) -> tuple[Tallies, int, dict[str, str]]:
     """The merged tallies of every worker for experiment ``name`` (a sync Redis client),
-    and how many workers reported."""
+    how many workers reported, and the load failures they reported ({variant: error})."""
+    merged, failed = Tallies(), {}
     fields = client.hgetall(tally_key(name))
-    merged = Tallies()
     for raw in fields.values():
-        merged = merged.merge(Tallies.from_dict(orjson.loads(raw)))
-    return merged, len(fields)
+        payload = orjson.loads(raw)
+        merged = merged.merge(Tallies.from_dict(payload["tallies"]))
+        failed.update(payload["failed"])
+    return merged, len(fields), failed

@@ -214,7 +214,39 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     report, states = look(e, tallies, 2, states)
     assert report.winner == "treatment" and report.verdict == "b wins"
     assert not report.sample_ratio_mismatch and report.workers == 2
+    failed = look(e, tallies, 2, {}, {"treatment": "NoChampion: gone"})[0]
+    assert failed.load_failures == {"treatment": "NoChampion: gone"}
     lopsided = Tallies()
     for i in range(1000):
         lopsided.variant("control" if i % 10 else "treatment").add(f"u{i}", {"HR@10": 0.0})
     assert look(e, lopsided, 1, {})[0].sample_ratio_mismatch
+
+
+def test_a_variant_that_fails_to_load_is_reported_and_retried_with_backoff() -> None:
+    import asyncio
+
+    from streams.experiment_follower import ExperimentSlot
+    from streams.metrics import WorkerMetrics
+
+    now, calls = [0.0], []
+
+    def load(ref: str) -> Fixed:
+        calls.append(ref)
+        if len(calls) == 1:
+            raise RuntimeError("registry unreachable")
+        return CHALLENGER
+
+    metrics = WorkerMetrics()
+    slot = ExperimentSlot(load, metrics, clock=lambda: now[0])
+    slot.declare(experiment())
+    asyncio.run(slot.load_missing())
+    assert slot.failed == {"treatment": "RuntimeError: registry unreachable"}
+    assert metrics.registry.get_sample_value(
+        "streamrec_worker_experiment_load_failures_total", {"variant": "treatment"}) == 1.0
+    asyncio.run(slot.load_missing())  # too soon: the backoff holds it
+    assert calls == ["challenger"]
+    now[0] = 6.0
+    asyncio.run(slot.load_missing())
+    assert slot.failed == {} and slot.live.bundles == {"treatment": CHALLENGER}
+    slot.declare(experiment().model_copy(update={"state": "stopped"}))
+    assert slot.live is None

@@ -62,9 +62,11 @@ function renderExperiment(status) {
     : ` · sample ratio ok (p ${fmt(status.sample_ratio_p, 4)})`;
   const wins = status.tests.interleaving ? ` · credits ${status.tests.interleaving.wins.join(" : ")}` : "";
   const winner = status.winner ?? e.winner;
+  const failed = Object.entries(status.load_failures ?? {}).map(([v, error]) =>
+    `<br><span class="bad">variant ${escape(v)} failed to load: the control serves its users (${escape(error)})</span>`).join("");
   $("experiment").innerHTML = `<table><tr><th>variant</th><th>model</th><th>users</th>` +
     `<th>lists</th>${PANEL_METRICS.map((k) => `<th>${k}</th>`).join("")}</tr>${rows.join("")}</table>` +
-    `<p>verdict <b>${escape(status.verdict)}</b>${winner ? ` · winner <b>${escape(winner)}</b>` : ""}${wins}${srm}</p>`;
+    `<p>verdict <b>${escape(status.verdict)}</b>${winner ? ` · winner <b>${escape(winner)}</b>` : ""}${wins}${srm}${failed}</p>`;
 }
 
 async function pollExperiment() {

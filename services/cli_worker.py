@@ -42,8 +42,9 @@ def worker(
     from faust.worker import Worker
 
     from model.pipeline import limit_threads
+    from streams.messages import version_string
     from streams.metrics import WorkerMetrics
-    from streams.registry import NoChampion, load_bundle
+    from streams.registry import NoChampion, load_bundle, resolve_versions
     from streams.worker import FixedList, NoModel, create_app
 
     settings = load_settings()
@@ -57,6 +58,9 @@ def worker(
     def bundle_for(ref: str) -> object:  # an experiment's variant: an alias or versions
         return load_bundle(store, ref, head_weights=settings.ranker_head_weights)
 
+    def version_of(ref: str) -> str:  # where a variant's alias points now
+        return version_string(resolve_versions(store, ref))
+
     try:
         bundle = FixedList(settings.recs_top_n) if pass_through else champion()
     except NoChampion as exc:
@@ -69,7 +73,8 @@ def worker(
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     metrics.serve(port, settings.worker_metrics_host)
     faust_app = create_app(cfg, bundle, load_bundle=None if pass_through else champion,
-                           metrics=metrics, load_bundle_for=None if pass_through else bundle_for)
+                           metrics=metrics, load_bundle_for=None if pass_through else bundle_for,
+                           resolve=version_of)
     logs.say(console, f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
              f"{cfg.interactions} -> {cfg.recommendations}"
              + (f", metrics on :{port}/metrics" if port else ""))

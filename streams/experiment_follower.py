@@ -5,7 +5,9 @@ consumer outside any group, from its beginning, so a starting worker learns the 
 experiment and every worker serves it. When a declaration starts an experiment, the
 bundles its variants name are loaded off the event loop (a variant naming the champion
 alias follows the champion's own hot swap; one naming popularity needs none), and the
-experiment goes live in one assignment the recommend loop reads once per micro-batch.
+experiment goes live in one assignment the recommend loop reads once per micro-batch. A
+variant named by another alias (``challenger``) looks every minute where it points, and
+swaps on its own when it moved.
 Until a variant's bundle has loaded, or when it fails to, its users get the control's
 list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_fallbacks_total``);
 a failed load is retried with backoff. Every ``flush_every_s`` the worker writes its
@@ -33,6 +35,7 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 5.0
+ALIAS_RECHECK_S = 60.0  # how often a variant named by an alias looks where it points now
 
 
 class ExperimentSlot:
@@ -40,11 +43,15 @@ class ExperimentSlot:
     variants' bundles."""
 
     def __init__(self, load_bundle_for: Callable[[str], Any], metrics: WorkerMetrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 resolve: Callable[[str], str] | None = None,
+                 recheck_s: float = ALIAS_RECHECK_S) -> None:
         self.load_bundle_for, self.metrics, self.clock = load_bundle_for, metrics, clock
+        self.resolve, self.recheck_s = resolve, recheck_s
         self.live: LiveExperiment | None = None
         self.failed: dict[str, str] = {}  # variant -> last load error
         self.backoff = Backoff(5.0, 300.0, clock)
+        self.checked = clock()
 
     def missing(self) -> list[str]:
         """The variants of the live experiment that still need a bundle."""
@@ -97,6 +104,31 @@ class ExperimentSlot:
         else:
             self.backoff.succeeded()
 
+    async def follow_aliases(self) -> None:
+        """Every ``recheck_s``: a variant named by an alias (``challenger``) whose alias
+        moved loads the models it names now and swaps them in, on its own (a ``champion``
+        variant follows the champion's swaps already). A failed look or load keeps the
+        bundle serving."""
+        live = self.live
+        if live is None or self.resolve is None or self.clock() - self.checked < self.recheck_s:
+            return
+        self.checked = self.clock()
+        loop = asyncio.get_running_loop()
+        for v in live.experiment.variants:
+            bundle = live.bundles.get(v.name)
+            if bundle is None or ":" in v.model:  # not loaded yet, or pinned versions
+                continue
+            try:
+                now = await loop.run_in_executor(None, self.resolve, v.model)
+                if now != bundle.version:
+                    live.bundles[v.name] = await loop.run_in_executor(None, self.load_bundle_for,
+                                                                      v.model)
+                    log.warning("experiment %s: variant %s swapped %s -> %s", live.name, v.name,
+                                bundle.version, live.bundles[v.name].version)
+            except Exception as exc:  # noqa: BLE001 - the loaded bundle serves on
+                log.error("experiment %s: variant %s could not follow alias %r: %s",
+                          live.name, v.name, v.model, exc)
+
 
 def _newest(messages: list[Any]) -> dict[str, Experiment | None]:
     """The newest readable declaration per experiment name in a poll (None: a tombstone)."""
@@ -142,6 +174,7 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
                 if ended is not None:
                     await _flush(redis, ended, worker_id, {})
             await slot.load_missing()
+            await slot.follow_aliases()
             if slot.live is not None and time.monotonic() - flushed >= flush_every_s:
                 await _flush(redis, slot.live, worker_id, slot.failed)
                 flushed = time.monotonic()

@@ -242,11 +242,13 @@ def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT |
 
 def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | None = None,
                metrics: WorkerMetrics | None = None,
-               load_bundle_for: Callable[[str], Any] | None = None) -> faust.App:
+               load_bundle_for: Callable[[str], Any] | None = None,
+               resolve: Callable[[str], str] | None = None) -> faust.App:
     """The Faust app, its topics, the sessions table, the recommend agent and, when
     ``load_bundle`` is given, the task that swaps in each new champion; with
     ``load_bundle_for`` (a model reference to a bundle) and ``cfg.experiments``, the task
-    that serves the running experiment."""
+    that serves the running experiment (``resolve``: a model reference to the version
+    string it names now, so variants named by an alias follow it)."""
     app = faust.App(
         cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store="memory://",
         broker_credentials=faust_credentials(cfg.kafka),
@@ -272,7 +274,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
                           lists_out, recs_writer, metrics, answered=answered)
-    experiment = ExperimentSlot(load_bundle_for or _no_bundles, metrics)
+    experiment = ExperimentSlot(load_bundle_for or _no_bundles, metrics, resolve=resolve)
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:

@@ -250,3 +250,23 @@ def test_a_variant_that_fails_to_load_is_reported_and_retried_with_backoff() -> 
     assert slot.failed == {} and slot.live.bundles == {"treatment": CHALLENGER}
     slot.declare(experiment().model_copy(update={"state": "stopped"}))
     assert slot.live is None
+
+
+def test_a_variant_named_by_an_alias_swaps_on_its_own_when_the_alias_moves() -> None:
+    import asyncio
+
+    from streams.experiment_follower import ExperimentSlot
+    from streams.metrics import WorkerMetrics
+
+    now, points_to = [0.0], ["chal:v2"]
+    bundles = {"chal:v2": CHALLENGER, "chal:v3": Fixed("chal:v3", ["n"])}
+    slot = ExperimentSlot(lambda ref: bundles[points_to[0]], WorkerMetrics(),
+                          clock=lambda: now[0], resolve=lambda ref: points_to[0], recheck_s=60)
+    slot.declare(experiment())
+    asyncio.run(slot.load_missing())
+    points_to[0] = "chal:v3"  # someone moved the challenger alias
+    asyncio.run(slot.follow_aliases())
+    assert slot.live.bundles["treatment"] is CHALLENGER  # not looked at before a minute
+    now[0] = 61.0
+    asyncio.run(slot.follow_aliases())
+    assert slot.live.bundles["treatment"].version == "chal:v3"

@@ -14,15 +14,19 @@ from rich.table import Table
 from services.cli_events import Format
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
+from services.trainer import TRAINED_UNTIL
 from services.training_run import train_with_progress
 from streams.readers import read_valid_events
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
     from model.data import IdMap, Sequences
+    from services.trainer import Trainer
     from streams.catalog import ItemRecord
+    from streams.events import Event
 
 app = typer.Typer()
 console = Console()
+errors = Console(stderr=True)
 
 TRAIN_CHOICES = {"sasrec": ["sasrec"], "neumf": ["neumf"], "all": ["sasrec", "pipeline"]}
 
@@ -45,17 +49,29 @@ def _catalogue(path: Path | None, fmt: str | None) -> list[ItemRecord]:
     return list(read_catalog(path, fmt))
 
 
+def _events(path: Path, fmt: Format) -> list[Event]:
+    """The valid events of a log, in time order; a log with none is a bad parameter."""
+    events = read_valid_events(path, fmt.value)
+    if not events:
+        raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
+    return events
+
+
 def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None
           ) -> Sequences:
     """Sequences of a log, with the settings' context features; with ``items`` given,
     only items it knows (others become 0)."""
     from model.data import build_sequences
 
-    events = read_valid_events(path, fmt.value)
-    if not events:
-        raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
-    return build_sequences(events, items=items, grow_items=items is None,
+    return build_sequences(_events(path, fmt), items=items, grow_items=items is None,
                            spec=settings.feature_spec())
+
+
+def _newest_ts(seqs: Sequences) -> int:
+    """The newest event time of ``seqs`` (each user's events are in time order): what a
+    champion trained here has seen, so the trainer's gate judges it on newer events only
+    (``services.trainer.gate_cut``)."""
+    return max((int(t[-1]) for t in seqs.times if len(t)), default=0)
 
 
 def _table(report: dict) -> Table:
@@ -139,8 +155,11 @@ def train(
     fmt: Annotated[Format, typer.Option("--format", "-f")],
     model: Annotated[str, typer.Option(help="sasrec | neumf | all (SASRec + NeuMF reranker)")]
         = "all",
-    champion: Annotated[bool, typer.Option(help="point the 'champion' alias at the new versions")]
-        = False,
+    champion: Annotated[bool, typer.Option(
+        help="point the 'champion' alias at the new versions; once there is a champion, "
+             "only through the trainer's gate (exit 1 with its reason when refused)")] = False,
+    force: Annotated[bool, typer.Option(
+        help="with --champion: promote without the gate")] = False,
     register: Annotated[bool, typer.Option(help="register in the MLflow model registry")] = True,
     epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
     pretrain: Annotated[bool, typer.Option(
@@ -152,7 +171,9 @@ def train(
         help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl")] = None,
     seed: int = 42,
 ) -> None:
-    """Train, log to MLflow (config, commit, curves, model, signature), register."""
+    """Train, log to MLflow (config, commit, curves, model, signature), register. With
+    ``--champion`` and a champion already in the registry, the new model must pass the
+    trainer's gate first (``_through_the_gate``), unless ``--force``."""
     from model.content import catalogue_table
     from model.data import leave_last_out
     from streams.registry import log_trained
@@ -161,6 +182,9 @@ def train(
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
     settings = load_settings()
     records = _catalogue(items, items_format)
+    if champion and register and not force and (gate := _gatekeeper(settings, seed)):
+        _through_the_gate(gate, data, fmt, model, epochs, records)
+        return
     seqs = _load(data, fmt, settings)
     if records:
         seqs.content = catalogue_table(records, seqs.items.ids)
@@ -171,7 +195,8 @@ def train(
     store.ensure()
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
                          {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
-                         {"data": str(data), "format": fmt.value}, register=register,
+                         {"data": str(data), "format": fmt.value,
+                          TRAINED_UNTIL: _newest_ts(seqs)}, register=register,
                          champion=champion and register)
     for name, run in logged.items():
         console.print(f"{name}: test full NDCG@10 {run.test['full']['NDCG@10']:.4f}, sampled "
@@ -181,6 +206,38 @@ def train(
     announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced:
         _announce(settings, announced)
+
+
+def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:
+    """A trainer to judge the new model by, when the registry has a champion; None for
+    the first one, which has nothing to be compared with."""
+    from services.trainer import Trainer
+
+    trainer = Trainer(settings, seed=seed)
+    return trainer if trainer.champion_versions() is not None else None
+
+
+def _through_the_gate(trainer: Trainer, data: Path, fmt: Format, model: str,
+                      epochs: int | None, records: list[ItemRecord]) -> None:
+    """``train --champion`` against a champion: the trainer's round on the file
+    (``services.trainer.Trainer.round_on``) with a fresh model capped at ``epochs``: the
+    newest events held out, the model trained on the rest, judged against the champion
+    on them by the same gate, refit on everything when it passes, then registered and
+    promoted. Refused (the models registered all the same, tagged with why): one line
+    with the gate's reason, exit 1."""
+    from services.trainer import Recipe, describe_round
+
+    if model != "all":
+        raise typer.BadParameter("the gate judges the retriever and ranker together: "
+                                 "--champion needs --model all while a champion exists "
+                                 "(or --force)")
+    summary = trainer.round_on(_events(data, fmt), records, Recipe(
+        epochs, False, data.stem, {"data": str(data), "format": fmt.value}))
+    if summary.outcome != "promoted":
+        errors.print(f"{describe_round(summary)}; --force promotes without the gate",
+                     soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(1)
+    console.print(describe_round(summary), soft_wrap=True, markup=False, highlight=False)
 
 
 def _announce(settings: Settings, versions: dict[str, str]) -> None:

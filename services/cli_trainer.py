@@ -31,17 +31,23 @@ def trainer(
         help="relative full NDCG@10 gain a challenger needs (default "
              "STREAMREC_TRAINER_MIN_GAIN)")] = None,
     epochs: Annotated[int | None, typer.Option(help="cap training epochs")] = None,
+    refit_epochs: Annotated[int | None, typer.Option(
+        help="epochs a challenger that passed the gate fine-tunes on every event, the gate "
+             "slice included (default STREAMREC_TRAINER_REFIT_EPOCHS; 0: off)")] = None,
     status_file: Annotated[Path | None, typer.Option(
         help="keep the trainer's status here (JSON, streams.status.TrainerStatus): its "
              "state and its rounds' outcomes, for the program that started it")] = None,
 ) -> None:
-    """Retrain on the interactions topic; promote the challenger when it beats the champion."""
+    """Retrain on the interactions topic; promote the challenger when the gate is sure it
+    beats the champion, fine-tuned on every event first."""
     from services.trainer import Trainer, describe_round
 
     overrides = {k: v for k, v in {"trainer_interval_min": interval_min,
                                    "trainer_every_events": every_events,
                                    "trainer_min_gain": min_gain,
-                                   "trainer_epochs": epochs}.items() if v is not None}
+                                   "trainer_epochs": epochs,
+                                   "trainer_refit_epochs": refit_epochs}.items()
+                 if v is not None}
     settings = load_settings(**overrides)
     logs = configure(settings.log_format, "info", "trainer")
     service = Trainer(settings, status_file=status_file)

@@ -144,9 +144,13 @@ class Settings(BaseSettings):
                                             "held out for the champion/challenger gate")
     trainer_min_gain: float = Field(0.0, ge=0, description="relative gain on full NDCG@10 "
                                     "a challenger needs over the champion")
-    trainer_min_gate_cases: int = Field(30, ge=1, description="gate cases a challenger must "
-                                        "win on to replace the champion")
+    trainer_min_gate_cases: int = Field(200, ge=1, description="gate cases a challenger must "
+                                        "win on to replace the champion: fewer leave the "
+                                        "bootstrap interval of its gain too wide to trust")
     trainer_epochs: int | None = Field(None, ge=1, description="cap; default early stopping")
+    trainer_refit_epochs: int = Field(2, ge=0, description="after the gate passes, epochs "
+                                      "the promoted models fine-tune on every event, the "
+                                      "gate slice included (0: promote them as gated)")
     trainer_min_events: int = Field(1000, ge=1)
 
     topic_interactions: str = "interactions"

@@ -6,21 +6,29 @@ One round (``Trainer.run_round``), each step a method:
    dead-letter topic), in event-time order. The topic is the one store every event
    reaches, so nothing else needs archiving; its retention bounds how far back the
    trainer learns.
-2. Cut (``_prepare``): the newest ``trainer_holdout_fraction`` of events is held out for
-   the gate; the rest, in id maps seeded from the champion's, is what the challenger
-   learns from.
+2. Cut (``_prepare``, ``gate_cut``): the newest ``trainer_holdout_fraction`` of events,
+   and none the champion learnt, is held out for the gate; the rest, in id maps seeded
+   from the champion's, is what the challenger learns from.
 3. Challenger (``_train``): retriever (SASRec) and ranker (NeuMF over the retriever's
    candidates), weights warm-started from the champion's (``model.weights``).
-4. Gate (``_gate``, ``model.evaluation.gate``): both models scored on the held-out slice,
-   both protocols.
-5. MLflow (``_log``): the challenger's runs with both models' gate metrics, a comparison
-   chart and the verdict (registered, alias untouched); the verdict also tags the model
-   versions.
-6. Promotion (``promote``), when the gate says so: under a Redis lock, compare-and-set the
+4. Gate (``_gate``, ``judge``, ``model.evaluation.gate``): both models ranked on the
+   held-out cases, both protocols. A higher mean on one slice can be luck, so the
+   challenger wins only over at least ``trainer_min_gate_cases`` cases and when the
+   bootstrap interval of its per-case full NDCG@10 gain (users resampled) lies above
+   zero; the verdict's reason gives the interval and the case count.
+5. Refit (``_refit``), when the gate passes: the challenger never learnt the gate slice,
+   the newest events, so it is fine-tuned on all of them (``refit_sequences``) before it
+   is registered and promoted.
+6. MLflow (``_log``): the promoted-to-be (or rejected) models' runs with both models' gate
+   metrics, a comparison chart and the verdict (registered, alias untouched); the verdict,
+   the case count and the interval also tag the model versions.
+7. Promotion (``promote``), when the gate says so: under a Redis lock, compare-and-set the
    alias (the champion must still be the one the challenger beat, so two trainers cannot
    both promote), then announce on ``model-updates`` for the workers.
 Registry, broker and Redis calls are retried with backoff. A round that fails, or trains
-non-finite weights, promotes nothing and says why.
+non-finite weights, promotes nothing and says why. ``streamrec train --champion`` runs the
+same round (``Trainer.round_on``) on a file once a champion exists, with its own
+``Recipe``.
 
 Whoever started the trainer learns its state from its status file (``--status-file``,
 ``streams.status.TrainerStatus``): "ready" once it waits for triggers, "training" during a
@@ -29,13 +37,14 @@ round, and each round's ``RoundSummary``. The log says the same for operators.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,10 +56,12 @@ from streams.messages import version_string
 from streams.status import Outcome, RoundSummary, StatusFile, TrainerStatus
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
-    from model.data import LeaveLastOut, Sequences
+    import keras
+
+    from model.data import FeatureSpec, LeaveLastOut, Sequences
     from model.evaluation.gate import Cases, Verdict
     from model.evaluation.harness import Trained
-    from model.evaluation.protocols import Scorer
+    from model.evaluation.protocols import CaseRanks, Scorer
     from model.ranking.training import NeuMFConfig
     from model.retrieval.training import SASRecConfig
     from streams.registry import Champion
@@ -94,6 +105,8 @@ def promotion_lock(redis_url: str, ttl_s: int = 300) -> Iterator[bool]:
 
 
 GateReport = dict[str, Any]  # ``evaluate_cases``: {"full": {...}, "sampled": {...}, "users": n}
+# The run parameter holding the newest event time a model trained on (``gate_cut``).
+TRAINED_UNTIL = "trained_until_ts"
 
 
 def describe_round(summary: RoundSummary) -> str:
@@ -119,11 +132,31 @@ def gate_metrics(reports: Mapping[str, GateReport]) -> dict[str, float]:
             for metric, value in report[protocol].items()}
 
 
-def gate_tags(verdict: Verdict, champion: str | None) -> dict[str, str]:
-    """The challenger's run tags: the gate's verdict, why, and which champion it faced
-    (``champion``: its version string, None when there was none)."""
+def evidence_tags(verdict: Verdict, cases: int) -> dict[str, str]:
+    """What the gate judged on, as tags a registry search can read: the number of cases
+    and the bootstrap interval of the challenger's per-case gain, "none" where the gate
+    computed none (no champion to compare with, or the means or the case count decided
+    first)."""
+    interval = verdict.interval
+    return {"gate_cases": str(cases),
+            "gate_interval": f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "none"}
+
+
+def gate_tags(verdict: Verdict, champion: str | None, cases: int) -> dict[str, str]:
+    """The challenger's run tags: the gate's verdict, why, which champion it faced
+    (``champion``: its version string, None when there was none) and its evidence."""
     return {"gate_verdict": "promote" if verdict.promote else "reject",
-            "gate_reason": verdict.reason, "champion_before": champion or "none"}
+            "gate_reason": verdict.reason, "champion_before": champion or "none",
+            **evidence_tags(verdict, cases)}
+
+
+def with_cases(verdict: Verdict, cases: int) -> Verdict:
+    """``verdict`` with its number of gate cases in the reason, so the outcome line says
+    how much evidence a comparison had. A verdict that compared nothing (no champion, a
+    non-finite challenger) keeps its reason, as does one that counts the cases already."""
+    if verdict.champion is None or f"{cases} gate cases" in verdict.reason:
+        return verdict
+    return replace(verdict, reason=f"{verdict.reason}; {cases} gate cases")
 
 
 def round_outcome(verdict: Verdict, promotion: tuple[bool, str] | None) -> tuple[Outcome, str]:
@@ -139,30 +172,131 @@ def round_outcome(verdict: Verdict, promotion: tuple[bool, str] | None) -> tuple
     return "promoted", "; ".join(filter(None, [verdict.reason, note]))
 
 
+def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | None,
+          settings: Settings, finite: bool, seed: int = 0
+          ) -> tuple[dict[str, GateReport], Verdict]:
+    """Rank the gate's cases with both models alike (the same sampled negatives) and
+    decide (``model.evaluation.gate.decide``) on the full-ranking ranks case by case,
+    each case's user resampled as a unit, with the settings' gain and case count. Returns
+    the reports keyed ``challenger`` and, when there is one, ``champion`` (numbers only:
+    they go to MLflow), and the verdict, its reason counting the cases."""
+    from model.evaluation.gate import decide
+    from model.evaluation.protocols import rank_cases
+
+    def rank(scorer: Scorer) -> CaseRanks:
+        return rank_cases(scorer, cases.users, cases.histories, cases.targets, num_items,
+                          side=cases.side)
+
+    ranked = {"challenger": rank(challenger)}
+    if champion is not None:
+        ranked["champion"] = rank(champion)
+    reports = {who: ranks.report() for who, ranks in ranked.items()}
+    paired = (ranked["challenger"].full, ranked["champion"].full) \
+        if champion is not None else None
+    verdict = decide(reports["challenger"], reports.get("champion"), protocol="full",
+                     min_gain=settings.trainer_min_gain, finite=finite,
+                     min_cases=settings.trainer_min_gate_cases, ranks=paired,
+                     case_users=cases.users, seed=seed)
+    return reports, with_cases(verdict, reports["challenger"]["users"])
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a round trains its challenger and names its MLflow runs: the trainer's rounds
+    (``Trainer.recipe``: the settings' epochs, warm-started from the champion, runs named
+    "trainer") or ``streamrec train --champion`` (its ``--epochs``, a fresh model, runs
+    named after the file). ``params`` join the runs' parameters."""
+
+    epochs: int | None                       # cap; None: early stopping
+    warm_start: bool                         # from the champion's weights
+    label: str
+    params: Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class _RoundData:
     """What a round learns from and is judged on, in the challenger's id space: the
     champion's id maps extended by what the history adds, so both share ids."""
 
-    events: int                              # in the history
-    training_events: int                     # the older part, to train on
-    held_out: int                            # the newest part, for the gate
+    history: list[Event]                     # every event, in time order
+    cut: int                                 # history[:cut] trains, history[cut:] judges
+    records: list[ItemRecord]                # the catalogue (may be empty)
     champion_before: dict[str, str] | None   # the alias as read: promotion compares with it
     champion: Champion | None
     sequences: Sequences                     # of the training part
     cases: Cases                             # the gate's test cases from the held-out part
 
+    @property
+    def events(self) -> int:
+        return len(self.history)
+
+    @property
+    def training_events(self) -> int:
+        return self.cut
+
+    @property
+    def held_out(self) -> int:
+        return len(self.history) - self.cut
+
 
 @dataclass(frozen=True)
 class _Challenger:
     """The trained challenger. ``trained`` is keyed by model kind (``model.evaluation.
-    harness``): ``sasrec`` is the retriever, ``pipeline`` the ranker over its candidates."""
+    harness``): ``sasrec`` is the retriever, ``pipeline`` the ranker over its candidates.
+    ``refit``: fine-tuned on every event after the gate (``Trainer._refit``)."""
 
     trained: dict[str, Trained]
     split: LeaveLastOut
     retriever_cfg: SASRecConfig
     ranker_cfg: NeuMFConfig
     finite: bool                             # every weight finite: a diverged run never wins
+    refit: bool = False
+
+    @property
+    def roles(self) -> dict[str, keras.Model]:
+        """Its models by role, as ``train_with_progress`` warm-starts from them."""
+        retriever, ranker = self.trained["sasrec"].result, self.trained["pipeline"].result
+        assert retriever is not None and ranker is not None
+        return {"retriever": retriever.model, "ranker": ranker.model}
+
+
+def _sequences(events: list[Event], users: list[str], items: list[str], spec: FeatureSpec,
+               records: list[ItemRecord]) -> Sequences:
+    """Sequences of ``events`` whose id maps extend ``users`` and ``items`` (those keep
+    their ids; new ones are appended, so a warm start copies rows one for one), with the
+    catalogue's content where there is one."""
+    from model.content import catalogue_table
+    from model.data import IdMap, build_sequences
+
+    sequences = build_sequences(events, users=IdMap.from_list(users),
+                                items=IdMap.from_list(items), spec=spec)
+    if records:
+        sequences.content = catalogue_table(records, sequences.items.ids)
+    return sequences
+
+
+def gate_cut(events: list[Event], fraction: float, seen_until: int | None) -> int:
+    """Where the gate slice of ``events`` (in time order) begins: the newest ``fraction``,
+    less any event the champion learnt (``seen_until``: the newest event time it trained
+    on, None when its runs do not say). A refit champion learnt every event of its round,
+    so without this the next round's slice would be mostly its own training data, won
+    for it before the challenger is scored; with it, a round with too few new events has
+    too few cases, and the champion stays until more arrive."""
+    from model.data import time_split
+
+    cut = len(time_split(events, 1 - fraction)[0])
+    if seen_until is None:
+        return cut
+    return max(cut, bisect.bisect_right(events, seen_until, key=lambda e: e.ts))
+
+
+def refit_sequences(data: _RoundData) -> Sequences:
+    """Every event of the round, the gate slice included, in id maps that extend the
+    challenger's and with its fitted features, so the refit starts from its weights row
+    for row and users and items first seen in the gate slice get rows of their own."""
+    seqs = data.sequences
+    return _sequences(data.history, seqs.users.to_list(), seqs.items.to_list(), seqs.spec,
+                      data.records)
 
 
 class Trainer:
@@ -224,6 +358,21 @@ class Trainer:
         return retry("reading the champion alias",
                      lambda: alias_versions(self.store, list(ROLE_NAMES)))
 
+    def seen_until(self, versions: dict[str, str]) -> int | None:
+        """The newest event time the models at ``versions`` trained on (their runs'
+        ``trained_until_ts``, the earliest of them), None when no run says (models
+        logged before the parameter existed)."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.store.tracking_uri)
+
+        def read() -> int | None:
+            found = [client.get_run(client.get_model_version(name, version).run_id)
+                     .data.params.get(TRAINED_UNTIL) for name, version in versions.items()]
+            return min((int(v) for v in found if v is not None), default=None)
+
+        return retry("reading what the champion learnt", read)
+
     def run_round(self) -> RoundSummary:
         """One round; a failure is its outcome, never an exception, so a long-running
         trainer survives it. The status says "training" meanwhile, then counts the round,
@@ -241,34 +390,55 @@ class Trainer:
                            last_round=result)
         return result
 
+    def recipe(self) -> Recipe:
+        """The trainer's way to train a challenger: ``trainer_epochs``, warm-started from
+        the champion, its runs named "trainer" and the topic as their data."""
+        s = self.settings
+        return Recipe(s.trainer_epochs, True, "trainer",
+                      {"data": f"topic {s.topic_interactions}"})
+
     def _round(self) -> RoundSummary:
-        """The round's steps in order; with too little history, or no case to judge by,
-        it ends before training (skipped)."""
+        """The topic's history, then ``round_on`` it; with too little history the round
+        ends before training (skipped)."""
         s = self.settings
         events = self.history()
         if len(events) < s.trainer_min_events:
             return RoundSummary("skipped", f"{len(events):,} events in {s.topic_interactions}, "
                                 f"fewer than trainer_min_events ({s.trainer_min_events:,})",
                                 events=len(events))
-        data = self._prepare(events)
+        return self.round_on(events, self.catalogue(), self.recipe())
+
+    def round_on(self, events: list[Event], records: list[ItemRecord], recipe: Recipe
+                 ) -> RoundSummary:
+        """A round's steps in order on ``events`` (in time order) and a catalogue: the
+        trainer's on its topic, ``streamrec train --champion``'s on a file. With no case
+        to judge by, it ends before training (skipped)."""
+        data = self._prepare(events, records)
+        if not data.held_out:
+            return RoundSummary("skipped", "no event newer than those the champion learnt "
+                                "to judge it by", events=data.events)
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
+        champion = data.champion
         log.info("round: %d events, %d for training, newest %d held out; champion %s",
                  data.events, data.training_events, data.held_out,
-                 data.champion.version if data.champion else "none")
-        challenger = self._train(data)
+                 champion.version if champion else "none")
+        challenger = self._train(data.sequences, recipe.epochs, {
+            "retriever": champion.retriever, "ranker": champion.ranker}
+            if champion is not None and recipe.warm_start else None)
         reports, verdict = self._gate(data, challenger)
-        versions = self._log(data, challenger, reports, verdict)
-        outcome, reason = self._settle(versions, verdict, data.champion_before)
+        if verdict.promote:
+            challenger, verdict = self._refit(data, challenger, verdict)
+        versions = self._log(data, challenger, reports, verdict, recipe)
+        outcome, reason = self._settle(versions, verdict, data.champion_before,
+                                       reports["challenger"]["users"])
         return RoundSummary(outcome, reason, versions, data.events)
 
-    def _prepare(self, events: list[Event]) -> _RoundData:
-        """Load the champion, if any, and cut the history by time: the newest
-        ``trainer_holdout_fraction`` is held out for the gate, the rest becomes training
-        sequences whose id maps extend the champion's."""
-        from model.content import catalogue_table
-        from model.data import IdMap, build_sequences, time_split
+    def _prepare(self, events: list[Event], records: list[ItemRecord]) -> _RoundData:
+        """Load the champion, if any, and cut the history by time (``gate_cut``): the
+        newest events are held out for the gate, the rest becomes training sequences whose
+        id maps extend the champion's."""
         from model.evaluation.gate import gate_cases
         from streams.registry import load_champion
 
@@ -276,96 +446,119 @@ class Trainer:
         before = self.champion_versions()
         champion = retry("loading the champion", lambda: load_champion(self.store)) \
             if before else None
-        past, recent = time_split(events, 1 - s.trainer_holdout_fraction)
-        sequences = build_sequences(
-            past, users=IdMap.from_list(champion.users.to_list()) if champion else None,
-            items=IdMap.from_list(champion.items.to_list()) if champion else None,
-            spec=s.feature_spec())
-        if records := self.catalogue():
-            sequences.content = catalogue_table(records, sequences.items.ids)
+        cut = gate_cut(events, s.trainer_holdout_fraction,
+                       self.seen_until(before) if before else None)
+        past, recent = events[:cut], events[cut:]
+        sequences = _sequences(past, champion.users.to_list() if champion else [],
+                               champion.items.to_list() if champion else [], s.feature_spec(),
+                               records)
+        if sequences.content is not None:
             log.info("round: %d catalogue records, %d of %d items described", len(records),
                      sequences.content.covered, sequences.num_items)
-        return _RoundData(len(events), len(past), len(recent), before, champion, sequences,
+        return _RoundData(events, len(past), records, before, champion, sequences,
                           gate_cases(sequences, recent))
 
-    def _train(self, data: _RoundData) -> _Challenger:
-        """Train the challenger's retriever (SASRec) and ranker (NeuMF) on the training
-        sequences, each warm-started from the champion's model in its role: a round
-        refines the champion rather than starting over."""
+    def _train(self, sequences: Sequences, epochs: int | None,
+               init: dict[str, keras.Model] | None) -> _Challenger:
+        """Train a retriever (SASRec) and a ranker (NeuMF) on ``sequences``, each
+        warm-started from ``init``'s model in its role when given: a round refines the
+        champion rather than starting over, and a refit continues the challenger."""
         from model.data import leave_last_out
         from model.weights import all_finite
         from services.training_run import train_with_progress
 
-        champion = data.champion
-        split = leave_last_out(data.sequences)
+        split = leave_last_out(sequences)
         trained, retriever_cfg, ranker_cfg = train_with_progress(
-            split, ["sasrec", "pipeline"], self.settings, self.settings.trainer_epochs, self.seed,
-            init={"retriever": champion.retriever, "ranker": champion.ranker}
-            if champion else None)
+            split, ["sasrec", "pipeline"], self.settings, epochs, self.seed, init=init)
         finite = all(t.result is not None and all_finite(t.result.model)
                      for t in trained.values())
         return _Challenger(trained, split, retriever_cfg, ranker_cfg, finite)
 
     def _gate(self, data: _RoundData, challenger: _Challenger
               ) -> tuple[dict[str, GateReport], Verdict]:
-        """Score the challenger's pipeline and the champion's alike on the held-out cases
-        (the champion through ``KnownPrefix``, in the challenger's id space), then decide.
-        Returns the reports keyed ``challenger`` and, when there is one, ``champion``."""
-        from model.evaluation.gate import KnownPrefix, decide
-        from model.evaluation.protocols import evaluate_cases
+        """Judge the challenger's pipeline against the champion's (``judge``), the
+        champion through ``KnownPrefix``, in the challenger's id space."""
+        from model.evaluation.gate import KnownPrefix
         from model.pipeline import PipelineScorer
 
-        cases, items = data.cases, data.sequences.num_items
+        items, champion = data.sequences.num_items, None
+        if (c := data.champion) is not None:
+            cfg = challenger.ranker_cfg
+            champion = KnownPrefix(PipelineScorer.of(c.retriever, c.ranker, cfg.candidates,
+                                                     exclude_seen=False,
+                                                     head_weights=cfg.head_weights),
+                                   len(c.users), len(c.items), items)
+        return judge(data.cases, items, challenger.trained["pipeline"].scorer, champion,
+                     self.settings, challenger.finite, self.seed)
 
-        def score(scorer: Scorer) -> GateReport:
-            return evaluate_cases(scorer, cases.users, cases.histories, cases.targets, items,
-                                  side=cases.side)
+    def _refit(self, data: _RoundData, challenger: _Challenger, verdict: Verdict
+               ) -> tuple[_Challenger, Verdict]:
+        """The gated challenger fine-tuned on every event, the gate slice included, for
+        ``trainer_refit_epochs`` (0: returned as gated): it never saw the newest events,
+        which are the ones a champion must know, and users and items first seen there
+        would have no rows of their own until the next round.
 
-        reports = {"challenger": score(challenger.trained["pipeline"].scorer)}
-        if (champion := data.champion) is not None:
-            reports["champion"] = score(KnownPrefix(
-                PipelineScorer.of(champion.retriever, champion.ranker,
-                                  challenger.ranker_cfg.candidates, exclude_seen=False,
-                                  head_weights=challenger.ranker_cfg.head_weights),
-                len(champion.users), len(champion.items), items))
-        verdict = decide(reports["challenger"], reports.get("champion"),
-                         min_gain=self.settings.trainer_min_gain, finite=challenger.finite,
-                         min_cases=self.settings.trainer_min_gate_cases)
-        return reports, verdict
+        A fine-tune from its weights, not training anew: a few epochs instead of the
+        whole run, and the same model the gate judged, moved by the newest events.
+        Early stopping still scores the starting point, so the refit never ends worse
+        on validation (each user's second-newest event, mostly in the gate slice) than
+        the gated weights with rows added; as everywhere, each user's newest two events
+        stay out of training, for validation and the test metrics. A refit that diverges
+        is not promoted."""
+        epochs = self.settings.trainer_refit_epochs
+        if not epochs:
+            return challenger, verdict
+        everything = refit_sequences(data)
+        refit = replace(self._train(everything, epochs, challenger.roles), refit=True)
+        log.info("refit: %d epochs on all %d events (%d in the gate slice), %d users and "
+                 "%d items (%d and %d new since the cut); best epochs %s", epochs,
+                 data.events, data.held_out, everything.num_users, everything.num_items,
+                 everything.num_users - data.sequences.num_users,
+                 everything.num_items - data.sequences.num_items,
+                 {name: t.result.best_epoch for name, t in refit.trained.items() if t.result})
+        if not refit.finite:
+            return challenger, replace(verdict, promote=False, reason=(
+                f"{verdict.reason}; but its refit on all {data.events:,} events has "
+                "non-finite weights"))
+        return refit, verdict
 
-    def _log(self, data: _RoundData, challenger: _Challenger,
-             reports: dict[str, GateReport], verdict: Verdict) -> dict[str, str]:
+    def _log(self, data: _RoundData, challenger: _Challenger, reports: dict[str, GateReport],
+             verdict: Verdict, recipe: Recipe) -> dict[str, str]:
         """Register the challenger in MLflow whatever the verdict, so a rejected one can be
         inspected: a run per model with its config, both models' gate metrics, the
         verdict's tags and the comparison chart; the alias stays where it is. Returns the
         registered {name: version}."""
         from streams.registry import comparison_figure, log_trained
 
-        s = self.settings
+        s, cases = self.settings, reports["challenger"]["users"]
+        trained = challenger.split.sequences.interactions()  # the oldest events, in order
         logged = log_trained(
-            self.store, s.mlflow_experiment, challenger.trained, challenger.split, "trainer",
+            self.store, s.mlflow_experiment, challenger.trained, challenger.split, recipe.label,
             {"sasrec": challenger.retriever_cfg.to_dict(),
              "neumf": challenger.ranker_cfg.to_dict()},
-            {"data": f"topic {s.topic_interactions}", "events": data.events,
-             "gate_events": data.held_out, "gate_cases": reports["challenger"]["users"]},
+            {**recipe.params, "events": data.events, "gate_events": data.held_out,
+             "gate_cases": cases, "trained_events": trained,
+             TRAINED_UNTIL: data.history[trained - 1].ts,
+             "refit_epochs": s.trainer_refit_epochs if challenger.refit else 0},
             metrics=gate_metrics(reports),
-            tags=gate_tags(verdict, data.champion.version if data.champion else None),
+            tags=gate_tags(verdict, data.champion.version if data.champion else None, cases),
             figures={"champion_vs_challenger.png": comparison_figure(
                 reports, f"gate: newest {data.held_out:,} events, {verdict.metric}")})
         return {name: version for run in logged.values()
                 for name, version in run.versions.items()}
 
     def _settle(self, versions: dict[str, str], verdict: Verdict,
-                expected: dict[str, str] | None) -> tuple[Outcome, str]:
+                expected: dict[str, str] | None, cases: int) -> tuple[Outcome, str]:
         """Promote the registered challenger when the gate says so, then tag its versions
-        with the round's outcome and reason, so the registry tells why a version is, or
-        is not, the champion."""
+        with the round's outcome, reason and evidence, so the registry tells why a version
+        is, or is not, the champion."""
         from streams.registry import tag_versions
 
         outcome, reason = round_outcome(
             verdict, self.promote(versions, expected) if verdict.promote else None)
         retry("tagging the versions", lambda: tag_versions(
-            self.store, versions, {"gate_verdict": outcome, "gate_reason": reason}))
+            self.store, versions, {"gate_verdict": outcome, "gate_reason": reason,
+                                   **evidence_tags(verdict, cases)}))
         return outcome, reason
 
     def promote(self, versions: dict[str, str], expected: dict[str, str] | None

@@ -13,6 +13,7 @@ for the models that use them, None where the cases have none.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -64,6 +65,42 @@ def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray]
                    seed: int = 0, batch_size: int = 256, side: Side | None = None) -> dict:
     """Both protocols over test cases (user, history, target); a user may have several.
     ``side`` row i belongs to case i."""
+    return rank_cases(model, users, histories, targets, num_items, num_negatives, seed,
+                      batch_size, side).report(k)
+
+
+@dataclass(frozen=True)
+class CaseRanks:
+    """Each case's 0-based rank of its target in both protocols, and what the report needs
+    beside them. The gate compares two models case by case (``model.evaluation.gate.
+    decide``), so the ranks behind the means must outlive them; they stay here, out of
+    the report, which goes to JSON and MLflow and so holds numbers only."""
+
+    full: np.ndarray              # among all items the case's user has not interacted with
+    full_candidates: np.ndarray   # how many items each full ranking ranked
+    sampled: np.ndarray           # among ``num_negatives`` sampled unseen items
+    top: np.ndarray               # [cases, 10] each case's top-10 items (full ranking)
+    num_items: int
+    num_negatives: int
+
+    def report(self, k: int = 10) -> dict:
+        """The protocols' figures: ``{"sampled": {...}, "full": {...}, "users": cases}``."""
+        full, samp = self.full, self.sampled
+        return {
+            "sampled": {f"HR@{k}": hit_rate(samp, k), f"NDCG@{k}": ndcg(samp, k),
+                        "MRR": mrr(samp), "AUC": auc(samp, self.num_negatives)},
+            "full": {f"HR@{k}": hit_rate(full, k), f"NDCG@{k}": ndcg(full, k), "MRR": mrr(full),
+                     "AUC": auc(full, self.full_candidates),
+                     "coverage@10": coverage(self.top, self.num_items)},
+            "users": int(len(full)),
+        }
+
+
+def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
+               targets: np.ndarray, num_items: int, num_negatives: int = 100, seed: int = 0,
+               batch_size: int = 256, side: Side | None = None) -> CaseRanks:
+    """``evaluate_cases`` before the means: every case's ranks (same cases, same sampled
+    negatives for a given ``seed``, so two models ranked alike pair up case by case)."""
     seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)], num_items)
     negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed))
     full_r, full_n, samp_r, tops = [], [], [], []
@@ -72,15 +109,8 @@ def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray]
         scores = model.score(users[sl], histories[sl], side[sl] if side is not None else None)
         f, n, s, top = _ranks(scores, histories[sl], targets[sl], negatives[sl])
         full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
-    full, full_count, samp = np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r)
-    return {
-        "sampled": {f"HR@{k}": hit_rate(samp, k), f"NDCG@{k}": ndcg(samp, k), "MRR": mrr(samp),
-                    "AUC": auc(samp, num_negatives)},
-        "full": {f"HR@{k}": hit_rate(full, k), f"NDCG@{k}": ndcg(full, k), "MRR": mrr(full),
-                 "AUC": auc(full, full_count),
-                 "coverage@10": coverage(np.concatenate(tops), num_items)},
-        "users": int(len(users)),
-    }
+    return CaseRanks(np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r),
+                     np.concatenate(tops), num_items, num_negatives)
 
 
 def evaluate_next_click(model: Scorer, sessions: list[np.ndarray], k: int = 20,

@@ -51,7 +51,7 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
             producer.send(e)
         producer.produce(topics["STREAMREC_TOPIC_INTERACTIONS"], b"u1", b"{broken")
 
-    first = _trainer(env, status)
+    first = _trainer(env, status, "--refit-epochs", "0")
     assert (first.outcome, first.reason) == ("promoted", "no champion yet"), first
     assert first.versions == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}

@@ -1,26 +1,38 @@
 """The trainer's pure parts and its status reporting, without Kafka, Redis or MLflow: how a
-round's gate becomes MLflow metrics and tags, how the verdict and the promotion make the
-outcome, when a round is due, and what the status file says before, during and after."""
+round's gate judges and becomes MLflow metrics and tags, how the verdict and the promotion
+make the outcome, when a round is due, and what the status file says before, during and
+after; and one whole round against a local MLflow store, whose promoted models must know
+the gate slice."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pytest
 
-from model.evaluation.gate import Verdict
+from model.data import build_sequences, leave_last_out, time_split
+from model.evaluation.gate import Cases, Verdict, gate_cases
 from services.settings import Settings
 from services.trainer import (
     Trainer,
     describe_round,
+    evidence_tags,
+    gate_cut,
     gate_metrics,
     gate_tags,
+    judge,
+    refit_sequences,
     round_due,
     round_outcome,
+    with_cases,
 )
 from streams.events import Event
 from streams.status import RoundSummary, TrainerStatus, read_status
+from streams.synthetic import SyntheticConfig, generate
 
 REPORT = {"full": {"HR@10": 0.5, "NDCG@10": 0.25, "MRR": 0.2},
           "sampled": {"HR@10": 0.75, "NDCG@10": 0.5}, "users": 40}
@@ -39,12 +51,105 @@ def test_gate_metrics_name_each_model_protocol_and_metric_without_at_signs() -> 
         "gate_champion_sampled_HR_at_10": 0.75, "gate_champion_sampled_NDCG_at_10": 0.5}
 
 
-def test_gate_tags_say_the_verdict_why_and_which_champion_it_faced() -> None:
-    assert gate_tags(PROMOTE, "streamrec-retriever:v1+streamrec-ranker:v1") == {
+def test_gate_tags_say_the_verdict_why_which_champion_it_faced_and_the_evidence() -> None:
+    sure = replace(PROMOTE, interval=(0.0123, 0.04567))
+    assert gate_tags(sure, "streamrec-retriever:v1+streamrec-ranker:v1", 240) == {
         "gate_verdict": "promote", "gate_reason": PROMOTE.reason,
-        "champion_before": "streamrec-retriever:v1+streamrec-ranker:v1"}
-    assert gate_tags(REJECT, None) == {"gate_verdict": "reject", "gate_reason": REJECT.reason,
-                                       "champion_before": "none"}
+        "champion_before": "streamrec-retriever:v1+streamrec-ranker:v1",
+        "gate_cases": "240", "gate_interval": "[+0.0123, +0.0457]"}
+    assert gate_tags(REJECT, None, 12) == {"gate_verdict": "reject", "gate_reason": REJECT.reason,
+                                           "champion_before": "none", "gate_cases": "12",
+                                           "gate_interval": "none"}
+    assert evidence_tags(sure, 240) == {"gate_cases": "240", "gate_interval": "[+0.0123, +0.0457]"}
+
+
+def test_a_comparison_says_how_many_cases_it_stood_on() -> None:
+    assert with_cases(PROMOTE, 240).reason == f"{PROMOTE.reason}; 240 gate cases"
+    # Nothing was compared, or the reason counts them already: said once.
+    first = Verdict(True, "no champion yet", "full NDCG@10", None, 0.3)
+    assert with_cases(first, 240) == first
+    few = replace(REJECT, reason="... on only 150 gate cases (200 needed to compare)")
+    assert with_cases(few, 150) == few
+
+
+class _Knows:
+    """A scorer that ranks the target of every case in ``known`` first and scores the rest
+    at random (the same draws for every ``_Knows`` of one seed): a case is known by its
+    user and history length, which differ between one user's cases."""
+
+    name = "knows"
+
+    def __init__(self, known: dict[tuple[int, int], int], num_items: int, seed: int = 0
+                 ) -> None:
+        self.known, self.num_items = known, num_items
+        self.rng = np.random.default_rng(seed)
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+              ) -> np.ndarray:
+        out = self.rng.random((len(users), self.num_items + 1))
+        for row, (user, history) in enumerate(zip(users, histories)):
+            if (target := self.known.get((int(user), len(history)))) is not None:
+                out[row, target] = 2.0
+        return out
+
+
+def _gate_slice() -> tuple[Cases, int, list[tuple[tuple[int, int], int]]]:
+    """The gate cases of a synthetic log's newest 20%, the item count, and each case's
+    key and target in case order."""
+    past, recent = time_split(list(generate(SyntheticConfig(users=60, items=40, events=3000,
+                                                            seed=1))), 0.8)
+    seqs = build_sequences(past)
+    cases = gate_cases(seqs, recent)
+    keys = [((int(u), len(h)), int(t))
+            for u, h, t in zip(cases.users, cases.histories, cases.targets)]
+    return cases, seqs.num_items, keys
+
+
+def _first(cases: Cases, n: int) -> Cases:
+    return Cases(cases.users[:n], cases.histories[:n], cases.targets[:n], cases.side[:n])
+
+
+def test_the_gate_promotes_a_sure_gain_and_says_its_interval_and_case_count(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    cases, items, keys = _gate_slice()
+    n = len(keys)
+    assert n >= 300
+    better = _Knows(dict(keys[: n // 2]), items)     # knows half the targets
+    worse = _Knows(dict(keys[: n // 8]), items)      # an eighth
+    reports, verdict = judge(cases, items, better, worse, Settings(), finite=True)
+    assert verdict.promote, verdict
+    assert verdict.interval is not None and verdict.interval[0] > 0
+    assert "interval" in verdict.reason and verdict.reason.endswith(f"; {n} gate cases")
+    assert reports["challenger"]["users"] == reports["champion"]["users"] == n
+    assert reports["challenger"]["full"]["HR@10"] >= 0.5
+    orjson.dumps(reports)  # numbers only: the reports go to MLflow and JSON
+    # The other way round, the champion stays.
+    reports, verdict = judge(cases, items, worse, better, Settings(), finite=True)
+    assert not verdict.promote and "does not beat" in verdict.reason
+
+
+def test_the_gate_keeps_the_champion_on_a_gain_that_may_be_luck_or_too_few_cases(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    cases, items, keys = _gate_slice()
+    n = len(keys)
+    # One case in hundreds apart: a higher mean, but an interval reaching down to zero.
+    _, verdict = judge(cases, items, _Knows(dict(keys[: n // 2 + 1]), items),
+                       _Knows(dict(keys[: n // 2]), items), Settings(), finite=True)
+    assert not verdict.promote and verdict.interval is not None
+    assert verdict.interval[0] <= 0 and "not above zero" in verdict.reason
+    # A sure gain over fewer cases than the settings' minimum (200 by default).
+    _, verdict = judge(_first(cases, 150), items, _Knows(dict(keys[:75]), items),
+                       _Knows({}, items), Settings(), finite=True)
+    assert not verdict.promote and "on only 150 gate cases (200 needed" in verdict.reason
+    _, verdict = judge(_first(cases, 150), items, _Knows(dict(keys[:75]), items),
+                       _Knows({}, items), Settings(trainer_min_gate_cases=100), finite=True)
+    assert verdict.promote and "150 gate cases" in verdict.reason
+    # No champion: the first sound challenger wins, with nothing to compare.
+    reports, verdict = judge(cases, items, _Knows({}, items), None, Settings(), finite=True)
+    assert (verdict.promote, verdict.reason, verdict.interval) == (True, "no champion yet", None)
+    assert set(reports) == {"challenger"}
 
 
 def test_the_outcome_follows_the_gate_then_the_promotion() -> None:
@@ -145,6 +250,88 @@ def test_a_failed_round_is_an_outcome_and_the_next_one_is_counted_too(
     assert trainer.run_round() == RoundSummary("failed", "RuntimeError: disk on fire")
     assert trainer.run_round().outcome == "failed"
     assert _status(tmp_path).rounds == 2
+
+
+def test_the_gate_slice_holds_no_event_the_champion_learnt() -> None:
+    events = [Event(f"00000000-0000-4000-8000-{i:012d}", "u", "i", "click", ts)
+              for i, ts in enumerate([1, 2, 3, 4, 5, 6, 7, 8, 8, 8])]
+    assert gate_cut(events, 0.2, None) == 8                  # the newest 20%
+    assert gate_cut(events, 0.2, 5) == 8                     # the champion learnt older ones
+    assert gate_cut(events, 0.2, 7) == 8
+    assert gate_cut(events, 0.2, 8) == 10                    # all of it: nothing to judge by
+    assert gate_cut(events, 0.5, 6) == 6
+
+
+def _log_with_a_new_item(fresh: str = "fresh-item") -> list[Event]:
+    """A synthetic log in which ``fresh`` first appears in the newest 10% (the gate slice),
+    in the middle of several users' sequences (so that training, not only validation,
+    sees it)."""
+    events = list(generate(SyntheticConfig(users=80, items=60, events=2500, seed=5)))
+    cut = int(len(events) * 0.9)
+    for i in range(cut + 2, len(events) - 30, 6):
+        events[i] = Event(events[i].event_id, events[i].user_id, fresh, events[i].event_type,
+                          events[i].ts)
+    return events
+
+
+def test_the_refit_learns_every_event_in_id_maps_that_extend_the_challengers(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    trainer = _trainer(tmp_path)
+    clean_env.setattr(trainer, "champion_versions", lambda: None)
+    events = _log_with_a_new_item()
+    data = trainer._prepare(events, [])
+    everything = refit_sequences(data)
+    known = data.sequences.items.to_list()
+    assert "fresh-item" not in known and data.sequences.interactions() == data.cut
+    assert everything.items.to_list()[:len(known)] == known  # rows keep their meaning
+    assert everything.users.to_list()[:data.sequences.num_users] == \
+        data.sequences.users.to_list()
+    assert everything.interactions() == len(events)
+    fresh = everything.items.get("fresh-item")
+    assert any(fresh in h for h in leave_last_out(everything).train)
+
+
+def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """A whole round, against a local MLflow store (the promotion's lock and announcement
+    stubbed: they need Redis and Kafka): the challenger learns the older 90% and is judged
+    on the newest 10%; what is registered and promoted is its refit on all of it. The next
+    round on the same history has no event the champion has not learnt to judge by."""
+    from mlflow.tracking import MlflowClient
+
+    from streams.registry import RETRIEVER_NAME, load_champion, set_champion
+
+    trainer = _trainer(tmp_path, trainer_min_events=1, trainer_epochs=1,
+                       trainer_refit_epochs=1)
+    events = _log_with_a_new_item()
+
+    def promote(versions: dict[str, str], expected: object) -> tuple[bool, str]:
+        set_champion(trainer.store, versions)
+        return True, ""
+
+    clean_env.setattr(trainer, "history", lambda: events)
+    clean_env.setattr(trainer, "catalogue", lambda: [])
+    clean_env.setattr(trainer, "promote", promote)
+    result = trainer.run_round()
+    assert (result.outcome, result.reason) == ("promoted", "no champion yet"), result
+    champion = load_champion(trainer.store)
+    assert champion.versions == result.versions
+    fresh = champion.items.get("fresh-item")
+    assert fresh, "the promoted models never saw the gate slice"
+    table = np.asarray(champion.retriever.item_embeddings())
+    assert table.shape[0] == len(champion.items) + 1 > fresh
+    client = MlflowClient(tracking_uri=trainer.store.tracking_uri)
+    run = client.get_run(client.get_model_version(RETRIEVER_NAME,
+                                                  result.versions[RETRIEVER_NAME]).run_id)
+    assert run.data.params["trained_events"] == str(len(events))
+    assert run.data.params["trained_until_ts"] == str(events[-1].ts)
+    assert run.data.params["refit_epochs"] == "1"
+    assert run.data.tags["gate_cases"] == run.data.params["gate_cases"]
+    again = trainer.run_round()
+    assert again.outcome == "skipped" and "newer than those the champion learnt" in \
+        again.reason, again
 
 
 class _Sizes:

@@ -1,0 +1,111 @@
+"""``streamrec train --champion`` once a champion exists: through the trainer's gate unless
+``--force``; the first champion, and ``--force``, train as before. The round itself is
+stubbed (``tests/unit/test_trainer_round.py`` runs a real one): these tests are about
+which path the command takes and what it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.trainer import Recipe, Trainer
+from streams.events import Event
+from streams.status import RoundSummary
+from streams.synthetic import SyntheticConfig, generate
+
+CHAMPION = {"streamrec-retriever": "1", "streamrec-ranker": "1"}
+CHALLENGER = {"streamrec-retriever": "2", "streamrec-ranker": "2"}
+WHY = ("full NDCG@10 0.2100 > champion 0.2000 (+0% needed); per-case gain 95% interval "
+       "[-0.0100, +0.0300] not above zero; 250 gate cases")
+
+
+class _Ungated(Exception):
+    """Raised where the command trains without the gate."""
+
+
+@pytest.fixture
+def log(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A small log, a local state folder, and training without the gate stubbed out."""
+    clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path / "state"))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(e.to_json() + b"\n" for e in generate(
+        SyntheticConfig(users=20, items=15, events=300, seed=3))))
+
+    def ungated(*_: object, **__: object) -> None:
+        raise _Ungated
+
+    clean_env.setattr("services.cli_models.train_with_progress", ungated)
+    return path
+
+
+def _registry(monkeypatch: pytest.MonkeyPatch, champion: dict[str, str] | None,
+              summary: RoundSummary | None = None) -> list[tuple[int, Recipe]]:
+    """The registry's champion as ``champion``; a gated round ends as ``summary``. Returns
+    the rounds run: (events, recipe)."""
+    rounds: list[tuple[int, Recipe]] = []
+
+    def round_on(self: Trainer, events: list[Event], records: list, recipe: Recipe
+                 ) -> RoundSummary:
+        rounds.append((len(events), recipe))
+        assert summary is not None, "gated without a champion"
+        return summary
+
+    monkeypatch.setattr(Trainer, "champion_versions", lambda self: champion)
+    monkeypatch.setattr(Trainer, "round_on", round_on)
+    return rounds
+
+
+def _train(log: Path, *args: str) -> object:
+    return CliRunner().invoke(app, ["train", "--data", str(log), "--format", "jsonl",
+                                    "--epochs", "3", *args])
+
+
+def test_a_refused_challenger_exits_1_with_the_gates_reason_in_one_line(
+    log: Path, clean_env: pytest.MonkeyPatch,
+) -> None:
+    rounds = _registry(clean_env, CHAMPION, RoundSummary("rejected", WHY, CHALLENGER, 300))
+    result = _train(log, "--champion")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == (
+        f"rejected: {WHY}; challenger streamrec-retriever:v2+streamrec-ranker:v2; "
+        "--force promotes without the gate")
+    # The trainer's round on the file: a fresh model, capped as asked, runs named after it.
+    assert rounds == [(300, Recipe(3, False, "events", {"data": str(log), "format": "jsonl"}))]
+
+
+def test_a_challenger_that_passes_the_gate_is_promoted_by_the_round(
+    log: Path, clean_env: pytest.MonkeyPatch,
+) -> None:
+    why = WHY.replace("[-0.0100", "[+0.0100").replace("not above", "above")
+    _registry(clean_env, CHAMPION, RoundSummary("promoted", why, CHALLENGER, 300))
+    result = _train(log, "--champion")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"promoted: {why}")
+
+
+@pytest.mark.parametrize(("champion", "args"), [
+    (None, ["--champion"]),                 # the first champion: nothing to compare with
+    (CHAMPION, ["--champion", "--force"]),  # forced past the gate
+    (CHAMPION, []),                         # not for the champion: no gate
+    (CHAMPION, ["--champion", "--no-register"]),  # nothing registered, nothing promoted
+])
+def test_without_a_champion_or_with_force_it_trains_as_before(
+    log: Path, clean_env: pytest.MonkeyPatch, champion: dict[str, str] | None,
+    args: list[str],
+) -> None:
+    rounds = _registry(clean_env, champion)
+    result = _train(log, *args)
+    assert isinstance(result.exception, _Ungated), result.output
+    assert rounds == []
+
+
+def test_the_gate_judges_retriever_and_ranker_together(
+    log: Path, clean_env: pytest.MonkeyPatch,
+) -> None:
+    rounds = _registry(clean_env, CHAMPION)
+    result = _train(log, "--champion", "--model", "sasrec")
+    assert result.exit_code == 2 and "needs --model all" in result.output
+    assert rounds == []

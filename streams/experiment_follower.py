@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka_client import KafkaConnection
 from streams.backoff import Backoff
-from streams.experiment import POPULARITY, Experiment, InvalidExperiment, parse_experiment
-from streams.experiment_store import running, write_tallies
+from streams.experiment import POPULARITY, Experiment
+from streams.experiment_store import newest, running, write_tallies
 from streams.experiments import LiveExperiment
 from streams.messages import CHAMPION
 from streams.metrics import WorkerMetrics
@@ -130,21 +130,6 @@ class ExperimentSlot:
                           live.name, v.name, v.model, exc)
 
 
-def _newest(messages: list[Any]) -> dict[str, Experiment | None]:
-    """The newest readable declaration per experiment name in a poll (None: a tombstone)."""
-    found: dict[str, Experiment | None] = {}
-    for m in messages:
-        name = (m.key or b"").decode(errors="replace")
-        if m.value is None:
-            found[name] = None
-            continue
-        try:
-            found[name] = parse_experiment(m.value)
-        except InvalidExperiment as exc:
-            log.warning("experiment record %r skipped: %s", name, exc)
-    return found
-
-
 async def follow_experiments(kafka: KafkaConnection, topic: str, slot: ExperimentSlot,
                              redis: Any, worker_id: str,
                              flush_every_s: float = FLUSH_EVERY_S) -> None:
@@ -163,7 +148,7 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
         await consumer.seek_to_beginning(*tps)
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
-            found = _newest([m for records in batch.values() for m in records])
+            found = newest(m for records in batch.values() for m in records)
             if found:
                 for name, experiment in found.items():
                     if experiment is None:

@@ -7,6 +7,7 @@ here; workers follow the topic (``streams.experiment_follower``) and write their
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -39,20 +40,27 @@ def declare(kafka: KafkaConnection, topic: str, experiment: Experiment,
                            f"{producer.stats.last_error}")
 
 
-def declarations(kafka: KafkaConnection, topic: str) -> dict[str, Experiment]:
-    """The newest declaration of every experiment on the topic (an unreadable record is
-    logged and skipped; a tombstone forgets its experiment)."""
-    found: dict[str, Experiment] = {}
-    for record in read_to_end(kafka, topic):
+def newest(records: Iterable[Any]) -> dict[str, Experiment | None]:
+    """The newest declaration per experiment name among ``records`` (anything with ``key``
+    and ``value``, in offset order); None for a tombstone; an unreadable record is logged
+    and skipped."""
+    found: dict[str, Experiment | None] = {}
+    for record in records:
         name = (record.key or b"").decode(errors="replace")
         if record.value is None:
-            found.pop(name, None)
+            found[name] = None
             continue
         try:
             found[name] = parse_experiment(record.value)
         except InvalidExperiment as exc:
             log.warning("experiment record %r skipped: %s", name, exc)
     return found
+
+
+def declarations(kafka: KafkaConnection, topic: str) -> dict[str, Experiment]:
+    """The newest declaration of every experiment on the topic (a tombstone forgets its
+    experiment)."""
+    return {name: e for name, e in newest(read_to_end(kafka, topic)).items() if e is not None}
 
 
 def running(found: dict[str, Experiment]) -> Experiment | None:

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
                                       "the promoted models fine-tune on every event, the "
                                       "gate slice included (0: promote them as gated)")
     trainer_min_events: int = Field(1000, ge=1)
+    trainer_promotion: Literal["gate", "experiment"] = Field(
+        "gate", description="gate: a challenger the gate passes becomes the champion; "
+        "experiment: it goes live against the champion first, and later rounds promote it "
+        "only if the live experiment says it wins (services/trainer_trial.py)")
+    trainer_trial_mode: Literal["ab", "interleave"] = Field(
+        "interleave", description="the live trial's mode: interleaving decides with far "
+        "fewer events (docs/BENCHMARKS.md, Experiments)")
+    trainer_trial_max_hours: float = Field(24.0, gt=0, description="a live trial still "
+                                           "undecided after this long ends; the champion stays")
 
     topic_interactions: str = "interactions"
     topic_dlq: str = "interactions.dlq"

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.settings import Settings
 from services.stack import mlflow_store
+from services.trainer_trial import LiveTrial
 from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, parse
 from streams.messages import version_string
@@ -309,6 +310,8 @@ class Trainer:
         self.store = mlflow_store(settings)
         self.store.ensure()
         self.status = StatusFile(status_file, TrainerStatus())
+        self.trial = LiveTrial(settings, self.store, self.promote, self.champion_versions) \
+            if settings.trainer_promotion == "experiment" else None
 
     def history(self) -> list[Event]:
         """Valid events of the interactions topic, in event-time order (ties by id)."""
@@ -401,6 +404,8 @@ class Trainer:
         """The topic's history, then ``round_on`` it; with too little history the round
         ends before training (skipped)."""
         s = self.settings
+        if self.trial is not None and (settled := self.trial.settle()) is not None:
+            return settled  # a live trial ran: concluded now, or still undecided
         events = self.history()
         if len(events) < s.trainer_min_events:
             return RoundSummary("skipped", f"{len(events):,} events in {s.topic_interactions}, "
@@ -549,13 +554,18 @@ class Trainer:
 
     def _settle(self, versions: dict[str, str], verdict: Verdict,
                 expected: dict[str, str] | None, cases: int) -> tuple[Outcome, str]:
-        """Promote the registered challenger when the gate says so, then tag its versions
+        """Promote the registered challenger when the gate says so (with
+        ``trainer_promotion=experiment``, once a live trial says so), then tag its versions
         with the round's outcome, reason and evidence, so the registry tells why a version
         is, or is not, the champion."""
         from streams.registry import tag_versions
 
-        outcome, reason = round_outcome(
-            verdict, self.promote(versions, expected) if verdict.promote else None)
+        if verdict.promote and expected is not None and self.trial is not None:
+            trial = self.trial.start(versions)  # users judge it before it is promoted
+            outcome, reason = trial.outcome, trial.reason
+        else:
+            outcome, reason = round_outcome(
+                verdict, self.promote(versions, expected) if verdict.promote else None)
         retry("tagging the versions", lambda: tag_versions(
             self.store, versions, {"gate_verdict": outcome, "gate_reason": reason,
                                    **evidence_tags(verdict, cases)}))

@@ -52,13 +52,15 @@ def parse_variant(text: str) -> tuple[str, str, float]:
 
 
 def new_experiment(name: str, variants: Sequence[tuple[str, str, float]], mode: str = "ab",
-                   salt: str | None = None, holdback: float = 0.0) -> Experiment:
-    """A running experiment declared now; ``ExperimentRefused`` for a broken rule."""
+                   salt: str | None = None, holdback: float = 0.0,
+                   started_us: int | None = None) -> Experiment:
+    """A running experiment declared now (or at ``started_us``); ``ExperimentRefused``
+    for a broken rule."""
     try:
         return Experiment(name=name, variants=[Variant(name=n, model=m, share=s)
                                                for n, m, s in variants],
                           mode=mode, salt=salt or name, holdback=holdback,  # type: ignore[arg-type]
-                          started_us=time.time_ns() // 1000)
+                          started_us=started_us or time.time_ns() // 1000)
     except ValidationError as exc:
         raise ExperimentRefused(one_line(exc)) from None
 

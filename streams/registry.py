@@ -152,13 +152,15 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
     return versions
 
 
-def set_champion(store: MlflowStore, versions: Mapping[str, str]) -> None:
-    """Point the ``champion`` alias of each registered name at its version."""
+def set_champion(store: MlflowStore, versions: Mapping[str, str], alias: str = CHAMPION
+                 ) -> None:
+    """Point ``alias`` (the ``champion``, or e.g. the ``challenger`` of a live trial) of each
+    registered name at its version."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=store.tracking_uri)
     for name, version in versions.items():
-        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_registered_model_alias(name, alias, version)
 
 
 def tag_versions(store: MlflowStore, versions: Mapping[str, str], tags: Mapping[str, str]

@@ -17,7 +17,9 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 
-Outcome = Literal["promoted", "rejected", "skipped", "failed"]
+# "trial": the gate passed and the challenger went live against the champion in an
+# experiment (``trainer_promotion=experiment``), or such a trial is still undecided.
+Outcome = Literal["promoted", "rejected", "skipped", "failed", "trial"]
 
 
 def now_us() -> int:

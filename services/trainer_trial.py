@@ -1,0 +1,129 @@
+"""Promotion through a live experiment (``STREAMREC_TRAINER_PROMOTION=experiment``).
+
+The offline gate judges a challenger on one slice of the past; users judge it live. With
+this setting a challenger the gate passes is not promoted: its versions get the
+``challenger`` alias and go live against the champion in an experiment named
+``trial-<time>`` (``STREAMREC_TRAINER_TRIAL_MODE``, interleaving by default: it decides with
+far fewer events). Each later round first settles the trial, and trains nothing new while
+one is undecided:
+
+- the challenger wins: it is promoted (the trainer's own lock and compare-and-set), the
+  trial concluded with it as the winner;
+- the champion wins: the trial is concluded, nothing moves;
+- still undecided after ``STREAMREC_TRAINER_TRIAL_MAX_HOURS``: the trial is stopped and
+  the champion stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.settings import Settings
+from streams.experiment import Experiment
+from streams.messages import version_string
+from streams.status import RoundSummary
+
+TRIAL_PREFIX = "trial-"
+CHALLENGER = "challenger"
+
+
+class LiveTrial:
+    """Starts and settles the trainer's live trials. ``promote`` is the trainer's
+    (versions, expected champion) -> (promoted, note)."""
+
+    def __init__(self, settings: Settings, store: Any,
+                 promote: Callable[[dict[str, str], dict[str, str] | None], tuple[bool, str]],
+                 champion: Callable[[], dict[str, str] | None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings, self.store, self.promote = settings, store, promote
+        self.champion, self.clock = champion, clock
+
+    def running(self) -> Experiment | None:
+        """The trainer's trial that is live now, if any."""
+        from streams.experiment_store import declarations, running
+
+        live = running(declarations(self.settings.kafka, self.settings.topic_experiments))
+        return live if live is not None and live.name.startswith(TRIAL_PREFIX) else None
+
+    def start(self, versions: dict[str, str]) -> RoundSummary:
+        """Put the gated challenger at ``versions`` live against the champion."""
+        from streams.experiment_control import ExperimentRefused, new_experiment, start
+        from streams.registry import set_champion
+
+        s = self.settings
+        name = f"{TRIAL_PREFIX}{int(self.clock())}"
+        set_champion(self.store, versions, alias=CHALLENGER)
+        experiment = new_experiment(name, [("champion", "champion", 0.5),
+                                           (CHALLENGER, version_string(versions), 0.5)],
+                                    mode=s.trainer_trial_mode,
+                                    started_us=int(self.clock() * 1e6))
+        try:
+            start(s.kafka, s.topic_experiments, self.store, experiment)
+        except ExperimentRefused as exc:
+            return RoundSummary("rejected", f"the gate passed, but the live trial could not "
+                                f"start: {exc}", versions)
+        return RoundSummary("trial", f"the gate passed; live trial {name} started "
+                            f"({s.trainer_trial_mode}): {version_string(versions)} against "
+                            "the champion", versions)
+
+    def settle(self) -> RoundSummary | None:
+        """Conclude the running trial when its test has decided or its time is up; a
+        summary for the round (None: no trial runs, the round trains as usual)."""
+        import redis
+
+        from streams.experiment_control import stop
+        from streams.experiment_report import status
+
+        trial = self.running()
+        if trial is None:
+            return None
+        s = self.settings
+        client = redis.Redis.from_url(s.redis, socket_timeout=5) if s.redis else None
+        if client is None:
+            return RoundSummary("failed", f"live trial {trial.name} needs Redis to be read")
+        report = status(client, trial)
+        challenger = trial.variants[1]
+        versions = _parse(challenger.model)
+        if report.winner == challenger.name:
+            promoted, note = self.promote(versions, self.champion())
+            stop(s.kafka, s.topic_experiments, trial.name, challenger.name)
+            outcome = "promoted" if promoted else "rejected"
+            return RoundSummary(outcome, "; ".join(filter(None, [
+                f"live trial {trial.name}: the challenger wins ({_evidence(report)})", note])),
+                versions)
+        if report.winner is not None:
+            stop(s.kafka, s.topic_experiments, trial.name, report.winner)
+            return RoundSummary("rejected", f"live trial {trial.name}: the champion wins "
+                                f"({_evidence(report)})", versions)
+        hours = (self.clock() - trial.started_us / 1e6) / 3600
+        if hours >= s.trainer_trial_max_hours:
+            stop(s.kafka, s.topic_experiments, trial.name)
+            return RoundSummary("rejected", f"live trial {trial.name}: no verdict in "
+                                f"{hours:.1f} h ({_evidence(report)}); the champion stays",
+                                versions)
+        return RoundSummary("trial", f"live trial {trial.name} running for {hours:.1f} h: "
+                            f"{report.verdict} ({_evidence(report)})", versions)
+
+
+def _parse(model: str) -> dict[str, str]:
+    from streams.registry import parse_versions
+
+    versions = parse_versions(model)
+    if versions is None:
+        raise ValueError(f"a trial's challenger names versions, not {model!r}")
+    return versions
+
+
+def _evidence(report: Any) -> str:
+    """The deciding test, in a few words: its p-value and the lists behind it."""
+    key = "interleaving" if "interleaving" in report.tests else next(
+        (k for k in report.tests if k.endswith("NDCG@10")), None)
+    if key is None:
+        return "no test yet"
+    test = report.tests[key]
+    if "wins" in test:
+        return f"always-valid p {test['p_value']:.3g}, credits {test['wins'][0]}:{test['wins'][1]}"
+    lists = sum(v.lists for v in report.variants)
+    return f"always-valid p {test['p_value']:.3g}, {lists:,} lists counted"

@@ -1,0 +1,117 @@
+"""The trainer's live trials: a gated challenger goes live, later rounds settle it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import streams.experiment_control as control
+import streams.experiment_report as report_module
+import streams.experiment_store as store_module
+import streams.registry as registry
+from services.settings import load_settings
+from services.trainer_trial import LiveTrial
+from streams.experiment_control import new_experiment
+
+VERSIONS = {"streamrec-retriever": "7", "streamrec-ranker": "7"}
+CHAMPION = {"streamrec-retriever": "6", "streamrec-ranker": "6"}
+HOUR = 3600.0
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """The registry, topic and Redis as the trial sees them, recorded."""
+    w = SimpleNamespace(declared={}, aliases=[], stopped=[], promoted=[], winner=None,
+                        now=1_000_000.0)
+
+    def start(kafka: Any, topic: str, store: Any, experiment: Any) -> dict:
+        w.declared[experiment.name] = experiment
+        return {}
+
+    def stop(kafka: Any, topic: str, name: str, winner: str | None = None) -> Any:
+        w.stopped.append((name, winner))
+        w.declared[name] = w.declared[name].model_copy(update={"state": "stopped"})
+
+    def status(client: Any, experiment: Any) -> Any:
+        return SimpleNamespace(winner=w.winner, verdict="a verdict", variants=[],
+                               tests={"interleaving": {"p_value": 0.01, "wins": [3, 30]}})
+
+    monkeypatch.setattr(control, "start", start)
+    monkeypatch.setattr(control, "stop", stop)
+    monkeypatch.setattr(store_module, "declarations", lambda kafka, topic: dict(w.declared))
+    monkeypatch.setattr(report_module, "status", status)
+    monkeypatch.setattr(registry, "set_champion",
+                        lambda store, versions, alias="champion": w.aliases.append(
+                            (alias, versions)))
+    return w
+
+
+def trial(world: SimpleNamespace) -> LiveTrial:
+    def promote(versions: dict[str, str], expected: dict[str, str] | None) -> tuple[bool, str]:
+        world.promoted.append((versions, expected))
+        return True, ""
+
+    settings = load_settings(trainer_promotion="experiment", trainer_trial_max_hours=24)
+    return LiveTrial(settings, None, promote, lambda: CHAMPION, clock=lambda: world.now)
+
+
+def test_a_gated_challenger_goes_live_against_the_champion(world: SimpleNamespace) -> None:
+    summary = trial(world).start(VERSIONS)
+    (name, experiment), = world.declared.items()
+    assert summary.outcome == "trial" and name in summary.reason
+    assert [(v.name, v.model) for v in experiment.variants] == [
+        ("champion", "champion"),
+        ("challenger", "streamrec-retriever:v7+streamrec-ranker:v7")]
+    assert experiment.mode == "interleave" and world.aliases == [("challenger", VERSIONS)]
+    assert world.promoted == []  # users judge it first
+
+
+def test_no_trial_means_a_round_as_usual(world: SimpleNamespace) -> None:
+    assert trial(world).settle() is None
+    other = new_experiment("someone-elses", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    world.declared["someone-elses"] = other
+    assert trial(world).settle() is None  # only the trainer's own trials are its to settle
+
+
+@pytest.mark.parametrize(("winner", "hours", "outcome", "promoted", "stopped_with"), [
+    ("challenger", 1, "promoted", True, "challenger"),
+    ("champion", 1, "rejected", False, "champion"),
+    (None, 25, "rejected", False, None),   # out of time: the champion stays
+    (None, 1, "trial", False, "running"),  # still undecided: no new challenger meanwhile
+])
+def test_later_rounds_settle_the_trial(world: SimpleNamespace, winner: str | None,
+                                       hours: float, outcome: str, promoted: bool,
+                                       stopped_with: str | None) -> None:
+    live = trial(world)
+    live.start(VERSIONS)
+    (name,) = world.declared
+    world.winner, world.now = winner, world.now + hours * HOUR
+    summary = live.settle()
+    assert summary.outcome == outcome, summary.reason
+    assert world.promoted == ([(VERSIONS, CHAMPION)] if promoted else [])
+    if stopped_with == "running":
+        assert world.stopped == [] and "running for 1.0 h" in summary.reason
+    else:
+        assert world.stopped == [(name, stopped_with)]
+
+
+def test_with_promotion_by_experiment_a_passed_gate_starts_a_trial_not_a_promotion(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from model.evaluation.gate import Verdict
+    from services.trainer import Trainer
+
+    trainer = object.__new__(Trainer)  # the round's last step alone: no store, no topic
+    trainer.settings, trainer.store, trainer.trial = load_settings(), None, trial(world)
+    trainer.promote = lambda versions, expected: pytest.fail("promoted without a trial")
+    tagged: list[dict] = []
+    monkeypatch.setattr(registry, "tag_versions", lambda store, versions, tags: tagged.append(tags))
+    passed = Verdict(True, "full NDCG@10 0.05 > champion 0.04", "NDCG@10", 0.04, 0.05, (0.001, 0.02))
+    outcome, reason = trainer._settle(VERSIONS, passed, CHAMPION, 300)
+    assert outcome == "trial" and "live trial trial-" in reason and len(world.declared) == 1
+    assert tagged[0]["gate_verdict"] == "trial" and tagged[0]["gate_cases"] == "300"
+    first = object.__new__(Trainer)  # no champion yet: nothing to run a trial against
+    first.settings, first.store, first.trial = trainer.settings, None, trial(world)
+    first.promote = lambda versions, expected: (True, "")
+    assert first._settle(VERSIONS, passed, None, 300)[0] == "promoted"

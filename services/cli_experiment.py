@@ -14,9 +14,8 @@ from rich.table import Table
 
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
-from streams.experiment_control import ExperimentRefused
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported in the commands: the statistics pull in Keras (seconds)
     from streams.experiment_report import ExperimentReport
 
 app = typer.Typer(help="Experiments between live models: A/B tests and interleaving.",
@@ -57,7 +56,7 @@ def start(
                                             "uncounted)")] = 0.0,
 ) -> None:
     """Start an experiment: every worker serves it within a second or two."""
-    from streams.experiment_control import new_experiment, parse_variant
+    from streams.experiment_control import ExperimentRefused, new_experiment, parse_variant
     from streams.experiment_control import start as start_experiment
 
     settings = load_settings()
@@ -80,7 +79,7 @@ def status(
 ) -> None:
     """Users, lists and metrics per variant with their intervals, the always-valid tests,
     the sample-ratio check and the verdict. Read it as often as you like."""
-    from streams.experiment_control import find
+    from streams.experiment_control import ExperimentRefused, find
     from streams.experiment_report import status as look
     from streams.experiment_store import declarations
 
@@ -136,6 +135,7 @@ def _print_report(report: ExperimentReport) -> None:
 @app.command()
 def stop(name: Annotated[str, typer.Argument(help="the experiment")]) -> None:
     """Stop an experiment without a winner: workers go back to the champion alone."""
+    from streams.experiment_control import ExperimentRefused
     from streams.experiment_control import stop as stop_experiment
 
     settings = load_settings()
@@ -157,6 +157,7 @@ def conclude(
     """Stop an experiment with its winner; with ``--promote`` the winner becomes the
     champion and every worker swaps to it."""
     from services.champion import promote as make_champion
+    from streams.experiment_control import ExperimentRefused
     from streams.experiment_control import conclude as conclude_experiment
 
     settings = load_settings()

@@ -35,6 +35,7 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 5.0
+READY_MOST_S = 15.0  # the longest the stream waits at start for the running experiment
 ALIAS_RECHECK_S = 60.0  # how often a variant named by an alias looks where it points now
 
 
@@ -52,6 +53,21 @@ class ExperimentSlot:
         self.failed: dict[str, str] = {}  # variant -> last load error
         self.backoff = Backoff(5.0, 300.0, clock)
         self.checked = clock()
+        # Set once the declarations on the topic at start have been read: until then the
+        # stream waits (``wait_ready``), so its first lists know the running experiment.
+        self.ready = asyncio.Event()
+
+    async def wait_ready(self, most_s: float = READY_MOST_S) -> None:
+        """Wait for ``ready`` (at once when set), at most ``most_s`` in all: a topic that
+        cannot be read must not stop the stream; its lists go out untagged meanwhile."""
+        if self.ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.ready.wait(), most_s)
+        except TimeoutError:
+            log.warning("experiments not read within %.0f s: serving the champion meanwhile",
+                        most_s)
+            self.ready.set()
 
     def missing(self) -> list[str]:
         """The variants of the live experiment that still need a bundle."""
@@ -134,37 +150,63 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
                              redis: Any, worker_id: str,
                              flush_every_s: float = FLUSH_EVERY_S) -> None:
     """Follow ``topic`` from its beginning: serve the running experiment, load its
-    bundles, flush its tallies to ``redis`` (an async client; None: keep them local)."""
+    bundles, flush its tallies to ``redis`` (an async client; None: keep them local).
+    ``slot.ready`` is set once the topic has been read to the end it had at start (or is
+    found missing), so the worker's first lists already know the running experiment."""
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
     await consumer.start()
     known: dict[str, Experiment] = {}
     flushed = time.monotonic()
     try:
-        while topic not in await consumer.topics():
-            await asyncio.sleep(30)
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                        or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        tps = await _from_beginning(consumer, topic, slot)
+        ends = await consumer.end_offsets(tps)
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
-            found = newest(m for records in batch.values() for m in records)
-            if found:
-                for name, experiment in found.items():
-                    if experiment is None:
-                        known.pop(name, None)
-                    else:
-                        known[name] = experiment
-                ended = slot.declare(running(known))
-                if ended is not None:
-                    await _flush(redis, ended, worker_id, {})
+            ended = _apply(newest(m for records in batch.values() for m in records), known,
+                           slot)
+            if ended is not None:
+                await _flush(redis, ended, worker_id, {})
+            if not slot.ready.is_set() and all([await consumer.position(tp) >= end
+                                                for tp, end in ends.items()]):
+                slot.ready.set()
             await slot.load_missing()
             await slot.follow_aliases()
             if slot.live is not None and time.monotonic() - flushed >= flush_every_s:
                 await _flush(redis, slot.live, worker_id, slot.failed)
                 flushed = time.monotonic()
     finally:
+        slot.ready.set()  # a follower gone must not hold the stream
         await consumer.stop()
+
+
+async def _from_beginning(consumer: AIOKafkaConsumer, topic: str, slot: ExperimentSlot
+                          ) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` from its beginning, once it exists; while it
+    does not, no experiment can run, and the stream need not wait (``slot.ready``)."""
+    while topic not in await consumer.topics():
+        if not slot.ready.is_set():
+            log.warning("experiments topic %r does not exist; looking again every 30 s", topic)
+            slot.ready.set()
+        await asyncio.sleep(30)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                    or {0})]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps
+
+
+def _apply(found: dict[str, Experiment | None], known: dict[str, Experiment],
+           slot: ExperimentSlot) -> LiveExperiment | None:
+    """Fold a poll's declarations into ``known`` and serve the running one; returns the
+    experiment that stopped being served, if any."""
+    if not found:
+        return None
+    for name, experiment in found.items():
+        if experiment is None:
+            known.pop(name, None)
+        else:
+            known[name] = experiment
+    return slot.declare(running(known))
 
 
 async def _flush(redis: Any, live: LiveExperiment, worker_id: str,

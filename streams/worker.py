@@ -283,6 +283,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             metrics.batch_size.observe(len(batch))
             updates = [u for u in batch if u is not None]
             if updates:  # serving.bundle read once: a swap lands between micro-batches
+                await experiment.wait_ready()
                 await publisher.publish(updates, serving.bundle, experiment.live)
             lag.update(app.consumer)
 
@@ -297,7 +298,9 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         async def follow_items() -> None:
             await follow_catalogue(cfg.kafka, cfg.items, catalogue, serving)
 
-    if cfg.experiments is not None and load_bundle_for is not None:
+    if cfg.experiments is None or load_bundle_for is None:
+        experiment.ready.set()  # no experiments here: nothing to wait for
+    else:
         @app.task
         async def serve_experiments() -> None:
             await follow_experiments(cfg.kafka, cfg.experiments, experiment,

@@ -270,3 +270,20 @@ def test_a_variant_named_by_an_alias_swaps_on_its_own_when_the_alias_moves() -> 
     now[0] = 61.0
     asyncio.run(slot.follow_aliases())
     assert slot.live.bundles["treatment"].version == "chal:v3"
+
+
+def test_the_stream_waits_for_the_experiments_but_not_for_ever() -> None:
+    import asyncio
+
+    from streams.experiment_follower import ExperimentSlot
+    from streams.metrics import WorkerMetrics
+
+    async def waits() -> tuple[bool, bool]:
+        slot = ExperimentSlot(lambda ref: CHALLENGER, WorkerMetrics())
+        asyncio.get_running_loop().call_later(0.05, slot.ready.set)  # the follower caught up
+        await asyncio.wait_for(slot.wait_ready(most_s=5), 1)
+        stuck = ExperimentSlot(lambda ref: CHALLENGER, WorkerMetrics())
+        await asyncio.wait_for(stuck.wait_ready(most_s=0.05), 1)  # a topic never read
+        return slot.ready.is_set(), stuck.ready.is_set()
+
+    assert asyncio.run(waits()) == (True, True)

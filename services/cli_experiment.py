@@ -159,6 +159,7 @@ def conclude(
     from services.champion import promote as make_champion
     from streams.experiment_control import ExperimentRefused
     from streams.experiment_control import conclude as conclude_experiment
+    from streams.messages import version_string
 
     settings = load_settings()
     try:
@@ -171,7 +172,7 @@ def conclude(
                   highlight=False)
     if promote and versions:
         announced = make_champion(settings, versions)
-        console.print(f"champion is now {'+'.join(f'{n}:v{v}' for n, v in versions.items())}"
+        console.print(f"champion is now {version_string(versions)}"
                       + ("" if announced else f"; [yellow]warning:[/] could not announce it on "
                          f"{settings.topic_model_updates}, workers keep the old one until "
                          "restarted"), highlight=False)

@@ -20,6 +20,7 @@ from infra.mlflow_store import MlflowStore
 from streams.experiment import POPULARITY, Experiment, Variant, one_line
 from streams.experiment_report import ExperimentReport, status
 from streams.experiment_store import declarations, declare, running
+from streams.messages import version_string
 from streams.registry import NoChampion, resolve_versions
 
 
@@ -74,8 +75,7 @@ def check_models(store: MlflowStore, experiment: Experiment) -> dict[str, str]:
             found[v.name] = POPULARITY
             continue
         try:
-            found[v.name] = "+".join(f"{n}:v{n_v}" for n, n_v in
-                                     resolve_versions(store, v.model).items())
+            found[v.name] = version_string(resolve_versions(store, v.model))
         except NoChampion as exc:
             raise ExperimentRefused(f"variant {v.name}: {exc}") from None
     return found

@@ -44,6 +44,7 @@ INTERLEAVED = "interleaved"  # the variant name interleaved lists carry
 MAX_USERS = 200_000  # users whose pending lists a worker remembers (least recent go first)
 
 Ask = Callable[[list[int], Any], Sequence[Recommendation | None]]
+Popular = Callable[[int], Recommendation]  # recent popularity for user i of the batch
 
 
 @dataclass
@@ -66,7 +67,9 @@ class Tallies:
     credits: InterleavingTest = field(default_factory=InterleavingTest)
 
     def variant(self, name: str) -> VariantTally:
-        return self.variants.setdefault(name, VariantTally(METRICS))
+        if name not in self.variants:
+            self.variants[name] = VariantTally(METRICS)
+        return self.variants[name]
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": {n: t.to_dict() for n, t in self.variants.items()},
@@ -78,8 +81,9 @@ class Tallies:
         return cls({n: VariantTally.from_dict(t) for n, t in data["variants"].items()}, credits)
 
     def merge(self, other: Tallies) -> Tallies:
-        names = set(self.variants) | set(other.variants)
-        variants = {n: self.variant(n).merge(other.variant(n)) for n in sorted(names)}
+        empty = VariantTally(METRICS)
+        variants = {n: self.variants.get(n, empty).merge(other.variants.get(n, empty))
+                    for n in sorted(set(self.variants) | set(other.variants))}
         return Tallies(variants, InterleavingTest(
             wins_a=self.credits.wins_a + other.credits.wins_a,
             wins_b=self.credits.wins_b + other.credits.wins_b))
@@ -144,7 +148,7 @@ class LiveExperiment:
         return self.experiment.variant_of(user_id)
 
     def recommend(self, users: Sequence[str], keys: Sequence[str], champion: Any, ask: Ask,
-                  popular: Callable[[int], Recommendation | None]
+                  popular: Popular
                   ) -> tuple[list[Recommendation | None], list[str | None],
                              list[ExperimentTag | None]]:
         """Per user of the batch: the list (None: popularity answers), the version of the
@@ -157,8 +161,7 @@ class LiveExperiment:
         versions: list[str | None] = [None] * len(users)
         tags: list[ExperimentTag | None] = [None] * len(users)
         held = [i for i, arm in enumerate(arms) if arm is None]
-        recs_for = self._answers(held, None, champion, ask, popular)
-        for i, rec in zip(held, recs_for):
+        for i, rec in zip(held, self._answers(held, champion, ask, popular)):
             recs[i] = rec
         if self.experiment.mode == "interleave":
             self._interleave([i for i, arm in enumerate(arms) if arm is not None], keys,
@@ -167,18 +170,17 @@ class LiveExperiment:
         for variant in self.experiment.variants:
             idx = [i for i, arm in enumerate(arms) if arm is not None and arm.name == variant.name]
             served_by, bundle = self._bundle(variant, champion)
-            for i, rec in zip(idx, self._answers(idx, variant, champion, ask, popular)):
+            for i, rec in zip(idx, self._answers(idx, bundle, ask, popular)):
                 recs[i], versions[i] = rec, getattr(bundle, "version", None)
                 tags[i] = ExperimentTag(self.name, variant.name, served_by)
         return recs, versions, tags
 
-    def _answers(self, idx: list[int], variant: Variant | None, champion: Any, ask: Ask,
-                 popular: Callable[[int], Recommendation | None]
+    @staticmethod
+    def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular
                  ) -> Sequence[Recommendation | None]:
-        """The lists ``variant`` (None: the champion) gives users ``idx`` of the batch."""
+        """The lists ``bundle`` (None: popularity) gives users ``idx`` of the batch."""
         if not idx:
             return []
-        bundle = champion if variant is None else self._bundle(variant, champion)[1]
         return ask(idx, bundle) if bundle is not None else [popular(i) for i in idx]
 
     def _bundle(self, variant: Variant, champion: Any) -> tuple[str | None, Any]:
@@ -196,11 +198,11 @@ class LiveExperiment:
         return control.name, self._bundle(control, champion)[1]
 
     def _interleave(self, idx: list[int], keys: Sequence[str], champion: Any, ask: Ask,
-                    popular: Callable[[int], Recommendation | None],
+                    popular: Popular,
                     recs: list[Recommendation | None], tags: list[ExperimentTag | None]
                     ) -> None:
         """One team-draft list per user ``idx`` of the batch, from both variants' lists."""
-        a_lists, b_lists = (self._answers(idx, v, champion, ask, popular)
+        a_lists, b_lists = (self._answers(idx, self._bundle(v, champion)[1], ask, popular)
                             for v in self.experiment.variants)
         names = [v.name for v in self.experiment.variants]
         for i, a, b in zip(idx, a_lists, b_lists):
@@ -208,12 +210,11 @@ class LiveExperiment:
             # for its users in production. Drafting an empty list instead handed every
             # position, and every credit, to the other model.
             a, b = (r if r is not None else popular(i) for r in (a, b))
-            a_items, b_items = (list(r.items) if r else [] for r in (a, b))
-            drafted = team_draft(a_items, b_items, max(len(a_items), len(b_items)),
+            drafted = team_draft(a.items, b.items, max(len(a.items), len(b.items)),
                                  rng_for(f"{self.experiment.salt}:{keys[i]}"))
             if not drafted.items:
-                continue  # neither model can serve this user yet: popularity answers
-            scores = {item: s for r in (b, a) if r for item, s in zip(r.items, r.scores)}
+                continue  # no list on either side yet (no popularity either): untagged
+            scores = {item: s for r in (b, a) for item, s in zip(r.items, r.scores)}
             recs[i] = Recommendation(list(drafted.items), [scores[x] for x in drafted.items])
             tags[i] = ExperimentTag(self.name, INTERLEAVED,
                                     teams=[names[t] for t in drafted.teams])
@@ -225,7 +226,9 @@ class LiveExperiment:
             return
         names = [v.name for v in self.experiment.variants]
         teams = tuple(names.index(t) for t in tag.teams) if tag.teams else None
-        waiting = self.pending.setdefault(record.user_id, deque())
+        waiting = self.pending.get(record.user_id)
+        if waiting is None:
+            waiting = self.pending[record.user_id] = deque()
         self.pending.move_to_end(record.user_id)
         waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
         while len(waiting) > WINDOW:

@@ -318,8 +318,8 @@ def parse_versions(ref: str) -> dict[str, str] | None:
     return versions
 
 
-def resolve_versions(store: MlflowStore, ref: str) -> dict[str, str]:
-    """The registry versions of the retriever and ranker that ``ref`` names: an alias
+def _role_versions(store: MlflowStore, ref: str) -> list[Any]:
+    """The registry's model versions (retriever, then ranker) that ``ref`` names: an alias
     (``champion``, ``challenger``), read now, or a version string, checked to exist. Raises
     ``NoChampion`` in one line when the registry has no such models."""
     from mlflow.exceptions import MlflowException
@@ -343,7 +343,13 @@ def resolve_versions(store: MlflowStore, ref: str) -> dict[str, str]:
             RETRIEVER_NAME, LEGACY_NAMES[RETRIEVER_NAME]):
         raise NoChampion(f"{ref!r} must name a retriever version, then a ranker version: "
                          f"{RETRIEVER_NAME}:vN+{RANKER_NAME}:vN")
-    return {v.name: str(v.version) for v in found}
+    return found
+
+
+def resolve_versions(store: MlflowStore, ref: str) -> dict[str, str]:
+    """{registered name: version} of the retriever and ranker that ``ref`` names (an alias
+    or a version string); ``NoChampion`` when the registry has no such models."""
+    return {v.name: str(v.version) for v in _role_versions(store, ref)}
 
 
 def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
@@ -352,22 +358,19 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     import json
 
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     # By the versions the alias named when read, not by the alias again: a promotion
     # landing mid-load must not pair one champion's retriever with the next one's ranker.
-    versions = resolve_versions(store, alias)
-    retriever_name, ranker_name = versions
-    client = MlflowClient(tracking_uri=store.tracking_uri)
-    retriever = client.get_model_version(retriever_name, versions[retriever_name])
+    retriever, ranker = _role_versions(store, alias)
     mlflow.set_tracking_uri(store.tracking_uri)
     maps_path = mlflow.artifacts.download_artifacts(
         run_id=retriever.run_id, artifact_path="id_maps.json")
     with open(maps_path) as handle:
         maps = json.load(handle)
-    return Champion(load_model(store, retriever_name, version=versions[retriever_name]),
-                    load_model(store, ranker_name, version=versions[ranker_name]),
-                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]), versions)
+    return Champion(load_model(store, retriever.name, version=retriever.version),
+                    load_model(store, ranker.name, version=ranker.version),
+                    IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),
+                    {v.name: str(v.version) for v in (retriever, ranker)})
 
 
 def load_bundle(store: MlflowStore, alias: str = CHAMPION,

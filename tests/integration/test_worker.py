@@ -200,7 +200,8 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
     live = events[2800:]
     recs_topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
     # Two workers in one group, a partition each: each must hear the announcement.
-    workers = [ServiceProcess.start(env, tmp_path / f"worker{i}.log", "worker", status=True)
+    workers = [ServiceProcess.start(env, tmp_path / f"worker{i}.log", "worker", "--worker-id",
+                                    f"w{i}", "--log-level", "info", status=True)
                for i in range(2)]
 
     def swapped(worker: ServiceProcess) -> bool:
@@ -234,7 +235,8 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
         outputs = [w.stop() for w in workers]
     statuses = [w.current_status(WorkerStatus) for w in workers]
     values = [orjson.loads(r.value) for r in recs]
-    assert len(first) == 100
+    assert len(first) == 100, "\n".join(f"--- worker{i}\n{_story(out, 40)}"
+                                        for i, out in enumerate(outputs))
     # Every event answered exactly once, before, during and after the swap.
     assert Counter(v["event_id"] for v in values) == Counter(e.event_id for e in live), \
         outputs[0][-3000:]

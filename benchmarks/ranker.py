@@ -10,7 +10,10 @@ leave-last-out split of one log (issue #14's ablation):
 - ``no-conversion``: the ranker with the next-item head only.
 
 Full-ranking figures are the ones to quote; sampled ones are printed for the papers'
-protocol. Conversion figures are on the test cases whose target converted, per head.
+protocol. Full NDCG@10 is also split by test target (``repeat``: an item the user had
+met; ``new``), and given with the history kept among the candidates (``kept``), since the
+full protocol masks every seen item but the target. Conversion figures are on the test
+cases whose target converted, per head.
 
     .venv/bin/python -m benchmarks.ranker --data ../shared/data/rees46-slice/events.csv \\
         --format rees46 --numeric price
@@ -26,10 +29,11 @@ import time
 from dataclasses import replace
 
 import keras
+import numpy as np
 
 from model.data import LeaveLastOut, build_sequences, leave_last_out
 from model.evaluation.harness import conversion_report
-from model.evaluation.protocols import evaluate
+from model.evaluation.protocols import evaluate, evaluate_cases
 from model.features import FeatureSpec
 from model.pipeline import PipelineScorer
 from model.ranking.training import NeuMFConfig, fit_ranker
@@ -42,8 +46,29 @@ VARIANTS = ("pipeline", "no-context", "no-types", "no-conversion")
 
 
 def _figures(scorer: object, split: LeaveLastOut) -> dict:
+    """Both protocols, and full NDCG@10 two more ways: on the test targets the user had
+    met before (``repeat``) and the rest (``new``), and with the history kept among the
+    candidates (``keep_history``: what a repeated target must also beat)."""
     result = evaluate(scorer, split, "test")  # type: ignore[arg-type]
-    return {"full": result["full"], "sampled": result["sampled"]}
+    users = split.eval_users("test")
+    cases = ([split.history(u, "test") for u in users],
+             np.array([split.target(u, "test") for u in users]))
+    repeat = np.array([t in h for h, t in zip(*cases)])
+    out = {"full": result["full"], "sampled": result["sampled"], "repeat_share":
+           float(repeat.mean())}
+    for name, rows in (("repeat", repeat), ("new", ~repeat)):
+        if rows.any():
+            out[f"full {name}"] = _full(scorer, split, users, cases, rows)
+    out["full keep_history"] = _full(scorer, split, users, cases, np.ones_like(repeat), True)
+    return out
+
+
+def _full(scorer: object, split: LeaveLastOut, users: np.ndarray, cases: tuple,
+          rows: np.ndarray, keep_history: bool = False) -> dict:
+    histories = [h for h, keep in zip(cases[0], rows) if keep]
+    return evaluate_cases(scorer, users[rows], histories, cases[1][rows],  # type: ignore[arg-type]
+                          split.sequences.num_items, side=split.side(users[rows], "test"),
+                          keep_history=keep_history)["full"]
 
 
 def _retriever(split: LeaveLastOut, cfg: SASRecConfig) -> tuple:
@@ -65,7 +90,7 @@ def _ranker(split: LeaveLastOut, retriever: tuple, sasrec_cfg: SASRecConfig,
     ranker = fit_ranker(split, scorer, index, sasrec_cfg, res.best_epoch, cfg)
     pipeline = PipelineScorer(scorer, index, ranker.model, cfg.candidates, exclude_seen=False,
                               head_weights=cfg.head_weights)
-    return {**_figures(pipeline, split), "best_epoch": ranker.best_epoch,
+    return {**_figures(pipeline, split), "best_epoch": ranker.best_epoch, "curve": ranker.curve,
             "conversion": conversion_report(pipeline, split),
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -113,16 +138,19 @@ def main() -> None:
 def _print(report: dict[str, dict]) -> None:
     base = report.get("sasrec", {}).get("full", {}).get("NDCG@10")
     print(f"\n{'model':<20} {'full NDCG@10':>13} {'vs sasrec':>10} {'full HR@10':>11} "
-          f"{'MRR':>7} {'sampled NDCG@10':>16} {'best ep':>8}")
+          f"{'MRR':>7} {'sampled NDCG@10':>16} {'repeat':>7} {'new':>7} {'kept':>7} "
+          f"{'best ep':>8}")
     for name, r in report.items():
         ndcg = r["full"]["NDCG@10"]
         ratio = f"{ndcg / base:.3f}x" if base else "-"
+        parts = [r.get(f"full {p}", {}).get("NDCG@10", float("nan"))
+                 for p in ("repeat", "new", "keep_history")]
         print(f"{name:<20} {ndcg:>13.4f} {ratio:>10} {r['full']['HR@10']:>11.4f} "
               f"{r['full']['MRR']:>7.4f} {r['sampled']['NDCG@10']:>16.4f} "
-              f"{str(r.get('best_epoch')):>8}")
+              + " ".join(f"{p:>7.4f}" for p in parts) + f" {str(r.get('best_epoch')):>8}")
         for head, c in (r.get("conversion") or {}).items():
             print(f"    conversion targets ({c['cases']}), {head:<16} AUC {c['AUC']:.4f}  "
-                  f"NDCG@10 {c['NDCG@10']:.4f}")
+                  f"NDCG@10 {c['NDCG@10']:.4f}  converts AUC {c['converts AUC']:.4f}")
 
 
 if __name__ == "__main__":

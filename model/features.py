@@ -209,7 +209,8 @@ def previous_times(times: np.ndarray) -> np.ndarray:
     return np.concatenate([times[:1], times[:-1]]) if len(times) else times
 
 
-PAIR_FEATURES = 4  # retrieval rank, seen, log hours since seen, last seen as a conversion
+PAIR_FEATURES = 6  # retrieval rank, seen, log hours since seen, last seen as a conversion,
+# log events since seen, log times seen
 
 
 def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
@@ -217,14 +218,17 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
                   conversion_codes: Sequence[int]) -> np.ndarray:
     """[batch, candidates, PAIR_FEATURES] for candidate ``ids`` [batch, candidates] in
     retrieval order: the rank (log), whether the user met the item in their history, how
-    long ago (log hours, epoch-ms ``now`` per row) and whether last as a cart add or
-    purchase. ``types`` and ``times`` run alongside each history (empty: unknown)."""
+    long ago (log hours, epoch-ms ``now`` per row; and log events back, which also holds
+    for a log without times), whether last as a cart add or purchase, and how often (log).
+    ``types`` and ``times`` run alongside each history (empty: unknown). A returning
+    user's next item is most often one of their newest (REES46: 37% of next events repeat
+    the item just before), which the recency features let the ranker learn."""
     out = np.zeros((*ids.shape, PAIR_FEATURES), np.float32)
     out[..., 0] = np.log1p(np.arange(ids.shape[1], dtype=np.float32)) / 5.0
     for row, hist in enumerate(histories):
         if not len(hist):
             continue
-        items, first = np.unique(hist[::-1], return_index=True)
+        items, first, counts = np.unique(hist[::-1], return_index=True, return_counts=True)
         last = len(hist) - 1 - first                      # newest position of each item
         at = np.minimum(np.searchsorted(items, ids[row]), len(items) - 1)
         seen = items[at] == ids[row]
@@ -235,4 +239,6 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
             out[row, :, 2] = np.where(seen, np.log1p(hours) / 5.0, 0.0)
         if len(types[row]):
             out[row, :, 3] = seen & np.isin(np.asarray(types[row])[pos], conversion_codes)
+        out[row, :, 4] = np.where(seen, np.log1p(first[at]) / 5.0, 0.0)
+        out[row, :, 5] = np.where(seen, np.log1p(counts[at]) / 5.0, 0.0)
     return out

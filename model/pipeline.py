@@ -38,7 +38,7 @@ from model.content import ItemContent
 from model.data import IdMap, Side
 from model.features import FeatureSpec, LiveSession
 from model.fitting import predict_rows
-from model.ranking.inputs import Candidates
+from model.ranking.inputs import RECENT_ITEMS, Candidates, candidate_lists
 from model.ranking.neumf import NeuMF, head_vector
 from model.ranking.scorer import NumpyNeuMF, export_neumf
 from model.retrieval.encoder import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
@@ -53,7 +53,8 @@ class PipelineScorer:
 
     ``exclude_seen`` drops the user's history from the candidates (what a live feed
     wants). The offline protocol masks history itself but keeps a held-out item the user
-    had seen before, so for evaluation history stays in and the depth grows by its length.
+    had seen before, so for evaluation the user's newest items join the candidates
+    (``candidate_lists``), as they do in training.
     """
 
     name = "pipeline"
@@ -84,11 +85,8 @@ class PipelineScorer:
     def rerank(self, users: np.ndarray, sessions: np.ndarray, histories: list[np.ndarray],
                side: Side | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ranker scores, item ids), each [batch, depth], best first."""
-        if self.exclude_seen:
-            scores, ids = self.index.search(sessions, self.candidates, exclude=histories)
-        else:
-            depth = self.candidates + max((len(h) for h in histories), default=0)
-            scores, ids = self.index.search(sessions, min(depth, self.index.num_items))
+        scores, ids = candidate_lists(self.index, self.table, sessions, histories,
+                                      self.candidates, 0 if self.exclude_seen else RECENT_ITEMS)
         found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
                                  seen_excluded=self.exclude_seen)
         logits = predict_rows(self.ranker, found.flat(self.ranker))
@@ -308,7 +306,8 @@ class ServingBundle:
         emb = self._encode([users[r] for r in known], tokens, attention)
         clock.lap("encode")
         depth = self.candidates if self.ranker is not None else k
-        scores, ids = self.index.search(emb, depth, exclude=hist if exclude_seen else None)
+        scores, ids = candidate_lists(self.index, self.encoder.items, emb, hist, depth,
+                                      0 if exclude_seen else RECENT_ITEMS)
         clock.lap("retrieve")
         heads = None
         if self.ranker is not None and self.heads is not None:

@@ -19,6 +19,7 @@ from model.evaluation.cold import (
     cold_scorer,
     evaluate_cold,
 )
+from model.evaluation.metrics import binary_auc
 from model.evaluation.protocols import Scorer, evaluate, evaluate_cases, evaluate_next_click
 from model.fitting import TrainResult
 from model.pipeline import PipelineScorer
@@ -90,9 +91,14 @@ def conversion_report(pipeline: PipelineScorer, split: LeaveLastOut, stage: str 
                       ) -> dict[str, dict[str, float]]:
     """Per head, on the ``stage`` cases whose target event converted (a cart add or
     purchase, or a liked rating): full-ranking AUC and NDCG@10 with that head alone, and
-    with the served combination. Empty when there are no such cases or one head."""
-    users = split.eval_users(stage)
-    users = users[split.converted(users, stage)]
+    with the served combination; and ``converts AUC``: over every case whose true next
+    item is among the candidates, how well the head's score of that item tells the events
+    that converted from the rest (what a conversion head is for: the next-item head need
+    not know which of a user's next items will be bought). Empty when there are no such
+    cases or one head."""
+    everyone = split.eval_users(stage)
+    converted = split.converted(everyone, stage)
+    users = everyone[converted]
     if not len(users) or len(pipeline.ranker.tasks) < 2:
         return {}
     targets = np.array([split.target(u, stage) for u in users])
@@ -104,8 +110,26 @@ def conversion_report(pipeline: PipelineScorer, split: LeaveLastOut, stage: str 
         scorer = pipeline.with_heads(weights) if weights is not None else pipeline
         full = evaluate_cases(scorer, users, histories, targets, split.sequences.num_items,
                               side=side)["full"]
-        out[name] = {"AUC": full["AUC"], "NDCG@10": full["NDCG@10"], "cases": int(len(users))}
+        target = _target_scores(scorer, split, everyone, stage)
+        found = ~np.isnan(target)
+        out[name] = {"AUC": full["AUC"], "NDCG@10": full["NDCG@10"], "cases": int(len(users)),
+                     "converts AUC": binary_auc(target[found], converted[found])}
     return out
+
+
+def _target_scores(pipeline: PipelineScorer, split: LeaveLastOut, users: np.ndarray,
+                   stage: str, batch: int = 256) -> np.ndarray:
+    """Each case's ranker score of its true next item; NaN where it is no candidate."""
+    out = []
+    for start in range(0, len(users), batch):
+        rows = users[start:start + batch]
+        histories = [split.history(u, stage) for u in rows]
+        side = split.side(rows, stage)
+        scores, ids = pipeline.rerank(rows, pipeline.sasrec.embed(histories, side),
+                                      histories, side)
+        hit = ids == np.array([split.target(u, stage) for u in rows])[:, None]
+        out.append(np.where(hit.any(1), np.where(hit, scores, 0.0).sum(1), np.nan))
+    return np.concatenate(out)
 
 
 def cold_items_report(cold: ColdItems, trained: dict[str, Trained],

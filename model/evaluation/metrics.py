@@ -8,6 +8,7 @@ Every function takes an array of ranks (one per evaluated user) and returns a me
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
@@ -50,6 +51,18 @@ def auc(ranks: np.ndarray, num_candidates: int | np.ndarray) -> float:
     if not len(ranks):
         return 0.0
     return float(np.mean(1.0 - ranks / np.asarray(num_candidates, dtype=float)))
+
+
+def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a positive scores above a negative (ties count half); NaN when
+    either class is empty."""
+    labels = np.asarray(labels, bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return float("nan")
+    ranks = rankdata(scores)  # 1-based, ties averaged
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
 
 
 def coverage(recommended: np.ndarray, num_items: int) -> float:

@@ -4,7 +4,10 @@
   uniformly from those the user has not interacted with.
 - **full**: the held-out item ranked against every item the user has not interacted with.
 
-In both, the user's history is excluded from the candidates for every model alike.
+In both, the user's history is excluded from the candidates for every model alike. For
+logs where users return to items (e-commerce), ``keep_history`` ranks the full protocol's
+target among all items instead: the history excluded, a model that puts every seen item
+first is paid for a repeated target at no cost for the others.
 Models expose one method, ``score(users, histories, side) -> [batch, num_items + 1]``;
 ``side`` (``model.data.Side``) carries event types, times and context of each history
 for the models that use them, None where the cases have none.
@@ -33,14 +36,15 @@ class Scorer(Protocol):
 
 
 def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
-           negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+           negatives: np.ndarray, keep_history: bool = False
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(full ranks, full candidate counts, sampled ranks, top-10 items) for one batch."""
     scores = scores.astype(np.float64, copy=True)
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
     sampled = rank_of_target(target_scores, scores[rows[:, None], negatives])
     scores[:, 0] = -np.inf
-    for i, h in enumerate(histories):
+    for i, h in enumerate(histories if not keep_history else ()):
         scores[i, h] = -np.inf
     scores[rows, targets] = -np.inf
     full = rank_of_target(target_scores, scores)
@@ -62,11 +66,12 @@ def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 1
 
 def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
                    targets: np.ndarray, num_items: int, k: int = 10, num_negatives: int = 100,
-                   seed: int = 0, batch_size: int = 256, side: Side | None = None) -> dict:
+                   seed: int = 0, batch_size: int = 256, side: Side | None = None,
+                   keep_history: bool = False) -> dict:
     """Both protocols over test cases (user, history, target); a user may have several.
     ``side`` row i belongs to case i."""
     return rank_cases(model, users, histories, targets, num_items, num_negatives, seed,
-                      batch_size, side).report(k)
+                      batch_size, side, keep_history).report(k)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ class CaseRanks:
 
 def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
                targets: np.ndarray, num_items: int, num_negatives: int = 100, seed: int = 0,
-               batch_size: int = 256, side: Side | None = None) -> CaseRanks:
+               batch_size: int = 256, side: Side | None = None, keep_history: bool = False
+               ) -> CaseRanks:
     """``evaluate_cases`` before the means: every case's ranks (same cases, same sampled
     negatives for a given ``seed``, so two models ranked alike pair up case by case)."""
     seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)], num_items)
@@ -107,7 +113,7 @@ def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
         scores = model.score(users[sl], histories[sl], side[sl] if side is not None else None)
-        f, n, s, top = _ranks(scores, histories[sl], targets[sl], negatives[sl])
+        f, n, s, top = _ranks(scores, histories[sl], targets[sl], negatives[sl], keep_history)
         full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
     return CaseRanks(np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r),
                      np.concatenate(tops), num_items, num_negatives)

@@ -1,7 +1,8 @@
-"""The ranker's inputs for a batch of candidate lists, built one way for training, the
-offline pipeline and the gate (``flat``, for the Keras model); the NumPy serving path
-(``model.pipeline.ServingBundle``) feeds ``NumpyNeuMF`` the same ``row`` and ``pair``
-arrays unflattened, so a feature means the same everywhere (a test holds them equal).
+"""The ranker's candidate lists and its inputs for them, built one way for training, the
+offline pipeline, the gate and serving: ``candidate_lists`` chooses the items, and
+``Candidates`` holds their features (``flat`` for the Keras model; the NumPy serving path,
+``model.pipeline.ServingBundle``, feeds ``NumpyNeuMF`` the same arrays unflattened), so a
+feature means the same everywhere (a test holds them equal).
 """
 
 from __future__ import annotations
@@ -13,6 +14,36 @@ import numpy as np
 from model.data import Side
 from model.features import FeatureSpec, pair_features
 from model.ranking.neumf import NeuMF
+from model.retrieval.index import ItemIndex
+
+RECENT_ITEMS = 20  # a returning user's newest distinct items, added to the candidates
+
+
+def candidate_lists(index: ItemIndex, table: np.ndarray, sessions: np.ndarray,
+                    histories: list[np.ndarray], depth: int, recent: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(retrieval scores, item ids), each [batch, depth + recent], best score first: the
+    ``depth`` nearest items the user has not met, and, with ``recent``, the user's
+    ``recent`` newest distinct items (a second source, for logs where users return to
+    items: retrieval alone ranks them anywhere). Sorted by score, so a position is a rank
+    among the candidates wherever this runs. Empty slots have id 0 and score -inf."""
+    scores, ids = index.search(sessions, depth, exclude=histories)
+    if not recent:
+        return scores, ids
+    back = np.zeros((len(histories), recent), np.int64)
+    for row, hist in enumerate(histories):
+        newest = _newest_distinct(hist, recent)
+        back[row, :len(newest)] = newest
+    own = np.where(back > 0, np.einsum("bd,brd->br", sessions, table[back]), -np.inf)
+    scores, ids = np.concatenate([scores, own], 1), np.concatenate([ids, back], 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _newest_distinct(history: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` distinct items of ``history``, newest first."""
+    items, first = np.unique(np.asarray(history)[::-1], return_index=True)
+    return items[np.argsort(first)][:n]
 
 
 @dataclass(frozen=True)
@@ -42,8 +73,7 @@ class Candidates:
         return cls(users, sessions, ids, np.where(ids > 0, scores, 0.0), side.dense(spec),
                    side.cats, pair_features(ids, [h[:0] for h in histories] if seen_excluded
                                             else histories, side.types, side.times,
-                                            side.now(),
-                                            spec.conversion_codes))
+                                            side.now(), spec.conversion_codes))
 
     def rows(self, which: np.ndarray) -> Candidates:
         """The lists ``which`` selects (a boolean mask or indices), in that order."""
@@ -71,5 +101,6 @@ class Candidates:
         if model.categories:
             out["categories"] = np.repeat(self.categories, width, axis=0).astype("int32")
         if model.pair_dim:
-            out["pair"] = self.pair.reshape(-1, self.pair.shape[-1])
+            # A model trained before a feature was appended reads the ones it knew.
+            out["pair"] = self.pair[..., :model.pair_dim].reshape(-1, model.pair_dim)
         return out

@@ -6,9 +6,13 @@ Per row (one session): ``session`` (the SASRec session embedding), ``context`` (
 newest event's dense features, ``model.features``) and ``categories`` (its hashed
 categorical context ids, one embedding per key, summed). Per candidate: ``score`` (the
 retrieval score, straight into the heads) and ``pair`` (retrieval rank, whether and how
-long ago the user met the item: ``model.features.pair_features``). All but ``score`` join
-the MLP branch: a per-row feature that reached the heads linearly would shift every
-candidate of a list alike and reorder nothing.
+long ago the user met the item: ``model.features.pair_features``).
+All but ``score`` join the MLP branch: a per-row feature that reached the heads linearly
+would shift every candidate of a list alike and reorder nothing. With ``wide``, the
+per-candidate ``pair`` features also reach the heads linearly, beside the score (the
+"wide" part of Wide & Deep, Cheng et al. 2016): a ranker started from the retrieval score
+gets a gradient for them at once, where the MLP's, behind a fusion weight of 0, starts
+at nothing.
 
 Multi-task: GMF and MLP are the shared bottom; ``tasks`` names one linear head each
 (the ``fusion`` layer has one unit per task), e.g. ``("next", "conversion")``. User id 0
@@ -51,7 +55,7 @@ class NeuMF(keras.Model):
                  pair_dim: int = 0, tasks: tuple[str, ...] | list[str] = ("next",),
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
-                 **kwargs: Any) -> None:
+                 wide: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if content and branch == "gmf":
             raise ValueError("content features need the MLP branch")
@@ -68,7 +72,7 @@ class NeuMF(keras.Model):
         self.branch, self.dropout_rate = branch, dropout
         self.categories, self.buckets, self.pair_dim = categories, buckets, pair_dim
         self.tasks, self.features, self.id_l2 = tuple(tasks), features, id_l2
-        self.content, self.id_dropout = content, id_dropout
+        self.content, self.id_dropout, self.wide = content, id_dropout, wide
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -130,6 +134,8 @@ class NeuMF(keras.Model):
         parts = self.branch_outputs(inputs, training)
         if self.use_score:
             parts.append(ops.reshape(ops.cast(inputs["score"], "float32"), (-1, 1)))
+        if self.wide and self.pair_dim:
+            parts.append(ops.cast(inputs["pair"], "float32"))
         return self.out(ops.concatenate(parts, axis=-1))
 
     def set_content(self, table: ContentTable) -> None:
@@ -148,7 +154,7 @@ class NeuMF(keras.Model):
                 "dropout": self.dropout_rate, "categories": self.categories,
                 "buckets": self.buckets, "pair_dim": self.pair_dim, "tasks": list(self.tasks),
                 "features": self.features, "id_l2": self.id_l2, "content": self.content,
-                "id_dropout": self.id_dropout}
+                "id_dropout": self.id_dropout, "wide": self.wide}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None

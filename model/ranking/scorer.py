@@ -40,6 +40,7 @@ class NumpyNeuMF:
     fuse_gmf: np.ndarray | None      # [g, tasks]
     fuse_mlp: np.ndarray | None      # [h_last, tasks]
     fuse_score: np.ndarray | None    # [tasks]
+    fuse_pair: np.ndarray | None     # [pair_dim, tasks]: a wide model's linear pair terms
     fuse_bias: np.ndarray            # [tasks]
     tasks: tuple[str, ...]
     buckets: int
@@ -92,7 +93,7 @@ class NumpyNeuMF:
             h = self.mlp_item[items]
             h += row[:, None, :]
             if self.mlp_pair is not None:
-                h += pair @ self.mlp_pair
+                h += pair[..., :len(self.mlp_pair)] @ self.mlp_pair  # older models: fewer
             h = np.maximum(h, 0, out=h).reshape(-1, row.shape[1])
             for kernel, bias in self.mlp_rest:
                 h = h @ kernel
@@ -101,6 +102,8 @@ class NumpyNeuMF:
             out = out + (h @ self.fuse_mlp).reshape(*items.shape, -1)
         if self.fuse_score is not None:
             out = out + retrieval[..., None] * self.fuse_score
+        if self.fuse_pair is not None:
+            out = out + pair[..., :len(self.fuse_pair)] @ self.fuse_pair
         return np.broadcast_to(out, (*items.shape, len(self.tasks))).astype(np.float32)
 
     def _row(self, users: np.ndarray, session: np.ndarray | None, context: np.ndarray | None,
@@ -136,9 +139,12 @@ def export_neumf(model: NeuMF) -> NumpyNeuMF:
         fuse_mlp = kernel[at:at + model.mlp_layers[-1]]
         at += model.mlp_layers[-1]
     fuse_score = kernel[at] if model.use_score else None
+    at += int(model.use_score)
+    fuse_pair = kernel[at:at + model.pair_dim] if model.wide and model.pair_dim else None
     return NumpyNeuMF(gmf_user, gmf_item, first.user, first.item, first.session, first.context,
                       first.categories, first.pair, first.bias, tuple(rest), fuse_gmf,
-                      fuse_mlp, fuse_score, bias, model.tasks, max(model.buckets, 1),
+                      fuse_mlp, fuse_score, fuse_pair, bias, model.tasks,
+                      max(model.buckets, 1),
                       first.content, first.item_kernel, first.item_ids)
 
 

@@ -2,9 +2,8 @@
 
 - ``fit_neumf``: the paper's setting (user, item; 4 uniform negatives per positive),
   optionally pretraining GMF and MLP before fusing them.
-- ``fit_ranker``: NeuMF as the multi-task reranker of SASRec candidates: short lists of
-  the true next item against hard negatives from SASRec's own top candidates, with every
-  input it reads when serving (``model.ranking.inputs``), cross-fitted so each list is
+- ``fit_ranker``: NeuMF as the multi-task reranker of SASRec candidates: the candidate
+  lists it reranks when serving, with every input it reads there (``model.ranking.inputs``), cross-fitted so each list is
   scored by a SASRec that never saw it (``cross_fitted_examples``).
 """
 
@@ -18,7 +17,7 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut, Sequences, Side
-from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
+from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
 from model.fitting import (
     EpochCallback,
     TrainResult,
@@ -27,7 +26,7 @@ from model.fitting import (
     start_training,
 )
 from model.pipeline import PipelineScorer
-from model.ranking.inputs import Candidates
+from model.ranking.inputs import RECENT_ITEMS, Candidates, candidate_lists
 from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score
 from model.retrieval.index import ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
@@ -153,20 +152,19 @@ def fit_neumf(split: LeaveLastOut, cfg: NeuMFConfig = NeuMFConfig(),
 
 
 def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRecScorer,
-                    index: ItemIndex, cfg: NeuMFConfig, rng: np.random.Generator
-                    ) -> tuple[Candidates, np.ndarray]:
+                    index: ItemIndex, cfg: NeuMFConfig) -> tuple[Candidates, np.ndarray]:
     """For the newest ``cfg.lists_per_user`` positions of each history (scored by a
-    retriever that never saw that history), a short list: the true next item, hard negatives from the retriever's candidates and one item of the user's
-    own history (so "seen before" is learned both ways: REES46 users return to items,
-    MovieLens users never rate one twice). Returns the lists as ``Candidates`` with all
-    ranker features, and labels [lists, width, 2]: next (1 for the true item) and
-    conversion (1 when the true item's event converted).
+    retriever that never saw that history), the candidate list the pipeline would rerank
+    there (``candidate_lists``: the retriever's ``cfg.candidates`` nearest unseen items
+    and the user's newest items), with every ranker feature. Returns the lists and their
+    labels [lists, width, 2]: next (1 for the true item) and conversion (1 when the true
+    item's event converted).
 
-    Only positions whose true item the retriever ranks within the depth the ranker sees
-    (``candidates`` plus the history, as evaluation searches) make a list: a true item
-    from beyond it would teach that a low retrieval score and a far rank mark the answer,
-    the opposite of what holds among the candidates (measured: with such lists the
-    ranker only lost validation NDCG from its starting point)."""
+    The lists are whole, as served: a ranker trained on a few sampled negatives learned
+    to tell the answer from far candidates, which the retrieval score already does, and
+    lost validation NDCG from its starting point (docs/BENCHMARKS.md, issue #14). A
+    position whose true item is not among its candidates makes no list: nothing in it
+    could be ranked right."""
     users, lengths = [], []
     for u, h in enumerate(histories, start=1):
         for t in range(max(1, len(h) - cfg.lists_per_user), len(h)):
@@ -176,41 +174,18 @@ def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRec
     targets = np.array([histories[u - 1][t] for u, t in zip(users, lengths)])
     side = seqs.side(users_a, lengths)
     sessions = sasrec.embed(prefixes, side).astype("float32")
-    _, ids = index.search(sessions, cfg.candidates, exclude=prefixes)
-    pick = rng.integers(0, cfg.candidates, size=(len(users), cfg.negatives))
-    own = np.array([p[rng.integers(len(p))] for p in prefixes])
-    items = np.column_stack([targets, np.take_along_axis(ids, pick, 1), own])
-    found, ranks = _example_lists(seqs.spec, users_a, sessions, items, prefixes, side,
-                                  sasrec.model.item_embeddings())
-    keep = (ranks[:, 0] < cfg.candidates + np.array([len(p) for p in prefixes])) & (
-        items > 0).all(axis=1)
-    hits = items == targets[:, None]
+    table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
+    scores, ids = candidate_lists(index, table, sessions, prefixes, cfg.candidates,
+                                  RECENT_ITEMS)
+    hits = ids == targets[:, None]
+    keep = hits.any(axis=1)
+    found = Candidates.build(seqs.spec, users_a, sessions, ids, scores, prefixes, side)
     labels = np.stack([hits, hits & seqs.labels(users_a, lengths)[:, None]], axis=-1)
     return found.rows(keep), labels[keep].astype("float32")
 
 
-def _example_lists(spec: FeatureSpec, users: np.ndarray, sessions: np.ndarray,
-                   items: np.ndarray, prefixes: list[np.ndarray], side: Side,
-                   table: Any) -> tuple[Candidates, np.ndarray]:
-    """``Candidates`` for the example lists [n, width], each item with its retrieval
-    score and the rank it has in a full retrieval list (what serving and evaluation see),
-    and those ranks."""
-    table = keras.ops.convert_to_numpy(table)
-    scores = np.einsum("bd,bwd->bw", sessions, table[items])
-    ranks = np.zeros(items.shape, np.int64)
-    for start in range(0, len(items), 512):
-        full = sessions[start:start + 512] @ table[1:].T
-        block = scores[start:start + 512]
-        ranks[start:start + 512] = (full[:, None, :] > block[:, :, None]).sum(axis=2)
-    found = Candidates.build(spec, users, sessions, items, scores, prefixes, side)
-    pair = found.pair.copy()
-    pair[..., 0] = np.log1p(ranks) / 5.0  # the rank feature (``pair_features``), by score
-    return replace(found, pair=pair), ranks
-
-
 def cross_fitted_examples(split: LeaveLastOut, sasrec_cfg: SASRecConfig, sasrec_epochs: int,
-                          cfg: NeuMFConfig, rng: np.random.Generator
-                          ) -> tuple[Candidates, np.ndarray]:
+                          cfg: NeuMFConfig) -> tuple[Candidates, np.ndarray]:
     """The ranker's training lists, cross-fitted: users split in two halves, a retriever
     trained on each half scores the other half's histories, so every list carries the
     scores of a retriever that never saw it, as at serving time.
@@ -228,7 +203,7 @@ def cross_fitted_examples(split: LeaveLastOut, sasrec_cfg: SASRecConfig, sasrec_
         index = ItemIndex.build(keras.ops.convert_to_numpy(retriever.item_embeddings()))
         mine = [h if half[i] == fold else h[:0] for i, h in enumerate(split.train)]
         parts.append(ranker_examples(split.sequences, mine, SASRecScorer(retriever), index,
-                                     cfg, rng))
+                                     cfg))
     return (Candidates.concat([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]))
 
@@ -241,7 +216,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
-    found, labels = cross_fitted_examples(split, sasrec_cfg, sasrec_epochs, cfg, rng)
+    found, labels = cross_fitted_examples(split, sasrec_cfg, sasrec_epochs, cfg)
     tasks = cfg.tasks if labels[..., 1].any() else ("next",)
     width = labels.shape[1]
     content = seqs.content if cfg.content else None
@@ -252,7 +227,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                   buckets=seqs.spec.buckets, pair_dim=found.pair.shape[-1], tasks=tasks,
                   features=seqs.spec.to_dict(), id_l2=cfg.id_l2,
                   content=content.spec.to_dict() if content is not None else None,
-                  id_dropout=cfg.id_dropout if content is not None else 0.0)
+                  id_dropout=cfg.id_dropout if content is not None else 0.0, wide=True)
     model = _compile(start_from_score(model), cfg.learning_rate,
                      ListwiseLoss(width, [cfg.task_weights.get(t, 1.0) for t in tasks]))
     if init is not None:

@@ -301,12 +301,17 @@ def test_pair_repeated_item_uses_its_newest_occurrence() -> None:
     np.testing.assert_allclose(out[:, 2], np.log1p([9, 8, 0, 0, 7]) / 5,
                                rtol=1e-6)                           # hours since newest
     assert out[:, 3].tolist() == [1, 0, 0, 0, 0]                    # 3 last as a view
+    np.testing.assert_allclose(out[:, 4], np.log1p([2, 1, 0, 0, 0]) / 5,
+                               rtol=1e-6)                           # events back
+    np.testing.assert_allclose(out[:, 5], np.log1p([1, 2, 0, 0, 1]) / 5,
+                               rtol=1e-6)                           # times seen
 
 
 def test_pair_seen_without_times_or_types_leaves_those_columns_zero() -> None:
-    out = pairs([[3, 4]], [[3]], [[]], [[]], [HOUR_MS])[0]
+    out = pairs([[3, 4]], [[3, 5]], [[]], [[]], [HOUR_MS])[0]
     assert out[:, 1].tolist() == [1, 0]
-    assert not out[:, 2:].any()
+    assert not out[:, 2:4].any()
+    np.testing.assert_allclose(out[:, 4], [np.log1p(1) / 5, 0], rtol=1e-6)  # still recency
 
 
 def test_pair_hours_never_negative() -> None:

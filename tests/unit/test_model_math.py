@@ -118,6 +118,36 @@ def test_evaluate_protocols_on_an_oracle_and_a_constant_model() -> None:
     assert flat["full"]["HR@10"] == 0.0  # 30 items - 5 seen - target = 24 tied → rank 12
 
 
+def test_binary_auc_counts_pairs_in_order_and_ties_as_half() -> None:
+    from model.evaluation.metrics import binary_auc
+
+    assert binary_auc(np.array([3.0, 1.0, 2.0]), np.array([1, 0, 0])) == 1.0
+    assert binary_auc(np.array([1.0, 3.0, 2.0]), np.array([1, 0, 0])) == 0.0
+    assert binary_auc(np.array([2.0, 2.0, 1.0]), np.array([1, 0, 0])) == 0.75
+    assert np.isnan(binary_auc(np.array([1.0]), np.array([1])))
+
+
+def test_keep_history_ranks_a_repeated_target_against_the_users_other_items_too() -> None:
+    from model.evaluation.protocols import evaluate_cases
+
+    class SeenFirst:  # every item of the history above every other item
+        name = "seen-first"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            out = np.zeros((len(users), 21))
+            for row, h in enumerate(histories):
+                out[row, h] = 1.0 + np.arange(len(h))  # newer items above older
+            return out
+
+    users, history, target = np.array([1]), [np.array([5, 6, 7, 8])], np.array([6])
+    masked = evaluate_cases(SeenFirst(), users, history, target, 20, num_negatives=5)
+    kept = evaluate_cases(SeenFirst(), users, history, target, 20, num_negatives=5,
+                          keep_history=True)
+    assert masked["full"]["MRR"] == 1.0           # the other seen items are not ranked
+    assert kept["full"]["MRR"] == pytest.approx(1 / 3)  # 8 and 7 are newer
+
+
 def test_sequences_over_a_fixed_item_map_map_unknown_items_to_zero() -> None:
     train = build_sequences(_events([("a", "x", 1), ("a", "y", 2)]))
     test = build_sequences(_events([("s", "y", 3), ("s", "new", 4), ("s", "x", 5)]),

@@ -150,11 +150,14 @@ def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
 
 
 def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
-    """Lists carry one true item each, scored by a retriever that never saw the user; with
-    conversions in the log the ranker gets both heads, the feature spec it was trained
-    with, and early stopping never leaves it below its start (the retriever's order)."""
+    """Lists are whole candidate lists (the retriever's nearest unseen items and the user's
+    newest items, best score first) holding the true item once, scored by a retriever
+    that never saw the user; with conversions in the log the ranker gets both heads, the
+    feature spec it was trained with, and early stopping never leaves it below its start
+    (the retriever's order)."""
     from model.evaluation.harness import conversion_report
     from model.features import FeatureSpec
+    from model.ranking.inputs import RECENT_ITEMS
     from model.ranking.training import NeuMFConfig, cross_fitted_examples
     from streams.events import EVENT_TYPES
 
@@ -165,10 +168,11 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     sasrec_cfg = SASRecConfig(max_len=20, dim=16, blocks=1, epochs=4, eval_every=2)
     cfg = NeuMFConfig(gmf_dim=8, mlp_layers=(16, 8), epochs=4, eval_every=2, candidates=20,
                       lists_per_user=5)
-    found, labels = cross_fitted_examples(split, sasrec_cfg, 2, cfg,
-                                          np.random.default_rng(0))
-    assert labels.shape == (len(found.ids), cfg.negatives + 2, 2)
-    assert (labels[:, 0, 0] == 1).all()  # column 0 is the true next item
+    found, labels = cross_fitted_examples(split, sasrec_cfg, 2, cfg)
+    assert labels.shape == (len(found.ids), cfg.candidates + RECENT_ITEMS, 2)
+    assert (labels[..., 0].sum(axis=1) == 1).all()  # one true next item per list
+    assert (found.ids[labels[..., 0] == 1] > 0).all()
+    assert (np.diff(np.where(found.ids > 0, found.scores, -1e9), axis=1) <= 0).all()
     assert (labels[..., 1] <= labels[..., 0]).all()  # a conversion is a hit too
     trained = train_models(split, ["sasrec", "pipeline"], sasrec_cfg, cfg)
     result = trained["pipeline"].result
@@ -179,3 +183,4 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     report = conversion_report(trained["pipeline"].scorer, split)  # type: ignore[arg-type]
     assert set(report) == {"next head", "conversion head", "served"}
     assert all(0 <= r["AUC"] <= 1 and r["cases"] > 0 for r in report.values())
+    assert all(0 <= r["converts AUC"] <= 1 for r in report.values())

@@ -8,19 +8,22 @@ from model.ranking.scorer import export_neumf
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
 
 
-@pytest.mark.parametrize("branch,session_dim,use_score,context_dim,categories,pair_dim,tasks", [
-    ("both", 8, True, 0, 0, 0, ("next",)),
-    ("both", 0, False, 3, 2, 4, ("next", "conversion")),
-    ("gmf", 0, True, 0, 0, 0, ("next",)),
-    ("mlp", 8, True, 2, 1, 3, ("next", "conversion"))])
+@pytest.mark.parametrize(
+    "branch,session_dim,use_score,context_dim,categories,pair_dim,tasks,wide", [
+        ("both", 8, True, 0, 0, 0, ("next",), False),
+        ("both", 0, False, 3, 2, 4, ("next", "conversion"), False),
+        ("gmf", 0, True, 0, 0, 0, ("next",), False),
+        ("mlp", 8, True, 2, 1, 3, ("next", "conversion"), False),
+        ("both", 8, True, 2, 1, 6, ("next", "conversion"), True),
+        ("mlp", 0, False, 0, 0, 3, ("next",), True)])
 def test_numpy_scores_equal_the_keras_model(branch: str, session_dim: int, use_score: bool,
                                             context_dim: int, categories: int, pair_dim: int,
-                                            tasks: tuple[str, ...]) -> None:
+                                            tasks: tuple[str, ...], wide: bool) -> None:
     keras.utils.set_random_seed(4)
     model = NeuMF(num_users=30, num_items=50, gmf_dim=6, mlp_layers=(16, 8, 4),
                   session_dim=session_dim, use_score=use_score, context_dim=context_dim,
                   branch=branch, categories=categories, buckets=5, pair_dim=pair_dim,
-                  tasks=tasks)
+                  tasks=tasks, wide=wide)
     rng = np.random.default_rng(0)
     batch, cands = 5, 7
     users = rng.integers(0, 31, batch)
@@ -48,6 +51,13 @@ def test_numpy_scores_equal_the_keras_model(branch: str, session_dim: int, use_s
     got = export_neumf(model).score(users, items, session, retrieval, context, cats, pair)
     assert got.shape == (batch, cands, len(tasks)) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Features appended since the model was trained are not read: a champion trained with
+    # fewer pair features keeps serving.
+    newer = np.concatenate([pair, rng.standard_normal((batch, cands, 2)).astype(np.float32)],
+                           axis=-1)
+    np.testing.assert_allclose(export_neumf(model).score(users, items, session, retrieval,
+                                                         context, cats, newer),
+                               expected, atol=1e-5)
 
 
 def test_a_model_without_hidden_mlp_layers_is_refused() -> None:

@@ -1,0 +1,52 @@
+"""``candidate_lists``: which items the ranker reranks, the same in training, evaluation
+and serving; and ``Candidates.flat`` for a model trained with fewer pair features."""
+
+import numpy as np
+
+from model.features import PAIR_FEATURES, FeatureSpec
+from model.ranking.inputs import Candidates, candidate_lists
+from model.retrieval.index import ItemIndex
+
+
+def _index() -> tuple[ItemIndex, np.ndarray, np.ndarray]:
+    """Items 1..8 on a line: item i scores i against the query (row 0 is padding)."""
+    table = np.zeros((9, 2), np.float32)
+    table[1:, 0] = np.arange(1, 9)
+    return ItemIndex.build(table), table, np.array([[1.0, 0.0]], np.float32)
+
+
+def test_without_recent_items_the_lists_are_the_nearest_unseen_items() -> None:
+    index, table, query = _index()
+    scores, ids = candidate_lists(index, table, query, [np.array([8, 6])], depth=3)
+    assert ids.tolist() == [[7, 5, 4]] and scores.tolist() == [[7.0, 5.0, 4.0]]
+
+
+def test_recent_items_join_once_each_newest_first_and_all_sorted_by_score() -> None:
+    index, table, query = _index()
+    history = np.array([2, 8, 2, 3, 6])  # newest distinct: 6, 3, 2, 8
+    scores, ids = candidate_lists(index, table, query, [history], depth=2, recent=3)
+    # unseen: 7, 5 (8 is seen, though older than the 3 newest); recent: 6, 3, 2
+    assert ids[0].tolist() == [7, 6, 5, 3, 2]  # a position is a rank by score
+    assert (np.diff(scores[0]) <= 0).all()
+
+
+def test_short_histories_leave_empty_slots_last() -> None:
+    index, table, query = _index()
+    scores, ids = candidate_lists(index, table, np.repeat(query, 2, 0),
+                                  [np.array([1]), np.array([], np.int64)], depth=2, recent=2)
+    assert ids.tolist() == [[8, 7, 1, 0], [8, 7, 0, 0]]
+    assert np.isneginf(scores[:, -1]).all()
+
+
+def test_a_model_trained_with_fewer_pair_features_reads_only_those() -> None:
+    from types import SimpleNamespace
+
+    spec = FeatureSpec()
+    ids = np.array([[3, 4]])
+    found = Candidates.build(spec, np.array([1]), np.zeros((1, 2), np.float32), ids,
+                             np.ones((1, 2)), [np.array([3])], None)
+    assert found.pair.shape == (1, 2, PAIR_FEATURES)
+    old = SimpleNamespace(session_dim=0, use_score=False, context_dim=0, categories=0,
+                          pair_dim=4)
+    flat = found.flat(old)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(flat["pair"], found.pair[..., :4].reshape(-1, 4))

@@ -163,6 +163,7 @@ class ServingBundle:
         self.cached_users = cached_users
         self.caches: OrderedDict[str, SessionCache] = OrderedDict()
         self.trained_items = len(items)  # ids past this are known by content alone
+        self._item_names = np.empty(0, dtype=object)
 
     def add_items(self, records: Sequence[ItemContent]) -> int:
         """Embed catalogue records into the encoder's table and the index, so the next
@@ -203,8 +204,7 @@ class ServingBundle:
             return None
         scores, ids = self.index.search(self.encoder.items[dense][None], k,
                                         exclude=[np.array([dense])])
-        top = np.flatnonzero(ids[0] > 0)
-        return self._list(0, top, ids, scores, None, None)
+        return self._lists(np.arange(ids.shape[1])[None], ids, scores, None, [None])[0]
 
     def _encode(self, users: list[str], tokens: list[np.ndarray],
                 explain: list[Attention]) -> np.ndarray:
@@ -320,10 +320,9 @@ class ServingBundle:
                                       found.pair)
             scores = np.where(ids > 0, heads @ self.heads, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        valid = np.take_along_axis(ids, order, 1) > 0
-        reasons = self._reasons(attention)
-        for row, r in enumerate(known):
-            out[r] = self._list(row, order[row][valid[row]], ids, scores, heads, reasons[row])
+        for r, made in zip(known, self._lists(order, ids, scores, heads,
+                                              self._reasons(attention))):
+            out[r] = made
         clock.lap("rank")
         return out
 
@@ -345,17 +344,42 @@ class ServingBundle:
                         for i in picks if i >= offset] or None)
         return out
 
-    def _list(self, row: int, top: np.ndarray, ids: np.ndarray, scores: np.ndarray,
-              heads: np.ndarray | None, because: list[tuple[str, float]] | None
-              ) -> Recommendation:
-        """One row's list: items, scores, per-head scores, and the reasons."""
-        per_head = None
-        if heads is not None and self.ranker is not None and len(self.ranker.tasks) > 1:
-            per_head = dict(zip(self.ranker.tasks, heads[row, top].T.tolist()))
-        names, chosen = self.items.ids, ids[row, top].tolist()
-        return Recommendation([names[i - 1] for i in chosen], scores[row, top].tolist(),
-                              per_head, because,
-                              ["model" if i <= self.trained_items else "content" for i in chosen])
+    def _lists(self, order: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+               heads: np.ndarray | None, reasons: list[list[tuple[str, float]] | None]
+               ) -> list[Recommendation]:
+        """Each row's list in ``order`` (its top positions), empty slots (id 0) left out:
+        items, scores, per-head scores, paths and the reasons. Gathered and converted for
+        the whole batch at once: per-row NumPy calls cost more than the lists' numbers."""
+        chosen = np.take_along_axis(ids, order, 1)
+        known = self._names()
+        names = (known[np.maximum(chosen - 1, 0)] if len(known) else
+                 np.full(chosen.shape, "", object)).tolist()
+        values = np.take_along_axis(scores, order, 1).tolist()
+        paths = np.where(chosen <= self.trained_items, "model", "content").tolist()
+        tasks = self.ranker.tasks if self.ranker is not None else ()
+        per_head: list = [None] * len(order)
+        if heads is not None and len(tasks) > 1:
+            picked = np.take_along_axis(heads, order[..., None], 1).transpose(0, 2, 1)
+            per_head = [dict(zip(tasks, row)) for row in picked.tolist()]
+        out = []
+        for row, keep in enumerate((chosen > 0).tolist()):
+            if all(keep):
+                out.append(Recommendation(names[row], values[row], per_head[row], reasons[row],
+                                          paths[row]))
+                continue
+            at = [i for i, kept in enumerate(keep) if kept]
+            head_rows = per_head[row]
+            out.append(Recommendation(
+                [names[row][i] for i in at], [values[row][i] for i in at],
+                {t: [v[i] for i in at] for t, v in head_rows.items()} if head_rows else None,
+                reasons[row], [paths[row][i] for i in at]))
+        return out
+
+    def _names(self) -> np.ndarray:
+        """The external item ids as an array (dense id - 1), rebuilt when items join."""
+        if len(self._item_names) != len(self.items):
+            self._item_names = np.asarray(self.items.ids, dtype=object)
+        return self._item_names
 
 
 def _rounds(users: list[str]) -> list[list[int]]:

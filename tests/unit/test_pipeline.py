@@ -190,3 +190,25 @@ def test_reasons_name_the_items_the_cache_attended_to_even_beyond_the_session() 
     assert len(bundle.caches[user].items) == 8
     assert rec is not None and rec.because is not None and len(rec.because) == 3
     assert {name for name, _ in rec.because} <= {*stream, seqs.items.ids[7]}
+
+
+def test_lists_leave_out_empty_slots_and_may_hold_the_newest_seen_items() -> None:
+    """A catalogue smaller than k: the list holds what exists, each item once. With seen
+    items allowed, the user's newest items join the candidates (``candidate_lists``)."""
+    keras.utils.set_random_seed(2)
+    seqs = build_sequences(generate(SyntheticConfig(users=5, items=6, events=60, seed=3)))
+    sasrec = SASRec(seqs.num_items, max_len=8, dim=8, blocks=1, dropout=0.0)
+    ranker = start_from_score(NeuMF(seqs.num_users, seqs.num_items, 4, (8, 4), session_dim=8,
+                                    use_score=True, pair_dim=6, tasks=("next", "conversion"),
+                                    wide=True))
+    SASRecScorer(sasrec).embed([np.array([1])])
+    bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v1",
+                                       candidates=4)
+    session = [seqs.items.ids[0], seqs.items.ids[1]]
+    unseen = bundle.recommend(["u"], [session], k=10)[0]
+    assert unseen is not None and sorted(unseen.items) == sorted(seqs.items.ids[2:])
+    assert unseen.heads is not None and all(len(v) == 4 for v in unseen.heads.values())
+    assert unseen.paths == ["model"] * 4
+    anything = bundle.recommend(["u"], [session], k=10, exclude_seen=False)[0]
+    assert anything is not None and set(session) <= set(anything.items)
+    assert len(anything.items) == len(set(anything.items)) == 6

@@ -2,8 +2,8 @@
 under peeking, and how many events do A/B testing and team-draft interleaving need to
 pick the better of two models?
 
-Two cheap models of known different quality (popularity, item-kNN over the last items)
-are fitted on the first part of a global time split. Every later event whose item they
+Two cheap models of known different quality (by default popularity and item-kNN over the
+last 20 items; ``--models`` picks another pair, e.g. two item-kNN windows) are fitted on the first part of a global time split. Every later event whose item they
 know and whose user has a history gets each model's top-10 list from that history
 (computed once, seen items excluded). Then, replaying those events in time order:
 
@@ -126,13 +126,22 @@ def _top_lists(model: Scorer, hists: list[np.ndarray], ids: list[str], batch: in
             yield tuple(ids[i - 1] for i in row)
 
 
-def load_log(path: str, fmt: str, fraction: float, window: int) -> Log:
+def model_of(spec: str) -> Popularity | ItemKNN:
+    """``popularity`` or ``knn:W`` (item-kNN over the user's last W items)."""
+    if spec == "popularity":
+        return Popularity()
+    name, _, window = spec.partition(":")
+    if name != "knn" or not window.isdigit() or int(window) < 1:
+        raise SystemExit(f"--models: {spec!r} is neither 'popularity' nor 'knn:W' (W >= 1)")
+    return ItemKNN(window=int(window))
+
+
+def load_log(path: str, fmt: str, fraction: float, specs: tuple[str, str]) -> Log:
     """Fit both models on the first ``fraction`` of the log; precompute their lists."""
     train, test = time_split(read_valid_events(path, fmt), fraction)
     seqs = build_sequences(train)
     histories = [h for h in seqs.by_user if len(h)]
-    models = (Popularity().fit(histories, seqs.num_items),
-              ItemKNN(window=window).fit(histories, seqs.num_items))
+    models = tuple(model_of(spec).fit(histories, seqs.num_items) for spec in specs)
     events, hists, targets = _cases(seqs, test)
     ids = seqs.items.ids
     names = [ids[t - 1] for t in targets]
@@ -141,7 +150,7 @@ def load_log(path: str, fmt: str, fraction: float, window: int) -> Log:
     def gains(lists: list[tuple[str, ...]]) -> np.ndarray:
         return np.array([list_outcome(shown, t, K).ndcg for shown, t in zip(lists, names)])
 
-    return Log((models[0].name, models[1].name), [e.user_id for e in events],
+    return Log(specs, [e.user_id for e in events],
                [e.event_id for e in events], names, (first, second),
                (gains(first), gains(second)))
 
@@ -254,7 +263,22 @@ def events_to_verdict(runs: list[Run], correct: str, log: Log) -> dict:
             "quartiles": [q if math.isfinite(q) else None for q in quartiles[::2]],
             "users_at_median": len(set(log.users[:int(quartiles[1])]))
             if math.isfinite(quartiles[1]) else None,
-            "log_events": len(log)}
+            "log_events": len(log), "sorted_events": sorted(n for n in needed
+                                                           if math.isfinite(n))}
+
+
+def matched_ratio(ab: dict, il: dict) -> dict | None:
+    """A/B's events to a correct verdict over interleaving's, at the same share of runs:
+    the median when both reach it within the log, else the largest share both reach (the
+    log is too short for A/B's median on a close pair; the fastest runs still compare).
+    None when either never decides correctly."""
+    both = min(len(ab["sorted_events"]), len(il["sorted_events"]))
+    if not both:
+        return None
+    k = min(both, math.ceil(ab["runs"] / 2))  # the k-th fastest correct run of each
+    return {"share": k / ab["runs"], "ab": ab["sorted_events"][k - 1],
+            "interleaving": il["sorted_events"][k - 1],
+            "value": ab["sorted_events"][k - 1] / il["sorted_events"][k - 1]}
 
 
 def simulate(log: Log, args: argparse.Namespace, better: int) -> dict:
@@ -327,7 +351,12 @@ def report(log: Log, means: list[float], results: dict) -> dict:
         ratio = {"value": (ab or len(log)) / il, "lower_bound": ab is None}
         print(f"\nA/B events ÷ interleaving events (medians): "
               f"{'≥ ' if ab is None else ''}{ratio['value']:.1f}x  (target: ≥ 5x)")
-    return ratio
+    matched = matched_ratio(results["ab"], results["interleaving"])
+    if matched:
+        print(f"at the {matched['share']:.0%} fastest correct runs of each: A/B "
+              f"{matched['ab']:,.0f} events, interleaving {matched['interleaving']:,.0f}: "
+              f"{matched['value']:.1f}x")
+    return {**ratio, "matched": matched}
 
 
 def main() -> None:
@@ -336,8 +365,9 @@ def main() -> None:
     parser.add_argument("--format", default="movielens")
     parser.add_argument("--train-fraction", type=float, default=0.5,
                         help="the models are fitted on this first share of the log")
-    parser.add_argument("--window", type=int, default=20,
-                        help="item-kNN scores from the user's last WINDOW items")
+    parser.add_argument("--models", default="popularity,knn:20",
+                        help="the pair, A,B: 'popularity' or 'knn:W' (item-kNN over the "
+                             "user's last W items) each")
     parser.add_argument("--aa-runs", type=int, default=500)
     parser.add_argument("--runs", type=int, default=100, help="A/B and interleaving runs")
     parser.add_argument("--look-every", type=int, default=100, help="events between looks")
@@ -346,7 +376,10 @@ def main() -> None:
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="write the figures here")
     args = parser.parse_args()
     start = time.perf_counter()
-    log = load_log(args.data, args.format, args.train_fraction, args.window)
+    specs = tuple(args.models.split(","))
+    if len(specs) != 2:
+        raise SystemExit(f"--models: two models, A,B. Received: {args.models!r}")
+    log = load_log(args.data, args.format, args.train_fraction, specs)  # type: ignore[arg-type]
     means = user_level_means(log)
     better = int(means[1] > means[0])
     print(f"{args.data}: fitted on the first {args.train_fraction:.0%}; {len(log):,} test "

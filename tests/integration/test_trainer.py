@@ -120,7 +120,7 @@ def test_worker_without_champion_then_trainer_loop_swaps_it_mid_stream_without_l
            "STREAMREC_INTERACTIONS_PARTITIONS": "2",
            "STREAMREC_WORKER_GROUP": f"test-loop-{uuid.uuid4().hex[:8]}"}
     # Tastes drift halfway: the first champion knows only the old ones.
-    log = list(generate(SyntheticConfig(users=80, items=60, events=3000, drift_at=0.5, seed=3)))
+    log = list(generate(SyntheticConfig(users=80, items=300, events=3000, drift_at=0.5, seed=3)))
     a, b, c = log[:1500], log[1500:2400], log[2400:]
 
     def send(events: list) -> None:

@@ -3,9 +3,10 @@ under peeking, and how many events do A/B testing and team-draft interleaving ne
 pick the better of two models?
 
 Two cheap models of known different quality (by default popularity and item-kNN over the
-last 20 items; ``--models`` picks another pair, e.g. two item-kNN windows) are fitted on the first part of a global time split. Every later event whose item they
-know and whose user has a history gets each model's top-10 list from that history
-(computed once, seen items excluded). Then, replaying those events in time order:
+last 20 items; ``--models`` picks another pair, e.g. two item-kNN windows) are fitted
+on the first part of a global time split. Every later event whose item they know and
+whose user has a history gets each model's top-10 list from that history (computed
+once, seen items excluded). Then, replaying those events in time order:
 
 - **A/A**: users split 50/50 by a fresh salt per run, both arms served the same model;
   the mSPRT on user-level NDCG@10 is read every ``--look-every`` events; a run is a false

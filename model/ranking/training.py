@@ -3,8 +3,9 @@
 - ``fit_neumf``: the paper's setting (user, item; 4 uniform negatives per positive),
   optionally pretraining GMF and MLP before fusing them.
 - ``fit_ranker``: NeuMF as the multi-task reranker of SASRec candidates: the candidate
-  lists it reranks when serving, with every input it reads there (``model.ranking.inputs``), cross-fitted so each list is
-  scored by a SASRec that never saw it (``cross_fitted_examples``).
+  lists it reranks when serving, with every input it reads there
+  (``model.ranking.inputs``), cross-fitted so each list is scored by a SASRec that never
+  saw it (``cross_fitted_examples``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ def _runs(events: list[int], runs: int = 10) -> dict:
 
 
 def test_the_median_is_compared_when_both_reach_it() -> None:
-    ratio = matched_ratio(_runs([100 * i for i in range(1, 9)]), _runs([10 * i for i in range(1, 11)]))
+    ratio = matched_ratio(_runs([100 * i for i in range(1, 9)]),
+                          _runs([10 * i for i in range(1, 11)]))
     assert ratio == {"share": 0.5, "ab": 500, "interleaving": 50, "value": 10.0}
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from model.data import LeaveLastOut, build_sequences, leave_last_out
 from model.evaluation.harness import conversion_report
-from model.evaluation.protocols import evaluate, evaluate_cases
+from model.evaluation.protocols import rank_cases
 from model.features import FeatureSpec
 from model.pipeline import PipelineScorer
 from model.ranking.training import NeuMFConfig, fit_ranker
@@ -49,26 +49,22 @@ def _figures(scorer: object, split: LeaveLastOut) -> dict:
     """Both protocols, and full NDCG@10 two more ways: on the test targets the user had
     met before (``repeat``) and the rest (``new``), and with the history kept among the
     candidates (``keep_history``: what a repeated target must also beat)."""
-    result = evaluate(scorer, split, "test")  # type: ignore[arg-type]
     users = split.eval_users("test")
-    cases = ([split.history(u, "test") for u in users],
-             np.array([split.target(u, "test") for u in users]))
-    repeat = np.array([t in h for h, t in zip(*cases)])
+    histories = [split.history(u, "test") for u in users]
+    targets = np.array([split.target(u, "test") for u in users])
+    cases = (users, histories, targets, split.sequences.num_items)
+    side = split.side(users, "test")
+    ranks = rank_cases(scorer, *cases, side=side)  # type: ignore[arg-type]
+    result = ranks.report()
+    repeat = np.array([t in h for h, t in zip(histories, targets)])
     out = {"full": result["full"], "sampled": result["sampled"], "repeat_share":
            float(repeat.mean())}
     for name, rows in (("repeat", repeat), ("new", ~repeat)):
         if rows.any():
-            out[f"full {name}"] = _full(scorer, split, users, cases, rows)
-    out["full keep_history"] = _full(scorer, split, users, cases, np.ones_like(repeat), True)
+            out[f"full {name}"] = ranks.rows(rows).report()["full"]
+    out["full keep_history"] = rank_cases(scorer, *cases, side=side,  # type: ignore[arg-type]
+                                          keep_history=True).report()["full"]
     return out
-
-
-def _full(scorer: object, split: LeaveLastOut, users: np.ndarray, cases: tuple,
-          rows: np.ndarray, keep_history: bool = False) -> dict:
-    histories = [h for h, keep in zip(cases[0], rows) if keep]
-    return evaluate_cases(scorer, users[rows], histories, cases[1][rows],  # type: ignore[arg-type]
-                          split.sequences.num_items, side=split.side(users[rows], "test"),
-                          keep_history=keep_history)["full"]
 
 
 def _retriever(split: LeaveLastOut, cfg: SASRecConfig) -> tuple:

@@ -82,15 +82,23 @@ class PipelineScorer:
         return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates,
                               self.exclude_seen, head_weights)
 
-    def rerank(self, users: np.ndarray, sessions: np.ndarray, histories: list[np.ndarray],
-               side: Side | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ranker scores, item ids), each [batch, depth], best first."""
+    def head_logits(self, users: np.ndarray, sessions: np.ndarray,
+                    histories: list[np.ndarray], side: Side | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(each head's logit [batch, depth, tasks], item ids [batch, depth]) for the
+        candidates, in retrieval order."""
         scores, ids = candidate_lists(self.index, self.table, sessions, histories,
                                       self.candidates, 0 if self.exclude_seen else RECENT_ITEMS)
         found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
                                  seen_excluded=self.exclude_seen)
         logits = predict_rows(self.ranker, found.flat(self.ranker))
-        ranked = np.where(ids > 0, logits.reshape(*ids.shape, -1) @ self.heads, -np.inf)
+        return logits.reshape(*ids.shape, -1), ids
+
+    def rerank(self, users: np.ndarray, sessions: np.ndarray, histories: list[np.ndarray],
+               side: Side | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ranker scores, item ids), each [batch, depth], best first."""
+        logits, ids = self.head_logits(users, sessions, histories, side)
+        ranked = np.where(ids > 0, logits @ self.heads, -np.inf)
         order = np.argsort(-ranked, axis=1, kind="stable")
         return np.take_along_axis(ranked, order, 1), np.take_along_axis(ids, order, 1)
 
@@ -351,8 +359,8 @@ class ServingBundle:
         items, scores, per-head scores, paths and the reasons. Gathered and converted for
         the whole batch at once: per-row NumPy calls cost more than the lists' numbers."""
         chosen = np.take_along_axis(ids, order, 1)
-        known = self._names()
-        names = (known[np.maximum(chosen - 1, 0)] if len(known) else
+        every_name = self._names()
+        names = (every_name[np.maximum(chosen - 1, 0)] if len(every_name) else
                  np.full(chosen.shape, "", object)).tolist()
         values = np.take_along_axis(scores, order, 1).tolist()
         paths = np.where(chosen <= self.trained_items, "model", "content").tolist()

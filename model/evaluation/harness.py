@@ -105,30 +105,33 @@ def conversion_report(pipeline: PipelineScorer, split: LeaveLastOut, stage: str 
     histories = [split.history(u, stage) for u in users]
     side = split.side(users, stage)
     variants = {**{f"{t} head": {t: 1.0} for t in pipeline.ranker.tasks}, "served": None}
+    targets_logits = _target_logits(pipeline, split, everyone, stage)  # once for all heads
+    found = ~np.isnan(targets_logits[:, 0])
     out = {}
     for name, weights in variants.items():
         scorer = pipeline.with_heads(weights) if weights is not None else pipeline
         full = evaluate_cases(scorer, users, histories, targets, split.sequences.num_items,
                               side=side)["full"]
-        target = _target_scores(scorer, split, everyone, stage)
-        found = ~np.isnan(target)
+        target = targets_logits[found] @ scorer.heads
         out[name] = {"AUC": full["AUC"], "NDCG@10": full["NDCG@10"], "cases": int(len(users)),
-                     "converts AUC": binary_auc(target[found], converted[found])}
+                     "converts AUC": binary_auc(target, converted[found])}
     return out
 
 
-def _target_scores(pipeline: PipelineScorer, split: LeaveLastOut, users: np.ndarray,
+def _target_logits(pipeline: PipelineScorer, split: LeaveLastOut, users: np.ndarray,
                    stage: str, batch: int = 256) -> np.ndarray:
-    """Each case's ranker score of its true next item; NaN where it is no candidate."""
+    """[cases, tasks]: each head's logit of the case's true next item; NaN where that
+    item is no candidate."""
     out = []
     for start in range(0, len(users), batch):
         rows = users[start:start + batch]
         histories = [split.history(u, stage) for u in rows]
         side = split.side(rows, stage)
-        scores, ids = pipeline.rerank(rows, pipeline.sasrec.embed(histories, side),
-                                      histories, side)
+        logits, ids = pipeline.head_logits(rows, pipeline.sasrec.embed(histories, side),
+                                           histories, side)
         hit = ids == np.array([split.target(u, stage) for u in rows])[:, None]
-        out.append(np.where(hit.any(1), np.where(hit, scores, 0.0).sum(1), np.nan))
+        picked = np.einsum("bw,bwt->bt", hit.astype(logits.dtype), logits)
+        out.append(np.where(hit.any(1)[:, None], picked, np.nan))
     return np.concatenate(out)
 
 

@@ -16,7 +16,7 @@ for the models that use them, None where the cases have none.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -87,6 +87,12 @@ class CaseRanks:
     top: np.ndarray               # [cases, 10] each case's top-10 items (full ranking)
     num_items: int
     num_negatives: int
+
+    def rows(self, which: np.ndarray) -> CaseRanks:
+        """The cases ``which`` selects (a mask or indices), to report a segment without
+        ranking it again."""
+        return replace(self, full=self.full[which], full_candidates=self.full_candidates[which],
+                       sampled=self.sampled[which], top=self.top[which])
 
     def report(self, k: int = 10) -> dict:
         """The protocols' figures: ``{"sampled": {...}, "full": {...}, "users": cases}``."""

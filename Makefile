@@ -23,10 +23,11 @@ lint: setup
 	$(BIN)/lint-imports --no-cache
 
 # Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
-# kill -9 chaos for now. FAULTS_ARGS="--events 30000 --runs 3" to change it.
+# kill -9 chaos, then SIGSTOP past the session timeout. FAULTS_ARGS="--runs 3" adds to both.
 faults: setup
 	$(BIN)/streamrec stack up
-	$(BIN)/python -m tests.faults.kill_chaos $(FAULTS_ARGS)
+	$(BIN)/python -m tests.faults.worker_chaos --fault kill $(FAULTS_ARGS)
+	$(BIN)/python -m tests.faults.worker_chaos --fault stop --events 45000 --rate 1000 $(FAULTS_ARGS)
 
 # schemathesis with every check against the running API, without and with keys, on a
 # stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).

@@ -762,3 +762,35 @@ def test_a_changelog_that_never_drains_stops_the_commit() -> None:
     drain_fully(buffer, most_s=30, clock=lambda: float(next(clock)))
     with pytest.raises(RuntimeError, match="3 changelog writes not sent in 30 s"):
         asyncio.run(buffer.flush())
+
+
+def test_resuming_flow_keeps_the_events_already_queued() -> None:
+    """Faust resumes flow after seeking a new assignment, and mode's ``resume()`` empties
+    the stream queues: events queued during the seek were lost, their offsets already
+    read (issue #16). A revoke's explicit ``clear()`` must still empty them."""
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    from streams.worker import keep_queues_on_resume
+
+    def queued_after_resume(keep: bool) -> int:
+        flow = FlowControlEvent()  # suspended, as before an assignment
+        queue: FlowControlQueue = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        if keep:
+            keep_queues_on_resume(flow)
+        flow.resume()  # resumed for the changelog restore
+        queue.put_nowait("fetched during the seek")
+        flow.resume()  # the assignment's final resume
+        assert flow.is_active()
+        asyncio.run(asyncio.wait_for(flow.acquire(), 1))  # producers are not held back
+        return queue.qsize()
+
+    assert queued_after_resume(keep=False) == 0  # the premise: mode's resume clears
+    assert queued_after_resume(keep=True) == 1
+    flow = FlowControlEvent()
+    queue: FlowControlQueue = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+    keep_queues_on_resume(flow)
+    flow.resume()
+    queue.put_nowait("stale")
+    flow.suspend()
+    flow.clear()  # a revoke
+    assert not flow.is_active() and queue.empty()

@@ -1,13 +1,21 @@
-"""Fault injection: kill -9 chaos (issue #16, the first scenario of `make faults`).
+"""Fault injection on the workers (issue #16): kill -9 chaos and SIGSTOP past the session
+timeout, two scenarios of `make faults`.
 
 Two workers share one group on 4 partitions while events stream in; every few seconds one
-of them is killed with SIGKILL and restarted at once. Modelled on Kafka's own system tests
-(kill processors, then check every record was delivered) with a Jepsen-style history check
-at the end:
+of them is hit, in turn:
+
+- ``--fault kill``: killed with SIGKILL and restarted at once;
+- ``--fault stop``: frozen with SIGSTOP for ``--pause-s`` (past the session timeout, so
+  the group hands its partitions to the other worker), then let go with SIGCONT. It wakes
+  up a zombie: still holding a micro-batch, offsets to commit and session writes for
+  partitions it no longer owns.
+
+Modelled on Kafka's own system tests (kill processors, then check every record was
+delivered) with a Jepsen-style history check at the end:
 
 - lost: events never answered on the recommendations topic (must be 0);
 - duplicated: answers beyond the first per event (at-least-once allows them);
-- drained in: seconds from the last kill until every event was answered;
+- drained in: seconds from the last fault until every event was answered;
 - state: each user's final session in the changelog against one uninterrupted pass over
   the same events (must be equal);
 - "Crashed" in any worker log (must not appear).
@@ -15,8 +23,9 @@ at the end:
 The workers run without a champion (popularity answers), so the check is about delivery
 and state, at a rate the model would not allow on a small machine.
 
-    make faults                                   # = this, with its defaults
-    .venv/bin/python -m tests.faults.kill_chaos --events 100000 --rate 1500 --kill-every 5 10
+    make faults                                   # both, with their defaults
+    .venv/bin/python -m tests.faults.worker_chaos --events 100000 --rate 1500 --every 5 10
+    .venv/bin/python -m tests.faults.worker_chaos --fault stop --events 45000 --rate 1000
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -46,6 +56,7 @@ from streams.sessions import SessionPolicy, SessionState, apply_event
 from streams.synthetic import SyntheticConfig, generate
 
 PARTITIONS = 4
+FAULT_NAMES = {"kill": "kill -9", "stop": "SIGSTOP"}
 
 
 def chaos_env(settings: Settings, home: Path) -> dict[str, str]:
@@ -74,21 +85,39 @@ def send_at_rate(settings: Settings, env: dict[str, str], events: list[Event],
             producer.send(event, headers=[sent_at_header()])
 
 
-def kill_while(sending: threading.Thread, workers: list[ServiceProcess], env: dict[str, str],
-               logs: Path, every: tuple[float, float], rng: random.Random) -> tuple[int, float]:
-    """SIGKILL a worker every ``every`` seconds (uniform) and restart it at once, for as
-    long as ``sending`` runs. Returns the kills and the time of the last one."""
-    kills, last = 0, time.monotonic()
+Fault = Callable[[list[ServiceProcess], int], None]  # hits workers[i], in place
+
+
+def sigkill(env: dict[str, str], logs: Path) -> Fault:
+    """SIGKILL the worker and restart it at once."""
+    def fault(workers: list[ServiceProcess], victim: int) -> None:
+        workers[victim].proc.send_signal(signal.SIGKILL)
+        workers[victim].proc.wait()
+        workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
+    return fault
+
+
+def sigstop(pause_s: float) -> Fault:
+    """Freeze the worker for ``pause_s``, then let it run on."""
+    def fault(workers: list[ServiceProcess], victim: int) -> None:
+        workers[victim].proc.send_signal(signal.SIGSTOP)
+        time.sleep(pause_s)
+        workers[victim].proc.send_signal(signal.SIGCONT)
+    return fault
+
+
+def fault_while(sending: threading.Thread, workers: list[ServiceProcess], fault: Fault,
+                every: tuple[float, float], rng: random.Random) -> tuple[int, float]:
+    """Hit a worker, in turn, every ``every`` seconds (uniform) for as long as ``sending``
+    runs. Returns the faults and the time the last one ended."""
+    faults, last = 0, time.monotonic()
     while sending.is_alive():
         sending.join(rng.uniform(*every))
         if not sending.is_alive():
             break
-        victim = kills % len(workers)
-        workers[victim].proc.send_signal(signal.SIGKILL)
-        workers[victim].proc.wait()
-        workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
-        kills, last = kills + 1, time.monotonic()
-    return kills, last
+        fault(workers, faults % len(workers))
+        faults, last = faults + 1, time.monotonic()
+    return faults, last
 
 
 def read_answers(settings: Settings, env: dict[str, str], expected: set[str],
@@ -144,7 +173,8 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
                                                                   args.rate))
             sending.start()
-            kills, last_kill = kill_while(sending, workers, env, logs, args.kill_every, rng)
+            fault = sigkill(env, logs) if args.fault == "kill" else sigstop(args.pause_s)
+            faults, last_fault = fault_while(sending, workers, fault, args.every, rng)
             answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
                                                 args.drain_s)
             stored = final_sessions(settings, env)
@@ -154,10 +184,10 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
                 worker.proc.wait()
         crashed = sum(log.read_text(errors="replace").count("Crashed")
                       for log in logs.glob("worker*.log"))
-    return {"events": len(events), "kills": kills,
+    return {"events": len(events), "faults": faults,
             "lost": sum(1 for e in events if e.event_id not in answers),
             "duplicated": sum(answers.values()) - len(answers),
-            "drained_s": max(answered_at - last_kill, 0.0),
+            "drained_s": max(answered_at - last_fault, 0.0),
             "state_mismatches": len(state_mismatches(events, stored)), "crashed": crashed}
 
 
@@ -166,8 +196,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=1_500, help="events per second")
     parser.add_argument("--users", type=int, default=5_000)
-    parser.add_argument("--kill-every", type=float, nargs=2, default=(5.0, 10.0),
-                        metavar=("MIN_S", "MAX_S"))
+    parser.add_argument("--fault", choices=("kill", "stop"), default="kill",
+                        help="kill: SIGKILL and restart; stop: SIGSTOP, then SIGCONT")
+    parser.add_argument("--every", type=float, nargs=2, default=(5.0, 10.0),
+                        metavar=("MIN_S", "MAX_S"), help="seconds between faults")
+    parser.add_argument("--pause-s", type=float, default=15.0,
+                        help="how long --fault stop freezes a worker (the session timeout "
+                             "is 10 s)")
     parser.add_argument("--drain-s", type=float, default=120.0,
                         help="seconds without an answer that end the run (beyond the "
                              "workers' session timeout)")
@@ -179,10 +214,10 @@ def main() -> None:
     failed = False
     for seed in range(args.runs):
         figures = run(settings, args, seed)
-        print("kill -9 chaos, run {}: {events:,} events, {kills} kills: lost {lost}, "
-              "duplicated {duplicated}, all answered {drained_s:.1f} s after the last kill, "
+        print("{} chaos, run {}: {events:,} events, {faults} faults: lost {lost}, "
+              "duplicated {duplicated}, all answered {drained_s:.1f} s after the last fault, "
               "{state_mismatches} sessions differ, {crashed} 'Crashed' in the logs"
-              .format(seed + 1, **figures), flush=True)
+              .format(FAULT_NAMES[args.fault], seed + 1, **figures), flush=True)
         failed |= bool(figures["lost"] or figures["state_mismatches"] or figures["crashed"])
     sys.exit(1 if failed else 0)
 

@@ -32,6 +32,7 @@ from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.experiment_follower import ExperimentSlot, follow_experiments
+from streams.freeze import FreezeGuard
 from streams.hot_swap import Serving, follow_model_updates
 from streams.log_context import in_partition
 from streams.messages import NO_MODEL
@@ -227,9 +228,11 @@ class PartitionLag:
 
 
 def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerMetrics,
-                lag: PartitionLag) -> Callable[[bytes], Awaitable[SessionUpdate | None]]:
+                lag: PartitionLag, guard: FreezeGuard | None = None
+                ) -> Callable[[bytes], Awaitable[SessionUpdate | None]]:
     """``step`` as a stream processor. It runs per event inside the event's context, so the
-    table write reaches the changelog partition of the event's own partition."""
+    table write reaches the changelog partition of the event's own partition. ``guard``
+    stops a worker waking from a long freeze before its write (``streams.freeze``)."""
 
     async def sessionize(raw: bytes) -> SessionUpdate | None:
         message = faust.current_event().message
@@ -238,6 +241,8 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         metrics.events.inc()
         outcome = step(raw, sessions.get, message.headers)
         if isinstance(outcome, SessionUpdate):
+            if guard is not None:
+                guard.check()
             sessions[outcome.user_id] = outcome.state
             if outcome.reset:
                 metrics.sessions_reset.inc()
@@ -297,8 +302,9 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     keep_queues_on_resume(app.flow_control)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
+    guard = FreezeGuard(cfg.session_timeout_s / 2)
     sessionize = sessionizer(EventStep(cfg.session, popularity, answered), sessions, dlq,
-                             metrics, lag)
+                             metrics, lag, guard)
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
                           lists_out, recs_writer, metrics, answered=answered)
@@ -314,6 +320,10 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
                 await experiment.wait_ready()
                 await publisher.publish(updates, serving.bundle, experiment.live)
             lag.update(app.consumer)
+
+    @app.task
+    async def guard_against_freezes() -> None:
+        guard.start()
 
     if load_bundle is not None:
         @app.task

@@ -7,8 +7,8 @@ of them is hit, in turn:
 - ``--fault kill``: killed with SIGKILL and restarted at once;
 - ``--fault stop``: frozen with SIGSTOP for ``--pause-s`` (past the session timeout, so
   the group hands its partitions to the other worker), then let go with SIGCONT. It wakes
-  up a zombie: still holding a micro-batch, offsets to commit and session writes for
-  partitions it no longer owns.
+  up a zombie, still holding events and a micro-batch for partitions it no longer owns,
+  and must exit before it writes a session (``streams.freeze``); it is then restarted.
 
 Modelled on Kafka's own system tests (kill processors, then check every record was
 delivered) with a Jepsen-style history check at the end:
@@ -34,6 +34,7 @@ import argparse
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -97,12 +98,18 @@ def sigkill(env: dict[str, str], logs: Path) -> Fault:
     return fault
 
 
-def sigstop(pause_s: float) -> Fault:
-    """Freeze the worker for ``pause_s``, then let it run on."""
+def sigstop(env: dict[str, str], logs: Path, pause_s: float) -> Fault:
+    """Freeze the worker for ``pause_s``, then let it run on; restart it if it exits on
+    waking (``streams.freeze``), as the compose file's restart policy would."""
     def fault(workers: list[ServiceProcess], victim: int) -> None:
         workers[victim].proc.send_signal(signal.SIGSTOP)
         time.sleep(pause_s)
         workers[victim].proc.send_signal(signal.SIGCONT)
+        try:
+            workers[victim].proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return
+        workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
     return fault
 
 
@@ -173,7 +180,8 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
                                                                   args.rate))
             sending.start()
-            fault = sigkill(env, logs) if args.fault == "kill" else sigstop(args.pause_s)
+            fault = (sigkill(env, logs) if args.fault == "kill"
+                     else sigstop(env, logs, args.pause_s))
             faults, last_fault = fault_while(sending, workers, fault, args.every, rng)
             answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
                                                 args.drain_s)

@@ -23,11 +23,13 @@ lint: setup
 	$(BIN)/lint-imports --no-cache
 
 # Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
-# kill -9 chaos, then SIGSTOP past the session timeout. FAULTS_ARGS="--runs 3" adds to both.
+# kill -9 chaos, SIGSTOP past the session timeout (FAULTS_ARGS="--runs 3" adds to both),
+# then Redis killed and restarted under a worker.
 faults: setup
 	$(BIN)/streamrec stack up
 	$(BIN)/python -m tests.faults.worker_chaos --fault kill $(FAULTS_ARGS)
 	$(BIN)/python -m tests.faults.worker_chaos --fault stop --events 45000 --rate 1000 $(FAULTS_ARGS)
+	$(BIN)/python -m tests.faults.redis_restart
 
 # schemathesis with every check against the running API, without and with keys, on a
 # stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).

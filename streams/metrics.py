@@ -71,6 +71,9 @@ class WorkerMetrics:
         self.redis_skipped = Counter("streamrec_worker_redis_skipped_total", "Micro-batches "
                                      "that skipped Redis while it was failing (the lists "
                                      "still reach the topic)", registry=r)
+        self.redis_unstored_dropped = Counter(
+            "streamrec_worker_redis_unstored_dropped_total", "Lists that missed Redis and "
+            "were dropped, oldest first, from those kept for the next write", registry=r)
         self.catalogue = Counter("streamrec_worker_catalogue_records_total", "Catalogue "
                                  "records read from the items topic, by outcome (embedded: "
                                  "the model serves them; skipped: its model reads no content; "

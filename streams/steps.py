@@ -15,6 +15,7 @@ dataclasses and nothing else, no validation beyond ``streams.events.parse``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # After a failed Redis write, batches skip Redis for 1 s, doubling to 30 s while it fails.
 REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S = 1.0, 30.0
+UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
 SCORE_DIGITS = 6  # scores are rounded on the wire: more digits are noise, and bytes
@@ -128,6 +130,39 @@ class AnsweredEvents:
 
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._ids
+
+
+class UnstoredLists:
+    """The newest list per user that missed Redis (skipped or failed), for the next write
+    that reaches it. Without it, a user with no later event kept the list from before an
+    outage, or none: after a Redis restart, a new user's list never reached Redis (issue
+    #16). At most ``capacity`` users; past it the oldest are dropped, and those users get
+    the API's popularity fallback until their next event."""
+
+    def __init__(self, capacity: int = UNSTORED_MOST) -> None:
+        self.capacity = capacity
+        self._lists: dict[str, bytes] = {}
+
+    def keep(self, lists: Iterable[tuple[str, bytes]]) -> int:
+        """Keep each user's newest list; returns how many old ones were dropped."""
+        for user, payload in lists:
+            self._lists.pop(user, None)  # re-inserted: the newest go last
+            self._lists[user] = payload
+        dropped = max(len(self._lists) - self.capacity, 0)
+        for user in list(self._lists)[:dropped]:
+            del self._lists[user]
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+    def take(self, newer: Iterable[str]) -> list[tuple[str, bytes]]:
+        """Every list kept, but those of users in ``newer`` (their newer list goes in the
+        same write), and forget them: a feed must never go back in time."""
+        fresh = set(newer)
+        kept = [(user, payload) for user, payload in self._lists.items() if user not in fresh]
+        self._lists.clear()
+        return kept
 
 
 class EventStep:
@@ -252,6 +287,8 @@ class BatchStep:
         self.answered = answered if answered is not None else AnsweredEvents()
         self.spans = spans if spans is not None else ListSpans(topic)
         self.redis_backoff = Backoff(REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S, clock)
+        self.unstored = UnstoredLists()
+        self._writing = asyncio.Lock()
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
                   ) -> Sequence[Recommendation | None]:
@@ -374,19 +411,34 @@ class BatchStep:
         return list(self.spans.headers(update.trace, began_ns, {
             "streamrec.path": record.path, "streamrec.model_version": record.model_version or ""}))
 
+    async def retry_unstored(self) -> None:
+        """Write the lists that missed Redis once the breaker allows it, with no batch to
+        carry them: an idle worker would keep them until its next event."""
+        if self.unstored and self.redis_backoff.ready():
+            await self._store([], None)
+
     async def _store(self, payloads: list[tuple[str, bytes]], popular: bytes | None) -> None:
         """Write to Redis; a failure is counted and logged, never raised: the lists are on
         the topic already, and Redis down must not stop the stream. After a failure,
-        batches skip Redis (counted) until ``redis_backoff`` lets one try again."""
-        if not self.redis_backoff.ready():
-            self.metrics.redis_skipped.inc()
-            return
-        try:
-            await self.store.write(payloads, popular)
-        except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
-            self.metrics.redis_errors.inc()
-            self.redis_backoff.failed()
-            log.warning("writing %d lists to Redis failed: %s; skipping Redis for %.0f s",
-                        len(payloads), exc, self.redis_backoff.until - self.clock())
-        else:
-            self.redis_backoff.succeeded()
+        batches skip Redis (counted) until ``redis_backoff`` lets one try again; the lists
+        that missed it go with that write (``UnstoredLists``). One write at a time, so an
+        older list never lands after a newer one."""
+        async with self._writing:
+            if not self.redis_backoff.ready():
+                self.metrics.redis_skipped.inc()
+                self._keep_unstored(payloads)
+                return
+            lists = self.unstored.take(user for user, _ in payloads) + payloads
+            try:
+                await self.store.write(lists, popular)
+            except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
+                self.metrics.redis_errors.inc()
+                self.redis_backoff.failed()
+                self._keep_unstored(lists)
+                log.warning("writing %d lists to Redis failed: %s; skipping Redis for %.0f s",
+                            len(lists), exc, self.redis_backoff.until - self.clock())
+            else:
+                self.redis_backoff.succeeded()
+
+    def _keep_unstored(self, lists: list[tuple[str, bytes]]) -> None:
+        self.metrics.redis_unstored_dropped.inc(self.unstored.keep(lists))

@@ -325,6 +325,10 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     async def guard_against_freezes() -> None:
         guard.start()
 
+    @app.timer(interval=1.0)
+    async def write_unstored_lists() -> None:
+        await publisher.retry_unstored()
+
     if load_bundle is not None:
         @app.task
         async def swap_models() -> None:

@@ -472,6 +472,49 @@ def test_after_a_redis_failure_batches_skip_redis_for_a_while_not_wait_on_it() -
     assert calls == [1, 1, 1] and sample("streamrec_worker_redis_errors_total") == 1.0
 
 
+def test_a_list_that_missed_redis_goes_with_the_next_write_that_reaches_it() -> None:
+    """After a Redis restart a new user's list, skipped while the breaker was open, never
+    reached Redis: that user had no later event to write it again."""
+    clock, store = Clock(100.0), FakeStore(ConnectionError("refused"))
+    step, _, _ = make_step(store=store, clock=clock)
+    bundle = FakeBundle("r:v2", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2", "u3")})
+    asyncio.run(step.publish([update("u1", ("a",), "e1")], bundle))  # fails
+    asyncio.run(step.publish([update("u2", ("a",), "e2")], bundle))  # skipped
+    store.error, clock.now = None, clock.now + 1.0                   # Redis is back
+    asyncio.run(step.publish([update("u2", ("a", "b"), "e3"), update("u3", ("c",), "e4")],
+                             bundle))
+    ((lists, _),) = store.writes
+    events = {user: orjson.loads(payload)["event_id"] for user, payload in lists}
+    assert events == {"u1": "e1", "u2": "e3", "u3": "e4"}  # u2: its newest list only
+    assert len(lists) == 3
+    asyncio.run(step.publish([update("u3", ("c", "d"), "e5")], bundle))
+    assert [user for user, _ in store.writes[-1][0]] == ["u3"]  # written once, then forgotten
+
+
+def test_an_idle_worker_writes_the_lists_that_missed_redis_once_it_may() -> None:
+    clock, store = Clock(100.0), FakeStore(ConnectionError("refused"))
+    step, _, _ = make_step(store=store, clock=clock)
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [1.0])})
+    asyncio.run(step.publish([update("u1", ("a",), "e1")], bundle))  # fails: no more events
+    store.error = None
+    asyncio.run(step.retry_unstored())  # the breaker is still open: nothing tried
+    assert store.writes == []
+    clock.now += 1.0
+    asyncio.run(step.retry_unstored())
+    asyncio.run(step.retry_unstored())  # nothing left: no empty write
+    assert [[user for user, _ in lists] for lists, _ in store.writes] == [["u1"]]
+
+
+def test_lists_kept_for_redis_are_bounded_oldest_dropped_first() -> None:
+    from streams.steps import UnstoredLists
+
+    kept = UnstoredLists(capacity=2)
+    assert kept.keep([("u1", b"1"), ("u2", b"2")]) == 0
+    assert kept.keep([("u1", b"1 newer"), ("u3", b"3")]) == 1  # u2 is now the oldest
+    assert kept.take(newer=["u3"]) == [("u1", b"1 newer")]
+    assert kept.take(newer=[]) == []
+
+
 def test_backoff_doubles_to_its_ceiling_and_clears_on_success() -> None:
     from streams.backoff import Backoff
 

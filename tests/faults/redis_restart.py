@@ -1,0 +1,109 @@
+"""Fault injection: Redis killed and restarted under a worker (issue #16, `make faults`).
+
+A pass-through worker answers one user, then Redis is killed with SIGKILL. During the
+outage, events arrive for new users: their lists reach the topic, but Redis writes fail
+and the worker's breaker opens wider with each failure. Redis is started again, and one more new
+user sends an event at once, inside the breaker's window. Pass: every user's list is in
+Redis within ``--wait-s``, those from the outage included, with no later event to carry
+them. Before the fix, none of the 7 was.
+
+    .venv/bin/python -m tests.faults.redis_restart
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from infra.topics import TopicSpec, ensure_topics
+from services.processes import ServiceProcess
+from services.settings import Settings, load_settings
+from services.stack import build_stack
+from streams.events import new_event
+from streams.producer import EventProducer, sent_at_header
+
+
+def worker_env(settings: Settings, run: str) -> dict[str, str]:
+    """Fresh topics and group, one partition."""
+    topics = {"INTERACTIONS": f"faults.{run}.interactions", "RECOMMENDATIONS": f"faults.{run}.recs",
+              "DLQ": f"faults.{run}.dlq", "MODEL_UPDATES": f"faults.{run}.updates"}
+    ensure_topics(settings.kafka, [TopicSpec(name, 1) for name in topics.values()])
+    return {**os.environ, **{f"STREAMREC_TOPIC_{k}": v for k, v in topics.items()},
+            "STREAMREC_INTERACTIONS_PARTITIONS": "1", "STREAMREC_WORKER_GROUP": f"faults-{run}",
+            "STREAMREC_WORKER_METRICS_PORT": "0"}
+
+
+def stored_within(client: redis.Redis, users: list[str], wait_s: float) -> set[str]:
+    """The users whose list is in Redis by ``wait_s`` from now."""
+    found: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and len(found) < len(users):
+        try:
+            found |= {u for u in users if u not in found and client.exists(f"recs:{u}")}
+        except redis.ConnectionError:
+            pass
+        time.sleep(0.5)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outage-users", type=int, default=6,
+                        help="new users sending an event while Redis is down, 1.5 s apart")
+    parser.add_argument("--wait-s", type=float, default=60.0)
+    parser.add_argument("--logs", help="keep the worker's log here (default: thrown away)")
+    args = parser.parse_args()
+    settings = load_settings()
+    stack = build_stack(settings)
+    stack.up()
+    if stack.local_redis is None:
+        sys.exit("error: this scenario kills the embedded Redis; STREAMREC_REDIS_URL names another")
+    run = uuid.uuid4().hex[:8]  # in user ids too: Redis keeps lists across restarts (AOF)
+    env = worker_env(settings, run)
+    client = redis.Redis.from_url(settings.redis)
+    producer = EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
+                             env["STREAMREC_TOPIC_DLQ"])
+
+    def send(user: str) -> None:
+        producer.send(new_event(user, "i1"), headers=[sent_at_header()])
+        producer.flush()
+
+    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
+        logs = Path(args.logs or tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        worker = ServiceProcess.start(env, logs / "worker.log", "worker", "--pass-through")
+        try:
+            worker.wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
+            send(f"{run}-before")
+            before = stored_within(client, [f"{run}-before"], args.wait_s)
+            os.kill(stack.local_redis.running_pid() or 0, signal.SIGKILL)
+            outage = [f"{run}-outage-{i}" for i in range(args.outage_users)]
+            for user in outage:
+                time.sleep(1.5)
+                send(user)
+            stack.up()
+            back = time.monotonic()
+            send(f"{run}-after")
+            after = stored_within(client, [f"{run}-after", *outage], args.wait_s)
+            took = time.monotonic() - back
+        finally:
+            producer.close()
+            worker.proc.send_signal(signal.SIGTERM)
+            worker.proc.wait(30)
+    missing = sorted({f"{run}-after", *outage} - after)
+    print(f"Redis restart: list before the outage stored {bool(before)}; after the restart "
+          f"{len(after)} of {len(outage) + 1} new users' lists stored in {took:.1f} s; "
+          f"missing {missing}", flush=True)
+    sys.exit(1 if missing or not before else 0)
+
+
+if __name__ == "__main__":
+    main()

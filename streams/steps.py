@@ -149,8 +149,8 @@ class UnstoredLists:
             self._lists.pop(user, None)  # re-inserted: the newest go last
             self._lists[user] = payload
         dropped = max(len(self._lists) - self.capacity, 0)
-        for user in list(self._lists)[:dropped]:
-            del self._lists[user]
+        for _ in range(dropped):
+            del self._lists[next(iter(self._lists))]
         return dropped
 
     def __len__(self) -> int:
@@ -159,6 +159,8 @@ class UnstoredLists:
     def take(self, newer: Iterable[str]) -> list[tuple[str, bytes]]:
         """Every list kept, but those of users in ``newer`` (their newer list goes in the
         same write), and forget them: a feed must never go back in time."""
+        if not self._lists:  # the usual case, once per micro-batch
+            return []
         fresh = set(newer)
         kept = [(user, payload) for user, payload in self._lists.items() if user not in fresh]
         self._lists.clear()

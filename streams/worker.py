@@ -185,8 +185,8 @@ def keep_queues_on_resume(flow_control: Any) -> None:
     assignment had a changelog to restore, flow was already resumed for the restore. The
     fetcher therefore queued events during the seek, and the final resume wiped those not
     yet processed (233 in a run with the seek slowed by 0.3 s). The consumer's read
-    offsets had passed them, so copies fetched again were dropped as already read. A restarted worker left 75 or 162 of
-    250 events unanswered, in about 1 run of 3 of
+    offsets had passed them, so copies fetched again were dropped as already read. A
+    restarted worker left 75 or 162 of 250 events unanswered, in about 1 run of 3 of
     ``test_restarted_worker_recovers_sessions_from_the_changelog`` (issue #16).
 
     Kept, those events are processed. A copy fetched again after the seek is a redelivery,

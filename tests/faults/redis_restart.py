@@ -23,22 +23,12 @@ from pathlib import Path
 
 import redis
 
-from infra.topics import TopicSpec, ensure_topics
 from services.processes import ServiceProcess
-from services.settings import Settings, load_settings
+from services.settings import load_settings
 from services.stack import build_stack
 from streams.events import new_event
 from streams.producer import EventProducer, sent_at_header
-
-
-def worker_env(settings: Settings, run: str) -> dict[str, str]:
-    """Fresh topics and group, one partition."""
-    topics = {"INTERACTIONS": f"faults.{run}.interactions", "RECOMMENDATIONS": f"faults.{run}.recs",
-              "DLQ": f"faults.{run}.dlq", "MODEL_UPDATES": f"faults.{run}.updates"}
-    ensure_topics(settings.kafka, [TopicSpec(name, 1) for name in topics.values()])
-    return {**os.environ, **{f"STREAMREC_TOPIC_{k}": v for k, v in topics.items()},
-            "STREAMREC_INTERACTIONS_PARTITIONS": "1", "STREAMREC_WORKER_GROUP": f"faults-{run}",
-            "STREAMREC_WORKER_METRICS_PORT": "0"}
+from tests.faults.worker_chaos import chaos_env
 
 
 def stored_within(client: redis.Redis, users: list[str], wait_s: float) -> set[str]:
@@ -66,25 +56,28 @@ def main() -> None:
     stack.up()
     if stack.local_redis is None:
         sys.exit("error: this scenario kills the embedded Redis; STREAMREC_REDIS_URL names another")
-    run = uuid.uuid4().hex[:8]  # in user ids too: Redis keeps lists across restarts (AOF)
-    env = worker_env(settings, run)
+    run = uuid.uuid4().hex[:8]  # in user ids: Redis keeps lists across restarts (AOF)
     client = redis.Redis.from_url(settings.redis)
-    producer = EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
-                             env["STREAMREC_TOPIC_DLQ"])
-
-    def send(user: str) -> None:
-        producer.send(new_event(user, "i1"), headers=[sent_at_header()])
-        producer.flush()
-
     with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
         logs = Path(args.logs or tmp)
         logs.mkdir(parents=True, exist_ok=True)
+        env = chaos_env(settings, logs / "state", partitions=1)
+        producer = EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
+                                 env["STREAMREC_TOPIC_DLQ"])
+
+        def send(user: str) -> None:
+            producer.send(new_event(user, "i1"), headers=[sent_at_header()])
+            producer.flush()
+
         worker = ServiceProcess.start(env, logs / "worker.log", "worker", "--pass-through")
         try:
             worker.wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
             send(f"{run}-before")
             before = stored_within(client, [f"{run}-before"], args.wait_s)
-            os.kill(stack.local_redis.running_pid() or 0, signal.SIGKILL)
+            redis_pid = stack.local_redis.running_pid()
+            if redis_pid is None:
+                sys.exit("error: the embedded Redis is not running")
+            os.kill(redis_pid, signal.SIGKILL)
             outage = [f"{run}-outage-{i}" for i in range(args.outage_users)]
             for user in outage:
                 time.sleep(1.5)

@@ -60,15 +60,15 @@ PARTITIONS = 4
 FAULT_NAMES = {"kill": "kill -9", "stop": "SIGSTOP"}
 
 
-def chaos_env(settings: Settings, home: Path) -> dict[str, str]:
+def chaos_env(settings: Settings, home: Path, partitions: int = PARTITIONS) -> dict[str, str]:
     """Fresh topics and group; an empty registry (no champion) under ``home``."""
     run = uuid.uuid4().hex[:8]
-    topics = {"INTERACTIONS": (f"faults.{run}.interactions", PARTITIONS),
-              "RECOMMENDATIONS": (f"faults.{run}.recs", PARTITIONS),
+    topics = {"INTERACTIONS": (f"faults.{run}.interactions", partitions),
+              "RECOMMENDATIONS": (f"faults.{run}.recs", partitions),
               "DLQ": (f"faults.{run}.dlq", 1), "MODEL_UPDATES": (f"faults.{run}.updates", 1)}
     ensure_topics(settings.kafka, [TopicSpec(name, n) for name, n in topics.values()])
     return {**os.environ, **{f"STREAMREC_TOPIC_{k}": name for k, (name, _) in topics.items()},
-            "STREAMREC_INTERACTIONS_PARTITIONS": str(PARTITIONS),
+            "STREAMREC_INTERACTIONS_PARTITIONS": str(partitions),
             "STREAMREC_WORKER_GROUP": f"faults-{run}", "STREAMREC_WORKER_METRICS_PORT": "0",
             "STREAMREC_DATA_DIR": str(home)}
 
@@ -89,12 +89,17 @@ def send_at_rate(settings: Settings, env: dict[str, str], events: list[Event],
 Fault = Callable[[list[ServiceProcess], int], None]  # hits workers[i], in place
 
 
+def restart(workers: list[ServiceProcess], victim: int, env: dict[str, str],
+            logs: Path) -> None:
+    workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
+
+
 def sigkill(env: dict[str, str], logs: Path) -> Fault:
     """SIGKILL the worker and restart it at once."""
     def fault(workers: list[ServiceProcess], victim: int) -> None:
         workers[victim].proc.send_signal(signal.SIGKILL)
         workers[victim].proc.wait()
-        workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
+        restart(workers, victim, env, logs)
     return fault
 
 
@@ -109,7 +114,7 @@ def sigstop(env: dict[str, str], logs: Path, pause_s: float) -> Fault:
             workers[victim].proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             return
-        workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
+        restart(workers, victim, env, logs)
     return fault
 
 

@@ -160,15 +160,14 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
     try:
         tps = await _from_beginning(consumer, topic, slot)
         ends = await consumer.end_offsets(tps)
+        await _ready_when_read(consumer, ends, slot)  # an empty topic: ready at once
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             ended = _apply(newest(m for records in batch.values() for m in records), known,
                            slot)
             if ended is not None:
                 await _flush(redis, ended, worker_id, {})
-            if not slot.ready.is_set() and all([await consumer.position(tp) >= end
-                                                for tp, end in ends.items()]):
-                slot.ready.set()
+            await _ready_when_read(consumer, ends, slot)
             await slot.load_missing()
             await slot.follow_aliases()
             if slot.live is not None and time.monotonic() - flushed >= flush_every_s:
@@ -177,6 +176,16 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
     finally:
         slot.ready.set()  # a follower gone must not hold the stream
         await consumer.stop()
+
+
+async def _ready_when_read(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int],
+                           slot: ExperimentSlot) -> None:
+    """Set ``slot.ready`` once every partition is read to the end it had at start. Checked
+    before the first fetch too: on an empty topic that fetch waits out its whole timeout,
+    and the stream waited with it (the first lists of a fresh worker took 1.1 s)."""
+    if not slot.ready.is_set() and all([await consumer.position(tp) >= end
+                                        for tp, end in ends.items()]):
+        slot.ready.set()
 
 
 async def _from_beginning(consumer: AIOKafkaConsumer, topic: str, slot: ExperimentSlot

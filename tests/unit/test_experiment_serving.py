@@ -287,3 +287,56 @@ def test_the_stream_waits_for_the_experiments_but_not_for_ever() -> None:
         return slot.ready.is_set(), stuck.ready.is_set()
 
     assert asyncio.run(waits()) == (True, True)
+
+
+def test_an_empty_experiments_topic_readies_the_stream_before_the_first_fetch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first fetch of an empty topic waits out its whole timeout (1 s): the stream must
+    not wait with it (a fresh worker's first lists took 1.1 s, issue #17)."""
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from streams import experiment_follower
+    from streams.experiment_follower import ExperimentSlot, follow_experiments
+    from streams.metrics import WorkerMetrics
+
+    class EmptyTopic:  # a consumer whose fetch never returns
+        def __init__(self, **config: object) -> None: ...
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        async def topics(self) -> set[str]:
+            return {"experiments"}
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0}
+
+        def assign(self, tps: list[TopicPartition]) -> None: ...
+        async def seek_to_beginning(self, *tps: TopicPartition) -> None: ...
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return {tp: 0 for tp in tps}
+
+        async def position(self, tp: TopicPartition) -> int:
+            return 0
+
+        async def getmany(self, timeout_ms: int) -> dict:
+            await asyncio.Event().wait()
+            return {}
+
+    class Kafka:
+        def aiokafka(self) -> dict:
+            return {}
+
+    monkeypatch.setattr(experiment_follower, "AIOKafkaConsumer", EmptyTopic)
+    slot = ExperimentSlot(lambda ref: CHALLENGER, WorkerMetrics())
+
+    async def run() -> None:
+        follower = asyncio.create_task(follow_experiments(Kafka(), "experiments", slot,  # type: ignore[arg-type]
+                                                          None, "w0"))
+        try:
+            await asyncio.wait_for(slot.ready.wait(), 5)
+        finally:
+            follower.cancel()
+
+    asyncio.run(run())
+    assert slot.ready.is_set() and slot.live is None

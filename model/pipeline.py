@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from math import isfinite
 
 import keras
 import numpy as np
@@ -149,8 +150,8 @@ class Recommendation:
         """Every score and head score is a number: a NaN or infinite one would reach users
         as an arbitrary order (and JSON has no NaN), so such a list is never served."""
         heads = self.heads or {}
-        return bool(np.isfinite(self.scores).all() and
-                    all(np.isfinite(h).all() for h in heads.values()))
+        return all(map(isfinite, self.scores)) and all(
+            all(map(isfinite, h)) for h in heads.values())
 
 
 class ServingBundle:

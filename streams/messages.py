@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from math import floor
 from typing import Any, Literal
 
 import orjson
@@ -30,6 +31,18 @@ from streams.experiment import Experiment
 Path = Literal["model", "popularity", "fallback"]
 CHAMPION = "champion"  # the registry alias the workers serve, named in announcements
 NO_MODEL = "none"  # the model version of lists served before any champion exists
+
+
+SCORE_SCALE = 1e6  # scores travel rounded to 6 decimals: more digits are noise, and bytes
+
+
+def wire_score(score: float) -> float:
+    """``score`` rounded to 6 decimals for the wire. Arithmetic rather than ``round(x, 6)``,
+    which formats the number through decimal digits: a model list's 30 scores (items and
+    two heads) took 12 µs of ``round`` per list, a tenth of the pass-through worker's
+    per-event budget. The division by an exact power of ten gives the double nearest the
+    rounded decimal, so the JSON stays short. Only finite scores reach the wire."""
+    return floor(float(score) * SCORE_SCALE + 0.5) / SCORE_SCALE
 
 
 def version_string(versions: Mapping[str, str]) -> str:

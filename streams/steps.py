@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Protocol
 
 from model.features import LiveSession
@@ -27,7 +28,14 @@ from model.pipeline import Recommendation
 from streams.backoff import Backoff
 from streams.events import InvalidEvent, parse
 from streams.events import Reason as Rejection
-from streams.messages import ExperimentTag, PopularList, Reason, RecommendationList, ScoredItem
+from streams.messages import (
+    ExperimentTag,
+    PopularList,
+    Reason,
+    RecommendationList,
+    ScoredItem,
+    wire_score,
+)
 from streams.messages import Path as ServedPath
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
@@ -45,7 +53,6 @@ REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S = 1.0, 30.0
 UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
-SCORE_DIGITS = 6  # scores are rounded on the wire: more digits are noise, and bytes
 
 RawHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
 
@@ -244,21 +251,18 @@ class ListStore(Protocol):
 def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
     """(item, score) pairs as wire items, scores as plain rounded floats (NumPy's float32
     is neither JSON nor short)."""
-    return [ScoredItem(item, round(float(score), SCORE_DIGITS)) for item, score in pairs]
+    return [ScoredItem(item, wire_score(score)) for item, score in pairs]
 
 
 def model_items(rec: Recommendation) -> list[ScoredItem]:
     """A model's list as wire items, with each item's per-head scores and path when it
-    has them."""
-    items = scored(zip(rec.items, rec.scores))
-    for item, path in zip(items, rec.paths or ()):
-        item.path = path
-    for task, scores in (rec.heads or {}).items():
-        for item, score in zip(items, scores):
-            if item.heads is None:
-                item.heads = {}
-            item.heads[task] = round(float(score), SCORE_DIGITS)
-    return items
+    has them. Built in one pass: this runs for every list a worker publishes."""
+    tasks = list(rec.heads or ())
+    per_item = zip(*rec.heads.values()) if rec.heads else repeat(())
+    return [ScoredItem(item, wire_score(score),
+                       dict(zip(tasks, map(wire_score, heads))) if tasks else None, path)
+            for item, score, heads, path in zip(rec.items, rec.scores, per_item,
+                                                rec.paths or repeat(None))]
 
 
 def reasons(rec: Recommendation | None) -> list[Reason] | None:

@@ -24,10 +24,10 @@ from services.api.lists import MAX_K
 from services.api.schemas import Problem, SimilarItems
 from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
+from streams.messages import wire_score
 
 SIMILAR_PATH = f"{ITEM_PATH}/similar"
 WAIT_S = 5.0  # the longest a request waits for the first load before its 503
-SCORE_DIGITS = 6  # as the workers round list scores
 
 
 def similar_answer(item_id: str, bundle: Any, k: int, records: Records
@@ -39,7 +39,7 @@ def similar_answer(item_id: str, bundle: Any, k: int, records: Records
     items = []
     paths = rec.paths or ["model"] * len(rec.items)
     for item, score, path in zip(rec.items, rec.scores, paths, strict=True):
-        out = {"item_id": item, "score": round(float(score), SCORE_DIGITS), "path": path}
+        out = {"item_id": item, "score": wire_score(score), "path": path}
         if (title := title_of(item, records)) is not None:
             out["title"] = title
         items.append(out)

@@ -1,0 +1,44 @@
+"""``RecsWriter`` against the real Redis: every list of a micro-batch stored under its
+user's key with the TTL, the batch published once on the channel, and a script cache
+emptied by a Redis restart is refilled on the next write."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+
+from services.settings import Settings
+from streams.recs_store import SCRIPT_KEYS_MOST, RecsWriter, popular_key, recs_key
+
+
+def test_lists_are_stored_with_their_ttl_and_published_once(settings: Settings) -> None:
+    channel = f"test:{uuid.uuid4().hex[:8]}"
+    users = [f"u-{uuid.uuid4().hex[:8]}-{i}" for i in range(SCRIPT_KEYS_MOST + 5)]  # 2 calls
+    lists = [(user, orjson.dumps({"user_id": user, "n": i})) for i, user in enumerate(users)]
+
+    async def run() -> tuple[list, list, list, bytes | None, int]:
+        writer = RecsWriter(settings.redis, ttl_s=600, channel=channel)
+        client = writer.client
+        async with client.pubsub() as sub:
+            await sub.subscribe(channel)
+            await sub.get_message(timeout=1.0)  # the subscription's confirmation
+            await writer.write(lists, popular=b'{"items": []}')
+            await client.script_flush()  # what a Redis restart does to the script cache
+            await writer.write(lists[:2])
+            messages = [await sub.get_message(timeout=2.0) for _ in range(2)]
+        stored = await client.mget([recs_key(user) for user in users])
+        ttls = [await client.ttl(recs_key(user)) for user in (users[0], users[-1])]
+        popular = await client.get(popular_key(channel))
+        await client.delete(*[recs_key(user) for user in users], popular_key(channel))
+        await client.aclose()
+        return stored, messages, ttls, popular, len(users)
+
+    stored, messages, ttls, popular, count = asyncio.run(run())
+    assert stored == [payload for _, payload in lists]
+    assert all(500 < ttl <= 600 for ttl in ttls)
+    assert popular == b'{"items": []}'
+    published = [orjson.loads(m["data"]) for m in messages if m is not None]
+    assert [len(batch) for batch in published] == [count, 2]
+    assert published[0][-1] == {"user_id": users[-1], "n": count - 1}

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -100,13 +100,16 @@ class RecordProducer:
 
     def produce(self, topic: str, key: bytes | None, value: bytes,
                 headers: Headers | None = None,
-                on_delivery: Callable[[KafkaError | None, Message], None] | None = None
-                ) -> None:
+                on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+                partition: int | None = None) -> None:
         """Queue one record; when the local queue is full, serve reports until it has room.
         ``on_delivery`` replaces the failure accounting for this record and, with
-        ``delivery.report.only.error`` off, also hears of its success."""
+        ``delivery.report.only.error`` off, also hears of its success. ``partition``: where
+        it goes (None: the partitioner picks by key)."""
         producer = self._producer
-        extra = {"on_delivery": on_delivery} if on_delivery is not None else {}
+        extra: dict[str, Any] = {"on_delivery": on_delivery} if on_delivery is not None else {}
+        if partition is not None:
+            extra["partition"] = partition
         try:
             producer.produce(topic, value, key, headers=headers, **extra)
         except BufferError:  # local queue full: serve delivery reports, then retry

@@ -107,7 +107,8 @@ class NoModel:
 
 
 class FlushBeforeCommit(Sensor):
-    """Delivers the published lists before Faust commits the offsets of their events.
+    """Delivers the published lists, and the session changelog records (``SessionTable``),
+    before Faust commits the offsets of their events.
 
     Lists go out through librdkafka (``RecordProducer``), not Faust's producer: Faust's
     queues each send in Python and pauses the consumer while more than 100 are pending,
@@ -177,8 +178,9 @@ CHANGELOG_DRAIN_MOST_S = 30.0
 
 def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
                 clock: Callable[[], float] = time.monotonic) -> None:
-    """Make ``buffer.flush()`` (Faust's producer buffer, which holds table changelog writes)
-    return only once every write in it has been handed to the Kafka producer. Call it
+    """Make ``buffer.flush()`` (Faust's producer buffer: dead letters, and table changelog
+    writes before ``SessionTable``) return only once every write in it has been handed to
+    the Kafka producer. Call it
     before the app starts: the buffer's send task binds ``_send_pending`` when it starts.
 
     Faust commits offsets after ``producer.flush()``, but its buffer's flush gives up as

@@ -205,6 +205,19 @@ class ServingBundle:
             self.index.add(vectors[~known])
         return len(latest)
 
+    def adopt_caches(self, other: ServingBundle) -> int:
+        """Take over ``other``'s per-user encoder caches; returns how many. For a bundle
+        whose retriever is ``other``'s (the same registry version: the same weights and
+        item ids), as after a swap that changed only the ranker: each cached session
+        then stays incremental, where a new bundle would rebuild every user's cache on
+        their next event. A retriever of another shape adopts nothing."""
+        mine, theirs = self.encoder, other.encoder
+        if (mine.max_len, mine.num_types, mine.items.shape[1]) != (
+                theirs.max_len, theirs.num_types, theirs.items.shape[1]):
+            return 0
+        self.caches = other.caches
+        return len(self.caches)
+
     def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
         """The ``k`` items nearest to ``item_id`` in the retriever's item space (None for
         an item it does not know): a new item's neighbours come from its content."""

@@ -31,6 +31,7 @@ from streams.catalog_follower import Catalogue
 from streams.events import EVENT_TYPES
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
+from streams.registry import parse_versions
 from streams.status import StatusFile, WorkerStatus, now_us
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class Serving:
             return True
         if self.catalogue is not None:  # items its training never saw, by content
             self.catalogue.embed(fresh, list(self.catalogue.records.values()))
+        if same_retriever(self.bundle.version, fresh.version):
+            adopted = fresh.adopt_caches(self.bundle)
+            log.info("the retriever is unchanged: %d session caches carried over", adopted)
         old, self.bundle = self.bundle.version, fresh
         self.metrics.swaps.labels("applied").inc()
         self.metrics.serve_model(fresh.version)
@@ -110,6 +114,15 @@ class Serving:
                            last_error=mask_urls(f"{type(exc).__name__}: {exc}"))
         log.error("model update %r not applied, keeping %s: %s", message,
                   self.bundle.version, exc)  # URLs in it are masked by the record factory
+
+
+def same_retriever(old: str, new: str) -> bool:
+    """Whether two bundle versions (``retriever:vN+ranker:vN``) share the retriever version,
+    so the new bundle can keep the old one's encoder caches. Unparsable versions (no model,
+    the pass-through list) never do."""
+    before, after = parse_versions(old), parse_versions(new)
+    return before is not None and after is not None and \
+        next(iter(before.items())) == next(iter(after.items()))
 
 
 class PendingUpdate:

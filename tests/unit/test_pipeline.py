@@ -1,5 +1,7 @@
 """The serving bundle gives the same lists as the offline pipeline scorer."""
 
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -172,6 +174,29 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     # A new, short session never continues the old cache, even ending the same way.
     bundle.recommend([user], [stream[-2:]], k=3)
     assert rebuilt[-1] == 1
+
+
+def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:
+    """A swap that changed only the ranker keeps every session incremental: the new bundle
+    steps the adopted cache (no rebuild) to the same embedding a rebuild gives."""
+    seqs, old = _window_of_8(seed=7)
+    user, stream = seqs.users.ids[0], [seqs.items.ids[i] for i in range(6)]
+    for n in range(1, 6):
+        old.recommend([user], [stream[:n]], k=3)
+    fresh = ServingBundle(old.encoder, old.index, None, seqs.users, seqs.items, "v2")
+    rebuilt: list[int] = []
+    prefill = fresh.incremental.prefill
+    fresh.incremental.prefill = lambda items: rebuilt.append(len(items)) or prefill(items)
+    assert fresh.adopt_caches(old) == 1
+    (rec,) = fresh.recommend([user], [stream], k=3)
+    assert rebuilt == [] and len(fresh.caches[user].items) == 6
+    (again,) = ServingBundle(old.encoder, old.index, None, seqs.users, seqs.items,
+                             "v3").recommend([user], [stream], k=3)
+    assert rec is not None and again is not None and rec.items == again.items
+    np.testing.assert_allclose(rec.scores, again.scores, atol=1e-5)
+    _, wider = _window_of_8(seed=7)
+    wider.encoder = replace(wider.encoder, positions=np.zeros((16, 16), np.float32))  # longer
+    assert wider.adopt_caches(old) == 0 and wider.caches == {}
 
 
 def test_reasons_name_the_items_the_cache_attended_to_even_beyond_the_session() -> None:

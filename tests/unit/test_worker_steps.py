@@ -220,6 +220,11 @@ class FakeBundle:
         self.users = SimpleNamespace(ids=sorted(answers))
         self.items = SimpleNamespace(ids=["i1"])
         self.calls: list[dict[str, Any]] = []
+        self.adopted_from: FakeBundle | None = None
+
+    def adopt_caches(self, other: FakeBundle) -> int:
+        self.adopted_from = other
+        return 0
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
                   exclude_seen: bool = True, timings: dict[str, float] | None = None
@@ -559,6 +564,18 @@ def test_an_applied_swap_serves_the_new_bundle_and_updates_the_status_file(
                                    status.swaps_failed) == ("r:v2", 1, 0)
     assert swaps(metrics, "applied") == 1.0
     assert fresh.calls[0]["users"] == ["u1"]  # smoke-tested before the swap
+
+
+def test_a_swap_that_keeps_the_retriever_carries_the_encoder_caches_over() -> None:
+    answers = {"u1": Recommendation(["i2"], [1.0])}
+    first = FakeBundle("r:v1+k:v1", answers)
+    serving = Serving(first, WorkerMetrics())
+    ranker_only = FakeBundle("r:v1+k:v2", answers)
+    asyncio.run(serving.apply(announcement({"r": "1", "k": "2"}), lambda: ranker_only, 10))
+    assert serving.bundle is ranker_only and ranker_only.adopted_from is first
+    both = FakeBundle("r:v2+k:v3", answers)
+    asyncio.run(serving.apply(announcement({"r": "2", "k": "3"}), lambda: both, 10))
+    assert serving.bundle is both and both.adopted_from is None
 
 
 def test_a_bundle_that_fails_to_load_or_answer_keeps_the_old_one(tmp_path: Path) -> None:

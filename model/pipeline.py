@@ -230,47 +230,87 @@ class ServingBundle:
 
     def _encode(self, users: list[str], tokens: list[np.ndarray],
                 explain: list[Attention]) -> np.ndarray:
-        """Session embeddings, stepping each user's cache by the newest token when the cache
-        holds the rest of the session, else rebuilding it. A user twice in one batch is
-        stepped in rounds, in order. ``explain`` receives each row's attention weights with
-        the dense item ids they cover: the cache's window, which after a roll may differ
-        from the session's newest items."""
+        """Session embeddings, each user's cache extended by the newest token when it holds
+        the rest of the session, else rebuilt. Users with one event in the batch step
+        together; a user with several (a burst, common in real logs) has them appended in
+        one call (``IncrementalEncoder.extend``). ``explain`` receives each row's attention
+        weights with the dense item ids they cover: the cache's window, which after a roll
+        may differ from the session's newest items."""
         out = np.zeros((len(users), self.encoder.items.shape[1]), np.float32)
         weights: list[Attention] = [(np.zeros(0, np.int64), np.zeros(0))] * len(users)
-        for rows in _rounds(users):
-            caches = []
-            for row in rows:
-                user, hist = users[row], tokens[row].tolist()
-                cache = self.caches.pop(user, None)
-                if not self._continues(cache, hist[:-1]):
-                    cache = self.incremental.prefill(hist[:-1])
-                self.caches[user] = cache
-                caches.append(cache)
-            found: list[np.ndarray] = []
-            out[rows] = self.incremental.step(caches, np.array([tokens[r][-1] for r in rows]),
-                                              found if self.explain else None)
-            for row, cache, w in zip(rows, caches, found):
-                window = np.asarray(cache.items[len(cache.items) - len(w):], np.int64)
-                weights[row] = (window // self.encoder.num_types, w)
+        rows_of: dict[str, list[int]] = {}
+        for row, user in enumerate(users):
+            rows_of.setdefault(user, []).append(row)
+        singles = [rows[0] for rows in rows_of.values() if len(rows) == 1]
+        if singles:
+            self._step(users, singles, tokens, out, weights)
+        for user, rows in rows_of.items():
+            if len(rows) > 1:
+                self._burst(user, rows, tokens, out, weights)
         while len(self.caches) > self.cached_users:
             self.caches.popitem(last=False)
         explain.extend(weights)
         return out
 
-    def _continues(self, cache: SessionCache | None, before: list[int]) -> bool:
-        """Whether ``cache`` holds the session up to its newest event, so one step encodes
-        it. Its newest items must be the session's. Once a session is full it slides by one
-        item per event while the cache rolls by half its window (``IncrementalEncoder``), so
-        a cache may also hold older items the session has dropped: allowed for a session at
-        least half a window long, where a matching suffix is no coincidence (a new session
-        never continues an old cache). Without this every event of a full session rebuilt
-        its cache: 394 µs per event at 200 events instead of 31 at 10 (benchmarks.serving)."""
-        if cache is None or not cache.items or not before:
+    def _cache_for(self, user: str, hist: list[int]) -> SessionCache:
+        """``user``'s cache if it holds ``hist`` but its newest token, else a rebuilt one;
+        either way moved to the most recently used end."""
+        cache = self.caches.pop(user, None)
+        if cache is None or not self._continues(cache.items, hist[:-1]):
+            cache = self.incremental.prefill(hist[:-1])
+        self.caches[user] = cache
+        return cache
+
+    def _step(self, users: list[str], rows: list[int], tokens: list[np.ndarray],
+              out: np.ndarray, weights: list[Attention]) -> None:
+        """One event each for distinct users, in one batched step."""
+        caches = [self._cache_for(users[row], tokens[row].tolist()) for row in rows]
+        found: list[np.ndarray] = []
+        out[rows] = self.incremental.step(caches, np.array([tokens[r][-1] for r in rows]),
+                                          found if self.explain else None)
+        for row, cache, w in zip(rows, caches, found):
+            window = np.asarray(cache.items[len(cache.items) - len(w):], np.int64)
+            weights[row] = (window // self.encoder.num_types, w)
+
+    def _burst(self, user: str, rows: list[int], tokens: list[np.ndarray], out: np.ndarray,
+               weights: list[Attention]) -> None:
+        """One user's events in this batch, oldest first: each run of events whose session
+        continues the cache as it stands after the one before is appended in one call."""
+        at = 0
+        while at < len(rows):
+            cache = self._cache_for(user, tokens[rows[at]].tolist())
+            run, held = [rows[at]], self._after(cache.items, int(tokens[rows[at]][-1]))
+            at += 1
+            while at < len(rows) and self._continues(held, tokens[rows[at]][:-1].tolist()):
+                run.append(rows[at])
+                held = self._after(held, int(tokens[rows[at]][-1]))
+                at += 1
+            found: list[tuple[list[int], np.ndarray]] = []
+            out[run] = self.incremental.extend(cache, [int(tokens[r][-1]) for r in run],
+                                               found if self.explain else None)
+            for row, (window, w) in zip(run, found):
+                weights[row] = (np.asarray(window, np.int64) // self.encoder.num_types, w)
+
+    def _after(self, items: list[int], token: int) -> list[int]:
+        """A cache's tokens after one more step (``IncrementalEncoder.step``'s roll)."""
+        window = self.encoder.max_len
+        return [*(items[-(window // 2):] if len(items) >= window else items), token]
+
+    def _continues(self, cached: list[int], before: list[int]) -> bool:
+        """Whether a cache holding ``cached`` holds the session up to its newest event, so
+        one step encodes it. Its newest items must be the session's. Once a session is full
+        it slides by one item per event while the cache rolls by half its window
+        (``IncrementalEncoder``), so a cache may also hold older items the session has
+        dropped: allowed for a session at least half a window long, where a matching suffix
+        is no coincidence (a new session never continues an old cache). Without this every
+        event of a full session rebuilt its cache: 394 µs per event at 200 events instead
+        of 31 at 10 (benchmarks.serving)."""
+        if not cached or not before:
             return False
-        n = min(len(cache.items), len(before))
-        if cache.items[-n:] != before[-n:]:
+        n = min(len(cached), len(before))
+        if cached[-n:] != before[-n:]:
             return False
-        return len(cache.items) <= len(before) or len(before) >= self.encoder.max_len // 2
+        return len(cached) <= len(before) or len(before) >= self.encoder.max_len // 2
 
     @classmethod
     def from_models(cls, sasrec: SASRec, ranker: NeuMF | None, users: IdMap, items: IdMap,
@@ -402,19 +442,6 @@ class ServingBundle:
         if len(self._item_names) != len(self.items):
             self._item_names = np.asarray(self.items.ids, dtype=object)
         return self._item_names
-
-
-def _rounds(users: list[str]) -> list[list[int]]:
-    """Rows grouped so no user appears twice in a group, each user's rows in order."""
-    rounds: list[list[int]] = []
-    seen: dict[str, int] = {}
-    for row, user in enumerate(users):
-        k = seen.get(user, 0)
-        seen[user] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(row)
-    return rounds
 
 
 class _Stopwatch:

@@ -53,6 +53,46 @@ def test_incremental_steps_equal_the_full_forward_including_window_rolls(
             assert len(caches[i].items) <= caches[i].keys.shape[1] <= max_len
 
 
+@pytest.mark.parametrize("max_len,bursts", [
+    (6, (1, 3, 5, 2, 7)),     # bursts longer than the window roll inside one call
+    (20, (4, 17, 1, 9, 30)),  # caches grow, then roll mid-burst
+])
+def test_a_burst_extends_a_cache_as_one_step_per_event_would(
+        max_len: int, bursts: tuple[int, ...]) -> None:
+    """Several events of one user in a micro-batch, appended in one call: the same
+    embeddings, explanations and cache as stepping them one at a time."""
+    from model.retrieval.encoder import IncrementalEncoder
+
+    keras.utils.set_random_seed(8)
+    model = SASRec(num_items=40, max_len=max_len, dim=16, blocks=2, heads=2, dropout=0.0,
+                   num_types=3)
+    model({"seq": np.ones((1, max_len), "int64"), "types": np.ones((1, max_len), "int64"),
+           "pos": np.ones((1, max_len), "int64"), "neg": np.ones((1, 2), "int64")})
+    inc = IncrementalEncoder(export_sasrec(model))
+    rng = np.random.default_rng(3)
+    tokens = [inc.token(int(i), int(t)) for i, t in
+              zip(rng.integers(1, 41, sum(bursts)), rng.integers(0, 3, sum(bursts)))]
+    one_by_one, burst = inc.prefill([]), inc.prefill([])
+    done = 0
+    for n in bursts:
+        chunk = tokens[done:done + n]
+        expected, why = [], []
+        for t in chunk:
+            found: list[np.ndarray] = []
+            expected.append(inc.step([one_by_one], np.array([t]), found)[0])
+            why.append((list(one_by_one.items), found[0]))
+        explained: list[tuple[list[int], np.ndarray]] = []
+        got = inc.extend(burst, chunk, explained)
+        np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
+        assert burst.items == one_by_one.items
+        for (window, weights), (items, want) in zip(explained, why, strict=True):
+            assert list(window) == items
+            np.testing.assert_allclose(weights, want, atol=1e-6)
+        done += n
+    live = len(burst.items)
+    np.testing.assert_allclose(burst.keys[:, :live], one_by_one.keys[:, :live], atol=1e-5)
+
+
 def test_event_types_change_the_embedding_and_the_numpy_forms_follow_them() -> None:
     from model.retrieval.encoder import IncrementalEncoder
 

@@ -176,6 +176,32 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     assert rebuilt[-1] == 1
 
 
+def test_a_burst_of_one_user_in_a_batch_gets_the_lists_of_one_event_at_a_time() -> None:
+    """Real logs put many events of one user in a micro-batch; appended in one call, they
+    get the lists, scores and reasons of one batch per event: through window rolls, a
+    repeated item and an unknown one mid-burst, beside another user's single event."""
+    seqs, bundle = _window_of_8(seed=9)
+    items = seqs.items.ids
+    burst = [items[i % 30] for i in range(14)]
+    burst[6] = burst[5]                                  # the same item again
+    rows, sessions = [], []
+    for n in range(1, len(burst) + 1):
+        sessions.append(burst[max(0, n - 8):n])         # the session keeps its newest 8
+        rows.append("heavy")
+        if n == 9:                                      # an event the model cannot place
+            sessions.append([*burst[max(0, n - 8):n], "never-seen"])
+            rows.append("heavy")
+    rows.append("light")
+    sessions.append(items[40:43])
+    _, one_at_a_time = _window_of_8(seed=9)
+    expected = [one_at_a_time.recommend([u], [s], k=3)[0] for u, s in zip(rows, sessions)]
+    got = bundle.recommend(rows, sessions, k=3)
+    for want, have in zip(expected, got, strict=True):
+        assert want is not None and have is not None and have.items == want.items
+        np.testing.assert_allclose(have.scores, want.scores, atol=1e-5)
+        assert [name for name, _ in have.because] == [name for name, _ in want.because]
+
+
 def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:
     """A swap that changed only the ranker keeps every session incremental: the new bundle
     steps the adopted cache (no rebuild) to the same embedding a rebuild gives."""

@@ -252,44 +252,92 @@ class ServingBundle:
         explain.extend(weights)
         return out
 
-    def _cache_for(self, user: str, hist: list[int]) -> SessionCache:
-        """``user``'s cache if it holds ``hist`` but its newest token, else a rebuilt one;
-        either way moved to the most recently used end."""
+    def _open(self, user: str, hist: list[int]) -> tuple[SessionCache, int | None]:
+        """``user``'s cache for a session whose tokens are ``hist``, moved to the most
+        recently used end, and the token to append to it: the newest, to a cache that
+        holds the rest of the session (rebuilt when it does not); or None when the cache
+        holds the whole session already (the event added no item the model knows: its
+        answer is the last one, nothing to encode)."""
         cache = self.caches.pop(user, None)
         if cache is None or not self._continues(cache.items, hist[:-1]):
+            if cache is not None and self._answered(cache, hist):
+                self.caches[user] = cache
+                return cache, None
             cache = self.incremental.prefill(hist[:-1])
         self.caches[user] = cache
-        return cache
+        return cache, hist[-1]
+
+    def _answered(self, cache: SessionCache, hist: list[int]) -> bool:
+        """Whether ``cache`` holds all of ``hist`` and kept the answer it gave for it."""
+        return (cache.output is not None and (cache.attention is not None or not self.explain)
+                and self._continues(cache.items, hist))
+
+    def _last(self, cache: SessionCache) -> tuple[np.ndarray, Attention]:
+        """The embedding and attention ``cache`` gave for its newest token."""
+        weights = cache.attention if cache.attention is not None else np.zeros(0)
+        window = np.asarray(cache.items[len(cache.items) - len(weights):], np.int64)
+        return cache.output, (window // self.encoder.num_types, weights)  # type: ignore[return-value]
 
     def _step(self, users: list[str], rows: list[int], tokens: list[np.ndarray],
               out: np.ndarray, weights: list[Attention]) -> None:
         """One event each for distinct users, in one batched step."""
-        caches = [self._cache_for(users[row], tokens[row].tolist()) for row in rows]
+        stepped, caches, appended = [], [], []
+        for row in rows:
+            cache, token = self._open(users[row], tokens[row].tolist())
+            if token is None:
+                out[row], weights[row] = self._last(cache)
+            else:
+                stepped.append(row)
+                caches.append(cache)
+                appended.append(token)
+        if not stepped:
+            return
         found: list[np.ndarray] = []
-        out[rows] = self.incremental.step(caches, np.array([tokens[r][-1] for r in rows]),
-                                          found if self.explain else None)
-        for row, cache, w in zip(rows, caches, found):
+        out[stepped] = self.incremental.step(caches, np.array(appended),
+                                             found if self.explain else None)
+        for row, cache, w in zip(stepped, caches, found):
             window = np.asarray(cache.items[len(cache.items) - len(w):], np.int64)
             weights[row] = (window // self.encoder.num_types, w)
 
     def _burst(self, user: str, rows: list[int], tokens: list[np.ndarray], out: np.ndarray,
                weights: list[Attention]) -> None:
         """One user's events in this batch, oldest first: each run of events whose session
-        continues the cache as it stands after the one before is appended in one call."""
+        continues the cache as it stands after the one before (or adds nothing the model
+        knows) is appended in one call."""
         at = 0
         while at < len(rows):
-            cache = self._cache_for(user, tokens[rows[at]].tolist())
-            run, held = [rows[at]], self._after(cache.items, int(tokens[rows[at]][-1]))
+            cache, token = self._open(user, tokens[rows[at]].tolist())
+            plan = [(rows[at], token)]
+            held = list(cache.items) if token is None else self._after(cache.items, token)
             at += 1
-            while at < len(rows) and self._continues(held, tokens[rows[at]][:-1].tolist()):
-                run.append(rows[at])
-                held = self._after(held, int(tokens[rows[at]][-1]))
+            while at < len(rows):
+                hist = tokens[rows[at]].tolist()
+                if self._continues(held, hist[:-1]):
+                    plan.append((rows[at], hist[-1]))
+                    held = self._after(held, hist[-1])
+                elif self._continues(held, hist):
+                    plan.append((rows[at], None))
+                else:
+                    break
                 at += 1
-            found: list[tuple[list[int], np.ndarray]] = []
-            out[run] = self.incremental.extend(cache, [int(tokens[r][-1]) for r in run],
-                                               found if self.explain else None)
-            for row, (window, w) in zip(run, found):
-                weights[row] = (np.asarray(window, np.int64) // self.encoder.num_types, w)
+            self._run(cache, plan, out, weights)
+
+    def _run(self, cache: SessionCache, plan: list[tuple[int, int | None]], out: np.ndarray,
+             weights: list[Attention]) -> None:
+        """Append a burst's tokens to ``cache`` in one call; a row with no token gets the
+        answer of the row before it (or the cache's last)."""
+        last = self._last(cache) if plan[0][1] is None else None
+        found: list[tuple[list[int], np.ndarray]] = []
+        emb = self.incremental.extend(cache, [t for _, t in plan if t is not None],
+                                      found if self.explain else None)
+        done = 0
+        for row, token in plan:
+            if token is not None:
+                w = found[done] if found else ([], np.zeros(0))
+                last = emb[done], (np.asarray(w[0], np.int64) // self.encoder.num_types, w[1])
+                done += 1
+            assert last is not None  # a plan starts with a token or a cached answer
+            out[row], weights[row] = last
 
     def _after(self, items: list[int], token: int) -> list[int]:
         """A cache's tokens after one more step (``IncrementalEncoder.step``'s roll)."""

@@ -155,6 +155,11 @@ class SessionCache:
     items: list[int]
     keys: np.ndarray    # [blocks, capacity, heads, k]
     values: np.ndarray
+    # The embedding of ``items`` from the last step (None before one), and that step's
+    # last-block attention over them when it was asked for: what an event that adds no
+    # item the model knows is answered with, without encoding anything.
+    output: np.ndarray | None = None
+    attention: np.ndarray | None = None
 
     def reserve(self, rows: int, window: int) -> None:
         """Make room for ``rows`` live rows (at most ``window``)."""
@@ -258,7 +263,10 @@ class IncrementalEncoder:
             h = _layer_norm(x, *b.norm2)
             x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
         cache.items.extend(int(t) for t in items)
-        return _layer_norm(x, *m.final_norm).astype(np.float32)
+        out = _layer_norm(x, *m.final_norm).astype(np.float32)
+        cache.output = out[-1]
+        cache.attention = explain[-1][1] if explain is not None else None
+        return out
 
     def step(self, caches: list[SessionCache], items: np.ndarray,
              explain: list[np.ndarray] | None = None) -> np.ndarray:
@@ -297,9 +305,12 @@ class IncrementalEncoder:
             x = q + context @ b.wo.reshape(-1, self.d) + b.bo
             h = _layer_norm(x, *b.norm2)
             x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
+        out = _layer_norm(x, *m.final_norm).astype(np.float32)
+        weights = explain[len(explain) - len(caches):] if explain is not None else None
         for i, (c, item) in enumerate(zip(caches, items)):
             c.reserve(pos[i] + 1, m.max_len)
             c.keys[:, pos[i]] = keys[i, :, pos[i]]
             c.values[:, pos[i]] = values[i, :, pos[i]]
             c.items.append(int(item))
-        return _layer_norm(x, *m.final_norm).astype(np.float32)
+            c.output, c.attention = out[i], weights[i] if weights is not None else None
+        return out

@@ -200,6 +200,10 @@ def test_a_burst_of_one_user_in_a_batch_gets_the_lists_of_one_event_at_a_time() 
         assert want is not None and have is not None and have.items == want.items
         np.testing.assert_allclose(have.scores, want.scores, atol=1e-5)
         assert [name for name, _ in have.because] == [name for name, _ in want.because]
+    # The event the model cannot place changes nothing it encodes: the answer before it.
+    unknown = sessions.index([*burst[1:9], "never-seen"])
+    assert got[unknown].items == got[unknown - 1].items
+    assert got[unknown].because == got[unknown - 1].because
 
 
 def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:

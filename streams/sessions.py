@@ -98,6 +98,22 @@ def event_fingerprint(event_id: str) -> str:
     return base64.urlsafe_b64encode(digest)[:11].decode()
 
 
+def supersedes(stored: Mapping[str, Any] | None, incoming: Mapping[str, Any] | None) -> bool:
+    """Whether a changelog record ``incoming`` may replace ``stored`` (both as written by
+    ``SessionState.to_dict``) when a worker restores its sessions. Not when ``stored`` has
+    already applied ``incoming``'s newest event and later ones: then ``incoming`` is a
+    stale write, sent by a worker that had lost the partition (a process frozen past the
+    session timeout wakes with records still queued in its producer) after the new
+    owner's newer ones. Anything unreadable is let through, as before this check."""
+    if not stored or not incoming:
+        return True
+    try:
+        newest, held = incoming["recent_event_ids"][-1], stored["recent_event_ids"]
+    except (KeyError, IndexError, TypeError):
+        return True
+    return newest not in held[:-1]
+
+
 def ignored_context(context: Mapping[str, Any] | None, spec: FeatureSpec) -> list[str]:
     """Why each key of ``context`` is left out of the session, ``UNDECLARED`` or
     ``WRONG_TYPE`` (declared, but the value is unusable): the worker counts these reasons,

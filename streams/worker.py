@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import RecordProducer, dead_letter_headers
 from streams.recs_store import RecsWriter
-from streams.sessions import SessionPolicy
+from streams.sessions import SessionPolicy, supersedes
 from streams.steps import AnsweredEvents, BatchStep, DeadLetter, EventStep, SessionUpdate
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,23 @@ class SessionTable(faust.Table):
     def __init__(self, app: faust.App, *, changelog_out: RecordProducer, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.changelog_out = changelog_out
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Restore, skipping stale records (``streams.sessions.supersedes``): a frozen
+        worker's queued writes can reach the changelog after the new owner's newer ones,
+        and restoring in log order would bring its older sessions back."""
+        kept, latest, stale = [], {}, 0
+        for event in batch:
+            key = self._to_key(event.key)
+            before = latest[key] if key in latest else self.data.get(key)
+            if not supersedes(before, event.value):
+                stale += 1
+                continue
+            latest[key] = event.value
+            kept.append(event)
+        if stale:
+            log.warning("restoring sessions: skipped %d stale changelog records", stale)
+        super().apply_changelog_batch(kept)
 
     def on_key_get(self, key: Any) -> None:
         """Nothing per read: Faust's hook only feeds sensors' table statistics."""

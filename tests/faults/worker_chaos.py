@@ -53,7 +53,7 @@ from services.stack import build_stack
 from streams.consumer import read_topic
 from streams.events import Event
 from streams.producer import EventProducer, sent_at_header
-from streams.sessions import SessionPolicy, SessionState, apply_event
+from streams.sessions import SessionPolicy, SessionState, apply_event, supersedes
 from streams.synthetic import SyntheticConfig, generate
 
 PARTITIONS = 4
@@ -150,11 +150,20 @@ def read_answers(settings: Settings, env: dict[str, str], expected: set[str],
     return answers, answered_at
 
 
-def final_sessions(settings: Settings, env: dict[str, str]) -> dict[str, dict]:
+def final_sessions(settings: Settings, env: dict[str, str]) -> tuple[dict[str, dict], int]:
+    """Each user's session as a worker restoring the changelog would load it (in log
+    order, stale records skipped: ``streams.sessions.supersedes``), and how many stale
+    records the changelog held."""
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
-    return {orjson.loads(r.key): orjson.loads(r.value)
-            for r in read_topic(settings.kafka, changelog, from_beginning=True,
-                                idle_timeout_s=15)}
+    sessions: dict[str, dict] = {}
+    stale = 0
+    for r in read_topic(settings.kafka, changelog, from_beginning=True, idle_timeout_s=15):
+        user, state = orjson.loads(r.key), orjson.loads(r.value)
+        if supersedes(sessions.get(user), state):
+            sessions[user] = state
+        else:
+            stale += 1
+    return sessions, stale
 
 
 def state_mismatches(events: list[Event], stored: dict[str, dict]) -> list[str]:
@@ -190,7 +199,7 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             faults, last_fault = fault_while(sending, workers, fault, args.every, rng)
             answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
                                                 args.drain_s)
-            stored = final_sessions(settings, env)
+            stored, stale = final_sessions(settings, env)
         finally:
             for worker in workers:
                 worker.proc.send_signal(signal.SIGKILL)
@@ -201,7 +210,8 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             "lost": sum(1 for e in events if e.event_id not in answers),
             "duplicated": sum(answers.values()) - len(answers),
             "drained_s": max(answered_at - last_fault, 0.0),
-            "state_mismatches": len(state_mismatches(events, stored)), "crashed": crashed}
+            "state_mismatches": len(state_mismatches(events, stored)), "stale": stale,
+            "crashed": crashed}
 
 
 def main() -> None:
@@ -229,7 +239,8 @@ def main() -> None:
         figures = run(settings, args, seed)
         print("{} chaos, run {}: {events:,} events, {faults} faults: lost {lost}, "
               "duplicated {duplicated}, all answered {drained_s:.1f} s after the last fault, "
-              "{state_mismatches} sessions differ, {crashed} 'Crashed' in the logs"
+              "{state_mismatches} sessions differ ({stale} stale changelog records skipped), "
+              "{crashed} 'Crashed' in the logs"
               .format(FAULT_NAMES[args.fault], seed + 1, **figures), flush=True)
         failed |= bool(figures["lost"] or figures["state_mismatches"] or figures["crashed"])
     sys.exit(1 if failed else 0)

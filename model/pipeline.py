@@ -272,11 +272,15 @@ class ServingBundle:
         return (cache.output is not None and (cache.attention is not None or not self.explain)
                 and self._continues(cache.items, hist))
 
+    def _attention(self, window: list[int], weights: np.ndarray) -> Attention:
+        """Attention ``weights`` over the newest tokens of ``window``, as dense item ids."""
+        tokens = np.asarray(window[len(window) - len(weights):], np.int64)
+        return tokens // self.encoder.num_types, weights
+
     def _last(self, cache: SessionCache) -> tuple[np.ndarray, Attention]:
         """The embedding and attention ``cache`` gave for its newest token."""
         weights = cache.attention if cache.attention is not None else np.zeros(0)
-        window = np.asarray(cache.items[len(cache.items) - len(weights):], np.int64)
-        return cache.output, (window // self.encoder.num_types, weights)  # type: ignore[return-value]
+        return cache.output, self._attention(cache.items, weights)  # type: ignore[return-value]
 
     def _step(self, users: list[str], rows: list[int], tokens: list[np.ndarray],
               out: np.ndarray, weights: list[Attention]) -> None:
@@ -296,8 +300,7 @@ class ServingBundle:
         out[stepped] = self.incremental.step(caches, np.array(appended),
                                              found if self.explain else None)
         for row, cache, w in zip(stepped, caches, found):
-            window = np.asarray(cache.items[len(cache.items) - len(w):], np.int64)
-            weights[row] = (window // self.encoder.num_types, w)
+            weights[row] = self._attention(cache.items, w)
 
     def _burst(self, user: str, rows: list[int], tokens: list[np.ndarray], out: np.ndarray,
                weights: list[Attention]) -> None:
@@ -333,8 +336,8 @@ class ServingBundle:
         done = 0
         for row, token in plan:
             if token is not None:
-                w = found[done] if found else ([], np.zeros(0))
-                last = emb[done], (np.asarray(w[0], np.int64) // self.encoder.num_types, w[1])
+                window, w = found[done] if found else ([], np.zeros(0))
+                last = emb[done], self._attention(window, w)
                 done += 1
             assert last is not None  # a plan starts with a token or a cached answer
             out[row], weights[row] = last

@@ -98,7 +98,7 @@ class RecordProducer:
         stats.delivered = stats.produced - stats.failed - len(self._producer)
         return stats
 
-    def produce(self, topic: str, key: bytes | None, value: bytes,
+    def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Headers | None = None,
                 on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
                 partition: int | None = None) -> None:

@@ -174,18 +174,17 @@ class SessionTable(faust.Table):
         """Nothing per read: Faust's hook only feeds sensors' table statistics."""
 
     def on_key_set(self, key: Any, value: Any) -> None:
-        """Per event: the record encoded as the changelog topic's json codecs encode it
-        (orjson, tested equal; ~0.8 µs against ~2.7 through Faust's schema), with none
-        of the TTL and sensor bookkeeping this table does not use."""
-        self.changelog_out.produce(self.changelog_topic_name, orjson.dumps(key),
-                                   orjson.dumps(value), partition=self.partition_for_key(key))
+        """Per event: the changelog record only, none of the TTL and sensor bookkeeping
+        this table does not use."""
+        self.send_changelog(self.partition_for_key(key), key, value)
 
     def send_changelog(self, partition: int | None, key: Any, value: Any,
-                       key_serializer: Any = None, value_serializer: Any = None) -> Any:
-        topic = self.changelog_topic
-        key_bytes, _ = topic.prepare_key(key, key_serializer or self.key_serializer)
-        value_bytes, _ = topic.prepare_value(value, value_serializer or self.value_serializer)
-        self.changelog_out.produce(topic.get_topic_name(), key_bytes, value_bytes,
+                       key_serializer: Any = None, value_serializer: Any = None) -> SentTo:
+        """The record as the changelog topic's json codecs, this table's, encode it
+        (orjson, tested equal; ~0.8 µs against ~2.7 through Faust's schema); a deletion's
+        None goes out as a tombstone."""
+        self.changelog_out.produce(self.changelog_topic_name, orjson.dumps(key),
+                                   None if value is None else orjson.dumps(value),
                                    partition=partition)
         return SentTo(partition)
 
@@ -208,8 +207,8 @@ def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
                 clock: Callable[[], float] = time.monotonic) -> None:
     """Make ``buffer.flush()`` (Faust's producer buffer: dead letters, and table changelog
     writes before ``SessionTable``) return only once every write in it has been handed to
-    the Kafka producer. Call it
-    before the app starts: the buffer's send task binds ``_send_pending`` when it starts.
+    the Kafka producer. Call it before the app starts: the buffer's send task binds
+    ``_send_pending`` when it starts.
 
     Faust commits offsets after ``producer.flush()``, but its buffer's flush gives up as
     soon as 0.1 s passes without a send, however many writes are still queued, and a write

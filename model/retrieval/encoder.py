@@ -99,6 +99,13 @@ def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarra
     return (x - mean) / np.sqrt(var + 1e-8) * gamma + beta
 
 
+def _softmax(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, over the positions ``allowed`` only."""
+    scores = np.where(allowed, scores, _NEG)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return scores / scores.sum(axis=-1, keepdims=True)
+
+
 def _attention(q: np.ndarray, kv: np.ndarray, b: _Block,
                allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multi-head attention as plain matmuls (einsum over 4-D arrays misses BLAS here);
@@ -111,10 +118,8 @@ def _attention(q: np.ndarray, kv: np.ndarray, b: _Block,
         return out.reshape(batch, length, heads, k).transpose(0, 2, 1, 3)  # [b, h, l, k]
 
     query, key, value = project(q, b.wq, b.bq), project(kv, b.wk, b.bk), project(kv, b.wv, b.bv)
-    scores = query @ key.transpose(0, 1, 3, 2) / np.float32(np.sqrt(k))
-    scores = np.where(allowed[:, None], scores, _NEG)
-    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    weights = scores / scores.sum(axis=-1, keepdims=True)
+    weights = _softmax(query @ key.transpose(0, 1, 3, 2) / np.float32(np.sqrt(k)),
+                       allowed[:, None])
     context = (weights @ value).transpose(0, 2, 1, 3).reshape(-1, heads * k)
     out = (context @ b.wo.reshape(heads * k, d) + b.bo).reshape(batch, length, d)
     return out, key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
@@ -190,6 +195,20 @@ class IncrementalEncoder:
     def _project(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (x @ w.reshape(self.d, -1) + b.reshape(-1)).reshape(len(x), self.heads, self.k)
 
+    def _embed(self, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The first block's input for ``tokens`` at ``positions``: item, position and
+        event type."""
+        m = self.m
+        x = m.items[tokens // m.num_types] * np.float32(np.sqrt(self.d)) + m.positions[positions]
+        return x + m.types[tokens % m.num_types] if m.types is not None else x
+
+    def _block_out(self, b: _Block, q: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """A block's output from its normalised input and attention context: the output
+        projection, the residual and the feed-forward layer."""
+        x = q + context @ b.wo.reshape(-1, self.d) + b.bo
+        h = _layer_norm(x, *b.norm2)
+        return h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
+
     def token(self, item: Any, event_type: Any = 0) -> Any:
         """One int per (item, type) pair (ints or arrays of them): what caches hold and
         ``step`` takes, so a cache matches a session only if the types match too."""
@@ -237,31 +256,22 @@ class IncrementalEncoder:
         attending to the cached keys and values."""
         m, start, n = self.m, len(cache.items), len(items)
         cache.reserve(start + n, m.max_len)
-        tokens = np.asarray(items)
-        x = m.items[tokens // m.num_types] * np.float32(np.sqrt(self.d)) + \
-            m.positions[start:start + n]
-        if m.types is not None:
-            x = x + m.types[tokens % m.num_types]
+        x = self._embed(np.asarray(items), np.arange(start, start + n))
         allowed = np.arange(start + n)[None, :] <= start + np.arange(n)[:, None]  # [n, T]
         for bi, b in enumerate(m.blocks):
             q = _layer_norm(x, *b.norm1)
             cache.keys[bi, start:start + n] = self._project(x, b.wk, b.bk)
             cache.values[bi, start:start + n] = self._project(x, b.wv, b.bv)
             keys, values = cache.keys[bi, :start + n], cache.values[bi, :start + n]
-            scores = np.einsum("nhk,thk->hnt", self._project(q, b.wq, b.bq), keys) / \
-                np.float32(np.sqrt(self.k))
-            scores = np.where(allowed, scores, _NEG)
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            weights = scores / scores.sum(axis=-1, keepdims=True)         # [h, n, T]
+            weights = _softmax(np.einsum("nhk,thk->hnt", self._project(q, b.wq, b.bq), keys)
+                               / np.float32(np.sqrt(self.k)), allowed)    # [h, n, T]
             context = np.einsum("hnt,thk->nhk", weights, values).reshape(n, -1)
             if explain is not None and bi == self.blocks - 1:
                 mean = weights.mean(axis=0)
                 window = cache.items + items
                 explain.extend((window[:start + j + 1], mean[j, :start + j + 1])
                                for j in range(n))
-            x = q + context @ b.wo.reshape(-1, self.d) + b.bo
-            h = _layer_norm(x, *b.norm2)
-            x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
+            x = self._block_out(b, q, context)
         cache.items.extend(int(t) for t in items)
         out = _layer_norm(x, *m.final_norm).astype(np.float32)
         cache.output = out[-1]
@@ -286,25 +296,19 @@ class IncrementalEncoder:
             values[i, :, :pos[i]] = c.values[:, :pos[i]]
         valid = (np.arange(longest)[None, :] <= pos[:, None])[:, None, :]
         items = np.asarray(items)
-        x = m.items[items // m.num_types] * np.float32(np.sqrt(self.d)) + m.positions[pos]
-        if m.types is not None:
-            x = x + m.types[items % m.num_types]
+        x = self._embed(items, pos)
         for bi, b in enumerate(m.blocks):
             q = _layer_norm(x, *b.norm1)
             query = self._project(q, b.wq, b.bq)
             keys[rows, bi, pos] = self._project(x, b.wk, b.bk)
             values[rows, bi, pos] = self._project(x, b.wv, b.bv)
-            scores = np.einsum("bhk,bthk->bht", query, keys[:, bi]) / np.float32(np.sqrt(self.k))
-            scores = np.where(valid, scores, _NEG)
-            scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-            weights = scores / scores.sum(axis=-1, keepdims=True)
+            weights = _softmax(np.einsum("bhk,bthk->bht", query, keys[:, bi])
+                               / np.float32(np.sqrt(self.k)), valid)
             context = np.einsum("bht,bthk->bhk", weights, values[:, bi]).reshape(len(caches), -1)
             if explain is not None and bi == self.blocks - 1:
                 mean = weights.mean(axis=1)
                 explain.extend(mean[i, :pos[i] + 1] for i in rows)
-            x = q + context @ b.wo.reshape(-1, self.d) + b.bo
-            h = _layer_norm(x, *b.norm2)
-            x = h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
+            x = self._block_out(b, q, context)
         out = _layer_norm(x, *m.final_norm).astype(np.float32)
         weights = explain[len(explain) - len(caches):] if explain is not None else None
         for i, (c, item) in enumerate(zip(caches, items)):

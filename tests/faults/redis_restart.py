@@ -28,6 +28,7 @@ from services.settings import load_settings
 from services.stack import build_stack
 from streams.events import new_event
 from streams.producer import EventProducer, sent_at_header
+from streams.recs_store import recs_key
 from tests.faults.worker_chaos import chaos_env
 
 
@@ -37,7 +38,7 @@ def stored_within(client: redis.Redis, users: list[str], wait_s: float) -> set[s
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and len(found) < len(users):
         try:
-            found |= {u for u in users if u not in found and client.exists(f"recs:{u}")}
+            found |= {u for u in users if u not in found and client.exists(recs_key(u))}
         except redis.ConnectionError:
             pass
         time.sleep(0.5)

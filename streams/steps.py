@@ -370,6 +370,9 @@ class BatchStep:
         ``experiment``, the one running) is read once by the caller per batch: a model
         swap lands between micro-batches, never inside one."""
         began_ns = time.time_ns()
+        updates = self.unanswered(updates)
+        if not updates:
+            return []
         recs, versions, tags = self.answer(updates, bundle, experiment)
         start = self.clock()
         now_us = time.time_ns() // 1000
@@ -398,6 +401,23 @@ class BatchStep:
         await self._store(payloads, popular.to_json() if popular is not None else None)
         self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
         return lists
+
+    def unanswered(self, updates: Sequence[SessionUpdate]) -> list[SessionUpdate]:
+        """``updates`` less repeats: an event answered already, or earlier in this batch.
+
+        The event step answers a repeat whose original has no list yet (it may be a
+        redelivery after a lost list). When a re-sent event is sessionized before its
+        original's micro-batch is published, both passed that check and both were answered
+        (seen once in a fresh-clone run, issue #16); the second answer is dropped here.
+        """
+        fresh, ids = [], set()
+        for update in updates:
+            if update.event_id in self.answered or update.event_id in ids:
+                self.metrics.duplicates.inc()
+                continue
+            ids.add(update.event_id)
+            fresh.append(update)
+        return fresh
 
     def _count_experiment(self, lists: Sequence[RecommendationList]) -> None:
         counts: dict[tuple[str, str, str], int] = {}

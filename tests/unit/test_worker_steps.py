@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -267,9 +268,12 @@ class Clock:
         return self.now
 
 
-def update(user: str, items: tuple[str, ...], event_id: str = EVENT_ID,
+def update(user: str, items: tuple[str, ...], event_id: str | None = None,
            sent: int | None = 1_700_000_000_000_000) -> SessionUpdate:
-    return SessionUpdate(user, LiveSession(items), event_id, items[-1], sent, {})
+    """An update for a new event each call (unless ``event_id`` says otherwise): the batch
+    step drops a repeat of an event it answered."""
+    return SessionUpdate(user, LiveSession(items), event_id or str(uuid.uuid4()), items[-1],
+                         sent, {})
 
 
 def make_step(store: FakeStore | None = None, exclude_seen: bool = True,
@@ -304,11 +308,24 @@ def test_lists_carry_per_head_scores_and_the_session_items_behind_them() -> None
     assert RecommendationList.from_json(producer.sent[0][2]) == lst
 
 
+def test_a_repeat_is_answered_once_though_both_copies_reach_the_batch_step() -> None:
+    """A re-sent event sessionized before its original's list went out passes the event
+    step's duplicate check (issue #16): the batch step answers only the first copy, in the
+    same micro-batch or a later one, and counts the others as duplicates."""
+    step, producer, metrics = make_step()
+    bundle = FakeBundle("r:v2", {})
+    first = asyncio.run(step.publish([update("u1", ("a",), EVENT_ID), update("u2", ("b",)),
+                                      update("u1", ("a",), EVENT_ID)], bundle))
+    later = asyncio.run(step.publish([update("u1", ("a",), EVENT_ID)], bundle))
+    assert [lst.user_id for lst in first] == ["u1", "u2"] and later == []
+    assert len(producer.sent) == 2 and metrics.duplicates._value.get() == 2
+
+
 def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     step, producer, metrics = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(
         ["x", "y"], [np.float32(0.1234567891), 2.0])})
-    lists = asyncio.run(step.publish([update("u1", ("a", "q"))], bundle))
+    lists = asyncio.run(step.publish([update("u1", ("a", "q"), EVENT_ID)], bundle))
     assert bundle.calls == [{"users": ["u1"], "sessions": [["a", "q"]], "k": 3,
                              "exclude_seen": True}]
     ((topic, key, value),) = producer.sent
@@ -854,6 +871,33 @@ def test_resuming_flow_keeps_the_events_already_queued() -> None:
     flow.suspend()
     flow.clear()  # a revoke
     assert not flow.is_active() and queue.empty()
+
+
+def test_a_seek_to_committed_rewinds_stream_partitions_without_a_commit() -> None:
+    """aiokafka leaves a partition with no committed offset (or one at 0) where it was, past
+    records Faust dropped during a rebalance (issue #16): those of the stream topic go back
+    to their start; committed ones and changelog partitions are left as they were."""
+    from faust.types import TP
+
+    from streams.worker import seek_uncommitted_to_start
+
+    committed = {TP("events", 0): None, TP("events", 1): 0, TP("events", 2): 7,
+                 TP("app-sessions-changelog", 0): None}
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.seeks: list[tuple[TP, int]] = []
+
+        async def seek_to_committed(self) -> dict:
+            return committed
+
+        async def seek(self, tp: TP, offset: int) -> None:
+            self.seeks.append((tp, offset))
+
+    consumer = Consumer()
+    seek_uncommitted_to_start(consumer, "events")
+    assert asyncio.run(consumer.seek_to_committed()) == committed  # Faust reads them
+    assert consumer.seeks == [(TP("events", 0), 0), (TP("events", 1), 0)]
 
 
 def test_the_session_table_writes_the_changelog_records_faust_would() -> None:

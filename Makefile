@@ -23,12 +23,16 @@ lint: setup
 	$(BIN)/lint-imports --no-cache
 
 # Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
-# kill -9 chaos, SIGSTOP past the session timeout (FAULTS_ARGS="--runs 3" adds to both),
-# then Redis killed and restarted under a worker.
+# kill -9 chaos, SIGSTOP past the session timeout, the broker killed for 5, 35 and 120 s
+# (FAULTS_ARGS="--runs 3" adds to each), then Redis killed and restarted under a worker.
+BOUNCE = $(BIN)/python -m tests.faults.worker_chaos --fault broker --every 10 10
 faults: setup
 	$(BIN)/streamrec stack up
 	$(BIN)/python -m tests.faults.worker_chaos --fault kill $(FAULTS_ARGS)
 	$(BIN)/python -m tests.faults.worker_chaos --fault stop --events 45000 --rate 1000 $(FAULTS_ARGS)
+	$(BOUNCE) --down-s 5 --events 30000 --rate 1000 $(FAULTS_ARGS)
+	$(BOUNCE) --down-s 35 --events 60000 --rate 1000 $(FAULTS_ARGS)
+	$(BOUNCE) --down-s 120 --events 75000 --rate 500 $(FAULTS_ARGS)
 	$(BIN)/python -m tests.faults.redis_restart
 
 # schemathesis with every check against the running API, without and with keys, on a

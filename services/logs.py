@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -121,6 +122,36 @@ def json_config(level: str, process: str, worker_id: str | None = None) -> dict[
     }
 
 
+# aiokafka retries every 0.1 s while a broker is away, and logs each failure: about 280
+# lines a second per worker in a broker outage of ``make faults`` (issue #16).
+_THROTTLED = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher",
+              "aiokafka.consumer.group_coordinator", "aiokafka.consumer.consumer",
+              "aiokafka.producer.sender", "aiokafka.producer.producer")
+THROTTLE_EVERY_S = 10.0
+
+
+class Throttle(logging.Filter):
+    """Lets a logger's message through once per ``every_s`` (by its template, whatever its
+    arguments); the next one that passes says how many were held back meanwhile."""
+
+    def __init__(self, every_s: float = THROTTLE_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}  # (passed at, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now, key = self.clock(), (record.name, record.msg)
+        passed, held = self._seen.get(key, (float("-inf"), 0))
+        if now - passed < self.every_s:
+            self._seen[key] = (passed, held + 1)
+            return False
+        if held and isinstance(record.msg, str):
+            record.msg = f"{record.msg} ({held} more like it held back)"
+        self._seen[key] = (now, 0)
+        return True
+
+
 def _quiet(level: int) -> None:
     if level > logging.DEBUG:
         for name in _QUIET_BELOW_DEBUG:
@@ -131,3 +162,8 @@ def _quiet(level: int) -> None:
     # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
     # buffer holds 100 changelog writes): normal back-pressure, not a fault.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    throttle = Throttle()
+    for name in _THROTTLED:
+        logger = logging.getLogger(name)  # the module's own, before or after its import
+        if not any(isinstance(f, Throttle) for f in logger.filters):
+            logger.addFilter(throttle)

@@ -127,6 +127,11 @@ class RecordProducer:
         """Serve delivery reports, waiting up to ``timeout_s`` for one."""
         self._producer.poll(timeout_s)
 
+    def pending(self) -> int:
+        """Serve delivery reports; returns how many records are not yet acknowledged."""
+        self._producer.poll(0)
+        return len(self._producer)
+
     def flush(self, timeout_s: float = _FLUSH_TIMEOUT_S) -> int:
         """Wait for outstanding deliveries; returns how many are still not acknowledged."""
         remaining = self._producer.flush(timeout_s)

@@ -388,7 +388,7 @@ class BatchStep:
             payloads.append((record.user_id, payload))
             paths[record.path] += 1
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
-            # FlushBeforeCommit delivers it all before the offsets of these events commit.
+            # DeliverBeforeCommit delivers it all before the offsets of these events commit.
             self.producer.produce(self.topic, record.user_id.encode(), payload,
                                   self._trace(update, record, began_ns))
             if record.event_id is not None:

@@ -25,7 +25,6 @@ from typing import Any
 
 import faust
 import orjson
-from faust.sensors import Sensor
 from faust.types import TableT, TopicT
 
 from infra.kafka_client import KafkaConnection
@@ -107,32 +106,88 @@ class NoModel:
         return 0
 
 
-class FlushBeforeCommit(Sensor):
+class NotDelivered(RuntimeError):
+    """Records an offset commit depends on have not reached Kafka yet: that commit waits."""
+
+
+COMMIT_WAIT_S = 2.0  # how long a commit awaits acknowledgements (Faust commits every 2.8 s)
+COMMIT_TAIL_S = 2.0  # then at most this long, blocking, for the records sent meanwhile
+
+
+class DeliverBeforeCommit:
     """Delivers the published lists, and the session changelog records (``SessionTable``),
-    before Faust commits the offsets of their events.
+    before Faust commits the offsets of their events; while Kafka is unreachable the
+    commit is skipped, not the worker stopped.
 
     Lists go out through librdkafka (``RecordProducer``), not Faust's producer: Faust's
     queues each send in Python and pauses the consumer while more than 100 are pending,
-    which made it the pass-through's bottleneck (measured). Faust calls
-    ``on_commit_initiated`` right before it reads the acked offsets it commits, with no
-    await in between, so flushing here keeps the guarantee Faust gives its own sends: no
-    offset is committed before its list is delivered. A flush that fails raises, the
-    offsets stay uncommitted, and the events are processed again after a restart.
-    Failures are counted from the last commit that passed, not from this one's start: a
-    report served by a poll between commits is as fatal as one served by this flush.
+    which made it the pass-through's bottleneck (measured). ``install`` wraps the
+    consumer's ``force_commit``: it first waits, without blocking the event loop, for the
+    records already produced, then flushes the few produced meanwhile. Faust reads the
+    acked offsets it commits right after, with no await in between, so no offset is
+    committed before its list is delivered.
+
+    A commit whose records Kafka has not acknowledged in time returns False: the offsets
+    stay uncommitted, and Faust tries again at its next commit. The first version raised,
+    and a 35 s broker outage ended both workers of ``make faults`` (issue #16). A record
+    that failed for good raises, as before: its events must be processed again, after a
+    restart. Failures are counted from the last commit that passed, not from this one's
+    start: a report served by a poll between commits is as fatal as one served here.
     """
 
-    def __init__(self, producer: RecordProducer) -> None:
-        super().__init__()
-        self.producer = producer
+    def __init__(self, producer: RecordProducer, wait_s: float = COMMIT_WAIT_S,
+                 tail_s: float = COMMIT_TAIL_S, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.producer, self.wait_s, self.tail_s, self.clock = producer, wait_s, tail_s, clock
         self.failed_at_last_commit = producer.stats.failed
+        self.skipped = 0  # commits skipped in a row
 
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        remaining = self.producer.flush()
-        if remaining or self.producer.stats.failed > self.failed_at_last_commit:
-            raise RuntimeError(f"recommendation lists not delivered ({remaining} pending, "
-                               f"last error {self.producer.stats.last_error}): not committing")
-        return None
+    def install(self, consumer: Any) -> None:
+        force_commit = consumer.force_commit
+
+        async def deliver_then_commit(*args: Any, **kwargs: Any) -> bool:
+            if not await self.delivered():
+                return False
+            try:
+                return await force_commit(*args, **kwargs)
+            except NotDelivered as exc:  # Faust's own producer (dead letters, ``drain_fully``)
+                return self._skip(str(exc))
+
+        consumer.force_commit = deliver_then_commit
+
+    async def delivered(self) -> bool:
+        """True when every record produced so far is acknowledged; False when Kafka has not
+        acknowledged them in time. Raises when one failed for good."""
+        produced_before = self.producer.stats.produced
+        deadline = self.clock() + self.wait_s
+        # Records produced while waiting are left to the flush: under load they never end.
+        while (waiting := self.producer.pending() - (self.producer.stats.produced
+                                                     - produced_before)) > 0:
+            self._check_failures()
+            if self.clock() >= deadline:  # no blocking flush: Kafka is not answering
+                return self._skip(f"Kafka has not acknowledged {waiting} records "
+                                  f"in {self.wait_s:.0f} s")
+            await asyncio.sleep(0.005)
+        remaining = self.producer.flush(self.tail_s)
+        self._check_failures()
+        if remaining:
+            return self._skip(f"Kafka has not acknowledged {remaining} records")
+        if self.skipped:
+            log.info("Kafka acknowledged every record again after %d skipped commits",
+                     self.skipped)
+        self.skipped = 0
+        return True
+
+    def _check_failures(self) -> None:
+        if self.producer.stats.failed > self.failed_at_last_commit:
+            raise RuntimeError(f"recommendation lists not delivered (last error "
+                               f"{self.producer.stats.last_error}): not committing")
+
+    def _skip(self, why: str) -> bool:
+        self.skipped += 1
+        log.warning("%s: offsets not committed (%d commits skipped in a row); the next "
+                    "commit tries again", why, self.skipped)
+        return False
 
 
 class SessionTable(faust.Table):
@@ -144,7 +199,7 @@ class SessionTable(faust.Table):
     accumulator and sender), one of the pass-through worker's largest costs in a py-spy
     profile. The records are the same (the changelog topic's own key and value codecs,
     the event's partition), so recovery reads them as before, and a changelog written by
-    either producer restores the same table. ``FlushBeforeCommit`` delivers them before
+    either producer restores the same table. ``DeliverBeforeCommit`` delivers them before
     the offsets of their events are committed, as it does the lists. Faust's persisted
     changelog offsets (used by a RocksDB store, not by ``memory://``) are not kept.
     """
@@ -215,8 +270,8 @@ def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
     being sent has already left the queue it counts. Under load the offsets of events whose
     session writes had not yet gone out were committed, and a restarted worker resumed one
     event short (``test_restarted_worker_recovers_sessions_from_the_changelog``,
-    intermittent). Past ``most_s`` it raises instead: the commit fails and the offsets stay
-    uncommitted.
+    intermittent). Past ``most_s`` it raises ``NotDelivered`` instead: that commit is
+    skipped (``DeliverBeforeCommit``) and the offsets stay uncommitted.
     """
     flush_atmost, send_pending = buffer.flush_atmost, buffer._send_pending
     sending = 0
@@ -233,8 +288,8 @@ def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
         deadline = clock() + most_s
         while buffer.size or sending:
             if clock() > deadline:
-                raise RuntimeError(f"{buffer.size + sending} changelog writes not sent in "
-                                   f"{most_s:.0f} s: not committing")
+                raise NotDelivered(f"{buffer.size + sending} writes of Faust's producer not "
+                                   f"sent in {most_s:.0f} s")
             if buffer.size:
                 await flush_atmost(None)  # returns after 0.1 s without a send
             else:
@@ -385,7 +440,9 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     )
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
-    lists_out = RecordProducer(cfg.kafka)  # lists and changelog records
+    # Lists and changelog records. No delivery timeout: through a Kafka outage of any length
+    # they wait in librdkafka, and commits wait for them (``DeliverBeforeCommit``).
+    lists_out = RecordProducer(cfg.kafka, {"message.timeout.ms": 0})
     sessions = app.tables.add(SessionTable(app, name="sessions", default=None,
                                            partitions=cfg.partitions, beacon=app.tables.beacon,
                                            changelog_out=lists_out))
@@ -393,7 +450,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     catalogue = Catalogue(metrics)
     serving = Serving(bundle, metrics, cfg.status_file, catalogue)
     popularity = DecayedPopularity()
-    app.sensors.add(FlushBeforeCommit(lists_out))
+    DeliverBeforeCommit(lists_out).install(app.consumer)
     drain_fully(app.producer.buffer)
     keep_queues_on_resume(app.flow_control)
     seek_uncommitted_to_start(app.consumer, cfg.interactions)

@@ -8,7 +8,10 @@ of them is hit, in turn:
 - ``--fault stop``: frozen with SIGSTOP for ``--pause-s`` (past the session timeout, so
   the group hands its partitions to the other worker), then let go with SIGCONT. It wakes
   up a zombie, still holding events and a micro-batch for partitions it no longer owns,
-  and must exit before it writes a session (``streams.freeze``); it is then restarted.
+  and must exit before it writes a session (``streams.freeze``); it is then restarted;
+- ``--fault broker``: the embedded Kafka broker is killed with SIGKILL and started again
+  ``--down-s`` later. The workers are left alone: they must ride out the outage and go on
+  by themselves (a worker that exited counts against the run).
 
 Modelled on Kafka's own system tests (kill processors, then check every record was
 delivered) with a Jepsen-style history check at the end:
@@ -46,6 +49,7 @@ from pathlib import Path
 
 import orjson
 
+from infra.stack import Stack
 from infra.topics import TopicSpec, ensure_topics
 from services.processes import ServiceProcess
 from services.settings import Settings, load_settings
@@ -57,7 +61,7 @@ from streams.sessions import SessionPolicy, SessionState, apply_event, supersede
 from streams.synthetic import SyntheticConfig, generate
 
 PARTITIONS = 4
-FAULT_NAMES = {"kill": "kill -9", "stop": "SIGSTOP"}
+FAULT_NAMES = {"kill": "kill -9", "stop": "SIGSTOP", "broker": "broker bounce"}
 
 
 def chaos_env(settings: Settings, home: Path, partitions: int = PARTITIONS) -> dict[str, str]:
@@ -115,6 +119,21 @@ def sigstop(env: dict[str, str], logs: Path, pause_s: float) -> Fault:
         except subprocess.TimeoutExpired:
             return
         restart(workers, victim, env, logs)
+    return fault
+
+
+def broker_bounce(stack: Stack, down_s: float) -> Fault:
+    """SIGKILL the embedded broker, and start it again ``down_s`` later."""
+    def fault(workers: list[ServiceProcess], victim: int) -> None:
+        pid = stack.local_kafka.running_pid() if stack.local_kafka else None
+        if pid is None:
+            sys.exit("error: this fault kills the embedded Kafka; STREAMREC_KAFKA_* name another")
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        time.sleep(down_s)
+        stack.up()  # returns once the broker answers
+        print(f"broker killed, answering again {time.monotonic() - killed:.1f} s later",
+              flush=True)
     return fault
 
 
@@ -194,12 +213,12 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
                                                                   args.rate))
             sending.start()
-            fault = (sigkill(env, logs) if args.fault == "kill"
-                     else sigstop(env, logs, args.pause_s))
-            faults, last_fault = fault_while(sending, workers, fault, args.every, rng)
+            faults, last_fault = fault_while(sending, workers, pick_fault(args, env, logs),
+                                             args.every, rng)
             answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
                                                 args.drain_s)
             stored, stale = final_sessions(settings, env)
+            exited = sum(1 for worker in workers if worker.proc.poll() is not None)
         finally:
             for worker in workers:
                 worker.proc.send_signal(signal.SIGKILL)
@@ -211,7 +230,15 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             "duplicated": sum(answers.values()) - len(answers),
             "drained_s": max(answered_at - last_fault, 0.0),
             "state_mismatches": len(state_mismatches(events, stored)), "stale": stale,
-            "crashed": crashed}
+            "crashed": crashed, "exited": exited}
+
+
+def pick_fault(args: argparse.Namespace, env: dict[str, str], logs: Path) -> Fault:
+    if args.fault == "kill":
+        return sigkill(env, logs)
+    if args.fault == "stop":
+        return sigstop(env, logs, args.pause_s)
+    return broker_bounce(build_stack(load_settings()), args.down_s)
 
 
 def main() -> None:
@@ -219,13 +246,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=1_500, help="events per second")
     parser.add_argument("--users", type=int, default=5_000)
-    parser.add_argument("--fault", choices=("kill", "stop"), default="kill",
-                        help="kill: SIGKILL and restart; stop: SIGSTOP, then SIGCONT")
+    parser.add_argument("--fault", choices=tuple(FAULT_NAMES), default="kill",
+                        help="kill: SIGKILL and restart; stop: SIGSTOP, then SIGCONT; "
+                             "broker: SIGKILL the broker, restart it --down-s later")
     parser.add_argument("--every", type=float, nargs=2, default=(5.0, 10.0),
                         metavar=("MIN_S", "MAX_S"), help="seconds between faults")
     parser.add_argument("--pause-s", type=float, default=15.0,
                         help="how long --fault stop freezes a worker (the session timeout "
                              "is 10 s)")
+    parser.add_argument("--down-s", type=float, default=35.0,
+                        help="how long --fault broker keeps the broker down")
     parser.add_argument("--drain-s", type=float, default=120.0,
                         help="seconds without an answer that end the run (beyond the "
                              "workers' session timeout)")
@@ -240,9 +270,10 @@ def main() -> None:
         print("{} chaos, run {}: {events:,} events, {faults} faults: lost {lost}, "
               "duplicated {duplicated}, all answered {drained_s:.1f} s after the last fault, "
               "{state_mismatches} sessions differ ({stale} stale changelog records skipped), "
-              "{crashed} 'Crashed' in the logs"
+              "{crashed} 'Crashed' in the logs, {exited} workers exited"
               .format(FAULT_NAMES[args.fault], seed + 1, **figures), flush=True)
-        failed |= bool(figures["lost"] or figures["state_mismatches"] or figures["crashed"])
+        failed |= bool(figures["lost"] or figures["state_mismatches"] or figures["crashed"]
+                       or figures["exited"])
     sys.exit(1 if failed else 0)
 
 

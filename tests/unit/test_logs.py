@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
-from services.logs import JsonLines, configure, masked_records
+from services.logs import JsonLines, Throttle, configure, masked_records
 from services.settings import REPO_ROOT
 from streams import log_context
 from streams.log_context import LogContext
@@ -147,3 +147,22 @@ def test_text_lines_are_masked_too(capsys: pytest.CaptureFixture[str]) -> None:
     assert "redis://streamrec:***@redis:6379/0?password=***" in text
     assert "ConnectionError: refused by redis://streamrec:***@" in text
     assert "s3cret-pass" not in text and "qs-secret" not in text
+
+
+def test_a_retry_storm_logs_once_per_interval_and_says_how_many_it_held_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """aiokafka logs each 0.1 s retry while a broker is away (~280 lines a second per
+    worker in a broker outage): one line per message per interval gets through."""
+    now = [0.0]
+    logger = logging.getLogger("streamrec-test-throttle")
+    logger.addFilter(Throttle(every_s=10, clock=lambda: now[0]))
+    with caplog.at_level(logging.ERROR, logger=logger.name):
+        for node in range(50):
+            logger.error("Unable connect to node with id %s", node)
+            logger.error("Failed fetch messages from %s", node)
+            now[0] += 0.1
+        now[0] += 10
+        logger.error("Unable connect to node with id %s", 7)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Unable connect to node with id 0", "Failed fetch messages from 0",
+        "Unable connect to node with id 7 (49 more like it held back)"]

@@ -740,18 +740,74 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     assert sample(ignored, {"reason": "wrong_type"}) == 1.0
 
 
-def test_no_delivery_failure_since_the_last_commit_slips_past_the_next_one() -> None:
-    """A list that failed between two commits (its report served by a poll, before the
-    commit began) must stop the next commit as surely as one failing during its flush."""
-    from streams.worker import FlushBeforeCommit
+class Unacknowledged:
+    """A producer whose records Kafka acknowledges only once ``up``; ``produced`` so far."""
 
-    stats = SimpleNamespace(failed=0, last_error=None)
-    producer = SimpleNamespace(stats=stats, flush=lambda: 0)
-    sensor = FlushBeforeCommit(producer)  # type: ignore[arg-type]
-    assert sensor.on_commit_initiated(None) is None
-    stats.failed, stats.last_error = 1, "broker down"  # reported while processing
+    def __init__(self, produced: int) -> None:
+        self.stats = SimpleNamespace(produced=produced, failed=0, last_error=None)
+        self.up, self.flushes = False, 0
+
+    def pending(self) -> int:
+        return 0 if self.up else self.stats.produced
+
+    def flush(self, timeout_s: float) -> int:
+        self.flushes += 1
+        return self.pending()
+
+
+def committing(producer: Unacknowledged, inner: Any = None) -> tuple[Any, list[str]]:
+    """A consumer whose ``force_commit`` goes through ``DeliverBeforeCommit``; the calls
+    that reached Faust's own."""
+    from streams.worker import DeliverBeforeCommit
+
+    calls: list[str] = []
+
+    async def force_commit() -> bool:
+        calls.append("commit")
+        if inner is not None:
+            raise inner
+        return True
+
+    consumer = SimpleNamespace(force_commit=force_commit)
+    clock = iter(range(0, 10_000))  # each look at the clock: a second later
+    DeliverBeforeCommit(producer, wait_s=5, clock=lambda: float(next(clock))).install(consumer)  # type: ignore[arg-type]
+    return consumer, calls
+
+
+def test_a_commit_waits_for_kafka_to_acknowledge_its_records_rather_than_stop_the_worker(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A Kafka outage: the commit is skipped (its offsets stay uncommitted) and the worker
+    goes on. It raised at first, and a 35 s broker bounce ended both workers (#16)."""
+    producer = Unacknowledged(produced=40)
+    consumer, calls = committing(producer)
+    assert asyncio.run(consumer.force_commit()) is False
+    assert asyncio.run(consumer.force_commit()) is False
+    assert calls == [] and "2 commits skipped in a row" in caplog.text
+    assert producer.flushes == 0  # no blocking flush on the event loop while Kafka is away
+    producer.up = True  # Kafka is back
+    assert asyncio.run(consumer.force_commit()) is True and calls == ["commit"]
+
+
+def test_a_commit_skips_when_fausts_own_producer_has_not_delivered() -> None:
+    from streams.worker import NotDelivered
+
+    producer = Unacknowledged(produced=0)
+    consumer, calls = committing(producer, inner=NotDelivered("3 writes not sent"))
+    assert asyncio.run(consumer.force_commit()) is False and calls == ["commit"]
+
+
+def test_no_delivery_failure_since_the_last_commit_slips_past_the_next_one() -> None:
+    """A list that failed for good between two commits (its report served by a poll,
+    before the commit began) must stop the next commit as surely as one failing during
+    its flush: its events must be processed again."""
+    producer = Unacknowledged(produced=3)
+    producer.up = True
+    consumer, calls = committing(producer)
+    assert asyncio.run(consumer.force_commit()) is True
+    producer.stats.failed, producer.stats.last_error = 1, "message too large"
     with pytest.raises(RuntimeError, match="not committing"):
-        sensor.on_commit_initiated(None)
+        asyncio.run(consumer.force_commit())
+    assert calls == ["commit"]
 
 
 def test_the_stream_processor_counts_sessions_it_had_to_restart(
@@ -837,7 +893,7 @@ def test_a_changelog_that_never_drains_stops_the_commit() -> None:
 
     buffer = SimpleNamespace(size=3, flush_atmost=sends_nothing, _send_pending=sends_nothing)
     drain_fully(buffer, most_s=30, clock=lambda: float(next(clock)))
-    with pytest.raises(RuntimeError, match="3 changelog writes not sent in 30 s"):
+    with pytest.raises(RuntimeError, match="3 writes of Faust's producer not sent in 30 s"):
         asyncio.run(buffer.flush())
 
 

@@ -24,7 +24,8 @@ lint: setup
 
 # Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
 # kill -9 chaos, SIGSTOP past the session timeout, the broker killed for 5, 35 and 120 s
-# (FAULTS_ARGS="--runs 3" adds to each), then Redis killed and restarted under a worker.
+# (FAULTS_ARGS="--runs 3" adds to each), Redis killed and restarted under a worker, then
+# Redis refusing connections and black-holed for 60 s under a worker and the API.
 BOUNCE = $(BIN)/python -m tests.faults.worker_chaos --fault broker --every 10 10
 faults: setup
 	$(BIN)/streamrec stack up
@@ -34,6 +35,8 @@ faults: setup
 	$(BOUNCE) --down-s 35 --events 60000 --rate 1000 $(FAULTS_ARGS)
 	$(BOUNCE) --down-s 120 --events 75000 --rate 500 $(FAULTS_ARGS)
 	$(BIN)/python -m tests.faults.redis_restart
+	$(BIN)/python -m tests.faults.redis_outage --mode refuse
+	$(BIN)/python -m tests.faults.redis_outage --mode blackhole
 
 # schemathesis with every check against the running API, without and with keys, on a
 # stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).

@@ -71,6 +71,9 @@ class WorkerMetrics:
         self.redis_skipped = Counter("streamrec_worker_redis_skipped_total", "Micro-batches "
                                      "that skipped Redis while it was failing (the lists "
                                      "still reach the topic)", registry=r)
+        self.redis_deferred = Counter("streamrec_worker_redis_deferred_total", "Micro-batches "
+                                      "whose lists went with a later Redis write, the one "
+                                      "before being still under way", registry=r)
         self.redis_unstored_dropped = Counter(
             "streamrec_worker_redis_unstored_dropped_total", "Lists that missed Redis and "
             "were dropped, oldest first, from those kept for the next write", registry=r)

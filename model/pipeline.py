@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from math import isfinite
 
@@ -154,23 +154,30 @@ class Recommendation:
             all(map(isfinite, h)) for h in heads.values())
 
 
+CACHE_MB = 1024  # the per-user encoder caches' memory, by default
+
+
 class ServingBundle:
-    """``cached_users`` bounds the per-user encoder caches kept in memory (least recently
-    used go first); a user without a usable cache is encoded from their session items.
+    """``cached_users`` and ``cache_mb`` bound the per-user encoder caches kept in memory
+    (least recently used go first; a full window's cache is ~51 KB, so 100k long sessions
+    would hold ~5 GB); a user without a usable cache is encoded from their session items.
     ``spec`` is the ranker's ``FeatureSpec``; ``explain`` how many session items each list
     names as its reasons (0: none)."""
 
     def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NumpyNeuMF | None,
                  users: IdMap, items: IdMap, version: str, candidates: int = 100,
                  cached_users: int = 100_000, spec: FeatureSpec | None = None,
-                 head_weights: Mapping[str, float] | None = None, explain: int = 3) -> None:
+                 head_weights: Mapping[str, float] | None = None, explain: int = 3,
+                 cache_mb: float = CACHE_MB) -> None:
         self.encoder, self.index, self.ranker = encoder, index, ranker
         self.users, self.items, self.version, self.candidates = users, items, version, candidates
         self.spec, self.explain = spec or FeatureSpec(), explain
         self.heads = head_vector(ranker.tasks, head_weights) if ranker is not None else None
         self.incremental = IncrementalEncoder(encoder)
-        self.cached_users = cached_users
+        self.cached_users, self.cache_budget = cached_users, int(cache_mb * 2**20)
         self.caches: OrderedDict[str, SessionCache] = OrderedDict()
+        self._cache_sizes: dict[str, int] = {}  # each cache's bytes when last put back
+        self.cache_bytes = 0  # their sum
         self.trained_items = len(items)  # ids past this are known by content alone
         self._item_names = np.empty(0, dtype=object)
 
@@ -215,7 +222,8 @@ class ServingBundle:
         if (mine.max_len, mine.num_types, mine.items.shape[1]) != (
                 theirs.max_len, theirs.num_types, theirs.items.shape[1]):
             return 0
-        self.caches = other.caches
+        self.caches, self._cache_sizes = other.caches, other._cache_sizes
+        self.cache_bytes = other.cache_bytes
         return len(self.caches)
 
     def similar(self, item_id: str, k: int = 10) -> Recommendation | None:
@@ -247,10 +255,23 @@ class ServingBundle:
         for user, rows in rows_of.items():
             if len(rows) > 1:
                 self._burst(user, rows, tokens, out, weights)
-        while len(self.caches) > self.cached_users:
-            self.caches.popitem(last=False)
+        self._bound_caches(rows_of)
         explain.extend(weights)
         return out
+
+    def _bound_caches(self, touched: Iterable[str]) -> None:
+        """Count the bytes of the caches this batch used (they may have grown), then drop
+        the least recently used until the caches fit ``cached_users`` and ``cache_mb``."""
+        for user in touched:
+            cache = self.caches.get(user)
+            if cache is not None:
+                size = cache.nbytes
+                self.cache_bytes += size - self._cache_sizes.get(user, 0)
+                self._cache_sizes[user] = size
+        while self.caches and (len(self.caches) > self.cached_users
+                               or self.cache_bytes > self.cache_budget):
+            user, _ = self.caches.popitem(last=False)
+            self.cache_bytes -= self._cache_sizes.pop(user, 0)
 
     def _open(self, user: str, hist: list[int]) -> tuple[SessionCache, int | None]:
         """``user``'s cache for a session whose tokens are ``hist``, moved to the most
@@ -260,6 +281,7 @@ class ServingBundle:
         answer is the last one, nothing to encode)."""
         cache = self.caches.pop(user, None)
         if cache is None or not self._continues(cache.items, hist[:-1]):
+            self.cache_bytes -= self._cache_sizes.pop(user, 0)  # replaced, or new
             if cache is not None and self._answered(cache, hist):
                 self.caches[user] = cache
                 return cache, None
@@ -366,13 +388,14 @@ class ServingBundle:
     @classmethod
     def from_models(cls, sasrec: SASRec, ranker: NeuMF | None, users: IdMap, items: IdMap,
                     version: str, index_cfg: IndexConfig = IndexConfig(),
-                    candidates: int = 100, head_weights: Mapping[str, float] | None = None
-                    ) -> ServingBundle:
+                    candidates: int = 100, head_weights: Mapping[str, float] | None = None,
+                    cache_mb: float = CACHE_MB) -> ServingBundle:
         encoder = export_sasrec(sasrec)
         spec = FeatureSpec.from_dict(ranker.features or {}) if ranker is not None else None
         return cls(encoder, ItemIndex.build(encoder.items, index_cfg),
                    export_neumf(ranker) if ranker is not None else None, users, items,
-                   version, candidates, spec=spec, head_weights=head_weights)
+                   version, candidates, spec=spec, head_weights=head_weights,
+                   cache_mb=cache_mb)
 
     def _histories(self, sessions: list[LiveSession]) -> tuple[list[int], list[np.ndarray], Side]:
         """(rows the model knows an item of, their dense histories, their ``Side``): items

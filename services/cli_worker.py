@@ -53,10 +53,12 @@ def worker(
     store = mlflow_store(settings)
 
     def champion() -> object:
-        return load_bundle(store, head_weights=settings.ranker_head_weights)
+        return load_bundle(store, head_weights=settings.ranker_head_weights,
+                           cache_mb=settings.worker_encoder_cache_mb)
 
     def bundle_for(ref: str) -> object:  # an experiment's variant: an alias or versions
-        return load_bundle(store, ref, head_weights=settings.ranker_head_weights)
+        return load_bundle(store, ref, head_weights=settings.ranker_head_weights,
+                           cache_mb=settings.worker_encoder_cache_mb)
 
     def version_of(ref: str) -> str:  # where a variant's alias points now
         return version_string(resolve_versions(store, ref))

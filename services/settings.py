@@ -77,6 +77,10 @@ class Settings(BaseSettings):
         "loses its partitions after this long; Faust's default, 60 s, stalled them a minute "
         "per kill (docs/RELIABILITY.md)")
     worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
+    worker_encoder_cache_mb: float = Field(
+        1024, gt=0, description="memory for the per-user encoder caches of each served model "
+        "(least recently used dropped past it; a dropped user's next event is encoded from "
+        "the session)")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
     worker_metrics_host: str = Field("127.0.0.1", description="/metrics listens here "
                                      "(it has no auth: 0.0.0.0 only inside a private network)")

@@ -29,7 +29,7 @@ from infra.mlflow_store import MlflowStore
 from infra.urls import mask_url
 from model.data import IdMap
 from model.fitting import predict_rows
-from model.pipeline import PipelineScorer, ServingBundle
+from model.pipeline import CACHE_MB, PipelineScorer, ServingBundle
 from model.ranking.neumf import sample_inputs
 from streams.messages import CHAMPION, version_string
 
@@ -374,9 +374,11 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
 
 
 def load_bundle(store: MlflowStore, alias: str = CHAMPION,
-                head_weights: Mapping[str, float] | None = None) -> ServingBundle:
+                head_weights: Mapping[str, float] | None = None,
+                cache_mb: float = CACHE_MB) -> ServingBundle:
     """The serving bundle for ``alias``; its version string names both registry versions;
-    ``head_weights`` combine the ranker's heads (settings)."""
+    ``head_weights`` combine the ranker's heads, ``cache_mb`` bounds its encoder caches
+    (settings)."""
     c = load_champion(store, alias)
     return ServingBundle.from_models(c.retriever, c.ranker, c.users, c.items, c.version,
-                                     head_weights=head_weights)
+                                     head_weights=head_weights, cache_mb=cache_mb)

@@ -166,6 +166,11 @@ class SessionCache:
     output: np.ndarray | None = None
     attention: np.ndarray | None = None
 
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays hold (what a byte budget on the caches counts)."""
+        return self.keys.nbytes + self.values.nbytes
+
     def reserve(self, rows: int, window: int) -> None:
         """Make room for ``rows`` live rows (at most ``window``)."""
         capacity = self.keys.shape[1]

@@ -229,6 +229,30 @@ def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> N
     assert wider.adopt_caches(old) == 0 and wider.caches == {}
 
 
+def test_encoder_caches_stay_within_their_byte_budget_least_recent_dropped_first() -> None:
+    """A full window's cache is ~51 KB in a served model: 100k long sessions would hold
+    ~5 GB (#16). The bundle counts each cache's bytes as it grows and drops the least
+    recently used past ``cache_mb``; a dropped user is encoded afresh, to the same list."""
+    seqs, bundle = _window_of_8(seed=3)
+    users, items = seqs.users.ids[:12], seqs.items.ids
+    full = bundle.incremental.prefill([1] * 7)
+    full.reserve(8, 8)
+    bundle.cache_budget = 5 * full.nbytes  # room for about five full windows
+    for n in range(1, 10):
+        bundle.recommend(users, [[items[(u + i) % 60] for i in range(n)]
+                                 for u in range(len(users))], k=3)
+        held = sum(c.nbytes for c in bundle.caches.values())
+        assert bundle.cache_bytes == held <= bundle.cache_budget
+    assert list(bundle.caches) == users[-len(bundle.caches):]  # the most recent kept
+    assert 3 <= len(bundle.caches) < len(users)
+    session = [items[i % 60] for i in range(9)]
+    (after_eviction,) = bundle.recommend([users[0]], [session], k=3)
+    _, fresh = _window_of_8(seed=3)
+    (want,) = fresh.recommend([users[0]], [session], k=3)
+    assert after_eviction is not None and want is not None
+    assert after_eviction.items == want.items
+
+
 def test_reasons_name_the_items_the_cache_attended_to_even_beyond_the_session() -> None:
     """A continued cache can hold more items than the session's known history (older
     items dropped, unknown ones skipped): the reasons come from the cache's own window.

@@ -291,6 +291,18 @@ def gate_cut(events: list[Event], fraction: float, seen_until: int | None) -> in
     return max(cut, bisect.bisect_right(events, seen_until, key=lambda e: e.ts))
 
 
+def as_of(events: list[Event], now_ms: int) -> tuple[list[Event], int]:
+    """``events`` with any time ahead of ``now_ms`` (the trainer's clock when it read
+    them) brought back to it, and how many were; for the history's order and the gate's
+    cut. Events up to a day ahead are valid (clock skew), but one such time sorted into
+    the gate slice as the newest, and once a champion had learnt it, the next rounds took
+    everything before it as already seen (``gate_cut``): no gate cases for up to a day."""
+    ahead = sum(e.ts > now_ms for e in events)
+    if not ahead:
+        return events, 0
+    return [replace(e, ts=now_ms) if e.ts > now_ms else e for e in events], ahead
+
+
 def refit_sequences(data: _RoundData) -> Sequences:
     """Every event of the round, the gate slice included, in id maps that extend the
     challenger's and with its fitted features, so the refit starts from its weights row
@@ -314,7 +326,8 @@ class Trainer:
             if settings.trainer_promotion == "experiment" else None
 
     def history(self) -> list[Event]:
-        """Valid events of the interactions topic, in event-time order (ties by id)."""
+        """Valid events of the interactions topic, in event-time order (ties by id), none
+        later than the time of the read (``as_of``)."""
         from streams.consumer import read_to_end
 
         def read() -> list[Event]:
@@ -330,7 +343,11 @@ class Trainer:
                          rejected)
             return events
 
-        events = retry("reading the history", read)
+        read_at = int(time.time() * 1000)
+        events, ahead = as_of(retry("reading the history", read), read_at)
+        if ahead:
+            log.warning("history: %d events stamped ahead of this machine's clock are taken "
+                        "as of now", ahead)
         events.sort(key=lambda e: (e.ts, e.event_id))
         return events
 

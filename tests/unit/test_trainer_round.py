@@ -19,6 +19,7 @@ from model.evaluation.gate import Cases, Verdict, gate_cases
 from services.settings import Settings
 from services.trainer import (
     Trainer,
+    as_of,
     describe_round,
     evidence_tags,
     gate_cut,
@@ -260,6 +261,25 @@ def test_the_gate_slice_holds_no_event_the_champion_learnt() -> None:
     assert gate_cut(events, 0.2, 7) == 8
     assert gate_cut(events, 0.2, 8) == 10                    # all of it: nothing to judge by
     assert gate_cut(events, 0.5, 6) == 6
+
+
+def test_an_event_stamped_ahead_of_the_clock_cannot_claim_the_gate_slice() -> None:
+    """An event up to a day ahead is valid (clock skew). Taken at its word it sorted as
+    the newest, and once a champion learnt it every event before that time counted as
+    seen: the next round's gate slice was empty until the clock caught up (#16)."""
+    def event(i: int, ts: int) -> Event:
+        return Event(f"00000000-0000-4000-8000-{i:012d}", "u", "i", "click", ts)
+
+    history = [event(i, ts) for i, ts in enumerate([1, 2, 3, 4, 5, 6, 7, 8 + 86_000_000])]
+    now = 9
+    taken, ahead = as_of(history, now)
+    assert ahead == 1 and [e.ts for e in taken] == [1, 2, 3, 4, 5, 6, 7, 9]
+    assert as_of(taken, now) == (taken, 0)
+    # The next round: four events arrived since; a champion that learnt the first round
+    # has seen up to its newest time.
+    later = [*taken, *(event(10 + i, 10 + i) for i in range(4))]
+    assert gate_cut(later, 0.2, max(e.ts for e in taken)) == 9   # the newest 20%: new ones
+    assert gate_cut([*history, *later[8:]], 0.2, history[-1].ts) == 12  # before: none
 
 
 def _log_with_a_new_item(fresh: str = "fresh-item") -> list[Event]:

@@ -24,8 +24,9 @@ lint: setup
 
 # Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
 # kill -9 chaos, SIGSTOP past the session timeout, the broker killed for 5, 35 and 120 s
-# (FAULTS_ARGS="--runs 3" adds to each), Redis killed and restarted under a worker, then
-# Redis refusing connections and black-holed for 60 s under a worker and the API.
+# (FAULTS_ARGS="--runs 3" adds to each), Redis killed and restarted under a worker,
+# Redis refusing connections and black-holed for 60 s under a worker and the API, then a
+# history check through the API while workers are killed.
 BOUNCE = $(BIN)/python -m tests.faults.worker_chaos --fault broker --every 10 10
 faults: setup
 	$(BIN)/streamrec stack up
@@ -37,6 +38,7 @@ faults: setup
 	$(BIN)/python -m tests.faults.redis_restart
 	$(BIN)/python -m tests.faults.redis_outage --mode refuse
 	$(BIN)/python -m tests.faults.redis_outage --mode blackhole
+	$(BIN)/python -m tests.faults.api_history
 
 # schemathesis with every check against the running API, without and with keys, on a
 # stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).

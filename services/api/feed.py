@@ -89,10 +89,14 @@ class FeedHub:
 
     def dispatch(self, raw: bytes) -> None:
         """One published micro-batch (a JSON array of lists): each list into the live
-        figures, the in-memory copy and every feed open for its user."""
+        figures, and unless it answers an older event than the list held for its user
+        (``RecommendationList.older_than``), into the in-memory copy and every feed open
+        for its user."""
         now = time.monotonic()
         for rec in self._lists(raw):
             self.stats.observe(rec, now)
+            if rec.older_than(self.source.recent.get(rec.user_id)):
+                continue  # a redelivered event's answer: its user has seen a newer one
             self.source.remember(rec)
             for feed in self.feeds.get(rec.user_id, ()):
                 feed.offer(rec)

@@ -151,16 +151,15 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
         yield b"retry: 2000\n\n"
         # The slot opens first so no list is missed; one published between that and
         # this read would then come twice, hence the check on the last id sent.
-        current = await b.source.current(user_id, MAX_K)
-        sent = str(current.published_us)
-        if sent != last_event_id:
-            yield _sse(shown(current, k, records, keep))
+        last = await b.source.current(user_id, MAX_K)
+        if str(last.published_us) != last_event_id:
+            yield _sse(shown(last, k, records, keep))
         while True:
             rec = await slot.next(heartbeat_s)
             if rec is None:
                 yield b": keep-alive\n\n"
-            elif str(rec.published_us) != sent:
-                sent = str(rec.published_us)
+            elif rec.published_us != last.published_us and not rec.older_than(last):
+                last = rec  # never back in time: an older event's list is not shown
                 yield _sse(shown(rec, k, records, keep))
     finally:
         b.hub.close(user_id, slot)

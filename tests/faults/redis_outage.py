@@ -138,10 +138,10 @@ def lists(settings: Settings, topic: str) -> Iterator[dict]:
 
 
 class Feed:
-    """A live feed read on a thread: the event ids of the lists it delivered."""
+    """A live feed read on a thread: the lists it delivered, in order."""
 
     def __init__(self, url: str) -> None:
-        self.event_ids: list[str] = []
+        self.lists: list[dict] = []
         self.opened = threading.Event()
         threading.Thread(target=self._read, args=(url,), daemon=True).start()
         if not self.opened.wait(30):
@@ -153,12 +153,12 @@ class Feed:
             self.opened.set()
             for line in reply.iter_lines():
                 if line.startswith("data: "):
-                    self.event_ids.append(orjson.loads(line[6:]).get("event_id"))
+                    self.lists.append(orjson.loads(line[6:]))
 
     def delivered_within(self, event_id: str, wait_s: float) -> float | None:
         start = time.monotonic()
         while time.monotonic() - start < wait_s:
-            if event_id in self.event_ids:
+            if any(d.get("event_id") == event_id for d in self.lists):
                 return time.monotonic() - start
             time.sleep(0.1)
         return None

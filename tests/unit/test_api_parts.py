@@ -308,6 +308,37 @@ def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
     assert hub.clients == 0 and clients() == 0
 
 
+def test_a_feed_never_goes_back_to_an_older_events_list() -> None:
+    """A worker that takes over a partition answers its redelivered events again, after
+    their users' newer ones (167 times in a ``make faults`` history check): neither the
+    feed nor the API's in-memory copy shows such a list after the newer one."""
+    current = _list("u1", ["a"], "x", sent=2_000_000, published=10)
+    redelivered = _list("u1", ["b"], "y", sent=1_000_000, published=20)
+    newest = _list("u1", ["c"], "z", sent=3_000_000, published=30)
+    unstamped = _list("u1", ["d"], "w", sent=None, published=40)
+    assert redelivered.older_than(current) and not current.older_than(redelivered)
+    assert not unstamped.older_than(newest) and not newest.older_than(None)
+    source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
+    hub = FeedHub(None, "ch", LiveStats(), source)
+
+    async def scenario() -> list[bytes]:
+        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
+                             ApiMetrics().feed_clients)
+        sent = [await anext(stream), await anext(stream)]  # retry advice, current list
+        slot = next(iter(hub.feeds["u1"]))
+        slot.offer(redelivered)  # as if it reached the slot before the hub's check
+        sent.append(await anext(stream))
+        hub.dispatch(_batch(newest, redelivered))
+        sent.append(await anext(stream))
+        await stream.aclose()
+        return sent
+
+    _, first, skipped, last = asyncio.run(scenario())
+    assert b'"event_id":"e-u1-10"' in first and skipped == b": keep-alive\n\n"
+    assert b'"event_id":"e-u1-30"' in last
+    assert source.recent["u1"] == newest  # the redelivered one was not remembered
+
+
 def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:
     current = _list("u1", ["a"], "x", published=10)
     source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)

@@ -1,0 +1,150 @@
+"""Fault injection: a Jepsen-style history check through the API (issue #16, `make faults`).
+
+Client threads send each user's events, one at a time and in order, with
+``POST /v1/events`` while two pass-through workers share 4 partitions and one of them is
+killed with SIGKILL (and restarted) every ``--every`` seconds; live feeds are open for some
+of the users throughout. The history is then checked:
+
+- lost: events acknowledged with 202 and never answered on the recommendations topic;
+- stale in Redis: users whose stored list is not the one for their newest event;
+- feeds back in time: a feed delivering the list of an older event of its user after one
+  of a newer event.
+
+    .venv/bin/python -m tests.faults.api_history [--users 200] [--events-per-user 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import redis
+
+from services.processes import ServiceProcess, free_port
+from services.settings import Settings, load_settings
+from services.stack import build_stack
+from streams.events import new_event
+from streams.recs_store import recs_key
+from tests.faults.redis_outage import Feed
+from tests.faults.worker_chaos import chaos_env, fault_while, read_answers, sigkill
+
+
+def send_history(url: str, users: list[str], per_user: int, rate: float,
+                 acked: dict[str, list[str]]) -> None:
+    """Each user's events in order, users taken in turn, paced to ``rate`` requests a
+    second; ``acked[user]`` gets the ids the API acknowledged (202), in order."""
+    start = time.monotonic()
+    with httpx.Client(timeout=10) as client:
+        for i in range(per_user * len(users)):
+            user = users[i % len(users)]
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            event = new_event(user, f"i{random.randrange(500)}")
+            reply = client.post(f"{url}/v1/events", content=event.to_json(),
+                                headers={"Content-Type": "application/json"})
+            if reply.status_code == 202:
+                acked[user].append(event.event_id)
+
+
+def stale_in_redis(settings: Settings, acked: dict[str, list[str]], wait_s: float) -> list[str]:
+    """Users whose stored list is not for their newest acknowledged event, after up to
+    ``wait_s`` for the last writes."""
+    client = redis.Redis.from_url(settings.redis)
+    deadline = time.monotonic() + wait_s
+    while True:
+        stale = []
+        for user, ids in acked.items():
+            raw = client.get(recs_key(user))
+            if ids and (raw is None or orjson.loads(raw).get("event_id") != ids[-1]):
+                stale.append(user)
+        if not stale or time.monotonic() > deadline:
+            return stale
+        time.sleep(1)
+
+
+def back_in_time(feed: Feed, order: list[str]) -> int:
+    """How often ``feed`` delivered the list of an older event after a newer one's."""
+    rank = {event_id: i for i, event_id in enumerate(order)}
+    newest, regressions = -1, 0
+    for delivered in feed.lists:
+        at = rank.get(delivered.get("event_id"), -1)
+        if 0 <= at < newest:
+            regressions += 1
+        newest = max(newest, at)
+    return regressions
+
+
+def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, int | float]:
+    api_port = free_port()
+    env = {**chaos_env(settings, logs / "state"), "STREAMREC_API_PORT": str(api_port)}
+    url, run_id = f"http://127.0.0.1:{api_port}", uuid.uuid4().hex[:8]
+    users = [f"{run_id}-u{i}" for i in range(args.users)]
+    acked: dict[str, list[str]] = {user: [] for user in users}
+    # No champion: popularity answers, as in the kill -9 chaos (the check is delivery).
+    workers = [ServiceProcess.start(env, logs / "worker0.log", "worker")]
+    api = ServiceProcess.start(env, logs / "api.log", "api")
+    try:
+        workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
+        workers.append(ServiceProcess.start(env, logs / "worker1.log", "worker"))
+        workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
+        api.wait_http(f"{url}/healthz")
+        feeds = {user: Feed(f"{url}/v1/users/{user}/feed") for user in users[:args.feeds]}
+        sending = threading.Thread(target=send_history,
+                                   args=(url, users, args.events_per_user, args.rate, acked))
+        sending.start()
+        faults, _ = fault_while(sending, workers, sigkill(env, logs), tuple(args.every),
+                                random.Random(7))
+        expected = {event_id for ids in acked.values() for event_id in ids}
+        answers, _ = read_answers(settings, env, expected, args.drain_s)
+        stale = stale_in_redis(settings, acked, args.drain_s / 4)
+        time.sleep(1)  # the feeds' last lists
+        regressions = sum(back_in_time(feed, acked[user]) for user, feed in feeds.items())
+    finally:
+        for worker in workers:
+            worker.proc.send_signal(signal.SIGKILL)
+            worker.proc.wait()
+        api.stop()
+    return {"acked": len(expected), "faults": faults,
+            "lost": sum(1 for e in expected if e not in answers),
+            "duplicated": sum(answers.values()) - len(answers),
+            "stale": len(stale), "regressions": regressions,
+            "feed_lists": sum(len(f.lists) for f in feeds.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--events-per-user", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=150.0, help="requests per second")
+    parser.add_argument("--feeds", type=int, default=200,
+                        help="users with a live feed open (the first ones)")
+    parser.add_argument("--every", type=float, nargs=2, default=(10.0, 15.0),
+                        metavar=("MIN_S", "MAX_S"), help="seconds between worker kills")
+    parser.add_argument("--drain-s", type=float, default=120.0)
+    parser.add_argument("--logs", help="keep the logs here (default: thrown away)")
+    args = parser.parse_args()
+    settings = load_settings()
+    build_stack(settings).up()
+    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
+        logs = Path(args.logs or tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        f = run(settings, args, logs)
+    print(f"API history: {f['acked']:,} events acknowledged, {f['faults']} worker kills: "
+          f"lost {f['lost']}, duplicated {f['duplicated']}, users whose Redis list is not their newest event's "
+          f"{f['stale']}, feeds back in time {f['regressions']} (of {f['feed_lists']} "
+          f"lists delivered)", flush=True)
+    sys.exit(1 if f["lost"] or f["stale"] or f["regressions"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -105,6 +105,7 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         recs_channel=settings.recs_channel, batch_size=settings.worker_batch_size,
         batch_within_s=settings.worker_batch_within_ms / 1000, top_n=settings.recs_top_n,
         session_timeout_s=settings.worker_session_timeout_s,
+        commit_interval_s=settings.worker_commit_interval_s,
         recs_ttl_s=settings.recs_ttl_s, exclude_seen=settings.recs_exclude_seen,
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),
                               max_items=settings.session_max_items,

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         10.0, ge=6, le=300, description="a worker that stops heartbeating (killed, hung) "
         "loses its partitions after this long; Faust's default, 60 s, stalled them a minute "
         "per kill (docs/RELIABILITY.md)")
+    worker_commit_interval_s: float = Field(
+        0.5, gt=0, le=60, description="how often a worker commits its offsets; a worker "
+        "taking over a partition answers again the events since the last commit")
     worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
     worker_encoder_cache_mb: float = Field(
         1024, gt=0, description="memory for the per-user encoder caches of each served model "

@@ -19,7 +19,6 @@ import argparse
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -30,12 +29,17 @@ import orjson
 import redis
 
 from services.processes import ServiceProcess, free_port
-from services.settings import Settings, load_settings
-from services.stack import build_stack
+from services.settings import Settings
 from streams.events import new_event
 from streams.recs_store import recs_key
 from tests.faults.redis_outage import Feed
-from tests.faults.worker_chaos import chaos_env, fault_while, read_answers, sigkill
+from tests.faults.worker_chaos import (
+    chaos_env,
+    fault_while,
+    read_answers,
+    run_with_logs,
+    sigkill,
+)
 
 
 def send_history(url: str, users: list[str], per_user: int, rate: float,
@@ -133,12 +137,7 @@ def main() -> None:
     parser.add_argument("--drain-s", type=float, default=120.0)
     parser.add_argument("--logs", help="keep the logs here (default: thrown away)")
     args = parser.parse_args()
-    settings = load_settings()
-    build_stack(settings).up()
-    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
-        logs = Path(args.logs or tmp)
-        logs.mkdir(parents=True, exist_ok=True)
-        f = run(settings, args, logs)
+    f = run_with_logs(run, args)
     print(f"API history: {f['acked']:,} events acknowledged, {f['faults']} worker kills: "
           f"lost {f['lost']}, duplicated {f['duplicated']}, users whose Redis list is not their newest event's "
           f"{f['stale']}, feeds back in time {f['regressions']} (of {f['feed_lists']} "

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,14 +37,13 @@ import orjson
 import redis
 
 from services.processes import ServiceProcess, free_port
-from services.settings import Settings, load_settings
-from services.stack import build_stack
+from services.settings import Settings
 from streams.consumer import read_topic
 from streams.events import Event, new_event
 from streams.producer import EventProducer, sent_at_header
 from streams.recs_store import recs_key
 from streams.synthetic import SyntheticConfig, generate
-from tests.faults.worker_chaos import chaos_env
+from tests.faults.worker_chaos import chaos_env, run_with_logs
 
 Mode = Literal["pass", "refuse", "blackhole"]
 MIN_RATIO = 0.8
@@ -238,12 +236,7 @@ def main() -> None:
                         help="how long the recovery checks wait")
     parser.add_argument("--logs", help="keep the logs here (default: thrown away)")
     args = parser.parse_args()
-    settings = load_settings()
-    build_stack(settings).up()
-    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
-        logs = Path(args.logs or tmp)
-        logs.mkdir(parents=True, exist_ok=True)
-        f = run(settings, args, logs)
+    f = run_with_logs(run, args)
     fmt = lambda s: "never" if s is None else f"{s:.1f} s"  # noqa: E731
     print(f"Redis {args.mode} for {args.outage_s:.0f} s: topic path {f['outage']:,.0f} lists/s "
           f"against {f['healthy']:,.0f} healthy ({f['ratio']:.2f}x); API during the outage "

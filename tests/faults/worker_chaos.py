@@ -46,6 +46,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -61,6 +62,7 @@ from streams.sessions import SessionPolicy, SessionState, apply_event, supersede
 from streams.synthetic import SyntheticConfig, generate
 
 PARTITIONS = 4
+T = TypeVar("T")
 FAULT_NAMES = {"kill": "kill -9", "stop": "SIGSTOP", "broker": "broker bounce"}
 
 
@@ -239,6 +241,18 @@ def pick_fault(args: argparse.Namespace, env: dict[str, str], logs: Path) -> Fau
     if args.fault == "stop":
         return sigstop(env, logs, args.pause_s)
     return broker_bounce(build_stack(load_settings()), args.down_s)
+
+
+def run_with_logs(run: Callable[[Settings, argparse.Namespace, Path], T],
+                  args: argparse.Namespace) -> T:
+    """``run`` on the stack (brought up), its logs in ``args.logs`` or a folder thrown
+    away after."""
+    settings = load_settings()
+    build_stack(settings).up()
+    with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
+        logs = Path(args.logs or tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        return run(settings, args, logs)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,8 @@ class FeatureSpec:
         if overlap:
             raise ValueError(f"context keys declared both categorical and numeric: "
                              f"{sorted(overlap)}")
+        if "" in self.event_types:  # "" and None both mean no type: code 0
+            raise ValueError("an event type cannot be empty")
         self._codes.update({t: i + 1 for i, t in enumerate(self.event_types)})
 
     # ---- sizes -------------------------------------------------------------------------
@@ -94,8 +97,9 @@ class FeatureSpec:
 
     def type_codes(self, types: Sequence[str | None]) -> np.ndarray:
         """``type_code`` of each type, as one array (the serving path, per session)."""
-        get = self._codes.get
-        return np.fromiter((get(t or "", 0) for t in types), np.int64, len(types))
+        # ``map`` over the dict's own ``get``: half the time of a generator on long
+        # sessions, where this runs over every item of the session for each event.
+        return np.fromiter(map(self._codes.get, types, repeat(0)), np.int64, len(types))
 
     @property
     def conversion_codes(self) -> tuple[int, ...]:

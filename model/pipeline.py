@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
 from math import isfinite
 
 import keras
@@ -405,7 +406,7 @@ class ServingBundle:
         lookup = self.items.index.get
         for r, s in enumerate(sessions):
             n = len(s.items)
-            ids = np.fromiter((lookup(x, 0) for x in s.items), np.int64, n)
+            ids = np.fromiter(map(lookup, s.items, repeat(0)), np.int64, n)
             keep = ids > 0
             if not keep.any():
                 continue

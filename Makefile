@@ -25,8 +25,8 @@ lint: setup
 # Fault injection, kept out of `make test` (minutes per scenario; docs/RELIABILITY.md):
 # kill -9 chaos, SIGSTOP past the session timeout, the broker killed for 5, 35 and 120 s
 # (FAULTS_ARGS="--runs 3" adds to each), Redis killed and restarted under a worker,
-# Redis refusing connections and black-holed for 60 s under a worker and the API, then a
-# history check through the API while workers are killed.
+# Redis refusing connections and black-holed for 60 s under a worker and the API, a
+# history check through the API while workers are killed, then poisoned champions.
 BOUNCE = $(BIN)/python -m tests.faults.worker_chaos --fault broker --every 10 10
 faults: setup
 	$(BIN)/streamrec stack up
@@ -39,6 +39,7 @@ faults: setup
 	$(BIN)/python -m tests.faults.redis_outage --mode refuse
 	$(BIN)/python -m tests.faults.redis_outage --mode blackhole
 	$(BIN)/python -m tests.faults.api_history
+	$(BIN)/python -m tests.faults.poison_models
 
 # schemathesis with every check against the running API, without and with keys, on a
 # stack of its own unless STREAMREC_* say otherwise (docs/RELIABILITY.md).

@@ -158,6 +158,19 @@ class Recommendation:
 CACHE_MB = 1024  # the per-user encoder caches' memory, by default
 
 
+def _check_pair(ranker: NumpyNeuMF, users: IdMap, items: IdMap) -> None:
+    """Refuse a ranker with fewer user or item rows than the retriever's id maps: it was
+    trained on another log, and its lookups would fail or score other users' rows. A
+    registry alias naming such a pair was served, every batch of an unseen user failing
+    into popularity with a traceback (``make faults``, poisoned models)."""
+    short = [f"{what}: {rows} rows for {need}" for what, rows, need in (
+        ("users", ranker.num_users, len(users)), ("items", ranker.num_items, len(items)))
+        if rows and rows < need]
+    if short:
+        raise ValueError(f"the ranker was not trained with the retriever's id maps "
+                         f"({'; '.join(short)})")
+
+
 class ServingBundle:
     """``cached_users`` and ``cache_mb`` bound the per-user encoder caches kept in memory
     (least recently used go first; a full window's cache is ~51 KB, so 100k long sessions
@@ -170,6 +183,8 @@ class ServingBundle:
                  cached_users: int = 100_000, spec: FeatureSpec | None = None,
                  head_weights: Mapping[str, float] | None = None, explain: int = 3,
                  cache_mb: float = CACHE_MB) -> None:
+        if ranker is not None:
+            _check_pair(ranker, users, items)
         self.encoder, self.index, self.ranker = encoder, index, ranker
         self.users, self.items, self.version, self.candidates = users, items, version, candidates
         self.spec, self.explain = spec or FeatureSpec(), explain
@@ -456,7 +471,11 @@ class ServingBundle:
                                       emb, found.scores, found.context, found.categories,
                                       found.pair)
             scores = np.where(ids > 0, heads @ self.heads, -np.inf)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        # A NaN score sorts first, not last: sorted last, a ranker scoring NaN served empty
+        # lists (every top slot an empty one), and neither the swap's smoke test nor the
+        # worker's check on each list saw a NaN (``make faults``, poisoned models).
+        order = np.argsort(-np.where(np.isnan(scores), np.inf, scores), axis=1,
+                           kind="stable")[:, :k]
         for r, made in zip(known, self._lists(order, ids, scores, heads,
                                               self._reasons(attention))):
             out[r] = made

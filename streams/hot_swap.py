@@ -84,7 +84,7 @@ class Serving:
             user, item = fresh.users.ids[0], fresh.items.ids[0]
             smoke = LiveSession([item], [EVENT_TYPES[0]], [now_us() // 1000])
             answer = fresh.recommend([user], [smoke], top_n)[0]
-            if answer is None:
+            if answer is None or not answer.items:
                 raise ValueError("smoke recommendation came back empty")
             if not answer.finite():
                 raise ValueError("smoke recommendation has NaN or infinite scores")

@@ -51,6 +51,12 @@ class NumpyNeuMF:
     item_ids: np.ndarray | None = None     # [items + 1, h1]: the id embeddings' terms
 
     @property
+    def num_users(self) -> int:
+        """Users with a row (0: a ranker without user embeddings)."""
+        table = self.mlp_user if self.mlp_user is not None else self.gmf_user
+        return len(table) - 1 if table is not None else 0
+
+    @property
     def num_items(self) -> int:
         """Items with a row (ids past it take row 0, the unknown item)."""
         table = self.mlp_item if self.mlp_item is not None else self.gmf_item

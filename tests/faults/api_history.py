@@ -135,9 +135,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, nargs=2, default=(10.0, 15.0),
                         metavar=("MIN_S", "MAX_S"), help="seconds between worker kills")
     parser.add_argument("--drain-s", type=float, default=120.0)
-    parser.add_argument("--logs", help="keep the logs here (default: thrown away)")
-    args = parser.parse_args()
-    f = run_with_logs(run, args)
+    args, f = run_with_logs(run, parser)
     print(f"API history: {f['acked']:,} events acknowledged, {f['faults']} worker kills: "
           f"lost {f['lost']}, duplicated {f['duplicated']}, users whose Redis list is not their newest event's "
           f"{f['stale']}, feeds back in time {f['regressions']} (of {f['feed_lists']} "

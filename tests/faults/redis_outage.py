@@ -234,9 +234,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="backlog per phase")
     parser.add_argument("--wait-s", type=float, default=60.0,
                         help="how long the recovery checks wait")
-    parser.add_argument("--logs", help="keep the logs here (default: thrown away)")
-    args = parser.parse_args()
-    f = run_with_logs(run, args)
+    args, f = run_with_logs(run, parser)
     fmt = lambda s: "never" if s is None else f"{s:.1f} s"  # noqa: E731
     print(f"Redis {args.mode} for {args.outage_s:.0f} s: topic path {f['outage']:,.0f} lists/s "
           f"against {f['healthy']:,.0f} healthy ({f['ratio']:.2f}x); API during the outage "

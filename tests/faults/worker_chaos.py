@@ -244,15 +244,17 @@ def pick_fault(args: argparse.Namespace, env: dict[str, str], logs: Path) -> Fau
 
 
 def run_with_logs(run: Callable[[Settings, argparse.Namespace, Path], T],
-                  args: argparse.Namespace) -> T:
-    """``run`` on the stack (brought up), its logs in ``args.logs`` or a folder thrown
-    away after."""
+                  parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, T]:
+    """The command line ``parser`` reads (plus ``--logs``), and ``run`` with it on the
+    stack (brought up), its logs in ``--logs`` or a folder thrown away after."""
+    parser.add_argument("--logs", help="keep the logs here (default: thrown away)")
+    args = parser.parse_args()
     settings = load_settings()
     build_stack(settings).up()
     with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
         logs = Path(args.logs or tmp)
         logs.mkdir(parents=True, exist_ok=True)
-        return run(settings, args, logs)
+        return args, run(settings, args, logs)
 
 
 def main() -> None:

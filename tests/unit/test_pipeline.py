@@ -50,6 +50,30 @@ def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
     assert bundle.recommend(["u-y", "u-z"], [["nope"], ["never-seen"]], k=5) == [None, None]
 
 
+def test_a_ranker_scoring_nan_or_trained_on_another_log_is_never_served_quietly() -> None:
+    """Two poisoned champions a worker took (``make faults``): a ranker scoring NaN served
+    empty lists (NaN sorted last, behind the empty slots), which no finiteness check saw;
+    a ranker trained on another log failed on every unseen user's batch. Now the NaN
+    list carries its NaN (the smoke test and the worker replace it), and the pair is
+    refused when the bundle is made."""
+    keras.utils.set_random_seed(4)
+    seqs = build_sequences(generate(SyntheticConfig(users=30, items=60, events=900, seed=4)))
+    sasrec = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, dropout=0.0)
+    sasrec({"seq": np.ones((1, 8), "int64"), "pos": np.ones((1, 8), "int64"),
+            "neg": np.ones((1, 2), "int64")})
+    ranker = start_from_score(NeuMF(seqs.num_users, seqs.num_items, 8, (16, 8),
+                                    session_dim=16, use_score=True))
+    bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v1")
+    bundle.ranker = replace(bundle.ranker, fuse_bias=np.full_like(bundle.ranker.fuse_bias,
+                                                                  np.nan))
+    (rec,) = bundle.recommend([seqs.users.ids[0]], [seqs.items.ids[:3]], k=5)
+    assert rec is not None and len(rec.items) == 5 and not rec.finite()
+    other = start_from_score(NeuMF(seqs.num_users - 5, seqs.num_items, 8, (16, 8),
+                                   session_dim=16, use_score=True))
+    with pytest.raises(ValueError, match=r"not trained with the retriever's id maps \(users"):
+        ServingBundle.from_models(sasrec, other, seqs.users, seqs.items, "v2")
+
+
 def test_cached_sessions_step_to_the_same_lists_as_fresh_encoding() -> None:
     keras.utils.set_random_seed(2)
     seqs = build_sequences(generate(SyntheticConfig(users=40, items=90, events=1500, seed=3)))

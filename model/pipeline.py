@@ -276,8 +276,9 @@ class ServingBundle:
         return out
 
     def _bound_caches(self, touched: Iterable[str]) -> None:
-        """Count the bytes of the caches this batch used (they may have grown), then drop
-        the least recently used until the caches fit ``cached_users`` and ``cache_mb``."""
+        """Count the bytes of the caches this batch used (grown, or rebuilt: the change
+        from the size last counted for the user), then drop the least recently used until
+        the caches fit ``cached_users`` and ``cache_mb``."""
         for user in touched:
             cache = self.caches.get(user)
             if cache is not None:
@@ -297,7 +298,6 @@ class ServingBundle:
         answer is the last one, nothing to encode)."""
         cache = self.caches.pop(user, None)
         if cache is None or not self._continues(cache.items, hist[:-1]):
-            self.cache_bytes -= self._cache_sizes.pop(user, 0)  # replaced, or new
             if cache is not None and self._answered(cache, hist):
                 self.caches[user] = cache
                 return cache, None

@@ -45,7 +45,6 @@ from services.stack import build_stack, mlflow_store
 from services.trainer import describe_round
 from streams.consumer import read_topic
 from streams.events import Event
-from streams.messages import CHAMPION
 from streams.producer import EventProducer
 from streams.readers import read_valid_events
 from streams.replay import replay
@@ -182,13 +181,9 @@ def _first_champion(run: _Run, epochs: int) -> None:
 
 
 def _has_champion(settings: Settings) -> bool:
-    from streams.registry import NoChampion, resolve_versions
+    from streams.registry import ROLE_NAMES, alias_versions
 
-    try:
-        resolve_versions(mlflow_store(settings), CHAMPION)
-    except NoChampion:
-        return False
-    return True
+    return alias_versions(mlflow_store(settings), list(ROLE_NAMES)) is not None
 
 
 @contextmanager

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="how often a worker commits its offsets; a worker "
         "taking over a partition answers again the events since the last commit")
     worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
+    worker_store: Literal["memory", "rocksdb"] = Field(
+        "rocksdb", description="where a worker keeps its sessions: rocksdb (under its state "
+        "folder; a restart reads only the changelog's tail) or memory (replays the whole "
+        "changelog on every start)")
+    worker_standby_replicas: int = Field(
+        1, ge=0, description="workers keeping a standby copy of each partition's sessions "
+        "(with rocksdb, a takeover then reads only the changelog's tail)")
     worker_encoder_cache_mb: float = Field(
         1024, gt=0, description="memory for the per-user encoder caches of each served model "
         "(least recently used dropped past it; a dropped user's next event is encoded from "
@@ -94,6 +101,11 @@ class Settings(BaseSettings):
                               "channel of every published list (the API's live feeds)")
     session_gap_min: float = Field(30.0, gt=0)
     session_max_items: int = Field(50, ge=1)
+    session_ttl_days: float = Field(
+        30.0, ge=0, description="a session idle this long, in event time (behind the newest "
+        "event of its partition), leaves the table and its changelog; 0: kept for ever")
+    session_sweep_s: float = Field(300.0, gt=0, description="how often a worker looks for "
+                                   "idle sessions")
     # Event context keys a session keeps and the ranker learns from; others are counted
     # and left out. A JSON list or comma-separated: STREAMREC_CONTEXT_NUMERIC=rating,price
     context_categorical: Annotated[list[str], NoDecode] = Field(

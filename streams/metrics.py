@@ -55,6 +55,9 @@ class WorkerMetrics:
         self.sessions_reset = Counter("streamrec_worker_sessions_reset_total", "Stored "
                                       "sessions that could not be read, so an event started "
                                       "a new one", registry=r)
+        self.sessions_expired = Counter("streamrec_worker_sessions_expired_total", "Idle "
+                                        "sessions removed from the table and its changelog "
+                                        "(STREAMREC_SESSION_TTL_DAYS)", registry=r)
         self.context_ignored = Counter("streamrec_worker_context_ignored_total", "Event "
                                        "context keys a session does not keep: undeclared, "
                                        "or of the wrong type", ["reason"], registry=r)

@@ -81,11 +81,12 @@ class RecordProducer:
 
     def __init__(self, kafka: KafkaConnection, config: dict[str, object] | None = None) -> None:
         conf = kafka.librdkafka(**{**PRODUCER_DEFAULTS, **(config or {})},
-                                on_delivery=self._on_delivery)
+                                on_delivery=self.on_delivery)
         self.stats = DeliveryStats()
         self._producer = Producer(conf)
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """The default delivery report: counts and logs a failure."""
         if err is not None:
             self.stats.failed += 1
             self.stats.last_error = str(err)

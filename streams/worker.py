@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from faust.types import TableT, TopicT
 
 from infra.kafka_client import KafkaConnection
@@ -40,7 +39,8 @@ from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import RecordProducer, dead_letter_headers
 from streams.recs_store import RecsWriter
-from streams.sessions import SessionPolicy, supersedes
+from streams.session_table import SessionExpiry, SessionTable
+from streams.sessions import SessionPolicy
 from streams.steps import AnsweredEvents, BatchStep, DeadLetter, EventStep, SessionUpdate
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class WorkerConfig:
     items: str | None = None  # the catalogue topic every worker follows (None: no catalogue)
     experiments: str | None = None  # the experiments topic (None: serve the champion only)
     worker_id: str = "0"  # names this worker's tallies in Redis
+    store: str = "rocksdb"  # where the sessions table lives: rocksdb (under state_dir) | memory
+    standby_replicas: int = 1  # workers keeping a standby copy of each partition's sessions
+    session_ttl_ms: int = 0  # idle sessions expire after this, in event time (0: never)
+    session_sweep_s: float = 300.0  # how often idle sessions are looked for
 
 
 class FixedList:
@@ -137,9 +141,10 @@ class DeliverBeforeCommit:
     """
 
     def __init__(self, producer: RecordProducer, wait_s: float = COMMIT_WAIT_S,
-                 tail_s: float = COMMIT_TAIL_S, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+                 tail_s: float = COMMIT_TAIL_S, clock: Callable[[], float] = time.monotonic,
+                 on_delivered: Callable[[], None] = lambda: None) -> None:
         self.producer, self.wait_s, self.tail_s, self.clock = producer, wait_s, tail_s, clock
+        self.on_delivered = on_delivered  # told when everything produced is acknowledged
         self.failed_at_last_commit = producer.stats.failed
         self.skipped = 0  # commits skipped in a row
 
@@ -149,6 +154,7 @@ class DeliverBeforeCommit:
         async def deliver_then_commit(*args: Any, **kwargs: Any) -> bool:
             if not await self.delivered():
                 return False
+            self.on_delivered()
             try:
                 return await force_commit(*args, **kwargs)
             except NotDelivered as exc:  # Faust's own producer (dead letters, ``drain_fully``)
@@ -192,71 +198,6 @@ class DeliverBeforeCommit:
             log.warning("%s: offsets not committed (%d commits skipped in a row); the next "
                         "commit tries again", why, self.skipped)
         return False
-
-
-class SessionTable(faust.Table):
-    """Faust's table, with its changelog records produced through librdkafka
-    (``changelog_out``) instead of Faust's aiokafka producer.
-
-    Every event writes its user's session, so the changelog send runs once per event:
-    through Faust it builds futures and batches in Python (``ProducerBuffer``, aiokafka's
-    accumulator and sender), one of the pass-through worker's largest costs in a py-spy
-    profile. The records are the same (the changelog topic's own key and value codecs,
-    the event's partition), so recovery reads them as before, and a changelog written by
-    either producer restores the same table. ``DeliverBeforeCommit`` delivers them before
-    the offsets of their events are committed, as it does the lists. Faust's persisted
-    changelog offsets (used by a RocksDB store, not by ``memory://``) are not kept.
-    """
-
-    def __init__(self, app: faust.App, *, changelog_out: RecordProducer, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self.changelog_out = changelog_out
-
-    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        """Restore, skipping stale records (``streams.sessions.supersedes``): a frozen
-        worker's queued writes can reach the changelog after the new owner's newer ones,
-        and restoring in log order would bring its older sessions back."""
-        kept, latest, stale = [], {}, 0
-        for event in batch:
-            key = self._to_key(event.key)
-            before = latest[key] if key in latest else self.data.get(key)
-            if not supersedes(before, event.value):
-                stale += 1
-                continue
-            latest[key] = event.value
-            kept.append(event)
-        if stale:
-            log.warning("restoring sessions: skipped %d stale changelog records", stale)
-        super().apply_changelog_batch(kept)
-
-    def on_key_get(self, key: Any) -> None:
-        """Nothing per read: Faust's hook only feeds sensors' table statistics."""
-
-    def on_key_set(self, key: Any, value: Any) -> None:
-        """Per event: the changelog record only, none of the TTL and sensor bookkeeping
-        this table does not use."""
-        self.send_changelog(self.partition_for_key(key), key, value)
-
-    def send_changelog(self, partition: int | None, key: Any, value: Any,
-                       key_serializer: Any = None, value_serializer: Any = None) -> SentTo:
-        """The record as the changelog topic's json codecs, this table's, encode it
-        (orjson, tested equal; ~0.8 µs against ~2.7 through Faust's schema); a deletion's
-        None goes out as a tombstone."""
-        self.changelog_out.produce(self.changelog_topic_name, orjson.dumps(key),
-                                   None if value is None else orjson.dumps(value),
-                                   partition=partition)
-        return SentTo(partition)
-
-
-@dataclass(frozen=True)
-class SentTo:
-    """What Faust's table reads of a changelog send: ``.message.partition``."""
-
-    partition: int | None
-
-    @property
-    def message(self) -> SentTo:
-        return self
 
 
 CHANGELOG_DRAIN_MOST_S = 30.0
@@ -435,19 +376,22 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     that serves the running experiment (``resolve``: a model reference to the version
     string it names now, so variants named by an alias follow it)."""
     app = faust.App(
-        cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store="memory://",
+        cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store=f"{cfg.store}://",
         broker_credentials=faust_credentials(cfg.kafka),
-        datadir=str(cfg.state_dir), web_enabled=False, producer_linger_ms=5,
+        datadir=str(cfg.state_dir / cfg.group_id), web_enabled=False, producer_linger_ms=5,
         broker_session_timeout=cfg.session_timeout_s,
         broker_heartbeat_interval=cfg.session_timeout_s / 3,
         broker_commit_interval=cfg.commit_interval_s,
         topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
+        table_standby_replicas=cfg.standby_replicas,
     )
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
     # Lists and changelog records. No delivery timeout: through a Kafka outage of any length
-    # they wait in librdkafka, and commits wait for them (``DeliverBeforeCommit``).
-    lists_out = RecordProducer(cfg.kafka, {"message.timeout.ms": 0})
+    # they wait in librdkafka, and commits wait for them (``DeliverBeforeCommit``). A
+    # RocksDB table notes its changelog offsets from the reports of successes.
+    lists_out = RecordProducer(cfg.kafka, {"message.timeout.ms": 0,
+                                           "delivery.report.only.error": cfg.store == "memory"})
     sessions = app.tables.add(SessionTable(app, name="sessions", default=None,
                                            partitions=cfg.partitions, beacon=app.tables.beacon,
                                            changelog_out=lists_out))
@@ -455,7 +399,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     catalogue = Catalogue(metrics)
     serving = Serving(bundle, metrics, cfg.status_file, catalogue)
     popularity = DecayedPopularity()
-    DeliverBeforeCommit(lists_out).install(app.consumer)
+    DeliverBeforeCommit(lists_out, on_delivered=sessions.persist_offsets).install(app.consumer)
     drain_fully(app.producer.buffer)
     keep_queues_on_resume(app.flow_control)
     seek_uncommitted_to_start(app.consumer, cfg.interactions)
@@ -487,6 +431,13 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     @app.timer(interval=1.0)
     async def write_unstored_lists() -> None:
         await publisher.retry_unstored()
+
+    if cfg.session_ttl_ms:
+        expiry = SessionExpiry(sessions, cfg.session_ttl_ms, guard.check)
+
+        @app.timer(interval=cfg.session_sweep_s)
+        async def expire_idle_sessions() -> None:
+            metrics.sessions_expired.inc(await expiry.sweep())
 
     if load_bundle is not None:
         @app.task

@@ -95,11 +95,12 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
     users = [f"{run_id}-u{i}" for i in range(args.users)]
     acked: dict[str, list[str]] = {user: [] for user in users}
     # No champion: popularity answers, as in the kill -9 chaos (the check is delivery).
-    workers = [ServiceProcess.start(env, logs / "worker0.log", "worker")]
+    workers = [ServiceProcess.start(env, logs / "worker0.log", "worker", "--worker-id", "0")]
     api = ServiceProcess.start(env, logs / "api.log", "api")
     try:
         workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
-        workers.append(ServiceProcess.start(env, logs / "worker1.log", "worker"))
+        workers.append(ServiceProcess.start(env, logs / "worker1.log", "worker",
+                                                "--worker-id", "1"))
         workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
         api.wait_http(f"{url}/healthz")
         feeds = {user: Feed(f"{url}/v1/users/{user}/feed") for user in users[:args.feeds]}

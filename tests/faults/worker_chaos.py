@@ -97,7 +97,8 @@ Fault = Callable[[list[ServiceProcess], int], None]  # hits workers[i], in place
 
 def restart(workers: list[ServiceProcess], victim: int, env: dict[str, str],
             logs: Path) -> None:
-    workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker")
+    workers[victim] = ServiceProcess.start(env, logs / f"worker{victim}.log", "worker",
+                                           "--worker-id", str(victim))
 
 
 def sigkill(env: dict[str, str], logs: Path) -> Fault:
@@ -207,10 +208,11 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
         env = chaos_env(settings, home)
         # One at a time: two workers opening a registry that does not exist yet race to
         # create its tables (sqlite "table experiments already exists").
-        workers = [ServiceProcess.start(env, logs / "worker0.log", "worker")]
+        workers = [ServiceProcess.start(env, logs / "worker0.log", "worker", "--worker-id", "0")]
         try:
             workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
-            workers.append(ServiceProcess.start(env, logs / "worker1.log", "worker"))
+            workers.append(ServiceProcess.start(env, logs / "worker1.log", "worker",
+                                                "--worker-id", "1"))
             workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
             sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
                                                                   args.rate))

@@ -21,7 +21,7 @@ from services.processes import CLI, ServiceProcess, free_port
 from services.settings import Settings
 from streams.catalog import ItemRecord
 from streams.consumer import read_topic
-from streams.events import Event
+from streams.events import Event, new_event
 from streams.messages import version_string
 from streams.producer import EventProducer, RecordProducer, sent_at_header
 from streams.registry import RANKER_NAME, RETRIEVER_NAME
@@ -60,6 +60,14 @@ def _story(output: str, lines: int = 80) -> str:
     story = [line for line in output.splitlines() if re.search(
         r"ebalanc|ecover|eek|eneration|ssign|kipping|WARN|ERROR|rror", line)]
     return "\n".join(story[-lines:])
+
+
+def _changelog_start_offsets(output: str) -> list[int]:
+    """Where the last start of a worker (``--log-level info``) began reading its sessions'
+    changelog partitions: Faust's "Reading Starts At - Active" table (-1: the start)."""
+    table = output.rsplit("Reading Starts At - Active", 1)[-1].split("\n[", 1)[0]
+    return [int(m) for m in re.findall(r"^\|\s*\S+\s*\|\s*\d+\s*\|\s*(-?\d+)\s*\|",
+                                       table, re.MULTILINE)]
 
 
 def _send(settings: Settings, env: dict, events: list[Event]) -> None:
@@ -153,12 +161,16 @@ def test_redis_down_lists_still_reach_the_topic_and_the_worker_keeps_running(
     assert redis_errors >= 1 and published == 150
 
 
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
 def test_restarted_worker_recovers_sessions_from_the_changelog(
     settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
-    tmp_path: Path,
+    tmp_path: Path, store: str,
 ) -> None:
+    """The second worker starts from the state the first left: a memory worker replays the
+    changelog from its start, a RocksDB worker reads its own store and only the
+    changelog's tail (the offset its store holds, not -1, in Faust's start-offsets table)."""
     champion_env, events = champion
-    env = _worker_env(champion_env, new_topic)
+    env = _worker_env(champion_env, new_topic, STREAMREC_WORKER_STORE=store)
     live = events[2500:3000]
     for expected_total, half in ((250, live[:250]), (500, live[250:])):
         # A worker per half: the second starts from the state the first left in the changelog.
@@ -175,6 +187,8 @@ def test_restarted_worker_recovers_sessions_from_the_changelog(
         missing = [(e.event_id, e.user_id) for e in live[:expected_total]
                    if e.event_id not in answered]
         assert len(done) == expected_total, f"unanswered {missing}\n{_story(output)}"
+    starts = _changelog_start_offsets(output)
+    assert starts and all(o >= 0 if store == "rocksdb" else o == -1 for o in starts), starts
     # The final state per user in the changelog equals sessionizing every event in one go.
     changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
     final: dict[str, dict] = {}
@@ -411,3 +425,40 @@ def test_an_experiment_splits_users_stably_across_workers_and_restarts(
     assert by_name["control"]["users"] > 0 and by_name["treatment"]["users"] > 0
     assert report["workers"] >= 2 and "NDCG@10" in by_name["control"]["metrics"]
     assert len(after) == 20 and all(v["experiment"] is None for v in after)
+
+
+def test_idle_sessions_expire_from_the_table_and_the_changelog(
+    settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """A session idle past the TTL, in event time, behind its partition's newest event,
+    is tombstoned in the changelog by the worker's sweep; its user's next event starts
+    afresh. Sessions within the TTL stay."""
+    env = _worker_env({**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")},
+                      new_topic, STREAMREC_SESSION_TTL_DAYS=str(60 / 86400),  # a minute
+                      STREAMREC_SESSION_SWEEP_S="0.5")
+    now = int(time.time() * 1000)
+    users = [f"u{i}" for i in range(40)]  # each partition gets fresh users (2^-19 it does not)
+    idle = [new_event(u, "i-old", ts=now - 600_000) for u in users[:20]]
+    fresh = [new_event(u, "i-new", ts=now) for u in users[20:]]
+    worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker", "--pass-through")
+    changelog = f"{env['STREAMREC_WORKER_GROUP']}-sessions-changelog"
+    try:
+        worker.wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"])
+        _send(settings, env, idle + fresh)
+        deadline, last = time.time() + 60, {}
+        while time.time() < deadline and any(last.get(u, 1) is not None for u in users[:20]):
+            time.sleep(1)
+            last = {orjson.loads(r.key): r.value for r in read_topic(
+                settings.kafka, changelog, from_beginning=True, idle_timeout_s=2)}
+        assert all(last[u] is None for u in users[:20]), last
+        assert all(last[u] is not None for u in users[20:]), last
+        back = new_event(users[0], "i-back", ts=now + 1000)
+        _send(settings, env, [back])
+        answered = [r for r in read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
+                                          from_beginning=True, limit=41, idle_timeout_s=30)]
+        assert back.event_id in {orjson.loads(r.value)["event_id"] for r in answered}
+        final = [r.value for r in read_topic(settings.kafka, changelog, from_beginning=True,
+                                             idle_timeout_s=2) if r.key == b'"u0"'][-1]
+        assert orjson.loads(final)["items"] == ["i-back"]
+    finally:
+        worker.stop()

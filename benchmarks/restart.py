@@ -106,6 +106,7 @@ def measure(settings: Settings, users: int, store: str) -> list[tuple[str, float
     run = f"bench-restart-{store}-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "STREAMREC_WORKER_STORE": store, **isolated_run(settings, run)}
     worker_id = run
+    (settings.data_dir / "bench" / run).mkdir(parents=True, exist_ok=True)
     print(f"{store}, {users:,} users: loading ...", flush=True)
     _drain(settings, env, users, worker_id, run)
     rows = [("restart", *_first_answer(settings, env, worker_id, run, "restart.log"))]
@@ -123,7 +124,7 @@ def main() -> None:
     parser.add_argument("--stores", default="memory,rocksdb")
     args = parser.parse_args()
     settings = load_settings()
-    build_stack(settings).check()
+    build_stack(settings).up()
     results = []
     for users in map(int, args.users.split(",")):
         for store in args.stores.split(","):

@@ -203,3 +203,16 @@ def test_expiry_waits_out_a_rebalance_and_a_freeze(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         asyncio.run(frozen.sweep())
     assert table.get("old") is not None
+
+
+def test_a_second_worker_with_the_same_id_stops_with_one_line(tmp_path: Path) -> None:
+    """Two workers given one id on one machine would share their RocksDB tables: the
+    second is refused at start, naming the folder and what to do."""
+    from services.cli_worker import _claim
+
+    _claim(tmp_path, "7")
+    with pytest.raises(SystemExit) as refused:
+        _claim(tmp_path, "7")
+    assert str(refused.value) == (f"error: worker 7: its state folder {tmp_path} is in use by "
+                                  "another worker on this machine; give each worker its own "
+                                  "--worker-id")

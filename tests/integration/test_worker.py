@@ -462,3 +462,39 @@ def test_idle_sessions_expire_from_the_table_and_the_changelog(
         assert orjson.loads(final)["items"] == ["i-back"]
     finally:
         worker.stop()
+
+
+def test_a_standby_takes_over_a_killed_workers_partitions_reading_only_the_tail(
+    settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """Two RocksDB workers, each a standby of the other's partition: when one is killed,
+    the other takes its partition over from the offset its standby store had reached (not
+    -1, the changelog's start, in Faust's start-offsets table), and answers every event."""
+    env = _worker_env({**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")},
+                      new_topic, STREAMREC_WORKER_STORE="rocksdb")
+    group = env["STREAMREC_WORKER_GROUP"]
+    workers = [ServiceProcess.start(env, tmp_path / "worker0.log", "worker", "--pass-through",
+                                    "--worker-id", "0", "--log-level", "info")]
+    try:
+        workers[0].wait_joined(settings.kafka, group)
+        workers.append(ServiceProcess.start(env, tmp_path / "worker1.log", "worker",
+                                            "--pass-through", "--worker-id", "1"))
+        workers[0].wait_joined(settings.kafka, group, members=2)
+        before = [new_event(f"u{i}", "i-1") for i in range(400)]
+        _send(settings, env, before)
+        answered = {orjson.loads(r.value)["event_id"] for r in read_topic(
+            settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
+            limit=len(before), idle_timeout_s=30)}
+        assert answered == {e.event_id for e in before}
+        workers[1].proc.kill()
+        after = [new_event(f"u{i}", "i-2") for i in range(400)]
+        _send(settings, env, after)
+        answered = {orjson.loads(r.value)["event_id"] for r in read_topic(
+            settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
+            limit=len(before) + len(after), idle_timeout_s=60)}
+        assert {e.event_id for e in after} <= answered
+    finally:
+        output = workers[0].stop()
+        workers[1].stop()
+    starts = _changelog_start_offsets(output)
+    assert len(starts) == 2 and min(starts) >= 0, (starts, _story(output))

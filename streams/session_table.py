@@ -136,7 +136,9 @@ class SessionTable(faust.Table):
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         """Restore, skipping stale records (``streams.sessions.supersedes``): a frozen
         worker's queued writes can reach the changelog after the new owner's newer ones,
-        and restoring in log order would bring its older sessions back."""
+        and restoring in log order would bring its older sessions back. A RocksDB store
+        also skips its own earlier writes of a session it holds newer (those after the
+        offset it persisted at its last commit), so the count is no alarm by itself."""
         kept, latest, stale = [], {}, 0
         for event in batch:
             key = self._to_key(event.key)
@@ -147,7 +149,8 @@ class SessionTable(faust.Table):
             latest[key] = event.value
             kept.append(event)
         if stale:
-            log.warning("restoring sessions: skipped %d stale changelog records", stale)
+            log.info("restoring sessions: skipped %d changelog records older than the "
+                     "sessions held", stale)
         super().apply_changelog_batch(kept)
 
     def on_key_get(self, key: Any) -> None:

@@ -29,8 +29,6 @@ from streams.sessions import supersedes
 
 log = logging.getLogger(__name__)
 
-STORES = ("memory", "rocksdb")
-
 # Faust's defaults are sized for a few large tables (a 2 GiB block cache per partition);
 # a worker's sessions are one table of small values, read mostly by its own writes.
 ROCKSDB_OPTIONS = {"block_cache_size": 64 * 2**20, "write_buffer_size": 16 * 2**20,
@@ -196,13 +194,19 @@ class SessionTable(faust.Table):
         self.acked.clear()
 
 
+def last_event_ms(state: Any) -> int | None:
+    """A stored session's last event time; None when the state cannot be read (it is
+    kept: the next event replaces it, ``streams.steps.read_state``)."""
+    last = state.get("last_ts") if isinstance(state, dict) else None
+    return last if isinstance(last, int) else None
+
+
 def is_idle(state: Any, newest_ms: int, ttl_ms: int) -> bool:
     """Whether a stored session's last event is more than ``ttl_ms`` older than
     ``newest_ms``, the newest event time seen in its partition (event time, not the
-    clock: a replay of last year's log keeps its sessions while it runs). A state that
-    cannot be read is kept: the next event replaces it (``streams.steps.read_state``)."""
-    last = state.get("last_ts") if isinstance(state, dict) else None
-    return isinstance(last, int) and last < newest_ms - ttl_ms
+    clock: a replay of last year's log keeps its sessions while it runs)."""
+    last = last_event_ms(state)
+    return last is not None and last < newest_ms - ttl_ms
 
 
 class SessionExpiry:
@@ -237,8 +241,8 @@ class SessionExpiry:
             return 0
         store, newest, expired = self.table.data, dict.fromkeys(owned, 0), 0
         for n, (partition, key, state) in enumerate(store.sessions_in(owned), 1):
-            if isinstance(state, dict) and isinstance(state.get("last_ts"), int):
-                newest[partition] = max(newest[partition], state["last_ts"])
+            if (last := last_event_ms(state)) is not None:
+                newest[partition] = max(newest[partition], last)
             cutoff = self.newest_ms.get(partition)
             if cutoff is not None and is_idle(state, cutoff, self.ttl_ms):
                 expired += self._expire(partition, key, cutoff, owned)

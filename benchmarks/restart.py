@@ -34,15 +34,11 @@ from streams.events import new_event
 from streams.producer import EventProducer
 
 
-def _committed(settings: Settings, group: str, topic: str, partitions: int) -> int:
-    """How many events of ``topic`` the group has committed, over all partitions."""
-    consumer = Consumer(settings.kafka.librdkafka(**{"group.id": group}))
-    try:
-        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
-                                     timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        consumer.close()
+def _committed(consumer: Consumer, topic: str, partitions: int) -> int:
+    """How many events of ``topic`` the consumer's group has committed, over all partitions."""
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                 timeout=10)
+    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def _drain(settings: Settings, env: dict[str, str], users: int, worker_id: str,
@@ -55,16 +51,17 @@ def _drain(settings: Settings, env: dict[str, str], users: int, worker_id: str,
             producer.send(new_event(f"u{i}", f"i{i % 5000}", "view"))
     worker = ServiceProcess.start(env, settings.data_dir / "bench" / folder / "load.log",
                                   "worker", "--pass-through", "--worker-id", worker_id)
-    try:
+    group = Consumer(settings.kafka.librdkafka(**{"group.id": env["STREAMREC_WORKER_GROUP"]}))
+    try:  # one client asks every second (it never joins the group)
         start = time.perf_counter()
-        while _committed(settings, env["STREAMREC_WORKER_GROUP"],
-                         env["STREAMREC_TOPIC_INTERACTIONS"],
+        while _committed(group, env["STREAMREC_TOPIC_INTERACTIONS"],
                          settings.interactions_partitions) < users:
             if time.perf_counter() - start > 3600:
                 raise SystemExit("the backlog was not drained within an hour")
             time.sleep(1)
         print(f"  {users:,} sessions stored in {time.perf_counter() - start:.0f} s", flush=True)
     finally:
+        group.close()
         worker.stop()
 
 

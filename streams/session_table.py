@@ -84,7 +84,7 @@ class SessionRocksStore(rocksdb.Store):
         reads a consistent view while events write on)."""
         for partition in sorted(partitions):
             for key, value in self._visible_items(self._db_for_partition(partition)):
-                yield partition, orjson.loads(key), orjson.loads(value)
+                yield partition, self._decode_key(key), self._decode_value(value)
 
     def _encode_key(self, key: Any) -> bytes:
         return orjson.dumps(key)

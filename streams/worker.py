@@ -296,6 +296,52 @@ def seek_uncommitted_to_start(consumer: Any, topic: str) -> None:
     consumer.seek_to_committed = seek_and_rewind
 
 
+def commit_each_ack_once(consumer: Any) -> None:
+    """Make the consumer's next-commit computation (``_new_offset``) count each acknowledged
+    offset of a partition once, and drop those already committed.
+
+    Faust commits the first run of consecutive offsets in a partition's acknowledged list.
+    It adds an offset once per ``ack``, but also folds in each read gap's range, and
+    neither step checks the other. After a worker was SIGSTOPped and another took its
+    partitions over, events queued before the seek (``keep_queues_on_resume``) opened a
+    gap over offsets that were then fetched and acknowledged again: each offset stood
+    twice, a run of consecutive numbers ends at the first repeat, and each commit moved
+    one offset (2,338 to 2,364 in 13 s while the list grew to 4,936). A later takeover
+    redelivered thousands of events (issue #16). A gap folded in during this very call
+    can still shorten one commit; the list is left clean for the next.
+    """
+    new_offset = consumer._new_offset
+
+    def new_offset_once(tp: Any) -> int | None:
+        tidy_acked(consumer, tp)
+        offset = new_offset(tp)
+        tidy_acked(consumer, tp)
+        return offset
+
+    consumer._new_offset = new_offset_once
+
+
+def tidy_acked(consumer: Any, tp: Any) -> None:
+    """Keep a partition's acknowledged offsets sorted, once each and none committed, and
+    its index (Faust's check against acknowledging an offset twice) equal to them."""
+    acked = consumer._acked.get(tp)
+    if not acked:
+        return
+    once = uncommitted_once(acked, consumer._committed_offset.get(tp))
+    if len(once) < len(acked):
+        log.info("partition %s: %d of %d acknowledged offsets were repeats or already "
+                 "committed; each is counted once", tp.partition, len(acked) - len(once),
+                 len(acked))
+    acked[:] = once
+    consumer._acked_index[tp] = set(acked)
+
+
+def uncommitted_once(acked: Sequence[int], committed: int | None) -> list[int]:
+    """The acknowledged offsets at or past ``committed`` (the next offset to read), sorted,
+    each once."""
+    return sorted({offset for offset in acked if committed is None or offset >= committed})
+
+
 class PartitionLag:
     """The consumer-lag gauge: the last offset read per partition, against its highwater."""
 
@@ -403,6 +449,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     drain_fully(app.producer.buffer)
     keep_queues_on_resume(app.flow_control)
     seek_uncommitted_to_start(app.consumer, cfg.interactions)
+    commit_each_ack_once(app.consumer)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     guard = FreezeGuard(cfg.session_timeout_s / 2)

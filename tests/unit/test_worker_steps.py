@@ -987,3 +987,42 @@ def test_a_seek_to_committed_rewinds_stream_partitions_without_a_commit() -> Non
     seek_uncommitted_to_start(consumer, "events")
     assert asyncio.run(consumer.seek_to_committed()) == committed  # Faust reads them
     assert consumer.seeks == [(TP("events", 0), 0), (TP("events", 1), 0)]
+
+
+def test_a_commit_counts_each_acknowledged_offset_once() -> None:
+    """After a takeover each offset stood twice in Faust's acknowledged list (an ``ack`` and
+    a read gap's range), and each commit then moved one offset (issue #16). Counted once,
+    the whole run commits; offsets already committed are dropped."""
+    import faust
+    from faust.types import TP
+
+    from streams.worker import commit_each_ack_once, uncommitted_once
+
+    def consumer(fixed: bool) -> Any:
+        app = faust.App("acks", broker="kafka://127.0.0.1:1")
+        if fixed:
+            commit_each_ack_once(app.consumer)
+        return app.consumer
+
+    tp = TP("events", 3)
+
+    def commit_after_repeats(fixed: bool) -> int | None:
+        c = consumer(fixed)
+        c._committed_offset[tp] = 2338
+        c._acked[tp] = [2337, 2338, 2338, 2339, 2339, 2340, 2340]
+        c._acked_index[tp] = {2337, 2338, 2339, 2340}
+        return c._new_offset(tp)
+
+    assert commit_after_repeats(fixed=False) == 2339  # the premise: one offset per commit
+    assert commit_after_repeats(fixed=True) == 2341
+
+    c = consumer(fixed=True)  # a read gap over offsets acknowledged too
+    c._committed_offset[tp] = 10
+    c._acked[tp], c._acked_index[tp] = [10, 11, 12], {10, 11, 12}
+    c._gap[tp].addi(11, 14)
+    first = c._new_offset(tp)
+    c._committed_offset[tp] = first
+    assert (first, c._new_offset(tp)) == (12, 14)
+    assert c._acked[tp] == [] and c._acked_index[tp] == set()
+    assert uncommitted_once([5, 3, 3, 9, 5], committed=4) == [5, 9]
+    assert uncommitted_once([5, 3, 3], committed=None) == [3, 5]

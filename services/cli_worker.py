@@ -134,4 +134,6 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         status_file=status_file, items=settings.topic_items,
         experiments=settings.topic_experiments,
         worker_id=f"{worker_id}@{socket.gethostname()}:{os.getpid()}",
+        instance_id=(f"{worker_id}@{socket.gethostname()}"
+                     if settings.worker_static_membership else None),
         store=settings.worker_store, standby_replicas=settings.worker_standby_replicas)

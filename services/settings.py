@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     worker_commit_interval_s: float = Field(
         0.5, gt=0, le=60, description="how often a worker commits its offsets; a worker "
         "taking over a partition answers again the events since the last commit")
+    worker_static_membership: bool = Field(
+        True, description="a worker restarted within the session timeout takes its own "
+        "partitions back without a rebalance (Kafka's static membership, instance "
+        "<worker id>@<host>); a clean stop then leaves its partitions to the others only "
+        "after the session timeout")
     worker_compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP threads per worker")
     worker_store: Literal["memory", "rocksdb"] = Field(
         "rocksdb", description="where a worker keeps its sessions: rocksdb (under its state "

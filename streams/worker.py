@@ -70,6 +70,7 @@ class WorkerConfig:
     items: str | None = None  # the catalogue topic every worker follows (None: no catalogue)
     experiments: str | None = None  # the experiments topic (None: serve the champion only)
     worker_id: str = "0"  # names this worker's tallies in Redis
+    instance_id: str | None = None  # Kafka's group.instance.id (None: dynamic membership)
     store: str = "rocksdb"  # where the sessions table lives: rocksdb (under state_dir) | memory
     standby_replicas: int = 1  # workers keeping a standby copy of each partition's sessions
     session_ttl_ms: int = 0  # idle sessions expire after this, in event time (0: never)
@@ -430,6 +431,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         broker_commit_interval=cfg.commit_interval_s,
         topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
         table_standby_replicas=cfg.standby_replicas,
+        consumer_group_instance_id=cfg.instance_id,
     )
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")

@@ -1026,3 +1026,23 @@ def test_a_commit_counts_each_acknowledged_offset_once() -> None:
     assert c._acked[tp] == [] and c._acked_index[tp] == set()
     assert uncommitted_once([5, 3, 3, 9, 5], committed=4) == [5, 9]
     assert uncommitted_once([5, 3, 3], committed=None) == [3, 5]
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_a_worker_joins_its_group_as_a_static_member_named_by_its_id_and_host(
+        tmp_path: Path, static: bool) -> None:
+    """A worker killed and restarted within the session timeout takes its partitions back
+    with no rebalance only when Kafka knows it again: the same ``--worker-id`` on the same
+    host is the same member (issue #16); switched off, membership is dynamic."""
+    import socket
+
+    from services.cli_worker import _worker_config
+    from services.settings import Settings
+    from streams.worker import NoModel, create_app
+
+    settings = Settings(data_dir=tmp_path, worker_static_membership=static)
+    cfg = _worker_config(settings, "3", None)
+    expected = f"3@{socket.gethostname()}" if static else None
+    assert cfg.instance_id == expected
+    app = create_app(cfg, NoModel())
+    assert app.conf.consumer_group_instance_id == expected

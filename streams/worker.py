@@ -309,33 +309,32 @@ def commit_each_ack_once(consumer: Any) -> None:
     to 2,364 in 13 s while the list grew to 4,936), and a later takeover redelivered
     thousands of events (issue #16). Which path put the repeats there was not shown; a
     read gap over offsets also acknowledged is one (the unit test). A gap folded in
-    during this very call can still shorten one commit; the list is left clean for the
-    next.
+    during this very call can still shorten one commit; the next call cleans the list.
     """
     new_offset = consumer._new_offset
 
     def new_offset_once(tp: Any) -> int | None:
         tidy_acked(consumer, tp)
-        offset = new_offset(tp)
-        tidy_acked(consumer, tp)
-        return offset
+        return new_offset(tp)
 
     consumer._new_offset = new_offset_once
 
 
 def tidy_acked(consumer: Any, tp: Any) -> None:
-    """Keep a partition's acknowledged offsets sorted, once each and none committed, and
-    its index (Faust's check against acknowledging an offset twice) equal to them."""
+    """When a partition's acknowledged offsets hold repeats or committed ones, keep each
+    uncommitted one once, sorted, and Faust's index (its check against acknowledging an
+    offset twice) equal to them; a clean list is left as it is."""
     acked = consumer._acked.get(tp)
     if not acked:
         return
     once = uncommitted_once(acked, consumer._committed_offset.get(tp))
-    if len(once) < len(acked):
-        log.info("partition %s: %d of %d acknowledged offsets were repeats or already "
-                 "committed; each is counted once", tp.partition, len(acked) - len(once),
-                 len(acked))
+    if len(once) == len(acked):
+        return
+    log.info("partition %s: %d of %d acknowledged offsets were repeats or already "
+             "committed; each is counted once", tp.partition, len(acked) - len(once),
+             len(acked))
     acked[:] = once
-    consumer._acked_index[tp] = set(acked)
+    consumer._acked_index[tp] = set(once)
 
 
 def uncommitted_once(acked: Sequence[int], committed: int | None) -> list[int]:

@@ -33,6 +33,7 @@ from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.experiment_follower import ExperimentSlot, follow_experiments
 from streams.freeze import FreezeGuard
 from streams.hot_swap import Serving, follow_model_updates
+from streams.lean_faust import LeanMonitor, hand_over_with_one_task
 from streams.log_context import in_partition
 from streams.messages import NO_MODEL
 from streams.metrics import WorkerMetrics
@@ -431,7 +432,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         broker_commit_interval=cfg.commit_interval_s,
         topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
         table_standby_replicas=cfg.standby_replicas,
-        consumer_group_instance_id=cfg.instance_id,
+        consumer_group_instance_id=cfg.instance_id, Monitor=LeanMonitor,
     )
     interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
@@ -452,6 +453,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     keep_queues_on_resume(app.flow_control)
     seek_uncommitted_to_start(app.consumer, cfg.interactions)
     commit_each_ack_once(app.consumer)
+    hand_over_with_one_task(app.consumer)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     guard = FreezeGuard(cfg.session_timeout_s / 2)

@@ -87,6 +87,21 @@ def test_the_session_table_writes_the_changelog_records_faust_would(tmp_path: Pa
     assert table.get("u-1") == state and table.get("u-2") is None
 
 
+def test_a_session_is_read_from_rocksdb_once_per_event(tmp_path: Path) -> None:
+    """Faust's table ``get`` read the store twice (``key in store``, then ``store[key]``);
+    every event reads its user's session, so once is the rule."""
+    table = make_table(tmp_path, "rocksdb")
+    state = write(table, "u-1", 2, 1000)
+    reads: list[bytes] = []
+    read, contains = table.data._get, table.data._contains
+    table.data._get = lambda key: reads.append(key) or read(key)
+    table.data._contains = lambda key: reads.append(key) or contains(key)
+    with InEvent(2):
+        assert table.get("u-1") == state and table.get("u-2") is None
+        assert table.get("u-3", "none") == "none"
+    assert reads == [b'"u-1"', b'"u-2"', b'"u-3"']
+
+
 def changelog(rows: list[tuple[str, dict | None]], partition: int = 0, first: int = 0
               ) -> list[Record]:
     """Changelog events as Faust hands them to ``apply_changelog_batch``."""

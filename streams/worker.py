@@ -33,7 +33,12 @@ from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.experiment_follower import ExperimentSlot, follow_experiments
 from streams.freeze import FreezeGuard
 from streams.hot_swap import Serving, follow_model_updates
-from streams.lean_faust import LeanMonitor, hand_over_with_one_task
+from streams.lean_faust import (
+    LeanMonitor,
+    RawBytes,
+    fetch_again_when_buffers_drain,
+    hand_over_with_one_task,
+)
 from streams.log_context import in_partition
 from streams.messages import NO_MODEL
 from streams.metrics import WorkerMetrics
@@ -434,7 +439,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         table_standby_replicas=cfg.standby_replicas,
         consumer_group_instance_id=cfg.instance_id, Monitor=LeanMonitor,
     )
-    interactions = app.topic(cfg.interactions, key_serializer="raw", value_serializer="raw")
+    interactions = app.topic(cfg.interactions, schema=RawBytes())
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
     # Lists and changelog records. No delivery timeout: through a Kafka outage of any length
     # they wait in librdkafka, and commits wait for them (``DeliverBeforeCommit``). A
@@ -454,6 +459,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     seek_uncommitted_to_start(app.consumer, cfg.interactions)
     commit_each_ack_once(app.consumer)
     hand_over_with_one_task(app.consumer)
+    fetch_again_when_buffers_drain(app.consumer)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     guard = FreezeGuard(cfg.session_timeout_s / 2)

@@ -10,7 +10,13 @@ import faust
 import pytest
 from faust.types import TP
 
-from streams.lean_faust import LeanMonitor, hand_over_with_one_task
+from streams.lean_faust import (
+    BUFFERED_POLL_S,
+    LeanMonitor,
+    RawBytes,
+    fetch_again_when_buffers_drain,
+    hand_over_with_one_task,
+)
 
 
 def lean_consumer() -> Any:
@@ -20,9 +26,9 @@ def lean_consumer() -> Any:
     return consumer
 
 
-def test_a_hand_over_runs_the_callback_with_one_new_task_per_message() -> None:
+def test_a_hand_over_that_need_not_wait_runs_at_once_without_a_task() -> None:
     """The drain loop's call, as Faust makes it: the callback's result comes back, and
-    while it runs there is its task and the shared watch, not four new tasks."""
+    a callback that never waits (the usual case) runs in the drain loop's own task."""
     seen = []
 
     async def callback(n: int) -> int:
@@ -37,8 +43,30 @@ def test_a_hand_over_runs_the_callback_with_one_new_task_per_message() -> None:
     results = asyncio.run(drain())
     assert [r.results for r in results] == [[n * 2] for n in range(50)]
     assert not any(r.stopped for r in results)
-    # the drain itself, the callback's task, the shared watch and its three flags
-    assert max(seen) <= 6 and seen[-1] == seen[1]  # not growing with the messages
+    assert set(seen) == {1}  # the drain itself, nothing per message
+
+
+def test_a_hand_over_that_waits_goes_on_in_a_task_to_its_result_or_error() -> None:
+    """A full stream buffer makes the callback wait: it goes on where it stopped, gets
+    what it waited for, and its result or its error reaches the drain loop."""
+    async def waiting(ready: asyncio.Event, outcome: str) -> str:
+        await ready.wait()
+        await asyncio.sleep(0)
+        if outcome == "error":
+            raise ValueError("bad message")
+        return outcome
+
+    async def scenario() -> tuple[Any, str]:
+        consumer = lean_consumer()
+        ready = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.01, ready.set)
+        result = await consumer.wait_first(waiting(ready, "put"), consumer.suspend_flow.wait())
+        with pytest.raises(ValueError, match="bad message"):
+            await consumer.wait_first(waiting(ready, "error"), consumer.suspend_flow.wait())
+        return result, "raised"
+
+    result, raised = asyncio.run(scenario())
+    assert result.results == ["put"] and not result.stopped and raised == "raised"
 
 
 def test_a_suspended_flow_abandons_a_waiting_hand_over_and_refuses_the_next() -> None:
@@ -95,3 +123,55 @@ def test_the_lean_monitor_keeps_what_faust_reads() -> None:
     monitor.on_message_out(tp, 7, object())
     assert tp in monitor.stream_inbound_time
     assert monitor.events_total == 0 and monitor.messages_received_total == 0
+
+
+@pytest.mark.parametrize("key", [b"u-1", None])
+def test_raw_bytes_decode_a_record_as_the_raw_codec_does(key: bytes | None) -> None:
+    """The interactions topic's schema: the same event as Faust's ``raw`` codecs give."""
+    from faust.types import Message
+
+    async def decoded(schema: faust.Schema) -> tuple[Any, Any, Any]:
+        app = faust.App("raw", broker="kafka://127.0.0.1:1")
+        message = Message("events", 0, 5, 0.0, 0, [("sent_us", b"1")], key, b'{"a": 1}', None)
+        event = await schema.compile(app)(message, propagate=True)
+        return event.key, event.value, event.headers
+
+    faust_raw = asyncio.run(decoded(faust.Schema(key_serializer="raw", value_serializer="raw")))
+    assert faust_raw[:2] == (key, b'{"a": 1}')
+    assert asyncio.run(decoded(RawBytes())) == faust_raw
+
+
+def test_a_fetch_does_not_wait_a_second_while_a_stream_buffer_is_full() -> None:
+    """Faust's fetch step waited up to 1 s for the partitions still fetched while others'
+    stream buffers were full, and slept 1 s once all were full. Now it waits
+    ``BUFFERED_POLL_S`` at most in the first case, and in the second returns (no records,
+    as Faust's does) when one drains or after its own timeout. Otherwise it is Faust's."""
+    tp, full = TP("events", 1), TP("events", 2)
+
+    async def scenario() -> tuple[Any, ...]:
+        app = faust.App("drain", broker="kafka://127.0.0.1:1")
+        consumer = app.consumer
+        fetched: list[float] = []
+
+        async def faust_step(timeout: float) -> tuple[Any, Any]:
+            fetched.append(timeout)
+            return {"records": 1}, {tp}
+
+        consumer._wait_next_records = faust_step
+        fetch_again_when_buffers_drain(consumer)
+        consumer._active_partitions, consumer._buffered_partitions = set(), {tp}
+        waiting = asyncio.ensure_future(consumer._wait_next_records(30.0))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        consumer.on_buffer_drop(tp)  # as the stream's buffer calls it on draining to 2/5
+        drained = await asyncio.wait_for(waiting, 5)
+        consumer._active_partitions = set()
+        timed_out = await consumer._wait_next_records(0.01)
+        consumer._active_partitions, consumer._buffered_partitions = {tp}, {full}
+        await consumer._wait_next_records(1.0)
+        consumer._buffered_partitions = set()
+        return drained, timed_out, await consumer._wait_next_records(2.0), fetched
+
+    drained, timed_out, fetched_records, fetched = asyncio.run(scenario())
+    assert drained == ({}, set()) and timed_out == ({}, set())
+    assert fetched_records == ({"records": 1}, {tp}) and fetched == [BUFFERED_POLL_S, 2.0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -129,12 +130,14 @@ class AnsweredEvents:
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._ids: dict[str, None] = {}
+        # An OrderedDict: a plain dict's first key is found by skipping the slots its
+        # deletions left (until it resizes), ~18 µs per event once full against 0.2.
+        self._ids: OrderedDict[str, None] = OrderedDict()
 
     def add(self, event_id: str) -> None:
         self._ids[event_id] = None
         if len(self._ids) > self.capacity:
-            del self._ids[next(iter(self._ids))]
+            self._ids.popitem(last=False)
 
     def __contains__(self, event_id: str) -> bool:
         return event_id in self._ids
@@ -149,7 +152,7 @@ class UnstoredLists:
 
     def __init__(self, capacity: int = UNSTORED_MOST) -> None:
         self.capacity = capacity
-        self._lists: dict[str, bytes] = {}
+        self._lists: OrderedDict[str, bytes] = OrderedDict()  # see AnsweredEvents
 
     def keep(self, lists: Iterable[tuple[str, bytes]]) -> int:
         """Keep each user's newest list; returns how many old ones were dropped."""
@@ -158,7 +161,7 @@ class UnstoredLists:
             self._lists[user] = payload
         dropped = max(len(self._lists) - self.capacity, 0)
         for _ in range(dropped):
-            del self._lists[next(iter(self._lists))]
+            self._lists.popitem(last=False)
         return dropped
 
     def __len__(self) -> int:

@@ -1,7 +1,7 @@
 """Faust's per-message machinery, made lean where a py-spy profile of a pass-through worker
 found it (issue #17): the same behaviour with fewer Python objects per event.
 
-- ``hand_over_with_one_task``: the drain loop's hand-over of each fetched message.
+- ``hand_over_eagerly``: the drain loop's hand-over of each fetched message.
 - ``LeanMonitor``: Faust's default sensor, keeping only what Faust itself reads.
 - ``RawBytes``: a topic schema that hands over a record's bytes as they are.
 - ``fetch_again_when_buffers_drain``: no 1 s stall when every stream buffer is full.
@@ -21,7 +21,7 @@ from faust.sensors import Monitor
 from mode.services import WaitResults
 
 
-def hand_over_with_one_task(consumer: Any) -> None:
+def hand_over_eagerly(consumer: Any) -> None:
     """Make the consumer's drain loop hand each message over at once when it can, and
     race it against the flow's suspension with one task when it must wait.
 

@@ -37,7 +37,7 @@ from streams.lean_faust import (
     LeanMonitor,
     RawBytes,
     fetch_again_when_buffers_drain,
-    hand_over_with_one_task,
+    hand_over_eagerly,
 )
 from streams.log_context import in_partition
 from streams.messages import NO_MODEL
@@ -458,7 +458,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     keep_queues_on_resume(app.flow_control)
     seek_uncommitted_to_start(app.consumer, cfg.interactions)
     commit_each_ack_once(app.consumer)
-    hand_over_with_one_task(app.consumer)
+    hand_over_eagerly(app.consumer)
     fetch_again_when_buffers_drain(app.consumer)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()

@@ -15,14 +15,14 @@ from streams.lean_faust import (
     LeanMonitor,
     RawBytes,
     fetch_again_when_buffers_drain,
-    hand_over_with_one_task,
+    hand_over_eagerly,
 )
 
 
 def lean_consumer() -> Any:
     """Built inside the running loop: a consumer's tasks go to the loop it was built in."""
     consumer = faust.App("lean", broker="kafka://127.0.0.1:1").consumer
-    hand_over_with_one_task(consumer)
+    hand_over_eagerly(consumer)
     return consumer
 
 

@@ -65,7 +65,8 @@ def _models(items: int, users: int, features: bool, content: bool) -> tuple[SASR
         spec = FeatureSpec(event_types=TYPES, categorical=("device",), numeric=("price",))
         kwargs.update(context_dim=spec.dense_dim, categories=1, buckets=spec.buckets,
                       pair_dim=PAIR_FEATURES, tasks=("next", "conversion"),
-                      features=spec.to_dict(), wide=True)  # as ``fit_ranker`` builds it
+                      features=spec.to_dict(), wide=True,
+                      conditional=True)  # as ``fit_ranker`` builds it
     if table is not None:
         kwargs.update(content=table.spec.to_dict(), id_dropout=0.3)
     ranker = start_from_score(NeuMF(users, items, 32, (64, 32, 16), **kwargs))

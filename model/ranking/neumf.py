@@ -15,7 +15,15 @@ gets a gradient for them at once, where the MLP's, behind a fusion weight of 0, 
 at nothing.
 
 Multi-task: GMF and MLP are the shared bottom; ``tasks`` names one linear head each
-(the ``fusion`` layer has one unit per task), e.g. ``("next", "conversion")``. User id 0
+(the ``fusion`` layer has one unit per task), e.g. ``("next", "conversion")``. With
+``conditional``, the heads after ``next`` are conditional instead, as in ESMM (Ma et al.
+2018): ``given`` estimates P(the task | the user's next interaction is this item), from
+the MLP's output, the retrieval score, the pair features and the newest event's context
+(which no listwise head can use: it shifts a whole list alike, but whether the next
+interaction converts depends on it, e.g. on a cart add just before). The served score,
+next plus a weight times a conditional logit, then ranks by the expected conversions the
+way ESMM's product does; the GMF term (user x item ids) stays out of these heads, which
+train on one example per list and would memorise ids (docs/BENCHMARKS.md, issue #14). User id 0
 is the "unknown user" row, learned from training examples whose user id was dropped, so
 brand-new users still get a sensible score.
 
@@ -55,7 +63,7 @@ class NeuMF(keras.Model):
                  pair_dim: int = 0, tasks: tuple[str, ...] | list[str] = ("next",),
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
-                 wide: bool = False, **kwargs: Any) -> None:
+                 wide: bool = False, conditional: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if content and branch == "gmf":
             raise ValueError("content features need the MLP branch")
@@ -63,6 +71,9 @@ class NeuMF(keras.Model):
             raise ValueError("context, categories and pair features need the MLP branch")
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {BRANCHES}. Received: branch={branch!r}")
+        if conditional and (branch == "gmf" or tuple(tasks)[:1] != ("next",)):
+            raise ValueError(f"conditional heads need the MLP branch and 'next' as the first "
+                             f"task. Received: branch={branch!r}, tasks={tuple(tasks)}")
         if num_users < 0 or num_items < 1 or gmf_dim < 1 or not mlp_layers:
             raise ValueError(f"need num_items >= 1, gmf_dim >= 1 and mlp_layers. Received: "
                              f"num_items={num_items}, gmf_dim={gmf_dim}, mlp_layers={mlp_layers}")
@@ -73,6 +84,7 @@ class NeuMF(keras.Model):
         self.categories, self.buckets, self.pair_dim = categories, buckets, pair_dim
         self.tasks, self.features, self.id_l2 = tuple(tasks), features, id_l2
         self.content, self.id_dropout, self.wide = content, id_dropout, wide
+        self.conditional = conditional and len(self.tasks) > 1
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -99,7 +111,10 @@ class NeuMF(keras.Model):
                 self.seeds = keras.random.SeedGenerator(2)
                 self.catalogue = ItemContentTable(self, num_items + 1, spec, id_dropout,
                                                   self.seeds)
-        self.out = keras.layers.Dense(len(self.tasks), name="fusion")
+        self.out = keras.layers.Dense(1 if self.conditional else len(self.tasks),
+                                      name="fusion")
+        if self.conditional:
+            self.given = keras.layers.Dense(len(self.tasks) - 1, name="given")
 
     def branch_outputs(self, inputs: dict[str, Any], training: bool = False) -> list[Any]:
         parts, keep, content = [], None, None
@@ -132,11 +147,36 @@ class NeuMF(keras.Model):
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
         parts = self.branch_outputs(inputs, training)
-        if self.use_score:
-            parts.append(ops.reshape(ops.cast(inputs["score"], "float32"), (-1, 1)))
-        if self.wide and self.pair_dim:
-            parts.append(ops.cast(inputs["pair"], "float32"))
-        return self.out(ops.concatenate(parts, axis=-1))
+        score, pair = self._per_candidate(inputs)
+        logits = self.out(ops.concatenate(parts + score + (pair if self.wide else []), axis=-1))
+        if not self.conditional:
+            return logits
+        return ops.concatenate([logits, self.given(self.given_inputs(parts[-1], inputs))],
+                               axis=-1)
+
+    def _per_candidate(self, inputs: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """([the retrieval score], [the pair features]), each empty when not an input."""
+        score = ([ops.reshape(ops.cast(inputs["score"], "float32"), (-1, 1))]
+                 if self.use_score else [])
+        return score, [ops.cast(inputs["pair"], "float32")] if self.pair_dim else []
+
+    def given_inputs(self, mlp: Any, inputs: dict[str, Any]) -> Any:
+        """What the conditional heads read: the MLP's output, the score, the pair features
+        and the newest event's context, in that order (``export_neumf`` splits it so)."""
+        score, pair = self._per_candidate(inputs)
+        context = [ops.cast(inputs["context"], "float32")] if self.context_dim else []
+        return ops.concatenate([mlp, *score, *pair, *context], axis=-1)
+
+    def given_features(self, inputs: dict[str, np.ndarray], batch_size: int = 4096
+                       ) -> np.ndarray:
+        """``given_inputs`` of flat rows, in inference mode: the fixed features on which
+        ``model.ranking.training.refit_given`` fits the conditional heads alone."""
+        out = []
+        for start in range(0, len(inputs["item"]), batch_size):
+            rows = {k: v[start:start + batch_size] for k, v in inputs.items()}
+            out.append(ops.convert_to_numpy(self.given_inputs(self.branch_outputs(rows)[-1],
+                                                              rows)))
+        return np.concatenate(out)
 
     def set_content(self, table: ContentTable) -> None:
         """Load the catalogue's arrays for item ids 0..num_items."""
@@ -154,7 +194,8 @@ class NeuMF(keras.Model):
                 "dropout": self.dropout_rate, "categories": self.categories,
                 "buckets": self.buckets, "pair_dim": self.pair_dim, "tasks": list(self.tasks),
                 "features": self.features, "id_l2": self.id_l2, "content": self.content,
-                "id_dropout": self.id_dropout, "wide": self.wide}
+                "id_dropout": self.id_dropout, "wide": self.wide,
+                "conditional": self.conditional}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None
@@ -204,6 +245,19 @@ def start_from_score(model: NeuMF) -> NeuMF:
         model.mlp_layers[-1] if model.branch in ("both", "mlp") else 0)
     kernel[branch_width, :] = 1.0  # every head starts from the retrieval score
     model.out.set_weights([kernel, bias * 0.0])
+    return model
+
+
+def start_given(model: NeuMF, rates: np.ndarray) -> NeuMF:
+    """Start the conditional heads at their base rates (``rates`` [heads], the share of
+    training targets that converted): each predicts its rate for every item, which the
+    features then correct. A zero bias would start at 50% and spend the short joint
+    training (the next head's early stopping ends it) learning the rate alone."""
+    if model.conditional:
+        model(sample_inputs(model))
+        kernel, _ = model.given.get_weights()
+        p = np.clip(np.asarray(rates, np.float64), 1e-4, 1 - 1e-4)
+        model.given.set_weights([kernel * 0.0, np.log(p / (1 - p)).astype(np.float32)])
     return model
 
 

@@ -40,7 +40,7 @@ class NumpyNeuMF:
     fuse_gmf: np.ndarray | None      # [g, tasks]
     fuse_mlp: np.ndarray | None      # [h_last, tasks]
     fuse_score: np.ndarray | None    # [tasks]
-    fuse_pair: np.ndarray | None     # [pair_dim, tasks]: a wide model's linear pair terms
+    fuse_pair: np.ndarray | None     # [pair_dim, tasks]: linear pair terms (wide, given)
     fuse_bias: np.ndarray            # [tasks]
     tasks: tuple[str, ...]
     buckets: int
@@ -49,6 +49,7 @@ class NumpyNeuMF:
     item_content: NumpyContent | None = None
     item_kernel: np.ndarray | None = None  # [h1 / 2, h1]: the item part of layer 1
     item_ids: np.ndarray | None = None     # [items + 1, h1]: the id embeddings' terms
+    fuse_context: np.ndarray | None = None  # [context_dim, tasks]: the conditional heads'
 
     @property
     def num_users(self) -> int:
@@ -110,6 +111,8 @@ class NumpyNeuMF:
             out = out + retrieval[..., None] * self.fuse_score
         if self.fuse_pair is not None:
             out = out + pair[..., :len(self.fuse_pair)] @ self.fuse_pair
+        if self.fuse_context is not None:
+            out = out + (context @ self.fuse_context)[:, None, :]
         return np.broadcast_to(out, (*items.shape, len(self.tasks))).astype(np.float32)
 
     def _row(self, users: np.ndarray, session: np.ndarray | None, context: np.ndarray | None,
@@ -131,27 +134,61 @@ def export_neumf(model: NeuMF) -> NumpyNeuMF:
     if model.branch in ("both", "mlp") and not model.mlp:
         raise ValueError("serving needs at least one hidden MLP layer. Received: "
                          f"mlp_layers={model.mlp_layers}")
-    kernel, bias = layer_arrays(model.out)
-    at = 0
-    gmf_user = gmf_item = fuse_gmf = fuse_mlp = None
+    gmf_user = gmf_item = None
     first = _FirstLayer()
     rest: list[tuple[np.ndarray, np.ndarray]] = []
     if model.branch in ("both", "gmf"):
         gmf_user, gmf_item = layer_arrays(model.gmf_user)[0], layer_arrays(model.gmf_item)[0]
-        fuse_gmf, at = kernel[:model.gmf_dim], model.gmf_dim
     if model.branch in ("both", "mlp"):
         first = _FirstLayer.of(model)
         rest = [(k, b) for k, b in (layer_arrays(layer) for layer in model.mlp[1:])]
-        fuse_mlp = kernel[at:at + model.mlp_layers[-1]]
-        at += model.mlp_layers[-1]
-    fuse_score = kernel[at] if model.use_score else None
-    at += int(model.use_score)
-    fuse_pair = kernel[at:at + model.pair_dim] if model.wide and model.pair_dim else None
+    heads = _heads(model)
+    score = heads["score"][0] if heads["score"] is not None else None
     return NumpyNeuMF(gmf_user, gmf_item, first.user, first.item, first.session, first.context,
-                      first.categories, first.pair, first.bias, tuple(rest), fuse_gmf,
-                      fuse_mlp, fuse_score, fuse_pair, bias, model.tasks,
-                      max(model.buckets, 1),
-                      first.content, first.item_kernel, first.item_ids)
+                      first.categories, first.pair, first.bias, tuple(rest), heads["gmf"],
+                      heads["mlp"], score, heads["pair"], heads["bias"], model.tasks,
+                      max(model.buckets, 1), first.content, first.item_kernel,
+                      first.item_ids, heads["context"])
+
+
+def _heads(model: NeuMF) -> dict[str, np.ndarray | None]:
+    """Every head's weights on each input, [rows, tasks] (``bias``: [tasks]); None for an
+    input no head reads. Conditional heads sit beside the next head, with zeros where
+    they read nothing (the GMF term) and it reads nothing (the context)."""
+    kernel, bias = layer_arrays(model.out)
+    heads = {**_rows_of(kernel, {
+        "gmf": model.gmf_dim if model.branch in ("both", "gmf") else 0,
+        "mlp": model.mlp_layers[-1] if model.branch in ("both", "mlp") else 0,
+        "score": int(model.use_score), "pair": model.pair_dim if model.wide else 0,
+        "context": 0}), "bias": bias}
+    if not model.conditional:
+        return heads
+    kernel, bias = layer_arrays(model.given)
+    given = {**_rows_of(kernel, {"gmf": 0, "mlp": model.mlp_layers[-1],
+                                 "score": int(model.use_score), "pair": model.pair_dim,
+                                 "context": model.context_dim}), "bias": bias}
+    return {name: _beside(heads[name], given[name], len(bias)) for name in heads}
+
+
+def _rows_of(kernel: np.ndarray, widths: dict[str, int]) -> dict[str, np.ndarray | None]:
+    """``kernel``'s rows cut in order into the named inputs (None for a width of 0)."""
+    out, at = {}, 0
+    for name, width in widths.items():
+        out[name] = kernel[at:at + width] if width else None
+        at += width
+    return out
+
+
+def _beside(next_head: np.ndarray | None, given: np.ndarray | None, heads: int
+            ) -> np.ndarray | None:
+    """The next head's column and the ``heads`` conditional ones, zeros for a side that
+    does not read the input."""
+    if next_head is None and given is None:
+        return None
+    rows = (next_head if next_head is not None else given).shape[:-1]
+    return np.concatenate([next_head if next_head is not None else np.zeros((*rows, 1)),
+                           given if given is not None else np.zeros((*rows, heads))],
+                          axis=-1).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -438,8 +438,9 @@ def expected_listwise(y_true: np.ndarray, y_pred: np.ndarray, width: int,
     hits = y[..., 0]
     per_list = weights[0] * -(hits * log_softmax(x[..., 0])).sum(axis=1) / np.maximum(
         hits.sum(axis=1), 1)
-    for task in range(1, tasks):
-        per_list += weights[task] * bce_with_logits(x[..., task], y[..., task]).mean(axis=1)
+    for task in range(1, tasks):  # conditional: the true items' labels alone
+        per_list += weights[task] * (hits * bce_with_logits(x[..., task], y[..., task])).sum(
+            axis=1) / np.maximum(hits.sum(axis=1), 1)
     return float(per_list.mean())
 
 
@@ -455,6 +456,17 @@ def test_listwise_loss_matches_numpy() -> None:
     value = float(keras.ops.convert_to_numpy(loss(Y_TRUE, Y_PRED)))
     assert value == pytest.approx(expected_listwise(Y_TRUE, Y_PRED, 3, [1.0, 0.5]),
                                   rel=1e-5)
+
+
+def test_listwise_loss_reads_conditional_heads_on_the_true_items_only() -> None:
+    loss = ListwiseLoss(3, [1.0, 0.5])
+    moved = Y_PRED.copy()
+    moved[[1, 2, 3], 1] = [9.0, -9.0, 4.0]  # conversion logits of items nobody chose
+    assert float(keras.ops.convert_to_numpy(loss(Y_TRUE, moved))) == pytest.approx(
+        float(keras.ops.convert_to_numpy(loss(Y_TRUE, Y_PRED))), rel=1e-6)
+    moved[0, 1] = -3.0  # a true item that converted, now predicted not to
+    assert float(keras.ops.convert_to_numpy(loss(Y_TRUE, moved))) > float(
+        keras.ops.convert_to_numpy(loss(Y_TRUE, Y_PRED)))
 
 
 def test_listwise_loss_single_task_and_list_without_hits() -> None:

@@ -11,8 +11,11 @@ import pytest
 from model.data import build_sequences, leave_last_out
 from model.evaluation.baselines import ImplicitALS, ItemKNN, Popularity
 from model.evaluation.harness import train_models
+from model.evaluation.metrics import binary_auc
 from model.evaluation.protocols import evaluate
-from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score
+from model.ranking.inputs import Candidates
+from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score, start_given
+from model.ranking.training import refit_given
 from model.retrieval.sasrec import SASRec, SASRecEncoder
 from model.retrieval.training import SASRecConfig, SASRecScorer, target_weights, training_arrays
 from streams.synthetic import SyntheticConfig, generate
@@ -92,6 +95,46 @@ def test_ranker_starts_as_its_retriever() -> None:
     model = start_from_score(NeuMF(4, 8, 8, (16, 8), session_dim=4, use_score=True))
     x = _inputs(session_dim=4, score=True)
     assert np.allclose(model.predict_on_batch(x), x["score"], atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{"branch": "gmf"}, {"tasks": ("conversion", "next")}])
+def test_conditional_heads_need_the_mlp_branch_and_next_first(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="conditional heads need"):
+        NeuMF(4, 8, 8, (16, 8), conditional=True, **{"tasks": ("next", "conversion"), **kwargs})
+
+
+def _lists(n: int, width: int, rng: np.random.Generator) -> tuple[Candidates, np.ndarray]:
+    """``n`` lists of ``width`` candidates, one true item each, which converted when its
+    first pair feature is positive (so a conditional head can learn it, and only it)."""
+    pair = rng.normal(size=(n, width, 3)).astype("float32")
+    ids = rng.integers(1, 9, (n, width))
+    hits = np.zeros((n, width), bool)
+    hits[np.arange(n), rng.integers(0, width, n)] = True
+    labels = np.stack([hits, hits & (pair[..., 0] > 0)], axis=-1).astype("float32")
+    found = Candidates(rng.integers(0, 5, n), np.zeros((n, 0), "float32"), ids,
+                       rng.normal(size=(n, width)).astype("float32"),
+                       rng.normal(size=(n, 2)).astype("float32"), np.zeros((n, 0), "int64"),
+                       pair)
+    return found, labels
+
+
+def test_conditional_heads_start_at_their_rate_then_refit_alone_on_true_items() -> None:
+    model = NeuMF(4, 8, 8, (16, 8), use_score=True, context_dim=2, pair_dim=3,
+                  tasks=("next", "conversion"), wide=True, conditional=True)
+    found, labels = _lists(400, 4, np.random.default_rng(3))
+    start_given(start_from_score(model), np.array([0.2]))
+    x = found.flat(model)
+    start = model.predict_on_batch(x)
+    assert np.allclose(start[:, 0], x["score"][:, 0], atol=1e-6)  # next: the retriever
+    assert np.allclose(1 / (1 + np.exp(-start[:, 1])), 0.2, atol=1e-6)  # given: the rate
+    bottom = [w.copy() for layer in model.layers if layer.name != "given"
+              for w in layer.get_weights()]
+    refit_given(model, found, labels, epochs=30)
+    after = [w for layer in model.layers if layer.name != "given" for w in layer.get_weights()]
+    assert all(np.array_equal(a, b) for a, b in zip(bottom, after))  # the bottom is frozen
+    given = model.predict_on_batch(x)[:, 1].reshape(labels.shape[:2])[labels[..., 0] > 0]
+    converted = labels[..., 1][labels[..., 0] > 0] > 0
+    assert binary_auc(given, converted) > 0.95
 
 
 def test_fusing_pretrained_branches_mixes_their_logits() -> None:

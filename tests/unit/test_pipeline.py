@@ -118,7 +118,8 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
                     num_types=spec.num_types)
     ranker = NeuMF(seqs.num_users, seqs.num_items, 8, (16, 8), session_dim=16, use_score=True,
                    context_dim=seqs.spec.dense_dim, categories=1, buckets=8, pair_dim=4,
-                   tasks=("next", "conversion"), features=seqs.spec.to_dict())
+                   tasks=("next", "conversion"), features=seqs.spec.to_dict(), wide=True,
+                   conditional=True)  # as ``fit_ranker`` builds it
     users = np.array([1, 2, 3, 4])
     # The newest 16 events: within one encoder window (longer sessions roll, by design).
     hist = [split.history(u, "test")[-16:] for u in users]

@@ -9,21 +9,25 @@ pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again
 
 
 @pytest.mark.parametrize(
-    "branch,session_dim,use_score,context_dim,categories,pair_dim,tasks,wide", [
-        ("both", 8, True, 0, 0, 0, ("next",), False),
-        ("both", 0, False, 3, 2, 4, ("next", "conversion"), False),
-        ("gmf", 0, True, 0, 0, 0, ("next",), False),
-        ("mlp", 8, True, 2, 1, 3, ("next", "conversion"), False),
-        ("both", 8, True, 2, 1, 6, ("next", "conversion"), True),
-        ("mlp", 0, False, 0, 0, 3, ("next",), True)])
+    "branch,session_dim,use_score,context_dim,categories,pair_dim,tasks,wide,conditional", [
+        ("both", 8, True, 0, 0, 0, ("next",), False, False),
+        ("both", 0, False, 3, 2, 4, ("next", "conversion"), False, False),
+        ("gmf", 0, True, 0, 0, 0, ("next",), False, False),
+        ("mlp", 8, True, 2, 1, 3, ("next", "conversion"), False, False),
+        ("both", 8, True, 2, 1, 6, ("next", "conversion"), True, False),
+        ("mlp", 0, False, 0, 0, 3, ("next",), True, False),
+        ("both", 8, True, 4, 1, 6, ("next", "conversion"), True, True),
+        ("mlp", 0, False, 3, 0, 2, ("next", "conversion", "extra"), False, True),
+        ("both", 0, True, 0, 0, 0, ("next", "conversion"), False, True)])
 def test_numpy_scores_equal_the_keras_model(branch: str, session_dim: int, use_score: bool,
                                             context_dim: int, categories: int, pair_dim: int,
-                                            tasks: tuple[str, ...], wide: bool) -> None:
+                                            tasks: tuple[str, ...], wide: bool,
+                                            conditional: bool) -> None:
     keras.utils.set_random_seed(4)
     model = NeuMF(num_users=30, num_items=50, gmf_dim=6, mlp_layers=(16, 8, 4),
                   session_dim=session_dim, use_score=use_score, context_dim=context_dim,
                   branch=branch, categories=categories, buckets=5, pair_dim=pair_dim,
-                  tasks=tasks, wide=wide)
+                  tasks=tasks, wide=wide, conditional=conditional)
     rng = np.random.default_rng(0)
     batch, cands = 5, 7
     users = rng.integers(0, 31, batch)

@@ -146,8 +146,10 @@ def _print(report: dict[str, dict]) -> None:
               f"{r['full']['MRR']:>7.4f} {r['sampled']['NDCG@10']:>16.4f} "
               + " ".join(f"{p:>7.4f}" for p in parts) + f" {str(r.get('best_epoch')):>8}")
         for head, c in (r.get("conversion") or {}).items():
+            gain = (f"  vs next {c['converts AUC gain']:+.4f} [{c['converts AUC gain low']:+.4f}, "
+                    f"{c['converts AUC gain high']:+.4f}]" if "converts AUC gain" in c else "")
             print(f"    conversion targets ({c['cases']}), {head:<16} AUC {c['AUC']:.4f}  "
-                  f"NDCG@10 {c['NDCG@10']:.4f}  converts AUC {c['converts AUC']:.4f}")
+                  f"NDCG@10 {c['NDCG@10']:.4f}  converts AUC {c['converts AUC']:.4f}{gain}")
 
 
 if __name__ == "__main__":

@@ -227,3 +227,8 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     assert set(report) == {"next head", "conversion head", "served"}
     assert all(0 <= r["AUC"] <= 1 and r["cases"] > 0 for r in report.values())
     assert all(0 <= r["converts AUC"] <= 1 for r in report.values())
+    for head in ("conversion head", "served"):  # each against the next head, paired
+        r = report[head]
+        assert r["converts AUC gain"] == pytest.approx(
+            r["converts AUC"] - report["next head"]["converts AUC"])
+        assert r["converts AUC gain low"] <= r["converts AUC gain"] <= r["converts AUC gain high"]

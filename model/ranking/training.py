@@ -269,9 +269,9 @@ def refit_given(model: NeuMF, found: Candidates, labels: np.ndarray, epochs: int
     lists ``found`` (``labels`` [lists, width, tasks], as ``fit_ranker`` trains with).
 
     Joint training ends where the next head's validation peaks (REES46: epoch 2), too
-    early for heads that learn from one example per list; on fixed features they are a
-    logistic regression, which more epochs cannot overfit the way ids can. On REES46
-    this took the conversion head's converts AUC from 0.80 to 0.82 (docs/BENCHMARKS.md)."""
+    early for heads that learn from one example per list. On the fixed features they are
+    a logistic regression of a few dozen weights. On REES46 (seed 42) this took the
+    conversion head's converts AUC from 0.796 to 0.833 (docs/BENCHMARKS.md, issue #14)."""
     hits = labels[..., 0] > 0
     if not model.conditional or not epochs or not hits.any():
         return model

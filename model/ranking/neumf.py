@@ -21,9 +21,10 @@ Multi-task: GMF and MLP are the shared bottom; ``tasks`` names one linear head e
 the MLP's output, the retrieval score, the pair features and the newest event's context
 (which no listwise head can use: it shifts a whole list alike, but whether the next
 interaction converts depends on it, e.g. on a cart add just before). The served score,
-next plus a weight times a conditional logit, then ranks by the expected conversions the
-way ESMM's product does; the GMF term (user x item ids) stays out of these heads, which
-train on one example per list and would memorise ids (docs/BENCHMARKS.md, issue #14). User id 0
+the next head's logit plus a weight times a conditional one, leans towards what converts
+as ESMM's product of the two does. The GMF term (user x item ids) stays out of these
+heads: they learn from one example per list, and ids are what such heads memorise
+(docs/BENCHMARKS.md, issue #14). User id 0
 is the "unknown user" row, learned from training examples whose user id was dropped, so
 brand-new users still get a sensible score.
 

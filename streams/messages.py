@@ -52,10 +52,11 @@ def version_string(versions: Mapping[str, str]) -> str:
 
 @dataclass
 class ScoredItem:
-    """An item and its served score; ``heads``: the ranker's score per task (``next``,
-    ``conversion``) when a multi-task ranker served it; ``path``, in a model list: ``model``
-    (an item the models trained on) or ``content`` (a catalogue item known by its content
-    alone, not yet trained on)."""
+    """An item and its served score; ``heads``: the ranker's logit per task when a
+    multi-task ranker served it (``next``: the next interaction is this item;
+    ``conversion``: that interaction converts, given it is this item); ``path``, in a
+    model list: ``model`` (an item the models trained on) or ``content`` (a catalogue item
+    known by its content alone, not yet trained on)."""
 
     item_id: str
     score: float

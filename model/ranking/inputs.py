@@ -81,6 +81,13 @@ class Candidates:
                           self.scores[which], self.context[which], self.categories[which],
                           self.pair[which])
 
+    def at(self, lists: np.ndarray, positions: np.ndarray) -> Candidates:
+        """Lists of one candidate each: position ``positions[i]`` of list ``lists[i]``."""
+        return Candidates(self.users[lists], self.sessions[lists],
+                          self.ids[lists, positions][:, None],
+                          self.scores[lists, positions][:, None], self.context[lists],
+                          self.categories[lists], self.pair[lists, positions][:, None])
+
     @classmethod
     def concat(cls, parts: list[Candidates]) -> Candidates:
         """The lists of ``parts``, one after another (all of one width)."""

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut, Sequences, Side
+from model.evaluation.protocols import evaluate
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
 from model.fitting import (
     EpochCallback,
@@ -251,15 +252,29 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
         return ({**data, "user": _drop_users(data["user"], cfg.unknown_user_rate, rng)},
                 labels[order].reshape(-1, len(tasks)))
 
-    result = fit_with_early_stopping(model, epoch_data,
-                                     PipelineScorer(sasrec, index, model, cfg.candidates,
-                                                    exclude_seen=False,
-                                                    head_weights=cfg.head_weights), split,
-                                     epochs=cfg.epochs, eval_every=cfg.eval_every,
-                                     patience=cfg.patience,
+    served = PipelineScorer(sasrec, index, model, cfg.candidates, exclude_seen=False,
+                            head_weights=cfg.head_weights)
+    result = fit_with_early_stopping(model, epoch_data, served, split, epochs=cfg.epochs,
+                                     eval_every=cfg.eval_every, patience=cfg.patience,
                                      batch_size=max(cfg.batch_size // width, 1) * width,
                                      on_epoch=on_epoch, shuffle=False)
-    refit_given(model, found, labels, cfg.given_epochs)
+    return _refit_unless_worse(result, served, split, found, labels, cfg.given_epochs)
+
+
+def _refit_unless_worse(result: TrainResult, served: PipelineScorer, split: LeaveLastOut,
+                        found: Candidates, labels: np.ndarray, epochs: int) -> TrainResult:
+    """``refit_given``, kept only when the served list's validation NDCG@10 does not fall
+    below the best epoch's (the served score mixes the heads, so a sharper conversion head
+    reorders lists, and validation, not the conversion figures, decides what serves)."""
+    model = result.model
+    if not model.conditional or not epochs:
+        return result
+    before = model.given.get_weights()
+    refit_given(model, found, labels, epochs)
+    valid = evaluate(served, split, "valid")
+    if valid["full"]["NDCG@10"] >= result.best_valid["full"]["NDCG@10"]:
+        return replace(result, best_valid=valid)
+    model.given.set_weights(before)
     return result
 
 
@@ -272,14 +287,13 @@ def refit_given(model: NeuMF, found: Candidates, labels: np.ndarray, epochs: int
     early for heads that learn from one example per list. On the fixed features they are
     a logistic regression of a few dozen weights. On REES46 (seed 42) this took the
     conversion head's converts AUC from 0.796 to 0.833 (docs/BENCHMARKS.md, issue #14)."""
-    hits = labels[..., 0] > 0
-    if not model.conditional or not epochs or not hits.any():
+    lists, positions = np.nonzero(labels[..., 0] > 0)
+    if not model.conditional or not epochs or not len(lists):
         return model
-    rows = np.flatnonzero(hits)
-    x = model.given_features({k: v[rows] for k, v in found.flat(model).items()})
+    x = model.given_features(found.at(lists, positions).flat(model))
     head = keras.Sequential([keras.Input((x.shape[1],)), model.given])
     head.compile(optimizer=keras.optimizers.Adam(learning_rate),
                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    head.fit(x, labels[hits][:, 1:len(model.tasks)].astype("float32"), batch_size=256,
-             epochs=epochs, verbose=0)
+    head.fit(x, labels[lists, positions, 1:len(model.tasks)].astype("float32"),
+             batch_size=256, epochs=epochs, verbose=0)
     return model

@@ -134,7 +134,7 @@ def test_conditional_heads_start_at_their_rate_then_refit_alone_on_true_items() 
     assert np.allclose(start[:, 1], x["score"][:, 0] + rate, atol=1e-5)
     bottom = [w.copy() for layer in model.layers if layer.name != "given"
               for w in layer.get_weights()]
-    refit_given(model, found, labels, epochs=30)
+    refit_given(model, found, labels, epochs=60)
     after = [w for layer in model.layers if layer.name != "given" for w in layer.get_weights()]
     assert all(np.array_equal(a, b) for a, b in zip(bottom, after))  # the bottom is frozen
     given = model.predict_on_batch(x)[:, 1].reshape(labels.shape[:2])[labels[..., 0] > 0]

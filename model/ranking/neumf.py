@@ -251,18 +251,14 @@ def start_from_score(model: NeuMF) -> NeuMF:
 
 def start_given(model: NeuMF, rates: np.ndarray) -> NeuMF:
     """Start the conditional heads at their base rates (``rates`` [heads], the share of
-    training targets that converted) plus the retrieval score, as every head starts from
-    it (``start_from_score``): the served mix then starts where it always has. A zero bias
-    would start at 50% and spend the short joint training (the next head's early
-    stopping ends it) learning the rate alone."""
+    training targets that converted): each predicts its rate for every item, which the
+    features then correct. A zero bias would start at 50% and spend the short joint
+    training (the next head's early stopping ends it) learning the rate alone."""
     if model.conditional:
         model(sample_inputs(model))
         kernel, _ = model.given.get_weights()
-        kernel[:] = 0.0
-        if model.use_score:
-            kernel[model.mlp_layers[-1]] = 1.0  # given inputs: MLP output, then the score
         p = np.clip(np.asarray(rates, np.float64), 1e-4, 1 - 1e-4)
-        model.given.set_weights([kernel, np.log(p / (1 - p)).astype(np.float32)])
+        model.given.set_weights([kernel * 0.0, np.log(p / (1 - p)).astype(np.float32)])
     return model
 
 

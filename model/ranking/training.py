@@ -18,7 +18,6 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut, Sequences, Side
-from model.evaluation.protocols import evaluate
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
 from model.fitting import (
     EpochCallback,
@@ -258,23 +257,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                                      eval_every=cfg.eval_every, patience=cfg.patience,
                                      batch_size=max(cfg.batch_size // width, 1) * width,
                                      on_epoch=on_epoch, shuffle=False)
-    return _refit_unless_worse(result, served, split, found, labels, cfg.given_epochs)
-
-
-def _refit_unless_worse(result: TrainResult, served: PipelineScorer, split: LeaveLastOut,
-                        found: Candidates, labels: np.ndarray, epochs: int) -> TrainResult:
-    """``refit_given``, kept only when the served list's validation NDCG@10 does not fall
-    below the best epoch's (the served score mixes the heads, so a sharper conversion head
-    reorders lists, and validation, not the conversion figures, decides what serves)."""
-    model = result.model
-    if not model.conditional or not epochs:
-        return result
-    before = model.given.get_weights()
-    refit_given(model, found, labels, epochs)
-    valid = evaluate(served, split, "valid")
-    if valid["full"]["NDCG@10"] >= result.best_valid["full"]["NDCG@10"]:
-        return replace(result, best_valid=valid)
-    model.given.set_weights(before)
+    refit_given(model, found, labels, cfg.given_epochs)
     return result
 
 

@@ -196,17 +196,15 @@ def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
     assert isinstance(trained["sasrec"].scorer, SASRecScorer)
 
 
-def test_the_multi_task_ranker_trains_on_cross_fitted_lists(monkeypatch) -> None:
+def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     """Lists are whole candidate lists (the retriever's nearest unseen items and the user's
     newest items, best score first) holding the true item once, scored by a retriever
     that never saw the user; with conversions in the log the ranker gets both heads, the
     feature spec it was trained with, and early stopping never leaves it below its start
-    (the retriever's order). A refit of the conversion head that would lower the served
-    list's validation NDCG is undone."""
+    (the retriever's order)."""
     from model.evaluation.harness import conversion_report
     from model.features import FeatureSpec
     from model.ranking.inputs import RECENT_ITEMS
-    from model.ranking import training
     from model.ranking.training import NeuMFConfig, cross_fitted_examples
     from streams.events import EVENT_TYPES
 
@@ -229,21 +227,7 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists(monkeypatch) -> None
     assert FeatureSpec.from_dict(result.model.features) == split.sequences.spec
     start = result.curve[0]["valid_ndcg10"]
     assert result.best_valid["full"]["NDCG@10"] >= start
-    served = trained["pipeline"].scorer
-    model, kept = result.model, result.model.given.get_weights()
-
-    def scramble(model: NeuMF, *_: object) -> NeuMF:  # a refit gone wrong
-        kernel, bias = model.given.get_weights()
-        model.given.set_weights([np.random.default_rng(0).normal(0, 50, kernel.shape), bias])
-        return model
-
-    monkeypatch.setattr(training, "refit_given", scramble)
-    assert training._refit_unless_worse(result, served, split, found, labels, 5) is result
-    assert all(np.array_equal(a, b) for a, b in zip(model.given.get_weights(), kept))
-    monkeypatch.setattr(training, "refit_given", lambda model, *_: model)  # harmless
-    again = training._refit_unless_worse(result, served, split, found, labels, 5)
-    assert again.best_valid["full"]["NDCG@10"] == result.best_valid["full"]["NDCG@10"]
-    report = conversion_report(served, split)  # type: ignore[arg-type]
+    report = conversion_report(trained["pipeline"].scorer, split)  # type: ignore[arg-type]
     assert set(report) == {"next head", "conversion head", "served"}
     assert all(0 <= r["AUC"] <= 1 and r["cases"] > 0 for r in report.values())
     assert all(0 <= r["converts AUC"] <= 1 for r in report.values())

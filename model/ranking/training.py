@@ -234,15 +234,14 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                   content=content.spec.to_dict() if content is not None else None,
                   id_dropout=cfg.id_dropout if content is not None else 0.0, wide=True,
                   conditional=True)
-    hits = labels[..., 0] > 0
-    model = start_given(start_from_score(model), labels[hits][:, 1:len(tasks)].mean(axis=0))
-    model = _compile(model, cfg.learning_rate,
+    labels = labels[..., :len(tasks)]
+    rates = labels[labels[..., 0] > 0][:, 1:].mean(axis=0)  # of the true items
+    model = _compile(start_given(start_from_score(model), rates), cfg.learning_rate,
                      ListwiseLoss(width, [cfg.task_weights.get(t, 1.0) for t in tasks]))
     if init is not None:
         copy_weights(model, init)
     if content is not None:
         model.set_content(content)
-    labels = labels[..., :len(tasks)]
 
     def epoch_data(epoch: int) -> tuple[dict[str, Any], np.ndarray]:
         """Lists in a fresh order, each kept whole (fit does not shuffle)."""

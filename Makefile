@@ -4,6 +4,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip holds every downloaded wheel (~1 GB) in TMPDIR until it installs, and a small /tmp
+# ran out of space in CI: its temporary files go under the venv instead. A clean CI clone
+# has no use for pip's wheel cache either (a second copy of those wheels).
+PIP := TMPDIR=$(CURDIR)/$(VENV) $(BIN)/python -m pip install -q --disable-pip-version-check \
+       $(if $(CI),--no-cache-dir)
 
 .PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract faults
 
@@ -52,8 +57,8 @@ setup: $(STAMP) system-deps
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[cpu,dev]'
+	$(PIP) -U pip
+	$(PIP) -e '.[cpu,dev]'
 	@touch $@
 
 system-deps:

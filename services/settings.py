@@ -132,9 +132,10 @@ class Settings(BaseSettings):
     ranker_head_weights: dict[str, float] = Field(
         default_factory=lambda: dict(HEAD_WEIGHTS),
         description="how the ranker heads combine into the served score")
-    retriever_content_mode: Literal["map", "sum"] = Field(
-        "map", description="with a catalogue: 'map' keeps trained items' id embeddings and "
-        "maps content onto them for new items; 'sum' makes every item id + content")
+    retriever_content_mode: Literal["map", "sum", "auto"] = Field(
+        "auto", description="with a catalogue: 'map' keeps trained items' id embeddings and "
+        "maps content onto them for new items; 'sum' makes every item id + content; 'auto' "
+        "trains both and keeps the better on validation (twice the retriever's training)")
 
     # API (``streamrec api``): loopback by default; CORS off and no key unless set.
     api_host: str = "127.0.0.1"

@@ -221,7 +221,9 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
-    found, labels = cross_fitted_examples(split, sasrec_cfg, sasrec_epochs, cfg)
+    spec = sasrec.model.encoder.content_spec  # the folds train in the mode "auto" kept
+    fold_cfg = replace(sasrec_cfg, content_mode=spec.mode) if spec else sasrec_cfg
+    found, labels = cross_fitted_examples(split, fold_cfg, sasrec_epochs, cfg)
     tasks = cfg.tasks if labels[..., 1].any() else ("next",)
     width = labels.shape[1]
     content = seqs.content if cfg.content else None

@@ -182,7 +182,7 @@ def _best_content_mode(split: LeaveLastOut, cfg: SASRecConfig,
     -21%), and where content words tell items apart it helps (Amazon Scientific). Which
     one a log is, only its own validation split says; the price is a second training."""
     results = {mode: fit_sasrec(split, replace(cfg, content_mode=mode), on_epoch, init)
-               for mode in ("map", "sum")}
+               for mode in MODES}
     scores = {mode: r.best_valid.get("full", {}).get("NDCG@10", -1.0)
               for mode, r in results.items()}
     kept = "sum" if scores["sum"] > scores["map"] else "map"

@@ -114,4 +114,3 @@ def test_category_popularity_and_random_baselines() -> None:
         assert scores[dense] == pytest.approx(counts[peers].mean())
     rand = RandomScores(cold.num_items).score(cold.users[:2], cold.histories()[:2])
     assert rand.shape == (2, cold.num_items + 1) and len(np.unique(rand)) == rand.size
-

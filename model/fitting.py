@@ -26,6 +26,11 @@ class TrainResult:
     seconds: float = 0.0
     samples_per_s: float = 0.0
 
+    @property
+    def valid_ndcg10(self) -> float | None:
+        """The validation full NDCG@10 early stopping kept (None before any evaluation)."""
+        return self.best_valid.get("full", {}).get("NDCG@10")
+
 
 def start_training(seed: int) -> int:
     """Seed every generator, and on the JAX backend with more than one device (GPUs, or

@@ -183,8 +183,7 @@ def _best_content_mode(split: LeaveLastOut, cfg: SASRecConfig,
     one a log is, only its own validation split says; the price is a second training."""
     results = {mode: fit_sasrec(split, replace(cfg, content_mode=mode), on_epoch, init)
                for mode in MODES}
-    scores = {mode: r.best_valid.get("full", {}).get("NDCG@10", -1.0)
-              for mode, r in results.items()}
+    scores = {mode: r.valid_ndcg10 or 0.0 for mode, r in results.items()}
     kept = "sum" if scores["sum"] > scores["map"] else "map"
     log.info("content modes on validation (full NDCG@10): map %.4f, sum %.4f; keeping %s",
              scores["map"], scores["sum"], kept)

@@ -118,6 +118,8 @@ class ServiceProcess:
             self._raise_if_exited()
             try:
                 desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+            except TimeoutError:  # a busy or just-started broker: ask again until the deadline
+                continue
             except KafkaException as exc:  # a broker just started: coordinator not ready
                 error = exc.args[0]
                 if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY):

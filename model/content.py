@@ -4,7 +4,8 @@ and the encoder that turns those arrays into a vector in the retriever's item sp
 
 Why hashing: categories, brands and words form an open vocabulary that grows with the
 catalogue. Each becomes a field-tagged token (``c=shoes``, ``b=acme``, ``w=glue``,
-``w=gorilla_glue``) hashed by CRC32 (stable across processes, unlike ``hash``) into
+``w=gorilla_glue``, and character trigrams of words such as ``g=<gl``, which tie
+``glue`` to ``glues`` and survive a typo) hashed by CRC32 (stable across processes, unlike ``hash``) into
 ``buckets`` rows: nothing to fit, grow or ship besides the spec, and an item first seen
 at serving time hashes to the same rows it would have in training.
 
@@ -61,6 +62,9 @@ class ContentSpec:
     buckets: int = 1 << 15
     max_tokens: int = 16
     bigrams: bool = True
+    # Slots for character trigrams of title then text words, after the ``max_tokens``
+    # word slots (which titles alone can fill). A spec saved before this field reads 0.
+    char_tokens: int = 16
     numeric: tuple[str, ...] = ()  # "price" or attribute names
     numeric_mean: tuple[float, ...] = ()
     numeric_std: tuple[float, ...] = ()
@@ -70,29 +74,43 @@ class ContentSpec:
     mode: str = "map"
 
     def __post_init__(self) -> None:
-        if self.buckets < 2 or self.max_tokens < 1:
-            raise ValueError(f"need buckets >= 2 and max_tokens >= 1. Received: "
-                             f"buckets={self.buckets}, max_tokens={self.max_tokens}")
+        if self.buckets < 2 or self.max_tokens < 1 or self.char_tokens < 0:
+            raise ValueError(f"need buckets >= 2, max_tokens >= 1 and char_tokens >= 0. "
+                             f"Received: buckets={self.buckets}, max_tokens={self.max_tokens}, "
+                             f"char_tokens={self.char_tokens}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}. Received: mode={self.mode!r}")
 
+    @property
+    def width(self) -> int:
+        """Token slots per item: words, then character trigrams."""
+        return self.max_tokens + self.char_tokens
+
     def tokens(self, item: ItemContent) -> list[int]:
         """Hashed token ids (1..buckets-1), most telling first: categories, brand, title
-        words, then text words; duplicates once; at most ``max_tokens``."""
+        words, then text words (at most ``max_tokens``), then the words' character
+        trigrams (at most ``char_tokens``); duplicates once."""
         keys = [f"c={c.strip().lower()}" for c in item.categories if c.strip()]
         if item.brand and item.brand.strip():
             keys.append(f"b={item.brand.strip().lower()}")
-        for field in (item.title, item.text):
-            words = _WORD.findall((field or "").lower())
-            keys.extend(f"w={w}" for w in words)
+        words = [_WORD.findall((field or "").lower()) for field in (item.title, item.text)]
+        for field in words:
+            keys.extend(f"w={w}" for w in field)
             if self.bigrams:
-                keys.extend(f"w={a}_{b}" for a, b in zip(words, words[1:]))
+                keys.extend(f"w={a}_{b}" for a, b in zip(field, field[1:]))
         out: dict[int, None] = {}
-        for key in keys:
-            out.setdefault(1 + zlib.crc32(key.encode()) % (self.buckets - 1))
-            if len(out) == self.max_tokens:
-                break
+        self._hash_into(out, keys, self.max_tokens)
+        marked = [f"<{w}>" for field in words for w in field]
+        grams = (f"g={m[i:i + 3]}" for m in marked for i in range(len(m) - 2))
+        self._hash_into(out, grams, len(out) + self.char_tokens)
         return list(out)
+
+    def _hash_into(self, out: dict[int, None], keys: Iterable[str], limit: int) -> None:
+        """Adds the hashed ``keys`` to ``out`` (an ordered set) until it holds ``limit``."""
+        for key in keys:
+            if len(out) >= limit:
+                return
+            out.setdefault(1 + zlib.crc32(key.encode()) % (self.buckets - 1))
 
     def raw_numeric(self, item: ItemContent) -> list[float]:
         """Declared numbers, transformed but not normalised (NaN = missing)."""
@@ -119,9 +137,9 @@ class ContentSpec:
                        numeric_std=tuple(float(s) if s > 0 else 1.0 for s in np.sqrt(var)))
 
     def arrays(self, items: Sequence[ItemContent | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens [n, max_tokens] int32, numeric [n, len(numeric)] float32) for ``items``
+        """(tokens [n, width] int32, numeric [n, len(numeric)] float32) for ``items``
         in row order; a None row (an item with no record) is all zeros."""
-        tokens = np.zeros((len(items), self.max_tokens), np.int32)
+        tokens = np.zeros((len(items), self.width), np.int32)
         raw = np.full((len(items), len(self.numeric)), np.nan)
         for row, item in enumerate(items):
             if item is not None:
@@ -139,7 +157,8 @@ class ContentSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ContentSpec:
         tuples = ("numeric", "numeric_mean", "numeric_std")
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        return cls(**{"char_tokens": 0,  # saved before trigrams: they were not there
+                      **{k: tuple(v) if k in tuples else v for k, v in d.items()}})
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,7 @@ class ContentTable:
     are zeros), built by ``catalogue_table``."""
 
     spec: ContentSpec
-    tokens: np.ndarray   # [n + 1, max_tokens] int32
+    tokens: np.ndarray   # [n + 1, width] int32
     numeric: np.ndarray  # [n + 1, len(spec.numeric)] float32
 
     @property
@@ -211,7 +230,7 @@ class ItemContentTable:
     def __init__(self, layer: keras.layers.Layer, rows: int, spec: ContentSpec,
                  id_dropout: float, seeds: keras.random.SeedGenerator) -> None:
         self.rows, self.spec, self.id_dropout, self.seeds = rows, spec, id_dropout, seeds
-        self.tokens = layer.add_weight(shape=(rows, spec.max_tokens), dtype="int32",
+        self.tokens = layer.add_weight(shape=(rows, spec.width), dtype="int32",
                                        initializer="zeros", trainable=False,
                                        name="content_tokens")
         self.numeric = layer.add_weight(shape=(rows, len(spec.numeric)), initializer="zeros",
@@ -235,7 +254,7 @@ class ItemContentTable:
 
     def load(self, table: ContentTable) -> None:
         """The catalogue's arrays for ids 0..rows-1 (rows past the table: none)."""
-        tokens = np.zeros((self.rows, table.spec.max_tokens), np.int32)
+        tokens = np.zeros((self.rows, table.spec.width), np.int32)
         numeric = np.zeros((self.rows, len(table.spec.numeric)), np.float32)
         n = min(self.rows, len(table.tokens))
         tokens[:n], numeric[:n] = table.tokens[:n], table.numeric[:n]

@@ -31,11 +31,25 @@ def test_tokens_are_field_tagged_hashes_most_telling_first_each_once() -> None:
                 brand="Gorilla")
     expected = [_hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue",
                                    "w=gorilla_glue", "w=waterproof", "w=glue_waterproof")]
-    assert spec.tokens(item) == expected  # "w=glue" from the text is already there
-    assert ContentSpec(max_tokens=2).tokens(item) == expected[:2]
-    assert ContentSpec(bigrams=False).tokens(item) == [
+    trigrams = [_hash(f"g={g}") for g in ("<go", "gor", "ori", "ril", "ill", "lla", "la>",
+                                          "<gl", "glu", "lue", "ue>", "<wa", "wat", "ate",
+                                          "ter", "erp")]  # "glue" again adds nothing
+    assert spec.tokens(item) == expected + trigrams  # "w=glue" from the text is already there
+    assert ContentSpec(max_tokens=2, char_tokens=0).tokens(item) == expected[:2]
+    assert ContentSpec(max_tokens=2, char_tokens=3).tokens(item) == expected[:2] + trigrams[:3]
+    assert ContentSpec(bigrams=False, char_tokens=0).tokens(item) == [
         _hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue", "w=waterproof")]
     assert spec.tokens(ItemRecord("2")) == []
+
+
+def test_trigrams_tie_word_forms_and_a_spec_saved_without_them_reads_none() -> None:
+    spec = ContentSpec()
+    glue, glues = (set(spec.tokens(ItemRecord("1", title=t))) for t in ("glue", "glues"))
+    assert glue & glues == {_hash("g=<gl"), _hash("g=glu"), _hash("g=lue")}  # words differ
+    old = {k: v for k, v in spec.to_dict().items() if k != "char_tokens"}
+    assert ContentSpec.from_dict(old).char_tokens == 0 and ContentSpec.from_dict(old).width == 16
+    with pytest.raises(ValueError, match="char_tokens"):
+        ContentSpec(char_tokens=-1)
 
 
 def test_fit_keeps_numbers_most_items_carry_and_normalises_their_logs() -> None:
@@ -48,7 +62,7 @@ def test_fit_keeps_numbers_most_items_carry_and_normalises_their_logs() -> None:
     assert spec.numeric_mean[0] == pytest.approx(logs.mean())
     assert spec.numeric_std[0] == pytest.approx(logs.std())
     tokens, numeric = spec.arrays([None, items[0], items[2]])
-    assert tokens.dtype == np.int32 and tokens.shape == (3, spec.max_tokens)
+    assert tokens.dtype == np.int32 and tokens.shape == (3, spec.width)
     assert not tokens.any() and not numeric[0].any()
     assert numeric[1, 0] == pytest.approx((logs[0] - logs.mean()) / logs.std())
     assert numeric[2, 1] == 0.0  # no year: the mean

@@ -358,6 +358,17 @@ def _experiment_cli(env: dict, *args: str) -> str:
     return done.stdout
 
 
+def _status_once_both_flushed(env: dict[str, str], name: str, timeout_s: float = 60) -> dict:
+    """``experiment status --json`` once two workers' tallies are in Redis (each flushes
+    every 5 s, so a fixed sleep raced a busy machine); the last report if never."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = orjson.loads(_experiment_cli(env, "status", name, "--json"))
+        if report["workers"] >= 2 or time.monotonic() > deadline:
+            return report
+        time.sleep(2)
+
+
 def test_an_experiment_splits_users_stably_across_workers_and_restarts(
     settings: Settings, new_topic: Callable[..., str], champion: tuple[dict, list[Event]],
     tmp_path: Path,
@@ -406,8 +417,7 @@ def test_an_experiment_splits_users_stably_across_workers_and_restarts(
         workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
         seen += answer(live[sent:sent + 100])
         sent += 100
-        time.sleep(6)  # a tally flush (every 5 s)
-        report = orjson.loads(_experiment_cli(env, "status", name, "--json"))
+        report = _status_once_both_flushed(env, name)
         _experiment_cli(env, "stop", name)
         time.sleep(3)
         after = answer(live[sent:sent + 20])

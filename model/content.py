@@ -63,8 +63,9 @@ class ContentSpec:
     max_tokens: int = 16
     bigrams: bool = True
     # Slots for character trigrams of title then text words, after the ``max_tokens``
-    # word slots (which titles alone can fill). A spec saved before this field reads 0.
-    char_tokens: int = 16
+    # word slots (which titles alone can fill). Off by default: they lifted cold items on
+    # Amazon's long texts and sank them on MovieLens' short titles (docs/BENCHMARKS.md).
+    char_tokens: int = 0
     numeric: tuple[str, ...] = ()  # "price" or attribute names
     numeric_mean: tuple[float, ...] = ()
     numeric_std: tuple[float, ...] = ()
@@ -177,12 +178,12 @@ class ContentTable:
 
 
 def catalogue_table(records: Iterable[ItemContent], item_ids: Sequence[str],
-                    spec: ContentSpec | None = None) -> ContentTable:
+                    spec: ContentSpec | None = None, char_tokens: int = 0) -> ContentTable:
     """The content of each id in ``item_ids`` (dense id i = position i - 1, as
-    ``IdMap.ids``), from whichever ``records`` name it; the spec is fitted on the records
-    when none is given."""
+    ``IdMap.ids``), from whichever ``records`` name it; when no spec is given, one with
+    ``char_tokens`` trigram slots is fitted on the records."""
     by_id = {r.item_id: r for r in records}
-    spec = spec or ContentSpec().fit(list(by_id.values()))
+    spec = spec or ContentSpec(char_tokens=char_tokens).fit(list(by_id.values()))
     tokens, numeric = spec.arrays([None, *(by_id.get(i) for i in item_ids)])
     return ContentTable(spec, tokens, numeric)
 

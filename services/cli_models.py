@@ -123,14 +123,16 @@ def evaluate(
         if not records or test is not None:
             raise typer.BadParameter("--protocol cold-items needs --items and no --test")
         cold = cold_item_split(read_valid_events(data, fmt.value), records,
-                               settings.feature_spec(), seed=seed)
+                               settings.feature_spec(), seed=seed,
+                               char_tokens=settings.content_char_tokens)
         seqs = cold.sequences
         console.print(f"cold items: {len(cold.cold):,} left out of training, "
                       f"{len(cold.users):,} cases")
     else:
         seqs = _load(data, fmt, settings)
         if records:
-            seqs.content = catalogue_table(records, seqs.items.ids)
+            seqs.content = catalogue_table(records, seqs.items.ids,
+                                           char_tokens=settings.content_char_tokens)
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions"
@@ -187,7 +189,8 @@ def train(
         return
     seqs = _load(data, fmt, settings)
     if records:
-        seqs.content = catalogue_table(records, seqs.items.ids)
+        seqs.content = catalogue_table(records, seqs.items.ids,
+                                       char_tokens=settings.content_char_tokens)
     split = leave_last_out(seqs)
     trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
                                                          epochs, seed, pretrain)

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
         "auto", description="with a catalogue: 'map' keeps trained items' id embeddings and "
         "maps content onto them for new items; 'sum' makes every item id + content; 'auto' "
         "trains both and keeps the better on validation (twice the retriever's training)")
+    content_char_tokens: int = Field(
+        0, ge=0, le=64, description="with a catalogue: token slots per item for character "
+        "trigrams of title and text words, beside the 16 word slots (0: none)")
 
     # API (``streamrec api``): loopback by default; CORS off and no key unless set.
     api_host: str = "127.0.0.1"

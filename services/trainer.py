@@ -262,17 +262,18 @@ class _Challenger:
 
 
 def _sequences(events: list[Event], users: list[str], items: list[str], spec: FeatureSpec,
-               records: list[ItemRecord]) -> Sequences:
+               records: list[ItemRecord], char_tokens: int) -> Sequences:
     """Sequences of ``events`` whose id maps extend ``users`` and ``items`` (those keep
     their ids; new ones are appended, so a warm start copies rows one for one), with the
-    catalogue's content where there is one."""
+    catalogue's content where there is one (``char_tokens``: see ``catalogue_table``)."""
     from model.content import catalogue_table
     from model.data import IdMap, build_sequences
 
     sequences = build_sequences(events, users=IdMap.from_list(users),
                                 items=IdMap.from_list(items), spec=spec)
     if records:
-        sequences.content = catalogue_table(records, sequences.items.ids)
+        sequences.content = catalogue_table(records, sequences.items.ids,
+                                            char_tokens=char_tokens)
     return sequences
 
 
@@ -309,7 +310,7 @@ def refit_sequences(data: _RoundData) -> Sequences:
     for row and users and items first seen in the gate slice get rows of their own."""
     seqs = data.sequences
     return _sequences(data.history, seqs.users.to_list(), seqs.items.to_list(), seqs.spec,
-                      data.records)
+                      data.records, seqs.content.spec.char_tokens if seqs.content else 0)
 
 
 class Trainer:
@@ -473,7 +474,7 @@ class Trainer:
         past, recent = events[:cut], events[cut:]
         sequences = _sequences(past, champion.users.to_list() if champion else [],
                                champion.items.to_list() if champion else [], s.feature_spec(),
-                               records)
+                               records, s.content_char_tokens)
         if sequences.content is not None:
             log.info("round: %d catalogue records, %d of %d items described", len(records),
                      sequences.content.covered, sequences.num_items)

@@ -53,9 +53,10 @@ class ColdItems:
 
 def cold_item_split(events: Sequence[Interaction], records: Iterable[ItemContent],
                     spec: FeatureSpec | None = None, fraction: float = 0.1,
-                    seed: int = 0) -> ColdItems:
+                    seed: int = 0, char_tokens: int = 0) -> ColdItems:
     """Choose the cold items among those with a record and an event, train-ready
-    sequences without them, and one case per user (``events`` in time order)."""
+    sequences without them, and one case per user (``events`` in time order);
+    ``char_tokens`` as in ``catalogue_table``."""
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1). Received: fraction={fraction}")
     records = list(records)
@@ -68,7 +69,7 @@ def cold_item_split(events: Sequence[Interaction], records: Iterable[ItemContent
     cold = {candidates[i] for i in chosen}
     seqs = build_sequences((e for e in events if e.item_id not in cold), spec=spec)
     items = IdMap.from_list(seqs.items.ids + sorted(cold))
-    seqs.content = catalogue_table(records, items.ids)
+    seqs.content = catalogue_table(records, items.ids, char_tokens=char_tokens)
     cases: dict[int, tuple[int, int]] = {}   # user -> (warm items before, target)
     warm_seen: dict[str, int] = {}
     for e in events:

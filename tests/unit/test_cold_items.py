@@ -61,7 +61,10 @@ def test_cold_items_leave_training_and_each_case_targets_one() -> None:
     assert cold.sequences.content is not None
     assert cold.sequences.content.tokens.shape[0] == cold.num_items + 1
     assert cold.sequences.content.covered == cold.num_items
-    assert (cold_item_split(events, RECORDS, seed=1).cold == cold.cold).all()  # by seed
+    trigrams = cold_item_split(events, RECORDS, seed=1, char_tokens=4)
+    assert (trigrams.cold == cold.cold).all()  # by seed
+    widths = (trigrams.sequences.content.tokens.shape[1], cold.sequences.content.tokens.shape[1])
+    assert widths == (16 + 4, 16)  # the word slots, then four for trigrams
 
 
 def test_bad_protocol_input_fails_with_a_reason() -> None:

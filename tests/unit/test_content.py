@@ -26,7 +26,7 @@ def _hash(key: str, buckets: int = 1 << 15) -> int:
 
 
 def test_tokens_are_field_tagged_hashes_most_telling_first_each_once() -> None:
-    spec = ContentSpec()
+    spec = ContentSpec(char_tokens=16)
     item = ItemRecord("1", title="Gorilla Glue", text="glue, waterproof", categories=("Tools ",),
                 brand="Gorilla")
     expected = [_hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue",
@@ -35,15 +35,15 @@ def test_tokens_are_field_tagged_hashes_most_telling_first_each_once() -> None:
                                           "<gl", "glu", "lue", "ue>", "<wa", "wat", "ate",
                                           "ter", "erp")]  # "glue" again adds nothing
     assert spec.tokens(item) == expected + trigrams  # "w=glue" from the text is already there
-    assert ContentSpec(max_tokens=2, char_tokens=0).tokens(item) == expected[:2]
+    assert ContentSpec(max_tokens=2).tokens(item) == expected[:2]  # no trigrams by default
     assert ContentSpec(max_tokens=2, char_tokens=3).tokens(item) == expected[:2] + trigrams[:3]
-    assert ContentSpec(bigrams=False, char_tokens=0).tokens(item) == [
+    assert ContentSpec(bigrams=False).tokens(item) == [
         _hash(k) for k in ("c=tools", "b=gorilla", "w=gorilla", "w=glue", "w=waterproof")]
     assert spec.tokens(ItemRecord("2")) == []
 
 
 def test_trigrams_tie_word_forms_and_a_spec_saved_without_them_reads_none() -> None:
-    spec = ContentSpec()
+    spec = ContentSpec(char_tokens=16)
     glue, glues = (set(spec.tokens(ItemRecord("1", title=t))) for t in ("glue", "glues"))
     assert glue & glues == {_hash("g=<gl"), _hash("g=glu"), _hash("g=lue")}  # words differ
     old = {k: v for k, v in spec.to_dict().items() if k != "char_tokens"}

@@ -48,6 +48,7 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_REDIS_URL", "localhost:6379", "redis://"),
         ("STREAMREC_KAFKA_HEAP", "lots", "STREAMREC_KAFKA_HEAP"),
         ("STREAMREC_INTERACTIONS_PARTITIONS", "0", "STREAMREC_INTERACTIONS_PARTITIONS"),
+        ("STREAMREC_CONTENT_CHAR_TOKENS", "-1", "STREAMREC_CONTENT_CHAR_TOKENS"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(

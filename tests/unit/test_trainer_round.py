@@ -228,6 +228,7 @@ def test_no_training_without_a_case_to_judge_the_challenger_by(
     events = [Event(f"00000000-0000-4000-8000-{t:012d}", f"u{t}", f"i{t % 3}", "click", t)
               for t in range(1, 21)]
     clean_env.setattr(trainer, "history", lambda: events)
+    clean_env.setattr(trainer, "catalogue", lambda: [])  # a unit test: no broker to read
     clean_env.setattr(trainer, "champion_versions", lambda: None)
 
     def train(_: object) -> None:

@@ -4,10 +4,10 @@ and the encoder that turns those arrays into a vector in the retriever's item sp
 
 Why hashing: categories, brands and words form an open vocabulary that grows with the
 catalogue. Each becomes a field-tagged token (``c=shoes``, ``b=acme``, ``w=glue``,
-``w=gorilla_glue``, and character trigrams of words such as ``g=<gl``, which tie
-``glue`` to ``glues`` and survive a typo) hashed by CRC32 (stable across processes, unlike ``hash``) into
-``buckets`` rows: nothing to fit, grow or ship besides the spec, and an item first seen
-at serving time hashes to the same rows it would have in training.
+``w=gorilla_glue``; optionally character trigrams of words such as ``g=<gl``, which tie
+``glue`` to ``glues`` and survive a typo) hashed by CRC32 (stable across processes,
+unlike ``hash``) into ``buckets`` rows: nothing to fit, grow or ship besides the spec,
+and an item first seen at serving time hashes to the same rows it would have in training.
 
 The same ``ContentSpec.arrays`` feeds the Keras layer (``ItemContentEncoder``, inside
 SASRec) and the NumPy twin (``NumpyContent``) that embeds new items in a running worker;

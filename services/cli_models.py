@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -57,14 +58,20 @@ def _events(path: Path, fmt: Format) -> list[Event]:
     return events
 
 
-def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None
-          ) -> Sequences:
-    """Sequences of a log, with the settings' context features; with ``items`` given,
-    only items it knows (others become 0)."""
+def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None,
+          records: Sequence[ItemRecord] = ()) -> Sequences:
+    """Sequences of a log, with the settings' context features and the content of the
+    catalogue ``records`` when there are any; with ``items`` given, only items it knows
+    (others become 0)."""
+    from model.content import catalogue_table
     from model.data import build_sequences
 
-    return build_sequences(_events(path, fmt), items=items, grow_items=items is None,
+    seqs = build_sequences(_events(path, fmt), items=items, grow_items=items is None,
                            spec=settings.feature_spec())
+    if records:
+        seqs.content = catalogue_table(records, seqs.items.ids,
+                                       char_tokens=settings.content_char_tokens)
+    return seqs
 
 
 def _newest_ts(seqs: Sequences) -> int:
@@ -110,7 +117,6 @@ def evaluate(
     seed: int = 42,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
-    from model.content import catalogue_table
     from model.data import leave_last_out
     from model.evaluation.cold import cold_item_split
     from model.evaluation.harness import leave_last_out_report, next_click_report
@@ -129,10 +135,7 @@ def evaluate(
         console.print(f"cold items: {len(cold.cold):,} left out of training, "
                       f"{len(cold.users):,} cases")
     else:
-        seqs = _load(data, fmt, settings)
-        if records:
-            seqs.content = catalogue_table(records, seqs.items.ids,
-                                           char_tokens=settings.content_char_tokens)
+        seqs = _load(data, fmt, settings, records=records)
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions"
@@ -176,7 +179,6 @@ def train(
     """Train, log to MLflow (config, commit, curves, model, signature), register. With
     ``--champion`` and a champion already in the registry, the new model must pass the
     trainer's gate first (``_through_the_gate``), unless ``--force``."""
-    from model.content import catalogue_table
     from model.data import leave_last_out
     from streams.registry import log_trained
 
@@ -187,10 +189,7 @@ def train(
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
         _through_the_gate(gate, data, fmt, model, epochs, records)
         return
-    seqs = _load(data, fmt, settings)
-    if records:
-        seqs.content = catalogue_table(records, seqs.items.ids,
-                                       char_tokens=settings.content_char_tokens)
+    seqs = _load(data, fmt, settings, records=records)
     split = leave_last_out(seqs)
     trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
                                                          epochs, seed, pretrain)

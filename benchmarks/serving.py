@@ -16,7 +16,8 @@ then meet like any other (issue #20: content adds at most 10% per event).
 
 ``--session-events N`` measures instead the events of one batch of users whose sessions
 reach N events, one event per user per round, over the last 25 (where a full window rolls
-once): the cost per event at that session length (issue #17: flat in N).
+once per user, in a different round for each): the cost per event at that session length
+(issue #17: flat in N).
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ def _session(items: list[str], features: bool, now_ms: int) -> object:
                        {"device": "app", "price": 12.5})
 
 
+def _lag(user: int, session_events: int) -> int:
+    """The round a user's session starts in. Past a full window (50) sessions start up to
+    24 rounds apart, so each user's window rolls (every 25 events) in a different round,
+    about 1 in 25 of a batch's users per round, as in live traffic, not all in one."""
+    return user % 25 if session_events > 50 else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
@@ -114,7 +122,8 @@ def main() -> None:
     rounds = args.session_events or args.rounds
     measured_from = max(1, rounds - 24) if args.session_events else rounds // 3
     for round_ in range(rounds):
-        batch = ([f"u{u}" for u in range(args.batch)] if args.session_events else
+        batch = ([f"u{u}" for u in range(args.batch) if round_ >= _lag(u, args.session_events)]
+                 if args.session_events else
                  [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)])
         for user in batch:
             sessions.setdefault(user, []).append(f"i{rng.integers(catalogue)}")

@@ -70,6 +70,28 @@ class NumpySASRec:
                 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
         """Embeddings and, per block, the attention keys and values [batch, len, heads, k]
         (what the incremental encoder caches)."""
+        x, mask, allowed = self._inputs(seq, types)
+        cache: list[tuple[np.ndarray, np.ndarray]] = []
+        for b in self.blocks:
+            x = _block(b, x, mask, allowed, cache)
+        out = _layer_norm(x[:, -1, :], *self.final_norm) * mask[:, -1, :]
+        return out.astype(np.float32), cache
+
+    def keys_values(self, seq: np.ndarray, types: np.ndarray | None = None
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``forward``'s keys and values without the last block's attention and
+        feed-forward, which nothing here reads (a cache's next step computes its own
+        output): about 40% of the work of filling or rolling a cache."""
+        x, mask, allowed = self._inputs(seq, types)
+        cache: list[tuple[np.ndarray, np.ndarray]] = []
+        for b in self.blocks[:-1]:
+            x = _block(b, x, mask, allowed, cache)
+        cache.append(_keys_values(x, self.blocks[-1]))
+        return cache
+
+    def _inputs(self, seq: np.ndarray, types: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The first block's input, the mask of real positions and the causal mask."""
         valid = (seq != 0).astype(np.float32)
         mask = valid[..., None]
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int64)
@@ -77,20 +99,20 @@ class NumpySASRec:
         x = self.items[seq] * np.float32(np.sqrt(d)) + self.positions[positions]
         if self.types is not None:
             x = x + self.types[np.zeros_like(seq) if types is None else types]
-        x = x * mask
         length = seq.shape[1]
         allowed = np.tril(np.ones((length, length), dtype=bool))[None] & (valid[:, None, :] > 0)
-        cache = []
-        for b in self.blocks:
-            q = _layer_norm(x, *b.norm1)
-            attended, keys, values = _attention(q, x, b, allowed)
-            cache.append((keys, values))
-            x = q + attended
-            h = _layer_norm(x, *b.norm2)
-            f = np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2
-            x = (h + f) * mask
-        out = _layer_norm(x[:, -1, :], *self.final_norm) * mask[:, -1, :]
-        return out.astype(np.float32), cache
+        return x * mask, mask, allowed
+
+
+def _block(b: _Block, x: np.ndarray, mask: np.ndarray, allowed: np.ndarray,
+           cache: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """One self-attention block over [batch, len, d]; appends its keys and values."""
+    q = _layer_norm(x, *b.norm1)
+    attended, keys, values = _attention(q, x, b, allowed)
+    cache.append((keys, values))
+    x = q + attended
+    h = _layer_norm(x, *b.norm2)
+    return (h + np.maximum(h @ b.w1 + b.b1, 0) @ b.w2 + b.b2) * mask
 
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -106,23 +128,33 @@ def _softmax(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return scores / scores.sum(axis=-1, keepdims=True)
 
 
+def _project(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """[batch, len, d] -> [batch, len, heads, k]."""
+    batch, length, d = x.shape
+    heads, k = bias.shape
+    out = x.reshape(-1, d) @ w.reshape(d, heads * k) + bias.reshape(-1)
+    return out.reshape(batch, length, heads, k)
+
+
+def _keys_values(kv: np.ndarray, b: _Block) -> tuple[np.ndarray, np.ndarray]:
+    """A block's keys and values for its input ``kv``, [batch, len, heads, k]."""
+    return _project(kv, b.wk, b.bk), _project(kv, b.wv, b.bv)
+
+
 def _attention(q: np.ndarray, kv: np.ndarray, b: _Block,
                allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multi-head attention as plain matmuls (einsum over 4-D arrays misses BLAS here);
     returns the output and the keys and values [batch, len, heads, k]."""
     batch, length, d = q.shape
     heads, k = b.bq.shape
-
-    def project(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
-        out = x.reshape(-1, d) @ w.reshape(d, heads * k) + bias.reshape(-1)
-        return out.reshape(batch, length, heads, k).transpose(0, 2, 1, 3)  # [b, h, l, k]
-
-    query, key, value = project(q, b.wq, b.bq), project(kv, b.wk, b.bk), project(kv, b.wv, b.bv)
-    weights = _softmax(query @ key.transpose(0, 1, 3, 2) / np.float32(np.sqrt(k)),
+    keys, values = _keys_values(kv, b)                           # [batch, len, heads, k]
+    query = _project(q, b.wq, b.bq).transpose(0, 2, 1, 3)         # [batch, heads, len, k]
+    weights = _softmax(query @ keys.transpose(0, 2, 3, 1) / np.float32(np.sqrt(k)),
                        allowed[:, None])
-    context = (weights @ value).transpose(0, 2, 1, 3).reshape(-1, heads * k)
+    context = (weights @ values.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    context = context.reshape(-1, heads * k)
     out = (context @ b.wo.reshape(heads * k, d) + b.bo).reshape(batch, length, d)
-    return out, key.transpose(0, 2, 1, 3), value.transpose(0, 2, 1, 3)
+    return out, keys, values
 
 
 def export_sasrec(model: SASRec) -> NumpySASRec:
@@ -221,16 +253,22 @@ class IncrementalEncoder:
 
     def prefill(self, items: list[int]) -> SessionCache:
         """A cache holding ``items`` (tokens, oldest first; at most max_len kept)."""
-        items = list(items[-self.m.max_len:])
-        shape = (self.blocks, min(max(8, 2 * len(items)), self.m.max_len), self.heads, self.k)
-        cache = SessionCache(items, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
-        if items:
-            tokens = np.asarray([items])
-            _, kv = self.m.forward(tokens // self.m.num_types, tokens % self.m.num_types)
+        return self._fill([list(items[-self.m.max_len:])])[0]
+
+    def _fill(self, windows: list[list[int]]) -> list[SessionCache]:
+        """Caches holding ``windows`` (token lists of one length), from one forward."""
+        n = len(windows[0])
+        shape = (self.blocks, min(max(8, 2 * n), self.m.max_len), self.heads, self.k)
+        caches = [SessionCache(w, np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+                  for w in windows]
+        if n:
+            tokens = np.asarray(windows)
+            kv = self.m.keys_values(tokens // self.m.num_types, tokens % self.m.num_types)
             for bi, (keys, values) in enumerate(kv):
-                cache.keys[bi, :len(items)] = keys[0]
-                cache.values[bi, :len(items)] = values[0]
-        return cache
+                for i, cache in enumerate(caches):
+                    cache.keys[bi, :n] = keys[i]
+                    cache.values[bi, :n] = values[i]
+        return caches
 
     def extend(self, cache: SessionCache, items: list[int],
                explain: list[tuple[list[int], np.ndarray]] | None = None) -> np.ndarray:
@@ -243,17 +281,22 @@ class IncrementalEncoder:
         weights over them (mean over heads)."""
         out, done = [], 0
         while done < len(items):
-            if len(cache.items) >= self.m.max_len:
-                self._roll(cache)
+            self._roll([cache])
             chunk = items[done:done + self.m.max_len - len(cache.items)]
             out.append(self._append(cache, chunk, explain))
             done += len(chunk)
         return np.concatenate(out) if out else np.zeros((0, self.d), np.float32)
 
-    def _roll(self, cache: SessionCache) -> None:
-        """Rebuild a full window from its newest half (once per ``max_len // 2`` events)."""
-        fresh = self.prefill(cache.items[-(self.m.max_len // 2):])
-        cache.items, cache.keys, cache.values = fresh.items, fresh.keys, fresh.values
+    def _roll(self, caches: list[SessionCache]) -> None:
+        """Rebuild each full window among ``caches`` from its newest half (once per
+        ``max_len // 2`` events), all in one forward: they keep the same number of items.
+        In a micro-batch of long sessions about one in ``max_len // 2`` rolls, and one
+        forward of several costs little more than one of one."""
+        full = [cache for cache in caches if len(cache.items) >= self.m.max_len]
+        if full:
+            half = self.m.max_len // 2
+            for cache, fresh in zip(full, self._fill([c.items[-half:] for c in full])):
+                cache.items, cache.keys, cache.values = fresh.items, fresh.keys, fresh.values
 
     def _append(self, cache: SessionCache, items: list[int],
                 explain: list[tuple[list[int], np.ndarray]] | None) -> np.ndarray:
@@ -288,9 +331,7 @@ class IncrementalEncoder:
         """Append token ``items[i]`` to ``caches[i]`` (in place); returns [batch, d]
         embeddings. ``explain``, when given, receives per row the last block's attention
         of the newest position over the cache's items and itself (mean over heads)."""
-        for cache in caches:
-            if len(cache.items) >= self.m.max_len:  # roll the window: keep the newest half
-                self._roll(cache)
+        self._roll(caches)  # full windows keep their newest half
         m, rows = self.m, np.arange(len(caches))
         pos = np.array([len(c.items) for c in caches])
         longest = int(pos.max()) + 1

@@ -20,13 +20,21 @@ def test_numpy_forward_equals_the_keras_model() -> None:
     model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(p ** 2))
     model.fit({"seq": seq, "pos": seq, "neg": np.ones((9, 2), "int64")}, np.zeros(9), verbose=0)
     expected = keras.ops.convert_to_numpy(model.encode(seq))
-    got = export_sasrec(model).encode(seq)
+    exported = export_sasrec(model)
+    got = exported.encode(seq)
     assert got.dtype == np.float32 and got.shape == (9, 16)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    # What filling a cache computes: the forward's keys and values, every block's.
+    kv = exported.keys_values(seq)
+    assert len(kv) == 2
+    for (keys, values), (want_keys, want_values) in zip(kv, exported.forward(seq)[1]):
+        assert keys.shape == (9, 12, 2, 8)
+        np.testing.assert_array_equal(keys, want_keys)
+        np.testing.assert_array_equal(values, want_values)
 
 
 @pytest.mark.parametrize("max_len,lengths", [
-    (6, (15, 4, 9)),      # 15 > 2 windows
+    (6, (15, 4, 9)),      # 15 > 2 windows; the first and last roll in the same step
     (20, (45, 3, 17)),    # caches grow 8 -> 16 -> 20, then roll
 ])
 def test_incremental_steps_equal_the_full_forward_including_window_rolls(

@@ -178,8 +178,9 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     each step encodes exactly the items the cache holds."""
     seqs, bundle = _window_of_8(seed=4)
     rebuilt: list[int] = []
-    prefill = bundle.incremental.prefill
-    bundle.incremental.prefill = lambda items: rebuilt.append(len(items)) or prefill(items)
+    fill = bundle.incremental._fill
+    bundle.incremental._fill = (  # type: ignore[method-assign]  # what prefills and rolls call
+        lambda windows: rebuilt.extend(len(w) for w in windows) or fill(windows))
     stream = [seqs.items.ids[i % seqs.num_items] for i in range(40)]
     user = seqs.users.ids[0]
     for n in range(1, len(stream) + 1):
@@ -190,7 +191,7 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
                                                for x in session][-len(cache.items):]
         tokens = np.asarray([cache.items])
         expected = bundle.encoder.encode(tokens // bundle.encoder.num_types)
-        step = bundle.incremental.step([prefill(cache.items[:-1])], tokens[:, -1])
+        step = bundle.incremental.step(fill([cache.items[:-1]]), tokens[:, -1])
         np.testing.assert_allclose(step, expected, atol=1e-5)
     # Once at the first event (an empty cache), then only the rolls: every 4 events
     # once the window of 8 is full (from event 9 on).

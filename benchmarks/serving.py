@@ -1,4 +1,4 @@
-"""The serving bundle's cost per event, by stage (encode, retrieve, rank), at production
+"""The serving bundle's cost per event, by stage (session, encode, retrieve, rank), at production
 sizes with random weights: what a worker pays for the model path, without Kafka or Faust.
 
 Steady state as in a worker: each round, every user in a micro-batch gains one event, so

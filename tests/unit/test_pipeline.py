@@ -159,6 +159,23 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     # A wrong-typed context value is left out of the features, never a failure.
     odd = LiveSession(live[0].items, live[0].types, live[0].times, {"price": "cheap"})
     assert bundle.recommend([seqs.users.ids[0]], [odd], k=5)[0] is not None
+    # A micro-batch's sessions are converted in one pass: each row keeps its own items,
+    # an unknown item leaves with its type and time, a session of unknown items only has
+    # no row, and a plain item list has unknown types and times.
+    one = live[1]
+    mixed = LiveSession([one.items[0], "never-seen", *one.items[1:3]],
+                        [one.types[0], "purchase", *one.types[1:3]],
+                        [one.times[0], 7, *one.times[1:3]], one.context)
+    batch = [live[0], LiveSession(["never-seen"], ["view"], [1]), mixed,
+             LiveSession(live[2].items)]
+    known, got, side = bundle._histories(batch)
+    assert known == [0, 2, 3]
+    for row, want in zip(range(3), [live[0], LiveSession(one.items[:3], one.types[:3],
+                                                         one.times[:3]), live[2]]):
+        assert got[row].tolist() == [seqs.items.get(i) for i in want.items]
+        types = [spec.type_code(t) for t in want.types] if row < 2 else [0] * len(want.items)
+        assert side.types[row].tolist() == types
+        assert side.times[row].tolist() == (list(want.times) if row < 2 else [0] * len(types))
 
 
 def _window_of_8(seed: int) -> tuple:

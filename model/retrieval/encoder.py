@@ -311,9 +311,10 @@ class IncrementalEncoder:
             cache.keys[bi, start:start + n] = self._project(x, b.wk, b.bk)
             cache.values[bi, start:start + n] = self._project(x, b.wv, b.bv)
             keys, values = cache.keys[bi, :start + n], cache.values[bi, :start + n]
-            weights = _softmax(np.einsum("nhk,thk->hnt", self._project(q, b.wq, b.bq), keys)
+            query = self._project(q, b.wq, b.bq).transpose(1, 0, 2)              # [h, n, k]
+            weights = _softmax(query @ keys.transpose(1, 2, 0)
                                / np.float32(np.sqrt(self.k)), allowed)    # [h, n, T]
-            context = np.einsum("hnt,thk->nhk", weights, values).reshape(n, -1)
+            context = (weights @ values.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, -1)
             if explain is not None and bi == self.blocks - 1:
                 mean = weights.mean(axis=0)
                 window = cache.items + items

@@ -14,6 +14,10 @@ file runs on an older commit for an old-versus-new comparison in one sitting:
 before measuring, puts 1% more items into the bundle by content alone, which sessions
 then meet like any other (issue #20: content adds at most 10% per event).
 
+``--data PATH --format F`` replays a real log instead (its newer half, in time order, at
+its own session lengths and bursts; ``--batch 256`` as a worker's micro-batch); the
+catalogue's size is the log's.
+
 ``--session-events N`` measures instead the events of one batch of users whose sessions
 reach N events, one event per user per round, over the last 25 (where a full window rolls
 once per user, in a different round for each): the cost per event at that session length
@@ -25,6 +29,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -93,6 +99,47 @@ def _lag(user: int, session_events: int) -> int:
     return user % 25 if session_events > 50 else 0
 
 
+Batch = tuple[list[str], list]  # the users of a micro-batch and their sessions
+
+
+def _synthetic(args: argparse.Namespace, catalogue: int, features: bool) -> Iterator[Batch]:
+    """Random users and items; with ``--session-events``, one batch of users whose
+    sessions grow by one event per round."""
+    rng = np.random.default_rng(0)
+    sessions: dict[str, list[str]] = {}
+    for round_ in range(args.session_events or args.rounds):
+        batch = ([f"u{u}" for u in range(args.batch) if round_ >= _lag(u, args.session_events)]
+                 if args.session_events else
+                 [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)])
+        for user in batch:
+            sessions.setdefault(user, []).append(f"i{rng.integers(catalogue)}")
+        yield batch, [_session(sessions[u][-50:], features, 1_700_000_000_000) for u in batch]
+
+
+def _replayed(events: list, args: argparse.Namespace, features: bool) -> Iterator[Batch]:
+    """A real log in time order: its older half fills the sessions, then its newer half
+    arrives in micro-batches of ``--batch`` events (a user's several events in one batch
+    are a burst, as in a worker), each with its own type, time and context."""
+    from model.features import LiveSession
+
+    sessions: dict[str, list] = {}
+    half = len(events) // 2
+    for e in events[:half]:
+        sessions.setdefault(e.user_id, []).append(e)
+    for at in range(half, min(len(events), half + args.rounds * args.batch), args.batch):
+        users, live = [], []
+        for e in events[at:at + args.batch]:
+            mine = sessions.setdefault(e.user_id, [])
+            mine.append(e)
+            del mine[:-50]
+            users.append(e.user_id)
+            live.append(LiveSession(tuple(x.item_id for x in mine),
+                                    tuple(x.event_type for x in mine),
+                                    tuple(x.ts for x in mine), e.context)
+                        if features else [x.item_id for x in mine])
+        yield users, live
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
@@ -104,30 +151,36 @@ def main() -> None:
                         help="a catalogue, and 1%% more items known by content alone")
     parser.add_argument("--session-events", type=int, default=0,
                         help="measure events 25 before to N of sessions this long")
+    parser.add_argument("--data", type=Path, help="replay a real log's newer half instead")
+    parser.add_argument("--format", dest="fmt", help="its format (streamrec replay --help)")
     args = parser.parse_args()
     features = args.features and "pair_dim" in inspect.signature(NeuMF).parameters
     limit_threads(1)  # as a worker does: spare BLAS/OpenMP threads only add jitter
     keras.utils.set_random_seed(0)
-    sasrec, ranker = _models(args.items, args.users, features, args.content)
-    users = IdMap.from_list([f"u{i}" for i in range(args.users)])
-    items = IdMap.from_list([f"i{i}" for i in range(args.items)])
-    bundle = ServingBundle.from_models(sasrec, ranker, users, items, "bench")
-    catalogue = args.items
+    if args.data is not None:
+        from streams.readers import read_valid_events
+
+        if args.fmt is None:
+            raise SystemExit("--data needs --format")
+        log = sorted(read_valid_events(args.data, args.fmt), key=lambda e: e.ts)
+        user_ids = sorted({e.user_id for e in log})
+        item_ids = sorted({e.item_id for e in log})
+    else:
+        user_ids = [f"u{i}" for i in range(args.users)]
+        item_ids = [f"i{i}" for i in range(args.items)]
+    sasrec, ranker = _models(len(item_ids), len(user_ids), features, args.content)
+    bundle = ServingBundle.from_models(sasrec, ranker, IdMap.from_list(user_ids),
+                                       IdMap.from_list(item_ids), "bench")
+    catalogue = len(item_ids)
     if args.content:
-        catalogue += bundle.add_items(_catalogue(range(args.items, args.items * 101 // 100)))
-    rng = np.random.default_rng(0)
-    sessions: dict[str, list[str]] = {}
-    timings: dict[str, float] = {}
-    events = 0
+        catalogue += bundle.add_items(_catalogue(range(catalogue, catalogue * 101 // 100)))
+    batches = (_replayed(log, args, features) if args.data is not None
+               else _synthetic(args, catalogue, features))
     rounds = args.session_events or args.rounds
     measured_from = max(1, rounds - 24) if args.session_events else rounds // 3
-    for round_ in range(rounds):
-        batch = ([f"u{u}" for u in range(args.batch) if round_ >= _lag(u, args.session_events)]
-                 if args.session_events else
-                 [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)])
-        for user in batch:
-            sessions.setdefault(user, []).append(f"i{rng.integers(catalogue)}")
-        live = [_session(sessions[u][-50:], features, 1_700_000_000_000) for u in batch]
+    timings: dict[str, float] = {}
+    events = 0
+    for round_, (batch, live) in enumerate(batches):
         into = timings if round_ >= measured_from else None  # after a warm-up
         start = time.perf_counter()
         bundle.recommend(batch, live, 10, timings=into)
@@ -136,6 +189,7 @@ def main() -> None:
             timings["total"] = timings.get("total", 0.0) + time.perf_counter() - start
     print(f"features={'on' if features else 'off'}, content={'on' if args.content else 'off'}"
           + (f", sessions of {args.session_events} events" if args.session_events else "")
+          + (f", {args.data}" if args.data is not None else "")
           + f"; µs per event over {events} events, batches of {args.batch}:")
     for stage, seconds in timings.items():
         print(f"  {stage:<9} {seconds / events * 1e6:8.1f}")

@@ -423,10 +423,14 @@ class ServingBundle:
         total = sum(sizes)
         ids = np.fromiter(map(self.items.index.get, chain.from_iterable(s.items for s in sessions),
                               repeat(0)), np.int64, total)
+        # A types or times list of another length than the items (none, or a defect) is
+        # read as unknown: in one pass it would shift every later session's.
         kinds = self.spec.type_codes(chain.from_iterable(
-            s.types or repeat(None, n) for s, n in zip(sessions, sizes)), total)
+            s.types if len(s.types) == n else repeat(None, n)
+            for s, n in zip(sessions, sizes)), total)
         stamps = np.fromiter(chain.from_iterable(
-            s.times or repeat(0, n) for s, n in zip(sessions, sizes)), np.int64, total)
+            s.times if len(s.times) == n else repeat(0, n)
+            for s, n in zip(sessions, sizes)), np.int64, total)
         ends = np.cumsum(sizes).tolist()
         kept_before = np.concatenate([[0], np.cumsum(ids > 0)])[[0, *ends]].tolist()
         known, hist, types, times, numeric, cats = [], [], [], [], [], []

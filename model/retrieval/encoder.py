@@ -218,8 +218,8 @@ class IncrementalEncoder:
 
     Attention is causal, so a new item needs only its own query/key/value per block and
     attention over what the session cached. When the window (``max_len``) is full the
-    session rolls: the cache is rebuilt (one full forward) from its newest
-    ``max_len // 2`` items, so that happens once per ``max_len // 2`` events. ``step``
+    session rolls: the cache is rebuilt from its newest ``max_len // 2`` items, once per
+    ``max_len // 2`` events (every cache that rolls in a step in one forward). ``step``
     returns exactly what ``NumpySASRec.encode`` returns for the items in each cache (tested).
     """
 

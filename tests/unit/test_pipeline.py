@@ -161,19 +161,21 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     assert bundle.recommend([seqs.users.ids[0]], [odd], k=5)[0] is not None
     # A micro-batch's sessions are converted in one pass: each row keeps its own items,
     # an unknown item leaves with its type and time, a session of unknown items only has
-    # no row, and a plain item list has unknown types and times.
+    # no row, and a plain item list (or a types list of the wrong length) has unknown
+    # types (and times).
     one = live[1]
     mixed = LiveSession([one.items[0], "never-seen", *one.items[1:3]],
                         [one.types[0], "purchase", *one.types[1:3]],
                         [one.times[0], 7, *one.times[1:3]], one.context)
-    batch = [live[0], LiveSession(["never-seen"], ["view"], [1]), mixed,
-             LiveSession(live[2].items)]
+    batch = [LiveSession(live[0].items, live[0].types[1:], live[0].times, live[0].context),
+             LiveSession(["never-seen"], ["view"], [1]), mixed, LiveSession(live[2].items)]
     known, got, side = bundle._histories(batch)
     assert known == [0, 2, 3]
     for row, want in zip(range(3), [live[0], LiveSession(one.items[:3], one.types[:3],
                                                          one.times[:3]), live[2]]):
         assert got[row].tolist() == [seqs.items.get(i) for i in want.items]
-        types = [spec.type_code(t) for t in want.types] if row < 2 else [0] * len(want.items)
+        # Row 0's types are one short: unknown, and the rows after it keep their own.
+        types = [spec.type_code(t) for t in want.types] if row == 1 else [0] * len(want.items)
         assert side.types[row].tolist() == types
         assert side.times[row].tolist() == (list(want.times) if row < 2 else [0] * len(types))
 

@@ -6,6 +6,12 @@ exact (``flat``) up to ``exact_max`` items, where exact search is cheap and reca
 ``ivf`` beyond, whose recall is measured against exact search in the tests; ``hnsw`` on
 request. On a machine where ``faiss.get_num_gpus() > 0`` flat and IVF indexes move to GPU.
 
+A CPU flat index of up to ``numpy_max`` items, or a single query at any size, is searched
+in NumPy over FAISS's own stored vectors: one BLAS product and ``argpartition``. FAISS picks
+each query's top k in a scalar loop that costs more than the product at these sizes, and
+runs a lone query without BLAS; past ~17,000 items its selection wins on micro-batches
+(docs/BENCHMARKS.md, "Retrieval in NumPy for small catalogues").
+
 A running worker grows the index with items it meets in the catalogue (``add``: ids go
 on from n + 1) and re-embeds items whose record changed (``update``: in place in a CPU
 flat index; other kinds say they cannot, and the caller rebuilds from its table).
@@ -30,6 +36,7 @@ KINDS = ("auto", "flat", "ivf", "hnsw")
 class IndexConfig:
     kind: str = "auto"
     exact_max: int = 50_000
+    numpy_max: int = 15_000  # a CPU flat index this small is searched in NumPy
     nlist: int | None = None   # IVF cells; default 4 * sqrt(n)
     nprobe: int = 32
     hnsw_m: int = 32
@@ -85,33 +92,78 @@ class ItemIndex:
         cannot (only a CPU flat index stores its vectors where they can be rewritten)."""
         if not isinstance(self.index, faiss.IndexFlat):
             return False
-        stored = faiss.rev_swig_ptr(self.index.get_xb(), self.num_items * self.dim)
-        stored.reshape(self.num_items, self.dim)[np.asarray(ids) - 1] = vectors
+        self._stored()[np.asarray(ids) - 1] = vectors
         return True
 
     def search(self, queries: np.ndarray, k: int,
                exclude: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, item ids) per query; ids in ``exclude[i]`` are skipped for row i.
 
-        Over-fetches by the longest exclusion list, so excluded items never leave a row
-        short. Missing results (tiny catalogues) have id 0 and score -inf.
+        Excluded items never leave a row short. Missing results (tiny catalogues) have id 0
+        and score -inf.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
+        small = self.num_items <= self.cfg.numpy_max or len(q) == 1
+        if isinstance(self.index, faiss.IndexFlat) and self.num_items > 0 and small:
+            scores, ids = _numpy_top_k(self._stored(), q, k, exclude)
+        else:
+            scores, ids = self._faiss_top_k(q, k, exclude)
+        if ids.shape[1] < k:
+            pad = k - ids.shape[1]
+            ids = np.pad(ids, ((0, 0), (0, pad)))
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return scores, ids
+
+    def _stored(self) -> np.ndarray:
+        """The flat index's vectors as a [n, d] view (re-read per call: ``add`` moves them)."""
+        stored = faiss.rev_swig_ptr(self.index.get_xb(), self.num_items * self.dim)
+        return stored.reshape(self.num_items, self.dim)
+
+    def _faiss_top_k(self, q: np.ndarray, k: int, exclude: list[np.ndarray] | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's search, over-fetched by the longest exclusion list, excluded ids dropped."""
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
-        fetch = min(k + extra, self.num_items)
-        scores, idx = self.index.search(q, fetch)
+        scores, idx = self.index.search(q, min(k + extra, self.num_items))
         ids = np.where(idx >= 0, idx + 1, 0)
         if exclude:
             ids[_excluded(ids, exclude, self.num_items + 1)] = 0
         scores = np.where(ids > 0, scores, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out_ids = np.take_along_axis(ids, order, axis=1)
-        out_scores = np.take_along_axis(scores, order, axis=1)
-        if out_ids.shape[1] < k:
-            pad = k - out_ids.shape[1]
-            out_ids = np.pad(out_ids, ((0, 0), (0, pad)))
-            out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return out_scores, out_ids
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+# Queries scored per NumPy product: a [32, 15,000] block of scores (1.9 MB) stays in
+# cache for the selection; a micro-batch's [256, 10,000] did not (0.55x -> 0.90x FAISS's).
+_QUERY_CHUNK = 32
+
+
+def _numpy_top_k(vectors: np.ndarray, q: np.ndarray, k: int,
+                 exclude: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product, excluded ids scored -inf; ids are rows + 1."""
+    parts = [_numpy_chunk(vectors, q[i:i + _QUERY_CHUNK], k,
+                          exclude[i:i + _QUERY_CHUNK] if exclude else None)
+             for i in range(0, max(len(q), 1), _QUERY_CHUNK)]
+    return np.vstack([s for s, _ in parts]), np.vstack([i for _, i in parts])
+
+
+def _numpy_chunk(vectors: np.ndarray, q: np.ndarray, k: int,
+                 exclude: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk of ``_numpy_top_k``; exclusions outside the index are ignored, as FAISS's
+    search never returns them."""
+    scores = q @ vectors.T
+    n = scores.shape[1]
+    if exclude:
+        rows = np.repeat(np.arange(len(q)), [len(e) for e in exclude])
+        cols = np.concatenate([np.asarray(e, np.int64) for e in exclude]) - 1
+        inside = (cols >= 0) & (cols < n)
+        scores[rows[inside], cols[inside]] = -np.inf
+    k = min(k, n)
+    top = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top_scores = np.take_along_axis(top_scores, order, axis=1)
+    ids = np.where(top_scores > -np.inf, np.take_along_axis(top, order, axis=1) + 1, 0)
+    return top_scores, ids
 
 
 def _excluded(ids: np.ndarray, exclude: list[np.ndarray], stride: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from model.retrieval import index as index_module
 from model.retrieval.index import IndexConfig, ItemIndex
 
 
@@ -45,3 +46,53 @@ def test_auto_kind_follows_catalogue_size_and_tiny_catalogues_pad() -> None:
     assert ids[0, 3:].tolist() == [0, 0] and np.isinf(scores[0, 3:]).all()
     with pytest.raises(ValueError, match="kind must be one of"):
         IndexConfig(kind="lsh")
+
+
+@pytest.fixture
+def numpy_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The query counts of searches that took the NumPy path."""
+    calls: list[int] = []
+    real = index_module._numpy_top_k
+
+    def spy(vectors: np.ndarray, q: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(q))
+        return real(vectors, q, *args)
+
+    monkeypatch.setattr(index_module, "_numpy_top_k", spy)
+    return calls
+
+
+@pytest.mark.parametrize("n, queries", [(300, 70), (300, 0), (4, 3)])
+def test_numpy_search_of_a_small_flat_index_equals_faiss_search(
+        n: int, queries: int, numpy_calls: list[int]) -> None:
+    """Past one query chunk, with exclusions out of range or emptying a tiny catalogue's row,
+    and after ``add`` and ``update`` moved or rewrote the stored vectors."""
+    table, rng = _table(n), np.random.default_rng(3)
+    in_numpy = ItemIndex.build(table)
+    by_faiss = ItemIndex.build(table, IndexConfig(numpy_max=0))
+    for index in (in_numpy, by_faiss):
+        index.add(_table(5, seed=4)[1:])
+        index.update(np.array([1, 2]), _table(2, seed=5)[1:])
+    q = rng.normal(size=(queries, 16)).astype(np.float32)
+    banned = [rng.choice(n + 4, min(n, 12), replace=False) + 1 for _ in range(queries)]
+    if queries:
+        banned[0] = np.array([0, n + 50, 1])
+    got = in_numpy.search(q, 10, banned)
+    assert numpy_calls == [queries]
+    want = by_faiss.search(q, 10, banned)
+    assert numpy_calls == [queries]
+    assert got[1].shape == want[1].shape == (queries, 10)
+    assert (got[1] == want[1]).all()
+    assert np.allclose(got[0], want[0], atol=1e-5)
+
+
+def test_a_single_query_is_searched_in_numpy_past_the_size_limit_with_the_same_result(
+        numpy_calls: list[int]) -> None:
+    index = ItemIndex.build(_table(300), IndexConfig(numpy_max=10))
+    q = np.random.default_rng(6).normal(size=(1, 16)).astype(np.float32)
+    banned = [np.array([5, 9, 300])]
+    alone = index.search(q, 20, banned)
+    in_a_batch = index.search(np.vstack([q, q]), 20, banned * 2)
+    assert numpy_calls == [1]  # the pair went to FAISS
+    assert (alone[1][0] == in_a_batch[1][0]).all() and 9 not in alone[1][0]
+    assert np.allclose(alone[0][0], in_a_batch[0][0], atol=1e-5)

@@ -136,6 +136,18 @@ def limit_threads(threads: int) -> None:
 Attention = tuple[np.ndarray, np.ndarray]
 
 
+@dataclass
+class _Burst:
+    """One user's run of events in a micro-batch to append to ``cache``: (row, token)
+    pairs, None for an event that adds no item the model knows; ``rest``, the user's rows
+    after the run; ``answer``, the cache's last answer when the run starts without a token."""
+
+    cache: SessionCache
+    steps: list[tuple[int, int | None]]
+    rest: list[int]
+    answer: tuple[np.ndarray, Attention] | None
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One list: items best first with their combined scores; ``heads`` per task, aligned
@@ -256,8 +268,8 @@ class ServingBundle:
                 explain: list[Attention]) -> np.ndarray:
         """Session embeddings, each user's cache extended by the newest token when it holds
         the rest of the session, else rebuilt. Users with one event in the batch step
-        together; a user with several (a burst, common in real logs) has them appended in
-        one call (``IncrementalEncoder.extend``). ``explain`` receives each row's attention
+        together; users with several (bursts, common in real logs) have them appended
+        together too (``IncrementalEncoder.extend_all``). ``explain`` receives each row's attention
         weights with the dense item ids they cover: the cache's window, which after a roll
         may differ from the session's newest items."""
         out = np.zeros((len(users), self.encoder.items.shape[1]), np.float32)
@@ -268,9 +280,9 @@ class ServingBundle:
         singles = [rows[0] for rows in rows_of.values() if len(rows) == 1]
         if singles:
             self._step(users, singles, tokens, out, weights)
-        for user, rows in rows_of.items():
-            if len(rows) > 1:
-                self._burst(user, rows, tokens, out, weights)
+        bursts = {user: rows for user, rows in rows_of.items() if len(rows) > 1}
+        while bursts:
+            bursts = self._bursts(bursts, tokens, out, weights)
         self._bound_caches(rows_of)
         explain.extend(weights)
         return out
@@ -340,45 +352,46 @@ class ServingBundle:
         for row, cache, w in zip(stepped, caches, found):
             weights[row] = self._attention(cache.items, w)
 
-    def _burst(self, user: str, rows: list[int], tokens: list[np.ndarray], out: np.ndarray,
-               weights: list[Attention]) -> None:
-        """One user's events in this batch, oldest first: each run of events whose session
-        continues the cache as it stands after the one before (or adds nothing the model
-        knows) is appended in one call."""
-        at = 0
-        while at < len(rows):
-            cache, token = self._open(user, tokens[rows[at]].tolist())
-            plan = [(rows[at], token)]
-            held = list(cache.items) if token is None else self._after(cache.items, token)
-            at += 1
-            while at < len(rows):
-                hist = tokens[rows[at]].tolist()
-                if self._continues(held, hist[:-1]):
-                    plan.append((rows[at], hist[-1]))
-                    held = self._after(held, hist[-1])
-                elif self._continues(held, hist):
-                    plan.append((rows[at], None))
-                else:
-                    break
-                at += 1
-            self._run(cache, plan, out, weights)
+    def _bursts(self, bursts: dict[str, list[int]], tokens: list[np.ndarray], out: np.ndarray,
+                weights: list[Attention]) -> dict[str, list[int]]:
+        """Several events of each of several users, oldest first: each user's first run of
+        events that continue the cache, all appended in one call. Returns the rows left
+        per user (a later event whose session does not continue the cache: rare)."""
+        plans = {user: self._plan(user, rows, tokens) for user, rows in bursts.items()}
+        found: list[list[tuple[list[int], np.ndarray]]] = [[] for _ in plans]
+        embedded = self.incremental.extend_all(
+            [plan.cache for plan in plans.values()],
+            [[t for _, t in plan.steps if t is not None] for plan in plans.values()],
+            found if self.explain else None)
+        for plan, emb, why in zip(plans.values(), embedded, found):
+            last, done = plan.answer, 0
+            for row, token in plan.steps:  # a row with no token: the answer before it
+                if token is not None:
+                    window, w = why[done] if why else ([], np.zeros(0))
+                    last = emb[done], self._attention(window, w)
+                    done += 1
+                assert last is not None  # a plan starts with a token or a cached answer
+                out[row], weights[row] = last
+        return {user: plan.rest for user, plan in plans.items() if plan.rest}
 
-    def _run(self, cache: SessionCache, plan: list[tuple[int, int | None]], out: np.ndarray,
-             weights: list[Attention]) -> None:
-        """Append a burst's tokens to ``cache`` in one call; a row with no token gets the
-        answer of the row before it (or the cache's last)."""
-        last = self._last(cache) if plan[0][1] is None else None
-        found: list[tuple[list[int], np.ndarray]] = []
-        emb = self.incremental.extend(cache, [t for _, t in plan if t is not None],
-                                      found if self.explain else None)
-        done = 0
-        for row, token in plan:
-            if token is not None:
-                window, w = found[done] if found else ([], np.zeros(0))
-                last = emb[done], self._attention(window, w)
-                done += 1
-            assert last is not None  # a plan starts with a token or a cached answer
-            out[row], weights[row] = last
+    def _plan(self, user: str, rows: list[int], tokens: list[np.ndarray]) -> _Burst:
+        """The run of ``user``'s events from ``rows[0]`` whose sessions continue the cache
+        as it stands after the one before (or add nothing the model knows)."""
+        cache, token = self._open(user, tokens[rows[0]].tolist())
+        steps = [(rows[0], token)]
+        held = list(cache.items) if token is None else self._after(cache.items, token)
+        at = 1
+        while at < len(rows):
+            hist = tokens[rows[at]].tolist()
+            if self._continues(held, hist[:-1]):
+                steps.append((rows[at], hist[-1]))
+                held = self._after(held, hist[-1])
+            elif self._continues(held, hist):
+                steps.append((rows[at], None))
+            else:
+                break
+            at += 1
+        return _Burst(cache, steps, rows[at:], self._last(cache) if token is None else None)
 
     def _after(self, items: list[int], token: int) -> list[int]:
         """A cache's tokens after one more step (``IncrementalEncoder.step``'s roll)."""

@@ -161,6 +161,16 @@ def _attention(q: np.ndarray, kv: np.ndarray, b: _Block,
     return out, keys, values
 
 
+def _padded(chunks: list[list[int]], width: int) -> np.ndarray:
+    """Token lists as one [len(chunks), width] array, zero-padded on the right."""
+    if all(len(chunk) == width for chunk in chunks):  # one event each (``step``): no loop
+        return np.array(chunks, np.int64)
+    tokens = np.zeros((len(chunks), width), np.int64)
+    for i, chunk in enumerate(chunks):
+        tokens[i, :len(chunk)] = chunk
+    return tokens
+
+
 def export_sasrec(model: SASRec) -> NumpySASRec:
     """Copy a trained model's weights into arrays (float32)."""
     enc = model.encoder
@@ -276,20 +286,35 @@ class IncrementalEncoder:
 
     def extend(self, cache: SessionCache, items: list[int],
                explain: list[tuple[list[int], np.ndarray]] | None = None) -> np.ndarray:
-        """Append several tokens of one session at once; returns [len(items), d], row j
-        what ``step`` returns for ``items[j]`` after ``items[:j]`` (tested equal), rolling
-        the window as ``step`` does. For a user with several events in one micro-batch:
-        stepped one by one, a burst of n events costs n forwards of one row each (real
-        logs: ~155 per micro-batch of 256 on ml-latest-small), here one per window roll.
-        ``explain`` receives per token the cache tokens it attended to and the last block's
-        weights over them (mean over heads)."""
-        out, done = [], 0
-        while done < len(items):
-            self._roll([cache])
-            chunk = items[done:done + self.m.max_len - len(cache.items)]
-            out.append(self._append(cache, chunk, explain))
-            done += len(chunk)
-        return np.concatenate(out) if out else np.zeros((0, self.d), np.float32)
+        """``extend_all`` for one session."""
+        return self.extend_all([cache], [items], [explain] if explain is not None else None)[0]
+
+    def extend_all(self, caches: list[SessionCache], items: list[list[int]],
+                   explain: list[list[tuple[list[int], np.ndarray]]] | None = None
+                   ) -> list[np.ndarray]:
+        """Append several tokens to each of several sessions; returns per session
+        [len(items[i]), d], row j what ``step`` returns for ``items[i][j]`` after
+        ``items[i][:j]`` (tested equal), rolling windows as ``step`` does. For users with
+        several events in one micro-batch (real logs: ~155 one-row steps per micro-batch of
+        256 on ml-latest-small): one forward per round of window rolls for all of them.
+        ``explain[i]`` receives per token the cache tokens it attended to and the last
+        block's weights over them (mean over heads)."""
+        out: list[list[np.ndarray]] = [[] for _ in caches]
+        done = [0] * len(caches)
+        while active := [i for i in range(len(caches)) if done[i] < len(items[i])]:
+            self._roll([caches[i] for i in active])
+            chunks = [items[i][done[i]:done[i] + self.m.max_len - len(caches[i].items)]
+                      for i in active]
+            windows = [caches[i].items + chunk for i, chunk in zip(active, chunks)]
+            emb, weights = self._advance([caches[i] for i in active], chunks, explain is not None)
+            for row, (i, chunk) in enumerate(zip(active, chunks)):
+                out[i].append(emb[row, :len(chunk)])
+                if explain is not None and weights is not None:
+                    start = len(windows[row]) - len(chunk)
+                    explain[i].extend((windows[row][:start + j + 1], weights[row, j, :start + j + 1])
+                                      for j in range(len(chunk)))
+                done[i] += len(chunk)
+        return [np.concatenate(o) if o else np.zeros((0, self.d), np.float32) for o in out]
 
     def _roll(self, caches: list[SessionCache]) -> None:
         """Rebuild each full window among ``caches`` from its newest half (once per
@@ -302,73 +327,66 @@ class IncrementalEncoder:
             for cache, fresh in zip(full, self._fill([c.items[-half:] for c in full])):
                 cache.items, cache.keys, cache.values = fresh.items, fresh.keys, fresh.values
 
-    def _append(self, cache: SessionCache, items: list[int],
-                explain: list[tuple[list[int], np.ndarray]] | None) -> np.ndarray:
-        """``extend`` for tokens that fit in the window: one causal forward over them,
-        attending to the cached keys and values."""
-        m, start, n = self.m, len(cache.items), len(items)
-        cache.reserve(start + n, m.max_len)
-        x = self._embed(np.asarray(items), np.arange(start, start + n))
-        allowed = np.arange(start + n)[None, :] <= start + np.arange(n)[:, None]  # [n, T]
-        for bi, b in enumerate(m.blocks):
-            q = _layer_norm(x, *b.norm1)
-            cache.keys[bi, start:start + n] = self._project(x, b.wk, b.bk)
-            cache.values[bi, start:start + n] = self._project(x, b.wv, b.bv)
-            keys, values = cache.keys[bi, :start + n], cache.values[bi, :start + n]
-            query = self._project(q, b.wq, b.bq).transpose(1, 0, 2)              # [h, n, k]
-            weights = _softmax(query @ keys.transpose(1, 2, 0)
-                               / np.float32(np.sqrt(self.k)), allowed)    # [h, n, T]
-            context = (weights @ values.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(n, -1)
-            if explain is not None and bi == self.blocks - 1:
-                mean = weights.mean(axis=0)
-                window = cache.items + items
-                explain.extend((window[:start + j + 1], mean[j, :start + j + 1])
-                               for j in range(n))
-            x = self._block_out(b, q, context)
-        cache.items.extend(int(t) for t in items)
-        out = _layer_norm(x, *m.final_norm).astype(np.float32)
-        cache.output = out[-1]
-        cache.attention = explain[-1][1] if explain is not None else None
-        return out
-
     def step(self, caches: list[SessionCache], items: np.ndarray,
              explain: list[np.ndarray] | None = None) -> np.ndarray:
         """Append token ``items[i]`` to ``caches[i]`` (in place); returns [batch, d]
         embeddings. ``explain``, when given, receives per row the last block's attention
         of the newest position over the cache's items and itself (mean over heads)."""
         self._roll(caches)  # full windows keep their newest half
+        out, weights = self._advance(caches, [[t] for t in np.asarray(items).tolist()],
+                                     explain is not None)
+        if explain is not None and weights is not None:
+            explain.extend(c.attention for c in caches)
+        return out[:, 0]
+
+    def _advance(self, caches: list[SessionCache], chunks: list[list[int]], explain: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Append ``chunks[i]`` (tokens that fit in the window) to ``caches[i]``, in one
+        causal forward over all of them padded to the longest chunk, attending to the
+        cached keys and values. Returns the embeddings [U, N, d] and, when ``explain``, the
+        last block's attention (mean over heads) [U, N, T]; rows past a chunk are padding."""
         m, rows = self.m, np.arange(len(caches))
-        pos = np.array([len(c.items) for c in caches])
-        longest = int(pos.max()) + 1
-        keys = np.zeros((len(caches), self.blocks, longest, self.heads, self.k), np.float32)
-        values = np.zeros_like(keys)                                 # [B, blocks, T, h, k]
-        for i, c in enumerate(caches):
-            keys[i, :, :pos[i]] = c.keys[:, :pos[i]]
-            values[i, :, :pos[i]] = c.values[:, :pos[i]]
-        valid = (np.arange(longest)[None, :] <= pos[:, None])[:, None, :]
-        items = np.asarray(items)
-        x = self._embed(items, pos)
+        starts = [len(c.items) for c in caches]
+        width = max(len(chunk) for chunk in chunks)
+        at = np.array(starts)[:, None] + np.arange(width)[None, :]    # [U, N] positions
+        longest = max(starts) + width
+        keys, values = self._gather(caches, longest)                 # [U, blocks, T, h, k]
+        allowed = (np.arange(longest)[None, None, :] <= at[:, :, None])[:, None]  # [U,1,N,T]
+        # Rows stay 2-D, [U * N, d]: a 3-D array times a matrix is U small products.
+        x = self._embed(_padded(chunks, width), np.minimum(at, m.max_len - 1)).reshape(-1, self.d)
+        shape = (len(caches), width, self.heads, self.k)
+        weights = None
         for bi, b in enumerate(m.blocks):
             q = _layer_norm(x, *b.norm1)
-            query = self._project(q, b.wq, b.bq)
-            keys[rows, bi, pos] = self._project(x, b.wk, b.bk)
-            values[rows, bi, pos] = self._project(x, b.wv, b.bv)
+            query = self._project(q, b.wq, b.bq).reshape(shape).transpose(0, 2, 1, 3)  # U,h,N,k
+            keys[rows[:, None], bi, at] = self._project(x, b.wk, b.bk).reshape(shape)
+            values[rows[:, None], bi, at] = self._project(x, b.wv, b.bv).reshape(shape)
             # Batched matmuls reach BLAS, einsum here does not: half the time at a full
             # window (~100 vs ~45 µs per block for 64 sessions of 50 items).
-            scores = (query[:, :, None, :] @ keys[:, bi].transpose(0, 2, 3, 1))[:, :, 0]
-            weights = _softmax(scores / np.float32(np.sqrt(self.k)), valid)       # [B, h, T]
-            context = (weights[:, :, None, :] @ values[:, bi].transpose(0, 2, 1, 3))[:, :, 0]
-            context = context.reshape(len(caches), -1)
-            if explain is not None and bi == self.blocks - 1:
-                mean = weights.mean(axis=1)
-                explain.extend(mean[i, :pos[i] + 1] for i in rows)
-            x = self._block_out(b, q, context)
-        out = _layer_norm(x, *m.final_norm).astype(np.float32)
-        weights = explain[len(explain) - len(caches):] if explain is not None else None
-        for i, (c, item) in enumerate(zip(caches, items)):
-            c.reserve(pos[i] + 1, m.max_len)
-            c.keys[:, pos[i]] = keys[i, :, pos[i]]
-            c.values[:, pos[i]] = values[i, :, pos[i]]
-            c.items.append(int(item))
-            c.output, c.attention = out[i], weights[i] if weights is not None else None
-        return out
+            scores = query @ keys[:, bi].transpose(0, 2, 3, 1)               # [U, h, N, T]
+            attention = _softmax(scores / np.float32(np.sqrt(self.k)), allowed)
+            context = (attention @ values[:, bi].transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+            if explain and bi == self.blocks - 1:
+                weights = attention.mean(axis=1)
+            x = self._block_out(b, q, context.reshape(len(x), -1))
+        out = _layer_norm(x, *m.final_norm).astype(np.float32).reshape(len(caches), width, -1)
+        for i, (c, chunk, start) in enumerate(zip(caches, chunks, starts)):
+            end = start + len(chunk)
+            c.reserve(end, m.max_len)
+            c.keys[:, start:end] = keys[i, :, start:end]
+            c.values[:, start:end] = values[i, :, start:end]
+            c.items.extend(map(int, chunk))
+            c.output = out[i, len(chunk) - 1]
+            c.attention = weights[i, len(chunk) - 1, :end] if weights is not None else None
+        return out, weights
+
+    def _gather(self, caches: list[SessionCache], longest: int) -> tuple[np.ndarray, np.ndarray]:
+        """The caches' live keys and values, zero-padded to ``longest`` positions:
+        [U, blocks, longest, heads, k] each."""
+        keys = np.zeros((len(caches), self.blocks, longest, self.heads, self.k), np.float32)
+        values = np.zeros_like(keys)
+        for i, c in enumerate(caches):
+            live = len(c.items)
+            keys[i, :, :live] = c.keys[:, :live]
+            values[i, :, :live] = c.values[:, :live]
+        return keys, values

@@ -101,6 +101,45 @@ def test_a_burst_extends_a_cache_as_one_step_per_event_would(
     np.testing.assert_allclose(burst.keys[:, :live], one_by_one.keys[:, :live], atol=1e-5)
 
 
+def test_bursts_of_several_sessions_extend_in_one_call_as_each_alone_would() -> None:
+    """Sessions at different lengths, with bursts of different sizes (none, inside the
+    window, rolling once and twice), padded into shared forwards: the same embeddings,
+    explanations and caches as each session's own steps."""
+    from model.retrieval.encoder import IncrementalEncoder
+
+    keras.utils.set_random_seed(9)
+    model = SASRec(num_items=40, max_len=8, dim=16, blocks=2, heads=2, dropout=0.0, num_types=3)
+    model({"seq": np.ones((1, 8), "int64"), "types": np.ones((1, 8), "int64"),
+           "pos": np.ones((1, 8), "int64"), "neg": np.ones((1, 2), "int64")})
+    inc = IncrementalEncoder(export_sasrec(model))
+    rng = np.random.default_rng(4)
+    history, bursts = (0, 3, 7, 5), (2, 0, 11, 17)
+    tokens = [[inc.token(int(i), int(t)) for i, t in
+               zip(rng.integers(1, 41, h + n), rng.integers(0, 3, h + n))]
+              for h, n in zip(history, bursts)]
+    together = [inc.prefill(t[:h]) for t, h in zip(tokens, history)]
+    explained: list[list[tuple[list[int], np.ndarray]]] = [[] for _ in tokens]
+    got = inc.extend_all(together, [t[h:] for t, h in zip(tokens, history)], explained)
+    for i, (t, h) in enumerate(zip(tokens, history)):
+        alone = inc.prefill(t[:h])
+        expected, why = [], []
+        for token in t[h:]:
+            found: list[np.ndarray] = []
+            expected.append(inc.step([alone], np.array([token]), found)[0])
+            why.append((list(alone.items), found[0]))
+        assert got[i].shape == (bursts[i], 16)
+        if expected:  # and what a later event that adds no item is answered with
+            np.testing.assert_allclose(got[i], np.stack(expected), atol=1e-5)
+            np.testing.assert_allclose(together[i].output, alone.output, atol=1e-5)
+            np.testing.assert_allclose(together[i].attention, alone.attention, atol=1e-6)
+        assert together[i].items == alone.items
+        live = len(alone.items)
+        np.testing.assert_allclose(together[i].keys[:, :live], alone.keys[:, :live], atol=1e-5)
+        for (window, weights), (items, want) in zip(explained[i], why, strict=True):
+            assert list(window) == items
+            np.testing.assert_allclose(weights, want, atol=1e-6)
+
+
 def test_event_types_change_the_embedding_and_the_numpy_forms_follow_them() -> None:
     from model.retrieval.encoder import IncrementalEncoder
 

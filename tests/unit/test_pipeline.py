@@ -251,6 +251,31 @@ def test_a_burst_of_one_user_in_a_batch_gets_the_lists_of_one_event_at_a_time() 
     assert got[unknown].because == got[unknown - 1].because
 
 
+def test_bursts_of_several_users_in_one_batch_get_the_lists_of_one_event_at_a_time() -> None:
+    """Users' bursts are appended together: interleaved in the batch, of other lengths,
+    one rolling its window, one whose session starts anew mid-batch (its later events
+    wait for a second round)."""
+    seqs, bundle = _window_of_8(seed=11)
+    items = seqs.items.ids
+    streams = {"a": [items[i] for i in range(12)], "b": [items[20 + i] for i in range(3)],
+               "c": [items[30 + i] for i in range(4)] + [items[50 + i] for i in range(3)]}
+    restart = {"c": 4}  # c's session restarts at its fifth event
+    rows, sessions = [], []
+    for n in range(12):
+        for user, stream in streams.items():
+            if n < len(stream):
+                begin = restart.get(user, 0) if n >= restart.get(user, 99) else 0
+                rows.append(user)
+                sessions.append(stream[max(begin, n - 7):n + 1])
+    _, one_at_a_time = _window_of_8(seed=11)
+    expected = [one_at_a_time.recommend([u], [s], k=3)[0] for u, s in zip(rows, sessions)]
+    got = bundle.recommend(rows, sessions, k=3)
+    for want, have in zip(expected, got, strict=True):
+        assert want is not None and have is not None and have.items == want.items
+        np.testing.assert_allclose(have.scores, want.scores, atol=1e-5)
+        assert [name for name, _ in have.because] == [name for name, _ in want.because]
+
+
 def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:
     """A swap that changed only the ranker keeps every session incremental: the new bundle
     steps the adopted cache (no rebuild) to the same embedding a rebuild gives."""

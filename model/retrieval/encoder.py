@@ -235,6 +235,8 @@ class IncrementalEncoder:
     session rolls: the cache is rebuilt from its newest ``max_len // 2`` items, once per
     ``max_len // 2`` events (every cache that rolls in a step in one forward). ``step``
     returns exactly what ``NumpySASRec.encode`` returns for the items in each cache (tested).
+    ``extend_all`` appends several events per session, for bursts; both run ``_advance``,
+    one padded forward over every session's new tokens.
     """
 
     def __init__(self, model: NumpySASRec) -> None:

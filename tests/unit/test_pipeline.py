@@ -221,6 +221,20 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     assert rebuilt[-1] == 1
 
 
+def _as_one_event_at_a_time(bundle: ServingBundle, rows: list[str], sessions: list[list[str]],
+                            seed: int) -> list:
+    """``bundle``'s lists for a micro-batch, checked equal to a fresh twin's (same seed)
+    answering one event per call: items, scores and reasons."""
+    _, one_at_a_time = _window_of_8(seed=seed)
+    expected = [one_at_a_time.recommend([u], [s], k=3)[0] for u, s in zip(rows, sessions)]
+    got = bundle.recommend(rows, sessions, k=3)
+    for want, have in zip(expected, got, strict=True):
+        assert want is not None and have is not None and have.items == want.items
+        np.testing.assert_allclose(have.scores, want.scores, atol=1e-5)
+        assert [name for name, _ in have.because] == [name for name, _ in want.because]
+    return got
+
+
 def test_a_burst_of_one_user_in_a_batch_gets_the_lists_of_one_event_at_a_time() -> None:
     """Real logs put many events of one user in a micro-batch; appended in one call, they
     get the lists, scores and reasons of one batch per event: through window rolls, a
@@ -238,13 +252,7 @@ def test_a_burst_of_one_user_in_a_batch_gets_the_lists_of_one_event_at_a_time() 
             rows.append("heavy")
     rows.append("light")
     sessions.append(items[40:43])
-    _, one_at_a_time = _window_of_8(seed=9)
-    expected = [one_at_a_time.recommend([u], [s], k=3)[0] for u, s in zip(rows, sessions)]
-    got = bundle.recommend(rows, sessions, k=3)
-    for want, have in zip(expected, got, strict=True):
-        assert want is not None and have is not None and have.items == want.items
-        np.testing.assert_allclose(have.scores, want.scores, atol=1e-5)
-        assert [name for name, _ in have.because] == [name for name, _ in want.because]
+    got = _as_one_event_at_a_time(bundle, rows, sessions, seed=9)
     # The event the model cannot place changes nothing it encodes: the answer before it.
     unknown = sessions.index([*burst[1:9], "never-seen"])
     assert got[unknown].items == got[unknown - 1].items
@@ -267,13 +275,7 @@ def test_bursts_of_several_users_in_one_batch_get_the_lists_of_one_event_at_a_ti
                 begin = restart.get(user, 0) if n >= restart.get(user, 99) else 0
                 rows.append(user)
                 sessions.append(stream[max(begin, n - 7):n + 1])
-    _, one_at_a_time = _window_of_8(seed=11)
-    expected = [one_at_a_time.recommend([u], [s], k=3)[0] for u, s in zip(rows, sessions)]
-    got = bundle.recommend(rows, sessions, k=3)
-    for want, have in zip(expected, got, strict=True):
-        assert want is not None and have is not None and have.items == want.items
-        np.testing.assert_allclose(have.scores, want.scores, atol=1e-5)
-        assert [name for name, _ in have.because] == [name for name, _ in want.because]
+    _as_one_event_at_a_time(bundle, rows, sessions, seed=11)
 
 
 def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:

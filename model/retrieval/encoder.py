@@ -307,7 +307,8 @@ class IncrementalEncoder:
             self._roll([caches[i] for i in active])
             chunks = [items[i][done[i]:done[i] + self.m.max_len - len(caches[i].items)]
                       for i in active]
-            windows = [caches[i].items + chunk for i, chunk in zip(active, chunks)]
+            windows = ([caches[i].items + chunk for i, chunk in zip(active, chunks)]
+                       if explain is not None else [])
             emb, weights = self._advance([caches[i] for i in active], chunks, explain is not None)
             for row, (i, chunk) in enumerate(zip(active, chunks)):
                 out[i].append(emb[row, :len(chunk)])

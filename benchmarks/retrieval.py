@@ -8,8 +8,10 @@ so the limit can be checked on another machine:
     .venv/bin/python -m benchmarks.retrieval
     .venv/bin/python -m benchmarks.retrieval --items 10000,20000 --batches 64,256 --k 100
 
-Random unit vectors of 64 dimensions; each query excludes ``--history`` items, as a
-session's own items are. Both paths are checked to return the same ids before timing (order aside).
+It times the two paths directly (``ItemIndex._faiss_top_k`` and ``_numpy_top_k``, which
+``search`` chooses between), on random unit vectors of 64 dimensions. Each query excludes
+``--history`` items, as a session's own items are. Both paths are checked to return the
+same ids (order aside) before timing.
 """
 
 from __future__ import annotations

@@ -286,11 +286,6 @@ class IncrementalEncoder:
                     cache.values[bi, :n] = values[i]
         return caches
 
-    def extend(self, cache: SessionCache, items: list[int],
-               explain: list[tuple[list[int], np.ndarray]] | None = None) -> np.ndarray:
-        """``extend_all`` for one session."""
-        return self.extend_all([cache], [items], [explain] if explain is not None else None)[0]
-
     def extend_all(self, caches: list[SessionCache], items: list[list[int]],
                    explain: list[list[tuple[list[int], np.ndarray]]] | None = None
                    ) -> list[np.ndarray]:

@@ -90,7 +90,7 @@ def test_a_burst_extends_a_cache_as_one_step_per_event_would(
             expected.append(inc.step([one_by_one], np.array([t]), found)[0])
             why.append((list(one_by_one.items), found[0]))
         explained: list[tuple[list[int], np.ndarray]] = []
-        got = inc.extend(burst, chunk, explained)
+        (got,) = inc.extend_all([burst], [chunk], [explained])
         np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
         assert burst.items == one_by_one.items
         for (window, weights), (items, want) in zip(explained, why, strict=True):

@@ -37,7 +37,7 @@ import orjson
 from services.processes import CLI, ServiceProcess, isolated_run
 from services.settings import Settings, load_settings
 from services.stack import build_stack
-from streams.consumer import read_topic
+from streams.consumer import TopicSizes, read_topic
 from streams.events import Event
 from streams.producer import EventProducer
 from streams.replay import replay
@@ -71,6 +71,21 @@ def champion_env(settings: Settings, train: list[Event], epochs: int, shape: str
     return env
 
 
+def _await_lists(settings: Settings, topic: str, count: int, quiet_s: float = 60.0) -> None:
+    """Wait until ``topic`` holds ``count`` lists, asking only its end offsets: reading and
+    decoding the lists while the worker runs took the worker's cores (two here) away from
+    it, so the lists are read once it is done (their timestamps say when each was made)."""
+    with TopicSizes(settings.kafka) as sizes:
+        size, since = 0, time.monotonic()
+        while size < count:
+            time.sleep(0.2)
+            now = sizes.size(topic)
+            if now > size:
+                size, since = now, time.monotonic()
+            elif time.monotonic() - since > quiet_s:
+                raise SystemExit(f"only {size:,} of {count:,} lists arrived on {topic}")
+
+
 def _published(settings: Settings, topic: str, count: int) -> list[dict]:
     values = [orjson.loads(r.value) for r in read_topic(
         settings.kafka, topic, from_beginning=True, limit=count, idle_timeout_s=60)]
@@ -96,9 +111,11 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
         cpu_before = worker.cpu_seconds()
         if rate is not None:
             replay(iter(events), producer, rate=rate)
-        values = _published(settings, env["STREAMREC_TOPIC_RECOMMENDATIONS"], len(events))
+        topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
+        _await_lists(settings, topic, len(events))
         cpu = worker.cpu_seconds() - cpu_before
         peak = worker.peak_rss_mib()
+        values = _published(settings, topic, len(events))
     finally:
         output = worker.stop()
     if "Traceback" in output:

@@ -36,6 +36,7 @@ from streams.hot_swap import Serving, follow_model_updates
 from streams.lean_faust import (
     LeanMonitor,
     RawBytes,
+    check_producer_buffer_cheaply,
     fetch_again_when_buffers_drain,
     hand_over_eagerly,
 )
@@ -455,6 +456,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     popularity = DecayedPopularity()
     DeliverBeforeCommit(lists_out, on_delivered=sessions.persist_offsets).install(app.consumer)
     drain_fully(app.producer.buffer)
+    check_producer_buffer_cheaply(app.producer.buffer)
     keep_queues_on_resume(app.flow_control)
     seek_uncommitted_to_start(app.consumer, cfg.interactions)
     commit_each_ack_once(app.consumer)

@@ -14,6 +14,7 @@ from streams.lean_faust import (
     BUFFERED_POLL_S,
     LeanMonitor,
     RawBytes,
+    check_producer_buffer_cheaply,
     fetch_again_when_buffers_drain,
     hand_over_eagerly,
 )
@@ -175,3 +176,28 @@ def test_a_fetch_does_not_wait_a_second_while_a_stream_buffer_is_full() -> None:
     drained, timed_out, fetched_records, fetched = asyncio.run(scenario())
     assert drained == ({}, set()) and timed_out == ({}, set())
     assert fetched_records == ({"records": 1}, {tp}) and fetched == [BUFFERED_POLL_S, 2.0]
+
+
+def test_the_producer_buffer_check_waits_as_fausts_only_over_the_limit() -> None:
+    """Under the buffer's limit the check returns without Faust's wait (which reads the
+    app's settings per message); over it, Faust's own wait runs and flushes."""
+    async def scenario() -> tuple[list[int], list[int], int]:
+        buffer = faust.App("ebb", broker="kafka://127.0.0.1:1").producer.buffer
+        flushed: list[int] = []
+
+        async def flush_atmost(n: int) -> int:
+            flushed.append(n)
+            return 0
+
+        buffer.flush_atmost = flush_atmost
+        check_producer_buffer_cheaply(buffer)
+        sizes = []
+        for _ in range(buffer.max_messages + 1):
+            await buffer.wait_until_ebb()
+            sizes.append(len(flushed))
+            buffer.pending.put_nowait(object())
+        await buffer.wait_until_ebb()
+        return sizes, flushed, buffer.max_messages
+
+    sizes, flushed, most = asyncio.run(scenario())
+    assert sizes == [0] * (most + 1) and flushed == [most]

@@ -15,7 +15,8 @@ Both modes run in the same invocation, on the same events, against the local bro
    benchmark MLflow store (reused by later runs of the same shape).
 2. Throughput: ``--events`` events are produced as a backlog to fresh topics, then a
    worker drains it. Sustained events/s is taken over the middle 90% of the published
-   lists (start-up and tail excluded); also the worker's CPU µs/event and peak RSS.
+   lists (start-up and tail excluded), by their publish times, read once the worker is
+   done; also the worker's CPU µs/event and peak RSS.
 3. Latency: a fresh worker; events replayed at ``--rate``/s; send->publish percentiles.
 4. With ``--load 0.5,0.8``: latency again at those fractions of the mode's own backlog
    events/s from step 2, for ``--load-seconds`` each (the replaying producer then shares

@@ -21,13 +21,17 @@ catalogue's size is the log's.
 ``--session-events N`` measures instead the events of one batch of users whose sessions
 reach N events, one event per user per round, over the last 25 (where a full window rolls
 once per user, in a different round for each): the cost per event at that session length
-(issue #17: flat in N).
+(issue #17: flat in N). Several lengths (``--session-events 10,200 --repeats 5``) run in one
+process, alternated, each repeat with fresh users of the same bundle, and print the median of
+each stage and the ratio of the longest to the shortest: a ratio measured in one run, where
+separate processes on a noisy machine differ by more than the effect.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,14 +106,16 @@ def _lag(user: int, session_events: int) -> int:
 Batch = tuple[list[str], list]  # the users of a micro-batch and their sessions
 
 
-def _synthetic(args: argparse.Namespace, catalogue: int, features: bool) -> Iterator[Batch]:
-    """Random users and items; with ``--session-events``, one batch of users whose
-    sessions grow by one event per round."""
-    rng = np.random.default_rng(0)
+def _synthetic(args: argparse.Namespace, catalogue: int, features: bool,
+               session_events: int = 0, first_user: int = 0) -> Iterator[Batch]:
+    """Random users and items; with ``session_events``, one batch of users (numbered from
+    ``first_user``) whose sessions grow by one event per round."""
+    rng = np.random.default_rng(first_user)
     sessions: dict[str, list[str]] = {}
-    for round_ in range(args.session_events or args.rounds):
-        batch = ([f"u{u}" for u in range(args.batch) if round_ >= _lag(u, args.session_events)]
-                 if args.session_events else
+    for round_ in range(session_events or args.rounds):
+        batch = ([f"u{u}" for u in range(first_user, first_user + args.batch)
+                  if round_ >= _lag(u - first_user, session_events)]
+                 if session_events else
                  [f"u{u}" for u in rng.choice(args.users // 10, args.batch, replace=False)])
         for user in batch:
             sessions.setdefault(user, []).append(f"i{rng.integers(catalogue)}")
@@ -140,6 +146,16 @@ def _replayed(events: list, args: argparse.Namespace, features: bool) -> Iterato
         yield users, live
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of session lengths: {text!r}") from None
+    if not lengths or min(lengths) < 1:
+        raise argparse.ArgumentTypeError("session lengths must be at least 1")
+    return lengths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
@@ -149,8 +165,11 @@ def main() -> None:
     parser.add_argument("--features", action="store_true")
     parser.add_argument("--content", action="store_true",
                         help="a catalogue, and 1%% more items known by content alone")
-    parser.add_argument("--session-events", type=int, default=0,
-                        help="measure events 25 before to N of sessions this long")
+    parser.add_argument("--session-events", type=_lengths, default=(),
+                        help="measure events 25 before to N of sessions this long; "
+                             "several lengths (10,200) are measured alternately")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --session-events, how many times to measure each length")
     parser.add_argument("--data", type=Path, help="replay a real log's newer half instead")
     parser.add_argument("--format", dest="fmt", help="its format (streamrec replay --help)")
     args = parser.parse_args()
@@ -174,26 +193,65 @@ def main() -> None:
     catalogue = len(item_ids)
     if args.content:
         catalogue += bundle.add_items(_catalogue(range(catalogue, catalogue * 101 // 100)))
-    batches = (_replayed(log, args, features) if args.data is not None
-               else _synthetic(args, catalogue, features))
-    rounds = args.session_events or args.rounds
-    measured_from = max(1, rounds - 24) if args.session_events else rounds // 3
+    header = (f"features={'on' if features else 'off'}, content={'on' if args.content else 'off'}"
+              + (f", {args.data}" if args.data is not None else ""))
+    if args.data is not None or not args.session_events:
+        batches = (_replayed(log, args, features) if args.data is not None
+                   else _synthetic(args, catalogue, features))
+        per_event, events = _measure(bundle, batches, args.rounds // 3)
+        print(f"{header}; µs per event over {events} events, batches of {args.batch}:")
+        _print_stages({stage: [value] for stage, value in per_event.items()})
+        return
+    _by_session_length(args, bundle, catalogue, features, header)
+
+
+def _measure(bundle: ServingBundle, batches: Iterator[Batch],
+             measured_from: int) -> tuple[dict[str, float], int]:
+    """µs per event by stage over the batches from ``measured_from`` on (the earlier ones
+    warm up), and the events measured."""
     timings: dict[str, float] = {}
     events = 0
     for round_, (batch, live) in enumerate(batches):
-        into = timings if round_ >= measured_from else None  # after a warm-up
+        into = timings if round_ >= measured_from else None
         start = time.perf_counter()
         bundle.recommend(batch, live, 10, timings=into)
         if into is not None:
             events += len(batch)
             timings["total"] = timings.get("total", 0.0) + time.perf_counter() - start
-    print(f"features={'on' if features else 'off'}, content={'on' if args.content else 'off'}"
-          + (f", sessions of {args.session_events} events" if args.session_events else "")
-          + (f", {args.data}" if args.data is not None else "")
-          + f"; µs per event over {events} events, batches of {args.batch}:")
-    for stage, seconds in timings.items():
-        print(f"  {stage:<9} {seconds / events * 1e6:8.1f}")
+    return {stage: seconds / events * 1e6 for stage, seconds in timings.items()}, events
 
+
+def _by_session_length(args: argparse.Namespace, bundle: ServingBundle, catalogue: int,
+                       features: bool, header: str) -> None:
+    """Each session length in turn, ``--repeats`` times, fresh users each time; the medians,
+    and the longest against the shortest with the ratio of every repeat."""
+    lengths = sorted(args.session_events)
+    if (len(lengths) * args.repeats + 1) * args.batch > args.users:
+        raise SystemExit("--users is too small for this many lengths, repeats and --batch")
+    runs: dict[int, list[dict[str, float]]] = {n: [] for n in lengths}
+    first_user = args.batch  # users 0.. warm the bundle up first
+    _measure(bundle, _synthetic(args, catalogue, features, lengths[0]), lengths[0])
+    for _ in range(args.repeats):
+        for n in lengths:
+            batches = _synthetic(args, catalogue, features, n, first_user)
+            runs[n].append(_measure(bundle, batches, max(1, n - 24))[0])
+            first_user += args.batch
+    for n in lengths:
+        print(f"{header}; sessions of {n} events, µs per event, median of {args.repeats}, "
+              f"batches of {args.batch}:")
+        _print_stages({stage: [run[stage] for run in runs[n]] for stage in runs[n][0]})
+    if len(lengths) > 1:
+        short, long = lengths[0], lengths[-1]
+        for stage in ("encode", "total"):
+            ratios = [b[stage] / a[stage] for a, b in zip(runs[short], runs[long], strict=True)]
+            print(f"{stage} at {long} against {short} events: "
+                  f"{statistics.median(ratios):.2f}x (each repeat: "
+                  + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+
+
+def _print_stages(values: dict[str, list[float]]) -> None:
+    for stage, runs in values.items():
+        print(f"  {stage:<9} {statistics.median(runs):8.1f}")
 
 if __name__ == "__main__":
     main()

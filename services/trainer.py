@@ -41,7 +41,6 @@ import bisect
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -88,21 +87,25 @@ def retry(what: str, call: Callable[[], T], attempts: int = 5, delay_s: float = 
 
 
 @contextmanager
-def promotion_lock(redis_url: str, ttl_s: int = 300) -> Iterator[bool]:
-    """Yields True while this process holds the promotion lock, False if another does.
-    The lock expires after ``ttl_s`` should its holder die."""
+def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
+    """Yields True while this process holds the promotion lock (redis-py's), False if
+    another does. The lock expires after ``ttl_s`` should its holder die; a holder that
+    outlives it releases nothing another has taken since, and says so."""
     import redis
+    from redis.exceptions import LockError
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    token = uuid.uuid4().hex
-    held = bool(retry("taking the promotion lock",
-                      lambda: client.set(LOCK_KEY, token, nx=True, ex=ttl_s)))
+    lock = client.lock(LOCK_KEY, timeout=ttl_s)
+    held = bool(retry("taking the promotion lock", lambda: lock.acquire(blocking=False)))
     try:
         yield held
     finally:
-        if held:  # release only our own lock (compare-and-delete)
-            client.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
-                        "return redis.call('del', KEYS[1]) end return 0", 1, LOCK_KEY, token)
+        if held:
+            try:
+                lock.release()
+            except LockError:
+                log.warning("the promotion lock expired (after %.0f s) before this trainer "
+                            "released it", ttl_s)
 
 
 GateReport = dict[str, Any]  # ``evaluate_cases``: {"full": {...}, "sampled": {...}, "users": n}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import redis
 from infra.mlflow_store import MlflowStore
 from services.processes import trainer_round
 from services.settings import Settings, load_settings
-from services.trainer import LOCK_KEY, Trainer
+from services.trainer import LOCK_KEY, Trainer, promotion_lock
 from streams.consumer import read_topic
 from streams.messages import NO_MODEL, version_string
 from streams.producer import EventProducer
@@ -26,6 +28,27 @@ MODELS = [RETRIEVER_NAME, RANKER_NAME]
 def _trainer(env: dict[str, str], status: Path, *args: str) -> RoundSummary:
     """``streamrec trainer --once --epochs 2 <args>``: the round its status file reports."""
     return trainer_round(env, status, "--epochs", "2", *args, timeout_s=900)
+
+
+def test_the_promotion_lock_is_exclusive_and_expires(
+    settings: Settings, caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = redis.Redis.from_url(settings.redis)
+    with caplog.at_level(logging.WARNING, logger="streamrec.trainer"):
+        with promotion_lock(settings.redis, ttl_s=0.3) as held:
+            assert held
+            with promotion_lock(settings.redis) as second:
+                assert not second
+            time.sleep(0.5)  # past its ttl: another trainer may take it
+            assert client.set(LOCK_KEY, "another-trainer", nx=True, ex=30)
+    try:
+        assert client.get(LOCK_KEY) == b"another-trainer"  # the first holder left it alone
+    finally:
+        client.delete(LOCK_KEY)
+    assert "promotion lock expired" in caplog.text
+    with promotion_lock(settings.redis) as again:  # released: free for the next one
+        assert again
+    assert client.get(LOCK_KEY) is None
 
 
 def test_trainer_promotes_rejects_and_refuses_with_reasons(

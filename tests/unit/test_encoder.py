@@ -167,3 +167,26 @@ def test_event_types_change_the_embedding_and_the_numpy_forms_follow_them() -> N
     np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
     # The explanation: the newest position's attention over the 8 items, summing to 1.
     assert explain[0].shape == (8,) and explain[0].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_cache_grows_by_doubling_up_to_the_window_keeping_its_rows() -> None:
+    """``reserve`` keeps the live rows, zero-fills the new ones (a gather reads only live
+    rows, but garbage there would reach attention as NaN if it ever did), and never grows
+    past the window."""
+    from model.retrieval.encoder import SessionCache
+
+    rng = np.random.default_rng(2)
+    keys = rng.standard_normal((2, 8, 2, 4)).astype(np.float32)
+    cache = SessionCache(list(range(8)), keys.copy(), -keys)
+    before = cache.keys
+    cache.reserve(8, window=20)
+    assert cache.keys is before  # room already: nothing copied
+    cache.reserve(9, window=20)
+    assert cache.keys.shape == cache.values.shape == (2, 16, 2, 4)
+    assert cache.keys.dtype == np.float32
+    np.testing.assert_array_equal(cache.keys[:, :8], keys)
+    np.testing.assert_array_equal(cache.values[:, :8], -keys)
+    assert not cache.keys[:, 8:].any() and not cache.values[:, 8:].any()
+    cache.reserve(17, window=20)
+    assert cache.keys.shape[1] == 20 and cache.nbytes == 2 * 2 * 20 * 2 * 4 * 4
+    np.testing.assert_array_equal(cache.keys[:, :8], keys)

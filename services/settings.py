@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         "auto", description="with a catalogue: 'map' keeps trained items' id embeddings and "
         "maps content onto them for new items; 'sum' makes every item id + content; 'auto' "
         "trains both and keeps the better on validation (twice the retriever's training)")
+    retriever_negatives: int = Field(
+        1024, ge=1, le=100_000, description="sampled items each training target's softmax "
+        "contrasts it with")
+    retriever_pool_negatives: bool = Field(
+        True, description="draw the negatives once per batch for all its sequences (about "
+        "the cost of 100 each); false: each sequence draws its own, at several times the "
+        "training time")
     content_char_tokens: int = Field(
         0, ge=0, le=64, description="with a catalogue: token slots per item for character "
         "trigrams of title and text words, beside the 16 word slots (0: none)")

@@ -153,7 +153,8 @@ class SASRec(keras.Model):
     """Training and serving faces of one encoder.
 
     ``call({"seq", "pos", "neg"[, "types"]})`` -> logits [batch, max_len, 1 + negatives]
-    for training (column 0: the true next item). ``encode(seq, types)`` -> [batch, dim]
+    for training (column 0: the true next item); with ``"pool"`` [batch, S] instead of
+    ``"neg"``, every row's S draws are negatives for the whole batch (1 + batch * S). ``encode(seq, types)`` -> [batch, dim]
     session embeddings (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
     """
 
@@ -182,6 +183,10 @@ class SASRec(keras.Model):
             return enc.item_vectors(ids, training) if whole is None else ops.take(whole, ids, axis=0)
 
         pos = ops.sum(h * table(inputs["pos"]), axis=-1, keepdims=True)    # [B, L, 1]
+        if "pool" in inputs:
+            pooled = _pooled_logits(h, inputs["seq"], inputs["pos"], inputs["pool"], table,
+                                    enc.num_items)
+            return ops.concatenate([pos, pooled], axis=-1)
         neg = inputs["neg"]
         if len(neg.shape) == 3:                                            # per position [B, L, S]
             neg_logits = ops.einsum("bld,blsd->bls", h, table(neg))
@@ -226,6 +231,22 @@ class SASRec(keras.Model):
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
                 "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
                 "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout}
+
+
+def _pooled_logits(h: Any, seq: Any, pos: Any, pool: Any, table: Any, num_items: int) -> Any:
+    """[B, L, B * S] logits of every item drawn by any row of the batch (``pool`` [B, S])
+    for every row: B times the negatives for one lookup of B * S vectors and one matrix
+    product (per-sequence negatives look up B * S vectors for S each). A row's own items
+    (``seq`` and ``pos``, standing in for its history) are no negatives for it, as
+    ``SeenItems`` keeps them out of its own draws; they are marked in a [B, items] table
+    (a comparison of every pair cost as much as the rest of the step)."""
+    ids = ops.reshape(pool, (-1,))
+    own = ops.cast(ops.concatenate([seq, pos], axis=1), "int32")         # [B, 2L]
+    rows = ops.broadcast_to(ops.expand_dims(ops.arange(ops.shape(own)[0], dtype="int32"), 1), ops.shape(own))
+    marks = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(own, (-1,))], axis=1)
+    seen = ops.scatter(marks, ops.ones((ops.shape(marks)[0],)), (ops.shape(own)[0], num_items + 1))
+    logits = ops.matmul(h, ops.transpose(table(ids)))
+    return ops.where(ops.expand_dims(ops.take(seen, ids, axis=1) > 0, 1), -1e9, logits)
 
 
 class _ContentMap(keras.Model):

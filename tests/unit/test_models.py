@@ -182,6 +182,25 @@ def test_targets_weigh_by_their_event_type() -> None:
     assert weights.tolist() == [[0.0, 1.0, 2.0, 1.0]]
 
 
+def test_pooled_negatives_score_every_rows_draws_for_every_row() -> None:
+    """``pool``: row i's logits are the positive, then every row's draws in batch order,
+    each scored by row i's own embedding; a draw among row i's own items is masked."""
+    model = _sasrec()
+    seq = np.array([[0, 0, 0, 0, 0, 3, 7, 9], [0, 0, 0, 3, 7, 9, 4, 2]])
+    pos = np.array([[0, 0, 0, 0, 3, 7, 9, 5], [0, 0, 3, 7, 9, 4, 2, 6]])
+    pool = np.array([[5, 11, 12], [13, 6, 3]])  # 3: in both rows' windows
+    logits = keras.ops.convert_to_numpy(model({"seq": seq, "pos": pos, "pool": pool}))
+    assert logits.shape == (2, 8, 1 + 6)
+    h = keras.ops.convert_to_numpy(model.encoder(seq))
+    table = keras.ops.convert_to_numpy(model.item_embeddings())
+    want = h @ table[pool.reshape(-1)].T                          # [2, 8, 6]
+    want[0, :, 0] = -1e9     # 5: row 0's last target
+    want[1, :, 4] = -1e9     # 6: row 1's last target
+    want[:, :, 5] = -1e9     # 3
+    np.testing.assert_allclose(logits[..., 1:], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[..., 0], (h * table[pos]).sum(-1), rtol=1e-5, atol=1e-5)
+
+
 def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
     events = list(generate(SyntheticConfig(users=200, items=80, events=8000, seed=4,
                                            follow_transition=0.8)))

@@ -140,9 +140,8 @@ class Settings(BaseSettings):
         1024, ge=1, le=100_000, description="sampled items each training target's softmax "
         "contrasts it with")
     retriever_pool_negatives: bool = Field(
-        True, description="draw the negatives once per batch for all its sequences (about "
-        "the cost of 100 each); false: each sequence draws its own, at several times the "
-        "training time")
+        True, description="draw the negatives once per batch for all its sequences; false: "
+        "each sequence draws its own, at 2-4 times the training time")
     content_char_tokens: int = Field(
         0, ge=0, le=64, description="with a catalogue: token slots per item for character "
         "trigrams of title and text words, beside the 16 word slots (0: none)")

@@ -154,8 +154,8 @@ class SASRec(keras.Model):
 
     ``call({"seq", "pos", "neg"[, "types"]})`` -> logits [batch, max_len, 1 + negatives]
     for training (column 0: the true next item); with ``"pool"`` [batch, S] instead of
-    ``"neg"``, every row's S draws are negatives for the whole batch (1 + batch * S). ``encode(seq, types)`` -> [batch, dim]
-    session embeddings (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
+    ``"neg"``, every row's S draws are negatives for the whole batch (1 + batch * S).
+    ``encode(seq, types)`` -> [batch, dim] session embeddings (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
     """
 
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
@@ -241,12 +241,13 @@ def _pooled_logits(h: Any, seq: Any, pos: Any, pool: Any, table: Any, num_items:
     ``SeenItems`` keeps them out of its own draws; they are marked in a [B, items] table
     (a comparison of every pair cost as much as the rest of the step)."""
     ids = ops.reshape(pool, (-1,))
-    own = ops.cast(ops.concatenate([seq, pos], axis=1), "int32")         # [B, 2L]
-    rows = ops.broadcast_to(ops.expand_dims(ops.arange(ops.shape(own)[0], dtype="int32"), 1), ops.shape(own))
+    own = ops.cast(ops.concatenate([seq, pos], axis=1), "int32")          # [B, 2L]
+    batch = ops.shape(own)[0]
+    rows = ops.broadcast_to(ops.arange(batch, dtype="int32")[:, None], ops.shape(own))
     marks = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(own, (-1,))], axis=1)
-    seen = ops.scatter(marks, ops.ones((ops.shape(marks)[0],)), (ops.shape(own)[0], num_items + 1))
-    logits = ops.matmul(h, ops.transpose(table(ids)))
-    return ops.where(ops.expand_dims(ops.take(seen, ids, axis=1) > 0, 1), -1e9, logits)
+    seen = ops.scatter(marks, ops.ones((ops.shape(marks)[0],)), (batch, num_items + 1))
+    logits = ops.matmul(h, ops.transpose(table(ids)))                     # [B, L, B * S]
+    return ops.where(ops.take(seen, ids, axis=1)[:, None, :] > 0, -1e9, logits)
 
 
 class _ContentMap(keras.Model):

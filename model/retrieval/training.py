@@ -36,10 +36,10 @@ class SASRecConfig:
     loss: str = "softmax"
     negatives: int = 1024
     # Softmax negatives pooled over the batch (``sasrec._pooled_logits``): each sequence
-    # draws negatives / batch_size items and every sequence's draws serve the whole batch,
-    # at about the cost of 100 per sequence. Against 100 per sequence, full NDCG@10 rose on
-    # all three logs measured; 1,000 per sequence did as well, at 2-4x the training time
-    # (docs/BENCHMARKS.md, "Negatives pooled over the batch"). False: `negatives` each.
+    # draws negatives / batch_size items and every sequence's draws serve the whole batch.
+    # Against 100 per sequence, full NDCG@10 rose on all three logs measured, for 1.2-1.9x
+    # the training time; 1,000 per sequence did as well, at 2.3-3.7x (docs/BENCHMARKS.md,
+    # "Negatives pooled over the batch"). False: `negatives` for each sequence.
     pool_negatives: bool = True
     max_windows: int = 8
     # Event types: embedded per position when True; and each target weighs in the loss by

@@ -64,7 +64,7 @@ def sasrec_throughput(batch: int, steps: int, items: int = 10_000) -> float:
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=LOSSES[cfg.loss])
     seq = rng.integers(1, items + 1, (n, cfg.max_len)).astype("int32")
     x = {"seq": seq, "pos": np.roll(seq, -1, axis=1),
-         "pool": rng.integers(1, items + 1, (n, -(-cfg.negatives // batch))).astype("int32")}
+         "pool": rng.integers(1, items + 1, (n, cfg.pool_draws(batch))).astype("int32")}
     return _timed_fit(model, x, np.ones((n, cfg.max_len), "float32"), batch)
 
 

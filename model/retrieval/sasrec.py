@@ -155,7 +155,8 @@ class SASRec(keras.Model):
     ``call({"seq", "pos", "neg"[, "types"]})`` -> logits [batch, max_len, 1 + negatives]
     for training (column 0: the true next item); with ``"pool"`` [batch, S] instead of
     ``"neg"``, every row's S draws are negatives for the whole batch (1 + batch * S).
-    ``encode(seq, types)`` -> [batch, dim] session embeddings (newest position). ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
+    ``encode(seq, types)`` -> [batch, dim] session embeddings (newest position).
+    ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
     """
 
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,

@@ -66,6 +66,10 @@ class SASRecConfig:
             raise ValueError(f"content_mode must be one of {CONTENT_MODES}. "
                              f"Received: {self.content_mode!r}")
 
+    def pool_draws(self, batch_size: int) -> int:
+        """Items each sequence draws when pooled: enough for `negatives` per batch."""
+        return -(-self.negatives // batch_size)
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
@@ -167,7 +171,7 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
             x["neg"] = seen.sample(np.repeat(rows, cfg.max_len), 1, rng).reshape(
                 len(rows), cfg.max_len, 1)
         elif cfg.pool_negatives:
-            x["pool"] = seen.sample(rows, -(-cfg.negatives // cfg.batch_size), rng)
+            x["pool"] = seen.sample(rows, cfg.pool_draws(cfg.batch_size), rng)
         else:
             x["neg"] = seen.sample(rows, cfg.negatives, rng)
         return x, mask

@@ -30,12 +30,11 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from model.experiments.bucketing import assign
+from model.experiments.bucketing import SHARE_TOLERANCE, assign
 
 POPULARITY = "popularity"  # a variant served by recent popularity, not by a model
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # an experiment's or a variant's name
 MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,255}$"
-SHARE_TOLERANCE = 1e-6
 
 Name = Annotated[str, Field(pattern=NAME)]
 

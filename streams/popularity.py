@@ -20,6 +20,7 @@ class DecayedPopularity:
     half_life_ms: float = 3_600_000.0
     scores: dict[str, float] = field(default_factory=dict)
     origin_ms: int | None = None
+    newest_ms: int | None = None  # the newest event counted: the default "now" of ``top``
 
     def __post_init__(self) -> None:
         if self.half_life_ms <= 0:
@@ -38,6 +39,7 @@ class DecayedPopularity:
     def add(self, item_id: str, ts_ms: int, weight: float = 1.0) -> None:
         w = weight * self._weight(ts_ms)  # first: it may rescale the scores we then read
         self.scores[item_id] = self.scores.get(item_id, 0.0) + w
+        self.newest_ms = ts_ms if self.newest_ms is None else max(self.newest_ms, ts_ms)
 
     def update(self, events: Iterable[tuple[str, int]]) -> None:
         for item_id, ts_ms in events:
@@ -48,8 +50,8 @@ class DecayedPopularity:
         """The k most popular items (decayed counts as of ``now_ms``, default: last event)."""
         banned = set(exclude)
         best = heapq.nlargest(k, ((s, i) for i, s in self.scores.items() if i not in banned))
-        if self.origin_ms is None:
+        if self.origin_ms is None or self.newest_ms is None:
             return []
-        now = self.origin_ms if now_ms is None else now_ms
+        now = self.newest_ms if now_ms is None else now_ms
         scale = math.pow(2.0, -(now - self.origin_ms) / self.half_life_ms)
         return [(item, score * scale) for score, item in best]

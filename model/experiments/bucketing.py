@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from itertools import accumulate
 
-SHARE_TOLERANCE = 1e-9
+SHARE_TOLERANCE = 1e-6  # shares typed as rounded decimals still add up to 1
 _FLOAT_BITS = 53  # a double's mantissa: every value k / 2**53 is exact
 
 

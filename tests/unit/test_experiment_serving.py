@@ -64,6 +64,12 @@ def test_shares_must_add_up_and_names_must_differ() -> None:
         parse_experiment(b'{"name": "e", "salt": "e", "started_us": 1, "variants": []}')
 
 
+def test_shares_that_pass_the_declaration_bucket_every_user() -> None:
+    """One tolerance for the shares: what the declaration accepts, bucketing serves."""
+    exp = new_experiment("e", [("a", "champion", 0.5), ("b", "popularity", 0.4999995)])
+    assert {exp.variant_of(f"u{i}").name for i in range(300)} == {"a", "b"}  # type: ignore[union-attr]
+
+
 def test_a_variant_spec_keeps_the_colons_of_a_version_string() -> None:
     assert parse_variant("t=streamrec-retriever:v3+streamrec-ranker:v2:0.25") == (
         "t", "streamrec-retriever:v3+streamrec-ranker:v2", 0.25)

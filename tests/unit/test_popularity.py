@@ -14,6 +14,12 @@ def test_counts_decay_by_half_life() -> None:
     assert [i for i, _ in pop.top(5, exclude={"new"})] == ["old"]
 
 
+def test_scores_default_to_the_newest_event_not_the_first() -> None:
+    pop = DecayedPopularity(half_life_ms=HOUR)
+    pop.update([("a", 0), ("b", HOUR)])
+    assert pop.top(2) == pop.top(2, now_ms=HOUR) == [("b", 1.0), ("a", 0.5)]
+
+
 def test_long_streams_stay_finite_and_ordered() -> None:
     pop = DecayedPopularity(half_life_ms=1.0)
     for t in range(0, 2000, 2):

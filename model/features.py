@@ -207,13 +207,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def previous_times(times: np.ndarray) -> np.ndarray:
-    """Each event's previous time in one user's time-ordered events (its own for the
-    first), the ``prev_ts`` that ``FeatureSpec.dense`` takes."""
-    times = np.asarray(times, np.int64)
-    return np.concatenate([times[:1], times[:-1]]) if len(times) else times
-
-
 PAIR_FEATURES = 6  # retrieval rank, seen, log hours since seen, last seen as a conversion,
 # log events since seen, log times seen
 

@@ -119,7 +119,7 @@ class LiveExperiment:
             return
         self._judge_next(user, waiting[-1], item)
         for shown in waiting:
-            self._judge_delayed(user, shown, item, kind)
+            self._judge_delayed(shown, item, kind)
         while waiting and waiting[0].left <= 0:
             self._resolve(user, waiting.popleft())
 
@@ -133,7 +133,7 @@ class LiveExperiment:
             self.tallies.credits.add(credit(Interleaved(shown.items, shown.teams), item))
 
     @staticmethod
-    def _judge_delayed(user: str, shown: Pending, item: str, kind: str) -> None:
+    def _judge_delayed(shown: Pending, item: str, kind: str) -> None:
         shown.left -= 1
         if item in shown.items:
             shown.clicked = True

@@ -6,6 +6,7 @@ Faust's waits cut short.
 - ``LeanMonitor``: Faust's default sensor, keeping only what Faust itself reads.
 - ``RawBytes``: a topic schema that hands over a record's bytes as they are.
 - ``fetch_again_when_buffers_drain``: no 1 s stall when every stream buffer is full.
+- ``check_producer_buffer_cheaply``: the conductor's per-message buffer check as a length test.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ for plain list reads, ``metrics`` for Prometheus) and the lifespan that builds w
 routes stand on (``backends``). ``lists`` says where a user's list comes from, ``feed`` fans
 the lists the workers publish out to live SSE clients, ``live`` turns that same flow into
 the dashboard's figures, ``ingest`` produces POSTed events to Kafka, ``items`` writes the
-catalogue, ``catalogue`` titles and filters lists and feeds from the catalogue the API
-follows, ``similar`` answers similar items from the champion's ``item_space``, ``schemas``
-types the responses other than the list (which is ``streams.messages.RecommendationList``),
-and ``dashboard/`` is the page served at ``/``.
+catalogue, ``experiments`` declares and reads live experiments (through
+``experiment_calls``), ``auth`` checks keys, ``timeouts`` cuts slow requests,
+``catalogue`` titles and filters lists and feeds from the catalogue the API follows,
+``similar`` answers similar items from the champion's ``item_space``, ``schemas`` types the
+responses other than the list (which is ``streams.messages.RecommendationList``), and
+``dashboard/`` is the page served at ``/``.
 """

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ValidationError
@@ -31,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from infra.urls import mask_urls
 from services.api.auth import Access
 from services.api.backends import backends_of
-from services.api.routes import read_capped
+from services.api.routes import json_response, read_capped
 from services.api.schemas import (
     ExperimentConcluded,
     ExperimentConclusion,
@@ -106,10 +105,6 @@ async def off_loop(call: Callable[..., T], *args: Any) -> T:
         raise HTTPException(503, mask_urls(f"{type(exc).__name__}: {first}"[:500])) from None
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
     """A pydantic JSON schema with its ``$defs`` put in place of their references, for a
     request body documented by hand (the OpenAPI document has no ``$defs`` to point at)."""
@@ -145,7 +140,7 @@ def add_experiment_routes(app: FastAPI, settings: Settings, access: Access) -> N
     @app.get(EXPERIMENTS_PATH, response_model=Experiments, summary="Every declared experiment",
              dependencies=access.read_guard(), responses=reads)
     async def list_experiments() -> Response:
-        return _json(await off_loop(backends_of(app).experiments.declared))
+        return json_response(await off_loop(backends_of(app).experiments.declared))
 
     @app.post(EXPERIMENTS_PATH, status_code=201, response_model=ExperimentStarted,
               summary="Start an experiment",
@@ -164,7 +159,7 @@ def add_experiment_routes(app: FastAPI, settings: Settings, access: Access) -> N
             experiment = parse_start(await body_of(request))
         except ExperimentRefused as exc:
             raise refusal(exc) from None
-        return _json(await off_loop(backends_of(app).experiments.start, experiment), 201)
+        return json_response(await off_loop(backends_of(app).experiments.start, experiment), 201)
 
     @app.get(EXPERIMENT_PATH, response_model=ExperimentStatus, summary="An experiment's status",
              description="Per variant: users, lists, metrics with 95% intervals; the "
@@ -173,14 +168,14 @@ def add_experiment_routes(app: FastAPI, settings: Settings, access: Access) -> N
                          "Figures with no finite value yet are null.",
              dependencies=access.read_guard(), responses={**UNKNOWN, **reads})
     async def experiment_status(name: EXPERIMENT_NAME) -> Response:
-        return _json(await off_loop(backends_of(app).experiments.status, name))
+        return json_response(await off_loop(backends_of(app).experiments.status, name))
 
     @app.post(f"{EXPERIMENT_PATH}/stop", response_model=Experiment,
               summary="Stop an experiment without a winner",
               description="Workers go back to the champion alone; the figures stay readable.",
               dependencies=write, responses={**UNKNOWN, **writes})
     async def stop_experiment(name: EXPERIMENT_NAME) -> Response:
-        return _json(await off_loop(backends_of(app).experiments.stop, name))
+        return json_response(await off_loop(backends_of(app).experiments.stop, name))
 
     @app.post(f"{EXPERIMENT_PATH}/conclude", response_model=ExperimentConcluded,
               summary="Stop an experiment with its winner, and promote it if asked",
@@ -196,5 +191,5 @@ def add_experiment_routes(app: FastAPI, settings: Settings, access: Access) -> N
             asked = parse_conclusion(await body_of(request))
         except ExperimentRefused as exc:
             raise refusal(exc) from None
-        return _json(await off_loop(backends_of(app).experiments.conclude, name,
-                                    asked.winner, asked.promote))
+        return json_response(await off_loop(backends_of(app).experiments.conclude, name,
+                                            asked.winner, asked.promote))

@@ -23,7 +23,7 @@ from services.api.auth import Access
 from services.api.backends import backends_of
 from services.api.fast_reads import USER_ID_RE
 from services.api.ingest import DeliveryFailed
-from services.api.routes import read_capped
+from services.api.routes import inline_schema, json_response, read_capped
 from services.api.schemas import ItemOutcome, ItemsResult, Problem
 from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
@@ -97,12 +97,8 @@ def validate_batch(body: bytes, max_items: int) -> tuple[list[ItemRecord], list[
     return items, outcomes
 
 
-def _json(body: Any, status: int) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
-
-
 def _record_schema(item_id_required: bool) -> dict[str, Any]:
-    schema = {k: v for k, v in json_schema().items() if k not in ("$schema", "$id")}
+    schema = inline_schema(json_schema())
     return schema if item_id_required else {**schema, "required": []}
 
 
@@ -132,9 +128,9 @@ def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:
         checked = validate_put(await read_capped(request, settings.api_max_body_bytes),
                                item_id)
         if not isinstance(checked, ItemRecord):
-            return _json(checked, 400)
+            return json_response(checked, 400)
         await produce([checked])
-        return _json(outcome(0, item_id), 202)
+        return json_response(outcome(0, item_id), 202)
 
     @app.post(ITEMS_PATH, status_code=202, response_model=ItemsResult,
               summary="Create or replace catalogue records, judged one by one",
@@ -150,8 +146,8 @@ def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:
             raise HTTPException(413, str(exc)) from None
         if items:
             await produce(items)
-        return _json({"accepted": len(items), "rejected": len(outcomes) - len(items),
-                      "results": outcomes}, 202 if items else 400)
+        return json_response({"accepted": len(items), "rejected": len(outcomes) - len(items),
+                              "results": outcomes}, 202 if items else 400)
 
 
 def _batch_body(max_items: int) -> dict[str, Any]:

@@ -71,8 +71,14 @@ LIST_NOTE = ("The workers' record, each item with its catalogue `title` where th
              "filtered list may hold fewer than k items.")
 
 
-def _json(body: Any, status: int = 200) -> Response:
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON answer built by hand (orjson), for routes whose body is not a model."""
     return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A published JSON Schema without its ``$schema`` and ``$id``, to nest in OpenAPI."""
+    return {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
 
 
 def add_list_route(app: FastAPI, access: Access) -> APIRoute:
@@ -86,7 +92,7 @@ def add_list_route(app: FastAPI, access: Access) -> APIRoute:
                               exclude: EXCLUDE = None) -> Response:
         b, keep = backends_of(app), ListFilter.of(category, exclude)
         rec = await b.source.current(user_id, MAX_K if keep.active else k)
-        return _json(shown(rec, k, b.catalogue.records, keep))
+        return json_response(shown(rec, k, b.catalogue.records, keep))
 
     return _route_of(app, recommendations)
 
@@ -196,7 +202,7 @@ def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,
         if rejections:
             for r in rejections:
                 metrics.events_rejected.labels(r.reason).inc()
-            return _json({"accepted": 0, "rejected": rejections}, 422)
+            return json_response({"accepted": 0, "rejected": rejections}, 422)
         outside = _outside_scope(events, prefix)
         if outside:
             raise HTTPException(403, outside)
@@ -206,7 +212,7 @@ def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,
         except DeliveryFailed as exc:
             raise HTTPException(503, str(exc)) from None
         metrics.events_accepted.inc(len(events))
-        return _json({"accepted": len(events)}, 202)
+        return json_response({"accepted": len(events)}, 202)
 
 
 # Read from the request by ``from_request``, documented here: passed on to each event.
@@ -226,7 +232,7 @@ def _outside_scope(events: list[Event], prefix: str) -> str | None:
 
 
 def _event_body_schema(max_events: int) -> dict[str, Any]:
-    event = {k: v for k, v in json_schema().items() if k not in ("$schema", "$id")}
+    event = inline_schema(json_schema())
     return {"required": True, "description": "events of the published event schema; also "
             "(422 otherwise): ids printable, ts at most now + 1 day, integers within 64 "
             f"bits, each event at most {MAX_PAYLOAD_BYTES} bytes of JSON",
@@ -255,7 +261,7 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
     @app.get("/healthz", response_model=Health, summary="The process is up",
              responses=TIMEOUT_RESPONSE)
     async def healthz() -> Response:
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
     @app.get("/readyz", response_model=Readiness, summary="Kafka and Redis reachable, "
              "model version known", responses={503: {"model": Readiness}, **TIMEOUT_RESPONSE})
@@ -267,7 +273,7 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
             redis_ok = False
         version = b.source.model_version or b.hub.stats.model_version
         ready = redis_ok and b.kafka_ok and version is not None
-        return _json({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
+        return json_response({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
                       "model_version": version}, 200 if ready else 503)
 
     @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures",
@@ -275,7 +281,7 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
              responses={**access.read_responses(), **TIMEOUT_RESPONSE})
     async def live() -> Response:
         b = backends_of(app)
-        return _json({**b.hub.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
+        return json_response({**b.hub.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
                       "feed_clients": b.hub.clients})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,

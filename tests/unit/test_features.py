@@ -26,7 +26,6 @@ from model.features import (
     TIME_FEATURES,
     FeatureSpec,
     pair_features,
-    previous_times,
 )
 from model.ranking.neumf import head_vector
 from model.ranking.training import ListwiseLoss
@@ -129,11 +128,6 @@ def test_dense_numeric_is_clipped_to_five() -> None:
 def test_dense_zero_spread_divides_by_one() -> None:
     spec = FeatureSpec(numeric=("qty",), numeric_mean=(2.0,), numeric_std=(0.0,))
     assert dense_one(spec, MONDAY_MS, numeric=[3.0])[-1] == 1.0
-
-
-def test_previous_times_shifts_by_one_keeping_the_first() -> None:
-    assert previous_times(np.array([5, 7, 12])).tolist() == [5, 5, 7]
-    assert previous_times(np.array([], np.int64)).tolist() == []
 
 
 # ---- FeatureSpec.fit -------------------------------------------------------------------

@@ -18,7 +18,8 @@ cases whose target converted, per head.
     .venv/bin/python -m benchmarks.ranker --data ../shared/data/rees46-slice/events.csv \\
         --format rees46 --numeric price
     .venv/bin/python -m benchmarks.ranker --data ../shared/data/ml-latest-small/ratings.csv \\
-        --format movielens --numeric rating --liked-key rating
+        --format movielens --numeric rating --liked-key rating \\
+        --items ../shared/data/ml-latest-small/movies.csv --items-format movielens
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from model.pipeline import PipelineScorer
 from model.ranking.training import NeuMFConfig, fit_ranker
 from model.retrieval.index import ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
+from streams.catalog_files import read_catalog
 from streams.events import EVENT_TYPES
 from streams.readers import read_valid_events
 
@@ -98,6 +100,8 @@ def main() -> None:
     parser.add_argument("--numeric", default="", help="numeric context keys, comma-separated")
     parser.add_argument("--categorical", default="", help="categorical context keys")
     parser.add_argument("--liked-key", default=None, help="numeric key marking a conversion")
+    parser.add_argument("--items", default=None, help="item catalogue: content for both models")
+    parser.add_argument("--items-format", default=None, help="the catalogue's format")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=42, help="both models' training seed")
     parser.add_argument("--json", default=None, help="write the figures here")
@@ -105,8 +109,9 @@ def main() -> None:
     keys = lambda text: tuple(k for k in text.split(",") if k)  # noqa: E731
     spec = FeatureSpec(event_types=EVENT_TYPES, numeric=keys(args.numeric),
                        categorical=keys(args.categorical), liked_key=args.liked_key)
+    records = list(read_catalog(args.items, args.items_format)) if args.items else []
     split = leave_last_out(build_sequences(read_valid_events(args.data, args.format),
-                                           spec=spec))
+                                           spec=spec, catalogue=records))
     seqs = split.sequences
     test_users = split.eval_users("test")
     print(f"{args.data}: {seqs.num_users:,} users, {seqs.num_items:,} items, "

@@ -11,13 +11,13 @@ which the retraining job relies on to extend embedding tables.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from model.content import ContentTable
+from model.content import ContentTable, ItemContent, catalogue_table
 from model.features import FeatureSpec
 
 
@@ -143,12 +143,15 @@ class Sequences:
 
 def build_sequences(events: Iterable[Interaction], users: IdMap | None = None,
                     items: IdMap | None = None, grow_items: bool = True,
-                    spec: FeatureSpec | None = None) -> Sequences:
+                    spec: FeatureSpec | None = None, catalogue: Sequence[ItemContent] = (),
+                    char_tokens: int = 0) -> Sequences:
     """Group events by user, keeping arrival order (callers pass them in time order).
 
     With ``grow_items=False`` items unknown to ``items`` become 0 (test data scored by a
     model trained on another log); callers drop them. Features follow ``spec``; one whose
     numeric keys have no moments yet is fitted on these events (``FeatureSpec.fit``).
+    With ``catalogue`` records, the items carry their content (``catalogue_table``, with
+    ``char_tokens`` trigram slots).
     """
     users = users if users is not None else IdMap()
     items = items if items is not None else IdMap()
@@ -170,9 +173,11 @@ def build_sequences(events: Iterable[Interaction], users: IdMap | None = None,
     numeric = column(3, np.float64, len(spec.numeric))
     if spec.numeric and not spec.numeric_mean:
         spec = spec.fit(np.concatenate(numeric) if numeric else np.zeros((0, len(spec.numeric))))
+    content = (catalogue_table(catalogue, items.ids, char_tokens=char_tokens) if catalogue
+               else None)
     return Sequences(users, items, column(0, np.int64), column(1, np.int64),
                      column(2, np.int64), numeric, column(4, np.int64, len(spec.categorical)),
-                     column(5, bool), spec)
+                     column(5, bool), spec, content)
 
 
 @dataclass

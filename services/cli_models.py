@@ -63,15 +63,11 @@ def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = Non
     """Sequences of a log, with the settings' context features and the content of the
     catalogue ``records`` when there are any; with ``items`` given, only items it knows
     (others become 0)."""
-    from model.content import catalogue_table
     from model.data import build_sequences
 
-    seqs = build_sequences(_events(path, fmt), items=items, grow_items=items is None,
-                           spec=settings.feature_spec())
-    if records:
-        seqs.content = catalogue_table(records, seqs.items.ids,
-                                       char_tokens=settings.content_char_tokens)
-    return seqs
+    return build_sequences(_events(path, fmt), items=items, grow_items=items is None,
+                           spec=settings.feature_spec(), catalogue=records,
+                           char_tokens=settings.content_char_tokens)
 
 
 def _newest_ts(seqs: Sequences) -> int:

@@ -269,15 +269,10 @@ def _sequences(events: list[Event], users: list[str], items: list[str], spec: Fe
     """Sequences of ``events`` whose id maps extend ``users`` and ``items`` (those keep
     their ids; new ones are appended, so a warm start copies rows one for one), with the
     catalogue's content where there is one (``char_tokens``: see ``catalogue_table``)."""
-    from model.content import catalogue_table
     from model.data import IdMap, build_sequences
 
-    sequences = build_sequences(events, users=IdMap.from_list(users),
-                                items=IdMap.from_list(items), spec=spec)
-    if records:
-        sequences.content = catalogue_table(records, sequences.items.ids,
-                                            char_tokens=char_tokens)
-    return sequences
+    return build_sequences(events, users=IdMap.from_list(users), items=IdMap.from_list(items),
+                           spec=spec, catalogue=records, char_tokens=char_tokens)
 
 
 def gate_cut(events: list[Event], fraction: float, seen_until: int | None) -> int:

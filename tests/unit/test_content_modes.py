@@ -9,7 +9,6 @@ import keras
 import pytest
 from test_cold_items import RECORDS, _log
 
-from model.content import catalogue_table
 from model.data import LeaveLastOut, build_sequences, leave_last_out
 from model.ranking import training
 from model.retrieval.index import ItemIndex
@@ -22,9 +21,7 @@ SMALL = SASRecConfig(max_len=6, dim=8, blocks=1, epochs=2, eval_every=1, negativ
 
 
 def _split() -> LeaveLastOut:
-    seqs = build_sequences(_log())
-    seqs.content = catalogue_table(RECORDS, seqs.items.ids)
-    return leave_last_out(seqs)
+    return leave_last_out(build_sequences(_log(), catalogue=RECORDS))
 
 
 def test_auto_keeps_the_mode_better_on_validation(caplog: pytest.LogCaptureFixture) -> None:

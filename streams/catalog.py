@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason
+from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, decode_record
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -102,18 +102,10 @@ class ItemRecord:
 def parse_item(raw: bytes | str | dict[str, Any] | None) -> ItemRecord:
     """Wire bytes (or text, or an already decoded object) to an ItemRecord, or
     InvalidEvent naming the first problem found."""
-    if raw is None:
-        raise InvalidEvent(Reason.EMPTY_RECORD, "the record has no value (a tombstone?)")
-    if not isinstance(raw, (bytes, str)):
+    if raw is not None and not isinstance(raw, (bytes, str)):
         return _validate(raw)  # an object already decoded (anything else: not_an_object)
-    data = raw.encode() if isinstance(raw, str) else raw
-    if len(data) > MAX_RECORD_BYTES:
-        raise InvalidEvent(Reason.OVERSIZED, f"{len(data)} bytes > {MAX_RECORD_BYTES}")
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(Reason.BAD_JSON, str(exc)) from None
-    return _validate(obj)
+    return _validate(decode_record(raw.encode() if isinstance(raw, str) else raw,
+                                   MAX_RECORD_BYTES))
 
 
 def _validate(obj: Any) -> ItemRecord:

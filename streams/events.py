@@ -119,15 +119,20 @@ def new_event(user_id: str, item_id: str, event_type: str = "view", ts: int | No
 
 def parse(raw: bytes | None, now_ms: int | None = None) -> Event:
     """Bytes from the wire to an Event, or InvalidEvent with the reason."""
+    return validate(decode_record(raw, MAX_PAYLOAD_BYTES), now_ms)
+
+
+def decode_record(raw: bytes | None, max_bytes: int) -> Any:
+    """A record's JSON value, or InvalidEvent: a tombstone, an oversized record, bad JSON.
+    What the value must hold is each record kind's own ``validate``."""
     if raw is None:
         raise InvalidEvent(Reason.EMPTY_RECORD, "the record has no value (a tombstone?)")
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise InvalidEvent(Reason.OVERSIZED, f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    if len(raw) > max_bytes:
+        raise InvalidEvent(Reason.OVERSIZED, f"{len(raw)} bytes > {max_bytes}")
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent(Reason.BAD_JSON, str(exc)) from None
-    return validate(obj, now_ms)
 
 
 def validate(obj: Any, now_ms: int | None = None) -> Event:

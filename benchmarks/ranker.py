@@ -104,8 +104,6 @@ def main() -> None:
     parser.add_argument("--items-format", default=None, help="the catalogue's format")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=42, help="both models' training seed")
-    parser.add_argument("--folds", type=int, default=NeuMFConfig.folds,
-                        help="retrievers cross-fitting the ranker's training lists")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args()
     keys = lambda text: tuple(k for k in text.split(",") if k)  # noqa: E731
@@ -119,7 +117,7 @@ def main() -> None:
     print(f"{args.data}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
           f"{seqs.interactions():,} events, {len(test_users):,} test users, "
           f"{int(split.converted(test_users, 'test').sum())} converted targets")
-    sasrec_cfg, neumf_cfg = SASRecConfig(seed=args.seed), NeuMFConfig(seed=args.seed, folds=args.folds)
+    sasrec_cfg, neumf_cfg = SASRecConfig(seed=args.seed), NeuMFConfig(seed=args.seed)
     untyped = replace(sasrec_cfg, event_types=False, type_weights=())
     variants = [v for v in args.variants.split(",") if v]
     report: dict[str, dict] = {}

@@ -274,15 +274,15 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
         version = b.source.model_version or b.hub.stats.model_version
         ready = redis_ok and b.kafka_ok and version is not None
         return json_response({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
-                      "model_version": version}, 200 if ready else 503)
+                              "model_version": version}, 200 if ready else 503)
 
     @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures",
              dependencies=access.read_guard(),
              responses={**access.read_responses(), **TIMEOUT_RESPONSE})
     async def live() -> Response:
         b = backends_of(app)
-        return json_response({**b.hub.stats.snapshot(time.monotonic()), "dlq_per_s": b.dlq_rate.rate,
-                      "feed_clients": b.hub.clients})
+        return json_response({**b.hub.stats.snapshot(time.monotonic()),
+                              "dlq_per_s": b.dlq_rate.rate, "feed_clients": b.hub.clients})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
              dependencies=access.read_guard(),

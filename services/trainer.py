@@ -197,9 +197,9 @@ def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | N
     reports = {who: ranks.report() for who, ranks in ranked.items()}
     paired = (ranked["challenger"].full, ranked["champion"].full) \
         if champion is not None else None
-    verdict = decide(reports["challenger"], reports.get("champion"), protocol="full",
+    verdict = decide(reports["challenger"], reports.get("champion"), paired,
+                     min_cases=settings.trainer_min_gate_cases, protocol="full",
                      min_gain=settings.trainer_min_gain, finite=finite,
-                     min_cases=settings.trainer_min_gate_cases, ranks=paired,
                      case_users=cases.users, seed=seed)
     return reports, with_cases(verdict, reports["challenger"]["users"])
 

@@ -10,8 +10,8 @@ The challenger's id maps extend the champion's (same ids for what both know), so
 champion is scored in the challenger's id space through ``KnownPrefix``: users it never
 saw are its unknown user, items it never saw leave its histories and rank last. Targets no
 model could know (items first seen after the cut) are not test cases.
-A higher mean on one slice can be luck: given both models' per-case ranks, ``decide`` also
-asks the bootstrap interval of the per-case gain to lie above zero, over enough cases.
+A higher mean on one slice can be luck: ``decide`` also asks the bootstrap interval of the
+per-case gain to lie above zero, over enough cases.
 """
 
 from __future__ import annotations
@@ -98,15 +98,13 @@ class KnownPrefix:
         return out
 
 
-MIN_CASES = 200          # cases the bootstrap rule needs before it may promote
-MIN_CASES_MEANS = 30     # the older rule on means alone, for callers without per-case ranks
 LEVEL = 0.95
 
 
 @dataclass(frozen=True)
 class Verdict:
     """``interval``: the bootstrap interval of the per-case difference challenger −
-    champion, when per-case ranks were given."""
+    champion (None when no comparison got that far)."""
 
     promote: bool
     reason: str
@@ -129,43 +127,36 @@ def case_values(ranks: np.ndarray, metric: str) -> np.ndarray:
     return np.array([formula(np.array([r], dtype=float), k) for r in np.asarray(ranks)])
 
 
-def decide(challenger: dict, champion: dict | None, metric: str = "NDCG@10",
-           protocol: str = "full", min_gain: float = 0.0, finite: bool = True,
-           min_cases: int | None = None, *,
-           ranks: tuple[np.ndarray, np.ndarray] | None = None,
-           case_users: np.ndarray | None = None, level: float = LEVEL,
+def decide(challenger: dict, champion: dict | None,
+           ranks: tuple[np.ndarray, np.ndarray] | None, *, min_cases: int,
+           metric: str = "NDCG@10", protocol: str = "full", min_gain: float = 0.0,
+           finite: bool = True, case_users: np.ndarray | None = None, level: float = LEVEL,
            seed: int = 0) -> Verdict:
     """Promote when the challenger's weights are finite and it beats the champion on
     ``protocol``/``metric`` by more than ``min_gain`` (relative: 0.02 = 2% better) over at
-    least ``min_cases`` gate cases (one lucky case must not replace a champion); with no
-    champion yet, any sound challenger wins.
+    least ``min_cases`` gate cases, and the gain is sure: the bootstrap interval at
+    ``level`` of the mean per-case difference challenger − champion lies above zero (a
+    higher mean on one slice can be luck). With no champion yet, any sound challenger wins.
 
-    With ``ranks`` (the per-case 0-based ranks of challenger and champion on the same
-    cases, in ``protocol``) the gain must also be sure: the bootstrap interval at
-    ``level`` of the mean per-case difference challenger − champion must lie above zero,
-    and ``min_cases`` defaults to ``MIN_CASES``. ``case_users`` (each case's user)
-    resamples users rather than cases, since one user's cases are not independent.
-    Without ``ranks`` only the means are compared (``min_cases`` defaults to
-    ``MIN_CASES_MEANS``), as callers did before the bootstrap existed."""
+    ``ranks``: the per-case 0-based ranks of challenger and champion on the same cases, in
+    ``protocol`` (None only without a champion). ``case_users`` (each case's user)
+    resamples users rather than cases, since one user's cases are not independent."""
     value = float(challenger[protocol][metric])
     label = f"{protocol} {metric}"
     if not finite or not np.isfinite(value):
         return Verdict(False, "challenger has non-finite weights or scores", label, None, value)
     if champion is None:
         return Verdict(True, "no champion yet", label, None, value)
+    if ranks is None:
+        raise ValueError("comparing with a champion needs both models' per-case ranks")
     best = float(champion[protocol][metric])
     needed = best * (1 + min_gain)
     if value <= needed:
         return Verdict(False, f"{label} {value:.4f} does not beat champion {best:.4f} by more "
                               f"than {min_gain:.0%}", label, best, value)
-    if min_cases is None:
-        min_cases = MIN_CASES if ranks is not None else MIN_CASES_MEANS
     if (cases := int(challenger.get("users", min_cases))) < min_cases:
         return Verdict(False, f"{label} {value:.4f} > champion {best:.4f} on only {cases} gate "
                               f"cases ({min_cases} needed to compare)", label, best, value)
-    if ranks is None:
-        return Verdict(True, f"{label} {value:.4f} > champion {best:.4f} "
-                             f"(+{min_gain:.0%} needed)", label, best, value)
     interval = _gain_interval(ranks, metric, case_users, level, seed)
     sure = interval[0] > 0
     return Verdict(sure, f"{label} {value:.4f} > champion {best:.4f} (+{min_gain:.0%} needed); "

@@ -196,7 +196,7 @@ def test_case_values_average_to_the_metrics() -> None:
 
 def test_the_gate_promotes_a_sure_gain_over_enough_cases() -> None:
     mine, theirs = _gate_ranks(np.random.default_rng(1), 400, better=0.5)
-    verdict = decide(_report(mine), _report(theirs), ranks=(mine, theirs))
+    verdict = decide(_report(mine), _report(theirs), (mine, theirs), min_cases=200)
     assert verdict.promote and verdict.interval is not None and verdict.interval[0] > 0
     assert "above zero" in verdict.reason
 
@@ -206,19 +206,18 @@ def test_the_gate_keeps_the_champion_when_the_gain_may_be_luck() -> None:
     for _ in range(20):  # the same model twice, ranks reshuffled: any gain is luck
         theirs = rng.integers(0, 40, 400).astype(float)
         mine = rng.permutation(theirs)
-        verdict = decide(_report(mine), _report(theirs), ranks=(mine, theirs))
+        verdict = decide(_report(mine), _report(theirs), (mine, theirs), min_cases=200)
         if ndcg(mine, 10) > ndcg(theirs, 10):
             assert not verdict.promote and "not above zero" in verdict.reason
 
 
-def test_the_gate_needs_200_cases_with_ranks_and_keeps_the_old_rule_without() -> None:
+def test_the_gate_needs_its_minimum_of_cases() -> None:
     mine, theirs = _gate_ranks(np.random.default_rng(3), 150, better=0.9)
-    few = decide(_report(mine), _report(theirs), ranks=(mine, theirs))
+    few = decide(_report(mine), _report(theirs), (mine, theirs), min_cases=200)
     assert not few.promote and "200 needed" in few.reason
-    assert decide(_report(mine), _report(theirs)).promote  # means only: 30 cases suffice
-    assert decide(_report(mine), _report(theirs), ranks=(mine, theirs), min_cases=100).promote
+    assert decide(_report(mine), _report(theirs), (mine, theirs), min_cases=100).promote
     with pytest.raises(ValueError, match="paired"):
-        decide(_report(mine), _report(theirs), ranks=(mine, theirs[:-1]), min_cases=1)
+        decide(_report(mine), _report(theirs), (mine, theirs[:-1]), min_cases=1)
 
 
 def test_the_gate_resamples_users_when_told_them() -> None:
@@ -228,8 +227,8 @@ def test_the_gate_resamples_users_when_told_them() -> None:
     users = np.repeat(np.arange(20), 20)
     theirs = rng.integers(0, 40, len(users)).astype(float)
     mine = np.where(users % 2 == 0, np.floor(theirs / 3), theirs)
-    by_case = decide(_report(mine), _report(theirs), ranks=(mine, theirs)).interval
-    by_user = decide(_report(mine), _report(theirs), ranks=(mine, theirs),
+    by_case = decide(_report(mine), _report(theirs), (mine, theirs), min_cases=200).interval
+    by_user = decide(_report(mine), _report(theirs), (mine, theirs), min_cases=200,
                      case_users=users).interval
     assert by_case is not None and by_user is not None
     assert (by_user[1] - by_user[0]) > 1.5 * (by_case[1] - by_case[0])

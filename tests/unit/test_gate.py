@@ -49,8 +49,11 @@ def test_known_prefix_hides_what_the_champion_never_saw() -> None:
     np.testing.assert_array_equal(scores[:, :4], [[0, 1, 2, 3], [0, 1, 2, 3]])
 
 
-def _report(ndcg: float, cases: int = 100) -> dict:
+def _report(ndcg: float, cases: int = 300) -> dict:
     return {"full": {"NDCG@10": ndcg}, "sampled": {"NDCG@10": ndcg}, "users": cases}
+
+
+SURE = (np.zeros(300), np.full(300, 50.0))  # per-case ranks: the challenger wins every case
 
 
 @pytest.mark.parametrize("challenger,champion,gain,finite,promote,why", [
@@ -65,13 +68,18 @@ def _report(ndcg: float, cases: int = 100) -> dict:
 def test_decide(challenger: float, champion: float | None, gain: float, finite: bool,
                 promote: bool, why: str) -> None:
     verdict = decide(_report(challenger), None if champion is None else _report(champion),
-                     min_gain=gain, finite=finite)
+                     SURE, min_cases=200, min_gain=gain, finite=finite)
     assert verdict.promote is promote and why in verdict.reason
 
 
 def test_a_gate_slice_too_small_to_compare_never_replaces_the_champion() -> None:
     """One lucky case must not decide: below ``min_cases`` the champion stays."""
-    few = decide(_report(1.0, cases=1), _report(0.1, cases=1), min_cases=30)
+    few = decide(_report(1.0, cases=1), _report(0.1, cases=1), SURE, min_cases=30)
     assert not few.promote and "1 gate cases" in few.reason and "30" in few.reason
-    assert decide(_report(1.0, cases=30), _report(0.1, cases=30), min_cases=30).promote
-    assert decide(_report(0.1, cases=1), None, min_cases=30).promote  # the first champion
+    assert decide(_report(1.0, cases=30), _report(0.1, cases=30), SURE, min_cases=30).promote
+    assert decide(_report(0.1, cases=1), None, None, min_cases=30).promote  # the first champion
+
+
+def test_a_champion_is_never_judged_on_means_alone() -> None:
+    with pytest.raises(ValueError, match="per-case ranks"):
+        decide(_report(0.2), _report(0.1), None, min_cases=1)

@@ -7,8 +7,7 @@ leave-last-out split of one log (issue #14's ablation):
 - ``no-context``: the ranker without the newest event's context features;
 - ``no-types``: SASRec trained without the event-type embedding and type weights, and
   its own ranker;
-- ``no-conversion``: the ranker with the next-item head only;
-- ``no-trend``: the ranker without its candidates' recent popularity (``model.trend``).
+- ``no-conversion``: the ranker with the next-item head only.
 
 Full-ranking figures are the ones to quote; sampled ones are printed for the papers'
 protocol. Full NDCG@10 is also split by test target (``repeat``: an item the user had
@@ -37,14 +36,15 @@ from model.data import LeaveLastOut, build_sequences, leave_last_out
 from model.evaluation.harness import conversion_report
 from model.evaluation.protocols import rank_cases
 from model.features import FeatureSpec
-from model.ranking.training import NeuMFConfig, fit_ranker, pipeline_of
+from model.pipeline import PipelineScorer
+from model.ranking.training import NeuMFConfig, fit_ranker
 from model.retrieval.index import ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 from streams.catalog_files import read_catalog
 from streams.events import EVENT_TYPES
 from streams.readers import read_valid_events
 
-VARIANTS = ("pipeline", "no-context", "no-types", "no-conversion", "no-trend")
+VARIANTS = ("pipeline", "no-context", "no-types", "no-conversion")
 
 
 def _figures(scorer: object, split: LeaveLastOut) -> dict:
@@ -86,7 +86,8 @@ def _ranker(split: LeaveLastOut, retriever: tuple, sasrec_cfg: SASRecConfig,
     res, scorer, index, _ = retriever
     start = time.perf_counter()
     ranker = fit_ranker(split, scorer, index, sasrec_cfg, res.best_epoch, cfg)
-    pipeline = pipeline_of(split, scorer, index, ranker.model, cfg)
+    pipeline = PipelineScorer(scorer, index, ranker.model, cfg.candidates, exclude_seen=False,
+                              head_weights=cfg.head_weights)
     return {**_figures(pipeline, split), "best_epoch": ranker.best_epoch, "curve": ranker.curve,
             "conversion": conversion_report(pipeline, split),
             "seconds": round(time.perf_counter() - start, 1)}
@@ -127,8 +128,7 @@ def main() -> None:
             retrievers[typed] = _retriever(split, sasrec_cfg if typed else untyped)
             report["sasrec" if typed else "sasrec (no types)"] = retrievers[typed][3]
         cfg = {"no-context": replace(neumf_cfg, context=False),
-               "no-conversion": replace(neumf_cfg, tasks=("next",)),
-               "no-trend": replace(neumf_cfg, trend=False)}.get(variant, neumf_cfg)
+               "no-conversion": replace(neumf_cfg, tasks=("next",))}.get(variant, neumf_cfg)
         report[variant] = _ranker(split, retrievers[typed],
                                   sasrec_cfg if typed else untyped, cfg)
         _print(report)

@@ -72,11 +72,10 @@ def _models(items: int, users: int, features: bool, content: bool) -> tuple[SASR
     kwargs: dict = {"session_dim": 64, "use_score": True}
     if features:
         from model.features import PAIR_FEATURES, FeatureSpec
-        from model.trend import TREND_FEATURES
 
         spec = FeatureSpec(event_types=TYPES, categorical=("device",), numeric=("price",))
         kwargs.update(context_dim=spec.dense_dim, categories=1, buckets=spec.buckets,
-                      pair_dim=PAIR_FEATURES + TREND_FEATURES, tasks=("next", "conversion"),
+                      pair_dim=PAIR_FEATURES, tasks=("next", "conversion"),
                       features=spec.to_dict(), wide=True,
                       conditional=True)  # as ``fit_ranker`` builds it
     if table is not None:

@@ -2,9 +2,8 @@
 (``make lint`` checks it). Grouped by stage, the way the data flows:
 
 - ``data``, ``sampling``: sequences, id maps, splits, negative sampling.
-- ``features``, ``content``, ``trend``: what an event's context, an item's catalogue
-  record and its recent popularity become as model inputs, declared once for training
-  and serving.
+- ``features``, ``content``: what an event's context and an item's catalogue record
+  become as model inputs, declared once for training and serving.
 - ``retrieval/``: the retriever: the SASRec layer, its NumPy incremental encoder, its
   training, the FAISS item index. Change how sessions are embedded or candidates found here.
 - ``ranking/``: the ranker: NeuMF, its NumPy scorer, its training. Change how candidates

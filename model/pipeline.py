@@ -47,7 +47,6 @@ from model.retrieval.encoder import IncrementalEncoder, NumpySASRec, SessionCach
 from model.retrieval.index import IndexConfig, ItemIndex
 from model.retrieval.sasrec import SASRec
 from model.retrieval.training import SASRecScorer
-from model.trend import ItemTrend, TrendLog
 
 
 class PipelineScorer:
@@ -64,34 +63,26 @@ class PipelineScorer:
 
     def __init__(self, sasrec: SASRecScorer, index: ItemIndex, ranker: NeuMF,
                  candidates: int = 100, exclude_seen: bool = True,
-                 head_weights: Mapping[str, float] | None = None,
-                 trend: TrendLog | None = None) -> None:
+                 head_weights: Mapping[str, float] | None = None) -> None:
         self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
-        self.exclude_seen, self.trend = exclude_seen, trend  # None: no trend features
+        self.exclude_seen = exclude_seen
         self.spec = FeatureSpec.from_dict(ranker.features or {})
-        self.head_weights, self.heads = head_weights, head_vector(ranker.tasks, head_weights)
+        self.heads = head_vector(ranker.tasks, head_weights)
         self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
 
     @classmethod
     def of(cls, sasrec: SASRec, ranker: NeuMF, candidates: int = 100,
-           exclude_seen: bool = True, head_weights: Mapping[str, float] | None = None,
-           trend: TrendLog | None = None) -> PipelineScorer:
+           exclude_seen: bool = True, head_weights: Mapping[str, float] | None = None
+           ) -> PipelineScorer:
         """From two trained models, e.g. a champion loaded from the registry."""
         index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
-        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen, head_weights,
-                   trend)
-
-    def with_trend(self, trend: TrendLog) -> PipelineScorer:
-        """The same pipeline reading the trend of another log (one that goes on past the
-        training log, for cases after it)."""
-        return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates,
-                              self.exclude_seen, self.head_weights, trend)
+        return cls(SASRecScorer(sasrec), index, ranker, candidates, exclude_seen, head_weights)
 
     def with_heads(self, head_weights: Mapping[str, float]) -> PipelineScorer:
         """The same pipeline serving another combination of the heads (one head alone, to
         evaluate it)."""
         return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates,
-                              self.exclude_seen, head_weights, self.trend)
+                              self.exclude_seen, head_weights)
 
     def head_logits(self, users: np.ndarray, sessions: np.ndarray,
                     histories: list[np.ndarray], side: Side | None = None
@@ -100,10 +91,8 @@ class PipelineScorer:
         candidates, in retrieval order."""
         scores, ids = candidate_lists(self.index, self.table, sessions, histories,
                                       self.candidates, 0 if self.exclude_seen else RECENT_ITEMS)
-        trend = (self.trend.features(side.now(), ids)
-                 if self.trend is not None and side is not None else None)
         found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
-                                 seen_excluded=self.exclude_seen, trend=trend)
+                                 seen_excluded=self.exclude_seen)
         logits = predict_rows(self.ranker, found.flat(self.ranker))
         return logits.reshape(*ids.shape, -1), ids
 
@@ -199,15 +188,13 @@ class ServingBundle:
     (least recently used go first; a full window's cache is ~51 KB, so 100k long sessions
     would hold ~5 GB); a user without a usable cache is encoded from their session items.
     ``spec`` is the ranker's ``FeatureSpec``; ``explain`` how many session items each list
-    names as its reasons (0: none). ``trend``: the items' recent popularity as of the
-    training log's end (``model.trend``); every event served joins it, after its list is
-    ranked (empty without one: it then learns from the live events alone)."""
+    names as its reasons (0: none)."""
 
     def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NumpyNeuMF | None,
                  users: IdMap, items: IdMap, version: str, candidates: int = 100,
                  cached_users: int = 100_000, spec: FeatureSpec | None = None,
                  head_weights: Mapping[str, float] | None = None, explain: int = 3,
-                 cache_mb: float = CACHE_MB, trend: ItemTrend | None = None) -> None:
+                 cache_mb: float = CACHE_MB) -> None:
         if ranker is not None:
             _check_pair(ranker, users, items)
         self.encoder, self.index, self.ranker = encoder, index, ranker
@@ -221,7 +208,6 @@ class ServingBundle:
         self.cache_bytes = 0  # their sum
         self.trained_items = len(items)  # ids past this are known by content alone
         self._item_names = np.empty(0, dtype=object)
-        self.trend = trend if trend is not None else ItemTrend(len(items))
 
     def add_items(self, records: Sequence[ItemContent]) -> int:
         """Embed catalogue records into the encoder's table and the index, so the next
@@ -244,7 +230,6 @@ class ServingBundle:
         table = np.concatenate([self.encoder.items, vectors[~known]])
         table[dense[known]] = vectors[known]
         dense[~known] = [self.items.add(i) for i, d in zip(latest, dense) if d == 0]
-        self.trend.widen(len(self.items))
         if self.ranker is not None:
             self.ranker = self.ranker.with_items(list(latest.values()), dense)
         self.encoder = replace(self.encoder, items=table)
@@ -433,14 +418,13 @@ class ServingBundle:
     def from_models(cls, sasrec: SASRec, ranker: NeuMF | None, users: IdMap, items: IdMap,
                     version: str, index_cfg: IndexConfig = IndexConfig(),
                     candidates: int = 100, head_weights: Mapping[str, float] | None = None,
-                    cache_mb: float = CACHE_MB, trend: ItemTrend | None = None
-                    ) -> ServingBundle:
+                    cache_mb: float = CACHE_MB) -> ServingBundle:
         encoder = export_sasrec(sasrec)
         spec = FeatureSpec.from_dict(ranker.features or {}) if ranker is not None else None
         return cls(encoder, ItemIndex.build(encoder.items, index_cfg),
                    export_neumf(ranker) if ranker is not None else None, users, items,
                    version, candidates, spec=spec, head_weights=head_weights,
-                   cache_mb=cache_mb, trend=trend)
+                   cache_mb=cache_mb)
 
     def _histories(self, sessions: list[LiveSession]) -> tuple[list[int], list[np.ndarray], Side]:
         """(rows the model knows an item of, their dense histories, their ``Side``): items
@@ -505,8 +489,7 @@ class ServingBundle:
         if self.ranker is not None and self.heads is not None:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
             found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side,
-                                     seen_excluded=exclude_seen,
-                                     trend=self.trend.features(ids))
+                                     seen_excluded=exclude_seen)
             # An item the ranker has no row for (its model reads no content) is unknown: 0.
             heads = self.ranker.score(user_ids, np.where(ids <= self.ranker.num_items, ids, 0),
                                       emb, found.scores, found.context, found.categories,
@@ -520,18 +503,8 @@ class ServingBundle:
         for r, made in zip(known, self._lists(order, ids, scores, heads,
                                               self._reasons(attention))):
             out[r] = made
-        self._observe(live)
         clock.lap("rank")
         return out
-
-    def _observe(self, sessions: list[LiveSession]) -> None:
-        """Each session's newest event joins the trend, after its list was ranked: in
-        training a list's trend counts only the events before it."""
-        newest = [(s.items[-1], s.times[-1]) for s in sessions
-                  if s.items and len(s.times) == len(s.items)]
-        if newest:
-            self.trend.observe(np.array([self.items.get(i) for i, _ in newest], np.int64),
-                               np.array([t for _, t in newest], np.int64))
 
     def _reasons(self, attention: list[Attention]) -> list[list[tuple[str, float]] | None]:
         """Per row, the ``explain`` session items with the most attention, strongest

@@ -64,7 +64,6 @@ if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to im
     from model.evaluation.protocols import CaseRanks, Scorer
     from model.ranking.training import NeuMFConfig
     from model.retrieval.training import SASRecConfig
-    from model.trend import TrendLog
     from streams.registry import Champion
 
 log = logging.getLogger("streamrec.trainer")
@@ -234,18 +233,6 @@ class _RoundData:
     @property
     def events(self) -> int:
         return len(self.history)
-
-    def trend(self) -> TrendLog:
-        """Every event of the history, the held-out part included, in the challenger's
-        item ids: a gate case's trend counts the events before it, as when served."""
-        import numpy as np
-
-        from model.trend import TrendLog
-
-        ids = self.sequences.items
-        return TrendLog(np.array([ids.get(e.item_id) for e in self.history], np.int64),
-                        np.array([e.ts for e in self.history], np.int64),
-                        self.sequences.num_items)
 
     @property
     def training_events(self) -> int:
@@ -516,17 +503,13 @@ class Trainer:
         from model.pipeline import PipelineScorer
 
         items, champion = data.sequences.num_items, None
-        trend = data.trend()
         if (c := data.champion) is not None:
             cfg = challenger.ranker_cfg
             champion = KnownPrefix(PipelineScorer.of(c.retriever, c.ranker, cfg.candidates,
                                                      exclude_seen=False,
-                                                     head_weights=cfg.head_weights,
-                                                     trend=trend),
+                                                     head_weights=cfg.head_weights),
                                    len(c.users), len(c.items), items)
-        mine = challenger.trained["pipeline"].scorer
-        assert isinstance(mine, PipelineScorer)
-        return judge(data.cases, items, mine.with_trend(trend), champion,
+        return judge(data.cases, items, challenger.trained["pipeline"].scorer, champion,
                      self.settings, challenger.finite, self.seed)
 
     def _refit(self, data: _RoundData, challenger: _Challenger, verdict: Verdict
@@ -581,9 +564,7 @@ class Trainer:
             metrics=gate_metrics(reports),
             tags=gate_tags(verdict, data.champion.version if data.champion else None, cases),
             figures={"champion_vs_challenger.png": comparison_figure(
-                reports, f"gate: newest {data.held_out:,} events, {verdict.metric}")},
-            # a refit saw every event; a gated challenger serves from the gate slice's end
-            trend=None if challenger.refit else data.trend().state())
+                reports, f"gate: newest {data.held_out:,} events, {verdict.metric}")})
         return {name: version for run in logged.values()
                 for name, version in run.versions.items()}
 

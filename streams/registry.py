@@ -31,7 +31,6 @@ from model.data import IdMap
 from model.fitting import predict_rows
 from model.pipeline import CACHE_MB, PipelineScorer, ServingBundle
 from model.ranking.neumf import sample_inputs
-from model.trend import ItemTrend, trend_log
 from streams.messages import CHAMPION, version_string
 
 RETRIEVER_NAME = "streamrec-retriever"
@@ -191,19 +190,14 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
                 params: Mapping[str, Any], *, register: bool = True, champion: bool = False,
                 metrics: Mapping[str, float] | None = None,
                 tags: Mapping[str, str] | None = None,
-                figures: Mapping[str, Any] | None = None,
-                trend: ItemTrend | None = None) -> dict[str, LoggedRun]:
+                figures: Mapping[str, Any] | None = None) -> dict[str, LoggedRun]:
     """One MLflow run per trained model (``model.evaluation.harness.Trained``): its full
     config, test metrics on ``split`` (both protocols), curve, the model with its signature
-    and the id maps, with the items' ``trend`` to serve from (default: as of the end of
-    ``split``'s log); registered under ``REGISTERED[name]`` when ``register``."""
+    and the id maps; registered under ``REGISTERED[name]`` when ``register``."""
     from model.evaluation.harness import conversion_report
     from model.evaluation.protocols import evaluate
 
     seqs = split.sequences
-    # The trend rides with the id maps: it is per dense item id, as of the log's end.
-    maps = {"users": seqs.users.to_list(), "items": seqs.items.to_list(),
-            "trend": (trend or trend_log(seqs).state()).to_dict()}
     out = {}
     for name, t in trained.items():
         assert t.result is not None
@@ -224,7 +218,8 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
             curve=t.result.curve, metrics={**test_metrics, **(metrics or {})},
             models={REGISTERED[name]: (keras_model,
                                        example_inputs(name, keras_model, configs["sasrec"]))},
-            artifacts={"id_maps.json": maps},
+            artifacts={"id_maps.json": {"users": seqs.users.to_list(),
+                                        "items": seqs.items.to_list()}},
             register=register, champion=champion, tags=tags, figures=figures)
         out[name] = LoggedRun(result, t.result.best_epoch, versions)
     return out
@@ -258,16 +253,13 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION,
 
 @dataclass(frozen=True)
 class Champion:
-    """The models behind an alias, the id maps logged with the retriever, their versions,
-    and the items' trend at the end of their training log (None for models logged before
-    it was: their ranker reads no trend)."""
+    """The models behind an alias, the id maps logged with the retriever, their versions."""
 
     retriever: keras.Model
     ranker: keras.Model
     users: IdMap
     items: IdMap
     versions: dict[str, str]
-    trend: ItemTrend | None = None
 
     @property
     def version(self) -> str:
@@ -378,8 +370,7 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     return Champion(load_model(store, retriever.name, version=retriever.version),
                     load_model(store, ranker.name, version=ranker.version),
                     IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),
-                    {v.name: str(v.version) for v in (retriever, ranker)},
-                    ItemTrend.from_dict(maps["trend"]) if "trend" in maps else None)
+                    {v.name: str(v.version) for v in (retriever, ranker)})
 
 
 def load_bundle(store: MlflowStore, alias: str = CHAMPION,
@@ -390,5 +381,4 @@ def load_bundle(store: MlflowStore, alias: str = CHAMPION,
     (settings)."""
     c = load_champion(store, alias)
     return ServingBundle.from_models(c.retriever, c.ranker, c.users, c.items, c.version,
-                                     head_weights=head_weights, cache_mb=cache_mb,
-                                     trend=c.trend)
+                                     head_weights=head_weights, cache_mb=cache_mb)

@@ -24,7 +24,7 @@ from model.evaluation.protocols import Scorer, evaluate, evaluate_cases, evaluat
 from model.experiments.statistics import bootstrap_interval
 from model.fitting import TrainResult
 from model.pipeline import PipelineScorer
-from model.ranking.training import NeuMFConfig, NeuMFScorer, fit_neumf, fit_ranker, pipeline_of
+from model.ranking.training import NeuMFConfig, NeuMFScorer, fit_neumf, fit_ranker
 from model.retrieval.index import IndexConfig, ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 
@@ -80,8 +80,9 @@ def train_models(split: LeaveLastOut, names: list[str], sasrec_cfg: SASRecConfig
             res = fit_ranker(split, sasrec.scorer, sasrec.index, sasrec_cfg,  # type: ignore[arg-type]
                              sasrec.result.best_epoch, neumf_cfg, report(name),
                              init=init.get("ranker"))
-            scorer = pipeline_of(split, sasrec.scorer, sasrec.index,  # type: ignore[arg-type]
-                                 res.model, neumf_cfg)
+            scorer = PipelineScorer(sasrec.scorer, sasrec.index, res.model,  # type: ignore[arg-type]
+                                    neumf_cfg.candidates, exclude_seen=False,
+                                    head_weights=neumf_cfg.head_weights)
             out[name] = Trained(name, scorer,
                                 sasrec.train_s + time.perf_counter() - start, res)
     return {name: out[name] for name in names}

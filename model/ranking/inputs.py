@@ -15,7 +15,6 @@ from model.data import Side
 from model.features import FeatureSpec, pair_features
 from model.ranking.neumf import NeuMF
 from model.retrieval.index import ItemIndex
-from model.trend import TREND_FEATURES
 
 RECENT_ITEMS = 20  # a returning user's newest distinct items, added to the candidates
 
@@ -57,29 +56,24 @@ class Candidates:
     scores: np.ndarray     # [batch, width] retrieval scores
     context: np.ndarray    # [batch, spec.dense_dim]: the newest event's features
     categories: np.ndarray  # [batch, keys]: its hashed categorical context
-    pair: np.ndarray       # [batch, width, PAIR_FEATURES + TREND_FEATURES]
+    pair: np.ndarray       # [batch, width, PAIR_FEATURES]
 
     @classmethod
     def build(cls, spec: FeatureSpec, users: np.ndarray, sessions: np.ndarray,
               ids: np.ndarray, scores: np.ndarray, histories: list[np.ndarray],
-              side: Side | None, seen_excluded: bool = False,
-              trend: np.ndarray | None = None) -> Candidates:
+              side: Side | None, seen_excluded: bool = False) -> Candidates:
         """Features from ``side`` (unknown types, times and context without one).
         ``seen_excluded``: the candidates hold none of the history (the serving default),
-        so the seen-before features are zero without looking them up. ``trend``: the
-        candidates' ``model.trend`` features [batch, width, TREND_FEATURES], after the
-        pair features (zero without them: a ranker trained before them reads none)."""
+        so the seen-before features are zero without looking them up."""
         n = len(histories)
         if side is None:
             empty = [np.zeros(0, np.int64)] * n
             side = Side(empty, empty, np.full((n, len(spec.numeric)), np.nan),
                         np.zeros((n, len(spec.categorical)), np.int64))
-        pair = pair_features(ids, [h[:0] for h in histories] if seen_excluded else histories,
-                             side.types, side.times, side.now(), spec.conversion_codes)
-        if trend is None:
-            trend = np.zeros((*ids.shape, TREND_FEATURES), np.float32)
         return cls(users, sessions, ids, np.where(ids > 0, scores, 0.0), side.dense(spec),
-                   side.cats, np.concatenate([pair, trend], axis=-1))
+                   side.cats, pair_features(ids, [h[:0] for h in histories] if seen_excluded
+                                            else histories, side.types, side.times,
+                                            side.now(), spec.conversion_codes))
 
     def rows(self, which: np.ndarray) -> Candidates:
         """The lists ``which`` selects (a boolean mask or indices), in that order."""

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut, Sequences, Side
-from model.features import HEAD_WEIGHTS, PAIR_FEATURES, TASK_WEIGHTS, TASKS
+from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
 from model.fitting import (
     EpochCallback,
     TrainResult,
@@ -32,7 +32,6 @@ from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score, start_
 from model.retrieval.index import ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 from model.sampling import SeenItems
-from model.trend import TrendLog, trend_log
 from model.weights import copy_weights
 
 
@@ -54,7 +53,6 @@ class NeuMFConfig:
     id_l2: float = 0.0               # ranker: L2 on user and item embeddings
     session: bool = True             # ranker: the session embedding as an input
     content: bool = True             # ranker: item content, when the log has a catalogue
-    trend: bool = True               # ranker: the candidates' recent popularity (model.trend)
     id_dropout: float = 0.3          # ranker: share of items trained on content alone
     given_epochs: int = 20           # ranker: epochs fitting the conditional heads alone
     # Ranker heads: conversion is dropped when the log has no conversion; the losses sum
@@ -159,8 +157,7 @@ def fit_neumf(split: LeaveLastOut, cfg: NeuMFConfig = NeuMFConfig(),
 
 
 def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRecScorer,
-                    index: ItemIndex, cfg: NeuMFConfig, trend: TrendLog
-                    ) -> tuple[Candidates, np.ndarray]:
+                    index: ItemIndex, cfg: NeuMFConfig) -> tuple[Candidates, np.ndarray]:
     """For the newest ``cfg.lists_per_user`` positions of each history (scored by a
     retriever that never saw that history), the candidate list the pipeline would rerank
     there (``candidate_lists``: the retriever's ``cfg.candidates`` nearest unseen items
@@ -187,8 +184,7 @@ def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRec
                                   RECENT_ITEMS)
     hits = ids == targets[:, None]
     keep = hits.any(axis=1)
-    found = Candidates.build(seqs.spec, users_a, sessions, ids, scores, prefixes, side,
-                             trend=trend.features(side.now(), ids))
+    found = Candidates.build(seqs.spec, users_a, sessions, ids, scores, prefixes, side)
     labels = np.stack([hits, hits & seqs.labels(users_a, lengths)[:, None]], axis=-1)
     return found.rows(keep), labels[keep].astype("float32")
 
@@ -204,7 +200,6 @@ def cross_fitted_examples(split: LeaveLastOut, sasrec_cfg: SASRecConfig, sasrec_
     0.376 -> 0.27). Holding out each user's newest items instead left a few lists per user
     (1,780 on REES46), too few: the ranker memorised them and lost on validation."""
     half = np.arange(len(split.train)) % 2
-    trend = trend_log(split.sequences)
     parts = []
     for fold in (0, 1):
         others = [h if half[i] != fold else h[:0] for i, h in enumerate(split.train)]
@@ -213,7 +208,7 @@ def cross_fitted_examples(split: LeaveLastOut, sasrec_cfg: SASRecConfig, sasrec_
         index = ItemIndex.build(keras.ops.convert_to_numpy(retriever.item_embeddings()))
         mine = [h if half[i] == fold else h[:0] for i, h in enumerate(split.train)]
         parts.append(ranker_examples(split.sequences, mine, SASRecScorer(retriever), index,
-                                     cfg, trend))
+                                     cfg))
     return (Candidates.concat([p[0] for p in parts]),
             np.concatenate([p[1] for p in parts]))
 
@@ -236,8 +231,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                   session_dim=found.sessions.shape[1] if cfg.session else 0, use_score=True,
                   context_dim=found.context.shape[1] if cfg.context else 0,
                   categories=found.categories.shape[1] if cfg.context else 0,
-                  buckets=seqs.spec.buckets,
-                  pair_dim=found.pair.shape[-1] if cfg.trend else PAIR_FEATURES, tasks=tasks,
+                  buckets=seqs.spec.buckets, pair_dim=found.pair.shape[-1], tasks=tasks,
                   features=seqs.spec.to_dict(), id_l2=cfg.id_l2,
                   content=content.spec.to_dict() if content is not None else None,
                   id_dropout=cfg.id_dropout if content is not None else 0.0, wide=True,
@@ -258,22 +252,14 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
         return ({**data, "user": _drop_users(data["user"], cfg.unknown_user_rate, rng)},
                 labels[order].reshape(-1, len(tasks)))
 
-    served = pipeline_of(split, sasrec, index, model, cfg)
+    served = PipelineScorer(sasrec, index, model, cfg.candidates, exclude_seen=False,
+                            head_weights=cfg.head_weights)
     result = fit_with_early_stopping(model, epoch_data, served, split, epochs=cfg.epochs,
                                      eval_every=cfg.eval_every, patience=cfg.patience,
                                      batch_size=max(cfg.batch_size // width, 1) * width,
                                      on_epoch=on_epoch, shuffle=False)
     refit_given(model, found, labels, cfg.given_epochs)
     return result
-
-
-def pipeline_of(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex, ranker: NeuMF,
-                cfg: NeuMFConfig) -> PipelineScorer:
-    """The offline pipeline of a ranker trained by ``fit_ranker`` on ``split``, as its
-    early stopping scored it: the log's trend, and the history left among the candidates
-    (the leave-last-out protocols exclude it from every model alike)."""
-    return PipelineScorer(sasrec, index, ranker, cfg.candidates, exclude_seen=False,
-                          head_weights=cfg.head_weights, trend=trend_log(split.sequences))
 
 
 def refit_given(model: NeuMF, found: Candidates, labels: np.ndarray, epochs: int,

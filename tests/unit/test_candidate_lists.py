@@ -4,7 +4,6 @@ and serving; and ``Candidates.flat`` for a model trained with fewer pair feature
 import numpy as np
 
 from model.features import PAIR_FEATURES, FeatureSpec
-from model.trend import TREND_FEATURES
 from model.ranking.inputs import Candidates, candidate_lists
 from model.retrieval.index import ItemIndex
 
@@ -46,7 +45,7 @@ def test_a_model_trained_with_fewer_pair_features_reads_only_those() -> None:
     ids = np.array([[3, 4]])
     found = Candidates.build(spec, np.array([1]), np.zeros((1, 2), np.float32), ids,
                              np.ones((1, 2)), [np.array([3])], None)
-    assert found.pair.shape == (1, 2, PAIR_FEATURES + TREND_FEATURES)
+    assert found.pair.shape == (1, 2, PAIR_FEATURES)
     old = SimpleNamespace(session_dim=0, use_score=False, context_dim=0, categories=0,
                           pair_dim=4)
     flat = found.flat(old)  # type: ignore[arg-type]

@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 
 from model.data import Side, build_sequences, leave_last_out
-from model.features import PAIR_FEATURES
 from model.pipeline import PipelineScorer, ServingBundle
 from model.ranking.neumf import NeuMF, start_from_score
 from model.retrieval.index import ItemIndex
 from model.retrieval.sasrec import SASRec
 from model.retrieval.training import SASRecScorer
-from model.trend import TREND_FEATURES, TrendLog, trend_log
 from streams.synthetic import SyntheticConfig, generate
 
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
@@ -119,9 +117,8 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     sasrec = SASRec(seqs.num_items, max_len=16, dim=16, blocks=1, dropout=0.0,
                     num_types=spec.num_types)
     ranker = NeuMF(seqs.num_users, seqs.num_items, 8, (16, 8), session_dim=16, use_score=True,
-                   context_dim=seqs.spec.dense_dim, categories=1, buckets=8,
-                   pair_dim=PAIR_FEATURES + TREND_FEATURES, tasks=("next", "conversion"),
-                   features=seqs.spec.to_dict(), wide=True,
+                   context_dim=seqs.spec.dense_dim, categories=1, buckets=8, pair_dim=4,
+                   tasks=("next", "conversion"), features=seqs.spec.to_dict(), wide=True,
                    conditional=True)  # as ``fit_ranker`` builds it
     users = np.array([1, 2, 3, 4])
     # The newest 16 events: within one encoder window (longer sessions roll, by design).
@@ -136,14 +133,8 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
                         for w in ranker.get_weights()])  # every input has a say
     index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
     weights = {"next": 1.0, "conversion": 0.5}
-    # The trend of the events before every list's time: the same state serves them all.
-    every = trend_log(seqs)
-    early = every.times < side.now().min()
-    trend = TrendLog(every.items[early], every.times[early], seqs.num_items)
-    offline = PipelineScorer(sas, index, ranker, candidates=30, head_weights=weights,
-                             trend=trend)
+    offline = PipelineScorer(sas, index, ranker, candidates=30, head_weights=weights)
     expected_scores, expected = offline.rerank(users, sessions, hist, side)
-    assert trend.features(side.now(), expected).any()
 
     by_user: dict[str, list] = {}
     for e in events:
@@ -154,12 +145,8 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
         live.append(LiveSession([e.item_id for e in mine], [e.event_type for e in mine],
                                 [e.ts for e in mine], mine[-1].context))
     bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v8",
-                                       candidates=30, head_weights=weights,
-                                       trend=trend.state())
+                                       candidates=30, head_weights=weights)
     recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], live, k=10)
-    # Ranked first, then counted: each list's newest event joins the trend.
-    newest = [seqs.items.get(s.items[-1]) for s in live]
-    assert (bundle.trend.counts[:, newest] > trend.state().counts[:, newest]).all()
     for row, rec in enumerate(recs):
         assert rec is not None
         assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]

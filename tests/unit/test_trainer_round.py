@@ -313,25 +313,6 @@ def test_the_refit_learns_every_event_in_id_maps_that_extend_the_challengers(
     assert any(fresh in h for h in leave_last_out(everything).train)
 
 
-def test_the_gate_reads_a_trend_that_counts_the_held_out_events(
-    clean_env: pytest.MonkeyPatch, tmp_path: Path,
-) -> None:
-    """A gate case's trend counts the events before it, those after the cut included, as
-    a served list's would; an item the challenger does not know counts for nothing."""
-    trainer = _trainer(tmp_path)
-    clean_env.setattr(trainer, "champion_versions", lambda: None)
-    events = _log_with_a_new_item()
-    data = trainer._prepare(events, [])
-    trend = data.trend()
-    assert len(trend.items) == len(events) and trend.num_items == data.sequences.num_items
-    assert (trend.items == 0).sum() == sum(e.item_id == "fresh-item" for e in events) > 0
-    newest = max(e.ts for e in events) + 1
-    ids = np.array([[data.sequences.items.get(events[-1].item_id)]])
-    after_cut = trend.features(np.array([newest]), ids)
-    at_cut = trend.features(np.array([events[data.cut].ts]), ids)
-    assert not np.array_equal(after_cut, at_cut)
-
-
 def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     clean_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:

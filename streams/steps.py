@@ -154,9 +154,13 @@ class UnstoredLists:
         self.capacity = capacity
         self._lists: OrderedDict[str, bytes] = OrderedDict()  # see AnsweredEvents
 
-    def keep(self, lists: Iterable[tuple[str, bytes]]) -> int:
-        """Keep each user's newest list; returns how many old ones were dropped."""
+    def keep(self, lists: Iterable[tuple[str, bytes]], newer: bool = True) -> int:
+        """Keep each user's list; returns how many old ones were dropped. ``newer=False``
+        for the lists of a write that failed: a batch kept while it ran has newer ones, and
+        a feed must never go back in time."""
         for user, payload in lists:
+            if not newer and user in self._lists:
+                continue
             self._lists.pop(user, None)  # re-inserted: the newest go last
             self._lists[user] = payload
         dropped = max(len(self._lists) - self.capacity, 0)
@@ -479,11 +483,11 @@ class BatchStep:
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
             self.metrics.redis_errors.inc()
             self.redis_backoff.failed()
-            self._keep_unstored(lists)
+            self._keep_unstored(lists, newer=False)
             log.warning("writing %d lists to Redis failed: %s; skipping Redis for %.0f s",
                         len(lists), exc, self.redis_backoff.until - self.clock())
         else:
             self.redis_backoff.succeeded()
 
-    def _keep_unstored(self, lists: list[tuple[str, bytes]]) -> None:
-        self.metrics.redis_unstored_dropped.inc(self.unstored.keep(lists))
+    def _keep_unstored(self, lists: list[tuple[str, bytes]], newer: bool = True) -> None:
+        self.metrics.redis_unstored_dropped.inc(self.unstored.keep(lists, newer))

@@ -527,6 +527,36 @@ def test_a_slow_redis_write_goes_on_in_the_background_and_later_batches_do_not_w
     assert metrics.registry.get_sample_value("streamrec_worker_redis_deferred_total") == 2.0
 
 
+def test_a_slow_write_that_fails_never_puts_back_lists_older_than_those_kept_meanwhile(
+) -> None:
+    """u1's list from e1 is in the slow write; e2 (kept meanwhile) is newer. The write
+    fails: the next one must carry e2, not e1, or u1's feed goes back in time."""
+    class FailingSlowStore(FakeStore):
+        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
+                        ) -> None:
+            await asyncio.sleep(0.2)
+            await super().write(lists, popular)
+
+    clock, store = Clock(100.0), FailingSlowStore(ConnectionError("timed out"))
+    step, _, _ = make_step(store=store, clock=clock)
+    bundle = FakeBundle("r:v2", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2")})
+
+    async def batches() -> None:
+        await step.publish([update("u1", ("a",), "e1"), update("u2", ("a",), "e0")], bundle)
+        await step.publish([update("u1", ("a", "b"), "e2")], bundle)  # deferred
+        await asyncio.sleep(0.3)  # the first write fails
+
+    async def retry() -> None:
+        await step.retry_unstored()
+        await asyncio.sleep(0.3)
+
+    asyncio.run(batches())
+    store.error, clock.now = None, clock.now + 1.0
+    asyncio.run(retry())
+    ((lists, _),) = store.writes
+    assert {user: orjson.loads(p)["event_id"] for user, p in lists} == {"u1": "e2", "u2": "e0"}
+
+
 def test_a_list_that_missed_redis_goes_with_the_next_write_that_reaches_it() -> None:
     """After a Redis restart a new user's list, skipped while the breaker was open, never
     reached Redis: that user had no later event to write it again."""

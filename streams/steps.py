@@ -312,6 +312,8 @@ class BatchStep:
         try:
             recs = bundle.recommend([u.user_id for u in updates], [u.session for u in updates],
                                     self.top_n, exclude_seen=self.exclude_seen, timings=timings)
+            if len(recs) != len(updates):  # zip would leave the rest unanswered
+                raise ValueError(f"the model answered {len(recs)} of {len(updates)} users")
         except Exception:  # the batch must still be answered: popularity does it
             self.metrics.model_failures.inc()
             log.exception("the model failed on a micro-batch of %d; popularity answers it",

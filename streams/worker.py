@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -117,6 +118,32 @@ class NoModel:
 
     def add_items(self, records: Sequence[Any]) -> int:
         return 0
+
+
+EXIT_UNANSWERED = 70  # EX_SOFTWARE: a micro-batch went unanswered; start me again
+
+
+def exit_unanswered(exc: BaseException) -> None:
+    """Log why, then leave before the next commit: the batch's events are redelivered."""
+    log.critical("publishing a micro-batch failed: exiting without committing, so its "
+                 "events are redelivered", exc_info=exc)
+    logging.shutdown()
+    os._exit(EXIT_UNANSWERED)
+
+
+async def publish_or_exit(publisher: BatchStep, updates: Sequence[SessionUpdate], bundle: Any,
+                          experiment: Any,
+                          on_failure: Callable[[BaseException], None] = exit_unanswered
+                          ) -> None:
+    """Faust acknowledged these events as ``take`` gathered them. Had ``publish`` raised
+    (librdkafka's queue full through a long outage, a bug), the agent would restart past
+    them, and their offsets would commit with no list and no dead letter. Exiting instead
+    redelivers them, as after a kill -9: at least once. The model's own failures never get
+    here: popularity answers those (``BatchStep.recommend``)."""
+    try:
+        await publisher.publish(updates, bundle, experiment)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the batch unanswered
+        on_failure(exc)
 
 
 class NotDelivered(RuntimeError):
@@ -480,7 +507,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             updates = [u for u in batch if u is not None]
             if updates:  # serving.bundle read once: a swap lands between micro-batches
                 await experiment.wait_ready()
-                await publisher.publish(updates, serving.bundle, experiment.live)
+                await publish_or_exit(publisher, updates, serving.bundle, experiment.live)
             lag.update(app.consumer)
 
     @app.task

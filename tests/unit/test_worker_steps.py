@@ -399,6 +399,37 @@ def test_a_model_that_fails_on_a_batch_leaves_it_to_popularity_not_lost(
     assert "index corrupted" in caplog.text
 
 
+def test_a_model_answering_fewer_users_than_asked_leaves_the_batch_to_popularity() -> None:
+    class ShortBundle(FakeBundle):
+        def recommend(self, *args: Any, **kwargs: Any) -> list[Recommendation | None]:
+            return super().recommend(*args, **kwargs)[:1]
+
+    step, producer, metrics = make_step()
+    bundle = ShortBundle("r:v5", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2")})
+    lists = asyncio.run(step.publish([update("u1", ("a",)), update("u2", ("b",))], bundle))
+    assert [r.path for r in lists] == ["popularity", "popularity"] and len(producer.sent) == 2
+    assert metrics.registry.get_sample_value("streamrec_worker_model_failures_total") == 1.0
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_batch_that_cannot_be_published_ends_the_worker_before_a_commit(fails: bool) -> None:
+    """Faust acknowledged the batch's events already: carrying on would commit them with
+    no list. The worker leaves instead (``exit_unanswered``), and they are redelivered."""
+    from streams.worker import publish_or_exit
+
+    class FullProducer(FakeProducer):
+        def produce(self, *args: Any, **kwargs: Any) -> None:
+            raise BufferError("Local: Queue full")
+
+    step, _, _ = make_step()
+    if fails:
+        step.producer = FullProducer()
+    exits: list[BaseException] = []
+    asyncio.run(publish_or_exit(step, [update("u1", ("a",))], FakeBundle("r:v1", {}), None,
+                                on_failure=exits.append))
+    assert [type(e) for e in exits] == ([BufferError] if fails else [])
+
+
 def test_published_lists_follow_the_published_schema() -> None:
     step, producer, _ = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [np.float32(0.5)]), "u2": None})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -67,9 +67,10 @@ class Catalogue:
 
 
 async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,
-                           serving: Any, missing_wait_s: float = 30.0) -> None:
-    """Read ``topic`` from its beginning and apply each poll to ``serving.bundle`` (runs
-    until cancelled)."""
+                           bundles: Callable[[], Iterable[Any]],
+                           missing_wait_s: float = 30.0) -> None:
+    """Read ``topic`` from its beginning and apply each poll to every bundle served now
+    (``bundles()``: the champion's, and an experiment's variants'); runs until cancelled."""
     waited = False
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
     await consumer.start()
@@ -89,6 +90,8 @@ async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalo
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             messages = [m for records in batch.values() for m in records]
-            catalogue.embed(serving.bundle, catalogue.take(messages))
+            records = catalogue.take(messages)
+            for bundle in bundles():
+                catalogue.embed(bundle, records)
     finally:
         await consumer.stop()

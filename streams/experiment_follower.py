@@ -9,8 +9,9 @@ experiment goes live in one assignment the recommend loop reads once per micro-b
 variant named by another alias (``challenger``) looks every minute where it points, and
 swaps on its own when it moved.
 Until a variant's bundle has loaded, or when it fails to, its users get the control's
-list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_fallbacks_total``);
-a failed load is retried with backoff. Every ``flush_every_s`` the worker writes its
+list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_lists_total`` by
+``served_by``); a failed load is retried with backoff. A loaded bundle gets the catalogue's
+items, as the champion's does, so new items reach every variant. Every ``flush_every_s`` the worker writes its
 tallies to Redis, where ``streamrec experiment status`` merges every worker's.
 """
 
@@ -26,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka_client import KafkaConnection
 from streams.backoff import Backoff
+from streams.catalog_follower import Catalogue
 from streams.experiment import POPULARITY, Experiment
 from streams.experiment_store import newest, running, write_tallies
 from streams.experiments import LiveExperiment
@@ -46,8 +48,10 @@ class ExperimentSlot:
     def __init__(self, load_bundle_for: Callable[[str], Any], metrics: WorkerMetrics,
                  clock: Callable[[], float] = time.monotonic,
                  resolve: Callable[[str], str] | None = None,
-                 recheck_s: float = ALIAS_RECHECK_S) -> None:
+                 recheck_s: float = ALIAS_RECHECK_S,
+                 catalogue: Catalogue | None = None) -> None:
         self.load_bundle_for, self.metrics, self.clock = load_bundle_for, metrics, clock
+        self.catalogue = catalogue
         self.resolve, self.recheck_s = resolve, recheck_s
         self.live: LiveExperiment | None = None
         self.failed: dict[str, str] = {}  # variant -> last load error
@@ -68,6 +72,18 @@ class ExperimentSlot:
             log.warning("experiments not read within %.0f s: serving the champion meanwhile",
                         most_s)
             self.ready.set()
+
+    def bundles(self) -> list[Any]:
+        """The variants' bundles loaded now (the champion's is not among them)."""
+        return [] if self.live is None else list(self.live.bundles.values())
+
+    async def _load(self, ref: str) -> Any:
+        """The bundle ``ref`` names, loaded off the event loop, with the catalogue's items
+        (embedded on the loop, with no await before it is served: no record is missed)."""
+        bundle = await asyncio.get_running_loop().run_in_executor(None, self.load_bundle_for, ref)
+        if self.catalogue is not None:
+            self.catalogue.embed(bundle, list(self.catalogue.records.values()))
+        return bundle
 
     def missing(self) -> list[str]:
         """The variants of the live experiment that still need a bundle."""
@@ -102,12 +118,10 @@ class ExperimentSlot:
         names = self.missing()
         if live is None or not names or not self.backoff.ready():
             return
-        loop = asyncio.get_running_loop()
         refs = {v.name: v.model for v in live.experiment.variants}
         for name in names:
             try:
-                live.bundles[name] = await loop.run_in_executor(None, self.load_bundle_for,
-                                                                refs[name])
+                live.bundles[name] = await self._load(refs[name])
                 self.failed.pop(name, None)
                 log.warning("experiment %s: variant %s loaded (%s)", live.name, name, refs[name])
             except Exception as exc:  # noqa: BLE001 - the control serves meanwhile
@@ -137,8 +151,7 @@ class ExperimentSlot:
             try:
                 now = await loop.run_in_executor(None, self.resolve, v.model)
                 if now != bundle.version:
-                    live.bundles[v.name] = await loop.run_in_executor(None, self.load_bundle_for,
-                                                                      v.model)
+                    live.bundles[v.name] = await self._load(v.model)
                     log.warning("experiment %s: variant %s swapped %s -> %s", live.name, v.name,
                                 bundle.version, live.bundles[v.name].version)
             except Exception as exc:  # noqa: BLE001 - the loaded bundle serves on

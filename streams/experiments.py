@@ -34,7 +34,7 @@ from model.experiments.online import VariantTally, list_outcome, metric_names
 from model.experiments.statistics import InterleavingTest
 from model.pipeline import Recommendation
 from streams.experiment import POPULARITY, Experiment, Variant
-from streams.messages import CHAMPION, ExperimentTag, RecommendationList
+from streams.messages import CHAMPION, NO_MODEL, ExperimentTag, RecommendationList
 
 WINDOW = 5  # events a list waits for a click or a conversion
 CONVERSIONS = frozenset({"add_to_cart", "purchase"})
@@ -170,17 +170,21 @@ class LiveExperiment:
         for variant in self.experiment.variants:
             idx = [i for i, arm in enumerate(arms) if arm is not None and arm.name == variant.name]
             served_by, bundle = self._bundle(variant, champion)
-            for i, rec in zip(idx, self._answers(idx, bundle, ask, popular)):
-                recs[i], versions[i] = rec, getattr(bundle, "version", None)
+            # Popularity's users get None: the batch step builds their list, labelled
+            # path "popularity" and version "none", as it is, not as the champion's.
+            answers = self._answers(idx, bundle, ask, None)
+            for i, rec in zip(idx, answers):
+                recs[i], versions[i] = rec, getattr(bundle, "version", NO_MODEL)
                 tags[i] = ExperimentTag(self.name, variant.name, served_by)
         return recs, versions, tags
 
     @staticmethod
-    def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular
+    def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular | None
                  ) -> Sequence[Recommendation | None]:
-        """The lists ``bundle`` (None: popularity) gives users ``idx`` of the batch."""
-        if not idx:
-            return []
+        """The lists ``bundle`` (None: popularity, from ``popular`` or left to the caller
+        when that is None) gives users ``idx`` of the batch."""
+        if not idx or bundle is None and popular is None:
+            return [None] * len(idx)
         return ask(idx, bundle) if bundle is not None else [popular(i) for i in idx]
 
     def _bundle(self, variant: Variant, champion: Any) -> tuple[str | None, Any]:
@@ -195,7 +199,8 @@ class LiveExperiment:
         control = self.experiment.control
         if variant is control:  # the control itself is missing: the champion serves it
             return CHAMPION, champion
-        return control.name, self._bundle(control, champion)[1]
+        served_by, bundle = self._bundle(control, champion)
+        return served_by or control.name, bundle
 
     def _interleave(self, idx: list[int], keys: Sequence[str], champion: Any, ask: Ask,
                     popular: Popular,

@@ -81,23 +81,13 @@ class Serving:
         try:
             # Loading takes seconds: off the event loop, so consuming never stalls.
             fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
-            user, item = fresh.users.ids[0], fresh.items.ids[0]
-            smoke = LiveSession([item], [EVENT_TYPES[0]], [now_us() // 1000])
-            answer = fresh.recommend([user], [smoke], top_n)[0]
-            if answer is None or not answer.items:
-                raise ValueError("smoke recommendation came back empty")
-            if not answer.finite():
-                raise ValueError("smoke recommendation has NaN or infinite scores")
+            smoke_test(fresh, top_n)
+            if fresh.version == self.bundle.version:
+                return True
+            self._prepare(fresh)
         except Exception as exc:  # noqa: BLE001 - keep serving the old model
             self._refused(message, exc)
             return False
-        if fresh.version == self.bundle.version:
-            return True
-        if self.catalogue is not None:  # items its training never saw, by content
-            self.catalogue.embed(fresh, list(self.catalogue.records.values()))
-        if same_retriever(self.bundle.version, fresh.version):
-            adopted = fresh.adopt_caches(self.bundle)
-            log.info("the retriever is unchanged: %d session caches carried over", adopted)
         old, self.bundle = self.bundle.version, fresh
         self.metrics.swaps.labels("applied").inc()
         self.metrics.serve_model(fresh.version)
@@ -107,6 +97,16 @@ class Serving:
         log.warning("model swapped: %s -> %s", old, fresh.version)
         return True
 
+    def _prepare(self, fresh: Any) -> None:
+        """Hand ``fresh`` what the served bundle has that its training did not: the
+        catalogue's new items (by content), and the encoder caches when the retriever is
+        the same one."""
+        if self.catalogue is not None:
+            self.catalogue.embed(fresh, list(self.catalogue.records.values()))
+        if same_retriever(self.bundle.version, fresh.version):
+            adopted = fresh.adopt_caches(self.bundle)
+            log.info("the retriever is unchanged: %d session caches carried over", adopted)
+
     def _refused(self, message: bytes, exc: Exception) -> None:
         """Count and report a bundle that failed to load or to answer; the old one serves on."""
         self.metrics.swaps.labels("failed").inc()
@@ -114,6 +114,17 @@ class Serving:
                            last_error=mask_urls(f"{type(exc).__name__}: {exc}"))
         log.error("model update %r not applied, keeping %s: %s", message,
                   self.bundle.version, exc)  # URLs in it are masked by the record factory
+
+
+def smoke_test(bundle: Any, top_n: int) -> None:
+    """Raise unless ``bundle`` answers one known user with a finite, non-empty list."""
+    user, item = bundle.users.ids[0], bundle.items.ids[0]
+    smoke = LiveSession([item], [EVENT_TYPES[0]], [now_us() // 1000])
+    answer = bundle.recommend([user], [smoke], top_n)[0]
+    if answer is None or not answer.items:
+        raise ValueError("smoke recommendation came back empty")
+    if not answer.finite():
+        raise ValueError("smoke recommendation has NaN or infinite scores")
 
 
 def same_retriever(old: str, new: str) -> bool:

@@ -497,7 +497,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
                           lists_out, recs_writer, metrics, answered=answered)
-    experiment = ExperimentSlot(load_bundle_for or _no_bundles, metrics, resolve=resolve)
+    experiment = ExperimentSlot(load_bundle_for or _no_bundles, metrics, resolve=resolve,
+                                catalogue=catalogue)
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:
@@ -534,7 +535,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     if cfg.items is not None:
         @app.task
         async def follow_items() -> None:
-            await follow_catalogue(cfg.kafka, cfg.items, catalogue, serving)
+            await follow_catalogue(cfg.kafka, cfg.items, catalogue,
+                                   lambda: [serving.bundle, *experiment.bundles()])
 
     if cfg.experiments is None or load_bundle_for is None:
         experiment.ready.set()  # no experiments here: nothing to wait for

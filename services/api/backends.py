@@ -100,7 +100,8 @@ class Backends:
     async def follow_items(self) -> None:
         """Follow the catalogue into ``catalogue`` and the item space (until cancelled)."""
         await _existing(self.sizes, self.items_topic)
-        await follow_catalogue(self.kafka, self.items_topic, self.catalogue, self.items)
+        await follow_catalogue(self.kafka, self.items_topic, self.catalogue,
+                               lambda: [self.items.bundle])
 
     async def refresh(self) -> None:
         """Until cancelled, every ``REFRESH_S``: re-read the popularity (the answer for

@@ -34,7 +34,7 @@ def test_a_missing_topic_is_waited_for_then_read_from_its_beginning(
 
     async def scenario() -> None:
         task = asyncio.create_task(follow_catalogue(
-            settings.kafka, topic, Catalogue(WorkerMetrics()), SimpleNamespace(bundle=bundle),
+            settings.kafka, topic, Catalogue(WorkerMetrics()), lambda: [bundle],
             missing_wait_s=0.5))
         await asyncio.sleep(2.0)  # the topic does not exist yet
         assert not task.done()

@@ -70,3 +70,34 @@ def test_a_swapped_in_model_gets_the_whole_catalogue_before_it_serves() -> None:
     note = ModelAnnouncement(CHAMPION, {"r": "2"}, "file:///m").to_json()
     assert asyncio.run(serving.apply(note, lambda: fresh, 10))
     assert serving.bundle is fresh and fresh.added == [["a", "b"]]
+
+
+def test_a_model_that_fails_to_take_the_catalogue_is_refused_and_the_old_one_serves_on(
+) -> None:
+    class Broken(ContentBundle):
+        def add_items(self, records: Sequence[ItemRecord]) -> int:
+            raise ValueError("content encoder shape mismatch")
+
+    metrics, old = WorkerMetrics(), ContentBundle("r:v1")
+    catalogue = Catalogue(metrics)
+    catalogue.take([message("a", {"item_id": "a"})])
+    serving = Serving(old, metrics, catalogue=catalogue)
+    note = ModelAnnouncement(CHAMPION, {"r": "2"}, "file:///m").to_json()
+    assert not asyncio.run(serving.apply(note, lambda: Broken("r:v2"), 10))
+    assert serving.bundle is old and metrics.registry.get_sample_value(
+        "streamrec_worker_model_swaps_total", {"outcome": "failed"}) == 1.0
+
+
+def test_an_experiments_variant_gets_the_catalogue_when_it_loads() -> None:
+    from streams.experiment import Experiment, Variant
+    from streams.experiment_follower import ExperimentSlot
+
+    catalogue = Catalogue(WorkerMetrics())
+    catalogue.take([message(i, {"item_id": i}) for i in ("a", "b")])
+    challenger = ContentBundle("chal:v2")
+    slot = ExperimentSlot(lambda ref: challenger, WorkerMetrics(), catalogue=catalogue)
+    slot.declare(Experiment(name="e", salt="s", started_us=1, variants=[
+        Variant(name="control", model="champion", share=0.5),
+        Variant(name="treatment", model="challenger", share=0.5)]))
+    asyncio.run(slot.load_missing())
+    assert slot.bundles() == [challenger] and challenger.added == [["a", "b"]]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from types import SimpleNamespace
 
 import pytest
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from infra.kafka_client import KafkaConnection
 
@@ -37,6 +37,19 @@ def existing_topic(client: Consumer, topic: str) -> Any:
     return meta.topics[topic]
 
 
+# Errors a consumer never recovers from by itself; librdkafka retries every other.
+LASTING = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+                     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._AUTHENTICATION,
+                     KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
+def raise_if_lasting(error: KafkaError) -> None:
+    """Raise ``KafkaException`` for a consumer error that will not pass (fatal, or denied
+    access): a reader that went on polling would wait forever and say nothing."""
+    if error.fatal() or error.code() in LASTING:
+        raise KafkaException(error)
+
+
 def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = False,
                limit: int | None = None, idle_timeout_s: float | None = None) -> Iterator[Record]:
     """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet."""
@@ -56,7 +69,8 @@ def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = Fal
                     return
                 continue
             if msg.error() is not None:
-                continue  # partition EOF and transient errors: keep reading
+                raise_if_lasting(msg.error())
+                continue  # partition EOF and transient errors: librdkafka recovers
             last = time.monotonic()
             count += 1
             yield Record(msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1],

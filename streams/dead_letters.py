@@ -171,7 +171,7 @@ class Redrive:
 class Reappend:
     """A letter that goes back to the dead-letter topic; ``attempted`` when it was
     re-validated and failed again rather than left out by the reason filter. A letter
-    without a value (none is written so) goes back with an empty one."""
+    without a value (a tombstone the worker dead-lettered) goes back with an empty one."""
 
     reason: str
     key: bytes | None

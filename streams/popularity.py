@@ -41,10 +41,6 @@ class DecayedPopularity:
         self.scores[item_id] = self.scores.get(item_id, 0.0) + w
         self.newest_ms = ts_ms if self.newest_ms is None else max(self.newest_ms, ts_ms)
 
-    def update(self, events: Iterable[tuple[str, int]]) -> None:
-        for item_id, ts_ms in events:
-            self.add(item_id, ts_ms)
-
     def top(self, k: int, exclude: Iterable[str] = (), now_ms: int | None = None
             ) -> list[tuple[str, float]]:
         """The k most popular items (decayed counts as of ``now_ms``, default: last event)."""

@@ -169,10 +169,11 @@ class _TopicWithLetters(RecordProducer):
         self.dlq_topic = dlq_topic
         self.source = source or self.default_source
 
-    def dead_letter(self, raw: bytes, error: InvalidEvent, key: bytes | None = None) -> None:
-        """Send the original bytes to the dead-letter topic with the reason in headers."""
+    def dead_letter(self, raw: bytes, error: InvalidEvent) -> None:
+        """Send the original bytes to the dead-letter topic with the reason in headers (no
+        key: a record that failed validation has no user id to trust)."""
         self.stats.dead_lettered += 1
-        self.produce(self.dlq_topic, key, raw, dead_letter_headers(
+        self.produce(self.dlq_topic, None, raw, dead_letter_headers(
             error.reason.value, error.detail, self.source, kind=self.kind))
 
 

@@ -58,32 +58,34 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
     paced = bool(rate or time_scale)
     first_ts: int | None = None
     start = time.perf_counter()
-    for record in itertools.islice(source, limit):
-        summary.read += 1
-        if isinstance(record, Rejected):
-            producer.dead_letter(record.raw, record.error)
-            summary.dead_lettered += 1
-            continue
-        if paced:
-            first_ts = record.ts if first_ts is None else first_ts
-            wait = pacing_delay(summary.sent, record.ts, first_ts,
-                                time.perf_counter() - start, rate, time_scale)
-            if wait > 0:
-                time.sleep(wait)
-        producer.send(record, headers=[sent_at_header()])
-        summary.sent += 1
-        if paced and summary.sent == 1:
-            # A new idempotent producer needs ~0.3-0.5 s for its producer id; records sent
-            # meanwhile wait that long (the p99 it cost: docs/BENCHMARKS.md, "Streaming
-            # worker"). Deliver the first one, then start the pace.
-            producer.flush()
-            start = time.perf_counter()
-        if on_progress is not None and summary.read % progress_every == 0:
-            summary.seconds = time.perf_counter() - start
-            stats = producer.refresh_stats()
-            summary.delivered, summary.failed = stats.delivered, stats.failed
-            on_progress(summary)
-    producer.close()
+    try:
+        for record in itertools.islice(source, limit):
+            summary.read += 1
+            if isinstance(record, Rejected):
+                producer.dead_letter(record.raw, record.error)
+                summary.dead_lettered += 1
+                continue
+            if paced:
+                first_ts = record.ts if first_ts is None else first_ts
+                wait = pacing_delay(summary.sent, record.ts, first_ts,
+                                    time.perf_counter() - start, rate, time_scale)
+                if wait > 0:
+                    time.sleep(wait)
+            producer.send(record, headers=[sent_at_header()])
+            summary.sent += 1
+            if paced and summary.sent == 1:
+                # A new idempotent producer needs ~0.3-0.5 s for its producer id; records sent
+                # meanwhile wait that long (the p99 it cost: docs/BENCHMARKS.md, "Streaming
+                # worker"). Deliver the first one, then start the pace.
+                producer.flush()
+                start = time.perf_counter()
+            if on_progress is not None and summary.read % progress_every == 0:
+                summary.seconds = time.perf_counter() - start
+                stats = producer.refresh_stats()
+                summary.delivered, summary.failed = stats.delivered, stats.failed
+                on_progress(summary)
+    finally:  # a reader error or Ctrl-C still delivers what was sent
+        producer.close()
     summary.seconds = time.perf_counter() - start
     summary.delivered, summary.failed = producer.stats.delivered, producer.stats.failed
     return summary

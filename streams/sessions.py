@@ -76,6 +76,8 @@ class SessionState:
         worker restarted on an old changelog keeps every session: a v1 item gets the
         unknown type and the state's ``last_ts`` as its time, and no context."""
         items, last_ts = tuple(d["items"]), d["last_ts"]
+        if d.get("v", STATE_VERSION) != STATE_VERSION:  # a newer worker's: not guessed at
+            raise ValueError(f"session state v{d['v']} is not one this worker reads")
         if "v" in d:
             types = tuple(map(_CODE_TYPE.__getitem__, d["types"]))
             times = tuple([last_ts - age for age in d["ages_ms"]])

@@ -7,7 +7,8 @@ HOUR = 3_600_000
 
 def test_counts_decay_by_half_life() -> None:
     pop = DecayedPopularity(half_life_ms=HOUR)
-    pop.update([("old", 0), ("old", 0), ("old", 0), ("new", 2 * HOUR)])
+    for item, ts in [("old", 0), ("old", 0), ("old", 0), ("new", 2 * HOUR)]:
+        pop.add(item, ts)
     top = dict(pop.top(2, now_ms=2 * HOUR))
     assert top["old"] == pytest.approx(3 / 4) and top["new"] == pytest.approx(1.0)
     assert [i for i, _ in pop.top(2, now_ms=2 * HOUR)] == ["new", "old"]
@@ -16,7 +17,8 @@ def test_counts_decay_by_half_life() -> None:
 
 def test_scores_default_to_the_newest_event_not_the_first() -> None:
     pop = DecayedPopularity(half_life_ms=HOUR)
-    pop.update([("a", 0), ("b", HOUR)])
+    pop.add("a", 0)
+    pop.add("b", HOUR)
     assert pop.top(2) == pop.top(2, now_ms=HOUR) == [("b", 1.0), ("a", 0.5)]
 
 

@@ -133,6 +133,13 @@ def test_v2_round_trips_through_json_with_short_types_and_ages() -> None:
     assert state.times == (t0 + MIN, t0) and state.context == {"device": "web", "price": 9.5}
 
 
+def test_a_state_of_a_newer_format_is_refused_not_misread() -> None:
+    state, _ = run([ev(1, "a", 1_700_000_000_000)], SessionPolicy())[-1]
+    newer = {**state.to_dict(), "v": 3}  # readable as v2, but its fields may mean otherwise
+    with pytest.raises(ValueError, match="v3 is not one this worker reads"):
+        SessionState.from_dict(newer)
+
+
 def test_a_v1_state_migrates_without_losing_the_session() -> None:
     # As the worker wrote it before types and times were kept: every field but those.
     v1 = {"items": ["a", "b"], "session_id": "s1", "session_start_ms": 1_700_000_000_000,

@@ -12,6 +12,7 @@ from infra.errors import StackError
 from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
 from infra.topics import TopicSpec, ensure_topics
+from infra.urls import mask_url
 
 _TIMEOUT_S = 20.0
 
@@ -53,7 +54,7 @@ def redis_round_trip(url: str) -> float:
         value = client.get(key)
         client.delete(key)
     except redis.RedisError as exc:
-        raise StackError(f"Redis round trip to {url} failed: {exc}") from exc
+        raise StackError(f"Redis round trip to {mask_url(url)} failed: {exc}") from exc
     finally:
         client.close()
     if value != b"ok":

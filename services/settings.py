@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from infra.errors import StackError
@@ -378,6 +379,16 @@ _SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items()
                            if "SecretStr" in str(f.annotation))
 
 
+def _problem(err: ErrorDetails) -> str:
+    """One validation error as ``VARIABLE: why (got value)``. A secret field names its
+    variable only, with no value: the path inside it may be a key (``API_EVENT_KEYS``)."""
+    field = str(err["loc"][0])
+    if field in _SECRET_FIELDS:
+        return f"STREAMREC_{field.upper()}: {err['msg']}"
+    path = "_".join(str(p) for p in err["loc"]).upper()
+    return f"STREAMREC_{path}: {err['msg']} (got {err.get('input')!r})"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment once; turn validation errors into one readable line."""
     try:
@@ -385,9 +396,5 @@ def load_settings(**overrides: object) -> Settings:
     except SettingsError as exc:  # a value that is not JSON where JSON is expected
         raise StackError(f"invalid settings: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"STREAMREC_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            + ("" if err["loc"][0] in _SECRET_FIELDS else f" (got {err.get('input')!r})")
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise StackError(f"invalid settings: {problems}") from None

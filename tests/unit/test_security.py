@@ -86,6 +86,14 @@ def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatc
     assert "cache-pw" not in str(info.value)
 
 
+def test_a_bad_event_key_entry_names_its_variable_not_the_key(
+        clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_API_EVENT_KEYS", '{"shop-a-secret-key-1234": 5}')
+    with pytest.raises(StackError, match="STREAMREC_API_EVENT_KEYS: ") as info:
+        load_settings()
+    assert "shop-a-secret-key" not in str(info.value).lower()
+
+
 def test_bad_kafka_properties_fail_as_settings(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("STREAMREC_KAFKA_SECURITY", '{"security.protocol": "SASL_SSL"}')
     with pytest.raises(StackError, match="STREAMREC_KAFKA_SECURITY: .*needs sasl.username"):
@@ -163,3 +171,12 @@ def test_announcements_name_the_registry_without_its_credentials(
     message = ModelAnnouncement.from_json(sent[0])
     assert message.tracking_uri == "https://ops:***@mlflow.internal:5000"
     assert b"registry-pw" not in sent[0]
+
+
+def test_a_failed_redis_round_trip_names_the_server_without_its_password() -> None:
+    from infra.smoke import redis_round_trip
+
+    with pytest.raises(StackError, match=r"Redis round trip to redis://:\*\*\*@127.0.0.1:1/0 ") \
+            as info:
+        redis_round_trip("redis://:cache-pw-123@127.0.0.1:1/0")  # nothing listens on port 1
+    assert "cache-pw-123" not in str(info.value)

@@ -6,9 +6,12 @@ import sys
 
 import typer
 from confluent_kafka import KafkaException
+from redis import RedisError
 from rich.console import Console
+from rich.markup import escape
 
 from infra.errors import StackError
+from infra.urls import mask_urls
 from services import (
     cli_api,
     cli_catalog,
@@ -21,6 +24,8 @@ from services import (
     cli_trainer,
     cli_worker,
 )
+from streams.catalog_files import CatalogFileError
+from streams.readers import LogFileError
 
 app = typer.Typer(
     help="streamrec: event-driven next-item recommendations on Kafka.",
@@ -39,12 +44,25 @@ app.registered_commands += cli_api.app.registered_commands
 app.registered_commands += cli_demo.app.registered_commands
 
 
+def user_facing(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failure a user acts on from one line: a bad setting or file, a
+    service that is down or refuses. Anything else is a bug and keeps its traceback."""
+    if isinstance(exc, (StackError, OSError, KafkaException, RedisError, LogFileError,
+                        CatalogFileError)):
+        return True
+    mlflow = sys.modules.get("mlflow.exceptions")  # imported only by the commands that use it
+    return mlflow is not None and isinstance(exc, mlflow.MlflowException)
+
+
 def main() -> None:
-    """Console entry point: user-facing failures print one line and exit 1."""
+    """Console entry point: user-facing failures print one line (URLs masked) and exit 1."""
     try:
         app()
-    except (StackError, FileNotFoundError, KafkaException) as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except Exception as exc:
+        if not user_facing(exc):
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(mask_urls(str(exc)))}",
+                                   highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

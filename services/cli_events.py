@@ -10,6 +10,7 @@ from typing import Annotated, BinaryIO
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
@@ -122,9 +123,14 @@ def tail(
                                            "key": key, "headers": headers, "value": value})
                              .decode() + "\n")
             continue
-        console.print(f"[dim]{rec.topic}[{rec.partition}]@{rec.offset}[/] key=[bold]{key}[/]"
-                      + (f" headers={headers}" if headers else ""), highlight=False)
-        console.print_json(data=value) if not isinstance(value, str) else console.print(value)
+        # Keys, headers and values are user data: escaped, or "[/x]" in one ends the tail.
+        console.print(f"[dim]{escape(rec.topic)}\\[{rec.partition}]@{rec.offset}[/] "
+                      f"key=[bold]{escape(str(key))}[/]"
+                      + (f" headers={escape(str(headers))}" if headers else ""), highlight=False)
+        if isinstance(value, str):
+            console.print(value, markup=False, highlight=False)
+        else:
+            console.print_json(data=value)
 
 
 @app.command()

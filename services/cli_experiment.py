@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from services.settings import Settings, load_settings
@@ -29,16 +30,15 @@ class Mode(StrEnum):
 
 
 def _refuse(exc: Exception) -> NoReturn:
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False,
+                               soft_wrap=True)
     raise typer.Exit(1)
 
 
 def _redis(settings: Settings) -> object:
+    """The workers' tallies live there (the local one unless STREAMREC_REDIS_URL)."""
     import redis
 
-    if settings.redis is None:
-        _refuse(ValueError("experiments need Redis (STREAMREC_REDIS_URL): the workers keep "
-                           "their tallies there"))
     return redis.Redis.from_url(settings.redis, socket_timeout=5)
 
 

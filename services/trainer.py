@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.settings import Settings
 from services.stack import mlflow_store
-from services.trainer_trial import LiveTrial
+from services.trainer_trial import LOCK_HELD, LiveTrial
 from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, parse
 from streams.messages import version_string
@@ -96,8 +96,9 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     lock = client.lock(LOCK_KEY, timeout=ttl_s)
-    held = bool(retry("taking the promotion lock", lambda: lock.acquire(blocking=False)))
+    held = False
     try:
+        held = bool(retry("taking the promotion lock", lambda: lock.acquire(blocking=False)))
         yield held
     finally:
         if held:
@@ -106,6 +107,7 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
             except LockError:
                 log.warning("the promotion lock expired (after %g s) before this trainer "
                             "released it", ttl_s)
+        client.close()
 
 
 GateReport = dict[str, Any]  # ``evaluate_cases``: {"full": {...}, "sampled": {...}, "users": n}
@@ -597,7 +599,7 @@ class Trainer:
         s = self.settings
         with promotion_lock(s.redis) as held:
             if not held:
-                return False, "another trainer is promoting (promotion lock held)"
+                return False, LOCK_HELD
             now = retry("reading the champion alias",
                         lambda: alias_versions(self.store, list(versions)))
             if now != expected:

@@ -80,14 +80,16 @@ class LiveTrial:
         if trial is None:
             return None
         s = self.settings
-        client = redis.Redis.from_url(s.redis, socket_timeout=5) if s.redis else None
-        if client is None:
-            return RoundSummary("failed", f"live trial {trial.name} needs Redis to be read")
-        report = status(client, trial)
+        with redis.Redis.from_url(s.redis, socket_timeout=5) as client:
+            report = status(client, trial)
         challenger = trial.variants[1]
         versions = _parse(challenger.model)
         if report.winner == challenger.name:
             promoted, note = self.promote(versions, self.champion())
+            if note == LOCK_HELD:  # the win stands: promote it in a later round
+                return RoundSummary("trial", f"live trial {trial.name}: the challenger wins "
+                                    f"({_evidence(report)}), but {note}; trying again next "
+                                    "round", versions)
             stop(s.kafka, s.topic_experiments, trial.name, challenger.name)
             outcome = "promoted" if promoted else "rejected"
             return RoundSummary(outcome, "; ".join(filter(None, [
@@ -105,6 +107,9 @@ class LiveTrial:
                                 versions)
         return RoundSummary("trial", f"live trial {trial.name} running for {hours:.1f} h: "
                             f"{report.verdict} ({_evidence(report)})", versions)
+
+
+LOCK_HELD = "another trainer is promoting (promotion lock held)"
 
 
 def _parse(model: str) -> dict[str, str]:

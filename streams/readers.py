@@ -22,6 +22,11 @@ SEQUENCE_BASE_MS = 1_577_836_800_000  # 2020-01-01, first synthesized timestamp
 SEQUENCE_STEP_MS = 60_000
 
 
+class LogFileError(ValueError):
+    """An interaction log that cannot be read in the format asked for: one line, naming
+    the file, the format and what broke."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A line that is not a valid event: replay sends it to the dead-letter topic."""
@@ -228,10 +233,13 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
     """Dispatch on ``fmt`` (one of :data:`READERS`), with errors a user can act on."""
     path = Path(path)
     if fmt not in READERS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
+        raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    return READERS[fmt](path)
+    try:  # every reader but jsonl (whose bad lines are dead letters) reads it all here
+        return READERS[fmt](path)
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+        raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
 
 
 def read_valid_events(path: Path | str, fmt: str) -> list[Event]:

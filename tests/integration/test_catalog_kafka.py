@@ -85,3 +85,16 @@ def test_the_declared_items_topic_is_compacted(settings: Settings) -> None:
     admin = AdminClient(settings.kafka.librdkafka())
     config = admin.describe_configs([resource])[resource].result(timeout=15)
     assert config["cleanup.policy"].value == "compact"
+
+
+def test_tail_prints_records_holding_markup_as_they_are(new_topic: Callable[..., str],
+                                                        settings: Settings) -> None:
+    """Keys, headers and values are user data: read as rich markup, "[/x]" ended the tail."""
+    topic = new_topic()
+    with RecordProducer(settings.kafka) as producer:
+        producer.produce(topic, b"[/x]", b"[bold]not json[/y]",
+                         dead_letter_headers("bad_json", "[/z]", "test"))
+    tailed = CliRunner().invoke(app, ["tail", topic, "--from-beginning", "--limit", "1"])
+    assert tailed.exit_code == 0, tailed.output
+    assert "key=[/x]" in tailed.output and "[bold]not json[/y]" in tailed.output
+    assert "'detail': '[/z]'" in tailed.output

@@ -4,6 +4,7 @@ event readers', and a file in the wrong format stopping in one line with file an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -184,15 +185,10 @@ def test_a_missing_file_or_an_unknown_format(tmp_path: Path) -> None:
 
 
 def test_catalog_load_stops_on_a_wrong_file_in_one_line_before_touching_kafka(
-        tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from services.cli import app
-
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4,9\n")
-    result = CliRunner().invoke(app, ["catalog", "load", str(path), "--format", "movielens"],
-                                env={"STREAMREC_KAFKA_BOOTSTRAP": "nowhere:1"})
-    assert result.exit_code == 1
-    assert " ".join(result.output.split()) == (
+    monkeypatch.setenv("STREAMREC_KAFKA_BOOTSTRAP", "nowhere:1")
+    assert streamrec("catalog", "load", str(path), "--format", "movielens") == (1, (
         f"error: {path}:1: expected a header with movieId, title, genres; missing title, "
-        "genres (got 'userId,movieId,rating,timestamp')")
+        "genres (got 'userId,movieId,rating,timestamp')"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,13 @@ def test_synthetic_catalogue_names_each_items_hidden_topic() -> None:
     same = np.mean([topic[a.item_id] == topic[b.item_id] for a, b in zip(events, events[1:])
                     if a.user_id == b.user_id and a.session_id == b.session_id])
     assert same > 0.5  # successors come mostly from the item's topic (chance: about 0.2)
+
+
+def test_a_log_that_is_not_in_its_format_stops_the_command_in_one_line(
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]]) -> None:
+    bad = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,2,abc,100\n")
+    assert streamrec("evaluate", "--data", str(bad), "--format", "movielens") == (
+        1, f"error: {bad}: not a movielens log (ValueError: could not convert string to "
+        "float: 'abc')")
+    assert streamrec("evaluate", "--data", str(tmp_path), "--format", "movielens") == (
+        1, f"error: no such file: {tmp_path}")

@@ -97,6 +97,27 @@ def test_later_rounds_settle_the_trial(world: SimpleNamespace, winner: str | Non
         assert world.stopped == [(name, stopped_with)]
 
 
+def test_a_won_trial_stays_open_while_another_trainer_holds_the_promotion_lock(
+        world: SimpleNamespace) -> None:
+    from services.trainer_trial import LOCK_HELD
+
+    held = [True]
+
+    def promote(versions: dict[str, str], expected: dict[str, str] | None
+                ) -> tuple[bool, str]:
+        return (False, LOCK_HELD) if held[0] else (True, "")
+
+    settings = load_settings(trainer_promotion="experiment", trainer_trial_max_hours=24)
+    live = LiveTrial(settings, None, promote, lambda: CHAMPION, clock=lambda: world.now)
+    live.start(VERSIONS)
+    world.winner = "challenger"
+    summary = live.settle()
+    assert summary.outcome == "trial" and "trying again" in summary.reason
+    assert world.stopped == []  # the win is not thrown away
+    held[0] = False
+    assert live.settle().outcome == "promoted" and world.stopped[0][1] == "challenger"
+
+
 def test_with_promotion_by_experiment_a_passed_gate_starts_a_trial_not_a_promotion(
         world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     from model.evaluation.gate import Verdict

@@ -19,6 +19,7 @@ demo: setup
 	$(BIN)/streamrec demo $(if $(DATA),--data $(DATA) --format $(FORMAT))
 
 test: setup lint
+	@bash infra/system-deps.sh browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m keras tests/unit $(PYTEST_ARGS)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages the local stack needs, when they are missing:
-# redis-server (Debian's package) and chromium (the dashboard's browser test). Java 17+ and Maven are checked, not installed
-# silently: the error says how. Skips what an external service makes unnecessary.
+# Installs the system packages the local stack needs, when they are missing: redis-server
+# (Debian's package), Java 17+ and Maven; with the argument "browser", chromium too (only
+# `make test` needs it, for the dashboard's browser test). Skips what an external service
+# makes unnecessary.
 set -euo pipefail
 
 need=()
@@ -12,7 +13,9 @@ if [[ -z "${STREAMREC_KAFKA_BOOTSTRAP:-}" ]]; then
   command -v java >/dev/null || [[ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]] || need+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || need+=(maven)
 fi
-command -v chromium >/dev/null || need+=(chromium)
+if [[ "${1:-}" == browser ]]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 ((${#need[@]})) || exit 0
 
 if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then

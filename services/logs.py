@@ -17,6 +17,7 @@ import logging.config
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -70,6 +71,15 @@ def masked_records(make: Callable[..., logging.LogRecord]) -> Callable[..., logg
     return masked
 
 
+class LogLevel(StrEnum):
+    """The levels ``--log-level`` takes: names that logging, Faust and uvicorn all read."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 @dataclass(frozen=True)
 class Logs:
     """What ``configure`` set up. ``config``: the ``dictConfig`` to hand a framework that
@@ -91,7 +101,7 @@ class Logs:
 
 def configure(fmt: LogFormat, level: str, process: str, worker_id: str | None = None
               ) -> Logs:
-    """Set up the root logger for ``fmt`` at ``level`` (debug, info, warn[ing], error) and
+    """Set up the root logger for ``fmt`` at ``level`` (a ``LogLevel``) and
     quiet the chatty libraries. ``worker_id`` goes on every JSON line of a worker."""
     factory = logging.getLogRecordFactory()
     if not getattr(factory, "masks_urls", False):

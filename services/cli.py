@@ -31,6 +31,7 @@ app = typer.Typer(
     help="streamrec: event-driven next-item recommendations on Kafka.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstrings wrap as paragraphs; ``code`` shows as code
 )
 app.add_typer(cli_stack.app, name="stack")
 app.add_typer(cli_dlq.app, name="dlq")

@@ -174,7 +174,7 @@ def train(
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register. With
     ``--champion`` and a champion already in the registry, the new model must pass the
-    trainer's gate first (``_through_the_gate``), unless ``--force``."""
+    trainer's gate first, unless ``--force``."""
     from model.data import leave_last_out
     from streams.registry import log_trained
 

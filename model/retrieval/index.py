@@ -51,11 +51,19 @@ class IndexConfig:
             raise ValueError(f"kind must be one of {KINDS}. Received: {self.kind!r}")
 
 
+# FAISS's GPU indexes return at most this many neighbours per query (GPU_MAX_SELECTION_K).
+GPU_MOST_K = 2048
+
+
 class ItemIndex:
+    """``host``: the vectors, kept on the host beside a GPU index (None on the CPU). A
+    query that must skip more items than the GPU can over-fetch (a long history in the
+    offline evaluation) is answered from them, exactly."""
+
     def __init__(self, index: faiss.Index, kind: str, num_items: int, dim: int,
-                 cfg: IndexConfig = IndexConfig()) -> None:
+                 cfg: IndexConfig = IndexConfig(), host: np.ndarray | None = None) -> None:
         self.index, self.kind, self.num_items, self.dim = index, kind, num_items, dim
-        self.cfg = cfg
+        self.cfg, self.host = cfg, host
 
     @classmethod
     def build(cls, item_table: np.ndarray, cfg: IndexConfig = IndexConfig()) -> ItemIndex:
@@ -80,11 +88,14 @@ class ItemIndex:
             options.useFloat16 = cfg.float16
             index = faiss.index_cpu_to_all_gpus(index, co=options)
         index.add(vectors)
-        return cls(index, kind, n, d, cfg)
+        return cls(index, kind, n, d, cfg, host=vectors if use_gpu else None)
 
     def add(self, vectors: np.ndarray) -> None:
         """Index items n + 1, n + 2, ... (rows of ``vectors``)."""
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index.add(vectors)
+        if self.host is not None:
+            self.host = np.vstack([self.host, vectors])
         self.num_items += len(vectors)
 
     def update(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
@@ -121,8 +132,11 @@ class ItemIndex:
 
     def _faiss_top_k(self, q: np.ndarray, k: int, exclude: list[np.ndarray] | None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS's search, over-fetched by the longest exclusion list, excluded ids dropped."""
+        """FAISS's search, over-fetched by the longest exclusion list, excluded ids dropped.
+        On a GPU, rows that would over-fetch past its cap go to the host's copy."""
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
+        if self.host is not None and exclude and k + extra > GPU_MOST_K:
+            return self._split_at_cap(q, k, exclude)
         scores, idx = self.index.search(q, min(k + extra, self.num_items))
         ids = np.where(idx >= 0, idx + 1, 0)
         if exclude:
@@ -130,6 +144,25 @@ class ItemIndex:
         scores = np.where(ids > 0, scores, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+    def _split_at_cap(self, q: np.ndarray, k: int, exclude: list[np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """``_faiss_top_k`` for a batch with some exclusion lists past the GPU's cap:
+        those rows exact, over the host's vectors; the rest on the GPU. Only distinct ids
+        of the index count towards a row's over-fetch."""
+        inside = [np.unique(e[(e >= 1) & (e <= self.num_items)]) for e in exclude]
+        long = np.array([k + len(e) > GPU_MOST_K for e in inside])
+        k = min(k, self.num_items)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        ids = np.zeros((len(q), k), dtype=np.int64)
+        for rows, search in ((long, lambda *a: _numpy_top_k(self.host, *a)),
+                             (~long, self._faiss_top_k)):
+            if rows.any():
+                got_scores, got_ids = search(q[rows], k, [inside[i] for i in np.flatnonzero(rows)])
+                width = got_ids.shape[1]
+                scores[rows, :width], ids[rows, :width] = got_scores, got_ids
+        return scores, ids
 
 
 # Queries scored per NumPy product: a [32, 15,000] block of scores (1.9 MB) stays in
@@ -171,7 +204,9 @@ def _excluded(ids: np.ndarray, exclude: list[np.ndarray], stride: int) -> np.nda
     are offset by ``row * stride`` so rows cannot match each other (a per-row loop cost
     more than the search itself: docs/BENCHMARKS.md, "Streaming worker")."""
     offsets = np.arange(len(ids), dtype=np.int64) * stride
-    banned = np.concatenate([np.asarray(e, np.int64) + o for e, o in zip(exclude, offsets)])
+    rows = [np.asarray(e, np.int64) for e in exclude]
+    # An id outside 1..stride-1 would land in the next row's range: dropped.
+    banned = np.concatenate([e[(e >= 1) & (e < stride)] + o for e, o in zip(rows, offsets)])
     return np.isin(ids + offsets[:, None], banned)
 
 

@@ -96,3 +96,41 @@ def test_a_single_query_is_searched_in_numpy_past_the_size_limit_with_the_same_r
     assert numpy_calls == [1]  # the pair went to FAISS
     assert (alone[1][0] == in_a_batch[1][0]).all() and 9 not in alone[1][0]
     assert np.allclose(alone[0][0], in_a_batch[0][0], atol=1e-5)
+
+
+def test_an_exclusion_outside_the_index_never_reaches_the_next_row() -> None:
+    table = _table(300)
+    index = ItemIndex.build(table, IndexConfig(numpy_max=0))  # FAISS's path
+    q = np.repeat(np.random.default_rng(7).normal(size=(1, 16)).astype(np.float32), 2, axis=0)
+    _, plain = index.search(q, 5)
+    top = int(plain[1, 0])
+    _, ids = index.search(q, 5, [np.array([301 + top]), np.array([], np.int64)])
+    assert (ids[1] == plain[1]).all()  # 301 + top is row 1's ``top`` in the shared mask
+
+
+class _CapCheck:
+    """A FAISS index as a GPU one is: a search past ``GPU_MOST_K`` fails."""
+
+    def __init__(self, index: object) -> None:
+        self.index, self.asked = index, []
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.asked.append(k)
+        if k > index_module.GPU_MOST_K:
+            raise RuntimeError(f"k {k} over the GPU's cap")
+        return self.index.search(q, k)  # type: ignore[attr-defined]
+
+
+def test_on_a_gpu_a_history_past_the_selection_cap_is_answered_from_the_host_copy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "GPU_MOST_K", 40)
+    table, rng = _table(300), np.random.default_rng(8)
+    exact = ItemIndex.build(table)
+    gpu_like = ItemIndex.build(table, IndexConfig(numpy_max=0))
+    gpu_like.index, gpu_like.host = _CapCheck(gpu_like.index), table[1:].copy()
+    q = rng.normal(size=(3, 16)).astype(np.float32)
+    long = rng.choice(300, 60, replace=False) + 1
+    banned = [np.concatenate([long, long, [0, 999]]), long[:5], np.array([], np.int64)]
+    got, want = gpu_like.search(q, 10, banned), exact.search(q, 10, banned)
+    assert (got[1] == want[1]).all() and np.allclose(got[0], want[0], atol=1e-5)
+    assert max(gpu_like.index.asked) <= 40

@@ -160,6 +160,9 @@ def test_baselines_by_hand() -> None:
     als = ImplicitALS(factors=4, iterations=10).fit(histories, 4)
     scores = als.score(np.array([1, 3]), histories[:1] * 2)
     assert scores[0, 2] > scores[0, 3] and scores[1, 4] > scores[1, 1]
+    # New sessions (user 0, the next-click protocol's) by their own history, not a row's.
+    fresh = als.score(np.array([0, 0]), [np.array([3]), np.array([1])])
+    assert fresh[0, 4] > fresh[0, 2] and fresh[1, 2] > fresh[1, 4]
 
 
 def test_training_windows_cover_long_histories() -> None:

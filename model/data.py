@@ -12,7 +12,7 @@ which the retraining job relies on to extend embedding tables.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -109,6 +109,9 @@ class Sequences:
     converted: list[np.ndarray]  # same shape as by_user: the conversion label
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     content: ContentTable | None = None  # the catalogue's arrays per dense item id, if any
+    # True when ``spec``'s numeric moments were fitted on these very sequences: a split
+    # refits them on its training part, so held-out events' values stay unseen.
+    own_moments: bool = False
 
     @property
     def num_items(self) -> int:
@@ -171,13 +174,14 @@ def build_sequences(events: Iterable[Interaction], users: IdMap | None = None,
             (len(rs), width) if width is not None else (len(rs),)) for rs in per_user]
 
     numeric = column(3, np.float64, len(spec.numeric))
-    if spec.numeric and not spec.numeric_mean:
+    own_moments = bool(spec.numeric) and not spec.numeric_mean
+    if own_moments:
         spec = spec.fit(np.concatenate(numeric) if numeric else np.zeros((0, len(spec.numeric))))
     content = (catalogue_table(catalogue, items.ids, char_tokens=char_tokens) if catalogue
                else None)
     return Sequences(users, items, column(0, np.int64), column(1, np.int64),
                      column(2, np.int64), numeric, column(4, np.int64, len(spec.categorical)),
-                     column(5, bool), spec, content)
+                     column(5, bool), spec, content, own_moments)
 
 
 @dataclass
@@ -230,6 +234,9 @@ def leave_last_out(seqs: Sequences) -> LeaveLastOut:
             train.append(s)
             valid.append(0)
             test.append(0)
+    if seqs.own_moments:
+        seen = [values[:len(t)] for values, t in zip(seqs.numeric, train)]
+        seqs = replace(seqs, spec=seqs.spec.fit(np.concatenate(seen)), own_moments=False)
     return LeaveLastOut(seqs, train, np.asarray(valid, dtype=np.int64),
                         np.asarray(test, dtype=np.int64))
 

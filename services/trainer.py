@@ -304,12 +304,13 @@ def as_of(events: list[Event], now_ms: int) -> tuple[list[Event], int]:
     return [replace(e, ts=now_ms) if e.ts > now_ms else e for e in events], ahead
 
 
-def refit_sequences(data: _RoundData) -> Sequences:
+def refit_sequences(data: _RoundData, spec: FeatureSpec) -> Sequences:
     """Every event of the round, the gate slice included, in id maps that extend the
-    challenger's and with its fitted features, so the refit starts from its weights row
-    for row and users and items first seen in the gate slice get rows of their own."""
+    challenger's and with its fitted features (``spec``, as its training split fitted
+    them), so the refit starts from its weights row for row and users and items first
+    seen in the gate slice get rows of their own."""
     seqs = data.sequences
-    return _sequences(data.history, seqs.users.to_list(), seqs.items.to_list(), seqs.spec,
+    return _sequences(data.history, seqs.users.to_list(), seqs.items.to_list(), spec,
                       data.records, seqs.content.spec.char_tokens if seqs.content else 0)
 
 
@@ -531,7 +532,7 @@ class Trainer:
         epochs = self.settings.trainer_refit_epochs
         if not epochs:
             return challenger, verdict
-        everything = refit_sequences(data)
+        everything = refit_sequences(data, challenger.split.sequences.spec)
         refit = replace(self._train(everything, epochs, challenger.roles), refit=True)
         log.info("refit: %d epochs on all %d events (%d in the gate slice), %d users and "
                  "%d items (%d and %d new since the cut); best epochs %s", epochs,

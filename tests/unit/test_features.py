@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -351,6 +352,15 @@ def test_build_sequences_fits_unfitted_numeric_moments() -> None:
     seqs = build_sequences(feature_events(), spec=SEQ_SPEC)
     assert seqs.spec.numeric_mean == pytest.approx((20.0,))  # 10, 20, 30
     assert seqs.spec.numeric_std == pytest.approx((math.sqrt(200 / 3),))
+
+
+def test_a_split_refits_the_moments_on_its_training_part_only() -> None:
+    """The held-out events' prices (20 and 30) must not shape the features of training."""
+    split = leave_last_out(build_sequences(feature_events(), spec=SEQ_SPEC))
+    assert split.sequences.spec.numeric_mean == pytest.approx((10.0,))  # a's 10 only
+    given = replace(SEQ_SPEC, numeric_mean=(5.0,), numeric_std=(2.0,))  # a model's own
+    kept = leave_last_out(build_sequences(feature_events(), spec=given))
+    assert kept.sequences.spec.numeric_mean == (5.0,)
 
 
 def test_build_sequences_accepts_stream_events() -> None:

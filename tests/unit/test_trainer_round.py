@@ -302,7 +302,7 @@ def test_the_refit_learns_every_event_in_id_maps_that_extend_the_challengers(
     clean_env.setattr(trainer, "champion_versions", lambda: None)
     events = _log_with_a_new_item()
     data = trainer._prepare(events, [])
-    everything = refit_sequences(data)
+    everything = refit_sequences(data, data.sequences.spec)
     known = data.sequences.items.to_list()
     assert "fresh-item" not in known and data.sequences.interactions() == data.cut
     assert everything.items.to_list()[:len(known)] == known  # rows keep their meaning

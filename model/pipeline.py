@@ -187,8 +187,9 @@ class ServingBundle:
     """``cached_users`` and ``cache_mb`` bound the per-user encoder caches kept in memory
     (least recently used go first; a full window's cache is ~51 KB, so 100k long sessions
     would hold ~5 GB); a user without a usable cache is encoded from their session items.
-    ``spec`` is the ranker's ``FeatureSpec``; ``explain`` how many session items each list
-    names as its reasons (0: none)."""
+    ``spec`` is the ranker's ``FeatureSpec`` (without a ranker, one naming the retriever's
+    event types); ``explain`` how many session items each list names as its reasons (0:
+    none)."""
 
     def __init__(self, encoder: NumpySASRec, index: ItemIndex, ranker: NumpyNeuMF | None,
                  users: IdMap, items: IdMap, version: str, candidates: int = 100,
@@ -420,7 +421,8 @@ class ServingBundle:
                     candidates: int = 100, head_weights: Mapping[str, float] | None = None,
                     cache_mb: float = CACHE_MB) -> ServingBundle:
         encoder = export_sasrec(sasrec)
-        spec = FeatureSpec.from_dict(ranker.features or {}) if ranker is not None else None
+        spec = (FeatureSpec.from_dict(ranker.features or {}) if ranker is not None
+                else FeatureSpec(event_types=sasrec.event_types))
         return cls(encoder, ItemIndex.build(encoder.items, index_cfg),
                    export_neumf(ranker) if ranker is not None else None, users, items,
                    version, candidates, spec=spec, head_weights=head_weights,

@@ -29,6 +29,7 @@ Written with ``keras`` and ``keras.ops`` only.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -162,11 +163,14 @@ class SASRec(keras.Model):
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
                  heads: int = 1, dropout: float = 0.2, num_types: int = 0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
-                 **kwargs: Any) -> None:
+                 event_types: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = SASRecEncoder(num_items, max_len, dim, blocks, heads, dropout,
                                      num_types, content, id_dropout, name="encoder")
         self.max_len = max_len
+        # The event types behind the type codes (code = position + 1): a bundle serving
+        # this retriever without a ranker codes live events as training did.
+        self.event_types = tuple(event_types)
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
         enc = self.encoder
@@ -231,7 +235,8 @@ class SASRec(keras.Model):
         enc = self.encoder
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
                 "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
-                "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout}
+                "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout,
+                "event_types": list(self.event_types)}
 
 
 def _pooled_logits(h: Any, seq: Any, pos: Any, pool: Any, table: Any, num_items: int) -> Any:

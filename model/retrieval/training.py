@@ -154,7 +154,8 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
                    num_types=seqs.spec.num_types if cfg.event_types else 0,
                    content=replace(content.spec, mode=cfg.content_mode).to_dict()
                    if content is not None else None,
-                   id_dropout=cfg.id_dropout if content is not None else 0.0)
+                   id_dropout=cfg.id_dropout if content is not None else 0.0,
+                   event_types=seqs.spec.event_types if cfg.event_types else ())
     model({"seq": seq[:1], "types": seq_types[:1], "pos": pos[:1],
            "neg": np.ones((1, 1), "int64")})
     if init is not None:

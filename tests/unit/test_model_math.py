@@ -28,6 +28,14 @@ def test_rank_of_target_counts_ties_as_half() -> None:
     assert rank_of_target(target, cands).tolist() == [1.5, 0.0, 1.5]
 
 
+def test_a_target_the_model_cannot_score_ranks_after_the_scored_not_past_them() -> None:
+    """-inf (an item new to a champion) tied with the masked -inf items: counted, its rank
+    passed the scored candidates' count and the gate's AUC went below 0."""
+    cands = np.array([[0.2, 0.1, -np.inf, -np.inf, -np.inf]])
+    ranks = rank_of_target(np.array([-np.inf]), cands)
+    assert ranks.tolist() == [2.0] and auc(ranks, np.isfinite(cands).sum(axis=1)) == 0.0
+
+
 def test_metrics_by_hand() -> None:
     ranks = np.array([0.0, 1.0, 4.0, 20.0])
     assert hit_rate(ranks, 10) == 0.75

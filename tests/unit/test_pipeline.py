@@ -180,6 +180,19 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
         assert side.times[row].tolist() == (list(want.times) if row < 2 else [0] * len(types))
 
 
+def test_a_retriever_served_without_a_ranker_codes_event_types_as_it_was_trained() -> None:
+    """Its type embedding learnt codes from the training spec; a bare spec coded every live
+    event 0 (unknown)."""
+    seqs = build_sequences(generate(SyntheticConfig(users=20, items=90, events=800, seed=5)))
+    trained = SASRec(seqs.num_items, max_len=8, dim=16, blocks=1, num_types=3,
+                     event_types=("view", "purchase"))
+    sasrec = SASRec.from_config(trained.get_config())  # as the registry loads it
+    sasrec({"seq": np.ones((1, 8), "int64"), "types": np.ones((1, 8), "int64"),
+            "pos": np.ones((1, 8), "int64"), "neg": np.ones((1, 2), "int64")})
+    bundle = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v1")
+    assert bundle.spec.type_code("purchase") == 2 and bundle.spec.type_code("click") == 0
+
+
 def _window_of_8(seed: int) -> tuple:
     """A retriever-only bundle with an 8-item window, over a small synthetic log."""
     keras.utils.set_random_seed(seed)

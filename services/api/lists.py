@@ -44,6 +44,7 @@ class ListSource:
         self.max_cached = max_cached
         self.recent: OrderedDict[str, RecommendationList] = OrderedDict()  # user -> newest
         self.popular: PopularList | None = None  # the newest popularity read
+        self._popular_unreadable = False  # the stored record failed to parse last time
 
     def remember(self, rec: RecommendationList) -> None:
         """A list just published on the channel, with all its items."""
@@ -56,10 +57,21 @@ class ListSource:
         self.recent.clear()
 
     async def refresh_popular(self) -> None:
-        """Re-read the workers' popularity list; raises when Redis is down."""
+        """Re-read the workers' popularity list; raises when Redis is down. An unreadable
+        record keeps the last one read, logged once until a good one comes: raised, it
+        ended the refresh loop, and with it ``/readyz``'s view of Kafka."""
         raw = await self.client.get(popular_key(self.channel))
-        if raw is not None:
+        if raw is None:
+            return
+        try:
             self.popular = PopularList.from_json(raw)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not self._popular_unreadable:
+                log.warning("the popularity record in Redis is unreadable (%s: %s); "
+                            "serving the last one read", type(exc).__name__, exc)
+            self._popular_unreadable = True
+        else:
+            self._popular_unreadable = False
 
     @property
     def model_version(self) -> str | None:

@@ -279,6 +279,18 @@ def test_users_without_a_list_get_the_popularity_last_read() -> None:
     assert source.popular == POPULAR
 
 
+def test_an_unreadable_popularity_record_keeps_the_last_one_and_says_so_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    redis = FakeRedis({popular_key("ch"): POPULAR.to_json()})
+    source = ListSource(redis, "ch", ttl_s=60)
+    asyncio.run(source.refresh_popular())
+    for bad in (b"{not json", b"[1, 2]", b'{"items": []}'):
+        redis.values[popular_key("ch")] = bad
+        asyncio.run(source.refresh_popular())
+    assert source.popular == POPULAR
+    assert caplog.text.count("popularity record in Redis is unreadable") == 1
+
+
 def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
     current = _list("u1", ["a", "b", "c"], "x", published=10)
     newer = _list("u1", ["d", "e", "f"], "y", published=20)

@@ -234,7 +234,7 @@ def leave_last_out(seqs: Sequences) -> LeaveLastOut:
             train.append(s)
             valid.append(0)
             test.append(0)
-    if seqs.own_moments:
+    if seqs.own_moments and train:
         seen = [values[:len(t)] for values, t in zip(seqs.numeric, train)]
         seqs = replace(seqs, spec=seqs.spec.fit(np.concatenate(seen)), own_moments=False)
     return LeaveLastOut(seqs, train, np.asarray(valid, dtype=np.int64),

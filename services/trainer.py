@@ -101,13 +101,14 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
         held = bool(retry("taking the promotion lock", lambda: lock.acquire(blocking=False)))
         yield held
     finally:
-        if held:
-            try:
+        try:
+            if held:
                 lock.release()
-            except LockError:
-                log.warning("the promotion lock expired (after %g s) before this trainer "
-                            "released it", ttl_s)
-        client.close()
+        except LockError:
+            log.warning("the promotion lock expired (after %g s) before this trainer "
+                        "released it", ttl_s)
+        finally:
+            client.close()
 
 
 GateReport = dict[str, Any]  # ``evaluate_cases``: {"full": {...}, "sampled": {...}, "users": n}

@@ -66,6 +66,17 @@ class Catalogue:
         self.metrics.catalogue.labels("skipped").inc(len(records) - embedded)
 
 
+def embed_or_log(catalogue: Catalogue, bundle: Any, records: list[ItemRecord]) -> None:
+    """``catalogue.embed``, a failure counted (``failed``) and logged: one bundle that
+    cannot take the records must not stop the others, nor the follower."""
+    try:
+        catalogue.embed(bundle, records)
+    except Exception as exc:  # noqa: BLE001 - the bundle serves on without these items
+        catalogue.metrics.catalogue.labels("failed").inc(len(records))
+        log.error("%s could not take %d catalogue records: %s",
+                  getattr(bundle, "version", "a bundle"), len(records), exc)
+
+
 async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,
                            bundles: Callable[[], Iterable[Any]],
                            missing_wait_s: float = 30.0) -> None:
@@ -92,6 +103,6 @@ async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalo
             messages = [m for records in batch.values() for m in records]
             records = catalogue.take(messages)
             for bundle in bundles():
-                catalogue.embed(bundle, records)
+                embed_or_log(catalogue, bundle, records)
     finally:
         await consumer.stop()

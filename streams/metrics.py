@@ -81,9 +81,11 @@ class WorkerMetrics:
             "streamrec_worker_redis_unstored_dropped_total", "Lists that missed Redis and "
             "were dropped, oldest first, from those kept for the next write", registry=r)
         self.catalogue = Counter("streamrec_worker_catalogue_records_total", "Catalogue "
-                                 "records read from the items topic, by outcome (embedded: "
-                                 "the model serves them; skipped: its model reads no content; "
-                                 "invalid)", ["outcome"], registry=r)
+                                 "records by outcome: invalid (read from the items topic and "
+                                 "refused); per bundle they were handed to (the champion, "
+                                 "each experiment variant, each swap), embedded (it serves "
+                                 "them), skipped (its model reads no content) or failed",
+                                 ["outcome"], registry=r)
         self.experiment_lists = Counter("streamrec_worker_experiment_lists_total", "Lists "
                                         "served inside an experiment, by variant and by the "
                                         "variant whose model served them (the control when "

@@ -170,8 +170,8 @@ class _TopicWithLetters(RecordProducer):
         self.source = source or self.default_source
 
     def dead_letter(self, raw: bytes, error: InvalidEvent) -> None:
-        """Send the original bytes to the dead-letter topic with the reason in headers (no
-        key: a record that failed validation has no user id to trust)."""
+        """Send the original bytes to the dead-letter topic with the reason in headers,
+        unkeyed: these records (a file's bad lines) failed before a user id was read."""
         self.stats.dead_lettered += 1
         self.produce(self.dlq_topic, None, raw, dead_letter_headers(
             error.reason.value, error.detail, self.source, kind=self.kind))

@@ -236,10 +236,22 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    try:  # every reader but jsonl (whose bad lines are dead letters) reads it all here
+    if fmt == "jsonl":  # its bad lines are dead letters, not a bad file
         return READERS[fmt](path)
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+    try:  # every other reader parses the whole file here
+        events = READERS[fmt](path)
+    except (ValueError, KeyError, IndexError) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
+    return _each_valid(events, path, fmt)
+
+
+def _each_valid(events: Iterator[Event], path: Path, fmt: str) -> Iterator[Event]:
+    """``events``, validated as they are read: a row the schema refuses (a timestamp out of
+    range, say) stops the reading in one line rather than a traceback."""
+    try:
+        yield from events
+    except InvalidEvent as exc:
+        raise LogFileError(f"{path}: a {fmt} row is not a valid event ({exc})") from exc
 
 
 def read_valid_events(path: Path | str, fmt: str) -> list[Event]:

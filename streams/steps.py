@@ -158,15 +158,27 @@ class UnstoredLists:
         """Keep each user's list; returns how many old ones were dropped. ``newer=False``
         for the lists of a write that failed: a batch kept while it ran has newer ones, and
         a feed must never go back in time."""
-        for user, payload in lists:
-            if not newer and user in self._lists:
-                continue
-            self._lists.pop(user, None)  # re-inserted: the newest go last
-            self._lists[user] = payload
+        if newer:
+            for user, payload in lists:
+                self._lists.pop(user, None)  # re-inserted: the newest go last
+                self._lists[user] = payload
+        else:
+            self._keep_older(lists)
         dropped = max(len(self._lists) - self.capacity, 0)
         for _ in range(dropped):
             self._lists.popitem(last=False)
         return dropped
+
+    def _keep_older(self, lists: Iterable[tuple[str, bytes]]) -> None:
+        """Keep the lists of users with nothing kept yet, each user's last, as the oldest
+        (the first dropped past ``capacity``)."""
+        older: dict[str, bytes] = {}
+        for user, payload in lists:
+            if user not in self._lists:
+                older[user] = payload  # a later list of the same write replaces it
+        for user, payload in reversed(older.items()):
+            self._lists[user] = payload
+            self._lists.move_to_end(user, last=False)
 
     def __len__(self) -> int:
         return len(self._lists)

@@ -22,7 +22,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def streamrec(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
               ) -> Callable[..., tuple[int, str]]:
     """Run the ``streamrec`` console entry point in-process, as a user's shell would
-    (``main``: its one-line errors included); returns (exit code, stderr, one line)."""
+    (``main``: its one-line errors included); returns (exit code, stderr as one line)."""
     import sys
 
     from services.cli import main

@@ -17,13 +17,9 @@ def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray) -> np
     ``target_score``: shape [n]; ``candidate_scores``: [n, c], excluding the target itself.
     Masked-out candidates should be given ``-inf``. A NaN target ranks last (every
     candidate beats it): compared naively, NaN beats nothing and would be a perfect hit.
-    A ``-inf`` target (an item the model cannot score) ranks after every scored candidate;
-    its ties with the masked ones do not count, or its rank passes the candidates'
-    count and AUC goes below 0.
     """
     t = target_score[:, None]
-    ties = (candidate_scores == t) & np.isfinite(t)
-    ranks = (candidate_scores > t).sum(axis=1) + 0.5 * ties.sum(axis=1)
+    ranks = (candidate_scores > t).sum(axis=1) + 0.5 * (candidate_scores == t).sum(axis=1)
     return np.where(np.isnan(target_score), candidate_scores.shape[1], ranks)
 
 

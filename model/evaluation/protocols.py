@@ -47,8 +47,10 @@ def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
     for i, h in enumerate(histories if not keep_history else ()):
         scores[i, h] = -np.inf
     scores[rows, targets] = -np.inf
-    full = rank_of_target(target_scores, scores)
     candidates = np.isfinite(scores).sum(axis=1)
+    # A -inf target (an item new to a champion) ties with every masked item: its rank
+    # would pass the candidates' count, and AUC go below 0. It ranks after them all.
+    full = np.minimum(rank_of_target(target_scores, scores), candidates)
     scores[rows, targets] = target_scores
     top = np.argpartition(-scores, 10, axis=1)[:, :10]
     return full, candidates, sampled, top

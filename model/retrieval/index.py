@@ -145,7 +145,6 @@ class ItemIndex:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
-
     def _split_at_cap(self, q: np.ndarray, k: int, exclude: list[np.ndarray]
                       ) -> tuple[np.ndarray, np.ndarray]:
         """``_faiss_top_k`` for a batch with some exclusion lists past the GPU's cap:

@@ -21,7 +21,7 @@ class Browser:
     def __init__(self, url: str, profile: Path, size: tuple[int, int] = (1280, 900)) -> None:
         binary = shutil.which("chromium") or shutil.which("chromium-browser")
         if binary is None:
-            raise RuntimeError("chromium not found: run 'bash infra/system-deps.sh'")
+            raise RuntimeError("chromium not found: run 'bash infra/system-deps.sh browser'")
         self.proc = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--remote-debugging-port=0", f"--user-data-dir={profile}",

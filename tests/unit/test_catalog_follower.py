@@ -101,3 +101,19 @@ def test_an_experiments_variant_gets_the_catalogue_when_it_loads() -> None:
         Variant(name="treatment", model="challenger", share=0.5)]))
     asyncio.run(slot.load_missing())
     assert slot.bundles() == [challenger] and challenger.added == [["a", "b"]]
+
+
+def test_a_bundle_that_cannot_take_a_poll_of_records_does_not_stop_the_others() -> None:
+    from streams.catalog_follower import embed_or_log
+
+    class Broken(ContentBundle):
+        def add_items(self, records: Sequence[ItemRecord]) -> int:
+            raise ValueError("content encoder shape mismatch")
+
+    metrics = WorkerMetrics()
+    catalogue = Catalogue(metrics)
+    records = catalogue.take([message("a", {"item_id": "a"})])
+    champion = ContentBundle("r:v1")
+    for bundle in (Broken("chal:v2"), champion):  # as follow_catalogue hands each poll on
+        embed_or_log(catalogue, bundle, records)
+    assert champion.added == [["a"]] and count(metrics, "failed") == 1

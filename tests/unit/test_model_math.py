@@ -28,14 +28,6 @@ def test_rank_of_target_counts_ties_as_half() -> None:
     assert rank_of_target(target, cands).tolist() == [1.5, 0.0, 1.5]
 
 
-def test_a_target_the_model_cannot_score_ranks_after_the_scored_not_past_them() -> None:
-    """-inf (an item new to a champion) tied with the masked -inf items: counted, its rank
-    passed the scored candidates' count and the gate's AUC went below 0."""
-    cands = np.array([[0.2, 0.1, -np.inf, -np.inf, -np.inf]])
-    ranks = rank_of_target(np.array([-np.inf]), cands)
-    assert ranks.tolist() == [2.0] and auc(ranks, np.isfinite(cands).sum(axis=1)) == 0.0
-
-
 def test_metrics_by_hand() -> None:
     ranks = np.array([0.0, 1.0, 4.0, 20.0])
     assert hit_rate(ranks, 10) == 0.75
@@ -154,6 +146,28 @@ def test_keep_history_ranks_a_repeated_target_against_the_users_other_items_too(
                           keep_history=True)
     assert masked["full"]["MRR"] == 1.0           # the other seen items are not ranked
     assert kept["full"]["MRR"] == pytest.approx(1 / 3)  # 8 and 7 are newer
+
+
+def test_a_target_the_model_cannot_score_ranks_last_in_full_and_tied_in_sampled() -> None:
+    """-inf (an item new to a champion) tied with the masked -inf items: counted, its full
+    rank passed the scored candidates' count and the gate's AUC went below 0. Among the
+    sampled negatives it still ties, half credit, with those the model cannot score."""
+    from model.evaluation.protocols import rank_cases
+
+    class KnowsFive:
+        name = "knows-five"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            out = np.full((len(users), 21), -np.inf)
+            out[:, 1:6] = np.arange(5, 0, -1)  # items 1-5 scored; 6-20 unknown
+            return out
+
+    ranks = rank_cases(KnowsFive(), np.array([1]), [np.array([1, 2])], np.array([9]), 20,
+                       num_negatives=4)
+    assert ranks.full.tolist() == [3.0] == ranks.full_candidates.tolist()  # 3, 4, 5 beat it
+    assert ranks.report()["full"]["AUC"] == 0.0
+    assert 0 < ranks.sampled[0] < 4  # unknown negatives tie: neither first nor last
 
 
 def test_sequences_over_a_fixed_item_map_map_unknown_items_to_zero() -> None:

@@ -211,3 +211,8 @@ def test_a_log_that_is_not_in_its_format_stops_the_command_in_one_line(
         "float: 'abc')")
     assert streamrec("evaluate", "--data", str(tmp_path), "--format", "movielens") == (
         1, f"error: no such file: {tmp_path}")
+    future = _write(tmp_path, "future.csv", "userId,movieId,rating,timestamp\n"
+                    "1,2,4,99999999999999\n")  # parses, but the schema refuses its time
+    code, line = streamrec("evaluate", "--data", str(future), "--format", "movielens")
+    assert code == 1 and line.startswith(
+        f"error: {future}: a movielens row is not a valid event (bad_timestamp: ")

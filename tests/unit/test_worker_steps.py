@@ -631,6 +631,16 @@ def test_lists_kept_for_redis_are_bounded_oldest_dropped_first() -> None:
     assert kept.take(newer=[]) == []
 
 
+def test_a_failed_writes_lists_come_back_as_the_oldest_and_never_over_newer_ones() -> None:
+    from streams.steps import UnstoredLists
+
+    kept = UnstoredLists(capacity=3)
+    kept.keep([("u2", b"2 newest"), ("u3", b"3")])  # kept while the write ran
+    failed = [("u1", b"1 old"), ("u2", b"2 old"), ("u1", b"1 newer"), ("u4", b"4")]
+    assert kept.keep(failed, newer=False) == 1  # u1 (now the oldest) dropped past 3
+    assert kept.take(newer=[]) == [("u4", b"4"), ("u2", b"2 newest"), ("u3", b"3")]
+
+
 def test_backoff_doubles_to_its_ceiling_and_clears_on_success() -> None:
     from streams.backoff import Backoff
 

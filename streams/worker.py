@@ -136,7 +136,8 @@ async def publish_or_exit(publisher: BatchStep, updates: Sequence[SessionUpdate]
                           on_failure: Callable[[BaseException], None] = exit_unanswered
                           ) -> None:
     """Faust acknowledged these events as ``take`` gathered them. Had ``publish`` raised
-    (librdkafka's queue full through a long outage, a bug), the agent would restart past
+    (a list librdkafka refuses, e.g. over ``message.max.bytes``; a bug), the agent would
+    restart past
     them, and their offsets would commit with no list and no dead letter. Exiting instead
     redelivers them, as after a kill -9: at least once. The model's own failures never get
     here: popularity answers those (``BatchStep.recommend``)."""

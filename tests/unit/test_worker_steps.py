@@ -417,17 +417,19 @@ def test_a_batch_that_cannot_be_published_ends_the_worker_before_a_commit(fails:
     no list. The worker leaves instead (``exit_unanswered``), and they are redelivered."""
     from streams.worker import publish_or_exit
 
-    class FullProducer(FakeProducer):
+    from confluent_kafka import KafkaError, KafkaException
+
+    class Refusing(FakeProducer):
         def produce(self, *args: Any, **kwargs: Any) -> None:
-            raise BufferError("Local: Queue full")
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
 
     step, _, _ = make_step()
     if fails:
-        step.producer = FullProducer()
+        step.producer = Refusing()
     exits: list[BaseException] = []
     asyncio.run(publish_or_exit(step, [update("u1", ("a",))], FakeBundle("r:v1", {}), None,
                                 on_failure=exits.append))
-    assert [type(e) for e in exits] == ([BufferError] if fails else [])
+    assert [type(e) for e in exits] == ([KafkaException] if fails else [])
 
 
 def test_published_lists_follow_the_published_schema() -> None:

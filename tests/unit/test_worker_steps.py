@@ -415,9 +415,9 @@ def test_a_model_answering_fewer_users_than_asked_leaves_the_batch_to_popularity
 def test_a_batch_that_cannot_be_published_ends_the_worker_before_a_commit(fails: bool) -> None:
     """Faust acknowledged the batch's events already: carrying on would commit them with
     no list. The worker leaves instead (``exit_unanswered``), and they are redelivered."""
-    from streams.worker import publish_or_exit
-
     from confluent_kafka import KafkaError, KafkaException
+
+    from streams.worker import publish_or_exit
 
     class Refusing(FakeProducer):
         def produce(self, *args: Any, **kwargs: Any) -> None:

@@ -56,6 +56,12 @@ class Catalogue:
             self.records[record.item_id] = fresh[record.item_id] = record
         return list(fresh.values())
 
+    def embed_all(self, bundle: Any) -> None:
+        """Hand a bundle about to serve every record read so far (items its training never
+        saw, by content). Called on the event loop with no await before the bundle
+        serves, so no record read meanwhile is missed."""
+        self.embed(bundle, list(self.records.values()))
+
     def embed(self, bundle: Any, records: list[ItemRecord]) -> None:
         """Hand ``records`` to ``bundle``; counted as embedded, or skipped when its model
         reads no content (trained without a catalogue)."""

@@ -79,11 +79,10 @@ class ExperimentSlot:
         return [] if self.live is None else list(self.live.bundles.values())
 
     async def _load(self, ref: str) -> Any:
-        """The bundle ``ref`` names, loaded off the event loop, with the catalogue's items
-        (embedded on the loop, with no await before it is served: no record is missed)."""
+        """The bundle ``ref`` names, loaded off the event loop, with the catalogue's items."""
         bundle = await asyncio.get_running_loop().run_in_executor(None, self.load_bundle_for, ref)
         if self.catalogue is not None:
-            self.catalogue.embed(bundle, list(self.catalogue.records.values()))
+            self.catalogue.embed_all(bundle)
         return bundle
 
     def missing(self) -> list[str]:

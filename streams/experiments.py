@@ -172,19 +172,18 @@ class LiveExperiment:
             served_by, bundle = self._bundle(variant, champion)
             # Popularity's users get None: the batch step builds their list, labelled
             # path "popularity" and version "none", as it is, not as the champion's.
-            answers = self._answers(idx, bundle, ask, None)
+            answers = ask(idx, bundle) if bundle is not None and idx else [None] * len(idx)
             for i, rec in zip(idx, answers):
                 recs[i], versions[i] = rec, getattr(bundle, "version", NO_MODEL)
                 tags[i] = ExperimentTag(self.name, variant.name, served_by)
         return recs, versions, tags
 
     @staticmethod
-    def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular | None
+    def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular
                  ) -> Sequence[Recommendation | None]:
-        """The lists ``bundle`` (None: popularity, from ``popular`` or left to the caller
-        when that is None) gives users ``idx`` of the batch."""
-        if not idx or bundle is None and popular is None:
-            return [None] * len(idx)
+        """The lists ``bundle`` (None: popularity) gives users ``idx`` of the batch."""
+        if not idx:
+            return []
         return ask(idx, bundle) if bundle is not None else [popular(i) for i in idx]
 
     def _bundle(self, variant: Variant, champion: Any) -> tuple[str | None, Any]:

@@ -102,7 +102,7 @@ class Serving:
         catalogue's new items (by content), and the encoder caches when the retriever is
         the same one."""
         if self.catalogue is not None:
-            self.catalogue.embed(fresh, list(self.catalogue.records.values()))
+            self.catalogue.embed_all(fresh)
         if same_retriever(self.bundle.version, fresh.version):
             adopted = fresh.adopt_caches(self.bundle)
             log.info("the retriever is unchanged: %d session caches carried over", adopted)

@@ -236,9 +236,7 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    if fmt == "jsonl":  # its bad lines are dead letters, not a bad file
-        return READERS[fmt](path)
-    try:  # every other reader parses the whole file here
+    try:  # every reader but jsonl (a generator) parses the whole file here
         events = READERS[fmt](path)
     except (ValueError, KeyError, IndexError) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc

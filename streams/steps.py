@@ -154,24 +154,17 @@ class UnstoredLists:
         self.capacity = capacity
         self._lists: OrderedDict[str, bytes] = OrderedDict()  # see AnsweredEvents
 
-    def keep(self, lists: Iterable[tuple[str, bytes]], newer: bool = True) -> int:
-        """Keep each user's list; returns how many old ones were dropped. ``newer=False``
-        for the lists of a write that failed: a batch kept while it ran has newer ones, and
-        a feed must never go back in time."""
-        if newer:
-            for user, payload in lists:
-                self._lists.pop(user, None)  # re-inserted: the newest go last
-                self._lists[user] = payload
-        else:
-            self._keep_older(lists)
-        dropped = max(len(self._lists) - self.capacity, 0)
-        for _ in range(dropped):
-            self._lists.popitem(last=False)
-        return dropped
+    def keep(self, lists: Iterable[tuple[str, bytes]]) -> int:
+        """Keep each user's newest list; returns how many old ones were dropped."""
+        for user, payload in lists:
+            self._lists.pop(user, None)  # re-inserted: the newest go last
+            self._lists[user] = payload
+        return self._trim()
 
-    def _keep_older(self, lists: Iterable[tuple[str, bytes]]) -> None:
-        """Keep the lists of users with nothing kept yet, each user's last, as the oldest
-        (the first dropped past ``capacity``)."""
+    def keep_older(self, lists: Iterable[tuple[str, bytes]]) -> int:
+        """Keep the lists of a write that failed, for users with nothing kept yet (a batch
+        kept while it ran has newer ones, and a feed must never go back in time): each
+        user's last, as the oldest. Returns how many were dropped."""
         older: dict[str, bytes] = {}
         for user, payload in lists:
             if user not in self._lists:
@@ -179,6 +172,14 @@ class UnstoredLists:
         for user, payload in reversed(older.items()):
             self._lists[user] = payload
             self._lists.move_to_end(user, last=False)
+        return self._trim()
+
+    def _trim(self) -> int:
+        """Drop the oldest past ``capacity``; returns how many."""
+        dropped = max(len(self._lists) - self.capacity, 0)
+        for _ in range(dropped):
+            self._lists.popitem(last=False)
+        return dropped
 
     def __len__(self) -> int:
         return len(self._lists)
@@ -497,11 +498,11 @@ class BatchStep:
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
             self.metrics.redis_errors.inc()
             self.redis_backoff.failed()
-            self._keep_unstored(lists, newer=False)
+            self.metrics.redis_unstored_dropped.inc(self.unstored.keep_older(lists))
             log.warning("writing %d lists to Redis failed: %s; skipping Redis for %.0f s",
                         len(lists), exc, self.redis_backoff.until - self.clock())
         else:
             self.redis_backoff.succeeded()
 
-    def _keep_unstored(self, lists: list[tuple[str, bytes]], newer: bool = True) -> None:
-        self.metrics.redis_unstored_dropped.inc(self.unstored.keep(lists, newer))
+    def _keep_unstored(self, lists: list[tuple[str, bytes]]) -> None:
+        self.metrics.redis_unstored_dropped.inc(self.unstored.keep(lists))

@@ -102,7 +102,7 @@ class ItemSpace:
             bundle = await asyncio.get_running_loop().run_in_executor(None, self.load_bundle)
             # Items of the catalogue its training never saw, by content; no await between
             # this and the swap, so no catalogue record read meanwhile can be missed.
-            self.catalogue.embed(bundle, list(self.catalogue.records.values()))
+            self.catalogue.embed_all(bundle)
         except Exception as exc:  # noqa: BLE001 - no champion, or the registry failed
             log.warning("no champion for similar items (%s); following announcements",
                         mask_urls(f"{type(exc).__name__}: {exc}"))

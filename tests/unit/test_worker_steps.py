@@ -639,7 +639,7 @@ def test_a_failed_writes_lists_come_back_as_the_oldest_and_never_over_newer_ones
     kept = UnstoredLists(capacity=3)
     kept.keep([("u2", b"2 newest"), ("u3", b"3")])  # kept while the write ran
     failed = [("u1", b"1 old"), ("u2", b"2 old"), ("u1", b"1 newer"), ("u4", b"4")]
-    assert kept.keep(failed, newer=False) == 1  # u1 (now the oldest) dropped past 3
+    assert kept.keep_older(failed) == 1  # u1 (now the oldest) dropped past 3
     assert kept.take(newer=[]) == [("u4", b"4"), ("u2", b"2 newest"), ("u3", b"3")]
 
 

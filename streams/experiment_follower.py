@@ -8,8 +8,9 @@ alias follows the champion's own hot swap; one naming popularity needs none), an
 experiment goes live in one assignment the recommend loop reads once per micro-batch. A
 variant named by another alias (``challenger``) looks every minute where it points, and
 swaps on its own when it moved.
-Until a variant's bundle has loaded, or when it fails to, its users get the control's
-list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_lists_total`` by
+Until a variant's bundle has loaded, or when it fails to load or to answer a smoke test
+(the worker hands the slot a loader that runs it, as the champion's swap does), its users
+get the control's list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_lists_total`` by
 ``served_by``); a failed load is retried with backoff. A loaded bundle gets the
 catalogue's items, as the champion's does, so new items reach every variant. Every
 ``flush_every_s`` the worker writes its tallies to Redis, where ``streamrec experiment

@@ -127,6 +127,18 @@ def smoke_test(bundle: Any, top_n: int) -> None:
         raise ValueError("smoke recommendation has NaN or infinite scores")
 
 
+def smoke_tested(load: Callable[[str], Any], top_n: int) -> Callable[[str], Any]:
+    """``load`` (a model reference to its bundle), refusing a bundle that fails
+    ``smoke_test``: an experiment's variant that loads but cannot answer is refused as a
+    champion's swap is, and the control serves its users, where it would otherwise fail
+    every micro-batch that holds one of them."""
+    def load_and_test(ref: str) -> Any:
+        bundle = load(ref)
+        smoke_test(bundle, top_n)
+        return bundle
+    return load_and_test
+
+
 def same_retriever(old: str, new: str) -> bool:
     """Whether two bundle versions (``retriever:vN+ranker:vN``) share the retriever version,
     so the new bundle can keep the old one's encoder caches. Unparsable versions (no model,

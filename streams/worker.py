@@ -33,7 +33,7 @@ from model.pipeline import Recommendation
 from streams.catalog_follower import Catalogue, follow_catalogue
 from streams.experiment_follower import ExperimentSlot, follow_experiments
 from streams.freeze import FreezeGuard
-from streams.hot_swap import Serving, follow_model_updates
+from streams.hot_swap import Serving, follow_model_updates, smoke_tested
 from streams.lean_faust import (
     LeanMonitor,
     RawBytes,
@@ -498,8 +498,9 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
                           lists_out, recs_writer, metrics, answered=answered)
-    experiment = ExperimentSlot(load_bundle_for or _no_bundles, metrics, resolve=resolve,
-                                catalogue=catalogue)
+    load_variant = _no_bundles if load_bundle_for is None else \
+        smoke_tested(load_bundle_for, cfg.top_n)
+    experiment = ExperimentSlot(load_variant, metrics, resolve=resolve, catalogue=catalogue)
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:

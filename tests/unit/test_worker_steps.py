@@ -725,6 +725,24 @@ def test_a_bundle_that_fails_to_load_or_answer_keeps_the_old_one(tmp_path: Path)
     assert swaps(metrics, "failed") == 3.0
 
 
+def test_an_experiment_variant_that_loads_but_cannot_answer_is_refused_like_a_swap() -> None:
+    from streams.experiment_control import new_experiment
+    from streams.experiment_follower import ExperimentSlot
+    from streams.hot_swap import smoke_tested
+
+    bundles = {"mute": FakeBundle("r:v3", {"u1": None}),
+               "good": FakeBundle("r:v4", {"u1": Recommendation(["i2"], [1.0])})}
+    slot = ExperimentSlot(smoke_tested(bundles.__getitem__, 10), WorkerMetrics())
+    slot.declare(new_experiment("e", [("control", CHAMPION, 0.5), ("treatment", "mute", 0.5)]))
+    asyncio.run(slot.load_missing())
+    assert slot.live is not None and slot.live.bundles == {}  # the control serves its users
+    assert slot.failed == {"treatment": "ValueError: smoke recommendation came back empty"}
+    slot.declare(new_experiment("f", [("control", CHAMPION, 0.5), ("treatment", "good", 0.5)]))
+    asyncio.run(slot.load_missing())
+    assert slot.live.bundles == {"treatment": bundles["good"]} and slot.failed == {}
+    assert bundles["good"].calls[0]["users"] == ["u1"]  # asked once, before it served
+
+
 def test_a_failed_load_is_retried_with_backoff_until_it_loads_or_is_replaced() -> None:
     from streams.hot_swap import PendingUpdate
 

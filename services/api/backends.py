@@ -17,7 +17,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ class Backends:
     experiments: ExperimentCalls
     dlq_rate: RateOf = field(default_factory=RateOf)
     kafka_ok: bool = False
+    popular_read: bool = True  # the last popularity re-read reached Redis
 
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> Backends:
@@ -108,8 +109,7 @@ class Backends:
         users without a list, and the fallback), and size the dead-letter topic, which
         both gives its rate and tells whether Kafka is reachable (``/readyz``)."""
         while True:
-            with suppress(RedisError, OSError):
-                await self.source.refresh_popular()
+            await self._refresh_popular()
             try:
                 dlq = await asyncio.to_thread(self.sizes.size, self.dlq_topic)
                 self.dlq_rate.update(dlq, time.monotonic())
@@ -119,6 +119,19 @@ class Backends:
                     log.warning("kafka not reachable: %s", exc)
                 self.kafka_ok = False
             await asyncio.sleep(REFRESH_S)
+
+    async def _refresh_popular(self) -> None:
+        """Re-read the popularity. While Redis is down the last one read serves on, and
+        that is logged once per outage (``/readyz`` reports Redis itself)."""
+        try:
+            await self.source.refresh_popular()
+        except (RedisError, OSError) as exc:
+            if self.popular_read:
+                log.warning("popularity not re-read from redis, the last one read serves "
+                            "on: %s", exc)
+            self.popular_read = False
+        else:
+            self.popular_read = True
 
     async def close(self) -> None:
         await self.items.stop()

@@ -291,6 +291,26 @@ def test_an_unreadable_popularity_record_keeps_the_last_one_and_says_so_once(
     assert caplog.text.count("popularity record in Redis is unreadable") == 1
 
 
+def test_redis_down_keeps_the_last_popularity_and_says_so_once_per_outage(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from services.api.backends import Backends
+
+    redis = FakeRedis({popular_key("ch"): POPULAR.to_json()})
+    backends = Backends(ListSource(redis, "ch", ttl_s=60), *[None] * 9)  # type: ignore[arg-type]
+    asyncio.run(backends._refresh_popular())
+    redis.down = True
+    for _ in range(3):
+        asyncio.run(backends._refresh_popular())
+    assert backends.source.popular == POPULAR and not backends.popular_read
+    assert caplog.text.count("popularity not re-read from redis") == 1
+    redis.down = False
+    asyncio.run(backends._refresh_popular())
+    assert backends.popular_read
+    redis.down = True  # a second outage is logged again
+    asyncio.run(backends._refresh_popular())
+    assert caplog.text.count("popularity not re-read from redis") == 2
+
+
 def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
     current = _list("u1", ["a", "b", "c"], "x", published=10)
     newer = _list("u1", ["d", "e", "f"], "y", published=20)

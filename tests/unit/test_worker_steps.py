@@ -432,6 +432,22 @@ def test_a_batch_that_cannot_be_published_ends_the_worker_before_a_commit(fails:
     assert [type(e) for e in exits] == ([KafkaException] if fails else [])
 
 
+def test_an_unanswered_batch_exits_with_its_own_code_and_says_why() -> None:
+    import subprocess
+    import sys
+
+    from streams.worker import EXIT_UNANSWERED
+
+    code = ("from streams.worker import exit_unanswered\n"
+            "exit_unanswered(ValueError('list too large'))\n"
+            "print('still running')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parents[2])
+    assert done.returncode == EXIT_UNANSWERED == 70
+    assert "publishing a micro-batch failed" in done.stderr
+    assert "ValueError: list too large" in done.stderr and "still running" not in done.stdout
+
+
 def test_published_lists_follow_the_published_schema() -> None:
     step, producer, _ = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [np.float32(0.5)]), "u2": None})

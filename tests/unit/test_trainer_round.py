@@ -313,6 +313,19 @@ def test_the_refit_learns_every_event_in_id_maps_that_extend_the_challengers(
     assert any(fresh in h for h in leave_last_out(everything).train)
 
 
+def test_the_refit_keeps_the_challengers_numeric_moments(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """The challenger's moments were fitted on its training part; refitting them on the
+    whole round would move every input its weights were trained on."""
+    trainer = _trainer(tmp_path)
+    clean_env.setattr(trainer, "champion_versions", lambda: None)
+    data = trainer._prepare(_log_with_a_new_item(), [])
+    fitted = replace(data.sequences.spec, numeric=("price",), numeric_mean=(5.0,),
+                                 numeric_std=(2.0,))
+    assert refit_sequences(data, fitted).spec == fitted
+
+
 def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     clean_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:

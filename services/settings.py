@@ -12,7 +12,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -21,7 +28,6 @@ from infra.kafka_broker import LocalKafka
 from infra.kafka_client import KafkaConnection
 from infra.redis_server import LocalRedis
 from infra.topics import TopicSpec
-from infra.urls import mask_url
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
 from streams.events import EVENT_TYPES
 
@@ -221,6 +227,25 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         return value.strip() or None if isinstance(value, str) else value
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Absolute: the embedded broker runs in a directory of its own, where a relative
+        path (``STREAMREC_DATA_DIR=state``) would name another place."""
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Settings:
+        """The embedded services' ports: two the same fail only later, inside Kafka or
+        Redis, with a message that blames someone else's process."""
+        ports = {"STREAMREC_KAFKA_PORT": self.kafka_port,
+                 "STREAMREC_KAFKA_CONTROLLER_PORT": self.kafka_controller_port,
+                 "STREAMREC_REDIS_PORT": self.redis_port}
+        if len(set(ports.values())) < len(ports):
+            raise ValueError("the embedded services need distinct ports: " +
+                             ", ".join(f"{k}={v}" for k, v in ports.items()))
+        return self
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, value: str | None) -> str | None:
@@ -228,7 +253,7 @@ class Settings(BaseSettings):
             return None
         for server in value.split(","):
             host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit():
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
@@ -237,7 +262,11 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         url = value.get_secret_value() if value is not None else ""
         if value is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"expected a redis://host:port/db URL, got {mask_url(url)!r}")
+            # Not the value itself: a mistyped URL (``rediss:/user:pw@host``) is not one
+            # ``mask_url`` can parse, and it may hold a password.
+            scheme = url.partition(":")[0] if ":" in url else ""
+            raise ValueError(f"expected a redis://host:port/db URL (or rediss://, unix://), "
+                             f"got one with scheme {scheme!r} (the rest is not shown)")
         return value
 
     @field_validator("redis_password")
@@ -381,7 +410,11 @@ _SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items()
 
 def _problem(err: ErrorDetails) -> str:
     """One validation error as ``VARIABLE: why (got value)``. A secret field names its
-    variable only, with no value: the path inside it may be a key (``API_EVENT_KEYS``)."""
+    variable only, with no value: the path inside it may be a key (``API_EVENT_KEYS``). A
+    rule across fields names its variables in its message; its input, every field, is not
+    shown."""
+    if not err["loc"]:
+        return err["msg"].removeprefix("Value error, ")
     field = str(err["loc"][0])
     if field in _SECRET_FIELDS:
         return f"STREAMREC_{field.upper()}: {err['msg']}"

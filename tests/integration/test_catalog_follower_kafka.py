@@ -1,5 +1,7 @@
 """The workers' catalogue follower against the real broker: a topic created late is
-waited for (one warning, no error flood), then read from its beginning."""
+waited for (one warning, no error flood), then read from its beginning, and each poll's
+records reach every bundle served at that moment (the champion and an experiment's
+variants), a broken one not stopping the others."""
 
 from __future__ import annotations
 
@@ -26,30 +28,37 @@ class Taker:
         return len(records)
 
 
+class Broken(Taker):
+    def add_items(self, records: list[ItemRecord]) -> int:
+        raise ValueError("content encoder shape mismatch")
+
+
 def test_a_missing_topic_is_waited_for_then_read_from_its_beginning(
         settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     topic = f"test.{uuid.uuid4().hex[:12]}"
-    bundle = Taker()
+    bundle, variant = Taker(), Taker()
+    served: list[Taker] = [bundle]
 
     async def scenario() -> None:
         task = asyncio.create_task(follow_catalogue(
-            settings.kafka, topic, Catalogue(WorkerMetrics()), lambda: [bundle],
+            settings.kafka, topic, Catalogue(WorkerMetrics()), lambda: list(served),
             missing_wait_s=0.5))
         await asyncio.sleep(2.0)  # the topic does not exist yet
         assert not task.done()
+        served[:0] = [Broken(), variant]  # an experiment started: its variants load
         ensure_topics(settings.kafka, [TopicSpec(topic, 1)])
         producer = RecordProducer(settings.kafka)
         producer.produce(topic, b"a", ItemRecord("a", title="first").to_json())
         assert producer.flush(10) == 0
         for _ in range(100):
-            if bundle.added:
+            if bundle.added and variant.added:
                 break
             await asyncio.sleep(0.1)
         task.cancel()
 
     with caplog.at_level(logging.WARNING, logger="streams.catalog_follower"):
         asyncio.run(scenario())
-    assert bundle.added == ["a"]
+    assert bundle.added == ["a"] and variant.added == ["a"]
     waits = [r for r in caplog.records if "does not exist" in r.getMessage()]
     assert len(waits) == 1, [r.getMessage() for r in caplog.records]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

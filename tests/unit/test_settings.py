@@ -49,6 +49,10 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_KAFKA_HEAP", "lots", "STREAMREC_KAFKA_HEAP"),
         ("STREAMREC_INTERACTIONS_PARTITIONS", "0", "STREAMREC_INTERACTIONS_PARTITIONS"),
         ("STREAMREC_CONTENT_CHAR_TOKENS", "-1", "STREAMREC_CONTENT_CHAR_TOKENS"),
+        ("STREAMREC_KAFKA_BOOTSTRAP", "host:99999", "host:port"),
+        ("STREAMREC_KAFKA_PORT", "19093", "distinct ports: STREAMREC_KAFKA_PORT=19093, "
+         "STREAMREC_KAFKA_CONTROLLER_PORT=19093"),
+        ("STREAMREC_REDIS_PORT", "19092", "STREAMREC_REDIS_PORT=19092"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(
@@ -59,6 +63,21 @@ def test_malformed_values_fail_with_one_line_naming_the_variable(
         load_settings()
     text = str(info.value)
     assert "\n" not in text and message in text and text.startswith("invalid settings")
+
+
+def test_a_mistyped_redis_url_never_shows_its_password(clean_env: pytest.MonkeyPatch) -> None:
+    for typo in ("rediss:/streamrec:s3cret@cache:6380/0", ":s3cret@cache:6379/0"):
+        clean_env.setenv("STREAMREC_REDIS_URL", typo)
+        with pytest.raises(StackError, match="STREAMREC_REDIS_URL: .*redis://") as info:
+            load_settings()
+        assert "s3cret" not in str(info.value)
+
+
+def test_a_relative_data_dir_is_made_absolute(clean_env: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    clean_env.chdir(tmp_path)
+    clean_env.setenv("STREAMREC_DATA_DIR", "state")
+    assert load_settings().data_dir == tmp_path.resolve() / "state"
 
 
 def test_settings_are_frozen(clean_env: pytest.MonkeyPatch) -> None:

@@ -57,7 +57,8 @@ setup: $(STAMP) system-deps
 # Re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a venv made without pip (Debian without python3.11-venv) is made again
+	@test -x $(BIN)/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(PIP) -U pip
 	$(PIP) -e '.[cpu,dev]'
 	@touch $@

@@ -74,9 +74,13 @@ class ManagedProcess:
         return None
 
     def spawn(self, argv: list[str], cwd: Path | None = None) -> int:
-        """Start argv detached from our session, its output appended to the log file."""
+        """Start argv detached from our session, its output appended to the log file,
+        which only we may read: a service that refuses its configuration may print the
+        offending line, a password in it (Redis does, for its ACL lines)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # a log made before this rule
+        with open(fd, "ab") as log:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,

@@ -81,6 +81,7 @@ def test_spawn_then_stop_leaves_no_process(tmp_path: Path) -> None:
     assert proc.stop() is True
     assert proc.pid() is None and not Path(f"/proc/{pid}").exists()
     assert proc.stop() is False
+    assert proc.log_file.stat().st_mode & 0o777 == 0o600  # it may hold a refused password
 
 
 def test_wait_ready_fails_fast_when_the_process_dies(tmp_path: Path) -> None:

@@ -211,7 +211,8 @@ def sample_ratio_mismatch(counts: Sequence[int], shares: Sequence[float],
     total = sum(counts)
     if total == 0 or len(counts) == 1:
         return SampleRatio(1.0, False)
-    expected = np.asarray(shares, dtype=float) * total
+    # Shares are checked to add up within 1e-6; chisquare wants the totals equal to ~1e-8.
+    expected = np.asarray(shares, dtype=float) / sum(shares) * total
     p_value = float(chisquare(np.asarray(counts, dtype=float), expected).pvalue)
     return SampleRatio(p_value, p_value < threshold)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from streams.status import (
     RoundSummary,
     StatusFile,
@@ -35,7 +37,9 @@ def test_worker_status_counts_swaps(tmp_path: Path) -> None:
     assert status.current.model_version == "a:v2"
 
 
-def test_without_a_path_nothing_is_written(tmp_path: Path) -> None:
+def test_without_a_path_nothing_is_written(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where a relative or empty path would land
     status = StatusFile(None, WorkerStatus("a:v1"))
     status.update(swaps_failed=1, last_error="boom")
     assert status.current.swaps_failed == 1

@@ -83,10 +83,10 @@ def test_without_a_champion_similar_is_a_503_that_says_why(
 
 def test_while_the_champion_loads_similar_is_a_503_with_retry_after() -> None:
     def slow() -> FakeBundle:
-        threading.Event().wait(0.3)
+        threading.Event().wait(3)  # longer than the route waits: half the request's 2 s
         return FakeBundle()
 
-    reply = InProcessApi(load=slow, api_request_timeout_s=0.1).get("/v1/items/a/similar")
+    reply = InProcessApi(load=slow, api_request_timeout_s=2).get("/v1/items/a/similar")
     assert reply.status_code == 503 and reply.json() == {"detail": LOADING}
     assert reply.headers["retry-after"] == "5"
 

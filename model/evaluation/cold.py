@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from model.content import ItemContent, catalogue_table
-from model.data import IdMap, Interaction, Sequences, Side, build_sequences
+from model.data import IdMap, Interaction, Sequences, Side, build_sequences, leave_last_out
 from model.evaluation.protocols import Scorer, evaluate_cases
 from model.features import FeatureSpec
 from model.retrieval.training import SASRecScorer
@@ -119,12 +119,18 @@ class ColdItemsLast:
 
 class CategoryPopularity:
     """Each item scored by how popular its categories are: the mean training
-    interactions per item of each of its categories, the best of them."""
+    interactions per item of each of its categories, the best of them. Counted on the
+    models' own training part (``leave_last_out``), not on the events they never see.
+
+    Every item of a category gets the same score, and the metrics count a tie half: a
+    target in a block of 200 tied items sat at rank 100 and was never a hit. Its ties
+    are broken at random (by ``seed``), as a shop showing this baseline would."""
 
     name = "category-popularity"
 
-    def __init__(self, cold: ColdItems, categories: Mapping[str, Sequence[str]]) -> None:
-        counts = np.bincount(np.concatenate(cold.sequences.by_user),
+    def __init__(self, cold: ColdItems, categories: Mapping[str, Sequence[str]],
+                 seed: int = 0) -> None:
+        counts = np.bincount(np.concatenate(leave_last_out(cold.sequences).train),
                              minlength=cold.num_items + 1).astype(np.float64)
         members: dict[str, list[int]] = {}
         for dense, item in enumerate(cold.items.ids, start=1):
@@ -136,6 +142,9 @@ class CategoryPopularity:
             warm_ids = [i for i in ids if i <= warm]
             mean = counts[warm_ids].mean() if warm_ids else 0.0
             self.scores[ids] = np.maximum(self.scores[ids], mean)
+        # Each item's place in the order by score, ties in a random order: no two equal.
+        order = np.lexsort((np.random.default_rng(seed).random(len(self.scores)), self.scores))
+        self.scores[order] = np.arange(len(order), dtype=np.float64)
 
     def score(self, users: np.ndarray, histories: list[np.ndarray],
               side: Side | None = None) -> np.ndarray:

@@ -91,18 +91,17 @@ class ImplicitALS:
                                           calculate_training_loss=False, random_state=self.seed)
             als.fit(_interaction_matrix(histories, num_items), show_progress=False)
         self.als, self.num_items = als, num_items
-        self.user_factors, self.item_factors = als.user_factors, als.item_factors
+        self.item_factors = als.item_factors
         return self
 
     def score(self, users: np.ndarray, histories: list[np.ndarray],
               side: Side | None = None) -> np.ndarray:
-        """``users`` are 1-based rows of the training matrix; a user 0 (a new session, as
-        the next-click protocol has) gets factors solved from its history, the least
-        squares step of ALS with the item factors held."""
-        factors = self.user_factors[np.maximum(users, 1) - 1]
-        new = np.flatnonzero(users == 0)
-        if len(new):
-            with threadpool_limits(1, "blas"):
-                factors[new] = self.als.recalculate_user(new, _interaction_matrix(
-                    [histories[i] for i in new], self.num_items))
-        return factors @ self.item_factors.T
+        """Each user's factors are solved from the history given, the least squares step
+        of ALS with the item factors held: a new session (user 0, as the next-click
+        protocol has) has no trained row, and a known user's history may have grown
+        since training (the test stage adds the validation item, which SASRec and
+        item-kNN read too). The stored rows would have scored both from the past."""
+        with threadpool_limits(1, "blas"):
+            factors = self.als.recalculate_user(np.arange(len(users)), _interaction_matrix(
+                list(histories), self.num_items))
+        return np.asarray(factors) @ self.item_factors.T

@@ -158,11 +158,14 @@ def test_baselines_by_hand() -> None:
     s = knn.score(np.array([4]), [np.array([1])])[0]
     assert s[2] == pytest.approx(2 / np.sqrt(3 * 2)) and s[3] == s[4] == 0
     als = ImplicitALS(factors=4, iterations=10).fit(histories, 4)
-    scores = als.score(np.array([1, 3]), histories[:1] * 2)
+    scores = als.score(np.array([1, 3]), [histories[0], histories[2]])
     assert scores[0, 2] > scores[0, 3] and scores[1, 4] > scores[1, 1]
-    # New sessions (user 0, the next-click protocol's) by their own history, not a row's.
+    # New sessions (user 0, the next-click protocol's), and a known user whose history
+    # grew since training (the test stage's), by the history given, not a trained row.
     fresh = als.score(np.array([0, 0]), [np.array([3]), np.array([1])])
     assert fresh[0, 4] > fresh[0, 2] and fresh[1, 2] > fresh[1, 4]
+    grown = als.score(np.array([1]), [np.array([1, 2, 3, 3, 3])])
+    assert grown[0, 4] > scores[0, 4]
 
 
 def test_training_windows_cover_long_histories() -> None:

@@ -138,12 +138,17 @@ def _seconds(times: list[float | None]) -> str:
     return " / ".join("never" if t is None else f"{t:.1f} s" for t in times)
 
 
-def clustered_vectors(n: int, dim: int, rng: np.random.Generator,
-                      clusters: int = 1_000) -> np.ndarray:
-    """Item-like vectors: ``clusters`` topic centres plus unit noise of the same scale, so
+def topic_centres(dim: int, rng: np.random.Generator, clusters: int = 1_000) -> np.ndarray:
+    """The topics items and queries share."""
+    return rng.standard_normal((clusters, dim), dtype=np.float32)
+
+
+def clustered_vectors(n: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Item-like vectors: topic ``centres`` plus unit noise of the same scale, so
     neighbourhoods exist as in learned embeddings (uniform noise has none, and no index
-    beats exact search on it). Row 0 is the padding row ``ItemIndex`` skips."""
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    beats exact search on it). Queries are drawn around the same centres as the items, as
+    sessions sit among the items they meet. Row 0 is the padding row ``ItemIndex`` skips."""
+    clusters, dim = centres.shape
     out = np.empty((n + 1, dim), np.float32)
     for lo in range(1, n + 1, 1_000_000):
         hi = min(n + 1, lo + 1_000_000)
@@ -181,8 +186,9 @@ def faiss_part(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     precisions = [p for p in args.precisions if gpu or p == "fp32"]  # fp16: GPU only
     for n in args.items:
-        table = clustered_vectors(n, args.dim, rng)
-        queries = clustered_vectors(args.queries, args.dim, rng)[1:]
+        centres = topic_centres(args.dim, rng)
+        table = clustered_vectors(n, centres, rng)
+        queries = clustered_vectors(args.queries, centres, rng)[1:]
         out[str(n)] = _one_size(table, queries, precisions, args.nlist, args.nprobe)
         del table
     return out

@@ -116,7 +116,8 @@ def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
     """``evaluate_cases`` before the means: every case's ranks (same cases, same sampled
     negatives for a given ``seed``, so two models ranked alike pair up case by case)."""
     seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)], num_items)
-    negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed))
+    negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed),
+                            distinct=True)
     full_r, full_n, samp_r, tops = [], [], [], []
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)

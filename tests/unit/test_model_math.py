@@ -50,6 +50,10 @@ def test_seen_items_sampling_never_returns_seen_items() -> None:
     assert set(np.unique(samples[::3])) == {4, 5, 6}  # row 0 saw 1, 2, 3
     with pytest.raises(ValueError, match="almost every item"):
         SeenItems([np.arange(1, 7)], 6).sample(np.array([0]), 1, np.random.default_rng(0))
+    # distinct: row 0 can only get 4, 5 and 6, each once, in some order
+    once = seen.sample(np.array([0, 1] * 50), 3, np.random.default_rng(1), distinct=True)
+    assert all(sorted(r) == [4, 5, 6] for r in once[::2].tolist())
+    assert all(len(set(r)) == 3 and 4 not in r for r in once[1::2].tolist())
 
 
 def _events(rows: list[tuple[str, str, int]]) -> list[SimpleNamespace]:

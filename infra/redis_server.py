@@ -8,6 +8,7 @@ file readable by its owner, never onto the command line, where ``ps`` would show
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -53,11 +54,14 @@ def probe_redis(url: str, timeout_s: float = 1.0) -> str | None:
         client.close()
 
 
-def check_redis(url: str) -> None:
-    """Raise one line when Redis refuses these credentials: a retry cannot fix that."""
-    problem = probe_redis(url, timeout_s=2.0)
-    if problem is not None and problem.startswith(CREDENTIALS_REFUSED):
-        raise StackError(f"Redis at {mask_url(url)}: {problem}")
+def wait_for_redis(url: str, timeout_s: float = 30.0) -> None:
+    """Wait until Redis answers; one line at once when it refuses these credentials (a
+    retry cannot fix that), or when it has not answered within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (problem := probe_redis(url, timeout_s=2.0)) is not None:
+        if problem.startswith(CREDENTIALS_REFUSED) or time.monotonic() > deadline:
+            raise StackError(f"Redis at {mask_url(url)}: {problem}")
+        time.sleep(0.5)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from infra.kafka_broker import LocalKafka, broker_answers, wait_for_broker
 from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
-from infra.redis_server import LocalRedis, check_redis, redis_answers
+from infra.redis_server import LocalRedis, redis_answers, wait_for_redis
 from infra.topics import TopicSpec, ensure_topics
 from infra.urls import mask_url
 
@@ -49,7 +49,7 @@ class Stack:
             if self.local_redis.running_pid() is None:
                 say(f"starting Redis on {mask_url(self.redis_url)}")
             self.local_redis.start()
-        check_redis(self.redis_url)
+        wait_for_redis(self.redis_url)  # an external one too: it may still be starting
         self.mlflow.ensure()
         created = ensure_topics(self.kafka, self.topics)
         if created:

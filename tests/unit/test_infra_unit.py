@@ -116,3 +116,14 @@ def test_cluster_ids_are_22_url_safe_chars_never_starting_with_a_dash() -> None:
     ids = {_kafka_uuid() for _ in range(3000)}
     assert len(ids) == 3000  # with a dash allowed, ~47 of these would start with one
     assert all(len(c) == 22 and "=" not in c and not c.startswith("-") for c in ids)
+
+
+def test_stack_up_waits_for_an_external_redis_then_says_why_in_one_line() -> None:
+    from infra.redis_server import wait_for_redis
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StackError, match=r"Redis at redis://u:\*\*\*@127.0.0.1:\d+/0: .*") as info:
+        wait_for_redis(f"redis://u:pw@127.0.0.1:{port}/0", timeout_s=1.0)
+    assert "\n" not in str(info.value) and ":pw@" not in str(info.value)

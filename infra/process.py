@@ -7,12 +7,14 @@ which is how ``stack up`` recovers after a crash or a reboot.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +144,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+@contextmanager
+def exclusive(lock_file: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (None: no lock), waiting for another
+    holder: two ``stack up`` at once (``make demo`` and ``make test`` in two terminals)
+    would each find nothing running, both spawn, and leave one broker without a pid file."""
+    if lock_file is None:
+        yield
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)

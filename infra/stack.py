@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from infra.kafka_broker import LocalKafka, broker_answers, wait_for_broker
 from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
+from infra.process import exclusive
 from infra.redis_server import LocalRedis, redis_answers, wait_for_redis
 from infra.topics import TopicSpec, ensure_topics
 from infra.urls import mask_url
@@ -35,9 +37,15 @@ class Stack:
     local_kafka: LocalKafka | None = None
     local_redis: LocalRedis | None = None
     kafka_timeout_s: float = 90.0
+    lock_file: Path | None = None  # held while the stack comes up or goes down
 
     def up(self, say: Callable[[str], None] = lambda _: None) -> None:
-        """Idempotent: starts only what is embedded and not running; creates missing topics."""
+        """Idempotent: starts only what is embedded and not running; creates missing
+        topics. Another ``up`` or ``down`` at the same time waits for this one."""
+        with exclusive(self.lock_file):
+            self._up(say)
+
+    def _up(self, say: Callable[[str], None]) -> None:
         if self.local_kafka is not None:
             if self.local_kafka.running_pid() is None:
                 say(f"starting Kafka {self.local_kafka.version} on {self.kafka.bootstrap} "
@@ -58,9 +66,10 @@ class Stack:
     def down(self) -> list[str]:
         """Stop the embedded components; returns the names of those that were running."""
         stopped = []
-        for name, component in (("redis", self.local_redis), ("kafka", self.local_kafka)):
-            if component is not None and component.stop():
-                stopped.append(name)
+        with exclusive(self.lock_file):
+            for name, component in (("redis", self.local_redis), ("kafka", self.local_kafka)):
+                if component is not None and component.stop():
+                    stopped.append(name)
         return stopped
 
     def status(self) -> list[ComponentStatus]:

@@ -23,4 +23,5 @@ def build_stack(settings: Settings) -> Stack:
         local_kafka=settings.local_kafka() if settings.kafka_embedded else None,
         local_redis=settings.local_redis() if settings.redis_embedded else None,
         kafka_timeout_s=settings.kafka_start_timeout_s,
+        lock_file=settings.data_dir / "stack.lock",
     )

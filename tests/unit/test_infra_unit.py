@@ -127,3 +127,24 @@ def test_stack_up_waits_for_an_external_redis_then_says_why_in_one_line() -> Non
     with pytest.raises(StackError, match=r"Redis at redis://u:\*\*\*@127.0.0.1:\d+/0: .*") as info:
         wait_for_redis(f"redis://u:pw@127.0.0.1:{port}/0", timeout_s=1.0)
     assert "\n" not in str(info.value) and ":pw@" not in str(info.value)
+
+
+def test_a_second_stack_up_waits_for_the_first(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from infra.process import exclusive
+
+    lock, order = tmp_path / "stack.lock", []
+
+    def second() -> None:
+        with exclusive(lock):
+            order.append("second")
+
+    with exclusive(lock):
+        other = threading.Thread(target=second)
+        other.start()
+        time.sleep(0.5)  # unlocked, the second would have run by now
+        order.append("first")
+    other.join(10)
+    assert order == ["first", "second"]

@@ -70,7 +70,8 @@ stack-up: setup
 	$(BIN)/streamrec stack up
 
 stack-down:
-	@test -x $(BIN)/streamrec && $(BIN)/streamrec stack down || true
+	@# a failing down fails clean: deleting .local under a running broker orphans it
+	@if test -x $(BIN)/streamrec; then $(BIN)/streamrec stack down; fi
 
 clean: stack-down
 	rm -rf .local $(VENV)

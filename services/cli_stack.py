@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import typer
 from rich.console import Console
@@ -31,8 +32,12 @@ def up() -> None:
 
 @app.command()
 def down() -> None:
-    """Stop the embedded Kafka and Redis (external services are left alone)."""
-    stopped = build_stack(load_settings()).down()
+    """Stop the embedded Kafka and Redis under the data dir, also when the settings now
+    point at external services (which are left alone)."""
+    settings = load_settings()
+    stack = replace(build_stack(settings), local_kafka=settings.local_kafka(),
+                    local_redis=settings.local_redis())
+    stopped = stack.down()
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 

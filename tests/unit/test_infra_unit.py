@@ -1,9 +1,11 @@
 """The stack's failure paths that need no broker: clear one-line errors, stale pid files."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,27 @@ def test_a_second_stack_up_waits_for_the_first(tmp_path: Path) -> None:
         order.append("first")
     other.join(10)
     assert order == ["first", "second"]
+
+
+def test_stack_down_stops_the_embedded_services_when_the_settings_now_point_elsewhere(
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]],
+        clean_env: pytest.MonkeyPatch) -> None:
+    """An operator who exported an external cluster's address, then ran ``make clean``,
+    left the embedded broker and Redis running with their directories deleted."""
+    kafka_home, redis_home = tmp_path / "kafka", tmp_path / "redis"
+    sleepers = {}
+    for home, pid_name, marker in ((kafka_home, "kafka.pid", str(kafka_home / "server.properties")),
+                                   (redis_home, "redis.pid", "127.0.0.1:16379")):
+        proc = ManagedProcess(pid_name, home / pid_name, home / "log", marker)
+        sleepers[pid_name] = proc.spawn([sys.executable, "-c", "import time; time.sleep(60)",
+                                         marker])
+    clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
+    clean_env.setenv("STREAMREC_KAFKA_BOOTSTRAP", "broker.example:9092")
+    clean_env.setenv("STREAMREC_REDIS_URL", "redis://cache.example:6379/0")
+    try:
+        assert streamrec("stack", "down")[0] == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in sleepers.values())
+    finally:
+        for pid in sleepers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)

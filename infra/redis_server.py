@@ -7,7 +7,9 @@ file readable by its owner, never onto the command line, where ``ps`` would show
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,17 @@ def wait_for_redis(url: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.5)
 
 
+def server_version(binary: str) -> tuple[int, ...] | None:
+    """``redis-server --version`` as numbers (``v=7.0.15`` -> (7, 0, 15)); None unread."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    return tuple(int(p) for p in found.group(1).split(".")) if found else None
+
+
 @dataclass(frozen=True)
 class LocalRedis:
     home: Path
@@ -86,12 +99,15 @@ class LocalRedis:
             scheme, query = "rediss", f"?ssl_ca_certs={quote(str(self.tls_files.ca))}"
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
 
-    def write_config(self) -> Path:
-        """ACL and TLS lines: the parts of the configuration that must stay private."""
+    def write_config(self, channel_rules: bool = True) -> Path:
+        """ACL and TLS lines: the parts of the configuration that must stay private.
+        ``channel_rules``: Redis 6.2 and later gate pub/sub channels (``&*``); 6.0
+        (Ubuntu 22.04's) allows them all and refuses the rule."""
         lines = []
         if self.password is not None:
+            channels = " &*" if channel_rules else ""
             lines += ["user default off", f"user {self.username} on "
-                      f">{self.password.get_secret_value()} ~* &* +@all"]
+                      f">{self.password.get_secret_value()} ~*{channels} +@all"]
         if self.tls:
             files = self.tls_files.ensure()
             lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {files.cert}",
@@ -126,14 +142,20 @@ class LocalRedis:
             )
         data = self.home / "data"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [binary, str(self.write_config()), "--bind", "127.0.0.1", "--dir", str(data),
+        version = server_version(binary)  # unread: assume a current one
+        conf = self.write_config(channel_rules=version is None or version >= (6, 2))
+        argv = [binary, str(conf), "--bind", "127.0.0.1", "--dir", str(data),
                 "--appendonly", "yes", "--daemonize", "no", "--save", "",
                 "--protected-mode", "yes"]
         if not self.tls:
             argv += ["--port", str(self.port)]
         proc = self.process
         pid = proc.spawn(argv)
-        proc.wait_ready(pid, lambda: redis_answers(self.url), timeout_s)
+        try:
+            proc.wait_ready(pid, lambda: redis_answers(self.url), timeout_s)
+        except StackError as exc:  # its log tail may quote a refused ACL line, password too
+            secret = self.password.get_secret_value() if self.password else None
+            raise StackError(str(exc).replace(secret, "***") if secret else str(exc)) from None
         return pid
 
     def stop(self) -> bool:

@@ -12,6 +12,7 @@ from infra.kafka_client import KafkaConnection
 from infra.redis_server import LocalRedis
 from infra.tls import TlsFiles
 from infra.urls import mask_url
+from services.processes import free_port
 from services.settings import load_settings
 from services.stack import build_stack
 from streams.worker import faust_credentials
@@ -134,6 +135,25 @@ def test_embedded_redis_keeps_its_password_off_the_command_line(tmp_path: Path) 
     assert "tls-port 16379" in text and "port 0" in text
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600
     assert stat.S_IMODE(redis.tls_files.key.stat().st_mode) == 0o600
+    assert "~* &* +@all" in text  # Redis 6.2+ gates pub/sub channels: the feeds need them
+    assert "~* +@all" in redis.write_config(channel_rules=False).read_text()  # 6.0 refuses &*
+
+
+def test_a_redis_that_refuses_its_config_never_shows_the_password(tmp_path: Path) -> None:
+    """Redis prints a refused config line whole (``>>> 'user app on >pw ...'``), and the
+    start-up error quotes its log's tail."""
+    from pydantic import SecretStr
+
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && exit 0\n"
+                    "echo \">>> 'user app on >$(grep -o 'cache-pw' \"$1\") ~*'\"; exit 1\n")
+    fake.chmod(0o755)
+    redis = LocalRedis(tmp_path / "home", free_port(), "app", SecretStr("cache-pw"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+        with pytest.raises(StackError, match="exited during start-up") as info:
+            redis.start(timeout_s=10)
+    assert ">>> 'user app on >*** ~*'" in str(info.value) and "cache-pw" not in str(info.value)
 
 
 def test_tls_files_chain_to_their_ca(tmp_path: Path) -> None:

@@ -56,13 +56,16 @@ class ManagedProcess:
     """A background process owned by the stack, identified by its pid file.
 
     ``marker`` is a string that must appear in the process command line; it stops
-    us from signalling an unrelated process that reused a stale pid.
+    us from signalling an unrelated process that reused a stale pid. ``settings``, when
+    given, must appear too for the process to serve the current settings (a port):
+    one started with others is still ours to stop, never to reuse.
     """
 
     name: str
     pid_file: Path
     log_file: Path
     marker: str
+    settings: str = ""
 
     def pid(self) -> int | None:
         """The live pid, or None; removes a stale pid file as a side effect."""
@@ -74,6 +77,17 @@ class ManagedProcess:
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def serving_pid(self) -> int | None:
+        """The live pid when it runs with the current settings; one line when it runs
+        with others (a port changed since ``stack up``): starting another beside it
+        would leave it running with no pid file."""
+        pid = self.pid()
+        if pid is not None and self.settings not in _cmdline(pid):
+            raise StackError(f"{self.name} from an earlier start is running with other "
+                             f"settings (pid {pid}, not {self.settings}): run "
+                             "'streamrec stack down' first")
+        return pid
 
     def spawn(self, argv: list[str], cwd: Path | None = None) -> int:
         """Start argv detached from our session, its output appended to the log file,

@@ -123,11 +123,12 @@ class LocalRedis:
             name="Redis",
             pid_file=self.home / "redis.pid",
             log_file=self.home / "redis.log",
-            marker=f"127.0.0.1:{self.port}",
+            marker="redis-server",
+            settings=f"127.0.0.1:{self.port}",
         )
 
     def running_pid(self) -> int | None:
-        return self.process.pid()
+        return self.process.serving_pid()
 
     def start(self, timeout_s: float = 20.0) -> int:
         pid = self.running_pid()

@@ -163,7 +163,7 @@ def test_stack_down_stops_the_embedded_services_when_the_settings_now_point_else
                                    (redis_home, "redis.pid", "127.0.0.1:16379")):
         proc = ManagedProcess(pid_name, home / pid_name, home / "log", marker)
         sleepers[pid_name] = proc.spawn([sys.executable, "-c", "import time; time.sleep(60)",
-                                         marker])
+                                         marker, "redis-server"])  # Redis's process title
     clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
     clean_env.setenv("STREAMREC_KAFKA_BOOTSTRAP", "broker.example:9092")
     clean_env.setenv("STREAMREC_REDIS_URL", "redis://cache.example:6379/0")
@@ -174,3 +174,22 @@ def test_stack_down_stops_the_embedded_services_when_the_settings_now_point_else
         for pid in sleepers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
+
+
+def test_a_service_started_with_other_settings_is_stopped_but_never_reused(
+        tmp_path: Path) -> None:
+    """A port changed since ``stack up``: the old process is still ours (``stack down``
+    stops it), but ``up`` must not take it for the new one, or start a second beside it."""
+    old = ManagedProcess("Redis", tmp_path / "p.pid", tmp_path / "p.log",
+                         marker="import time", settings="127.0.0.1:16379")
+    pid = old.spawn([sys.executable, "-c", "import time; time.sleep(60)", "127.0.0.1:16379"])
+    moved = ManagedProcess("Redis", old.pid_file, old.log_file, marker="import time",
+                           settings="127.0.0.1:16380")
+    try:
+        assert old.serving_pid() == pid
+        with pytest.raises(StackError, match="running with other settings .* stack down"):
+            moved.serving_pid()
+        assert moved.pid_file.exists() and moved.stop()  # still ours to stop
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)

@@ -25,17 +25,24 @@ class SeenItems:
         pos = np.minimum(pos, len(self.keys) - 1) if len(self.keys) else pos
         return self.keys[pos] == keys if len(self.keys) else np.zeros(keys.shape, bool)
 
+    def unseen(self, rows: np.ndarray) -> np.ndarray:
+        """Per row: how many of the items it has not seen."""
+        starts = np.asarray(rows, np.int64) * self.stride
+        seen = np.searchsorted(self.keys, starts + self.stride) - np.searchsorted(self.keys, starts)
+        return self.num_items - seen
+
     def sample(self, rows: np.ndarray, n: int, rng: np.random.Generator,
                max_rounds: int = 100, distinct: bool = False) -> np.ndarray:
         """[len(rows), n] items drawn uniformly from 1..num_items, none seen by its row;
-        with ``distinct``, no item twice in a row (the sampled protocol's 100 negatives:
-        drawn with replacement, 40% of ml-latest-small's users got one twice, and it
-        counted twice)."""
+        with ``distinct``, no item twice in a row where the row has ``n`` unseen items to
+        give (the sampled protocol's 100 negatives: drawn with replacement, 40% of
+        ml-latest-small's users got one twice, and it counted twice)."""
         out = rng.integers(1, self.num_items + 1, size=(len(rows), n))
+        roomy = self.unseen(rows) >= n
         for _ in range(max_rounds):
             bad = self.contains(rows, out)
             if distinct:
-                bad |= _repeats(out)
+                bad |= _repeats(out) & roomy[:, None]
             if not bad.any():
                 return out
             out[bad] = rng.integers(1, self.num_items + 1, size=int(bad.sum()))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import train_champion
 
 from infra.mlflow_store import MlflowStore
 from streams.registry import (
@@ -29,11 +28,7 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path,
     data.write_bytes(b"".join(e.to_json() + b"\n" for e in generate(
         SyntheticConfig(users=120, items=60, events=3000, seed=2))))
     env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")}
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "train", "--data", str(data), "--format", "jsonl",
-         "--model", "all", "--epochs", "2", "--champion"],
-        capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = train_champion(env, data)
     assert "registered streamrec-retriever v1 (champion)" in " ".join(result.stdout.split())
     assert "registered streamrec-ranker v1 (champion)" in " ".join(result.stdout.split())
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from helpers import metric
+from helpers import metric, train_champion
 
 from services.processes import CLI, ServiceProcess, free_port
 from services.settings import Settings
@@ -38,10 +38,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, l
     data = tmp / "train.jsonl"
     data.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:2500]))
     env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp / "state")}
-    trained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
-                              "--model", "all", "--epochs", "2", "--champion"],
-                             capture_output=True, text=True, env=env, timeout=600)
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    train_champion(env, data)
     yield env, events
 
 
@@ -226,12 +223,7 @@ def test_hot_swap_reaches_every_worker_mid_stream_without_losing_events(
         _send(settings, env, live[:100])
         first = list(read_topic(settings.kafka, recs_topic, from_beginning=True,
                                 limit=100, idle_timeout_s=90))
-        retrained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
-                                    "--model", "all", "--epochs", "2", "--champion",
-                                    "--force"],
-                                   capture_output=True, text=True, env=env, timeout=600)
-        assert retrained.returncode == 0, retrained.stderr[-2000:]
-        assert "announced on" in retrained.stdout
+        assert "announced on" in train_champion(env, data, "--force").stdout
         # Keep the stream flowing while the workers swap (loading takes seconds, more under
         # load), and keep the last 20 events for after both have swapped: sent at 20 a
         # second, the events once ran out before the swap, and the last lists were the old
@@ -309,11 +301,7 @@ def test_a_new_catalogue_item_reaches_a_model_list_within_seconds(
     data.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:2500]))
     items.write_bytes(b"".join(r.to_json() + b"\n" for r in catalogue(cfg)))
     env = {**os.environ, "STREAMREC_DATA_DIR": str(tmp_path / "state")}
-    trained = subprocess.run([*CLI, "train", "--data", str(data), "--format", "jsonl",
-                              "--model", "all", "--epochs", "10", "--champion",
-                              "--items", str(items), "--items-format", "jsonl"],
-                             capture_output=True, text=True, env=env, timeout=600)
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    train_champion(env, data, "--items", str(items), "--items-format", "jsonl", epochs=10)
     env = _worker_env(env, new_topic)
     worker = ServiceProcess.start(env, tmp_path / "worker.log", "worker")
     try:

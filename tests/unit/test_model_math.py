@@ -54,6 +54,9 @@ def test_seen_items_sampling_never_returns_seen_items() -> None:
     once = seen.sample(np.array([0, 1] * 50), 3, np.random.default_rng(1), distinct=True)
     assert all(sorted(r) == [4, 5, 6] for r in once[::2].tolist())
     assert all(len(set(r)) == 3 and 4 not in r for r in once[1::2].tolist())
+    # a row with fewer unseen items than asked for gets them with repeats, not an error
+    short = seen.sample(np.array([0]), 5, np.random.default_rng(2), distinct=True)
+    assert set(short[0].tolist()) <= {4, 5, 6} and seen.unseen(np.array([0, 1, 2])).tolist() == [3, 5, 6]
 
 
 def _events(rows: list[tuple[str, str, int]]) -> list[SimpleNamespace]:

@@ -26,7 +26,9 @@ keras.__version__, 'faiss', faiss.__version__, 'gpus', faiss.get_num_gpus())" ||
 quiet() { grep -v -E "absl::|oneDNN|cpu_feature_guard|rebuild TensorFlow|^I0000|^W0000"; }
 read -r -a faiss_args <<< "${FAISS_ARGS:---items 1000000 10000000 --nprobe 128 256 512 1024 2048 --nlist 0 50000}"
 read -r -a train_args <<< "${TRAIN_ARGS:---steps 0 --seeds 42 43 44}"
-PARTS=${PARTS:-faiss train}
+PARTS=${PARTS:-cap faiss train}
+[[ $PARTS != *cap* ]] || timeout 120 python3 -m benchmarks.gpu cap --out "$OUT/gpu-cap.json" 2>&1 \
+  | quiet | tee "$OUT/cap.log"
 [[ $PARTS != *faiss* ]] || timeout "${FAISS_TIMEOUT:-180}" python3 -m benchmarks.gpu faiss "${faiss_args[@]}" \
   --out "$OUT/gpu-faiss.json" 2>&1 | quiet | tee "$OUT/faiss.log"
 [[ $PARTS != *train* ]] || timeout "${TRAIN_TIMEOUT:-240}" python3 -m benchmarks.gpu train --data "$DEV/ratings.csv" \

@@ -38,11 +38,11 @@ class SeenItems:
         give (the sampled protocol's 100 negatives: drawn with replacement, 40% of
         ml-latest-small's users got one twice, and it counted twice)."""
         out = rng.integers(1, self.num_items + 1, size=(len(rows), n))
-        roomy = self.unseen(rows) >= n
+        roomy = (self.unseen(rows) >= n)[:, None] if distinct else None
         for _ in range(max_rounds):
             bad = self.contains(rows, out)
-            if distinct:
-                bad |= _repeats(out) & roomy[:, None]
+            if roomy is not None:
+                bad |= _repeats(out) & roomy
             if not bad.any():
                 return out
             out[bad] = rng.integers(1, self.num_items + 1, size=int(bad.sum()))

@@ -10,8 +10,9 @@ variant named by another alias (``challenger``) looks every minute where it poin
 swaps on its own when it moved.
 Until a variant's bundle has loaded, or when it fails to load or to answer a smoke test
 (the worker hands the slot a loader that runs it, as the champion's swap does), its users
-get the control's list, tagged ``served_by`` (counted in ``streamrec_worker_experiment_lists_total`` by
-``served_by``); a failed load is retried with backoff. A loaded bundle gets the
+get the control's list, tagged ``served_by`` (counted in
+``streamrec_worker_experiment_lists_total`` by ``served_by``); a failed load is retried
+with backoff. A loaded bundle gets the
 catalogue's items, as the champion's does, so new items reach every variant. Every
 ``flush_every_s`` the worker writes its tallies to Redis, where ``streamrec experiment
 status`` merges every worker's.

@@ -130,8 +130,8 @@ def smoke_test(bundle: Any, top_n: int) -> None:
 def smoke_tested(load: Callable[[str], Any], top_n: int) -> Callable[[str], Any]:
     """``load`` (a model reference to its bundle), refusing a bundle that fails
     ``smoke_test``: an experiment's variant that loads but cannot answer is refused as a
-    champion's swap is, and the control serves its users, where it would otherwise fail
-    every micro-batch that holds one of them."""
+    champion's swap is, and the control serves its users. Served, its users would get
+    popularity under the variant's name, and the experiment would measure popularity."""
     def load_and_test(ref: str) -> Any:
         bundle = load(ref)
         smoke_test(bundle, top_n)

@@ -103,5 +103,5 @@ class ImplicitALS:
         item-kNN read too). The stored rows would have scored both from the past."""
         with threadpool_limits(1, "blas"):
             factors = self.als.recalculate_user(np.arange(len(users)), _interaction_matrix(
-                list(histories), self.num_items))
-        return np.asarray(factors) @ self.item_factors.T
+                histories, self.num_items))
+        return factors @ self.item_factors.T

@@ -124,12 +124,11 @@ class CategoryPopularity:
 
     Every item of a category gets the same score, and the metrics count a tie half: a
     target in a block of 200 tied items sat at rank 100 and was never a hit. Its ties
-    are broken at random (by ``seed``), as a shop showing this baseline would."""
+    are broken at random (a fixed seed), as a shop showing this baseline would."""
 
     name = "category-popularity"
 
-    def __init__(self, cold: ColdItems, categories: Mapping[str, Sequence[str]],
-                 seed: int = 0) -> None:
+    def __init__(self, cold: ColdItems, categories: Mapping[str, Sequence[str]]) -> None:
         counts = np.bincount(np.concatenate(leave_last_out(cold.sequences).train),
                              minlength=cold.num_items + 1).astype(np.float64)
         members: dict[str, list[int]] = {}
@@ -143,7 +142,7 @@ class CategoryPopularity:
             mean = counts[warm_ids].mean() if warm_ids else 0.0
             self.scores[ids] = np.maximum(self.scores[ids], mean)
         # Each item's place in the order by score, ties in a random order: no two equal.
-        order = np.lexsort((np.random.default_rng(seed).random(len(self.scores)), self.scores))
+        order = np.lexsort((np.random.default_rng(0).random(len(self.scores)), self.scores))
         self.scores[order] = np.arange(len(order), dtype=np.float64)
 
     def score(self, users: np.ndarray, histories: list[np.ndarray],

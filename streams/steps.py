@@ -99,13 +99,15 @@ EventOutcome = DeadLetter | Duplicate | SessionUpdate
 
 
 def sent_us(headers: RawHeaders | None) -> int | None:
-    """The ``sent_us`` header as an int (epoch microseconds); None when absent, empty or not
-    an integer: the header only times the event, so a bad one never fails it."""
+    """The ``sent_us`` header as an int (epoch microseconds); None when absent, empty, not
+    an integer or outside (0, 2**63): the header only times the event, so a bad one never
+    fails it (a value past 64 bits would fail the list's JSON, on every redelivery)."""
     sent = dict(headers or ()).get(SENT_AT_HEADER)
     try:
-        return int(sent) if sent else None
+        value = int(sent) if sent else None
     except ValueError:
         return None
+    return value if value is not None and 0 < value < 2**63 else None
 
 
 def read_state(stored: object) -> tuple[SessionState | None, bool]:

@@ -173,6 +173,8 @@ def test_answered_events_remember_the_newest_ids_only() -> None:
     ([("sent_us", b"")], None),
     ([("sent_us", b"soon")], None),  # not an integer: the event is answered all the same
     ([("sent_us", b"\xff")], None),
+    ([("sent_us", b"99999999999999999999")], None),  # past 64 bits: the list's JSON would fail
+    ([("sent_us", b"-5")], None),
     (None, None),
 ])
 def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> None:

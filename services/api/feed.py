@@ -94,12 +94,18 @@ class FeedHub:
         for its user."""
         now = time.monotonic()
         for rec in self._lists(raw):
-            self.stats.observe(rec, now)
-            if rec.older_than(self.source.recent.get(rec.user_id)):
-                continue  # a redelivered event's answer: its user has seen a newer one
-            self.source.remember(rec)
-            for feed in self.feeds.get(rec.user_id, ()):
-                feed.offer(rec)
+            try:
+                self._deliver(rec, now)
+            except (TypeError, ValueError, AttributeError) as exc:  # fields of the wrong type
+                log.warning("malformed list on %s skipped: %r", self.channel, exc)
+
+    def _deliver(self, rec: RecommendationList, now: float) -> None:
+        self.stats.observe(rec, now)
+        if rec.older_than(self.source.recent.get(rec.user_id)):
+            return  # a redelivered event's answer: its user has seen a newer one
+        self.source.remember(rec)
+        for feed in self.feeds.get(rec.user_id, ()):
+            feed.offer(rec)
 
     def _lists(self, raw: bytes) -> list[RecommendationList]:
         """The lists in one channel message. What is malformed is logged and skipped: an
@@ -135,12 +141,14 @@ class FeedHub:
                         if message["type"] == "message":
                             self.dispatch(message["data"])
             except (RedisError, OSError) as exc:
-                self.source.forget_all()  # lists published from now on would be missed
-                delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
-                failures += 1
-                if failures == 1:
+                if failures == 0:
                     log.warning("feed subscription lost (%s); retrying", exc)
-                await asyncio.sleep(delay)
+            except Exception:  # a bug must not end the task: feeds and live figures freeze
+                log.exception("feed subscription failed; resubscribing")
+            self.source.forget_all()  # lists published from now on would be missed
+            delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
+            failures += 1
+            await asyncio.sleep(delay)
 
     async def _resend_current(self) -> None:
         for user_id, feeds in list(self.feeds.items()):

@@ -195,7 +195,13 @@ def test_a_channel_message_reaches_the_figures_the_memory_copy_and_the_feeds() -
     assert hub.clients == 0 and not hub.feeds
 
 
-@pytest.mark.parametrize("message", [b"{not json", b'{"a": 1}', b"[1, 2]", b'[{"user_id": "u2"}]'])
+@pytest.mark.parametrize("message", [
+    b"{not json", b'{"a": 1}', b"[1, 2]", b'[{"user_id": "u2"}]',
+    # parsed, but of the wrong types: they failed in the live figures and ended the task
+    b'[{"user_id": "u", "path": "model", "model_version": "m", "items": [], "sent_us": "1",'
+    b' "published_us": 5}]',
+    b'[{"user_id": ["u"], "path": "model", "model_version": "m", "items": []}]',
+])
 def test_a_malformed_channel_message_is_skipped_and_the_next_one_still_arrives(
         message: bytes, caplog: pytest.LogCaptureFixture) -> None:
     """One bad message must not end the subscription: feeds and live figures would freeze."""
@@ -211,7 +217,8 @@ def test_a_malformed_channel_message_is_skipped_and_the_next_one_still_arrives(
 
 def test_plain_k_takes_only_a_lone_valid_k() -> None:
     assert plain_k(b"") == 10 and plain_k(b"k=5") == 5 and plain_k(b"k=100") == 100
-    for odd in (b"k=0", b"k=101", b"k=-1", b"k=x", b"k=", b"k=1&k=2", b"k=3&x=1", b"x=1"):
+    for odd in (b"k=0", b"k=101", b"k=-1", b"k=x", b"k=", b"k=1&k=2", b"k=3&x=1", b"x=1",
+                b"k=%C2%B2", b"k=%D9%A1%D9%A2"):  # a superscript two; Arabic-Indic 12
         assert plain_k(odd) is None, odd  # left to FastAPI, which answers as documented
 
 

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -134,7 +135,9 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
                               features=settings.feature_spec()),
         status_file=status_file, items=settings.topic_items,
         experiments=settings.topic_experiments,
-        worker_id=f"{worker_id}@{socket.gethostname()}:{os.getpid()}",
+        # one per start: a restarted container keeps its hostname and pid 1, and a field
+        # of the same name would overwrite what the previous run tallied
+        worker_id=f"{worker_id}@{socket.gethostname()}:{os.getpid()}:{time.time_ns()}",
         instance_id=(f"{worker_id}@{socket.gethostname()}"
                      if settings.worker_static_membership else None),
         store=settings.worker_store, standby_replicas=settings.worker_standby_replicas)

@@ -178,10 +178,11 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
         await _ready_when_read(consumer, ends, slot)  # an empty topic: ready at once
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
+            failed = dict(slot.failed)  # a new experiment clears them: the ended one's
             ended = _apply(newest(m for records in batch.values() for m in records), known,
                            slot)
             if ended is not None:
-                await _flush(redis, ended, worker_id, {})
+                await _flush(redis, ended, worker_id, failed)
             await _ready_when_read(consumer, ends, slot)
             await slot.load_missing()
             await slot.follow_aliases()

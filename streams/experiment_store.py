@@ -84,7 +84,8 @@ async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies
 
 def read_tallies(client: Any, name: str) -> tuple[Tallies, int, dict[str, str]]:
     """The merged tallies of every worker for experiment ``name`` (a sync Redis client),
-    how many workers reported, and the load failures they reported ({variant: error})."""
+    how many worker runs reported (a restarted worker reports anew), and the load failures
+    they reported ({variant: error})."""
     merged, failed = Tallies(), {}
     fields = client.hgetall(tally_key(name))
     for raw in fields.values():

@@ -368,3 +368,78 @@ def test_an_empty_experiments_topic_readies_the_stream_before_the_first_fetch(
 
     asyncio.run(run())
     assert slot.ready.is_set() and slot.live is None
+
+
+def test_the_last_flush_of_a_stopped_experiment_keeps_its_load_failures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variant that failed to load stays reported after ``stop``: the last flush wrote
+    no failures over those of the flushes before, and ``conclude`` then showed none."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from streams import experiment_follower
+    from streams.experiment_follower import ExperimentSlot, follow_experiments
+    from streams.metrics import WorkerMetrics
+
+    running_one = experiment()
+    stopped = running_one.model_copy(update={"state": "stopped"})
+    polls = [[running_one], [stopped]]  # what each fetch returns, then nothing more
+
+    class Declarations:
+        def __init__(self, **config: object) -> None: ...
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        async def topics(self) -> set[str]:
+            return {"experiments"}
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0}
+
+        def assign(self, tps: list[TopicPartition]) -> None: ...
+        async def seek_to_beginning(self, *tps: TopicPartition) -> None: ...
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            return {tp: 0 for tp in tps}
+
+        async def position(self, tp: TopicPartition) -> int:
+            return 0
+
+        async def getmany(self, timeout_ms: int) -> dict:
+            if not polls:
+                await asyncio.Event().wait()
+            found = polls.pop(0)
+            return {TopicPartition("experiments", 0): [
+                SimpleNamespace(key=e.name.encode(), value=e.to_json()) for e in found]}
+
+    class Kafka:
+        def aiokafka(self) -> dict:
+            return {}
+
+    def broken(ref: str) -> Fixed:
+        raise OSError("no such model")
+
+    flushed: list[tuple[str, dict[str, str]]] = []
+
+    async def record(redis: object, live: LiveExperiment, worker_id: str,
+                     failed: dict[str, str]) -> None:
+        flushed.append((live.name, dict(failed)))
+
+    monkeypatch.setattr(experiment_follower, "AIOKafkaConsumer", Declarations)
+    monkeypatch.setattr(experiment_follower, "_flush", record)
+    slot = ExperimentSlot(broken, WorkerMetrics())
+
+    async def run() -> None:
+        follower = asyncio.create_task(follow_experiments(
+            Kafka(), "experiments", slot, object(), "w0", flush_every_s=3600))  # type: ignore[arg-type]
+        try:
+            for _ in range(500):
+                if flushed:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            follower.cancel()
+
+    asyncio.run(run())
+    assert flushed == [("exp", {"treatment": "OSError: no such model"})]
+    assert slot.live is None

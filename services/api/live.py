@@ -39,7 +39,10 @@ class LiveStats:
         latency_ms = (published - sent) / 1000 if sent and published else None
         self.arrivals.append((now_s, latency_ms))
         self._forget(now_s)
-        if rec.path == "model" and rec.model_version != self.model_version:
+        # The champion's lists only: an experiment's variants alternate versions, and each
+        # list would read as a swap (held-back users' lists carry no tag).
+        if rec.path == "model" and rec.experiment is None and \
+                rec.model_version != self.model_version:
             if self.model_version is not None:
                 self.last_swap_us = published
             self.model_version = rec.model_version

@@ -27,7 +27,7 @@ from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.routes import feed_events
 from services.api.schemas import Rejected
 from streams.events import MAX_ID_LENGTH, new_event
-from streams.messages import PopularList, RecommendationList, ScoredItem
+from streams.messages import ExperimentTag, PopularList, RecommendationList, ScoredItem
 from streams.recs_store import popular_key, recs_key
 
 LIST_SCHEMA = jsonschema.Draft202012Validator(json.loads(
@@ -108,6 +108,11 @@ def test_live_stats_sees_a_model_swap_only_when_the_version_changes() -> None:
     assert stats.model_version == "v1"  # popularity lists do not name the model in service
     stats.observe(_list("u1", ["a"], "a", version="v2", published=7), 3.0)
     assert stats.model_version == "v2" and stats.last_swap_us == 7
+    for n, version in enumerate(["chal:v9", "v2", "chal:v9"]):  # an experiment's variants
+        tagged = replace(_list("u3", ["a"], "a", version=version, published=10 + n),
+                         experiment=ExperimentTag("exp", "treatment" if n % 2 == 0 else "control"))
+        stats.observe(tagged, 4.0 + n)
+    assert stats.model_version == "v2" and stats.last_swap_us == 7  # no swap seen
 
 
 def test_live_stats_forgets_the_oldest_users_beyond_its_bound() -> None:

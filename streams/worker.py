@@ -510,6 +510,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             updates = [u for u in batch if u is not None]
             if updates:  # serving.bundle read once: a swap lands between micro-batches
                 await experiment.wait_ready()
+                guard.check()  # frozen since sessionizing: these lists are another's now
                 await publish_or_exit(publisher, updates, serving.bundle, experiment.live)
             lag.update(app.consumer)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, decode_record
+from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, decode_record, json_integer
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -118,7 +118,7 @@ def _validate(obj: Any) -> ItemRecord:
     version = obj.get("schema_version")
     if version is None:
         version = SCHEMA_VERSION
-    elif type(version) is not int:
+    elif (version := json_integer(version)) is None:
         raise InvalidEvent(Reason.WRONG_TYPE, "schema_version must be an integer")
     elif version not in SUPPORTED_VERSIONS:
         raise InvalidEvent(Reason.UNKNOWN_SCHEMA_VERSION,

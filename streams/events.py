@@ -150,7 +150,7 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
         item_id = obj["item_id"]
     except KeyError as exc:
         raise InvalidEvent(Reason.MISSING_FIELD, f"{exc.args[0]} is required") from None
-    if type(version) is not int:
+    if (version := json_integer(version)) is None:
         raise InvalidEvent(Reason.WRONG_TYPE, "schema_version must be an integer")
     if version not in SUPPORTED_VERSIONS:
         raise InvalidEvent(Reason.UNKNOWN_SCHEMA_VERSION,
@@ -164,7 +164,7 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
     if event_type not in _EVENT_TYPES:
         raise InvalidEvent(Reason.UNKNOWN_EVENT_TYPE,
                            f"{event_type[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
-    if type(ts) is not int:
+    if (ts := json_integer(ts)) is None:
         raise InvalidEvent(Reason.WRONG_TYPE, "ts must be an integer (epoch milliseconds)")
     latest = (int(time.time() * 1000) if now_ms is None else now_ms) + MAX_FUTURE_MS
     if not MIN_TS_MS <= ts <= latest:
@@ -179,6 +179,17 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
     if context is not None:
         _check_context(context)
     return Event(event_id, user_id, item_id, event_type, ts, version, session_id, context)
+
+
+def json_integer(value: Any) -> int | None:
+    """``value`` as an integer the way JSON Schema reads one: an int (never a bool), or a
+    float without a fraction within 64 bits (``1.0``, ``1.7e12``: how some producers write
+    numbers, and valid for the published schemas); None for anything else."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return None
 
 
 def _check_text(name: str, value: Any) -> None:

@@ -64,6 +64,8 @@ def test_null_fields_count_as_absent_and_the_version_defaults_to_1() -> None:
     empty = parse_item({"item_id": "x", "categories": [], "attributes": {}})
     assert empty == ItemRecord("x") and empty.to_dict() == {"item_id": "x", "schema_version": 1}
     assert parse_item({"item_id": "x", "price": 0}).price == 0  # free is a price
+    version = parse_item({"item_id": "x", "schema_version": 1.0}).schema_version
+    assert version == 1 and type(version) is int  # an integer to JSON Schema, and to us
 
 
 @pytest.mark.parametrize(
@@ -75,6 +77,7 @@ def test_null_fields_count_as_absent_and_the_version_defaults_to_1() -> None:
         (full(schema_version=2), Reason.UNKNOWN_SCHEMA_VERSION),
         (full(schema_version="1"), Reason.WRONG_TYPE),
         (full(schema_version=True), Reason.WRONG_TYPE),
+        (full(schema_version=1.5), Reason.WRONG_TYPE),
         (full(item_id=4), Reason.WRONG_TYPE),
         (full(item_id=""), Reason.BAD_VALUE),
         (full(item_id="a\tb"), Reason.BAD_VALUE),

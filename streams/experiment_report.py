@@ -126,11 +126,19 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
 
 def status(redis: Any, experiment: Experiment) -> ExperimentReport:
     """Look at ``experiment`` now (a sync Redis client): merge the workers' tallies, fold
-    the look into the tests' kept states, store them back."""
+    the look into the tests' kept states, store them back. The fold is a transaction on
+    the states' key (WATCH): two readers at once (a dashboard and the CLI) each fold onto
+    the other's states, so a verdict decided by one look is never written over by a
+    concurrent look that did not decide."""
     tallies, workers, failed = read_tallies(redis, experiment.name)
     key = f"{tally_key(experiment.name)}:tests"
-    raw = redis.get(key)
-    states = orjson.loads(raw) if raw else {}
-    report, new_states = look(experiment, tallies, workers, states, failed)
-    redis.set(key, orjson.dumps(new_states, option=orjson.OPT_SERIALIZE_NUMPY))
-    return report
+
+    def fold(pipe: Any) -> ExperimentReport:
+        raw = pipe.get(key)
+        report, new_states = look(experiment, tallies, workers,
+                                  orjson.loads(raw) if raw else {}, failed)
+        pipe.multi()
+        pipe.set(key, orjson.dumps(new_states, option=orjson.OPT_SERIALIZE_NUMPY))
+        return report
+
+    return redis.transaction(fold, key, value_from_callable=True)

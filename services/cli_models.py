@@ -100,7 +100,8 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
     test: Annotated[Path | None, typer.Option(
         help="separate test sessions: next-click protocol instead of leave-last-out")] = None,
-    epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="cap epochs (default: early stopping)")] = None,
     pretrain: Annotated[bool, typer.Option(
         help="neumf: pretrain GMF and MLP alone, then fuse them (He et al. 2017)")] = False,
     protocol: Annotated[Protocol, typer.Option(
@@ -162,7 +163,8 @@ def train(
     force: Annotated[bool, typer.Option(
         help="with --champion: promote without the gate")] = False,
     register: Annotated[bool, typer.Option(help="register in the MLflow model registry")] = True,
-    epochs: Annotated[int | None, typer.Option(help="cap epochs (default: early stopping)")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="cap epochs (default: early stopping)")] = None,
     pretrain: Annotated[bool, typer.Option(
         help="neumf: pretrain GMF and MLP alone, then fuse them (He et al. 2017)")] = False,
     items: Annotated[Path | None, typer.Option(
@@ -176,14 +178,18 @@ def train(
     ``--champion`` and a champion already in the registry, the new model must pass the
     trainer's gate first, unless ``--force``."""
     from model.data import leave_last_out
-    from streams.registry import log_trained
+    from streams.registry import log_trained, set_champion
 
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
+    if champion and register and model != "all":
+        raise typer.BadParameter("the champion is a retriever and a ranker, trained on the "
+                                 "same id maps and promoted together: --champion needs "
+                                 "--model all")
     settings = load_settings()
     records = _catalogue(items, items_format)
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
-        _through_the_gate(gate, data, fmt, model, epochs, records)
+        _through_the_gate(gate, data, fmt, epochs, records)
         return
     seqs = _load(data, fmt, settings, records=records)
     split = leave_last_out(seqs)
@@ -194,14 +200,15 @@ def train(
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
                          {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
                          {"data": str(data), "format": fmt.value,
-                          TRAINED_UNTIL: _newest_ts(seqs)}, register=register,
-                         champion=champion and register)
+                          TRAINED_UNTIL: _newest_ts(seqs)}, register=register)
+    announced = {n: v for run in logged.values() for n, v in run.versions.items()}
+    if champion and announced:  # every alias at once, once all are registered: a worker
+        set_champion(store, announced)  # loading between two would pair the wrong maps
     for name, run in logged.items():
         console.print(f"{name}: test full NDCG@10 {run.test['full']['NDCG@10']:.4f}, sampled "
                       f"HR@10 {run.test['sampled']['HR@10']:.4f}; best epoch {run.best_epoch}"
                       + "".join(f"; registered {n} v{v}" for n, v in run.versions.items())
                       + (" (champion)" if champion and run.versions else ""))
-    announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced:
         _announce(settings, announced)
 
@@ -215,7 +222,7 @@ def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:
     return trainer if trainer.champion_versions() is not None else None
 
 
-def _through_the_gate(trainer: Trainer, data: Path, fmt: Format, model: str,
+def _through_the_gate(trainer: Trainer, data: Path, fmt: Format,
                       epochs: int | None, records: list[ItemRecord]) -> None:
     """``train --champion`` against a champion: the trainer's round on the file
     (``services.trainer.Trainer.round_on``) with a fresh model capped at ``epochs``: the
@@ -225,10 +232,6 @@ def _through_the_gate(trainer: Trainer, data: Path, fmt: Format, model: str,
     with the gate's reason, exit 1."""
     from services.trainer import Recipe, describe_round
 
-    if model != "all":
-        raise typer.BadParameter("the gate judges the retriever and ranker together: "
-                                 "--champion needs --model all while a champion exists "
-                                 "(or --force)")
     summary = trainer.round_on(_events(data, fmt), records, Recipe(
         epochs, False, data.stem, {"data": str(data), "format": fmt.value}))
     if summary.outcome != "promoted":

@@ -115,7 +115,7 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
             curve: list[dict[str, float]], metrics: Mapping[str, float],
             models: Mapping[str, tuple[keras.Model, dict[str, np.ndarray]]],
             artifacts: Mapping[str, Any] | None = None, register: bool = True,
-            champion: bool = False, tags: Mapping[str, str] | None = None,
+            tags: Mapping[str, str] | None = None,
             figures: Mapping[str, Any] | None = None) -> dict[str, str]:
     """One MLflow run; ``models`` maps a registered name to (model, example inputs).
 
@@ -147,8 +147,6 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
                 pip_requirements=pip_requirements())
             if register:
                 versions[name] = str(info.registered_model_version)
-    if champion:
-        set_champion(store, versions)
     return versions
 
 
@@ -187,7 +185,7 @@ class LoggedRun:
 
 def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any], split: Any,
                 label: str, configs: Mapping[str, Mapping[str, Any]],
-                params: Mapping[str, Any], *, register: bool = True, champion: bool = False,
+                params: Mapping[str, Any], *, register: bool = True,
                 metrics: Mapping[str, float] | None = None,
                 tags: Mapping[str, str] | None = None,
                 figures: Mapping[str, Any] | None = None) -> dict[str, LoggedRun]:
@@ -220,7 +218,7 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
                                        example_inputs(name, keras_model, configs["sasrec"]))},
             artifacts={"id_maps.json": {"users": seqs.users.to_list(),
                                         "items": seqs.items.to_list()}},
-            register=register, champion=champion, tags=tags, figures=figures)
+            register=register, tags=tags, figures=figures)
         out[name] = LoggedRun(result, t.result.best_epoch, versions)
     return out
 

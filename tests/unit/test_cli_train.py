@@ -102,10 +102,24 @@ def test_without_a_champion_or_with_force_it_trains_as_before(
     assert rounds == []
 
 
-def test_the_gate_judges_retriever_and_ranker_together(
-    log: Path, clean_env: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("champion", "args"), [
+    (CHAMPION, []), (CHAMPION, ["--force"]), (None, []),
+])
+def test_the_champion_is_retriever_and_ranker_together(
+    log: Path, clean_env: pytest.MonkeyPatch, champion: dict[str, str] | None,
+    args: list[str],
 ) -> None:
-    rounds = _registry(clean_env, CHAMPION)
-    result = _train(log, "--champion", "--model", "sasrec")
+    """One model alone as the champion would pair with the other's old id maps."""
+    rounds = _registry(clean_env, champion)
+    result = _train(log, "--champion", "--model", "sasrec", *args)
     assert result.exit_code == 2 and "needs --model all" in result.output
     assert rounds == []
+
+
+def test_epochs_below_one_are_refused_in_one_line(log: Path, clean_env: pytest.MonkeyPatch
+                                                  ) -> None:
+    _registry(clean_env, None)
+    for epochs in ("0", "-1"):
+        result = CliRunner().invoke(app, ["train", "--data", str(log), "--format", "jsonl",
+                                          "--epochs", epochs])
+        assert result.exit_code == 2 and "--epochs" in result.output, result.output

@@ -636,7 +636,13 @@ class Trainer:
                      s.topic_interactions,
                      "present" if last_size >= 0 else "none: a round now")
             while not stop.is_set():
-                size = topic_size()
+                try:
+                    size = topic_size()
+                except Exception as exc:  # noqa: BLE001 - Kafka away a while: poll on
+                    log.error("cannot size %s, polling again in %.0f s: %s",
+                              s.topic_interactions, poll_s, exc)
+                    stop.wait(poll_s)
+                    continue
                 if last_size < 0 or round_due(s, time.monotonic() - last_round,
                                               size - last_size):
                     last_round, last_size = time.monotonic(), size

@@ -386,10 +386,13 @@ class _Sizes:
 
     def size(self, topic: str) -> int:
         self.states.append(self.trainer.status.current.state)
-        return self.sizes[min(len(self.states), len(self.sizes)) - 1]
+        found = self.sizes[min(len(self.states), len(self.sizes)) - 1]
+        if isinstance(found, Exception):
+            raise found
+        return found
 
 
-def _run_forever(trainer: Trainer, monkeypatch: pytest.MonkeyPatch, sizes: list[int],
+def _run_forever(trainer: Trainer, monkeypatch: pytest.MonkeyPatch, sizes: list,
                  champion: dict[str, str] | None) -> tuple[list[str], list[TrainerStatus]]:
     """Runs the trainer until its first round ends; returns its state each time it sized
     the topic and its status during each round."""
@@ -427,3 +430,16 @@ def test_with_a_champion_the_trainer_is_ready_first_and_rounds_on_new_events(
     assert sized == ["starting", "starting", "ready", "ready"]
     assert [s.state for s in rounds] == ["training"]
     assert (_status(tmp_path).state, _status(tmp_path).rounds) == ("ready", 1)
+
+
+def test_a_kafka_outage_while_polling_does_not_end_the_trainer(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Five failed attempts to size the topic (about a minute of outage) used to end the
+    long-running trainer; it now polls on and rounds once the topic answers again."""
+    clean_env.setattr("services.trainer.time.sleep", lambda s: None)  # retry's backoff
+    trainer = _trainer(tmp_path, trainer_interval_min=0, trainer_every_events=50)
+    away = RuntimeError("broker away")
+    sized, rounds = _run_forever(trainer, clean_env, [100, *[away] * 6, 150],
+                                 champion={"r": "1"})
+    assert len(sized) == 8 and [s.state for s in rounds] == ["training"]

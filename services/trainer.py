@@ -586,9 +586,13 @@ class Trainer:
         else:
             outcome, reason = round_outcome(
                 verdict, self.promote(versions, expected) if verdict.promote else None)
-        retry("tagging the versions", lambda: tag_versions(
-            self.store, versions, {"gate_verdict": outcome, "gate_reason": reason,
-                                   **evidence_tags(verdict, cases)}))
+        try:  # the outcome stands either way: a promoted model is served already
+            retry("tagging the versions", lambda: tag_versions(
+                self.store, versions, {"gate_verdict": outcome, "gate_reason": reason,
+                                       **evidence_tags(verdict, cases)}))
+        except Exception as exc:  # noqa: BLE001 - the tags only tell why
+            log.error("the versions %s were not tagged with the round's outcome (%s): %s",
+                      versions, outcome, exc)
         return outcome, reason
 
     def promote(self, versions: dict[str, str], expected: dict[str, str] | None
@@ -607,7 +611,12 @@ class Trainer:
             if now != expected:
                 return False, (f"the champion moved to {now} while this challenger trained "
                                f"against {expected}")
-            retry("moving the champion alias", lambda: set_champion(self.store, versions))
+            try:
+                retry("moving the champion alias", lambda: set_champion(self.store, versions))
+            except Exception:
+                if expected is not None:  # not half moved: a new retriever, an old ranker
+                    set_champion(self.store, expected)
+                raise
 
         def announce_or_raise() -> None:
             if not announce(s.kafka, s.topic_model_updates, versions, s.mlflow_uri):
@@ -615,7 +624,7 @@ class Trainer:
 
         try:
             retry("announcing the champion", announce_or_raise)
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - promoted all the same: say so, not "failed"
             return True, f"announcing failed ({exc}): workers keep the old model until restarted"
         return True, ""
 

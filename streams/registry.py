@@ -133,12 +133,13 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
             step = int(point["epoch"])
             mlflow.log_metrics({k: v for k, v in point.items() if k != "epoch"}, step=step)
         mlflow.log_metrics(dict(metrics))
-        if curve:
-            mlflow.log_figure(learning_curve_figure(curve, run_name), "learning_curve.png")
+        drawn = {**({"learning_curve.png": learning_curve_figure(curve, run_name)}
+                    if curve else {}), **(figures or {})}
+        for name, figure in drawn.items():
+            mlflow.log_figure(figure, name)
+            _close(figure)  # pyplot keeps every figure open: a trainer round leaked three
         for name, content in (artifacts or {}).items():
             mlflow.log_dict(content, name)
-        for name, figure in (figures or {}).items():
-            mlflow.log_figure(figure, name)
         for name, (model, example) in models.items():
             output = predict_rows(model, example)
             info = mlflow.keras.log_model(
@@ -148,6 +149,12 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
             if register:
                 versions[name] = str(info.registered_model_version)
     return versions
+
+
+def _close(figure: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def set_champion(store: MlflowStore, versions: Mapping[str, str], alias: str = CHAMPION

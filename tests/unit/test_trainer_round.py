@@ -333,6 +333,7 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     stubbed: they need Redis and Kafka): the challenger learns the older 90% and is judged
     on the newest 10%; what is registered and promoted is its refit on all of it. The next
     round on the same history has no event the champion has not learnt to judge by."""
+    import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
     from streams.registry import RETRIEVER_NAME, load_champion, set_champion
@@ -348,8 +349,10 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     clean_env.setattr(trainer, "history", lambda: events)
     clean_env.setattr(trainer, "catalogue", lambda: [])
     clean_env.setattr(trainer, "promote", promote)
+    open_before = set(plt.get_fignums())
     result = trainer.run_round()
     assert (result.outcome, result.reason) == ("promoted", "no champion yet"), result
+    assert set(plt.get_fignums()) <= open_before  # its curves and comparison are closed
     champion = load_champion(trainer.store)
     assert champion.versions == result.versions
     fresh = champion.items.get("fresh-item")

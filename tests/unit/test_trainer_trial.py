@@ -136,3 +136,22 @@ def test_with_promotion_by_experiment_a_passed_gate_starts_a_trial_not_a_promoti
     first.settings, first.store, first.trial = trainer.settings, None, trial(world)
     first.promote = lambda versions, expected: (True, "")
     assert first._settle(VERSIONS, passed, None, 300)[0] == "promoted"
+
+
+def test_a_promoted_round_stays_promoted_when_its_versions_cannot_be_tagged(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alias moved and the workers were told: a registry that then refuses the tags
+    must not turn the round into "failed, nothing promoted"."""
+    from model.evaluation.gate import Verdict
+    from services.trainer import Trainer
+
+    def refuse(store: object, versions: object, tags: object) -> None:
+        raise OSError("registry away")
+
+    monkeypatch.setattr(registry, "tag_versions", refuse)
+    monkeypatch.setattr("services.trainer.time.sleep", lambda s: None)  # retry's backoff
+    trainer = object.__new__(Trainer)
+    trainer.settings, trainer.store, trainer.trial = load_settings(), None, None
+    trainer.promote = lambda versions, expected: (True, "")
+    passed = Verdict(True, "full NDCG@10 0.05 > champion 0.04", "NDCG@10", 0.04, 0.05, (0.001, 0.02))
+    assert trainer._settle(VERSIONS, passed, CHAMPION, 300)[0] == "promoted"

@@ -253,6 +253,15 @@ def time_split(events: list[Interaction], fraction: float) -> tuple[list, list]:
     return events[:cut], events[cut:]
 
 
+def item_counts(histories: Sequence[np.ndarray], num_items: int) -> np.ndarray:
+    """[num_items + 1] interactions per dense item id in ``histories`` (index 0, the
+    padding id, counts nothing)."""
+    counts = np.bincount(np.concatenate([np.zeros(0, np.int64), *histories]),
+                         minlength=num_items + 1)
+    counts[0] = 0
+    return counts
+
+
 def pad_left(seq: np.ndarray, length: int) -> np.ndarray:
     """The last ``length`` items, left-padded with 0: the newest item is always last."""
     out = np.zeros(length, dtype=np.int64)

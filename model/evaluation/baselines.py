@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from model.data import Side
+from model.data import Side, item_counts
 
 
 def _interaction_matrix(histories: list[np.ndarray], num_items: int) -> sp.csr_matrix:
@@ -29,9 +29,7 @@ class Popularity:
     name = "popularity"
 
     def fit(self, histories: list[np.ndarray], num_items: int) -> Popularity:
-        counts = np.bincount(np.concatenate(histories), minlength=num_items + 1)
-        self.counts = counts.astype(np.float32)
-        self.counts[0] = 0
+        self.counts = item_counts(histories, num_items).astype(np.float32)
         return self
 
     def score(self, users: np.ndarray, histories: list[np.ndarray],

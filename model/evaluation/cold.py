@@ -22,7 +22,15 @@ import keras
 import numpy as np
 
 from model.content import ItemContent, catalogue_table
-from model.data import IdMap, Interaction, Sequences, Side, build_sequences, leave_last_out
+from model.data import (
+    IdMap,
+    Interaction,
+    Sequences,
+    Side,
+    build_sequences,
+    item_counts,
+    leave_last_out,
+)
 from model.evaluation.protocols import Scorer, evaluate_cases
 from model.features import FeatureSpec
 from model.retrieval.training import SASRecScorer
@@ -129,8 +137,8 @@ class CategoryPopularity:
     name = "category-popularity"
 
     def __init__(self, cold: ColdItems, categories: Mapping[str, Sequence[str]]) -> None:
-        counts = np.bincount(np.concatenate(leave_last_out(cold.sequences).train),
-                             minlength=cold.num_items + 1).astype(np.float64)
+        counts = item_counts(leave_last_out(cold.sequences).train,
+                             cold.num_items).astype(np.float64)
         members: dict[str, list[int]] = {}
         for dense, item in enumerate(cold.items.ids, start=1):
             for c in categories.get(item, ()):

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from model.content import MODES
-from model.data import LeaveLastOut, Side, pad_left
+from model.data import LeaveLastOut, Side, item_counts, pad_left
 from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping, start_training
 from model.retrieval.sasrec import LOSSES, SASRec
 from model.sampling import SeenItems
@@ -182,7 +182,8 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
                                      patience=cfg.patience, batch_size=cfg.batch_size,
                                      on_epoch=on_epoch)
     if content is not None and cfg.content_mode == "map":
-        result.model.fit_content_map()
+        # weighted by training interactions: content maps onto the items users meet
+        result.model.fit_content_map(item_weights=item_counts(split.train, seqs.num_items)[1:])
     return result
 
 

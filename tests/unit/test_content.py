@@ -246,6 +246,26 @@ def test_map_mode_serves_id_vectors_and_fits_content_onto_them() -> None:
                                keras.ops.convert_to_numpy(model.encode(seq)), atol=1e-5)
 
 
+def test_map_fit_weighs_items_by_their_weights() -> None:
+    """Items weighted 0 do not pull the map: fitted on four items alone, their content
+    lands nearer their id vectors than when all 29 items count equally."""
+    def error_on_first_four(weights: np.ndarray | None) -> float:
+        model, _ = _content_sasrec(mode="map")
+        enc = model.encoder
+        model.fit_content_map(epochs=100, item_weights=weights)
+        mapped = keras.ops.convert_to_numpy(model.content_vectors(
+            keras.ops.convert_to_numpy(enc.catalogue.tokens)[1:5],
+            keras.ops.convert_to_numpy(enc.catalogue.numeric)[1:5]))
+        ids = keras.ops.convert_to_numpy(enc.item_embedding.embeddings)[1:5]
+        return float(((mapped - ids) ** 2).mean())
+
+    first_four = np.zeros(40)
+    first_four[:4] = 7.0  # any scale: weights are normalised to a mean of 1
+    weighted, unweighted = error_on_first_four(first_four), error_on_first_four(None)
+    assert weighted < 0.5 * unweighted
+    assert error_on_first_four(np.zeros(40)) == pytest.approx(unweighted, rel=1e-4)  # no weight
+
+
 def test_map_mode_bundle_keeps_trained_vectors_and_maps_new_items() -> None:
     model, bundle = _bundle(mode="map")
     before = bundle.encoder.items[7].copy()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -253,7 +254,11 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION,
 
     mlflow.set_tracking_uri(store.tracking_uri)
     uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
-    return mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True, "compile": False})
+    # Into a folder of ours, removed once loaded: from a tracking server MLflow downloads
+    # into a temporary folder of its own and never removes it (one model per swap).
+    with tempfile.TemporaryDirectory(prefix="streamrec-model-") as folder:
+        return mlflow.keras.load_model(uri, dst_path=folder,
+                                       load_model_kwargs={"safe_mode": True, "compile": False})
 
 
 @dataclass(frozen=True)
@@ -368,10 +373,11 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     # landing mid-load must not pair one champion's retriever with the next one's ranker.
     retriever, ranker = _role_versions(store, alias)
     mlflow.set_tracking_uri(store.tracking_uri)
-    maps_path = mlflow.artifacts.download_artifacts(
-        run_id=retriever.run_id, artifact_path="id_maps.json")
-    with open(maps_path) as handle:
-        maps = json.load(handle)
+    with tempfile.TemporaryDirectory(prefix="streamrec-maps-") as folder:
+        maps_path = mlflow.artifacts.download_artifacts(
+            run_id=retriever.run_id, artifact_path="id_maps.json", dst_path=folder)
+        with open(maps_path) as handle:
+            maps = json.load(handle)
     return Champion(load_model(store, retriever.name, version=retriever.version),
                     load_model(store, ranker.name, version=ranker.version),
                     IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),

@@ -215,10 +215,12 @@ def train(
 
 def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:
     """A trainer to judge the new model by, when the registry has a champion; None for
-    the first one, which has nothing to be compared with."""
+    the first one, which has nothing to be compared with. It promotes by the offline gate
+    whatever ``trainer_promotion`` says: a live trial outlives this command, and is the
+    long-running trainer's to conclude."""
     from services.trainer import Trainer
 
-    trainer = Trainer(settings, seed=seed)
+    trainer = Trainer(settings.model_copy(update={"trainer_promotion": "gate"}), seed=seed)
     return trainer if trainer.champion_versions() is not None else None
 
 

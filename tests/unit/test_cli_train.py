@@ -123,3 +123,23 @@ def test_epochs_below_one_are_refused_in_one_line(log: Path, clean_env: pytest.M
         result = CliRunner().invoke(app, ["train", "--data", str(log), "--format", "jsonl",
                                           "--epochs", epochs])
         assert result.exit_code == 2 and "--epochs" in result.output, result.output
+
+
+def test_the_command_promotes_by_the_offline_gate_even_where_trials_are_configured(
+    log: Path, clean_env: pytest.MonkeyPatch,
+) -> None:
+    """With ``trainer_promotion=experiment`` the command started a live trial that outlived
+    it, then exited 1 as if refused."""
+    clean_env.setenv("STREAMREC_TRAINER_PROMOTION", "experiment")
+    trials: list[object] = []
+
+    def round_on(self: Trainer, events: list[Event], records: list, recipe: Recipe
+                 ) -> RoundSummary:
+        trials.append(self.trial)
+        return RoundSummary("promoted", WHY, CHALLENGER, 300)
+
+    clean_env.setattr(Trainer, "champion_versions", lambda self: CHAMPION)
+    clean_env.setattr(Trainer, "round_on", round_on)
+    result = _train(log, "--champion")
+    assert result.exit_code == 0, result.output
+    assert trials == [None]  # no live trial: the gate alone decides

@@ -3,17 +3,21 @@ tallies judged from the stream, and the report's tests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from model.pipeline import Recommendation
 from streams.experiment import Experiment, InvalidExperiment, Variant, parse_experiment
 from streams.experiment_control import ExperimentRefused, new_experiment, parse_variant
+from streams.experiment_follower import ExperimentSlot
 from streams.experiment_report import look
 from streams.experiments import INTERLEAVED, LiveExperiment, Tallies
 from streams.messages import SCHEMAS, ExperimentTag, RecommendationList, ScoredItem, json_schema
@@ -317,56 +321,75 @@ def test_the_stream_waits_for_the_experiments_but_not_for_ever(
     assert caplog.text.count("experiments not read within") == 1  # the stuck one only
 
 
-def test_an_empty_experiments_topic_readies_the_stream_before_the_first_fetch(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first fetch of an empty topic waits out its whole timeout (1 s): the stream must
-    not wait with it (a fresh worker's first lists took 1.1 s, issue #17)."""
-    import asyncio
+class _Declarations:
+    """Stands in for aiokafka's consumer of the experiments topic (one partition, empty at
+    start): each fetch returns the next poll's declarations, then none ever again."""
 
-    from aiokafka import TopicPartition
+    polls: list[list[Experiment]] = []
 
+    def __init__(self, **config: object) -> None: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def topics(self) -> set[str]:
+        return {"experiments"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def assign(self, tps: list[Any]) -> None: ...
+    async def seek_to_beginning(self, *tps: Any) -> None: ...
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: 0 for tp in tps}
+
+    async def position(self, tp: Any) -> int:
+        return 0
+
+    async def getmany(self, timeout_ms: int) -> dict:
+        from aiokafka import TopicPartition
+
+        if not self.polls:
+            await asyncio.Event().wait()  # a fetch that never returns
+        return {TopicPartition("experiments", 0): [
+            SimpleNamespace(key=e.name.encode(), value=e.to_json()) for e in self.polls.pop(0)]}
+
+
+class _Kafka:
+    def aiokafka(self) -> dict:
+        return {}
+
+
+def _follow(monkeypatch: pytest.MonkeyPatch, polls: list[list[Experiment]], load: Any,
+            until: Callable[[ExperimentSlot], bool], **kwargs: Any) -> ExperimentSlot:
+    """Run the follower over ``polls`` until ``until(slot)`` (5 s at most)."""
     from streams import experiment_follower
-    from streams.experiment_follower import ExperimentSlot, follow_experiments
+    from streams.experiment_follower import follow_experiments
     from streams.metrics import WorkerMetrics
 
-    class EmptyTopic:  # a consumer whose fetch never returns
-        def __init__(self, **config: object) -> None: ...
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        async def topics(self) -> set[str]:
-            return {"experiments"}
-
-        def partitions_for_topic(self, topic: str) -> set[int]:
-            return {0}
-
-        def assign(self, tps: list[TopicPartition]) -> None: ...
-        async def seek_to_beginning(self, *tps: TopicPartition) -> None: ...
-        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-            return {tp: 0 for tp in tps}
-
-        async def position(self, tp: TopicPartition) -> int:
-            return 0
-
-        async def getmany(self, timeout_ms: int) -> dict:
-            await asyncio.Event().wait()
-            return {}
-
-    class Kafka:
-        def aiokafka(self) -> dict:
-            return {}
-
-    monkeypatch.setattr(experiment_follower, "AIOKafkaConsumer", EmptyTopic)
-    slot = ExperimentSlot(lambda ref: CHALLENGER, WorkerMetrics())
+    monkeypatch.setattr(_Declarations, "polls", list(polls))
+    monkeypatch.setattr(experiment_follower, "AIOKafkaConsumer", _Declarations)
+    slot = ExperimentSlot(load, WorkerMetrics())
 
     async def run() -> None:
-        follower = asyncio.create_task(follow_experiments(Kafka(), "experiments", slot,  # type: ignore[arg-type]
-                                                          None, "w0"))
+        follower = asyncio.create_task(follow_experiments(
+            _Kafka(), "experiments", slot, **kwargs))  # type: ignore[arg-type]
         try:
-            await asyncio.wait_for(slot.ready.wait(), 5)
+            for _ in range(500):
+                if until(slot):
+                    break
+                await asyncio.sleep(0.01)
         finally:
             follower.cancel()
 
     asyncio.run(run())
+    return slot
+
+
+def test_an_empty_experiments_topic_readies_the_stream_before_the_first_fetch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first fetch of an empty topic waits out its whole timeout (1 s): the stream must
+    not wait with it (a fresh worker's first lists took 1.1 s, issue #17)."""
+    slot = _follow(monkeypatch, [], lambda ref: CHALLENGER, lambda s: s.ready.is_set(),
+                   redis=None, worker_id="w0")
     assert slot.ready.is_set() and slot.live is None
 
 
@@ -374,72 +397,21 @@ def test_the_last_flush_of_a_stopped_experiment_keeps_its_load_failures(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A variant that failed to load stays reported after ``stop``: the last flush wrote
     no failures over those of the flushes before, and ``conclude`` then showed none."""
-    import asyncio
-    from types import SimpleNamespace
-
-    from aiokafka import TopicPartition
-
     from streams import experiment_follower
-    from streams.experiment_follower import ExperimentSlot, follow_experiments
-    from streams.metrics import WorkerMetrics
 
     running_one = experiment()
     stopped = running_one.model_copy(update={"state": "stopped"})
-    polls = [[running_one], [stopped]]  # what each fetch returns, then nothing more
-
-    class Declarations:
-        def __init__(self, **config: object) -> None: ...
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        async def topics(self) -> set[str]:
-            return {"experiments"}
-
-        def partitions_for_topic(self, topic: str) -> set[int]:
-            return {0}
-
-        def assign(self, tps: list[TopicPartition]) -> None: ...
-        async def seek_to_beginning(self, *tps: TopicPartition) -> None: ...
-        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-            return {tp: 0 for tp in tps}
-
-        async def position(self, tp: TopicPartition) -> int:
-            return 0
-
-        async def getmany(self, timeout_ms: int) -> dict:
-            if not polls:
-                await asyncio.Event().wait()
-            found = polls.pop(0)
-            return {TopicPartition("experiments", 0): [
-                SimpleNamespace(key=e.name.encode(), value=e.to_json()) for e in found]}
-
-    class Kafka:
-        def aiokafka(self) -> dict:
-            return {}
-
-    def broken(ref: str) -> Fixed:
-        raise OSError("no such model")
-
     flushed: list[tuple[str, dict[str, str]]] = []
 
     async def record(redis: object, live: LiveExperiment, worker_id: str,
                      failed: dict[str, str]) -> None:
         flushed.append((live.name, dict(failed)))
 
-    monkeypatch.setattr(experiment_follower, "AIOKafkaConsumer", Declarations)
+    def broken(ref: str) -> Fixed:
+        raise OSError("no such model")
+
     monkeypatch.setattr(experiment_follower, "_flush", record)
-    slot = ExperimentSlot(broken, WorkerMetrics())
-
-    async def run() -> None:
-        follower = asyncio.create_task(follow_experiments(
-            Kafka(), "experiments", slot, object(), "w0", flush_every_s=3600))  # type: ignore[arg-type]
-        try:
-            for _ in range(500):
-                if flushed:
-                    break
-                await asyncio.sleep(0.01)
-        finally:
-            follower.cancel()
-
-    asyncio.run(run())
+    slot = _follow(monkeypatch, [[running_one], [stopped]], broken, lambda s: bool(flushed),
+                   redis=object(), worker_id="w0", flush_every_s=3600)
     assert flushed == [("exp", {"treatment": "OSError: no such model"})]
     assert slot.live is None

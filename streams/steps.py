@@ -104,10 +104,10 @@ def sent_us(headers: RawHeaders | None) -> int | None:
     fails it (a value past 64 bits would fail the list's JSON, on every redelivery)."""
     sent = dict(headers or ()).get(SENT_AT_HEADER)
     try:
-        value = int(sent) if sent else None
+        value = int(sent) if sent else 0
     except ValueError:
         return None
-    return value if value is not None and 0 < value < 2**63 else None
+    return value if 0 < value < 2**63 else None
 
 
 def read_state(stored: object) -> tuple[SessionState | None, bool]:

@@ -91,12 +91,13 @@ class FeedHub:
         """One published micro-batch (a JSON array of lists): each list into the live
         figures, and unless it answers an older event than the list held for its user
         (``RecommendationList.older_than``), into the in-memory copy and every feed open
-        for its user."""
+        for its user. What is malformed is logged and skipped: an exception here would end
+        the subscription, and feeds and live figures freeze."""
         now = time.monotonic()
-        for rec in self._lists(raw):
-            try:
-                self._deliver(rec, now)
-            except (TypeError, ValueError, AttributeError) as exc:  # fields of the wrong type
+        for d in self._batch(raw):
+            try:  # a missing field fails the parse; one of the wrong type, the delivery
+                self._deliver(RecommendationList.from_dict(d), now)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.warning("malformed list on %s skipped: %r", self.channel, exc)
 
     def _deliver(self, rec: RecommendationList, now: float) -> None:
@@ -107,9 +108,8 @@ class FeedHub:
         for feed in self.feeds.get(rec.user_id, ()):
             feed.offer(rec)
 
-    def _lists(self, raw: bytes) -> list[RecommendationList]:
-        """The lists in one channel message. What is malformed is logged and skipped: an
-        exception here would end the subscription, and feeds and live figures freeze."""
+    def _batch(self, raw: bytes) -> list[Any]:
+        """The JSON array of one channel message; empty (logged) when it is none."""
         try:
             batch = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -118,13 +118,7 @@ class FeedHub:
         if not isinstance(batch, list):
             log.warning("malformed message on %s skipped: not a JSON array", self.channel)
             return []
-        lists = []
-        for d in batch:
-            try:
-                lists.append(RecommendationList.from_dict(d))
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                log.warning("malformed list on %s skipped: %r", self.channel, exc)
-        return lists
+        return batch
 
     async def run(self) -> None:
         """Listen until cancelled, resubscribing with backoff whenever Redis goes away."""

@@ -325,7 +325,7 @@ class Trainer:
         self.store = mlflow_store(settings)
         self.store.ensure()
         self.status = StatusFile(status_file, TrainerStatus())
-        self.trial = LiveTrial(settings, self.store, self.promote, self.champion_versions) \
+        self.trial = LiveTrial(settings, self.store, self.promote) \
             if settings.trainer_promotion == "experiment" else None
 
     def history(self) -> list[Event]:
@@ -581,7 +581,7 @@ class Trainer:
         from streams.registry import tag_versions
 
         if verdict.promote and expected is not None and self.trial is not None:
-            trial = self.trial.start(versions)  # users judge it before it is promoted
+            trial = self.trial.start(versions, expected)  # users judge it before it is promoted
             outcome, reason = trial.outcome, trial.reason
         else:
             outcome, reason = round_outcome(

@@ -7,8 +7,10 @@ this setting a challenger the gate passes is not promoted: its versions get the
 far fewer events). Each later round first settles the trial, and trains nothing new while
 one is undecided:
 
-- the challenger wins: it is promoted (the trainer's own lock and compare-and-set), the
-  trial concluded with it as the winner;
+- the challenger wins: it is promoted (the trainer's own lock and compare-and-set against
+  the champion the trial started with, kept under the ``trial-control`` alias: a champion
+  moved meanwhile, e.g. by ``train --champion --force``, is not overwritten), the trial
+  concluded with it as the winner;
 - the champion wins: the trial is concluded, nothing moves;
 - still undecided after ``STREAMREC_TRAINER_TRIAL_MAX_HOURS``: the trial is stopped and
   the champion stays.
@@ -27,6 +29,7 @@ from streams.status import RoundSummary
 
 TRIAL_PREFIX = "trial-"
 CHALLENGER = "challenger"
+CONTROL = "trial-control"
 
 
 class LiveTrial:
@@ -35,10 +38,8 @@ class LiveTrial:
 
     def __init__(self, settings: Settings, store: Any,
                  promote: Callable[[dict[str, str], dict[str, str] | None], tuple[bool, str]],
-                 champion: Callable[[], dict[str, str] | None],
                  clock: Callable[[], float] = time.time) -> None:
-        self.settings, self.store, self.promote = settings, store, promote
-        self.champion, self.clock = champion, clock
+        self.settings, self.store, self.promote, self.clock = settings, store, promote, clock
 
     def running(self) -> Experiment | None:
         """The trainer's trial that is live now, if any."""
@@ -47,13 +48,15 @@ class LiveTrial:
         live = running(declarations(self.settings.kafka, self.settings.topic_experiments))
         return live if live is not None and live.name.startswith(TRIAL_PREFIX) else None
 
-    def start(self, versions: dict[str, str]) -> RoundSummary:
-        """Put the gated challenger at ``versions`` live against the champion."""
+    def start(self, versions: dict[str, str], champion: dict[str, str]) -> RoundSummary:
+        """Put the gated challenger at ``versions`` live against ``champion``, the versions
+        the champion alias names now (kept as ``trial-control`` for the compare-and-set)."""
         from streams.experiment_control import ExperimentRefused, new_experiment, start
         from streams.registry import set_champion
 
         s = self.settings
         name = f"{TRIAL_PREFIX}{int(self.clock())}"
+        set_champion(self.store, champion, alias=CONTROL)
         set_champion(self.store, versions, alias=CHALLENGER)
         experiment = new_experiment(name, [("champion", "champion", 0.5),
                                            (CHALLENGER, version_string(versions), 0.5)],
@@ -85,7 +88,7 @@ class LiveTrial:
         challenger = trial.variants[1]
         versions = _parse(challenger.model)
         if report.winner == challenger.name:
-            promoted, note = self.promote(versions, self.champion())
+            promoted, note = self.promote(versions, self._control(versions))
             if note == LOCK_HELD:  # the win stands: promote it in a later round
                 return RoundSummary("trial", f"live trial {trial.name}: the challenger wins "
                                     f"({_evidence(report)}), but {note}; trying again next "
@@ -107,6 +110,14 @@ class LiveTrial:
                                 versions)
         return RoundSummary("trial", f"live trial {trial.name} running for {hours:.1f} h: "
                             f"{report.verdict} ({_evidence(report)})", versions)
+
+
+    def _control(self, versions: dict[str, str]) -> dict[str, str] | None:
+        """The champion the trial started against (None, when the alias is missing, makes
+        the compare-and-set refuse: nothing is promoted over an unknown champion)."""
+        from streams.registry import alias_versions
+
+        return alias_versions(self.store, list(versions), alias=CONTROL)
 
 
 LOCK_HELD = "another trainer is promoting (promotion lock held)"

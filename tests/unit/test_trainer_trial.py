@@ -45,6 +45,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     monkeypatch.setattr(registry, "set_champion",
                         lambda store, versions, alias="champion": w.aliases.append(
                             (alias, versions)))
+    monkeypatch.setattr(registry, "alias_versions", lambda store, names, alias="champion": (
+        next((v for a, v in reversed(w.aliases) if a == alias), None)))
     return w
 
 
@@ -54,17 +56,18 @@ def trial(world: SimpleNamespace) -> LiveTrial:
         return True, ""
 
     settings = load_settings(trainer_promotion="experiment", trainer_trial_max_hours=24)
-    return LiveTrial(settings, None, promote, lambda: CHAMPION, clock=lambda: world.now)
+    return LiveTrial(settings, None, promote, clock=lambda: world.now)
 
 
 def test_a_gated_challenger_goes_live_against_the_champion(world: SimpleNamespace) -> None:
-    summary = trial(world).start(VERSIONS)
+    summary = trial(world).start(VERSIONS, CHAMPION)
     (name, experiment), = world.declared.items()
     assert summary.outcome == "trial" and name in summary.reason
     assert [(v.name, v.model) for v in experiment.variants] == [
         ("champion", "champion"),
         ("challenger", "streamrec-retriever:v7+streamrec-ranker:v7")]
-    assert experiment.mode == "interleave" and world.aliases == [("challenger", VERSIONS)]
+    assert experiment.mode == "interleave"
+    assert world.aliases == [("trial-control", CHAMPION), ("challenger", VERSIONS)]
     assert world.promoted == []  # users judge it first
 
 
@@ -85,7 +88,7 @@ def test_later_rounds_settle_the_trial(world: SimpleNamespace, winner: str | Non
                                        hours: float, outcome: str, promoted: bool,
                                        stopped_with: str | None) -> None:
     live = trial(world)
-    live.start(VERSIONS)
+    live.start(VERSIONS, CHAMPION)
     (name,) = world.declared
     world.winner, world.now = winner, world.now + hours * HOUR
     summary = live.settle()
@@ -95,6 +98,23 @@ def test_later_rounds_settle_the_trial(world: SimpleNamespace, winner: str | Non
         assert world.stopped == [] and "running for 1.0 h" in summary.reason
     else:
         assert world.stopped == [(name, stopped_with)]
+
+
+def test_a_won_trial_is_promoted_only_over_the_champion_it_started_against(
+        world: SimpleNamespace) -> None:
+    live = trial(world)
+    live.start(VERSIONS, CHAMPION)
+    world.aliases.append(("champion", {"streamrec-retriever": "8", "streamrec-ranker": "8"}))
+    world.winner = "challenger"  # won against v6, while someone forced v8 in
+    live.settle()
+    assert world.promoted == [(VERSIONS, CHAMPION)]  # the trainer's check compares with v6
+    world.declared.clear()
+    world.aliases.clear()  # a trial whose control was never recorded
+    live.start(VERSIONS, CHAMPION)
+    world.aliases.remove(("trial-control", CHAMPION))
+    world.promoted.clear()
+    live.settle()
+    assert world.promoted == [(VERSIONS, None)]  # None never equals a champion: refused
 
 
 def test_a_won_trial_stays_open_while_another_trainer_holds_the_promotion_lock(
@@ -108,8 +128,8 @@ def test_a_won_trial_stays_open_while_another_trainer_holds_the_promotion_lock(
         return (False, LOCK_HELD) if held[0] else (True, "")
 
     settings = load_settings(trainer_promotion="experiment", trainer_trial_max_hours=24)
-    live = LiveTrial(settings, None, promote, lambda: CHAMPION, clock=lambda: world.now)
-    live.start(VERSIONS)
+    live = LiveTrial(settings, None, promote, clock=lambda: world.now)
+    live.start(VERSIONS, CHAMPION)
     world.winner = "challenger"
     summary = live.settle()
     assert summary.outcome == "trial" and "trying again" in summary.reason

@@ -55,7 +55,10 @@ CATEGORY_DIM = 8  # width of each categorical context embedding
 class NeuMF(keras.Model):
     """``call({"user", "item"[, "session", "score", "context", "categories", "pair"]})``
     -> logits [batch, len(tasks)]. ``features`` is the ``FeatureSpec`` (as a dict) the
-    model was trained with, kept in its config so serving computes the same features."""
+    model was trained with, kept in its config so serving computes the same features.
+    ``fold_epochs`` is training state a warm start carries forward: the epochs the
+    retrievers of its cross-fitted lists trained from scratch
+    (``model.ranking.training.cross_fitted_examples``); 0 when unknown."""
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 32,
                  mlp_layers: tuple[int, ...] | list[int] = (64, 32, 16), session_dim: int = 0,
@@ -64,7 +67,8 @@ class NeuMF(keras.Model):
                  pair_dim: int = 0, tasks: tuple[str, ...] | list[str] = ("next",),
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
-                 wide: bool = False, conditional: bool = False, **kwargs: Any) -> None:
+                 wide: bool = False, conditional: bool = False, fold_epochs: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if content and branch == "gmf":
             raise ValueError("content features need the MLP branch")
@@ -86,6 +90,7 @@ class NeuMF(keras.Model):
         self.tasks, self.features, self.id_l2 = tuple(tasks), features, id_l2
         self.content, self.id_dropout, self.wide = content, id_dropout, wide
         self.conditional = conditional and len(self.tasks) > 1
+        self.fold_epochs = fold_epochs
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -196,7 +201,7 @@ class NeuMF(keras.Model):
                 "buckets": self.buckets, "pair_dim": self.pair_dim, "tasks": list(self.tasks),
                 "features": self.features, "id_l2": self.id_l2, "content": self.content,
                 "id_dropout": self.id_dropout, "wide": self.wide,
-                "conditional": self.conditional}
+                "conditional": self.conditional, "fold_epochs": self.fold_epochs}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None

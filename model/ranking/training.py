@@ -204,7 +204,7 @@ def cross_fitted_examples(split: LeaveLastOut, sasrec_cfg: SASRecConfig, sasrec_
     for fold in (0, 1):
         others = [h if half[i] != fold else h[:0] for i, h in enumerate(split.train)]
         retriever = fit_sasrec(replace(split, train=others), replace(
-            sasrec_cfg, epochs=max(sasrec_epochs, 1), eval_every=10**6, patience=10**6)).model
+            sasrec_cfg, epochs=sasrec_epochs, eval_every=10**6, patience=10**6)).model
         index = ItemIndex.build(keras.ops.convert_to_numpy(retriever.item_embeddings()))
         mine = [h if half[i] == fold else h[:0] for i, h in enumerate(split.train)]
         parts.append(ranker_examples(split.sequences, mine, SASRecScorer(retriever), index,
@@ -217,13 +217,18 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                sasrec_cfg: SASRecConfig, sasrec_epochs: int, cfg: NeuMFConfig = NeuMFConfig(),
                on_epoch: EpochCallback | None = None, init: NeuMF | None = None) -> TrainResult:
     """Train the reranker for ``sasrec`` (trained with ``sasrec_cfg`` for ``sasrec_epochs``);
-    ``init`` warm-starts it from another ranker's weights."""
+    ``init`` warm-starts it from another ranker's weights.
+
+    The cross-fitted lists come from retrievers trained from scratch, for ``sasrec_epochs``
+    when ``sasrec`` was too, else (``init``: a warm start, whose best epoch counts from the
+    champion's weights, 1 or 2 in a refit) for as many as ``init``'s own folds took."""
     start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
     spec = sasrec.model.encoder.content_spec  # the folds train in the mode "auto" kept
     fold_cfg = replace(sasrec_cfg, content_mode=spec.mode) if spec else sasrec_cfg
-    found, labels = cross_fitted_examples(split, fold_cfg, sasrec_epochs, cfg)
+    fold_epochs = getattr(init, "fold_epochs", 0) or max(sasrec_epochs, 1)
+    found, labels = cross_fitted_examples(split, fold_cfg, fold_epochs, cfg)
     tasks = cfg.tasks if labels[..., 1].any() else ("next",)
     width = labels.shape[1]
     content = seqs.content if cfg.content else None
@@ -235,7 +240,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                   features=seqs.spec.to_dict(), id_l2=cfg.id_l2,
                   content=content.spec.to_dict() if content is not None else None,
                   id_dropout=cfg.id_dropout if content is not None else 0.0, wide=True,
-                  conditional=True)
+                  conditional=True, fold_epochs=fold_epochs)
     labels = labels[..., :len(tasks)]
     rates = labels[labels[..., 0] > 0][:, 1:].mean(axis=0)  # of the true items
     model = _compile(start_given(start_from_score(model), rates), cfg.learning_rate,

@@ -1,5 +1,6 @@
 """The retriever's content mode ``auto``: both modes trained, the better on validation kept,
-and the ranker's cross-fitted retrievers trained in the mode kept."""
+and the ranker's cross-fitted retrievers trained in the mode kept, for as many epochs as a
+retriever trained from scratch took (carried forward by warm starts)."""
 
 from __future__ import annotations
 
@@ -38,18 +39,23 @@ def test_auto_keeps_the_mode_better_on_validation(caplog: pytest.LogCaptureFixtu
         SASRecConfig(content_mode="mean")
 
 
-def test_the_rankers_fold_retrievers_train_in_the_mode_kept(
+def test_the_rankers_fold_retrievers_train_in_the_mode_kept_for_a_from_scratch_count(
         monkeypatch: pytest.MonkeyPatch) -> None:
     split = _split()
     served = fit_sasrec(split, SMALL).model
-    modes: list[str] = []
+    folds: list[tuple[str, int]] = []
 
     def recording(split: LeaveLastOut, cfg: SASRecConfig, *args, **kwargs):  # noqa: ANN202
-        modes.append(cfg.content_mode)
+        folds.append((cfg.content_mode, cfg.epochs))
         return fit_sasrec(split, cfg, *args, **kwargs)
 
     monkeypatch.setattr(training, "fit_sasrec", recording)
     index = ItemIndex.build(keras.ops.convert_to_numpy(served.item_embeddings()))
-    training.fit_ranker(split, SASRecScorer(served), index, SMALL, 1,
-                        training.NeuMFConfig(epochs=1, candidates=10, lists_per_user=2))
-    assert modes == [served.encoder.content_spec.mode] * 2
+    cfg = training.NeuMFConfig(epochs=1, candidates=10, lists_per_user=2)
+    mode = served.encoder.content_spec.mode
+    first = training.fit_ranker(split, SASRecScorer(served), index, SMALL, 2, cfg).model
+    assert folds == [(mode, 2)] * 2 and first.fold_epochs == 2
+    folds.clear()  # a warm start: the retriever's best epoch (0 here) counts from the champion
+    warm = training.fit_ranker(split, SASRecScorer(served), index, SMALL, 0, cfg, init=first)
+    assert folds == [(mode, 2)] * 2 and warm.model.fold_epochs == 2
+    assert type(first).from_config(first.get_config()).fold_epochs == 2  # saved with it

@@ -15,6 +15,7 @@ from rich.markup import escape
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from streams.consumer import read_topic
+from streams.events import json_lines
 from streams.producer import EventProducer
 from streams.readers import READERS, read_events
 from streams.replay import ReplaySummary
@@ -36,13 +37,11 @@ def _producer(settings: Settings, source: str) -> EventProducer:
 def _produce_lines(lines: BinaryIO, producer: EventProducer) -> tuple[int, int]:
     """Send each non-blank JSON line; returns (sent, dead-lettered)."""
     sent = rejected = 0
-    for raw in lines:
-        raw = raw.rstrip(b"\r\n")
-        if raw.strip():
-            if producer.send_checked(raw):
-                sent += 1
-            else:
-                rejected += 1
+    for _, raw in json_lines(lines):
+        if producer.send_checked(raw):
+            sent += 1
+        else:
+            rejected += 1
     return sent, rejected
 
 
@@ -53,13 +52,12 @@ def produce(
 ) -> None:
     """Send JSON-lines events to the interactions topic; invalid lines go to the DLQ."""
     settings = load_settings()
-    producer = _producer(settings, "streamrec-produce")
-    if path is None or str(path) == "-":
-        sent, rejected = _produce_lines(sys.stdin.buffer, producer)
-    else:
-        with open(path, "rb") as handle:
-            sent, rejected = _produce_lines(handle, producer)
-    producer.close()
+    with _producer(settings, "streamrec-produce") as producer:  # Ctrl-C still delivers
+        if path is None or str(path) == "-":
+            sent, rejected = _produce_lines(sys.stdin.buffer, producer)
+        else:
+            with open(path, "rb") as handle:
+                sent, rejected = _produce_lines(handle, producer)
     stats = producer.stats
     console.print(f"sent {sent}, dead-lettered {rejected}, delivered {stats.delivered}, "
                   f"failed {stats.failed}" + (f" ({stats.last_error})" if stats.failed else ""))
@@ -67,14 +65,24 @@ def produce(
         raise typer.Exit(1)
 
 
+def _positive(value: float | None, name: str) -> float | None:
+    """A rate or a time scale: above zero, when given."""
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be > 0, got {value}", param_hint=name)
+    return value
+
+
 @app.command()
 def replay(
     path: Annotated[Path, typer.Argument(help="interaction log to replay")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="log format")],
-    rate: Annotated[float | None, typer.Option(help="at most this many events/s")] = None,
+    rate: Annotated[float | None, typer.Option(
+        callback=lambda v: _positive(v, "--rate"), help="at most this many events/s")] = None,
     time_scale: Annotated[float | None, typer.Option(
+        callback=lambda v: _positive(v, "--time-scale"),
         help="event time runs this many times faster than wall time")] = None,
-    limit: Annotated[int | None, typer.Option(help="stop after this many records")] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="stop after this many records")
+                     ] = None,
 ) -> None:
     """Replay a log into the interactions topic in event-time order."""
     settings = load_settings()

@@ -111,8 +111,6 @@ def parse_item(raw: bytes | str | dict[str, Any] | None) -> ItemRecord:
 def _validate(obj: Any) -> ItemRecord:
     if type(obj) is not dict:
         raise InvalidEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
-    if not obj.keys() <= _KNOWN:
-        raise InvalidEvent(Reason.UNKNOWN_FIELD, f"unknown fields {sorted(obj.keys() - _KNOWN)}")
     if "item_id" not in obj:
         raise InvalidEvent(Reason.MISSING_FIELD, "item_id is required")
     version = obj.get("schema_version")
@@ -123,6 +121,8 @@ def _validate(obj: Any) -> ItemRecord:
     elif version not in SUPPORTED_VERSIONS:
         raise InvalidEvent(Reason.UNKNOWN_SCHEMA_VERSION,
                            f"schema_version {version} is not one of {sorted(SUPPORTED_VERSIONS)}")
+    if not obj.keys() <= _KNOWN:  # after the version: a newer one's fields are not unknown
+        raise InvalidEvent(Reason.UNKNOWN_FIELD, f"unknown fields {sorted(obj.keys() - _KNOWN)}")
     item_id = obj["item_id"]
     if type(item_id) is not str:
         raise InvalidEvent(Reason.WRONG_TYPE, f"item_id must be a string, got {type(item_id).__name__}")

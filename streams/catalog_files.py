@@ -33,7 +33,7 @@ from typing import IO, Any
 import orjson
 
 from streams.catalog import ItemRecord, parse_item
-from streams.events import InvalidEvent, Reason
+from streams.events import InvalidEvent, Reason, json_lines
 
 
 class CatalogFileError(ValueError):
@@ -251,10 +251,7 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
     """JSON lines of the record schema; a line that is not a valid record is a
     :class:`RejectedItem`, but a first record that is not a JSON object stops."""
     first = True
-    for line, raw in enumerate(handle, 1):
-        raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
-            continue
+    for line, raw in json_lines(handle):
         try:
             yield parse_item(raw)
         except InvalidEvent as exc:

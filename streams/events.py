@@ -14,12 +14,15 @@ event on the producer and again in the stream workers: it must cost about a micr
 
 from __future__ import annotations
 
+import codecs
+import math
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -139,8 +142,6 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
     """A decoded JSON value to an Event, or InvalidEvent naming the first problem found."""
     if type(obj) is not dict:
         raise InvalidEvent(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
-    if not obj.keys() <= _KNOWN:
-        raise InvalidEvent(Reason.UNKNOWN_FIELD, f"unknown fields {sorted(obj.keys() - _KNOWN)}")
     try:
         version = obj["schema_version"]
         event_id = obj["event_id"]
@@ -155,6 +156,8 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
     if version not in SUPPORTED_VERSIONS:
         raise InvalidEvent(Reason.UNKNOWN_SCHEMA_VERSION,
                            f"schema_version {version} is not one of {sorted(SUPPORTED_VERSIONS)}")
+    if not obj.keys() <= _KNOWN:  # after the version: a newer one's fields are not unknown
+        raise InvalidEvent(Reason.UNKNOWN_FIELD, f"unknown fields {sorted(obj.keys() - _KNOWN)}")
     if type(event_id) is not str:
         raise InvalidEvent(Reason.WRONG_TYPE, "event_id must be a string")
     if len(event_id) != 36 or _UUID.fullmatch(event_id) is None:
@@ -179,6 +182,18 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
     if context is not None:
         _check_context(context)
     return Event(event_id, user_id, item_id, event_type, ts, version, session_id, context)
+
+
+def json_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each non-blank line of a JSON-lines file, without its line
+    end, nor the UTF-8 byte-order mark some editors write first (not JSON: it would cost
+    the file its first record)."""
+    for number, raw in enumerate(handle, 1):
+        raw = raw.rstrip(b"\r\n")
+        if number == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        if raw.strip():
+            yield number, raw
 
 
 def json_integer(value: Any) -> int | None:
@@ -213,6 +228,9 @@ def _check_context(context: Any) -> None:
                                f"context[{key[:40]!r}] must be a string, number or boolean")
         if type(value) is str and len(value) > MAX_ID_LENGTH:
             raise InvalidEvent(Reason.BAD_VALUE, f"context[{key[:40]!r}] is too long")
+        if type(value) is float and not math.isfinite(value):  # JSON has no NaN: it would
+            raise InvalidEvent(Reason.BAD_VALUE,                 # go out as null
+                               f"context[{key[:40]!r}] must be a finite number")
 
 
 def json_schema() -> dict[str, Any]:

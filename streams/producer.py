@@ -36,6 +36,11 @@ SENT_AT_HEADER = "sent_us"  # wall-clock send time, epoch microseconds, ASCII
 KIND_HEADER = "kind"  # on a dead letter that is not an event: what it was meant to be
 ITEM_KIND = "item"  # a catalogue record (``streams.catalog``), bound for the items topic
 _FLUSH_TIMEOUT_S = 30.0
+# A dead letter keeps at most this much of its record: past it the record is refused as
+# oversized anyway (events at 8 KiB, catalogue records at 256 KiB), and over librdkafka's
+# message.max.bytes (1 MB) the send itself would raise, losing the letter.
+MAX_LETTER_BYTES = 256 * 1024
+TRUNCATED_HEADER = "truncated_from"  # a cut letter: the record's size in bytes
 Headers = list[tuple[str, bytes]]
 
 PRODUCER_DEFAULTS: dict[str, object] = {
@@ -140,12 +145,14 @@ class RecordProducer:
         return remaining
 
     def close(self) -> None:
+        """Flush; records still unacknowledged then count as failed (and not as in flight:
+        ``delivered`` is what is left)."""
         remaining = self.flush()
         if remaining:
             self.stats.failed += remaining
             self.stats.last_error = f"{remaining} records not acknowledged before close"
             log.error("%d records were not acknowledged before close", remaining)
-            self.refresh_stats()
+            self.stats.delivered = self.stats.produced - self.stats.failed
 
     def __enter__(self) -> Self:
         return self
@@ -171,10 +178,15 @@ class _TopicWithLetters(RecordProducer):
 
     def dead_letter(self, raw: bytes, error: InvalidEvent) -> None:
         """Send the original bytes to the dead-letter topic with the reason in headers,
-        unkeyed: these records (a file's bad lines) failed before a user id was read."""
+        unkeyed: these records (a file's bad lines) failed before a user id was read.
+        Bytes past ``MAX_LETTER_BYTES`` are cut, the size kept in a header."""
+        headers = dead_letter_headers(error.reason.value, error.detail, self.source,
+                                      kind=self.kind)
+        if len(raw) > MAX_LETTER_BYTES:
+            headers.append((TRUNCATED_HEADER, str(len(raw)).encode()))
+            raw = raw[:MAX_LETTER_BYTES]
         self.stats.dead_lettered += 1
-        self.produce(self.dlq_topic, None, raw, dead_letter_headers(
-            error.reason.value, error.detail, self.source, kind=self.kind))
+        self.produce(self.dlq_topic, None, raw, headers)
 
 
 class EventProducer(_TopicWithLetters):

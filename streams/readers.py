@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.events import Event, InvalidEvent, parse, validate
+import orjson
+
+from streams.events import Event, InvalidEvent, json_lines, parse, validate
 
 _NAMESPACE = uuid.UUID("6f1c1a52-7d1e-4a4e-9d7b-2f5f3c1e8a10")
+log = logging.getLogger(__name__)
 SEQUENCE_BASE_MS = 1_577_836_800_000  # 2020-01-01, first synthesized timestamp
 SEQUENCE_STEP_MS = 60_000
 
@@ -43,17 +47,24 @@ def _event_id(source: str, line: int) -> str:
 _Row = tuple[int, str, str, str | None, dict | None, str]
 
 
-def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event]:
-    """rows in file order; their positions give the ids."""
+def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
+    """rows in file order; their positions give the ids. A row the schema refuses (an empty
+    id, a time out of range) comes as :class:`Rejected`, its event as JSON, in its place:
+    validated lazily, so only a reader of the whole file meets it, and replay must
+    dead-letter it rather than stop halfway with part of the file sent."""
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])
     for i in order:
         ts, user, item, session, context, event_type = rows[i]
-        yield validate({"event_id": _event_id(source, i), "user_id": user, "item_id": item,
-                        "event_type": event_type, "ts": ts, "schema_version": 1,
-                        "session_id": session, "context": context})
+        record = {"event_id": _event_id(source, i), "user_id": user, "item_id": item,
+                  "event_type": event_type, "ts": ts, "schema_version": 1,
+                  "session_id": session, "context": context}
+        try:
+            yield validate(record)
+        except InvalidEvent as exc:
+            yield Rejected(orjson.dumps(record), exc)
 
 
-def read_movielens(path: Path) -> Iterator[Event]:
+def read_movielens(path: Path) -> Iterator[Event | Rejected]:
     """MovieLens ``ratings.csv`` (userId,movieId,rating,timestamp) or ``u.data`` (tab, no header).
 
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
@@ -78,7 +89,7 @@ def _yoochoose_time(text: str) -> int:
     return int(round(float(text) * 1000))
 
 
-def read_yoochoose(path: Path) -> Iterator[Event]:
+def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
     """YooChoose clicks: ``SessionId, ItemId, Time`` (tab or comma, header optional, Time in
     unix seconds), or the original ``SessionId,Timestamp,ItemId,Category`` file.
 
@@ -106,7 +117,7 @@ def read_yoochoose(path: Path) -> Iterator[Event]:
     return _in_time_order(rows, path.name)
 
 
-def read_diginetica(path: Path) -> Iterator[Event]:
+def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     """DIGINETICA item views: ``session_id;user_id;item_id;timeframe;eventdate``.
 
     ``ts`` = the event date (UTC midnight) + ``timeframe`` ms; anonymous sessions
@@ -125,7 +136,7 @@ def read_diginetica(path: Path) -> Iterator[Event]:
 _REES46_TYPES = {"view": "view", "cart": "add_to_cart", "purchase": "purchase"}
 
 
-def read_rees46(path: Path) -> Iterator[Event]:
+def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     """REES46 e-commerce events: ``event_time,event_type,product_id,category_id,
     category_code,brand,price,user_id,user_session``, times like ``2019-10-01 00:00:00 UTC``.
 
@@ -148,7 +159,7 @@ def read_rees46(path: Path) -> Iterator[Event]:
     return _in_time_order(rows, path.name)
 
 
-def read_sequences(path: Path) -> Iterator[Event]:
+def read_sequences(path: Path) -> Iterator[Event | Rejected]:
     """SASRec-style ``user item item ...`` lines (items in time order).
 
     Timestamps are synthesized: the k-th item of every user at 2020-01-01 + k minutes,
@@ -166,7 +177,7 @@ def read_sequences(path: Path) -> Iterator[Event]:
 _INTER_SPLITS = (".train.inter", ".valid.inter", ".test.inter")
 
 
-def read_amazon(path: Path) -> Iterator[Event]:
+def read_amazon(path: Path) -> Iterator[Event | Rejected]:
     """The Amazon review data in UniSRec's layout: ``<name>.{train,valid,test}.inter``
     (a header, then ``user_id<TAB>history, space-separated item ids<TAB>next item id``),
     given the path of any of the three; the other two are read when beside it.
@@ -206,10 +217,7 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`."""
     events: list[Event] = []
     with open(path, "rb") as handle:
-        for raw in handle:
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
+        for _, raw in json_lines(handle):
             try:
                 events.append(parse(raw))
             except InvalidEvent as exc:
@@ -230,29 +238,30 @@ READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
 
 
 def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
-    """Dispatch on ``fmt`` (one of :data:`READERS`), with errors a user can act on."""
+    """Dispatch on ``fmt`` (one of :data:`READERS`), with errors a user can act on: a file
+    not in its format stops here, before anything is read from it; a row that parses but
+    is not a valid event comes as :class:`Rejected`."""
     path = Path(path)
     if fmt not in READERS:
         raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:  # every reader but jsonl (a generator) parses the whole file here
-        events = READERS[fmt](path)
-    except (ValueError, KeyError, IndexError) as exc:
+        return READERS[fmt](path)
+    except (ValueError, KeyError, IndexError, csv.Error) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
-    return _each_valid(events, path, fmt)
-
-
-def _each_valid(events: Iterator[Event], path: Path, fmt: str) -> Iterator[Event]:
-    """``events``, validated as they are read: a row the schema refuses (a timestamp out of
-    range, say) stops the reading in one line rather than a traceback."""
-    try:
-        yield from events
-    except InvalidEvent as exc:
-        raise LogFileError(f"{path}: a {fmt} row is not a valid event ({exc})") from exc
 
 
 def read_valid_events(path: Path | str, fmt: str) -> list[Event]:
-    """The events of a log, in time order, without the lines that failed validation
-    (for training and evaluation; replay sends those to the dead-letter topic instead)."""
-    return [e for e in read_events(path, fmt) if not isinstance(e, Rejected)]
+    """The events of a log, in time order, without its rows that are not valid events
+    (for training and evaluation; replay sends those to the dead-letter topic instead):
+    how many were left out, and the first one's reason, is logged."""
+    events: list[Event] = []
+    rejected: list[Rejected] = []
+    for record in read_events(path, fmt):
+        (rejected if isinstance(record, Rejected) else events).append(record)
+    if rejected:
+        log.warning("%s: %d of its %d rows are not valid events and were left out (the "
+                    "first: %s)", path, len(rejected), len(rejected) + len(events),
+                    rejected[0].error)
+    return events

@@ -62,6 +62,23 @@ def test_mixed_input_dead_letters_exactly_the_malformed(
     assert all(r.headers["detail"] and r.headers["source"] == b"producer" for r in letters)
 
 
+def test_a_record_past_kafkas_message_limit_is_dead_lettered_cut_not_lost(
+    settings: Settings, new_topic: Callable[..., str]
+) -> None:
+    """librdkafka refuses a 2 MB record in ``produce`` itself: the letter keeps its head."""
+    from streams.producer import MAX_LETTER_BYTES, TRUNCATED_HEADER
+
+    topic, dlq = new_topic(), new_topic()
+    huge = b'{"user_id": "' + b"u" * 2_000_000 + b'"}'
+    with EventProducer(settings.kafka, topic, dlq) as producer:
+        assert producer.send_checked(huge) is False and producer.send_checked(GOOD.to_json())
+    assert (producer.stats.delivered, producer.stats.failed) == (2, 0)
+    (letter,) = read_topic(settings.kafka, dlq, from_beginning=True, limit=1, idle_timeout_s=20)
+    assert letter.headers["reason"] == b"oversized"
+    assert letter.value == huge[:MAX_LETTER_BYTES]
+    assert letter.headers[TRUNCATED_HEADER] == str(len(huge)).encode()
+
+
 def test_replay_sends_everything_in_per_user_order_with_send_time(
     settings: Settings, new_topic: Callable[..., str]
 ) -> None:

@@ -75,6 +75,7 @@ def test_null_fields_count_as_absent_and_the_version_defaults_to_1() -> None:
         ({"title": "no id"}, Reason.MISSING_FIELD),
         (full(colour="red"), Reason.UNKNOWN_FIELD),
         (full(schema_version=2), Reason.UNKNOWN_SCHEMA_VERSION),
+        (full(schema_version=2, colour="red"), Reason.UNKNOWN_SCHEMA_VERSION),  # v2's field
         (full(schema_version="1"), Reason.WRONG_TYPE),
         (full(schema_version=True), Reason.WRONG_TYPE),
         (full(schema_version=1.5), Reason.WRONG_TYPE),

@@ -80,9 +80,12 @@ def test_integers_written_as_floats_are_integers_as_in_the_schema() -> None:
         (good(ts=1e300), Reason.WRONG_TYPE),  # past 64 bits: no integer of ours
         (good(ts=True), Reason.WRONG_TYPE),
         (good(schema_version=2), Reason.UNKNOWN_SCHEMA_VERSION),
+        (good(schema_version=2, device="tv"), Reason.UNKNOWN_SCHEMA_VERSION),  # v2's field
         (good(schema_version="1"), Reason.WRONG_TYPE),
         (good(context=[1]), Reason.WRONG_TYPE),
         (good(context={"k": {"nested": 1}}), Reason.WRONG_TYPE),
+        (good(context={"price": float("nan")}), Reason.BAD_VALUE),  # JSON has no NaN
+        (good(context={"price": float("-inf")}), Reason.BAD_VALUE),
         (good(session_id=7), Reason.WRONG_TYPE),
     ],
 )

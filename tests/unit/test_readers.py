@@ -131,6 +131,21 @@ def test_jsonl_rejects_first_then_events_in_time_order(tmp_path: Path) -> None:
     assert out[1:] == [b, a]
 
 
+def test_a_byte_order_mark_does_not_cost_a_json_lines_file_its_first_record(
+        tmp_path: Path) -> None:
+    import codecs
+
+    from streams.catalog_files import scan_catalog
+
+    event = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u", "i", "view", 1_700_000_000_500)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + event.to_json() + b"\n")
+    assert list(read_events(path, "jsonl")) == [event]
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(codecs.BOM_UTF8 + b'{"item_id": "i", "title": "T"}\n')
+    assert [r.item_id for r in scan_catalog(items, "jsonl")] == ["i"]
+
+
 def test_unknown_format_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown format 'csv'; choose one of movielens"):
         read_events(tmp_path, "csv")
@@ -211,8 +226,44 @@ def test_a_log_that_is_not_in_its_format_stops_the_command_in_one_line(
         "float: 'abc')")
     assert streamrec("evaluate", "--data", str(tmp_path), "--format", "movielens") == (
         1, f"error: no such file: {tmp_path}")
+    quote = _write(tmp_path, "quote.csv", "userId,movieId,rating,timestamp\n1,\"2,4,100\n"
+                   + "x" * 140_000 + "\n")  # a stray quote: one field past csv's limit
+    code, line = streamrec("evaluate", "--data", str(quote), "--format", "movielens")
+    assert (code, line) == (1, f"error: {quote}: not a movielens log (Error: field larger "
+                            "than field limit (131072))")
     future = _write(tmp_path, "future.csv", "userId,movieId,rating,timestamp\n"
                     "1,2,4,99999999999999\n")  # parses, but the schema refuses its time
-    code, line = streamrec("evaluate", "--data", str(future), "--format", "movielens")
-    assert code == 1 and line.startswith(
-        f"error: {future}: a movielens row is not a valid event (bad_timestamp: ")
+    code, text = streamrec("evaluate", "--data", str(future), "--format", "movielens")
+    assert code == 2 and "holds no valid events in format movielens" in text
+
+
+def test_a_csv_row_the_schema_refuses_comes_as_rejected_in_its_place(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Replay dead-letters it (as a JSON line's) rather than stopping with part of the
+    file sent; training and evaluation leave it out and say so."""
+    import orjson
+
+    from streams.readers import read_valid_events
+
+    path = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
+                  "1,10,4.0,964982000\n1,,3.0,964982100\n2,30,5.0,964982200\n")
+    out = list(read_events(path, "movielens"))
+    assert [type(r).__name__ for r in out] == ["Event", "Rejected", "Event"]
+    assert out[1].error.reason is Reason.BAD_VALUE  # type: ignore[union-attr]
+    assert orjson.loads(out[1].raw)["ts"] == 964_982_100_000  # type: ignore[union-attr]
+    with caplog.at_level("WARNING", logger="streams.readers"):
+        assert [e.item_id for e in read_valid_events(path, "movielens")] == ["10", "30"]
+    assert "1 of its 3 rows are not valid events and were left out (the first: " in caplog.text
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--rate", "0"], "Invalid value for --rate: must be > 0, got 0.0"),
+    (["--time-scale", "-2"], "Invalid value for --time-scale: must be > 0, got -2.0"),
+    (["--limit", "-1"], "Invalid value for '--limit'"),
+])
+def test_replay_refuses_a_pace_or_limit_it_cannot_keep_in_one_line(
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]], option: list[str],
+        message: str) -> None:
+    log = _write(tmp_path, "events.jsonl", "")
+    code, text = streamrec("replay", str(log), "--format", "jsonl", *option)
+    assert code == 2 and message in text

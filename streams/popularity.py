@@ -21,6 +21,10 @@ class DecayedPopularity:
     scores: dict[str, float] = field(default_factory=dict)
     origin_ms: int | None = None
     newest_ms: int | None = None  # the newest event counted: the default "now" of ``top``
+    # The best items, best first, as of the last ``add``: every user a micro-batch serves
+    # by popularity reads it, instead of a pass over every item each (40 ms at 100k items).
+    _ranked: list[tuple[float, str]] | None = field(default=None, init=False, repr=False,
+                                                    compare=False)
 
     def __post_init__(self) -> None:
         if self.half_life_ms <= 0:
@@ -39,15 +43,25 @@ class DecayedPopularity:
     def add(self, item_id: str, ts_ms: int, weight: float = 1.0) -> None:
         w = weight * self._weight(ts_ms)  # first: it may rescale the scores we then read
         self.scores[item_id] = self.scores.get(item_id, 0.0) + w
+        self._ranked = None
         self.newest_ms = ts_ms if self.newest_ms is None else max(self.newest_ms, ts_ms)
 
     def top(self, k: int, exclude: Iterable[str] = (), now_ms: int | None = None
             ) -> list[tuple[str, float]]:
         """The k most popular items (decayed counts as of ``now_ms``, default: last event)."""
-        banned = set(exclude)
-        best = heapq.nlargest(k, ((s, i) for i, s in self.scores.items() if i not in banned))
         if self.origin_ms is None or self.newest_ms is None:
             return []
+        banned = set(exclude)
+        best = [p for p in self._best(k + len(banned)) if p[1] not in banned][:k]
         now = self.newest_ms if now_ms is None else now_ms
         scale = math.pow(2.0, -(now - self.origin_ms) / self.half_life_ms)
         return [(item, score * scale) for score, item in best]
+
+    def _best(self, n: int) -> list[tuple[float, str]]:
+        """The ``n`` best (score, item) pairs, best first (ties: the greater id), from the
+        ranking kept since the last ``add`` when it holds that many."""
+        ranked = self._ranked
+        if ranked is None or (len(ranked) < n and len(ranked) < len(self.scores)):
+            ranked = heapq.nlargest(max(n, 64), ((s, i) for i, s in self.scores.items()))
+            self._ranked = ranked
+        return ranked[:n]

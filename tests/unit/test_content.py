@@ -202,6 +202,27 @@ def test_a_changed_record_re_embeds_its_item_as_id_plus_new_content() -> None:
     assert got == pytest.approx(float(expected @ expected), rel=1e-5)
 
 
+def test_records_that_move_no_vector_leave_the_index_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In ``map`` mode a trained item keeps its id vector: a worker re-reading the items
+    topic at start rebuilt an IVF or HNSW index (k-means again) per poll for nothing."""
+    from model.retrieval.index import ItemIndex
+
+    model, bundle = _bundle(mode="map")
+    rebuilt: list[int] = []
+    build = ItemIndex.build
+    monkeypatch.setattr(ItemIndex, "build", classmethod(
+        lambda cls, table, cfg=None: rebuilt.append(len(table) - 1) or build(table, cfg)))
+    monkeypatch.setattr(bundle.index, "update", lambda ids, vectors: False)  # as IVF answers
+    before = bundle.encoder.items.copy()
+    assert bundle.add_items([ItemRecord("7", title="another thing", price=5.0)]) == 1
+    assert rebuilt == [] and (bundle.encoder.items == before).all()
+    assert bundle.add_items([ItemRecord("new", title="thing 1")]) == 1
+    assert rebuilt == [] and bundle.index.num_items == 41  # added, not rebuilt
+    assert bundle.add_items([ItemRecord("new", title="thing 2, changed")]) == 1
+    assert rebuilt == [41]  # a content-only item's vector moves: the index follows
+
+
 def test_a_bundle_without_a_catalogue_embeds_nothing() -> None:
     from model.data import IdMap
     from model.pipeline import ServingBundle

@@ -234,6 +234,27 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     assert rebuilt[-1] == 1
 
 
+def test_a_short_cache_is_not_taken_for_a_longer_session_ending_the_same_way() -> None:
+    """A cache of one item (the hot swap's smoke test leaves one for the id map's first
+    user) held the session's second-newest item: only that item and the new one were
+    encoded, not the session. Shorter caches continue a session only after a roll."""
+    from model.features import LiveSession
+    from streams.events import EVENT_TYPES
+    from streams.hot_swap import smoke_test
+
+    seqs, bundle = _window_of_8(seed=6)
+    user, ids = seqs.users.ids[0], seqs.items.ids
+    session = [ids[4], ids[2], ids[6], ids[0], ids[1]]  # the smoke test's item, then one
+    smoke_test(bundle, 3)
+    (got,) = bundle.recommend([user], [LiveSession(session, [EVENT_TYPES[0]] * 5, [0] * 5)],
+                              k=3)
+    _, fresh = _window_of_8(seed=6)
+    (want,) = fresh.recommend([user], [LiveSession(session, [EVENT_TYPES[0]] * 5, [0] * 5)],
+                              k=3)
+    assert got.items == want.items
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+
+
 def _as_one_event_at_a_time(bundle: ServingBundle, rows: list[str], sessions: list[list[str]],
                             seed: int) -> list:
     """``bundle``'s lists for a micro-batch, checked equal to a fresh twin's (same seed)

@@ -37,3 +37,35 @@ def test_empty_and_bad_arguments() -> None:
     assert DecayedPopularity().top(3) == []
     with pytest.raises(ValueError):
         DecayedPopularity(half_life_ms=0)
+
+
+def test_top_reads_one_ranking_per_update_and_equals_a_full_pass() -> None:
+    """Every user a micro-batch serves by popularity reads the ranking made once since
+    the last event; what each gets is what a pass over every item gives it."""
+    import heapq
+    import random
+
+    rng = random.Random(3)
+    pop = DecayedPopularity(half_life_ms=HOUR)
+    for n in range(3000):
+        pop.add(f"i{rng.randrange(400)}", n * 1000)
+    sessions = [set(rng.sample(sorted(pop.scores), rng.randrange(0, 50))) for _ in range(200)]
+    expected = [[i for _, i in heapq.nlargest(10, ((v, i) for i, v in pop.scores.items()
+                                                   if i not in seen))] for seen in sessions]
+    passes = [0]
+    nlargest = heapq.nlargest
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        passes[0] += 1
+        return nlargest(*args, **kwargs)
+
+    heapq.nlargest = counting
+    try:
+        served = [[i for i, _ in pop.top(10, exclude=seen)] for seen in sessions]
+        assert passes[0] == 1
+        pop.add("i7", 3_000_000)  # a new event: the next read ranks again
+        pop.top(10)
+        assert passes[0] == 2
+    finally:
+        heapq.nlargest = nlargest
+    assert served == expected

@@ -21,6 +21,8 @@ from infra.errors import StackError
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password"})
+_SPELLINGS = {"security.protocol": str.upper, "sasl.mechanism": str.upper,
+              "ssl.endpoint.identification.algorithm": str.lower}
 SUPPORTED_KEYS = frozenset({
     "security.protocol", "sasl.mechanism", "sasl.username", "sasl.password",
     "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
@@ -50,6 +52,11 @@ class KafkaConnection:
             raise StackError(f"{self.protocol} needs sasl.username and sasl.password")
         wrapped = {k: SecretStr(_reveal(v)) if k in SECRET_KEYS else _reveal(v)
                    for k, v in self.security.items()}
+        # One spelling for every client: librdkafka takes "plain" as a mechanism it lacks
+        # and "NONE" as no hostname check, where aiokafka's context read only "none".
+        for key, spelled in _SPELLINGS.items():
+            if key in wrapped:
+                wrapped[key] = spelled(str(wrapped[key]))
         object.__setattr__(self, "security", wrapped)
 
     def __repr__(self) -> str:

@@ -83,7 +83,8 @@ class ManagedProcess:
         with others (a port changed since ``stack up``): starting another beside it
         would leave it running with no pid file."""
         pid = self.pid()
-        if pid is not None and self.settings not in _cmdline(pid):
+        if pid is not None and self.settings not in _cmdline(pid).split():  # whole words:
+            # port 1637 is not 16379
             raise StackError(f"{self.name} from an earlier start is running with other "
                              f"settings (pid {pid}, not {self.settings}): run "
                              "'streamrec stack down' first")

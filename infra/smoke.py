@@ -17,10 +17,11 @@ from infra.urls import mask_url
 _TIMEOUT_S = 20.0
 
 
-def kafka_round_trip(kafka: KafkaConnection) -> float:
-    """Produce one record to a fresh topic, read it back, delete the topic; returns ms."""
+def kafka_round_trip(kafka: KafkaConnection, replication: int = 1) -> float:
+    """Produce one record to a fresh topic (``replication``: the topics' own, which a
+    cluster with a minimum would refuse below), read it back, delete it; returns ms."""
     topic = f"streamrec.smoke.{uuid.uuid4().hex[:12]}"
-    ensure_topics(kafka, [TopicSpec(topic, 1)])
+    ensure_topics(kafka, [TopicSpec(topic, 1, replication)])
     payload = uuid.uuid4().bytes
     start = time.perf_counter()
     producer = Producer(kafka.librdkafka(**{"enable.idempotence": True}))

@@ -60,7 +60,7 @@ def check() -> None:
     """A real round trip through Kafka, Redis and MLflow."""
     settings = load_settings()
     results = {
-        "kafka produce→consume": kafka_round_trip(settings.kafka),
+        "kafka produce→consume": kafka_round_trip(settings.kafka, settings.topic_replication),
         "redis set→get": redis_round_trip(settings.redis),
         "mlflow log→read": mlflow_round_trip(mlflow_store(settings), settings.mlflow_experiment),
     }

@@ -60,7 +60,10 @@ def masked_records(make: Callable[..., logging.LogRecord]) -> Callable[..., logg
     Only records at an enabled level are made, so the hot path pays nothing."""
     def masked(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format: logging reports it when it emits,
+            return record  # as without this factory, rather than raise into the caller
         if "://" in message:
             record.msg, record.args = mask_urls(message), ()
         if record.exc_info and record.exc_info[0] is not None:

@@ -9,9 +9,11 @@ locally under ``.local/`` in the repository. Build it once in an entry point wit
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
+import redis
 from pydantic import (
     Field,
     SecretStr,
@@ -267,6 +269,13 @@ class Settings(BaseSettings):
             scheme = url.partition(":")[0] if ":" in url else ""
             raise ValueError(f"expected a redis://host:port/db URL (or rediss://, unix://), "
                              f"got one with scheme {scheme!r} (the rest is not shown)")
+        if value is not None:
+            try:  # as every client parses it: a password with "/" or "#" unescaped breaks
+                redis.connection.parse_url(url)  # the port, and its error quotes the password
+            except ValueError:
+                raise ValueError("a redis URL that does not parse (the value is not shown); "
+                                 "percent-encode '/', '#', '?' and '@' in its password "
+                                 "(e.g. %2F)") from None
         return value
 
     @field_validator("redis_password")
@@ -314,8 +323,8 @@ class Settings(BaseSettings):
     @classmethod
     def _known_event_types(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(EVENT_TYPES))
-        if unknown or any(w < 0 for w in value.values()):
-            raise ValueError(f"expected weights >= 0 for {', '.join(EVENT_TYPES)}; "
+        if unknown or not all(0 <= w < math.inf for w in value.values()):
+            raise ValueError(f"expected finite weights >= 0 for {', '.join(EVENT_TYPES)}; "
                              f"got {value}")
         return value
 
@@ -323,8 +332,9 @@ class Settings(BaseSettings):
     @classmethod
     def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(TASKS))
-        if unknown or any(w < 0 for w in value.values()):
-            raise ValueError(f"expected weights >= 0 for tasks {', '.join(TASKS)}; got {value}")
+        if unknown or not all(0 <= w < math.inf for w in value.values()):
+            raise ValueError(f"expected finite weights >= 0 for tasks {', '.join(TASKS)}; "
+                             f"got {value}")
         return value
 
     @field_validator("context_numeric")

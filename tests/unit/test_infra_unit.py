@@ -185,10 +185,13 @@ def test_a_service_started_with_other_settings_is_stopped_but_never_reused(
     pid = old.spawn([sys.executable, "-c", "import time; time.sleep(60)", "127.0.0.1:16379"])
     moved = ManagedProcess("Redis", old.pid_file, old.log_file, marker="import time",
                            settings="127.0.0.1:16380")
+    prefix = ManagedProcess("Redis", old.pid_file, old.log_file, marker="import time",
+                            settings="127.0.0.1:1637")  # a port whose digits begin the old
     try:
         assert old.serving_pid() == pid
-        with pytest.raises(StackError, match="running with other settings .* stack down"):
-            moved.serving_pid()
+        for other in (moved, prefix):
+            with pytest.raises(StackError, match="running with other settings .* stack down"):
+                other.serving_pid()
         assert moved.pid_file.exists() and moved.stop()  # still ours to stop
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -149,6 +149,17 @@ def test_text_lines_are_masked_too(capsys: pytest.CaptureFixture[str]) -> None:
     assert "s3cret-pass" not in text and "qs-secret" not in text
 
 
+def test_a_log_call_with_mismatched_arguments_does_not_raise_into_its_caller() -> None:
+    """Third-party code logs ``log.warning("failed", exc)`` now and then: logging reports
+    the bad format when it emits and carries on; the masking factory raised it at the
+    call instead, inside Faust or uvicorn."""
+    make = masked_records(logging.LogRecord)
+    record = make("lib", logging.WARNING, __file__, 1, "value %d", ("not a number",), None)
+    assert (record.msg, record.args) == ("value %d", ("not a number",))  # left for logging
+    masked = make("lib", logging.WARNING, __file__, 1, "from %s", (SECRET_URL,), None)
+    assert "s3cret-pass" not in masked.getMessage()
+
+
 def test_a_retry_storm_logs_once_per_interval_and_says_how_many_it_held_back(
         caplog: pytest.LogCaptureFixture) -> None:
     """aiokafka logs each 0.1 s retry while a broker is away (~280 lines a second per

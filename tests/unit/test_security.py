@@ -36,6 +36,31 @@ def test_connection_maps_the_same_properties_onto_each_client(tmp_path: Path) ->
     assert creds.password == "hunter2"
 
 
+def test_every_client_reads_one_spelling_of_protocol_mechanism_and_hostname_check(
+        tmp_path: Path) -> None:
+    """librdkafka refused "plain" as a mechanism, and took "NONE" as no hostname check
+    where aiokafka's context, reading only "none", kept checking."""
+    files = TlsFiles(tmp_path).ensure()
+    kafka = KafkaConnection("b:9093", {**SASL, "security.protocol": "sasl_ssl",
+                                       "sasl.mechanism": "scram-sha-256",
+                                       "ssl.ca.location": str(files.ca),
+                                       "ssl.endpoint.identification.algorithm": "NONE"})
+    conf = kafka.librdkafka()
+    assert (conf["security.protocol"], conf["sasl.mechanism"]) == ("SASL_SSL", "SCRAM-SHA-256")
+    assert conf["ssl.endpoint.identification.algorithm"] == "none"
+    assert kafka.ssl_context().check_hostname is False  # type: ignore[union-attr]
+
+
+def test_a_redis_url_that_does_not_parse_is_refused_without_its_password(
+        clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_REDIS_URL", "redis://app:Ab3dE/fGh+Ij@cache:6379/0")
+    with pytest.raises(StackError, match="percent-encode") as info:
+        load_settings()
+    assert "Ab3dE" not in str(info.value) and "fGh" not in str(info.value)
+    clean_env.setenv("STREAMREC_REDIS_URL", "redis://app:Ab3dE%2FfGh+Ij@cache:6379/0")
+    assert load_settings().redis_url is not None
+
+
 def test_plaintext_is_the_default_and_needs_no_credentials() -> None:
     kafka = KafkaConnection("127.0.0.1:9092")
     assert kafka.librdkafka() == {"bootstrap.servers": "127.0.0.1:9092"}

@@ -53,6 +53,8 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_KAFKA_PORT", "19093", "distinct ports: STREAMREC_KAFKA_PORT=19093, "
          "STREAMREC_KAFKA_CONTROLLER_PORT=19093"),
         ("STREAMREC_REDIS_PORT", "19092", "STREAMREC_REDIS_PORT=19092"),
+        ("STREAMREC_EVENT_WEIGHTS", '{"purchase": NaN}', "finite weights"),
+        ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": Infinity}', "finite weights"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(

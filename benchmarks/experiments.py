@@ -14,8 +14,8 @@ once, seen items excluded). Then, replaying those events in time order:
 - **A/B**: users split by salt, each user sees their arm's lists; the run stops at the
   first look that decides.
 - **Interleaving**: every list is the team draft of both models' lists (coins seeded by
-  salt and event id); the next event credits a team; the beta-binomial test is read at
-  the same looks.
+  salt and event id); the next event credits a team; the test of users' credit shares
+  (``InterleavingTest``) is read at the same looks.
 
     .venv/bin/python -m benchmarks.experiments
     .venv/bin/python -m benchmarks.experiments --data ../shared/data/rees46-slice/events.csv \\
@@ -40,7 +40,7 @@ from model.evaluation.baselines import ItemKNN, Popularity
 from model.evaluation.protocols import Scorer
 from model.experiments.bucketing import assign
 from model.experiments.interleaving import credit, rng_for, team_draft
-from model.experiments.online import VariantTally, list_outcome
+from model.experiments.online import VariantTally, list_outcome, summarise
 from model.experiments.statistics import (
     Evidence,
     InterleavingTest,
@@ -77,6 +77,11 @@ class Log:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    @property
+    def user_index(self) -> dict[str, int]:
+        """Each user's row in per-user arrays, in order of first event."""
+        return {u: i for i, u in enumerate(dict.fromkeys(self.users))}
 
 
 @dataclass(frozen=True)
@@ -220,18 +225,23 @@ def interleaving_run(log: Log, salt: str, models: tuple[int, int], every: int, a
     draft is skipped."""
     test = InterleavingTest(alpha=alpha)
     a, b = (log.lists[m] for m in models)
+    rows = log.user_index
+    to_a, given = np.zeros(len(rows)), np.zeros(len(rows))
 
     def step(i: int) -> None:
         target = log.targets[i]
         if target in a[i] or target in b[i]:
-            test.add(credit(team_draft(a[i], b[i], K, rng_for(f"{salt}:{log.event_ids[i]}")),
-                            target))
+            team = credit(team_draft(a[i], b[i], K, rng_for(f"{salt}:{log.event_ids[i]}")),
+                          target)
+            user = rows[log.users[i]]
+            to_a[user] += team == 0
+            given[user] += 1
 
     def look() -> tuple[Evidence, float]:
-        credits = test.wins_a + test.wins_b
-        ready = credits >= MIN_CREDITS_FOR_Z
-        z = (test.wins_a - test.wins_b) / math.sqrt(credits) if ready else 0.0
-        return test.look(), z
+        credits, wins_a = given.sum(), to_a.sum()
+        ready = credits >= MIN_CREDITS_FOR_Z  # the naive baseline: credits as coins
+        z = float((2 * wins_a - credits) / math.sqrt(credits)) if ready else 0.0
+        return test.look(summarise(to_a, given)), z
 
     return _replay(log, every, alpha, stop, step, look)
 

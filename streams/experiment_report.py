@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from model.experiments.interleaving import CREDIT_TO_A
 from model.experiments.online import MetricSummary
 from model.experiments.statistics import (
     Evidence,
@@ -84,9 +85,10 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
     winner = None
     if experiment.mode == "interleave":
         test = InterleavingTest.from_dict(states.get("interleaving", {}))
-        test.wins_a, test.wins_b = tallies.credits.wins_a, tallies.credits.wins_b
-        evidence = test.look()
-        tests["interleaving"] = {**_evidence(evidence), "wins": [test.wins_a, test.wins_b]}
+        shares = tallies.credits.summary()[CREDIT_TO_A]
+        evidence = test.look(shares)
+        tests["interleaving"] = {**_evidence(evidence), "wins": list(tallies.wins()),
+                                 "users": shares.users}
         new_states["interleaving"] = test.to_dict()
         verdict = evidence.verdict
         if verdict is not Verdict.UNDECIDED:
@@ -94,7 +96,8 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
     else:
         verdict, winner = _ab_tests(experiment, summaries, states, tests, new_states)
     counts = [tallies.variant(v.name).users for v in experiment.variants]
-    shares = [v.share / (1 - experiment.holdback) for v in experiment.variants]
+    served = sum(v.share for v in experiment.variants)  # not 1 - holdback: the declared
+    shares = [v.share / served for v in experiment.variants]  # sum's rounding, magnified
     srm = sample_ratio_mismatch(counts, shares) if experiment.mode == "ab" else None
     return ExperimentReport(
         experiment, workers, variants, tests, srm.p_value if srm else math.nan,

@@ -29,9 +29,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.experiments.interleaving import Interleaved, credit, rng_for, team_draft
+from model.experiments.interleaving import (
+    CREDIT_TO_A,
+    Interleaved,
+    credit,
+    rng_for,
+    team_draft,
+)
 from model.experiments.online import VariantTally, list_outcome, metric_names
-from model.experiments.statistics import InterleavingTest
 from model.pipeline import Recommendation
 from streams.experiment import POPULARITY, Experiment, Variant
 from streams.messages import CHAMPION, NO_MODEL, ExperimentTag, RecommendationList
@@ -59,34 +64,46 @@ class Pending:
     converted: bool = False
 
 
+def _credit_tally() -> VariantTally:
+    return VariantTally((CREDIT_TO_A,))
+
+
 @dataclass
 class Tallies:
-    """What one worker has judged: per variant (A/B) or the credits (interleaving)."""
+    """What one worker has judged: per variant (A/B) or, per user, the interleaving
+    credits (``CREDIT_TO_A``: 1 for a credit to A, 0 for one to B)."""
 
     variants: dict[str, VariantTally] = field(default_factory=dict)
-    credits: InterleavingTest = field(default_factory=InterleavingTest)
+    credits: VariantTally = field(default_factory=_credit_tally)
 
     def variant(self, name: str) -> VariantTally:
         if name not in self.variants:
             self.variants[name] = VariantTally(METRICS)
         return self.variants[name]
 
+    def wins(self) -> tuple[int, int]:
+        """Credits to A and to B, over every user."""
+        rows = self.credits.per_user.values()
+        to_a, given = sum(r[0] for r in rows), sum(r[1] for r in rows)
+        return round(to_a), round(given - to_a)
+
     def to_dict(self) -> dict[str, Any]:
         return {"variants": {n: t.to_dict() for n, t in self.variants.items()},
-                "wins": [self.credits.wins_a, self.credits.wins_b]}
+                "credits": self.credits.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tallies:
-        credits = InterleavingTest(wins_a=int(data["wins"][0]), wins_b=int(data["wins"][1]))
+        """A tally written before credits were kept per user (``wins`` alone) starts its
+        credits afresh: a count without its users cannot be tested."""
+        credits = (VariantTally.from_dict(data["credits"]) if "credits" in data
+                   else _credit_tally())
         return cls({n: VariantTally.from_dict(t) for n, t in data["variants"].items()}, credits)
 
     def merge(self, other: Tallies) -> Tallies:
         empty = VariantTally(METRICS)
         variants = {n: self.variants.get(n, empty).merge(other.variants.get(n, empty))
                     for n in sorted(set(self.variants) | set(other.variants))}
-        return Tallies(variants, InterleavingTest(
-            wins_a=self.credits.wins_a + other.credits.wins_a,
-            wins_b=self.credits.wins_b + other.credits.wins_b))
+        return Tallies(variants, self.credits.merge(other.credits))
 
 
 class LiveExperiment:
@@ -129,8 +146,8 @@ class LiveExperiment:
         if shown.teams is None:
             self.tallies.variant(shown.variant).add(user, list_outcome(shown.items,
                                                                        item).as_dict())
-        else:
-            self.tallies.credits.add(credit(Interleaved(shown.items, shown.teams), item))
+        elif (team := credit(Interleaved(shown.items, shown.teams), item)) is not None:
+            self.tallies.credits.add(user, {CREDIT_TO_A: float(team == 0)})
 
     @staticmethod
     def _judge_delayed(shown: Pending, item: str, kind: str) -> None:

@@ -134,7 +134,8 @@ def _auc_gain(scores: np.ndarray, baseline: np.ndarray, labels: np.ndarray,
     if labels.all() or not labels.any():  # no AUC without both kinds of case
         return dict.fromkeys(("converts AUC gain", "converts AUC gain low",
                               "converts AUC gain high"), float("nan"))
-    low, high = bootstrap_interval(np.arange(len(labels)), gain, level, n=1000, rng=0)
+    low, high = bootstrap_interval(np.arange(len(labels)), gain, level, n=1000, rng=0,
+                                   strata=labels)  # both kinds in every resample
     return {"converts AUC gain": gain(np.arange(len(labels))), "converts AUC gain low": low,
             "converts AUC gain high": high}
 

@@ -71,6 +71,9 @@ def team_draft(a: Sequence[str], b: Sequence[str], k: int, rng: random.Random) -
     return Interleaved(tuple(items), tuple(teams))
 
 
+CREDIT_TO_A = "credit to A"  # per user: the share of their credits that went to A
+
+
 def credit(interleaved: Interleaved, item: str) -> int | None:
     """The team credited when the user's next interaction is ``item``; None when the list
     did not hold it (the event then says nothing about either model)."""

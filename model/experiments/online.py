@@ -117,7 +117,7 @@ class VariantTally:
         variance; users with no value for a metric do not count for it."""
         table = np.asarray(list(self.per_user.values()), dtype=float).reshape(
             len(self.per_user), 2 * len(self.metrics))
-        return {name: _summarise(table[:, 2 * i], table[:, 2 * i + 1])
+        return {name: summarise(table[:, 2 * i], table[:, 2 * i + 1])
                 for i, name in enumerate(self.metrics)}
 
     def to_dict(self) -> dict:
@@ -135,7 +135,9 @@ class VariantTally:
         return cls(metrics, int(data["lists"]), per_user)
 
 
-def _summarise(sums: np.ndarray, counts: np.ndarray) -> MetricSummary:
+def summarise(sums: np.ndarray, counts: np.ndarray) -> MetricSummary:
+    """Per-user ``sums`` and ``counts`` of one metric (aligned arrays) to its summary over
+    the users with a count."""
     seen = counts > 0
     means = sums[seen] / counts[seen]
     n = len(means)

@@ -195,6 +195,8 @@ class Evidence(BaseModel):
     high: float | None
     wins: list[int] | None = Field(None, description="interleaving only: credits of the "
                                    "two models")
+    users: int | None = Field(None, description="interleaving only: users who gave a "
+                              "credit, the test's unit")
 
 
 class ExperimentStatus(BaseModel):

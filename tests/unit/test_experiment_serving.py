@@ -201,7 +201,8 @@ def test_an_interleaved_list_credits_the_team_of_the_next_item() -> None:
     live.shown(shown("u2", ["a", "x", "b"], tag))
     live.observe("u1", "x", "view")
     live.observe("u2", "nothing-listed", "view")
-    assert (live.tallies.credits.wins_a, live.tallies.credits.wins_b) == (0, 1)
+    assert live.tallies.wins() == (0, 1)
+    assert live.tallies.credits.per_user == {"u1": [0.0, 1.0]}  # per user: to A, credits
 
 
 def test_a_users_events_in_one_micro_batch_judge_each_others_lists() -> None:
@@ -244,6 +245,8 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     for i in range(1000):
         lopsided.variant("control" if i % 10 else "treatment").add(f"u{i}", {"HR@10": 0.0})
     assert look(e, lopsided, 1, {})[0].sample_ratio_mismatch
+    thirds = new_experiment("e", [(n, "champion", 0.0166667) for n in "abc"], holdback=0.95)
+    assert not look(thirds, Tallies(), 1, {})[0].sample_ratio_mismatch  # raised before
 
 
 def test_a_variant_that_fails_to_load_is_reported_and_retried_with_backoff() -> None:

@@ -103,32 +103,43 @@ def test_a_decision_stays_and_the_state_survives_json() -> None:
     assert worse.verdict is Verdict.B_WINS  # later looks do not undo a decision
 
 
-def _interleaving_run(rng: np.random.Generator, share_a: float, credits: int = 1500,
-                      every: int = 20) -> InterleavingTest:
-    test = InterleavingTest(alpha=ALPHA)
-    for i, won_by_a in enumerate(rng.random(credits) < share_a, 1):
-        test.add(0 if won_by_a else 1)
-        if i % every == 0:
-            test.look()
+def _interleaving_run(rng: np.random.Generator, leanings: tuple[float, ...],
+                      users: int = 300, credits: int = 5, every: int = 20) -> InterleavingTest:
+    """Users one after another, each leaning to A with one of ``leanings`` (the chance
+    each of their ``credits`` goes to A), read every ``every`` credits."""
+    from model.experiments.interleaving import CREDIT_TO_A
+    from model.experiments.online import VariantTally
+
+    test, tally, given = InterleavingTest(alpha=ALPHA), VariantTally((CREDIT_TO_A,)), 0
+    for user, lean in enumerate(rng.choice(leanings, users)):
+        for to_a in rng.random(credits) < lean:
+            tally.add(str(user), {CREDIT_TO_A: float(to_a)})
+            given += 1
+            if given % every == 0:
+                test.look(tally.summary()[CREDIT_TO_A])
     return test
 
 
-def test_interleaving_a_a_keeps_the_false_positive_rate() -> None:
+@pytest.mark.parametrize("leanings", [(0.5,), (0.3, 0.7), (0.2, 0.8)])
+def test_interleaving_a_a_keeps_the_false_positive_rate_when_users_differ(
+        leanings: tuple[float, ...]) -> None:
+    """Equally good models, users who each lean one way: credits of one user are not
+    independent coins (a test counting them as such rejected in 32% and 100% of runs)."""
     rng = np.random.default_rng(11)
-    rejected = sum(_interleaving_run(rng, 0.5).verdict is not Verdict.UNDECIDED
-                   for _ in range(RUNS))
+    rejected = sum(_interleaving_run(rng, leanings, credits=10).verdict is not
+                   Verdict.UNDECIDED for _ in range(RUNS))
     assert rejected / RUNS <= ALPHA + TOLERANCE
 
 
 def test_interleaving_finds_the_better_model_and_covers_its_share() -> None:
     rng = np.random.default_rng(12)
-    runs = [_interleaving_run(rng, 0.4) for _ in range(50)]  # B wins 60% of credits
+    runs = [_interleaving_run(rng, (0.4,)) for _ in range(50)]  # B wins 60% of credits
     assert sum(t.verdict is Verdict.B_WINS for t in runs) >= 45
     assert not any(t.verdict is Verdict.A_WINS for t in runs)
     assert sum(t.low <= 0.4 <= t.high for t in runs) >= 45
-    test = InterleavingTest()
-    test.add(None)
-    assert test.wins_a == test.wins_b == 0 and test.look().estimate == 0.5
+    one_sided = InterleavingTest()  # every user credits A alone: no spread, still decided
+    assert one_sided.look(MetricSummary(30, 1.0, 0.0)).verdict is Verdict.A_WINS
+    assert InterleavingTest().look(MetricSummary(0, float("nan"), float("nan"))).estimate == 0.5
 
 
 def test_the_sample_ratio_check_flags_a_broken_split_only() -> None:
@@ -170,6 +181,27 @@ def test_resampling_users_widens_the_interval_of_correlated_cases() -> None:
         bootstrap_interval([])
     with pytest.raises(ValueError, match="groups for"):
         bootstrap_interval([1.0, 2.0], groups=[1])
+
+
+def test_resampling_within_strata_keeps_a_rare_class_in_every_draw() -> None:
+    """An AUC over 4 positives in 300 cases: a plain resample lacks a positive about 2% of
+    the time, its AUC is undefined, and the quantiles of the whole interval were NaN."""
+    from model.evaluation.metrics import binary_auc
+
+    rng = np.random.default_rng(10)
+    labels = np.zeros(300, bool)
+    labels[:4] = True
+    scores = rng.normal(0, 1, 300) + labels
+
+    def auc(rows: np.ndarray) -> float:
+        return binary_auc(scores[rows.astype(int)], labels[rows.astype(int)])
+
+    plain = bootstrap_interval(np.arange(300), auc, n=1000, rng=0)
+    assert np.isnan(plain).all()
+    low, high = bootstrap_interval(np.arange(300), auc, n=1000, rng=0, strata=labels)
+    assert 0 <= low <= auc(np.arange(300)) <= high <= 1
+    with pytest.raises(ValueError, match="not both"):
+        bootstrap_interval([1.0, 2.0], groups=[1, 2], strata=[0, 1])
 
 
 # --- the gate's confidence rule (model.evaluation.gate.decide with per-case ranks) ------------

@@ -203,6 +203,10 @@ def test_an_interleaved_list_credits_the_team_of_the_next_item() -> None:
     live.observe("u2", "nothing-listed", "view")
     assert live.tallies.wins() == (0, 1)
     assert live.tallies.credits.per_user == {"u1": [0.0, 1.0]}  # per user: to A, credits
+    back = Tallies.from_dict(json.loads(json.dumps(live.tallies.to_dict())))
+    assert back.merge(live.tallies).wins() == (0, 2)
+    older = Tallies.from_dict({"variants": {}, "wins": [3, 4]})  # counts alone, no users
+    assert older.wins() == (0, 0) and older.credits.users == 0
 
 
 def test_a_users_events_in_one_micro_batch_judge_each_others_lists() -> None:

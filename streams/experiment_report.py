@@ -108,9 +108,12 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
               states: dict[str, dict[str, Any]], tests: dict[str, dict[str, Any]],
               new_states: dict[str, dict]) -> tuple[Verdict, str | None]:
     """Each variant against the control on each metric; the verdict is the primary
-    metric's: a variant that beats the control, else the control if it beats them all."""
+    metric's: of the variants that beat the control the one ahead by most, else the
+    control if it beats them all. Each pair is tested at the full level, with no
+    correction for several variants."""
     control = experiment.control.name
-    verdict, winner, beaten = Verdict.UNDECIDED, None, 0
+    ahead: dict[str, float] = {}
+    beaten = 0
     for v in experiment.variants[1:]:
         for metric in METRICS:
             key = f"{v.name} vs {control}: {metric}"
@@ -119,12 +122,14 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
             tests[key], new_states[key] = _evidence(evidence), test.to_dict()
             if metric != PRIMARY:
                 continue
-            if evidence.verdict is Verdict.B_WINS and winner is None:
-                verdict, winner = Verdict.B_WINS, v.name
+            if evidence.verdict is Verdict.B_WINS:
+                ahead[v.name] = evidence.estimate
             beaten += evidence.verdict is Verdict.A_WINS
-    if winner is None and beaten == len(experiment.variants) - 1:
-        verdict, winner = Verdict.A_WINS, control
-    return verdict, winner
+    if ahead:
+        return Verdict.B_WINS, max(ahead, key=lambda name: ahead[name])
+    if beaten == len(experiment.variants) - 1:
+        return Verdict.A_WINS, control
+    return Verdict.UNDECIDED, None
 
 
 def status(redis: Any, experiment: Experiment) -> ExperimentReport:

@@ -249,6 +249,14 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     for i in range(1000):
         lopsided.variant("control" if i % 10 else "treatment").add(f"u{i}", {"HR@10": 0.0})
     assert look(e, lopsided, 1, {})[0].sample_ratio_mismatch
+    three = new_experiment("e", [("control", "champion", 0.34), ("good", "popularity", 0.33),
+                                 ("better", "popularity", 0.33)])
+    ahead = Tallies()
+    for i in range(600):  # both beat the control; the variant declared last by more
+        name, hits = [("control", 1), ("good", 2), ("better", 3)][i % 3]
+        for j in range(3):
+            ahead.variant(name).add(f"u{i}", {"NDCG@10": float(j < hits)})
+    assert look(three, ahead, 1, {})[0].winner == "better"  # not the first declared
     thirds = new_experiment("e", [(n, "champion", 0.0166667) for n in "abc"], holdback=0.95)
     assert not look(thirds, Tallies(), 1, {})[0].sample_ratio_mismatch  # raised before
 

@@ -181,9 +181,17 @@ class LocalKafka:
         return self.process.pid()
 
     def start(self, timeout_s: float = 60.0) -> int:
-        """Start the broker (or return the pid of the one already running)."""
+        """Start the broker (or return the pid of the one already running, refused in one
+        line when it listens on other ports: its command line names only its config)."""
         pid = self.running_pid()
         if pid is not None:
+            wanted = f"://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            listeners = [line for line in (self.home / "server.properties").read_text()
+                         .splitlines() if line.startswith("listeners=")]
+            if not listeners or not listeners[0].endswith(wanted):
+                raise StackError(f"the Kafka broker from an earlier start is running with "
+                                 f"other ports (pid {pid}, not {self.port} and "
+                                 f"{self.controller_port}): run 'streamrec stack down' first")
             return pid
         for port in (self.port, self.controller_port):
             if port_in_use(port):

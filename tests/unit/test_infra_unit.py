@@ -196,3 +196,24 @@ def test_a_service_started_with_other_settings_is_stopped_but_never_reused(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
+
+
+def test_a_broker_running_on_other_ports_is_named_not_taken_for_the_new_one(
+        tmp_path: Path) -> None:
+    """``stack up`` after STREAMREC_KAFKA_PORT changed: the old broker was returned as the
+    new one, and the probe then waited 90 s on a port nothing listened on."""
+    from infra.kafka_broker import LocalKafka, server_properties
+
+    old = LocalKafka(tmp_path, 19092, 19093, version="0.0.0")
+    (tmp_path / "server.properties").write_text(
+        server_properties(19092, 19093, tmp_path / "data", old.connection, None))
+    pid = old.process.spawn([sys.executable, "-c", "import time; time.sleep(60)",
+                             str(tmp_path / "server.properties")])
+    try:
+        assert old.start() == pid
+        with pytest.raises(StackError, match="running with other ports .* stack down"):
+            LocalKafka(tmp_path, 29092, 19093, version="0.0.0").start()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+

@@ -164,9 +164,7 @@ class InterleavingTest(_AlwaysValid):
     (``tests/unit/test_experiment_statistics.py``)."""
 
     effect_sd: float = 0.2
-    # Users before a look counts: on short sessions a user's share is 0 or 1, and the
-    # plug-in variance of 20 such users let 6% of fair-coin runs decide (3.7% from 50).
-    min_users: int = 50
+    min_users: int = 20
 
     def look(self, shares: MetricSummary) -> Evidence:
         """Fold in the users' credit shares so far: the p-value at 1/2, an interval for

@@ -138,7 +138,7 @@ def test_interleaving_finds_the_better_model_and_covers_its_share() -> None:
     assert not any(t.verdict is Verdict.A_WINS for t in runs)
     assert sum(t.low <= 0.4 <= t.high for t in runs) >= 45
     one_sided = InterleavingTest()  # every user credits A alone: no spread, still decided
-    assert one_sided.look(MetricSummary(60, 1.0, 0.0)).verdict is Verdict.A_WINS
+    assert one_sided.look(MetricSummary(30, 1.0, 0.0)).verdict is Verdict.A_WINS
     assert InterleavingTest().look(MetricSummary(0, float("nan"), float("nan"))).estimate == 0.5
 
 

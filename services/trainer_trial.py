@@ -111,7 +111,6 @@ class LiveTrial:
         return RoundSummary("trial", f"live trial {trial.name} running for {hours:.1f} h: "
                             f"{report.verdict} ({_evidence(report)})", versions)
 
-
     def _control(self, versions: dict[str, str]) -> dict[str, str] | None:
         """The champion the trial started against (None, when the alias is missing, makes
         the compare-and-set refuse: nothing is promoted over an unknown champion)."""

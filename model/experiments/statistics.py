@@ -173,7 +173,7 @@ class InterleavingTest(_AlwaysValid):
         share = shares.mean if shares.users else 0.5
         if shares.users < max(self.min_users, 2):
             return self._evidence(share)
-        sd2 = max(shares.sd ** 2 if math.isfinite(shares.sd) else 0.0, 0.25 / shares.users)
+        sd2 = max(shares.sd ** 2, 0.25 / shares.users)
         variance, tau2 = sd2 / shares.users, self.effect_sd ** 2 * sd2
         half = msprt_half_width(variance, tau2, self.alpha)
         return self._record(msprt_p_value(share - 0.5, variance, tau2), share - half,

@@ -19,6 +19,7 @@ import orjson
 from model.experiments.interleaving import CREDIT_TO_A
 from model.experiments.online import MetricSummary
 from model.experiments.statistics import (
+    DEFAULT_ALPHA,
     Evidence,
     InterleavingTest,
     SequentialTest,
@@ -109,15 +110,18 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
               new_states: dict[str, dict]) -> tuple[Verdict, str | None]:
     """Each variant against the control on each metric; the verdict is the primary
     metric's: of the variants that beat the control the one ahead by most, else the
-    control if it beats them all. Each pair is tested at the full level, with no
-    correction for several variants."""
+    control if it beats them all. Each of the k challengers is tested at level alpha / k
+    (Bonferroni), so the chance that any false verdict is declared stays within alpha.
+    A test keeps the level stored with its state, so an experiment begun before this
+    correction (2026-12-04) keeps its verdicts."""
     control = experiment.control.name
+    level = {"alpha": DEFAULT_ALPHA / (len(experiment.variants) - 1)}
     ahead: dict[str, float] = {}
     beaten = 0
     for v in experiment.variants[1:]:
         for metric in METRICS:
             key = f"{v.name} vs {control}: {metric}"
-            test = SequentialTest.from_dict(states.get(key, {}))
+            test = SequentialTest.from_dict({**level, **states.get(key, {})})
             evidence = test.look(summaries[control][metric], summaries[v.name][metric])
             tests[key], new_states[key] = _evidence(evidence), test.to_dict()
             if metric != PRIMARY:

@@ -247,6 +247,9 @@ class LiveExperiment:
             return
         names = [v.name for v in self.experiment.variants]
         teams = tuple(names.index(t) for t in tag.teams) if tag.teams else None
+        if teams is None:  # served is assigned, for the sample-ratio check: a variant
+            # whose users do not come back for a judged list is not a broken split
+            self.tallies.variant(tag.variant).add(record.user_id, {}, new_list=False)
         waiting = self.pending.get(record.user_id)
         if waiting is None:
             waiting = self.pending[record.user_id] = deque()

@@ -194,6 +194,22 @@ def test_the_next_event_judges_the_list_and_later_ones_its_clicks_and_conversion
     assert row[6:] == [1.0, 1.0, 1.0, 1.0] and tally.lists == 1  # click@5, conversion@5
 
 
+def test_users_count_when_served_so_a_variant_users_leave_does_not_break_the_split() -> None:
+    e = experiment()
+    live = LiveExperiment(e)
+    for i in range(1000):
+        user = f"u{i}"
+        variant = live.variant_of(user).name
+        live.shown(shown(user, ["x"], ExperimentTag("exp", variant)))
+        if variant == "control":  # the treatment's users never come back
+            live.observe(user, "x", "view")
+    treatment = live.tallies.variants["treatment"]
+    assert treatment.users > 400 and treatment.lists == 0
+    assert treatment.summary()["NDCG@10"].users == 0  # no list judged, no metric
+    assert live.tallies.variants["control"].summary()["NDCG@10"].users > 400
+    assert not look(e, live.tallies, 1, {})[0].sample_ratio_mismatch
+
+
 def test_an_interleaved_list_credits_the_team_of_the_next_item() -> None:
     live = LiveExperiment(experiment("interleave"))
     tag = ExperimentTag("exp", INTERLEAVED, teams=["control", "treatment", "control"])
@@ -430,3 +446,26 @@ def test_the_last_flush_of_a_stopped_experiment_keeps_its_load_failures(
                    redis=object(), worker_id="w0", flush_every_s=3600)
     assert flushed == [("exp", {"treatment": "OSError: no such model"})]
     assert slot.live is None
+
+
+def test_several_challengers_split_the_level_so_one_false_verdict_stays_within_it() -> None:
+    def tallies(names: Sequence[str]) -> Tallies:
+        out = Tallies()
+        for name in names:  # the treatment hits 14 more lists in 300: p ≈ 0.042
+            for i in range(300):
+                hit = i % 5 == 0 or (name == "treatment" and i % 100 < 14)
+                out.variant(name).add(f"{name}{i}", {"NDCG@10": float(hit)})
+        return out
+
+    key = "treatment vs control: NDCG@10"
+    two = new_experiment("e", [("control", "champion", 0.5), ("treatment", "popularity", 0.5)])
+    report, states = look(two, tallies(["control", "treatment"]), 1, {})
+    assert states[key]["alpha"] == 0.05
+    assert 0.025 < report.tests[key]["p_value"] <= 0.05 and report.winner == "treatment"
+    three = new_experiment("e", [("control", "champion", 0.34), ("treatment", "popularity", 0.33),
+                                 ("same", "champion", 0.33)])
+    report, fresh = look(three, tallies(["control", "treatment", "same"]), 1, {})
+    assert 0.025 < report.tests[key]["p_value"] <= 0.05 and report.winner is None
+    assert fresh[key]["alpha"] == pytest.approx(0.025)
+    started = {key: {"alpha": states[key]["alpha"]}}  # a state kept from before the split
+    assert look(three, tallies(["control", "treatment", "same"]), 1, started)[0].winner == "treatment"

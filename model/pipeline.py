@@ -229,8 +229,8 @@ class ServingBundle:
             vectors[trained] = ids if content.spec.mode == "map" else vectors[trained] + ids
         known = dense > 0
         # Only rows whose vector moves touch the index: a worker re-reads the whole items
-        # topic at start, mostly trained items whose id vectors stay, and an index other
-        # than a flat one is rebuilt (k-means again, for IVF) to change any row.
+        # topic at start, mostly trained items whose id vectors stay, and an HNSW or GPU
+        # index is rebuilt to change any row.
         moved = known.copy()
         moved[known] = (self.encoder.items[dense[known]] != vectors[known]).any(axis=1)
         table = np.concatenate([self.encoder.items, vectors[~known]])

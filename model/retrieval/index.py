@@ -13,8 +13,8 @@ runs a lone query without BLAS; past ~17,000 items its selection wins on micro-b
 (docs/BENCHMARKS.md, "Retrieval in NumPy for small catalogues").
 
 A running worker grows the index with items it meets in the catalogue (``add``: ids go
-on from n + 1) and re-embeds items whose record changed (``update``: in place in a CPU
-flat index; other kinds say they cannot, and the caller rebuilds from its table).
+on from n + 1) and re-embeds items whose record changed (``update``: in a CPU flat or IVF
+index; HNSW and GPU indexes say they cannot, and the caller rebuilds from its table).
 """
 
 from __future__ import annotations
@@ -99,11 +99,23 @@ class ItemIndex:
         self.num_items += len(vectors)
 
     def update(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
-        """Replace the vectors of indexed ``ids`` in place; False where this kind of index
-        cannot (only a CPU flat index stores its vectors where they can be rewritten)."""
-        if not isinstance(self.index, faiss.IndexFlat):
+        """Replace the vectors of indexed ``ids``; False where this kind of index cannot
+        (HNSW removes nothing, FAISS's GPU indexes neither), and the caller rebuilds.
+
+        A CPU flat index is rewritten in place. A CPU IVF index drops the old entries and
+        files the new vectors under the same ids in the cells nearest them, keeping its
+        trained centroids: rebuilding meant k-means again over every item."""
+        if self.host is not None:
             return False
-        self._stored()[np.asarray(ids) - 1] = vectors
+        labels = np.asarray(ids, dtype=np.int64) - 1
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if isinstance(self.index, faiss.IndexFlat):
+            self._stored()[labels] = vectors
+        elif isinstance(self.index, faiss.IndexIVF):
+            self.index.remove_ids(faiss.IDSelectorBatch(labels))
+            self.index.add_with_ids(vectors, labels)
+        else:
+            return False
         return True
 
     def search(self, queries: np.ndarray, k: int,

@@ -134,3 +134,21 @@ def test_on_a_gpu_a_history_past_the_selection_cap_is_answered_from_the_host_cop
     got, want = gpu_like.search(q, 10, banned), exact.search(q, 10, banned)
     assert (got[1] == want[1]).all() and np.allclose(got[0], want[0], atol=1e-5)
     assert max(gpu_like.index.asked) <= 40
+
+
+def test_an_ivf_index_refiles_updated_items_under_their_ids_without_retraining() -> None:
+    table = _table(2_000)
+    index = ItemIndex.build(table, IndexConfig(kind="ivf", nprobe=10_000))  # every cell: exact
+    centroids = index.index.quantizer.reconstruct_n(0, index.index.nlist)
+    moved = np.array([1, 7, 2_000])
+    table[moved] = _table(3, seed=9)[1:] * 3  # far from where they were
+    assert index.update(moved, table[moved])
+    index.add(_table(4, seed=10)[1:])  # new items still go on from n + 1
+    table = np.vstack([table, _table(4, seed=10)[1:]])
+    q = np.vstack([table[moved], np.random.default_rng(4).normal(size=(5, 16))]).astype(np.float32)
+    scores, ids = index.search(q, 10)
+    want = ItemIndex.build(table, IndexConfig(kind="flat", numpy_max=0)).search(q, 10)
+    assert (ids == want[1]).all() and np.allclose(scores, want[0], atol=1e-4)
+    assert index.index.ntotal == index.num_items == 2_004
+    assert (index.index.quantizer.reconstruct_n(0, index.index.nlist) == centroids).all()
+    assert not ItemIndex.build(table, IndexConfig(kind="hnsw")).update(moved, table[moved])

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -257,8 +258,25 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION,
     # Into a folder of ours, removed once loaded: from a tracking server MLflow downloads
     # into a temporary folder of its own and never removes it (one model per swap).
     with tempfile.TemporaryDirectory(prefix="streamrec-model-") as folder:
-        return mlflow.keras.load_model(uri, dst_path=folder,
-                                       load_model_kwargs={"safe_mode": True, "compile": False})
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
+        return keras.saving.load_model(_keras_file(Path(local), uri), safe_mode=True,
+                                       compile=False)
+
+
+def _keras_file(folder: Path, uri: str) -> Path:
+    """The ``.keras`` file of a downloaded MLflow Keras model, found as MLflow finds it.
+    Not through ``mlflow.keras.load_model``: for a model whose MLmodel says
+    ``save_exported_model`` it calls ``tf.saved_model.load``, which runs the graph it
+    finds with no safe mode, so whoever can write the artifact store could choose it."""
+    from mlflow.models import Model
+
+    flavor = Model.load(str(folder / "MLmodel")).flavors.get("keras")
+    if flavor is None or flavor.get("save_exported_model"):
+        raise StackError(f"{uri} is not a Keras model saved in the .keras format; refusing "
+                         "to load it (only .keras files load with safe_mode)")
+    path = folder / flavor.get("data", "model")
+    path = path / "model" if path.is_dir() else path
+    return path.with_name(f"{path.name}.keras")
 
 
 @dataclass(frozen=True)

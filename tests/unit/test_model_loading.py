@@ -1,0 +1,39 @@
+"""Models load from the registry's downloads as ``.keras`` files with safe_mode, never
+through a path that runs what the artifact store holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from infra.errors import StackError
+from streams.registry import _keras_file
+
+
+def _saved(folder: Path) -> keras.Model:
+    import mlflow
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    mlflow.keras.save_model(model, str(folder), pip_requirements=[])
+    return model
+
+
+def test_a_downloaded_keras_model_is_found_where_mlflow_saves_it(tmp_path: Path) -> None:
+    model = _saved(tmp_path / "m")
+    loaded = keras.saving.load_model(_keras_file(tmp_path / "m", "models:/m/1"),
+                                     safe_mode=True, compile=False)
+    x = np.ones((1, 3), np.float32)
+    assert np.allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_model_flagged_as_an_exported_graph_is_refused(tmp_path: Path) -> None:
+    _saved(tmp_path / "m")
+    spec = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    spec["flavors"]["keras"]["save_exported_model"] = True  # MLflow would tf.saved_model.load
+    (tmp_path / "m" / "MLmodel").write_text(yaml.safe_dump(spec))
+    with pytest.raises(StackError, match="models:/m/1 is not a Keras model saved in the .keras"):
+        _keras_file(tmp_path / "m", "models:/m/1")

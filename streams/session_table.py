@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -220,15 +221,18 @@ class SessionExpiry:
 
     A sweep walks the owned sessions in steps of ``step`` with the event loop free in
     between, and notes each partition's newest event time for the next sweep, which
-    expires what is ``ttl_ms`` older than that. Each deletion re-reads the session (an
+    expires what is ``ttl_ms`` older than that, the worker's clock capping it: events may
+    be stamped up to a day ahead, and one such would expire its partition's every live
+    session under a TTL shorter than a day. Each deletion re-reads the session (an
     event may have renewed it meanwhile) and happens only while no rebalance runs and
     the partition is still owned, after ``guard`` (a freeze check) passes: a worker that
     lost its partitions must not tombstone the new owner's sessions.
     """
 
     def __init__(self, table: SessionTable, ttl_ms: int, guard: Callable[[], None],
-                 step: int = 1000) -> None:
+                 step: int = 1000, clock: Callable[[], float] = time.time) -> None:
         self.table, self.ttl_ms, self.guard, self.step = table, ttl_ms, guard, step
+        self.clock = clock
         self.newest_ms: dict[int, int] = {}  # partition -> newest last_ts, last sweep
 
     def owned(self) -> set[int] | None:
@@ -245,9 +249,10 @@ class SessionExpiry:
         if not owned:
             return 0
         store, newest, expired = self.table.data, dict.fromkeys(owned, 0), 0
+        now_ms = int(self.clock() * 1000)
         for n, (partition, key, state) in enumerate(store.sessions_in(owned), 1):
-            if (last := last_event_ms(state)) is not None:
-                newest[partition] = max(newest[partition], last)
+            if (last := last_event_ms(state)) is not None:  # no later than now: one client's
+                newest[partition] = max(newest[partition], min(last, now_ms))  # skewed clock
             cutoff = self.newest_ms.get(partition)
             if cutoff is not None and is_idle(state, cutoff, self.ttl_ms):
                 expired += self._expire(partition, key, cutoff, owned)

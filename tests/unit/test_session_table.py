@@ -201,6 +201,21 @@ def test_expiry_tombstones_idle_sessions_of_owned_partitions_only(
         assert table.get(user) is not None, user
 
 
+def test_an_event_stamped_ahead_of_the_clock_expires_no_live_session(tmp_path: Path) -> None:
+    """Events may be stamped up to a day ahead; the partition's newest time is capped at
+    the worker's clock, or one skewed client would expire every session of a short TTL."""
+    table = make_table(tmp_path, owned={0})
+    write(table, "active", 0, 3 * DAY_MS - 1000)
+    write(table, "skewed", 0, 3 * DAY_MS + DAY_MS * 9 // 10)
+    write(table, "idle", 0, 2 * DAY_MS)
+    expiry = SessionExpiry(table, ttl_ms=DAY_MS // 4, guard=lambda: None,
+                           clock=lambda: (T0 + 3 * DAY_MS) / 1000)
+    asyncio.run(expiry.sweep())
+    assert expiry.newest_ms == {0: T0 + 3 * DAY_MS}
+    assert asyncio.run(expiry.sweep()) == 1 and table.get("idle") is None
+    assert table.get("active") is not None and table.get("skewed") is not None
+
+
 def test_expiry_waits_out_a_rebalance_and_a_freeze(tmp_path: Path) -> None:
     table = make_table(tmp_path, owned={0})
     write(table, "old", 0, 0)

@@ -37,8 +37,9 @@ KIND_HEADER = "kind"  # on a dead letter that is not an event: what it was meant
 ITEM_KIND = "item"  # a catalogue record (``streams.catalog``), bound for the items topic
 _FLUSH_TIMEOUT_S = 30.0
 # A dead letter keeps at most this much of its record: past it the record is refused as
-# oversized anyway (events at 8 KiB, catalogue records at 256 KiB), and over librdkafka's
-# message.max.bytes (1 MB) the send itself would raise, losing the letter.
+# oversized anyway (events at 8 KiB, catalogue records at 256 KiB), and over the client's
+# limit (librdkafka's message.max.bytes, aiokafka's max_request_size: 1 MB) the send
+# itself would raise, losing the letter (in a worker: crashing it on every redelivery).
 MAX_LETTER_BYTES = 256 * 1024
 TRUNCATED_HEADER = "truncated_from"  # a cut letter: the record's size in bytes
 Headers = list[tuple[str, bytes]]
@@ -79,6 +80,14 @@ def dead_letter_headers(reason: str, detail: str, source: str, kind: str | None 
                ("source", source.encode()),
                ("rejected_ms", str(time.time_ns() // 1_000_000).encode())]
     return headers if kind is None else [*headers, (KIND_HEADER, kind.encode())]
+
+
+def cut_letter(raw: bytes, headers: Headers) -> tuple[bytes, Headers]:
+    """A dead letter's bytes, cut to ``MAX_LETTER_BYTES`` with the record's size in a
+    ``truncated_from`` header when longer."""
+    if len(raw) <= MAX_LETTER_BYTES:
+        return raw, headers
+    return raw[:MAX_LETTER_BYTES], [*headers, (TRUNCATED_HEADER, str(len(raw)).encode())]
 
 
 class RecordProducer:
@@ -180,11 +189,8 @@ class _TopicWithLetters(RecordProducer):
         """Send the original bytes to the dead-letter topic with the reason in headers,
         unkeyed: these records (a file's bad lines) failed before a user id was read.
         Bytes past ``MAX_LETTER_BYTES`` are cut, the size kept in a header."""
-        headers = dead_letter_headers(error.reason.value, error.detail, self.source,
-                                      kind=self.kind)
-        if len(raw) > MAX_LETTER_BYTES:
-            headers.append((TRUNCATED_HEADER, str(len(raw)).encode()))
-            raw = raw[:MAX_LETTER_BYTES]
+        raw, headers = cut_letter(raw, dead_letter_headers(
+            error.reason.value, error.detail, self.source, kind=self.kind))
         self.stats.dead_lettered += 1
         self.produce(self.dlq_topic, None, raw, headers)
 

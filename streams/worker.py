@@ -45,7 +45,7 @@ from streams.log_context import in_partition
 from streams.messages import NO_MODEL
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
-from streams.producer import RecordProducer, dead_letter_headers
+from streams.producer import RecordProducer, cut_letter, dead_letter_headers
 from streams.recs_store import RecsWriter
 from streams.session_table import SessionExpiry, SessionTable
 from streams.sessions import SessionPolicy
@@ -428,8 +428,9 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
             return outcome
         if isinstance(outcome, DeadLetter):
             metrics.dead_letters.labels(outcome.reason).inc()
-            dlq.send_soon(key=message.key, value=raw, headers=dead_letter_headers(
+            letter, headers = cut_letter(raw, dead_letter_headers(
                 outcome.reason, outcome.detail, "worker"))
+            dlq.send_soon(key=message.key, value=letter, headers=headers)
         else:
             metrics.duplicates.inc()
         return None

@@ -25,6 +25,7 @@ from streams.hot_swap import Serving
 from streams.messages import CHAMPION, ModelAnnouncement, PopularList, RecommendationList
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
+from streams.producer import MAX_LETTER_BYTES, TRUNCATED_HEADER
 from streams.sessions import SessionPolicy, SessionState
 from streams.status import WorkerStatus, read_status
 from streams.steps import (
@@ -877,6 +878,10 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     assert sample("streamrec_worker_events_total") == 3.0
     assert sample("streamrec_worker_duplicates_total") == 1.0
     assert sample("streamrec_worker_dead_letters_total", {"reason": "bad_json"}) == 1.0
+    huge = b"{" + b" " * 1_100_000  # past aiokafka's 1 MB request: it would crash the send
+    assert asyncio.run(process(huge)) is None
+    assert len(letters[-1]["value"]) == MAX_LETTER_BYTES
+    assert dict(letters[-1]["headers"])[TRUNCATED_HEADER] == str(len(huge)).encode()
     ignored = "streamrec_worker_context_ignored_total"  # once: the duplicate is not counted
     assert sample(ignored, {"reason": "undeclared"}) == 2.0
     assert sample(ignored, {"reason": "wrong_type"}) == 1.0

@@ -105,8 +105,13 @@ class ListwiseLoss(keras.losses.Loss):
         return {**super().get_config(), "width": self.width, "weights": self.weights}
 
 
-def _drop_users(users: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    return np.where(rng.random(len(users)) < rate, 0, users)
+def _drop_users(users: np.ndarray, rate: float, rng: np.random.Generator,
+                width: int = 1) -> np.ndarray:
+    """``users`` with each run of ``width`` rows (one list's candidates) trained as the
+    unknown user (0) at ``rate``: a new user is scored as user 0 on every candidate, so a
+    list is dropped whole, not candidate by candidate."""
+    dropped = np.repeat(rng.random(len(users) // width) < rate, width)
+    return np.where(dropped, 0, users)
 
 
 class NeuMFScorer:
@@ -254,7 +259,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
         """Lists in a fresh order, each kept whole (fit does not shuffle)."""
         order = rng.permutation(len(labels))
         data = found.rows(order).flat(model)
-        return ({**data, "user": _drop_users(data["user"], cfg.unknown_user_rate, rng)},
+        return ({**data, "user": _drop_users(data["user"], cfg.unknown_user_rate, rng, width)},
                 labels[order].reshape(-1, len(tasks)))
 
     served = PipelineScorer(sasrec, index, model, cfg.candidates, exclude_seen=False,

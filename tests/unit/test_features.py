@@ -29,7 +29,7 @@ from model.features import (
     pair_features,
 )
 from model.ranking.neumf import head_vector
-from model.ranking.training import ListwiseLoss
+from model.ranking.training import ListwiseLoss, _drop_users
 from streams.events import new_event
 
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
@@ -521,3 +521,11 @@ def test_infinite_numeric_values_count_as_missing() -> None:
     assert math.isnan(spec.numeric_values({"price": float("inf")})[0])
     fitted = spec.fit(np.array([[1.0], [3.0], [np.nan]]))
     assert fitted.numeric_mean == (2.0,)
+
+
+def test_the_unknown_user_replaces_a_lists_user_on_all_its_candidates_or_none() -> None:
+    users = np.repeat(np.arange(1, 2001), 4)  # 2,000 lists of 4 candidates
+    dropped = _drop_users(users, 0.3, np.random.default_rng(0), width=4).reshape(-1, 4)
+    whole = (dropped == 0).all(axis=1)
+    assert ((dropped == 0).any(axis=1) == whole).all()  # never part of a list
+    assert 0.25 < whole.mean() < 0.35

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -17,7 +18,7 @@ from services.settings import Settings, load_settings
 from streams.consumer import read_topic
 from streams.events import json_lines
 from streams.producer import EventProducer
-from streams.readers import READERS, read_events
+from streams.readers import READERS, LogFileError, read_events
 from streams.replay import ReplaySummary
 from streams.replay import replay as replay_log
 from streams.synthetic import SyntheticConfig
@@ -65,10 +66,11 @@ def produce(
         raise typer.Exit(1)
 
 
-def _positive(value: float | None, name: str) -> float | None:
-    """A rate or a time scale: above zero, when given."""
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be > 0, got {value}", param_hint=name)
+def _within(value: float | None, low: float, high: float, name: str) -> float | None:
+    """A number strictly between ``low`` and ``high``, when given."""
+    if value is not None and not low < value < high:
+        bounds = f"> {low:g}" + (f" and < {high:g}" if math.isfinite(high) else "")
+        raise typer.BadParameter(f"must be {bounds}, got {value}", param_hint=name)
     return value
 
 
@@ -77,9 +79,9 @@ def replay(
     path: Annotated[Path, typer.Argument(help="interaction log to replay")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="log format")],
     rate: Annotated[float | None, typer.Option(
-        callback=lambda v: _positive(v, "--rate"), help="at most this many events/s")] = None,
+        callback=lambda v: _within(v, 0.0, math.inf, "--rate"), help="at most this many events/s")] = None,
     time_scale: Annotated[float | None, typer.Option(
-        callback=lambda v: _positive(v, "--time-scale"),
+        callback=lambda v: _within(v, 0.0, math.inf, "--time-scale"),
         help="event time runs this many times faster than wall time")] = None,
     limit: Annotated[int | None, typer.Option(min=0, help="stop after this many records")
                      ] = None,
@@ -98,6 +100,8 @@ def replay(
         summary = replay_log(events, _producer(settings, "streamrec-replay"), rate=rate,
                              time_scale=time_scale, limit=limit, on_progress=show)
         show(summary)
+    if not summary.read:
+        raise LogFileError(f"{path}: no records in format {fmt.value}; nothing was sent")
     console.print(
         f"replayed {path} into {settings.topic_interactions}: read {summary.read:,}, "
         f"sent {summary.sent:,}, delivered {summary.delivered:,}, failed {summary.failed:,}, "
@@ -144,8 +148,11 @@ def tail(
 @app.command()
 def generate(
     out: Annotated[Path, typer.Argument(help="JSON lines file to write")],
-    events: int = 100_000, users: int = 2_000, items: int = 1_000, seed: int = 7,
+    events: Annotated[int, typer.Option(min=1)] = 100_000,
+    users: Annotated[int, typer.Option(min=1)] = 2_000,
+    items: Annotated[int, typer.Option(min=4)] = 1_000, seed: int = 7,  # > 3 successors
     drift_at: Annotated[float | None, typer.Option(
+        callback=lambda v: _within(v, 0.0, 1.0, "--drift-at"),
         help="fraction of the timeline after which user tastes shift")] = None,
 ) -> None:
     """Write a synthetic interaction log (power-law items, tastes, sequences, sessions)."""

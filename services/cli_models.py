@@ -116,9 +116,15 @@ def evaluate(
     """Train each model on the train split and score it with both protocols."""
     from model.data import leave_last_out
     from model.evaluation.cold import cold_item_split
-    from model.evaluation.harness import leave_last_out_report, next_click_report
+    from model.evaluation.harness import MODELS, leave_last_out_report, next_click_report
 
     names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown models {unknown}; choose from {', '.join(MODELS)}"
+                                 if unknown else "name at least one model", param_hint="--models")
+    if json_out is not None and not json_out.parent.is_dir():  # before any training
+        raise typer.BadParameter(f"no folder {json_out.parent}", param_hint="--json")
     settings = load_settings()
     records = _catalogue(items, items_format)
     cold = None

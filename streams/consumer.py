@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from infra.errors import StackError
 from infra.kafka_client import KafkaConnection
 
 
@@ -28,10 +29,22 @@ class Record:
     headers: dict[str, bytes]
 
 
+_UNREACHABLE = frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+                          KafkaError._ALL_BROKERS_DOWN})
+
+
 def existing_topic(client: Consumer, topic: str) -> Any:
     """``topic``'s metadata (its ``partitions``); raises ``KafkaException`` when the broker
-    does not know it, rather than letting a consumer wait forever on a missing topic."""
-    meta = client.list_topics(topic, timeout=10)
+    does not know it, rather than letting a consumer wait forever on a missing topic;
+    ``StackError`` when no broker answers."""
+    try:
+        meta = client.list_topics(topic, timeout=10)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is None or error.code() not in _UNREACHABLE:
+            raise
+        raise StackError(f"Kafka did not answer for topic {topic!r} ({error.str()}); is the "
+                         "stack up? `streamrec stack status` says") from exc
     if topic not in meta.topics or meta.topics[topic].error is not None:
         raise KafkaException(f"topic {topic!r} does not exist")
     return meta.topics[topic]

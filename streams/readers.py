@@ -245,7 +245,7 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
     if fmt not in READERS:
         raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        raise FileNotFoundError(f"{'not a file' if path.exists() else 'no such file'}: {path}")
     try:  # every reader but jsonl (a generator) parses the whole file here
         return READERS[fmt](path)
     except (ValueError, KeyError, IndexError, csv.Error) as exc:

@@ -1,21 +1,32 @@
-"""Which consumer errors end a topic reader, and which it reads through."""
+"""Reading a topic back: a broker that does not answer is one line naming what to check."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.consumer import raise_if_lasting
+from infra.errors import StackError
+from streams.consumer import existing_topic
 
 
-@pytest.mark.parametrize("code", [KafkaError._PARTITION_EOF, KafkaError._TRANSPORT,
-                                  KafkaError._ALL_BROKERS_DOWN])
-def test_passing_errors_are_read_through(code: int) -> None:
-    raise_if_lasting(KafkaError(code))  # librdkafka reconnects by itself
+class Refusing:
+    """A client whose metadata request fails with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        raise KafkaException(KafkaError(self.code, "Failed to get metadata"))
 
 
-@pytest.mark.parametrize("error", [KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED),
-                                   KafkaError(KafkaError._FATAL, fatal=True)])
-def test_denied_access_or_a_fatal_error_ends_the_reader_in_one_line(error: KafkaError) -> None:
-    with pytest.raises(KafkaException, match=error.name()):
-        raise_if_lasting(error)
+def test_an_unreachable_broker_says_to_check_the_stack() -> None:
+    with pytest.raises(StackError, match=r"Kafka did not answer for topic 'interactions' "
+                       r"\(Failed to get metadata\); is the stack up"):
+        existing_topic(Refusing(KafkaError._TRANSPORT), "interactions")
+
+
+def test_other_kafka_errors_keep_their_own_message() -> None:
+    with pytest.raises(KafkaException):
+        existing_topic(Refusing(KafkaError.TOPIC_AUTHORIZATION_FAILED), "interactions")

@@ -225,7 +225,10 @@ def test_a_log_that_is_not_in_its_format_stops_the_command_in_one_line(
         1, f"error: {bad}: not a movielens log (ValueError: could not convert string to "
         "float: 'abc')")
     assert streamrec("evaluate", "--data", str(tmp_path), "--format", "movielens") == (
-        1, f"error: no such file: {tmp_path}")
+        1, f"error: not a file: {tmp_path}")
+    header_only = _write(tmp_path, "empty.csv", "userId,movieId,rating,timestamp\n")
+    assert streamrec("replay", str(header_only), "--format", "movielens") == (
+        1, f"error: {header_only}: no records in format movielens; nothing was sent")
     quote = _write(tmp_path, "quote.csv", "userId,movieId,rating,timestamp\n1,\"2,4,100\n"
                    + "x" * 140_000 + "\n")  # a stray quote: one field past csv's limit
     code, line = streamrec("evaluate", "--data", str(quote), "--format", "movielens")
@@ -267,3 +270,27 @@ def test_replay_refuses_a_pace_or_limit_it_cannot_keep_in_one_line(
     log = _write(tmp_path, "events.jsonl", "")
     code, text = streamrec("replay", str(log), "--format", "jsonl", *option)
     assert code == 2 and message in text
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--events", "-5"], "--events"), (["--users", "0"], "--users"),
+    (["--items", "3"], "--items"), (["--drift-at", "5"], "--drift-at"),
+])
+def test_generate_refuses_numbers_out_of_range_in_one_line(
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]], args: list[str],
+        flag: str) -> None:
+    code, text = streamrec("generate", str(tmp_path / "out.jsonl"), *args)
+    assert code == 2 and flag in text and "Traceback" not in text
+
+
+def test_evaluate_refuses_unknown_models_and_a_missing_report_folder_before_loading(
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]]) -> None:
+    log = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,2,4,100\n")
+    for models, said in (("bogus,sasrec", "unknown models ['bogus']"),
+                         (",", "name at least one model")):
+        code, text = streamrec("evaluate", "--data", str(log), "--format", "movielens",
+                               "--models", models)
+        assert code == 2 and said in text and "Traceback" not in text
+    code, text = streamrec("evaluate", "--data", str(log), "--format", "movielens",
+                           "--models", "popularity", "--json", str(tmp_path / "no" / "r.json"))
+    assert code == 2 and "--json" in text and "no folder" in text  # the path may wrap

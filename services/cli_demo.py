@@ -15,6 +15,7 @@ The demo follows the worker and the trainer through their status files
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import uuid
@@ -31,7 +32,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_events import Format
+from services.cli_events import Format, number_within
 from services.processes import (
     ServiceProcess,
     WorkerFailed,
@@ -259,19 +260,23 @@ def demo(
     data: Annotated[Path | None, typer.Option(help="a log to use instead of synthetic data")]
         = None,
     fmt: Annotated[Format | None, typer.Option("--format", "-f")] = None,
-    events: Annotated[int, typer.Option(help="synthetic events")] = 60_000,
-    train_fraction: Annotated[float, typer.Option(help="the past the model learns from")] = 0.8,
-    rate: Annotated[float, typer.Option(help="replay rate, events/s")] = 500,
-    epochs: Annotated[int, typer.Option(help="training epochs cap")] = 30,
+    events: Annotated[int, typer.Option(min=1, help="synthetic events")] = 60_000,
+    train_fraction: Annotated[float, typer.Option(
+        callback=lambda v: number_within(v, 0.0, 1.0, "--train-fraction"),
+        help="the past the model learns from")] = 0.8,
+    rate: Annotated[float, typer.Option(
+        callback=lambda v: number_within(v, 0.0, math.inf, "--rate"),
+        help="replay rate, events/s")] = 500,
+    epochs: Annotated[int, typer.Option(min=1, help="training epochs cap")] = 30,
 ) -> None:
     """Run the whole loop on the local stack: first champion from the log's past, a worker
     answering the replayed future, a report, then the trainer retraining beside the worker."""
     settings = load_settings()
+    past, future = _prepare_data(data, fmt, events, train_fraction, rate)  # before the stack
     build_stack(settings).up(say=lambda line: console.print(f"  {line}"))
     run_id = uuid.uuid4().hex[:8]
     folder = settings.data_dir / "demo" / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    past, future = _prepare_data(data, fmt, events, train_fraction, rate)
     run = _Run(run_id, settings, {**os.environ, **isolated_run(settings, f"demo-{run_id}"),
                                   "STREAMREC_WORKER_METRICS_PORT": "0"}, folder)
     _produce(run, past, "past")

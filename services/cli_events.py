@@ -66,7 +66,7 @@ def produce(
         raise typer.Exit(1)
 
 
-def _within(value: float | None, low: float, high: float, name: str) -> float | None:
+def number_within(value: float | None, low: float, high: float, name: str) -> float | None:
     """A number strictly between ``low`` and ``high``, when given."""
     if value is not None and not low < value < high:
         bounds = f"> {low:g}" + (f" and < {high:g}" if math.isfinite(high) else "")
@@ -79,9 +79,9 @@ def replay(
     path: Annotated[Path, typer.Argument(help="interaction log to replay")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="log format")],
     rate: Annotated[float | None, typer.Option(
-        callback=lambda v: _within(v, 0.0, math.inf, "--rate"), help="at most this many events/s")] = None,
+        callback=lambda v: number_within(v, 0.0, math.inf, "--rate"), help="at most this many events/s")] = None,
     time_scale: Annotated[float | None, typer.Option(
-        callback=lambda v: _within(v, 0.0, math.inf, "--time-scale"),
+        callback=lambda v: number_within(v, 0.0, math.inf, "--time-scale"),
         help="event time runs this many times faster than wall time")] = None,
     limit: Annotated[int | None, typer.Option(min=0, help="stop after this many records")
                      ] = None,
@@ -152,7 +152,7 @@ def generate(
     users: Annotated[int, typer.Option(min=1)] = 2_000,
     items: Annotated[int, typer.Option(min=4)] = 1_000, seed: int = 7,  # > 3 successors
     drift_at: Annotated[float | None, typer.Option(
-        callback=lambda v: _within(v, 0.0, 1.0, "--drift-at"),
+        callback=lambda v: number_within(v, 0.0, 1.0, "--drift-at"),
         help="fraction of the timeline after which user tastes shift")] = None,
 ) -> None:
     """Write a synthetic interaction log (power-law items, tastes, sequences, sessions)."""

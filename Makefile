@@ -14,6 +14,7 @@ PIP := TMPDIR=$(CURDIR)/$(VENV) $(BIN)/python -m pip install -q --disable-pip-ve
 
 # DATA=path FORMAT=movielens|yoochoose|... to use a log of your own.
 demo: setup
+	@test -z "$(DATA)" -o -n "$(FORMAT)" || { echo "make demo DATA=$(DATA) needs FORMAT= too (movielens, yoochoose, rees46, ...)"; exit 2; }
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec stack check
 	$(BIN)/streamrec demo $(if $(DATA),--data $(DATA) --format $(FORMAT))
@@ -21,7 +22,7 @@ demo: setup
 test: setup lint
 	@bash infra/system-deps.sh browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m keras tests/unit $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS) -m keras
 
 # ruff, then the import contracts in pyproject.toml (an import pointing up the layers fails).
 lint: setup

@@ -23,16 +23,16 @@ console = Console(stderr=True)
 def trainer(
     once: Annotated[bool, typer.Option(help="one round, then exit (1 if it failed)")] = False,
     interval_min: Annotated[float | None, typer.Option(
-        help="minutes between rounds (default STREAMREC_TRAINER_INTERVAL_MIN; 0: off)")] = None,
+        min=0, help="minutes between rounds (default STREAMREC_TRAINER_INTERVAL_MIN; 0: off)")] = None,
     every_events: Annotated[int | None, typer.Option(
-        help="a round after this many new events (default STREAMREC_TRAINER_EVERY_EVENTS; "
+        min=0, help="a round after this many new events (default STREAMREC_TRAINER_EVERY_EVENTS; "
              "0: off)")] = None,
     min_gain: Annotated[float | None, typer.Option(
-        help="relative full NDCG@10 gain a challenger needs (default "
+        min=0, help="relative full NDCG@10 gain a challenger needs (default "
              "STREAMREC_TRAINER_MIN_GAIN)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="cap training epochs")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="cap training epochs")] = None,
     refit_epochs: Annotated[int | None, typer.Option(
-        help="epochs a challenger that passed the gate fine-tunes on every event, the gate "
+        min=0, help="epochs a challenger that passed the gate fine-tunes on every event, the gate "
              "slice included (default STREAMREC_TRAINER_REFIT_EPOCHS; 0: off)")] = None,
     status_file: Annotated[Path | None, typer.Option(
         help="keep the trainer's status here (JSON, streams.status.TrainerStatus): its "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -437,7 +438,10 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except SettingsError as exc:  # a value that is not JSON where JSON is expected
-        raise StackError(f"invalid settings: {exc}") from None
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"STREAMREC_{field.group(1).upper()}" if field else "a setting"
+        raise StackError(f"invalid settings: {name} is not valid JSON ({exc.__cause__ or exc})"
+                         ) from None
     except ValidationError as exc:
         problems = "; ".join(_problem(err) for err in exc.errors())
         raise StackError(f"invalid settings: {problems}") from None

@@ -123,6 +123,9 @@ def test_epochs_below_one_are_refused_in_one_line(log: Path, clean_env: pytest.M
         result = CliRunner().invoke(app, ["train", "--data", str(log), "--format", "jsonl",
                                           "--epochs", epochs])
         assert result.exit_code == 2 and "--epochs" in result.output, result.output
+    for flag, value in (("--epochs", "0"), ("--interval-min", "-1"), ("--refit-epochs", "-1")):
+        result = CliRunner().invoke(app, ["trainer", "--once", flag, value])  # names the flag
+        assert result.exit_code == 2 and flag in result.output, result.output
 
 
 def test_the_command_promotes_by_the_offline_gate_even_where_trials_are_configured(

@@ -55,6 +55,7 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_REDIS_PORT", "19092", "STREAMREC_REDIS_PORT=19092"),
         ("STREAMREC_EVENT_WEIGHTS", '{"purchase": NaN}', "finite weights"),
         ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": Infinity}', "finite weights"),
+        ("STREAMREC_EVENT_WEIGHTS", "{bad", "STREAMREC_EVENT_WEIGHTS is not valid JSON"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(

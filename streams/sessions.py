@@ -22,6 +22,7 @@ from model.features import FeatureSpec, LiveSession
 from streams.events import EVENT_TYPES, Event
 
 STATE_VERSION = 2
+_FINGERPRINT_CHARS = 11  # ``event_fingerprint``'s length; a full event id is longer
 UNDECLARED, WRONG_TYPE = "undeclared", "wrong_type"  # why a context key is not kept
 
 # One character per item in the stored state (``"types": "1124"``) instead of its name:
@@ -74,18 +75,24 @@ class SessionState:
     def from_dict(cls, d: dict) -> SessionState:
         """Reads v2 and v1 (no ``"v"``: written before types and times were kept), so a
         worker restarted on an old changelog keeps every session: a v1 item gets the
-        unknown type and the state's ``last_ts`` as its time, and no context."""
+        unknown type and the state's ``last_ts`` as its time, and no context; the oldest
+        v1 states' full event ids become fingerprints, or a redelivered event would be
+        applied again. A type code this worker does not know (a type a newer one
+        appended) reads as unknown rather than costing the session."""
         items, last_ts = tuple(d["items"]), d["last_ts"]
         if d.get("v", STATE_VERSION) != STATE_VERSION:  # a newer worker's: not guessed at
             raise ValueError(f"session state v{d['v']} is not one this worker reads")
+        recent = tuple(d["recent_event_ids"])
         if "v" in d:
-            types = tuple(map(_CODE_TYPE.__getitem__, d["types"]))
+            types = tuple(_CODE_TYPE.get(code, "") for code in d["types"])
             times = tuple([last_ts - age for age in d["ages_ms"]])
             context = d["context"]
         else:
             types, times, context = ("",) * len(items), (last_ts,) * len(items), {}
+            recent = tuple(event_fingerprint(e) if len(e) > _FINGERPRINT_CHARS else e
+                           for e in recent)
         return cls(items, types, times, context, d["session_id"], d["session_start_ms"],
-                   last_ts, tuple(d["recent_event_ids"]), d["events_in_session"])
+                   last_ts, recent, d["events_in_session"])
 
 
 def event_fingerprint(event_id: str) -> str:
@@ -97,7 +104,7 @@ def event_fingerprint(event_id: str) -> str:
     events to share 64 bits: about 2^-58.
     """
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
-    return base64.urlsafe_b64encode(digest)[:11].decode()
+    return base64.urlsafe_b64encode(digest)[:_FINGERPRINT_CHARS].decode()
 
 
 def supersedes(stored: Mapping[str, Any] | None, incoming: Mapping[str, Any] | None) -> bool:

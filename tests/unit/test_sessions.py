@@ -154,3 +154,20 @@ def test_a_v1_state_migrates_without_losing_the_session() -> None:
     nxt, changed = apply_event(state, ev(3, "c", 1_700_000_120_000, "s1"), SessionPolicy())
     assert changed and nxt.items == ("a", "b", "c") and nxt.types == ("", "", "view")
     assert nxt.to_dict()["types"] == "001" and nxt.events_in_session == 3
+
+
+def test_an_oldest_v1_states_full_event_ids_still_catch_a_redelivery() -> None:
+    redelivered = ev(2, "b", 1_700_000_060_000, "s1")
+    v1 = {"items": ["a", "b"], "session_id": "s1", "session_start_ms": 1_700_000_000_000,
+          "last_ts": 1_700_000_060_000, "recent_event_ids": [ev(1, "a", 0).event_id,
+                                                             redelivered.event_id],
+          "events_in_session": 2}  # before fingerprints: the 36-character ids themselves
+    state, changed = apply_event(SessionState.from_dict(v1), redelivered, SessionPolicy())
+    assert not changed and state.items == ("a", "b")
+
+
+def test_a_type_code_a_newer_worker_appended_reads_as_unknown() -> None:
+    t0 = 1_700_000_000_000
+    state = run([ev(1, "a", t0), ev(2, "b", t0 + 1)], SessionPolicy())[-1][0]
+    v2 = {**state.to_dict(), "types": "1z"}
+    assert SessionState.from_dict(v2).types == ("view", "")

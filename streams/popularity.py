@@ -4,7 +4,9 @@ Counts decay with a half-life in event time, so yesterday's hits fade and a new 
 rises within minutes. Every item is counted, including items the model has never seen:
 popularity is the one path that can recommend them. Updates are O(1): scores are kept
 in a growing time frame (weight 2^(t / half_life)) and renormalised only when they would
-overflow.
+overflow. Items whose whole count has decayed below one event ``FORGET_HALF_LIVES``
+half-lives old are forgotten, each time the table doubles: client-chosen item ids must
+not grow a worker's memory for ever.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import heapq
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+FORGET_HALF_LIVES = 50  # 2^-50 of one new event: no list of k would reach such an item
 
 
 @dataclass
@@ -25,6 +29,7 @@ class DecayedPopularity:
     # by popularity reads it, instead of a pass over every item each (40 ms at 100k items).
     _ranked: list[tuple[float, str]] | None = field(default=None, init=False, repr=False,
                                                     compare=False)
+    _prune_at: int = field(default=1024, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.half_life_ms <= 0:
@@ -45,6 +50,16 @@ class DecayedPopularity:
         self.scores[item_id] = self.scores.get(item_id, 0.0) + w
         self._ranked = None
         self.newest_ms = ts_ms if self.newest_ms is None else max(self.newest_ms, ts_ms)
+        if len(self.scores) >= self._prune_at:
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop the items decayed past ``FORGET_HALF_LIVES``; the next pass waits until the
+        table has doubled, so each update pays O(1) for it on average."""
+        assert self.origin_ms is not None and self.newest_ms is not None
+        floor = 2.0 ** ((self.newest_ms - self.origin_ms) / self.half_life_ms - FORGET_HALF_LIVES)
+        self.scores = {k: v for k, v in self.scores.items() if v >= floor}
+        self._prune_at = max(1024, 2 * len(self.scores))
 
     def top(self, k: int, exclude: Iterable[str] = (), now_ms: int | None = None
             ) -> list[tuple[str, float]]:

@@ -69,3 +69,15 @@ def test_top_reads_one_ranking_per_update_and_equals_a_full_pass() -> None:
     finally:
         heapq.nlargest = nlargest
     assert served == expected
+
+
+def test_items_decayed_past_use_are_forgotten_as_the_table_grows() -> None:
+    hour = 3_600_000
+    pop = DecayedPopularity(half_life_ms=hour)
+    for i in range(600):
+        pop.add(f"old{i}", 0)
+    pop.add("kept", 40 * hour)  # 20 half-lives before the newest: still counted
+    for i in range(1000):  # 60 half-lives on: the table reaches 1,024 and is pruned
+        pop.add(f"new{i}", 60 * hour)
+    assert not any(k.startswith("old") for k in pop.scores) and "kept" in pop.scores
+    assert len(pop.scores) == 1001 and pop.top(1)[0][0].startswith("new")

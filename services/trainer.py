@@ -445,6 +445,9 @@ class Trainer:
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
+        if not any(len(s) >= 3 for s in data.sequences.by_user):
+            return RoundSummary("skipped", "no user of the training slice has 3 events or "
+                                "more to validate a model on", events=data.events)
         champion = data.champion
         log.info("round: %d events, %d for training, newest %d held out; champion %s",
                  data.events, data.training_events, data.held_out,

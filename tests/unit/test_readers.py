@@ -291,6 +291,12 @@ def test_evaluate_refuses_unknown_models_and_a_missing_report_folder_before_load
         code, text = streamrec("evaluate", "--data", str(log), "--format", "movielens",
                                "--models", models)
         assert code == 2 and said in text and "Traceback" not in text
+    one = _write(tmp_path, "one.csv", "userId,movieId,rating,timestamp\n1,2,4,1600000000\n")
+    code, text = streamrec("evaluate", "--data", str(one), "--format", "movielens",
+                           "--models", "popularity")  # one user, one event
+    assert (code, text) == (1, "error: none of 1 users has 3 events or more: each model is "
+                            "validated on a user's second-to-last item and tested on the "
+                            "last, with history before them")
     code, text = streamrec("evaluate", "--data", str(log), "--format", "movielens",
                            "--models", "popularity", "--json", str(tmp_path / "no" / "r.json"))
     assert code == 2 and "--json" in text and "no folder" in text  # the path may wrap

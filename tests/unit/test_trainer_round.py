@@ -238,6 +238,11 @@ def test_no_training_without_a_case_to_judge_the_challenger_by(
     result = trainer.run_round()
     assert result.outcome == "skipped" and "no test cases" in result.reason
     assert result.events == 20
+    # Users with two events each: cases to judge by, but none to validate a model on.
+    events = [Event(f"00000000-0000-4000-8000-{t:012d}", f"u{t // 2}", f"i{t % 3}", "click", t)
+              for t in range(1, 41)]
+    result = trainer.run_round()
+    assert result.outcome == "skipped" and "3 events or more" in result.reason
 
 
 def test_a_failed_round_is_an_outcome_and_the_next_one_is_counted_too(

@@ -7,7 +7,10 @@ leave-last-out split of one log (issue #14's ablation):
 - ``no-context``: the ranker without the newest event's context features;
 - ``no-types``: SASRec trained without the event-type embedding and type weights, and
   its own ranker;
-- ``no-conversion``: the ranker with the next-item head only.
+- ``no-conversion``: the ranker with the next-item head only;
+- ``no-session``: the ranker without the session embedding as an input (its training
+  lists carry the cross-fitted retrievers' embeddings, served ones the served
+  retriever's: another basis).
 
 Full-ranking figures are the ones to quote; sampled ones are printed for the papers'
 protocol. Full NDCG@10 is also split by test target (``repeat``: an item the user had
@@ -44,7 +47,7 @@ from streams.catalog_files import read_catalog
 from streams.events import EVENT_TYPES
 from streams.readers import read_valid_events
 
-VARIANTS = ("pipeline", "no-context", "no-types", "no-conversion")
+VARIANTS = ("pipeline", "no-context", "no-types", "no-conversion", "no-session")
 
 
 def _figures(scorer: object, split: LeaveLastOut) -> dict:
@@ -128,7 +131,8 @@ def main() -> None:
             retrievers[typed] = _retriever(split, sasrec_cfg if typed else untyped)
             report["sasrec" if typed else "sasrec (no types)"] = retrievers[typed][3]
         cfg = {"no-context": replace(neumf_cfg, context=False),
-               "no-conversion": replace(neumf_cfg, tasks=("next",))}.get(variant, neumf_cfg)
+               "no-conversion": replace(neumf_cfg, tasks=("next",)),
+               "no-session": replace(neumf_cfg, session=False)}.get(variant, neumf_cfg)
         report[variant] = _ranker(split, retrievers[typed],
                                   sasrec_cfg if typed else untyped, cfg)
         _print(report)

@@ -284,7 +284,28 @@ def test_map_fit_weighs_items_by_their_weights() -> None:
     first_four[:4] = 7.0  # any scale: weights are normalised to a mean of 1
     weighted, unweighted = error_on_first_four(first_four), error_on_first_four(None)
     assert weighted < 0.5 * unweighted
-    assert error_on_first_four(np.zeros(40)) == pytest.approx(unweighted, rel=1e-4)  # no weight
+    assert error_on_first_four(np.zeros(40)) == pytest.approx(0.0, abs=1e-10)  # none met:
+    # every item with content takes its mapped vector (``test_map_fit_places_unmet_items``)
+
+
+def test_map_fit_places_unmet_items_by_their_content() -> None:
+    model, _ = _content_sasrec(mode="map")
+    enc = model.encoder
+    before = keras.ops.convert_to_numpy(enc.item_embedding.embeddings).copy()
+    tokens = keras.ops.convert_to_numpy(enc.catalogue.tokens)
+    numeric = keras.ops.convert_to_numpy(enc.catalogue.numeric)
+    described = (tokens > 0).any(axis=1) | (numeric != 0).any(axis=1)
+    met = np.ones(40)
+    met[24:35] = 0  # items 25..35 never met in training; 30..35 have no record
+    model.fit_content_map(epochs=20, item_weights=met)
+    after = keras.ops.convert_to_numpy(enc.item_embedding.embeddings)
+    unmet = np.zeros(41, bool)
+    unmet[25:36] = described[25:36]
+    assert unmet[25:30].all() and not unmet[30:36].any()
+    mapped = keras.ops.convert_to_numpy(model.content_vectors(tokens[unmet], numeric[unmet]))
+    np.testing.assert_allclose(after[unmet], mapped, atol=1e-6)
+    np.testing.assert_array_equal(after[~unmet], before[~unmet])  # met, or nothing to map
+    np.testing.assert_allclose(export_sasrec(model).items, after, atol=1e-6)  # served so
 
 
 def test_map_mode_bundle_keeps_trained_vectors_and_maps_new_items() -> None:

@@ -57,18 +57,16 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path,
     newer = client.create_model_version(RANKER_NAME, ranker_v1.source, run_id=ranker_v1.run_id)
     import mlflow
 
-    download, loads, real_load = mlflow.artifacts.download_artifacts, [], mlflow.keras.load_model
+    download, loads = mlflow.artifacts.download_artifacts, []
 
     def promote_mid_load(*args: object, **kwargs: object) -> str:
         client.set_registered_model_alias(RANKER_NAME, "champion", newer.version)
+        uri = str(kwargs.get("artifact_uri", args[0] if args else ""))
+        if uri.startswith("models:/"):
+            loads.append(uri)
         return download(*args, **kwargs)
 
-    def recording_load(model_uri: str, **kwargs: object) -> object:
-        loads.append(model_uri)
-        return real_load(model_uri, **kwargs)
-
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", promote_mid_load)
-    monkeypatch.setattr(mlflow.keras, "load_model", recording_load)
     champion = load_champion(store)
     monkeypatch.undo()
     assert champion.versions == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}

@@ -82,10 +82,10 @@ def dead_letter_headers(reason: str, detail: str, source: str, kind: str | None 
     return headers if kind is None else [*headers, (KIND_HEADER, kind.encode())]
 
 
-def cut_letter(raw: bytes, headers: Headers) -> tuple[bytes, Headers]:
+def cut_letter(raw: bytes | None, headers: Headers) -> tuple[bytes | None, Headers]:
     """A dead letter's bytes, cut to ``MAX_LETTER_BYTES`` with the record's size in a
-    ``truncated_from`` header when longer."""
-    if len(raw) <= MAX_LETTER_BYTES:
+    ``truncated_from`` header when longer; a tombstone's None as it is."""
+    if raw is None or len(raw) <= MAX_LETTER_BYTES:
         return raw, headers
     return raw[:MAX_LETTER_BYTES], [*headers, (TRUNCATED_HEADER, str(len(raw)).encode())]
 

@@ -878,6 +878,9 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     assert sample("streamrec_worker_events_total") == 3.0
     assert sample("streamrec_worker_duplicates_total") == 1.0
     assert sample("streamrec_worker_dead_letters_total", {"reason": "bad_json"}) == 1.0
+    assert asyncio.run(process(None)) is None  # a tombstone: its letter keeps no value
+    assert letters[-1]["value"] is None
+    assert dict(letters[-1]["headers"])["reason"] == b"empty_record"
     huge = b"{" + b" " * 1_100_000  # past aiokafka's 1 MB request: it would crash the send
     assert asyncio.run(process(huge)) is None
     assert len(letters[-1]["value"]) == MAX_LETTER_BYTES

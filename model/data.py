@@ -223,10 +223,13 @@ class LeaveLastOut:
         return self.sequences.labels(users, [len(self.train[u - 1]) + extra for u in users])
 
 
+EVALUATED_MIN = 3  # items a user needs to be evaluated: training, validation and test
+
+
 def leave_last_out(seqs: Sequences) -> LeaveLastOut:
     train, valid, test = [], [], []
     for s in seqs.by_user:
-        if len(s) >= 3:
+        if len(s) >= EVALUATED_MIN:
             train.append(s[:-2])
             valid.append(s[-2])
             test.append(s[-1])

@@ -79,7 +79,8 @@ def replay(
     path: Annotated[Path, typer.Argument(help="interaction log to replay")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="log format")],
     rate: Annotated[float | None, typer.Option(
-        callback=lambda v: number_within(v, 0.0, math.inf, "--rate"), help="at most this many events/s")] = None,
+        callback=lambda v: number_within(v, 0.0, math.inf, "--rate"),
+        help="at most this many events/s")] = None,
     time_scale: Annotated[float | None, typer.Option(
         callback=lambda v: number_within(v, 0.0, math.inf, "--time-scale"),
         help="event time runs this many times faster than wall time")] = None,

@@ -23,7 +23,8 @@ console = Console(stderr=True)
 def trainer(
     once: Annotated[bool, typer.Option(help="one round, then exit (1 if it failed)")] = False,
     interval_min: Annotated[float | None, typer.Option(
-        min=0, help="minutes between rounds (default STREAMREC_TRAINER_INTERVAL_MIN; 0: off)")] = None,
+        min=0,
+        help="minutes between rounds (default STREAMREC_TRAINER_INTERVAL_MIN; 0: off)")] = None,
     every_events: Annotated[int | None, typer.Option(
         min=0, help="a round after this many new events (default STREAMREC_TRAINER_EVERY_EVENTS; "
              "0: off)")] = None,

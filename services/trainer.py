@@ -438,6 +438,8 @@ class Trainer:
         """A round's steps in order on ``events`` (in time order) and a catalogue: the
         trainer's on its topic, ``streamrec train --champion``'s on a file. With no case
         to judge by, it ends before training (skipped)."""
+        from model.data import EVALUATED_MIN
+
         data = self._prepare(events, records)
         if not data.held_out:
             return RoundSummary("skipped", "no event newer than those the champion learnt "
@@ -445,9 +447,10 @@ class Trainer:
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
-        if not any(len(s) >= 3 for s in data.sequences.by_user):
-            return RoundSummary("skipped", "no user of the training slice has 3 events or "
-                                "more to validate a model on", events=data.events)
+        if not any(len(s) >= EVALUATED_MIN for s in data.sequences.by_user):
+            return RoundSummary("skipped", "no user of the training slice has "
+                                f"{EVALUATED_MIN} events or more to validate a model on",
+                                events=data.events)
         champion = data.champion
         log.info("round: %d events, %d for training, newest %d held out; champion %s",
                  data.events, data.training_events, data.held_out,

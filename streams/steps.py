@@ -122,27 +122,30 @@ def read_state(stored: object) -> tuple[SessionState | None, bool]:
 
 
 class AnsweredEvents:
-    """The ids of the newest ``capacity`` events this process has published a list for.
+    """The newest ``capacity`` events this process has published a list for, each as
+    (user id, event id).
 
     An event's state (its id included) reaches the table before its list is published, so
     an event redelivered after its list was lost (its micro-batch dropped by a rebalance,
     or the process gone before the list went out) looks like a duplicate. Only a repeat of
     an event answered here is one; any other redelivery is answered again: at least once.
+    The user is part of the key because sessions dedupe per user: an event id a client
+    reused for another user is that user's new event, and is answered.
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         # An OrderedDict: a plain dict's first key is found by skipping the slots its
         # deletions left (until it resizes), ~18 µs per event once full against 0.2.
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
 
-    def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
+    def add(self, user_id: str, event_id: str) -> None:
+        self._ids[user_id, event_id] = None
         if len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
 
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._ids
 
 
 class UnstoredLists:
@@ -234,7 +237,7 @@ class EventStep:
         state, reset = read_state(previous)
         new_state, changed = apply_event(state, event, self.policy)
         if not changed:
-            if event.event_id in self.answered:
+            if (event.user_id, event.event_id) in self.answered:
                 return Duplicate(event.event_id)
             # Applied before, never answered here: answer from the session as it stands.
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
@@ -417,7 +420,7 @@ class BatchStep:
             self.producer.produce(self.topic, record.user_id.encode(), payload,
                                   self._trace(update, record, began_ns))
             if record.event_id is not None:
-                self.answered.add(record.event_id)
+                self.answered.add(record.user_id, record.event_id)
             if record.sent_us is not None:
                 self.metrics.send_to_publish.observe(max(now_us - record.sent_us, 0) / 1e6)
         for path, count in paths.items():
@@ -435,12 +438,13 @@ class BatchStep:
         original's micro-batch is published, both passed that check and both were answered
         (seen once in a fresh-clone run, issue #16); the second answer is dropped here.
         """
-        fresh, ids = [], set()
+        fresh, keys = [], set()
         for update in updates:
-            if update.event_id in self.answered or update.event_id in ids:
+            key = (update.user_id, update.event_id)
+            if key in self.answered or key in keys:
                 self.metrics.duplicates.inc()
                 continue
-            ids.add(update.event_id)
+            keys.add(key)
             fresh.append(update)
         return fresh
 

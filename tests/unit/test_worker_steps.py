@@ -138,7 +138,7 @@ def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     update = step(raw, {}.get)
     assert isinstance(update, SessionUpdate)
-    step.answered.add(EVENT_ID)  # its list went out (the batch step records that)
+    step.answered.add("u1", EVENT_ID)  # its list went out (the batch step records that)
     table = {"u1": update.state}
     before = orjson.dumps(table)
     assert step(raw, table.get) == Duplicate(EVENT_ID)
@@ -163,8 +163,9 @@ def test_a_redelivered_event_whose_list_never_went_out_is_answered_again() -> No
 def test_answered_events_remember_the_newest_ids_only() -> None:
     answered = AnsweredEvents(capacity=2)
     for event_id in ("a", "b", "c"):
-        answered.add(event_id)
-    assert "a" not in answered and "b" in answered and "c" in answered
+        answered.add("u1", event_id)
+    assert ("u1", "a") not in answered and ("u1", "b") in answered and ("u1", "c") in answered
+    assert ("u2", "c") not in answered  # the same id for another user is another event
 
 
 @pytest.mark.parametrize("headers,expected", [
@@ -210,7 +211,7 @@ def test_context_keys_left_out_are_named_and_the_event_still_answered() -> None:
     assert sorted(outcome.ignored) == ["undeclared", "wrong_type"]
     assert outcome.session.context == {"device": "ios"}
     assert SessionState.from_dict(outcome.state).context == {"device": "ios"}
-    step.answered.add(EVENT_ID)
+    step.answered.add("u1", EVENT_ID)
     assert step(raw, {"u1": outcome.state}.get) == Duplicate(EVENT_ID)  # not counted again
 
 
@@ -322,6 +323,18 @@ def test_a_repeat_is_answered_once_though_both_copies_reach_the_batch_step() -> 
     later = asyncio.run(step.publish([update("u1", ("a",), EVENT_ID)], bundle))
     assert [lst.user_id for lst in first] == ["u1", "u2"] and later == []
     assert len(producer.sent) == 2 and metrics.duplicates._value.get() == 2
+
+
+def test_an_event_id_a_client_reused_for_another_user_is_answered_for_both() -> None:
+    """Sessions dedupe per user, so the second user's event is new there; the batch step
+    answered events by id alone and dropped its list as a repeat, leaving it unanswered."""
+    step, producer, metrics = make_step()
+    bundle = FakeBundle("r:v2", {})
+    same_batch = asyncio.run(step.publish([update("u1", ("a",), EVENT_ID),
+                                           update("u2", ("b",), EVENT_ID)], bundle))
+    later = asyncio.run(step.publish([update("u3", ("c",), EVENT_ID)], bundle))
+    assert [lst.user_id for lst in same_batch + later] == ["u1", "u2", "u3"]
+    assert len(producer.sent) == 3 and metrics.duplicates._value.get() == 0
 
 
 def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
@@ -867,7 +880,7 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     first = asyncio.run(process(raw))
     assert isinstance(first, SessionUpdate) and first.sent_us == 7
     assert table == {"u1": first.state}
-    step.answered.add(EVENT_ID)
+    step.answered.add("u1", EVENT_ID)
     assert asyncio.run(process(raw)) is None  # the duplicate
     assert asyncio.run(process(b"{not json")) is None
     (letter,) = letters

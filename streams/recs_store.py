@@ -26,6 +26,22 @@ KEY_PREFIX = "recs:"
 SCRIPT_KEYS_MOST = 1_000  # lists per script call: a backlog of unstored lists goes in chunks
 # ARGV[1] is the TTL, ARGV[i + 1] the payload of KEYS[i].
 STORE_LISTS = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end"
+# The same for lists held back from earlier writes, each stored unless the stored list
+# answers a later event (a greater ``sent_us``, the order ``RecommendationList.older_than``
+# keeps). Read per key, which the batch's own lists skip: they are the newest by
+# construction, and a read costs ~3.4 µs per list (docs/RELIABILITY.md, issue #16).
+STORE_UNLESS_NEWER = """
+local function sent(payload)
+  local digits = payload and string.match(payload, '"sent_us":(%d+)')
+  return digits and tonumber(digits)
+end
+for i, key in ipairs(KEYS) do
+  local held, stored = sent(ARGV[i + 1]), sent(redis.call('GET', key))
+  if not (held and stored and stored > held) then
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+  end
+end
+"""
 
 
 def recs_key(user_id: str) -> str:
@@ -51,20 +67,26 @@ class RecsWriter:
             # redis-py sends it by digest and loads it again when Redis has lost it (a
             # restart empties the script cache).
             self.store_lists = self.client.register_script(STORE_LISTS)
+            self.store_held = self.client.register_script(STORE_UNLESS_NEWER)
 
-    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None) -> None:
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                    held: list[tuple[str, bytes]] | None = None) -> None:
         """Store and publish each (user, payload), and the popularity payload when given;
-        raises the client's error when Redis fails."""
-        if self.client is None or not (lists or popular):
+        ``held`` (lists kept from writes that missed Redis) go first, each stored only
+        over a list for an older event. Raises the client's error when Redis fails."""
+        held = held or []
+        if self.client is None or not (lists or held or popular):
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            for at in range(0, len(lists), SCRIPT_KEYS_MOST):
-                chunk = lists[at:at + SCRIPT_KEYS_MOST]
-                await self.store_lists(keys=[recs_key(user) for user, _ in chunk],
-                                       args=[self.ttl_s, *(payload for _, payload in chunk)],
-                                       client=pipe)
-            if lists:
-                pipe.publish(self.channel, b"[" + b",".join(p for _, p in lists) + b"]")
+            for script, some in ((self.store_held, held), (self.store_lists, lists)):
+                for at in range(0, len(some), SCRIPT_KEYS_MOST):
+                    chunk = some[at:at + SCRIPT_KEYS_MOST]
+                    await script(keys=[recs_key(user) for user, _ in chunk],
+                                 args=[self.ttl_s, *(payload for _, payload in chunk)],
+                                 client=pipe)
+            if held or lists:
+                everything = held + lists
+                pipe.publish(self.channel, b"[" + b",".join(p for _, p in everything) + b"]")
             if popular is not None:
                 pipe.set(popular_key(self.channel), popular, ex=self.ttl_s)
             await pipe.execute()

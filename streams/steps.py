@@ -268,10 +268,11 @@ class ListProducer(Protocol):
 
 
 class ListStore(Protocol):
-    """Where lists go for the API (``RecsWriter``): raises when the store fails."""
+    """Where lists go for the API (``RecsWriter``): raises when the store fails. ``held``
+    are lists kept from earlier writes: stored only over a list for an older event."""
 
-    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
-                    ) -> None: ...
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                    held: list[tuple[str, bytes]] | None = None) -> None: ...
 
 
 def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
@@ -497,11 +498,14 @@ class BatchStep:
         """A failure is counted and logged, never raised: the lists are on the topic
         already, and Redis down must not stop the stream. After a failure, batches skip
         Redis (counted) until ``redis_backoff`` lets one try again; the lists that missed
-        it go with that write (``UnstoredLists``)."""
-        lists = self.unstored.take(user for user, _ in payloads) + payloads
+        it go with that write (``UnstoredLists``), each stored only over a list for an
+        older event: the user's partition may have moved meanwhile, and its new owner
+        stored a newer one."""
+        held = self.unstored.take(user for user, _ in payloads)
         try:
-            await self.store.write(lists, popular)
+            await self.store.write(payloads, popular, held)
         except Exception as exc:  # noqa: BLE001 - Redis down must not stop the stream
+            lists = held + payloads
             self.metrics.redis_errors.inc()
             self.redis_backoff.failed()
             self.metrics.redis_unstored_dropped.inc(self.unstored.keep_older(lists))

@@ -42,3 +42,31 @@ def test_lists_are_stored_with_their_ttl_and_published_once(settings: Settings) 
     published = [orjson.loads(m["data"]) for m in messages if m is not None]
     assert [len(batch) for batch in published] == [count, 2]
     assert published[0][-1] == {"user_id": users[-1], "n": count - 1}
+
+
+def test_held_lists_are_stored_only_over_lists_for_older_events(settings: Settings) -> None:
+    """A list held back while Redis was out is written when it returns; by then the
+    user's partition may have moved and its new owner stored a list for a later event,
+    which the held one must not overwrite (the order ``RecommendationList.older_than``
+    keeps)."""
+    channel = f"test:{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    newer, older, absent, unstamped = (f"u-{tag}-{n}" for n in ("newer", "older", "new", "x"))
+
+    def payload(user: str, sent_us: int | None) -> bytes:
+        return orjson.dumps({"user_id": user, "sent_us": sent_us, "published_us": 1})
+
+    async def run() -> list[bytes | None]:
+        writer = RecsWriter(settings.redis, ttl_s=600, channel=channel)
+        await writer.write([(newer, payload(newer, 2_000)), (older, payload(older, 500)),
+                            (unstamped, payload(unstamped, 2_000))])
+        await writer.write([], held=[(user, payload(user, 1_000)) for user in (newer, older)]
+                           + [(absent, payload(absent, 1_000)), (unstamped, payload(unstamped, None))])
+        stored = await writer.client.mget([recs_key(u) for u in (newer, older, absent, unstamped)])
+        await writer.client.delete(*[recs_key(u) for u in (newer, older, absent, unstamped)])
+        await writer.client.aclose()
+        return stored
+
+    stored = asyncio.run(run())
+    assert [orjson.loads(p)["sent_us"] for p in stored if p is not None] == [2_000, 1_000, 1_000,
+                                                                            None]

@@ -256,12 +256,15 @@ class FakeStore:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.writes: list[tuple[list[tuple[str, bytes]], bytes | None]] = []
+        self.held: list[list[str]] = []  # per write, the users whose lists were held back
 
-    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
-                    ) -> None:
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                    held: list[tuple[str, bytes]] | None = None) -> None:
+        """Records the held lists first, then the batch's: the order Redis gets them."""
         if self.error is not None:
             raise self.error
-        self.writes.append((lists, popular))
+        self.writes.append(((held or []) + lists, popular))
+        self.held.append([user for user, _ in held or []])
 
 
 class Clock:
@@ -541,9 +544,10 @@ def test_after_a_redis_failure_batches_skip_redis_for_a_while_not_wait_on_it() -
     calls = []
     real_write = store.write
 
-    async def counted(lists: list, popular: bytes | None = None) -> None:
-        calls.append(len(lists))
-        await real_write(lists, popular)
+    async def counted(lists: list, popular: bytes | None = None, held: list | None = None
+                      ) -> None:
+        calls.append(len(lists) + len(held or []))
+        await real_write(lists, popular, held)
 
     store.write = counted  # type: ignore[method-assign]
     bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [1.0])})
@@ -565,10 +569,10 @@ def test_a_slow_redis_write_goes_on_in_the_background_and_later_batches_do_not_w
     at most; lists of batches published during the write go with the next one, newest per
     user."""
     class SlowStore(FakeStore):
-        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
-                        ) -> None:
+        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                        held: list[tuple[str, bytes]] | None = None) -> None:
             await asyncio.sleep(0.3)
-            await super().write(lists, popular)
+            await super().write(lists, popular, held)
 
     store = SlowStore()
     step, producer, metrics = make_step(store=store)
@@ -597,10 +601,10 @@ def test_a_slow_write_that_fails_never_puts_back_lists_older_than_those_kept_mea
     """u1's list from e1 is in the slow write; e2 (kept meanwhile) is newer. The write
     fails: the next one must carry e2, not e1, or u1's feed goes back in time."""
     class FailingSlowStore(FakeStore):
-        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None
-                        ) -> None:
+        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                        held: list[tuple[str, bytes]] | None = None) -> None:
             await asyncio.sleep(0.2)
-            await super().write(lists, popular)
+            await super().write(lists, popular, held)
 
     clock, store = Clock(100.0), FailingSlowStore(ConnectionError("timed out"))
     step, _, _ = make_step(store=store, clock=clock)
@@ -637,6 +641,7 @@ def test_a_list_that_missed_redis_goes_with_the_next_write_that_reaches_it() -> 
     events = {user: orjson.loads(payload)["event_id"] for user, payload in lists}
     assert events == {"u1": "e1", "u2": "e3", "u3": "e4"}  # u2: its newest list only
     assert len(lists) == 3
+    assert store.held == [["u1"]]  # stored only over an older event's list (RecsWriter)
     asyncio.run(step.publish([update("u3", ("c", "d"), "e5")], bundle))
     assert [user for user, _ in store.writes[-1][0]] == ["u3"]  # written once, then forgotten
 

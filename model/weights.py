@@ -24,15 +24,12 @@ def layer_arrays(layer: keras.layers.Layer) -> list[np.ndarray]:
 def copy_weights(dst: keras.Model, src: keras.Model) -> list[str]:
     """Copy ``src``'s weights into ``dst`` (both built); returns the paths not copied.
 
-    Weights pair up by position when both models have as many, else by their path inside
-    the model (layers are named), so a champion from before a layer was added (e.g. the
-    event-type embedding) still hands over every weight the two share."""
-    pairs: list[tuple[Any, Any]]
-    if len(dst.weights) == len(src.weights):
-        pairs = list(zip(dst.weights, src.weights))
-    else:
-        theirs = {_local(w.path): w for w in src.weights}
-        pairs = [(w, theirs.get(_local(w.path))) for w in dst.weights]
+    Weights pair up by their path inside the model (layers are named), so a champion from
+    before a layer was added (e.g. the event-type embedding) still hands over every weight
+    the two share, and two models with as many weights in another order or structure
+    never swap weights of equal shape."""
+    theirs = {_local(w.path): w for w in src.weights}
+    pairs = [(w, theirs.get(_local(w.path))) for w in dst.weights]
     skipped = []
     for new, old in pairs:
         if old is None or not _assign(new, keras.ops.convert_to_numpy(old)):

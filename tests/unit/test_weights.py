@@ -65,3 +65,19 @@ def test_a_champion_without_event_types_hands_over_every_shared_weight() -> None
     assert [p.split("/", 1)[1] for p in skipped] == ["encoder/type_embedding/embeddings"]
     old = keras.ops.convert_to_numpy(champion.item_embeddings())
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(typed.item_embeddings())[:21], old)
+
+
+def test_weights_pair_by_path_not_by_position() -> None:
+    """Two models with as many weights, of equal shapes, in another order: pairing by
+    position handed each layer the other's weights without a word."""
+    def built(order: tuple[str, str]) -> keras.Model:
+        inputs = keras.Input((4,))
+        first, second = (keras.layers.Dense(4, name=name) for name in order)
+        return keras.Model(inputs, second(first(inputs)))
+
+    champion, challenger = built(("proj", "head")), built(("head", "proj"))
+    assert copy_weights(challenger, champion) == []
+    theirs = {w.path.split("/", 1)[1]: keras.ops.convert_to_numpy(w) for w in champion.weights}
+    for weight in challenger.weights:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight),
+                                      theirs[weight.path.split("/", 1)[1]])

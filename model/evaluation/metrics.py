@@ -11,16 +11,24 @@ import numpy as np
 from scipy.stats import rankdata
 
 
-def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray) -> np.ndarray:
+def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray,
+                   ignore: np.ndarray | None = None) -> np.ndarray:
     """Per row: how many candidates beat the target (ties count half).
 
-    ``target_score``: shape [n]; ``candidate_scores``: [n, c], excluding the target itself.
-    Masked-out candidates should be given ``-inf``. A NaN target ranks last (every
-    candidate beats it): compared naively, NaN beats nothing and would be a perfect hit.
+    ``target_score``: shape [n]; ``candidate_scores``: [n, c], excluding the target itself;
+    ``ignore`` ([n, c] booleans) marks columns that are not candidates (else give them
+    ``-inf``). NaN is a model's failure and never its gain: a NaN target ranks last and a
+    NaN candidate beats the target (compared naively, NaN beats nothing and loses to
+    nothing, so a NaN target was a perfect hit).
     """
     t = target_score[:, None]
-    ranks = (candidate_scores > t).sum(axis=1) + 0.5 * (candidate_scores == t).sum(axis=1)
-    return np.where(np.isnan(target_score), candidate_scores.shape[1], ranks)
+    above = (candidate_scores > t) | np.isnan(candidate_scores)
+    ties = candidate_scores == t
+    if ignore is not None:
+        above, ties = above & ~ignore, ties & ~ignore
+    count = candidate_scores.shape[1] if ignore is None else (~ignore).sum(axis=1)
+    ranks = above.sum(axis=1) + 0.5 * ties.sum(axis=1)
+    return np.where(np.isnan(target_score), count, ranks)
 
 
 def hit_rate(ranks: np.ndarray, k: int) -> float:
@@ -47,10 +55,13 @@ def mrr(ranks: np.ndarray, k: int | None = None) -> float:
 
 
 def auc(ranks: np.ndarray, num_candidates: int | np.ndarray) -> float:
-    """AUC with one positive: share of negatives scored below it, averaged over users."""
-    if not len(ranks):
+    """AUC with one positive: share of negatives scored below it, averaged over users.
+    A case with no candidate (its user met every other item) has no AUC and is left out."""
+    counts = np.broadcast_to(np.asarray(num_candidates, dtype=float), np.shape(ranks))
+    has = counts > 0
+    if not has.any():
         return 0.0
-    return float(np.mean(1.0 - ranks / np.asarray(num_candidates, dtype=float)))
+    return float(np.mean(1.0 - ranks[has] / counts[has]))
 
 
 def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:

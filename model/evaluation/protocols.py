@@ -43,16 +43,20 @@ def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
     sampled = rank_of_target(target_scores, scores[rows[:, None], negatives])
-    scores[:, 0] = -np.inf
+    # Not candidates: padding, the history (unless kept), the target itself, and items
+    # the model cannot score (-inf: new to a champion), so a -inf target ranks after every
+    # scored candidate. NaN scores stay candidates and beat the target (``rank_of_target``).
+    ignore = np.isneginf(scores)
+    ignore[:, 0] = True
     for i, h in enumerate(histories if not keep_history else ()):
-        scores[i, h] = -np.inf
-    scores[rows, targets] = -np.inf
-    candidates = np.isfinite(scores).sum(axis=1)
-    # A -inf target (an item new to a champion) ties with every masked item: its rank
-    # would pass the candidates' count, and AUC go below 0. It ranks after them all.
-    full = np.minimum(rank_of_target(target_scores, scores), candidates)
+        ignore[i, h] = True
+    ignore[rows, targets] = True
+    full = rank_of_target(target_scores, scores, ignore)
+    candidates = (~ignore).sum(axis=1)
+    scores[ignore] = -np.inf
     scores[rows, targets] = target_scores
-    top = np.argpartition(-scores, 10, axis=1)[:, :10]
+    width = min(10, scores.shape[1])  # a catalogue under 10 items has shorter lists
+    top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
     return full, candidates, sampled, top
 
 

@@ -10,16 +10,63 @@ import pytest
 
 from model.data import IdMap, build_sequences, leave_last_out, pad_left, time_split
 from model.evaluation.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
-from model.evaluation.protocols import evaluate
+from model.evaluation.protocols import evaluate, evaluate_cases
 from model.sampling import SeenItems
 
 
 def test_a_nan_target_score_ranks_last_not_first() -> None:
     """NaN compares false with everything: counted naively it beats nothing, a perfect hit."""
     ranks = rank_of_target(np.array([np.nan, 0.5]), np.array([[0.1, 0.2, -np.inf],
-                                                               [0.9, np.nan, 0.1]]))
+                                                               [0.9, 0.4, 0.1]]))
     assert ranks.tolist() == [3.0, 1.0]
     assert hit_rate(ranks, 1) == 0.0
+
+
+def test_a_nan_candidate_beats_the_target_and_ignored_columns_do_not_count() -> None:
+    target = np.array([0.5, np.nan])
+    cands = np.array([[np.nan, 0.9, 0.1], [0.2, 0.3, 0.4]])
+    ignore = np.array([[False, True, False], [False, False, True]])
+    assert rank_of_target(target, cands).tolist() == [2.0, 3.0]
+    assert rank_of_target(target, cands, ignore).tolist() == [1.0, 2.0]  # last of 2
+
+
+def test_a_model_that_scores_nan_gets_no_hit_in_either_protocol() -> None:
+    """A diverged model scores every item NaN. The full ranking counted its candidates
+    as the finite scores (none), so each target ranked 0 of 0: NDCG@10 1.0, which early
+    stopping would keep as the best epoch."""
+    class Diverged:
+        name = "diverged"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            return np.full((len(users), 31), np.nan)
+
+    from model.evaluation.protocols import rank_cases
+
+    ranks = rank_cases(Diverged(), np.array([1, 2]), [np.array([1, 2]), np.array([3])],
+                       np.array([4, 5]), 30, num_negatives=5)
+    assert ranks.full.tolist() == [27.0, 28.0] == ranks.full_candidates.tolist()  # last
+    assert ranks.sampled.tolist() == [5.0, 5.0]  # after all 5 negatives
+    report = ranks.report()
+    assert report["full"]["HR@10"] == report["full"]["NDCG@10"] == report["full"]["AUC"] == 0.0
+
+
+def test_a_case_without_candidates_has_no_auc_and_tiny_catalogues_rank() -> None:
+    """A user who met every other item has nothing to rank the target against: 0 / 0
+    made the whole full AUC NaN. A catalogue under 10 items made the top-10 selection
+    raise."""
+    class ByLabel:
+        name = "by-label"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            return np.tile(np.arange(7, dtype=float), (len(users), 1))
+
+    report = evaluate_cases(ByLabel(), np.array([1, 2]), [np.array([1, 2, 3, 4, 5]),
+                                                          np.array([1])],
+                            np.array([6, 6]), 6, num_negatives=0)
+    assert report["full"]["AUC"] == 1.0  # user 2's case: 6 above all 4 others
+    assert report["full"]["HR@10"] == 1.0
 
 
 def test_rank_of_target_counts_ties_as_half() -> None:

@@ -140,4 +140,5 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         worker_id=f"{worker_id}@{socket.gethostname()}:{os.getpid()}:{time.time_ns()}",
         instance_id=(f"{worker_id}@{socket.gethostname()}"
                      if settings.worker_static_membership else None),
-        store=settings.worker_store, standby_replicas=settings.worker_standby_replicas)
+        store=settings.worker_store, standby_replicas=settings.worker_standby_replicas,
+        replication=settings.topic_replication)

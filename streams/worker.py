@@ -81,6 +81,7 @@ class WorkerConfig:
     instance_id: str | None = None  # Kafka's group.instance.id (None: dynamic membership)
     store: str = "rocksdb"  # where the sessions table lives: rocksdb (under state_dir) | memory
     standby_replicas: int = 1  # workers keeping a standby copy of each partition's sessions
+    replication: int = 1  # the replication factor of the topics Faust creates (changelogs)
     session_ttl_ms: int = 0  # idle sessions expire after this, in event time (0: never)
     session_sweep_s: float = 300.0  # how often idle sessions are looked for
 
@@ -457,7 +458,12 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     ``load_bundle`` is given, the task that swaps in each new champion; with
     ``load_bundle_for`` (a model reference to a bundle) and ``cfg.experiments``, the task
     that serves the running experiment (``resolve``: a model reference to the version
-    string it names now, so variants named by an alias follow it)."""
+    string it names now, so variants named by an alias follow it).
+
+    ``env={}``: Faust otherwise lets unprefixed environment variables (``BROKER_URL``,
+    ``TOPIC_PARTITIONS``, ``APP_DATADIR``...) override what is passed here, so a worker
+    could read from one cluster and write its lists to another; the settings object is
+    the one source."""
     app = faust.App(
         cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store=f"{cfg.store}://",
         broker_credentials=faust_credentials(cfg.kafka),
@@ -465,7 +471,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         broker_session_timeout=cfg.session_timeout_s,
         broker_heartbeat_interval=cfg.session_timeout_s / 3,
         broker_commit_interval=cfg.commit_interval_s,
-        topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
+        topic_partitions=cfg.partitions, topic_replication_factor=cfg.replication,
+        consumer_auto_offset_reset="earliest", env={},
         table_standby_replicas=cfg.standby_replicas,
         consumer_group_instance_id=cfg.instance_id, Monitor=LeanMonitor,
     )

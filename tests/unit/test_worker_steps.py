@@ -1181,3 +1181,23 @@ def test_a_worker_joins_its_group_as_a_static_member_named_by_its_id_and_host(
     assert cfg.instance_id == expected
     app = create_app(cfg, NoModel())
     assert app.conf.consumer_group_instance_id == expected
+
+
+def test_the_app_takes_its_settings_from_the_settings_object_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust let unprefixed variables override what it was given: with ``BROKER_URL`` set
+    (a Celery habit), the worker consumed one cluster and produced its lists to another.
+    And the changelogs it creates take the settings' replication factor, not 1."""
+    from services.cli_worker import _worker_config
+    from services.settings import Settings
+    from streams.worker import NoModel, create_app
+
+    for name, value in (("BROKER_URL", "kafka://elsewhere:9092"), ("TOPIC_PARTITIONS", "7"),
+                        ("APP_DATADIR", str(tmp_path / "elsewhere"))):
+        monkeypatch.setenv(name, value)
+    settings = Settings(data_dir=tmp_path, topic_replication=3, interactions_partitions=4)
+    app = create_app(_worker_config(settings, "1", None), NoModel())
+    assert [str(url) for url in app.conf.broker] == [f"kafka://{settings.kafka.bootstrap}"]
+    assert app.conf.topic_partitions == 4
+    assert app.conf.topic_replication_factor == 3
+    assert str(app.conf.datadir).startswith(str(tmp_path / "workers"))

@@ -22,7 +22,8 @@ def java_binary() -> str:
     if not found:
         raise StackError(
             f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and none was found: "
-            "install it (Debian: apt-get install -y openjdk-17-jre-headless) "
+            "install it (Debian: apt-get install -y openjdk-17-jre-headless, or "
+            "default-jre-headless where 17 is not packaged) "
             "or set STREAMREC_KAFKA_BOOTSTRAP to an existing cluster"
         )
     return found

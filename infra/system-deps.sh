@@ -12,7 +12,7 @@ if [[ -n "$testing" || -z "${STREAMREC_REDIS_URL:-}" ]] && ! command -v redis-se
   need+=(redis-server)
 fi
 if [[ -n "$testing" || -z "${STREAMREC_KAFKA_BOOTSTRAP:-}" ]]; then
-  command -v java >/dev/null || [[ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]] || need+=(openjdk-17-jre-headless)
+  command -v java >/dev/null || [[ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]] || need+=(java)
   command -v mvn >/dev/null || need+=(maven)
 fi
 if [[ -n "$testing" ]]; then
@@ -21,15 +21,26 @@ fi
 ((${#need[@]})) || exit 0
 
 if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
-  echo "installing ${need[*]} with apt-get"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  as_root=()
 elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then
-  echo "installing ${need[*]} with sudo apt-get"
-  sudo apt-get update -qq
-  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  as_root=(sudo)
 else
-  echo "error: missing ${need[*]}: install with 'sudo apt-get install -y ${need[*]}'" \
-       "(or point STREAMREC_REDIS_URL / STREAMREC_KAFKA_BOOTSTRAP at existing services)" >&2
+  echo "error: missing ${need[*]/#java/a Java 17+ runtime}: install them with your package" \
+       "manager (or point STREAMREC_REDIS_URL / STREAMREC_KAFKA_BOOTSTRAP at existing" \
+       "services)" >&2
   exit 1
 fi
+# A freshly booted machine's unattended upgrades may hold the dpkg lock for minutes; a
+# mirror may drop a connection. Wait for the one, retry the other.
+apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -qq
+     -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+"${apt[@]}" update
+# Java 17 where the release has it (Debian 12), else the release's default runtime
+# (Debian 13 ships 21 and 25 only; Kafka runs on 17 and later).
+if [[ " ${need[*]} " == *" java "* ]]; then
+  java=default-jre-headless
+  apt-cache show openjdk-17-jre-headless >/dev/null 2>&1 && java=openjdk-17-jre-headless
+  need=("${need[@]/#java/$java}")
+fi
+echo "installing ${need[*]} with ${as_root[*]:+sudo }apt-get"
+"${apt[@]}" install -y "${need[@]}" >/dev/null

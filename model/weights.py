@@ -10,10 +10,13 @@ architecture: a wider layer is not a grown table) keeps its initial values and i
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import keras
 import numpy as np
+
+log = logging.getLogger("streamrec.train")
 
 
 def layer_arrays(layer: keras.layers.Layer) -> list[np.ndarray]:
@@ -28,18 +31,23 @@ def copy_weights(dst: keras.Model, src: keras.Model) -> list[str]:
     before a layer was added (e.g. the event-type embedding) still hands over every weight
     the two share, and two models with as many weights in another order or structure
     never swap weights of equal shape."""
-    theirs = {_local(w.path): w for w in src.weights}
-    pairs = [(w, theirs.get(_local(w.path))) for w in dst.weights]
+    theirs = {_local(w.path, src): w for w in src.weights}
+    pairs = [(w, theirs.get(_local(w.path, dst))) for w in dst.weights]
     skipped = []
     for new, old in pairs:
         if old is None or not _assign(new, keras.ops.convert_to_numpy(old)):
             skipped.append(new.path)
+    if skipped:
+        log.warning("warm start: %d of %d weights keep their initial values (no weight of "
+                    "that path and shape in %s): %s", len(skipped), len(pairs), src.name,
+                    ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
     return skipped
 
 
-def _local(path: str) -> str:
-    """A weight's path without the model's own (auto-numbered) name."""
-    return path.split("/", 1)[-1]
+def _local(path: str, model: keras.Model) -> str:
+    """A weight's path without the model's own (auto-numbered) name, which a model built
+    here puts first and one loaded from a ``.keras`` file leaves out."""
+    return path.removeprefix(f"{model.name}/")
 
 
 def _assign(new: Any, old_value: np.ndarray) -> bool:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -29,7 +31,8 @@ def test_a_grown_sasrec_encodes_old_sessions_exactly_like_the_champion() -> None
                                keras.ops.convert_to_numpy(champion.encode(seq)), atol=1e-6)
 
 
-def test_neumf_grows_user_and_item_tables_and_another_architecture_is_reported() -> None:
+def test_neumf_grows_user_and_item_tables_and_another_architecture_is_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
     def built(users: int, items: int, layers: tuple[int, ...]) -> NeuMF:
         model = NeuMF(users, items, gmf_dim=4, mlp_layers=layers, session_dim=3, use_score=True)
         model({"user": np.zeros(1, "int32"), "item": np.ones(1, "int32"),
@@ -42,6 +45,7 @@ def test_neumf_grows_user_and_item_tables_and_another_architecture_is_reported()
     skipped = copy_weights(other, champion)
     assert sorted(p.split("/", 1)[1] for p in skipped) == [
         "fusion/kernel", "mlp_0/bias", "mlp_0/kernel"]
+    assert "warm start: 3 of 8 weights keep their initial values" in caplog.text
 
 
 def test_all_finite_catches_a_diverged_weight() -> None:
@@ -77,7 +81,20 @@ def test_weights_pair_by_path_not_by_position() -> None:
 
     champion, challenger = built(("proj", "head")), built(("head", "proj"))
     assert copy_weights(challenger, champion) == []
-    theirs = {w.path.split("/", 1)[1]: keras.ops.convert_to_numpy(w) for w in champion.weights}
+    theirs = {w.path: keras.ops.convert_to_numpy(w) for w in champion.weights}  # proj/kernel
     for weight in challenger.weights:
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight),
-                                      theirs[weight.path.split("/", 1)[1]])
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(weight), theirs[weight.path])
+
+
+def test_a_champion_loaded_from_its_file_hands_over_every_weight(tmp_path: Path) -> None:
+    """A model loaded from a ``.keras`` file names its weights without its own name
+    ("encoder/..."), a model built here with it ("sas_rec_3/encoder/...")."""
+    keras.utils.set_random_seed(3)
+    _built_sasrec(20).save(tmp_path / "champion.keras")
+    champion = keras.saving.load_model(tmp_path / "champion.keras", safe_mode=True,
+                                       compile=False)
+    challenger = _built_sasrec(25)
+    assert copy_weights(challenger, champion) == []
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(challenger.item_embeddings())[:21],
+        keras.ops.convert_to_numpy(champion.item_embeddings()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,33 @@ class MlflowStore:
         if self.is_local:
             self.artifact_root.mkdir(parents=True, exist_ok=True)
 
-    def answers(self) -> bool:
-        """True when the tracking store accepts a query (creates the sqlite schema on first use)."""
+    def client(self) -> Any:
+        """An ``MlflowClient`` of this store for runs and the registry alike: given the
+        tracking URI alone, MLflow takes the registry from ``MLFLOW_REGISTRY_URI`` when
+        that variable is set, and models would go somewhere the settings do not say."""
         from mlflow.tracking import MlflowClient
 
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def activate(self) -> None:
+        """Point MLflow's module-level API (``mlflow.start_run``, ``mlflow.artifacts``,
+        ``models:/`` URIs) at this store, its registry included (see ``client``)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+
+    def answers(self) -> bool:
+        """True when the tracking store accepts a query (creates the sqlite schema on first use)."""
         try:
-            MlflowClient(tracking_uri=self.tracking_uri).search_experiments(max_results=1)
+            self.client().search_experiments(max_results=1)
         except Exception:  # noqa: BLE001 - any failure means the store is not usable
             return False
         return True
 
     def experiment_id(self, name: str) -> str:
         """Id of experiment ``name``, created with its artifacts under our artifact root."""
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=self.tracking_uri)
+        client = self.client()
         found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id

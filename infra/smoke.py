@@ -65,10 +65,8 @@ def redis_round_trip(url: str) -> float:
 
 def mlflow_round_trip(store: MlflowStore, experiment: str) -> float:
     """Log a run with one metric and read the metric back; returns ms."""
-    from mlflow.tracking import MlflowClient
-
     start = time.perf_counter()
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     run = client.create_run(store.experiment_id(experiment), run_name="stack-smoke")
     client.log_metric(run.info.run_id, "smoke", 1.0)
     client.set_terminated(run.info.run_id)

@@ -385,9 +385,7 @@ class Trainer:
         """The newest event time the models at ``versions`` trained on (their runs'
         ``trained_until_ts``, the earliest of them), None when no run says (models
         logged before the parameter existed)."""
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=self.store.tracking_uri)
+        client = self.store.client()
 
         def read() -> int | None:
             found = [client.get_run(client.get_model_version(name, version).run_id)

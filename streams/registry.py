@@ -126,7 +126,7 @@ def log_run(store: MlflowStore, experiment: str, run_name: str, *, params: Mappi
     import mlflow
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(store.tracking_uri)
+    store.activate()
     versions: dict[str, str] = {}
     with mlflow.start_run(experiment_id=store.experiment_id(experiment), run_name=run_name):
         mlflow.set_tags({"git_commit": git_commit(), **(tags or {})})
@@ -163,9 +163,7 @@ def set_champion(store: MlflowStore, versions: Mapping[str, str], alias: str = C
                  ) -> None:
     """Point ``alias`` (the ``champion``, or e.g. the ``challenger`` of a live trial) of each
     registered name at its version."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     for name, version in versions.items():
         client.set_registered_model_alias(name, alias, version)
 
@@ -173,9 +171,7 @@ def set_champion(store: MlflowStore, versions: Mapping[str, str], alias: str = C
 def tag_versions(store: MlflowStore, versions: Mapping[str, str], tags: Mapping[str, str]
                  ) -> None:
     """Tags on registered model versions (e.g. why the trainer rejected them)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     for name, version in versions.items():
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
@@ -253,7 +249,7 @@ def load_model(store: MlflowStore, name: str, alias: str = CHAMPION,
     import model.ranking.neumf  # noqa: F401  - register the custom classes before loading
     import model.retrieval.sasrec  # noqa: F401
 
-    mlflow.set_tracking_uri(store.tracking_uri)
+    store.activate()
     uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
     # Into a folder of ours, removed once loaded: from a tracking server MLflow downloads
     # into a temporary folder of its own and never removes it (one model per swap).
@@ -312,9 +308,8 @@ def alias_versions(store: MlflowStore, names: list[str], alias: str = CHAMPION
     """{registered name: version} behind ``alias`` (the legacy name where that is the one
     holding it), or None when any name has no such alias yet."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     try:
         found = [_by_alias(client, n, alias) for n in names]
     except MlflowException:
@@ -351,9 +346,8 @@ def _role_versions(store: MlflowStore, ref: str) -> list[Any]:
     (``champion``, ``challenger``), read now, or a version string, checked to exist. Raises
     ``NoChampion`` in one line when the registry has no such models."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     pinned = parse_versions(ref)
     try:
         if pinned is None:
@@ -390,7 +384,7 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     # By the versions the alias named when read, not by the alias again: a promotion
     # landing mid-load must not pair one champion's retriever with the next one's ranker.
     retriever, ranker = _role_versions(store, alias)
-    mlflow.set_tracking_uri(store.tracking_uri)
+    store.activate()
     with tempfile.TemporaryDirectory(prefix="streamrec-maps-") as folder:
         maps_path = mlflow.artifacts.download_artifacts(
             run_id=retriever.run_id, artifact_path="id_maps.json", dst_path=folder)

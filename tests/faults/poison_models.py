@@ -68,10 +68,9 @@ def train(env: dict[str, str], events: list[Event], folder: Path, champion: bool
 def poisoned_versions(settings: Settings, env: dict[str, str], folder: Path
                       ) -> dict[str, str]:
     """Register the three poisoned rankers; {what: ranker version}."""
-    from mlflow.tracking import MlflowClient
 
     store = mlflow_store(settings)
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     missing = client.create_model_version(RANKER_NAME, source=str(folder / "nothing-here"))
     ranker = load_model(store, RANKER_NAME, version="1")
     ranker.set_weights([np.full_like(w, np.nan) for w in ranker.get_weights()])

@@ -81,10 +81,9 @@ def test_stack_up_twice_is_idempotent(settings: Settings) -> None:
 
 
 def test_mlflow_registry_alias_round_trip(settings: Settings) -> None:
-    from mlflow.tracking import MlflowClient
 
     store = mlflow_store(settings)
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     run = client.create_run(store.experiment_id("test-registry"))
     client.set_terminated(run.info.run_id)
     name = f"test-model-{uuid.uuid4().hex[:8]}"

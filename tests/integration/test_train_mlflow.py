@@ -32,10 +32,9 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path,
     assert "registered streamrec-retriever v1 (champion)" in " ".join(result.stdout.split())
     assert "registered streamrec-ranker v1 (champion)" in " ".join(result.stdout.split())
 
-    from mlflow.tracking import MlflowClient
 
     store = MlflowStore.local(tmp_path / "state" / "mlflow")
-    client = MlflowClient(tracking_uri=store.tracking_uri)
+    client = store.client()
     version = client.get_model_version_by_alias(RETRIEVER_NAME, "champion")
     run = client.get_run(version.run_id)
     assert run.data.tags["git_commit"] and run.data.params["loss"] == "softmax"

@@ -88,14 +88,13 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     assert second.outcome == "rejected" and "does not beat champion" in second.reason, second
     assert second.versions == {RETRIEVER_NAME: "2", RANKER_NAME: "2"}
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
-    from mlflow.tracking import MlflowClient
 
-    v2 = MlflowClient(tracking_uri=store.tracking_uri).get_model_version(RANKER_NAME, "2")
+    v2 = store.client().get_model_version(RANKER_NAME, "2")
     assert v2.tags["gate_verdict"] == "rejected" and "does not beat" in v2.tags["gate_reason"]
-    run = MlflowClient(tracking_uri=store.tracking_uri).get_run(v2.run_id)
+    run = store.client().get_run(v2.run_id)
     assert {"gate_challenger_full_NDCG_at_10", "gate_champion_full_NDCG_at_10",
             "gate_challenger_sampled_HR_at_10"} <= set(run.data.metrics)
-    artifacts = {a.path for a in MlflowClient(tracking_uri=store.tracking_uri)
+    artifacts = {a.path for a in store.client()
                  .list_artifacts(v2.run_id)}
     assert "champion_vs_challenger.png" in artifacts
 

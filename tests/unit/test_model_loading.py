@@ -37,3 +37,29 @@ def test_a_model_flagged_as_an_exported_graph_is_refused(tmp_path: Path) -> None
     (tmp_path / "m" / "MLmodel").write_text(yaml.safe_dump(spec))
     with pytest.raises(StackError, match="models:/m/1 is not a Keras model saved in the .keras"):
         _keras_file(tmp_path / "m", "models:/m/1")
+
+
+def test_the_registry_is_the_settings_store_whatever_mlflow_registry_uri_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the tracking URI alone, MLflow takes the registry from MLFLOW_REGISTRY_URI:
+    champions were set, and loaded, in a store the settings do not name."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from infra.mlflow_store import MlflowStore
+    from streams.registry import set_champion
+
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", elsewhere)
+    store = MlflowStore.local(tmp_path / "ours")
+    store.ensure()
+    client = store.client()
+    client.create_registered_model("retriever")
+    run = client.create_run(store.experiment_id("t"))
+    client.create_model_version("retriever", f"runs:/{run.info.run_id}/m", run.info.run_id)
+    set_champion(store, {"retriever": "1"})
+    assert str(client.get_model_version_by_alias("retriever", "champion").version) == "1"
+    other = MlflowClient(tracking_uri=elsewhere, registry_uri=elsewhere)
+    assert other.search_registered_models() == []
+    store.activate()
+    assert mlflow.get_registry_uri() == store.tracking_uri

@@ -339,7 +339,6 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     on the newest 10%; what is registered and promoted is its refit on all of it. The next
     round on the same history has no event the champion has not learnt to judge by."""
     import matplotlib.pyplot as plt
-    from mlflow.tracking import MlflowClient
 
     from streams.registry import RETRIEVER_NAME, load_champion, set_champion
 
@@ -364,7 +363,7 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     assert fresh, "the promoted models never saw the gate slice"
     table = np.asarray(champion.retriever.item_embeddings())
     assert table.shape[0] == len(champion.items) + 1 > fresh
-    client = MlflowClient(tracking_uri=trainer.store.tracking_uri)
+    client = trainer.store.client()
     run = client.get_run(client.get_model_version(RETRIEVER_NAME,
                                                   result.versions[RETRIEVER_NAME]).run_id)
     assert run.data.params["trained_events"] == str(len(events))

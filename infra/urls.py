@@ -6,7 +6,9 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@]*@")
+# The scheme and user kept; everything up to the *last* '@' masked: an unescaped '@' or
+# '/' in a password splits it at the first, and the rest would print.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*:)?.*@")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
 
@@ -21,8 +23,12 @@ def mask_url(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return url
     netloc = parts.netloc
-    if parts.password is None and "@" in url:  # an unescaped '/' or '#' in the password
-        return _USERINFO.sub(rf"\1{MASK}@", url, count=1)
+    if url.count("@") > 1 or (parts.password is None and "@" in url):  # unescaped '@', '/'
+        def masked(m: re.Match[str]) -> str:
+            if m[2] is None and url.count("@") == 1:
+                return m[0]  # a user name alone
+            return f"{m[1]}{m[2] or ''}{MASK}@"
+        return _USERINFO.sub(masked, url, count=1)
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         user = userinfo.partition(":")[0]

@@ -37,6 +37,7 @@ from streams.events import EVENT_TYPES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_SECRET_LENGTH = 16  # API keys and tokens
 _Secrets = SecretStr | dict[SecretStr, str] | list[SecretStr] | None
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
 class Settings(BaseSettings):
@@ -76,10 +77,10 @@ class Settings(BaseSettings):
     # MLflow: unset means a sqlite store under data_dir; a server URI works too.
     mlflow_tracking_uri: SecretStr | None = Field(None, description="a server URI; it may "
                                                   "carry credentials")
-    mlflow_experiment: str = "streamrec"
+    mlflow_experiment: str = Field("streamrec", min_length=1)
 
     # Stream workers: one consumer group; state per worker under data_dir/workers/<id>.
-    worker_group: str = "streamrec-worker"
+    worker_group: str = Field("streamrec-worker", min_length=1)
     worker_batch_size: int = Field(256, ge=1)
     worker_batch_within_ms: int = Field(10, ge=1)
     worker_session_timeout_s: float = Field(
@@ -241,12 +242,37 @@ class Settings(BaseSettings):
     def _ports_differ(self) -> Settings:
         """The embedded services' ports: two the same fail only later, inside Kafka or
         Redis, with a message that blames someone else's process."""
-        ports = {"STREAMREC_KAFKA_PORT": self.kafka_port,
-                 "STREAMREC_KAFKA_CONTROLLER_PORT": self.kafka_controller_port,
-                 "STREAMREC_REDIS_PORT": self.redis_port}
-        if len(set(ports.values())) < len(ports):
-            raise ValueError("the embedded services need distinct ports: " +
-                             ", ".join(f"{k}={v}" for k, v in ports.items()))
+        ports = {"STREAMREC_API_PORT": self.api_port,
+                 "STREAMREC_WORKER_METRICS_PORT": self.worker_metrics_port or None}
+        if self.kafka_bootstrap is None:
+            ports |= {"STREAMREC_KAFKA_PORT": self.kafka_port,
+                      "STREAMREC_KAFKA_CONTROLLER_PORT": self.kafka_controller_port}
+        if self.redis_url is None:
+            ports["STREAMREC_REDIS_PORT"] = self.redis_port
+        by_port: dict[int, list[str]] = {}
+        for name, port in ports.items():
+            if port is not None:
+                by_port.setdefault(port, []).append(name)
+        for port, names in by_port.items():
+            if len(names) > 1:
+                raise ValueError("the services need distinct ports: " +
+                                 ", ".join(f"{name}={port}" for name in names))
+        return self
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Settings:
+        """Two roles on one topic (``STREAMREC_TOPIC_DLQ=interactions``) would feed dead
+        letters back in as events, or compact the events away; Kafka itself refuses a
+        bad name only when the topic is first created."""
+        topics = {name: getattr(self, name) for name in type(self).model_fields
+                  if name.startswith("topic_") and name != "topic_replication"}
+        for name, topic in topics.items():
+            if not _TOPIC.fullmatch(topic) or topic in (".", ".."):
+                raise ValueError(f"STREAMREC_{name.upper()}={topic!r} is not a Kafka topic "
+                                 "name (1 to 249 of a-z, A-Z, 0-9, '.', '_', '-')")
+        if len(set(topics.values())) < len(topics):
+            raise ValueError("each topic needs a name of its own: " +
+                             ", ".join(f"STREAMREC_{k.upper()}={v}" for k, v in topics.items()))
         return self
 
     @field_validator("kafka_bootstrap")
@@ -273,6 +299,8 @@ class Settings(BaseSettings):
         if value is not None:
             try:  # as every client parses it: a password with "/" or "#" unescaped breaks
                 redis.connection.parse_url(url)  # the port, and its error quotes the password
+                if url.count("@") > 1:  # "u:p@ss/w@host" parses, as host "ss"
+                    raise ValueError
             except ValueError:
                 raise ValueError("a redis URL that does not parse (the value is not shown); "
                                  "percent-encode '/', '#', '?' and '@' in its password "

@@ -93,6 +93,18 @@ def test_masked_urls_keep_everything_but_the_secrets() -> None:
     assert mask_url("http://u:pw@mlflow:5000/x?token=abc&run=1") == \
         "http://u:***@mlflow:5000/x?token=***&run=1"
     assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
+    assert mask_url("redis://app@cache:6379/0") == "redis://app@cache:6379/0"
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("redis://u:p@ss/w0rd@h:1/0", "redis://u:***@h:1/0"),  # parsed as host "ss"
+    ("redis://:p/w@h:1/0", "redis://:***@h:1/0"),
+    ("http://user:pa#ss@h/x", "http://user:***@h/x"),
+    ("redis://p@ss/w@h", "redis://***@h"),
+])
+def test_an_unescaped_at_or_slash_in_a_password_prints_none_of_it(url: str, masked: str
+                                                                  ) -> None:
+    assert mask_url(url) == masked
     assert mask_url("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
 
 

@@ -53,6 +53,15 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_KAFKA_PORT", "19093", "distinct ports: STREAMREC_KAFKA_PORT=19093, "
          "STREAMREC_KAFKA_CONTROLLER_PORT=19093"),
         ("STREAMREC_REDIS_PORT", "19092", "STREAMREC_REDIS_PORT=19092"),
+        ("STREAMREC_API_PORT", "16379", "STREAMREC_API_PORT=16379, STREAMREC_REDIS_PORT=16379"),
+        ("STREAMREC_WORKER_METRICS_PORT", "8000", "STREAMREC_API_PORT=8000, "
+         "STREAMREC_WORKER_METRICS_PORT=8000"),
+        ("STREAMREC_TOPIC_DLQ", "interactions", "each topic needs a name of its own"),
+        ("STREAMREC_TOPIC_ITEMS", "the items", "STREAMREC_TOPIC_ITEMS='the items' is not a "
+         "Kafka topic name"),
+        ("STREAMREC_WORKER_GROUP", "", "STREAMREC_WORKER_GROUP"),
+        ("STREAMREC_MLFLOW_EXPERIMENT", "", "STREAMREC_MLFLOW_EXPERIMENT"),
+        ("STREAMREC_REDIS_URL", "redis://u:p@ss/w0rd@h:1/0", "percent-encode"),
         ("STREAMREC_EVENT_WEIGHTS", '{"purchase": NaN}', "finite weights"),
         ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": Infinity}', "finite weights"),
         ("STREAMREC_EVENT_WEIGHTS", "{bad", "STREAMREC_EVENT_WEIGHTS is not valid JSON"),

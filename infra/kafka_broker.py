@@ -26,11 +26,12 @@ from infra.errors import CREDENTIALS_REFUSED, StackError
 from infra.java import check_java, maven_binary
 from infra.kafka_client import KafkaConnection
 from infra.process import ManagedProcess, port_in_use
-from infra.tls import TlsFiles, write_file
+from infra.tls import TlsFiles, private_dir, write_file
 
 _MAIN_CLASS = "kafka.Kafka"
 _REFUSALS = {KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED}
 _JARS_DONE = ".complete"
+MAVEN_TIMEOUT_S = 900  # the first resolution fetches ~40 jars; a stall must not hang CI
 
 
 def server_properties(port: int, controller_port: int, data_dir: Path,
@@ -136,11 +137,19 @@ class LocalKafka:
         mvn = maven_binary()
         pom = resources.files("infra") / "kafka" / "pom.xml"
         self.libs.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-             f"-Dkafka.version={self.version}", f"-DoutputDirectory={self.libs}"],
-            capture_output=True, text=True, check=False,
-        )
+        # -C: a jar whose checksum does not match fails rather than warns. The timeout
+        # bounds a stalled download (Maven's own read timeout is 30 minutes), which would
+        # hold the stack lock and every other `stack up` with it.
+        try:
+            result = subprocess.run(
+                [mvn, "-B", "-q", "-C", "-f", str(pom), "dependency:copy-dependencies",
+                 f"-Dkafka.version={self.version}", f"-DoutputDirectory={self.libs}"],
+                capture_output=True, text=True, check=False, timeout=MAVEN_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise StackError(f"Maven did not resolve the Kafka jars within {MAVEN_TIMEOUT_S} s; "
+                             "is Maven Central reachable? (try again: what it fetched stays "
+                             "in ~/.m2)") from None
         if result.returncode != 0 or not any(self.libs.glob("kafka_2.13-*.jar")):
             lines = [ln for ln in (result.stdout + result.stderr).splitlines() if "ERROR" in ln]
             reason = lines[0] if lines else f"exit code {result.returncode}"
@@ -156,7 +165,7 @@ class LocalKafka:
                 f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs}/*", main, *args]
 
     def _write_config(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         props = self.home / "server.properties"
         tls = self.tls.ensure() if self.connection.uses_tls else None
         text = server_properties(self.port, self.controller_port, self.home / "data",

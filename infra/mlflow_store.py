@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.tls import private_dir
+
 
 @dataclass(frozen=True)
 class MlflowStore:
@@ -28,7 +30,8 @@ class MlflowStore:
     def ensure(self) -> None:
         """Create the local folders; a remote server needs nothing from us."""
         if self.is_local:
-            self.artifact_root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.artifact_root.parent)  # the database and its artifacts
+            self.artifact_root.mkdir(exist_ok=True)
 
     def client(self) -> Any:
         """An ``MlflowClient`` of this store for runs and the registry alike: given the

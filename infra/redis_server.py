@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from infra.errors import CREDENTIALS_REFUSED, StackError
 from infra.process import ManagedProcess, port_in_use
-from infra.tls import TlsFiles, write_file
+from infra.tls import TlsFiles, private_dir, write_file
 from infra.urls import mask_url
 
 INSTALL_HINT = (
@@ -141,8 +141,8 @@ class LocalRedis:
             raise StackError(
                 f"port {self.port} is in use by another process; stop it or set STREAMREC_REDIS_PORT"
             )
-        data = self.home / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        data = private_dir(self.home) / "data"
+        data.mkdir(exist_ok=True)
         version = server_version(binary)  # unread: assume a current one
         conf = self.write_config(channel_rules=version is None or version >= (6, 2))
         argv = [binary, str(conf), "--bind", "127.0.0.1", "--dir", str(data),

@@ -96,3 +96,13 @@ def write_file(path: Path, data: bytes, *, private: bool) -> None:
     os.fchmod(fd, mode)  # an existing file keeps its old mode through os.open
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created if missing and made readable by its owner only (a folder made
+    before this rule too): Kafka's logs, Redis's append-only file, MLflow's database and
+    the workers' sessions hold the product's data, which ACLs and SASL protect only on
+    the wire."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path

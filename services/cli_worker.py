@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from infra.tls import private_dir
 from services.logs import LogLevel, configure
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
@@ -114,8 +115,8 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
     from streams.sessions import SessionPolicy
     from streams.worker import WorkerConfig
 
-    state_dir = settings.data_dir / "workers" / worker_id
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_dir(settings.data_dir / "workers") / worker_id
+    state_dir.mkdir(exist_ok=True)
     _claim(state_dir, worker_id)
     return WorkerConfig(
         kafka=settings.kafka, group_id=settings.worker_group,

@@ -217,3 +217,22 @@ def test_a_broker_running_on_other_ports_is_named_not_taken_for_the_new_one(
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
 
+
+
+def test_the_stacks_data_folders_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Data at rest (Kafka's logs, Redis's append-only file, MLflow's database, the
+    workers' sessions) was 0755/0644 under the default umask: SASL and ACLs guard the
+    wire, not the files. A folder made before this rule is narrowed too."""
+    from infra.mlflow_store import MlflowStore
+    from infra.tls import private_dir
+    from services.cli_worker import _worker_config
+    from services.settings import Settings
+
+    old = tmp_path / "old"
+    old.mkdir(mode=0o755)
+    assert private_dir(old).stat().st_mode & 0o777 == 0o700
+    assert private_dir(tmp_path / "a" / "b").stat().st_mode & 0o777 == 0o700
+    MlflowStore.local(tmp_path / "mlflow").ensure()
+    assert (tmp_path / "mlflow").stat().st_mode & 0o777 == 0o700
+    _worker_config(Settings(data_dir=tmp_path / "data"), "1", None)
+    assert (tmp_path / "data" / "workers").stat().st_mode & 0o777 == 0o700

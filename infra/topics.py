@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from infra.errors import StackError
 from infra.kafka_client import KafkaConnection
@@ -25,13 +25,17 @@ def ensure_topics(kafka: KafkaConnection, specs: list[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
     An existing topic is left alone even if its partition count differs: changing
-    partitions would move keys (users) between partitions and break per-user order.
+    partitions would move keys (users) between partitions and break per-user order. But
+    an existing topic must have the ``cleanup.policy`` its spec asks for: a catalogue or
+    experiments topic made beforehand without compaction would lose its records after
+    the retention period, with nothing said.
     """
     admin = AdminClient(kafka.librdkafka())
     try:
         existing = set(admin.list_topics(timeout=_ADMIN_TIMEOUT_S).topics)
     except KafkaException as exc:
         raise StackError(f"cannot list topics on {kafka.bootstrap}: {exc}") from exc
+    _check_policies(admin, [s for s in specs if s.name in existing and "cleanup.policy" in s.config])
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
@@ -49,3 +53,26 @@ def ensure_topics(kafka: KafkaConnection, specs: list[TopicSpec]) -> list[str]:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a racing creator is fine
                 raise StackError(f"cannot create topic {name!r}: {exc}") from exc
     return created
+
+
+def _check_policies(admin: AdminClient, specs: list[TopicSpec]) -> None:
+    """Raise when an existing topic's ``cleanup.policy`` is not its spec's."""
+    if not specs:
+        return
+    futures = admin.describe_configs([ConfigResource("topic", s.name) for s in specs],
+                                     request_timeout=_ADMIN_TIMEOUT_S)
+    wanted = {s.name: s.config["cleanup.policy"] for s in specs}
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout=_ADMIN_TIMEOUT_S).get("cleanup.policy")
+        except KafkaException as exc:
+            raise StackError(f"cannot read the configuration of topic {resource.name!r}: "
+                             f"{exc}") from exc
+        policy = entry.value if entry is not None else "delete"
+        if policy != wanted[resource.name]:
+            raise StackError(
+                f"topic {resource.name!r} exists with cleanup.policy={policy}, and it needs "
+                f"{wanted[resource.name]} (its records are kept by key, not by age): set it "
+                f"with kafka-configs --alter --entity-type topics --entity-name "
+                f"{resource.name} --add-config cleanup.policy={wanted[resource.name]}, "
+                "or name another topic in the settings")

@@ -150,3 +150,19 @@ def test_cli_prints_one_line_errors_not_tracebacks(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "error: invalid settings: STREAMREC_KAFKA_PORT" in result.stderr
+
+
+def test_an_existing_topic_without_the_compaction_it_needs_is_refused(settings: Settings
+                                                                       ) -> None:
+    """A catalogue topic made beforehand without compaction lost its records after the
+    retention period, with nothing said: its policy is checked, not only its existence."""
+    from infra.topics import TopicSpec, ensure_topics
+
+    name = f"test.items.{uuid.uuid4().hex[:8]}"
+    compact = TopicSpec(name, 1, 1, {"cleanup.policy": "compact"})
+    assert ensure_topics(settings.kafka, [TopicSpec(name, 1)]) == [name]  # delete, by default
+    with pytest.raises(StackError, match=f"topic '{name}' exists with cleanup.policy=delete"):
+        ensure_topics(settings.kafka, [compact])
+    other = f"test.items.{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(settings.kafka, [TopicSpec(other, 1, 1, compact.config)]) == [other]
+    assert ensure_topics(settings.kafka, [TopicSpec(other, 1, 1, compact.config)]) == []

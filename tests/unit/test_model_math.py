@@ -95,7 +95,7 @@ def test_seen_items_sampling_never_returns_seen_items() -> None:
     assert samples.min() >= 1 and samples.max() <= 6
     assert not seen.contains(np.array([0, 1, 2] * 100), samples).any()
     assert set(np.unique(samples[::3])) == {4, 5, 6}  # row 0 saw 1, 2, 3
-    with pytest.raises(ValueError, match="almost every item"):
+    with pytest.raises(ValueError, match="row 0 has seen every item"):
         SeenItems([np.arange(1, 7)], 6).sample(np.array([0]), 1, np.random.default_rng(0))
     # distinct: row 0 can only get 4, 5 and 6, each once, in some order
     once = seen.sample(np.array([0, 1] * 50), 3, np.random.default_rng(1), distinct=True)
@@ -104,6 +104,16 @@ def test_seen_items_sampling_never_returns_seen_items() -> None:
     # a row with fewer unseen items than asked for gets them with repeats, not an error
     short = seen.sample(np.array([0]), 5, np.random.default_rng(2), distinct=True)
     assert set(short[0].tolist()) <= {4, 5, 6} and seen.unseen(np.array([0, 1, 2])).tolist() == [3, 5, 6]
+
+
+def test_a_row_with_barely_enough_unseen_items_gets_them_all_distinct() -> None:
+    """100 distinct negatives out of 101 unseen items needs ~500 redraws of the last one
+    on average: past the rounds allowed, the whole evaluation raised."""
+    seen = SeenItems([np.arange(1, 400), np.arange(1, 300)], num_items=500)  # 101, 201 left
+    for seed in range(5):
+        out = seen.sample(np.array([0, 1]), 100, np.random.default_rng(seed), distinct=True)
+        assert not seen.contains(np.array([0, 1]), out).any()
+        assert all(len(set(row)) == 100 for row in out.tolist())
 
 
 def _events(rows: list[tuple[str, str, int]]) -> list[SimpleNamespace]:

@@ -529,9 +529,11 @@ class Trainer:
 
         A fine-tune from its weights, not training anew: a few epochs instead of the
         whole run, and the same model the gate judged, moved by the newest events.
-        Early stopping still scores the starting point, so the refit never ends worse
-        on validation (each user's second-newest event, mostly in the gate slice) than
-        the gated weights with rows added; as everywhere, each user's newest two events
+        Early stopping still scores the starting point, so the refit's joint training
+        never ends worse on validation (each user's second-newest event, mostly in the
+        gate slice) than the gated weights with rows added; the ranker's conversion heads
+        are then fitted for conversion, not next items (``refit_given``), and its
+        validation is scored again after them. As everywhere, each user's newest two events
         stay out of training, for validation and the test metrics. A refit that diverges
         is not promoted."""
         epochs = self.settings.trainer_refit_epochs

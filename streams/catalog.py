@@ -29,7 +29,14 @@ from typing import Any
 
 import orjson
 
-from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, decode_record, json_integer
+from streams.events import (
+    CONTROL_CHARACTERS,
+    MAX_ID_LENGTH,
+    InvalidEvent,
+    Reason,
+    decode_record,
+    json_integer,
+)
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -47,8 +54,7 @@ OPTIONAL = ("title", "text", "categories", "brand", "price", "attributes", "imag
             "schema_version")
 _KNOWN = frozenset(("item_id", *OPTIONAL))
 # Names (title, brand, categories, attribute keys) are one line: no control characters.
-_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
-_NO_CONTROL = re.compile(f"[^{_CONTROL}]*")
+_NO_CONTROL = re.compile(f"[^{CONTROL_CHARACTERS}]*")
 _URL = re.compile(r"https?://[!-~]+")  # printable ASCII: non-ASCII is percent-encoded
 
 
@@ -212,11 +218,12 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the wire format, for other languages and docs.
 
     Three rules are not expressible there and live only in :func:`parse_item`: the payload
-    size limit, ``item_id`` being printable (as an event's), and numbers fitting 64 bits.
+    size limit, ``item_id`` being printable past the control characters the pattern
+    refuses (as an event's), and numbers fitting 64 bits.
     """
     def name(max_length: int = MAX_NAME_LENGTH) -> dict[str, Any]:
         return {"type": "string", "minLength": 1, "maxLength": max_length,
-                "pattern": f"^[^{_CONTROL}]*$"}
+                "pattern": f"^[^{CONTROL_CHARACTERS}]*$"}
 
     def nullable(schema: dict[str, Any]) -> dict[str, Any]:
         return {"oneOf": [schema, {"type": "null"}]}
@@ -232,6 +239,7 @@ def json_schema() -> dict[str, Any]:
         "required": ["item_id"],
         "properties": {
             "item_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
+                        "pattern": f"^[^{CONTROL_CHARACTERS}]*$",
                         "description": "printable characters, as an event's item_id"},
             "title": nullable(name(MAX_TITLE_LENGTH)),
             "text": nullable({"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH}),

@@ -31,6 +31,10 @@ SUPPORTED_VERSIONS = frozenset({1})
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 MAX_PAYLOAD_BYTES = 8 * 1024
 MAX_ID_LENGTH = 256
+# C0 and C1 control characters, as a JSON Schema (ECMA-262) character range: what the
+# published schemas can say of "printable" (str.isprintable also refuses other
+# separators and format characters, such as U+00A0 and U+200B).
+CONTROL_CHARACTERS = "\\u0000-\\u001f\\u007f-\\u009f"
 MAX_CONTEXT_KEYS = 32
 MIN_TS_MS = 631_152_000_000  # 1990-01-01: smaller values are mostly seconds sent as ms
 MAX_FUTURE_MS = 24 * 3600 * 1000  # clock skew we tolerate ahead of this machine's clock
@@ -236,10 +240,14 @@ def _check_context(context: Any) -> None:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the wire format, for other languages and docs.
 
-    Two rules are not expressible there and live only in :func:`parse`: the payload size
-    limit and the upper bound of ``ts`` (now + 1 day).
+    Three rules are not expressible there and live only in :func:`parse`: the payload
+    size limit, the upper bound of ``ts`` (now + 1 day), and ids being printable past the
+    control characters the pattern refuses (Python's ``str.isprintable``).
     """
-    text = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
+            "pattern": f"^[^{CONTROL_CHARACTERS}]*$",
+            "description": "printable characters (Python's str.isprintable): no control "
+                           "or format characters, and no separator other than the space"}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://streamrec.dev/schema/event-v1.json",

@@ -3,7 +3,8 @@
 Wire format: one JSON object per Kafka record on the compacted ``experiments`` topic,
 key = the experiment's name, so the newest declaration of each experiment is the one
 compaction keeps and every worker reads the whole set at start (``streams.experiments``).
-``streams/schema/experiment-v1.json`` publishes the same rules for other languages.
+``streams/schema/experiment-v1.json`` publishes its rules for other languages; those across
+fields (``Experiment._consistent``) are stated in its description, not as constraints.
 
 An experiment splits users between ``variants`` by a hash of the user id and the
 experiment's ``salt`` (``model.experiments.bucketing``): the same user gets the same variant
@@ -55,7 +56,10 @@ class Variant(BaseModel):
 
 class Experiment(BaseModel):
     """An experiment's declaration; ``state`` moves ``running`` -> ``stopped`` (lists are
-    no longer tagged; the tallies stay readable) and ``winner`` is set by ``conclude``."""
+    no longer tagged; the tallies stay readable) and ``winner`` is set by ``conclude``.
+    Rules across fields, which a JSON Schema cannot state: variant names are distinct,
+    the shares and the holdback add up to 1, interleaving has exactly two variants, and
+    a winner names one of them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

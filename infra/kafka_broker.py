@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import subprocess
 import time
 import uuid
@@ -35,16 +36,21 @@ MAVEN_TIMEOUT_S = 900  # the first resolution fetches ~40 jars; a stall must not
 
 
 def server_properties(port: int, controller_port: int, data_dir: Path,
-                      client: KafkaConnection | None = None, tls: TlsFiles | None = None) -> str:
+                      client: KafkaConnection | None = None, tls: TlsFiles | None = None,
+                      controller_secret: str = "") -> str:
     """Broker config for one combined broker+controller node on loopback.
 
     The client listener speaks ``client``'s security protocol, so the broker accepts
-    exactly the clients configured to use it (the controller listener stays on loopback
-    and serves only the controller quorum). Every internal topic is set to one replica:
-    the defaults (3) cannot be met by one node, and the internal topics would then
-    never be created.
+    exactly the clients configured to use it. The controller listener stays on loopback;
+    when clients must authenticate, it does too, with ``controller_secret`` (the node's
+    own, new at every start): KRaft controllers also answer admin requests (create and
+    delete topics, alter configs) from any client that names them as
+    ``bootstrap.controllers``, which a plaintext listener would take from anyone on the
+    machine. Every internal topic is set to one replica: the defaults (3) cannot be met
+    by one node, and the internal topics would then never be created.
     """
     name = client.protocol if client is not None else "PLAINTEXT"
+    controller = "SASL_PLAINTEXT" if client is not None and client.uses_sasl else "PLAINTEXT"
     return "\n".join(
         [
             "process.roles=broker,controller",
@@ -53,9 +59,10 @@ def server_properties(port: int, controller_port: int, data_dir: Path,
             f"listeners={name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             f"advertised.listeners={name}://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
-            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{name}:{name}",
+            f"listener.security.protocol.map=CONTROLLER:{controller},{name}:{name}",
             f"inter.broker.listener.name={name}",
             *(_security_lines(client, tls) if client is not None else []),
+            *(_controller_lines(controller_secret) if controller != "PLAINTEXT" else []),
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "default.replication.factor=1",
@@ -96,6 +103,18 @@ def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:
         lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={tls.keystore}",
                   "ssl.truststore.type=PEM", f"ssl.truststore.location={tls.ca}"]
     return lines
+
+
+def _controller_lines(secret: str) -> list[str]:
+    """The controller listener's SASL PLAIN user, which only this node knows."""
+    if not secret or any(c.isspace() or c in "\"'\\;=" for c in secret):
+        raise StackError("the controller listener needs a secret without spaces, quotes, "
+                         "backslashes, ';' or '='")
+    return ["sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="controller" password="{secret}" user_controller="{secret}";']
 
 
 @dataclass(frozen=True)
@@ -169,7 +188,7 @@ class LocalKafka:
         props = self.home / "server.properties"
         tls = self.tls.ensure() if self.connection.uses_tls else None
         text = server_properties(self.port, self.controller_port, self.home / "data",
-                                 self.connection, tls)
+                                 self.connection, tls, secrets.token_urlsafe(24))
         write_file(props, text.encode(), private=True)  # may hold a password
         return props
 

@@ -139,3 +139,33 @@ def test_a_wrong_password_fails_in_one_line(secured: Secured, variable: str, val
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {service} at "), result.stderr
     assert "credentials refused" in lines[0] and "wrong-password" not in result.stderr
+
+
+PROBE = Path(__file__).with_name("ControllerProbe.java")  # sets a topic's retention to 1 s
+
+
+def _probe(settings: Settings, topic: str) -> subprocess.CompletedProcess[str]:
+    """Alter ``topic`` through the controller listener, with no credentials, as any
+    program on the machine could (Kafka's Admin client with ``bootstrap.controllers``)."""
+    from infra.java import java_binary
+
+    libs = settings.local_kafka().libs
+    return subprocess.run([java_binary(), "-cp", f"{libs}/*", str(PROBE),
+                           f"127.0.0.1:{settings.kafka_controller_port}", topic],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_controller_listener_authenticates_when_clients_must(
+        secured: Secured, settings: Settings) -> None:
+    """KRaft controllers answer admin requests too: on a plaintext controller listener any
+    local program could, e.g., set ``interactions`` to keep records for one second, past
+    the SASL the clients' listener asks for. The same probe on the plaintext stack shows
+    what it would do."""
+    from infra.topics import TopicSpec, ensure_topics
+
+    topic = f"test.probe.{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings.kafka, [TopicSpec(topic, 1)])
+    open_stack = _probe(settings, topic)
+    assert open_stack.returncode == 0 and f"altered {topic}" in open_stack.stdout
+    refused = _probe(secured.settings, secured.settings.topic_interactions)
+    assert refused.returncode == 1 and "refused" in refused.stdout, refused.stdout

@@ -147,10 +147,14 @@ def test_the_embedded_broker_listens_as_its_clients_connect(
     s = load_settings()
     assert s.kafka.get("ssl.ca.location") == str(tmp_path / "kafka" / "tls" / "ca.pem")
     tls = TlsFiles(tmp_path / "tls")
-    props = server_properties(19092, 19093, tmp_path, s.kafka, tls)
+    props = server_properties(19092, 19093, tmp_path, s.kafka, tls, "node-only-7c1e")
     assert "listeners=SASL_SSL://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in props
-    assert "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL" in props
     assert 'user_shop="hunter2"' in props and f"ssl.keystore.location={tls.keystore}" in props
+    # the controller answers admin requests too: it authenticates, with the node's secret
+    assert "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL" in props
+    assert 'user_controller="node-only-7c1e"' in props and "hunter2\";" in props
+    with pytest.raises(StackError, match="controller listener needs a secret"):
+        server_properties(19092, 19093, tmp_path, s.kafka, tls)
     plain = server_properties(19092, 19093, tmp_path)
     assert "PLAINTEXT://127.0.0.1:19092" in plain and "sasl" not in plain
 

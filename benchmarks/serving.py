@@ -45,6 +45,7 @@ from model.ranking.neumf import NeuMF, start_from_score
 from model.retrieval.sasrec import SASRec
 
 TYPES = ("view", "click", "add_to_cart", "purchase")
+ROLL_ROUNDS = 25  # a full window of 50 rolls every 25 events: the rounds measured
 
 
 def _catalogue(ids: range) -> list:
@@ -240,7 +241,9 @@ def _by_session_length(args: argparse.Namespace, bundle: ServingBundle, catalogu
     for repeat in range(args.repeats):
         for n in lengths[::-1] if repeat % 2 else lengths:
             batches = _synthetic(args, catalogue, features, n, first_user)
-            runs[n].append(_measure(bundle, batches, max(1, n - 24))[0])
+            # the last 25 rounds (0-based n - 25 .. n - 1), where each user's window rolls
+            # once; round 0 (every session's first event) is never measured
+            runs[n].append(_measure(bundle, batches, max(1, n - ROLL_ROUNDS))[0])
             first_user += args.batch
     for n in lengths:
         print(f"{header}; sessions of {n} events, µs per event, median of {args.repeats}, "

@@ -230,9 +230,11 @@ class ServingBundle:
         known = dense > 0
         # Only rows whose vector moves touch the index: a worker re-reads the whole items
         # topic at start, mostly trained items whose id vectors stay, and an HNSW or GPU
-        # index is rebuilt to change any row.
+        # index is rebuilt to change any row. Within float32 rounding is not a move:
+        # NumPy's id + content (``sum`` mode) may round unlike Keras's table.
         moved = known.copy()
-        moved[known] = (self.encoder.items[dense[known]] != vectors[known]).any(axis=1)
+        moved[known] = ~np.isclose(self.encoder.items[dense[known]], vectors[known],
+                                   rtol=1e-5, atol=1e-6).all(axis=1)
         table = np.concatenate([self.encoder.items, vectors[~known]])
         table[dense[moved]] = vectors[moved]
         dense[~known] = [self.items.add(i) for i, d in zip(latest, dense) if d == 0]

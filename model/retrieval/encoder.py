@@ -272,8 +272,15 @@ class IncrementalEncoder:
 
     def token(self, item: Any, event_type: Any = 0) -> Any:
         """One int per (item, type) pair (ints or arrays of them): what caches hold and
-        ``step`` takes, so a cache matches a session only if the types match too."""
-        return item * self.m.num_types + (event_type if self.m.num_types > 1 else 0)
+        ``step`` takes, so a cache matches a session only if the types match too. A type
+        code this model was not trained with (a ranker from another run may declare more
+        types) counts as unknown (0): added as is, it would read as the next item."""
+        n = self.m.num_types
+        if n == 1:
+            return item * 1
+        if isinstance(event_type, np.ndarray):
+            return item * n + np.where(event_type < n, event_type, 0)
+        return item * n + (event_type if event_type < n else 0)
 
     def prefill(self, items: list[int]) -> SessionCache:
         """A cache holding ``items`` (tokens, oldest first; at most max_len kept)."""

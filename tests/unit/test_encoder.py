@@ -167,6 +167,10 @@ def test_event_types_change_the_embedding_and_the_numpy_forms_follow_them() -> N
     np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
     # The explanation: the newest position's attention over the 8 items, summing to 1.
     assert explain[0].shape == (8,) and explain[0].sum() == pytest.approx(1.0, abs=1e-5)
+    # A type code past the model's five (a ranker from another run declaring more types)
+    # is unknown, not the next item: item 3 at type 7 read as item 4 at type 2.
+    assert inc.token(3, 7) == inc.token(3, 0) == 15
+    assert inc.token(np.array([3, 30]), np.array([7, 4])).tolist() == [15, 154]
 
 
 def test_a_cache_grows_by_doubling_up_to_the_window_keeping_its_rows() -> None:

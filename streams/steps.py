@@ -122,30 +122,33 @@ def read_state(stored: object) -> tuple[SessionState | None, bool]:
 
 
 class AnsweredEvents:
-    """The newest ``capacity`` events this process has published a list for, each as
-    (user id, event id).
+    """The newest ``capacity`` events this process has published a list for: event id ->
+    its user.
 
     An event's state (its id included) reaches the table before its list is published, so
     an event redelivered after its list was lost (its micro-batch dropped by a rebalance,
     or the process gone before the list went out) looks like a duplicate. Only a repeat of
     an event answered here is one; any other redelivery is answered again: at least once.
-    The user is part of the key because sessions dedupe per user: an event id a client
-    reused for another user is that user's new event, and is answered.
+    The user counts because sessions dedupe per user: an event id a client reused for
+    another user is that user's new event, and is answered (the id then names the newer).
+    Keyed by the event id alone, holding strings that exist anyway: (user, id) tuples
+    added 100,000 objects the garbage collector tracks, and the full collections they
+    brought stalled the loop (docs/BENCHMARKS.md, the worker at 500/s).
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
         # An OrderedDict: a plain dict's first key is found by skipping the slots its
         # deletions left (until it resizes), ~18 µs per event once full against 0.2.
-        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._ids: OrderedDict[str, str] = OrderedDict()
 
     def add(self, user_id: str, event_id: str) -> None:
-        self._ids[user_id, event_id] = None
+        self._ids[event_id] = user_id
         if len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
 
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._ids
+    def has(self, user_id: str, event_id: str) -> bool:
+        return self._ids.get(event_id) == user_id
 
 
 class UnstoredLists:
@@ -237,7 +240,7 @@ class EventStep:
         state, reset = read_state(previous)
         new_state, changed = apply_event(state, event, self.policy)
         if not changed:
-            if (event.user_id, event.event_id) in self.answered:
+            if self.answered.has(event.user_id, event.event_id):
                 return Duplicate(event.event_id)
             # Applied before, never answered here: answer from the session as it stands.
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
@@ -439,13 +442,13 @@ class BatchStep:
         original's micro-batch is published, both passed that check and both were answered
         (seen once in a fresh-clone run, issue #16); the second answer is dropped here.
         """
-        fresh, keys = [], set()
+        fresh, users = [], {}  # event id -> user, as in ``AnsweredEvents``
         for update in updates:
-            key = (update.user_id, update.event_id)
-            if key in self.answered or key in keys:
+            user, event_id = update.user_id, update.event_id
+            if self.answered.has(user, event_id) or users.get(event_id) == user:
                 self.metrics.duplicates.inc()
                 continue
-            keys.add(key)
+            users[event_id] = user
             fresh.append(update)
         return fresh
 

@@ -23,12 +23,12 @@ def mask_url(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return url
     netloc = parts.netloc
-    if url.count("@") > 1 or (parts.password is None and "@" in url):  # unescaped '@', '/'
-        def masked(m: re.Match[str]) -> str:
-            if m[2] is None and url.count("@") == 1:
-                return m[0]  # a user name alone
-            return f"{m[1]}{m[2] or ''}{MASK}@"
-        return _USERINFO.sub(masked, url, count=1)
+    ats = url.count("@")
+    if ats > 1 or (parts.password is None and ats):  # an unescaped '@', '/' or '#'
+        m = _USERINFO.match(url)
+        if m is None or (m[2] is None and ats == 1):
+            return url  # a user name alone
+        return f"{m[1]}{m[2] or ''}{MASK}@{url[m.end():]}"
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         user = userinfo.partition(":")[0]

@@ -49,8 +49,8 @@ class SeenItems:
         # Rows with few unseen items (100 distinct of 101 takes ~500 redraws): drawn from
         # their unseen items directly, which is the same distribution.
         for i in np.flatnonzero(bad.any(axis=1)):
-            out[i] = self._draw_unseen(int(rows[i]), n, rng, bool(roomy[i, 0]) if roomy
-                                       is not None else False)
+            out[i] = self._draw_unseen(int(rows[i]), n, rng,
+                                       distinct=roomy is not None and bool(roomy[i, 0]))
         return out
 
     def _draw_unseen(self, row: int, n: int, rng: np.random.Generator, distinct: bool

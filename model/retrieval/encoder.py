@@ -276,11 +276,9 @@ class IncrementalEncoder:
         code this model was not trained with (a ranker from another run may declare more
         types) counts as unknown (0): added as is, it would read as the next item."""
         n = self.m.num_types
-        if n == 1:
-            return item * 1
-        if isinstance(event_type, np.ndarray):
-            return item * n + np.where(event_type < n, event_type, 0)
-        return item * n + (event_type if event_type < n else 0)
+        known = (np.where(event_type < n, event_type, 0) if isinstance(event_type, np.ndarray)
+                 else event_type if event_type < n else 0)
+        return item * n + known
 
     def prefill(self, items: list[int]) -> SessionCache:
         """A cache holding ``items`` (tokens, oldest first; at most max_len kept)."""

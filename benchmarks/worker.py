@@ -16,7 +16,8 @@ Both modes run in the same invocation, on the same events, against the local bro
 2. Throughput: ``--events`` events are produced as a backlog to fresh topics, then a
    worker drains it. Sustained events/s is taken over the middle 90% of the published
    lists (start-up and tail excluded), by their publish times, read once the worker is
-   done; also the worker's CPU µs/event, peak RSS and mean micro-batch (its /metrics).
+   done; also the worker's CPU µs/event, peak RSS, mean micro-batch and full garbage
+   collections (its /metrics).
 3. Latency: a fresh worker; events replayed at ``--rate``/s; send->publish percentiles.
 4. With ``--load 0.5,0.8``: latency again at those fractions of the mode's own backlog
    events/s from step 2, for ``--load-seconds`` each (the replaying producer then shares
@@ -120,7 +121,7 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
         _await_lists(settings, topic, len(events))
         cpu = worker.cpu_seconds() - cpu_before
         peak = worker.peak_rss_mib()
-        per_batch = _events_per_batch(port)
+        from_worker = _worker_metrics(port)
         values = _published(settings, topic, len(events))
     finally:
         output = worker.stop()
@@ -138,23 +139,32 @@ def _run(settings: Settings, env: dict[str, str], events: list[Event], mode: str
             "cpu_us_per_event": cpu / len(events) * 1e6, "peak_rss_mib": peak,
             "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
             "p99_after_1s_ms": float(np.percentile(warm, 99)) if len(warm) else float("nan"),
-            "events_per_batch": per_batch,
+            **from_worker,
             "paths": {p: sum(v["path"] == p for v in values) for p in ("model", "popularity")}}
 
 
-def _events_per_batch(port: int) -> float:
-    """The worker's mean micro-batch, from its /metrics on ``port`` (NaN where it cannot be
-    read): the model path's cost per event depends on it, and a paced run's batches are
-    smaller than a backlog's."""
+def _worker_metrics(port: int) -> dict[str, float]:
+    """The worker's mean micro-batch and its full garbage collections (count, seconds), from
+    its /metrics on ``port`` (NaN where it cannot be read): the model path's cost per event
+    depends on the batch, a paced run's batches are smaller than a backlog's, and a full
+    collection stalls every event waiting behind it."""
     try:
         with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
     except OSError:  # taken between our probe and the worker's start: only context is lost
-        return float("nan")
-    samples = {s.name: s.value for family in text_string_to_metric_families(text)
-               for s in family.samples if s.name.startswith("streamrec_worker_batch_size")}
-    count = samples.get("streamrec_worker_batch_size_events_count", 0.0)
-    return samples.get("streamrec_worker_batch_size_events_sum", 0.0) / count if count else float("nan")
+        return dict.fromkeys(("events_per_batch", "full_gcs", "full_gc_s"), float("nan"))
+    samples = {(s.name, s.labels.get("generation")): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    count = samples.get(("streamrec_worker_batch_size_events_count", None), 0.0)
+    total = samples.get(("streamrec_worker_batch_size_events_sum", None), 0.0)
+    return {"events_per_batch": total / count if count else float("nan"),
+            "full_gcs": samples.get(("streamrec_worker_gc_seconds_count", "2"), 0.0),
+            "full_gc_s": samples.get(("streamrec_worker_gc_seconds_sum", "2"), 0.0)}
+
+
+def _gcs(row: dict) -> str:
+    """A run's full collections as "count, seconds in all"."""
+    return f"{row['full_gcs']:.0f}, {row['full_gc_s']:.2f} s"
 
 
 def split_log(args: argparse.Namespace) -> tuple[list[Event], list[Event], str]:
@@ -217,23 +227,25 @@ def main() -> None:
           f"{args.rate:,.0f}/s; {shape}, {settings.interactions_partitions} partitions, "
           "one worker")
     print(f"{'mode':<14}{'events/s':>10}{'CPU µs/ev':>11}{'peak RSS':>11}{'ev/batch':>9}"
-          f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}  (latency at the paced rate)")
+          f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p99 >1 s':>10}{'full GCs':>13}"
+          "  (latency at the paced rate)")
     for mode in args.modes.split(","):
         b, p = rows[(mode, "backlog")], rows[(mode, "paced")]
         print(f"{mode:<14}{b['events_per_s']:>10,.0f}{b['cpu_us_per_event']:>11,.0f}"
               f"{b['peak_rss_mib']:>8,.0f}MiB{b['events_per_batch']:>9.1f}{p['p50_ms']:>9.1f}"
-              f"{p['p95_ms']:>9.1f}{p['p99_ms']:>9.1f}  paths {b['paths']}")
+              f"{p['p95_ms']:>9.1f}{p['p99_ms']:>9.1f}{p['p99_after_1s_ms']:>10.1f}{_gcs(p):>13}"
+              f"  paths {b['paths']}")
     if loads:
         print(f"\nsend->publish at fractions of each mode's backlog events/s, "
               f"{args.load_seconds:.0f} s each")
         print(f"{'mode':<14}{'load':>6}{'events/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-              f"{'p99 after 1 s':>15}{'events/batch':>14}")
+              f"{'p99 after 1 s':>15}{'events/batch':>14}{'full GCs':>13}")
         for mode in args.modes.split(","):
             for load in loads:
                 r = rows[(mode, load)]
                 print(f"{mode:<14}{load:>6.0%}{r['rate']:>10,.0f}{r['p50_ms']:>9.1f}"
                       f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['p99_after_1s_ms']:>15.1f}"
-                      f"{r['events_per_batch']:>14.1f}")
+                      f"{r['events_per_batch']:>14.1f}{_gcs(r):>13}")
     if ("full", "backlog") in rows and ("pass-through", "backlog") in rows:
         ratio = rows[("full", "backlog")]["events_per_s"] / \
             rows[("pass-through", "backlog")]["events_per_s"]

@@ -7,11 +7,15 @@ not to ``./mlruns`` in whatever directory the command happened to run in.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infra.tls import private_dir
+
+MLFLOW_PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,13 @@ class MlflowStore:
 
     def activate(self) -> None:
         """Point MLflow's module-level API (``mlflow.start_run``, ``mlflow.artifacts``,
-        ``models:/`` URIs) at this store, its registry included (see ``client``)."""
+        ``models:/`` URIs) at this store, its registry included (see ``client``). Off a
+        terminal, MLflow's download progress bars are turned off (unless the variable says
+        otherwise): a worker's log got three bars of carriage returns for each model load."""
         import mlflow
+
+        if not sys.stderr.isatty():
+            os.environ.setdefault(MLFLOW_PROGRESS_BARS, "false")
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)

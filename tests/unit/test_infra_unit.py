@@ -236,3 +236,22 @@ def test_the_stacks_data_folders_are_readable_by_their_owner_only(tmp_path: Path
     assert (tmp_path / "mlflow").stat().st_mode & 0o777 == 0o700
     _worker_config(Settings(data_dir=tmp_path / "data"), "1", None)
     assert (tmp_path / "data" / "workers").stat().st_mode & 0o777 == 0o700
+
+
+def test_mlflow_download_bars_are_off_in_a_log_unless_asked(tmp_path, monkeypatch):
+    """A worker's log is not a terminal: MLflow's progress bars wrote carriage-return
+    noise into it at each model load. An operator's explicit setting still wins."""
+    import io
+
+    from infra.mlflow_store import MLFLOW_PROGRESS_BARS, MlflowStore
+
+    store = MlflowStore.local(tmp_path)
+    for name in ("set_tracking_uri", "set_registry_uri"):  # no global store for other tests
+        monkeypatch.setattr(f"mlflow.{name}", lambda uri: None)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    monkeypatch.delenv(MLFLOW_PROGRESS_BARS, raising=False)
+    store.activate()
+    assert os.environ[MLFLOW_PROGRESS_BARS] == "false"
+    monkeypatch.setenv(MLFLOW_PROGRESS_BARS, "true")
+    store.activate()
+    assert os.environ[MLFLOW_PROGRESS_BARS] == "true"

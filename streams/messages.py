@@ -55,8 +55,9 @@ class ScoredItem:
     """An item and its served score; ``heads``: the ranker's logit per task when a
     multi-task ranker served it (``next``: the next interaction is this item;
     ``conversion``: that interaction converts, given it is this item); ``path``, in a
-    model list: ``model`` (an item the models trained on) or ``content`` (a catalogue item
-    known by its content alone, not yet trained on)."""
+    model list: ``model`` (an item the models trained on), ``content`` (a catalogue item
+    known by its content alone, not yet trained on) or ``popularity`` (recent popularity,
+    filling a slot the model left empty)."""
 
     item_id: str
     score: float

@@ -69,6 +69,9 @@ class WorkerMetrics:
         self.nonfinite_lists = Counter("streamrec_worker_nonfinite_lists_total", "Model lists "
                                        "with a NaN or infinite score, answered by popularity "
                                        "instead", registry=r)
+        self.topped_up = Counter("streamrec_worker_topped_up_lists_total", "Model lists "
+                                 "shorter than asked, filled up with recent popularity",
+                                 registry=r)
         self.redis_errors = Counter("streamrec_worker_redis_errors_total", "Micro-batches "
                                     "whose lists could not be written to Redis", registry=r)
         self.redis_skipped = Counter("streamrec_worker_redis_skipped_total", "Micro-batches "

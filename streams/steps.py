@@ -361,10 +361,24 @@ class BatchStep:
         path: ServedPath
         if rec is not None:
             items, path = model_items(rec), "model"
+            if len(items) < self.top_n and (tag is None or not tag.teams):
+                items += self._top_up(update, items)
         else:
             items, path = scored(self._popular_pairs(update)), "popularity"
         return RecommendationList(update.user_id, path, version, items, update.event_id,
                                   update.item_id, update.sent_us, now_us, reasons(rec), tag)
+
+    def _top_up(self, update: SessionUpdate, listed: list[ScoredItem]) -> list[ScoredItem]:
+        """Recent popularity for the slots a model list left empty (a user who met nearly
+        every item the model knows, a small catalogue), each item's path ``popularity``.
+        An interleaved list is left short: each of its items must name the team that
+        placed it."""
+        seen = update.session.items if self.exclude_seen else ()
+        pairs = self.popularity.top(self.top_n - len(listed),
+                                    exclude=[*seen, *(i.item_id for i in listed)])
+        if pairs:
+            self.metrics.topped_up.inc()
+        return [ScoredItem(item, wire_score(score), path="popularity") for item, score in pairs]
 
     def _popular_pairs(self, update: SessionUpdate) -> list[tuple[str, float]]:
         seen = update.session.items if self.exclude_seen else ()

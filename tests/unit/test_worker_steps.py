@@ -22,7 +22,13 @@ from model.features import FeatureSpec, LiveSession
 from model.pipeline import Recommendation
 from streams.events import new_event
 from streams.hot_swap import Serving
-from streams.messages import CHAMPION, ModelAnnouncement, PopularList, RecommendationList
+from streams.messages import (
+    CHAMPION,
+    ExperimentTag,
+    ModelAnnouncement,
+    PopularList,
+    RecommendationList,
+)
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import MAX_LETTER_BYTES, TRUNCATED_HEADER
@@ -343,7 +349,7 @@ def test_an_event_id_a_client_reused_for_another_user_is_answered_for_both() -> 
 def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     step, producer, metrics = make_step()
     bundle = FakeBundle("r:v2", {"u1": Recommendation(
-        ["x", "y"], [np.float32(0.1234567891), 2.0])})
+        ["x", "y", "z"], [np.float32(0.1234567891), 2.0, -1.0])})
     lists = asyncio.run(step.publish([update("u1", ("a", "q"), EVENT_ID)], bundle))
     assert bundle.calls == [{"users": ["u1"], "sessions": [["a", "q"]], "k": 3,
                              "exclude_seen": True}]
@@ -356,7 +362,8 @@ def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     assert {k: v for k, v in record.items() if k != "published_us"} == {
         "user_id": "u1", "path": "model", "model_version": "r:v2",
         "items": [{"item_id": "x", "score": 0.123457, "heads": None, "path": None},
-                  {"item_id": "y", "score": 2.0, "heads": None, "path": None}],
+                  {"item_id": "y", "score": 2.0, "heads": None, "path": None},
+                  {"item_id": "z", "score": -1.0, "heads": None, "path": None}],
         "event_id": EVENT_ID, "event_item_id": "q", "sent_us": 1_700_000_000_000_000,
         "because": None, "experiment": None}
     assert record["published_us"] >= record["sent_us"]
@@ -366,6 +373,25 @@ def test_model_lists_carry_the_bundles_items_with_rounded_scores() -> None:
     sent_to_published = (record["published_us"] - record["sent_us"]) / 1e6
     assert metrics.registry.get_sample_value(
         "streamrec_worker_send_to_publish_seconds_sum") == pytest.approx(sent_to_published)
+
+
+def test_a_model_list_shorter_than_asked_is_filled_up_with_popularity() -> None:
+    """A user who met nearly every item the model knows got a list shorter than the
+    ``top_n`` asked for: the empty slots now take recent popularity, without the
+    session's items or the model's own, each marked as popularity's."""
+    step, producer, metrics = make_step()
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [0.5], paths=["model"]),
+                                 "u2": Recommendation(["x", "y", "b"], [3.0, 2.0, 1.0])})
+    short, full = asyncio.run(step.publish([update("u1", ("a", "q")), update("u2", ("a",))],
+                                           bundle))
+    assert [(i.item_id, i.path) for i in short.items] == [
+        ("x", "model"), ("b", "popularity"), ("c", "popularity")]
+    assert short.path == "model" and [i.item_id for i in full.items] == ["x", "y", "b"]
+    assert metrics.topped_up._value.get() == 1
+    schema_validator("recommendation-list-v1.json").validate(orjson.loads(producer.sent[0][2]))
+    interleaved = ExperimentTag("e", "interleaved", teams=["a"])  # each item names its team
+    kept = step.build(update("u1", ("a",)), Recommendation(["x"], [0.5]), "r:v2", 0, interleaved)
+    assert [i.item_id for i in kept.items] == ["x"]
 
 
 @pytest.mark.parametrize("exclude_seen,expected", [(True, ["b", "c"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 _VALID_DAYS = 825
+RENEW_DAYS = 30  # a certificate this close to its end is made anew at the next start
 
 
 @dataclass(frozen=True)
@@ -45,31 +47,52 @@ class TlsFiles:
         return self.folder / "server-keystore.pem"
 
     def ensure(self) -> TlsFiles:
-        """Create the CA and the server key pair unless they exist."""
-        if all(p.exists() for p in (self.ca, self.cert, self.key, self.keystore)):
+        """Create the CA and the server key pair unless they exist and the server's
+        certificate stays valid for ``RENEW_DAYS`` more. An expiring pair is made anew
+        with a new CA (the old CA's key is not kept), taking effect as each service
+        restarts; ``ca.pem`` then holds the new CA and the old one, so that a service still
+        serving the old certificate is trusted meanwhile."""
+        if all(p.exists() for p in (self.ca, self.cert, self.key, self.keystore)) and \
+                self.valid_until() > dt.datetime.now(dt.UTC) + dt.timedelta(days=RENEW_DAYS):
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
+        old_cas = self._valid_cas()[:1]
         ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), \
             ec.generate_private_key(ec.SECP256R1())
-        ca = _certificate("streamrec local CA", ca_key.public_key(), ca_key, "streamrec local CA",
-                          is_ca=True)
-        server = _certificate("localhost", server_key.public_key(), ca_key,
-                              "streamrec local CA", is_ca=False)
+        ca_name = f"streamrec local CA {dt.datetime.now(dt.UTC):%Y-%m-%d} {secrets.token_hex(4)}"
+        ca = _certificate(ca_name, ca_key.public_key(), ca_key, ca_name, is_ca=True)
+        server = _certificate("localhost", server_key.public_key(), ca_key, ca_name,
+                              is_ca=False)
         key_pem = server_key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption())
-        chain = server.public_bytes(serialization.Encoding.PEM) + \
-            ca.public_bytes(serialization.Encoding.PEM)
-        write_file(self.ca, ca.public_bytes(serialization.Encoding.PEM), private=False)
+        ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+        chain = server.public_bytes(serialization.Encoding.PEM) + ca_pem
+        trusted = b"".join([ca_pem, *(c.public_bytes(serialization.Encoding.PEM) for c in old_cas)])
+        write_file(self.ca, trusted, private=False)
         write_file(self.cert, chain, private=False)
         write_file(self.key, key_pem, private=True)
         write_file(self.keystore, key_pem + chain, private=True)
         return self
 
+    def valid_until(self) -> dt.datetime:
+        """When the server's certificate (the first of its chain) expires."""
+        return x509.load_pem_x509_certificate(self.cert.read_bytes()).not_valid_after_utc
+
+    def _valid_cas(self) -> list[x509.Certificate]:
+        """The CAs of ``ca.pem`` not expired yet, newest first (none without the file)."""
+        if not self.ca.exists():
+            return []
+        now = dt.datetime.now(dt.UTC)
+        return [c for c in x509.load_pem_x509_certificates(self.ca.read_bytes())
+                if c.not_valid_after_utc > now]
+
 
 def _certificate(subject: str, public_key: ec.EllipticCurvePublicKey,
                  signer: ec.EllipticCurvePrivateKey, issuer: str, *, is_ca: bool
                  ) -> x509.Certificate:
+    """Each CA has its own name, and each certificate names its key and its signer's,
+    so that a client trusting an old and a new CA picks the one that signed."""
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -80,6 +103,9 @@ def _certificate(subject: str, public_key: ec.EllipticCurvePublicKey,
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                       critical=False)
     )
     if not is_ca:
         builder = builder.add_extension(x509.SubjectAlternativeName(

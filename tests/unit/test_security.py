@@ -36,6 +36,31 @@ def test_connection_maps_the_same_properties_onto_each_client(tmp_path: Path) ->
     assert creds.password == "hunter2"
 
 
+def test_the_embedded_certificates_are_made_anew_before_they_expire(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They were made once and kept: 825 days on, every TLS client of the embedded stack
+    would have failed its handshake. One still valid for a while is kept as it is."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    import infra.tls
+
+    monkeypatch.setattr(infra.tls, "_VALID_DAYS", 10)  # inside the renewal window
+    files = TlsFiles(tmp_path).ensure()
+    old_server, soon = x509.load_pem_x509_certificate(files.cert.read_bytes()), \
+        files.valid_until()
+    monkeypatch.setattr(infra.tls, "_VALID_DAYS", 825)
+    files.ensure()
+    assert files.valid_until() > soon + dt.timedelta(days=800)
+    new_ca, old_ca = x509.load_pem_x509_certificates(files.ca.read_bytes())
+    x509.load_pem_x509_certificate(files.cert.read_bytes()).verify_directly_issued_by(new_ca)
+    old_server.verify_directly_issued_by(old_ca)  # a service not restarted yet: still trusted
+    assert new_ca.subject != old_ca.subject
+    kept = files.cert.read_bytes()
+    assert files.ensure().cert.read_bytes() == kept
+
+
 def test_every_client_reads_one_spelling_of_protocol_mechanism_and_hostname_check(
         tmp_path: Path) -> None:
     """librdkafka refused "plain" as a mechanism, and took "NONE" as no hostname check

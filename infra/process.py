@@ -20,6 +20,8 @@ from pathlib import Path
 
 from infra.errors import StackError
 
+LOG_ROTATE_BYTES = 32 * 2**20  # a service's log past this is set aside at its next start
+
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts TCP connections on host:port."""
@@ -95,6 +97,7 @@ class ManagedProcess:
         which only we may read: a service that refuses its configuration may print the
         offending line, a password in it (Redis does, for its ACL lines)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._rotate_log()
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)  # a log made before this rule
         with open(fd, "ab") as log:
@@ -108,6 +111,13 @@ class ManagedProcess:
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
+
+    def _rotate_log(self) -> None:
+        """Past ``LOG_ROTATE_BYTES`` the log becomes ``<name>.1`` (replacing the one
+        before) and the service starts a new one: it grew at every start, for ever. A
+        running service keeps its file until it restarts."""
+        if self.log_file.exists() and self.log_file.stat().st_size > LOG_ROTATE_BYTES:
+            self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
 
     def log_tail(self, lines: int = 15) -> str:
         try:

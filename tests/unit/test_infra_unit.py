@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +85,22 @@ def test_spawn_then_stop_leaves_no_process(tmp_path: Path) -> None:
     assert proc.pid() is None and not Path(f"/proc/{pid}").exists()
     assert proc.stop() is False
     assert proc.log_file.stat().st_mode & 0o777 == 0o600  # it may hold a refused password
+
+
+def test_a_services_long_log_is_set_aside_at_its_next_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kafka's and Redis's logs were appended to at every start, without end."""
+    monkeypatch.setattr("infra.process.LOG_ROTATE_BYTES", 100)
+    proc = _proc(tmp_path, marker="print")
+    proc.log_file.write_text("old line\n" * 20)  # 180 bytes
+    proc.wait_ready(proc.spawn([sys.executable, "-c", "print('started')"]), lambda: True, 10)
+    assert (tmp_path / "p.log.1").read_text() == "old line\n" * 20
+    deadline = time.monotonic() + 10
+    while "started" not in proc.log_file.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.log_file.read_text() == "started\n"
+    proc.spawn([sys.executable, "-c", "print('again')"])  # short: kept, appended to
+    assert proc.log_file.read_text().startswith("started\n")
 
 
 def test_wait_ready_fails_fast_when_the_process_dies(tmp_path: Path) -> None:

@@ -111,13 +111,20 @@ class _AlwaysValid:
         return Evidence(self.verdict, self.p_value, estimate, self.low, self.high, self.alpha)
 
     def to_dict(self) -> dict:
-        """A plain JSON-able dict (infinite bounds as ±Infinity, which ``json`` reads)."""
-        return {**asdict(self), "verdict": str(self.verdict)}
+        """A plain JSON-able dict; an unbounded side (no look yet, or none that bounded
+        it) is None: JSON has no infinity, and orjson, which stores this state, writes
+        one as null, which then failed the next look's ``max`` for good."""
+        bounds = {"low": self.low if math.isfinite(self.low) else None,
+                  "high": self.high if math.isfinite(self.high) else None}
+        return {**asdict(self), **bounds, "verdict": str(self.verdict)}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Self:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        kept = {k: v for k, v in data.items() if k in names}
+        low, high = kept.get("low"), kept.get("high")
+        return cls(**{**kept, "low": -math.inf if low is None else low,
+                      "high": math.inf if high is None else high})
 
 
 @dataclass

@@ -4,8 +4,10 @@ catches a broken split; the bootstrap covers; the gate promotes only on a sure g
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
+import orjson
 import pytest
 
 from model.evaluation.gate import case_values, decide
@@ -101,6 +103,24 @@ def test_a_decision_stays_and_the_state_survives_json() -> None:
     assert back == test and back.verdict is Verdict.B_WINS
     worse = back.look(_summary(np.ones(50)), _summary(np.r_[1.0, np.zeros(49)]))
     assert worse.verdict is Verdict.B_WINS  # later looks do not undo a decision
+
+
+@pytest.mark.parametrize("kind", [SequentialTest, InterleavingTest])
+def test_the_state_of_a_test_not_looked_at_yet_survives_the_stores_json(kind) -> None:
+    """Before a look bounds it, the interval is infinite; orjson, which stores the state,
+    writes infinity as null, and every later look then failed in ``max(None, low)``:
+    ``experiment status`` and ``conclude`` crashed for good once read early."""
+    rng = np.random.default_rng(5)
+    fresh = kind(min_users=20)
+    back = kind.from_dict(orjson.loads(orjson.dumps(fresh.to_dict())))
+    assert back == fresh and (back.low, back.high) == (-math.inf, math.inf)
+    if kind is SequentialTest:
+        a, b = _summary(rng.normal(0, 1, 40)), _summary(rng.normal(0.1, 1, 40))
+        assert back.look(a, b) == fresh.look(a, b)
+    else:
+        shares = _summary(rng.uniform(0, 1, 40))
+        assert back.look(shares) == fresh.look(shares)
+    assert back == fresh and math.isfinite(back.low)
 
 
 def _interleaving_run(rng: np.random.Generator, leanings: tuple[float, ...],

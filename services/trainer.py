@@ -92,7 +92,7 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
     another does. The lock expires after ``ttl_s`` should its holder die; a holder that
     outlives it releases nothing another has taken since, and says so."""
     import redis
-    from redis.exceptions import LockError
+    from redis.exceptions import LockError, RedisError
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     lock = client.lock(LOCK_KEY, timeout=ttl_s)
@@ -107,6 +107,9 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
         except LockError:
             log.warning("the promotion lock expired (after %g s) before this trainer "
                         "released it", ttl_s)
+        except RedisError as exc:  # what the block did stands (an alias moved: announce it)
+            log.warning("the promotion lock was not released (%s); it expires in %g s",
+                        exc, ttl_s)
         finally:
             client.close()
 
@@ -473,7 +476,10 @@ class Trainer:
 
         s = self.settings
         before = self.champion_versions()
-        champion = retry("loading the champion", lambda: load_champion(self.store)) \
+        # By the versions just read: the alias read again could name the next champion,
+        # gated and warm-started from while the cut follows this one.
+        champion = retry("loading the champion",
+                         lambda: load_champion(self.store, version_string(before))) \
             if before else None
         cut = gate_cut(events, s.trainer_holdout_fraction,
                        self.seen_until(before) if before else None)
@@ -645,8 +651,12 @@ class Trainer:
                 return retry("sizing the topic", lambda: sizes.size(s.topic_interactions))
 
             last_round, last_size = float("-inf"), -1  # -1: no champion, a round at once
-            if self.champion_versions() is not None:
-                last_round, last_size = time.monotonic(), topic_size()
+            try:
+                if self.champion_versions() is not None:
+                    last_round, last_size = time.monotonic(), topic_size()
+            except Exception as exc:  # noqa: BLE001 - Kafka or the registry away a while:
+                log.error("trainer starting without the champion or the topic's size: %s",
+                          exc)  # a round now, which says why it fails while they are away
             log.info("trainer ready: %s events in %s so far; champion %s", max(last_size, 0),
                      s.topic_interactions,
                      "present" if last_size >= 0 else "none: a round now")

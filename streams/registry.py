@@ -306,14 +306,18 @@ def _by_alias(client: Any, name: str, alias: str) -> Any:
 def alias_versions(store: MlflowStore, names: list[str], alias: str = CHAMPION
                    ) -> dict[str, str] | None:
     """{registered name: version} behind ``alias`` (the legacy name where that is the one
-    holding it), or None when any name has no such alias yet."""
+    holding it), or None when any name has no such alias yet. Any other failure raises:
+    read as "no champion", a registry that did not answer let ``train --champion`` skip
+    the gate and a trainer round train from scratch."""
     from mlflow.exceptions import MlflowException
 
     client = store.client()
     try:
         found = [_by_alias(client, n, alias) for n in names]
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None
+        raise
     return {v.name: str(v.version) for v in found}
 
 

@@ -63,3 +63,28 @@ def test_the_registry_is_the_settings_store_whatever_mlflow_registry_uri_says(
     assert other.search_registered_models() == []
     store.activate()
     assert mlflow.get_registry_uri() == store.tracking_uri
+
+
+def test_only_a_missing_alias_reads_as_no_champion(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every registry error read as "no champion": with the registry not answering,
+    ``train --champion`` skipped the gate and a trainer round started from scratch."""
+    from mlflow.exceptions import MlflowException
+
+    import streams.registry as registry
+    from infra.mlflow_store import MlflowStore
+
+    store = MlflowStore.local(tmp_path)
+    store.ensure()
+    names = ["retriever", "ranker"]
+    assert registry.alias_versions(store, names) is None  # no such model
+    for name in names:
+        store.client().create_registered_model(name)
+    assert registry.alias_versions(store, names) is None  # no such alias
+
+    def unreachable(client: object, name: str, alias: str) -> object:
+        raise MlflowException("API request failed: 503", error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr(registry, "_by_alias", unreachable)
+    with pytest.raises(MlflowException, match="503"):
+        registry.alias_versions(store, names)

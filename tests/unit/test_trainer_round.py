@@ -26,6 +26,7 @@ from services.trainer import (
     gate_metrics,
     gate_tags,
     judge,
+    promotion_lock,
     refit_sequences,
     round_due,
     round_outcome,
@@ -450,3 +451,68 @@ def test_a_kafka_outage_while_polling_does_not_end_the_trainer(
     sized, rounds = _run_forever(trainer, clean_env, [100, *[away] * 6, 150],
                                  champion={"r": "1"})
     assert len(sized) == 8 and [s.state for s in rounds] == ["training"]
+
+
+def test_a_kafka_outage_at_start_does_not_end_the_trainer(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Sizing the topic at start, with a champion, was outside the loop's guard: Kafka
+    away for the five attempts ended the trainer process."""
+    clean_env.setattr("services.trainer.time.sleep", lambda s: None)  # retry's backoff
+    trainer = _trainer(tmp_path, trainer_interval_min=0, trainer_every_events=50)
+    away = RuntimeError("broker away")
+    sized, rounds = _run_forever(trainer, clean_env, [*[away] * 5, 100],
+                                 champion={"r": "1"})
+    assert len(sized) == 6 and [s.state for s in rounds] == ["training"]
+
+
+def test_a_round_loads_the_champion_whose_versions_it_read(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """It read the alias, then loaded by the alias again: a promotion in between had the
+    round warm-start from and gate against one champion while it cut by the other."""
+    from types import SimpleNamespace
+
+    from model.data import IdMap
+
+    trainer = _trainer(tmp_path)
+    read = {"streamrec-retriever": "4", "streamrec-ranker": "4"}
+    asked: list[str] = []
+
+    def load(store: object, alias: str = "champion") -> object:
+        asked.append(alias)
+        return SimpleNamespace(users=IdMap.from_list([]), items=IdMap.from_list([]))
+
+    clean_env.setattr("streams.registry.load_champion", load)
+    clean_env.setattr(trainer, "champion_versions", lambda: read)
+    clean_env.setattr(trainer, "seen_until", lambda versions: None)
+    trainer._prepare(_log_with_a_new_item(), [])
+    assert asked == ["streamrec-retriever:v4+streamrec-ranker:v4"]
+
+
+def test_a_lock_release_redis_fails_leaves_what_the_block_did_standing(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Only an expired lock was caught on release: Redis not answering there raised out
+    of ``promote`` after the alias had moved, so the round said "failed" and the new
+    champion was never announced."""
+    import redis
+    from redis.exceptions import ConnectionError as RedisDown
+
+    class Lock:
+        def acquire(self, blocking: bool) -> bool:
+            return True
+
+        def release(self) -> None:
+            raise RedisDown("Connection reset by peer")
+
+    class Client:
+        def lock(self, key: str, timeout: float) -> Lock:
+            return Lock()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(redis.Redis, "from_url", lambda url, **kwargs: Client())
+    done = []
+    with promotion_lock("redis://cache:6379/0") as held:
+        done.append(held)
+    assert done == [True] and "not released (Connection reset by peer)" in caplog.text

@@ -37,11 +37,17 @@ _TRACEPARENT = re.compile(
 _TRACESTATE_MEMBER = re.compile(
     r"[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]")
 MAX_TRACESTATE_CHARS, MAX_TRACESTATE_MEMBERS = 512, 32
+MAX_TRACEPARENT_CHARS = 512
 
 
 def valid_traceparent(value: str) -> bool:
     """Trace Context level 1: version 00 is exactly 55 characters; a later version may
-    append fields after a dash, which a reader of 00 must accept and ignore."""
+    append fields after a dash, which a reader of 00 must accept and ignore, up to
+    ``MAX_TRACEPARENT_CHARS`` in all: the header is copied onto every event of a request
+    and every list they produce, so an unbounded tail turned a 1 MiB request into ~100 MB
+    queued for Kafka."""
+    if len(value) > MAX_TRACEPARENT_CHARS:
+        return False
     match = _TRACEPARENT.match(value)
     if match is None:
         return False

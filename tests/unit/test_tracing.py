@@ -43,6 +43,8 @@ PARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
     (f" {PARENT}", False),
     ("", False),
     ("garbage", False),
+    (f"01-{TRACE_ID}-{PARENT_ID}-01-{'x' * 456}", True),   # 512 characters in all
+    (f"01-{TRACE_ID}-{PARENT_ID}-01-{'x' * 100_000}", False),  # copied onto every event
 ])
 def test_traceparent_follows_trace_context_level_1(value: str, valid: bool) -> None:
     assert valid_traceparent(value) is valid

@@ -30,6 +30,9 @@ from streams.recs_store import popular_key, recs_key
 
 log = logging.getLogger(__name__)
 
+# What a record that is not the schema's raises on parsing (orjson's error is a ValueError).
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
+
 MAX_K = 100  # most items a read may ask for
 
 
@@ -45,6 +48,7 @@ class ListSource:
         self.recent: OrderedDict[str, RecommendationList] = OrderedDict()  # user -> newest
         self.popular: PopularList | None = None  # the newest popularity read
         self._popular_unreadable = False  # the stored record failed to parse last time
+        self._list_unreadable_said = False  # a user's stored list failed to parse, logged
 
     def remember(self, rec: RecommendationList) -> None:
         """A list just published on the channel, with all its items."""
@@ -65,7 +69,7 @@ class ListSource:
             return
         try:
             self.popular = PopularList.from_json(raw)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except UNREADABLE as exc:
             if not self._popular_unreadable:
                 log.warning("the popularity record in Redis is unreadable (%s: %s); "
                             "serving the last one read", type(exc).__name__, exc)
@@ -79,7 +83,9 @@ class ListSource:
 
     async def current(self, user_id: str, k: int) -> RecommendationList:
         """The newest list for ``user_id`` cut to ``k`` items; never raises for Redis
-        trouble."""
+        trouble. A stored list that does not parse (written by another version, say) is
+        logged and answered with popularity: raised, it was a 500 on every read and a
+        feed that reconnected for ever."""
         cached = self.recent.get(user_id)
         if (cached is not None
                 and (cached.published_us or 0) > time.time_ns() // 1000 - self.ttl_us):
@@ -92,7 +98,14 @@ class ListSource:
             return self.popular_list(user_id, k, "fallback")
         if raw is None:
             return self.popular_list(user_id, k, "popularity")
-        return RecommendationList.from_json(raw).head(k)
+        try:
+            return RecommendationList.from_json(raw).head(k)
+        except UNREADABLE as exc:  # said once (then at debug): a read-heavy API would flood
+            (log.debug if self._list_unreadable_said else log.warning)(
+                "the stored list of a user is unreadable (%s: %s); serving popularity",
+                type(exc).__name__, exc)
+            self._list_unreadable_said = True
+            return self.popular_list(user_id, k, "popularity")
 
     def popular_list(self, user_id: str, k: int, path: Path) -> RecommendationList:
         """The popularity last read, as ``user_id``'s list (empty before the first read)."""

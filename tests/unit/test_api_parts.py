@@ -303,6 +303,21 @@ def test_an_unreadable_popularity_record_keeps_the_last_one_and_says_so_once(
     assert caplog.text.count("popularity record in Redis is unreadable") == 1
 
 
+def test_an_unreadable_stored_list_is_answered_with_popularity(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Raised, it was a 500 on every read of that user and a live feed that reconnected
+    for ever (a list written by another version during an upgrade, say)."""
+    redis = FakeRedis({popular_key("ch"): POPULAR.to_json()})
+    source = ListSource(redis, "ch", ttl_s=60)
+    asyncio.run(source.refresh_popular())
+    for bad in (b"{not json", b"[1, 2]", b'{"user_id": "u1"}'):
+        redis.values[recs_key("u1")] = bad
+        got = asyncio.run(source.current("u1", k=1))
+        assert got == RecommendationList("u1", "popularity", "v1", [ScoredItem("p", 1.0)],
+                                         published_us=5)
+    assert caplog.text.count("stored list of a user is unreadable") == 1  # not per read
+
+
 def test_redis_down_keeps_the_last_popularity_and_says_so_once_per_outage(
         caplog: pytest.LogCaptureFixture) -> None:
     from services.api.backends import Backends

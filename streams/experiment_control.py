@@ -127,6 +127,10 @@ def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore,
     experiment = find(kafka, topic, name)
     report = status(redis, experiment)
     chosen = winner or report.winner
+    if chosen is None and report.sample_ratio_mismatch:
+        raise ExperimentConflict(
+            f"experiment {name!r} has a sample-ratio mismatch (p = {report.sample_ratio_p:.2g}):"
+            " its split is broken, so its verdict is not trusted; name the winner to conclude")
     if chosen is None:
         raise ExperimentConflict(f"experiment {name!r} has no verdict yet ({report.verdict}): "
                                 "wait, or name the winner")

@@ -100,9 +100,10 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
     served = sum(v.share for v in experiment.variants)  # not 1 - holdback: the declared
     shares = [v.share / served for v in experiment.variants]  # sum's rounding, magnified
     srm = sample_ratio_mismatch(counts, shares) if experiment.mode == "ab" else None
-    return ExperimentReport(
+    broken = bool(srm and srm.mismatch)  # a broken split: no comparison can be trusted,
+    return ExperimentReport(  # so no winner (``conclude`` and live trials promote one)
         experiment, workers, variants, tests, srm.p_value if srm else math.nan,
-        bool(srm and srm.mismatch), str(verdict), winner, dict(failed or {})), new_states
+        broken, str(verdict), None if broken else winner, dict(failed or {})), new_states
 
 
 def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSummary]],

@@ -265,6 +265,13 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     for i in range(1000):
         lopsided.variant("control" if i % 10 else "treatment").add(f"u{i}", {"HR@10": 0.0})
     assert look(e, lopsided, 1, {})[0].sample_ratio_mismatch
+    for i in range(0, 1000, 10):  # and the treatment's few users hit more: no winner named
+        for j in range(3):
+            lopsided.variant("treatment").add(f"u{i}", {"NDCG@10": float(j < 2 or i % 20)})
+            lopsided.variant("control").add(f"u{i + 1}", {"NDCG@10": float(j == 0)})
+    broken = look(e, lopsided, 1, {})[0]
+    assert broken.sample_ratio_mismatch and broken.verdict == "b wins"
+    assert broken.winner is None  # ``conclude`` and live trials would have promoted it
     three = new_experiment("e", [("control", "champion", 0.34), ("good", "popularity", 0.33),
                                  ("better", "popularity", 0.33)])
     ahead = Tallies()

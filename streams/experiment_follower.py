@@ -191,6 +191,8 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
                 flushed = time.monotonic()
     finally:
         slot.ready.set()  # a follower gone must not hold the stream
+        if slot.live is not None:  # the worker stops: what it tallied since the last
+            await _flush(redis, slot.live, worker_id, slot.failed)  # flush, or it is lost
         await consumer.stop()
 
 

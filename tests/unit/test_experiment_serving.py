@@ -455,6 +455,25 @@ def test_the_last_flush_of_a_stopped_experiment_keeps_its_load_failures(
     assert slot.live is None
 
 
+def test_a_stopping_worker_flushes_what_it_tallied_since_the_last_flush(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tallies reached Redis every 5 s only: a worker stopped between two flushes lost its
+    last seconds of judgements (its next run writes under a new id)."""
+    from streams import experiment_follower
+
+    flushed: list[str] = []
+
+    async def record(redis: object, live: LiveExperiment, worker_id: str,
+                     failed: dict[str, str]) -> None:
+        flushed.append(live.name)
+
+    monkeypatch.setattr(experiment_follower, "_flush", record)
+    slot = _follow(monkeypatch, [[experiment()]], lambda ref: CHALLENGER,
+                   lambda s: s.live is not None, redis=object(), worker_id="w0",
+                   flush_every_s=3600)
+    assert slot.live is not None and flushed == ["exp"]  # on the way out
+
+
 def test_several_challengers_split_the_level_so_one_false_verdict_stays_within_it() -> None:
     def tallies(names: Sequence[str]) -> Tallies:
         out = Tallies()

@@ -52,9 +52,14 @@ class LiveTrial:
         """Put the gated challenger at ``versions`` live against ``champion``, the versions
         the champion alias names now (kept as ``trial-control`` for the compare-and-set)."""
         from streams.experiment_control import ExperimentRefused, new_experiment, start
-        from streams.registry import set_champion
+        from streams.registry import alias_versions, set_champion
 
         s = self.settings
+        now = alias_versions(self.store, list(champion))
+        if now != champion:  # a trial against another champion could only be refused later
+            return RoundSummary("rejected", "the gate passed, but the champion moved to "
+                                f"{version_string(now) if now else 'none'} while this challenger "
+                                f"trained against {version_string(champion)}", versions)
         name = f"{TRIAL_PREFIX}{int(self.clock())}"
         set_champion(self.store, champion, alias=CONTROL)
         set_champion(self.store, versions, alias=CHALLENGER)

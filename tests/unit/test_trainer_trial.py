@@ -23,8 +23,8 @@ HOUR = 3600.0
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """The registry, topic and Redis as the trial sees them, recorded."""
-    w = SimpleNamespace(declared={}, aliases=[], stopped=[], promoted=[], winner=None,
-                        now=1_000_000.0)
+    w = SimpleNamespace(declared={}, aliases=[("champion", CHAMPION)], stopped=[],
+                        promoted=[], winner=None, now=1_000_000.0)
 
     def start(kafka: Any, topic: str, store: Any, experiment: Any) -> dict:
         w.declared[experiment.name] = experiment
@@ -67,8 +67,18 @@ def test_a_gated_challenger_goes_live_against_the_champion(world: SimpleNamespac
         ("champion", "champion"),
         ("challenger", "streamrec-retriever:v7+streamrec-ranker:v7")]
     assert experiment.mode == "interleave"
-    assert world.aliases == [("trial-control", CHAMPION), ("challenger", VERSIONS)]
+    assert world.aliases[1:] == [("trial-control", CHAMPION), ("challenger", VERSIONS)]
     assert world.promoted == []  # users judge it first
+
+
+def test_no_trial_starts_against_a_champion_moved_while_the_challenger_trained(
+        world: SimpleNamespace) -> None:
+    """It went live against whatever the alias named by then, ran up to a day on half
+    the users, and its win was then refused by the promotion's compare-and-set."""
+    world.aliases.append(("champion", {"streamrec-retriever": "8", "streamrec-ranker": "8"}))
+    summary = trial(world).start(VERSIONS, CHAMPION)
+    assert summary.outcome == "rejected" and "moved to streamrec-retriever:v8" in summary.reason
+    assert world.declared == {}
 
 
 def test_no_trial_means_a_round_as_usual(world: SimpleNamespace) -> None:
@@ -109,7 +119,7 @@ def test_a_won_trial_is_promoted_only_over_the_champion_it_started_against(
     live.settle()
     assert world.promoted == [(VERSIONS, CHAMPION)]  # the trainer's check compares with v6
     world.declared.clear()
-    world.aliases.clear()  # a trial whose control was never recorded
+    world.aliases[:] = [("champion", CHAMPION)]  # a trial whose control was never recorded
     live.start(VERSIONS, CHAMPION)
     world.aliases.remove(("trial-control", CHAMPION))
     world.promoted.clear()

@@ -627,7 +627,7 @@ class Trainer:
                 retry("moving the champion alias", lambda: set_champion(self.store, versions))
             except Exception:
                 if expected is not None:  # not half moved: a new retriever, an old ranker
-                    set_champion(self.store, expected)
+                    self._restore(expected)
                 raise
 
         def announce_or_raise() -> None:
@@ -639,6 +639,18 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - promoted all the same: say so, not "failed"
             return True, f"announcing failed ({exc}): workers keep the old model until restarted"
         return True, ""
+
+    def _restore(self, expected: dict[str, str]) -> None:
+        """Point the alias back at ``expected`` after a move failed part-way, retried as
+        the move was; a failure is logged loudly (the move's error is the one raised)."""
+        from streams.registry import set_champion
+
+        try:
+            retry("restoring the champion alias", lambda: set_champion(self.store, expected))
+        except Exception as exc:  # noqa: BLE001 - the operator must fix the alias by hand
+            log.error("the champion alias may name a retriever and a ranker of different "
+                      "rounds: restoring %s failed: %s; set both models' 'champion' alias to "
+                      "those versions (the MLflow UI or client)", version_string(expected), exc)
 
     def run_forever(self, stop: threading.Event, poll_s: float = 10.0) -> None:
         """Rounds whenever ``round_due`` says so, until ``stop`` is set; with no champion

@@ -489,6 +489,32 @@ def test_a_round_loads_the_champion_whose_versions_it_read(
     assert asked == ["streamrec-retriever:v4+streamrec-ranker:v4"]
 
 
+def test_an_alias_move_that_fails_part_way_is_rolled_back_with_retries(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The rollback was one attempt: a registry hiccup there left the alias on the new
+    retriever and the old ranker, and its error hid the move's."""
+    from contextlib import nullcontext
+
+    import streams.registry as registry
+
+    clean_env.setattr("services.trainer.time.sleep", lambda s: None)  # retry's backoff
+    trainer = _trainer(tmp_path)
+    old, new = {"r": "1", "n": "1"}, {"r": "2", "n": "2"}
+    calls: list[dict[str, str]] = []
+
+    def set_champion(store: object, versions: dict[str, str]) -> None:
+        calls.append(versions)
+        if versions == new or len(calls) == 6:  # every move, and the first rollback
+            raise RuntimeError(f"registry hiccup {len(calls)}")
+
+    clean_env.setattr(registry, "set_champion", set_champion)
+    clean_env.setattr(registry, "alias_versions", lambda store, names: old)
+    clean_env.setattr("services.trainer.promotion_lock", lambda url: nullcontext(True))
+    with pytest.raises(RuntimeError, match="registry hiccup 5"):
+        trainer.promote(new, old)
+    assert calls == [new] * 5 + [old, old]
+
+
 def test_a_lock_release_redis_fails_leaves_what_the_block_did_standing(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Only an expired lock was caught on release: Redis not answering there raised out

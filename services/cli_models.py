@@ -208,15 +208,35 @@ def train(
                          {"data": str(data), "format": fmt.value,
                           TRAINED_UNTIL: _newest_ts(seqs)}, register=register)
     announced = {n: v for run in logged.values() for n, v in run.versions.items()}
-    if champion and announced:  # every alias at once, once all are registered: a worker
+    if champion and announced and not force:
+        _first_champion(settings, announced)
+    elif champion and announced:  # every alias at once, once all are registered: a worker
         set_champion(store, announced)  # loading between two would pair the wrong maps
     for name, run in logged.items():
         console.print(f"{name}: test full NDCG@10 {run.test['full']['NDCG@10']:.4f}, sampled "
                       f"HR@10 {run.test['sampled']['HR@10']:.4f}; best epoch {run.best_epoch}"
                       + "".join(f"; registered {n} v{v}" for n, v in run.versions.items())
                       + (" (champion)" if champion and run.versions else ""))
-    if champion and announced:
+    if champion and announced and force:
         _announce(settings, announced)
+
+
+def _first_champion(settings: Settings, versions: dict[str, str]) -> None:
+    """Promote the first champion as the trainer does (its lock, a compare-and-set against
+    no champion, the announcement): a long-running trainer's first round may have
+    promoted one while this command trained, and that one must not be overwritten
+    without the gate. Refused: one line, exit 1 (the models stay registered)."""
+    from services.trainer import Trainer
+    from streams.messages import version_string
+
+    promoted, note = Trainer(settings).promote(versions, None)
+    if not promoted:
+        errors.print(f"{version_string(versions)} registered, not promoted: {note}; run again "
+                     "to go through the gate, or --force", soft_wrap=True, markup=False,
+                     highlight=False)
+        raise typer.Exit(1)
+    console.print(f"announced on {settings.topic_model_updates}: {versions}"
+                  + (f" ({note})" if note else ""), markup=False, highlight=False)
 
 
 def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:

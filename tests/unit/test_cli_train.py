@@ -146,3 +146,27 @@ def test_the_command_promotes_by_the_offline_gate_even_where_trials_are_configur
     result = _train(log, "--champion")
     assert result.exit_code == 0, result.output
     assert trials == [None]  # no live trial: the gate alone decides
+
+
+def test_the_first_champion_is_promoted_only_over_no_champion(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It set the alias directly, decided before training: a champion the long-running
+    trainer promoted meanwhile was overwritten without the gate. It now goes through the
+    trainer's promotion (its lock and compare-and-set against no champion)."""
+    import typer
+
+    from services.cli_models import _first_champion
+    from services.settings import load_settings
+
+    asked: list[tuple[dict[str, str], object]] = []
+
+    def promote(self: Trainer, versions: dict[str, str], expected: object) -> tuple[bool, str]:
+        asked.append((versions, expected))
+        return False, "the champion moved to streamrec-retriever:v1 while this trained"
+
+    clean_env.setattr(Trainer, "promote", promote)
+    with pytest.raises(typer.Exit) as exit_:
+        _first_champion(load_settings(), CHALLENGER)
+    assert exit_.value.exit_code == 1 and asked == [(CHALLENGER, None)]
+    assert "registered, not promoted: the champion moved" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
 from streams.experiment import POPULARITY, Experiment, Variant, one_line
 from streams.experiment_report import ExperimentReport, status
-from streams.experiment_store import declarations, declare, running
+from streams.experiment_store import declarations, declare, running, withdraw
 from streams.messages import version_string
 from streams.registry import NoChampion, resolve_versions
 
@@ -94,6 +94,12 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore,
                                 "choose another name")
     versions = check_models(store, experiment)
     declare(kafka, topic, experiment)
+    # Another process (an API replica, the CLI, a trainer) may have started one between
+    # the check above and this declaration: read back, and the later declared withdraws.
+    first = running(declarations(kafka, topic))
+    if first is not None and first.name != experiment.name:
+        withdraw(kafka, topic, experiment.name)
+        raise ExperimentConflict(f"experiment {first.name!r} started meanwhile: stop it first")
     return versions
 
 

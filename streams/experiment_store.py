@@ -64,9 +64,22 @@ def declarations(kafka: KafkaConnection, topic: str) -> dict[str, Experiment]:
 
 
 def running(found: dict[str, Experiment]) -> Experiment | None:
-    """The running experiment among ``found`` (at most one runs at a time)."""
-    live = [e for e in found.values() if e.state == "running"]
-    return max(live, key=lambda e: e.started_us) if live else None
+    """The running experiment among ``found``, in topic order (one partition): at most one
+    runs, and where two starts raced, the first declared is the one every reader serves
+    and the other withdraws (``streams.experiment_control.start``)."""
+    return next((e for e in found.values() if e.state == "running"), None)
+
+
+def withdraw(kafka: KafkaConnection, topic: str, name: str, timeout_s: float = 10.0) -> None:
+    """Forget experiment ``name`` (a tombstone): a start that lost a race takes its
+    declaration back, so its name stays free and stopping the other revives nothing."""
+    from streams.producer import RecordProducer
+
+    producer = RecordProducer(kafka)
+    producer.produce(topic, name.encode(), None)
+    if producer.flush(timeout_s) or producer.stats.failed:
+        raise RuntimeError(f"the broker did not take the withdrawal of {name!r}: "
+                           f"{producer.stats.last_error}")
 
 
 async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies,

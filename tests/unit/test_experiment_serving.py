@@ -19,6 +19,7 @@ from streams.experiment import Experiment, InvalidExperiment, Variant, parse_exp
 from streams.experiment_control import ExperimentRefused, new_experiment, parse_variant
 from streams.experiment_follower import ExperimentSlot
 from streams.experiment_report import look
+from streams.experiment_store import running
 from streams.experiments import INTERLEAVED, LiveExperiment, Tallies
 from streams.messages import SCHEMAS, ExperimentTag, RecommendationList, ScoredItem, json_schema
 
@@ -495,3 +496,29 @@ def test_several_challengers_split_the_level_so_one_false_verdict_stays_within_i
     assert fresh[key]["alpha"] == pytest.approx(0.025)
     started = {key: {"alpha": states[key]["alpha"]}}  # a state kept from before the split
     assert look(three, tallies(["control", "treatment", "same"]), 1, started)[0].winner == "treatment"
+
+
+def test_of_two_starts_that_raced_the_later_declared_withdraws(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each checked "none running", then declared: both ran, readers served one, and
+    stopping it brought the other back to life unasked."""
+    import streams.experiment_control as control
+    from streams.experiment_control import ExperimentConflict
+
+    first = new_experiment("first", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    ours = new_experiment("ours", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    topic: dict[str, Experiment] = {}
+    withdrawn: list[str] = []
+
+    def declare(kafka: object, name: str, experiment: Experiment) -> None:
+        topic["first"] = first  # the other start landed between our check and this
+        topic[experiment.name] = experiment
+
+    monkeypatch.setattr(control, "declarations", lambda kafka, name: dict(topic))
+    monkeypatch.setattr(control, "declare", declare)
+    monkeypatch.setattr(control, "withdraw", lambda kafka, name, e: withdrawn.append(e))
+    monkeypatch.setattr(control, "check_models", lambda store, e: {})
+    with pytest.raises(ExperimentConflict, match="'first' started meanwhile"):
+        control.start(object(), "experiments", object(), ours)  # type: ignore[arg-type]
+    assert withdrawn == ["ours"]
+    assert running(topic) == first  # what every reader serves meanwhile

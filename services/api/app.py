@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
@@ -25,10 +27,16 @@ from services.api.timeouts import RequestTimeout
 from services.settings import Settings
 from streams.tracing import TRACEPARENT, TRACESTATE
 
+log = logging.getLogger(__name__)
+
 
 def create_api(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
     access = Access.of(settings)
+    if not access.reads_open and not access.event_keys:
+        log.warning("read keys are set but no event key: events, the catalogue and the "
+                    "experiments (their promotion too) are open to any client; set "
+                    "STREAMREC_API_KEY or STREAMREC_API_EVENT_KEYS to guard them")
     app = FastAPI(title="streamrec API", version="1", lifespan=lifespan(settings, metrics),
                   description="Next-item lists computed by the streamrec stream workers: "
                               "read them (filtered by category or excluded items, if "

@@ -64,6 +64,18 @@ def test_reads_need_a_read_key_or_a_bearer_token_when_configured() -> None:
     assert api.call("POST", "/v1/events", content=_events("u1")).status_code == 202
 
 
+def test_read_keys_without_an_event_key_warn_that_writes_stay_open(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Documented, but easy to miss: with read keys alone, anyone may post events, write
+    the catalogue and conclude an experiment with ``promote``."""
+    InProcessApi(api_read_keys=[READ_KEY])
+    assert "read keys are set but no event key" in caplog.text
+    caplog.clear()
+    InProcessApi(api_read_keys=[READ_KEY], api_key=KEY)
+    InProcessApi()
+    assert "no event key" not in caplog.text
+
+
 def test_event_keys_post_only_for_the_users_in_their_scope() -> None:
     api = InProcessApi(api_key=KEY, api_event_keys={SCOPED: "shop-a:"})
 

@@ -22,6 +22,9 @@ from streams.events import Event, InvalidEvent, json_lines, parse, validate
 
 _NAMESPACE = uuid.UUID("6f1c1a52-7d1e-4a4e-9d7b-2f5f3c1e8a10")
 log = logging.getLogger(__name__)
+# A byte-order mark (Excel's CSV) is read as none: as text, it hid the first header name
+# (KeyError: 'event_time') or turned a headerless file's first row into a "header".
+TEXT_ENCODING = "utf-8-sig"
 SEQUENCE_BASE_MS = 1_577_836_800_000  # 2020-01-01, first synthesized timestamp
 SEQUENCE_STEP_MS = 60_000
 
@@ -70,7 +73,7 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
     rows: list[_Row] = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
         if first[:1].isdigit():  # no header (u.data)
@@ -96,7 +99,7 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
     Sessions have no user ids: the session id serves as both.
     """
     rows: list[_Row] = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
         header = [h.strip().lower() for h in first.rstrip("\n").split(delimiter)]
@@ -124,7 +127,7 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
     rows: list[_Row] = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         for rec in csv.DictReader(handle, delimiter=";"):
             day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
             ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
@@ -146,7 +149,7 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     and belong to a catalogue rather than to each event.
     """
     rows: list[_Row] = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         for rec in csv.DictReader(handle):
             event_type = _REES46_TYPES.get(rec["event_type"])
             if event_type is None:
@@ -166,8 +169,10 @@ def read_sequences(path: Path) -> Iterator[Event | Rejected]:
     so a replay interleaves users the way a live stream would.
     """
     rows: list[_Row] = []
-    with open(path) as handle:
+    with open(path, encoding=TEXT_ENCODING) as handle:
         for line in handle:
+            if not line.strip():  # a blank line (a trailing one, say) holds no user
+                continue
             user, *items = line.split()
             rows.extend((SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
                         for k, item in enumerate(items))
@@ -197,7 +202,7 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
         f for f in (path.with_name(stem + s) for s in _INTER_SPLITS) if f.is_file()]
     longest: dict[str, list[str]] = {}
     for file in files:
-        with open(file) as handle:
+        with open(file, encoding=TEXT_ENCODING) as handle:
             for line, text in enumerate(handle, 1):
                 fields = text.rstrip("\r\n").split("\t")
                 if line == 1 and fields[0].startswith("user_id"):
@@ -248,7 +253,8 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise FileNotFoundError(f"{'not a file' if path.exists() else 'no such file'}: {path}")
     try:  # every reader but jsonl (a generator) parses the whole file here
         return READERS[fmt](path)
-    except (ValueError, KeyError, IndexError, csv.Error) as exc:
+    # TypeError: a short row of a file read by header (its missing fields are None).
+    except (ValueError, KeyError, IndexError, TypeError, csv.Error) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
 
 

@@ -94,6 +94,31 @@ def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
     assert events[2].ts == SEQUENCE_BASE_MS + SEQUENCE_STEP_MS
 
 
+def test_a_byte_order_mark_a_blank_line_and_a_short_row_are_read_or_refused_plainly(
+        tmp_path: Path) -> None:
+    """A BOM (Excel's CSV) hid rees46's first header name, and made a headerless ``u.data``
+    lose its first rating as a "header"; a blank line refused a sequences file; a short
+    DIGINETICA row was a TypeError traceback instead of the one-line refusal."""
+    from streams.readers import LogFileError
+
+    header = "event_time,event_type,product_id,category_id,category_code,brand,price," \
+             "user_id,user_session\n"
+    rees46 = tmp_path / "bom.csv"
+    rees46.write_bytes(("\ufeff" + header + "2019-10-01 00:00:00 UTC,view,1,9,,,2,7,s\n")
+                       .encode())
+    assert [e.item_id for e in _events(rees46, "rees46")] == ["1"]
+    udata = tmp_path / "u.data"
+    udata.write_bytes("\ufeff1\t2\t3\t881250949\n1\t5\t4\t881250950\n".encode())
+    assert [e.item_id for e in _events(udata, "movielens")] == ["2", "5"]
+    blank = _write(tmp_path, "seq.txt", "u1 a b\n\nu2 c\n\n")
+    assert [(e.user_id, e.item_id) for e in _events(blank, "sequences")] == [
+        ("u1", "a"), ("u2", "c"), ("u1", "b")]
+    short = _write(tmp_path, "views.csv", "session_id;user_id;item_id;timeframe;eventdate\n"
+                   "1;NA;81766;526309;2016-05-09\n2;NA;31331\n")
+    with pytest.raises(LogFileError, match="not a diginetica log"):
+        read_events(short, "diginetica")
+
+
 INTER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
 

@@ -49,14 +49,12 @@ class TlsFiles:
     def ensure(self) -> TlsFiles:
         """Create the CA and the server key pair unless they exist and the server's
         certificate stays valid for ``RENEW_DAYS`` more. An expiring pair is made anew
-        with a new CA (the old CA's key is not kept), taking effect as each service
-        restarts; ``ca.pem`` then holds the new CA and the old one, so that a service still
-        serving the old certificate is trusted meanwhile."""
+        with a new CA (the old CA's key is not kept), as its service starts; a client
+        that loaded the old ``ca.pem`` trusts the new one once it restarts."""
         if all(p.exists() for p in (self.ca, self.cert, self.key, self.keystore)) and \
                 self.valid_until() > dt.datetime.now(dt.UTC) + dt.timedelta(days=RENEW_DAYS):
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        old_cas = self._valid_cas()[:1]
         ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), \
             ec.generate_private_key(ec.SECP256R1())
         ca_name = f"streamrec local CA {dt.datetime.now(dt.UTC):%Y-%m-%d} {secrets.token_hex(4)}"
@@ -68,8 +66,7 @@ class TlsFiles:
                                            serialization.NoEncryption())
         ca_pem = ca.public_bytes(serialization.Encoding.PEM)
         chain = server.public_bytes(serialization.Encoding.PEM) + ca_pem
-        trusted = b"".join([ca_pem, *(c.public_bytes(serialization.Encoding.PEM) for c in old_cas)])
-        write_file(self.ca, trusted, private=False)
+        write_file(self.ca, ca_pem, private=False)
         write_file(self.cert, chain, private=False)
         write_file(self.key, key_pem, private=True)
         write_file(self.keystore, key_pem + chain, private=True)
@@ -79,20 +76,12 @@ class TlsFiles:
         """When the server's certificate (the first of its chain) expires."""
         return x509.load_pem_x509_certificate(self.cert.read_bytes()).not_valid_after_utc
 
-    def _valid_cas(self) -> list[x509.Certificate]:
-        """The CAs of ``ca.pem`` not expired yet, newest first (none without the file)."""
-        if not self.ca.exists():
-            return []
-        now = dt.datetime.now(dt.UTC)
-        return [c for c in x509.load_pem_x509_certificates(self.ca.read_bytes())
-                if c.not_valid_after_utc > now]
-
 
 def _certificate(subject: str, public_key: ec.EllipticCurvePublicKey,
                  signer: ec.EllipticCurvePrivateKey, issuer: str, *, is_ca: bool
                  ) -> x509.Certificate:
-    """Each CA has its own name, and each certificate names its key and its signer's,
-    so that a client trusting an old and a new CA picks the one that signed."""
+    """Each CA has its own name, and each certificate names its key and its signer's: a
+    renewed pair is never taken for the one before."""
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()

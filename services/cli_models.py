@@ -194,6 +194,8 @@ def train(
                                  "--model all")
     settings = load_settings()
     records = _catalogue(items, items_format)
+    if champion and register and not force:
+        _lock_reachable(settings)  # before training, not after: promotion takes its lock
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
         _through_the_gate(gate, data, fmt, epochs, records)
         return
@@ -221,6 +223,17 @@ def train(
         _announce(settings, announced)
 
 
+def _lock_reachable(settings: Settings) -> None:
+    """Refuse in one line, before any training, when Redis (where the trainer's promotion
+    lock lives) does not answer: ``--force`` promotes without it."""
+    from infra.errors import StackError
+    from infra.redis_server import probe_redis
+
+    if (why := probe_redis(settings.redis, timeout_s=5.0)) is not None:
+        raise StackError(f"--champion promotes under the trainer's lock in Redis, which did "
+                         f"not answer ({why}): start it (streamrec stack up), or --force")
+
+
 def _first_champion(settings: Settings, versions: dict[str, str]) -> None:
     """Promote the first champion as the trainer does (its lock, a compare-and-set against
     no champion, the announcement): a long-running trainer's first round may have
@@ -235,8 +248,8 @@ def _first_champion(settings: Settings, versions: dict[str, str]) -> None:
                      "to go through the gate, or --force", soft_wrap=True, markup=False,
                      highlight=False)
         raise typer.Exit(1)
-    console.print(f"announced on {settings.topic_model_updates}: {versions}"
-                  + (f" ({note})" if note else ""), markup=False, highlight=False)
+    console.print(note or f"announced on {settings.topic_model_updates}: {versions}",
+                  markup=False, highlight=False)
 
 
 def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:

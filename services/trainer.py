@@ -666,12 +666,12 @@ class Trainer:
             try:
                 if self.champion_versions() is not None:
                     last_round, last_size = time.monotonic(), topic_size()
+                log.info("trainer ready: %s events in %s so far; champion %s",
+                         max(last_size, 0), s.topic_interactions,
+                         "present" if last_size >= 0 else "none: a round now")
             except Exception as exc:  # noqa: BLE001 - Kafka or the registry away a while:
-                log.error("trainer starting without the champion or the topic's size: %s",
-                          exc)  # a round now, which says why it fails while they are away
-            log.info("trainer ready: %s events in %s so far; champion %s", max(last_size, 0),
-                     s.topic_interactions,
-                     "present" if last_size >= 0 else "none: a round now")
+                log.error("trainer starting without the champion or the topic's size (%s): "
+                          "a round now, which says why it fails while they are away", exc)
             while not stop.is_set():
                 try:
                     size = topic_size()

@@ -52,9 +52,14 @@ class LiveTrial:
         """Put the gated challenger at ``versions`` live against ``champion``, the versions
         the champion alias names now (kept as ``trial-control`` for the compare-and-set)."""
         from streams.experiment_control import ExperimentRefused, new_experiment, start
+        from streams.experiment_store import declarations, running
         from streams.registry import alias_versions, set_champion
 
         s = self.settings
+        other = running(declarations(s.kafka, s.topic_experiments))
+        if other is not None:  # before the aliases move: its variants may name them
+            return RoundSummary("rejected", f"the gate passed, but experiment {other.name!r} "
+                                "is running, so no live trial starts", versions)
         now = alias_versions(self.store, list(champion))
         if now != champion:  # a trial against another champion could only be refused later
             return RoundSummary("rejected", "the gate passed, but the champion moved to "

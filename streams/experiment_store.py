@@ -47,7 +47,8 @@ def newest(records: Iterable[Any]) -> dict[str, Experiment | None]:
     found: dict[str, Experiment | None] = {}
     for record in records:
         name = (record.key or b"").decode(errors="replace")
-        if record.value is None:
+        if record.value is None:  # forgotten: declared again, it comes after the others,
+            found.pop(name, None)  # as in a follower's ``known`` (``running`` reads order)
             found[name] = None
             continue
         try:

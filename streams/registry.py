@@ -297,8 +297,8 @@ def _by_alias(client: Any, name: str, alias: str) -> Any:
 
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        if name not in LEGACY_NAMES:
+    except MlflowException as exc:
+        if name not in LEGACY_NAMES or not _not_found(exc):  # an outage is no legacy store
             raise
         return client.get_model_version_by_alias(LEGACY_NAMES[name], alias)
 

@@ -38,6 +38,7 @@ def log(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         raise _Ungated
 
     clean_env.setattr("services.cli_models.train_with_progress", ungated)
+    clean_env.setattr("infra.redis_server.probe_redis", lambda url, timeout_s: None)
     return path
 
 
@@ -170,3 +171,19 @@ def test_the_first_champion_is_promoted_only_over_no_champion(
         _first_champion(load_settings(), CHALLENGER)
     assert exit_.value.exit_code == 1 and asked == [(CHALLENGER, None)]
     assert "registered, not promoted: the champion moved" in capsys.readouterr().err
+
+
+def test_champion_without_redis_is_refused_before_training(
+    log: Path, clean_env: pytest.MonkeyPatch,
+) -> None:
+    """The promotion takes the trainer's lock in Redis: found missing after minutes of
+    training, the command ended in a traceback with the models registered, unpromoted."""
+    rounds = _registry(clean_env, None)
+    clean_env.setattr("infra.redis_server.probe_redis",
+                      lambda url, timeout_s: "Connection refused")
+    result = _train(log, "--champion")
+    assert result.exit_code == 1 and "did not answer (Connection refused)" in str(
+        result.exception), result.output
+    assert rounds == []  # not trained: the stub would have raised _Ungated
+    clean_env.setattr("infra.redis_server.probe_redis", lambda url, timeout_s: "down")
+    assert isinstance(_train(log, "--champion", "--force").exception, _Ungated)

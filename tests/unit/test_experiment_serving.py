@@ -522,3 +522,18 @@ def test_of_two_starts_that_raced_the_later_declared_withdraws(
         control.start(object(), "experiments", object(), ours)  # type: ignore[arg-type]
     assert withdrawn == ["ours"]
     assert running(topic) == first  # what every reader serves meanwhile
+
+
+def test_a_name_forgotten_then_declared_again_comes_after_the_others() -> None:
+    """A tombstone kept its name's first place in the topic reader's order, while a worker's
+    follower forgets it and adds it at the end: the two disagreed on which one runs."""
+    from streams.experiment_store import newest
+
+    x = new_experiment("x", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    y = new_experiment("y", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    records = [SimpleNamespace(key=b"x", value=x.to_json()),
+               SimpleNamespace(key=b"y", value=y.to_json()),
+               SimpleNamespace(key=b"x", value=None),
+               SimpleNamespace(key=b"x", value=x.to_json())]
+    found = {n: e for n, e in newest(records).items() if e is not None}
+    assert list(found) == ["y", "x"] and running(found) == y

@@ -82,9 +82,16 @@ def test_only_a_missing_alias_reads_as_no_champion(tmp_path: Path,
         store.client().create_registered_model(name)
     assert registry.alias_versions(store, names) is None  # no such alias
 
-    def unreachable(client: object, name: str, alias: str) -> object:
-        raise MlflowException("API request failed: 503", error_code="TEMPORARILY_UNAVAILABLE")
+    calls: list[str] = []
 
-    monkeypatch.setattr(registry, "_by_alias", unreachable)
+    def unreachable(self: object, name: str, alias: str) -> object:  # then back: legacy
+        calls.append(name)  # names are not found, which must not read as "no champion"
+        if len(calls) == 1:
+            raise MlflowException("API request failed: 503",
+                                  error_code="TEMPORARILY_UNAVAILABLE")
+        raise MlflowException("not found", error_code="RESOURCE_DOES_NOT_EXIST")
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient.get_model_version_by_alias", unreachable)
     with pytest.raises(MlflowException, match="503"):
-        registry.alias_versions(store, names)
+        registry.alias_versions(store, [registry.RETRIEVER_NAME, registry.RANKER_NAME])
+    assert len(calls) == 1

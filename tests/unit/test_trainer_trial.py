@@ -71,6 +71,18 @@ def test_a_gated_challenger_goes_live_against_the_champion(world: SimpleNamespac
     assert world.promoted == []  # users judge it first
 
 
+def test_no_trial_moves_the_aliases_while_another_experiment_runs(
+        world: SimpleNamespace) -> None:
+    """The trial's start refused it only after moving the ``challenger`` alias, which a
+    person's experiment may name as a variant: its treatment silently changed model."""
+    theirs = new_experiment("theirs", [("a", "champion", 0.5), ("b", "challenger", 0.5)])
+    world.declared["theirs"] = theirs
+    before = list(world.aliases)
+    summary = trial(world).start(VERSIONS, CHAMPION)
+    assert summary.outcome == "rejected" and "'theirs' is running" in summary.reason
+    assert world.aliases == before and list(world.declared) == ["theirs"]
+
+
 def test_no_trial_starts_against_a_champion_moved_while_the_challenger_trained(
         world: SimpleNamespace) -> None:
     """It went live against whatever the alias named by then, ran up to a day on half

@@ -34,6 +34,17 @@ class LogFileError(ValueError):
     the file, the format and what broke."""
 
 
+class RowError(ValueError):
+    """A row of a log that does not parse, named by its line: refused, the whole file is
+    (a file in another format fails on its first row), and the line says where to look."""
+
+    def __init__(self, line: int, exc: Exception) -> None:
+        super().__init__(f"line {line}: {type(exc).__name__}: {exc}")
+
+
+ROW_ERRORS = (ValueError, KeyError, IndexError, TypeError)  # what parsing a row raises
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A line that is not a valid event: replay sends it to the dead-letter topic."""
@@ -76,13 +87,18 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
-        if first[:1].isdigit():  # no header (u.data)
+        header = 0 if first[:1].isdigit() else 1
+        if not header:  # u.data
             handle.seek(0)
-        for rec in csv.reader(handle, delimiter=delimiter):
-            if rec:
-                user, item, rating, ts = rec[:4]
-                rows.append((int(float(ts)) * 1000, user, item, None, {"rating": float(rating)},
-                             "view"))
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            for rec in reader:
+                if rec:
+                    user, item, rating, ts = rec[:4]
+                    rows.append((int(float(ts)) * 1000, user, item, None,
+                                 {"rating": float(rating)}, "view"))
+        except ROW_ERRORS as exc:
+            raise RowError(reader.line_num + header, exc) from exc
     return _in_time_order(rows, path.name)
 
 
@@ -106,17 +122,21 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
         if header[0].isdigit():
             handle.seek(0)
             header = []
-        for rec in csv.reader(handle, delimiter=delimiter):
-            if not rec:
-                continue
-            if header:
-                named = dict(zip(header, rec))
-                session, item, ts = named["sessionid"], named["itemid"], named["time"]
-            elif len(rec) >= 4 and "T" in rec[1]:
-                session, ts, item = rec[0], rec[1], rec[2]
-            else:
-                session, item, ts = rec[:3]
-            rows.append((_yoochoose_time(ts), session, item, session, None, "click"))
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            for rec in reader:
+                if not rec:
+                    continue
+                if header:
+                    named = dict(zip(header, rec))
+                    session, item, ts = named["sessionid"], named["itemid"], named["time"]
+                elif len(rec) >= 4 and "T" in rec[1]:
+                    session, ts, item = rec[0], rec[1], rec[2]
+                else:
+                    session, item, ts = rec[:3]
+                rows.append((_yoochoose_time(ts), session, item, session, None, "click"))
+        except ROW_ERRORS as exc:
+            raise RowError(reader.line_num + bool(header), exc) from exc
     return _in_time_order(rows, path.name)
 
 
@@ -128,11 +148,16 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     """
     rows: list[_Row] = []
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
-        for rec in csv.DictReader(handle, delimiter=";"):
-            day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
-            ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
-            user = rec["user_id"] if rec["user_id"] not in ("", "NA") else f"s{rec['session_id']}"
-            rows.append((ts, user, rec["item_id"], rec["session_id"], None, "view"))
+        reader = csv.DictReader(handle, delimiter=";")
+        try:
+            for rec in reader:
+                day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
+                ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
+                user = (rec["user_id"] if rec["user_id"] not in ("", "NA")
+                        else f"s{rec['session_id']}")
+                rows.append((ts, user, rec["item_id"], rec["session_id"], None, "view"))
+        except ROW_ERRORS as exc:  # a short row's missing fields are None: a TypeError
+            raise RowError(reader.line_num, exc) from exc
     return _in_time_order(rows, path.name)
 
 
@@ -150,15 +175,19 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     """
     rows: list[_Row] = []
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
-        for rec in csv.DictReader(handle):
-            event_type = _REES46_TYPES.get(rec["event_type"])
-            if event_type is None:
-                continue
-            day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
-            ts = int(day.replace(tzinfo=dt.UTC).timestamp() * 1000)
-            price = rec["price"]
-            rows.append((ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
-                         {"price": float(price)} if price else None, event_type))
+        reader = csv.DictReader(handle)
+        try:
+            for rec in reader:
+                event_type = _REES46_TYPES.get(rec["event_type"])
+                if event_type is None:
+                    continue
+                day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
+                ts = int(day.replace(tzinfo=dt.UTC).timestamp() * 1000)
+                price = rec["price"]
+                rows.append((ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
+                             {"price": float(price)} if price else None, event_type))
+        except ROW_ERRORS as exc:
+            raise RowError(reader.line_num, exc) from exc
     return _in_time_order(rows, path.name)
 
 
@@ -253,8 +282,9 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise FileNotFoundError(f"{'not a file' if path.exists() else 'no such file'}: {path}")
     try:  # every reader but jsonl (a generator) parses the whole file here
         return READERS[fmt](path)
-    # TypeError: a short row of a file read by header (its missing fields are None).
-    except (ValueError, KeyError, IndexError, TypeError, csv.Error) as exc:
+    except RowError as exc:
+        raise LogFileError(f"{path}: not a {fmt} log ({exc})") from exc
+    except (*ROW_ERRORS, csv.Error) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
 
 

@@ -98,7 +98,8 @@ def test_a_byte_order_mark_a_blank_line_and_a_short_row_are_read_or_refused_plai
         tmp_path: Path) -> None:
     """A BOM (Excel's CSV) hid rees46's first header name, and made a headerless ``u.data``
     lose its first rating as a "header"; a blank line refused a sequences file; a short
-    DIGINETICA row was a TypeError traceback instead of the one-line refusal."""
+    DIGINETICA row was a TypeError traceback instead of the one-line refusal, which now
+    names the line of the row that does not parse."""
     from streams.readers import LogFileError
 
     header = "event_time,event_type,product_id,category_id,category_code,brand,price," \
@@ -115,8 +116,17 @@ def test_a_byte_order_mark_a_blank_line_and_a_short_row_are_read_or_refused_plai
         ("u1", "a"), ("u2", "c"), ("u1", "b")]
     short = _write(tmp_path, "views.csv", "session_id;user_id;item_id;timeframe;eventdate\n"
                    "1;NA;81766;526309;2016-05-09\n2;NA;31331\n")
-    with pytest.raises(LogFileError, match="not a diginetica log"):
+    with pytest.raises(LogFileError, match="not a diginetica log \\(line 3: TypeError"):
         read_events(short, "diginetica")
+    cut = _write(tmp_path, "u.data", "1\t2\t3\t881250949\n1\t5\n")  # no header: line 2
+    with pytest.raises(LogFileError, match="line 2: ValueError: not enough values"):
+        read_events(cut, "movielens")
+    rees46.write_text(header + "2019-10-01 00:00:00 UTC,view,1,9,,,abc,7,s\n")
+    with pytest.raises(LogFileError, match="line 2: ValueError: could not convert"):
+        read_events(rees46, "rees46")
+    clicks = _write(tmp_path, "clicks.tsv", "SessionId\tItemId\tTime\n1\t2\t10\n1\t3\tx\n")
+    with pytest.raises(LogFileError, match="line 3: ValueError"):
+        read_events(clicks, "yoochoose")
 
 
 INTER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
@@ -247,8 +257,8 @@ def test_a_log_that_is_not_in_its_format_stops_the_command_in_one_line(
         tmp_path: Path, streamrec: Callable[..., tuple[int, str]]) -> None:
     bad = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,2,abc,100\n")
     assert streamrec("evaluate", "--data", str(bad), "--format", "movielens") == (
-        1, f"error: {bad}: not a movielens log (ValueError: could not convert string to "
-        "float: 'abc')")
+        1, f"error: {bad}: not a movielens log (line 2: ValueError: could not convert "
+        "string to float: 'abc')")
     assert streamrec("evaluate", "--data", str(tmp_path), "--format", "movielens") == (
         1, f"error: not a file: {tmp_path}")
     header_only = _write(tmp_path, "empty.csv", "userId,movieId,rating,timestamp\n")

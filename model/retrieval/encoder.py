@@ -51,9 +51,6 @@ class NumpySASRec:
     # item whose record changed (its id part plus its new content).
     content: NumpyContent | None = None
     id_vectors: np.ndarray | None = None
-    # [num_items + 1] rows that training never met and ``fit_content_map`` placed by their
-    # content (``map`` mode): a changed record moves them as it moves a new item.
-    placed: np.ndarray | None = None
 
     @property
     def max_len(self) -> int:
@@ -194,30 +191,9 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
         content = NumpyContent(enc.content_spec,
                                layer_arrays(enc.content_encoder.token_embedding)[0], numeric)
     items = np.asarray(keras.ops.convert_to_numpy(model.item_embeddings()), np.float32)
-    placed = _placed_rows(enc, content, ids) if content is not None else None
     return NumpySASRec(items, layer_arrays(enc.pos_embedding)[0],
                        tuple(blocks), tuple(layer_arrays(enc.final_norm)),  # type: ignore[arg-type]
-                       types, content, ids if content is not None else None, placed)
-
-
-def _placed_rows(enc: Any, content: NumpyContent, ids: np.ndarray,
-                 chunk: int = 4096) -> np.ndarray | None:
-    """Rows whose id vector is their content's mapped vector: the items ``map`` mode's
-    ``fit_content_map`` placed because training never met them. Found by comparison, as a
-    model records no such list. The tolerance allows a GPU's or JAX's rounding (TF32
-    products) between the Keras placement and this NumPy map; a vector training moved
-    does not land that near its content's map. None outside ``map`` mode."""
-    if content.spec.mode != "map":
-        return None
-    tokens = keras.ops.convert_to_numpy(enc.catalogue.tokens)
-    numeric = keras.ops.convert_to_numpy(enc.catalogue.numeric)
-    placed = np.zeros(len(ids), bool)
-    for start in range(1, len(ids), chunk):  # row 0 is padding
-        rows = slice(start, start + chunk)
-        described = (tokens[rows] > 0).any(axis=1) | (numeric[rows] != 0).any(axis=1)
-        mapped = content.embed(tokens[rows], numeric[rows])
-        placed[rows] = described & np.isclose(ids[rows], mapped, rtol=1e-3, atol=1e-4).all(axis=1)
-    return placed
+                       types, content, ids if content is not None else None)
 
 
 @dataclass

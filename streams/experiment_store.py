@@ -31,12 +31,18 @@ def declare(kafka: KafkaConnection, topic: str, experiment: Experiment,
             timeout_s: float = 10.0) -> None:
     """Put ``experiment`` on the topic; raises ``RuntimeError`` when the broker did not
     take it."""
+    _put(kafka, topic, experiment.name, experiment.to_json(), "declaration", timeout_s)
+
+
+def _put(kafka: KafkaConnection, topic: str, name: str, value: bytes | None, what: str,
+         timeout_s: float) -> None:
+    """One record for experiment ``name`` (None: a tombstone), delivered or raised."""
     from streams.producer import RecordProducer
 
     producer = RecordProducer(kafka)
-    producer.produce(topic, experiment.name.encode(), experiment.to_json())
+    producer.produce(topic, name.encode(), value)
     if producer.flush(timeout_s) or producer.stats.failed:
-        raise RuntimeError(f"the broker did not take the declaration of {experiment.name!r}: "
+        raise RuntimeError(f"the broker did not take the {what} of {name!r}: "
                            f"{producer.stats.last_error}")
 
 
@@ -74,13 +80,7 @@ def running(found: dict[str, Experiment]) -> Experiment | None:
 def withdraw(kafka: KafkaConnection, topic: str, name: str, timeout_s: float = 10.0) -> None:
     """Forget experiment ``name`` (a tombstone): a start that lost a race takes its
     declaration back, so its name stays free and stopping the other revives nothing."""
-    from streams.producer import RecordProducer
-
-    producer = RecordProducer(kafka)
-    producer.produce(topic, name.encode(), None)
-    if producer.flush(timeout_s) or producer.stats.failed:
-        raise RuntimeError(f"the broker did not take the withdrawal of {name!r}: "
-                           f"{producer.stats.last_error}")
+    _put(kafka, topic, name, None, "withdrawal", timeout_s)
 
 
 async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies,

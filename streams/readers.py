@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -78,28 +79,41 @@ def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
             yield Rejected(orjson.dumps(record), exc)
 
 
+def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) -> list[_Row]:
+    """``row`` of each record of a csv ``reader`` (None: a record to leave out). One that
+    does not parse is a :class:`RowError` naming its line (``skipped``: header lines read
+    before the reader began). A short row of a ``DictReader`` has None for its missing
+    fields: a TypeError."""
+    rows: list[_Row] = []
+    try:
+        for rec in reader:
+            if (parsed := row(rec)) is not None:
+                rows.append(parsed)
+    except ROW_ERRORS as exc:
+        raise RowError(reader.line_num + skipped, exc) from exc
+    return rows
+
+
 def read_movielens(path: Path) -> Iterator[Event | Rejected]:
     """MovieLens ``ratings.csv`` (userId,movieId,rating,timestamp) or ``u.data`` (tab, no header).
 
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
-    rows: list[_Row] = []
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
         header = 0 if first[:1].isdigit() else 1
         if not header:  # u.data
             handle.seek(0)
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            for rec in reader:
-                if rec:
-                    user, item, rating, ts = rec[:4]
-                    rows.append((int(float(ts)) * 1000, user, item, None,
-                                 {"rating": float(rating)}, "view"))
-        except ROW_ERRORS as exc:
-            raise RowError(reader.line_num + header, exc) from exc
+        rows = _parsed(csv.reader(handle, delimiter=delimiter), _movielens_row, header)
     return _in_time_order(rows, path.name)
+
+
+def _movielens_row(rec: list[str]) -> _Row | None:
+    if not rec:
+        return None
+    user, item, rating, ts = rec[:4]
+    return int(float(ts)) * 1000, user, item, None, {"rating": float(rating)}, "view"
 
 
 def _yoochoose_time(text: str) -> int:
@@ -114,7 +128,6 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
 
     Sessions have no user ids: the session id serves as both.
     """
-    rows: list[_Row] = []
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
@@ -122,21 +135,20 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
         if header[0].isdigit():
             handle.seek(0)
             header = []
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            for rec in reader:
-                if not rec:
-                    continue
-                if header:
-                    named = dict(zip(header, rec))
-                    session, item, ts = named["sessionid"], named["itemid"], named["time"]
-                elif len(rec) >= 4 and "T" in rec[1]:
-                    session, ts, item = rec[0], rec[1], rec[2]
-                else:
-                    session, item, ts = rec[:3]
-                rows.append((_yoochoose_time(ts), session, item, session, None, "click"))
-        except ROW_ERRORS as exc:
-            raise RowError(reader.line_num + bool(header), exc) from exc
+
+        def row(rec: list[str]) -> _Row | None:
+            if not rec:
+                return None
+            if header:
+                named = dict(zip(header, rec))
+                session, item, ts = named["sessionid"], named["itemid"], named["time"]
+            elif len(rec) >= 4 and "T" in rec[1]:
+                session, ts, item = rec[0], rec[1], rec[2]
+            else:
+                session, item, ts = rec[:3]
+            return _yoochoose_time(ts), session, item, session, None, "click"
+
+        rows = _parsed(csv.reader(handle, delimiter=delimiter), row, bool(header))
     return _in_time_order(rows, path.name)
 
 
@@ -146,19 +158,16 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     ``ts`` = the event date (UTC midnight) + ``timeframe`` ms; anonymous sessions
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
-    rows: list[_Row] = []
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
-        reader = csv.DictReader(handle, delimiter=";")
-        try:
-            for rec in reader:
-                day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
-                ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
-                user = (rec["user_id"] if rec["user_id"] not in ("", "NA")
-                        else f"s{rec['session_id']}")
-                rows.append((ts, user, rec["item_id"], rec["session_id"], None, "view"))
-        except ROW_ERRORS as exc:  # a short row's missing fields are None: a TypeError
-            raise RowError(reader.line_num, exc) from exc
+        rows = _parsed(csv.DictReader(handle, delimiter=";"), _diginetica_row)
     return _in_time_order(rows, path.name)
+
+
+def _diginetica_row(rec: dict[str, str]) -> _Row:
+    day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
+    user = rec["user_id"] if rec["user_id"] not in ("", "NA") else f"s{rec['session_id']}"
+    return ts, user, rec["item_id"], rec["session_id"], None, "view"
 
 
 _REES46_TYPES = {"view": "view", "cart": "add_to_cart", "purchase": "purchase"}
@@ -173,22 +182,20 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     ``price`` travels in ``context``; category and brand describe the item, not the event,
     and belong to a catalogue rather than to each event.
     """
-    rows: list[_Row] = []
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
-        reader = csv.DictReader(handle)
-        try:
-            for rec in reader:
-                event_type = _REES46_TYPES.get(rec["event_type"])
-                if event_type is None:
-                    continue
-                day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
-                ts = int(day.replace(tzinfo=dt.UTC).timestamp() * 1000)
-                price = rec["price"]
-                rows.append((ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
-                             {"price": float(price)} if price else None, event_type))
-        except ROW_ERRORS as exc:
-            raise RowError(reader.line_num, exc) from exc
+        rows = _parsed(csv.DictReader(handle), _rees46_row)
     return _in_time_order(rows, path.name)
+
+
+def _rees46_row(rec: dict[str, str]) -> _Row | None:
+    event_type = _REES46_TYPES.get(rec["event_type"])
+    if event_type is None:
+        return None
+    day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
+    ts = int(day.replace(tzinfo=dt.UTC).timestamp() * 1000)
+    price = rec["price"]
+    return (ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
+            {"price": float(price)} if price else None, event_type)
 
 
 def read_sequences(path: Path) -> Iterator[Event | Rejected]:

@@ -373,16 +373,17 @@ class BatchStep:
         every item the model knows, a small catalogue), each item's path ``popularity``.
         An interleaved list is left short: each of its items must name the team that
         placed it."""
-        seen = update.session.items if self.exclude_seen else ()
-        pairs = self.popularity.top(self.top_n - len(listed),
-                                    exclude=[*seen, *(i.item_id for i in listed)])
+        pairs = self._popular_pairs(update, [i.item_id for i in listed])
         if pairs:
             self.metrics.topped_up.inc()
         return [ScoredItem(item, wire_score(score), path="popularity") for item, score in pairs]
 
-    def _popular_pairs(self, update: SessionUpdate) -> list[tuple[str, float]]:
+    def _popular_pairs(self, update: SessionUpdate, listed: Sequence[str] = ()
+                       ) -> list[tuple[str, float]]:
+        """The most popular items after ``listed``, up to ``top_n`` in all, without the
+        session's items when ``exclude_seen``."""
         seen = update.session.items if self.exclude_seen else ()
-        return self.popularity.top(self.top_n, exclude=seen)
+        return self.popularity.top(self.top_n - len(listed), exclude=[*seen, *listed])
 
     def answer(self, updates: Sequence[SessionUpdate], bundle: Recommender,
                experiment: LiveExperiment | None

@@ -212,9 +212,9 @@ class ServingBundle:
 
     def add_items(self, records: Sequence[ItemContent]) -> int:
         """Embed catalogue records into the encoder's table and the index, so the next
-        lists can hold them: a new item by its content alone, a trained one by its id
-        vector (plus its new content, in the retriever's ``sum`` mode; the last record of
-        an id wins). Returns how many were
+        lists can hold them: a new item, or one training never met, by its content alone;
+        a trained one by its id vector (plus its new content, in the retriever's ``sum``
+        mode; the last record of an id wins). Returns how many were
         embedded: none when the retriever was trained without a catalogue. Cached
         sessions keep the vectors they were encoded with until their window rolls."""
         content = self.encoder.content
@@ -223,7 +223,7 @@ class ServingBundle:
             return 0
         vectors = content.embed_items(list(latest.values()))
         dense = np.array([self.items.get(i) for i in latest], np.int64)
-        trained = (dense > 0) & (dense <= self.trained_items)
+        trained = self._learned(dense)
         if self.encoder.id_vectors is not None:  # "map": a trained item keeps its id vector
             ids = self.encoder.id_vectors[dense[trained]]
             vectors[trained] = ids if content.spec.mode == "map" else vectors[trained] + ids
@@ -247,6 +247,16 @@ class ServingBundle:
         elif not known.all():
             self.index.add(vectors[~known])
         return len(latest)
+
+    def _learned(self, dense: np.ndarray) -> np.ndarray:
+        """Which dense ids the models learned from events: in the trained table and not
+        placed there by their content because training never met them (``map`` mode).
+        The others follow their catalogue record and are served as ``content``."""
+        learned = (dense > 0) & (dense <= self.trained_items)
+        placed = self.encoder.placed
+        if placed is not None:
+            learned[learned] = ~placed[dense[learned]]
+        return learned
 
     def adopt_caches(self, other: ServingBundle) -> int:
         """Take over ``other``'s per-user encoder caches; returns how many. For a bundle
@@ -549,7 +559,7 @@ class ServingBundle:
         names = (every_name[np.maximum(chosen - 1, 0)] if len(every_name) else
                  np.full(chosen.shape, "", object)).tolist()
         values = np.take_along_axis(scores, order, 1).tolist()
-        paths = np.where(chosen <= self.trained_items, "model", "content").tolist()
+        paths = np.where(self._learned(chosen), "model", "content").tolist()
         tasks = self.ranker.tasks if self.ranker is not None else ()
         per_head: list = [None] * len(order)
         if heads is not None and len(tasks) > 1:

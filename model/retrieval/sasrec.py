@@ -164,7 +164,8 @@ class SASRec(keras.Model):
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
                  heads: int = 1, dropout: float = 0.2, num_types: int = 0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
-                 event_types: Sequence[str] = (), **kwargs: Any) -> None:
+                 event_types: Sequence[str] = (), placed_items: Sequence[int] = (),
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = SASRecEncoder(num_items, max_len, dim, blocks, heads, dropout,
                                      num_types, content, id_dropout, name="encoder")
@@ -172,6 +173,10 @@ class SASRec(keras.Model):
         # The event types behind the type codes (code = position + 1): a bundle serving
         # this retriever without a ranker codes live events as training did.
         self.event_types = tuple(event_types)
+        # The item ids ``fit_content_map`` placed by their content (training never met
+        # them), recorded because nothing in the weights tells them from trained items: a
+        # serving worker moves them with their catalogue records, as it moves new items.
+        self.placed_items = tuple(int(i) for i in placed_items)
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
         enc = self.encoder
@@ -260,13 +265,14 @@ class SASRec(keras.Model):
         table = ops.convert_to_numpy(self.encoder.item_embedding.embeddings).copy()
         table[rows + 1] = ops.convert_to_numpy(self.content_vectors(tokens[rows], numeric[rows]))
         self.encoder.item_embedding.embeddings.assign(table)
+        self.placed_items = tuple((rows + 1).tolist())
 
     def get_config(self) -> dict[str, Any]:
         enc = self.encoder
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
                 "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
                 "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout,
-                "event_types": list(self.event_types)}
+                "event_types": list(self.event_types), "placed_items": list(self.placed_items)}
 
 
 def _pooled_logits(h: Any, seq: Any, pos: Any, pool: Any, table: Any, num_items: int) -> Any:

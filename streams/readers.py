@@ -66,13 +66,16 @@ def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
     """rows in file order; their positions give the ids. A row the schema refuses (an empty
     id, a time out of range) comes as :class:`Rejected`, its event as JSON, in its place:
     validated lazily, so only a reader of the whole file meets it, and replay must
-    dead-letter it rather than stop halfway with part of the file sent."""
+    dead-letter it rather than stop halfway with part of the file sent. Ids lose the
+    spaces around them (``1, 31, 2.5`` in a hand-edited csv), as the catalogue readers'
+    do, so an item's events and its record name it alike."""
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])
     for i in order:
         ts, user, item, session, context, event_type = rows[i]
-        record = {"event_id": _event_id(source, i), "user_id": user, "item_id": item,
-                  "event_type": event_type, "ts": ts, "schema_version": 1,
-                  "session_id": session, "context": context}
+        record = {"event_id": _event_id(source, i), "user_id": user.strip(),
+                  "item_id": item.strip(), "event_type": event_type, "ts": ts,
+                  "schema_version": 1, "session_id": session and session.strip(),
+                  "context": context}
         try:
             yield validate(record)
         except InvalidEvent as exc:

@@ -37,6 +37,24 @@ def test_movielens_csv_is_time_ordered_with_stable_ties(tmp_path: Path) -> None:
     assert _events(path, "movielens") == events  # ids are deterministic
 
 
+def test_ids_lose_the_spaces_around_them_as_the_catalogues_do(tmp_path: Path) -> None:
+    """A hand-edited csv (``1, 31, 2.5``) named its items " 31" in events and "31" in the
+    catalogue read from the same folder, so no event met its record."""
+    from streams.catalog_files import read_catalog
+
+    ratings = _write(tmp_path, "ratings.csv", "userId, movieId, rating, timestamp\n"
+                     "1, 31, 2.5, 964982703\n")
+    movies = _write(tmp_path, "movies.csv", "movieId,title,genres\n 31 ,Heat (1995),Crime\n")
+    [event] = _events(ratings, "movielens")
+    [record] = read_catalog(movies, "movielens")
+    assert (event.user_id, event.item_id) == ("1", "31") == ("1", record.item_id)
+    rees46 = _write(tmp_path, "rees46.csv", "event_time,event_type,product_id,category_id,"
+                    "category_code,brand,price,user_id,user_session\n2019-10-01 00:00:00 UTC,"
+                    "view, 44600062 ,1,,,35.79, 541312140 , s1 \n")
+    [event] = _events(rees46, "rees46")
+    assert (event.user_id, event.item_id, event.session_id) == ("541312140", "44600062", "s1")
+
+
 def test_movielens_u_data_tab_without_header(tmp_path: Path) -> None:
     path = _write(tmp_path, "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
     assert [e.user_id for e in _events(path, "movielens")] == ["196", "186"]

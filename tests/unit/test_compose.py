@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -118,17 +119,34 @@ def test_ports_are_published_on_loopback_only() -> None:
     assert _services()["worker"].get("ports") is None  # /metrics: Prometheus only
 
 
-def test_redis_requires_the_password_the_processes_connect_with() -> None:
+def test_redis_requires_the_password_the_processes_connect_with(tmp_path: Path) -> None:
+    """The server takes its password from a config file the command writes, so that it
+    never shows on redis-server's command line. The command runs here with the image's
+    entrypoint and ``chown`` stood in for, on a password with every awkward character."""
     redis = _services()["redis"]
-    command = redis["command"]
-    password = command[command.index("--requirepass") + 1]
+    password = redis["environment"]["REDISCLI_AUTH"]
     assert password.startswith("${REDIS_PASSWORD:?")
     with pytest.raises(KeyError, match="REDIS_PASSWORD"):
         _interpolate(password, {})  # no default: compose stops without it
     env = {"REDIS_PASSWORD": "0a1b2c"}
     url = _interpolate(_compose()["x-streamrec-env"]["STREAMREC_REDIS_URL"], env)
     assert url == "redis://:0a1b2c@redis:6379/0"
-    assert _interpolate(redis["environment"]["REDISCLI_AUTH"], env) == "0a1b2c"
+    assert _interpolate(password, env) == "0a1b2c"
+
+    shell, flag, script = redis["command"]
+    assert (shell, flag) == ("sh", "-c") and "REDIS_PASSWORD" not in script
+    for stand_in, body in (("docker-entrypoint.sh", 'echo "$@"'), ("chown", ":")):
+        (tmp_path / stand_in).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / stand_in).chmod(0o755)
+    secret = 'a b"c\\x$`d\'e'
+    script = script.replace("$$", "$").replace("/tmp/auth.conf", str(tmp_path / "auth.conf"))
+    run = subprocess.run([shell, flag, script], capture_output=True, text=True, check=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "REDISCLI_AUTH": secret})
+    assert secret not in run.stdout and run.stdout.split()[:1] == ["redis-server"]
+    line = (tmp_path / "auth.conf").read_text()
+    written = re.fullmatch(r'requirepass "((?:\\x[0-9a-f]{2})+)"\n', line)
+    assert written and bytes.fromhex(written[1].replace("\\x", "")).decode() == secret
+    assert (tmp_path / "auth.conf").stat().st_mode & 0o077 == 0  # no one else reads it
     grafana = _services()["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert grafana.startswith("${GRAFANA_ADMIN_PASSWORD:?")
 

@@ -6,7 +6,7 @@ but never started or stopped by us.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,12 +63,13 @@ class Stack:
         if created:
             say(f"created topics: {', '.join(created)}")
 
-    def down(self) -> list[str]:
-        """Stop the embedded components; returns the names of those that were running."""
+    def down(self, keep: Collection[str] = ()) -> list[str]:
+        """Stop the embedded components but those named in ``keep`` (a caller that found
+        them running before its ``up``); returns the names of those that were running."""
         stopped = []
         with exclusive(self.lock_file):
             for name, component in (("redis", self.local_redis), ("kafka", self.local_kafka)):
-                if component is not None and component.stop():
+                if component is not None and name not in keep and component.stop():
                     stopped.append(name)
         return stopped
 

@@ -42,13 +42,12 @@ def main() -> int:
         os.environ.setdefault(name, value)
     settings = load_settings()
     stack = build_stack(settings)
-    was_running = any(row.pid is not None for row in stack.status())  # ours to stop?
+    was_running = {row.name for row in stack.status() if row.pid is not None}  # not ours
     stack.up()
     try:
         failed = [name for name, keys in RUNS.items() if run(settings, name, keys) != 0]
     finally:
-        if not was_running:
-            stack.down()
+        stack.down(keep=was_running)
     print(f"api-contract: {'failures in ' + ', '.join(failed) if failed else 'no failure'}")
     return 1 if failed else 0
 

@@ -1,4 +1,4 @@
-"""The real local stack, started once per test session (and stopped if we started it).
+"""The real local stack, started once per test session (what we started is stopped after).
 
 Every test gets fresh topic and consumer-group names, so tests never see each
 other's records, and a stack left running by ``make demo`` is reused untouched.
@@ -30,8 +30,7 @@ def settings() -> Iterator[Settings]:
     was_running = {row.name for row in stack.status() if row.pid is not None}
     stack.up()
     yield settings
-    if not was_running:
-        stack.down()
+    stack.down(keep=was_running)  # only what this session started
 
 
 @pytest.fixture

@@ -46,19 +46,30 @@ class Side:
     times: list[np.ndarray]
     numeric: np.ndarray
     cats: np.ndarray
+    # [n, 3]: each newest event's time, its previous event's time and its type code, when
+    # they are not the history's last two positions. Serving sets it: an event on an item
+    # the model cannot place leaves the history, yet it is the event the list answers,
+    # and its context is the one the session holds.
+    newest: np.ndarray | None = None
 
     def __getitem__(self, rows: slice) -> Side:
-        return Side(self.types[rows], self.times[rows], self.numeric[rows], self.cats[rows])
+        return Side(self.types[rows], self.times[rows], self.numeric[rows], self.cats[rows],
+                    None if self.newest is None else self.newest[rows])
 
     def __len__(self) -> int:
         return len(self.types)
 
     def now(self) -> np.ndarray:
         """Each history's newest event time (0 for an empty one)."""
+        if self.newest is not None:
+            return self.newest[:, 0]
         return np.array([t[-1] if len(t) else 0 for t in self.times], np.int64)
 
     def dense(self, spec: FeatureSpec) -> np.ndarray:
         """[n, spec.dense_dim]: the newest event's features (``FeatureSpec.dense``)."""
+        if self.newest is not None:
+            return spec.dense(self.newest[:, 0], self.newest[:, 1], self.newest[:, 2],
+                              self.numeric)
         now = self.now()
         prev = np.array([t[-2] if len(t) > 1 else (t[-1] if len(t) else 0)
                          for t in self.times], np.int64)

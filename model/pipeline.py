@@ -452,7 +452,9 @@ class ServingBundle:
 
     def _histories(self, sessions: list[LiveSession]) -> tuple[list[int], list[np.ndarray], Side]:
         """(rows the model knows an item of, their dense histories, their ``Side``): items
-        it never saw leave the history together with their types and times. Runs per
+        it never saw leave the history together with their types and times, but the
+        newest event's time, gap and type stay those of the event itself, as its context
+        does (``Side.newest``): one real event, as in training. Runs per
         event over every item of every session, so each sequence is converted for the
         whole micro-batch in one pass; a session then costs a few slices, not a dozen
         NumPy calls of its own."""
@@ -470,13 +472,14 @@ class ServingBundle:
             for s, n in zip(sessions, sizes)), np.int64, total)
         ends = np.cumsum(sizes).tolist()
         kept_before = np.concatenate([[0], np.cumsum(ids > 0)])[[0, *ends]].tolist()
-        known, hist, types, times, numeric, cats = [], [], [], [], [], []
+        known, hist, types, times, numeric, cats, newest = [], [], [], [], [], [], []
         for r, (s, a, b) in enumerate(zip(sessions, [0, *ends], ends)):
             kept = kept_before[r + 1] - kept_before[r]
             if not kept:
                 continue
             rows = slice(a, b) if kept == b - a else np.flatnonzero(ids[a:b]) + a
             known.append(r)
+            newest.append((stamps[b - 1], stamps[max(b - 2, a)], kinds[b - 1]))
             hist.append(ids[rows])
             types.append(kinds[rows])
             times.append(stamps[rows])
@@ -485,7 +488,8 @@ class ServingBundle:
         # Widths spelled out: a micro-batch with no known item has no row to infer them from.
         side = Side(types, times, np.asarray(numeric, np.float64).reshape(
                         len(known), len(self.spec.numeric)),
-                    np.asarray(cats, np.int64).reshape(len(known), len(self.spec.categorical)))
+                    np.asarray(cats, np.int64).reshape(len(known), len(self.spec.categorical)),
+                    np.asarray(newest, np.int64).reshape(len(known), 3))
         return known, hist, side
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession | Sequence[str]],

@@ -178,6 +178,17 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
         types = [spec.type_code(t) for t in want.types] if row == 1 else [0] * len(want.items)
         assert side.types[row].tolist() == types
         assert side.times[row].tolist() == (list(want.times) if row < 2 else [0] * len(types))
+    # An event on an item the model cannot place is still the event the list answers:
+    # its time, gap and type describe it, beside its context. They were the newest known
+    # event's, mixed with this one's context.
+    hour = 3_600_000
+    last = LiveSession([*one.items[:3], "never-seen"], [*one.types[:3], "purchase"],
+                       [*one.times[:3], one.times[2] + hour], {"device": "tv", "price": 3})
+    _, _, side = bundle._histories([last])
+    want = bundle.spec.dense(np.array([one.times[2] + hour]), np.array([one.times[2]]),
+                             np.array([bundle.spec.type_code("purchase")]), np.array([[3.0]]))
+    np.testing.assert_array_equal(side.dense(bundle.spec), want)
+    assert side.now().tolist() == [one.times[2] + hour]  # "hours since seen" count from it
 
 
 def test_a_retriever_served_without_a_ranker_codes_event_types_as_it_was_trained() -> None:

@@ -72,14 +72,19 @@ def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
     order = sorted(range(len(rows)), key=lambda i: rows[i][0])
     for i in order:
         ts, user, item, session, context, event_type = rows[i]
-        record = {"event_id": _event_id(source, i), "user_id": user.strip(),
-                  "item_id": item.strip(), "event_type": event_type, "ts": ts,
-                  "schema_version": 1, "session_id": session and session.strip(),
-                  "context": context}
+        record = {"event_id": _event_id(source, i), "user_id": _stripped(user),
+                  "item_id": _stripped(item), "event_type": event_type, "ts": ts,
+                  "schema_version": 1, "session_id": _stripped(session), "context": context}
         try:
             yield validate(record)
         except InvalidEvent as exc:
             yield Rejected(orjson.dumps(record), exc)
+
+
+def _stripped(value: Any) -> Any:
+    """A string without the spaces around it; anything else (None from a short csv row)
+    as it is, for the schema to refuse in its place."""
+    return value.strip() if isinstance(value, str) else value
 
 
 def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) -> list[_Row]:

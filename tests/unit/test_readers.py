@@ -53,6 +53,12 @@ def test_ids_lose_the_spaces_around_them_as_the_catalogues_do(tmp_path: Path) ->
                     "view, 44600062 ,1,,,35.79, 541312140 , s1 \n")
     [event] = _events(rees46, "rees46")
     assert (event.user_id, event.item_id, event.session_id) == ("541312140", "44600062", "s1")
+    # A row cut short (a file truncated mid-write) is still refused in its place, not a
+    # traceback halfway through a replay.
+    with open(rees46, "a") as handle:
+        handle.write("2019-10-01 00:00:01 UTC,view,44600063,1,,,35.79\n")
+    read = list(read_events(rees46, "rees46"))
+    assert isinstance(read[0], Event) and isinstance(read[1], Rejected)
 
 
 def test_movielens_u_data_tab_without_header(tmp_path: Path) -> None:

@@ -43,7 +43,10 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic n
 class Settings(BaseSettings):
     """Typed, frozen configuration for every streamrec process."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+    # No infinite or NaN numbers: ``STREAMREC_SESSION_TTL_DAYS=inf`` reads as "for ever" but
+    # would fail at the first int() with a traceback (0 is "for ever" where there is one).
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     data_dir: Path = Field(REPO_ROOT / ".local", description="local state: jars, broker data, "
                            "Redis AOF, MLflow store, worker state")
@@ -236,7 +239,10 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         """Absolute: the embedded broker runs in a directory of its own, where a relative
         path (``STREAMREC_DATA_DIR=state``) would name another place."""
-        return value.expanduser().resolve()
+        try:
+            return value.expanduser().resolve()
+        except RuntimeError as exc:  # ~nosuchuser/x: pydantic passes a RuntimeError through
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _ports_differ(self) -> Settings:
@@ -284,6 +290,18 @@ class Settings(BaseSettings):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: SecretStr | None) -> SecretStr | None:
+        """A URI with a password needs its scheme: MLflow reads ``user:pw@host:5000`` as a
+        scheme ``user`` and echoes the whole value in its error, where masking, which
+        looks for ``scheme://``, cannot find it."""
+        uri = value.get_secret_value() if value is not None else ""
+        if "@" in uri and "://" not in uri and not uri.startswith(("/", "file:")):
+            raise ValueError("expected a server URI such as http://user:pw@host:5000 or a "
+                             "local path (the value is not shown: it may hold a password)")
         return value
 
     @field_validator("redis_url")
@@ -363,6 +381,9 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - set(TASKS))
         if unknown or not all(0 <= w < math.inf for w in value.values()):
             raise ValueError(f"expected finite weights >= 0 for tasks {', '.join(TASKS)}; "
+                             f"got {value}")
+        if not any(w > 0 for w in value.values()):  # every score 0: the ranker switched off
+            raise ValueError(f"expected a weight above 0 for at least one of {', '.join(TASKS)}; "
                              f"got {value}")
         return value
 

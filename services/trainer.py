@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from infra.urls import mask_urls
 from services.settings import Settings
 from services.stack import mlflow_store
 from services.trainer_trial import LOCK_HELD, LiveTrial
@@ -407,7 +408,9 @@ class Trainer:
             result = self._round()
         except Exception as exc:  # noqa: BLE001 - a failed round must not stop the service
             log.exception("round failed, nothing promoted")
-            result = RoundSummary("failed", f"{type(exc).__name__}: {exc}")
+            # Masked: an MLflow error names the tracking URI, which may hold a password,
+            # and the reason is printed, kept in the status file and shown by `demo`.
+            result = RoundSummary("failed", mask_urls(f"{type(exc).__name__}: {exc}"))
         log.info("round outcome=%s events=%d versions=%s reason=%s", result.outcome,
                  result.events, result.versions, result.reason)
         self.status.update(state=before, rounds=self.status.current.rounds + 1,

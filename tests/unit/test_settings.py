@@ -62,9 +62,17 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_WORKER_GROUP", "", "STREAMREC_WORKER_GROUP"),
         ("STREAMREC_MLFLOW_EXPERIMENT", "", "STREAMREC_MLFLOW_EXPERIMENT"),
         ("STREAMREC_REDIS_URL", "redis://u:p@ss/w0rd@h:1/0", "percent-encode"),
-        ("STREAMREC_EVENT_WEIGHTS", '{"purchase": NaN}', "finite weights"),
-        ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": Infinity}', "finite weights"),
+        ("STREAMREC_EVENT_WEIGHTS", '{"purchase": NaN}', "finite number"),
+        ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": Infinity}', "finite number"),
+        ("STREAMREC_EVENT_WEIGHTS", '{"purchase": -1}', "finite weights >= 0"),
         ("STREAMREC_EVENT_WEIGHTS", "{bad", "STREAMREC_EVENT_WEIGHTS is not valid JSON"),
+        ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": 0, "conversion": 0}', "above 0"),
+        ("STREAMREC_RANKER_HEAD_WEIGHTS", "{}", "above 0"),
+        # an int() of each was a traceback at the worker's start
+        ("STREAMREC_SESSION_TTL_DAYS", "inf", "STREAMREC_SESSION_TTL_DAYS"),
+        ("STREAMREC_SESSION_GAP_MIN", "nan", "STREAMREC_SESSION_GAP_MIN"),
+        ("STREAMREC_WORKER_ENCODER_CACHE_MB", "inf", "STREAMREC_WORKER_ENCODER_CACHE_MB"),
+        ("STREAMREC_DATA_DIR", "~no-such-user-7f3a/x", "STREAMREC_DATA_DIR"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(
@@ -83,6 +91,19 @@ def test_a_mistyped_redis_url_never_shows_its_password(clean_env: pytest.MonkeyP
         with pytest.raises(StackError, match="STREAMREC_REDIS_URL: .*redis://") as info:
             load_settings()
         assert "s3cret" not in str(info.value)
+
+
+def test_a_tracking_uri_with_a_password_and_no_scheme_never_shows_it(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """MLflow reads ``user:pw@host`` as the scheme ``user`` and echoes the value whole,
+    where masking, which looks for ``scheme://``, cannot find it."""
+    clean_env.setenv("STREAMREC_MLFLOW_TRACKING_URI", "admin:s3cret@mlflow.internal:5000")
+    with pytest.raises(StackError, match="STREAMREC_MLFLOW_TRACKING_URI: .*http://") as info:
+        load_settings()
+    assert "s3cret" not in str(info.value)
+    for fine in ("http://admin:s3cret@mlflow:5000", "/srv/me@work/mlruns", "databricks"):
+        clean_env.setenv("STREAMREC_MLFLOW_TRACKING_URI", fine)
+        assert load_settings().mlflow_uri == fine
 
 
 def test_a_relative_data_dir_is_made_absolute(clean_env: pytest.MonkeyPatch,

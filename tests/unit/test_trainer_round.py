@@ -259,6 +259,13 @@ def test_a_failed_round_is_an_outcome_and_the_next_one_is_counted_too(
     assert trainer.run_round().outcome == "failed"
     assert _status(tmp_path).rounds == 2
 
+    def unreachable() -> list[Event]:  # as MLflow words it, URI and all
+        raise RuntimeError("API request to http://admin:pw-8a1c@mlflow:5000/api/2.0 failed")
+
+    clean_env.setattr(trainer, "history", unreachable)
+    assert "pw-8a1c" not in trainer.run_round().reason
+    assert "pw-8a1c" not in (tmp_path / "trainer.json").read_text()
+
 
 def test_the_gate_slice_holds_no_event_the_champion_learnt() -> None:
     events = [Event(f"00000000-0000-4000-8000-{i:012d}", "u", "i", "click", ts)

@@ -143,12 +143,15 @@ def evaluate(
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions"
                   + (f"; {seqs.content.covered:,} items with content" if seqs.content else ""))
+    # The test log is read before training, so a file that is not there or not in the
+    # format stops the command at once, not after the models trained.
+    sessions = ([] if test is None else
+                [s[s > 0] for s in _load(test, fmt, settings, items=seqs.items).by_user])
     trained, _, _ = train_with_progress(split, names, settings, epochs, seed, pretrain)
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained, cold,
                                        {r.item_id: r.categories for r in records})
     else:
-        sessions = [s[s > 0] for s in _load(test, fmt, settings, items=seqs.items).by_user]
         report = next_click_report(f"{data.parent.name}/{data.name}", seqs,
                                    [s for s in sessions if len(s) >= 2], trained)
     console.print(_table(report))

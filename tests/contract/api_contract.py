@@ -43,10 +43,10 @@ def main() -> int:
     settings = load_settings()
     stack = build_stack(settings)
     was_running = {row.name for row in stack.status() if row.pid is not None}  # not ours
-    stack.up()
     try:
+        stack.up()
         failed = [name for name, keys in RUNS.items() if run(settings, name, keys) != 0]
-    finally:
+    finally:  # also after an up that failed half-way
         stack.down(keep=was_running)
     print(f"api-contract: {'failures in ' + ', '.join(failed) if failed else 'no failure'}")
     return 1 if failed else 0

@@ -28,9 +28,11 @@ def settings() -> Iterator[Settings]:
     settings = load_settings()
     stack = build_stack(settings)
     was_running = {row.name for row in stack.status() if row.pid is not None}
-    stack.up()
-    yield settings
-    stack.down(keep=was_running)  # only what this session started
+    try:
+        stack.up()
+        yield settings
+    finally:  # also after an up that failed half-way: only what this session started
+        stack.down(keep=was_running)
 
 
 @pytest.fixture

@@ -343,7 +343,8 @@ def test_generate_refuses_numbers_out_of_range_in_one_line(
 
 
 def test_evaluate_refuses_unknown_models_and_a_missing_report_folder_before_loading(
-        tmp_path: Path, streamrec: Callable[..., tuple[int, str]]) -> None:
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     log = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,2,4,100\n")
     for models, said in (("bogus,sasrec", "unknown models ['bogus']"),
                          (",", "name at least one model")):
@@ -359,3 +360,15 @@ def test_evaluate_refuses_unknown_models_and_a_missing_report_folder_before_load
     code, text = streamrec("evaluate", "--data", str(log), "--format", "movielens",
                            "--models", "popularity", "--json", str(tmp_path / "no" / "r.json"))
     assert code == 2 and "--json" in text and "no folder" in text  # the path may wrap
+    # A --test log that is not there stops the command before any model trains.
+    import services.cli_models as cli_models
+
+    def no_training(*_: object, **__: object) -> None:
+        raise AssertionError("trained before reading --test")
+
+    monkeypatch.setattr(cli_models, "train_with_progress", no_training)
+    many = _write(tmp_path, "many.csv", "userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},4,{1600000000 + i}\n" for u in range(1, 4) for i in range(1, 5)))
+    code, text = streamrec("evaluate", "--data", str(many), "--format", "movielens",
+                           "--models", "popularity", "--test", str(tmp_path / "nope.csv"))
+    assert code == 1 and "no such file" in text and "Traceback" not in text

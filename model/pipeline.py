@@ -249,13 +249,13 @@ class ServingBundle:
         return len(latest)
 
     def _learned(self, dense: np.ndarray) -> np.ndarray:
-        """Which dense ids the models learned from events: in the trained table and not
-        placed there by their content because training never met them (``map`` mode).
-        The others follow their catalogue record and are served as ``content``."""
+        """Which dense ids the models learned from events: in the trained table and met
+        in training (``map`` mode placed the others by their content, where they had
+        any). The others follow their catalogue record and are served as ``content``."""
         learned = (dense > 0) & (dense <= self.trained_items)
-        placed = self.encoder.placed
-        if placed is not None:
-            learned[learned] = ~placed[dense[learned]]
+        unmet = self.encoder.unmet
+        if unmet is not None:
+            learned[learned] = ~unmet[dense[learned]]
         return learned
 
     def adopt_caches(self, other: ServingBundle) -> int:

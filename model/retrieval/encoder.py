@@ -51,9 +51,9 @@ class NumpySASRec:
     # item whose record changed (its id part plus its new content).
     content: NumpyContent | None = None
     id_vectors: np.ndarray | None = None
-    # [num_items + 1] rows that training never met and ``map`` mode placed by their
-    # content (``SASRec.placed_items``): a changed record moves them as it moves a new item.
-    placed: np.ndarray | None = None
+    # [num_items + 1] rows that training never met (``SASRec.unmet_items``; ``map`` mode
+    # placed those with content by it): a record moves them as it moves a new item.
+    unmet: np.ndarray | None = None
 
     @property
     def max_len(self) -> int:
@@ -194,13 +194,13 @@ def export_sasrec(model: SASRec) -> NumpySASRec:
         content = NumpyContent(enc.content_spec,
                                layer_arrays(enc.content_encoder.token_embedding)[0], numeric)
     items = np.asarray(keras.ops.convert_to_numpy(model.item_embeddings()), np.float32)
-    placed = None
-    if content is not None and model.placed_items:
-        placed = np.zeros(len(items), bool)
-        placed[list(model.placed_items)] = True
+    unmet = None
+    if content is not None and model.unmet_items:
+        unmet = np.zeros(len(items), bool)
+        unmet[list(model.unmet_items)] = True
     return NumpySASRec(items, layer_arrays(enc.pos_embedding)[0],
                        tuple(blocks), tuple(layer_arrays(enc.final_norm)),  # type: ignore[arg-type]
-                       types, content, ids if content is not None else None, placed)
+                       types, content, ids if content is not None else None, unmet)
 
 
 @dataclass

@@ -164,7 +164,7 @@ class SASRec(keras.Model):
     def __init__(self, num_items: int, max_len: int = 200, dim: int = 64, blocks: int = 2,
                  heads: int = 1, dropout: float = 0.2, num_types: int = 0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
-                 event_types: Sequence[str] = (), placed_items: Sequence[int] = (),
+                 event_types: Sequence[str] = (), unmet_items: Sequence[int] = (),
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.encoder = SASRecEncoder(num_items, max_len, dim, blocks, heads, dropout,
@@ -173,10 +173,11 @@ class SASRec(keras.Model):
         # The event types behind the type codes (code = position + 1): a bundle serving
         # this retriever without a ranker codes live events as training did.
         self.event_types = tuple(event_types)
-        # The item ids ``fit_content_map`` placed by their content (training never met
-        # them), recorded because nothing in the weights tells them from trained items: a
-        # serving worker moves them with their catalogue records, as it moves new items.
-        self.placed_items = tuple(int(i) for i in placed_items)
+        # The item ids of the table training never met (``fit_content_map``: those with
+        # content were placed by it), recorded because nothing in the weights tells them
+        # from trained items: a serving worker moves them with their catalogue records, as
+        # it moves new items.
+        self.unmet_items = tuple(int(i) for i in unmet_items)
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> Any:
         enc = self.encoder
@@ -253,8 +254,9 @@ class SASRec(keras.Model):
                              sample_weight=weights, epochs=epochs, batch_size=batch_size,
                              verbose=0)
         if item_weights is not None:
-            self._place_unmet(np.flatnonzero(has & (np.asarray(item_weights) == 0)),
-                              tokens, numeric)
+            unmet = np.asarray(item_weights) == 0
+            self._place_unmet(np.flatnonzero(has & unmet), tokens, numeric)
+            self.unmet_items = tuple((np.flatnonzero(unmet) + 1).tolist())
         return float(history.history["loss"][-1])
 
     def _place_unmet(self, rows: np.ndarray, tokens: np.ndarray, numeric: np.ndarray) -> None:
@@ -265,14 +267,13 @@ class SASRec(keras.Model):
         table = ops.convert_to_numpy(self.encoder.item_embedding.embeddings).copy()
         table[rows + 1] = ops.convert_to_numpy(self.content_vectors(tokens[rows], numeric[rows]))
         self.encoder.item_embedding.embeddings.assign(table)
-        self.placed_items = tuple((rows + 1).tolist())
 
     def get_config(self) -> dict[str, Any]:
         enc = self.encoder
         return {**super().get_config(), "num_items": enc.num_items, "max_len": enc.max_len,
                 "dim": enc.dim, "blocks": enc.blocks, "heads": enc.heads, "dropout": enc.dropout,
                 "num_types": enc.num_types, "content": enc.content, "id_dropout": enc.id_dropout,
-                "event_types": list(self.event_types), "placed_items": list(self.placed_items)}
+                "event_types": list(self.event_types), **({"unmet_items": list(self.unmet_items)} if self.unmet_items else {})}
 
 
 def _pooled_logits(h: Any, seq: Any, pos: Any, pool: Any, table: Any, num_items: int) -> Any:

@@ -337,41 +337,44 @@ def test_items_placed_by_content_follow_their_changed_records_in_a_worker(
     """An item training never met sits in the table at its content's mapped vector. A
     worker kept that vector when the item's record changed, as for a trained item, and
     served the item as ``model``; it now moves with its record, as a new item does. The
-    model records which items it placed (nothing in the weights tells them apart: on a
-    small catalogue the map fits trained items' vectors as closely), and a saved model
-    keeps that record."""
+    model records which items training never met (nothing in the weights tells them
+    apart: on a small catalogue the map fits trained items' vectors as closely), those
+    with no record then too, and a saved model keeps that record."""
     from model.data import IdMap
     from model.pipeline import ServingBundle
 
     model, _ = _content_sasrec(mode="map")
     met = np.ones(40)
     met[24:29] = 0  # items 25..29 never met in training
+    met[33] = 0     # item 34 neither, and it had no record then
     model.fit_content_map(epochs=20, item_weights=met)
     model.save(tmp_path / "m.keras")
     model = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     exported = export_sasrec(model)
-    assert exported.placed is not None
-    assert np.flatnonzero(exported.placed).tolist() == [25, 26, 27, 28, 29]
+    assert exported.unmet is not None
+    assert np.flatnonzero(exported.unmet).tolist() == [25, 26, 27, 28, 29, 34]
     bundle = ServingBundle.from_models(model, None, IdMap.from_list(["u"]),
                                        IdMap.from_list([str(i) for i in range(1, 41)]), "v1")
     kept = bundle.encoder.items[7].copy()
     changed = [ItemRecord("26", title="thing 9", categories=("c7",), price=80.0),
+               ItemRecord("34", title="thing 2", categories=("c1",), price=3.0),
                ItemRecord("7", title="thing 9", categories=("c7",), price=80.0)]
-    assert bundle.add_items(changed) == 2
-    mapped = exported.content.embed_items(changed[:1])[0]
+    assert bundle.add_items(changed) == 3
+    mapped, first_record = exported.content.embed_items(changed[:2])
     np.testing.assert_allclose(bundle.encoder.items[26], mapped, atol=1e-6)
+    np.testing.assert_allclose(bundle.encoder.items[34], first_record, atol=1e-6)
     np.testing.assert_array_equal(bundle.encoder.items[7], kept)  # trained: its id vector
     scores, ids = bundle.index.search(mapped[None], 40)
     assert scores[0][ids[0] == 26][0] == pytest.approx(float(mapped @ mapped), rel=1e-5)
     [rec] = bundle.recommend(["u"], [["1"]], k=39)
     assert rec is not None and rec.paths is not None
     paths = dict(zip(rec.items, rec.paths))
-    assert {paths[str(i)] for i in range(25, 30)} == {"content"}
+    assert {paths[str(i)] for i in (*range(25, 30), 34)} == {"content"}
     assert {paths[str(i)] for i in (2, 7, 24, 30)} == {"model"}
-    assert export_sasrec(_content_sasrec(mode="sum")[0]).placed is None
+    assert export_sasrec(_content_sasrec(mode="sum")[0]).unmet is None
     everyone, _ = _content_sasrec(mode="map")
     everyone.fit_content_map(epochs=2, item_weights=np.ones(40))  # every item met
-    assert export_sasrec(everyone).placed is None
+    assert export_sasrec(everyone).unmet is None
 
 
 def test_map_mode_bundle_keeps_trained_vectors_and_maps_new_items() -> None:

@@ -124,12 +124,18 @@ class NoModel:
 EXIT_UNANSWERED = 70  # EX_SOFTWARE: a micro-batch went unanswered; start me again
 
 
-def exit_unanswered(exc: BaseException) -> None:
-    """Log why, then leave before the next commit: the batch's events are redelivered."""
-    log.critical("publishing a micro-batch failed: exiting without committing, so its "
-                 "events are redelivered", exc_info=exc)
-    logging.shutdown()
-    os._exit(EXIT_UNANSWERED)
+def exit_redelivering(what: str) -> Callable[[BaseException], None]:
+    """An ``on_failure`` that logs that ``what`` failed, then leaves before the next
+    commit: the events not answered are redelivered to whichever worker takes them."""
+    def leave(exc: BaseException) -> None:
+        log.critical("%s failed: exiting without committing, so its events are redelivered",
+                     what, exc_info=exc)
+        logging.shutdown()
+        os._exit(EXIT_UNANSWERED)
+    return leave
+
+
+exit_unanswered = exit_redelivering("publishing a micro-batch")
 
 
 async def publish_or_exit(publisher: BatchStep, updates: Sequence[SessionUpdate], bundle: Any,
@@ -405,11 +411,19 @@ class PartitionLag:
 
 
 def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerMetrics,
-                lag: PartitionLag, guard: FreezeGuard | None = None
+                lag: PartitionLag, guard: FreezeGuard | None = None,
+                on_failure: Callable[[BaseException], None] =
+                exit_redelivering("writing a session")
                 ) -> Callable[[bytes], Awaitable[SessionUpdate | None]]:
     """``step`` as a stream processor. It runs per event inside the event's context, so the
     table write reaches the changelog partition of the event's own partition. ``guard``
-    stops a worker waking from a long freeze before its write (``streams.freeze``)."""
+    stops a worker waking from a long freeze before its write (``streams.freeze``).
+
+    A table write that raises (Faust's ``PartitionsMismatch`` after partitions were added
+    to the events topic, librdkafka refusing the changelog record, a full disk) ends the
+    worker through ``on_failure``. Raised into Faust, it ended the stream's drainer: the
+    worker kept its partitions and answered nothing, and a restarted agent could commit
+    past the unacknowledged event."""
 
     async def sessionize(raw: bytes) -> SessionUpdate | None:
         message = faust.current_event().message
@@ -420,7 +434,11 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         if isinstance(outcome, SessionUpdate):
             if guard is not None:
                 guard.check()
-            sessions[outcome.user_id] = outcome.state
+            try:
+                sessions[outcome.user_id] = outcome.state
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the event unanswered
+                on_failure(exc)
+                return None
             if outcome.reset:
                 metrics.sessions_reset.inc()
                 log.warning("the stored session of a user could not be read: a new one began")

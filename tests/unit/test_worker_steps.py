@@ -1021,6 +1021,30 @@ def test_the_stream_processor_counts_sessions_it_had_to_restart(
     assert metrics.registry.get_sample_value("streamrec_worker_sessions_reset_total") == 1.0
 
 
+def test_a_session_that_cannot_be_written_ends_the_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust's table raises ``PartitionsMismatch`` once partitions were added to the events
+    topic (and librdkafka or the disk can refuse a write). Raised into Faust it ended the
+    stream's drainer: the worker kept its partitions and answered nothing. It now leaves,
+    as an unpublished batch does, and the events are redelivered."""
+    import faust
+    from faust.exceptions import PartitionsMismatch
+
+    from streams.worker import PartitionLag, sessionizer
+
+    class Mismatched(dict):
+        def __setitem__(self, key: str, value: Any) -> None:
+            raise PartitionsMismatch("interactions has 8 partitions, its changelog 4")
+
+    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[])
+    monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
+    metrics, exits = WorkerMetrics(), []
+    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), Mismatched(), None,  # type: ignore[arg-type]
+                          metrics, PartitionLag(metrics), on_failure=exits.append)
+    assert asyncio.run(process(new_event("u1", "i1", ts=T0).to_json())) is None
+    assert [type(e) for e in exits] == [PartitionsMismatch]
+
+
 def test_the_stream_processor_names_the_events_partition_in_log_lines(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import faust

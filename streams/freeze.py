@@ -1,8 +1,8 @@
 """Ends a worker that wakes from a freeze long enough to have lost its partitions.
 
-A process frozen as a whole (SIGSTOP, a VM pause, a swap storm) stops heartbeating. The
-group hands its partitions to another worker, which restores their sessions from the
-changelog and goes on. When the frozen worker wakes, it still holds fetched events and a
+A process frozen as a whole (SIGSTOP, a VM pause, a host's suspend, a swap storm) stops
+heartbeating. The group hands its partitions to another worker, which restores their
+sessions from the changelog and goes on. When the frozen worker wakes, it still holds fetched events and a
 micro-batch, and it learns of the rebalance only at its next heartbeat. Meanwhile it went
 on processing, and wrote sessions to changelog partitions another worker owned, over that
 worker's newer states. `make faults` found 2 and 7 users whose final session differed
@@ -39,13 +39,23 @@ def exit_frozen(gap_s: float) -> None:
     os._exit(EXIT_FROZEN)
 
 
+# Linux's CLOCK_BOOTTIME counts a host's suspend, where CLOCK_MONOTONIC (time.monotonic)
+# stops: a guard on the latter would not see a worker that slept through a suspend.
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def awake_or_not() -> float:
+    """Seconds on a clock that runs through a suspend of the host (see ``_CLOCK``)."""
+    return time.clock_gettime(_CLOCK)
+
+
 class FreezeGuard:
     """``check()`` calls ``on_frozen(gap)`` once the clock shows a gap over ``limit_s``
     since the last tick. Inactive until ``start()`` (which runs the ticking thread), so a
     slow start-up (models, table recovery) is not taken for a freeze."""
 
     def __init__(self, limit_s: float, tick_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = awake_or_not,
                  on_frozen: Callable[[float], None] = exit_frozen) -> None:
         self.limit_s, self.tick_s, self.clock, self.on_frozen = limit_s, tick_s, clock, on_frozen
         self.last: float | None = None

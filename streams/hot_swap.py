@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,16 @@ class PendingUpdate:
             self.backoff.failed()
 
 
+def newest_announcement(batch: Mapping[Any, Sequence[Any]]) -> bytes | None:
+    """The value of the newest record of a poll (records per partition, in offset order),
+    or None: only the newest matters, as it names the current champion. Every
+    announcement has one key, so one partition holds them and its last record is the
+    newest; the producer's timestamps may run out of order (another announcer's clock)
+    and only choose between partitions."""
+    lasts = [records[-1] for records in batch.values() if records]
+    return max(lasts, key=lambda m: m.timestamp).value if lasts else None
+
+
 async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serving,
                                load_bundle: Callable[[], Any], top_n: int) -> None:
     """Apply each announcement on ``topic`` (runs until cancelled)."""
@@ -188,9 +198,8 @@ async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serv
         pending = PendingUpdate()
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
-            messages = [m for records in batch.values() for m in records]
-            if messages:  # only the newest matters: it names the current champion
-                pending.offer(max(messages, key=lambda m: m.timestamp).value)
+            if (newest := newest_announcement(batch)) is not None:
+                pending.offer(newest)
             if (message := pending.due()) is not None:
                 pending.settle(await serving.apply(message, load_bundle, top_n))
     finally:

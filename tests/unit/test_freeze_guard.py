@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from streams.freeze import FreezeGuard
 
 
@@ -62,3 +64,18 @@ def test_the_started_thread_keeps_the_mark_moving() -> None:
     time.sleep(0.2)
     assert guard.last is not None and first is not None and guard.last > first
     assert frozen == []
+
+
+def test_the_default_clock_runs_through_a_suspend_of_the_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """time.monotonic (CLOCK_MONOTONIC) stops while a Linux host is suspended, so a guard
+    on it saw no gap after a suspend past the session timeout; CLOCK_BOOTTIME runs on."""
+    if not hasattr(time, "CLOCK_BOOTTIME"):
+        pytest.skip("CLOCK_BOOTTIME is Linux's")
+    slept = 3600.0  # a suspend: BOOTTIME ran on, MONOTONIC did not
+    real = time.clock_gettime
+    monkeypatch.setattr(time, "clock_gettime", lambda clock: real(clock) + (
+        slept if clock == time.CLOCK_BOOTTIME else 0.0))
+    monkeypatch.setattr(time, "monotonic", lambda: real(time.CLOCK_MONOTONIC))
+    guard = FreezeGuard(5.0)
+    assert guard.clock() - time.monotonic() > slept - 60

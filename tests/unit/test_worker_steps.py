@@ -806,6 +806,22 @@ def test_an_experiment_variant_that_loads_but_cannot_answer_is_refused_like_a_sw
     assert bundles["good"].calls[0]["users"] == ["u1"]  # asked once, before it served
 
 
+def test_the_newest_announcement_is_the_last_in_offset_order() -> None:
+    """Announcements share one key, so offsets order them. Picked by the producer's
+    timestamp, an announcer whose clock ran ahead (or a tie, where ``max`` keeps the
+    first) made a worker keep v6 and drop v7 as "already served"."""
+    from streams.hot_swap import newest_announcement
+
+    def record(value: bytes, ts: int) -> SimpleNamespace:
+        return SimpleNamespace(value=value, timestamp=ts)
+
+    tp0, tp1 = TP("model-updates", 0), TP("model-updates", 1)
+    assert newest_announcement({tp0: [record(b"v6", 1000), record(b"v7", 999)]}) == b"v7"
+    assert newest_announcement({tp0: [record(b"v6", 5), record(b"v7", 5)]}) == b"v7"
+    assert newest_announcement({tp0: [record(b"v6", 5)], tp1: [record(b"v8", 9)]}) == b"v8"
+    assert newest_announcement({}) is None and newest_announcement({tp0: []}) is None
+
+
 def test_a_failed_load_is_retried_with_backoff_until_it_loads_or_is_replaced() -> None:
     from streams.hot_swap import PendingUpdate
 

@@ -116,8 +116,9 @@ class SessionTable(faust.Table):
     delivery report (``changelog_out`` must report successes) and written to the store by
     ``persist_offsets`` at each offset commit (``DeliverBeforeCommit``, also the last one on
     shutdown), as Faust's own send callback would per record: a restart then reads the
-    changelog from there. The offset is never ahead of the store, which holds a session
-    before its record is sent.
+    changelog from there. The offset is never ahead of the store: mode sends the record
+    first and writes the store right after, in the same call, and the offset reaches the
+    store only at the next commit.
     """
 
     def __init__(self, app: faust.App, *, changelog_out: RecordProducer, **kwargs: Any) -> None:

@@ -9,8 +9,9 @@ tests drive them with plain fakes.
   build each user's ``RecommendationList`` (recent popularity for users the model cannot
   serve yet), publish them to the ``recommendations`` topic and Redis.
 
-Both run once per event on the worker's hot path (thousands a second): they build small
-dataclasses and nothing else, no validation beyond ``streams.events.parse``.
+Both are on the worker's hot path (thousands of events a second; ``EventStep`` once per
+event, ``BatchStep`` once per micro-batch): they build small dataclasses and nothing else,
+no validation beyond ``streams.events.parse``.
 """
 
 from __future__ import annotations

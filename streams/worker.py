@@ -142,9 +142,9 @@ async def publish_or_exit(publisher: BatchStep, updates: Sequence[SessionUpdate]
                           experiment: Any,
                           on_failure: Callable[[BaseException], None] = exit_unanswered
                           ) -> None:
-    """Faust acknowledged these events as ``take`` gathered them. Had ``publish`` raised
-    (a list librdkafka refuses, e.g. over ``message.max.bytes``; a bug), the agent would
-    restart past
+    """Faust acknowledges these events once the batch's body ends, whatever way it ends
+    (``take`` acks them in a ``finally``). Had ``publish`` raised (a list librdkafka
+    refuses, e.g. over ``message.max.bytes``; a bug), the agent would restart past
     them, and their offsets would commit with no list and no dead letter. Exiting instead
     redelivers them, as after a kill -9: at least once. The model's own failures never get
     here: popularity answers those (``BatchStep.recommend``)."""
@@ -179,8 +179,8 @@ class DeliverBeforeCommit:
     stay uncommitted, and Faust tries again at its next commit. The first version raised,
     and a 35 s broker outage ended both workers of ``make faults`` (issue #16). A record
     that failed for good raises, as before: its events must be processed again, after a
-    restart. Failures are counted from the last commit that passed, not from this one's
-    start: a report served by a poll between commits is as fatal as one served here.
+    restart. Failures are counted from this object's start, as any one of them is fatal:
+    a report served by a poll between commits is as fatal as one served here.
     """
 
     def __init__(self, producer: RecordProducer, wait_s: float = COMMIT_WAIT_S,
@@ -188,7 +188,7 @@ class DeliverBeforeCommit:
                  on_delivered: Callable[[], None] = lambda: None) -> None:
         self.producer, self.wait_s, self.tail_s, self.clock = producer, wait_s, tail_s, clock
         self.on_delivered = on_delivered  # told when everything produced is acknowledged
-        self.failed_at_last_commit = producer.stats.failed
+        self.failed_before = producer.stats.failed
         self.skipped = 0  # commits skipped in a row
 
     def install(self, consumer: Any) -> None:
@@ -229,7 +229,7 @@ class DeliverBeforeCommit:
         return True
 
     def _check_failures(self) -> None:
-        if self.producer.stats.failed > self.failed_at_last_commit:
+        if self.producer.stats.failed > self.failed_before:
             raise RuntimeError(f"recommendation lists not delivered (last error "
                                f"{self.producer.stats.last_error}): not committing")
 

@@ -547,10 +547,24 @@ class ServingBundle:
         best = np.argsort(-padded, axis=1, kind="stable")[:, :self.explain]
         names, out = self.items.ids, []
         for row, ((window, weights), picks) in enumerate(zip(attention, best.tolist())):
+            held = window.tolist()
+            if len(set(held)) < len(held):  # an item met twice: one reason, weights summed
+                out.append(self._summed_reasons(held, weights))
+                continue
             offset = width - len(weights)
-            out.append([(names[window[i - offset] - 1], float(padded[row, i]))
+            out.append([(names[held[i - offset] - 1], float(padded[row, i]))
                         for i in picks if i >= offset] or None)
         return out
+
+    def _summed_reasons(self, window: list[int], weights: np.ndarray
+                        ) -> list[tuple[str, float]] | None:
+        """``_reasons`` for a window that holds an item more than once (a view, then its
+        cart add): each item once, with the attention of all its positions."""
+        total: dict[int, float] = {}
+        for item, weight in zip(window, weights.tolist()):
+            total[item] = total.get(item, 0.0) + weight
+        best = sorted(total.items(), key=lambda pair: -pair[1])[:self.explain]
+        return [(self.items.ids[item - 1], weight) for item, weight in best] or None
 
     def _lists(self, order: np.ndarray, ids: np.ndarray, scores: np.ndarray,
                heads: np.ndarray | None, reasons: list[list[tuple[str, float]] | None]

@@ -388,6 +388,21 @@ def test_reasons_name_the_items_the_cache_attended_to_even_beyond_the_session() 
     assert {name for name, _ in rec.because} <= {*stream, seqs.items.ids[7]}
 
 
+def test_an_item_met_twice_in_a_session_is_one_reason_with_its_attention_summed() -> None:
+    """A view, then a cart add of the same item: two positions. Each named it in
+    ``because``, which then held it twice and split its attention."""
+    seqs, bundle = _window_of_8(seed=6)
+    a, b, c = (seqs.items.ids[i] for i in range(3))
+    (rec,) = bundle.recommend([seqs.users.ids[0]], [[a, b, a, c]], k=3)
+    assert rec is not None and rec.because is not None
+    names = [name for name, _ in rec.because]
+    assert sorted(names) == sorted({a, b, c}) and len(names) == 3
+    attention = [(np.array([1, 2, 1]), np.array([0.3, 0.45, 0.25]))]
+    [summed] = bundle._reasons(attention)
+    assert summed is not None and [n for n, _ in summed] == [seqs.items.ids[0], seqs.items.ids[1]]
+    assert [w for _, w in summed] == pytest.approx([0.55, 0.45])
+
+
 def test_lists_leave_out_empty_slots_and_may_hold_the_newest_seen_items() -> None:
     """A catalogue smaller than k: the list holds what exists, each item once. With seen
     items allowed, the user's newest items join the candidates (``candidate_lists``)."""

@@ -57,12 +57,12 @@ def worker(
     store = mlflow_store(settings)
 
     def champion() -> object:
-        return load_bundle(store, head_weights=settings.ranker_head_weights,
-                           cache_mb=settings.worker_encoder_cache_mb)
+        return _warn_unkept(load_bundle(store, head_weights=settings.ranker_head_weights,
+                                        cache_mb=settings.worker_encoder_cache_mb), settings)
 
     def bundle_for(ref: str) -> object:  # an experiment's variant: an alias or versions
-        return load_bundle(store, ref, head_weights=settings.ranker_head_weights,
-                           cache_mb=settings.worker_encoder_cache_mb)
+        return _warn_unkept(load_bundle(store, ref, head_weights=settings.ranker_head_weights,
+                                        cache_mb=settings.worker_encoder_cache_mb), settings)
 
     def version_of(ref: str) -> str:  # where a variant's alias points now
         return version_string(resolve_versions(store, ref))
@@ -107,6 +107,21 @@ def _claim(state_dir: Path, worker_id: str) -> None:
                          "by another worker on this machine; give each worker its own "
                          "--worker-id") from None
     _claimed.append(lock)
+
+
+def _warn_unkept(bundle: object, settings: Settings) -> object:
+    """``bundle``, after a warning when its ranker reads context keys this worker's
+    sessions leave out (``STREAMREC_CONTEXT_NUMERIC``, ``_CATEGORICAL``): a model trained
+    with ``price`` would read it as missing, the training mean, on every event, and only
+    the ignored-keys metric would tell."""
+    spec, kept = getattr(bundle, "spec", None), settings.feature_spec()
+    if spec is not None and (unkept := sorted({*spec.numeric, *spec.categorical}
+                                              - {*kept.numeric, *kept.categorical})):
+        logging.getLogger(__name__).warning(
+            "the model %s reads context keys %s that this worker's sessions leave out: "
+            "declare them in STREAMREC_CONTEXT_NUMERIC or STREAMREC_CONTEXT_CATEGORICAL",
+            getattr(bundle, "version", "?"), ", ".join(unkept))
+    return bundle
 
 
 def _worker_config(settings: Settings, worker_id: str, status_file: Path | None

@@ -1267,3 +1267,24 @@ def test_the_app_takes_its_settings_from_the_settings_object_only(
     assert app.conf.topic_partitions == 4
     assert app.conf.topic_replication_factor == 3
     assert str(app.conf.datadir).startswith(str(tmp_path / "workers"))
+
+
+def test_a_model_that_reads_context_keys_the_sessions_leave_out_is_warned_of(
+        clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Trained with ``price``, served by a worker whose settings do not keep it: the
+    feature read as missing on every event, and nothing said so at load."""
+    from model.features import FeatureSpec
+    from services.cli_worker import _warn_unkept
+    from services.settings import load_settings
+
+    bundle = SimpleNamespace(version="r:v3", spec=FeatureSpec(numeric=("price",),
+                                                              categorical=("device",)))
+    clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "device")
+    with caplog.at_level(logging.WARNING):
+        assert _warn_unkept(bundle, load_settings()) is bundle
+    assert "r:v3 reads context keys price " in caplog.text
+    caplog.clear()
+    clean_env.setenv("STREAMREC_CONTEXT_NUMERIC", "price")
+    with caplog.at_level(logging.WARNING):
+        _warn_unkept(bundle, load_settings())
+    assert caplog.text == ""

@@ -235,18 +235,27 @@ class ServingBundle:
         moved = known.copy()
         moved[known] = ~np.isclose(self.encoder.items[dense[known]], vectors[known],
                                    rtol=1e-5, atol=1e-6).all(axis=1)
-        table = np.concatenate([self.encoder.items, vectors[~known]])
-        table[dense[moved]] = vectors[moved]
         dense[~known] = [self.items.add(i) for i, d in zip(latest, dense) if d == 0]
         if self.ranker is not None:
             self.ranker = self.ranker.with_items(list(latest.values()), dense)
-        self.encoder = replace(self.encoder, items=table)
-        self.incremental = IncrementalEncoder(self.encoder)
-        if moved.any() and not self.index.update(dense[moved], vectors[moved]):
-            self.index = ItemIndex.build(table, self.index.cfg)
-        elif not known.all():
-            self.index.add(vectors[~known])
+        if moved.any() or not known.all():  # else no vector changes: no copy of the table
+            table = np.concatenate([self.encoder.items, vectors[~known]])
+            table[dense[moved]] = vectors[moved]
+            self.encoder = replace(self.encoder, items=table)
+            self.incremental = IncrementalEncoder(self.encoder)
+        self._refile(dense[moved], vectors[moved])
         return len(latest)
+
+    def _refile(self, moved: np.ndarray, vectors: np.ndarray) -> None:
+        """The index brought level with the encoder's table: the ``moved`` ids' new
+        ``vectors`` in place (or the whole index rebuilt, where its kind cannot), then
+        every row past its end added, so rows an earlier call failed to add (the index
+        raised after the id map took them) are added by the next."""
+        table = self.encoder.items
+        if len(moved) and not self.index.update(moved, vectors):
+            self.index = ItemIndex.build(table, self.index.cfg)
+        elif len(table) - 1 > self.index.num_items:
+            self.index.add(table[self.index.num_items + 1:])
 
     def _learned(self, dense: np.ndarray) -> np.ndarray:
         """Which dense ids the models learned from events: in the trained table and met

@@ -167,6 +167,28 @@ def _bundle(mode: str = "sum"):  # noqa: ANN202 - (model, bundle)
     return model, ServingBundle.from_models(model, None, IdMap.from_list(["u"]), items, "v1")
 
 
+def test_records_that_move_nothing_copy_nothing_and_a_failed_add_is_caught_up() -> None:
+    """A worker re-reads the whole items topic at start, mostly trained items whose
+    vectors stay: each poll copied the whole table all the same. And an index that raised
+    while adding (out of memory) left items in the id map but never in the index."""
+    model, bundle = _bundle(mode="map")
+    table = bundle.encoder.items
+    assert bundle.add_items([ItemRecord("7", title="thing 9", categories=("c7",))]) == 1
+    assert bundle.encoder.items is table  # a trained item keeps its id vector: no copy
+
+    def out_of_memory(vectors: np.ndarray) -> None:
+        raise MemoryError
+
+    add, bundle.index.add = bundle.index.add, out_of_memory
+    with pytest.raises(MemoryError):
+        bundle.add_items([ItemRecord("new1", title="thing 1")])
+    bundle.index.add = add
+    bundle.add_items([ItemRecord("new2", title="thing 2")])
+    assert bundle.index.num_items == len(bundle.items) == 42
+    _, ids = bundle.index.search(bundle.encoder.items[41][None], 1)
+    assert ids[0][0] == 41  # new1, indexed with new2
+
+
 def test_a_new_item_joins_the_bundle_by_content_and_can_be_recommended() -> None:
     model, bundle = _bundle()
     new = ItemRecord("new", title="thing 1", categories=("c1",), price=2.0)

@@ -166,7 +166,7 @@ class FeatureSpec:
         out[np.arange(len(ts)), TIME_FEATURES + np.asarray(types, np.int64)] = 1.0
         if self.numeric:
             mean, std = self._moments()
-            z = (np.asarray(numeric, np.float64).reshape(len(ts), -1) - mean) / std
+            z = (np.asarray(numeric, np.float64).reshape(len(ts), len(self.numeric)) - mean) / std
             out[:, TIME_FEATURES + self.num_types:] = np.nan_to_num(z, nan=0.0).clip(-5, 5)
         return out
 
@@ -178,17 +178,13 @@ class FeatureSpec:
 
     def fit(self, numeric: np.ndarray) -> FeatureSpec:
         """This spec with the numeric keys' mean and spread taken from ``numeric``
-        [n, len(numeric)] (NaN = missing)."""
+        [n, len(numeric)] (NaN = missing), each over its values clipped to their 1st and
+        99th percentiles (``_moments_of``)."""
         if not self.numeric or not len(numeric):
             return self
         values = np.asarray(numeric, np.float64).reshape(-1, len(self.numeric))
-        present = ~np.isnan(values)
-        safe = np.where(present, values, 0.0)
-        count = np.maximum(present.sum(axis=0), 1)
-        mean = safe.sum(axis=0) / count
-        std = np.sqrt((np.where(present, values - mean, 0.0) ** 2).sum(axis=0) / count)
-        return replace(self, numeric_mean=tuple(float(x) for x in mean),
-                       numeric_std=tuple(float(x) for x in std))
+        mean, std = zip(*(_moments_of(column[~np.isnan(column)]) for column in values.T))
+        return replace(self, numeric_mean=mean, numeric_std=std)
 
     # ---- storage -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +201,22 @@ class FeatureSpec:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _moments_of(present: np.ndarray) -> tuple[float, float]:
+    """(mean, standard deviation) of one key's values, clipped to their 1st and 99th
+    percentiles first: one bogus price (1e7 among prices of tens) would otherwise squash
+    every other value's z-score to about 0, and 1e160 overflowed the spread to infinity.
+    Computed on the values over their largest, so no square overflows."""
+    if not len(present):
+        return 0.0, 0.0
+    low, high = np.quantile(present, [0.01, 0.99], method="inverted_cdf")
+    clipped = np.clip(present, low, high)
+    scale = float(np.abs(clipped).max())
+    if scale == 0:
+        return 0.0, 0.0
+    unit = clipped / scale
+    return float(unit.mean()) * scale, float(unit.std()) * scale
 
 
 PAIR_FEATURES = 6  # retrieval rank, seen, log hours since seen, last seen as a conversion,

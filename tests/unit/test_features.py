@@ -141,6 +141,22 @@ def test_fit_uses_present_values_only() -> None:
     assert spec.numeric_mean == ()  # fit returns a new spec
 
 
+def test_fit_is_not_thrown_by_one_bogus_value() -> None:
+    """One price of 1e7 among a thousand of about 25 made the spread ~3e5, so 10 and 30
+    normalised to within 1e-4 of each other; 1e160 overflowed it to infinity and every
+    value normalised to 0. The moments are those of the values clipped to their 1st and
+    99th percentiles."""
+    prices = np.random.default_rng(0).normal(25.0, 5.0, 1000)
+    for bogus in (1e7, 1e160):
+        spec = FeatureSpec(numeric=("price",)).fit(np.append(prices, bogus)[:, None])
+        assert 20 < spec.numeric_mean[0] < 30 and 4 < spec.numeric_std[0] < 6
+        low, high = (dense_one(spec, MONDAY_MS, numeric=[p])[-1] for p in (10.0, 30.0))
+        assert high - low > 3  # about 4 standard deviations apart
+    tiny = FeatureSpec(numeric=("price",)).fit(np.array([[10.0], [20.0], [1e160]]))
+    assert all(math.isfinite(v) for v in (*tiny.numeric_mean, *tiny.numeric_std))
+    assert FeatureSpec(numeric=("price",)).fit(np.array([[math.nan]])).numeric_std == (0.0,)
+
+
 def test_fit_without_data_returns_the_spec_unchanged() -> None:
     spec = FeatureSpec(numeric=("a",))
     assert spec.fit(np.zeros((0, 1))) is spec

@@ -3,14 +3,18 @@
 Like the model follower (``streams.hot_swap``), each worker reads the whole topic with a
 consumer of its own outside any group: every worker needs every item, whichever
 partitions of ``interactions`` it owns. It starts from the beginning of the compacted
-topic, so a starting worker learns the whole catalogue, and then follows it: each poll's
-records go to the serving bundle at once (``ServingBundle.add_items``), so an item put
-into the catalogue is recommendable by the next micro-batch, with no retrain. A swapped-in
-model receives the whole catalogue before it serves (``Serving.apply``).
+topic, reads it up to the end it had at start (``catch_up``), hands the surviving records
+to the bundles once, and then follows it: each poll's records go to the serving bundles at
+once (``ServingBundle.add_items``), so an item put into the catalogue is recommendable by
+the next micro-batch, with no retrain. A swapped-in model receives the whole catalogue
+before it serves (``Serving.apply``).
 
 Records are validated again here (a producer may skip ``streamrec catalog load`` and the
-API); an invalid one is counted and logged, never applied. A tombstone forgets the record,
-but an item already indexed stays until the next swap (the index has no removal yet).
+API); an invalid one is counted and logged, never applied. A tombstone forgets the record;
+an item a bundle already took stays in it until the next swap (the bundles take no
+removals). Catching up before embedding keeps items deleted before the start out: Kafka
+leaves the active segment uncompacted (for up to ``segment.ms``, a week by default), and a
+record and its tombstone in two polls put the item back at every start.
 """
 
 from __future__ import annotations
@@ -83,11 +87,21 @@ def embed_or_log(catalogue: Catalogue, bundle: Any, records: list[ItemRecord]) -
                   getattr(bundle, "version", "a bundle"), len(records), exc)
 
 
+async def catch_up(consumer: Any, tps: list[TopicPartition], catalogue: Catalogue) -> None:
+    """Read ``tps`` into ``catalogue`` up to the end offsets they have now, embedding
+    nothing: the caller hands the survivors over once."""
+    ends = await consumer.end_offsets(tps)
+    while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+        batch = await consumer.getmany(*tps, timeout_ms=500, max_records=5000)
+        catalogue.take(m for records in batch.values() for m in records)
+
+
 async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,
                            bundles: Callable[[], Iterable[Any]],
                            missing_wait_s: float = 30.0) -> None:
-    """Read ``topic`` from its beginning and apply each poll to every bundle served now
-    (``bundles()``: the champion's, and an experiment's variants'); runs until cancelled."""
+    """Read ``topic`` from its beginning (``catch_up``), hand its records to every bundle
+    served (``bundles()``: the champion's, and an experiment's variants'), then apply each
+    poll to every bundle served at that moment; runs until cancelled."""
     waited = False
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
     await consumer.start()
@@ -104,6 +118,9 @@ async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalo
                                                         or {0})]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        await catch_up(consumer, tps, catalogue)
+        for bundle in bundles():
+            embed_or_log(catalogue, bundle, list(catalogue.records.values()))
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             messages = [m for records in batch.values() for m in records]

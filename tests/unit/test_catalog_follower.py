@@ -117,3 +117,34 @@ def test_a_bundle_that_cannot_take_a_poll_of_records_does_not_stop_the_others() 
     for bundle in (Broken("chal:v2"), champion):  # as follow_catalogue hands each poll on
         embed_or_log(catalogue, bundle, records)
     assert champion.added == [["a"]] and count(metrics, "failed") == 1
+
+
+def test_a_starting_follower_reads_to_the_end_before_it_embeds() -> None:
+    """Kafka leaves the active segment uncompacted: an item and its tombstone, read in two
+    polls, put the deleted item back into every bundle at every start."""
+    from aiokafka import TopicPartition
+
+    from streams.catalog_follower import catch_up
+
+    tp = TopicPartition("items", 0)
+    polls = [[message("x", {"item_id": "x", "title": "X"}),
+              message("y", {"item_id": "y", "title": "Y"})],
+             [message("x", None)]]
+
+    class Consumer:
+        read = 0
+
+        async def end_offsets(self, tps: list) -> dict:
+            return {tp: 3}
+
+        async def position(self, _: TopicPartition) -> int:
+            return self.read
+
+        async def getmany(self, *_: object, **__: object) -> dict:
+            batch = polls.pop(0)
+            self.read += len(batch)
+            return {tp: batch}
+
+    catalogue = Catalogue(WorkerMetrics())
+    asyncio.run(catch_up(Consumer(), [tp], catalogue))
+    assert list(catalogue.records) == ["y"] and polls == []

@@ -33,6 +33,7 @@ from infra.redis_server import LocalRedis
 from infra.topics import TopicSpec
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
 from streams.events import EVENT_TYPES
+from streams.recs_store import KEY_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_SECRET_LENGTH = 16  # API keys and tokens
@@ -290,6 +291,16 @@ class Settings(BaseSettings):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("recs_channel")
+    @classmethod
+    def _not_a_list_key(cls, value: str) -> str:
+        """The popularity list lives at ``<channel>:popular``: under ``recs`` it would be
+        the stored list of a user named ``popular`` (``recs:<user>``)."""
+        if f"{value}:popular".startswith(KEY_PREFIX):
+            raise ValueError(f"a channel under {KEY_PREFIX!r} would share its keys with "
+                             "users' stored lists")
         return value
 
     @field_validator("mlflow_tracking_uri")

@@ -66,6 +66,9 @@ def validate_put(body: bytes, item_id: str) -> ItemRecord | Outcome:
         if obj.get("item_id") is None:  # left out: the path's
             obj["item_id"] = item_id
         named = obj["item_id"]
+        if not isinstance(named, str):  # 4 for "4": a type error, as the schema says
+            return outcome(0, item_id, InvalidEvent(Reason.WRONG_TYPE,
+                                                    "item_id must be a string"))
         if named != item_id:
             return outcome(0, item_id, InvalidEvent(Reason.BAD_VALUE, (
                 f"item_id {str(named)[:40]!r} in the body is not {item_id[:40]!r} of the path")))

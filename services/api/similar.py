@@ -55,8 +55,9 @@ def add_similar_route(app: FastAPI, settings: Settings, access: Access) -> None:
                          "placed by its content (path 'content'). The first request loads "
                          "the model and may wait a few seconds.",
              dependencies=access.read_guard(),
-             responses={404: {"model": Problem, "description": "neither the model nor the "
-                              "catalogue knows the item"},
+             responses={404: {"model": Problem, "description": "the model has no embedding "
+                              "for the item: neither it nor the catalogue knows it, or the "
+                              "catalogue does and the model reads no content"},
                         503: {"model": Problem, "description": "no champion model loaded "
                               "yet (loading, or none in the registry)"},
                         **access.read_responses(), **TIMEOUT_RESPONSE})
@@ -73,7 +74,8 @@ def add_similar_route(app: FastAPI, settings: Settings, access: Access) -> None:
         if answer is None:
             raise HTTPException(404, f"item {item_id[:40]!r} is in the catalogue, but model "
                                 f"{bundle.version} has no embedding for it (it reads no "
-                                "content)" if item_id in records else
+                                "content, or could not take the record: see the API's "
+                                "log)" if item_id in records else
                                 f"item {item_id[:40]!r} is not known to the model or the "
                                 "catalogue")
         return Response(orjson.dumps(answer), media_type="application/json")

@@ -35,6 +35,7 @@ def test_put_produces_the_record_keyed_by_the_paths_id() -> None:
     [
         ({"item_id": "5", "title": "Heat"}, "bad_value",
          "item_id '5' in the body is not '4' of the path"),
+        ({"item_id": 4}, "wrong_type", "item_id must be a string"),  # was "'4' is not '4'"
         ({"price": -1}, "bad_value", "price must be >= 0, got -1"),
         ({"colour": "red"}, "unknown_field", "unknown fields ['colour']"),
         ([{"item_id": "4"}], "not_an_object", "expected a JSON object, got list"),

@@ -73,6 +73,7 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_SESSION_GAP_MIN", "nan", "STREAMREC_SESSION_GAP_MIN"),
         ("STREAMREC_WORKER_ENCODER_CACHE_MB", "inf", "STREAMREC_WORKER_ENCODER_CACHE_MB"),
         ("STREAMREC_DATA_DIR", "~no-such-user-7f3a/x", "STREAMREC_DATA_DIR"),
+        ("STREAMREC_RECS_CHANNEL", "recs", "users' stored lists"),  # recs:popular
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(

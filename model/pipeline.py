@@ -546,29 +546,34 @@ class ServingBundle:
     def _reasons(self, attention: list[Attention]) -> list[list[tuple[str, float]] | None]:
         """Per row, the ``explain`` session items with the most attention, strongest
         first: each row's weights over the dense item ids they cover. One argsort for the
-        whole batch."""
+        whole batch; a row that holds an item at several positions (a view, then its cart
+        add) names it once, with their sum (``_summed_reasons``), found by one sort of the
+        batch's ids."""
         if not self.explain or not attention:
             return [None] * len(attention)
         width = max(len(w) for _, w in attention)
         padded = np.full((len(attention), max(width, 1)), -1.0, np.float32)
-        for row, (_, weights) in enumerate(attention):
+        ids = np.zeros(padded.shape, np.int64)
+        for row, (window, weights) in enumerate(attention):
             padded[row, width - len(weights):] = weights
+            ids[row, width - len(weights):] = window[:len(weights)]
+        held = np.sort(ids, axis=1)
+        repeats = ((held[:, 1:] == held[:, :-1]) & (held[:, 1:] > 0)).any(axis=1).tolist()
         best = np.argsort(-padded, axis=1, kind="stable")[:, :self.explain]
         names, out = self.items.ids, []
         for row, ((window, weights), picks) in enumerate(zip(attention, best.tolist())):
-            held = window.tolist()
-            if len(set(held)) < len(held):  # an item met twice: one reason, weights summed
-                out.append(self._summed_reasons(held, weights))
+            if repeats[row]:
+                out.append(self._summed_reasons(window.tolist(), weights))
                 continue
             offset = width - len(weights)
-            out.append([(names[held[i - offset] - 1], float(padded[row, i]))
+            out.append([(names[window[i - offset] - 1], float(padded[row, i]))
                         for i in picks if i >= offset] or None)
         return out
 
     def _summed_reasons(self, window: list[int], weights: np.ndarray
                         ) -> list[tuple[str, float]] | None:
-        """``_reasons`` for a window that holds an item more than once (a view, then its
-        cart add): each item once, with the attention of all its positions."""
+        """``_reasons`` for a window that holds an item more than once: each item once,
+        with the attention of all its positions."""
         total: dict[int, float] = {}
         for item, weight in zip(window, weights.tolist()):
             total[item] = total.get(item, 0.0) + weight

@@ -252,7 +252,8 @@ class ServingBundle:
         every row past its end added, so rows an earlier call failed to add (the index
         raised after the id map took them) are added by the next."""
         table = self.encoder.items
-        if len(moved) and not self.index.update(moved, vectors):
+        indexed = moved <= self.index.num_items  # the others are added from the table below
+        if indexed.any() and not self.index.update(moved[indexed], vectors[indexed]):
             self.index = ItemIndex.build(table, self.index.cfg)
         elif len(table) - 1 > self.index.num_items:
             self.index.add(table[self.index.num_items + 1:])

@@ -393,7 +393,15 @@ class Settings(BaseSettings):
         if unknown or not all(0 <= w < math.inf for w in value.values()):
             raise ValueError(f"expected finite weights >= 0 for tasks {', '.join(TASKS)}; "
                              f"got {value}")
-        if not any(w > 0 for w in value.values()):  # every score 0: the ranker switched off
+        return value
+
+    @field_validator("ranker_head_weights")
+    @classmethod
+    def _some_head_counts(cls, value: dict[str, float]) -> dict[str, float]:
+        """A head left out weighs 0 in the served score (``head_vector``), so all zeros or
+        none would score every item 0: the ranker silently off. (A task left out of
+        ``ranker_task_weights`` weighs 1 in training: those may be empty.)"""
+        if not any(w > 0 for w in value.values()):
             raise ValueError(f"expected a weight above 0 for at least one of {', '.join(TASKS)}; "
                              f"got {value}")
         return value

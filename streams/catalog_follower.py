@@ -37,9 +37,13 @@ log = logging.getLogger(__name__)
 class Catalogue:
     """The newest valid record per item id, as read from the topic."""
 
-    def __init__(self, metrics: WorkerMetrics) -> None:
+    def __init__(self, metrics: WorkerMetrics, caught_up: bool = False) -> None:
         self.records: dict[str, ItemRecord] = {}
         self.metrics = metrics
+        # Whether the follower has read the topic to the end it had at start: before, a
+        # record read may still have its tombstone unread.
+        self.caught_up = caught_up
+        self._waiting: list[Any] = []  # bundles that asked for the catalogue before
 
     def take(self, messages: Iterable[Any]) -> list[ItemRecord]:
         """Apply consumed messages (``key``, ``value``); returns the valid records, the
@@ -63,8 +67,24 @@ class Catalogue:
     def embed_all(self, bundle: Any) -> None:
         """Hand a bundle about to serve every record read so far (items its training never
         saw, by content). Called on the event loop with no await before the bundle
-        serves, so no record read meanwhile is missed."""
+        serves, so no record read meanwhile is missed. Before the follower has caught up
+        the bundle waits for ``hand_over`` instead (a swap, an experiment's variant or the
+        API's first load at start would take items deleted later in the topic)."""
+        if not self.caught_up:
+            self._waiting.append(bundle)
+            return
         self.embed(bundle, list(self.records.values()))
+
+    def hand_over(self, bundles: Iterable[Any]) -> None:
+        """Caught up: every record to each of ``bundles`` and of the bundles that waited,
+        once each."""
+        self.caught_up = True
+        waiting, self._waiting = self._waiting, []
+        handed: set[int] = set()
+        for bundle in [*bundles, *waiting]:
+            if id(bundle) not in handed:
+                handed.add(id(bundle))
+                embed_or_log(self, bundle, list(self.records.values()))
 
     def embed(self, bundle: Any, records: list[ItemRecord]) -> None:
         """Hand ``records`` to ``bundle``; counted as embedded, or skipped when its model
@@ -94,6 +114,9 @@ async def catch_up(consumer: Any, tps: list[TopicPartition], catalogue: Catalogu
     while any([await consumer.position(tp) < end for tp, end in ends.items()]):
         batch = await consumer.getmany(*tps, timeout_ms=500, max_records=5000)
         catalogue.take(m for records in batch.values() for m in records)
+        if not batch:  # an end that moved back (an unclean leader election) is not waited for
+            now = await consumer.end_offsets(tps)
+            ends = {tp: min(end, now[tp]) for tp, end in ends.items()}
 
 
 async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,
@@ -119,8 +142,7 @@ async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalo
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         await catch_up(consumer, tps, catalogue)
-        for bundle in bundles():
-            embed_or_log(catalogue, bundle, list(catalogue.records.values()))
+        catalogue.hand_over(bundles())
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             messages = [m for records in batch.values() for m in records]

@@ -114,7 +114,7 @@ class InProcessApi:
         source = ListSource(redis, "ch", ttl_s=60)
         self.hub = FeedHub(None, "ch", LiveStats(), source, self.settings.api_max_feeds)
         self.ingest = FakeIngest()
-        self.catalogue = Catalogue(WorkerMetrics())
+        self.catalogue = Catalogue(WorkerMetrics(), caught_up=True)
         self.items = item_space(self.catalogue, load)
         self.app.state.backends = SimpleNamespace(source=source, hub=self.hub,
                                                   ingest=self.ingest, dlq_rate=RateOf(),

@@ -122,7 +122,7 @@ def test_the_item_space_loads_off_the_loop_then_swaps_what_announcements_name() 
         await asyncio.Event().wait()
 
     async def scenario() -> None:
-        catalogue = Catalogue(WorkerMetrics())
+        catalogue = Catalogue(WorkerMetrics(), caught_up=True)
         space = item_space(catalogue, load)
         space.follow_updates = follow
         assert await space.wait_model(0.05) is None and space.why_none == LOADING

@@ -63,7 +63,7 @@ def test_the_newest_valid_record_per_item_is_kept_and_embedded() -> None:
 
 def test_a_swapped_in_model_gets_the_whole_catalogue_before_it_serves() -> None:
     metrics = WorkerMetrics()
-    catalogue = Catalogue(metrics)
+    catalogue = Catalogue(metrics, caught_up=True)
     catalogue.take([message(i, {"item_id": i}) for i in ("a", "b")])
     serving = Serving(ContentBundle("r:v1"), metrics, catalogue=catalogue)
     fresh = ContentBundle("r:v2")
@@ -79,7 +79,7 @@ def test_a_model_that_fails_to_take_the_catalogue_is_refused_and_the_old_one_ser
             raise ValueError("content encoder shape mismatch")
 
     metrics, old = WorkerMetrics(), ContentBundle("r:v1")
-    catalogue = Catalogue(metrics)
+    catalogue = Catalogue(metrics, caught_up=True)
     catalogue.take([message("a", {"item_id": "a"})])
     serving = Serving(old, metrics, catalogue=catalogue)
     note = ModelAnnouncement(CHAMPION, {"r": "2"}, "file:///m").to_json()
@@ -92,7 +92,7 @@ def test_an_experiments_variant_gets_the_catalogue_when_it_loads() -> None:
     from streams.experiment import Experiment, Variant
     from streams.experiment_follower import ExperimentSlot
 
-    catalogue = Catalogue(WorkerMetrics())
+    catalogue = Catalogue(WorkerMetrics(), caught_up=True)
     catalogue.take([message(i, {"item_id": i}) for i in ("a", "b")])
     challenger = ContentBundle("chal:v2")
     slot = ExperimentSlot(lambda ref: challenger, WorkerMetrics(), catalogue=catalogue)
@@ -111,7 +111,7 @@ def test_a_bundle_that_cannot_take_a_poll_of_records_does_not_stop_the_others() 
             raise ValueError("content encoder shape mismatch")
 
     metrics = WorkerMetrics()
-    catalogue = Catalogue(metrics)
+    catalogue = Catalogue(metrics, caught_up=True)
     records = catalogue.take([message("a", {"item_id": "a"})])
     champion = ContentBundle("r:v1")
     for bundle in (Broken("chal:v2"), champion):  # as follow_catalogue hands each poll on
@@ -148,3 +148,44 @@ def test_a_starting_follower_reads_to_the_end_before_it_embeds() -> None:
     catalogue = Catalogue(WorkerMetrics())
     asyncio.run(catch_up(Consumer(), [tp], catalogue))
     assert list(catalogue.records) == ["y"] and polls == []
+
+
+def test_bundles_that_ask_before_the_follower_caught_up_wait_for_the_survivors() -> None:
+    """A swap, an experiment's variant or the API's first load while the follower reads
+    the topic at start took the records read so far, an item deleted later included."""
+    catalogue = Catalogue(WorkerMetrics())
+    catalogue.take([message("x", {"item_id": "x", "title": "X"}),
+                    message("y", {"item_id": "y", "title": "Y"})])
+    early, served = ContentBundle("r:v2"), ContentBundle("r:v1")
+    catalogue.embed_all(early)
+    assert early.added == []  # x's tombstone may be unread
+    catalogue.take([message("x", None)])
+    catalogue.hand_over([served, early])
+    assert early.added == served.added == [["y"]]  # once each
+    late = ContentBundle("r:v3")
+    catalogue.embed_all(late)
+    assert late.added == [["y"]]
+
+
+def test_catch_up_does_not_wait_for_an_end_that_moved_back() -> None:
+    """An unclean leader election can cut a partition's log below the end read at start:
+    the position never reaches it, and nothing was ever embedded or followed."""
+    from aiokafka import TopicPartition
+
+    from streams.catalog_follower import catch_up
+
+    tp = TopicPartition("items", 0)
+
+    class Consumer:
+        ends = [5, 2]
+
+        async def end_offsets(self, tps: list) -> dict:
+            return {tp: self.ends.pop(0)}
+
+        async def position(self, _: TopicPartition) -> int:
+            return 2
+
+        async def getmany(self, *_: object, **__: object) -> dict:
+            return {}
+
+    asyncio.run(asyncio.wait_for(catch_up(Consumer(), [tp], Catalogue(WorkerMetrics())), 5))

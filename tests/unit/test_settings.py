@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import orjson
 import pytest
 
 from infra.errors import StackError
@@ -92,6 +93,15 @@ def test_a_mistyped_redis_url_never_shows_its_password(clean_env: pytest.MonkeyP
         with pytest.raises(StackError, match="STREAMREC_REDIS_URL: .*redis://") as info:
             load_settings()
         assert "s3cret" not in str(info.value)
+
+
+def test_task_weights_may_leave_tasks_out_where_head_weights_may_not(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """A task left out of the training weights weighs 1, so ``{}`` or ``{"next": 0}`` (the
+    conversion head alone) train; left out of the head weights it weighs 0."""
+    for value in ("{}", '{"next": 0}'):
+        clean_env.setenv("STREAMREC_RANKER_TASK_WEIGHTS", value)
+        assert load_settings().ranker_task_weights == orjson.loads(value)
 
 
 def test_a_tracking_uri_with_a_password_and_no_scheme_never_shows_it(

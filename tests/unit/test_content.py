@@ -187,9 +187,10 @@ def test_records_that_move_nothing_copy_nothing_and_a_failed_add_is_caught_up() 
     # label, past the index's end, raised on a flat index and misnumbered an IVF one)
     bundle.add_items([ItemRecord("new1", title="thing 3"), ItemRecord("new2", title="thing 2")])
     assert bundle.index.num_items == len(bundle.items) == 42
-    for dense in (41, 42):
-        _, ids = bundle.index.search(bundle.encoder.items[dense][None], 1)
-        assert ids[0][0] == dense
+    for dense in (41, 42):  # each label holds its own row (inner products: not top-1)
+        vector = bundle.encoder.items[dense]
+        scores, ids = bundle.index.search(vector[None], 42)
+        assert scores[0][ids[0] == dense][0] == pytest.approx(float(vector @ vector), rel=1e-5)
 
 
 def test_a_new_item_joins_the_bundle_by_content_and_can_be_recommended() -> None:

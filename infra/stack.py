@@ -68,10 +68,21 @@ class Stack:
         them running before its ``up``); returns the names of those that were running."""
         stopped = []
         with exclusive(self.lock_file):
-            for name, component in (("redis", self.local_redis), ("kafka", self.local_kafka)):
-                if component is not None and name not in keep and component.stop():
+            for name, component in self._embedded():
+                if name not in keep and component.stop():
                     stopped.append(name)
         return stopped
+
+    def running(self) -> set[str]:
+        """The embedded components running now, by their pid files (no probe): what a
+        caller of ``up`` did not start, and so keeps (``down(keep=...)``)."""
+        return {name for name, component in self._embedded()
+                if component.running_pid() is not None}
+
+    def _embedded(self) -> list[tuple[str, LocalRedis | LocalKafka]]:
+        """(name, component) of each embedded component, Redis first: it stops first."""
+        return [(name, c) for name, c in (("redis", self.local_redis), ("kafka", self.local_kafka))
+                if c is not None]
 
     def status(self) -> list[ComponentStatus]:
         kafka_pid = self.local_kafka.running_pid() if self.local_kafka else None

@@ -80,11 +80,8 @@ class Catalogue:
         once each."""
         self.caught_up = True
         waiting, self._waiting = self._waiting, []
-        handed: set[int] = set()
-        for bundle in [*bundles, *waiting]:
-            if id(bundle) not in handed:
-                handed.add(id(bundle))
-                embed_or_log(self, bundle, list(self.records.values()))
+        for bundle in {id(b): b for b in [*bundles, *waiting]}.values():
+            embed_or_log(self, bundle, list(self.records.values()))
 
     def embed(self, bundle: Any, records: list[ItemRecord]) -> None:
         """Hand ``records`` to ``bundle``; counted as embedded, or skipped when its model

@@ -44,7 +44,7 @@ def exit_frozen(gap_s: float) -> None:
 _CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
-def awake_or_not() -> float:
+def suspend_aware_clock() -> float:
     """Seconds on a clock that runs through a suspend of the host (see ``_CLOCK``)."""
     return time.clock_gettime(_CLOCK)
 
@@ -55,7 +55,7 @@ class FreezeGuard:
     slow start-up (models, table recovery) is not taken for a freeze."""
 
     def __init__(self, limit_s: float, tick_s: float = 0.5,
-                 clock: Callable[[], float] = awake_or_not,
+                 clock: Callable[[], float] = suspend_aware_clock,
                  on_frozen: Callable[[float], None] = exit_frozen) -> None:
         self.limit_s, self.tick_s, self.clock, self.on_frozen = limit_s, tick_s, clock, on_frozen
         self.last: float | None = None

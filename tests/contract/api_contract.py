@@ -42,7 +42,7 @@ def main() -> int:
         os.environ.setdefault(name, value)
     settings = load_settings()
     stack = build_stack(settings)
-    was_running = {row.name for row in stack.status() if row.pid is not None}  # not ours
+    was_running = stack.running()  # not ours
     try:
         stack.up()
         failed = [name for name, keys in RUNS.items() if run(settings, name, keys) != 0]

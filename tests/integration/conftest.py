@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def settings() -> Iterator[Settings]:
     settings = load_settings()
     stack = build_stack(settings)
-    was_running = {row.name for row in stack.status() if row.pid is not None}
+    was_running = stack.running()
     try:
         stack.up()
         yield settings

@@ -90,9 +90,10 @@ class PipelineScorer:
         """(each head's logit [batch, depth, tasks], item ids [batch, depth]) for the
         candidates, in retrieval order."""
         scores, ids = candidate_lists(self.index, self.table, sessions, histories,
-                                      self.candidates, 0 if self.exclude_seen else RECENT_ITEMS)
+                                      self.candidates, 0 if self.exclude_seen else RECENT_ITEMS,
+                                      self.ranker.seen_window)
         found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
-                                 seen_excluded=self.exclude_seen)
+                                 seen_excluded=self.exclude_seen, window=self.ranker.seen_window)
         logits = predict_rows(self.ranker, found.flat(self.ranker))
         return logits.reshape(*ids.shape, -1), ids
 
@@ -519,15 +520,16 @@ class ServingBundle:
         attention: list[Attention] = []
         emb = self._encode([users[r] for r in known], tokens, attention)
         clock.lap("encode")
-        depth = self.candidates if self.ranker is not None else k
+        depth, window = ((self.candidates, self.ranker.seen_window) if self.ranker is not None
+                         else (k, 0))
         scores, ids = candidate_lists(self.index, self.encoder.items, emb, hist, depth,
-                                      0 if exclude_seen else RECENT_ITEMS)
+                                      0 if exclude_seen else RECENT_ITEMS, window)
         clock.lap("retrieve")
         heads = None
         if self.ranker is not None and self.heads is not None:
             user_ids = np.array([self.users.get(users[r]) for r in known], dtype=np.int32)
             found = Candidates.build(self.spec, user_ids, emb, ids, scores, hist, side,
-                                     seen_excluded=exclude_seen)
+                                     seen_excluded=exclude_seen, window=window)
             # An item the ranker has no row for (its model reads no content) is unknown: 0.
             heads = self.ranker.score(user_ids, np.where(ids <= self.ranker.num_items, ids, 0),
                                       emb, found.scores, found.context, found.categories,

@@ -110,17 +110,24 @@ def _claim(state_dir: Path, worker_id: str) -> None:
 
 
 def _warn_unkept(bundle: object, settings: Settings) -> object:
-    """``bundle``, after a warning when its ranker reads context keys this worker's
-    sessions leave out (``STREAMREC_CONTEXT_NUMERIC``, ``_CATEGORICAL``): a model trained
-    with ``price`` would read it as missing, the training mean, on every event, and only
-    the ignored-keys metric would tell."""
+    """``bundle``, after a warning for each thing its ranker reads that this worker's
+    sessions leave out: context keys (``STREAMREC_CONTEXT_NUMERIC``, ``_CATEGORICAL``),
+    which a model trained with ``price`` would read as missing, the training mean, on every
+    event, with only the ignored-keys metric to tell; and items older than the session
+    keeps (``STREAMREC_SESSION_MAX_ITEMS``), which its seen-before features read as never
+    met."""
+    log, version = logging.getLogger(__name__), getattr(bundle, "version", "?")
     spec, kept = getattr(bundle, "spec", None), settings.feature_spec()
     if spec is not None and (unkept := sorted({*spec.numeric, *spec.categorical}
                                               - {*kept.numeric, *kept.categorical})):
-        logging.getLogger(__name__).warning(
-            "the model %s reads context keys %s that this worker's sessions leave out: "
-            "declare them in STREAMREC_CONTEXT_NUMERIC or STREAMREC_CONTEXT_CATEGORICAL",
-            getattr(bundle, "version", "?"), ", ".join(unkept))
+        log.warning("the model %s reads context keys %s that this worker's sessions leave "
+                    "out: declare them in STREAMREC_CONTEXT_NUMERIC or "
+                    "STREAMREC_CONTEXT_CATEGORICAL", version, ", ".join(unkept))
+    window = getattr(getattr(bundle, "ranker", None), "seen_window", 0)
+    if window > settings.session_max_items:
+        log.warning("the model %s was trained on the newest %d items of each history, but "
+                    "this worker's sessions keep %d: set STREAMREC_SESSION_MAX_ITEMS=%d",
+                    version, window, settings.session_max_items, window)
     return bundle
 
 

@@ -35,7 +35,8 @@ def configs(settings: Settings, epochs: int | None, seed: int,
                           pool_negatives=settings.retriever_pool_negatives)
     neumf = NeuMFConfig(seed=seed, pretrain=pretrain,
                         task_weights=dict(settings.ranker_task_weights),
-                        head_weights=dict(settings.ranker_head_weights))
+                        head_weights=dict(settings.ranker_head_weights),
+                        seen_window=settings.session_max_items)
     if epochs is not None:
         sasrec = replace(sasrec, epochs=epochs, eval_every=min(5, epochs))
         neumf = replace(neumf, epochs=epochs, eval_every=min(2, epochs))

@@ -20,19 +20,20 @@ RECENT_ITEMS = 20  # a returning user's newest distinct items, added to the cand
 
 
 def candidate_lists(index: ItemIndex, table: np.ndarray, sessions: np.ndarray,
-                    histories: list[np.ndarray], depth: int, recent: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    histories: list[np.ndarray], depth: int, recent: int = 0,
+                    window: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(retrieval scores, item ids), each [batch, depth + recent], best score first: the
     ``depth`` nearest items the user has not met, and, with ``recent``, the user's
-    ``recent`` newest distinct items (a second source, for logs where users return to
-    items: retrieval alone ranks them anywhere). Sorted by score, so a position is a rank
-    among the candidates wherever this runs. Empty slots have id 0 and score -inf."""
+    ``recent`` newest distinct items among their newest ``window`` (0: all; a second
+    source, for logs where users return to items: retrieval alone ranks them anywhere).
+    Sorted by score, so a position is a rank among the candidates wherever this runs.
+    Empty slots have id 0 and score -inf."""
     scores, ids = index.search(sessions, depth, exclude=histories)
     if not recent:
         return scores, ids
     back = np.zeros((len(histories), recent), np.int64)
     for row, hist in enumerate(histories):
-        newest = _newest_distinct(hist, recent)
+        newest = _newest_distinct(hist[-window:] if window else hist, recent)
         back[row, :len(newest)] = newest
     own = np.where(back > 0, np.einsum("bd,brd->br", sessions, table[back]), -np.inf)
     scores, ids = np.concatenate([scores, own], 1), np.concatenate([ids, back], 1)
@@ -61,18 +62,24 @@ class Candidates:
     @classmethod
     def build(cls, spec: FeatureSpec, users: np.ndarray, sessions: np.ndarray,
               ids: np.ndarray, scores: np.ndarray, histories: list[np.ndarray],
-              side: Side | None, seen_excluded: bool = False) -> Candidates:
+              side: Side | None, seen_excluded: bool = False, window: int = 0
+              ) -> Candidates:
         """Features from ``side`` (unknown types, times and context without one).
         ``seen_excluded``: the candidates hold none of the history (the serving default),
-        so the seen-before features are zero without looking them up."""
+        so the seen-before features are zero without looking them up. ``window``: the
+        seen-before features read each history's newest ``window`` items (0: all), so a
+        model trained on whole logs reads what a worker's bounded session holds."""
         n = len(histories)
         if side is None:
             empty = [np.zeros(0, np.int64)] * n
             side = Side(empty, empty, np.full((n, len(spec.numeric)), np.nan),
                         np.zeros((n, len(spec.categorical)), np.int64))
+        cut = slice(-window, None) if window else slice(None)
         return cls(users, sessions, ids, np.where(ids > 0, scores, 0.0), side.dense(spec),
-                   side.cats, pair_features(ids, [h[:0] for h in histories] if seen_excluded
-                                            else histories, side.types, side.times,
+                   side.cats, pair_features(ids, [h[:0] if seen_excluded else h[cut]
+                                                  for h in histories],
+                                            [t[cut] for t in side.types],
+                                            [t[cut] for t in side.times],
                                             side.now(), spec.conversion_codes))
 
     def rows(self, which: np.ndarray) -> Candidates:

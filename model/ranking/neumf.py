@@ -58,7 +58,10 @@ class NeuMF(keras.Model):
     model was trained with, kept in its config so serving computes the same features.
     ``fold_epochs`` is training state a warm start carries forward: the epochs the
     retrievers of its cross-fitted lists trained from scratch
-    (``model.ranking.training.cross_fitted_examples``); 0 when unknown."""
+    (``model.ranking.training.cross_fitted_examples``); 0 when unknown. ``seen_window``: how
+    many of a user's newest items its seen-before features and recent candidates read
+    (``model.ranking.inputs``), the window a worker's sessions keep; 0: all (older
+    models)."""
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 32,
                  mlp_layers: tuple[int, ...] | list[int] = (64, 32, 16), session_dim: int = 0,
@@ -68,7 +71,7 @@ class NeuMF(keras.Model):
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  wide: bool = False, conditional: bool = False, fold_epochs: int = 0,
-                 **kwargs: Any) -> None:
+                 seen_window: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if content and branch == "gmf":
             raise ValueError("content features need the MLP branch")
@@ -79,9 +82,10 @@ class NeuMF(keras.Model):
         if conditional and (branch == "gmf" or tuple(tasks)[:1] != ("next",)):
             raise ValueError(f"conditional heads need the MLP branch and 'next' as the first "
                              f"task. Received: branch={branch!r}, tasks={tuple(tasks)}")
-        if num_users < 0 or num_items < 1 or gmf_dim < 1 or not mlp_layers:
-            raise ValueError(f"need num_items >= 1, gmf_dim >= 1 and mlp_layers. Received: "
-                             f"num_items={num_items}, gmf_dim={gmf_dim}, mlp_layers={mlp_layers}")
+        if num_users < 0 or num_items < 1 or gmf_dim < 1 or not mlp_layers or seen_window < 0:
+            raise ValueError(f"need num_items >= 1, gmf_dim >= 1, mlp_layers and seen_window >= 0. "
+                             f"Received: num_items={num_items}, gmf_dim={gmf_dim}, "
+                             f"mlp_layers={mlp_layers}, seen_window={seen_window}")
         self.num_users, self.num_items, self.gmf_dim = num_users, num_items, gmf_dim
         self.mlp_layers = tuple(int(x) for x in mlp_layers)
         self.session_dim, self.use_score, self.context_dim = session_dim, use_score, context_dim
@@ -90,7 +94,7 @@ class NeuMF(keras.Model):
         self.tasks, self.features, self.id_l2 = tuple(tasks), features, id_l2
         self.content, self.id_dropout, self.wide = content, id_dropout, wide
         self.conditional = conditional and len(self.tasks) > 1
-        self.fold_epochs = fold_epochs
+        self.fold_epochs, self.seen_window = fold_epochs, seen_window
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -201,7 +205,8 @@ class NeuMF(keras.Model):
                 "buckets": self.buckets, "pair_dim": self.pair_dim, "tasks": list(self.tasks),
                 "features": self.features, "id_l2": self.id_l2, "content": self.content,
                 "id_dropout": self.id_dropout, "wide": self.wide,
-                "conditional": self.conditional, "fold_epochs": self.fold_epochs}
+                "conditional": self.conditional, "fold_epochs": self.fold_epochs,
+                "seen_window": self.seen_window}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None

@@ -56,6 +56,9 @@ class NeuMFConfig:
     content: bool = True             # ranker: item content, when the log has a catalogue
     id_dropout: float = 0.3          # ranker: share of items trained on content alone
     given_epochs: int = 20           # ranker: epochs fitting the conditional heads alone
+    # ranker: a history's newest items its seen-before features read, as a worker's
+    # sessions keep them (STREAMREC_SESSION_MAX_ITEMS); 0: all
+    seen_window: int = 50
     # Ranker heads: conversion is dropped when the log has no conversion; the losses sum
     # with task_weights; served scores combine the heads with head_weights.
     tasks: tuple[str, ...] = TASKS
@@ -187,10 +190,11 @@ def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRec
     sessions = sasrec.embed(prefixes, side).astype("float32")
     table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
     scores, ids = candidate_lists(index, table, sessions, prefixes, cfg.candidates,
-                                  RECENT_ITEMS)
+                                  RECENT_ITEMS, cfg.seen_window)
     hits = ids == targets[:, None]
     keep = hits.any(axis=1)
-    found = Candidates.build(seqs.spec, users_a, sessions, ids, scores, prefixes, side)
+    found = Candidates.build(seqs.spec, users_a, sessions, ids, scores, prefixes, side,
+                             window=cfg.seen_window)
     labels = np.stack([hits, hits & seqs.labels(users_a, lengths)[:, None]], axis=-1)
     return found.rows(keep), labels[keep].astype("float32")
 
@@ -246,7 +250,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                   features=seqs.spec.to_dict(), id_l2=cfg.id_l2,
                   content=content.spec.to_dict() if content is not None else None,
                   id_dropout=cfg.id_dropout if content is not None else 0.0, wide=True,
-                  conditional=True, fold_epochs=fold_epochs)
+                  conditional=True, fold_epochs=fold_epochs, seen_window=cfg.seen_window)
     labels = labels[..., :len(tasks)]
     rates = labels[labels[..., 0] > 0][:, 1:].mean(axis=0)  # of the true items
     model = _compile(start_given(start_from_score(model), rates), cfg.learning_rate,

@@ -50,3 +50,34 @@ def test_a_model_trained_with_fewer_pair_features_reads_only_those() -> None:
                           pair_dim=4)
     flat = found.flat(old)  # type: ignore[arg-type]
     np.testing.assert_array_equal(flat["pair"], found.pair[..., :4].reshape(-1, 4))
+
+
+def test_a_long_history_windowed_gives_the_features_of_the_session_a_worker_keeps() -> None:
+    """Training reads whole logs; a worker's session keeps the newest
+    ``STREAMREC_SESSION_MAX_ITEMS``. With the ranker's window, the seen-before features and
+    recent candidates of a whole history are those of its newest items alone: item 5, met
+    only beyond the window, is unseen, and item 7 counts its one meeting inside it."""
+    from model.data import Side
+
+    spec = FeatureSpec(event_types=("view", "purchase"))
+    history = np.array([5, 7, 3, 5, 7, 2, 4])
+    types = np.array([2, 2, 1, 2, 1, 2, 1])  # 1 view, 2 purchase
+    times = np.arange(7, dtype=np.int64) * 3_600_000
+    ids = np.array([[5, 7, 4, 8]])
+
+    def pair(hist: np.ndarray, cut: slice, window: int) -> np.ndarray:
+        side = Side([types[cut]], [times[cut]], np.zeros((1, 0)), np.zeros((1, 0), np.int64))
+        return Candidates.build(spec, np.array([1]), np.zeros((1, 2), np.float32), ids,
+                                np.ones((1, 4)), [hist], side, window=window).pair
+
+    windowed = pair(history, slice(None), 3)
+    np.testing.assert_array_equal(windowed, pair(history[-3:], slice(-3, None), 0))
+    assert windowed[0, :, 1].tolist() == [0, 1, 1, 0]  # 5 beyond the window: unseen
+    whole = pair(history, slice(None), 0)
+    assert whole[0, :, 1].tolist() == [1, 1, 1, 0]
+    assert whole[0, 1, 5] > windowed[0, 1, 5]  # 7 met twice, once within the window
+    assert whole[0, 0, 3] == 1 and windowed[0, 0, 3] == 0  # 5's purchase: beyond it
+
+    index, table, query = _index()
+    _, found = candidate_lists(index, table, query, [history], depth=1, recent=5, window=3)
+    assert sorted(found[0][found[0] > 0].tolist()) == [2, 4, 7, 8]  # 8: the nearest unseen

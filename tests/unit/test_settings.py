@@ -149,3 +149,12 @@ def test_no_context_keys_by_default_and_a_key_cannot_be_both(
     clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "price,device")
     with pytest.raises(StackError, match="STREAMREC_CONTEXT_NUMERIC.*categorical too"):
         load_settings()
+
+
+def test_the_ranker_trains_on_the_history_window_the_sessions_keep(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """Its seen-before features read what a worker's session holds, not whole logs."""
+    from services.training_run import configs
+
+    clean_env.setenv("STREAMREC_SESSION_MAX_ITEMS", "120")
+    assert configs(load_settings(), None, 0)[1].seen_window == 120

@@ -1269,7 +1269,7 @@ def test_the_app_takes_its_settings_from_the_settings_object_only(
     assert str(app.conf.datadir).startswith(str(tmp_path / "workers"))
 
 
-def test_a_model_that_reads_context_keys_the_sessions_leave_out_is_warned_of(
+def test_a_model_that_reads_what_the_sessions_leave_out_is_warned_of(
         clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Trained with ``price``, served by a worker whose settings do not keep it: the
     feature read as missing on every event, and nothing said so at load."""
@@ -1285,6 +1285,17 @@ def test_a_model_that_reads_context_keys_the_sessions_leave_out_is_warned_of(
     assert "r:v3 reads context keys price " in caplog.text
     caplog.clear()
     clean_env.setenv("STREAMREC_CONTEXT_NUMERIC", "price")
+    with caplog.at_level(logging.WARNING):
+        _warn_unkept(bundle, load_settings())
+    assert caplog.text == ""
+    # Its seen-before features trained on the newest 80 items; the sessions keep 50.
+    bundle.ranker = SimpleNamespace(seen_window=80)
+    with caplog.at_level(logging.WARNING):
+        _warn_unkept(bundle, load_settings())
+    assert "trained on the newest 80 items" in caplog.text
+    assert "STREAMREC_SESSION_MAX_ITEMS=80" in caplog.text
+    caplog.clear()
+    clean_env.setenv("STREAMREC_SESSION_MAX_ITEMS", "80")
     with caplog.at_level(logging.WARNING):
         _warn_unkept(bundle, load_settings())
     assert caplog.text == ""

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from streams.events import Event, Reason
-from streams.readers import SEQUENCE_BASE_MS, SEQUENCE_STEP_MS, Rejected, read_events
+from streams.readers import (SEQUENCE_BASE_MS, SEQUENCE_STEP_MS, LogFileError, Rejected,
+                             read_events)
 from streams.replay import pacing_delay
 from streams.synthetic import SyntheticConfig, generate
 
@@ -100,14 +101,18 @@ def test_rees46_maps_types_keeps_price_and_skips_removals(tmp_path: Path) -> Non
                   "2019-10-01 00:00:05 UTC,purchase,3,9,beauty.x,acme,1.50,7,s1\n"
                   "2019-10-01 00:00:00 UTC,view,1,9,,acme,35.79,7,s1\n"
                   "2019-10-01 00:00:05 UTC,remove_from_cart,1,9,,,35.79,7,s1\n"
-                  "2019-10-01 00:00:05 UTC,cart,2,9,,,,8,\n")
-    events = _events(path, "rees46")
+                  "2019-10-01 00:00:05 UTC,cart,2,9,,,,8,\n"
+                  "2019-10-01 00:00:06 UTC,Purchase,4,9,,,,8,\n")
+    out = list(read_events(path, "rees46"))
+    # Another type is refused by the schema, a dead letter for replay, never a row lost.
+    assert isinstance(out[-1], Rejected) and out[-1].error.reason is Reason.UNKNOWN_EVENT_TYPE
+    events = out[:-1]
     assert [(e.user_id, e.item_id, e.event_type, e.session_id, e.context) for e in events] == [
         ("7", "1", "view", "s1", {"price": 35.79}),
         ("7", "3", "purchase", "s1", {"price": 1.5}),   # ties keep file order
         ("8", "2", "add_to_cart", None, None)]
     assert events[0].ts == 1569888000000 and events[1].ts == 1569888005000
-    assert _events(path, "rees46") == events  # ids are deterministic
+    assert list(read_events(path, "rees46"))[:-1] == events  # ids are deterministic
 
 
 def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
@@ -316,6 +321,21 @@ def test_a_csv_row_the_schema_refuses_comes_as_rejected_in_its_place(
     with caplog.at_level("WARNING", logger="streams.readers"):
         assert [e.item_id for e in read_valid_events(path, "movielens")] == ["10", "30"]
     assert "1 of its 3 rows are not valid events and were left out (the first: " in caplog.text
+
+
+def test_a_refused_row_keeps_its_values_as_read_in_its_letter(tmp_path: Path) -> None:
+    """A time past 64 bits stopped a replay halfway (orjson refused to write the letter),
+    that row in neither topic; a NaN rating reached the letter as ``null``."""
+    path = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
+                  "1,10,4.0,964982000\n2,20,nan,964982100\n3,30,5.0,1e17\n")
+    out = list(read_events(path, "movielens"))
+    assert [type(r).__name__ for r in out] == ["Event", "Rejected", "Rejected"]
+    assert b'"rating": NaN' in out[1].raw  # type: ignore[union-attr]
+    assert b'"ts": 100000000000000000000' in out[2].raw  # type: ignore[union-attr]
+    assert out[2].error.reason is Reason.BAD_TIMESTAMP  # type: ignore[union-attr]
+    endless = _write(tmp_path, "inf.csv", "userId,movieId,rating,timestamp\n1,10,4.0,inf\n")
+    with pytest.raises(LogFileError, match="line 2: OverflowError"):
+        list(read_events(endless, "movielens"))
 
 
 @pytest.mark.parametrize(("option", "message"), [

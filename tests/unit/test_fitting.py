@@ -1,0 +1,61 @@
+"""``fit_with_early_stopping``: the loop every model trains in keeps the weights of its best
+validation figure, the starting weights included, and stops after ``patience`` looks
+without a gain. The validation figures are scripted, so the loop alone is under test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+import model.fitting as fitting
+
+pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
+
+
+def _fit(monkeypatch: pytest.MonkeyPatch, figures: list[float], epochs: int = 6,
+         patience: int = 2) -> tuple[fitting.TrainResult, dict[int, list], list[int]]:
+    """A small regression model trained with validation NDCG@10 read from ``figures``,
+    one per look; returns the result, the weights at each look (by epoch; 0: the
+    starting weights) and the epochs trained."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    looks, trained, seen = iter(figures), [], {}
+
+    def scripted(*_: Any) -> dict[str, dict[str, float]]:
+        ndcg = next(looks)
+        return {"full": {"NDCG@10": ndcg, "HR@10": ndcg}, "sampled": {"NDCG@10": ndcg}}
+
+    def epoch_data(epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        trained.append(epoch)
+        x = np.random.default_rng(epoch).normal(size=(32, 3)).astype("float32")
+        return x, x.sum(axis=1, keepdims=True)
+
+    monkeypatch.setattr(fitting, "evaluate", scripted)
+    result = fitting.fit_with_early_stopping(model, epoch_data, None, None,  # type: ignore[arg-type]
+                                             epochs=epochs, eval_every=1, patience=patience,
+                                             batch_size=8, on_epoch=lambda epoch, _: seen.update(
+                                                 {epoch: model.get_weights()}))
+    return result, seen, trained
+
+
+def test_a_model_that_only_loses_on_validation_keeps_its_starting_weights(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    result, seen, trained = _fit(monkeypatch, [0.5, 0.4, 0.3, 0.2])
+    assert result.best_epoch == 0 and trained == [1, 2]  # two looks without a gain: stop
+    assert result.best_valid["full"]["NDCG@10"] == 0.5
+    assert not np.array_equal(seen[2][0], seen[0][0])  # it trained, and then went back
+    for kept, first in zip(result.model.get_weights(), seen[0]):
+        np.testing.assert_array_equal(kept, first)
+
+
+def test_the_best_look_is_kept_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    result, seen, trained = _fit(monkeypatch, [0.1, 0.2, 0.6, 0.5, 0.55])
+    assert result.best_epoch == 2 and trained == [1, 2, 3, 4]
+    assert [p["valid_ndcg10"] for p in result.curve] == [0.1, 0.2, 0.6, 0.5, 0.55]
+    assert not np.array_equal(seen[4][0], seen[2][0])
+    for kept, best in zip(result.model.get_weights(), seen[2]):
+        np.testing.assert_array_equal(kept, best)

@@ -3,7 +3,8 @@
 Ties in time keep the order of the file (a stable sort), so which of two same-second
 events comes last is deterministic. Event ids are derived from the file name and the
 row's position in it (UUIDv5), so replaying the same file twice yields the same ids and
-a consumer that de-duplicates by ``event_id`` sees a replay as a redelivery.
+a consumer that de-duplicates by ``event_id`` sees a replay as a redelivery (a worker
+remembers each user's newest 64, ``SessionPolicy.dedupe_window``).
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     EMPTY_RECORD = "empty_record"          # a null value: a tombstone, or nothing sent
+    WRONG_KEY = "wrong_key"  # the record's Kafka key is not its user id (the worker's check)
     PROCESSING_ERROR = "processing_error"  # the worker failed on it otherwise (detail: why)
 
 
@@ -129,13 +130,20 @@ def parse(raw: bytes | None, now_ms: int | None = None) -> Event:
     return validate(decode_record(raw, MAX_PAYLOAD_BYTES), now_ms)
 
 
+def check_size(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    """InvalidEvent (``oversized``) for a record past ``max_bytes``. Producers check what
+    they encode too: an ``Event`` built in Python passes ``validate``, which reads no
+    bytes, and would reach the topic only for the worker to dead-letter it."""
+    if len(raw) > max_bytes:
+        raise InvalidEvent(Reason.OVERSIZED, f"{len(raw)} bytes > {max_bytes}")
+
+
 def decode_record(raw: bytes | None, max_bytes: int) -> Any:
     """A record's JSON value, or InvalidEvent: a tombstone, an oversized record, bad JSON.
     What the value must hold is each record kind's own ``validate``."""
     if raw is None:
         raise InvalidEvent(Reason.EMPTY_RECORD, "the record has no value (a tombstone?)")
-    if len(raw) > max_bytes:
-        raise InvalidEvent(Reason.OVERSIZED, f"{len(raw)} bytes > {max_bytes}")
+    check_size(raw, max_bytes)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -242,7 +250,9 @@ def json_schema() -> dict[str, Any]:
 
     Three rules are not expressible there and live only in :func:`parse`: the payload
     size limit, the upper bound of ``ts`` (now + 1 day), and ids being printable past the
-    control characters the pattern refuses (Python's ``str.isprintable``).
+    control characters the pattern refuses (Python's ``str.isprintable``). Two more come
+    from the JSON reader, which refuses them as ``bad_json``: a number past a double's
+    range (``1e400``) and an escaped lone surrogate (``"\ud800"``), both valid JSON text.
     """
     text = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
             "pattern": f"^[^{CONTROL_CHARACTERS}]*$",

@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from infra.kafka_client import KafkaConnection
 from streams.catalog import ItemRecord
-from streams.events import Event, InvalidEvent, parse
+from streams.events import Event, InvalidEvent, check_size, parse
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ def dead_letter_headers(reason: str, detail: str, source: str, kind: str | None 
     """Headers of a dead letter: why it was rejected, by whom, and when; ``kind``: what
     the record was meant to be when not an event (``item``: a catalogue record), which
     tells a redrive where it goes (no ``kind`` header: an event)."""
-    headers = [("reason", reason.encode()), ("detail", detail.encode()[:1024]),
+    # Cut at 1 KiB on a character's boundary: a cut inside one left invalid UTF-8.
+    cut = detail.encode()[:1024].decode(errors="ignore").encode()
+    headers = [("reason", reason.encode()), ("detail", cut),
                ("source", source.encode()),
                ("rejected_ms", str(time.time_ns() // 1_000_000).encode())]
     return headers if kind is None else [*headers, (KIND_HEADER, kind.encode())]
@@ -199,8 +201,15 @@ class EventProducer(_TopicWithLetters):
     """Sends events to the interactions topic and rejects to the dead-letter topic."""
 
     def send(self, event: Event, headers: Headers | None = None) -> None:
-        """Send a validated event, keyed by its user id."""
-        self.produce(self.topic, event.user_id.encode(), event.to_json(), headers)
+        """Send a validated event, keyed by its user id; one past the size limit (its
+        context can pass ``validate`` and still be) goes to the dead-letter topic."""
+        raw = event.to_json()
+        try:
+            check_size(raw)
+        except InvalidEvent as exc:
+            self.dead_letter(raw, exc)
+            return
+        self.produce(self.topic, event.key, raw, headers)
 
     def send_checked(self, raw: bytes, headers: Headers | None = None) -> bool:
         """Validate raw bytes: send them unchanged when valid (True), else dead-letter them."""

@@ -24,7 +24,7 @@ from streams.dead_letters import (
     summarize,
 )
 from streams.events import Event
-from streams.producer import ITEM_KIND, KIND_HEADER
+from streams.producer import ITEM_KIND, KIND_HEADER, dead_letter_headers
 
 VALID = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u7", "i1", "view",
               1_700_000_000_000).to_json()
@@ -154,3 +154,9 @@ def test_summaries_count_catalogue_letters_by_reason_and_source() -> None:
     (summary,) = summarize([letter(ITEM, reason="bad_value", source="streamrec-catalog",
                                    kind="item"), letter(reason="bad_value", source="worker")])
     assert summary.count == 2 and summary.sources == {"streamrec-catalog", "worker"}
+
+
+def test_a_long_detail_is_cut_on_a_character_boundary() -> None:
+    """Cut at 1 KiB inside a two-byte character, the header was not valid UTF-8."""
+    detail = dict(dead_letter_headers("bad_value", "x" + "é" * 600, "api"))["detail"]
+    assert len(detail) == 1023 and detail.decode() == "x" + "é" * 511

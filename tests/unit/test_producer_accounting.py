@@ -22,3 +22,26 @@ def test_records_unacknowledged_at_close_are_failed_and_none_delivered() -> None
     stats = producer.stats
     assert (stats.produced, stats.delivered, stats.failed) == (5, 0, 5)  # was delivered -5
     assert stats.last_error == "5 records not acknowledged before close"
+
+
+def test_an_event_past_the_size_limit_is_dead_lettered_at_the_producer() -> None:
+    """Built in Python, its context passes ``validate``, which reads no bytes: sent, it
+    reached the topic and counted as delivered, for the worker to dead-letter later."""
+    from streams.events import MAX_PAYLOAD_BYTES, new_event
+    from streams.producer import EventProducer
+
+    sent: list[tuple[str, bytes | None]] = []
+
+    class Recording(EventProducer):
+        def produce(self, topic: str, key: bytes | None, value: bytes | None,
+                    headers: object = None) -> None:
+            sent.append((topic, key))
+
+    producer = Recording(KafkaConnection("127.0.0.1:1"), "events", "events.dlq",
+                         config={"log_level": 0})
+    big = new_event("u1", "i1", context={f"k{n}": "v" * 256 for n in range(32)})
+    assert len(big.to_json()) > MAX_PAYLOAD_BYTES
+    producer.send(big)
+    producer.send(new_event("u1", "i1"))
+    assert sent == [("events.dlq", None), ("events", b"u1")]
+    assert producer.stats.dead_lettered == 1

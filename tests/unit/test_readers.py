@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from streams.events import Event, Reason
-from streams.readers import (SEQUENCE_BASE_MS, SEQUENCE_STEP_MS, LogFileError, Rejected,
-                             read_events)
+from streams.readers import SEQUENCE_BASE_MS, SEQUENCE_STEP_MS, LogFileError, Rejected, read_events
 from streams.replay import pacing_delay
 from streams.synthetic import SyntheticConfig, generate
 

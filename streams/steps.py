@@ -218,24 +218,31 @@ class EventStep:
         self.answered = answered if answered is not None else AnsweredEvents()
 
     def __call__(self, raw: bytes | None, stored: Callable[[str], dict | None],
-                 headers: RawHeaders | None = None) -> EventOutcome:
+                 headers: RawHeaders | None = None, key: bytes | None = None) -> EventOutcome:
         """What ``raw`` does to its user's session. ``stored`` looks up the state kept for a
         user id (the Faust table's ``get``): the user is known only once ``raw`` parses.
         Only an update counts towards popularity or ignored context keys, so a redelivery
         is not counted twice. Whatever else fails on one record dead-letters that record
-        (``processing_error``, the exception as detail), so it cannot stop the agent."""
+        (``processing_error``, the exception as detail), so it cannot stop the agent.
+
+        ``key``, the record's Kafka key when given, must be the user id (``wrong_key``
+        otherwise): a user's events keyed otherwise land on other partitions, and their
+        session splits across workers' tables. ``dlq redrive`` sends them back keyed."""
         try:
-            return self._decide(raw, stored, headers)
+            return self._decide(raw, stored, headers, key)
         except Exception as exc:  # one record must never stop the stream
             log.exception("the event step failed; dead-lettering the record")
             return DeadLetter(Rejection.PROCESSING_ERROR.value, f"{type(exc).__name__}: {exc}")
 
     def _decide(self, raw: bytes | None, stored: Callable[[str], dict | None],
-                headers: RawHeaders | None) -> EventOutcome:
+                headers: RawHeaders | None, key: bytes | None) -> EventOutcome:
         try:
             event = parse(raw)
         except InvalidEvent as exc:
             return DeadLetter(exc.reason.value, exc.detail)
+        if key is not None and key != event.key:
+            return DeadLetter(Rejection.WRONG_KEY.value, f"the record's key {key[:64]!r} is "
+                              "not its user id: produce with key = user id")
         meta = dict(headers or ())  # Faust's are pairs: one dict for both lookups
         previous = stored(event.user_id)
         state, reset = read_state(previous)

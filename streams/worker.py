@@ -430,7 +430,7 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         in_partition(message.tp.partition)  # for log lines: one context variable set
         lag.read(message.tp, message.offset)
         metrics.events.inc()
-        outcome = step(raw, sessions.get, message.headers)
+        outcome = step(raw, sessions.get, message.headers, message.key or b"")  # b"": unkeyed
         if isinstance(outcome, SessionUpdate):
             if guard is not None:
                 guard.check()

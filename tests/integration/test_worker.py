@@ -101,11 +101,14 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
             # event (`after`, in the same partition as the tombstone) is answered.
             p.produce(topics["interactions"], b"u1", b"{not json")
             p.produce(topics["interactions"], after.user_id.encode(), None)  # type: ignore[arg-type]
+            misled = Event(str(uuid.uuid4()), live[3].user_id, live[4].item_id, "click",
+                           live[-1].ts)  # keyed by another user: its session would split
+            p.produce(topics["interactions"], b"someone-else", misled.to_json())
             p.send(after, headers=[("sent_us", b"soon")])
         recs = list(read_topic(settings.kafka, topics["recs"], from_beginning=True,
                                limit=len(live) + 2, idle_timeout_s=90))
         letters = list(read_topic(settings.kafka, topics["dlq"], from_beginning=True,
-                                  limit=2, idle_timeout_s=30))
+                                  limit=3, idle_timeout_s=30))
     finally:
         output = worker.stop()
     values = [orjson.loads(r.value) for r in recs]
@@ -123,7 +126,8 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
     assert [r.key for r in recs if orjson.loads(r.value)["user_id"] == live[0].user_id][0] == \
         live[0].user_id.encode()
     reasons = {r.headers["reason"]: r.value for r in letters}
-    assert reasons == {b"bad_json": b"{not json", b"empty_record": None}, reasons
+    assert reasons == {b"bad_json": b"{not json", b"empty_record": None,
+                       b"wrong_key": misled.to_json()}, reasons
     stored = redis.Redis.from_url(settings.redis).get(f"recs:{live[-1].user_id}")
     assert stored is not None and orjson.loads(stored)["user_id"] == live[-1].user_id
     # The item that triggered a list is in the session, so it is not recommended back.

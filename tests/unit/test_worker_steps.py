@@ -93,6 +93,20 @@ def test_a_record_breaking_the_schema_names_its_reason() -> None:
     assert "teleport" in outcome.detail
 
 
+@pytest.mark.parametrize("key", [b"u2", b""])
+def test_an_event_keyed_by_another_than_its_user_is_a_dead_letter(key: bytes) -> None:
+    """Keyed otherwise (or unkeyed: the worker passes b""), a user's events land on other
+    partitions and their session splits across workers: refused before it counts."""
+    popularity = DecayedPopularity()
+    step = EventStep(SessionPolicy(), popularity)
+    raw = new_event("u1", "i1", ts=T0).to_json()
+    outcome = step(raw, {}.get, key=key)
+    assert isinstance(outcome, DeadLetter) and outcome.reason == "wrong_key"
+    assert f"the record's key {key!r} is not its user id" in outcome.detail
+    assert popularity.top(10) == []
+    assert isinstance(step(raw, {}.get, key=b"u1"), SessionUpdate)
+
+
 def test_a_tombstone_is_a_dead_letter_not_a_crash() -> None:
     """A null value (a tombstone, or a producer sending none) has no event to read."""
     outcome = EventStep(SessionPolicy(), DecayedPopularity())(None, {}.get)  # type: ignore[arg-type]

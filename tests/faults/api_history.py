@@ -35,6 +35,7 @@ from streams.recs_store import recs_key
 from tests.faults.redis_outage import Feed
 from tests.faults.worker_chaos import (
     chaos_env,
+    drop_topics,
     fault_while,
     read_answers,
     run_with_logs,
@@ -91,6 +92,7 @@ def back_in_time(feed: Feed, order: list[str]) -> int:
 def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, int | float]:
     api_port = free_port()
     env = {**chaos_env(settings, logs / "state"), "STREAMREC_API_PORT": str(api_port)}
+    env.pop("STREAMREC_API_KEY", None)  # this harness posts without one
     url, run_id = f"http://127.0.0.1:{api_port}", uuid.uuid4().hex[:8]
     users = [f"{run_id}-u{i}" for i in range(args.users)]
     acked: dict[str, list[str]] = {user: [] for user in users}
@@ -107,8 +109,8 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
         sending = threading.Thread(target=send_history,
                                    args=(url, users, args.events_per_user, args.rate, acked))
         sending.start()
-        faults, _ = fault_while(sending, workers, sigkill(env, logs), tuple(args.every),
-                                random.Random(7))
+        faults, _, exits = fault_while(sending, workers, sigkill(env, logs),
+                                       tuple(args.every), random.Random(7))
         expected = {event_id for ids in acked.values() for event_id in ids}
         answers, _ = read_answers(settings, env, expected, args.drain_s)
         stale = stale_in_redis(settings, acked, args.drain_s / 4)
@@ -119,7 +121,8 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
             worker.proc.send_signal(signal.SIGKILL)
             worker.proc.wait()
         api.stop()
-    return {"acked": len(expected), "faults": faults,
+        drop_topics(settings, env)
+    return {"acked": len(expected), "faults": faults, "exits": exits,
             "lost": sum(1 for e in expected if e not in answers),
             "duplicated": sum(answers.values()) - len(answers),
             "stale": len(stale), "regressions": regressions,
@@ -140,8 +143,11 @@ def main() -> None:
     print(f"API history: {f['acked']:,} events acknowledged, {f['faults']} worker kills: "
           f"lost {f['lost']}, duplicated {f['duplicated']}, users whose Redis list is not their newest event's "
           f"{f['stale']}, feeds back in time {f['regressions']} (of {f['feed_lists']} "
-          f"lists delivered)", flush=True)
-    sys.exit(1 if f["lost"] or f["stale"] or f["regressions"] else 0)
+          f"lists delivered), {f['exits']} workers exited by themselves", flush=True)
+    if not f["acked"]:  # an API key set in the shell, say: the run would check nothing
+        print("error: the API acknowledged no event; see api.log (--logs DIR keeps it)")
+    sys.exit(1 if f["lost"] or f["stale"] or f["regressions"] or f["exits"]
+             or not f["acked"] else 0)
 
 
 if __name__ == "__main__":

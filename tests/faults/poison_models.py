@@ -50,7 +50,7 @@ from streams.registry import (
 )
 from streams.status import WorkerStatus
 from streams.synthetic import SyntheticConfig, generate
-from tests.faults.worker_chaos import chaos_env, run_with_logs
+from tests.faults.worker_chaos import chaos_env, drop_topics, run_with_logs
 
 
 def train(env: dict[str, str], events: list[Event], folder: Path, champion: bool) -> None:
@@ -139,6 +139,7 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, o
     values = [orjson.loads(r.value) for r in read_topic(
         settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
         limit=sent[0], idle_timeout_s=30)]
+    drop_topics(settings, env)
     return {"sent": sent[0], "answered": len({v["event_id"] for v in values}),
             "versions": sorted({v["model_version"] for v in values}),
             "bad_scores": sum(bad_scores(v) for v in values), "refused": refused,
@@ -156,7 +157,7 @@ def main() -> None:
           f"{f['versions']}; {f['bad_scores']} lists with a non-finite score; refused "
           f"swaps {f['refused']}; serving {f['served']} at the end; crashed or exited "
           f"{f['exited']}", flush=True)
-    ok = (f["answered"] == f["sent"] and f["bad_scores"] == 0 and not f["exited"]
+    ok = (0 < f["answered"] == f["sent"] and f["bad_scores"] == 0 and not f["exited"]
           and set(f["versions"]) <= {f["good"], "none"} and f["served"] == f["good"]
           and all(n > 0 for what, n in f["refused"].items() if "good" not in what))
     sys.exit(0 if ok else 1)

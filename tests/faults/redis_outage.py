@@ -45,7 +45,7 @@ from streams.events import Event, new_event
 from streams.producer import EventProducer, sent_at_header
 from streams.recs_store import recs_key
 from streams.synthetic import SyntheticConfig, generate
-from tests.faults.worker_chaos import chaos_env, run_with_logs
+from tests.faults.worker_chaos import chaos_env, drop_topics, run_with_logs
 
 Mode = Literal["pass", "refuse", "blackhole"]
 MIN_RATIO = 0.8
@@ -215,6 +215,7 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, o
         producer.close()
         api.stop()
         worker.stop()
+        drop_topics(settings, env)
     healthy_rates = (rate_healthy, rate_again)
     return {"healthy": healthy_rates, "outage": rate_outage,
             "ratio": rate_outage / (sum(healthy_rates) / 2), "api_status": during.status_code,

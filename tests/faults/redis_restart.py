@@ -29,7 +29,7 @@ from services.stack import build_stack
 from streams.events import new_event
 from streams.producer import EventProducer, sent_at_header
 from streams.recs_store import recs_key
-from tests.faults.worker_chaos import chaos_env
+from tests.faults.worker_chaos import chaos_env, drop_topics
 
 
 def stored_within(client: redis.Redis, users: list[str], wait_s: float) -> set[str]:
@@ -90,8 +90,8 @@ def main() -> None:
             took = time.monotonic() - back
         finally:
             producer.close()
-            worker.proc.send_signal(signal.SIGTERM)
-            worker.proc.wait(30)
+            worker.stop(30)
+            drop_topics(settings, env)
     missing = sorted({f"{run}-after", *outage} - after)
     print(f"Redis restart: list before the outage stored {bool(before)}; after the restart "
           f"{len(after)} of {len(outage) + 1} new users' lists stored in {took:.1f} s; "

@@ -17,8 +17,12 @@ Modelled on Kafka's own system tests (kill processors, then check every record w
 delivered) with a Jepsen-style history check at the end:
 
 - lost: events never answered on the recommendations topic (must be 0);
-- duplicated: answers beyond the first per event (at-least-once allows them);
-- drained in: seconds from the last fault until every event was answered;
+- duplicated: answers beyond the first per event (at-least-once allows them), counted over
+  the topic as it stands once every event was answered;
+- drained in: seconds from the last fault until the last event was answered (the time
+  the worker wrote that answer);
+- exits: a worker that exited by itself (not by the fault's own signal, nor the freeze
+  guard's code after a SIGSTOP) counts against the run, even when it was restarted;
 - state: each user's final session in the changelog against one uninterrupted pass over
   the same events (must be equal);
 - "Crashed" in any worker log (must not appear).
@@ -51,12 +55,12 @@ from typing import TypeVar
 import orjson
 
 from infra.stack import Stack
-from infra.topics import TopicSpec, ensure_topics
-from services.processes import ServiceProcess
+from services.processes import ServiceProcess, isolated_run
 from services.settings import Settings, load_settings
 from services.stack import build_stack
-from streams.consumer import read_topic
+from streams.consumer import read_to_end, read_topic
 from streams.events import Event
+from streams.freeze import EXIT_FROZEN
 from streams.producer import EventProducer, sent_at_header
 from streams.sessions import SessionPolicy, SessionState, apply_event, supersedes
 from streams.synthetic import SyntheticConfig, generate
@@ -67,16 +71,32 @@ FAULT_NAMES = {"kill": "kill -9", "stop": "SIGSTOP", "broker": "broker bounce"}
 
 
 def chaos_env(settings: Settings, home: Path, partitions: int = PARTITIONS) -> dict[str, str]:
-    """Fresh topics and group; an empty registry (no champion) under ``home``."""
-    run = uuid.uuid4().hex[:8]
-    topics = {"INTERACTIONS": (f"faults.{run}.interactions", partitions),
-              "RECOMMENDATIONS": (f"faults.{run}.recs", partitions),
-              "DLQ": (f"faults.{run}.dlq", 1), "MODEL_UPDATES": (f"faults.{run}.updates", 1)}
-    ensure_topics(settings.kafka, [TopicSpec(name, n) for name, n in topics.values()])
-    return {**os.environ, **{f"STREAMREC_TOPIC_{k}": name for k, (name, _) in topics.items()},
+    """Fresh topics, group and Redis channel (``isolated_run``: a demo's feed and
+    popularity list are left alone); an empty registry (no champion) under ``home``. The
+    sessions and the session timeout are pinned to what the checks assume: set in the
+    shell, they made sessions "differ" that were right, or a SIGSTOP too short to matter."""
+    policy = SessionPolicy()
+    sized = settings.model_copy(update={"interactions_partitions": partitions})
+    return {**os.environ, **isolated_run(sized, f"faults.{uuid.uuid4().hex[:8]}"),
             "STREAMREC_INTERACTIONS_PARTITIONS": str(partitions),
-            "STREAMREC_WORKER_GROUP": f"faults-{run}", "STREAMREC_WORKER_METRICS_PORT": "0",
-            "STREAMREC_DATA_DIR": str(home)}
+            "STREAMREC_WORKER_METRICS_PORT": "0", "STREAMREC_DATA_DIR": str(home),
+            "STREAMREC_SESSION_GAP_MIN": str(policy.gap_ms / 60_000),
+            "STREAMREC_SESSION_MAX_ITEMS": str(policy.max_items),
+            "STREAMREC_CONTEXT_NUMERIC": "[]", "STREAMREC_CONTEXT_CATEGORICAL": "[]",
+            "STREAMREC_WORKER_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)}
+
+
+def drop_topics(settings: Settings, env: dict[str, str]) -> None:
+    """Delete the run's topics, Faust's changelog and assignor topics included (all named
+    after its group), so runs do not pile up on the broker for its week of retention."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.librdkafka())
+    group = env["STREAMREC_WORKER_GROUP"]
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(group)]
+    if mine:
+        for done in admin.delete_topics(mine).values():
+            done.result(timeout=30)
 
 
 def send_at_rate(settings: Settings, env: dict[str, str], events: list[Event],
@@ -92,7 +112,9 @@ def send_at_rate(settings: Settings, env: dict[str, str], events: list[Event],
             producer.send(event, headers=[sent_at_header()])
 
 
-Fault = Callable[[list[ServiceProcess], int], None]  # hits workers[i], in place
+# Hits workers[i] in place; returns 1 when the worker had exited by itself, else 0.
+Fault = Callable[[list[ServiceProcess], int], int]
+SESSION_TIMEOUT_S = 10  # the workers' Kafka session timeout: --pause-s outlasts it
 
 
 def restart(workers: list[ServiceProcess], victim: int, env: dict[str, str],
@@ -101,33 +123,50 @@ def restart(workers: list[ServiceProcess], victim: int, env: dict[str, str],
                                            "--worker-id", str(victim))
 
 
+def exited_by_itself(worker: ServiceProcess, expected: int) -> int:
+    """1 when ``worker`` ended with another code than ``expected`` (the fault's own), and
+    says so: a worker that exits on its own (code 70, a batch it could not publish) must
+    not pass for one the fault took down."""
+    code = worker.proc.wait()
+    if code != expected:
+        print(f"a worker exited by itself with code {code}; see {worker.log}", flush=True)
+    return int(code != expected)
+
+
 def sigkill(env: dict[str, str], logs: Path) -> Fault:
     """SIGKILL the worker and restart it at once."""
-    def fault(workers: list[ServiceProcess], victim: int) -> None:
+    def fault(workers: list[ServiceProcess], victim: int) -> int:
         workers[victim].proc.send_signal(signal.SIGKILL)
-        workers[victim].proc.wait()
+        exited = exited_by_itself(workers[victim], -signal.SIGKILL)
         restart(workers, victim, env, logs)
+        return exited
     return fault
 
 
 def sigstop(env: dict[str, str], logs: Path, pause_s: float) -> Fault:
     """Freeze the worker for ``pause_s``, then let it run on; restart it if it exits on
     waking (``streams.freeze``), as the compose file's restart policy would."""
-    def fault(workers: list[ServiceProcess], victim: int) -> None:
+    def fault(workers: list[ServiceProcess], victim: int) -> int:
+        if workers[victim].proc.poll() is not None:  # gone before the freeze
+            exited = exited_by_itself(workers[victim], -signal.SIGSTOP)
+            restart(workers, victim, env, logs)
+            return exited
         workers[victim].proc.send_signal(signal.SIGSTOP)
         time.sleep(pause_s)
         workers[victim].proc.send_signal(signal.SIGCONT)
         try:
             workers[victim].proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            return
+            return 0
+        exited = exited_by_itself(workers[victim], EXIT_FROZEN)
         restart(workers, victim, env, logs)
+        return exited
     return fault
 
 
 def broker_bounce(stack: Stack, down_s: float) -> Fault:
     """SIGKILL the embedded broker, and start it again ``down_s`` later."""
-    def fault(workers: list[ServiceProcess], victim: int) -> None:
+    def fault(workers: list[ServiceProcess], victim: int) -> int:
         pid = stack.local_kafka.running_pid() if stack.local_kafka else None
         if pid is None:
             sys.exit("error: this fault kills the embedded Kafka; STREAMREC_KAFKA_* name another")
@@ -137,39 +176,42 @@ def broker_bounce(stack: Stack, down_s: float) -> Fault:
         stack.up()  # returns once the broker answers
         print(f"broker killed, answering again {time.monotonic() - killed:.1f} s later",
               flush=True)
+        return 0  # the workers are left alone: one that exited is counted at the end
     return fault
 
 
 def fault_while(sending: threading.Thread, workers: list[ServiceProcess], fault: Fault,
-                every: tuple[float, float], rng: random.Random) -> tuple[int, float]:
+                every: tuple[float, float], rng: random.Random) -> tuple[int, float, int]:
     """Hit a worker, in turn, every ``every`` seconds (uniform) for as long as ``sending``
-    runs. Returns the faults and the time the last one ended."""
-    faults, last = 0, time.monotonic()
+    runs. Returns the faults, the time the last one ended (epoch seconds, to compare with
+    record times) and the workers found to have exited by themselves."""
+    faults, last, exits = 0, time.time(), 0
     while sending.is_alive():
         sending.join(rng.uniform(*every))
         if not sending.is_alive():
             break
-        fault(workers, faults % len(workers))
-        faults, last = faults + 1, time.monotonic()
-    return faults, last
+        exits += fault(workers, faults % len(workers))
+        faults, last = faults + 1, time.time()
+    return faults, last, exits
 
 
 def read_answers(settings: Settings, env: dict[str, str], expected: set[str],
                  wait_s: float) -> tuple[Counter[str], float]:
-    """Answers per event id, read until every expected event has one or none has come for
-    ``wait_s`` (a killed worker's partitions wait out the session timeout); and when the
-    last expected event was first answered (monotonic clock)."""
-    answers: Counter[str] = Counter()
-    answered_at, missing = time.monotonic(), len(expected)
-    for record in read_topic(settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                             from_beginning=True, idle_timeout_s=wait_s):
+    """Answers per event id: the topic is read until every expected event has one or none
+    has come for ``wait_s`` (a killed worker's partitions wait out the session timeout),
+    then counted again whole, so answers written after the last first one count as
+    duplicates too. Also when the last expected event was first answered: its record's
+    time (epoch seconds), which does not wait for this reader to start."""
+    topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
+    first: dict[str, float] = {}
+    for record in read_topic(settings.kafka, topic, from_beginning=True, idle_timeout_s=wait_s):
         event_id = orjson.loads(record.value)["event_id"]
-        if event_id in expected and event_id not in answers:
-            answered_at, missing = time.monotonic(), missing - 1
-        answers[event_id] += 1
-        if not missing:
-            break
-    return answers, answered_at
+        if event_id in expected:
+            first.setdefault(event_id, record.timestamp_ms / 1000)
+            if len(first) == len(expected):
+                break
+    answers = Counter(orjson.loads(r.value)["event_id"] for r in read_to_end(settings.kafka, topic))
+    return answers, max(first.values(), default=time.time())
 
 
 def final_sessions(settings: Settings, env: dict[str, str]) -> tuple[dict[str, dict], int]:
@@ -202,8 +244,11 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
     events = list(generate(SyntheticConfig(users=args.users, items=2_000, events=args.events,
                                            seed=seed)))
     with tempfile.TemporaryDirectory(prefix="streamrec-faults-") as tmp:
-        logs = Path(args.logs or tmp) / f"run{seed + 1}"
-        logs.mkdir(parents=True, exist_ok=True)
+        # A folder of its own, also in a kept --logs: logs are appended to, and an earlier
+        # run's "Crashed" would count against this one.
+        base = Path(args.logs or tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        logs = Path(tempfile.mkdtemp(prefix=f"run{seed + 1}-{args.fault}-", dir=base))
         home = logs / "state"
         env = chaos_env(settings, home)
         # One at a time: two workers opening a registry that does not exist yet race to
@@ -215,18 +260,19 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
                                                 "--worker-id", "1"))
             workers[0].wait_joined(settings.kafka, env["STREAMREC_WORKER_GROUP"], members=2)
             sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
-                                                                  args.rate))
+                                                                  args.rate), daemon=True)
             sending.start()
-            faults, last_fault = fault_while(sending, workers, pick_fault(args, env, logs),
-                                             args.every, rng)
+            faults, last_fault, exits = fault_while(sending, workers,
+                                                    pick_fault(args, env, logs), args.every, rng)
             answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
                                                 args.drain_s)
             stored, stale = final_sessions(settings, env)
-            exited = sum(1 for worker in workers if worker.proc.poll() is not None)
+            exited = exits + sum(1 for worker in workers if worker.proc.poll() is not None)
         finally:
             for worker in workers:
                 worker.proc.send_signal(signal.SIGKILL)
                 worker.proc.wait()
+            drop_topics(settings, env)
         crashed = sum(log.read_text(errors="replace").count("Crashed")
                       for log in logs.glob("worker*.log"))
     return {"events": len(events), "faults": faults,

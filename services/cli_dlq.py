@@ -21,6 +21,8 @@ from streams.dead_letters import (
     DeadLetterQueue,
     ReasonSummary,
     RedriveReport,
+    Span,
+    expired,
     letters,
     redrive,
     summarize,
@@ -71,6 +73,7 @@ def inspect(
     settings = load_settings()
     with DeadLetterQueue(settings.kafka, settings.topic_dlq, group) as queue:
         spans = queue.pending(from_beginning=all_)
+        _warn_expired(spans, settings.topic_dlq, group)
         with progress_bar(f"read {settings.topic_dlq}", letters(spans)) as update:
             summaries = summarize(_counting(queue.read(spans), update), examples, once=all_)
     which = "kept" if all_ else f"not yet handled by {group}"
@@ -83,6 +86,14 @@ def inspect(
             console.print(f"{s.reason}: {example}", markup=False, highlight=False)
     console.print(f"{sum(s.count for s in summaries):,} dead letters {which} in "
                   f"{settings.topic_dlq}")
+
+
+def _warn_expired(spans: list[Span], topic: str, group: str) -> None:
+    """One line when retention deleted letters before ``group`` handled them."""
+    if gone := expired(spans):
+        console.print(f"warning: {gone:,} dead letters in {topic} expired before {group} "
+                      "handled them (the topic's retention.ms); they are gone",
+                      markup=False, highlight=False)
 
 
 def _line(report: RedriveReport, dry_run: bool) -> str:
@@ -117,6 +128,7 @@ def redrive_command(
     settings = load_settings()
     with DeadLetterQueue(settings.kafka, settings.topic_dlq, group) as queue:
         spans = queue.pending()
+        _warn_expired(spans, settings.topic_dlq, group)
         if ask and letters(spans) and not typer.confirm(
                 f"redrive {letters(spans):,} dead letters from {settings.topic_dlq} to "
                 f"{settings.topic_interactions} (catalogue records to {settings.topic_items})?"):

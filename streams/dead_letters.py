@@ -51,10 +51,16 @@ class Span:
     partition: int
     start: int
     end: int
+    expired: int = 0  # letters past the group's position that retention deleted unhandled
 
     @property
     def size(self) -> int:
         return max(self.end - self.start, 0)
+
+
+def expired(spans: Iterable[Span]) -> int:
+    """Letters retention deleted before the group handled them, over ``spans``."""
+    return sum(s.expired for s in spans)
 
 
 def letters(spans: Iterable[Span]) -> int:
@@ -228,7 +234,8 @@ class DeadLetterQueue:
     def pending(self, from_beginning: bool = False) -> list[Span]:
         """Per partition, from the group's committed offset (or the oldest record kept,
         when the group has none, retention deleted past it, or ``from_beginning``) to
-        the current end."""
+        the current end; with how many letters retention deleted before the group
+        handled them, which would otherwise go unsaid."""
         partitions = [TopicPartition(self.topic, p) for p in
                       sorted(existing_topic(self._consumer, self.topic).partitions)]
         committed = {tp.partition: tp.offset
@@ -236,8 +243,9 @@ class DeadLetterQueue:
         spans = []
         for tp in partitions:
             low, end = self._consumer.get_watermark_offsets(tp, timeout=10)
-            start = low if from_beginning else max(low, committed[tp.partition])
-            spans.append(Span(tp.partition, start, end))
+            at = committed[tp.partition]  # negative: the group has none
+            start = low if from_beginning else max(low, at)
+            spans.append(Span(tp.partition, start, end, max(low - at, 0) if at >= 0 else 0))
         return spans
 
     def read(self, spans: Iterable[Span]) -> Iterator[Record]:

@@ -16,6 +16,7 @@ from streams.dead_letters import (
     REDRIVEN_FROM_HEADER,
     REDRIVES_HEADER,
     DeadLetterQueue,
+    Span,
     redrive,
 )
 from streams.events import Event
@@ -73,3 +74,30 @@ def test_inspect_then_redrive_exactly_the_fixed_letter_once(
     assert {r.headers[FIRST_WRITTEN_HEADER] for r in tail} == {f"{dlq}[0]@{o}".encode()
                                                                for o in range(3)}
     assert "4 dead letters kept" in cli("inspect", "--all")
+
+
+def test_letters_retention_deleted_before_they_were_handled_are_said_to_be_gone(
+    settings: Settings, new_topic: Callable[..., str], group_id: str
+) -> None:
+    """Retention deletes letters whether or not anyone handled them; inspect and redrive
+    started after the oldest kept and said nothing of the ones before it."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    dlq, interactions = new_topic(), new_topic()
+    with EventProducer(settings.kafka, interactions, dlq) as producer:
+        for raw in BAD * 2:
+            producer.send_checked(raw)
+    cli = partial(_cli, dlq, interactions, group_id)
+    with DeadLetterQueue(settings.kafka, dlq, group_id) as queue:
+        queue.commit([Span(0, 0, 2)])  # two handled
+    admin = AdminClient(settings.kafka.librdkafka())  # held: its futures need it alive
+    (done,) = admin.delete_records([TopicPartition(dlq, 0, 4)]).values()
+    done.result(timeout=30)  # as retention would: offsets 0..3 gone
+    shown = cli("inspect")
+    assert f"warning: 2 dead letters in {dlq} expired before {group_id} handled them" in shown
+    assert "2 dead letters not yet handled" in shown
+    assert "2 dead letters kept" in cli("inspect", "--all")
+    with DeadLetterQueue(settings.kafka, dlq, group_id) as queue:
+        queue.commit(queue.pending())
+    assert "expired" not in cli("inspect")  # said until the group moves past the gap

@@ -476,24 +476,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     ``load_bundle`` is given, the task that swaps in each new champion; with
     ``load_bundle_for`` (a model reference to a bundle) and ``cfg.experiments``, the task
     that serves the running experiment (``resolve``: a model reference to the version
-    string it names now, so variants named by an alias follow it).
-
-    ``env={}``: Faust otherwise lets unprefixed environment variables (``BROKER_URL``,
-    ``TOPIC_PARTITIONS``, ``APP_DATADIR``...) override what is passed here, so a worker
-    could read from one cluster and write its lists to another; the settings object is
-    the one source."""
-    app = faust.App(
-        cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store=f"{cfg.store}://",
-        broker_credentials=faust_credentials(cfg.kafka),
-        datadir=str(cfg.state_dir / cfg.group_id), web_enabled=False, producer_linger_ms=5,
-        broker_session_timeout=cfg.session_timeout_s,
-        broker_heartbeat_interval=cfg.session_timeout_s / 3,
-        broker_commit_interval=cfg.commit_interval_s,
-        topic_partitions=cfg.partitions, topic_replication_factor=cfg.replication,
-        consumer_auto_offset_reset="earliest", env={},
-        table_standby_replicas=cfg.standby_replicas,
-        consumer_group_instance_id=cfg.instance_id, Monitor=LeanMonitor,
-    )
+    string it names now, so variants named by an alias follow it)."""
+    app = _faust_app(cfg)
     interactions = app.topic(cfg.interactions, schema=RawBytes())
     dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
     # Lists and changelog records. No delivery timeout: through a Kafka outage of any length
@@ -504,18 +488,11 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     sessions = app.tables.add(SessionTable(app, name="sessions", default=None,
                                            partitions=cfg.partitions, beacon=app.tables.beacon,
                                            changelog_out=lists_out))
+    _patch_faust(app, cfg, lists_out, sessions)
     metrics = metrics or WorkerMetrics()
     catalogue = Catalogue(metrics)
     serving = Serving(bundle, metrics, cfg.status_file, catalogue)
     popularity = DecayedPopularity()
-    DeliverBeforeCommit(lists_out, on_delivered=sessions.persist_offsets).install(app.consumer)
-    drain_fully(app.producer.buffer)
-    check_producer_buffer_cheaply(app.producer.buffer)
-    keep_queues_on_resume(app.flow_control)
-    seek_uncommitted_to_start(app.consumer, cfg.interactions)
-    commit_each_ack_once(app.consumer)
-    hand_over_eagerly(app.consumer)
-    fetch_again_when_buffers_drain(app.consumer)
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     guard = FreezeGuard(cfg.session_timeout_s / 2)
@@ -540,6 +517,50 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
                 await publish_or_exit(publisher, updates, serving.bundle, experiment.live)
             lag.update(app.consumer)
 
+    _add_upkeep(app, cfg, guard, publisher, sessions, metrics)
+    _add_followers(app, cfg, serving, catalogue, experiment, recs_writer, load_bundle,
+                   experiments=load_bundle_for is not None)
+    return app
+
+
+def _faust_app(cfg: WorkerConfig) -> faust.App:
+    """The Faust app with the worker's settings. ``env={}``: Faust otherwise lets
+    unprefixed environment variables (``BROKER_URL``, ``TOPIC_PARTITIONS``,
+    ``APP_DATADIR``...) override what is passed here, so a worker could read from one
+    cluster and write its lists to another; the settings object is the one source."""
+    return faust.App(
+        cfg.group_id, broker=f"kafka://{cfg.kafka.bootstrap}", store=f"{cfg.store}://",
+        broker_credentials=faust_credentials(cfg.kafka),
+        datadir=str(cfg.state_dir / cfg.group_id), web_enabled=False, producer_linger_ms=5,
+        broker_session_timeout=cfg.session_timeout_s,
+        broker_heartbeat_interval=cfg.session_timeout_s / 3,
+        broker_commit_interval=cfg.commit_interval_s,
+        topic_partitions=cfg.partitions, topic_replication_factor=cfg.replication,
+        consumer_auto_offset_reset="earliest", env={},
+        table_standby_replicas=cfg.standby_replicas,
+        consumer_group_instance_id=cfg.instance_id, Monitor=LeanMonitor,
+    )
+
+
+def _patch_faust(app: faust.App, cfg: WorkerConfig, lists_out: RecordProducer,
+                 sessions: SessionTable) -> None:
+    """Faust's consumer and producer as the worker needs them: commits wait for the lists
+    and changelog records they cover, and the per-message machinery made lean (each patch
+    says why, here and in ``streams.lean_faust``)."""
+    DeliverBeforeCommit(lists_out, on_delivered=sessions.persist_offsets).install(app.consumer)
+    drain_fully(app.producer.buffer)
+    check_producer_buffer_cheaply(app.producer.buffer)
+    keep_queues_on_resume(app.flow_control)
+    seek_uncommitted_to_start(app.consumer, cfg.interactions)
+    commit_each_ack_once(app.consumer)
+    hand_over_eagerly(app.consumer)
+    fetch_again_when_buffers_drain(app.consumer)
+
+
+def _add_upkeep(app: faust.App, cfg: WorkerConfig, guard: FreezeGuard, publisher: BatchStep,
+                sessions: SessionTable, metrics: WorkerMetrics) -> None:
+    """The worker's own timers: the freeze guard, lists Redis could not take yet, and
+    idle sessions leaving the table (``cfg.session_ttl_ms``; 0: kept for ever)."""
     @app.task
     async def guard_against_freezes() -> None:
         guard.start()
@@ -555,6 +576,13 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
         async def expire_idle_sessions() -> None:
             metrics.sessions_expired.inc(await expiry.sweep())
 
+
+def _add_followers(app: faust.App, cfg: WorkerConfig, serving: Serving, catalogue: Catalogue,
+                   experiment: ExperimentSlot, recs_writer: RecsWriter,
+                   load_bundle: Callable[[], Any] | None, experiments: bool) -> None:
+    """Tasks that follow the other topics: model updates (with ``load_bundle``), the
+    catalogue (``cfg.items``) and the experiments (``cfg.experiments``, when this worker
+    can load a variant's models); without the last, nothing is waited for."""
     if load_bundle is not None:
         @app.task
         async def swap_models() -> None:
@@ -567,15 +595,13 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
             await follow_catalogue(cfg.kafka, cfg.items, catalogue,
                                    lambda: [serving.bundle, *experiment.bundles()])
 
-    if cfg.experiments is None or load_bundle_for is None:
+    if cfg.experiments is None or not experiments:
         experiment.ready.set()  # no experiments here: nothing to wait for
     else:
         @app.task
         async def serve_experiments() -> None:
             await follow_experiments(cfg.kafka, cfg.experiments, experiment,
                                      recs_writer.client, cfg.worker_id)
-
-    return app
 
 
 def _no_bundles(ref: str) -> Any:

@@ -8,11 +8,14 @@ locally under ``.local/`` in the repository. Build it once in an entry point wit
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import redis
 from pydantic import (
@@ -23,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from infra.errors import StackError
@@ -235,6 +238,23 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         return value.strip() or None if isinstance(value, str) else value
 
+    @field_validator("api_host", "worker_metrics_host", "data_dir", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        """An empty variable means the default here too. Read as given, ``STREAMREC_API_HOST=``
+        (a template's unset ``${HOST}``) made the API listen on every interface, and
+        ``STREAMREC_DATA_DIR=`` put broker, Redis and MLflow state in whatever folder a
+        command ran from."""
+        if isinstance(value, str) and not value.strip():
+            raise PydanticUseDefault()
+        return value
+
+    @field_validator("conversion_liked_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        """``STREAMREC_CONVERSION_LIKED_KEY=`` turns the liked rule off (no key)."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
@@ -313,6 +333,7 @@ class Settings(BaseSettings):
         if "@" in uri and "://" not in uri and not uri.startswith(("/", "file:")):
             raise ValueError("expected a server URI such as http://user:pw@host:5000 or a "
                              "local path (the value is not shown: it may hold a password)")
+        _refuse_user_alone(uri, "http://user:password@host:5000 (a token: MLFLOW_TRACKING_TOKEN)")
         return value
 
     @field_validator("redis_url")
@@ -334,6 +355,7 @@ class Settings(BaseSettings):
                 raise ValueError("a redis URL that does not parse (the value is not shown); "
                                  "percent-encode '/', '#', '?' and '@' in its password "
                                  "(e.g. %2F)") from None
+            _refuse_user_alone(url, "redis://:password@host:port/db")
         return value
 
     @field_validator("redis_password")
@@ -483,6 +505,17 @@ class Settings(BaseSettings):
         ]
 
 
+def _refuse_user_alone(url: str, form: str) -> None:
+    """A URL whose credentials are a user name alone (``redis://s3cret@cache``) is most
+    often a password written without its colon: printed as a user name (which masking
+    keeps), it would leak. Refused without showing it."""
+    if "://" in url and "@" in url:
+        parts = urlsplit(url)
+        if parts.username and parts.password is None:
+            raise ValueError(f"a URL with a user name and no password; write {form} (the "
+                             "value is not shown: the name may be a password)")
+
+
 _SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items()
                            if "SecretStr" in str(f.annotation))
 
@@ -501,8 +534,22 @@ def _problem(err: ErrorDetails) -> str:
     return f"STREAMREC_{path}: {err['msg']} (got {err.get('input')!r})"
 
 
+def _unknown_variables() -> list[str]:
+    """``STREAMREC_*`` variables no setting reads, each with the setting it most likely
+    meant: a typo (``STREAMREC_APIKEY``) was ignored, and left the API open."""
+    known = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(n for n in os.environ if n.upper().startswith("STREAMREC_")
+                     and n.upper() not in known)
+    return [name + "".join(f" (did you mean {near}?)" for near in
+                           difflib.get_close_matches(name.upper(), known, n=1))
+            for name in unknown]
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once; turn validation errors into one readable line."""
+    """Read the environment once; turn validation errors, and variables named like
+    settings that no setting reads, into one readable line (names only, never values)."""
+    if unknown := _unknown_variables():
+        raise StackError(f"invalid settings: no such setting: {'; '.join(unknown)}")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except SettingsError as exc:  # a value that is not JSON where JSON is expected

@@ -158,3 +158,41 @@ def test_the_ranker_trains_on_the_history_window_the_sessions_keep(
 
     clean_env.setenv("STREAMREC_SESSION_MAX_ITEMS", "120")
     assert configs(load_settings(), None, 0)[1].seen_window == 120
+
+
+def test_a_variable_no_setting_reads_is_refused_by_name_with_the_nearest_one(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """A typo was ignored: ``STREAMREC_APIKEY`` left the API open to anyone."""
+    clean_env.setenv("STREAMREC_APIKEY", "a-key-of-16-or-more-chars")
+    with pytest.raises(StackError, match=r"no such setting: STREAMREC_APIKEY \(did you mean "
+                       r"STREAMREC_API_KEY\?\)") as info:
+        load_settings()
+    assert "a-key-of" not in str(info.value)
+
+
+def test_blank_hosts_and_folders_mean_their_defaults(clean_env: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """``STREAMREC_API_HOST=`` listened on every interface; ``STREAMREC_DATA_DIR=`` put
+    the state in the folder a command ran from; a blank liked key turns the rule off."""
+    for name in ("STREAMREC_API_HOST", "STREAMREC_WORKER_METRICS_HOST", "STREAMREC_DATA_DIR",
+                 "STREAMREC_CONVERSION_LIKED_KEY"):
+        clean_env.setenv(name, " ")
+    clean_env.chdir(tmp_path)
+    s = load_settings()
+    assert (s.api_host, s.worker_metrics_host) == ("127.0.0.1", "127.0.0.1")
+    assert s.data_dir == REPO_ROOT / ".local"
+    assert s.conversion_liked_key is None and s.feature_spec().liked_key is None
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("STREAMREC_REDIS_URL", "redis://s3cretPassw0rd@cache:6379/0"),
+    ("STREAMREC_MLFLOW_TRACKING_URI", "http://s3cretPassw0rd@mlflow:5000")])
+def test_a_url_with_a_user_name_alone_is_refused_unshown(
+        clean_env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    """Most often a password without its colon; masking keeps user names, so it printed."""
+    clean_env.setenv(name, value)
+    with pytest.raises(StackError, match="a user name and no password") as info:
+        load_settings()
+    assert "s3cret" not in str(info.value)
+    clean_env.setenv(name, value.replace("//", "//:"))
+    assert load_settings() is not None

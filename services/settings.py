@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     mlflow_experiment: str = Field("streamrec", min_length=1)
 
     # Stream workers: one consumer group; state per worker under data_dir/workers/<id>.
-    worker_group: str = Field("streamrec-worker", min_length=1)
+    # Faust's app id: it names the changelog topics and each worker's state folder.
+    worker_group: str = Field("streamrec-worker", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     worker_batch_size: int = Field(256, ge=1)
     worker_batch_within_ms: int = Field(10, ge=1)
     worker_session_timeout_s: float = Field(
@@ -111,7 +112,7 @@ class Settings(BaseSettings):
         1, ge=0, description="workers keeping a standby copy of each partition's sessions "
         "(with rocksdb, a takeover then reads only the changelog's tail)")
     worker_encoder_cache_mb: float = Field(
-        1024, gt=0, description="memory for the per-user encoder caches of each served model "
+        1024, gt=0, le=10**7, description="memory for the per-user encoder caches of each served model "
         "(least recently used dropped past it; a dropped user's next event is encoded from "
         "the session)")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
@@ -122,10 +123,10 @@ class Settings(BaseSettings):
     recs_exclude_seen: bool = True
     recs_channel: str = Field("streamrec:recs", min_length=1, description="Redis pub/sub "
                               "channel of every published list (the API's live feeds)")
-    session_gap_min: float = Field(30.0, gt=0)
+    session_gap_min: float = Field(30.0, ge=1 / 60, le=10**7, description="1 s to ~19 years")
     session_max_items: int = Field(50, ge=1)
     session_ttl_days: float = Field(
-        30.0, ge=0, description="a session idle this long, in event time (behind the newest "
+        30.0, ge=0, le=10**5, description="a session idle this long, in event time (behind the newest "
         "event of its partition), leaves the table and its changelog; 0: kept for ever")
     session_sweep_s: float = Field(300.0, gt=0, description="how often a worker looks for "
                                    "idle sessions")
@@ -183,7 +184,10 @@ class Settings(BaseSettings):
     api_request_timeout_s: float = Field(15.0, gt=0, description="a non-streaming request "
                                          "unanswered after this gets 504")
     api_max_feeds: int = Field(1000, ge=1, description="live feeds open at once; 503 beyond")
-    api_cors_origins: list[str] = Field(default_factory=list)
+    api_cors_origins: list[
+        Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] = Field(
+        default_factory=list, description="scheme://host[:port] each, no path or trailing "
+        "slash (browsers send the origin so, and it is compared exactly)")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     api_max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
     api_max_items: int = Field(1000, ge=1, description="catalogue records per POST /v1/items")
@@ -247,6 +251,22 @@ class Settings(BaseSettings):
         command ran from."""
         if isinstance(value, str) and not value.strip():
             raise PydanticUseDefault()
+        return value
+
+    @field_validator("worker_group")
+    @classmethod
+    def _not_a_parent_folder(cls, value: str) -> str:
+        """'.' or '..' as a folder name would put every worker's state in one place."""
+        if value in (".", ".."):
+            raise ValueError("a name of its own, not '.' or '..'")
+        return value
+
+    @field_validator("session_ttl_days")
+    @classmethod
+    def _ttl_at_least_a_second(cls, value: float) -> float:
+        """Under a second rounds to 0 ms, which means 'kept for ever'."""
+        if 0 < value * 86_400 < 1:
+            raise ValueError("0 (kept for ever) or at least 1 second (1.2e-05 days)")
         return value
 
     @field_validator("conversion_liked_key", mode="before")

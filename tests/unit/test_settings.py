@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import orjson
@@ -196,3 +197,22 @@ def test_a_url_with_a_user_name_alone_is_refused_unshown(
     assert "s3cret" not in str(info.value)
     clean_env.setenv(name, value.replace("//", "//:"))
     assert load_settings() is not None
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("STREAMREC_WORKER_GROUP", "..", "STREAMREC_WORKER_GROUP"),
+    ("STREAMREC_WORKER_GROUP", "my group/x", "STREAMREC_WORKER_GROUP"),
+    ("STREAMREC_SESSION_GAP_MIN", "1e305", "STREAMREC_SESSION_GAP_MIN"),
+    ("STREAMREC_SESSION_GAP_MIN", "1e-6", "STREAMREC_SESSION_GAP_MIN"),
+    ("STREAMREC_WORKER_ENCODER_CACHE_MB", "1e304", "STREAMREC_WORKER_ENCODER_CACHE_MB"),
+    ("STREAMREC_SESSION_TTL_DAYS", "1e-9", "0 (kept for ever) or at least 1 second"),
+    ("STREAMREC_API_CORS_ORIGINS", '["https://shop.example/"]', "STREAMREC_API_CORS_ORIGINS"),
+])
+def test_values_that_loaded_then_broke_later_are_refused_in_one_line(
+        clean_env: pytest.MonkeyPatch, name: str, value: str, said: str) -> None:
+    """Each loaded: a group of '..' shared every worker's state folder, 1e305 minutes
+    overflowed at the worker's start, 1e-9 days of TTL meant 'for ever', and a CORS origin
+    with a trailing slash never matched, so CORS was silently off."""
+    clean_env.setenv(name, value)
+    with pytest.raises(StackError, match=re.escape(said)):
+        load_settings()

@@ -73,6 +73,7 @@ def worker(
         logs.say(console, f"worker {worker_id}: {exc}; serving popularity until the "
                  "trainer announces the first champion", logging.WARNING)
         bundle = NoModel()
+    _check_partitions(settings)
     cfg = _worker_config(settings, worker_id, status_file)
     metrics = WorkerMetrics()
     metrics.watch_gc()
@@ -107,6 +108,31 @@ def _claim(state_dir: Path, worker_id: str) -> None:
                          "by another worker on this machine; give each worker its own "
                          "--worker-id") from None
     _claimed.append(lock)
+
+
+def _check_partitions(settings: Settings) -> None:
+    """Stop in one line when the interactions topic exists with another partition count
+    than ``STREAMREC_INTERACTIONS_PARTITIONS``: the sessions changelog is made with the
+    setting's, and Faust refuses the first event of a partition past it
+    (``PartitionsMismatch``), so the worker exited and restarted for ever. A broker that
+    does not answer yet is not waited for here: the worker waits for it."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    topic = settings.topic_interactions
+    try:
+        found = AdminClient(settings.kafka.librdkafka()).list_topics(topic, timeout=5)
+    except KafkaException:
+        return
+    meta = found.topics.get(topic)
+    if meta is None or meta.error is not None:
+        return  # not made yet: Faust makes it with the setting's count
+    if len(meta.partitions) != settings.interactions_partitions:
+        raise SystemExit(f"error: topic {topic} has {len(meta.partitions)} partitions, "
+                         f"STREAMREC_INTERACTIONS_PARTITIONS says "
+                         f"{settings.interactions_partitions}: set it to "
+                         f"{len(meta.partitions)} (a worker's sessions are partitioned as "
+                         "the topic is)")
 
 
 def _warn_unkept(bundle: object, settings: Settings) -> object:

@@ -515,3 +515,20 @@ def test_a_standby_takes_over_a_killed_workers_partitions_reading_only_the_tail(
         workers[1].stop()
     starts = _changelog_start_offsets(output)
     assert len(starts) == 2 and min(starts) >= 0, (starts, _story(output))
+
+
+def test_a_worker_whose_partitions_setting_differs_from_the_topic_stops_in_one_line(
+    settings: Settings, new_topic: Callable[..., str]
+) -> None:
+    """The sessions changelog follows the setting; Faust then refused the first event of
+    a partition past it, and the worker exited and restarted for ever."""
+    from services.cli_worker import _check_partitions
+
+    topic = new_topic(partitions=2)
+    with pytest.raises(SystemExit, match=f"topic {topic} has 2 partitions, "
+                       "STREAMREC_INTERACTIONS_PARTITIONS says 4: set it to 2"):
+        _check_partitions(settings.model_copy(update={"topic_interactions": topic,
+                                                      "interactions_partitions": 4}))
+    _check_partitions(settings.model_copy(update={"topic_interactions": topic,
+                                                  "interactions_partitions": 2}))
+    _check_partitions(settings.model_copy(update={"topic_interactions": f"{topic}.none"}))

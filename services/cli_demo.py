@@ -8,8 +8,10 @@ while a long-running trainer waits beside the worker. The report gives online qu
 send-to-publish latency and throughput of the live part; then the trainer's round on past
 + future runs, and when it promotes, the worker swaps. The API runs beside the worker for
 the whole job: its dashboard shows the live figures and any user's list as it changes.
-Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events.
-The demo follows the worker and the trainer through their status files
+Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events,
+and its own model registry (in its folder), so its first champion has learnt this run's
+past and nothing of its future: a shared registry kept the champion of an earlier run of
+the same log, which had learnt the events the report then scored it on. The demo follows the worker and the trainer through their status files
 (``streams.status``), never through their logs.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import uuid
 from collections import Counter
@@ -42,7 +45,7 @@ from services.processes import (
 )
 from services.progress import progress_bar
 from services.settings import Settings, load_settings
-from services.stack import build_stack, mlflow_store
+from services.stack import build_stack
 from services.trainer import describe_round
 from streams.consumer import read_topic
 from streams.events import Event
@@ -87,68 +90,87 @@ class _Services:
 
 
 def _produce(run: _Run, events: list[Event], label: str, rate: float | None = None) -> float:
-    """Replay ``events`` into the run's interactions topic; returns the seconds it took."""
+    """Replay ``events`` into the run's interactions topic; returns the seconds it took.
+    Stops the demo when any was not delivered: the report would blame the worker."""
     producer = EventProducer(run.settings.kafka, run.topic("interactions"),
                              run.topic("dlq"), source="demo")
     fields = "{task.fields[rate]:>7,.0f} ev/s"
     with progress_bar(label, len(events), fields) as update:
         summary = replay(iter(events), producer, rate=rate,
                          on_progress=lambda s: update(s.read, rate=s.events_per_s))
+    if summary.failed or summary.delivered != len(events):
+        raise typer.Exit(f"{label}: {summary.delivered:,} of {len(events):,} events delivered "
+                         f"to {run.topic('interactions')} ({summary.failed:,} failed)")
     return summary.seconds
 
 
 def _collect(run: _Run, count: int, label: str) -> list[dict]:
-    """The first ``count`` lists on the run's recommendations topic (all of them, from
-    the beginning)."""
-    topic, values = run.topic("recommendations"), []
+    """The first list of each of ``count`` events on the run's recommendations topic, read
+    from its beginning: a list answered again (at least once, after a rebalance) counts
+    once, where counting records let it push a later event's list out."""
+    topic, first = run.topic("recommendations"), {}
     with progress_bar(label, count) as update:
-        for n, rec in enumerate(read_topic(run.settings.kafka, topic,
-                                           from_beginning=True, limit=count,
-                                           idle_timeout_s=60), 1):
-            values.append(orjson.loads(rec.value))
-            if n % 500 == 0:
-                update(n)
-    if len(values) < count:
-        raise typer.Exit(f"only {len(values):,} of {count:,} lists arrived on {topic}")
-    return values
+        for rec in read_topic(run.settings.kafka, topic, from_beginning=True,
+                              idle_timeout_s=60):
+            value = orjson.loads(rec.value)
+            first.setdefault(value["event_id"], value)
+            if len(first) % 500 == 0:
+                update(len(first))
+            if len(first) >= count:
+                break
+    if len(first) < count:
+        raise typer.Exit(f"only {len(first):,} of {count:,} lists arrived on {topic}")
+    return list(first.values())
 
 
-def _report(run: str, future: list[Event], values: list[dict], rate: float) -> Table:
-    """Online quality, latency and throughput over the replayed events' lists."""
+def _report(run: str, past: list[Event], future: list[Event], values: list[dict],
+            rate: float) -> Table:
+    """Online quality, latency and throughput over the replayed events' lists. A user's
+    first live event is judged by the list after their last past event, the one shown
+    before it."""
     from model.evaluation.metrics import hit_rate, mrr, ndcg
     from model.evaluation.protocols import prequential_ranks
 
+    last_past = {e.user_id: e for e in past}  # time order: each user's newest
+    seeds = [last_past[u] for u in dict.fromkeys(e.user_id for e in future) if u in last_past]
     wanted = {e.event_id for e in future}
     mine = [v for v in values if v["event_id"] in wanted]
-    lists = {v["event_id"]: [i["item_id"] for i in v["items"]] for v in mine}
+    shown = wanted | {e.event_id for e in seeds}
+    lists = {v["event_id"]: [i["item_id"] for i in v["items"]] for v in values
+             if v["event_id"] in shown}
     paths: dict[str, int] = {}
     for v in mine:
         paths[v["path"]] = paths.get(v["path"], 0) + 1
-    ranks = prequential_ranks(future, lists)
+    ranks = prequential_ranks(seeds + future, lists)
     latency = [(v["published_us"] - v["sent_us"]) / 1000 for v in mine if v["sent_us"]]
     lat = np.percentile(latency, [50, 95, 99]) if latency else [float("nan")] * 3
     span_s = (max(v["published_us"] for v in mine) -
               min(v["sent_us"] or v["published_us"] for v in mine)) / 1e6
     table = Table("", "value", title=f"streamrec demo {run}")
     table.add_row("events replayed live", f"{len(future):,}")
-    table.add_row("recommendation lists published", f"{len(lists):,}  ({paths})")
-    table.add_row("online HR@10 (prequential)", f"{hit_rate(ranks, 10):.4f}")
-    table.add_row("online NDCG@10", f"{ndcg(ranks, 10):.4f}")
-    table.add_row("online MRR", f"{mrr(ranks):.4f}")
+    table.add_row("recommendation lists published", f"{len(mine):,}  ({paths})")
+    for name, figure in (("online HR@10 (prequential)", lambda: hit_rate(ranks, 10)),
+                         ("online NDCG@10", lambda: ndcg(ranks, 10)), ("online MRR",
+                                                                      lambda: mrr(ranks))):
+        table.add_row(name, f"{figure():.4f}" if len(ranks) else "n/a (no next event)")
     table.add_row("scored next events", f"{len(ranks):,}")
     table.add_row("latency send→publish p50 / p95 / p99",
                   f"{lat[0]:.1f} / {lat[1]:.1f} / {lat[2]:.1f} ms")
     table.add_row("throughput (first send → last publish)",
-                  f"{len(lists) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
+                  f"{len(mine) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
     return table
 
 
 def _prepare_data(data: Path | None, fmt: Format | None, events: int,
-                  train_fraction: float, rate: float) -> tuple[list[Event], list[Event]]:
-    """The log split by time: the past (to Kafka first; the first champion learns it) and
-    the future (replayed live)."""
+                  train_fraction: float, rate: float, min_past: int
+                  ) -> tuple[list[Event], list[Event]]:
+    """The log split by time: the past (to Kafka first; the first champion learns it,
+    ``min_past`` events at least) and the future (replayed live), both refused in one
+    line before the stack starts when they cannot make a run."""
     from model.data import time_split
 
+    if data is None and fmt is not None:
+        raise typer.BadParameter("--format needs --data (the log it names the format of)")
     if data is not None:
         if fmt is None:
             raise typer.BadParameter("--format is required with --data")
@@ -158,33 +180,29 @@ def _prepare_data(data: Path | None, fmt: Format | None, events: int,
                                             drift_at=0.7)))
         source = f"synthetic ({events:,} events, 2,000 users, 1,000 items, drifting tastes)"
     past, future = time_split(log, train_fraction)
+    if len(past) < min_past or not future:
+        raise typer.BadParameter(
+            f"{source}: the past holds {len(past):,} events and the future {len(future):,}; "
+            f"training needs {min_past:,} (STREAMREC_TRAINER_MIN_EVENTS) and the replay "
+            "one at least: a longer log, or another --train-fraction")
     console.print(f"[bold]data[/] {source}: the past ({len(past):,} events) goes to Kafka "
                   f"first, the future ({len(future):,}) is replayed live at {rate:,.0f}/s")
     return past, future
 
 
 def _first_champion(run: _Run, epochs: int) -> None:
-    """``trainer --once`` on the past: its challenger becomes the champion, or the
-    registry's champion stays when it is better (rejected is fine too)."""
+    """``trainer --once`` on the past, into the run's own registry: its model is the
+    first champion, or the demo stops."""
     console.print("[bold]trainer --once[/]: retriever (SASRec) + ranker (NeuMF) from the "
-                  "topic, gated against the registry's champion if there is one")
+                  "topic, into this run's registry")
     try:
         first = trainer_round(run.env, run.folder / "first-round.status.json",
                               "--epochs", str(epochs))
     except WorkerFailed as exc:
         raise typer.Exit(f"the training round failed: {exc}") from None
-    # A demo run before this one may have left a champion that learnt these very events
-    # (the synthetic log is the same each time): the round is skipped and that one serves.
-    if first.outcome not in ("promoted", "rejected") and not (
-            first.outcome == "skipped" and _has_champion(run.settings)):
+    if first.outcome != "promoted":
         raise typer.Exit(f"the training round made no champion: {describe_round(first)}")
     console.print(f"  {describe_round(first)}", soft_wrap=True)
-
-
-def _has_champion(settings: Settings) -> bool:
-    from streams.registry import ROLE_NAMES, alias_versions
-
-    return alias_versions(mlflow_store(settings), list(ROLE_NAMES)) is not None
 
 
 @contextmanager
@@ -228,7 +246,7 @@ def _live(run: _Run, services: _Services, past: list[Event], future: list[Event]
     seconds = _produce(run, future, "replay", rate)
     console.print(f"[bold]replay[/] sent {len(future):,} in {seconds:.1f} s")
     values = _collect(run, len(past) + len(future), "recommendations")
-    console.print(_report(run.id, future, values, rate))
+    console.print(_report(run.id, past, future, values, rate))
 
 
 def _retraining(services: _Services) -> None:
@@ -237,22 +255,37 @@ def _retraining(services: _Services) -> None:
                   "(a few minutes) ...")
     status = services.trainer.wait_status(TrainerStatus, lambda t: t.rounds >= 1, 1200)
     summary = status.last_round if status else None
-    console.print(f"  {describe_round(summary) if summary else 'no round'}", soft_wrap=True)
-    if summary is not None and summary.outcome == "promoted":
-        console.print(f"  worker: {_swap(services.worker, services.serving)}", soft_wrap=True)
+    if summary is None:
+        raise typer.Exit("the retraining round did not end within 20 minutes; log "
+                         f"{services.trainer.log}")
+    if summary.outcome == "failed":
+        raise typer.Exit(f"the retraining round failed: {describe_round(summary)}; log "
+                         f"{services.trainer.log}")
+    console.print(f"  {describe_round(summary)}", soft_wrap=True)
+    if summary.outcome == "promoted":
+        swapped, line = _swap(services.worker, services.serving)
+        if not swapped:
+            raise typer.Exit(f"worker: {line}; log {services.worker.log}")
+        console.print(f"  worker: {line}", soft_wrap=True)
 
 
-def _swap(worker: ServiceProcess, before: WorkerStatus) -> str:
-    """What the worker did with the announced champion: swapped it in, refused it (and
-    kept serving), or nothing within two minutes."""
+def _swap(worker: ServiceProcess, before: WorkerStatus) -> tuple[bool, str]:
+    """Whether the worker swapped the announced champion in, and what it did: swapped,
+    refused it (and kept serving), or nothing within two minutes."""
     after = worker.wait_status(
         WorkerStatus, lambda w: (w.swaps_applied, w.swaps_failed)
         != (before.swaps_applied, before.swaps_failed), 120)
     if after is None:
-        return "no swap seen"
+        return False, "no swap seen within 2 minutes"
     if after.swaps_applied > before.swaps_applied:
-        return f"model swapped: {before.model_version} -> {after.model_version}"
-    return f"swap failed, still serving {after.model_version}: {after.last_error}"
+        return True, f"model swapped: {before.model_version} -> {after.model_version}"
+    return False, f"swap failed, still serving {after.model_version}: {after.last_error}"
+
+
+def _exit_on_signal(signum: int, _: object) -> None:
+    """SIGTERM or SIGHUP (a CI timeout, a closed terminal) as an exit, so the services the
+    demo started are stopped on the way out rather than left running."""
+    sys.exit(128 + signum)
 
 
 @app.command()
@@ -272,13 +305,18 @@ def demo(
     """Run the whole loop on the local stack: first champion from the log's past, a worker
     answering the replayed future, a report, then the trainer retraining beside the worker."""
     settings = load_settings()
-    past, future = _prepare_data(data, fmt, events, train_fraction, rate)  # before the stack
+    past, future = _prepare_data(data, fmt, events, train_fraction, rate,  # before the stack
+                                 settings.trainer_min_events)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _exit_on_signal)
     build_stack(settings).up(say=lambda line: console.print(f"  {line}"))
     run_id = uuid.uuid4().hex[:8]
     folder = settings.data_dir / "demo" / run_id
     folder.mkdir(parents=True, exist_ok=True)
     run = _Run(run_id, settings, {**os.environ, **isolated_run(settings, f"demo-{run_id}"),
-                                  "STREAMREC_WORKER_METRICS_PORT": "0"}, folder)
+                                  "STREAMREC_WORKER_METRICS_PORT": "0",
+                                  "STREAMREC_MLFLOW_TRACKING_URI":
+                                      f"sqlite:///{folder / 'mlflow.db'}"}, folder)
     _produce(run, past, "past")
     _first_champion(run, epochs)
     try:
@@ -294,4 +332,6 @@ def demo(
                 input()
     except WorkerFailed as exc:
         raise typer.Exit(str(exc)) from None
-    console.print(f"topics demo-{run.id}.*, group {run.group}; logs {folder}")
+    console.print(f"topics demo-{run.id}.*, group {run.group}; logs and this run's model "
+                  f"registry (STREAMREC_MLFLOW_TRACKING_URI=sqlite:///{folder / 'mlflow.db'}) "
+                  f"in {folder}")

@@ -50,6 +50,11 @@ def trainer(
                                    "trainer_refit_epochs": refit_epochs}.items()
                  if v is not None}
     settings = load_settings(**overrides)
+    if not once and not (settings.trainer_interval_min or settings.trainer_every_events):
+        # Both triggers off: one round when there is no champion, then none ever.
+        raise typer.BadParameter("with both the interval and the event count at 0 no round "
+                                 "is ever due; set one (--interval-min, --every-events) or "
+                                 "run --once")
     logs = configure(settings.log_format, "info", "trainer")
     service = Trainer(settings, status_file=status_file)
     if once:

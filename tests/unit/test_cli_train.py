@@ -129,6 +129,14 @@ def test_epochs_below_one_are_refused_in_one_line(log: Path, clean_env: pytest.M
         assert result.exit_code == 2 and flag in result.output, result.output
 
 
+def test_a_trainer_with_no_trigger_is_refused_before_it_starts(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """Both triggers at 0: one round where there is no champion, then none, while its
+    status said "ready"."""
+    result = CliRunner().invoke(app, ["trainer", "--interval-min", "0", "--every-events", "0"])
+    assert result.exit_code == 2 and "or run --once" in result.output, result.output
+
+
 def test_the_command_promotes_by_the_offline_gate_even_where_trials_are_configured(
     log: Path, clean_env: pytest.MonkeyPatch,
 ) -> None:

@@ -16,8 +16,10 @@ _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
 def mask_url(url: str) -> str:
     """``url`` with its password and secret-looking query values replaced by ``***``.
 
-    The user name stays: it tells an operator which account is in use, and names
-    are not secrets in Redis ACLs or SASL. Strings that are not URLs come back as-is.
+    The user name stays beside a password: it tells an operator which account is in use,
+    and names are not secrets in Redis ACLs or SASL. A user name alone is masked: it is as
+    often a password written without its colon (``redis://s3cret@cache``), which a
+    client reads as a name. Strings that are not URLs come back as-is.
     """
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
@@ -26,8 +28,8 @@ def mask_url(url: str) -> str:
     ats = url.count("@")
     if ats > 1 or (parts.password is None and ats):  # an unescaped '@', '/' or '#'
         m = _USERINFO.match(url)
-        if m is None or (m[2] is None and ats == 1):
-            return url  # a user name alone
+        if m is None:
+            return url
         return f"{m[1]}{m[2] or ''}{MASK}@{url[m.end():]}"
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")

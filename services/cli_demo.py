@@ -98,9 +98,10 @@ def _produce(run: _Run, events: list[Event], label: str, rate: float | None = No
     with progress_bar(label, len(events), fields) as update:
         summary = replay(iter(events), producer, rate=rate,
                          on_progress=lambda s: update(s.read, rate=s.events_per_s))
-    if summary.failed or summary.delivered != len(events):
-        raise typer.Exit(f"{label}: {summary.delivered:,} of {len(events):,} events delivered "
-                         f"to {run.topic('interactions')} ({summary.failed:,} failed)")
+    if summary.failed or summary.sent != len(events):
+        raise typer.Exit(f"{label}: {summary.sent:,} of {len(events):,} events sent to "
+                         f"{run.topic('interactions')}, {summary.dead_lettered:,} "
+                         f"dead-lettered, {summary.failed:,} not delivered")
     return summary.seconds
 
 

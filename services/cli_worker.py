@@ -116,14 +116,19 @@ def _check_partitions(settings: Settings) -> None:
     setting's, and Faust refuses the first event of a partition past it
     (``PartitionsMismatch``), so the worker exited and restarted for ever. A broker that
     does not answer yet is not waited for here: the worker waits for it."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka import Consumer, KafkaException
 
     topic = settings.topic_interactions
+    # A consumer's metadata request never creates the topic, where an admin client's (a
+    # producer's) may, on a cluster with auto.create.topics.enable, at the broker's count.
+    probe = Consumer(settings.kafka.librdkafka(**{"group.id": "streamrec-partitions-probe",
+                                                  "allow.auto.create.topics": False}))
     try:
-        found = AdminClient(settings.kafka.librdkafka()).list_topics(topic, timeout=5)
+        found = probe.list_topics(topic, timeout=5)
     except KafkaException:
         return
+    finally:
+        probe.close()
     meta = found.topics.get(topic)
     if meta is None or meta.error is not None:
         return  # not made yet: Faust makes it with the setting's count

@@ -15,7 +15,6 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 import redis
 from pydantic import (
@@ -185,9 +184,9 @@ class Settings(BaseSettings):
                                          "unanswered after this gets 504")
     api_max_feeds: int = Field(1000, ge=1, description="live feeds open at once; 503 beyond")
     api_cors_origins: list[
-        Annotated[str, Field(pattern=r"^https?://[^/\s]+$")]] = Field(
+        Annotated[str, Field(pattern=r"^(\*|[A-Za-z][A-Za-z0-9+.-]*://[^/\s]+)$")]] = Field(
         default_factory=list, description="scheme://host[:port] each, no path or trailing "
-        "slash (browsers send the origin so, and it is compared exactly)")
+        "slash (browsers send the origin so, and it is compared exactly); * for any")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     api_max_events: int = Field(1000, ge=1, description="events per POST /v1/events")
     api_max_items: int = Field(1000, ge=1, description="catalogue records per POST /v1/items")
@@ -353,7 +352,6 @@ class Settings(BaseSettings):
         if "@" in uri and "://" not in uri and not uri.startswith(("/", "file:")):
             raise ValueError("expected a server URI such as http://user:pw@host:5000 or a "
                              "local path (the value is not shown: it may hold a password)")
-        _refuse_user_alone(uri, "http://user:password@host:5000 (a token: MLFLOW_TRACKING_TOKEN)")
         return value
 
     @field_validator("redis_url")
@@ -375,7 +373,6 @@ class Settings(BaseSettings):
                 raise ValueError("a redis URL that does not parse (the value is not shown); "
                                  "percent-encode '/', '#', '?' and '@' in its password "
                                  "(e.g. %2F)") from None
-            _refuse_user_alone(url, "redis://:password@host:port/db")
         return value
 
     @field_validator("redis_password")
@@ -525,17 +522,6 @@ class Settings(BaseSettings):
         ]
 
 
-def _refuse_user_alone(url: str, form: str) -> None:
-    """A URL whose credentials are a user name alone (``redis://s3cret@cache``) is most
-    often a password written without its colon: printed as a user name (which masking
-    keeps), it would leak. Refused without showing it."""
-    if "://" in url and "@" in url:
-        parts = urlsplit(url)
-        if parts.username and parts.password is None:
-            raise ValueError(f"a URL with a user name and no password; write {form} (the "
-                             "value is not shown: the name may be a password)")
-
-
 _SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items()
                            if "SecretStr" in str(f.annotation))
 
@@ -550,8 +536,10 @@ def _problem(err: ErrorDetails) -> str:
     field = str(err["loc"][0])
     if field in _SECRET_FIELDS:
         return f"STREAMREC_{field.upper()}: {err['msg']}"
-    path = "_".join(str(p) for p in err["loc"]).upper()
-    return f"STREAMREC_{path}: {err['msg']} (got {err.get('input')!r})"
+    # An item inside a field by its index or key: STREAMREC_API_CORS_ORIGINS[0], not a
+    # variable of that name (which the unknown-variable check would refuse).
+    inside = "".join(f"[{p!r}]" for p in err["loc"][1:])
+    return f"STREAMREC_{field.upper()}{inside}: {err['msg']} (got {err.get('input')!r})"
 
 
 def _unknown_variables() -> list[str]:

@@ -200,16 +200,18 @@ class _TopicWithLetters(RecordProducer):
 class EventProducer(_TopicWithLetters):
     """Sends events to the interactions topic and rejects to the dead-letter topic."""
 
-    def send(self, event: Event, headers: Headers | None = None) -> None:
-        """Send a validated event, keyed by its user id; one past the size limit (its
-        context can pass ``validate`` and still be) goes to the dead-letter topic."""
+    def send(self, event: Event, headers: Headers | None = None) -> bool:
+        """Send a validated event, keyed by its user id (True); one past the size limit
+        (its context can pass ``validate`` and still be) goes to the dead-letter topic
+        (False)."""
         raw = event.to_json()
         try:
             check_size(raw)
         except InvalidEvent as exc:
             self.dead_letter(raw, exc)
-            return
+            return False
         self.produce(self.topic, event.key, raw, headers)
+        return True
 
     def send_checked(self, raw: bytes, headers: Headers | None = None) -> bool:
         """Validate raw bytes: send them unchanged when valid (True), else dead-letter them."""

@@ -71,7 +71,9 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
                                     time.perf_counter() - start, rate, time_scale)
                 if wait > 0:
                     time.sleep(wait)
-            producer.send(record, headers=[sent_at_header()])
+            if not producer.send(record, headers=[sent_at_header()]):
+                summary.dead_lettered += 1  # past the size limit once written
+                continue
             summary.sent += 1
             if paced and summary.sent == 1:
                 # A new idempotent producer needs ~0.3-0.5 s for its producer id; records sent

@@ -116,6 +116,7 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
         stale = stale_in_redis(settings, acked, args.drain_s / 4)
         time.sleep(1)  # the feeds' last lists
         regressions = sum(back_in_time(feed, acked[user]) for user, feed in feeds.items())
+        exits += sum(1 for worker in workers if worker.proc.poll() is not None)
     finally:
         for worker in workers:
             worker.proc.send_signal(signal.SIGKILL)

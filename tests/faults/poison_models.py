@@ -136,10 +136,12 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, o
     finally:
         stop.set()
         output = worker.stop()
-    values = [orjson.loads(r.value) for r in read_topic(
-        settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
-        limit=sent[0], idle_timeout_s=30)]
-    drop_topics(settings, env)
+    try:
+        values = [orjson.loads(r.value) for r in read_topic(
+            settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
+            limit=sent[0], idle_timeout_s=30)]
+    finally:
+        drop_topics(settings, env)
     return {"sent": sent[0], "answered": len({v["event_id"] for v in values}),
             "versions": sorted({v["model_version"] for v in values}),
             "bad_scores": sum(bad_scores(v) for v in values), "refused": refused,

@@ -45,3 +45,24 @@ def test_an_event_past_the_size_limit_is_dead_lettered_at_the_producer() -> None
     producer.send(new_event("u1", "i1"))
     assert sent == [("events.dlq", None), ("events", b"u1")]
     assert producer.stats.dead_lettered == 1
+
+
+def test_replay_counts_an_event_the_producer_dead_lettered_as_such() -> None:
+    """It counted it as sent, and a demo then blamed the worker for its missing list."""
+    from types import SimpleNamespace
+
+    from streams.events import MAX_PAYLOAD_BYTES, new_event
+    from streams.replay import replay
+
+    class Sizing:
+        stats = SimpleNamespace(delivered=0, failed=0)
+
+        def send(self, event: object, headers: object = None) -> bool:
+            return len(event.to_json()) <= MAX_PAYLOAD_BYTES  # type: ignore[attr-defined]
+
+        def close(self) -> None:
+            pass
+
+    big = new_event("u1", "i1", context={f"k{n}": "v" * 256 for n in range(32)})
+    summary = replay(iter([new_event("u1", "i1"), big]), Sizing())  # type: ignore[arg-type]
+    assert (summary.read, summary.sent, summary.dead_lettered) == (2, 1, 1)

@@ -116,7 +116,9 @@ def test_masked_urls_keep_everything_but_the_secrets() -> None:
     assert mask_url("http://u:pw@mlflow:5000/x?token=abc&run=1") == \
         "http://u:***@mlflow:5000/x?token=***&run=1"
     assert mask_url("redis://cache:6379/0") == "redis://cache:6379/0"
-    assert mask_url("redis://app@cache:6379/0") == "redis://app@cache:6379/0"
+    # A name alone may be a password without its colon, which clients read as a name.
+    assert mask_url("redis://s3cret@cache:6379/0") == "redis://***@cache:6379/0"
+    assert mask_url("postgresql://mlflow@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
 
 
 @pytest.mark.parametrize("url, masked", [

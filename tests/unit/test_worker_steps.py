@@ -1293,23 +1293,21 @@ def test_a_model_that_reads_what_the_sessions_leave_out_is_warned_of(
 
     bundle = SimpleNamespace(version="r:v3", spec=FeatureSpec(numeric=("price",),
                                                               categorical=("device",)))
+
+    def warned() -> str:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert _warn_unkept(bundle, load_settings()) is bundle
+        return caplog.text
+
     clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "device")
-    with caplog.at_level(logging.WARNING):
-        assert _warn_unkept(bundle, load_settings()) is bundle
-    assert "r:v3 reads context keys price " in caplog.text
-    caplog.clear()
+    assert "r:v3 reads context keys price " in warned()
     clean_env.setenv("STREAMREC_CONTEXT_NUMERIC", "price")
-    with caplog.at_level(logging.WARNING):
-        _warn_unkept(bundle, load_settings())
-    assert caplog.text == ""
+    assert warned() == ""
     # Its seen-before features trained on the newest 80 items; the sessions keep 50.
     bundle.ranker = SimpleNamespace(seen_window=80)
-    with caplog.at_level(logging.WARNING):
-        _warn_unkept(bundle, load_settings())
-    assert "trained on the newest 80 items" in caplog.text
-    assert "STREAMREC_SESSION_MAX_ITEMS=80" in caplog.text
-    caplog.clear()
+    text = warned()
+    assert "trained on the newest 80 items" in text
+    assert "STREAMREC_SESSION_MAX_ITEMS=80" in text
     clean_env.setenv("STREAMREC_SESSION_MAX_ITEMS", "80")
-    with caplog.at_level(logging.WARNING):
-        _warn_unkept(bundle, load_settings())
-    assert caplog.text == ""
+    assert warned() == ""

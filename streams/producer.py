@@ -102,11 +102,13 @@ class RecordProducer:
         self._producer = Producer(conf)
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        """The default delivery report: counts and logs a failure."""
+        """The default delivery report: counts and logs a failure, with the record's key
+        (an event's user id), so the records to send again can be found."""
         if err is not None:
             self.stats.failed += 1
             self.stats.last_error = str(err)
-            log.warning("delivery to %s failed: %s", msg.topic(), err)
+            log.warning("delivery to %s failed (key %r): %s", msg.topic(),
+                        (msg.key() or b"")[:64], err)
 
     def refresh_stats(self) -> DeliveryStats:
         """Serve pending failure reports and recompute ``delivered``."""

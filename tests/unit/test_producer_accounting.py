@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from infra.kafka_client import KafkaConnection
 from streams.producer import RecordProducer
 
@@ -66,3 +68,19 @@ def test_replay_counts_an_event_the_producer_dead_lettered_as_such() -> None:
     big = new_event("u1", "i1", context={f"k{n}": "v" * 256 for n in range(32)})
     summary = replay(iter([new_event("u1", "i1"), big]), Sizing())  # type: ignore[arg-type]
     assert (summary.read, summary.sent, summary.dead_lettered) == (2, 1, 1)
+
+
+def test_a_failed_delivery_is_logged_with_its_records_key(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Only the topic was named: the records to send again could not be found."""
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError
+
+    producer = _Impatient(KafkaConnection("127.0.0.1:1"), {"log_level": 0})
+    msg = SimpleNamespace(topic=lambda: "interactions", key=lambda: b"user-7")
+    with caplog.at_level("WARNING", logger="streams.producer"):
+        producer.on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), msg)  # type: ignore[arg-type]
+    assert "delivery to interactions failed (key b'user-7')" in caplog.text
+    assert producer.stats.failed == 1
+    producer.close()

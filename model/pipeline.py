@@ -520,8 +520,10 @@ class ServingBundle:
         attention: list[Attention] = []
         emb = self._encode([users[r] for r in known], tokens, attention)
         clock.lap("encode")
-        depth, window = ((self.candidates, self.ranker.seen_window) if self.ranker is not None
-                         else (k, 0))
+        # A list longer than the ranker's candidates asks retrieval for as many: it was
+        # filled with popular items past them (STREAMREC_RECS_TOP_N above 100).
+        depth, window = ((max(self.candidates, k), self.ranker.seen_window)
+                         if self.ranker is not None else (k, 0))
         scores, ids = candidate_lists(self.index, self.encoder.items, emb, hist, depth,
                                       0 if exclude_seen else RECENT_ITEMS, window)
         clock.lap("retrieve")

@@ -48,6 +48,9 @@ def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
     assert mixed[0] is not None and len(mixed[0].items) == 5 and mixed[1] is None
     # A whole micro-batch the model knows nothing of (a worker met one replaying a log).
     assert bundle.recommend(["u-y", "u-z"], [["nope"], ["never-seen"]], k=5) == [None, None]
+    # More than the ranker's 30 candidates asked for: the model ranks them all.
+    long = bundle.recommend([seqs.users.ids[0]], [names[0]], k=40)[0]
+    assert long is not None and len(long.items) == 40 and long.paths == ["model"] * 40
 
 
 def test_a_ranker_scoring_nan_or_trained_on_another_log_is_never_served_quietly() -> None:

@@ -11,8 +11,9 @@ the whole job: its dashboard shows the live figures and any user's list as it ch
 Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events,
 and its own model registry (in its folder), so its first champion has learnt this run's
 past and nothing of its future: a shared registry kept the champion of an earlier run of
-the same log, which had learnt the events the report then scored it on. The demo follows the worker and the trainer through their status files
-(``streams.status``), never through their logs.
+the same log, which had learnt the events the report then scored it on. The demo follows
+the worker and the trainer through their status files (``streams.status``), never
+through their logs.
 """
 
 from __future__ import annotations
@@ -150,10 +151,13 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
     table = Table("", "value", title=f"streamrec demo {run}")
     table.add_row("events replayed live", f"{len(future):,}")
     table.add_row("recommendation lists published", f"{len(mine):,}  ({paths})")
-    for name, figure in (("online HR@10 (prequential)", lambda: hit_rate(ranks, 10)),
-                         ("online NDCG@10", lambda: ndcg(ranks, 10)), ("online MRR",
-                                                                      lambda: mrr(ranks))):
-        table.add_row(name, f"{figure():.4f}" if len(ranks) else "n/a (no next event)")
+
+    def figure(value: float) -> str:
+        return f"{value:.4f}" if len(ranks) else "n/a (no next event)"
+
+    table.add_row("online HR@10 (prequential)", figure(hit_rate(ranks, 10)))
+    table.add_row("online NDCG@10", figure(ndcg(ranks, 10)))
+    table.add_row("online MRR", figure(mrr(ranks)))
     table.add_row("scored next events", f"{len(ranks):,}")
     table.add_row("latency send→publish p50 / p95 / p99",
                   f"{lat[0]:.1f} / {lat[1]:.1f} / {lat[2]:.1f} ms")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from infra.errors import StackError
 from infra.tls import private_dir
 from services.logs import LogLevel, configure
 from services.settings import Settings, load_settings
@@ -118,20 +119,19 @@ def _check_partitions(settings: Settings) -> None:
     does not answer yet is not waited for here: the worker waits for it."""
     from confluent_kafka import Consumer, KafkaException
 
+    from streams.consumer import existing_topic
+
     topic = settings.topic_interactions
     # A consumer's metadata request never creates the topic, where an admin client's (a
     # producer's) may, on a cluster with auto.create.topics.enable, at the broker's count.
     probe = Consumer(settings.kafka.librdkafka(**{"group.id": "streamrec-partitions-probe",
                                                   "allow.auto.create.topics": False}))
     try:
-        found = probe.list_topics(topic, timeout=5)
-    except KafkaException:
-        return
+        meta = existing_topic(probe, topic)
+    except (KafkaException, StackError):
+        return  # not made yet (Faust makes it with the setting's count), or no broker yet
     finally:
         probe.close()
-    meta = found.topics.get(topic)
-    if meta is None or meta.error is not None:
-        return  # not made yet: Faust makes it with the setting's count
     if len(meta.partitions) != settings.interactions_partitions:
         raise SystemExit(f"error: topic {topic} has {len(meta.partitions)} partitions, "
                          f"STREAMREC_INTERACTIONS_PARTITIONS says "

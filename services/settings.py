@@ -41,6 +41,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_SECRET_LENGTH = 16  # API keys and tokens
 _Secrets = SecretStr | dict[SecretStr, str] | list[SecretStr] | None
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+_TOPIC_RULE = "1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'; not '.' or '..'"
+
+
+def _is_topic_name(name: str) -> bool:
+    return _TOPIC.fullmatch(name) is not None and name not in (".", "..")
+
 
 
 class Settings(BaseSettings):
@@ -87,7 +93,7 @@ class Settings(BaseSettings):
 
     # Stream workers: one consumer group; state per worker under data_dir/workers/<id>.
     # Faust's app id: it names the changelog topics and each worker's state folder.
-    worker_group: str = Field("streamrec-worker", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    worker_group: str = Field("streamrec-worker", max_length=200)
     worker_batch_size: int = Field(256, ge=1)
     worker_batch_within_ms: int = Field(10, ge=1)
     worker_session_timeout_s: float = Field(
@@ -111,9 +117,9 @@ class Settings(BaseSettings):
         1, ge=0, description="workers keeping a standby copy of each partition's sessions "
         "(with rocksdb, a takeover then reads only the changelog's tail)")
     worker_encoder_cache_mb: float = Field(
-        1024, gt=0, le=10**7, description="memory for the per-user encoder caches of each served model "
-        "(least recently used dropped past it; a dropped user's next event is encoded from "
-        "the session)")
+        1024, gt=0, le=10**7, description="memory for the per-user encoder caches of each "
+        "served model (least recently used dropped past it; a dropped user's next event is "
+        "encoded from the session)")
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
     worker_metrics_host: str = Field("127.0.0.1", description="/metrics listens here "
                                      "(it has no auth: 0.0.0.0 only inside a private network)")
@@ -125,8 +131,9 @@ class Settings(BaseSettings):
     session_gap_min: float = Field(30.0, ge=1 / 60, le=10**7, description="1 s to ~19 years")
     session_max_items: int = Field(50, ge=1)
     session_ttl_days: float = Field(
-        30.0, ge=0, le=10**5, description="a session idle this long, in event time (behind the newest "
-        "event of its partition), leaves the table and its changelog; 0: kept for ever")
+        30.0, ge=0, le=10**5, description="a session idle this long, in event time (behind "
+        "the newest event of its partition), leaves the table and its changelog; 0: kept for "
+        "ever")
     session_sweep_s: float = Field(300.0, gt=0, description="how often a worker looks for "
                                    "idle sessions")
     # Event context keys a session keeps and the ranker learns from; others are counted
@@ -233,10 +240,11 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1)
 
     @field_validator("kafka_bootstrap", "redis_url", "mlflow_tracking_uri", "redis_password",
-                     mode="before")
+                     "conversion_liked_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        """An empty variable (``STREAMREC_REDIS_URL=``) means 'use the local default'."""
+        """An empty variable means unset: ``STREAMREC_REDIS_URL=``, use the local default;
+        ``STREAMREC_CONVERSION_LIKED_KEY=``, no liked rule."""
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         return value.strip() or None if isinstance(value, str) else value
@@ -254,10 +262,12 @@ class Settings(BaseSettings):
 
     @field_validator("worker_group")
     @classmethod
-    def _not_a_parent_folder(cls, value: str) -> str:
-        """'.' or '..' as a folder name would put every worker's state in one place."""
-        if value in (".", ".."):
-            raise ValueError("a name of its own, not '.' or '..'")
+    def _group_names_topics(cls, value: str) -> str:
+        """Its changelog topics are named after it (``<group>-sessions-changelog``), and
+        its state folder: a topic's rule, which also refuses '.' and '..' (every worker's
+        state in one folder)."""
+        if not _is_topic_name(value):
+            raise ValueError(_TOPIC_RULE)
         return value
 
     @field_validator("session_ttl_days")
@@ -267,12 +277,6 @@ class Settings(BaseSettings):
         if 0 < value * 86_400 < 1:
             raise ValueError("0 (kept for ever) or at least 1 second (1.2e-05 days)")
         return value
-
-    @field_validator("conversion_liked_key", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        """``STREAMREC_CONVERSION_LIKED_KEY=`` turns the liked rule off (no key)."""
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("data_dir")
     @classmethod
@@ -313,9 +317,9 @@ class Settings(BaseSettings):
         topics = {name: getattr(self, name) for name in type(self).model_fields
                   if name.startswith("topic_") and name != "topic_replication"}
         for name, topic in topics.items():
-            if not _TOPIC.fullmatch(topic) or topic in (".", ".."):
+            if not _is_topic_name(topic):
                 raise ValueError(f"STREAMREC_{name.upper()}={topic!r} is not a Kafka topic "
-                                 "name (1 to 249 of a-z, A-Z, 0-9, '.', '_', '-')")
+                                 f"name ({_TOPIC_RULE})")
         if len(set(topics.values())) < len(topics):
             raise ValueError("each topic needs a name of its own: " +
                              ", ".join(f"STREAMREC_{k.upper()}={v}" for k, v in topics.items()))

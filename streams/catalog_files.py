@@ -108,18 +108,49 @@ NO_GENRES = "(no genres listed)"
 
 
 def _movielens(path: Path, handle: IO[str]) -> Scanned:
-    """MovieLens ``movies.csv`` (``movieId,title,genres``): item id = ``movieId`` (as the
+    """MovieLens ``movies.csv`` (``movieId,title,genres``), or ``movies.dat`` (ml-1m,
+    ml-10m: ``MovieID::Title::Genres``, no header): item id = ``movieId`` (as the
     ratings' ``movieId``, the id ``read_movielens`` gives events); the title as written,
     its trailing ``(1995)`` also as ``attributes.year`` (the first year of a range like
     ``(2006-2007)``); categories = the ``|``-separated genres, without
     ``(no genres listed)``."""
-    for line, row in _csv_rows(path, handle, ("movieId", "title", "genres")):
+    first = handle.readline()
+    handle.seek(0)
+    rows = (_dat_rows(path, handle) if "::" in first
+            else _csv_rows(path, handle, ("movieId", "title", "genres")))
+    for line, row in rows:
         title = row["title"].strip()
         year = _YEAR.search(title)
         genres = [g for g in row["genres"].split("|") if g and g != NO_GENRES]
         yield _checked({"item_id": row["movieId"].strip(), "title": title,
                         "categories": genres,
                         "attributes": {"year": int(year.group(1))} if year else None}, line)
+
+
+def _dat_rows(path: Path, handle: IO[str]) -> Iterator[tuple[int, _Row]]:
+    """(line, row) of a ``movies.dat``: a title may hold anything but the separator."""
+    for line, text in enumerate(handle, 1):
+        if not text.strip():
+            continue
+        movie, _, rest = text.rstrip("\r\n").partition("::")
+        title, found, genres = rest.rpartition("::")
+        if not found:
+            raise CatalogFileError(path, line, "expected MovieID::Title::Genres")
+        yield line, {"movieId": movie, "title": title, "genres": genres}
+
+
+def _encoding(path: Path, fmt: str) -> str:
+    """UTF-8 (a byte-order mark read as none), but for ml-1m's ``movies.dat``: GroupLens
+    wrote it in Latin-1 (``Caf\xe9``), which a MovieLens ``::`` file may be when it is not
+    UTF-8. Any other file that is not UTF-8 is refused, naming its first bad line."""
+    if fmt == "movielens":
+        raw = path.read_bytes()
+        if b"::" in raw.split(b"\n", 1)[0]:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return "latin-1"
+    return "utf-8-sig"
 
 
 # --- goodbooks-10k -------------------------------------------------------------------------
@@ -292,7 +323,7 @@ def _guarded(path: Path, fmt: str, extra: dict[str, Any]) -> Scanned:
             with open(path, "rb") as binary:
                 yield from _jsonl(path, binary)
         else:
-            with open(path, encoding="utf-8-sig", newline="") as handle:
+            with open(path, encoding=_encoding(path, fmt), newline="") as handle:
                 yield from CATALOG_FORMATS[fmt](path, handle, **extra)
     except UnicodeDecodeError:
         line, problem = _first_undecodable(path)

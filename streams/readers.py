@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def _event_id(source: str, line: int) -> str:
 
 
 # (ts_ms, user, item, session, context, event_type), as read from a file
-_Row = tuple[int, str, str, str | None, dict | None, str]
+_Row = tuple[int | None, str, str, str | None, dict | None, str]
 
 
 def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
@@ -70,7 +71,8 @@ def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
     dead-letter it rather than stop halfway with part of the file sent. Ids lose the
     spaces around them (``1, 31, 2.5`` in a hand-edited csv), as the catalogue readers'
     do, so an item's events and its record name it alike."""
-    order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+    # a row without a time (``csv``'s empty field) is refused first
+    order = sorted(range(len(rows)), key=lambda i: -math.inf if rows[i][0] is None else rows[i][0])
     for i in order:
         ts, user, item, session, context, event_type = rows[i]
         record = {"event_id": _event_id(source, i), "user_id": _stripped(user),
@@ -112,17 +114,21 @@ def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) ->
 
 
 def read_movielens(path: Path) -> Iterator[Event | Rejected]:
-    """MovieLens ``ratings.csv`` (userId,movieId,rating,timestamp) or ``u.data`` (tab, no header).
+    """MovieLens ``ratings.csv`` (userId,movieId,rating,timestamp), ``u.data`` (ml-100k:
+    tab, no header) or ``ratings.dat`` (ml-1m, ml-10m: ``UserID::MovieID::Rating::Timestamp``).
 
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
-        delimiter = "\t" if "\t" in first else ","
         header = 0 if first[:1].isdigit() else 1
-        if not header:  # u.data
+        if not header:  # u.data, ratings.dat
             handle.seek(0)
-        rows = _parsed(csv.reader(handle, delimiter=delimiter), _movielens_row, header)
+        lines: Iterable[str] = handle
+        delimiter = "\t" if "\t" in first else ","
+        if "::" in first:  # csv takes one character: "::" becomes one no field holds
+            lines, delimiter = (line.replace("::", "\x1f") for line in handle), "\x1f"
+        rows = _parsed(csv.reader(lines, delimiter=delimiter), _movielens_row, header)
     return _in_time_order(rows, path.name)
 
 
@@ -285,6 +291,94 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     yield from events
 
 
+# ``csv``: a column's role by its header name, compared without case, spaces, ``_``, ``-``
+# and a RecBole type suffix (``user_id:token``): the first of a role's names found wins.
+_COLUMNS = {
+    "user": ("user_id", "user", "uid", "visitorid", "reviewerID", "customer_id", "client_id"),
+    "item": ("item_id", "item", "iid", "product_id", "movieId", "asin", "parent_asin",
+             "book_id", "track_id", "article_id", "sku"),
+    "time": ("timestamp", "ts", "time", "event_time", "datetime", "date", "unixReviewTime",
+             "t_dat"),
+    "type": ("event_type", "event", "behavior", "behavior_type", "action", "type",
+             "interaction_type"),
+    "session": ("session_id", "user_session", "session"),
+    "rating": ("rating", "overall"),
+    "price": ("price",),
+}
+_CSV_TYPES = {  # other logs' names for the schema's event types, compared as columns are
+    **dict.fromkeys(("view", "views", "pv", "pageview", "detail"), "view"),
+    **dict.fromkeys(("click", "clicks"), "click"),
+    **dict.fromkeys(("addtocart", "cart", "addtobasket", "basket"), "add_to_cart"),
+    **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
+}
+
+
+def _name(text: str) -> str:
+    return "".join(c for c in text.split(":")[0].lower() if c not in " _-")
+
+
+def _csv_time(text: str | None) -> int | None:
+    """Epoch ms from unix seconds, ms or µs (told apart by size: 1e11 s is the year
+    5138, 1e11 ms 1973), or an ISO date and time (UTC unless it says otherwise); None
+    for an empty field, for the schema to refuse in its place."""
+    if not text or not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        day = dt.datetime.fromisoformat(text.strip().removesuffix(" UTC"))
+        return int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+    scale = 1000 if abs(value) < 1e11 else 1 if abs(value) < 1e14 else 1e-3
+    return int(round(value * scale))
+
+
+def _csv_columns(header: list[str]) -> dict[str, int]:
+    """Each role's column; a log without a user column but with sessions takes the
+    session as the user, as ``yoochoose`` does."""
+    names = [_name(h) for h in header]
+    found = {role: names.index(at) for role, aliases in _COLUMNS.items()
+             if (at := next((_name(a) for a in aliases if _name(a) in names), None))}
+    if "user" not in found and "session" in found:
+        found["user"] = found["session"]
+    missing = [role for role in ("user", "item", "time") if role not in found]
+    if missing:
+        raise ValueError(f"the header ({', '.join(header)[:120]}) names no "
+                         + "; no ".join(f"{role} column ({', '.join(_COLUMNS[role][:4])}, ...)"
+                                        for role in missing))
+    return found
+
+
+def read_csv(path: Path) -> Iterator[Event | Rejected]:
+    """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
+    files too), its columns found by name (:data:`_COLUMNS`): a user (or a session), an
+    item and a time are needed; an event type, a session, a rating and a price are read
+    when present. Types take the schema's names from other logs' (:data:`_CSV_TYPES`, e.g.
+    Retailrocket's ``addtocart`` and ``transaction``); one it does not know keeps its name,
+    for the schema to refuse: a dead letter. Without a type column every row is a
+    ``view``. A row short of a column has None there, for the schema to refuse."""
+    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
+        first = handle.readline()
+        delimiter = max(",\t;|", key=first.count)
+        try:
+            cols = _csv_columns(next(csv.reader([first], delimiter=delimiter), []))
+        except ValueError as exc:
+            raise RowError(1, exc) from exc
+
+        def row(rec: list[str]) -> _Row | None:
+            if not rec:
+                return None
+            got = {role: rec[at] if at < len(rec) else None for role, at in cols.items()}
+            context = {key: float(value) for key in ("rating", "price")
+                       if (value := got.get(key))}
+            kind = got.get("type") or "view"
+            return (_csv_time(got["time"]), got["user"], got["item"],  # type: ignore[return-value]
+                    got.get("session") or None, context or None,
+                    _CSV_TYPES.get(_name(kind), kind))
+
+        rows = _parsed(csv.reader(handle, delimiter=delimiter), row, 1)
+    return _in_time_order(rows, path.name)
+
+
 READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
     "movielens": read_movielens,
     "yoochoose": read_yoochoose,
@@ -293,6 +387,7 @@ READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
     "sequences": read_sequences,
     "amazon": read_amazon,
     "jsonl": read_jsonl,
+    "csv": read_csv,
 }
 
 

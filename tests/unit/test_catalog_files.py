@@ -154,6 +154,22 @@ def test_a_row_the_schema_refuses_is_a_rejected_item_with_the_record_it_made(
                                           "brand": "apple", "price": -3.0}
 
 
+def test_movielens_movies_dat_of_ml_1m_in_latin_1(tmp_path: Path) -> None:
+    """GroupLens wrote ml-1m's ``movies.dat`` in Latin-1 with ``::`` between fields; it was
+    refused as not UTF-8. A ``movies.csv`` in Latin-1 still is (the table below)."""
+    dat = _write(tmp_path, "movies.dat", "1::Toy Story (1995)::Animation|Children's\n"
+                 "1193::Caf\xe9: Part 2 (1975)::Drama\n".encode("latin-1"))
+    assert list(read_catalog(dat, "movielens")) == [
+        ItemRecord("1", "Toy Story (1995)", categories=("Animation", "Children's"),
+                   attributes={"year": 1995}),
+        ItemRecord("1193", "Caf\xe9: Part 2 (1975)", categories=("Drama",),
+                   attributes={"year": 1975})]
+    utf8 = _write(tmp_path, "movies10m.dat", "5::Caf\xe9 (1975)::Drama\n")
+    assert [r.title for r in read_catalog(utf8, "movielens")] == ["Caf\xe9 (1975)"]
+    assert "movies1.dat:1: expected MovieID::Title::Genres" in _error(
+        _write(tmp_path, "movies1.dat", "1::Toy Story (1995)\n"), "movielens")
+
+
 @pytest.mark.parametrize(
     ("name", "text", "fmt", "expected"),
     [

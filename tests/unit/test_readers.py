@@ -66,6 +66,57 @@ def test_movielens_u_data_tab_without_header(tmp_path: Path) -> None:
     assert [e.user_id for e in _events(path, "movielens")] == ["196", "186"]
 
 
+def test_movielens_dat_of_ml_1m_reads_as_its_csv_does(tmp_path: Path) -> None:
+    """ml-1m and ml-10m (the SASRec paper's MovieLens) separate fields by ``::``: refused
+    before, as a one-field row."""
+    dat = _write(tmp_path, "ratings.dat", "1::1193::5::978300760\n2::661::3.5::978300000\n")
+    csv = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
+                 "1,1193,5,978300760\n2,661,3.5,978300000\n")
+    read = [(e.user_id, e.item_id, e.ts, e.context) for e in _events(dat, "movielens")]
+    assert read == [("2", "661", 978300000000, {"rating": 3.5}),
+                    ("1", "1193", 978300760000, {"rating": 5.0})]
+    assert read == [(e.user_id, e.item_id, e.ts, e.context) for e in _events(csv, "movielens")]
+
+
+def test_csv_finds_its_columns_by_name_and_maps_other_logs_event_types(tmp_path: Path) -> None:
+    """Retailrocket's events file as it is: ms times, ``visitorid``, ``addtocart`` and
+    ``transaction``; a type no map knows is refused in its place, not dropped."""
+    path = _write(tmp_path, "events.csv", "timestamp,visitorid,event,itemid,transactionid\n"
+                  "1433221332117,257,view,355,\n1433221999827,111,addtocart,318,\n"
+                  "1433222000000,111,transaction,318,4000\n1433222000001,111,remove,318,\n")
+    out = list(read_events(path, "csv"))
+    assert [(e.user_id, e.item_id, e.event_type, e.ts) for e in out[:3]] == [  # type: ignore[union-attr]
+        ("257", "355", "view", 1433221332117), ("111", "318", "add_to_cart", 1433221999827),
+        ("111", "318", "purchase", 1433222000000)]
+    assert isinstance(out[3], Rejected) and out[3].error.reason is Reason.UNKNOWN_EVENT_TYPE
+
+
+def test_csv_reads_recbole_inter_files_iso_times_sessions_and_short_rows(tmp_path: Path) -> None:
+    inter = _write(tmp_path, "ml.inter", "user_id:token\titem_id:token\trating:float\t"
+                   "timestamp:float\n1\t1193\t5\t978300760\n")
+    [event] = _events(inter, "csv")
+    assert (event.user_id, event.item_id, event.ts, event.event_type, event.context) == (
+        "1", "1193", 978300760000, "view", {"rating": 5.0})
+    sessions = _write(tmp_path, "s.csv", "Session_ID;Item;Event_Time;Price\n"
+                      "s1;a;2019-10-01 00:00:05 UTC;2.5\ns1;b;2019-10-01T00:00:06+01:00;\n")
+    late, early = _events(sessions, "csv")[::-1]
+    assert (late.user_id, late.session_id, late.ts, late.context) == (
+        "s1", "s1", 1569888005000, {"price": 2.5})
+    assert (early.item_id, early.ts, early.context) == ("b", 1569888005000 - 3_599_000, None)
+    short = _write(tmp_path, "short.csv", "user_id,item_id,timestamp\n1,2,1433221332\n1,3\n")
+    first, second = read_events(short, "csv")
+    assert isinstance(first, Rejected) and first.error.reason is Reason.WRONG_TYPE
+    assert isinstance(second, Event) and second.ts == 1433221332000
+
+
+def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", "session_id;timeframe;eventdate\n1;2;3\n")
+    with pytest.raises(LogFileError, match=r"x.csv: not a csv log \(line 1: ValueError: the "
+                       r"header \(session_id, timeframe, eventdate\) names no item column "
+                       r"\(item_id, item, iid, product_id, ...\); no time column"):
+        read_events(path, "csv")
+
+
 @pytest.mark.parametrize("sep", ["\t", ","])
 def test_yoochoose_with_header(tmp_path: Path, sep: str) -> None:
     rows = ["SessionId", "ItemId", "Time"], ["7", "214536502", "1396860669.277"], \
@@ -210,8 +261,8 @@ def test_a_byte_order_mark_does_not_cost_a_json_lines_file_its_first_record(
 
 
 def test_unknown_format_and_missing_file_are_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown format 'csv'; choose one of movielens"):
-        read_events(tmp_path, "csv")
+    with pytest.raises(ValueError, match="unknown format 'tsv'; choose one of movielens"):
+        read_events(tmp_path, "tsv")
     with pytest.raises(FileNotFoundError, match="no such file"):
         read_events(tmp_path / "missing.csv", "movielens")
 

@@ -22,6 +22,7 @@ interactions, so events and catalogue join.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import re
@@ -139,18 +140,26 @@ def _dat_rows(path: Path, handle: IO[str]) -> Iterator[tuple[int, _Row]]:
         yield line, {"movieId": movie, "title": title, "genres": genres}
 
 
-def _encoding(path: Path, fmt: str) -> str:
-    """UTF-8 (a byte-order mark read as none), but for ml-1m's ``movies.dat``: GroupLens
-    wrote it in Latin-1 (``Caf\xe9``), which a MovieLens ``::`` file may be when it is not
+def _latin_1_bytes(error: UnicodeError) -> tuple[str, int]:
+    """The bytes UTF-8 could not decode, as Latin-1 (``_encoding``)."""
+    if not isinstance(error, UnicodeDecodeError):  # registered for reading only
+        raise error
+    return error.object[error.start:error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("streamrec.latin-1", _latin_1_bytes)
+
+
+def _encoding(path: Path, fmt: str) -> tuple[str, str]:
+    """(encoding, errors): UTF-8 (a byte-order mark read as none), but for a MovieLens
+    ``::`` file: GroupLens wrote ml-1m's ``movies.dat`` in Latin-1 (``Caf\xe9``), so
+    there a byte that is not UTF-8 is read as Latin-1, and the rest of the line stays
     UTF-8. Any other file that is not UTF-8 is refused, naming its first bad line."""
     if fmt == "movielens":
-        raw = path.read_bytes()
-        if b"::" in raw.split(b"\n", 1)[0]:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return "latin-1"
-    return "utf-8-sig"
+        with open(path, "rb") as handle:
+            if b"::" in handle.readline():
+                return "utf-8-sig", "streamrec.latin-1"
+    return "utf-8-sig", "strict"
 
 
 # --- goodbooks-10k -------------------------------------------------------------------------
@@ -323,7 +332,8 @@ def _guarded(path: Path, fmt: str, extra: dict[str, Any]) -> Scanned:
             with open(path, "rb") as binary:
                 yield from _jsonl(path, binary)
         else:
-            with open(path, encoding=_encoding(path, fmt), newline="") as handle:
+            encoding, errors = _encoding(path, fmt)
+            with open(path, encoding=encoding, errors=errors, newline="") as handle:
                 yield from CATALOG_FORMATS[fmt](path, handle, **extra)
     except UnicodeDecodeError:
         line, problem = _first_undecodable(path)

@@ -126,9 +126,12 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
             handle.seek(0)
         lines: Iterable[str] = handle
         delimiter = "\t" if "\t" in first else ","
+        quoting = csv.QUOTE_MINIMAL
         if "::" in first:  # csv takes one character: "::" becomes one no field holds
             lines, delimiter = (line.replace("::", "\x1f") for line in handle), "\x1f"
-        rows = _parsed(csv.reader(lines, delimiter=delimiter), _movielens_row, header)
+            quoting = csv.QUOTE_NONE  # GroupLens quotes nothing: a stray '"' is a character
+        rows = _parsed(csv.reader(lines, delimiter=delimiter, quoting=quoting),
+                       _movielens_row, header)
     return _in_time_order(rows, path.name)
 
 
@@ -295,12 +298,13 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
 # and a RecBole type suffix (``user_id:token``): the first of a role's names found wins.
 _COLUMNS = {
     "user": ("user_id", "user", "uid", "visitorid", "reviewerID", "customer_id", "client_id"),
-    "item": ("item_id", "item", "iid", "product_id", "movieId", "asin", "parent_asin",
+    # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
+    "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "book_id", "track_id", "article_id", "sku"),
     "time": ("timestamp", "ts", "time", "event_time", "datetime", "date", "unixReviewTime",
              "t_dat"),
-    "type": ("event_type", "event", "behavior", "behavior_type", "action", "type",
-             "interaction_type"),
+    "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
+             "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),
     "rating": ("rating", "overall"),
     "price": ("price",),
@@ -318,7 +322,7 @@ def _name(text: str) -> str:
 
 
 def _csv_time(text: str | None) -> int | None:
-    """Epoch ms from unix seconds, ms or µs (told apart by size: 1e11 s is the year
+    """Epoch ms from unix seconds, ms, µs or ns (told apart by size: 1e11 s is the year
     5138, 1e11 ms 1973), or an ISO date and time (UTC unless it says otherwise); None
     for an empty field, for the schema to refuse in its place."""
     if not text or not text.strip():
@@ -328,8 +332,15 @@ def _csv_time(text: str | None) -> int | None:
     except ValueError:
         day = dt.datetime.fromisoformat(text.strip().removesuffix(" UTC"))
         return int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
-    scale = 1000 if abs(value) < 1e11 else 1 if abs(value) < 1e14 else 1e-3
+    size = abs(value)
+    scale = 1000 if size < 1e11 else 1 if size < 1e14 else 1e-3 if size < 1e17 else 1e-6
     return int(round(value * scale))
+
+
+def _number_text(text: str | None) -> str | None:
+    """A number field's text; None when it says there is none (blank, ``NA``, ``null``)."""
+    text = (text or "").strip()
+    return None if text.lower() in ("", "na", "n/a", "null", "none") else text
 
 
 def _csv_columns(header: list[str]) -> dict[str, int]:
@@ -348,19 +359,33 @@ def _csv_columns(header: list[str]) -> dict[str, int]:
     return found
 
 
+def _csv_header(first: str) -> tuple[str, dict[str, int]]:
+    """The delimiter whose fields name a user, an item and a time, and their columns: by
+    what the header says, not by counting (a quoted ``"a, b"`` holds a comma). For a
+    header none fits, the error of the split with the most fields."""
+    refused: list[tuple[int, ValueError]] = []
+    for delimiter in ",\t;|":
+        header = next(csv.reader([first], delimiter=delimiter), [])
+        try:
+            return delimiter, _csv_columns(header)
+        except ValueError as exc:
+            refused.append((len(header), exc))
+    raise max(refused, key=lambda fields_error: fields_error[0])[1]
+
+
 def read_csv(path: Path) -> Iterator[Event | Rejected]:
     """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
     files too), its columns found by name (:data:`_COLUMNS`): a user (or a session), an
     item and a time are needed; an event type, a session, a rating and a price are read
     when present. Types take the schema's names from other logs' (:data:`_CSV_TYPES`, e.g.
-    Retailrocket's ``addtocart`` and ``transaction``); one it does not know keeps its name,
-    for the schema to refuse: a dead letter. Without a type column every row is a
-    ``view``. A row short of a column has None there, for the schema to refuse."""
+    Retailrocket's ``addtocart`` and ``transaction``); one it does not know, or none, keeps
+    its name, for the schema to refuse: a dead letter. Without a type column every row is
+    a ``view``. A row short of a column has None there, for the schema to refuse; a rating
+    or price of ``NA`` or blank is none."""
     with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         first = handle.readline()
-        delimiter = max(",\t;|", key=first.count)
         try:
-            cols = _csv_columns(next(csv.reader([first], delimiter=delimiter), []))
+            delimiter, cols = _csv_header(first)
         except ValueError as exc:
             raise RowError(1, exc) from exc
 
@@ -369,11 +394,11 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
                 return None
             got = {role: rec[at] if at < len(rec) else None for role, at in cols.items()}
             context = {key: float(value) for key in ("rating", "price")
-                       if (value := got.get(key))}
-            kind = got.get("type") or "view"
+                       if (value := _number_text(got.get(key)))}
+            kind = got.get("type") if "type" in cols else "view"  # empty: the schema refuses
             return (_csv_time(got["time"]), got["user"], got["item"],  # type: ignore[return-value]
                     got.get("session") or None, context or None,
-                    _CSV_TYPES.get(_name(kind), kind))
+                    _CSV_TYPES.get(_name(kind), kind) if kind else kind)
 
         rows = _parsed(csv.reader(handle, delimiter=delimiter), row, 1)
     return _in_time_order(rows, path.name)

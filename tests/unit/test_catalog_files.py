@@ -164,8 +164,11 @@ def test_movielens_movies_dat_of_ml_1m_in_latin_1(tmp_path: Path) -> None:
                    attributes={"year": 1995}),
         ItemRecord("1193", "Caf\xe9: Part 2 (1975)", categories=("Drama",),
                    attributes={"year": 1975})]
-    utf8 = _write(tmp_path, "movies10m.dat", "5::Caf\xe9 (1975)::Drama\n")
-    assert [r.title for r in read_catalog(utf8, "movielens")] == ["Caf\xe9 (1975)"]
+    # UTF-8 (ml-10m), a title holding the separator, a UTF-8 line beside a Latin-1 one
+    utf8 = _write(tmp_path, "movies10m.dat", "5::Caf\xe9 (1975)::Drama\n6::A::B (1999)::War\n"
+                  .encode() + "7::Am\xe9lie (2001)::Comedy\n".encode("latin-1"))
+    assert [r.title for r in read_catalog(utf8, "movielens")] == [
+        "Caf\xe9 (1975)", "A::B (1999)", "Am\xe9lie (2001)"]
     assert "movies1.dat:1: expected MovieID::Title::Genres" in _error(
         _write(tmp_path, "movies1.dat", "1::Toy Story (1995)\n"), "movielens")
 

@@ -76,6 +76,8 @@ def test_movielens_dat_of_ml_1m_reads_as_its_csv_does(tmp_path: Path) -> None:
     assert read == [("2", "661", 978300000000, {"rating": 3.5}),
                     ("1", "1193", 978300760000, {"rating": 5.0})]
     assert read == [(e.user_id, e.item_id, e.ts, e.context) for e in _events(csv, "movielens")]
+    quoted = _write(tmp_path, "q.dat", '1::"66::5::978302109\n2::67::4::978302110\n')
+    assert [e.item_id for e in _events(quoted, "movielens")] == ['"66', "67"]  # not one row
 
 
 def test_csv_finds_its_columns_by_name_and_maps_other_logs_event_types(tmp_path: Path) -> None:
@@ -107,6 +109,26 @@ def test_csv_reads_recbole_inter_files_iso_times_sessions_and_short_rows(tmp_pat
     first, second = read_events(short, "csv")
     assert isinstance(first, Rejected) and first.error.reason is Reason.WRONG_TYPE
     assert isinstance(second, Event) and second.ts == 1433221332000
+
+
+def test_csv_refuses_an_empty_type_and_reads_other_logs_names_units_and_quotes(
+        tmp_path: Path) -> None:
+    """Found by a review: an empty type was served as a view; Tmall's ``action_type`` went
+    unread (every row a view); Amazon 2023 took the variant ``asin`` over the
+    ``parent_asin`` its catalogue names; ``NA`` ratings stopped the file; nanosecond times
+    were all dead letters; quoted commas in a ``|`` header chose the comma."""
+    typed = _write(tmp_path, "t.csv", "user_id,item_id,timestamp,action_type\n"
+                   "1,a,1433221332,purchase\n1,b,1433221333,\n")
+    read = list(read_events(typed, "csv"))
+    assert read[0].event_type == "purchase"  # type: ignore[union-attr]
+    assert isinstance(read[1], Rejected) and read[1].error.reason is Reason.UNKNOWN_EVENT_TYPE
+    amazon = _write(tmp_path, "a.csv", "rating,asin,parent_asin,user_id,timestamp\n"
+                    "NA,B01VAR,B00PARENT,U1,1433221332117000000\n 4 ,B02VAR,B00P2,U1,1433221333\n")
+    first, second = _events(amazon, "csv")
+    assert (first.item_id, first.ts, first.context) == ("B00PARENT", 1433221332117, None)
+    assert (second.item_id, second.context) == ("B00P2", {"rating": 4.0})
+    piped = _write(tmp_path, "p.csv", 'user_id|item_id|ts|"a,b,c,d"\n1|a|1433221332|x\n')
+    assert [e.ts for e in _events(piped, "csv")] == [1433221332000]
 
 
 def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path) -> None:

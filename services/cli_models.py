@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli_events import Format
+from services.logs import configure
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
 from services.trainer import TRAINED_UNTIL
@@ -48,6 +49,15 @@ def _catalogue(path: Path | None, fmt: str | None) -> list[ItemRecord]:
     if fmt not in CATALOG_FORMATS:
         raise typer.BadParameter(f"--items-format must be one of {', '.join(CATALOG_FORMATS)}")
     return list(read_catalog(path, fmt))
+
+
+def _settings() -> Settings:
+    """The settings; piped or in CI, where the progress bar is silent, logging at info,
+    so each evaluated epoch says so (``train_with_progress``): a long run was mute."""
+    settings = load_settings()
+    if not errors.is_terminal:
+        configure(settings.log_format, "info", "train")
+    return settings
 
 
 def _events(path: Path, fmt: Format) -> list[Event]:
@@ -125,7 +135,7 @@ def evaluate(
                                  if unknown else "name at least one model", param_hint="--models")
     if json_out is not None and not json_out.parent.is_dir():  # before any training
         raise typer.BadParameter(f"no folder {json_out.parent}", param_hint="--json")
-    settings = load_settings()
+    settings = _settings()
     records = _catalogue(items, items_format)
     cold = None
     if protocol is Protocol.cold_items:
@@ -195,7 +205,7 @@ def train(
         raise typer.BadParameter("the champion is a retriever and a ranker, trained on the "
                                  "same id maps and promoted together: --champion needs "
                                  "--model all")
-    settings = load_settings()
+    settings = _settings()
     records = _catalogue(items, items_format)
     if champion and register and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock

@@ -195,3 +195,24 @@ def test_champion_without_redis_is_refused_before_training(
     assert rounds == []  # not trained: the stub would have raised _Ungated
     clean_env.setattr("infra.redis_server.probe_redis", lambda url, timeout_s: "down")
     assert isinstance(_train(log, "--champion", "--force").exception, _Ungated)
+
+
+def test_evaluate_piped_says_each_evaluated_epoch(tmp_path: Path) -> None:
+    """The progress bar is silent without a terminal; ``evaluate`` (and ``train``) then said
+    nothing at all until the report, which on a large log is an hour of silence in CI."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(e.to_json() + b"\n" for e in generate(
+        SyntheticConfig(users=20, items=15, events=300, seed=3))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "evaluate", "--data", str(path), "--format",
+         "jsonl", "--models", "sasrec", "--epochs", "1"],
+        env={**env, "STREAMREC_DATA_DIR": str(tmp_path / "state")}, capture_output=True,
+        text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "streamrec.train train model=sasrec epoch=1 loss=" in done.stderr
+    assert "full NDCG@10" in done.stdout

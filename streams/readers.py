@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from streams.events import Event, InvalidEvent, json_lines, parse, validate
 
@@ -92,6 +93,19 @@ def _letter(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode()
 
 
+def _text(path: Path) -> IO[str]:
+    """A log as text, a ``.gz`` one decompressed as it is read (REES46's months, Amazon's
+    reviews come so); csv's ``newline=""``, so a quoted field's line breaks stay."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding=TEXT_ENCODING)
+    return open(path, newline="", encoding=TEXT_ENCODING)
+
+
+def _binary(path: Path) -> IO[bytes]:
+    """``_text``'s bytes, for JSON lines."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def _stripped(value: Any) -> Any:
     """A string without the spaces around it; anything else (None from a short csv row)
     as it is, for the schema to refuse in its place."""
@@ -119,7 +133,7 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
 
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
-    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
+    with _text(path) as handle:
         first = handle.readline()
         header = 0 if first[:1].isdigit() else 1
         if not header:  # u.data, ratings.dat
@@ -154,7 +168,7 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
 
     Sessions have no user ids: the session id serves as both.
     """
-    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
+    with _text(path) as handle:
         first = handle.readline()
         delimiter = "\t" if "\t" in first else ","
         header = [h.strip().lower() for h in first.rstrip("\n").split(delimiter)]
@@ -184,7 +198,7 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     ``ts`` = the event date (UTC midnight) + ``timeframe`` ms; anonymous sessions
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
-    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
+    with _text(path) as handle:
         rows = _parsed(csv.DictReader(handle, delimiter=";"), _diginetica_row)
     return _in_time_order(rows, path.name)
 
@@ -209,7 +223,7 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     ``price`` travels in ``context``; category and brand describe the item, not the event,
     and belong to a catalogue rather than to each event.
     """
-    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
+    with _text(path) as handle:
         rows = _parsed(csv.DictReader(handle), _rees46_row)
     return _in_time_order(rows, path.name)
 
@@ -232,7 +246,7 @@ def read_sequences(path: Path) -> Iterator[Event | Rejected]:
     so a replay interleaves users the way a live stream would.
     """
     rows: list[_Row] = []
-    with open(path, encoding=TEXT_ENCODING) as handle:
+    with _text(path) as handle:
         for line in handle:
             if not line.strip():  # a blank line (a trailing one, say) holds no user
                 continue
@@ -265,7 +279,7 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
         f for f in (path.with_name(stem + s) for s in _INTER_SPLITS) if f.is_file()]
     longest: dict[str, list[str]] = {}
     for file in files:
-        with open(file, encoding=TEXT_ENCODING) as handle:
+        with _text(file) as handle:
             for line, text in enumerate(handle, 1):
                 fields = text.rstrip("\r\n").split("\t")
                 if line == 1 and fields[0].startswith("user_id"):
@@ -284,7 +298,7 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
 def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`."""
     events: list[Event] = []
-    with open(path, "rb") as handle:
+    with _binary(path) as handle:
         for _, raw in json_lines(handle):
             try:
                 events.append(parse(raw))
@@ -294,69 +308,92 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     yield from events
 
 
-# ``csv``: a column's role by its header name, compared without case, spaces, ``_``, ``-``
-# and a RecBole type suffix (``user_id:token``): the first of a role's names found wins.
+# ``csv`` and ``json``: a field's role by its name, compared without case, spaces, ``_``,
+# ``-`` and a RecBole type suffix (``user_id:token``): the first of a role's names found wins.
 _COLUMNS = {
     "user": ("user_id", "user", "uid", "visitorid", "reviewerID", "customer_id", "client_id"),
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
-             "book_id", "track_id", "article_id", "sku"),
+             "business_id", "book_id", "track_id", "article_id", "sku"),
     "time": ("timestamp", "ts", "time", "event_time", "datetime", "date", "unixReviewTime",
              "t_dat"),
     "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
              "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),
-    "rating": ("rating", "overall"),
+    "rating": ("rating", "overall", "stars"),
     "price": ("price",),
 }
-_CSV_TYPES = {  # other logs' names for the schema's event types, compared as columns are
+_TYPE_NAMES = {  # other logs' names for the schema's event types, compared as fields are
     **dict.fromkeys(("view", "views", "pv", "pageview", "detail"), "view"),
     **dict.fromkeys(("click", "clicks"), "click"),
     **dict.fromkeys(("addtocart", "cart", "addtobasket", "basket"), "add_to_cart"),
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
 }
+_NONE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
 
 
 def _name(text: str) -> str:
     return "".join(c for c in text.split(":")[0].lower() if c not in " _-")
 
 
-def _csv_time(text: str | None) -> int | None:
+def _log_time(value: Any) -> int | None:
     """Epoch ms from unix seconds, ms, µs or ns (told apart by size: 1e11 s is the year
-    5138, 1e11 ms 1973), or an ISO date and time (UTC unless it says otherwise); None
-    for an empty field, for the schema to refuse in its place."""
-    if not text or not text.strip():
+    5138, 1e11 ms 1973), as a number or its text, or an ISO date and time (UTC unless it
+    says otherwise); None for an empty field, for the schema to refuse in its place."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
-        value = float(text)
+        number = float(value)
     except ValueError:
-        day = dt.datetime.fromisoformat(text.strip().removesuffix(" UTC"))
+        day = dt.datetime.fromisoformat(value.strip().removesuffix(" UTC"))
         return int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
-    size = abs(value)
+    size = abs(number)
     scale = 1000 if size < 1e11 else 1 if size < 1e14 else 1e-3 if size < 1e17 else 1e-6
-    return int(round(value * scale))
+    return int(round(number * scale))
 
 
-def _number_text(text: str | None) -> str | None:
-    """A number field's text; None when it says there is none (blank, ``NA``, ``null``)."""
-    text = (text or "").strip()
-    return None if text.lower() in ("", "na", "n/a", "null", "none") else text
+def _number(value: Any) -> float | None:
+    """A rating's or price's value; None when there is none (blank, ``NA``, ``null``)."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lower() in _NONE:
+            return None
+    return None if value is None else float(value)
 
 
-def _csv_columns(header: list[str]) -> dict[str, int]:
-    """Each role's column; a log without a user column but with sessions takes the
-    session as the user, as ``yoochoose`` does."""
-    names = [_name(h) for h in header]
-    found = {role: names.index(at) for role, aliases in _COLUMNS.items()
-             if (at := next((_name(a) for a in aliases if _name(a) in names), None))}
+def _field(value: Any) -> Any:
+    """An id as text: JSON logs write numbers (Yelp's are text, MovieLens-style ones are
+    not); anything else as it is, for the schema to judge."""
+    return str(value) if type(value) is int else value
+
+
+def _roles(names: list[str]) -> dict[str, int]:
+    """Each role's position among a header's (or a JSON object's) field ``names``; a log
+    without users but with sessions takes the session as the user, as ``yoochoose`` does."""
+    plain = [_name(n) for n in names]
+    found = {role: plain.index(at) for role, aliases in _COLUMNS.items()
+             if (at := next((_name(a) for a in aliases if _name(a) in plain), None))}
     if "user" not in found and "session" in found:
         found["user"] = found["session"]
     missing = [role for role in ("user", "item", "time") if role not in found]
     if missing:
-        raise ValueError(f"the header ({', '.join(header)[:120]}) names no "
-                         + "; no ".join(f"{role} column ({', '.join(_COLUMNS[role][:4])}, ...)"
+        raise ValueError(f"the fields ({', '.join(names)[:120]}) name no "
+                         + "; no ".join(f"{role} ({', '.join(_COLUMNS[role][:4])}, ...)"
                                         for role in missing))
     return found
+
+
+def _role_row(got: dict[str, Any], typed: bool) -> _Row:
+    """A row from each role's field (a short row's missing ones None). Types take the
+    schema's names from other logs' (``_TYPE_NAMES``); an unknown or empty one keeps its
+    value, for the schema to refuse; untyped logs are views."""
+    context = {key: value for key in ("rating", "price")
+               if (value := _number(got.get(key))) is not None}
+    kind = got.get("type") if typed else "view"
+    if isinstance(kind, str) and kind:
+        kind = _TYPE_NAMES.get(_name(kind), kind)
+    return (_log_time(got["time"]), _field(got["user"]), _field(got["item"]),
+            _field(got.get("session")) or None, context or None, kind)
 
 
 def _csv_header(first: str) -> tuple[str, dict[str, int]]:
@@ -367,7 +404,7 @@ def _csv_header(first: str) -> tuple[str, dict[str, int]]:
     for delimiter in ",\t;|":
         header = next(csv.reader([first], delimiter=delimiter), [])
         try:
-            return delimiter, _csv_columns(header)
+            return delimiter, _roles(header)
         except ValueError as exc:
             refused.append((len(header), exc))
     raise max(refused, key=lambda fields_error: fields_error[0])[1]
@@ -377,12 +414,9 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
     """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
     files too), its columns found by name (:data:`_COLUMNS`): a user (or a session), an
     item and a time are needed; an event type, a session, a rating and a price are read
-    when present. Types take the schema's names from other logs' (:data:`_CSV_TYPES`, e.g.
-    Retailrocket's ``addtocart`` and ``transaction``); one it does not know, or none, keeps
-    its name, for the schema to refuse: a dead letter. Without a type column every row is
-    a ``view``. A row short of a column has None there, for the schema to refuse; a rating
-    or price of ``NA`` or blank is none."""
-    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
+    when present (:func:`_role_row`). A row short of a column has None there, for the
+    schema to refuse; a rating or price of ``NA`` or blank is none."""
+    with _text(path) as handle:
         first = handle.readline()
         try:
             delimiter, cols = _csv_header(first)
@@ -390,17 +424,34 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
             raise RowError(1, exc) from exc
 
         def row(rec: list[str]) -> _Row | None:
-            if not rec:
-                return None
-            got = {role: rec[at] if at < len(rec) else None for role, at in cols.items()}
-            context = {key: float(value) for key in ("rating", "price")
-                       if (value := _number_text(got.get(key)))}
-            kind = got.get("type") if "type" in cols else "view"  # empty: the schema refuses
-            return (_csv_time(got["time"]), got["user"], got["item"],  # type: ignore[return-value]
-                    got.get("session") or None, context or None,
-                    _CSV_TYPES.get(_name(kind), kind) if kind else kind)
+            return _role_row({role: rec[at] if at < len(rec) else None
+                              for role, at in cols.items()}, "type" in cols) if rec else None
 
         rows = _parsed(csv.reader(handle, delimiter=delimiter), row, 1)
+    return _in_time_order(rows, path.name)
+
+
+def read_json(path: Path) -> Iterator[Event | Rejected]:
+    """JSON lines of any objects, their fields found by name as ``csv`` finds columns, from
+    the first object's: Amazon's review files (``reviewerID``, ``asin``, ``overall``,
+    ``unixReviewTime``; 2023's ``user_id``, ``parent_asin``, ``rating``, ``timestamp``),
+    Yelp's reviews (``business_id``, ``stars``, ``date``). A line that is not a JSON object
+    refuses the file, naming it, as a csv row that does not parse does."""
+    rows: list[_Row] = []
+    keys: dict[str, str] = {}
+    with _binary(path) as handle:
+        for line, raw in json_lines(handle):
+            try:
+                obj = json.loads(raw)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"not a JSON object: {raw[:60]!r}")
+                if not keys:
+                    names = list(obj)
+                    keys = {role: names[at] for role, at in _roles(names).items()}
+            except ValueError as exc:
+                raise RowError(line, exc) from exc
+            rows.append(_role_row({role: obj.get(key) for role, key in keys.items()},
+                                  "type" in keys))
     return _in_time_order(rows, path.name)
 
 
@@ -413,6 +464,7 @@ READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
     "amazon": read_amazon,
     "jsonl": read_jsonl,
     "csv": read_csv,
+    "json": read_json,
 }
 
 

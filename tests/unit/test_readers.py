@@ -134,9 +134,48 @@ def test_csv_refuses_an_empty_type_and_reads_other_logs_names_units_and_quotes(
 def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path) -> None:
     path = _write(tmp_path, "x.csv", "session_id;timeframe;eventdate\n1;2;3\n")
     with pytest.raises(LogFileError, match=r"x.csv: not a csv log \(line 1: ValueError: the "
-                       r"header \(session_id, timeframe, eventdate\) names no item column "
-                       r"\(item_id, item, iid, product_id, ...\); no time column"):
+                       r"fields \(session_id, timeframe, eventdate\) name no item "
+                       r"\(item_id, item, iid, product_id, ...\); no time"):
         read_events(path, "csv")
+
+
+def test_json_reads_review_dumps_by_their_field_names(tmp_path: Path) -> None:
+    """Amazon's 2018 reviews (the SASRec paper's Beauty and Games), as their ``.json.gz``;
+    a number for an id is its text; a line that is not an object refuses the file."""
+    import gzip
+
+    lines = ('{"overall": 5.0, "reviewerID": "A1", "asin": "B2", "unixReviewTime": 1400000100}\n'
+             '{"overall": 3.0, "reviewerID": "A1", "asin": "B1", "unixReviewTime": 1400000000,'
+             ' "style": {"Size:": " Big"}}\n'
+             '{"reviewerID": "A2", "asin": "B1", "unixReviewTime": null}\n')
+    path = tmp_path / "reviews_Beauty_5.json.gz"
+    path.write_bytes(gzip.compress(lines.encode()))
+    missing_time, *events = read_events(path, "json")
+    assert isinstance(missing_time, Rejected)
+    assert [(e.user_id, e.item_id, e.ts, e.context) for e in events] == [  # type: ignore[union-attr]
+        ("A1", "B1", 1400000000000, {"rating": 3.0}), ("A1", "B2", 1400000100000, {"rating": 5.0})]
+    yelp = _write(tmp_path, "yelp.json", '{"user_id": 12, "business_id": "b", "stars": 4, '
+                  '"date": "2016-03-09 00:44:42"}\n')
+    [event] = _events(yelp, "json")
+    assert (event.user_id, event.item_id, event.ts, event.context) == (
+        "12", "b", 1457484282000, {"rating": 4.0})
+    broken = _write(tmp_path, "b.json", '{"user_id": "1", "item_id": "2", "ts": 1}\n[1, 2]\n')
+    with pytest.raises(LogFileError, match=r"b.json: not a json log \(line 2: ValueError: not "
+                       r"a JSON object"):
+        read_events(broken, "json")
+
+
+def test_gzipped_logs_read_as_their_plain_text(tmp_path: Path) -> None:
+    """REES46's months and Amazon's dumps come as ``.gz``: refused before as not UTF-8."""
+    import gzip
+
+    plain = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
+                   "1,10,4.0,964982703\n1,20,3.5,964982000\n")
+    packed = tmp_path / "ratings.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    key = [(e.user_id, e.item_id, e.ts, e.context) for e in _events(plain, "movielens")]
+    assert [(e.user_id, e.item_id, e.ts, e.context) for e in _events(packed, "movielens")] == key
+    assert [(e.user_id, e.item_id, e.ts, e.context) for e in _events(packed, "csv")] == key
 
 
 @pytest.mark.parametrize("sep", ["\t", ","])

@@ -16,7 +16,8 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -63,19 +64,49 @@ def _event_id(source: str, line: int) -> str:
 
 # (ts_ms, user, item, session, context, event_type), as read from a file
 _Row = tuple[int | None, str, str, str | None, dict | None, str]
+Rows = Callable[[], Iterator[_Row]]  # a file's rows, read afresh at each call
 
 
-def _in_time_order(rows: list[_Row], source: str) -> Iterator[Event | Rejected]:
-    """rows in file order; their positions give the ids. A row the schema refuses (an empty
-    id, a time out of range) comes as :class:`Rejected`, its event as JSON, in its place:
-    validated lazily, so only a reader of the whole file meets it, and replay must
-    dead-letter it rather than stop halfway with part of the file sent. Ids lose the
-    spaces around them (``1, 31, 2.5`` in a hand-edited csv), as the catalogue readers'
-    do, so an item's events and its record name it alike."""
-    # a row without a time (``csv``'s empty field) is refused first
-    order = sorted(range(len(rows)), key=lambda i: -math.inf if rows[i][0] is None else rows[i][0])
-    for i in order:
-        ts, user, item, session, context, event_type = rows[i]
+def _in_time_order(rows: Rows | list[_Row], source: str) -> Iterator[Event | Rejected]:
+    """The events of ``rows`` (in file order; their positions give the ids) in time order.
+
+    A file is read through once here, when its reader is called, for its order: a row that
+    does not parse stops it before anything is sent. A file already in time order
+    (REES46's months, YooChoose's clicks) is then read again as its events are taken, so a
+    log larger than memory replays, and ``--limit`` reads no further than it needs; any
+    other is held and sorted (stable: ties keep file order)."""
+    if not isinstance(rows, list):
+        if _ordered(rows()):
+            return _validated(enumerate(rows()), source)
+        rows = list(rows())
+    held = rows
+    return _validated(((i, held[i]) for i in sorted(range(len(held)),
+                                                     key=lambda i: _when(held[i]))), source)
+
+
+def _when(row: _Row) -> float:
+    """A row's time for ordering: one without (``csv``'s empty field) is refused first."""
+    return -math.inf if row[0] is None else row[0]
+
+
+def _ordered(rows: Iterator[_Row]) -> bool:
+    """Whether ``rows`` come in time order; every row is parsed where they do."""
+    last = -math.inf
+    for row in rows:
+        if (when := _when(row)) < last:
+            return False
+        last = when
+    return True
+
+
+def _validated(rows: Iterable[tuple[int, _Row]], source: str) -> Iterator[Event | Rejected]:
+    """Each (position, row) as an event. A row the schema refuses (an empty id, a time out
+    of range) comes as :class:`Rejected`, its event as JSON, in its place: validated
+    lazily, so only a reader of the whole file meets it, and replay must dead-letter it
+    rather than stop halfway with part of the file sent. Ids lose the spaces around them
+    (``1, 31, 2.5`` in a hand-edited csv), as the catalogue readers' do, so an item's
+    events and its record name it alike."""
+    for i, (ts, user, item, session, context, event_type) in rows:
         record = {"event_id": _event_id(source, i), "user_id": _stripped(user),
                   "item_id": _stripped(item), "event_type": event_type, "ts": ts,
                   "schema_version": 1, "session_id": _stripped(session), "context": context}
@@ -112,19 +143,17 @@ def _stripped(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) -> list[_Row]:
+def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) -> Iterator[_Row]:
     """``row`` of each record of a csv ``reader`` (None: a record to leave out). One that
     does not parse is a :class:`RowError` naming its line (``skipped``: header lines read
     before the reader began). A short row of a ``DictReader`` has None for its missing
     fields: a TypeError."""
-    rows: list[_Row] = []
     try:
         for rec in reader:
             if (parsed := row(rec)) is not None:
-                rows.append(parsed)
+                yield parsed
     except ROW_ERRORS as exc:
         raise RowError(reader.line_num + skipped, exc) from exc
-    return rows
 
 
 def read_movielens(path: Path) -> Iterator[Event | Rejected]:
@@ -133,19 +162,20 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
 
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
-    with _text(path) as handle:
-        first = handle.readline()
-        header = 0 if first[:1].isdigit() else 1
-        if not header:  # u.data, ratings.dat
-            handle.seek(0)
-        lines: Iterable[str] = handle
-        delimiter = "\t" if "\t" in first else ","
-        quoting = csv.QUOTE_MINIMAL
-        if "::" in first:  # csv takes one character: "::" becomes one no field holds
-            lines, delimiter = (line.replace("::", "\x1f") for line in handle), "\x1f"
-            quoting = csv.QUOTE_NONE  # GroupLens quotes nothing: a stray '"' is a character
-        rows = _parsed(csv.reader(lines, delimiter=delimiter, quoting=quoting),
-                       _movielens_row, header)
+    def rows() -> Iterator[_Row]:
+        with _text(path) as handle:
+            first = handle.readline()
+            header = 0 if first[:1].isdigit() else 1
+            if not header:  # u.data, ratings.dat
+                handle.seek(0)
+            lines: Iterable[str] = handle
+            delimiter = "\t" if "\t" in first else ","
+            quoting = csv.QUOTE_MINIMAL
+            if "::" in first:  # csv takes one character: "::" becomes one no field holds
+                lines, delimiter = (line.replace("::", "\x1f") for line in handle), "\x1f"
+                quoting = csv.QUOTE_NONE  # GroupLens quotes nothing: '"' is a character
+            yield from _parsed(csv.reader(lines, delimiter=delimiter, quoting=quoting),
+                               _movielens_row, header)
     return _in_time_order(rows, path.name)
 
 
@@ -168,28 +198,30 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
 
     Sessions have no user ids: the session id serves as both.
     """
-    with _text(path) as handle:
-        first = handle.readline()
-        delimiter = "\t" if "\t" in first else ","
-        header = [h.strip().lower() for h in first.rstrip("\n").split(delimiter)]
-        if header[0].isdigit():
-            handle.seek(0)
-            header = []
-
-        def row(rec: list[str]) -> _Row | None:
-            if not rec:
-                return None
-            if header:
-                named = dict(zip(header, rec))
-                session, item, ts = named["sessionid"], named["itemid"], named["time"]
-            elif len(rec) >= 4 and "T" in rec[1]:
-                session, ts, item = rec[0], rec[1], rec[2]
-            else:
-                session, item, ts = rec[:3]
-            return _yoochoose_time(ts), session, item, session, None, "click"
-
-        rows = _parsed(csv.reader(handle, delimiter=delimiter), row, bool(header))
+    def rows() -> Iterator[_Row]:
+        with _text(path) as handle:
+            first = handle.readline()
+            delimiter = "\t" if "\t" in first else ","
+            header = [h.strip().lower() for h in first.rstrip("\r\n").split(delimiter)]
+            if header[0].isdigit():
+                handle.seek(0)
+                header = []
+            yield from _parsed(csv.reader(handle, delimiter=delimiter),
+                               lambda rec: _yoochoose_row(rec, header), bool(header))
     return _in_time_order(rows, path.name)
+
+
+def _yoochoose_row(rec: list[str], header: list[str]) -> _Row | None:
+    if not rec:
+        return None
+    if header:
+        named = dict(zip(header, rec))
+        session, item, ts = named["sessionid"], named["itemid"], named["time"]
+    elif len(rec) >= 4 and "T" in rec[1]:
+        session, ts, item = rec[0], rec[1], rec[2]
+    else:
+        session, item, ts = rec[:3]
+    return _yoochoose_time(ts), session, item, session, None, "click"
 
 
 def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
@@ -198,8 +230,9 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     ``ts`` = the event date (UTC midnight) + ``timeframe`` ms; anonymous sessions
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
-    with _text(path) as handle:
-        rows = _parsed(csv.DictReader(handle, delimiter=";"), _diginetica_row)
+    def rows() -> Iterator[_Row]:
+        with _text(path) as handle:
+            yield from _parsed(csv.DictReader(handle, delimiter=";"), _diginetica_row)
     return _in_time_order(rows, path.name)
 
 
@@ -223,8 +256,9 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     ``price`` travels in ``context``; category and brand describe the item, not the event,
     and belong to a catalogue rather than to each event.
     """
-    with _text(path) as handle:
-        rows = _parsed(csv.DictReader(handle), _rees46_row)
+    def rows() -> Iterator[_Row]:
+        with _text(path) as handle:
+            yield from _parsed(csv.DictReader(handle), _rees46_row)
     return _in_time_order(rows, path.name)
 
 
@@ -274,9 +308,11 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
     was given. The item ids are UniSRec's internal ids, which ``streams.catalog_files``
     maps the ``.text`` catalogue onto.
     """
-    stem = next((path.name[: -len(s)] for s in _INTER_SPLITS if path.name.endswith(s)), None)
+    name = path.name.removesuffix(".gz")
+    stem = next((name[: -len(s)] for s in _INTER_SPLITS if name.endswith(s)), None)
     files = [path] if stem is None else [
-        f for f in (path.with_name(stem + s) for s in _INTER_SPLITS) if f.is_file()]
+        f for s in _INTER_SPLITS for gz in ("", ".gz")
+        if (f := path.with_name(stem + s + gz)).is_file()]
     longest: dict[str, list[str]] = {}
     for file in files:
         with _text(file) as handle:
@@ -292,20 +328,21 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
                     longest[user] = sequence
     rows: list[_Row] = [(SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
                         for user, items in longest.items() for k, item in enumerate(items)]
-    return _in_time_order(rows, f"{stem}.inter" if stem is not None else path.name)
+    return _in_time_order(rows, f"{stem}.inter" if stem is not None else name)
 
 
 def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`."""
     events: list[Event] = []
-    with _binary(path) as handle:
+    rejected: list[Event | Rejected] = []
+    with _binary(path) as handle:  # all read here: a gzip cut short stops before any is sent
         for _, raw in json_lines(handle):
             try:
                 events.append(parse(raw))
             except InvalidEvent as exc:
-                yield Rejected(raw, exc)
+                rejected.append(Rejected(raw, exc))
     events.sort(key=lambda e: e.ts)
-    yield from events
+    return iter(rejected + events)
 
 
 # ``csv`` and ``json``: a field's role by its name, compared without case, spaces, ``_``,
@@ -324,7 +361,9 @@ _COLUMNS = {
     "price": ("price",),
 }
 _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as fields are
-    **dict.fromkeys(("view", "views", "pv", "pageview", "detail"), "view"),
+    # a review or a rating (old Yelp dumps say ``"type": "review"``) is a view, as
+    # MovieLens ratings are
+    **dict.fromkeys(("view", "views", "pv", "pageview", "detail", "review", "rating"), "view"),
     **dict.fromkeys(("click", "clicks"), "click"),
     **dict.fromkeys(("addtocart", "cart", "addtobasket", "basket"), "add_to_cart"),
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
@@ -358,6 +397,8 @@ def _number(value: Any) -> float | None:
         value = value.strip()
         if value.lower() in _NONE:
             return None
+    if isinstance(value, bool):  # float(True) is 1.0: a misread, not a number
+        raise TypeError(f"not a number: {value}")
     return None if value is None else float(value)
 
 
@@ -367,16 +408,17 @@ def _field(value: Any) -> Any:
     return str(value) if type(value) is int else value
 
 
-def _roles(names: list[str]) -> dict[str, int]:
+def _roles(names: Sequence[str], needed: bool = True) -> dict[str, int]:
     """Each role's position among a header's (or a JSON object's) field ``names``; a log
-    without users but with sessions takes the session as the user, as ``yoochoose`` does."""
+    without users but with sessions takes the session as the user, as ``yoochoose`` does.
+    ``needed``: a user, an item and a time must be there, or it is not such a log."""
     plain = [_name(n) for n in names]
     found = {role: plain.index(at) for role, aliases in _COLUMNS.items()
              if (at := next((_name(a) for a in aliases if _name(a) in plain), None))}
     if "user" not in found and "session" in found:
         found["user"] = found["session"]
     missing = [role for role in ("user", "item", "time") if role not in found]
-    if missing:
+    if missing and needed:
         raise ValueError(f"the fields ({', '.join(names)[:120]}) name no "
                          + "; no ".join(f"{role} ({', '.join(_COLUMNS[role][:4])}, ...)"
                                         for role in missing))
@@ -416,42 +458,46 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
     item and a time are needed; an event type, a session, a rating and a price are read
     when present (:func:`_role_row`). A row short of a column has None there, for the
     schema to refuse; a rating or price of ``NA`` or blank is none."""
-    with _text(path) as handle:
-        first = handle.readline()
-        try:
-            delimiter, cols = _csv_header(first)
-        except ValueError as exc:
-            raise RowError(1, exc) from exc
+    def rows() -> Iterator[_Row]:
+        with _text(path) as handle:
+            try:
+                delimiter, cols = _csv_header(handle.readline())
+            except ValueError as exc:
+                raise RowError(1, exc) from exc
 
-        def row(rec: list[str]) -> _Row | None:
-            return _role_row({role: rec[at] if at < len(rec) else None
-                              for role, at in cols.items()}, "type" in cols) if rec else None
+            def row(rec: list[str]) -> _Row | None:
+                return _role_row({role: rec[at] if at < len(rec) else None
+                                  for role, at in cols.items()}, "type" in cols) if rec else None
 
-        rows = _parsed(csv.reader(handle, delimiter=delimiter), row, 1)
+            yield from _parsed(csv.reader(handle, delimiter=delimiter), row, 1)
     return _in_time_order(rows, path.name)
 
 
 def read_json(path: Path) -> Iterator[Event | Rejected]:
-    """JSON lines of any objects, their fields found by name as ``csv`` finds columns, from
-    the first object's: Amazon's review files (``reviewerID``, ``asin``, ``overall``,
+    """JSON lines of any objects, their fields found by name as ``csv`` finds columns, in
+    each object (the first must name a user, an item and a time; a later one without
+    them is refused in its place, a dead letter): Amazon's review files (``reviewerID``, ``asin``, ``overall``,
     ``unixReviewTime``; 2023's ``user_id``, ``parent_asin``, ``rating``, ``timestamp``),
     Yelp's reviews (``business_id``, ``stars``, ``date``). A line that is not a JSON object
     refuses the file, naming it, as a csv row that does not parse does."""
-    rows: list[_Row] = []
-    keys: dict[str, str] = {}
-    with _binary(path) as handle:
-        for line, raw in json_lines(handle):
-            try:
-                obj = json.loads(raw)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"not a JSON object: {raw[:60]!r}")
-                if not keys:
-                    names = list(obj)
-                    keys = {role: names[at] for role, at in _roles(names).items()}
-            except ValueError as exc:
-                raise RowError(line, exc) from exc
-            rows.append(_role_row({role: obj.get(key) for role, key in keys.items()},
-                                  "type" in keys))
+    def rows() -> Iterator[_Row]:
+        keys: dict[tuple[str, ...], dict[str, str]] = {}  # by the fields an object has
+        with _binary(path) as handle:
+            for line, raw in json_lines(handle):
+                try:
+                    obj = json.loads(raw)
+                    if not isinstance(obj, dict):
+                        raise ValueError(f"not a JSON object: {raw[:60]!r}")
+                    names = tuple(obj)
+                    if names not in keys:
+                        keys[names] = {role: names[at] for role, at in
+                                       _roles(names, needed=not keys).items()}
+                    mine = keys[names]
+                    parsed = _role_row({role: obj.get(mine.get(role, "")) for role in _COLUMNS},
+                                       "type" in mine)
+                except ROW_ERRORS as exc:  # a rating of "five": a TypeError, a ValueError
+                    raise RowError(line, exc) from exc
+                yield parsed
     return _in_time_order(rows, path.name)
 
 
@@ -477,10 +523,12 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"{'not a file' if path.exists() else 'no such file'}: {path}")
-    try:  # every reader but jsonl (a generator) parses the whole file here
+    try:  # every reader reads the whole file here, for its order
         return READERS[fmt](path)
     except RowError as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({exc})") from exc
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a download cut short
+        raise LogFileError(f"{path}: not a whole gzip file ({exc})") from exc
     except (*ROW_ERRORS, csv.Error) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
 

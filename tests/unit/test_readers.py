@@ -163,6 +163,28 @@ def test_json_reads_review_dumps_by_their_field_names(tmp_path: Path) -> None:
     with pytest.raises(LogFileError, match=r"b.json: not a json log \(line 2: ValueError: not "
                        r"a JSON object"):
         read_events(broken, "json")
+    yes = _write(tmp_path, "y.json", '{"user_id": "1", "item_id": "2", "ts": 1, "rating": true}\n')
+    with pytest.raises(LogFileError, match=r"y.json: not a json log \(line 1: TypeError: not a "
+                       r"number: True\)"):
+        read_events(yes, "json")
+
+
+def test_json_finds_the_fields_of_each_object(tmp_path: Path) -> None:
+    """A review found by a review: the fields were those of the first object, so a price
+    or a session first met later was never read, and ``"type": "review"`` (old Yelp
+    dumps) dead-lettered every row."""
+    path = _write(tmp_path, "mixed.json", "".join(line + "\n" for line in (
+        '{"session_id": "s1", "asin": "V1", "ts": 1400000000, "type": "review"}',
+        '{"user_id": "u2", "session_id": "s2", "asin": "V2", "parent_asin": "P2",'
+        ' "ts": 1400000001, "price": 9.5, "type": "purchase"}',
+        '{"user_id": "u3", "parent_asin": "P3", "ts": 1400000002}',
+        '{"user_id": "u4", "ts": 1400000003}')))
+    *events, no_item = read_events(path, "json")
+    assert [(e.user_id, e.item_id, e.session_id, e.event_type, e.context)  # type: ignore[union-attr]
+            for e in events] == [("s1", "V1", "s1", "view", None),
+                                 ("u2", "P2", "s2", "purchase", {"price": 9.5}),
+                                 ("u3", "P3", None, "view", None)]
+    assert isinstance(no_item, Rejected) and no_item.error.reason is Reason.WRONG_TYPE  # null
 
 
 def test_gzipped_logs_read_as_their_plain_text(tmp_path: Path) -> None:
@@ -176,6 +198,15 @@ def test_gzipped_logs_read_as_their_plain_text(tmp_path: Path) -> None:
     key = [(e.user_id, e.item_id, e.ts, e.context) for e in _events(plain, "movielens")]
     assert [(e.user_id, e.item_id, e.ts, e.context) for e in _events(packed, "movielens")] == key
     assert [(e.user_id, e.item_id, e.ts, e.context) for e in _events(packed, "csv")] == key
+    cut = tmp_path / "cut.csv.gz"  # a download stopped halfway
+    cut.write_bytes(packed.read_bytes()[:-12])
+    with pytest.raises(LogFileError, match=r"cut.csv.gz: not a whole gzip file \(Compressed "
+                       "file ended"):
+        read_events(cut, "csv")
+    named = _write(tmp_path, "plain.jsonl.gz", '{"user_id": "1"}\n')
+    with pytest.raises(LogFileError, match=r"plain.jsonl.gz: not a whole gzip file \(Not a "
+                       "gzipped file"):
+        read_events(named, "jsonl")
 
 
 @pytest.mark.parametrize("sep", ["\t", ","])
@@ -286,6 +317,15 @@ def test_amazon_inter_files_give_each_users_whole_sequence_once(tmp_path: Path,
         ("0", "3"), ("1", "8"), ("0", "4")]
     assert events[2].ts == SEQUENCE_BASE_MS + SEQUENCE_STEP_MS
     assert _events(tmp_path / "Sci.test.inter", "amazon") == events  # same ids from any file
+    # gzipped, one split or all: read them all (only the file given was, a review found)
+    import gzip
+
+    test = tmp_path / "Sci.test.inter"
+    (tmp_path / "Sci.test.inter.gz").write_bytes(gzip.compress(test.read_bytes()))
+    test.unlink()
+    assert _events(tmp_path / "Sci.test.inter.gz", "amazon") == events
+    assert _events(tmp_path / f"Sci.{given}.inter{'' if given != 'test' else '.gz'}",
+                   "amazon") == events
 
 
 def test_amazon_test_file_alone_and_a_malformed_line(tmp_path: Path) -> None:
@@ -503,3 +543,35 @@ def test_evaluate_refuses_unknown_models_and_a_missing_report_folder_before_load
     code, text = streamrec("evaluate", "--data", str(many), "--format", "movielens",
                            "--models", "popularity", "--test", str(tmp_path / "nope.csv"))
     assert code == 1 and "no such file" in text and "Traceback" not in text
+
+
+def test_a_log_in_time_order_is_read_as_its_events_are_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log already in time order (REES46's months) was held whole before the first event
+    was sent: a month is larger than memory. Now it is parsed once for its order, then
+    again row by row; a log out of order is still held and sorted."""
+    import streams.readers as readers
+
+    parsed = Counter[str]()
+    row = readers._rees46_row
+
+    def counted(rec: dict[str, str]) -> object:
+        parsed["rows"] += 1
+        return row(rec)
+
+    monkeypatch.setattr(readers, "_rees46_row", counted)
+    header = ("event_time,event_type,product_id,category_id,category_code,brand,price,"
+              "user_id,user_session\n")
+    times = [f"2019-10-01 00:00:{s:02d} UTC,view,{s},1,,,1.0,7,s\n" for s in range(10)]
+    ordered = _write(tmp_path, "ordered.csv", header + "".join(times))
+    events = read_events(ordered, "rees46")
+    assert parsed["rows"] == 10  # the pass for the order: a bad row would stop it here
+    first = next(iter(events))
+    assert (first.item_id, parsed["rows"]) == ("0", 11)  # type: ignore[union-attr]
+    assert [e.item_id for e in events] == [str(s) for s in range(1, 10)]  # type: ignore[union-attr]
+    parsed.clear()
+    shuffled = _write(tmp_path, "shuffled.csv", header + "".join(times[5:] + times[:5]))
+    events = read_events(shuffled, "rees46")
+    assert parsed["rows"] == 6 + 10  # to the first row out of order, then all, held
+    assert [e.item_id for e in events] == [str(s) for s in range(10)]  # type: ignore[union-attr]
+    assert parsed["rows"] == 16

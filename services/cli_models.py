@@ -120,7 +120,7 @@ def evaluate(
     items: Annotated[Path | None, typer.Option(
         help="item catalogue: content features for the retriever")] = None,
     items_format: Annotated[str | None, typer.Option(
-        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl")] = None,
+        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl, json")] = None,
     seed: int = 42,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
@@ -190,7 +190,7 @@ def train(
         help="item catalogue: content features for the retriever, so the served model "
              "can embed new items")] = None,
     items_format: Annotated[str | None, typer.Option(
-        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl")] = None,
+        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl, json")] = None,
     seed: int = 42,
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register. With

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import math
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,16 @@ from typing import IO, Any
 
 import orjson
 
-from streams.catalog import ItemRecord, parse_item
+from streams.catalog import (
+    MAX_CATEGORIES,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    MAX_TITLE_LENGTH,
+    ItemRecord,
+    parse_item,
+)
 from streams.events import InvalidEvent, Reason, json_lines
+from streams.readers import item_field, open_binary, open_text
 
 
 class CatalogFileError(ValueError):
@@ -302,12 +312,85 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
         first = False
 
 
+# --- JSON lines of other fields (Amazon's metadata) -------------------------------------
+# A field's name, compared as the event formats compare them (``streams.readers``): the
+# first of each found wins.
+_ITEM_FIELDS = {
+    "title": ("title", "name", "product_name"),
+    "text": ("description", "text", "features", "summary"),
+    "categories": ("categories", "category", "main_category", "main_cat", "genres"),
+    "brand": ("brand", "store", "author", "manufacturer"),
+    "price": ("price",),
+}
+_PRICE = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _field_names(obj: dict[str, Any]) -> dict[str, str]:
+    """Each of ``_ITEM_FIELDS``'s roles, and ``id``, to the key of ``obj`` holding it."""
+    plain = {"".join(c for c in key.lower() if c not in " _-"): key for key in obj}
+    found = {role: plain[at] for role, names in _ITEM_FIELDS.items()
+             if (at := next((n.replace("_", "") for n in names
+                             if n.replace("_", "") in plain), None))}
+    if (item := item_field(list(obj))) is not None:
+        found["id"] = item
+    return found
+
+
+def _words(value: Any, most: int) -> str | None:
+    """Text from a string or a list of strings (Amazon's descriptions are lists), cut to
+    ``most`` characters (a record past the schema's limit would be refused whole)."""
+    if isinstance(value, list):
+        value = " ".join(v for v in value if isinstance(v, str))
+    return value.strip()[:most] or None if isinstance(value, str) else None
+
+
+def _price(value: Any) -> float | None:
+    """A number, or the first in text (Amazon 2018's ``"$12.99"``); None otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    found = _PRICE.search(value.replace(",", "")) if isinstance(value, str) else None
+    return float(found.group()) if found else None
+
+
+def _json(path: Path, handle: IO[bytes]) -> Scanned:
+    """JSON lines of any objects, their fields found by name in each: the item id as the
+    ``json`` event format finds it (``parent_asin`` before ``asin``, ``item_id``,
+    ``movieId``, ...), so events and records join; ``title``; text from ``description``
+    (or ``text``, ``features``; lists joined), cut to the schema's limits; categories
+    from ``categories`` (or ``category``, ``main_category``; a list or one name); brand
+    from ``brand`` (or ``store``, ``author``); a price, as a number or the first in text.
+    Amazon's 2018 and 2023 metadata read as they are; 2014's (Python literals, not JSON)
+    stops at its first line."""
+    for line, raw in json_lines(handle):
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CatalogFileError(path, line, f"not JSON lines: {exc}") from None
+        if not isinstance(obj, dict):
+            raise CatalogFileError(path, line, "not JSON lines of objects")
+        at = _field_names(obj)
+        categories = obj.get(at.get("categories", ""))
+        if isinstance(categories, str):
+            categories = [categories]
+        item = obj.get(at.get("id", ""))
+        yield _checked({
+            "item_id": str(item) if type(item) is int else item,
+            "title": _words(obj.get(at.get("title", "")), MAX_TITLE_LENGTH),
+            "text": _words(obj.get(at.get("text", "")), MAX_TEXT_LENGTH),
+            "categories": [c.strip()[:MAX_NAME_LENGTH] for c in categories
+                           if isinstance(c, str) and c.strip()][:MAX_CATEGORIES]
+            if isinstance(categories, list) else None,
+            "brand": _words(obj.get(at.get("brand", "")), MAX_NAME_LENGTH),
+            "price": _price(obj.get(at.get("price", "")))}, line)
+
+
 CATALOG_FORMATS: dict[str, Callable[..., Scanned]] = {
     "movielens": _movielens,
     "goodbooks": _goodbooks,
     "rees46": _rees46,
     "amazon": _amazon,
     "jsonl": _jsonl,
+    "json": _json,
 }
 
 
@@ -328,13 +411,15 @@ def scan_catalog(path: Path | str, fmt: str, *, id_map: Path | str | None = None
 
 def _guarded(path: Path, fmt: str, extra: dict[str, Any]) -> Scanned:
     try:
-        if fmt == "jsonl":
-            with open(path, "rb") as binary:
-                yield from _jsonl(path, binary)
+        if fmt in ("jsonl", "json"):
+            with open_binary(path) as binary:
+                yield from CATALOG_FORMATS[fmt](path, binary)
         else:
             encoding, errors = _encoding(path, fmt)
-            with open(path, encoding=encoding, errors=errors, newline="") as handle:
+            with open_text(path, encoding, errors) as handle:
                 yield from CATALOG_FORMATS[fmt](path, handle, **extra)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a download cut short
+        raise CatalogFileError(path, None, f"not a whole gzip file ({exc})") from None
     except UnicodeDecodeError:
         line, problem = _first_undecodable(path)
         raise CatalogFileError(path, line, f"not UTF-8 text: {problem}") from None

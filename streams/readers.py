@@ -124,16 +124,17 @@ def _letter(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode()
 
 
-def _text(path: Path) -> IO[str]:
-    """A log as text, a ``.gz`` one decompressed as it is read (REES46's months, Amazon's
-    reviews come so); csv's ``newline=""``, so a quoted field's line breaks stay."""
+def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict") -> IO[str]:
+    """A log (or catalogue) as text, a ``.gz`` one decompressed as it is read (REES46's
+    months, Amazon's dumps come so); csv's ``newline=""``, so a quoted field's line
+    breaks stay."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", newline="", encoding=TEXT_ENCODING)
-    return open(path, newline="", encoding=TEXT_ENCODING)
+        return gzip.open(path, "rt", newline="", encoding=encoding, errors=errors)
+    return open(path, newline="", encoding=encoding, errors=errors)
 
 
-def _binary(path: Path) -> IO[bytes]:
-    """``_text``'s bytes, for JSON lines."""
+def open_binary(path: Path) -> IO[bytes]:
+    """``open_text``'s bytes, for JSON lines."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
@@ -163,7 +164,7 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
     Every rating is an implicit ``view``; the rating itself travels in ``context``.
     """
     def rows() -> Iterator[_Row]:
-        with _text(path) as handle:
+        with open_text(path) as handle:
             first = handle.readline()
             header = 0 if first[:1].isdigit() else 1
             if not header:  # u.data, ratings.dat
@@ -199,7 +200,7 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
     Sessions have no user ids: the session id serves as both.
     """
     def rows() -> Iterator[_Row]:
-        with _text(path) as handle:
+        with open_text(path) as handle:
             first = handle.readline()
             delimiter = "\t" if "\t" in first else ","
             header = [h.strip().lower() for h in first.rstrip("\r\n").split(delimiter)]
@@ -231,7 +232,7 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
     def rows() -> Iterator[_Row]:
-        with _text(path) as handle:
+        with open_text(path) as handle:
             yield from _parsed(csv.DictReader(handle, delimiter=";"), _diginetica_row)
     return _in_time_order(rows, path.name)
 
@@ -257,7 +258,7 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     and belong to a catalogue rather than to each event.
     """
     def rows() -> Iterator[_Row]:
-        with _text(path) as handle:
+        with open_text(path) as handle:
             yield from _parsed(csv.DictReader(handle), _rees46_row)
     return _in_time_order(rows, path.name)
 
@@ -280,7 +281,7 @@ def read_sequences(path: Path) -> Iterator[Event | Rejected]:
     so a replay interleaves users the way a live stream would.
     """
     rows: list[_Row] = []
-    with _text(path) as handle:
+    with open_text(path) as handle:
         for line in handle:
             if not line.strip():  # a blank line (a trailing one, say) holds no user
                 continue
@@ -315,7 +316,7 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
         if (f := path.with_name(stem + s + gz)).is_file()]
     longest: dict[str, list[str]] = {}
     for file in files:
-        with _text(file) as handle:
+        with open_text(file) as handle:
             for line, text in enumerate(handle, 1):
                 fields = text.rstrip("\r\n").split("\t")
                 if line == 1 and fields[0].startswith("user_id"):
@@ -335,7 +336,7 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`."""
     events: list[Event] = []
     rejected: list[Event | Rejected] = []
-    with _binary(path) as handle:  # all read here: a gzip cut short stops before any is sent
+    with open_binary(path) as handle:  # all read here: a cut gzip stops before any is sent
         for _, raw in json_lines(handle):
             try:
                 events.append(parse(raw))
@@ -408,6 +409,13 @@ def _field(value: Any) -> Any:
     return str(value) if type(value) is int else value
 
 
+def item_field(names: Sequence[str]) -> str | None:
+    """Which of ``names`` (a JSON object's keys) names the item, as the ``csv`` and
+    ``json`` event formats find it: a catalogue read with ``json`` names items alike."""
+    at = _roles(names, needed=False).get("item")
+    return None if at is None else names[at]
+
+
 def _roles(names: Sequence[str], needed: bool = True) -> dict[str, int]:
     """Each role's position among a header's (or a JSON object's) field ``names``; a log
     without users but with sessions takes the session as the user, as ``yoochoose`` does.
@@ -459,7 +467,7 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
     when present (:func:`_role_row`). A row short of a column has None there, for the
     schema to refuse; a rating or price of ``NA`` or blank is none."""
     def rows() -> Iterator[_Row]:
-        with _text(path) as handle:
+        with open_text(path) as handle:
             try:
                 delimiter, cols = _csv_header(handle.readline())
             except ValueError as exc:
@@ -482,7 +490,7 @@ def read_json(path: Path) -> Iterator[Event | Rejected]:
     refuses the file, naming it, as a csv row that does not parse does."""
     def rows() -> Iterator[_Row]:
         keys: dict[tuple[str, ...], dict[str, str]] = {}  # by the fields an object has
-        with _binary(path) as handle:
+        with open_binary(path) as handle:
             for line, raw in json_lines(handle):
                 try:
                     obj = json.loads(raw)

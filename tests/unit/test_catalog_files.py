@@ -173,6 +173,38 @@ def test_movielens_movies_dat_of_ml_1m_in_latin_1(tmp_path: Path) -> None:
         _write(tmp_path, "movies1.dat", "1::Toy Story (1995)\n"), "movielens")
 
 
+def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path: Path) -> None:
+    """Amazon 2018 (``asin``, a ``category`` list, a ``description`` list, ``"$12.99"``)
+    and 2023 (``parent_asin``, ``main_category``, ``store``, a number price), gzipped as
+    they come; a text past the schema's limit is cut, not refused."""
+    import gzip
+
+    lines = [
+        {"asin": "B1", "title": "Glue", "category": ["Tools", "Adhesives"], "brand": "Acme",
+         "description": ["Sticks.", "x" * 9000], "price": "$1,012.99"},
+        {"parent_asin": "P2", "asin": "V2", "title": "Tape", "main_category": "Tools",
+         "store": "Tapes Inc", "price": 3, "features": ["Clear"]},
+        {"parent_asin": "P3", "price": "", "categories": []},
+        {"title": "no id"},
+    ]
+    path = tmp_path / "meta.json.gz"
+    path.write_bytes(gzip.compress(b"".join(orjson.dumps(x) + b"\n" for x in lines)))
+    glue, tape, bare, no_id = scan_catalog(path, "json")
+    assert isinstance(glue, ItemRecord) and isinstance(tape, ItemRecord)
+    assert (glue.item_id, glue.title, glue.categories, glue.brand, glue.price) == (
+        "B1", "Glue", ("Tools", "Adhesives"), "Acme", 1012.99)
+    assert glue.text is not None and glue.text.startswith("Sticks. xxx") and len(glue.text) == 8192
+    assert (tape.item_id, tape.categories, tape.brand, tape.price, tape.text) == (
+        "P2", ("Tools",), "Tapes Inc", 3.0, "Clear")
+    assert bare == ItemRecord("P3")
+    assert isinstance(no_id, RejectedItem) and no_id.line == 4
+    reviews = _write(tmp_path, "reviews.json", '{"user_id": "u", "asin": "V2", '
+                     '"parent_asin": "P2", "timestamp": 1588687728923}\n')
+    assert {e.item_id for e in read_valid_events(reviews, "json")} == {tape.item_id}
+    assert "old.json:1: not JSON lines" in _error(
+        _write(tmp_path, "old.json", "{'asin': 'B1'}\n"), "json")  # Amazon 2014: Python
+
+
 @pytest.mark.parametrize(
     ("name", "text", "fmt", "expected"),
     [
@@ -200,7 +232,8 @@ def test_a_missing_file_or_an_unknown_format(tmp_path: Path) -> None:
         read_catalog(tmp_path / "missing.csv", "movielens")
     with pytest.raises(ValueError, match="unknown catalogue format 'csv'; choose one of movielens"):
         read_catalog(tmp_path / "missing.csv", "csv")
-    assert set(CATALOG_FORMATS) == {"movielens", "goodbooks", "rees46", "amazon", "jsonl"}
+    assert set(CATALOG_FORMATS) == {"movielens", "goodbooks", "rees46", "amazon", "jsonl",
+                                    "json"}
 
 
 def test_catalog_load_stops_on_a_wrong_file_in_one_line_before_touching_kafka(

@@ -166,7 +166,7 @@ def _encoding(path: Path, fmt: str) -> tuple[str, str]:
     there a byte that is not UTF-8 is read as Latin-1, and the rest of the line stays
     UTF-8. Any other file that is not UTF-8 is refused, naming its first bad line."""
     if fmt == "movielens":
-        with open(path, "rb") as handle:
+        with open_binary(path) as handle:
             if b"::" in handle.readline():
                 return "utf-8-sig", "streamrec.latin-1"
     return "utf-8-sig", "strict"
@@ -240,7 +240,8 @@ ID_MAP_SUFFIX = ".item2index"
 
 def _amazon_id_map(text_path: Path, id_map: Path | None) -> dict[str, str]:
     """UniSRec's ``<name>.item2index`` (``ASIN<TAB>internal id`` per line)."""
-    path = id_map or text_path.with_name(text_path.name.removesuffix(".text") + ID_MAP_SUFFIX)
+    path = id_map or text_path.with_name(
+        text_path.name.removesuffix(".gz").removesuffix(".text") + ID_MAP_SUFFIX)
     if not path.is_file():
         raise CatalogFileError(text_path, None, f"needs {path.name} (UniSRec's ASIN<TAB>id "
                                "map) beside it or given as the id map: the .inter files' "
@@ -317,17 +318,21 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
 # first of each found wins.
 _ITEM_FIELDS = {
     "title": ("title", "name", "product_name"),
-    "text": ("description", "text", "features", "summary"),
+    "text": ("description", "text", "features", "feature", "summary"),
     "categories": ("categories", "category", "main_category", "main_cat", "genres"),
     "brand": ("brand", "store", "author", "manufacturer"),
     "price": ("price",),
 }
-_PRICE = re.compile(r"\d+(?:\.\d+)?")
+# a price and nothing else: "$1,012.99", "3", not "$12.99 - $15.99" nor Amazon 2018's CSS
+_PRICE = re.compile(r"\s*\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*")
 
 
 def _field_names(obj: dict[str, Any]) -> dict[str, str]:
-    """Each of ``_ITEM_FIELDS``'s roles, and ``id``, to the key of ``obj`` holding it."""
-    plain = {"".join(c for c in key.lower() if c not in " _-"): key for key in obj}
+    """Each of ``_ITEM_FIELDS``'s roles, and ``id``, to the key of ``obj`` holding it: the
+    first of its names with a value (2023's ``categories`` is often ``[]`` beside a
+    ``main_category``)."""
+    plain = {"".join(c for c in key.lower() if c not in " _-"): key for key in obj
+             if obj[key] not in (None, "", [], {})}
     found = {role: plain[at] for role, names in _ITEM_FIELDS.items()
              if (at := next((n.replace("_", "") for n in names
                              if n.replace("_", "") in plain), None))}
@@ -336,20 +341,31 @@ def _field_names(obj: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def _words(value: Any, most: int) -> str | None:
-    """Text from a string or a list of strings (Amazon's descriptions are lists), cut to
-    ``most`` characters (a record past the schema's limit would be refused whole)."""
+def _words(value: Any, most: int, one_line: bool = True) -> str | None:
+    """Text from a string or a list of strings (Amazon's descriptions are lists), on one
+    line unless it is a text, cut to ``most`` characters (a record past the schema's limits
+    would be refused whole); markup (2018's ``main_cat`` is sometimes an ``<img>`` tag)
+    is none."""
     if isinstance(value, list):
         value = " ".join(v for v in value if isinstance(v, str))
-    return value.strip()[:most] or None if isinstance(value, str) else None
+    if not isinstance(value, str) or value.lstrip().startswith("<"):
+        return None
+    return (" ".join(value.split()) if one_line else value.strip())[:most] or None
+
+
+def _names(value: Any) -> list[str] | None:
+    """Categories from a list or one name, each once, in order."""
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) is not None]
+    return list(dict.fromkeys(kept))[:MAX_CATEGORIES] or None
 
 
 def _price(value: Any) -> float | None:
-    """A number, or the first in text (Amazon 2018's ``"$12.99"``); None otherwise."""
+    """A number, or text that is one price (Amazon 2018's ``"$12.99"``); None otherwise."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    found = _PRICE.search(value.replace(",", "")) if isinstance(value, str) else None
-    return float(found.group()) if found else None
+    found = _PRICE.fullmatch(value) if isinstance(value, str) else None
+    return float(found[1].replace(",", "") + (found[2] or "")) if found else None
 
 
 def _json(path: Path, handle: IO[bytes]) -> Scanned:
@@ -369,17 +385,13 @@ def _json(path: Path, handle: IO[bytes]) -> Scanned:
         if not isinstance(obj, dict):
             raise CatalogFileError(path, line, "not JSON lines of objects")
         at = _field_names(obj)
-        categories = obj.get(at.get("categories", ""))
-        if isinstance(categories, str):
-            categories = [categories]
         item = obj.get(at.get("id", ""))
-        yield _checked({
-            "item_id": str(item) if type(item) is int else item,
+        yield _checked({  # ids as the event readers give them: text, without spaces around
+            "item_id": str(item) if type(item) is int else
+            item.strip() if isinstance(item, str) else item,
             "title": _words(obj.get(at.get("title", "")), MAX_TITLE_LENGTH),
-            "text": _words(obj.get(at.get("text", "")), MAX_TEXT_LENGTH),
-            "categories": [c.strip()[:MAX_NAME_LENGTH] for c in categories
-                           if isinstance(c, str) and c.strip()][:MAX_CATEGORIES]
-            if isinstance(categories, list) else None,
+            "text": _words(obj.get(at.get("text", "")), MAX_TEXT_LENGTH, one_line=False),
+            "categories": _names(obj.get(at.get("categories", ""))),
             "brand": _words(obj.get(at.get("brand", "")), MAX_NAME_LENGTH),
             "price": _price(obj.get(at.get("price", "")))}, line)
 
@@ -426,7 +438,7 @@ def _guarded(path: Path, fmt: str, extra: dict[str, Any]) -> Scanned:
 
 
 def _first_undecodable(path: Path) -> tuple[int | None, str]:
-    with open(path, "rb") as handle:
+    with open_binary(path) as handle:
         for line, raw in enumerate(handle, 1):
             try:
                 raw.decode("utf-8")

@@ -71,13 +71,12 @@ def _in_time_order(rows: Rows | list[_Row], source: str) -> Iterator[Event | Rej
     """The events of ``rows`` (in file order; their positions give the ids) in time order.
 
     A file is read through once here, when its reader is called, for its order: a row that
-    does not parse stops it before anything is sent. A file already in time order
-    (REES46's months, YooChoose's clicks) is then read again as its events are taken, so a
-    log larger than memory replays, and ``--limit`` reads no further than it needs; any
-    other is held and sorted (stable: ties keep file order)."""
+    does not parse stops it before anything is sent. A file already in time order (REES46's
+    months) is then read again as its events are taken, so a log larger than memory
+    replays; any other is held and sorted (stable: ties keep file order)."""
     if not isinstance(rows, list):
-        if _ordered(rows()):
-            return _validated(enumerate(rows()), source)
+        if count := _ordered(rows()):
+            return _validated(_again(rows, count, source), source)
         rows = list(rows())
     held = rows
     return _validated(((i, held[i]) for i in sorted(range(len(held)),
@@ -89,14 +88,32 @@ def _when(row: _Row) -> float:
     return -math.inf if row[0] is None else row[0]
 
 
-def _ordered(rows: Iterator[_Row]) -> bool:
-    """Whether ``rows`` come in time order; every row is parsed where they do."""
-    last = -math.inf
+def _ordered(rows: Iterator[_Row]) -> int | None:
+    """How many ``rows`` there are if they come in time order (every row parsed), else
+    None."""
+    last, count = -math.inf, 0
     for row in rows:
         if (when := _when(row)) < last:
-            return False
-        last = when
-    return True
+            return None
+        last, count = when, count + 1
+    return count
+
+
+def _again(rows: Rows, count: int, source: str) -> Iterator[tuple[int, _Row]]:
+    """The ``count`` rows ``_ordered`` read, read again, with their positions. A file that
+    changed in between (still being written, downloaded anew) stops in one line, where
+    its new rows would have gone out unchecked: out of order, or a bad row mid-replay."""
+    last, seen = -math.inf, 0
+    try:
+        for row in rows():
+            if seen >= count or (when := _when(row)) < last:
+                raise ValueError("rows were added or moved")
+            yield seen, row
+            last, seen = when, seen + 1
+    except (RowError, *ROW_ERRORS, csv.Error, EOFError, zlib.error) as exc:
+        raise LogFileError(f"{source} changed while it was read ({exc})") from exc
+    if seen != count:
+        raise LogFileError(f"{source} changed while it was read ({count - seen} rows gone)")
 
 
 def _validated(rows: Iterable[tuple[int, _Row]], source: str) -> Iterator[Event | Rejected]:

@@ -205,6 +205,43 @@ def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path:
         _write(tmp_path, "old.json", "{'asin': 'B1'}\n"), "json")  # Amazon 2014: Python
 
 
+def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:
+    """Found by a review: an empty first field hid the next (2023's ``categories: []``
+    beside ``main_category``), 2018's ``feature`` went unread, CSS in a price read as a
+    number, repeated categories or a title's line break dead-lettered the item, an id with
+    spaces around it did not meet its events, an ``<img>`` tag was a category."""
+    lines = [
+        {"parent_asin": " P1 ", "categories": [], "main_category": "All Beauty",
+         "description": [], "features": ["Soft", "Blue"], "title": "Brush\nset",
+         "price": ".a-section.a-spacing-mini{margin-bottom:6px!important;}"},
+        {"asin": "B2", "category": ["Clothing", "Women", "Clothing "], "feature": ["Warm"],
+         "main_cat": '<img src="x.png" alt="AMAZON FASHION"/>', "price": "$12.99 - $15.99"},
+        {"asin": "B3", "main_cat": '<img src="x.png"/>', "brand": " Acme\tCo "},
+    ]
+    path = _write(tmp_path, "meta.json", b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    brush, coat, bare = read_catalog(path, "json")
+    assert (brush.item_id, brush.title, brush.categories, brush.text, brush.price) == (
+        "P1", "Brush set", ("All Beauty",), "Soft Blue", None)
+    assert (coat.categories, coat.text, coat.price) == (("Clothing", "Women"), "Warm", None)
+    assert (bare.categories, bare.brand) == ((), "Acme Co")
+
+
+def test_gzipped_catalogues_keep_their_encoding_rules_and_id_maps(tmp_path: Path) -> None:
+    import gzip
+
+    dat = tmp_path / "movies.dat.gz"
+    dat.write_bytes(gzip.compress("1::Caf\xe9 (1975)::Drama\n".encode("latin-1")))
+    assert [r.title for r in read_catalog(dat, "movielens")] == ["Caf\xe9 (1975)"]
+    bad = tmp_path / "movies.csv.gz"
+    bad.write_bytes(gzip.compress(b"movieId,title,genres\n1,Heat,Crime\n2,Caf\xe9,Drama\n"))
+    assert "movies.csv.gz:3: not UTF-8 text: invalid continuation byte at column 6" in _error(
+        bad, "movielens")
+    text = tmp_path / "Sci.text.gz"
+    text.write_bytes(gzip.compress(b"item_id:token\ttext:token_seq\nB1\tGlue. Tools.\n"))
+    _write(tmp_path, "Sci.item2index", "B1\t0\n")
+    assert [(r.item_id, r.title) for r in read_catalog(text, "amazon")] == [("0", "Glue")]
+
+
 @pytest.mark.parametrize(
     ("name", "text", "fmt", "expected"),
     [

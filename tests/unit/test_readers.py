@@ -575,3 +575,22 @@ def test_a_log_in_time_order_is_read_as_its_events_are_taken(
     assert parsed["rows"] == 6 + 10  # to the first row out of order, then all, held
     assert [e.item_id for e in events] == [str(s) for s in range(10)]  # type: ignore[union-attr]
     assert parsed["rows"] == 16
+
+
+def test_a_log_that_changes_between_its_two_reads_stops_in_one_line(tmp_path: Path) -> None:
+    """Found by a review: the second read of a log in time order was not checked, so rows
+    appended meanwhile went out unchecked, out of order, and a bad one raised mid-replay."""
+    rows = "user_id,item_id,ts\nu1,a,1433221331\nu2,b,1433221332\n"
+    path = _write(tmp_path, "log.csv", rows)
+    events = read_events(path, "csv")
+    with open(path, "a") as handle:
+        handle.write("u3,c,1433221330\nu4,d,notatime\n")
+    assert next(iter(events)).item_id == "a"  # type: ignore[union-attr]
+    with pytest.raises(LogFileError, match=r"log.csv changed while it was read \(rows were "
+                       r"added or moved\)"):
+        list(events)
+    path.write_text(rows)
+    events = read_events(path, "csv")
+    path.write_text(rows[:rows.rindex("u2")])
+    with pytest.raises(LogFileError, match=r"log.csv changed while it was read \(1 rows gone\)"):
+        list(events)

@@ -44,7 +44,7 @@ from streams.catalog import (
     parse_item,
 )
 from streams.events import InvalidEvent, Reason, json_lines
-from streams.readers import item_field, open_binary, open_text
+from streams.readers import find_fields, item_field, open_binary, open_text
 
 
 class CatalogFileError(ValueError):
@@ -314,8 +314,7 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
 
 
 # --- JSON lines of other fields (Amazon's metadata) -------------------------------------
-# A field's name, compared as the event formats compare them (``streams.readers``): the
-# first of each found wins.
+# A field's names, found as the event formats find theirs (``streams.readers.find_fields``).
 _ITEM_FIELDS = {
     "title": ("title", "name", "product_name"),
     "text": ("description", "text", "features", "feature", "summary"),
@@ -331,11 +330,8 @@ def _field_names(obj: dict[str, Any]) -> dict[str, str]:
     """Each of ``_ITEM_FIELDS``'s roles, and ``id``, to the key of ``obj`` holding it: the
     first of its names with a value (2023's ``categories`` is often ``[]`` beside a
     ``main_category``)."""
-    plain = {"".join(c for c in key.lower() if c not in " _-"): key for key in obj
-             if obj[key] not in (None, "", [], {})}
-    found = {role: plain[at] for role, names in _ITEM_FIELDS.items()
-             if (at := next((n.replace("_", "") for n in names
-                             if n.replace("_", "") in plain), None))}
+    valued = [key for key, value in obj.items() if value not in (None, "", [], {})]
+    found = {role: valued[at] for role, at in find_fields(valued, _ITEM_FIELDS).items()}
     if (item := item_field(list(obj))) is not None:
         found["id"] = item
     return found

@@ -17,7 +17,7 @@ import logging
 import math
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -426,10 +426,19 @@ def _field(value: Any) -> Any:
     return str(value) if type(value) is int else value
 
 
+def find_fields(names: Sequence[str], table: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Each role of ``table`` to the position among ``names`` (a header, a JSON object's
+    keys) of the first of its aliases there, compared as ``_name`` compares them; the
+    catalogue's ``json`` format finds its fields so too."""
+    plain = [_name(n) for n in names]
+    return {role: plain.index(at) for role, aliases in table.items()
+            if (at := next((_name(a) for a in aliases if _name(a) in plain), None))}
+
+
 def item_field(names: Sequence[str]) -> str | None:
     """Which of ``names`` (a JSON object's keys) names the item, as the ``csv`` and
     ``json`` event formats find it: a catalogue read with ``json`` names items alike."""
-    at = _roles(names, needed=False).get("item")
+    at = find_fields(names, {"item": _COLUMNS["item"]}).get("item")
     return None if at is None else names[at]
 
 
@@ -437,9 +446,7 @@ def _roles(names: Sequence[str], needed: bool = True) -> dict[str, int]:
     """Each role's position among a header's (or a JSON object's) field ``names``; a log
     without users but with sessions takes the session as the user, as ``yoochoose`` does.
     ``needed``: a user, an item and a time must be there, or it is not such a log."""
-    plain = [_name(n) for n in names]
-    found = {role: plain.index(at) for role, aliases in _COLUMNS.items()
-             if (at := next((_name(a) for a in aliases if _name(a) in plain), None))}
+    found = find_fields(names, _COLUMNS)
     if "user" not in found and "session" in found:
         found["user"] = found["session"]
     missing = [role for role in ("user", "item", "time") if role not in found]

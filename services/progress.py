@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -23,7 +24,10 @@ def progress_bar(description: str, total: int | None, fields: str = "") -> Itera
                TextColumn(fields), TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=not console.is_terminal,
                   refresh_per_second=4) as bar:
-        task = bar.add_task(description, total=total)
+        # Each field starts at 0: rich (15) draws the bar as the task is added, and a
+        # field not there yet was a KeyError in every terminal, piped runs being silent.
+        names = re.findall(r"task\.fields\[(\w+)\]", fields)
+        task = bar.add_task(description, total=total, **dict.fromkeys(names, 0))
 
         def update(completed: int, **values: object) -> None:
             bar.update(task, completed=completed, **values)

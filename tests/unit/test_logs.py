@@ -102,20 +102,6 @@ def test_configure_json_sets_up_every_logger_and_what_uvicorn_is_handed() -> Non
     assert "color_message" not in lines[2]
 
 
-@pytest.fixture
-def restored_levels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``configure`` sets levels and may add a root handler: undone for the other tests."""
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "handlers", root.handlers[:])
-    names = ("", "mlflow", "alembic", "urllib3", "faust.transport.producer")
-    levels = {name: logging.getLogger(name).level for name in names}
-    logging.getLogger("mlflow").setLevel(logging.NOTSET)
-    yield
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
-@pytest.mark.usefixtures("restored_levels")
 def test_text_mode_leaves_each_process_its_own_lines(capsys: pytest.CaptureFixture[str]
                                                      ) -> None:
     logs = configure("text", "info", "trainer")

@@ -18,6 +18,7 @@ from services.settings import Settings, load_settings
 from services.stack import mlflow_store
 from services.trainer import TRAINED_UNTIL
 from services.training_run import train_with_progress
+from streams.catalog_files import CATALOG_FORMATS
 from streams.readers import read_valid_events
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
@@ -30,6 +31,7 @@ app = typer.Typer()
 console = Console()
 errors = Console(stderr=True)
 
+ITEMS_FORMAT_HELP = f"the catalogue's format: {', '.join(CATALOG_FORMATS)}"
 TRAIN_CHOICES = {"sasrec": ["sasrec"], "neumf": ["neumf"], "all": ["sasrec", "pipeline"]}
 
 
@@ -40,7 +42,7 @@ class Protocol(StrEnum):
 
 def _catalogue(path: Path | None, fmt: str | None) -> list[ItemRecord]:
     """The records of a catalogue file (none without ``--items``)."""
-    from streams.catalog_files import CATALOG_FORMATS, read_catalog
+    from streams.catalog_files import read_catalog
 
     if path is None:
         if fmt is not None:
@@ -51,12 +53,12 @@ def _catalogue(path: Path | None, fmt: str | None) -> list[ItemRecord]:
     return list(read_catalog(path, fmt))
 
 
-def _settings() -> Settings:
+def _settings(command: str) -> Settings:
     """The settings; piped or in CI, where the progress bar is silent, logging at info,
     so each evaluated epoch says so (``train_with_progress``): a long run was mute."""
     settings = load_settings()
     if not errors.is_terminal:
-        configure(settings.log_format, "info", "train")
+        configure(settings.log_format, "info", command)
     return settings
 
 
@@ -120,7 +122,7 @@ def evaluate(
     items: Annotated[Path | None, typer.Option(
         help="item catalogue: content features for the retriever")] = None,
     items_format: Annotated[str | None, typer.Option(
-        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl, json")] = None,
+        help=ITEMS_FORMAT_HELP)] = None,
     seed: int = 42,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
@@ -135,7 +137,7 @@ def evaluate(
                                  if unknown else "name at least one model", param_hint="--models")
     if json_out is not None and not json_out.parent.is_dir():  # before any training
         raise typer.BadParameter(f"no folder {json_out.parent}", param_hint="--json")
-    settings = _settings()
+    settings = _settings("evaluate")
     records = _catalogue(items, items_format)
     cold = None
     if protocol is Protocol.cold_items:
@@ -190,7 +192,7 @@ def train(
         help="item catalogue: content features for the retriever, so the served model "
              "can embed new items")] = None,
     items_format: Annotated[str | None, typer.Option(
-        help="the catalogue's format: movielens, goodbooks, rees46, amazon, jsonl, json")] = None,
+        help=ITEMS_FORMAT_HELP)] = None,
     seed: int = 42,
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register. With
@@ -205,7 +207,7 @@ def train(
         raise typer.BadParameter("the champion is a retriever and a ranker, trained on the "
                                  "same id maps and promoted together: --champion needs "
                                  "--model all")
-    settings = _settings()
+    settings = _settings("train")
     records = _catalogue(items, items_format)
     if champion and register and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock

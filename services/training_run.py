@@ -64,9 +64,10 @@ def train_with_progress(split: LeaveLastOut, names: list[str], settings: Setting
         def show(name: str, epoch: int, point: dict[str, float]) -> None:
             update(epoch, description=name, loss=point.get("loss", 0.0),
                    ndcg=point.get("valid_ndcg10", 0.0))
-            if "valid_ndcg10" in point:
-                log.info("train model=%s epoch=%d loss=%.4f valid_ndcg10=%.4f", name, epoch,
-                         point.get("loss", float("nan")), point["valid_ndcg10"])
+            if "valid_ndcg10" in point:  # epoch 0 (the start) has no loss: none said
+                loss = f" loss={point['loss']:.4f}" if "loss" in point else ""
+                log.info("train model=%s epoch=%d%s valid_ndcg10=%.4f", name, epoch, loss,
+                         point["valid_ndcg10"])
         update(0, loss=0.0, ndcg=0.0)
         trained = train_models(split, names, sasrec_cfg, neumf_cfg, progress=show, init=init)
     return trained, sasrec_cfg, neumf_cfg

@@ -3,8 +3,10 @@
 Two kinds of trouble, kept apart:
 
 - **The file is not in the format** (missing, a header or a column count that does not
-  fit, a number column that is not a number, not UTF-8): :class:`CatalogFileError`, one
-  line naming the file, the line and what is wrong. Nothing of such a file is used.
+  fit, a number column that is not a number, not UTF-8 (but a MovieLens ``::`` file's
+  Latin-1 bytes, ml-1m's), a ``json`` line that is not a JSON object, a gzip cut short):
+  :class:`CatalogFileError`, one line naming the file, the line and what is wrong.
+  Nothing of such a file is used.
 - **A record the schema refuses** (a jsonl line that is not a valid record, a row whose
   values break a limit, e.g. a negative price): :func:`scan_catalog` yields it as a
   :class:`RejectedItem` (its line, the record's bytes, the reason), which
@@ -24,10 +26,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import math
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,8 @@ from streams.catalog import (
     parse_item,
 )
 from streams.events import InvalidEvent, Reason, json_lines
-from streams.readers import find_fields, item_field, open_binary, open_text
+from streams.files import GZIP_ERRORS, TEXT_ENCODING, find_fields, open_binary, open_text
+from streams.readers import item_field
 
 
 class CatalogFileError(ValueError):
@@ -168,8 +169,8 @@ def _encoding(path: Path, fmt: str) -> tuple[str, str]:
     if fmt == "movielens":
         with open_binary(path) as handle:
             if b"::" in handle.readline():
-                return "utf-8-sig", "streamrec.latin-1"
-    return "utf-8-sig", "strict"
+                return TEXT_ENCODING, "streamrec.latin-1"
+    return TEXT_ENCODING, "strict"
 
 
 # --- goodbooks-10k -------------------------------------------------------------------------
@@ -370,7 +371,7 @@ def _json(path: Path, handle: IO[bytes]) -> Scanned:
     ``movieId``, ...), so events and records join; ``title``; text from ``description``
     (or ``text``, ``features``; lists joined), cut to the schema's limits; categories
     from ``categories`` (or ``category``, ``main_category``; a list or one name); brand
-    from ``brand`` (or ``store``, ``author``); a price, as a number or the first in text.
+    from ``brand`` (or ``store``, ``author``); a price, as a number or text that is one.
     Amazon's 2018 and 2023 metadata read as they are; 2014's (Python literals, not JSON)
     stops at its first line."""
     for line, raw in json_lines(handle):
@@ -380,16 +381,16 @@ def _json(path: Path, handle: IO[bytes]) -> Scanned:
             raise CatalogFileError(path, line, f"not JSON lines: {exc}") from None
         if not isinstance(obj, dict):
             raise CatalogFileError(path, line, "not JSON lines of objects")
-        at = _field_names(obj)
-        item = obj.get(at.get("id", ""))
+        got = {role: obj[key] for role, key in _field_names(obj).items()}
+        item = got.get("id")
         yield _checked({  # ids as the event readers give them: text, without spaces around
             "item_id": str(item) if type(item) is int else
             item.strip() if isinstance(item, str) else item,
-            "title": _words(obj.get(at.get("title", "")), MAX_TITLE_LENGTH),
-            "text": _words(obj.get(at.get("text", "")), MAX_TEXT_LENGTH, one_line=False),
-            "categories": _names(obj.get(at.get("categories", ""))),
-            "brand": _words(obj.get(at.get("brand", "")), MAX_NAME_LENGTH),
-            "price": _price(obj.get(at.get("price", "")))}, line)
+            "title": _words(got.get("title"), MAX_TITLE_LENGTH),
+            "text": _words(got.get("text"), MAX_TEXT_LENGTH, one_line=False),
+            "categories": _names(got.get("categories")),
+            "brand": _words(got.get("brand"), MAX_NAME_LENGTH),
+            "price": _price(got.get("price"))}, line)
 
 
 CATALOG_FORMATS: dict[str, Callable[..., Scanned]] = {
@@ -426,7 +427,7 @@ def _guarded(path: Path, fmt: str, extra: dict[str, Any]) -> Scanned:
             encoding, errors = _encoding(path, fmt)
             with open_text(path, encoding, errors) as handle:
                 yield from CATALOG_FORMATS[fmt](path, handle, **extra)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a download cut short
+    except GZIP_ERRORS as exc:
         raise CatalogFileError(path, None, f"not a whole gzip file ({exc})") from None
     except UnicodeDecodeError:
         line, problem = _first_undecodable(path)

@@ -1,34 +1,33 @@
 """Readers for public interaction-log formats: each yields schema events in event-time order.
 
 Ties in time keep the order of the file (a stable sort), so which of two same-second
-events comes last is deterministic. Event ids are derived from the file name and the
-row's position in it (UUIDv5), so replaying the same file twice yields the same ids and
-a consumer that de-duplicates by ``event_id`` sees a replay as a redelivery (a worker
-remembers each user's newest 64, ``SessionPolicy.dedupe_window``).
+events comes last is deterministic. Event ids are derived from the file name (without a
+``.gz``) and the row's position in it (UUIDv5), so replaying the same file twice yields
+the same ids and a consumer that de-duplicates by ``event_id`` sees a replay as a
+redelivery (a worker remembers each user's newest 64, ``SessionPolicy.dedupe_window``).
+Any file may be gzipped (``streams.files``). A log in time order is read twice, for its
+order and as its events are taken, rather than held (``_in_time_order``); ``jsonl``,
+``sequences`` and ``amazon`` are held whole.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import gzip
 import json
 import logging
 import math
 import uuid
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from streams.events import Event, InvalidEvent, json_lines, parse, validate
+from streams.files import GZIP_ERRORS, find_fields, open_binary, open_text, plain_name
 
 _NAMESPACE = uuid.UUID("6f1c1a52-7d1e-4a4e-9d7b-2f5f3c1e8a10")
 log = logging.getLogger(__name__)
-# A byte-order mark (Excel's CSV) is read as none: as text, it hid the first header name
-# (KeyError: 'event_time') or turned a headerless file's first row into a "header".
-TEXT_ENCODING = "utf-8-sig"
 SEQUENCE_BASE_MS = 1_577_836_800_000  # 2020-01-01, first synthesized timestamp
 SEQUENCE_STEP_MS = 60_000
 
@@ -59,11 +58,14 @@ class Rejected:
 
 
 def _event_id(source: str, line: int) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{source}:{line}"))
+    """The id of a file's ``line``-th row: ``ratings.csv.gz`` gives ``ratings.csv``'s, so
+    replaying either after the other is a redelivery."""
+    return str(uuid.uuid5(_NAMESPACE, f"{source.removesuffix('.gz')}:{line}"))
 
 
-# (ts_ms, user, item, session, context, event_type), as read from a file
-_Row = tuple[int | None, str, str, str | None, dict | None, str]
+# (ts_ms, user, item, session, context, event_type), as read from a file: values as read
+# (a ``json`` log's may be anything), for the schema to judge
+_Row = tuple[int | None, Any, Any, Any, dict | None, Any]
 Rows = Callable[[], Iterator[_Row]]  # a file's rows, read afresh at each call
 
 
@@ -110,7 +112,7 @@ def _again(rows: Rows, count: int, source: str) -> Iterator[tuple[int, _Row]]:
                 raise ValueError("rows were added or moved")
             yield seen, row
             last, seen = when, seen + 1
-    except (RowError, *ROW_ERRORS, csv.Error, EOFError, zlib.error) as exc:
+    except (RowError, *ROW_ERRORS, csv.Error, *GZIP_ERRORS) as exc:
         raise LogFileError(f"{source} changed while it was read ({exc})") from exc
     if seen != count:
         raise LogFileError(f"{source} changed while it was read ({count - seen} rows gone)")
@@ -139,20 +141,6 @@ def _letter(record: dict[str, Any]) -> bytes:
     past 64 bits (a time of 1e20 ms stopped a replay halfway, that row in neither topic),
     where the standard library writes both as they are."""
     return json.dumps(record).encode()
-
-
-def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict") -> IO[str]:
-    """A log (or catalogue) as text, a ``.gz`` one decompressed as it is read (REES46's
-    months, Amazon's dumps come so); csv's ``newline=""``, so a quoted field's line
-    breaks stay."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", newline="", encoding=encoding, errors=errors)
-    return open(path, newline="", encoding=encoding, errors=errors)
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    """``open_text``'s bytes, for JSON lines."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _stripped(value: Any) -> Any:
@@ -350,10 +338,11 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
 
 
 def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
-    """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`."""
+    """JSON lines of the event schema; invalid lines come first, as :class:`Rejected`.
+    Held whole, and read here, so a gzip cut short stops before any is sent."""
     events: list[Event] = []
     rejected: list[Event | Rejected] = []
-    with open_binary(path) as handle:  # all read here: a cut gzip stops before any is sent
+    with open_binary(path) as handle:
         for _, raw in json_lines(handle):
             try:
                 events.append(parse(raw))
@@ -363,8 +352,8 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
     return iter(rejected + events)
 
 
-# ``csv`` and ``json``: a field's role by its name, compared without case, spaces, ``_``,
-# ``-`` and a RecBole type suffix (``user_id:token``): the first of a role's names found wins.
+# ``csv`` and ``json``: a field's role by its name (``streams.files.find_fields``): the
+# first of a role's names found wins.
 _COLUMNS = {
     "user": ("user_id", "user", "uid", "visitorid", "reviewerID", "customer_id", "client_id"),
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
@@ -387,10 +376,6 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
 }
 _NONE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
-
-
-def _name(text: str) -> str:
-    return "".join(c for c in text.split(":")[0].lower() if c not in " _-")
 
 
 def _log_time(value: Any) -> int | None:
@@ -426,15 +411,6 @@ def _field(value: Any) -> Any:
     return str(value) if type(value) is int else value
 
 
-def find_fields(names: Sequence[str], table: Mapping[str, Sequence[str]]) -> dict[str, int]:
-    """Each role of ``table`` to the position among ``names`` (a header, a JSON object's
-    keys) of the first of its aliases there, compared as ``_name`` compares them; the
-    catalogue's ``json`` format finds its fields so too."""
-    plain = [_name(n) for n in names]
-    return {role: plain.index(at) for role, aliases in table.items()
-            if (at := next((_name(a) for a in aliases if _name(a) in plain), None))}
-
-
 def item_field(names: Sequence[str]) -> str | None:
     """Which of ``names`` (a JSON object's keys) names the item, as the ``csv`` and
     ``json`` event formats find it: a catalogue read with ``json`` names items alike."""
@@ -465,7 +441,7 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
                if (value := _number(got.get(key))) is not None}
     kind = got.get("type") if typed else "view"
     if isinstance(kind, str) and kind:
-        kind = _TYPE_NAMES.get(_name(kind), kind)
+        kind = _TYPE_NAMES.get(plain_name(kind), kind)
     return (_log_time(got["time"]), _field(got["user"]), _field(got["item"]),
             _field(got.get("session")) or None, context or None, kind)
 
@@ -525,8 +501,8 @@ def read_json(path: Path) -> Iterator[Event | Rejected]:
                         keys[names] = {role: names[at] for role, at in
                                        _roles(names, needed=not keys).items()}
                     mine = keys[names]
-                    parsed = _role_row({role: obj.get(mine.get(role, "")) for role in _COLUMNS},
-                                       "type" in mine)
+                    parsed = _role_row({role: obj[mine[role]] if role in mine else None
+                                        for role in _COLUMNS}, "type" in mine)
                 except ROW_ERRORS as exc:  # a rating of "five": a TypeError, a ValueError
                     raise RowError(line, exc) from exc
                 yield parsed
@@ -559,7 +535,7 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         return READERS[fmt](path)
     except RowError as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({exc})") from exc
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a download cut short
+    except GZIP_ERRORS as exc:
         raise LogFileError(f"{path}: not a whole gzip file ({exc})") from exc
     except (*ROW_ERRORS, csv.Error) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc

@@ -216,14 +216,15 @@ def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:
          "price": ".a-section.a-spacing-mini{margin-bottom:6px!important;}"},
         {"asin": "B2", "category": ["Clothing", "Women", "Clothing "], "feature": ["Warm"],
          "main_cat": '<img src="x.png" alt="AMAZON FASHION"/>', "price": "$12.99 - $15.99"},
-        {"asin": "B3", "main_cat": '<img src="x.png"/>', "brand": " Acme\tCo "},
+        # "": "X" was read for every field the object lacked
+        {"asin": "B3", "main_cat": '<img src="x.png"/>', "brand": " Acme\tCo ", "": "X"},
     ]
     path = _write(tmp_path, "meta.json", b"".join(orjson.dumps(x) + b"\n" for x in lines))
     brush, coat, bare = read_catalog(path, "json")
     assert (brush.item_id, brush.title, brush.categories, brush.text, brush.price) == (
         "P1", "Brush set", ("All Beauty",), "Soft Blue", None)
     assert (coat.categories, coat.text, coat.price) == (("Clothing", "Women"), "Warm", None)
-    assert (bare.categories, bare.brand) == ((), "Acme Co")
+    assert (bare.categories, bare.brand, bare.title, bare.text) == ((), "Acme Co", None, None)
 
 
 def test_gzipped_catalogues_keep_their_encoding_rules_and_id_maps(tmp_path: Path) -> None:

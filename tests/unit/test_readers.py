@@ -177,8 +177,8 @@ def test_json_finds_the_fields_of_each_object(tmp_path: Path) -> None:
         '{"session_id": "s1", "asin": "V1", "ts": 1400000000, "type": "review"}',
         '{"user_id": "u2", "session_id": "s2", "asin": "V2", "parent_asin": "P2",'
         ' "ts": 1400000001, "price": 9.5, "type": "purchase"}',
-        '{"user_id": "u3", "parent_asin": "P3", "ts": 1400000002}',
-        '{"user_id": "u4", "ts": 1400000003}')))
+        '{"user_id": "u3", "parent_asin": "P3", "ts": 1400000002, "": 7}',
+        '{"user_id": "u4", "ts": 1400000003}')))  # "": 7 was read for every field it lacked
     *events, no_item = read_events(path, "json")
     assert [(e.user_id, e.item_id, e.session_id, e.event_type, e.context)  # type: ignore[union-attr]
             for e in events] == [("s1", "V1", "s1", "view", None),
@@ -198,6 +198,9 @@ def test_gzipped_logs_read_as_their_plain_text(tmp_path: Path) -> None:
     key = [(e.user_id, e.item_id, e.ts, e.context) for e in _events(plain, "movielens")]
     assert [(e.user_id, e.item_id, e.ts, e.context) for e in _events(packed, "movielens")] == key
     assert [(e.user_id, e.item_id, e.ts, e.context) for e in _events(packed, "csv")] == key
+    # the same ids: replaying one after the other is a redelivery, not new events
+    assert [e.event_id for e in _events(packed, "movielens")] == [
+        e.event_id for e in _events(plain, "movielens")]
     cut = tmp_path / "cut.csv.gz"  # a download stopped halfway
     cut.write_bytes(packed.read_bytes()[:-12])
     with pytest.raises(LogFileError, match=r"cut.csv.gz: not a whole gzip file \(Compressed "

@@ -1,0 +1,45 @@
+"""Data files as the readers open them: text or bytes, gzipped or not, and their fields
+found by name. Shared by the event readers (``streams.readers``) and the catalogue readers
+(``streams.catalog_files``), so a log and a catalogue are opened, and name their fields,
+alike."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+# A byte-order mark (Excel's CSV) is read as none: as text, it hid the first header name
+# (KeyError: 'event_time') or turned a headerless file's first row into a "header".
+TEXT_ENCODING = "utf-8-sig"
+# what reading a gzip file cut short (a download stopped) or not gzip at all raises
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict") -> IO[str]:
+    """A file as text, a ``.gz`` one decompressed as it is read (REES46's months,
+    Amazon's dumps come so); csv's ``newline=""``, so a quoted field's line breaks stay."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", newline="", encoding=encoding, errors=errors)
+    return open(path, newline="", encoding=encoding, errors=errors)
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """``open_text``'s bytes, for JSON lines."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def plain_name(text: str) -> str:
+    """A field's name (or a value's, e.g. an event type) as names are compared: without
+    case, spaces, ``_``, ``-`` and a RecBole type suffix (``user_id:token``)."""
+    return "".join(c for c in text.split(":")[0].lower() if c not in " _-")
+
+
+def find_fields(names: Sequence[str], table: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Each role of ``table`` to the position among ``names`` (a header, a JSON object's
+    keys) of the first of its aliases there, compared as :func:`plain_name` makes them."""
+    plain = [plain_name(n) for n in names]
+    return {role: plain.index(at) for role, aliases in table.items()
+            if (at := next((plain_name(a) for a in aliases if plain_name(a) in plain), None))}

@@ -483,11 +483,12 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
 
 def read_json(path: Path) -> Iterator[Event | Rejected]:
     """JSON lines of any objects, their fields found by name as ``csv`` finds columns, in
-    each object (the first must name a user, an item and a time; a later one without
-    them is refused in its place, a dead letter): Amazon's review files (``reviewerID``, ``asin``, ``overall``,
-    ``unixReviewTime``; 2023's ``user_id``, ``parent_asin``, ``rating``, ``timestamp``),
-    Yelp's reviews (``business_id``, ``stars``, ``date``). A line that is not a JSON object
-    refuses the file, naming it, as a csv row that does not parse does."""
+    each object (the first must name a user, an item and a time; a later one without them
+    is refused in its place, a dead letter): Amazon's review files (``reviewerID``,
+    ``asin``, ``overall``, ``unixReviewTime``; 2023's ``user_id``, ``parent_asin``,
+    ``rating``, ``timestamp``), Yelp's reviews (``business_id``, ``stars``, ``date``). A
+    line that is not a JSON object refuses the file, naming its line, as a csv row that
+    does not parse does."""
     def rows() -> Iterator[_Row]:
         keys: dict[tuple[str, ...], dict[str, str]] = {}  # by the fields an object has
         with open_binary(path) as handle:

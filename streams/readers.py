@@ -359,8 +359,8 @@ _COLUMNS = {
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku"),
-    "time": ("timestamp", "ts", "time", "event_time", "datetime", "date", "unixReviewTime",
-             "t_dat"),
+    "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "datetime", "date",
+             "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat"),
     "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
              "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),
@@ -376,18 +376,24 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
 }
 _NONE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
+_WORDED_TIME = "%a %b %d %H:%M:%S %z %Y"  # Goodreads', Twitter's (English month names)
 
 
 def _log_time(value: Any) -> int | None:
     """Epoch ms from unix seconds, ms, µs or ns (told apart by size: 1e11 s is the year
     5138, 1e11 ms 1973), as a number or its text, or an ISO date and time (UTC unless it
-    says otherwise); None for an empty field, for the schema to refuse in its place."""
+    says otherwise), or Goodreads' and Twitter's ``Fri Aug 25 13:55:02 -0700 2017``;
+    None for an empty field, for the schema to refuse in its place."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         number = float(value)
     except ValueError:
-        day = dt.datetime.fromisoformat(value.strip().removesuffix(" UTC"))
+        text = value.strip().removesuffix(" UTC")
+        try:
+            day = dt.datetime.fromisoformat(text)
+        except ValueError:
+            day = dt.datetime.strptime(text, _WORDED_TIME)
         return int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
     size = abs(number)
     scale = 1000 if size < 1e11 else 1 if size < 1e14 else 1e-3 if size < 1e17 else 1e-6

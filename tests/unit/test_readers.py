@@ -131,6 +131,19 @@ def test_csv_refuses_an_empty_type_and_reads_other_logs_names_units_and_quotes(
     assert [e.ts for e in _events(piped, "csv")] == [1433221332000]
 
 
+def test_csv_reads_an_app_databases_created_at_and_goodreads_worded_times(
+        tmp_path: Path) -> None:
+    """Rails' and Django's tables name the time ``created_at``; Goodreads (and Twitter)
+    write ``Fri Aug 25 13:55:02 -0700 2017``: both were refused as naming no time."""
+    rails = _write(tmp_path, "orders.csv", "id,user_id,product_id,created_at\n"
+                   "1,u1,p1,2023-05-01 12:00:00\n")
+    assert [e.ts for e in _events(rails, "csv")] == [1682942400000]
+    goodreads = _write(tmp_path, "g.json", '{"user_id": "u", "book_id": "b", "rating": 4,'
+                       ' "date_added": "Fri Aug 25 13:55:02 -0700 2017"}\n')
+    [event] = _events(goodreads, "json")
+    assert event.ts == 1503694502000 and event.item_id == "b"
+
+
 def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path) -> None:
     path = _write(tmp_path, "x.csv", "session_id;timeframe;eventdate\n1;2;3\n")
     with pytest.raises(LogFileError, match=r"x.csv: not a csv log \(line 1: ValueError: the "

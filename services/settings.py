@@ -48,7 +48,6 @@ def _is_topic_name(name: str) -> bool:
     return _TOPIC.fullmatch(name) is not None and name not in (".", "..")
 
 
-
 class Settings(BaseSettings):
     """Typed, frozen configuration for every streamrec process."""
 

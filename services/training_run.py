@@ -68,6 +68,5 @@ def train_with_progress(split: LeaveLastOut, names: list[str], settings: Setting
                 loss = f" loss={point['loss']:.4f}" if "loss" in point else ""
                 log.info("train model=%s epoch=%d%s valid_ndcg10=%.4f", name, epoch, loss,
                          point["valid_ndcg10"])
-        update(0, loss=0.0, ndcg=0.0)
         trained = train_models(split, names, sasrec_cfg, neumf_cfg, progress=show, init=init)
     return trained, sasrec_cfg, neumf_cfg

@@ -45,7 +45,7 @@ from streams.catalog import (
 )
 from streams.events import InvalidEvent, Reason, json_lines
 from streams.files import GZIP_ERRORS, TEXT_ENCODING, find_fields, open_binary, open_text
-from streams.readers import item_field
+from streams.readers import as_id, item_field
 
 
 class CatalogFileError(ValueError):
@@ -315,7 +315,7 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
 
 
 # --- JSON lines of other fields (Amazon's metadata) -------------------------------------
-# A field's names, found as the event formats find theirs (``streams.readers.find_fields``).
+# A field's names, found as the event formats find theirs (``streams.files.find_fields``).
 _ITEM_FIELDS = {
     "title": ("title", "name", "product_name"),
     "text": ("description", "text", "features", "feature", "summary"),
@@ -382,10 +382,8 @@ def _json(path: Path, handle: IO[bytes]) -> Scanned:
         if not isinstance(obj, dict):
             raise CatalogFileError(path, line, "not JSON lines of objects")
         got = {role: obj[key] for role, key in _field_names(obj).items()}
-        item = got.get("id")
-        yield _checked({  # ids as the event readers give them: text, without spaces around
-            "item_id": str(item) if type(item) is int else
-            item.strip() if isinstance(item, str) else item,
+        yield _checked({
+            "item_id": as_id(got.get("id")),
             "title": _words(got.get("title"), MAX_TITLE_LENGTH),
             "text": _words(got.get("text"), MAX_TEXT_LENGTH, one_line=False),
             "categories": _names(got.get("categories")),

@@ -417,6 +417,12 @@ def _field(value: Any) -> Any:
     return str(value) if type(value) is int else value
 
 
+def as_id(value: Any) -> Any:
+    """An id as the event readers give it (a JSON number as its text, without the spaces
+    around it): a catalogue's ``json`` records name items alike."""
+    return _stripped(_field(value))
+
+
 def item_field(names: Sequence[str]) -> str | None:
     """Which of ``names`` (a JSON object's keys) names the item, as the ``csv`` and
     ``json`` event formats find it: a catalogue read with ``json`` names items alike."""

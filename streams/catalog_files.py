@@ -44,7 +44,14 @@ from streams.catalog import (
     parse_item,
 )
 from streams.events import InvalidEvent, Reason, json_lines
-from streams.files import GZIP_ERRORS, TEXT_ENCODING, find_fields, open_binary, open_text
+from streams.files import (
+    GZIP_ERRORS,
+    TEXT_ENCODING,
+    find_fields,
+    json_object,
+    open_binary,
+    open_text,
+)
 from streams.readers import as_id, item_field
 
 
@@ -330,10 +337,11 @@ _PRICE = re.compile(r"\s*\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*")
 def _field_names(obj: dict[str, Any]) -> dict[str, str]:
     """Each of ``_ITEM_FIELDS``'s roles, and ``id``, to the key of ``obj`` holding it: the
     first of its names with a value (2023's ``categories`` is often ``[]`` beside a
-    ``main_category``)."""
+    ``main_category``). The item is named as the event formats name it, or else by ``id``
+    (Steam's games): an event's ``id`` would be the event's own, so they never read it."""
     valued = [key for key, value in obj.items() if value not in (None, "", [], {})]
     found = {role: valued[at] for role, at in find_fields(valued, _ITEM_FIELDS).items()}
-    if (item := item_field(list(obj))) is not None:
+    if (item := item_field(list(obj)) or ("id" if "id" in obj else None)) is not None:
         found["id"] = item
     return found
 
@@ -351,8 +359,10 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
 
 
 def _names(value: Any) -> list[str] | None:
-    """Categories from a list or one name, each once, in order."""
+    """Categories from a list or one name, each once, in order; a list of lists (Amazon
+    2014's category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one."""
     names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    names = [n for v in names for n in (v if isinstance(v, list) else [v])]
     kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) is not None]
     return list(dict.fromkeys(kept))[:MAX_CATEGORIES] or None
 
@@ -370,14 +380,15 @@ def _json(path: Path, handle: IO[bytes]) -> Scanned:
     ``json`` event format finds it (``parent_asin`` before ``asin``, ``item_id``,
     ``movieId``, ...), so events and records join; ``title``; text from ``description``
     (or ``text``, ``features``; lists joined), cut to the schema's limits; categories
-    from ``categories`` (or ``category``, ``main_category``; a list or one name); brand
-    from ``brand`` (or ``store``, ``author``); a price, as a number or text that is one.
-    Amazon's 2018 and 2023 metadata read as they are; 2014's (Python literals, not JSON)
-    stops at its first line."""
+    from ``categories`` (or ``category``, ``main_category``, ``genres``; a list, a list of
+    category paths, or one name); brand from ``brand`` (or ``store``, ``author``); a
+    price, as a number or text that is one. Amazon's 2014, 2018 and 2023 metadata and
+    Steam's games (their id is ``id``) read as they are; 2014's and Steam's are Python
+    literals, which :func:`streams.files.json_object` reads."""
     for line, raw in json_lines(handle):
         try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            obj = json_object(raw)
+        except ValueError as exc:
             raise CatalogFileError(path, line, f"not JSON lines: {exc}") from None
         if not isinstance(obj, dict):
             raise CatalogFileError(path, line, "not JSON lines of objects")

@@ -5,11 +5,14 @@ alike."""
 
 from __future__ import annotations
 
+import ast
 import gzip
+import json
 import zlib
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # A byte-order mark (Excel's CSV) is read as none: as text, it hid the first header name
 # (KeyError: 'event_time') or turned a headerless file's first row into a "header".
@@ -29,6 +32,23 @@ def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict")
 def open_binary(path: Path) -> IO[bytes]:
     """``open_text``'s bytes, for JSON lines."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def json_object(raw: bytes) -> Any:
+    """A line of a JSON-lines file as its value: JSON, or else, for a line that opens an
+    object, a Python literal. McAuley's Amazon 2014 metadata and Steam's reviews and games
+    (the data of the SASRec paper) were written by Python's ``repr``, ``{'asin': ...}``;
+    ``ast.literal_eval`` reads literals and evaluates no code, and the value is passed
+    through JSON, so it holds what the line written as JSON would (tuples as lists; a set
+    or bytes, which JSON cannot hold, fail). A line that is neither raises the JSON error,
+    which says what a JSON file got wrong."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as not_json:
+        if raw.lstrip().startswith(b"{"):
+            with suppress(SyntaxError, ValueError, TypeError, RecursionError):
+                return json.loads(json.dumps(ast.literal_eval(raw.decode())))
+        raise not_json from None
 
 
 def plain_name(text: str) -> str:

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from streams.events import Event, InvalidEvent, json_lines, parse, validate
-from streams.files import GZIP_ERRORS, find_fields, open_binary, open_text, plain_name
+from streams.files import (
+    GZIP_ERRORS,
+    find_fields,
+    json_object,
+    open_binary,
+    open_text,
+    plain_name,
+)
 
 _NAMESPACE = uuid.UUID("6f1c1a52-7d1e-4a4e-9d7b-2f5f3c1e8a10")
 log = logging.getLogger(__name__)
@@ -355,7 +362,9 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
 # ``csv`` and ``json``: a field's role by its name (``streams.files.find_fields``): the
 # first of a role's names found wins.
 _COLUMNS = {
-    "user": ("user_id", "user", "uid", "visitorid", "reviewerID", "customer_id", "client_id"),
+    # username first: Steam's reviews name every user so, and only some by a user_id too
+    "user": ("username", "user_id", "user", "uid", "visitorid", "reviewerID", "customer_id",
+             "client_id"),
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku"),
@@ -498,15 +507,16 @@ def read_json(path: Path) -> Iterator[Event | Rejected]:
     each object (the first must name a user, an item and a time; a later one without them
     is refused in its place, a dead letter): Amazon's review files (``reviewerID``,
     ``asin``, ``overall``, ``unixReviewTime``; 2023's ``user_id``, ``parent_asin``,
-    ``rating``, ``timestamp``), Yelp's reviews (``business_id``, ``stars``, ``date``). A
-    line that is not a JSON object refuses the file, naming its line, as a csv row that
-    does not parse does."""
+    ``rating``, ``timestamp``), Yelp's reviews (``business_id``, ``stars``, ``date``),
+    Steam's (``username``, ``product_id``, ``date``; Python literals, which
+    :func:`streams.files.json_object` reads). A line that is not an object refuses the
+    file, naming its line, as a csv row that does not parse does."""
     def rows() -> Iterator[_Row]:
         keys: dict[tuple[str, ...], dict[str, str]] = {}  # by the fields an object has
         with open_binary(path) as handle:
             for line, raw in json_lines(handle):
                 try:
-                    obj = json.loads(raw)
+                    obj = json_object(raw)
                     if not isinstance(obj, dict):
                         raise ValueError(f"not a JSON object: {raw[:60]!r}")
                     names = tuple(obj)

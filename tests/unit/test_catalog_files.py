@@ -201,8 +201,28 @@ def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path:
     reviews = _write(tmp_path, "reviews.json", '{"user_id": "u", "asin": "V2", '
                      '"parent_asin": "P2", "timestamp": 1588687728923}\n')
     assert {e.item_id for e in read_valid_events(reviews, "json")} == {tape.item_id}
-    assert "old.json:1: not JSON lines" in _error(
-        _write(tmp_path, "old.json", "{'asin': 'B1'}\n"), "json")  # Amazon 2014: Python
+
+
+def test_json_catalogue_reads_python_literal_metadata(tmp_path: Path) -> None:
+    """Amazon 2014's metadata (the SASRec paper's Beauty and Games: category paths) and
+    Steam's games (their id is ``id``, a price may be words), written by Python's
+    ``repr``: refused before at their first line. A line neither JSON nor a literal, or
+    with a value JSON cannot hold, still stops, naming it."""
+    path = _write(tmp_path, "meta_Beauty.json", "".join(line + "\n" for line in (
+        "{'asin': '0000031852', 'title': 'Girls Ballet Tutu', 'price': 3.17, "
+        "'categories': [['Beauty', 'Skin Care'], ['Beauty', 'Makeup']], 'brand': None}",
+        "{'publisher': 'Kotoshiro', 'genres': ['Action', 'Casual'], 'title': 'Lost "
+        "Summoner Kitty', 'price': 'Free to Play', 'early_access': False, 'id': '761140'}",
+        '{"asin": "B3", "title": "JSON beside literals"}')))
+    tutu, kitty, plain = read_catalog(path, "json")
+    assert (tutu.item_id, tutu.title, tutu.categories, tutu.price, tutu.brand) == (
+        "0000031852", "Girls Ballet Tutu", ("Beauty", "Skin Care", "Makeup"), 3.17, None)
+    assert (kitty.item_id, kitty.categories, kitty.price) == ("761140", ("Action", "Casual"), None)
+    assert plain.item_id == "B3"
+    assert "bad.json:2: not JSON lines: Expecting property name" in _error(_write(
+        tmp_path, "bad.json", "{'asin': 'B1'}\n{'asin': __import__('os')}\n"), "json")
+    assert "set.json:1: not JSON lines" in _error(
+        _write(tmp_path, "set.json", "{'asin': 'B1', 'tags': {'a', 'b'}}\n"), "json")
 
 
 def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:

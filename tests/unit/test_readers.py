@@ -182,6 +182,26 @@ def test_json_reads_review_dumps_by_their_field_names(tmp_path: Path) -> None:
         read_events(yes, "json")
 
 
+def test_json_reads_steams_python_literal_reviews(tmp_path: Path) -> None:
+    """Steam's reviews (the SASRec paper's), written by Python's ``repr``, with a
+    ``username`` for every user and a ``user_id`` for some: users are their usernames,
+    so one user's reviews stay one user's. A line neither JSON nor a literal refuses the
+    file, naming it, as before; a literal is never run as code."""
+    path = _write(tmp_path, "steam_reviews.json", "".join(line + "\n" for line in (
+        "{'username': 'Chaos Syren', 'hours': 0.1, 'product_id': '725280', "
+        "'date': '2017-12-17', 'text': 'It\\'s fun', 'early_access': False}",
+        "{'username': 'Chaos Syren', 'user_id': '76561198', 'product_id': '328100', "
+        "'date': '2017-12-27', 'found_funny': 1}")))
+    events = _events(path, "json")
+    assert [(e.user_id, e.item_id, e.ts) for e in events] == [
+        ("Chaos Syren", "725280", 1513468800000), ("Chaos Syren", "328100", 1514332800000)]
+    code = _write(tmp_path, "code.json", "{'username': 'u', 'product_id': __import__('os'), "
+                  "'date': '2017-12-17'}\n")
+    with pytest.raises(LogFileError, match=r"code.json: not a json log \(line 1: "
+                       r"JSONDecodeError: Expecting property name"):
+        read_events(code, "json")
+
+
 def test_json_finds_the_fields_of_each_object(tmp_path: Path) -> None:
     """A review found by a review: the fields were those of the first object, so a price
     or a session first met later was never read, and ``"type": "review"`` (old Yelp

@@ -150,6 +150,11 @@ def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path)
                        r"fields \(session_id, timeframe, eventdate\) name no item "
                        r"\(item_id, item, iid, product_id, ...\); no time"):
         read_events(path, "csv")
+    # Taobao's UserBehavior.csv has no header: said so, not that 1 names no user
+    headless = _write(tmp_path, "UserBehavior.csv", "1,2268318,2520377,pv,1511544070\n")
+    with pytest.raises(LogFileError, match=r"line 1: ValueError: the first line \(1, 2268318, "
+                       r"2520377, pv, 1511544070\) is data, not a header: put a line naming"):
+        read_events(headless, "csv")
 
 
 def test_json_reads_review_dumps_by_their_field_names(tmp_path: Path) -> None:

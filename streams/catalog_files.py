@@ -48,6 +48,7 @@ from streams.files import (
     GZIP_ERRORS,
     TEXT_ENCODING,
     find_fields,
+    header_fields,
     json_object,
     open_binary,
     open_text,
@@ -324,10 +325,12 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
 # --- JSON lines of other fields (Amazon's metadata) -------------------------------------
 # A field's names, found as the event formats find theirs (``streams.files.find_fields``).
 _ITEM_FIELDS = {
-    "title": ("title", "name", "product_name"),
-    "text": ("description", "text", "features", "feature", "summary"),
-    "categories": ("categories", "category", "main_category", "main_cat", "genres"),
-    "brand": ("brand", "store", "author", "manufacturer"),
+    "title": ("title", "name", "product_name", "prod_name", "book_title"),
+    "text": ("description", "text", "features", "feature", "summary", "detail_desc",
+             "overview"),
+    "categories": ("categories", "category", "main_category", "main_cat", "genres", "genre",
+                   "product_type_name"),
+    "brand": ("brand", "store", "author", "book_author", "manufacturer", "publisher"),
     "price": ("price",),
 }
 # a price and nothing else: "$1,012.99", "3", not "$12.99 - $15.99" nor Amazon 2018's CSS
@@ -341,9 +344,14 @@ def _field_names(obj: dict[str, Any]) -> dict[str, str]:
     (Steam's games): an event's ``id`` would be the event's own, so they never read it."""
     valued = [key for key, value in obj.items() if value not in (None, "", [], {})]
     found = {role: valued[at] for role, at in find_fields(valued, _ITEM_FIELDS).items()}
-    if (item := item_field(list(obj)) or ("id" if "id" in obj else None)) is not None:
+    if (item := _item_key(list(obj))) is not None:
         found["id"] = item
     return found
+
+
+def _item_key(keys: list[str]) -> str | None:
+    """Which of a record's ``keys`` names the item (:func:`_field_names`)."""
+    return item_field(keys) or ("id" if "id" in keys else None)
 
 
 def _words(value: Any, most: int, one_line: bool = True) -> str | None:
@@ -359,11 +367,16 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
 
 
 def _names(value: Any) -> list[str] | None:
-    """Categories from a list or one name, each once, in order; a list of lists (Amazon
-    2014's category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one."""
-    names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    """Categories from a list, each once, in order; a list of lists (Amazon 2014's
+    category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one list;
+    text as names split on ``|`` or else ``,`` (a table's ``Crime|Drama``, Yelp's
+    ``"Pizza, Italian"``; Amazon 2023's ``"Arts, Crafts & Sewing"`` is two). MovieLens's
+    ``(no genres listed)`` is none, as its own format reads it."""
+    if isinstance(value, str):
+        value = value.split("|" if "|" in value else ",")
+    names = value if isinstance(value, list) else []
     names = [n for v in names for n in (v if isinstance(v, list) else [v])]
-    kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) is not None]
+    kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) not in (None, NO_GENRES)]
     return list(dict.fromkeys(kept))[:MAX_CATEGORIES] or None
 
 
@@ -373,6 +386,19 @@ def _price(value: Any) -> float | None:
         return float(value)
     found = _PRICE.fullmatch(value) if isinstance(value, str) else None
     return float(found[1].replace(",", "") + (found[2] or "")) if found else None
+
+
+def _record(obj: dict[str, Any], line: int) -> ItemRecord | RejectedItem:
+    """A record from an object of other fields (a JSON line, a table's row), each found
+    by name (:func:`_field_names`)."""
+    got = {role: obj[key] for role, key in _field_names(obj).items()}
+    return _checked({
+        "item_id": as_id(got.get("id")),
+        "title": _words(got.get("title"), MAX_TITLE_LENGTH),
+        "text": _words(got.get("text"), MAX_TEXT_LENGTH, one_line=False),
+        "categories": _names(got.get("categories")),
+        "brand": _words(got.get("brand"), MAX_NAME_LENGTH),
+        "price": _price(got.get("price"))}, line)
 
 
 def _json(path: Path, handle: IO[bytes]) -> Scanned:
@@ -392,14 +418,37 @@ def _json(path: Path, handle: IO[bytes]) -> Scanned:
             raise CatalogFileError(path, line, f"not JSON lines: {exc}") from None
         if not isinstance(obj, dict):
             raise CatalogFileError(path, line, "not JSON lines of objects")
-        got = {role: obj[key] for role, key in _field_names(obj).items()}
-        yield _checked({
-            "item_id": as_id(got.get("id")),
-            "title": _words(got.get("title"), MAX_TITLE_LENGTH),
-            "text": _words(got.get("text"), MAX_TEXT_LENGTH, one_line=False),
-            "categories": _names(got.get("categories")),
-            "brand": _words(got.get("brand"), MAX_NAME_LENGTH),
-            "price": _price(got.get("price"))}, line)
+        yield _record(obj, line)
+
+
+def _item_column(names: list[str]) -> None:
+    """Refuses a header with no column that names items."""
+    if _item_key(names) is None:
+        raise ValueError(f"the header ({', '.join(names)[:80]}) names no item column "
+                         "(item_id, product_id, article_id, asin, id, ...)")
+
+
+def _csv(path: Path, handle: IO[str]) -> Scanned:
+    """Any delimited item table with a header (comma, tab, ``;`` or ``|``, as the ``csv``
+    event format reads one), its columns found by name as ``json`` finds fields: H&M's
+    ``articles.csv``, a shop's product export. A category column may list several, split
+    on ``|`` or ``,`` (``Crime|Drama``); an empty cell is no value."""
+    try:
+        delimiter, names, _ = header_fields(handle.readline(), _item_column)
+    except ValueError as exc:
+        raise CatalogFileError(path, 1, str(exc)) from None
+    reader = csv.reader(handle, delimiter=delimiter)
+    try:
+        for fields in reader:
+            line = reader.line_num + 1  # the header was read before the reader began
+            if not fields:
+                continue
+            if len(fields) != len(names):
+                raise CatalogFileError(path, line, f"expected {len(names)} fields as in the "
+                                       f"header, got {len(fields)}")
+            yield _record(dict(zip(names, fields)), line)
+    except csv.Error as exc:
+        raise CatalogFileError(path, reader.line_num + 1, f"not CSV: {exc}") from None
 
 
 CATALOG_FORMATS: dict[str, Callable[..., Scanned]] = {
@@ -409,6 +458,7 @@ CATALOG_FORMATS: dict[str, Callable[..., Scanned]] = {
     "amazon": _amazon,
     "jsonl": _jsonl,
     "json": _json,
+    "csv": _csv,
 }
 
 

@@ -6,19 +6,23 @@ alike."""
 from __future__ import annotations
 
 import ast
+import csv
 import gzip
 import json
+import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 # A byte-order mark (Excel's CSV) is read as none: as text, it hid the first header name
 # (KeyError: 'event_time') or turned a headerless file's first row into a "header".
 TEXT_ENCODING = "utf-8-sig"
 # what reading a gzip file cut short (a download stopped) or not gzip at all raises
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+DELIMITERS = ",\t;|"  # a delimited file's, tried in this order
+_Fit = TypeVar("_Fit")
 
 
 def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict") -> IO[str]:
@@ -63,3 +67,32 @@ def find_fields(names: Sequence[str], table: Mapping[str, Sequence[str]]) -> dic
     plain = [plain_name(n) for n in names]
     return {role: plain.index(at) for role, aliases in table.items()
             if (at := next((plain_name(a) for a in aliases if plain_name(a) in plain), None))}
+
+
+def header_fields(first: str, fits: Callable[[list[str]], _Fit]) -> tuple[str, list[str], _Fit]:
+    """(delimiter, names, what ``fits`` made of them) for a delimited file's header line:
+    the first of :data:`DELIMITERS` whose split ``fits`` accepts (it raises ValueError
+    for one that names too little), so the delimiter is chosen by what the header says,
+    not by counting (a quoted ``"a, b"`` holds a comma). For a line none fits, the error
+    of the split with the most fields, or, when that split holds a number, that the line
+    is data and a header must come first (Taobao's ``UserBehavior.csv`` has none)."""
+    refused: list[tuple[list[str], ValueError]] = []
+    for delimiter in DELIMITERS:
+        names = next(csv.reader([first], delimiter=delimiter), [])
+        try:
+            return delimiter, names, fits(names)
+        except ValueError as exc:
+            refused.append((names, exc))
+    names, error = max(refused, key=lambda names_error: len(names_error[0]))
+    if any(_is_number(name) for name in names):
+        raise ValueError(f"the first line ({', '.join(names)[:60]}) is data, not a header: "
+                         "put a line naming the columns first") from error
+    raise error
+
+
+def _is_number(text: str) -> bool:
+    """Whether a header's field is a number: a line of data, not of names."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False

@@ -27,6 +27,7 @@ from streams.events import Event, InvalidEvent, json_lines, parse, validate
 from streams.files import (
     GZIP_ERRORS,
     find_fields,
+    header_fields,
     json_object,
     open_binary,
     open_text,
@@ -409,14 +410,6 @@ def _log_time(value: Any) -> int | None:
     return int(round(number * scale))
 
 
-def _is_number(text: str) -> bool:
-    """Whether a header's field is a number: a line of data, not of names."""
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
 def _number(value: Any) -> float | None:
     """A rating's or price's value; None when there is none (blank, ``NA``, ``null``)."""
     if isinstance(value, str):
@@ -476,23 +469,9 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
 
 
 def _csv_header(first: str) -> tuple[str, dict[str, int]]:
-    """The delimiter whose fields name a user, an item and a time, and their columns: by
-    what the header says, not by counting (a quoted ``"a, b"`` holds a comma). For a
-    header none fits, the error of the split with the most fields, or, when that split
-    holds a number, that the file has no header."""
-    refused: list[tuple[list[str], ValueError]] = []
-    for delimiter in ",\t;|":
-        header = next(csv.reader([first], delimiter=delimiter), [])
-        try:
-            return delimiter, _roles(header)
-        except ValueError as exc:
-            refused.append((header, exc))
-    header, error = max(refused, key=lambda header_error: len(header_error[0]))
-    if any(_is_number(name) for name in header):  # Taobao's UserBehavior.csv, LastFM's
-        raise ValueError(f"the first line ({', '.join(header)[:60]}) is data, not a header: "
-                         "put a line naming the columns first (e.g. user_id,item_id,"
-                         "category_id,behavior,timestamp for Taobao's UserBehavior.csv)")
-    raise error
+    """The delimiter whose fields name a user, an item and a time, and their columns."""
+    delimiter, _, cols = header_fields(first, _roles)
+    return delimiter, cols
 
 
 def read_csv(path: Path) -> Iterator[Event | Rejected]:

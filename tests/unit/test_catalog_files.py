@@ -247,6 +247,43 @@ def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:
     assert (bare.categories, bare.brand, bare.title, bare.text) == ((), "Acme Co", None, None)
 
 
+def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
+    """H&M's ``articles.csv`` (ids with a leading zero, as its transactions name them), a
+    ``;`` table with ``|`` genres, a shop export with quoted commas and an empty cell: the
+    columns found by name, as the ``csv`` event format finds its own."""
+    hm = _write(tmp_path, "articles.csv", "article_id,product_code,prod_name,product_type_name,"
+                "colour_group_name,detail_desc\n"
+                '0108775015,0108775,Strap top,Vest top,Black,"Jersey top, narrow straps."\n'
+                "0108775044,0108775,Strap top,Vest top,White,\n")
+    black, white = read_catalog(hm, "csv")
+    assert (black.item_id, black.title, black.categories, black.text) == (
+        "0108775015", "Strap top", ("Vest top",), "Jersey top, narrow straps.")
+    assert (white.item_id, white.text) == ("0108775044", None)
+    films = _write(tmp_path, "films.csv", "movieId;title;genres;price\n"
+                   "1;Toy Story (1995);Adventure|Animation;$3.99\n"
+                   "2;Pirates (1886);(no genres listed);\n")
+    toy, bare = read_catalog(films, "csv")
+    assert (toy.item_id, toy.categories, toy.price) == ("1", ("Adventure", "Animation"), 3.99)
+    assert bare.categories == ()
+    shop = _write(tmp_path, "shop.tsv", "id\tname\tcategory\tbrand\n"
+                  "A1\tMug\tKitchen, Cups\t Acme \n")
+    [mug] = read_catalog(shop, "csv")
+    assert (mug.item_id, mug.title, mug.categories, mug.brand) == (
+        "A1", "Mug", ("Kitchen", "Cups"), "Acme")
+
+
+def test_csv_catalogue_refuses_a_table_it_cannot_read_in_one_line(tmp_path: Path) -> None:
+    assert "x.csv:1: the header (name, price) names no item column (item_id, " in _error(
+        _write(tmp_path, "x.csv", "name,price\nMug,3\n"), "csv")
+    assert "y.csv:1: the first line (1, Mug, 3) is data, not a header" in _error(
+        _write(tmp_path, "y.csv", "1,Mug,3\n"), "csv")
+    assert "z.csv:3: expected 2 fields as in the header, got 1" in _error(
+        _write(tmp_path, "z.csv", "item_id,title\n1,Mug\n2\n"), "csv")
+    no_id = _write(tmp_path, "n.csv", "item_id,title\n,Mug\n")  # a dead letter, for load
+    [rejected] = scan_catalog(no_id, "csv")
+    assert isinstance(rejected, RejectedItem) and rejected.line == 2
+
+
 def test_gzipped_catalogues_keep_their_encoding_rules_and_id_maps(tmp_path: Path) -> None:
     import gzip
 
@@ -288,10 +325,10 @@ def test_a_file_in_the_wrong_format_stops_with_one_line_naming_file_and_line(
 def test_a_missing_file_or_an_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(CatalogFileError, match="missing.csv: no such file"):
         read_catalog(tmp_path / "missing.csv", "movielens")
-    with pytest.raises(ValueError, match="unknown catalogue format 'csv'; choose one of movielens"):
-        read_catalog(tmp_path / "missing.csv", "csv")
+    with pytest.raises(ValueError, match="unknown catalogue format 'tsv'; choose one of movielens"):
+        read_catalog(tmp_path / "missing.csv", "tsv")
     assert set(CATALOG_FORMATS) == {"movielens", "goodbooks", "rees46", "amazon", "jsonl",
-                                    "json"}
+                                    "json", "csv"}
 
 
 def test_catalog_load_stops_on_a_wrong_file_in_one_line_before_touching_kafka(

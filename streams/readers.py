@@ -288,19 +288,24 @@ def _rees46_row(rec: dict[str, str]) -> _Row | None:
 
 
 def read_sequences(path: Path) -> Iterator[Event | Rejected]:
-    """SASRec-style ``user item item ...`` lines (items in time order).
+    """SASRec-style ``user item item ...`` lines (items in time order). A user's later
+    lines continue their sequence: the SASRec repository's own files (``ml-1m.txt``,
+    ``Beauty.txt``, ``Steam.txt``, ``Video.txt``) give one ``user item`` pair a line.
 
     Timestamps are synthesized: the k-th item of every user at 2020-01-01 + k minutes,
     so a replay interleaves users the way a live stream would.
     """
     rows: list[_Row] = []
+    seen: dict[str, int] = {}  # each user's items so far
     with open_text(path) as handle:
         for line in handle:
             if not line.strip():  # a blank line (a trailing one, say) holds no user
                 continue
             user, *items = line.split()
+            start = seen.get(user, 0)
             rows.extend((SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
-                        for k, item in enumerate(items))
+                        for k, item in enumerate(items, start))
+            seen[user] = start + len(items)
     return _in_time_order(rows, path.name)
 
 

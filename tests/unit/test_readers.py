@@ -306,6 +306,17 @@ def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
     assert events[2].ts == SEQUENCE_BASE_MS + SEQUENCE_STEP_MS
 
 
+def test_sequences_read_the_sasrec_repositorys_user_item_pairs(tmp_path: Path) -> None:
+    """``ml-1m.txt``, ``Beauty.txt``, ``Video.txt``: one ``user item`` pair a line. Every
+    pair was a user's first item, so all of a user's events had one time: a replay sent
+    them at once, and the next-item order rested on ties."""
+    pairs = _write(tmp_path, "Video.txt", "1 6393\n1 13504\n2 7\n1 14087\n")
+    events = _events(pairs, "sequences")
+    assert [(e.user_id, e.item_id, (e.ts - SEQUENCE_BASE_MS) // SEQUENCE_STEP_MS)
+            for e in events] == [("1", "6393", 0), ("2", "7", 0), ("1", "13504", 1),
+                                 ("1", "14087", 2)]
+
+
 def test_a_byte_order_mark_a_blank_line_and_a_short_row_are_read_or_refused_plainly(
         tmp_path: Path) -> None:
     """A BOM (Excel's CSV) hid rees46's first header name, and made a headerless ``u.data``

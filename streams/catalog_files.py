@@ -333,6 +333,7 @@ _ITEM_FIELDS = {
     "brand": ("brand", "store", "author", "book_author", "manufacturer", "publisher"),
     "price": ("price",),
 }
+_ID = {"id": ("id",)}  # a record's own id, when no other field names the item (Steam's)
 # a price and nothing else: "$1,012.99", "3", not "$12.99 - $15.99" nor Amazon 2018's CSS
 _PRICE = re.compile(r"\s*\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*")
 
@@ -351,7 +352,10 @@ def _field_names(obj: dict[str, Any]) -> dict[str, str]:
 
 def _item_key(keys: list[str]) -> str | None:
     """Which of a record's ``keys`` names the item (:func:`_field_names`)."""
-    return item_field(keys) or ("id" if "id" in keys else None)
+    item = item_field(keys)
+    if item is None and (at := find_fields(keys, _ID).get("id")) is not None:
+        item = keys[at]
+    return item
 
 
 def _words(value: Any, most: int, one_line: bool = True) -> str | None:

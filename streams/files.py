@@ -8,13 +8,13 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
-import json
-import math
+import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any, TypeVar
+
+import orjson
 
 # A byte-order mark (Excel's CSV) is read as none: as text, it hid the first header name
 # (KeyError: 'event_time') or turned a headerless file's first row into a "header".
@@ -23,6 +23,7 @@ TEXT_ENCODING = "utf-8-sig"
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 DELIMITERS = ",\t;|"  # a delimited file's, tried in this order
 _Fit = TypeVar("_Fit")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict") -> IO[str]:
@@ -39,20 +40,22 @@ def open_binary(path: Path) -> IO[bytes]:
 
 
 def json_object(raw: bytes) -> Any:
-    """A line of a JSON-lines file as its value: JSON, or else, for a line that opens an
-    object, a Python literal. McAuley's Amazon 2014 metadata and Steam's reviews and games
-    (the data of the SASRec paper) were written by Python's ``repr``, ``{'asin': ...}``;
-    ``ast.literal_eval`` reads literals and evaluates no code, and the value is passed
-    through JSON, so it holds what the line written as JSON would (tuples as lists; a set
-    or bytes, which JSON cannot hold, fail). A line that is neither raises the JSON error,
-    which says what a JSON file got wrong."""
+    """A line of a JSON-lines file as its value: JSON, or else, for a line that opens a
+    dict as Python's ``repr`` writes one (``{'``), a Python literal. McAuley's Amazon 2014
+    metadata and Steam's reviews and games (the data of the SASRec paper) were written
+    so. ``ast.literal_eval`` reads literals and evaluates no code, and the value is passed
+    through JSON, so it holds only what a JSON line could (tuples as lists; a set, bytes
+    or a lone surrogate fail). Raises ValueError for a line that is neither, saying why."""
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as not_json:
-        if raw.lstrip().startswith(b"{"):
-            with suppress(SyntaxError, ValueError, TypeError, RecursionError):
-                return json.loads(json.dumps(ast.literal_eval(raw.decode())))
-        raise not_json from None
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as not_json:
+        if not raw.lstrip().startswith(b"{'"):
+            raise
+        try:
+            return orjson.loads(orjson.dumps(ast.literal_eval(raw.decode())))
+        except (SyntaxError, ValueError, TypeError, RecursionError, orjson.JSONEncodeError) as exc:
+            reason = str(exc).split(": <ast.")[0]  # not the node's address
+            raise ValueError(f"{not_json}; nor a Python literal: {reason}") from None
 
 
 def plain_name(text: str) -> str:
@@ -74,8 +77,9 @@ def header_fields(first: str, fits: Callable[[list[str]], _Fit]) -> tuple[str, l
     the first of :data:`DELIMITERS` whose split ``fits`` accepts (it raises ValueError
     for one that names too little), so the delimiter is chosen by what the header says,
     not by counting (a quoted ``"a, b"`` holds a comma). For a line none fits, the error
-    of the split with the most fields, or, when that split holds a number, that the line
-    is data and a header must come first (Taobao's ``UserBehavior.csv`` has none)."""
+    of the split with the most fields, or, when most of that split's fields are numbers,
+    that the line is data and a header must come first (Taobao's ``UserBehavior.csv``
+    has none)."""
     refused: list[tuple[list[str], ValueError]] = []
     for delimiter in DELIMITERS:
         names = next(csv.reader([first], delimiter=delimiter), [])
@@ -84,15 +88,12 @@ def header_fields(first: str, fits: Callable[[list[str]], _Fit]) -> tuple[str, l
         except ValueError as exc:
             refused.append((names, exc))
     names, error = max(refused, key=lambda names_error: len(names_error[0]))
-    if any(_is_number(name) for name in names):
+    if 2 * sum(map(_is_number, names)) > len(names):  # a header may name a year or two
         raise ValueError(f"the first line ({', '.join(names)[:60]}) is data, not a header: "
                          "put a line naming the columns first") from error
     raise error
 
 
 def _is_number(text: str) -> bool:
-    """Whether a header's field is a number: a line of data, not of names."""
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
+    """Whether a header's field is a number (``1``, ``-2.5``, ``1e9``): a line of data."""
+    return _NUMBER.fullmatch(text.strip()) is not None

@@ -368,9 +368,10 @@ def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
 # ``csv`` and ``json``: a field's role by its name (``streams.files.find_fields``): the
 # first of a role's names found wins.
 _COLUMNS = {
-    # username first: Steam's reviews name every user so, and only some by a user_id too
-    "user": ("username", "user_id", "user", "uid", "visitorid", "reviewerID", "customer_id",
-             "client_id"),
+    # username last: Steam's reviews name every user so, and some by a user_id too (the
+    # same users in every review: a numeric profile), which is taken first, as elsewhere
+    "user": ("user_id", "user", "uid", "visitorid", "reviewerID", "customer_id", "client_id",
+             "username"),
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku"),

@@ -150,6 +150,9 @@ def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path)
                        r"fields \(session_id, timeframe, eventdate\) name no item "
                        r"\(item_id, item, iid, product_id, ...\); no time"):
         read_events(path, "csv")
+    years = _write(tmp_path, "y.csv", "user_id,item_id,2019,2020\n1,2,3,4\n")  # a header
+    with pytest.raises(LogFileError, match=r"name no time \(timestamp, ts"):
+        read_events(years, "csv")
     # Taobao's UserBehavior.csv has no header: said so, not that 1 names no user
     headless = _write(tmp_path, "UserBehavior.csv", "1,2268318,2520377,pv,1511544070\n")
     with pytest.raises(LogFileError, match=r"line 1: ValueError: the first line \(1, 2268318, "
@@ -188,23 +191,34 @@ def test_json_reads_review_dumps_by_their_field_names(tmp_path: Path) -> None:
 
 
 def test_json_reads_steams_python_literal_reviews(tmp_path: Path) -> None:
-    """Steam's reviews (the SASRec paper's), written by Python's ``repr``, with a
-    ``username`` for every user and a ``user_id`` for some: users are their usernames,
-    so one user's reviews stay one user's. A line neither JSON nor a literal refuses the
-    file, naming it, as before; a literal is never run as code."""
+    """Steam's reviews (the SASRec paper's), written by Python's ``repr``: every user has
+    a ``username``, some a ``user_id`` as well (in each of their reviews), which is
+    taken first, as in any log; a ``user_name`` beside a ``user_id`` never wins. A line
+    neither JSON nor a literal refuses the file, naming it; a literal is never run."""
     path = _write(tmp_path, "steam_reviews.json", "".join(line + "\n" for line in (
         "{'username': 'Chaos Syren', 'hours': 0.1, 'product_id': '725280', "
         "'date': '2017-12-17', 'text': 'It\\'s fun', 'early_access': False}",
-        "{'username': 'Chaos Syren', 'user_id': '76561198', 'product_id': '328100', "
-        "'date': '2017-12-27', 'found_funny': 1}")))
+        "{'username': 'Ryxxy', 'user_id': '76561198', 'product_id': '328100', "
+        "'date': '2017-12-27', 'found_funny': 1, 'hours': (1, 2)}",
+        "{'username': 'Chaos Syren', 'product_id': '35140', 'date': '2018-01-02'}")))
     events = _events(path, "json")
     assert [(e.user_id, e.item_id, e.ts) for e in events] == [
-        ("Chaos Syren", "725280", 1513468800000), ("Chaos Syren", "328100", 1514332800000)]
-    code = _write(tmp_path, "code.json", "{'username': 'u', 'product_id': __import__('os'), "
-                  "'date': '2017-12-17'}\n")
-    with pytest.raises(LogFileError, match=r"code.json: not a json log \(line 1: "
-                       r"JSONDecodeError: Expecting property name"):
+        ("Chaos Syren", "725280", 1513468800000), ("76561198", "328100", 1514332800000),
+        ("Chaos Syren", "35140", 1514851200000)]
+    named = _write(tmp_path, "named.csv", "user_id,user_name,item_id,timestamp\n"
+                   "42,alice,1,1500000000\n42,Alice Smith,2,1500000001\n")
+    assert {e.user_id for e in _events(named, "csv")} == {"42"}
+    ran = tmp_path / "ran"
+    code = _write(tmp_path, "code.json", "{'username': 'u', 'product_id': "
+                  f"open({str(ran)!r}, 'w').write('x'), 'date': '2017-12-17'}}\n")
+    with pytest.raises(LogFileError, match=r"code.json: not a json log \(line 1: ValueError: "
+                       r"unexpected .*; nor a Python literal: malformed node or string on "
+                       r"line 1\)"):
         read_events(code, "json")
+    assert not ran.exists()
+    broken = _write(tmp_path, "trailing.json", '{"user_id": "u", "item_id": "i", "ts": 1,}\n')
+    with pytest.raises(LogFileError, match=r"line 1: JSONDecodeError: trailing comma"):
+        read_events(broken, "json")
 
 
 def test_json_finds_the_fields_of_each_object(tmp_path: Path) -> None:

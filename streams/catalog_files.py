@@ -373,11 +373,11 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
 def _names(value: Any) -> list[str] | None:
     """Categories from a list, each once, in order; a list of lists (Amazon 2014's
     category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one list;
-    text as names split on ``|`` or else ``,`` (a table's ``Crime|Drama``, Yelp's
-    ``"Pizza, Italian"``; Amazon 2023's ``"Arts, Crafts & Sewing"`` is two). MovieLens's
-    ``(no genres listed)`` is none, as its own format reads it."""
+    text as names split on ``|`` (a table's ``Crime|Drama``), never on a comma (Amazon's
+    ``"Arts, Crafts & Sewing"`` is one). MovieLens's ``(no genres listed)`` is none, as
+    its own format reads it."""
     if isinstance(value, str):
-        value = value.split("|" if "|" in value else ",")
+        value = value.split("|")
     names = value if isinstance(value, list) else []
     names = [n for v in names for n in (v if isinstance(v, list) else [v])]
     kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) not in (None, NO_GENRES)]
@@ -435,13 +435,15 @@ def _item_column(names: list[str]) -> None:
 def _csv(path: Path, handle: IO[str]) -> Scanned:
     """Any delimited item table with a header (comma, tab, ``;`` or ``|``, as the ``csv``
     event format reads one), its columns found by name as ``json`` finds fields: H&M's
-    ``articles.csv``, a shop's product export. A category column may list several, split
-    on ``|`` or ``,`` (``Crime|Drama``); an empty cell is no value."""
+    ``articles.csv``, a shop's product export. A category cell may list several, split on
+    ``|`` (``Crime|Drama``); an empty cell is no value."""
     try:
         delimiter, names, _ = header_fields(handle.readline(), _item_column)
+    except UnicodeDecodeError:
+        raise  # read ahead of the header: ``_guarded`` finds the line the byte is on
     except ValueError as exc:
         raise CatalogFileError(path, 1, str(exc)) from None
-    reader = csv.reader(handle, delimiter=delimiter)
+    reader = csv.reader(handle, delimiter=delimiter, strict=True)  # an open quote, not rows lost
     try:
         for fields in reader:
             line = reader.line_num + 1  # the header was read before the reader began
@@ -450,7 +452,10 @@ def _csv(path: Path, handle: IO[str]) -> Scanned:
             if len(fields) != len(names):
                 raise CatalogFileError(path, line, f"expected {len(names)} fields as in the "
                                        f"header, got {len(fields)}")
-            yield _record(dict(zip(names, fields)), line)
+            row: dict[str, str] = {}
+            for name, value in zip(names, fields):
+                row.setdefault(name, value)  # a name twice: its first column, as for events
+            yield _record(row, line)
     except csv.Error as exc:
         raise CatalogFileError(path, reader.line_num + 1, f"not CSV: {exc}") from None
 

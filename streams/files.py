@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import json
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -43,17 +44,18 @@ def json_object(raw: bytes) -> Any:
     """A line of a JSON-lines file as its value: JSON, or else, for a line that opens a
     dict as Python's ``repr`` writes one (``{'``), a Python literal. McAuley's Amazon 2014
     metadata and Steam's reviews and games (the data of the SASRec paper) were written
-    so. ``ast.literal_eval`` reads literals and evaluates no code, and the value is passed
-    through JSON, so it holds only what a JSON line could (tuples as lists; a set, bytes
-    or a lone surrogate fail). Raises ValueError for a line that is neither, saying why."""
+    so. ``ast.literal_eval`` reads literals and evaluates no code, and the value is written
+    as JSON and read as the JSON lines are, so it holds what the line written as JSON
+    would (tuples as lists, keys as text; a set or bytes, which JSON cannot hold, and a
+    lone surrogate fail). Raises ValueError for a line that is neither, saying why."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as not_json:
         if not raw.lstrip().startswith(b"{'"):
             raise
         try:
-            return orjson.loads(orjson.dumps(ast.literal_eval(raw.decode())))
-        except (SyntaxError, ValueError, TypeError, RecursionError, orjson.JSONEncodeError) as exc:
+            return orjson.loads(json.dumps(ast.literal_eval(raw.decode())))
+        except (SyntaxError, ValueError, TypeError, RecursionError) as exc:
             reason = str(exc).split(": <ast.")[0]  # not the node's address
             raise ValueError(f"{not_json}; nor a Python literal: {reason}") from None
 
@@ -80,9 +82,15 @@ def header_fields(first: str, fits: Callable[[list[str]], _Fit]) -> tuple[str, l
     of the split with the most fields, or, when most of that split's fields are numbers,
     that the line is data and a header must come first (Taobao's ``UserBehavior.csv``
     has none)."""
+    if not first.strip():
+        raise ValueError("the first line is empty: put a line naming the columns first")
     refused: list[tuple[list[str], ValueError]] = []
     for delimiter in DELIMITERS:
-        names = next(csv.reader([first], delimiter=delimiter), [])
+        try:
+            names = next(csv.reader([first], delimiter=delimiter))
+        except csv.Error as exc:  # a field past csv's size limit
+            refused.append(([], ValueError(f"not CSV: {exc}")))
+            continue
         try:
             return delimiter, names, fits(names)
         except ValueError as exc:

@@ -182,7 +182,7 @@ def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path:
     lines = [
         {"asin": "B1", "title": "Glue", "category": ["Tools", "Adhesives"], "brand": "Acme",
          "description": ["Sticks.", "x" * 9000], "price": "$1,012.99"},
-        {"parent_asin": "P2", "asin": "V2", "title": "Tape", "main_category": "Tools",
+        {"parent_asin": "P2", "asin": "V2", "title": "Tape", "main_category": "Arts, Crafts",
          "store": "Tapes Inc", "price": 3, "features": ["Clear"]},
         {"parent_asin": "P3", "price": "", "categories": []},
         {"title": "no id"},
@@ -195,7 +195,7 @@ def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path:
         "B1", "Glue", ("Tools", "Adhesives"), "Acme", 1012.99)
     assert glue.text is not None and glue.text.startswith("Sticks. xxx") and len(glue.text) == 8192
     assert (tape.item_id, tape.categories, tape.brand, tape.price, tape.text) == (
-        "P2", ("Tools",), "Tapes Inc", 3.0, "Clear")
+        "P2", ("Arts, Crafts",), "Tapes Inc", 3.0, "Clear")
     assert bare == ItemRecord("P3")
     assert isinstance(no_id, RejectedItem) and no_id.line == 4
     reviews = _write(tmp_path, "reviews.json", '{"user_id": "u", "asin": "V2", '
@@ -270,7 +270,10 @@ def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
                   "A1\tMug\tKitchen, Cups\t Acme \n")
     [mug] = read_catalog(shop, "csv")
     assert (mug.item_id, mug.title, mug.categories, mug.brand) == (
-        "A1", "Mug", ("Kitchen", "Cups"), "Acme")
+        "A1", "Mug", ("Kitchen, Cups",), "Acme")  # Amazon's "Arts, Crafts & Sewing" is one
+    twice = _write(tmp_path, "twice.csv", "item_id,item_id,title,title\n1,2,A,B\n")
+    [first] = read_catalog(twice, "csv")  # the first column of a name, as the events read
+    assert (first.item_id, first.title) == ("1", "A")
 
 
 def test_csv_catalogue_refuses_a_table_it_cannot_read_in_one_line(tmp_path: Path) -> None:
@@ -280,6 +283,14 @@ def test_csv_catalogue_refuses_a_table_it_cannot_read_in_one_line(tmp_path: Path
         _write(tmp_path, "y.csv", "1,Mug,3\n"), "csv")
     assert "z.csv:3: expected 2 fields as in the header, got 1" in _error(
         _write(tmp_path, "z.csv", "item_id,title\n1,Mug\n2\n"), "csv")
+    assert "e.csv:1: the first line is empty: put a line naming the columns first" in _error(
+        _write(tmp_path, "e.csv", "\nitem_id\n1\n"), "csv")
+    assert "h.csv:1: not CSV: field larger than field limit" in _error(
+        _write(tmp_path, "h.csv", 'item_id,"' + "x" * 200_000 + '"\n1,A\n'), "csv")
+    assert "q.csv:4: not CSV: unexpected end of data" in _error(  # rows 2 and 3 not lost
+        _write(tmp_path, "q.csv", 'item_id,title\n1,"12 inch\n2,Mug\n3,Cup\n'), "csv")
+    assert "b.csv:3: not UTF-8 text: invalid continuation byte" in _error(
+        _write(tmp_path, "b.csv", b"item_id,title\n1,A\n2,Caf\xe9\n"), "csv")
     no_id = _write(tmp_path, "n.csv", "item_id,title\n,Mug\n")  # a dead letter, for load
     [rejected] = scan_catalog(no_id, "csv")
     assert isinstance(rejected, RejectedItem) and rejected.line == 2

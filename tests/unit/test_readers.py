@@ -199,7 +199,7 @@ def test_json_reads_steams_python_literal_reviews(tmp_path: Path) -> None:
         "{'username': 'Chaos Syren', 'hours': 0.1, 'product_id': '725280', "
         "'date': '2017-12-17', 'text': 'It\\'s fun', 'early_access': False}",
         "{'username': 'Ryxxy', 'user_id': '76561198', 'product_id': '328100', "
-        "'date': '2017-12-27', 'found_funny': 1, 'hours': (1, 2)}",
+        "'date': '2017-12-27', 'found_funny': 123456789012345678901234567890, 1: (1, 2)}",
         "{'username': 'Chaos Syren', 'product_id': '35140', 'date': '2018-01-02'}")))
     events = _events(path, "json")
     assert [(e.user_id, e.item_id, e.ts) for e in events] == [

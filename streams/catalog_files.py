@@ -48,6 +48,7 @@ from streams.files import (
     GZIP_ERRORS,
     TEXT_ENCODING,
     find_fields,
+    first_undecodable,
     header_fields,
     json_object,
     open_binary,
@@ -264,7 +265,7 @@ def _amazon_id_map(text_path: Path, id_map: Path | None) -> dict[str, str]:
                     raise CatalogFileError(path, line, "expected ASIN<TAB>item id")
                 ids[asin] = index
     except UnicodeDecodeError:
-        bad_line, problem = _first_undecodable(path)
+        bad_line, problem = first_undecodable(path)
         raise CatalogFileError(path, bad_line, f"not UTF-8 text: {problem}") from None
     if len(set(ids.values())) != len(ids):
         raise CatalogFileError(path, None, "two ASINs share an item id")
@@ -498,18 +499,8 @@ def _guarded(path: Path, fmt: str, extra: dict[str, Any]) -> Scanned:
     except GZIP_ERRORS as exc:
         raise CatalogFileError(path, None, f"not a whole gzip file ({exc})") from None
     except UnicodeDecodeError:
-        line, problem = _first_undecodable(path)
+        line, problem = first_undecodable(path)
         raise CatalogFileError(path, line, f"not UTF-8 text: {problem}") from None
-
-
-def _first_undecodable(path: Path) -> tuple[int | None, str]:
-    with open_binary(path) as handle:
-        for line, raw in enumerate(handle, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return line, f"{exc.reason} at column {exc.start + 1}"
-    return None, "undecodable"
 
 
 def read_catalog(path: Path | str, fmt: str, *, id_map: Path | str | None = None

@@ -40,6 +40,19 @@ def open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def first_undecodable(path: Path) -> tuple[int | None, str]:
+    """The line of a file's first byte that is not UTF-8, and why. A text reader decodes
+    ahead in blocks, so the line it was on when decoding failed is not the byte's (a bad
+    byte on line 1,002 of a csv log was reported on line 545)."""
+    with open_binary(path) as handle:
+        for line, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return line, f"{exc.reason} at column {exc.start + 1}"
+    return None, "undecodable"
+
+
 def json_object(raw: bytes) -> Any:
     """A line of a JSON-lines file as its value: JSON, or else, for a line that opens a
     dict as Python's ``repr`` writes one (``{'``), a Python literal. McAuley's Amazon 2014

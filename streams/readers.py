@@ -27,6 +27,7 @@ from streams.events import Event, InvalidEvent, json_lines, parse, validate
 from streams.files import (
     GZIP_ERRORS,
     find_fields,
+    first_undecodable,
     header_fields,
     json_object,
     open_binary,
@@ -555,7 +556,10 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise FileNotFoundError(f"{'not a file' if path.exists() else 'no such file'}: {path}")
     try:  # every reader reads the whole file here, for its order
         return READERS[fmt](path)
-    except RowError as exc:
+    except (RowError, UnicodeDecodeError) as exc:
+        if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
+            line, problem = first_undecodable(path)
+            raise LogFileError(f"{path}: not UTF-8 text (line {line}: {problem})") from exc
         raise LogFileError(f"{path}: not a {fmt} log ({exc})") from exc
     except GZIP_ERRORS as exc:
         raise LogFileError(f"{path}: not a whole gzip file ({exc})") from exc

@@ -239,6 +239,20 @@ def test_json_finds_the_fields_of_each_object(tmp_path: Path) -> None:
     assert isinstance(no_item, Rejected) and no_item.error.reason is Reason.WRONG_TYPE  # null
 
 
+def test_a_byte_that_is_not_utf8_is_named_on_its_own_line(tmp_path: Path) -> None:
+    """Text is decoded ahead in blocks: a bad byte on line 1,002 was reported on line 545,
+    and one in the first block on line 1 (the header)."""
+    rows = b"1,2,1500000000\n" * 1000
+    late, early = tmp_path / "late.csv", tmp_path / "early.txt"
+    late.write_bytes(b"user_id,item_id,timestamp\n" + rows + b"1,Caf\xe9,1\n")
+    early.write_bytes(b"u1 a b\nu2 Caf\xe9\n")
+    with pytest.raises(LogFileError, match=r"late.csv: not UTF-8 text \(line 1002: invalid "
+                       r"continuation byte at column 6\)"):
+        read_events(late, "csv")
+    with pytest.raises(LogFileError, match=r"early.txt: not UTF-8 text \(line 2: "):
+        read_events(early, "sequences")
+
+
 def test_gzipped_logs_read_as_their_plain_text(tmp_path: Path) -> None:
     """REES46's months and Amazon's dumps come as ``.gz``: refused before as not UTF-8."""
     import gzip

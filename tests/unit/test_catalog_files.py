@@ -205,14 +205,14 @@ def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path:
 
 def test_json_catalogue_reads_python_literal_metadata(tmp_path: Path) -> None:
     """Amazon 2014's metadata (the SASRec paper's Beauty and Games: category paths) and
-    Steam's games (their id is ``id``, a price may be words), written by Python's
-    ``repr``: refused before at their first line. A line neither JSON nor a literal, or
+    Steam's games (their id is ``id``, a price may be words; Python 2's ``u''`` text),
+    written by Python's ``repr``: refused before at their first line. A line neither JSON nor a literal, or
     with a value JSON cannot hold, still stops, naming it."""
     path = _write(tmp_path, "meta_Beauty.json", "".join(line + "\n" for line in (
         "{'asin': '0000031852', 'title': 'Girls Ballet Tutu', 'price': 3.17, "
         "'categories': [['Beauty', 'Skin Care'], ['Beauty', 'Makeup']], 'brand': None}",
-        "{'publisher': 'Kotoshiro', 'genres': ['Action', 'Casual'], 'title': 'Lost "
-        "Summoner Kitty', 'price': 'Free to Play', 'early_access': False, 'id': '761140'}",
+        "{u'publisher': u'Kotoshiro', u'genres': [u'Action', u'Casual'], u'title': u'Lost "
+        "Summoner Kitty', u'price': u'Free to Play', u'early_access': False, u'id': u'761140'}",
         '{"asin": "B3", "title": "JSON beside literals"}')))
     tutu, kitty, plain = read_catalog(path, "json")
     assert (tutu.item_id, tutu.title, tutu.categories, tutu.price, tutu.brand) == (

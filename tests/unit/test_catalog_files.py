@@ -206,8 +206,8 @@ def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path:
 def test_json_catalogue_reads_python_literal_metadata(tmp_path: Path) -> None:
     """Amazon 2014's metadata (the SASRec paper's Beauty and Games: category paths) and
     Steam's games (their id is ``id``, a price may be words; Python 2's ``u''`` text),
-    written by Python's ``repr``: refused before at their first line. A line neither JSON nor a literal, or
-    with a value JSON cannot hold, still stops, naming it."""
+    written by Python's ``repr``: refused before at their first line. A line neither
+    JSON nor a literal, or with a value JSON cannot hold, still stops, naming it."""
     path = _write(tmp_path, "meta_Beauty.json", "".join(line + "\n" for line in (
         "{'asin': '0000031852', 'title': 'Girls Ballet Tutu', 'price': 3.17, "
         "'categories': [['Beauty', 'Skin Care'], ['Beauty', 'Makeup']], 'brand': None}",
@@ -219,9 +219,10 @@ def test_json_catalogue_reads_python_literal_metadata(tmp_path: Path) -> None:
         "0000031852", "Girls Ballet Tutu", ("Beauty", "Skin Care", "Makeup"), 3.17, None)
     assert (kitty.item_id, kitty.categories, kitty.price) == ("761140", ("Action", "Casual"), None)
     assert plain.item_id == "B3"
+    code = _write(tmp_path, "bad.json", "{'asin': 'B1'}\n{'asin': __import__('os')}\n")
     assert "bad.json:2: not JSON lines: unexpected character, expected a string key: line 1 " \
-        "column 2 (char 1); nor a Python literal: malformed node or string on line 1" in _error(_write(
-        tmp_path, "bad.json", "{'asin': 'B1'}\n{'asin': __import__('os')}\n"), "json")
+        "column 2 (char 1); nor a Python literal: malformed node or string on line 1" in _error(
+            code, "json")
     assert "set.json:1: not JSON lines" in _error(
         _write(tmp_path, "set.json", "{'asin': 'B1', 'tags': {'a', 'b'}}\n"), "json")
 

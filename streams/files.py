@@ -58,12 +58,13 @@ def first_undecodable(path: Path) -> tuple[int | None, str]:
 
 def json_object(raw: bytes) -> Any:
     """A line of a JSON-lines file as its value: JSON, or else, for a line that opens a
-    dict as Python's ``repr`` writes one (``{'``, or Python 2's ``{u'``), a Python literal. McAuley's Amazon 2014
-    metadata and Steam's reviews and games (the data of the SASRec paper) were written
-    so. ``ast.literal_eval`` reads literals and evaluates no code, and the value is written
-    as JSON and read as the JSON lines are, so it holds what the line written as JSON
-    would (tuples as lists, keys as text; a set or bytes, which JSON cannot hold, and a
-    lone surrogate fail). Raises ValueError for a line that is neither, saying why."""
+    dict as Python's ``repr`` writes one (``{'``, or Python 2's ``{u'``), a Python
+    literal. McAuley's Amazon 2014 metadata and Steam's reviews and games (the data of
+    the SASRec paper) were written so. ``ast.literal_eval`` reads literals and evaluates
+    no code, and the value is written as JSON and read as the JSON lines are, so it holds
+    what the line written as JSON would (tuples as lists, keys as text; a set or bytes,
+    which JSON cannot hold, and a lone surrogate fail). Raises ValueError for a line that
+    is neither, saying why."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as not_json:

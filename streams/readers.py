@@ -475,12 +475,6 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
             _field(got.get("session")) or None, context or None, kind)
 
 
-def _csv_header(first: str) -> tuple[str, dict[str, int]]:
-    """The delimiter whose fields name a user, an item and a time, and their columns."""
-    delimiter, _, cols = header_fields(first, _roles)
-    return delimiter, cols
-
-
 def read_csv(path: Path) -> Iterator[Event | Rejected]:
     """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
     files too), its columns found by name (:data:`_COLUMNS`): a user (or a session), an
@@ -490,7 +484,7 @@ def read_csv(path: Path) -> Iterator[Event | Rejected]:
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
             try:
-                delimiter, cols = _csv_header(handle.readline())
+                delimiter, _, cols = header_fields(handle.readline(), _roles)
             except ValueError as exc:
                 raise RowError(1, exc) from exc
 

@@ -388,7 +388,10 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
     # a review or a rating (old Yelp dumps say ``"type": "review"``) is a view, as
     # MovieLens ratings are
     **dict.fromkeys(("view", "views", "pv", "pageview", "detail", "review", "rating"), "view"),
-    **dict.fromkeys(("click", "clicks"), "click"),
+    # a favourite, a like or a wish list (Taobao's ``fav``) engages more than a view and
+    # buys nothing: a click, so it is kept, weighed as clicks are
+    **dict.fromkeys(("click", "clicks", "fav", "favorite", "favourite", "like", "wishlist",
+                     "bookmark"), "click"),
     **dict.fromkeys(("addtocart", "cart", "addtobasket", "basket"), "add_to_cart"),
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
 }

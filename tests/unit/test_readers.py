@@ -93,6 +93,15 @@ def test_csv_finds_its_columns_by_name_and_maps_other_logs_event_types(tmp_path:
     assert isinstance(out[3], Rejected) and out[3].error.reason is Reason.UNKNOWN_EVENT_TYPE
 
 
+def test_csv_reads_taobaos_four_behaviours_its_favourites_as_clicks(tmp_path: Path) -> None:
+    """Taobao's UserBehavior.csv, with the header it lacks: ``fav`` was dead-lettered."""
+    path = _write(tmp_path, "UserBehavior.csv", "user_id,item_id,category_id,behavior_type,"
+                  "timestamp\n1,2268318,2520377,pv,1511544070\n1,2333346,2520771,fav,1511561733\n"
+                  "1,2576651,149192,cart,1511572885\n1,3830808,4181361,buy,1511593493\n")
+    assert [e.event_type for e in _events(path, "csv")] == [
+        "view", "click", "add_to_cart", "purchase"]
+
+
 def test_csv_reads_recbole_inter_files_iso_times_sessions_and_short_rows(tmp_path: Path) -> None:
     inter = _write(tmp_path, "ml.inter", "user_id:token\titem_id:token\trating:float\t"
                    "timestamp:float\n1\t1193\t5\t978300760\n")

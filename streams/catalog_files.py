@@ -376,13 +376,25 @@ def _names(value: Any) -> list[str] | None:
     category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one list;
     text as names split on ``|`` (a table's ``Crime|Drama``), never on a comma (Amazon's
     ``"Arts, Crafts & Sewing"`` is one). MovieLens's ``(no genres listed)`` is none, as
-    its own format reads it."""
+    its own format reads it. Text that is a whole list, as JSON or Python writes one
+    (pandas' ``"['Action', 'Casual']"`` in a csv cell), is that list."""
     if isinstance(value, str):
-        value = value.split("|")
+        value = _listed(value) or value.split("|")
     names = value if isinstance(value, list) else []
     names = [n for v in names for n in (v if isinstance(v, list) else [v])]
     kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) not in (None, NO_GENRES)]
     return list(dict.fromkeys(kept))[:MAX_CATEGORIES] or None
+
+
+def _listed(text: str) -> list[Any] | None:
+    """The list a cell's text writes (:func:`streams.files.json_object`), or None."""
+    if not (text := text.strip()).startswith("[") or not text.endswith("]"):
+        return None
+    try:
+        value = json_object(text.encode())
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
 
 
 def _price(value: Any) -> float | None:

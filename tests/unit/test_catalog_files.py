@@ -272,6 +272,11 @@ def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
     [mug] = read_catalog(shop, "csv")
     assert (mug.item_id, mug.title, mug.categories, mug.brand) == (
         "A1", "Mug", ("Kitchen, Cups",), "Acme")  # Amazon's "Arts, Crafts & Sewing" is one
+    lists = _write(tmp_path, "games.csv", "app_id,name,genres\n"
+                   "1,Dota,\"['Action', 'Free to Play']\"\n2,Bit,\"[\"\"Indie\"\"]\"\n"
+                   "3,Box,[Puzzle]\n4,Nums,\"[1, 2]\"\n")
+    assert [r.categories for r in read_catalog(lists, "csv")] == [  # pandas writes ['a', 'b']
+        ("Action", "Free to Play"), ("Indie",), ("[Puzzle]",), ()]
     twice = _write(tmp_path, "twice.csv", "item_id,item_id,title,title\n1,2,A,B\n")
     [first] = read_catalog(twice, "csv")  # the first column of a name, as the events read
     assert (first.item_id, first.title) == ("1", "A")

@@ -36,7 +36,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_events import Format, number_within
+from services.cli_events import Columns, Format, columns_of, number_within
 from services.processes import (
     ServiceProcess,
     WorkerFailed,
@@ -167,8 +167,8 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
 
 
 def _prepare_data(data: Path | None, fmt: Format | None, events: int,
-                  train_fraction: float, rate: float, min_past: int
-                  ) -> tuple[list[Event], list[Event]]:
+                  train_fraction: float, rate: float, min_past: int,
+                  columns: tuple[str, ...] = ()) -> tuple[list[Event], list[Event]]:
     """The log split by time: the past (to Kafka first; the first champion learns it,
     ``min_past`` events at least) and the future (replayed live), both refused in one
     line before the stack starts when they cannot make a run."""
@@ -179,7 +179,7 @@ def _prepare_data(data: Path | None, fmt: Format | None, events: int,
     if data is not None:
         if fmt is None:
             raise typer.BadParameter("--format is required with --data")
-        log, source = read_valid_events(data, fmt.value), str(data)
+        log, source = read_valid_events(data, fmt.value, columns), str(data)
     else:  # tastes drift late in the timeline: retraining on the live log pays off
         log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events,
                                             drift_at=0.7)))
@@ -306,12 +306,14 @@ def demo(
         callback=lambda v: number_within(v, 0.0, math.inf, "--rate"),
         help="replay rate, events/s")] = 500,
     epochs: Annotated[int, typer.Option(min=1, help="training epochs cap")] = 30,
+    columns: Columns = None,
 ) -> None:
     """Run the whole loop on the local stack: first champion from the log's past, a worker
     answering the replayed future, a report, then the trainer retraining beside the worker."""
+    names = columns_of(columns)
     settings = load_settings()
     past, future = _prepare_data(data, fmt, events, train_fraction, rate,  # before the stack
-                                 settings.trainer_min_events)
+                                 settings.trainer_min_events, names)
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _exit_on_signal)
     build_stack(settings).up(say=lambda line: console.print(f"  {line}"))

@@ -18,7 +18,7 @@ from services.settings import Settings, load_settings
 from streams.consumer import read_topic
 from streams.events import json_lines
 from streams.producer import EventProducer
-from streams.readers import READERS, LogFileError, read_events
+from streams.readers import READERS, LogFileError, log_columns, read_events
 from streams.replay import ReplaySummary
 from streams.replay import replay as replay_log
 from streams.synthetic import SyntheticConfig
@@ -28,6 +28,17 @@ app = typer.Typer()
 console = Console()
 
 Format = StrEnum("Format", {name: name for name in READERS})  # type: ignore[misc]
+Columns = Annotated[str | None, typer.Option(
+    help="a headerless csv log's columns in order, e.g. user,item,,type,time (empty: skip)")]
+
+
+def columns_of(text: str | None) -> tuple[str, ...]:
+    """``--columns``' names (:func:`streams.readers.log_columns`); too few is a bad
+    parameter, before anything is read."""
+    try:
+        return () if text is None else log_columns(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--columns") from None
 
 
 def _producer(settings: Settings, source: str) -> EventProducer:
@@ -86,10 +97,12 @@ def replay(
         help="event time runs this many times faster than wall time")] = None,
     limit: Annotated[int | None, typer.Option(min=0, help="stop after this many records")
                      ] = None,
+    columns: Columns = None,
 ) -> None:
     """Replay a log into the interactions topic in event-time order."""
+    names = columns_of(columns)
     settings = load_settings()
-    events = read_events(path, fmt.value)
+    events = read_events(path, fmt.value, names)
     fields = ("{task.fields[rate]:>8,.0f} ev/s  sent {task.fields[sent]:,}  "
               "failed {task.fields[failed]:,}")
     with progress_bar(f"replay {path.name}", limit, fields) as update:

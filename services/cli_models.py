@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_events import Format
+from services.cli_events import Columns, Format, columns_of
 from services.logs import configure
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
@@ -62,22 +62,23 @@ def _settings(command: str) -> Settings:
     return settings
 
 
-def _events(path: Path, fmt: Format) -> list[Event]:
-    """The valid events of a log, in time order; a log with none is a bad parameter."""
-    events = read_valid_events(path, fmt.value)
+def _events(path: Path, fmt: Format, columns: Sequence[str] = ()) -> list[Event]:
+    """The valid events of a log, in time order; a log with none is a bad parameter.
+    ``columns``: a headerless csv log's (``--columns``)."""
+    events = read_valid_events(path, fmt.value, columns)
     if not events:
         raise typer.BadParameter(f"{path} holds no valid events in format {fmt.value}")
     return events
 
 
 def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None,
-          records: Sequence[ItemRecord] = ()) -> Sequences:
+          records: Sequence[ItemRecord] = (), columns: Sequence[str] = ()) -> Sequences:
     """Sequences of a log, with the settings' context features and the content of the
     catalogue ``records`` when there are any; with ``items`` given, only items it knows
     (others become 0)."""
     from model.data import build_sequences
 
-    return build_sequences(_events(path, fmt), items=items, grow_items=items is None,
+    return build_sequences(_events(path, fmt, columns), items=items, grow_items=items is None,
                            spec=settings.feature_spec(), catalogue=records,
                            char_tokens=settings.content_char_tokens)
 
@@ -124,6 +125,7 @@ def evaluate(
     items_format: Annotated[str | None, typer.Option(
         help=ITEMS_FORMAT_HELP)] = None,
     seed: int = 42,
+    columns: Columns = None,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
     from model.data import leave_last_out
@@ -137,20 +139,21 @@ def evaluate(
                                  if unknown else "name at least one model", param_hint="--models")
     if json_out is not None and not json_out.parent.is_dir():  # before any training
         raise typer.BadParameter(f"no folder {json_out.parent}", param_hint="--json")
+    fields = columns_of(columns)
     settings = _settings("evaluate")
     records = _catalogue(items, items_format)
     cold = None
     if protocol is Protocol.cold_items:
         if not records or test is not None:
             raise typer.BadParameter("--protocol cold-items needs --items and no --test")
-        cold = cold_item_split(read_valid_events(data, fmt.value), records,
+        cold = cold_item_split(read_valid_events(data, fmt.value, fields), records,
                                settings.feature_spec(), seed=seed,
                                char_tokens=settings.content_char_tokens)
         seqs = cold.sequences
         console.print(f"cold items: {len(cold.cold):,} left out of training, "
                       f"{len(cold.users):,} cases")
     else:
-        seqs = _load(data, fmt, settings, records=records)
+        seqs = _load(data, fmt, settings, records=records, columns=fields)
     split = leave_last_out(seqs)
     console.print(f"{data.name}: {seqs.num_users:,} users, {seqs.num_items:,} items, "
                   f"{seqs.interactions():,} interactions"
@@ -158,7 +161,8 @@ def evaluate(
     # The test log is read before training, so a file that is not there or not in the
     # format stops the command at once, not after the models trained.
     sessions = ([] if test is None else
-                [s[s > 0] for s in _load(test, fmt, settings, items=seqs.items).by_user])
+                [s[s > 0] for s in
+                 _load(test, fmt, settings, items=seqs.items, columns=fields).by_user])
     trained, _, _ = train_with_progress(split, names, settings, epochs, seed, pretrain)
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained, cold,
@@ -194,6 +198,7 @@ def train(
     items_format: Annotated[str | None, typer.Option(
         help=ITEMS_FORMAT_HELP)] = None,
     seed: int = 42,
+    columns: Columns = None,
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register. With
     ``--champion`` and a champion already in the registry, the new model must pass the
@@ -207,14 +212,18 @@ def train(
         raise typer.BadParameter("the champion is a retriever and a ranker, trained on the "
                                  "same id maps and promoted together: --champion needs "
                                  "--model all")
+    fields = columns_of(columns)
+    source = {"data": str(data), "format": fmt.value, **({"columns": ",".join(fields)}
+                                                          if fields else {})}
     settings = _settings("train")
     records = _catalogue(items, items_format)
     if champion and register and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
-        _through_the_gate(gate, data, fmt, epochs, records)
+        _through_the_gate(gate, _events(data, fmt, fields), data.stem, source, epochs,
+                          records)
         return
-    seqs = _load(data, fmt, settings, records=records)
+    seqs = _load(data, fmt, settings, records=records, columns=fields)
     split = leave_last_out(seqs)
     trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
                                                          epochs, seed, pretrain)
@@ -222,8 +231,7 @@ def train(
     store.ensure()
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
                          {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
-                         {"data": str(data), "format": fmt.value,
-                          TRAINED_UNTIL: _newest_ts(seqs)}, register=register)
+                         {**source, TRAINED_UNTIL: _newest_ts(seqs)}, register=register)
     announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced and not force:
         _first_champion(settings, announced)
@@ -278,7 +286,7 @@ def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:
     return trainer if trainer.champion_versions() is not None else None
 
 
-def _through_the_gate(trainer: Trainer, data: Path, fmt: Format,
+def _through_the_gate(trainer: Trainer, events: list[Event], name: str, source: dict[str, str],
                       epochs: int | None, records: list[ItemRecord]) -> None:
     """``train --champion`` against a champion: the trainer's round on the file
     (``services.trainer.Trainer.round_on``) with a fresh model capped at ``epochs``: the
@@ -288,8 +296,7 @@ def _through_the_gate(trainer: Trainer, data: Path, fmt: Format,
     with the gate's reason, exit 1."""
     from services.trainer import Recipe, describe_round
 
-    summary = trainer.round_on(_events(data, fmt), records, Recipe(
-        epochs, False, data.stem, {"data": str(data), "format": fmt.value}))
+    summary = trainer.round_on(events, records, Recipe(epochs, False, name, source))
     if summary.outcome != "promoted":
         errors.print(f"{describe_round(summary)}; --force promotes without the gate",
                      soft_wrap=True, markup=False, highlight=False)

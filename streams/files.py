@@ -91,16 +91,18 @@ def find_fields(names: Sequence[str], table: Mapping[str, Sequence[str]]) -> dic
             if (at := next((plain_name(a) for a in aliases if plain_name(a) in plain), None))}
 
 
-def header_fields(first: str, fits: Callable[[list[str]], _Fit]) -> tuple[str, list[str], _Fit]:
+def header_fields(first: str, fits: Callable[[list[str]], _Fit],
+                  remedy: str = "put a line naming the columns first"
+                  ) -> tuple[str, list[str], _Fit]:
     """(delimiter, names, what ``fits`` made of them) for a delimited file's header line:
     the first of :data:`DELIMITERS` whose split ``fits`` accepts (it raises ValueError
     for one that names too little), so the delimiter is chosen by what the header says,
     not by counting (a quoted ``"a, b"`` holds a comma). For a line none fits, the error
     of the split with the most fields, or, when most of that split's fields are numbers,
-    that the line is data and a header must come first (Taobao's ``UserBehavior.csv``
-    has none)."""
+    that the line is data, and the ``remedy`` (Taobao's ``UserBehavior.csv`` has no
+    header)."""
     if not first.strip():
-        raise ValueError("the first line is empty: put a line naming the columns first")
+        raise ValueError(f"the first line is empty: {remedy}")
     refused: list[tuple[list[str], ValueError]] = []
     for delimiter in DELIMITERS:
         try:
@@ -115,7 +117,7 @@ def header_fields(first: str, fits: Callable[[list[str]], _Fit]) -> tuple[str, l
     names, error = max(refused, key=lambda names_error: len(names_error[0]))
     if 2 * sum(map(_is_number, names)) > len(names):  # a header may name a year or two
         raise ValueError(f"the first line ({', '.join(names)[:60]}) is data, not a header: "
-                         "put a line naming the columns first") from error
+                         f"{remedy}") from error
     raise error
 
 

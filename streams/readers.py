@@ -25,6 +25,7 @@ from typing import Any
 
 from streams.events import Event, InvalidEvent, json_lines, parse, validate
 from streams.files import (
+    DELIMITERS,
     GZIP_ERRORS,
     find_fields,
     first_undecodable,
@@ -395,6 +396,7 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
     **dict.fromkeys(("addtocart", "cart", "addtobasket", "basket"), "add_to_cart"),
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
 }
+_NO_HEADER = "put a line naming the columns first, or name them in order with --columns"
 _NONE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
 _WORDED_TIME = "%a %b %d %H:%M:%S %z %Y"  # Goodreads', Twitter's (English month names)
 
@@ -478,25 +480,56 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
             _field(got.get("session")) or None, context or None, kind)
 
 
-def read_csv(path: Path) -> Iterator[Event | Rejected]:
+def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Rejected]:
     """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
     files too), its columns found by name (:data:`_COLUMNS`): a user (or a session), an
     item and a time are needed; an event type, a session, a rating and a price are read
     when present (:func:`_role_row`). A row short of a column has None there, for the
-    schema to refuse; a rating or price of ``NA`` or blank is none."""
+    schema to refuse; a rating or price of ``NA`` or blank is none. A headerless log
+    (Taobao's ``UserBehavior.csv``) is read with the ``columns`` its user names in order
+    (:func:`log_columns`) in place of a header."""
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
+            first = handle.readline()
             try:
-                delimiter, _, cols = header_fields(handle.readline(), _roles)
+                delimiter, cols = (_named_columns(first, columns) if columns else
+                                   header_fields(first, _roles, _NO_HEADER)[::2])
             except ValueError as exc:
                 raise RowError(1, exc) from exc
+            if columns:  # the first line is data
+                handle.seek(0)
 
             def row(rec: list[str]) -> _Row | None:
                 return _role_row({role: rec[at] if at < len(rec) else None
                                   for role, at in cols.items()}, "type" in cols) if rec else None
 
-            yield from _parsed(csv.reader(handle, delimiter=delimiter), row, 1)
+            yield from _parsed(csv.reader(handle, delimiter=delimiter), row, 0 if columns else 1)
     return _in_time_order(rows, path.name)
+
+
+def log_columns(text: str) -> tuple[str, ...]:
+    """The columns a user names, in order, for a headerless ``csv`` log: ``user,item,,type,
+    time`` (an empty name skips a column; any name a header may use). ValueError when
+    they name no user, item or time."""
+    names = tuple(name.strip() for name in text.split(","))
+    _roles(names)
+    return names
+
+
+def _named_columns(first: str, columns: Sequence[str]) -> tuple[str, dict[str, int]]:
+    """(delimiter, each role's position) for a headerless log read with ``columns``: the
+    first delimiter that splits its first line into one field per column. A first line
+    that is a header is refused: its names would be read as an event."""
+    splits = [next(csv.reader([first], delimiter=d), []) for d in DELIMITERS]
+    for delimiter, fields in zip(DELIMITERS, splits):
+        if len(fields) == len(columns):
+            if find_fields(fields, _COLUMNS).keys() >= {"item", "time"}:
+                raise ValueError(f"the first line ({', '.join(fields)[:60]}) is a header: "
+                                 "name columns only for a file without one")
+            return delimiter, _roles(columns)
+    widest = max(splits, key=len)
+    raise ValueError(f"{len(columns)} columns named, but the first line has {len(widest)} "
+                     f"fields ({', '.join(widest)[:60]})")
 
 
 def read_json(path: Path) -> Iterator[Event | Rejected]:
@@ -542,17 +575,21 @@ READERS: dict[str, Callable[[Path], Iterable[Event | Rejected]]] = {
 }
 
 
-def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
+def read_events(path: Path | str, fmt: str,
+                columns: Sequence[str] = ()) -> Iterable[Event | Rejected]:
     """Dispatch on ``fmt`` (one of :data:`READERS`), with errors a user can act on: a file
     not in its format stops here, before anything is read from it; a row that parses but
-    is not a valid event comes as :class:`Rejected`."""
+    is not a valid event comes as :class:`Rejected`. ``columns``: a headerless ``csv``
+    log's (:func:`log_columns`)."""
     path = Path(path)
     if fmt not in READERS:
         raise LogFileError(f"unknown format {fmt!r}; choose one of {', '.join(READERS)}")
+    if columns and fmt != "csv":
+        raise LogFileError(f"{path}: columns are named for a csv log only, not {fmt}")
     if not path.is_file():
         raise FileNotFoundError(f"{'not a file' if path.exists() else 'no such file'}: {path}")
     try:  # every reader reads the whole file here, for its order
-        return READERS[fmt](path)
+        return read_csv(path, columns) if columns else READERS[fmt](path)
     except (RowError, UnicodeDecodeError) as exc:
         if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
             line, problem = first_undecodable(path)
@@ -564,13 +601,13 @@ def read_events(path: Path | str, fmt: str) -> Iterable[Event | Rejected]:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
 
 
-def read_valid_events(path: Path | str, fmt: str) -> list[Event]:
+def read_valid_events(path: Path | str, fmt: str, columns: Sequence[str] = ()) -> list[Event]:
     """The events of a log, in time order, without its rows that are not valid events
     (for training and evaluation; replay sends those to the dead-letter topic instead):
     how many were left out, and the first one's reason, is logged."""
     events: list[Event] = []
     rejected: list[Rejected] = []
-    for record in read_events(path, fmt):
+    for record in read_events(path, fmt, columns):
         (rejected if isinstance(record, Rejected) else events).append(record)
     if rejected:
         log.warning("%s: %d of its %d rows are not valid events and were left out (the "

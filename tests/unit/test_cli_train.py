@@ -87,6 +87,29 @@ def test_a_challenger_that_passes_the_gate_is_promoted_by_the_round(
     assert result.output.startswith(f"promoted: {why}")
 
 
+def test_a_headerless_csv_trains_with_its_columns_named_and_they_join_the_run(
+    log: Path, clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Taobao's ``UserBehavior.csv`` has no header: ``--columns`` names its fields."""
+    from streams.readers import read_events
+
+    rows = [f"{e.user_id},{e.item_id},0,{e.event_type},{e.ts}\n" for e in read_events(log, "jsonl")]
+    headerless = tmp_path / "UserBehavior.csv"
+    headerless.write_text("".join(rows))
+    rounds = _registry(clean_env, CHAMPION, RoundSummary("promoted", WHY, CHALLENGER, 300))
+    result = CliRunner().invoke(app, ["train", "--data", str(headerless), "--format", "csv",
+                                      "--champion", "--columns", "user,item,,type,time"])
+    assert result.exit_code == 0, result.output
+    [(events, recipe)] = rounds
+    assert events == len(rows) == 300
+    assert recipe.params == {"data": str(headerless), "format": "csv",
+                             "columns": "user,item,,type,time"}
+    refused = CliRunner().invoke(app, ["evaluate", "--data", str(headerless), "--format",
+                                       "csv", "--columns", "user,thing,time"])
+    assert refused.exit_code == 2 and "--columns" in refused.output
+    assert "name no item" in refused.output
+
+
 @pytest.mark.parametrize(("champion", "args"), [
     (None, ["--champion"]),                 # the first champion: nothing to compare with
     (CHAMPION, ["--champion", "--force"]),  # forced past the gate

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from streams.events import Event, Reason
-from streams.readers import SEQUENCE_BASE_MS, SEQUENCE_STEP_MS, LogFileError, Rejected, read_events
+from streams.readers import (
+    SEQUENCE_BASE_MS,
+    SEQUENCE_STEP_MS,
+    LogFileError,
+    Rejected,
+    log_columns,
+    read_events,
+)
 from streams.replay import pacing_delay
 from streams.synthetic import SyntheticConfig, generate
 
@@ -21,8 +28,8 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def _events(path: Path, fmt: str) -> list[Event]:
-    out = list(read_events(path, fmt))
+def _events(path: Path, fmt: str, columns: tuple[str, ...] = ()) -> list[Event]:
+    out = list(read_events(path, fmt, columns))
     assert all(isinstance(e, Event) for e in out)
     return out  # type: ignore[return-value]
 
@@ -102,6 +109,35 @@ def test_csv_reads_taobaos_four_behaviours_its_favourites_as_clicks(tmp_path: Pa
         "view", "click", "add_to_cart", "purchase"]
 
 
+def test_a_headerless_csv_is_read_with_the_columns_its_user_names(tmp_path: Path) -> None:
+    """Taobao's ``UserBehavior.csv`` (and Amazon 2018's ratings-only files, item first)
+    come without a header; the columns named in order stand in for one, an empty name
+    skipping a field. Named columns that do not fit the file are refused in one line."""
+    path = _write(tmp_path, "UserBehavior.csv", "1,2268318,2520377,pv,1511544070\n"
+                  "1,2333346,2520771,fav,1511561733\n")
+    names = log_columns("user, item, , behavior_type, timestamp")
+    assert [(e.user_id, e.item_id, e.event_type, e.ts) for e in _events(path, "csv", names)] == [
+        ("1", "2268318", "view", 1511544070000), ("1", "2333346", "click", 1511561733000)]
+    amazon = _write(tmp_path, "Beauty.csv", "0205616461\tA39HTATAQ9V7YF\t5.0\t1369699200\n")
+    [event] = _events(amazon, "csv", log_columns("item,user,rating,timestamp"))
+    assert (event.user_id, event.item_id, event.context) == (
+        "A39HTATAQ9V7YF", "0205616461", {"rating": 5.0})
+    with pytest.raises(ValueError, match=r"the fields \(user, thing, time\) name no item"):
+        log_columns("user,thing,time")
+    refusals = [
+        (path, "csv", ("user", "item", "time"),
+         r"not a csv log \(line 1: ValueError: 3 columns named, but the first line has 5 "
+         r"fields \(1, 2268318, 2520377, pv, 1511544070\)\)"),
+        (_write(tmp_path, "h.csv", "user_id,item_id,timestamp\n1,2,3\n"), "csv",
+         ("user", "item", "time"), r"the first line \(user_id, item_id, timestamp\) is a "
+         "header: name columns only for a file without one"),
+        (path, "movielens", ("user", "item", "time"), "columns are named for a csv log only"),
+    ]
+    for log, fmt, columns, message in refusals:
+        with pytest.raises(LogFileError, match=message):
+            list(read_events(log, fmt, columns))
+
+
 def test_csv_reads_recbole_inter_files_iso_times_sessions_and_short_rows(tmp_path: Path) -> None:
     inter = _write(tmp_path, "ml.inter", "user_id:token\titem_id:token\trating:float\t"
                    "timestamp:float\n1\t1193\t5\t978300760\n")
@@ -165,7 +201,8 @@ def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path)
     # Taobao's UserBehavior.csv has no header: said so, not that 1 names no user
     headless = _write(tmp_path, "UserBehavior.csv", "1,2268318,2520377,pv,1511544070\n")
     with pytest.raises(LogFileError, match=r"line 1: ValueError: the first line \(1, 2268318, "
-                       r"2520377, pv, 1511544070\) is data, not a header: put a line naming"):
+                       r"2520377, pv, 1511544070\) is data, not a header: put a line naming "
+                       r"the columns first, or name them in order with --columns"):
         read_events(headless, "csv")
 
 

@@ -376,9 +376,11 @@ _COLUMNS = {
              "username"),
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
-             "business_id", "book_id", "track_id", "article_id", "sku", "app_id"),
+             "business_id", "book_id", "track_id", "article_id", "sku", "app_id", "video_id",
+             "recipe_id", "song_id", "news_id", "venue_id", "poi_id"),
     "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "datetime", "date",
-             "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat"),
+             "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat",
+             "utc_timestamp"),
     "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
              "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),

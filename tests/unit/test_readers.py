@@ -109,6 +109,24 @@ def test_csv_reads_taobaos_four_behaviours_its_favourites_as_clicks(tmp_path: Pa
         "view", "click", "add_to_cart", "purchase"]
 
 
+@pytest.mark.parametrize(("header", "row", "expected"), [
+    # KuaiRec's small_matrix.csv: the first time-like column is its unix-seconds timestamp
+    ("user_id,video_id,play_duration,video_duration,time,date,timestamp,watch_ratio",
+     "14,148,4381,6067,2020-07-05 05:27:48.378,20200705.0,1593898068.378,0.72",
+     ("14", "148", 1593898068378)),
+    ("user_id,recipe_id,date,rating,review", '38094,40893,2003-02-17,3,"Great, with a twist"',
+     ("38094", "40893", 1045440000000)),  # Food.com's interactions
+    ("userId,venueId,venueCategoryId,venueCategory,latitude,longitude,timezoneOffset,"
+     "utcTimestamp", "470,49bbd6c0f964a520f4531fe3,4bf58dd8d48988d127951735,Arts & Crafts "
+     "Store,40.7198,-74.0025,-240,Tue Apr 03 18:00:09 +0000 2012",
+     ("470", "49bbd6c0f964a520f4531fe3", 1333476009000)),  # Foursquare's check-ins
+])
+def test_csv_finds_video_recipe_and_venue_logs_columns(tmp_path: Path, header: str, row: str,
+                                                       expected: tuple[str, str, int]) -> None:
+    [event] = _events(_write(tmp_path, "log.csv", f"{header}\n{row}\n"), "csv")
+    assert (event.user_id, event.item_id, event.ts) == expected
+
+
 def test_a_headerless_csv_is_read_with_the_columns_its_user_names(tmp_path: Path) -> None:
     """Taobao's ``UserBehavior.csv`` (and Amazon 2018's ratings-only files, item first)
     come without a header; the columns named in order stand in for one, an empty name

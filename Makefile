@@ -12,12 +12,13 @@ PIP := TMPDIR=$(CURDIR)/$(VENV) $(BIN)/python -m pip install -q --disable-pip-ve
 
 .PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract faults
 
-# DATA=path FORMAT=movielens|yoochoose|... to use a log of your own.
+# DATA=path FORMAT=movielens|yoochoose|... to use a log of your own (COLUMNS=user,item,,time
+# for a headerless csv).
 demo: setup
 	@test -z "$(DATA)" -o -n "$(FORMAT)" || { echo "make demo DATA=$(DATA) needs FORMAT= too (movielens, yoochoose, rees46, ...)"; exit 2; }
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec stack check
-	$(BIN)/streamrec demo $(if $(DATA),--data $(DATA) --format $(FORMAT))
+	$(BIN)/streamrec demo $(if $(DATA),--data $(DATA) --format $(FORMAT)) $(if $(COLUMNS),--columns $(COLUMNS))
 
 test: setup lint
 	@bash infra/system-deps.sh browser

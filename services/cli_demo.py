@@ -174,8 +174,9 @@ def _prepare_data(data: Path | None, fmt: Format | None, events: int,
     line before the stack starts when they cannot make a run."""
     from model.data import time_split
 
-    if data is None and fmt is not None:
-        raise typer.BadParameter("--format needs --data (the log it names the format of)")
+    if data is None and (fmt is not None or columns):
+        raise typer.BadParameter(f"{'--format' if fmt else '--columns'} needs --data (the log "
+                                 "it describes)")
     if data is not None:
         if fmt is None:
             raise typer.BadParameter("--format is required with --data")

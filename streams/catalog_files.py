@@ -51,6 +51,7 @@ from streams.files import (
     first_undecodable,
     header_fields,
     json_object,
+    json_or_literal,
     open_binary,
     open_text,
 )
@@ -379,7 +380,8 @@ def _names(value: Any) -> list[str] | None:
     its own format reads it. Text that is a whole list, as JSON or Python writes one
     (pandas' ``"['Action', 'Casual']"`` in a csv cell), is that list."""
     if isinstance(value, str):
-        value = _listed(value) or value.split("|")
+        listed = _listed(value)
+        value = value.split("|") if listed is None else listed
     names = value if isinstance(value, list) else []
     names = [n for v in names for n in (v if isinstance(v, list) else [v])]
     kept = [n for v in names if (n := _words(v, MAX_NAME_LENGTH)) not in (None, NO_GENRES)]
@@ -387,11 +389,13 @@ def _names(value: Any) -> list[str] | None:
 
 
 def _listed(text: str) -> list[Any] | None:
-    """The list a cell's text writes (:func:`streams.files.json_object`), or None."""
+    """The list a cell's text writes as JSON or a Python literal (nested too: Amazon
+    2014's category paths), or None. A cell is at most csv's field limit, 128 KB, read
+    in well under a second."""
     if not (text := text.strip()).startswith("[") or not text.endswith("]"):
         return None
     try:
-        value = json_object(text.encode())
+        value = json_or_literal(text.encode())
     except ValueError:
         return None
     return value if isinstance(value, list) else None

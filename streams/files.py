@@ -25,8 +25,8 @@ GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 DELIMITERS = ",\t;|"  # a delimited file's, tried in this order
 _Fit = TypeVar("_Fit")
 # how Python's repr opens a dict: {'key', or Python 2's {u'key' (Steam's games), {u"key"
-# when the key holds a quote; or a list of text: ['Action', (pandas' lists in a csv cell)
-_REPR_OPENING = re.compile(rb"\s*[{\[](u?'|u\")")
+# when the key holds a quote
+_REPR_DICT = re.compile(rb"\s*\{(u?'|u\")")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -58,17 +58,24 @@ def first_undecodable(path: Path) -> tuple[int | None, str]:
 
 def json_object(raw: bytes) -> Any:
     """A line of a JSON-lines file as its value: JSON, or else, for a line that opens a
-    dict or a list of text as Python's ``repr`` writes one (``{'``, Python 2's ``{u'``,
-    ``['``), a Python literal. McAuley's Amazon 2014 metadata and Steam's reviews and games (the data of
+    dict as Python's ``repr`` writes one (``{'``, or Python 2's ``{u'``), a Python
+    literal (:func:`json_or_literal`). McAuley's Amazon 2014 metadata and Steam's reviews and games (the data of
     the SASRec paper) were written so. ``ast.literal_eval`` reads literals and evaluates
     no code, and the value is written as JSON and read as the JSON lines are, so it holds
     what the line written as JSON would (tuples as lists, keys as text; a set or bytes,
     which JSON cannot hold, and a lone surrogate fail). Raises ValueError for a line that
     is neither, saying why."""
+    return json_or_literal(raw, _REPR_DICT.match(raw) is not None)
+
+
+def json_or_literal(raw: bytes, literal: bool = True) -> Any:
+    """JSON's value, or else, when ``literal``, the Python literal's, as its JSON twin
+    would read (a table's cell holding a list as pandas writes one: ``["Shoot 'Em Up",
+    'Action']``); ValueError saying why neither."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as not_json:
-        if not _REPR_OPENING.match(raw):
+        if not literal:
             raise
         try:
             return orjson.loads(json.dumps(ast.literal_eval(raw.decode())))

@@ -378,8 +378,9 @@ _COLUMNS = {
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku", "app_id", "video_id",
              "recipe_id", "song_id", "news_id", "venue_id", "poi_id"),
-    "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "datetime", "date",
-             "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat",
+    # time_ms before date: KuaiRand's ``date`` is a day (20220408), ``time_ms`` the moment
+    "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "time_ms", "datetime",
+             "date", "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat",
              "utc_timestamp"),
     "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
              "action_type", "type", "interaction_type"),
@@ -399,6 +400,7 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
     **dict.fromkeys(("purchase", "transaction", "buy", "order", "checkout"), "purchase"),
 }
 _NO_HEADER = "put a line naming the columns first, or name them in order with --columns"
+_SAMPLED = 20  # lines that choose a headerless log's delimiter
 _NONE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
 _WORDED_TIME = "%a %b %d %H:%M:%S %z %Y"  # Goodreads', Twitter's (English month names)
 
@@ -492,10 +494,10 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
     (:func:`log_columns`) in place of a header."""
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
-            first = handle.readline()
+            first = [handle.readline() for _ in range(_SAMPLED if columns else 1)]
             try:
                 delimiter, cols = (_named_columns(first, columns) if columns else
-                                   header_fields(first, _roles, _NO_HEADER)[::2])
+                                   header_fields(first[0], _roles, _NO_HEADER)[::2])
             except ValueError as exc:
                 raise RowError(1, exc) from exc
             if columns:  # the first line is data
@@ -518,20 +520,27 @@ def log_columns(text: str) -> tuple[str, ...]:
     return names
 
 
-def _named_columns(first: str, columns: Sequence[str]) -> tuple[str, dict[str, int]]:
-    """(delimiter, each role's position) for a headerless log read with ``columns``: the
-    first delimiter that splits its first line into one field per column. A first line
-    that is a header is refused: its names would be read as an event."""
-    splits = [next(csv.reader([first], delimiter=d), []) for d in DELIMITERS]
-    for delimiter, fields in zip(DELIMITERS, splits):
-        if len(fields) == len(columns):
-            if find_fields(fields, _COLUMNS).keys() >= {"item", "time"}:
-                raise ValueError(f"the first line ({', '.join(fields)[:60]}) is a header: "
-                                 "name columns only for a file without one")
-            return delimiter, _roles(columns)
-    widest = max(splits, key=len)
-    raise ValueError(f"{len(columns)} columns named, but the first line has {len(widest)} "
-                     f"fields ({', '.join(widest)[:60]})")
+def _named_columns(lines: list[str], columns: Sequence[str]) -> tuple[str, dict[str, int]]:
+    """(delimiter, each role's position) for a headerless log read with ``columns``, from
+    its first ``lines``: the first delimiter that splits each into one field per column,
+    or else the first line alone (a tab log whose titles hold commas may split as well
+    on commas there). A first line naming two roles is a header, refused: its names
+    would be read as an event."""
+    def fields(delimiter: str, line: str) -> list[str]:
+        return next(csv.reader([line], delimiter=delimiter), [])
+
+    fitting = [d for d in DELIMITERS if len(fields(d, lines[0])) == len(columns)]
+    if not fitting:
+        widest = max((fields(d, lines[0]) for d in DELIMITERS), key=len)
+        raise ValueError(f"{len(columns)} columns named, but the first line has "
+                         f"{len(widest)} fields ({', '.join(widest)[:60]})")
+    delimiter = next((d for d in fitting if all(len(fields(d, line)) == len(columns)
+                                                for line in lines if line.strip())), fitting[0])
+    named = fields(delimiter, lines[0])
+    if len(find_fields(named, _COLUMNS).keys() & {"user", "item", "time"}) >= 2:
+        raise ValueError(f"the first line ({', '.join(named)[:60]}) is a header: name "
+                         "columns only for a file without one")
+    return delimiter, _roles(columns)
 
 
 def read_json(path: Path) -> Iterator[Event | Rejected]:

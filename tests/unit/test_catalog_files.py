@@ -274,9 +274,12 @@ def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
         "A1", "Mug", ("Kitchen, Cups",), "Acme")  # Amazon's "Arts, Crafts & Sewing" is one
     lists = _write(tmp_path, "games.csv", "app_id,name,genres\n"
                    "1,Dota,\"['Action', 'Free to Play']\"\n2,Bit,\"[\"\"Indie\"\"]\"\n"
-                   "3,Box,[Puzzle]\n4,Nums,\"[1, 2]\"\n")
+                   "3,Box,[Puzzle]\n4,Nums,\"[1, 2]\"\n5,None,[]\n"
+                   "6,Doom,\"[\"\"Shoot 'Em Up\"\", 'FPS']\"\n"
+                   "7,Glue,\"[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]\"\n")
     assert [r.categories for r in read_catalog(lists, "csv")] == [  # pandas writes ['a', 'b']
-        ("Action", "Free to Play"), ("Indie",), ("[Puzzle]",), ()]
+        ("Action", "Free to Play"), ("Indie",), ("[Puzzle]",), (), (), ("Shoot 'Em Up", "FPS"),
+        ("Beauty", "Skin Care", "Makeup")]
     twice = _write(tmp_path, "twice.csv", "item_id,item_id,title,title\n1,2,A,B\n")
     [first] = read_catalog(twice, "csv")  # the first column of a name, as the events read
     assert (first.item_id, first.title) == ("1", "A")

@@ -23,6 +23,8 @@ def no_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--events", "0"], "--events"), (["--epochs", "0"], "--epochs"),
     (["--data", "ratings.csv"], "--format is required with --data"),
     (["--format", "movielens"], "--format needs --data"),
+    (["--columns", "user,item,time"], "--columns needs --data"),
+    (["--data", "x.csv", "--format", "csv", "--columns", "user,time"], "name no item"),
     (["--events", "900"], "the past holds 720 events and the future 180"),
 ])
 def test_bad_arguments_stop_the_demo_in_one_line_before_the_stack(

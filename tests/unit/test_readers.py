@@ -120,6 +120,8 @@ def test_csv_reads_taobaos_four_behaviours_its_favourites_as_clicks(tmp_path: Pa
      "utcTimestamp", "470,49bbd6c0f964a520f4531fe3,4bf58dd8d48988d127951735,Arts & Crafts "
      "Store,40.7198,-74.0025,-240,Tue Apr 03 18:00:09 +0000 2012",
      ("470", "49bbd6c0f964a520f4531fe3", 1333476009000)),  # Foursquare's check-ins
+    ("user_id,video_id,date,hourmin,time_ms,is_click", "0,26838,20220408,1000,1649414306871,0",
+     ("0", "26838", 1649414306871)),  # KuaiRand's: its date is a day
 ])
 def test_csv_finds_video_recipe_and_venue_logs_columns(tmp_path: Path, header: str, row: str,
                                                        expected: tuple[str, str, int]) -> None:
@@ -140,14 +142,19 @@ def test_a_headerless_csv_is_read_with_the_columns_its_user_names(tmp_path: Path
     [event] = _events(amazon, "csv", log_columns("item,user,rating,timestamp"))
     assert (event.user_id, event.item_id, event.context) == (
         "A39HTATAQ9V7YF", "0205616461", {"rating": 5.0})
+    # tab between fields, commas in a title: the first line splits as well on commas
+    tabs = _write(tmp_path, "tracks.tsv", "u1\tOne, Two, Three\t1511544070\n"
+                  "u1\tFour\t1511544071\n")
+    assert [e.item_id for e in _events(tabs, "csv", log_columns("user,item,time"))] == [
+        "One, Two, Three", "Four"]
     with pytest.raises(ValueError, match=r"the fields \(user, thing, time\) name no item"):
         log_columns("user,thing,time")
     refusals = [
         (path, "csv", ("user", "item", "time"),
          r"not a csv log \(line 1: ValueError: 3 columns named, but the first line has 5 "
          r"fields \(1, 2268318, 2520377, pv, 1511544070\)\)"),
-        (_write(tmp_path, "h.csv", "user_id,item_id,timestamp\n1,2,3\n"), "csv",
-         ("user", "item", "time"), r"the first line \(user_id, item_id, timestamp\) is a "
+        (_write(tmp_path, "h.csv", "user_id,product,timestamp\n1,2,3\n"), "csv",
+         ("user", "item", "time"), r"the first line \(user_id, product, timestamp\) is a "
          "header: name columns only for a file without one"),
         (path, "movielens", ("user", "item", "time"), "columns are named for a csv log only"),
     ]

@@ -331,7 +331,7 @@ _ITEM_FIELDS = {
     "text": ("description", "text", "features", "feature", "summary", "detail_desc",
              "overview"),
     "categories": ("categories", "category", "main_category", "main_cat", "genres", "genre",
-                   "product_type_name"),
+                   "product_type_name", "category_code"),
     "brand": ("brand", "store", "author", "book_author", "manufacturer", "publisher"),
     "price": ("price",),
 }
@@ -376,7 +376,8 @@ def _names(value: Any) -> list[str] | None:
     """Categories from a list, each once, in order; a list of lists (Amazon 2014's
     category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one list;
     text as names split on ``|`` (a table's ``Crime|Drama``), never on a comma (Amazon's
-    ``"Arts, Crafts & Sewing"`` is one). MovieLens's ``(no genres listed)`` is none, as
+    ``"Arts, Crafts & Sewing"`` is one) nor a ``;`` (Amazon 2018's ``"Tools &amp; Home
+    Improvement"``). MovieLens's ``(no genres listed)`` is none, as
     its own format reads it. Text that is a whole list, as JSON or Python writes one
     (pandas' ``"['Action', 'Casual']"`` in a csv cell), is that list."""
     if isinstance(value, str):

@@ -276,10 +276,17 @@ def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
                    "1,Dota,\"['Action', 'Free to Play']\"\n2,Bit,\"[\"\"Indie\"\"]\"\n"
                    "3,Box,[Puzzle]\n4,Nums,\"[1, 2]\"\n5,None,[]\n"
                    "6,Doom,\"[\"\"Shoot 'Em Up\"\", 'FPS']\"\n"
-                   "7,Glue,\"[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]\"\n")
+                   "7,Glue,\"[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]\"\n"
+                   "8,Saw,Tools &amp; Home Improvement\n")
     assert [r.categories for r in read_catalog(lists, "csv")] == [  # pandas writes ['a', 'b']
         ("Action", "Free to Play"), ("Indie",), ("[Puzzle]",), (), (), ("Shoot 'Em Up", "FPS"),
-        ("Beauty", "Skin Care", "Makeup")]
+        ("Beauty", "Skin Care", "Makeup"), ("Tools &amp; Home Improvement",)]
+    rees46 = _write(tmp_path, "events.csv", "event_time,event_type,product_id,category_id,"
+                    "category_code,brand,price\n2019-10-01 00:00:00 UTC,view,44600062,"
+                    "2103807459595387724,appliances.kitchen.kettle,shiseido,35.79\n")
+    [kettle] = read_catalog(rees46, "csv")  # REES46's events as a table of items
+    assert (kettle.item_id, kettle.categories, kettle.brand, kettle.price) == (
+        "44600062", ("appliances.kitchen.kettle",), "shiseido", 35.79)
     twice = _write(tmp_path, "twice.csv", "item_id,item_id,title,title\n1,2,A,B\n")
     [first] = read_catalog(twice, "csv")  # the first column of a name, as the events read
     assert (first.item_id, first.title) == ("1", "A")

@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     retriever_pool_negatives: bool = Field(
         True, description="draw the negatives once per batch for all its sequences; false: "
         "each sequence draws its own, at 2-4 times the training time")
+    retriever_dropout: float | None = Field(
+        None, ge=0, lt=1, description="SASRec's dropout; unset: 0.5 for a sparse log (at "
+        "most 20 training events a user on average), 0.2 for a denser one "
+        "(docs/BENCHMARKS.md)")
     content_char_tokens: int = Field(
         0, ge=0, le=64, description="with a catalogue: token slots per item for character "
         "trigrams of title and text words, beside the 16 word slots (0: none)")

@@ -32,7 +32,8 @@ def configs(settings: Settings, epochs: int | None, seed: int,
     sasrec = SASRecConfig(seed=seed, type_weights=settings.type_weights(),
                           content_mode=settings.retriever_content_mode,
                           negatives=settings.retriever_negatives,
-                          pool_negatives=settings.retriever_pool_negatives)
+                          pool_negatives=settings.retriever_pool_negatives,
+                          dropout=settings.retriever_dropout)
     neumf = NeuMFConfig(seed=seed, pretrain=pretrain,
                         task_weights=dict(settings.ranker_task_weights),
                         head_weights=dict(settings.ranker_head_weights),

@@ -221,6 +221,20 @@ def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:
     assert isinstance(trained["sasrec"].scorer, SASRecScorer)
 
 
+def test_the_retrievers_dropout_is_the_logs_when_unset() -> None:
+    """0.5 for a sparse log, 0.2 for a dense one, as the SASRec paper chose (measured here:
+    docs/BENCHMARKS.md); one that is set is kept. The trained model holds it."""
+    from model.retrieval.training import SPARSE_EVENTS, fit_sasrec, log_dropout
+
+    assert log_dropout([np.arange(SPARSE_EVENTS)] * 3) == 0.5
+    assert log_dropout([np.arange(SPARSE_EVENTS + 1)] * 3) == 0.2
+    events = list(generate(SyntheticConfig(users=30, items=20, events=300, seed=2)))
+    split = leave_last_out(build_sequences(events))  # 10 events a user
+    for dropout, kept in ((None, 0.5), (0.1, 0.1)):
+        cfg = SASRecConfig(max_len=8, dim=8, blocks=1, epochs=1, eval_every=1, dropout=dropout)
+        assert fit_sasrec(split, cfg).model.encoder.dropout == kept
+
+
 def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     """Lists are whole candidate lists (the retriever's nearest unseen items and the user's
     newest items, best score first) holding the true item once, scored by a retriever

@@ -161,6 +161,19 @@ def test_the_ranker_trains_on_the_history_window_the_sessions_keep(
     assert configs(load_settings(), None, 0)[1].seen_window == 120
 
 
+def test_the_retrievers_dropout_is_a_setting_refused_outside_0_to_1(
+        clean_env: pytest.MonkeyPatch) -> None:
+    """Unset, the log decides (``model.retrieval.training.log_dropout``)."""
+    from services.training_run import configs
+
+    assert configs(load_settings(), None, 0)[0].dropout is None
+    clean_env.setenv("STREAMREC_RETRIEVER_DROPOUT", "0.5")
+    assert configs(load_settings(), None, 0)[0].dropout == 0.5
+    clean_env.setenv("STREAMREC_RETRIEVER_DROPOUT", "1")
+    with pytest.raises(StackError, match="STREAMREC_RETRIEVER_DROPOUT"):
+        load_settings()
+
+
 def test_a_variable_no_setting_reads_is_refused_by_name_with_the_nearest_one(
         clean_env: pytest.MonkeyPatch) -> None:
     """A typo was ignored: ``STREAMREC_APIKEY`` left the API open to anyone."""

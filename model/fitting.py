@@ -87,10 +87,12 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
                             scorer: Scorer, split: LeaveLastOut, *, epochs: int, eval_every: int,
                             patience: int, batch_size: int,
                             on_epoch: EpochCallback | None = None,
-                            shuffle: bool = True) -> TrainResult:
+                            shuffle: bool = True, min_epochs: int = 0) -> TrainResult:
     """Train one epoch at a time on fresh examples (``epoch_data(epoch) -> (x, y)``);
     every ``eval_every`` epochs score validation (full-ranking NDCG@10), keep the best
-    weights, stop after ``patience`` evaluations without improvement.
+    weights, stop after ``patience`` evaluations without improvement, and not before
+    ``min_epochs`` (a model whose validation dips after its first evaluation before it
+    climbs: SASRec from scratch).
 
     The starting weights are evaluated too (epoch 0), so a model that begins from
     something good (a warm start, a ranker initialised to its retriever's order) never
@@ -123,7 +125,7 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
         curve.append(point)
         if on_epoch is not None:
             on_epoch(epoch, point)
-        if waited >= patience:
+        if waited >= patience and epoch >= min_epochs:
             break
     if best_weights is not None:
         model.set_weights(best_weights)

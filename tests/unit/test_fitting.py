@@ -16,7 +16,8 @@ pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again
 
 
 def _fit(monkeypatch: pytest.MonkeyPatch, figures: list[float], epochs: int = 6,
-         patience: int = 2) -> tuple[fitting.TrainResult, dict[int, list], list[int]]:
+         patience: int = 2, min_epochs: int = 0
+         ) -> tuple[fitting.TrainResult, dict[int, list], list[int]]:
     """A small regression model trained with validation NDCG@10 read from ``figures``,
     one per look; returns the result, the weights at each look (by epoch; 0: the
     starting weights) and the epochs trained."""
@@ -38,7 +39,8 @@ def _fit(monkeypatch: pytest.MonkeyPatch, figures: list[float], epochs: int = 6,
     result = fitting.fit_with_early_stopping(model, epoch_data, None, None,  # type: ignore[arg-type]
                                              epochs=epochs, eval_every=1, patience=patience,
                                              batch_size=8, on_epoch=lambda epoch, _: seen.update(
-                                                 {epoch: model.get_weights()}))
+                                                 {epoch: model.get_weights()}),
+                                             min_epochs=min_epochs)
     return result, seen, trained
 
 
@@ -50,6 +52,17 @@ def test_a_model_that_only_loses_on_validation_keeps_its_starting_weights(
     assert not np.array_equal(seen[2][0], seen[0][0])  # it trained, and then went back
     for kept, first in zip(result.model.get_weights(), seen[0]):
         np.testing.assert_array_equal(kept, first)
+
+
+def test_a_dip_after_the_first_look_is_waited_out_for_min_epochs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASRec from scratch on ml-latest-small (seed 2): validation peaked early, dipped,
+    and passed that peak only after patience had stopped the run."""
+    figures = [0.0, 0.16, 0.12, 0.09, 0.24, 0.20, 0.21]
+    result, _, trained = _fit(monkeypatch, figures)
+    assert result.best_epoch == 1 and trained == [1, 2, 3]  # stopped in the dip
+    result, _, trained = _fit(monkeypatch, figures, min_epochs=4)
+    assert result.best_epoch == 4 and trained == [1, 2, 3, 4, 5, 6]  # min, then patience
 
 
 def test_the_best_look_is_kept_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:

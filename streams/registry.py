@@ -214,6 +214,8 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
                 for m, v in figures.items() if m != "cases"})
         keras_model = t.result.model
         cfg = configs["sasrec" if name == "sasrec" else "neumf"]
+        if name == "sasrec":  # the dropout it trained with: the log's when the config left it unset
+            cfg = {**cfg, "dropout": keras_model.encoder.dropout}
         versions = log_run(
             store, experiment, f"{name}-{label}",
             params={**cfg, **params, "model": name, "users": seqs.num_users,

@@ -185,9 +185,10 @@ def leave_last_out_report(dataset: str, split: LeaveLastOut, trained: dict[str, 
             models[name]["best_epoch"] = t.result.best_epoch
             models[name]["valid_full_ndcg10"] = t.result.valid_ndcg10
         if isinstance(t.scorer, SASRecScorer):
-            models[name]["dropout"] = t.scorer.model.encoder.dropout  # the log's, when unset
-        if isinstance(t.scorer, SASRecScorer) and t.scorer.model.encoder.content_spec:
-            models[name]["content_mode"] = t.scorer.model.encoder.content_spec.mode  # "auto"'s pick
+            encoder = t.scorer.model.encoder
+            models[name]["dropout"] = encoder.dropout  # the log's, when unset
+            if encoder.content_spec:
+                models[name]["content_mode"] = encoder.content_spec.mode  # "auto"'s pick
         if isinstance(t.scorer, PipelineScorer) and (tasks := conversion_report(t.scorer, split)):
             models[name]["conversion"] = tasks
     report = {"dataset": dataset, "protocol": "leave-last-out by time (ties: file order); "

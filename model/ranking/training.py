@@ -235,8 +235,9 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     start_training(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     seqs = split.sequences
-    spec = sasrec.model.encoder.content_spec  # the folds train in the mode "auto" kept
-    fold_cfg = replace(sasrec_cfg, content_mode=spec.mode) if spec else sasrec_cfg
+    spec = sasrec.model.encoder.content_spec  # the folds train in the mode "auto" kept,
+    fold_cfg = replace(sasrec_cfg, dropout=sasrec.model.encoder.dropout,  # at its dropout
+                       **({"content_mode": spec.mode} if spec else {}))
     fold_epochs = getattr(init, "fold_epochs", 0) or max(sasrec_epochs, 1)
     found, labels = cross_fitted_examples(split, fold_cfg, fold_epochs, cfg)
     tasks = cfg.tasks if labels[..., 1].any() else ("next",)

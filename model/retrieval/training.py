@@ -60,10 +60,11 @@ class SASRecConfig:
     id_dropout: float = 0.3
     eval_every: int = 5
     patience: int = 4          # evaluations without improvement before stopping
-    # A fresh model is not stopped before this many optimizer steps: on ml-latest-small
-    # (14 steps an epoch) validation peaked at epoch 5 with a popularity-like model, dipped
-    # to epoch 15 and passed that peak only at epoch 30, after patience had stopped the
-    # run at epoch 25 (seed 2: full NDCG@10 0.010 against 0.045-0.050 for seeds 42 and 1)
+    # A fresh model is not stopped before this many optimizer steps, nor half its epochs:
+    # on ml-latest-small (14 steps an epoch) validation peaked at epoch 5 with a popularity-
+    # like model, dipped to epoch 15 and passed that peak only at epoch 30, after patience
+    # had stopped the run at epoch 25 (seed 2: full NDCG@10 0.010 against 0.045-0.050 for
+    # seeds 42 and 1)
     min_steps: int = 1_000
     seed: int = 42
 
@@ -150,7 +151,10 @@ def log_dropout(train: Sequence[np.ndarray]) -> float:
     sparse logs (Amazon, Steam: 9-11 events a user) and for MovieLens-1M (163). Measured
     here (docs/BENCHMARKS.md): 0.5 lifted full NDCG@10 on four logs of 4-9 events a user
     (+3.5% to +20%); on ml-latest-small (165) the two are level within noise."""
-    mean = float(np.mean([len(h) for h in train])) if len(train) else 0.0
+    # users without training events (a cross-fitting fold's others, a champion's users
+    # absent from a round's log) would thin the mean
+    lengths = [len(h) for h in train if len(h)]
+    mean = float(np.mean(lengths)) if lengths else 0.0
     dropout = 0.5 if mean <= SPARSE_EVENTS else 0.2
     log.info("retriever dropout %.1f: %.1f training events a user", dropout, mean)
     return dropout
@@ -201,11 +205,11 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
         return x, mask
 
     steps = max(len(rows) // cfg.batch_size, 1)  # an epoch's (whole batches)
+    floor = 0 if init is not None else min(-(-cfg.min_steps // steps), cfg.epochs // 2)
     result = fit_with_early_stopping(model, epoch_data, SASRecScorer(model), split,
                                      epochs=cfg.epochs, eval_every=cfg.eval_every,
                                      patience=cfg.patience, batch_size=cfg.batch_size,
-                                     on_epoch=on_epoch,
-                                     min_epochs=0 if init is not None else -(-cfg.min_steps // steps))
+                                     on_epoch=on_epoch, min_epochs=floor)
     if content is not None and cfg.content_mode == "map":
         # weighted by training interactions: content maps onto the items users meet
         result.model.fit_content_map(item_weights=item_counts(split.train, seqs.num_items)[1:])

@@ -44,6 +44,7 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path,
     assert {"learning_curve.png", "id_maps.json"} <= artifacts
 
     sasrec = load_model(store, RETRIEVER_NAME)
+    assert run.data.params["dropout"] == "0.2" == str(sasrec.encoder.dropout)  # 23 events a user
     seq = np.zeros((1, sasrec.max_len), dtype=np.int64)
     seq[0, -2:] = [1, 2]
     assert np.asarray(sasrec.encode(seq)).shape == (1, 64)

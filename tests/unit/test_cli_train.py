@@ -241,3 +241,4 @@ def test_evaluate_piped_says_each_evaluated_epoch(tmp_path: Path) -> None:
     assert "streamrec.train train model=sasrec epoch=1 loss=" in done.stderr
     assert "epoch=0 valid_ndcg10=" in done.stderr and "nan" not in done.stderr  # no loss yet
     assert "full NDCG@10" in done.stdout
+    assert "dropout" in done.stdout  # the one the log chose

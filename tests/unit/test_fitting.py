@@ -58,11 +58,13 @@ def test_a_dip_after_the_first_look_is_waited_out_for_min_epochs(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """SASRec from scratch on ml-latest-small (seed 2): validation peaked early, dipped,
     and passed that peak only after patience had stopped the run."""
-    figures = [0.0, 0.16, 0.12, 0.09, 0.24, 0.20, 0.21]
-    result, _, trained = _fit(monkeypatch, figures)
+    figures = [0.0, 0.16, 0.12, 0.09, 0.08, 0.24, 0.20, 0.21, 0.22, 0.23]
+    result, _, trained = _fit(monkeypatch, figures, epochs=9)
     assert result.best_epoch == 1 and trained == [1, 2, 3]  # stopped in the dip
-    result, _, trained = _fit(monkeypatch, figures, min_epochs=4)
-    assert result.best_epoch == 4 and trained == [1, 2, 3, 4, 5, 6]  # min, then patience
+    result, _, trained = _fit(monkeypatch, figures, epochs=9, min_epochs=4)
+    assert result.best_epoch == 1 and trained == [1, 2, 3, 4]  # held to the floor only
+    result, _, trained = _fit(monkeypatch, figures, epochs=9, min_epochs=5)
+    assert result.best_epoch == 5 and trained == [1, 2, 3, 4, 5, 6, 7]  # then patience
 
 
 def test_the_best_look_is_kept_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -228,6 +228,7 @@ def test_the_retrievers_dropout_is_the_logs_when_unset() -> None:
 
     assert log_dropout([np.arange(SPARSE_EVENTS)] * 3) == 0.5
     assert log_dropout([np.arange(SPARSE_EVENTS + 1)] * 3) == 0.2
+    assert log_dropout([np.arange(SPARSE_EVENTS + 1), np.arange(0)]) == 0.2  # not thinned
     events = list(generate(SyntheticConfig(users=30, items=20, events=300, seed=2)))
     split = leave_last_out(build_sequences(events))  # 10 events a user
     for dropout, kept in ((None, 0.5), (0.1, 0.1)):

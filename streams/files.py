@@ -59,19 +59,17 @@ def first_undecodable(path: Path) -> tuple[int | None, str]:
 def json_object(raw: bytes) -> Any:
     """A line of a JSON-lines file as its value: JSON, or else, for a line that opens a
     dict as Python's ``repr`` writes one (``{'``, or Python 2's ``{u'``), a Python
-    literal (:func:`json_or_literal`). McAuley's Amazon 2014 metadata and Steam's reviews and games (the data of
-    the SASRec paper) were written so. ``ast.literal_eval`` reads literals and evaluates
-    no code, and the value is written as JSON and read as the JSON lines are, so it holds
-    what the line written as JSON would (tuples as lists, keys as text; a set or bytes,
-    which JSON cannot hold, and a lone surrogate fail). Raises ValueError for a line that
-    is neither, saying why."""
+    literal (:func:`json_or_literal`). McAuley's Amazon 2014 metadata and Steam's reviews
+    and games (the data of the SASRec paper) were written so."""
     return json_or_literal(raw, _REPR_DICT.match(raw) is not None)
 
 
 def json_or_literal(raw: bytes, literal: bool = True) -> Any:
-    """JSON's value, or else, when ``literal``, the Python literal's, as its JSON twin
-    would read (a table's cell holding a list as pandas writes one: ``["Shoot 'Em Up",
-    'Action']``); ValueError saying why neither."""
+    """JSON's value, or else, when ``literal``, the Python literal's (a table's cell
+    holding a list as pandas writes one: ``["Shoot 'Em Up", 'Action']``). ``ast.literal_eval``
+    reads literals and evaluates no code, and the value is written as JSON and read back,
+    so it holds what its JSON twin would (tuples as lists, keys as text; a set or bytes,
+    which JSON cannot hold, and a lone surrogate fail). ValueError saying why neither."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as not_json:

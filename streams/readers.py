@@ -40,6 +40,7 @@ _NAMESPACE = uuid.UUID("6f1c1a52-7d1e-4a4e-9d7b-2f5f3c1e8a10")
 log = logging.getLogger(__name__)
 SEQUENCE_BASE_MS = 1_577_836_800_000  # 2020-01-01, first synthesized timestamp
 SEQUENCE_STEP_MS = 60_000
+FILE_ORDER_STEP_MS = 1_000  # between the rows of a log without times
 
 
 class LogFileError(ValueError):
@@ -456,15 +457,19 @@ def item_field(names: Sequence[str]) -> str | None:
     return None if at is None else names[at]
 
 
-def _roles(names: Sequence[str], needed: bool = True) -> dict[str, int]:
+_TIMED = ("user", "item", "time")  # the roles a log must name
+_UNTIMED = ("user", "item")  # a csv log without times is read in file order
+
+
+def _roles(names: Sequence[str], needed: Sequence[str] = _TIMED) -> dict[str, int]:
     """Each role's position among a header's (or a JSON object's) field ``names``; a log
     without users but with sessions takes the session as the user, as ``yoochoose`` does.
-    ``needed``: a user, an item and a time must be there, or it is not such a log."""
+    ``needed``: the roles that must be there, or it is not such a log."""
     found = find_fields(names, _COLUMNS)
     if "user" not in found and "session" in found:
         found["user"] = found["session"]
-    missing = [role for role in ("user", "item", "time") if role not in found]
-    if missing and needed:
+    missing = [role for role in needed if role not in found]
+    if missing:
         raise ValueError(f"the fields ({', '.join(names)[:120]}) name no "
                          + "; no ".join(f"{role} ({', '.join(_COLUMNS[role][:4])}, ...)"
                                         for role in missing))
@@ -480,24 +485,29 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
     kind = got.get("type") if typed else "view"
     if isinstance(kind, str) and kind:
         kind = _TYPE_NAMES.get(plain_name(kind), kind)
-    return (_log_time(got["time"]), _field(got["user"]), _field(got["item"]),
+    return (_log_time(got.get("time")), _field(got["user"]), _field(got["item"]),
             _field(got.get("session")) or None, context or None, kind)
 
 
 def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Rejected]:
     """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
-    files too), its columns found by name (:data:`_COLUMNS`): a user (or a session), an
-    item and a time are needed; an event type, a session, a rating and a price are read
-    when present (:func:`_role_row`). A row short of a column has None there, for the
-    schema to refuse; a rating or price of ``NA`` or blank is none. A headerless log
-    (Taobao's ``UserBehavior.csv``) is read with the ``columns`` its user names in order
+    files too), its columns found by name (:data:`_COLUMNS`): a user (or a session) and an
+    item are needed; a time, an event type, a session, a rating and a price are read when
+    present (:func:`_role_row`). A log without a time column (goodbooks-10k's
+    ``ratings.csv``, sorted by time but not timed) is timed by position
+    (:func:`_in_file_order`). A row short of a column has None there, for the schema to
+    refuse; a rating or price of ``NA`` or blank is none. A headerless log (Taobao's
+    ``UserBehavior.csv``) is read with the ``columns`` its user names in order
     (:func:`log_columns`) in place of a header."""
+    told = False  # the rows are read twice (for their order, then to send): warn once
+
     def rows() -> Iterator[_Row]:
+        nonlocal told
         with open_text(path) as handle:
             first = [handle.readline() for _ in range(_SAMPLED if columns else 1)]
             try:
                 delimiter, cols = (_named_columns(first, columns) if columns else
-                                   header_fields(first[0], _roles, _NO_HEADER)[::2])
+                                   header_fields(first[0], _untimed_roles, _NO_HEADER)[::2])
             except ValueError as exc:
                 raise RowError(1, exc) from exc
             if columns:  # the first line is data
@@ -507,16 +517,38 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
                 return _role_row({role: rec[at] if at < len(rec) else None
                                   for role, at in cols.items()}, "type" in cols) if rec else None
 
-            yield from _parsed(csv.reader(handle, delimiter=delimiter), row, 0 if columns else 1)
+            parsed = _parsed(csv.reader(handle, delimiter=delimiter), row, 0 if columns else 1)
+            if "time" in cols:
+                yield from parsed
+                return
+            if not told:
+                log.warning("%s names no time column (%s, ...): its rows are taken in file "
+                            "order, one second apart", path, ", ".join(_COLUMNS["time"][:4]))
+                told = True
+            yield from _in_file_order(parsed)
     return _in_time_order(rows, path.name)
+
+
+def _untimed_roles(names: Sequence[str]) -> dict[str, int]:
+    """:func:`_roles` of a ``csv`` header, which may name no time."""
+    return _roles(names, _UNTIMED)
+
+
+def _in_file_order(rows: Iterator[_Row]) -> Iterator[_Row]:
+    """The rows of a log without times, each timed by its position: the i-th at
+    2020-01-01 + i seconds. A file sorted by time (goodbooks-10k's) then replays, splits
+    and trains in its own order; one second a row keeps 200 million rows in the schema's
+    range (before now), where :func:`read_sequences`' minute would keep 3 million."""
+    for i, row in enumerate(rows):
+        yield (SEQUENCE_BASE_MS + i * FILE_ORDER_STEP_MS, *row[1:])
 
 
 def log_columns(text: str) -> tuple[str, ...]:
     """The columns a user names, in order, for a headerless ``csv`` log: ``user,item,,type,
-    time`` (an empty name skips a column; any name a header may use). ValueError when
-    they name no user, item or time."""
+    time`` (an empty name skips a column; any name a header may use; without a time, the
+    rows are timed in file order). ValueError when they name no user or no item."""
     names = tuple(name.strip() for name in text.split(","))
-    _roles(names)
+    _untimed_roles(names)
     return names
 
 
@@ -540,7 +572,7 @@ def _named_columns(lines: list[str], columns: Sequence[str]) -> tuple[str, dict[
     if len(find_fields(named, _COLUMNS).keys() & {"user", "item", "time"}) >= 2:
         raise ValueError(f"the first line ({', '.join(named)[:60]}) is a header: name "
                          "columns only for a file without one")
-    return delimiter, _roles(columns)
+    return delimiter, _untimed_roles(columns)
 
 
 def read_json(path: Path) -> Iterator[Event | Rejected]:
@@ -563,7 +595,7 @@ def read_json(path: Path) -> Iterator[Event | Rejected]:
                     names = tuple(obj)
                     if names not in keys:
                         keys[names] = {role: names[at] for role, at in
-                                       _roles(names, needed=not keys).items()}
+                                       _roles(names, () if keys else _TIMED).items()}
                     mine = keys[names]
                     parsed = _role_row({role: obj[mine[role]] if role in mine else None
                                         for role in _COLUMNS}, "type" in mine)

@@ -378,7 +378,7 @@ _COLUMNS = {
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku", "app_id", "video_id",
-             "recipe_id", "song_id", "news_id", "venue_id", "poi_id"),
+             "recipe_id", "song_id", "news_id", "venue_id", "poi_id", "isbn"),
     # time_ms before date: KuaiRand's ``date`` is a day (20220408), ``time_ms`` the moment
     "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "time_ms", "datetime",
              "date", "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat",
@@ -386,7 +386,7 @@ _COLUMNS = {
     "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
              "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),
-    "rating": ("rating", "overall", "stars"),
+    "rating": ("rating", "overall", "stars", "book_rating"),
     "price": ("price",),
 }
 _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as fields are

@@ -287,6 +287,12 @@ def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
     [kettle] = read_catalog(rees46, "csv")  # REES46's events as a table of items
     assert (kettle.item_id, kettle.categories, kettle.brand, kettle.price) == (
         "44600062", ("appliances.kitchen.kettle",), "shiseido", 35.79)
+    crossing = _write(tmp_path, "Books.csv", '"ISBN";"Book-Title";"Book-Author";'
+                      '"Year-Of-Publication";"Publisher"\n"0195153448";"Classical Mythology";'
+                      '"Mark P. O. Morford";"2002";"Oxford University Press"\n')
+    [myths] = read_catalog(crossing, "csv")  # Book-Crossing's books, named by ISBN
+    assert (myths.item_id, myths.title, myths.brand) == (
+        "0195153448", "Classical Mythology", "Mark P. O. Morford")
     twice = _write(tmp_path, "twice.csv", "item_id,item_id,title,title\n1,2,A,B\n")
     [first] = read_catalog(twice, "csv")  # the first column of a name, as the events read
     assert (first.item_id, first.title) == ("1", "A")

@@ -237,7 +237,8 @@ def test_a_csv_log_without_times_is_read_in_file_order(
     """goodbooks-10k's ``ratings.csv`` (``user_id,book_id,rating``) is sorted by time but
     names none: it was refused. Its rows are now timed by position, one second apart, so
     they keep the file's order (not sorted by user or item), in a header's log and in a
-    headerless one, and the user is told once."""
+    headerless one, and the user is told once. Book-Crossing's ratings name no time either,
+    and their item by ISBN."""
     path = _write(tmp_path, "ratings.csv", "user_id,book_id,rating\n2,4081,4\n1,258,5\n"
                   "\n2,260,5\n")
     with caplog.at_level(logging.WARNING, logger="streams.readers"):
@@ -248,6 +249,10 @@ def test_a_csv_log_without_times_is_read_in_file_order(
     assert [r.getMessage() for r in caplog.records] == [
         f"{path} names no time column (timestamp, ts, time, event_time, ...): its rows are "
         "taken in file order, one second apart"]
+    crossing = _write(tmp_path, "Ratings.csv", '"User-ID";"ISBN";"Book-Rating"\n'
+                      '"276725";"034545104X";"0"\n')  # Book-Crossing's, by ISBN, 0-10
+    assert [(e.user_id, e.item_id, e.context) for e in _events(crossing, "csv")] == [
+        ("276725", "034545104X", {"rating": 0.0})]
     headless = _write(tmp_path, "to_read.csv", "9,8\n15,398\n")
     assert [(e.user_id, e.item_id, e.ts - SEQUENCE_BASE_MS) for e in _events(
         headless, "csv", log_columns("user,item"))] == [("9", "8", 0), ("15", "398", 1000)]

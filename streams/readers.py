@@ -378,7 +378,8 @@ _COLUMNS = {
     # parent_asin first: Amazon 2023's reviews name the variant too, its catalogue the parent
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku", "app_id", "video_id",
-             "recipe_id", "song_id", "news_id", "venue_id", "poi_id", "isbn"),
+             "recipe_id", "song_id", "news_id", "venue_id", "poi_id", "isbn", "anime_id",
+             "artist_id", "game_id", "place_id"),
     # time_ms before date: KuaiRand's ``date`` is a day (20220408), ``time_ms`` the moment
     "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "time_ms", "datetime",
              "date", "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat",
@@ -393,6 +394,8 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
     # a review or a rating (old Yelp dumps say ``"type": "review"``) is a view, as
     # MovieLens ratings are
     **dict.fromkeys(("view", "views", "pv", "pageview", "detail", "review", "rating"), "view"),
+    # a media app's consumption (Steam-200k's ``play``, a listen, a watch) is its view
+    **dict.fromkeys(("play", "listen", "watch"), "view"),
     # a favourite, a like or a wish list (Taobao's ``fav``) engages more than a view and
     # buys nothing: a click, so it is kept, weighed as clicks are
     **dict.fromkeys(("click", "clicks", "fav", "favorite", "favourite", "like", "wishlist",

@@ -237,8 +237,9 @@ def test_a_csv_log_without_times_is_read_in_file_order(
     """goodbooks-10k's ``ratings.csv`` (``user_id,book_id,rating``) is sorted by time but
     names none: it was refused. Its rows are now timed by position, one second apart, so
     they keep the file's order (not sorted by user or item), in a header's log and in a
-    headerless one, and the user is told once. Book-Crossing's ratings name no time either,
-    and their item by ISBN."""
+    headerless one, and the user is told once. Book-Crossing's, MyAnimeList's, HetRec
+    Last.fm's and Steam-200k's logs name no time either (their items: ``ISBN``,
+    ``anime_id``, ``artistID``; Steam's ``play``)."""
     path = _write(tmp_path, "ratings.csv", "user_id,book_id,rating\n2,4081,4\n1,258,5\n"
                   "\n2,260,5\n")
     with caplog.at_level(logging.WARNING, logger="streams.readers"):
@@ -253,6 +254,14 @@ def test_a_csv_log_without_times_is_read_in_file_order(
                       '"276725";"034545104X";"0"\n')  # Book-Crossing's, by ISBN, 0-10
     assert [(e.user_id, e.item_id, e.context) for e in _events(crossing, "csv")] == [
         ("276725", "034545104X", {"rating": 0.0})]
+    anime = _write(tmp_path, "rating.csv", "user_id,anime_id,rating\n1,20,-1\n")  # MyAnimeList
+    lastfm = _write(tmp_path, "user_artists.dat", "userID\tartistID\tweight\n2\t51\t13883\n")
+    assert [(e.user_id, e.item_id) for log in (anime, lastfm) for e in _events(log, "csv")] == [
+        ("1", "20"), ("2", "51")]  # HetRec's Last.fm plays by artist
+    steam = _write(tmp_path, "steam-200k.csv", '151603712,"The Elder Scrolls V Skyrim",purchase,'
+                   '1.0,0\n151603712,"The Elder Scrolls V Skyrim",play,273.0,0\n')
+    assert [e.event_type for e in _events(steam, "csv", log_columns("user,item,type,,"))] == [
+        "purchase", "view"]  # a play is a media app's view
     headless = _write(tmp_path, "to_read.csv", "9,8\n15,398\n")
     assert [(e.user_id, e.item_id, e.ts - SEQUENCE_BASE_MS) for e in _events(
         headless, "csv", log_columns("user,item"))] == [("9", "8", 0), ("15", "398", 1000)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import html
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -364,11 +365,13 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
     """Text from a string or a list of strings (Amazon's descriptions are lists), on one
     line unless it is a text, cut to ``most`` characters (a record past the schema's limits
     would be refused whole); markup (2018's ``main_cat`` is sometimes an ``<img>`` tag)
-    is none."""
+    is none. HTML's entities are read (Amazon's ``Tools &amp; Home Improvement``: the
+    content features saw a word ``amp``, and one category under two names)."""
     if isinstance(value, list):
         value = " ".join(v for v in value if isinstance(v, str))
     if not isinstance(value, str) or value.lstrip().startswith("<"):
         return None
+    value = html.unescape(value) if "&" in value else value
     return (" ".join(value.split()) if one_line else value.strip())[:most] or None
 
 
@@ -377,7 +380,7 @@ def _names(value: Any) -> list[str] | None:
     category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one list;
     text as names split on ``|`` (a table's ``Crime|Drama``), never on a comma (Amazon's
     ``"Arts, Crafts & Sewing"`` is one) nor a ``;`` (Amazon 2018's ``"Tools &amp; Home
-    Improvement"``). MovieLens's ``(no genres listed)`` is none, as its own format reads
+    Improvement"``, read as ``Tools & Home Improvement``). MovieLens's ``(no genres listed)`` is none, as its own format reads
     it. Text that is a whole list, as JSON or Python writes one (pandas'
     ``"['Action', 'Casual']"`` in a csv cell), is that list."""
     if isinstance(value, str):

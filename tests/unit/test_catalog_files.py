@@ -231,7 +231,8 @@ def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:
     """Found by a review: an empty first field hid the next (2023's ``categories: []``
     beside ``main_category``), 2018's ``feature`` went unread, CSS in a price read as a
     number, repeated categories or a title's line break dead-lettered the item, an id with
-    spaces around it did not meet its events, an ``<img>`` tag was a category."""
+    spaces around it did not meet its events, an ``<img>`` tag was a category. HTML's
+    entities (``&amp;``) were read as text: a word ``amp``, one category under two names."""
     lines = [
         {"parent_asin": " P1 ", "categories": [], "main_category": "All Beauty",
          "description": [], "features": ["Soft", "Blue"], "title": "Brush\nset",
@@ -240,13 +241,18 @@ def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:
          "main_cat": '<img src="x.png" alt="AMAZON FASHION"/>', "price": "$12.99 - $15.99"},
         # "": "X" was read for every field the object lacked
         {"asin": "B3", "main_cat": '<img src="x.png"/>', "brand": " Acme\tCo ", "": "X"},
+        # HTML's entities, as Amazon's 2018 metadata writes them
+        {"asin": "B4", "title": "Tom &amp; Jerry&#39;s &quot;Mug&quot;", "brand": "A&amp;B",
+         "category": ["Home &amp; Kitchen", "Home & Kitchen"], "description": ["1 &lt; 2"]},
     ]
     path = _write(tmp_path, "meta.json", b"".join(orjson.dumps(x) + b"\n" for x in lines))
-    brush, coat, bare = read_catalog(path, "json")
+    brush, coat, bare, mug = read_catalog(path, "json")
     assert (brush.item_id, brush.title, brush.categories, brush.text, brush.price) == (
         "P1", "Brush set", ("All Beauty",), "Soft Blue", None)
     assert (coat.categories, coat.text, coat.price) == (("Clothing", "Women"), "Warm", None)
     assert (bare.categories, bare.brand, bare.title, bare.text) == ((), "Acme Co", None, None)
+    assert (mug.title, mug.brand, mug.categories, mug.text) == (
+        "Tom & Jerry's \"Mug\"", "A&B", ("Home & Kitchen",), "1 < 2")
 
 
 def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
@@ -280,7 +286,7 @@ def test_csv_reads_any_item_table_by_its_column_names(tmp_path: Path) -> None:
                    "8,Saw,Tools &amp; Home Improvement\n")
     assert [r.categories for r in read_catalog(lists, "csv")] == [  # pandas writes ['a', 'b']
         ("Action", "Free to Play"), ("Indie",), ("[Puzzle]",), (), (), ("Shoot 'Em Up", "FPS"),
-        ("Beauty", "Skin Care", "Makeup"), ("Tools &amp; Home Improvement",)]
+        ("Beauty", "Skin Care", "Makeup"), ("Tools & Home Improvement",)]  # HTML's &amp;
     rees46 = _write(tmp_path, "events.csv", "event_time,event_type,product_id,category_id,"
                     "category_code,brand,price\n2019-10-01 00:00:00 UTC,view,44600062,"
                     "2103807459595387724,appliances.kitchen.kettle,shiseido,35.79\n")

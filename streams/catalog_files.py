@@ -361,6 +361,11 @@ def _item_key(keys: list[str]) -> str | None:
     return item
 
 
+# an HTML character reference, closed by ``;`` (``html.unescape`` alone also reads HTML 4's
+# unclosed ones: ``Guitar&amplifier`` became ``Guitar&lifier``)
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
 def _words(value: Any, most: int, one_line: bool = True) -> str | None:
     """Text from a string or a list of strings (Amazon's descriptions are lists), on one
     line unless it is a text, cut to ``most`` characters (a record past the schema's limits
@@ -369,9 +374,10 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
     content features saw a word ``amp``, and one category under two names)."""
     if isinstance(value, list):
         value = " ".join(v for v in value if isinstance(v, str))
+    if isinstance(value, str) and "&" in value:
+        value = _ENTITY.sub(lambda entity: html.unescape(entity[0]), value)
     if not isinstance(value, str) or value.lstrip().startswith("<"):
         return None
-    value = html.unescape(value) if "&" in value else value
     return (" ".join(value.split()) if one_line else value.strip())[:most] or None
 
 

@@ -40,7 +40,6 @@ _NAMESPACE = uuid.UUID("6f1c1a52-7d1e-4a4e-9d7b-2f5f3c1e8a10")
 log = logging.getLogger(__name__)
 SEQUENCE_BASE_MS = 1_577_836_800_000  # 2020-01-01, first synthesized timestamp
 SEQUENCE_STEP_MS = 60_000
-FILE_ORDER_STEP_MS = 1_000  # between the rows of a log without times
 
 
 class LogFileError(ValueError):
@@ -295,21 +294,27 @@ def read_sequences(path: Path) -> Iterator[Event | Rejected]:
     lines continue their sequence: the SASRec repository's own files (``ml-1m.txt``,
     ``Beauty.txt``, ``Steam.txt``, ``Video.txt``) give one ``user item`` pair a line.
 
-    Timestamps are synthesized: the k-th item of every user at 2020-01-01 + k minutes,
-    so a replay interleaves users the way a live stream would.
+    Timestamps are synthesized by position (:func:`_by_position`).
     """
     rows: list[_Row] = []
-    seen: dict[str, int] = {}  # each user's items so far
     with open_text(path) as handle:
         for line in handle:
             if not line.strip():  # a blank line (a trailing one, say) holds no user
                 continue
             user, *items = line.split()
-            start = seen.get(user, 0)
-            rows.extend((SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
-                        for k, item in enumerate(items, start))
-            seen[user] = start + len(items)
-    return _in_time_order(rows, path.name)
+            rows.extend((None, user, item, None, None, "view") for item in items)
+    return _in_time_order(list(_by_position(rows)), path.name)
+
+
+def _by_position(rows: Iterable[_Row]) -> Iterator[_Row]:
+    """The rows of a log without times, each timed by its place among its user's: the
+    k-th at 2020-01-01 + k minutes. Each user's rows keep the file's order, and a replay
+    interleaves users as a live stream would. (Timed by place in the file, a log grouped
+    by user would put its last users wholly after the others, in a split by time.)"""
+    seen: dict[Any, int] = {}  # each user's rows so far
+    for row in rows:
+        k = seen[row[1]] = seen.get(row[1], -1) + 1
+        yield (SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, *row[1:])
 
 
 _INTER_SPLITS = (".train.inter", ".valid.inter", ".test.inter")
@@ -348,9 +353,9 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
                 sequence = [*history.split(), target]
                 if len(sequence) > len(longest.get(user, ())):
                     longest[user] = sequence
-    rows: list[_Row] = [(SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, user, item, None, None, "view")
-                        for user, items in longest.items() for k, item in enumerate(items)]
-    return _in_time_order(rows, f"{stem}.inter" if stem is not None else name)
+    rows = _by_position((None, user, item, None, None, "view")
+                        for user, items in longest.items() for item in items)
+    return _in_time_order(list(rows), f"{stem}.inter" if stem is not None else name)
 
 
 def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
@@ -498,7 +503,8 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
     item are needed; a time, an event type, a session, a rating and a price are read when
     present (:func:`_role_row`). A log without a time column (goodbooks-10k's
     ``ratings.csv``, sorted by time but not timed) is timed by position
-    (:func:`_in_file_order`). A row short of a column has None there, for the schema to
+    (:func:`_by_position`) when it has no column the reader does not know, which could be
+    a time under another name (:func:`_untimed_roles`). A row short of a column has None there, for the schema to
     refuse; a rating or price of ``NA`` or blank is none. A headerless log (Taobao's
     ``UserBehavior.csv``) is read with the ``columns`` its user names in order
     (:func:`log_columns`) in place of a header."""
@@ -525,31 +531,34 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
                 yield from parsed
                 return
             if not told:
-                log.warning("%s names no time column (%s, ...): its rows are taken in file "
-                            "order, one second apart", path, ", ".join(_COLUMNS["time"][:4]))
+                log.warning("%s has no time: each user's rows are taken in the file's order, "
+                            "a minute apart (a file in another order, by item say, gives its "
+                            "models a false one)", path)
                 told = True
-            yield from _in_file_order(parsed)
+            yield from _by_position(parsed)
     return _in_time_order(rows, path.name)
 
 
 def _untimed_roles(names: Sequence[str]) -> dict[str, int]:
-    """:func:`_roles` of a ``csv`` header, which may name no time."""
-    return _roles(names, _UNTIMED)
-
-
-def _in_file_order(rows: Iterator[_Row]) -> Iterator[_Row]:
-    """The rows of a log without times, each timed by its position: the i-th at
-    2020-01-01 + i seconds. A file sorted by time (goodbooks-10k's) then replays, splits
-    and trains in its own order; one second a row keeps 200 million rows in the schema's
-    range (before now), where :func:`read_sequences`' minute would keep 3 million."""
-    for i, row in enumerate(rows):
-        yield (SEQUENCE_BASE_MS + i * FILE_ORDER_STEP_MS, *row[1:])
+    """:func:`_roles` of a ``csv`` header or ``--columns``, which may name no time when
+    they name nothing else unknown: an unknown name could be the time (``timestamp_ms``,
+    or a misspelt ``--columns``), and reading such a log in file order would drop it."""
+    found = _roles(names, _UNTIMED)
+    unknown = [name for at, name in enumerate(names)
+               if name.strip() and at not in found.values()]
+    if "time" not in found and unknown:
+        raise ValueError(f"the fields ({', '.join(names)[:120]}) name no time "
+                         f"({', '.join(_COLUMNS['time'][:4])}, ...), and a log without one is "
+                         f"read in file order only when it has no other field "
+                         f"({', '.join(unknown)[:60]})")
+    return found
 
 
 def log_columns(text: str) -> tuple[str, ...]:
     """The columns a user names, in order, for a headerless ``csv`` log: ``user,item,,type,
     time`` (an empty name skips a column; any name a header may use; without a time, the
-    rows are timed in file order). ValueError when they name no user or no item."""
+    rows are timed in file order). ValueError when they name no user or no item, or no
+    time beside a name not known (:func:`_untimed_roles`)."""
     names = tuple(name.strip() for name in text.split(","))
     _untimed_roles(names)
     return names
@@ -559,8 +568,9 @@ def _named_columns(lines: list[str], columns: Sequence[str]) -> tuple[str, dict[
     """(delimiter, each role's position) for a headerless log read with ``columns``, from
     its first ``lines``: the first delimiter that splits each into one field per column,
     or else the first line alone (a tab log whose titles hold commas may split as well
-    on commas there). A first line naming two roles is a header, refused: its names
-    would be read as an event."""
+    on commas there). A first line is a header, refused, when it names two of user, item
+    and time, or when a column holds the name of the role it was named for (``user_id``
+    where ``--columns user,item`` put the user): its names would be read as an event."""
     def fields(delimiter: str, line: str) -> list[str]:
         return next(csv.reader([line], delimiter=delimiter), [])
 
@@ -571,11 +581,13 @@ def _named_columns(lines: list[str], columns: Sequence[str]) -> tuple[str, dict[
                          f"{len(widest)} fields ({', '.join(widest)[:60]})")
     delimiter = next((d for d in fitting if all(len(fields(d, line)) == len(columns)
                                                 for line in lines if line.strip())), fitting[0])
-    named = fields(delimiter, lines[0])
-    if len(find_fields(named, _COLUMNS).keys() & {"user", "item", "time"}) >= 2:
+    named, roles = fields(delimiter, lines[0]), _untimed_roles(columns)
+    found = find_fields(named, _COLUMNS)
+    if (len(found.keys() & {"user", "item", "time"}) >= 2
+            or any(found.get(role) == at for role, at in roles.items())):
         raise ValueError(f"the first line ({', '.join(named)[:60]}) is a header: name "
                          "columns only for a file without one")
-    return delimiter, _untimed_roles(columns)
+    return delimiter, roles
 
 
 def read_json(path: Path) -> Iterator[Event | Rejected]:

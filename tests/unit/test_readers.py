@@ -235,39 +235,58 @@ def test_csv_without_the_columns_it_needs_is_refused_naming_them(tmp_path: Path)
 def test_a_csv_log_without_times_is_read_in_file_order(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """goodbooks-10k's ``ratings.csv`` (``user_id,book_id,rating``) is sorted by time but
-    names none: it was refused. Its rows are now timed by position, one second apart, so
-    they keep the file's order (not sorted by user or item), in a header's log and in a
-    headerless one, and the user is told once. Book-Crossing's, MyAnimeList's, HetRec
-    Last.fm's and Steam-200k's logs name no time either (their items: ``ISBN``,
-    ``anime_id``, ``artistID``; Steam's ``play``)."""
+    names none: it was refused. Its rows are now timed by their place among their user's,
+    a minute apart, as the ``sequences`` format's are: each user's keep the file's order
+    (not sorted by item), in a header's log and in a headerless one, and the user is told
+    once. Book-Crossing's, MyAnimeList's and Steam-200k's logs name no time either (their
+    items: ``ISBN``, ``anime_id``; Steam's ``play``)."""
     path = _write(tmp_path, "ratings.csv", "user_id,book_id,rating\n2,4081,4\n1,258,5\n"
                   "\n2,260,5\n")
     with caplog.at_level(logging.WARNING, logger="streams.readers"):
         events = _events(path, "csv")
     assert [(e.user_id, e.item_id, e.ts - SEQUENCE_BASE_MS, e.context) for e in events] == [
-        ("2", "4081", 0, {"rating": 4.0}), ("1", "258", 1000, {"rating": 5.0}),
-        ("2", "260", 2000, {"rating": 5.0})]
+        ("2", "4081", 0, {"rating": 4.0}), ("1", "258", 0, {"rating": 5.0}),
+        ("2", "260", SEQUENCE_STEP_MS, {"rating": 5.0})]
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path} names no time column (timestamp, ts, time, event_time, ...): its rows are "
-        "taken in file order, one second apart"]
+        f"{path} has no time: each user's rows are taken in the file's order, a minute apart "
+        "(a file in another order, by item say, gives its models a false one)"]
     crossing = _write(tmp_path, "Ratings.csv", '"User-ID";"ISBN";"Book-Rating"\n'
                       '"276725";"034545104X";"0"\n')  # Book-Crossing's, by ISBN, 0-10
-    assert [(e.user_id, e.item_id, e.context) for e in _events(crossing, "csv")] == [
-        ("276725", "034545104X", {"rating": 0.0})]
     anime = _write(tmp_path, "rating.csv", "user_id,anime_id,rating\n1,20,-1\n")  # MyAnimeList
-    lastfm = _write(tmp_path, "user_artists.dat", "userID\tartistID\tweight\n2\t51\t13883\n")
-    assert [(e.user_id, e.item_id) for log in (anime, lastfm) for e in _events(log, "csv")] == [
-        ("1", "20"), ("2", "51")]  # HetRec's Last.fm plays by artist
+    assert [(e.user_id, e.item_id, e.context) for log in (crossing, anime)
+            for e in _events(log, "csv")] == [
+        ("276725", "034545104X", {"rating": 0.0}), ("1", "20", {"rating": -1.0})]
     steam = _write(tmp_path, "steam-200k.csv", '151603712,"The Elder Scrolls V Skyrim",purchase,'
                    '1.0,0\n151603712,"The Elder Scrolls V Skyrim",play,273.0,0\n')
     assert [e.event_type for e in _events(steam, "csv", log_columns("user,item,type,,"))] == [
         "purchase", "view"]  # a play is a media app's view
-    headless = _write(tmp_path, "to_read.csv", "9,8\n15,398\n")
+    headless = _write(tmp_path, "to_read.csv", "9,8\n15,398\n9,7\n")
     assert [(e.user_id, e.item_id, e.ts - SEQUENCE_BASE_MS) for e in _events(
-        headless, "csv", log_columns("user,item"))] == [("9", "8", 0), ("15", "398", 1000)]
+        headless, "csv", log_columns("user,item"))] == [
+        ("9", "8", 0), ("15", "398", 0), ("9", "7", SEQUENCE_STEP_MS)]
     # the rule is csv's: a json log still needs its time (every dump read so far has one)
     with pytest.raises(LogFileError, match=r"name no time \(timestamp, ts"):
         read_events(_write(tmp_path, "r.json", '{"user_id": 1, "book_id": 2}\n'), "json")
+
+
+def test_a_log_without_a_time_we_know_is_refused_when_a_field_could_be_its_time(
+        tmp_path: Path) -> None:
+    """Review: read in file order, a time under a name not known (``timestamp_ms``), or a
+    misspelt ``--columns`` name, was dropped without a word; a header with one known name
+    was read as an event under ``--columns``. Refused in one line, naming the field."""
+    timed = _write(tmp_path, "clicks.csv", "user_id,item_id,timestamp_ms\n1,a,300\n2,b,100\n")
+    with pytest.raises(LogFileError, match=r"name no time \(timestamp, ts, time, event_time, "
+                       r"...\), and a log without one is read in file order only when it has "
+                       r"no other field \(timestamp_ms\)"):
+        read_events(timed, "csv")
+    lastfm = _write(tmp_path, "user_artists.dat", "userID\tartistID\tweight\n2\t51\t13883\n")
+    with pytest.raises(LogFileError, match=r"no other field \(weight\)"):  # HetRec's Last.fm
+        read_events(lastfm, "csv")
+    with pytest.raises(ValueError, match=r"no other field \(timestmp\)"):
+        log_columns("user,item,rating,timestmp")
+    header = _write(tmp_path, "h.csv", "user_id,movie\n1,10\n")
+    with pytest.raises(LogFileError, match=r"the first line \(user_id, movie\) is a header"):
+        read_events(header, "csv", log_columns("user,item"))
 
 
 def test_json_reads_review_dumps_by_their_field_names(tmp_path: Path) -> None:

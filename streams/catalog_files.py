@@ -31,6 +31,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from html.entities import html5
 from pathlib import Path
 from typing import IO, Any
 
@@ -366,6 +367,13 @@ def _item_key(keys: list[str]) -> str | None:
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
 
+def _character(reference: re.Match[str]) -> str:
+    """The character an HTML reference stands for; a name HTML does not know whole
+    (``&amplifier;``, which ``html.unescape`` reads as ``&amp`` and ``lifier;``) as it is."""
+    text = reference[0]
+    return html.unescape(text) if text[1] == "#" or text[1:] in html5 else text
+
+
 def _words(value: Any, most: int, one_line: bool = True) -> str | None:
     """Text from a string or a list of strings (Amazon's descriptions are lists), on one
     line unless it is a text, cut to ``most`` characters (a record past the schema's limits
@@ -375,7 +383,7 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
     if isinstance(value, list):
         value = " ".join(v for v in value if isinstance(v, str))
     if isinstance(value, str) and "&" in value:
-        value = _ENTITY.sub(lambda entity: html.unescape(entity[0]), value)
+        value = _ENTITY.sub(_character, value)
     if not isinstance(value, str) or value.lstrip().startswith("<"):
         return None
     return (" ".join(value.split()) if one_line else value.strip())[:most] or None

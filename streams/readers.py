@@ -311,9 +311,10 @@ def _by_position(rows: Iterable[_Row]) -> Iterator[_Row]:
     k-th at 2020-01-01 + k minutes. Each user's rows keep the file's order, and a replay
     interleaves users as a live stream would. (Timed by place in the file, a log grouped
     by user would put its last users wholly after the others, in a split by time.)"""
-    seen: dict[Any, int] = {}  # each user's rows so far
+    seen: dict[Any, int] = {}  # each user's rows so far, by the id events will carry
     for row in rows:
-        k = seen[row[1]] = seen.get(row[1], -1) + 1
+        user = _stripped(row[1])
+        k = seen[user] = seen.get(user, -1) + 1
         yield (SEQUENCE_BASE_MS + k * SEQUENCE_STEP_MS, *row[1:])
 
 
@@ -544,8 +545,7 @@ def _untimed_roles(names: Sequence[str]) -> dict[str, int]:
     they name nothing else unknown: an unknown name could be the time (``timestamp_ms``,
     or a misspelt ``--columns``), and reading such a log in file order would drop it."""
     found = _roles(names, _UNTIMED)
-    unknown = [name for at, name in enumerate(names)
-               if name.strip() and at not in found.values()]
+    unknown = [name for name in names if name.strip() and not find_fields([name], _COLUMNS)]
     if "time" not in found and unknown:
         raise ValueError(f"the fields ({', '.join(names)[:120]}) name no time "
                          f"({', '.join(_COLUMNS['time'][:4])}, ...), and a log without one is "

@@ -260,7 +260,7 @@ def test_a_csv_log_without_times_is_read_in_file_order(
                    '1.0,0\n151603712,"The Elder Scrolls V Skyrim",play,273.0,0\n')
     assert [e.event_type for e in _events(steam, "csv", log_columns("user,item,type,,"))] == [
         "purchase", "view"]  # a play is a media app's view
-    headless = _write(tmp_path, "to_read.csv", "9,8\n15,398\n9,7\n")
+    headless = _write(tmp_path, "to_read.csv", "9,8\n15,398\n 9 ,7\n")  # one user, spaced
     assert [(e.user_id, e.item_id, e.ts - SEQUENCE_BASE_MS) for e in _events(
         headless, "csv", log_columns("user,item"))] == [
         ("9", "8", 0), ("15", "398", 0), ("9", "7", SEQUENCE_STEP_MS)]
@@ -284,6 +284,7 @@ def test_a_log_without_a_time_we_know_is_refused_when_a_field_could_be_its_time(
         read_events(lastfm, "csv")
     with pytest.raises(ValueError, match=r"no other field \(timestmp\)"):
         log_columns("user,item,rating,timestmp")
+    assert log_columns("user,item,user") == ("user", "item", "user")  # known twice: the first
     header = _write(tmp_path, "h.csv", "user_id,movie\n1,10\n")
     with pytest.raises(LogFileError, match=r"the first line \(user_id, movie\) is a header"):
         read_events(header, "csv", log_columns("user,item"))

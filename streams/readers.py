@@ -385,16 +385,18 @@ _COLUMNS = {
     "item": ("item_id", "item", "iid", "product_id", "movieId", "parent_asin", "asin",
              "business_id", "book_id", "track_id", "article_id", "sku", "app_id", "video_id",
              "recipe_id", "song_id", "news_id", "venue_id", "poi_id", "isbn", "anime_id",
-             "artist_id", "game_id", "place_id"),
+             "artist_id", "game_id", "place_id", "stock_code"),
     # time_ms before date: KuaiRand's ``date`` is a day (20220408), ``time_ms`` the moment
     "time": ("timestamp", "ts", "time", "event_time", "event_timestamp", "time_ms", "datetime",
              "date", "created_at", "occurred_at", "date_added", "unixReviewTime", "t_dat",
-             "utc_timestamp"),
+             "utc_timestamp", "invoice_date"),
     "type": ("event_type", "event", "event_name", "behavior", "behavior_type", "action",
              "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),
     "rating": ("rating", "overall", "stars", "book_rating"),
-    "price": ("price",),
+    "price": ("price", "unit_price"),
+    # how many: units bought (UCI's Online Retail), plays (HetRec Last.fm's ``weight``)
+    "count": ("quantity", "count", "play_count", "plays", "weight"),
 }
 _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as fields are
     # a review or a rating (old Yelp dumps say ``"type": "review"``) is a view, as
@@ -447,6 +449,17 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _count(value: Any) -> float | None:
+    """A count's value (units bought, plays), or none where it is not a number: the names
+    a count goes by (``weight``, ``count``) mean other things in other logs, whose rows
+    were read before counts were, and must not be refused for them."""
+    try:
+        number = _number(value)
+    except (ValueError, TypeError):
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
 def _field(value: Any) -> Any:
     """An id as text: JSON logs write numbers (Yelp's are text, MovieLens-style ones are
     not); anything else as it is, for the schema to judge."""
@@ -491,6 +504,8 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
     value, for the schema to refuse; untyped logs are views."""
     context = {key: value for key in ("rating", "price")
                if (value := _number(got.get(key))) is not None}
+    if (count := _count(got.get("count"))) is not None:
+        context["count"] = count
     kind = got.get("type") if typed else "view"
     if isinstance(kind, str) and kind:
         kind = _TYPE_NAMES.get(plain_name(kind), kind)

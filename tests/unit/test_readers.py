@@ -238,8 +238,9 @@ def test_a_csv_log_without_times_is_read_in_file_order(
     names none: it was refused. Its rows are now timed by their place among their user's,
     a minute apart, as the ``sequences`` format's are: each user's keep the file's order
     (not sorted by item), in a header's log and in a headerless one, and the user is told
-    once. Book-Crossing's, MyAnimeList's and Steam-200k's logs name no time either (their
-    items: ``ISBN``, ``anime_id``; Steam's ``play``)."""
+    once. Book-Crossing's, MyAnimeList's, HetRec Last.fm's and Steam-200k's logs name no
+    time either (their items: ``ISBN``, ``anime_id``, ``artistID``; Last.fm's plays a
+    ``weight``; Steam's ``play``)."""
     path = _write(tmp_path, "ratings.csv", "user_id,book_id,rating\n2,4081,4\n1,258,5\n"
                   "\n2,260,5\n")
     with caplog.at_level(logging.WARNING, logger="streams.readers"):
@@ -256,6 +257,9 @@ def test_a_csv_log_without_times_is_read_in_file_order(
     assert [(e.user_id, e.item_id, e.context) for log in (crossing, anime)
             for e in _events(log, "csv")] == [
         ("276725", "034545104X", {"rating": 0.0}), ("1", "20", {"rating": -1.0})]
+    lastfm = _write(tmp_path, "user_artists.dat", "userID\tartistID\tweight\n2\t51\t13883\n")
+    assert [(e.item_id, e.context) for e in _events(lastfm, "csv")] == [  # HetRec's Last.fm
+        ("51", {"count": 13883.0})]  # plays by artist: a count
     steam = _write(tmp_path, "steam-200k.csv", '151603712,"The Elder Scrolls V Skyrim",purchase,'
                    '1.0,0\n151603712,"The Elder Scrolls V Skyrim",play,273.0,0\n')
     assert [e.event_type for e in _events(steam, "csv", log_columns("user,item,type,,"))] == [
@@ -269,6 +273,22 @@ def test_a_csv_log_without_times_is_read_in_file_order(
         read_events(_write(tmp_path, "r.json", '{"user_id": 1, "book_id": 2}\n'), "json")
 
 
+def test_csv_reads_uci_online_retail_its_quantity_a_count(tmp_path: Path) -> None:
+    """UCI's Online Retail (as Kaggle's csv): ``StockCode``, ``InvoiceDate``, ``UnitPrice``
+    and ``Quantity`` went unread, so the file was refused as naming no item. A count that
+    is no number (a ``weight`` of ``2 lbs``, in a log where it is no count) is none."""
+    retail = _write(tmp_path, "OnlineRetail.csv", "InvoiceNo,StockCode,Description,Quantity,"
+                    "InvoiceDate,UnitPrice,CustomerID,Country\n536365,85123A,WHITE HANGING "
+                    "HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n")
+    [event] = _events(retail, "csv")
+    assert (event.user_id, event.item_id, event.ts, event.context) == (
+        "17850", "85123A", 1291191960000, {"price": 2.55, "count": 6.0})
+    shop = _write(tmp_path, "shop.json", '{"user_id": 1, "item_id": 2, "ts": 1500000000, '
+                  '"weight": "2 lbs"}\n{"user_id": 1, "item_id": 3, "ts": 1500000001, '
+                  '"weight": "nan"}\n')
+    assert [e.context for e in _events(shop, "json")] == [None, None]
+
+
 def test_a_log_without_a_time_we_know_is_refused_when_a_field_could_be_its_time(
         tmp_path: Path) -> None:
     """Review: read in file order, a time under a name not known (``timestamp_ms``), or a
@@ -279,9 +299,9 @@ def test_a_log_without_a_time_we_know_is_refused_when_a_field_could_be_its_time(
                        r"...\), and a log without one is read in file order only when it has "
                        r"no other field \(timestamp_ms\)"):
         read_events(timed, "csv")
-    lastfm = _write(tmp_path, "user_artists.dat", "userID\tartistID\tweight\n2\t51\t13883\n")
-    with pytest.raises(LogFileError, match=r"no other field \(weight\)"):  # HetRec's Last.fm
-        read_events(lastfm, "csv")
+    plays = _write(tmp_path, "plays.csv", "user_id,item_id,plays,client\n2,51,13,web\n")
+    with pytest.raises(LogFileError, match=r"no other field \(client\)"):
+        read_events(plays, "csv")
     with pytest.raises(ValueError, match=r"no other field \(timestmp\)"):
         log_columns("user,item,rating,timestmp")
     assert log_columns("user,item,user") == ("user", "item", "user")  # known twice: the first

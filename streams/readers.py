@@ -394,8 +394,8 @@ _COLUMNS = {
              "action_type", "type", "interaction_type"),
     "session": ("session_id", "user_session", "session"),
     "rating": ("rating", "overall", "stars", "book_rating"),
-    "price": ("price", "unit_price"),
-    # how many: units bought (UCI's Online Retail), plays (HetRec Last.fm's ``weight``)
+    "price": ("price",),
+    # how many: units bought (UCI's Online Retail II), plays (HetRec Last.fm's ``weight``)
     "count": ("quantity", "count", "play_count", "plays", "weight"),
 }
 _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as fields are
@@ -431,7 +431,11 @@ def _log_time(value: Any) -> int | None:
         try:
             day = dt.datetime.fromisoformat(text)
         except ValueError:
-            day = dt.datetime.strptime(text, _WORDED_TIME)
+            try:
+                day = dt.datetime.strptime(text, _WORDED_TIME)
+            except ValueError:  # strptime's own words name only the last format tried
+                raise ValueError(f"time {text[:40]!r} is no unix time, ISO date or "
+                                 "'Fri Aug 25 13:55:02 -0700 2017'") from None
         return int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
     size = abs(number)
     scale = 1000 if size < 1e11 else 1 if size < 1e14 else 1e-3 if size < 1e17 else 1e-6
@@ -516,8 +520,8 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
 def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Rejected]:
     """Any delimited log with a header (comma, tab, ``;`` or ``|``; RecBole's ``.inter``
     files too), its columns found by name (:data:`_COLUMNS`): a user (or a session) and an
-    item are needed; a time, an event type, a session, a rating and a price are read when
-    present (:func:`_role_row`). A log without a time column (goodbooks-10k's
+    item are needed; a time, an event type, a session, a rating, a price and a count are
+    read when present (:func:`_role_row`). A log without a time column (goodbooks-10k's
     ``ratings.csv``, sorted by time but not timed) is timed by position
     (:func:`_by_position`) when it has no column the reader does not know, which could be
     a time under another name (:func:`_untimed_roles`). A row short of a column has None there, for the schema to

@@ -274,15 +274,23 @@ def test_a_csv_log_without_times_is_read_in_file_order(
 
 
 def test_csv_reads_uci_online_retail_its_quantity_a_count(tmp_path: Path) -> None:
-    """UCI's Online Retail (as Kaggle's csv): ``StockCode``, ``InvoiceDate``, ``UnitPrice``
-    and ``Quantity`` went unread, so the file was refused as naming no item. A count that
-    is no number (a ``weight`` of ``2 lbs``, in a log where it is no count) is none."""
-    retail = _write(tmp_path, "OnlineRetail.csv", "InvoiceNo,StockCode,Description,Quantity,"
-                    "InvoiceDate,UnitPrice,CustomerID,Country\n536365,85123A,WHITE HANGING "
-                    "HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n")
+    """UCI's Online Retail II: ``StockCode``, ``InvoiceDate`` and ``Quantity`` went unread,
+    so the file was refused as naming no item. The first Online Retail's Kaggle csv writes
+    ``12/1/2010 8:26``, a day-or-month order no reader can tell: refused, in words that
+    name the formats read (strptime's named only the last one tried). A count that is no
+    number (a ``weight`` of ``2 lbs``, in a log where it is no count) is none."""
+    retail = _write(tmp_path, "online_retail_II.csv", "Invoice,StockCode,Description,Quantity,"
+                    "InvoiceDate,Price,Customer ID,Country\n489434,85048,15CM CHRISTMAS GLASS "
+                    "BALL 20 LIGHTS,12,2009-12-01 07:45:00,6.95,13085,United Kingdom\n")
     [event] = _events(retail, "csv")
     assert (event.user_id, event.item_id, event.ts, event.context) == (
-        "17850", "85123A", 1291191960000, {"price": 2.55, "count": 6.0})
+        "13085", "85048", 1259653500000, {"price": 6.95, "count": 12.0})
+    old = _write(tmp_path, "data.csv", "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,"
+                 "UnitPrice,CustomerID,Country\n536365,85123A,WHITE HANGING HEART T-LIGHT "
+                 "HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom\n")
+    with pytest.raises(LogFileError, match=r"line 2: ValueError: time '12/1/2010 8:26' is no "
+                       r"unix time, ISO date or 'Fri Aug 25 13:55:02 -0700 2017'\)$"):
+        read_events(old, "csv")
     shop = _write(tmp_path, "shop.json", '{"user_id": 1, "item_id": 2, "ts": 1500000000, '
                   '"weight": "2 lbs"}\n{"user_id": 1, "item_id": 3, "ts": 1500000001, '
                   '"weight": "nan"}\n')

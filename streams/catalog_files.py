@@ -394,9 +394,9 @@ def _names(value: Any) -> list[str] | None:
     category paths, ``[['Beauty', 'Skin Care'], ['Beauty', 'Makeup']]``) as one list;
     text as names split on ``|`` (a table's ``Crime|Drama``), never on a comma (Amazon's
     ``"Arts, Crafts & Sewing"`` is one) nor a ``;`` (Amazon 2018's ``"Tools &amp; Home
-    Improvement"``, read as ``Tools & Home Improvement``). MovieLens's ``(no genres listed)`` is none, as its own format reads
-    it. Text that is a whole list, as JSON or Python writes one (pandas'
-    ``"['Action', 'Casual']"`` in a csv cell), is that list."""
+    Improvement"``, read as ``Tools & Home Improvement``). MovieLens's ``(no genres
+    listed)`` is none, as its own format reads it. Text that is a whole list, as JSON or
+    Python writes one (pandas' ``"['Action', 'Casual']"`` in a csv cell), is that list."""
     if isinstance(value, str):
         listed = _listed(value)
         value = value.split("|") if listed is None else listed

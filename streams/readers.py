@@ -484,7 +484,7 @@ def item_field(names: Sequence[str]) -> str | None:
 
 
 _TIMED = ("user", "item", "time")  # the roles a log must name
-_UNTIMED = ("user", "item")  # a csv log without times is read in file order
+_UNTIMED = ("user", "item")  # a csv log without times is timed by position
 
 
 def _roles(names: Sequence[str], needed: Sequence[str] = _TIMED) -> dict[str, int]:
@@ -524,10 +524,10 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
     read when present (:func:`_role_row`). A log without a time column (goodbooks-10k's
     ``ratings.csv``, sorted by time but not timed) is timed by position
     (:func:`_by_position`) when it has no column the reader does not know, which could be
-    a time under another name (:func:`_untimed_roles`). A row short of a column has None there, for the schema to
-    refuse; a rating or price of ``NA`` or blank is none. A headerless log (Taobao's
-    ``UserBehavior.csv``) is read with the ``columns`` its user names in order
-    (:func:`log_columns`) in place of a header."""
+    a time under another name (:func:`_untimed_roles`). A row short of a column has None
+    there, for the schema to refuse; a rating or price of ``NA`` or blank is none. A
+    headerless log (Taobao's ``UserBehavior.csv``) is read with the ``columns`` its user
+    names in order (:func:`log_columns`) in place of a header."""
     told = False  # the rows are read twice (for their order, then to send): warn once
 
     def rows() -> Iterator[_Row]:

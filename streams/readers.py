@@ -296,14 +296,14 @@ def read_sequences(path: Path) -> Iterator[Event | Rejected]:
 
     Timestamps are synthesized by position (:func:`_by_position`).
     """
-    rows: list[_Row] = []
-    with open_text(path) as handle:
-        for line in handle:
-            if not line.strip():  # a blank line (a trailing one, say) holds no user
-                continue
-            user, *items = line.split()
-            rows.extend((None, user, item, None, None, "view") for item in items)
-    return _in_time_order(list(_by_position(rows)), path.name)
+    def rows() -> Iterator[_Row]:
+        with open_text(path) as handle:
+            for line in handle:
+                if not line.strip():  # a blank line (a trailing one, say) holds no user
+                    continue
+                user, *items = line.split()
+                yield from ((None, user, item, None, None, "view") for item in items)
+    return _in_time_order(list(_by_position(rows())), path.name)
 
 
 def _by_position(rows: Iterable[_Row]) -> Iterator[_Row]:

@@ -40,7 +40,7 @@ from model.content import ItemContent
 from model.data import IdMap, Side
 from model.features import FeatureSpec, LiveSession
 from model.fitting import predict_rows
-from model.ranking.inputs import RECENT_ITEMS, Candidates, candidate_lists
+from model.ranking.inputs import RECENT_ITEMS, Candidates, candidate_lists, served_scores
 from model.ranking.neumf import NeuMF, head_vector
 from model.ranking.scorer import NumpyNeuMF, export_neumf
 from model.retrieval.encoder import IncrementalEncoder, NumpySASRec, SessionCache, export_sasrec
@@ -86,24 +86,24 @@ class PipelineScorer:
 
     def head_logits(self, users: np.ndarray, sessions: np.ndarray,
                     histories: list[np.ndarray], side: Side | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """(each head's logit [batch, depth, tasks], item ids [batch, depth]) for the
-        candidates, in retrieval order."""
+                    ) -> tuple[np.ndarray, Candidates]:
+        """(each head's logit [batch, depth, tasks], the candidates with their features),
+        in retrieval order."""
         scores, ids = candidate_lists(self.index, self.table, sessions, histories,
                                       self.candidates, 0 if self.exclude_seen else RECENT_ITEMS,
                                       self.ranker.seen_window)
         found = Candidates.build(self.spec, users, sessions, ids, scores, histories, side,
                                  seen_excluded=self.exclude_seen, window=self.ranker.seen_window)
         logits = predict_rows(self.ranker, found.flat(self.ranker))
-        return logits.reshape(*ids.shape, -1), ids
+        return logits.reshape(*ids.shape, -1), found
 
     def rerank(self, users: np.ndarray, sessions: np.ndarray, histories: list[np.ndarray],
                side: Side | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ranker scores, item ids), each [batch, depth], best first."""
-        logits, ids = self.head_logits(users, sessions, histories, side)
-        ranked = np.where(ids > 0, logits @ self.heads, -np.inf)
+        """(served scores, item ids), each [batch, depth], best first (``served_scores``)."""
+        logits, found = self.head_logits(users, sessions, histories, side)
+        ranked = served_scores(found, logits @ self.heads)
         order = np.argsort(-ranked, axis=1, kind="stable")
-        return np.take_along_axis(ranked, order, 1), np.take_along_axis(ids, order, 1)
+        return np.take_along_axis(ranked, order, 1), np.take_along_axis(found.ids, order, 1)
 
     def score(self, users: np.ndarray, histories: list[np.ndarray],
               side: Side | None = None) -> np.ndarray:
@@ -536,7 +536,7 @@ class ServingBundle:
             heads = self.ranker.score(user_ids, np.where(ids <= self.ranker.num_items, ids, 0),
                                       emb, found.scores, found.context, found.categories,
                                       found.pair)
-            scores = np.where(ids > 0, heads @ self.heads, -np.inf)
+            scores = served_scores(found, heads @ self.heads)
         # A NaN score sorts first, not last: sorted last, a ranker scoring NaN served empty
         # lists (every top slot an empty one), and neither the swap's smoke test nor the
         # worker's check on each list saw a NaN (``make faults``, poisoned models).

@@ -149,9 +149,9 @@ def _target_logits(pipeline: PipelineScorer, split: LeaveLastOut, users: np.ndar
         rows = users[start:start + batch]
         histories = [split.history(u, stage) for u in rows]
         side = split.side(rows, stage)
-        logits, ids = pipeline.head_logits(rows, pipeline.sasrec.embed(histories, side),
-                                           histories, side)
-        hit = ids == np.array([split.target(u, stage) for u in rows])[:, None]
+        logits, found = pipeline.head_logits(rows, pipeline.sasrec.embed(histories, side),
+                                             histories, side)
+        hit = found.ids == np.array([split.target(u, stage) for u in rows])[:, None]
         picked = np.einsum("bw,bwt->bt", hit.astype(logits.dtype), logits)
         out.append(np.where(hit.any(1)[:, None], picked, np.nan))
     return np.concatenate(out)

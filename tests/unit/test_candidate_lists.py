@@ -1,10 +1,11 @@
 """``candidate_lists``: which items the ranker reranks, the same in training, evaluation
-and serving; and ``Candidates.flat`` for a model trained with fewer pair features."""
+and serving; ``served_scores``: the order it serves them in; and ``Candidates.flat`` for a
+model trained with fewer pair features."""
 
 import numpy as np
 
 from model.features import PAIR_FEATURES, FeatureSpec
-from model.ranking.inputs import Candidates, candidate_lists
+from model.ranking.inputs import Candidates, candidate_lists, served_scores
 from model.retrieval.index import ItemIndex
 
 
@@ -81,3 +82,36 @@ def test_a_long_history_windowed_gives_the_features_of_the_session_a_worker_keep
     index, table, query = _index()
     _, found = candidate_lists(index, table, query, [history], depth=1, recent=5, window=3)
     assert sorted(found[0][found[0] > 0].tolist()) == [2, 4, 7, 8]  # 8: the nearest unseen
+
+
+def _lists(ids: list[list[int]], seen: list[list[int]]) -> Candidates:
+    """Candidates ``ids`` in retrieval order, ``seen`` marking the user's own items."""
+    pair = np.zeros((len(ids), len(ids[0]), PAIR_FEATURES), np.float32)
+    pair[..., 1] = seen
+    n = np.asarray(ids)
+    return Candidates(np.ones(len(ids), np.int64), np.zeros((len(ids), 2), np.float32), n,
+                      -np.arange(n.shape[1], dtype=np.float32)[None].repeat(len(ids), 0),
+                      np.zeros((len(ids), 0)), np.zeros((len(ids), 0), np.int64), pair)
+
+
+def test_served_order_keeps_retrieval_order_among_unseen_items_and_places_seen_ones() -> None:
+    found = _lists([[5, 6, 7, 8, 0]], [[0, 1, 0, 0, 0]])  # 6 is the user's own item
+    combined = np.array([[0.1, 0.9, 0.5, 0.7, 3.0]])
+    scores = served_scores(found, combined)
+    order = np.argsort(-scores[0], kind="stable")
+    # The ranker put 6 first; the unseen 5, 7, 8 take its other scores in retrieval order.
+    assert found.ids[0, order].tolist() == [6, 5, 7, 8, 0]
+    assert scores[0].tolist() == [0.7, 0.9, 0.5, 0.1, -np.inf]
+
+
+def test_served_order_of_unseen_items_only_is_the_retrieval_order() -> None:
+    found = _lists([[3, 1, 2], [4, 2, 0]], [[0, 0, 0], [0, 0, 0]])
+    scores = served_scores(found, np.array([[0.0, 2.0, 1.0], [0.0, 5.0, 9.0]]))
+    assert scores.tolist() == [[2.0, 1.0, 0.0], [5.0, 0.0, -np.inf]]
+
+
+def test_a_list_scored_nan_keeps_its_nan_for_the_worker_to_see() -> None:
+    found = _lists([[3, 1, 2], [4, 2, 1]], [[0, 1, 0], [0, 0, 0]])
+    scores = served_scores(found, np.array([[0.5, np.nan, 1.0], [0.0, 1.0, 2.0]]))
+    assert np.isnan(scores[0, 1]) and scores[0, [0, 2]].tolist() == [0.5, 1.0]
+    assert scores[1].tolist() == [2.0, 1.0, 0.0]

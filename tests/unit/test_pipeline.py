@@ -36,12 +36,15 @@ def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
     _, expected = offline.rerank(users, sas.embed(hist), hist)
 
     bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v7", candidates=30)
+    retriever = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v7")
     names = [[seqs.items.ids[i - 1] for i in h] for h in hist]
     recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], names, k=10)
-    for row, rec in enumerate(recs):
-        assert rec is not None and len(rec.items) == 10
+    alone = retriever.recommend([seqs.users.ids[u - 1] for u in users], names, k=10)
+    for row, (rec, plain) in enumerate(zip(recs, alone)):
+        assert rec is not None and plain is not None and len(rec.items) == 10
         assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]
         assert not set(rec.items) & set(names[row])  # seen items are not recommended
+        assert rec.items == plain.items  # among unseen items the retriever's order holds
         assert rec.scores == sorted(rec.scores, reverse=True)
     # Unknown items are skipped; a session of only unknown items gets None (popularity path).
     mixed = bundle.recommend(["new-user", "u-x"], [["never-seen", names[0][-1]], ["nope"]], k=5)
@@ -136,8 +139,11 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
                         for w in ranker.get_weights()])  # every input has a say
     index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
     weights = {"next": 1.0, "conversion": 0.5}
-    offline = PipelineScorer(sas, index, ranker, candidates=30, head_weights=weights)
+    # Seen items among the candidates: the ranker places them among the unseen ones.
+    offline = PipelineScorer(sas, index, ranker, candidates=30, exclude_seen=False,
+                             head_weights=weights)
     expected_scores, expected = offline.rerank(users, sessions, hist, side)
+    logits, found = offline.head_logits(users, sessions, hist, side)
 
     by_user: dict[str, list] = {}
     for e in events:
@@ -149,16 +155,22 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
                                 [e.ts for e in mine], mine[-1].context))
     bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v8",
                                        candidates=30, head_weights=weights)
-    recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], live, k=10)
+    recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], live, k=10,
+                            exclude_seen=False)
+    placed = 0
     for row, rec in enumerate(recs):
         assert rec is not None
         assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]
+        placed += len(set(rec.items) & set(live[row].items))
         np.testing.assert_allclose(rec.scores, expected_scores[row, :10], rtol=1e-4, atol=1e-4)
         assert rec.heads is not None and set(rec.heads) == {"next", "conversion"}
-        combined = np.array(rec.heads["next"]) + 0.5 * np.array(rec.heads["conversion"])
-        np.testing.assert_allclose(combined, rec.scores, rtol=1e-4, atol=1e-4)
+        at = [found.ids[row].tolist().index(i) for i in expected[row, :10]]
+        for head, column in (("next", 0), ("conversion", 1)):
+            np.testing.assert_allclose(rec.heads[head], logits[row, at, column], rtol=1e-4,
+                                       atol=1e-4)
         assert rec.because and {item for item, _ in rec.because} <= set(live[row].items)
         assert [w for _, w in rec.because] == sorted((w for _, w in rec.because), reverse=True)
+    assert placed  # the lists hold seen items, so the ranker's placing of them was checked
     # A wrong-typed context value is left out of the features, never a failure.
     odd = LiveSession(live[0].items, live[0].types, live[0].times, {"price": "cheap"})
     assert bundle.recommend([seqs.users.ids[0]], [odd], k=5)[0] is not None

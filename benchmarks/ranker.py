@@ -92,6 +92,7 @@ def _ranker(split: LeaveLastOut, retriever: tuple, sasrec_cfg: SASRecConfig,
     pipeline = PipelineScorer(scorer, index, ranker.model, cfg.candidates, exclude_seen=False,
                               head_weights=cfg.head_weights)
     return {**_figures(pipeline, split), "best_epoch": ranker.best_epoch, "curve": ranker.curve,
+            "retrieval_order": ranker.model.retrieval_order,
             "conversion": conversion_report(pipeline, split),
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -154,6 +155,9 @@ def _print(report: dict[str, dict]) -> None:
         print(f"{name:<20} {ndcg:>13.4f} {ratio:>10} {r['full']['HR@10']:>11.4f} "
               f"{r['full']['MRR']:>7.4f} {r['sampled']['NDCG@10']:>16.4f} "
               + " ".join(f"{p:>7.4f}" for p in parts) + f" {str(r.get('best_epoch')):>8}")
+        if "retrieval_order" in r:
+            print(f"    among unseen items: the {'retriever' if r['retrieval_order'] else 'ranker'}"
+                  "'s order (chosen on validation)")
         for head, c in (r.get("conversion") or {}).items():
             gain = (f"  vs next {c['converts AUC gain']:+.4f} [{c['converts AUC gain low']:+.4f}, "
                     f"{c['converts AUC gain high']:+.4f}]" if "converts AUC gain" in c else "")

@@ -101,7 +101,7 @@ class PipelineScorer:
                side: Side | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(served scores, item ids), each [batch, depth], best first (``served_scores``)."""
         logits, found = self.head_logits(users, sessions, histories, side)
-        ranked = served_scores(found, logits @ self.heads)
+        ranked = served_scores(found, logits @ self.heads, self.ranker.retrieval_order)
         order = np.argsort(-ranked, axis=1, kind="stable")
         return np.take_along_axis(ranked, order, 1), np.take_along_axis(found.ids, order, 1)
 
@@ -536,7 +536,7 @@ class ServingBundle:
             heads = self.ranker.score(user_ids, np.where(ids <= self.ranker.num_items, ids, 0),
                                       emb, found.scores, found.context, found.categories,
                                       found.pair)
-            scores = served_scores(found, heads @ self.heads)
+            scores = served_scores(found, heads @ self.heads, self.ranker.retrieval_order)
         # A NaN score sorts first, not last: sorted last, a ranker scoring NaN served empty
         # lists (every top slot an empty one), and neither the swap's smoke test nor the
         # worker's check on each list saw a NaN (``make faults``, poisoned models).

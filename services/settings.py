@@ -124,7 +124,9 @@ class Settings(BaseSettings):
                                      "(it has no auth: 0.0.0.0 only inside a private network)")
     recs_top_n: int = Field(10, ge=1, le=1000)
     recs_ttl_s: int = Field(24 * 3600, ge=1)
-    recs_exclude_seen: bool = True
+    recs_exclude_seen: bool = Field(True, description="leave the session's items out of "
+                                    "its lists; false: the ranker places its newest among "
+                                    "the rest")
     recs_channel: str = Field("streamrec:recs", min_length=1, description="Redis pub/sub "
                               "channel of every published list (the API's live feeds)")
     session_gap_min: float = Field(30.0, ge=1 / 60, le=10**7, description="1 s to ~19 years")

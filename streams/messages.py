@@ -52,14 +52,14 @@ def version_string(versions: Mapping[str, str]) -> str:
 
 @dataclass
 class ScoredItem:
-    """An item and its served score (the list's order: among items the user has not met
-    the retriever's order holds, so those take the ranker's scores in that order);
-    ``heads``: the item's own ranker logit per task when a multi-task ranker served it
-    (``next``: the next interaction is this item; ``conversion``: that interaction
-    converts, given it is this item); ``path``, in a model list: ``model`` (an item the
-    models trained on), ``content`` (a catalogue item known by its content alone, not yet
-    trained on) or ``popularity`` (recent popularity, filling a slot the model left
-    empty)."""
+    """An item and its served score (the list's order: where a ranker keeps the
+    retriever's order among items the user has not met, those take its scores in that
+    order); ``heads``: the item's own ranker logit per task when a multi-task ranker
+    served it (``next``: the next interaction is this item; ``conversion``: that
+    interaction converts, given it is this item); ``path``, in a model list: ``model`` (an
+    item the models trained on), ``content`` (a catalogue item known by its content alone,
+    not yet trained on) or ``popularity`` (recent popularity, filling a slot the model
+    left empty)."""
 
     item_id: str
     score: float

@@ -41,24 +41,28 @@ def candidate_lists(index: ItemIndex, table: np.ndarray, sessions: np.ndarray,
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 
-def served_scores(found: Candidates, combined: np.ndarray) -> np.ndarray:
+def served_scores(found: Candidates, combined: np.ndarray, retrieval_order: bool
+                  ) -> np.ndarray:
     """The scores [batch, width] that order ``found``'s lists: ``combined`` (the ranker's
-    heads combined, per candidate), with the fresh candidates' (those the user has not
-    met) handed out again in retrieval order. So the ranker decides where the user's own
-    items go among the fresh ones, and the retriever keeps its order among those; empty
-    slots score -inf.
+    heads combined, per candidate); empty slots score -inf. With ``retrieval_order``, the
+    fresh candidates' scores (those the user has not met) are handed out again in
+    retrieval order: the ranker decides where the user's own items go among the fresh
+    ones, and the retriever keeps its order among those.
 
     The ranker learns its order among fresh items from the cross-fitted retrievers' lists,
     whose scores are weaker than the served retriever's (it learned to weigh the score
     0.46, not 1, on REES46), and there it ranked next items below SASRec's own order: full
-    NDCG@10 on new targets -17% on REES46, -25% on DIGINETICA (docs/BENCHMARKS.md). Its
-    gain is in placing the items a user returns to. A list of fresh items only (a live
-    list with ``STREAMREC_RECS_EXCLUDE_SEEN``) is therefore in the retriever's order.
+    NDCG@10 on new targets -17% on REES46, -25% on DIGINETICA (docs/BENCHMARKS.md). So
+    ``fit_ranker`` chooses the order on validation (``NeuMF.retrieval_order``). With it,
+    a list of fresh items only (a live list with ``STREAMREC_RECS_EXCLUDE_SEEN``) is in
+    the retriever's order.
 
     A row holding a NaN keeps its scores as they are: handed out again, a NaN could land
     on an empty slot and leave the list, and a poisoned ranker must be seen serving NaN."""
     valid = found.ids > 0
     ranked = np.where(valid, combined, -np.inf)
+    if not retrieval_order:
+        return ranked
     fresh = valid & (found.pair[..., 1] == 0)
     best_first = -np.sort(-np.where(fresh, ranked, -np.inf), axis=1)
     nth = np.maximum(np.cumsum(fresh, axis=1) - 1, 0)

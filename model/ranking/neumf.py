@@ -61,7 +61,9 @@ class NeuMF(keras.Model):
     (``model.ranking.training.cross_fitted_examples``); 0 when unknown. ``seen_window``: how
     many of a user's newest items its seen-before features and recent candidates read
     (``model.ranking.inputs``), the window a worker's sessions keep; 0: all (older
-    models)."""
+    models). ``retrieval_order``: among the items a user has not met, the served lists
+    keep the retriever's order (``model.ranking.inputs.served_scores``); ``fit_ranker``
+    chooses it on validation (older models: false, the ranker's own order)."""
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 32,
                  mlp_layers: tuple[int, ...] | list[int] = (64, 32, 16), session_dim: int = 0,
@@ -71,7 +73,7 @@ class NeuMF(keras.Model):
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  wide: bool = False, conditional: bool = False, fold_epochs: int = 0,
-                 seen_window: int = 0, **kwargs: Any) -> None:
+                 seen_window: int = 0, retrieval_order: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if content and branch == "gmf":
             raise ValueError("content features need the MLP branch")
@@ -95,6 +97,7 @@ class NeuMF(keras.Model):
         self.content, self.id_dropout, self.wide = content, id_dropout, wide
         self.conditional = conditional and len(self.tasks) > 1
         self.fold_epochs, self.seen_window = fold_epochs, seen_window
+        self.retrieval_order = bool(retrieval_order)
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -206,7 +209,7 @@ class NeuMF(keras.Model):
                 "features": self.features, "id_l2": self.id_l2, "content": self.content,
                 "id_dropout": self.id_dropout, "wide": self.wide,
                 "conditional": self.conditional, "fold_epochs": self.fold_epochs,
-                "seen_window": self.seen_window}
+                "seen_window": self.seen_window, "retrieval_order": self.retrieval_order}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None

@@ -51,6 +51,7 @@ class NumpyNeuMF:
     item_ids: np.ndarray | None = None     # [items + 1, h1]: the id embeddings' terms
     fuse_context: np.ndarray | None = None  # [context_dim, tasks]: the conditional heads'
     seen_window: int = 0  # the newest items its seen-before features read (``NeuMF``)
+    retrieval_order: bool = False  # unseen items keep the retriever's order (``NeuMF``)
 
     @property
     def num_users(self) -> int:
@@ -149,7 +150,8 @@ def export_neumf(model: NeuMF) -> NumpyNeuMF:
                       first.categories, first.pair, first.bias, tuple(rest), heads["gmf"],
                       heads["mlp"], score, heads["pair"], heads["bias"], model.tasks,
                       max(model.buckets, 1), first.content, first.item_kernel,
-                      first.item_ids, heads["context"], model.seen_window)
+                      first.item_ids, heads["context"], model.seen_window,
+                      model.retrieval_order)
 
 
 def _heads(model: NeuMF) -> dict[str, np.ndarray | None]:

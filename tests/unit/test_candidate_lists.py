@@ -97,7 +97,7 @@ def _lists(ids: list[list[int]], seen: list[list[int]]) -> Candidates:
 def test_served_order_keeps_retrieval_order_among_unseen_items_and_places_seen_ones() -> None:
     found = _lists([[5, 6, 7, 8, 0]], [[0, 1, 0, 0, 0]])  # 6 is the user's own item
     combined = np.array([[0.1, 0.9, 0.5, 0.7, 3.0]])
-    scores = served_scores(found, combined)
+    scores = served_scores(found, combined, retrieval_order=True)
     order = np.argsort(-scores[0], kind="stable")
     # The ranker put 6 first; the unseen 5, 7, 8 take its other scores in retrieval order.
     assert found.ids[0, order].tolist() == [6, 5, 7, 8, 0]
@@ -106,12 +106,16 @@ def test_served_order_keeps_retrieval_order_among_unseen_items_and_places_seen_o
 
 def test_served_order_of_unseen_items_only_is_the_retrieval_order() -> None:
     found = _lists([[3, 1, 2], [4, 2, 0]], [[0, 0, 0], [0, 0, 0]])
-    scores = served_scores(found, np.array([[0.0, 2.0, 1.0], [0.0, 5.0, 9.0]]))
+    combined = np.array([[0.0, 2.0, 1.0], [0.0, 5.0, 9.0]])
+    scores = served_scores(found, combined, retrieval_order=True)
     assert scores.tolist() == [[2.0, 1.0, 0.0], [5.0, 0.0, -np.inf]]
+    # A ranker that keeps its own order (older models, or where it validated better).
+    own = served_scores(found, combined, retrieval_order=False)
+    assert own.tolist() == [[0.0, 2.0, 1.0], [0.0, 5.0, -np.inf]]
 
 
 def test_a_list_scored_nan_keeps_its_nan_for_the_worker_to_see() -> None:
     found = _lists([[3, 1, 2], [4, 2, 1]], [[0, 1, 0], [0, 0, 0]])
-    scores = served_scores(found, np.array([[0.5, np.nan, 1.0], [0.0, 1.0, 2.0]]))
+    scores = served_scores(found, np.array([[0.5, np.nan, 1.0], [0.0, 1.0, 2.0]]), True)
     assert np.isnan(scores[0, 1]) and scores[0, [0, 2]].tolist() == [0.5, 1.0]
     assert scores[1].tolist() == [2.0, 1.0, 0.0]

@@ -59,3 +59,25 @@ def test_the_rankers_fold_retrievers_train_in_the_mode_kept_for_a_from_scratch_c
     warm = training.fit_ranker(split, SASRecScorer(served), index, SMALL, 0, cfg, init=first)
     assert folds == [(mode, 2)] * 2 and warm.model.fold_epochs == 2
     assert type(first).from_config(first.get_config()).fold_epochs == 2  # saved with it
+
+
+def test_the_ranker_serves_the_order_among_unseen_items_that_validates_better() -> None:
+    """``fit_ranker`` keeps the retriever's order among unseen items, or the ranker's,
+    whichever scores the higher validation NDCG@10, and reports that one's figures."""
+    from model.evaluation.protocols import evaluate
+    from model.pipeline import PipelineScorer
+
+    split = _split()
+    served = fit_sasrec(split, SMALL).model
+    index = ItemIndex.build(keras.ops.convert_to_numpy(served.item_embeddings()))
+    cfg = training.NeuMFConfig(epochs=2, eval_every=1, candidates=10, lists_per_user=2)
+    result = training.fit_ranker(split, SASRecScorer(served), index, SMALL, 2, cfg)
+    chosen = result.model.retrieval_order
+    pipeline = PipelineScorer(SASRecScorer(served), index, result.model, cfg.candidates,
+                              exclude_seen=False, head_weights=cfg.head_weights)
+    scores = {}
+    for keep in (True, False):
+        result.model.retrieval_order = keep
+        scores[keep] = evaluate(pipeline, split, "valid")["full"]["NDCG@10"]
+    assert chosen == (scores[True] >= scores[False])
+    assert result.best_valid["full"]["NDCG@10"] == pytest.approx(scores[chosen])

@@ -33,19 +33,23 @@ def test_bundle_matches_the_offline_pipeline_and_handles_unknowns() -> None:
     ranker.out.set_weights([kernel + 0.05, bias])
     index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
     offline = PipelineScorer(sas, index, ranker, candidates=30, exclude_seen=True)
-    _, expected = offline.rerank(users, sas.embed(hist), hist)
-
-    bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v7", candidates=30)
     retriever = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v7")
     names = [[seqs.items.ids[i - 1] for i in h] for h in hist]
-    recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], names, k=10)
     alone = retriever.recommend([seqs.users.ids[u - 1] for u in users], names, k=10)
-    for row, (rec, plain) in enumerate(zip(recs, alone)):
-        assert rec is not None and plain is not None and len(rec.items) == 10
-        assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]
-        assert not set(rec.items) & set(names[row])  # seen items are not recommended
-        assert rec.items == plain.items  # among unseen items the retriever's order holds
-        assert rec.scores == sorted(rec.scores, reverse=True)
+    for keep in (False, True):  # the ranker's own order among unseen items, the retriever's
+        ranker.retrieval_order = keep
+        _, expected = offline.rerank(users, sas.embed(hist), hist)
+        bundle = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v7",
+                                           candidates=30)
+        recs = bundle.recommend([seqs.users.ids[u - 1] for u in users], names, k=10)
+        for row, (rec, plain) in enumerate(zip(recs, alone)):
+            assert rec is not None and plain is not None and len(rec.items) == 10
+            assert rec.items == [seqs.items.ids[i - 1] for i in expected[row, :10]]
+            assert not set(rec.items) & set(names[row])  # seen items are not recommended
+            assert rec.scores == sorted(rec.scores, reverse=True)
+        # Unseen items only: the retriever's order holds where chosen, not otherwise.
+        assert [r.items for r in recs] == [p.items for p in alone] if keep else \
+            [r.items for r in recs] != [p.items for p in alone]
     # Unknown items are skipped; a session of only unknown items gets None (popularity path).
     mixed = bundle.recommend(["new-user", "u-x"], [["never-seen", names[0][-1]], ["nope"]], k=5)
     assert mixed[0] is not None and len(mixed[0].items) == 5 and mixed[1] is None
@@ -140,6 +144,7 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
     weights = {"next": 1.0, "conversion": 0.5}
     # Seen items among the candidates: the ranker places them among the unseen ones.
+    ranker.retrieval_order = True
     offline = PipelineScorer(sas, index, ranker, candidates=30, exclude_seen=False,
                              head_weights=weights)
     expected_scores, expected = offline.rerank(users, sessions, hist, side)

@@ -152,16 +152,22 @@ def test_a_saved_ranker_with_content_loads_built_and_exports(tmp_path) -> None:
                                expected, atol=1e-6)  # exported before any call: built on load
 
 
-def test_a_ranker_keeps_its_history_window_through_saving_and_export(tmp_path) -> None:
+def test_a_ranker_keeps_its_history_window_and_order_through_saving_and_export(tmp_path
+                                                                            ) -> None:
     """The window its seen-before features were trained on travels with the model, so a
-    worker cuts its sessions the same way; an older model (no key) reads whole histories."""
-    model = NeuMF(num_users=3, num_items=4, mlp_layers=(8, 4), pair_dim=2, seen_window=7)
+    worker cuts its sessions the same way, and so does the order chosen among unseen items;
+    an older model (no keys) reads whole histories and serves its own order."""
+    model = NeuMF(num_users=3, num_items=4, mlp_layers=(8, 4), pair_dim=2, seen_window=7,
+                  retrieval_order=True)
     model({"user": np.zeros(1, "int32"), "item": np.ones(1, "int32"),
            "pair": np.zeros((1, 2), "float32")})
     model.save(tmp_path / "r.keras")
     loaded = keras.saving.load_model(tmp_path / "r.keras", safe_mode=True, compile=False)
     assert loaded.seen_window == 7 and export_neumf(loaded).seen_window == 7
-    config = {k: v for k, v in model.get_config().items() if k != "seen_window"}
-    assert NeuMF.from_config(config).seen_window == 0
+    assert loaded.retrieval_order and export_neumf(loaded).retrieval_order
+    config = {k: v for k, v in model.get_config().items()
+              if k not in ("seen_window", "retrieval_order")}
+    older = NeuMF.from_config(config)
+    assert older.seen_window == 0 and not older.retrieval_order
     with pytest.raises(ValueError, match="seen_window >= 0"):
         NeuMF(num_users=3, num_items=4, seen_window=-1)

@@ -287,14 +287,14 @@ def choose_order(served: PipelineScorer, split: LeaveLastOut) -> dict:
     return that order's validation figures.
 
     Chosen on validation, not fixed: the ranker's own order there was below SASRec's on
-    REES46 and DIGINETICA (seed 42), but above it on ml-latest-small at seed 2 (1.093x,
-    docs/BENCHMARKS.md); a log we have not seen decides for itself."""
+    REES46 and DIGINETICA (seed 42), yet validation prefers it on ml-latest-small at seed
+    2 (docs/BENCHMARKS.md); a log we have not seen decides for itself."""
     figures = {}
     for keep in (True, False):
         served.ranker.retrieval_order = keep
         figures[keep] = evaluate(served, split, "valid")
-    served.ranker.retrieval_order = (figures[True]["full"]["NDCG@10"]
-                                     >= figures[False]["full"]["NDCG@10"])
+    served.ranker.retrieval_order = bool(figures[True]["full"]["NDCG@10"]
+                                         >= figures[False]["full"]["NDCG@10"])
     return figures[served.ranker.retrieval_order]
 
 

@@ -81,3 +81,18 @@ def test_the_ranker_serves_the_order_among_unseen_items_that_validates_better() 
         scores[keep] = evaluate(pipeline, split, "valid")["full"]["NDCG@10"]
     assert chosen == (scores[True] >= scores[False])
     assert result.best_valid["full"]["NDCG@10"] == pytest.approx(scores[chosen])
+
+
+@pytest.mark.parametrize(("retriever", "own", "kept"), [(0.2, 0.3, False), (0.3, 0.2, True),
+                                                        (0.25, 0.25, True)])
+def test_choose_order_keeps_the_higher_validation_and_the_retrievers_when_level(
+        monkeypatch: pytest.MonkeyPatch, retriever: float, own: float, kept: bool) -> None:
+    from types import SimpleNamespace
+
+    served = SimpleNamespace(ranker=SimpleNamespace(retrieval_order=None))
+    monkeypatch.setattr(training, "evaluate", lambda scorer, split, stage: {
+        "stage": stage, "full": {"NDCG@10": retriever if scorer.ranker.retrieval_order
+                                 else own}})
+    figures = training.choose_order(served, split=None)  # type: ignore[arg-type]
+    assert served.ranker.retrieval_order is kept
+    assert figures == {"stage": "valid", "full": {"NDCG@10": retriever if kept else own}}

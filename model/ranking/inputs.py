@@ -49,13 +49,12 @@ def served_scores(found: Candidates, combined: np.ndarray, retrieval_order: bool
     retrieval order: the ranker decides where the user's own items go among the fresh
     ones, and the retriever keeps its order among those.
 
-    The ranker learns its order among fresh items from the cross-fitted retrievers' lists,
-    whose scores are weaker than the served retriever's (it learned to weigh the score
-    0.46, not 1, on REES46), and there it ranked next items below SASRec's own order: full
-    NDCG@10 on new targets -17% on REES46, -25% on DIGINETICA (docs/BENCHMARKS.md). So
-    ``fit_ranker`` chooses the order on validation (``NeuMF.retrieval_order``). With it,
-    a list of fresh items only (a live list with ``STREAMREC_RECS_EXCLUDE_SEEN``) is in
-    the retriever's order.
+    The ranker learns its order among fresh items from the cross-fitted retrievers'
+    lists, and there it ranked next items below SASRec's own order: full NDCG@10 on new
+    targets -17% on REES46, -25% on DIGINETICA (docs/BENCHMARKS.md; with the score's
+    weight held at 1 it did no better). So ``fit_ranker`` chooses the order on validation
+    (``NeuMF.retrieval_order``). With it, a list of fresh items only (a live list with
+    ``STREAMREC_RECS_EXCLUDE_SEEN``) is in the retriever's order.
 
     A row holding a NaN keeps its scores as they are: handed out again, a NaN could land
     on an empty slot and leave the list, and a poisoned ranker must be seen serving NaN."""

@@ -50,8 +50,8 @@ from model.retrieval.training import SASRecScorer
 
 
 class PipelineScorer:
-    """SASRec retrieves ``candidates`` items, NeuMF reorders them; the rest keep their
-    SASRec order below. ``ServingBundle`` computes the same in NumPy for the workers.
+    """SASRec retrieves ``candidates`` items, NeuMF reorders them (``served_scores``: among
+    unseen items, maybe in SASRec's order); the rest keep their SASRec order below. ``ServingBundle`` computes the same in NumPy for the workers.
 
     ``exclude_seen`` drops the user's history from the candidates (what a live feed
     wants). The offline protocol masks history itself but keeps a held-out item the user
@@ -110,7 +110,7 @@ class PipelineScorer:
         sessions = self.sasrec.embed(histories, side)
         full = sessions @ self.table.T
         ranked, ids = self.rerank(users, sessions, histories, side)
-        # Candidates sit above every other item, in the ranker's order.
+        # Candidates sit above every other item, in the served order (``rerank``).
         top = full.max(axis=1, keepdims=True) + 1.0
         rows = np.arange(len(users))[:, None]
         rank_bonus = np.linspace(1.0, 0.0, ids.shape[1])[None, :] * (ids > 0)

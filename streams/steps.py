@@ -3,11 +3,12 @@ to answer one micro-batch. ``streams.worker`` wires them into the Faust app; the
 tests drive them with plain fakes.
 
 - ``EventStep`` (per event, in the event's own context): validate, sessionize, drop
-  redelivered event ids, count popularity, say which context keys the session leaves
-  out. It decides; the caller writes the table, sends dead letters and counts.
+  redelivered event ids, say which context keys the session leaves out. It decides; the
+  caller writes the table, sends dead letters and counts.
 - ``BatchStep`` (per ``stream.take`` micro-batch): recommend for the updated sessions,
   build each user's ``RecommendationList`` (recent popularity for users the model cannot
-  serve yet), publish them to the ``recommendations`` topic and Redis.
+  serve yet), publish them to the ``recommendations`` topic and Redis, then count the
+  batch's events in recent popularity.
 
 Both are on the worker's hot path (thousands of events a second; ``EventStep`` once per
 event, ``BatchStep`` once per micro-batch): they build small dataclasses and nothing else,
@@ -83,7 +84,9 @@ class SessionUpdate:
     key the session does not keep was left out (``streams.sessions.ignored_context``),
     for the caller to count: a bad context value never fails the event; ``trace`` the
     event's valid trace headers (``streams.tracing``), for its list to carry; ``reset``
-    that the stored session could not be read and this event started a new one."""
+    that the stored session could not be read and this event started a new one;
+    ``counts_at_ms`` the time the event counts at in recent popularity, None for a repeat
+    (counted when first applied)."""
 
     user_id: str
     session: LiveSession
@@ -94,6 +97,7 @@ class SessionUpdate:
     ignored: Sequence[str] = ()
     trace: TraceHeaders = ()
     reset: bool = False
+    counts_at_ms: int | None = None
 
 
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
@@ -205,24 +209,23 @@ class UnstoredLists:
 
 
 class EventStep:
-    """Per event: validate, sessionize, dedupe, count popularity. The context keys a
-    session keeps are those ``policy.features`` declares; ``answered`` tells a duplicate
-    from a redelivery whose list never went out (``AnsweredEvents``); ``clock_ms`` caps the
-    time an event counts at in popularity (validation lets ``ts`` run a day ahead, and one
-    such event would otherwise outweigh 2^24 current ones)."""
+    """Per event: validate, sessionize, dedupe. The context keys a session keeps are those
+    ``policy.features`` declares; ``answered`` tells a duplicate from a redelivery whose
+    list never went out (``AnsweredEvents``); ``clock_ms`` caps the time an event counts
+    at in popularity (validation lets ``ts`` run a day ahead, and one such event would
+    otherwise outweigh 2^24 current ones)."""
 
-    def __init__(self, policy: SessionPolicy, popularity: DecayedPopularity,
-                 answered: AnsweredEvents | None = None,
+    def __init__(self, policy: SessionPolicy, answered: AnsweredEvents | None = None,
                  clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
-        self.policy, self.popularity, self.clock_ms = policy, popularity, clock_ms
+        self.policy, self.clock_ms = policy, clock_ms
         self.answered = answered if answered is not None else AnsweredEvents()
 
     def __call__(self, raw: bytes | None, stored: Callable[[str], dict | None],
                  headers: RawHeaders | None = None, key: bytes | None = None) -> EventOutcome:
         """What ``raw`` does to its user's session. ``stored`` looks up the state kept for a
         user id (the Faust table's ``get``): the user is known only once ``raw`` parses.
-        Only an update counts towards popularity or ignored context keys, so a redelivery
-        is not counted twice. Whatever else fails on one record dead-letters that record
+        Only an update says when it counts in popularity or which context keys it ignored,
+        so a redelivery is not counted twice. Whatever else fails on one record dead-letters that record
         (``processing_error``, the exception as detail), so it cannot stop the agent.
 
         ``key``, the record's Kafka key when given, must be the user id (``wrong_key``
@@ -254,11 +257,10 @@ class EventStep:
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                                  event.item_id, sent_us(meta), previous or {}, [],
                                  from_record(meta))
-        self.popularity.add(event.item_id, min(event.ts, self.clock_ms()))
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                              event.item_id, sent_us(meta), new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
-                             from_record(meta), reset)
+                             from_record(meta), reset, min(event.ts, self.clock_ms()))
 
 
 class Recommender(Protocol):
@@ -311,7 +313,15 @@ def reasons(rec: Recommendation | None) -> list[Reason] | None:
 
 
 class BatchStep:
-    """Per micro-batch: recommend, build the lists, publish them.
+    """Per micro-batch: recommend, build the lists, publish them, then count the batch's
+    events in recent popularity.
+
+    Counted after the lists, not as each event is sessionized: a list answers its event,
+    and had the whole batch been counted first, the list of a user's first event in it
+    would have held the items their later events in the batch were about to take. On a
+    backlog of MovieLens bursts that lifted popularity's hits 25-fold, and live experiments
+    crowned popularity over a model it loses to (docs/BENCHMARKS.md, issue #15). A list
+    sees popularity as of its micro-batch's start, at most ``worker_batch_within_ms`` old.
 
     ``topic`` and ``producer`` take every list to Kafka, ``store`` to Redis; ``clock`` (in
     seconds, monotonic) paces the popularity record and times the publish stage; ``spans``
@@ -433,6 +443,7 @@ class BatchStep:
         now_us = time.time_ns() // 1000
         lists = [self.build(u, rec, version, now_us, tag)
                  for u, rec, version, tag in zip(updates, recs, versions, tags)]
+        self.count(updates)
         if experiment is not None:
             experiment.track([(u.user_id, u.item_id, u.session.types[-1] if u.session.types
                                else "") for u in updates], lists)
@@ -456,6 +467,12 @@ class BatchStep:
         await self._store(payloads, popular.to_json() if popular is not None else None)
         self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
         return lists
+
+    def count(self, updates: Sequence[SessionUpdate]) -> None:
+        """Count each new event in recent popularity (a repeat was counted already)."""
+        for update in updates:
+            if update.counts_at_ms is not None:
+                self.popularity.add(update.item_id, update.counts_at_ms)
 
     def unanswered(self, updates: Sequence[SessionUpdate]) -> list[SessionUpdate]:
         """``updates`` less repeats: an event answered already, or earlier in this batch.

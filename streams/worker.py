@@ -3,9 +3,10 @@ out to the ``recommendations`` topic and Redis, in micro-batches.
 
 Per event (a stream processor, so it runs in the event's own context and each table write
 reaches the changelog partition of the event's own partition): validate (bad records to
-the dead-letter topic, with the reason), sessionize, count popularity. Per micro-batch
-(``stream.take``): encode the updated sessions, retrieve, rerank, publish. Users the model
-cannot serve yet get recent popularity; every reply says which path served it. Model
+the dead-letter topic, with the reason), sessionize. Per micro-batch (``stream.take``):
+encode the updated sessions, retrieve, rerank, publish, then count the batch's events in
+recent popularity. Users the model cannot serve yet get that popularity; every reply says
+which path served it. Model
 updates are followed by every worker (``streams.hot_swap``).
 
 The decisions live in ``streams.steps`` (``EventStep``, ``BatchStep``), free of Faust;
@@ -492,14 +493,13 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     metrics = metrics or WorkerMetrics()
     catalogue = Catalogue(metrics)
     serving = Serving(bundle, metrics, cfg.status_file, catalogue)
-    popularity = DecayedPopularity()
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     guard = FreezeGuard(cfg.session_timeout_s / 2)
-    sessionize = sessionizer(EventStep(cfg.session, popularity, answered), sessions, dlq,
+    sessionize = sessionizer(EventStep(cfg.session, answered), sessions, dlq,
                              metrics, lag, guard)
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
-    publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, popularity,
+    publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, DecayedPopularity(),
                           lists_out, recs_writer, metrics, answered=answered)
     load_variant = _no_bundles if load_bundle_for is None else \
         smoke_tested(load_bundle_for, cfg.top_n)

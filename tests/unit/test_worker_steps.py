@@ -56,9 +56,8 @@ def schema_validator(file: str) -> jsonschema.Draft202012Validator:
 
 # --- per event -------------------------------------------------------------------------
 
-def test_a_valid_event_updates_the_session_and_counts_popularity() -> None:
-    popularity = DecayedPopularity()
-    step = EventStep(SessionPolicy(), popularity)
+def test_a_valid_event_updates_the_session_and_says_when_it_counts_in_popularity() -> None:
+    step = EventStep(SessionPolicy())
     table: dict[str, dict] = {}
     first = step(new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json(), table.get)
     assert isinstance(first, SessionUpdate)
@@ -71,24 +70,21 @@ def test_a_valid_event_updates_the_session_and_counts_popularity() -> None:
     assert second.session.types == ("view", "purchase")
     state = SessionState.from_dict(second.state)
     assert state.items == ("i1", "i2") and state.events_in_session == 2
-    assert sorted(item for item, _ in popularity.top(10)) == ["i1", "i2"]
+    assert (first.counts_at_ms, second.counts_at_ms) == (T0, T0 + 1000)
 
 
 def test_bad_json_is_a_dead_letter_with_its_reason() -> None:
-    popularity = DecayedPopularity()
-
     def no_lookup(user_id: str) -> dict | None:
         raise AssertionError("a record that does not parse has no user to look up")
 
-    outcome = EventStep(SessionPolicy(), popularity)(b"{not json", no_lookup)
+    outcome = EventStep(SessionPolicy())(b"{not json", no_lookup)
     assert isinstance(outcome, DeadLetter) and outcome.reason == "bad_json" and outcome.detail
-    assert popularity.top(10) == []
 
 
 def test_a_record_breaking_the_schema_names_its_reason() -> None:
     raw = orjson.dumps({**orjson.loads(new_event("u1", "i1", ts=T0).to_json()),
                         "event_type": "teleport"})
-    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {}.get)
+    outcome = EventStep(SessionPolicy())(raw, {}.get)
     assert isinstance(outcome, DeadLetter) and outcome.reason == "unknown_event_type"
     assert "teleport" in outcome.detail
 
@@ -97,19 +93,17 @@ def test_a_record_breaking_the_schema_names_its_reason() -> None:
 def test_an_event_keyed_by_another_than_its_user_is_a_dead_letter(key: bytes) -> None:
     """Keyed otherwise (or unkeyed: the worker passes b""), a user's events land on other
     partitions and their session splits across workers: refused before it counts."""
-    popularity = DecayedPopularity()
-    step = EventStep(SessionPolicy(), popularity)
+    step = EventStep(SessionPolicy())
     raw = new_event("u1", "i1", ts=T0).to_json()
     outcome = step(raw, {}.get, key=key)
     assert isinstance(outcome, DeadLetter) and outcome.reason == "wrong_key"
     assert f"the record's key {key!r} is not its user id" in outcome.detail
-    assert popularity.top(10) == []
     assert isinstance(step(raw, {}.get, key=b"u1"), SessionUpdate)
 
 
 def test_a_tombstone_is_a_dead_letter_not_a_crash() -> None:
     """A null value (a tombstone, or a producer sending none) has no event to read."""
-    outcome = EventStep(SessionPolicy(), DecayedPopularity())(None, {}.get)  # type: ignore[arg-type]
+    outcome = EventStep(SessionPolicy())(None, {}.get)  # type: ignore[arg-type]
     assert isinstance(outcome, DeadLetter) and outcome.reason == "empty_record"
 
 
@@ -123,7 +117,7 @@ def test_a_record_that_breaks_the_step_otherwise_is_a_dead_letter_naming_why(
 
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     with caplog.at_level(logging.ERROR, logger="streams.steps"):
-        outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, broken)
+        outcome = EventStep(SessionPolicy())(raw, broken)
     assert isinstance(outcome, DeadLetter) and outcome.reason == "processing_error"
     assert outcome.detail == "RuntimeError: table unavailable"
     assert "table unavailable" in caplog.text
@@ -134,7 +128,7 @@ def test_an_unreadable_stored_session_starts_afresh_and_says_so(stored: Any) -> 
     """A state the worker cannot read (a future or corrupt format) must not stop the agent:
     the event starts a new session, and the update says the old one was dropped."""
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
-    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {"u1": stored}.get)
+    outcome = EventStep(SessionPolicy())(raw, {"u1": stored}.get)
     assert isinstance(outcome, SessionUpdate) and outcome.reset
     assert outcome.session.items == ("i1",)
     assert SessionState.from_dict(outcome.state).items == ("i1",)
@@ -143,41 +137,34 @@ def test_an_unreadable_stored_session_starts_afresh_and_says_so(stored: Any) -> 
 def test_an_event_from_the_future_counts_as_now_in_popularity() -> None:
     """Validation lets ``ts`` run up to a day ahead (clock skew); counted as it stands, one
     such event would outweigh 2^24 current ones. It counts as of this machine's clock."""
-    popularity = DecayedPopularity()
-    step = EventStep(SessionPolicy(), popularity, clock_ms=lambda: T0)
-    ahead = T0 + 23 * 3_600_000
-    step(new_event("u1", "future-item", ts=ahead).to_json(), {}.get)
-    for user in ("u2", "u3"):
-        step(new_event(user, "now-item", ts=T0).to_json(), {}.get)
-    assert [item for item, _ in popularity.top(2)] == ["now-item", "future-item"]
+    step = EventStep(SessionPolicy(), clock_ms=lambda: T0)
+    ahead = step(new_event("u1", "future-item", ts=T0 + 23 * 3_600_000).to_json(), {}.get)
+    assert isinstance(ahead, SessionUpdate) and ahead.counts_at_ms == T0
 
 
 def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
-    popularity = DecayedPopularity()
-    step = EventStep(SessionPolicy(), popularity)
+    step = EventStep(SessionPolicy())
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     update = step(raw, {}.get)
     assert isinstance(update, SessionUpdate)
     step.answered.add("u1", EVENT_ID)  # its list went out (the batch step records that)
     table = {"u1": update.state}
     before = orjson.dumps(table)
-    assert step(raw, table.get) == Duplicate(EVENT_ID)
+    assert step(raw, table.get) == Duplicate(EVENT_ID)  # nothing left to count
     assert orjson.dumps(table) == before
-    assert popularity.top(10) == [("i1", 1.0)]  # counted once
 
 
 def test_a_redelivered_event_whose_list_never_went_out_is_answered_again() -> None:
     """Its state was applied (a rebalance dropped its micro-batch, or the process died
     before publishing): answered from the session as it stands, nothing counted twice."""
-    popularity = DecayedPopularity()
-    step = EventStep(SessionPolicy(), popularity)
+    step = EventStep(SessionPolicy())
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     first = step(raw, {}.get)
     assert isinstance(first, SessionUpdate)
     again = step(raw, {"u1": first.state}.get)
     assert isinstance(again, SessionUpdate) and again.event_id == EVENT_ID
     assert again.state == first.state and again.session == first.session
-    assert popularity.top(10) == [("i1", 1.0)]
+    assert first.counts_at_ms == T0 and again.counts_at_ms is None
 
 
 def test_answered_events_remember_the_newest_ids_only() -> None:
@@ -202,7 +189,7 @@ def test_answered_events_remember_the_newest_ids_only() -> None:
 def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> None:
     assert sent_us(headers) == expected
     raw = new_event("u1", "i1", ts=T0).to_json()
-    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {}.get, headers)
+    outcome = EventStep(SessionPolicy())(raw, {}.get, headers)
     assert isinstance(outcome, SessionUpdate) and outcome.sent_us == expected
 
 
@@ -217,13 +204,13 @@ def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> Non
 ])
 def test_an_events_valid_trace_headers_reach_its_update(headers: Any, trace: tuple) -> None:
     raw = new_event("u1", "i1", ts=T0).to_json()
-    outcome = EventStep(SessionPolicy(), DecayedPopularity())(raw, {}.get, headers)
+    outcome = EventStep(SessionPolicy())(raw, {}.get, headers)
     assert isinstance(outcome, SessionUpdate) and outcome.trace == trace
 
 
 def test_context_keys_left_out_are_named_and_the_event_still_answered() -> None:
     spec = FeatureSpec(categorical=("device",), numeric=("price",))
-    step = EventStep(SessionPolicy(features=spec), DecayedPopularity())
+    step = EventStep(SessionPolicy(features=spec))
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID,
                     context={"price": "free", "device": "ios", "coupon": "x"}).to_json()
     outcome = step(raw, {}.get)
@@ -346,6 +333,20 @@ def test_a_repeat_is_answered_once_though_both_copies_reach_the_batch_step() -> 
     later = asyncio.run(step.publish([update("u1", ("a",), EVENT_ID)], bundle))
     assert [lst.user_id for lst in first] == ["u1", "u2"] and later == []
     assert len(producer.sent) == 2 and metrics.duplicates._value.get() == 2
+
+
+def test_a_batch_counts_its_events_in_popularity_only_once_its_lists_are_built() -> None:
+    """A list answers its own event, so the events after it in the same micro-batch must
+    not reach it. Counted first, on a backlog of bursts they put the items users were about
+    to take into popularity's lists (issue #15). A repeat, counted already, counts no more."""
+    step, _, _ = make_step()
+    bundle = FakeBundle("r:v1", {})  # the model serves nobody: popularity answers all
+    counted = [replace(update(f"u{i}", ("q", "z")), counts_at_ms=T0) for i in range(4)]
+    repeats = [update(f"r{i}", ("q", "y")) for i in range(5)]  # counts_at_ms None
+    lists = asyncio.run(step.publish([update("first", ("q",)), *counted, *repeats], bundle))
+    assert [i.item_id for i in lists[0].items] == ["a", "b", "c"]  # z is 4 events later
+    (after,) = asyncio.run(step.publish([update("next", ("q",))], bundle))
+    assert [i.item_id for i in after.items] == ["z", "a", "b"]  # 4 counts to a's 3; no y
 
 
 def test_an_event_id_a_client_reused_for_another_user_is_answered_for_both() -> None:
@@ -934,7 +935,7 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     table: dict[str, dict] = {}
     metrics = WorkerMetrics()
     policy = SessionPolicy(features=FeatureSpec(numeric=("price",)))
-    step = EventStep(policy, DecayedPopularity())
+    step = EventStep(policy)
     process = sessionizer(step, table, dlq, metrics, PartitionLag(metrics))  # type: ignore[arg-type]
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID,
                     context={"price": "n/a", "coupon": "x", "ref": "y"}).to_json()
@@ -1044,7 +1045,7 @@ def test_the_stream_processor_counts_sessions_it_had_to_restart(
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     table: dict[str, Any] = {"u1": {"items": 5}}
     metrics = WorkerMetrics()
-    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), table, None,  # type: ignore[arg-type]
+    process = sessionizer(EventStep(SessionPolicy()), table, None,  # type: ignore[arg-type]
                           metrics, PartitionLag(metrics))
     update = asyncio.run(process(new_event("u1", "i1", ts=T0).to_json()))
     assert isinstance(update, SessionUpdate) and table == {"u1": update.state}
@@ -1069,7 +1070,7 @@ def test_a_session_that_cannot_be_written_ends_the_worker(
     message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[])
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     metrics, exits = WorkerMetrics(), []
-    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), Mismatched(), None,  # type: ignore[arg-type]
+    process = sessionizer(EventStep(SessionPolicy()), Mismatched(), None,  # type: ignore[arg-type]
                           metrics, PartitionLag(metrics), on_failure=exits.append)
     assert asyncio.run(process(new_event("u1", "i1", ts=T0).to_json())) is None
     assert [type(e) for e in exits] == [PartitionsMismatch]
@@ -1085,7 +1086,7 @@ def test_the_stream_processor_names_the_events_partition_in_log_lines(
     message = SimpleNamespace(tp=TP("events", 3), offset=0, key=b"u1", headers=[])
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     metrics = WorkerMetrics()
-    process = sessionizer(EventStep(SessionPolicy(), DecayedPopularity()), {}, None,  # type: ignore[arg-type]
+    process = sessionizer(EventStep(SessionPolicy()), {}, None,  # type: ignore[arg-type]
                           metrics, PartitionLag(metrics))
 
     async def event_then_log() -> logging.LogRecord:

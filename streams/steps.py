@@ -4,7 +4,7 @@ tests drive them with plain fakes.
 
 - ``EventStep`` (per event, in the event's own context): validate, sessionize, drop
   redelivered event ids, say which context keys the session leaves out. It decides; the
-  caller writes the table, sends dead letters and counts.
+  caller writes the table, sends dead letters and counts metrics.
 - ``BatchStep`` (per ``stream.take`` micro-batch): recommend for the updated sessions,
   build each user's ``RecommendationList`` (recent popularity for users the model cannot
   serve yet), publish them to the ``recommendations`` topic and Redis, then count the
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.backoff import Backoff
-from streams.events import InvalidEvent, parse
+from streams.events import Event, InvalidEvent, parse
 from streams.events import Reason as Rejection
 from streams.messages import (
     ExperimentTag,
@@ -85,8 +85,8 @@ class SessionUpdate:
     for the caller to count: a bad context value never fails the event; ``trace`` the
     event's valid trace headers (``streams.tracing``), for its list to carry; ``reset``
     that the stored session could not be read and this event started a new one;
-    ``counts_at_ms`` the time the event counts at in recent popularity, None for a repeat
-    (counted when first applied)."""
+    ``counts_at_ms`` the time the event counts at in recent popularity (its ``ts``, capped
+    at the worker's clock), None to count nothing."""
 
     user_id: str
     session: LiveSession
@@ -224,9 +224,10 @@ class EventStep:
                  headers: RawHeaders | None = None, key: bytes | None = None) -> EventOutcome:
         """What ``raw`` does to its user's session. ``stored`` looks up the state kept for a
         user id (the Faust table's ``get``): the user is known only once ``raw`` parses.
-        Only an update says when it counts in popularity or which context keys it ignored,
-        so a redelivery is not counted twice. Whatever else fails on one record dead-letters that record
-        (``processing_error``, the exception as detail), so it cannot stop the agent.
+        An event counts in popularity when its list is built, so a redelivery answered
+        again (its list never went out here) counts then, and a duplicate never. Whatever
+        else fails on one record dead-letters that record (``processing_error``, the
+        exception as detail), so it cannot stop the agent.
 
         ``key``, the record's Kafka key when given, must be the user id (``wrong_key``
         otherwise): a user's events keyed otherwise land on other partitions, and their
@@ -256,11 +257,14 @@ class EventStep:
             # Applied before, never answered here: answer from the session as it stands.
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                                  event.item_id, sent_us(meta), previous or {}, [],
-                                 from_record(meta))
+                                 from_record(meta), counts_at_ms=self._counts_at(event))
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                              event.item_id, sent_us(meta), new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
-                             from_record(meta), reset, min(event.ts, self.clock_ms()))
+                             from_record(meta), reset, self._counts_at(event))
+
+    def _counts_at(self, event: Event) -> int:
+        return min(event.ts, self.clock_ms())
 
 
 class Recommender(Protocol):
@@ -321,7 +325,7 @@ class BatchStep:
     would have held the items their later events in the batch were about to take. On a
     backlog of MovieLens bursts that lifted popularity's hits 25-fold, and live experiments
     crowned popularity over a model it loses to (docs/BENCHMARKS.md, issue #15). A list
-    sees popularity as of its micro-batch's start, at most ``worker_batch_within_ms`` old.
+    sees popularity as of the previous micro-batch's publish.
 
     ``topic`` and ``producer`` take every list to Kafka, ``store`` to Redis; ``clock`` (in
     seconds, monotonic) paces the popularity record and times the publish stage; ``spans``

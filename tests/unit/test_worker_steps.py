@@ -142,7 +142,7 @@ def test_an_event_from_the_future_counts_as_now_in_popularity() -> None:
     assert isinstance(ahead, SessionUpdate) and ahead.counts_at_ms == T0
 
 
-def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
+def test_a_duplicate_event_id_leaves_state_untouched_and_counts_nothing() -> None:
     step = EventStep(SessionPolicy())
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     update = step(raw, {}.get)
@@ -156,7 +156,8 @@ def test_a_duplicate_event_id_leaves_state_and_popularity_untouched() -> None:
 
 def test_a_redelivered_event_whose_list_never_went_out_is_answered_again() -> None:
     """Its state was applied (a rebalance dropped its micro-batch, or the process died
-    before publishing): answered from the session as it stands, nothing counted twice."""
+    before publishing): answered from the session as it stands. An event counts in
+    popularity when its list is built, which it never was here: it counts now."""
     step = EventStep(SessionPolicy())
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
     first = step(raw, {}.get)
@@ -164,7 +165,7 @@ def test_a_redelivered_event_whose_list_never_went_out_is_answered_again() -> No
     again = step(raw, {"u1": first.state}.get)
     assert isinstance(again, SessionUpdate) and again.event_id == EVENT_ID
     assert again.state == first.state and again.session == first.session
-    assert first.counts_at_ms == T0 and again.counts_at_ms is None
+    assert first.counts_at_ms == again.counts_at_ms == T0
 
 
 def test_answered_events_remember_the_newest_ids_only() -> None:
@@ -338,15 +339,21 @@ def test_a_repeat_is_answered_once_though_both_copies_reach_the_batch_step() -> 
 def test_a_batch_counts_its_events_in_popularity_only_once_its_lists_are_built() -> None:
     """A list answers its own event, so the events after it in the same micro-batch must
     not reach it. Counted first, on a backlog of bursts they put the items users were about
-    to take into popularity's lists (issue #15). A repeat, counted already, counts no more."""
-    step, _, _ = make_step()
+    to take into popularity's lists (issue #15). Each answered event counts once, at its
+    ``counts_at_ms``; a copy dropped as a repeat does not count."""
+    step, _, _ = make_step()  # popularity a 3, b 2, c 1, all at T0
     bundle = FakeBundle("r:v1", {})  # the model serves nobody: popularity answers all
-    counted = [replace(update(f"u{i}", ("q", "z")), counts_at_ms=T0) for i in range(4)]
-    repeats = [update(f"r{i}", ("q", "y")) for i in range(5)]  # counts_at_ms None
-    lists = asyncio.run(step.publish([update("first", ("q",)), *counted, *repeats], bundle))
-    assert [i.item_id for i in lists[0].items] == ["a", "b", "c"]  # z is 4 events later
+    z1, z2 = (replace(update(f"u{i}", ("q", "z")), counts_at_ms=T0) for i in range(2))
+    old = [replace(update(f"o{i}", ("q", "w")), counts_at_ms=T0 - 24 * 3_600_000)
+           for i in range(5)]  # 24 half-lives ago: 5 * 2^-24
+    uncounted = [update(f"n{i}", ("q", "y")) for i in range(5)]  # counts_at_ms None
+    batch = [update("first", ("q",)), z1, z2, z1, *old, *uncounted]  # z1 twice: a repeat
+    lists = asyncio.run(step.publish(batch, bundle))
+    assert [i.item_id for i in lists[0].items] == ["a", "b", "c"]  # z is in later events
     (after,) = asyncio.run(step.publish([update("next", ("q",))], bundle))
-    assert [i.item_id for i in after.items] == ["z", "a", "b"]  # 4 counts to a's 3; no y
+    # z counted twice ties b, the greater id first. Counted three times (the repeat too)
+    # it would lead, and so would w counted as of now, or y counted at all.
+    assert [i.item_id for i in after.items] == ["a", "z", "b"]
 
 
 def test_an_event_id_a_client_reused_for_another_user_is_answered_for_both() -> None:

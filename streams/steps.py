@@ -473,7 +473,7 @@ class BatchStep:
         return lists
 
     def count(self, updates: Sequence[SessionUpdate]) -> None:
-        """Count each new event in recent popularity (a repeat was counted already)."""
+        """Count each answered event in recent popularity, at its ``counts_at_ms``."""
         for update in updates:
             if update.counts_at_ms is not None:
                 self.popularity.add(update.item_id, update.counts_at_ms)

@@ -6,8 +6,7 @@ reaches the changelog partition of the event's own partition): validate (bad rec
 the dead-letter topic, with the reason), sessionize. Per micro-batch (``stream.take``):
 encode the updated sessions, retrieve, rerank, publish, then count the batch's events in
 recent popularity. Users the model cannot serve yet get that popularity; every reply says
-which path served it. Model
-updates are followed by every worker (``streams.hot_swap``).
+which path served it. Model updates are followed by every worker (``streams.hot_swap``).
 
 The decisions live in ``streams.steps`` (``EventStep``, ``BatchStep``), free of Faust;
 this module only wires them to Faust's stream, table, topics and commit hook.
@@ -499,8 +498,9 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     sessionize = sessionizer(EventStep(cfg.session, answered), sessions, dlq,
                              metrics, lag, guard)
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
-    publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen, DecayedPopularity(),
-                          lists_out, recs_writer, metrics, answered=answered)
+    publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen,
+                          DecayedPopularity(), lists_out, recs_writer, metrics,
+                          answered=answered)
     load_variant = _no_bundles if load_bundle_for is None else \
         smoke_tested(load_bundle_for, cfg.top_n)
     experiment = ExperimentSlot(load_variant, metrics, resolve=resolve, catalogue=catalogue)

@@ -149,9 +149,13 @@ def main() -> None:
               f"{r['lists_at_verdict'] or 0:>7,} lists   NDCG@10 per variant {ndcg}"
               + (f"   credits {r['tests']['interleaving']['wins']}" if r["mode"] == "interleave"
                  else ""))
+    won = all(r["winner"] == "champion" for r in runs)
+    print(f"the champion (the better model by the offline protocol) won in every mode: "
+          f"{'yes' if won else 'NO'}")
     print(f"memory: first bundle {mem['first_bundle_mib']:.0f} MiB, an extra variant "
           f"{mem['extra_variant_mib']:.0f} MiB: {mem['ratio']:.2f}x (target <= 1.2x)")
-    RESULTS.write_bytes(orjson.dumps({"shape": shape, "runs": runs, "memory": mem},
+    RESULTS.write_bytes(orjson.dumps({"shape": shape, "runs": runs, "champion_won": won,
+                                      "memory": mem},
                                      option=orjson.OPT_INDENT_2))
     print(f"saved {RESULTS}")
 

@@ -51,7 +51,8 @@ from model.retrieval.training import SASRecScorer
 
 class PipelineScorer:
     """SASRec retrieves ``candidates`` items, NeuMF reorders them (``served_scores``: among
-    unseen items, maybe in SASRec's order); the rest keep their SASRec order below. ``ServingBundle`` computes the same in NumPy for the workers.
+    unseen items, maybe in SASRec's order); the rest keep their SASRec order below.
+    ``ServingBundle`` computes the same in NumPy for the workers.
 
     ``exclude_seen`` drops the user's history from the candidates (what a live feed
     wants). The offline protocol masks history itself but keeps a held-out item the user

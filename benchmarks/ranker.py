@@ -15,7 +15,9 @@ leave-last-out split of one log (issue #14's ablation):
 Full-ranking figures are the ones to quote; sampled ones are printed for the papers'
 protocol. Full NDCG@10 is also split by test target (``repeat``: an item the user had
 met; ``new``), and given with the history kept among the candidates (``kept``), since the
-full protocol masks every seen item but the target. Conversion figures are on the test
+full protocol masks every seen item but the target. A pipeline also gives it with the
+history left out of its candidates, as a live list with ``STREAMREC_RECS_EXCLUDE_SEEN=true``
+has it (a repeated target cannot be listed), beside the ranker's choice between the two. Conversion figures are on the test
 cases whose target converted, per head.
 
     .venv/bin/python -m benchmarks.ranker --data ../shared/data/rees46-slice/events.csv \\
@@ -37,7 +39,7 @@ import numpy as np
 
 from model.data import LeaveLastOut, build_sequences, leave_last_out
 from model.evaluation.harness import conversion_report
-from model.evaluation.protocols import rank_cases
+from model.evaluation.protocols import evaluate, rank_cases
 from model.features import FeatureSpec
 from model.pipeline import PipelineScorer
 from model.ranking.training import NeuMFConfig, fit_ranker
@@ -93,6 +95,8 @@ def _ranker(split: LeaveLastOut, retriever: tuple, sasrec_cfg: SASRecConfig,
                               head_weights=cfg.head_weights)
     return {**_figures(pipeline, split), "best_epoch": ranker.best_epoch, "curve": ranker.curve,
             "retrieval_order": ranker.model.retrieval_order,
+            "recommends_seen": ranker.model.recommends_seen,
+            "full without seen": evaluate(pipeline.excluding_seen(True), split)["full"],
             "conversion": conversion_report(pipeline, split),
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -158,6 +162,11 @@ def _print(report: dict[str, dict]) -> None:
         if "retrieval_order" in r:
             print(f"    among unseen items: the {'retriever' if r['retrieval_order'] else 'ranker'}"
                   "'s order (chosen on validation)")
+        if "recommends_seen" in r:
+            print(f"    live lists {'hold' if r['recommends_seen'] else 'leave out'} the session's "
+                  f"items (chosen on validation); full NDCG@10 with them (kept) "
+                  f"{r['full keep_history']['NDCG@10']:.4f}, without "
+                  f"{r['full without seen']['NDCG@10']:.4f}")
         for head, c in (r.get("conversion") or {}).items():
             gain = (f"  vs next {c['converts AUC gain']:+.4f} [{c['converts AUC gain low']:+.4f}, "
                     f"{c['converts AUC gain high']:+.4f}]" if "converts AUC gain" in c else "")

@@ -66,7 +66,7 @@ class PipelineScorer:
                  candidates: int = 100, exclude_seen: bool = True,
                  head_weights: Mapping[str, float] | None = None) -> None:
         self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
-        self.exclude_seen = exclude_seen
+        self.exclude_seen, self.head_weights = exclude_seen, head_weights
         self.spec = FeatureSpec.from_dict(ranker.features or {})
         self.heads = head_vector(ranker.tasks, head_weights)
         self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
@@ -84,6 +84,12 @@ class PipelineScorer:
         evaluate it)."""
         return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates,
                               self.exclude_seen, head_weights)
+
+    def excluding_seen(self, exclude: bool) -> PipelineScorer:
+        """The same pipeline with (false) or without (true) the user's newest items among
+        its candidates, as a live list has them by ``STREAMREC_RECS_EXCLUDE_SEEN``."""
+        return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates, exclude,
+                              self.head_weights)
 
     def head_logits(self, users: np.ndarray, sessions: np.ndarray,
                     histories: list[np.ndarray], side: Side | None = None
@@ -505,11 +511,14 @@ class ServingBundle:
         return known, hist, side
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession | Sequence[str]],
-                  k: int = 10, exclude_seen: bool = True, timings: dict[str, float] | None = None
-                  ) -> list[Recommendation | None]:
+                  k: int = 10, exclude_seen: bool | None = True,
+                  timings: dict[str, float] | None = None) -> list[Recommendation | None]:
         """Lists for a micro-batch (a plain item list is a session of unknown types and
-        times); ``timings``, when given, receives the seconds spent in each stage
-        (session: the sessions as arrays; encode, retrieve, rank)."""
+        times); ``exclude_seen`` None: as the ranker chose (``NeuMF.recommends_seen``);
+        ``timings``, when given, receives the seconds spent in each stage (session: the
+        sessions as arrays; encode, retrieve, rank)."""
+        if exclude_seen is None:
+            exclude_seen = self.ranker is None or not self.ranker.recommends_seen
         clock = _Stopwatch(timings)
         live = [s if isinstance(s, LiveSession) else LiveSession(tuple(s)) for s in sessions]
         known, hist, side = self._histories(live)

@@ -20,6 +20,7 @@ import redis
 from pydantic import (
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -124,9 +125,10 @@ class Settings(BaseSettings):
                                      "(it has no auth: 0.0.0.0 only inside a private network)")
     recs_top_n: int = Field(10, ge=1, le=1000)
     recs_ttl_s: int = Field(24 * 3600, ge=1)
-    recs_exclude_seen: bool = Field(True, description="leave the session's items out of "
-                                    "its lists; false: the ranker places its newest among "
-                                    "the rest")
+    recs_exclude_seen: Literal["auto"] | bool = Field(
+        "auto", description="leave the session's items out of its lists; false: the ranker "
+        "places its newest among the rest; auto: as the model chose on validation (kept "
+        "where users return to items, as in shops; left out where they do not, as in films)")
     recs_channel: str = Field("streamrec:recs", min_length=1, description="Redis pub/sub "
                               "channel of every published list (the API's live feeds)")
     session_gap_min: float = Field(30.0, ge=1 / 60, le=10**7, description="1 s to ~19 years")
@@ -253,6 +255,19 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         return value.strip() or None if isinstance(value, str) else value
+
+    @field_validator("recs_exclude_seen", mode="before")
+    @classmethod
+    def _true_false_or_auto(cls, value: object) -> object:
+        """One message for a word that is none of them: the union's own named each of its
+        members in a bracket (``STREAMREC_RECS_EXCLUDE_SEEN["literal['auto']"]``)."""
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        try:
+            return word if word == "auto" else TypeAdapter(bool).validate_python(word)
+        except ValidationError:
+            raise ValueError("true, false or auto") from None
 
     @field_validator("api_host", "worker_metrics_host", "data_dir", mode="before")
     @classmethod

@@ -216,8 +216,9 @@ def log_trained(store: MlflowStore, experiment: str, trained: Mapping[str, Any],
         cfg = configs["sasrec" if name == "sasrec" else "neumf"]
         if name == "sasrec":  # the dropout it trained with: the log's when the config left it unset
             cfg = {**cfg, "dropout": keras_model.encoder.dropout}
-        if name == "pipeline":  # the order among unseen items it chose on validation
-            cfg = {**cfg, "retrieval_order": keras_model.retrieval_order}
+        if name == "pipeline":  # what it chose on validation: the order among unseen
+            cfg = {**cfg, "retrieval_order": keras_model.retrieval_order,  # items, and
+                   "recommends_seen": keras_model.recommends_seen}  # whether lists hold seen
         versions = log_run(
             store, experiment, f"{name}-{label}",
             params={**cfg, **params, "model": name, "users": seqs.num_users,

@@ -273,7 +273,7 @@ class Recommender(Protocol):
     version: str
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
-                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  exclude_seen: bool | None = True, timings: dict[str, float] | None = None
                   ) -> Sequence[Recommendation | None]: ...
 
 
@@ -329,10 +329,12 @@ class BatchStep:
 
     ``topic`` and ``producer`` take every list to Kafka, ``store`` to Redis; ``clock`` (in
     seconds, monotonic) paces the popularity record and times the publish stage; ``spans``
-    carry each event's trace context onto its list (``streams.tracing``).
+    carry each event's trace context onto its list (``streams.tracing``). ``exclude_seen``
+    None leaves the session's items in or out of a model's lists as that model chose
+    (``NeuMF.recommends_seen``); popularity leaves them out unless it is false.
     """
 
-    def __init__(self, topic: str, top_n: int, exclude_seen: bool,
+    def __init__(self, topic: str, top_n: int, exclude_seen: bool | None,
                  popularity: DecayedPopularity, producer: ListProducer, store: ListStore,
                  metrics: WorkerMetrics, popular_every_s: float = POPULAR_EVERY_S,
                  clock: Callable[[], float] = time.perf_counter,
@@ -379,7 +381,7 @@ class BatchStep:
     def build(self, update: SessionUpdate, rec: Recommendation | None, version: str,
               now_us: int, tag: ExperimentTag | None = None) -> RecommendationList:
         """One user's list: the model's when it answered, else recent popularity (without
-        the session's items when ``exclude_seen``), saying which path served it."""
+        the session's items unless ``exclude_seen`` is false), saying which path served it."""
         path: ServedPath
         if rec is not None:
             items, path = model_items(rec), "model"
@@ -403,8 +405,8 @@ class BatchStep:
     def _popular_pairs(self, update: SessionUpdate, listed: Sequence[str] = ()
                        ) -> list[tuple[str, float]]:
         """The most popular items after ``listed``, up to ``top_n`` in all, without the
-        session's items when ``exclude_seen``."""
-        seen = update.session.items if self.exclude_seen else ()
+        session's items unless ``exclude_seen`` is false."""
+        seen = update.session.items if self.exclude_seen is not False else ()
         return self.popularity.top(self.top_n - len(listed), exclude=[*seen, *listed])
 
     def answer(self, updates: Sequence[SessionUpdate], bundle: Recommender,

@@ -72,7 +72,7 @@ class WorkerConfig:
     commit_interval_s: float = 2.8  # Faust's default
     top_n: int = 10
     recs_ttl_s: int = 24 * 3600
-    exclude_seen: bool = True
+    exclude_seen: bool | None = None  # None: as each served model chose (``auto``)
     session: SessionPolicy = field(default_factory=SessionPolicy)
     status_file: Path | None = None  # where ``Serving`` reports its model and swaps
     items: str | None = None  # the catalogue topic every worker follows (None: no catalogue)
@@ -96,7 +96,7 @@ class FixedList:
         self.items = [f"fixed-{i}" for i in range(items)]
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
-                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  exclude_seen: bool | None = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation]:
         rec = Recommendation(self.items[:k], [1.0] * min(k, len(self.items)))
         return [rec] * len(users)
@@ -113,7 +113,7 @@ class NoModel:
     version = NO_MODEL
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
-                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  exclude_seen: bool | None = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation | None]:
         return [None] * len(users)
 

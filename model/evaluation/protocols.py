@@ -61,13 +61,15 @@ def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
 
 
 def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 10,
-             num_negatives: int = 100, seed: int = 0, batch_size: int = 256) -> dict:
-    """Both protocols for ``stage`` ('valid' or 'test')."""
+             num_negatives: int = 100, seed: int = 0, batch_size: int = 256,
+             keep_history: bool = False) -> dict:
+    """Both protocols for ``stage`` ('valid' or 'test'); ``keep_history``: as
+    ``evaluate_cases``."""
     users = split.eval_users(stage)
     return evaluate_cases(model, users, [split.history(u, stage) for u in users],
                           np.array([split.target(u, stage) for u in users]),
                           split.sequences.num_items, k, num_negatives, seed, batch_size,
-                          split.side(users, stage))
+                          split.side(users, stage), keep_history)
 
 
 def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],

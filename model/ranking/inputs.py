@@ -53,8 +53,9 @@ def served_scores(found: Candidates, combined: np.ndarray, retrieval_order: bool
     lists, and there it ranked next items below SASRec's own order: full NDCG@10 on new
     targets -17% on REES46, -25% on DIGINETICA (docs/BENCHMARKS.md; with the score's
     weight held at 1 it did no better). So ``fit_ranker`` chooses the order on validation
-    (``NeuMF.retrieval_order``). With it, a list of fresh items only (a live list with
-    ``STREAMREC_RECS_EXCLUDE_SEEN``) is in the retriever's order.
+    (``NeuMF.retrieval_order``). With it, a list of fresh items only (a live list that
+    leaves the session's items out, ``STREAMREC_RECS_EXCLUDE_SEEN``) is in the retriever's
+    order.
 
     A row holding a NaN keeps its scores as they are: handed out again, a NaN could land
     on an empty slot and leave the list, and a poisoned ranker must be seen serving NaN."""

@@ -63,7 +63,10 @@ class NeuMF(keras.Model):
     (``model.ranking.inputs``), the window a worker's sessions keep; 0: all (older
     models). ``retrieval_order``: among the items a user has not met, the served lists
     keep the retriever's order (``model.ranking.inputs.served_scores``); ``fit_ranker``
-    chooses it on validation (older models: false, the ranker's own order)."""
+    chooses it on validation (older models: false, the ranker's own order).
+    ``recommends_seen``: live lists may hold the session's own items, placed by the
+    ranker, where ``STREAMREC_RECS_EXCLUDE_SEEN`` is ``auto``; ``fit_ranker`` chooses it
+    on validation (older models: false, the session's items left out)."""
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 32,
                  mlp_layers: tuple[int, ...] | list[int] = (64, 32, 16), session_dim: int = 0,
@@ -73,7 +76,8 @@ class NeuMF(keras.Model):
                  features: dict[str, Any] | None = None, id_l2: float = 0.0,
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  wide: bool = False, conditional: bool = False, fold_epochs: int = 0,
-                 seen_window: int = 0, retrieval_order: bool = False, **kwargs: Any) -> None:
+                 seen_window: int = 0, retrieval_order: bool = False,
+                 recommends_seen: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if content and branch == "gmf":
             raise ValueError("content features need the MLP branch")
@@ -97,7 +101,7 @@ class NeuMF(keras.Model):
         self.content, self.id_dropout, self.wide = content, id_dropout, wide
         self.conditional = conditional and len(self.tasks) > 1
         self.fold_epochs, self.seen_window = fold_epochs, seen_window
-        self.retrieval_order = bool(retrieval_order)
+        self.retrieval_order, self.recommends_seen = bool(retrieval_order), bool(recommends_seen)
         ids = keras.regularizers.L2(id_l2) if id_l2 else None
         if categories:
             self.category_table = keras.layers.Embedding(categories * buckets, CATEGORY_DIM,
@@ -209,7 +213,8 @@ class NeuMF(keras.Model):
                 "features": self.features, "id_l2": self.id_l2, "content": self.content,
                 "id_dropout": self.id_dropout, "wide": self.wide,
                 "conditional": self.conditional, "fold_epochs": self.fold_epochs,
-                "seen_window": self.seen_window, "retrieval_order": self.retrieval_order}
+                "seen_window": self.seen_window, "retrieval_order": self.retrieval_order,
+                "recommends_seen": self.recommends_seen}
 
 
 def head_vector(tasks: tuple[str, ...], weights: Mapping[str, float] | None = None

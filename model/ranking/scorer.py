@@ -52,6 +52,7 @@ class NumpyNeuMF:
     fuse_context: np.ndarray | None = None  # [context_dim, tasks]: the conditional heads'
     seen_window: int = 0  # the newest items its seen-before features read (``NeuMF``)
     retrieval_order: bool = False  # unseen items keep the retriever's order (``NeuMF``)
+    recommends_seen: bool = False  # live lists may hold the session's items (``NeuMF``)
 
     @property
     def num_users(self) -> int:
@@ -151,7 +152,7 @@ def export_neumf(model: NeuMF) -> NumpyNeuMF:
                       heads["mlp"], score, heads["pair"], heads["bias"], model.tasks,
                       max(model.buckets, 1), first.content, first.item_kernel,
                       first.item_ids, heads["context"], model.seen_window,
-                      model.retrieval_order)
+                      model.retrieval_order, model.recommends_seen)
 
 
 def _heads(model: NeuMF) -> dict[str, np.ndarray | None]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -34,6 +35,8 @@ from model.retrieval.index import ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 from model.sampling import SeenItems
 from model.weights import copy_weights
+
+log = logging.getLogger("streamrec.train")
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,12 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     # The served score weighs the refit conversion head in, and the order is chosen after
     # it, so the figure early stopping kept belongs to another model: validation is
     # reported as served.
-    return replace(result, best_valid=choose_order(served, split))
+    best_valid = choose_order(served, split)
+    seen = choose_seen(served, split)
+    log.info("live lists %s the session's items: validation full NDCG@10 %.4f with them, "
+             "%.4f without", "hold" if model.recommends_seen else "leave out", seen["with"],
+             seen["without"])
+    return replace(result, best_valid=best_valid)
 
 
 def choose_order(served: PipelineScorer, split: LeaveLastOut) -> dict:
@@ -296,6 +304,24 @@ def choose_order(served: PipelineScorer, split: LeaveLastOut) -> dict:
     served.ranker.retrieval_order = bool(figures[True]["full"]["NDCG@10"]
                                          >= figures[False]["full"]["NDCG@10"])
     return figures[served.ranker.retrieval_order]
+
+
+def choose_seen(served: PipelineScorer, split: LeaveLastOut) -> dict[str, float]:
+    """Set ``served.ranker.recommends_seen``: whether a live list should hold the user's
+    own items (``STREAMREC_RECS_EXCLUDE_SEEN=auto``), by validation full NDCG@10 as such a
+    list scores. With them, the history stays among the candidates (``keep_history``);
+    without, a target the user met before cannot be listed. Left out when level.
+
+    A fixed default cannot suit both kinds of log: on REES46 half the next items repeat
+    one of the user's, and leaving the session's items out dropped test full NDCG@10 from
+    0.43 to about 0.03; on MovieLens nobody rates a film twice, so listing seen items only
+    takes slots (docs/BENCHMARKS.md, issue #14). Returns both figures."""
+    figures = {
+        "with": evaluate(served.excluding_seen(False), split, "valid",
+                         keep_history=True)["full"]["NDCG@10"],
+        "without": evaluate(served.excluding_seen(True), split, "valid")["full"]["NDCG@10"]}
+    served.ranker.recommends_seen = bool(figures["with"] > figures["without"])
+    return figures
 
 
 def refit_given(model: NeuMF, found: Candidates, labels: np.ndarray, epochs: int,

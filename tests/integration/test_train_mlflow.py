@@ -52,6 +52,7 @@ def test_train_logs_registers_and_loads_champion(tmp_path: Path,
     assert ranker.use_score and ranker.session_dim == 64
     ranker_run = client.get_run(client.get_model_version_by_alias(RANKER_NAME, "champion").run_id)
     assert ranker_run.data.params["retrieval_order"] == str(ranker.retrieval_order)
+    assert ranker_run.data.params["recommends_seen"] == str(ranker.recommends_seen)
 
     # A promotion lands while a worker loads: the alias moves after it was read. The
     # champion still comes whole, at the versions it was read at, never half of each.

@@ -81,6 +81,36 @@ def test_the_ranker_serves_the_order_among_unseen_items_that_validates_better() 
         scores[keep] = evaluate(pipeline, split, "valid")["full"]["NDCG@10"]
     assert chosen == (scores[True] >= scores[False])
     assert result.best_valid["full"]["NDCG@10"] == pytest.approx(scores[chosen])
+    result.model.retrieval_order = chosen
+    with_seen = evaluate(pipeline, split, "valid", keep_history=True)["full"]["NDCG@10"]
+    without = evaluate(pipeline.excluding_seen(True), split, "valid")["full"]["NDCG@10"]
+    assert result.model.recommends_seen == (with_seen > without)
+
+
+@pytest.mark.parametrize(("with_seen", "without", "kept"), [(0.4, 0.03, True),
+                                                            (0.02, 0.05, False),
+                                                            (0.05, 0.05, False)])
+def test_choose_seen_lists_the_users_items_only_where_validation_scores_higher(
+        monkeypatch: pytest.MonkeyPatch, with_seen: float, without: float, kept: bool) -> None:
+    """With the session's items, validation ranks the history too (``keep_history``);
+    without, the pipeline leaves it out of its candidates. Level: left out."""
+    from types import SimpleNamespace
+
+    ranker = SimpleNamespace(recommends_seen=None)
+    served = SimpleNamespace(ranker=ranker, excluding_seen=lambda exclude: SimpleNamespace(
+        exclude=exclude, ranker=ranker))
+    calls = []
+
+    def evaluate(scorer: SimpleNamespace, split: object, stage: str,
+                 keep_history: bool = False) -> dict:
+        calls.append((scorer.exclude, stage, keep_history))
+        return {"full": {"NDCG@10": without if scorer.exclude else with_seen}}
+
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    figures = training.choose_seen(served, split=None)  # type: ignore[arg-type]
+    assert ranker.recommends_seen is kept
+    assert figures == {"with": with_seen, "without": without}
+    assert sorted(calls) == [(False, "valid", True), (True, "valid", False)]
 
 
 @pytest.mark.parametrize(("retriever", "own", "kept"), [(0.2, 0.3, False), (0.3, 0.2, True),

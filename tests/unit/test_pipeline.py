@@ -444,3 +444,15 @@ def test_lists_leave_out_empty_slots_and_may_hold_the_newest_seen_items() -> Non
     anything = bundle.recommend(["u"], [session], k=10, exclude_seen=False)[0]
     assert anything is not None and set(session) <= set(anything.items)
     assert len(anything.items) == len(set(anything.items)) == 6
+    # None: as the ranker chose on validation (``NeuMF.recommends_seen``)
+    def items(bundle: ServingBundle, exclude_seen: bool | None) -> list[str]:
+        rec = bundle.recommend(["u"], [session], k=10, exclude_seen=exclude_seen)[0]
+        assert rec is not None
+        return rec.items
+
+    assert items(bundle, None) == unseen.items
+    ranker.recommends_seen = True
+    chose = ServingBundle.from_models(sasrec, ranker, seqs.users, seqs.items, "v1",
+                                      candidates=4)
+    assert items(chose, None) == anything.items
+    assert items(chose, True) == unseen.items  # true still leaves them out

@@ -155,19 +155,21 @@ def test_a_saved_ranker_with_content_loads_built_and_exports(tmp_path) -> None:
 def test_a_ranker_keeps_its_history_window_and_order_through_saving_and_export(tmp_path
                                                                             ) -> None:
     """The window its seen-before features were trained on travels with the model, so a
-    worker cuts its sessions the same way, and so does the order chosen among unseen items;
-    an older model (no keys) reads whole histories and serves its own order."""
+    worker cuts its sessions the same way, and so do the order chosen among unseen items
+    and whether lists hold seen ones; an older model (no keys) reads whole histories,
+    serves its own order and leaves seen items out."""
     model = NeuMF(num_users=3, num_items=4, mlp_layers=(8, 4), pair_dim=2, seen_window=7,
-                  retrieval_order=True)
+                  retrieval_order=True, recommends_seen=True)
     model({"user": np.zeros(1, "int32"), "item": np.ones(1, "int32"),
            "pair": np.zeros((1, 2), "float32")})
     model.save(tmp_path / "r.keras")
     loaded = keras.saving.load_model(tmp_path / "r.keras", safe_mode=True, compile=False)
     assert loaded.seen_window == 7 and export_neumf(loaded).seen_window == 7
     assert loaded.retrieval_order and export_neumf(loaded).retrieval_order
+    assert loaded.recommends_seen and export_neumf(loaded).recommends_seen
     config = {k: v for k, v in model.get_config().items()
-              if k not in ("seen_window", "retrieval_order")}
+              if k not in ("seen_window", "retrieval_order", "recommends_seen")}
     older = NeuMF.from_config(config)
-    assert older.seen_window == 0 and not older.retrieval_order
+    assert older.seen_window == 0 and not older.retrieval_order and not older.recommends_seen
     with pytest.raises(ValueError, match="seen_window >= 0"):
         NeuMF(num_users=3, num_items=4, seen_window=-1)

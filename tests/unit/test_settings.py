@@ -221,3 +221,30 @@ def test_cors_origins_take_any_scheme_and_the_wildcard(clean_env: pytest.MonkeyP
     origins = ["*", "https://shop.example", "chrome-extension://abc", "capacitor://localhost"]
     clean_env.setenv("STREAMREC_API_CORS_ORIGINS", orjson.dumps(origins).decode())
     assert load_settings().api_cors_origins == origins
+
+
+@pytest.mark.parametrize(("value", "loaded", "worker"), [
+    (None, "auto", None), ("auto", "auto", None), ("false", False, False),
+    ("TRUE", True, True), ("0", False, False)])
+def test_seen_items_in_lists_default_to_the_models_choice(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path, value: str | None,
+        loaded: object, worker: bool | None) -> None:
+    """``auto`` reaches the worker as None: each served model decides
+    (``NeuMF.recommends_seen``); true and false override every model."""
+    from services.cli_worker import _worker_config
+
+    if value is not None:
+        clean_env.setenv("STREAMREC_RECS_EXCLUDE_SEEN", value)
+    clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.recs_exclude_seen == loaded
+    assert _worker_config(settings, "1", None).exclude_seen is worker
+
+
+def test_seen_items_in_lists_refuse_anything_else_in_one_line(
+        clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_RECS_EXCLUDE_SEEN", "sometimes")
+    with pytest.raises(StackError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "\n" not in text and "STREAMREC_RECS_EXCLUDE_SEEN" in text

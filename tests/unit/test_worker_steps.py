@@ -240,7 +240,7 @@ class FakeBundle:
         return 0
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
-                  exclude_seen: bool = True, timings: dict[str, float] | None = None
+                  exclude_seen: bool | None = True, timings: dict[str, float] | None = None
                   ) -> list[Recommendation | None]:
         self.calls.append({"users": list(users), "sessions": [list(s.items) for s in sessions],
                            "k": k, "exclude_seen": exclude_seen})
@@ -291,7 +291,7 @@ def update(user: str, items: tuple[str, ...], event_id: str | None = None,
                          sent, {})
 
 
-def make_step(store: FakeStore | None = None, exclude_seen: bool = True,
+def make_step(store: FakeStore | None = None, exclude_seen: bool | None = True,
               clock: Clock | None = None) -> tuple[BatchStep, FakeProducer, WorkerMetrics]:
     popularity = DecayedPopularity()
     for item, count in (("a", 3), ("b", 2), ("c", 1)):
@@ -417,9 +417,12 @@ def test_a_model_list_shorter_than_asked_is_filled_up_with_popularity() -> None:
 
 
 @pytest.mark.parametrize("exclude_seen,expected", [(True, ["b", "c"]),
-                                                    (False, ["a", "b", "c"])])
-def test_users_the_model_cannot_serve_get_popularity(exclude_seen: bool,
+                                                    (False, ["a", "b", "c"]),
+                                                    (None, ["b", "c"])])
+def test_users_the_model_cannot_serve_get_popularity(exclude_seen: bool | None,
                                                      expected: list[str]) -> None:
+    """None (``auto``) reaches the bundle, whose model chose; popularity leaves the
+    session's items out unless told false."""
     step, producer, metrics = make_step(exclude_seen=exclude_seen)
     bundle = FakeBundle("r:v2", {"u1": None})
     (record,) = asyncio.run(step.publish([update("u1", ("a",), sent=None)], bundle))

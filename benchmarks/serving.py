@@ -14,6 +14,10 @@ file runs on an older commit for an old-versus-new comparison in one sitting:
 before measuring, puts 1% more items into the bundle by content alone, which sessions
 then meet like any other (issue #20: content adds at most 10% per event).
 
+``--seen`` lets the lists hold the session's items, as a model that chose them serves
+under ``STREAMREC_RECS_EXCLUDE_SEEN=auto``: the ranker then also scores the user's newest
+distinct items (``RECENT_ITEMS``) beside the retriever's candidates.
+
 ``--data PATH --format F`` replays a real log instead (its newer half, in time order, at
 its own session lengths and bursts; ``--batch 256`` as a worker's micro-batch); the
 catalogue's size is the log's.
@@ -172,6 +176,9 @@ def main() -> None:
                              "several lengths (10,200) are measured alternately")
     parser.add_argument("--repeats", type=int, default=1,
                         help="with --session-events, how many times to measure each length")
+    parser.add_argument("--seen", action="store_true",
+                        help="lists may hold the session's items (a model that chose them "
+                             "under STREAMREC_RECS_EXCLUDE_SEEN=auto, or false)")
     parser.add_argument("--data", type=Path, help="replay a real log's newer half instead")
     parser.add_argument("--format", dest="fmt", help="its format (streamrec replay --help)")
     args = parser.parse_args()
@@ -200,19 +207,20 @@ def main() -> None:
     if args.content:
         catalogue += bundle.add_items(_catalogue(range(catalogue, catalogue * 101 // 100)))
     header = (f"features={'on' if features else 'off'}, content={'on' if args.content else 'off'}"
+              f", seen items {'listed' if args.seen else 'left out'}"
               + (f", {args.data}" if args.data is not None else ""))
     if not args.session_events:
         batches = (_replayed(log, args, features) if args.data is not None
                    else _synthetic(args, catalogue, features))
-        per_event, events = _measure(bundle, batches, args.rounds // 3)
+        per_event, events = _measure(bundle, batches, args.rounds // 3, not args.seen)
         print(f"{header}; µs per event over {events} events, batches of {args.batch}:")
         _print_stages({stage: [value] for stage, value in per_event.items()})
         return
     _by_session_length(args, bundle, catalogue, features, header)
 
 
-def _measure(bundle: ServingBundle, batches: Iterator[Batch],
-             measured_from: int) -> tuple[dict[str, float], int]:
+def _measure(bundle: ServingBundle, batches: Iterator[Batch], measured_from: int,
+             exclude_seen: bool = True) -> tuple[dict[str, float], int]:
     """µs per event by stage over the batches from ``measured_from`` on (the earlier ones
     warm up), and the events measured."""
     timings: dict[str, float] = {}
@@ -220,7 +228,7 @@ def _measure(bundle: ServingBundle, batches: Iterator[Batch],
     for round_, (batch, live) in enumerate(batches):
         into = timings if round_ >= measured_from else None
         start = time.perf_counter()
-        bundle.recommend(batch, live, 10, timings=into)
+        bundle.recommend(batch, live, 10, exclude_seen=exclude_seen, timings=into)
         if into is not None:
             events += len(batch)
             timings["total"] = timings.get("total", 0.0) + time.perf_counter() - start
@@ -237,13 +245,14 @@ def _by_session_length(args: argparse.Namespace, bundle: ServingBundle, catalogu
         raise SystemExit("--users is too small for this many lengths, repeats and --batch")
     runs: dict[int, list[dict[str, float]]] = {n: [] for n in lengths}
     first_user = args.batch  # users 0.. warm the bundle up first
-    _measure(bundle, _synthetic(args, catalogue, features, lengths[0]), lengths[0])
+    _measure(bundle, _synthetic(args, catalogue, features, lengths[0]), lengths[0],
+             not args.seen)
     for repeat in range(args.repeats):
         for n in lengths[::-1] if repeat % 2 else lengths:
             batches = _synthetic(args, catalogue, features, n, first_user)
             # the last 25 rounds (0-based n - 25 .. n - 1), where each user's window rolls
             # once; round 0 (every session's first event) is never measured
-            runs[n].append(_measure(bundle, batches, max(1, n - ROLL_ROUNDS))[0])
+            runs[n].append(_measure(bundle, batches, max(1, n - ROLL_ROUNDS), not args.seen)[0])
             first_user += args.batch
     for n in lengths:
         print(f"{header}; sessions of {n} events, µs per event, median of {args.repeats}, "

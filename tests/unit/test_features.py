@@ -330,6 +330,49 @@ def test_pair_hours_never_negative() -> None:
     assert out[0, 1] == 1 and out[0, 2] == 0.0
 
 
+def _pair_row(ids: np.ndarray, hist: list[int], types: list[int], times: list[int],
+              now: int) -> list[list[float]]:
+    """One row of ``pair_features`` by its definition, item by item."""
+    rows = []
+    for rank, item in enumerate(ids.tolist()):
+        where = [i for i, h in enumerate(hist) if h == item]
+        row = [math.log1p(rank) / 5, 0.0, 0.0, 0.0, 0.0, 0.0]
+        if where:
+            newest = where[-1]
+            row[1] = 1.0
+            if times:
+                row[2] = math.log1p(max(now - times[newest], 0) / HOUR_MS) / 5
+            row[3] = float(bool(types) and types[newest] in CONVERT)
+            row[4] = math.log1p(len(hist) - 1 - newest) / 5
+            row[5] = math.log1p(len(where)) / 5
+        rows.append(row)
+    return rows
+
+
+def test_pair_features_of_a_batch_match_their_definition_row_by_row() -> None:
+    """Random batches with repeats, empty histories, and rows without times or types."""
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        batch, width = int(rng.integers(1, 9)), int(rng.integers(1, 12))
+        histories = [rng.integers(1, 15, int(rng.integers(0, 20))).tolist()
+                     for _ in range(batch)]
+        types = [rng.integers(0, 4, len(h)).tolist() if rng.random() < 0.7 else []
+                 for h in histories]
+        times = [sorted(rng.integers(0, 50 * HOUR_MS, len(h)).tolist())
+                 if rng.random() < 0.7 else [] for h in histories]
+        now = rng.integers(0, 60 * HOUR_MS, batch).tolist()
+        ids = rng.integers(0, 16, (batch, width))
+        expected = [_pair_row(ids[r], histories[r], types[r], times[r], now[r])
+                    for r in range(batch)]
+        np.testing.assert_allclose(pairs(ids.tolist(), histories, types, times, now),
+                                   expected, rtol=1e-6, atol=1e-7)
+
+
+def test_pair_types_or_times_not_alongside_their_history_are_refused() -> None:
+    with pytest.raises(ValueError, match="alongside"):
+        pairs([[3]], [[3, 4]], [[1]], [[]], [0])
+
+
 # ---- build_sequences and Side ----------------------------------------------------------
 
 SEQ_SPEC = FeatureSpec(event_types=("view", "add_to_cart", "purchase"),

@@ -117,14 +117,18 @@ class Serving:
 
 
 def smoke_test(bundle: Any, top_n: int) -> None:
-    """Raise unless ``bundle`` answers one known user with a finite, non-empty list."""
+    """Raise unless ``bundle`` answers one known user with a finite, non-empty list, both
+    with the session's items left out and listed: which of the two a worker serves is its
+    setting's, or under ``auto`` the model's (``NeuMF.recommends_seen``), and listing them
+    runs the ranker's seen-before features, which the other never does."""
     user, item = bundle.users.ids[0], bundle.items.ids[0]
     smoke = LiveSession([item], [EVENT_TYPES[0]], [now_us() // 1000])
-    answer = bundle.recommend([user], [smoke], top_n)[0]
-    if answer is None or not answer.items:
-        raise ValueError("smoke recommendation came back empty")
-    if not answer.finite():
-        raise ValueError("smoke recommendation has NaN or infinite scores")
+    for exclude_seen in (True, False):
+        answer = bundle.recommend([user], [smoke], top_n, exclude_seen=exclude_seen)[0]
+        if answer is None or not answer.items:
+            raise ValueError("smoke recommendation came back empty")
+        if not answer.finite():
+            raise ValueError("smoke recommendation has NaN or infinite scores")
 
 
 def smoke_tested(load: Callable[[str], Any], top_n: int) -> Callable[[str], Any]:

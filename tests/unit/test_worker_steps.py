@@ -813,6 +813,27 @@ def test_a_bundle_that_fails_to_load_or_answer_keeps_the_old_one(tmp_path: Path)
     assert swaps(metrics, "failed") == 3.0
 
 
+class SeenBroken(FakeBundle):
+    """Answers with the session's items left out, raises when they may be listed: the
+    path a model that chose them serves under ``auto``."""
+
+    def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession], k: int = 10,
+                  exclude_seen: bool | None = True, timings: dict[str, float] | None = None
+                  ) -> list[Recommendation | None]:
+        if exclude_seen is not True:
+            raise IndexError("seen-before features out of range")
+        return super().recommend(users, sessions, k, exclude_seen, timings)
+
+
+def test_a_bundle_failing_only_with_seen_items_listed_keeps_the_old_one(tmp_path: Path
+                                                                         ) -> None:
+    old = FakeBundle("r:v1", {"u1": None})
+    serving = Serving(old, WorkerMetrics(), tmp_path / "worker.json")
+    fresh = SeenBroken("r:v2", {"u1": Recommendation(["x"], [1.0])})
+    assert not asyncio.run(serving.apply(announcement({"r": "2"}), lambda: fresh, 10))
+    assert serving.bundle is old
+
+
 def test_an_experiment_variant_that_loads_but_cannot_answer_is_refused_like_a_swap() -> None:
     from streams.experiment_control import new_experiment
     from streams.experiment_follower import ExperimentSlot

@@ -17,8 +17,8 @@ protocol. Full NDCG@10 is also split by test target (``repeat``: an item the use
 met; ``new``), and given with the history kept among the candidates (``kept``), since the
 full protocol masks every seen item but the target. A pipeline also gives it with the
 history left out of its candidates, as a live list with ``STREAMREC_RECS_EXCLUDE_SEEN=true``
-has it (a repeated target cannot be listed), beside the ranker's choice between the two. Conversion figures are on the test
-cases whose target converted, per head.
+has it (a repeated target cannot be listed), beside the ranker's choice between the two.
+Conversion figures are on the test cases whose target converted, per head.
 
     .venv/bin/python -m benchmarks.ranker --data ../shared/data/rees46-slice/events.csv \\
         --format rees46 --numeric price

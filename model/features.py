@@ -240,7 +240,7 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
     out = np.zeros((*ids.shape, PAIR_FEATURES), np.float32)
     out[..., 0] = np.log1p(np.arange(ids.shape[1], dtype=np.float32)) / 5.0
     lengths = np.array([len(h) for h in histories], np.int64)
-    if not lengths.sum():
+    if not lengths.sum() or not ids.size:
         return out
     met = _newest_meetings(ids, histories, lengths)
     at, seen = met.at, met.seen
@@ -283,7 +283,8 @@ def _newest_meetings(ids: np.ndarray, histories: Sequence[np.ndarray], lengths: 
     back = starts[row_of[newest]] + lengths[row_of[newest]] - 1 - newest
     wanted = np.arange(len(ids))[:, None] * width + ids
     at = np.minimum(np.searchsorted(unique, wanted), len(unique) - 1)
-    return _Meetings(counts, back, at, unique[at] == wanted, newest[at])
+    # A negative id's key would be the row before's (FAISS pads with -1): never seen.
+    return _Meetings(counts, back, at, (unique[at] == wanted) & (ids >= 0), newest[at])
 
 
 def _alongside(values: np.ndarray, length: int, missing: float) -> np.ndarray:

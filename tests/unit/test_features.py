@@ -368,6 +368,13 @@ def test_pair_features_of_a_batch_match_their_definition_row_by_row() -> None:
                                    expected, rtol=1e-6, atol=1e-7)
 
 
+def test_pair_padding_ids_and_empty_candidate_lists_are_never_seen() -> None:
+    """-1 (FAISS's padding) must not read as the row before's largest item."""
+    out = pairs([[5], [-1]], [[5], [1]], [[], []], [[], []], [0, 0])
+    assert out[:, 0, 1].tolist() == [1, 0]
+    assert pairs([[], []], [[5], [1]], [[], []], [[], []], [0, 0]).shape == (2, 0, 6)
+
+
 def test_pair_types_or_times_not_alongside_their_history_are_refused() -> None:
     with pytest.raises(ValueError, match="alongside"):
         pairs([[3]], [[3, 4]], [[1]], [[]], [0])

@@ -26,6 +26,7 @@ models trained on) or ``content`` (known by its content alone).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,7 +67,7 @@ class PipelineScorer:
                  candidates: int = 100, exclude_seen: bool = True,
                  head_weights: Mapping[str, float] | None = None) -> None:
         self.sasrec, self.index, self.ranker, self.candidates = sasrec, index, ranker, candidates
-        self.exclude_seen, self.head_weights = exclude_seen, head_weights
+        self.exclude_seen = exclude_seen
         self.spec = FeatureSpec.from_dict(ranker.features or {})
         self.heads = head_vector(ranker.tasks, head_weights)
         self.table = keras.ops.convert_to_numpy(sasrec.model.item_embeddings())
@@ -87,9 +88,11 @@ class PipelineScorer:
 
     def excluding_seen(self, exclude: bool) -> PipelineScorer:
         """The same pipeline with (false) or without (true) the user's newest items among
-        its candidates, as a live list has them by ``STREAMREC_RECS_EXCLUDE_SEEN``."""
-        return PipelineScorer(self.sasrec, self.index, self.ranker, self.candidates, exclude,
-                              self.head_weights)
+        its candidates, as a live list has them by ``STREAMREC_RECS_EXCLUDE_SEEN``: a
+        shallow copy, sharing the models, the index and the item table."""
+        other = copy.copy(self)
+        other.exclude_seen = exclude
+        return other
 
     def head_logits(self, users: np.ndarray, sessions: np.ndarray,
                     histories: list[np.ndarray], side: Side | None = None

@@ -50,6 +50,16 @@ from model.retrieval.sasrec import SASRec
 from model.retrieval.training import SASRecScorer
 
 
+def excludes_seen(ranker: NeuMF | NumpyNeuMF | None, choice: bool | None) -> bool:
+    """Whether a model's live lists leave the user's own items out: ``choice`` when the
+    operator made one (``STREAMREC_RECS_EXCLUDE_SEEN`` true or false), else what its ranker
+    chose on validation (``NeuMF.recommends_seen``, under ``auto``). A retriever alone
+    always leaves them out: it has no seen-before features to place them by."""
+    if choice is not None:
+        return choice
+    return ranker is None or not ranker.recommends_seen
+
+
 class PipelineScorer:
     """SASRec retrieves ``candidates`` items, NeuMF reorders them (``served_scores``: among
     unseen items, maybe in SASRec's order); the rest keep their SASRec order below.
@@ -520,8 +530,7 @@ class ServingBundle:
         times); ``exclude_seen`` None: as the ranker chose (``NeuMF.recommends_seen``);
         ``timings``, when given, receives the seconds spent in each stage (session: the
         sessions as arrays; encode, retrieve, rank)."""
-        if exclude_seen is None:
-            exclude_seen = self.ranker is None or not self.ranker.recommends_seen
+        exclude_seen = excludes_seen(self.ranker, exclude_seen)
         clock = _Stopwatch(timings)
         live = [s if isinstance(s, LiveSession) else LiveSession(tuple(s)) for s in sessions]
         known, hist, side = self._histories(live)

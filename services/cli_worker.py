@@ -182,8 +182,7 @@ def _worker_config(settings: Settings, worker_id: str, status_file: Path | None
         session_timeout_s=settings.worker_session_timeout_s,
         commit_interval_s=settings.worker_commit_interval_s,
         recs_ttl_s=settings.recs_ttl_s,
-        exclude_seen=(None if settings.recs_exclude_seen == "auto"
-                      else settings.recs_exclude_seen),
+        exclude_seen=settings.exclude_seen,
         session_ttl_ms=int(settings.session_ttl_days * 24 * 3600 * 1000),
         session_sweep_s=settings.session_sweep_s,
         session=SessionPolicy(gap_ms=int(settings.session_gap_min * 60_000),

@@ -503,6 +503,12 @@ class Settings(BaseSettings):
         return self.redis_url.get_secret_value() if self.redis_url else self.local_redis().url
 
     @property
+    def exclude_seen(self) -> bool | None:
+        """``recs_exclude_seen`` as the serving code takes it: None under ``auto``, where
+        each served model decides (``model.pipeline.excludes_seen``)."""
+        return None if self.recs_exclude_seen == "auto" else self.recs_exclude_seen
+
+    @property
     def _kafka_home(self) -> Path:
         return self.data_dir / "kafka"
 

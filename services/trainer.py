@@ -184,23 +184,29 @@ def round_outcome(verdict: Verdict, promotion: tuple[bool, str] | None) -> tuple
 
 
 def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | None,
-          settings: Settings, finite: bool, seed: int = 0
+          settings: Settings, finite: bool, seed: int = 0,
+          lists_seen: Mapping[str, bool] | None = None
           ) -> tuple[dict[str, GateReport], Verdict]:
     """Rank the gate's cases with both models alike (the same sampled negatives) and
     decide (``model.evaluation.gate.decide``) on the full-ranking ranks case by case,
-    each case's user resampled as a unit, with the settings' gain and case count. Returns
-    the reports keyed ``challenger`` and, when there is one, ``champion`` (numbers only:
-    they go to MLflow), and the verdict, its reason counting the cases."""
+    each case's user resampled as a unit, with the settings' gain and case count.
+    ``lists_seen`` names the models (``challenger``, ``champion``) whose live lists hold
+    the user's own items: their full ranking keeps the history among the candidates
+    (``keep_history``), so a repeated target counts where such a list could show it.
+    Returns the reports keyed ``challenger`` and, when there is one, ``champion``
+    (numbers only: they go to MLflow), and the verdict, its reason counting the cases."""
     from model.evaluation.gate import decide
     from model.evaluation.protocols import rank_cases
 
-    def rank(scorer: Scorer) -> CaseRanks:
-        return rank_cases(scorer, cases.users, cases.histories, cases.targets, num_items,
-                          side=cases.side)
+    seen = lists_seen or {}
 
-    ranked = {"challenger": rank(challenger)}
+    def rank(who: str, scorer: Scorer) -> CaseRanks:
+        return rank_cases(scorer, cases.users, cases.histories, cases.targets, num_items,
+                          side=cases.side, keep_history=seen.get(who, False))
+
+    ranked = {"challenger": rank("challenger", challenger)}
     if champion is not None:
-        ranked["champion"] = rank(champion)
+        ranked["champion"] = rank("champion", champion)
     reports = {who: ranks.report() for who, ranks in ranked.items()}
     paired = (ranked["challenger"].full, ranked["champion"].full) \
         if champion is not None else None
@@ -209,6 +215,16 @@ def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | N
                      min_gain=settings.trainer_min_gain, finite=finite,
                      case_users=cases.users, seed=seed)
     return reports, with_cases(verdict, reports["challenger"]["users"])
+
+
+def served_forms(seen: Mapping[str, bool]) -> str:
+    """How the gate judged each model's lists, for the reason of a comparison: empty when
+    every list left the user's items out, as the plain protocol scores them."""
+    if not any(seen.values()):
+        return ""
+    return "judged as served: " + ", ".join(
+        f"{who}'s lists {'hold' if held else 'leave out'} the user's items"
+        for who, held in seen.items())
 
 
 @dataclass(frozen=True)
@@ -515,19 +531,29 @@ class Trainer:
     def _gate(self, data: _RoundData, challenger: _Challenger
               ) -> tuple[dict[str, GateReport], Verdict]:
         """Judge the challenger's pipeline against the champion's (``judge``), the
-        champion through ``KnownPrefix``, in the challenger's id space."""
+        champion through ``KnownPrefix``, in the challenger's id space. Each is judged as
+        its live lists would be served (``STREAMREC_RECS_EXCLUDE_SEEN``, under ``auto``
+        its ranker's choice): the user's own items among its candidates or not."""
         from model.evaluation.gate import KnownPrefix
-        from model.pipeline import PipelineScorer
+        from model.pipeline import PipelineScorer, excludes_seen
 
-        items, champion = data.sequences.num_items, None
+        items, champion, choice = data.sequences.num_items, None, self.settings.exclude_seen
+        pipeline = challenger.trained["pipeline"].scorer
+        assert isinstance(pipeline, PipelineScorer)
+        seen = {"challenger": not excludes_seen(pipeline.ranker, choice)}
         if (c := data.champion) is not None:
             cfg = challenger.ranker_cfg
+            seen["champion"] = not excludes_seen(c.ranker, choice)
             champion = KnownPrefix(PipelineScorer.of(c.retriever, c.ranker, cfg.candidates,
-                                                     exclude_seen=False,
+                                                     exclude_seen=not seen["champion"],
                                                      head_weights=cfg.head_weights),
                                    len(c.users), len(c.items), items)
-        return judge(data.cases, items, challenger.trained["pipeline"].scorer, champion,
-                     self.settings, challenger.finite, self.seed)
+        reports, verdict = judge(data.cases, items,
+                                 pipeline.excluding_seen(not seen["challenger"]), champion,
+                                 self.settings, challenger.finite, self.seed, seen)
+        if champion is not None and (forms := served_forms(seen)):
+            verdict = replace(verdict, reason=f"{verdict.reason}; {forms}")
+        return reports, verdict
 
     def _refit(self, data: _RoundData, challenger: _Challenger, verdict: Verdict
                ) -> tuple[_Challenger, Verdict]:

@@ -154,6 +154,70 @@ def test_the_gate_keeps_the_champion_on_a_gain_that_may_be_luck_or_too_few_cases
     assert set(reports) == {"challenger"}
 
 
+@pytest.mark.keras
+@pytest.mark.parametrize(("setting", "held"), [("auto", (True, False)), ("true", (False, False)),
+                                               ("false", (True, True))])
+def test_the_gate_judges_each_model_as_its_lists_are_served(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, setting: str, held: tuple[bool, bool],
+) -> None:
+    """``held``: whether the challenger's and the champion's lists hold the user's items
+    under ``setting``; the challenger's ranker chose to hold them, the champion's not."""
+    import keras
+
+    from model.evaluation.gate import KnownPrefix
+    from model.evaluation.harness import Trained
+    from model.evaluation.protocols import rank_cases
+    from model.pipeline import PipelineScorer
+    from model.ranking.neumf import NeuMF, start_from_score
+    from model.ranking.training import NeuMFConfig
+    from model.retrieval.index import ItemIndex
+    from model.retrieval.sasrec import SASRec
+    from model.retrieval.training import SASRecConfig, SASRecScorer
+    from services.trainer import _Challenger, _RoundData
+    from streams.registry import Champion
+
+    keras.utils.set_random_seed(1)
+    past, recent = time_split(list(generate(SyntheticConfig(users=60, items=40, events=3000,
+                                                            seed=1))), 0.8)
+    seqs = build_sequences(past)
+    cases = gate_cases(seqs, recent)
+    sasrec = SASRec(seqs.num_items, max_len=16, dim=16, blocks=1, dropout=0.0)
+    scorer = SASRecScorer(sasrec)
+    scorer.embed(cases.histories[:1])  # builds the model
+
+    def ranker(recommends_seen: bool) -> NeuMF:
+        model = start_from_score(NeuMF(seqs.num_users, seqs.num_items, 8, (16, 8),
+                                       session_dim=16, use_score=True))
+        model.recommends_seen = recommends_seen
+        return model
+
+    index = ItemIndex.build(keras.ops.convert_to_numpy(sasrec.item_embeddings()))
+    pipeline = PipelineScorer(scorer, index, ranker(True), candidates=30, exclude_seen=False)
+    champion = Champion(sasrec, ranker(False), seqs.users, seqs.items, {})
+    data = _RoundData([], 0, [], None, champion, seqs, cases)
+    challenger = _Challenger({"pipeline": Trained("pipeline", pipeline, 0.0)},
+                             leave_last_out(seqs), SASRecConfig(), NeuMFConfig(candidates=30),
+                             finite=True)
+    reports, verdict = _trainer(tmp_path, recs_exclude_seen=setting)._gate(data, challenger)
+
+    def served(model: PipelineScorer, holds: bool) -> dict:
+        model = KnownPrefix(model.excluding_seen(not holds), seqs.num_users, seqs.num_items,
+                            seqs.num_items)
+        return rank_cases(model, cases.users, cases.histories, cases.targets, seqs.num_items,
+                          side=cases.side, keep_history=holds).report()
+
+    assert reports["challenger"] == served(pipeline, held[0])
+    assert reports["champion"] == served(PipelineScorer.of(sasrec, champion.ranker, 30), held[1])
+    # The forms differ on this log, so a gate judging one form for all would fail above.
+    assert served(pipeline, True)["full"] != served(pipeline, False)["full"]
+    _, alone = _trainer(tmp_path, recs_exclude_seen=setting)._gate(replace(data, champion=None),
+                                                                   challenger)
+    assert alone.reason == "no champion yet"  # nothing compared: no form to tell
+    assert ("judged as served: challenger's lists "
+            f"{'hold' if held[0] else 'leave out'} the user's items" in verdict.reason) \
+        == any(held), verdict.reason
+
+
 def test_the_outcome_follows_the_gate_then_the_promotion() -> None:
     assert round_outcome(REJECT, None) == ("rejected", REJECT.reason)
     assert round_outcome(PROMOTE, (True, "")) == ("promoted", PROMOTE.reason)

@@ -298,6 +298,22 @@ def _sequences(events: list[Event], users: list[str], items: list[str], spec: Fe
                            spec=spec, catalogue=records, char_tokens=char_tokens)
 
 
+def keep_judged_form(refit: _Challenger, gated: _Challenger) -> None:
+    """Give ``refit``'s ranker the gated ranker's serving choices: whether its lists hold
+    the user's items (``NeuMF.recommends_seen``) and whose order they keep among unseen
+    items (``NeuMF.retrieval_order``). Training chooses both anew on its validation, which
+    for a refit is mostly the gate slice, and the gate judged the challenger in the form
+    it chose before: a model promoted on one form must not serve another."""
+    before, after = gated.trained["pipeline"].result, refit.trained["pipeline"].result
+    assert before is not None and after is not None
+    chose = (after.model.recommends_seen, after.model.retrieval_order)
+    judged = (before.model.recommends_seen, before.model.retrieval_order)
+    if chose != judged:
+        log.info("refit: its validation chose (holds seen items, retriever's order) = %s; "
+                 "kept %s, as the gate judged it", chose, judged)
+    after.model.recommends_seen, after.model.retrieval_order = judged
+
+
 def gate_cut(events: list[Event], fraction: float, seen_until: int | None) -> int:
     """Where the gate slice of ``events`` (in time order) begins: the newest ``fraction``,
     less any event the champion learnt (``seen_until``: the newest event time it trained
@@ -551,7 +567,7 @@ class Trainer:
         reports, verdict = judge(data.cases, items,
                                  pipeline.excluding_seen(not seen["challenger"]), champion,
                                  self.settings, challenger.finite, self.seed, seen)
-        if champion is not None and (forms := served_forms(seen)):
+        if verdict.champion is not None and (forms := served_forms(seen)):
             verdict = replace(verdict, reason=f"{verdict.reason}; {forms}")
         return reports, verdict
 
@@ -586,6 +602,7 @@ class Trainer:
             return challenger, replace(verdict, promote=False, reason=(
                 f"{verdict.reason}; but its refit on all {data.events:,} events has "
                 "non-finite weights"))
+        keep_judged_form(refit, challenger)
         return refit, verdict
 
     def _log(self, data: _RoundData, challenger: _Challenger, reports: dict[str, GateReport],

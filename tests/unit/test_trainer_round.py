@@ -412,6 +412,8 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     round on the same history has no event the champion has not learnt to judge by."""
     import matplotlib.pyplot as plt
 
+    import model.ranking.training as ranking_training
+    from model.pipeline import PipelineScorer
     from streams.registry import RETRIEVER_NAME, load_champion, set_champion
 
     trainer = _trainer(tmp_path, trainer_min_events=1, trainer_epochs=1,
@@ -425,6 +427,19 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     clean_env.setattr(trainer, "history", lambda: events)
     clean_env.setattr(trainer, "catalogue", lambda: [])
     clean_env.setattr(trainer, "promote", promote)
+    # The refit's validation chooses the other serving form each time it is asked.
+    chosen: list[tuple[bool, bool]] = []
+    choose_order = ranking_training.choose_order
+
+    def contrary(served: PipelineScorer, split: object) -> dict:
+        figures = choose_order(served, split)  # type: ignore[arg-type]
+        served.ranker.retrieval_order = served.ranker.recommends_seen = not chosen
+        chosen.append((served.ranker.recommends_seen, served.ranker.retrieval_order))
+        return figures
+
+    clean_env.setattr(ranking_training, "choose_order", contrary)
+    clean_env.setattr(ranking_training, "choose_seen",
+                      lambda served, split: {"with": 0.0, "without": 0.0})
     open_before = set(plt.get_fignums())
     result = trainer.run_round()
     assert (result.outcome, result.reason) == ("promoted", "no champion yet"), result
@@ -442,6 +457,9 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     assert run.data.params["trained_until_ts"] == str(events[-1].ts)
     assert run.data.params["refit_epochs"] == "1"
     assert run.data.tags["gate_cases"] == run.data.params["gate_cases"]
+    # Promoted in the form the gate judged, not the one the refit's validation chose.
+    assert chosen == [(True, True), (False, False)]
+    assert (champion.ranker.recommends_seen, champion.ranker.retrieval_order) == (True, True)
     again = trainer.run_round()
     assert again.outcome == "skipped" and "newer than those the champion learnt" in \
         again.reason, again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -16,7 +17,7 @@ from services.cli_events import Columns, Format, columns_of
 from services.logs import configure
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
-from services.trainer import TRAINED_UNTIL
+from services.trainer import TRAINED_UNTIL, Recipe, as_of
 from services.training_run import train_with_progress
 from streams.catalog_files import CATALOG_FORMATS
 from streams.readers import read_valid_events
@@ -81,6 +82,10 @@ def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = Non
     return build_sequences(_events(path, fmt, columns), items=items, grow_items=items is None,
                            spec=settings.feature_spec(), catalogue=records,
                            char_tokens=settings.content_char_tokens)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _newest_ts(seqs: Sequences) -> int:
@@ -220,8 +225,10 @@ def train(
     if champion and register and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
-        _through_the_gate(gate, _events(data, fmt, fields), data.stem, source, epochs,
-                          records)
+        # Times ahead of the clock brought back to it, as the trainer does: learnt by a
+        # champion, one would leave the trainer's rounds no gate slice until it passed.
+        _through_the_gate(gate, as_of(_events(data, fmt, fields), _now_ms())[0],
+                          Recipe(epochs, False, data.stem, source, pretrain), records)
         return
     seqs = _load(data, fmt, settings, records=records, columns=fields)
     split = leave_last_out(seqs)
@@ -231,7 +238,8 @@ def train(
     store.ensure()
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
                          {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
-                         {**source, TRAINED_UNTIL: _newest_ts(seqs)}, register=register)
+                         {**source, TRAINED_UNTIL: min(_newest_ts(seqs), _now_ms())},
+                         register=register)
     announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced and not force:
         _first_champion(settings, announced)
@@ -286,17 +294,17 @@ def _gatekeeper(settings: Settings, seed: int) -> Trainer | None:
     return trainer if trainer.champion_versions() is not None else None
 
 
-def _through_the_gate(trainer: Trainer, events: list[Event], name: str, source: dict[str, str],
-                      epochs: int | None, records: list[ItemRecord]) -> None:
+def _through_the_gate(trainer: Trainer, events: list[Event], recipe: Recipe,
+                      records: list[ItemRecord]) -> None:
     """``train --champion`` against a champion: the trainer's round on the file
-    (``services.trainer.Trainer.round_on``) with a fresh model capped at ``epochs``: the
+    (``services.trainer.Trainer.round_on``) with a fresh model as ``recipe`` says: the
     newest events held out, the model trained on the rest, judged against the champion
     on them by the same gate, refit on everything when it passes, then registered and
     promoted. Refused (the models registered all the same, tagged with why): one line
     with the gate's reason, exit 1."""
-    from services.trainer import Recipe, describe_round
+    from services.trainer import describe_round
 
-    summary = trainer.round_on(events, records, Recipe(epochs, False, name, source))
+    summary = trainer.round_on(events, records, recipe)
     if summary.outcome != "promoted":
         errors.print(f"{describe_round(summary)}; --force promotes without the gate",
                      soft_wrap=True, markup=False, highlight=False)

@@ -238,6 +238,7 @@ class Recipe:
     warm_start: bool                         # from the champion's weights
     label: str
     params: Mapping[str, Any]
+    pretrain: bool = False                   # the ranker's GMF and MLP alone first (not the refit)
 
 
 @dataclass(frozen=True)
@@ -493,7 +494,7 @@ class Trainer:
                  champion.version if champion else "none")
         challenger = self._train(data.sequences, recipe.epochs, {
             "retriever": champion.retriever, "ranker": champion.ranker}
-            if champion is not None and recipe.warm_start else None)
+            if champion is not None and recipe.warm_start else None, recipe.pretrain)
         reports, verdict = self._gate(data, challenger)
         if verdict.promote:
             challenger, verdict = self._refit(data, challenger, verdict)
@@ -529,17 +530,18 @@ class Trainer:
                           gate_cases(sequences, recent))
 
     def _train(self, sequences: Sequences, epochs: int | None,
-               init: dict[str, keras.Model] | None) -> _Challenger:
+               init: dict[str, keras.Model] | None, pretrain: bool = False) -> _Challenger:
         """Train a retriever (SASRec) and a ranker (NeuMF) on ``sequences``, each
         warm-started from ``init``'s model in its role when given: a round refines the
-        champion rather than starting over, and a refit continues the challenger."""
+        champion rather than starting over, and a refit continues the challenger.
+        ``pretrain``: the ranker's GMF and MLP trained alone before they are fused."""
         from model.data import leave_last_out
         from model.weights import all_finite
         from services.training_run import train_with_progress
 
         split = leave_last_out(sequences)
         trained, retriever_cfg, ranker_cfg = train_with_progress(
-            split, ["sasrec", "pipeline"], self.settings, epochs, self.seed, init=init)
+            split, ["sasrec", "pipeline"], self.settings, epochs, self.seed, pretrain, init)
         finite = all(t.result is not None and all_finite(t.result.model)
                      for t in trained.values())
         return _Challenger(trained, split, retriever_cfg, ranker_cfg, finite)

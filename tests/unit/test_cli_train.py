@@ -5,6 +5,7 @@ which path the command takes and what it says."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,36 @@ def test_a_headerless_csv_trains_with_its_columns_named_and_they_join_the_run(
                                        "csv", "--columns", "user,thing,time"])
     assert refused.exit_code == 2 and "--columns" in refused.output
     assert "name no item" in refused.output
+
+
+def test_the_gated_round_pretrains_as_asked_and_brings_times_ahead_of_the_clock_back(
+    log: Path, clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """A time ahead of the clock (valid up to a day), learnt by a champion, would leave
+    the trainer's rounds no gate slice until it passed: the file's are brought back to
+    the clock, as the trainer's own history is."""
+    import time
+
+    from streams.readers import read_events
+
+    events = list(read_events(log, "jsonl"))
+    ahead = int(time.time() * 1000) + 3_600_000
+    log.write_bytes(b"".join(e.to_json() + b"\n" for e in events[:-1])
+                    + replace(events[-1], ts=ahead).to_json() + b"\n")
+    seen: list[tuple[int, bool]] = []
+
+    def round_on(self: Trainer, events: list[Event], records: list, recipe: Recipe
+                 ) -> RoundSummary:
+        seen.append((max(e.ts for e in events), recipe.pretrain))
+        return RoundSummary("promoted", WHY, CHALLENGER, len(events))
+
+    clean_env.setattr(Trainer, "champion_versions", lambda self: CHAMPION)
+    clean_env.setattr(Trainer, "round_on", round_on)
+    before = int(time.time() * 1000)
+    result = _train(log, "--champion", "--pretrain")
+    assert result.exit_code == 0, result.output
+    [(newest, pretrain)] = seen
+    assert pretrain and before <= newest < ahead
 
 
 @pytest.mark.parametrize(("champion", "args"), [

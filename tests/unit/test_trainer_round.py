@@ -18,6 +18,7 @@ from model.data import build_sequences, leave_last_out, time_split
 from model.evaluation.gate import Cases, Verdict, gate_cases
 from services.settings import Settings
 from services.trainer import (
+    Recipe,
     Trainer,
     as_of,
     describe_round,
@@ -388,6 +389,26 @@ def test_the_refit_learns_every_event_in_id_maps_that_extend_the_challengers(
     assert everything.interactions() == len(events)
     fresh = everything.items.get("fresh-item")
     assert any(fresh in h for h in leave_last_out(everything).train)
+
+
+def test_a_round_pretrains_the_ranker_when_its_recipe_asks(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """``streamrec train --champion --pretrain`` goes through ``round_on`` with a recipe
+    that asks for it; until 2026-12-06 the gated path dropped the flag."""
+    trainer = _trainer(tmp_path, trainer_min_events=1)
+    clean_env.setattr(trainer, "champion_versions", lambda: None)
+    asked: list[bool] = []
+
+    def train(*args: object, **kwargs: object) -> None:
+        asked.append(bool(args[5]))
+        raise RuntimeError("stop after the call")
+
+    clean_env.setattr("services.training_run.train_with_progress", train)
+    for pretrain in (True, False):
+        with pytest.raises(RuntimeError, match="stop after the call"):
+            trainer.round_on(_log_with_a_new_item(), [], Recipe(1, False, "f", {}, pretrain))
+    assert asked == [True, False]
 
 
 def test_the_refit_keeps_the_challengers_numeric_moments(

@@ -300,8 +300,9 @@ def _through_the_gate(trainer: Trainer, events: list[Event], recipe: Recipe,
     (``services.trainer.Trainer.round_on``) with a fresh model as ``recipe`` says: the
     newest events held out, the model trained on the rest, judged against the champion
     on them by the same gate, refit on everything when it passes, then registered and
-    promoted. Refused (the models registered all the same, tagged with why): one line
-    with the gate's reason, exit 1."""
+    promoted. Refused (the models registered all the same, tagged with why) or skipped
+    (no event newer than the champion's, nothing trained): one line with the reason,
+    exit 1."""
     from services.trainer import describe_round
 
     summary = trainer.round_on(events, records, recipe)

@@ -669,8 +669,9 @@ class Trainer:
             now = retry("reading the champion alias",
                         lambda: alias_versions(self.store, list(versions)))
             if now != expected:
-                return False, (f"the champion moved to {now} while this challenger trained "
-                               f"against {expected}")
+                return False, (f"the champion moved to {version_string(now) if now else 'none'}"
+                               " while this challenger trained against "
+                               f"{version_string(expected) if expected else 'none'}")
             try:
                 retry("moving the champion alias", lambda: set_champion(self.store, versions))
             except Exception:

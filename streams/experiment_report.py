@@ -27,10 +27,11 @@ from model.experiments.statistics import (
     sample_ratio_mismatch,
 )
 from streams.experiment import Experiment
-from streams.experiment_store import read_tallies, tally_key
+from streams.experiment_store import TALLY_TTL_S, read_tallies, tally_key
 from streams.experiments import METRICS, Tallies
 
 PRIMARY = "NDCG@10"  # the metric whose test decides an A/B experiment
+SRM_STATE = "sample ratio"  # the kept state of the sample-ratio check, beside the tests'
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,10 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
     counts = [tallies.variant(v.name).users for v in experiment.variants]
     served = sum(v.share for v in experiment.variants)  # not 1 - holdback: the declared
     shares = [v.share / served for v in experiment.variants]  # sum's rounding, magnified
-    srm = sample_ratio_mismatch(counts, shares) if experiment.mode == "ab" else None
+    srm = sample_ratio_mismatch(counts, shares, seen_p=states.get(SRM_STATE, {}).get(
+        "p_value", 1.0)) if experiment.mode == "ab" else None
+    if srm is not None:  # its running minimum: a split found broken stays broken
+        new_states[SRM_STATE] = {"p_value": srm.p_value}
     broken = bool(srm and srm.mismatch)  # a broken split: no comparison can be trusted,
     return ExperimentReport(  # so no winner (``conclude`` and live trials promote one)
         experiment, workers, variants, tests, srm.p_value if srm else math.nan,
@@ -151,7 +155,8 @@ def status(redis: Any, experiment: Experiment) -> ExperimentReport:
         report, new_states = look(experiment, tallies, workers,
                                   orjson.loads(raw) if raw else {}, failed)
         pipe.multi()
-        pipe.set(key, orjson.dumps(new_states, option=orjson.OPT_SERIALIZE_NUMPY))
+        pipe.set(key, orjson.dumps(new_states, option=orjson.OPT_SERIALIZE_NUMPY),
+                 ex=TALLY_TTL_S)  # kept as long as the tallies they were read from
         return report
 
     return redis.transaction(fold, key, value_from_callable=True)

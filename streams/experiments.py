@@ -222,9 +222,12 @@ class LiveExperiment:
                     popular: Popular,
                     recs: list[Recommendation | None], tags: list[ExperimentTag | None]
                     ) -> None:
-        """One team-draft list per user ``idx`` of the batch, from both variants' lists."""
-        a_lists, b_lists = (self._answers(idx, self._bundle(v, champion)[1], ask, popular)
-                            for v in self.experiment.variants)
+        """One team-draft list per user ``idx`` of the batch, from both variants' lists.
+        A variant that is not loaded drafts its stand-in's list (``_bundle``), and the
+        tag's ``served_by`` names that stand-in, as an A/B list's does."""
+        served = [self._bundle(v, champion) for v in self.experiment.variants]
+        a_lists, b_lists = (self._answers(idx, bundle, ask, popular) for _, bundle in served)
+        stand_in = next((by for by, _ in served if by is not None), None)
         names = [v.name for v in self.experiment.variants]
         for i, a, b in zip(idx, a_lists, b_lists):
             # A model that cannot serve this user yet answers with popularity, as it does
@@ -237,7 +240,7 @@ class LiveExperiment:
                 continue  # no list on either side yet (no popularity either): untagged
             scores = {item: s for r in (b, a) for item, s in zip(r.items, r.scores)}
             recs[i] = Recommendation(list(drafted.items), [scores[x] for x in drafted.items])
-            tags[i] = ExperimentTag(self.name, INTERLEAVED,
+            tags[i] = ExperimentTag(self.name, INTERLEAVED, stand_in,
                                     teams=[names[t] for t in drafted.teams])
 
     def shown(self, record: RecommendationList) -> None:

@@ -161,6 +161,18 @@ def test_interleaving_drafts_both_lists_the_same_way_for_the_same_event() -> Non
     assert len({tuple(t.teams) for t in tags}) > 1  # the coins differ between events
 
 
+def test_an_interleaved_list_says_when_a_variant_was_served_by_its_stand_in() -> None:
+    """Until the challenger loads, the control is drafted against itself: visible on each
+    list and in the metrics by ``served_by``, as an A/B list's stand-in is."""
+    users = [f"u{i}" for i in range(20)]
+    loaded = LiveExperiment(experiment("interleave"), {"treatment": CHALLENGER})
+    _, _, tags = loaded.recommend(users, users, CHAMP, ask, popular)
+    assert {t.served_by for t in tags} == {None}
+    _, _, tags = LiveExperiment(experiment("interleave")).recommend(users, users, CHAMP, ask,
+                                                                    popular)
+    assert {(t.variant, t.served_by) for t in tags} == {(INTERLEAVED, "control")}
+
+
 def test_a_model_that_cannot_serve_yet_interleaves_as_popularity_not_as_nothing() -> None:
     """A None from a bundle (a user it cannot serve yet) is the popularity that user would
     see in production; drafted as an empty list it handed every credit to the other."""
@@ -283,6 +295,12 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     assert look(three, ahead, 1, {})[0].winner == "better"  # not the first declared
     thirds = new_experiment("e", [(n, "champion", 0.0166667) for n in "abc"], holdback=0.95)
     assert not look(thirds, Tallies(), 1, {})[0].sample_ratio_mismatch  # raised before
+    # A split found broken stays broken at later looks, though its counts level out.
+    _, kept = look(e, lopsided, 1, {})
+    for i in range(1000, 1800):
+        lopsided.variant("treatment").add(f"u{i}", {"HR@10": 0.0})
+    assert not look(e, lopsided, 1, {})[0].sample_ratio_mismatch  # 900 : 900 read afresh
+    assert look(e, lopsided, 1, kept)[0].sample_ratio_mismatch
 
 
 def test_a_variant_that_fails_to_load_is_reported_and_retried_with_backoff() -> None:

@@ -175,6 +175,15 @@ def test_the_sample_ratio_check_flags_a_broken_split_only() -> None:
     assert not sample_ratio_mismatch([0, 0], [0.5, 0.5]).mismatch
     # shares accepted as adding up (within 1e-6) are checked, not a crash in chisquare
     assert not sample_ratio_mismatch([300, 310, 290], [0.3333333] * 3).mismatch
+    # Read at every look: honest splits looked at every 100 users up to 20,000 are flagged
+    # at most at the threshold's rate over all the looks (a chi-square read so: 1.4%).
+    runs = (np.cumsum(rng.random(20_000) < 0.5) for _ in range(300))
+    assert not any(sample_ratio_mismatch([c[n - 1], n - c[n - 1]], [0.5, 0.5]).mismatch
+                   for c in runs for n in range(100, 20_001, 100))
+    # A split that errs by 3 points is found all the same, and a flag once raised stays.
+    late = sample_ratio_mismatch([5300, 4700], [0.5, 0.5])
+    assert late.mismatch and late.p_value < 1e-6
+    assert sample_ratio_mismatch([5000, 5000], [0.5, 0.5], seen_p=late.p_value).mismatch
     with pytest.raises(ValueError, match="counts for"):
         sample_ratio_mismatch([1, 2, 3], [0.5, 0.5])
     with pytest.raises(ValueError, match="sum to 1"):

@@ -38,7 +38,12 @@ Group = Annotated[str, typer.Option(help="consumer group whose committed positio
 
 
 def _time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """``ms`` as a UTC time; a header past what a date can hold (a hand-made letter) is
+    shown as its number, not a crash of the whole listing."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms"
 
 
 def _table(summaries: list[ReasonSummary]) -> Table:

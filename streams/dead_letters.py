@@ -75,7 +75,8 @@ def _header(record: Record, name: str) -> str | None:
 
 def _header_int(record: Record, name: str) -> int | None:
     text = _header(record, name)
-    return int(text) if text is not None and text.isdigit() else None
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
 
 def reason_of(record: Record) -> str:

@@ -233,11 +233,16 @@ def _check_context(context: Any) -> None:
     if len(context) > MAX_CONTEXT_KEYS:
         raise InvalidEvent(Reason.BAD_VALUE, f"context has more than {MAX_CONTEXT_KEYS} keys")
     for key, value in context.items():
+        if type(key) is not str:  # JSON's are; a Python caller's may not be
+            raise InvalidEvent(Reason.WRONG_TYPE, "context keys must be strings")
         if not 0 < len(key) <= 64:
             raise InvalidEvent(Reason.BAD_VALUE, "context keys must be 1..64 characters")
         if type(value) not in (str, int, float, bool):
             raise InvalidEvent(Reason.WRONG_TYPE,
                                f"context[{key[:40]!r}] must be a string, number or boolean")
+        if type(value) is int and not -2**63 <= value < 2**63:  # the producer's encoder,
+            raise InvalidEvent(Reason.BAD_VALUE,  # and other languages, stop at 64 bits
+                               f"context[{key[:40]!r}] is an integer past 64 bits")
         if type(value) is str and len(value) > MAX_ID_LENGTH:
             raise InvalidEvent(Reason.BAD_VALUE, f"context[{key[:40]!r}] is too long")
         if type(value) is float and not math.isfinite(value):  # JSON has no NaN: it would
@@ -248,9 +253,10 @@ def _check_context(context: Any) -> None:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the wire format, for other languages and docs.
 
-    Three rules are not expressible there and live only in :func:`parse`: the payload
-    size limit, the upper bound of ``ts`` (now + 1 day), and ids being printable past the
-    control characters the pattern refuses (Python's ``str.isprintable``). Two more come
+    Four rules are not expressed there and live only in :func:`parse`: the payload
+    size limit, the upper bound of ``ts`` (now + 1 day), ids being printable past the
+    control characters the pattern refuses (Python's ``str.isprintable``), and integer
+    context values within 64 bits (signed). Two more come
     from the JSON reader, which refuses them as ``bad_json``: a number past a double's
     range (``1e400``) and an escaped lone surrogate (``"\ud800"``), both valid JSON text.
     """

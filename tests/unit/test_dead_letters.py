@@ -56,8 +56,9 @@ def test_summary_groups_by_reason_most_frequent_first() -> None:
 
 
 def test_summary_copes_with_missing_or_garbled_headers() -> None:
-    (only,) = summarize([letter(timestamp_ms=42), letter(timestamp_ms=7, rejected_ms="soon")])
-    assert (only.reason, only.count, only.first_ms, only.last_ms) == (MISSING, 2, 7, 42)
+    (only,) = summarize([letter(timestamp_ms=42), letter(timestamp_ms=7, rejected_ms="soon"),
+                         letter(timestamp_ms=9, rejected_ms="²")])  # a digit int() refuses
+    assert (only.reason, only.count, only.first_ms, only.last_ms) == (MISSING, 3, 7, 42)
     assert only.sources == {MISSING} and only.examples == []
     assert summarize([]) == []
 
@@ -72,6 +73,8 @@ def test_put_back_headers_keep_everything_name_the_first_copy_and_count_redrives
     assert put_back_headers(copy, failed=True) == [
         ("reason", b"bad_json"), (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@4"),
         (REDRIVES_HEADER, b"2")]
+    assert put_back_headers(letter(reason="x", redrives="³"), failed=True)[-1] == \
+        (REDRIVES_HEADER, b"1")  # garbled: counted afresh, not a crash mid-redrive
     assert put_back_headers(letter(reason="x"), failed=False) == [
         ("reason", b"x"), (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@0")]
 
@@ -160,3 +163,11 @@ def test_a_long_detail_is_cut_on_a_character_boundary() -> None:
     """Cut at 1 KiB inside a two-byte character, the header was not valid UTF-8."""
     detail = dict(dead_letter_headers("bad_value", "x" + "é" * 600, "api"))["detail"]
     assert len(detail) == 1023 and detail.decode() == "x" + "é" * 511
+
+
+def test_inspect_shows_a_time_past_any_date_as_its_number() -> None:
+    """A hand-made letter's ``rejected_ms`` past year 9999 crashed the whole listing."""
+    from services.cli_dlq import _time
+
+    assert _time(0) == "1970-01-01 00:00:00"
+    assert _time(10**20) == f"{10**20} ms"

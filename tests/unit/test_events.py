@@ -44,7 +44,8 @@ def good(**changes: Any) -> dict[str, Any]:
 
 
 def test_valid_event_round_trips() -> None:
-    obj = good(session_id="s1", context={"device": "ios", "page": 3, "ab": True, "w": 0.5})
+    obj = good(session_id="s1", context={"device": "ios", "page": 3, "ab": True, "w": 0.5,
+                                         "big": 2**63 - 1, "low": -2**63})
     event = validate(obj, NOW)
     assert event.to_dict() == obj
     assert parse(event.to_json(), NOW) == event
@@ -86,6 +87,9 @@ def test_integers_written_as_floats_are_integers_as_in_the_schema() -> None:
         (good(context={"k": {"nested": 1}}), Reason.WRONG_TYPE),
         (good(context={"price": float("nan")}), Reason.BAD_VALUE),  # JSON has no NaN
         (good(context={"price": float("-inf")}), Reason.BAD_VALUE),
+        (good(context={"n": 2**63}), Reason.BAD_VALUE),  # the producer's encoder: a crash
+        (good(context={"n": -2**63 - 1}), Reason.BAD_VALUE),
+        (good(context={7: "a Python caller's key"}), Reason.WRONG_TYPE),
         (good(session_id=7), Reason.WRONG_TYPE),
     ],
 )

@@ -61,6 +61,11 @@ class Catalogue:
                 self.metrics.catalogue.labels("invalid").inc()
                 log.warning("catalogue record refused (%s): %s", exc.reason.value, exc.detail)
                 continue
+            if m.key is not None and m.key != record.key:  # compaction keeps it under
+                self.metrics.catalogue.labels("wrong_key").inc()  # its key, so a tombstone
+                log.warning("catalogue record refused: keyed %r, for item %r",  # for its
+                            m.key[:64], record.item_id[:64])  # item could never remove it
+                continue
             self.records[record.item_id] = fresh[record.item_id] = record
         return list(fresh.values())
 

@@ -53,6 +53,9 @@ def test_the_newest_valid_record_per_item_is_kept_and_embedded() -> None:
                             message("c", None)])  # a tombstone forgets c
     assert [r.item_id for r in fresh] == ["a"] and fresh[0].title == "new"
     assert set(catalogue.records) == {"a"} and count(metrics, "invalid") == 1
+    # Keyed as another item, a record would outlive its item's tombstone in compaction.
+    assert catalogue.take([message("d", {"item_id": "e"})]) == []
+    assert "e" not in catalogue.records and count(metrics, "wrong_key") == 1
     bundle = ContentBundle("r:v1")
     catalogue.embed(bundle, fresh)
     catalogue.embed(bundle, [])  # nothing to hand over: the bundle is not called

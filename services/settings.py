@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field("127.0.0.1", description="/metrics listens here "
                                      "(it has no auth: 0.0.0.0 only inside a private network)")
     recs_top_n: int = Field(10, ge=1, le=1000)
-    recs_ttl_s: int = Field(24 * 3600, ge=1)
+    recs_ttl_s: int = Field(24 * 3600, ge=1, le=10**9, description="how long Redis keeps "
+                            "a user's list (at most ~31 years: Redis refuses longer expiries, "
+                            "and every list write would fail)")
     recs_exclude_seen: Literal["auto"] | bool = Field(
         "auto", description="leave the session's items out of its lists; false: the ranker "
         "places its newest among the rest; auto: as the model chose on validation (kept "
@@ -501,6 +503,12 @@ class Settings(BaseSettings):
     def redis(self) -> str:
         """The Redis URL clients use, credentials included: print ``mask_url(redis)``."""
         return self.redis_url.get_secret_value() if self.redis_url else self.local_redis().url
+
+    @property
+    def api_kafka_wait_s(self) -> float:
+        """How long ``POST /v1/events`` waits for Kafka's acknowledgement: 10 s, or two
+        thirds of a shorter request timeout, so that Kafka's 503 comes before the 504."""
+        return min(10.0, self.api_request_timeout_s * 2 / 3)
 
     @property
     def exclude_seen(self) -> bool | None:

@@ -93,6 +93,7 @@ class Backends:
 
         return cls(source, hub,
                    EventIngest(settings.kafka, settings.topic_interactions,
+                               settings.api_kafka_wait_s,
                                items_topic=settings.topic_items),
                    sizes, settings.topic_dlq, catalogue,
                    ItemSpace(catalogue, counts, champion, follow_updates), settings.kafka,

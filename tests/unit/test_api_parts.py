@@ -432,6 +432,11 @@ def test_metrics_count_every_route_but_time_only_non_streaming_ones() -> None:
                       {"route": route, "method": "GET", "status": "200"}) == 1
     assert sample("streamrec_api_request_seconds_count", {"route": "/read"}) == 1
     assert sample("streamrec_api_request_seconds_count", {"route": "/stream"}) is None
+    # Any word a client sends as its method, before auth: one "other" series, not one each.
+    for method in ("BREW", "X-7f3a"):
+        asyncio.run(middleware({"type": "http", "method": method, "path": "/read"}, None, send))
+    assert sample("streamrec_api_requests_total",
+                  {"route": "/read", "method": "other", "status": "200"}) == 2
 
 
 def test_fast_reads_answer_plain_reads_and_pass_the_rest_on() -> None:

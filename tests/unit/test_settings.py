@@ -76,6 +76,8 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_WORKER_ENCODER_CACHE_MB", "inf", "STREAMREC_WORKER_ENCODER_CACHE_MB"),
         ("STREAMREC_DATA_DIR", "~no-such-user-7f3a/x", "STREAMREC_DATA_DIR"),
         ("STREAMREC_RECS_CHANNEL", "recs", "users' stored lists"),  # recs:popular
+        # Redis refuses an expiry that long: every list write failed, popularity served all
+        ("STREAMREC_RECS_TTL_S", "10000000000000000", "STREAMREC_RECS_TTL_S"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(
@@ -248,3 +250,13 @@ def test_seen_items_in_lists_refuse_anything_else_in_one_line(
         load_settings()
     text = str(info.value)
     assert "\n" not in text and "STREAMREC_RECS_EXCLUDE_SEEN" in text
+
+
+def test_posted_events_wait_for_kafka_less_than_the_request_itself(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """The post's wait (plus its second of slack) ends before the request's 504, so a
+    client gets Kafka's 503, which says its events were not produced."""
+    assert Settings().api_kafka_wait_s == 10.0  # the default: 15 s requests
+    short = Settings(api_request_timeout_s=6.0)
+    assert short.api_kafka_wait_s + 1 < short.api_request_timeout_s

@@ -23,11 +23,12 @@ from services.api.auth import Access
 from services.api.catalogue import NO_RECORDS, Records, shown
 from services.api.lists import MAX_K, ListSource
 from services.api.metrics import ASGIApp, Scope
-from streams.events import MAX_ID_LENGTH
+from streams.events import CONTROL_CHARACTERS, MAX_ID_LENGTH
 
-# Printable ASCII without space or '/', as long as the event schema allows ids: the
-# documented path parameter (``routes.USER_ID``).
-USER_ID_RE = re.compile(rf"[!-.0-~]{{1,{MAX_ID_LENGTH}}}")
+# Any character an event's id may hold but '/', as many as the event schema allows: the
+# documented path parameter (``routes.USER_ID``). ASCII alone left a user "José" or
+# "user 7", whose events were accepted, unable to read a list.
+USER_ID_RE = re.compile(rf"[^/{CONTROL_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}")
 _HEADERS = [(b"content-type", b"application/json")]
 
 

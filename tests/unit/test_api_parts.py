@@ -228,10 +228,26 @@ def test_plain_k_takes_only_a_lone_valid_k() -> None:
 
 
 def test_user_id_rule_matches_the_documented_parameter() -> None:
-    assert USER_ID_RE.fullmatch("u42") and USER_ID_RE.fullmatch("a.b:c@d~e")
-    assert USER_ID_RE.fullmatch("x" * MAX_ID_LENGTH)  # as long as the event schema allows
-    for bad in ("", "has space", "a/b", "é", "x" * (MAX_ID_LENGTH + 1)):
+    for good in ("u42", "a.b:c@d~e", "has space", "José", "用户7", "x" * MAX_ID_LENGTH):
+        assert USER_ID_RE.fullmatch(good), good  # every id an event may carry, but '/'
+    for bad in ("", "a/b", "a\x00b", "a\x85b", "x" * (MAX_ID_LENGTH + 1)):
         assert not USER_ID_RE.fullmatch(bad), bad
+
+
+def test_a_user_whose_id_is_not_ascii_reads_the_list_their_events_made() -> None:
+    """Events from "José" or "user 7" were accepted, and their reads refused with 422."""
+    from urllib.parse import quote
+
+    from api_fakes import InProcessApi, stored_list
+
+    api = InProcessApi()
+    for user in ("José", "user 7"):
+        api.app.state.backends.source.client.values[recs_key(user)] = \
+            stored_list(user).to_json()
+        for query in ("", "?k=2&x=1"):  # the fast path, then FastAPI's
+            got = api.get(f"/v1/users/{quote(user)}/recommendations{query}")
+            assert got.status_code == 200 and got.json()["user_id"] == user, got.text
+    assert api.get("/v1/users/a%00b/recommendations").status_code == 422
 
 
 POPULAR = PopularList("v1", 5, [ScoredItem("p", 1.0), ScoredItem("q", 0.5)])
@@ -461,9 +477,9 @@ def test_fast_reads_answer_plain_reads_and_pass_the_rest_on() -> None:
     start, body = call("/v1/users/u1/recommendations", b"k=2")
     assert start["status"] == 200 and orjson.loads(body["body"]) == orjson.loads(
         stored.head(2).to_json())
-    assert call("/v1/users/a b/recommendations") == call("/v1/users/u1/feed") == []
+    assert call("/v1/users/a\x00b/recommendations") == call("/v1/users/u1/feed") == []
     assert call("/v1/users/u1/recommendations", b"k=0") == []
-    assert passed == ["/v1/users/a b/recommendations?", "/v1/users/u1/feed?",
+    assert passed == ["/v1/users/a\x00b/recommendations?", "/v1/users/u1/feed?",
                       "/v1/users/u1/recommendations?k=0"]
 
 

@@ -222,6 +222,8 @@ def served_forms(seen: Mapping[str, bool]) -> str:
     every list left the user's items out, as the plain protocol scores them."""
     if not any(seen.values()):
         return ""
+    if len(seen) > 1 and all(seen.values()):
+        return "judged as served: both models' lists hold the user's items"
     return "judged as served: " + ", ".join(
         f"{who}'s lists {'hold' if held else 'leave out'} the user's items"
         for who, held in seen.items())

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from services.api.auth import KEY_HEADER, Access
 from services.api.backends import backends_of, lifespan
@@ -51,8 +54,21 @@ def create_api(settings: Settings) -> FastAPI:
     add_similar_route(app, settings, access)
     add_experiment_routes(app, settings, access)
     add_ops_routes(app, metrics, access)
+    app.add_exception_handler(StarletteHTTPException, _allow_every_method)
     _add_middleware(app, settings, metrics, access, list_route, feed_route)
     return app
+
+
+async def _allow_every_method(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's own answer, but a 405's ``Allow`` lists the methods of every route on the
+    path: Starlette names only the first route it matched, so ``OPTIONS /v1/experiments``
+    said ``Allow: GET`` though the path also takes ``POST`` (the API contract's ST205)."""
+    if exc.status_code == 405:
+        methods = sorted({m for r in request.app.routes if isinstance(r, APIRoute)
+                          and r.matches(request.scope)[0] is not Match.NONE for m in r.methods})
+        exc = StarletteHTTPException(405, exc.detail, {**(exc.headers or {}),
+                                                       "Allow": ", ".join(methods)})
+    return await http_exception_handler(request, exc)
 
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: ApiMetrics, access: Access,

@@ -101,8 +101,13 @@ def validate_batch(body: bytes, max_items: int) -> tuple[list[ItemRecord], list[
 
 
 def _record_schema(item_id_required: bool) -> dict[str, Any]:
+    """The published record schema; for ``PUT``, whose path names the item, ``item_id``
+    may be left out or given as null, which counts as absent, as any optional field's."""
     schema = inline_schema(json_schema())
-    return schema if item_id_required else {**schema, "required": []}
+    if item_id_required:
+        return schema
+    item_id = {"oneOf": [schema["properties"]["item_id"], {"type": "null"}]}
+    return {**schema, "required": [], "properties": {**schema["properties"], "item_id": item_id}}
 
 
 def add_item_routes(app: FastAPI, settings: Settings, access: Access) -> None:

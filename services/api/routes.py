@@ -81,13 +81,22 @@ def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k not in ("$schema", "$id")}
 
 
+# The HTTP server (uvicorn on httptools) refuses a request line past ~64 KiB before the
+# app sees it: within the parameters' own limits, a long ``exclude`` of non-ASCII ids (12
+# bytes a character, percent-encoded) gets there.
+LONG_URL_RESPONSE: dict[int | str, dict[str, Any]] = {400: {
+    "content": {"text/plain": {"example": "Invalid HTTP request received."}},
+    "description": "a URL over ~64 KiB, refused by the HTTP server (e.g. an exclude list "
+                   "of thousands of non-ASCII ids): send fewer"}}
+
+
 def add_list_route(app: FastAPI, access: Access) -> APIRoute:
     """Adds the list route; returns it, for ``FastReads`` to stand in for."""
 
     @app.get(LIST_PATH, response_model=RecommendationList, summary="The user's latest list",
              description=LIST_NOTE, dependencies=access.read_guard(),
              responses={200: {"content": {"application/json": {"example": LIST_EXAMPLE}}},
-                        **access.read_responses(), **TIMEOUT_RESPONSE})
+                        **LONG_URL_RESPONSE, **access.read_responses(), **TIMEOUT_RESPONSE})
     async def recommendations(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
                               exclude: EXCLUDE = None) -> Response:
         b, keep = backends_of(app), ListFilter.of(category, exclude)
@@ -109,7 +118,8 @@ def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float,
                  "description": "the current list at once, then each new one; "
                                 "': keep-alive' comments in between"},
                  503: {"model": Problem, "description": "as many live feeds are open as "
-                       "STREAMREC_API_MAX_FEEDS allows"}, **access.read_responses()})
+                       "STREAMREC_API_MAX_FEEDS allows"}, **LONG_URL_RESPONSE,
+                 **access.read_responses()})
     async def feed(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
                    exclude: EXCLUDE = None,
                    last_event_id: Annotated[str | None, Header(max_length=32)] = None

@@ -511,3 +511,15 @@ def test_the_openapi_document_shows_the_record_and_the_id_limit(api: InProcessAp
     user_id = next(p for p in read["parameters"] if p["name"] == "user_id")
     assert user_id["schema"]["maxLength"] == MAX_ID_LENGTH
 
+
+
+def test_a_method_a_path_does_not_take_is_answered_with_every_method_it_does(
+    api: InProcessApi,
+) -> None:
+    """Starlette's 405 named only the first route on the path (``Allow: GET`` for
+    ``/v1/experiments``, which also takes ``POST``): the API contract's ST205."""
+    for path, allowed in (("/v1/experiments", "GET, POST"), ("/v1/events", "POST"),
+                          ("/v1/items/4", "PUT")):
+        answer = api.call("OPTIONS", path)
+        assert (answer.status_code, answer.headers["allow"]) == (405, allowed), path
+    assert api.call("DELETE", "/v1/nowhere").status_code == 404

@@ -74,18 +74,20 @@ def _events(path: Path, fmt: Format, columns: Sequence[str] = ()) -> list[Event]
 
 def _load(path: Path, fmt: Format, settings: Settings, items: IdMap | None = None,
           records: Sequence[ItemRecord] = (), columns: Sequence[str] = ()) -> Sequences:
-    """Sequences of a log, with the settings' context features and the content of the
+    """Sequences of a log (``_sequences``)."""
+    return _sequences(_events(path, fmt, columns), settings, items, records)
+
+
+def _sequences(events: list[Event], settings: Settings, items: IdMap | None = None,
+               records: Sequence[ItemRecord] = ()) -> Sequences:
+    """Sequences of ``events``, with the settings' context features and the content of the
     catalogue ``records`` when there are any; with ``items`` given, only items it knows
     (others become 0)."""
     from model.data import build_sequences
 
-    return build_sequences(_events(path, fmt, columns), items=items, grow_items=items is None,
+    return build_sequences(events, items=items, grow_items=items is None,
                            spec=settings.feature_spec(), catalogue=records,
                            char_tokens=settings.content_char_tokens)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _newest_ts(seqs: Sequences) -> int:
@@ -224,13 +226,15 @@ def train(
     records = _catalogue(items, items_format)
     if champion and register and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock
+    # Times ahead of the clock brought back to it, as the trainer does: learnt by a
+    # champion, one would stay newer than what it learnt, and the trainer's gate slices
+    # would hold it, or nothing, until the clock passed it.
+    events = as_of(_events(data, fmt, fields), int(time.time() * 1000))[0]
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
-        # Times ahead of the clock brought back to it, as the trainer does: learnt by a
-        # champion, one would leave the trainer's rounds no gate slice until it passed.
-        _through_the_gate(gate, as_of(_events(data, fmt, fields), _now_ms())[0],
-                          Recipe(epochs, False, data.stem, source, pretrain), records)
+        _through_the_gate(gate, events, Recipe(epochs, False, data.stem, source, pretrain),
+                          records)
         return
-    seqs = _load(data, fmt, settings, records=records, columns=fields)
+    seqs = _sequences(events, settings, records=records)
     split = leave_last_out(seqs)
     trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
                                                          epochs, seed, pretrain)
@@ -238,8 +242,7 @@ def train(
     store.ensure()
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
                          {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
-                         {**source, TRAINED_UNTIL: min(_newest_ts(seqs), _now_ms())},
-                         register=register)
+                         {**source, TRAINED_UNTIL: _newest_ts(seqs)}, register=register)
     announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced and not force:
         _first_champion(settings, announced)

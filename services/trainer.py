@@ -396,7 +396,7 @@ class Trainer:
     def catalogue(self) -> list[ItemRecord]:
         """The newest valid record of each item on the items topic (none: no catalogue,
         and the models train on ids alone)."""
-        from streams.catalog import parse_item
+        from streams.catalog import parse_keyed_item
         from streams.consumer import read_to_end
 
         def read() -> list[ItemRecord]:
@@ -405,9 +405,9 @@ class Trainer:
                 if record.value is None:
                     records.pop((record.key or b"").decode(errors="replace"), None)
                     continue
-                with suppress(InvalidEvent):  # the loader dead-lettered it already
-                    item = parse_item(record.value)
-                    records[item.item_id] = item
+                with suppress(InvalidEvent):  # dead-lettered by its loader, or keyed as
+                    item = parse_keyed_item(record.key, record.value)  # another item:
+                    records[item.item_id] = item  # refused as the workers refuse it
             return list(records.values())
 
         return retry("reading the catalogue", read)

@@ -105,6 +105,17 @@ class ItemRecord:
         return orjson.dumps(self.to_dict())
 
 
+def parse_keyed_item(key: bytes | None, value: bytes) -> ItemRecord:
+    """A record read from the items topic: ``parse_item``, and its Kafka key must be its
+    item id. Compaction keeps a record under its key, so one keyed as another item could
+    never be removed by its own item's tombstone, and came back at every read."""
+    record = parse_item(value)
+    if key is not None and key != record.key:
+        raise InvalidEvent(Reason.WRONG_KEY, f"keyed {key[:64]!r}, for item "
+                                             f"{record.item_id[:64]!r}")
+    return record
+
+
 def parse_item(raw: bytes | str | dict[str, Any] | None) -> ItemRecord:
     """Wire bytes (or text, or an already decoded object) to an ItemRecord, or
     InvalidEvent naming the first problem found."""

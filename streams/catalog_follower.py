@@ -27,8 +27,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka_client import KafkaConnection
-from streams.catalog import ItemRecord, parse_item
-from streams.events import InvalidEvent
+from streams.catalog import ItemRecord, parse_keyed_item
+from streams.events import InvalidEvent, Reason
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,11 @@ class Catalogue:
                 fresh.pop(key, None)
                 continue
             try:
-                record = parse_item(m.value)
+                record = parse_keyed_item(m.key, m.value)
             except InvalidEvent as exc:
-                self.metrics.catalogue.labels("invalid").inc()
+                self.metrics.catalogue.labels(
+                    "wrong_key" if exc.reason is Reason.WRONG_KEY else "invalid").inc()
                 log.warning("catalogue record refused (%s): %s", exc.reason.value, exc.detail)
-                continue
-            if m.key is not None and m.key != record.key:  # compaction keeps it under
-                self.metrics.catalogue.labels("wrong_key").inc()  # its key, so a tombstone
-                log.warning("catalogue record refused: keyed %r, for item %r",  # for its
-                            m.key[:64], record.item_id[:64])  # item could never remove it
                 continue
             self.records[record.item_id] = fresh[record.item_id] = record
         return list(fresh.values())

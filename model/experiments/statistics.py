@@ -213,8 +213,9 @@ def sample_ratio_mismatch(counts: Sequence[int], shares: Sequence[float],
     every look; ``seen_p``, the smallest of earlier looks, keeps a flag raised once.
 
     It replaced a chi-square test (2026-12-06) that was read at every look as if once: on
-    simulated honest 50/50 splits looked at every 100 users up to 20,000, that flagged
-    1.4% of them at this threshold of 0.1%; this test flagged none of 500."""
+    500 simulated honest 50/50 splits looked at every 100 users up to 20,000, that flagged
+    1.4% of them at this threshold of 0.1%, and this test none (the unit test checks 300
+    more)."""
     check_shares(shares)
     if len(counts) != len(shares):
         raise ValueError(f"{len(counts)} counts for {len(shares)} shares")

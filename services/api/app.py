@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Route
 
 from services.api.auth import KEY_HEADER, Access
 from services.api.backends import backends_of, lifespan
@@ -64,10 +64,12 @@ async def _allow_every_method(request: Request, exc: StarletteHTTPException) -> 
     path: Starlette names only the first route it matched, so ``OPTIONS /v1/experiments``
     said ``Allow: GET`` though the path also takes ``POST`` (the API contract's ST205)."""
     if exc.status_code == 405:
-        methods = sorted({m for r in request.app.routes if isinstance(r, APIRoute)
-                          and r.matches(request.scope)[0] is not Match.NONE for m in r.methods})
-        exc = StarletteHTTPException(405, exc.detail, {**(exc.headers or {}),
-                                                       "Allow": ", ".join(methods)})
+        methods = sorted({m for r in request.app.routes if isinstance(r, Route)
+                          and r.matches(request.scope)[0] is not Match.NONE
+                          for m in r.methods or ()})
+        if methods:
+            exc = StarletteHTTPException(405, exc.detail, {**(exc.headers or {}),
+                                                           "Allow": ", ".join(methods)})
     return await http_exception_handler(request, exc)
 
 

@@ -54,7 +54,8 @@ from streams.tracing import TRACEPARENT, TRACESTATE, from_request
 LIST_PATH = "/v1/users/{user_id}/recommendations"
 FEED_PATH = "/v1/users/{user_id}/feed"
 DASHBOARD = Path(__file__).with_name("dashboard")
-# Ids in paths: printable ASCII without space or '/', as long as the event schema allows.
+# Ids in paths: any character but '/' and control characters, as long as the event schema
+# allows (``fast_reads.USER_ID_RE``).
 USER_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
                                    pattern=f"^{USER_ID_RE.pattern}$", examples=["u42"])]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]

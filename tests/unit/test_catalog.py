@@ -28,6 +28,7 @@ from streams.catalog import (
     ItemRecord,
     json_schema,
     parse_item,
+    parse_keyed_item,
 )
 from streams.events import InvalidEvent, Reason
 
@@ -55,6 +56,17 @@ def test_a_full_record_round_trips_from_bytes_text_or_an_object(raw: Any) -> Non
     assert item.to_dict() == full()
     assert parse_item(item.to_json()) == item
     assert item.categories == ("Animation", "Comedy") and item.attributes["year"] == 1995
+
+
+def test_a_record_read_from_the_topic_is_keyed_by_its_item_id() -> None:
+    """Workers and the trainer read the items topic alike: a record keyed as another item
+    would outlive its item's tombstone in compaction."""
+    value = orjson.dumps({"item_id": "e", "title": "E"})
+    assert parse_keyed_item(b"e", value) == ItemRecord("e", title="E")
+    assert parse_keyed_item(None, value).item_id == "e"  # no key to disagree with
+    with pytest.raises(InvalidEvent) as info:
+        parse_keyed_item(b"d", value)
+    assert info.value.reason is Reason.WRONG_KEY and "'e'" in info.value.detail
 
 
 def test_null_fields_count_as_absent_and_the_version_defaults_to_1() -> None:

@@ -140,6 +140,15 @@ def test_the_gated_round_pretrains_as_asked_and_brings_times_ahead_of_the_clock_
     [(newest, pretrain)] = seen
     assert pretrain and before <= newest < ahead
 
+    def first(split: object, *_: object, **__: object) -> None:  # the first champion's
+        seen.append((max(int(t[-1]) for t in split.sequences.times if len(t)), True))
+        raise _Ungated
+
+    clean_env.setattr(Trainer, "champion_versions", lambda self: None)
+    clean_env.setattr("services.cli_models.train_with_progress", first)
+    assert isinstance(_train(log, "--champion").exception, _Ungated)
+    assert before <= seen[-1][0] < ahead
+
 
 @pytest.mark.parametrize(("champion", "args"), [
     (None, ["--champion"]),                 # the first champion: nothing to compare with

@@ -93,7 +93,7 @@ async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies
     async with client.pipeline(transaction=False) as pipe:
         pipe.hset(key, worker_id, orjson.dumps(payload))
         pipe.expire(key, TALLY_TTL_S)
-        pipe.expire(f"{key}:tests", TALLY_TTL_S)  # the tests' states live as long as they
+        pipe.expire(f"{key}:tests", TALLY_TTL_S)  # the tests' states, as long as the tallies
         await pipe.execute()
 
 

@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     api_bearer_tokens: list[SecretStr] = Field(
         default_factory=list, description="'Authorization: Bearer' tokens that may read, "
         "a JSON list")
-    api_request_timeout_s: float = Field(15.0, ge=1, description="a non-streaming request "
+    api_request_timeout_s: float = Field(15.0, gt=0, description="a non-streaming request "
                                          "unanswered after this gets 504")
     api_max_feeds: int = Field(1000, ge=1, description="live feeds open at once; 503 beyond")
     api_cors_origins: list[
@@ -508,9 +508,10 @@ class Settings(BaseSettings):
     def api_kafka_wait_s(self) -> float:
         """How long ``POST /v1/events`` waits for Kafka's acknowledgement: 10 s, or less
         under a request timeout below 12 s (2 s under it, at least half of it), so that
-        Kafka's 503 (not produced) comes before the request's 504 (maybe produced)."""
+        Kafka's 503 (not produced) comes before the request's 504 (maybe produced); never
+        under 0.1 s, as librdkafka reads a timeout of 0 as none."""
         timeout = self.api_request_timeout_s
-        return min(10.0, max(timeout - 2, timeout / 2))
+        return max(0.1, min(10.0, max(timeout - 2, timeout / 2)))
 
     @property
     def exclude_seen(self) -> bool | None:

@@ -261,5 +261,4 @@ def test_posted_events_wait_for_kafka_less_than_the_request_itself(
     assert Settings(api_request_timeout_s=12).api_kafka_wait_s == 10.0  # as before
     for timeout in (3.0, 6.0, 11.0):  # + the post's second of slack, still under
         assert Settings(api_request_timeout_s=timeout).api_kafka_wait_s + 1 < timeout
-    with pytest.raises(StackError, match="STREAMREC_API_REQUEST_TIMEOUT_S"):
-        load_settings(api_request_timeout_s=0.001)  # Kafka's 0 ms would wait for ever
+    assert Settings(api_request_timeout_s=0.001).api_kafka_wait_s == 0.1  # 0 ms: for ever

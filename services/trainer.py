@@ -41,6 +41,7 @@ import bisect
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -97,9 +98,22 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     lock = client.lock(LOCK_KEY, timeout=ttl_s)
+    token = uuid.uuid4().hex.encode()  # one for every try: see ``take``
     held = False
+
+    def take() -> bool:
+        """A try, or a later one after a try whose ``SET`` took the lock but whose reply
+        was lost: with a new token each, that one found its own lock held by "another
+        trainer" and left it to expire."""
+        if lock.acquire(blocking=False, token=token):
+            return True
+        if client.get(LOCK_KEY) != token:
+            return False
+        lock.local.token = token  # what a successful acquire records, to release it by
+        return True
+
     try:
-        held = bool(retry("taking the promotion lock", lambda: lock.acquire(blocking=False)))
+        held = retry("taking the promotion lock", take)
         yield held
     finally:
         try:

@@ -52,6 +52,31 @@ def test_the_promotion_lock_is_exclusive_and_expires(
     assert client.get(LOCK_KEY) is None
 
 
+def test_a_lock_taken_by_a_try_whose_reply_was_lost_is_held_not_left_to_expire(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first ``SET`` takes the lock and its reply is lost: the retry must find the
+    lock its own. With a new token each try, it was "another trainer's" for 300 s."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.lock import Lock
+
+    client = redis.Redis.from_url(settings.redis)
+    real, calls = Lock.do_acquire, []
+
+    def lost_reply(self: Lock, token: bytes) -> bool:
+        taken = real(self, token)
+        calls.append(taken)
+        if len(calls) == 1:
+            raise RedisConnectionError("reply lost")
+        return taken
+
+    monkeypatch.setattr(Lock, "do_acquire", lost_reply)
+    with promotion_lock(settings.redis) as held:
+        assert held and calls == [True, False]  # the retry's SET NX found it taken
+        assert client.get(LOCK_KEY) is not None
+    assert client.get(LOCK_KEY) is None  # and released by its holder
+
+
 def test_trainer_promotes_rejects_and_refuses_with_reasons(
     settings: Settings, new_topic: Callable[..., str], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

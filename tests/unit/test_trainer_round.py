@@ -636,7 +636,7 @@ def test_a_lock_release_redis_fails_leaves_what_the_block_did_standing(
     from redis.exceptions import ConnectionError as RedisDown
 
     class Lock:
-        def acquire(self, blocking: bool) -> bool:
+        def acquire(self, blocking: bool, token: bytes) -> bool:
             return True
 
         def release(self) -> None:

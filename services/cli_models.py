@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +20,7 @@ from services.trainer import TRAINED_UNTIL, Recipe, as_of
 from services.training_run import train_with_progress
 from streams.catalog_files import CATALOG_FORMATS
 from streams.readers import read_valid_events
+from streams.status import now_us
 
 if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to import
     from model.data import IdMap, Sequences
@@ -229,7 +229,7 @@ def train(
     # Times ahead of the clock brought back to it, as the trainer does: learnt by a
     # champion, one would stay newer than what it learnt, and the trainer's gate slices
     # would hold it, or nothing, until the clock passed it.
-    events = as_of(_events(data, fmt, fields), int(time.time() * 1000))[0]
+    events = as_of(_events(data, fmt, fields), now_us() // 1000)[0]
     if champion and register and not force and (gate := _gatekeeper(settings, seed)):
         _through_the_gate(gate, events, Recipe(epochs, False, data.stem, source, pretrain),
                           records)

@@ -27,7 +27,7 @@ from model.experiments.statistics import (
     sample_ratio_mismatch,
 )
 from streams.experiment import Experiment
-from streams.experiment_store import TALLY_TTL_S, read_tallies, tally_key
+from streams.experiment_store import TALLY_TTL_S, read_tallies, tests_key
 from streams.experiments import METRICS, Tallies
 
 PRIMARY = "NDCG@10"  # the metric whose test decides an A/B experiment
@@ -148,7 +148,7 @@ def status(redis: Any, experiment: Experiment) -> ExperimentReport:
     the other's states, so a verdict decided by one look is never written over by a
     concurrent look that did not decide."""
     tallies, workers, failed = read_tallies(redis, experiment.name)
-    key = f"{tally_key(experiment.name)}:tests"
+    key = tests_key(experiment.name)
 
     def fold(pipe: Any) -> ExperimentReport:
         raw = pipe.get(key)

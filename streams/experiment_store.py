@@ -27,6 +27,11 @@ def tally_key(name: str) -> str:
     return f"{TALLY_PREFIX}{name}"
 
 
+def tests_key(name: str) -> str:
+    """Where ``streams.experiment_report`` keeps the sequential tests' states of ``name``."""
+    return f"{tally_key(name)}:tests"
+
+
 def declare(kafka: KafkaConnection, topic: str, experiment: Experiment,
             timeout_s: float = 10.0) -> None:
     """Put ``experiment`` on the topic; raises ``RuntimeError`` when the broker did not
@@ -93,7 +98,7 @@ async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies
     async with client.pipeline(transaction=False) as pipe:
         pipe.hset(key, worker_id, orjson.dumps(payload))
         pipe.expire(key, TALLY_TTL_S)
-        pipe.expire(f"{key}:tests", TALLY_TTL_S)  # the tests' states, as long as the tallies
+        pipe.expire(tests_key(name), TALLY_TTL_S)  # the tests' states, as long as the tallies
         await pipe.execute()
 
 

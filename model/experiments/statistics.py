@@ -226,7 +226,7 @@ def sample_ratio_mismatch(counts: Sequence[int], shares: Sequence[float],
     prior = SRM_PRIOR * theta
     log_factor = (gammaln(prior.sum()) - gammaln(prior.sum() + n.sum())
                   + np.sum(gammaln(prior + n) - gammaln(prior)) - np.sum(xlogy(n, theta)))
-    p_value = min(seen_p, math.exp(-min(max(float(log_factor), 0.0), 700.0)))
+    p_value = min(seen_p, math.exp(-max(float(log_factor), 0.0)))  # exp(-big): 0.0
     return SampleRatio(p_value, p_value < threshold)
 
 

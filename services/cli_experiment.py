@@ -117,6 +117,11 @@ def _print_report(report: ExperimentReport) -> None:
                            ("HR@10", "NDCG@10", "MRR", "click@5", "conversion@5"))]
         table.add_row(v.name, v.model, f"{v.users:,}", f"{v.lists:,}", *cells)
     console.print(table)
+    for v in report.variants:
+        if v.served:
+            served = ", ".join(f"{version} ({lists:,} lists)" for version, lists in
+                               sorted(v.served.items(), key=lambda kv: -kv[1]))
+            console.print(f"  {v.name} answered by: {served}", highlight=False)
     for key, t in report.tests.items():
         console.print(f"  {key}: {t['verdict']}, always-valid p {_fmt(t['p_value'])}, "
                       f"estimate {_fmt(t['estimate'])} [{_fmt(t['low'])}, {_fmt(t['high'])}]",
@@ -165,16 +170,17 @@ def conclude(
     try:
         report, stopped, versions = conclude_experiment(
             settings.kafka, settings.topic_experiments, _redis(settings),
-            mlflow_store(settings), name, winner)
+            mlflow_store(settings), name, winner, promote)
     except ExperimentRefused as exc:
         _refuse(exc)
     console.print(f"experiment {name} concluded: {stopped.winner} wins ({report.verdict})",
                   highlight=False)
-    if promote and versions:
+    if versions:
         announced = make_champion(settings, versions)
         console.print(f"champion is now {version_string(versions)}"
                       + ("" if announced else f"; [yellow]warning:[/] could not announce it on "
                          f"{settings.topic_model_updates}, workers keep the old one until "
                          "restarted"), highlight=False)
     elif promote:
-        console.print("the winner is popularity: the champion stays", highlight=False)
+        model = next(v.model for v in stopped.variants if v.name == stopped.winner)
+        console.print(f"the winner serves {model}: the champion stays", highlight=False)

@@ -4,7 +4,9 @@
 - Every variant's model must exist in the registry before anything is declared: a name
   that does not resolve is refused in one line and nothing changes.
 - Concluding reads the status once more; with ``promote`` the winner's models become the
-  champion (moved alias and announcement), so the workers swap to it.
+  champion (moved alias and announcement), so the workers swap to it. What is promoted is
+  the version the winner's lists were judged on, not what its alias names by then, and a
+  winner judged on several versions is not promoted at all.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from infra.mlflow_store import MlflowStore
 from streams.experiment import POPULARITY, Experiment, Variant, one_line
 from streams.experiment_report import ExperimentReport, status
 from streams.experiment_store import declarations, declare, running, withdraw
-from streams.messages import version_string
+from streams.experiments import STAND_IN
+from streams.messages import CHAMPION, version_string
 from streams.registry import NoChampion, resolve_versions
 
 
@@ -126,10 +129,13 @@ def stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None = Non
 
 
 def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore, name: str,
-             winner: str | None = None) -> tuple[ExperimentReport, Experiment, dict[str, str]]:
+             winner: str | None = None, promote: bool = False
+             ) -> tuple[ExperimentReport, Experiment, dict[str, str]]:
     """Stop ``name`` with its winner (the test's, unless ``winner`` overrides it); returns
-    the last report, the stopped declaration and the winner's registry versions (empty
-    for popularity). Refused while the test has not decided and no winner is given."""
+    the last report, the stopped declaration and, with ``promote``, the registry versions
+    to make the champion (``to_promote``; empty when there is nothing to promote). Refused
+    while the test has not decided and no winner is given, and before anything changes
+    when ``promote`` cannot say which version was judged."""
     experiment = find(kafka, topic, name)
     report = status(redis, experiment)
     chosen = winner or report.winner
@@ -144,6 +150,29 @@ def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore,
     if chosen not in names:
         raise ExperimentRefused(f"{chosen!r} is not a variant of {name!r}: "
                                 f"{', '.join(names)}")
-    model = names[chosen].model
-    versions = {} if model == POPULARITY else resolve_versions(store, model)
+    served = next(v.served for v in report.variants if v.name == chosen)
+    versions = to_promote(store, names[chosen], served) if promote else {}
     return report, stop(kafka, topic, name, chosen), versions
+
+
+def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> dict[str, str]:
+    """The registry versions that promoting ``variant`` makes the champion: the one its
+    lists were judged on (``served``: version -> lists, from the tallies). Resolving its
+    alias at conclude time instead promoted whatever the alias named by then, e.g. a
+    challenger the trainer registered after the test. Empty for popularity and for the
+    champion alias, which is the champion already. Refused (one line) when its lists came
+    from several versions, or from no model of its own: the test judged none of them alone."""
+    if variant.model in (POPULARITY, CHAMPION):
+        return {}
+    judged = sorted(served, key=lambda version: -served[version])
+    if len(judged) > 1:
+        counts = ", ".join(f"{v} ({served[v]:,} lists)" for v in judged)
+        raise ExperimentConflict(
+            f"variant {variant.name} served several versions during the test: {counts}; "
+            "its figures judge the mix, so none is promoted: conclude without promoting, and "
+            "test the version you want in an experiment that names it")
+    if judged and judged[0].startswith(STAND_IN):
+        raise ExperimentConflict(f"variant {variant.name}'s lists all came from "
+                                 f"{judged[0]}, not from its model, which the test never "
+                                 "judged: conclude without promoting")
+    return resolve_versions(store, judged[0] if judged else variant.model)

@@ -41,6 +41,7 @@ class VariantFigures:
     users: int
     lists: int
     metrics: dict[str, dict[str, float]]  # metric -> mean, low, high (fixed 95%, display)
+    served: dict[str, int]  # model version (or popularity) -> lists it answered
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
         tally = tallies.variant(v.name)
         summaries[v.name] = tally.summary()
         variants.append(VariantFigures(v.name, v.model, tally.users, tally.lists, {
-            m: _figures(s) for m, s in summaries[v.name].items() if s.users}))
+            m: _figures(s) for m, s in summaries[v.name].items() if s.users},
+            dict(tallies.served.get(v.name, {}))))
     tests: dict[str, dict[str, Any]] = {}
     new_states: dict[str, dict] = {}
     winner = None

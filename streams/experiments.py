@@ -46,6 +46,7 @@ CONVERSIONS = frozenset({"add_to_cart", "purchase"})
 DELAYED = (f"click@{WINDOW}", f"conversion@{WINDOW}")
 METRICS = (*metric_names(), *DELAYED)
 INTERLEAVED = "interleaved"  # the variant name interleaved lists carry
+STAND_IN = "stand-in "  # ``Tallies.served``: lists another variant's model answered
 MAX_USERS = 200_000  # users whose pending lists a worker remembers (least recent go first)
 
 Ask = Callable[[list[int], Any], Sequence[Recommendation | None]]
@@ -71,15 +72,23 @@ def _credit_tally() -> VariantTally:
 @dataclass
 class Tallies:
     """What one worker has judged: per variant (A/B) or, per user, the interleaving
-    credits (``CREDIT_TO_A``: 1 for a credit to A, 0 for one to B)."""
+    credits (``CREDIT_TO_A``: 1 for a credit to A, 0 for one to B); and ``served``, per
+    variant the lists each model version answered for it (a variant named by an alias
+    serves whatever the alias names when its worker loads it, and a stand-in serves a
+    variant that is not loaded), so that ``conclude --promote`` promotes what was judged."""
 
     variants: dict[str, VariantTally] = field(default_factory=dict)
     credits: VariantTally = field(default_factory=_credit_tally)
+    served: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def variant(self, name: str) -> VariantTally:
         if name not in self.variants:
             self.variants[name] = VariantTally(METRICS)
         return self.variants[name]
+
+    def serve(self, variant: str, version: str, lists: int) -> None:
+        counts = self.served.setdefault(variant, {})
+        counts[version] = counts.get(version, 0) + lists
 
     def wins(self) -> tuple[int, int]:
         """Credits to A and to B, over every user."""
@@ -89,21 +98,38 @@ class Tallies:
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": {n: t.to_dict() for n, t in self.variants.items()},
-                "credits": self.credits.to_dict()}
+                "credits": self.credits.to_dict(), "served": self.served}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tallies:
         """A tally written before credits were kept per user (``wins`` alone) starts its
-        credits afresh: a count without its users cannot be tested."""
+        credits afresh: a count without its users cannot be tested. One written before
+        ``served`` was kept has none."""
         credits = (VariantTally.from_dict(data["credits"]) if "credits" in data
                    else _credit_tally())
-        return cls({n: VariantTally.from_dict(t) for n, t in data["variants"].items()}, credits)
+        served = {str(v): {str(k): int(n) for k, n in counts.items()}
+                  for v, counts in data.get("served", {}).items()}
+        return cls({n: VariantTally.from_dict(t) for n, t in data["variants"].items()},
+                   credits, served)
 
     def merge(self, other: Tallies) -> Tallies:
         empty = VariantTally(METRICS)
         variants = {n: self.variants.get(n, empty).merge(other.variants.get(n, empty))
                     for n in sorted(set(self.variants) | set(other.variants))}
-        return Tallies(variants, self.credits.merge(other.credits))
+        merged = Tallies(variants, self.credits.merge(other.credits))
+        for part in (self, other):
+            for variant, counts in part.served.items():
+                for version, lists in counts.items():
+                    merged.serve(variant, version, lists)
+        return merged
+
+
+def served_label(served_by: str | None, bundle: Any) -> str:
+    """What answered a variant's lists, as ``Tallies.served`` counts it: the version
+    string of its bundle (``popularity`` for none), after ``stand-in <variant>: `` where
+    another variant's model stood in for one not loaded."""
+    version = POPULARITY if bundle is None else getattr(bundle, "version", NO_MODEL)
+    return version if served_by is None else f"{STAND_IN}{served_by}: {version}"
 
 
 class LiveExperiment:
@@ -190,6 +216,8 @@ class LiveExperiment:
             # Popularity's users get None: the batch step builds their list, labelled
             # path "popularity" and version "none", as it is, not as the champion's.
             answers = ask(idx, bundle) if bundle is not None and idx else [None] * len(idx)
+            if idx:
+                self.tallies.serve(variant.name, served_label(served_by, bundle), len(idx))
             for i, rec in zip(idx, answers):
                 recs[i], versions[i] = rec, getattr(bundle, "version", NO_MODEL)
                 tags[i] = ExperimentTag(self.name, variant.name, served_by)
@@ -227,6 +255,9 @@ class LiveExperiment:
         tag's ``served_by`` names that stand-in, as an A/B list's does."""
         served = [self._bundle(v, champion) for v in self.experiment.variants]
         a_lists, b_lists = (self._answers(idx, bundle, ask, popular) for _, bundle in served)
+        for variant, (by, bundle) in zip(self.experiment.variants, served):
+            if idx:
+                self.tallies.serve(variant.name, served_label(by, bundle), len(idx))
         stand_in = next((by for by, _ in served if by is not None), None)
         names = [v.name for v in self.experiment.variants]
         for i, a, b in zip(idx, a_lists, b_lists):

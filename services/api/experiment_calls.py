@@ -92,9 +92,9 @@ class ExperimentCalls:
         the promotion is left to do (concluding again with the same winner does it)."""
         with self._writing:
             report, stopped, versions = control.conclude(self.kafka, self.topic, self.redis,
-                                                         self.store, name, winner)
+                                                         self.store, name, winner, promote)
         announced = None
-        if promote and versions:
+        if versions:
             try:
                 announced = make_champion(self.settings, versions)
             except Exception as exc:  # noqa: BLE001 - any registry failure: said, in one line

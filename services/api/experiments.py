@@ -185,7 +185,9 @@ def add_experiment_routes(app: FastAPI, settings: Settings, access: Access) -> N
               responses={400: {"model": Problem, "description": "a bad body, or a winner "
                                "that is not a variant"},
                          409: {"model": Problem, "description": "the test has no verdict "
-                               "yet and no winner was named"}, **UNKNOWN, **too_big, **writes})
+                               "yet and no winner was named, or promote was asked of a "
+                               "winner judged on several versions, or on none of its "
+                               "own"}, **UNKNOWN, **too_big, **writes})
     async def conclude_experiment(name: EXPERIMENT_NAME, request: Request) -> Response:
         try:
             asked = parse_conclusion(await body_of(request))

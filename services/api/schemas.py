@@ -185,6 +185,10 @@ class VariantFigures(BaseModel):
     lists: int
     metrics: dict[str, MetricFigures] = Field(description="HR@10, NDCG@10, MRR, click@5, "
                                               "conversion@5, once the variant has users")
+    served: dict[str, int] = Field(default_factory=dict, description="model version (or "
+                                   "popularity) -> the lists it answered for this variant: "
+                                   "an alias serves what it names when a worker loads it, "
+                                   "and the control stands in for a variant not loaded")
 
 
 class Evidence(BaseModel):
@@ -214,13 +218,18 @@ class ExperimentStatus(BaseModel):
                                         "declared, so the split is broken")
     verdict: str
     winner: str | None
+    load_failures: dict[str, str] = Field(default_factory=dict, description="variant -> "
+                                          "why a worker could not load its model: the "
+                                          "control serves its users there")
 
 
 class ExperimentConcluded(BaseModel):
     experiment: Experiment = Field(description="the declaration, stopped, with its winner")
     verdict: str = Field(description="the test's verdict at this last look")
     promoted: dict[str, str] = Field(description="registered name -> version now the "
-                                     "champion; empty unless promoted (a popularity winner "
-                                     "leaves the champion as it is)")
+                                     "champion: the version the winner's lists were judged "
+                                     "on; empty unless promoted (a winner served by "
+                                     "popularity or by the champion alias leaves the "
+                                     "champion as it is)")
     announced: bool | None = Field(description="whether the workers were told of the new "
                                    "champion; null when nothing was promoted")

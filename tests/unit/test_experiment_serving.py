@@ -555,3 +555,66 @@ def test_a_name_forgotten_then_declared_again_comes_after_the_others() -> None:
                SimpleNamespace(key=b"x", value=x.to_json())]
     found = {n: e for n, e in newest(records).items() if e is not None}
     assert list(found) == ["y", "x"] and running(found) == y
+
+
+def test_each_variant_counts_the_versions_that_answered_its_lists() -> None:
+    """What ``conclude --promote`` promotes: the version a variant's lists came from, a
+    stand-in marked as such, summed across workers through the wire form."""
+    users = [f"u{i}" for i in range(60)]
+    live = LiveExperiment(experiment())  # the challenger is not loaded yet
+    live.recommend(users, users, CHAMP, ask, popular)
+    live.bundles["treatment"] = CHALLENGER
+    live.recommend(users, users, CHAMP, ask, popular)
+    treated = sum(live.variant_of(u).name == "treatment" for u in users)
+    assert live.tallies.served == {"control": {"champ:v1": 2 * (60 - treated)},
+                                   "treatment": {"stand-in control: champ:v1": treated,
+                                                 "chal:v2": treated}}
+    both = LiveExperiment(experiment("interleave"), {"treatment": CHALLENGER})
+    both.recommend(users[:7], users[:7], CHAMP, ask, popular)
+    assert both.tallies.served == {"control": {"champ:v1": 7}, "treatment": {"chal:v2": 7}}
+    merged = Tallies.from_dict(json.loads(json.dumps(live.tallies.to_dict()))).merge(
+        both.tallies)
+    assert merged.served["treatment"] == {"stand-in control: champ:v1": treated,
+                                          "chal:v2": treated + 7}
+    report, _ = look(experiment(), merged, 2, {})
+    assert {v.name: v.served for v in report.variants} == merged.served
+    assert Tallies.from_dict({"variants": {}}).served == {}  # written before it was kept
+
+
+def test_promoting_a_winner_promotes_the_version_its_lists_were_judged_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not what its alias names at conclude time: the trainer may have moved ``challenger``
+    to a model no list came from. Several versions, or only a stand-in, refuse in one
+    line; the champion alias and popularity promote nothing."""
+    import streams.experiment_control as control
+
+    monkeypatch.setattr(control, "resolve_versions", lambda store, ref: {"resolved": ref})
+    treatment, pop = experiment().variants[1], Variant(name="pop", model="popularity", share=1)
+    assert control.to_promote(None, treatment, {"chal:v2": 40}) == {"resolved": "chal:v2"}
+    assert control.to_promote(None, treatment, {}) == {"resolved": "challenger"}
+    for served in ({"chal:v2": 40, "chal:v3": 3}, {"stand-in control: champ:v1": 5}):
+        with pytest.raises(control.ExperimentConflict) as refused:
+            control.to_promote(None, treatment, served)
+        assert "\n" not in str(refused.value) and all(v in str(refused.value) for v in served)
+    assert control.to_promote(None, experiment().variants[0], {"champ:v1": 9}) == {}
+    assert control.to_promote(None, pop, {"popularity": 9}) == {}
+
+
+def test_a_conclusion_that_cannot_promote_changes_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import streams.experiment_control as control
+
+    e = experiment()
+    tallies = Tallies()
+    tallies.serve("treatment", "chal:v2", 10)
+    tallies.serve("treatment", "chal:v3", 10)
+    stopped: list[str] = []
+    monkeypatch.setattr(control, "find", lambda kafka, topic, name: e)
+    monkeypatch.setattr(control, "status", lambda redis, found: look(found, tallies, 1, {})[0])
+    monkeypatch.setattr(control, "stop", lambda kafka, topic, name, winner: stopped.append(
+        winner) or e)
+    with pytest.raises(control.ExperimentConflict, match="several versions"):
+        control.conclude(None, "t", None, None, "exp", "treatment", promote=True)
+    assert stopped == []
+    _, _, versions = control.conclude(None, "t", None, None, "exp", "treatment")
+    assert stopped == ["treatment"] and versions == {}

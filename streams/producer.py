@@ -200,7 +200,11 @@ class _TopicWithLetters(RecordProducer):
 
 
 class EventProducer(_TopicWithLetters):
-    """Sends events to the interactions topic and rejects to the dead-letter topic."""
+    """Sends events to the interactions topic and rejects to the dead-letter topic. Each
+    event carries its send time (``sent_us``, unless the caller's headers hold one): the
+    worker measures send→publish latency from it, and the API shows a user the list of
+    their newest event sent by it. Events without it (once, those of ``streamrec produce``
+    and of Python callers) had neither."""
 
     def send(self, event: Event, headers: Headers | None = None) -> bool:
         """Send a validated event, keyed by its user id (True); one past the size limit
@@ -212,7 +216,7 @@ class EventProducer(_TopicWithLetters):
         except InvalidEvent as exc:
             self.dead_letter(raw, exc)
             return False
-        self.produce(self.topic, event.key, raw, headers)
+        self.produce(self.topic, event.key, raw, stamped(headers))
         return True
 
     def send_checked(self, raw: bytes, headers: Headers | None = None) -> bool:
@@ -222,8 +226,16 @@ class EventProducer(_TopicWithLetters):
         except InvalidEvent as exc:
             self.dead_letter(raw, exc)
             return False
-        self.produce(self.topic, event.key, raw, headers)
+        self.produce(self.topic, event.key, raw, stamped(headers))
         return True
+
+
+def stamped(headers: Headers | None) -> Headers:
+    """``headers`` with the send time added, unless they carry one already."""
+    headers = list(headers or [])
+    if all(name != SENT_AT_HEADER for name, _ in headers):
+        headers.append(sent_at_header())
+    return headers
 
 
 class ItemProducer(_TopicWithLetters):

@@ -313,10 +313,11 @@ class ServingBundle:
                                         exclude=[np.array([dense])])
         return self._lists(np.arange(ids.shape[1])[None], ids, scores, None, [None])[0]
 
-    def _encode(self, users: list[str], tokens: list[np.ndarray],
+    def _encode(self, users: list[str], tokens: list[np.ndarray], added: list[bool],
                 explain: list[Attention]) -> np.ndarray:
         """Session embeddings, each user's cache extended by the newest token when it holds
-        the rest of the session, else rebuilt. Users with one event in the batch step
+        the rest of the session, else rebuilt; ``added[i]``: row i's event added an item
+        the model knows (else its session is the one the cache answered last). Users with one event in the batch step
         together; users with several (bursts, common in real logs) have them appended
         together too (``IncrementalEncoder.extend_all``). ``explain`` receives each row's
         attention weights with the dense item ids they cover: the cache's window, which
@@ -328,10 +329,10 @@ class ServingBundle:
             rows_of.setdefault(user, []).append(row)
         singles = [rows[0] for rows in rows_of.values() if len(rows) == 1]
         if singles:
-            self._step(users, singles, tokens, out, weights)
+            self._step(users, singles, tokens, added, out, weights)
         bursts = {user: rows for user, rows in rows_of.items() if len(rows) > 1}
         while bursts:
-            bursts = self._bursts(bursts, tokens, out, weights)
+            bursts = self._bursts(bursts, tokens, added, out, weights)
         self._bound_caches(rows_of)
         explain.extend(weights)
         return out
@@ -351,18 +352,24 @@ class ServingBundle:
             user, _ = self.caches.popitem(last=False)
             self.cache_bytes -= self._cache_sizes.pop(user, 0)
 
-    def _open(self, user: str, hist: list[int]) -> tuple[SessionCache, int | None]:
+    def _open(self, user: str, hist: list[int], added: bool) -> tuple[SessionCache, int | None]:
         """``user``'s cache for a session whose tokens are ``hist``, moved to the most
         recently used end, and the token to append to it: the newest, to a cache that
-        holds the rest of the session (rebuilt when it does not); or None when the cache
-        holds the whole session already (the event added no item the model knows: its
-        answer is the last one, nothing to encode)."""
+        holds the rest of the session (rebuilt when it does not); or None when the event
+        added no item the model knows (``added`` False) and the cache kept its answer for
+        the session: nothing to encode. Told, not read from the tokens: a session ending
+        in a run of one item (repeat views) also reads as continuing its cache, and an
+        event on an unknown item then encoded the newest item once more."""
         cache = self.caches.pop(user, None)
+        if cache is not None and not added and self._answered(cache, hist):
+            self.caches[user] = cache
+            return cache, None
         if cache is None or not self._continues(cache.items, hist[:-1]):
-            if cache is not None and self._answered(cache, hist):
-                self.caches[user] = cache
-                return cache, None
-            cache = self.incremental.prefill(hist[:-1])
+            # The newest max_len - 1 items: the step then adds the newest without a roll,
+            # so the window is the session's last max_len, as the Keras model reads it.
+            # A full window here rolled at once to half of it (a session longer than the
+            # window, STREAMREC_SESSION_MAX_ITEMS above it, met with no cache).
+            cache = self.incremental.prefill(hist[:-1][1 - self.encoder.max_len:])
         self.caches[user] = cache
         return cache, hist[-1]
 
@@ -382,11 +389,11 @@ class ServingBundle:
         return cache.output, self._attention(cache.items, weights)  # type: ignore[return-value]
 
     def _step(self, users: list[str], rows: list[int], tokens: list[np.ndarray],
-              out: np.ndarray, weights: list[Attention]) -> None:
+              added: list[bool], out: np.ndarray, weights: list[Attention]) -> None:
         """One event each for distinct users, in one batched step."""
         stepped, caches, appended = [], [], []
         for row in rows:
-            cache, token = self._open(users[row], tokens[row].tolist())
+            cache, token = self._open(users[row], tokens[row].tolist(), added[row])
             if token is None:
                 out[row], weights[row] = self._last(cache)
             else:
@@ -401,12 +408,13 @@ class ServingBundle:
         for row, cache, w in zip(stepped, caches, found):
             weights[row] = self._attention(cache.items, w)
 
-    def _bursts(self, bursts: dict[str, list[int]], tokens: list[np.ndarray], out: np.ndarray,
-                weights: list[Attention]) -> dict[str, list[int]]:
+    def _bursts(self, bursts: dict[str, list[int]], tokens: list[np.ndarray],
+                added: list[bool], out: np.ndarray, weights: list[Attention]
+                ) -> dict[str, list[int]]:
         """Several events of each of several users, oldest first: each user's first run of
         events that continue the cache, all appended in one call. Returns the rows left
         per user (a later event whose session does not continue the cache: rare)."""
-        plans = {user: self._plan(user, rows, tokens) for user, rows in bursts.items()}
+        plans = {user: self._plan(user, rows, tokens, added) for user, rows in bursts.items()}
         found: list[list[tuple[list[int], np.ndarray]]] = [[] for _ in plans]
         embedded = self.incremental.extend_all(
             [plan.cache for plan in plans.values()],
@@ -423,19 +431,20 @@ class ServingBundle:
                 out[row], weights[row] = last
         return {user: plan.rest for user, plan in plans.items() if plan.rest}
 
-    def _plan(self, user: str, rows: list[int], tokens: list[np.ndarray]) -> _Burst:
+    def _plan(self, user: str, rows: list[int], tokens: list[np.ndarray],
+              added: list[bool]) -> _Burst:
         """The run of ``user``'s events from ``rows[0]`` whose sessions continue the cache
         as it stands after the one before (or add nothing the model knows)."""
-        cache, token = self._open(user, tokens[rows[0]].tolist())
+        cache, token = self._open(user, tokens[rows[0]].tolist(), added[rows[0]])
         steps = [(rows[0], token)]
         held = list(cache.items) if token is None else self._after(cache.items, token)
         at = 1
         while at < len(rows):
             hist = tokens[rows[at]].tolist()
-            if self._continues(held, hist[:-1]):
+            if added[rows[at]] and self._continues(held, hist[:-1]):
                 steps.append((rows[at], hist[-1]))
                 held = self._after(held, hist[-1])
-            elif self._continues(held, hist):
+            elif not added[rows[at]] and self._continues(held, hist):
                 steps.append((rows[at], None))
             else:
                 break
@@ -481,8 +490,10 @@ class ServingBundle:
                    version, candidates, spec=spec, head_weights=head_weights,
                    cache_mb=cache_mb)
 
-    def _histories(self, sessions: list[LiveSession]) -> tuple[list[int], list[np.ndarray], Side]:
-        """(rows the model knows an item of, their dense histories, their ``Side``): items
+    def _histories(self, sessions: list[LiveSession]
+                   ) -> tuple[list[int], list[np.ndarray], Side, list[bool]]:
+        """(rows the model knows an item of, their dense histories, their ``Side``, whether
+        each row's newest event is an item the model knows, i.e. added to its history): items
         it never saw leave the history together with their types and times, but the
         newest event's time, gap and type stay those of the event itself, as its context
         does (``Side.newest``): one real event, as in training. Runs per
@@ -503,13 +514,14 @@ class ServingBundle:
             for s, n in zip(sessions, sizes)), np.int64, total)
         ends = np.cumsum(sizes).tolist()
         kept_before = np.concatenate([[0], np.cumsum(ids > 0)])[[0, *ends]].tolist()
-        known, hist, types, times, numeric, cats, newest = [], [], [], [], [], [], []
+        known, hist, types, times, numeric, cats, newest, added = [], [], [], [], [], [], [], []
         for r, (s, a, b) in enumerate(zip(sessions, [0, *ends], ends)):
             kept = kept_before[r + 1] - kept_before[r]
             if not kept:
                 continue
             rows = slice(a, b) if kept == b - a else np.flatnonzero(ids[a:b]) + a
             known.append(r)
+            added.append(bool(ids[b - 1]))
             newest.append((stamps[b - 1], stamps[max(b - 2, a)], kinds[b - 1]))
             hist.append(ids[rows])
             types.append(kinds[rows])
@@ -521,7 +533,7 @@ class ServingBundle:
                         len(known), len(self.spec.numeric)),
                     np.asarray(cats, np.int64).reshape(len(known), len(self.spec.categorical)),
                     np.asarray(newest, np.int64).reshape(len(known), 3))
-        return known, hist, side
+        return known, hist, side, added
 
     def recommend(self, users: Sequence[str], sessions: Sequence[LiveSession | Sequence[str]],
                   k: int = 10, exclude_seen: bool | None = True,
@@ -533,14 +545,14 @@ class ServingBundle:
         exclude_seen = excludes_seen(self.ranker, exclude_seen)
         clock = _Stopwatch(timings)
         live = [s if isinstance(s, LiveSession) else LiveSession(tuple(s)) for s in sessions]
-        known, hist, side = self._histories(live)
+        known, hist, side, added = self._histories(live)
         clock.lap("session")
         out: list[Recommendation | None] = [None] * len(live)
         if not known:
             return out
         tokens = [self.incremental.token(h, t) for h, t in zip(hist, side.types)]
         attention: list[Attention] = []
-        emb = self._encode([users[r] for r in known], tokens, attention)
+        emb = self._encode([users[r] for r in known], tokens, added, attention)
         clock.lap("encode")
         # A list longer than the ranker's candidates asks retrieval for as many: it was
         # filled with popular items past them (STREAMREC_RECS_TOP_N above 100).

@@ -50,9 +50,11 @@ class SASRecEncoder(keras.layers.Layer):
                  content: dict[str, Any] | None = None, id_dropout: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if num_items < 1 or max_len < 1 or blocks < 1:
-            raise ValueError(f"num_items, max_len and blocks must be >= 1. Received: "
-                             f"num_items={num_items}, max_len={max_len}, blocks={blocks}")
+        if num_items < 1 or blocks < 1:
+            raise ValueError(f"num_items and blocks must be >= 1. Received: "
+                             f"num_items={num_items}, blocks={blocks}")
+        if max_len < 2:  # serving's caches roll to half the window: one item is none
+            raise ValueError(f"max_len must be >= 2. Received: max_len={max_len}")
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads. Received: dim={dim}, heads={heads}")
         if not 0 <= dropout < 1:

@@ -194,3 +194,10 @@ def test_a_cache_grows_by_doubling_up_to_the_window_keeping_its_rows() -> None:
     cache.reserve(17, window=20)
     assert cache.keys.shape[1] == 20 and cache.nbytes == 2 * 2 * 20 * 2 * 4 * 4
     np.testing.assert_array_equal(cache.keys[:, :8], keys)
+
+
+def test_a_window_of_one_item_is_refused() -> None:
+    """Serving's caches roll to half the window: with one item they kept both the old and
+    the new item at a clamped position, then failed the next step."""
+    with pytest.raises(ValueError, match="max_len must be >= 2"):
+        SASRec(num_items=5, max_len=1)

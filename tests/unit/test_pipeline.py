@@ -190,7 +190,7 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
                         [one.times[0], 7, *one.times[1:3]], one.context)
     batch = [LiveSession(live[0].items, live[0].types[1:], live[0].times, live[0].context),
              LiveSession(["never-seen"], ["view"], [1]), mixed, LiveSession(live[2].items)]
-    known, got, side = bundle._histories(batch)
+    known, got, side, _ = bundle._histories(batch)
     assert known == [0, 2, 3]
     for row, want in zip(range(3), [live[0], LiveSession(one.items[:3], one.types[:3],
                                                          one.times[:3]), live[2]]):
@@ -205,7 +205,7 @@ def test_bundle_computes_the_offline_features_from_live_sessions() -> None:
     hour = 3_600_000
     last = LiveSession([*one.items[:3], "never-seen"], [*one.types[:3], "purchase"],
                        [*one.times[:3], one.times[2] + hour], {"device": "tv", "price": 3})
-    _, _, side = bundle._histories([last])
+    _, _, side, _ = bundle._histories([last])
     want = bundle.spec.dense(np.array([one.times[2] + hour]), np.array([one.times[2]]),
                              np.array([bundle.spec.type_code("purchase")]), np.array([[3.0]]))
     np.testing.assert_array_equal(side.dense(bundle.spec), want)
@@ -257,6 +257,7 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
         expected = bundle.encoder.encode(tokens // bundle.encoder.num_types)
         step = bundle.incremental.step(fill([cache.items[:-1]]), tokens[:, -1])
         np.testing.assert_allclose(step, expected, atol=1e-5)
+        np.testing.assert_allclose(cache.output, expected[0], atol=1e-5)  # what was served
     # Once at the first event (an empty cache), then only the rolls: every 4 events
     # once the window of 8 is full (from event 9 on).
     assert rebuilt.count(0) == 1 and len(rebuilt) == 1 + (40 - 8) // 4
@@ -264,6 +265,36 @@ def test_a_full_session_slides_without_rebuilding_its_cache_each_event() -> None
     # A new, short session never continues the old cache, even ending the same way.
     bundle.recommend([user], [stream[-2:]], k=3)
     assert rebuilt[-1] == 1
+
+
+def test_a_session_longer_than_the_window_met_without_a_cache_reads_its_last_window() -> None:
+    """With ``STREAMREC_SESSION_MAX_ITEMS`` above the model's window, a session met with
+    no cache (a worker's start, an evicted cache) was prefilled with a full window, which
+    the step then rolled at once: the answer read the newest half of the window, not the
+    whole window the Keras model reads."""
+    seqs, bundle = _window_of_8(seed=7)
+    session = [seqs.items.ids[i] for i in range(12)]
+    bundle.recommend([seqs.users.ids[0]], [session], k=3)
+    window = [bundle.incremental.token(bundle.items.get(x)) for x in session[-8:]]
+    cache = bundle.caches[seqs.users.ids[0]]
+    assert cache.items == window
+    expected = bundle.encoder.encode(np.asarray([window]) // bundle.encoder.num_types)
+    np.testing.assert_allclose(cache.output, expected[0], atol=1e-5)
+
+
+def test_an_event_the_model_cannot_read_after_repeat_views_encodes_nothing() -> None:
+    """A session ending in more than half a window of one item also reads as continuing
+    its cache, so an event on an unknown item encoded that item once more: another
+    answer for the same history. Now the bundle is told the event added nothing."""
+    seqs, bundle = _window_of_8(seed=8)
+    user, again = seqs.users.ids[0], [seqs.items.ids[3]] * 6
+    (before,) = bundle.recommend([user], [again], k=3)
+    held = list(bundle.caches[user].items)
+    (after,) = bundle.recommend([user], [[*again, "never-seen"]], k=3)
+    assert bundle.caches[user].items == held and after.items == before.items
+    assert after.scores == before.scores
+    (viewed,) = bundle.recommend([user], [[*again, "never-seen", again[0]]], k=3)
+    assert len(bundle.caches[user].items) == len(held) + 1  # a real repeat view still counts
 
 
 def test_a_short_cache_is_not_taken_for_a_longer_session_ending_the_same_way() -> None:

@@ -157,22 +157,23 @@ def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore,
 
 def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> dict[str, str]:
     """The registry versions that promoting ``variant`` makes the champion: the one its
-    lists were judged on (``served``: version -> lists, from the tallies). Resolving its
-    alias at conclude time instead promoted whatever the alias named by then, e.g. a
-    challenger the trainer registered after the test. Empty for popularity and for the
-    champion alias, which is the champion already. Refused (one line) when its lists came
-    from several versions, or from no model of its own: the test judged none of them alone."""
+    lists were judged on (``served``: version -> lists, from the tallies; a stand-in's
+    lists are not judged). Resolving its alias at conclude time instead promoted whatever
+    the alias named by then, e.g. a challenger the trainer registered after the test.
+    Empty for popularity and for the champion alias, which is the champion already.
+    Refused (one line) when its own lists came from several versions, or when a stand-in
+    served them all: the test judged no one version of its model."""
     if variant.model in (POPULARITY, CHAMPION):
         return {}
-    judged = sorted(served, key=lambda version: -served[version])
-    if len(judged) > 1:
-        counts = ", ".join(f"{v} ({served[v]:,} lists)" for v in judged)
+    own = sorted((v for v in served if not v.startswith(STAND_IN)), key=lambda v: -served[v])
+    if len(own) > 1:
+        counts = ", ".join(f"{v} ({served[v]:,} lists)" for v in own)
         raise ExperimentConflict(
             f"variant {variant.name} served several versions during the test: {counts}; "
             "its figures judge the mix, so none is promoted: conclude without promoting, and "
             "test the version you want in an experiment that names it")
-    if judged and judged[0].startswith(STAND_IN):
-        raise ExperimentConflict(f"variant {variant.name}'s lists all came from "
-                                 f"{judged[0]}, not from its model, which the test never "
-                                 "judged: conclude without promoting")
-    return resolve_versions(store, judged[0] if judged else variant.model)
+    if not own and served:
+        raise ExperimentConflict(f"variant {variant.name}'s lists all came from a stand-in "
+                                 f"({', '.join(served)}), never from its model: nothing of "
+                                 "it was judged, so nothing is promoted")
+    return resolve_versions(store, own[0] if own else variant.model)

@@ -275,7 +275,10 @@ class LiveExperiment:
                                     teams=[names[t] for t in drafted.teams])
 
     def shown(self, record: RecommendationList) -> None:
-        """Remember a tagged list just published, for its user's next events."""
+        """Remember a tagged list just published, for its user's next events. A list a
+        stand-in served (``served_by``: the variant's model had not loaded) is not
+        judged: the test compares the variants' models, and a variant would otherwise be
+        scored on the control's lists while it loads, or for as long as it fails to."""
         tag = record.experiment
         if tag is None:
             return
@@ -284,6 +287,8 @@ class LiveExperiment:
         if teams is None:  # served is assigned, for the sample-ratio check: a variant
             # whose users do not come back for a judged list is not a broken split
             self.tallies.variant(tag.variant).add(record.user_id, {}, new_list=False)
+        if tag.served_by is not None:
+            return
         waiting = self.pending.get(record.user_id)
         if waiting is None:
             waiting = self.pending[record.user_id] = deque()

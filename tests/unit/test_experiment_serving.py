@@ -591,6 +591,8 @@ def test_promoting_a_winner_promotes_the_version_its_lists_were_judged_on(
     monkeypatch.setattr(control, "resolve_versions", lambda store, ref: {"resolved": ref})
     treatment, pop = experiment().variants[1], Variant(name="pop", model="popularity", share=1)
     assert control.to_promote(None, treatment, {"chal:v2": 40}) == {"resolved": "chal:v2"}
+    while_loading = {"stand-in control: champ:v1": 3, "chal:v2": 40}  # not judged: left out
+    assert control.to_promote(None, treatment, while_loading) == {"resolved": "chal:v2"}
     assert control.to_promote(None, treatment, {}) == {"resolved": "challenger"}
     for served in ({"chal:v2": 40, "chal:v3": 3}, {"stand-in control: champ:v1": 5}):
         with pytest.raises(control.ExperimentConflict) as refused:
@@ -598,6 +600,20 @@ def test_promoting_a_winner_promotes_the_version_its_lists_were_judged_on(
         assert "\n" not in str(refused.value) and all(v in str(refused.value) for v in served)
     assert control.to_promote(None, experiment().variants[0], {"champ:v1": 9}) == {}
     assert control.to_promote(None, pop, {"popularity": 9}) == {}
+
+
+def test_a_stand_ins_lists_count_for_the_split_but_are_not_judged() -> None:
+    """While the challenger loads, its users get the control's lists: scoring those as the
+    challenger's compared the control with itself, and made a winner's figures a mix."""
+    live = LiveExperiment(experiment())  # the challenger is not loaded
+    stand_in = ExperimentTag("exp", "treatment", "control")
+    live.shown(shown("u1", ["x"], stand_in))
+    live.observe("u1", "x", "view")
+    treatment = live.tallies.variant("treatment")
+    assert treatment.users == 1 and treatment.summary()["NDCG@10"].users == 0
+    live.shown(shown("u1", ["x"], ExperimentTag("exp", "treatment")))  # loaded now
+    live.observe("u1", "x", "view")
+    assert treatment.summary()["NDCG@10"].mean == 1.0
 
 
 def test_a_conclusion_that_cannot_promote_changes_nothing(

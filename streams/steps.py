@@ -432,8 +432,11 @@ class BatchStep:
         about a second only."""
         if now - self._popular_written < self.popular_every_s:
             return None
+        top = self.popularity.top(self.top_n)
+        if not top:  # a worker that has counted nothing yet: the stored one stays
+            return None
         self._popular_written = now
-        return PopularList(version, now_us, scored(self.popularity.top(self.top_n)))
+        return PopularList(version, now_us, scored(top))
 
     async def publish(self, updates: Sequence[SessionUpdate], bundle: Recommender,
                       experiment: LiveExperiment | None = None) -> list[RecommendationList]:
@@ -457,7 +460,10 @@ class BatchStep:
         payloads, paths = [], {"model": 0, "popularity": 0}
         for update, record in zip(updates, lists):
             payload = record.to_json()
-            payloads.append((record.user_id, payload))
+            if record.items:  # an empty list (a fresh worker's popularity knows nothing
+                # yet) is published, as this event's answer, but not stored: it would
+                # replace the list the API serves this user with nothing
+                payloads.append((record.user_id, payload))
             paths[record.path] += 1
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
             # DeliverBeforeCommit delivers it all before the offsets of these events commit.
@@ -533,7 +539,8 @@ class BatchStep:
         cut the topic path to 0.77 of its throughput (``make faults``, Redis
         black-holed)."""
         if self._write is not None and not self._write.done():
-            self.metrics.redis_deferred.inc()
+            if payloads:  # a batch's lists, not the idle timer's retry (``retry_unstored``)
+                self.metrics.redis_deferred.inc()
             self._keep_unstored(payloads)
         elif not self.redis_backoff.ready():
             self.metrics.redis_skipped.inc()

@@ -634,6 +634,7 @@ def test_a_slow_redis_write_goes_on_in_the_background_and_later_batches_do_not_w
         for user, event in (("u1", "e1"), ("u2", "e2"), ("u2", "e3")):
             await step.publish([update(user, ("a",), event)], bundle)
             writes_done.append(len(store.writes))
+        await step.retry_unstored()  # the idle timer's tick: no batch deferred by it
         await asyncio.sleep(0.4)  # the first write lands
         await step.publish([update("u1", ("b",), "e4")], bundle)
         await asyncio.sleep(0.4)
@@ -695,6 +696,25 @@ def test_a_list_that_missed_redis_goes_with_the_next_write_that_reaches_it() -> 
     assert store.held == [["u1"]]  # stored only over an older event's list (RecsWriter)
     asyncio.run(step.publish([update("u3", ("c", "d"), "e5")], bundle))
     assert [user for user, _ in store.writes[-1][0]] == ["u3"]  # written once, then forgotten
+
+
+def test_an_empty_list_is_published_but_not_stored_over_the_users_list() -> None:
+    """A fresh worker's popularity knows nothing until its first batch is counted, so
+    that batch's popularity lists were empty, and storing them replaced what the API
+    served those users with nothing."""
+    store = FakeStore()
+    step, producer, _ = make_step(store=store)
+    step.popularity = DecayedPopularity()  # a fresh worker's
+    bundle = FakeBundle("r:v2", {"u1": Recommendation(["x"], [1.0])})
+    asyncio.run(step.publish([update("u1", ("a",), "e1"), update("u2", ("b",), "e2")], bundle))
+    assert [orjson.loads(p)["items"] == [] for _, _, p in producer.sent] == [False, True]
+    ((lists, popular),) = store.writes
+    assert [user for user, _ in lists] == ["u1"] and popular is None  # nor an empty top
+    asyncio.run(step.publish([replace(update("u2", ("b", "c"), "e3"), counts_at_ms=T0)],
+                             bundle))  # counted after its own list was built
+    asyncio.run(step.publish([update("u3", ("d",), "e4")], bundle))
+    assert [user for user, _ in store.writes[-1][0]] == ["u3"]
+    assert [i["item_id"] for i in orjson.loads(producer.sent[-1][2])["items"]] == ["c"]
 
 
 def test_an_idle_worker_writes_the_lists_that_missed_redis_once_it_may() -> None:

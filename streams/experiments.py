@@ -261,6 +261,9 @@ class LiveExperiment:
         stand_in = next((by for by, _ in served if by is not None), None)
         names = [v.name for v in self.experiment.variants]
         for i, a, b in zip(idx, a_lists, b_lists):
+            if a is None and b is None:
+                continue  # neither model serves this user yet: popularity, untagged, as
+                # nothing is compared (drafted, it went out as a model list)
             # A model that cannot serve this user yet answers with popularity, as it does
             # for its users in production. Drafting an empty list instead handed every
             # position, and every credit, to the other model.

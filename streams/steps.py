@@ -76,6 +76,12 @@ class Duplicate:
     event_id: str
 
 
+class StoreUnavailable(RuntimeError):
+    """The session store could not be read. Nothing is wrong with the record, so it is
+    not dead-lettered (that dead-lettered every valid event of the users it could not
+    read, and committed past them): the worker stops, and the event is redelivered."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionUpdate:
     """A user's session changed: store ``state`` under ``user_id`` and answer the event.
@@ -234,6 +240,8 @@ class EventStep:
         session splits across workers' tables. ``dlq redrive`` sends them back keyed."""
         try:
             return self._decide(raw, stored, headers, key)
+        except StoreUnavailable:
+            raise
         except Exception as exc:  # one record must never stop the stream
             log.exception("the event step failed; dead-lettering the record")
             return DeadLetter(Rejection.PROCESSING_ERROR.value, f"{type(exc).__name__}: {exc}")
@@ -248,7 +256,10 @@ class EventStep:
             return DeadLetter(Rejection.WRONG_KEY.value, f"the record's key {key[:64]!r} is "
                               "not its user id: produce with key = user id")
         meta = dict(headers or ())  # Faust's are pairs: one dict for both lookups
-        previous = stored(event.user_id)
+        try:
+            previous = stored(event.user_id)
+        except Exception as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         state, reset = read_state(previous)
         new_state, changed = apply_event(state, event, self.policy)
         if not changed:

@@ -49,7 +49,14 @@ from streams.producer import RecordProducer, cut_letter, dead_letter_headers
 from streams.recs_store import RecsWriter
 from streams.session_table import SessionExpiry, SessionTable
 from streams.sessions import SessionPolicy
-from streams.steps import AnsweredEvents, BatchStep, DeadLetter, EventStep, SessionUpdate
+from streams.steps import (
+    AnsweredEvents,
+    BatchStep,
+    DeadLetter,
+    EventStep,
+    SessionUpdate,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -413,15 +420,15 @@ class PartitionLag:
 def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerMetrics,
                 lag: PartitionLag, guard: FreezeGuard | None = None,
                 on_failure: Callable[[BaseException], None] =
-                exit_redelivering("writing a session")
+                exit_redelivering("reading or writing a session")
                 ) -> Callable[[bytes], Awaitable[SessionUpdate | None]]:
     """``step`` as a stream processor. It runs per event inside the event's context, so the
     table write reaches the changelog partition of the event's own partition. ``guard``
     stops a worker waking from a long freeze before its write (``streams.freeze``).
 
-    A table write that raises (Faust's ``PartitionsMismatch`` after partitions were added
-    to the events topic, librdkafka refusing the changelog record, a full disk) ends the
-    worker through ``on_failure``. Raised into Faust, it ended the stream's drainer: the
+    A table read or write that raises (Faust's ``PartitionsMismatch`` after partitions
+    were added to the events topic, librdkafka refusing the changelog record, a full
+    disk, a store that cannot be read) ends the worker through ``on_failure``. Raised into Faust, it ended the stream's drainer: the
     worker kept its partitions and answered nothing, and a restarted agent could commit
     past the unacknowledged event."""
 
@@ -430,7 +437,11 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         in_partition(message.tp.partition)  # for log lines: one context variable set
         lag.read(message.tp, message.offset)
         metrics.events.inc()
-        outcome = step(raw, sessions.get, message.headers, message.key or b"")  # b"": unkeyed
+        try:
+            outcome = step(raw, sessions.get, message.headers, message.key or b"")  # b"": unkeyed
+        except StoreUnavailable as exc:
+            on_failure(exc)
+            return None
         if isinstance(outcome, SessionUpdate):
             if guard is not None:
                 guard.check()

@@ -187,6 +187,10 @@ def test_a_model_that_cannot_serve_yet_interleaves_as_popularity_not_as_nothing(
     _, _, tags = live.recommend(users, users, CHAMP, ask, popular)
     teams = Counter(team for tag in tags for team in tag.teams)
     assert teams["treatment"] > 20 and teams["pop"] > 20  # popularity on both sides
+    # Neither model serves: the batch step's popularity list, not a "model" one, untagged.
+    neither = LiveExperiment(experiment("interleave"), {"treatment": CannotServe("chal:v2", [])})
+    recs, _, tags = neither.recommend(users, users, CannotServe("champ:v1", []), ask, popular)
+    assert recs == [None] * 60 and tags == [None] * 60
 
 
 def shown(user: str, items: list[str], tag: ExperimentTag) -> RecommendationList:

@@ -108,19 +108,28 @@ def test_a_tombstone_is_a_dead_letter_not_a_crash() -> None:
 
 
 def test_a_record_that_breaks_the_step_otherwise_is_a_dead_letter_naming_why(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """Anything else that fails on one record dead-letters that record, with the exception
-    as its detail, instead of stopping the agent while the worker keeps its partitions."""
+    as its detail, instead of stopping the agent while the worker keeps its partitions.
+    A store that cannot be read is not the record's fault: that is raised, not lettered."""
+    import streams.steps as steps
 
     def broken(user_id: str) -> dict | None:
         raise RuntimeError("table unavailable")
 
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()
+    with pytest.raises(steps.StoreUnavailable, match="RuntimeError: table unavailable"):
+        EventStep(SessionPolicy())(raw, broken)
+
+    def fails(*_: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(steps, "apply_event", fails)
     with caplog.at_level(logging.ERROR, logger="streams.steps"):
-        outcome = EventStep(SessionPolicy())(raw, broken)
+        outcome = EventStep(SessionPolicy())(raw, {}.get)
     assert isinstance(outcome, DeadLetter) and outcome.reason == "processing_error"
-    assert outcome.detail == "RuntimeError: table unavailable"
-    assert "table unavailable" in caplog.text
+    assert outcome.detail == "ValueError: a bug"
+    assert "a bug" in caplog.text
 
 
 @pytest.mark.parametrize("stored", [{"items": 5}, {"v": 9, "items": ["x"]}, {}, [1, 2], "x"])
@@ -1125,6 +1134,16 @@ def test_a_session_that_cannot_be_written_ends_the_worker(
                           metrics, PartitionLag(metrics), on_failure=exits.append)
     assert asyncio.run(process(new_event("u1", "i1", ts=T0).to_json())) is None
     assert [type(e) for e in exits] == [PartitionsMismatch]
+
+    class Unreadable(dict):  # a store that cannot be read: the event is not dead-lettered
+        def get(self, key: str, default: Any = None) -> Any:
+            raise OSError("IO error: rocksdb")
+
+    dlq = SimpleNamespace(send_soon=lambda **_: exits.append("lettered"))
+    process = sessionizer(EventStep(SessionPolicy()), Unreadable(), dlq,  # type: ignore[arg-type]
+                          metrics, PartitionLag(metrics), on_failure=exits.append)
+    assert asyncio.run(process(new_event("u1", "i1", ts=T0).to_json())) is None
+    assert [type(e).__name__ for e in exits] == ["PartitionsMismatch", "StoreUnavailable"]
 
 
 def test_the_stream_processor_names_the_events_partition_in_log_lines(

@@ -42,6 +42,11 @@ _FLUSH_TIMEOUT_S = 30.0
 # itself would raise, losing the letter (in a worker: crashing it on every redelivery).
 MAX_LETTER_BYTES = 256 * 1024
 TRUNCATED_HEADER = "truncated_from"  # a cut letter: the record's size in bytes
+# A letter's key (a worker letters a record under its own key) is cut past this: a record
+# the broker took may be nearly all key, and the letter with its headers then passed the
+# client's limit. Nothing reads the letter's key back: `dlq redrive` keys by the user id.
+MAX_LETTER_KEY_BYTES = 1024
+KEY_TRUNCATED_HEADER = "key_truncated_from"  # a cut key: its size in bytes
 Headers = list[tuple[str, bytes]]
 
 PRODUCER_DEFAULTS: dict[str, object] = {
@@ -84,12 +89,18 @@ def dead_letter_headers(reason: str, detail: str, source: str, kind: str | None 
     return headers if kind is None else [*headers, (KIND_HEADER, kind.encode())]
 
 
-def cut_letter(raw: bytes | None, headers: Headers) -> tuple[bytes | None, Headers]:
-    """A dead letter's bytes, cut to ``MAX_LETTER_BYTES`` with the record's size in a
-    ``truncated_from`` header when longer; a tombstone's None as it is."""
+def cut_letter(raw: bytes | None, headers: Headers, key: bytes | None = None
+               ) -> tuple[bytes | None, Headers, bytes | None]:
+    """A dead letter's bytes, headers and key: the bytes cut to ``MAX_LETTER_BYTES`` with
+    the record's size in a ``truncated_from`` header when longer (a tombstone's None as
+    it is), the key to ``MAX_LETTER_KEY_BYTES`` likewise (``key_truncated_from``)."""
+    if key is not None and len(key) > MAX_LETTER_KEY_BYTES:
+        headers = [*headers, (KEY_TRUNCATED_HEADER, str(len(key)).encode())]
+        key = key[:MAX_LETTER_KEY_BYTES]
     if raw is None or len(raw) <= MAX_LETTER_BYTES:
-        return raw, headers
-    return raw[:MAX_LETTER_BYTES], [*headers, (TRUNCATED_HEADER, str(len(raw)).encode())]
+        return raw, headers, key
+    return (raw[:MAX_LETTER_BYTES], [*headers, (TRUNCATED_HEADER, str(len(raw)).encode())],
+            key)
 
 
 class RecordProducer:
@@ -193,7 +204,7 @@ class _TopicWithLetters(RecordProducer):
         """Send the original bytes to the dead-letter topic with the reason in headers,
         unkeyed: these records (a file's bad lines) failed before a user id was read.
         Bytes past ``MAX_LETTER_BYTES`` are cut, the size kept in a header."""
-        raw, headers = cut_letter(raw, dead_letter_headers(
+        raw, headers, _ = cut_letter(raw, dead_letter_headers(
             error.reason.value, error.detail, self.source, kind=self.kind))
         self.stats.dead_lettered += 1
         self.produce(self.dlq_topic, None, raw, headers)

@@ -9,6 +9,7 @@ as Prometheus metrics (``streams.metrics``) and logs; these records are for prog
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 # "trial": the gate passed and the challenger went live against the champion in an
 # experiment (``trainer_promotion=experiment``), or such a trial is still undecided.
@@ -63,7 +66,9 @@ Record = TypeVar("Record", TrainerStatus, WorkerStatus)
 
 
 class StatusFile:
-    """Holds a process's current record and writes it on each ``update``."""
+    """Holds a process's current record and writes it on each ``update``. A write that
+    fails (a full disk, its folder removed) is logged and the process goes on: the file
+    only reports, and an error raised from a worker's swap ended the worker."""
 
     def __init__(self, path: Path | None, initial: Any) -> None:
         self.path, self.current = path, initial
@@ -77,8 +82,11 @@ class StatusFile:
         if self.path is None:
             return
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(orjson.dumps(self.current))
-        tmp.replace(self.path)
+        try:
+            tmp.write_bytes(orjson.dumps(self.current))
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("status file %s not written: %s", self.path, exc)
 
 
 def read_status(path: Path, kind: type[Record]) -> Record | None:

@@ -265,8 +265,10 @@ def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
     being sent has already left the queue it counts. Under load the offsets of events whose
     session writes had not yet gone out were committed, and a restarted worker resumed one
     event short (``test_restarted_worker_recovers_sessions_from_the_changelog``,
-    intermittent). Past ``most_s`` it raises ``NotDelivered`` instead: that commit is
-    skipped (``DeliverBeforeCommit``) and the offsets stay uncommitted.
+    intermittent). Past ``most_s`` it raises ``NotDelivered`` instead. Before a commit,
+    that commit is skipped (``DeliverBeforeCommit``) and the offsets stay uncommitted;
+    when Faust flushes for a rebalance or a stop, the error ends the worker (Faust
+    crashes on it), and the events are redelivered to whichever worker takes them.
     """
     flush_atmost, send_pending = buffer.flush_atmost, buffer._send_pending
     sending = 0
@@ -458,9 +460,9 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
             return outcome
         if isinstance(outcome, DeadLetter):
             metrics.dead_letters.labels(outcome.reason).inc()
-            letter, headers = cut_letter(raw, dead_letter_headers(
-                outcome.reason, outcome.detail, "worker"))
-            dlq.send_soon(key=message.key, value=letter, headers=headers)
+            letter, headers, key = cut_letter(raw, dead_letter_headers(
+                outcome.reason, outcome.detail, "worker"), message.key)
+            dlq.send_soon(key=key, value=letter, headers=headers)
         else:
             metrics.duplicates.inc()
         return None

@@ -37,6 +37,20 @@ def test_worker_status_counts_swaps(tmp_path: Path) -> None:
     assert status.current.model_version == "a:v2"
 
 
+def test_a_status_file_that_cannot_be_written_is_logged_not_raised(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Raised from a worker's swap (a full disk, its folder removed), it ended the worker."""
+    path = tmp_path / "gone" / "worker.json"
+    with caplog.at_level("WARNING", logger="streams.status"):
+        status = StatusFile(path, WorkerStatus("a:v1"))
+        status.update(model_version="a:v2", swaps_applied=1)
+    assert status.current.model_version == "a:v2" and not path.exists()
+    assert caplog.text.count("not written") == 2
+    path.parent.mkdir()
+    status.update(swaps_applied=2)
+    assert read_status(path, WorkerStatus) == status.current
+
+
 def test_without_a_path_nothing_is_written(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # where a relative or empty path would land

@@ -1020,6 +1020,10 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     assert asyncio.run(process(huge)) is None
     assert len(letters[-1]["value"]) == MAX_LETTER_BYTES
     assert dict(letters[-1]["headers"])[TRUNCATED_HEADER] == str(len(huge)).encode()
+    message.key = b"k" * 1_048_000  # a record nearly all key: lettered as wrong_key
+    assert asyncio.run(process(raw)) is None
+    assert len(letters[-1]["key"]) == 1024 and letters[-1]["value"] == raw
+    assert dict(letters[-1]["headers"])["key_truncated_from"] == b"1048000"
     ignored = "streamrec_worker_context_ignored_total"  # once: the duplicate is not counted
     assert sample(ignored, {"reason": "undeclared"}) == 2.0
     assert sample(ignored, {"reason": "wrong_type"}) == 1.0

@@ -46,6 +46,7 @@ CONVERSIONS = frozenset({"add_to_cart", "purchase"})
 DELAYED = (f"click@{WINDOW}", f"conversion@{WINDOW}")
 METRICS = (*metric_names(), *DELAYED)
 INTERLEAVED = "interleaved"  # the variant name interleaved lists carry
+CREDITS = ":credits"  # the credits' tally among a worker's stored rows (no variant name has ":")
 STAND_IN = "stand-in "  # ``Tallies.served``: lists another variant's model answered
 MAX_USERS = 200_000  # users whose pending lists a worker remembers (least recent go first)
 
@@ -96,9 +97,35 @@ class Tallies:
         to_a, given = sum(r[0] for r in rows), sum(r[1] for r in rows)
         return round(to_a), round(given - to_a)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"variants": {n: t.to_dict() for n, t in self.variants.items()},
-                "credits": self.credits.to_dict(), "served": self.served}
+    def to_dict(self, rows: bool = True) -> dict[str, Any]:
+        """A plain JSON-able dict; ``rows`` False leaves the users' rows out (stored apart,
+        as they change: ``streams.experiment_store.write_tallies``)."""
+        return {"variants": {n: t.to_dict(rows) for n, t in self.variants.items()},
+                "credits": self.credits.to_dict(rows), "served": self.served}
+
+    def _tallies(self) -> dict[str, VariantTally]:
+        return {**self.variants, CREDITS: self.credits}
+
+    def take_changed(self) -> dict[str, dict[str, list[float]]]:
+        """Per tally (a variant's name, or ``CREDITS``) the rows of the users changed since
+        the last call, which then forgets them."""
+        changed = {name: t.take_changed() for name, t in self._tallies().items()}
+        return {name: rows for name, rows in changed.items() if rows}
+
+    def mark_changed(self, rows: dict[str, dict[str, list[float]]]) -> None:
+        """Changed again: ``take_changed``'s rows, when writing them failed."""
+        for name, by_user in rows.items():
+            tally = self.credits if name == CREDITS else self.variant(name)
+            tally.changed.update(by_user)
+
+    def fill(self, rows: dict[str, dict[str, list[float]]]) -> None:
+        """Put stored rows back (per tally, per user), as ``take_changed`` gave them."""
+        for name, by_user in rows.items():
+            tally = self.credits if name == CREDITS else self.variant(name)
+            width = 2 * len(tally.metrics)
+            if any(len(row) != width for row in by_user.values()):
+                raise ValueError(f"each user's row of {name} must hold {width} numbers")
+            tally.per_user.update(by_user)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Tallies:

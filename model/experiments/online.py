@@ -81,6 +81,9 @@ class VariantTally:
     metrics: tuple[str, ...] = field(default_factory=metric_names)
     lists: int = 0
     per_user: dict[str, list[float]] = field(default_factory=dict)
+    # users whose row changed since ``take_changed``: what a worker writes at its next
+    # flush, instead of every row it ever held
+    changed: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def users(self) -> int:
@@ -95,11 +98,18 @@ class VariantTally:
             raise ValueError(f"unknown metrics {sorted(unknown)}; this tally keeps "
                              f"{list(self.metrics)}")
         row = self.per_user.setdefault(user_id, [0.0] * (2 * len(self.metrics)))
+        self.changed.add(user_id)
         for i, name in enumerate(self.metrics):
             if name in values:
                 row[2 * i] += float(values[name])
                 row[2 * i + 1] += 1
         self.lists += new_list
+
+    def take_changed(self) -> dict[str, list[float]]:
+        """The rows of the users changed since the last call, and forget them."""
+        rows = {user: list(self.per_user[user]) for user in self.changed}
+        self.changed.clear()
+        return rows
 
     def merge(self, other: VariantTally) -> VariantTally:
         """A new tally holding both; the same user in both has their sums added."""
@@ -120,10 +130,11 @@ class VariantTally:
         return {name: summarise(table[:, 2 * i], table[:, 2 * i + 1])
                 for i, name in enumerate(self.metrics)}
 
-    def to_dict(self) -> dict:
-        """A plain JSON-able dict (for Redis); ``from_dict`` reads it back."""
+    def to_dict(self, rows: bool = True) -> dict:
+        """A plain JSON-able dict (for Redis); ``from_dict`` reads it back. ``rows`` False
+        leaves the users' rows out (a worker stores them apart, as they change)."""
         return {"metrics": list(self.metrics), "lists": self.lists,
-                "per_user": {u: list(row) for u, row in self.per_user.items()}}
+                "per_user": {u: list(row) for u, row in self.per_user.items()} if rows else {}}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> VariantTally:

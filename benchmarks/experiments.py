@@ -220,9 +220,10 @@ def split_run(log: Log, salt: str, served: tuple[int, int], every: int, alpha: f
 
 def interleaving_run(log: Log, salt: str, models: tuple[int, int], every: int, alpha: float,
                      stop: bool) -> Run:
-    """Every list is the team draft of ``models``' lists; the next event credits a team.
-    An event whose item is in neither list credits no one whatever the coins, so its
-    draft is skipped."""
+    """Every list is the team draft of ``models``' lists; the next event credits the team
+    that placed its item in the list shown, as a live worker does; an item not shown
+    credits no one. An event whose item is in neither model's list credits no one
+    whatever the coins, so its draft is skipped."""
     test = InterleavingTest(alpha=alpha)
     a, b = (log.lists[m] for m in models)
     rows = log.user_index
@@ -233,6 +234,8 @@ def interleaving_run(log: Log, salt: str, models: tuple[int, int], every: int, a
         if target in a[i] or target in b[i]:
             team = credit(team_draft(a[i], b[i], K, rng_for(f"{salt}:{log.event_ids[i]}")),
                           target)
+            if team is None:  # in a model's list but not drafted into the one shown: no
+                return  # credit (counted as B's until 2026-12-06, a review)
             user = rows[log.users[i]]
             to_a[user] += team == 0
             given[user] += 1

@@ -45,7 +45,8 @@ def main() -> None:
     result = fit_sasrec(split, cfg)
     print(f"training: {result.seconds / args.epochs:.2f} s/epoch incl. sampling and validation, "
           f"{result.samples_per_s:,.0f} sequences/s "
-          f"({result.samples_per_s * cfg.max_len:,.0f} positions/s) in model.fit")
+          f"({result.samples_per_s * cfg.max_len:,.0f} positions/s) in model.fit after its "
+          "first epoch")
 
     model = result.model
     inp = keras.Input((cfg.max_len,), dtype="int32")

@@ -80,7 +80,7 @@ def _first_answer(settings: Settings, env: dict[str, str], worker_id: str, folde
     """(seconds from the worker's start to the probe's list, its peak RSS in MiB)."""
     probe = new_event("u0", "i-probe", "click")
     lists = _at_end(settings, env["STREAMREC_TOPIC_RECOMMENDATIONS"],
-                    settings.interactions_partitions)
+                    settings.recommendations_partitions)
     start = time.time()
     worker = ServiceProcess.start(env, settings.data_dir / "bench" / folder / log, "worker",
                                   "--pass-through", "--worker-id", worker_id)

@@ -24,7 +24,7 @@ class TrainResult:
     best_valid: dict
     curve: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
-    samples_per_s: float = 0.0
+    samples_per_s: float = 0.0  # in model.fit, past the first epoch (its trace and compile)
 
     @property
     def valid_ndcg10(self) -> float | None:
@@ -101,15 +101,15 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
     """
     best_score, best_epoch, best_valid, best_weights = -1.0, 0, {}, None
     curve: list[dict[str, float]] = []
-    waited, samples, train_s, start = 0, 0, 0.0, time.perf_counter()
+    waited, start = 0, time.perf_counter()
+    fits: list[tuple[int, float]] = []  # (samples, seconds) of each epoch's model.fit
     for epoch in range(0, epochs + 1):
         point: dict[str, float] = {"epoch": epoch}
         if epoch > 0:
             x, y = whole_batches(*epoch_data(epoch), batch_size, epoch, shuffle)
             t0 = time.perf_counter()
             hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=shuffle)
-            train_s += time.perf_counter() - t0
-            samples += len(y)
+            fits.append((len(y), time.perf_counter() - t0))
             point["loss"] = float(hist.history["loss"][-1])
         if epoch % eval_every == 0 or epoch == epochs:
             valid = evaluate(scorer, split, "valid")
@@ -129,5 +129,7 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
             break
     if best_weights is not None:
         model.set_weights(best_weights)
+    steady = fits[1:] or fits  # the first fit traces and compiles the step function
+    samples, train_s = sum(n for n, _ in steady), sum(t for _, t in steady)
     return TrainResult(model, best_epoch, best_valid, curve, time.perf_counter() - start,
                        samples / train_s if train_s else 0.0)

@@ -56,11 +56,12 @@ def mrr(ranks: np.ndarray, k: int | None = None) -> float:
 
 def auc(ranks: np.ndarray, num_candidates: int | np.ndarray) -> float:
     """AUC with one positive: share of negatives scored below it, averaged over users.
-    A case with no candidate (its user met every other item) has no AUC and is left out."""
+    A case with no candidate (its user met every other item) has no AUC and is left out;
+    NaN when no case has one (no sampled negatives asked for), not the worst AUC, 0."""
     counts = np.broadcast_to(np.asarray(num_candidates, dtype=float), np.shape(ranks))
     has = counts > 0
     if not has.any():
-        return 0.0
+        return float("nan")
     return float(np.mean(1.0 - ranks[has] / counts[has]))
 
 

@@ -66,6 +66,7 @@ def test_a_case_without_candidates_has_no_auc_and_tiny_catalogues_rank() -> None
                                                           np.array([1])],
                             np.array([6, 6]), 6, num_negatives=0)
     assert report["full"]["AUC"] == 1.0  # user 2's case: 6 above all 4 others
+    assert np.isnan(report["sampled"]["AUC"])  # no negatives asked for: none measured
     assert report["full"]["HR@10"] == 1.0
 
 

@@ -73,7 +73,7 @@ class DeliveryStats:
 
 
 def sent_at_header() -> tuple[str, bytes]:
-    return (SENT_AT_HEADER, str(time.time_ns() // 1000).encode())
+    return SENT_AT_HEADER, b"%d" % (time.time_ns() // 1000)
 
 
 def dead_letter_headers(reason: str, detail: str, source: str, kind: str | None = None
@@ -243,10 +243,11 @@ class EventProducer(_TopicWithLetters):
 
 def stamped(headers: Headers | None) -> Headers:
     """``headers`` with the send time added, unless they carry one already."""
-    headers = list(headers or [])
-    if all(name != SENT_AT_HEADER for name, _ in headers):
-        headers.append(sent_at_header())
-    return headers
+    if not headers:  # nearly every send: one tuple, nothing to search
+        return [sent_at_header()]
+    if any(name == SENT_AT_HEADER for name, _ in headers):
+        return headers
+    return [*headers, sent_at_header()]
 
 
 class ItemProducer(_TopicWithLetters):

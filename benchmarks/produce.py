@@ -22,9 +22,8 @@ import uuid
 from collections.abc import Callable
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
-from infra.topics import TopicSpec, ensure_topics
+from infra.topics import TopicSpec, delete_topics, ensure_topics
 from services.settings import load_settings
 from streams.producer import PRODUCER_DEFAULTS, EventProducer
 from streams.synthetic import SyntheticConfig, generate
@@ -114,7 +113,7 @@ def main() -> None:
     print("median events/s into the local broker:")
     for name, value in median.items():
         print(f"  {name:<10} {value:>12,.0f} events/s   ({value / median['raw']:.2f}x raw)")
-    AdminClient(kafka.librdkafka()).delete_topics(created)
+    delete_topics(kafka, created)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
 
 from infra.errors import StackError
 from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
-from infra.topics import TopicSpec, ensure_topics
+from infra.topics import TopicSpec, delete_topics, ensure_topics
 from infra.urls import mask_url
+
+log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 20.0
 
@@ -22,6 +24,16 @@ def kafka_round_trip(kafka: KafkaConnection, replication: int = 1) -> float:
     cluster with a minimum would refuse below), read it back, delete it; returns ms."""
     topic = f"streamrec.smoke.{uuid.uuid4().hex[:12]}"
     ensure_topics(kafka, [TopicSpec(topic, 1, replication)])
+    try:
+        return _produce_and_read(kafka, topic)
+    finally:  # whatever the round trip did: smoke topics piled up on the broker
+        try:
+            delete_topics(kafka, [topic])
+        except StackError as exc:
+            log.warning("the smoke topic %s was not deleted: %s", topic, exc)
+
+
+def _produce_and_read(kafka: KafkaConnection, topic: str) -> float:
     payload = uuid.uuid4().bytes
     start = time.perf_counter()
     producer = Producer(kafka.librdkafka(**{"enable.idempotence": True}))
@@ -40,7 +52,6 @@ def kafka_round_trip(kafka: KafkaConnection, replication: int = 1) -> float:
         raise StackError(f"Kafka round trip: nothing came back from {topic} in {_TIMEOUT_S:.0f} s")
     finally:
         consumer.close()
-        AdminClient(kafka.librdkafka()).delete_topics([topic])
 
 
 def redis_round_trip(url: str) -> float:

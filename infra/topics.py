@@ -76,3 +76,19 @@ def _check_policies(admin: AdminClient, specs: list[TopicSpec]) -> None:
                 f"with kafka-configs --alter --entity-type topics --entity-name "
                 f"{resource.name} --add-config cleanup.policy={wanted[resource.name]}, "
                 "or name another topic in the settings")
+
+
+def delete_topics(kafka: KafkaConnection, names: list[str]) -> None:
+    """Delete ``names`` and wait for the broker's answer: a client destroyed before its
+    request went out deleted nothing, so smoke and test topics piled up on the broker.
+    A topic already gone is fine; any other refusal raises ``StackError``."""
+    if not names:
+        return
+    admin = AdminClient(kafka.librdkafka())  # held until answered: a client let go
+    futures = admin.delete_topics(names, operation_timeout=_ADMIN_TIMEOUT_S)  # fails them
+    for name, future in futures.items():
+        try:
+            future.result(timeout=_ADMIN_TIMEOUT_S)
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise StackError(f"cannot delete topic {name!r}: {exc}") from exc

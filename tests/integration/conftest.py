@@ -10,9 +10,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from infra.topics import TopicSpec, ensure_topics
+from infra.topics import TopicSpec, delete_topics, ensure_topics
 from services.settings import Settings, load_settings
 from services.stack import build_stack
 
@@ -47,8 +46,7 @@ def new_topic(settings: Settings) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    if created:
-        AdminClient(settings.kafka.librdkafka()).delete_topics(created)
+    delete_topics(settings.kafka, created)
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from infra.topics import ensure_topics
+from infra.topics import delete_topics, ensure_topics
 from model.experiments.online import list_outcome
 from services.processes import ServiceProcess, free_port, isolated_run
 from services.settings import Settings
@@ -66,7 +65,7 @@ def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield Api(url)
     finally:
         process.stop()
-        AdminClient(settings.kafka.librdkafka()).delete_topics([topic])
+        delete_topics(settings.kafka, [topic])
 
 
 @pytest.fixture

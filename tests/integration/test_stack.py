@@ -51,8 +51,20 @@ def test_produce_consume_round_trip_keeps_per_key_order(
 def test_smoke_round_trips(settings: Settings) -> None:
     """Each round trip raises unless what it wrote came back (its figure is only a
     time); it leaves nothing behind in Redis, keeps its MLflow run, and a Redis that is
-    not there is one ``StackError``."""
+    not there is one ``StackError``. Nor a topic on the broker: deletes went unsent, and
+    smoke topics piled up."""
+    from confluent_kafka.admin import AdminClient
+
+    def smoke_topics() -> set[str]:
+        topics = AdminClient(settings.kafka.librdkafka()).list_topics(timeout=10).topics
+        return {t for t in topics if t.startswith("streamrec.smoke.")}
+
+    before = smoke_topics()
     kafka_round_trip(settings.kafka)
+    deadline = time.monotonic() + 10  # deleted; the broker's metadata follows shortly
+    while not smoke_topics() <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert smoke_topics() <= before
     redis_round_trip(settings.redis)
     assert not list(redis.Redis.from_url(settings.redis).scan_iter("streamrec:smoke:*"))
     store, name = mlflow_store(settings), f"test-{uuid.uuid4().hex[:8]}"

@@ -51,7 +51,7 @@ def server_properties(port: int, controller_port: int, data_dir: Path,
     """
     name = client.protocol if client is not None else "PLAINTEXT"
     controller = "SASL_PLAINTEXT" if client is not None and client.uses_sasl else "PLAINTEXT"
-    return "\n".join(
+    return _java_escaped("\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
@@ -78,7 +78,16 @@ def server_properties(port: int, controller_port: int, data_dir: Path,
             "log.retention.hours=168",
             "",
         ]
-    )
+    ))
+
+
+def _java_escaped(text: str) -> str:
+    """``text`` with every non-ASCII character as ``\\uXXXX`` (UTF-16 units): Kafka reads
+    its properties as ISO-8859-1, so a data dir under ``/home/zoë`` written as UTF-8 named
+    a folder that does not exist, and a non-ASCII password another password."""
+    units = text.encode("utf-16-be")
+    return "".join(chr(unit) if unit < 128 else f"\\u{unit:04x}"
+                   for unit in (int.from_bytes(units[i:i + 2]) for i in range(0, len(units), 2)))
 
 
 def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:

@@ -77,6 +77,12 @@ def server_version(binary: str) -> tuple[int, ...] | None:
     return tuple(int(p) for p in found.group(1).split(".")) if found else None
 
 
+def _quoted(path: Path) -> str:
+    """A path as a Redis config argument: quoted, since a bare one ends at a space (a repo
+    under ``My Projects``), with Redis's escapes for quotes and backslashes."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass(frozen=True)
 class LocalRedis:
     home: Path
@@ -110,9 +116,9 @@ class LocalRedis:
                       f">{self.password.get_secret_value()} ~*{channels} +@all"]
         if self.tls:
             files = self.tls_files.ensure()
-            lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {files.cert}",
-                      f"tls-key-file {files.key}", f"tls-ca-cert-file {files.ca}",
-                      "tls-auth-clients no"]
+            lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {_quoted(files.cert)}",
+                      f"tls-key-file {_quoted(files.key)}",
+                      f"tls-ca-cert-file {_quoted(files.ca)}", "tls-auth-clients no"]
         conf = self.home / "redis.conf"
         write_file(conf, "\n".join([*lines, ""]).encode(), private=True)
         return conf

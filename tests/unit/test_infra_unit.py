@@ -120,6 +120,15 @@ def test_wait_ready_times_out_with_a_pointer_to_the_log(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_server_properties_are_ascii_as_java_reads_them(tmp_path: Path) -> None:
+    """Kafka reads its properties as ISO-8859-1: a data dir under /home/zoë written as
+    UTF-8 named another folder. Non-ASCII goes as \\uXXXX escapes (UTF-16 units)."""
+    text = server_properties(19092, 19093, tmp_path / "zoë" / "😀")
+    assert text.isascii()
+    line = next(x for x in text.splitlines() if x.startswith("log.dirs="))
+    assert line == f"log.dirs={tmp_path}/zo\\u00eb/\\ud83d\\ude00"
+
+
 def test_server_properties_fit_a_single_node(tmp_path: Path) -> None:
     props = dict(
         line.split("=", 1) for line in server_properties(19092, 19093, tmp_path).splitlines() if line

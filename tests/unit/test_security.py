@@ -203,6 +203,19 @@ def test_embedded_redis_keeps_its_password_off_the_command_line(tmp_path: Path) 
     assert stat.S_IMODE(redis.tls_files.key.stat().st_mode) == 0o600
     assert "~* &* +@all" in text  # Redis 6.2+ gates pub/sub channels: the feeds need them
     assert "~* +@all" in redis.write_config(channel_rules=False).read_text()  # 6.0 refuses &*
+    assert f'tls-cert-file "{redis.tls_files.cert}"' in text  # quoted: a path may hold spaces
+
+
+def test_redis_reads_a_tls_path_with_spaces_and_quotes_whole(tmp_path: Path) -> None:
+    """Unquoted, ``tls-cert-file .../My Projects/...`` gave Redis two arguments."""
+    import shlex
+
+    home = tmp_path / 'My "Projects"'
+    home.mkdir()
+    redis = LocalRedis(home, 16379, tls=True)
+    text = redis.write_config().read_text()
+    line = next(x for x in text.splitlines() if x.startswith("tls-cert-file "))
+    assert shlex.split(line)[1:] == [str(redis.tls_files.cert)] and " " in line
 
 
 def test_a_redis_that_refuses_its_config_never_shows_the_password(tmp_path: Path) -> None:

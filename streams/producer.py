@@ -211,11 +211,7 @@ class _TopicWithLetters(RecordProducer):
 
 
 class EventProducer(_TopicWithLetters):
-    """Sends events to the interactions topic and rejects to the dead-letter topic. Each
-    event carries its send time (``sent_us``, unless the caller's headers hold one): the
-    worker measures send→publish latency from it, and the API shows a user the list of
-    their newest event sent by it. Events without it (once, those of ``streamrec produce``
-    and of Python callers) had neither."""
+    """Sends events to the interactions topic and rejects to the dead-letter topic."""
 
     def send(self, event: Event, headers: Headers | None = None) -> bool:
         """Send a validated event, keyed by its user id (True); one past the size limit
@@ -227,7 +223,7 @@ class EventProducer(_TopicWithLetters):
         except InvalidEvent as exc:
             self.dead_letter(raw, exc)
             return False
-        self.produce(self.topic, event.key, raw, stamped(headers))
+        self.produce(self.topic, event.key, raw, headers)
         return True
 
     def send_checked(self, raw: bytes, headers: Headers | None = None) -> bool:
@@ -237,17 +233,8 @@ class EventProducer(_TopicWithLetters):
         except InvalidEvent as exc:
             self.dead_letter(raw, exc)
             return False
-        self.produce(self.topic, event.key, raw, stamped(headers))
+        self.produce(self.topic, event.key, raw, headers)
         return True
-
-
-def stamped(headers: Headers | None) -> Headers:
-    """``headers`` with the send time added, unless they carry one already."""
-    if not headers:  # nearly every send: one tuple, nothing to search
-        return [sent_at_header()]
-    if any(name == SENT_AT_HEADER for name, _ in headers):
-        return headers
-    return [*headers, sent_at_header()]
 
 
 class ItemProducer(_TopicWithLetters):

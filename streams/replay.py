@@ -1,7 +1,7 @@
 """Replay an interaction log into Kafka in event-time order, at full speed or paced.
 
-Each record carries its wall-clock send time in the ``sent_us`` header (``EventProducer``
-stamps every event), so consumers downstream can measure send-to-publish latency.
+Each record carries its wall-clock send time in the ``sent_us`` header, so consumers
+downstream can measure send-to-publish latency.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from streams.events import Event
-from streams.producer import EventProducer
+from streams.producer import EventProducer, sent_at_header
 from streams.readers import Rejected
 
 
@@ -71,7 +71,7 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
                                     time.perf_counter() - start, rate, time_scale)
                 if wait > 0:
                     time.sleep(wait)
-            if not producer.send(record):
+            if not producer.send(record, headers=[sent_at_header()]):
                 summary.dead_lettered += 1  # past the size limit once written
                 continue
             summary.sent += 1

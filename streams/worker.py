@@ -440,7 +440,8 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
         lag.read(message.tp, message.offset)
         metrics.events.inc()
         try:
-            outcome = step(raw, sessions.get, message.headers, message.key or b"")  # b"": unkeyed
+            outcome = step(raw, sessions.get, message.headers, message.key or b"",  # b"": unkeyed
+                           message.timestamp)
         except StoreUnavailable as exc:
             on_failure(exc)
             return None

@@ -39,7 +39,7 @@ from streams.consumer import read_topic
 from streams.events import Event
 from streams.hot_swap import announce
 from streams.messages import version_string
-from streams.producer import EventProducer
+from streams.producer import EventProducer, sent_at_header
 from streams.registry import (
     RANKER_NAME,
     RETRIEVER_NAME,
@@ -93,7 +93,8 @@ def send_steadily(settings: Settings, env: dict[str, str], events: list[Event],
         while not stop.is_set():
             event = events[sent % len(events)]
             producer.send(Event(f"{event.event_id[:24]}{sent:012d}", event.user_id,
-                                event.item_id, event.event_type, int(time.time() * 1000)))
+                                event.item_id, event.event_type, int(time.time() * 1000)),
+                          headers=[sent_at_header()])
             sent += 1
             stop.wait(1 / rate)
     return sent

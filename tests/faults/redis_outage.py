@@ -42,7 +42,7 @@ from services.processes import ServiceProcess, free_port
 from services.settings import Settings
 from streams.consumer import read_topic
 from streams.events import Event, new_event
-from streams.producer import EventProducer
+from streams.producer import EventProducer, sent_at_header
 from streams.recs_store import recs_key
 from streams.synthetic import SyntheticConfig, generate
 from tests.faults.worker_chaos import chaos_env, drop_topics, run_with_logs
@@ -120,7 +120,7 @@ def published_rate(values: list[dict]) -> float:
 def drain(producer: EventProducer, events: list[Event], seen: Iterator[dict]) -> float:
     """Send ``events`` as a backlog; the worker's lists per second while it drains them."""
     for event in events:
-        producer.send(event)
+        producer.send(event, headers=[sent_at_header()])
     producer.flush()
     wanted = {e.event_id for e in events}
     values = []
@@ -205,7 +205,7 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, o
         after = new_event(f"{run_id}-after", "i1")
         followed = new_event(feed_user, "i1")
         for event in (after, followed):
-            producer.send(event)
+            producer.send(event, headers=[sent_at_header()])
         producer.flush()
         stored_s = stored_within(redis.Redis.from_url(settings.redis), after.user_id,
                                  args.wait_s)

@@ -27,7 +27,7 @@ from services.processes import ServiceProcess
 from services.settings import load_settings
 from services.stack import build_stack
 from streams.events import new_event
-from streams.producer import EventProducer
+from streams.producer import EventProducer, sent_at_header
 from streams.recs_store import recs_key
 from tests.faults.worker_chaos import chaos_env, drop_topics
 
@@ -67,7 +67,7 @@ def main() -> None:
                                  env["STREAMREC_TOPIC_DLQ"])
 
         def send(user: str) -> None:
-            producer.send(new_event(user, "i1"))
+            producer.send(new_event(user, "i1"), headers=[sent_at_header()])
             producer.flush()
 
         worker = ServiceProcess.start(env, logs / "worker.log", "worker", "--pass-through")

@@ -61,7 +61,7 @@ from services.stack import build_stack
 from streams.consumer import read_to_end, read_topic
 from streams.events import Event
 from streams.freeze import EXIT_FROZEN
-from streams.producer import EventProducer
+from streams.producer import EventProducer, sent_at_header
 from streams.sessions import SessionPolicy, SessionState, apply_event, supersedes
 from streams.synthetic import SyntheticConfig, generate
 
@@ -111,7 +111,7 @@ def send_at_rate(settings: Settings, env: dict[str, str], events: list[Event],
             ahead = start + i / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-            producer.send(event)
+            producer.send(event, headers=[sent_at_header()])
 
 
 # Hits workers[i] in place; returns 1 when the worker had exited by itself, else 0.

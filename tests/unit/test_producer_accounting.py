@@ -49,33 +49,6 @@ def test_an_event_past_the_size_limit_is_dead_lettered_at_the_producer() -> None
     assert producer.stats.dead_lettered == 1
 
 
-def test_every_event_sent_carries_its_send_time_unless_given_one() -> None:
-    """``streamrec produce`` and Python callers sent none: their users' lists had no
-    ``sent_us``, so the API could not keep a feed from going back to an older event's
-    list, and the worker measured no send→publish latency for them."""
-    import time
-
-    from streams.events import new_event
-    from streams.producer import SENT_AT_HEADER, EventProducer
-
-    sent: list[list[tuple[str, bytes]]] = []
-
-    class Recording(EventProducer):
-        def produce(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: object = None) -> None:
-            sent.append(headers)  # type: ignore[arg-type]
-
-    producer = Recording(KafkaConnection("127.0.0.1:1"), "events", "events.dlq",
-                         config={"log_level": 0})
-    before = time.time_ns() // 1000
-    producer.send(new_event("u1", "i1"))
-    producer.send_checked(new_event("u1", "i2").to_json(), [("traceparent", b"t")])
-    producer.send(new_event("u1", "i3"), [(SENT_AT_HEADER, b"42")])
-    stamps = [dict(h)[SENT_AT_HEADER] for h in sent]
-    assert before <= int(stamps[0]) <= int(stamps[1]) <= time.time_ns() // 1000
-    assert dict(sent[1])["traceparent"] == b"t" and stamps[2] == b"42" and len(sent[2]) == 1
-
-
 def test_replay_counts_an_event_the_producer_dead_lettered_as_such() -> None:
     """It counted it as sent, and a demo then blamed the worker for its missing list."""
     from types import SimpleNamespace

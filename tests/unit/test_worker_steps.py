@@ -198,9 +198,16 @@ def test_answered_events_remember_the_newest_ids_only() -> None:
 ])
 def test_the_sent_us_header_is_parsed(headers: Any, expected: int | None) -> None:
     assert sent_us(headers) == expected
+    # Without a usable header, the record's Kafka timestamp (s) times the event: events
+    # of any producer are timed, and ordered by the API, with no header to send.
+    assert sent_us(headers, 1_700_000_000.5) == (expected or 1_700_000_000_500_000)
+    assert sent_us(headers, 0.0) == expected  # no timestamp (0 or none): as before
     raw = new_event("u1", "i1", ts=T0).to_json()
     outcome = EventStep(SessionPolicy())(raw, {}.get, headers)
     assert isinstance(outcome, SessionUpdate) and outcome.sent_us == expected
+    timed = EventStep(SessionPolicy())(raw, {}.get, headers, timestamp_s=1_700_000_000.5)
+    assert isinstance(timed, SessionUpdate)
+    assert timed.sent_us == (expected or 1_700_000_000_500_000)
 
 
 @pytest.mark.parametrize("headers, trace", [
@@ -988,7 +995,7 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     from streams.worker import PartitionLag, sessionizer
 
     message = SimpleNamespace(tp=TP("events", 0), offset=3, key=b"u1",
-                              headers=[("sent_us", b"7")])
+                              headers=[("sent_us", b"7")], timestamp=1_700_000_000.0)
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     letters: list[dict[str, Any]] = []
     dlq = SimpleNamespace(send_soon=lambda **kw: letters.append(kw))
@@ -1027,6 +1034,9 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     ignored = "streamrec_worker_context_ignored_total"  # once: the duplicate is not counted
     assert sample(ignored, {"reason": "undeclared"}) == 2.0
     assert sample(ignored, {"reason": "wrong_type"}) == 1.0
+    message.key, message.headers = b"u1", []  # no header: the record's Kafka timestamp
+    later = asyncio.run(process(new_event("u1", "i2", ts=T0 + 1).to_json()))
+    assert isinstance(later, SessionUpdate) and later.sent_us == 1_700_000_000_000_000
 
 
 class Unacknowledged:
@@ -1105,7 +1115,8 @@ def test_the_stream_processor_counts_sessions_it_had_to_restart(
 
     from streams.worker import PartitionLag, sessionizer
 
-    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[])
+    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[],
+                              timestamp=None)
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     table: dict[str, Any] = {"u1": {"items": 5}}
     metrics = WorkerMetrics()
@@ -1131,7 +1142,8 @@ def test_a_session_that_cannot_be_written_ends_the_worker(
         def __setitem__(self, key: str, value: Any) -> None:
             raise PartitionsMismatch("interactions has 8 partitions, its changelog 4")
 
-    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[])
+    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", headers=[],
+                              timestamp=None)
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     metrics, exits = WorkerMetrics(), []
     process = sessionizer(EventStep(SessionPolicy()), Mismatched(), None,  # type: ignore[arg-type]
@@ -1157,7 +1169,8 @@ def test_the_stream_processor_names_the_events_partition_in_log_lines(
     from streams.log_context import LogContext
     from streams.worker import PartitionLag, sessionizer
 
-    message = SimpleNamespace(tp=TP("events", 3), offset=0, key=b"u1", headers=[])
+    message = SimpleNamespace(tp=TP("events", 3), offset=0, key=b"u1", headers=[],
+                              timestamp=None)
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     metrics = WorkerMetrics()
     process = sessionizer(EventStep(SessionPolicy()), {}, None,  # type: ignore[arg-type]

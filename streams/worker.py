@@ -430,9 +430,9 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
 
     A table read or write that raises (Faust's ``PartitionsMismatch`` after partitions
     were added to the events topic, librdkafka refusing the changelog record, a full
-    disk, a store that cannot be read) ends the worker through ``on_failure``. Raised into Faust, it ended the stream's drainer: the
-    worker kept its partitions and answered nothing, and a restarted agent could commit
-    past the unacknowledged event."""
+    disk, a store that cannot be read) ends the worker through ``on_failure``. Raised
+    into Faust, it ended the stream's drainer: the worker kept its partitions and
+    answered nothing, and a restarted agent could commit past the unacknowledged event."""
 
     async def sessionize(raw: bytes) -> SessionUpdate | None:
         message = faust.current_event().message

@@ -75,5 +75,12 @@ stack-down:
 	@# a failing down fails clean: deleting .local under a running broker orphans it
 	@if test -x $(BIN)/streamrec; then $(BIN)/streamrec stack down; fi
 
+# Without .venv, stack-down cannot stop the stack: a process still named in .local's pid
+# files would be orphaned, holding its ports, by deleting .local.
 clean: stack-down
+	@for f in .local/*/*.pid; do \
+	  if test -f "$$f" && kill -0 "$$(cat "$$f")" 2>/dev/null; then \
+	    echo "make clean: $$f names a running process (pid $$(cat "$$f")): stop it first (make setup, then make stack-down)"; exit 1; \
+	  fi; \
+	done
 	rm -rf .local $(VENV)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,7 +45,10 @@ class Catalogue:
         # Whether the follower has read the topic to the end it had at start: before, a
         # record read may still have its tombstone unread.
         self.caught_up = caught_up
-        self._waiting: list[Any] = []  # bundles that asked for the catalogue before
+        # Bundles that asked for the catalogue before, held weakly: with no items topic
+        # the follower never catches up, and a list kept every swapped-out champion and
+        # variant (tables, index, ranker) alive, one more per retrain, for good.
+        self._waiting: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def take(self, messages: Iterable[Any]) -> list[ItemRecord]:
         """Apply consumed messages (``key``, ``value``); returns the valid records, the
@@ -73,7 +77,7 @@ class Catalogue:
         the bundle waits for ``hand_over`` instead (a swap, an experiment's variant or the
         API's first load at start would take items deleted later in the topic)."""
         if not self.caught_up:
-            self._waiting.append(bundle)
+            self._waiting.add(bundle)
             return
         self.embed(bundle, list(self.records.values()))
 
@@ -81,7 +85,7 @@ class Catalogue:
         """Caught up: every record to each of ``bundles`` and of the bundles that waited,
         once each."""
         self.caught_up = True
-        waiting, self._waiting = self._waiting, []
+        waiting, self._waiting = list(self._waiting), weakref.WeakSet()
         for bundle in {id(b): b for b in [*bundles, *waiting]}.values():
             embed_or_log(self, bundle, list(self.records.values()))
 

@@ -170,6 +170,21 @@ def test_bundles_that_ask_before_the_follower_caught_up_wait_for_the_survivors()
     assert late.added == [["y"]]
 
 
+def test_a_bundle_waiting_for_a_catalogue_that_never_comes_can_be_let_go() -> None:
+    """With no items topic the follower never catches up: the waiting list held every
+    swapped-out champion and variant, one more per retrain."""
+    import gc
+    import weakref
+
+    catalogue = Catalogue(WorkerMetrics())
+    swapped_out = ContentBundle("r:v1")
+    watch = weakref.ref(swapped_out)
+    catalogue.embed_all(swapped_out)
+    del swapped_out
+    gc.collect()
+    assert watch() is None
+
+
 def test_catch_up_does_not_wait_for_an_end_that_moved_back() -> None:
     """An unclean leader election can cut a partition's log below the end read at start:
     the position never reaches it, and nothing was ever embedded or followed."""

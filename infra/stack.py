@@ -39,23 +39,30 @@ class Stack:
     kafka_timeout_s: float = 90.0
     lock_file: Path | None = None  # held while the stack comes up or goes down
 
-    def up(self, say: Callable[[str], None] = lambda _: None) -> None:
+    def up(self, say: Callable[[str], None] = lambda _: None,
+           started: set[str] | None = None) -> None:
         """Idempotent: starts only what is embedded and not running; creates missing
-        topics. Another ``up`` or ``down`` at the same time waits for this one."""
+        topics. Another ``up`` or ``down`` at the same time waits for this one.
+        ``started`` receives the name of each component this call starts, as it starts
+        it (also when a later step fails): what its caller stops (``down(only=...)``).
+        Read under the lock, not before it: a caller that looked first, then waited for
+        another's ``up``, stopped a stack that other one was using."""
         with exclusive(self.lock_file):
-            self._up(say)
+            self._up(say, set() if started is None else started)
 
-    def _up(self, say: Callable[[str], None]) -> None:
+    def _up(self, say: Callable[[str], None], started: set[str]) -> None:
         if self.local_kafka is not None:
             if self.local_kafka.running_pid() is None:
                 say(f"starting Kafka {self.local_kafka.version} on {self.kafka.bootstrap} "
                     f"({self.kafka.protocol})")
+                started.add("kafka")
             self.local_kafka.start(self.kafka_timeout_s)
         # Also when the embedded broker was running: it may expect other credentials.
         wait_for_broker(self.kafka, self.kafka_timeout_s)
         if self.local_redis is not None:
             if self.local_redis.running_pid() is None:
                 say(f"starting Redis on {mask_url(self.redis_url)}")
+                started.add("redis")
             self.local_redis.start()
         wait_for_redis(self.redis_url)  # an external one too: it may still be starting
         self.mlflow.ensure()
@@ -63,21 +70,15 @@ class Stack:
         if created:
             say(f"created topics: {', '.join(created)}")
 
-    def down(self, keep: Collection[str] = ()) -> list[str]:
-        """Stop the embedded components but those named in ``keep`` (a caller that found
-        them running before its ``up``); returns the names of those that were running."""
+    def down(self, only: Collection[str] | None = None) -> list[str]:
+        """Stop the embedded components (``only``: those named, e.g. the ones a caller's
+        ``up`` started); returns the names of those that were running."""
         stopped = []
         with exclusive(self.lock_file):
             for name, component in self._embedded():
-                if name not in keep and component.stop():
+                if (only is None or name in only) and component.stop():
                     stopped.append(name)
         return stopped
-
-    def running(self) -> set[str]:
-        """The embedded components running now, by their pid files (no probe): what a
-        caller of ``up`` did not start, and so keeps (``down(keep=...)``)."""
-        return {name for name, component in self._embedded()
-                if component.running_pid() is not None}
 
     def _embedded(self) -> list[tuple[str, LocalRedis | LocalKafka]]:
         """(name, component) of each embedded component, Redis first: it stops first."""

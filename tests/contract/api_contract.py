@@ -41,13 +41,12 @@ def main() -> int:
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
     settings = load_settings()
-    stack = build_stack(settings)
-    was_running = stack.running()  # not ours
+    stack, started = build_stack(settings), set[str]()
     try:
-        stack.up()
+        stack.up(started=started)
         failed = [name for name, keys in RUNS.items() if run(settings, name, keys) != 0]
-    finally:  # also after an up that failed half-way
-        stack.down(keep=was_running)
+    finally:  # also after an up that failed half-way: only what it started
+        stack.down(only=started)
     print(f"api-contract: {'failures in ' + ', '.join(failed) if failed else 'no failure'}")
     return 1 if failed else 0
 

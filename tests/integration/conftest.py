@@ -25,13 +25,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
     settings = load_settings()
-    stack = build_stack(settings)
-    was_running = stack.running()
+    stack, started = build_stack(settings), set[str]()
     try:
-        stack.up()
+        stack.up(started=started)
         yield settings
     finally:  # also after an up that failed half-way: only what this session started
-        stack.down(keep=was_running)
+        stack.down(only=started)
 
 
 @pytest.fixture

@@ -143,13 +143,15 @@ def test_stack_down_leaves_no_process_and_up_recovers_from_a_crash(
     # A crash: Redis killed hard leaves a stale pid file; `up` notices and restarts it.
     os.kill(redis_pid, signal.SIGKILL)
     time.sleep(0.3)
-    stack.up()
+    started: set[str] = set()
+    stack.up(started=started)
     new_redis = stack.local_redis.running_pid()
     assert new_redis and new_redis != redis_pid
     assert stack.local_kafka.running_pid() == kafka_pid
+    assert started == {"redis"}  # what this up started, read under the stack's lock
 
-    # A caller that found Kafka running stops only what it started (the test fixture).
-    assert stack.down(keep={"kafka"}) == ["redis"]
+    # A caller stops only what its up started (the test fixture).
+    assert stack.down(only=started) == ["redis"]
     assert stack.local_kafka.running_pid() == kafka_pid and stack.local_redis.running_pid() is None
     assert stack.down() == ["kafka"]
     for pid in (kafka_pid, new_redis):

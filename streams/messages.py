@@ -104,7 +104,7 @@ class RecommendationList:
     ``popularity`` (the user has no list yet, or no item the model knows: recent
     popularity), ``fallback`` (the API could not reach Redis: the popularity it last saw).
     ``event_id`` / ``event_item_id``: the event whose arrival produced the list and its item;
-    ``sent_us``: that event's send time (the ``sent_us`` header, when present);
+    ``sent_us``: that event's send time (its ``sent_us`` header, else its record's Kafka timestamp);
     ``published_us``: when the list was computed. Times are epoch microseconds.
     ``because``: the session items that drove a model list most (the encoder's last
     attention block at the newest event), strongest first. ``experiment``: the experiment

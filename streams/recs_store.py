@@ -11,6 +11,10 @@ Kafka consumer and no Redis connection. One message per batch rather than per li
 popularity and model version under ``<channel>:popular``: the API's answer for users
 without a list, and its fallback when Redis is down.
 
+A list with no items (a fresh worker's popularity knows nothing before its first batch is
+counted) is stored only for a user with no list: over one, it replaced what the API
+served that user with nothing. It is published all the same, as its event's answer.
+
 The lists are stored by one Lua script call per batch rather than a ``SET`` per list:
 redis-py packs and parses every command in Python, ~14 µs of the worker's time per list
 against ~3.5 µs for the script's share (measured with 256 lists of 10 items, issue #17).
@@ -24,8 +28,17 @@ from typing import Any
 
 KEY_PREFIX = "recs:"
 SCRIPT_KEYS_MOST = 1_000  # lists per script call: a backlog of unstored lists goes in chunks
-# ARGV[1] is the TTL, ARGV[i + 1] the payload of KEYS[i].
-STORE_LISTS = "for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end"
+# ARGV[1] is the TTL, ARGV[i + 1] the payload of KEYS[i]. An empty list ('"items":[]', as
+# orjson writes it) is set only where no list is (NX).
+STORE_LISTS = """
+for i, key in ipairs(KEYS) do
+  if string.find(ARGV[i + 1], '"items":[]', 1, true) then
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1], 'NX')
+  else
+    redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+  end
+end
+"""
 # The same for lists held back from earlier writes, each stored unless the stored list
 # answers a later event (a greater ``sent_us``, the order ``RecommendationList.older_than``
 # keeps). Read per key, which the batch's own lists skip: they are the newest by
@@ -36,8 +49,10 @@ local function sent(payload)
   return digits and tonumber(digits)
 end
 for i, key in ipairs(KEYS) do
-  local held, stored = sent(ARGV[i + 1]), sent(redis.call('GET', key))
-  if not (held and stored and stored > held) then
+  local current = redis.call('GET', key)
+  local held, stored = sent(ARGV[i + 1]), sent(current)
+  local empty = string.find(ARGV[i + 1], '"items":[]', 1, true)
+  if not (held and stored and stored > held) and not (empty and current) then
     redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
   end
 end

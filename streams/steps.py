@@ -479,10 +479,7 @@ class BatchStep:
         payloads, paths = [], {"model": 0, "popularity": 0}
         for update, record in zip(updates, lists):
             payload = record.to_json()
-            if record.items:  # an empty list (a fresh worker's popularity knows nothing
-                # yet) is published, as this event's answer, but not stored: it would
-                # replace the list the API serves this user with nothing
-                payloads.append((record.user_id, payload))
+            payloads.append((record.user_id, payload))
             paths[record.path] += 1
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
             # DeliverBeforeCommit delivers it all before the offsets of these events commit.

@@ -70,3 +70,40 @@ def test_held_lists_are_stored_only_over_lists_for_older_events(settings: Settin
     stored = asyncio.run(run())
     assert [orjson.loads(p)["sent_us"] for p in stored if p is not None] == [2_000, 1_000, 1_000,
                                                                             None]
+
+
+def test_an_empty_list_is_stored_only_for_a_user_with_no_list(settings: Settings) -> None:
+    """A fresh worker's first popularity lists are empty: stored over a user's list, the
+    API served that user nothing. A user with no list still gets the empty one (their
+    event's answer), from a batch's lists and from held ones alike; all are published."""
+    from streams.messages import RecommendationList, ScoredItem
+
+    channel = f"test:{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    kept, fresh, held_kept, held_fresh = (f"u-{tag}-{n}" for n in ("k", "f", "hk", "hf"))
+
+    def payload(user: str, items: list[str], sent_us: int) -> bytes:
+        return RecommendationList(user, "popularity", "none", [ScoredItem(i, 1.0) for i in items],
+                                  f"e-{sent_us}", "i", sent_us, 1).to_json()
+
+    async def run() -> tuple[list[bytes | None], list]:
+        writer = RecsWriter(settings.redis, ttl_s=600, channel=channel)
+        async with writer.client.pubsub() as sub:
+            await sub.subscribe(channel)
+            await sub.get_message(timeout=1.0)
+            await writer.write([(kept, payload(kept, ["a"], 1)),
+                                (held_kept, payload(held_kept, ["a"], 1))])
+            await writer.write([(kept, payload(kept, [], 2)), (fresh, payload(fresh, [], 2))],
+                               held=[(held_kept, payload(held_kept, [], 2)),
+                                     (held_fresh, payload(held_fresh, [], 2))])
+            messages = [await sub.get_message(timeout=2.0) for _ in range(2)]
+        keys = [recs_key(u) for u in (kept, fresh, held_kept, held_fresh)]
+        stored = await writer.client.mget(keys)
+        await writer.client.delete(*keys)
+        await writer.client.aclose()
+        return stored, messages
+
+    stored, messages = asyncio.run(run())
+    assert [orjson.loads(p)["items"] != [] for p in stored if p is not None] == [
+        True, False, True, False]  # kept lists stay; the new users get their empty one
+    assert len(orjson.loads(messages[1]["data"])) == 4  # every list published

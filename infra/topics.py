@@ -84,8 +84,9 @@ def delete_topics(kafka: KafkaConnection, names: list[str]) -> None:
     A topic already gone is fine; any other refusal raises ``StackError``."""
     if not names:
         return
-    admin = AdminClient(kafka.librdkafka())  # held until answered: a client let go
-    futures = admin.delete_topics(names, operation_timeout=_ADMIN_TIMEOUT_S)  # fails them
+    # Held until answered: a client let go fails its futures before the request is sent.
+    admin = AdminClient(kafka.librdkafka())
+    futures = admin.delete_topics(names, operation_timeout=_ADMIN_TIMEOUT_S)
     for name, future in futures.items():
         try:
             future.result(timeout=_ADMIN_TIMEOUT_S)

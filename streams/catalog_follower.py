@@ -13,8 +13,9 @@ Records are validated again here (a producer may skip ``streamrec catalog load``
 API); an invalid one is counted and logged, never applied. A tombstone forgets the record;
 an item a bundle already took stays in it (the bundles take no removals): a content-only
 item until the next swap, an item with interactions in every model trained while the
-trainer's history holds its events (README, "Removing an item is not supported yet"). Catching up before embedding keeps items deleted before the start out: Kafka
-leaves the active segment uncompacted (for up to ``segment.ms``, a week by default), and a
+trainer's history holds its events (README, "Removing an item is not supported yet").
+Catching up before embedding keeps items deleted before the start out: Kafka leaves the
+active segment uncompacted (for up to ``segment.ms``, a week by default), and a
 record and its tombstone in two polls put the item back at every start.
 """
 

@@ -103,25 +103,25 @@ class Tallies:
         return {"variants": {n: t.to_dict(rows) for n, t in self.variants.items()},
                 "credits": self.credits.to_dict(rows), "served": self.served}
 
-    def _tallies(self) -> dict[str, VariantTally]:
-        return {**self.variants, CREDITS: self.credits}
+    def _tally(self, name: str) -> VariantTally:
+        """A variant's tally, or the credits' (``CREDITS``)."""
+        return self.credits if name == CREDITS else self.variant(name)
 
     def take_changed(self) -> dict[str, dict[str, list[float]]]:
         """Per tally (a variant's name, or ``CREDITS``) the rows of the users changed since
         the last call, which then forgets them."""
-        changed = {name: t.take_changed() for name, t in self._tallies().items()}
+        changed = {name: self._tally(name).take_changed() for name in [*self.variants, CREDITS]}
         return {name: rows for name, rows in changed.items() if rows}
 
     def mark_changed(self, rows: dict[str, dict[str, list[float]]]) -> None:
         """Changed again: ``take_changed``'s rows, when writing them failed."""
         for name, by_user in rows.items():
-            tally = self.credits if name == CREDITS else self.variant(name)
-            tally.changed.update(by_user)
+            self._tally(name).changed.update(by_user)
 
     def fill(self, rows: dict[str, dict[str, list[float]]]) -> None:
         """Put stored rows back (per tally, per user), as ``take_changed`` gave them."""
         for name, by_user in rows.items():
-            tally = self.credits if name == CREDITS else self.variant(name)
+            tally = self._tally(name)
             width = 2 * len(tally.metrics)
             if any(len(row) != width for row in by_user.values()):
                 raise ValueError(f"each user's row of {name} must hold {width} numbers")

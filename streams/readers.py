@@ -67,10 +67,12 @@ class Rejected:
     error: InvalidEvent
 
 
-def _event_id(source: str, line: int) -> str:
+def _event_id(source: str, line: int, ts: Any, user: Any, item: Any) -> str:
     """The id of a file's ``line``-th row: ``ratings.csv.gz`` gives ``ratings.csv``'s, so
-    replaying either after the other is a redelivery."""
-    return str(uuid.uuid5(_NAMESPACE, f"{source.removesuffix('.gz')}:{line}"))
+    replaying either after the other is a redelivery. The row's time, user and item are
+    in it too: two logs named alike (ml-latest-small's and ml-25m's ``ratings.csv``)
+    gave their first rows one id, and a worker dropped the second log's as duplicates."""
+    return str(uuid.uuid5(_NAMESPACE, f"{source.removesuffix('.gz')}:{line}:{ts}:{user}:{item}"))
 
 
 # (ts_ms, user, item, session, context, event_type), as read from a file: values as read
@@ -136,8 +138,9 @@ def _validated(rows: Iterable[tuple[int, _Row]], source: str) -> Iterator[Event 
     (``1, 31, 2.5`` in a hand-edited csv), as the catalogue readers' do, so an item's
     events and its record name it alike."""
     for i, (ts, user, item, session, context, event_type) in rows:
-        record = {"event_id": _event_id(source, i), "user_id": _stripped(user),
-                  "item_id": _stripped(item), "event_type": event_type, "ts": ts,
+        user, item = _stripped(user), _stripped(item)
+        record = {"event_id": _event_id(source, i, ts, user, item), "user_id": user,
+                  "item_id": item, "event_type": event_type, "ts": ts,
                   "schema_version": 1, "session_id": _stripped(session), "context": context}
         try:
             yield validate(record)
@@ -163,13 +166,29 @@ def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) ->
     """``row`` of each record of a csv ``reader`` (None: a record to leave out). One that
     does not parse is a :class:`RowError` naming its line (``skipped``: header lines read
     before the reader began). A short row of a ``DictReader`` has None for its missing
-    fields: a TypeError."""
+    fields: a TypeError. Readers are strict (``"ab" x`` is an error, not a field), and a
+    record spanning lines is refused: no log holds a line break in a field, so it is an
+    unclosed quote, which would swallow every row up to the next quote unseen."""
+    if isinstance(reader, csv.DictReader):
+        _ = reader.fieldnames  # reads the header, so that line_num counts it
+    start = reader.line_num + 1  # the line the next record starts on
     try:
         for rec in reader:
+            if reader.line_num > start and _spans_lines(rec):
+                raise ValueError(f"a quoted field runs on to line {reader.line_num + skipped} "
+                                 "(a quote not closed?)")
             if (parsed := row(rec)) is not None:
                 yield parsed
-    except ROW_ERRORS as exc:
-        raise RowError(reader.line_num + skipped, exc) from exc
+            start = reader.line_num + 1
+    except (*ROW_ERRORS, csv.Error) as exc:
+        raise RowError(start + skipped, exc) from exc
+
+
+def _spans_lines(rec: list[str] | dict[str, str]) -> bool:
+    """Whether a csv record holds a line break (checked only where the reader moved on by
+    more than one line, as a blank line a ``DictReader`` skips also does)."""
+    fields = rec.values() if isinstance(rec, dict) else rec
+    return any(isinstance(f, str) and ("\n" in f or "\r" in f) for f in fields)
 
 
 def read_movielens(path: Path) -> Iterator[Event | Rejected]:
@@ -190,7 +209,7 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
             if "::" in first:  # csv takes one character: "::" becomes one no field holds
                 lines, delimiter = (line.replace("::", "\x1f") for line in handle), "\x1f"
                 quoting = csv.QUOTE_NONE  # GroupLens quotes nothing: '"' is a character
-            yield from _parsed(csv.reader(lines, delimiter=delimiter, quoting=quoting),
+            yield from _parsed(csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True),
                                _movielens_row, header)
     return _in_time_order(rows, path.name)
 
@@ -222,7 +241,7 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
             if header[0].isdigit():
                 handle.seek(0)
                 header = []
-            yield from _parsed(csv.reader(handle, delimiter=delimiter),
+            yield from _parsed(csv.reader(handle, delimiter=delimiter, strict=True),
                                lambda rec: _yoochoose_row(rec, header), bool(header))
     return _in_time_order(rows, path.name)
 
@@ -248,7 +267,7 @@ def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
     """
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
-            yield from _parsed(csv.DictReader(handle, delimiter=";"), _diginetica_row)
+            yield from _parsed(csv.DictReader(handle, delimiter=";", strict=True), _diginetica_row)
     return _in_time_order(rows, path.name)
 
 
@@ -274,7 +293,7 @@ def read_rees46(path: Path) -> Iterator[Event | Rejected]:
     """
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
-            yield from _parsed(csv.DictReader(handle), _rees46_row)
+            yield from _parsed(csv.DictReader(handle, strict=True), _rees46_row)
     return _in_time_order(rows, path.name)
 
 
@@ -421,11 +440,15 @@ def _log_time(value: Any) -> int | None:
     """Epoch ms from unix seconds, ms, µs or ns (told apart by size: 1e11 s is the year
     5138, 1e11 ms 1973), as a number or its text, or an ISO date and time (UTC unless it
     says otherwise), or Goodreads' and Twitter's ``Fri Aug 25 13:55:02 -0700 2017``;
-    None for an empty field, for the schema to refuse in its place."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    None for an empty field, one that says there is none (``NA``) and a time that is no
+    number (``nan``, ``inf``): the schema refuses that row in its place, where raising
+    here stopped the whole file."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
         return None
     try:
         number = float(value)
+        if not math.isfinite(number):
+            return None
     except ValueError:
         text = value.strip().removesuffix(" UTC")
         try:
@@ -546,7 +569,7 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
                 return _role_row({role: rec[at] if at < len(rec) else None
                                   for role, at in cols.items()}, "type" in cols) if rec else None
 
-            parsed = _parsed(csv.reader(handle, delimiter=delimiter), row, 0 if columns else 1)
+            parsed = _parsed(csv.reader(handle, delimiter=delimiter, strict=True), row, 0 if columns else 1)
             if "time" in cols:
                 yield from parsed
                 return

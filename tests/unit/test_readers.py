@@ -685,8 +685,8 @@ def test_a_log_that_is_not_in_its_format_stops_the_command_in_one_line(
     quote = _write(tmp_path, "quote.csv", "userId,movieId,rating,timestamp\n1,\"2,4,100\n"
                    + "x" * 140_000 + "\n")  # a stray quote: one field past csv's limit
     code, line = streamrec("evaluate", "--data", str(quote), "--format", "movielens")
-    assert (code, line) == (1, f"error: {quote}: not a movielens log (Error: field larger "
-                            "than field limit (131072))")
+    assert (code, line) == (1, f"error: {quote}: not a movielens log (line 2: Error: field "
+                            "larger than field limit (131072))")
     future = _write(tmp_path, "future.csv", "userId,movieId,rating,timestamp\n"
                     "1,2,4,99999999999999\n")  # parses, but the schema refuses its time
     code, text = streamrec("evaluate", "--data", str(future), "--format", "movielens")
@@ -724,7 +724,52 @@ def test_a_refused_row_keeps_its_values_as_read_in_its_letter(tmp_path: Path) ->
     assert out[2].error.reason is Reason.BAD_TIMESTAMP  # type: ignore[union-attr]
     endless = _write(tmp_path, "inf.csv", "userId,movieId,rating,timestamp\n1,10,4.0,inf\n")
     with pytest.raises(LogFileError, match="line 2: OverflowError"):
-        list(read_events(endless, "movielens"))
+        list(read_events(endless, "movielens"))  # MovieLens' own format has a time or is not it
+    # in any csv log, a time that says there is none (R writes NA) is this row's fault, not
+    # the file's: refused in its place, where one such row stopped a replay
+    nameless = _write(tmp_path, "na.csv", "userId,movieId,rating,timestamp\n1,10,4.0,inf\n"
+                      "2,20,4.0,NA\n3,30,4.0,nan\n4,40,4.0, \n5,50,4.0,964982000\n")
+    out = list(read_events(nameless, "csv"))
+    assert [type(r).__name__ for r in out] == ["Rejected"] * 4 + ["Event"]
+    assert {r.error.reason for r in out[:4]} == {Reason.WRONG_TYPE}  # type: ignore[union-attr]
+
+
+def test_a_stray_quote_stops_the_file_where_it_swallowed_rows_unseen(tmp_path: Path) -> None:
+    """An unclosed quote ran on to the next quote, and the rows between were gone: two of
+    four users here, with nothing dead-lettered or logged."""
+    swallowing = _write(tmp_path, "titles.csv", 'user_id,item_id,title,timestamp\n'
+                        '1,42,"Weird Al,1600000000\n2,43,Foo,1600000001\n'
+                        '3,44,Bar",1600000002\n4,45,Baz,1600000003\n')
+    with pytest.raises(LogFileError, match=r"titles.csv: not a csv log \(line 2: ValueError: a "
+                       r"quoted field runs on to line 4 \(a quote not closed\?\)\)"):
+        read_events(swallowing, "csv")
+    garbled = _write(tmp_path, "garbled.csv", 'user_id,item_id,title,timestamp\n'
+                     '1,42,Foo,1600000000\n2,43,"Bar" x,1600000001\n')
+    with pytest.raises(LogFileError, match=r"line 3: Error: ',' expected after '\"'"):
+        read_events(garbled, "csv")
+    rees = _write(tmp_path, "rees.csv", "event_time,event_type,product_id,category_id,"
+                  "category_code,brand,price,user_id,user_session\n"
+                  '2019-10-01 00:00:00 UTC,view,1,2,"a,3,1.0,7,s\n'
+                  '2019-10-01 00:00:01 UTC,view,1,2,a",b,1.0,8,s\n')
+    with pytest.raises(LogFileError, match="line 2: ValueError: a quoted field runs on"):
+        read_events(rees, "rees46")
+    # a quote inside a field and a doubled quote are csv, read as they were
+    quoted = _write(tmp_path, "quoted.csv", 'user_id,item_id,title,timestamp\n'
+                    '1,42,a"b,1600000000\n2,43,"c""d",1600000001\n')
+    assert [e.user_id for e in _events(quoted, "csv")] == ["1", "2"]
+
+
+def test_logs_named_alike_give_their_rows_their_own_ids(tmp_path: Path) -> None:
+    """ml-latest-small's and ml-25m's ``ratings.csv`` both start with user 1: their first
+    rows shared one id, and a worker dropped the second log's as duplicates."""
+    header = "userId,movieId,rating,timestamp\n"
+    (tmp_path / "small").mkdir()
+    (tmp_path / "big").mkdir()
+    small = _write(tmp_path, "small/ratings.csv", header + "1,1,4.0,964982703\n")
+    big = _write(tmp_path, "big/ratings.csv", header + "1,296,5.0,1147880044\n")
+    again = _write(tmp_path, "ratings.csv", header + "1,1,4.0,964982703\n")
+    ids = [_events(p, "movielens")[0].event_id for p in (small, big, again)]
+    assert ids[0] != ids[1] and ids[0] == ids[2]  # the same row of a same-named file: one id
 
 
 @pytest.mark.parametrize(("option", "message"), [

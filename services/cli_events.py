@@ -17,6 +17,7 @@ from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from streams.consumer import read_topic
 from streams.events import json_lines
+from streams.files import GZIP_ERRORS, open_binary
 from streams.producer import EventProducer
 from streams.readers import READERS, LogFileError, log_columns, read_events
 from streams.replay import ReplaySummary
@@ -68,11 +69,15 @@ def produce(
         if path is None or str(path) == "-":
             sent, rejected = _produce_lines(sys.stdin.buffer, producer)
         else:
-            with open(path, "rb") as handle:
-                sent, rejected = _produce_lines(handle, producer)
+            try:  # events.jsonl.gz read as its lines, not its compressed bytes
+                with open_binary(path) as handle:
+                    sent, rejected = _produce_lines(handle, producer)
+            except GZIP_ERRORS as exc:
+                raise LogFileError(f"{path}: not a whole gzip file ({exc})") from exc
     stats = producer.stats
-    console.print(f"sent {sent}, dead-lettered {rejected}, delivered {stats.delivered}, "
-                  f"failed {stats.failed}" + (f" ({stats.last_error})" if stats.failed else ""))
+    console.print(f"sent {sent}, dead-lettered {rejected}; records acknowledged (events and "
+                  f"letters) {stats.delivered}, failed {stats.failed}"
+                  + (f" ({stats.last_error})" if stats.failed else ""))
     if stats.failed:
         raise typer.Exit(1)
 
@@ -95,7 +100,7 @@ def replay(
     time_scale: Annotated[float | None, typer.Option(
         callback=lambda v: number_within(v, 0.0, math.inf, "--time-scale"),
         help="event time runs this many times faster than wall time")] = None,
-    limit: Annotated[int | None, typer.Option(min=0, help="stop after this many records")
+    limit: Annotated[int | None, typer.Option(min=1, help="stop after this many records")
                      ] = None,
     columns: Columns = None,
 ) -> None:
@@ -104,12 +109,13 @@ def replay(
     settings = load_settings()
     events = read_events(path, fmt.value, names)
     fields = ("{task.fields[rate]:>8,.0f} ev/s  sent {task.fields[sent]:,}  "
-              "failed {task.fields[failed]:,}")
+              "dead-lettered {task.fields[letters]:,}  failed {task.fields[failed]:,}")
     with progress_bar(f"replay {path.name}", limit, fields) as update:
-        update(0, rate=0.0, sent=0, failed=0)
+        update(0, rate=0.0, sent=0, letters=0, failed=0)
 
         def show(s: ReplaySummary) -> None:
-            update(s.read, rate=s.events_per_s, sent=s.sent, failed=s.failed + s.dead_lettered)
+            update(s.read, rate=s.events_per_s, sent=s.sent, letters=s.dead_lettered,
+                   failed=s.failed)
 
         summary = replay_log(events, _producer(settings, "streamrec-replay"), rate=rate,
                              time_scale=time_scale, limit=limit, on_progress=show)
@@ -118,8 +124,9 @@ def replay(
         raise LogFileError(f"{path}: no records in format {fmt.value}; nothing was sent")
     console.print(
         f"replayed {path} into {settings.topic_interactions}: read {summary.read:,}, "
-        f"sent {summary.sent:,}, delivered {summary.delivered:,}, failed {summary.failed:,}, "
-        f"dead-lettered {summary.dead_lettered:,} in {summary.seconds:.1f} s "
+        f"sent {summary.sent:,}, dead-lettered {summary.dead_lettered:,}; records "
+        f"acknowledged (events and letters) {summary.delivered:,}, failed {summary.failed:,}; "
+        f"in {summary.seconds:.1f} s "
         f"({summary.events_per_s:,.0f} events/s)")
     if summary.failed:
         raise typer.Exit(1)

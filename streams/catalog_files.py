@@ -57,7 +57,7 @@ from streams.files import (
     open_binary,
     open_text,
 )
-from streams.readers import as_id, item_field
+from streams.readers import NO_VALUE, as_id, item_field
 
 
 class CatalogFileError(ValueError):
@@ -420,9 +420,17 @@ def _listed(text: str) -> list[Any] | None:
 
 
 def _price(value: Any) -> float | None:
-    """A number, or text that is one price (Amazon 2018's ``"$12.99"``); None otherwise."""
+    """A number, or text that is one (``-5.00``, ``1e3``: the schema judges it, and
+    refuses a negative price as it does a JSON number's, where this read none and loaded
+    the item), or text that is one price (Amazon 2018's ``"$12.99"``); None for text that
+    says there is none (``NA``, ``nan``) and for any other (a range, CSS)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, str) and value.strip().lower() not in (*NO_VALUE, "nan"):
+        try:
+            return float(value)
+        except ValueError:
+            pass
     found = _PRICE.fullmatch(value) if isinstance(value, str) else None
     return float(found[1].replace(",", "") + (found[2] or "")) if found else None
 

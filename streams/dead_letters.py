@@ -255,8 +255,11 @@ class DeadLetterQueue:
                                       span.start, span.end)
 
     def commit(self, spans: Iterable[Span]) -> None:
-        """Mark the letters in ``spans`` handled: the group's next run starts after them."""
-        offsets = [TopicPartition(self.topic, s.partition, s.end) for s in spans if s.size]
+        """Mark the letters in ``spans`` handled: the group's next run starts after them.
+        A partition whose unhandled letters all expired moves on too, or every later run
+        warned of the same expired letters again."""
+        offsets = [TopicPartition(self.topic, s.partition, s.end) for s in spans
+                   if s.size or s.expired]
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
 

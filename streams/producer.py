@@ -61,6 +61,15 @@ PRODUCER_DEFAULTS: dict[str, object] = {
 }
 
 
+def _close_wait_s(conf: dict[str, Any]) -> float:
+    """How long closing waits: until librdkafka gives each record its final report (it
+    fails one past ``message.timeout.ms``, 300 s by default), where 30 s called records
+    failed that a broker back within those 300 s still took; 30 s where that timeout is
+    none (0)."""
+    timeout_ms = int(conf.get("message.timeout.ms", 300_000))
+    return timeout_ms / 1000 + 5 if timeout_ms else _FLUSH_TIMEOUT_S
+
+
 @dataclass
 class DeliveryStats:
     """``delivered`` counts records the broker acknowledged (events and dead letters)."""
@@ -111,6 +120,7 @@ class RecordProducer:
                                 on_delivery=self.on_delivery)
         self.stats = DeliveryStats()
         self._producer = Producer(conf)
+        self._close_wait_s = _close_wait_s(conf)
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         """The default delivery report: counts and logs a failure, with the record's key
@@ -169,9 +179,13 @@ class RecordProducer:
         return remaining
 
     def close(self) -> None:
-        """Flush; records still unacknowledged then count as failed (and not as in flight:
-        ``delivered`` is what is left)."""
-        remaining = self.flush()
+        """Flush until every record has its final report; records still unacknowledged
+        then count as failed (and not as in flight: ``delivered`` is what is left)."""
+        remaining = self.flush(min(5.0, self._close_wait_s))
+        if remaining:
+            log.info("waiting up to %.0f s for the broker to acknowledge %d records",
+                     self._close_wait_s, remaining)
+            remaining = self.flush(self._close_wait_s)
         if remaining:
             self.stats.failed += remaining
             self.stats.last_error = f"{remaining} records not acknowledged before close"

@@ -432,7 +432,7 @@ _TYPE_NAMES = {  # other logs' names for the schema's event types, compared as f
 }
 _NO_HEADER = "put a line naming the columns first, or name them in order with --columns"
 _SAMPLED = 20  # lines that choose a headerless log's delimiter
-_NONE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
+NO_VALUE = ("", "na", "n/a", "null", "none")  # a number field that says there is none
 _WORDED_TIME = "%a %b %d %H:%M:%S %z %Y"  # Goodreads', Twitter's (English month names)
 
 
@@ -443,7 +443,7 @@ def _log_time(value: Any) -> int | None:
     None for an empty field, one that says there is none (``NA``) and a time that is no
     number (``nan``, ``inf``): the schema refuses that row in its place, where raising
     here stopped the whole file."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+    if value is None or (isinstance(value, str) and value.strip().lower() in NO_VALUE):
         return None
     try:
         number = float(value)
@@ -469,7 +469,7 @@ def _number(value: Any) -> float | None:
     """A rating's or price's value; None when there is none (blank, ``NA``, ``null``)."""
     if isinstance(value, str):
         value = value.strip()
-        if value.lower() in _NONE:
+        if value.lower() in NO_VALUE:
             return None
     if isinstance(value, bool):  # float(True) is 1.0: a misread, not a number
         raise TypeError(f"not a number: {value}")

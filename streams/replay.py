@@ -45,6 +45,14 @@ def pacing_delay(index: int, ts_ms: int, first_ts_ms: int, elapsed_s: float,
     return max(0.0, due - elapsed_s)
 
 
+def _report(summary: ReplaySummary, producer: EventProducer, start: float,
+            on_progress: Callable[[ReplaySummary], None]) -> None:
+    summary.seconds = time.perf_counter() - start
+    stats = producer.refresh_stats()
+    summary.delivered, summary.failed = stats.delivered, stats.failed
+    on_progress(summary)
+
+
 def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
            rate: float | None = None, time_scale: float | None = None, limit: int | None = None,
            on_progress: Callable[[ReplaySummary], None] | None = None,
@@ -60,6 +68,8 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
     start = time.perf_counter()
     try:
         for record in itertools.islice(source, limit):
+            if on_progress is not None and summary.read and summary.read % progress_every == 0:
+                _report(summary, producer, start, on_progress)  # dead letters move it too
             summary.read += 1
             if isinstance(record, Rejected):
                 producer.dead_letter(record.raw, record.error)
@@ -81,11 +91,6 @@ def replay(source: Iterable[Event | Rejected], producer: EventProducer, *,
                 # worker"). Deliver the first one, then start the pace.
                 producer.flush()
                 start = time.perf_counter()
-            if on_progress is not None and summary.read % progress_every == 0:
-                summary.seconds = time.perf_counter() - start
-                stats = producer.refresh_stats()
-                summary.delivered, summary.failed = stats.delivered, stats.failed
-                on_progress(summary)
     finally:  # a reader error or Ctrl-C still delivers what was sent
         producer.close()
     summary.seconds = time.perf_counter() - start

@@ -39,8 +39,8 @@ def test_load_sends_each_record_keyed_by_id_and_the_bad_line_to_the_dlq(
                                  GOOD[2].to_json()]) + b"\n")
 
     assert _cli(env, "catalog", "load", str(path), "--format", "jsonl") == (
-        f"loaded {path} into {items}: sent 3, dead-lettered 1 (to {dlq}), delivered 4, "
-        "failed 0")
+        f"loaded {path} into {items}: sent 3, dead-lettered 1 (to {dlq}); records "
+        "acknowledged (items and letters) 4, failed 0")
     sent = list(read_to_end(settings.kafka, items))
     assert [(r.key, r.value) for r in sent] == [(i.key, i.to_json()) for i in GOOD]
     (letter,) = read_to_end(settings.kafka, dlq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -113,17 +114,24 @@ def test_cli_produce_replay_and_tail(
     topic, dlq = new_topic(), new_topic()
     good, bad, _ = _mixed_lines()
     out = _cli(settings, topic, dlq, "produce", stdin=b"\n".join(good[:5] + bad[:2]) + b"\n")
-    assert "sent 5, dead-lettered 2, delivered 7, failed 0" in " ".join(out.split())
+    assert ("sent 5, dead-lettered 2; records acknowledged (events and letters) 7, failed 0"
+            in " ".join(out.split()))
+    packed = tmp_path / "events.jsonl.gz"  # its lines, where its bytes were dead-lettered
+    packed.write_bytes(gzip.compress(b"\n".join(good[5:7]) + b"\n"))
+    out = _cli(settings, topic, dlq, "produce", str(packed))
+    assert "sent 2, dead-lettered 0; records acknowledged (events and letters) 2" in " ".join(
+        out.split())
 
     ratings = tmp_path / "ratings.csv"
     ratings.write_text("userId,movieId,rating,timestamp\n1,10,4.0,964982703\n2,20,3.0,964982000\n")
     out = " ".join(_cli(settings, topic, dlq, "replay", str(ratings), "--format", "movielens").split())
-    assert "read 2, sent 2, delivered 2, failed 0" in out
+    assert ("read 2, sent 2, dead-lettered 0; records acknowledged (events and letters) 2, "
+            "failed 0" in out)
 
     lines = _cli(settings, topic, dlq, "tail", topic, "--from-beginning", "--raw",
-                 "--limit", "7").splitlines()
+                 "--limit", "9").splitlines()
     values = [orjson.loads(line)["value"] for line in lines]
-    expected = [orjson.loads(v) for v in good[:5]] + [e.to_dict() for e in
+    expected = [orjson.loads(v) for v in good[:7]] + [e.to_dict() for e in
                                                       read_events(ratings, "movielens")]
     assert sorted(map(orjson.dumps, values)) == sorted(map(orjson.dumps, expected))
     dead = [orjson.loads(line) for line in _cli(

@@ -154,6 +154,17 @@ def test_a_row_the_schema_refuses_is_a_rejected_item_with_the_record_it_made(
                                           "brand": "apple", "price": -3.0}
 
 
+def test_a_price_written_as_text_is_judged_as_a_number_is(tmp_path: Path) -> None:
+    """A negative price went to the dead-letter topic from a JSON number or a REES46 row,
+    but from a table's text it was read as none and the item loaded."""
+    path = _write(tmp_path, "items.csv", "item_id,title,price\n1,a,-5.00\n2,b,1e3\n3,c,NA\n"
+                  "4,d,nan\n5,e,$12.99 - $15.99\n6,f, 7.5 \n")
+    negative, *rest = scan_catalog(path, "csv")
+    assert isinstance(negative, RejectedItem) and negative.error.reason is Reason.BAD_VALUE
+    assert [(r.item_id, r.price) for r in rest] == [  # type: ignore[union-attr]
+        ("2", 1000.0), ("3", None), ("4", None), ("5", None), ("6", 7.5)]
+
+
 def test_movielens_movies_dat_of_ml_1m_in_latin_1(tmp_path: Path) -> None:
     """GroupLens wrote ml-1m's ``movies.dat`` in Latin-1 with ``::`` between fields; it was
     refused as not UTF-8. A ``movies.csv`` in Latin-1 still is (the table below)."""

@@ -126,6 +126,23 @@ def test_spans_count_letters() -> None:
     assert letters([Span(0, 3, 10), Span(1, 5, 5), Span(2, 9, 4)]) == 7
 
 
+def test_a_partition_whose_letters_all_expired_is_moved_past_them() -> None:
+    """Its group stayed where retention had deleted past, and every later inspect and
+    redrive warned of the same expired letters again."""
+    from types import SimpleNamespace
+
+    from streams.dead_letters import DeadLetterQueue
+
+    commits: list[list[tuple[int, int]]] = []
+    queue = DeadLetterQueue.__new__(DeadLetterQueue)
+    queue.topic = "dlq"
+    queue._consumer = SimpleNamespace(  # type: ignore[assignment]
+        commit=lambda offsets, asynchronous: commits.append(
+            [(o.partition, o.offset) for o in offsets]))
+    queue.commit([Span(0, 10, 12), Span(1, 7, 7, expired=3), Span(2, 5, 5)])
+    assert commits == [[(0, 12), (1, 7)]]  # partition 2: nothing there, nothing expired
+
+
 def test_redrive_without_a_terminal_or_yes_refuses_before_touching_kafka() -> None:
     result = CliRunner().invoke(app, ["dlq", "redrive"], input="y\n")
     assert result.exit_code == 1

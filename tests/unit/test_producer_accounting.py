@@ -26,6 +26,17 @@ def test_records_unacknowledged_at_close_are_failed_and_none_delivered() -> None
     assert stats.last_error == "5 records not acknowledged before close"
 
 
+def test_close_waits_for_each_records_final_report() -> None:
+    """It gave up after 30 s where librdkafka would still deliver for 300 (its
+    ``message.timeout.ms``): a broker back within those called records failed that it
+    then took. Now it waits past that timeout, and 30 s where there is none (0)."""
+    from streams.producer import _close_wait_s
+
+    assert _close_wait_s({}) == 305.0
+    assert _close_wait_s({"message.timeout.ms": 10_000}) == 15.0  # the API's
+    assert _close_wait_s({"message.timeout.ms": 0}) == 30.0  # the worker's list producer
+
+
 def test_an_event_past_the_size_limit_is_dead_lettered_at_the_producer() -> None:
     """Built in Python, its context passes ``validate``, which reads no bytes: sent, it
     reached the topic and counted as delivered, for the worker to dead-letter later."""
@@ -68,6 +79,33 @@ def test_replay_counts_an_event_the_producer_dead_lettered_as_such() -> None:
     big = new_event("u1", "i1", context={f"k{n}": "v" * 256 for n in range(32)})
     summary = replay(iter([new_event("u1", "i1"), big]), Sizing())  # type: ignore[arg-type]
     assert (summary.read, summary.sent, summary.dead_lettered) == (2, 1, 1)
+
+
+def test_replay_progress_moves_through_a_run_of_dead_letters() -> None:
+    """It was shown only after an event was sent: a run of refused rows froze the bar."""
+    from types import SimpleNamespace
+
+    from streams.events import InvalidEvent, Reason
+    from streams.readers import Rejected
+    from streams.replay import replay
+
+    class Lettering:
+        stats = SimpleNamespace(delivered=0, failed=0)
+
+        def dead_letter(self, raw: bytes, error: object) -> None:
+            pass
+
+        def refresh_stats(self) -> SimpleNamespace:
+            return self.stats
+
+        def close(self) -> None:
+            pass
+
+    shown: list[int] = []
+    bad = Rejected(b"{}", InvalidEvent(Reason.MISSING_FIELD, "no user_id"))
+    summary = replay(iter([bad] * 7), Lettering(), progress_every=2,  # type: ignore[arg-type]
+                     on_progress=lambda s: shown.append(s.dead_lettered))
+    assert shown == [2, 4, 6] and summary.dead_lettered == 7
 
 
 def test_a_failed_delivery_is_logged_with_its_records_key(

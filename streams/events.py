@@ -130,6 +130,16 @@ def parse(raw: bytes | None, now_ms: int | None = None) -> Event:
     return validate(decode_record(raw, MAX_PAYLOAD_BYTES), now_ms)
 
 
+def reencoded(value: Any) -> bytes:
+    """A JSON value already decoded (one of a request's array), as bytes again for the
+    validators that read bytes. orjson writes at most 254 levels of nesting where it reads
+    1024: deeper is refused as bad JSON, where the API answered 500."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidEvent(Reason.BAD_JSON, f"not writable as JSON: {exc}") from None
+
+
 def check_size(raw: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
     """InvalidEvent (``oversized``) for a record past ``max_bytes``. Producers check what
     they encode too: an ``Event`` built in Python passes ``validate``, which reads no

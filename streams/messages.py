@@ -132,6 +132,13 @@ class RecommendationList:
         return (other is not None and self.sent_us is not None
                 and other.sent_us is not None and self.sent_us < other.sent_us)
 
+    def may_replace(self, shown: RecommendationList | None) -> bool:
+        """Whether a reader showing ``shown`` shows this list instead: not when it answers
+        an older event (:meth:`older_than`), nor when it is empty and ``shown`` is not. A
+        fresh worker's first popularity lists are empty; the store keeps a user's list
+        over one (``NX``), and every copy of it must too, or the API served them nothing."""
+        return not self.older_than(shown) and bool(self.items or shown is None or not shown.items)
+
     def head(self, k: int) -> RecommendationList:
         """The same list cut to its first ``k`` items."""
         if len(self.items) <= k:

@@ -141,11 +141,12 @@ class RecordProducer:
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Headers | None = None,
                 on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
-                partition: int | None = None) -> None:
-        """Queue one record; when the local queue is full, serve reports until it has room.
-        ``on_delivery`` replaces the failure accounting for this record and, with
-        ``delivery.report.only.error`` off, also hears of its success. ``partition``: where
-        it goes (None: the partitioner picks by key)."""
+                partition: int | None = None, wait_for_room: bool = True) -> None:
+        """Queue one record; when the local queue is full, serve reports until it has room
+        (``wait_for_room``; else BufferError: an event loop must not spin here while a
+        broker is away). ``on_delivery`` replaces the failure accounting for this record
+        and, with ``delivery.report.only.error`` off, also hears of its success.
+        ``partition``: where it goes (None: the partitioner picks by key)."""
         producer = self._producer
         extra: dict[str, Any] = {"on_delivery": on_delivery} if on_delivery is not None else {}
         if partition is not None:
@@ -153,6 +154,8 @@ class RecordProducer:
         try:
             producer.produce(topic, value, key, headers=headers, **extra)
         except BufferError:  # local queue full: serve delivery reports, then retry
+            if not wait_for_room:
+                raise
             while True:
                 producer.poll(0.05)
                 try:

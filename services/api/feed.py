@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from services.api.lists import MAX_K, ListSource
+from services.api.lists import FALLBACK, MAX_K, ListSource
 from services.api.live import LiveStats
 from streams.messages import RecommendationList
 
@@ -101,10 +101,14 @@ class FeedHub:
                 log.warning("malformed list on %s skipped: %r", self.channel, exc)
 
     def _deliver(self, rec: RecommendationList, now: float) -> None:
+        """Into the in-memory copy unless it is empty (Redis holds the user's list, or
+        this one where they had none) or may not replace the copy's; to each feed, which
+        judges it against what it showed."""
         self.stats.observe(rec, now)
-        if rec.older_than(self.source.recent.get(rec.user_id)):
-            return  # a redelivered event's answer: its user has seen a newer one
-        self.source.remember(rec)
+        if not rec.may_replace(self.source.recent.get(rec.user_id)):
+            return  # a redelivered event's answer, or an empty list over one with items
+        if rec.items:
+            self.source.remember(rec)
         for feed in self.feeds.get(rec.user_id, ()):
             feed.offer(rec)
 
@@ -145,7 +149,12 @@ class FeedHub:
             await asyncio.sleep(delay)
 
     async def _resend_current(self) -> None:
+        """Each open feed its user's list again, unless Redis could not say what it is (a
+        Redis still loading its data answers the subscription, not the read): popularity
+        sent then replaced every feed's list until its user's next event."""
         for user_id, feeds in list(self.feeds.items()):
             rec = await self.source.current(user_id, MAX_K)
+            if rec.path == FALLBACK:
+                continue
             for feed in list(feeds):
                 feed.offer(rec)

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from infra.kafka_client import KafkaConnection
 from streams.catalog import ItemRecord
-from streams.events import Event, InvalidEvent, Reason, parse
+from streams.events import Event, InvalidEvent, Reason, parse, reencoded
 from streams.producer import Headers, RecordProducer, sent_at_header
 from streams.tracing import TraceHeaders
 
@@ -56,7 +56,7 @@ def validate_body(body: bytes, max_events: int) -> tuple[list[Event], list[Rejec
     events, rejections = [], []
     for index, item in enumerate(items):
         try:
-            events.append(parse(orjson.dumps(item)))
+            events.append(parse(reencoded(item)))
         except InvalidEvent as exc:
             rejections.append(Rejection(index, exc.reason.value, exc.detail))
     return events, rejections
@@ -111,9 +111,15 @@ class EventIngest:
 
             def settle(err: KafkaError | None, _msg: Message,
                        future: asyncio.Future = future) -> None:
-                loop.call_soon_threadsafe(_settle, future, err)
+                if not loop.is_closed():  # else nobody waits: a report flushed at close
+                    loop.call_soon_threadsafe(_settle, future, err)
 
-            self.producer.produce(topic, key, value, headers, on_delivery=settle)
+            try:  # waiting for room would stop every request while a broker is away
+                self.producer.produce(topic, key, value, headers, on_delivery=settle,
+                                      wait_for_room=False)
+            except BufferError:
+                raise DeliveryFailed(f"Kafka's local queue is full ({len(futures)} of "
+                                     f"{len(records)} {what} queued); retry later") from None
             futures.append(future)
         try:
             errors = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s + 1)

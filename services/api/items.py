@@ -28,7 +28,7 @@ from services.api.schemas import ItemOutcome, ItemsResult, Problem
 from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
 from streams.catalog import ItemRecord, json_schema, parse_item
-from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason
+from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, reencoded
 
 ITEMS_PATH = "/v1/items"
 ITEM_PATH = "/v1/items/{item_id}"
@@ -73,7 +73,7 @@ def validate_put(body: bytes, item_id: str) -> ItemRecord | Outcome:
             return outcome(0, item_id, InvalidEvent(Reason.BAD_VALUE, (
                 f"item_id {str(named)[:40]!r} in the body is not {item_id[:40]!r} of the path")))
     try:
-        return parse_item(orjson.dumps(obj))
+        return parse_item(reencoded(obj))
     except InvalidEvent as exc:
         return outcome(0, item_id, exc)
 
@@ -93,7 +93,7 @@ def validate_batch(body: bytes, max_items: int) -> tuple[list[ItemRecord], list[
     items, outcomes = [], []
     for index, obj in enumerate(objs):
         try:
-            items.append(parse_item(orjson.dumps(obj)))
+            items.append(parse_item(reencoded(obj)))
             outcomes.append(outcome(index, _id_of(obj)))
         except InvalidEvent as exc:
             outcomes.append(outcome(index, _id_of(obj), exc))

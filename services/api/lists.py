@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 MAX_K = 100  # most items a read may ask for
+FALLBACK: Path = "fallback"  # the path of popularity served because Redis did not answer
 
 
 class ListSource:
@@ -95,7 +96,7 @@ class ListSource:
         except (RedisError, OSError) as exc:
             log.debug("redis read failed, serving fallback: %s", exc)
             self.on_fallback()
-            return self.popular_list(user_id, k, "fallback")
+            return self.popular_list(user_id, k, FALLBACK)
         if raw is None:
             return self.popular_list(user_id, k, "popularity")
         try:

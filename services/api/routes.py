@@ -175,8 +175,8 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
             rec = await slot.next(heartbeat_s)
             if rec is None:
                 yield b": keep-alive\n\n"
-            elif rec.published_us != last.published_us and not rec.older_than(last):
-                last = rec  # never back in time: an older event's list is not shown
+            elif rec.published_us != last.published_us and rec.may_replace(last):
+                last = rec  # never back in time, nor an empty list over one with items
                 yield _sse(shown(rec, k, records, keep))
     finally:
         b.hub.close(user_id, slot)

@@ -82,6 +82,9 @@ def test_validators_on_bodies() -> None:
                                               "detail": "empty array: no records"}])
     items, outcomes = validate_batch(b'[{"item_id": 4}]', 5)
     assert items == [] and outcomes[0]["item_id"] is None and outcomes[0]["reason"] == "wrong_type"
+    deep = b'{"item_id": "4", "text": ' + b"[" * 300 + b"]" * 300 + b"}"  # was a 500
+    assert validate_batch(deep, 5)[1][0]["reason"] == "bad_json"
+    assert validate_put(deep, "4")["reason"] == "bad_json"  # type: ignore[index]
 
 
 def test_writing_items_needs_an_unscoped_event_key_once_keys_are_set() -> None:

@@ -155,6 +155,36 @@ def test_validate_body_names_every_bad_event_and_its_reason() -> None:
     Rejected.model_validate(answer)
 
 
+def test_json_nested_past_what_orjson_writes_is_refused_as_bad_json() -> None:
+    """Read at any depth to 1024, written back at 254 at most: a body 300 deep was a 500."""
+    deep = b"[" * 300 + b"]" * 300
+    good = orjson.loads(new_event("u1", "i1").to_json())
+    body = b"[" + orjson.dumps(good) + b"," + deep + b"]"
+    events, rejected = validate_body(body, max_events=10)
+    assert len(events) == 1 and [(r.index, r.reason) for r in rejected] == [(1, "bad_json")]
+    assert "Recursion limit reached" in rejected[0].detail
+
+
+def test_a_full_local_queue_is_a_503_at_once_not_a_frozen_event_loop() -> None:
+    """With the broker away, produce waited for room in a loop on the event loop: every
+    read, feed and ``/readyz`` stopped with it."""
+    from infra.kafka_client import KafkaConnection
+    from services.api.ingest import DeliveryFailed, EventIngest
+    from streams.producer import RecordProducer
+
+    ingest = EventIngest(KafkaConnection("127.0.0.1:1"), "interactions", timeout_s=1.0)
+    ingest.producer.close()
+    ingest.producer = RecordProducer(KafkaConnection("127.0.0.1:1"), {
+        "log_level": 0, "queue.buffering.max.messages": 1, "message.timeout.ms": 1000})
+    started = time.perf_counter()
+    try:
+        with pytest.raises(DeliveryFailed, match=r"local queue is full \(1 of 2 events queued"):
+            asyncio.run(ingest.send([new_event("u1", "i1"), new_event("u2", "i2")]))
+        assert time.perf_counter() - started < 1.0  # did not wait for the 1 s timeout
+    finally:
+        ingest.close()
+
+
 def test_validate_body_reads_integers_as_json_schema_does() -> None:
     """``1.0`` is an integer to the documented schema: accepted for ``ts`` and the version;
     one too big for an integer is refused with its reason, not an error."""
@@ -412,6 +442,54 @@ def test_a_feed_never_goes_back_to_an_older_events_list() -> None:
     assert b'"event_id":"e-u1-10"' in first and skipped == b": keep-alive\n\n"
     assert b'"event_id":"e-u1-30"' in last
     assert source.recent["u1"] == newest  # the redelivered one was not remembered
+
+
+def test_an_empty_list_never_replaces_one_with_items_in_memory_or_in_a_feed() -> None:
+    """A fresh worker's first popularity lists are empty: Redis kept the user's list, but
+    the API's in-memory copy served the empty one, and the user's feed showed it."""
+    current = _list("u1", ["a"], "x", sent=2_000_000, published=10)
+    empty = RecommendationList("u1", "popularity", None, [], "e-u1-20", "y", 3_000_000, 20)
+    newest = _list("u1", ["c"], "z", sent=4_000_000, published=30)
+    assert not empty.may_replace(current) and empty.may_replace(None)
+    assert newest.may_replace(empty) and not current.may_replace(newest)
+    source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
+    hub = FeedHub(None, "ch", LiveStats(), source)
+
+    async def scenario() -> list[bytes]:
+        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
+                             ApiMetrics().feed_clients)
+        sent = [await anext(stream), await anext(stream)]  # retry advice, current list
+        source.remember(current)
+        hub.dispatch(_batch(empty))
+        assert "u1" in source.recent and source.recent["u1"] == current
+        source.forget_all()  # as after a resubscription: the empty one is not remembered
+        hub.dispatch(_batch(empty))
+        assert "u1" not in source.recent
+        assert await source.current("u1", 2) == current  # read from Redis, which kept it
+        sent.append(await anext(stream))
+        hub.dispatch(_batch(newest))
+        sent.append(await anext(stream))
+        await stream.aclose()
+        return sent
+
+    _, first, skipped, last = asyncio.run(scenario())
+    assert b'"event_id":"e-u1-10"' in first and skipped == b": keep-alive\n\n"
+    assert b'"event_id":"e-u1-30"' in last
+
+
+def test_feeds_are_not_resent_popularity_when_redis_cannot_say_the_users_list() -> None:
+    """A Redis still loading its data takes the subscription but not the read: every open
+    feed was sent popularity over its user's list until that user's next event."""
+    stored = _list("u1", ["a"], "x")
+    source = ListSource(FakeRedis(down=True), "ch", ttl_s=60)
+    source.popular = POPULAR
+    hub = FeedHub(None, "ch", LiveStats(), source)
+    slot = hub.open("u1")
+    asyncio.run(hub._resend_current())
+    assert slot.latest is None
+    source.client = FakeRedis({recs_key("u1"): stored.to_json()})
+    asyncio.run(hub._resend_current())
+    assert slot.latest == stored
 
 
 def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:

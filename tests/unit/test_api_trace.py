@@ -25,7 +25,8 @@ class AckingProducer:
         self.records: list[tuple[str, bytes | None, Headers]] = []
 
     def produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers,
-                on_delivery: Callable[[object, object], None]) -> None:
+                on_delivery: Callable[[object, object], None], wait_for_room: bool = True
+                ) -> None:
         self.records.append((topic, key, headers))
         on_delivery(None, None)
 

@@ -211,11 +211,16 @@ def train(
     ``--champion`` and a champion already in the registry, the new model must pass the
     trainer's gate first, unless ``--force``."""
     from model.data import leave_last_out
-    from streams.registry import log_trained, set_champion
+    from streams.registry import log_trained
 
     if model not in TRAIN_CHOICES:
         raise typer.BadParameter(f"--model must be one of {', '.join(TRAIN_CHOICES)}")
-    if champion and register and model != "all":
+    if force and not champion:  # each was ignored, and the command said nothing of it
+        raise typer.BadParameter("--force promotes past the gate: it goes with --champion")
+    if champion and not register:
+        raise typer.BadParameter("--champion promotes the versions it registers: it cannot "
+                                 "go with --no-register")
+    if champion and model != "all":
         raise typer.BadParameter("the champion is a retriever and a ranker, trained on the "
                                  "same id maps and promoted together: --champion needs "
                                  "--model all")
@@ -224,13 +229,13 @@ def train(
                                                           if fields else {})}
     settings = _settings("train")
     records = _catalogue(items, items_format)
-    if champion and register and not force:
+    if champion and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock
     # Times ahead of the clock brought back to it, as the trainer does: learnt by a
     # champion, one would stay newer than what it learnt, and the trainer's gate slices
     # would hold it, or nothing, until the clock passed it.
     events = as_of(_events(data, fmt, fields), now_us() // 1000)[0]
-    if champion and register and not force and (gate := _gatekeeper(settings, seed)):
+    if champion and not force and (gate := _gatekeeper(settings, seed)):
         _through_the_gate(gate, events, Recipe(epochs, False, data.stem, source, pretrain),
                           records)
         return
@@ -246,15 +251,13 @@ def train(
     announced = {n: v for run in logged.values() for n, v in run.versions.items()}
     if champion and announced and not force:
         _first_champion(settings, announced)
-    elif champion and announced:  # every alias at once, once all are registered: a worker
-        set_champion(store, announced)  # loading between two would pair the wrong maps
+    elif champion and announced:  # once all are registered: a worker loading between
+        _forced(settings, announced)  # two would pair the wrong maps
     for name, run in logged.items():
         console.print(f"{name}: test full NDCG@10 {run.test['full']['NDCG@10']:.4f}, sampled "
                       f"HR@10 {run.test['sampled']['HR@10']:.4f}; best epoch {run.best_epoch}"
                       + "".join(f"; registered {n} v{v}" for n, v in run.versions.items())
                       + (" (champion)" if champion and run.versions else ""))
-    if champion and announced and force:
-        _announce(settings, announced)
 
 
 def _lock_reachable(settings: Settings) -> None:
@@ -316,12 +319,12 @@ def _through_the_gate(trainer: Trainer, events: list[Event], recipe: Recipe,
     console.print(describe_round(summary), soft_wrap=True, markup=False, highlight=False)
 
 
-def _announce(settings: Settings, versions: dict[str, str]) -> None:
-    """Tell running workers that the champion moved (they reload it in the background)."""
-    from streams.hot_swap import announce
+def _forced(settings: Settings, versions: dict[str, str]) -> None:
+    """Promote past the gate as ``experiment conclude --promote`` does (the alias moved,
+    then announced), and say whether running workers heard of it."""
+    from services.champion import promote
 
-    if announce(settings.kafka, settings.topic_model_updates, versions,
-                settings.mlflow_uri):
+    if promote(settings, versions):
         console.print(f"announced on {settings.topic_model_updates}: {versions}")
     else:
         console.print("[yellow]warning:[/] could not announce the new champion on "

@@ -42,16 +42,17 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from infra.urls import mask_urls
+from services.retrying import retry
 from services.settings import Settings
 from services.stack import mlflow_store
-from services.trainer_trial import LOCK_HELD, LiveTrial
+from services.trainer_trial import LOCK_HELD, LOCK_LOST, LiveTrial
 from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, parse
 from streams.messages import version_string
@@ -70,29 +71,35 @@ if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to im
 
 log = logging.getLogger("streamrec.trainer")
 LOCK_KEY = "streamrec:trainer:promote"
-T = TypeVar("T")
 
 
-def retry(what: str, call: Callable[[], T], attempts: int = 5, delay_s: float = 1.0) -> T:
-    """``call()``, retried with exponential backoff; the last failure is raised."""
-    for attempt in range(1, attempts + 1):
+@dataclass(frozen=True)
+class Held:
+    """Whether this trainer took the promotion lock (its truth value), and whether it
+    still holds it: the lock expires, and a registry slow enough past it let another
+    trainer take it and move the aliases too, a retriever of one round then paired with
+    a ranker of the other."""
+
+    taken: bool
+    lock: Any
+
+    def __bool__(self) -> bool:
+        return self.taken
+
+    def still(self) -> bool:
+        from redis.exceptions import RedisError
+
         try:
-            return call()
-        except Exception as exc:  # noqa: BLE001 - any hiccup is worth another try
-            if attempt == attempts:
-                raise
-            log.warning("%s failed (attempt %d of %d), retrying in %.0f s: %s", what, attempt,
-                        attempts, delay_s, exc)
-            time.sleep(delay_s)
-            delay_s *= 2
-    raise AssertionError("unreachable")
+            return self.taken and bool(self.lock.owned())
+        except RedisError:
+            return False
 
 
 @contextmanager
-def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
-    """Yields True while this process holds the promotion lock (redis-py's), False if
-    another does. The lock expires after ``ttl_s`` should its holder die; a holder that
-    outlives it releases nothing another has taken since, and says so."""
+def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[Held]:
+    """Yields whether this process holds the promotion lock (redis-py's): false if another
+    does. The lock expires after ``ttl_s`` should its holder die; a holder that outlives
+    it releases nothing another has taken since, and says so."""
     import redis
     from redis.exceptions import LockError, RedisError
 
@@ -114,7 +121,7 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[bool]:
 
     try:
         held = retry("taking the promotion lock", take)
-        yield held
+        yield Held(held, lock)
     finally:
         try:
             if held:
@@ -459,7 +466,9 @@ class Trainer:
             log.exception("round failed, nothing promoted")
             # Masked: an MLflow error names the tracking URI, which may hold a password,
             # and the reason is printed, kept in the status file and shown by `demo`.
-            result = RoundSummary("failed", mask_urls(f"{type(exc).__name__}: {exc}"))
+            # One line: TensorFlow's and MLflow's errors run over many (logged above).
+            first = next(iter(str(exc).strip().splitlines()), "")
+            result = RoundSummary("failed", mask_urls(f"{type(exc).__name__}: {first}"))
         log.info("round outcome=%s events=%d versions=%s reason=%s", result.outcome,
                  result.events, result.versions, result.reason)
         self.status.update(state=before, rounds=self.status.current.rounds + 1,
@@ -500,6 +509,11 @@ class Trainer:
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
+        cases, needed = len(data.cases.users), self.settings.trainer_min_gate_cases
+        if data.champion is not None and cases < needed:  # the gate would refuse any model
+            return RoundSummary("skipped", f"{cases:,} gate cases in the held-out slice, fewer "
+                                f"than trainer_min_gate_cases ({needed:,}) to compare a "
+                                "challenger with the champion", events=data.events)
         if not any(len(s) >= EVALUATED_MIN for s in data.sequences.by_user):
             return RoundSummary("skipped", "no user of the training slice has "
                                 f"{EVALUATED_MIN} events or more to validate a model on",
@@ -688,6 +702,8 @@ class Trainer:
                 return False, (f"the champion moved to {version_string(now) if now else 'none'}"
                                " while this challenger trained against "
                                f"{version_string(expected) if expected else 'none'}")
+            if not held.still():  # the registry was slow: another trainer may move it now
+                return False, LOCK_LOST
             try:
                 retry("moving the champion alias", lambda: set_champion(self.store, versions))
             except Exception:
@@ -719,7 +735,10 @@ class Trainer:
 
     def run_forever(self, stop: threading.Event, poll_s: float = 10.0) -> None:
         """Rounds whenever ``round_due`` says so, until ``stop`` is set; with no champion
-        yet, one at once. The status turns "ready" once the trainer waits for triggers."""
+        yet, one at once, and while rounds are skipped (too few events), another as soon
+        as the topic has grown to ``trainer_min_events``: a trainer started before the
+        first events waited out a whole interval while workers served popularity. The
+        status turns "ready" once the trainer waits for triggers."""
         from streams.consumer import TopicSizes
 
         s = self.settings
@@ -728,9 +747,11 @@ class Trainer:
                 return retry("sizing the topic", lambda: sizes.size(s.topic_interactions))
 
             last_round, last_size = float("-inf"), -1  # -1: no champion, a round at once
+            awaiting = True  # for a first champion
             try:
                 if self.champion_versions() is not None:
                     last_round, last_size = time.monotonic(), topic_size()
+                    awaiting = False
                 log.info("trainer ready: %s events in %s so far; champion %s",
                          max(last_size, 0), s.topic_interactions,
                          "present" if last_size >= 0 else "none: a round now")
@@ -745,10 +766,12 @@ class Trainer:
                               s.topic_interactions, poll_s, exc)
                     stop.wait(poll_s)
                     continue
-                if last_size < 0 or round_due(s, time.monotonic() - last_round,
-                                              size - last_size):
+                first = awaiting and (last_size < 0 or last_size < size
+                                      and size >= s.trainer_min_events)
+                if first or round_due(s, time.monotonic() - last_round, size - last_size):
                     last_round, last_size = time.monotonic(), size
-                    self.run_round()
+                    skipped = self.run_round().outcome == "skipped"
+                    awaiting = awaiting and skipped
                 if self.status.current.state != "ready":
                     self.status.update(state="ready")
                 stop.wait(poll_s)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from services.retrying import retry
 from services.settings import Settings
 from streams.experiment import Experiment
 from streams.messages import version_string
@@ -98,28 +99,41 @@ class LiveTrial:
         challenger = trial.variants[1]
         versions = _parse(challenger.model)
         if report.winner == challenger.name:
-            promoted, note = self.promote(versions, self._control(versions))
-            if note == LOCK_HELD:  # the win stands: promote it in a later round
+            promoted, note = self._promote(versions)
+            if note in (LOCK_HELD, LOCK_LOST):  # the win stands: promote it in a later round
                 return RoundSummary("trial", f"live trial {trial.name}: the challenger wins "
                                     f"({_evidence(report)}), but {note}; trying again next "
                                     "round", versions)
-            stop(s.kafka, s.topic_experiments, trial.name, challenger.name)
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments,
+                                                     trial.name, challenger.name))
             outcome = "promoted" if promoted else "rejected"
             return RoundSummary(outcome, "; ".join(filter(None, [
                 f"live trial {trial.name}: the challenger wins ({_evidence(report)})", note])),
                 versions)
         if report.winner is not None:
-            stop(s.kafka, s.topic_experiments, trial.name, report.winner)
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments,
+                                                     trial.name, report.winner))
             return RoundSummary("rejected", f"live trial {trial.name}: the champion wins "
                                 f"({_evidence(report)})", versions)
         hours = (self.clock() - trial.started_us / 1e6) / 3600
         if hours >= s.trainer_trial_max_hours:
-            stop(s.kafka, s.topic_experiments, trial.name)
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, trial.name))
             return RoundSummary("rejected", f"live trial {trial.name}: no verdict in "
                                 f"{hours:.1f} h ({_evidence(report)}); the champion stays",
                                 versions)
         return RoundSummary("trial", f"live trial {trial.name} running for {hours:.1f} h: "
                             f"{report.verdict} ({_evidence(report)})", versions)
+
+    def _promote(self, versions: dict[str, str]) -> tuple[bool, str]:
+        """The trainer's promotion of a won trial, unless a round before this one promoted
+        it and then failed to stop the trial: its compare-and-set against the control then
+        found the challenger itself, and the model serving was reported rejected."""
+        from streams.registry import alias_versions
+
+        if retry("reading the champion alias",
+                 lambda: alias_versions(self.store, list(versions))) == versions:
+            return True, "promoted by an earlier round, which could not stop the trial"
+        return self.promote(versions, self._control(versions))
 
     def _control(self, versions: dict[str, str]) -> dict[str, str] | None:
         """The champion the trial started against (None, when the alias is missing, makes
@@ -130,6 +144,8 @@ class LiveTrial:
 
 
 LOCK_HELD = "another trainer is promoting (promotion lock held)"
+LOCK_LOST = ("the promotion lock expired before the alias moved (a slow registry); nothing "
+             "moved")
 
 
 def _parse(model: str) -> dict[str, str]:

@@ -154,7 +154,7 @@ def decide(challenger: dict, champion: dict | None,
     if value <= needed:
         return Verdict(False, f"{label} {value:.4f} does not beat champion {best:.4f} by more "
                               f"than {min_gain:.0%}", label, best, value)
-    if (cases := int(challenger.get("users", min_cases))) < min_cases:
+    if (cases := int(challenger.get("users", 0))) < min_cases:  # no count: none compared
         return Verdict(False, f"{label} {value:.4f} > champion {best:.4f} on only {cases} gate "
                               f"cases ({min_cases} needed to compare)", label, best, value)
     interval = _gain_interval(ranks, metric, case_users, level, seed)

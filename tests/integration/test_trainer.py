@@ -141,6 +141,18 @@ def test_trainer_promotes_rejects_and_refuses_with_reasons(
     assert not locked and "lock held" in why
     assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
 
+    # The lock expired while a slow registry read the alias: another trainer may take it
+    # and move the aliases too, so this one moves nothing.
+    def slow_read(store: object, names: object, alias: str = "champion") -> dict[str, str]:
+        lock.delete(LOCK_KEY)  # its time ran out
+        return {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
+
+    with monkeypatch.context() as patched:
+        patched.setattr("streams.registry.alias_versions", slow_read)
+        lost, why = trainer.promote(challenger, expected={RETRIEVER_NAME: "1", RANKER_NAME: "1"})
+    assert not lost and "lock expired before the alias moved" in why
+    assert alias_versions(store, MODELS) == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}
+
     # A round that crashes promotes nothing and says why.
     def broken_history() -> list:
         raise RuntimeError("disk on fire")

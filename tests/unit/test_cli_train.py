@@ -154,7 +154,6 @@ def test_the_gated_round_pretrains_as_asked_and_brings_times_ahead_of_the_clock_
     (None, ["--champion"]),                 # the first champion: nothing to compare with
     (CHAMPION, ["--champion", "--force"]),  # forced past the gate
     (CHAMPION, []),                         # not for the champion: no gate
-    (CHAMPION, ["--champion", "--no-register"]),  # nothing registered, nothing promoted
 ])
 def test_without_a_champion_or_with_force_it_trains_as_before(
     log: Path, clean_env: pytest.MonkeyPatch, champion: dict[str, str] | None,
@@ -177,6 +176,20 @@ def test_the_champion_is_retriever_and_ranker_together(
     rounds = _registry(clean_env, champion)
     result = _train(log, "--champion", "--model", "sasrec", *args)
     assert result.exit_code == 2 and "needs --model all" in result.output
+    assert rounds == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--champion", "--no-register"], "cannot go with --no-register"),
+    (["--force"], "it goes with --champion"),
+])
+def test_flags_that_would_be_ignored_are_refused_before_training(
+        log: Path, clean_env: pytest.MonkeyPatch, args: list[str], says: str) -> None:
+    """Each trained, promoted nothing and exited 0, saying nothing of the flag."""
+    rounds = _registry(clean_env, CHAMPION)
+    result = _train(log, *args)
+    assert result.exit_code == 2, result.output
+    assert says in " ".join(result.output.replace("│", " ").split()), result.output
     assert rounds == []
 
 

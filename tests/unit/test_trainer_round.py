@@ -318,8 +318,8 @@ def test_a_failed_round_is_an_outcome_and_the_next_one_is_counted_too(
 ) -> None:
     trainer = _trainer(tmp_path)
 
-    def broken() -> list[Event]:
-        raise RuntimeError("disk on fire")
+    def broken() -> list[Event]:  # its second line on: the log's, not the status file's
+        raise RuntimeError("disk on fire\n  Traceback of the framework\n  more of it")
 
     clean_env.setattr(trainer, "history", broken)
     assert trainer.run_round() == RoundSummary("failed", "RuntimeError: disk on fire")
@@ -486,6 +486,19 @@ def test_the_promoted_models_know_an_item_only_the_gate_slice_holds(
     again = trainer.run_round()
     assert again.outcome == "skipped" and "newer than those the champion learnt" in \
         again.reason, again
+    # A few new events: too few gate cases for any challenger to be compared with the
+    # champion, known before training (two models were trained and registered for nothing)
+    last = events[-1]
+    events.extend(Event(f"00000000-0000-4000-8000-{n:012d}", e.user_id, e.item_id, "click",
+                        last.ts + n) for n, e in enumerate(events[-40:], 1))
+
+    def train(*_: object, **__: object) -> None:
+        raise AssertionError("trained for nothing")
+
+    clean_env.setattr(trainer, "_train", train)
+    few = trainer.run_round()
+    assert few.outcome == "skipped" and "fewer than trainer_min_gate_cases (200)" in \
+        few.reason, few
 
 
 class _Sizes:
@@ -513,13 +526,17 @@ class _Sizes:
 
 
 def _run_forever(trainer: Trainer, monkeypatch: pytest.MonkeyPatch, sizes: list,
-                 champion: dict[str, str] | None) -> tuple[list[str], list[TrainerStatus]]:
-    """Runs the trainer until its first round ends; returns its state each time it sized
-    the topic and its status during each round."""
+                 champion: dict[str, str] | None, skipped: int = 0
+                 ) -> tuple[list[str], list[TrainerStatus]]:
+    """Runs the trainer until its first round that is not among the ``skipped`` first
+    ends; returns its state each time it sized the topic and its status during each
+    round."""
     stop, topic, rounds = threading.Event(), _Sizes(trainer, sizes), []
 
     def round_() -> RoundSummary:
         rounds.append(trainer.status.current)
+        if len(rounds) <= skipped:
+            return RoundSummary("skipped", "too few events")
         stop.set()
         return RoundSummary("promoted", "no champion yet", {"r": "1"}, sizes[-1])
 
@@ -539,6 +556,19 @@ def test_without_a_champion_the_first_round_runs_at_once_then_the_trainer_is_rea
     after = _status(tmp_path)
     assert (after.state, after.rounds) == ("ready", 1)
     assert after.last_round == RoundSummary("promoted", "no champion yet", {"r": "1"}, 700)
+
+
+def test_without_a_champion_a_skipped_round_is_run_again_once_enough_events_came(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """A trainer started before the first events skipped its round, then waited out its
+    hour while the workers served popularity."""
+    trainer = _trainer(tmp_path, trainer_interval_min=60, trainer_every_events=0,
+                       trainer_min_events=500)
+    sized, rounds = _run_forever(trainer, clean_env, [0, 200, 499, 499, 500], champion=None,
+                                 skipped=1)
+    # at once at 0 (skipped), not again below 500 events, again at 500
+    assert len(sized) == 5 and len(rounds) == 2
 
 
 def test_with_a_champion_the_trainer_is_ready_first_and_rounds_on_new_events(

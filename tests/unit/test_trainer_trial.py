@@ -139,6 +139,20 @@ def test_a_won_trial_is_promoted_only_over_the_champion_it_started_against(
     assert world.promoted == [(VERSIONS, None)]  # None never equals a champion: refused
 
 
+def test_a_won_trial_promoted_by_a_round_that_failed_to_stop_it_is_reported_promoted(
+        world: SimpleNamespace) -> None:
+    """The alias moved, then stopping the trial failed: the next round's compare-and-set
+    found the challenger itself as champion, and the model serving was "rejected"."""
+    live = trial(world)
+    live.start(VERSIONS, CHAMPION)
+    world.winner = "challenger"
+    world.aliases.append(("champion", VERSIONS))  # what the failed round had done
+    summary = live.settle()
+    assert summary.outcome == "promoted" and "promoted by an earlier round" in summary.reason
+    assert world.promoted == [] and world.stopped == [(next(iter(world.declared)),
+                                                       "challenger")]
+
+
 def test_a_won_trial_stays_open_while_another_trainer_holds_the_promotion_lock(
         world: SimpleNamespace) -> None:
     from services.trainer_trial import LOCK_HELD

@@ -174,7 +174,9 @@ class FeatureSpec:
         n = len(self.numeric)
         mean = np.asarray(self.numeric_mean or (0.0,) * n, np.float64)
         std = np.asarray(self.numeric_std or (1.0,) * n, np.float64)
-        return mean, np.where(std > 0, std, 1.0)
+        # A fitted spread of 0 (a key constant or absent in training): every value reads 0,
+        # as every training row did, where dividing by 1 fed weights that never learnt.
+        return mean, np.where(std > 0, std, np.inf)
 
     def fit(self, numeric: np.ndarray) -> FeatureSpec:
         """This spec with the numeric keys' mean and spread taken from ``numeric``

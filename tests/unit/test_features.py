@@ -126,9 +126,16 @@ def test_dense_numeric_is_clipped_to_five() -> None:
     assert dense_one(spec, MONDAY_MS, numeric=[4.5])[-1] == 4.5
 
 
-def test_dense_zero_spread_divides_by_one() -> None:
+def test_a_key_that_never_varied_in_training_reads_zero_at_serving() -> None:
+    """Training saw it at its mean only (0 after scaling), so its first-layer weights never
+    learnt; divided by 1, another value at serving (up to 5) pushed those random weights
+    into every list: a price constant in the window, a key declared before it was sent."""
     spec = FeatureSpec(numeric=("qty",), numeric_mean=(2.0,), numeric_std=(0.0,))
-    assert dense_one(spec, MONDAY_MS, numeric=[3.0])[-1] == 1.0
+    assert dense_one(spec, MONDAY_MS, numeric=[3.0])[-1] == 0.0
+    constant = FeatureSpec(numeric=("price",)).fit(np.full((100, 1), 10.0))
+    assert dense_one(constant, MONDAY_MS, numeric=[50.0])[-1] == 0.0
+    unseen = FeatureSpec(numeric=("price",)).fit(np.full((100, 1), math.nan))
+    assert dense_one(unseen, MONDAY_MS, numeric=[50.0])[-1] == 0.0
 
 
 # ---- FeatureSpec.fit -------------------------------------------------------------------

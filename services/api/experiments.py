@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -92,11 +94,43 @@ def refusal(exc: ExperimentRefused) -> HTTPException:
     return HTTPException(status, str(exc))
 
 
+class _Calls:
+    """The threads experiment calls run on, their own: with Kafka away each call blocks
+    for up to a minute (and keeps its thread past the request's 504), and on the shared
+    default pool (6 threads on 2 cores) a few dashboards polling every 5 s held every
+    thread, stalling what else runs there (``/readyz``'s refresh, the first model load).
+    Past ``most`` calls not yet finished, one is refused at once."""
+
+    def __init__(self, workers: int = 2, most: int = 8) -> None:
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="experiment-call")
+        self.most, self.unfinished, self._lock = most, 0, threading.Lock()
+
+    async def run(self, call: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self.unfinished >= self.most:
+                raise HTTPException(503, f"{self.unfinished} experiment calls are still "
+                                         "waiting on Kafka, Redis or the registry; retry later")
+            self.unfinished += 1
+        future = self.pool.submit(call, *args)
+        future.add_done_callback(self._finished)
+        return await asyncio.wrap_future(future)
+
+    def _finished(self, _: Future) -> None:
+        with self._lock:
+            self.unfinished -= 1
+
+
+CALLS = _Calls()
+
+
 async def off_loop(call: Callable[..., T], *args: Any) -> T:
-    """``call(*args)`` in a thread (it blocks on Kafka, sync Redis or the registry); a
-    refusal as its status and one line, any failure of those services as a 503."""
+    """``call(*args)`` on the experiment calls' threads (it blocks on Kafka, sync Redis or
+    the registry); a refusal as its status and one line, any failure of those services
+    as a 503."""
     try:
-        return await asyncio.to_thread(call, *args)
+        return await CALLS.run(call, *args)
+    except HTTPException:  # too many calls unfinished: its own 503
+        raise
     except ExperimentRefused as exc:
         raise refusal(exc) from None
     except Exception as exc:  # noqa: BLE001 - whatever the Kafka, Redis or MLflow client raises

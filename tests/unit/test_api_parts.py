@@ -185,6 +185,31 @@ def test_a_full_local_queue_is_a_503_at_once_not_a_frozen_event_loop() -> None:
         ingest.close()
 
 
+def test_experiment_calls_run_on_their_own_bounded_threads() -> None:
+    """On the default pool, calls blocked on an absent Kafka held every thread, stalling
+    what else runs there; past the bound one is refused at once with a 503."""
+    import threading
+
+    from fastapi import HTTPException
+
+    from services.api.experiments import _Calls
+
+    calls, release = _Calls(workers=1, most=2), threading.Event()
+
+    async def scenario() -> tuple[list[str], int]:
+        blocked = [asyncio.ensure_future(calls.run(release.wait, 5)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(HTTPException) as refused:
+            await calls.run(threading.current_thread)
+        release.set()
+        await asyncio.gather(*blocked)
+        names = [await calls.run(lambda: threading.current_thread().name)]
+        return names, refused.value.status_code
+
+    names, status = asyncio.run(scenario())
+    assert status == 503 and names[0].startswith("experiment-call") and calls.unfinished == 0
+
+
 def test_validate_body_reads_integers_as_json_schema_does() -> None:
     """``1.0`` is an integer to the documented schema: accepted for ``ts`` and the version;
     one too big for an integer is refused with its reason, not an error."""

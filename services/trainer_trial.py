@@ -18,6 +18,7 @@ one is undecided:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from streams.experiment import Experiment
 from streams.messages import version_string
 from streams.status import RoundSummary
 
+log = logging.getLogger(__name__)
 TRIAL_PREFIX = "trial-"
 CHALLENGER = "challenger"
 CONTROL = "trial-control"
@@ -85,14 +87,21 @@ class LiveTrial:
     def settle(self) -> RoundSummary | None:
         """Conclude the running trial when its test has decided or its time is up; a
         summary for the round (None: no trial runs, the round trains as usual)."""
+        trial = self.running()
+        if trial is None:
+            return None
+        summary = self._judge(trial)
+        if summary.outcome != "trial":
+            self._tag(summary)
+        return summary
+
+    def _judge(self, trial: Experiment) -> RoundSummary:
+        """The trial's outcome as its test and its time say, promoting or stopping it."""
         import redis
 
         from streams.experiment_control import stop
         from streams.experiment_report import status
 
-        trial = self.running()
-        if trial is None:
-            return None
         s = self.settings
         with redis.Redis.from_url(s.redis, socket_timeout=5) as client:
             report = status(client, trial)
@@ -123,6 +132,18 @@ class LiveTrial:
                                 versions)
         return RoundSummary("trial", f"live trial {trial.name} running for {hours:.1f} h: "
                             f"{report.verdict} ({_evidence(report)})", versions)
+
+    def _tag(self, summary: RoundSummary) -> None:
+        """The trial's outcome on the challenger's versions, whose gate tags say ``trial``
+        for good otherwise; a registry that refuses is logged (the outcome stands)."""
+        from streams.registry import tag_versions
+
+        try:
+            retry("tagging the versions", lambda: tag_versions(self.store, summary.versions, {
+                "trial_outcome": summary.outcome, "trial_reason": summary.reason}))
+        except Exception as exc:  # noqa: BLE001 - the tags only tell why
+            log.error("the versions %s were not tagged with their trial's outcome (%s): %s",
+                      summary.versions, summary.outcome, exc)
 
     def _promote(self, versions: dict[str, str]) -> tuple[bool, str]:
         """The trainer's promotion of a won trial, unless a round before this one promoted

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -438,6 +439,13 @@ def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
     assert hub.clients == 0 and clients() == 0
 
 
+def _feed(source: ListSource) -> tuple[FeedHub, AsyncGenerator[bytes, None]]:
+    """A hub over ``source``, and user u1's feed on it (2 items, 50 ms heartbeats)."""
+    hub = FeedHub(None, "ch", LiveStats(), source)
+    return hub, feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
+                            ApiMetrics().feed_clients)
+
+
 def test_a_feed_never_goes_back_to_an_older_events_list() -> None:
     """A worker that takes over a partition answers its redelivered events again, after
     their users' newer ones (167 times in a ``make faults`` history check): neither the
@@ -449,11 +457,9 @@ def test_a_feed_never_goes_back_to_an_older_events_list() -> None:
     assert redelivered.older_than(current) and not current.older_than(redelivered)
     assert not unstamped.older_than(newest) and not newest.older_than(None)
     source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
-    hub = FeedHub(None, "ch", LiveStats(), source)
+    hub, stream = _feed(source)
 
     async def scenario() -> list[bytes]:
-        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
-                             ApiMetrics().feed_clients)
         sent = [await anext(stream), await anext(stream)]  # retry advice, current list
         slot = next(iter(hub.feeds["u1"]))
         slot.offer(redelivered)  # as if it reached the slot before the hub's check
@@ -478,11 +484,9 @@ def test_an_empty_list_never_replaces_one_with_items_in_memory_or_in_a_feed() ->
     assert not empty.may_replace(current) and empty.may_replace(None)
     assert newest.may_replace(empty) and not current.may_replace(newest)
     source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
-    hub = FeedHub(None, "ch", LiveStats(), source)
+    hub, stream = _feed(source)
 
     async def scenario() -> list[bytes]:
-        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
-                             ApiMetrics().feed_clients)
         sent = [await anext(stream), await anext(stream)]  # retry advice, current list
         source.remember(current)
         hub.dispatch(_batch(empty))

@@ -651,7 +651,12 @@ def test_an_alias_move_that_fails_part_way_is_rolled_back_with_retries(
 
     clean_env.setattr(registry, "set_champion", set_champion)
     clean_env.setattr(registry, "alias_versions", lambda store, names: old)
-    clean_env.setattr("services.trainer.promotion_lock", lambda url: nullcontext(True))
+    from types import SimpleNamespace
+
+    from services.trainer import Held
+
+    held = Held(True, SimpleNamespace(owned=lambda: True))
+    clean_env.setattr("services.trainer.promotion_lock", lambda url: nullcontext(held))
     with pytest.raises(RuntimeError, match="registry hiccup 5"):
         trainer.promote(new, old)
     assert calls == [new] * 5 + [old, old]
@@ -682,5 +687,5 @@ def test_a_lock_release_redis_fails_leaves_what_the_block_did_standing(
     monkeypatch.setattr(redis.Redis, "from_url", lambda url, **kwargs: Client())
     done = []
     with promotion_lock("redis://cache:6379/0") as held:
-        done.append(held)
+        done.append(bool(held))
     assert done == [True] and "not released (Connection reset by peer)" in caplog.text

@@ -47,6 +47,9 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
                             (alias, versions)))
     monkeypatch.setattr(registry, "alias_versions", lambda store, names, alias="champion": (
         next((v for a, v in reversed(w.aliases) if a == alias), None)))
+    w.tagged = []
+    monkeypatch.setattr(registry, "tag_versions",
+                        lambda store, versions, tags: w.tagged.append((versions, tags)))
     return w
 
 
@@ -118,8 +121,12 @@ def test_later_rounds_settle_the_trial(world: SimpleNamespace, winner: str | Non
     assert world.promoted == ([(VERSIONS, CHAMPION)] if promoted else [])
     if stopped_with == "running":
         assert world.stopped == [] and "running for 1.0 h" in summary.reason
+        assert world.tagged == []
     else:
         assert world.stopped == [(name, stopped_with)]
+        # the outcome on the challenger's versions, whose gate tags say "trial" for good
+        assert world.tagged == [(VERSIONS, {"trial_outcome": outcome,
+                                            "trial_reason": summary.reason})]
 
 
 def test_a_won_trial_is_promoted_only_over_the_champion_it_started_against(

@@ -319,9 +319,10 @@ class ServingBundle:
         the rest of the session, else rebuilt; ``added[i]``: row i's event added an item
         the model knows (else its session is the one the cache answered last). Users with
         one event in the batch step together; users with several (bursts, common in real
-        logs) have them appended together too (``IncrementalEncoder.extend_all``). ``explain`` receives each row's
-        attention weights with the dense item ids they cover: the cache's window, which
-        after a roll may differ from the session's newest items."""
+        logs) have them appended together too (``IncrementalEncoder.extend_all``).
+        ``explain`` receives each row's attention weights with the dense item ids they
+        cover: the cache's window, which after a roll may differ from the session's newest
+        items."""
         out = np.zeros((len(users), self.encoder.items.shape[1]), np.float32)
         weights: list[Attention] = [(np.zeros(0, np.int64), np.zeros(0))] * len(users)
         rows_of: dict[str, list[int]] = {}

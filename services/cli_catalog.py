@@ -49,9 +49,8 @@ def load(
                 update(n, sent=sent, rejected=rejected)
     stats = producer.stats
     console.print(f"loaded {path} into {settings.topic_items}: sent {sent:,}, dead-lettered "
-                  f"{rejected:,} (to {settings.topic_dlq}); records acknowledged (items and letters) "
-                  f"{stats.delivered:,}, "
-                  f"failed {stats.failed:,}"
+                  f"{rejected:,} (to {settings.topic_dlq}); records acknowledged (items and "
+                  f"letters) {stats.delivered:,}, failed {stats.failed:,}"
                   + (f" ({stats.last_error})" if stats.failed else ""), markup=False,
                   highlight=False)
     if stats.failed:

@@ -569,7 +569,8 @@ def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Reject
                 return _role_row({role: rec[at] if at < len(rec) else None
                                   for role, at in cols.items()}, "type" in cols) if rec else None
 
-            parsed = _parsed(csv.reader(handle, delimiter=delimiter, strict=True), row, 0 if columns else 1)
+            parsed = _parsed(csv.reader(handle, delimiter=delimiter, strict=True), row,
+                             0 if columns else 1)
             if "time" in cols:
                 yield from parsed
                 return

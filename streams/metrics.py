@@ -61,6 +61,9 @@ class WorkerMetrics:
         self.context_ignored = Counter("streamrec_worker_context_ignored_total", "Event "
                                        "context keys a session does not keep: undeclared, "
                                        "or of the wrong type", ["reason"], registry=r)
+        self.late_events = Counter("streamrec_worker_late_events_total", "Events older "
+                                   "than their session's newest, placed among its items by "
+                                   "time", registry=r)
         self.published = Counter("streamrec_worker_published_total", "Lists published, by "
                                  "the path that served them", ["path"], registry=r)
         self.model_failures = Counter("streamrec_worker_model_failures_total", "Micro-batches "

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from model.features import FeatureSpec, LiveSession
@@ -135,10 +136,19 @@ def ignored_context(context: Mapping[str, Any] | None, spec: FeatureSpec) -> lis
 
 def apply_event(state: SessionState | None, event: Event,
                 policy: SessionPolicy) -> tuple[SessionState, bool]:
-    """(new state, changed). ``changed`` is False only for a duplicate event id."""
+    """(new state, changed). ``changed`` is False only for a duplicate event id.
+
+    A late event (older than the session's newest, as a phone's offline batch arrives) is
+    placed among the items by its time, as training orders a log; it never opens a new
+    session or replaces the newest event's context, and under ``reset_on_new_session``
+    one older than the session's start adds no item (it belongs to an earlier session).
+    Appended instead, it read as the newest item: what the next list answered."""
     fingerprint = event_fingerprint(event.event_id)
     if state is not None and fingerprint in state.recent_event_ids:
         return state, False
+    ids = ((state.recent_event_ids if state else ()) + (fingerprint,))[-policy.dedupe_window:]
+    if state is not None and is_late(state, event):
+        return _with_late(state, event, policy, ids), True
     new_session = (
         state is None
         or event.ts - state.last_ts > policy.gap_ms
@@ -152,12 +162,35 @@ def apply_event(state: SessionState | None, event: Event,
         assert state is not None
         session_id, past = state.session_id, state
         start, count = state.session_start_ms, state.events_in_session + 1
-    n = policy.max_items
-    items = ((past.items if past else ()) + (event.item_id,))[-n:]
-    types = ((past.types if past else ()) + (event.event_type,))[-n:]
-    times = ((past.times if past else ()) + (event.ts,))[-n:]
+    items, types, times = _placed(past, event, policy.max_items)
     context = policy.features.split(event.context)[0] if event.context else {}
-    ids = ((state.recent_event_ids if state else ()) + (fingerprint,))[-policy.dedupe_window:]
     last_ts = event.ts if state is None else max(state.last_ts, event.ts)
     return SessionState(items, types, times, context, session_id, start, last_ts, ids,
                         count), True
+
+
+def is_late(state: SessionState, event: Event) -> bool:
+    """Whether ``event`` is older than the newest event ``state`` applied."""
+    return event.ts < state.last_ts
+
+
+def _with_late(state: SessionState, event: Event, policy: SessionPolicy,
+               ids: tuple[str, ...]) -> SessionState:
+    """``state`` after a late event: its item placed by time, the rest as it was."""
+    earlier = policy.reset_on_new_session and event.ts < state.session_start_ms
+    items, types, times = ((state.items, state.types, state.times) if earlier
+                           else _placed(state, event, policy.max_items))
+    return replace(state, items=items, types=types, times=times, recent_event_ids=ids,
+                   events_in_session=state.events_in_session + (not earlier))
+
+
+def _placed(past: SessionState | None, event: Event, max_items: int
+            ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    """``past``'s items, types and times with ``event``'s inserted in time order (after
+    those of the same time), the newest ``max_items`` kept."""
+    if past is None:
+        return (event.item_id,), (event.event_type,), (event.ts,)
+    at, n = bisect_right(past.times, event.ts), max_items
+    return ((past.items[:at] + (event.item_id,) + past.items[at:])[-n:],
+            (past.types[:at] + (event.event_type,) + past.types[at:])[-n:],
+            (past.times[:at] + (event.ts,) + past.times[at:])[-n:])

@@ -43,7 +43,13 @@ from streams.messages import Path as ServedPath
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
 from streams.producer import SENT_AT_HEADER
-from streams.sessions import SessionPolicy, SessionState, apply_event, ignored_context
+from streams.sessions import (
+    SessionPolicy,
+    SessionState,
+    apply_event,
+    ignored_context,
+    is_late,
+)
 from streams.tracing import ListSpans, TraceHeaders, from_record
 
 if TYPE_CHECKING:
@@ -92,7 +98,8 @@ class SessionUpdate:
     event's valid trace headers (``streams.tracing``), for its list to carry; ``reset``
     that the stored session could not be read and this event started a new one;
     ``counts_at_ms`` the time the event counts at in recent popularity (its ``ts``, capped
-    at the worker's clock), None to count nothing."""
+    at the worker's clock), None to count nothing; ``late`` that the event was older than
+    the session's newest, so it was placed by its time (``streams.sessions.is_late``)."""
 
     user_id: str
     session: LiveSession
@@ -104,6 +111,7 @@ class SessionUpdate:
     trace: TraceHeaders = ()
     reset: bool = False
     counts_at_ms: int | None = None
+    late: bool = False
 
 
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
@@ -280,7 +288,8 @@ class EventStep:
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                              event.item_id, sent_us(meta, timestamp_s), new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
-                             from_record(meta), reset, self._counts_at(event))
+                             from_record(meta), reset, self._counts_at(event),
+                             state is not None and is_late(state, event))
 
     def _counts_at(self, event: Event) -> int:
         return min(event.ts, self.clock_ms())

@@ -458,6 +458,8 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
                 log.warning("the stored session of a user could not be read: a new one began")
             for reason in outcome.ignored:
                 metrics.context_ignored.labels(reason).inc()
+            if outcome.late:
+                metrics.late_events.inc()
             return outcome
         if isinstance(outcome, DeadLetter):
             metrics.dead_letters.labels(outcome.reason).inc()

@@ -375,6 +375,20 @@ def test_bursts_of_several_users_in_one_batch_get_the_lists_of_one_event_at_a_ti
     _as_one_event_at_a_time(bundle, rows, sessions, seed=11)
 
 
+def test_a_late_event_placed_inside_a_session_is_encoded_afresh_not_appended() -> None:
+    """A late event goes into its session by time (``streams.sessions.apply_event``), so
+    the cache holds the session without it: the session must be encoded again, alone and
+    in a burst, never stepped as if the late item were the newest."""
+    seqs, bundle = _window_of_8(seed=12)
+    i = seqs.items.ids
+    bundle.recommend(["late"], [[i[0], i[1], i[2], i[3]]], k=3)      # fills the cache
+    _as_one_event_at_a_time(bundle, ["late"], [[i[0], i[1], i[9], i[2], i[3]]], seed=12)
+    _as_one_event_at_a_time(bundle, ["late"] * 3, [
+        [i[0], i[1], i[9], i[2], i[3], i[4]],
+        [i[0], i[8], i[1], i[9], i[2], i[3], i[4]],                  # another late one
+        [i[0], i[8], i[1], i[9], i[2], i[3], i[4], i[5]]], seed=12)
+
+
 def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:
     """A swap that changed only the ranker keeps every session incremental: the new bundle
     steps the adopted cache (no rebuild) to the same embedding a rebuild gives."""

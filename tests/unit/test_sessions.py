@@ -59,10 +59,48 @@ def test_duplicates_do_not_change_state_twice_and_items_are_bounded() -> None:
     assert SessionState.from_dict(before.to_dict()) == before
 
 
-def test_out_of_order_events_do_not_move_time_backwards() -> None:
+def test_a_late_event_is_placed_by_its_time_not_read_as_the_newest() -> None:
     t0 = 1_700_000_000_000
-    last, _ = run([ev(1, "a", t0 + MIN), ev(2, "b", t0)], SessionPolicy())[-1]
-    assert last.last_ts == t0 + MIN and last.items == ("a", "b")
+    steps = run([ev(1, "a", t0, context={"device": "web"}),
+                 ev(2, "c", t0 + 2 * MIN, event_type="purchase", context={"device": "app"}),
+                 ev(3, "b", t0 + MIN, context={"device": "tv"})],
+                SessionPolicy(features=FeatureSpec(categorical=("device",))))
+    last, changed = steps[-1]
+    assert changed and last.last_ts == t0 + 2 * MIN
+    assert last.items == ("a", "b", "c") and last.times == (t0, t0 + MIN, t0 + 2 * MIN)
+    assert last.types == ("view", "view", "purchase")
+    assert last.context == {"device": "app"}  # the newest event's, not the late one's
+    assert last.events_in_session == 3 and SessionState.from_dict(last.to_dict()) == last
+
+
+def test_a_late_event_of_the_same_time_goes_after_and_a_full_window_drops_the_oldest() -> None:
+    t0 = 1_700_000_000_000
+    policy = SessionPolicy(max_items=3)
+    last, _ = run([ev(1, "a", t0), ev(2, "b", t0 + MIN), ev(3, "c", t0 + 2 * MIN),
+                   ev(4, "x", t0 + MIN)], policy)[-1]
+    assert last.items == ("b", "x", "c")
+    oldest, _ = run([ev(1, "a", t0), ev(2, "b", t0 + MIN), ev(3, "c", t0 + 2 * MIN),
+                     ev(4, "y", t0 - MIN)], policy)[-1]
+    assert oldest.items == ("a", "b", "c") and oldest.times[0] == t0
+
+
+def test_a_late_event_never_opens_a_session() -> None:
+    t0 = 1_700_000_000_000
+    last, _ = run([ev(1, "a", t0, "s1"), ev(2, "b", t0 + MIN, "s2"), ev(3, "z", t0 + 1, "s1")],
+                  SessionPolicy(reset_on_new_session=True))[-1]
+    # Before, "s1" came back: a new session that dropped "b", with "z" as its newest item.
+    assert last.session_id == "s2" and last.items == ("b",)
+    assert last.session_start_ms == t0 + MIN and last.events_in_session == 1
+    kept, _ = run([ev(1, "a", t0, "s1"), ev(2, "b", t0 + 2 * MIN, "s1"),
+                   ev(3, "z", t0 + MIN, "s1")], SessionPolicy(reset_on_new_session=True))[-1]
+    assert kept.items == ("a", "z", "b") and kept.events_in_session == 3
+
+
+def test_a_late_event_is_still_deduplicated() -> None:
+    t0 = 1_700_000_000_000
+    late = ev(3, "b", t0 + MIN)
+    steps = run([ev(1, "a", t0), ev(2, "c", t0 + 2 * MIN), late, late], SessionPolicy())
+    assert steps[3] == (steps[2][0], False) and steps[2][0].items == ("a", "b", "c")
 
 
 def test_policy_rejects_nonsense() -> None:
@@ -124,13 +162,13 @@ def test_only_declared_context_keys_of_a_usable_type_are_kept() -> None:
 
 def test_v2_round_trips_through_json_with_short_types_and_ages() -> None:
     t0 = 1_700_000_000_000
-    events = [ev(1, "a", t0 + MIN, event_type="add_to_cart", context={"device": "ios"}),
-              ev(2, "b", t0, event_type="purchase", context={"device": "web", "price": 9.5})]
+    events = [ev(1, "a", t0, event_type="add_to_cart", context={"device": "ios"}),
+              ev(2, "b", t0 + MIN, event_type="purchase", context={"device": "web", "price": 9.5})]
     state, _ = run(events, SessionPolicy(features=SPEC))[-1]
     stored = state.to_dict()
-    assert (stored["v"], stored["types"], stored["ages_ms"]) == (2, "34", [0, MIN])
+    assert (stored["v"], stored["types"], stored["ages_ms"]) == (2, "34", [MIN, 0])
     assert SessionState.from_dict(orjson.loads(orjson.dumps(stored))) == state
-    assert state.times == (t0 + MIN, t0) and state.context == {"device": "web", "price": 9.5}
+    assert state.times == (t0, t0 + MIN) and state.context == {"device": "web", "price": 9.5}
 
 
 def test_a_state_of_a_newer_format_is_refused_not_misread() -> None:

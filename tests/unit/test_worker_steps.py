@@ -1035,6 +1035,11 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
     message.key, message.headers = b"u1", []  # no header: the record's Kafka timestamp
     later = asyncio.run(process(new_event("u1", "i2", ts=T0 + 1).to_json()))
     assert isinstance(later, SessionUpdate) and later.sent_us == 1_700_000_000_000_000
+    assert not later.late and sample("streamrec_worker_late_events_total") == 0.0
+    late = asyncio.run(process(new_event("u1", "i0", ts=T0 - 1).to_json()))
+    assert isinstance(late, SessionUpdate) and late.late
+    assert late.session.items == ("i0", "i1", "i2")  # placed by its time
+    assert sample("streamrec_worker_late_events_total") == 1.0
 
 
 class Unacknowledged:

@@ -199,6 +199,21 @@ class NeuMF(keras.Model):
         """Load the catalogue's arrays for item ids 0..num_items."""
         self.catalogue.load(table)
 
+    def silence_unused_context(self, context: np.ndarray) -> list[int]:
+        """Zero the first MLP layer's weights of the context columns that are 0 in every
+        row of ``context`` (the training rows' dense features): e.g. the one-hot column of
+        an event type the log never held. Training cannot move them (their input is
+        always 0), so they would keep their random start and shift every list of a user
+        whose newest event sets them; zeroed, such a value changes nothing. Returns the
+        columns zeroed. Call on a built model, before any warm start's weights."""
+        if not self.context_dim or self.branch == "gmf":
+            return []
+        unused = np.flatnonzero(~np.any(np.asarray(context) != 0, axis=0))
+        kernel, bias = self.mlp[0].get_weights()
+        kernel[self.mlp_layers[0] // 2 * 2 + self.session_dim + unused] = 0.0
+        self.mlp[0].set_weights([kernel, bias])
+        return unused.tolist()
+
     def category_offsets(self, ids: Any) -> Any:
         """Key k's bucket b -> row k * buckets + b of the one shared table."""
         return ops.cast(ids, "int32") + ops.arange(self.categories, dtype="int32") * self.buckets

@@ -259,6 +259,8 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     rates = labels[labels[..., 0] > 0][:, 1:].mean(axis=0)  # of the true items
     model = _compile(start_given(start_from_score(model), rates), cfg.learning_rate,
                      ListwiseLoss(width, [cfg.task_weights.get(t, 1.0) for t in tasks]))
+    if cfg.context and (unused := model.silence_unused_context(found.context)):
+        log.info("context columns no training list sets, weighed 0: %s", unused)
     if init is not None:
         copy_weights(model, init)
     if content is not None:

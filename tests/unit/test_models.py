@@ -97,6 +97,25 @@ def test_ranker_starts_as_its_retriever() -> None:
     assert np.allclose(model.predict_on_batch(x), x["score"], atol=1e-6)
 
 
+def test_context_columns_no_training_row_set_weigh_nothing() -> None:
+    """An event type the log never held has a one-hot column training cannot move: left
+    at its random start it shifted the lists of every user whose newest event had it."""
+    model = start_from_score(NeuMF(4, 8, 8, (16, 8), session_dim=4, use_score=True,
+                                   context_dim=3))
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
+    x = {**_inputs(session_dim=4, score=True), "context": np.zeros((6, 3), "float32")}
+
+    def moved_by(column: int) -> bool:
+        on = {**x, "context": x["context"] + np.eye(3, dtype="float32")[column]}
+        return not np.allclose(model.predict_on_batch(on), model.predict_on_batch(x))
+
+    assert moved_by(1) and moved_by(2)
+    trained_on = np.array([[0.5, 0.0, 1.0], [-1.0, 0.0, 0.0]], "float32")
+    assert model.silence_unused_context(trained_on) == [1]
+    assert not moved_by(1) and moved_by(0) and moved_by(2)
+
+
 @pytest.mark.parametrize("kwargs", [{"branch": "gmf"}, {"tasks": ("conversion", "next")}])
 def test_conditional_heads_need_the_mlp_branch_and_next_first(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="conditional heads need"):

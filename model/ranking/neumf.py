@@ -214,6 +214,32 @@ class NeuMF(keras.Model):
         self.mlp[0].set_weights([kernel, bias])
         return unused.tolist()
 
+    def forget_untrained(self, users: np.ndarray, items: np.ndarray, known_users: int = 0,
+                         known_items: int = 0) -> tuple[int, int]:
+        """Reset the id rows no training list held (``users``, ``items``: the ids the lists
+        did hold), past the first ``known_users``/``known_items`` a warm start brought.
+        Such a user takes row 0, the unknown user's, so it is scored as a new user is, not
+        by a random row; such an item takes zeros, what an item known by content alone
+        (its id dropped) reads in training. Returns how many users and items were reset.
+        Call after training: row 0 learns until then."""
+        def untrained(trained: np.ndarray, count: int, known: int) -> np.ndarray:
+            rows = np.ones(count + 1, bool)
+            rows[:known + 1] = False
+            rows[np.asarray(trained, np.int64)] = False
+            return np.flatnonzero(rows)
+
+        lost_users = untrained(users, self.num_users, known_users)
+        lost_items = untrained(items, self.num_items, known_items)
+        for name in ("gmf_user", "mlp_user", "gmf_item", "mlp_item"):
+            if (table := getattr(self, name, None)) is not None:
+                (rows,) = table.get_weights()
+                if name.endswith("user"):
+                    rows[lost_users] = rows[0]
+                else:
+                    rows[lost_items] = 0.0
+                table.set_weights([rows])
+        return len(lost_users), len(lost_items)
+
     def category_offsets(self, ids: Any) -> Any:
         """Key k's bucket b -> row k * buckets + b of the one shared table."""
         return ops.cast(ids, "int32") + ops.arange(self.categories, dtype="int32") * self.buckets

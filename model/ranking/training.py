@@ -279,6 +279,9 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                                      eval_every=cfg.eval_every, patience=cfg.patience,
                                      batch_size=max(cfg.batch_size // width, 1) * width,
                                      on_epoch=on_epoch, shuffle=False)
+    reset = model.forget_untrained(found.users, found.ids, getattr(init, "num_users", 0),
+                                   getattr(init, "num_items", 0))
+    log.info("ids no training list held, reset: %d users (to the unknown user), %d items", *reset)
     refit_given(model, found, labels, cfg.given_epochs)
     # The served score weighs the refit conversion head in, and the order is chosen after
     # it, so the figure early stopping kept belongs to another model: validation is

@@ -116,6 +116,30 @@ def test_context_columns_no_training_row_set_weigh_nothing() -> None:
     assert not moved_by(1) and moved_by(0) and moved_by(2)
 
 
+def test_ids_no_training_list_held_read_as_the_unknown_user_and_a_content_only_item() -> None:
+    model = start_from_score(NeuMF(4, 8, 8, (16, 8), use_score=True))
+    rng = np.random.default_rng(1)
+    model.set_weights([w + rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
+    before = {t: model.get_layer(t).get_weights()[0].copy()
+              for t in ("gmf_user", "mlp_user", "gmf_item", "mlp_item")}
+    assert model.forget_untrained(np.array([1, 2, 2]), np.array([[1, 3], [5, 0]])) == (2, 5)
+    for table in ("gmf_user", "mlp_user"):
+        rows = model.get_layer(table).get_weights()[0]
+        assert np.array_equal(rows[:3], before[table][:3])
+        assert np.array_equal(rows[3], rows[0]) and np.array_equal(rows[4], rows[0])
+    for table in ("gmf_item", "mlp_item"):
+        rows = model.get_layer(table).get_weights()[0]
+        assert np.array_equal(rows[[0, 1, 3, 5]], before[table][[0, 1, 3, 5]])
+        assert not rows[[2, 4, 6, 7, 8]].any()
+    x = {"user": np.array([3, 0], "int32"), "item": np.array([1, 1], "int32"),
+         "score": np.zeros((2, 1), "float32")}
+    new_user, unknown = model.predict_on_batch(x)
+    assert np.allclose(new_user, unknown)
+    # A warm start's ids (the first 3 users, 6 items here) keep what its model learnt.
+    warm = start_from_score(NeuMF(4, 8, 8, (16, 8), use_score=True))
+    assert warm.forget_untrained(np.array([1]), np.array([1]), 3, 6) == (1, 2)
+
+
 @pytest.mark.parametrize("kwargs", [{"branch": "gmf"}, {"tasks": ("conversion", "next")}])
 def test_conditional_heads_need_the_mlp_branch_and_next_first(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="conditional heads need"):

@@ -66,6 +66,18 @@ class Pending:
     converted: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """What an experiment reads of one event: its user, item and type; a ``late`` event
+    (older than its session's newest, ``streams.sessions.is_late``) happened before the
+    lists its user was shown since, so it judges none of them."""
+
+    user: str
+    item: str
+    kind: str
+    late: bool = False
+
+
 def _credit_tally() -> VariantTally:
     return VariantTally((CREDIT_TO_A,))
 
@@ -173,13 +185,14 @@ class LiveExperiment:
     def name(self) -> str:
         return self.experiment.name
 
-    def track(self, updates: Sequence[tuple[str, str, str]],
-              lists: Sequence[RecommendationList]) -> None:
+    def track(self, updates: Sequence[Interaction], lists: Sequence[RecommendationList]
+              ) -> None:
         """Per event of the micro-batch, in order: judge the lists its user saw before it
-        (``updates[i]`` = user, item, event type), then remember the list it got. In order,
-        because a user's next event is often in the same micro-batch."""
-        for (user, item, kind), record in zip(updates, lists):
-            self.observe(user, item, kind)
+        (unless the event is late), then remember the list it got. In order, because a
+        user's next event is often in the same micro-batch."""
+        for event, record in zip(updates, lists):
+            if not event.late:
+                self.observe(event.user, event.item, event.kind)
             self.shown(record)
 
     def observe(self, user: str, item: str, kind: str) -> None:

@@ -24,13 +24,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.backoff import Backoff
 from streams.events import Event, InvalidEvent, parse
 from streams.events import Reason as Rejection
+from streams.experiments import Interaction, LiveExperiment
 from streams.messages import (
     ExperimentTag,
     PopularList,
@@ -51,9 +52,6 @@ from streams.sessions import (
     is_late,
 )
 from streams.tracing import ListSpans, TraceHeaders, from_record
-
-if TYPE_CHECKING:
-    from streams.experiments import LiveExperiment
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +97,14 @@ class SessionUpdate:
     that the stored session could not be read and this event started a new one;
     ``counts_at_ms`` the time the event counts at in recent popularity (its ``ts``, capped
     at the worker's clock), None to count nothing; ``late`` that the event was older than
-    the session's newest, so it was placed by its time (``streams.sessions.is_late``)."""
+    the session's newest, so it was placed by its time (``streams.sessions.is_late``):
+    ``session``'s newest item and type are then another event's, not this one's."""
 
     user_id: str
     session: LiveSession
     event_id: str
     item_id: str
+    event_type: str
     sent_us: int | None
     state: dict
     ignored: Sequence[str] = ()
@@ -283,10 +283,12 @@ class EventStep:
                 return Duplicate(event.event_id)
             # Applied before, never answered here: answer from the session as it stands.
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
-                                 event.item_id, sent_us(meta, timestamp_s), previous or {}, [],
+                                 event.item_id, event.event_type, sent_us(meta, timestamp_s),
+                                 previous or {}, [],
                                  from_record(meta), counts_at_ms=self._counts_at(event))
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
-                             event.item_id, sent_us(meta, timestamp_s), new_state.to_dict(),
+                             event.item_id, event.event_type, sent_us(meta, timestamp_s),
+                             new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
                              from_record(meta), reset, self._counts_at(event),
                              state is not None and is_late(state, event))
@@ -482,8 +484,8 @@ class BatchStep:
                  for u, rec, version, tag in zip(updates, recs, versions, tags)]
         self.count(updates)
         if experiment is not None:
-            experiment.track([(u.user_id, u.item_id, u.session.types[-1] if u.session.types
-                               else "") for u in updates], lists)
+            experiment.track([Interaction(u.user_id, u.item_id, u.event_type, u.late)
+                              for u in updates], lists)
             self._count_experiment(lists)
         payloads, paths = [], {"model": 0, "popularity": 0}
         for update, record in zip(updates, lists):

@@ -20,7 +20,7 @@ from streams.experiment_control import ExperimentRefused, new_experiment, parse_
 from streams.experiment_follower import ExperimentSlot
 from streams.experiment_report import look
 from streams.experiment_store import running
-from streams.experiments import INTERLEAVED, LiveExperiment, Tallies
+from streams.experiments import INTERLEAVED, Interaction, LiveExperiment, Tallies
 from streams.messages import SCHEMAS, ExperimentTag, RecommendationList, ScoredItem, json_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -248,7 +248,8 @@ def test_a_users_events_in_one_micro_batch_judge_each_others_lists() -> None:
     tag = ExperimentTag("exp", "control")
     lists = [shown("u1", ["b", "c"], tag), shown("u1", ["c", "d"], tag),
              shown("u1", ["z"], tag)]
-    live.track([("u1", "a", "view"), ("u1", "b", "view"), ("u1", "c", "view")], lists)
+    live.track([Interaction("u1", "a", "view"), Interaction("u1", "b", "view"),
+                Interaction("u1", "c", "view")], lists)
     tally = live.tallies.variants["control"]
     assert tally.lists == 2 and tally.per_user["u1"][:2] == [2.0, 2.0]  # both hit
 

@@ -304,7 +304,7 @@ def update(user: str, items: tuple[str, ...], event_id: str | None = None,
     """An update for a new event each call (unless ``event_id`` says otherwise): the batch
     step drops a repeat of an event it answered."""
     return SessionUpdate(user, LiveSession(items), event_id or str(uuid.uuid4()), items[-1],
-                         sent, {})
+                         "view", sent, {})
 
 
 def make_step(store: FakeStore | None = None, exclude_seen: bool | None = True,
@@ -466,6 +466,32 @@ def test_a_model_list_with_a_non_finite_score_is_never_published(rec: Recommenda
     assert record.path == "popularity" and [i.item_id for i in record.items] == ["b", "c"]
     assert b"NaN" not in producer.sent[0][2] and b"Infinity" not in producer.sent[0][2]
     assert metrics.registry.get_sample_value("streamrec_worker_nonfinite_lists_total") == 1.0
+
+
+def test_an_experiment_reads_each_events_own_type_and_a_late_event_judges_no_list() -> None:
+    """The experiment read an event's type off its session's newest item: since a late
+    event is placed by time, that is another event's type. A late purchase was read as
+    a view, and a late event judged a list shown after it happened."""
+    from streams.experiment import Experiment, Variant
+    from streams.experiments import LiveExperiment
+
+    step, _, _ = make_step()
+    experiment = LiveExperiment(Experiment(name="exp", salt="s", started_us=1, variants=[
+        Variant(name="control", model="champion", share=0.5),
+        Variant(name="treatment", model="champion", share=0.5)]))
+    bundle = FakeBundle("r:v1", {"u1": Recommendation(["x", "y"], [2.0, 1.0])})
+    asyncio.run(step.publish([update("u1", ("a",))], bundle, experiment))
+    late = replace(update("u1", ("y", "a")), item_id="y", event_type="purchase", late=True)
+    asyncio.run(step.publish([late], bundle, experiment))
+    tally = experiment.tallies.variants[experiment.variant_of("u1").name]  # type: ignore[union-attr]
+    assert tally.lists == 0  # the late "y" judged neither list
+    for item, kind in (("x", "purchase"), ("q", "view"), ("q", "view"), ("q", "view"),
+                       ("q", "view")):
+        asyncio.run(step.publish([replace(update("u1", ("a", item)), event_type=kind)],
+                                 bundle, experiment))
+    row = tally.per_user["u1"]  # per metric: sum, count
+    assert row[:2] == [1.0, 5.0]  # five next events judged, "x" a hit; the late one none
+    assert row[-2:] == [2.0, 2.0]  # both lists before the purchase of "x" converted
 
 
 class BrokenBundle(FakeBundle):

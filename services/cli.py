@@ -25,6 +25,7 @@ from services import (
     cli_worker,
 )
 from streams.catalog_files import CatalogFileError
+from streams.producer import NotDelivered
 from streams.readers import LogFileError
 
 app = typer.Typer(
@@ -49,7 +50,7 @@ def user_facing(exc: BaseException) -> bool:
     """Whether ``exc`` is a failure a user acts on from one line: a bad setting or file, a
     service that is down or refuses. Anything else is a bug and keeps its traceback."""
     if isinstance(exc, (StackError, OSError, KafkaException, RedisError, LogFileError,
-                        CatalogFileError)):
+                        CatalogFileError, NotDelivered)):
         return True
     mlflow = sys.modules.get("mlflow.exceptions")  # imported only by the commands that use it
     return mlflow is not None and isinstance(exc, mlflow.MlflowException)

@@ -24,7 +24,7 @@ from streams.experiment_report import ExperimentReport, status
 from streams.experiment_store import declarations, declare, running, withdraw
 from streams.experiments import STAND_IN
 from streams.messages import CHAMPION, version_string
-from streams.registry import NoChampion, resolve_versions
+from streams.registry import NoChampion, parse_versions, resolve_versions
 
 
 class ExperimentRefused(ValueError):
@@ -161,8 +161,9 @@ def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> 
     lists are not judged). Resolving its alias at conclude time instead promoted whatever
     the alias named by then, e.g. a challenger the trainer registered after the test.
     Empty for popularity and for the champion alias, which is the champion already.
-    Refused (one line) when its own lists came from several versions, or when a stand-in
-    served them all: the test judged no one version of its model."""
+    Refused (one line) when its own lists came from several versions, when a stand-in
+    served them all, or when no list is on record and the variant names an alias: the
+    test judged no one version of its model, or none that can still be told."""
     if variant.model in (POPULARITY, CHAMPION):
         return {}
     own = sorted((v for v in served if not v.startswith(STAND_IN)), key=lambda v: -served[v])
@@ -176,4 +177,9 @@ def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> 
         raise ExperimentConflict(f"variant {variant.name}'s lists all came from a stand-in "
                                  f"({', '.join(served)}), never from its model: nothing of "
                                  "it was judged, so nothing is promoted")
+    if not own and parse_versions(variant.model) is None:
+        raise ExperimentConflict(f"no list of variant {variant.name} is on record (its "
+                                 "tallies are gone, or none were written), and its alias "
+                                 f"{variant.model!r} names whatever it names now: nothing is "
+                                 "promoted; promote the version you mean by name")
     return resolve_versions(store, own[0] if own else variant.model)

@@ -36,7 +36,7 @@ def tests_key(name: str) -> str:
 
 def declare(kafka: KafkaConnection, topic: str, experiment: Experiment,
             timeout_s: float = 10.0) -> None:
-    """Put ``experiment`` on the topic; raises ``RuntimeError`` when the broker did not
+    """Put ``experiment`` on the topic; raises ``NotDelivered`` when the broker did not
     take it."""
     _put(kafka, topic, experiment.name, experiment.to_json(), "declaration", timeout_s)
 
@@ -44,12 +44,12 @@ def declare(kafka: KafkaConnection, topic: str, experiment: Experiment,
 def _put(kafka: KafkaConnection, topic: str, name: str, value: bytes | None, what: str,
          timeout_s: float) -> None:
     """One record for experiment ``name`` (None: a tombstone), delivered or raised."""
-    from streams.producer import RecordProducer
+    from streams.producer import NotDelivered, RecordProducer
 
     producer = RecordProducer(kafka)
     producer.produce(topic, name.encode(), value)
     if producer.flush(timeout_s) or producer.stats.failed:
-        raise RuntimeError(f"the broker did not take the {what} of {name!r}: "
+        raise NotDelivered(f"the broker did not take the {what} of {name!r}: "
                            f"{producer.stats.last_error}")
 
 

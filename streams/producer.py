@@ -112,6 +112,11 @@ def cut_letter(raw: bytes | None, headers: Headers, key: bytes | None = None
             key)
 
 
+class NotDelivered(RuntimeError):
+    """Records the broker did not acknowledge in time (a leader election, a write ACL): a
+    failure the user acts on from its one line, as on Kafka being down."""
+
+
 class RecordProducer:
     """Sends raw records to any topic, with delivery accounting; flushes when closed."""
 

@@ -598,7 +598,13 @@ def test_promoting_a_winner_promotes_the_version_its_lists_were_judged_on(
     assert control.to_promote(None, treatment, {"chal:v2": 40}) == {"resolved": "chal:v2"}
     while_loading = {"stand-in control: champ:v1": 3, "chal:v2": 40}  # not judged: left out
     assert control.to_promote(None, treatment, while_loading) == {"resolved": "chal:v2"}
-    assert control.to_promote(None, treatment, {}) == {"resolved": "challenger"}
+    # Nothing on record (tallies expired, Redis restarted empty): the alias names whatever
+    # it names today, so it is refused; a variant pinned to a version can still be told.
+    with pytest.raises(control.ExperimentConflict, match="no list of variant treatment"):
+        control.to_promote(None, treatment, {})
+    pinned = Variant(name="treatment", model="streamrec-retriever:v2+streamrec-ranker:v2",
+                     share=0.5)
+    assert control.to_promote(None, pinned, {}) == {"resolved": pinned.model}
     for served in ({"chal:v2": 40, "chal:v3": 3}, {"stand-in control: champ:v1": 5}):
         with pytest.raises(control.ExperimentConflict) as refused:
             control.to_promote(None, treatment, served)
@@ -639,3 +645,27 @@ def test_a_conclusion_that_cannot_promote_changes_nothing(
     assert stopped == []
     _, _, versions = control.conclude(None, "t", None, None, "exp", "treatment")
     assert stopped == ["treatment"] and versions == {}
+
+
+def test_a_declaration_the_broker_does_not_take_is_one_line_for_the_cli(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader election or a write ACL: ``start``, ``stop`` and ``conclude`` printed a
+    traceback, as ``RuntimeError`` is no failure the CLI tells in one line."""
+    import streams.producer
+    from services.cli import user_facing
+    from streams.experiment_store import declare
+
+    class Unacked:
+        stats = SimpleNamespace(failed=0, last_error="Broker: Not enough in-sync replicas")
+
+        def __init__(self, kafka: object) -> None: ...
+
+        def produce(self, *args: object) -> None: ...
+
+        def flush(self, timeout_s: float) -> int:
+            return 1
+
+    monkeypatch.setattr(streams.producer, "RecordProducer", Unacked)
+    with pytest.raises(streams.producer.NotDelivered, match="in-sync replicas") as refused:
+        declare(None, "experiments", experiment())  # type: ignore[arg-type]
+    assert user_facing(refused.value) and "\n" not in str(refused.value)

@@ -51,6 +51,11 @@ STAND_IN = "stand-in "  # ``Tallies.served``: lists another variant's model answ
 MAX_USERS = 200_000  # users whose pending lists a worker remembers (least recent go first)
 
 Ask = Callable[[list[int], Any], Sequence[Recommendation | None]]
+# ``Ask``'s answer for a user whose model failed on the batch (it raised, or scored NaN),
+# told apart from None (the model cannot serve this user yet): popularity answers either,
+# but a failure is the model's fault, not the variant's way of serving new users, so its
+# list is not judged as the variant's. Compared by identity.
+FAILED = Recommendation([], [])
 Popular = Callable[[int], Recommendation]  # recent popularity for user i of the batch
 
 
@@ -256,12 +261,22 @@ class LiveExperiment:
             # Popularity's users get None: the batch step builds their list, labelled
             # path "popularity" and version "none", as it is, not as the champion's.
             answers = ask(idx, bundle) if bundle is not None and idx else [None] * len(idx)
-            if idx:
-                self.tallies.serve(variant.name, served_label(served_by, bundle), len(idx))
+            failed = sum(rec is FAILED for rec in answers)
+            self._count_served(variant.name, served_label(served_by, bundle),
+                               len(idx) - failed, failed)
             for i, rec in zip(idx, answers):
-                recs[i], versions[i] = rec, getattr(bundle, "version", NO_MODEL)
-                tags[i] = ExperimentTag(self.name, variant.name, served_by)
+                recs[i] = None if rec is FAILED else rec
+                versions[i] = getattr(bundle, "version", NO_MODEL)
+                tags[i] = ExperimentTag(self.name, variant.name,
+                                        POPULARITY if rec is FAILED else served_by)
         return recs, versions, tags
+
+    def _count_served(self, variant: str, label: str, lists: int, failed: int = 0) -> None:
+        """``Tallies.served``: ``lists`` answered as ``label``, and ``failed`` lists whose
+        model failed, which popularity answered as a stand-in."""
+        for name, count in ((label, lists), (served_label(POPULARITY, None), failed)):
+            if count:
+                self.tallies.serve(variant, name, count)
 
     @staticmethod
     def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular
@@ -295,15 +310,17 @@ class LiveExperiment:
         tag's ``served_by`` names that stand-in, as an A/B list's does."""
         served = [self._bundle(v, champion) for v in self.experiment.variants]
         a_lists, b_lists = (self._answers(idx, bundle, ask, popular) for _, bundle in served)
-        for variant, (by, bundle) in zip(self.experiment.variants, served):
-            if idx:
-                self.tallies.serve(variant.name, served_label(by, bundle), len(idx))
+        for variant, (by, bundle), answers in zip(self.experiment.variants, served,
+                                                  (a_lists, b_lists)):
+            failed = sum(rec is FAILED for rec in answers)
+            self._count_served(variant.name, served_label(by, bundle), len(idx) - failed,
+                               failed)
         stand_in = next((by for by, _ in served if by is not None), None)
         names = [v.name for v in self.experiment.variants]
         for i, a, b in zip(idx, a_lists, b_lists):
-            if a is None and b is None:
-                continue  # neither model serves this user yet: popularity, untagged, as
-                # nothing is compared (drafted, it went out as a model list)
+            if (a is None and b is None) or a is FAILED or b is FAILED:
+                continue  # neither model serves this user yet, or one failed: popularity,
+                # untagged, as nothing is compared (drafted, it went out as a model list)
             # A model that cannot serve this user yet answers with popularity, as it does
             # for its users in production. Drafting an empty list instead handed every
             # position, and every credit, to the other model.

@@ -80,7 +80,8 @@ class ExperimentTag:
     """The experiment a list was served in (``streams.experiment``): ``variant`` is the
     user's arm (``interleaved`` for a team-draft list, whose ``teams`` name the variant
     that placed each item); ``served_by`` names the variant whose model actually served
-    it when the user's own could not be loaded (the control, else ``champion``)."""
+    it when the user's own could not be loaded (the control, else ``champion``), or
+    ``popularity`` when the user's own failed on the batch."""
 
     experiment: str
     variant: str

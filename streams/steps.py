@@ -31,7 +31,7 @@ from model.pipeline import Recommendation
 from streams.backoff import Backoff
 from streams.events import Event, InvalidEvent, parse
 from streams.events import Reason as Rejection
-from streams.experiments import Interaction, LiveExperiment
+from streams.experiments import FAILED, Interaction, LiveExperiment
 from streams.messages import (
     ExperimentTag,
     PopularList,
@@ -380,10 +380,11 @@ class BatchStep:
         self.unstored = UnstoredLists()
         self._write: asyncio.Future[None] | None = None  # the Redis write in flight
 
-    def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender
-                  ) -> Sequence[Recommendation | None]:
-        """The bundle's answer per update (None: the model cannot serve that user yet, or
-        failed on this batch, or scored NaN), with its stage timings recorded."""
+    def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender,
+                  failed: Recommendation | None = None) -> Sequence[Recommendation | None]:
+        """The bundle's answer per update (None: the model cannot serve that user yet;
+        ``failed``: it failed on this batch, or scored NaN), with its stage timings
+        recorded."""
         timings: dict[str, float] = {}
         try:
             recs = bundle.recommend([u.user_id for u in updates], [u.session for u in updates],
@@ -394,19 +395,20 @@ class BatchStep:
             self.metrics.model_failures.inc()
             log.exception("the model failed on a micro-batch of %d; popularity answers it",
                           len(updates))
-            return [None] * len(updates)
+            return [failed] * len(updates)
         for stage, seconds in timings.items():
             self.metrics.stage_seconds.labels(stage).observe(seconds)
-        return [self._sound(rec) for rec in recs]
+        return [self._sound(rec, failed) for rec in recs]
 
-    def _sound(self, rec: Recommendation | None) -> Recommendation | None:
-        """``rec``, or None (popularity answers) when a score is NaN or infinite: such a
-        model list would reach users as an arbitrary order, and JSON has no NaN."""
+    def _sound(self, rec: Recommendation | None, failed: Recommendation | None
+               ) -> Recommendation | None:
+        """``rec``, or ``failed`` (popularity answers) when a score is NaN or infinite: such
+        a model list would reach users as an arbitrary order, and JSON has no NaN."""
         if rec is None or rec.finite():
             return rec
         self.metrics.nonfinite_lists.inc()
         log.warning("a model list with a non-finite score was replaced by popularity")
-        return None
+        return failed
 
     def build(self, update: SessionUpdate, rec: Recommendation | None, version: str,
               now_us: int, tag: ExperimentTag | None = None) -> RecommendationList:
@@ -453,7 +455,7 @@ class BatchStep:
 
         recs, versions, tags = experiment.recommend(
             [u.user_id for u in updates], [u.event_id for u in updates], bundle,
-            lambda idx, b: self.recommend([updates[i] for i in idx], b), popular)
+            lambda idx, b: self.recommend([updates[i] for i in idx], b, FAILED), popular)
         return recs, [v or bundle.version for v in versions], tags
 
     def popular(self, version: str, now_us: int, now: float) -> PopularList | None:

@@ -20,7 +20,7 @@ from streams.experiment_control import ExperimentRefused, new_experiment, parse_
 from streams.experiment_follower import ExperimentSlot
 from streams.experiment_report import look
 from streams.experiment_store import running
-from streams.experiments import INTERLEAVED, Interaction, LiveExperiment, Tallies
+from streams.experiments import FAILED, INTERLEAVED, Interaction, LiveExperiment, Tallies
 from streams.messages import SCHEMAS, ExperimentTag, RecommendationList, ScoredItem, json_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +119,41 @@ def test_a_variant_without_its_bundle_is_served_by_the_control_and_says_so() -> 
     treated = [(r, t) for r, t in zip(recs, tags) if t.variant == "treatment"]
     assert treated and all(r.items == ["a", "b", "c"] and t.served_by == "control"
                            for r, t in treated)
+
+
+class Failing(Fixed):
+    """A loaded model that fails on every batch (the batch step's answer: ``FAILED``)."""
+
+    def answer(self, n: int) -> list[Recommendation | None]:
+        return [FAILED] * n
+
+
+@pytest.mark.parametrize("mode", ["ab", "interleave"])
+def test_a_loaded_variant_failing_on_a_batch_is_not_judged_on_popularity(mode: str) -> None:
+    """Its users get popularity, as any failed batch does; but those lists are not the
+    variant's (whose model may lose to popularity, then be promoted): A/B tags them
+    ``served_by: popularity``, so they count for the split but are not judged, and
+    interleaving leaves them untagged. ``served`` says what answered them."""
+    live = LiveExperiment(experiment(mode), {"treatment": Failing("chal:v2", [])})
+    users = [f"u{i}" for i in range(60)]
+    recs, _, tags = live.recommend(users, users, CHAMP, ask, popular)
+    treated = [i for i, u in enumerate(users) if live.variant_of(u).name == "treatment"]
+    if mode == "ab":
+        assert all(recs[i] is None and tags[i].served_by == "popularity" for i in treated)
+        assert all(tags[i].served_by is None for i in set(range(60)) - set(treated))
+    else:
+        assert recs == [None] * 60 and tags == [None] * 60
+    assert live.tallies.served["treatment"] == {
+        "stand-in popularity: popularity": len(treated) if mode == "ab" else 60}
+    for user, tag in zip(users, tags):
+        live.shown(RecommendationList(user, "popularity", "none", [ScoredItem("p1", 1.0)],
+                                      experiment=tag))
+        live.observe(user, "p1", "view")
+    if mode == "ab":  # counted for the split, never judged
+        counted = live.tallies.variants["treatment"]
+        assert counted.users == len(treated) and counted.lists == 0
+    else:
+        assert live.tallies.credits.users == 0
 
 
 def test_when_the_control_is_missing_too_the_champion_is_named_as_serving() -> None:

@@ -509,6 +509,12 @@ def test_a_model_that_fails_on_a_batch_leaves_it_to_popularity_not_lost(
     assert [r.path for r in lists] == ["popularity", "popularity"] and len(producer.sent) == 2
     assert metrics.registry.get_sample_value("streamrec_worker_model_failures_total") == 1.0
     assert "index corrupted" in caplog.text
+    # Asked for an experiment's variant, the failure is told apart from "cannot serve yet".
+    nan = FakeBundle("r:v6", {"u1": Recommendation(["x"], [float("nan")]), "u2": None})
+    failed = Recommendation([], [])
+    batch = [update("u1", ("a",)), update("u2", ("b",))]
+    assert step.recommend(batch, BrokenBundle("r:v5", {}), failed) == [failed, failed]
+    assert list(step.recommend(batch, nan, failed)) == [failed, None]
 
 
 def test_a_model_answering_fewer_users_than_asked_leaves_the_batch_to_popularity() -> None:

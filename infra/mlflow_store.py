@@ -12,10 +12,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from infra.tls import private_dir
 
 MLFLOW_PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+MLFLOW_PRINTS_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,15 @@ class MlflowStore:
         that variable is set, and models would go somewhere the settings do not say."""
         from mlflow.tracking import MlflowClient
 
+        self._keep_secret()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _keep_secret(self) -> None:
+        """A tracking URI with credentials (``http://user:password@host``) never reaches
+        stdout: MLflow prints each run's and experiment's link with the URI's host part as
+        it is, by ``sys.stdout.write``, past every log mask."""
+        if "@" in urlsplit(self.tracking_uri).netloc:
+            os.environ[MLFLOW_PRINTS_URLS] = "true"
 
     def activate(self) -> None:
         """Point MLflow's module-level API (``mlflow.start_run``, ``mlflow.artifacts``,
@@ -54,6 +64,7 @@ class MlflowStore:
 
         if not sys.stderr.isatty():
             os.environ.setdefault(MLFLOW_PROGRESS_BARS, "false")
+        self._keep_secret()
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)

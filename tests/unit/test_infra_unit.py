@@ -281,3 +281,19 @@ def test_mlflow_download_bars_are_off_in_a_log_unless_asked(tmp_path, monkeypatc
     monkeypatch.setenv(MLFLOW_PROGRESS_BARS, "true")
     store.activate()
     assert os.environ[MLFLOW_PROGRESS_BARS] == "true"
+
+
+def test_a_tracking_uri_with_credentials_never_reaches_stdout(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """MLflow writes each run's link to stdout with the URI's host part, password and all
+    (``TrackingServiceClient._log_url``), past every log mask; a store whose URI carries
+    credentials turns that off. One without them leaves MLflow's default."""
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+    from infra.mlflow_store import MLFLOW_PRINTS_URLS, MlflowStore
+
+    monkeypatch.setenv(MLFLOW_PRINTS_URLS, "false")  # restored after the test
+    MlflowStore("http://mlflow.internal:5000", tmp_path).client()
+    assert not MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get()
+    MlflowStore("http://alice:s3cret@mlflow.internal:5000", tmp_path).client()
+    assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get()

@@ -175,6 +175,9 @@ def _quiet(level: int) -> None:
     # Warns on every micro-batch while a worker catches up on a backlog (Faust's send
     # buffer holds 100 changelog writes): normal back-pressure, not a fault.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
+    # At DEBUG it logs every request it sends, a SASL PLAIN login's password among them
+    # (``SaslAuthenticateRequest(sasl_auth_bytes=b'\x00user\x00password')``): never.
+    logging.getLogger("aiokafka.conn").setLevel(max(level, logging.INFO))
     throttle = Throttle()
     for name in _THROTTLED:
         logger = logging.getLogger(name)  # the module's own, before or after its import

@@ -163,3 +163,21 @@ def test_a_retry_storm_logs_once_per_interval_and_says_how_many_it_held_back(
     assert [r.getMessage() for r in caplog.records] == [
         "Unable connect to node with id 0", "Failed fetch messages from 0",
         "Unable connect to node with id 7 (49 more like it held back)"]
+
+
+def test_debug_never_logs_aiokafkas_requests_a_sasl_login_among_them() -> None:
+    """At DEBUG aiokafka logs each request it sends, and a SASL PLAIN login's request
+    holds the password in its bytes: ``--log-level debug`` wrote it to the log."""
+    script = textwrap.dedent("""
+        import logging
+        from services.logs import configure
+        configure("json", "debug", "worker")
+        logging.getLogger("aiokafka.conn").debug(
+            "Request to %s:%d %d: %s", "kafka", 9092, 7,
+            "SaslAuthenticateRequest_v1(sasl_auth_bytes=b'\\\\x00alice\\\\x00s3cret')")
+        logging.getLogger("aiokafka.cluster").debug("metadata updated")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert "s3cret" not in done.stderr
+    assert [line["message"] for line in json_lines(done.stderr)] == ["metadata updated"]

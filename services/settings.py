@@ -42,6 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_SECRET_LENGTH = 16  # API keys and tokens
 _Secrets = SecretStr | dict[SecretStr, str] | list[SecretStr] | None
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+_BROKER_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")  # a name, IPv4 or [IPv6]
 _TOPIC_RULE = "1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'; not '.' or '..'"
 
 
@@ -350,12 +351,16 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap_has_ports(cls, value: str | None) -> str | None:
+        """Plain ``host:port`` pairs, as every client reads them alike: librdkafka took
+        ``kafka://h:9092`` for no server at all (and ``stack up`` waited 90 s), ``h1;h2``
+        for one host where Faust splits it, and ``user:password@h`` was printed as it is."""
         if value is None:
             return None
         for server in value.split(","):
             host, _, port = server.strip().rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+            if not _BROKER_HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("expected host:port[,host:port...], with no scheme or "
+                                 "credentials (those go in STREAMREC_KAFKA_SECURITY)")
         return value
 
     @field_validator("recs_channel")
@@ -568,7 +573,8 @@ _SECRET_FIELDS = frozenset(name for name, f in Settings.model_fields.items()
 
 
 def _problem(err: ErrorDetails) -> str:
-    """One validation error as ``VARIABLE: why (got value)``. A secret field names its
+    """One validation error as ``VARIABLE: why (got value)``, a value with an ``@`` (a
+    ``user:password@host`` put where it does not belong) not shown. A secret field names its
     variable only, with no value: the path inside it may be a key (``API_EVENT_KEYS``). A
     rule across fields names its variables in its message; its input, every field, is not
     shown."""
@@ -580,7 +586,10 @@ def _problem(err: ErrorDetails) -> str:
     # An item inside a field by its index or key: STREAMREC_API_CORS_ORIGINS[0], not a
     # variable of that name (which the unknown-variable check would refuse).
     inside = "".join(f"[{p!r}]" for p in err["loc"][1:])
-    return f"STREAMREC_{field.upper()}{inside}: {err['msg']} (got {err.get('input')!r})"
+    value = err.get("input")
+    shown = ("a value with '@', not shown: it may hold a password"
+             if isinstance(value, str) and "@" in value else repr(value))
+    return f"STREAMREC_{field.upper()}{inside}: {err['msg']} (got {shown})"
 
 
 def _unknown_variables() -> list[str]:

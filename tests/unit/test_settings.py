@@ -52,6 +52,10 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_INTERACTIONS_PARTITIONS", "0", "STREAMREC_INTERACTIONS_PARTITIONS"),
         ("STREAMREC_CONTENT_CHAR_TOKENS", "-1", "STREAMREC_CONTENT_CHAR_TOKENS"),
         ("STREAMREC_KAFKA_BOOTSTRAP", "host:99999", "host:port"),
+        # librdkafka reads no server in a scheme; Faust splits on ";", librdkafka does not
+        ("STREAMREC_KAFKA_BOOTSTRAP", "kafka://h:9092", "no scheme or credentials"),
+        ("STREAMREC_KAFKA_BOOTSTRAP", "h1:9092;h2:9092", "no scheme or credentials"),
+        ("STREAMREC_KAFKA_BOOTSTRAP", "u:pw@h:9092", "a value with '@', not shown"),
         ("STREAMREC_KAFKA_PORT", "19093", "distinct ports: STREAMREC_KAFKA_PORT=19093, "
          "STREAMREC_KAFKA_CONTROLLER_PORT=19093"),
         ("STREAMREC_REDIS_PORT", "19092", "STREAMREC_REDIS_PORT=19092"),
@@ -88,6 +92,13 @@ def test_malformed_values_fail_with_one_line_naming_the_variable(
         load_settings()
     text = str(info.value)
     assert "\n" not in text and message in text and text.startswith("invalid settings")
+
+
+def test_credentials_put_in_the_bootstrap_never_show(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("STREAMREC_KAFKA_BOOTSTRAP", "alice:s3cret@broker:9092")
+    with pytest.raises(StackError, match="STREAMREC_KAFKA_BOOTSTRAP") as info:
+        load_settings()
+    assert "s3cret" not in str(info.value)
 
 
 def test_a_mistyped_redis_url_never_shows_its_password(clean_env: pytest.MonkeyPatch) -> None:

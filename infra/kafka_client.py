@@ -9,6 +9,7 @@ until the moment a client is built, so printing a connection never shows them.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ class KafkaConnection:
         """The TLS context aiokafka needs, built from the same PEM files librdkafka reads."""
         if not self.uses_tls:
             return None
-        context = ssl.create_default_context(cafile=self.get("ssl.ca.location"))
+        context = ssl.create_default_context(**_trust(self.get("ssl.ca.location")))
         if self.get("ssl.endpoint.identification.algorithm") == "none":
             context.check_hostname = False
         certificate = self.get("ssl.certificate.location")
@@ -113,6 +114,21 @@ class KafkaConnection:
                           sasl_plain_username=self.get("sasl.username"),
                           sasl_plain_password=self.get("sasl.password"))
         return kwargs
+
+
+def _trust(location: str | None) -> dict[str, str]:
+    """``ssl.create_default_context``'s arguments for librdkafka's ``ssl.ca.location``: a
+    file, a folder of hashed certificates (``/etc/ssl/certs``), or ``probe`` (the system's
+    store, as no location). A folder or ``probe`` passed as a file stopped the worker,
+    whose aiokafka reads this, while every librdkafka client worked (``Is a directory``)."""
+    if not location or location == "probe":
+        return {}
+    if os.path.isdir(location):
+        return {"capath": location}
+    if not os.path.isfile(location):
+        raise StackError(f"ssl.ca.location {location!r} (STREAMREC_KAFKA_SECURITY) is no "
+                         "file or folder")
+    return {"cafile": location}
 
 
 def _reveal(value: str | SecretStr) -> str:

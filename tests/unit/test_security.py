@@ -74,6 +74,21 @@ def test_every_client_reads_one_spelling_of_protocol_mechanism_and_hostname_chec
     assert kafka.ssl_context().check_hostname is False  # type: ignore[union-attr]
 
 
+def test_aiokafka_trusts_every_ca_location_librdkafka_reads(tmp_path: Path) -> None:
+    """A folder of certificates and ``probe`` (the system's) work in librdkafka; passed to
+    aiokafka's context as a file, the worker stopped with ``Is a directory``."""
+    files = TlsFiles(tmp_path).ensure()
+    folder = tmp_path / "cas"
+    folder.mkdir()
+    for where in (str(files.ca), str(folder), "probe"):
+        kafka = KafkaConnection("b:9093", {"security.protocol": "SSL", "ssl.ca.location": where})
+        assert isinstance(kafka.ssl_context(), ssl.SSLContext)
+    missing = KafkaConnection("b:9093", {"security.protocol": "SSL",
+                                         "ssl.ca.location": str(tmp_path / "nope.pem")})
+    with pytest.raises(StackError, match="ssl.ca.location .*nope.pem.* is no file or folder"):
+        missing.ssl_context()
+
+
 def test_a_redis_url_that_does_not_parse_is_refused_without_its_password(
         clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("STREAMREC_REDIS_URL", "redis://app:Ab3dE/fGh+Ij@cache:6379/0")

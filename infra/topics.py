@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -47,7 +48,7 @@ def ensure_topics(kafka: KafkaConnection, specs: list[TopicSpec]) -> list[str]:
     created = []
     for name, future in futures.items():
         try:
-            future.result(timeout=_ADMIN_TIMEOUT_S)
+            _answer(future, f"create topic {name!r}")
             created.append(name)
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # a racing creator is fine
@@ -64,7 +65,7 @@ def _check_policies(admin: AdminClient, specs: list[TopicSpec]) -> None:
     wanted = {s.name: s.config["cleanup.policy"] for s in specs}
     for resource, future in futures.items():
         try:
-            entry = future.result(timeout=_ADMIN_TIMEOUT_S).get("cleanup.policy")
+            entry = _answer(future, f"describe topic {resource.name!r}").get("cleanup.policy")
         except KafkaException as exc:
             raise StackError(f"cannot read the configuration of topic {resource.name!r}: "
                              f"{exc}") from exc
@@ -89,7 +90,17 @@ def delete_topics(kafka: KafkaConnection, names: list[str]) -> None:
     futures = admin.delete_topics(names, operation_timeout=_ADMIN_TIMEOUT_S)
     for name, future in futures.items():
         try:
-            future.result(timeout=_ADMIN_TIMEOUT_S)
+            _answer(future, f"delete topic {name!r}")
         except KafkaException as exc:
             if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
                 raise StackError(f"cannot delete topic {name!r}: {exc}") from exc
+
+
+def _answer(future: Any, what: str) -> Any:
+    """``future``'s result. A broker that does not answer in time raises a bare
+    ``TimeoutError``, which the command line printed as ``error: `` and nothing more."""
+    try:
+        return future.result(timeout=_ADMIN_TIMEOUT_S)
+    except TimeoutError:
+        raise StackError(f"Kafka did not answer within {_ADMIN_TIMEOUT_S:.0f} s when asked "
+                         f"to {what}") from None

@@ -297,3 +297,22 @@ def test_a_tracking_uri_with_credentials_never_reaches_stdout(
     assert not MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get()
     MlflowStore("http://alice:s3cret@mlflow.internal:5000", tmp_path).client()
     assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get()
+
+
+def test_a_broker_that_does_not_answer_a_topic_request_is_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare ``TimeoutError`` is an ``OSError``, so the command line printed it, and its
+    text is empty: ``error: `` and nothing more."""
+    from concurrent.futures import Future
+
+    import infra.topics
+    from infra.topics import _answer
+
+    monkeypatch.setattr(infra.topics, "_ADMIN_TIMEOUT_S", 0.05)
+    silent: Future[None] = Future()
+    with pytest.raises(StackError, match="Kafka did not answer within .* s when asked to "
+                                         "create topic 'events'"):
+        _answer(silent, "create topic 'events'")
+    answered: Future[int] = Future()
+    answered.set_result(3)
+    assert _answer(answered, "x") == 3

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import secrets
 import subprocess
 import time
@@ -98,9 +99,14 @@ def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:
             raise StackError("the embedded broker supports sasl.mechanism PLAIN only; "
                              f"got {client.mechanism} (use your own cluster for SCRAM)")
         user, password = client.get("sasl.username") or "", client.get("sasl.password") or ""
-        if any(c.isspace() or c in "\"'\\;=" for c in user + password):
-            raise StackError("the embedded broker's sasl.username and sasl.password must have "
-                             "no spaces, quotes, backslashes, ';' or '='")
+        if any(c.isspace() or c in "\"'\\;=" for c in password):
+            raise StackError("the embedded broker's sasl.password must have no spaces, "
+                             "quotes, backslashes, ';' or '='")
+        # It also names a JAAS option (``user_<name>``), a word to Kafka's tokenizer: "@",
+        # ":", "+" or "/" ended it, and the broker exited at start ("user_svc").
+        if not re.fullmatch(r"[A-Za-z0-9._$-]+", user):
+            raise StackError("the embedded broker's sasl.username must be letters, digits, "
+                             "'.', '_', '$' or '-'")
         listener = client.protocol.lower()
         lines += ["sasl.enabled.mechanisms=PLAIN", "sasl.mechanism.inter.broker.protocol=PLAIN",
                   f"listener.name.{listener}.plain.sasl.jaas.config="

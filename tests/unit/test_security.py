@@ -199,6 +199,20 @@ def test_the_embedded_broker_listens_as_its_clients_connect(
     assert "PLAINTEXT://127.0.0.1:19092" in plain and "sasl" not in plain
 
 
+@pytest.mark.parametrize("user", ["svc@corp", "a:b", "team/shop", "x+y"])
+def test_the_embedded_broker_refuses_a_user_its_jaas_option_cannot_name(
+        tmp_path: Path, user: str) -> None:
+    """``user_<name>`` is a JAAS option name: Kafka's tokenizer ended it at "@" and the
+    like, and the broker exited at start, missing ``user_svc``."""
+    kafka = KafkaConnection("b:1", {**SASL, "sasl.mechanism": "PLAIN", "sasl.username": user})
+    with pytest.raises(StackError, match="sasl.username must be letters, digits"):
+        server_properties(1, 2, tmp_path, kafka, TlsFiles(tmp_path), "node-secret")
+    fine = KafkaConnection("b:1", {**SASL, "sasl.mechanism": "PLAIN",
+                                   "sasl.username": "svc-shop_1.$eu"})
+    assert 'user_svc-shop_1.$eu="hunter2"' in server_properties(
+        1, 2, tmp_path, fine, TlsFiles(tmp_path), "node-secret")
+
+
 def test_embedded_broker_offers_plain_sasl_only(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="PLAIN only"):
         server_properties(1, 2, tmp_path, KafkaConnection("b:1", SASL), TlsFiles(tmp_path))

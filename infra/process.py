@@ -60,7 +60,10 @@ class ManagedProcess:
     ``marker`` is a string that must appear in the process command line; it stops
     us from signalling an unrelated process that reused a stale pid. ``settings``, when
     given, must appear too for the process to serve the current settings (a port):
-    one started with others is still ours to stop, never to reuse.
+    one started with others is still ours to stop, never to reuse. ``workdir``, when
+    given, must be the process's working folder: for a process whose command line cannot
+    tell ours from another's (Redis rewrites its to ``redis-server host:port``, so a stale
+    pid naming the system's Redis read as ours, and ``stack down`` stopped it).
     """
 
     name: str
@@ -68,6 +71,7 @@ class ManagedProcess:
     log_file: Path
     marker: str
     settings: str = ""
+    workdir: Path | None = None
 
     def pid(self) -> int | None:
         """The live pid, or None; removes a stale pid file as a side effect."""
@@ -75,10 +79,20 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if _alive(pid) and self.marker in _cmdline(pid):
+        if _alive(pid) and self.marker in _cmdline(pid) and self._works_here(pid):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
+
+    def _works_here(self, pid: int) -> bool:
+        """Whether ``pid`` works in ``workdir`` (always, without one); a process we may not
+        inspect (another user's) is not ours."""
+        if self.workdir is None:
+            return True
+        try:
+            return Path(f"/proc/{pid}/cwd").resolve(strict=True) == self.workdir.resolve()
+        except OSError:
+            return False
 
     def serving_pid(self) -> int | None:
         """The live pid when it runs with the current settings; one line when it runs

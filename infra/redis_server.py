@@ -131,6 +131,7 @@ class LocalRedis:
             log_file=self.home / "redis.log",
             marker="redis-server",
             settings=f"127.0.0.1:{self.port}",
+            workdir=self.home / "data",  # its --dir, where Redis moves to
         )
 
     def running_pid(self) -> int | None:

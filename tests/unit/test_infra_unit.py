@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,24 @@ def test_stale_pid_files_are_removed(tmp_path: Path) -> None:
     # A live process that is not ours (pid reused) is not claimed either.
     proc.pid_file.write_text(str(os.getpid()))
     assert proc.pid() is None and not proc.pid_file.exists()
+
+
+def test_a_process_in_another_folder_is_not_ours_to_stop(tmp_path: Path) -> None:
+    """Redis's command line reads ``redis-server host:port`` whoever started it: a stale
+    pid naming the system's Redis read as ours, and ``stack down`` sent it SIGTERM."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir(), theirs.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=theirs)
+    try:
+        proc = ManagedProcess("Redis", tmp_path / "p.pid", tmp_path / "p.log", "import time",
+                              workdir=ours)
+        proc.pid_file.write_text(str(other.pid))
+        assert proc.pid() is None and proc.stop() is False and other.poll() is None
+        proc.pid_file.write_text(str(other.pid))
+        assert replace(proc, workdir=theirs).pid() == other.pid
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_spawn_then_stop_leaves_no_process(tmp_path: Path) -> None:
@@ -188,8 +207,10 @@ def test_stack_down_stops_the_embedded_services_when_the_settings_now_point_else
     for home, pid_name, marker in ((kafka_home, "kafka.pid", str(kafka_home / "server.properties")),
                                    (redis_home, "redis.pid", "127.0.0.1:16379")):
         proc = ManagedProcess(pid_name, home / pid_name, home / "log", marker)
+        (home / "data").mkdir(parents=True)  # Redis works in its --dir
         sleepers[pid_name] = proc.spawn([sys.executable, "-c", "import time; time.sleep(60)",
-                                         marker, "redis-server"])  # Redis's process title
+                                         marker, "redis-server"],  # Redis's process title
+                                        cwd=home / "data")
     clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path))
     clean_env.setenv("STREAMREC_KAFKA_BOOTSTRAP", "broker.example:9092")
     clean_env.setenv("STREAMREC_REDIS_URL", "redis://cache.example:6379/0")

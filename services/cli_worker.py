@@ -7,6 +7,7 @@ import fcntl
 import gc
 import logging
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -28,9 +29,20 @@ app = typer.Typer()
 console = Console(stderr=True)
 
 
+def _plain_name(worker_id: str) -> str:
+    """``--worker-id`` names a folder under the data dir and the worker's static group
+    membership: ``../x`` or an absolute path put its state and its lock elsewhere."""
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", worker_id):
+        raise typer.BadParameter("1 to 64 letters, digits, '.', '_' or '-', not starting "
+                                 f"with '.'; got {worker_id!r}")
+    return worker_id
+
+
 @app.command()
 def worker(
-    worker_id: Annotated[str, typer.Option(help="names this worker's state folder")] = "0",
+    worker_id: Annotated[str, typer.Option(
+        callback=_plain_name,
+        help="names this worker's state folder: letters, digits, '.', '_', '-'")] = "0",
     log_level: Annotated[LogLevel, typer.Option()] = LogLevel.warning,
     metrics_port: Annotated[int | None, typer.Option(
         min=0, max=65535,

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from infra.errors import StackError
 from infra.tls import private_dir
+from infra.urls import mask_url
 
 MLFLOW_PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MLFLOW_PRINTS_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
@@ -70,9 +75,12 @@ class MlflowStore:
         mlflow.set_registry_uri(self.tracking_uri)
 
     def answers(self) -> bool:
-        """True when the tracking store accepts a query (creates the sqlite schema on first use)."""
+        """True when the tracking store accepts a query (creates the sqlite schema on first
+        use). Asked once, within ``PROBE_TIMEOUT_S``: with MLflow's own retries and backoff,
+        ``stack status`` waited about 4 minutes on a server that was down."""
         try:
-            self.client().search_experiments(max_results=1)
+            with _probing():
+                self.client().search_experiments(max_results=1)
         except Exception:  # noqa: BLE001 - any failure means the store is not usable
             return False
         return True
@@ -85,3 +93,36 @@ class MlflowStore:
             return found.experiment_id
         location = (self.artifact_root / name).as_uri() if self.is_local else None
         return client.create_experiment(name, artifact_location=location)
+
+
+PROBE_TIMEOUT_S = 5
+
+
+@contextmanager
+def _probing() -> Iterator[None]:
+    """MLflow's HTTP requests without retries and with a short timeout, for this block
+    (it reads both from the environment at each request)."""
+    probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT_S)}
+    saved = {name: os.environ.get(name) for name in probe}
+    os.environ.update(probe)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def wait_for_mlflow(store: MlflowStore, timeout_s: float = 30.0) -> None:
+    """Wait until the tracking server answers; one line when it has not within
+    ``timeout_s``. ``stack up`` said the stack was up over a registry that was down, and
+    the first worker or trainer found out."""
+    deadline = time.monotonic() + timeout_s
+    while not store.answers():
+        if time.monotonic() > deadline:
+            raise StackError(f"MLflow at {mask_url(store.tracking_uri)} did not answer "
+                             f"within {timeout_s:.0f} s")
+        time.sleep(1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from infra.kafka_broker import LocalKafka, broker_answers, wait_for_broker
 from infra.kafka_client import KafkaConnection
-from infra.mlflow_store import MlflowStore
+from infra.mlflow_store import MlflowStore, wait_for_mlflow
 from infra.process import exclusive
 from infra.redis_server import LocalRedis, redis_answers, wait_for_redis
 from infra.topics import TopicSpec, ensure_topics
@@ -66,6 +66,8 @@ class Stack:
             self.local_redis.start()
         wait_for_redis(self.redis_url)  # an external one too: it may still be starting
         self.mlflow.ensure()
+        if not self.mlflow.is_local:  # a server: it may be down, or still starting
+            wait_for_mlflow(self.mlflow)
         created = ensure_topics(self.kafka, self.topics)
         if created:
             say(f"created topics: {', '.join(created)}")

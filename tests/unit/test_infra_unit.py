@@ -337,3 +337,31 @@ def test_a_broker_that_does_not_answer_a_topic_request_is_one_line(
     answered: Future[int] = Future()
     answered.set_result(3)
     assert _answer(answered, "x") == 3
+
+
+def test_a_tracking_server_is_probed_once_and_stack_up_waits_for_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With MLflow's own retries a probe of a server that was down took about 4 minutes
+    (``stack status``), and ``stack up`` never asked at all."""
+    import infra.mlflow_store
+    from infra.mlflow_store import MlflowStore, wait_for_mlflow
+
+    seen = []
+
+    class Down:
+        def search_experiments(self, max_results: int) -> None:
+            seen.append((os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES"),
+                         os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")))
+            raise ConnectionError("refused")
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    store = MlflowStore("http://alice:s3cret@mlflow.internal:5000", tmp_path)
+    monkeypatch.setattr(MlflowStore, "client", lambda self: Down())
+    assert not store.answers() and seen == [("0", "5")]
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # as it was
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "120"
+    monkeypatch.setattr(infra.mlflow_store.time, "sleep", lambda s: None)
+    with pytest.raises(StackError, match="MLflow at .*mlflow.internal.* did not answer") as info:
+        wait_for_mlflow(store, timeout_s=0.05)
+    assert "s3cret" not in str(info.value)

@@ -38,8 +38,7 @@ def isolated_run(settings: Settings, run: str) -> dict[str, str]:
              "topic_model_updates": f"{run}.model-updates", "topic_items": f"{run}.items",
              "topic_experiments": f"{run}.experiments",
              "worker_group": run, "recs_channel": f"{run}.recs"}
-    topics = {k: v for k, v in names.items() if k.startswith("topic_")}
-    ensure_topics(settings.kafka, settings.model_copy(update=topics).topics())
+    ensure_topics(settings.kafka, settings.model_copy(update=names).topics())
     return {f"STREAMREC_{key.upper()}": value for key, value in names.items()}
 
 

@@ -37,6 +37,7 @@ from infra.topics import TopicSpec
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
 from streams.events import EVENT_TYPES
 from streams.recs_store import KEY_PREFIX
+from streams.sessions import changelog_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_SECRET_LENGTH = 16  # API keys and tokens
@@ -565,6 +566,10 @@ class Settings(BaseSettings):
             TopicSpec(self.topic_model_updates, 1, r),
             TopicSpec(self.topic_items, self.items_partitions, r, {"cleanup.policy": "compact"}),
             TopicSpec(self.topic_experiments, 1, r, {"cleanup.policy": "compact"}),
+            # Faust makes it too, alike; declared here so that one made beforehand without
+            # compaction (an operator's cluster) is refused, not left to lose sessions.
+            TopicSpec(changelog_topic(self.worker_group), self.interactions_partitions, r,
+                      {"cleanup.policy": "compact"}),
         ]
 
 

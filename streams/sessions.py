@@ -23,6 +23,13 @@ from model.features import FeatureSpec, LiveSession
 from streams.events import EVENT_TYPES, Event
 
 STATE_VERSION = 2
+TABLE = "sessions"  # the worker's Faust table of these states
+
+
+def changelog_topic(group: str) -> str:
+    """The compacted topic Faust keeps the table in, for the workers of ``group``."""
+    return f"{group}-{TABLE}-changelog"
+
 _FINGERPRINT_CHARS = 11  # ``event_fingerprint``'s length; a full event id is longer
 UNDECLARED, WRONG_TYPE = "undeclared", "wrong_type"  # why a context key is not kept
 

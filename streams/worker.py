@@ -48,7 +48,7 @@ from streams.popularity import DecayedPopularity
 from streams.producer import RecordProducer, cut_letter, dead_letter_headers
 from streams.recs_store import RecsWriter
 from streams.session_table import SessionExpiry, SessionTable
-from streams.sessions import SessionPolicy
+from streams.sessions import TABLE, SessionPolicy
 from streams.steps import (
     AnsweredEvents,
     BatchStep,
@@ -501,7 +501,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     # RocksDB table notes its changelog offsets from the reports of successes.
     lists_out = RecordProducer(cfg.kafka, {"message.timeout.ms": 0,
                                            "delivery.report.only.error": cfg.store == "memory"})
-    sessions = app.tables.add(SessionTable(app, name="sessions", default=None,
+    sessions = app.tables.add(SessionTable(app, name=TABLE, default=None,
                                            partitions=cfg.partitions, beacon=app.tables.beacon,
                                            changelog_out=lists_out))
     _patch_faust(app, cfg, lists_out, sessions)

@@ -17,10 +17,11 @@ def test_defaults_run_everything_locally(clean_env: pytest.MonkeyPatch) -> None:
     assert s.mlflow_uri == f"sqlite:///{REPO_ROOT / '.local' / 'mlflow' / 'mlflow.db'}"
     assert [t.name for t in s.topics()] == [
         "interactions", "interactions.dlq", "recommendations", "model-updates", "items",
-        "experiments"]
-    assert [t.partitions for t in s.topics()] == [4, 1, 4, 1, 1, 1]
-    # The catalogue (by item) and the experiments (by name) keep their newest records.
-    assert [t.config for t in s.topics()[-2:]] == [{"cleanup.policy": "compact"}] * 2
+        "experiments", "streamrec-worker-sessions-changelog"]
+    assert [t.partitions for t in s.topics()] == [4, 1, 4, 1, 1, 1, 4]
+    # The catalogue (by item), the experiments (by name) and the sessions (by user) keep
+    # their newest records: a changelog made beforehand without compaction is refused.
+    assert [t.config for t in s.topics()[-3:]] == [{"cleanup.policy": "compact"}] * 3
 
 
 def test_env_vars_with_prefix_override(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

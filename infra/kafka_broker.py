@@ -228,13 +228,11 @@ class LocalKafka:
         line when it listens on other ports: its command line names only its config)."""
         pid = self.running_pid()
         if pid is not None:
-            wanted = f"://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            listeners = [line for line in (self.home / "server.properties").read_text()
-                         .splitlines() if line.startswith("listeners=")]
-            if not listeners or not listeners[0].endswith(wanted):
+            if not self._runs_as_configured():
                 raise StackError(f"the Kafka broker from an earlier start is running with "
-                                 f"other ports (pid {pid}, not {self.port} and "
-                                 f"{self.controller_port}): run 'streamrec stack down' first")
+                                 f"other ports or security (pid {pid}; ports {self.port} and "
+                                 f"{self.controller_port}, {self.connection.protocol} wanted): "
+                                 "run 'streamrec stack down' first")
             return pid
         for port in (self.port, self.controller_port):
             if port_in_use(port):
@@ -253,6 +251,23 @@ class LocalKafka:
 
     def stop(self) -> bool:
         return self.process.stop()
+
+    def _runs_as_configured(self) -> bool:
+        """Whether the running broker's config is the one these settings write, but for
+        the controller's secret (new at every start). Ports alone were compared: a broker
+        started secured, then ``stack up`` without security, was reused, and plaintext
+        clients waited 90 s on its TLS listener; a changed password read as refused."""
+        def kept(text: str) -> list[str]:
+            return sorted(line for line in text.splitlines()
+                          if not line.startswith("listener.name.controller."))
+
+        try:
+            running = (self.home / "server.properties").read_text()
+        except OSError:
+            return False
+        tls = self.tls if self.connection.uses_tls else None  # paths only: never renewed here
+        return kept(running) == kept(server_properties(
+            self.port, self.controller_port, self.home / "data", self.connection, tls, "-"))
 
 
 def _kafka_uuid() -> str:

@@ -15,6 +15,7 @@ import pytest
 from infra.errors import StackError
 from infra.java import check_java, parse_java_major
 from infra.kafka_broker import _kafka_uuid, server_properties
+from infra.kafka_client import KafkaConnection
 from infra.process import ManagedProcess, port_in_use
 from infra.redis_server import LocalRedis
 
@@ -248,7 +249,8 @@ def test_a_service_started_with_other_settings_is_stopped_but_never_reused(
 def test_a_broker_running_on_other_ports_is_named_not_taken_for_the_new_one(
         tmp_path: Path) -> None:
     """``stack up`` after STREAMREC_KAFKA_PORT changed: the old broker was returned as the
-    new one, and the probe then waited 90 s on a port nothing listened on."""
+    new one, and the probe then waited 90 s on a port nothing listened on. Likewise after
+    its security changed (only ports were compared)."""
     from infra.kafka_broker import LocalKafka, server_properties
 
     old = LocalKafka(tmp_path, 19092, 19093, version="0.0.0")
@@ -256,10 +258,17 @@ def test_a_broker_running_on_other_ports_is_named_not_taken_for_the_new_one(
         server_properties(19092, 19093, tmp_path / "data", old.connection, None))
     pid = old.process.spawn([sys.executable, "-c", "import time; time.sleep(60)",
                              str(tmp_path / "server.properties")])
+    secured = KafkaConnection("127.0.0.1:19092", {
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+        "sasl.username": "shop", "sasl.password": "hunter2"})
     try:
         assert old.start() == pid
-        with pytest.raises(StackError, match="running with other ports .* stack down"):
+        with pytest.raises(StackError, match="running with other ports or security .* "
+                                             "stack down"):
             LocalKafka(tmp_path, 29092, 19093, version="0.0.0").start()
+        # The same ports, now secured: plaintext clients would wait on a SASL listener.
+        with pytest.raises(StackError, match="SASL_PLAINTEXT wanted"):
+            LocalKafka(tmp_path, 19092, 19093, version="0.0.0", client=secured).start()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)

@@ -103,6 +103,9 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore,
     if first is not None and first.name != experiment.name:
         withdraw(kafka, topic, experiment.name)
         raise ExperimentConflict(f"experiment {first.name!r} started meanwhile: stop it first")
+    if first is not None and first.started_us != experiment.started_us:  # same name, later
+        raise ExperimentConflict(f"experiment {experiment.name!r} was started meanwhile by "
+                                 "another caller, whose declaration stands: see its status")
     return versions
 
 

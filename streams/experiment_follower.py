@@ -103,8 +103,7 @@ class ExperimentSlot:
             if before is not None:
                 log.warning("experiment %s stopped here: the champion serves everyone",
                             before.name)
-        elif before is None or before.experiment.name != experiment.name or \
-                before.experiment.salt != experiment.salt:
+        elif before is None or _started(before.experiment) != _started(experiment):
             self.live, self.failed = LiveExperiment(experiment), {}
             self.backoff.succeeded()
             log.warning("experiment %s started here: %s", experiment.name,
@@ -246,3 +245,10 @@ async def _flush(redis: Any, live: LiveExperiment, worker_id: str,
         await write_tallies(redis, live.name, worker_id, live.tallies, failed)
     except Exception as exc:  # noqa: BLE001 - Redis down must not stop the follower
         log.warning("experiment %s: tallies not written to Redis: %s", live.name, exc)
+
+
+def _started(experiment: Experiment) -> tuple[str, str, int]:
+    """What tells one start of an experiment from another: its name, salt and start time
+    (a stop or conclude keeps all three). By name and salt alone, a second start of the
+    same name (two callers at once) kept the first one's variant models and tallies."""
+    return experiment.name, experiment.salt, experiment.started_us

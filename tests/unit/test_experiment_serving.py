@@ -582,6 +582,45 @@ def test_of_two_starts_that_raced_the_later_declared_withdraws(
     assert running(topic) == first  # what every reader serves meanwhile
 
 
+def test_two_starts_of_one_name_at_once_leave_one_standing_and_workers_serve_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both passed the name check, both read their name back as running: both said
+    started. And a worker took the second for the first declared again, keeping the
+    first one's variant models and tallies under the second's shares."""
+    import asyncio
+
+    import streams.experiment_control as control
+    from streams.experiment_control import ExperimentConflict
+    from streams.experiment_follower import ExperimentSlot
+    from streams.metrics import WorkerMetrics
+
+    ours = new_experiment("x", [("a", "champion", 0.5), ("b", "challenger", 0.5)],
+                          started_us=1)
+    theirs = new_experiment("x", [("a", "champion", 0.2), ("b", "popularity", 0.8)],
+                            started_us=2)
+    topic: dict[str, Experiment] = {}
+
+    def declare(kafka: object, name: str, experiment: Experiment) -> None:
+        topic["x"] = experiment
+        topic["x"] = theirs  # the other start wrote just after ours
+
+    monkeypatch.setattr(control, "declarations", lambda kafka, name: dict(topic))
+    monkeypatch.setattr(control, "declare", declare)
+    monkeypatch.setattr(control, "check_models", lambda store, e: {})
+    with pytest.raises(ExperimentConflict, match="'x' was started meanwhile by another"):
+        control.start(object(), "experiments", object(), ours)  # type: ignore[arg-type]
+    assert running(topic) == theirs
+    slot = ExperimentSlot(lambda ref: CHALLENGER, WorkerMetrics())
+    slot.declare(ours)
+    asyncio.run(slot.load_missing())
+    assert slot.live is not None and slot.live.bundles == {"b": CHALLENGER}
+    replaced = slot.declare(theirs)
+    assert replaced is not None and slot.live.experiment == theirs and slot.live.bundles == {}
+    kept = slot.live
+    assert slot.declare(theirs.model_copy(update={"state": "running"})) is None
+    assert slot.live is kept  # the same start declared again keeps its tallies
+
+
 def test_a_name_forgotten_then_declared_again_comes_after_the_others() -> None:
     """A tombstone kept its name's first place in the topic reader's order, while a worker's
     follower forgets it and adds it at the end: the two disagreed on which one runs."""

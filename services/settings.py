@@ -384,6 +384,10 @@ class Settings(BaseSettings):
         if "@" in uri and "://" not in uri and not uri.startswith(("/", "file:")):
             raise ValueError("expected a server URI such as http://user:pw@host:5000 or a "
                              "local path (the value is not shown: it may hold a password)")
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            # Read against each process's own folder: a worker and a trainer started in two
+            # folders used two registries, and the worker never saw a champion.
+            raise ValueError("a sqlite path must be absolute, e.g. sqlite:////srv/mlflow.db")
         return value
 
     @field_validator("redis_url")

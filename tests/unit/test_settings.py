@@ -53,6 +53,7 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_INTERACTIONS_PARTITIONS", "0", "STREAMREC_INTERACTIONS_PARTITIONS"),
         ("STREAMREC_CONTENT_CHAR_TOKENS", "-1", "STREAMREC_CONTENT_CHAR_TOKENS"),
         ("STREAMREC_KAFKA_BOOTSTRAP", "host:99999", "host:port"),
+        ("STREAMREC_MLFLOW_TRACKING_URI", "sqlite:///mlflow.db", "must be absolute"),
         # librdkafka reads no server in a scheme; Faust splits on ";", librdkafka does not
         ("STREAMREC_KAFKA_BOOTSTRAP", "kafka://h:9092", "no scheme or credentials"),
         ("STREAMREC_KAFKA_BOOTSTRAP", "h1:9092;h2:9092", "no scheme or credentials"),

@@ -145,8 +145,10 @@ def main() -> None:
           f"{len(live):,} replayed events per mode, one worker")
     for r in runs:
         ndcg = {v["name"]: v["metrics"].get("NDCG@10", {}).get("mean") for v in r["variants"]}
-        print(f"{r['mode']:<11} winner {r['winner'] or '-':<11} verdict at "
-              f"{r['lists_at_verdict'] or 0:>7,} lists   NDCG@10 per variant {ndcg}"
+        decided = (f"first look with a verdict at {r['lists_at_verdict']:>7,} lists"
+                   if r["lists_at_verdict"] else "no verdict")
+        print(f"{r['mode']:<11} winner {r['winner'] or '-':<11} {decided}   "
+              f"NDCG@10 per variant {ndcg}"
               + (f"   credits {r['tests']['interleaving']['wins']}" if r["mode"] == "interleave"
                  else ""))
     won = all(r["winner"] == "champion" for r in runs)

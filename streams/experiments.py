@@ -250,7 +250,7 @@ class LiveExperiment:
         tags: list[ExperimentTag | None] = [None] * len(users)
         held = [i for i, arm in enumerate(arms) if arm is None]
         for i, rec in zip(held, self._answers(held, champion, ask, popular)):
-            recs[i] = rec
+            recs[i] = None if rec is FAILED else rec  # popularity, as outside experiments
         if self.experiment.mode == "interleave":
             self._interleave([i for i, arm in enumerate(arms) if arm is not None], keys,
                              champion, ask, popular, recs, tags)

@@ -22,14 +22,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import Protocol
 
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.backoff import Backoff
-from streams.events import Event, InvalidEvent, parse
+from streams.events import InvalidEvent, parse
 from streams.events import Reason as Rejection
 from streams.experiments import FAILED, Interaction, LiveExperiment
 from streams.messages import (
@@ -230,9 +230,10 @@ class UnstoredLists:
 class EventStep:
     """Per event: validate, sessionize, dedupe. The context keys a session keeps are those
     ``policy.features`` declares; ``answered`` tells a duplicate from a redelivery whose
-    list never went out (``AnsweredEvents``); ``clock_ms`` caps the time an event counts
-    at in popularity (validation lets ``ts`` run a day ahead, and one such event would
-    otherwise outweigh 2^24 current ones)."""
+    list never went out (``AnsweredEvents``); ``clock_ms`` caps an event's time, which
+    validation lets run a day ahead (a device's clock): one such event would outweigh
+    2^24 current ones in popularity, and as its session's newest it would make every
+    later event of its user late (``streams.sessions.is_late``) until that time came."""
 
     def __init__(self, policy: SessionPolicy, answered: AnsweredEvents | None = None,
                  clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
@@ -268,6 +269,8 @@ class EventStep:
             event = parse(raw)
         except InvalidEvent as exc:
             return DeadLetter(exc.reason.value, exc.detail)
+        if event.ts > (now := self.clock_ms()):
+            event = replace(event, ts=now)
         if key is not None and key != event.key:
             return DeadLetter(Rejection.WRONG_KEY.value, f"the record's key {key[:64]!r} is "
                               "not its user id: produce with key = user id")
@@ -285,16 +288,13 @@ class EventStep:
             return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                                  event.item_id, event.event_type, sent_us(meta, timestamp_s),
                                  previous or {}, [],
-                                 from_record(meta), counts_at_ms=self._counts_at(event))
+                                 from_record(meta), counts_at_ms=event.ts)
         return SessionUpdate(event.user_id, new_state.session(), event.event_id,
                              event.item_id, event.event_type, sent_us(meta, timestamp_s),
                              new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
-                             from_record(meta), reset, self._counts_at(event),
+                             from_record(meta), reset, event.ts,
                              state is not None and is_late(state, event))
-
-    def _counts_at(self, event: Event) -> int:
-        return min(event.ts, self.clock_ms())
 
 
 class Recommender(Protocol):

@@ -49,6 +49,7 @@ from model.features import HEAD_WEIGHTS, TASKS
 BRANCHES = ("both", "gmf", "mlp")
 
 CATEGORY_DIM = 8  # width of each categorical context embedding
+ID_TABLES = ("gmf_user", "mlp_user", "gmf_item", "mlp_item")  # the id embeddings' layers
 
 
 @keras.saving.register_keras_serializable(package="streamrec")
@@ -230,7 +231,7 @@ class NeuMF(keras.Model):
 
         lost_users = untrained(users, self.num_users, known_users)
         lost_items = untrained(items, self.num_items, known_items)
-        for name in ("gmf_user", "mlp_user", "gmf_item", "mlp_item"):
+        for name in ID_TABLES:
             if (table := getattr(self, name, None)) is not None:
                 (rows,) = table.get_weights()
                 if name.endswith("user"):

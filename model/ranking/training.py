@@ -30,7 +30,13 @@ from model.fitting import (
 )
 from model.pipeline import PipelineScorer
 from model.ranking.inputs import RECENT_ITEMS, Candidates, candidate_lists
-from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score, start_given
+from model.ranking.neumf import (
+    ID_TABLES,
+    NeuMF,
+    fuse_pretrained,
+    start_from_score,
+    start_given,
+)
 from model.retrieval.index import ItemIndex
 from model.retrieval.training import SASRecConfig, SASRecScorer, fit_sasrec
 from model.sampling import SeenItems
@@ -259,10 +265,14 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     rates = labels[labels[..., 0] > 0][:, 1:].mean(axis=0)  # of the true items
     model = _compile(start_given(start_from_score(model), rates), cfg.learning_rate,
                      ListwiseLoss(width, [cfg.task_weights.get(t, 1.0) for t in tasks]))
+    known = (0, 0)  # the users and items a warm start brought trained rows for
+    if init is not None:
+        skipped = copy_weights(model, init)
+        if not any(table in path for path in skipped for table in ID_TABLES):
+            known = (init.num_users, init.num_items)
+    # After a warm start too: a champion's columns no list sets never trained here either.
     if cfg.context and (unused := model.silence_unused_context(found.context)):
         log.info("context columns no training list sets, weighed 0: %s", unused)
-    if init is not None:
-        copy_weights(model, init)
     if content is not None:
         model.set_content(content)
 
@@ -279,8 +289,7 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
                                      eval_every=cfg.eval_every, patience=cfg.patience,
                                      batch_size=max(cfg.batch_size // width, 1) * width,
                                      on_epoch=on_epoch, shuffle=False)
-    reset = model.forget_untrained(found.users, found.ids, getattr(init, "num_users", 0),
-                                   getattr(init, "num_items", 0))
+    reset = model.forget_untrained(found.users, found.ids, *known)
     log.info("ids no training list held, reset: %d users (to the unknown user), %d items", *reset)
     refit_given(model, found, labels, cfg.given_epochs)
     # The served score weighs the refit conversion head in, and the order is chosen after

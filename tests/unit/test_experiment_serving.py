@@ -154,6 +154,14 @@ def test_a_loaded_variant_failing_on_a_batch_is_not_judged_on_popularity(mode: s
         assert counted.users == len(treated) and counted.lists == 0
     else:
         assert live.tallies.credits.users == 0
+    # Held-back users of a champion that fails: popularity, as outside any experiment
+    # (the marker went out as an empty "model" list, topped up).
+    held = LiveExperiment(experiment(mode, holdback=0.5, control=0.25, treatment=0.25)
+                          if mode == "ab" else experiment(mode, holdback=0.5),
+                          {"treatment": CHALLENGER})
+    recs, _, tags = held.recommend(users, users, Failing("champ:v1", []), ask, popular)
+    out = [i for i, tag in enumerate(tags) if tag is None]
+    assert out and all(recs[i] is None for i in out)
 
 
 def test_when_the_control_is_missing_too_the_champion_is_named_as_serving() -> None:

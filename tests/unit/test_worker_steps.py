@@ -143,12 +143,20 @@ def test_an_unreadable_stored_session_starts_afresh_and_says_so(stored: Any) -> 
     assert SessionState.from_dict(outcome.state).items == ("i1",)
 
 
-def test_an_event_from_the_future_counts_as_now_in_popularity() -> None:
+def test_an_event_from_the_future_counts_as_now_in_popularity_and_in_its_session() -> None:
     """Validation lets ``ts`` run up to a day ahead (clock skew); counted as it stands, one
-    such event would outweigh 2^24 current ones. It counts as of this machine's clock."""
-    step = EventStep(SessionPolicy(), clock_ms=lambda: T0)
+    such event would outweigh 2^24 current ones. And as its session's newest, every later
+    event of a device with the right time read as late: the future item stayed the one
+    each list answered, for up to a day. It counts as of this machine's clock."""
+    now = [T0]
+    step = EventStep(SessionPolicy(), clock_ms=lambda: now[0])
     ahead = step(new_event("u1", "future-item", ts=T0 + 23 * 3_600_000).to_json(), {}.get)
     assert isinstance(ahead, SessionUpdate) and ahead.counts_at_ms == T0
+    assert ahead.session.times == (T0,)
+    now[0] = T0 + 1000
+    later = step(new_event("u1", "i2", ts=T0 + 1000).to_json(), {"u1": ahead.state}.get)
+    assert isinstance(later, SessionUpdate) and not later.late
+    assert later.session.items == ("future-item", "i2")
 
 
 def test_a_duplicate_event_id_leaves_state_untouched_and_counts_nothing() -> None:
@@ -513,8 +521,10 @@ def test_a_model_that_fails_on_a_batch_leaves_it_to_popularity_not_lost(
     nan = FakeBundle("r:v6", {"u1": Recommendation(["x"], [float("nan")]), "u2": None})
     failed = Recommendation([], [])
     batch = [update("u1", ("a",)), update("u2", ("b",))]
-    assert step.recommend(batch, BrokenBundle("r:v5", {}), failed) == [failed, failed]
-    assert list(step.recommend(batch, nan, failed)) == [failed, None]
+    broken = step.recommend(batch, BrokenBundle("r:v5", {}), failed)
+    assert len(broken) == 2 and all(rec is failed for rec in broken)
+    first, second = step.recommend(batch, nan, failed)
+    assert first is failed and second is None
 
 
 def test_a_model_answering_fewer_users_than_asked_leaves_the_batch_to_popularity() -> None:

@@ -12,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 const fmt = (x, digits = 1) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
 
 function spark(id, values) {
-  const max = Math.max(1e-9, ...values.filter((v) => v !== null));
+  const max = Math.max(1e-9, ...values.filter((v) => v !== null && v !== undefined));
   const start = KEEP - values.length; // newest at the right edge, history grows leftwards
   // A second with no lists has no latency: left out, not drawn as 0 ms.
   const points = values.map((v, i) => (v === null || v === undefined ? null

@@ -189,12 +189,13 @@ def validate(obj: Any, now_ms: int | None = None) -> Event:
     if event_type not in _EVENT_TYPES:
         raise InvalidEvent(Reason.UNKNOWN_EVENT_TYPE,
                            f"{event_type[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
-    if (ts := json_integer(ts)) is None:
+    ts = json_integer(raw_ts := ts)
+    if ts is None and not (type(raw_ts) is float and raw_ts.is_integer()):
         raise InvalidEvent(Reason.WRONG_TYPE, "ts must be an integer (epoch milliseconds)")
     latest = (int(time.time() * 1000) if now_ms is None else now_ms) + MAX_FUTURE_MS
-    if not MIN_TS_MS <= ts <= latest:
-        raise InvalidEvent(Reason.BAD_TIMESTAMP,
-                           f"ts {ts} is outside [{MIN_TS_MS}, now + 1 day] (epoch milliseconds)")
+    if ts is None or not MIN_TS_MS <= ts <= latest:  # None: a whole number past 64 bits
+        raise InvalidEvent(Reason.BAD_TIMESTAMP, f"ts {raw_ts} is outside [{MIN_TS_MS}, "
+                                                 "now + 1 day] (epoch milliseconds)")
     _check_text("user_id", user_id)
     _check_text("item_id", item_id)
     session_id = obj.get("session_id")

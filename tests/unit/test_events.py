@@ -78,7 +78,11 @@ def test_integers_written_as_floats_are_integers_as_in_the_schema() -> None:
         (good(ts=1_700_000_000), Reason.BAD_TIMESTAMP),  # seconds, not ms
         (good(ts=NOW + 2 * 86_400_000), Reason.BAD_TIMESTAMP),  # absurd future
         (good(ts=1.7e12 + 0.5), Reason.WRONG_TYPE),  # a fraction of a millisecond
-        (good(ts=1e300), Reason.WRONG_TYPE),  # past 64 bits: no integer of ours
+        # A whole number past 64 bits is an integer to JSON Schema, out of range, as 2**70
+        # is (it read as wrong_type, the whole number written with a fraction's spelling)
+        (good(ts=1e19), Reason.BAD_TIMESTAMP),
+        (good(ts=2**70), Reason.BAD_TIMESTAMP),
+        (good(ts=float("inf")), Reason.WRONG_TYPE),
         (good(ts=True), Reason.WRONG_TYPE),
         (good(schema_version=2), Reason.UNKNOWN_SCHEMA_VERSION),
         (good(schema_version=2, device="tv"), Reason.UNKNOWN_SCHEMA_VERSION),  # v2's field

@@ -206,7 +206,8 @@ class NeuMF(keras.Model):
         an event type the log never held. Training cannot move them (their input is
         always 0), so they would keep their random start and shift every list of a user
         whose newest event sets them; zeroed, such a value changes nothing. Returns the
-        columns zeroed. Call on a built model, before any warm start's weights."""
+        columns zeroed. Call on a built model, after any warm start's weights (a
+        champion's such columns never trained on these rows either)."""
         if not self.context_dim or self.branch == "gmf":
             return []
         unused = np.flatnonzero(~np.any(np.asarray(context) != 0, axis=0))

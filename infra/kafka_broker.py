@@ -99,7 +99,7 @@ def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:
             raise StackError("the embedded broker supports sasl.mechanism PLAIN only; "
                              f"got {client.mechanism} (use your own cluster for SCRAM)")
         user, password = client.get("sasl.username") or "", client.get("sasl.password") or ""
-        if any(c.isspace() or c in "\"'\\;=" for c in password):
+        if not _quotable(password):
             raise StackError("the embedded broker's sasl.password must have no spaces, "
                              "quotes, backslashes, ';' or '='")
         # It also names a JAAS option (``user_<name>``), a word to Kafka's tokenizer: "@",
@@ -120,9 +120,15 @@ def _security_lines(client: KafkaConnection, tls: TlsFiles | None) -> list[str]:
     return lines
 
 
+def _quotable(value: str) -> bool:
+    """Whether ``value`` can stand quoted in a JAAS line as it is: no spaces, quotes,
+    backslashes, ';' or '='."""
+    return not any(c.isspace() or c in "\"'\\;=" for c in value)
+
+
 def _controller_lines(secret: str) -> list[str]:
     """The controller listener's SASL PLAIN user, which only this node knows."""
-    if not secret or any(c.isspace() or c in "\"'\\;=" for c in secret):
+    if not secret or not _quotable(secret):
         raise StackError("the controller listener needs a secret without spaces, quotes, "
                          "backslashes, ';' or '='")
     return ["sasl.mechanism.controller.protocol=PLAIN",

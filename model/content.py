@@ -162,6 +162,13 @@ class ContentSpec:
                       **{k: tuple(v) if k in tuples else v for k, v in d.items()}})
 
 
+def described(tokens: Any, numeric: Any) -> Any:
+    """[...]: whether each item has content, a token or a numeric value (ids' rows of
+    ``tokens`` [..., width] and ``numeric`` [..., k]); arrays or tensors alike."""
+    return ops.logical_or(ops.any(ops.not_equal(tokens, 0), axis=-1),
+                          ops.any(ops.not_equal(numeric, 0), axis=-1))
+
+
 @dataclass(frozen=True)
 class ContentTable:
     """Content arrays for dense item ids 0..n (row 0, padding, and items with no record
@@ -174,7 +181,7 @@ class ContentTable:
     @property
     def covered(self) -> int:
         """Items (padding excluded) the catalogue describes."""
-        return int(((self.tokens[1:] > 0).any(axis=1) | (self.numeric[1:] != 0).any(axis=1)).sum())
+        return int(ops.convert_to_numpy(described(self.tokens[1:], self.numeric[1:])).sum())
 
 
 def catalogue_table(records: Iterable[ItemContent], item_ids: Sequence[str],
@@ -243,12 +250,13 @@ class ItemContentTable:
         ids = ops.cast(ids, "int32")
         return ops.take(self.tokens, ids, axis=0), ops.take(self.numeric, ids, axis=0)
 
-    def keep(self, tokens: Any, training: bool) -> Any:
-        """[..., 1]: 0 where an item (with ``tokens``) loses its id embedding, with
-        probability ``id_dropout`` in training where it has content; None: keep all."""
+    def keep(self, tokens: Any, numeric: Any, training: bool) -> Any:
+        """[..., 1]: 0 where an item (with ``tokens`` and ``numeric``) loses its id
+        embedding, with probability ``id_dropout`` in training where it has content; None:
+        keep all."""
         if not training or not self.id_dropout:
             return None
-        has = ops.any(ops.not_equal(tokens, 0), axis=-1)
+        has = described(tokens, numeric)
         draw = keras.random.uniform(ops.shape(has), seed=self.seeds)
         kept = ops.logical_not(ops.logical_and(has, draw < self.id_dropout))
         return ops.expand_dims(ops.cast(kept, "float32"), -1)

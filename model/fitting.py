@@ -111,7 +111,8 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
             hist = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=shuffle)
             fits.append((len(y), time.perf_counter() - t0))
             point["loss"] = float(hist.history["loss"][-1])
-        if epoch % eval_every == 0 or epoch == epochs:
+        evaluated = epoch % eval_every == 0 or epoch == epochs
+        if evaluated:
             valid = evaluate(scorer, split, "valid")
             point.update({"valid_ndcg10": valid["full"]["NDCG@10"],
                           "valid_hr10": valid["full"]["HR@10"],
@@ -125,7 +126,8 @@ def fit_with_early_stopping(model: keras.Model, epoch_data: Callable[[int], tupl
         curve.append(point)
         if on_epoch is not None:
             on_epoch(epoch, point)
-        if waited >= patience and epoch >= min_epochs:
+        # at an evaluation only: epochs trained after the last one would never be scored
+        if evaluated and waited >= patience and epoch >= min_epochs:
             break
     if best_weights is not None:
         model.set_weights(best_weights)

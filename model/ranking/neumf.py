@@ -126,7 +126,7 @@ class NeuMF(keras.Model):
                 self.item_content = ItemContentEncoder(spec.buckets, len(spec.numeric), half,
                                                        name="item_content")
                 self.item_content.build()
-                self.seeds = keras.random.SeedGenerator(2)
+                self.seeds = keras.random.SeedGenerator()  # seeded by set_random_seed
                 self.catalogue = ItemContentTable(self, num_items + 1, spec, id_dropout,
                                                   self.seeds)
         self.out = keras.layers.Dense(1 if self.conditional else len(self.tasks),
@@ -138,8 +138,8 @@ class NeuMF(keras.Model):
         parts, keep, content = [], None, None
         if self.content:
             tokens, numeric = self.catalogue.lookup(inputs["item"])
-            keep, content = self.catalogue.keep(tokens, training), self.item_content(tokens,
-                                                                                      numeric)
+            keep = self.catalogue.keep(tokens, numeric, training)
+            content = self.item_content(tokens, numeric)
         if self.branch in ("both", "gmf"):
             item = self.gmf_item(inputs["item"])
             parts.append(self.gmf_user(inputs["user"]) * (item if keep is None else item * keep))

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from model.content import ContentSpec, ContentTable, ItemContentEncoder, ItemContentTable
+from model.content import ContentSpec, ContentTable, ItemContentEncoder, ItemContentTable, described
 
 FULL_TABLE_MAX = 100_000
 
@@ -65,7 +65,7 @@ class SASRecEncoder(keras.layers.Layer):
             raise ValueError(f"id_dropout must be in [0, 1). Received: id_dropout={id_dropout}")
         self.num_types, self.content, self.id_dropout = num_types, content, id_dropout
         self.content_spec = ContentSpec.from_dict(content) if content else None
-        self.seeds = keras.random.SeedGenerator(1)
+        self.seeds = keras.random.SeedGenerator()  # seeded by keras.utils.set_random_seed
 
     def build(self, input_shape: Any) -> None:
         d = self.dim
@@ -132,13 +132,14 @@ class SASRecEncoder(keras.layers.Layer):
         if self.content_spec is None or self.content_spec.mode == "map":
             return out
         tokens, numeric = self.catalogue.lookup(ids)
-        if (keep := self.catalogue.keep(tokens, training)) is not None:
+        if (keep := self.catalogue.keep(tokens, numeric, training)) is not None:
             out = out * keep
         return out + self.content_encoder(tokens, numeric)
 
     def item_table(self, training: bool = False) -> Any:
         """[num_items + 1, dim]: every item's vector; in training each item with content
-        loses its id for the whole step with probability ``id_dropout``."""
+        loses its id with probability ``id_dropout`` (for the whole step where the model
+        computes the table once a step: below ``FULL_TABLE_MAX`` items)."""
         return self.item_vectors(ops.arange(self.num_items + 1), training)
 
     def set_content(self, table: ContentTable) -> None:
@@ -243,7 +244,7 @@ class SASRec(keras.Model):
         enc = self.encoder
         tokens = ops.convert_to_numpy(enc.catalogue.tokens)[1:]
         numeric = ops.convert_to_numpy(enc.catalogue.numeric)[1:]
-        has = (tokens > 0).any(axis=1) | (numeric != 0).any(axis=1)
+        has = ops.convert_to_numpy(described(tokens, numeric))
         if not has.any():
             return 0.0
         targets = ops.convert_to_numpy(enc.item_embedding.embeddings)[1:][has]

@@ -12,6 +12,7 @@ import numpy as np
 
 from model.content import MODES
 from model.data import LeaveLastOut, Side, item_counts, pad_left
+from model.evaluation.protocols import evaluate
 from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping, start_training
 from model.retrieval.sasrec import LOSSES, SASRec
 from model.sampling import SeenItems
@@ -60,7 +61,8 @@ class SASRecConfig:
     id_dropout: float = 0.3
     eval_every: int = 5
     patience: int = 4          # evaluations without improvement before stopping
-    # A fresh model is not stopped before this many optimizer steps, nor half its epochs:
+    # A fresh model is not stopped before this many optimizer steps, or half its epochs
+    # where that is fewer (a log of a few hundred windows would train to the cap):
     # on ml-latest-small (14 steps an epoch) validation peaked at epoch 5 with a popularity-
     # like model, dipped to epoch 15 and passed that peak only at epoch 30, after patience
     # had stopped the run at epoch 25 (seed 2: full NDCG@10 0.010 against 0.045-0.050 for
@@ -74,6 +76,12 @@ class SASRecConfig:
         if self.content_mode not in CONTENT_MODES:
             raise ValueError(f"content_mode must be one of {CONTENT_MODES}. "
                              f"Received: {self.content_mode!r}")
+        # each would otherwise fail deep in training (a division by zero, an empty stack)
+        # or train nothing (no negative: the loss is 0; patience 0 stops at the floor)
+        for name in ("epochs", "batch_size", "negatives", "max_windows", "eval_every",
+                     "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1. Received: {name}={getattr(self, name)}")
 
     def pool_draws(self, batch_size: int) -> int:
         """Items each sequence draws when pooled: enough for `negatives` per batch."""
@@ -132,6 +140,10 @@ def training_arrays(histories: list[np.ndarray], max_len: int, max_windows: int 
             seq_types.append(pad_left(kinds[:-1], max_len))
             target_types.append(pad_left(kinds[1:], max_len))
             end -= max_len
+    if not rows:
+        raise ValueError("no user's training history holds two items, so there is no next "
+                         "item to learn (an evaluated user needs four events: two to train "
+                         "on, one to validate, one to test)")
     return (np.asarray(rows, dtype=np.int64), np.stack(seqs), np.stack(targets),
             np.stack(seq_types), np.stack(target_types))
 
@@ -213,6 +225,9 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
     if content is not None and cfg.content_mode == "map":
         # weighted by training interactions: content maps onto the items users meet
         result.model.fit_content_map(item_weights=item_counts(split.train, seqs.num_items)[1:])
+        # scored again: items training never met now read their content, and ``auto``
+        # compares this model, not the one early stopping kept before the mapping
+        result = replace(result, best_valid=evaluate(SASRecScorer(result.model), split, "valid"))
     return result
 
 

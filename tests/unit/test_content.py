@@ -146,6 +146,32 @@ def test_id_dropout_drops_ids_of_items_with_content_in_training_only() -> None:
     assert not changed[:, 29:].any()             # no content: the id always stays
 
 
+def test_id_dropout_reads_numbers_as_content_and_follows_the_seed() -> None:
+    """An item with a price and no words is content-described everywhere else (the map
+    fit, the coverage count); id dropout skipped it. And its draws ignored the seed."""
+    spec = ContentSpec(buckets=64, max_tokens=6, numeric=("price",), numeric_mean=(0.0,),
+                       numeric_std=(1.0,), mode="sum")
+    records = [ItemRecord(str(i), price=i + 1.0) for i in range(1, 11)]  # numbers only
+    table = catalogue_table(records, [str(i) for i in range(1, 21)], spec)
+    assert table.covered == 10
+
+    def changed(seed: int) -> np.ndarray:
+        keras.utils.set_random_seed(seed)
+        model = SASRec(num_items=20, max_len=4, dim=8, blocks=1, content=spec.to_dict(),
+                       id_dropout=0.5)
+        seq = np.arange(1, 5)[None]
+        model({"seq": seq, "pos": seq, "neg": np.ones((1, 2), "int64")})
+        model.encoder.set_content(table)
+        ids = np.tile(np.arange(1, 21), (40, 1))
+        served = keras.ops.convert_to_numpy(model.encoder.item_vectors(ids))
+        trained = keras.ops.convert_to_numpy(model.encoder.item_vectors(ids, training=True))
+        return ~np.isclose(served, trained).all(axis=-1)
+
+    one = changed(1)
+    assert 0.35 < one[:, :10].mean() < 0.65 and not one[:, 10:].any()
+    assert (changed(1) == one).all() and (changed(2) != one).any()
+
+
 def test_a_saved_sasrec_keeps_its_catalogue(tmp_path) -> None:
     model, seq = _content_sasrec()
     model.save(tmp_path / "m.keras")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again
 
 
 def _fit(monkeypatch: pytest.MonkeyPatch, figures: list[float], epochs: int = 6,
-         patience: int = 2, min_epochs: int = 0
+         patience: int = 2, min_epochs: int = 0, eval_every: int = 1
          ) -> tuple[fitting.TrainResult, dict[int, list], list[int]]:
     """A small regression model trained with validation NDCG@10 read from ``figures``,
     one per look; returns the result, the weights at each look (by epoch; 0: the
@@ -37,7 +37,7 @@ def _fit(monkeypatch: pytest.MonkeyPatch, figures: list[float], epochs: int = 6,
 
     monkeypatch.setattr(fitting, "evaluate", scripted)
     result = fitting.fit_with_early_stopping(model, epoch_data, None, None,  # type: ignore[arg-type]
-                                             epochs=epochs, eval_every=1, patience=patience,
+                                             epochs=epochs, eval_every=eval_every, patience=patience,
                                              batch_size=8, on_epoch=lambda epoch, _: seen.update(
                                                  {epoch: model.get_weights()}),
                                              min_epochs=min_epochs)
@@ -65,6 +65,16 @@ def test_a_dip_after_the_first_look_is_waited_out_for_min_epochs(
     assert result.best_epoch == 1 and trained == [1, 2, 3, 4]  # held to the floor only
     result, _, trained = _fit(monkeypatch, figures, epochs=9, min_epochs=5)
     assert result.best_epoch == 5 and trained == [1, 2, 3, 4, 5, 6, 7]  # then patience
+
+
+def test_a_run_past_its_patience_stops_at_an_evaluation_not_at_the_floor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor (72 epochs on ml-latest-small) falls between looks (every 5): the run
+    trained on to the floor and stopped there, its last epochs never scored."""
+    result, _, trained = _fit(monkeypatch, [0.5, 0.4, 0.3], epochs=9, patience=1,
+                              min_epochs=3, eval_every=2)
+    assert trained == [1, 2, 3, 4] and [p["epoch"] for p in result.curve
+                                        if "valid_ndcg10" in p] == [0, 2, 4]
 
 
 def test_the_best_look_is_kept_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:

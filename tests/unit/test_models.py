@@ -322,3 +322,17 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
         assert r["converts AUC gain"] == pytest.approx(
             r["converts AUC"] - report["next head"]["converts AUC"])
         assert r["converts AUC gain low"] <= r["converts AUC gain"] <= r["converts AUC gain high"]
+
+
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "negatives", "max_windows",
+                                   "eval_every", "patience"])
+def test_a_sasrec_config_that_cannot_train_is_refused_in_one_line(field: str) -> None:
+    """Each failed deep in training (a division by zero, an empty stack) or trained
+    nothing (no negative: a loss of 0) before."""
+    with pytest.raises(ValueError, match=f"^{field} must be >= 1. Received: {field}=0$"):
+        SASRecConfig(**{field: 0})
+
+
+def test_a_log_with_no_two_item_training_history_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="no user's training history holds two items"):
+        training_arrays([np.array([5]), np.array([7])], 50, 8)

@@ -106,6 +106,14 @@ class LocalRedis:
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
 
     def write_config(self, channel_rules: bool = True) -> Path:
+        """Write the ACL and TLS lines (``_config_text``), readable by their owner only."""
+        if self.tls:
+            self.tls_files.ensure()
+        conf = self.home / "redis.conf"
+        write_file(conf, self._config_text(channel_rules).encode(), private=True)
+        return conf
+
+    def _config_text(self, channel_rules: bool) -> str:
         """ACL and TLS lines: the parts of the configuration that must stay private.
         ``channel_rules``: Redis 6.2 and later gate pub/sub channels (``&*``); 6.0
         (Ubuntu 22.04's) allows them all and refuses the rule."""
@@ -115,13 +123,21 @@ class LocalRedis:
             lines += ["user default off", f"user {self.username} on "
                       f">{self.password.get_secret_value()} ~*{channels} +@all"]
         if self.tls:
-            files = self.tls_files.ensure()
+            files = self.tls_files
             lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {_quoted(files.cert)}",
                       f"tls-key-file {_quoted(files.key)}",
                       f"tls-ca-cert-file {_quoted(files.ca)}", "tls-auth-clients no"]
-        conf = self.home / "redis.conf"
-        write_file(conf, "\n".join([*lines, ""]).encode(), private=True)
-        return conf
+        return "\n".join([*lines, ""])
+
+    def _runs_as_configured(self) -> bool:
+        """Whether the running Redis was started with the password and TLS these settings
+        ask for. Reused whatever its config, a Redis started with TLS kept plaintext
+        clients waiting 30 s, and one started with another password read as refused."""
+        try:
+            running = (self.home / "redis.conf").read_text()
+        except OSError:
+            return False
+        return running in (self._config_text(True), self._config_text(False))
 
     @property
     def process(self) -> ManagedProcess:
@@ -140,6 +156,10 @@ class LocalRedis:
     def start(self, timeout_s: float = 20.0) -> int:
         pid = self.running_pid()
         if pid is not None:
+            if not self._runs_as_configured():
+                raise StackError(f"the Redis from an earlier start is running with another "
+                                 f"password or TLS setting (pid {pid}, port {self.port}): "
+                                 "run 'streamrec stack down' first")
             return pid
         binary = shutil.which("redis-server")
         if binary is None:

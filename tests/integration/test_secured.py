@@ -129,12 +129,13 @@ def _every_record(settings: Settings) -> list[bytes]:
 
 
 @pytest.mark.parametrize("variable, value, said, why", [
-    # The embedded broker's one user is the configured client: another password means
-    # the settings changed since it started, which only a restart can take.
+    # The embedded services' one user is the configured client: another password means
+    # the settings changed since they started, which only a restart can take.
     ("STREAMREC_KAFKA_SECURITY", _kafka_security("wrong-password"),
      "error: the Kafka broker from an earlier start is running with other ports or "
      "security", "run 'streamrec stack down' first"),
-    ("STREAMREC_REDIS_PASSWORD", "wrong-password", "error: Redis at ", "credentials refused"),
+    ("STREAMREC_REDIS_PASSWORD", "wrong-password", "error: the Redis from an earlier start "
+     "is running with another password", "run 'streamrec stack down' first"),
 ])
 def test_a_wrong_password_fails_in_one_line(secured: Secured, variable: str, value: str,
                                             said: str, why: str) -> None:

@@ -235,6 +235,24 @@ def test_embedded_redis_keeps_its_password_off_the_command_line(tmp_path: Path) 
     assert f'tls-cert-file "{redis.tls_files.cert}"' in text  # quoted: a path may hold spaces
 
 
+def test_a_running_redis_is_reused_only_with_the_password_and_tls_it_started_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reused whatever its config, a Redis started with TLS kept plaintext clients waiting
+    30 s; ``stack down`` is the fix, so it is said at once."""
+    from pydantic import SecretStr
+
+    LocalRedis(tmp_path, 16379, "app", SecretStr("cache-pw"), tls=True).write_config()
+    monkeypatch.setattr(LocalRedis, "running_pid", lambda self: 4242)
+    assert LocalRedis(tmp_path, 16379, "app", SecretStr("cache-pw"), tls=True).start() == 4242
+    for changed in (LocalRedis(tmp_path, 16379, "app", SecretStr("cache-pw")),
+                    LocalRedis(tmp_path, 16379, "app", SecretStr("other-pw"), tls=True),
+                    LocalRedis(tmp_path, 16379, tls=True)):
+        with pytest.raises(StackError, match="pid 4242.*run 'streamrec stack down' first"):
+            changed.start()
+    LocalRedis(tmp_path, 16379, "app", SecretStr("cache-pw")).write_config(channel_rules=False)
+    assert LocalRedis(tmp_path, 16379, "app", SecretStr("cache-pw")).start() == 4242  # Redis 6.0
+
+
 def test_redis_reads_a_tls_path_with_spaces_and_quotes_whole(tmp_path: Path) -> None:
     """Unquoted, ``tls-cert-file .../My Projects/...`` gave Redis two arguments."""
     import shlex

@@ -31,8 +31,11 @@ class MlflowStore:
     artifact_root: Path
 
     @classmethod
-    def local(cls, home: Path) -> "MlflowStore":
-        return cls(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=home / "artifacts")
+    def local(cls, home: Path, database: str | None = None) -> "MlflowStore":
+        """A sqlite store with its artifacts in ``home``: ``database`` (a sqlite URI), by
+        default ``home/mlflow.db``."""
+        return cls(tracking_uri=database or f"sqlite:///{home / 'mlflow.db'}",
+                   artifact_root=home / "artifacts")
 
     @property
     def is_local(self) -> bool:

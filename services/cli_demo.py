@@ -9,8 +9,8 @@ send-to-publish latency and throughput of the live part; then the trainer's roun
 + future runs, and when it promotes, the worker swaps. The API runs beside the worker for
 the whole job: its dashboard shows the live figures and any user's list as it changes.
 Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events,
-and its own model registry (in its folder), so its first champion has learnt this run's
-past and nothing of its future: a shared registry kept the champion of an earlier run of
+and its own model registry (database and artifacts in its folder), so its first champion
+has learnt this run's past and nothing of its future: a shared registry kept the champion of an earlier run of
 the same log, which had learnt the events the report then scored it on. The demo follows
 the worker and the trainer through their status files (``streams.status``), never
 through their logs.
@@ -29,6 +29,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import numpy as np
 import orjson
@@ -36,6 +37,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from infra.urls import mask_urls
 from services.cli_events import Columns, Format, columns_of, number_within
 from services.processes import (
     ServiceProcess,
@@ -106,22 +108,26 @@ def _produce(run: _Run, events: list[Event], label: str, rate: float | None = No
     return summary.seconds
 
 
-def _collect(run: _Run, count: int, label: str) -> list[dict]:
-    """The first list of each of ``count`` events on the run's recommendations topic, read
-    from its beginning: a list answered again (at least once, after a rebalance) counts
-    once, where counting records let it push a later event's list out."""
-    topic, first = run.topic("recommendations"), {}
+def _collect(run: _Run, events: list[Event], label: str, worker: ServiceProcess) -> list[dict]:
+    """The first list of each of ``events`` on the run's recommendations topic, read from
+    its beginning: a list answered again (at least once, after a rebalance) counts once,
+    where counting records let it push a later event's list out. An event id met twice
+    is answered once (the worker drops the repeat), so ids are counted, not events.
+    Stops at once when the worker has exited (else it would wait a minute for lists)."""
+    topic, first, count = run.topic("recommendations"), {}, len({e.event_id for e in events})
     with progress_bar(label, count) as update:
         for rec in read_topic(run.settings.kafka, topic, from_beginning=True,
-                              idle_timeout_s=60):
+                              idle_timeout_s=60, on_idle=worker.raise_if_exited):
             value = orjson.loads(rec.value)
             first.setdefault(value["event_id"], value)
             if len(first) % 500 == 0:
                 update(len(first))
             if len(first) >= count:
                 break
+        update(len(first))
     if len(first) < count:
-        raise typer.Exit(f"only {len(first):,} of {count:,} lists arrived on {topic}")
+        raise typer.Exit(f"only {len(first):,} of {count:,} lists arrived on {topic} within "
+                         f"a minute of the last; worker log {worker.log}")
     return list(first.values())
 
 
@@ -140,17 +146,15 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
     shown = wanted | {e.event_id for e in seeds}
     lists = {v["event_id"]: [i["item_id"] for i in v["items"]] for v in values
              if v["event_id"] in shown}
-    paths: dict[str, int] = {}
-    for v in mine:
-        paths[v["path"]] = paths.get(v["path"], 0) + 1
+    paths = Counter(v["path"] for v in mine)
     ranks = prequential_ranks(seeds + future, lists)
     latency = [(v["published_us"] - v["sent_us"]) / 1000 for v in mine if v["sent_us"]]
-    lat = np.percentile(latency, [50, 95, 99]) if latency else [float("nan")] * 3
     span_s = (max(v["published_us"] for v in mine) -
               min(v["sent_us"] or v["published_us"] for v in mine)) / 1e6
     table = Table("", "value", title=f"streamrec demo {run}")
     table.add_row("events replayed live", f"{len(future):,}")
-    table.add_row("recommendation lists published", f"{len(mine):,}  ({paths})")
+    table.add_row("recommendation lists published", f"{len(mine):,}  (" + ", ".join(
+        f"{path} {n:,}" for path, n in paths.most_common()) + ")")
 
     def figure(value: float) -> str:
         return f"{value:.4f}" if len(ranks) else "n/a (no next event)"
@@ -159,8 +163,9 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
     table.add_row("online NDCG@10", figure(ndcg(ranks, 10)))
     table.add_row("online MRR", figure(mrr(ranks)))
     table.add_row("scored next events", f"{len(ranks):,}")
-    table.add_row("latency send→publish p50 / p95 / p99",
-                  f"{lat[0]:.1f} / {lat[1]:.1f} / {lat[2]:.1f} ms")
+    table.add_row("latency send→publish p50 / p95 / p99", " / ".join(
+        f"{q:.1f}" for q in np.percentile(latency, [50, 95, 99])) + " ms" if latency
+                  else "n/a (no list carries its event's send time)")
     table.add_row("throughput (first send → last publish)",
                   f"{len(mine) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
     return table
@@ -182,9 +187,10 @@ def _prepare_data(data: Path | None, fmt: Format | None, events: int,
             raise typer.BadParameter("--format is required with --data")
         log, source = read_valid_events(data, fmt.value, columns), str(data)
     else:  # tastes drift late in the timeline: retraining on the live log pays off
-        log = list(generate(SyntheticConfig(users=2_000, items=1_000, events=events,
-                                            drift_at=0.7)))
-        source = f"synthetic ({events:,} events, 2,000 users, 1,000 items, drifting tastes)"
+        synthetic = SyntheticConfig(users=2_000, items=1_000, events=events, drift_at=0.7)
+        log = list(generate(synthetic))
+        source = (f"synthetic ({events:,} events, {synthetic.users:,} users, "
+                  f"{synthetic.items:,} items, drifting tastes)")
     past, future = time_split(log, train_fraction)
     if len(past) < min_past or not future:
         raise typer.BadParameter(
@@ -202,10 +208,11 @@ def _first_champion(run: _Run, epochs: int) -> None:
     console.print("[bold]trainer --once[/]: retriever (SASRec) + ranker (NeuMF) from the "
                   "topic, into this run's registry")
     try:
-        first = trainer_round(run.env, run.folder / "first-round.status.json",
-                              "--epochs", str(epochs))
+        with progress_bar("training the first champion", None):
+            first = trainer_round(run.env, run.folder / "first-round.status.json",
+                                  "--epochs", str(epochs))
     except WorkerFailed as exc:
-        raise typer.Exit(f"the training round failed: {exc}") from None
+        raise typer.Exit(mask_urls(f"the training round failed: {exc}")) from None
     if first.outcome != "promoted":
         raise typer.Exit(f"the training round made no champion: {describe_round(first)}")
     console.print(f"  {describe_round(first)}", soft_wrap=True)
@@ -225,15 +232,16 @@ def _services(run: _Run, future: list[Event], epochs: int) -> Iterator[_Services
         api = ServiceProcess.start({**run.env, "STREAMREC_API_PORT": str(api_port)},
                                    run.folder / "api.log", "api")
         running.callback(api.stop)
-        worker.wait_joined(run.settings.kafka, run.group)
-        api.wait_http(f"{api_url}/healthz")
+        with progress_bar("worker and API starting", None):
+            worker.wait_joined(run.settings.kafka, run.group)
+            api.wait_http(f"{api_url}/healthz")
         serving = worker.wait_status(WorkerStatus)
         if serving is None:
             raise WorkerFailed(f"the worker wrote no status to {worker.status}; log {worker.log}")
         watch = Counter(e.user_id for e in future).most_common(1)[0][0]
         console.print(f"[bold]api[/] {api_url}/ : open the dashboard and watch user "
                       f"[bold]{watch}[/] while the future is replayed; lists: "
-                      f"{api_url}/v1/users/{watch}/recommendations")
+                      f"{api_url}/v1/users/{quote(watch, safe='')}/recommendations")
         trainer = ServiceProcess.start(run.env, run.folder / "trainer.log", "trainer",
                                        "--interval-min", "0", "--every-events",
                                        str(len(future)), "--epochs", str(epochs), status=True)
@@ -246,12 +254,14 @@ def _live(run: _Run, services: _Services, past: list[Event], future: list[Event]
     """The worker catches up on the past; once the trainer is ready (it has counted the
     topic, so the future counts towards its trigger) the future is replayed live and the
     report printed."""
-    _collect(run, len(past), "worker catching up on the past")
-    if services.trainer.wait_status(TrainerStatus, lambda t: t.state == "ready", 180) is None:
+    _collect(run, past, "worker catching up on the past", services.worker)
+    with progress_bar("trainer starting", None):
+        ready = services.trainer.wait_status(TrainerStatus, lambda t: t.state == "ready", 180)
+    if ready is None:
         raise typer.Exit(f"the trainer did not start; log {services.trainer.log}")
     seconds = _produce(run, future, "replay", rate)
     console.print(f"[bold]replay[/] sent {len(future):,} in {seconds:.1f} s")
-    values = _collect(run, len(past) + len(future), "recommendations")
+    values = _collect(run, past + future, "recommendations", services.worker)
     console.print(_report(run.id, past, future, values, rate))
 
 
@@ -259,7 +269,8 @@ def _retraining(services: _Services) -> None:
     """The trainer's round on past + future and, when it promotes, the worker's swap."""
     console.print("[bold]trainer[/]: retraining on past + future beside the worker "
                   "(a few minutes) ...")
-    status = services.trainer.wait_status(TrainerStatus, lambda t: t.rounds >= 1, 1200)
+    with progress_bar("retraining", None):
+        status = services.trainer.wait_status(TrainerStatus, lambda t: t.rounds >= 1, 1200)
     summary = status.last_round if status else None
     if summary is None:
         raise typer.Exit("the retraining round did not end within 20 minutes; log "
@@ -338,8 +349,8 @@ def demo(
                               + "-d '<event JSON>' (README) and watch the list change. Press "
                               "Enter to stop.")
                 input()
-    except WorkerFailed as exc:
-        raise typer.Exit(str(exc)) from None
+    except WorkerFailed as exc:  # with its log's tail, which may quote a URL
+        raise typer.Exit(mask_urls(str(exc))) from None
     console.print(f"topics demo-{run.id}.*, group {run.group}; logs and this run's model "
                   f"registry (STREAMREC_MLFLOW_TRACKING_URI=sqlite:///{folder / 'mlflow.db'}) "
                   f"in {folder}")

@@ -114,7 +114,7 @@ class ServiceProcess:
         admin = AdminClient(kafka.librdkafka())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._raise_if_exited()
+            self.raise_if_exited()
             try:
                 desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
             except TimeoutError:  # a busy or just-started broker: ask again until the deadline
@@ -130,7 +130,8 @@ class ServiceProcess:
         raise WorkerFailed(f"the worker did not join group {group} within {timeout_s:.0f} s; "
                            f"log {self.log}")
 
-    def _raise_if_exited(self) -> None:
+    def raise_if_exited(self) -> None:
+        """Raises ``WorkerFailed``, with the end of its log, once the process has exited."""
         if self.proc.poll() is not None:
             raise WorkerFailed(f"streamrec {self.proc.args[len(CLI)]} exited with code "
                                f"{self.proc.returncode}; log {self.log}:\n"
@@ -157,7 +158,7 @@ class ServiceProcess:
             if record is not None and (until is None or until(record)):
                 return record
             if exited:
-                self._raise_if_exited()
+                self.raise_if_exited()
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.5)
@@ -169,7 +170,7 @@ class ServiceProcess:
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self._raise_if_exited()
+            self.raise_if_exited()
             try:
                 with urllib.request.urlopen(url, timeout=2) as reply:
                     if reply.status == 200:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from infra.mlflow_store import MlflowStore
 from infra.stack import Stack
 from services.settings import Settings
 
 
 def mlflow_store(settings: Settings) -> MlflowStore:
-    local = MlflowStore.local(settings.data_dir / "mlflow")
-    if settings.mlflow_tracking_uri is None:
-        return local
-    return MlflowStore(settings.mlflow_uri, local.artifact_root)
+    """The registry the settings name. A sqlite database keeps its artifacts beside it
+    (``artifacts/``), so one folder holds a registry whole: a demo run's, deleted with
+    its folder, left its models under the data dir's store."""
+    uri = settings.mlflow_uri
+    if uri.startswith("sqlite:///"):  # an absolute path: the settings refuse others
+        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        return MlflowStore.local(database.parent, database=uri)
+    return MlflowStore(uri, settings.data_dir / "mlflow" / "artifacts")
 
 
 def build_stack(settings: Settings) -> Stack:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +64,11 @@ def raise_if_lasting(error: KafkaError) -> None:
 
 
 def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = False,
-               limit: int | None = None, idle_timeout_s: float | None = None) -> Iterator[Record]:
-    """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet."""
+               limit: int | None = None, idle_timeout_s: float | None = None,
+               on_idle: Callable[[], None] | None = None) -> Iterator[Record]:
+    """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet.
+    ``on_idle`` runs after each poll that found nothing: it may raise to stop the read
+    sooner (the topic's producer has exited)."""
     consumer = Consumer(kafka.librdkafka(**{
         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -78,6 +81,8 @@ def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = Fal
         while limit is None or count < limit:
             msg = consumer.poll(0.2)
             if msg is None:
+                if on_idle is not None:
+                    on_idle()
                 if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
                     return
                 continue

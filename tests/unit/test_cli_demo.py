@@ -80,8 +80,43 @@ def test_lists_are_collected_one_per_event_the_first_kept(
     monkeypatch.setattr(demo, "read_topic", lambda *a, **k: iter(records))
     run = SimpleNamespace(settings=SimpleNamespace(kafka=None),
                           topic=lambda name: f"demo-x.{name}")
-    got = demo._collect(run, 3, "lists")  # type: ignore[arg-type]
+    worker = SimpleNamespace(log=Path("worker.log"), raise_if_exited=lambda: None)
+    events = [SimpleNamespace(event_id=e) for e in ("e1", "e2", "e3")]
+    got = demo._collect(run, events, "lists", worker)  # type: ignore[arg-type]
     assert [(v["event_id"], v["path"]) for v in got] == [("e1", "first"), ("e2", "first"),
                                                           ("e3", "first")]
-    with pytest.raises(demo.typer.Exit):
-        demo._collect(run, 4, "lists")  # type: ignore[arg-type]
+    with pytest.raises(demo.typer.Exit, match="only 3 of 4 lists .* worker log worker.log"):
+        demo._collect(run, [*events, SimpleNamespace(event_id="e4")], "lists",
+                      worker)  # type: ignore[arg-type]
+
+
+def test_an_event_id_sent_twice_waits_for_one_list_and_a_dead_worker_stops_the_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker answers an id once: counting events waited a minute for a list that
+    never comes, then blamed delivery; and a worker that had died went unnoticed."""
+    from types import SimpleNamespace
+
+    import orjson
+
+    import services.cli_demo as demo
+    from services.processes import WorkerFailed
+
+    def read_topic(*args: object, on_idle: Callable[[], None], **kwargs: object):  # noqa: ANN202
+        yield SimpleNamespace(value=orjson.dumps({"event_id": "e1", "path": "model"}))
+        while True:  # then nothing more: the reader polls, idle
+            on_idle()
+
+    monkeypatch.setattr(demo, "read_topic", read_topic)
+    run = SimpleNamespace(settings=SimpleNamespace(kafka=None),
+                          topic=lambda name: f"demo-x.{name}")
+    alive = SimpleNamespace(log=Path("worker.log"), raise_if_exited=lambda: None)
+    twice = [SimpleNamespace(event_id="e1"), SimpleNamespace(event_id="e1")]
+    assert len(demo._collect(run, twice, "lists", alive)) == 1  # type: ignore[arg-type]
+
+    def exited() -> None:
+        raise WorkerFailed("streamrec worker exited with code 1")
+
+    dead = SimpleNamespace(log=Path("worker.log"), raise_if_exited=exited)
+    with pytest.raises(WorkerFailed, match="exited with code 1"):
+        demo._collect(run, [*twice, SimpleNamespace(event_id="e2")], "lists",
+                      dead)  # type: ignore[arg-type]

@@ -275,3 +275,22 @@ def test_posted_events_wait_for_kafka_less_than_the_request_itself(
     for timeout in (3.0, 6.0, 11.0):  # + the post's second of slack, still under
         assert Settings(api_request_timeout_s=timeout).api_kafka_wait_s + 1 < timeout
     assert Settings(api_request_timeout_s=0.001).api_kafka_wait_s == 0.1  # 0 ms: for ever
+
+
+def test_a_sqlite_registry_keeps_its_artifacts_beside_its_database(tmp_path: Path) -> None:
+    """A demo run's registry (a sqlite database in its folder) put its models under the
+    data dir's store: deleting the run's folder left them behind."""
+    from services.stack import mlflow_store
+
+    run = tmp_path / "demo" / "run1"
+    store = mlflow_store(Settings(data_dir=tmp_path / "data",
+                                  mlflow_tracking_uri=f"sqlite:///{run / 'mlflow.db'}"))
+    assert store.artifact_root == run / "artifacts"
+    store.ensure()
+    location = store.client().get_experiment(store.experiment_id("x")).artifact_location
+    assert location == (run / "artifacts" / "x").as_uri()
+    default = mlflow_store(Settings(data_dir=tmp_path / "data"))
+    assert default.tracking_uri == f"sqlite:///{tmp_path / 'data' / 'mlflow' / 'mlflow.db'}"
+    assert default.artifact_root == tmp_path / "data" / "mlflow" / "artifacts"
+    assert mlflow_store(Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=
+                                 "http://mlflow:5000")).artifact_root == default.artifact_root

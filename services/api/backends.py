@@ -82,7 +82,7 @@ class Backends:
         store = mlflow_store(settings)
 
         def champion() -> Any:
-            from streams.registry import load_bundle  # Keras: only on the first load
+            from streams.registry import load_bundle  # MLflow: only on the first load
 
             return load_bundle(store, head_weights=settings.ranker_head_weights)
 

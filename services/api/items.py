@@ -32,7 +32,8 @@ from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, reencoded
 
 ITEMS_PATH = "/v1/items"
 ITEM_PATH = "/v1/items/{item_id}"
-# As user ids in paths: printable ASCII without space or '/'; other ids use POST.
+# As user ids in paths (``routes.USER_ID``): any character but '/' and control characters.
+# An id with '/' is written through POST /v1/items, and has no similar-items route.
 ITEM_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
                                    pattern=f"^{USER_ID_RE.pattern}$", examples=["4"])]
 Outcome = dict[str, Any]  # the JSON of an ``ItemOutcome``

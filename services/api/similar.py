@@ -26,6 +26,9 @@ from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
 from streams.messages import wire_score
 
+CATCHING_UP = ("the API is still reading the catalogue it started with; the model takes "
+               "its items once it has: retry in a few seconds")
+
 SIMILAR_PATH = f"{ITEM_PATH}/similar"
 WAIT_S = 5.0  # the longest a request waits for the first load before its 503
 
@@ -59,7 +62,8 @@ def add_similar_route(app: FastAPI, settings: Settings, access: Access) -> None:
                               "for the item: neither it nor the catalogue knows it, or the "
                               "catalogue does and the model reads no content"},
                         503: {"model": Problem, "description": "no champion model loaded "
-                              "yet (loading, or none in the registry)"},
+                              "yet (loading, or none in the registry), or the item is in "
+                              "the catalogue the API is still reading at start"},
                         **access.read_responses(), **TIMEOUT_RESPONSE})
     async def similar(item_id: ITEM_ID, k: Annotated[int, Query(
             ge=1, le=MAX_K, description="how many items")] = 10) -> Response:
@@ -71,6 +75,9 @@ def add_similar_route(app: FastAPI, settings: Settings, access: Access) -> None:
                                 else None)
         records = b.catalogue.records
         answer = similar_answer(item_id, bundle, k, records)
+        if answer is None and item_id in records and not b.catalogue.caught_up:
+            # the model takes the catalogue once its follower has read the topic through
+            raise HTTPException(503, CATCHING_UP, headers={"Retry-After": "5"})
         if answer is None:
             raise HTTPException(404, f"item {item_id[:40]!r} is in the catalogue, but model "
                                 f"{bundle.version} has no embedding for it (it reads no "

@@ -63,6 +63,22 @@ def test_a_catalogue_item_a_model_without_content_cannot_place_is_a_404_that_say
     assert "is in the catalogue, but model" in reply.json()["detail"]
 
 
+def test_a_catalogue_item_before_the_follower_caught_up_is_a_503_with_retry_after() -> None:
+    """Read but not yet handed to the model (the catalogue hands over once it has read the
+    topic through): a 404 said the model could not take the record."""
+    from services.api.similar import CATCHING_UP
+
+    api = InProcessApi()
+    api.catalogue.caught_up = False
+    api.put_records(ItemRecord("new", title="New"))
+    reply = api.get("/v1/items/new/similar")
+    assert reply.status_code == 503 and reply.json() == {"detail": CATCHING_UP}
+    assert reply.headers["retry-after"] == "5"
+    assert api.get("/v1/items/nope/similar").status_code == 404  # known to nobody: still 404
+    api.catalogue.hand_over([api.items.bundle])
+    assert api.get("/v1/items/new/similar").status_code == 200
+
+
 @pytest.mark.parametrize(("error", "detail"), [
     (NoChampion("no models under the alias 'champion' in the registry at sqlite:///x"),
      NO_CHAMPION),

@@ -5,7 +5,6 @@ retriever trained from scratch took (carried forward by warm starts)."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import keras
 import pytest
@@ -38,26 +37,6 @@ def test_auto_keeps_the_mode_better_on_validation(caplog: pytest.LogCaptureFixtu
     assert auto.best_valid["full"]["NDCG@10"] == pytest.approx(scores[kept], abs=1e-4)
     with pytest.raises(ValueError, match="content_mode must be one of"):
         SASRecConfig(content_mode="mean")
-
-
-def test_a_map_model_reports_validation_as_scored_after_its_content_mapping() -> None:
-    """The mapping moves items training never met onto their content: scored before it,
-    ``auto`` compared ``sum`` against a model it did not return."""
-    from model.evaluation.protocols import evaluate
-    from streams.catalog import ItemRecord
-
-    events = _log()
-    for user in range(10):  # an item first met as ten users' validation targets
-        events[6 * 30 + user].item_id = "fresh"
-    split = leave_last_out(build_sequences(events, catalogue=[
-        *RECORDS, ItemRecord("fresh", title="thing 3", categories=("c3",))]))
-    mapped = fit_sasrec(split, replace(SMALL, content_mode="map"))
-    fresh = split.sequences.items.ids.index("fresh") + 1
-    assert mapped.model.unmet_items == (fresh,)
-    before = mapped.curve[mapped.best_epoch]["valid_ndcg10"]  # early stopping's look
-    after = evaluate(SASRecScorer(mapped.model), split, "valid")["full"]["NDCG@10"]
-    assert after != pytest.approx(before)  # the mapping moved what validation reads
-    assert mapped.valid_ndcg10 == pytest.approx(after)
 
 
 def test_the_rankers_fold_retrievers_train_in_the_mode_kept_for_a_from_scratch_count(

@@ -56,13 +56,13 @@ api-contract: setup
 
 setup: $(STAMP) system-deps
 
-# Re-installs when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# Re-installs when pyproject.toml or the versions it resolves to (constraints.txt) change.
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
 	@# a venv made without pip (Debian without python3.11-venv) is made again
 	@test -x $(BIN)/pip || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(PIP) -U pip
-	$(PIP) -e '.[cpu,dev]'
+	$(PIP) -c constraints.txt -e '.[cpu,dev]'
 	@touch $@
 
 system-deps:

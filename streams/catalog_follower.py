@@ -46,6 +46,10 @@ class Catalogue:
         # Whether the follower has read the topic to the end it had at start: before, a
         # record read may still have its tombstone unread.
         self.caught_up = caught_up
+        # Each ``take`` is a revision; each record keeps the one that last changed it, so
+        # a bundle embedded from a snapshot off the event loop takes the rest on it.
+        self.revision = 0
+        self._changed: dict[str, int] = {}
         # Bundles that asked for the catalogue before, held weakly: with no items topic
         # the follower never catches up, and a list kept every swapped-out champion and
         # variant (tables, index, ranker) alive, one more per retrain, for good.
@@ -55,10 +59,12 @@ class Catalogue:
         """Apply consumed messages (``key``, ``value``); returns the valid records, the
         newest per item, to embed."""
         fresh: dict[str, ItemRecord] = {}
+        self.revision += 1
         for m in messages:
             if m.value is None:
                 key = m.key.decode(errors="replace") if m.key else ""
                 self.records.pop(key, None)
+                self._changed.pop(key, None)
                 fresh.pop(key, None)
                 continue
             try:
@@ -69,18 +75,39 @@ class Catalogue:
                 log.warning("catalogue record refused (%s): %s", exc.reason.value, exc.detail)
                 continue
             self.records[record.item_id] = fresh[record.item_id] = record
+            self._changed[record.item_id] = self.revision
         return list(fresh.values())
 
-    def embed_all(self, bundle: Any) -> None:
+    async def load(self, load_bundle: Callable[[], Any]) -> Any:
+        """``load_bundle()`` off the event loop, with every record read so far: those read
+        before it started are embedded on its thread too (a catalogue of 100,000 records
+        takes seconds, which on the loop held up every event and request), those read
+        meanwhile by ``embed_all`` on the loop, with no await before the caller serves it."""
+        since = self.revision if self.caught_up else None
+        records = list(self.records.values()) if since is not None else []
+
+        def load_and_embed() -> Any:
+            bundle = load_bundle()
+            self.embed(bundle, records)
+            return bundle
+
+        bundle = await asyncio.get_running_loop().run_in_executor(None, load_and_embed)
+        self.embed_all(bundle, since)
+        return bundle
+
+    def embed_all(self, bundle: Any, since: int | None = None) -> None:
         """Hand a bundle about to serve every record read so far (items its training never
-        saw, by content). Called on the event loop with no await before the bundle
-        serves, so no record read meanwhile is missed. Before the follower has caught up
-        the bundle waits for ``hand_over`` instead (a swap, an experiment's variant or the
-        API's first load at start would take items deleted later in the topic)."""
+        saw, by content), or those changed after revision ``since`` (the rest it took
+        from a snapshot, ``load``). Called on the event loop with no await before the
+        bundle serves, so no record read meanwhile is missed. Before the follower has
+        caught up the bundle waits for ``hand_over`` instead (a swap, an experiment's
+        variant or the API's first load at start would take items deleted later in the
+        topic)."""
         if not self.caught_up:
             self._waiting.add(bundle)
             return
-        self.embed(bundle, list(self.records.values()))
+        self.embed(bundle, [r for item, r in self.records.items()
+                            if since is None or self._changed[item] > since])
 
     def hand_over(self, bundles: Iterable[Any]) -> None:
         """Caught up: every record to each of ``bundles`` and of the bundles that waited,

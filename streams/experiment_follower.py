@@ -82,10 +82,9 @@ class ExperimentSlot:
 
     async def _load(self, ref: str) -> Any:
         """The bundle ``ref`` names, loaded off the event loop, with the catalogue's items."""
-        bundle = await asyncio.get_running_loop().run_in_executor(None, self.load_bundle_for, ref)
         if self.catalogue is not None:
-            self.catalogue.embed_all(bundle)
-        return bundle
+            return await self.catalogue.load(lambda: self.load_bundle_for(ref))
+        return await asyncio.get_running_loop().run_in_executor(None, self.load_bundle_for, ref)
 
     def missing(self) -> list[str]:
         """The variants of the live experiment that still need a bundle."""

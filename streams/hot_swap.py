@@ -79,8 +79,10 @@ class Serving:
         if self.announced_version(message) == self.bundle.version:
             return True
         try:
-            # Loading takes seconds: off the event loop, so consuming never stalls.
-            fresh = await asyncio.get_running_loop().run_in_executor(None, load_bundle)
+            # Loading takes seconds: off the event loop, so consuming never stalls; so does
+            # the catalogue the new bundle takes (its items training never saw).
+            fresh = (await self.catalogue.load(load_bundle) if self.catalogue is not None
+                     else await asyncio.get_running_loop().run_in_executor(None, load_bundle))
             smoke_test(fresh, top_n)
             if fresh.version == self.bundle.version:
                 return True
@@ -98,11 +100,8 @@ class Serving:
         return True
 
     def _prepare(self, fresh: Any) -> None:
-        """Hand ``fresh`` what the served bundle has that its training did not: the
-        catalogue's new items (by content), and the encoder caches when the retriever is
-        the same one."""
-        if self.catalogue is not None:
-            self.catalogue.embed_all(fresh)
+        """Hand ``fresh`` the encoder caches of the served bundle when the retriever is the
+        same one (the catalogue's items it took as it loaded)."""
         if same_retriever(self.bundle.version, fresh.version):
             adopted = fresh.adopt_caches(self.bundle)
             log.info("the retriever is unchanged: %d session caches carried over", adopted)

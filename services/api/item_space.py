@@ -98,11 +98,9 @@ class ItemSpace:
     async def run(self) -> None:
         """Load the champion, then follow the announcements (until cancelled)."""
         try:
-            # Loading takes seconds: off the event loop, so requests never stall.
-            bundle = await asyncio.get_running_loop().run_in_executor(None, self.load_bundle)
-            # Items of the catalogue its training never saw, by content; no await between
-            # this and the swap, so no catalogue record read meanwhile can be missed.
-            self.catalogue.embed_all(bundle)
+            # Loading takes seconds: off the event loop, so requests never stall; with the
+            # items of the catalogue its training never saw, by content (``Catalogue.load``).
+            bundle = await self.catalogue.load(self.load_bundle)
         except Exception as exc:  # noqa: BLE001 - no champion, or the registry failed
             log.warning("no champion for similar items (%s); following announcements",
                         mask_urls(f"{type(exc).__name__}: {exc}"))

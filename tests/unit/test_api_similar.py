@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 
 import pytest
 from api_fakes import FakeBundle, InProcessApi, item_space
@@ -142,7 +143,7 @@ def test_the_item_space_loads_off_the_loop_then_swaps_what_announcements_name() 
         space = item_space(catalogue, load)
         space.follow_updates = follow
         assert await space.wait_model(0.05) is None and space.why_none == LOADING
-        catalogue.records["new"] = ItemRecord("new")  # read while the model loads
+        catalogue.take([SimpleNamespace(key=b"new", value=b'{"item_id": "new"}')])  # meanwhile
         release.set()
         await asyncio.wait_for(space.ready.wait(), 5)
         model = space.model

@@ -75,6 +75,45 @@ def test_a_swapped_in_model_gets_the_whole_catalogue_before_it_serves() -> None:
     assert serving.bundle is fresh and fresh.added == [["a", "b"]]
 
 
+def test_a_loading_bundle_takes_the_catalogue_off_the_loop_and_what_came_meanwhile_on_it(
+) -> None:
+    """Embedding a large catalogue takes seconds: on the event loop it held up every
+    event (a worker's swap) and request (the API's load). The records read before the
+    load go with it to its thread; those read while it ran, changed ones included, on the
+    loop; a tombstone read meanwhile leaves the item taken, as in every served bundle."""
+    import threading
+
+    catalogue = Catalogue(WorkerMetrics(), caught_up=True)
+    catalogue.take([message(i, {"item_id": i}) for i in ("a", "b", "c")])
+    threads: dict[str, int] = {}
+
+    class Recording(ContentBundle):
+        def add_items(self, records: Sequence[ItemRecord]) -> int:
+            threads[",".join(r.item_id for r in records)] = threading.get_ident()
+            return super().add_items(records)
+
+    fresh = Recording("r:v2")
+
+    def load() -> ContentBundle:  # the follower reads on while the bundle loads
+        catalogue.take([message("b", {"item_id": "b", "title": "B"}), message("d", {
+            "item_id": "d"}), message("c", None)])
+        return fresh
+
+    async def scenario() -> ContentBundle:
+        loaded = await catalogue.load(load)
+        return loaded if threading.get_ident() == threads["b,d"] else None
+
+    assert asyncio.run(scenario()) is fresh
+    assert fresh.added == [["a", "b", "c"], ["b", "d"]]
+    assert threads["a,b,c"] != threads["b,d"]  # the snapshot on the loading thread
+    waiting = Catalogue(WorkerMetrics())  # not caught up: it waits for the hand-over
+    waiting.take([message("a", {"item_id": "a"})])
+    late = asyncio.run(waiting.load(lambda: ContentBundle("r:v3")))
+    assert late.added == []
+    waiting.hand_over([])
+    assert late.added == [["a"]]
+
+
 def test_a_model_that_fails_to_take_the_catalogue_is_refused_and_the_old_one_serves_on(
 ) -> None:
     class Broken(ContentBundle):

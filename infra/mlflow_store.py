@@ -41,6 +41,13 @@ class MlflowStore:
     def is_local(self) -> bool:
         return self.tracking_uri.startswith("sqlite:")
 
+    @property
+    def is_server(self) -> bool:
+        """A tracking server, which decides where artifacts go. A database URI otherwise
+        (sqlite, ``postgresql://``, ...): the clients do, and MLflow's default is
+        ``./mlruns`` in whichever folder the first caller ran in."""
+        return self.tracking_uri.split(":", 1)[0] in ("http", "https", "databricks")
+
     def ensure(self) -> None:
         """Create the local folders; a remote server needs nothing from us."""
         if self.is_local:
@@ -94,7 +101,7 @@ class MlflowStore:
         found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = (self.artifact_root / name).as_uri() if self.is_local else None
+        location = None if self.is_server else (self.artifact_root / name).as_uri()
         return client.create_experiment(name, artifact_location=location)
 
 

@@ -374,3 +374,27 @@ def test_a_tracking_server_is_probed_once_and_stack_up_waits_for_it(
     with pytest.raises(StackError, match="MLflow at .*mlflow.internal.* did not answer") as info:
         wait_for_mlflow(store, timeout_s=0.05)
     assert "s3cret" not in str(info.value)
+
+
+def test_a_database_registry_keeps_artifacts_under_our_root_and_a_server_decides_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``postgresql://`` tracking URI got MLflow's default artifact location, ``./mlruns``
+    in whichever folder the first caller ran in."""
+    from infra.mlflow_store import MlflowStore
+
+    made: dict[str, str | None] = {}
+
+    class Client:
+        def get_experiment_by_name(self, name: str) -> None:
+            return None
+
+        def create_experiment(self, name: str, artifact_location: str | None) -> str:
+            made[name] = artifact_location
+            return "1"
+
+    monkeypatch.setattr(MlflowStore, "client", lambda self: Client())
+    for uri in ("postgresql://u:pw@db/mlflow", f"sqlite:///{tmp_path / 'm.db'}"):
+        MlflowStore(uri, tmp_path / "artifacts").experiment_id(uri[:5])
+    MlflowStore("https://mlflow.corp", tmp_path / "artifacts").experiment_id("https")
+    assert made == {"postg": (tmp_path / "artifacts" / "postg").as_uri(),
+                    "sqlit": (tmp_path / "artifacts" / "sqlit").as_uri(), "https": None}

@@ -65,7 +65,11 @@ class SASRecEncoder(keras.layers.Layer):
             raise ValueError(f"id_dropout must be in [0, 1). Received: id_dropout={id_dropout}")
         self.num_types, self.content, self.id_dropout = num_types, content, id_dropout
         self.content_spec = ContentSpec.from_dict(content) if content else None
-        self.seeds = keras.random.SeedGenerator()  # seeded by keras.utils.set_random_seed
+        # Id dropout's draws follow keras.utils.set_random_seed where there are any. A
+        # generator made without a seed takes a number from Python's own, which moves the
+        # seed of every layer made after it: a model without content keeps a fixed one.
+        drops = bool(content) and id_dropout > 0
+        self.seeds = keras.random.SeedGenerator(None if drops else 1)
 
     def build(self, input_shape: Any) -> None:
         d = self.dim

@@ -120,3 +120,23 @@ def test_an_event_id_sent_twice_waits_for_one_list_and_a_dead_worker_stops_the_w
     with pytest.raises(WorkerFailed, match="exited with code 1"):
         demo._collect(run, [*twice, SimpleNamespace(event_id="e2")], "lists",
                       dead)  # type: ignore[arg-type]
+
+
+def test_a_failed_round_is_told_with_its_log_tail_masked(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """``typer.Exit`` prints past the CLI's own masking of user-facing errors."""
+    from types import SimpleNamespace
+
+    import services.cli_demo as demo
+    from services.processes import WorkerFailed
+
+    def failing(*args: object) -> None:
+        raise WorkerFailed("streamrec trainer --once exited with code 1:\nregistry "
+                           "http://user:s3cret@mlflow:5000 unreachable")
+
+    monkeypatch.setattr(demo, "trainer_round", failing)
+    run = SimpleNamespace(env={}, folder=tmp_path)
+    with pytest.raises(demo.typer.Exit) as stopped:
+        demo._first_champion(run, 1)  # type: ignore[arg-type]
+    said = str(stopped.value)
+    assert "s3cret" not in said and "mlflow:5000 unreachable" in said

@@ -127,6 +127,14 @@ class Catalogue:
         self.metrics.catalogue.labels("skipped").inc(len(records) - embedded)
 
 
+async def load_with(catalogue: Catalogue | None, load_bundle: Callable[[], Any]) -> Any:
+    """``load_bundle()`` off the event loop, with ``catalogue``'s records if there is one
+    (``Catalogue.load``)."""
+    if catalogue is not None:
+        return await catalogue.load(load_bundle)
+    return await asyncio.get_running_loop().run_in_executor(None, load_bundle)
+
+
 def embed_or_log(catalogue: Catalogue, bundle: Any, records: list[ItemRecord]) -> None:
     """``catalogue.embed``, a failure counted (``failed``) and logged: one bundle that
     cannot take the records must not stop the others, nor the follower."""

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka_client import KafkaConnection
 from streams.backoff import Backoff
-from streams.catalog_follower import Catalogue
+from streams.catalog_follower import Catalogue, load_with
 from streams.experiment import POPULARITY, Experiment
 from streams.experiment_store import newest, running, write_tallies
 from streams.experiments import LiveExperiment
@@ -82,9 +82,7 @@ class ExperimentSlot:
 
     async def _load(self, ref: str) -> Any:
         """The bundle ``ref`` names, loaded off the event loop, with the catalogue's items."""
-        if self.catalogue is not None:
-            return await self.catalogue.load(lambda: self.load_bundle_for(ref))
-        return await asyncio.get_running_loop().run_in_executor(None, self.load_bundle_for, ref)
+        return await load_with(self.catalogue, lambda: self.load_bundle_for(ref))
 
     def missing(self) -> list[str]:
         """The variants of the live experiment that still need a bundle."""

@@ -13,7 +13,6 @@ to the worker's status record (``streams.status.WorkerStatus``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,7 @@ from infra.urls import mask_url, mask_urls
 from model.features import LiveSession
 from streams import log_context
 from streams.backoff import Backoff
-from streams.catalog_follower import Catalogue
+from streams.catalog_follower import Catalogue, load_with
 from streams.events import EVENT_TYPES
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
@@ -81,8 +80,7 @@ class Serving:
         try:
             # Loading takes seconds: off the event loop, so consuming never stalls; so does
             # the catalogue the new bundle takes (its items training never saw).
-            fresh = (await self.catalogue.load(load_bundle) if self.catalogue is not None
-                     else await asyncio.get_running_loop().run_in_executor(None, load_bundle))
+            fresh = await load_with(self.catalogue, load_bundle)
             smoke_test(fresh, top_n)
             if fresh.version == self.bundle.version:
                 return True

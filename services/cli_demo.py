@@ -10,10 +10,10 @@ send-to-publish latency and throughput of the live part; then the trainer's roun
 the whole job: its dashboard shows the live figures and any user's list as it changes.
 Each run uses its own topics (``demo-<run>.*``) so its report counts only its own events,
 and its own model registry (database and artifacts in its folder), so its first champion
-has learnt this run's past and nothing of its future: a shared registry kept the champion of an earlier run of
-the same log, which had learnt the events the report then scored it on. The demo follows
-the worker and the trainer through their status files (``streams.status``), never
-through their logs.
+has learnt this run's past and nothing of its future: a shared registry kept the champion
+of an earlier run of the same log, which had learnt the events the report then scored it
+on. The demo follows the worker and the trainer through their status files
+(``streams.status``), never through their logs.
 """
 
 from __future__ import annotations
@@ -163,8 +163,9 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
     table.add_row("online NDCG@10", figure(ndcg(ranks, 10)))
     table.add_row("online MRR", figure(mrr(ranks)))
     table.add_row("scored next events", f"{len(ranks):,}")
-    table.add_row("latency send→publish p50 / p95 / p99", " / ".join(
-        f"{q:.1f}" for q in np.percentile(latency, [50, 95, 99])) + " ms" if latency
+    quantiles = " / ".join(f"{q:.1f}" for q in np.percentile(latency, [50, 95, 99])) \
+        if latency else None
+    table.add_row("latency send→publish p50 / p95 / p99", f"{quantiles} ms" if quantiles
                   else "n/a (no list carries its event's send time)")
     table.add_row("throughput (first send → last publish)",
                   f"{len(mine) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")

@@ -61,7 +61,13 @@ def test_the_report_judges_each_users_first_live_event_by_the_list_before_it() -
     assert rows["scored next events"] == "2"  # f1 by p1's list, f2 by f1's
     assert rows["online HR@10 (prequential)"] == "1.0000"
     assert rows["online MRR"] == f"{(1 + 1 / 2) / 2:.4f}"
-    assert rows["recommendation lists published"].startswith("2 ")
+    assert rows["recommendation lists published"] == "2  (model 2)"
+    assert rows["latency send→publish p50 / p95 / p99"] == "2.0 / 2.0 / 2.0 ms"
+    for v in values:
+        v["sent_us"] = 0  # a producer that sets no send time
+    rows = {row[0]: row[1] for row in zip(*(c.cells for c in _report(
+        "r1", past, future, values, 500.0).columns))}
+    assert rows["latency send→publish p50 / p95 / p99"].startswith("n/a")
 
 
 def test_lists_are_collected_one_per_event_the_first_kept(

@@ -168,7 +168,8 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
     table.add_row("latency send→publish p50 / p95 / p99", f"{quantiles} ms" if quantiles
                   else "n/a (no list carries its event's send time)")
     table.add_row("throughput (first send → last publish)",
-                  f"{len(mine) / span_s:,.0f} events/s at a {rate:,.0f}/s replay")
+                  f"{len(mine) / span_s:,.0f} events/s at a {rate:,.0f}/s replay" if span_s
+                  else "n/a (no time between first send and last publish)")
     return table
 
 

@@ -126,7 +126,8 @@ class NeuMF(keras.Model):
                 self.item_content = ItemContentEncoder(spec.buckets, len(spec.numeric), half,
                                                        name="item_content")
                 self.item_content.build()
-                self.seeds = keras.random.SeedGenerator()  # seeded by set_random_seed
+                # as the retriever's (``SASRecEncoder``): unseeded only where it draws
+                self.seeds = keras.random.SeedGenerator(None if id_dropout > 0 else 2)
                 self.catalogue = ItemContentTable(self, num_items + 1, spec, id_dropout,
                                                   self.seeds)
         self.out = keras.layers.Dense(1 if self.conditional else len(self.tasks),

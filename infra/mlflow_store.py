@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from infra.errors import StackError
 from infra.tls import private_dir
@@ -23,6 +23,7 @@ from infra.urls import mask_url
 
 MLFLOW_PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 MLFLOW_PRINTS_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+DATABASES = ("sqlite", "postgresql", "mysql", "mssql")  # SQLAlchemy's, as MLflow takes them
 
 
 @dataclass(frozen=True)
@@ -30,29 +31,42 @@ class MlflowStore:
     tracking_uri: str = field(repr=False)  # may carry credentials
     artifact_root: Path
 
+    # Whether the database's folder is ours (the data dir's ``mlflow/``), to be made
+    # private; a folder named in the settings is left as it is (``/tmp``, a home).
+    owns_home: bool = True
+
     @classmethod
-    def local(cls, home: Path, database: str | None = None) -> "MlflowStore":
-        """A sqlite store with its artifacts in ``home``: ``database`` (a sqlite URI), by
-        default ``home/mlflow.db``."""
-        return cls(tracking_uri=database or f"sqlite:///{home / 'mlflow.db'}",
-                   artifact_root=home / "artifacts")
+    def local(cls, home: Path) -> "MlflowStore":
+        return cls(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=home / "artifacts")
+
+    @classmethod
+    def sqlite(cls, uri: str) -> "MlflowStore":
+        """The sqlite database at ``uri`` (``sqlite:////abs/path.db``), its artifacts in a
+        folder of its own beside it (``path-artifacts``), so one folder holds the registry
+        whole (a demo run's, deleted with its folder)."""
+        database = Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
+        return cls(uri, database.with_name(f"{database.stem}-artifacts"), owns_home=False)
 
     @property
     def is_local(self) -> bool:
         return self.tracking_uri.startswith("sqlite:")
 
     @property
-    def is_server(self) -> bool:
-        """A tracking server, which decides where artifacts go. A database URI otherwise
-        (sqlite, ``postgresql://``, ...): the clients do, and MLflow's default is
-        ``./mlruns`` in whichever folder the first caller ran in."""
-        return self.tracking_uri.split(":", 1)[0] in ("http", "https", "databricks")
+    def is_database(self) -> bool:
+        """A database URI (sqlite, ``postgresql://``, ...): with no server between, the
+        clients say where artifacts go, and MLflow's default is ``./mlruns`` in whichever
+        folder the first caller ran in. A server, or a file store, decides its own."""
+        return self.tracking_uri.split(":", 1)[0].split("+", 1)[0] in DATABASES
 
     def ensure(self) -> None:
         """Create the local folders; a remote server needs nothing from us."""
-        if self.is_local:
+        if not self.is_local:
+            return
+        if self.owns_home:
             private_dir(self.artifact_root.parent)  # the database and its artifacts
-            self.artifact_root.mkdir(exist_ok=True)
+        else:
+            self.artifact_root.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.artifact_root)
 
     def client(self) -> Any:
         """An ``MlflowClient`` of this store for runs and the registry alike: given the
@@ -101,7 +115,7 @@ class MlflowStore:
         found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = None if self.is_server else (self.artifact_root / name).as_uri()
+        location = (self.artifact_root / name).as_uri() if self.is_database else None
         return client.create_experiment(name, artifact_location=location)
 
 

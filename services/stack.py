@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from infra.mlflow_store import MlflowStore
 from infra.stack import Stack
 from services.settings import Settings
 
 
 def mlflow_store(settings: Settings) -> MlflowStore:
-    """The registry the settings name. A sqlite database keeps its artifacts beside it
-    (``artifacts/``), so one folder holds a registry whole: a demo run's, deleted with
-    its folder, left its models under the data dir's store."""
+    """The registry the settings name: by default a sqlite database under the data dir;
+    a sqlite database named in the settings keeps its artifacts beside it
+    (``MlflowStore.sqlite``); other database URIs under the data dir's artifact root."""
+    if settings.mlflow_tracking_uri is None:
+        return MlflowStore.local(settings.data_dir / "mlflow")
     uri = settings.mlflow_uri
     if uri.startswith("sqlite:///"):  # an absolute path: the settings refuse others
-        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        return MlflowStore.local(database.parent, database=uri)
+        return MlflowStore.sqlite(uri)
     return MlflowStore(uri, settings.data_dir / "mlflow" / "artifacts")
 
 

@@ -376,7 +376,7 @@ def test_a_tracking_server_is_probed_once_and_stack_up_waits_for_it(
     assert "s3cret" not in str(info.value)
 
 
-def test_a_database_registry_keeps_artifacts_under_our_root_and_a_server_decides_its_own(
+def test_a_database_registry_keeps_artifacts_under_our_root_and_a_server_its_own(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``postgresql://`` tracking URI got MLflow's default artifact location, ``./mlruns``
     in whichever folder the first caller ran in."""
@@ -393,8 +393,9 @@ def test_a_database_registry_keeps_artifacts_under_our_root_and_a_server_decides
             return "1"
 
     monkeypatch.setattr(MlflowStore, "client", lambda self: Client())
-    for uri in ("postgresql://u:pw@db/mlflow", f"sqlite:///{tmp_path / 'm.db'}"):
+    for uri in ("postgresql+psycopg2://u:pw@db/mlflow", f"sqlite:///{tmp_path / 'm.db'}",
+                "https://mlflow.corp", "file:///srv/mlruns", "/srv/mlruns"):
         MlflowStore(uri, tmp_path / "artifacts").experiment_id(uri[:5])
-    MlflowStore("https://mlflow.corp", tmp_path / "artifacts").experiment_id("https")
     assert made == {"postg": (tmp_path / "artifacts" / "postg").as_uri(),
-                    "sqlit": (tmp_path / "artifacts" / "sqlit").as_uri(), "https": None}
+                    "sqlit": (tmp_path / "artifacts" / "sqlit").as_uri(),
+                    "https": None, "file:": None, "/srv/": None}  # they decide their own

@@ -279,18 +279,25 @@ def test_posted_events_wait_for_kafka_less_than_the_request_itself(
 
 def test_a_sqlite_registry_keeps_its_artifacts_beside_its_database(tmp_path: Path) -> None:
     """A demo run's registry (a sqlite database in its folder) put its models under the
-    data dir's store: deleting the run's folder left them behind."""
+    data dir's store: deleting the run's folder left them behind. The database's folder
+    is not ours to make private (``/tmp``, a home): only the artifacts' own folder is."""
+    import stat
+
     from services.stack import mlflow_store
 
-    run = tmp_path / "demo" / "run1"
-    store = mlflow_store(Settings(data_dir=tmp_path / "data",
-                                  mlflow_tracking_uri=f"sqlite:///{run / 'mlflow.db'}"))
-    assert store.artifact_root == run / "artifacts"
+    run = tmp_path / "demo" / "run 1"
+    run.mkdir(parents=True)
+    run.chmod(0o755)
+    uri = f"sqlite:///{tmp_path / 'demo' / 'run%201' / 'mlflow.db'}"  # as SQLAlchemy reads it
+    store = mlflow_store(Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=uri))
+    assert store.artifact_root == run / "mlflow-artifacts"
     store.ensure()
-    location = store.client().get_experiment(store.experiment_id("x")).artifact_location
-    assert location == (run / "artifacts" / "x").as_uri()
+    assert stat.S_IMODE(run.stat().st_mode) == 0o755
+    assert stat.S_IMODE(store.artifact_root.stat().st_mode) == 0o700
     default = mlflow_store(Settings(data_dir=tmp_path / "data"))
     assert default.tracking_uri == f"sqlite:///{tmp_path / 'data' / 'mlflow' / 'mlflow.db'}"
     assert default.artifact_root == tmp_path / "data" / "mlflow" / "artifacts"
+    default.ensure()
+    assert stat.S_IMODE((tmp_path / "data" / "mlflow").stat().st_mode) == 0o700
     assert mlflow_store(Settings(data_dir=tmp_path / "data", mlflow_tracking_uri=
                                  "http://mlflow:5000")).artifact_root == default.artifact_root

@@ -134,10 +134,10 @@ class LocalRedis:
         ask for. Reused whatever its config, a Redis started with TLS kept plaintext
         clients waiting 30 s, and one started with another password read as refused."""
         try:
-            running = (self.home / "redis.conf").read_text()
+            running = (self.home / "redis.conf").read_bytes()  # as written: UTF-8
         except OSError:
             return False
-        return running in (self._config_text(True), self._config_text(False))
+        return running in (self._config_text(True).encode(), self._config_text(False).encode())
 
     @property
     def process(self) -> ManagedProcess:

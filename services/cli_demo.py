@@ -60,6 +60,7 @@ from streams.synthetic import SyntheticConfig, generate
 
 app = typer.Typer()
 console = Console()
+WORKER_CHECK_S = 5.0  # quiet on the lists topic before asking whether the worker exited
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,18 @@ def _collect(run: _Run, events: list[Event], label: str, worker: ServiceProcess)
     its beginning: a list answered again (at least once, after a rebalance) counts once,
     where counting records let it push a later event's list out. An event id met twice
     is answered once (the worker drops the repeat), so ids are counted, not events.
-    Stops at once when the worker has exited (else it would wait a minute for lists)."""
+    Stops once the topic has been quiet for ``WORKER_CHECK_S`` and the worker has exited
+    (else it would wait a minute for lists; a reader that has just joined reads nothing
+    for a moment, while the lists of a worker that published them all are there)."""
     topic, first, count = run.topic("recommendations"), {}, len({e.event_id for e in events})
+
+    def check(quiet_s: float) -> None:
+        if quiet_s > WORKER_CHECK_S:
+            worker.raise_if_exited()
+
     with progress_bar(label, count) as update:
         for rec in read_topic(run.settings.kafka, topic, from_beginning=True,
-                              idle_timeout_s=60, on_idle=worker.raise_if_exited):
+                              idle_timeout_s=60, on_idle=check):
             value = orjson.loads(rec.value)
             first.setdefault(value["event_id"], value)
             if len(first) % 500 == 0:

@@ -65,10 +65,11 @@ def raise_if_lasting(error: KafkaError) -> None:
 
 def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = False,
                limit: int | None = None, idle_timeout_s: float | None = None,
-               on_idle: Callable[[], None] | None = None) -> Iterator[Record]:
+               on_idle: Callable[[float], None] | None = None) -> Iterator[Record]:
     """Yield records as they arrive; stops after ``limit`` records or ``idle_timeout_s`` quiet.
-    ``on_idle`` runs after each poll that found nothing: it may raise to stop the read
-    sooner (the topic's producer has exited)."""
+    ``on_idle`` runs after each poll that found nothing, with the seconds since the last
+    record (or the start): it may raise to stop the read sooner (the topic's producer has
+    exited)."""
     consumer = Consumer(kafka.librdkafka(**{
         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -82,7 +83,7 @@ def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = Fal
             msg = consumer.poll(0.2)
             if msg is None:
                 if on_idle is not None:
-                    on_idle()
+                    on_idle(time.monotonic() - last)
                 if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
                     return
                 continue

@@ -68,7 +68,8 @@ class SASRecEncoder(keras.layers.Layer):
         # Id dropout's draws follow keras.utils.set_random_seed where there are any. A
         # generator made without a seed takes a number from Python's own, which moves the
         # seed of every layer made after it: a model without content keeps a fixed one.
-        drops = bool(content) and id_dropout > 0
+        drops = self.content_spec is not None and self.content_spec.mode == "sum" \
+            and id_dropout > 0  # "map" serves ids and never drops them
         self.seeds = keras.random.SeedGenerator(None if drops else 1)
 
     def build(self, input_shape: Any) -> None:

@@ -107,10 +107,11 @@ def test_an_event_id_sent_twice_waits_for_one_list_and_a_dead_worker_stops_the_w
     import services.cli_demo as demo
     from services.processes import WorkerFailed
 
-    def read_topic(*args: object, on_idle: Callable[[], None], **kwargs: object):  # noqa: ANN202
+    def read_topic(*args: object, on_idle: Callable[[float], None], **kwargs: object):  # noqa: ANN202
+        on_idle(0.5)  # a reader that just joined: nothing yet, the worker not asked
         yield SimpleNamespace(value=orjson.dumps({"event_id": "e1", "path": "model"}))
         while True:  # then nothing more: the reader polls, idle
-            on_idle()
+            on_idle(demo.WORKER_CHECK_S + 1)
 
     monkeypatch.setattr(demo, "read_topic", read_topic)
     run = SimpleNamespace(settings=SimpleNamespace(kafka=None),

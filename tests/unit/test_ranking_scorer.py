@@ -134,11 +134,11 @@ def test_a_ranker_with_content_folds_it_into_numpy_and_scores_new_items_by_it() 
 def test_ranker_id_dropout_acts_only_in_training_on_items_with_content() -> None:
     model, _, _ = _content_ranker(id_dropout=0.5)
     items = np.tile(np.arange(1, 51), 40)
-    tokens, _ = model.catalogue.lookup(items)
-    keep = keras.ops.convert_to_numpy(model.catalogue.keep(tokens, training=True))[:, 0]
+    tokens, numeric = model.catalogue.lookup(items)
+    keep = keras.ops.convert_to_numpy(model.catalogue.keep(tokens, numeric, training=True))[:, 0]
     with_content = items <= 40
     assert 0.35 < 1 - keep[with_content].mean() < 0.65 and keep[~with_content].all()
-    assert model.catalogue.keep(tokens, training=False) is None
+    assert model.catalogue.keep(tokens, numeric, training=False) is None
 
 
 def test_a_saved_ranker_with_content_loads_built_and_exports(tmp_path) -> None:

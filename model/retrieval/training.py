@@ -222,12 +222,12 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
                                      patience=cfg.patience, batch_size=cfg.batch_size,
                                      on_epoch=on_epoch, min_epochs=floor)
     if content is not None and cfg.content_mode == "map":
-        # weighted by training interactions: content maps onto the items users meet
         # Validation stays scored before the mapping, on purpose: the items it places were
         # met only as held-out targets, and those met only as test targets are, at the
         # validation stage, items from users' future. Validation read the placement as a
         # loss on REES46 (-1 to -3%) where the test gained (+2 to +6%; docs/BENCHMARKS.md,
         # "Items training never met"): scored after it, ``auto`` would judge ``map`` so.
+        # Weighted by training interactions: content maps onto the items users meet.
         result.model.fit_content_map(item_weights=item_counts(split.train, seqs.num_items)[1:])
     return result
 

@@ -30,6 +30,15 @@ def test_put_produces_the_record_keyed_by_the_paths_id() -> None:
                                 ItemRecord("5", "Heat", price=3)]
 
 
+def test_put_takes_an_id_holding_a_slash_sent_as_is_or_percent_encoded() -> None:
+    api = InProcessApi()  # a URL path as an item id, as the event schema allows
+    assert put(api, "shop/p/4", {"title": "Heat"}) == (
+        202, {"index": 0, "item_id": "shop/p/4", "accepted": True})
+    assert put(api, "shop%2Fp%2F5", {"item_id": "shop/p/5"})[0] == 202
+    assert put(api, "x/similar", {})[0] == 202  # PUT has no longer route to confuse
+    assert [i.item_id for i in api.ingest.items] == ["shop/p/4", "shop/p/5", "x/similar"]
+
+
 @pytest.mark.parametrize(
     ("body", "reason", "detail"),
     [
@@ -109,6 +118,7 @@ def test_the_openapi_document_declares_the_item_routes() -> None:
     doc = InProcessApi(api_key=KEY, api_event_keys={SCOPED: "shop-a:"}).get(
         "/openapi.json").json()
     put_op, post_op = doc["paths"]["/v1/items/{item_id}"]["put"], doc["paths"]["/v1/items"]["post"]
+    assert "/v1/items/{item_id}/similar" in doc["paths"]  # ':path' is not in the document
     for op in (put_op, post_op):
         assert op["security"] == [{"eventKey": []}]
         assert {"202", "400", "401", "403", "413", "503"} <= set(op["responses"])

@@ -46,6 +46,18 @@ def test_a_catalogue_item_has_neighbours_whether_it_came_before_or_after_the_loa
         "item_id": "after", "score": 0.625, "path": "content", "title": "Fresh"}
 
 
+def test_an_item_whose_id_holds_slashes_has_a_similar_route() -> None:
+    api = InProcessApi()
+    api.put_records(ItemRecord("shop/p/4", title="Heat"), ItemRecord("x/similar", "Odd"))
+    for path in ("/v1/items/shop/p/4/similar", "/v1/items/shop%2Fp%2F4/similar",
+                 "/v1/items/x/similar/similar"):
+        reply = api.get(path)
+        assert reply.status_code == 200, path
+        assert reply.json()["item_id"] == path.removeprefix("/v1/items/").removesuffix(
+            "/similar").replace("%2F", "/")
+        assert [i["path"] for i in reply.json()["items"]][:3] == ["model"] * 3
+
+
 def test_an_item_neither_the_model_nor_the_catalogue_knows_is_a_404() -> None:
     reply = InProcessApi().get("/v1/items/nope/similar")
     assert reply.status_code == 404

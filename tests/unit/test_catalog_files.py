@@ -55,8 +55,9 @@ def test_movielens_item_ids_are_the_ratings_movie_ids(tmp_path: Path) -> None:
     ratings = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
                      "7,1,4.0,964982703\n7,3,3.0,964982800\n")
     movies = _write(tmp_path, "movies.csv", MOVIES)
-    assert {e.item_id for e in read_valid_events(ratings, "movielens")} <= {
-        i.item_id for i in read_catalog(movies, "movielens")}
+    catalogue = {i.item_id for i in read_catalog(movies, "movielens")}
+    assert {e.item_id for e in read_valid_events(ratings, "movielens")} == {"1", "3"}
+    assert {"1", "3"} <= catalogue
 
 
 BOOKS_HEADER = ("book_id,goodreads_book_id,best_book_id,work_id,books_count,isbn,isbn13,authors,"

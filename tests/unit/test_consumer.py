@@ -28,5 +28,6 @@ def test_an_unreachable_broker_says_to_check_the_stack() -> None:
 
 
 def test_other_kafka_errors_keep_their_own_message() -> None:
-    with pytest.raises(KafkaException):
+    with pytest.raises(KafkaException, match="Failed to get metadata") as info:
         existing_topic(Refusing(KafkaError.TOPIC_AUTHORIZATION_FAILED), "interactions")
+    assert info.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED

@@ -20,12 +20,16 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("terminal")
-def test_a_bar_with_fields_draws_before_its_first_update() -> None:
+def test_a_bar_with_fields_draws_before_its_first_update(
+        capsys: pytest.CaptureFixture[str]) -> None:
     """rich 15 draws the bar as its task is added: a field not there yet was a KeyError,
     a traceback from ``train``, ``evaluate``, ``replay`` and ``make demo`` in any terminal."""
     with progress_bar("replay", 10, "{task.fields[rate]:>8,.0f} ev/s  sent {task.fields[sent]:,}"
                       ) as update:
         update(5, rate=120.5, sent=5)
+    drawn = capsys.readouterr().err
+    assert "replay" in drawn and " 0/10" in drawn  # drawn as added, its fields at 0
+    assert " 5/10" in drawn and "120 ev/s  sent 5" in drawn
 
 
 @pytest.mark.usefixtures("terminal")

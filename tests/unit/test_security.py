@@ -31,6 +31,7 @@ def test_connection_maps_the_same_properties_onto_each_client(tmp_path: Path) ->
     assert (aio["security_protocol"], aio["sasl_mechanism"]) == ("SASL_SSL", "SCRAM-SHA-256")
     assert (aio["sasl_plain_username"], aio["sasl_plain_password"]) == ("shop", "hunter2")
     assert isinstance(aio["ssl_context"], ssl.SSLContext)
+    assert aio["ssl_context"].get_ca_certs()  # the embedded CA, as librdkafka reads it
     creds = faust_credentials(kafka)
     assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-256"
     assert creds.password == "hunter2"
@@ -74,15 +75,33 @@ def test_every_client_reads_one_spelling_of_protocol_mechanism_and_hostname_chec
     assert kafka.ssl_context().check_hostname is False  # type: ignore[union-attr]
 
 
-def test_aiokafka_trusts_every_ca_location_librdkafka_reads(tmp_path: Path) -> None:
+def test_aiokafka_trusts_every_ca_location_librdkafka_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder of certificates and ``probe`` (the system's) work in librdkafka; passed to
-    aiokafka's context as a file, the worker stopped with ``Is a directory``."""
+    aiokafka's context as a file, the worker stopped with ``Is a directory``. A folder is
+    read lazily, at a handshake, so what the context was built with is checked there."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     files = TlsFiles(tmp_path).ensure()
     folder = tmp_path / "cas"
     folder.mkdir()
-    for where in (str(files.ca), str(folder), "probe"):
+    built: list[dict] = []
+    create = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context",
+                        lambda **trust: built.append(trust) or create(**trust))
+
+    def context(where: str) -> ssl.SSLContext:
         kafka = KafkaConnection("b:9093", {"security.protocol": "SSL", "ssl.ca.location": where})
-        assert isinstance(kafka.ssl_context(), ssl.SSLContext)
+        made = kafka.ssl_context()
+        assert isinstance(made, ssl.SSLContext)
+        return made
+
+    ca = x509.load_pem_x509_certificate(files.ca.read_bytes()).public_bytes(Encoding.DER)
+    assert ca in context(str(files.ca)).get_ca_certs(binary_form=True)
+    context(str(folder))
+    context("probe")
+    assert built == [{"cafile": str(files.ca)}, {"capath": str(folder)}, {}]
     missing = KafkaConnection("b:9093", {"security.protocol": "SSL",
                                          "ssl.ca.location": str(tmp_path / "nope.pem")})
     with pytest.raises(StackError, match="ssl.ca.location .*nope.pem.* is no file or folder"):
@@ -96,7 +115,8 @@ def test_a_redis_url_that_does_not_parse_is_refused_without_its_password(
         load_settings()
     assert "Ab3dE" not in str(info.value) and "fGh" not in str(info.value)
     clean_env.setenv("STREAMREC_REDIS_URL", "redis://app:Ab3dE%2FfGh+Ij@cache:6379/0")
-    assert load_settings().redis_url is not None
+    url = load_settings().redis_url
+    assert url is not None and url.get_secret_value() == "redis://app:Ab3dE%2FfGh+Ij@cache:6379/0"
 
 
 def test_plaintext_is_the_default_and_needs_no_credentials() -> None:

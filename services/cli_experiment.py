@@ -64,7 +64,7 @@ def start(
         experiment = new_experiment(name, [parse_variant(v) for v in variant], mode.value,
                                     salt, holdback)
         versions = start_experiment(settings.kafka, settings.topic_experiments,
-                                    mlflow_store(settings), experiment)
+                                    mlflow_store(settings), experiment, _redis(settings))
     except ExperimentRefused as exc:
         _refuse(exc)
     arms = ", ".join(f"{v.name}={versions[v.name]} ({v.share:.0%})" for v in experiment.variants)

@@ -54,6 +54,8 @@ class LiveTrial:
     def start(self, versions: dict[str, str], champion: dict[str, str]) -> RoundSummary:
         """Put the gated challenger at ``versions`` live against ``champion``, the versions
         the champion alias names now (kept as ``trial-control`` for the compare-and-set)."""
+        import redis
+
         from streams.experiment_control import ExperimentRefused, new_experiment, start
         from streams.experiment_store import declarations, running
         from streams.registry import alias_versions, set_champion
@@ -76,7 +78,8 @@ class LiveTrial:
                                     mode=s.trainer_trial_mode,
                                     started_us=int(self.clock() * 1e6))
         try:
-            start(s.kafka, s.topic_experiments, self.store, experiment)
+            with redis.Redis.from_url(s.redis, socket_timeout=5) as client:
+                start(s.kafka, s.topic_experiments, self.store, experiment, client)
         except ExperimentRefused as exc:
             return RoundSummary("rejected", f"the gate passed, but the live trial could not "
                                 f"start: {exc}", versions)

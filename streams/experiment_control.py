@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +27,14 @@ from streams.experiment_store import declarations, declare, running, withdraw
 from streams.experiments import STAND_IN
 from streams.messages import CHAMPION, version_string
 from streams.registry import NoChampion, parse_versions, resolve_versions
+
+log = logging.getLogger(__name__)
+
+
+
+def start_lock(topic: str) -> str:
+    """The Redis key of the lock that starts on ``topic`` take turns under."""
+    return f"streamrec:experiments:starting:{topic}"
 
 
 class ExperimentRefused(ValueError):
@@ -84,21 +94,51 @@ def check_models(store: MlflowStore, experiment: Experiment) -> dict[str, str]:
     return found
 
 
-def start(kafka: KafkaConnection, topic: str, store: MlflowStore,
-          experiment: Experiment) -> dict[str, str]:
+def start(kafka: KafkaConnection, topic: str, store: MlflowStore, experiment: Experiment,
+          redis: Any) -> dict[str, str]:
     """Declare ``experiment`` after checking its models and that none other runs; returns
-    the versions each variant resolves to now."""
-    known = declarations(kafka, topic)
-    live = running(known)
-    if live is not None:
-        raise ExperimentConflict(f"experiment {live.name!r} is running: stop it first")
-    if experiment.name in known:
-        raise ExperimentConflict(f"an experiment named {experiment.name!r} exists already: "
-                                "choose another name")
-    versions = check_models(store, experiment)
-    declare(kafka, topic, experiment)
-    # Another process (an API replica, the CLI, a trainer) may have started one between
-    # the check above and this declaration: read back, and the later declared withdraws.
+    the versions each variant resolves to now. ``redis`` (a sync client) holds the lock
+    that makes starts take turns."""
+    with one_start_at_a_time(redis, topic):
+        known = declarations(kafka, topic)
+        live = running(known)
+        if live is not None:
+            raise ExperimentConflict(f"experiment {live.name!r} is running: stop it first")
+        if experiment.name in known:
+            raise ExperimentConflict(f"an experiment named {experiment.name!r} exists "
+                                     "already: choose another name")
+        versions = check_models(store, experiment)
+        declare(kafka, topic, experiment)
+        _read_back(kafka, topic, experiment)
+    return versions
+
+
+@contextmanager
+def one_start_at_a_time(redis: Any, topic: str, wait_s: float = 30.0, ttl_s: float = 120.0
+                        ) -> Iterator[None]:
+    """redis-py's lock around a start's check, declaration and read-back, so two starts
+    (API replicas, the CLI, a trainer) take turns and the second finds the first declared:
+    the read-back alone misses a second start whose declaration lands after the first has
+    read back. The lock expires after ``ttl_s`` should its holder die."""
+    from redis.exceptions import LockError
+
+    lock = redis.lock(start_lock(topic), timeout=ttl_s, blocking_timeout=wait_s)
+    if not lock.acquire():  # a Redis that does not answer raises its own error
+        raise ExperimentConflict(f"another experiment start held the lock for {wait_s:g} s: "
+                                 "retry")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError as exc:  # expired, maybe taken by another: it is theirs now
+            log.warning("the experiment start lock was not released (%s)", exc)
+
+
+def _read_back(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:
+    """Refuse ``experiment`` if another start declared meanwhile (the later declared
+    withdraws). Starts take turns under the lock; this still catches a process that does
+    not take it (one of an older release during a rolling upgrade)."""
     first = running(declarations(kafka, topic))
     if first is not None and first.name != experiment.name:
         withdraw(kafka, topic, experiment.name)
@@ -106,7 +146,6 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore,
     if first is not None and first.started_us != experiment.started_us:  # same name, later
         raise ExperimentConflict(f"experiment {experiment.name!r} was started meanwhile by "
                                  "another caller, whose declaration stands: see its status")
-    return versions
 
 
 def find(kafka: KafkaConnection, topic: str, name: str) -> Experiment:

@@ -71,7 +71,8 @@ class ExperimentCalls:
     def start(self, experiment: Experiment) -> dict[str, Any]:
         """Declare ``experiment`` under the rules (``ExperimentStarted``)."""
         with self._writing:
-            versions = control.start(self.kafka, self.topic, self.store, experiment)
+            versions = control.start(self.kafka, self.topic, self.store, experiment,
+                                     self.redis)
         return {"experiment": experiment.model_dump(mode="json"), "versions": versions}
 
     def status(self, name: str) -> dict[str, Any]:

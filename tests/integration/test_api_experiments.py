@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from infra.topics import delete_topics, ensure_topics
 from model.experiments.online import list_outcome
 from services.processes import ServiceProcess, free_port, isolated_run
 from services.settings import Settings
+from streams.experiment_control import new_experiment
 from streams.experiment_store import write_tallies
 from streams.experiments import Tallies
 
@@ -31,6 +33,7 @@ MISSING = "streamrec-retriever:v999999+streamrec-ranker:v999999"  # no registry 
 @dataclass
 class Api:
     url: str
+    topic: str  # its experiments topic
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=20)
@@ -62,7 +65,7 @@ def api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     url = f"http://127.0.0.1:{port}"
     try:
         process.wait_http(f"{url}/healthz")
-        yield Api(url)
+        yield Api(url, topic)
     finally:
         process.stop()
         delete_topics(settings.kafka, [topic])
@@ -161,6 +164,36 @@ def test_start_status_and_stop(api: Api, name: str, settings: Settings) -> None:
     again = api.post("/v1/experiments", _start(
         name, ("control", "popularity", 0.5), ("treatment", "popularity", 0.5)))
     assert again.status_code == 409 and "exists already" in again.json()["detail"]
+
+
+def test_a_start_waits_for_one_under_way_elsewhere_then_finds_it_running(
+        api: Api, name: str, settings: Settings) -> None:
+    """Two starts in two processes (API replicas, the CLI, a trainer) both passed "none
+    running" when the second declared after the first had read back: both said started.
+    Here the test is the other process, holding the lock while it declares."""
+    import redis
+
+    from streams.experiment_control import start_lock
+    from streams.experiment_store import declare
+
+    pair = [("control", "popularity", 0.5), ("treatment", "popularity", 0.5)]
+    client = redis.Redis.from_url(settings.redis)
+    lock = client.lock(start_lock(api.topic), timeout=60)
+    assert lock.acquire(blocking=False)
+    replies: list[httpx.Response] = []
+    waiting = threading.Thread(target=lambda: replies.append(
+        api.post("/v1/experiments", _start(f"{name}-b", *pair))))
+    waiting.start()
+    try:
+        waiting.join(2)
+        assert waiting.is_alive() and not replies  # the API's start waits on the lock
+        declare(settings.kafka, api.topic, new_experiment(name, pair))
+    finally:
+        lock.release()
+    waiting.join(30)
+    assert replies[0].status_code == 409, replies[0].text
+    assert replies[0].json() == {"detail": f"experiment {name!r} is running: stop it first"}
+    assert api.declared()["running"] == name
 
 
 def test_conclude_names_the_winner_and_a_popularity_winner_promotes_nothing(

@@ -1,5 +1,6 @@
-"""``status`` against the real Redis: a look folds onto the tests' states as they are when
-it writes them, even when another reader wrote in between (WATCH and retry)."""
+"""Experiments against the real Redis: a look folds onto the tests' states as they are
+when it writes them, even when another reader wrote in between (WATCH and retry); a
+worker writes only its changed rows; starts take turns under a lock."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def test_a_worker_writes_only_the_rows_that_changed_and_a_reader_gets_them_all(
         asyncio.run(write())
         assert client.hlen(rows_key(name, "w1")) == 3
         tallies.variant("control").add("u1", {"HR@10": 0.0})  # changed: u1 only
-        with pytest.raises(Exception):  # noqa: B017 - whatever a refused connection raises
+        with pytest.raises((redis.exceptions.ConnectionError, OSError)):  # refused
             asyncio.run(write(broken=True))
         tallies.variant("control").add("u4", {"HR@10": 1.0})
         assert tallies.take_changed() == {"control": {"u1": [1.0, 2.0] + [0.0] * 8,
@@ -102,3 +103,32 @@ def test_a_worker_writes_only_the_rows_that_changed_and_a_reader_gets_them_all(
     finally:
         client.delete(tally_key(name), rows_key(name, "w1"))
         client.close()
+
+
+def test_a_start_that_cannot_take_the_start_lock_is_refused_and_a_lost_lock_is_said(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """The lock that makes experiment starts take turns (``one_start_at_a_time``), on the
+    real Redis: held elsewhere past the wait, a start is refused as a conflict (retry);
+    a start that outlives the lock's expiry logs that it released nothing."""
+    import logging
+    import time
+
+    from streams.experiment_control import ExperimentConflict, one_start_at_a_time, start_lock
+
+    client = redis.Redis.from_url(settings.redis)
+    topic = f"test-lock-{uuid.uuid4().hex[:8]}"
+    elsewhere = client.lock(start_lock(topic), timeout=30)
+    assert elsewhere.acquire(blocking=False)
+    try:
+        with pytest.raises(ExperimentConflict, match="start held the lock for 0.3 s: retry"):
+            with one_start_at_a_time(client, topic, wait_s=0.3):
+                pytest.fail("entered while the lock was held elsewhere")
+    finally:
+        elsewhere.release()
+    with caplog.at_level(logging.WARNING, "streams.experiment_control"):
+        with one_start_at_a_time(client, topic, ttl_s=0.2):
+            time.sleep(0.5)  # past the lock's expiry: a slow registry, say
+    assert "the experiment start lock was not released" in caplog.text
+    with one_start_at_a_time(client, topic, wait_s=0.3):  # expired: free for the next
+        assert client.exists(start_lock(topic))
+    assert not client.exists(start_lock(topic))

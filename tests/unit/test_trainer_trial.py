@@ -26,7 +26,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     w = SimpleNamespace(declared={}, aliases=[("champion", CHAMPION)], stopped=[],
                         promoted=[], winner=None, now=1_000_000.0)
 
-    def start(kafka: Any, topic: str, store: Any, experiment: Any) -> dict:
+    def start(kafka: Any, topic: str, store: Any, experiment: Any, redis: Any) -> dict:
         w.declared[experiment.name] = experiment
         return {}
 

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 # After a failed Redis write, batches skip Redis for 1 s, doubling to 30 s while it fails.
 REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S = 1.0, 30.0
 REDIS_WAIT_S = 0.05  # how long a micro-batch waits on its Redis write before going on
+REDIS_FINISH_S = 2.0  # how long a stopping worker waits on each of its last Redis writes
 UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
@@ -556,6 +557,21 @@ class BatchStep:
         carry them: an idle worker would keep them until its next event."""
         if self.unstored and self.redis_backoff.ready():
             await self._store([], None)
+
+    async def finish(self, wait_s: float = REDIS_FINISH_S) -> None:
+        """At shutdown: the Redis write under way, then the lists that waited for it, each
+        given ``wait_s`` at most (the breaker is not asked: this is the last chance). Their
+        events' offsets commit as the worker stops, so a user whose newest list waited in
+        memory kept an older one in Redis, until their next event (a deploy while Redis
+        was slow)."""
+        if self._write is not None and not self._write.done():
+            await asyncio.wait({self._write}, timeout=wait_s)
+        if self.unstored and (self._write is None or self._write.done()):
+            self._write = asyncio.ensure_future(self._write_now([], None))
+            await asyncio.wait({self._write}, timeout=wait_s)
+        if self.unstored or (self._write is not None and not self._write.done()):
+            log.warning("stopping with lists Redis has not taken; they are on the topic, "
+                        "and each user's next event stores a newer one")
 
     async def _store(self, payloads: list[tuple[str, bytes]], popular: bytes | None) -> None:
         """Write to Redis, waiting ``REDIS_WAIT_S`` at most: a slower write goes on in the

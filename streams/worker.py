@@ -575,8 +575,9 @@ def _patch_faust(app: faust.App, cfg: WorkerConfig, lists_out: RecordProducer,
 
 def _add_upkeep(app: faust.App, cfg: WorkerConfig, guard: FreezeGuard, publisher: BatchStep,
                 sessions: SessionTable, metrics: WorkerMetrics) -> None:
-    """The worker's own timers: the freeze guard, lists Redis could not take yet, and
-    idle sessions leaving the table (``cfg.session_ttl_ms``; 0: kept for ever)."""
+    """The worker's own timers: the freeze guard, lists Redis could not take yet (and at
+    shutdown, those still waiting), and idle sessions leaving the table
+    (``cfg.session_ttl_ms``; 0: kept for ever)."""
     @app.task
     async def guard_against_freezes() -> None:
         guard.start()
@@ -584,6 +585,10 @@ def _add_upkeep(app: faust.App, cfg: WorkerConfig, guard: FreezeGuard, publisher
     @app.timer(interval=1.0)
     async def write_unstored_lists() -> None:
         await publisher.retry_unstored()
+
+    @app.on_before_shutdown.connect
+    async def write_last_lists(sender: faust.App, **_: Any) -> None:
+        await publisher.finish()
 
     if cfg.session_ttl_ms:
         expiry = SessionExpiry(sessions, cfg.session_ttl_ms, guard.check)

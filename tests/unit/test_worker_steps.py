@@ -706,6 +706,40 @@ def test_a_slow_redis_write_goes_on_in_the_background_and_later_batches_do_not_w
     assert metrics.registry.get_sample_value("streamrec_worker_redis_deferred_total") == 2.0
 
 
+def test_a_stopping_worker_writes_the_lists_that_waited_for_a_slow_write(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Lists kept while a slow write ran went with the next batch's write; a worker that
+    stopped first never wrote them, though their events' offsets commit as it stops: the
+    user's older list stayed in Redis until their next event."""
+    class SlowStore(FakeStore):
+        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                        held: list[tuple[str, bytes]] | None = None) -> None:
+            await asyncio.sleep(0.2)
+            await super().write(lists, popular, held)
+
+    store = SlowStore()
+    step, _, _ = make_step(store=store)
+    bundle = FakeBundle("r:v2", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2")})
+
+    async def stop_after_two_batches() -> None:
+        await step.publish([update("u1", ("a",), "e1")], bundle)  # its write takes 0.2 s
+        await step.publish([update("u2", ("a",), "e2")], bundle)  # kept meanwhile
+        assert store.writes == []
+        await step.finish()
+
+    asyncio.run(stop_after_two_batches())
+    assert [{user: orjson.loads(p)["event_id"] for user, p in lists}
+            for lists, _ in store.writes] == [{"u1": "e1"}, {"u2": "e2"}]
+    assert store.held == [[], ["u2"]]  # stored only over an older list, as every kept one
+    assert "stopping with lists Redis has not taken" not in caplog.text
+
+    failing, _, _ = make_step(store=FakeStore(ConnectionError("refused")))
+    asyncio.run(failing.publish([update("u1", ("a",), "e1")], bundle))  # fails: kept
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(failing.finish())
+    assert "stopping with lists Redis has not taken" in caplog.text
+
+
 def test_a_slow_write_that_fails_never_puts_back_lists_older_than_those_kept_meanwhile(
 ) -> None:
     """u1's list from e1 is in the slow write; e2 (kept meanwhile) is newer. The write

@@ -6,7 +6,9 @@ killed with SIGKILL (and restarted) every ``--every`` seconds; live feeds are op
 of the users throughout. The history is then checked:
 
 - lost: events acknowledged with 202 and never answered on the recommendations topic;
-- stale in Redis: users whose stored list is not the one for their newest event;
+- stale in Redis: users whose stored list is not the one for their newest event (the
+  newest whose answer had items: an empty answer, a restarted worker's first micro-batch
+  whose popularity knows nothing yet, is not stored over a list, ``streams.recs_store``);
 - feeds back in time: a feed delivering the list of an older event of its user after one
   of a newer event.
 
@@ -30,6 +32,7 @@ import redis
 
 from services.processes import ServiceProcess, free_port
 from services.settings import Settings
+from streams.consumer import read_to_end
 from streams.events import new_event
 from streams.recs_store import recs_key
 from tests.faults.redis_outage import Feed
@@ -61,18 +64,39 @@ def send_history(url: str, users: list[str], per_user: int, rate: float,
                 acked[user].append(event.event_id)
 
 
-def stale_in_redis(settings: Settings, acked: dict[str, list[str]], wait_s: float) -> list[str]:
-    """Users whose stored list is not for their newest acknowledged event, after up to
-    ``wait_s`` for the last writes."""
+def answered_with_items(settings: Settings, env: dict[str, str]) -> set[str]:
+    """The events at least one of whose answers on the topic held items."""
+    return {answer["event_id"] for r in read_to_end(settings.kafka,
+                                                     env["STREAMREC_TOPIC_RECOMMENDATIONS"])
+            if (answer := orjson.loads(r.value))["items"]}
+
+
+def to_store(ids: list[str], with_items: set[str]) -> str:
+    """The event whose list Redis should hold for a user who sent ``ids``: the newest one
+    answered with items, or the newest when none was."""
+    return next((event_id for event_id in reversed(ids) if event_id in with_items), ids[-1])
+
+
+def stale_in_redis(settings: Settings, acked: dict[str, list[str]], with_items: set[str],
+                   wait_s: float) -> list[str]:
+    """Users whose stored list is not for the event it should be (``to_store``), after up
+    to ``wait_s`` for the last writes."""
     client = redis.Redis.from_url(settings.redis)
     deadline = time.monotonic() + wait_s
     while True:
         stale = []
         for user, ids in acked.items():
             raw = client.get(recs_key(user))
-            if ids and (raw is None or orjson.loads(raw).get("event_id") != ids[-1]):
+            if ids and (raw is None
+                        or orjson.loads(raw).get("event_id") != to_store(ids, with_items)):
                 stale.append(user)
         if not stale or time.monotonic() > deadline:
+            for user in stale[:5]:  # what a failure needs to be read
+                ids, raw = acked[user], client.get(recs_key(user))
+                held = orjson.loads(raw).get("event_id") if raw else None
+                print(f"  stale: {user} holds the answer to event "
+                      f"{ids.index(held) + 1 if held in ids else held} of {len(ids)}, "
+                      f"should hold {ids.index(to_store(ids, with_items)) + 1}", flush=True)
             return stale
         time.sleep(1)
 
@@ -113,7 +137,9 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
                                        tuple(args.every), random.Random(7))
         expected = {event_id for ids in acked.values() for event_id in ids}
         answers, _ = read_answers(settings, env, expected, args.drain_s)
-        stale = stale_in_redis(settings, acked, args.drain_s / 4)
+        with_items = answered_with_items(settings, env)
+        stale = stale_in_redis(settings, acked, with_items, args.drain_s / 4)
+        kept = sum(1 for ids in acked.values() if ids and ids[-1] not in with_items)
         time.sleep(1)  # the feeds' last lists
         regressions = sum(back_in_time(feed, acked[user]) for user, feed in feeds.items())
         exits += sum(1 for worker in workers if worker.proc.poll() is not None)
@@ -126,7 +152,7 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
     return {"acked": len(expected), "faults": faults, "exits": exits,
             "lost": sum(1 for e in expected if e not in answers),
             "duplicated": sum(answers.values()) - len(answers),
-            "stale": len(stale), "regressions": regressions,
+            "stale": len(stale), "kept": kept, "regressions": regressions,
             "feed_lists": sum(len(f.lists) for f in feeds.values())}
 
 
@@ -143,7 +169,8 @@ def main() -> None:
     args, f = run_with_logs(run, parser)
     print(f"API history: {f['acked']:,} events acknowledged, {f['faults']} worker kills: "
           f"lost {f['lost']}, duplicated {f['duplicated']}, users whose Redis list is not their newest event's "
-          f"{f['stale']}, feeds back in time {f['regressions']} (of {f['feed_lists']} "
+          f"{f['stale']} ({f['kept']} kept their list over an empty answer to their newest), "
+          f"feeds back in time {f['regressions']} (of {f['feed_lists']} "
           f"lists delivered), {f['exits']} workers exited by themselves", flush=True)
     if not f["acked"]:  # an API key set in the shell, say: the run would check nothing
         print("error: the API acknowledged no event; see api.log (--logs DIR keeps it)")

@@ -299,6 +299,19 @@ class FakeStore:
         self.held.append([user for user, _ in held or []])
 
 
+class SlowStore(FakeStore):
+    """A Redis that takes ``delay_s`` over each write (then fails with ``error``)."""
+
+    def __init__(self, delay_s: float, error: Exception | None = None) -> None:
+        super().__init__(error)
+        self.delay_s = delay_s
+
+    async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
+                    held: list[tuple[str, bytes]] | None = None) -> None:
+        await asyncio.sleep(self.delay_s)
+        await super().write(lists, popular, held)
+
+
 class Clock:
     def __init__(self, now: float) -> None:
         self.now = now
@@ -677,13 +690,7 @@ def test_a_slow_redis_write_goes_on_in_the_background_and_later_batches_do_not_w
     path to 0.77 of its throughput (``make faults``). A batch waits ``REDIS_WAIT_S`` (0.05 s)
     at most; lists of batches published during the write go with the next one, newest per
     user."""
-    class SlowStore(FakeStore):
-        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
-                        held: list[tuple[str, bytes]] | None = None) -> None:
-            await asyncio.sleep(0.3)
-            await super().write(lists, popular, held)
-
-    store = SlowStore()
+    store = SlowStore(0.3)
     step, producer, metrics = make_step(store=store)
     bundle = FakeBundle("r:v2", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2")})
 
@@ -711,13 +718,7 @@ def test_a_stopping_worker_writes_the_lists_that_waited_for_a_slow_write(
     """Lists kept while a slow write ran went with the next batch's write; a worker that
     stopped first never wrote them, though their events' offsets commit as it stops: the
     user's older list stayed in Redis until their next event."""
-    class SlowStore(FakeStore):
-        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
-                        held: list[tuple[str, bytes]] | None = None) -> None:
-            await asyncio.sleep(0.2)
-            await super().write(lists, popular, held)
-
-    store = SlowStore()
+    store = SlowStore(0.2)
     step, _, _ = make_step(store=store)
     bundle = FakeBundle("r:v2", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2")})
 
@@ -744,13 +745,7 @@ def test_a_slow_write_that_fails_never_puts_back_lists_older_than_those_kept_mea
 ) -> None:
     """u1's list from e1 is in the slow write; e2 (kept meanwhile) is newer. The write
     fails: the next one must carry e2, not e1, or u1's feed goes back in time."""
-    class FailingSlowStore(FakeStore):
-        async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
-                        held: list[tuple[str, bytes]] | None = None) -> None:
-            await asyncio.sleep(0.2)
-            await super().write(lists, popular, held)
-
-    clock, store = Clock(100.0), FailingSlowStore(ConnectionError("timed out"))
+    clock, store = Clock(100.0), SlowStore(0.2, ConnectionError("timed out"))
     step, _, _ = make_step(store=store, clock=clock)
     bundle = FakeBundle("r:v2", {u: Recommendation(["x"], [1.0]) for u in ("u1", "u2")})
 

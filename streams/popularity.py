@@ -53,6 +53,17 @@ class DecayedPopularity:
         if len(self.scores) >= self._prune_at:
             self._forget()
 
+    def seed(self, counts: Iterable[tuple[str, float]], ts_ms: int, age_ms: float = 0.0
+             ) -> None:
+        """Start from ``counts``, another worker's decayed counts ``age_ms`` old, as if
+        counted at ``ts_ms``: they fade by their age first, so a record from hours ago
+        weighs next to nothing. A count that is no positive number (a record written by
+        another version) is skipped."""
+        fade = 2.0 ** (-max(age_ms, 0.0) / self.half_life_ms)
+        for item, count in counts:
+            if isinstance(count, int | float) and math.isfinite(count) and count > 0:
+                self.add(item, ts_ms, count * fade)
+
     def _forget(self) -> None:
         """Drop the items decayed past ``FORGET_HALF_LIVES``; the next pass waits until the
         table has doubled, so each update pays O(1) for it on average."""

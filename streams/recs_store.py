@@ -84,6 +84,12 @@ class RecsWriter:
             self.store_lists = self.client.register_script(STORE_LISTS)
             self.store_held = self.client.register_script(STORE_UNLESS_NEWER)
 
+    async def read_popular(self) -> bytes | None:
+        """The popularity record the workers stored last (None: none, or no Redis)."""
+        if self.client is None:
+            return None
+        return await self.client.get(popular_key(self.channel))
+
     async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
                     held: list[tuple[str, bytes]] | None = None) -> None:
         """Store and publish each (user, payload), and the popularity payload when given;

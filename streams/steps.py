@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S = 1.0, 30.0
 REDIS_WAIT_S = 0.05  # how long a micro-batch waits on its Redis write before going on
 REDIS_FINISH_S = 2.0  # how long a stopping worker waits on each of its last Redis writes
+REDIS_SEED_S = 1.0  # how long a fresh worker's first batch waits for the popularity record
 UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
@@ -322,6 +323,8 @@ class ListStore(Protocol):
     async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
                     held: list[tuple[str, bytes]] | None = None) -> None: ...
 
+    async def read_popular(self) -> bytes | None: ...
+
 
 def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
     """(item, score) pairs as wire items, scores as plain rounded floats (NumPy's float32
@@ -380,6 +383,7 @@ class BatchStep:
         self.redis_backoff = Backoff(REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S, clock)
         self.unstored = UnstoredLists()
         self._write: asyncio.Future[None] | None = None  # the Redis write in flight
+        self._seeded = False  # recent popularity was offered the stored record
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender,
                   failed: Recommendation | None = None) -> Sequence[Recommendation | None]:
@@ -480,6 +484,8 @@ class BatchStep:
         updates = self.unanswered(updates)
         if not updates:
             return []
+        if not self._seeded:
+            await self.seed_popularity(updates)
         recs, versions, tags = self.answer(updates, bundle, experiment)
         start = self.clock()
         now_us = time.time_ns() // 1000
@@ -509,6 +515,29 @@ class BatchStep:
         await self._store(payloads, popular.to_json() if popular is not None else None)
         self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
         return lists
+
+    async def seed_popularity(self, updates: Sequence[SessionUpdate]) -> None:
+        """Before a fresh worker's first lists: recent popularity starts from the record the
+        workers stored last, faded by its age, at the time of ``updates``' first event.
+        Starting from nothing, every user popularity answered in that micro-batch got an
+        empty list (a restart's backlog: up to a batch of them), and a new user kept it in
+        Redis, served by the API, until their next event. Once, and never fatal: Redis
+        down or no record, it starts from nothing as before."""
+        self._seeded = True
+        if self.popularity.newest_ms is not None:
+            return
+        try:
+            raw = await asyncio.wait_for(self.store.read_popular(), REDIS_SEED_S)
+            record = PopularList.from_json(raw) if raw is not None else None
+        except Exception as exc:  # noqa: BLE001 - Redis down, or a record of another version
+            log.info("recent popularity starts empty: its stored record was not read (%s)", exc)
+            return
+        if record is None:
+            return
+        times = [u.counts_at_ms for u in updates if u.counts_at_ms is not None]
+        now_ms = time.time_ns() // 1_000_000
+        self.popularity.seed(((i.item_id, i.score) for i in record.items),
+                             min(times, default=now_ms), now_ms - record.computed_us / 1000)
 
     def count(self, updates: Sequence[SessionUpdate]) -> None:
         """Count each answered event in recent popularity, at its ``counts_at_ms``."""

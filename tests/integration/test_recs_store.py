@@ -30,8 +30,9 @@ def test_lists_are_stored_with_their_ttl_and_published_once(settings: Settings) 
             messages = [await sub.get_message(timeout=2.0) for _ in range(2)]
         stored = await client.mget([recs_key(user) for user in users])
         ttls = [await client.ttl(recs_key(user)) for user in (users[0], users[-1])]
-        popular = await client.get(popular_key(channel))
+        popular = await writer.read_popular()  # what a fresh worker seeds popularity from
         await client.delete(*[recs_key(user) for user in users], popular_key(channel))
+        assert await writer.read_popular() is None
         await client.aclose()
         return stored, messages, ttls, popular, len(users)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,6 +29,7 @@ from streams.messages import (
     ModelAnnouncement,
     PopularList,
     RecommendationList,
+    ScoredItem,
 )
 from streams.metrics import WorkerMetrics
 from streams.popularity import DecayedPopularity
@@ -285,10 +287,17 @@ class FakeProducer:
 
 
 class FakeStore:
-    def __init__(self, error: Exception | None = None) -> None:
+    def __init__(self, error: Exception | None = None, popular: bytes | None = None) -> None:
         self.error = error
         self.writes: list[tuple[list[tuple[str, bytes]], bytes | None]] = []
         self.held: list[list[str]] = []  # per write, the users whose lists were held back
+        self.popular, self.popular_reads = popular, 0  # the stored popularity record
+
+    async def read_popular(self) -> bytes | None:
+        self.popular_reads += 1
+        if self.error is not None:
+            raise self.error
+        return self.popular
 
     async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
                     held: list[tuple[str, bytes]] | None = None) -> None:
@@ -800,6 +809,50 @@ def test_a_worker_that_has_counted_nothing_stores_no_popularity_record() -> None
     asyncio.run(step.publish([replace(update("u2", ("b", "c"), "e3"), counts_at_ms=T0)],
                              bundle))  # counted after its own list was built
     assert store.writes[-1][1] is not None  # "c" counted: a record to store
+
+
+def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_its_age(
+        ) -> None:
+    """Starting from nothing, a restarted worker answered every user popularity served in
+    its first micro-batch (a backlog: up to a batch of them) with an empty list, and a new
+    user kept it in Redis, served by the API, until their next event."""
+    now_us = time.time_ns() // 1000
+    record = PopularList("r:v1", now_us, [ScoredItem("p", 40.0), ScoredItem("q", 20.0),
+                                          ScoredItem("bad", float("nan"))])
+    store = FakeStore(popular=record.to_json())
+    step, producer, _ = make_step(store=store)
+    step.popularity = DecayedPopularity()  # a fresh worker's
+    bundle = FakeBundle("r:v2", {})
+    first = replace(update("new", ("x",), "e1"), counts_at_ms=T0)
+    asyncio.run(step.publish([first], bundle))
+    answer = orjson.loads(producer.sent[0][2])
+    assert answer["path"] == "popularity" and [i["item_id"] for i in answer["items"]] == ["p", "q"]
+    assert answer["items"][0]["score"] == pytest.approx(40.0, rel=1e-3)  # seconds old: no fade
+    asyncio.run(step.publish([update("new", ("x", "y"), "e2")], bundle))
+    assert store.popular_reads == 1  # once per worker
+
+    hours_old = replace(record, computed_us=now_us - 3 * 3_600_000_000)  # 3 half-lives
+    step, producer, _ = make_step(store=FakeStore(popular=hours_old.to_json()))
+    step.popularity = DecayedPopularity()
+    asyncio.run(step.publish([replace(update("new", ("x",)), counts_at_ms=T0)], bundle))
+    assert orjson.loads(producer.sent[0][2])["items"][0]["score"] == pytest.approx(5.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("store", [FakeStore(ConnectionError("refused")), FakeStore(),
+                                   FakeStore(popular=b"{not json")])
+def test_a_fresh_worker_without_a_readable_record_starts_empty_and_answers(
+        store: FakeStore) -> None:
+    step, producer, _ = make_step(store=store)
+    step.popularity = DecayedPopularity()
+    asyncio.run(step.publish([update("new", ("x",), "e1")], FakeBundle("r:v2", {})))
+    assert len(producer.sent) == 1 and orjson.loads(producer.sent[0][2])["items"] == []
+
+
+def test_a_worker_that_has_counted_already_is_not_seeded() -> None:
+    store = FakeStore(popular=PopularList("r:v1", 0, [ScoredItem("p", 1e6)]).to_json())
+    step, producer, _ = make_step(store=store)  # has counted a, b, c
+    asyncio.run(step.publish([update("new", ("x",), "e1")], FakeBundle("r:v2", {})))
+    assert [i["item_id"] for i in orjson.loads(producer.sent[0][2])["items"]] == ["a", "b", "c"]
 
 
 def test_an_idle_worker_writes_the_lists_that_missed_redis_once_it_may() -> None:

@@ -41,7 +41,6 @@ import bisect
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -101,37 +100,20 @@ def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[Held]:
     does. The lock expires after ``ttl_s`` should its holder die; a holder that outlives
     it releases nothing another has taken since, and says so."""
     import redis
-    from redis.exceptions import LockError, RedisError
+
+    from infra.redis_lock import new_token, release, take
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     lock = client.lock(LOCK_KEY, timeout=ttl_s)
-    token = uuid.uuid4().hex.encode()  # one for every try: see ``take``
+    token = new_token()
     held = False
-
-    def take() -> bool:
-        """A try, or a later one after a try whose ``SET`` took the lock but whose reply
-        was lost: with a new token each, that one found its own lock held by "another
-        trainer" and left it to expire."""
-        if lock.acquire(blocking=False, token=token):
-            return True
-        if client.get(LOCK_KEY) != token:
-            return False
-        lock.local.token = token  # what a successful acquire records, to release it by
-        return True
-
     try:
-        held = retry("taking the promotion lock", take)
+        held = retry("taking the promotion lock", lambda: take(client, lock, token))
         yield Held(held, lock)
     finally:
         try:
-            if held:
-                lock.release()
-        except LockError:
-            log.warning("the promotion lock expired (after %g s) before this trainer "
-                        "released it", ttl_s)
-        except RedisError as exc:  # what the block did stands (an alias moved: announce it)
-            log.warning("the promotion lock was not released (%s); it expires in %g s",
-                        exc, ttl_s)
+            if held:  # what the block did stands (an alias moved: announce it)
+                release(lock, ttl_s, "the promotion lock")
         finally:
             client.close()
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 
 from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
+from infra.redis_lock import new_token, release, take
 from streams.experiment import POPULARITY, Experiment, Variant, one_line
 from streams.experiment_report import ExperimentReport, status
 from streams.experiment_store import declarations, declare, running, withdraw
@@ -28,7 +28,7 @@ from streams.experiments import STAND_IN
 from streams.messages import CHAMPION, version_string
 from streams.registry import NoChampion, parse_versions, resolve_versions
 
-log = logging.getLogger(__name__)
+START_WAIT_S = 30.0  # how long a start waits for another to finish (the API: less)
 
 
 
@@ -95,11 +95,11 @@ def check_models(store: MlflowStore, experiment: Experiment) -> dict[str, str]:
 
 
 def start(kafka: KafkaConnection, topic: str, store: MlflowStore, experiment: Experiment,
-          redis: Any) -> dict[str, str]:
+          redis: Any, wait_s: float = START_WAIT_S) -> dict[str, str]:
     """Declare ``experiment`` after checking its models and that none other runs; returns
     the versions each variant resolves to now. ``redis`` (a sync client) holds the lock
-    that makes starts take turns."""
-    with one_start_at_a_time(redis, topic):
+    that makes starts take turns, waited for ``wait_s`` at most."""
+    with one_start_at_a_time(redis, topic, wait_s):
         known = declarations(kafka, topic)
         live = running(known)
         if live is not None:
@@ -114,25 +114,24 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore, experiment: Ex
 
 
 @contextmanager
-def one_start_at_a_time(redis: Any, topic: str, wait_s: float = 30.0, ttl_s: float = 120.0
-                        ) -> Iterator[None]:
+def one_start_at_a_time(redis: Any, topic: str, wait_s: float = START_WAIT_S,
+                        ttl_s: float = 120.0) -> Iterator[None]:
     """redis-py's lock around a start's check, declaration and read-back, so two starts
     (API replicas, the CLI, a trainer) take turns and the second finds the first declared:
     the read-back alone misses a second start whose declaration lands after the first has
-    read back. The lock expires after ``ttl_s`` should its holder die."""
-    from redis.exceptions import LockError
-
-    lock = redis.lock(start_lock(topic), timeout=ttl_s, blocking_timeout=wait_s)
-    if not lock.acquire():  # a Redis that does not answer raises its own error
-        raise ExperimentConflict(f"another experiment start held the lock for {wait_s:g} s: "
-                                 "retry")
+    read back. The lock expires after ``ttl_s`` should its holder die; a Redis that does
+    not answer raises its own error before anything is declared."""
+    lock, token = redis.lock(start_lock(topic), timeout=ttl_s), new_token()
+    deadline = time.monotonic() + wait_s
+    while not take(redis, lock, token):
+        if time.monotonic() >= deadline:
+            raise ExperimentConflict(f"another experiment start held the lock for "
+                                     f"{wait_s:g} s: retry")
+        time.sleep(0.1)
     try:
         yield
     finally:
-        try:
-            lock.release()
-        except LockError as exc:  # expired, maybe taken by another: it is theirs now
-            log.warning("the experiment start lock was not released (%s)", exc)
+        release(lock, ttl_s, "the experiment start lock")
 
 
 def _read_back(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:

@@ -164,11 +164,14 @@ class RecommendationList:
 
 @dataclass
 class PopularList:
-    """A worker's recently popular items, and the model it was serving then."""
+    """A worker's recently popular items, and the model it was serving then; ``newest_ms``:
+    the event time of the newest event counted (a fresh worker starting from this record
+    fades it by event time, and skips it when it counted events later than its own)."""
 
     model_version: str | None
     computed_us: int
     items: list[ScoredItem]
+    newest_ms: int | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -181,7 +184,8 @@ class PopularList:
     @classmethod
     def from_json(cls, raw: bytes | str) -> PopularList:
         d = orjson.loads(raw)
-        return cls(d.get("model_version"), d["computed_us"], _items(d["items"]))
+        return cls(d.get("model_version"), d["computed_us"], _items(d["items"]),
+                   d.get("newest_ms"))
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # After a failed Redis write, batches skip Redis for 1 s, doubling to 30 s while it fails.
 REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S = 1.0, 30.0
 REDIS_WAIT_S = 0.05  # how long a micro-batch waits on its Redis write before going on
-REDIS_FINISH_S = 2.0  # how long a stopping worker waits on each of its last Redis writes
+REDIS_FINISH_S = 3.0  # how long a stopping worker waits on its last Redis writes
 REDIS_SEED_S = 1.0  # how long a fresh worker's first batch waits for the popularity record
 UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
 
@@ -473,7 +473,7 @@ class BatchStep:
         if not top:  # a worker that has counted nothing yet: the stored one stays
             return None
         self._popular_written = now
-        return PopularList(version, now_us, scored(top))
+        return PopularList(version, now_us, scored(top), self.popularity.newest_ms)
 
     async def publish(self, updates: Sequence[SessionUpdate], bundle: Recommender,
                       experiment: LiveExperiment | None = None) -> list[RecommendationList]:
@@ -518,26 +518,35 @@ class BatchStep:
 
     async def seed_popularity(self, updates: Sequence[SessionUpdate]) -> None:
         """Before a fresh worker's first lists: recent popularity starts from the record the
-        workers stored last, faded by its age, at the time of ``updates``' first event.
-        Starting from nothing, every user popularity answered in that micro-batch got an
-        empty list (a restart's backlog: up to a batch of them), and a new user kept it in
-        Redis, served by the API, until their next event. Once, and never fatal: Redis
-        down or no record, it starts from nothing as before."""
+        workers stored last, at the time of ``updates``' first event, faded by the event
+        time between (by its wall-clock age for a record without it). Starting from
+        nothing, every user popularity answered in that micro-batch got an empty list, and
+        a new user kept it in Redis, served by the API, until their next event. A record
+        that counted events later than that first one is not taken: it may hold what these
+        users did next (a crash's redelivered events, whose lists went out before it), or
+        another log's future (a replay after another on the same channel). Once, and never
+        fatal: Redis down or no record, it starts from nothing as before."""
         self._seeded = True
         if self.popularity.newest_ms is not None:
             return
         try:
             raw = await asyncio.wait_for(self.store.read_popular(), REDIS_SEED_S)
-            record = PopularList.from_json(raw) if raw is not None else None
+            if raw is None:
+                return
+            record = PopularList.from_json(raw)
+            now_ms = time.time_ns() // 1_000_000
+            first = min((u.counts_at_ms for u in updates if u.counts_at_ms is not None),
+                        default=now_ms)
+            if record.newest_ms is not None and record.newest_ms > first:
+                log.info("recent popularity starts empty: the stored record counted events "
+                         "later than this worker's first")
+                return
+            age_ms = (first - record.newest_ms if record.newest_ms is not None
+                      else now_ms - record.computed_us / 1000)
+            self.popularity.seed(((i.item_id, i.score) for i in record.items
+                                  if isinstance(i.item_id, str)), first, age_ms)
         except Exception as exc:  # noqa: BLE001 - Redis down, or a record of another version
-            log.info("recent popularity starts empty: its stored record was not read (%s)", exc)
-            return
-        if record is None:
-            return
-        times = [u.counts_at_ms for u in updates if u.counts_at_ms is not None]
-        now_ms = time.time_ns() // 1_000_000
-        self.popularity.seed(((i.item_id, i.score) for i in record.items),
-                             min(times, default=now_ms), now_ms - record.computed_us / 1000)
+            log.info("recent popularity starts empty: its stored record was not used (%s)", exc)
 
     def count(self, updates: Sequence[SessionUpdate]) -> None:
         """Count each answered event in recent popularity, at its ``counts_at_ms``."""
@@ -588,16 +597,20 @@ class BatchStep:
             await self._store([], None)
 
     async def finish(self, wait_s: float = REDIS_FINISH_S) -> None:
-        """At shutdown: the Redis write under way, then the lists that waited for it, each
-        given ``wait_s`` at most (the breaker is not asked: this is the last chance). Their
-        events' offsets commit as the worker stops, so a user whose newest list waited in
-        memory kept an older one in Redis, until their next event (a deploy while Redis
-        was slow)."""
-        if self._write is not None and not self._write.done():
-            await asyncio.wait({self._write}, timeout=wait_s)
-        if self.unstored and (self._write is None or self._write.done()):
-            self._write = asyncio.ensure_future(self._write_now([], None))
-            await asyncio.wait({self._write}, timeout=wait_s)
+        """At shutdown: the Redis writes under way (the idle timer's too: Faust stops timers
+        after this), then one of the lists that waited for them, ``wait_s`` in all (the
+        breaker is not asked: this is the last chance). Their events' offsets commit as
+        the worker stops, so a user whose newest list waited in memory kept an older one
+        in Redis, until their next event (a deploy while Redis was slow)."""
+        deadline, tried = time.monotonic() + wait_s, False
+        while (left := deadline - time.monotonic()) > 0:
+            if self._write is not None and not self._write.done():
+                await asyncio.wait({self._write}, timeout=left)
+            elif self.unstored and not tried:  # once: a failed write keeps them again
+                tried = True
+                self._write = asyncio.ensure_future(self._write_now([], None))
+            else:
+                break
         if self.unstored or (self._write is not None and not self._write.done()):
             log.warning("stopping with lists Redis has not taken; they are on the topic, "
                         "and each user's next event stores a newer one")

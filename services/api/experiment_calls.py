@@ -59,6 +59,8 @@ class ExperimentCalls:
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=REDIS_TIMEOUT_S,
                                           socket_connect_timeout=REDIS_TIMEOUT_S)
         self._writing = threading.Lock()
+        # a 409 "retry" before the request's 504: a start it answered late still ran
+        self.lock_wait_s = min(control.START_WAIT_S, settings.api_request_timeout_s / 3)
 
     def declared(self) -> dict[str, Any]:
         """Every declaration, oldest first, and the running one's name (``Experiments``)."""
@@ -72,7 +74,7 @@ class ExperimentCalls:
         """Declare ``experiment`` under the rules (``ExperimentStarted``)."""
         with self._writing:
             versions = control.start(self.kafka, self.topic, self.store, experiment,
-                                     self.redis)
+                                     self.redis, self.lock_wait_s)
         return {"experiment": experiment.model_dump(mode="json"), "versions": versions}
 
     def status(self, name: str) -> dict[str, Any]:

@@ -186,7 +186,8 @@ def add_experiment_routes(app: FastAPI, settings: Settings, access: Access) -> N
                                "shares not adding up, a model not in the registry); nothing "
                                "was declared"},
                          409: {"model": Problem, "description": "another experiment runs, "
-                               "or one of that name exists; nothing was declared"},
+                               "one of that name exists, or another start held the start "
+                               "lock too long (retry); nothing was declared"},
                          **too_big, **writes})
     async def start_experiment(request: Request) -> Response:
         try:

@@ -21,21 +21,21 @@ from fastapi import Path as PathParam
 
 from services.api.auth import Access
 from services.api.backends import backends_of
+from services.api.fast_reads import USER_ID_RE
 from services.api.ingest import DeliveryFailed
 from services.api.routes import inline_schema, json_response, read_capped
 from services.api.schemas import ItemOutcome, ItemsResult, Problem
 from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
 from streams.catalog import ItemRecord, json_schema, parse_item
-from streams.events import CONTROL_CHARACTERS, MAX_ID_LENGTH, InvalidEvent, Reason, reencoded
+from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, reencoded
 
 ITEMS_PATH = "/v1/items"
-# ``:path`` takes '/' too (an item id may be a URL path, as the event schema allows): a
-# client sends it as is or as %2F, both read as '/'. Routing stays unambiguous, since the
-# only longer item route (``/similar``) is a GET and ``PUT`` is the only method here.
-ITEM_PATH = "/v1/items/{item_id:path}"
+ITEM_PATH = "/v1/items/{item_id}"
+# As user ids in paths (``routes.USER_ID``): any character but '/' and control characters.
+# An id with '/' is written through POST /v1/items (its similar route takes it: ``similar``).
 ITEM_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
-                                   pattern=f"^[^{CONTROL_CHARACTERS}]+$", examples=["4"])]
+                                   pattern=f"^{USER_ID_RE.pattern}$", examples=["4"])]
 Outcome = dict[str, Any]  # the JSON of an ``ItemOutcome``
 CATALOGUE = "the catalogue"  # what a scoped key may not write (``Access.shared_write_guard``)
 

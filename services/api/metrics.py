@@ -69,7 +69,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # as the OpenAPI document writes it: ``{item_id}``, not ``{item_id:path}``
+            route = getattr(scope.get("route"), "path_format", "unmatched")
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             self.metrics.requests.labels(route, method, str(status[0])).inc()
             if route not in self.streaming_routes:

@@ -14,22 +14,29 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi import Path as PathParam
 
 from services.api.auth import Access
 from services.api.backends import backends_of
 from services.api.catalogue import Records, title_of
 from services.api.item_space import LOADING
-from services.api.items import ITEM_ID, ITEM_PATH
+from services.api.items import ITEMS_PATH
 from services.api.lists import MAX_K
 from services.api.schemas import Problem, SimilarItems
 from services.api.timeouts import TIMEOUT_RESPONSE
 from services.settings import Settings
+from streams.events import CONTROL_CHARACTERS, MAX_ID_LENGTH
 from streams.messages import wire_score
 
 CATCHING_UP = ("the API is still reading the catalogue it started with; the model takes "
                "its items once it has: retry in a few seconds")
 
-SIMILAR_PATH = f"{ITEM_PATH}/similar"
+# ``:path`` takes an id holding '/' (a URL path, as the event schema allows), sent as is or
+# as %2F: both read as '/'. Only this route takes one: a PUT of such an id in the path
+# would also take ``.../similar``, so such ids are written with POST /v1/items.
+SIMILAR_PATH = f"{ITEMS_PATH}/{{item_id:path}}/similar"
+ITEM_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
+                                   pattern=f"^[^{CONTROL_CHARACTERS}]+$", examples=["4"])]
 WAIT_S = 5.0  # the longest a request waits for the first load before its 503
 
 

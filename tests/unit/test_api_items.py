@@ -30,13 +30,14 @@ def test_put_produces_the_record_keyed_by_the_paths_id() -> None:
                                 ItemRecord("5", "Heat", price=3)]
 
 
-def test_put_takes_an_id_holding_a_slash_sent_as_is_or_percent_encoded() -> None:
+def test_an_id_with_a_slash_is_written_by_post_and_a_put_to_similar_is_a_405() -> None:
     api = InProcessApi()  # a URL path as an item id, as the event schema allows
-    assert put(api, "shop/p/4", {"title": "Heat"}) == (
-        202, {"index": 0, "item_id": "shop/p/4", "accepted": True})
-    assert put(api, "shop%2Fp%2F5", {"item_id": "shop/p/5"})[0] == 202
-    assert put(api, "x/similar", {})[0] == 202  # PUT has no longer route to confuse
-    assert [i.item_id for i in api.ingest.items] == ["shop/p/4", "shop/p/5", "x/similar"]
+    assert api.call("POST", "/v1/items", content=b'{"item_id": "shop/p/4"}').status_code == 202
+    refused = api.call("PUT", "/v1/items/shop/p/4", content=b"{}")
+    assert refused.status_code == 404  # PUT's path takes no '/': its similar route does
+    refused = api.call("PUT", "/v1/items/x/similar", content=b"{}")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET"
+    assert [i.item_id for i in api.ingest.items] == ["shop/p/4"]
 
 
 @pytest.mark.parametrize(

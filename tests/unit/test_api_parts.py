@@ -541,7 +541,7 @@ def test_metrics_count_every_route_but_time_only_non_streaming_ones() -> None:
     metrics = ApiMetrics()
 
     async def app(scope: dict, receive: object, send: object) -> None:
-        scope["route"] = SimpleNamespace(path=scope["path"])
+        scope["route"] = SimpleNamespace(path_format=scope["path"])
         await send({"type": "http.response.start", "status": 200})  # type: ignore[operator]
 
     async def send(message: dict) -> None:

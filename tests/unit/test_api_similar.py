@@ -56,6 +56,9 @@ def test_an_item_whose_id_holds_slashes_has_a_similar_route() -> None:
         assert reply.json()["item_id"] == path.removeprefix("/v1/items/").removesuffix(
             "/similar").replace("%2F", "/")
         assert [i["path"] for i in reply.json()["items"]][:3] == ["model"] * 3
+    assert "\n".join(line for line in api.get("/metrics").text.splitlines()
+                     if line.startswith("streamrec_api_requests_total{")
+                     and "similar" in line).count('route="/v1/items/{item_id}/similar"') == 1
 
 
 def test_an_item_neither_the_model_nor_the_catalogue_knows_is_a_404() -> None:

@@ -632,8 +632,9 @@ def test_popularity_is_stored_at_most_once_per_interval() -> None:
     assert first is not None
     schema_validator("popular-list-v1.json").validate(orjson.loads(first))
     record = orjson.loads(first)
-    assert list(record) == ["model_version", "computed_us", "items"]
+    assert list(record) == ["model_version", "computed_us", "items", "newest_ms"]
     assert record["model_version"] == "r:v2" and record["computed_us"] > 0
+    assert record["newest_ms"] == T0  # the newest event counted (make_step's)
     assert [i.item_id for i in PopularList.from_json(first).items] == ["a", "b", "c"]
 
 
@@ -831,11 +832,22 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_it
     asyncio.run(step.publish([update("new", ("x", "y"), "e2")], bundle))
     assert store.popular_reads == 1  # once per worker
 
-    hours_old = replace(record, computed_us=now_us - 3 * 3_600_000_000)  # 3 half-lives
-    step, producer, _ = make_step(store=FakeStore(popular=hours_old.to_json()))
-    step.popularity = DecayedPopularity()
-    asyncio.run(step.publish([replace(update("new", ("x",)), counts_at_ms=T0)], bundle))
-    assert orjson.loads(producer.sent[0][2])["items"][0]["score"] == pytest.approx(5.0, rel=1e-3)
+    def first_list(stored: PopularList) -> list[dict]:
+        step, producer, _ = make_step(store=FakeStore(popular=stored.to_json()))
+        step.popularity = DecayedPopularity()
+        asyncio.run(step.publish([replace(update("new", ("x",)), counts_at_ms=T0)], bundle))
+        return orjson.loads(producer.sent[0][2])["items"]
+
+    hour = 3_600_000  # the half-life, in ms
+    hours_old = replace(record, computed_us=now_us - 3 * hour * 1000)  # no event time: wall
+    assert first_list(hours_old)[0]["score"] == pytest.approx(5.0, rel=1e-3)  # an eighth
+    # with its newest event's time: faded by event time (a replay's is years from the wall's)
+    assert first_list(replace(record, newest_ms=T0 - 3 * hour))[0]["score"] == pytest.approx(
+        5.0, rel=1e-3)
+    assert first_list(replace(record, newest_ms=T0))[0]["score"] == pytest.approx(40.0)
+    # it counted events after this batch's first: a crash's redelivered events (which may
+    # be what these users did next), or another log's future
+    assert first_list(replace(record, newest_ms=T0 + 1)) == []
 
 
 @pytest.mark.parametrize("store", [FakeStore(ConnectionError("refused")), FakeStore(),

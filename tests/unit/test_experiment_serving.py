@@ -572,7 +572,7 @@ class FreeLock:
     def lock(self, *args: object, **kwargs: object) -> FreeLock:
         return self
 
-    def acquire(self) -> bool:
+    def acquire(self, **kwargs: object) -> bool:
         return True
 
     def release(self) -> None:

@@ -31,7 +31,6 @@ from streams.registry import NoChampion, parse_versions, resolve_versions
 START_WAIT_S = 30.0  # how long a start waits for another to finish (the API: less)
 
 
-
 def start_lock(topic: str) -> str:
     """The Redis key of the lock that starts on ``topic`` take turns under."""
     return f"streamrec:experiments:starting:{topic}"

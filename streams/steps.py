@@ -519,7 +519,8 @@ class BatchStep:
     async def seed_popularity(self, updates: Sequence[SessionUpdate]) -> None:
         """Before a fresh worker's first lists: recent popularity starts from the record the
         workers stored last, at the time of ``updates``' first event, faded by the event
-        time between (by its wall-clock age for a record without it). Starting from
+        time between (a record without that time, from before it was kept, is not taken:
+        its distance from these events is not known). Starting from
         nothing, every user popularity answered in that micro-batch got an empty list, and
         a new user kept it in Redis, served by the API, until their next event. A record
         that counted events later than that first one is not taken: it may hold what these
@@ -534,17 +535,15 @@ class BatchStep:
             if raw is None:
                 return
             record = PopularList.from_json(raw)
-            now_ms = time.time_ns() // 1_000_000
             first = min((u.counts_at_ms for u in updates if u.counts_at_ms is not None),
-                        default=now_ms)
-            if record.newest_ms is not None and record.newest_ms > first:
-                log.info("recent popularity starts empty: the stored record counted events "
-                         "later than this worker's first")
+                        default=time.time_ns() // 1_000_000)
+            if record.newest_ms is None or record.newest_ms > first:
+                log.info("recent popularity starts empty: the stored record does not say "
+                         "when it counted, or counted events later than this worker's first")
                 return
-            age_ms = (first - record.newest_ms if record.newest_ms is not None
-                      else now_ms - record.computed_us / 1000)
             self.popularity.seed(((i.item_id, i.score) for i in record.items
-                                  if isinstance(i.item_id, str)), first, age_ms)
+                                  if isinstance(i.item_id, str)), first,
+                                 first - record.newest_ms)
         except Exception as exc:  # noqa: BLE001 - Redis down, or a record of another version
             log.info("recent popularity starts empty: its stored record was not used (%s)", exc)
 

@@ -812,14 +812,14 @@ def test_a_worker_that_has_counted_nothing_stores_no_popularity_record() -> None
     assert store.writes[-1][1] is not None  # "c" counted: a record to store
 
 
-def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_its_age(
+def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_event_time(
         ) -> None:
     """Starting from nothing, a restarted worker answered every user popularity served in
     its first micro-batch (a backlog: up to a batch of them) with an empty list, and a new
     user kept it in Redis, served by the API, until their next event."""
     now_us = time.time_ns() // 1000
     record = PopularList("r:v1", now_us, [ScoredItem("p", 40.0), ScoredItem("q", 20.0),
-                                          ScoredItem("bad", float("nan"))])
+                                          ScoredItem("bad", float("nan"))], newest_ms=T0)
     store = FakeStore(popular=record.to_json())
     step, producer, _ = make_step(store=store)
     step.popularity = DecayedPopularity()  # a fresh worker's
@@ -828,7 +828,7 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_it
     asyncio.run(step.publish([first], bundle))
     answer = orjson.loads(producer.sent[0][2])
     assert answer["path"] == "popularity" and [i["item_id"] for i in answer["items"]] == ["p", "q"]
-    assert answer["items"][0]["score"] == pytest.approx(40.0, rel=1e-3)  # seconds old: no fade
+    assert answer["items"][0]["score"] == pytest.approx(40.0, rel=1e-3)  # counted at T0: whole
     asyncio.run(step.publish([update("new", ("x", "y"), "e2")], bundle))
     assert store.popular_reads == 1  # once per worker
 
@@ -839,11 +839,10 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_it
         return orjson.loads(producer.sent[0][2])["items"]
 
     hour = 3_600_000  # the half-life, in ms
-    hours_old = replace(record, computed_us=now_us - 3 * hour * 1000)  # no event time: wall
-    assert first_list(hours_old)[0]["score"] == pytest.approx(5.0, rel=1e-3)  # an eighth
-    # with its newest event's time: faded by event time (a replay's is years from the wall's)
+    # faded by event time (a replay's is years from the wall clock's): an eighth
     assert first_list(replace(record, newest_ms=T0 - 3 * hour))[0]["score"] == pytest.approx(
         5.0, rel=1e-3)
+    assert first_list(replace(record, newest_ms=None)) == []  # when it counted: not known
     assert first_list(replace(record, newest_ms=T0))[0]["score"] == pytest.approx(40.0)
     # it counted events after this batch's first: a crash's redelivered events (which may
     # be what these users did next), or another log's future

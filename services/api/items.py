@@ -33,7 +33,7 @@ from streams.events import MAX_ID_LENGTH, InvalidEvent, Reason, reencoded
 ITEMS_PATH = "/v1/items"
 ITEM_PATH = "/v1/items/{item_id}"
 # As user ids in paths (``routes.USER_ID``): any character but '/' and control characters.
-# An id with '/' is written through POST /v1/items (its similar route takes it: ``similar``).
+# An id with '/' is written through POST /v1/items; ``services.api.similar`` takes one.
 ITEM_ID = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH,
                                    pattern=f"^{USER_ID_RE.pattern}$", examples=["4"])]
 Outcome = dict[str, Any]  # the JSON of an ``ItemOutcome``

@@ -133,14 +133,14 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, o
         stop.set()
         sender.join()
         final = status()
-    finally:
-        stop.set()
-        output = worker.stop()
-    try:
+        # read with the worker still up: stopped at once, the events of the last tens of
+        # milliseconds could go unanswered (uncommitted, for the next worker), one run did
         values = [orjson.loads(r.value) for r in read_topic(
             settings.kafka, env["STREAMREC_TOPIC_RECOMMENDATIONS"], from_beginning=True,
             limit=sent[0], idle_timeout_s=30)]
     finally:
+        stop.set()
+        output = worker.stop()
         drop_topics(settings, env)
     return {"sent": sent[0], "answered": len({v["event_id"] for v in values}),
             "versions": sorted({v["model_version"] for v in values}),

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
     trainer_min_gate_cases: int = Field(200, ge=1, description="gate cases a challenger must "
                                         "win on to replace the champion: fewer leave the "
                                         "bootstrap interval of its gain too wide to trust")
+    trainer_min_gate_users: int = Field(20, ge=2, description="users the gate cases must "
+                                        "come from: the interval resamples users, and a "
+                                        "handful cannot stand for the rest")
     trainer_epochs: int | None = Field(None, ge=1, description="cap; default early stopping")
     trainer_refit_epochs: int = Field(2, ge=0, description="after the gate passes, epochs "
                                       "the promoted models fine-tune on every event, the "

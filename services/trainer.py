@@ -13,8 +13,8 @@ One round (``Trainer.run_round``), each step a method:
    candidates), weights warm-started from the champion's (``model.weights``).
 4. Gate (``_gate``, ``judge``, ``model.evaluation.gate``): both models ranked on the
    held-out cases, both protocols. A higher mean on one slice can be luck, so the
-   challenger wins only over at least ``trainer_min_gate_cases`` cases and when the
-   bootstrap interval of its per-case full NDCG@10 gain (users resampled) lies above
+   challenger wins only over at least ``trainer_min_gate_cases`` cases from
+   ``trainer_min_gate_users`` users and when the bootstrap interval of its per-case full NDCG@10 gain (users resampled) lies above
    zero; the verdict's reason gives the interval and the case count.
 5. Refit (``_refit``), when the gate passes: the challenger never learnt the gate slice,
    the newest events, so it is fine-tuned on all of them (``refit_sequences``) before it
@@ -214,10 +214,24 @@ def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | N
     paired = (ranked["challenger"].full, ranked["champion"].full) \
         if champion is not None else None
     verdict = decide(reports["challenger"], reports.get("champion"), paired,
-                     min_cases=settings.trainer_min_gate_cases, protocol="full",
+                     min_cases=settings.trainer_min_gate_cases,
+                     min_users=settings.trainer_min_gate_users, protocol="full",
                      min_gain=settings.trainer_min_gain, finite=finite,
                      case_users=cases.users, seed=seed)
     return reports, with_cases(verdict, reports["challenger"]["users"])
+
+
+def too_few_cases(cases: Cases, settings: Settings) -> str | None:
+    """What the held-out slice lacks for the gate to compare two models (too few cases,
+    or cases of too few users), or None when it has enough."""
+    count, users = len(cases.users), len(set(cases.users.tolist()))
+    if count < settings.trainer_min_gate_cases:
+        return (f"{count:,} gate cases in the held-out slice, fewer than "
+                f"trainer_min_gate_cases ({settings.trainer_min_gate_cases:,})")
+    if users < settings.trainer_min_gate_users:
+        return (f"the held-out slice's gate cases come from {users:,} users, fewer than "
+                f"trainer_min_gate_users ({settings.trainer_min_gate_users:,})")
+    return None
 
 
 def served_forms(seen: Mapping[str, bool]) -> str:
@@ -491,11 +505,9 @@ class Trainer:
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
-        cases, needed = len(data.cases.users), self.settings.trainer_min_gate_cases
-        if data.champion is not None and cases < needed:  # the gate would refuse any model
-            return RoundSummary("skipped", f"{cases:,} gate cases in the held-out slice, fewer "
-                                f"than trainer_min_gate_cases ({needed:,}) to compare a "
-                                "challenger with the champion", events=data.events)
+        if data.champion is not None and (few := too_few_cases(data.cases, self.settings)):
+            return RoundSummary("skipped", f"{few} to compare a challenger with the champion",
+                                events=data.events)  # the gate would refuse any model
         if not any(len(s) >= EVALUATED_MIN for s in data.sequences.by_user):
             return RoundSummary("skipped", "no user of the training slice has "
                                 f"{EVALUATED_MIN} events or more to validate a model on",

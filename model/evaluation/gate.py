@@ -129,12 +129,14 @@ def case_values(ranks: np.ndarray, metric: str) -> np.ndarray:
 
 def decide(challenger: dict, champion: dict | None,
            ranks: tuple[np.ndarray, np.ndarray] | None, *, min_cases: int,
-           metric: str = "NDCG@10", protocol: str = "full", min_gain: float = 0.0,
-           finite: bool = True, case_users: np.ndarray | None = None, level: float = LEVEL,
-           seed: int = 0) -> Verdict:
+           min_users: int = 1, metric: str = "NDCG@10", protocol: str = "full",
+           min_gain: float = 0.0, finite: bool = True, case_users: np.ndarray | None = None,
+           level: float = LEVEL, seed: int = 0) -> Verdict:
     """Promote when the challenger's weights are finite and it beats the champion on
     ``protocol``/``metric`` by more than ``min_gain`` (relative: 0.02 = 2% better) over at
-    least ``min_cases`` gate cases, and the gain is sure: the bootstrap interval at
+    least ``min_cases`` gate cases from at least ``min_users`` users (when ``case_users``
+    names them: a few heavy users' cases say little of the rest, and a bootstrap over a
+    handful of users is too narrow), and the gain is sure: the bootstrap interval at
     ``level`` of the mean per-case difference challenger − champion lies above zero (a
     higher mean on one slice can be luck). With no champion yet, any sound challenger wins.
 
@@ -157,6 +159,10 @@ def decide(challenger: dict, champion: dict | None,
     if (cases := int(challenger.get("users", 0))) < min_cases:  # no count: none compared
         return Verdict(False, f"{label} {value:.4f} > champion {best:.4f} on only {cases} gate "
                               f"cases ({min_cases} needed to compare)", label, best, value)
+    if case_users is not None and (users := len(np.unique(case_users))) < min_users:
+        return Verdict(False, f"{label} {value:.4f} > champion {best:.4f} on the cases of only "
+                              f"{users} users ({min_users} needed to compare)", label, best,
+                       value)
     interval = _gain_interval(ranks, metric, case_users, level, seed)
     sure = interval[0] > 0
     return Verdict(sure, f"{label} {value:.4f} > champion {best:.4f} (+{min_gain:.0%} needed); "

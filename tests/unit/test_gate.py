@@ -80,6 +80,18 @@ def test_a_gate_slice_too_small_to_compare_never_replaces_the_champion() -> None
     assert decide(_report(0.1, cases=1), None, None, min_cases=30).promote  # the first champion
 
 
+def test_the_cases_of_a_handful_of_users_never_replace_the_champion() -> None:
+    """300 cases from 5 users (a few heavy users) say little of the rest: below
+    ``min_users`` distinct users the champion stays, whatever the cases say."""
+    few = decide(_report(1.0), _report(0.1), SURE, min_cases=200, min_users=20,
+                 case_users=np.repeat(np.arange(5), 60))
+    assert not few.promote and few.interval is None
+    assert "cases of only 5 users (20 needed to compare)" in few.reason
+    enough = decide(_report(1.0), _report(0.1), SURE, min_cases=200, min_users=20,
+                    case_users=np.repeat(np.arange(20), 15))
+    assert enough.promote and enough.interval is not None
+
+
 def test_a_champion_is_never_judged_on_means_alone() -> None:
     with pytest.raises(ValueError, match="per-case ranks"):
         decide(_report(0.2), _report(0.1), None, min_cases=1)

@@ -31,6 +31,7 @@ from services.trainer import (
     refit_sequences,
     round_due,
     round_outcome,
+    too_few_cases,
     with_cases,
 )
 from streams.events import Event
@@ -73,6 +74,20 @@ def test_a_comparison_says_how_many_cases_it_stood_on() -> None:
     assert with_cases(first, 240) == first
     few = replace(REJECT, reason="... on only 150 gate cases (200 needed to compare)")
     assert with_cases(few, 150) == few
+
+
+def test_a_held_out_slice_needs_enough_cases_from_enough_users_to_compare() -> None:
+    def cases(users: np.ndarray) -> Cases:
+        return Cases(users, [np.array([1])] * len(users), np.ones(len(users), np.int64),
+                     None)  # type: ignore[arg-type] - the count needs no side features
+
+    settings = Settings(trainer_min_gate_cases=200, trainer_min_gate_users=20)
+    assert too_few_cases(cases(np.repeat(np.arange(1, 21), 10)), settings) is None
+    assert too_few_cases(cases(np.arange(1, 200)), settings) == \
+        "199 gate cases in the held-out slice, fewer than trainer_min_gate_cases (200)"
+    assert too_few_cases(cases(np.repeat(np.arange(1, 20), 20)), settings) == \
+        ("the held-out slice's gate cases come from 19 users, fewer than "
+         "trainer_min_gate_users (20)")
 
 
 class _Knows:

@@ -161,6 +161,30 @@ def load_log(path: str, fmt: str, fraction: float, specs: tuple[str, str]) -> Lo
                (gains(first), gains(second)))
 
 
+def resampled(log: Log, times: int, seed: int) -> Log:
+    """The log replayed ``times`` times in a row, each time by as many users drawn from its
+    own with replacement (new users: their ids and event ids suffixed with the replay and
+    the draw), each with the drawn user's events at their places in the log. The same
+    shop running ``times`` as long with users of the same kind: for a close pair whose A/B
+    test outlasts the log. Both kinds of run read the same stream."""
+    if times == 1:
+        return log
+    rows_of: dict[str, list[int]] = {}
+    for i, user in enumerate(log.users):
+        rows_of.setdefault(user, []).append(i)
+    users = list(rows_of)
+    rng = np.random.default_rng(seed)
+    rows = [(i, f"#{replay}.{draw}") for replay in range(times)
+            for i, draw in sorted((i, draw) for draw, u in
+                                  enumerate(rng.integers(len(users), size=len(users)))
+                                  for i in rows_of[users[u]])]
+    at = np.array([i for i, _ in rows])
+    return Log(log.names, [log.users[i] + tag for i, tag in rows],
+               [log.event_ids[i] + tag for i, tag in rows], [log.targets[i] for i in at],
+               ([log.lists[0][i] for i in at], [log.lists[1][i] for i in at]),
+               (log.gains[0][at], log.gains[1][at]))
+
+
 def user_level_means(log: Log) -> list[float]:
     """Each model's NDCG@K averaged per user, then over users: the truth the runs seek."""
     means = []
@@ -342,8 +366,8 @@ def _events(figure: float | None, log_events: int) -> str:
 def report(log: Log, means: list[float], results: dict) -> dict:
     """Print the figures; return the ratio A/B ÷ interleaving (a lower bound when A/B
     mostly decides nothing within the log)."""
-    print(f"\nuser-level {METRIC}: {log.names[0]} {means[0]:.4f}, {log.names[1]} "
-          f"{means[1]:.4f} over {len(set(log.users)):,} users, {len(log):,} events")
+    print(f"\nuser-level {METRIC} on the log: {log.names[0]} {means[0]:.4f}, {log.names[1]} "
+          f"{means[1]:.4f}; the runs read {len(log):,} events of {len(set(log.users)):,} users")
     print(f"\n{'A/A false positives':<20} {'runs':>5} {'always-valid test':>26} "
           f"{'z-test read at each look':>28}")
     for kind in ("aa_split", "aa_interleaving"):
@@ -387,17 +411,25 @@ def main() -> None:
     parser.add_argument("--look-every", type=int, default=100, help="events between looks")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0, help="varies every salt")
+    parser.add_argument("--population", type=int, default=1,
+                        help="replay the log this many times, each time by users drawn from "
+                             "its own with replacement (a longer stream for close pairs)")
     parser.add_argument("--json", default=str(DEFAULT_JSON), help="write the figures here")
     args = parser.parse_args()
     start = time.perf_counter()
     specs = tuple(args.models.split(","))
     if len(specs) != 2:
         raise SystemExit(f"--models: two models, A,B. Received: {args.models!r}")
-    log = load_log(args.data, args.format, args.train_fraction, specs)  # type: ignore[arg-type]
-    means = user_level_means(log)
+    if args.population < 1:
+        raise SystemExit(f"--population: at least 1. Received: {args.population}")
+    original = load_log(args.data, args.format, args.train_fraction, specs)  # type: ignore[arg-type]
+    means = user_level_means(original)  # the truth: a draw of users could tip a close pair
+    log = resampled(original, args.population, args.seed)
     better = int(means[1] > means[0])
     print(f"{args.data}: fitted on the first {args.train_fraction:.0%}; {len(log):,} test "
-          f"events from {len(set(log.users)):,} users; looks every {args.look_every} events, "
+          f"events from {len(set(log.users)):,} users"
+          f"{f' (the log {args.population}x, users drawn anew each time)' if args.population > 1 else ''}"
+          f"; looks every {args.look_every} events, "
           f"alpha {args.alpha}; lists precomputed in {time.perf_counter() - start:.0f} s")
     results = simulate(log, args, better)
     ratio = report(log, means, results)

@@ -1,10 +1,10 @@
 """The experiment benchmark: its comparison of A/B and interleaving when the log is too
-short for A/B's median (``benchmarks.experiments.matched_ratio``), and its interleaving
-runs' credits."""
+short for A/B's median (``benchmarks.experiments.matched_ratio``), the longer stream
+it replays then (``resampled``), and its interleaving runs' credits."""
 
 import numpy as np
 
-from benchmarks.experiments import Log, interleaving_run, matched_ratio
+from benchmarks.experiments import Log, interleaving_run, matched_ratio, resampled
 from model.experiments.statistics import Verdict
 
 
@@ -43,3 +43,34 @@ def test_two_equally_good_models_interleave_to_no_verdict() -> None:
     verdicts = [interleaving_run(log, f"s{run}", (0, 1), 200, 0.05, True).verdict
                 for run in range(5)]
     assert verdicts.count(str(Verdict.UNDECIDED)) >= 4
+
+
+def test_a_longer_stream_replays_the_log_by_users_drawn_anew_each_time() -> None:
+    users = ["u", "v", "u", "w", "v"]
+    log = Log(("A", "B"), users, [f"e{i}" for i in range(5)], [f"t{i}" for i in range(5)],
+              ([(f"a{i}",) for i in range(5)], [(f"b{i}",) for i in range(5)]),
+              (np.arange(5.0), np.arange(5.0) + 10))
+    assert resampled(log, 1, seed=0) is log
+    long = resampled(log, 3, seed=0)
+    replays = [[i for i, u in enumerate(long.users) if u.split("#")[1].startswith(f"{r}.")]
+               for r in range(3)]
+    # Each replay is a block of the stream: its users are new, three draws of the log's.
+    assert [rows for rows in replays] == [list(range(r[0], r[-1] + 1)) for r in replays]
+    assert sorted(sum(replays, [])) == list(range(len(long)))
+    for rows in replays:
+        drawn = {long.users[i] for i in rows}
+        assert len({u.split("#")[1] for u in drawn}) == len(drawn)  # one id per draw
+        # A drawn user carries the events of the user drawn, in the log's order, each
+        # row's target, lists, gains and event id alike.
+        for user in drawn:
+            mine = [i for i in rows if long.users[i] == user]
+            original = [i for i, u in enumerate(users) if u == user.split("#")[0]]
+            assert [long.targets[i] for i in mine] == [f"t{i}" for i in original]
+            assert [long.lists[1][i] for i in mine] == [(f"b{i}",) for i in original]
+            assert list(long.gains[1][mine]) == [10.0 + i for i in original]
+            assert [long.event_ids[i] for i in mine] == \
+                [f"e{i}{user[user.index('#'):]}" for i in original]
+        # Rows keep the log's order within a replay.
+        places = [int(long.targets[i][1:]) for i in rows]
+        assert places == sorted(places)
+    assert len(set(long.event_ids)) == len(long)  # team-draft coins differ per row

@@ -20,6 +20,9 @@ once, seen items excluded). Then, replaying those events in time order:
     .venv/bin/python -m benchmarks.experiments
     .venv/bin/python -m benchmarks.experiments --data ../shared/data/rees46-slice/events.csv \\
         --format rees46
+    # a close pair, on the log replayed 40 times by users drawn anew (``resampled``)
+    .venv/bin/python -m benchmarks.experiments --data ../shared/data/rees46-slice/events.csv \\
+        --format rees46 --models knn:1,knn:20 --look-every 100 --population 40
 """
 
 from __future__ import annotations
@@ -167,6 +170,8 @@ def resampled(log: Log, times: int, seed: int) -> Log:
     the draw), each with the drawn user's events at their places in the log. The same
     shop running ``times`` as long with users of the same kind: for a close pair whose A/B
     test outlasts the log. Both kinds of run read the same stream."""
+    if times < 1:
+        raise ValueError(f"times must be at least 1. Received: times={times}")
     if times == 1:
         return log
     rows_of: dict[str, list[int]] = {}
@@ -178,7 +183,7 @@ def resampled(log: Log, times: int, seed: int) -> Log:
             for i, draw in sorted((i, draw) for draw, u in
                                   enumerate(rng.integers(len(users), size=len(users)))
                                   for i in rows_of[users[u]])]
-    at = np.array([i for i, _ in rows])
+    at = np.array([i for i, _ in rows], dtype=np.int64)
     return Log(log.names, [log.users[i] + tag for i, tag in rows],
                [log.event_ids[i] + tag for i, tag in rows], [log.targets[i] for i in at],
                ([log.lists[0][i] for i in at], [log.lists[1][i] for i in at]),
@@ -410,7 +415,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="A/B and interleaving runs")
     parser.add_argument("--look-every", type=int, default=100, help="events between looks")
     parser.add_argument("--alpha", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0, help="varies every salt")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="varies every salt, and the users --population draws")
     parser.add_argument("--population", type=int, default=1,
                         help="replay the log this many times, each time by users drawn from "
                              "its own with replacement (a longer stream for close pairs)")
@@ -435,7 +441,9 @@ def main() -> None:
     ratio = report(log, means, results)
     out = {"config": {k: v for k, v in vars(args).items() if k != "json"},
            "models": dict(zip(log.names, means)), "better": log.names[better],
-           "test_events": len(log), "test_users": len(set(log.users)), "metric": METRIC,
+           "test_events": len(log), "test_users": len(set(log.users)),
+           "log_itself": {"events": len(original), "users": len(set(original.users))},
+           "stream_models": dict(zip(log.names, user_level_means(log))), "metric": METRIC,
            **results, "ratio_ab_to_interleaving": ratio,
            "seconds": round(time.perf_counter() - start, 1)}
     if args.json:

@@ -13,9 +13,10 @@ One round (``Trainer.run_round``), each step a method:
    candidates), weights warm-started from the champion's (``model.weights``).
 4. Gate (``_gate``, ``judge``, ``model.evaluation.gate``): both models ranked on the
    held-out cases, both protocols. A higher mean on one slice can be luck, so the
-   challenger wins only over at least ``trainer_min_gate_cases`` cases from
-   ``trainer_min_gate_users`` users and when the bootstrap interval of its per-case full NDCG@10 gain (users resampled) lies above
-   zero; the verdict's reason gives the interval and the case count.
+   challenger wins only over at least ``trainer_min_gate_cases`` cases from at least
+   ``trainer_min_gate_users`` users and when the bootstrap interval of its per-case full
+   NDCG@10 gain (users resampled) lies above zero; the verdict's reason gives the
+   interval and the case count.
 5. Refit (``_refit``), when the gate passes: the challenger never learnt the gate slice,
    the newest events, so it is fine-tuned on all of them (``refit_sequences``) before it
    is registered and promoted.
@@ -149,8 +150,8 @@ def gate_metrics(reports: Mapping[str, GateReport]) -> dict[str, float]:
 def evidence_tags(verdict: Verdict, cases: int) -> dict[str, str]:
     """What the gate judged on, as tags a registry search can read: the number of cases
     and the bootstrap interval of the challenger's per-case gain, "none" where the gate
-    computed none (no champion to compare with, or the means or the case count decided
-    first)."""
+    computed none (no champion to compare with, or the means, the case count or the user
+    count decided first)."""
     interval = verdict.interval
     return {"gate_cases": str(cases),
             "gate_interval": f"[{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else "none"}
@@ -192,7 +193,7 @@ def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | N
           ) -> tuple[dict[str, GateReport], Verdict]:
     """Rank the gate's cases with both models alike (the same sampled negatives) and
     decide (``model.evaluation.gate.decide``) on the full-ranking ranks case by case,
-    each case's user resampled as a unit, with the settings' gain and case count.
+    each case's user resampled as a unit, with the settings' gain, case and user counts.
     ``lists_seen`` names the models (``challenger``, ``champion``) whose live lists hold
     the user's own items: their full ranking keeps the history among the candidates
     (``keep_history``), so a repeated target counts where such a list could show it.
@@ -221,7 +222,7 @@ def judge(cases: Cases, num_items: int, challenger: Scorer, champion: Scorer | N
     return reports, with_cases(verdict, reports["challenger"]["users"])
 
 
-def too_few_cases(cases: Cases, settings: Settings) -> str | None:
+def gate_shortfall(cases: Cases, settings: Settings) -> str | None:
     """What the held-out slice lacks for the gate to compare two models (too few cases,
     or cases of too few users), or None when it has enough."""
     count, users = len(cases.users), len(set(cases.users.tolist()))
@@ -505,7 +506,8 @@ class Trainer:
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
-        if data.champion is not None and (few := too_few_cases(data.cases, self.settings)):
+        few = gate_shortfall(data.cases, self.settings)
+        if data.champion is not None and few:
             return RoundSummary("skipped", f"{few} to compare a challenger with the champion",
                                 events=data.events)  # the gate would refuse any model
         if not any(len(s) >= EVALUATED_MIN for s in data.sequences.by_user):

@@ -11,7 +11,7 @@ champion is scored in the challenger's id space through ``KnownPrefix``: users i
 saw are its unknown user, items it never saw leave its histories and rank last. Targets no
 model could know (items first seen after the cut) are not test cases.
 A higher mean on one slice can be luck: ``decide`` also asks the bootstrap interval of the
-per-case gain to lie above zero, over enough cases.
+per-case gain to lie above zero, over enough cases from enough users.
 """
 
 from __future__ import annotations
@@ -142,7 +142,10 @@ def decide(challenger: dict, champion: dict | None,
 
     ``ranks``: the per-case 0-based ranks of challenger and champion on the same cases, in
     ``protocol`` (None only without a champion). ``case_users`` (each case's user)
-    resamples users rather than cases, since one user's cases are not independent."""
+    resamples users rather than cases, since one user's cases are not independent; it is
+    needed to count users (``min_users`` above 1)."""
+    if min_users > 1 and case_users is None:
+        raise ValueError("counting the gate's users needs each case's user (case_users)")
     value = float(challenger[protocol][metric])
     label = f"{protocol} {metric}"
     if not finite or not np.isfinite(value):

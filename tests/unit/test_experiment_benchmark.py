@@ -3,6 +3,7 @@ short for A/B's median (``benchmarks.experiments.matched_ratio``), the longer st
 it replays then (``resampled``), and its interleaving runs' credits."""
 
 import numpy as np
+import pytest
 
 from benchmarks.experiments import Log, interleaving_run, matched_ratio, resampled
 from model.experiments.statistics import Verdict
@@ -51,26 +52,34 @@ def test_a_longer_stream_replays_the_log_by_users_drawn_anew_each_time() -> None
               ([(f"a{i}",) for i in range(5)], [(f"b{i}",) for i in range(5)]),
               (np.arange(5.0), np.arange(5.0) + 10))
     assert resampled(log, 1, seed=0) is log
-    long = resampled(log, 3, seed=0)
+    with pytest.raises(ValueError, match="times"):
+        resampled(log, 0, seed=0)
+    long = resampled(log, 20, seed=0)
+    assert long.names == log.names and len(set(long.event_ids)) == len(long)  # coins vary
     replays = [[i for i, u in enumerate(long.users) if u.split("#")[1].startswith(f"{r}.")]
-               for r in range(3)]
-    # Each replay is a block of the stream: its users are new, three draws of the log's.
+               for r in range(20)]
+    # Each replay is a block of the stream, of three new users: draws of the log's own.
     assert [rows for rows in replays] == [list(range(r[0], r[-1] + 1)) for r in replays]
     assert sorted(sum(replays, [])) == list(range(len(long)))
-    for rows in replays:
-        drawn = {long.users[i] for i in rows}
-        assert len({u.split("#")[1] for u in drawn}) == len(drawn)  # one id per draw
-        # A drawn user carries the events of the user drawn, in the log's order, each
-        # row's target, lists, gains and event id alike.
+    drawn_from = []
+    for replay, rows in enumerate(replays):
+        drawn = sorted({long.users[i] for i in rows})
+        assert sorted(u.split("#")[1] for u in drawn) == [f"{replay}.{d}" for d in range(3)]
+        drawn_from.append(tuple(u.split("#")[0] for u in drawn))
+        # A drawn user carries the events of the user drawn, in the log's order: each
+        # row's target, both lists, both gains and its event id alike.
         for user in drawn:
             mine = [i for i in rows if long.users[i] == user]
             original = [i for i, u in enumerate(users) if u == user.split("#")[0]]
             assert [long.targets[i] for i in mine] == [f"t{i}" for i in original]
+            assert [long.lists[0][i] for i in mine] == [(f"a{i}",) for i in original]
             assert [long.lists[1][i] for i in mine] == [(f"b{i}",) for i in original]
+            assert list(long.gains[0][mine]) == [float(i) for i in original]
             assert list(long.gains[1][mine]) == [10.0 + i for i in original]
             assert [long.event_ids[i] for i in mine] == \
                 [f"e{i}{user[user.index('#'):]}" for i in original]
-        # Rows keep the log's order within a replay.
         places = [int(long.targets[i][1:]) for i in rows]
-        assert places == sorted(places)
-    assert len(set(long.event_ids)) == len(long)  # team-draft coins differ per row
+        assert places == sorted(places)  # the log's order within a replay
+    # Drawn with replacement: some replays repeat a user and leave another out, and the
+    # draws differ between replays.
+    assert any(len(set(d)) < 3 for d in drawn_from) and len(set(drawn_from)) > 1

@@ -90,6 +90,8 @@ def test_the_cases_of_a_handful_of_users_never_replace_the_champion() -> None:
     enough = decide(_report(1.0), _report(0.1), SURE, min_cases=200, min_users=20,
                     case_users=np.repeat(np.arange(20), 15))
     assert enough.promote and enough.interval is not None
+    with pytest.raises(ValueError, match="case_users"):  # users cannot be counted unnamed
+        decide(_report(1.0), _report(0.1), SURE, min_cases=200, min_users=20)
 
 
 def test_a_champion_is_never_judged_on_means_alone() -> None:

@@ -25,13 +25,13 @@ from services.trainer import (
     evidence_tags,
     gate_cut,
     gate_metrics,
+    gate_shortfall,
     gate_tags,
     judge,
     promotion_lock,
     refit_sequences,
     round_due,
     round_outcome,
-    too_few_cases,
     with_cases,
 )
 from streams.events import Event
@@ -82,10 +82,10 @@ def test_a_held_out_slice_needs_enough_cases_from_enough_users_to_compare() -> N
                      None)  # type: ignore[arg-type] - the count needs no side features
 
     settings = Settings(trainer_min_gate_cases=200, trainer_min_gate_users=20)
-    assert too_few_cases(cases(np.repeat(np.arange(1, 21), 10)), settings) is None
-    assert too_few_cases(cases(np.arange(1, 200)), settings) == \
+    assert gate_shortfall(cases(np.repeat(np.arange(1, 21), 10)), settings) is None
+    assert gate_shortfall(cases(np.arange(1, 200)), settings) == \
         "199 gate cases in the held-out slice, fewer than trainer_min_gate_cases (200)"
-    assert too_few_cases(cases(np.repeat(np.arange(1, 20), 20)), settings) == \
+    assert gate_shortfall(cases(np.repeat(np.arange(1, 20), 20)), settings) == \
         ("the held-out slice's gate cases come from 19 users, fewer than "
          "trainer_min_gate_users (20)")
 
@@ -162,8 +162,17 @@ def test_the_gate_keeps_the_champion_on_a_gain_that_may_be_luck_or_too_few_cases
                        _Knows({}, items), Settings(), finite=True)
     assert not verdict.promote and "on only 150 gate cases (200 needed" in verdict.reason
     _, verdict = judge(_first(cases, 150), items, _Knows(dict(keys[:75]), items),
-                       _Knows({}, items), Settings(trainer_min_gate_cases=100), finite=True)
+                       _Knows({}, items), Settings(trainer_min_gate_cases=100,
+                                                   trainer_min_gate_users=20), finite=True)
     assert verdict.promote and "150 gate cases" in verdict.reason
+    # The same sure gain, from fewer users than the settings ask (22 users give these 150).
+    users = len(set(_first(cases, 150).users.tolist()))
+    _, verdict = judge(_first(cases, 150), items, _Knows(dict(keys[:75]), items),
+                       _Knows({}, items), Settings(trainer_min_gate_cases=100,
+                                                   trainer_min_gate_users=users + 1),
+                       finite=True)
+    assert not verdict.promote and f"cases of only {users} users ({users + 1} needed" in \
+        verdict.reason
     # No champion: the first sound challenger wins, with nothing to compare.
     reports, verdict = judge(cases, items, _Knows({}, items), None, Settings(), finite=True)
     assert (verdict.promote, verdict.reason, verdict.interval) == (True, "no champion yet", None)

@@ -428,15 +428,17 @@ def main() -> None:
         raise SystemExit(f"--models: two models, A,B. Received: {args.models!r}")
     if args.population < 1:
         raise SystemExit(f"--population: at least 1. Received: {args.population}")
-    original = load_log(args.data, args.format, args.train_fraction, specs)  # type: ignore[arg-type]
+    original = load_log(args.data, args.format, args.train_fraction,
+                        specs)  # type: ignore[arg-type]
     means = user_level_means(original)  # the truth: a draw of users could tip a close pair
     log = resampled(original, args.population, args.seed)
     better = int(means[1] > means[0])
+    replayed = f" (the log {args.population}x, users drawn anew each time)" \
+        if args.population > 1 else ""
     print(f"{args.data}: fitted on the first {args.train_fraction:.0%}; {len(log):,} test "
-          f"events from {len(set(log.users)):,} users"
-          f"{f' (the log {args.population}x, users drawn anew each time)' if args.population > 1 else ''}"
-          f"; looks every {args.look_every} events, "
-          f"alpha {args.alpha}; lists precomputed in {time.perf_counter() - start:.0f} s")
+          f"events from {len(set(log.users)):,} users{replayed}; looks every "
+          f"{args.look_every} events, alpha {args.alpha}; lists precomputed in "
+          f"{time.perf_counter() - start:.0f} s")
     results = simulate(log, args, better)
     ratio = report(log, means, results)
     out = {"config": {k: v for k, v in vars(args).items() if k != "json"},

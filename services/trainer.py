@@ -506,8 +506,8 @@ class Trainer:
         if not len(data.cases.users):  # known before training: do not train for nothing
             return RoundSummary("skipped", "no test cases in the held-out slice (no user "
                                 "there has history before it)", events=data.events)
-        few = gate_shortfall(data.cases, self.settings)
-        if data.champion is not None and few:
+        few = None if data.champion is None else gate_shortfall(data.cases, self.settings)
+        if few:
             return RoundSummary("skipped", f"{few} to compare a challenger with the champion",
                                 events=data.events)  # the gate would refuse any model
         if not any(len(s) >= EVALUATED_MIN for s in data.sequences.by_user):

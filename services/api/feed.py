@@ -105,7 +105,7 @@ class FeedHub:
         this one where they had none) or may not replace the copy's; to each feed, which
         judges it against what it showed."""
         self.stats.observe(rec, now)
-        if not rec.may_replace(self.source.recent.get(rec.user_id)):
+        if not rec.may_replace(self.source.held(rec.user_id)):
             return  # a redelivered event's answer, or an empty list over one with items
         if rec.items:
             self.source.remember(rec)

@@ -3,13 +3,19 @@
 The workers store each user's latest list under ``recs:{user}`` and publish it on the
 channel this process follows (``feed.FeedHub``). The newest lists seen on the channel are
 kept in memory (bounded, least recently updated out first), so most reads of active users
-cost no Redis round trip: about half of a read's time here (docs/BENCHMARKS.md). The copy
+cost no Redis round trip: about half of a read's time here (docs/BENCHMARKS.md). They are
+kept as their JSON, which the garbage collector never walks: kept as objects, 10,000 lists
+were ~140,000 objects that every full collection walked, a pause of ~40 ms here that was
+the tail of every read, and ten times that with the memory full. The copy
 is only trusted while the subscription is up: the hub empties it when the subscription
 drops (a list published meanwhile would be missed), and reads go to Redis again. Entries
 are only ever written from the channel, in publish order, never from a read, so a slow
 read cannot put an older list back. The workers also store their popularity list about
 once a second; this process keeps the last one it read, so that with Redis down it still
-answers (``fallback``) instead of failing.
+answers (``fallback``) instead of failing. Reads that miss memory in the same turn of the
+event loop go to Redis as one ``MGET`` (``aiodataloader``): a round trip through redis-py
+costs about as much of this process's CPU as the rest of a read, so under load one per
+batch, not one per read, is what keeps cold reads' tail short (docs/BENCHMARKS.md).
 
 Every answer is the workers' own record, ``streams.messages.RecommendationList``: the API
 neither reshapes nor redeclares it.
@@ -17,12 +23,14 @@ neither reshapes nor redeclares it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from aiodataloader import DataLoader
 from redis.exceptions import RedisError
 
 from streams.messages import Path, PopularList, RecommendationList
@@ -34,6 +42,7 @@ log = logging.getLogger(__name__)
 UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 MAX_K = 100  # most items a read may ask for
+MAX_BATCH = 256  # most lists one MGET reads: ~0.5 MB, well inside the client's timeout
 FALLBACK: Path = "fallback"  # the path of popularity served because Redis did not answer
 
 
@@ -46,17 +55,23 @@ class ListSource:
         self.channel = channel
         self.ttl_us = int(ttl_s * 1e6)  # lists older than Redis keeps them are not served
         self.max_cached = max_cached
-        self.recent: OrderedDict[str, RecommendationList] = OrderedDict()  # user -> newest
+        self.recent: OrderedDict[str, bytes] = OrderedDict()  # user -> newest, as JSON
         self.popular: PopularList | None = None  # the newest popularity read
         self._popular_unreadable = False  # the stored record failed to parse last time
         self._list_unreadable_said = False  # a user's stored list failed to parse, logged
+        self._stored: DataLoader[str, bytes | None] | None = None  # see ``stored``
 
     def remember(self, rec: RecommendationList) -> None:
         """A list just published on the channel, with all its items."""
-        self.recent[rec.user_id] = rec
+        self.recent[rec.user_id] = rec.to_json()
         self.recent.move_to_end(rec.user_id)
         if len(self.recent) > self.max_cached:
             self.recent.popitem(last=False)
+
+    def held(self, user_id: str) -> RecommendationList | None:
+        """The newest list seen on the channel for ``user_id``, if still in memory."""
+        raw = self.recent.get(user_id)
+        return None if raw is None else RecommendationList.from_json(raw)
 
     def forget_all(self) -> None:
         self.recent.clear()
@@ -87,12 +102,12 @@ class ListSource:
         trouble. A stored list that does not parse (written by another version, say) is
         logged and answered with popularity: raised, it was a 500 on every read and a
         feed that reconnected for ever."""
-        cached = self.recent.get(user_id)
+        cached = self.held(user_id)
         if (cached is not None
                 and (cached.published_us or 0) > time.time_ns() // 1000 - self.ttl_us):
             return cached.head(k)
         try:
-            raw = await self.client.get(recs_key(user_id))
+            raw = await self.stored(user_id)
         except (RedisError, OSError) as exc:
             log.debug("redis read failed, serving fallback: %s", exc)
             self.on_fallback()
@@ -107,6 +122,19 @@ class ListSource:
                 type(exc).__name__, exc)
             self._list_unreadable_said = True
             return self.popular_list(user_id, k, "popularity")
+
+    def stored(self, user_id: str) -> asyncio.Future[bytes | None]:
+        """``user_id``'s list as stored, read in one ``MGET`` with the other reads of this
+        turn of the loop. Not cached: a read never answers from an older read. A loader is
+        bound to the loop it was made in, so one is made per loop (tests run several)."""
+        loop = asyncio.get_running_loop()
+        if self._stored is None or self._stored.loop is not loop:
+            self._stored = DataLoader(self._read_stored, cache=False, loop=loop,
+                                      max_batch_size=MAX_BATCH)
+        return self._stored.load(user_id)
+
+    async def _read_stored(self, users: list[str]) -> list[bytes | None]:
+        return await self.client.mget([recs_key(u) for u in users])
 
     def popular_list(self, user_id: str, k: int, path: Path) -> RecommendationList:
         """The popularity last read, as ``user_id``'s list (empty before the first read)."""

@@ -172,6 +172,42 @@ def test_a_posted_event_reaches_kafka_and_the_users_live_feed(
     assert metric(page, "streamrec_api_request_seconds_count") >= 2
 
 
+def test_lists_stored_before_the_api_saw_them_are_read_together_each_users_own(
+        running: Running) -> None:
+    """Cold reads go to the real Redis batched into MGETs: many at once, each must get its
+    own user's list, and a user with none the popularity answer."""
+    import asyncio
+
+    import redis
+
+    from streams.messages import RecommendationList, ScoredItem
+    from streams.recs_store import recs_key
+
+    run = uuid.uuid4().hex[:6]
+    users = [f"cold-{run}-{i}" for i in range(40)]
+    client = redis.Redis.from_url(running.redis.url)
+    for i, user in enumerate(users):  # stored, not published: the API never saw them
+        client.set(recs_key(user), RecommendationList(
+            user, "model", "stored", [ScoredItem(f"i{i}", 1.0)], sent_us=i + 1).to_json(),
+            ex=600)
+    client.close()
+    asked = users + users[:10] + [f"nobody-{run}"]
+
+    async def read_all() -> list[dict]:
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            replies = await asyncio.gather(*(http.get(f"/v1/users/{u}/recommendations")
+                                             for u in asked))
+        return [r.json() for r in replies]
+
+    got = asyncio.run(read_all())
+    for user, body in zip(asked, got):
+        assert body["user_id"] == user
+        if user.startswith("nobody"):
+            assert body["path"] == "popularity"
+        else:
+            assert [i["item_id"] for i in body["items"]] == [f"i{users.index(user)}"]
+
+
 def test_bad_posts_are_refused_with_reasons_and_nothing_is_produced(
         running: Running, settings: Settings) -> None:
     topic = running.env["STREAMREC_TOPIC_INTERACTIONS"]

@@ -28,8 +28,8 @@ from streams.recs_store import recs_key
 
 
 class FakeRedis:
-    """A Redis for ``get`` only: holds ``values``, records every key read, is down, or
-    answers after ``delay_s``."""
+    """A Redis for ``get`` and ``mget`` only: holds ``values``, records every key read and
+    each ``mget``'s keys, is down, or answers after ``delay_s``."""
 
     def __init__(self, values: dict[str, bytes] | None = None, down: bool = False,
                  delay_s: float = 0.0) -> None:
@@ -37,6 +37,7 @@ class FakeRedis:
         self.down = down
         self.delay_s = delay_s
         self.reads: list[str] = []
+        self.batches: list[list[str]] = []
 
     async def get(self, key: str) -> bytes | None:
         self.reads.append(key)
@@ -44,6 +45,14 @@ class FakeRedis:
         if self.down:
             raise ConnectionError("redis down")
         return self.values.get(key)
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        self.reads.extend(keys)
+        self.batches.append(list(keys))
+        await asyncio.sleep(self.delay_s)
+        if self.down:
+            raise ConnectionError("redis down")
+        return [self.values.get(key) for key in keys]
 
 
 class FakeIngest:

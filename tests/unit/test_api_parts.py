@@ -250,7 +250,8 @@ def test_a_channel_message_reaches_the_figures_the_memory_copy_and_the_feeds() -
     u1, u2 = _list("u1", ["a", "b"], "x"), _list("u2", ["c"], "y", sent=None)
     feed = hub.open("u1")
     hub.dispatch(_batch(u1, u2))
-    assert source.recent == {"u1": u1, "u2": u2}  # the records, all their fields
+    assert (source.held("u1"), source.held("u2")) == (u1, u2)  # the records, every field
+    assert list(source.recent) == ["u1", "u2"]
     assert feed.latest == u1
     assert hub.stats.snapshot(time.monotonic())["lists_per_s"] == pytest.approx(0.2)
     hub.close("u1", feed)
@@ -273,7 +274,7 @@ def test_a_malformed_channel_message_is_skipped_and_the_next_one_still_arrives(
     hub.dispatch(message)
     u1 = _list("u1", ["a"], "x")
     hub.dispatch(b"[" + u1.to_json() + b', {"user_id": 7}]')  # a bad list beside a good one
-    assert feed.latest == u1 and source.recent == {"u1": u1}
+    assert feed.latest == u1 and list(source.recent) == ["u1"] and source.held("u1") == u1
     assert "malformed" in caplog.text
 
 
@@ -473,7 +474,7 @@ def test_a_feed_never_goes_back_to_an_older_events_list() -> None:
     _, first, skipped, last = asyncio.run(scenario())
     assert b'"event_id":"e-u1-10"' in first and skipped == b": keep-alive\n\n"
     assert b'"event_id":"e-u1-30"' in last
-    assert source.recent["u1"] == newest  # the redelivered one was not remembered
+    assert source.held("u1") == newest  # the redelivered one was not remembered
 
 
 def test_an_empty_list_never_replaces_one_with_items_in_memory_or_in_a_feed() -> None:
@@ -491,7 +492,7 @@ def test_an_empty_list_never_replaces_one_with_items_in_memory_or_in_a_feed() ->
         sent = [await anext(stream), await anext(stream)]  # retry advice, current list
         source.remember(current)
         hub.dispatch(_batch(empty))
-        assert "u1" in source.recent and source.recent["u1"] == current
+        assert source.held("u1") == current
         source.forget_all()  # as after a resubscription: the empty one is not remembered
         hub.dispatch(_batch(empty))
         assert "u1" not in source.recent
@@ -631,3 +632,73 @@ def test_a_method_a_path_does_not_take_is_answered_with_every_method_it_does(
         answer = api.call("OPTIONS", path)
         assert (answer.status_code, answer.headers["allow"]) == (405, allowed), path
     assert api.call("DELETE", "/v1/nowhere").status_code == 404
+
+
+def test_reads_that_miss_memory_together_go_to_redis_as_one_mget() -> None:
+    """One round trip per turn of the loop, not per read: each read still gets its own
+    user's list (or popularity), a user read twice included."""
+    stored = {u: _list(u, ["a", "b"], "x") for u in ("u1", "u2")}
+    redis = FakeRedis({recs_key(u): rec.to_json() for u, rec in stored.items()})
+    source = ListSource(redis, "ch", ttl_s=60)
+    source.popular = POPULAR
+
+    async def together() -> list[RecommendationList]:
+        return await asyncio.gather(*(source.current(u, k=1) for u in ("u1", "u2", "nobody",
+                                                                        "u1")))
+
+    got = asyncio.run(together())
+    assert got == [stored["u1"].head(1), stored["u2"].head(1),
+                   POPULAR.as_list("nobody", 1, "popularity"), stored["u1"].head(1)]
+    assert redis.batches == [[recs_key(u) for u in ("u1", "u2", "nobody", "u1")]]
+
+    newer = _list("u1", ["c"], "y")  # a later read never answers from an earlier one
+    redis.values[recs_key("u1")] = newer.to_json()
+    assert asyncio.run(source.current("u1", k=1)) == newer
+    assert len(redis.batches) == 2
+
+
+def test_a_batch_redis_fails_is_each_of_its_reads_answered_with_fallback() -> None:
+    fallbacks: list[int] = []
+    source = ListSource(FakeRedis(down=True), "ch", ttl_s=60,
+                        on_fallback=lambda: fallbacks.append(1))
+    source.popular = POPULAR
+
+    async def together() -> list[RecommendationList]:
+        return await asyncio.gather(*(source.current(u, k=1) for u in ("u1", "u2", "u3")))
+
+    assert [r.path for r in asyncio.run(together())] == ["fallback"] * 3
+    assert len(fallbacks) == 3  # counted per read, as before batching
+
+
+def test_a_read_given_up_leaves_the_others_of_its_batch_answered() -> None:
+    """A client that hangs up cancels its read; the reads batched with it still get theirs."""
+    stored = _list("u2", ["a"], "x")
+    redis = FakeRedis({recs_key("u2"): stored.to_json()}, delay_s=0.05)
+    source = ListSource(redis, "ch", ttl_s=60)
+
+    async def one_gives_up() -> RecommendationList:
+        gone = asyncio.create_task(source.current("u1", k=1))
+        kept = asyncio.create_task(source.current("u2", k=1))
+        await asyncio.sleep(0.01)  # both in the batch, waiting on Redis
+        gone.cancel()
+        return await kept
+
+    assert asyncio.run(one_gives_up()) == stored
+    assert redis.batches == [[recs_key("u1"), recs_key("u2")]]
+
+
+def test_lists_held_in_memory_add_nothing_the_garbage_collector_walks() -> None:
+    """Held as objects, 10,000 lists were ~140,000 objects walked by every full collection:
+    a pause of ~40 ms that was the tail of every read (docs/BENCHMARKS.md)."""
+    import gc
+
+    source = ListSource(FakeRedis(), "ch", ttl_s=60)
+    lists = [_list(f"u{i}", ["a", "b", "c"], "x") for i in range(1000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for rec in lists:
+        source.remember(rec)
+    del lists, rec
+    gc.collect()
+    assert len(gc.get_objects()) - before < 20  # the 1,000 lists are held all the same:
+    assert len(source.recent) == 1000 and source.held("u7") == _list("u7", ["a", "b", "c"], "x")

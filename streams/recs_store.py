@@ -9,7 +9,10 @@ Kafka consumer and no Redis connection. One message per batch rather than per li
 ``PUBLISH`` per list cost the pass-through worker a tenth of its throughput
 (docs/BENCHMARKS.md, "Streaming worker"). About once a second a worker also stores its recent
 popularity and model version under ``<channel>:popular``: the API's answer for users
-without a list, and its fallback when Redis is down.
+without a list, and its fallback when Redis is down. The last ``POPULAR_KEPT`` of those
+records are also kept, newest first, under ``<channel>:popular:history``: a worker
+restarted after a crash answers again events that the newest records counted already, and
+starts its popularity from one that did not (``streams.steps.BatchStep.seed_popularity``).
 
 A list with no items (a fresh worker's popularity knows nothing before its first batch is
 counted) is stored only for a user with no list: over one, it replaced what the API
@@ -28,6 +31,9 @@ from typing import Any
 
 KEY_PREFIX = "recs:"
 SCRIPT_KEYS_MOST = 1_000  # lists per script call: a backlog of unstored lists goes in chunks
+# Popularity records kept, ~1 KB each: about a minute of them with two workers storing one a
+# second each, longer than a crashed worker takes to restart and its last commit is old.
+POPULAR_KEPT = 120
 # ARGV[1] is the TTL, ARGV[i + 1] the payload of KEYS[i]. An empty list ('"items":[]', as
 # orjson writes it) is set only where no list is (NX).
 STORE_LISTS = """
@@ -67,6 +73,10 @@ def popular_key(channel: str) -> str:
     return f"{channel}:popular"
 
 
+def popular_history_key(channel: str) -> str:
+    return f"{channel}:popular:history"
+
+
 class RecsWriter:
     """Asynchronous writer; ``url`` None writes nothing (no Redis configured)."""
 
@@ -84,11 +94,16 @@ class RecsWriter:
             self.store_lists = self.client.register_script(STORE_LISTS)
             self.store_held = self.client.register_script(STORE_UNLESS_NEWER)
 
-    async def read_popular(self) -> bytes | None:
-        """The popularity record the workers stored last (None: none, or no Redis)."""
+    async def read_popular(self) -> list[bytes]:
+        """The popularity records the workers stored, newest first (empty: none, or no
+        Redis); the last one alone where no history was kept (an older release wrote it)."""
         if self.client is None:
-            return None
-        return await self.client.get(popular_key(self.channel))
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.lrange(popular_history_key(self.channel), 0, -1)
+            pipe.get(popular_key(self.channel))
+            history, last = await pipe.execute()
+        return history or ([last] if last is not None else [])
 
     async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
                     held: list[tuple[str, bytes]] | None = None) -> None:
@@ -109,5 +124,9 @@ class RecsWriter:
                 everything = held + lists
                 pipe.publish(self.channel, b"[" + b",".join(p for _, p in everything) + b"]")
             if popular is not None:
+                history = popular_history_key(self.channel)
                 pipe.set(popular_key(self.channel), popular, ex=self.ttl_s)
+                pipe.lpush(history, popular)
+                pipe.ltrim(history, 0, POPULAR_KEPT - 1)
+                pipe.expire(history, self.ttl_s)
             await pipe.execute()

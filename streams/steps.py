@@ -323,7 +323,17 @@ class ListStore(Protocol):
     async def write(self, lists: list[tuple[str, bytes]], popular: bytes | None = None,
                     held: list[tuple[str, bytes]] | None = None) -> None: ...
 
-    async def read_popular(self) -> bytes | None: ...
+    async def read_popular(self) -> list[bytes]: ...
+
+
+def counted_before(records: Sequence[bytes], first_ms: int) -> PopularList | None:
+    """The first of ``records`` (newest first) that counted no event after ``first_ms``
+    and says so; raises on one that does not parse, as a record of another version."""
+    for raw in records:
+        record = PopularList.from_json(raw)
+        if record.newest_ms is not None and record.newest_ms <= first_ms:
+            return record
+    return None
 
 
 def scored(pairs: Iterable[tuple[str, float]]) -> list[ScoredItem]:
@@ -517,29 +527,30 @@ class BatchStep:
         return lists
 
     async def seed_popularity(self, updates: Sequence[SessionUpdate]) -> None:
-        """Before a fresh worker's first lists: recent popularity starts from the record the
-        workers stored last, at the time of ``updates``' first event, faded by the event
-        time between (a record without that time, from before it was kept, is not taken:
-        its distance from these events is not known). Starting from
-        nothing, every user popularity answered in that micro-batch got an empty list, and
-        a new user kept it in Redis, served by the API, until their next event. A record
-        that counted events later than that first one is not taken: it may hold what these
-        users did next (a crash's redelivered events, whose lists went out before it), or
-        another log's future (a replay after another on the same channel). Once, and never
-        fatal: Redis down or no record, it starts from nothing as before."""
+        """Before a fresh worker's first lists: recent popularity starts from the newest
+        record the workers stored that counted no event later than ``updates``' first, at
+        that event's time, faded by the event time between. Starting from nothing, every
+        user popularity answered in that micro-batch got an empty list, and a new user kept
+        it in Redis, served by the API, until their next event. A later record may hold
+        what these users did next (a crash's redelivered events, whose lists went out
+        before it), or another log's future (a replay after another on the same channel):
+        so after a crash an older record of the history serves, where the newest alone
+        left the batch empty. A record that does not say when it counted (from before that
+        was kept) is not taken. Once, and never fatal: Redis down or no record, it starts
+        from nothing as before."""
         self._seeded = True
         if self.popularity.newest_ms is not None:
             return
         try:
-            raw = await asyncio.wait_for(self.store.read_popular(), REDIS_SEED_S)
-            if raw is None:
-                return
-            record = PopularList.from_json(raw)
+            raws = await asyncio.wait_for(self.store.read_popular(), REDIS_SEED_S)
             first = min((u.counts_at_ms for u in updates if u.counts_at_ms is not None),
                         default=time.time_ns() // 1_000_000)
-            if record.newest_ms is None or record.newest_ms > first:
-                log.info("recent popularity starts empty: the stored record does not say "
-                         "when it counted, or counted events later than this worker's first")
+            record = counted_before(raws, first)
+            if record is None:
+                if raws:
+                    log.info("recent popularity starts empty: no stored record says when "
+                             "it counted, or each counted events later than this worker's "
+                             "first")
                 return
             self.popularity.seed(((i.item_id, i.score) for i in record.items
                                   if isinstance(i.item_id, str)), first,

@@ -133,10 +133,10 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, i
         sending = threading.Thread(target=send_history,
                                    args=(url, users, args.events_per_user, args.rate, acked))
         sending.start()
-        faults, _, exits = fault_while(sending, workers, sigkill(env, logs),
+        faults, _, _, exits = fault_while(sending, workers, sigkill(env, logs),
                                        tuple(args.every), random.Random(7))
         expected = {event_id for ids in acked.values() for event_id in ids}
-        answers, _ = read_answers(settings, env, expected, args.drain_s)
+        answers, _, _ = read_answers(settings, env, expected, args.drain_s)
         with_items = answered_with_items(settings, env)
         stale = stale_in_redis(settings, acked, with_items, args.drain_s / 4)
         kept = sum(1 for ids in acked.values() if ids and ids[-1] not in with_items)

@@ -25,7 +25,12 @@ delivered) with a Jepsen-style history check at the end:
   guard's code after a SIGSTOP) counts against the run, even when it was restarted;
 - state: each user's final session in the changelog against one uninterrupted pass over
   the same events (must be equal);
-- "Crashed" in any worker log (must not appear).
+- "Crashed" in any worker log (must not appear);
+- without items after the first fault: answers whose list is empty, written after the
+  first fault, reported only. A worker's popularity starts from the workers' stored
+  records, so only the first worker's first micro-batch, before any record, has nothing to
+  give; a restarted one that found no record it could take (each counted the events it
+  answers again) answered its first micro-batch empty.
 
 The workers run without a champion (popularity answers), so the check is about delivery
 and state, at a rate the model would not allow on a small machine.
@@ -183,27 +188,30 @@ def broker_bounce(stack: Stack, down_s: float) -> Fault:
 
 
 def fault_while(sending: threading.Thread, workers: list[ServiceProcess], fault: Fault,
-                every: tuple[float, float], rng: random.Random) -> tuple[int, float, int]:
+                every: tuple[float, float], rng: random.Random
+                ) -> tuple[int, float, float, int]:
     """Hit a worker, in turn, every ``every`` seconds (uniform) for as long as ``sending``
-    runs. Returns the faults, the time the last one ended (epoch seconds, to compare with
-    record times) and the workers found to have exited by themselves."""
-    faults, last, exits = 0, time.time(), 0
+    runs. Returns the faults, the times the first began and the last ended (epoch seconds,
+    to compare with record times) and the workers found to have exited by themselves."""
+    faults, first, last, exits = 0, float("inf"), time.time(), 0
     while sending.is_alive():
         sending.join(rng.uniform(*every))
         if not sending.is_alive():
             break
+        first = min(first, time.time())
         exits += fault(workers, faults % len(workers))
         faults, last = faults + 1, time.time()
-    return faults, last, exits
+    return faults, first, last, exits
 
 
 def read_answers(settings: Settings, env: dict[str, str], expected: set[str],
-                 wait_s: float) -> tuple[Counter[str], float]:
+                 wait_s: float) -> tuple[Counter[str], float, list[float]]:
     """Answers per event id: the topic is read until every expected event has one or none
     has come for ``wait_s`` (a killed worker's partitions wait out the session timeout),
     then counted again whole, so answers written after the last first one count as
     duplicates too. Also when the last expected event was first answered: its record's
-    time (epoch seconds), which does not wait for this reader to start."""
+    time (epoch seconds), which does not wait for this reader to start; and the record
+    times of the answers that hold no item."""
     topic = env["STREAMREC_TOPIC_RECOMMENDATIONS"]
     first: dict[str, float] = {}
     for record in read_topic(settings.kafka, topic, from_beginning=True, idle_timeout_s=wait_s):
@@ -212,8 +220,14 @@ def read_answers(settings: Settings, env: dict[str, str], expected: set[str],
             first.setdefault(event_id, record.timestamp_ms / 1000)
             if len(first) == len(expected):
                 break
-    answers = Counter(orjson.loads(r.value)["event_id"] for r in read_to_end(settings.kafka, topic))
-    return answers, max(first.values(), default=time.time())
+    answers: Counter[str] = Counter()
+    empty: list[float] = []
+    for record in read_to_end(settings.kafka, topic):
+        answer = orjson.loads(record.value)
+        answers[answer["event_id"]] += 1
+        if not answer["items"]:
+            empty.append(record.timestamp_ms / 1000)
+    return answers, max(first.values(), default=time.time()), empty
 
 
 def final_sessions(settings: Settings, env: dict[str, str]) -> tuple[dict[str, dict], int]:
@@ -264,10 +278,10 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             sending = threading.Thread(target=send_at_rate, args=(settings, env, events,
                                                                   args.rate), daemon=True)
             sending.start()
-            faults, last_fault, exits = fault_while(sending, workers,
+            faults, first_fault, last_fault, exits = fault_while(sending, workers,
                                                     pick_fault(args, env, logs), args.every, rng)
-            answers, answered_at = read_answers(settings, env, {e.event_id for e in events},
-                                                args.drain_s)
+            answers, answered_at, empty = read_answers(
+                settings, env, {e.event_id for e in events}, args.drain_s)
             stored, stale = final_sessions(settings, env)
             exited = exits + sum(1 for worker in workers if worker.proc.poll() is not None)
         finally:
@@ -282,7 +296,8 @@ def run(settings: Settings, args: argparse.Namespace, seed: int) -> dict[str, fl
             "duplicated": sum(answers.values()) - len(answers),
             "drained_s": max(answered_at - last_fault, 0.0),
             "state_mismatches": len(state_mismatches(events, stored)), "stale": stale,
-            "crashed": crashed, "exited": exited}
+            "crashed": crashed, "exited": exited,
+            "empty": sum(1 for at in empty if at >= first_fault)}
 
 
 def pick_fault(args: argparse.Namespace, env: dict[str, str], logs: Path) -> Fault:
@@ -336,7 +351,8 @@ def main() -> None:
         print("{} chaos, run {}: {events:,} events, {faults} faults: lost {lost}, "
               "duplicated {duplicated}, all answered {drained_s:.1f} s after the last fault, "
               "{state_mismatches} sessions differ ({stale} stale changelog records skipped), "
-              "{crashed} 'Crashed' in the logs, {exited} workers exited"
+              "{crashed} 'Crashed' in the logs, {exited} workers exited, {empty} answers "
+              "without items after the first fault"
               .format(FAULT_NAMES[args.fault], seed + 1, **figures), flush=True)
         failed |= bool(figures["lost"] or figures["state_mismatches"] or figures["crashed"]
                        or figures["exited"])

@@ -10,7 +10,14 @@ import uuid
 import orjson
 
 from services.settings import Settings
-from streams.recs_store import SCRIPT_KEYS_MOST, RecsWriter, popular_key, recs_key
+from streams.recs_store import (
+    POPULAR_KEPT,
+    SCRIPT_KEYS_MOST,
+    RecsWriter,
+    popular_history_key,
+    popular_key,
+    recs_key,
+)
 
 
 def test_lists_are_stored_with_their_ttl_and_published_once(settings: Settings) -> None:
@@ -31,15 +38,16 @@ def test_lists_are_stored_with_their_ttl_and_published_once(settings: Settings) 
         stored = await client.mget([recs_key(user) for user in users])
         ttls = [await client.ttl(recs_key(user)) for user in (users[0], users[-1])]
         popular = await writer.read_popular()  # what a fresh worker seeds popularity from
-        await client.delete(*[recs_key(user) for user in users], popular_key(channel))
-        assert await writer.read_popular() is None
+        await client.delete(*[recs_key(user) for user in users], popular_key(channel),
+                            popular_history_key(channel))
+        assert await writer.read_popular() == []
         await client.aclose()
         return stored, messages, ttls, popular, len(users)
 
     stored, messages, ttls, popular, count = asyncio.run(run())
     assert stored == [payload for _, payload in lists]
     assert all(500 < ttl <= 600 for ttl in ttls)
-    assert popular == b'{"items": []}'
+    assert popular == [b'{"items": []}']
     published = [orjson.loads(m["data"]) for m in messages if m is not None]
     assert [len(batch) for batch in published] == [count, 2]
     assert published[0][-1] == {"user_id": users[-1], "n": count - 1}
@@ -108,3 +116,26 @@ def test_an_empty_list_is_stored_only_for_a_user_with_no_list(settings: Settings
     assert [orjson.loads(p)["items"] != [] for p in stored if p is not None] == [
         True, False, True, False]  # kept lists stay; the new users get their empty one
     assert len(orjson.loads(messages[1]["data"])) == 4  # every list published
+
+
+def test_popularity_records_are_kept_newest_first_and_bounded(settings: Settings) -> None:
+    """A worker restarted after a crash needs a record older than the newest: the history
+    holds the last ``POPULAR_KEPT``, with the TTL; a Redis written by an older release,
+    with the last record alone, still gives that one."""
+    channel = f"test:{uuid.uuid4().hex[:8]}"
+
+    async def run() -> tuple[list[bytes], int, list[bytes]]:
+        writer = RecsWriter(settings.redis, ttl_s=600, channel=channel)
+        client = writer.client
+        for i in range(POPULAR_KEPT + 3):
+            await writer.write([], popular=b"%d" % i)
+        kept, ttl = await writer.read_popular(), await client.ttl(popular_history_key(channel))
+        await client.delete(popular_history_key(channel))  # as an older release left it
+        last_only = await writer.read_popular()
+        await client.delete(popular_key(channel))
+        await client.aclose()
+        return kept, ttl, last_only
+
+    kept, ttl, last_only = asyncio.run(run())
+    assert kept == [b"%d" % i for i in range(POPULAR_KEPT + 2, 2, -1)]
+    assert 500 < ttl <= 600 and last_only == [b"%d" % (POPULAR_KEPT + 2)]

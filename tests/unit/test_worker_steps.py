@@ -287,13 +287,13 @@ class FakeProducer:
 
 
 class FakeStore:
-    def __init__(self, error: Exception | None = None, popular: bytes | None = None) -> None:
+    def __init__(self, error: Exception | None = None, *popular: bytes) -> None:
         self.error = error
         self.writes: list[tuple[list[tuple[str, bytes]], bytes | None]] = []
         self.held: list[list[str]] = []  # per write, the users whose lists were held back
-        self.popular, self.popular_reads = popular, 0  # the stored popularity record
+        self.popular, self.popular_reads = list(popular), 0  # stored records, newest first
 
-    async def read_popular(self) -> bytes | None:
+    async def read_popular(self) -> list[bytes]:
         self.popular_reads += 1
         if self.error is not None:
             raise self.error
@@ -820,7 +820,7 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_ev
     now_us = time.time_ns() // 1000
     record = PopularList("r:v1", now_us, [ScoredItem("p", 40.0), ScoredItem("q", 20.0),
                                           ScoredItem("bad", float("nan"))], newest_ms=T0)
-    store = FakeStore(popular=record.to_json())
+    store = FakeStore(None, record.to_json())
     step, producer, _ = make_step(store=store)
     step.popularity = DecayedPopularity()  # a fresh worker's
     bundle = FakeBundle("r:v2", {})
@@ -832,8 +832,8 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_ev
     asyncio.run(step.publish([update("new", ("x", "y"), "e2")], bundle))
     assert store.popular_reads == 1  # once per worker
 
-    def first_list(stored: PopularList) -> list[dict]:
-        step, producer, _ = make_step(store=FakeStore(popular=stored.to_json()))
+    def first_list(*stored: PopularList) -> list[dict]:
+        step, producer, _ = make_step(store=FakeStore(None, *(r.to_json() for r in stored)))
         step.popularity = DecayedPopularity()
         asyncio.run(step.publish([replace(update("new", ("x",)), counts_at_ms=T0)], bundle))
         return orjson.loads(producer.sent[0][2])["items"]
@@ -847,10 +847,17 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_ev
     # it counted events after this batch's first: a crash's redelivered events (which may
     # be what these users did next), or another log's future
     assert first_list(replace(record, newest_ms=T0 + 1)) == []
+    # after a crash: the newest records counted the redelivered events, an older one did not
+    older = PopularList("r:v1", now_us, [ScoredItem("o", 8.0)], newest_ms=T0 - hour)
+    assert [i["item_id"] for i in first_list(replace(record, newest_ms=T0 + 2),
+                                             replace(record, newest_ms=T0 + 1), older,
+                                             replace(record, newest_ms=T0 - 2 * hour))
+            ] == ["o"]
+    assert first_list(replace(record, newest_ms=T0 + 1), replace(older, newest_ms=None)) == []
 
 
 @pytest.mark.parametrize("store", [FakeStore(ConnectionError("refused")), FakeStore(),
-                                   FakeStore(popular=b"{not json")])
+                                   FakeStore(None, b"{not json")])
 def test_a_fresh_worker_without_a_readable_record_starts_empty_and_answers(
         store: FakeStore) -> None:
     step, producer, _ = make_step(store=store)
@@ -860,7 +867,7 @@ def test_a_fresh_worker_without_a_readable_record_starts_empty_and_answers(
 
 
 def test_a_worker_that_has_counted_already_is_not_seeded() -> None:
-    store = FakeStore(popular=PopularList("r:v1", 0, [ScoredItem("p", 1e6)]).to_json())
+    store = FakeStore(None, PopularList("r:v1", 0, [ScoredItem("p", 1e6)]).to_json())
     step, producer, _ = make_step(store=store)  # has counted a, b, c
     asyncio.run(step.publish([update("new", ("x",), "e1")], FakeBundle("r:v2", {})))
     assert [i["item_id"] for i in orjson.loads(producer.sent[0][2])["items"]] == ["a", "b", "c"]

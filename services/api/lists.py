@@ -13,9 +13,9 @@ are only ever written from the channel, in publish order, never from a read, so 
 read cannot put an older list back. The workers also store their popularity list about
 once a second; this process keeps the last one it read, so that with Redis down it still
 answers (``fallback``) instead of failing. Reads that miss memory in the same turn of the
-event loop go to Redis as one ``MGET`` (``aiodataloader``): a round trip through redis-py
-costs about as much of this process's CPU as the rest of a read, so under load one per
-batch, not one per read, is what keeps cold reads' tail short (docs/BENCHMARKS.md).
+event loop go to Redis as one ``MGET`` (``infra.redis_batch``): a round trip through
+redis-py costs about as much of this process's CPU as the rest of a read, so under load
+one per batch, not one per read (docs/BENCHMARKS.md, "Cold reads").
 
 Every answer is the workers' own record, ``streams.messages.RecommendationList``: the API
 neither reshapes nor redeclares it.
@@ -23,16 +23,15 @@ neither reshapes nor redeclares it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from aiodataloader import DataLoader
 from redis.exceptions import RedisError
 
+from infra.redis_batch import BatchedGets
 from streams.messages import Path, PopularList, RecommendationList
 from streams.recs_store import popular_key, recs_key
 
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 MAX_K = 100  # most items a read may ask for
-MAX_BATCH = 256  # most lists one MGET reads: ~0.5 MB, well inside the client's timeout
+MAX_BATCH = 256  # most lists one MGET reads: ~0.3 MB at 10 items a list
 FALLBACK: Path = "fallback"  # the path of popularity served because Redis did not answer
 
 
@@ -50,7 +49,7 @@ class ListSource:
     def __init__(self, client: Any, channel: str, ttl_s: float,
                  on_fallback: Callable[[], None] = lambda: None,
                  max_cached: int = 100_000) -> None:
-        self.client = client
+        self.client = client  # also the batched reads'
         self.on_fallback = on_fallback
         self.channel = channel
         self.ttl_us = int(ttl_s * 1e6)  # lists older than Redis keeps them are not served
@@ -59,7 +58,7 @@ class ListSource:
         self.popular: PopularList | None = None  # the newest popularity read
         self._popular_unreadable = False  # the stored record failed to parse last time
         self._list_unreadable_said = False  # a user's stored list failed to parse, logged
-        self._stored: DataLoader[str, bytes | None] | None = None  # see ``stored``
+        self._stored = BatchedGets(client, MAX_BATCH)  # reads that miss ``recent``
 
     def remember(self, rec: RecommendationList) -> None:
         """A list just published on the channel, with all its items."""
@@ -107,7 +106,7 @@ class ListSource:
                 and (cached.published_us or 0) > time.time_ns() // 1000 - self.ttl_us):
             return cached.head(k)
         try:
-            raw = await self.stored(user_id)
+            raw = await self._stored.get(recs_key(user_id))
         except (RedisError, OSError) as exc:
             log.debug("redis read failed, serving fallback: %s", exc)
             self.on_fallback()
@@ -122,19 +121,6 @@ class ListSource:
                 type(exc).__name__, exc)
             self._list_unreadable_said = True
             return self.popular_list(user_id, k, "popularity")
-
-    def stored(self, user_id: str) -> asyncio.Future[bytes | None]:
-        """``user_id``'s list as stored, read in one ``MGET`` with the other reads of this
-        turn of the loop. Not cached: a read never answers from an older read. A loader is
-        bound to the loop it was made in, so one is made per loop (tests run several)."""
-        loop = asyncio.get_running_loop()
-        if self._stored is None or self._stored.loop is not loop:
-            self._stored = DataLoader(self._read_stored, cache=False, loop=loop,
-                                      max_batch_size=MAX_BATCH)
-        return self._stored.load(user_id)
-
-    async def _read_stored(self, users: list[str]) -> list[bytes | None]:
-        return await self.client.mget([recs_key(u) for u in users])
 
     def popular_list(self, user_id: str, k: int, path: Path) -> RecommendationList:
         """The popularity last read, as ``user_id``'s list (empty before the first read)."""

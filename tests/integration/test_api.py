@@ -172,7 +172,7 @@ def test_a_posted_event_reaches_kafka_and_the_users_live_feed(
     assert metric(page, "streamrec_api_request_seconds_count") >= 2
 
 
-def test_lists_stored_before_the_api_saw_them_are_read_together_each_users_own(
+def test_many_reads_at_once_of_lists_the_api_never_saw_get_each_users_own(
         running: Running) -> None:
     """Cold reads go to the real Redis batched into MGETs: many at once, each must get its
     own user's list, and a user with none the popularity answer."""

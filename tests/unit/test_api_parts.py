@@ -323,7 +323,7 @@ def test_lists_seen_on_the_channel_are_served_from_memory_until_forgotten() -> N
     assert got == _list("u2", ["a", "b"], "x", published=now)  # cut, every other field kept
     assert list(source.recent) == ["u2", "u3"] and redis.reads == []
 
-    source.client = FakeRedis(down=True)
+    redis.down = True
     source.popular = POPULAR
     assert asyncio.run(source.current("u1", k=2)).path == "fallback"  # evicted: Redis
     source.forget_all()  # the subscription dropped: memory is no longer trusted
@@ -512,13 +512,14 @@ def test_feeds_are_not_resent_popularity_when_redis_cannot_say_the_users_list() 
     """A Redis still loading its data takes the subscription but not the read: every open
     feed was sent popularity over its user's list until that user's next event."""
     stored = _list("u1", ["a"], "x")
-    source = ListSource(FakeRedis(down=True), "ch", ttl_s=60)
+    redis = FakeRedis({recs_key("u1"): stored.to_json()}, down=True)
+    source = ListSource(redis, "ch", ttl_s=60)
     source.popular = POPULAR
     hub = FeedHub(None, "ch", LiveStats(), source)
     slot = hub.open("u1")
     asyncio.run(hub._resend_current())
     assert slot.latest is None
-    source.client = FakeRedis({recs_key("u1"): stored.to_json()})
+    redis.down = False  # done loading
     asyncio.run(hub._resend_current())
     assert slot.latest == stored
 
@@ -693,12 +694,10 @@ def test_lists_held_in_memory_add_nothing_the_garbage_collector_walks() -> None:
     import gc
 
     source = ListSource(FakeRedis(), "ch", ttl_s=60)
-    lists = [_list(f"u{i}", ["a", "b", "c"], "x") for i in range(1000)]
     gc.collect()
     before = len(gc.get_objects())
-    for rec in lists:
-        source.remember(rec)
-    del lists, rec
+    for i in range(1000):
+        source.remember(_list(f"u{i}", ["a", "b", "c"], "x"))
     gc.collect()
     assert len(gc.get_objects()) - before < 20  # the 1,000 lists are held all the same:
     assert len(source.recent) == 1000 and source.held("u7") == _list("u7", ["a", "b", "c"], "x")

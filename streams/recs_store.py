@@ -31,9 +31,10 @@ from typing import Any
 
 KEY_PREFIX = "recs:"
 SCRIPT_KEYS_MOST = 1_000  # lists per script call: a backlog of unstored lists goes in chunks
-# Popularity records kept, ~1 KB each: about a minute of them with two workers storing one a
-# second each, longer than a crashed worker takes to restart and its last commit is old.
-POPULAR_KEPT = 120
+# Popularity records kept, ~1 KB each, read whole by a fresh worker: ten minutes of them
+# with one worker storing one a second, one with ten workers; a crashed worker's restart
+# and its last commit must be younger than that for it to find one.
+POPULAR_KEPT = 600
 # ARGV[1] is the TTL, ARGV[i + 1] the payload of KEYS[i]. An empty list ('"items":[]', as
 # orjson writes it) is set only where no list is (NX).
 STORE_LISTS = """

@@ -328,9 +328,12 @@ class ListStore(Protocol):
 
 def counted_before(records: Sequence[bytes], first_ms: int) -> PopularList | None:
     """The first of ``records`` (newest first) that counted no event after ``first_ms``
-    and says so; raises on one that does not parse, as a record of another version."""
+    and says so; one that does not parse (another version's) is passed over."""
     for raw in records:
-        record = PopularList.from_json(raw)
+        try:
+            record = PopularList.from_json(raw)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
         if record.newest_ms is not None and record.newest_ms <= first_ms:
             return record
     return None

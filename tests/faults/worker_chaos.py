@@ -28,7 +28,7 @@ delivered) with a Jepsen-style history check at the end:
 - "Crashed" in any worker log (must not appear);
 - without items after the first fault: answers whose list is empty, written after the
   first fault, reported only. A worker's popularity starts from the workers' stored
-  records, so only the first worker's first micro-batch, before any record, has nothing to
+  records, so only the workers' first micro-batches, before any record, have nothing to
   give; a restarted one that found no record it could take (each counted the events it
   answers again) answered its first micro-batch empty.
 

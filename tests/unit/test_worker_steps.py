@@ -854,6 +854,10 @@ def test_a_fresh_worker_starts_its_popularity_from_the_stored_record_faded_by_ev
                                              replace(record, newest_ms=T0 - 2 * hour))
             ] == ["o"]
     assert first_list(replace(record, newest_ms=T0 + 1), replace(older, newest_ms=None)) == []
+    step, producer, _ = make_step(store=FakeStore(None, b"{not json", older.to_json()))
+    step.popularity = DecayedPopularity()  # an unreadable record is passed over
+    asyncio.run(step.publish([replace(update("new", ("x",)), counts_at_ms=T0)], bundle))
+    assert [i["item_id"] for i in orjson.loads(producer.sent[0][2])["items"]] == ["o"]
 
 
 @pytest.mark.parametrize("store", [FakeStore(ConnectionError("refused")), FakeStore(),

@@ -29,14 +29,20 @@ class BatchedGets:
     ``RedisError`` whatever went wrong with its batch."""
 
     def __init__(self, client: Any, most: int = 256) -> None:
+        if most < 1:
+            raise ValueError(f"most must be at least 1, not {most}")
         self.client = client
         self.most = most
         self._waiting: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the waiting batch's
         self._tasks: set[asyncio.Task[None]] = set()  # held so that none is collected
 
     def get(self, key: str) -> asyncio.Future[bytes | None]:
         loop = asyncio.get_running_loop()
-        if not self._waiting:
+        if not self._waiting or self._loop is not loop:
+            # A batch left by a loop closed before sending it would never be sent, and
+            # every later get would wait behind it.
+            self._waiting, self._loop = [], loop
             loop.call_soon(self._send)
         future: asyncio.Future[bytes | None] = loop.create_future()
         self._waiting.append((key, future))
@@ -56,7 +62,7 @@ class BatchedGets:
                 raise RedisError(f"MGET of {len(batch)} keys gave {len(values)} values")
         except BaseException as exc:
             if not isinstance(exc, (RedisError, OSError, asyncio.CancelledError)):
-                log.warning("a batched Redis read failed: %r", exc)
+                log.warning("a batched Redis read failed: %r", exc, exc_info=exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(RedisError(f"batched read failed: {exc!r}"))

@@ -47,7 +47,7 @@ def test_one_turns_gets_go_as_one_mget_in_chunks_each_caller_its_own_value() -> 
 def test_whatever_fails_a_batch_each_caller_gets_a_redis_error(client: Client) -> None:
     """A bug's error reached every caller of the batch as itself: a 500 each, where a
     Redis error is a fallback."""
-    got = asyncio.run(_all(BatchedGets(client), ["a", "b"]))
+    got = asyncio.run(asyncio.wait_for(_all(BatchedGets(client), ["a", "b"]), 1.0))
     assert [type(g) for g in got] == [RedisError, RedisError]
 
 
@@ -63,3 +63,26 @@ def test_a_cancelled_batch_answers_its_callers_instead_of_leaving_them_waiting()
 
     assert [type(g) for g in asyncio.run(cancel_in_flight())] == [RedisError, RedisError]
 
+
+
+def test_a_batch_left_by_a_closed_loop_does_not_hold_up_the_next_loop() -> None:
+    batched = BatchedGets(Client({"a": b"1"}))
+    loop = asyncio.new_event_loop()
+
+    async def ask_and_stop() -> None:
+        batched.get("a")  # its batch is sent at the loop's next turn, which never comes
+        loop.stop()
+
+    loop.create_task(ask_and_stop())
+    loop.run_forever()
+    loop.close()
+
+    async def read() -> bytes | None:
+        return await asyncio.wait_for(batched.get("a"), 1.0)
+
+    assert asyncio.run(read()) == b"1"
+
+
+def test_a_batch_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        BatchedGets(Client({}), most=0)

@@ -31,6 +31,8 @@ from streams.experiment import Experiment
 Path = Literal["model", "popularity", "fallback"]
 CHAMPION = "champion"  # the registry alias the workers serve, named in announcements
 NO_MODEL = "none"  # the model version of lists served before any champion exists
+# What a record that is not the schema's raises on parsing (orjson's error is a ValueError).
+UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 
 SCORE_SCALE = 1e6  # scores travel rounded to 6 decimals: more digits are noise, and bytes

@@ -33,6 +33,7 @@ from streams.events import InvalidEvent, parse
 from streams.events import Reason as Rejection
 from streams.experiments import FAILED, Interaction, LiveExperiment
 from streams.messages import (
+    UNREADABLE,
     ExperimentTag,
     PopularList,
     Reason,
@@ -332,7 +333,7 @@ def counted_before(records: Sequence[bytes], first_ms: int) -> PopularList | Non
     for raw in records:
         try:
             record = PopularList.from_json(raw)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except UNREADABLE:
             continue
         if record.newest_ms is not None and record.newest_ms <= first_ms:
             return record

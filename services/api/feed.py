@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from services.api.lists import FALLBACK, MAX_K, ListSource
 from services.api.live import LiveStats
-from streams.messages import RecommendationList
+from streams.messages import UNREADABLE, RecommendationList
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class FeedHub:
         for d in self._batch(raw):
             try:  # a missing field fails the parse; one of the wrong type, the delivery
                 self._deliver(RecommendationList.from_dict(d), now)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except UNREADABLE as exc:
                 log.warning("malformed list on %s skipped: %r", self.channel, exc)
 
     def _deliver(self, rec: RecommendationList, now: float) -> None:

@@ -33,13 +33,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from infra.redis_batch import BatchedGets
-from streams.messages import Path, PopularList, RecommendationList
+from streams.messages import UNREADABLE, Path, PopularList, RecommendationList
 from streams.recs_store import popular_key, recs_key
 
 log = logging.getLogger(__name__)
-
-# What a record that is not the schema's raises on parsing (orjson's error is a ValueError).
-UNREADABLE = (ValueError, KeyError, TypeError, AttributeError)
 
 MAX_K = 100  # most items a read may ask for
 MAX_BATCH = 256  # most lists one MGET reads: ~0.3 MB at 10 items a list
@@ -50,7 +47,6 @@ class ListSource:
     def __init__(self, client: Any, channel: str, ttl_s: float,
                  on_fallback: Callable[[], None] = lambda: None,
                  max_cached: int = 100_000) -> None:
-        self.client = client  # also the batched reads'
         self.on_fallback = on_fallback
         self.channel = channel
         self.ttl_us = int(ttl_s * 1e6)  # lists older than Redis keeps them are not served
@@ -60,6 +56,11 @@ class ListSource:
         self._popular_unreadable = False  # the stored record failed to parse last time
         self._list_unreadable_said = False  # a user's stored list failed to parse, logged
         self._stored = BatchedGets(client, MAX_BATCH)  # reads that miss ``recent``
+
+    @property
+    def client(self) -> Any:
+        """The Redis client, the batched reads' own."""
+        return self._stored.client
 
     def remember(self, rec: RecommendationList) -> None:
         """A list just published on the channel, with all its items."""

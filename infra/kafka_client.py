@@ -9,6 +9,7 @@ until the moment a client is built, so printing a connection never shows them.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 
 from infra.errors import StackError
 
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")  # librdkafka's own lines (``polled``)
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SECRET_KEYS = frozenset({"sasl.password", "ssl.key.password"})
@@ -86,10 +88,19 @@ class KafkaConnection:
     def uses_tls(self) -> bool:
         return self.protocol.endswith("SSL")
 
-    def librdkafka(self, **extra: Any) -> dict[str, Any]:
-        """The config dict of a confluent-kafka Producer, Consumer or AdminClient."""
+    def librdkafka(self, polled: bool = False, **extra: Any) -> dict[str, Any]:
+        """The config dict of a confluent-kafka Producer, Consumer or AdminClient.
+
+        ``polled``: for a client this process polls (every producer here polls as it
+        sends). Its librdkafka log lines then go through Python's logging (logger
+        ``librdkafka``), in the process's format and level, where they were raw
+        ``%3|...`` lines on stderr among the JSON ones of ``STREAMREC_LOG_FORMAT=json``.
+        Not for a client nobody polls (an AdminClient, a consumer asked for offsets
+        only): librdkafka hands a logger its lines only in a poll, so they would be lost,
+        where on stderr they may be the one clue (a refused TLS handshake, say)."""
         revealed = {k: _reveal(v) for k, v in self.security.items()}
-        return {**extra, **revealed, "bootstrap.servers": self.bootstrap}
+        logged = {"logger": LIBRDKAFKA_LOG} if polled else {}
+        return {**logged, **extra, **revealed, "bootstrap.servers": self.bootstrap}
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context aiokafka needs, built from the same PEM files librdkafka reads."""

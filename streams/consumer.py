@@ -70,7 +70,7 @@ def read_topic(kafka: KafkaConnection, topic: str, *, from_beginning: bool = Fal
     ``on_idle`` runs after each poll that found nothing, with the seconds since the last
     record (or the start): it may raise to stop the read sooner (the topic's producer has
     exited)."""
-    consumer = Consumer(kafka.librdkafka(**{
+    consumer = Consumer(kafka.librdkafka(polled=True, **{
         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": False,
@@ -104,7 +104,7 @@ def read_to_end(kafka: KafkaConnection, topic: str, timeout_s: float = 60.0) -> 
     Partitions are read one after another, in offset order."""
     from confluent_kafka import TopicPartition
 
-    consumer = Consumer(kafka.librdkafka(**{
+    consumer = Consumer(kafka.librdkafka(polled=True, **{
         "group.id": f"streamrec-reader-{uuid.uuid4().hex[:12]}",
         "enable.auto.commit": False,
     }))

@@ -121,7 +121,7 @@ class RecordProducer:
     """Sends raw records to any topic, with delivery accounting; flushes when closed."""
 
     def __init__(self, kafka: KafkaConnection, config: dict[str, object] | None = None) -> None:
-        conf = kafka.librdkafka(**{**PRODUCER_DEFAULTS, **(config or {})},
+        conf = kafka.librdkafka(polled=True, **{**PRODUCER_DEFAULTS, **(config or {})},
                                 on_delivery=self.on_delivery)
         self.stats = DeliveryStats()
         self._producer = Producer(conf)

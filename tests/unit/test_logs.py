@@ -102,6 +102,28 @@ def test_configure_json_sets_up_every_logger_and_what_uvicorn_is_handed() -> Non
     assert "color_message" not in lines[2]
 
 
+
+def test_a_producers_librdkafka_lines_come_out_as_json() -> None:
+    """librdkafka's own lines (a refused connection here) go through the ``librdkafka``
+    logger, so in JSON mode they are JSON lines too: they were raw ``%3|...`` lines on
+    stderr among the JSON ones."""
+    script = textwrap.dedent("""
+        import time
+        from infra.kafka_client import KafkaConnection
+        from services.logs import configure
+        from streams.producer import RecordProducer
+        configure("json", "warn", "api")
+        producer = RecordProducer(KafkaConnection("127.0.0.1:1"), {"message.timeout.ms": 1000})
+        producer.produce("t", b"k", b"v")
+        producer.flush(5)  # serves the lines; the record fails after a second
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    refused = [line for line in json_lines(done.stderr) if line["logger"] == "librdkafka"]
+    assert refused and refused[0]["level"] == "ERROR", done.stderr
+    assert "Connection refused" in refused[0]["message"]
+    assert all(line["process"] == "api" for line in refused)
+
 def test_text_mode_leaves_each_process_its_own_lines(capsys: pytest.CaptureFixture[str]
                                                      ) -> None:
     logs = configure("text", "info", "trainer")

@@ -122,3 +122,4 @@ def test_a_failed_delivery_is_logged_with_its_records_key(
     assert "delivery to interactions failed (key b'user-7')" in caplog.text
     assert producer.stats.failed == 1
     producer.close()
+

@@ -520,11 +520,12 @@ class Settings(BaseSettings):
     @property
     def api_kafka_wait_s(self) -> float:
         """How long ``POST /v1/events`` waits for Kafka's acknowledgement: 10 s, or less
-        under a request timeout below 12 s (2 s under it, at least half of it), so that
-        Kafka's 503 (not produced) comes before the request's 504 (maybe produced); never
-        under 0.1 s, as librdkafka reads a timeout of 0 as none."""
+        under a request timeout below 12 s (2 s under it, or half of what is left after
+        the post's second of slack), so that Kafka's 503 (not produced) comes before the
+        request's 504 (maybe produced). Never under 0.1 s, as librdkafka reads a timeout
+        of 0 as none: under a request timeout of 1.1 s the 504 may come first."""
         timeout = self.api_request_timeout_s
-        return max(0.1, min(10.0, max(timeout - 2, timeout / 2)))
+        return max(0.1, min(10.0, max(timeout - 2, (timeout - 1) / 2)))
 
     @property
     def exclude_seen(self) -> bool | None:

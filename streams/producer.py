@@ -126,6 +126,7 @@ class RecordProducer:
         self.stats = DeliveryStats()
         self._producer = Producer(conf)
         self._close_wait_s = _close_wait_s(conf)
+        self._most_queued = int(conf.get("queue.buffering.max.messages", 100_000))
 
     def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         """The default delivery report: counts and logs a failure, with the record's key
@@ -174,6 +175,14 @@ class RecordProducer:
     def poll(self, timeout_s: float) -> None:
         """Serve delivery reports, waiting up to ``timeout_s`` for one."""
         self._producer.poll(timeout_s)
+
+    def room(self) -> int:
+        """How many more records the local queue takes now (``queue.buffering.max.messages``
+        less those waiting), so a batch can be refused whole rather than queued in part.
+        Reports are served first: librdkafka counts the unserved ones (its log lines
+        among them) as waiting."""
+        self._producer.poll(0)
+        return self._most_queued - len(self._producer)
 
     def pending(self) -> int:
         """Serve delivery reports; returns how many records are not yet acknowledged."""

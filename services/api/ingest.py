@@ -11,12 +11,13 @@ and the request's trace context (``streams.tracing``), so their lists join its t
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Annotated
 
 import orjson
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from pydantic import Field
 
 from infra.kafka_client import KafkaConnection
@@ -24,6 +25,8 @@ from streams.catalog import ItemRecord
 from streams.events import Event, InvalidEvent, Reason, parse, reencoded
 from streams.producer import Headers, RecordProducer, sent_at_header
 from streams.tracing import TraceHeaders
+
+log = logging.getLogger(__name__)
 
 
 class TooManyEvents(ValueError):
@@ -79,6 +82,7 @@ class EventIngest:
         self.topic = topic
         self.items_topic = items_topic
         self.timeout_s = timeout_s
+        self.fatal: str | None = None  # the producer's fatal error, once it has had one
         self.producer = RecordProducer(kafka, {"delivery.report.only.error": False,
                                                    "message.timeout.ms": int(timeout_s * 1000)})
         self._stop = threading.Event()
@@ -104,6 +108,16 @@ class EventIngest:
 
     async def _deliver(self, topic: str, records: list[tuple[bytes, bytes, Headers]],
                        what: str) -> None:
+        """Produce ``records`` and wait for each one's report; ``DeliveryFailed`` (a 503)
+        when Kafka refuses or does not acknowledge them. A batch the local queue has no
+        room for is refused before any of it is queued: queued in part, the part went out
+        later, and the client's retry of the whole batch duplicated it."""
+        if self.fatal is not None:
+            raise DeliveryFailed(f"the event producer failed for good ({self.fatal}); "
+                                 "this API must be restarted")
+        if (room := self.producer.room()) < len(records):
+            raise DeliveryFailed(f"Kafka's local queue is full (room for {max(room, 0)} of "
+                                 f"{len(records)} {what}; none queued); retry later")
         loop = asyncio.get_running_loop()
         futures = []
         for key, value, headers in records:
@@ -117,19 +131,33 @@ class EventIngest:
             try:  # waiting for room would stop every request while a broker is away
                 self.producer.produce(topic, key, value, headers, on_delivery=settle,
                                       wait_for_room=False)
-            except BufferError:
+            except BufferError:  # its byte limit: rarer than the count checked above
                 raise DeliveryFailed(f"Kafka's local queue is full ({len(futures)} of "
                                      f"{len(records)} {what} queued); retry later") from None
+            except KafkaException as exc:  # e.g. a topic the cluster says does not exist
+                raise self._refused(exc, len(futures), len(records), what) from None
             futures.append(future)
-        try:
+        try:  # librdkafka times records out about once a second: its report may lag
             errors = await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s + 1)
         except TimeoutError:
             raise DeliveryFailed(
-                f"Kafka did not acknowledge within {self.timeout_s:.0f} s") from None
+                f"Kafka did not acknowledge within {self.timeout_s:g} s") from None
         failed = [e for e in errors if e is not None]
         if failed:
             raise DeliveryFailed(f"{len(failed)} of {len(records)} {what} not delivered: "
                                  f"{failed[0]}")
+
+    def _refused(self, exc: KafkaException, queued: int, posted: int, what: str
+                 ) -> DeliveryFailed:
+        """The 503 for a record librdkafka refused to queue. A fatal error (the idempotent
+        producer's) refuses every later record too: it is kept, logged once, and
+        reported by ``/readyz`` so that the process is restarted."""
+        error = exc.args[0] if exc.args else exc
+        if isinstance(error, KafkaError) and error.fatal() and self.fatal is None:
+            self.fatal = str(error)
+            log.critical("the event producer failed for good: %s; restart this API", error)
+        return DeliveryFailed(f"Kafka refused the {what} ({queued} of {posted} queued): "
+                              f"{error}")
 
     def close(self) -> None:
         self._stop.set()

@@ -283,8 +283,9 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
         except (RedisError, OSError):
             redis_ok = False
         version = b.source.model_version or b.hub.stats.model_version
-        ready = redis_ok and b.kafka_ok and version is not None
-        return json_response({"ready": ready, "kafka": b.kafka_ok, "redis": redis_ok,
+        kafka_ok = b.kafka_ok and b.ingest.fatal is None  # a producer failed for good: no
+        ready = redis_ok and kafka_ok and version is not None
+        return json_response({"ready": ready, "kafka": kafka_ok, "redis": redis_ok,
                               "model_version": version}, 200 if ready else 503)
 
     @app.get("/v1/live", response_model=LiveFigures, summary="The dashboard's figures",

@@ -28,7 +28,7 @@ from streams.recs_store import recs_key
 
 
 class FakeRedis:
-    """A Redis for ``get`` and ``mget`` only: holds ``values``, records every key read and
+    """A Redis for ``get``, ``mget`` and ``ping`` only: holds ``values``, records every key read and
     each ``mget``'s keys, is down, or answers after ``delay_s``."""
 
     def __init__(self, values: dict[str, bytes] | None = None, down: bool = False,
@@ -46,6 +46,11 @@ class FakeRedis:
             raise ConnectionError("redis down")
         return self.values.get(key)
 
+    async def ping(self) -> bool:
+        if self.down:
+            raise ConnectionError("redis down")
+        return True
+
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         self.reads.extend(keys)
         self.batches.append(list(keys))
@@ -61,6 +66,7 @@ class FakeIngest:
 
     def __init__(self) -> None:
         self.sent: list[Event] = []
+        self.fatal: str | None = None  # as ``EventIngest``'s: none failed for good
         self.traces: list[object] = []
         self.items: list[ItemRecord] = []
 

@@ -179,9 +179,85 @@ def test_a_full_local_queue_is_a_503_at_once_not_a_frozen_event_loop() -> None:
         "log_level": 0, "queue.buffering.max.messages": 1, "message.timeout.ms": 1000})
     started = time.perf_counter()
     try:
-        with pytest.raises(DeliveryFailed, match=r"local queue is full \(1 of 2 events queued"):
+        with pytest.raises(DeliveryFailed, match=r"local queue is full \(room for 1 of 2 "
+                                                 r"events; none queued\)"):
             asyncio.run(ingest.send([new_event("u1", "i1"), new_event("u2", "i2")]))
         assert time.perf_counter() - started < 1.0  # did not wait for the 1 s timeout
+        # Queued in part, the part went out later and a retry of the batch duplicated it.
+        assert ingest.producer.stats.produced == 0
+    finally:
+        ingest.close()
+
+
+class _Refusing:
+    """A producer librdkafka refuses every record of, with ``error``."""
+
+    def __init__(self, error: object) -> None:
+        self.error, self.produced = error, 0
+
+    def room(self) -> int:
+        return 100
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        from confluent_kafka import KafkaException
+
+        self.produced += 1
+        raise KafkaException(self.error)
+
+    def close(self) -> None:
+        pass
+
+
+def _refusing_ingest(error: object) -> object:
+    from infra.kafka_client import KafkaConnection
+    from services.api.ingest import EventIngest
+
+    ingest = EventIngest(KafkaConnection("127.0.0.1:1"), "interactions", timeout_s=1.0)
+    ingest.producer.close()
+    ingest.producer = _Refusing(error)  # type: ignore[assignment]
+    return ingest
+
+
+def test_a_record_librdkafka_refuses_is_a_503_with_its_reason() -> None:
+    """A topic the cluster says does not exist made ``produce`` raise KafkaException,
+    which reached the client as a bare 500."""
+    from confluent_kafka import KafkaError
+
+    from services.api.ingest import DeliveryFailed
+
+    ingest = _refusing_ingest(KafkaError(KafkaError._UNKNOWN_TOPIC))
+    try:
+        with pytest.raises(DeliveryFailed, match=r"Kafka refused the events \(0 of 1 queued\)"):
+            asyncio.run(ingest.send([new_event("u1", "i1")]))
+        assert ingest.fatal is None  # the next request tries again
+    finally:
+        ingest.close()
+
+
+def test_a_fatal_producer_error_refuses_every_later_post_and_readyz_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The idempotent producer's fatal error refuses every later record: said once, kept,
+    and reported by ``/readyz`` (kafka false, 503) so that the process is restarted."""
+    from confluent_kafka import KafkaError
+
+    from services.api.ingest import DeliveryFailed
+
+    ingest = _refusing_ingest(KafkaError(KafkaError._FATAL, "out of sequence", fatal=True))
+    try:
+        for _ in range(2):
+            with pytest.raises(DeliveryFailed):
+                asyncio.run(ingest.send([new_event("u1", "i1")]))
+        assert ingest.producer.produced == 1  # the second post never reached librdkafka
+        assert "out of sequence" in (ingest.fatal or "")
+        assert [r.levelname for r in caplog.records
+                if "failed for good" in r.getMessage()] == ["CRITICAL"]
+        api = InProcessApi()
+        api.app.state.backends.ingest, api.app.state.backends.kafka_ok = ingest, True
+        api.ingest.fatal = None
+        ready = api.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["kafka"] is False
+        api.app.state.backends.ingest = api.ingest  # a producer that never failed
+        assert api.get("/readyz").json()["kafka"] is True
     finally:
         ingest.close()
 

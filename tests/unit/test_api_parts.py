@@ -198,6 +198,9 @@ class _Refusing:
     def room(self) -> int:
         return 100
 
+    def poll(self, timeout_s: float) -> None:
+        time.sleep(timeout_s)
+
     def produce(self, *args: object, **kwargs: object) -> None:
         from confluent_kafka import KafkaException
 

@@ -30,6 +30,9 @@ class AckingProducer:
         self.records.append((topic, key, headers))
         on_delivery(None, None)
 
+    def room(self) -> int:
+        return 1000
+
     def poll(self, timeout_s: float) -> None:
         time.sleep(timeout_s)
 

@@ -260,22 +260,26 @@ def _yoochoose_row(rec: list[str], header: list[str]) -> _Row | None:
 
 
 def read_diginetica(path: Path) -> Iterator[Event | Rejected]:
-    """DIGINETICA item views: ``session_id;user_id;item_id;timeframe;eventdate``.
+    """DIGINETICA item views: ``session_id;user_id;item_id;timeframe;eventdate``, or as
+    CIKM Cup ships ``train-item-views.csv``, ``sessionId;userId;itemId;...`` (names are
+    compared as :func:`streams.files.plain_name` makes them).
 
     ``ts`` = the event date (UTC midnight) + ``timeframe`` ms; anonymous sessions
     (``user_id`` NA) use ``s<session_id>`` as the user.
     """
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
-            yield from _parsed(csv.DictReader(handle, delimiter=";", strict=True), _diginetica_row)
+            records = csv.DictReader(handle, delimiter=";", strict=True)
+            records.fieldnames = [plain_name(n) for n in records.fieldnames or ()]
+            yield from _parsed(records, _diginetica_row)
     return _in_time_order(rows, path.name)
 
 
 def _diginetica_row(rec: dict[str, str]) -> _Row:
     day = dt.datetime.strptime(rec["eventdate"], "%Y-%m-%d").replace(tzinfo=dt.UTC)
     ts = int(day.timestamp() * 1000) + int(rec["timeframe"])
-    user = rec["user_id"] if rec["user_id"] not in ("", "NA") else f"s{rec['session_id']}"
-    return ts, user, rec["item_id"], rec["session_id"], None, "view"
+    user = rec["userid"] if rec["userid"] not in ("", "NA") else f"s{rec['sessionid']}"
+    return ts, user, rec["itemid"], rec["sessionid"], None, "view"
 
 
 _REES46_TYPES = {"view": "view", "cart": "add_to_cart", "purchase": "purchase"}
@@ -302,7 +306,7 @@ def _rees46_row(rec: dict[str, str]) -> _Row | None:
         return None
     event_type = _REES46_TYPES.get(rec["event_type"], rec["event_type"])
     day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
-    ts = int(day.replace(tzinfo=dt.UTC).timestamp() * 1000)
+    ts = int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
     price = rec["price"]
     return (ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
             {"price": float(price)} if price else None, event_type)
@@ -355,27 +359,40 @@ def read_amazon(path: Path) -> Iterator[Event | Rejected]:
     was given. The item ids are UniSRec's internal ids, which ``streams.catalog_files``
     maps the ``.text`` catalogue onto.
     """
-    name = path.name.removesuffix(".gz")
-    stem = next((name[: -len(s)] for s in _INTER_SPLITS if name.endswith(s)), None)
-    files = [path] if stem is None else [
-        f for s in _INTER_SPLITS for gz in ("", ".gz")
-        if (f := path.with_name(stem + s + gz)).is_file()]
+    stem = _inter_stem(path)
     longest: dict[str, list[str]] = {}
-    for file in files:
+    for file in _inter_files(path):
         with open_text(file) as handle:
             for line, text in enumerate(handle, 1):
                 fields = text.rstrip("\r\n").split("\t")
-                if line == 1 and fields[0].startswith("user_id"):
-                    continue
+                if (line == 1 and fields[0].startswith("user_id")) or not text.strip():
+                    continue  # the header, or a blank line (a trailing one, say)
                 if len(fields) != 3 or not fields[2]:
                     raise ValueError(f"{file}:{line}: expected user_id<TAB>history<TAB>item id")
                 user, history, target = fields
                 sequence = [*history.split(), target]
-                if len(sequence) > len(longest.get(user, ())):
+                # At least as long: past 50 items of history every row is as long, and the
+                # files come in time order (train, valid, test), so the newest one wins.
+                if len(sequence) >= len(longest.get(user, ())):
                     longest[user] = sequence
     rows = _by_position((None, user, item, None, None, "view")
                         for user, items in longest.items() for item in items)
-    return _in_time_order(list(rows), f"{stem}.inter" if stem is not None else name)
+    return _in_time_order(list(rows), f"{stem}.inter" if stem is not None else path.name)
+
+
+def _inter_stem(path: Path) -> str | None:
+    """``<name>`` of ``<name>.{train,valid,test}.inter[.gz]``; None for another name."""
+    name = path.name.removesuffix(".gz")
+    return next((name[: -len(s)] for s in _INTER_SPLITS if name.endswith(s)), None)
+
+
+def _inter_files(path: Path) -> list[Path]:
+    """The split files ``read_amazon`` reads for ``path``: the three beside it, in time
+    order, or ``path`` alone when it is not named as one of them."""
+    stem = _inter_stem(path)
+    return [path] if stem is None else [
+        f for s in _INTER_SPLITS for gz in ("", ".gz")
+        if (f := path.with_name(stem + s + gz)).is_file()]
 
 
 def read_jsonl(path: Path) -> Iterator[Event | Rejected]:
@@ -693,13 +710,22 @@ def read_events(path: Path | str, fmt: str,
         return read_csv(path, columns) if columns else READERS[fmt](path)
     except (RowError, UnicodeDecodeError) as exc:
         if isinstance(exc, UnicodeDecodeError) or isinstance(exc.__cause__, UnicodeDecodeError):
-            line, problem = first_undecodable(path)
-            raise LogFileError(f"{path}: not UTF-8 text (line {line}: {problem})") from exc
+            raise LogFileError(_undecodable(path, fmt)) from exc
         raise LogFileError(f"{path}: not a {fmt} log ({exc})") from exc
     except GZIP_ERRORS as exc:
         raise LogFileError(f"{path}: not a whole gzip file ({exc})") from exc
     except (*ROW_ERRORS, csv.Error) as exc:
         raise LogFileError(f"{path}: not a {fmt} log ({type(exc).__name__}: {exc})") from exc
+
+
+def _undecodable(path: Path, fmt: str) -> str:
+    """Where the log's first byte that is not UTF-8 lies, in whichever of its files: an
+    ``amazon`` log reads the split files beside the one named."""
+    for file in _inter_files(path) if fmt == "amazon" else [path]:
+        line, problem = first_undecodable(file)
+        if line is not None:
+            return f"{file}: not UTF-8 text (line {line}: {problem})"
+    return f"{path}: not UTF-8 text"
 
 
 def read_valid_events(path: Path | str, fmt: str, columns: Sequence[str] = ()) -> list[Event]:

@@ -463,6 +463,15 @@ def test_diginetica_anonymous_sessions_get_session_users(tmp_path: Path) -> None
     assert events[0].ts == 1462752000000 + 1000
 
 
+def test_diginetica_as_cikm_cup_ships_it(tmp_path: Path) -> None:
+    """``train-item-views.csv`` names its columns in camelCase; the snake_case header is
+    SR-GNN's preprocessing. Refused before: ``KeyError: 'user_id'`` (a review)."""
+    path = _write(tmp_path, "train-item-views.csv", "sessionId;userId;itemId;timeframe;"
+                  "eventdate\n1;NA;81766;526309;2016-05-09\n2;55;31331;1000;2016-05-09\n")
+    assert [(e.user_id, e.item_id, e.session_id) for e in _events(path, "diginetica")] == [
+        ("55", "31331", "2"), ("s1", "81766", "1")]
+
+
 def test_rees46_maps_types_keeps_price_and_skips_removals(tmp_path: Path) -> None:
     header = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id," \
              "user_session\n"
@@ -482,6 +491,9 @@ def test_rees46_maps_types_keeps_price_and_skips_removals(tmp_path: Path) -> Non
         ("8", "2", "add_to_cart", None, None)]
     assert events[0].ts == 1569888000000 and events[1].ts == 1569888005000
     assert list(read_events(path, "rees46"))[:-1] == events  # ids are deterministic
+    # A time that names its offset keeps it (it was read as UTC): 3 h earlier.
+    moved = _write(tmp_path, "moved.csv", header + "2019-10-01 00:00:00+03:00,view,1,9,,,,7,\n")
+    assert _events(moved, "rees46")[0].ts == 1569888000000 - 3 * 3_600_000
 
 
 def test_sequences_synthesize_interleaved_timestamps(tmp_path: Path) -> None:
@@ -564,6 +576,29 @@ def test_amazon_inter_files_give_each_users_whole_sequence_once(tmp_path: Path,
     assert _events(tmp_path / "Sci.test.inter.gz", "amazon") == events
     assert _events(tmp_path / f"Sci.{given}.inter{'' if given != 'test' else '.gz'}",
                    "amazon") == events
+
+
+def test_amazon_keeps_a_long_users_newest_items(tmp_path: Path) -> None:
+    """UniSRec cuts each row's history to its newest 50 items, so a longer user's rows
+    are all 51 items long: the first one read (the oldest train row) won, and the user's
+    newest items, the held-out ones among them, were lost (a review)."""
+    items = [str(i) for i in range(60)]
+    rows = "".join(f"0\t{' '.join(items[max(0, t - 50):t])}\t{items[t]}\n"
+                   for t in range(1, 58))
+    _write(tmp_path, "Sci.train.inter", INTER + rows)
+    _write(tmp_path, "Sci.valid.inter", INTER + f"0\t{' '.join(items[8:58])}\t58\n")
+    _write(tmp_path, "Sci.test.inter", INTER + f"0\t{' '.join(items[9:59])}\t59\n\n")
+    events = _events(tmp_path / "Sci.test.inter", "amazon")  # its blank last line skipped
+    assert [e.item_id for e in events] == items[9:]  # the newest 51: history and target
+
+
+def test_a_bad_byte_in_a_split_file_beside_the_one_named_is_found_there(tmp_path: Path
+                                                                        ) -> None:
+    _write(tmp_path, "Sci.train.inter", INTER + "0\t0\t1\n")
+    (tmp_path / "Sci.valid.inter").write_bytes(INTER.encode() + b"0\t0 1\tCaf\xe9\n")
+    named = _write(tmp_path, "Sci.test.inter", INTER + "0\t0 1 2\t3\n")
+    with pytest.raises(LogFileError, match=r"Sci.valid.inter: not UTF-8 text \(line 2: "):
+        read_events(named, "amazon")
 
 
 def test_amazon_test_file_alone_and_a_malformed_line(tmp_path: Path) -> None:

@@ -229,7 +229,9 @@ def _yoochoose_time(text: str) -> int:
 
 def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
     """YooChoose clicks: ``SessionId, ItemId, Time`` (tab or comma, header optional, Time in
-    unix seconds), or the original ``SessionId,Timestamp,ItemId,Category`` file.
+    unix seconds), or the original ``SessionId,Timestamp,ItemId,Category`` file (with a
+    header too, as SR-GNN's ``session_id,timestamp,item_id,category``; names compared as
+    :func:`streams.files.plain_name` makes them).
 
     Sessions have no user ids: the session id serves as both.
     """
@@ -237,7 +239,7 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
         with open_text(path) as handle:
             first = handle.readline()
             delimiter = "\t" if "\t" in first else ","
-            header = [h.strip().lower() for h in first.rstrip("\r\n").split(delimiter)]
+            header = [plain_name(h) for h in first.rstrip("\r\n").split(delimiter)]
             if header[0].isdigit():
                 handle.seek(0)
                 header = []
@@ -251,7 +253,8 @@ def _yoochoose_row(rec: list[str], header: list[str]) -> _Row | None:
         return None
     if header:
         named = dict(zip(header, rec))
-        session, item, ts = named["sessionid"], named["itemid"], named["time"]
+        session, item = named["sessionid"], named["itemid"]
+        ts = named["time"] if "time" in named else named["timestamp"]
     elif len(rec) >= 4 and "T" in rec[1]:
         session, ts, item = rec[0], rec[1], rec[2]
     else:

@@ -446,6 +446,16 @@ def test_yoochoose_with_header(tmp_path: Path, sep: str) -> None:
         ("214536506", 1396860600500, "7", "click"), ("214536502", 1396860669277, "7", "click")]
 
 
+def test_yoochoose_with_sr_gnns_header(tmp_path: Path) -> None:
+    """SR-GNN's copy of the original file names its columns in snake_case; refused
+    before (``KeyError: 'sessionid'``, a review)."""
+    path = _write(tmp_path, "yoo.csv", "session_id,timestamp,item_id,category\n"
+                  "1,2014-04-07T10:54:09.868Z,214536500,0\n1,2014-04-07T10:51:09.277Z,214536502,0\n")
+    events = _events(path, "yoochoose")
+    assert [(e.session_id, e.item_id, e.ts) for e in events] == [
+        ("1", "214536502", 1396867869277), ("1", "214536500", 1396868049868)]
+
+
 def test_yoochoose_original_clicks_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "yoochoose-clicks.dat",
                   "1,2014-04-07T10:51:09.277Z,214536502,0\n1,2014-04-07T10:54:09.868Z,214536500,0\n")

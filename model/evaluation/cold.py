@@ -16,7 +16,7 @@ the item's categories, and random.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -47,6 +47,9 @@ class ColdItems:
     users: np.ndarray      # per case: the dense user id
     lengths: np.ndarray    # per case: how many of the user's warm items precede it
     targets: np.ndarray    # per case: the cold item
+    # per case: the cold items the user met before it, which no history holds (training
+    # never saw them) but a user has met: masked, and never drawn as negatives
+    earlier: list[np.ndarray] = field(default_factory=list)
 
     @property
     def num_items(self) -> int:
@@ -78,19 +81,22 @@ def cold_item_split(events: Sequence[Interaction], records: Iterable[ItemContent
     seqs = build_sequences((e for e in events if e.item_id not in cold), spec=spec)
     items = IdMap.from_list(seqs.items.ids + sorted(cold))
     seqs.content = catalogue_table(records, items.ids, char_tokens=char_tokens)
-    cases: dict[int, tuple[int, int]] = {}   # user -> (warm items before, target)
+    cases: dict[int, tuple[int, int, list[int]]] = {}  # user -> (warm before, target, cold)
     warm_seen: dict[str, int] = {}
+    cold_seen: dict[str, list[int]] = {}
     for e in events:
         if e.item_id in cold:
-            before = warm_seen.get(e.user_id, 0)
+            before, met = warm_seen.get(e.user_id, 0), cold_seen.setdefault(e.user_id, [])
             if before:
-                cases[seqs.users.get(e.user_id)] = (before, items.get(e.item_id))
+                cases[seqs.users.get(e.user_id)] = (before, items.get(e.item_id), list(met))
+            met.append(items.get(e.item_id))
         else:
             warm_seen[e.user_id] = warm_seen.get(e.user_id, 0) + 1
     users = np.array(sorted(cases), np.int64)
     return ColdItems(seqs, items, np.arange(seqs.num_items + 1, len(items) + 1),
                      users, np.array([cases[u][0] for u in users], np.int64),
-                     np.array([cases[u][1] for u in users], np.int64))
+                     np.array([cases[u][1] for u in users], np.int64),
+                     [np.array(cases[u][2], np.int64) for u in users])
 
 
 class WithColdItems:
@@ -181,4 +187,4 @@ def cold_scorer(scorer: Scorer, cold: ColdItems) -> Scorer:
 def evaluate_cold(scorer: Scorer, cold: ColdItems) -> dict:
     """Both protocols over the cold cases (``evaluate_cases``' shape)."""
     return evaluate_cases(scorer, cold.users, cold.histories(), cold.targets, cold.num_items,
-                          side=cold.side())
+                          side=cold.side(), also_seen=cold.earlier or None)

@@ -35,10 +35,11 @@ class Scorer(Protocol):
         ...
 
 
-def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
+def _ranks(scores: np.ndarray, met: list[np.ndarray], targets: np.ndarray,
            negatives: np.ndarray, keep_history: bool = False
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(full ranks, full candidate counts, sampled ranks, top-10 items) for one batch."""
+    """(full ranks, full candidate counts, sampled ranks, top-10 items) for one batch;
+    ``met``: the items each case's user met before its target (its history and more)."""
     scores = scores.astype(np.float64, copy=True)
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
@@ -48,7 +49,7 @@ def _ranks(scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray,
     # scored candidate. NaN scores stay candidates and beat the target (``rank_of_target``).
     ignore = np.isneginf(scores)
     ignore[:, 0] = True
-    for i, h in enumerate(histories if not keep_history else ()):
+    for i, h in enumerate(met if not keep_history else ()):
         ignore[i, h] = True
     ignore[rows, targets] = True
     full = rank_of_target(target_scores, scores, ignore)
@@ -75,11 +76,12 @@ def evaluate(model: Scorer, split: LeaveLastOut, stage: str = "test", k: int = 1
 def evaluate_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
                    targets: np.ndarray, num_items: int, k: int = 10, num_negatives: int = 100,
                    seed: int = 0, batch_size: int = 256, side: Side | None = None,
-                   keep_history: bool = False) -> dict:
+                   keep_history: bool = False,
+                   also_seen: list[np.ndarray] | None = None) -> dict:
     """Both protocols over test cases (user, history, target); a user may have several.
-    ``side`` row i belongs to case i."""
+    ``side`` row i belongs to case i; ``also_seen``: as ``rank_cases``."""
     return rank_cases(model, users, histories, targets, num_items, num_negatives, seed,
-                      batch_size, side, keep_history).report(k)
+                      batch_size, side, keep_history, also_seen).report(k)
 
 
 @dataclass(frozen=True)
@@ -117,18 +119,22 @@ class CaseRanks:
 
 def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
                targets: np.ndarray, num_items: int, num_negatives: int = 100, seed: int = 0,
-               batch_size: int = 256, side: Side | None = None, keep_history: bool = False
-               ) -> CaseRanks:
+               batch_size: int = 256, side: Side | None = None, keep_history: bool = False,
+               also_seen: list[np.ndarray] | None = None) -> CaseRanks:
     """``evaluate_cases`` before the means: every case's ranks (same cases, same sampled
-    negatives for a given ``seed``, so two models ranked alike pair up case by case)."""
-    seen = SeenItems([np.append(h, t) for h, t in zip(histories, targets)], num_items)
+    negatives for a given ``seed``, so two models ranked alike pair up case by case).
+    ``also_seen``: per case, items its user met that its history does not hold (a cold
+    case's earlier cold items): masked as the history is, and never drawn as negatives."""
+    met = histories if also_seen is None else [
+        np.concatenate([h, extra]).astype(np.int64) for h, extra in zip(histories, also_seen)]
+    seen = SeenItems([np.append(h, t) for h, t in zip(met, targets)], num_items)
     negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed),
                             distinct=True)
     full_r, full_n, samp_r, tops = [], [], [], []
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
         scores = model.score(users[sl], histories[sl], side[sl] if side is not None else None)
-        f, n, s, top = _ranks(scores, histories[sl], targets[sl], negatives[sl], keep_history)
+        f, n, s, top = _ranks(scores, met[sl], targets[sl], negatives[sl], keep_history)
         full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
     return CaseRanks(np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r),
                      np.concatenate(tops), num_items, num_negatives)

@@ -57,6 +57,9 @@ def test_cold_items_leave_training_and_each_case_targets_one() -> None:
         last_cold = max(i for i, item in enumerate(mine) if item in cold_names)
         assert cold.items.ids[target - 1] == mine[last_cold]  # the user's last cold event
         assert n == sum(item not in cold_names for item in mine[:last_cold]) == len(hist) > 0
+        earlier = [cold.items.ids[i - 1] for i in cold.earlier[list(cold.users).index(user)]]
+        assert earlier == [item for item in mine[:last_cold] if item in cold_names]
+    assert any(len(e) for e in cold.earlier)  # the log gives some users two cold events
     # The content table covers warm and cold ids alike.
     assert cold.sequences.content is not None
     assert cold.sequences.content.tokens.shape[0] == cold.num_items + 1

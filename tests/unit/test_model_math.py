@@ -70,6 +70,29 @@ def test_a_case_without_candidates_has_no_auc_and_tiny_catalogues_rank() -> None
     assert report["full"]["HR@10"] == 1.0
 
 
+def test_items_met_beyond_the_history_are_masked_and_never_negatives() -> None:
+    """A cold case's history holds warm items only: the user's earlier cold items counted
+    as unseen, ranked against the target in full and drawn as its negatives (a review)."""
+    from model.evaluation.protocols import rank_cases
+
+    class ByLabel:
+        name = "by-label"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            return np.tile(np.arange(8, dtype=float), (len(users), 1))
+
+    # Items 1..7; history [1], target 5; item 7 (scored above the target) met earlier.
+    plain = rank_cases(ByLabel(), np.array([1]), [np.array([1])], np.array([5]), 7,
+                       num_negatives=5)
+    masked = rank_cases(ByLabel(), np.array([1]), [np.array([1])], np.array([5]), 7,
+                        num_negatives=5, also_seen=[np.array([7])])
+    assert (plain.full.tolist(), masked.full.tolist()) == ([2.0], [1.0])  # 6, 7 / 6 above
+    assert (plain.full_candidates.tolist(), masked.full_candidates.tolist()) == ([5], [4])
+    # 5 distinct negatives among the 5 unseen items; 4 once item 7 is seen too
+    assert plain.sampled.tolist() == [2.0] and masked.sampled.tolist() == [1.0]
+
+
 def test_rank_of_target_counts_ties_as_half() -> None:
     target = np.array([0.5, 0.5, 0.9])
     cands = np.array([[0.9, 0.1, 0.5], [-np.inf, 0.4, 0.3], [0.9, 0.9, 0.9]])

@@ -65,16 +65,21 @@ class Side:
             return self.newest[:, 0]
         return np.array([t[-1] if len(t) else 0 for t in self.times], np.int64)
 
+    def last_events(self) -> np.ndarray:
+        """[n, 3] as ``newest``: that where set, else each history's newest event time,
+        the time before it (the same for a history of one) and its type code (zeros for
+        an empty history)."""
+        if self.newest is not None:
+            return self.newest
+        prev = [t[-2] if len(t) > 1 else (t[-1] if len(t) else 0) for t in self.times]
+        kinds = [k[-1] if len(k) else 0 for k in self.types]
+        return np.stack([self.now(), np.asarray(prev, np.int64),
+                         np.asarray(kinds, np.int64)], axis=1).reshape(len(self), 3)
+
     def dense(self, spec: FeatureSpec) -> np.ndarray:
         """[n, spec.dense_dim]: the newest event's features (``FeatureSpec.dense``)."""
-        if self.newest is not None:
-            return spec.dense(self.newest[:, 0], self.newest[:, 1], self.newest[:, 2],
-                              self.numeric)
-        now = self.now()
-        prev = np.array([t[-2] if len(t) > 1 else (t[-1] if len(t) else 0)
-                         for t in self.times], np.int64)
-        newest = np.array([t[-1] if len(t) else 0 for t in self.types], np.int64)
-        return spec.dense(now, prev, newest, self.numeric)
+        last = self.last_events()
+        return spec.dense(last[:, 0], last[:, 1], last[:, 2], self.numeric)
 
 
 @dataclass

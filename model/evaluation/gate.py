@@ -90,9 +90,12 @@ class KnownPrefix:
         users = np.where(users <= self.known_users, users, 0)
         keep = [h <= self.known_items for h in histories]
         known = [h[k] for h, k in zip(histories, keep)]
-        if side is not None:  # the types and times of the items the champion knows
+        if side is not None:  # the types and times of the items the champion knows,
+            # and the newest event's, as serving gives them (``Side.newest``): an event on
+            # a new item still is the one the list answers
             side = Side([t[k] for t, k in zip(side.types, keep)],
-                        [t[k] for t, k in zip(side.times, keep)], side.numeric, side.cats)
+                        [t[k] for t, k in zip(side.times, keep)], side.numeric, side.cats,
+                        side.last_events())
         out = np.full((len(users), self.all_items + 1), -np.inf)
         out[:, :self.known_items + 1] = self.inner.score(users, known, side)
         return out

@@ -35,6 +35,7 @@ class _Echo:
     def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
               ) -> np.ndarray:
         self.seen.append((users.copy(), [h.copy() for h in histories]))
+        self.side = side
         return np.tile(np.arange(4, dtype=float), (len(users), 1))  # 3 known items
 
 
@@ -47,6 +48,22 @@ def test_known_prefix_hides_what_the_champion_never_saw() -> None:
     assert [list(h) for h in hists] == [[1], []]      # new items leave the histories
     assert scores.shape == (2, 6) and np.isneginf(scores[:, 4:]).all()
     np.testing.assert_array_equal(scores[:, :4], [[0, 1, 2, 3], [0, 1, 2, 3]])
+
+
+def test_known_prefix_keeps_the_newest_events_time_and_type() -> None:
+    """An event on an item the champion never saw leaves its history, but it is the event
+    the list answers: serving keeps its time and type (``Side.newest``). The gate gave
+    the champion the older event's instead, where its context stayed the newest's (a
+    review)."""
+    from model.data import Side
+
+    inner = _Echo()
+    side = Side([np.array([1, 3])], [np.array([1_000, 5_000])], np.zeros((1, 0)),
+                np.zeros((1, 0), np.int64))
+    KnownPrefix(inner, known_users=2, known_items=3, all_items=5).score(
+        np.array([1]), [np.array([1, 5])], side)
+    assert [list(t) for t in inner.side.times] == [[1_000]]  # item 5 left the history
+    assert inner.side.last_events().tolist() == [[5_000, 1_000, 3]]  # its event did not
 
 
 def _report(ndcg: float, cases: int = 300) -> dict:

@@ -89,8 +89,11 @@ def _checked(obj: dict[str, Any], line: int) -> ItemRecord | RejectedItem:
     obj = {k: v for k, v in obj.items() if v not in (None, "", (), [], {})}
     try:
         return parse_item(obj)
-    except InvalidEvent as exc:
-        return RejectedItem(line, orjson.dumps(obj), exc)
+    except InvalidEvent as exc:  # JSON has no infinity: written as null, the letter
+        # contradicted its reason, and redriven as it was, the item lost its price
+        shown = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+                 for k, v in obj.items()}
+        return RejectedItem(line, orjson.dumps(shown), exc)
 
 
 def _csv_rows(path: Path, handle: IO[str], required: Iterable[str]) -> Iterator[tuple[int, _Row]]:

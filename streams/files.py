@@ -77,6 +77,8 @@ def json_or_literal(raw: bytes, literal: bool = True) -> Any:
             raise
         try:
             return orjson.loads(json.dumps(ast.literal_eval(raw.decode())))
+        except MemoryError:  # the parser's stack: thousands of nested operators or brackets
+            raise ValueError(f"{not_json}; nor a Python literal: nested too deeply") from None
         except (SyntaxError, ValueError, TypeError, RecursionError) as exc:
             reason = str(exc).split(": <ast.")[0]  # not the node's address
             raise ValueError(f"{not_json}; nor a Python literal: {reason}") from None

@@ -164,6 +164,10 @@ def test_a_price_written_as_text_is_judged_as_a_number_is(tmp_path: Path) -> Non
     assert isinstance(negative, RejectedItem) and negative.error.reason is Reason.BAD_VALUE
     assert [(r.item_id, r.price) for r in rest] == [  # type: ignore[union-attr]
         ("2", 1000.0), ("3", None), ("4", None), ("5", None), ("6", 7.5)]
+    # An infinite price: its dead letter says so, where JSON's null made it read as none
+    (huge,) = scan_catalog(_write(tmp_path, "huge.csv", "item_id,title,price\n7,g,1e400\n"),
+                           "csv")
+    assert isinstance(huge, RejectedItem) and orjson.loads(huge.raw)["price"] == "inf"
 
 
 def test_movielens_movies_dat_of_ml_1m_in_latin_1(tmp_path: Path) -> None:
@@ -237,6 +241,10 @@ def test_json_catalogue_reads_python_literal_metadata(tmp_path: Path) -> None:
             code, "json")
     assert "set.json:1: not JSON lines" in _error(
         _write(tmp_path, "set.json", "{'asin': 'B1', 'tags': {'a', 'b'}}\n"), "json")
+    # Thousands of nested operators: the parser's MemoryError was a traceback (a review)
+    deep = _write(tmp_path, "deep.json", "{'asin': 'B1', 'price': " + "-" * 6000 + "1}\n")
+    assert "deep.json:1: not JSON lines" in _error(deep, "json")
+    assert "nor a Python literal: nested too deeply" in _error(deep, "json")
 
 
 def test_json_catalogue_reads_what_real_metadata_holds(tmp_path: Path) -> None:

@@ -148,7 +148,10 @@ def embed_or_log(catalogue: Catalogue, bundle: Any, records: list[ItemRecord]) -
 
 async def catch_up(consumer: Any, tps: list[TopicPartition], catalogue: Catalogue) -> None:
     """Read ``tps`` into ``catalogue`` up to the end offsets they have now, embedding
-    nothing: the caller hands the survivors over once."""
+    nothing: the caller hands the survivors over once. Until then, a bundle loading
+    meanwhile waits for that hand-over, after a restart of the follower too: the records
+    read again so far may hold an item whose tombstone comes later."""
+    catalogue.caught_up = False
     ends = await consumer.end_offsets(tps)
     while any([await consumer.position(tp) < end for tp, end in ends.items()]):
         batch = await consumer.getmany(*tps, timeout_ms=500, max_records=5000)

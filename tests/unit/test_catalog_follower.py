@@ -192,6 +192,42 @@ def test_a_starting_follower_reads_to_the_end_before_it_embeds() -> None:
     assert list(catalogue.records) == ["y"] and polls == []
 
 
+def test_a_follower_started_again_makes_loading_bundles_wait_for_its_hand_over() -> None:
+    """Restarted (a broker restart), the follower reads the topic again from its start;
+    a model loading between an item's record and its tombstone took the deleted item (a
+    review)."""
+    from aiokafka import TopicPartition
+
+    from streams.catalog_follower import catch_up
+
+    tp = TopicPartition("items", 0)
+    catalogue = Catalogue(WorkerMetrics(), caught_up=True)  # it had caught up before
+    loading = ContentBundle("r:v2")
+    polls = [[message("x", {"item_id": "x", "title": "X"}),
+              message("y", {"item_id": "y", "title": "Y"})], [message("x", None)]]
+
+    class Consumer:
+        read = 0
+
+        async def end_offsets(self, tps: list) -> dict:
+            return {tp: 3}
+
+        async def position(self, _: TopicPartition) -> int:
+            return self.read
+
+        async def getmany(self, *_: object, **__: object) -> dict:
+            if self.read:  # between the two polls, a swapped-in model asks
+                catalogue.embed_all(loading)
+            batch = polls.pop(0)
+            self.read += len(batch)
+            return {tp: batch}
+
+    asyncio.run(catch_up(Consumer(), [tp], catalogue))
+    assert loading.added == []  # x's tombstone was not read yet
+    catalogue.hand_over([])
+    assert loading.added == [["y"]]
+
+
 def test_bundles_that_ask_before_the_follower_caught_up_wait_for_the_survivors() -> None:
     """A swap, an experiment's variant or the API's first load while the follower reads
     the topic at start took the records read so far, an item deleted later included."""

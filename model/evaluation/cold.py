@@ -136,9 +136,10 @@ class CategoryPopularity:
     interactions per item of each of its categories, the best of them. Counted on the
     models' own training part (``leave_last_out``), not on the events they never see.
 
-    Every item of a category gets the same score, and the metrics count a tie half: a
-    target in a block of 200 tied items sat at rank 100 and was never a hit. Its ties
-    are broken at random (a fixed seed), as a shop showing this baseline would."""
+    Every item of a category gets the same score. When the metrics counted a tie half,
+    a target in a block of 200 tied items sat at rank 100 and was never a hit; so its
+    ties are broken at random (a fixed seed), as a shop showing this baseline would (the
+    metrics now break ties at random themselves)."""
 
     name = "category-popularity"
 

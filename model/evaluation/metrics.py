@@ -1,7 +1,10 @@
 """Ranking metrics as small pure functions over the rank of the held-out item.
 
-``rank`` is 0-based: the number of candidates scored above the held-out item (ties count
-half, so a model that scores everything alike gets the middle rank, not the top).
+``rank`` is 0-based: the number of candidates ahead of the held-out item, those scored
+above it and, of those scored alike, as many as a random order puts ahead (seeded): each
+metric is then the one of an arbitrary order of the ties in expectation. Counted half, as
+before, ties were credited at the top (a target tied with one item at the head: HR@1 1
+where an order gives 0.5) and all or nothing around K.
 Every function takes an array of ranks (one per evaluated user) and returns a mean.
 """
 
@@ -12,8 +15,10 @@ from scipy.stats import rankdata
 
 
 def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray,
-                   ignore: np.ndarray | None = None) -> np.ndarray:
-    """Per row: how many candidates beat the target (ties count half).
+                   ignore: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Per row: how many candidates come before the target; of the ``t`` scored alike, a
+    number drawn uniformly from 0..t (``seed``), the target's place in a random order of
+    its ties.
 
     ``target_score``: shape [n]; ``candidate_scores``: [n, c], excluding the target itself;
     ``ignore`` ([n, c] booleans) marks columns that are not candidates (else give them
@@ -27,7 +32,9 @@ def rank_of_target(target_score: np.ndarray, candidate_scores: np.ndarray,
     if ignore is not None:
         above, ties = above & ~ignore, ties & ~ignore
     count = candidate_scores.shape[1] if ignore is None else (~ignore).sum(axis=1)
-    ranks = above.sum(axis=1) + 0.5 * ties.sum(axis=1)
+    tied = ties.sum(axis=1)
+    ahead = np.random.default_rng(seed).integers(0, tied + 1)  # of the ties
+    ranks = (above.sum(axis=1) + ahead).astype(np.float64)
     return np.where(np.isnan(target_score), count, ranks)
 
 

@@ -4,7 +4,7 @@ items topic, what it hands the serving bundle, and that a swapped-in model gets 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
 import orjson
@@ -161,68 +161,51 @@ def test_a_bundle_that_cannot_take_a_poll_of_records_does_not_stop_the_others() 
     assert champion.added == [["a"]] and count(metrics, "failed") == 1
 
 
+class TwoPolls:
+    """A consumer of one partition whose topic holds item x, item y, then x's tombstone,
+    read in two polls; ``between`` runs before the second."""
+
+    def __init__(self, between: Callable[[], None] = lambda: None) -> None:
+        from aiokafka import TopicPartition
+
+        self.tp, self.between, self.read = TopicPartition("items", 0), between, 0
+        self.polls = [[message("x", {"item_id": "x", "title": "X"}),
+                       message("y", {"item_id": "y", "title": "Y"})], [message("x", None)]]
+
+    async def end_offsets(self, tps: list) -> dict:
+        return {self.tp: 3}
+
+    async def position(self, _: object) -> int:
+        return self.read
+
+    async def getmany(self, *_: object, **__: object) -> dict:
+        if self.read:
+            self.between()
+        batch = self.polls.pop(0)
+        self.read += len(batch)
+        return {self.tp: batch}
+
+
 def test_a_starting_follower_reads_to_the_end_before_it_embeds() -> None:
     """Kafka leaves the active segment uncompacted: an item and its tombstone, read in two
     polls, put the deleted item back into every bundle at every start."""
-    from aiokafka import TopicPartition
-
     from streams.catalog_follower import catch_up
 
-    tp = TopicPartition("items", 0)
-    polls = [[message("x", {"item_id": "x", "title": "X"}),
-              message("y", {"item_id": "y", "title": "Y"})],
-             [message("x", None)]]
-
-    class Consumer:
-        read = 0
-
-        async def end_offsets(self, tps: list) -> dict:
-            return {tp: 3}
-
-        async def position(self, _: TopicPartition) -> int:
-            return self.read
-
-        async def getmany(self, *_: object, **__: object) -> dict:
-            batch = polls.pop(0)
-            self.read += len(batch)
-            return {tp: batch}
-
-    catalogue = Catalogue(WorkerMetrics())
-    asyncio.run(catch_up(Consumer(), [tp], catalogue))
-    assert list(catalogue.records) == ["y"] and polls == []
+    consumer, catalogue = TwoPolls(), Catalogue(WorkerMetrics())
+    asyncio.run(catch_up(consumer, [consumer.tp], catalogue))
+    assert list(catalogue.records) == ["y"] and consumer.polls == []
 
 
 def test_a_follower_started_again_makes_loading_bundles_wait_for_its_hand_over() -> None:
     """Restarted (a broker restart), the follower reads the topic again from its start;
     a model loading between an item's record and its tombstone took the deleted item (a
     review)."""
-    from aiokafka import TopicPartition
-
     from streams.catalog_follower import catch_up
 
-    tp = TopicPartition("items", 0)
     catalogue = Catalogue(WorkerMetrics(), caught_up=True)  # it had caught up before
     loading = ContentBundle("r:v2")
-    polls = [[message("x", {"item_id": "x", "title": "X"}),
-              message("y", {"item_id": "y", "title": "Y"})], [message("x", None)]]
-
-    class Consumer:
-        read = 0
-
-        async def end_offsets(self, tps: list) -> dict:
-            return {tp: 3}
-
-        async def position(self, _: TopicPartition) -> int:
-            return self.read
-
-        async def getmany(self, *_: object, **__: object) -> dict:
-            if self.read:  # between the two polls, a swapped-in model asks
-                catalogue.embed_all(loading)
-            batch = polls.pop(0)
-            self.read += len(batch)
-            return {tp: batch}
-
-    asyncio.run(catch_up(Consumer(), [tp], catalogue))
+    consumer = TwoPolls(between=lambda: catalogue.embed_all(loading))  # a swap asks
+    asyncio.run(catch_up(consumer, [consumer.tp], catalogue))
     assert loading.added == []  # x's tombstone was not read yet
     catalogue.hand_over([])
     assert loading.added == [["y"]]

@@ -36,14 +36,15 @@ class Scorer(Protocol):
 
 
 def _ranks(scores: np.ndarray, met: list[np.ndarray], targets: np.ndarray,
-           negatives: np.ndarray, keep_history: bool = False
+           negatives: np.ndarray, keep_history: bool = False, seed: int = 0
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(full ranks, full candidate counts, sampled ranks, top-10 items) for one batch;
-    ``met``: the items each case's user met before its target (its history and more)."""
+    ``met``: the items each case's user met before its target (its history and more);
+    ``seed``: of the ties' order (``rank_of_target``), one per batch so batches differ."""
     scores = scores.astype(np.float64, copy=True)
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
-    sampled = rank_of_target(target_scores, scores[rows[:, None], negatives])
+    sampled = rank_of_target(target_scores, scores[rows[:, None], negatives], seed=seed)
     # Not candidates: padding, the history (unless kept), the target itself, and items
     # the model cannot score (-inf: new to a champion), so a -inf target ranks after every
     # scored candidate. NaN scores stay candidates and beat the target (``rank_of_target``).
@@ -52,7 +53,7 @@ def _ranks(scores: np.ndarray, met: list[np.ndarray], targets: np.ndarray,
     for i, h in enumerate(met if not keep_history else ()):
         ignore[i, h] = True
     ignore[rows, targets] = True
-    full = rank_of_target(target_scores, scores, ignore)
+    full = rank_of_target(target_scores, scores, ignore, seed)
     candidates = (~ignore).sum(axis=1)
     scores[ignore] = -np.inf
     scores[rows, targets] = target_scores
@@ -134,7 +135,8 @@ def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
         scores = model.score(users[sl], histories[sl], side[sl] if side is not None else None)
-        f, n, s, top = _ranks(scores, met[sl], targets[sl], negatives[sl], keep_history)
+        f, n, s, top = _ranks(scores, met[sl], targets[sl], negatives[sl], keep_history,
+                              seed + start)
         full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
     return CaseRanks(np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r),
                      np.concatenate(tops), num_items, num_negatives)
@@ -160,7 +162,7 @@ def evaluate_next_click(model: Scorer, sessions: list[np.ndarray], k: int = 20,
         target_scores = scores[rows, tgt]
         scores[:, 0] = -np.inf
         scores[rows, tgt] = -np.inf
-        ranks.append(rank_of_target(target_scores, scores))
+        ranks.append(rank_of_target(target_scores, scores, seed=start))
     r = np.concatenate(ranks) if ranks else np.empty(0)
     return {f"Recall@{k}": hit_rate(r, k), f"MRR@{k}": mrr(r, k), "predictions": int(len(r))}
 

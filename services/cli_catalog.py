@@ -30,22 +30,24 @@ def load(
         help="amazon: UniSRec's <name>.item2index, when not beside the .text")] = None,
 ) -> None:
     """Send each record to the items topic (key: item id); records the schema refuses go
-    to the dead-letter topic. A file not in the format stops before anything is sent."""
-    records = list(scan_catalog(path, fmt.value, id_map=id_map))  # a bad file: one line
+    to the dead-letter topic. A file not in the format stops before anything is sent: it
+    is read through once for that, then again as it is sent, so a catalogue of millions
+    of items (Amazon's metadata) is never held whole."""
+    count = sum(1 for _ in scan_catalog(path, fmt.value, id_map=id_map))  # bad: one line
     settings = load_settings()
     sent = rejected = 0
     fields = "sent {task.fields[sent]:,}  dead-lettered {task.fields[rejected]:,}"
     with ItemProducer(settings.kafka, settings.topic_items, settings.topic_dlq,
                       source="streamrec-catalog") as producer, \
-            progress_bar(f"load {path.name}", len(records), fields) as update:
-        for n, record in enumerate(records, 1):
+            progress_bar(f"load {path.name}", count, fields) as update:
+        for n, record in enumerate(scan_catalog(path, fmt.value, id_map=id_map), 1):
             if isinstance(record, RejectedItem):
                 producer.dead_letter(record.raw, record.error)
                 rejected += 1
             else:
                 producer.send(record)
                 sent += 1
-            if n % _PROGRESS_EVERY == 0 or n == len(records):
+            if n % _PROGRESS_EVERY == 0 or n == count:
                 update(n, sent=sent, rejected=rejected)
     stats = producer.stats
     console.print(f"loaded {path} into {settings.topic_items}: sent {sent:,}, dead-lettered "

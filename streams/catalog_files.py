@@ -281,7 +281,8 @@ def _amazon_id_map(text_path: Path, id_map: Path | None) -> dict[str, str]:
 def _amazon(path: Path, handle: IO[str], id_map: Path | None = None) -> Scanned:
     """The Amazon review data in UniSRec's layout: ``<name>.text`` (a header, then
     ``ASIN<TAB>text``, the text being "title. category path. brand."): title = the text
-    up to its first ". ", text = all of it.
+    before its last two ". " (a title may hold one: "Dr. Seuss", "3/4 in. wide"), or up
+    to its first where it has fewer; text = all of it.
 
     Item id = the item's internal id in the ``<name>.{train,valid,test}.inter`` files
     (what ``read_amazon`` gives events), read from UniSRec's ``<name>.item2index`` beside
@@ -309,7 +310,8 @@ def _amazon(path: Path, handle: IO[str], id_map: Path | None = None) -> Scanned:
         if asin not in ids:
             raise CatalogFileError(path, line, f"{asin[:40]!r} is not in the id map")
         body = body.strip()
-        title = body.split(". ", 1)[0].strip().rstrip(".").strip()
+        parts = body.rstrip(". ").split(". ")
+        title = (". ".join(parts[:-2]) if len(parts) > 2 else parts[0]).strip().rstrip(".")
         yield _checked({"item_id": ids[asin], "title": title, "text": body}, line)
 
 

@@ -117,6 +117,13 @@ def test_amazon_text_ids_come_from_the_item2index_map(tmp_path: Path) -> None:
     assert glue == ItemRecord("1", "Gorilla Glue, 8 ounce", "Gorilla Glue, 8 ounce. "
                               "Industrial & Scientific Adhesives. Gorilla.")
     assert (lid.item_id, lid.title) == ("0", "Rubbermaid Lid")
+    # A title holding ". " was cut there ("24 Oz" of "24 Oz. Sprayer Bottles"; a review)
+    dotted = _write(tmp_path, "Dotted.text", "item_id:token\ttext:token_seq\n"
+                    "B1\t24 Oz. Sprayer Bottles, Pack Of 3. Industrial & Scientific Lab "
+                    "Bottles. Continental. \nB2\tDr. Seuss ABC\n")
+    _write(tmp_path, "Dotted.item2index", "B1\t0\nB2\t1\n")
+    assert [r.title for r in read_catalog(dotted, "amazon")] == [
+        "24 Oz. Sprayer Bottles, Pack Of 3", "Dr"]  # without its two parts: the first
     elsewhere = _write(tmp_path, "map.tsv", "B00002NC3K\t5\nB0000223UV\t6\n")
     assert [i.item_id for i in read_catalog(path, "amazon", id_map=elsewhere)] == ["6", "5"]
 

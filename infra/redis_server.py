@@ -178,7 +178,10 @@ class LocalRedis:
         if not self.tls:
             argv += ["--port", str(self.port)]
         proc = self.process
-        pid = proc.spawn(argv)
+        # Started in its data folder: ``pid()`` knows our Redis by that working folder,
+        # which Redis would otherwise move to a moment after it starts, and a status read
+        # in that moment took it for another's and dropped its pid file (a review).
+        pid = proc.spawn(argv, cwd=data)
         try:
             proc.wait_ready(pid, lambda: redis_answers(self.url), timeout_s)
         except StackError as exc:  # its log tail may quote a refused ACL line, password too

@@ -11,12 +11,21 @@ testing=$([[ "${1:-}" == browser ]] && echo 1 || true)
 if [[ -n "$testing" || -z "${STREAMREC_REDIS_URL:-}" ]] && ! command -v redis-server >/dev/null; then
   need+=(redis-server)
 fi
+# The Java the stack would run (infra/java.py: $JAVA_HOME's, else PATH's), if it is 17+:
+# any Java on PATH passed before, and Ubuntu 22.04's default 11 then failed at `stack up`.
+java_ok() {
+  local bin="${JAVA_HOME:-/nonexistent}/bin/java"
+  [[ -x "$bin" ]] || bin=$(command -v java) || return 1
+  local major
+  major=$("$bin" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [[ -n "$major" && "$major" -ge 17 ]]
+}
 if [[ -n "$testing" || -z "${STREAMREC_KAFKA_BOOTSTRAP:-}" ]]; then
-  command -v java >/dev/null || [[ -x "${JAVA_HOME:-/nonexistent}/bin/java" ]] || need+=(java)
+  java_ok || need+=(java)
   command -v mvn >/dev/null || need+=(maven)
 fi
-if [[ -n "$testing" ]]; then
-  command -v chromium >/dev/null || need+=(chromium)
+if [[ -n "$testing" ]]; then  # the browser test takes either name (tests/integration/browser.py)
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 fi
 ((${#need[@]})) || exit 0
 
@@ -42,5 +51,12 @@ if [[ " ${need[*]} " == *" java "* ]]; then
   apt-cache show openjdk-17-jre-headless >/dev/null 2>&1 && java=openjdk-17-jre-headless
   need=("${need[@]/#java/$java}")
 fi
+# Ubuntu has no "chromium" package (its chromium-browser installs a snap): the others are
+# installed without it, and the browser test says what is missing.
+if [[ " ${need[*]} " == *" chromium "* ]] && ! apt-cache show chromium >/dev/null 2>&1; then
+  echo "warning: no chromium package here: install chromium by hand for the dashboard's" \
+       "browser test" >&2
+  need=("${need[@]/chromium}")
+fi
 echo "installing ${need[*]} with ${as_root[*]:+sudo }apt-get"
-"${apt[@]}" install -y "${need[@]}" >/dev/null
+"${apt[@]}" install -y ${need[@]} >/dev/null  # unquoted: a package left out is no word

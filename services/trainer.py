@@ -703,8 +703,16 @@ class Trainer:
             try:
                 retry("moving the champion alias", lambda: set_champion(self.store, versions))
             except Exception:
-                if expected is not None:  # not half moved: a new retriever, an old ranker
+                # Not half moved: a new retriever, an old ranker. Unless the lock expired
+                # during the retries: another trainer may have promoted since, which a
+                # restore would undo (a review).
+                if expected is not None and held.still():
                     self._restore(expected)
+                elif expected is not None:
+                    log.error("moving the champion alias failed after the promotion lock "
+                              "expired: not restoring %s over what another trainer may "
+                              "have promoted; check both models' 'champion' alias",
+                              version_string(expected))
                 raise
 
         def announce_or_raise() -> None:

@@ -686,6 +686,38 @@ def test_an_alias_move_that_fails_part_way_is_rolled_back_with_retries(
     assert calls == [new] * 5 + [old, old]
 
 
+def test_a_move_that_fails_after_the_lock_expired_is_not_rolled_back(
+        clean_env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    """The move's retries can outlast the lock (300 s against five calls to a slow
+    registry): another trainer may then take it and promote, and the restore undid that
+    promotion (a review). Past the lock, nothing is restored, and that is said."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import streams.registry as registry
+    from services.trainer import Held
+
+    clean_env.setattr("services.trainer.time.sleep", lambda s: None)  # retry's backoff
+    trainer = _trainer(tmp_path)
+    old, new = {"r": "1", "n": "1"}, {"r": "2", "n": "2"}
+    calls: list[dict[str, str]] = []
+    owned = iter([True])  # held when checked before the move, expired after it
+
+    def set_champion(store: object, versions: dict[str, str]) -> None:
+        calls.append(versions)
+        raise RuntimeError("registry timed out")
+
+    clean_env.setattr(registry, "set_champion", set_champion)
+    clean_env.setattr(registry, "alias_versions", lambda store, names: old)
+    held = Held(True, SimpleNamespace(owned=lambda: next(owned, False)))
+    clean_env.setattr("services.trainer.promotion_lock", lambda url: nullcontext(held))
+    with pytest.raises(RuntimeError, match="registry timed out"):
+        trainer.promote(new, old)
+    assert calls == [new] * 5  # no restore of ``old``
+    assert "after the promotion lock expired: not restoring" in caplog.text
+
+
 def test_a_lock_release_redis_fails_leaves_what_the_block_did_standing(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """Only an expired lock was caught on release: Redis not answering there raised out

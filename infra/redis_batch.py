@@ -50,8 +50,9 @@ class BatchedGets:
 
     def _send(self) -> None:
         waiting, self._waiting = self._waiting, []
+        loop = asyncio.get_running_loop()
         for at in range(0, len(waiting), self.most):
-            task = asyncio.get_running_loop().create_task(self._mget(waiting[at:at + self.most]))
+            task = loop.create_task(self._mget(waiting[at:at + self.most]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -56,7 +56,10 @@ fi
 if [[ " ${need[*]} " == *" chromium "* ]] && ! apt-cache show chromium >/dev/null 2>&1; then
   echo "warning: no chromium package here: install chromium by hand for the dashboard's" \
        "browser test" >&2
-  need=("${need[@]/chromium}")
+  kept=()
+  for package in "${need[@]}"; do [[ $package == chromium ]] || kept+=("$package"); done
+  need=("${kept[@]}")
+  ((${#need[@]})) || exit 0
 fi
 echo "installing ${need[*]} with ${as_root[*]:+sudo }apt-get"
-"${apt[@]}" install -y ${need[@]} >/dev/null  # unquoted: a package left out is no word
+"${apt[@]}" install -y "${need[@]}" >/dev/null

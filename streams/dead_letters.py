@@ -4,7 +4,8 @@ A run reads the dead-letter topic from a consumer group's committed position (th
 record kept when the group has none) up to the end the topic had when the run began, so
 records appended meanwhile, among them the ones a redrive puts back, wait for the next
 run. A redrive commits that end only after every record it sent was acknowledged: a
-letter is redriven at most once per run, and a failed run leaves the group where it was.
+letter is redriven at most once per run (the copies a failed run put back are skipped),
+and a failed run leaves the group where it was.
 
 Nothing is dropped: a letter that still fails validation, or that ``only`` left out, goes
 back to the dead-letter topic with its bytes and headers (one that was re-validated with
@@ -21,7 +22,7 @@ item id; with no items topic given, it goes back untouched (left out).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -112,8 +113,31 @@ def put_back_headers(record: Record, *, failed: bool) -> Headers:
     count = redrives(record) + (1 if failed else 0)
     kept = [(k, v) for k, v in record.headers.items()
             if k not in (REDRIVES_HEADER, FIRST_WRITTEN_HEADER)]
-    return [*kept, (FIRST_WRITTEN_HEADER, letter_id(record).encode()),
+    return [*kept, *_identity(letter_id(record).encode(), count)]
+
+
+def _identity(first_written: bytes, count: int) -> Headers:
+    return [(FIRST_WRITTEN_HEADER, first_written),
             *([(REDRIVES_HEADER, str(count).encode())] if count else [])]
+
+
+def redriven_headers(record: Record) -> Headers:
+    """The headers a redriven letter's record carries: where it came from, and the
+    letter's identity and count, so a worker that rejects it again writes the same
+    letter once more (``refailed_headers``) rather than a new one with its count at 0."""
+    return [(REDRIVEN_FROM_HEADER, origin(record).encode()),
+            *_identity(letter_id(record).encode(), redrives(record))]
+
+
+def refailed_headers(headers: Mapping[str, bytes]) -> Headers:
+    """What a dead letter written for a redriven record adds to its own headers: the
+    letter it was redriven from and that letter's ``redrives`` count plus one (nothing
+    for a record that was never a letter)."""
+    first = headers.get(FIRST_WRITTEN_HEADER)
+    if first is None:
+        return []
+    count = headers.get(REDRIVES_HEADER, b"")
+    return _identity(first, (int(count) if count.isascii() and count.isdigit() else 0) + 1)
 
 
 @dataclass
@@ -199,7 +223,7 @@ def decide(record: Record, only: str | None = None,
         key = parse_item(raw).key if kind == ITEM_KIND else parse(raw).key
     except InvalidEvent:
         return Reappend(reason, record.key, raw, put_back_headers(record, failed=True), True)
-    return Redrive(key, raw, [(REDRIVEN_FROM_HEADER, origin(record).encode())], kind)
+    return Redrive(key, raw, redriven_headers(record), kind)
 
 
 @dataclass
@@ -209,6 +233,7 @@ class RedriveReport:
 
     read: int = 0
     redriven: int = 0
+    copies: int = 0  # copies of letters read earlier in the run, which a failed run put back
     still_invalid: Counter[str] = field(default_factory=Counter)
     left_out: Counter[str] = field(default_factory=Counter)
     committed: bool = False
@@ -274,6 +299,17 @@ class DeadLetterQueue:
         self.close()
 
 
+def _copy(record: Record, seen: set[str]) -> bool:
+    """Whether a letter was met earlier in this run: a failed run put its copy back and
+    committed nothing, so both the letter and its copy are pending, and redriving both
+    would send its event twice."""
+    identity = letter_id(record)
+    if identity in seen:
+        return True
+    seen.add(identity)
+    return False
+
+
 def _send(producer: RecordProducer, outcome: Redrive | Reappend, topics: dict[str, str],
           dlq: str) -> None:
     topic = topics[outcome.kind] if isinstance(outcome, Redrive) else dlq
@@ -281,11 +317,13 @@ def _send(producer: RecordProducer, outcome: Redrive | Reappend, topics: dict[st
 
 
 def _settle(producer: RecordProducer) -> None:
-    """Raise unless every record sent was acknowledged: committing then would lose letters."""
-    remaining = producer.flush()
-    if remaining or producer.stats.failed:
+    """Raise unless every record sent was acknowledged: committing then would lose letters.
+    Waits as long as librdkafka may still deliver (``close``): a shorter wait failed runs
+    whose records then went out anyway, so the next run sent them all again."""
+    producer.close()
+    if producer.stats.failed:
         raise KafkaException(
-            f"redrive: {producer.stats.failed + remaining} records not delivered "
+            f"redrive: {producer.stats.failed} records not delivered "
             f"({producer.stats.last_error}); nothing committed, so the next redrive reads "
             "the same letters again (those delivered this time are sent twice)")
 
@@ -300,8 +338,13 @@ def redrive(queue: DeadLetterQueue, spans: list[Span], interactions: str, *,
     topics = {EVENT_KIND: interactions, **({ITEM_KIND: items} if items is not None else {})}
     kinds = frozenset(topics)
     producer = None if dry_run else RecordProducer(queue.kafka)
+    seen: set[str] = set()
     try:
         for record in queue.read(spans):
+            if _copy(record, seen):
+                report.read += 1
+                report.copies += 1
+                continue
             outcome = decide(record, only, kinds)
             report.add(outcome)
             if producer is not None:

@@ -31,6 +31,7 @@ from infra.kafka_client import KafkaConnection
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.catalog_follower import Catalogue, follow_catalogue
+from streams.dead_letters import refailed_headers
 from streams.experiment_follower import ExperimentSlot, follow_experiments
 from streams.freeze import FreezeGuard
 from streams.hot_swap import Serving, follow_model_updates, smoke_tested
@@ -463,8 +464,9 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
             return outcome
         if isinstance(outcome, DeadLetter):
             metrics.dead_letters.labels(outcome.reason).inc()
-            letter, headers, key = cut_letter(raw, dead_letter_headers(
-                outcome.reason, outcome.detail, "worker"), message.key)
+            letter, headers, key = cut_letter(raw, [*dead_letter_headers(
+                outcome.reason, outcome.detail, "worker"),
+                *refailed_headers(dict(message.headers or ()))], message.key)
             dlq.send_soon(key=key, value=letter, headers=headers)
         else:
             metrics.duplicates.inc()

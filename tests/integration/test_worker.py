@@ -21,6 +21,7 @@ from services.processes import CLI, ServiceProcess, free_port
 from services.settings import Settings
 from streams.catalog import ItemRecord
 from streams.consumer import read_topic
+from streams.dead_letters import FIRST_WRITTEN_HEADER, REDRIVES_HEADER
 from streams.events import Event, new_event
 from streams.messages import version_string
 from streams.producer import EventProducer, RecordProducer, sent_at_header
@@ -105,7 +106,10 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
             p.produce(topics["interactions"], after.user_id.encode(), None)  # type: ignore[arg-type]
             misled = Event(str(uuid.uuid4()), live[3].user_id, live[4].item_id, "click",
                            live[-1].ts)  # keyed by another user: its session would split
-            p.produce(topics["interactions"], b"someone-else", misled.to_json())
+            # As if redriven from a letter that had failed one redrive: its new letter
+            # is that letter again, one more failure counted (not a fresh letter at 0).
+            p.produce(topics["interactions"], b"someone-else", misled.to_json(),
+                      [(FIRST_WRITTEN_HEADER, b"dlq[0]@7"), (REDRIVES_HEADER, b"1")])
             p.send(after, headers=[("sent_us", b"soon")])
         recs = list(read_topic(settings.kafka, topics["recs"], from_beginning=True,
                                limit=len(live) + 2, idle_timeout_s=90))
@@ -130,6 +134,10 @@ def test_worker_answers_every_valid_event_and_dead_letters_the_rest(
     reasons = {r.headers["reason"]: r.value for r in letters}
     assert reasons == {b"bad_json": b"{not json", b"empty_record": None,
                        b"wrong_key": misled.to_json()}, reasons
+    refailed = next(r for r in letters if r.headers["reason"] == b"wrong_key")
+    assert (refailed.headers[FIRST_WRITTEN_HEADER], refailed.headers[REDRIVES_HEADER]) == (
+        b"dlq[0]@7", b"2")
+    assert all(FIRST_WRITTEN_HEADER not in r.headers for r in letters if r is not refailed)
     stored = redis.Redis.from_url(settings.redis).get(f"recs:{live[-1].user_id}")
     assert stored is not None and orjson.loads(stored)["user_id"] == live[-1].user_id
     # The item that triggered a list is in the session, so with true it is not

@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import pytest
 from api_fakes import FakeBundle, InProcessApi, item_space
 
+from model.pipeline import Recommendation
 from services.api.item_space import FAILED, LOADING, NO_CHAMPION
 from services.api.schemas import SimilarItems
+from services.api.similar import similar_answer
 from streams.catalog import ItemRecord
 from streams.catalog_follower import Catalogue
 from streams.metrics import WorkerMetrics
@@ -32,6 +34,15 @@ def test_similar_answers_the_nearest_items_with_their_titles() -> None:
         {"item_id": "c", "score": 0.875, "path": "model"}]}
     SimilarItems.model_validate(reply.json())
     assert len(api.get("/v1/items/a/similar").json()["items"]) == 3  # k=10: all it has
+
+
+def test_neighbours_without_a_finite_score_are_left_out_not_a_500() -> None:
+    """A model whose item table went bad (NaN rows) through an approximate index."""
+    bad = SimpleNamespace(version="9", similar=lambda item, k: Recommendation(
+        ["b", "c", "d", "e"], [float("nan"), 0.5, float("inf"), -float("inf")]))
+    answer = similar_answer("a", bad, 4, {})
+    assert answer is not None and answer["items"] == [
+        {"item_id": "c", "score": 0.5, "path": "model"}]
 
 
 def test_a_catalogue_item_has_neighbours_whether_it_came_before_or_after_the_load() -> None:

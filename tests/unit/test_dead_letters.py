@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import orjson
+import pytest
+from confluent_kafka import KafkaException
 from typer.testing import CliRunner
 
 from services.cli import app
@@ -18,13 +20,16 @@ from streams.dead_letters import (
     Redrive,
     RedriveReport,
     Span,
+    _settle,
     decide,
     letters,
     put_back_headers,
+    redrive,
+    refailed_headers,
     summarize,
 )
 from streams.events import Event
-from streams.producer import ITEM_KIND, KIND_HEADER, dead_letter_headers
+from streams.producer import ITEM_KIND, KIND_HEADER, DeliveryStats, dead_letter_headers
 
 VALID = Event("0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e", "u7", "i1", "view",
               1_700_000_000_000).to_json()
@@ -90,9 +95,51 @@ def test_a_whole_topic_read_counts_each_letter_once_however_often_it_went_back()
 
 def test_a_letter_that_now_validates_is_redriven_keyed_by_user() -> None:
     outcome = decide(letter(VALID, offset=12, reason="unknown_event_type"))
-    assert outcome == Redrive(b"u7", VALID, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@12")])
-    assert decide(letter(VALID, reason="unknown_event_type"), only="unknown_event_type") \
-        == Redrive(b"u7", VALID, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@0")])
+    assert outcome == Redrive(b"u7", VALID, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@12"),
+                                             (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@12")])
+    copy = letter(VALID, offset=20, reason="processing_error", redrives="2",
+                  first_written="interactions.dlq[0]@3")
+    assert decide(copy, only="processing_error") == Redrive(b"u7", VALID, [
+        (REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@20"),
+        (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@3"), (REDRIVES_HEADER, b"2")])
+
+
+def test_a_redriven_record_rejected_again_names_its_letter_and_counts_one_more_failure() -> None:
+    """A worker that fails on a redriven event again (``processing_error``) writes the same
+    letter back with its count up, not a fresh letter at 0 that loops unseen."""
+    (redriven,) = [decide(letter(VALID, offset=20, redrives="2",
+                                 first_written="interactions.dlq[0]@3"))]
+    assert isinstance(redriven, Redrive)
+    assert refailed_headers(dict(redriven.headers)) == [
+        (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@3"), (REDRIVES_HEADER, b"3")]
+    once = decide(letter(VALID, offset=4))
+    assert isinstance(once, Redrive) and refailed_headers(dict(once.headers)) == [
+        (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@4"), (REDRIVES_HEADER, b"1")]
+    assert refailed_headers({}) == []  # an event that was never a letter
+    assert refailed_headers({FIRST_WRITTEN_HEADER: b"d[0]@1", REDRIVES_HEADER: b"x"})[-1] == \
+        (REDRIVES_HEADER, b"1")  # garbled: counted afresh
+
+
+class _Pending:
+    """A dead-letter queue's read side, for a dry run without a broker."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records, self.topic, self.kafka = records, "interactions.dlq", None
+
+    def read(self, spans: list[Span]) -> list[Record]:
+        return self.records
+
+
+def test_a_copy_a_failed_run_put_back_is_not_redriven_a_second_time() -> None:
+    """A failed run put back a copy of a still-invalid letter and committed nothing: the
+    next run reads the letter and its copy, and sends the event once."""
+    original = letter(VALID, offset=4, reason="unknown_event_type")
+    copy = letter(VALID, offset=9, reason="unknown_event_type", redrives="1",
+                  first_written="interactions.dlq[0]@4")
+    other = letter(VALID, offset=5, reason="unknown_event_type")
+    report = redrive(_Pending([original, other, copy]), [], "interactions",  # type: ignore[arg-type]
+                     dry_run=True)
+    assert (report.read, report.redriven, report.copies) == (3, 2, 1)
 
 
 def test_a_letter_still_invalid_goes_back_unchanged_but_counted() -> None:
@@ -152,7 +199,8 @@ def test_redrive_without_a_terminal_or_yes_refuses_before_touching_kafka() -> No
 
 def test_a_catalogue_letter_is_revalidated_as_a_record_and_redriven_keyed_by_item() -> None:
     outcome = decide(letter(ITEM, offset=3, reason="bad_value", kind="item"))
-    assert outcome == Redrive(b"i1", ITEM, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@3")],
+    assert outcome == Redrive(b"i1", ITEM, [(REDRIVEN_FROM_HEADER, b"interactions.dlq[0]@3"),
+                                            (FIRST_WRITTEN_HEADER, b"interactions.dlq[0]@3")],
                               ITEM_KIND)
     # Valid as a record, not as an event: judged by its kind, never as an event.
     assert isinstance(decide(letter(ITEM, reason="bad_value")), Reappend)
@@ -188,3 +236,27 @@ def test_inspect_shows_a_time_past_any_date_as_its_number() -> None:
 
     assert _time(0) == "1970-01-01 00:00:00"
     assert _time(10**20) == f"{10**20} ms"
+
+
+class _SlowBroker:
+    """A producer whose records a 30 s flush leaves waiting and its full close delivers:
+    a broker back after a minute's leader election."""
+
+    def __init__(self) -> None:
+        self.stats, self.waiting = DeliveryStats(), 3
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        return self.waiting
+
+    def close(self) -> None:
+        self.waiting = 0
+
+
+def test_a_redrive_waits_for_every_report_before_it_calls_the_run_failed() -> None:
+    """Called failed after a short flush, a run left its letters pending although
+    librdkafka delivered them as it closed: the next run sent them all again."""
+    slow = _SlowBroker()
+    _settle(slow)  # type: ignore[arg-type]
+    slow.stats.failed = 2
+    with pytest.raises(KafkaException, match="2 records not delivered"):
+        _settle(slow)  # type: ignore[arg-type]

@@ -22,6 +22,17 @@ CatalogFormat = StrEnum("CatalogFormat", {name: name for name in CATALOG_FORMATS
 _PROGRESS_EVERY = 500
 
 
+def _count(path: Path, fmt: str, id_map: Path | None) -> int:
+    """The file's records, read through once with a bar (millions of Amazon records took
+    minutes of silence), so a file not in the format stops before anything is sent."""
+    count = 0
+    with progress_bar(f"check {path.name}", None) as counted:
+        for count, _ in enumerate(scan_catalog(path, fmt, id_map=id_map), 1):
+            if count % _PROGRESS_EVERY == 0:
+                counted(count)
+    return count
+
+
 @app.command()
 def load(
     path: Annotated[Path, typer.Argument(help="catalogue file")],
@@ -33,22 +44,24 @@ def load(
     to the dead-letter topic. A file not in the format stops before anything is sent: it
     is read through once for that, then again as it is sent, so a catalogue of millions
     of items (Amazon's metadata) is never held whole."""
-    count = sum(1 for _ in scan_catalog(path, fmt.value, id_map=id_map))  # bad: one line
+    if id_map is not None and fmt.value != "amazon":
+        raise typer.BadParameter("only the amazon format reads an id map", param_hint="--id-map")
     settings = load_settings()
-    sent = rejected = 0
-    fields = "sent {task.fields[sent]:,}  dead-lettered {task.fields[rejected]:,}"
+    count = _count(path, fmt.value, id_map)  # a file not in the format: one line, no Kafka
     with ItemProducer(settings.kafka, settings.topic_items, settings.topic_dlq,
-                      source="streamrec-catalog") as producer, \
-            progress_bar(f"load {path.name}", count, fields) as update:
-        for n, record in enumerate(scan_catalog(path, fmt.value, id_map=id_map), 1):
-            if isinstance(record, RejectedItem):
-                producer.dead_letter(record.raw, record.error)
-                rejected += 1
-            else:
-                producer.send(record)
-                sent += 1
-            if n % _PROGRESS_EVERY == 0 or n == count:
-                update(n, sent=sent, rejected=rejected)
+                      source="streamrec-catalog").check_topics() as producer:
+        sent = rejected = 0
+        fields = "sent {task.fields[sent]:,}  dead-lettered {task.fields[rejected]:,}"
+        with progress_bar(f"load {path.name}", count, fields) as update:
+            for n, record in enumerate(scan_catalog(path, fmt.value, id_map=id_map), 1):
+                if isinstance(record, RejectedItem):
+                    producer.dead_letter(record.raw, record.error)
+                    rejected += 1
+                else:
+                    producer.send(record)
+                    sent += 1
+                if n % _PROGRESS_EVERY == 0 or n == count:
+                    update(n, sent=sent, rejected=rejected)
     stats = producer.stats
     console.print(f"loaded {path} into {settings.topic_items}: sent {sent:,}, dead-lettered "
                   f"{rejected:,} (to {settings.topic_dlq}); records acknowledged (items and "

@@ -181,7 +181,7 @@ def _report(run: str, past: list[Event], future: list[Event], values: list[dict]
     return table
 
 
-def _prepare_data(data: Path | None, fmt: Format | None, events: int,
+def _prepare_data(data: Path | None, fmt: Format | None, events: int | None,
                   train_fraction: float, rate: float, min_past: int,
                   columns: tuple[str, ...] = ()) -> tuple[list[Event], list[Event]]:
     """The log split by time: the past (to Kafka first; the first champion learns it,
@@ -192,12 +192,15 @@ def _prepare_data(data: Path | None, fmt: Format | None, events: int,
     if data is None and (fmt is not None or columns):
         raise typer.BadParameter(f"{'--format' if fmt else '--columns'} needs --data (the log "
                                  "it describes)")
+    if data is not None and events is not None:  # it was ignored without a word
+        raise typer.BadParameter("--events sizes the synthetic log: it does not go with --data")
     if data is not None:
         if fmt is None:
             raise typer.BadParameter("--format is required with --data")
         log, source = read_valid_events(data, fmt.value, columns), str(data)
     else:  # tastes drift late in the timeline: retraining on the live log pays off
-        synthetic = SyntheticConfig(users=2_000, items=1_000, events=events, drift_at=0.7)
+        synthetic = SyntheticConfig(users=2_000, items=1_000, events=events or 60_000,
+                                    drift_at=0.7)
         log = list(generate(synthetic))
         source = (f"synthetic ({events:,} events, {synthetic.users:,} users, "
                   f"{synthetic.items:,} items, drifting tastes)")
@@ -320,7 +323,8 @@ def demo(
     data: Annotated[Path | None, typer.Option(help="a log to use instead of synthetic data")]
         = None,
     fmt: Annotated[Format | None, typer.Option("--format", "-f")] = None,
-    events: Annotated[int, typer.Option(min=1, help="synthetic events")] = 60_000,
+    events: Annotated[int | None, typer.Option(
+        min=1, help="synthetic events (default 60,000); not with --data")] = None,
     train_fraction: Annotated[float, typer.Option(
         callback=lambda v: number_within(v, 0.0, 1.0, "--train-fraction"),
         help="the past the model learns from")] = 0.8,

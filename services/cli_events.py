@@ -31,6 +31,9 @@ console = Console()
 Format = StrEnum("Format", {name: name for name in READERS})  # type: ignore[misc]
 Columns = Annotated[str | None, typer.Option(
     help="a headerless csv log's columns in order, e.g. user,item,,type,time (empty: skip)")]
+# What NumPy's and Keras' seeding take: a seed outside it was a traceback after the log
+# had been read (or, for ``generate``, after the output file had been emptied).
+Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="random seed")]
 
 
 def columns_of(text: str | None) -> tuple[str, ...]:
@@ -44,7 +47,7 @@ def columns_of(text: str | None) -> tuple[str, ...]:
 
 def _producer(settings: Settings, source: str) -> EventProducer:
     return EventProducer(settings.kafka, settings.topic_interactions, settings.topic_dlq,
-                         source=source)
+                         source=source).check_topics()
 
 
 def _produce_lines(lines: BinaryIO, producer: EventProducer) -> tuple[int, int]:
@@ -108,6 +111,7 @@ def replay(
     names = columns_of(columns)
     settings = load_settings()
     events = read_events(path, fmt.value, names)
+    producer = _producer(settings, "streamrec-replay")  # closed by replay_log
     fields = ("{task.fields[rate]:>8,.0f} ev/s  sent {task.fields[sent]:,}  "
               "dead-lettered {task.fields[letters]:,}  failed {task.fields[failed]:,}")
     with progress_bar(f"replay {path.name}", limit, fields) as update:
@@ -117,8 +121,8 @@ def replay(
             update(s.read, rate=s.events_per_s, sent=s.sent, letters=s.dead_lettered,
                    failed=s.failed)
 
-        summary = replay_log(events, _producer(settings, "streamrec-replay"), rate=rate,
-                             time_scale=time_scale, limit=limit, on_progress=show)
+        summary = replay_log(events, producer, rate=rate, time_scale=time_scale, limit=limit,
+                             on_progress=show)
         show(summary)
     if not summary.read:
         raise LogFileError(f"{path}: no records in format {fmt.value}; nothing was sent")
@@ -135,9 +139,11 @@ def replay(
 @app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="topic name, e.g. recommendations or interactions.dlq")],
-    limit: Annotated[int | None, typer.Option(help="stop after this many records")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="stop after this many records")
+                     ] = None,
     from_beginning: Annotated[bool, typer.Option(help="start at the oldest record")] = False,
     idle_timeout: Annotated[float | None, typer.Option(
+        callback=lambda v: number_within(v, 0.0, math.inf, "--idle-timeout"),
         help="stop after this many seconds without a record")] = None,
     raw: Annotated[bool, typer.Option(help="one compact JSON object per line")] = False,
 ) -> None:
@@ -171,7 +177,7 @@ def generate(
     out: Annotated[Path, typer.Argument(help="JSON lines file to write")],
     events: Annotated[int, typer.Option(min=1)] = 100_000,
     users: Annotated[int, typer.Option(min=1)] = 2_000,
-    items: Annotated[int, typer.Option(min=4)] = 1_000, seed: int = 7,  # > 3 successors
+    items: Annotated[int, typer.Option(min=4)] = 1_000, seed: Seed = 7,  # > 3 successors
     drift_at: Annotated[float | None, typer.Option(
         callback=lambda v: number_within(v, 0.0, 1.0, "--drift-at"),
         help="fraction of the timeline after which user tastes shift")] = None,

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_events import Columns, Format, columns_of
+from infra.mlflow_store import wait_for_mlflow
+from services.cli_events import Columns, Format, Seed, columns_of
 from services.logs import configure
 from services.settings import Settings, load_settings
 from services.stack import mlflow_store
@@ -131,7 +132,7 @@ def evaluate(
         help="item catalogue: content features for the retriever")] = None,
     items_format: Annotated[str | None, typer.Option(
         help=ITEMS_FORMAT_HELP)] = None,
-    seed: int = 42,
+    seed: Seed = 42,
     columns: Columns = None,
 ) -> None:
     """Train each model on the train split and score it with both protocols."""
@@ -153,9 +154,12 @@ def evaluate(
     if protocol is Protocol.cold_items:
         if not records or test is not None:
             raise typer.BadParameter("--protocol cold-items needs --items and no --test")
-        cold = cold_item_split(read_valid_events(data, fmt.value, fields), records,
-                               settings.feature_spec(), seed=seed,
-                               char_tokens=settings.content_char_tokens)
+        try:
+            cold = cold_item_split(read_valid_events(data, fmt.value, fields), records,
+                                   settings.feature_spec(), seed=seed,
+                                   char_tokens=settings.content_char_tokens)
+        except ValueError as exc:  # e.g. no logged item has a record: ids of another scheme
+            raise typer.BadParameter(str(exc), param_hint="--items") from exc
         seqs = cold.sequences
         console.print(f"cold items: {len(cold.cold):,} left out of training, "
                       f"{len(cold.users):,} cases")
@@ -204,7 +208,7 @@ def train(
              "can embed new items")] = None,
     items_format: Annotated[str | None, typer.Option(
         help=ITEMS_FORMAT_HELP)] = None,
-    seed: int = 42,
+    seed: Seed = 42,
     columns: Columns = None,
 ) -> None:
     """Train, log to MLflow (config, commit, curves, model, signature), register. With
@@ -231,6 +235,10 @@ def train(
     records = _catalogue(items, items_format)
     if champion and not force:
         _lock_reachable(settings)  # before training, not after: promotion takes its lock
+    store = mlflow_store(settings)
+    store.ensure()
+    if not store.is_local:  # likewise: the models are logged there (a local store answers)
+        wait_for_mlflow(store, timeout_s=10.0)
     # Times ahead of the clock brought back to it, as the trainer does: learnt by a
     # champion, one would stay newer than what it learnt, and the trainer's gate slices
     # would hold it, or nothing, until the clock passed it.
@@ -243,8 +251,6 @@ def train(
     split = leave_last_out(seqs)
     trained, sasrec_cfg, neumf_cfg = train_with_progress(split, TRAIN_CHOICES[model], settings,
                                                          epochs, seed, pretrain)
-    store = mlflow_store(settings)
-    store.ensure()
     logged = log_trained(store, settings.mlflow_experiment, trained, split, data.stem,
                          {"sasrec": sasrec_cfg.to_dict(), "neumf": neumf_cfg.to_dict()},
                          {**source, TRAINED_UNTIL: _newest_ts(seqs)}, register=register)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from infra.mlflow_store import wait_for_mlflow
 from infra.smoke import kafka_round_trip, mlflow_round_trip, redis_round_trip
 from infra.urls import mask_url
 from services.settings import load_settings
@@ -59,10 +60,14 @@ def status() -> None:
 def check() -> None:
     """A real round trip through Kafka, Redis and MLflow."""
     settings = load_settings()
+    store = mlflow_store(settings)
+    # Asked first, without MLflow's retries: a server that was down kept the round trip
+    # (last, with retries and 120 s timeouts) silent for minutes.
+    wait_for_mlflow(store, timeout_s=10.0)
     results = {
         "kafka produce→consume": kafka_round_trip(settings.kafka, settings.topic_replication),
         "redis set→get": redis_round_trip(settings.redis),
-        "mlflow log→read": mlflow_round_trip(mlflow_store(settings), settings.mlflow_experiment),
+        "mlflow log→read": mlflow_round_trip(store, settings.mlflow_experiment),
     }
     for name, ms in results.items():
         console.print(f"  [green]ok[/] {name:<24} {ms:8.1f} ms")

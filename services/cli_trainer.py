@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -17,6 +19,20 @@ from services.settings import load_settings
 
 app = typer.Typer()
 console = Console(stderr=True)
+
+
+def stop_after_the_round(stop: threading.Event, say: Callable[[str], None]
+                         ) -> Callable[[int, FrameType | None], None]:
+    """A signal handler that lets the round in progress finish, says so, and hands the
+    signal back to Python's default: a round lasts up to the demo's 20 minutes, and
+    Ctrl-C went unanswered through it, again and again, until a SIGKILL."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                      else signal.SIG_DFL)
+        say("trainer: stopping after the round in progress (Ctrl-C again to quit now)")
+
+    return handler
 
 
 @app.command()
@@ -66,8 +82,9 @@ def trainer(
             raise typer.Exit(1)
         return
     stop = threading.Event()
+    handler = stop_after_the_round(stop, lambda line: logs.say(console, line))
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handler)
     logs.say(console, f"trainer: a round every {settings.trainer_interval_min:g} min (0: off)"
              + (f" or {settings.trainer_every_events:,} new events"
                 if settings.trainer_every_events else "")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from infra.errors import StackError
 from infra.kafka_client import KafkaConnection
@@ -33,7 +33,7 @@ _UNREACHABLE = frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
                           KafkaError._ALL_BROKERS_DOWN})
 
 
-def existing_topic(client: Consumer, topic: str) -> Any:
+def existing_topic(client: Consumer | Producer, topic: str) -> Any:
     """``topic``'s metadata (its ``partitions``); raises ``KafkaException`` when the broker
     does not know it, rather than letting a consumer wait forever on a missing topic;
     ``StackError`` when no broker answers."""

@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from infra.kafka_client import KafkaConnection
 from streams.catalog import ItemRecord
+from streams.consumer import existing_topic
 from streams.events import Event, InvalidEvent, check_size, parse
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,19 @@ class _TopicWithLetters(RecordProducer):
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.source = source or self.default_source
+
+    def check_topics(self) -> Self:
+        """Raise in one line when no broker answers, or the topic or the dead-letter topic
+        does not exist (``streams.consumer.existing_topic``): a command that sent into a
+        stack that was down waited out librdkafka's 5-minute delivery timeout, silently,
+        for each full local queue, before it said anything. Closes itself when it raises."""
+        try:
+            for topic in (self.topic, self.dlq_topic):
+                existing_topic(self._producer, topic)
+        except Exception:
+            self.close()
+            raise
+        return self
 
     def dead_letter(self, raw: bytes, error: InvalidEvent) -> None:
         """Send the original bytes to the dead-letter topic with the reason in headers,

@@ -26,6 +26,7 @@ def no_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     (["--columns", "user,item,time"], "--columns needs --data"),
     (["--data", "x.csv", "--format", "csv", "--columns", "user,time"], "name no item"),
     (["--events", "900"], "the past holds 720 events and the future 180"),
+    (["--data", "x.csv", "--format", "csv", "--events", "900"], "does not go with --data"),
 ])
 def test_bad_arguments_stop_the_demo_in_one_line_before_the_stack(
         no_stack: None, streamrec: Callable[..., tuple[int, str]], args: list[str],

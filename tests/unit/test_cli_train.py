@@ -273,6 +273,42 @@ def test_champion_without_redis_is_refused_before_training(
     assert isinstance(_train(log, "--champion", "--force").exception, _Ungated)
 
 
+def test_train_without_mlflow_is_refused_before_training(
+    log: Path, clean_env: pytest.MonkeyPatch,
+) -> None:
+    """The models are logged to MLflow: found down only after training, the command
+    ended in MLflow's retries, then an error, the trained models lost."""
+    _registry(clean_env, None)
+    clean_env.setenv("STREAMREC_MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nobody there
+    result = _train(log)
+    assert result.exit_code == 1 and "did not answer within 10 s" in str(
+        result.exception), result.output  # not trained: the stub would have raised _Ungated
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_seed_numpy_refuses_is_a_bad_parameter_before_any_work(
+        log: Path, tmp_path: Path, seed: str) -> None:
+    """It was a traceback after the log was read; ``generate`` had emptied its file."""
+    for args in (["train", "--data", str(log), "--format", "jsonl"],
+                 ["evaluate", "--data", str(log), "--format", "jsonl"],
+                 ["generate", str(log)]):
+        result = CliRunner().invoke(app, [*args, "--seed", seed])
+        assert result.exit_code == 2 and "--seed" in result.output, result.output
+    assert log.stat().st_size > 0
+
+
+def test_cold_items_with_a_catalogue_of_other_ids_is_one_line(
+        log: Path, tmp_path: Path) -> None:
+    """No logged item has a record (ids of another scheme): a ``ValueError`` traceback."""
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_text('{"item_id": "ml-1", "title": "Heat"}\n')
+    result = CliRunner().invoke(app, [
+        "evaluate", "--data", str(log), "--format", "jsonl", "--items", str(catalogue),
+        "--items-format", "jsonl", "--protocol", "cold-items"])
+    assert result.exit_code == 2, result.output
+    assert "no item of the log has a catalogue record" in result.output
+
+
 def test_evaluate_piped_says_each_evaluated_epoch(tmp_path: Path) -> None:
     """The progress bar is silent without a terminal; ``evaluate`` (and ``train``) then said
     nothing at all until the report, which on a large log is an hour of silence in CI."""

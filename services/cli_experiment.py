@@ -109,14 +109,10 @@ def _print_report(report: ExperimentReport) -> None:
     e = report.experiment
     console.print(f"[bold]{e.name}[/] ({e.mode}, {e.state}), workers reporting: "
                   f"{report.workers}", highlight=False)
-    table = Table("variant", "model", "users", "lists", "HR@10", "NDCG@10", "MRR", "click@5",
-                  "conversion@5")
-    for v in report.variants:
-        cells = [f"{_fmt(m['mean'])} [{_fmt(m['low'])}, {_fmt(m['high'])}]" if m else "-"
-                 for m in (v.metrics.get(k) for k in
-                           ("HR@10", "NDCG@10", "MRR", "click@5", "conversion@5"))]
-        table.add_row(v.name, v.model, f"{v.users:,}", f"{v.lists:,}", *cells)
-    console.print(table)
+    if e.mode == "interleave":
+        _print_interleaving(report)
+    else:
+        _print_variants(report)
     for v in report.variants:
         if v.served:
             served = ", ".join(f"{version} ({lists:,} lists)" for version, lists in
@@ -131,10 +127,34 @@ def _print_report(report: ExperimentReport) -> None:
         console.print(f"  sample ratio: {srm} (p {_fmt(report.sample_ratio_p)})",
                       highlight=False)
     for variant, error in report.load_failures.items():
-        console.print(f"  [yellow]variant {variant} failed to load in a worker[/] (the "
-                      f"control serves its users there): {error}", highlight=False)
+        console.print(f"  [yellow]variant {variant} failed to load in a worker[/] (a "
+                      f"stand-in serves its users there: see 'answered by'): {error}",
+                      highlight=False)
     winner = f", winner {report.winner}" if report.winner else ""
     console.print(f"  verdict: {report.verdict}{winner}", highlight=False)
+    if e.winner:  # declared by ``conclude``, whatever the test says at this look
+        console.print(f"  concluded: {e.winner} declared the winner", highlight=False)
+
+
+def _print_interleaving(report: ExperimentReport) -> None:
+    """Interleaved lists belong to no variant, so a variant table would read 0 users and
+    0 lists: the credits are the figures, and the estimate is the first variant's share."""
+    test = report.tests.get("interleaving", {})
+    a, b = (v.name for v in report.variants)
+    to_a, to_b = test.get("wins", (0, 0))
+    console.print(f"  credits: {a} {to_a:,}, {b} {to_b:,}, from {test.get('users', 0):,} "
+                  f"users; the estimate below is {a}'s share of the credits", highlight=False)
+
+
+def _print_variants(report: ExperimentReport) -> None:
+    table = Table("variant", "model", "users", "lists", "HR@10", "NDCG@10", "MRR", "click@5",
+                  "conversion@5")
+    for v in report.variants:
+        cells = [f"{_fmt(m['mean'])} [{_fmt(m['low'])}, {_fmt(m['high'])}]" if m else "-"
+                 for m in (v.metrics.get(k) for k in
+                           ("HR@10", "NDCG@10", "MRR", "click@5", "conversion@5"))]
+        table.add_row(v.name, v.model, f"{v.users:,}", f"{v.lists:,}", *cells)
+    console.print(table)
 
 
 @app.command()

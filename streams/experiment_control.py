@@ -222,4 +222,7 @@ def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> 
                                  "tallies are gone, or none were written), and its alias "
                                  f"{variant.model!r} names whatever it names now: nothing is "
                                  "promoted; promote the version you mean by name")
-    return resolve_versions(store, own[0] if own else variant.model)
+    try:
+        return resolve_versions(store, own[0] if own else variant.model)
+    except NoChampion as exc:  # e.g. the judged version deleted since: a 409, not a 503
+        raise ExperimentConflict(f"variant {variant.name}: {exc}") from None

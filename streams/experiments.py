@@ -354,7 +354,7 @@ class LiveExperiment:
             waiting = self.pending[record.user_id] = deque()
         self.pending.move_to_end(record.user_id)
         waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
-        while len(waiting) > WINDOW:
-            self._resolve(record.user_id, waiting.popleft())
+        while len(waiting) > WINDOW:  # late events judged nothing: its window is not over,
+            waiting.popleft()  # so its click and conversion are unknown, not 0
         while len(self.pending) > MAX_USERS:
             self.pending.popitem(last=False)

@@ -16,6 +16,7 @@ streamrec layers are imported so their registered classes resolve.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -326,6 +327,9 @@ def alias_versions(store: MlflowStore, names: list[str], alias: str = CHAMPION
     return {v.name: str(v.version) for v in found}
 
 
+ALIAS = re.compile(r"[\w-]+")  # the names MLflow takes for an alias
+
+
 class NoChampion(StackError):
     """The registry has no models under the alias yet: nothing has been promoted."""
 
@@ -356,8 +360,11 @@ def _role_versions(store: MlflowStore, ref: str) -> list[Any]:
     ``NoChampion`` in one line when the registry has no such models."""
     from mlflow.exceptions import MlflowException
 
-    client = store.client()
     pinned = parse_versions(ref)
+    if pinned is None and not ALIAS.fullmatch(ref):  # MLflow refuses it as a bad parameter,
+        raise NoChampion(f"{ref!r} is neither a version string (name:vN+name:vN) nor an "
+                         "alias (letters, digits, '_' and '-')")  # not as a missing one
+    client = store.client()
     try:
         if pinned is None:
             found = [_by_alias(client, n, ref) for n in ROLE_NAMES]

@@ -254,6 +254,42 @@ def test_the_next_event_judges_the_list_and_later_ones_its_clicks_and_conversion
     assert row[6:] == [1.0, 1.0, 1.0, 1.0] and tally.lists == 1  # click@5, conversion@5
 
 
+def test_late_events_leave_a_lists_clicks_unjudged_not_judged_zero() -> None:
+    """Late events judge nothing, yet their lists pushed the first one out of the window
+    as if five events had followed it: click@5 and conversion@5 were counted 0."""
+    live = LiveExperiment(experiment())
+    tag = ExperimentTag("exp", "control")
+    live.track([Interaction("u1", "a", "view")], [shown("u1", ["b"], tag)])
+    late = [Interaction("u1", f"old{i}", "view", late=True) for i in range(5)]
+    live.track(late, [shown("u1", ["b"], tag) for _ in late])
+    row = live.tallies.variants["control"].per_user["u1"]
+    assert row[6:] == [0.0, 0.0, 0.0, 0.0]  # neither click@5 nor conversion@5 judged
+    live.track([Interaction("u1", "b", "purchase")], [shown("u1", ["c"], tag)])
+    assert row[:2] == [1.0, 1.0]  # the newest list's hit, judged by the next event
+
+
+def test_status_of_an_interleaving_shows_its_credits_and_a_declared_winner(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Interleaved lists belong to no variant: the table read 0 users and 0 lists for
+    both, and the credits and users the test was run on were never printed; nor was the
+    winner ``conclude`` declared."""
+    from services.cli_experiment import _print_report
+
+    live = LiveExperiment(experiment("interleave"))
+    tag = ExperimentTag("exp", INTERLEAVED, teams=["control", "treatment"])
+    for user, item in (("u1", "x"), ("u2", "x"), ("u3", "a")):
+        live.shown(shown(user, ["a", "x"], tag))
+        live.observe(user, item, "view")
+    report, _ = look(experiment("interleave").model_copy(update={"winner": "treatment",
+                                                                 "state": "stopped"}),
+                     live.tallies, 1, {})
+    _print_report(report)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "credits: control 1, treatment 2, from 3 users; the estimate below is control's " \
+        "share of the credits" in out
+    assert "concluded: treatment declared the winner" in out and "│" not in out  # no table
+
+
 def test_users_count_when_served_so_a_variant_users_leave_does_not_break_the_split() -> None:
     e = experiment()
     live = LiveExperiment(e)
@@ -711,6 +747,26 @@ def test_promoting_a_winner_promotes_the_version_its_lists_were_judged_on(
         assert "\n" not in str(refused.value) and all(v in str(refused.value) for v in served)
     assert control.to_promote(None, experiment().variants[0], {"champ:v1": 9}) == {}
     assert control.to_promote(None, pop, {"popularity": 9}) == {}
+
+
+def test_a_model_reference_that_is_neither_versions_nor_an_alias_is_refused_not_a_503(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow answers such an alias (``challenger.2``, a version string without its ``v``)
+    with an invalid-parameter error, which went out of the API as a 503 (retry later);
+    a judged version deleted before ``conclude`` likewise."""
+    import streams.experiment_control as control
+    from streams.registry import NoChampion, resolve_versions
+
+    for ref in ("streamrec-retriever:7+streamrec-ranker:7", "challenger.2", "a:b"):
+        with pytest.raises(NoChampion, match="neither a version string"):
+            resolve_versions(None, ref)  # type: ignore[arg-type]  # refused before the registry
+
+    def deleted(store: object, ref: str) -> dict[str, str]:
+        raise NoChampion(f"no models under the versions {ref} in the registry")
+
+    monkeypatch.setattr(control, "resolve_versions", deleted)
+    with pytest.raises(control.ExperimentConflict, match="variant treatment: no models"):
+        control.to_promote(None, experiment().variants[1], {"chal:v2": 40})
 
 
 def test_a_stand_ins_lists_count_for_the_split_but_are_not_judged() -> None:

@@ -165,7 +165,7 @@ def stop(name: Annotated[str, typer.Argument(help="the experiment")]) -> None:
 
     settings = load_settings()
     try:
-        stop_experiment(settings.kafka, settings.topic_experiments, name)
+        stop_experiment(settings.kafka, settings.topic_experiments, _redis(settings), name)
     except ExperimentRefused as exc:
         _refuse(exc)
     console.print(f"experiment {name} stopped; its figures stay readable with "

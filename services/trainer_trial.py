@@ -21,13 +21,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.retrying import retry
 from services.settings import Settings
 from streams.experiment import Experiment
 from streams.messages import version_string
 from streams.status import RoundSummary
+
+if TYPE_CHECKING:
+    from streams.experiment_report import ExperimentReport
 
 log = logging.getLogger(__name__)
 TRIAL_PREFIX = "trial-"
@@ -102,12 +105,17 @@ class LiveTrial:
         """The trial's outcome as its test and its time say, promoting or stopping it."""
         import redis
 
-        from streams.experiment_control import stop
         from streams.experiment_report import status
 
+        with redis.Redis.from_url(self.settings.redis, socket_timeout=5) as client:
+            return self._act(trial, status(client, trial), client)
+
+    def _act(self, trial: Experiment, report: ExperimentReport, client: Any) -> RoundSummary:
+        """Promote or stop ``trial`` as ``report`` says; a stop takes the declaration lock
+        in ``client`` (a sync Redis client)."""
+        from streams.experiment_control import stop
+
         s = self.settings
-        with redis.Redis.from_url(s.redis, socket_timeout=5) as client:
-            report = status(client, trial)
         challenger = trial.variants[1]
         versions = _parse(challenger.model)
         if report.winner == challenger.name:
@@ -116,20 +124,21 @@ class LiveTrial:
                 return RoundSummary("trial", f"live trial {trial.name}: the challenger wins "
                                     f"({_evidence(report)}), but {note}; trying again next "
                                     "round", versions)
-            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments,
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
                                                      trial.name, challenger.name))
             outcome = "promoted" if promoted else "rejected"
             return RoundSummary(outcome, "; ".join(filter(None, [
                 f"live trial {trial.name}: the challenger wins ({_evidence(report)})", note])),
                 versions)
         if report.winner is not None:
-            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments,
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
                                                      trial.name, report.winner))
             return RoundSummary("rejected", f"live trial {trial.name}: the champion wins "
                                 f"({_evidence(report)})", versions)
         hours = (self.clock() - trial.started_us / 1e6) / 3600
         if hours >= s.trainer_trial_max_hours:
-            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, trial.name))
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
+                                                     trial.name))
             return RoundSummary("rejected", f"live trial {trial.name}: no verdict in "
                                 f"{hours:.1f} h ({_evidence(report)}); the champion stays",
                                 versions)

@@ -28,11 +28,13 @@ from streams.experiments import STAND_IN
 from streams.messages import CHAMPION, version_string
 from streams.registry import NoChampion, parse_versions, resolve_versions
 
-START_WAIT_S = 30.0  # how long a start waits for another to finish (the API: less)
+START_WAIT_S = 30.0  # how long a declaration waits for another to finish (the API: less)
 
 
-def start_lock(topic: str) -> str:
-    """The Redis key of the lock that starts on ``topic`` take turns under."""
+def declaration_lock(topic: str) -> str:
+    """The Redis key of the lock that starts, stops and conclusions on ``topic`` take
+    turns under (the key kept from when only starts took it, so a process of the older
+    release still shares it)."""
     return f"streamrec:experiments:starting:{topic}"
 
 
@@ -98,7 +100,7 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore, experiment: Ex
     """Declare ``experiment`` after checking its models and that none other runs; returns
     the versions each variant resolves to now. ``redis`` (a sync client) holds the lock
     that makes starts take turns, waited for ``wait_s`` at most."""
-    with one_start_at_a_time(redis, topic, wait_s):
+    with one_declaration_at_a_time(redis, topic, wait_s):
         known = declarations(kafka, topic)
         live = running(known)
         if live is not None:
@@ -113,24 +115,26 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore, experiment: Ex
 
 
 @contextmanager
-def one_start_at_a_time(redis: Any, topic: str, wait_s: float = START_WAIT_S,
-                        ttl_s: float = 120.0) -> Iterator[None]:
-    """redis-py's lock around a start's check, declaration and read-back, so two starts
-    (API replicas, the CLI, a trainer) take turns and the second finds the first declared:
-    the read-back alone misses a second start whose declaration lands after the first has
-    read back. The lock expires after ``ttl_s`` should its holder die; a Redis that does
-    not answer raises its own error before anything is declared."""
-    lock, token = redis.lock(start_lock(topic), timeout=ttl_s), new_token()
+def one_declaration_at_a_time(redis: Any, topic: str, wait_s: float = START_WAIT_S,
+                              ttl_s: float = 120.0) -> Iterator[None]:
+    """redis-py's lock around a declaration's read, check and write (a start, a stop, a
+    conclusion), so callers (API replicas, the CLI, a trainer) take turns: a second start
+    finds the first declared, which the read-back alone misses when its declaration lands
+    after the first has read back; and a stop that read before a conclusion landed wrote
+    the experiment back without its winner. The lock expires after ``ttl_s`` should its
+    holder die; a Redis that does not answer raises its own error before anything is
+    declared."""
+    lock, token = redis.lock(declaration_lock(topic), timeout=ttl_s), new_token()
     deadline = time.monotonic() + wait_s
     while not take(redis, lock, token):
         if time.monotonic() >= deadline:
-            raise ExperimentConflict(f"another experiment start held the lock for "
-                                     f"{wait_s:g} s: retry")
+            raise ExperimentConflict(f"another experiment start, stop or conclusion held the "
+                                     f"lock for {wait_s:g} s: retry")
         time.sleep(0.1)
     try:
         yield
     finally:
-        release(lock, ttl_s, "the experiment start lock")
+        release(lock, ttl_s, "the experiment declaration lock")
 
 
 def _read_back(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:
@@ -154,9 +158,15 @@ def find(kafka: KafkaConnection, topic: str, name: str) -> Experiment:
     return known[name]
 
 
-def stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None = None
-         ) -> Experiment:
-    """Stop experiment ``name`` (its lists are no longer tagged; its figures stay)."""
+def stop(kafka: KafkaConnection, topic: str, redis: Any, name: str, winner: str | None = None,
+         wait_s: float = START_WAIT_S) -> Experiment:
+    """Stop experiment ``name`` (its lists are no longer tagged; its figures stay), under
+    the declaration lock (``redis``, a sync client)."""
+    with one_declaration_at_a_time(redis, topic, wait_s):
+        return _stop(kafka, topic, name, winner)
+
+
+def _stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None) -> Experiment:
     experiment = find(kafka, topic, name)
     try:
         stopped = Experiment.model_validate({
@@ -169,13 +179,20 @@ def stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None = Non
 
 
 def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore, name: str,
-             winner: str | None = None, promote: bool = False
+             winner: str | None = None, promote: bool = False, wait_s: float = START_WAIT_S
              ) -> tuple[ExperimentReport, Experiment, dict[str, str]]:
     """Stop ``name`` with its winner (the test's, unless ``winner`` overrides it); returns
     the last report, the stopped declaration and, with ``promote``, the registry versions
     to make the champion (``to_promote``; empty when there is nothing to promote). Refused
     while the test has not decided and no winner is given, and before anything changes
-    when ``promote`` cannot say which version was judged."""
+    when ``promote`` cannot say which version was judged. Under the declaration lock."""
+    with one_declaration_at_a_time(redis, topic, wait_s):
+        return _conclude(kafka, topic, redis, store, name, winner, promote)
+
+
+def _conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore, name: str,
+              winner: str | None, promote: bool
+              ) -> tuple[ExperimentReport, Experiment, dict[str, str]]:
     experiment = find(kafka, topic, name)
     report = status(redis, experiment)
     chosen = winner or report.winner
@@ -192,7 +209,7 @@ def conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore,
                                 f"{', '.join(names)}")
     served = next(v.served for v in report.variants if v.name == chosen)
     versions = to_promote(store, names[chosen], served) if promote else {}
-    return report, stop(kafka, topic, name, chosen), versions
+    return report, _stop(kafka, topic, name, chosen), versions
 
 
 def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> dict[str, str]:

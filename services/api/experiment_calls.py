@@ -86,7 +86,8 @@ class ExperimentCalls:
     def stop(self, name: str) -> dict[str, Any]:
         """Stop ``name`` without a winner; the stopped declaration."""
         with self._writing:
-            return control.stop(self.kafka, self.topic, name).model_dump(mode="json")
+            return control.stop(self.kafka, self.topic, self.redis, name,
+                                wait_s=self.lock_wait_s).model_dump(mode="json")
 
     def conclude(self, name: str, winner: str | None, promote: bool) -> dict[str, Any]:
         """Stop ``name`` with its winner and, with ``promote``, make the winner's models the
@@ -95,7 +96,8 @@ class ExperimentCalls:
         the promotion is left to do (concluding again with the same winner does it)."""
         with self._writing:
             report, stopped, versions = control.conclude(self.kafka, self.topic, self.redis,
-                                                         self.store, name, winner, promote)
+                                                         self.store, name, winner, promote,
+                                                         self.lock_wait_s)
         announced = None
         if versions:
             try:

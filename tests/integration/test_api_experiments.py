@@ -173,12 +173,12 @@ def test_a_start_waits_for_one_under_way_elsewhere_then_finds_it_running(
     Here the test is the other process, holding the lock while it declares."""
     import redis
 
-    from streams.experiment_control import start_lock
+    from streams.experiment_control import declaration_lock
     from streams.experiment_store import declare
 
     pair = [("control", "popularity", 0.5), ("treatment", "popularity", 0.5)]
     client = redis.Redis.from_url(settings.redis)
-    lock = client.lock(start_lock(api.topic), timeout=60)
+    lock = client.lock(declaration_lock(api.topic), timeout=60)
     assert lock.acquire(blocking=False)
     replies: list[httpx.Response] = []
     waiting = threading.Thread(target=lambda: replies.append(

@@ -105,30 +105,44 @@ def test_a_worker_writes_only_the_rows_that_changed_and_a_reader_gets_them_all(
         client.close()
 
 
-def test_a_start_that_cannot_take_the_start_lock_is_refused_and_a_lost_lock_is_said(
+def test_a_declaration_that_cannot_take_the_lock_is_refused_and_a_lost_lock_is_said(
         settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
-    """The lock that makes experiment starts take turns (``one_start_at_a_time``), on the
-    real Redis: held elsewhere past the wait, a start is refused as a conflict (retry);
-    a start that outlives the lock's expiry logs that it released nothing."""
+    """The lock that makes experiment starts, stops and conclusions take turns
+    (``one_declaration_at_a_time``), on the real Redis: held elsewhere past the wait, each
+    is refused as a conflict (retry) before it reads anything (a stop that read before a
+    conclusion landed wrote the experiment back without its winner); one that outlives
+    the lock's expiry logs that it released nothing."""
     import logging
     import time
 
-    from streams.experiment_control import ExperimentConflict, one_start_at_a_time, start_lock
+    from streams.experiment_control import (
+        ExperimentConflict,
+        conclude,
+        declaration_lock,
+        one_declaration_at_a_time,
+        stop,
+    )
 
     client = redis.Redis.from_url(settings.redis)
     topic = f"test-lock-{uuid.uuid4().hex[:8]}"
-    elsewhere = client.lock(start_lock(topic), timeout=30)
+    elsewhere = client.lock(declaration_lock(topic), timeout=30)
     assert elsewhere.acquire(blocking=False)
+    held = "start, stop or conclusion held the lock for 0.3 s: retry"
     try:
-        with pytest.raises(ExperimentConflict, match="start held the lock for 0.3 s: retry"):
-            with one_start_at_a_time(client, topic, wait_s=0.3):
+        with pytest.raises(ExperimentConflict, match=held):
+            with one_declaration_at_a_time(client, topic, wait_s=0.3):
                 pytest.fail("entered while the lock was held elsewhere")
+        with pytest.raises(ExperimentConflict, match=held):  # no Kafka: refused first
+            stop(None, topic, client, "x", wait_s=0.3)  # type: ignore[arg-type]
+        with pytest.raises(ExperimentConflict, match=held):
+            conclude(None, topic, client, None, "x", "a", wait_s=0.3)  # type: ignore[arg-type]
     finally:
         elsewhere.release()
     with caplog.at_level(logging.WARNING, "streams.experiment_control"):
-        with one_start_at_a_time(client, topic, ttl_s=0.2):
+        with one_declaration_at_a_time(client, topic, ttl_s=0.2):
             time.sleep(0.5)  # past the lock's expiry: a slow registry, say
-    assert "the experiment start lock expired (after 0.2 s) before it was released" in caplog.text
-    with one_start_at_a_time(client, topic, wait_s=0.3):  # expired: free for the next
-        assert client.exists(start_lock(topic))
-    assert not client.exists(start_lock(topic))
+    assert ("the experiment declaration lock expired (after 0.2 s) before it was released"
+            in caplog.text)
+    with one_declaration_at_a_time(client, topic, wait_s=0.3):  # expired: free for the next
+        assert client.exists(declaration_lock(topic))
+    assert not client.exists(declaration_lock(topic))

@@ -4,6 +4,7 @@ tallies judged from the stream, and the report's tests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -794,8 +795,10 @@ def test_a_conclusion_that_cannot_promote_changes_nothing(
     stopped: list[str] = []
     monkeypatch.setattr(control, "find", lambda kafka, topic, name: e)
     monkeypatch.setattr(control, "status", lambda redis, found: look(found, tallies, 1, {})[0])
-    monkeypatch.setattr(control, "stop", lambda kafka, topic, name, winner: stopped.append(
+    monkeypatch.setattr(control, "_stop", lambda kafka, topic, name, winner: stopped.append(
         winner) or e)
+    monkeypatch.setattr(control, "one_declaration_at_a_time",
+                        lambda redis, topic, wait_s: contextlib.nullcontext())
     with pytest.raises(control.ExperimentConflict, match="several versions"):
         control.conclude(None, "t", None, None, "exp", "treatment", promote=True)
     assert stopped == []

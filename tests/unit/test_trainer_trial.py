@@ -30,7 +30,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         w.declared[experiment.name] = experiment
         return {}
 
-    def stop(kafka: Any, topic: str, name: str, winner: str | None = None) -> Any:
+    def stop(kafka: Any, topic: str, redis: Any, name: str, winner: str | None = None) -> Any:
         w.stopped.append((name, winner))
         w.declared[name] = w.declared[name].model_copy(update={"state": "stopped"})
 

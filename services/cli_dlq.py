@@ -111,6 +111,9 @@ def _line(report: RedriveReport, dry_run: bool) -> str:
         line += f" ({by_reason(report.still_invalid)})"
     if report.left_out:
         line += f", left out {report.left_out.total():,} ({by_reason(report.left_out)})"
+    if report.superseded:
+        line += (f", superseded {report.superseded:,} (catalogue letters older than their "
+                 "item's current record: not sent)")
     return line + ("; dry run: nothing sent or committed" if dry_run else "")
 
 

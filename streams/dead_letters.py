@@ -13,7 +13,8 @@ its ``redrives`` header incremented), so a later fix can still redrive it.
 
 Letters are events unless their ``kind`` header says otherwise: a catalogue record
 (``kind: item``) is re-validated as one and, when valid, goes to the items topic keyed by
-item id; with no items topic given, it goes back untouched (left out).
+item id, unless the topic holds a newer record or tombstone of that item (superseded:
+counted, not sent); with no items topic given, it goes back untouched (left out).
 
     with DeadLetterQueue(kafka, "interactions.dlq") as queue:
         report = redrive(queue, queue.pending(), "interactions", items="items", dry_run=True)
@@ -31,7 +32,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.kafka_client import KafkaConnection
 from streams.catalog import parse_item
-from streams.consumer import Record, existing_topic, read_partition
+from streams.consumer import Record, existing_topic, read_partition, read_to_end
 from streams.events import InvalidEvent, parse
 from streams.producer import ITEM_KIND, KIND_HEADER, Headers, RecordProducer
 
@@ -226,6 +227,29 @@ def decide(record: Record, only: str | None = None,
     return Redrive(key, raw, redriven_headers(record), kind)
 
 
+@dataclass(frozen=True)
+class Superseded:
+    """A catalogue letter whose item has a newer record or tombstone on the items topic
+    than the letter's rejection: redriven, its old content would replace the item's
+    current one (or bring back a deleted item), so it is counted and not sent."""
+
+    reason: str
+
+
+class ItemTimes:
+    """When each item's current record (or tombstone) on the items topic was written, read
+    to the end once, when the first catalogue letter that validates asks."""
+
+    def __init__(self, kafka: KafkaConnection, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self._written: dict[bytes | None, int] | None = None
+
+    def newer_than(self, key: bytes, rejected_at_ms: int) -> bool:
+        if self._written is None:
+            self._written = {r.key: r.timestamp_ms for r in read_to_end(self.kafka, self.topic)}
+        return self._written.get(key, -1) > rejected_at_ms
+
+
 @dataclass
 class RedriveReport:
     """What a redrive did, or would do in a dry run; ``committed`` once the group's
@@ -234,14 +258,17 @@ class RedriveReport:
     read: int = 0
     redriven: int = 0
     copies: int = 0  # copies of letters read earlier in the run, which a failed run put back
+    superseded: int = 0  # catalogue letters older than their item's current record
     still_invalid: Counter[str] = field(default_factory=Counter)
     left_out: Counter[str] = field(default_factory=Counter)
     committed: bool = False
 
-    def add(self, outcome: Redrive | Reappend) -> None:
+    def add(self, outcome: Redrive | Reappend | Superseded) -> None:
         self.read += 1
         if isinstance(outcome, Redrive):
             self.redriven += 1
+        elif isinstance(outcome, Superseded):
+            self.superseded += 1
         else:
             (self.still_invalid if outcome.attempted else self.left_out)[outcome.reason] += 1
 
@@ -299,6 +326,16 @@ class DeadLetterQueue:
         self.close()
 
 
+def _outdated(outcome: Redrive | Reappend, record: Record, current: ItemTimes | None
+              ) -> Redrive | Reappend | Superseded:
+    """``outcome``, unless it redrives a catalogue record that the items topic has since
+    replaced or deleted."""
+    if (isinstance(outcome, Redrive) and outcome.kind == ITEM_KIND and current is not None
+            and current.newer_than(outcome.key, rejected_ms(record))):
+        return Superseded(reason_of(record))
+    return outcome
+
+
 def _copy(record: Record, seen: set[str]) -> bool:
     """Whether a letter was met earlier in this run: a failed run put its copy back and
     committed nothing, so both the letter and its copy are pending, and redriving both
@@ -339,15 +376,16 @@ def redrive(queue: DeadLetterQueue, spans: list[Span], interactions: str, *,
     kinds = frozenset(topics)
     producer = None if dry_run else RecordProducer(queue.kafka)
     seen: set[str] = set()
+    current = None if items is None else ItemTimes(queue.kafka, items)
     try:
         for record in queue.read(spans):
             if _copy(record, seen):
                 report.read += 1
                 report.copies += 1
                 continue
-            outcome = decide(record, only, kinds)
+            outcome = _outdated(decide(record, only, kinds), record, current)
             report.add(outcome)
-            if producer is not None:
+            if producer is not None and not isinstance(outcome, Superseded):
                 _send(producer, outcome, topics, queue.topic)
             if on_progress is not None and report.read % _PROGRESS_EVERY == 0:
                 on_progress(report)

@@ -4,6 +4,7 @@ declared items topic being compacted."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,19 +65,31 @@ def test_redrive_sends_a_fixed_catalogue_letter_to_items_not_interactions(
     env = {"STREAMREC_TOPIC_ITEMS": items, "STREAMREC_TOPIC_DLQ": dlq,
            "STREAMREC_TOPIC_INTERACTIONS": interactions}
     fixed = ItemRecord("8", "now valid").to_json()  # as if the rule had since been relaxed
+    # Item 9's letter is older than its current record (a corrected one loaded since),
+    # item 10's than its tombstone: redriven, either would undo what came after it.
+    old_nine, old_ten = ItemRecord("9", "old").to_json(), ItemRecord("10", "gone").to_json()
+    current = ItemRecord("9", "corrected").to_json()
     with RecordProducer(settings.kafka) as producer:
         producer.produce(dlq, None, fixed, dead_letter_headers(
             "bad_value", "title too long", "streamrec-catalog", kind=ITEM_KIND))
         producer.produce(dlq, None, BAD, dead_letter_headers(
             "bad_value", "price must be >= 0", "streamrec-catalog", kind=ITEM_KIND))
+        for stale in (old_nine, old_ten):
+            producer.produce(dlq, None, stale, dead_letter_headers(
+                "bad_value", "title too long", "streamrec-catalog", kind=ITEM_KIND))
+        time.sleep(0.01)  # the newer records: later than those rejections
+        producer.produce(items, b"9", current)
+        producer.produce(items, b"10", None)
 
     assert _cli(env, "dlq", "redrive", "--yes", "--group", group_id) == (
-        "redriven 1, still invalid 1 (bad_value 1)")
-    (redriven,) = read_to_end(settings.kafka, items)
+        "redriven 1, still invalid 1 (bad_value 1), superseded 2 (catalogue letters older "
+        "than their item's current record: not sent)")
+    *_, redriven = read_to_end(settings.kafka, items)
     assert (redriven.key, redriven.value) == (b"8", fixed)
     assert redriven.headers[REDRIVEN_FROM_HEADER] == f"{dlq}[0]@0".encode()
     assert list(read_to_end(settings.kafka, interactions)) == []
-    back = list(read_to_end(settings.kafka, dlq))[2:]
+    assert [r.key for r in read_to_end(settings.kafka, items)] == [b"9", b"10", b"8"]
+    back = list(read_to_end(settings.kafka, dlq))[4:]
     assert [r.value for r in back] == [BAD] and back[0].headers["kind"] == b"item"
 
 

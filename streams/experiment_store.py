@@ -9,6 +9,7 @@ and write their tallies.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 TALLY_PREFIX = "streamrec:experiment:"
 TALLY_TTL_S = 90 * 24 * 3600  # an experiment's figures outlive it by three months
+# A worker run that wrote its tallies this long before the newest write has stopped (a
+# live one writes every few seconds): its load failures are history, not the present.
+STALE_S = 60.0
 
 
 def tally_key(name: str) -> str:
@@ -107,7 +111,8 @@ async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies
     limit. Rows a failed write took are marked changed again, for the next."""
     key, rows = tally_key(name), rows_key(name, worker_id)
     changed = tallies.take_changed()
-    payload = {"tallies": tallies.to_dict(rows=False), "failed": failed or {}, "rows": rows}
+    payload = {"tallies": tallies.to_dict(rows=False), "failed": failed or {}, "rows": rows,
+               "written_ms": time.time_ns() // 1_000_000}
     fields = {orjson.dumps([tally, user]): orjson.dumps(row)
               for tally, by_user in changed.items() for user, row in by_user.items()}
     try:
@@ -126,11 +131,11 @@ async def write_tallies(client: Any, name: str, worker_id: str, tallies: Tallies
 def read_tallies(client: Any, name: str) -> tuple[Tallies, int, dict[str, str]]:
     """The merged tallies of every worker for experiment ``name`` (a sync Redis client),
     how many worker runs reported (a restarted worker reports anew), and the load failures
-    they reported ({variant: error})."""
+    ({variant: error}) of the runs still writing when the last one wrote (``current``)."""
     merged, failed = Tallies(), {}
     fields = client.hgetall(tally_key(name))
-    for raw in fields.values():
-        payload = orjson.loads(raw)
+    payloads = [orjson.loads(raw) for raw in fields.values()]
+    for payload in payloads:
         tallies = Tallies.from_dict(payload["tallies"])
         if "rows" in payload:  # else a worker's write from before rows were kept apart
             rows: dict[str, dict[str, list[float]]] = {}
@@ -139,5 +144,17 @@ def read_tallies(client: Any, name: str) -> tuple[Tallies, int, dict[str, str]]:
                 rows.setdefault(tally, {})[user] = orjson.loads(row)
             tallies.fill(rows)
         merged = merged.merge(tallies)
+    for payload in current(payloads):
         failed.update(payload["failed"])
     return merged, len(fields), failed
+
+
+def current(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The worker runs that wrote within ``STALE_S`` of the newest write: a run that died
+    (its worker restarted under a new run id, which then loaded the variant) kept saying
+    the variant failed for as long as the tallies are kept. Measured against the newest
+    write, not the clock, so a stopped experiment's last runs still say theirs. A run of
+    an older release, which wrote no time, counts as current."""
+    newest = max((p.get("written_ms", 0) for p in payloads), default=0)
+    return [p for p in payloads
+            if "written_ms" not in p or p["written_ms"] >= newest - STALE_S * 1000]

@@ -4,6 +4,7 @@ worker writes only its changed rows; starts take turns under a lock."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -91,6 +92,14 @@ def test_a_worker_writes_only_the_rows_that_changed_and_a_reader_gets_them_all(
         merged, workers, failed = read_tallies(client, name)
         assert workers == 1 and failed == {"treatment": "OSError"}
         assert merged.to_dict() == tallies.to_dict()
+        # A run that died ten minutes before the last write (its worker restarted under
+        # a new run id): its failure is history, so status no longer says it.
+        dead = {"tallies": Tallies().to_dict(rows=False), "failed": {"other": "gone"},
+                "rows": rows_key(name, "w-dead"), "written_ms": time.time_ns() // 10**6 - 600_000}
+        client.hset(tally_key(name), "w-dead", orjson.dumps(dead))
+        _, workers, failed = read_tallies(client, name)
+        assert workers == 2 and failed == {"treatment": "OSError"}
+        client.hdel(tally_key(name), "w-dead")
         old = Tallies()  # a worker run from before: all its rows in its one value
         old.variant("control").add("u9", {"HR@10": 1.0})
         client.hset(f"{tally_key(name)}", "w0", orjson.dumps({"tallies": old.to_dict(),

@@ -81,7 +81,10 @@ def live_run(settings: Settings, env: dict[str, str], events: list[Event], mode:
             if time.perf_counter() - began > 1800:
                 raise SystemExit("the worker did not drain the replay in 30 minutes")
     finally:
-        worker.stop()
+        worker.stop()  # its last flush: the lists tallied since the last look
+    report = _status(env, name)  # so the figures reported are every list's
+    print(f"  {mode}: final, {report['verdict']}"
+          + (f" ({report['winner']})" if report["winner"] else ""), flush=True)
     return {"mode": mode, "events": len(events), "winner": report["winner"],
             "verdict": report["verdict"], "lists_at_verdict": decided_at,
             "variants": report["variants"], "tests": report["tests"], "looks": looks}
@@ -89,10 +92,13 @@ def live_run(settings: Settings, env: dict[str, str], events: list[Event], mode:
 
 def memory(env: dict[str, str], users: list[Event]) -> dict[str, float]:
     """Memory held by a first bundle and by a second (a variant), each after serving the
-    same sessions once: Python and NumPy allocations still live (``tracemalloc``; the
-    bundles serve from NumPy arrays, which it tracks), so allocator noise in the RSS does
-    not swamp bundles of a few MiB."""
+    same sessions once: Python and NumPy allocations still live (``tracemalloc``), so
+    allocator noise in the RSS does not swamp bundles of a few MiB, plus each bundle's
+    FAISS index, which FAISS allocates in C++ where ``tracemalloc`` does not see it (its
+    serialized size: the vectors and the structure over them)."""
     import tracemalloc
+
+    import faiss
 
     from model.features import LiveSession
     from services.stack import mlflow_store
@@ -113,7 +119,8 @@ def memory(env: dict[str, str], users: list[Event]) -> dict[str, float]:
             bundle.recommend([user], [LiveSession(items[-50:])], 10)
         bundles.append(bundle)
         gc.collect()
-        return (tracemalloc.get_traced_memory()[0] - before) / 2**20
+        index = faiss.serialize_index(bundle.index.index).nbytes
+        return (tracemalloc.get_traced_memory()[0] - before + index) / 2**20
 
     load_bundle(store)  # the first load imports and warms the frameworks: not counted
     tracemalloc.start()

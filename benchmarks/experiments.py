@@ -318,7 +318,9 @@ def matched_ratio(ab: dict, il: dict) -> dict | None:
     both = min(len(ab["sorted_events"]), len(il["sorted_events"]))
     if not both:
         return None
-    k = min(both, math.ceil(ab["runs"] / 2))  # the k-th fastest correct run of each
+    # the k-th fastest correct run of each, k the median's rank in ``events_to_verdict``
+    # (np.percentile's "higher": index ceil((n - 1) / 2)), so both say the same median
+    k = min(both, math.ceil((ab["runs"] - 1) / 2) + 1)
     return {"share": k / ab["runs"], "ab": ab["sorted_events"][k - 1],
             "interleaving": il["sorted_events"][k - 1],
             "value": ab["sorted_events"][k - 1] / il["sorted_events"][k - 1]}

@@ -8,7 +8,10 @@ id-only ranker of before. Written against the bundle's oldest interface too, so 
 file runs on an older commit for an old-versus-new comparison in one sitting:
 
     .venv/bin/python -m benchmarks.serving --features
-    (cd /tmp/old && /work/main/.venv/bin/python /work/main/benchmarks/serving.py)
+    (cd /tmp/old && PYTHONPATH=/tmp/old /work/main/.venv/bin/python \
+        /work/main/benchmarks/serving.py --features)
+
+(without ``PYTHONPATH`` the editable install's ``model`` is imported: new code both times).
 
 ``--content`` gives the retriever a catalogue (three categories and a title per item) and,
 before measuring, puts 1% more items into the bundle by content alone, which sessions

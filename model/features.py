@@ -50,6 +50,11 @@ class LiveSession:
     types: Sequence[str] = ()
     times: Sequence[int] = ()
     context: Mapping[str, Any] | None = None
+    # False when this event put no new item at the session's end: a late event (placed
+    # before the newest) or a redelivery the session held already. A session ending in a
+    # run of one item reads the same either way, and the encoder's cache then stepped the
+    # newest item in once more than the session holds.
+    added: bool = True
 
 
 @dataclass(frozen=True)

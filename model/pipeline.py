@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, repeat
-from math import isfinite
+from math import isfinite, nan
 
 import keras
 import numpy as np
@@ -187,6 +187,10 @@ class Recommendation:
         return all(map(isfinite, self.scores)) and all(
             all(map(isfinite, h)) for h in heads.values())
 
+
+# The answer for a session the model cannot read (a non-finite embedding): no items and a
+# NaN score, so ``finite()`` is False wherever the list is checked.
+UNREADABLE = Recommendation([], [nan])
 
 CACHE_MB = 1024  # the per-user encoder caches' memory, by default
 
@@ -522,7 +526,7 @@ class ServingBundle:
                 continue
             rows = slice(a, b) if kept == b - a else np.flatnonzero(ids[a:b]) + a
             known.append(r)
-            added.append(bool(ids[b - 1]))
+            added.append(bool(ids[b - 1]) and s.added)
             newest.append((stamps[b - 1], stamps[max(b - 2, a)], kinds[b - 1]))
             hist.append(ids[rows])
             types.append(kinds[rows])
@@ -577,9 +581,13 @@ class ServingBundle:
         # worker's check on each list saw a NaN (``make faults``, poisoned models).
         order = np.argsort(-np.where(np.isnan(scores), np.inf, scores), axis=1,
                            kind="stable")[:, :k]
-        for r, made in zip(known, self._lists(order, ids, scores, heads,
-                                              self._reasons(attention))):
-            out[r] = made
+        # A session embedding that is not finite (an item row gone bad) retrieves nothing,
+        # and its empty list read as sound: said unreadable instead, so the worker counts it
+        # and answers with popularity.
+        broken = (~np.isfinite(emb).all(axis=1)).tolist()
+        for r, bad, made in zip(known, broken, self._lists(order, ids, scores, heads,
+                                                           self._reasons(attention))):
+            out[r] = UNREADABLE if bad else made
         clock.lap("rank")
         return out
 

@@ -42,6 +42,9 @@ from streams.experiment import POPULARITY, Experiment, Variant
 from streams.messages import CHAMPION, NO_MODEL, ExperimentTag, RecommendationList
 
 WINDOW = 5  # events a list waits for a click or a conversion
+# A user's lists waiting for their window: WINDOW when every event judges them, more when
+# late events (which judge nothing) add lists; past this the oldest goes unjudged.
+MAX_PENDING = 2 * WINDOW
 CONVERSIONS = frozenset({"add_to_cart", "purchase"})
 DELAYED = (f"click@{WINDOW}", f"conversion@{WINDOW}")
 METRICS = (*metric_names(), *DELAYED)
@@ -354,7 +357,7 @@ class LiveExperiment:
             waiting = self.pending[record.user_id] = deque()
         self.pending.move_to_end(record.user_id)
         waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
-        while len(waiting) > WINDOW:  # late events judged nothing: its window is not over,
-            waiting.popleft()  # so its click and conversion are unknown, not 0
+        while len(waiting) > MAX_PENDING:  # its window not over (late events judged
+            waiting.popleft()  # nothing): click and conversion unknown, not 0
         while len(self.pending) > MAX_USERS:
             self.pending.popitem(last=False)

@@ -65,9 +65,10 @@ class SessionState:
     recent_event_ids: tuple[str, ...]   # fingerprints (``event_fingerprint``), newest last
     events_in_session: int
 
-    def session(self) -> LiveSession:
-        """What the model encodes for this user."""
-        return LiveSession(self.items, self.types, self.times, self.context)
+    def session(self, added: bool = True) -> LiveSession:
+        """What the model encodes for this user; ``added`` False when the event put no new
+        item at its end (``LiveSession.added``)."""
+        return LiveSession(self.items, self.types, self.times, self.context, added)
 
     def to_dict(self) -> dict:
         """Plain JSON-able form for the changelog-backed table, written once per event: a

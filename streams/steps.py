@@ -287,17 +287,20 @@ class EventStep:
         if not changed:
             if self.answered.has(event.user_id, event.event_id):
                 return Duplicate(event.event_id)
-            # Applied before, never answered here: answer from the session as it stands.
-            return SessionUpdate(event.user_id, new_state.session(), event.event_id,
+            # Applied before, never answered here: answer from the session as it stands
+            # (which this event added nothing to, so a cache holding it steps nothing).
+            return SessionUpdate(event.user_id, new_state.session(added=False),
+                                 event.event_id,
                                  event.item_id, event.event_type, sent_us(meta, timestamp_s),
                                  previous or {}, [],
                                  from_record(meta), counts_at_ms=event.ts)
-        return SessionUpdate(event.user_id, new_state.session(), event.event_id,
+        late = state is not None and is_late(state, event)  # placed before the newest
+        return SessionUpdate(event.user_id, new_state.session(added=not late),
+                             event.event_id,
                              event.item_id, event.event_type, sent_us(meta, timestamp_s),
                              new_state.to_dict(),
                              ignored_context(event.context, self.policy.features),
-                             from_record(meta), reset, event.ts,
-                             state is not None and is_late(state, event))
+                             from_record(meta), reset, event.ts, late)
 
 
 class Recommender(Protocol):

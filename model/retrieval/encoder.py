@@ -394,8 +394,11 @@ class IncrementalEncoder:
             c.keys[:, start:end] = keys[i, :, start:end]
             c.values[:, start:end] = values[i, :, start:end]
             c.items.extend(map(int, chunk))
-            c.output = out[i, len(chunk) - 1]
-            c.attention = weights[i, len(chunk) - 1, :end] if weights is not None else None
+            # Copies: views kept the whole micro-batch's arrays alive as long as any one
+            # cache of it lived, memory the cache budget (``nbytes``) never counted.
+            c.output = out[i, len(chunk) - 1].copy()
+            c.attention = (weights[i, len(chunk) - 1, :end].copy() if weights is not None
+                           else None)
         return out, weights
 
     def _gather(self, caches: list[SessionCache], longest: int) -> tuple[np.ndarray, np.ndarray]:

@@ -207,7 +207,7 @@ def _numpy_chunk(vectors: np.ndarray, q: np.ndarray, k: int,
     order = np.argsort(-top_scores, axis=1, kind="stable")
     top_scores = np.take_along_axis(top_scores, order, axis=1)
     ids = np.where(top_scores > -np.inf, np.take_along_axis(top, order, axis=1) + 1, 0)
-    return top_scores, ids
+    return np.where(ids > 0, top_scores, -np.inf), ids  # a NaN score too: an empty slot
 
 
 def _excluded(ids: np.ndarray, exclude: list[np.ndarray], stride: int) -> np.ndarray:

@@ -257,7 +257,8 @@ def test_the_next_event_judges_the_list_and_later_ones_its_clicks_and_conversion
 
 def test_late_events_leave_a_lists_clicks_unjudged_not_judged_zero() -> None:
     """Late events judge nothing, yet their lists pushed the first one out of the window
-    as if five events had followed it: click@5 and conversion@5 were counted 0."""
+    as if five events had followed it: click@5 and conversion@5 were counted 0. It now
+    waits beside them (up to ``MAX_PENDING`` lists; past that the oldest goes unjudged)."""
     live = LiveExperiment(experiment())
     tag = ExperimentTag("exp", "control")
     live.track([Interaction("u1", "a", "view")], [shown("u1", ["b"], tag)])
@@ -267,6 +268,9 @@ def test_late_events_leave_a_lists_clicks_unjudged_not_judged_zero() -> None:
     assert row[6:] == [0.0, 0.0, 0.0, 0.0]  # neither click@5 nor conversion@5 judged
     live.track([Interaction("u1", "b", "purchase")], [shown("u1", ["c"], tag)])
     assert row[:2] == [1.0, 1.0]  # the newest list's hit, judged by the next event
+    live.track([Interaction("u1", "q", "view") for _ in range(4)],
+               [shown("u1", ["c"], tag) for _ in range(4)])
+    assert row[6:] == [6.0, 6.0, 6.0, 6.0]  # its five events came: each list clicked "b"
 
 
 def test_status_of_an_interleaving_shows_its_credits_and_a_declared_winner(

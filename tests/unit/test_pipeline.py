@@ -297,6 +297,50 @@ def test_an_event_the_model_cannot_read_after_repeat_views_encodes_nothing() -> 
     assert len(bundle.caches[user].items) == len(held) + 1  # a real repeat view still counts
 
 
+def test_a_late_or_redelivered_event_after_repeat_views_steps_nothing() -> None:
+    """A late event on an unknown item (placed before the newest) or a redelivery leaves
+    the known history as it was, its newest item known: read as "added", the cache of a
+    session ending in a run of one item stepped that item in once more than the session
+    holds, and every later answer read one repeat too many. The worker now says the event
+    added nothing (``LiveSession.added``)."""
+    from model.features import LiveSession
+
+    seqs, bundle = _window_of_8(seed=8)
+    user, again = seqs.users.ids[0], [seqs.items.ids[3]] * 5
+    (before,) = bundle.recommend([user], [LiveSession(again)], k=3)
+    held = list(bundle.caches[user].items)
+    late = LiveSession([*again[:-1], "never-seen", again[-1]], added=False)
+    (after,) = bundle.recommend([user], [late], k=3)
+    assert bundle.caches[user].items == held and after.scores == before.scores
+    (resent,) = bundle.recommend([user], [LiveSession(again, added=False)], k=3)
+    assert bundle.caches[user].items == held and resent.scores == before.scores
+    fresh = _window_of_8(seed=8)[1]
+    (expected,) = fresh.recommend([user], [LiveSession(again)], k=3)
+    np.testing.assert_allclose(after.scores, expected.scores, rtol=1e-5)
+
+
+def test_a_session_the_model_cannot_read_is_said_unreadable_not_an_empty_list() -> None:
+    """One item row gone NaN: the session's embedding is NaN, retrieval finds nothing, and
+    the empty list passed as sound (``finite()`` of no score), so the worker topped it up
+    with popularity labelled ``model`` and counted nothing."""
+    seqs, bundle = _window_of_8(seed=3)
+    bad, good = seqs.items.ids[5], seqs.items.ids[6]
+    bundle.encoder.items[bundle.items.get(bad)] = np.nan
+    broken, sound = bundle.recommend(["u-a", "u-b"], [[good, bad], [good]], k=3)
+    assert not broken.finite() and broken.items == []
+    assert sound.finite() and len(sound.items) == 3  # the batch's other rows are served
+
+
+def test_a_cache_keeps_copies_not_views_of_its_micro_batch() -> None:
+    """A view kept the whole micro-batch's output alive as long as any one of its caches
+    lived: memory the cache budget never counted."""
+    seqs, bundle = _window_of_8(seed=3)
+    users = list(seqs.users.ids[:4])
+    bundle.recommend(users, [[seqs.items.ids[i], seqs.items.ids[i + 1]] for i in range(4)],
+                     k=3)
+    assert all(bundle.caches[u].output.base is None for u in users)
+
+
 def test_a_short_cache_is_not_taken_for_a_longer_session_ending_the_same_way() -> None:
     """A cache of one item (the hot swap's smoke test leaves one for the id map's first
     user) held the session's second-newest item: only that item and the new one were

@@ -202,7 +202,7 @@ def _prepare_data(data: Path | None, fmt: Format | None, events: int | None,
         synthetic = SyntheticConfig(users=2_000, items=1_000, events=events or 60_000,
                                     drift_at=0.7)
         log = list(generate(synthetic))
-        source = (f"synthetic ({events:,} events, {synthetic.users:,} users, "
+        source = (f"synthetic ({synthetic.events:,} events, {synthetic.users:,} users, "
                   f"{synthetic.items:,} items, drifting tastes)")
     past, future = time_split(log, train_fraction)
     if len(past) < min_past or not future:

@@ -148,3 +148,14 @@ def test_a_failed_round_is_told_with_its_log_tail_masked(monkeypatch: pytest.Mon
         demo._first_champion(run, 1)  # type: ignore[arg-type]
     said = str(stopped.value)
     assert "s3cret" not in said and "mlflow:5000 unreachable" in said
+
+
+def test_without_events_the_demo_generates_its_default_log(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--events`` defaults to None now (refused with ``--data``): the default log is
+    still 60,000 events, and said so."""
+    from services.cli_demo import _prepare_data
+
+    past, future = _prepare_data(None, None, None, 0.8, 500.0, 1_000)
+    assert len(past) + len(future) == 60_000
+    assert "synthetic (60,000 events" in capsys.readouterr().out

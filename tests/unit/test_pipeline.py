@@ -545,3 +545,18 @@ def test_lists_leave_out_empty_slots_and_may_hold_the_newest_seen_items() -> Non
                                       candidates=4)
     assert items(chose, None) == anything.items
     assert items(chose, True) == unseen.items  # true still leaves them out
+
+
+def test_the_window_benchmarks_rule_is_what_a_rolling_cache_holds() -> None:
+    """``benchmarks.window`` scores the windows serving holds past a full one by a rule,
+    not by running a cache: the rule must be the cache's (here an 8-item window, which
+    rolls to its newest 4)."""
+    from benchmarks.window import served_window
+
+    seqs, bundle = _window_of_8(seed=2)
+    stream = [seqs.items.ids[i % seqs.num_items] for i in range(30)]
+    user = seqs.users.ids[0]
+    for n in range(1, len(stream) + 1):
+        bundle.recommend([user], [stream[max(0, n - 8):n]], k=3)
+        assert len(bundle.caches[user].items) == served_window(n, 4, 8), n
+    assert served_window(30, 7, 8) == 8  # keeping all but one: the last 8, as trained

@@ -45,6 +45,10 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 REFRESH_S = 1.0  # popularity, Kafka reachability and the dead-letter rate, this often
+# A question to Kafka unanswered this long says "not reachable" at once: the client's own
+# timeouts (10 s for metadata, 10 s more per partition) kept /readyz saying ready for up
+# to 20 s after the broker went.
+KAFKA_SLOW_S = 2.0
 
 
 @dataclass
@@ -63,7 +67,14 @@ class Backends:
     experiments: ExperimentCalls
     dlq_rate: RateOf = field(default_factory=RateOf)
     kafka_ok: bool = False
+    kafka_asked_at: float | None = None  # when the question to Kafka in flight was asked
     popular_read: bool = True  # the last popularity re-read reached Redis
+
+    @property
+    def kafka_ready(self) -> bool:
+        """Kafka answered the last question, and the one in flight is not overdue."""
+        asked = self.kafka_asked_at
+        return self.kafka_ok and (asked is None or time.monotonic() - asked < KAFKA_SLOW_S)
 
     @classmethod
     def build(cls, settings: Settings, metrics: ApiMetrics) -> Backends:
@@ -107,10 +118,18 @@ class Backends:
 
     async def refresh(self) -> None:
         """Until cancelled, every ``REFRESH_S``: re-read the popularity (the answer for
-        users without a list, and the fallback), and size the dead-letter topic, which
-        both gives its rate and tells whether Kafka is reachable (``/readyz``)."""
+        users without a list, and the fallback)."""
         while True:
             await self._refresh_popular()
+            await asyncio.sleep(REFRESH_S)
+
+    async def watch_kafka(self) -> None:
+        """Until cancelled, every ``REFRESH_S``: size the dead-letter topic, which both
+        gives its rate and tells whether Kafka is reachable (``kafka_ready``, for
+        ``/readyz``). Apart from the popularity's loop, which a broker gone slowed to one
+        re-read per 10-20 s; one question in flight at a time."""
+        while True:
+            self.kafka_asked_at = time.monotonic()
             try:
                 dlq = await asyncio.to_thread(self.sizes.size, self.dlq_topic)
                 self.dlq_rate.update(dlq, time.monotonic())
@@ -119,6 +138,7 @@ class Backends:
                 if self.kafka_ok:
                     log.warning("kafka not reachable: %s", exc)
                 self.kafka_ok = False
+            self.kafka_asked_at = None
             await asyncio.sleep(REFRESH_S)
 
     async def _refresh_popular(self) -> None:
@@ -145,14 +165,15 @@ class Backends:
 
 def lifespan(settings: Settings, metrics: ApiMetrics
              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The app's lifespan: build the backends, run the feed subscription, the refresh loop
-    and the catalogue follower while the app serves, then stop them and close the
+    """The app's lifespan: build the backends, run the feed subscription, the refresh and
+    Kafka loops and the catalogue follower while the app serves, then stop them and close the
     backends."""
 
     @asynccontextmanager
     async def serve(app: FastAPI) -> AsyncIterator[None]:
         b = app.state.backends = Backends.build(settings, metrics)
         tasks = [asyncio.create_task(b.hub.run()), asyncio.create_task(b.refresh()),
+                 asyncio.create_task(b.watch_kafka()),
                  asyncio.create_task(keep_following("the catalogue follower", b.follow_items))]
         gc.freeze()  # what start-up built lives as long as the process: keep it out of GC
         try:

@@ -34,12 +34,13 @@ _HEADERS = [(b"content-type", b"application/json")]
 
 def plain_k(query: bytes) -> int | None:
     """``k`` from a query string holding nothing else (10 when empty); None otherwise.
-    ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` then refuses."""
+    ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` then refuses; and
+    few of them: past 4,300 digits ``int`` refuses too (a 500, before any key check)."""
     if not query:
         return 10
     pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
     if len(pairs) != 1 or pairs[0][0] != "k" or not (v := pairs[0][1]).isascii() \
-            or not v.isdigit():
+            or not v.isdigit() or len(v) > len(str(MAX_K)):
         return None
     k = int(pairs[0][1])
     return k if 1 <= k <= MAX_K else None

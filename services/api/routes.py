@@ -33,7 +33,7 @@ from services.api.catalogue import NO_FILTER, NO_RECORDS, ListFilter, Records, s
 from services.api.fast_reads import USER_ID_RE
 from services.api.feed import FeedsFull
 from services.api.ingest import DeliveryFailed, TooManyEvents, validate_body
-from services.api.lists import MAX_K
+from services.api.lists import FALLBACK, MAX_K
 from services.api.metrics import ApiMetrics
 from services.api.schemas import (
     LIST_EXAMPLE,
@@ -156,6 +156,20 @@ async def _resumed(first: bytes, rest: AsyncGenerator[bytes, None]
         await rest.aclose()
 
 
+def client_holds(current: RecommendationList, last_event_id: str | None) -> bool:
+    """Whether a client reconnecting with ``last_event_id`` (the ``published_us`` of the
+    list it shows) keeps what it shows rather than take ``current``: the same list, or
+    one ``current`` must not replace, as the feed's own lists never do: popularity served
+    because Redis did not answer, an empty list, or one published before the client's.
+    Sent regardless, a reconnect during a Redis outage blanked the client's table."""
+    if last_event_id is None:
+        return False
+    if not (last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) < 20):
+        return str(current.published_us) == last_event_id  # not an id this API sent
+    return (current.path == FALLBACK or not current.items
+            or (current.published_us or 0) <= int(last_event_id))
+
+
 async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | None,
                        heartbeat_s: float, clients: Gauge, records: Records = NO_RECORDS,
                        keep: ListFilter = NO_FILTER) -> AsyncGenerator[bytes, None]:
@@ -169,7 +183,7 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
         # The slot opens first so no list is missed; one published between that and
         # this read would then come twice, hence the check on the last id sent.
         last = await b.source.current(user_id, MAX_K)
-        if str(last.published_us) != last_event_id:
+        if not client_holds(last, last_event_id):
             yield _sse(shown(last, k, records, keep))
         while True:
             rec = await slot.next(heartbeat_s)
@@ -283,7 +297,7 @@ def add_ops_routes(app: FastAPI, metrics: ApiMetrics, access: Access) -> None:
         except (RedisError, OSError):
             redis_ok = False
         version = b.source.model_version or b.hub.stats.model_version
-        kafka_ok = b.kafka_ok and b.ingest.fatal is None  # a producer failed for good: no
+        kafka_ok = b.kafka_ready and b.ingest.fatal is None  # a producer failed for good: no
         ready = redis_ok and kafka_ok and version is not None
         return json_response({"ready": ready, "kafka": kafka_ok, "redis": redis_ok,
                               "model_version": version}, 200 if ready else 503)

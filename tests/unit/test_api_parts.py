@@ -255,7 +255,7 @@ def test_a_fatal_producer_error_refuses_every_later_post_and_readyz_says_so(
         assert [r.levelname for r in caplog.records
                 if "failed for good" in r.getMessage()] == ["CRITICAL"]
         api = InProcessApi()
-        api.app.state.backends.ingest, api.app.state.backends.kafka_ok = ingest, True
+        api.app.state.backends.ingest, api.app.state.backends.kafka_ready = ingest, True
         api.ingest.fatal = None
         ready = api.get("/readyz")
         assert ready.status_code == 503 and ready.json()["kafka"] is False
@@ -360,8 +360,11 @@ def test_a_malformed_channel_message_is_skipped_and_the_next_one_still_arrives(
 def test_plain_k_takes_only_a_lone_valid_k() -> None:
     assert plain_k(b"") == 10 and plain_k(b"k=5") == 5 and plain_k(b"k=100") == 100
     for odd in (b"k=0", b"k=101", b"k=-1", b"k=x", b"k=", b"k=1&k=2", b"k=3&x=1", b"x=1",
-                b"k=%C2%B2", b"k=%D9%A1%D9%A2"):  # a superscript two; Arabic-Indic 12
+                b"k=%C2%B2", b"k=%D9%A1%D9%A2",  # a superscript two; Arabic-Indic 12
+                b"k=" + b"9" * 4301):  # past int()'s 4,300 digits: a 500 without any key
         assert plain_k(odd) is None, odd  # left to FastAPI, which answers as documented
+    reply = InProcessApi().get("/v1/users/u1/recommendations?k=" + "9" * 4301)
+    assert reply.status_code == 422, reply.text
 
 
 def test_user_id_rule_matches_the_documented_parameter() -> None:
@@ -618,6 +621,21 @@ def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:
     assert asyncio.run(scenario()) == [b"retry: 2000\n\n", b": keep-alive\n\n"]
 
 
+def test_a_reconnecting_client_keeps_its_list_over_an_older_empty_or_fallback_one() -> None:
+    """The first message after a reconnect was sent whenever its id differed from the
+    client's: during a Redis outage (a restarted API, no popularity read yet) that was an
+    empty fallback list, which blanked the client's table; an older list likewise."""
+    from services.api.lists import FALLBACK
+    from services.api.routes import client_holds
+
+    newer = _list("u1", ["a"], "x", published=20)
+    assert not client_holds(newer, None) and not client_holds(newer, "10")
+    assert client_holds(newer, "20") and client_holds(newer, "30")  # its own; a newer one
+    assert client_holds(replace(newer, items=[]), "10")
+    assert client_holds(replace(newer, path=FALLBACK, published_us=None), "10")
+    assert not client_holds(newer, "not-an-id") and not client_holds(newer, "9" * 30)
+
+
 def test_metrics_count_every_route_but_time_only_non_streaming_ones() -> None:
     metrics = ApiMetrics()
 
@@ -780,3 +798,35 @@ def test_lists_held_in_memory_add_nothing_the_garbage_collector_walks() -> None:
     gc.collect()
     assert len(gc.get_objects()) - before < 20  # the 1,000 lists are held all the same:
     assert len(source.recent) == 1000 and source.held("u7") == _list("u7", ["a", "b", "c"], "x")
+
+
+def test_readiness_says_kafka_is_gone_while_a_question_to_it_is_overdue(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size of the dead-letter topic was asked with the client's own timeouts (10 s
+    for metadata, 10 s per partition): ``/readyz`` said Kafka was up for up to 20 s after
+    the broker went, and the popularity re-read, in the same loop, waited with it."""
+    import threading
+
+    import services.api.backends as backends
+
+    monkeypatch.setattr(backends, "KAFKA_SLOW_S", 0.2)
+    answer = threading.Event()
+
+    class SlowBroker:
+        def size(self, topic: str) -> int:
+            answer.wait(10)
+            return 7
+
+    b = backends.Backends(None, None, None, SlowBroker(), "dlq", None, None, None,  # type: ignore[arg-type]
+                          "items", None, kafka_ok=True)  # type: ignore[arg-type]
+
+    async def watch() -> tuple[bool, bool]:
+        task = asyncio.create_task(b.watch_kafka())
+        await asyncio.sleep(0.5)  # the question has been in flight past KAFKA_SLOW_S
+        overdue = b.kafka_ready
+        answer.set()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        return overdue, b.kafka_ready
+
+    assert asyncio.run(watch()) == (False, True)

@@ -116,6 +116,11 @@ class LiveTrial:
         from streams.experiment_control import stop
 
         s = self.settings
+
+        def stop_trial(winner: str | None = None) -> None:
+            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
+                                                     trial.name, winner))
+
         challenger = trial.variants[1]
         versions = _parse(challenger.model)
         if report.winner == challenger.name:
@@ -124,21 +129,18 @@ class LiveTrial:
                 return RoundSummary("trial", f"live trial {trial.name}: the challenger wins "
                                     f"({_evidence(report)}), but {note}; trying again next "
                                     "round", versions)
-            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
-                                                     trial.name, challenger.name))
+            stop_trial(challenger.name)
             outcome = "promoted" if promoted else "rejected"
             return RoundSummary(outcome, "; ".join(filter(None, [
                 f"live trial {trial.name}: the challenger wins ({_evidence(report)})", note])),
                 versions)
         if report.winner is not None:
-            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
-                                                     trial.name, report.winner))
+            stop_trial(report.winner)
             return RoundSummary("rejected", f"live trial {trial.name}: the champion wins "
                                 f"({_evidence(report)})", versions)
         hours = (self.clock() - trial.started_us / 1e6) / 3600
         if hours >= s.trainer_trial_max_hours:
-            retry("stopping the trial", lambda: stop(s.kafka, s.topic_experiments, client,
-                                                     trial.name))
+            stop_trial()
             return RoundSummary("rejected", f"live trial {trial.name}: no verdict in "
                                 f"{hours:.1f} h ({_evidence(report)}); the champion stays",
                                 versions)

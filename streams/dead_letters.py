@@ -75,10 +75,13 @@ def _header(record: Record, name: str) -> str | None:
     return None if value is None else value.decode(errors="replace")
 
 
-def _header_int(record: Record, name: str) -> int | None:
-    text = _header(record, name)
+def _ascii_int(raw: bytes | None) -> int | None:
     # ASCII digits only: str.isdigit also takes "²", which int() refuses.
-    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
+
+
+def _header_int(record: Record, name: str) -> int | None:
+    return _ascii_int(record.headers.get(name))
 
 
 def reason_of(record: Record) -> str:
@@ -137,8 +140,7 @@ def refailed_headers(headers: Mapping[str, bytes]) -> Headers:
     first = headers.get(FIRST_WRITTEN_HEADER)
     if first is None:
         return []
-    count = headers.get(REDRIVES_HEADER, b"")
-    return _identity(first, (int(count) if count.isascii() and count.isdigit() else 0) + 1)
+    return _identity(first, (_ascii_int(headers.get(REDRIVES_HEADER)) or 0) + 1)
 
 
 @dataclass

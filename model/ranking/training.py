@@ -85,6 +85,9 @@ def _compile(model: NeuMF, lr: float, loss: Any = None) -> NeuMF:
     return model
 
 
+EMPTY = -1.0  # a list label's next column at an empty slot (``ranker_examples``)
+
+
 @keras.saving.register_keras_serializable(package="streamrec")
 class ListwiseLoss(keras.losses.Loss):
     """The multi-task ranker's joint loss over lists of ``width`` candidates (rows of
@@ -93,7 +96,11 @@ class ListwiseLoss(keras.losses.Loss):
     started from the retrieval score starts calibrated; every other head, conditional
     (``NeuMF(conditional=True)``), by binary cross-entropy on the true item alone: whether
     the next interaction, being with this item, converted. Heads are summed with fixed
-    ``weights``."""
+    ``weights``.
+
+    A slot labelled ``EMPTY`` in column 0 (no candidate: id 0, which serving drops) is
+    left out of the softmax. Counted as a negative, it held a third of the softmax's mass
+    at the ranker's start on a toy log, and pulled on weights for a slot never served."""
 
     def __init__(self, width: int, weights: list[float], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -104,8 +111,9 @@ class ListwiseLoss(keras.losses.Loss):
         tasks = len(self.weights)
         y_true = ops.reshape(ops.cast(y_true, "float32"), (-1, self.width, tasks))
         y_pred = ops.reshape(y_pred, (-1, self.width, tasks))
-        hits = y_true[..., 0]
-        ce = -ops.sum(hits * ops.log_softmax(y_pred[..., 0], axis=1), axis=1)
+        hits = ops.maximum(y_true[..., 0], 0.0)
+        logits = ops.where(y_true[..., 0] == EMPTY, -1e9, y_pred[..., 0])
+        ce = -ops.sum(hits * ops.log_softmax(logits, axis=1), axis=1)
         loss = self.weights[0] * ce / ops.maximum(ops.sum(hits, axis=1), 1.0)
         if tasks > 1:
             bce = ops.binary_crossentropy(y_true[..., 1:], y_pred[..., 1:], from_logits=True)
@@ -180,8 +188,8 @@ def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRec
     retriever that never saw that history), the candidate list the pipeline would rerank
     there (``candidate_lists``: the retriever's ``cfg.candidates`` nearest unseen items
     and the user's newest items), with every ranker feature. Returns the lists and their
-    labels [lists, width, 2]: next (1 for the true item) and conversion (1 when the true
-    item's event converted).
+    labels [lists, width, 2]: next (1 for the true item, ``EMPTY`` for a slot without a
+    candidate) and conversion (1 when the true item's event converted).
 
     The lists are whole, as served: a ranker trained on a few sampled negatives learned
     to tell the answer from far candidates, which the retrieval score already does, and
@@ -204,7 +212,8 @@ def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRec
     keep = hits.any(axis=1)
     found = Candidates.build(seqs.spec, users_a, sessions, ids, scores, prefixes, side,
                              window=cfg.seen_window)
-    labels = np.stack([hits, hits & seqs.labels(users_a, lengths)[:, None]], axis=-1)
+    labels = np.stack([np.where(ids > 0, hits, EMPTY),
+                       hits & seqs.labels(users_a, lengths)[:, None]], axis=-1)
     return found.rows(keep), labels[keep].astype("float32")
 
 

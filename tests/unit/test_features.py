@@ -29,7 +29,7 @@ from model.features import (
     pair_features,
 )
 from model.ranking.neumf import head_vector
-from model.ranking.training import ListwiseLoss, _drop_users
+from model.ranking.training import EMPTY, ListwiseLoss, _drop_users
 from streams.events import new_event
 
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
@@ -552,6 +552,22 @@ def test_listwise_loss_single_task_and_list_without_hits() -> None:
     value = float(keras.ops.convert_to_numpy(ListwiseLoss(3, [2.0])(y_true, y_pred)))
     first = -log_softmax(y_pred[:3, 0])[0]
     assert value == pytest.approx(2.0 * first / 2, rel=1e-5)  # second list adds 0
+
+
+def test_listwise_loss_leaves_empty_slots_out_of_the_softmax() -> None:
+    """An empty slot (no candidate, id 0: serving drops it) is no negative: whatever the
+    ranker scores it, the loss is that of the list without it."""
+    y_true, y_pred = Y_TRUE.copy(), Y_PRED.copy()
+    y_true[2, 0], y_true[3, 0] = EMPTY, EMPTY  # one empty slot in each list
+    loss = ListwiseLoss(3, [1.0, 0.5])
+    value = float(keras.ops.convert_to_numpy(loss(y_true, y_pred)))
+    for score in (-5.0, 0.0, 7.0):
+        y_pred[[2, 3], 0] = score
+        assert float(keras.ops.convert_to_numpy(loss(y_true, y_pred))) == pytest.approx(
+            value, rel=1e-5)
+    kept = np.array([0, 1, 4, 5])
+    assert value == pytest.approx(expected_listwise(Y_TRUE[kept], Y_PRED[kept], 2, [1.0, 0.5]),
+                                  rel=1e-5)
 
 
 def test_listwise_loss_config_round_trips() -> None:

@@ -288,7 +288,7 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
     from model.evaluation.harness import conversion_report
     from model.features import FeatureSpec
     from model.ranking.inputs import RECENT_ITEMS
-    from model.ranking.training import NeuMFConfig, cross_fitted_examples
+    from model.ranking.training import EMPTY, NeuMFConfig, cross_fitted_examples
     from streams.events import EVENT_TYPES
 
     events = list(generate(SyntheticConfig(users=120, items=60, events=4000, seed=8,
@@ -300,10 +300,12 @@ def test_the_multi_task_ranker_trains_on_cross_fitted_lists() -> None:
                       lists_per_user=5)
     found, labels = cross_fitted_examples(split, sasrec_cfg, 2, cfg)
     assert labels.shape == (len(found.ids), cfg.candidates + RECENT_ITEMS, 2)
-    assert (labels[..., 0].sum(axis=1) == 1).all()  # one true next item per list
+    assert ((labels[..., 0] == 1).sum(axis=1) == 1).all()  # one true next item per list
     assert (found.ids[labels[..., 0] == 1] > 0).all()
+    assert ((labels[..., 0] == EMPTY) == (found.ids == 0)).all()  # empty slots marked
+    assert (found.ids == 0).any()  # short histories leave recent slots empty
     assert (np.diff(np.where(found.ids > 0, found.scores, -1e9), axis=1) <= 0).all()
-    assert (labels[..., 1] <= labels[..., 0]).all()  # a conversion is a hit too
+    assert (labels[..., 1] <= (labels[..., 0] == 1)).all()  # a conversion is a hit too
     trained = train_models(split, ["sasrec", "pipeline"], sasrec_cfg, cfg)
     result = trained["pipeline"].result
     assert result is not None and result.model.tasks == ("next", "conversion")

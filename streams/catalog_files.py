@@ -96,24 +96,39 @@ def _checked(obj: dict[str, Any], line: int) -> ItemRecord | RejectedItem:
         return RejectedItem(line, orjson.dumps(shown), exc)
 
 
+def _records(path: Path, reader: Any, skipped: int = 0) -> Iterator[tuple[int, list[str]]]:
+    """(line it starts on, fields) of each record of a strict csv ``reader`` (``skipped``:
+    header lines read before it began). A record spanning lines is refused: no catalogue
+    holds a line break in a field, so it is a quote left open, which would swallow every
+    row up to the next quote (the event readers refuse it the same way)."""
+    start = reader.line_num + 1
+    try:
+        for fields in reader:
+            if reader.line_num > start and any("\n" in f or "\r" in f for f in fields):
+                raise CatalogFileError(path, start + skipped, "a quoted field runs on to "
+                                       f"line {reader.line_num + skipped} (a quote not closed?)")
+            yield start + skipped, fields
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise CatalogFileError(path, start + skipped, f"not CSV: {exc}") from None
+
+
 def _csv_rows(path: Path, handle: IO[str], required: Iterable[str]) -> Iterator[tuple[int, _Row]]:
     """(line, row) of a CSV file with a header naming at least ``required``."""
-    reader = csv.reader(handle)
-    try:
-        header = [name.strip() for name in next(reader, [])]
-        missing = [name for name in required if name not in header]
-        if missing:
-            raise CatalogFileError(path, 1, f"expected a header with {', '.join(required)}; "
-                                   f"missing {', '.join(missing)} (got {','.join(header)[:80]!r})")
-        for fields in reader:
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise CatalogFileError(path, reader.line_num, f"expected {len(header)} fields "
-                                       f"as in the header, got {len(fields)}")
-            yield reader.line_num, dict(zip(header, fields))
-    except csv.Error as exc:
-        raise CatalogFileError(path, reader.line_num, f"not CSV: {exc}") from None
+    records = _records(path, csv.reader(handle, strict=True))
+    _, header = next(records, (1, []))
+    header = [name.strip() for name in header]
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise CatalogFileError(path, 1, f"expected a header with {', '.join(required)}; "
+                               f"missing {', '.join(missing)} (got {','.join(header)[:80]!r})")
+    for line, fields in records:
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise CatalogFileError(path, line, f"expected {len(header)} fields as in the "
+                                   f"header, got {len(fields)}")
+        yield line, dict(zip(header, fields))
 
 
 def _float(path: Path, line: int, column: str, text: str) -> float | None:
@@ -492,20 +507,16 @@ def _csv(path: Path, handle: IO[str]) -> Scanned:
     except ValueError as exc:
         raise CatalogFileError(path, 1, str(exc)) from None
     reader = csv.reader(handle, delimiter=delimiter, strict=True)  # an open quote, not rows lost
-    try:
-        for fields in reader:
-            line = reader.line_num + 1  # the header was read before the reader began
-            if not fields:
-                continue
-            if len(fields) != len(names):
-                raise CatalogFileError(path, line, f"expected {len(names)} fields as in the "
-                                       f"header, got {len(fields)}")
-            row: dict[str, str] = {}
-            for name, value in zip(names, fields):
-                row.setdefault(name, value)  # a name twice: its first column, as for events
-            yield _record(row, line)
-    except csv.Error as exc:
-        raise CatalogFileError(path, reader.line_num + 1, f"not CSV: {exc}") from None
+    for line, fields in _records(path, reader, skipped=1):
+        if not fields:
+            continue
+        if len(fields) != len(names):
+            raise CatalogFileError(path, line, f"expected {len(names)} fields as in the "
+                                   f"header, got {len(fields)}")
+        row: dict[str, str] = {}
+        for name, value in zip(names, fields):
+            row.setdefault(name, value)  # a name twice: its first column, as for events
+        yield _record(row, line)
 
 
 CATALOG_FORMATS: dict[str, Callable[..., Scanned]] = {

@@ -345,13 +345,31 @@ def test_csv_catalogue_refuses_a_table_it_cannot_read_in_one_line(tmp_path: Path
         _write(tmp_path, "e.csv", "\nitem_id\n1\n"), "csv")
     assert "h.csv:1: not CSV: field larger than field limit" in _error(
         _write(tmp_path, "h.csv", 'item_id,"' + "x" * 200_000 + '"\n1,A\n'), "csv")
-    assert "q.csv:4: not CSV: unexpected end of data" in _error(  # rows 2 and 3 not lost
+    assert "q.csv:2: not CSV: unexpected end of data" in _error(  # where the quote opened
         _write(tmp_path, "q.csv", 'item_id,title\n1,"12 inch\n2,Mug\n3,Cup\n'), "csv")
     assert "b.csv:3: not UTF-8 text: invalid continuation byte" in _error(
         _write(tmp_path, "b.csv", b"item_id,title\n1,A\n2,Caf\xe9\n"), "csv")
     no_id = _write(tmp_path, "n.csv", "item_id,title\n,Mug\n")  # a dead letter, for load
     [rejected] = scan_catalog(no_id, "csv")
     assert isinstance(rejected, RejectedItem) and rejected.line == 2
+
+
+@pytest.mark.parametrize("fmt, text", [
+    ("movielens", 'movieId,title,genres\n1,"Toy Story (1995),Adventure\n2,Jumanji (1995),'
+                  'Adventure\n3,Heat (1995)",Action\n5,Casino (1995),Crime\n'),
+    ("goodbooks", 'book_id,title,authors,original_publication_year,language_code,'
+                  'average_rating,ratings_count,image_url\n1,"Emma,Austen,1815,en,4,9,x\n'
+                  '2,Persuasion,Austen,1817,en,4,9,x\n3,Lady Susan",Austen,1871,en,4,9,x\n'),
+    ("rees46", 'event_time,product_id,category_id,category_code,brand,price\n'
+               '2019-10-01,1,7,"a.b,x,1.0\n2019-10-01,2,7,a.b,x,1.0\n2019-10-01,3,7,a.b",x,1.0\n'),
+    ("csv", 'item_id,title\n1,"Toy, Story\n2,Jumanji\n3,Heat"\n4,Cup\n'),
+])
+def test_a_quote_left_open_is_refused_not_rows_swallowed(tmp_path: Path, fmt: str,
+                                                         text: str) -> None:
+    """The record on line 2 opens a quote that the one on line 4 closes: the fields still
+    count as many as the header's, so it read as one item with line 3 inside, lost."""
+    assert _error(_write(tmp_path, "q.csv", text), fmt).endswith(
+        "q.csv:2: a quoted field runs on to line 4 (a quote not closed?)")
 
 
 def test_gzipped_catalogues_keep_their_encoding_rules_and_id_maps(tmp_path: Path) -> None:

@@ -251,23 +251,24 @@ def _check_context(context: Any) -> None:
         if type(value) not in (str, int, float, bool):
             raise InvalidEvent(Reason.WRONG_TYPE,
                                f"context[{key[:40]!r}] must be a string, number or boolean")
-        if type(value) is int and not -2**63 <= value < 2**63:  # the producer's encoder,
-            raise InvalidEvent(Reason.BAD_VALUE,  # and other languages, stop at 64 bits
-                               f"context[{key[:40]!r}] is an integer past 64 bits")
         if type(value) is str and len(value) > MAX_ID_LENGTH:
             raise InvalidEvent(Reason.BAD_VALUE, f"context[{key[:40]!r}] is too long")
         if type(value) is float and not math.isfinite(value):  # JSON has no NaN: it would
             raise InvalidEvent(Reason.BAD_VALUE,                 # go out as null
                                f"context[{key[:40]!r}] must be a finite number")
+        # The producer's encoder and other languages stop at 64 bits; a float too, as
+        # orjson reads an integer from 2**64 up as one, and the topic carries its digits.
+        if type(value) in (int, float) and not -2**63 <= value < 2**63:
+            raise InvalidEvent(Reason.BAD_VALUE,
+                               f"context[{key[:40]!r}] is a number past 64 bits (±2^63)")
 
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the wire format, for other languages and docs.
 
-    Four rules are not expressed there and live only in :func:`parse`: the payload
-    size limit, the upper bound of ``ts`` (now + 1 day), ids being printable past the
-    control characters the pattern refuses (Python's ``str.isprintable``), and integer
-    context values within 64 bits (signed). Two more come
+    Three rules are not expressed there and live only in :func:`parse`: the payload
+    size limit, the upper bound of ``ts`` (now + 1 day), and ids being printable past the
+    control characters the pattern refuses (Python's ``str.isprintable``). Two more come
     from the JSON reader, which refuses them as ``bad_json``: a number past a double's
     range (``1e400``) and an escaped lone surrogate (``"\ud800"``), both valid JSON text.
     """
@@ -297,7 +298,10 @@ def json_schema() -> dict[str, Any]:
                     "propertyNames": {"minLength": 1, "maxLength": 64},
                     "additionalProperties": {"oneOf": [
                         {"type": "string", "maxLength": MAX_ID_LENGTH},
-                        {"type": "number"}, {"type": "boolean"}]},
+                        {"type": "number", "minimum": -2**63, "exclusiveMaximum": 2**63,
+                         "description": "within 64 bits (signed), as other languages read "
+                                        "an integer"},
+                        {"type": "boolean"}]},
                 }],
             },
         },

@@ -259,8 +259,8 @@ def _outside_scope(events: list[Event], prefix: str) -> str | None:
 def _event_body_schema(max_events: int) -> dict[str, Any]:
     event = inline_schema(json_schema())
     return {"required": True, "description": "events of the published event schema; also "
-            "(422 otherwise): ids printable, ts at most now + 1 day, integers within 64 "
-            f"bits, each event at most {MAX_PAYLOAD_BYTES} bytes of JSON",
+            "(422 otherwise): ids printable, ts at most now + 1 day, each event at most "
+            f"{MAX_PAYLOAD_BYTES} bytes of JSON",
             "content": {"application/json": {"schema": {
         "oneOf": [event, {"type": "array", "items": event, "minItems": 1,
                           "maxItems": max_events}]}}}}

@@ -223,7 +223,8 @@ def _movielens_row(rec: list[str]) -> _Row | None:
 
 def _yoochoose_time(text: str) -> int:
     if "T" in text:  # the original clicks file: 2014-04-07T10:51:09.277Z
-        return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+        day = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
     return int(round(float(text) * 1000))
 
 
@@ -311,7 +312,7 @@ def _rees46_row(rec: dict[str, str]) -> _Row | None:
     day = dt.datetime.fromisoformat(rec["event_time"].removesuffix(" UTC"))
     ts = int((day if day.tzinfo else day.replace(tzinfo=dt.UTC)).timestamp() * 1000)
     price = rec["price"]
-    return (ts, rec["user_id"], rec["product_id"], rec["user_session"] or None,
+    return (ts, rec["user_id"], rec["product_id"], _stripped(rec["user_session"]) or None,
             {"price": float(price)} if price else None, event_type)
 
 
@@ -557,7 +558,7 @@ def _role_row(got: dict[str, Any], typed: bool) -> _Row:
     if isinstance(kind, str) and kind:
         kind = _TYPE_NAMES.get(plain_name(kind), kind)
     return (_log_time(got.get("time")), _field(got["user"]), _field(got["item"]),
-            _field(got.get("session")) or None, context or None, kind)
+            _stripped(_field(got.get("session"))) or None, context or None, kind)
 
 
 def read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[Event | Rejected]:

@@ -464,6 +464,33 @@ def test_yoochoose_original_clicks_file(tmp_path: Path) -> None:
     assert events[0].ts == 1396867869277
 
 
+def test_yoochoose_times_without_a_zone_are_utc_whatever_the_machines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As every other reader reads them; a re-exported copy without the ``Z`` moved with
+    the host's ``TZ`` (4 h off in New York)."""
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        path = _write(tmp_path, "yoochoose-clicks.dat", "1,2014-04-07T10:51:09.277,214536502,0\n")
+        assert [e.ts for e in _events(path, "yoochoose")] == [1396867869277]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_session_cell_of_spaces_is_no_session_not_a_lost_event(tmp_path: Path) -> None:
+    """Empty meant no session, but a cell of spaces was kept, stripped to "" and refused."""
+    log = _write(tmp_path, "log.csv", "user,item,session,time\n1,31, ,1600000000\n")
+    [event] = _events(log, "csv")
+    assert (event.user_id, event.item_id, event.session_id) == ("1", "31", None)
+    rees46 = _write(tmp_path, "rees.csv", "event_time,event_type,product_id,category_id,"
+                    "category_code,brand,price,user_id,user_session\n"
+                    "2019-10-01 00:00:00 UTC,view,1,9,,,2,7, \n")
+    assert [e.session_id for e in _events(rees46, "rees46")] == [None]
+
+
 def test_diginetica_anonymous_sessions_get_session_users(tmp_path: Path) -> None:
     path = _write(tmp_path, "views.csv", "session_id;user_id;item_id;timeframe;eventdate\n"
                   "1;NA;81766;526309;2016-05-09\n2;55;31331;1000;2016-05-09\n")

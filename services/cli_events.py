@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from enum import StrEnum
@@ -110,7 +111,9 @@ def replay(
     """Replay a log into the interactions topic in event-time order."""
     names = columns_of(columns)
     settings = load_settings()
-    events = read_events(path, fmt.value, names)
+    events = iter(read_events(path, fmt.value, names))
+    if (first := next(events, None)) is None:  # the file's fault first, Kafka's after
+        raise LogFileError(f"{path}: no records in format {fmt.value}; nothing was sent")
     producer = _producer(settings, "streamrec-replay")  # closed by replay_log
     fields = ("{task.fields[rate]:>8,.0f} ev/s  sent {task.fields[sent]:,}  "
               "dead-lettered {task.fields[letters]:,}  failed {task.fields[failed]:,}")
@@ -121,11 +124,9 @@ def replay(
             update(s.read, rate=s.events_per_s, sent=s.sent, letters=s.dead_lettered,
                    failed=s.failed)
 
-        summary = replay_log(events, producer, rate=rate, time_scale=time_scale, limit=limit,
+        summary = replay_log(itertools.chain([first], events), producer, rate=rate, time_scale=time_scale, limit=limit,
                              on_progress=show)
         show(summary)
-    if not summary.read:
-        raise LogFileError(f"{path}: no records in format {fmt.value}; nothing was sent")
     console.print(
         f"replayed {path} into {settings.topic_interactions}: read {summary.read:,}, "
         f"sent {summary.sent:,}, dead-lettered {summary.dead_lettered:,}; records "

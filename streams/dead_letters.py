@@ -76,8 +76,12 @@ def _header(record: Record, name: str) -> str | None:
 
 
 def _ascii_int(raw: bytes | None) -> int | None:
-    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
-    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
+    """A header's count or time: 1 to 18 ASCII digits (within 64 bits), else None.
+    str.isdigit also takes "²", which int() refuses; past 4,300 digits int() raises, and
+    any producer could send such a header on an event the worker letters."""
+    if raw is None or not 0 < len(raw) <= 18 or not (raw.isascii() and raw.isdigit()):
+        return None
+    return int(raw)
 
 
 def _header_int(record: Record, name: str) -> int | None:

@@ -118,6 +118,9 @@ def test_a_redriven_record_rejected_again_names_its_letter_and_counts_one_more_f
     assert refailed_headers({}) == []  # an event that was never a letter
     assert refailed_headers({FIRST_WRITTEN_HEADER: b"d[0]@1", REDRIVES_HEADER: b"x"})[-1] == \
         (REDRIVES_HEADER, b"1")  # garbled: counted afresh
+    for huge in (b"1" * 4301, b"9" * 19):  # past int()'s digit limit; past 64 bits
+        assert refailed_headers({FIRST_WRITTEN_HEADER: b"d[0]@1", REDRIVES_HEADER: huge}
+                                )[-1] == (REDRIVES_HEADER, b"1")
 
 
 class _Pending:

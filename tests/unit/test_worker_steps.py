@@ -1314,6 +1314,25 @@ def test_a_session_that_cannot_be_written_ends_the_worker(
     assert [type(e).__name__ for e in exits] == ["PartitionsMismatch", "StoreUnavailable"]
 
 
+def test_a_bad_event_with_a_huge_redrive_count_is_lettered_not_raised(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A count past int()'s 4,300 digits raised in the letter's headers, into Faust: the
+    stream's drainer ended, and one record from any producer stalled the worker."""
+    import faust
+
+    from streams.worker import PartitionLag, sessionizer
+
+    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", timestamp=None,
+                              headers=[("first_written", b"x"), ("redrives", b"1" * 4301)])
+    monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
+    metrics, exits, letters = WorkerMetrics(), [], []
+    dlq = SimpleNamespace(send_soon=lambda **k: letters.append(dict(k["headers"])))
+    process = sessionizer(EventStep(SessionPolicy()), {}, dlq,  # type: ignore[arg-type]
+                          metrics, PartitionLag(metrics), on_failure=exits.append)
+    assert asyncio.run(process(b"{not json")) is None
+    assert exits == [] and [h["redrives"] for h in letters] == [b"1"]
+
+
 def test_the_stream_processor_names_the_events_partition_in_log_lines(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import faust

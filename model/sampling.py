@@ -32,11 +32,13 @@ class SeenItems:
         return self.num_items - seen
 
     def sample(self, rows: np.ndarray, n: int, rng: np.random.Generator,
-               max_rounds: int = 100, distinct: bool = False) -> np.ndarray:
+               max_rounds: int = 100, distinct: bool = False, none: int | None = None
+               ) -> np.ndarray:
         """[len(rows), n] items drawn uniformly from 1..num_items, none seen by its row;
         with ``distinct``, no item twice in a row where the row has ``n`` unseen items to
         give (the sampled protocol's 100 negatives: drawn with replacement, 40% of
-        ml-latest-small's users got one twice, and it counted twice)."""
+        ml-latest-small's users got one twice, and it counted twice). A row that has seen
+        every item is a ValueError, or with ``none`` that value throughout."""
         out = rng.integers(1, self.num_items + 1, size=(len(rows), n))
         roomy = (self.unseen(rows) >= n)[:, None] if distinct else None
         for _ in range(max_rounds):
@@ -49,15 +51,17 @@ class SeenItems:
         # Rows with few unseen items (100 distinct of 101 takes ~500 redraws): drawn from
         # their unseen items directly, which is the same distribution.
         for i in np.flatnonzero(bad.any(axis=1)):
-            out[i] = self._draw_unseen(int(rows[i]), n, rng,
+            out[i] = self._draw_unseen(int(rows[i]), n, rng, none,
                                        distinct=roomy is not None and bool(roomy[i, 0]))
         return out
 
-    def _draw_unseen(self, row: int, n: int, rng: np.random.Generator, distinct: bool
-                     ) -> np.ndarray:
+    def _draw_unseen(self, row: int, n: int, rng: np.random.Generator, none: int | None,
+                     distinct: bool) -> np.ndarray:
         start = row * self.stride
         lo, hi = np.searchsorted(self.keys, [start, start + self.stride])
         pool = np.setdiff1d(np.arange(1, self.num_items + 1), self.keys[lo:hi] - start)
+        if not len(pool) and none is not None:
+            return np.full(n, none)
         if not len(pool):
             raise ValueError(f"could not sample unseen items: row {row} has seen every item")
         return rng.choice(pool, size=n, replace=not distinct)

@@ -44,21 +44,30 @@ def _ranks(scores: np.ndarray, met: list[np.ndarray], targets: np.ndarray,
     scores = scores.astype(np.float64, copy=True)
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
-    sampled = rank_of_target(target_scores, scores[rows[:, None], negatives], seed=seed)
+    sampled = rank_of_target(target_scores, scores[rows[:, None], negatives], negatives == 0,
+                             seed)
     # Not candidates: padding, the history (unless kept), the target itself, and items
-    # the model cannot score (-inf: new to a champion), so a -inf target ranks after every
-    # scored candidate. NaN scores stay candidates and beat the target (``rank_of_target``).
-    ignore = np.isneginf(scores)
-    ignore[:, 0] = True
+    # the model cannot score (-inf: new to a champion). NaN scores stay candidates and
+    # beat the target (``rank_of_target``).
+    masked = np.zeros(scores.shape, bool)
+    masked[:, 0] = True
     for i, h in enumerate(met if not keep_history else ()):
-        ignore[i, h] = True
-    ignore[rows, targets] = True
+        masked[i, h] = True
+    masked[rows, targets] = True
+    ignore = masked | np.isneginf(scores)
     full = rank_of_target(target_scores, scores, ignore, seed)
     candidates = (~ignore).sum(axis=1)
+    # A -inf target is in no list the model serves: last among every item it could be
+    # ranked against, not after the few it scored (with 3 scored, rank 3 was a hit@10, and
+    # a model scoring every item -inf read a perfect 1.0).
+    unscorable = np.isneginf(target_scores)
+    candidates = np.where(unscorable, (~masked).sum(axis=1), candidates)
+    full = np.where(unscorable, candidates, full).astype(np.float64)
     scores[ignore] = -np.inf
     scores[rows, targets] = target_scores
     width = min(10, scores.shape[1])  # a catalogue under 10 items has shorter lists
     top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+    top = np.where(np.isneginf(np.take_along_axis(scores, top, 1)), 0, top)  # no item there
     return full, candidates, sampled, top
 
 
@@ -95,22 +104,23 @@ class CaseRanks:
     full: np.ndarray              # among all items the case's user has not interacted with
     full_candidates: np.ndarray   # how many items each full ranking ranked
     sampled: np.ndarray           # among ``num_negatives`` sampled unseen items
+    sampled_candidates: np.ndarray  # how many each sampled ranking ranked (0: none unseen)
     top: np.ndarray               # [cases, 10] each case's top-10 items (full ranking)
     num_items: int
-    num_negatives: int
 
     def rows(self, which: np.ndarray) -> CaseRanks:
         """The cases ``which`` selects (a mask or indices), to report a segment without
         ranking it again."""
         return replace(self, full=self.full[which], full_candidates=self.full_candidates[which],
-                       sampled=self.sampled[which], top=self.top[which])
+                       sampled=self.sampled[which],
+                       sampled_candidates=self.sampled_candidates[which], top=self.top[which])
 
     def report(self, k: int = 10) -> dict:
         """The protocols' figures: ``{"sampled": {...}, "full": {...}, "users": cases}``."""
         full, samp = self.full, self.sampled
         return {
             "sampled": {f"HR@{k}": hit_rate(samp, k), f"NDCG@{k}": ndcg(samp, k),
-                        "MRR": mrr(samp), "AUC": auc(samp, self.num_negatives)},
+                        "MRR": mrr(samp), "AUC": auc(samp, self.sampled_candidates)},
             "full": {f"HR@{k}": hit_rate(full, k), f"NDCG@{k}": ndcg(full, k), "MRR": mrr(full),
                      "AUC": auc(full, self.full_candidates),
                      "coverage@10": coverage(self.top, self.num_items)},
@@ -130,8 +140,9 @@ def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
         np.concatenate([h, extra]).astype(np.int64) for h, extra in zip(histories, also_seen)]
     seen = SeenItems([np.append(h, t) for h, t in zip(met, targets)], num_items)
     negatives = seen.sample(np.arange(len(users)), num_negatives, np.random.default_rng(seed),
-                            distinct=True)
-    full_r, full_n, samp_r, tops = [], [], [], []
+                            distinct=True, none=0)  # 0: a user who met every item
+    full_r, full_n, samp_r, tops = [np.zeros(0)], [np.zeros(0, int)], [np.zeros(0)], [
+        np.zeros((0, min(10, num_items + 1)), int)]  # no case: empty figures, not an error
     for start in range(0, len(users), batch_size):
         sl = slice(start, start + batch_size)
         scores = model.score(users[sl], histories[sl], side[sl] if side is not None else None)
@@ -139,7 +150,7 @@ def rank_cases(model: Scorer, users: np.ndarray, histories: list[np.ndarray],
                               seed + start)
         full_r.append(f), full_n.append(n), samp_r.append(s), tops.append(top)
     return CaseRanks(np.concatenate(full_r), np.concatenate(full_n), np.concatenate(samp_r),
-                     np.concatenate(tops), num_items, num_negatives)
+                     (negatives > 0).sum(axis=1), np.concatenate(tops), num_items)
 
 
 def evaluate_next_click(model: Scorer, sessions: list[np.ndarray], k: int = 20,

@@ -10,7 +10,7 @@ import pytest
 
 from model.data import IdMap, build_sequences, leave_last_out, pad_left, time_split
 from model.evaluation.metrics import auc, coverage, hit_rate, mrr, ndcg, rank_of_target
-from model.evaluation.protocols import evaluate, evaluate_cases
+from model.evaluation.protocols import evaluate, evaluate_cases, rank_cases
 from model.sampling import SeenItems
 
 
@@ -41,7 +41,6 @@ def test_a_model_that_scores_nan_gets_no_hit_in_either_protocol() -> None:
                   ) -> np.ndarray:
             return np.full((len(users), 31), np.nan)
 
-    from model.evaluation.protocols import rank_cases
 
     ranks = rank_cases(Diverged(), np.array([1, 2]), [np.array([1, 2]), np.array([3])],
                        np.array([4, 5]), 30, num_negatives=5)
@@ -68,12 +67,32 @@ def test_a_case_without_candidates_has_no_auc_and_tiny_catalogues_rank() -> None
     assert report["full"]["AUC"] == 1.0  # user 2's case: 6 above all 4 others
     assert np.isnan(report["sampled"]["AUC"])  # no negatives asked for: none measured
     assert report["full"]["HR@10"] == 1.0
+    # with negatives asked for, the sampled protocol raised "row 0 has seen every item"
+    ranks = rank_cases(ByLabel(), np.array([1, 2]), [np.array([1, 2, 3, 4, 5]),
+                                                     np.array([1])], np.array([6, 6]), 6)
+    assert ranks.sampled_candidates.tolist() == [0, 100]  # user 2's 4 unseen, drawn again
+    assert ranks.sampled.tolist() == [0.0, 0.0]
+    assert ranks.report()["sampled"]["AUC"] == 1.0  # user 1's case has none, left out
+
+
+def test_no_case_reports_empty_figures_not_an_error() -> None:
+    """``np.concatenate([])`` raised, where the metrics are made for no case (a cold-item
+    split in which no user meets a cold item after a warm one)."""
+    class Any:
+        name = "any"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            raise AssertionError("no case to score")
+
+    report = evaluate_cases(Any(), np.zeros(0, int), [], np.zeros(0, int), 6)
+    assert report["users"] == 0 and report["full"]["HR@10"] == 0.0
+    assert np.isnan(report["full"]["AUC"]) and report["full"]["coverage@10"] == 0.0
 
 
 def test_items_met_beyond_the_history_are_masked_and_never_negatives() -> None:
     """A cold case's history holds warm items only: the user's earlier cold items counted
     as unseen, ranked against the target in full and drawn as its negatives (a review)."""
-    from model.evaluation.protocols import rank_cases
 
     class ByLabel:
         name = "by-label"
@@ -252,11 +271,11 @@ def test_keep_history_ranks_a_repeated_target_against_the_users_other_items_too(
 
 
 def test_a_target_the_model_cannot_score_ranks_last_in_full_and_tied_in_sampled() -> None:
-    """-inf (an item new to a champion) tied with the masked -inf items: counted, its full
-    rank passed the scored candidates' count and the gate's AUC went below 0. Among the
-    sampled negatives it still ties with those the model cannot score, placed among them
-    at random."""
-    from model.evaluation.protocols import rank_cases
+    """-inf (an item new to a champion) is in no list the model serves: last among every
+    item it could be ranked against (the 17 neither history nor target). Ranked after the
+    3 scored candidates alone, it was a hit@10; tied with the masked -inf items, its
+    rank passed the count and the gate's AUC went below 0. Among the sampled negatives it
+    still ties with those the model cannot score, placed among them at random."""
 
     class KnowsFive:
         name = "knows-five"
@@ -269,9 +288,31 @@ def test_a_target_the_model_cannot_score_ranks_last_in_full_and_tied_in_sampled(
 
     ranks = rank_cases(KnowsFive(), np.array([1]), [np.array([1, 2])], np.array([9]), 20,
                        num_negatives=4)
-    assert ranks.full.tolist() == [3.0] == ranks.full_candidates.tolist()  # 3, 4, 5 beat it
-    assert ranks.report()["full"]["AUC"] == 0.0
+    assert ranks.full.tolist() == [17.0] == ranks.full_candidates.tolist()
+    assert ranks.report()["full"]["AUC"] == 0.0 == ranks.report()["full"]["HR@10"]
     assert 0 <= ranks.sampled[0] <= 4
+    known = rank_cases(KnowsFive(), np.array([1]), [np.array([1, 2])], np.array([4]), 20,
+                       num_negatives=4)  # a target it scores: among the 3 it scores
+    assert (known.full.tolist(), known.full_candidates.tolist()) == ([1.0], [2])  # 3 ahead
+    assert sorted(known.top[0][known.top[0] > 0].tolist()) == [3, 4, 5]  # none unscored
+
+
+def test_a_model_that_scores_every_item_minus_inf_gets_no_hit_and_no_coverage() -> None:
+    """Every -inf item was dropped from the candidates, so each target ranked 0 of 0:
+    HR@10, NDCG@10 and MRR 1.0, and the unscored items filled the top-10 (coverage 0.3)."""
+    from model.evaluation.protocols import evaluate_cases
+
+    class Blank:
+        name = "blank"
+
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            return np.full((len(users), 31), -np.inf)
+
+    full = evaluate_cases(Blank(), np.array([1, 2]), [np.array([1, 2]), np.array([3])],
+                          np.array([4, 5]), 30, num_negatives=5)["full"]
+    assert (full["HR@10"], full["NDCG@10"], full["AUC"], full["coverage@10"]) == (0, 0, 0, 0)
+    assert full["MRR"] < 0.04  # last of 27 and of 28
 
 
 def test_sequences_over_a_fixed_item_map_map_unknown_items_to_zero() -> None:

@@ -239,10 +239,16 @@ def train(
     store.ensure()
     if not store.is_local:  # likewise: the models are logged there (a local store answers)
         wait_for_mlflow(store, timeout_s=10.0)
-    # Times ahead of the clock brought back to it, as the trainer does: learnt by a
-    # champion, one would stay newer than what it learnt, and the trainer's gate slices
-    # would hold it, or nothing, until the clock passed it.
-    events = as_of(_events(data, fmt, fields), now_us() // 1000)[0]
+    # Times ahead of the clock left out, as the trainer does: learnt by a champion, one
+    # would stay newer than what it learnt, and the trainer's gate slices would hold it,
+    # or nothing, until the clock passed it.
+    events, ahead = as_of(_events(data, fmt, fields), now_us() // 1000)
+    if ahead and not events:
+        raise typer.BadParameter(f"every event of {data} is stamped ahead of this machine's "
+                                 "clock: nothing to train on before then")
+    if ahead:
+        console.print(f"[yellow]{ahead:,} events stamped ahead of this machine's clock are "
+                      "left out: a later round learns them[/yellow]")
     if champion and not force and (gate := _gatekeeper(settings, seed)):
         _through_the_gate(gate, events, Recipe(epochs, False, data.stem, source, pretrain),
                           records)

@@ -351,15 +351,15 @@ def gate_cut(events: list[Event], fraction: float, seen_until: int | None) -> in
 
 
 def as_of(events: list[Event], now_ms: int) -> tuple[list[Event], int]:
-    """``events`` with any time ahead of ``now_ms`` (the trainer's clock when it read
-    them) brought back to it, and how many were; for the history's order and the gate's
-    cut. Events up to a day ahead are valid (clock skew), but one such time sorted into
-    the gate slice as the newest, and once a champion had learnt it, the next rounds took
-    everything before it as already seen (``gate_cut``): no gate cases for up to a day."""
-    ahead = sum(e.ts > now_ms for e in events)
-    if not ahead:
-        return events, 0
-    return [replace(e, ts=now_ms) if e.ts > now_ms else e for e in events], ahead
+    """``events`` without those stamped ahead of ``now_ms`` (the trainer's clock when it
+    read them), and how many those were: a later round, read once the clock has passed
+    them, learns them. Events up to a day ahead are valid (clock skew). Taken at its
+    word, one sorted into the gate slice as the newest, and once a champion had learnt
+    it, the next rounds took everything before it as already seen (``gate_cut``): no gate
+    cases for up to a day. Brought back to the clock instead, one learnt by a refit
+    champion came back in the next round's gate slice, stamped after what it learnt."""
+    kept = [e for e in events if e.ts <= now_ms]
+    return kept, len(events) - len(kept)
 
 
 def refit_sequences(data: _RoundData, spec: FeatureSpec) -> Sequences:
@@ -406,8 +406,8 @@ class Trainer:
         read_at = int(time.time() * 1000)
         events, ahead = as_of(retry("reading the history", read), read_at)
         if ahead:
-            log.warning("history: %d events stamped ahead of this machine's clock are taken "
-                        "as of now", ahead)
+            log.warning("history: %d events stamped ahead of this machine's clock are left "
+                        "for a later round", ahead)
         events.sort(key=lambda e: (e.ts, e.event_id))
         return events
 

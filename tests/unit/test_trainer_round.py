@@ -371,20 +371,27 @@ def test_the_gate_slice_holds_no_event_the_champion_learnt() -> None:
 def test_an_event_stamped_ahead_of_the_clock_cannot_claim_the_gate_slice() -> None:
     """An event up to a day ahead is valid (clock skew). Taken at its word it sorted as
     the newest, and once a champion learnt it every event before that time counted as
-    seen: the next round's gate slice was empty until the clock caught up (#16)."""
+    seen: the next round's gate slice was empty until the clock caught up (#16). Brought
+    back to the clock instead, a refit champion learnt it, and the next round, read
+    later, put it in the gate slice (a review): it is left for a round after its time."""
     def event(i: int, ts: int) -> Event:
         return Event(f"00000000-0000-4000-8000-{i:012d}", "u", "i", "click", ts)
 
-    history = [event(i, ts) for i, ts in enumerate([1, 2, 3, 4, 5, 6, 7, 8 + 86_000_000])]
-    now = 9
-    taken, ahead = as_of(history, now)
-    assert ahead == 1 and [e.ts for e in taken] == [1, 2, 3, 4, 5, 6, 7, 9]
-    assert as_of(taken, now) == (taken, 0)
-    # The next round: four events arrived since; a champion that learnt the first round
-    # has seen up to its newest time.
-    later = [*taken, *(event(10 + i, 10 + i) for i in range(4))]
-    assert gate_cut(later, 0.2, max(e.ts for e in taken)) == 9   # the newest 20%: new ones
-    assert gate_cut([*history, *later[8:]], 0.2, history[-1].ts) == 12  # before: none
+    skewed = event(7, 20)
+    history = [*(event(i, i + 1) for i in range(7)), skewed]
+    taken, ahead = as_of(history, 9)
+    assert ahead == 1 and [e.ts for e in taken] == [1, 2, 3, 4, 5, 6, 7]
+    assert as_of(taken, 9) == (taken, 0)
+    learnt = max(e.ts for e in taken)  # what a champion refit on the first round learnt
+    # A round read at 15: three events arrived since; the skewed one is still ahead.
+    later, ahead = as_of([*history, *(event(10 + i, 10 + i) for i in range(3))], 15)
+    assert ahead == 1 and skewed not in later
+    # Read at 25: it is past, and its time is after anything the champion learnt.
+    last = sorted([*history, *(event(10 + i, 10 + i) for i in range(3))], key=lambda e: e.ts)
+    kept, _ = as_of(last, 25)
+    cut = gate_cut(kept, 0.2, learnt)
+    assert skewed in kept[cut:] and all(e.ts > learnt for e in kept[cut:])
+    assert gate_cut([*history, event(10, 10)], 0.2, 20) == 9  # taken at its word: none
 
 
 def _log_with_a_new_item(fresh: str = "fresh-item") -> list[Event]:

@@ -52,7 +52,7 @@ class LiveTrial:
         from streams.experiment_store import declarations, running
 
         live = running(declarations(self.settings.kafka, self.settings.topic_experiments))
-        return live if live is not None and live.name.startswith(TRIAL_PREFIX) else None
+        return live if live is not None and _is_trial(live) else None
 
     def start(self, versions: dict[str, str], champion: dict[str, str]) -> RoundSummary:
         """Put the gated challenger at ``versions`` live against ``champion``, the versions
@@ -181,6 +181,19 @@ class LiveTrial:
 LOCK_HELD = "another trainer is promoting (promotion lock held)"
 LOCK_LOST = ("the promotion lock expired before the alias moved (a slow registry); nothing "
              "moved")
+
+
+def _is_trial(experiment: Experiment) -> bool:
+    """Whether ``experiment`` has the shape ``LiveTrial.start`` declares: its name, the
+    champion alias, then the challenger at fixed versions. By its name alone a person's
+    ``trial-checkout`` was settled as the trainer's: stopped for them, or its variant
+    promoted over a ``trial-control`` alias left from an earlier trial."""
+    from streams.registry import parse_versions
+
+    variants = [(v.name, v.model) for v in experiment.variants]
+    return (experiment.name.startswith(TRIAL_PREFIX) and len(variants) == 2
+            and variants[0] == ("champion", "champion") and variants[1][0] == CHALLENGER
+            and parse_versions(variants[1][1]) is not None)
 
 
 def _parse(model: str) -> dict[str, str]:

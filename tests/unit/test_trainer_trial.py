@@ -101,6 +101,14 @@ def test_no_trial_means_a_round_as_usual(world: SimpleNamespace) -> None:
     other = new_experiment("someone-elses", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
     world.declared["someone-elses"] = other
     assert trial(world).settle() is None  # only the trainer's own trials are its to settle
+    world.declared.clear()
+    for variants in ([("control", "champion", 0.5), ("b", "streamrec-ranker:v5", 0.5)],
+                     [("b", "streamrec-ranker:v5", 0.5), ("control", "champion", 0.5)],
+                     [("champion", "champion", 0.5), ("challenger", "challenger", 0.5)]):
+        world.declared["trial-checkout"] = new_experiment("trial-checkout", variants)
+        world.winner = "b"  # a person's experiment named like a trial: not the trainer's
+        assert trial(world).settle() is None
+    assert world.stopped == [] and world.promoted == []
 
 
 @pytest.mark.parametrize(("winner", "hours", "outcome", "promoted", "stopped_with"), [

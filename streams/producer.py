@@ -134,7 +134,7 @@ class RecordProducer:
         (an event's user id), so the records to send again can be found."""
         if err is not None:
             self.stats.failed += 1
-            self.stats.last_error = str(err)
+            self.stats.last_error = f"to {msg.topic()}: {err}"
             log.warning("delivery to %s failed (key %r): %s", msg.topic(),
                         (msg.key() or b"")[:64], err)
 

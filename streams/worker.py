@@ -238,7 +238,7 @@ class DeliverBeforeCommit:
 
     def _check_failures(self) -> None:
         if self.producer.stats.failed > self.failed_before:
-            raise RuntimeError(f"recommendation lists not delivered (last error "
+            raise RuntimeError(f"records not delivered (last error "  # lists or sessions
                                f"{self.producer.stats.last_error}): not committing")
 
     def _skip(self, why: str) -> bool:

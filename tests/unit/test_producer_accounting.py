@@ -123,3 +123,17 @@ def test_a_failed_delivery_is_logged_with_its_records_key(
     assert producer.stats.failed == 1
     producer.close()
 
+
+
+def test_a_failed_delivery_names_its_topic() -> None:
+    """Lists and session changelog records share the worker's producer: a changelog the
+    cluster refused stopped every commit with an error read as the lists'."""
+    from types import SimpleNamespace
+
+    producer = _Impatient(KafkaConnection("127.0.0.1:1"), {"log_level": 0})
+    record = SimpleNamespace(topic=lambda: "g-sessions-changelog", key=lambda: b"u1")
+    producer.on_delivery("Broker: Topic authorization failed", record)  # type: ignore[arg-type]
+    producer.close()
+    assert producer.stats.failed == 1
+    assert producer.stats.last_error == (
+        "to g-sessions-changelog: Broker: Topic authorization failed")

@@ -117,6 +117,13 @@ class Catalogue:
         for bundle in {id(b): b for b in [*bundles, *waiting]}.values():
             embed_or_log(self, bundle, list(self.records.values()))
 
+    def replace_records(self, read: Catalogue) -> None:
+        """Take ``read``'s records (a whole pass over the topic) in place of these, at
+        once: readers see the old view or the new one, never a pass half read."""
+        self.revision += 1
+        self.records = read.records
+        self._changed = dict.fromkeys(self.records, self.revision)
+
     def embed(self, bundle: Any, records: list[ItemRecord]) -> None:
         """Hand ``records`` to ``bundle``; counted as embedded, or skipped when its model
         reads no content (trained without a catalogue)."""
@@ -147,18 +154,23 @@ def embed_or_log(catalogue: Catalogue, bundle: Any, records: list[ItemRecord]) -
 
 
 async def catch_up(consumer: Any, tps: list[TopicPartition], catalogue: Catalogue) -> None:
-    """Read ``tps`` into ``catalogue`` up to the end offsets they have now, embedding
-    nothing: the caller hands the survivors over once. Until then, a bundle loading
-    meanwhile waits for that hand-over, after a restart of the follower too: the records
-    read again so far may hold an item whose tombstone comes later."""
+    """Read ``tps`` up to the end offsets they have now, then put what survives in
+    ``catalogue``'s place at once, embedding nothing: the caller hands the survivors over
+    once. Until then, a bundle loading meanwhile waits for that hand-over, after a restart
+    of the follower too: the records read again so far may hold an item whose tombstone
+    comes later. Read into the catalogue itself, a restarted pass showed the API old
+    records and deleted items until their newer ones were read again, and kept for good
+    an item whose record and tombstone were compacted away meanwhile."""
     catalogue.caught_up = False
+    read = Catalogue(catalogue.metrics)
     ends = await consumer.end_offsets(tps)
     while any([await consumer.position(tp) < end for tp, end in ends.items()]):
         batch = await consumer.getmany(*tps, timeout_ms=500, max_records=5000)
-        catalogue.take(m for records in batch.values() for m in records)
+        read.take(m for records in batch.values() for m in records)
         if not batch:  # an end that moved back (an unclean leader election) is not waited for
             now = await consumer.end_offsets(tps)
             ends = {tp: min(end, now[tp]) for tp, end in ends.items()}
+    catalogue.replace_records(read)
 
 
 async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalogue,

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from services.api.auth import KEY_CHALLENGE, KEY_HEADER, Access
 from services.api.backends import Backends, backends_of
-from services.api.catalogue import NO_FILTER, NO_RECORDS, ListFilter, Records, shown
+from services.api.catalogue import NO_FILTER, ListFilter, shown
 from services.api.fast_reads import USER_ID_RE
 from services.api.feed import FeedsFull
 from services.api.ingest import DeliveryFailed, TooManyEvents, validate_body
@@ -127,7 +127,7 @@ def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float,
                    ) -> StreamingResponse:
         b = backends_of(app)
         events = feed_events(b, user_id, k, last_event_id, heartbeat_s, metrics.feed_clients,
-                             b.catalogue.records, ListFilter.of(category, exclude))
+                             ListFilter.of(category, exclude))
         try:
             # Started here, so a full hub is a 503 before the 200 goes out, and the slot
             # it opens is closed with the stream even if the stream is never read.
@@ -171,11 +171,12 @@ def client_holds(current: RecommendationList, last_event_id: str | None) -> bool
 
 
 async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | None,
-                       heartbeat_s: float, clients: Gauge, records: Records = NO_RECORDS,
-                       keep: ListFilter = NO_FILTER) -> AsyncGenerator[bytes, None]:
+                       heartbeat_s: float, clients: Gauge, keep: ListFilter = NO_FILTER
+                       ) -> AsyncGenerator[bytes, None]:
     """One feed's stream: the current list unless the client already has it, then each
     new one, with a heartbeat comment after ``heartbeat_s`` without one. Each list is
-    shown filtered by ``keep`` and titled from ``records``."""
+    shown filtered by ``keep`` and titled from the catalogue's records as they are then
+    (a restarted catalogue follower puts new ones in their place)."""
     slot = b.hub.open(user_id)
     clients.inc()
     try:
@@ -184,14 +185,14 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
         # this read would then come twice, hence the check on the last id sent.
         last = await b.source.current(user_id, MAX_K)
         if not client_holds(last, last_event_id):
-            yield _sse(shown(last, k, records, keep))
+            yield _sse(shown(last, k, b.catalogue.records, keep))
         while True:
             rec = await slot.next(heartbeat_s)
             if rec is None:
                 yield b": keep-alive\n\n"
             elif rec.published_us != last.published_us and rec.may_replace(last):
                 last = rec  # never back in time, nor an empty list over one with items
-                yield _sse(shown(rec, k, records, keep))
+                yield _sse(shown(rec, k, b.catalogue.records, keep))
     finally:
         b.hub.close(user_id, slot)
         clients.dec()

@@ -113,11 +113,12 @@ def test_the_feed_is_filtered_and_titled_like_the_list() -> None:
                                published_us=20)
     source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)
     hub = FeedHub(None, "ch", LiveStats(), source)
-    records = {r.item_id: r for r in RECORDS}
+    catalogue = SimpleNamespace(records={r.item_id: r for r in RECORDS})
 
     async def scenario() -> list[bytes]:
-        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 10, None, 0.05,
-                             ApiMetrics().feed_clients, records, ListFilter.of("x", None))
+        stream = feed_events(SimpleNamespace(source=source, hub=hub, catalogue=catalogue),
+                             "u1", 10, None, 0.05, ApiMetrics().feed_clients,
+                             ListFilter.of("x", None))
         sent = [await anext(stream), await anext(stream)]  # retry advice, current list
         hub.dispatch(b"[" + newer.to_json() + b"]")
         sent.append(await anext(stream))
@@ -128,4 +129,4 @@ def test_the_feed_is_filtered_and_titled_like_the_list() -> None:
     for frame, ids in ((first, ["a", "c"]), (second, ["c", "a"])):
         items = orjson.loads(frame.split(b"\ndata: ")[1])["items"]
         assert [(i["item_id"], i["title"]) for i in items] == [
-            (i, records[i].title) for i in ids]
+            (i, catalogue.records[i].title) for i in ids]

@@ -34,6 +34,7 @@ from streams.recs_store import popular_key, recs_key
 LIST_SCHEMA = jsonschema.Draft202012Validator(json.loads(
     (Path(__file__).resolve().parents[2] / "streams/schema/recommendation-list-v1.json")
     .read_text()))
+NO_CATALOGUE = SimpleNamespace(records={})  # a feed's backends: no catalogue records
 
 
 def _list(user: str, items: list[str], item: str | None, version: str = "v1",
@@ -505,7 +506,7 @@ def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
         return metrics.registry.get_sample_value("streamrec_api_feed_clients")
 
     async def scenario() -> list[bytes]:
-        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
+        stream = feed_events(SimpleNamespace(source=source, hub=hub, catalogue=NO_CATALOGUE), "u1", 2, None, 0.05,
                              metrics.feed_clients)
         sent = [await anext(stream), await anext(stream)]  # retry advice, current list
         hub.dispatch(_batch(current, newer))  # the current one again is not resent
@@ -526,7 +527,7 @@ def test_the_live_feed_sends_the_current_list_then_each_new_one() -> None:
 def _feed(source: ListSource) -> tuple[FeedHub, AsyncGenerator[bytes, None]]:
     """A hub over ``source``, and user u1's feed on it (2 items, 50 ms heartbeats)."""
     hub = FeedHub(None, "ch", LiveStats(), source)
-    return hub, feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, None, 0.05,
+    return hub, feed_events(SimpleNamespace(source=source, hub=hub, catalogue=NO_CATALOGUE), "u1", 2, None, 0.05,
                             ApiMetrics().feed_clients)
 
 
@@ -612,7 +613,7 @@ def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:
     hub = FeedHub(None, "ch", LiveStats(), source)
 
     async def scenario() -> list[bytes]:
-        stream = feed_events(SimpleNamespace(source=source, hub=hub), "u1", 2, "10", 0.05,
+        stream = feed_events(SimpleNamespace(source=source, hub=hub, catalogue=NO_CATALOGUE), "u1", 2, "10", 0.05,
                              ApiMetrics().feed_clients)
         sent = [await anext(stream), await anext(stream)]
         await stream.aclose()

@@ -211,6 +211,25 @@ def test_a_follower_started_again_makes_loading_bundles_wait_for_its_hand_over()
     assert loading.added == [["y"]]
 
 
+def test_a_follower_started_again_shows_the_old_catalogue_until_its_pass_is_whole() -> None:
+    """Read into the catalogue the API serves from, a restarted pass showed deleted x
+    again (its tombstone not read yet), and z, whose record and tombstone were compacted
+    away while it was down, stayed for good (a review)."""
+    from streams.catalog_follower import catch_up
+
+    catalogue = Catalogue(WorkerMetrics(), caught_up=True)
+    catalogue.take([message("z", {"item_id": "z", "title": "Z"}),
+                    message("y", {"item_id": "y", "title": "old Y"})])
+    before = catalogue.records
+    seen: list[dict] = []
+    consumer = TwoPolls(between=lambda: seen.append(dict(catalogue.records)))
+    asyncio.run(catch_up(consumer, [consumer.tp], catalogue))
+    assert seen == [before]  # mid-pass: the old view, whole
+    assert {i: r.title for i, r in catalogue.records.items()} == {"y": "Y"}
+    catalogue.hand_over([bundle := ContentBundle("r:v1")])
+    assert bundle.added == [["y"]]
+
+
 def test_bundles_that_ask_before_the_follower_caught_up_wait_for_the_survivors() -> None:
     """A swap, an experiment's variant or the API's first load while the follower reads
     the topic at start took the records read so far, an item deleted later included."""

@@ -41,6 +41,7 @@ from streams.sessions import changelog_topic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_SECRET_LENGTH = 16  # API keys and tokens
+MAX_TOP_N = 1000  # the most items a stored list holds (recs_top_n)
 _Secrets = SecretStr | dict[SecretStr, str] | list[SecretStr] | None
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 _BROKER_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$")  # a name, IPv4 or [IPv6]
@@ -125,7 +126,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9464, ge=0, le=65535, description="/metrics; 0: off")
     worker_metrics_host: str = Field("127.0.0.1", description="/metrics listens here "
                                      "(it has no auth: 0.0.0.0 only inside a private network)")
-    recs_top_n: int = Field(10, ge=1, le=1000)
+    recs_top_n: int = Field(10, ge=1, le=MAX_TOP_N)
     recs_ttl_s: int = Field(24 * 3600, ge=1, le=10**9, description="how long Redis keeps "
                             "a user's list (at most ~31 years: Redis refuses longer expiries, "
                             "and every list write would fail)")

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from services.api.lists import FALLBACK, MAX_K, ListSource
+from services.api.lists import FALLBACK, WHOLE, ListSource
 from services.api.live import LiveStats
 from streams.messages import UNREADABLE, RecommendationList
 
@@ -153,7 +153,7 @@ class FeedHub:
         Redis still loading its data answers the subscription, not the read): popularity
         sent then replaced every feed's list until its user's next event."""
         for user_id, feeds in list(self.feeds.items()):
-            rec = await self.source.current(user_id, MAX_K)
+            rec = await self.source.current(user_id, WHOLE)  # each feed filters its own
             if rec.path == FALLBACK:
                 continue
             for feed in list(feeds):

@@ -33,12 +33,14 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from infra.redis_batch import BatchedGets
+from services.settings import MAX_TOP_N
 from streams.messages import UNREADABLE, Path, PopularList, RecommendationList
 from streams.recs_store import popular_key, recs_key
 
 log = logging.getLogger(__name__)
 
 MAX_K = 100  # most items a read may ask for
+WHOLE = MAX_TOP_N  # a stored list whole: a filtered read filters all a worker stored
 MAX_BATCH = 256  # most lists one MGET reads: ~0.3 MB at 10 items a list
 FALLBACK: Path = "fallback"  # the path of popularity served because Redis did not answer
 

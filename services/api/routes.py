@@ -33,7 +33,7 @@ from services.api.catalogue import NO_FILTER, ListFilter, shown
 from services.api.fast_reads import USER_ID_RE
 from services.api.feed import FeedsFull
 from services.api.ingest import DeliveryFailed, TooManyEvents, validate_body
-from services.api.lists import FALLBACK, MAX_K
+from services.api.lists import FALLBACK, MAX_K, WHOLE
 from services.api.metrics import ApiMetrics
 from services.api.schemas import (
     LIST_EXAMPLE,
@@ -101,7 +101,7 @@ def add_list_route(app: FastAPI, access: Access) -> APIRoute:
     async def recommendations(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
                               exclude: EXCLUDE = None) -> Response:
         b, keep = backends_of(app), ListFilter.of(category, exclude)
-        rec = await b.source.current(user_id, MAX_K if keep.active else k)
+        rec = await b.source.current(user_id, WHOLE if keep.active else k)
         return json_response(shown(rec, k, b.catalogue.records, keep))
 
     return _route_of(app, recommendations)
@@ -183,7 +183,7 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
         yield b"retry: 2000\n\n"
         # The slot opens first so no list is missed; one published between that and
         # this read would then come twice, hence the check on the last id sent.
-        last = await b.source.current(user_id, MAX_K)
+        last = await b.source.current(user_id, WHOLE)  # as the channel's lists come
         if not client_holds(last, last_event_id):
             yield _sse(shown(last, k, b.catalogue.records, keep))
         while True:

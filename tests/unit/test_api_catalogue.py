@@ -77,6 +77,18 @@ def test_a_filter_keeps_the_order_and_titles_and_reads_the_whole_stored_list(
     assert [i.get("title") for i in _items(api.get(f"{LIST}?category=x"))] == ["Alpha", "Gamma"]
 
 
+def test_a_filter_reads_past_the_first_100_stored_items() -> None:
+    """A worker stores up to 1,000 (``STREAMREC_RECS_TOP_N``); a filtered read cut the
+    stored list to 100 before filtering, and found nothing where items 150-160 match."""
+    api = InProcessApi()
+    stored = RecommendationList("u1", "model", "v1", [ScoredItem(f"i{n}", 1.0 - n / 1000)
+                                                      for n in range(200)], "e-u1", "x", 1, 2)
+    api.app.state.backends.source.client.values[recs_key("u1")] = stored.to_json()
+    api.put_records(*(ItemRecord(f"i{n}", categories=("c",)) for n in range(150, 161)))
+    assert [i["item_id"] for i in _items(api.get(f"{LIST}?category=c&k=3"))] == [
+        "i150", "i151", "i152"]
+
+
 def test_popularity_lists_are_filtered_too() -> None:
     api = InProcessApi()
     api.put_records(*RECORDS)

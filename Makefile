@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # pip holds every downloaded wheel (~1 GB) in TMPDIR until it installs, and a small /tmp
 # ran out of space in CI: its temporary files go under the venv instead. A clean CI clone
 # has no use for pip's wheel cache either (a second copy of those wheels).
-PIP := TMPDIR=$(CURDIR)/$(VENV) $(BIN)/python -m pip install -q --disable-pip-version-check \
+PIP := TMPDIR="$(CURDIR)/$(VENV)" $(BIN)/python -m pip install -q --disable-pip-version-check \
        $(if $(CI),--no-cache-dir)
 
 .PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract faults
@@ -18,7 +18,7 @@ demo: setup
 	@test -z "$(DATA)" -o -n "$(FORMAT)" || { echo "make demo DATA=$(DATA) needs FORMAT= too (movielens, yoochoose, rees46, ...)"; exit 2; }
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec stack check
-	$(BIN)/streamrec demo $(if $(DATA),--data $(DATA) --format $(FORMAT)) $(if $(COLUMNS),--columns $(COLUMNS))
+	$(BIN)/streamrec demo $(if $(DATA),--data "$(DATA)" --format "$(FORMAT)") $(if $(COLUMNS),--columns "$(COLUMNS)")
 
 test: setup lint
 	@bash infra/system-deps.sh browser

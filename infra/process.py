@@ -144,16 +144,19 @@ class ManagedProcess:
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                break
-            _reap(pid)
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+        try:  # it may exit between our look and each signal: stopped all the same
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if not _alive(pid):
+                    break
+                _reap(pid)
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(0.2)
+        except ProcessLookupError:
+            pass
         _reap(pid)
         self.pid_file.unlink(missing_ok=True)
         return True

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -105,6 +106,24 @@ def test_spawn_then_stop_leaves_no_process(tmp_path: Path) -> None:
     assert proc.pid() is None and not Path(f"/proc/{pid}").exists()
     assert proc.stop() is False
     assert proc.log_file.stat().st_mode & 0o777 == 0o600  # it may hold a refused password
+
+
+def test_a_process_that_exits_as_it_is_stopped_counts_as_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gone between ``pid()`` and the SIGTERM, it raised ``ProcessLookupError``: the pid
+    file stayed, and ``stack down`` never reached Kafka after Redis (a review)."""
+    proc = _proc(tmp_path, marker="import time")
+    pid = proc.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+    found = ManagedProcess.pid
+
+    def exits_meanwhile(self: ManagedProcess) -> int | None:
+        seen = found(self)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)  # reaped: the pid names no process now
+        return seen
+
+    monkeypatch.setattr(ManagedProcess, "pid", exits_meanwhile)
+    assert proc.stop() is True and not proc.pid_file.exists()
 
 
 def test_a_services_long_log_is_set_aside_at_its_next_start(

@@ -13,20 +13,13 @@ from infra.errors import StackError
 MIN_JAVA = 17
 
 
-def java_binary() -> str:
-    """$JAVA_HOME/bin/java when set, else ``java`` on PATH."""
+def _candidates() -> list[str]:
+    """$JAVA_HOME/bin/java when set, then ``java`` on PATH."""
     home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise StackError(
-            f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and none was found: "
-            "install it (Debian: apt-get install -y openjdk-17-jre-headless, or "
-            "default-jre-headless where 17 is not packaged) "
-            "or set STREAMREC_KAFKA_BOOTSTRAP to an existing cluster"
-        )
-    return found
+    found = [str(Path(home) / "bin" / "java")] if home and (
+        Path(home) / "bin" / "java").exists() else []
+    on_path = shutil.which("java")
+    return found + [on_path] if on_path and on_path not in found else found
 
 
 def parse_java_major(version_output: str) -> int | None:
@@ -41,15 +34,28 @@ def parse_java_major(version_output: str) -> int | None:
 
 
 def check_java() -> str:
-    java = java_binary()
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    major = parse_java_major(out.stderr + out.stdout)
-    if major is None or major < MIN_JAVA:
+    """The Java 17+ to run: $JAVA_HOME's when it is 17+, else PATH's. An older JAVA_HOME
+    (GitHub's Ubuntu runners set one to 11) beat a Java 17 on PATH: ``stack up`` refused
+    to start, and ``infra/system-deps.sh`` installed 17 again at every ``make``."""
+    candidates = _candidates()
+    if not candidates:
         raise StackError(
-            f"Java {MIN_JAVA}+ is needed to run Kafka; {java} reports "
-            f"{(out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else 'nothing'}"
+            f"Java {MIN_JAVA}+ is needed to run the local Kafka broker and none was found: "
+            "install it (Debian: apt-get install -y openjdk-17-jre-headless, or "
+            "default-jre-headless where 17 is not packaged) "
+            "or set STREAMREC_KAFKA_BOOTSTRAP to an existing cluster"
         )
-    return java
+    reports = []
+    for java in candidates:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+        text = out.stderr or out.stdout
+        major = parse_java_major(out.stderr + out.stdout)
+        if major is not None and major >= MIN_JAVA:
+            return java
+        reports.append(f"{java} reports {text.splitlines()[0] if text else 'nothing'}")
+    raise StackError(f"Java {MIN_JAVA}+ is needed to run Kafka; {'; '.join(reports)}"
+                     + ("; unset JAVA_HOME or point it at 17+"
+                        if os.environ.get("JAVA_HOME") else ""))
 
 
 def maven_binary() -> str:

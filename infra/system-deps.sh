@@ -11,14 +11,16 @@ testing=$([[ "${1:-}" == browser ]] && echo 1 || true)
 if [[ -n "$testing" || -z "${STREAMREC_REDIS_URL:-}" ]] && ! command -v redis-server >/dev/null; then
   need+=(redis-server)
 fi
-# The Java the stack would run (infra/java.py: $JAVA_HOME's, else PATH's), if it is 17+:
+# Whether a Java the stack would run is 17+ (infra/java.py: $JAVA_HOME's, else PATH's):
 # any Java on PATH passed before, and Ubuntu 22.04's default 11 then failed at `stack up`.
 java_ok() {
-  local bin="${JAVA_HOME:-/nonexistent}/bin/java"
-  [[ -x "$bin" ]] || bin=$(command -v java) || return 1
-  local major
-  major=$("$bin" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
-  [[ -n "$major" && "$major" -ge 17 ]]
+  local bin major
+  for bin in "${JAVA_HOME:-/nonexistent}/bin/java" "$(command -v java || true)"; do
+    [[ -x "$bin" ]] || continue
+    major=$("$bin" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+    [[ -n "$major" && "$major" -ge 17 ]] && return 0
+  done
+  return 1
 }
 if [[ -n "$testing" || -z "${STREAMREC_KAFKA_BOOTSTRAP:-}" ]]; then
   java_ok || need+=(java)

@@ -152,10 +152,10 @@ PROBE = Path(__file__).with_name("ControllerProbe.java")  # sets a topic's reten
 def _probe(settings: Settings, topic: str) -> subprocess.CompletedProcess[str]:
     """Alter ``topic`` through the controller listener, with no credentials, as any
     program on the machine could (Kafka's Admin client with ``bootstrap.controllers``)."""
-    from infra.java import java_binary
+    from infra.java import check_java
 
     libs = settings.local_kafka().libs
-    return subprocess.run([java_binary(), "-cp", f"{libs}/*", str(PROBE),
+    return subprocess.run([check_java(), "-cp", f"{libs}/*", str(PROBE),
                            f"127.0.0.1:{settings.kafka_controller_port}", topic],
                           capture_output=True, text=True, timeout=120)
 

@@ -37,14 +37,37 @@ def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> N
         check_java()
 
 
-def test_old_java_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    fake = tmp_path / "bin" / "java"
-    fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\necho \'java version "1.8.0_392"\' >&2\n')
+def _fake_java(home: Path, version: str) -> Path:
+    fake = home / "bin" / "java"
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f'#!/bin/sh\necho \'java version "{version}"\' >&2\n')
     fake.chmod(0o755)
+    return fake
+
+
+def test_old_java_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_java(tmp_path, "1.8.0_392")
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
-    with pytest.raises(StackError, match="Java 17\\+ is needed.*1.8.0_392"):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(StackError, match="Java 17\\+ is needed.*1.8.0_392\"; unset JAVA_HOME"):
         check_java()
+
+
+def test_an_old_java_home_gives_way_to_a_java_17_on_path(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """GitHub's Ubuntu runners set JAVA_HOME to 11: it beat the 17 on PATH, so `stack up`
+    refused to start and system-deps.sh installed 17 again at every make (a review)."""
+    _fake_java(tmp_path / "jdk11", "11.0.22")
+    path_java = _fake_java(tmp_path / "usr", "17.0.15")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk11"))
+    monkeypatch.setenv("PATH", str(path_java.parent))
+    assert check_java() == str(path_java)
+    deps = Path(__file__).resolve().parents[2] / "infra" / "system-deps.sh"
+    java_ok = subprocess.run(  # the script's own check, on the same two
+        ["bash", "-c", f"eval \"$(sed -n '/^java_ok() {{/,/^}}/p' {deps})\"; java_ok"],
+        env={"JAVA_HOME": str(tmp_path / "jdk11"), "PATH": f"{path_java.parent}:/usr/bin:/bin"},
+        check=False)
+    assert java_ok.returncode == 0
 
 
 def test_missing_redis_binary_says_how_to_install(

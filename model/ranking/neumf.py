@@ -217,6 +217,21 @@ class NeuMF(keras.Model):
         self.mlp[0].set_weights([kernel, bias])
         return unused.tolist()
 
+    def silence_unused_categories(self, categories: np.ndarray) -> int:
+        """Zero the category table's rows no row of ``categories`` (the training rows'
+        bucket ids, [rows, keys]) reads: a value training never met, or bucket 0 (the key
+        missing) of a key every training event held. Like unused context columns they keep
+        their random start and shifted the lists of users whose newest event read them;
+        zeroed, such a value adds nothing. Returns the rows zeroed."""
+        if not self.categories:
+            return 0
+        (rows,) = self.category_table.get_weights()
+        used = np.zeros(len(rows), bool)
+        used[np.asarray(self.category_offsets(np.asarray(categories))).ravel()] = True
+        rows[~used] = 0.0
+        self.category_table.set_weights([rows])
+        return int((~used).sum())
+
     def forget_untrained(self, users: np.ndarray, items: np.ndarray, known_users: int = 0,
                          known_items: int = 0) -> tuple[int, int]:
         """Reset the id rows no training list held (``users``, ``items``: the ids the lists

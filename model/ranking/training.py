@@ -282,6 +282,8 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     # After a warm start too: a champion's columns no list sets never trained here either.
     if cfg.context and (unused := model.silence_unused_context(found.context)):
         log.info("context columns no training list sets, weighed 0: %s", unused)
+    if cfg.context and (unused_rows := model.silence_unused_categories(found.categories)):
+        log.info("category buckets no training list reads, zeroed: %d", unused_rows)
     if content is not None:
         model.set_content(content)
 

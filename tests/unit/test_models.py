@@ -116,6 +116,30 @@ def test_context_columns_no_training_row_set_weigh_nothing() -> None:
     assert not moved_by(1) and moved_by(0) and moved_by(2)
 
 
+def test_category_buckets_no_training_row_reads_add_nothing() -> None:
+    """A context value training never met, or a key missing where training always had it,
+    read a row of the category table still at its random start (a review)."""
+    model = start_from_score(NeuMF(4, 8, 8, (16, 8), session_dim=4, use_score=True,
+                                   categories=2, buckets=5))
+    x = {**_inputs(session_dim=4, score=True), "categories": np.zeros((6, 2), "int32")}
+
+    def moved_by(ids: list[int]) -> bool:
+        other = {**x, "categories": np.tile(np.array(ids, "int32"), (6, 1))}
+        return not np.allclose(model.predict_on_batch(other), model.predict_on_batch(
+            {**x, "categories": np.tile(np.array([4, 4], "int32"), (6, 1))}))
+
+    rng = np.random.default_rng(2)  # as if trained, or at a random start
+    model.set_weights([w + rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
+    rows = model.get_layer("categories").get_weights()[0]
+    assert moved_by([0, 4]) and moved_by([3, 4])
+    trained_on = np.array([[1, 4], [2, 3]])  # key 0: buckets 1, 2; key 1: buckets 4, 3
+    assert model.silence_unused_categories(trained_on) == 10 - 4
+    assert not moved_by([0, 4]) and not moved_by([3, 4])  # key 0's 0 and 3: zeroed
+    assert moved_by([1, 4]) and moved_by([4, 3])  # trained rows still count
+    assert np.array_equal(model.get_layer("categories").get_weights()[0][[1, 2, 8, 9]],
+                          rows[[1, 2, 8, 9]])
+
+
 def test_ids_no_training_list_held_read_as_the_unknown_user_and_a_content_only_item() -> None:
     model = start_from_score(NeuMF(4, 8, 8, (16, 8), use_score=True))
     rng = np.random.default_rng(1)

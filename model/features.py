@@ -214,11 +214,13 @@ def _moments_of(present: np.ndarray) -> tuple[float, float]:
     """(mean, standard deviation) of one key's values, clipped to their 1st and 99th
     percentiles first: one bogus price (1e7 among prices of tens) would otherwise squash
     every other value's z-score to about 0, and 1e160 overflowed the spread to infinity.
-    Computed on the values over their largest, so no square overflows."""
+    Not clipped when 99% of the values are one (a quantity that is nearly always 1): the
+    clip made them all alike, a spread of 0, and the key read 0 on every event. Computed
+    on the values over their largest, so no square overflows."""
     if not len(present):
         return 0.0, 0.0
     low, high = np.quantile(present, [0.01, 0.99], method="inverted_cdf")
-    clipped = np.clip(present, low, high)
+    clipped = np.clip(present, low, high) if low < high else present
     scale = float(np.abs(clipped).max())
     if scale == 0:
         return 0.0, 0.0

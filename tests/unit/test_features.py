@@ -126,6 +126,17 @@ def test_dense_numeric_is_clipped_to_five() -> None:
     assert dense_one(spec, MONDAY_MS, numeric=[4.5])[-1] == 4.5
 
 
+def test_a_key_whose_rare_values_are_under_one_percent_still_reads() -> None:
+    """A quantity that is 1 on 99.2% of events: clipped to its 1st and 99th percentiles,
+    every value was 1, a spread of 0, and the key read 0 everywhere (a review)."""
+    column = np.ones((1000, 1))
+    column[:8] = 10.0
+    spec = FeatureSpec(numeric=("qty",)).fit(column)
+    assert spec.numeric_std[0] > 0
+    assert dense_one(spec, MONDAY_MS, numeric=[10.0])[-1] > 1.0 > abs(
+        dense_one(spec, MONDAY_MS, numeric=[1.0])[-1])
+
+
 def test_a_key_that_never_varied_in_training_reads_zero_at_serving() -> None:
     """Training saw it at its mean only (0 after scaling), so its first-layer weights never
     learnt; divided by 1, another value at serving (up to 5) pushed those random weights

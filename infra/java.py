@@ -19,7 +19,7 @@ def _candidates() -> list[str]:
     found = [str(Path(home) / "bin" / "java")] if home and (
         Path(home) / "bin" / "java").exists() else []
     on_path = shutil.which("java")
-    return found + [on_path] if on_path and on_path not in found else found
+    return [*found, on_path] if on_path and on_path not in found else found
 
 
 def parse_java_major(version_output: str) -> int | None:

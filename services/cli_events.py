@@ -124,8 +124,8 @@ def replay(
             update(s.read, rate=s.events_per_s, sent=s.sent, letters=s.dead_lettered,
                    failed=s.failed)
 
-        summary = replay_log(itertools.chain([first], events), producer, rate=rate, time_scale=time_scale, limit=limit,
-                             on_progress=show)
+        summary = replay_log(itertools.chain([first], events), producer, rate=rate,
+                             time_scale=time_scale, limit=limit, on_progress=show)
         show(summary)
     console.print(
         f"replayed {path} into {settings.topic_interactions}: read {summary.read:,}, "

@@ -57,7 +57,7 @@ from streams.files import (
     open_binary,
     open_text,
 )
-from streams.readers import NO_VALUE, as_id, item_field
+from streams.readers import NO_VALUE, as_id, item_field, spans_lines
 
 
 class CatalogFileError(ValueError):
@@ -104,7 +104,7 @@ def _records(path: Path, reader: Any, skipped: int = 0) -> Iterator[tuple[int, l
     start = reader.line_num + 1
     try:
         for fields in reader:
-            if reader.line_num > start and any("\n" in f or "\r" in f for f in fields):
+            if reader.line_num > start and spans_lines(fields):
                 raise CatalogFileError(path, start + skipped, "a quoted field runs on to "
                                        f"line {reader.line_num + skipped} (a quote not closed?)")
             yield start + skipped, fields

@@ -174,7 +174,7 @@ def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) ->
     start = reader.line_num + 1  # the line the next record starts on
     try:
         for rec in reader:
-            if reader.line_num > start and _spans_lines(rec):
+            if reader.line_num > start and spans_lines(rec):
                 raise ValueError(f"a quoted field runs on to line {reader.line_num + skipped} "
                                  "(a quote not closed?)")
             if (parsed := row(rec)) is not None:
@@ -184,7 +184,7 @@ def _parsed(reader: Any, row: Callable[[Any], _Row | None], skipped: int = 0) ->
         raise RowError(start + skipped, exc) from exc
 
 
-def _spans_lines(rec: list[str] | dict[str, str]) -> bool:
+def spans_lines(rec: list[str] | dict[str, str]) -> bool:
     """Whether a csv record holds a line break (checked only where the reader moved on by
     more than one line, as a blank line a ``DictReader`` skips also does)."""
     fields = rec.values() if isinstance(rec, dict) else rec

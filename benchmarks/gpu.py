@@ -40,7 +40,8 @@ from model.ranking.neumf import NeuMF
 from model.ranking.training import NeuMFConfig, fit_neumf
 from model.retrieval.index import IndexConfig, ItemIndex, gpu_count
 from model.retrieval.sasrec import LOSSES, SASRec
-from model.retrieval.training import SASRecConfig, fit_sasrec
+from model.retrieval.training import SASRecConfig, fit_sasrec, pooled_negatives
+from model.sampling import SeenItems
 from streams.readers import read_valid_events
 
 QUERY_BATCH, TOP_K = 256, 100
@@ -65,8 +66,10 @@ def sasrec_throughput(batch: int, steps: int, items: int = 10_000) -> float:
     model = SASRec(items, cfg.max_len, cfg.dim, cfg.blocks, cfg.heads, cfg.dropout)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=LOSSES[cfg.loss])
     seq = rng.integers(1, items + 1, (n, cfg.max_len)).astype("int32")
-    x = {"seq": seq, "pos": np.roll(seq, -1, axis=1),
-         "pool": rng.integers(1, items + 1, (n, cfg.pool_draws(batch))).astype("int32")}
+    pool, pool_seen = pooled_negatives(np.arange(n), SeenItems(list(seq), items),
+                                       cfg.pool_draws(batch), batch, rng)
+    x = {"seq": seq, "pos": np.roll(seq, -1, axis=1), "pool": pool.astype("int32"),
+         "pool_seen": pool_seen}
     return _timed_fit(model, x, np.ones((n, cfg.max_len), "float32"), batch)
 
 

@@ -163,8 +163,9 @@ class SASRec(keras.Model):
     """Training and serving faces of one encoder.
 
     ``call({"seq", "pos", "neg"[, "types"]})`` -> logits [batch, max_len, 1 + negatives]
-    for training (column 0: the true next item); with ``"pool"`` [batch, S] instead of
-    ``"neg"``, every row's S draws are negatives for the whole batch (1 + batch * S).
+    for training (column 0: the true next item); with ``"pool"`` [batch, S] and
+    ``"pool_seen"`` instead of ``"neg"``, every row's S draws are negatives for the whole
+    batch (1 + batch * S), but those a row has met (``_pooled_logits``).
     ``encode(seq, types)`` -> [batch, dim] session embeddings (newest position).
     ``item_embeddings()`` -> [num_items + 1, dim], row 0 = padding.
     """
@@ -204,8 +205,7 @@ class SASRec(keras.Model):
 
         pos = ops.sum(h * table(inputs["pos"]), axis=-1, keepdims=True)    # [B, L, 1]
         if "pool" in inputs:
-            pooled = _pooled_logits(h, inputs["seq"], inputs["pos"], inputs["pool"], table,
-                                    enc.num_items)
+            pooled = _pooled_logits(h, inputs["pool"], inputs["pool_seen"], table)
             return ops.concatenate([pos, pooled], axis=-1)
         neg = inputs["neg"]
         if len(neg.shape) == 3:                                            # per position [B, L, S]
@@ -284,21 +284,17 @@ class SASRec(keras.Model):
                 "event_types": list(self.event_types), **({"unmet_items": list(self.unmet_items)} if self.unmet_items else {})}
 
 
-def _pooled_logits(h: Any, seq: Any, pos: Any, pool: Any, table: Any, num_items: int) -> Any:
+def _pooled_logits(h: Any, pool: Any, pool_seen: Any, table: Any) -> Any:
     """[B, L, B * S] logits of every item drawn by any row of the batch (``pool`` [B, S])
     for every row: B times the negatives for one lookup of B * S vectors and one matrix
-    product (per-sequence negatives look up B * S vectors for S each). A row's own items
-    (``seq`` and ``pos``, standing in for its history) are no negatives for it, as
-    ``SeenItems`` keeps them out of its own draws; they are marked in a [B, items] table
-    (a comparison of every pair cost as much as the rest of the step)."""
+    product (per-sequence negatives look up B * S vectors for S each). ``pool_seen``
+    [B, >= B * S] marks, in the draws' order, those each row has met anywhere in its
+    history (``training.pooled_negatives``): no negatives for it, as ``SeenItems`` keeps
+    them out of its own draws."""
     ids = ops.reshape(pool, (-1,))
-    own = ops.cast(ops.concatenate([seq, pos], axis=1), "int32")          # [B, 2L]
-    batch = ops.shape(own)[0]
-    rows = ops.broadcast_to(ops.arange(batch, dtype="int32")[:, None], ops.shape(own))
-    marks = ops.stack([ops.reshape(rows, (-1,)), ops.reshape(own, (-1,))], axis=1)
-    seen = ops.scatter(marks, ops.ones((ops.shape(marks)[0],)), (batch, num_items + 1))
+    seen = ops.cast(pool_seen[:, :ops.shape(ids)[0]], "bool")             # [B, B * S]
     logits = ops.matmul(h, ops.transpose(table(ids)))                     # [B, L, B * S]
-    return ops.where(ops.take(seen, ids, axis=1)[:, None, :] > 0, -1e9, logits)
+    return ops.where(seen[:, None, :], -1e9, logits)
 
 
 class _ContentMap(keras.Model):

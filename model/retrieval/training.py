@@ -156,6 +156,23 @@ def target_weights(pos: np.ndarray, pos_types: np.ndarray,
     return np.where(pos > 0, table[pos_types], 0.0).astype("float32")
 
 
+def pooled_negatives(rows: np.ndarray, seen: SeenItems, draws: int, batch_size: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(pool [N, draws], pool_seen [N, batch_size * draws]) for rows in the order fit
+    batches them: each row's draws (none it has met), and for each row, which of its
+    batch's draws it has met anywhere in its history (``sasrec._pooled_logits``). A
+    training row is a window of at most ``max_len`` items, so its own items alone would let
+    the older part of a long history, and its later windows, count as its negatives. A
+    short last batch has fewer draws: the rest of its marks stay set."""
+    pool = seen.sample(rows, draws, rng)
+    marks = np.ones((len(rows), batch_size * draws), bool)
+    for start in range(0, len(rows), batch_size):
+        batch = slice(start, start + batch_size)
+        drawn = pool[batch].reshape(-1)
+        marks[batch, :len(drawn)] = seen.among(rows[batch], drawn)
+    return pool, marks
+
+
 def log_dropout(train: Sequence[np.ndarray]) -> float:
     """SASRec's dropout for a log whose training histories are ``train``: 0.5 where users
     average at most ``SPARSE_EVENTS`` events, 0.2 above, as the SASRec paper chose for its
@@ -205,22 +222,25 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
     mask = target_weights(pos, pos_types, cfg.type_weights)
 
     def epoch_data(epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        x = {"seq": seq, "types": seq_types, "pos": pos}
+        # shuffled here, batched in this order by fit: a pooled row's mask reads its batch
+        order = rng.permutation(len(rows))
+        x = {"seq": seq[order], "types": seq_types[order], "pos": pos[order]}
         if cfg.loss == "bce":
-            x["neg"] = seen.sample(np.repeat(rows, cfg.max_len), 1, rng).reshape(
+            x["neg"] = seen.sample(np.repeat(rows[order], cfg.max_len), 1, rng).reshape(
                 len(rows), cfg.max_len, 1)
         elif cfg.pool_negatives:
-            x["pool"] = seen.sample(rows, cfg.pool_draws(cfg.batch_size), rng)
+            x["pool"], x["pool_seen"] = pooled_negatives(
+                rows[order], seen, cfg.pool_draws(cfg.batch_size), cfg.batch_size, rng)
         else:
-            x["neg"] = seen.sample(rows, cfg.negatives, rng)
-        return x, mask
+            x["neg"] = seen.sample(rows[order], cfg.negatives, rng)
+        return x, mask[order]
 
     steps = max(len(rows) // cfg.batch_size, 1)  # an epoch's (whole batches)
     floor = 0 if init is not None else min(-(-cfg.min_steps // steps), cfg.epochs // 2)
     result = fit_with_early_stopping(model, epoch_data, SASRecScorer(model), split,
                                      epochs=cfg.epochs, eval_every=cfg.eval_every,
                                      patience=cfg.patience, batch_size=cfg.batch_size,
-                                     on_epoch=on_epoch, min_epochs=floor)
+                                     on_epoch=on_epoch, min_epochs=floor, shuffle=False)
     if content is not None and cfg.content_mode == "map":
         # Validation stays scored before the mapping, on purpose: the items it places were
         # met only as held-out targets, and those met only as test targets are, at the

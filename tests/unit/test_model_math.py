@@ -162,6 +162,17 @@ def test_seen_items_sampling_never_returns_seen_items() -> None:
     assert set(short[0].tolist()) <= {4, 5, 6} and seen.unseen(np.array([0, 1, 2])).tolist() == [3, 5, 6]
 
 
+def test_seen_among_marks_each_rows_history_against_a_list_of_items() -> None:
+    rng = np.random.default_rng(3)
+    histories = [rng.integers(1, 41, rng.integers(0, 30)) for _ in range(20)]
+    seen = SeenItems(histories, num_items=40)
+    rows, items = rng.integers(0, 20, 15), rng.integers(1, 41, 60)  # repeats in both
+    want = seen.contains(rows, np.broadcast_to(items, (15, 60)))
+    assert want.any() and (seen.among(rows, items) == want).all()
+    assert seen.among(rows, items[:0]).shape == (15, 0)
+    assert not SeenItems([], 40).among(np.array([0]), items).any()
+
+
 def test_a_row_with_barely_enough_unseen_items_gets_them_all_distinct() -> None:
     """100 distinct negatives out of 101 unseen items needs ~500 redraws of the last one
     on average: past the rounds allowed, the whole evaluation raised."""

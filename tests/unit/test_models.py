@@ -17,7 +17,14 @@ from model.ranking.inputs import Candidates
 from model.ranking.neumf import NeuMF, fuse_pretrained, start_from_score, start_given
 from model.ranking.training import refit_given
 from model.retrieval.sasrec import SASRec, SASRecEncoder
-from model.retrieval.training import SASRecConfig, SASRecScorer, target_weights, training_arrays
+from model.retrieval.training import (
+    SASRecConfig,
+    SASRecScorer,
+    pooled_negatives,
+    target_weights,
+    training_arrays,
+)
+from model.sampling import SeenItems
 from streams.synthetic import SyntheticConfig, generate
 
 pytestmark = pytest.mark.keras  # `make test` runs these on TensorFlow and again on JAX
@@ -257,21 +264,43 @@ def test_targets_weigh_by_their_event_type() -> None:
 
 def test_pooled_negatives_score_every_rows_draws_for_every_row() -> None:
     """``pool``: row i's logits are the positive, then every row's draws in batch order,
-    each scored by row i's own embedding; a draw among row i's own items is masked."""
+    each scored by row i's own embedding; a draw ``pool_seen`` marks for row i is masked
+    (its columns past the batch's draws, a short last batch's, are not read)."""
     model = _sasrec()
     seq = np.array([[0, 0, 0, 0, 0, 3, 7, 9], [0, 0, 0, 3, 7, 9, 4, 2]])
     pos = np.array([[0, 0, 0, 0, 3, 7, 9, 5], [0, 0, 3, 7, 9, 4, 2, 6]])
-    pool = np.array([[5, 11, 12], [13, 6, 3]])  # 3: in both rows' windows
-    logits = keras.ops.convert_to_numpy(model({"seq": seq, "pos": pos, "pool": pool}))
+    pool = np.array([[5, 11, 12], [13, 6, 3]])
+    pool_seen = np.zeros((2, 9), bool)
+    pool_seen[0, [0, 2]] = True   # row 0 met 5 and 12 (12 before this window)
+    pool_seen[1, [4, 5]] = True   # row 1 met 6 and 3
+    pool_seen[:, 6:] = True       # a batch of 3 rows would have drawn 9
+    logits = keras.ops.convert_to_numpy(model({"seq": seq, "pos": pos, "pool": pool,
+                                               "pool_seen": pool_seen}))
     assert logits.shape == (2, 8, 1 + 6)
     h = keras.ops.convert_to_numpy(model.encoder(seq))
     table = keras.ops.convert_to_numpy(model.item_embeddings())
     want = h @ table[pool.reshape(-1)].T                          # [2, 8, 6]
-    want[0, :, 0] = -1e9     # 5: row 0's last target
-    want[1, :, 4] = -1e9     # 6: row 1's last target
-    want[:, :, 5] = -1e9     # 3
+    want[0][:, [0, 2]] = -1e9
+    want[1][:, [4, 5]] = -1e9
     np.testing.assert_allclose(logits[..., 1:], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(logits[..., 0], (h * table[pos]).sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_draws_are_marked_against_each_rows_whole_history() -> None:
+    """A training row is a window of a history; the draws of its batch that it met
+    earlier or later than its window are no negatives for it either."""
+    histories = [np.array([12, 3, 7, 9, 5]), np.array([3, 7, 9, 4, 2, 6]), np.array([1, 2])]
+    seen = SeenItems(histories, num_items=14)
+    rows = np.array([0, 1, 2, 0])  # batches of 3: rows 0, 1, 2, then row 0 alone
+    pool, marks = pooled_negatives(rows, seen, 2, 3, np.random.default_rng(0))
+    assert pool.shape == (4, 2) and marks.shape == (4, 6)
+    assert not seen.contains(rows, pool).any()
+    batch = pool[:3].reshape(-1)
+    assert (marks[:3] == seen.contains(rows[:3], np.broadcast_to(batch, (3, 6)))).all()
+    assert (marks[3, :2] == seen.contains(rows[3:], pool[3:])).all() and marks[3, 2:].all()
+    forced = np.array([[14, 13], [12, 11], [10, 8]])  # 12: row 0's, outside any window
+    assert seen.among(rows[:3], forced.reshape(-1))[0].tolist() == [
+        False, False, True, False, False, False]
 
 
 def test_sasrec_learns_sequential_structure_popularity_cannot() -> None:

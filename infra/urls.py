@@ -22,8 +22,12 @@ def mask_url(url: str) -> str:
     client reads as a name. Strings that are not URLs come back as-is.
     """
     parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+    if not parts.scheme:
         return url
+    query = urlencode([(k, MASK if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/*")
+    if not parts.netloc:  # a socket or a local database: its password can sit in the query
+        return url if query == parts.query else url.replace(f"?{parts.query}", f"?{query}", 1)
     netloc = parts.netloc
     ats = url.count("@")
     if ats > 1 or (parts.password is None and ats):  # an unescaped '@', '/' or '#'
@@ -35,8 +39,6 @@ def mask_url(url: str) -> str:
         userinfo, _, host = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
         netloc = f"{user}:{MASK}@{host}"
-    query = urlencode([(k, MASK if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
-                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="/*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -338,6 +338,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _embedded_redis_options(self) -> Settings:
+        """``redis_password`` and ``redis_tls`` set up the embedded Redis only: beside an
+        external URL they were ignored, and an operator who asked for TLS got plain TCP."""
+        if self.redis_url is not None and (self.redis_tls or self.redis_password is not None):
+            raise ValueError("STREAMREC_REDIS_PASSWORD and STREAMREC_REDIS_TLS set up the "
+                             "embedded Redis; with STREAMREC_REDIS_URL, put the credentials "
+                             "in the URL, and use rediss:// for TLS")
+        return self
+
+    @model_validator(mode="after")
     def _topics_distinct(self) -> Settings:
         """Two roles on one topic (``STREAMREC_TOPIC_DLQ=interactions``) would feed dead
         letters back in as events, or compact the events away; Kafka itself refuses a

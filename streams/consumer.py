@@ -45,8 +45,12 @@ def existing_topic(client: Consumer | Producer, topic: str) -> Any:
             raise
         raise StackError(f"Kafka did not answer for topic {topic!r} ({error.str()}); is the "
                          "stack up? `streamrec stack status` says") from exc
-    if topic not in meta.topics or meta.topics[topic].error is not None:
+    error = meta.topics[topic].error if topic in meta.topics else None
+    if topic not in meta.topics or (error is not None
+                                    and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
         raise KafkaException(f"topic {topic!r} does not exist")
+    if error is not None:  # denied by an ACL, a leader not yet elected: said as it is
+        raise KafkaException(KafkaError(error.code(), f"topic {topic!r}: {error.str()}"))
     return meta.topics[topic]
 
 
@@ -130,6 +134,8 @@ def read_partition(consumer: Consumer, topic: str, partition: int, start: int, e
     deadline = time.monotonic() + timeout_s
     while True:
         msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is not None:
+            raise_if_lasting(msg.error())  # denied access would read as records stopping
         if msg is None or msg.error() is not None:
             if time.monotonic() > deadline:
                 raise KafkaException(f"{topic}[{partition}]: no record for "

@@ -59,6 +59,10 @@ PRODUCER_DEFAULTS: dict[str, object] = {
     "queue.buffering.max.messages": 500_000,
     "queue.buffering.max.kbytes": 1_048_576,
     "delivery.report.only.error": True,
+    # librdkafka's producers ask the broker to create a topic they meet (its default, for
+    # producers only): `check_topics` would create on a cluster that auto-creates the
+    # topics it checks for, with the broker's defaults (`stack up` makes them as settings say)
+    "allow.auto.create.topics": False,
 }
 
 

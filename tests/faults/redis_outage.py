@@ -178,6 +178,8 @@ def run(settings: Settings, args: argparse.Namespace, logs: Path) -> dict[str, o
     env = {**chaos_env(settings, logs / "state"), "STREAMREC_REDIS_URL": via(settings.redis,
                                                                               proxy.port),
            "STREAMREC_API_PORT": str(api_port)}
+    for embedded_only in ("STREAMREC_REDIS_PASSWORD", "STREAMREC_REDIS_TLS"):  # in the URL
+        env.pop(embedded_only, None)
     api_url, run_id = f"http://127.0.0.1:{api_port}", uuid.uuid4().hex[:8]
     events = list(generate(SyntheticConfig(users=5_000, items=2_000,
                                            events=3 * args.events, seed=3)))

@@ -154,6 +154,11 @@ def test_masked_urls_keep_everything_but_the_secrets() -> None:
     # A name alone may be a password without its colon, which clients read as a name.
     assert mask_url("redis://s3cret@cache:6379/0") == "redis://***@cache:6379/0"
     assert mask_url("postgresql://mlflow@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    # No host part: a unix socket (redis-py's form), a local database's socket directory
+    assert mask_url("unix:///run/redis.sock?db=0&password=s3cret") == \
+        "unix:///run/redis.sock?db=0&password=***"
+    assert mask_url("postgresql:///mlflow?host=/run/postgresql&password=s3cret") == \
+        "postgresql:///mlflow?host=/run/postgresql&password=***"
 
 
 @pytest.mark.parametrize("url, masked", [

@@ -103,6 +103,19 @@ def test_credentials_put_in_the_bootstrap_never_show(clean_env: pytest.MonkeyPat
     assert "s3cret" not in str(info.value)
 
 
+@pytest.mark.parametrize("var, value", [("STREAMREC_REDIS_TLS", "true"),
+                                        ("STREAMREC_REDIS_PASSWORD", "s3cretpassword")])
+def test_embedded_redis_options_beside_an_external_url_are_refused(
+        clean_env: pytest.MonkeyPatch, var: str, value: str) -> None:
+    """They were ignored: an operator who asked for TLS got plain TCP, and said nothing."""
+    clean_env.setenv("STREAMREC_REDIS_URL", "redis://cache.internal:6379/0")
+    clean_env.setenv(var, value)
+    with pytest.raises(StackError, match="with STREAMREC_REDIS_URL, put the credentials in "
+                       "the URL, and use rediss:// for TLS") as info:
+        load_settings()
+    assert "s3cret" not in str(info.value)
+
+
 def test_a_mistyped_redis_url_never_shows_its_password(clean_env: pytest.MonkeyPatch) -> None:
     for typo in ("rediss:/streamrec:s3cret@cache:6380/0", ":s3cret@cache:6379/0"):
         clean_env.setenv("STREAMREC_REDIS_URL", typo)

@@ -214,18 +214,30 @@ def _moments_of(present: np.ndarray) -> tuple[float, float]:
     """(mean, standard deviation) of one key's values, clipped to their 1st and 99th
     percentiles first: one bogus price (1e7 among prices of tens) would otherwise squash
     every other value's z-score to about 0, and 1e160 overflowed the spread to infinity.
-    Not clipped when 99% of the values are one (a quantity that is nearly always 1): the
-    clip made them all alike, a spread of 0, and the key read 0 on every event. Computed
-    on the values over their largest, so no square overflows."""
+    Where 99% of the values are one (a quantity that is nearly always 1) that clip made
+    them all alike, a spread of 0, and the key read 0 on every event: the rare values are
+    then clipped among themselves (``_rare_bounds``). Computed on the values over their
+    largest, so no square overflows."""
     if not len(present):
         return 0.0, 0.0
     low, high = np.quantile(present, [0.01, 0.99], method="inverted_cdf")
-    clipped = np.clip(present, low, high) if low < high else present
+    rest = present[present != low]
+    if low == high and len(rest):
+        low, high = _rare_bounds(low, rest)
+    clipped = np.clip(present, low, high)
     scale = float(np.abs(clipped).max())
     if scale == 0:
         return 0.0, 0.0
     unit = clipped / scale
     return float(unit.mean()) * scale, float(unit.std()) * scale
+
+
+def _rare_bounds(common: float, rare: np.ndarray) -> tuple[float, float]:
+    """Clip bounds for a key whose values are nearly all ``common``: the 5th and 95th
+    percentiles of the ``rare`` others (with the common value inside), so a bogus value
+    among them (1e7 among quantities of 2 and 3) is cut as one among all values is."""
+    low, high = np.quantile(rare, [0.05, 0.95], method="inverted_cdf")
+    return min(common, float(low)), max(common, float(high))
 
 
 PAIR_FEATURES = 6  # retrieval rank, seen, log hours since seen, last seen as a conversion,
@@ -236,7 +248,8 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
                   types: Sequence[np.ndarray], times: Sequence[np.ndarray], now: np.ndarray,
                   conversion_codes: Sequence[int]) -> np.ndarray:
     """[batch, candidates, PAIR_FEATURES] for candidate ``ids`` [batch, candidates] in
-    retrieval order: the rank (log), whether the user met the item in their history, how
+    retrieval order: the rank (log) among the candidates of its kind (the user's own items,
+    or the others), whether the user met the item in their history, how
     long ago (log hours, epoch-ms ``now`` per row; and log events back, which also holds
     for a log without times), whether last as a cart add or purchase, and how often (log).
     ``types`` and ``times`` run alongside each history (empty: unknown). A returning
@@ -254,6 +267,10 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
     met = _newest_meetings(ids, histories, lengths)
     at, seen = met.at, met.seen
     out[..., 1] = seen
+    # Ranked among its kind: training lists hold the user's recent items, and lists that
+    # leave them out (``exclude_seen``) would otherwise rank the same fresh item 20 higher.
+    kind_rank = np.where(seen, np.cumsum(seen, axis=1), np.cumsum(~seen, axis=1)) - 1
+    out[..., 0] = np.log1p(kind_rank.astype(np.float32)) / 5.0
     rows = np.nonzero(lengths)[0]
     when = np.concatenate([_alongside(times[r], lengths[r], np.nan) for r in rows])[met.newest]
     hours = np.maximum(now[:, None] - when, 0) / _HOUR_MS

@@ -137,6 +137,16 @@ def test_a_key_whose_rare_values_are_under_one_percent_still_reads() -> None:
         dense_one(spec, MONDAY_MS, numeric=[1.0])[-1])
 
 
+def test_a_key_nearly_always_one_value_is_not_thrown_by_one_bogus_value() -> None:
+    """Unclipped where 99% of values are one, a single 1e7 among quantities of 1 to 3
+    spread the key so wide that 1, 2 and 3 all read about 0 (a review)."""
+    column = np.ones((10_000, 1))
+    column[:40], column[40:60], column[60] = 2.0, 3.0, 1e7
+    spec = FeatureSpec(numeric=("qty",)).fit(column)
+    one, two, three = (dense_one(spec, MONDAY_MS, numeric=[v])[-1] for v in (1.0, 2.0, 3.0))
+    assert three >= two > 1.0 > abs(one)  # z-scores stop at 5: 2 and 3 may both read 5
+
+
 def test_a_key_that_never_varied_in_training_reads_zero_at_serving() -> None:
     """Training saw it at its mean only (0 after scaling), so its first-layer weights never
     learnt; divided by 1, another value at serving (up to 5) pushed those random weights
@@ -317,6 +327,15 @@ def test_pair_rank_column_is_log_position() -> None:
     np.testing.assert_allclose(out[..., 0], [np.log1p(np.arange(4)) / 5] * 2, rtol=1e-6)
 
 
+def test_pair_rank_counts_the_candidates_of_its_kind_only() -> None:
+    """Training lists hold the user's recent items among the retrieved ones; lists that
+    leave them out (``exclude_seen``) must give a fresh item the rank it trained with."""
+    mixed = pairs([[3, 8, 5, 9, 6]], [[3, 5, 6]], [[]], [[]], [0])[0]
+    alone = pairs([[8, 9]], [[]], [[]], [[]], [0])[0]
+    np.testing.assert_allclose(mixed[[1, 3], 0], alone[:, 0], rtol=1e-6)   # 8, 9: fresh
+    np.testing.assert_allclose(mixed[[0, 2, 4], 0], np.log1p([0, 1, 2]) / 5, rtol=1e-6)
+
+
 def test_pair_empty_history_sets_only_the_rank() -> None:
     out = pairs([[1, 2, 3]], [[]], [[]], [[]], [10 * HOUR_MS])
     assert not out[..., 1:].any()
@@ -352,9 +371,10 @@ def _pair_row(ids: np.ndarray, hist: list[int], types: list[int], times: list[in
               now: int) -> list[list[float]]:
     """One row of ``pair_features`` by its definition, item by item."""
     rows = []
-    for rank, item in enumerate(ids.tolist()):
+    for position, item in enumerate(ids.tolist()):
         where = [i for i, h in enumerate(hist) if h == item]
-        row = [math.log1p(rank) / 5, 0.0, 0.0, 0.0, 0.0, 0.0]
+        kind = [(i in hist and i >= 0) == bool(where) for i in ids[:position].tolist()]
+        row = [math.log1p(sum(kind)) / 5, 0.0, 0.0, 0.0, 0.0, 0.0]
         if where:
             newest = where[-1]
             row[1] = 1.0

@@ -57,7 +57,7 @@ Ask = Callable[[list[int], Any], Sequence[Recommendation | None]]
 # ``Ask``'s answer for a user whose model failed on the batch (it raised, or scored NaN),
 # told apart from None (the model cannot serve this user yet): popularity answers either,
 # but a failure is the model's fault, not the variant's way of serving new users, so its
-# list is not judged as the variant's. Compared by identity.
+# list is judged a miss for the variant (``shown``). Compared by identity.
 FAILED = Recommendation([], [])
 Popular = Callable[[int], Recommendation]  # recent popularity for user i of the batch
 
@@ -341,7 +341,12 @@ class LiveExperiment:
         """Remember a tagged list just published, for its user's next events. A list a
         stand-in served (``served_by``: the variant's model had not loaded) is not
         judged: the test compares the variants' models, and a variant would otherwise be
-        scored on the control's lists while it loads, or for as long as it fails to."""
+        scored on the control's lists while it loads, or for as long as it fails to.
+
+        A list popularity answered because the variant's loaded model failed on this user
+        (``served_by: popularity``) is judged as the variant's list holding nothing: a
+        miss. Left out, a model that fails on some users (a NaN score, an unreadable item
+        row) was judged on the users it served alone, and could win a tie."""
         tag = record.experiment
         if tag is None:
             return
@@ -350,13 +355,15 @@ class LiveExperiment:
         if teams is None:  # served is assigned, for the sample-ratio check: a variant
             # whose users do not come back for a judged list is not a broken split
             self.tallies.variant(tag.variant).add(record.user_id, {}, new_list=False)
-        if tag.served_by is not None:
+        failed = tag.served_by == POPULARITY
+        if tag.served_by is not None and not failed:
             return
         waiting = self.pending.get(record.user_id)
         if waiting is None:
             waiting = self.pending[record.user_id] = deque()
         self.pending.move_to_end(record.user_id)
-        waiting.append(Pending(tag.variant, tuple(i.item_id for i in record.items), teams))
+        items = () if failed else tuple(i.item_id for i in record.items)
+        waiting.append(Pending(tag.variant, items, teams))
         while len(waiting) > MAX_PENDING:  # its window not over (late events judged
             waiting.popleft()  # nothing): click and conversion unknown, not 0
         while len(self.pending) > MAX_USERS:

@@ -130,11 +130,13 @@ class Failing(Fixed):
 
 
 @pytest.mark.parametrize("mode", ["ab", "interleave"])
-def test_a_loaded_variant_failing_on_a_batch_is_not_judged_on_popularity(mode: str) -> None:
+def test_a_loaded_variant_failing_on_a_batch_is_judged_a_miss_not_on_popularity(mode: str
+                                                                              ) -> None:
     """Its users get popularity, as any failed batch does; but those lists are not the
     variant's (whose model may lose to popularity, then be promoted): A/B tags them
-    ``served_by: popularity``, so they count for the split but are not judged, and
-    interleaving leaves them untagged. ``served`` says what answered them."""
+    ``served_by: popularity`` and judges each a miss (left out, a model failing on some
+    users was judged on the others alone), and interleaving leaves them untagged.
+    ``served`` says what answered them."""
     live = LiveExperiment(experiment(mode), {"treatment": Failing("chal:v2", [])})
     users = [f"u{i}" for i in range(60)]
     recs, _, tags = live.recommend(users, users, CHAMP, ask, popular)
@@ -150,9 +152,12 @@ def test_a_loaded_variant_failing_on_a_batch_is_not_judged_on_popularity(mode: s
         live.shown(RecommendationList(user, "popularity", "none", [ScoredItem("p1", 1.0)],
                                       experiment=tag))
         live.observe(user, "p1", "view")
-    if mode == "ab":  # counted for the split, never judged
+    if mode == "ab":  # counted for the split, judged as holding nothing
         counted = live.tallies.variants["treatment"]
-        assert counted.users == len(treated) and counted.lists == 0
+        assert counted.users == len(treated) and counted.lists == len(treated)
+        hits = counted.metrics.index("HR@10")
+        assert all(row[2 * hits] == 0 and row[2 * hits + 1] == 1
+                   for row in counted.per_user.values())
     else:
         assert live.tallies.credits.users == 0
     # Held-back users of a champion that fails: popularity, as outside any experiment
@@ -382,6 +387,11 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
         for j in range(3):
             ahead.variant(name).add(f"u{i}", {"NDCG@10": float(j < hits)})
     assert look(three, ahead, 1, {})[0].winner == "better"  # not the first declared
+    # The primary test drifted (the effect moved between looks): its verdict names no winner.
+    moved = {key: {**state, "drifted": True} for key, state in states.items()}
+    drifted, _ = look(e, tallies, 2, moved)
+    assert drifted.winner is None and drifted.verdict == "no decision yet"
+    assert drifted.tests["treatment vs control: NDCG@10"]["drifted"]
     thirds = new_experiment("e", [(n, "champion", 0.0166667) for n in "abc"], holdback=0.95)
     assert not look(thirds, Tallies(), 1, {})[0].sample_ratio_mismatch  # raised before
     # A split found broken stays broken at later looks, though its counts level out.

@@ -119,9 +119,11 @@ def _print_report(report: ExperimentReport) -> None:
                                sorted(v.served.items(), key=lambda kv: -kv[1]))
             console.print(f"  {v.name} answered by: {served}", highlight=False)
     for key, t in report.tests.items():
+        drifted = ("; [yellow]the effect moved between looks: no winner from it[/]"
+                   if t.get("drifted") else "")
         console.print(f"  {key}: {t['verdict']}, always-valid p {_fmt(t['p_value'])}, "
-                      f"estimate {_fmt(t['estimate'])} [{_fmt(t['low'])}, {_fmt(t['high'])}]",
-                      highlight=False)
+                      f"estimate {_fmt(t['estimate'])} [{_fmt(t['low'])}, {_fmt(t['high'])}]"
+                      f"{drifted}", highlight=False)
     if e.mode == "ab":
         srm = "MISMATCH: the split is broken" if report.sample_ratio_mismatch else "ok"
         console.print(f"  sample ratio: {srm} (p {_fmt(report.sample_ratio_p)})",

@@ -69,7 +69,8 @@ def _figures(summary: MetricSummary) -> dict[str, float]:
 
 def _evidence(evidence: Evidence) -> dict[str, Any]:
     return {"verdict": str(evidence.verdict), "p_value": evidence.p_value,
-            "estimate": evidence.estimate, "low": evidence.low, "high": evidence.high}
+            "estimate": evidence.estimate, "low": evidence.low, "high": evidence.high,
+            "drifted": evidence.drifted}
 
 
 def look(experiment: Experiment, tallies: Tallies, workers: int,
@@ -94,7 +95,7 @@ def look(experiment: Experiment, tallies: Tallies, workers: int,
         tests["interleaving"] = {**_evidence(evidence), "wins": list(tallies.wins()),
                                  "users": shares.users}
         new_states["interleaving"] = test.to_dict()
-        verdict = evidence.verdict
+        verdict = Verdict.UNDECIDED if evidence.drifted else evidence.verdict
         if verdict is not Verdict.UNDECIDED:
             winner = experiment.variants[0 if verdict is Verdict.A_WINS else 1].name
     else:
@@ -117,7 +118,8 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
               new_states: dict[str, dict]) -> tuple[Verdict, str | None]:
     """Each variant against the control on each metric; the verdict is the primary
     metric's: of the variants that beat the control the one ahead by most, else the
-    control if it beats them all. Each of the k challengers is tested at level alpha / k
+    control if it beats them all; a test that has drifted (``Evidence``) counts for
+    neither. Each of the k challengers is tested at level alpha / k
     (Bonferroni), so the chance that any false verdict is declared stays within alpha.
     A test keeps the level stored with its state, so an experiment begun before this
     correction (2026-12-04) keeps its verdicts."""
@@ -131,7 +133,7 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
             test = SequentialTest.from_dict({**level, **states.get(key, {})})
             evidence = test.look(summaries[control][metric], summaries[v.name][metric])
             tests[key], new_states[key] = _evidence(evidence), test.to_dict()
-            if metric != PRIMARY:
+            if metric != PRIMARY or evidence.drifted:  # a verdict the effect moved from
                 continue
             if evidence.verdict is Verdict.B_WINS:
                 ahead[v.name] = evidence.estimate

@@ -115,6 +115,8 @@ class SessionUpdate:
     reset: bool = False
     counts_at_ms: int | None = None
     late: bool = False
+    # answered again after a rebalance or a crash: its session already holds what came after
+    redelivered: bool = False
 
 
 EventOutcome = DeadLetter | Duplicate | SessionUpdate
@@ -293,7 +295,7 @@ class EventStep:
                                  event.event_id,
                                  event.item_id, event.event_type, sent_us(meta, timestamp_s),
                                  previous or {}, [],
-                                 from_record(meta), counts_at_ms=event.ts)
+                                 from_record(meta), counts_at_ms=event.ts, redelivered=True)
         late = state is not None and is_late(state, event)  # placed before the newest
         return SessionUpdate(event.user_id, new_state.session(added=not late),
                              event.event_id,
@@ -509,9 +511,11 @@ class BatchStep:
         lists = [self.build(u, rec, version, now_us, tag)
                  for u, rec, version, tag in zip(updates, recs, versions, tags)]
         self.count(updates)
-        if experiment is not None:
+        if experiment is not None:  # an event answered again was judged when first
+            # answered, and its list now comes from a session holding the user's next items
+            first = [(u, r) for u, r in zip(updates, lists) if not u.redelivered]
             experiment.track([Interaction(u.user_id, u.item_id, u.event_type, u.late)
-                              for u in updates], lists)
+                              for u, _ in first], [r for _, r in first])
             self._count_experiment(lists)
         payloads, paths = [], {"model": 0, "popularity": 0}
         for update, record in zip(updates, lists):

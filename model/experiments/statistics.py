@@ -47,7 +47,10 @@ class Verdict(StrEnum):
 class Evidence:
     """What a test says after a look. ``estimate`` is the current point estimate (B − A
     for means, A's share of credits for interleaving); ``low``/``high`` the always-valid
-    interval for it at level 1 − ``alpha``; ``p_value`` the always-valid p-value."""
+    interval for it at level 1 − ``alpha``; ``p_value`` the always-valid p-value.
+    ``drifted``: some look's interval excluded another's, which a fixed effect does with
+    probability under ``alpha``: the effect moved (a novelty effect wore off), so the
+    verdict describes the past, and no winner should be drawn from it."""
 
     verdict: Verdict
     p_value: float
@@ -55,6 +58,7 @@ class Evidence:
     low: float
     high: float
     alpha: float
+    drifted: bool = False
 
 
 # --- the mixture SPRT for a difference of means -------------------------------------------
@@ -85,7 +89,9 @@ def msprt_half_width(variance: float, tau2: float, alpha: float) -> float:
 class _AlwaysValid:
     """The running state shared by the sequential tests: the minimum p-value and the
     intersection of intervals over looks, and the verdict fixed at the first look that
-    decided (a decision is where the experiment may stop; later looks cannot undo it)."""
+    decided (a decision is where the experiment may stop; later looks cannot undo it).
+    Where the intersection would be empty (low above high, the estimate outside), the
+    test has ``drifted`` for good, and the interval is the newest look's."""
 
     alpha: float = DEFAULT_ALPHA
     p_value: float = 1.0
@@ -93,6 +99,7 @@ class _AlwaysValid:
     high: float = math.inf
     looks: int = 0
     verdict: Verdict = Verdict.UNDECIDED
+    drifted: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -104,13 +111,17 @@ class _AlwaysValid:
         """Fold one look in; ``favours_b``: the estimate points to B being better."""
         self.looks += 1
         self.p_value = min(self.p_value, p_value)
-        self.low, self.high = max(self.low, low), min(self.high, high)
+        if max(self.low, low) > min(self.high, high):
+            self.drifted = True
+        self.low, self.high = ((low, high) if self.drifted
+                               else (max(self.low, low), min(self.high, high)))
         if self.verdict is Verdict.UNDECIDED and self.p_value <= self.alpha:
             self.verdict = Verdict.B_WINS if favours_b else Verdict.A_WINS
         return self._evidence(estimate)
 
     def _evidence(self, estimate: float) -> Evidence:
-        return Evidence(self.verdict, self.p_value, estimate, self.low, self.high, self.alpha)
+        return Evidence(self.verdict, self.p_value, estimate, self.low, self.high, self.alpha,
+                        self.drifted)
 
     def to_dict(self) -> dict:
         """A plain JSON-able dict; an unbounded side (no look yet, or none that bounded

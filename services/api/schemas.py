@@ -197,6 +197,8 @@ class Evidence(BaseModel):
     estimate: float | None
     low: float | None
     high: float | None
+    drifted: bool = Field(False, description="the effect moved between looks (one's interval "
+                          "excludes another's): the verdict describes the past, no winner")
     wins: list[int] | None = Field(None, description="interleaving only: credits of the "
                                    "two models")
     users: int | None = Field(None, description="interleaving only: users who gave a "

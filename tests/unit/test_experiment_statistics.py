@@ -103,6 +103,20 @@ def test_a_decision_stays_and_the_state_survives_json() -> None:
     assert back == test and back.verdict is Verdict.B_WINS
     worse = back.look(_summary(np.ones(50)), _summary(np.r_[1.0, np.zeros(49)]))
     assert worse.verdict is Verdict.B_WINS  # later looks do not undo a decision
+    assert worse.drifted  # but say the effect it was drawn from has moved
+
+
+def test_an_effect_that_moves_between_looks_is_flagged_not_an_inverted_interval() -> None:
+    """A novelty effect: B ahead, then level, then behind. The running intersection of
+    the intervals came out empty, low above high, the estimate outside it (a review)."""
+    test, seen = SequentialTest(), []
+    for diff in (0.05, 0.05, 0.0, -0.05, -0.05):
+        seen.append(test.look(MetricSummary(2000, 0.30, 0.09 / 2000),
+                              MetricSummary(2000, 0.30 + diff, 0.09 / 2000)))
+    assert seen[0].verdict is Verdict.B_WINS and not seen[1].drifted
+    assert seen[3].drifted and seen[4].drifted
+    assert all(e.low <= e.estimate <= e.high for e in seen[3:])
+    assert SequentialTest.from_dict(json.loads(json.dumps(test.to_dict()))).drifted
 
 
 @pytest.mark.parametrize("kind", [SequentialTest, InterleavingTest])

@@ -187,6 +187,7 @@ def test_a_redelivered_event_whose_list_never_went_out_is_answered_again() -> No
     # It added nothing to the session: an encoder cache holding it steps nothing more.
     assert first.session.added and not again.session.added
     assert first.counts_at_ms == again.counts_at_ms == T0
+    assert again.redelivered and not first.redelivered
 
 
 def test_answered_events_remember_the_newest_ids_only() -> None:
@@ -524,6 +525,28 @@ def test_an_experiment_reads_each_events_own_type_and_a_late_event_judges_no_lis
     row = tally.per_user["u1"]  # per metric: sum, count
     assert row[:2] == [1.0, 5.0]  # five next events judged, "x" a hit; the late one none
     assert row[-2:] == [2.0, 2.0]  # both lists before the purchase of "x" converted
+
+
+def test_an_event_answered_again_after_a_rebalance_is_not_judged_again() -> None:
+    """The partition's old owner judged it and flushed its tally, which ``status`` adds to
+    the new owner's; and its new list comes from a session that already holds the user's
+    next items, so each judgement of it was a forced miss (a review)."""
+    from streams.experiment import Experiment, Variant
+    from streams.experiments import LiveExperiment
+
+    step, _, _ = make_step()
+    experiment = LiveExperiment(Experiment(name="exp", salt="s", started_us=1, variants=[
+        Variant(name="control", model="champion", share=0.5),
+        Variant(name="treatment", model="champion", share=0.5)]))
+    bundle = FakeBundle("r:v1", {"u1": Recommendation(["x", "y"], [2.0, 1.0])})
+    asyncio.run(step.publish([update("u1", ("a",))], bundle, experiment))
+    again = replace(update("u1", ("a", "x")), item_id="a", redelivered=True)
+    asyncio.run(step.publish([again], bundle, experiment))
+    tally = experiment.tallies.variants[experiment.variant_of("u1").name]  # type: ignore[union-attr]
+    assert tally.lists == 0 and len(experiment.pending["u1"]) == 1  # the first list only
+    asyncio.run(step.publish([replace(update("u1", ("a", "x")), item_id="x")], bundle,
+                             experiment))
+    assert tally.lists == 1 and tally.per_user["u1"][:2] == [1.0, 1.0]  # "x": a hit
 
 
 class BrokenBundle(FakeBundle):

@@ -369,19 +369,21 @@ class ServingBundle:
         if cache is not None and not added and self._answered(cache, hist):
             self.caches[user] = cache
             return cache, None
-        if cache is None or not self._continues(cache.items, hist[:-1]):
+        if cache is None or not self._continues(cache.items, hist[:-1], cache.trimmed):
             # The newest max_len - 1 items: the step then adds the newest without a roll,
             # so the window is the session's last max_len, as the Keras model reads it.
             # A full window here rolled at once to half of it (a session longer than the
             # window, STREAMREC_SESSION_MAX_ITEMS above it, met with no cache).
-            cache = self.incremental.prefill(hist[:-1][1 - self.encoder.max_len:])
+            window = hist[:-1][1 - self.encoder.max_len:]
+            cache = self.incremental.prefill(window)
+            cache.trimmed = len(window) < len(hist) - 1
         self.caches[user] = cache
         return cache, hist[-1]
 
     def _answered(self, cache: SessionCache, hist: list[int]) -> bool:
         """Whether ``cache`` holds all of ``hist`` and kept the answer it gave for it."""
         return (cache.output is not None and (cache.attention is not None or not self.explain)
-                and self._continues(cache.items, hist))
+                and self._continues(cache.items, hist, cache.trimmed))
 
     def _attention(self, window: list[int], weights: np.ndarray) -> Attention:
         """Attention ``weights`` over the newest tokens of ``window``, as dense item ids."""
@@ -442,26 +444,29 @@ class ServingBundle:
         as it stands after the one before (or add nothing the model knows)."""
         cache, token = self._open(user, tokens[rows[0]].tolist(), added[rows[0]])
         steps = [(rows[0], token)]
-        held = list(cache.items) if token is None else self._after(cache.items, token)
+        held, trimmed = ((list(cache.items), cache.trimmed) if token is None
+                         else self._after(cache.items, cache.trimmed, token))
         at = 1
         while at < len(rows):
             hist = tokens[rows[at]].tolist()
-            if added[rows[at]] and self._continues(held, hist[:-1]):
+            if added[rows[at]] and self._continues(held, hist[:-1], trimmed):
                 steps.append((rows[at], hist[-1]))
-                held = self._after(held, hist[-1])
-            elif not added[rows[at]] and self._continues(held, hist):
+                held, trimmed = self._after(held, trimmed, hist[-1])
+            elif not added[rows[at]] and self._continues(held, hist, trimmed):
                 steps.append((rows[at], None))
             else:
                 break
             at += 1
         return _Burst(cache, steps, rows[at:], self._last(cache) if token is None else None)
 
-    def _after(self, items: list[int], token: int) -> list[int]:
-        """A cache's tokens after one more step (``IncrementalEncoder.step``'s roll)."""
+    def _after(self, items: list[int], trimmed: bool, token: int) -> tuple[list[int], bool]:
+        """A cache's tokens after one more step (``IncrementalEncoder.step``'s roll), and
+        whether it has left older items out (``SessionCache.trimmed``)."""
         window = self.encoder.max_len
-        return [*(items[-(window // 2):] if len(items) >= window else items), token]
+        rolls = len(items) >= window
+        return [*(items[-(window // 2):] if rolls else items), token], trimmed or rolls
 
-    def _continues(self, cached: list[int], before: list[int]) -> bool:
+    def _continues(self, cached: list[int], before: list[int], trimmed: bool) -> bool:
         """Whether a cache holding ``cached`` holds the session up to its newest event, so
         one step encodes it. Its newest items must be the session's. Once a session is full
         it slides by one item per event while the cache rolls by half its window
@@ -469,9 +474,11 @@ class ServingBundle:
         dropped: allowed for a session at least half a window long, where a matching suffix
         is no coincidence (a new session never continues an old cache). Without this every
         event of a full session rebuilt its cache: 394 µs per event at 200 events instead
-        of 31 at 10 (benchmarks.serving). A cache shorter than the session is one that
-        rolled (over half a window) or held a full window; a shorter one ending the same way
-        (the smoke test's one item, say) holds a different, truncated session."""
+        of 31 at 10 (benchmarks.serving). A cache shorter than the session must have left
+        older items out (``trimmed``: it rolled, or was filled from a long session's newest
+        items) and hold over half a window; a shorter one ending the same way holds another
+        session: the smoke test's one item, or this session before a late event placed
+        ahead of all its items, which the answer would then leave out for good."""
         if not cached or not before:
             return False
         n = min(len(cached), len(before))
@@ -479,7 +486,7 @@ class ServingBundle:
             return False
         half = self.encoder.max_len // 2
         if len(cached) < len(before):
-            return len(cached) > half
+            return trimmed and len(cached) > half
         return len(cached) == len(before) or len(before) >= half
 
     @classmethod

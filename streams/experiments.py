@@ -312,7 +312,12 @@ class LiveExperiment:
         A variant that is not loaded drafts its stand-in's list (``_bundle``), and the
         tag's ``served_by`` names that stand-in, as an A/B list's does."""
         served = [self._bundle(v, champion) for v in self.experiment.variants]
-        a_lists, b_lists = (self._answers(idx, bundle, ask, popular) for _, bundle in served)
+        a_lists = self._answers(idx, served[0][1], ask, popular)
+        # One bundle for both (a stand-in, an A/A test): asked once. Asked again for the
+        # same events, its encoder caches, which already hold them, were rebuilt for every
+        # user, or stepped the newest item in twice where a session ends in a run of one.
+        b_lists = (a_lists if served[1][1] is served[0][1]
+                   else self._answers(idx, served[1][1], ask, popular))
         for variant, (by, bundle), answers in zip(self.experiment.variants, served,
                                                   (a_lists, b_lists)):
             failed = sum(rec is FAILED for rec in answers)

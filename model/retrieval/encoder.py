@@ -218,6 +218,10 @@ class SessionCache:
     # item the model knows is answered with, without encoding anything.
     output: np.ndarray | None = None
     attention: np.ndarray | None = None
+    # Whether older items of the session were left out: the window rolled, or the cache
+    # was filled from the session's newest items. A cache shorter than its session that
+    # never left any out holds another session (``ServingBundle._continues``).
+    trimmed: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -344,6 +348,7 @@ class IncrementalEncoder:
             half = self.m.max_len // 2
             for cache, fresh in zip(full, self._fill([c.items[-half:] for c in full])):
                 cache.items, cache.keys, cache.values = fresh.items, fresh.keys, fresh.values
+                cache.trimmed = True
 
     def step(self, caches: list[SessionCache], items: np.ndarray,
              explain: list[np.ndarray] | None = None) -> np.ndarray:

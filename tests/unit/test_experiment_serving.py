@@ -195,6 +195,22 @@ def test_held_back_users_get_the_champion_untagged() -> None:
             assert rec.items == ["a", "b", "c"] and tag.variant == "control"
 
 
+def test_interleaving_asks_a_bundle_serving_both_sides_once() -> None:
+    """The challenger not loaded, the champion stands in for it: asked twice for the same
+    events, its encoder caches already held them (a review)."""
+    live = LiveExperiment(experiment("interleave"))
+    asked: list[Any] = []
+
+    def counting(idx: list[int], bundle: Any) -> list[Recommendation | None]:
+        asked.append(bundle)
+        return ask(idx, bundle)
+
+    users = [f"u{i}" for i in range(20)]
+    recs, _, tags = live.recommend(users, users, CHAMP, counting, popular)
+    assert asked == [CHAMP] and all(r.items == ["a", "b", "c"] for r in recs)
+    assert all(t.served_by == "control" for t in tags)
+
+
 def test_interleaving_drafts_both_lists_the_same_way_for_the_same_event() -> None:
     live = LiveExperiment(experiment("interleave"), {"treatment": CHALLENGER})
     users = [f"u{i}" for i in range(40)]

@@ -433,6 +433,24 @@ def test_a_late_event_placed_inside_a_session_is_encoded_afresh_not_appended() -
         [i[0], i[8], i[1], i[9], i[2], i[3], i[4], i[5]]], seed=12)
 
 
+def test_a_late_event_older_than_every_item_of_a_session_is_encoded_afresh() -> None:
+    """Placed ahead of all the session's items, it left the cache's items a suffix of the
+    session: read as a rolled cache (over half a window), the old answer was kept, and
+    every later step built on a cache without the late item (a review)."""
+    from model.features import LiveSession
+
+    seqs, bundle = _window_of_8(seed=12)
+    i = seqs.items.ids
+    bundle.recommend(["late"], [[i[0], i[1], i[2], i[3], i[4]]], k=3)   # 5 > half of 8
+    late = LiveSession((i[9], i[0], i[1], i[2], i[3], i[4]), added=False)
+    _, fresh = _window_of_8(seed=12)
+    (want,) = fresh.recommend(["late"], [late], k=3)
+    (got,) = bundle.recommend(["late"], [late], k=3)
+    assert got is not None and want is not None and got.items == want.items
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    assert bundle.caches["late"].items == fresh.caches["late"].items
+
+
 def test_a_bundle_with_the_same_retriever_carries_the_session_caches_over() -> None:
     """A swap that changed only the ranker keeps every session incremental: the new bundle
     steps the adopted cache (no rebuild) to the same embedding a rebuild gives."""

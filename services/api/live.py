@@ -29,7 +29,8 @@ class LiveStats:
     max_judged: int = 10_000  # online HR over this many most recent judged events
     arrivals: deque[tuple[float, float | None]] = field(default_factory=deque)
     ranks: deque[float] = field(default_factory=deque)  # prequential, newest last
-    shown: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
+    # each user's list as shown (its first HR_K items): what their next event judges
+    shown: OrderedDict[str, RecommendationList] = field(default_factory=OrderedDict)
     model_version: str | None = None
     last_swap_us: int | None = None
 
@@ -47,11 +48,16 @@ class LiveStats:
                 self.last_swap_us = published
             self.model_version = rec.model_version
         before = self.shown.pop(rec.user_id, None)
+        if rec.older_than(before):  # an event answered again (a worker took over its
+            self.shown[rec.user_id] = before  # partition): judged when first answered,
+            return  # and never shown over the newer list (``may_replace``)
         if before is not None and rec.event_item_id is not None:
-            self.ranks.append(prequential_rank(before, rec.event_item_id))
+            self.ranks.append(prequential_rank([i.item_id for i in before.items],
+                                               rec.event_item_id))
             if len(self.ranks) > self.max_judged:
                 self.ranks.popleft()
-        self.shown[rec.user_id] = [i.item_id for i in rec.items[:HR_K]]
+        # an empty list (a fresh worker's popularity) is not shown over one with items
+        self.shown[rec.user_id] = rec.head(HR_K) if rec.may_replace(before) else before
         if len(self.shown) > self.max_users:
             self.shown.popitem(last=False)
 

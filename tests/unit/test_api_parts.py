@@ -70,9 +70,10 @@ def test_online_hr_judges_like_the_offline_prequential_protocol() -> None:
     """The same events through the live figures and through ``prequential_ranks``: one
     rule, one HR@10, including an item shown only below the tenth place (a miss)."""
     long = [f"p{i}" for i in range(12)]
-    flow = [("u1", "x", ["a", "b"]), ("u2", "y", long), ("u1", "b", []),  # b at rank 1: hit
-            ("u2", "p11", ["q"]), ("u1", "a", ["c"]),  # p11 ranked 11: miss; nothing shown: miss
-            ("u1", "c", ["d"]), ("u2", "q", ["r"])]    # hits at rank 0
+    flow = [("u1", "x", ["a", "b"]), ("u2", "y", long), ("u3", "w", []),
+            ("u1", "b", ["c"]), ("u2", "p11", ["q"]),  # b at rank 1: hit; p11 ranked 11: miss
+            ("u3", "a", ["d"]),                        # nothing shown: miss
+            ("u1", "c", ["e"]), ("u2", "q", ["r"])]    # hits at rank 0
     stats = LiveStats()
     events, lists = [], {}
     for n, (user, item, shown) in enumerate(flow):
@@ -85,6 +86,20 @@ def test_online_hr_judges_like_the_offline_prequential_protocol() -> None:
     snap = stats.snapshot(now_s=1.0)
     assert snap["judged"] == len(ranks) == 5
     assert snap["online_hr10"] == round(hit_rate(ranks, 10), 4) == 0.6
+
+
+def test_online_hr_judges_only_the_lists_users_were_shown() -> None:
+    """An event answered again after a rebalance was judged twice, then stood as the list
+    shown; an empty popularity list stood over the user's list (a review)."""
+    stats = LiveStats()
+    stats.observe(_list("u1", ["b", "x"], "a", sent=1000, published=1), 0.0)
+    stats.observe(_list("u1", ["c", "y"], "b", sent=2000, published=2), 0.1)   # hit
+    stats.observe(_list("u1", ["b", "x"], "a", sent=1000, published=3), 0.2)   # again
+    stats.observe(_list("u1", ["z"], "c", sent=3000, published=4), 0.3)        # hit
+    assert list(stats.ranks) == [0.0, 0.0]
+    stats.observe(_list("u1", [], "z", sent=4000, published=5), 0.4)           # hit, empty
+    stats.observe(_list("u1", ["q"], "z", sent=5000, published=6), 0.5)        # z still shown
+    assert list(stats.ranks) == [0.0, 0.0, 0.0, 0.0]
 
 
 def test_prequential_rank_of_one_event() -> None:

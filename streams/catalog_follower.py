@@ -46,6 +46,10 @@ class Catalogue:
         # Whether the follower has read the topic to the end it had at start: before, a
         # record read may still have its tombstone unread.
         self.caught_up = caught_up
+        # A pass over the topic under way (``catch_up``): read into a catalogue of its own
+        # until it is whole, and looked at only to tell an item being read from one no
+        # one knows (the API's similar items: 503, come back, not 404).
+        self.reading: Catalogue | None = None
         # Each ``take`` is a revision; each record keeps the one that last changed it, so
         # a bundle embedded from a snapshot off the event loop takes the rest on it.
         self.revision = 0
@@ -121,7 +125,7 @@ class Catalogue:
         """Take ``read``'s records (a whole pass over the topic) in place of these, at
         once: readers see the old view or the new one, never a pass half read."""
         self.revision += 1
-        self.records = read.records
+        self.records, self.reading = read.records, None
         self._changed = dict.fromkeys(self.records, self.revision)
 
     def embed(self, bundle: Any, records: list[ItemRecord]) -> None:
@@ -162,7 +166,7 @@ async def catch_up(consumer: Any, tps: list[TopicPartition], catalogue: Catalogu
     records and deleted items until their newer ones were read again, and kept for good
     an item whose record and tombstone were compacted away meanwhile."""
     catalogue.caught_up = False
-    read = Catalogue(catalogue.metrics)
+    read = catalogue.reading = Catalogue(catalogue.metrics)
     ends = await consumer.end_offsets(tps)
     while any([await consumer.position(tp) < end for tp, end in ends.items()]):
         batch = await consumer.getmany(*tps, timeout_ms=500, max_records=5000)

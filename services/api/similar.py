@@ -87,7 +87,9 @@ def add_similar_route(app: FastAPI, settings: Settings, access: Access) -> None:
                                 else None)
         records = b.catalogue.records
         answer = similar_answer(item_id, bundle, k, records)
-        if answer is None and item_id in records and not b.catalogue.caught_up:
+        reading = b.catalogue.reading
+        if answer is None and not b.catalogue.caught_up and (
+                item_id in records or (reading is not None and item_id in reading.records)):
             # the model takes the catalogue once its follower has read the topic through
             raise HTTPException(503, CATCHING_UP, headers={"Retry-After": "5"})
         if answer is None:

@@ -106,6 +106,21 @@ def test_a_catalogue_item_before_the_follower_caught_up_is_a_503_with_retry_afte
     assert api.get("/v1/items/new/similar").status_code == 200
 
 
+def test_an_item_read_by_the_first_pass_over_the_catalogue_is_a_503_not_a_404() -> None:
+    """The pass reads into a catalogue of its own until it is whole: the served one is
+    still empty, and a 404 said no one knows the item (a review)."""
+    from services.api.similar import CATCHING_UP
+    from streams.catalog_follower import Catalogue
+
+    api = InProcessApi()
+    api.catalogue.caught_up = False
+    api.catalogue.reading = Catalogue(api.catalogue.metrics)
+    api.catalogue.reading.records["new"] = ItemRecord("new", title="New")
+    reply = api.get("/v1/items/new/similar")
+    assert reply.status_code == 503 and reply.json() == {"detail": CATCHING_UP}
+    assert api.get("/v1/items/nope/similar").status_code == 404
+
+
 @pytest.mark.parametrize(("error", "detail"), [
     (NoChampion("no models under the alias 'champion' in the registry at sqlite:///x"),
      NO_CHAMPION),

@@ -222,9 +222,12 @@ def test_a_follower_started_again_shows_the_old_catalogue_until_its_pass_is_whol
                     message("y", {"item_id": "y", "title": "old Y"})])
     before = catalogue.records
     seen: list[dict] = []
-    consumer = TwoPolls(between=lambda: seen.append(dict(catalogue.records)))
+    reading: list[list[str]] = []
+    consumer = TwoPolls(between=lambda: (seen.append(dict(catalogue.records)), reading.append(
+        list(catalogue.reading.records) if catalogue.reading else [])))
     asyncio.run(catch_up(consumer, [consumer.tp], catalogue))
     assert seen == [before]  # mid-pass: the old view, whole
+    assert reading == [["x", "y"]] and catalogue.reading is None  # the pass, told apart
     assert {i: r.title for i, r in catalogue.records.items()} == {"y": "Y"}
     catalogue.hand_over([bundle := ContentBundle("r:v1")])
     assert bundle.added == [["y"]]

@@ -76,10 +76,9 @@ def shown(rec: RecommendationList, k: int, records: Records = NO_RECORDS,
     """``rec`` as a reader sees it: filtered, cut to ``k``, titled. The record itself is
     returned when nothing changes (no filter, no title known), so a plain read costs only
     the lookups."""
-    items = rec.items
-    if keep.active:
-        items = [i for i in items if keep.keeps(i.item_id, records)]
-    items = items[:k]
+    kept = [n for n, i in enumerate(rec.items)
+            if not keep.active or keep.keeps(i.item_id, records)][:k]
+    items = [rec.items[n] for n in kept]
     titled = False
     if records:
         out: list[ScoredItem] = []
@@ -92,7 +91,10 @@ def shown(rec: RecommendationList, k: int, records: Records = NO_RECORDS,
         items = out
     if not titled and len(items) == len(rec.items):
         return rec
-    return replace(rec, items=items)
+    tag = rec.experiment  # an interleaved list's teams name who placed each item: kept alike
+    if tag is not None and tag.teams is not None:
+        tag = replace(tag, teams=[tag.teams[n] for n in kept if n < len(tag.teams)])
+    return replace(rec, items=items, experiment=tag)
 
 
 async def keep_following(what: str, follow: Callable[[], Awaitable[None]],

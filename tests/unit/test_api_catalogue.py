@@ -18,7 +18,7 @@ from services.api.live import LiveStats
 from services.api.metrics import ApiMetrics
 from services.api.routes import feed_events
 from streams.catalog import ItemRecord
-from streams.messages import RecommendationList, ScoredItem
+from streams.messages import ExperimentTag, RecommendationList, ScoredItem
 from streams.recs_store import recs_key
 
 LIST = "/v1/users/u1/recommendations"  # u1's stored list: a, b, c
@@ -116,6 +116,18 @@ def test_shown_returns_the_record_itself_when_nothing_changes() -> None:
     assert shown(rec, 10) is rec
     assert shown(rec, 10, {"a": ItemRecord("a", categories=("x",))}) is rec  # no title
     assert shown(rec, 10, {}, ListFilter.of(None, "zz")) is rec
+
+
+def test_a_filtered_interleaved_list_keeps_each_items_team() -> None:
+    """``teams[i]`` names the variant that placed ``items[i]``: filtered from the middle,
+    the items after a removed one were credited to the wrong variant (a review)."""
+    tag = ExperimentTag("exp", "interleaved", teams=["ctrl", "treat", "ctrl"])
+    rec = RecommendationList("u1", "model", "v1", [ScoredItem(i, 1.0) for i in "xyz"],
+                             experiment=tag)
+    out = shown(rec, 10, {}, ListFilter.of(None, "y"))
+    assert [i.item_id for i in out.items] == ["x", "z"]
+    assert out.experiment is not None and out.experiment.teams == ["ctrl", "ctrl"]
+    assert shown(rec, 1).experiment.teams == ["ctrl"]  # type: ignore[union-attr]
 
 
 def test_the_feed_is_filtered_and_titled_like_the_list() -> None:

@@ -98,7 +98,41 @@ class ExperimentTag:
 
 
 def _items(raw: list[dict[str, Any]]) -> list[ScoredItem]:
-    return [ScoredItem(i["item_id"], i["score"], i.get("heads"), i.get("path")) for i in raw]
+    if not isinstance(raw, list):
+        raise ValueError(f"items must be a list. Received: {type(raw).__name__}")
+    return [ScoredItem(_text(i, "item_id"), _number(i, "score"), i.get("heads"), i.get("path"))
+            for i in raw]
+
+
+# A list read back (the channel, Redis) is checked field by field where readers compare or
+# format its values: a time written as a string was kept, and then every newer list for
+# its user raised in ``older_than`` and was dropped, or every read of it was a 500.
+def _text(d: dict[str, Any], key: str) -> str:
+    value = d[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string. Received: {type(value).__name__}")
+    return value
+
+
+def _number(d: dict[str, Any], key: str) -> float:
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number. Received: {type(value).__name__}")
+    return value
+
+
+def _int(d: dict[str, Any], key: str) -> int:
+    value = _optional_int(d, key)
+    if value is None:
+        raise ValueError(f"{key} must be an integer. Received: null")
+    return value
+
+
+def _optional_int(d: dict[str, Any], key: str) -> int | None:
+    value = d.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{key} must be an integer or null. Received: {type(value).__name__}")
+    return value
 
 
 @dataclass
@@ -153,9 +187,9 @@ class RecommendationList:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecommendationList:
         because = d.get("because")
-        return cls(d["user_id"], d["path"], d.get("model_version"), _items(d["items"]),
-                   d.get("event_id"), d.get("event_item_id"), d.get("sent_us"),
-                   d.get("published_us"),
+        return cls(_text(d, "user_id"), _text(d, "path"), d.get("model_version"),
+                   _items(d["items"]), d.get("event_id"), d.get("event_item_id"),
+                   _optional_int(d, "sent_us"), _optional_int(d, "published_us"),
                    [Reason(r["item_id"], r["weight"]) for r in because] if because else None,
                    ExperimentTag.from_dict(d.get("experiment")))
 
@@ -186,8 +220,8 @@ class PopularList:
     @classmethod
     def from_json(cls, raw: bytes | str) -> PopularList:
         d = orjson.loads(raw)
-        return cls(d.get("model_version"), d["computed_us"], _items(d["items"]),
-                   d.get("newest_ms"))
+        return cls(d.get("model_version"), _int(d, "computed_us"), _items(d["items"]),
+                   _optional_int(d, "newest_ms"))
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,23 @@ def test_head_cuts_items_and_keeps_the_rest() -> None:
     assert LIST.head(10) is LIST
 
 
+@pytest.mark.parametrize("field, value", [("sent_us", ""), ("published_us", "1795"),
+                                          ("user_id", 7), ("items", {"a": 1}),
+                                          ("sent_us", True)])
+def test_a_list_read_back_with_a_field_of_the_wrong_type_is_unreadable(field: str,
+                                                                       value: object) -> None:
+    """Kept, a string time made every newer list of its user raise in ``older_than`` (and
+    be dropped), or every read of it a 500 (a review)."""
+    raw = {**json.loads(LIST.to_json()), field: value}
+    with pytest.raises(ValueError, match=field):
+        RecommendationList.from_dict(raw)
+    bad_score = {**json.loads(LIST.to_json()), "items": [{"item_id": "a", "score": "1"}]}
+    with pytest.raises(ValueError, match="score"):
+        RecommendationList.from_dict(bad_score)
+    with pytest.raises(ValueError, match="computed_us"):
+        PopularList.from_json(b'{"computed_us": "5", "items": []}')
+
+
 def test_popularity_served_as_a_list() -> None:
     popular = PopularList("v1", 123, [ScoredItem("a", 3.0), ScoredItem("b", 2.0)])
     assert PopularList.from_json(popular.to_json()) == popular

@@ -188,6 +188,10 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
             yield _sse(shown(last, k, b.catalogue.records, keep))
         while True:
             rec = await slot.next(heartbeat_s)
+            if rec is None and last.path == FALLBACK:  # Redis did not answer: ask again,
+                rec = await b.source.current(user_id, WHOLE)  # or an idle user's feed
+                if rec.path == FALLBACK:  # showed popularity until their next event
+                    rec = None
             if rec is None:
                 yield b": keep-alive\n\n"
             elif rec.published_us != last.published_us and rec.may_replace(last):
@@ -199,8 +203,11 @@ async def feed_events(b: Backends, user_id: str, k: int, last_event_id: str | No
 
 
 def _sse(rec: RecommendationList) -> bytes:
-    return b"id: %d\nevent: recommendations\ndata: %s\n\n" % (rec.published_us or 0,
-                                                              orjson.dumps(rec))
+    """One list as an event; its id is its ``published_us``, which a reconnecting client
+    sends back (``client_holds``), but 0 for the popularity served while Redis did not
+    answer: its newer time made a client holding it refuse the user's own list."""
+    sent_id = 0 if rec.path == FALLBACK else rec.published_us or 0
+    return b"id: %d\nevent: recommendations\ndata: %s\n\n" % (sent_id, orjson.dumps(rec))
 
 
 def add_event_route(app: FastAPI, settings: Settings, metrics: ApiMetrics,

@@ -622,6 +622,34 @@ def test_feeds_are_not_resent_popularity_when_redis_cannot_say_the_users_list() 
     assert slot.latest == stored
 
 
+def test_a_feed_opened_while_redis_failed_sends_the_users_list_once_it_answers() -> None:
+    """Read once at the start, popularity then stood on an idle user's feed until their
+    next event, and its id, newer than the user's list, made a reconnect keep it (a
+    review)."""
+    from services.api.routes import client_holds
+
+    stored = _list("u1", ["a"], "x", published=3)
+    redis = FakeRedis({recs_key("u1"): stored.to_json()}, down=True)
+    source = ListSource(redis, "ch", ttl_s=10**12)
+    source.popular = POPULAR
+    hub = FeedHub(None, "ch", LiveStats(), source)
+
+    async def scenario() -> list[bytes]:
+        stream = feed_events(SimpleNamespace(source=source, hub=hub, catalogue=NO_CATALOGUE),
+                             "u1", 2, None, 0.01, ApiMetrics().feed_clients)
+        sent = [await anext(stream), await anext(stream), await anext(stream)]
+        redis.down = False
+        sent.append(await anext(stream))
+        await stream.aclose()
+        return sent
+
+    _, fallback, waiting, own = asyncio.run(scenario())
+    assert b'"path":"fallback"' in fallback and fallback.startswith(b"id: 0\n")
+    assert waiting == b": keep-alive\n\n"
+    assert b'"event_id":"e-u1-3"' in own and own.startswith(b"id: 3\n")
+    assert not client_holds(stored, "0")  # a client that showed popularity takes it
+
+
 def test_the_feed_skips_the_list_a_reconnecting_client_already_has() -> None:
     current = _list("u1", ["a"], "x", published=10)
     source = ListSource(FakeRedis({recs_key("u1"): current.to_json()}), "ch", ttl_s=60)

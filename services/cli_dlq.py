@@ -50,10 +50,11 @@ def _table(summaries: list[ReasonSummary]) -> Table:
     """Counts, times and sources per reason; the details, up to 1 KiB each, go below it."""
     table = Table(Column("reason", no_wrap=True), Column("letters", justify="right"),
                   Column("first rejected (UTC)", min_width=10),  # wraps after the date
-                  Column("last rejected (UTC)", min_width=10), "sources")
+                  Column("last rejected (UTC)", min_width=10), "sources",
+                  Column("most redrives", justify="right"))
     for s in summaries:
         table.add_row(escape(s.reason), f"{s.count:,}", _time(s.first_ms), _time(s.last_ms),
-                      escape(", ".join(sorted(s.sources))))
+                      escape(", ".join(sorted(s.sources))), f"{s.redrives:,}")
     return table
 
 
@@ -80,7 +81,7 @@ def inspect(
         spans = queue.pending(from_beginning=all_)
         _warn_expired(spans, settings.topic_dlq, group)
         with progress_bar(f"read {settings.topic_dlq}", letters(spans)) as update:
-            summaries = summarize(_counting(queue.read(spans), update), examples, once=all_)
+            summaries = summarize(_counting(queue.read(spans), update), examples)
     which = "kept" if all_ else f"not yet handled by {group}"
     if not summaries:
         console.print(f"no dead letters {which} in {settings.topic_dlq}")
@@ -107,6 +108,9 @@ def _line(report: RedriveReport, dry_run: bool) -> str:
         return ", ".join(f"{reason} {n:,}" for reason, n in counts.most_common())
 
     line = f"redriven {report.redriven:,}, still invalid {report.still_invalid.total():,}"
+    if report.copies:  # `inspect` and the prompt count each letter once too
+        line = (f"read {report.read:,} ({report.copies:,} copies a failed run put back, "
+                f"skipped): {line}")
     if report.still_invalid:
         line += f" ({by_reason(report.still_invalid)})"
     if report.left_out:

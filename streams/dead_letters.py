@@ -34,7 +34,13 @@ from infra.kafka_client import KafkaConnection
 from streams.catalog import parse_item
 from streams.consumer import Record, existing_topic, read_partition, read_to_end
 from streams.events import InvalidEvent, parse
-from streams.producer import ITEM_KIND, KIND_HEADER, Headers, RecordProducer
+from streams.producer import (
+    ITEM_KIND,
+    KIND_HEADER,
+    Headers,
+    RecordProducer,
+    dead_letter_headers,
+)
 
 DLQ_GROUP = "streamrec-dlq"
 REDRIVEN_FROM_HEADER = "redriven_from"  # on a redriven event: "dlq-topic[partition]@offset"
@@ -42,6 +48,7 @@ REDRIVES_HEADER = "redrives"  # on a dead letter: how many redrives it has faile
 # On a letter put back by a redrive: where the letter was first written, so a reader of
 # the whole topic counts each letter once however often it went back.
 FIRST_WRITTEN_HEADER = "first_written"
+FIRST_REASON_HEADER = "first_reason"  # a letter that failed a redrive for another reason
 MISSING = "(none)"  # what stands for a header a letter lacks, e.g. one produced by hand
 _PROGRESS_EVERY = 500
 
@@ -115,13 +122,23 @@ def letter_id(record: Record) -> str:
     return _header(record, FIRST_WRITTEN_HEADER) or origin(record)
 
 
-def put_back_headers(record: Record, *, failed: bool) -> Headers:
+def put_back_headers(record: Record, *, failed: bool, now: InvalidEvent | None = None
+                     ) -> Headers:
     """The letter's headers, kept as they were, naming where it was first written, with
-    its ``redrives`` count incremented when it ``failed`` again."""
+    its ``redrives`` count incremented when it ``failed`` again. Failed ``now`` for another
+    reason than its own, it takes today's reason, detail and time, and keeps its first
+    reason in ``first_reason``: filed under the old one, `inspect` said the fix for that
+    reason had not worked, and `redrive --reason` for the new one never picked it up."""
     count = redrives(record) + (1 if failed else 0)
+    changed: dict[str, bytes] = {}
+    if now is not None and now.reason.value != reason_of(record):
+        fresh = dict(dead_letter_headers(now.reason.value, now.detail, source=""))
+        changed = {k: fresh[k] for k in ("reason", "detail", "rejected_ms")}
+        changed.setdefault(FIRST_REASON_HEADER, record.headers.get(FIRST_REASON_HEADER)
+                           or reason_of(record).encode())
     kept = [(k, v) for k, v in record.headers.items()
-            if k not in (REDRIVES_HEADER, FIRST_WRITTEN_HEADER)]
-    return [*kept, *_identity(letter_id(record).encode(), count)]
+            if k not in (REDRIVES_HEADER, FIRST_WRITTEN_HEADER, *changed)]
+    return [*kept, *changed.items(), *_identity(letter_id(record).encode(), count)]
 
 
 def _identity(first_written: bytes, count: int) -> Headers:
@@ -158,9 +175,11 @@ class ReasonSummary:
     count: int = 0
     sources: set[str] = field(default_factory=set)
     examples: list[str] = field(default_factory=list)
+    redrives: int = 0  # the most redrives any of its letters has failed
 
     def add(self, record: Record, at_ms: int, max_examples: int) -> None:
         self.count += 1
+        self.redrives = max(self.redrives, redrives(record))
         self.first_ms, self.last_ms = min(self.first_ms, at_ms), max(self.last_ms, at_ms)
         self.sources.add(_header(record, "source") or MISSING)
         detail = _header(record, "detail")
@@ -168,17 +187,16 @@ class ReasonSummary:
             self.examples.append(detail)
 
 
-def summarize(records: Iterable[Record], examples: int = 1, *, once: bool = False
-              ) -> list[ReasonSummary]:
-    """Letters grouped by reason, the most frequent first; ``once``: each letter counted
-    once however many copies redrives put back (for a read of the whole topic)."""
+def summarize(records: Iterable[Record], examples: int = 1) -> list[ReasonSummary]:
+    """Letters grouped by reason, the most frequent first, each letter counted once
+    however many copies redrives put back: a whole topic's, or a failed run's copies
+    pending beside their letters (which the redrive skips, so its counts add up)."""
     by_reason: dict[str, ReasonSummary] = {}
     seen: set[str] = set()
     for record in records:
-        if once:
-            if letter_id(record) in seen:
-                continue
-            seen.add(letter_id(record))
+        if letter_id(record) in seen:
+            continue
+        seen.add(letter_id(record))
         reason, at = reason_of(record), rejected_ms(record)
         summary = by_reason.setdefault(reason, ReasonSummary(reason, at, at))
         summary.add(record, at, examples)
@@ -216,6 +234,9 @@ class Reappend:
     value: bytes
     headers: Headers
     attempted: bool
+    # the letter's own record time, which its copy keeps: stamped anew at each redrive, a
+    # letter that can never pass outlived the topic's retention.ms for good
+    timestamp_ms: int | None = None
 
 
 def decide(record: Record, only: str | None = None,
@@ -225,11 +246,13 @@ def decide(record: Record, only: str | None = None,
     ``kinds``: just those kinds; the others go back untouched)."""
     reason, raw, kind = reason_of(record), record.value or b"", kind_of(record)
     if (only is not None and reason != only) or kind not in kinds:
-        return Reappend(reason, record.key, raw, put_back_headers(record, failed=False), False)
+        return Reappend(reason, record.key, raw, put_back_headers(record, failed=False), False,
+                        record.timestamp_ms)
     try:
         key = parse_item(raw).key if kind == ITEM_KIND else parse(raw).key
-    except InvalidEvent:
-        return Reappend(reason, record.key, raw, put_back_headers(record, failed=True), True)
+    except InvalidEvent as exc:
+        return Reappend(exc.reason.value, record.key, raw,
+                        put_back_headers(record, failed=True, now=exc), True, record.timestamp_ms)
     return Redrive(key, raw, redriven_headers(record), kind)
 
 
@@ -355,8 +378,11 @@ def _copy(record: Record, seen: set[str]) -> bool:
 
 def _send(producer: RecordProducer, outcome: Redrive | Reappend, topics: dict[str, str],
           dlq: str) -> None:
-    topic = topics[outcome.kind] if isinstance(outcome, Redrive) else dlq
-    producer.produce(topic, outcome.key, outcome.value, outcome.headers)
+    if isinstance(outcome, Redrive):
+        producer.produce(topics[outcome.kind], outcome.key, outcome.value, outcome.headers)
+    else:
+        producer.produce(dlq, outcome.key, outcome.value, outcome.headers,
+                         timestamp_ms=outcome.timestamp_ms)
 
 
 def _settle(producer: RecordProducer) -> None:

@@ -152,16 +152,20 @@ class RecordProducer:
     def produce(self, topic: str, key: bytes | None, value: bytes | None,
                 headers: Headers | None = None,
                 on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
-                partition: int | None = None, wait_for_room: bool = True) -> None:
+                partition: int | None = None, wait_for_room: bool = True,
+                timestamp_ms: int | None = None) -> None:
         """Queue one record; when the local queue is full, serve reports until it has room
         (``wait_for_room``; else BufferError: an event loop must not spin here while a
         broker is away). ``on_delivery`` replaces the failure accounting for this record
         and, with ``delivery.report.only.error`` off, also hears of its success.
-        ``partition``: where it goes (None: the partitioner picks by key)."""
+        ``partition``: where it goes (None: the partitioner picks by key); ``timestamp_ms``:
+        the record's time (None: now)."""
         producer = self._producer
         extra: dict[str, Any] = {"on_delivery": on_delivery} if on_delivery is not None else {}
         if partition is not None:
             extra["partition"] = partition
+        if timestamp_ms is not None:
+            extra["timestamp"] = timestamp_ms
         try:
             producer.produce(topic, value, key, headers=headers, **extra)
         except BufferError:  # local queue full: serve delivery reports, then retry

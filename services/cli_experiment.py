@@ -198,7 +198,10 @@ def conclude(
     console.print(f"experiment {name} concluded: {stopped.winner} wins ({report.verdict})",
                   highlight=False)
     if versions:
-        announced = make_champion(settings, versions)
+        try:
+            announced = make_champion(settings, versions)
+        except ExperimentRefused as exc:
+            _refuse(exc)
         console.print(f"champion is now {version_string(versions)}"
                       + ("" if announced else f"; [yellow]warning:[/] could not announce it on "
                          f"{settings.topic_model_updates}, workers keep the old one until "

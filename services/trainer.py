@@ -42,13 +42,14 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infra.urls import mask_urls
+from services.champion import move_alias, promotion_lock
 from services.retrying import retry
 from services.settings import Settings
 from services.stack import mlflow_store
@@ -70,53 +71,6 @@ if TYPE_CHECKING:  # imported lazily at run time: TensorFlow takes seconds to im
     from streams.registry import Champion
 
 log = logging.getLogger("streamrec.trainer")
-LOCK_KEY = "streamrec:trainer:promote"
-
-
-@dataclass(frozen=True)
-class Held:
-    """Whether this trainer took the promotion lock (its truth value), and whether it
-    still holds it: the lock expires, and a registry slow enough past it let another
-    trainer take it and move the aliases too, a retriever of one round then paired with
-    a ranker of the other."""
-
-    taken: bool
-    lock: Any
-
-    def __bool__(self) -> bool:
-        return self.taken
-
-    def still(self) -> bool:
-        from redis.exceptions import RedisError
-
-        try:
-            return self.taken and bool(self.lock.owned())
-        except RedisError:
-            return False
-
-
-@contextmanager
-def promotion_lock(redis_url: str, ttl_s: float = 300) -> Iterator[Held]:
-    """Yields whether this process holds the promotion lock (redis-py's): false if another
-    does. The lock expires after ``ttl_s`` should its holder die; a holder that outlives
-    it releases nothing another has taken since, and says so."""
-    import redis
-
-    from infra.redis_lock import new_token, release, take
-
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    lock = client.lock(LOCK_KEY, timeout=ttl_s)
-    token = new_token()
-    held = False
-    try:
-        held = retry("taking the promotion lock", lambda: take(client, lock, token))
-        yield Held(held, lock)
-    finally:
-        try:
-            if held:  # what the block did stands (an alias moved: announce it)
-                release(lock, ttl_s, "the promotion lock")
-        finally:
-            client.close()
 
 
 GateReport = dict[str, Any]  # ``evaluate_cases``: {"full": {...}, "sampled": {...}, "users": n}
@@ -686,7 +640,7 @@ class Trainer:
         """Move the alias to ``versions`` if it still points at ``expected``, then announce.
         Returns (promoted, a note: why not, or what went wrong after)."""
         from streams.hot_swap import announce
-        from streams.registry import alias_versions, set_champion
+        from streams.registry import alias_versions
 
         s = self.settings
         with promotion_lock(s.redis) as held:
@@ -700,20 +654,7 @@ class Trainer:
                                f"{version_string(expected) if expected else 'none'}")
             if not held.still():  # the registry was slow: another trainer may move it now
                 return False, LOCK_LOST
-            try:
-                retry("moving the champion alias", lambda: set_champion(self.store, versions))
-            except Exception:
-                # Not half moved: a new retriever, an old ranker. Unless the lock expired
-                # during the retries: another trainer may have promoted since, which a
-                # restore would undo (a review).
-                if expected is not None and held.still():
-                    self._restore(expected)
-                elif expected is not None:
-                    log.error("moving the champion alias failed after the promotion lock "
-                              "expired: not restoring %s over what another trainer may "
-                              "have promoted; check both models' 'champion' alias",
-                              version_string(expected))
-                raise
+            move_alias(self.store, versions, expected, held)
 
         def announce_or_raise() -> None:
             if not announce(s.kafka, s.topic_model_updates, versions, s.mlflow_uri):
@@ -724,18 +665,6 @@ class Trainer:
         except Exception as exc:  # noqa: BLE001 - promoted all the same: say so, not "failed"
             return True, f"announcing failed ({exc}): workers keep the old model until restarted"
         return True, ""
-
-    def _restore(self, expected: dict[str, str]) -> None:
-        """Point the alias back at ``expected`` after a move failed part-way, retried as
-        the move was; a failure is logged loudly (the move's error is the one raised)."""
-        from streams.registry import set_champion
-
-        try:
-            retry("restoring the champion alias", lambda: set_champion(self.store, expected))
-        except Exception as exc:  # noqa: BLE001 - the operator must fix the alias by hand
-            log.error("the champion alias may name a retriever and a ranker of different "
-                      "rounds: restoring %s failed: %s; set both models' 'champion' alias to "
-                      "those versions (the MLflow UI or client)", version_string(expected), exc)
 
     def run_forever(self, stop: threading.Event, poll_s: float = 10.0) -> None:
         """Rounds whenever ``round_due`` says so, until ``stop`` is set; with no champion

@@ -194,8 +194,12 @@ def _conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore
               winner: str | None, promote: bool
               ) -> tuple[ExperimentReport, Experiment, dict[str, str]]:
     experiment = find(kafka, topic, name)
+    if winner is not None and experiment.winner is not None and winner != experiment.winner:
+        raise ExperimentConflict(f"experiment {name!r} was concluded already, with winner "
+                                 f"{experiment.winner!r}: that stands")
     report = status(redis, experiment)
-    chosen = winner or report.winner
+    # concluded already: its recorded winner, whatever the test says at this look
+    chosen = winner or experiment.winner or report.winner
     if chosen is None and report.sample_ratio_mismatch:
         raise ExperimentConflict(
             f"experiment {name!r} has a sample-ratio mismatch (p = {report.sample_ratio_p:.2g}):"

@@ -59,8 +59,10 @@ def _put(kafka: KafkaConnection, topic: str, name: str, value: bytes | None, wha
 
 def newest(records: Iterable[Any]) -> dict[str, Experiment | None]:
     """The newest declaration per experiment name among ``records`` (anything with ``key``
-    and ``value``, in offset order); None for a tombstone; an unreadable record is logged
-    and skipped."""
+    and ``value``, in offset order); None for a tombstone. An unreadable record (one a
+    newer release wrote) is logged and forgets its name as a tombstone does: skipped, the
+    older declaration stood (a stop read as still running) until compaction removed it,
+    and readers then disagreed by compaction's timing."""
     found: dict[str, Experiment | None] = {}
     for record in records:
         name = (record.key or b"").decode(errors="replace")
@@ -71,7 +73,10 @@ def newest(records: Iterable[Any]) -> dict[str, Experiment | None]:
         try:
             found[name] = parse_experiment(record.value)
         except InvalidExperiment as exc:
-            log.warning("experiment record %r skipped: %s", name, exc)
+            log.warning("experiment record %r unreadable, so the experiment is unknown here "
+                        "(a newer release's?): %s", name, exc)
+            found.pop(name, None)
+            found[name] = None
     return found
 
 

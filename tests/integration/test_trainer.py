@@ -12,9 +12,10 @@ import pytest
 import redis
 
 from infra.mlflow_store import MlflowStore
+from services.champion import LOCK_KEY, promotion_lock
 from services.processes import trainer_round
 from services.settings import Settings, load_settings
-from services.trainer import LOCK_KEY, Trainer, promotion_lock
+from services.trainer import Trainer
 from streams.consumer import read_topic
 from streams.messages import NO_MODEL, version_string
 from streams.producer import EventProducer

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from model.pipeline import Recommendation
@@ -729,6 +730,19 @@ def test_a_name_forgotten_then_declared_again_comes_after_the_others() -> None:
     assert list(found) == ["y", "x"] and running(found) == y
 
 
+def test_a_declaration_this_release_cannot_read_forgets_the_older_one() -> None:
+    """A newer release's stop, skipped, left the start in force until compaction removed
+    it; readers then disagreed by compaction's timing (a review)."""
+    from streams.experiment_store import newest
+
+    x = new_experiment("x", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    later = orjson.dumps({**orjson.loads(x.to_json()), "state": "stopped", "schema_version": 9})
+    both = newest([SimpleNamespace(key=b"x", value=x.to_json()),
+                   SimpleNamespace(key=b"x", value=later)])
+    compacted = newest([SimpleNamespace(key=b"x", value=later)])
+    assert both == compacted == {"x": None}
+
+
 def test_each_variant_counts_the_versions_that_answered_its_lists() -> None:
     """What ``conclude --promote`` promotes: the version a variant's lists came from, a
     stand-in marked as such, summed across workers through the wire form."""
@@ -834,6 +848,26 @@ def test_a_conclusion_that_cannot_promote_changes_nothing(
     assert stopped == []
     _, _, versions = control.conclude(None, "t", None, None, "exp", "treatment")
     assert stopped == ["treatment"] and versions == {}
+
+
+def test_a_concluded_experiment_keeps_its_winner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concluded again with another winner, the second silently won, and with --promote
+    put its models over the first's (a review)."""
+    import streams.experiment_control as control
+
+    e = experiment().model_copy(update={"state": "stopped", "winner": "control"})
+    stopped: list[str] = []
+    monkeypatch.setattr(control, "find", lambda kafka, topic, name: e)
+    monkeypatch.setattr(control, "status", lambda redis, found: look(found, Tallies(), 1, {})[0])
+    monkeypatch.setattr(control, "_stop", lambda kafka, topic, name, winner: stopped.append(
+        winner) or e)
+    monkeypatch.setattr(control, "one_declaration_at_a_time",
+                        lambda redis, topic, wait_s: contextlib.nullcontext())
+    with pytest.raises(control.ExperimentConflict, match="with winner 'control': that stands"):
+        control.conclude(None, "t", None, None, "exp", "treatment")
+    control.conclude(None, "t", None, None, "exp")  # again: its own winner, though undecided
+    control.conclude(None, "t", None, None, "exp", "control")
+    assert stopped == ["control", "control"]
 
 
 def test_a_declaration_the_broker_does_not_take_is_one_line_for_the_cli(

@@ -16,6 +16,7 @@ import pytest
 
 from model.data import build_sequences, leave_last_out, time_split
 from model.evaluation.gate import Cases, Verdict, gate_cases
+from services.champion import Held, promotion_lock
 from services.settings import Settings
 from services.trainer import (
     Recipe,
@@ -28,7 +29,6 @@ from services.trainer import (
     gate_shortfall,
     gate_tags,
     judge,
-    promotion_lock,
     refit_sequences,
     round_due,
     round_outcome,
@@ -684,7 +684,6 @@ def test_an_alias_move_that_fails_part_way_is_rolled_back_with_retries(
     clean_env.setattr(registry, "alias_versions", lambda store, names: old)
     from types import SimpleNamespace
 
-    from services.trainer import Held
 
     held = Held(True, SimpleNamespace(owned=lambda: True))
     clean_env.setattr("services.trainer.promotion_lock", lambda url: nullcontext(held))
@@ -703,7 +702,6 @@ def test_a_move_that_fails_after_the_lock_expired_is_not_rolled_back(
     from types import SimpleNamespace
 
     import streams.registry as registry
-    from services.trainer import Held
 
     clean_env.setattr("services.trainer.time.sleep", lambda s: None)  # retry's backoff
     trainer = _trainer(tmp_path)

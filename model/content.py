@@ -27,6 +27,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from model.features import robust_moments
+
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _MIN_SHARE = 0.05  # a numeric attribute becomes a feature when this share of items has it
 _MAX_NUMERIC = 8
@@ -130,12 +132,11 @@ class ContentSpec:
         spec = replace(self, numeric=tuple(keys), numeric_mean=(), numeric_std=())
         values = np.array([spec.raw_numeric(i) for i in items], np.float64).reshape(
             len(items), len(keys))
-        present = ~np.isnan(values)
-        count = np.maximum(present.sum(axis=0), 1)
-        mean = np.where(present, values, 0.0).sum(axis=0) / count
-        var = (np.where(present, values - mean, 0.0) ** 2).sum(axis=0) / count
-        return replace(spec, numeric_mean=tuple(map(float, mean)),
-                       numeric_std=tuple(float(s) if s > 0 else 1.0 for s in np.sqrt(var)))
+        # clipped as context numbers are: one price of 1e300 (a sentinel) among prices of
+        # 5 to 200 made every other item's z-score about 0
+        moments = [robust_moments(column[~np.isnan(column)]) for column in values.T]
+        return replace(spec, numeric_mean=tuple(m for m, _ in moments),
+                       numeric_std=tuple(s if s > 0 else 1.0 for _, s in moments))
 
     def arrays(self, items: Sequence[ItemContent | None]) -> tuple[np.ndarray, np.ndarray]:
         """(tokens [n, width] int32, numeric [n, len(numeric)] float32) for ``items``

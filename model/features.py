@@ -186,11 +186,11 @@ class FeatureSpec:
     def fit(self, numeric: np.ndarray) -> FeatureSpec:
         """This spec with the numeric keys' mean and spread taken from ``numeric``
         [n, len(numeric)] (NaN = missing), each over its values clipped to their 1st and
-        99th percentiles (``_moments_of``)."""
+        99th percentiles (``robust_moments``)."""
         if not self.numeric or not len(numeric):
             return self
         values = np.asarray(numeric, np.float64).reshape(-1, len(self.numeric))
-        mean, std = zip(*(_moments_of(column[~np.isnan(column)]) for column in values.T))
+        mean, std = zip(*(robust_moments(column[~np.isnan(column)]) for column in values.T))
         return replace(self, numeric_mean=mean, numeric_std=std)
 
     # ---- storage -----------------------------------------------------------------------
@@ -210,7 +210,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _moments_of(present: np.ndarray) -> tuple[float, float]:
+def robust_moments(present: np.ndarray) -> tuple[float, float]:
     """(mean, standard deviation) of one key's values, clipped to their 1st and 99th
     percentiles first: one bogus price (1e7 among prices of tens) would otherwise squash
     every other value's z-score to about 0, and 1e160 overflowed the spread to infinity.

@@ -137,7 +137,10 @@ class Settings(BaseSettings):
     recs_channel: str = Field("streamrec:recs", min_length=1, description="Redis pub/sub "
                               "channel of every published list (the API's live feeds)")
     session_gap_min: float = Field(30.0, ge=1 / 60, le=10**7, description="1 s to ~19 years")
-    session_max_items: int = Field(50, ge=1)
+    # A session's changelog record is about 1 KiB per item at worst (256-character ids of
+    # 4-byte characters, with type, time and context): past 500 it could pass the producer's
+    # 1 MB limit, and a worker that cannot write a session exits, again at each redelivery.
+    session_max_items: int = Field(50, ge=1, le=500)
     session_ttl_days: float = Field(
         30.0, ge=0, le=10**5, description="a session idle this long, in event time (behind "
         "the newest event of its partition), leaves the table and its changelog; 0: kept for "

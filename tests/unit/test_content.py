@@ -53,6 +53,16 @@ def test_trigrams_tie_word_forms_and_a_spec_saved_without_them_reads_none() -> N
         ContentSpec(char_tokens=-1)
 
 
+def test_one_extreme_price_does_not_flatten_the_others() -> None:
+    """A sentinel price of 1e300 among 999 of 5 to 200 spread the log prices so wide that
+    every other item read about 0 (a review); context numbers were clipped already."""
+    prices = np.random.default_rng(0).uniform(5, 200, 999)
+    clean = ContentSpec().fit([ItemRecord(str(i), price=float(p)) for i, p in enumerate(prices)])
+    spiked = ContentSpec().fit([ItemRecord(str(i), price=float(p)) for i, p in
+                                enumerate([*prices, 1e300])])
+    assert spiked.numeric_std[0] == pytest.approx(clean.numeric_std[0], rel=0.05)
+
+
 def test_fit_keeps_numbers_most_items_carry_and_normalises_their_logs() -> None:
     items = [ItemRecord(str(i), price=float(p), attributes={"year": 2000 + i} if i < 2 else {})
              for i, p in enumerate([9.0, 99.0, 999.0])]

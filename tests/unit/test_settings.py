@@ -84,6 +84,8 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_RECS_CHANNEL", "recs", "users' stored lists"),  # recs:popular
         # Redis refuses an expiry that long: every list write failed, popularity served all
         ("STREAMREC_RECS_TTL_S", "10000000000000000", "STREAMREC_RECS_TTL_S"),
+        # a session of 1,000 long ids passed the producer's 1 MB: the worker crash-looped
+        ("STREAMREC_SESSION_MAX_ITEMS", "1000", "STREAMREC_SESSION_MAX_ITEMS"),
     ],
 )
 def test_malformed_values_fail_with_one_line_naming_the_variable(

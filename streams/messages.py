@@ -115,8 +115,9 @@ def _text(d: dict[str, Any], key: str) -> str:
 
 
 def _number(d: dict[str, Any], key: str) -> float:
+    """A number, or None: orjson writes a NaN score as null, which readers pass over."""
     value = d[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise ValueError(f"{key} must be a number. Received: {type(value).__name__}")
     return value
 

@@ -100,8 +100,24 @@ class SessionState:
             types, times, context = ("",) * len(items), (last_ts,) * len(items), {}
             recent = tuple(event_fingerprint(e) if len(e) > _FINGERPRINT_CHARS else e
                            for e in recent)
-        return cls(items, types, times, context, d["session_id"], d["session_start_ms"],
-                   last_ts, recent, d["events_in_session"])
+        return _checked(cls(items, types, times, context, d["session_id"],
+                            d["session_start_ms"], last_ts, recent, d["events_in_session"]))
+
+
+def _checked(state: SessionState) -> SessionState:
+    """``state`` if each field holds what applying an event reads, else ValueError: read
+    as it was, a null count or a time as a string raised in ``apply_event`` instead, and
+    every event of that user was dead-lettered, for good (``read_state`` resets instead)."""
+    def ints(*values: object) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+    if not (all(isinstance(i, str) for i in (*state.items, *state.recent_event_ids))
+            and ints(state.session_start_ms, state.last_ts, state.events_in_session,
+                     *state.times)
+            and isinstance(state.session_id, str) and isinstance(state.context, dict)
+            and len(state.items) == len(state.types) == len(state.times)):
+        raise ValueError("session state of the wrong shape")
+    return state
 
 
 def event_fingerprint(event_id: str) -> str:
@@ -127,9 +143,9 @@ def supersedes(stored: Mapping[str, Any] | None, incoming: Mapping[str, Any] | N
         return True
     try:
         newest, held = incoming["recent_event_ids"][-1], stored["recent_event_ids"]
+        return newest not in held[:-1]
     except (KeyError, IndexError, TypeError):
         return True
-    return newest not in held[:-1]
 
 
 def ignored_context(context: Mapping[str, Any] | None, spec: FeatureSpec) -> list[str]:

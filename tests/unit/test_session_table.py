@@ -125,6 +125,8 @@ def test_restoring_skips_a_stale_write_that_reached_the_changelog_late(
     assert not supersedes(states[2], states[1])            # older than what is held
     assert supersedes(states[1], states[1])                # the same event again
     assert supersedes(states[2], {"recent_event_ids": []})  # unreadable: let through
+    for held in (None, 5, {}):  # a stored state's ids of the wrong type raised (a review)
+        assert supersedes({"recent_event_ids": held}, states[1])
     table = make_table(tmp_path, store)
     log = [("u-1", states[0]), ("u-1", states[1]), ("u-1", states[2]),
            ("u-2", other), ("u-1", states[1])]   # the late, stale write

@@ -134,7 +134,20 @@ def test_a_record_that_breaks_the_step_otherwise_is_a_dead_letter_naming_why(
     assert "a bug" in caplog.text
 
 
-@pytest.mark.parametrize("stored", [{"items": 5}, {"v": 9, "items": ["x"]}, {}, [1, 2], "x"])
+def _stored(**changes: Any) -> dict:
+    """A readable stored session (one event, ``T0 - 10``) with ``changes`` made to it."""
+    step = EventStep(SessionPolicy())
+    first = step(new_event("u1", "i0", ts=T0 - 10).to_json(), {}.get)
+    assert isinstance(first, SessionUpdate)
+    return {**first.state, **changes}
+
+
+@pytest.mark.parametrize("stored", [
+    {"items": 5}, {"v": 9, "items": ["x"]}, {}, [1, 2], "x",
+    # of the wrong shape: each raised in ``apply_event``, and every event of the user was
+    # dead-lettered for good (a review)
+    _stored(events_in_session=None), _stored(last_ts=None), _stored(last_ts="1790000000000"),
+    _stored(items=["i0", "i1"]), {k: v for k, v in _stored(last_ts="17").items() if k != "v"}])
 def test_an_unreadable_stored_session_starts_afresh_and_says_so(stored: Any) -> None:
     """A state the worker cannot read (a future or corrupt format) must not stop the agent:
     the event starts a new session, and the update says the old one was dropped."""

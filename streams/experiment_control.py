@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import ValidationError
@@ -109,9 +110,13 @@ def start(kafka: KafkaConnection, topic: str, store: MlflowStore, experiment: Ex
             raise ExperimentConflict(f"an experiment named {experiment.name!r} exists "
                                      "already: choose another name")
         versions = check_models(store, experiment)
-        declare(kafka, topic, experiment)
+        _declare_in_turn(kafka, topic, experiment)
         _read_back(kafka, topic, experiment)
     return versions
+
+
+# The declaration lock held by this context's ``one_declaration_at_a_time``, if any.
+_TURN: ContextVar[Any] = ContextVar("declaration_turn", default=None)
 
 
 @contextmanager
@@ -131,10 +136,32 @@ def one_declaration_at_a_time(redis: Any, topic: str, wait_s: float = START_WAIT
             raise ExperimentConflict(f"another experiment start, stop or conclusion held the "
                                      f"lock for {wait_s:g} s: retry")
         time.sleep(0.1)
+    turn = _TURN.set(lock)
     try:
         yield
     finally:
+        _TURN.reset(turn)
         release(lock, ttl_s, "the experiment declaration lock")
+
+
+def _declare_in_turn(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:
+    """``declare``, unless the declaration lock taken for it has expired meanwhile (a
+    registry or Redis slow past its TTL during a conclusion): another caller may hold it
+    now, and a stop that read the running declaration would write it back over this one."""
+    lock = _TURN.get()
+    if lock is not None and not _owned(lock):
+        raise ExperimentConflict("the experiment declaration lock expired before this was "
+                                 "declared (a slow registry or Redis): nothing changed; retry")
+    declare(kafka, topic, experiment)
+
+
+def _owned(lock: Any) -> bool:
+    from redis.exceptions import RedisError
+
+    try:
+        return bool(lock.owned())
+    except RedisError:  # a Redis that cannot say: not known to be ours
+        return False
 
 
 def _read_back(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:
@@ -174,7 +201,7 @@ def _stop(kafka: KafkaConnection, topic: str, name: str, winner: str | None) -> 
             "stopped_us": experiment.stopped_us or time.time_ns() // 1000})
     except ValidationError as exc:
         raise ExperimentRefused(one_line(exc)) from None
-    declare(kafka, topic, stopped)
+    _declare_in_turn(kafka, topic, stopped)
     return stopped
 
 

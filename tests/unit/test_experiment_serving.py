@@ -850,6 +850,28 @@ def test_a_conclusion_that_cannot_promote_changes_nothing(
     assert stopped == ["treatment"] and versions == {}
 
 
+def test_nothing_is_declared_once_the_declaration_lock_expired(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conclusion slow past the lock's TTL declared all the same: a stop that took the
+    lock meanwhile could write the running declaration back over it (a review)."""
+    import streams.experiment_control as control
+
+    declared: list[str] = []
+    monkeypatch.setattr(control, "declare", lambda kafka, topic, e: declared.append(e.name))
+    e = experiment()
+    control._declare_in_turn(None, "t", e)  # outside any turn (a caller of its own)
+    lost = control._TURN.set(SimpleNamespace(owned=lambda: False))
+    try:
+        with pytest.raises(control.ExperimentConflict, match="lock expired"):
+            control._declare_in_turn(None, "t", e)
+    finally:
+        control._TURN.reset(lost)
+    held = control._TURN.set(SimpleNamespace(owned=lambda: True))
+    control._declare_in_turn(None, "t", e)
+    control._TURN.reset(held)
+    assert declared == ["exp", "exp"]
+
+
 def test_a_concluded_experiment_keeps_its_winner(monkeypatch: pytest.MonkeyPatch) -> None:
     """Concluded again with another winner, the second silently won, and with --promote
     put its models over the first's (a review)."""

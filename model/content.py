@@ -159,7 +159,9 @@ class ContentSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ContentSpec:
         tuples = ("numeric", "numeric_mean", "numeric_std")
-        return cls(**{"char_tokens": 0,  # saved before trigrams: they were not there
+        # saved before trigrams: none were there; before ``mode`` (2026-12-01): every item
+        # was id + content, and read as ``map`` such a model served its ids alone
+        return cls(**{"char_tokens": 0, "mode": "sum",
                       **{k: tuple(v) if k in tuples else v for k, v in d.items()}})
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -49,6 +50,9 @@ def test_trigrams_tie_word_forms_and_a_spec_saved_without_them_reads_none() -> N
     assert glue & glues == {_hash("g=<gl"), _hash("g=glu"), _hash("g=lue")}  # words differ
     old = {k: v for k, v in spec.to_dict().items() if k != "char_tokens"}
     assert ContentSpec.from_dict(old).char_tokens == 0 and ContentSpec.from_dict(old).width == 16
+    before_modes = {k: v for k, v in spec.to_dict().items() if k != "mode"}
+    assert ContentSpec.from_dict(before_modes).mode == "sum"  # trained as id + content
+    assert ContentSpec.from_dict(replace(spec, mode="map").to_dict()).mode == "map"
     with pytest.raises(ValueError, match="char_tokens"):
         ContentSpec(char_tokens=-1)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -33,6 +33,11 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _MIN_SHARE = 0.05  # a numeric attribute becomes a feature when this share of items has it
 _MAX_NUMERIC = 8
 MODES = ("map", "sum")
+
+
+def _words(text: str) -> Iterator[str]:
+    """``text``'s words, lazily."""
+    return (m.group() for m in _WORD.finditer(text))
 
 
 class ItemContent(Protocol):
@@ -93,20 +98,33 @@ class ContentSpec:
         """Hashed token ids (1..buckets-1), most telling first: categories, brand, title
         words, then text words (at most ``max_tokens``), then the words' character
         trigrams (at most ``char_tokens``); duplicates once."""
-        keys = [f"c={c.strip().lower()}" for c in item.categories if c.strip()]
-        if item.brand and item.brand.strip():
-            keys.append(f"b={item.brand.strip().lower()}")
-        words = [_WORD.findall((field or "").lower()) for field in (item.title, item.text)]
-        for field in words:
-            keys.extend(f"w={w}" for w in field)
-            if self.bigrams:
-                keys.extend(f"w={a}_{b}" for a, b in zip(field, field[1:]))
         out: dict[int, None] = {}
-        self._hash_into(out, keys, self.max_tokens)
-        marked = [f"<{w}>" for field in words for w in field]
-        grams = (f"g={m[i:i + 3]}" for m in marked for i in range(len(m) - 2))
-        self._hash_into(out, grams, len(out) + self.char_tokens)
+        self._hash_into(out, self._word_keys(item), self.max_tokens)
+        if self.char_tokens:
+            marked = (f"<{w}>" for field in self._fields(item) for w in _words(field))
+            grams = (f"g={m[i:i + 3]}" for m in marked for i in range(len(m) - 2))
+            self._hash_into(out, grams, len(out) + self.char_tokens)
         return list(out)
+
+    def _word_keys(self, item: ItemContent) -> Iterator[str]:
+        """The keys of ``tokens`` before trigrams, in order, made as they are taken: the
+        slots are full long before a long description's end (all of them cost 769 µs an
+        item at 8,192 characters, against 23 at 200)."""
+        yield from (f"c={c.strip().lower()}" for c in item.categories if c.strip())
+        if item.brand and item.brand.strip():
+            yield f"b={item.brand.strip().lower()}"
+        for field in self._fields(item):
+            yield from (f"w={w}" for w in _words(field))
+            if self.bigrams:
+                words = _words(field)
+                previous = next(words, None)
+                for word in words:
+                    yield f"w={previous}_{word}"
+                    previous = word
+
+    @staticmethod
+    def _fields(item: ItemContent) -> tuple[str, str]:
+        return (item.title or "").lower(), (item.text or "").lower()
 
     def _hash_into(self, out: dict[int, None], keys: Iterable[str], limit: int) -> None:
         """Adds the hashed ``keys`` to ``out`` (an ordered set) until it holds ``limit``."""

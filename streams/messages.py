@@ -136,6 +136,12 @@ def _optional_int(d: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def sent_before(sent_us: int | None, other_us: int | None) -> bool:
+    """Whether an event sent at ``sent_us`` was sent before one at ``other_us`` (either
+    unknown: not said to be)."""
+    return sent_us is not None and other_us is not None and sent_us < other_us
+
+
 @dataclass
 class RecommendationList:
     """A user's list. ``path``: ``model`` (the workers' list for this session),
@@ -167,8 +173,7 @@ class RecommendationList:
         ``sent_us``). A worker that takes over a partition answers its redelivered events
         again, after their users' newer ones: whoever shows one list per user keeps the
         newer (a feed went back in time 167 times in a ``make faults`` history check)."""
-        return (other is not None and self.sent_us is not None
-                and other.sent_us is not None and self.sent_us < other.sent_us)
+        return other is not None and sent_before(self.sent_us, other.sent_us)
 
     def may_replace(self, shown: RecommendationList | None) -> bool:
         """Whether a reader showing ``shown`` shows this list instead: not when it answers

@@ -17,7 +17,7 @@ import numpy as np
 
 from model.evaluation.metrics import hit_rate
 from model.evaluation.protocols import prequential_rank
-from streams.messages import RecommendationList
+from streams.messages import RecommendationList, sent_before
 
 HR_K = 10  # only the first HR_K items shown are kept: a rank beyond them is a miss anyway
 
@@ -29,8 +29,10 @@ class LiveStats:
     max_judged: int = 10_000  # online HR over this many most recent judged events
     arrivals: deque[tuple[float, float | None]] = field(default_factory=deque)
     ranks: deque[float] = field(default_factory=deque)  # prequential, newest last
-    # each user's list as shown (its first HR_K items): what their next event judges
-    shown: OrderedDict[str, RecommendationList] = field(default_factory=OrderedDict)
+    # each user's list as shown, its first HR_K item ids and its event's send time: what
+    # their next event judges (plain strings: a list kept as objects, a list and its
+    # items, is a dozen objects per user for every full collection to walk)
+    shown: OrderedDict[str, tuple[list[str], int | None]] = field(default_factory=OrderedDict)
     model_version: str | None = None
     last_swap_us: int | None = None
 
@@ -48,16 +50,18 @@ class LiveStats:
                 self.last_swap_us = published
             self.model_version = rec.model_version
         before = self.shown.pop(rec.user_id, None)
-        if rec.older_than(before):  # an event answered again (a worker took over its
-            self.shown[rec.user_id] = before  # partition): judged when first answered,
-            return  # and never shown over the newer list (``may_replace``)
+        if before is not None and sent_before(rec.sent_us, before[1]):  # an event answered
+            self.shown[rec.user_id] = before  # again (a worker took over its partition):
+            return  # judged when first answered, never shown over the newer list
         if before is not None and rec.event_item_id is not None:
-            self.ranks.append(prequential_rank([i.item_id for i in before.items],
-                                               rec.event_item_id))
+            self.ranks.append(prequential_rank(before[0], rec.event_item_id))
             if len(self.ranks) > self.max_judged:
                 self.ranks.popleft()
-        # an empty list (a fresh worker's popularity) is not shown over one with items
-        self.shown[rec.user_id] = rec.head(HR_K) if rec.may_replace(before) else before
+        # an empty list (a fresh worker's popularity) is not shown over one with items, as
+        # ``RecommendationList.may_replace`` says
+        shows = rec.items or before is None or not before[0]
+        self.shown[rec.user_id] = ([i.item_id for i in rec.items[:HR_K]], rec.sent_us) \
+            if shows else before
         if len(self.shown) > self.max_users:
             self.shown.popitem(last=False)
 

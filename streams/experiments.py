@@ -281,6 +281,19 @@ class LiveExperiment:
             if count:
                 self.tallies.serve(variant, name, count)
 
+    def _count_failed(self, variant: str, other: str, other_bundle: Any,
+                      mine: Sequence[Recommendation | None],
+                      theirs: Sequence[Recommendation | None]) -> None:
+        """``Tallies.served`` for an interleaved ``variant``'s failed lists: what went out
+        instead, the other model's list alone, or popularity where it had none."""
+        alone = sum(m is FAILED and t is not FAILED and t is not None
+                    for m, t in zip(mine, theirs))
+        failed = sum(m is FAILED for m in mine)
+        for label, count in ((served_label(other, other_bundle), alone),
+                             (served_label(POPULARITY, None), failed - alone)):
+            if count:
+                self.tallies.serve(variant, label, count)
+
     @staticmethod
     def _answers(idx: list[int], bundle: Any, ask: Ask, popular: Popular
                  ) -> Sequence[Recommendation | None]:
@@ -318,20 +331,26 @@ class LiveExperiment:
         # user, or stepped the newest item in twice where a session ends in a run of one.
         b_lists = (a_lists if served[1][1] is served[0][1]
                    else self._answers(idx, served[1][1], ask, popular))
-        for variant, (by, bundle), answers in zip(self.experiment.variants, served,
-                                                  (a_lists, b_lists)):
-            failed = sum(rec is FAILED for rec in answers)
-            self._count_served(variant.name, served_label(by, bundle), len(idx) - failed,
-                               failed)
-        stand_in = next((by for by, _ in served if by is not None), None)
         names = [v.name for v in self.experiment.variants]
+        for side, (by, bundle) in enumerate(served):
+            mine, theirs = (a_lists, b_lists)[side], (a_lists, b_lists)[1 - side]
+            self._count_failed(names[side], names[1 - side], served[1 - side][1], mine,
+                               theirs)
+            failed = sum(rec is FAILED for rec in mine)
+            self._count_served(names[side], served_label(by, bundle), len(idx) - failed)
+        stand_in = next((by for by, _ in served if by is not None), None)
         for i, a, b in zip(idx, a_lists, b_lists):
-            if (a is None and b is None) or a is FAILED or b is FAILED:
-                continue  # neither model serves this user yet, or one failed: popularity,
-                # untagged, as nothing is compared (drafted, it went out as a model list)
+            if (a is None and b is None) or (a is FAILED and b is FAILED):
+                continue  # neither model serves this user yet, or both failed:
+                # popularity, untagged, as nothing is compared (drafted, it went out as
+                # a model list)
             # A model that cannot serve this user yet answers with popularity, as it does
             # for its users in production. Drafting an empty list instead handed every
-            # position, and every credit, to the other model.
+            # position, and every credit, to the other model. That is what a model that
+            # failed on this user gets (``FAILED`` is empty): the failure is its own, so
+            # the other model's list goes out alone and earns the user's credit. Left
+            # untagged, both teams lost the user, and a model failing on the users it
+            # serves worst could win.
             a, b = (r if r is not None else popular(i) for r in (a, b))
             drafted = team_draft(a.items, b.items, max(len(a.items), len(b.items)),
                                  rng_for(f"{self.experiment.salt}:{keys[i]}"))

@@ -133,10 +133,11 @@ class Failing(Fixed):
 @pytest.mark.parametrize("mode", ["ab", "interleave"])
 def test_a_loaded_variant_failing_on_a_batch_is_judged_a_miss_not_on_popularity(mode: str
                                                                               ) -> None:
-    """Its users get popularity, as any failed batch does; but those lists are not the
-    variant's (whose model may lose to popularity, then be promoted): A/B tags them
+    """A/B: its users get popularity, as any failed batch does; but those lists are not
+    the variant's (whose model may lose to popularity, then be promoted): A/B tags them
     ``served_by: popularity`` and judges each a miss (left out, a model failing on some
-    users was judged on the others alone), and interleaving leaves them untagged.
+    users was judged on the others alone). Interleaving drafts the other model's list
+    alone, so the user's credit goes to it (left untagged, both teams lost the user).
     ``served`` says what answered them."""
     live = LiveExperiment(experiment(mode), {"treatment": Failing("chal:v2", [])})
     users = [f"u{i}" for i in range(60)]
@@ -145,22 +146,27 @@ def test_a_loaded_variant_failing_on_a_batch_is_judged_a_miss_not_on_popularity(
     if mode == "ab":
         assert all(recs[i] is None and tags[i].served_by == "popularity" for i in treated)
         assert all(tags[i].served_by is None for i in set(range(60)) - set(treated))
-    else:
-        assert recs == [None] * 60 and tags == [None] * 60
-    assert live.tallies.served["treatment"] == {
-        "stand-in popularity: popularity": len(treated) if mode == "ab" else 60}
-    for user, tag in zip(users, tags):
-        live.shown(RecommendationList(user, "popularity", "none", [ScoredItem("p1", 1.0)],
-                                      experiment=tag))
-        live.observe(user, "p1", "view")
+    else:  # the control's list alone, every item on its team
+        assert all(r.items == ["a", "b", "c"] for r in recs)
+        assert all(t.variant == INTERLEAVED and t.served_by is None
+                   and t.teams == ["control"] * 3 for t in tags)
+    assert live.tallies.served["treatment"] == (
+        {"stand-in popularity: popularity": len(treated)} if mode == "ab"
+        else {"stand-in control: champ:v1": 60})
+    taken = "p1" if mode == "ab" else "a"
+    for user, rec, tag in zip(users, recs, tags):
+        shown = [ScoredItem(x, 1.0) for x in (rec.items if rec else ["p1"])]
+        live.shown(RecommendationList(user, "model", "v", shown, experiment=tag))
+        live.observe(user, taken, "view")
     if mode == "ab":  # counted for the split, judged as holding nothing
         counted = live.tallies.variants["treatment"]
         assert counted.users == len(treated) and counted.lists == len(treated)
         hits = counted.metrics.index("HR@10")
         assert all(row[2 * hits] == 0 and row[2 * hits + 1] == 1
                    for row in counted.per_user.values())
-    else:
-        assert live.tallies.credits.users == 0
+    else:  # each user's credit to the control (team A)
+        assert live.tallies.credits.users == 60
+        assert all(row == [1.0, 1.0] for row in live.tallies.credits.per_user.values())
     # Held-back users of a champion that fails: popularity, as outside any experiment
     # (the marker went out as an empty "model" list, topped up).
     held = LiveExperiment(experiment(mode, holdback=0.5, control=0.25, treatment=0.25)

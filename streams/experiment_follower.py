@@ -119,10 +119,15 @@ class ExperimentSlot:
         refs = {v.name: v.model for v in live.experiment.variants}
         for name in names:
             try:
-                live.bundles[name] = await self._load(refs[name])
+                bundle = await self._load(refs[name])
+                if self.live is not live:  # stopped or replaced while it loaded: its
+                    return  # failures and backoff are no longer this experiment's
+                live.bundles[name] = bundle
                 self.failed.pop(name, None)
                 log.warning("experiment %s: variant %s loaded (%s)", live.name, name, refs[name])
             except Exception as exc:  # noqa: BLE001 - the control serves meanwhile
+                if self.live is not live:
+                    return
                 self.failed[name] = f"{type(exc).__name__}: {exc}"
                 self.metrics.experiment_load_failures.labels(name).inc()
                 log.error("experiment %s: variant %s (%s) failed to load, the control serves "
@@ -168,6 +173,7 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
     await consumer.start()
     known: dict[str, Experiment] = {}
     flushed = time.monotonic()
+    loading: asyncio.Task[None] | None = None
     try:
         tps = await _from_beginning(consumer, topic, slot)
         ends = await consumer.end_offsets(tps)
@@ -180,16 +186,35 @@ async def follow_experiments(kafka: KafkaConnection, topic: str, slot: Experimen
             if ended is not None:
                 await _flush(redis, ended, worker_id, failed)
             await _ready_when_read(consumer, ends, slot)
-            await slot.load_missing()
-            await slot.follow_aliases()
+            loading = _keep_loading(slot, loading)
             if slot.live is not None and time.monotonic() - flushed >= flush_every_s:
                 await _flush(redis, slot.live, worker_id, slot.failed)
                 flushed = time.monotonic()
     finally:
+        if loading is not None:
+            loading.cancel()
         slot.ready.set()  # a follower gone must not hold the stream
         if slot.live is not None:  # the worker stops: what it tallied since the last
             await _flush(redis, slot.live, worker_id, slot.failed)  # flush, or it is lost
         await consumer.stop()
+
+
+def _keep_loading(slot: ExperimentSlot, loading: asyncio.Task[None] | None
+                  ) -> asyncio.Task[None]:
+    """The bundles' loading, in a task of its own beside the topic's reading: awaited in
+    the reading loop, a load (minutes against a registry that retries) held back a stop
+    declared meanwhile, and the variant went on serving its users. One round at a time;
+    a round that raised outside a load's own handling stops the follower, as before."""
+    if loading is not None and not loading.done():
+        return loading
+    if loading is not None:
+        loading.result()
+    return asyncio.create_task(_load_round(slot))
+
+
+async def _load_round(slot: ExperimentSlot) -> None:
+    await slot.load_missing()
+    await slot.follow_aliases()
 
 
 async def _ready_when_read(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int],

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -502,7 +503,8 @@ def test_the_stream_waits_for_the_experiments_but_not_for_ever(
 
 class _Declarations:
     """Stands in for aiokafka's consumer of the experiments topic (one partition, empty at
-    start): each fetch returns the next poll's declarations, then none ever again."""
+    start): each fetch returns the next poll's declarations after 0.2 s, then none ever
+    again."""
 
     polls: list[list[Experiment]] = []
 
@@ -528,6 +530,7 @@ class _Declarations:
 
         if not self.polls:
             await asyncio.Event().wait()  # a fetch that never returns
+        await asyncio.sleep(0.2)  # a fetch takes a while: a quick load ends before it
         return {TopicPartition("experiments", 0): [
             SimpleNamespace(key=e.name.encode(), value=e.to_json()) for e in self.polls.pop(0)]}
 
@@ -613,6 +616,31 @@ def test_a_stopping_worker_flushes_what_it_tallied_since_the_last_flush(
                    lambda s: s.live is not None, redis=object(), worker_id="w0",
                    flush_every_s=3600)
     assert slot.live is not None and flushed == ["exp"]  # on the way out
+
+
+def test_a_stop_is_served_while_a_variant_still_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load (minutes against a registry that retries) ran in the topic's reading loop,
+    so a stop declared meanwhile waited for it, and the variant went on serving. Released
+    after 2 s here: the stop must be applied before that."""
+    running_one = experiment()
+    stopped = running_one.model_copy(update={"state": "stopped"})
+    gate = threading.Event()
+    threading.Timer(2.0, gate.set).start()
+    seen: list[bool] = []
+
+    def slow(ref: str) -> Fixed:
+        gate.wait(10)
+        return CHALLENGER
+
+    def stopped_yet(slot: ExperimentSlot) -> bool:
+        if slot.live is None and _Declarations.polls == []:
+            seen.append(gate.is_set())
+        return bool(seen)
+
+    slot = _follow(monkeypatch, [[running_one], [stopped]], slow, stopped_yet, redis=None,
+                   worker_id="w0")
+    gate.set()
+    assert seen == [False] and slot.live is None and slot.failed == {}
 
 
 def test_several_challengers_split_the_level_so_one_false_verdict_stays_within_it() -> None:

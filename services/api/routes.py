@@ -67,6 +67,22 @@ EXCLUDE = Annotated[str | None, Query(max_length=8192, description=(
     "items may come back)"))]
 
 
+CATEGORIES_READING = ("the API is still reading the catalogue it started with, so a "
+                      "category filter would drop items whose record it has not read yet: "
+                      "retry in a few seconds")
+CATEGORY_RESPONSE: dict[int | str, dict[str, Any]] = {503: {"model": Problem, "description": "a category asked for while the "
+                           "API still reads the catalogue it started with"}}
+
+
+def _categories_read(b: Backends, keep: ListFilter) -> None:
+    """A category filter keeps the items whose record names the category: while the first
+    pass over the catalogue topic is read, most records are not there yet, and a list came
+    back silently short (often empty). 503 with ``Retry-After`` instead, as similar items
+    do then."""
+    if keep.category is not None and b.catalogue.reading is not None:
+        raise HTTPException(503, CATEGORIES_READING, headers={"Retry-After": "5"})
+
+
 LIST_NOTE = ("The workers' record, each item with its catalogue `title` where the catalogue "
              "has one. `category` and `exclude` filter the top-N the workers stored, so a "
              "filtered list may hold fewer than k items.")
@@ -97,10 +113,12 @@ def add_list_route(app: FastAPI, access: Access) -> APIRoute:
     @app.get(LIST_PATH, response_model=RecommendationList, summary="The user's latest list",
              description=LIST_NOTE, dependencies=access.read_guard(),
              responses={200: {"content": {"application/json": {"example": LIST_EXAMPLE}}},
-                        **LONG_URL_RESPONSE, **access.read_responses(), **TIMEOUT_RESPONSE})
+                        **CATEGORY_RESPONSE, **LONG_URL_RESPONSE, **access.read_responses(),
+                        **TIMEOUT_RESPONSE})
     async def recommendations(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
                               exclude: EXCLUDE = None) -> Response:
         b, keep = backends_of(app), ListFilter.of(category, exclude)
+        _categories_read(b, keep)
         rec = await b.source.current(user_id, WHOLE if keep.active else k)
         return json_response(shown(rec, k, b.catalogue.records, keep))
 
@@ -119,13 +137,15 @@ def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float,
                  "description": "the current list at once, then each new one; "
                                 "': keep-alive' comments in between"},
                  503: {"model": Problem, "description": "as many live feeds are open as "
-                       "STREAMREC_API_MAX_FEEDS allows"}, **LONG_URL_RESPONSE,
+                       "STREAMREC_API_MAX_FEEDS allows, or a category asked for while the "
+                       "API still reads the catalogue it started with"}, **LONG_URL_RESPONSE,
                  **access.read_responses()})
     async def feed(user_id: USER_ID, k: K = 10, category: CATEGORY = None,
                    exclude: EXCLUDE = None,
                    last_event_id: Annotated[str | None, Header(max_length=32)] = None
                    ) -> StreamingResponse:
         b = backends_of(app)
+        _categories_read(b, ListFilter.of(category, None))
         events = feed_events(b, user_id, k, last_event_id, heartbeat_s, metrics.feed_clients,
                              ListFilter.of(category, exclude))
         try:

@@ -99,6 +99,25 @@ def test_popularity_lists_are_filtered_too() -> None:
             ] == ["c", "a"]
 
 
+def test_a_category_asked_during_the_first_catalogue_pass_is_a_503_not_a_short_list() -> None:
+    """The pass reads into a catalogue of its own until it is whole: the served one is
+    still empty, so the filter found no record and answered an empty list (a review).
+    A list or feed without a category is served meanwhile."""
+    from streams.catalog_follower import Catalogue
+
+    api = InProcessApi()
+    api.catalogue.caught_up = False
+    api.catalogue.reading = Catalogue(api.catalogue.metrics)
+    api.catalogue.reading.records.update({r.item_id: r for r in RECORDS})
+    for path in (f"{LIST}?category=x", "/v1/users/u1/feed?category=x"):
+        reply = api.get(path)
+        assert reply.status_code == 503 and reply.headers["retry-after"] == "5", path
+        assert "still reading the catalogue" in reply.json()["detail"]
+    assert [i["item_id"] for i in _items(api.get(f"{LIST}?exclude=b"))] == ["a", "c"]
+    api.catalogue.replace_records(api.catalogue.reading)  # the pass is whole
+    assert [i["item_id"] for i in _items(api.get(f"{LIST}?category=x"))] == ["a", "c"]
+
+
 @pytest.mark.parametrize("query", ["category=", f"category={'x' * 300}",
                                    f"exclude={'a,' * 4097}"])
 def test_a_filter_out_of_bounds_is_a_422(api: InProcessApi, query: str) -> None:

@@ -59,20 +59,41 @@ class LiveTrial:
         the champion alias names now (kept as ``trial-control`` for the compare-and-set)."""
         import redis
 
-        from streams.experiment_control import ExperimentRefused, new_experiment, start
+        from streams.experiment_control import ExperimentRefused, one_declaration_at_a_time
+
+        s = self.settings
+        try:
+            # One turn of the declaration lock from the check to the declaration: the
+            # aliases moved before it, so a person's experiment started meanwhile could
+            # find its `challenger` variant serving this challenger.
+            with (redis.Redis.from_url(s.redis, socket_timeout=5) as client,
+                  one_declaration_at_a_time(client, s.topic_experiments)):
+                refused, name = self._start_in_turn(versions, champion, client)
+        except ExperimentRefused as exc:
+            return RoundSummary("rejected", f"the gate passed, but the live trial could not "
+                                f"start: {exc}", versions)
+        if refused is not None:
+            return RoundSummary("rejected", f"the gate passed, but {refused}", versions)
+        return RoundSummary("trial", f"the gate passed; live trial {name} started "
+                            f"({s.trainer_trial_mode}): {version_string(versions)} against "
+                            "the champion", versions)
+
+    def _start_in_turn(self, versions: dict[str, str], champion: dict[str, str], client: Any
+                       ) -> tuple[str | None, str]:
+        """(why no trial starts, None when it started; the trial's name), in a turn of
+        the declaration lock."""
+        from streams.experiment_control import new_experiment, start
         from streams.experiment_store import declarations, running
         from streams.registry import alias_versions, set_champion
 
         s = self.settings
         other = running(declarations(s.kafka, s.topic_experiments))
         if other is not None:  # before the aliases move: its variants may name them
-            return RoundSummary("rejected", f"the gate passed, but experiment {other.name!r} "
-                                "is running, so no live trial starts", versions)
+            return f"experiment {other.name!r} is running, so no live trial starts", ""
         now = alias_versions(self.store, list(champion))
         if now != champion:  # a trial against another champion could only be refused later
-            return RoundSummary("rejected", "the gate passed, but the champion moved to "
-                                f"{version_string(now) if now else 'none'} while this challenger "
-                                f"trained against {version_string(champion)}", versions)
+            return (f"the champion moved to {version_string(now) if now else 'none'} while "
+                    f"this challenger trained against {version_string(champion)}", "")
         name = f"{TRIAL_PREFIX}{int(self.clock())}"
         set_champion(self.store, champion, alias=CONTROL)
         set_champion(self.store, versions, alias=CHALLENGER)
@@ -80,15 +101,8 @@ class LiveTrial:
                                            (CHALLENGER, version_string(versions), 0.5)],
                                     mode=s.trainer_trial_mode,
                                     started_us=int(self.clock() * 1e6))
-        try:
-            with redis.Redis.from_url(s.redis, socket_timeout=5) as client:
-                start(s.kafka, s.topic_experiments, self.store, experiment, client)
-        except ExperimentRefused as exc:
-            return RoundSummary("rejected", f"the gate passed, but the live trial could not "
-                                f"start: {exc}", versions)
-        return RoundSummary("trial", f"the gate passed; live trial {name} started "
-                            f"({s.trainer_trial_mode}): {version_string(versions)} against "
-                            "the champion", versions)
+        start(s.kafka, s.topic_experiments, self.store, experiment, client)
+        return None, name
 
     def settle(self) -> RoundSummary | None:
         """Conclude the running trial when its test has decided or its time is up; a
@@ -108,11 +122,41 @@ class LiveTrial:
         from streams.experiment_report import status
 
         with redis.Redis.from_url(self.settings.redis, socket_timeout=5) as client:
-            return self._act(trial, status(client, trial), client)
+            return self._act_in_turn(trial, status(client, trial), client)
+
+    def _act_in_turn(self, trial: Experiment, report: ExperimentReport, client: Any
+                     ) -> RoundSummary:
+        """``_act`` in a turn of the declaration lock, on the trial as it stands then: read
+        before the lock, a person's stop or conclusion meanwhile was overwritten by the
+        trainer's, and its challenger promoted all the same."""
+        from streams.experiment_control import (
+            ExperimentConflict,
+            UnknownExperiment,
+            find,
+            one_declaration_at_a_time,
+        )
+
+        s = self.settings
+        versions = _parse(trial.variants[1].model)
+        try:
+            with one_declaration_at_a_time(client, s.topic_experiments):
+                try:
+                    now: Experiment | None = find(s.kafka, s.topic_experiments, trial.name)
+                except UnknownExperiment:  # withdrawn
+                    now = None
+                if now is None or now.state != "running" or now.started_us != trial.started_us:
+                    winner = now.winner if now is not None else None
+                    return RoundSummary("rejected", f"live trial {trial.name} was stopped "
+                                        f"by someone else (winner {winner or 'none'}); the "
+                                        "trainer moved nothing", versions)
+                return self._act(trial, report, client)
+        except ExperimentConflict as exc:  # the lock stayed held: settled next round
+            return RoundSummary("trial", f"live trial {trial.name}: not settled this round "
+                                f"({exc})", versions)
 
     def _act(self, trial: Experiment, report: ExperimentReport, client: Any) -> RoundSummary:
-        """Promote or stop ``trial`` as ``report`` says; a stop takes the declaration lock
-        in ``client`` (a sync Redis client)."""
+        """Promote or stop ``trial`` as ``report`` says, in the caller's turn of the
+        declaration lock in ``client`` (a sync Redis client)."""
         from streams.experiment_control import stop
 
         s = self.settings

@@ -128,7 +128,11 @@ def one_declaration_at_a_time(redis: Any, topic: str, wait_s: float = START_WAIT
     after the first has read back; and a stop that read before a conclusion landed wrote
     the experiment back without its winner. The lock expires after ``ttl_s`` should its
     holder die; a Redis that does not answer raises its own error before anything is
-    declared."""
+    declared. Nested in a turn this context holds already (the trainer's trial reads,
+    moves its aliases and declares in one turn), it takes nothing more."""
+    if _TURN.get() is not None:
+        yield
+        return
     lock, token = redis.lock(declaration_lock(topic), timeout=ttl_s), new_token()
     deadline = time.monotonic() + wait_s
     while not take(redis, lock, token):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,9 +40,18 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         return SimpleNamespace(winner=w.winner, verdict="a verdict", variants=[],
                                tests={"interleaving": {"p_value": 0.01, "wins": [3, 30]}})
 
+    @contextlib.contextmanager
+    def turn(redis: Any, topic: str) -> Iterator[None]:
+        w.turns.append("taken")
+        yield
+        w.turns.append("released")
+
+    w.turns = []
     monkeypatch.setattr(control, "start", start)
     monkeypatch.setattr(control, "stop", stop)
-    monkeypatch.setattr(store_module, "declarations", lambda kafka, topic: dict(w.declared))
+    monkeypatch.setattr(control, "one_declaration_at_a_time", turn)
+    for module in (store_module, control):
+        monkeypatch.setattr(module, "declarations", lambda kafka, topic: dict(w.declared))
     monkeypatch.setattr(report_module, "status", status)
     monkeypatch.setattr(registry, "set_champion",
                         lambda store, versions, alias="champion": w.aliases.append(
@@ -135,6 +146,49 @@ def test_later_rounds_settle_the_trial(world: SimpleNamespace, winner: str | Non
         # the outcome on the challenger's versions, whose gate tags say "trial" for good
         assert world.tagged == [(VERSIONS, {"trial_outcome": outcome,
                                             "trial_reason": summary.reason})]
+
+
+@pytest.mark.parametrize("by_person", ["stopped", "withdrawn"])
+def test_a_trial_a_person_stops_while_the_trainer_settles_it_is_left_as_they_left_it(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, by_person: str) -> None:
+    """The trainer read the trial, then its test; a person's stop (or conclusion) landed in
+    between, and the trainer promoted the challenger and wrote its own stop over theirs."""
+    live = trial(world)
+    live.start(VERSIONS, CHAMPION)
+    (name,) = world.declared
+    world.winner = "challenger"
+    read = report_module.status
+
+    def status(client: Any, experiment: Any) -> Any:
+        if by_person == "stopped":
+            world.declared[name] = world.declared[name].model_copy(
+                update={"state": "stopped", "winner": "champion"})
+        else:
+            del world.declared[name]
+        return read(client, experiment)
+
+    monkeypatch.setattr(report_module, "status", status)
+    world.turns.clear()
+    summary = live.settle()
+    assert summary.outcome == "rejected" and "stopped by someone else" in summary.reason
+    assert world.promoted == [] and world.stopped == []
+    assert world.turns == ["taken", "released"]
+
+
+def test_a_trial_starts_in_one_turn_of_the_declaration_lock(world: SimpleNamespace,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The aliases moved before the lock was taken: a person's experiment started
+    meanwhile could find its ``challenger`` variant serving the trainer's challenger."""
+    moved = registry.set_champion
+
+    def set_champion(store: Any, versions: dict[str, str], alias: str = "champion") -> None:
+        assert world.turns == ["taken"], "an alias moved outside the declaration lock"
+        moved(store, versions, alias)
+
+    monkeypatch.setattr(registry, "set_champion", set_champion)
+    assert trial(world).start(VERSIONS, CHAMPION).outcome == "trial"
+    assert world.turns == ["taken", "released"] and len(world.declared) == 1
 
 
 def test_a_won_trial_is_promoted_only_over_the_champion_it_started_against(

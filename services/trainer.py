@@ -42,7 +42,7 @@ import bisect
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -316,6 +316,24 @@ def as_of(events: list[Event], now_ms: int) -> tuple[list[Event], int]:
     return kept, len(events) - len(kept)
 
 
+def first_copies(events: Iterable[Event]) -> tuple[list[Event], int]:
+    """Each user's event once, its first copy in topic order, and how many repeats were
+    left out. The topic is at-least-once (a client resends after a timeout with the same
+    event id, a log replayed twice): the workers drop the repeats, and a trainer that
+    kept them learnt transitions from an item to itself that no session held, and took
+    each repeat in the gate slice as a case whose answer is the item before it."""
+    seen: set[tuple[str, str]] = set()
+    kept, repeats = [], 0
+    for event in events:
+        key = (event.user_id, event.event_id)
+        if key in seen:
+            repeats += 1
+        else:
+            seen.add(key)
+            kept.append(event)
+    return kept, repeats
+
+
 def refit_sequences(data: _RoundData, spec: FeatureSpec) -> Sequences:
     """Every event of the round, the gate slice included, in id maps that extend the
     challenger's and with its fitted features (``spec``, as its training split fitted
@@ -340,8 +358,8 @@ class Trainer:
             if settings.trainer_promotion == "experiment" else None
 
     def history(self) -> list[Event]:
-        """Valid events of the interactions topic, in event-time order (ties by id), none
-        later than the time of the read (``as_of``)."""
+        """Valid events of the interactions topic, each once (``first_copies``), in
+        event-time order (ties by id), none later than the time of the read (``as_of``)."""
         from streams.consumer import read_to_end
 
         def read() -> list[Event]:
@@ -358,7 +376,11 @@ class Trainer:
             return events
 
         read_at = int(time.time() * 1000)
-        events, ahead = as_of(retry("reading the history", read), read_at)
+        events, repeats = first_copies(retry("reading the history", read))
+        if repeats:
+            log.info("history: left out %d repeated events (an event id its user sent "
+                     "before), as the workers do", repeats)
+        events, ahead = as_of(events, read_at)
         if ahead:
             log.warning("history: %d events stamped ahead of this machine's clock are left "
                         "for a later round", ahead)
@@ -666,6 +688,14 @@ class Trainer:
             return True, f"announcing failed ({exc}): workers keep the old model until restarted"
         return True, ""
 
+    def _no_champion(self) -> bool:
+        """Whether the registry names no champion: one promoted elsewhere (``train
+        --champion``) ends the wait for a first one. A registry away counts as none."""
+        try:
+            return self.champion_versions() is None
+        except Exception:  # noqa: BLE001 - the next round says why it fails
+            return True
+
     def run_forever(self, stop: threading.Event, poll_s: float = 10.0) -> None:
         """Rounds whenever ``round_due`` says so, until ``stop`` is set; with no champion
         yet, one at once, and while rounds are skipped (too few events), another as soon
@@ -704,7 +734,7 @@ class Trainer:
                 if first or round_due(s, time.monotonic() - last_round, size - last_size):
                     last_round, last_size = time.monotonic(), size
                     skipped = self.run_round().outcome == "skipped"
-                    awaiting = awaiting and skipped
+                    awaiting = awaiting and skipped and self._no_champion()
                 if self.status.current.state != "ready":
                     self.status.update(state="ready")
                 stop.wait(poll_s)

@@ -48,11 +48,10 @@ class LiveTrial:
         self.settings, self.store, self.promote, self.clock = settings, store, promote, clock
 
     def running(self) -> Experiment | None:
-        """The trainer's trial that is live now, if any."""
+        """The experiment live now, if any: the trainer's trial or a person's."""
         from streams.experiment_store import declarations, running
 
-        live = running(declarations(self.settings.kafka, self.settings.topic_experiments))
-        return live if live is not None and _is_trial(live) else None
+        return running(declarations(self.settings.kafka, self.settings.topic_experiments))
 
     def start(self, versions: dict[str, str], champion: dict[str, str]) -> RoundSummary:
         """Put the gated challenger at ``versions`` live against ``champion``, the versions
@@ -106,10 +105,16 @@ class LiveTrial:
 
     def settle(self) -> RoundSummary | None:
         """Conclude the running trial when its test has decided or its time is up; a
-        summary for the round (None: no trial runs, the round trains as usual)."""
+        summary for the round (None: no experiment runs, the round trains as usual;
+        skipped while a person's runs)."""
         trial = self.running()
         if trial is None:
             return None
+        if not _is_trial(trial):  # a challenger trained now could not go live: it trained
+            # for nothing, each round for as long as the experiment runs
+            return RoundSummary("skipped", f"experiment {trial.name!r} is running, so no "
+                                "challenger could go live against the champion; none trains "
+                                "until it stops")
         summary = self._judge(trial)
         if summary.outcome != "trial":
             self._tag(summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -290,6 +291,25 @@ def _status(tmp_path: Path) -> TrainerStatus:
     status = read_status(tmp_path / "trainer.json", TrainerStatus)
     assert status is not None
     return status
+
+
+def test_the_history_holds_each_event_once_as_the_workers_serve_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A client resending after a timeout, or a log replayed twice, puts an event on the
+    topic twice; the workers drop the repeat, the trainer learnt ``a, a, b, b``."""
+    import streams.consumer as consumer
+
+    def event(i: int, user: str = "u1") -> Event:
+        return Event(f"00000000-0000-4000-8000-{i:012d}", user, f"i{i}", "click",
+                     1_700_000_000_000 + i)
+
+    sent = [event(1), event(2), event(1), event(3), event(2), event(1, "u2")]
+    monkeypatch.setattr(consumer, "read_to_end", lambda kafka, topic: [
+        SimpleNamespace(value=e.to_json()) for e in sent])
+    trainer = object.__new__(Trainer)  # the read alone: no store
+    trainer.settings = Settings(data_dir=tmp_path)
+    assert [(e.user_id, e.item_id) for e in trainer.history()] == [
+        ("u1", "i1"), ("u2", "i1"), ("u1", "i2"), ("u1", "i3")]
 
 
 def test_a_round_with_too_little_history_is_skipped_and_reported(
@@ -613,6 +633,36 @@ def test_with_a_champion_the_trainer_is_ready_first_and_rounds_on_new_events(
     assert (_status(tmp_path).state, _status(tmp_path).rounds) == ("ready", 1)
 
 
+def test_a_champion_promoted_elsewhere_ends_the_wait_for_a_first_one(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """Started with no champion, the trainer rounds whenever the topic grows while its
+    rounds are skipped. Once a person promoted one (``train --champion``), it went on: a
+    round, reading the whole topic and loading both models, at each 10 s poll."""
+    trainer = _trainer(tmp_path, trainer_interval_min=60, trainer_every_events=0,
+                       trainer_min_events=500)
+    stop, topic, rounds, champion = threading.Event(), _Sizes(trainer, [0]), [], [None]
+    grows = iter(range(600, 2000, 100))
+
+    def size(name: str) -> int:
+        topic.states.append(trainer.status.current.state)
+        if len(topic.states) == 6:
+            stop.set()
+        return 0 if len(topic.states) == 1 else next(grows)
+
+    def round_() -> RoundSummary:
+        rounds.append(1)
+        champion[0] = {"r": "1"}  # promoted by hand while the round ran
+        return RoundSummary("skipped", "too few gate cases")
+
+    topic.size = size  # type: ignore[method-assign]
+    clean_env.setattr("streams.consumer.TopicSizes", topic)
+    clean_env.setattr(trainer, "champion_versions", lambda: champion[0])
+    clean_env.setattr(trainer, "_round", round_)
+    trainer.run_forever(stop, poll_s=0)
+    assert len(topic.states) == 6 and rounds == [1]  # the first round only
+
+
 def test_a_kafka_outage_while_polling_does_not_end_the_trainer(
     clean_env: pytest.MonkeyPatch, tmp_path: Path,
 ) -> None:
@@ -643,7 +693,6 @@ def test_a_round_loads_the_champion_whose_versions_it_read(
         clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """It read the alias, then loaded by the alias again: a promotion in between had the
     round warm-start from and gate against one champion while it cut by the other."""
-    from types import SimpleNamespace
 
     from model.data import IdMap
 
@@ -682,7 +731,6 @@ def test_an_alias_move_that_fails_part_way_is_rolled_back_with_retries(
 
     clean_env.setattr(registry, "set_champion", set_champion)
     clean_env.setattr(registry, "alias_versions", lambda store, names: old)
-    from types import SimpleNamespace
 
 
     held = Held(True, SimpleNamespace(owned=lambda: True))
@@ -699,7 +747,6 @@ def test_a_move_that_fails_after_the_lock_expired_is_not_rolled_back(
     registry): another trainer may then take it and promote, and the restore undid that
     promotion (a review). Past the lock, nothing is restored, and that is said."""
     from contextlib import nullcontext
-    from types import SimpleNamespace
 
     import streams.registry as registry
 

@@ -107,19 +107,23 @@ def test_no_trial_starts_against_a_champion_moved_while_the_challenger_trained(
     assert world.declared == {}
 
 
-def test_no_trial_means_a_round_as_usual(world: SimpleNamespace) -> None:
+def test_no_experiment_means_a_round_as_usual_and_a_persons_means_none(
+        world: SimpleNamespace) -> None:
+    """While a person's experiment runs, a challenger the gate passes cannot go live: the
+    round trained, gated and refit it, then threw it away, each round for days."""
     assert trial(world).settle() is None
     other = new_experiment("someone-elses", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
     world.declared["someone-elses"] = other
-    assert trial(world).settle() is None  # only the trainer's own trials are its to settle
+    summary = trial(world).settle()  # only the trainer's own trials are its to settle
+    assert summary.outcome == "skipped" and "'someone-elses' is running" in summary.reason
     world.declared.clear()
     for variants in ([("control", "champion", 0.5), ("b", "streamrec-ranker:v5", 0.5)],
                      [("b", "streamrec-ranker:v5", 0.5), ("control", "champion", 0.5)],
                      [("champion", "champion", 0.5), ("challenger", "challenger", 0.5)]):
         world.declared["trial-checkout"] = new_experiment("trial-checkout", variants)
         world.winner = "b"  # a person's experiment named like a trial: not the trainer's
-        assert trial(world).settle() is None
-    assert world.stopped == [] and world.promoted == []
+        assert trial(world).settle().outcome == "skipped"
+    assert world.stopped == [] and world.promoted == [] and world.tagged == []
 
 
 @pytest.mark.parametrize(("winner", "hours", "outcome", "promoted", "stopped_with"), [

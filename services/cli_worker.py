@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -61,8 +62,8 @@ def worker(
     from model.pipeline import limit_threads
     from streams.messages import version_string
     from streams.metrics import WorkerMetrics
-    from streams.registry import NoChampion, load_bundle, resolve_versions
-    from streams.worker import FixedList, NoModel, create_app
+    from streams.registry import load_bundle, resolve_versions
+    from streams.worker import FixedList, create_app
 
     settings = load_settings()
     logs = configure(settings.log_format, log_level, "worker", worker_id=worker_id)
@@ -80,12 +81,12 @@ def worker(
     def version_of(ref: str) -> str:  # where a variant's alias points now
         return version_string(resolve_versions(store, ref))
 
-    try:
-        bundle = FixedList(settings.recs_top_n) if pass_through else champion()
-    except NoChampion as exc:
-        logs.say(console, f"worker {worker_id}: {exc}; serving popularity until the "
-                 "trainer announces the first champion", logging.WARNING)
-        bundle = NoModel()
+    if pass_through:
+        bundle: object = FixedList(settings.recs_top_n)
+    else:
+        bundle, why = first_champion(champion, settings.recs_top_n)
+        if why is not None:
+            logs.say(console, f"worker {worker_id}: {why}", logging.WARNING)
     _check_partitions(settings)
     cfg = _worker_config(settings, worker_id, status_file)
     metrics = WorkerMetrics()
@@ -150,6 +151,31 @@ def _check_partitions(settings: Settings) -> None:
                          f"{settings.interactions_partitions}: set it to "
                          f"{len(meta.partitions)} (a worker's sessions are partitioned as "
                          "the topic is)")
+
+
+def first_champion(load: Callable[[], object], top_n: int) -> tuple[object, str | None]:
+    """(the bundle a starting worker serves, why it is no model, None when it is the
+    champion). The champion as a hot swap takes one: loaded, then answering the smoke
+    test. One that fails either serves popularity meanwhile, and the model follower
+    retries the newest announcement with backoff, as for a swap. Raised, a champion that
+    cannot load (a missing artifact, a pair that does not match, a format an older
+    release cannot read during a rolling upgrade) crash-looped every worker restarted,
+    where the ones running kept serving."""
+    from infra.urls import mask_urls
+    from streams.hot_swap import smoke_test
+    from streams.registry import NoChampion
+    from streams.worker import NoModel
+
+    try:
+        bundle = load()
+        smoke_test(bundle, top_n)
+    except NoChampion as exc:
+        return NoModel(), f"{exc}; serving popularity until the trainer announces the first champion"
+    except Exception as exc:  # noqa: BLE001 - popularity serves, the follower retries
+        return NoModel(), (f"the champion could not be served ({type(exc).__name__}: "
+                           f"{mask_urls(str(exc))}); serving popularity while its newest "
+                           "announcement is retried")
+    return bundle, None
 
 
 def _warn_unkept(bundle: object, settings: Settings) -> object:

@@ -1605,3 +1605,40 @@ def test_a_model_that_reads_what_the_sessions_leave_out_is_warned_of(
     assert "STREAMREC_SESSION_MAX_ITEMS=80" in text
     clean_env.setenv("STREAMREC_SESSION_MAX_ITEMS", "80")
     assert warned() == ""
+
+
+def test_a_starting_worker_serves_popularity_when_the_champion_cannot_serve() -> None:
+    """At start the champion was loaded with only ``NoChampion`` caught and no smoke test:
+    a champion that could not load (a missing artifact, a pair that does not match, a
+    format an older release cannot read) crash-looped every worker restarted, where the
+    running ones refused the same swap and served on."""
+    from services.cli_worker import first_champion
+    from streams.registry import NoChampion
+    from streams.worker import NoModel
+
+    class Answers:
+        version = "r:v1+k:v1"
+        users = SimpleNamespace(ids=["u1"])
+        items = SimpleNamespace(ids=["i1"])
+
+        def __init__(self, scores: list[float]) -> None:
+            self.scores = scores
+
+        def recommend(self, users: Sequence[str], sessions: Sequence[Any], k: int,
+                      exclude_seen: bool | None = True) -> list[Recommendation]:
+            return [Recommendation(["i2", "i3"], self.scores)]
+
+    good = Answers([0.5, 0.25])
+    assert first_champion(lambda: good, 10) == (good, None)
+
+    def missing() -> Answers:
+        raise NoChampion("no models under the alias 'champion'")
+
+    def unreadable() -> Answers:
+        raise OSError("artifact gone at http://u:secret@mlflow:5000/x")
+
+    for load, said in ((missing, "until the trainer announces the first champion"),
+                       (unreadable, "(OSError: artifact gone at http://u:***@mlflow:5000/x)"),
+                       (lambda: Answers([float("nan"), 0.1]), "NaN or infinite scores")):
+        bundle, why = first_champion(load, 10)
+        assert isinstance(bundle, NoModel) and why is not None and said in why, why

@@ -12,13 +12,13 @@ PIP := TMPDIR="$(CURDIR)/$(VENV)" $(BIN)/python -m pip install -q --disable-pip-
 
 .PHONY: demo test lint setup system-deps stack-up stack-down clean api-contract faults
 
-# DATA=path FORMAT=movielens|yoochoose|... to use a log of your own (COLUMNS=user,item,,time
+# DATA=path FORMAT=movielens|yoochoose|... to use a log of your own (DATA_COLUMNS=user,item,,time
 # for a headerless csv).
 demo: setup
 	@test -z "$(DATA)" -o -n "$(FORMAT)" || { echo "make demo DATA=$(DATA) needs FORMAT= too (movielens, yoochoose, rees46, ...)"; exit 2; }
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec stack check
-	$(BIN)/streamrec demo $(if $(DATA),--data "$(DATA)" --format "$(FORMAT)") $(if $(COLUMNS),--columns "$(COLUMNS)")
+	$(BIN)/streamrec demo $(if $(DATA),--data "$(DATA)" --format "$(FORMAT)") $(if $(DATA_COLUMNS),--columns "$(DATA_COLUMNS)")
 
 test: setup lint
 	@bash infra/system-deps.sh browser

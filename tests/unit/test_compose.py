@@ -1,7 +1,9 @@
 """docker-compose.yml cannot be run here (no Docker engine); check what can be checked."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -198,3 +200,28 @@ def test_dockerfile_copies_every_layer() -> None:
     text = (REPO_ROOT / "Dockerfile").read_text()
     for layer in ("services", "streams", "model", "infra"):
         assert f"COPY {layer} {layer}" in text
+
+
+def test_the_image_installs_the_versions_make_setup_does() -> None:
+    """The image ran ``pip install -e .`` on the ranges alone: each build resolved that
+    day's releases (an unpinned rich once crashed every progress bar)."""
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    copied = next(line for line in text.splitlines() if line.startswith("COPY pyproject.toml"))
+    assert "constraints.txt" in copied.split()
+    (install,) = [line for line in text.splitlines() if "pip install" in line]
+    assert "-c constraints.txt" in install
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_does_not_take_the_terminals_width_for_a_log_s_columns() -> None:
+    """``COLUMNS`` (exported by many shells: the terminal's width) became ``--columns
+    120``, and ``make demo`` stopped before the stack started."""
+    env = {**os.environ, "COLUMNS": "120"}
+    dry = subprocess.run(["make", "-n", "-s", "demo"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    (demo,) = [line for line in dry.splitlines() if "streamrec demo" in line]
+    assert "--columns" not in demo
+    named = subprocess.run(["make", "-n", "-s", "demo", "DATA=x.csv", "FORMAT=csv",
+                            "DATA_COLUMNS=user,item,,time"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert '--columns "user,item,,time"' in named

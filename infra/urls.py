@@ -9,7 +9,10 @@ MASK = "***"
 # The scheme and user kept; everything up to the *last* '@' masked: an unescaped '@' or
 # '/' in a password splits it at the first, and the rest would print.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*:)?.*@")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# A URL in text ends at a quote or a bracket, but its credentials may hold them: up to the
+# first '@' of the same word, quotes and all, is taken as its user part. Ended at the
+# quote, ``http://u:pa'ss@h`` was cut to ``http://u:pa``, with no '@' to mask.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s@]*@)?[^\s'\"<>]+")
 _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
 
 

@@ -11,7 +11,7 @@ from infra.kafka_broker import server_properties
 from infra.kafka_client import KafkaConnection
 from infra.redis_server import LocalRedis
 from infra.tls import TlsFiles
-from infra.urls import mask_url
+from infra.urls import mask_url, mask_urls
 from services.processes import free_port
 from services.settings import load_settings
 from services.stack import build_stack
@@ -171,6 +171,17 @@ def test_an_unescaped_at_or_slash_in_a_password_prints_none_of_it(url: str, mask
                                                                   ) -> None:
     assert mask_url(url) == masked
     assert mask_url("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+
+
+@pytest.mark.parametrize("password", ["pa'ss", 'pa"ss', "pa<ss>", "pa'ss/x@y"])
+def test_a_quote_in_a_password_in_an_error_line_prints_none_of_it(password: str) -> None:
+    """URLs in text end at a quote: ``http://u:pa'ss@h`` was cut to ``http://u:pa``, which
+    has no '@', and MLflow's errors carry the whole tracking URI."""
+    line = f"API request to http://u:{password}@h:5000/api/2.0/mlflow/runs/create failed"
+    masked = mask_urls(line)
+    assert "ss" not in masked.replace("/mlflow/runs", ""), masked
+    assert masked == "API request to http://u:***@h:5000/api/2.0/mlflow/runs/create failed"
+    assert mask_urls("see 'http://h:5000/x' or mail a@b") == "see 'http://h:5000/x' or mail a@b"
 
 
 def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatch) -> None:

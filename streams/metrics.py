@@ -143,13 +143,16 @@ class WorkerMetrics:
         self.model.clear()
         self.model.labels(version).set(1)
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+    def serve(self, port: int, host: str = "127.0.0.1") -> bool:
         """Serve ``/metrics`` on ``host:port`` (port 0: not at all; loopback unless told,
-        as the page has no auth). A busy port is logged, not fatal: a worker without
-        metrics still serves recommendations."""
+        as the page has no auth); whether it is served. A busy port is logged, not fatal:
+        a worker without metrics still serves recommendations."""
         if port <= 0:
-            return
+            return False
         try:
             start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
-            log.error("metrics not served: port %d: %s", port, exc)
+            log.error("metrics not served: port %d: %s (a second worker on this host "
+                      "needs a --metrics-port of its own)", port, exc)
+            return False
+        return True

@@ -59,11 +59,15 @@ def _minor(version: str) -> str:
 
 
 def git_commit() -> str:
+    """The commit of this code (``-dirty`` with changes), logged as a model's provenance:
+    asked of the checkout this module lives in, not of the directory the command runs
+    in (another project's repository named its own commit; a data folder, none)."""
+    here = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, timeout=5)
+                             check=True, timeout=5, cwd=here)
         dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                               timeout=5).stdout.strip()
+                               timeout=5, cwd=here).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -5,6 +5,8 @@ which path the command takes and what it says."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -333,3 +335,20 @@ def test_evaluate_piped_says_each_evaluated_epoch(tmp_path: Path) -> None:
     assert "epoch=0 valid_ndcg10=" in done.stderr and "nan" not in done.stderr  # no loss yet
     assert "full NDCG@10" in done.stdout
     assert "dropout" in done.stdout  # the one the log chose
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_commit_logged_is_this_codes_wherever_the_command_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked of the working directory: ``unknown`` from a data folder, and another
+    project's commit from inside its repository."""
+    from services.settings import REPO_ROOT
+    from streams.registry import git_commit
+
+    ours = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                          text=True)
+    if ours.returncode != 0:
+        pytest.skip("not a git checkout")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)  # another repository, with no commit yet
+    assert git_commit().removesuffix("-dirty") == ours.stdout.strip()

@@ -1642,3 +1642,18 @@ def test_a_starting_worker_serves_popularity_when_the_champion_cannot_serve() ->
                        (lambda: Answers([float("nan"), 0.1]), "NaN or infinite scores")):
         bundle, why = first_champion(load, 10)
         assert isinstance(bundle, NoModel) and why is not None and said in why, why
+
+
+def test_a_busy_metrics_port_is_said_not_claimed(caplog: pytest.LogCaptureFixture) -> None:
+    """A second worker on one host could not bind the port, logged it, then said
+    ``metrics on :9464/metrics`` all the same: scrapes there saw the first worker."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="streams.metrics"):
+            assert WorkerMetrics().serve(port) is False
+    assert "--metrics-port of its own" in caplog.text
+    assert WorkerMetrics().serve(0) is False

@@ -15,6 +15,7 @@ this module only wires them to Faust's stream, table, topics and commit hook.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import TableT, TopicT
+from faust.types import TableT
 
 from infra.kafka_client import KafkaConnection
 from model.features import LiveSession
@@ -208,7 +209,7 @@ class DeliverBeforeCommit:
             self.on_delivered()
             try:
                 return await force_commit(*args, **kwargs)
-            except NotDelivered as exc:  # Faust's own producer (dead letters, ``drain_fully``)
+            except NotDelivered as exc:  # Faust's own producer (``drain_fully``)
                 return self._skip(str(exc))
 
         consumer.force_commit = deliver_then_commit
@@ -256,10 +257,10 @@ CHANGELOG_DRAIN_MOST_S = 30.0
 
 def drain_fully(buffer: Any, most_s: float = CHANGELOG_DRAIN_MOST_S,
                 clock: Callable[[], float] = time.monotonic) -> None:
-    """Make ``buffer.flush()`` (Faust's producer buffer: dead letters, and table changelog
-    writes before ``SessionTable``) return only once every write in it has been handed to
-    the Kafka producer. Call it before the app starts: the buffer's send task binds
-    ``_send_pending`` when it starts.
+    """Make ``buffer.flush()`` (Faust's producer buffer; the worker's own lists, letters and
+    changelog records no longer go through it: ``SessionTable``, ``SendLetter``) return
+    only once every write in it has been handed to the Kafka producer. Call it before the
+    app starts: the buffer's send task binds ``_send_pending`` when it starts.
 
     Faust commits offsets after ``producer.flush()``, but its buffer's flush gives up as
     soon as 0.1 s passes without a send, however many writes are still queued, and a write
@@ -420,7 +421,15 @@ class PartitionLag:
                 self.metrics.lag.labels(str(tp.partition)).set(highwater - offset - 1)
 
 
-def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerMetrics,
+# Sends one dead letter (key, value, headers). The worker's goes through the producer of the
+# lists, so a commit waits for its letters as for its lists (``DeliverBeforeCommit``):
+# sent through Faust's producer, a letter that failed (a long outage, an ACL refusal) was
+# only logged by Faust, and its event's offset committed with no list and no letter.
+SendLetter = Callable[[bytes | None, bytes | None, list[tuple[str, bytes]]], None]
+
+
+def sessionizer(step: EventStep, sessions: TableT, send_letter: SendLetter,
+                metrics: WorkerMetrics,
                 lag: PartitionLag, guard: FreezeGuard | None = None,
                 on_failure: Callable[[BaseException], None] =
                 exit_redelivering("reading or writing a session")
@@ -467,7 +476,7 @@ def sessionizer(step: EventStep, sessions: TableT, dlq: TopicT, metrics: WorkerM
             letter, headers, key = cut_letter(raw, [*dead_letter_headers(
                 outcome.reason, outcome.detail, "worker"),
                 *refailed_headers(dict(message.headers or ()))], message.key)
-            dlq.send_soon(key=key, value=letter, headers=headers)
+            send_letter(key, letter, headers)
         else:
             metrics.duplicates.inc()
         return None
@@ -497,7 +506,6 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     string it names now, so variants named by an alias follow it)."""
     app = _faust_app(cfg)
     interactions = app.topic(cfg.interactions, schema=RawBytes())
-    dlq = app.topic(cfg.dlq, key_serializer="raw", value_serializer="raw")
     # Lists and changelog records. No delivery timeout: through a Kafka outage of any length
     # they wait in librdkafka, and commits wait for them (``DeliverBeforeCommit``). A
     # RocksDB table notes its changelog offsets from the reports of successes.
@@ -513,8 +521,8 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
     lag = PartitionLag(metrics)
     answered = AnsweredEvents()
     guard = FreezeGuard(cfg.session_timeout_s / 2)
-    sessionize = sessionizer(EventStep(cfg.session, answered), sessions, dlq,
-                             metrics, lag, guard)
+    sessionize = sessionizer(EventStep(cfg.session, answered), sessions,
+                             functools.partial(lists_out.produce, cfg.dlq), metrics, lag, guard)
     recs_writer = RecsWriter(cfg.redis_url, cfg.recs_ttl_s, cfg.recs_channel)
     publisher = BatchStep(cfg.recommendations, cfg.top_n, cfg.exclude_seen,
                           DecayedPopularity(), lists_out, recs_writer, metrics,

@@ -1179,7 +1179,9 @@ def test_the_stream_processor_writes_updates_and_dead_letters_rejects(
                               headers=[("sent_us", b"7")], timestamp=1_700_000_000.0)
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     letters: list[dict[str, Any]] = []
-    dlq = SimpleNamespace(send_soon=lambda **kw: letters.append(kw))
+    def dlq(key: bytes | None, value: bytes | None, headers: list) -> None:
+        letters.append({"key": key, "value": value, "headers": headers})
+
     table: dict[str, dict] = {}
     metrics = WorkerMetrics()
     policy = SessionPolicy(features=FeatureSpec(numeric=("price",)))
@@ -1342,7 +1344,9 @@ def test_a_session_that_cannot_be_written_ends_the_worker(
         def get(self, key: str, default: Any = None) -> Any:
             raise OSError("IO error: rocksdb")
 
-    dlq = SimpleNamespace(send_soon=lambda **_: exits.append("lettered"))
+    def dlq(key: bytes | None, value: bytes | None, headers: list) -> None:
+        exits.append("lettered")
+
     process = sessionizer(EventStep(SessionPolicy()), Unreadable(), dlq,  # type: ignore[arg-type]
                           metrics, PartitionLag(metrics), on_failure=exits.append)
     assert asyncio.run(process(new_event("u1", "i1", ts=T0).to_json())) is None
@@ -1361,7 +1365,9 @@ def test_a_bad_event_with_a_huge_redrive_count_is_lettered_not_raised(
                               headers=[("first_written", b"x"), ("redrives", b"1" * 4301)])
     monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
     metrics, exits, letters = WorkerMetrics(), [], []
-    dlq = SimpleNamespace(send_soon=lambda **k: letters.append(dict(k["headers"])))
+    def dlq(key: bytes | None, value: bytes | None, headers: list) -> None:
+        letters.append(dict(headers))
+
     process = sessionizer(EventStep(SessionPolicy()), {}, dlq,  # type: ignore[arg-type]
                           metrics, PartitionLag(metrics), on_failure=exits.append)
     assert asyncio.run(process(b"{not json")) is None

@@ -45,7 +45,7 @@ from streams.catalog import (
     ItemRecord,
     parse_item,
 )
-from streams.events import InvalidEvent, Reason, json_lines
+from streams.events import CONTROL_CHARACTERS, InvalidEvent, Reason, json_lines
 from streams.files import (
     GZIP_ERRORS,
     TEXT_ENCODING,
@@ -182,10 +182,13 @@ def _dat_rows(path: Path, handle: IO[str]) -> Iterator[tuple[int, _Row]]:
 
 
 def _latin_1_bytes(error: UnicodeError) -> tuple[str, int]:
-    """The bytes UTF-8 could not decode, as Latin-1 (``_encoding``)."""
+    """The bytes UTF-8 could not decode, as Latin-1 (``_encoding``); 0x80-0x9F, control
+    characters in Latin-1, as Windows-1252 reads them (``\x92``: an apostrophe) where it
+    has a character for them."""
     if not isinstance(error, UnicodeDecodeError):  # registered for reading only
         raise error
-    return error.object[error.start:error.end].decode("latin-1"), error.end
+    chunk = error.object[error.start:error.end]
+    return "".join(bytes([b]).decode("cp1252", "ignore") or chr(b) for b in chunk), error.end
 
 
 codecs.register_error("streamrec.latin-1", _latin_1_bytes)
@@ -394,6 +397,9 @@ def _character(reference: re.Match[str]) -> str:
     return html.unescape(text) if text[1] == "#" or text[1:] in html5 else text
 
 
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+
+
 def _words(value: Any, most: int, one_line: bool = True) -> str | None:
     """Text from a string or a list of strings (Amazon's descriptions are lists), on one
     line unless it is a text, cut to ``most`` characters (a record past the schema's limits
@@ -406,7 +412,10 @@ def _words(value: Any, most: int, one_line: bool = True) -> str | None:
         value = _ENTITY.sub(_character, value)
     if not isinstance(value, str) or value.lstrip().startswith("<"):
         return None
-    return (" ".join(value.split()) if one_line else value.strip())[:most] or None
+    if one_line:  # control characters too (mojibake's C1 ones: a title ``Men\x92s``):
+        # kept, the record was refused whole, its text, categories and price with it
+        return " ".join(_CONTROL.sub(" ", value).split())[:most] or None
+    return value.strip()[:most] or None
 
 
 def _names(value: Any) -> list[str] | None:

@@ -196,6 +196,19 @@ def test_movielens_movies_dat_of_ml_1m_in_latin_1(tmp_path: Path) -> None:
         _write(tmp_path, "movies1.dat", "1::Toy Story (1995)\n"), "movielens")
 
 
+def test_control_characters_in_a_name_are_spaces_not_a_refused_record(tmp_path: Path) -> None:
+    """Mojibake (a Windows ``\x92`` read as Latin-1's C1 control) or a NUL in a title,
+    brand or category: the record was refused whole (a dead letter; ``train --items``
+    stopped), its text, categories and price with it."""
+    rows = [{"asin": "B1", "title": "Men\x92s\x00Shoes", "brand": "Ac\x85me",
+             "category": ["Shoes\x7f", "Sale"], "description": "line one\nline two"}]
+    meta = _write(tmp_path, "meta.json", b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    assert list(read_catalog(meta, "json")) == [
+        ItemRecord("B1", "Men s Shoes", "line one\nline two", ("Shoes", "Sale"), "Ac me")]
+    dat = _write(tmp_path, "movies.dat", b"1::Men\x92s Story (1995)::Drama\n")
+    assert [r.title for r in read_catalog(dat, "movielens")] == ["Men\u2019s Story (1995)"]
+
+
 def test_json_reads_amazons_metadata_and_names_items_as_its_reviews_do(tmp_path: Path) -> None:
     """Amazon 2018 (``asin``, a ``category`` list, a ``description`` list, ``"$12.99"``)
     and 2023 (``parent_asin``, ``main_category``, ``store``, a number price), gzipped as

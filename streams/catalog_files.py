@@ -27,6 +27,7 @@ from __future__ import annotations
 import codecs
 import csv
 import html
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -34,8 +35,6 @@ from dataclasses import dataclass
 from html.entities import html5
 from pathlib import Path
 from typing import IO, Any
-
-import orjson
 
 from streams.catalog import (
     MAX_CATEGORIES,
@@ -84,6 +83,17 @@ Scanned = Iterator[ItemRecord | RejectedItem]
 _Row = dict[str, str]
 
 
+def _shown(value: Any) -> Any:
+    """``value`` for a letter: a float that is not finite as text, wherever it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    return value
+
+
 def _checked(obj: dict[str, Any], line: int) -> ItemRecord | RejectedItem:
     """A record built from a row, validated; the unset fields left out."""
     obj = {k: v for k, v in obj.items() if v not in (None, "", (), [], {})}
@@ -91,9 +101,9 @@ def _checked(obj: dict[str, Any], line: int) -> ItemRecord | RejectedItem:
         return parse_item(obj)
     except InvalidEvent as exc:  # JSON has no infinity: written as null, the letter
         # contradicted its reason, and redriven as it was, the item lost its price
-        shown = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
-                 for k, v in obj.items()}
-        return RejectedItem(line, orjson.dumps(shown), exc)
+        # The standard library's writer: orjson refuses an integer past 64 bits (a book's
+        # year of 1e20), and the letter of a record refused for one raised.
+        return RejectedItem(line, json.dumps(_shown(obj)).encode(), exc)
 
 
 def _records(path: Path, reader: Any, skipped: int = 0) -> Iterator[tuple[int, list[str]]]:

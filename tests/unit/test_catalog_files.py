@@ -3,6 +3,7 @@ event readers', and a file in the wrong format stopping in one line with file an
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,19 @@ def test_goodbooks_books(tmp_path: Path) -> None:
                     "log_ratings_count": math.log1p(4602479)})
     assert odyssey.categories == () and odyssey.image_url is None  # no language, no photo
     assert odyssey.attributes["year"] == -750 and odyssey.brand == "Homer"
+
+
+def test_a_book_with_a_year_past_64_bits_is_a_rejected_item_not_a_traceback(
+        tmp_path: Path) -> None:
+    """The record is refused (no 64-bit integer), and writing its letter with orjson,
+    which refuses such an integer too, raised: ``catalog load`` stopped before sending
+    anything, ``train --items`` with it."""
+    path = _write(tmp_path, "books.csv", BOOKS_HEADER +
+                  "9,1,1,1,1,1,1,Homer,1e20,,The Odyssey,,3.76,670326,1,1,1,2,3,4,5,"
+                  "https://s/9.jpg,https://s/9s.jpg\n")
+    (rejected,) = scan_catalog(path, "goodbooks")
+    assert isinstance(rejected, RejectedItem) and "64-bit" in str(rejected.error)
+    assert json.loads(rejected.raw)["attributes"]["year"] == 10**20
 
 
 REES_HEADER = ("event_time,event_type,product_id,category_id,category_code,brand,price,user_id,"

@@ -200,18 +200,31 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
     def rows() -> Iterator[_Row]:
         with open_text(path) as handle:
             first = handle.readline()
-            header = 0 if first[:1].isdigit() else 1
-            if not header:  # u.data, ratings.dat
-                handle.seek(0)
             lines: Iterable[str] = handle
             delimiter = "\t" if "\t" in first else ","
             quoting = csv.QUOTE_MINIMAL
             if "::" in first:  # csv takes one character: "::" becomes one no field holds
-                lines, delimiter = (line.replace("::", "\x1f") for line in handle), "\x1f"
-                quoting = csv.QUOTE_NONE  # GroupLens quotes nothing: '"' is a character
+                delimiter, quoting = "\x1f", csv.QUOTE_NONE  # GroupLens quotes nothing
+            header = int(_names_columns(first.replace("::", delimiter), delimiter, quoting))
+            if not header:  # u.data, ratings.dat, a csv without its header
+                handle.seek(0)
+            if "::" in first:
+                lines = (line.replace("::", "\x1f") for line in handle)
             yield from _parsed(csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True),
                                _movielens_row, header)
     return _in_time_order(rows, path.name)
+
+
+def _names_columns(first: str, delimiter: str, quoting: int) -> bool:
+    """Whether a MovieLens file's first line is a header: its rating and time are not
+    numbers. By its first character, a file without a header whose user ids are not
+    digits (``u1,i1,4.0,...``), or quoted (``"1","31",...``), lost its first rating."""
+    fields = next(csv.reader([first], delimiter=delimiter, quoting=quoting), [])
+    try:
+        float(fields[2]), float(fields[3])
+    except (IndexError, ValueError):
+        return True
+    return False
 
 
 def _movielens_row(rec: list[str]) -> _Row | None:
@@ -241,9 +254,9 @@ def read_yoochoose(path: Path) -> Iterator[Event | Rejected]:
             first = handle.readline()
             delimiter = "\t" if "\t" in first else ","
             header = [plain_name(h) for h in first.rstrip("\r\n").split(delimiter)]
-            if header[0].isdigit():
-                handle.seek(0)
-                header = []
+            if "sessionid" not in header:  # data: a header names its session column (by
+                handle.seek(0)  # a digit first, session ids that are not numbers made
+                header = []  # the first row a header, and each next row a KeyError)
             yield from _parsed(csv.reader(handle, delimiter=delimiter, strict=True),
                                lambda rec: _yoochoose_row(rec, header), bool(header))
     return _in_time_order(rows, path.name)

@@ -74,6 +74,20 @@ def test_movielens_u_data_tab_without_header(tmp_path: Path) -> None:
     assert [e.user_id for e in _events(path, "movielens")] == ["196", "186"]
 
 
+def test_a_headerless_log_keeps_its_first_row_whatever_its_ids(tmp_path: Path) -> None:
+    """Its first line was taken for a header by its first character: a log whose user ids
+    are not digits, or that quotes its values, lost its first rating without a word; a
+    YooChoose log with session ids that are not digits read its first row as a header,
+    and every next row failed on a ``sessionid`` column."""
+    plain = _write(tmp_path, "r.csv", "u1,i1,4.0,1260759144\nu2,i2,3.0,1260759145\n")
+    quoted = _write(tmp_path, "q.csv", '"1","31","2.5","1260759144"\n"2","32","3","1260759145"\n')
+    for path in (plain, quoted):
+        assert len(_events(path, "movielens")) == 2, path.name
+    clicks = _write(tmp_path, "c.txt", "s-a\t214536502\t1396860669.277\n"
+                    "s-b\t214536506\t1396860600.5\n")
+    assert sorted(e.session_id for e in _events(clicks, "yoochoose")) == ["s-a", "s-b"]
+
+
 def test_movielens_dat_of_ml_1m_reads_as_its_csv_does(tmp_path: Path) -> None:
     """ml-1m and ml-10m (the SASRec paper's MovieLens) separate fields by ``::``: refused
     before, as a one-field row."""

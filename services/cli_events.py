@@ -62,6 +62,21 @@ def _produce_lines(lines: BinaryIO, producer: EventProducer) -> tuple[int, int]:
     return sent, rejected
 
 
+def _check_whole(path: Path) -> None:
+    """Refuse a gzip file cut short before sending any of it: the lines are sent as they
+    are read, and a file cut at two thirds sent two thirds, then said only that it was
+    cut (sent again once whole, those events were sent twice). One pass of
+    decompression first; a plain file needs none."""
+    if path.suffix != ".gz":
+        return
+    try:
+        with open_binary(path) as handle:
+            while handle.read(1 << 20):
+                pass
+    except GZIP_ERRORS as exc:
+        raise LogFileError(f"{path}: not a whole gzip file ({exc}); nothing sent") from exc
+
+
 @app.command()
 def produce(
     path: Annotated[Path | None, typer.Argument(help="JSON lines file; stdin when omitted or '-'")]
@@ -73,11 +88,9 @@ def produce(
         if path is None or str(path) == "-":
             sent, rejected = _produce_lines(sys.stdin.buffer, producer)
         else:
-            try:  # events.jsonl.gz read as its lines, not its compressed bytes
-                with open_binary(path) as handle:
-                    sent, rejected = _produce_lines(handle, producer)
-            except GZIP_ERRORS as exc:
-                raise LogFileError(f"{path}: not a whole gzip file ({exc})") from exc
+            _check_whole(path)
+            with open_binary(path) as handle:  # events.jsonl.gz read as its lines
+                sent, rejected = _produce_lines(handle, producer)
     stats = producer.stats
     console.print(f"sent {sent}, dead-lettered {rejected}; records acknowledged (events and "
                   f"letters) {stats.delivered}, failed {stats.failed}"
@@ -137,6 +150,17 @@ def replay(
         raise typer.Exit(1)
 
 
+def _writable(value: object) -> bool:
+    """Whether ``value`` (JSON read back) can be written again: orjson reads 1,024 levels
+    of nesting but writes 254, so a letter of a deeply nested record stopped every
+    ``tail`` that reached it."""
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
 @app.command()
 def tail(
     topic: Annotated[str, typer.Argument(help="topic name, e.g. recommendations or interactions.dlq")],
@@ -156,8 +180,12 @@ def tail(
             value: object = orjson.loads(rec.value) if rec.value is not None else None
         except orjson.JSONDecodeError:
             value = rec.value.decode(errors="replace") if rec.value else None
-        headers = {k: v.decode(errors="replace") for k, v in rec.headers.items()}
+        # Kafka allows a header without a value (None here): any producer may write one.
+        headers = {k: None if v is None else v.decode(errors="replace")
+                   for k, v in rec.headers.items()}
         key = rec.key.decode(errors="replace") if rec.key is not None else None
+        if not _writable(value):  # nested past what the writers take: shown as its text
+            value = rec.value.decode(errors="replace") if rec.value else None
         if raw:
             sys.stdout.write(orjson.dumps({"partition": rec.partition, "offset": rec.offset,
                                            "key": key, "headers": headers, "value": value})

@@ -1,0 +1,66 @@
+"""``streamrec tail`` over records any producer can write (a header without a value, a
+value nested deeper than orjson writes), and ``produce`` of a gzip file cut short."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from streams.consumer import Record
+from streams.readers import LogFileError
+
+DEEP = b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_tail_shows_records_with_a_null_header_or_a_deep_value(
+        monkeypatch: pytest.MonkeyPatch, raw: bool) -> None:
+    """A header with no value (Kafka allows one) raised ``AttributeError``; a dead letter
+    nested 300 levels (orjson reads 1,024, writes 254) stopped every ``tail --raw`` at it."""
+    records = [Record("t", 0, 0, 1, b"u1", b'{"ok": 1}', {"trace": None}),  # type: ignore[dict-item]
+               Record("t", 0, 1, 1, b"u2", DEEP, {"reason": b"bad_value"})]
+    monkeypatch.setattr("services.cli_events.read_topic", lambda *a, **k: iter(records))
+    out = CliRunner().invoke(app, ["tail", "t", *(["--raw"] if raw else [])])
+    assert out.exit_code == 0, out.output
+    if raw:
+        first, second = (orjson.loads(line) for line in out.output.splitlines())
+        assert first["headers"] == {"trace": None} and first["value"] == {"ok": 1}
+        assert second["value"] == DEEP.decode() and second["headers"] == {"reason": "bad_value"}
+    else:
+        assert "trace" in out.output and "[[[" in out.output
+
+
+def test_produce_refuses_a_gzip_cut_short_before_sending_any_of_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Sent as read, a file cut at two thirds sent two thirds, then said only that it was
+    cut: sent again once whole, those events were on the topic twice."""
+    from streams.events import new_event
+
+    whole = gzip.compress(b"".join(new_event(f"u{i}", "i1", "click").to_json() + b"\n"
+                                   for i in range(3000)))
+    cut = tmp_path / "events.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    sent: list[bytes] = []
+
+    class Producer:
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+        def check_topics(self) -> Producer:
+            return self
+
+        def __enter__(self) -> Producer:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+        def send_checked(self, raw: bytes) -> bool:
+            sent.append(raw)
+            return True
+
+    monkeypatch.setattr("services.cli_events.EventProducer", Producer)
+    out = CliRunner().invoke(app, ["produce", str(cut)])  # the CLI's main says it in a line
+    assert isinstance(out.exception, LogFileError) and sent == []
+    assert "not a whole gzip file" in str(out.exception) and "nothing sent" in str(out.exception)

@@ -32,6 +32,7 @@ import orjson
 from streams.events import (
     CONTROL_CHARACTERS,
     MAX_ID_LENGTH,
+    NO_CONTROL,
     InvalidEvent,
     Reason,
     decode_record,
@@ -233,8 +234,7 @@ def json_schema() -> dict[str, Any]:
     refuses (as an event's), and numbers fitting 64 bits.
     """
     def name(max_length: int = MAX_NAME_LENGTH) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": max_length,
-                "pattern": f"^[^{CONTROL_CHARACTERS}]*$"}
+        return {"type": "string", "minLength": 1, "maxLength": max_length, **NO_CONTROL}
 
     def nullable(schema: dict[str, Any]) -> dict[str, Any]:
         return {"oneOf": [schema, {"type": "null"}]}
@@ -250,7 +250,7 @@ def json_schema() -> dict[str, Any]:
         "required": ["item_id"],
         "properties": {
             "item_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
-                        "pattern": f"^[^{CONTROL_CHARACTERS}]*$",
+                        **NO_CONTROL,
                         "description": "printable characters, as an event's item_id"},
             "title": nullable(name(MAX_TITLE_LENGTH)),
             "text": nullable({"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH}),
@@ -260,11 +260,13 @@ def json_schema() -> dict[str, Any]:
             "price": nullable({"type": "number", "minimum": 0}),
             "attributes": nullable({
                 "type": "object", "maxProperties": MAX_ATTRIBUTES,
-                "propertyNames": {**name(MAX_ATTRIBUTE_KEY_LENGTH), "not": {"const": "price"}},
+                "propertyNames": {"allOf": [name(MAX_ATTRIBUTE_KEY_LENGTH),
+                                            {"not": {"const": "price"}}]},
                 "additionalProperties": {"type": "number"},
                 "description": "numeric attributes besides price, e.g. {\"year\": 1995}"}),
             "image_url": nullable({"type": "string", "maxLength": MAX_URL_LENGTH,
-                                   "pattern": f"^{_URL.pattern}$"}),
+                                   "pattern": "^https?://[!-~]",
+                                   "not": {"pattern": "[^!-~]"}}),  # printable ASCII
             "schema_version": nullable({"const": SCHEMA_VERSION, "default": SCHEMA_VERSION}),
         },
     }

@@ -35,6 +35,10 @@ MAX_ID_LENGTH = 256
 # published schemas can say of "printable" (str.isprintable also refuses other
 # separators and format characters, such as U+00A0 and U+200B).
 CONTROL_CHARACTERS = "\\u0000-\\u001f\\u007f-\\u009f"
+# A JSON Schema's "no control character", searched for unanchored: an anchored
+# ``^[^...]*$`` let Python's ``re.search`` (the ``jsonschema`` library's) match ``$``
+# before a final newline, so the schema took ``"u1\n"``, which the validators refuse.
+NO_CONTROL: dict[str, Any] = {"not": {"pattern": f"[{CONTROL_CHARACTERS}]"}}
 MAX_CONTEXT_KEYS = 32
 MIN_TS_MS = 631_152_000_000  # 1990-01-01: smaller values are mostly seconds sent as ms
 MAX_FUTURE_MS = 24 * 3600 * 1000  # clock skew we tolerate ahead of this machine's clock
@@ -272,8 +276,7 @@ def json_schema() -> dict[str, Any]:
     from the JSON reader, which refuses them as ``bad_json``: a number past a double's
     range (``1e400``) and an escaped lone surrogate (``"\ud800"``), both valid JSON text.
     """
-    text = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
-            "pattern": f"^[^{CONTROL_CHARACTERS}]*$",
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, **NO_CONTROL,
             "description": "printable characters (Python's str.isprintable): no control "
                            "or format characters, and no separator other than the space"}
     return {
@@ -284,7 +287,8 @@ def json_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "required": list(REQUIRED),
         "properties": {
-            "event_id": {"type": "string", "pattern": f"^{_UUID.pattern}$"},
+            "event_id": {"type": "string", "minLength": 36, "maxLength": 36,
+                         "pattern": f"^{_UUID.pattern}$"},
             "user_id": text,
             "item_id": text,
             "event_type": {"enum": list(EVENT_TYPES)},

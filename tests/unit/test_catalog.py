@@ -145,6 +145,20 @@ def test_published_json_schema_matches_the_code() -> None:
     jsonschema.Draft202012Validator.check_schema(published)
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("item_id", "i1\n"), ("title", "Toy Story\n"), ("brand", "Acme\n"),
+    ("categories", ["a\n"]), ("attributes", {"year\n": 1}),
+    ("image_url", "http://x.com/a\n"), ("image_url", "https://")])
+def test_a_trailing_newline_is_refused_by_the_schema_as_by_the_parser(
+        field: str, value: Any) -> None:
+    """An anchored ``^...$`` pattern let Python's ``re.search`` match ``$`` before a final
+    newline: the schema took records ``parse_item`` refuses."""
+    obj = {"item_id": "i1", field: value}
+    assert not _SCHEMA.is_valid(obj)
+    with pytest.raises(InvalidEvent):
+        parse_item(orjson.dumps(obj))
+
+
 # --- property-based fuzz ----------------------------------------------------------------
 names = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")),
                 min_size=1, max_size=30)

@@ -136,6 +136,20 @@ def test_published_json_schema_matches_the_code() -> None:
     jsonschema.Draft202012Validator.check_schema(published)
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("event_id", "0b6f2c8e-3f5e-4c1a-9a57-7d2f1c3b4a5e\n"), ("user_id", "u1\n"),
+    ("item_id", "i1\n"), ("session_id", "s1\n")])
+def test_a_trailing_newline_is_refused_by_the_schema_as_by_the_validator(
+        field: str, value: str) -> None:
+    """An anchored ``^...$`` pattern let Python's ``re.search`` match ``$`` before a final
+    newline: a producer checking against the published schema sent events that were
+    dead-lettered."""
+    obj = {**orjson.loads(new_event("u1", "i1", "click").to_json()), "ts": NOW, field: value}
+    assert not _SCHEMA.is_valid(obj)
+    with pytest.raises(InvalidEvent):
+        validate(obj, NOW)
+
+
 # --- property-based fuzz ----------------------------------------------------------------
 ids = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S"), include_characters=" "),
               min_size=1, max_size=40)

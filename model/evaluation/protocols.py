@@ -56,13 +56,17 @@ def _ranks(scores: np.ndarray, met: list[np.ndarray], targets: np.ndarray,
     masked[rows, targets] = True
     ignore = masked | np.isneginf(scores)
     full = rank_of_target(target_scores, scores, ignore, seed)
-    candidates = (~ignore).sum(axis=1)
-    # A -inf target is in no list the model serves: last among every item it could be
-    # ranked against, not after the few it scored (with 3 scored, rank 3 was a hit@10, and
-    # a model scoring every item -inf read a perfect 1.0).
+    # Every item the case could be ranked against: those the model cannot score are in
+    # no list it serves, below a target it scores (left out, the AUC of a champion that
+    # knows fewer items was taken over fewer items than the challenger's) ...
+    candidates = (~masked).sum(axis=1)
+    # ... and a -inf target is last among them all, not after the few it scored (with 3
+    # scored, rank 3 was a hit@10, and a model scoring every item -inf read a perfect
+    # 1.0); among the sampled negatives too (tied with those it cannot score, it was
+    # placed among them at random: a hit@10 one case in ten).
     unscorable = np.isneginf(target_scores)
-    candidates = np.where(unscorable, (~masked).sum(axis=1), candidates)
     full = np.where(unscorable, candidates, full).astype(np.float64)
+    sampled = np.where(unscorable, (negatives > 0).sum(axis=1), sampled)
     scores[ignore] = -np.inf
     scores[rows, targets] = target_scores
     width = min(10, scores.shape[1])  # a catalogue under 10 items has shorter lists

@@ -281,12 +281,14 @@ def test_keep_history_ranks_a_repeated_target_against_the_users_other_items_too(
     assert kept["full"]["MRR"] == pytest.approx(1 / 3)  # 8 and 7 are newer
 
 
-def test_a_target_the_model_cannot_score_ranks_last_in_full_and_tied_in_sampled() -> None:
+def test_a_target_the_model_cannot_score_ranks_last_in_both_protocols() -> None:
     """-inf (an item new to a champion) is in no list the model serves: last among every
     item it could be ranked against (the 17 neither history nor target). Ranked after the
     3 scored candidates alone, it was a hit@10; tied with the masked -inf items, its
-    rank passed the count and the gate's AUC went below 0. Among the sampled negatives it
-    still ties with those the model cannot score, placed among them at random."""
+    rank passed the count and the gate's AUC went below 0. Among the sampled negatives
+    it tied with those the model cannot score, placed among them at random: a model
+    scoring every item -inf read sampled HR@10 0.108 (a review). The items a model
+    cannot score count below a target it scores, for the AUC."""
 
     class KnowsFive:
         name = "knows-five"
@@ -301,10 +303,12 @@ def test_a_target_the_model_cannot_score_ranks_last_in_full_and_tied_in_sampled(
                        num_negatives=4)
     assert ranks.full.tolist() == [17.0] == ranks.full_candidates.tolist()
     assert ranks.report()["full"]["AUC"] == 0.0 == ranks.report()["full"]["HR@10"]
-    assert 0 <= ranks.sampled[0] <= 4
+    assert ranks.sampled.tolist() == [4.0] == ranks.sampled_candidates.tolist()
+    assert ranks.report()["sampled"]["AUC"] == 0.0  # last of 5: still a hit@10 of 5
     known = rank_cases(KnowsFive(), np.array([1]), [np.array([1, 2])], np.array([4]), 20,
-                       num_negatives=4)  # a target it scores: among the 3 it scores
-    assert (known.full.tolist(), known.full_candidates.tolist()) == ([1.0], [2])  # 3 ahead
+                       num_negatives=4)  # a target it scores: after the 3 it scores above
+    assert (known.full.tolist(), known.full_candidates.tolist()) == ([1.0], [17])
+    assert known.report()["full"]["AUC"] == 1 - 1 / 17  # the 15 it cannot score below
     assert sorted(known.top[0][known.top[0] > 0].tolist()) == [3, 4, 5]  # none unscored
 
 

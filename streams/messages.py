@@ -20,7 +20,7 @@ for plain ones, and building frozen ones cost twice the ~2.3 µs of plain ones).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import floor
 from typing import Any, Literal
 
@@ -183,12 +183,16 @@ class RecommendationList:
         return not self.older_than(shown) and bool(self.items or shown is None or not shown.items)
 
     def head(self, k: int) -> RecommendationList:
-        """The same list cut to its first ``k`` items."""
+        """The same list cut to its first ``k`` items (an interleaved list's teams alike:
+        they said who placed items the reader never got)."""
         if len(self.items) <= k:
             return self
+        tag = self.experiment
+        if tag is not None and tag.teams is not None:
+            tag = replace(tag, teams=tag.teams[:k])
         return RecommendationList(self.user_id, self.path, self.model_version, self.items[:k],
                                   self.event_id, self.event_item_id, self.sent_us,
-                                  self.published_us, self.because, self.experiment)
+                                  self.published_us, self.because, tag)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecommendationList:

@@ -64,6 +64,9 @@ REDIS_SEED_S = 1.0  # how long a fresh worker's first batch waits for the popula
 UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
+# The most bytes a list's JSON takes: librdkafka's message.max.bytes (1,000,000) less room
+# for its key (an id: 1 KB at most) and headers (a trace context, a send time).
+MAX_LIST_BYTES = 990_000
 
 RawHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
 
@@ -403,6 +406,7 @@ class BatchStep:
         self.unstored = UnstoredLists()
         self._write: asyncio.Future[None] | None = None  # the Redis write in flight
         self._seeded = False  # recent popularity was offered the stored record
+        self.lists_cut = 0  # lists cut to fit a Kafka record (``_fitted``)
 
     def recommend(self, updates: Sequence[SessionUpdate], bundle: Recommender,
                   failed: Recommendation | None = None) -> Sequence[Recommendation | None]:
@@ -518,8 +522,9 @@ class BatchStep:
                               for u, _ in first], [r for _, r in first])
             self._count_experiment(lists)
         payloads, paths = [], {"model": 0, "popularity": 0}
-        for update, record in zip(updates, lists):
-            payload = record.to_json()
+        for n, (update, record) in enumerate(zip(updates, lists)):
+            record, payload = self._fitted(record)
+            lists[n] = record
             payloads.append((record.user_id, payload))
             paths[record.path] += 1
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's
@@ -536,6 +541,25 @@ class BatchStep:
         await self._store(payloads, popular.to_json() if popular is not None else None)
         self.metrics.stage_seconds.labels("publish").observe(self.clock() - start)
         return lists
+
+    def _fitted(self, record: RecommendationList) -> tuple[RecommendationList, bytes]:
+        """``record`` and its JSON, cut to fit a Kafka record (``MAX_LIST_BYTES``). A
+        thousand items of 256-character ids (1 KB each in emoji) passed librdkafka's
+        1,000,000 bytes: the produce raised, the worker exited, and the redelivered batch
+        built the same list again, for good."""
+        payload = record.to_json()
+        if len(payload) <= MAX_LIST_BYTES:
+            return record, payload
+        items = len(record.items)
+        while len(payload) > MAX_LIST_BYTES:
+            record = record.head(max(len(record.items) * MAX_LIST_BYTES // len(payload) - 1, 0))
+            payload = record.to_json()
+        self.lists_cut += 1
+        if self.lists_cut & (self.lists_cut - 1) == 0:  # the 1st, 2nd, 4th ... time
+            log.warning("a list of %d items was cut to %d to fit a Kafka record (%d lists so "
+                        "far): lower STREAMREC_RECS_TOP_N for ids this long", items,
+                        len(record.items), self.lists_cut)
+        return record, payload
 
     async def seed_popularity(self, updates: Sequence[SessionUpdate]) -> None:
         """Before a fresh worker's first lists: recent popularity starts from the newest

@@ -1663,3 +1663,34 @@ def test_a_busy_metrics_port_is_said_not_claimed(caplog: pytest.LogCaptureFixtur
             assert WorkerMetrics().serve(port) is False
     assert "--metrics-port of its own" in caplog.text
     assert WorkerMetrics().serve(0) is False
+
+
+def test_a_list_too_big_for_a_kafka_record_is_cut_to_fit_not_a_crash_loop(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A thousand items of 256-character ids (1 KB each in emoji) passed librdkafka's
+    1,000,000 bytes: the produce raised, the worker exited, and the redelivered batch
+    built the same list again, for good."""
+    from streams.steps import MAX_LIST_BYTES
+
+    ids = [f"{n:04d}" + "\U0001f600" * 252 for n in range(1000)]
+    producer, metrics = FakeProducer(), WorkerMetrics()
+    step = BatchStep("recs", 1000, True, DecayedPopularity(), producer, FakeStore(), metrics)
+    bundle = FakeBundle("r:v1", {"u1": Recommendation(ids, [1.0 - n / 1000 for n in range(1000)])})
+    with caplog.at_level(logging.WARNING, logger="streams.steps"):
+        (record,) = asyncio.run(step.publish([update("u1", ("a",))], bundle))
+    (_, _, value), = producer.sent
+    assert len(value) <= MAX_LIST_BYTES < len(orjson.dumps(ids))
+    assert 800 < len(record.items) < 1000 and [i.item_id for i in record.items] == ids[
+        :len(record.items)]  # the best first, as the model ranked them
+    assert "was cut to" in caplog.text and step.lists_cut == 1
+
+
+def test_a_list_cut_to_its_head_cuts_its_teams_alike() -> None:
+    """``head`` kept an interleaved list's teams whole: an API read of k items said who
+    placed items it did not return."""
+    tag = ExperimentTag("e", "interleaved", None, teams=["a", "b", "a", "b"])
+    full = RecommendationList("u1", "model", "v", [ScoredItem(x, 1.0) for x in "wxyz"],
+                              experiment=tag)
+    cut = full.head(2)
+    assert [i.item_id for i in cut.items] == ["w", "x"] and cut.experiment.teams == ["a", "b"]
+    assert full.experiment.teams == ["a", "b", "a", "b"]  # the stored list is untouched

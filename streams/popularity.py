@@ -5,8 +5,8 @@ rises within minutes. Every item is counted, including items the model has never
 popularity is the one path that can recommend them. Updates are O(1): scores are kept
 in a growing time frame (weight 2^(t / half_life)) and renormalised only when they would
 overflow. Items whose whole count has decayed below one event ``FORGET_HALF_LIVES``
-half-lives old are forgotten, each time the table doubles: client-chosen item ids must
-not grow a worker's memory for ever.
+half-lives old are forgotten, each time the table doubles, and past ``MOST_ITEMS`` the
+least popular half is: client-chosen item ids must not grow a worker's memory for ever.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 FORGET_HALF_LIVES = 50  # 2^-50 of one new event: no list of k would reach such an item
+# The most items counted at once: past it the least popular half is forgotten. Decay alone
+# bounds the table by the ids of ~50 hours, and a flood of random ids (a client's bug, an
+# attack) at 100/s grew it to millions, with every batch's ranking a pass over them all.
+MOST_ITEMS = 100_000
 
 
 @dataclass
@@ -69,8 +73,11 @@ class DecayedPopularity:
         table has doubled, so each update pays O(1) for it on average."""
         assert self.origin_ms is not None and self.newest_ms is not None
         floor = 2.0 ** ((self.newest_ms - self.origin_ms) / self.half_life_ms - FORGET_HALF_LIVES)
-        self.scores = {k: v for k, v in self.scores.items() if v >= floor}
-        self._prune_at = max(1024, 2 * len(self.scores))
+        kept = {k: v for k, v in self.scores.items() if v >= floor}
+        if len(kept) >= MOST_ITEMS:
+            kept = dict(heapq.nlargest(MOST_ITEMS // 2, kept.items(), key=lambda kv: kv[1]))
+        self.scores = kept
+        self._prune_at = max(1024, min(2 * len(kept), MOST_ITEMS))
 
     def top(self, k: int, exclude: Iterable[str] = (), now_ms: int | None = None
             ) -> list[tuple[str, float]]:

@@ -81,3 +81,19 @@ def test_items_decayed_past_use_are_forgotten_as_the_table_grows() -> None:
         pop.add(f"new{i}", 60 * hour)
     assert not any(k.startswith("old") for k in pop.scores) and "kept" in pop.scores
     assert len(pop.scores) == 1001 and pop.top(1)[0][0].startswith("new")
+
+
+def test_a_flood_of_new_ids_keeps_the_table_bounded_and_the_popular_items(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decay alone bounds the table by the ids of ~50 hours: random ids at 100/s grew it
+    to millions (memory, and a pass over them all per batch's ranking)."""
+    import streams.popularity as popularity
+
+    monkeypatch.setattr(popularity, "MOST_ITEMS", 2_000)
+    pop = DecayedPopularity(half_life_ms=3_600_000)
+    for n in range(50):
+        pop.add("hit", n)
+    for n in range(20_000):
+        pop.add(f"flood{n}", 1_000 + n)
+        assert len(pop.scores) <= 2_000
+    assert pop.top(1)[0][0] == "hit"

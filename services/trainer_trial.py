@@ -86,16 +86,20 @@ class LiveTrial:
         from streams.registry import alias_versions, set_champion
 
         s = self.settings
-        other = running(declarations(s.kafka, s.topic_experiments))
+        other = retry("reading the experiments", lambda: running(declarations(
+            s.kafka, s.topic_experiments)))
         if other is not None:  # before the aliases move: its variants may name them
             return f"experiment {other.name!r} is running, so no live trial starts", ""
-        now = alias_versions(self.store, list(champion))
+        now = retry("reading the champion alias",
+                    lambda: alias_versions(self.store, list(champion)))
         if now != champion:  # a trial against another champion could only be refused later
             return (f"the champion moved to {version_string(now) if now else 'none'} while "
                     f"this challenger trained against {version_string(champion)}", "")
         name = f"{TRIAL_PREFIX}{int(self.clock())}"
-        set_champion(self.store, champion, alias=CONTROL)
-        set_champion(self.store, versions, alias=CHALLENGER)
+        retry("moving the trial-control alias",
+              lambda: set_champion(self.store, champion, alias=CONTROL))
+        retry("moving the challenger alias",
+              lambda: set_champion(self.store, versions, alias=CHALLENGER))
         experiment = new_experiment(name, [("champion", "champion", 0.5),
                                            (CHALLENGER, version_string(versions), 0.5)],
                                     mode=s.trainer_trial_mode,
@@ -107,7 +111,7 @@ class LiveTrial:
         """Conclude the running trial when its test has decided or its time is up; a
         summary for the round (None: no experiment runs, the round trains as usual;
         skipped while a person's runs)."""
-        trial = self.running()
+        trial = retry("reading the experiments", self.running)
         if trial is None:
             return None
         if not _is_trial(trial):  # a challenger trained now could not go live: it trained
@@ -127,7 +131,8 @@ class LiveTrial:
         from streams.experiment_report import status
 
         with redis.Redis.from_url(self.settings.redis, socket_timeout=5) as client:
-            return self._act_in_turn(trial, status(client, trial), client)
+            report = retry("reading the trial's tallies", lambda: status(client, trial))
+            return self._act_in_turn(trial, report, client)
 
     def _act_in_turn(self, trial: Experiment, report: ExperimentReport, client: Any
                      ) -> RoundSummary:
@@ -224,7 +229,8 @@ class LiveTrial:
         the compare-and-set refuse: nothing is promoted over an unknown champion)."""
         from streams.registry import alias_versions
 
-        return alias_versions(self.store, list(versions), alias=CONTROL)
+        return retry("reading the trial-control alias",
+                     lambda: alias_versions(self.store, list(versions), alias=CONTROL))
 
 
 LOCK_HELD = "another trainer is promoting (promotion lock held)"

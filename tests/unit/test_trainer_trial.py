@@ -284,3 +284,21 @@ def test_a_promoted_round_stays_promoted_when_its_versions_cannot_be_tagged(
     trainer.promote = lambda versions, expected: (True, "")
     passed = Verdict(True, "full NDCG@10 0.05 > champion 0.04", "NDCG@10", 0.04, 0.05, (0.001, 0.02))
     assert trainer._settle(VERSIONS, passed, CHAMPION, 300)[0] == "promoted"
+
+
+def test_a_registry_hiccup_while_a_trial_starts_is_retried_not_a_failed_round(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate-passed challenger of a whole round of training was lost to one timeout of
+    the registry between the trial's two alias moves, leaving an alias half moved."""
+    monkeypatch.setattr("services.retrying.time.sleep", lambda s: None)
+    moved = registry.set_champion
+    failures = [OSError("registry: 503")]
+
+    def flaky(store: Any, versions: dict[str, str], alias: str = "champion") -> None:
+        if alias == "challenger" and failures:
+            raise failures.pop()
+        moved(store, versions, alias)
+
+    monkeypatch.setattr(registry, "set_champion", flaky)
+    assert trial(world).start(VERSIONS, CHAMPION).outcome == "trial"
+    assert world.aliases[1:] == [("trial-control", CHAMPION), ("challenger", VERSIONS)]

@@ -115,6 +115,9 @@ def _line(report: RedriveReport, dry_run: bool) -> str:
         line += f" ({by_reason(report.still_invalid)})"
     if report.left_out:
         line += f", left out {report.left_out.total():,} ({by_reason(report.left_out)})"
+    if report.retired:
+        line += (f", retired {report.retired:,} (failed --max-redrives redrives: not put back; "
+                 "they stay in the topic until its retention)")
     if report.superseded:
         line += (f", superseded {report.superseded:,} (catalogue letters older than their "
                  "item's current record: not sent)")
@@ -129,6 +132,9 @@ def redrive_command(
     = False,
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
     group: Group = DLQ_GROUP,
+    max_redrives: Annotated[int | None, typer.Option(
+        min=1, help="retire letters that have failed this many redrives: not redriven, not "
+                    "put back (default: every letter is tried)")] = None,
 ) -> None:
     """Re-validate pending dead letters: valid events go to interactions, valid catalogue
     records to items, the rest back."""
@@ -148,6 +154,6 @@ def redrive_command(
         with progress_bar("redrive", letters(spans)) as update:
             report = redrive(queue, spans, settings.topic_interactions,
                              items=settings.topic_items, only=reason, dry_run=dry_run,
-                             on_progress=lambda r: update(r.read))
+                             on_progress=lambda r: update(r.read), max_redrives=max_redrives)
             update(report.read)
     console.print(_line(report, dry_run), markup=False)

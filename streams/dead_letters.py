@@ -288,6 +288,7 @@ class RedriveReport:
     redriven: int = 0
     copies: int = 0  # copies of letters read earlier in the run, which a failed run put back
     superseded: int = 0  # catalogue letters older than their item's current record
+    retired: int = 0  # letters past ``max_redrives``: not put back
     still_invalid: Counter[str] = field(default_factory=Counter)
     left_out: Counter[str] = field(default_factory=Counter)
     committed: bool = False
@@ -399,10 +400,15 @@ def _settle(producer: RecordProducer) -> None:
 
 def redrive(queue: DeadLetterQueue, spans: list[Span], interactions: str, *,
             items: str | None = None, only: str | None = None, dry_run: bool = False,
-            on_progress: Callable[[RedriveReport], None] | None = None) -> RedriveReport:
+            on_progress: Callable[[RedriveReport], None] | None = None,
+            max_redrives: int | None = None) -> RedriveReport:
     """Re-validate the letters in ``spans``: valid events go to ``interactions``, valid
     catalogue records to ``items`` (without it they are left out), the rest back to the
-    dead-letter topic; then commit. A dry run only counts what would happen."""
+    dead-letter topic; then commit. A dry run only counts what would happen.
+    ``max_redrives``: a letter that has failed that many redrives is retired: neither
+    redriven nor put back, so it is no longer pending (it stays in the topic, where it
+    was, until the topic's retention); without it, a letter that can never pass came
+    back at every redrive, for good."""
     report = RedriveReport()
     topics = {EVENT_KIND: interactions, **({ITEM_KIND: items} if items is not None else {})}
     kinds = frozenset(topics)
@@ -414,6 +420,10 @@ def redrive(queue: DeadLetterQueue, spans: list[Span], interactions: str, *,
             if _copy(record, seen):
                 report.read += 1
                 report.copies += 1
+                continue
+            if max_redrives is not None and redrives(record) >= max_redrives:
+                report.read += 1
+                report.retired += 1
                 continue
             outcome = _outdated(decide(record, only, kinds), record, current)
             report.add(outcome)

@@ -154,6 +154,21 @@ def test_a_copy_a_failed_run_put_back_is_not_redriven_a_second_time() -> None:
     assert (report.read, report.redriven, report.copies) == (3, 2, 1)
 
 
+def test_letters_past_max_redrives_are_retired_not_put_back() -> None:
+    """A letter that can never pass (a type no release will know) came back at every
+    redrive, for good, with nothing to retire it."""
+    from services.cli_dlq import _line
+
+    tired = letter(LIKE, offset=4, reason="unknown_event_type", redrives="3")
+    fresh = letter(LIKE, offset=5, reason="unknown_event_type", redrives="2")
+    report = redrive(_Pending([tired, fresh]), [], "interactions", dry_run=True,  # type: ignore[arg-type]
+                     max_redrives=3)
+    assert (report.read, report.retired, report.still_invalid.total()) == (2, 1, 1)
+    assert "retired 1 (failed --max-redrives" in _line(report, dry_run=True)
+    everyone = redrive(_Pending([tired, fresh]), [], "interactions", dry_run=True)  # type: ignore[arg-type]
+    assert (everyone.retired, everyone.still_invalid.total()) == (0, 2)
+
+
 def test_a_letter_still_invalid_goes_back_unchanged_but_counted() -> None:
     outcome = decide(letter(LIKE, reason="unknown_event_type", detail="like"))
     assert outcome == Reappend("unknown_event_type", b"k", LIKE, [

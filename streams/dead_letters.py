@@ -154,13 +154,16 @@ def redriven_headers(record: Record) -> Headers:
             *_identity(letter_id(record).encode(), redrives(record))]
 
 
+MAX_ORIGIN_BYTES = 512  # a ``first_written`` header: ``<topic>[<partition>]@<offset>``
+
+
 def refailed_headers(headers: Mapping[str, bytes]) -> Headers:
     """What a dead letter written for a redriven record adds to its own headers: the
     letter it was redriven from and that letter's ``redrives`` count plus one (nothing
     for a record that was never a letter)."""
     first = headers.get(FIRST_WRITTEN_HEADER)
-    if first is None:
-        return []
+    if first is None or len(first) > MAX_ORIGIN_BYTES:  # one no redrive wrote: a megabyte
+        return []  # of it made every letter of the record too big to send, for good
     return _identity(first, (_ascii_int(headers.get(REDRIVES_HEADER)) or 0) + 1)
 
 

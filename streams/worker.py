@@ -476,7 +476,10 @@ def sessionizer(step: EventStep, sessions: TableT, send_letter: SendLetter,
             letter, headers, key = cut_letter(raw, [*dead_letter_headers(
                 outcome.reason, outcome.detail, "worker"),
                 *refailed_headers(dict(message.headers or ()))], message.key)
-            send_letter(key, letter, headers)
+            try:  # the lists' producer raises at once (a letter it refuses): never into
+                send_letter(key, letter, headers)  # Faust, which would end the drainer
+            except Exception as exc:  # noqa: BLE001 - the event stays unanswered
+                on_failure(exc)
         else:
             metrics.duplicates.inc()
         return None

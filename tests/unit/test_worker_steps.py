@@ -1374,6 +1374,33 @@ def test_a_bad_event_with_a_huge_redrive_count_is_lettered_not_raised(
     assert exits == [] and [h["redrives"] for h in letters] == [b"1"]
 
 
+def test_a_letter_the_producer_refuses_ends_the_worker_unanswered_not_inside_faust(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Letters go through the lists' producer, which raises at once on one it refuses (a
+    megabyte ``first_written`` header from any producer made it too big): raised into
+    Faust, the stream's drainer ended. It goes to ``on_failure``, as a table write does;
+    and such a header is not copied into the letter."""
+    import faust
+    from confluent_kafka import KafkaError, KafkaException
+
+    from streams.worker import PartitionLag, sessionizer
+
+    message = SimpleNamespace(tp=TP("events", 0), offset=0, key=b"u1", timestamp=None,
+                              headers=[("first_written", b"h" * 999_500)])
+    monkeypatch.setattr(faust, "current_event", lambda: SimpleNamespace(message=message))
+    metrics, exits, letters = WorkerMetrics(), [], []
+
+    def refusing(key: bytes | None, value: bytes | None, headers: list) -> None:
+        letters.append(dict(headers))
+        raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+
+    process = sessionizer(EventStep(SessionPolicy()), {}, refusing,  # type: ignore[arg-type]
+                          metrics, PartitionLag(metrics), on_failure=exits.append)
+    assert asyncio.run(process(b"{not json")) is None
+    assert [type(e).__name__ for e in exits] == ["KafkaException"]
+    assert "first_written" not in letters[0] and "redrives" not in letters[0]
+
+
 def test_the_stream_processor_names_the_events_partition_in_log_lines(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import faust

@@ -81,10 +81,10 @@ def worker(
     def version_of(ref: str) -> str:  # where a variant's alias points now
         return version_string(resolve_versions(store, ref))
 
-    if pass_through:
-        bundle: object = FixedList(settings.recs_top_n)
-    else:
-        bundle, why = first_champion(champion, settings.recs_top_n)
+    bundle: object = FixedList(settings.recs_top_n)
+    failed = False
+    if not pass_through:
+        bundle, why, failed = first_champion(champion, settings.recs_top_n)
         if why is not None:
             logs.say(console, f"worker {worker_id}: {why}", logging.WARNING)
     _check_partitions(settings)
@@ -95,7 +95,7 @@ def worker(
     served = metrics.serve(port, settings.worker_metrics_host)
     faust_app = create_app(cfg, bundle, load_bundle=None if pass_through else champion,
                            metrics=metrics, load_bundle_for=None if pass_through else bundle_for,
-                           resolve=version_of)
+                           resolve=version_of, retry_champion=failed)
     logs.say(console, f"worker {worker_id}: model {bundle.version}, group {cfg.group_id}, "
              f"{cfg.interactions} -> {cfg.recommendations}"
              + (f", metrics on :{port}/metrics" if served else ""))
@@ -153,11 +153,12 @@ def _check_partitions(settings: Settings) -> None:
                          "the topic is)")
 
 
-def first_champion(load: Callable[[], object], top_n: int) -> tuple[object, str | None]:
-    """(the bundle a starting worker serves, why it is no model, None when it is the
-    champion). The champion as a hot swap takes one: loaded, then answering the smoke
-    test. One that fails either serves popularity meanwhile, and the model follower
-    retries the newest announcement with backoff, as for a swap. Raised, a champion that
+def first_champion(load: Callable[[], object], top_n: int
+                   ) -> tuple[object, str | None, bool]:
+    """(the bundle a starting worker serves, why it is no model (None when it is the
+    champion), whether the champion failed). The champion as a hot swap takes one: loaded,
+    then answering the smoke test. One that fails either serves popularity meanwhile, and
+    the model follower retries it with backoff (``RETRY_CHAMPION``). Raised, a champion that
     cannot load (a missing artifact, a pair that does not match, a format an older
     release cannot read during a rolling upgrade) crash-looped every worker restarted,
     where the ones running kept serving."""
@@ -170,12 +171,13 @@ def first_champion(load: Callable[[], object], top_n: int) -> tuple[object, str 
         bundle = load()
         smoke_test(bundle, top_n)
     except NoChampion as exc:
-        return NoModel(), f"{exc}; serving popularity until the trainer announces the first champion"
+        return NoModel(), (f"{exc}; serving popularity until the trainer announces the first "
+                           "champion"), False
     except Exception as exc:  # noqa: BLE001 - popularity serves, the follower retries
         return NoModel(), (f"the champion could not be served ({type(exc).__name__}: "
-                           f"{mask_urls(str(exc))}); serving popularity while its newest "
-                           "announcement is retried")
-    return bundle, None
+                           f"{mask_urls(str(exc))}); serving popularity while it is retried "
+                           "with backoff"), True
+    return bundle, None, False
 
 
 def _warn_unkept(bundle: object, settings: Settings) -> object:

@@ -184,9 +184,17 @@ def newest_announcement(batch: Mapping[Any, Sequence[Any]]) -> bytes | None:
     return max(lasts, key=lambda m: m.timestamp).value if lasts else None
 
 
+# What a worker whose first champion failed to load retries (``follow_model_updates``):
+# the champion as its alias names it, announced or not (the topic keeps announcements for
+# its retention only, and a promotion may never have been announced).
+RETRY_CHAMPION = b'{"retry": "the champion its alias names, which failed to load at start"}'
+
+
 async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serving,
-                               load_bundle: Callable[[], Any], top_n: int) -> None:
-    """Apply each announcement on ``topic`` (runs until cancelled)."""
+                               load_bundle: Callable[[], Any], top_n: int,
+                               retry_champion: bool = False) -> None:
+    """Apply each announcement on ``topic`` (runs until cancelled); ``retry_champion``:
+    the first champion failed to load, so it is retried with backoff from the start."""
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **kafka.aiokafka())
     await consumer.start()
     try:
@@ -197,6 +205,8 @@ async def follow_model_updates(kafka: KafkaConnection, topic: str, serving: Serv
         for tp, end in (await consumer.end_offsets(tps)).items():
             consumer.seek(tp, max(end - 1, 0))  # the newest announcement, again
         pending = PendingUpdate()
+        if retry_champion:
+            pending.offer(RETRY_CHAMPION)
         while True:
             batch = await consumer.getmany(timeout_ms=1000)
             if (newest := newest_announcement(batch)) is not None:

@@ -501,7 +501,8 @@ def faust_credentials(kafka: KafkaConnection) -> faust.types.auth.CredentialsT |
 def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | None = None,
                metrics: WorkerMetrics | None = None,
                load_bundle_for: Callable[[str], Any] | None = None,
-               resolve: Callable[[str], str] | None = None) -> faust.App:
+               resolve: Callable[[str], str] | None = None,
+               retry_champion: bool = False) -> faust.App:
     """The Faust app, its topics, the sessions table, the recommend agent and, when
     ``load_bundle`` is given, the task that swaps in each new champion; with
     ``load_bundle_for`` (a model reference to a bundle) and ``cfg.experiments``, the task
@@ -548,7 +549,7 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
 
     _add_upkeep(app, cfg, guard, publisher, sessions, metrics)
     _add_followers(app, cfg, serving, catalogue, experiment, recs_writer, load_bundle,
-                   experiments=load_bundle_for is not None)
+                   experiments=load_bundle_for is not None, retry_champion=retry_champion)
     return app
 
 
@@ -613,15 +614,17 @@ def _add_upkeep(app: faust.App, cfg: WorkerConfig, guard: FreezeGuard, publisher
 
 def _add_followers(app: faust.App, cfg: WorkerConfig, serving: Serving, catalogue: Catalogue,
                    experiment: ExperimentSlot, recs_writer: RecsWriter,
-                   load_bundle: Callable[[], Any] | None, experiments: bool) -> None:
-    """Tasks that follow the other topics: model updates (with ``load_bundle``), the
+                   load_bundle: Callable[[], Any] | None, experiments: bool,
+                   retry_champion: bool = False) -> None:
+    """Tasks that follow the other topics: model updates (with ``load_bundle``; with
+    ``retry_champion``, the champion that failed to load at start retried), the
     catalogue (``cfg.items``) and the experiments (``cfg.experiments``, when this worker
     can load a variant's models); without the last, nothing is waited for."""
     if load_bundle is not None:
         @app.task
         async def swap_models() -> None:
             await follow_model_updates(cfg.kafka, cfg.model_updates, serving, load_bundle,
-                                       cfg.top_n)
+                                       cfg.top_n, retry_champion)
 
     if cfg.items is not None:
         @app.task

@@ -1662,7 +1662,7 @@ def test_a_starting_worker_serves_popularity_when_the_champion_cannot_serve() ->
             return [Recommendation(["i2", "i3"], self.scores)]
 
     good = Answers([0.5, 0.25])
-    assert first_champion(lambda: good, 10) == (good, None)
+    assert first_champion(lambda: good, 10) == (good, None, False)
 
     def missing() -> Answers:
         raise NoChampion("no models under the alias 'champion'")
@@ -1670,11 +1670,13 @@ def test_a_starting_worker_serves_popularity_when_the_champion_cannot_serve() ->
     def unreadable() -> Answers:
         raise OSError("artifact gone at http://u:secret@mlflow:5000/x")
 
-    for load, said in ((missing, "until the trainer announces the first champion"),
-                       (unreadable, "(OSError: artifact gone at http://u:***@mlflow:5000/x)"),
-                       (lambda: Answers([float("nan"), 0.1]), "NaN or infinite scores")):
-        bundle, why = first_champion(load, 10)
+    for load, said, retried in (
+            (missing, "until the trainer announces the first champion", False),
+            (unreadable, "(OSError: artifact gone at http://u:***@mlflow:5000/x)", True),
+            (lambda: Answers([float("nan"), 0.1]), "NaN or infinite scores", True)):
+        bundle, why, failed = first_champion(load, 10)
         assert isinstance(bundle, NoModel) and why is not None and said in why, why
+        assert failed is retried  # retried by the model follower, announced or not
 
 
 def test_a_busy_metrics_port_is_said_not_claimed(caplog: pytest.LogCaptureFixture) -> None:
@@ -1721,3 +1723,54 @@ def test_a_list_cut_to_its_head_cuts_its_teams_alike() -> None:
     cut = full.head(2)
     assert [i.item_id for i in cut.items] == ["w", "x"] and cut.experiment.teams == ["a", "b"]
     assert full.experiment.teams == ["a", "b", "a", "b"]  # the stored list is untouched
+
+
+def test_a_champion_that_failed_at_start_is_retried_with_no_announcement_on_the_topic(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follower retried only the newest announcement; the topic keeps them for its
+    retention, so a worker whose first load met a registry away for a moment served
+    popularity until the next promotion, days on."""
+    from streams import hot_swap
+    from streams.worker import NoModel
+
+    class Empty:  # the model-updates topic with nothing left on it
+        def __init__(self, **config: object) -> None: ...
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        async def topics(self) -> set[str]:
+            return {"model-updates"}
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0}
+
+        def assign(self, tps: list[Any]) -> None: ...
+        async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+            return {tp: 0 for tp in tps}
+
+        def seek(self, tp: Any, offset: int) -> None: ...
+        async def getmany(self, timeout_ms: int) -> dict:
+            await asyncio.sleep(0.01)
+            return {}
+
+    class Champion:
+        version = "r:v2+k:v2"
+        users = SimpleNamespace(ids=["u1"])
+        items = SimpleNamespace(ids=["i1"])
+
+        def recommend(self, users: Sequence[str], sessions: Sequence[Any], k: int,
+                      exclude_seen: bool | None = True) -> list[Recommendation]:
+            return [Recommendation(["i2"], [0.5])]
+
+    monkeypatch.setattr(hot_swap, "AIOKafkaConsumer", Empty)
+    kafka = SimpleNamespace(aiokafka=lambda: {})
+
+    async def served(retry: bool) -> str:
+        serving = Serving(NoModel(), WorkerMetrics())
+        follower = asyncio.create_task(hot_swap.follow_model_updates(
+            kafka, "model-updates", serving, Champion, 10, retry_champion=retry))  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        follower.cancel()
+        return serving.bundle.version
+
+    assert asyncio.run(served(True)) == "r:v2+k:v2"
+    assert asyncio.run(served(False)) == "none"  # NoChampion at start: nothing to retry

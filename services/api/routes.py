@@ -78,8 +78,10 @@ def _categories_read(b: Backends, keep: ListFilter) -> None:
     """A category filter keeps the items whose record names the category: while the first
     pass over the catalogue topic is read, most records are not there yet, and a list came
     back silently short (often empty). 503 with ``Retry-After`` instead, as similar items
-    do then."""
-    if keep.category is not None and b.catalogue.reading is not None:
+    do then. A later pass (the follower restarted after a Kafka hiccup) reads beside the
+    whole records of the one before, which serve meanwhile (revision 0: none yet)."""
+    if (keep.category is not None and b.catalogue.reading is not None
+            and b.catalogue.revision == 0):
         raise HTTPException(503, CATEGORIES_READING, headers={"Retry-After": "5"})
 
 

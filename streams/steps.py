@@ -512,8 +512,11 @@ class BatchStep:
         recs, versions, tags = self.answer(updates, bundle, experiment)
         start = self.clock()
         now_us = time.time_ns() // 1000
-        lists = [self.build(u, rec, version, now_us, tag)
-                 for u, rec, version, tag in zip(updates, recs, versions, tags)]
+        # cut to fit a Kafka record before anything judges them: an experiment judges
+        # what the user gets
+        fitted = [self._fitted(self.build(u, rec, version, now_us, tag))
+                  for u, rec, version, tag in zip(updates, recs, versions, tags)]
+        lists = [record for record, _ in fitted]
         self.count(updates)
         if experiment is not None:  # an event answered again was judged when first
             # answered, and its list now comes from a session holding the user's next items
@@ -522,9 +525,7 @@ class BatchStep:
                               for u, _ in first], [r for _, r in first])
             self._count_experiment(lists)
         payloads, paths = [], {"model": 0, "popularity": 0}
-        for n, (update, record) in enumerate(zip(updates, lists)):
-            record, payload = self._fitted(record)
-            lists[n] = record
+        for update, (record, payload) in zip(updates, fitted):
             payloads.append((record.user_id, payload))
             paths[record.path] += 1
             # Queued, not awaited: librdkafka batches (linger 5 ms); the worker's

@@ -1774,3 +1774,21 @@ def test_a_champion_that_failed_at_start_is_retried_with_no_announcement_on_the_
 
     assert asyncio.run(served(True)) == "r:v2+k:v2"
     assert asyncio.run(served(False)) == "none"  # NoChampion at start: nothing to retry
+
+
+def test_an_experiment_judges_a_list_cut_to_fit_as_the_user_got_it() -> None:
+    """Cut after the experiment had taken it, its judged list held items the user never
+    got."""
+    ids = [f"{n:04d}" + "\U0001f600" * 252 for n in range(1000)]
+    tracked: list[RecommendationList] = []
+    experiment = SimpleNamespace(
+        recommend=lambda users, keys, champion, ask, popular: (
+            list(ask(list(range(len(users))), champion)), [None] * len(users),
+            [ExperimentTag("e", "a")] * len(users)),
+        track=lambda interactions, lists: tracked.extend(lists))
+    step = BatchStep("recs", 1000, True, DecayedPopularity(), FakeProducer(), FakeStore(),
+                     WorkerMetrics())
+    step._count_experiment = lambda lists: None  # type: ignore[method-assign]
+    bundle = FakeBundle("r:v1", {"u1": Recommendation(ids, [1.0 - n / 1000 for n in range(1000)])})
+    (record,) = asyncio.run(step.publish([update("u1", ("a",))], bundle, experiment))
+    assert len(tracked) == 1 and tracked[0].items == record.items and len(record.items) < 1000

@@ -81,7 +81,7 @@ class LiveTrial:
                        ) -> tuple[str | None, str]:
         """(why no trial starts, None when it started; the trial's name), in a turn of
         the declaration lock."""
-        from streams.experiment_control import new_experiment, start
+        from streams.experiment_control import new_experiment, start, still_in_turn
         from streams.experiment_store import declarations, running
         from streams.registry import alias_versions, set_champion
 
@@ -96,8 +96,10 @@ class LiveTrial:
             return (f"the champion moved to {version_string(now) if now else 'none'} while "
                     f"this challenger trained against {version_string(champion)}", "")
         name = f"{TRIAL_PREFIX}{int(self.clock())}"
-        retry("moving the trial-control alias",
-              lambda: set_champion(self.store, champion, alias=CONTROL))
+        still_in_turn()  # the reads above may have outlasted the lock (a slow registry),
+        retry("moving the trial-control alias",  # and a person's experiment naming
+              lambda: set_champion(self.store, champion, alias=CONTROL))  # `challenger`
+        still_in_turn()  # started meanwhile would serve this challenger
         retry("moving the challenger alias",
               lambda: set_champion(self.store, versions, alias=CHALLENGER))
         experiment = new_experiment(name, [("champion", "champion", 0.5),

@@ -148,14 +148,19 @@ def one_declaration_at_a_time(redis: Any, topic: str, wait_s: float = START_WAIT
         release(lock, ttl_s, "the experiment declaration lock")
 
 
-def _declare_in_turn(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:
-    """``declare``, unless the declaration lock taken for it has expired meanwhile (a
-    registry or Redis slow past its TTL during a conclusion): another caller may hold it
-    now, and a stop that read the running declaration would write it back over this one."""
+def still_in_turn() -> None:
+    """Raise unless the declaration lock this context took is still its own: it expired
+    (a registry or Redis slow past its TTL), and another caller may hold it now."""
     lock = _TURN.get()
     if lock is not None and not owned(lock):
         raise ExperimentConflict("the experiment declaration lock expired before this was "
                                  "declared (a slow registry or Redis): nothing changed; retry")
+
+
+def _declare_in_turn(kafka: KafkaConnection, topic: str, experiment: Experiment) -> None:
+    """``declare``, unless the declaration lock taken for it has expired meanwhile: a stop
+    that read the running declaration would write it back over this one."""
+    still_in_turn()
     declare(kafka, topic, experiment)
 
 

@@ -302,3 +302,17 @@ def test_a_registry_hiccup_while_a_trial_starts_is_retried_not_a_failed_round(
     monkeypatch.setattr(registry, "set_champion", flaky)
     assert trial(world).start(VERSIONS, CHAMPION).outcome == "trial"
     assert world.aliases[1:] == [("trial-control", CHAMPION), ("challenger", VERSIONS)]
+
+
+def test_no_alias_moves_once_the_declaration_lock_has_expired(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry slow past the lock's TTL during the trial's reads: a person's experiment
+    naming ``challenger`` may have started meanwhile, and the alias moved under it."""
+    def expired() -> None:
+        raise control.ExperimentConflict("the experiment declaration lock expired")
+
+    monkeypatch.setattr(control, "still_in_turn", expired)
+    before = list(world.aliases)
+    summary = trial(world).start(VERSIONS, CHAMPION)
+    assert summary.outcome == "rejected" and "lock expired" in summary.reason
+    assert world.aliases == before and world.declared == {}

@@ -9,10 +9,12 @@ MASK = "***"
 # The scheme and user kept; everything up to the *last* '@' masked: an unescaped '@' or
 # '/' in a password splits it at the first, and the rest would print.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*:)?.*@")
-# A URL in text ends at a quote or a bracket, but its credentials may hold them: up to the
-# first '@' of the same word, quotes and all, is taken as its user part. Ended at the
-# quote, ``http://u:pa'ss@h`` was cut to ``http://u:pa``, with no '@' to mask.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s@]*@)?[^\s'\"<>]+")
+# A URL in text ends at a quote or a bracket, but its credentials may hold them: runs up
+# to an '@' with no ',' or space before it are taken as its user part, quotes and all.
+# Ended at the quote, ``http://u:pa'ss@h`` was cut to ``http://u:pa``, with no '@' to
+# mask; taken up to any later '@' of the word, JSON beside a URL (``"http://h","owner":
+# "ops@shop"``) was masked away.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s@,]*@)*[^\s'\"<>]+")
 _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
 
 

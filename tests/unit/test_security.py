@@ -182,6 +182,11 @@ def test_a_quote_in_a_password_in_an_error_line_prints_none_of_it(password: str)
     assert "ss" not in masked.replace("/mlflow/runs", ""), masked
     assert masked == "API request to http://u:***@h:5000/api/2.0/mlflow/runs/create failed"
     assert mask_urls("see 'http://h:5000/x' or mail a@b") == "see 'http://h:5000/x' or mail a@b"
+    for text in ('{"tracking_uri":"http://mlflow:5000","owner":"ops@shop.com"}',
+                 "url='http://h:5000/x',email=a@b.c"):  # text beside a URL stays as it is
+        assert mask_urls(text) == text
+    assert mask_urls("at http://u:p@ss'word@h:5000/api failed") == \
+        "at http://u:***@h:5000/api failed"
 
 
 def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatch) -> None:

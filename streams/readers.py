@@ -216,15 +216,20 @@ def read_movielens(path: Path) -> Iterator[Event | Rejected]:
 
 
 def _names_columns(first: str, delimiter: str, quoting: int) -> bool:
-    """Whether a MovieLens file's first line is a header: its rating and time are not
-    numbers. By its first character, a file without a header whose user ids are not
-    digits (``u1,i1,4.0,...``), or quoted (``"1","31",...``), lost its first rating."""
+    """Whether a MovieLens file's first line is a header: neither its rating nor its time
+    is a number. By its first character, a file without a header whose user ids are not
+    digits (``u1,i1,4.0,...``), or quoted (``"1","31",...``), lost its first rating; a
+    first row with one bad field is data, refused with its line, not skipped."""
     fields = next(csv.reader([first], delimiter=delimiter, quoting=quoting), [])
+    return len(fields) >= 4 and not (_is_number(fields[2]) or _is_number(fields[3]))
+
+
+def _is_number(text: str) -> bool:
     try:
-        float(fields[2]), float(fields[3])
-    except (IndexError, ValueError):
-        return True
-    return False
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _movielens_row(rec: list[str]) -> _Row | None:

@@ -83,6 +83,10 @@ def test_a_headerless_log_keeps_its_first_row_whatever_its_ids(tmp_path: Path) -
     quoted = _write(tmp_path, "q.csv", '"1","31","2.5","1260759144"\n"2","32","3","1260759145"\n')
     for path in (plain, quoted):
         assert len(_events(path, "movielens")) == 2, path.name
+    for bad in ("1,31,,1260759144", "1,31,2.5,2015-01-01"):  # data with one bad field:
+        path = _write(tmp_path, "b.csv", f"{bad}\n2,32,3,1260759145\n")  # refused at its
+        with pytest.raises(LogFileError, match="line 1"):  # line, not skipped as a header
+            list(read_events(path, "movielens"))
     clicks = _write(tmp_path, "c.txt", "s-a\t214536502\t1396860669.277\n"
                     "s-b\t214536506\t1396860600.5\n")
     assert sorted(e.session_id for e in _events(clicks, "yoochoose")) == ["s-a", "s-b"]

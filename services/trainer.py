@@ -322,15 +322,20 @@ def first_copies(events: Iterable[Event]) -> tuple[list[Event], int]:
     event id, a log replayed twice): the workers drop the repeats, and a trainer that
     kept them learnt transitions from an item to itself that no session held, and took
     each repeat in the gate slice as a case whose answer is the item before it."""
-    seen: set[tuple[str, str]] = set()
+    # event id -> the user it first came from: strings the events hold already, where a
+    # set of (user, id) tuples cost a tuple per event (gigabytes for 25M events). An id
+    # two users share is kept for both (the workers dedupe per user); a repeat of the
+    # second one's is then kept too, a case no producer of unique ids makes.
+    first_user: dict[str, str] = {}
     kept, repeats = [], 0
     for event in events:
-        key = (event.user_id, event.event_id)
-        if key in seen:
+        user = first_user.get(event.event_id)
+        if user is None:
+            first_user[event.event_id] = event.user_id
+        elif user == event.user_id:
             repeats += 1
-        else:
-            seen.add(key)
-            kept.append(event)
+            continue
+        kept.append(event)
     return kept, repeats
 
 

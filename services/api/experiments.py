@@ -136,7 +136,9 @@ async def off_loop(call: Callable[..., T], *args: Any) -> T:
     except Exception as exc:  # noqa: BLE001 - whatever the Kafka, Redis or MLflow client raises
         log.warning("experiment call failed", exc_info=True)
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise HTTPException(503, mask_urls(f"{type(exc).__name__}: {first}"[:500])) from None
+        # masked, then cut: cut inside a URL's password first, it lost its '@' and went
+        # out unmasked
+        raise HTTPException(503, mask_urls(f"{type(exc).__name__}: {first}")[:500]) from None
 
 
 def _inlined(schema: dict[str, Any]) -> dict[str, Any]:

@@ -84,7 +84,8 @@ class EventIngest:
         self.timeout_s = timeout_s
         self.fatal: str | None = None  # the producer's fatal error, once it has had one
         self.producer = RecordProducer(kafka, {"delivery.report.only.error": False,
-                                                   "message.timeout.ms": int(timeout_s * 1000)})
+                                                   "message.timeout.ms": int(timeout_s * 1000),
+                                                   "error_cb": self._on_error})
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._serve_reports, name="ingest-reports",
                                         daemon=True)
@@ -153,11 +154,24 @@ class EventIngest:
         producer's) refuses every later record too: it is kept, logged once, and
         reported by ``/readyz`` so that the process is restarted."""
         error = exc.args[0] if exc.args else exc
-        if isinstance(error, KafkaError) and error.fatal() and self.fatal is None:
-            self.fatal = str(error)
-            log.critical("the event producer failed for good: %s; restart this API", error)
+        # A produce after the fatal error is refused with code _FATAL, its fatal() flag
+        # false (confluent-kafka builds it from the bare code): read by its flag alone,
+        # the failure was never kept, and /readyz said ready for good.
+        if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
+            self._failed(error)
         return DeliveryFailed(f"Kafka refused the {what} ({queued} of {posted} queued): "
                               f"{error}")
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (the poll thread): the one place the fatal error
+        itself is told, with its flag set."""
+        if error.fatal():
+            self._failed(error)
+
+    def _failed(self, error: KafkaError) -> None:
+        if self.fatal is None:
+            self.fatal = str(error)
+            log.critical("the event producer failed for good: %s; restart this API", error)
 
     def close(self) -> None:
         self._stop.set()

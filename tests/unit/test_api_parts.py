@@ -253,15 +253,18 @@ def test_a_record_librdkafka_refuses_is_a_503_with_its_reason() -> None:
         ingest.close()
 
 
+@pytest.mark.parametrize("flagged", [True, False])
 def test_a_fatal_producer_error_refuses_every_later_post_and_readyz_says_so(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, flagged: bool) -> None:
     """The idempotent producer's fatal error refuses every later record: said once, kept,
-    and reported by ``/readyz`` (kafka false, 503) so that the process is restarted."""
+    and reported by ``/readyz`` (kafka false, 503) so that the process is restarted. A
+    real ``produce`` after it raises code ``_FATAL`` with its ``fatal()`` flag false
+    (a review): read by the flag alone, /readyz said ready for good."""
     from confluent_kafka import KafkaError
 
     from services.api.ingest import DeliveryFailed
 
-    ingest = _refusing_ingest(KafkaError(KafkaError._FATAL, "out of sequence", fatal=True))
+    ingest = _refusing_ingest(KafkaError(KafkaError._FATAL, "out of sequence", fatal=flagged))
     try:
         for _ in range(2):
             with pytest.raises(DeliveryFailed):
@@ -874,3 +877,18 @@ def test_readiness_says_kafka_is_gone_while_a_question_to_it_is_overdue(
         return overdue, b.kafka_ready
 
     assert asyncio.run(watch()) == (False, True)
+
+
+def test_a_failed_experiment_call_masks_a_url_before_cutting_its_detail() -> None:
+    """Cut to 500 characters first, a URL whose password the cut fell in lost its '@',
+    and the start of the password went out in the 503's body."""
+    from fastapi import HTTPException
+
+    from services.api.experiments import off_loop
+
+    def fails() -> None:
+        raise ConnectionError("x" * 460 + " redis://default:Sup3rS3cretPassw0rd@cache:6379/0")
+
+    with pytest.raises(HTTPException) as info:
+        asyncio.run(off_loop(fails))
+    assert info.value.status_code == 503 and "Sup3r" not in info.value.detail

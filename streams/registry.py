@@ -16,6 +16,7 @@ streamrec layers are imported so their registered classes resolve.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import re
 import subprocess
 import tempfile
@@ -35,6 +36,8 @@ from model.fitting import predict_rows
 from model.pipeline import CACHE_MB, PipelineScorer, ServingBundle
 from model.ranking.neumf import sample_inputs
 from streams.messages import CHAMPION, version_string
+
+log = logging.getLogger(__name__)
 
 RETRIEVER_NAME = "streamrec-retriever"
 RANKER_NAME = "streamrec-ranker"
@@ -394,6 +397,23 @@ def resolve_versions(store: MlflowStore, ref: str) -> dict[str, str]:
     return {v.name: str(v.version) for v in _role_versions(store, ref)}
 
 
+def check_pair_maps(retriever: Mapping[str, list[str]], ranker: Mapping[str, list[str]]
+                    ) -> None:
+    """Refuse a ranker whose id maps do not begin with the retriever's: trained on another
+    log, or on another order of the same ids, its rows belong to other users and items.
+    By row counts alone, such a ranker with as many rows as the retriever's maps was
+    served, every score finite and every one another entity's. (A ranker trained later,
+    whose maps extend the retriever's, passes.)"""
+    for what in ("users", "items"):
+        ours, theirs = retriever[what], ranker[what]
+        if theirs[:len(ours)] != ours:
+            at = next((n for n, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+                      min(len(ours), len(theirs)))
+            raise ValueError(f"the ranker was not trained with the retriever's id maps: "
+                             f"{what} differ from position {at} ({len(ours)} in the "
+                             f"retriever's, {len(theirs)} in the ranker's)")
+
+
 def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     """Retriever and ranker behind ``alias`` (an alias or a version string, read once) and
     the id maps logged with the retriever; raises ``NoChampion`` when there are none."""
@@ -405,11 +425,23 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
     # landing mid-load must not pair one champion's retriever with the next one's ranker.
     retriever, ranker = _role_versions(store, alias)
     store.activate()
-    with tempfile.TemporaryDirectory(prefix="streamrec-maps-") as folder:
-        maps_path = mlflow.artifacts.download_artifacts(
-            run_id=retriever.run_id, artifact_path="id_maps.json", dst_path=folder)
-        with open(maps_path) as handle:
-            maps = json.load(handle)
+
+    def id_maps(run_id: str) -> dict[str, list[str]]:
+        with tempfile.TemporaryDirectory(prefix="streamrec-maps-") as folder:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="id_maps.json", dst_path=folder)
+            with open(path) as handle:
+                return json.load(handle)
+
+    maps = id_maps(retriever.run_id)
+    if ranker.run_id != retriever.run_id:
+        try:
+            theirs = id_maps(ranker.run_id)
+        except Exception as exc:  # noqa: BLE001 - a run logged without them: by counts
+            log.warning("the ranker's id maps could not be read (%s): paired by row "
+                        "counts alone", exc)
+        else:
+            check_pair_maps(maps, theirs)
     return Champion(load_model(store, retriever.name, version=retriever.version),
                     load_model(store, ranker.name, version=ranker.version),
                     IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),

@@ -352,3 +352,19 @@ def test_the_commit_logged_is_this_codes_wherever_the_command_runs(
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)  # another repository, with no commit yet
     assert git_commit().removesuffix("-dirty") == ours.stdout.strip()
+
+
+def test_a_ranker_from_another_log_is_refused_by_its_id_maps_not_its_row_counts() -> None:
+    """Paired by row counts alone, a ranker of another log with as many rows was served:
+    every score finite, every one another user's or item's."""
+    from streams.registry import check_pair_maps
+
+    retriever = {"users": ["u1", "u2"], "items": ["a", "b", "c"]}
+    check_pair_maps(retriever, retriever)
+    check_pair_maps(retriever, {"users": ["u1", "u2", "u3"], "items": ["a", "b", "c", "d"]})
+    with pytest.raises(ValueError, match="items differ from position 1"):
+        check_pair_maps(retriever, {"users": ["u1", "u2"], "items": ["a", "c", "b"]})
+    with pytest.raises(ValueError, match="users differ from position 0"):
+        check_pair_maps(retriever, {"users": ["x1", "x2", "x3"], "items": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match="users differ from position 1"):
+        check_pair_maps(retriever, {"users": ["u1"], "items": ["a", "b", "c"]})

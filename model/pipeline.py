@@ -54,10 +54,11 @@ def excludes_seen(ranker: NeuMF | NumpyNeuMF | None, choice: bool | None) -> boo
     """Whether a model's live lists leave the user's own items out: ``choice`` when the
     operator made one (``STREAMREC_RECS_EXCLUDE_SEEN`` true or false), else what its ranker
     chose on validation (``NeuMF.recommends_seen``, under ``auto``). A retriever alone
-    always leaves them out: it has no seen-before features to place them by."""
-    if choice is not None:
-        return choice
-    return ranker is None or not ranker.recommends_seen
+    always leaves them out, whatever the choice: it has no seen-before features to place
+    them by, and listed by their raw scores they took the top of every list."""
+    if ranker is None:
+        return True
+    return choice if choice is not None else not ranker.recommends_seen
 
 
 class PipelineScorer:
@@ -223,6 +224,10 @@ class ServingBundle:
                  cache_mb: float = CACHE_MB) -> None:
         if ranker is not None:
             _check_pair(ranker, users, items)
+        if encoder.items.shape[0] != len(items) + 1:  # row 0 is padding
+            raise ValueError(f"the retriever's item table has {encoder.items.shape[0]} rows "
+                             f"for an id map of {len(items)} items (+1 for padding): "
+                             "new items would read other items' rows")
         self.encoder, self.index, self.ranker = encoder, index, ranker
         self.users, self.items, self.version, self.candidates = users, items, version, candidates
         self.spec, self.explain = spec or FeatureSpec(), explain

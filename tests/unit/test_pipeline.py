@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from model.data import Side, build_sequences, leave_last_out
+from model.data import IdMap, Side, build_sequences, leave_last_out
 from model.pipeline import PipelineScorer, ServingBundle
 from model.ranking.neumf import NeuMF, start_from_score
 from model.retrieval.index import ItemIndex
@@ -83,6 +83,17 @@ def test_a_ranker_scoring_nan_or_trained_on_another_log_is_never_served_quietly(
                                    session_dim=16, use_score=True))
     with pytest.raises(ValueError, match=r"not trained with the retriever's id maps \(users"):
         ServingBundle.from_models(sasrec, other, seqs.users, seqs.items, "v2")
+    # An item map that is not the retriever's table: new items would read other rows
+    short = IdMap.from_list(seqs.items.ids[:-3])
+    with pytest.raises(ValueError, match=f"item table has {seqs.num_items + 1} rows for an "
+                       f"id map of {seqs.num_items - 3} items"):
+        ServingBundle.from_models(sasrec, None, seqs.users, short, "v3")
+    # A retriever alone never lists the session's own items, whatever the setting: it has
+    # no seen-before features, and by raw scores they took the top of every list
+    alone = ServingBundle.from_models(sasrec, None, seqs.users, seqs.items, "v4")
+    session = seqs.items.ids[:3]
+    (listed,) = alone.recommend([seqs.users.ids[0]], [session], k=10, exclude_seen=False)
+    assert listed is not None and not set(listed.items) & set(session)
 
 
 def test_cached_sessions_step_to_the_same_lists_as_fresh_encoding() -> None:

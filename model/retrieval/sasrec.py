@@ -230,13 +230,16 @@ class SASRec(keras.Model):
 
     def fit_content_map(self, epochs: int = 200, batch_size: int = 256,
                         learning_rate: float = 1e-2,
-                        item_weights: np.ndarray | None = None) -> float:
+                        item_weights: np.ndarray | None = None,
+                        learned: np.ndarray | None = None) -> float:
         """``map`` mode, after training: fit the content encoder so each item's content
         maps onto its id embedding (mean squared error over items with content); returns
         the final loss. With ``item_weights``, items of the table that training never met
         (weight 0: e.g. met only as users' held-out last items) take their content's
         mapped vector instead of an id vector that was only ever pushed away as a
-        negative; the rest of the table is left as it is. On REES46 a third of the test
+        negative; the rest of the table is left as it is. ``learned`` ([num_items]) marks
+        items a warm start's model met, from events this round's split may no longer
+        hold (the topic's retention): kept, not placed. On REES46 a third of the test
         targets are such items: test full NDCG@10 +2.3 to +6.3%, HR@10 +10 to +13% over
         three seeds (docs/BENCHMARKS.md, "Items training never met").
 
@@ -263,6 +266,8 @@ class SASRec(keras.Model):
                              verbose=0)
         if item_weights is not None:
             unmet = np.asarray(item_weights) == 0
+            if learned is not None:  # a warm start's: met by the model it started from
+                unmet &= ~np.asarray(learned, bool)
             self._place_unmet(np.flatnonzero(has & unmet), tokens, numeric)
             self.unmet_items = tuple((np.flatnonzero(unmet) + 1).tolist())
         return float(history.history["loss"][-1])

@@ -248,8 +248,23 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
         # loss on REES46 (-1 to -3%) where the test gained (+2 to +6%; docs/BENCHMARKS.md,
         # "Items training never met"): scored after it, ``auto`` would judge ``map`` so.
         # Weighted by training interactions: content maps onto the items users meet.
-        result.model.fit_content_map(item_weights=item_counts(split.train, seqs.num_items)[1:])
+        result.model.fit_content_map(item_weights=item_counts(split.train, seqs.num_items)[1:],
+                                     learned=learned_by(init, seqs.num_items))
     return result
+
+
+def learned_by(init: SASRec | None, num_items: int) -> np.ndarray | None:
+    """[num_items] whether the warm start ``init`` met each item: its items but those it
+    had placed by content alone. Without it, every item the champion learned from events
+    now past the topic's retention read as never met: its id vector was replaced by its
+    content's, and serving labelled it ``content``."""
+    if init is None:
+        return None
+    known = np.zeros(num_items, bool)
+    known[:min(init.encoder.num_items, num_items)] = True
+    unmet = np.asarray(init.unmet_items, np.int64)
+    known[unmet[(unmet >= 1) & (unmet <= num_items)] - 1] = False
+    return known
 
 
 def _best_content_mode(split: LeaveLastOut, cfg: SASRecConfig,

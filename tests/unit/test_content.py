@@ -378,6 +378,26 @@ def test_map_fit_weighs_items_by_their_weights() -> None:
     # every item with content takes its mapped vector (``test_map_fit_places_unmet_items``)
 
 
+def test_a_warm_started_map_keeps_the_items_its_start_had_learned() -> None:
+    """A warm start's items met only in events past the topic's retention read as never
+    met: their id vectors were replaced by their content's, and served as ``content``."""
+    from types import SimpleNamespace
+
+    from model.retrieval.training import learned_by
+
+    start = SimpleNamespace(encoder=SimpleNamespace(num_items=5), unmet_items=(2,))
+    assert learned_by(start, 7).tolist() == [True, False, True, True, True, False, False]
+    assert learned_by(None, 7) is None
+    model, _ = _content_sasrec(mode="map")
+    before = keras.ops.convert_to_numpy(model.encoder.item_embedding.embeddings).copy()
+    met = np.ones(40)
+    met[24:30] = 0  # not met this round; all learned by the model it started from
+    model.fit_content_map(epochs=2, item_weights=met, learned=np.ones(40, bool))
+    after = keras.ops.convert_to_numpy(model.encoder.item_embedding.embeddings)
+    np.testing.assert_array_equal(after, before)
+    assert model.unmet_items == ()
+
+
 def test_map_fit_places_unmet_items_by_their_content() -> None:
     model, _ = _content_sasrec(mode="map")
     enc = model.encoder

@@ -102,6 +102,10 @@ class ExperimentCalls:
         if versions:
             try:
                 announced = make_champion(self.settings, versions)
+            except control.ExperimentConflict as exc:  # another promotion holds the lock:
+                raise control.ExperimentConflict(  # a state of things, 409, not a 503
+                    f"experiment {name!r} concluded ({stopped.winner} wins), but the "
+                    f"promotion was refused: {exc}; conclude again to promote") from exc
             except Exception as exc:  # noqa: BLE001 - any registry failure: said, in one line
                 raise RuntimeError(f"experiment {name!r} concluded ({stopped.winner} wins), "
                                    f"but moving the champion alias failed: {exc}") from exc

@@ -892,3 +892,29 @@ def test_a_failed_experiment_call_masks_a_url_before_cutting_its_detail() -> Non
     with pytest.raises(HTTPException) as info:
         asyncio.run(off_loop(fails))
     assert info.value.status_code == 503 and "Sup3r" not in info.value.detail
+
+
+def test_a_conclusion_whose_promotion_finds_the_lock_held_is_a_conflict_not_a_503(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrapped in a RuntimeError, another promotion holding the lock answered 503 ("Kafka,
+    Redis or the registry did not answer"), where it is a state of things: 409."""
+    import threading
+    from types import SimpleNamespace
+
+    from services.api import experiment_calls
+    from services.api.experiment_calls import ExperimentCalls
+    from streams import experiment_control as control
+
+    stopped = SimpleNamespace(winner="b", model_dump=lambda mode: {})
+    monkeypatch.setattr(control, "conclude",
+                        lambda *a, **k: (SimpleNamespace(verdict="b wins"), stopped, {"r": "2"}))
+
+    def held(settings: object, versions: object) -> None:
+        raise control.ExperimentConflict("another promotion holds the lock")
+
+    monkeypatch.setattr(experiment_calls, "make_champion", held)
+    calls = object.__new__(ExperimentCalls)
+    calls.kafka = calls.topic = calls.redis = calls.store = calls.settings = None
+    calls.lock_wait_s, calls._writing = 1.0, threading.Lock()
+    with pytest.raises(control.ExperimentConflict, match="concluded .b wins.*conclude again"):
+        calls.conclude("e", "b", True)

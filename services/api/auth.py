@@ -119,7 +119,9 @@ class Access:
         return answers
 
     def describe(self) -> str:
-        """Who may do what, for the OpenAPI description: every key's scope, no secret."""
+        """Who may do what, for the OpenAPI description, which is always open: the rules,
+        not the keys (listed, their scopes told anyone how many keys there are and each
+        tenant's user-id prefix)."""
         if self.reads_open and not self.event_keys:
             return "No key is configured: every route is open."
         ways = [w for w, on in ((f"a read key in {KEY_HEADER}", self.read_keys),
@@ -127,11 +129,9 @@ class Access:
         reads = ("Reads are open." if self.reads_open else
                  f"Reads (lists, feeds, experiments, /v1/live, /metrics) need "
                  f"{' or '.join(ways)}.")
-        scopes = "; ".join(f"key {n}: " + (f"users whose id starts with {prefix!r}" if prefix
-                                           else "every user")
-                           for n, (_, prefix) in enumerate(self.event_keys, 1))
-        events = (f"POST /v1/events needs an event key in {KEY_HEADER} ({scopes}); the item "
-                  "and experiment writes need one for every user." if self.event_keys
+        events = (f"POST /v1/events needs an event key in {KEY_HEADER}, which may be "
+                  "scoped to users whose id starts with a prefix (403 for another user); "
+                  "the item and experiment writes need one for every user." if self.event_keys
                   else "Posting events, items and experiments is open.")
         return f"{reads} {events} /healthz and /readyz are always open."
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka_fakes import EmptyTopicConsumer
 
 from model.pipeline import Recommendation
 from streams.experiment import Experiment, InvalidExperiment, Variant, parse_experiment
@@ -501,29 +502,13 @@ def test_the_stream_waits_for_the_experiments_but_not_for_ever(
     assert caplog.text.count("experiments not read within") == 1  # the stuck one only
 
 
-class _Declarations:
+class _Declarations(EmptyTopicConsumer):
     """Stands in for aiokafka's consumer of the experiments topic (one partition, empty at
     start): each fetch returns the next poll's declarations after 0.2 s, then none ever
     again."""
 
+    topic = "experiments"
     polls: list[list[Experiment]] = []
-
-    def __init__(self, **config: object) -> None: ...
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def topics(self) -> set[str]:
-        return {"experiments"}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {0}
-
-    def assign(self, tps: list[Any]) -> None: ...
-    async def seek_to_beginning(self, *tps: Any) -> None: ...
-    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
-        return {tp: 0 for tp in tps}
-
-    async def position(self, tp: Any) -> int:
-        return 0
 
     async def getmany(self, timeout_ms: int) -> dict:
         from aiokafka import TopicPartition

@@ -18,6 +18,7 @@ import jsonschema
 import numpy as np
 import orjson
 import pytest
+from kafka_fakes import EmptyTopicConsumer
 
 from model.features import FeatureSpec, LiveSession
 from model.pipeline import Recommendation
@@ -1733,24 +1734,8 @@ def test_a_champion_that_failed_at_start_is_retried_with_no_announcement_on_the_
     from streams import hot_swap
     from streams.worker import NoModel
 
-    class Empty:  # the model-updates topic with nothing left on it
-        def __init__(self, **config: object) -> None: ...
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-        async def topics(self) -> set[str]:
-            return {"model-updates"}
-
-        def partitions_for_topic(self, topic: str) -> set[int]:
-            return {0}
-
-        def assign(self, tps: list[Any]) -> None: ...
-        async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
-            return {tp: 0 for tp in tps}
-
-        def seek(self, tp: Any, offset: int) -> None: ...
-        async def getmany(self, timeout_ms: int) -> dict:
-            await asyncio.sleep(0.01)
-            return {}
+    class Empty(EmptyTopicConsumer):  # the model-updates topic with nothing left on it
+        topic = "model-updates"
 
     class Champion:
         version = "r:v2+k:v2"

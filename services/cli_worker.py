@@ -88,6 +88,8 @@ def worker(
         if why is not None:
             logs.say(console, f"worker {worker_id}: {why}", logging.WARNING)
     _check_partitions(settings)
+    if (why := _ensure_dead_letter_topic(settings)) is not None:
+        logs.say(console, f"worker {worker_id}: {why}", logging.WARNING)
     cfg = _worker_config(settings, worker_id, status_file)
     metrics = WorkerMetrics()
     metrics.watch_gc()
@@ -151,6 +153,23 @@ def _check_partitions(settings: Settings) -> None:
                          f"{settings.interactions_partitions}: set it to "
                          f"{len(meta.partitions)} (a worker's sessions are partitioned as "
                          "the topic is)")
+
+
+def _ensure_dead_letter_topic(settings: Settings) -> str | None:
+    """Make the dead-letter topic when it does not exist (as the stack declares it); what
+    to tell the operator, None when all is well. Faust made it at a worker's first letter
+    while letters went through its producer; the lists' producer, which sends them now,
+    never makes a topic, so on a cluster without it the first bad event stopped the
+    worker. A broker that does not answer yet is not waited for here: the worker waits."""
+    from infra.topics import ensure_topics
+
+    spec = next(t for t in settings.topics() if t.name == settings.topic_dlq)
+    try:
+        made = ensure_topics(settings.kafka, [spec])
+    except StackError as exc:
+        return (f"the dead-letter topic {spec.name} could not be checked or made ({exc}); "
+                "if it does not exist, the first bad event stops this worker")
+    return f"made the dead-letter topic {spec.name}" if made else None
 
 
 def first_champion(load: Callable[[], object], top_n: int

@@ -1777,3 +1777,33 @@ def test_an_experiment_judges_a_list_cut_to_fit_as_the_user_got_it() -> None:
     bundle = FakeBundle("r:v1", {"u1": Recommendation(ids, [1.0 - n / 1000 for n in range(1000)])})
     (record,) = asyncio.run(step.publish([update("u1", ("a",))], bundle, experiment))
     assert len(tracked) == 1 and tracked[0].items == record.items and len(record.items) < 1000
+
+
+def test_a_starting_worker_makes_its_dead_letter_topic_when_it_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust made it at the first letter while letters went through its producer; the
+    lists' producer never makes a topic, so without it the first bad event stopped the
+    worker."""
+    from infra.errors import StackError
+    from services.cli_worker import _ensure_dead_letter_topic
+    from services.settings import load_settings
+
+    asked: list[list[str]] = []
+
+    def ensure(kafka: object, specs: list) -> list[str]:
+        asked.append([s.name for s in specs])
+        return [s.name for s in specs]
+
+    monkeypatch.setattr("infra.topics.ensure_topics", ensure)
+    settings = load_settings(topic_dlq="shop.dlq")
+    assert _ensure_dead_letter_topic(settings) == "made the dead-letter topic shop.dlq"
+    assert asked == [["shop.dlq"]]
+    monkeypatch.setattr("infra.topics.ensure_topics", lambda kafka, specs: [])
+    assert _ensure_dead_letter_topic(settings) is None  # there already
+
+    def denied(kafka: object, specs: list) -> list[str]:
+        raise StackError("cannot create topic 'shop.dlq': TOPIC_AUTHORIZATION_FAILED")
+
+    monkeypatch.setattr("infra.topics.ensure_topics", denied)
+    said = _ensure_dead_letter_topic(settings)
+    assert said is not None and "the first bad event stops this worker" in said

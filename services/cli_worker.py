@@ -81,9 +81,10 @@ def worker(
     def version_of(ref: str) -> str:  # where a variant's alias points now
         return version_string(resolve_versions(store, ref))
 
-    bundle: object = FixedList(settings.recs_top_n)
     failed = False
-    if not pass_through:
+    if pass_through:
+        bundle: object = FixedList(settings.recs_top_n)
+    else:
         bundle, why, failed = first_champion(champion, settings.recs_top_n)
         if why is not None:
             logs.say(console, f"worker {worker_id}: {why}", logging.WARNING)

@@ -19,7 +19,7 @@ for plain ones, and building frozen ones cost twice the ~2.3 µs of plain ones).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from math import floor
 from typing import Any, Literal
@@ -142,6 +142,12 @@ def sent_before(sent_us: int | None, other_us: int | None) -> bool:
     return sent_us is not None and other_us is not None and sent_us < other_us
 
 
+def shows_over(items: Sequence[Any], shown: Sequence[Any] | None) -> bool:
+    """Whether a list of ``items`` is shown over one showing ``shown`` (None: none shown):
+    an empty list (a fresh worker's popularity) never over one with items."""
+    return bool(items) or shown is None or not shown
+
+
 @dataclass
 class RecommendationList:
     """A user's list. ``path``: ``model`` (the workers' list for this session),
@@ -180,7 +186,8 @@ class RecommendationList:
         an older event (:meth:`older_than`), nor when it is empty and ``shown`` is not. A
         fresh worker's first popularity lists are empty; the store keeps a user's list
         over one (``NX``), and every copy of it must too, or the API served them nothing."""
-        return not self.older_than(shown) and bool(self.items or shown is None or not shown.items)
+        return not self.older_than(shown) and shows_over(
+            self.items, None if shown is None else shown.items)
 
     def head(self, k: int) -> RecommendationList:
         """The same list cut to its first ``k`` items (an interleaved list's teams alike:

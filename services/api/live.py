@@ -17,7 +17,7 @@ import numpy as np
 
 from model.evaluation.metrics import hit_rate
 from model.evaluation.protocols import prequential_rank
-from streams.messages import RecommendationList, sent_before
+from streams.messages import RecommendationList, sent_before, shows_over
 
 HR_K = 10  # only the first HR_K items shown are kept: a rank beyond them is a miss anyway
 
@@ -57,11 +57,8 @@ class LiveStats:
             self.ranks.append(prequential_rank(before[0], rec.event_item_id))
             if len(self.ranks) > self.max_judged:
                 self.ranks.popleft()
-        # an empty list (a fresh worker's popularity) is not shown over one with items, as
-        # ``RecommendationList.may_replace`` says
-        shows = rec.items or before is None or not before[0]
         self.shown[rec.user_id] = ([i.item_id for i in rec.items[:HR_K]], rec.sent_us) \
-            if shows else before
+            if shows_over(rec.items, None if before is None else before[0]) else before
         if len(self.shown) > self.max_users:
             self.shown.popitem(last=False)
 

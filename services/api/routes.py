@@ -70,8 +70,9 @@ EXCLUDE = Annotated[str | None, Query(max_length=8192, description=(
 CATEGORIES_READING = ("the API is still reading the catalogue it started with, so a "
                       "category filter would drop items whose record it has not read yet: "
                       "retry in a few seconds")
-CATEGORY_RESPONSE: dict[int | str, dict[str, Any]] = {503: {"model": Problem, "description": "a category asked for while the "
-                           "API still reads the catalogue it started with"}}
+CATEGORY_RESPONSE: dict[int | str, dict[str, Any]] = {503: {
+    "model": Problem,
+    "description": "a category asked for while the API still reads the catalogue it started with"}}
 
 
 def _categories_read(b: Backends, keep: ListFilter) -> None:

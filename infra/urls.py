@@ -10,11 +10,13 @@ MASK = "***"
 # '/' in a password splits it at the first, and the rest would print.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*:)?.*@")
 # A URL in text ends at a quote or a bracket, but its credentials may hold them: runs up
-# to an '@' with no ',' or space before it are taken as its user part, quotes and all.
-# Ended at the quote, ``http://u:pa'ss@h`` was cut to ``http://u:pa``, with no '@' to
-# mask; taken up to any later '@' of the word, JSON beside a URL (``"http://h","owner":
-# "ops@shop"``) was masked away.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s@,]*@)*[^\s'\"<>]+")
+# to an '@' with no space, and no quote followed by a separator (',', ':', '}', ']'),
+# are taken as its user part, quotes and commas and all. Ended at the quote,
+# ``http://u:pa'ss@h`` was cut to ``http://u:pa``, with no '@' to mask; taken up to any
+# later '@' of the word, JSON beside a URL (``"http://h","owner":"ops@shop"``) was
+# masked away.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:(?:[^\s@'\"]|['\"](?![,:}\]]))*@)*"
+                  r"[^\s'\"<>]+")
 _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
 
 

@@ -32,12 +32,15 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model.experiments.bucketing import SHARE_TOLERANCE, assign
+from streams.events import NO_CONTROL
 
 POPULARITY = "popularity"  # a variant served by recent popularity, not by a model
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # an experiment's or a variant's name
 MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,255}$"
 
-Name = Annotated[str, Field(pattern=NAME)]
+# ``NO_CONTROL`` beside each pattern: the published schema is read by ``re.search`` in
+# Python's ``jsonschema``, whose ``$`` also matches before a final newline.
+Name = Annotated[str, Field(pattern=NAME, json_schema_extra=NO_CONTROL)]
 
 
 class InvalidExperiment(ValueError):
@@ -50,7 +53,7 @@ class Variant(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Name
-    model: Annotated[str, Field(pattern=MODEL_REF)]
+    model: Annotated[str, Field(pattern=MODEL_REF, json_schema_extra=NO_CONTROL)]
     share: Annotated[float, Field(gt=0, le=1)]
 
 

@@ -101,3 +101,21 @@ def test_announcement_round_trips_and_names_its_version() -> None:
 def test_anything_else_is_not_an_announcement(raw: bytes) -> None:
     with pytest.raises(ValueError, match="not a model announcement"):
         ModelAnnouncement.from_json(raw)
+
+
+@pytest.mark.parametrize("field", ["name", "variant", "model"])
+def test_the_experiment_schema_refuses_a_trailing_newline_as_the_declaration_does(
+        field: str) -> None:
+    """Python's ``re.search`` lets an anchored ``$`` match before a final newline, so the
+    name patterns alone took ``"exp\\n"``, which the CLI and API refuse."""
+    variants = [{"name": "control", "model": "champion", "share": 0.5},
+                {"name": "treatment", "model": "challenger", "share": 0.5}]
+    good = {"name": "exp", "variants": variants, "salt": "s", "started_us": 1}
+    validator("experiment-v1.json").validate(good)
+    bad = {**good, "variants": [{**variants[0]}, variants[1]]}
+    if field == "name":
+        bad["name"] = "exp\n"
+    else:
+        bad["variants"][0][field if field == "model" else "name"] += "\n"
+    with pytest.raises(jsonschema.ValidationError):
+        validator("experiment-v1.json").validate(bad)

@@ -187,6 +187,9 @@ def test_a_quote_in_a_password_in_an_error_line_prints_none_of_it(password: str)
         assert mask_urls(text) == text
     assert mask_urls("at http://u:p@ss'word@h:5000/api failed") == \
         "at http://u:***@h:5000/api failed"
+    for password in ("pa,ss'w", 'p,a"ss', "p'a,ss"):  # a comma beside a quote
+        assert mask_urls(f"at http://u:{password}@h:5000/api failed") == \
+            "at http://u:***@h:5000/api failed", password
 
 
 def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatch) -> None:

@@ -323,18 +323,21 @@ def first_copies(events: Iterable[Event]) -> tuple[list[Event], int]:
     kept them learnt transitions from an item to itself that no session held, and took
     each repeat in the gate slice as a case whose answer is the item before it."""
     # event id -> the user it first came from: strings the events hold already, where a
-    # set of (user, id) tuples cost a tuple per event (gigabytes for 25M events). An id
-    # two users share is kept for both (the workers dedupe per user); a repeat of the
-    # second one's is then kept too, a case no producer of unique ids makes.
+    # set of (user, id) tuples for every event cost gigabytes for 25M events. An id two
+    # users share is kept once for each (the workers dedupe per user): only those pairs,
+    # which no producer of unique ids makes, go in a set.
     first_user: dict[str, str] = {}
+    shared: set[tuple[str, str]] = set()
     kept, repeats = [], 0
     for event in events:
         user = first_user.get(event.event_id)
         if user is None:
             first_user[event.event_id] = event.user_id
-        elif user == event.user_id:
+        elif user == event.user_id or (event.user_id, event.event_id) in shared:
             repeats += 1
             continue
+        else:
+            shared.add((event.user_id, event.event_id))
         kept.append(event)
     return kept, repeats
 

@@ -303,7 +303,8 @@ def test_the_history_holds_each_event_once_as_the_workers_serve_it(
         return Event(f"00000000-0000-4000-8000-{i:012d}", user, f"i{i}", "click",
                      1_700_000_000_000 + i)
 
-    sent = [event(1), event(2), event(1), event(3), event(2), event(1, "u2")]
+    sent = [event(1), event(2), event(1), event(3), event(2), event(1, "u2"),
+            event(1, "u2")]  # an id two users share: each keeps its first copy
     monkeypatch.setattr(consumer, "read_to_end", lambda kafka, topic: [
         SimpleNamespace(value=e.to_json()) for e in sent])
     trainer = object.__new__(Trainer)  # the read alone: no store

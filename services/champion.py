@@ -9,6 +9,7 @@ ranker, and both put back an alias that a failed move left half moved.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +85,23 @@ def move_alias(store: MlflowStore, versions: Mapping[str, str],
                       "not restoring %s over what another promoter may have promoted; check "
                       "both models' 'champion' alias", version_string(dict(before)))
         raise
+    _stamp(store, versions)
+
+
+def _stamp(store: MlflowStore, versions: Mapping[str, str]) -> None:
+    """Tag the new champion's versions with when they were promoted: a conclusion repeated
+    later reads it to tell that its winner was promoted already, and must not be put back
+    over the champions since (``streams.experiment_control``). The alias has moved: a
+    failure here is a warning, not a failed promotion."""
+    from streams.registry import PROMOTED_US, tag_versions
+
+    now = str(time.time_ns() // 1000)
+    try:
+        retry("tagging the champion", lambda: tag_versions(store, versions, {PROMOTED_US: now}))
+    except Exception as exc:  # noqa: BLE001 - the promotion stands; said, in one line
+        log.warning("%s is the champion, but tagging it with when failed (%s): concluding "
+                    "its experiment again would promote it again", version_string(dict(versions)),
+                    exc)
 
 
 def _restore(store: MlflowStore, before: Mapping[str, str]) -> None:

@@ -27,7 +27,13 @@ from streams.experiment_report import ExperimentReport, status
 from streams.experiment_store import declarations, declare, running, withdraw
 from streams.experiments import STAND_IN
 from streams.messages import CHAMPION, version_string
-from streams.registry import NoChampion, parse_versions, resolve_versions
+from streams.registry import (
+    NoChampion,
+    alias_versions,
+    parse_versions,
+    promoted_since,
+    resolve_versions,
+)
 
 START_WAIT_S = 30.0  # how long a declaration waits for another to finish (the API: less)
 
@@ -240,7 +246,25 @@ def _conclude(kafka: KafkaConnection, topic: str, redis: Any, store: MlflowStore
                                 f"{', '.join(names)}")
     served = next(v.served for v in report.variants if v.name == chosen)
     versions = to_promote(store, names[chosen], served) if promote else {}
+    if versions and experiment.winner is not None:
+        _not_promoted_since(store, experiment, versions)
     return report, _stop(kafka, topic, name, chosen), versions
+
+
+def _not_promoted_since(store: MlflowStore, experiment: Experiment,
+                        versions: dict[str, str]) -> None:
+    """Refuse to promote again the winner of an experiment concluded earlier when its
+    versions were made the champion since and the champion has moved on: run again later
+    (a script's retry, a person), the conclusion put them back over every champion
+    promoted since. A repeat still promotes when the first promotion never happened (the
+    lock was held, the registry failed)."""
+    now = alias_versions(store, list(versions))
+    if now != versions and promoted_since(store, versions, experiment.stopped_us or 0):
+        raise ExperimentConflict(
+            f"experiment {experiment.name!r}'s winner {version_string(versions)} was promoted "
+            f"after it concluded, and the champion has moved on since (to "
+            f"{version_string(now or {})}): concluding again does not put it back; test it "
+            "again in an experiment that names it")
 
 
 def to_promote(store: MlflowStore, variant: Variant, served: dict[str, int]) -> dict[str, str]:

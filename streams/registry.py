@@ -185,6 +185,19 @@ def tag_versions(store: MlflowStore, versions: Mapping[str, str], tags: Mapping[
             client.set_model_version_tag(name, version, key, value)
 
 
+# A version's tag: when it was last made the champion (µs since the epoch).
+PROMOTED_US = "streamrec.promoted_us"
+
+
+def promoted_since(store: MlflowStore, versions: Mapping[str, str], since_us: int) -> bool:
+    """Whether any of ``versions`` was made the champion at or after ``since_us``, by its
+    ``PROMOTED_US`` tag (the newest promotion of it)."""
+    client = store.client()
+    stamps = (client.get_model_version(n, v).tags.get(PROMOTED_US, "")
+              for n, v in versions.items())
+    return any(s.isdigit() and int(s) >= since_us for s in stamps)
+
+
 # Model kind (what ``--models`` accepts) -> the name it is registered under.
 REGISTERED = {"sasrec": RETRIEVER_NAME, "pipeline": RANKER_NAME, "neumf": NEUMF_NAME}
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -936,3 +937,45 @@ def test_a_declaration_the_broker_does_not_take_is_one_line_for_the_cli(
     with pytest.raises(streams.producer.NotDelivered, match="in-sync replicas") as refused:
         declare(None, "experiments", experiment())  # type: ignore[arg-type]
     assert user_facing(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_conclusion_repeated_after_the_champion_moved_on_does_not_put_it_back(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``conclude --promote`` run again later (a script's retry, a person) put the winner's
+    models back over every champion promoted since (a review). Its promotion is stamped
+    on the versions; a repeat promotes only when the first one never happened."""
+    import streams.experiment_control as control
+    from infra.mlflow_store import MlflowStore
+    from services.champion import Held, move_alias
+    from streams.registry import RANKER_NAME, RETRIEVER_NAME, alias_versions
+
+    store = MlflowStore.local(tmp_path)
+    store.ensure()
+    client = store.client()
+    run = client.create_run(store.experiment_id("t"))
+    for name in (RETRIEVER_NAME, RANKER_NAME):
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, f"runs:/{run.info.run_id}/m", run.info.run_id)
+    judged = f"{RETRIEVER_NAME}:v1+{RANKER_NAME}:v1"
+    tallies = Tallies()
+    tallies.serve("treatment", judged, 10)
+    concluded = experiment().model_copy(update={"state": "stopped", "winner": "treatment",
+                                                "stopped_us": time.time_ns() // 1000})
+    monkeypatch.setattr(control, "find", lambda kafka, topic, name: concluded)
+    monkeypatch.setattr(control, "status", lambda redis, found: look(found, tallies, 1, {})[0])
+    monkeypatch.setattr(control, "_stop", lambda kafka, topic, name, winner: concluded)
+    monkeypatch.setattr(control, "one_declaration_at_a_time",
+                        lambda redis, topic, wait_s: contextlib.nullcontext())
+    held = Held(True, SimpleNamespace(owned=lambda: True))
+    newer = {RETRIEVER_NAME: "2", RANKER_NAME: "2"}
+    move_alias(store, newer, None, held)  # the first conclusion's promotion failed
+    *_, versions = control.conclude(None, "t", None, store, "exp", promote=True)
+    assert versions == {RETRIEVER_NAME: "1", RANKER_NAME: "1"}  # so a repeat promotes
+    move_alias(store, versions, newer, held)  # ...and did, then a trainer promoted again:
+    move_alias(store, newer, versions, held)
+    with pytest.raises(control.ExperimentConflict, match="champion has moved on since"):
+        control.conclude(None, "t", None, store, "exp", promote=True)
+    assert alias_versions(store, list(newer)) == newer
+    move_alias(store, versions, newer, held)  # the winner is the champion: nothing to undo
+    assert control.conclude(None, "t", None, store, "exp", promote=True)[2] == versions

@@ -60,6 +60,11 @@ class KafkaConnection:
         for key, spelled in _SPELLINGS.items():
             if key in wrapped:
                 wrapped[key] = spelled(str(wrapped[key]))
+        if self.uses_sasl:  # librdkafka's own default is GSSAPI, which its wheel lacks
+            wrapped["sasl.mechanism"] = self.mechanism
+        if wrapped.get("ssl.endpoint.identification.algorithm", "https") not in ("https", "none"):
+            raise StackError("ssl.endpoint.identification.algorithm must be https or none, "
+                             f"got {wrapped['ssl.endpoint.identification.algorithm']!r}")
         object.__setattr__(self, "security", wrapped)
 
     def __repr__(self) -> str:

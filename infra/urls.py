@@ -28,7 +28,10 @@ def mask_url(url: str) -> str:
     often a password written without its colon (``redis://s3cret@cache``), which a
     client reads as a name. Strings that are not URLs come back as-is.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unmatched bracket ("Invalid IPv6 URL"), e.g. text around it
+        return _mask_userinfo(url) if "@" in url else url
     if not parts.scheme:
         return url
     query = urlencode([(k, MASK if any(w in k.lower() for w in _SECRET_QUERY_WORDS) else v)
@@ -38,15 +41,18 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc
     ats = url.count("@")
     if ats > 1 or (parts.password is None and ats):  # an unescaped '@', '/' or '#'
-        m = _USERINFO.match(url)
-        if m is None:
-            return url
-        return f"{m[1]}{m[2] or ''}{MASK}@{url[m.end():]}"
+        return _mask_userinfo(url)
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
         netloc = f"{user}:{MASK}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_userinfo(url: str) -> str:
+    """``url`` masked from its user's name (kept with a colon) to its last '@'."""
+    m = _USERINFO.match(url)
+    return url if m is None else f"{m[1]}{m[2] or ''}{MASK}@{url[m.end():]}"
 
 
 def mask_urls(text: str) -> str:

@@ -342,12 +342,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _embedded_redis_options(self) -> Settings:
-        """``redis_password`` and ``redis_tls`` set up the embedded Redis only: beside an
-        external URL they were ignored, and an operator who asked for TLS got plain TCP."""
-        if self.redis_url is not None and (self.redis_tls or self.redis_password is not None):
-            raise ValueError("STREAMREC_REDIS_PASSWORD and STREAMREC_REDIS_TLS set up the "
-                             "embedded Redis; with STREAMREC_REDIS_URL, put the credentials "
-                             "in the URL, and use rediss:// for TLS")
+        """``redis_username``, ``redis_password`` and ``redis_tls`` set up the embedded
+        Redis only: beside an external URL they were ignored, and an operator who asked
+        for TLS got plain TCP, or for a user got Redis's ``default`` one."""
+        if self.redis_url is not None and (self.redis_tls or self.redis_password is not None
+                                           or "redis_username" in self.model_fields_set):
+            raise ValueError("STREAMREC_REDIS_USERNAME, STREAMREC_REDIS_PASSWORD and "
+                             "STREAMREC_REDIS_TLS set up the embedded Redis; with "
+                             "STREAMREC_REDIS_URL, put the credentials in the URL, and use "
+                             "rediss:// for TLS")
         return self
 
     @model_validator(mode="after")

@@ -563,6 +563,8 @@ def _faust_app(cfg: WorkerConfig) -> faust.App:
         broker_credentials=faust_credentials(cfg.kafka),
         datadir=str(cfg.state_dir / cfg.group_id), web_enabled=False, producer_linger_ms=5,
         broker_session_timeout=cfg.session_timeout_s,
+        # Faust refuses a session timeout above the request timeout (90 s by default)
+        broker_request_timeout=max(90.0, cfg.session_timeout_s + 30),
         broker_heartbeat_interval=cfg.session_timeout_s / 3,
         broker_commit_interval=cfg.commit_interval_s,
         topic_partitions=cfg.partitions, topic_replication_factor=cfg.replication,

@@ -201,3 +201,23 @@ def test_the_producer_buffer_check_waits_as_fausts_only_over_the_limit() -> None
 
     sizes, flushed, most = asyncio.run(scenario())
     assert sizes == [0] * (most + 1) and flushed == [most]
+
+
+@pytest.mark.parametrize("session_timeout_s", [10.0, 300.0])
+def test_the_workers_consumer_is_built_at_any_session_timeout_the_settings_take(
+        session_timeout_s: float, tmp_path: Any) -> None:
+    """Faust refuses a session timeout above its request timeout (90 s by default): a
+    worker given ``STREAMREC_WORKER_SESSION_TIMEOUT_S=120``, which the settings take,
+    crashed at start with a Faust traceback (a review)."""
+    from infra.kafka_client import KafkaConnection
+    from streams.worker import WorkerConfig, _faust_app
+
+    cfg = WorkerConfig(KafkaConnection("127.0.0.1:1"), "g", "interactions", "dlq", "recs",
+                       "updates", 1, tmp_path, None, session_timeout_s=session_timeout_s)
+    app = _faust_app(cfg)
+
+    async def build() -> Any:
+        return app.consumer._thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(build())
+    assert consumer._session_timeout_ms == session_timeout_s * 1000

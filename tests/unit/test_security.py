@@ -75,6 +75,19 @@ def test_every_client_reads_one_spelling_of_protocol_mechanism_and_hostname_chec
     assert kafka.ssl_context().check_hostname is False  # type: ignore[union-attr]
 
 
+def test_sasl_without_a_mechanism_is_plain_for_every_client() -> None:
+    """Settings, aiokafka and the embedded broker took a missing mechanism as PLAIN, while
+    librdkafka was given none and took its own default, GSSAPI, which its wheel lacks:
+    every producer, consumer and admin client failed (the README's secured demo)."""
+    from confluent_kafka import Producer
+
+    kafka = KafkaConnection("127.0.0.1:1", {"security.protocol": "SASL_PLAINTEXT",
+                                            "sasl.username": "u", "sasl.password": "p"})
+    assert kafka.librdkafka()["sasl.mechanism"] == kafka.aiokafka()["sasl_mechanism"] == "PLAIN"
+    Producer(kafka.librdkafka())  # created: librdkafka has the mechanism
+    assert "sasl.mechanism" not in KafkaConnection("b:9092").librdkafka()
+
+
 def test_aiokafka_trusts_every_ca_location_librdkafka_reads(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder of certificates and ``probe`` (the system's) work in librdkafka; passed to
@@ -138,6 +151,8 @@ def test_printing_a_connection_never_shows_its_secrets() -> None:
     ({"security.protocol": "TLS"}, "security.protocol must be"),
     ({**SASL, "sasl.mechanism": "GSSAPI"}, "sasl.mechanism must be"),
     ({"sasl.jaas.config": "x"}, "unsupported Kafka properties"),
+    ({"ssl.endpoint.identification.algorithm": "off"}, "must be https or none"),
+    ({"ssl.endpoint.identification.algorithm": ""}, "must be https or none"),
 ])
 def test_bad_properties_are_refused_in_one_line(security: dict, words: str) -> None:
     with pytest.raises(StackError, match=words) as info:
@@ -190,6 +205,15 @@ def test_a_quote_in_a_password_in_an_error_line_prints_none_of_it(password: str)
     for password in ("pa,ss'w", 'p,a"ss', "p'a,ss"):  # a comma beside a quote
         assert mask_urls(f"at http://u:{password}@h:5000/api failed") == \
             "at http://u:***@h:5000/api failed", password
+
+
+@pytest.mark.parametrize("text", ["registry refused [http://ops:pw@mlflow:5000]",
+                                  "see http://[x]/ now", "at http://u:pw@[::1/x failed"])
+def test_masking_never_raises_on_a_url_that_does_not_parse(text: str) -> None:
+    """``urlsplit`` raises on an unmatched bracket: masking runs in the log-record factory,
+    so a log call raised, and the CLI's error line printed the password unmasked."""
+    masked = mask_urls(text)
+    assert "pw" not in masked and masked.startswith(text.split("http")[0])
 
 
 def test_settings_hold_secrets_and_never_print_them(clean_env: pytest.MonkeyPatch) -> None:

@@ -106,7 +106,8 @@ def test_credentials_put_in_the_bootstrap_never_show(clean_env: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("var, value", [("STREAMREC_REDIS_TLS", "true"),
-                                        ("STREAMREC_REDIS_PASSWORD", "s3cretpassword")])
+                                        ("STREAMREC_REDIS_PASSWORD", "s3cretpassword"),
+                                        ("STREAMREC_REDIS_USERNAME", "svc")])
 def test_embedded_redis_options_beside_an_external_url_are_refused(
         clean_env: pytest.MonkeyPatch, var: str, value: str) -> None:
     """They were ignored: an operator who asked for TLS got plain TCP, and said nothing."""

@@ -171,11 +171,10 @@ def _movielens(path: Path, handle: IO[str]) -> Scanned:
     rows = (_dat_rows(path, handle) if "::" in first
             else _csv_rows(path, handle, ("movieId", "title", "genres")))
     for line, row in rows:
-        title = row["title"].strip()
+        title = _words(row["title"], MAX_TITLE_LENGTH) or ""
         year = _YEAR.search(title)
-        genres = [g for g in row["genres"].split("|") if g and g != NO_GENRES]
-        yield _checked({"item_id": row["movieId"].strip(), "title": title,
-                        "categories": genres,
+        yield _checked({"item_id": row["movieId"].strip(), "title": title or None,
+                        "categories": _names(row["genres"]),
                         "attributes": {"year": int(year.group(1))} if year else None}, line)
 
 
@@ -346,7 +345,9 @@ def _amazon(path: Path, handle: IO[str], id_map: Path | None = None) -> Scanned:
 # --- JSON lines ------------------------------------------------------------------------------
 def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
     """JSON lines of the record schema; a line that is not a valid record is a
-    :class:`RejectedItem`, but a first record that is not a JSON object stops."""
+    :class:`RejectedItem`, but a first record that is not a JSON object, or whose fields
+    are not the schema's (JSON lines of other fields: every one would be dead-lettered,
+    and nothing sent), stops."""
     first = True
     for line, raw in json_lines(handle):
         try:
@@ -355,6 +356,10 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
             if first and exc.reason in (Reason.BAD_JSON, Reason.NOT_AN_OBJECT):
                 raise CatalogFileError(path, line, f"not JSON lines of catalogue records: "
                                        f"{exc}") from None
+            if first and exc.reason in (Reason.MISSING_FIELD, Reason.UNKNOWN_FIELD):
+                raise CatalogFileError(path, line, f"not JSON lines of catalogue records: "
+                                       f"{exc}; JSON lines of other fields (Amazon's "
+                                       "metadata) load with --format json") from None
             yield RejectedItem(line, raw, exc)
         first = False
 

@@ -50,6 +50,9 @@ class Catalogue:
         # until it is whole, and looked at only to tell an item being read from one no
         # one knows (the API's similar items: 503, come back, not 404).
         self.reading: Catalogue | None = None
+        # The follower found no items topic: no catalogue exists (yet), so a category
+        # names no item, where before the first pass it may name many unread ones.
+        self.absent = False
         # Each ``take`` is a revision; each record keeps the one that last changed it, so
         # a bundle embedded from a snapshot off the event loop takes the rest on it.
         self.revision = 0
@@ -190,11 +193,13 @@ async def follow_catalogue(kafka: KafkaConnection, topic: str, catalogue: Catalo
         # Assigned a topic that does not exist, the consumer would spin and log an error
         # per turn (thousands a second): wait for the topic instead, saying so once.
         while topic not in await consumer.topics():
+            catalogue.absent = True
             if not waited:
                 log.warning("catalogue topic %r does not exist; looking again every %.0f s",
                             topic, missing_wait_s)
                 waited = True
             await asyncio.sleep(missing_wait_s)
+        catalogue.absent = False
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
                                                         or {0})]
         consumer.assign(tps)

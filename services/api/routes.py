@@ -76,13 +76,15 @@ CATEGORY_RESPONSE: dict[int | str, dict[str, Any]] = {503: {
 
 
 def _categories_read(b: Backends, keep: ListFilter) -> None:
-    """A category filter keeps the items whose record names the category: while the first
-    pass over the catalogue topic is read, most records are not there yet, and a list came
-    back silently short (often empty). 503 with ``Retry-After`` instead, as similar items
-    do then. A later pass (the follower restarted after a Kafka hiccup) reads beside the
-    whole records of the one before, which serve meanwhile (revision 0: none yet)."""
-    if (keep.category is not None and b.catalogue.reading is not None
-            and b.catalogue.revision == 0):
+    """A category filter keeps the items whose record names the category: until the first
+    pass over the catalogue topic is whole (before it starts too: Kafka down at the
+    API's start, the follower's consumer starting), most records are not there yet, and a
+    list came back silently short (often empty). 503 with ``Retry-After`` instead, as
+    similar items do then; with no items topic at all there is nothing to wait for. A
+    later pass (the follower restarted after a Kafka hiccup) reads beside the whole
+    records of the one before, which serve meanwhile (revision 0: none yet)."""
+    if (keep.category is not None and b.catalogue.revision == 0
+            and not b.catalogue.absent):
         raise HTTPException(503, CATEGORIES_READING, headers={"Retry-After": "5"})
 
 

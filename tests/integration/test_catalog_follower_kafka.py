@@ -39,12 +39,13 @@ def test_a_missing_topic_is_waited_for_then_read_from_its_beginning(
     bundle, variant = Taker(), Taker()
     served: list[Taker] = [bundle]
 
+    catalogue = Catalogue(WorkerMetrics())
+
     async def scenario() -> None:
         task = asyncio.create_task(follow_catalogue(
-            settings.kafka, topic, Catalogue(WorkerMetrics()), lambda: list(served),
-            missing_wait_s=0.5))
+            settings.kafka, topic, catalogue, lambda: list(served), missing_wait_s=0.5))
         await asyncio.sleep(2.0)  # the topic does not exist yet
-        assert not task.done()
+        assert not task.done() and catalogue.absent  # the API's categories name nothing
         served[:0] = [Broken(), variant]  # an experiment started: its variants load
         ensure_topics(settings.kafka, [TopicSpec(topic, 1)])
         producer = RecordProducer(settings.kafka)
@@ -58,7 +59,7 @@ def test_a_missing_topic_is_waited_for_then_read_from_its_beginning(
 
     with caplog.at_level(logging.WARNING, logger="streams.catalog_follower"):
         asyncio.run(scenario())
-    assert bundle.added == ["a"] and variant.added == ["a"]
+    assert bundle.added == ["a"] and variant.added == ["a"] and not catalogue.absent
     waits = [r for r in caplog.records if "does not exist" in r.getMessage()]
     assert len(waits) == 1, [r.getMessage() for r in caplog.records]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

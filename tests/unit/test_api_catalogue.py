@@ -107,12 +107,16 @@ def test_a_category_asked_during_the_first_catalogue_pass_is_a_503_not_a_short_l
 
     api = InProcessApi()
     api.catalogue.caught_up = False
-    api.catalogue.reading = Catalogue(api.catalogue.metrics)
+    for reading in (None, Catalogue(api.catalogue.metrics)):  # before the pass, during it
+        api.catalogue.reading = reading
+        for path in (f"{LIST}?category=x", "/v1/users/u1/feed?category=x"):
+            reply = api.get(path)
+            assert reply.status_code == 503 and reply.headers["retry-after"] == "5", path
+            assert "still reading the catalogue" in reply.json()["detail"]
+    api.catalogue.absent = True  # no items topic: no catalogue, so no item is in a category
+    assert _items(api.get(f"{LIST}?category=x")) == []
+    api.catalogue.absent = False
     api.catalogue.reading.records.update({r.item_id: r for r in RECORDS})
-    for path in (f"{LIST}?category=x", "/v1/users/u1/feed?category=x"):
-        reply = api.get(path)
-        assert reply.status_code == 503 and reply.headers["retry-after"] == "5", path
-        assert "still reading the catalogue" in reply.json()["detail"]
     assert [i["item_id"] for i in _items(api.get(f"{LIST}?exclude=b"))] == ["a", "c"]
     api.catalogue.replace_records(api.catalogue.reading)  # the pass is whole
     assert [i["item_id"] for i in _items(api.get(f"{LIST}?category=x"))] == ["a", "c"]

@@ -52,6 +52,18 @@ def test_movielens_movies_title_genres_and_year(tmp_path: Path) -> None:
                    attributes={"year": 2006})]
 
 
+def test_movielens_genres_and_titles_are_cleaned_as_the_other_formats_do(
+        tmp_path: Path) -> None:
+    """Spaced genres (``Drama | Comedy``) were kept with their spaces, which an API's
+    ``category=Comedy`` never matched; a repeated genre or a title past the schema's
+    limit refused the film whole (a review)."""
+    long = "Long " * 300
+    text = f'movieId,title,genres\n1,Heat (1995),Drama | Comedy|Drama\n2,"{long}",Drama\n'
+    heat, cut = read_catalog(_write(tmp_path, "movies.csv", text), "movielens")
+    assert heat.categories == ("Drama", "Comedy")
+    assert cut.title is not None and long.startswith(cut.title) and cut.categories == ("Drama",)
+
+
 def test_movielens_item_ids_are_the_ratings_movie_ids(tmp_path: Path) -> None:
     ratings = _write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n"
                      "7,1,4.0,964982703\n7,3,3.0,964982800\n")
@@ -427,6 +439,9 @@ def test_gzipped_catalogues_keep_their_encoding_rules_and_id_maps(tmp_path: Path
         ("events.csv", REES_HEADER + "2019-10-01 00:00:05 UTC,view,1,2,,b,cheap,7,s\n",
          "rees46", "events.csv:2: price 'cheap' is not a number"),
         ("movies.csv", MOVIES, "jsonl", "movies.csv:1: not JSON lines of catalogue records"),
+        ("meta.jsonl", b'{"parent_asin": "B0", "title": "t", "price": 3.5}\n', "jsonl",
+         "meta.jsonl:1: not JSON lines of catalogue records: missing_field: item_id is "
+         "required; JSON lines of other fields (Amazon's metadata) load with --format json"),
         ("movies.csv", MOVIES, "rees46", "movies.csv:1: expected a header with event_time"),
         ("movies.csv", b"movieId,title,genres\n1,Caf\xe9 (1995),Drama\n", "movielens",
          "movies.csv:2: not UTF-8 text: invalid continuation byte"),

@@ -251,9 +251,20 @@ class ServingBundle:
         latest = {r.item_id: r for r in records}
         if content is None or not latest:
             return 0
-        vectors = content.embed_items(list(latest.values()))
+        tokens, numeric = content.spec.arrays(list(latest.values()))
         dense = np.array([self.items.get(i) for i in latest], np.int64)
         trained = self._learned(dense)
+        # A record with nothing the model reads (an image alone, a title of punctuation):
+        # as training does (``content.described``), it places no item, which would sit in
+        # the index as the zero vector; a learnt item keeps its id vector all the same.
+        kept = (tokens != 0).any(axis=1) | (numeric != 0).any(axis=1) | trained
+        if not kept.all():
+            latest = {i: r for (i, r), k in zip(latest.items(), kept, strict=True) if k}
+            tokens, numeric, dense, trained = (a[kept] for a in (tokens, numeric, dense,
+                                                                 trained))
+            if not latest:
+                return 0
+        vectors = content.embed(tokens, numeric)
         if self.encoder.id_vectors is not None:  # "map": a trained item keeps its id vector
             ids = self.encoder.id_vectors[dense[trained]]
             vectors[trained] = ids if content.spec.mode == "map" else vectors[trained] + ids

@@ -233,6 +233,21 @@ def test_records_that_move_nothing_copy_nothing_and_a_failed_add_is_caught_up() 
         assert scores[0][ids[0] == dense][0] == pytest.approx(float(vector @ vector), rel=1e-5)
 
 
+def test_a_record_with_nothing_to_embed_is_not_placed_as_a_zero_vector() -> None:
+    """A new item whose record holds no content the model reads (an image alone, a title
+    of punctuation) joined the index as the zero vector and was served as ``content``,
+    with arbitrary neighbours at score 0; training leaves such items unplaced (a review).
+    A trained item keeps its vector."""
+    model, bundle = _bundle(mode="map")
+    seven = bundle.encoder.items[7].copy()
+    bare = [ItemRecord("bare", image_url="https://x/y.jpg"), ItemRecord("dots", title="..."),
+            ItemRecord("7", image_url="https://x/7.jpg")]
+    assert bundle.add_items(bare) == 1  # "7", learnt from events, alone
+    assert bundle.items.get("bare") == bundle.items.get("dots") == 0
+    assert bundle.index.num_items == 40
+    np.testing.assert_array_equal(bundle.encoder.items[7], seven)
+
+
 def test_a_new_item_joins_the_bundle_by_content_and_can_be_recommended() -> None:
     model, bundle = _bundle()
     new = ItemRecord("new", title="thing 1", categories=("c1",), price=2.0)

@@ -250,6 +250,24 @@ class ItemContentEncoder(keras.layers.Layer):
                 "num_numeric": self.num_numeric, "dim": self.dim}
 
 
+def carry_numeric_rows(new: ItemContentEncoder, new_keys: Sequence[str],
+                       old: ItemContentEncoder, old_keys: Sequence[str]) -> None:
+    """After a warm start (``model.weights.copy_weights``): row i of ``numeric_map`` weighs
+    numeric key i, and each round fits its spec anew, its keys in the order of how many
+    items carry them, so copied by shape a row could weigh another key. Each key the old
+    encoder had takes its row; a key new to this one starts at zero, the old model's
+    function kept until it is learnt."""
+    if not (new.num_numeric and old.num_numeric) or tuple(new_keys) == tuple(old_keys) \
+            or new.dim != old.dim:
+        return
+    theirs = ops.convert_to_numpy(old.numeric_map.kernel)
+    rows = np.zeros((len(new_keys), new.dim), np.float32)
+    for row, key in enumerate(new_keys):
+        if key in old_keys:
+            rows[row] = theirs[list(old_keys).index(key)]
+    new.numeric_map.kernel.assign(rows)
+
+
 class ItemContentTable:
     """A model's copy of the catalogue's arrays (non-trainable weights of ``layer``, so
     they travel with the saved model) and the id dropout that teaches content to stand

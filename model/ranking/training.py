@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from model.content import ContentSpec, carry_numeric_rows
 from model.data import LeaveLastOut, Sequences, Side
 from model.evaluation.protocols import evaluate
 from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
@@ -277,6 +278,9 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     known = (0, 0)  # the users and items a warm start brought trained rows for
     if init is not None:
         skipped = copy_weights(model, init)
+        if content is not None and init.content:
+            carry_numeric_rows(model.item_content, content.spec.numeric, init.item_content,
+                               ContentSpec.from_dict(init.content).numeric)
         if not any(table in path for path in skipped for table in ID_TABLES):
             known = (init.num_users, init.num_items)
     # After a warm start too: a champion's columns no list sets never trained here either.

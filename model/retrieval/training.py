@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 import keras
 import numpy as np
 
-from model.content import MODES
+from model.content import MODES, carry_numeric_rows
 from model.data import LeaveLastOut, Side, item_counts, pad_left
 from model.fitting import EpochCallback, TrainResult, fit_with_early_stopping, start_training
 from model.retrieval.sasrec import LOSSES, SASRec
@@ -215,6 +215,9 @@ def fit_sasrec(split: LeaveLastOut, cfg: SASRecConfig = SASRecConfig(),
            "neg": np.ones((1, 1), "int64")})
     if init is not None:
         copy_weights(model, init)
+        if content is not None and init.encoder.content_spec is not None:
+            carry_numeric_rows(model.encoder.content_encoder, content.spec.numeric,
+                               init.encoder.content_encoder, init.encoder.content_spec.numeric)
     if content is not None:
         model.encoder.set_content(content)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate, beta_2=0.98),

@@ -131,6 +131,36 @@ def _content_sasrec(id_dropout: float = 0.5, mode: str = "sum") -> tuple[SASRec,
     return model, seq
 
 
+def test_a_warm_start_carries_each_numeric_keys_weights_to_that_key() -> None:
+    """Each round fits its spec anew, keys ordered by how many items carry them: with
+    ``price`` and ``year`` swapped, the challenger read ``year`` through the weights learnt
+    for ``price`` (copied by shape), and a key new to the round took a dropped one's."""
+    from model.content import carry_numeric_rows
+    from model.weights import copy_weights
+
+    def sasrec(keys: tuple[str, ...]) -> SASRec:
+        spec = ContentSpec(buckets=16, numeric=keys, numeric_mean=(0.0,) * len(keys),
+                           numeric_std=(1.0,) * len(keys))
+        model = SASRec(num_items=5, max_len=4, dim=8, blocks=1, heads=1,
+                       content=spec.to_dict())
+        model({"seq": np.ones((1, 4), "int64"), "pos": np.ones((1, 4), "int64"),
+               "neg": np.ones((1, 1), "int64")})
+        return model
+
+    def rows(model: SASRec) -> np.ndarray:
+        return keras.ops.convert_to_numpy(model.encoder.content_encoder.numeric_map.kernel)
+
+    champion = sasrec(("price", "year"))
+    for keys, expected in ((("year", "price"), [1, 0]), (("price", "rating"), [0, None])):
+        challenger = sasrec(keys)
+        copy_weights(challenger, champion)
+        carry_numeric_rows(challenger.encoder.content_encoder, keys,
+                           champion.encoder.content_encoder, ("price", "year"))
+        for row, old in enumerate(expected):
+            want = rows(champion)[old] if old is not None else np.zeros(8, np.float32)
+            np.testing.assert_array_equal(rows(challenger)[row], want)
+
+
 def test_sasrec_items_are_id_plus_content_and_the_numpy_forms_agree() -> None:
     model, seq = _content_sasrec()
     enc = model.encoder

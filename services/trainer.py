@@ -55,7 +55,7 @@ from services.settings import Settings
 from services.stack import mlflow_store
 from services.trainer_trial import LOCK_HELD, LOCK_LOST, LiveTrial
 from streams.catalog import ItemRecord
-from streams.events import Event, InvalidEvent, parse
+from streams.events import Event, InvalidEvent, parse, sent_no_later
 from streams.messages import version_string
 from streams.status import Outcome, RoundSummary, StatusFile, TrainerStatus
 
@@ -366,8 +366,10 @@ class Trainer:
             if settings.trainer_promotion == "experiment" else None
 
     def history(self) -> list[Event]:
-        """Valid events of the interactions topic, each once (``first_copies``), in
-        event-time order (ties by id), none later than the time of the read (``as_of``)."""
+        """The interactions topic's events as the workers' sessions hold them: valid and
+        keyed by their user, each once (``first_copies``), none later than its send time
+        (``sent_no_later``) nor than the time of the read (``as_of``), in event-time order
+        (ties by id)."""
         from streams.consumer import read_to_end
 
         def read() -> list[Event]:
@@ -375,12 +377,17 @@ class Trainer:
             for record in read_to_end(self.settings.kafka,
                                       self.settings.topic_interactions):
                 try:
-                    events.append(parse(record.value))
+                    event = parse(record.value)
                 except InvalidEvent:
                     rejected += 1
+                    continue
+                if record.key is not None and record.key != event.key:
+                    rejected += 1  # the workers dead-letter it (wrong_key): in no session
+                    continue
+                events.append(sent_no_later(event, record.timestamp_ms))  # as workers read it
             if rejected:
-                log.info("history: skipped %d invalid records (in the dead-letter topic)",
-                         rejected)
+                log.info("history: skipped %d records the workers dead-letter (invalid, or "
+                         "keyed by other than their user)", rejected)
             return events
 
         read_at = int(time.time() * 1000)

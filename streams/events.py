@@ -20,7 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import IO, Any
 
@@ -111,6 +111,23 @@ class Event:
         if self.context is not None:
             out["context"] = self.context
         return out
+
+
+def sent_no_later(event: Event, sent_ms: int | None, now_ms: int | None = None) -> Event:
+    """``event`` with its time brought back to when it was sent (``sent_ms``: its Kafka
+    record's timestamp; None or 0 when unknown) or to ``now_ms`` (the reader's clock),
+    whichever is earlier, if stamped after that. Validation lets a device's clock run up
+    to a day ahead; taken at its word such an event is its session's newest for that long
+    (every later one reads as late) and outweighs current ones in popularity. The send
+    time, not the reader's clock alone: a worker running behind the stream reads it later
+    than the events sent after it. The workers and the trainer read times through this."""
+    if sent_ms is None or sent_ms <= 0:
+        limit = now_ms
+    else:
+        limit = sent_ms if now_ms is None else min(sent_ms, now_ms)
+    if limit is None or event.ts <= limit:
+        return event
+    return replace(event, ts=limit)
 
 
 def new_event(user_id: str, item_id: str, event_type: str = "view", ts: int | None = None,

@@ -22,14 +22,14 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Protocol
 
 from model.features import LiveSession
 from model.pipeline import Recommendation
 from streams.backoff import Backoff
-from streams.events import InvalidEvent, parse
+from streams.events import InvalidEvent, parse, sent_no_later
 from streams.events import Reason as Rejection
 from streams.experiments import FAILED, Interaction, LiveExperiment
 from streams.messages import (
@@ -277,8 +277,8 @@ class EventStep:
             event = parse(raw)
         except InvalidEvent as exc:
             return DeadLetter(exc.reason.value, exc.detail)
-        if event.ts > (now := self.clock_ms()):
-            event = replace(event, ts=now)
+        event = sent_no_later(event, None if timestamp_s is None else int(timestamp_s * 1000),
+                              self.clock_ms())
         if key is not None and key != event.key:
             return DeadLetter(Rejection.WRONG_KEY.value, f"the record's key {key[:64]!r} is "
                               "not its user id: produce with key = user id")

@@ -305,12 +305,19 @@ def test_the_history_holds_each_event_once_as_the_workers_serve_it(
 
     sent = [event(1), event(2), event(1), event(3), event(2), event(1, "u2"),
             event(1, "u2")]  # an id two users share: each keeps its first copy
-    monkeypatch.setattr(consumer, "read_to_end", lambda kafka, topic: [
-        SimpleNamespace(value=e.to_json()) for e in sent])
+    records = [SimpleNamespace(value=e.to_json(), key=e.key, timestamp_ms=e.ts) for e in sent]
+    # keyed by other than its user: the workers dead-letter it, so no session holds it
+    records.append(SimpleNamespace(value=event(4).to_json(), key=b"session-7", timestamp_ms=0))
+    # stamped an hour after it was sent (a device's clock): read as of its send time
+    ahead = Event(f"00000000-0000-4000-8000-{5:012d}", "u3", "i5", "click",
+                  1_700_000_000_000 + 3_600_000)
+    records.append(SimpleNamespace(value=ahead.to_json(), key=None,
+                                   timestamp_ms=1_700_000_000_009))
+    monkeypatch.setattr(consumer, "read_to_end", lambda kafka, topic: records)
     trainer = object.__new__(Trainer)  # the read alone: no store
     trainer.settings = Settings(data_dir=tmp_path)
-    assert [(e.user_id, e.item_id) for e in trainer.history()] == [
-        ("u1", "i1"), ("u2", "i1"), ("u1", "i2"), ("u1", "i3")]
+    assert [(e.user_id, e.item_id, e.ts - 1_700_000_000_000) for e in trainer.history()] == [
+        ("u1", "i1", 1), ("u2", "i1", 1), ("u1", "i2", 2), ("u1", "i3", 3), ("u3", "i5", 9)]
 
 
 def test_a_round_with_too_little_history_is_skipped_and_reported(

@@ -175,6 +175,21 @@ def test_an_event_from_the_future_counts_as_now_in_popularity_and_in_its_session
     assert later.session.items == ("future-item", "i2")
 
 
+def test_an_event_from_the_future_read_behind_the_stream_counts_as_when_it_was_sent() -> None:
+    """Capped at this machine's clock, an event read while the worker runs behind the
+    stream (catching up after a restart) took a time later than the events sent after
+    it, which all read as late for as long as the lag lasted (a review). The record's
+    Kafka timestamp, its send time, caps it too."""
+    step = EventStep(SessionPolicy(), clock_ms=lambda: T0 + 120_000)  # two minutes behind
+    ahead = step(new_event("u1", "phone-item", ts=T0 + 3_600_000).to_json(), {}.get,
+                 timestamp_s=T0 / 1000)
+    assert isinstance(ahead, SessionUpdate) and ahead.session.times == (T0,)
+    later = step(new_event("u1", "laptop-item", ts=T0 + 10_000).to_json(),
+                 {"u1": ahead.state}.get, timestamp_s=(T0 + 10_000) / 1000)
+    assert isinstance(later, SessionUpdate) and not later.late
+    assert later.session.items == ("phone-item", "laptop-item")
+
+
 def test_a_duplicate_event_id_leaves_state_untouched_and_counts_nothing() -> None:
     step = EventStep(SessionPolicy())
     raw = new_event("u1", "i1", ts=T0, event_id=EVENT_ID).to_json()

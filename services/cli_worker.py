@@ -209,11 +209,14 @@ def _warn_unkept(bundle: object, settings: Settings) -> object:
     met."""
     log, version = logging.getLogger(__name__), getattr(bundle, "version", "?")
     spec, kept = getattr(bundle, "spec", None), settings.feature_spec()
-    if spec is not None and (unkept := sorted({*spec.numeric, *spec.categorical}
-                                              - {*kept.numeric, *kept.categorical})):
+    # by kind too: a key the model reads as numeric, declared categorical here, has its
+    # numbers dropped (``wrong_type``) on every event
+    if spec is not None and (unkept := sorted({*spec.numeric} - {*kept.numeric}
+                                              | {*spec.categorical} - {*kept.categorical})):
         log.warning("the model %s reads context keys %s that this worker's sessions leave "
                     "out: declare them in STREAMREC_CONTEXT_NUMERIC or "
-                    "STREAMREC_CONTEXT_CATEGORICAL", version, ", ".join(unkept))
+                    "STREAMREC_CONTEXT_CATEGORICAL, as the model was trained",
+                    version, ", ".join(unkept))
     window = getattr(getattr(bundle, "ranker", None), "seen_window", 0)
     if window > settings.session_max_items:
         log.warning("the model %s was trained on the newest %d items of each history, but "

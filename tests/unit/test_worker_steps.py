@@ -1645,6 +1645,9 @@ def test_a_model_that_reads_what_the_sessions_leave_out_is_warned_of(
 
     clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "device")
     assert "r:v3 reads context keys price " in warned()
+    clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "device,price")  # price of another kind:
+    assert "r:v3 reads context keys price " in warned()  # its floats dropped as wrong_type
+    clean_env.setenv("STREAMREC_CONTEXT_CATEGORICAL", "device")
     clean_env.setenv("STREAMREC_CONTEXT_NUMERIC", "price")
     assert warned() == ""
     # Its seen-before features trained on the newest 80 items; the sessions keep 50.

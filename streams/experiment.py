@@ -84,7 +84,7 @@ class Experiment(BaseModel):
             raise ValueError(f"variant names repeat: {', '.join(names)}")
         total = self.holdback + math.fsum(v.share for v in self.variants)
         if abs(total - 1) > SHARE_TOLERANCE:
-            raise ValueError(f"the shares and the holdback add up to {total:.6g}, not 1")
+            raise ValueError(f"the shares and the holdback add up to {total:.10g}, not 1")
         if self.mode == "interleave" and len(self.variants) != 2:
             raise ValueError("interleaving compares exactly two variants")
         if self.winner is not None and self.winner not in names:

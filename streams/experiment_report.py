@@ -32,6 +32,7 @@ from streams.experiments import METRICS, Tallies
 
 PRIMARY = "NDCG@10"  # the metric whose test decides an A/B experiment
 SRM_STATE = "sample ratio"  # the kept state of the sample-ratio check, beside the tests'
+WINNER_STATE = "winner"  # the challenger named at the first look that decided, kept
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,8 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
               states: dict[str, dict[str, Any]], tests: dict[str, dict[str, Any]],
               new_states: dict[str, dict]) -> tuple[Verdict, str | None]:
     """Each variant against the control on each metric; the verdict is the primary
-    metric's: of the variants that beat the control the one ahead by most, else the
-    control if it beats them all; a test that has drifted (``Evidence``) counts for
+    metric's: of the variants that beat the control the one ahead by most when first
+    named (kept at later looks while it still wins), else the control if it beats them all; a test that has drifted (``Evidence``) counts for
     neither. Each of the k challengers is tested at level alpha / k
     (Bonferroni), so the chance that any false verdict is declared stays within alpha.
     A test keeps the level stored with its state, so an experiment begun before this
@@ -138,8 +139,11 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
             if evidence.verdict is Verdict.B_WINS:
                 ahead[v.name] = evidence.estimate
             beaten += evidence.verdict is Verdict.A_WINS
-    if ahead:
-        return Verdict.B_WINS, max(ahead, key=lambda name: ahead[name])
+    if ahead:  # the one named before while it still wins: ahead by most at each look,
+        named = states.get(WINNER_STATE, {}).get("name")  # two close ones took turns
+        winner = named if named in ahead else max(ahead, key=lambda name: ahead[name])
+        new_states[WINNER_STATE] = {"name": winner}
+        return Verdict.B_WINS, winner
     if beaten == len(experiment.variants) - 1:
         return Verdict.A_WINS, control
     return Verdict.UNDECIDED, None

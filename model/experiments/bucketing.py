@@ -14,7 +14,8 @@ import math
 from collections.abc import Sequence
 from itertools import accumulate
 
-SHARE_TOLERANCE = 1e-6  # shares typed as rounded decimals still add up to 1
+# shares typed as rounded decimals, to five places or more (thirds as 0.33333), add up to 1
+SHARE_TOLERANCE = 1.5e-5
 _FLOAT_BITS = 53  # a double's mantissa: every value k / 2**53 is exact
 
 

@@ -66,10 +66,17 @@ class MetricSummary:
         return math.sqrt(self.variance * self.users) if self.users > 1 else math.nan
 
     def interval(self, z: float = 1.959964) -> tuple[float, float]:
-        """A fixed-sample normal interval (95% by default), for display only: it is not
-        valid under repeated looks; ``statistics.SequentialTest`` gives the one that is."""
+        """A fixed-sample interval (95% by default), for display only: it is not valid
+        under repeated looks; ``statistics.SequentialTest`` gives the one that is. Normal,
+        within [0, 1] where every metric here lies; with no spread among the users (no
+        conversion among 400), Wilson's for a proportion at that count, not a point."""
+        if self.users and self.variance == 0:
+            n, p = self.users, min(max(self.mean, 0.0), 1.0)
+            centre, scale = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n)
+            half = scale * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+            return max(centre - half, 0.0), min(centre + half, 1.0)
         half = z * math.sqrt(self.variance)
-        return self.mean - half, self.mean + half
+        return max(self.mean - half, 0.0), min(self.mean + half, 1.0)
 
 
 @dataclass

@@ -156,11 +156,17 @@ class SequentialTest(_AlwaysValid):
     def look(self, a: MetricSummary, b: MetricSummary) -> Evidence:
         """Fold in the current summaries of variant A and variant B."""
         diff = b.mean - a.mean
-        variance = a.variance + b.variance
-        if (min(a.users, b.users) < max(self.min_users, 2) or not math.isfinite(variance)
-                or variance <= 0):
+        if (min(a.users, b.users) < max(self.min_users, 2)
+                or not math.isfinite(a.variance + b.variance)):
             return self._evidence(diff)
-        pooled = ((a.users - 1) * a.sd ** 2 + (b.users - 1) * b.sd ** 2) / (a.users + b.users - 2)
+        # A spread under a billionth of the means is float rounding: arms whose users all
+        # hold one value floats cannot write (NDCG 1/log2(3)) read a variance of 1e-34 and
+        # means 1e-16 apart, which decided. Floored there, such a difference weighs
+        # nothing, while arms of one value each, far apart, still decide.
+        least = (1e-9 * max(1.0, abs(a.mean), abs(b.mean))) ** 2
+        sd2_a, sd2_b = max(a.sd ** 2, least), max(b.sd ** 2, least)
+        variance = sd2_a / a.users + sd2_b / b.users
+        pooled = ((a.users - 1) * sd2_a + (b.users - 1) * sd2_b) / (a.users + b.users - 2)
         tau2 = self.effect_sd ** 2 * pooled
         half = msprt_half_width(variance, tau2, self.alpha)
         return self._record(msprt_p_value(diff, variance, tau2), diff - half, diff + half,

@@ -79,6 +79,12 @@ def test_shares_that_pass_the_declaration_bucket_every_user() -> None:
     """One tolerance for the shares: what the declaration accepts, bucketing serves."""
     exp = new_experiment("e", [("a", "champion", 0.5), ("b", "popularity", 0.4999995)])
     assert {exp.variant_of(f"u{i}").name for i in range(300)} == {"a", "b"}  # type: ignore[union-attr]
+    # thirds typed to five or six places (0.99999 in all): refused before, as "0.999999"
+    for third in (0.33333, 0.333333):
+        thirds = new_experiment("t", [(n, "champion", third) for n in "abc"])
+        assert {thirds.variant_of(f"u{i}").name for i in range(300)} == set("abc")  # type: ignore[union-attr]
+    with pytest.raises(ExperimentRefused, match=r"add up to 0\.9999, not 1"):
+        new_experiment("t", [(n, "champion", 0.3333) for n in "abc"])
 
 
 def test_a_variant_spec_keeps_the_colons_of_a_version_string() -> None:
@@ -426,6 +432,31 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
         lopsided.variant("treatment").add(f"u{i}", {"HR@10": 0.0})
     assert not look(e, lopsided, 1, {})[0].sample_ratio_mismatch  # 900 : 900 read afresh
     assert look(e, lopsided, 1, kept)[0].sample_ratio_mismatch
+
+
+def test_the_winner_named_at_a_look_stays_at_later_looks() -> None:
+    """With several challengers the winner was the one ahead by most at each look, so two
+    that beat the control by about as much took turns: a ``conclude`` at one look
+    promoted one, at the next the other (a review). Each test's verdict already stays."""
+    from model.experiments.online import MetricSummary
+    from streams.experiment_report import _ab_tests
+    from streams.experiments import METRICS
+
+    three = new_experiment("e", [("control", "champion", 0.34), ("x", "popularity", 0.33),
+                                 ("y", "popularity", 0.33)])
+
+    def ab(users: int, means: dict[str, float], states: dict) -> tuple[str | None, dict]:
+        summaries = {v: {m: MetricSummary(users, mean, 0.09 / users) for m in METRICS}
+                     for v, mean in means.items()}
+        new_states: dict = {}
+        _, winner = _ab_tests(three, summaries, states, {}, new_states)
+        return winner, new_states
+
+    first, states = ab(2000, {"control": 0.20, "x": 0.24, "y": 0.225}, {})
+    assert first == "x"
+    later = {"control": 0.20, "x": 0.235, "y": 0.24}  # level within their intervals
+    assert ab(4000, later, {})[0] == "y"  # read afresh
+    assert ab(4000, later, states)[0] == "x"  # as named before
 
 
 def test_a_variant_that_fails_to_load_is_reported_and_retried_with_backoff() -> None:

@@ -95,6 +95,31 @@ def test_too_few_users_decide_nothing() -> None:
     assert evidence.verdict is Verdict.UNDECIDED and evidence.p_value == 1.0 and test.looks == 0
 
 
+def test_arms_of_one_value_each_decide_nothing_whatever_float_rounding_leaves() -> None:
+    """Every user at NDCG 1/log2(3) in both arms: the variance read 1e-34 and the means
+    differed by 1e-16, rounding that read as many standard errors, and the first look
+    decided for good that B wins (a review)."""
+    value = 1 / math.log2(3)  # NDCG of a hit at rank 2
+    test = SequentialTest()
+    evidence = test.look(_summary(np.full(40, value)), _summary(np.full(57, value)))
+    assert evidence.verdict is Verdict.UNDECIDED and evidence.p_value > 0.5
+    apart = SequentialTest().look(_summary(np.full(40, 1 / 3)), _summary(np.full(57, 1.0)))
+    assert apart.verdict is Verdict.B_WINS  # one value each, far apart: that is a verdict
+
+
+def test_the_status_interval_stays_within_the_metrics_range_and_is_never_a_point() -> None:
+    """The metrics (hit, NDCG, MRR, click, conversion) lie in [0, 1]: the normal interval
+    shown read [-0.048, 0.148] for one hit among 20 users, and [0, 0] for no conversion
+    among 400, as sure as a count can be (a review)."""
+    none = MetricSummary(400, 0.0, 0.0).interval()
+    assert none[0] == 0.0 and 0.005 < none[1] < 0.015  # Wilson's: about [0, 0.0095]
+    every = MetricSummary(400, 1.0, 0.0).interval()
+    assert 0.985 < every[0] < 0.995 and every[1] == 1.0
+    one = _summary(np.array([1.0] + [0.0] * 19)).interval()
+    assert one[0] == 0.0 and one[1] == pytest.approx(0.05 + 1.96 * math.sqrt(0.05 * 0.95 / 20),
+                                                     abs=0.01)
+
+
 def test_a_decision_stays_and_the_state_survives_json() -> None:
     rng = np.random.default_rng(3)
     test, looks = _run(rng, shift=0.2)

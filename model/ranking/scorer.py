@@ -82,7 +82,7 @@ class NumpyNeuMF:
         mlp[dense[known]] = terms[known]
         gmf = (np.concatenate([self.gmf_item, np.zeros((fresh, self.gmf_item.shape[1]),
                                                        np.float32)])
-               if self.gmf_item is not None else None)
+               if self.gmf_item is not None and fresh else self.gmf_item)  # no id: no change
         return replace(self, mlp_item=mlp, gmf_item=gmf)
 
     def score(self, users: np.ndarray, items: np.ndarray, session: np.ndarray | None = None,

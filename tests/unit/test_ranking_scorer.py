@@ -122,6 +122,7 @@ def test_a_ranker_with_content_folds_it_into_numpy_and_scores_new_items_by_it() 
     # Updating the content-only item again re-folds its content alone (it has no id term).
     again = grown.with_items([new], np.array([51]))
     np.testing.assert_allclose(again.mlp_item[51], grown.mlp_item[51], atol=1e-6)
+    assert again.gmf_item is grown.gmf_item  # no new item: its id table is not copied
     # Item 51's score equals the Keras model's for an item with that content and no id.
     tokens, numeric = table.spec.arrays([new])
     content = keras.ops.convert_to_numpy(model.item_content(tokens, numeric))

@@ -18,6 +18,9 @@ _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^:/@]*:)?.*@")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:(?:[^\s@'\"]|['\"](?![,:}\]]))*@)*"
                   r"[^\s'\"<>]+")
 _SECRET_QUERY_WORDS = ("password", "passwd", "secret", "token", "key")
+# The same query values found in text, for a URL ``urlsplit`` cannot read.
+_SECRET_QUERY = re.compile(rf"(?i)([?&][^=&#\s]*(?:{'|'.join(_SECRET_QUERY_WORDS)})[^=&#\s]*=)"
+                           r"[^&#\s]*")
 
 
 def mask_url(url: str) -> str:
@@ -31,6 +34,7 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:  # an unmatched bracket ("Invalid IPv6 URL"), e.g. text around it
+        url = _SECRET_QUERY.sub(rf"\1{MASK}", url)
         return _mask_userinfo(url) if "@" in url else url
     if not parts.scheme:
         return url

@@ -257,14 +257,14 @@ def carry_numeric_rows(new: ItemContentEncoder, new_keys: Sequence[str],
     items carry them, so copied by shape a row could weigh another key. Each key the old
     encoder had takes its row; a key new to this one starts at zero, the old model's
     function kept until it is learnt."""
-    if not (new.num_numeric and old.num_numeric) or tuple(new_keys) == tuple(old_keys) \
-            or new.dim != old.dim:
+    if not new.num_numeric or tuple(new_keys) == tuple(old_keys) or new.dim != old.dim:
         return
-    theirs = ops.convert_to_numpy(old.numeric_map.kernel)
     rows = np.zeros((len(new_keys), new.dim), np.float32)
-    for row, key in enumerate(new_keys):
-        if key in old_keys:
-            rows[row] = theirs[list(old_keys).index(key)]
+    if old.num_numeric:
+        theirs = ops.convert_to_numpy(old.numeric_map.kernel)
+        for row, key in enumerate(new_keys):
+            if key in old_keys:
+                rows[row] = theirs[list(old_keys).index(key)]
     new.numeric_map.kernel.assign(rows)
 
 

@@ -307,7 +307,8 @@ def gate_cut(events: list[Event], fraction: float, seen_until: int | None) -> in
 def as_of(events: list[Event], now_ms: int) -> tuple[list[Event], int]:
     """``events`` without those stamped ahead of ``now_ms`` (the trainer's clock when it
     read them), and how many those were: a later round, read once the clock has passed
-    them, learns them. Events up to a day ahead are valid (clock skew). Taken at its
+    them, learns them. (Read through ``sent_no_later``, an event is no later than its
+    send time, so this leaves out only those whose send time is unknown or ahead.) Events up to a day ahead are valid (clock skew). Taken at its
     word, one sorted into the gate slice as the newest, and once a champion had learnt
     it, the next rounds took everything before it as already seen (``gate_cut``): no gate
     cases for up to a day. Brought back to the clock instead, one learnt by a refit
@@ -381,8 +382,8 @@ class Trainer:
                 except InvalidEvent:
                     rejected += 1
                     continue
-                if record.key is not None and record.key != event.key:
-                    rejected += 1  # the workers dead-letter it (wrong_key): in no session
+                if record.key != event.key:  # none, or another's: the workers
+                    rejected += 1  # dead-letter it (wrong_key), so no session holds it
                     continue
                 events.append(sent_no_later(event, record.timestamp_ms))  # as workers read it
             if rejected:

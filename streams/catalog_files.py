@@ -345,9 +345,9 @@ def _amazon(path: Path, handle: IO[str], id_map: Path | None = None) -> Scanned:
 # --- JSON lines ------------------------------------------------------------------------------
 def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
     """JSON lines of the record schema; a line that is not a valid record is a
-    :class:`RejectedItem`, but a first record that is not a JSON object, or whose fields
-    are not the schema's (JSON lines of other fields: every one would be dead-lettered,
-    and nothing sent), stops."""
+    :class:`RejectedItem`, but a first record that is not a JSON object, or that has no
+    ``item_id`` (JSON lines of other fields: every one would be dead-lettered, and
+    nothing sent), stops."""
     first = True
     for line, raw in json_lines(handle):
         try:
@@ -356,7 +356,7 @@ def _jsonl(path: Path, handle: IO[bytes]) -> Scanned:
             if first and exc.reason in (Reason.BAD_JSON, Reason.NOT_AN_OBJECT):
                 raise CatalogFileError(path, line, f"not JSON lines of catalogue records: "
                                        f"{exc}") from None
-            if first and exc.reason in (Reason.MISSING_FIELD, Reason.UNKNOWN_FIELD):
+            if first and "item_id" not in json.loads(raw):
                 raise CatalogFileError(path, line, f"not JSON lines of catalogue records: "
                                        f"{exc}; JSON lines of other fields (Amazon's "
                                        "metadata) load with --format json") from None

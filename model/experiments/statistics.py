@@ -161,9 +161,12 @@ class SequentialTest(_AlwaysValid):
             return self._evidence(diff)
         # A spread under a billionth of the means is float rounding: arms whose users all
         # hold one value floats cannot write (NDCG 1/log2(3)) read a variance of 1e-34 and
-        # means 1e-16 apart, which decided. Floored there, such a difference weighs
-        # nothing, while arms of one value each, far apart, still decide.
+        # means 1e-16 apart, which decided. With no spread in either arm a look counts
+        # for nothing (its interval, a point, would mark every later effect as drift);
+        # one arm's alone is floored there.
         least = (1e-9 * max(1.0, abs(a.mean), abs(b.mean))) ** 2
+        if max(a.sd ** 2, b.sd ** 2) <= least:
+            return self._evidence(diff)
         sd2_a, sd2_b = max(a.sd ** 2, least), max(b.sd ** 2, least)
         variance = sd2_a / a.users + sd2_b / b.users
         pooled = ((a.users - 1) * sd2_a + (b.users - 1) * sd2_b) / (a.users + b.users - 2)

@@ -111,8 +111,9 @@ class Backends:
                    settings.topic_items, ExperimentCalls(settings, store))
 
     async def follow_items(self) -> None:
-        """Follow the catalogue into ``catalogue`` and the item space (until cancelled)."""
-        await _existing(self.sizes, self.items_topic)
+        """Follow the catalogue into ``catalogue`` and the item space (until cancelled).
+        A missing items topic is waited for there, which marks the catalogue ``absent``
+        (a category then names no item, not a 503 for good)."""
         await follow_catalogue(self.kafka, self.items_topic, self.catalogue,
                                lambda: [self.items.bundle])
 

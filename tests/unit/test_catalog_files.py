@@ -168,6 +168,10 @@ def test_jsonl_invalid_records_are_rejected_items_for_the_dead_letter_topic(
                   b'{"item_id": "5", "price": -1}\nnot json\n{"item_id": "6"}\n')
     scanned = list(scan_catalog(path, "jsonl"))
     assert scanned[0] == ItemRecord("4", categories=("a1", "a2"))
+    # a first record of the schema's refused for a field of its own: that line alone
+    odd = _write(tmp_path, "odd.jsonl", b'{"item_id": "1", "colour": "red"}\n{"item_id": "2"}\n')
+    first, second = scan_catalog(odd, "jsonl")
+    assert isinstance(first, RejectedItem) and second == ItemRecord("2")
     assert scanned[3] == ItemRecord("6")
     bad_price, not_json = scanned[1], scanned[2]
     assert isinstance(bad_price, RejectedItem) and bad_price.line == 3

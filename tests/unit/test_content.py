@@ -159,6 +159,11 @@ def test_a_warm_start_carries_each_numeric_keys_weights_to_that_key() -> None:
         for row, old in enumerate(expected):
             want = rows(champion)[old] if old is not None else np.zeros(8, np.float32)
             np.testing.assert_array_equal(rows(challenger)[row], want)
+    challenger, before = sasrec(("price",)), sasrec(())  # a champion with no numbers
+    copy_weights(challenger, before)
+    carry_numeric_rows(challenger.encoder.content_encoder, ("price",),
+                       before.encoder.content_encoder, ())
+    assert not rows(challenger).any()
 
 
 def test_sasrec_items_are_id_plus_content_and_the_numpy_forms_agree() -> None:

@@ -389,10 +389,10 @@ def test_tallies_of_two_workers_merge_through_their_wire_form() -> None:
 def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     e = experiment()
     tallies, states = Tallies(), {}
-    for i in range(400):  # treatment's lists hit far more often
+    for i in range(400):  # treatment's lists hit far more often (users differ in each)
         variant = "control" if i % 2 else "treatment"
         for j in range(3):
-            hit = (j == 0) if variant == "control" else (j < 3)
+            hit = j < (1 + (i % 4 == 1) if variant == "control" else 3 - (i % 4 == 0))
             tallies.variant(variant).add(f"u{i}", {"NDCG@10": float(hit), "HR@10": float(hit),
                                                    "MRR": float(hit)})
     report, states = look(e, tallies, 2, states)
@@ -416,8 +416,8 @@ def test_the_report_names_the_better_variant_and_flags_a_broken_split() -> None:
     ahead = Tallies()
     for i in range(600):  # both beat the control; the variant declared last by more
         name, hits = [("control", 1), ("good", 2), ("better", 3)][i % 3]
-        for j in range(3):
-            ahead.variant(name).add(f"u{i}", {"NDCG@10": float(j < hits)})
+        for j in range(4):  # a fourth list, hit by every sixth user: users differ
+            ahead.variant(name).add(f"u{i}", {"NDCG@10": float(j < hits or (j == 3 and i % 6 < 3))})
     assert look(three, ahead, 1, {})[0].winner == "better"  # not the first declared
     # The primary test drifted (the effect moved between looks): its verdict names no winner.
     moved = {key: {**state, "drifted": True} for key, state in states.items()}

@@ -308,10 +308,11 @@ def test_the_history_holds_each_event_once_as_the_workers_serve_it(
     records = [SimpleNamespace(value=e.to_json(), key=e.key, timestamp_ms=e.ts) for e in sent]
     # keyed by other than its user: the workers dead-letter it, so no session holds it
     records.append(SimpleNamespace(value=event(4).to_json(), key=b"session-7", timestamp_ms=0))
+    records.append(SimpleNamespace(value=event(6).to_json(), key=None, timestamp_ms=0))
     # stamped an hour after it was sent (a device's clock): read as of its send time
     ahead = Event(f"00000000-0000-4000-8000-{5:012d}", "u3", "i5", "click",
                   1_700_000_000_000 + 3_600_000)
-    records.append(SimpleNamespace(value=ahead.to_json(), key=None,
+    records.append(SimpleNamespace(value=ahead.to_json(), key=b"u3",
                                    timestamp_ms=1_700_000_000_009))
     monkeypatch.setattr(consumer, "read_to_end", lambda kafka, topic: records)
     trainer = object.__new__(Trainer)  # the read alone: no store

@@ -62,6 +62,7 @@ REDIS_WAIT_S = 0.05  # how long a micro-batch waits on its Redis write before go
 REDIS_FINISH_S = 3.0  # how long a stopping worker waits on its last Redis writes
 REDIS_SEED_S = 1.0  # how long a fresh worker's first batch waits for the popularity record
 UNSTORED_MOST = 20_000  # users whose newest list missed Redis, kept for the next write
+HELD_BYTES_MOST = 4 * 2**20  # of those, what one write carries (the rest, the next ones)
 
 POPULAR_EVERY_S = 1.0  # how often a worker stores its popularity list for the API
 # The most bytes a list's JSON takes: librdkafka's message.max.bytes (1,000,000) less room
@@ -224,22 +225,32 @@ class UnstoredLists:
     def __len__(self) -> int:
         return len(self._lists)
 
-    def take(self, newer: Iterable[str]) -> list[tuple[str, bytes]]:
-        """Every list kept, but those of users in ``newer`` (their newer list goes in the
-        same write), and forget them: a feed must never go back in time."""
+    def take(self, newer: Iterable[str], most_bytes: int = HELD_BYTES_MOST
+             ) -> list[tuple[str, bytes]]:
+        """The oldest lists kept, ``most_bytes`` of them (one at least), and forget them;
+        those of users in ``newer`` are forgotten unsent (their newer list goes in the
+        same write: a feed must never go back in time). The rest wait for the next
+        writes: all of them in one, after an outage, made a pipeline and a PUBLISH of up
+        to hundreds of MB, past the client's 1 s timeout each time, for good."""
         if not self._lists:  # the usual case, once per micro-batch
             return []
-        fresh = set(newer)
-        kept = [(user, payload) for user, payload in self._lists.items() if user not in fresh]
-        self._lists.clear()
-        return kept
+        for user in newer:
+            self._lists.pop(user, None)
+        taken, size = [], 0
+        while self._lists and (not taken or size + len(next(iter(self._lists.values())))
+                               <= most_bytes):
+            user, payload = self._lists.popitem(last=False)
+            taken.append((user, payload))
+            size += len(payload)
+        return taken
 
 
 class EventStep:
     """Per event: validate, sessionize, dedupe. The context keys a session keeps are those
     ``policy.features`` declares; ``answered`` tells a duplicate from a redelivery whose
-    list never went out (``AnsweredEvents``); ``clock_ms`` caps an event's time, which
-    validation lets run a day ahead (a device's clock): one such event would outweigh
+    list never went out (``AnsweredEvents``); ``clock_ms`` caps an event's time, with its
+    record's send time (``sent_no_later``), where validation lets it run a day ahead (a
+    device's clock): one such event would outweigh
     2^24 current ones in popularity, and as its session's newest it would make every
     later event of its user late (``streams.sessions.is_late``) until that time came."""
 

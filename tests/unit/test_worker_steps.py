@@ -954,6 +954,20 @@ def test_lists_kept_for_redis_are_bounded_oldest_dropped_first() -> None:
     assert kept.take(newer=[]) == []
 
 
+def test_lists_kept_for_redis_go_back_a_bounded_share_per_write_oldest_first() -> None:
+    """After an outage every kept list went in the next write: one pipeline and one
+    PUBLISH of up to 20,000 lists (hundreds of MB with long lists) that missed the
+    client's 1 s timeout every time, so the worker never reached Redis again (a review)."""
+    from streams.steps import UnstoredLists
+
+    kept = UnstoredLists()
+    kept.keep([(f"u{i}", bytes(1000)) for i in range(10)])
+    first = kept.take(newer=["u0"], most_bytes=3000)  # u0's newer list goes in the write
+    assert [user for user, _ in first] == ["u1", "u2", "u3"] and len(kept) == 6
+    assert [user for user, _ in kept.take(newer=[], most_bytes=500)] == ["u4"]  # one at least
+    assert len(kept.take(newer=[])) == 5 and len(kept) == 0
+
+
 def test_a_failed_writes_lists_come_back_as_the_oldest_and_never_over_newer_ones() -> None:
     from streams.steps import UnstoredLists
 

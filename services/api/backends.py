@@ -97,10 +97,10 @@ class Backends:
 
             return load_bundle(store, head_weights=settings.ranker_head_weights)
 
-        async def follow_updates(serving: Serving) -> None:
+        async def follow_updates(serving: Serving, retry_champion: bool) -> None:
             await _existing(sizes, settings.topic_model_updates)
             await follow_model_updates(settings.kafka, settings.topic_model_updates, serving,
-                                       champion, settings.recs_top_n)
+                                       champion, settings.recs_top_n, retry_champion)
 
         return cls(source, hub,
                    EventIngest(settings.kafka, settings.topic_interactions,

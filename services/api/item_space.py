@@ -59,13 +59,14 @@ NOT_LOADED = NotLoaded()
 
 class ItemSpace:
     """``load_bundle`` loads the champion's serving bundle (raising when there is none);
-    ``follow_updates(serving)`` follows the model announcements into ``serving`` until
-    cancelled. ``metrics`` takes what ``Serving`` and ``Catalogue`` count; the API does
+    ``follow_updates(serving, retry_champion)`` follows the model announcements into
+    ``serving`` until cancelled, retrying the champion with backoff when its first load
+    failed (the announcement topic keeps announcements for its retention only). ``metrics`` takes what ``Serving`` and ``Catalogue`` count; the API does
     not expose them (its own metrics are ``ApiMetrics``)."""
 
     def __init__(self, catalogue: Catalogue, metrics: WorkerMetrics,
                  load_bundle: Callable[[], Any],
-                 follow_updates: Callable[[Serving], Awaitable[None]]) -> None:
+                 follow_updates: Callable[[Serving, bool], Awaitable[None]]) -> None:
         self.catalogue, self.metrics = catalogue, metrics
         self.load_bundle, self.follow_updates = load_bundle, follow_updates
         self.serving: Serving | None = None
@@ -108,8 +109,11 @@ class ItemSpace:
             self.why_none = NO_CHAMPION if isinstance(exc, NoChampion) else FAILED
         self.serving = Serving(bundle, self.metrics, catalogue=self.catalogue)
         self.ready.set()
-        serving = self.serving
-        await keep_following("the model follower", lambda: self.follow_updates(serving))
+        serving = self.serving  # a failed load, not "no champion", is retried: with no
+        # announcement on the topic nothing else would load it, and similar items
+        # answered 503 until the next promotion (a review)
+        await keep_following("the model follower", lambda: self.follow_updates(
+            serving, self.model is None and self.why_none == FAILED))
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -101,7 +101,7 @@ class FakeBundle:
                               paths=[self.paths[i] for i in others])
 
 
-async def _follow_nothing(serving: object) -> None:
+async def _follow_nothing(serving: object, retry_champion: bool) -> None:
     await asyncio.Event().wait()  # no announcements: until cancelled
 
 

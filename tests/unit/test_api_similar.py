@@ -139,6 +139,35 @@ def test_without_a_champion_similar_is_a_503_that_says_why(
     assert "secret" not in caplog.text and "no champion for similar items" in caplog.text
 
 
+@pytest.mark.parametrize(("error", "retried"), [(NoChampion("none yet"), False),
+                                                (OSError("registry timed out"), True)])
+def test_a_failed_first_load_is_retried_by_the_follower(error: Exception,
+                                                        retried: bool) -> None:
+    """Only an announcement loaded a champion once the first load had failed, and the
+    topic keeps them for its retention only: similar items answered 503 until the next
+    promotion (a review). The worker's follower retries with backoff; so does the API's."""
+    asked: list[bool] = []
+
+    def load() -> FakeBundle:
+        raise error
+
+    async def follow(serving: object, retry_champion: bool) -> None:
+        asked.append(retry_champion)
+
+    async def scenario() -> None:
+        space = item_space(Catalogue(WorkerMetrics(), caught_up=True), load)
+        space.follow_updates = follow
+        assert await space.wait_model(5) is None
+        for _ in range(50):
+            if asked:
+                break
+            await asyncio.sleep(0.01)
+        await space.stop()
+
+    asyncio.run(scenario())
+    assert asked[:1] == [retried]
+
+
 def test_while_the_champion_loads_similar_is_a_503_with_retry_after() -> None:
     def slow() -> FakeBundle:
         threading.Event().wait(3)  # longer than the route waits: half the request's 2 s
@@ -175,8 +204,9 @@ def test_the_item_space_loads_off_the_loop_then_swaps_what_announcements_name() 
         release.wait(5)
         return FakeBundle()
 
-    async def follow(serving: object) -> None:
+    async def follow(serving: object, retry_champion: bool) -> None:
         followed.append(serving)
+        assert not retry_champion  # loaded: nothing to retry
         await asyncio.Event().wait()
 
     async def scenario() -> None:

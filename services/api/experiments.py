@@ -109,7 +109,8 @@ class _Calls:
         with self._lock:
             if self.unfinished >= self.most:
                 raise HTTPException(503, f"{self.unfinished} experiment calls are still "
-                                         "waiting on Kafka, Redis or the registry; retry later")
+                                         "waiting on Kafka, Redis or the registry; retry later",
+                                    headers={"Retry-After": "5"})
             self.unfinished += 1
         future = self.pool.submit(call, *args)
         future.add_done_callback(self._finished)

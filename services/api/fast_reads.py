@@ -29,7 +29,9 @@ from streams.events import CONTROL_CHARACTERS, MAX_ID_LENGTH
 # documented path parameter (``routes.USER_ID``). ASCII alone left a user "José" or
 # "user 7", whose events were accepted, unable to read a list.
 USER_ID_RE = re.compile(rf"[^/{CONTROL_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}")
-_HEADERS = [(b"content-type", b"application/json")]
+# ``no-store``: a list changes with each event, and a shared cache keeping one (Varnish's
+# default 120 s) would serve it stale, and to a client without the read key it asked for
+_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
 def plain_k(query: bytes) -> int | None:

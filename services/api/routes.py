@@ -94,8 +94,10 @@ LIST_NOTE = ("The workers' record, each item with its catalogue `title` where th
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    """A JSON answer built by hand (orjson), for routes whose body is not a model."""
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    """A JSON answer built by hand (orjson), for routes whose body is not a model; never
+    cached (``fast_reads._HEADERS``: every answer here is of the moment)."""
+    return Response(orjson.dumps(body), status, media_type="application/json",
+                    headers={"Cache-Control": "no-store"})
 
 
 def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +160,7 @@ def add_feed_route(app: FastAPI, metrics: ApiMetrics, heartbeat_s: float,
             # it opens is closed with the stream even if the stream is never read.
             first = await anext(events)
         except FeedsFull as exc:
-            raise HTTPException(503, str(exc)) from None
+            raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
         return StreamingResponse(_resumed(first, events), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})

@@ -156,6 +156,7 @@ def test_a_feed_over_the_cap_gets_503_and_closing_one_makes_room() -> None:
     refused = api.get("/v1/users/u3/feed")
     assert refused.status_code == 503
     assert refused.json() == {"detail": "2 live feeds are open, the limit; retry later"}
+    assert refused.headers["retry-after"] == "5"
     api.hub.close("u1", held[0])
     api.hub.close("u1", held[0])  # twice: counted once
     assert api.hub.clients == 1

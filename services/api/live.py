@@ -35,6 +35,10 @@ class LiveStats:
     shown: OrderedDict[str, tuple[list[str], int | None]] = field(default_factory=OrderedDict)
     model_version: str | None = None
     last_swap_us: int | None = None
+    # champion versions seen within the window: (published_us of the first list of their
+    # current run, monotonic seconds it began, and of the last); the run that began last
+    # (by this clock, not the workers') is in service
+    runs: dict[str | None, tuple[int, float, float]] = field(default_factory=dict)
 
     def observe(self, rec: RecommendationList, now_s: float) -> None:
         """One published list, seen at ``now_s`` (monotonic seconds)."""
@@ -44,11 +48,8 @@ class LiveStats:
         self._forget(now_s)
         # The champion's lists only: an experiment's variants alternate versions, and each
         # list would read as a swap (held-back users' lists carry no tag).
-        if rec.path == "model" and rec.experiment is None and \
-                rec.model_version != self.model_version:
-            if self.model_version is not None:
-                self.last_swap_us = published
-            self.model_version = rec.model_version
+        if rec.path == "model" and rec.experiment is None:
+            self._serving(rec.model_version, published or 0, now_s)
         before = self.shown.pop(rec.user_id, None)
         if before is not None and sent_before(rec.sent_us, before[1]):  # an event answered
             self.shown[rec.user_id] = before  # again (a worker took over its partition):
@@ -61,6 +62,23 @@ class LiveStats:
             if shows_over(rec.items, None if before is None else before[0]) else before
         if len(self.shown) > self.max_users:
             self.shown.popitem(last=False)
+
+    def _serving(self, version: str | None, published_us: int, now_s: float) -> None:
+        """The version in service is the one whose run of lists began last: during a
+        rolling swap (each worker loads on its own), or beside a worker whose swap was
+        refused, lists of two versions alternate, and each one read as a swap. A version
+        unseen for ``window_s`` that comes back (a rollback) begins a new run."""
+        run = self.runs.get(version)
+        if run is None or now_s - run[2] > self.window_s:
+            run = (published_us, now_s, now_s)
+        self.runs[version] = (*run[:2], now_s)
+        for gone in [v for v, run in self.runs.items() if now_s - run[2] > self.window_s]:
+            del self.runs[gone]
+        newest = max(self.runs, key=lambda v: self.runs[v][1])
+        if newest != self.model_version:
+            if self.model_version is not None:
+                self.last_swap_us = self.runs[newest][0]
+            self.model_version = newest
 
     def _forget(self, now_s: float) -> None:
         while self.arrivals and self.arrivals[0][0] < now_s - self.window_s:

@@ -130,6 +130,14 @@ def test_live_stats_sees_a_model_swap_only_when_the_version_changes() -> None:
                          experiment=ExperimentTag("exp", "treatment" if n % 2 == 0 else "control"))
         stats.observe(tagged, 4.0 + n)
     assert stats.model_version == "v2" and stats.last_swap_us == 7  # no swap seen
+    # A rolling swap (each worker loads on its own), or a worker whose swap was refused:
+    # lists of both versions alternate, and every one read as a swap (a review).
+    for n in range(6):
+        stats.observe(_list("u4", ["a"], "a", version=("v2", "v3")[n % 2],
+                            published=20 + n), 10.0 + n)
+    assert stats.model_version == "v3" and stats.last_swap_us == 21
+    stats.observe(_list("u5", ["a"], "a", version="v2", published=40), 30.0)  # 15 s unseen:
+    assert stats.model_version == "v2" and stats.last_swap_us == 40  # back (a rollback)
 
 
 def test_live_stats_forgets_the_oldest_users_beyond_its_bound() -> None:

@@ -24,6 +24,7 @@ from streams.readers import READERS, LogFileError, log_columns, read_events
 from streams.replay import ReplaySummary
 from streams.replay import replay as replay_log
 from streams.synthetic import SyntheticConfig
+from streams.synthetic import catalogue as synthetic_catalogue
 from streams.synthetic import generate as generate_events
 
 app = typer.Typer()
@@ -210,6 +211,9 @@ def generate(
     drift_at: Annotated[float | None, typer.Option(
         callback=lambda v: number_within(v, 0.0, 1.0, "--drift-at"),
         help="fraction of the timeline after which user tastes shift")] = None,
+    catalogue: Annotated[Path | None, typer.Option(
+        help="also write the items' catalogue here, each item's hidden topic as its "
+             "category (JSON lines: `streamrec catalog load --format jsonl` reads it)")] = None,
 ) -> None:
     """Write a synthetic interaction log (power-law items, tastes, sequences, sessions)."""
     cfg = SyntheticConfig(users=users, items=items, events=events, seed=seed, drift_at=drift_at)
@@ -219,3 +223,6 @@ def generate(
             if n % 5000 == 0:
                 update(n)
     console.print(f"wrote {events:,} events ({users:,} users, {items:,} items) to {out}")
+    if catalogue is not None:
+        catalogue.write_bytes(b"".join(r.to_json() + b"\n" for r in synthetic_catalogue(cfg)))
+        console.print(f"wrote the catalogue of its {items:,} items to {catalogue}")

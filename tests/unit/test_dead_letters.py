@@ -302,24 +302,24 @@ def test_inspect_shows_a_time_past_any_date_as_its_number() -> None:
 
 
 class _SlowBroker:
-    """A producer whose records a 30 s flush leaves waiting and its full close delivers:
-    a broker back after a minute's leader election."""
+    """A producer whose records a 30 s flush leaves waiting and whose full close reports
+    them, delivered or ``failing`` of them not: a broker back after a minute's leader
+    election. Its close alone reports, so a settle that does not wait for it sees none."""
 
-    def __init__(self) -> None:
-        self.stats, self.waiting = DeliveryStats(), 3
+    def __init__(self, failing: int = 0) -> None:
+        self.stats, self.waiting, self.failing = DeliveryStats(), 3, failing
 
     def flush(self, timeout_s: float = 30.0) -> int:
         return self.waiting
 
     def close(self) -> None:
-        self.waiting = 0
+        self.waiting, self.stats.failed = 0, self.failing
 
 
 def test_a_redrive_waits_for_every_report_before_it_calls_the_run_failed() -> None:
     """Called failed after a short flush, a run left its letters pending although
-    librdkafka delivered them as it closed: the next run sent them all again."""
-    slow = _SlowBroker()
-    _settle(slow)  # type: ignore[arg-type]
-    slow.stats.failed = 2
+    librdkafka delivered them as it closed: the next run sent them all again. And a
+    failure the close reports fails the run."""
+    _settle(_SlowBroker())  # type: ignore[arg-type]
     with pytest.raises(KafkaException, match="2 records not delivered"):
-        _settle(slow)  # type: ignore[arg-type]
+        _settle(_SlowBroker(failing=2))  # type: ignore[arg-type]

@@ -219,6 +219,38 @@ def test_stack_up_waits_for_an_external_redis_then_says_why_in_one_line() -> Non
     assert "\n" not in str(info.value) and ":pw@" not in str(info.value)
 
 
+def test_stack_up_holds_the_lock_and_waits_for_each_external_service_in_order(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The helpers are tested on their own above; this is ``up`` calling them: under the
+    stack's lock, the broker, an external Redis and an MLflow server each waited for
+    before the topics are made."""
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    import infra.stack as stack_module
+    from infra.stack import Stack
+
+    calls: list[str] = []
+
+    @contextmanager
+    def exclusive(lock: Path | None):  # noqa: ANN202 - a context manager
+        calls.append(f"lock {lock.name if lock else None}")
+        yield
+        calls.append("unlock")
+
+    monkeypatch.setattr(stack_module, "exclusive", exclusive)
+    monkeypatch.setattr(stack_module, "wait_for_broker", lambda kafka, s: calls.append("kafka"))
+    monkeypatch.setattr(stack_module, "wait_for_redis", lambda url: calls.append(f"redis {url}"))
+    monkeypatch.setattr(stack_module, "wait_for_mlflow", lambda store: calls.append("mlflow"))
+    monkeypatch.setattr(stack_module, "ensure_topics",
+                        lambda kafka, topics: calls.append("topics") or [])
+    server = SimpleNamespace(is_local=False, ensure=lambda: calls.append("ensure"))
+    Stack(KafkaConnection("b:9092"), "redis://cache:6379/0", server, [],  # type: ignore[arg-type]
+          lock_file=tmp_path / "stack.lock").up()
+    assert calls == ["lock stack.lock", "kafka", "redis redis://cache:6379/0", "ensure",
+                     "mlflow", "topics", "unlock"]
+
+
 def test_a_second_stack_up_waits_for_the_first(tmp_path: Path) -> None:
     import threading
     import time

@@ -36,6 +36,16 @@ def test_close_waits_for_each_records_final_report() -> None:
     assert _close_wait_s({"message.timeout.ms": 10_000}) == 15.0  # the API's
     assert _close_wait_s({"message.timeout.ms": 0}) == 30.0  # the worker's list producer
 
+    class Pending(RecordProducer):  # records the waits close asks for; never delivers
+        def flush(self, timeout_s: float = 30.0) -> int:
+            waits.append(timeout_s)
+            return 1
+
+    waits: list[float] = []
+    Pending(KafkaConnection("127.0.0.1:1"), {"log_level": 0,
+                                            "message.timeout.ms": 10_000}).close()
+    assert waits == [5.0, 15.0]  # a short wait, then librdkafka's own timeout and more
+
 
 def test_an_event_past_the_size_limit_is_dead_lettered_at_the_producer() -> None:
     """Built in Python, its context passes ``validate``, which reads no bytes: sent, it

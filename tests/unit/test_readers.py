@@ -875,6 +875,19 @@ def test_replay_refuses_a_pace_or_limit_it_cannot_keep_in_one_line(
     assert code == 2 and message in text
 
 
+def test_generate_writes_a_catalogue_the_catalogue_loader_reads(
+        tmp_path: Path, streamrec: Callable[..., tuple[int, str]]) -> None:
+    from streams.catalog_files import read_catalog
+    from streams.synthetic import catalogue
+
+    log, items = tmp_path / "events.jsonl", tmp_path / "items.jsonl"
+    code, _ = streamrec("generate", str(log), "--events", "300", "--users", "20",
+                        "--items", "30", "--catalogue", str(items))
+    assert code == 0
+    assert list(read_catalog(items, "jsonl")) == catalogue(SyntheticConfig(
+        users=20, items=30, events=300, seed=7))
+
+
 @pytest.mark.parametrize("args, flag", [
     (["--events", "-5"], "--events"), (["--users", "0"], "--users"),
     (["--items", "3"], "--items"), (["--drift-at", "5"], "--drift-at"),

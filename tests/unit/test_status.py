@@ -29,6 +29,29 @@ def test_trainer_status_round_trips_with_its_last_round(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["trainer.json"]  # no temporary left
 
 
+def test_the_file_is_only_ever_written_whole_by_a_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader (``streamrec stack status``, the demo) must never see half a file: the
+    bytes go to a temporary beside it, which is renamed over it."""
+    path = tmp_path / "worker.json"
+    renamed: list[tuple[str, str]] = []
+    write_bytes, rename = Path.write_bytes, Path.replace
+
+    def written(self: Path, data: bytes) -> int:
+        assert self != path, "written in place"
+        return write_bytes(self, data)
+
+    def replaced(self: Path, target: Path) -> Path:
+        renamed.append((self.name, Path(target).name))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "write_bytes", written)
+    monkeypatch.setattr(Path, "replace", replaced)
+    StatusFile(path, WorkerStatus("a:v1")).update(swaps_applied=1)
+    assert [target for _, target in renamed] == ["worker.json", "worker.json"]
+    assert read_status(path, WorkerStatus) is not None
+
+
 def test_worker_status_counts_swaps(tmp_path: Path) -> None:
     path = tmp_path / "worker.json"
     status = StatusFile(path, WorkerStatus("a:v1"))

@@ -958,7 +958,7 @@ def test_lists_kept_for_redis_go_back_a_bounded_share_per_write_oldest_first() -
     """After an outage every kept list went in the next write: one pipeline and one
     PUBLISH of up to 20,000 lists (hundreds of MB with long lists) that missed the
     client's 1 s timeout every time, so the worker never reached Redis again (a review)."""
-    from streams.steps import UnstoredLists
+    from streams.steps import HELD_BYTES_MOST, UnstoredLists
 
     kept = UnstoredLists()
     kept.keep([(f"u{i}", bytes(1000)) for i in range(10)])
@@ -966,6 +966,9 @@ def test_lists_kept_for_redis_go_back_a_bounded_share_per_write_oldest_first() -
     assert [user for user, _ in first] == ["u1", "u2", "u3"] and len(kept) == 6
     assert [user for user, _ in kept.take(newer=[], most_bytes=500)] == ["u4"]  # one at least
     assert len(kept.take(newer=[])) == 5 and len(kept) == 0
+    kept.keep([(f"u{i}", bytes(1024)) for i in range(5000)])  # 5 MB: the writes' own bound
+    assert 0 < sum(len(p) for _, p in kept.take(newer=[])) <= HELD_BYTES_MOST
+    assert len(kept) > 0
 
 
 def test_a_failed_writes_lists_come_back_as_the_oldest_and_never_over_newer_ones() -> None:

@@ -224,6 +224,7 @@ class ServingBundle:
                  cache_mb: float = CACHE_MB) -> None:
         if ranker is not None:
             _check_pair(ranker, users, items)
+            ranker = ranker.within(len(users), len(items))
         if encoder.items.shape[0] != len(items) + 1:  # row 0 is padding
             raise ValueError(f"the retriever's item table has {encoder.items.shape[0]} rows "
                              f"for an id map of {len(items)} items (+1 for padding): "

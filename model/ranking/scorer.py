@@ -66,6 +66,20 @@ class NumpyNeuMF:
         table = self.mlp_item if self.mlp_item is not None else self.gmf_item
         return len(table) - 1 if table is not None else 0
 
+    def within(self, users: int, items: int) -> NumpyNeuMF:
+        """This ranker with no rows past ``users`` and ``items`` (its retriever's id maps):
+        a ranker trained later than its retriever (an experiment's variant pinned by hand)
+        has rows for ids the retriever gives new catalogue items, which they would read."""
+        if self.num_users <= users and self.num_items <= items:
+            return self
+
+        def cut(table: np.ndarray | None, rows: int) -> np.ndarray | None:
+            return None if table is None else table[:rows + 1]
+
+        return replace(self, gmf_user=cut(self.gmf_user, users),
+                       mlp_user=cut(self.mlp_user, users), gmf_item=cut(self.gmf_item, items),
+                       mlp_item=cut(self.mlp_item, items), item_ids=cut(self.item_ids, items))
+
     def with_items(self, records: Sequence[ItemContent], dense: np.ndarray) -> NumpyNeuMF:
         """This ranker with rows for catalogue ``records`` at dense ids ``dense``: ids
         past its table (new items, in order) get their content's term alone (and a zero

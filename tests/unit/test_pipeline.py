@@ -83,6 +83,14 @@ def test_a_ranker_scoring_nan_or_trained_on_another_log_is_never_served_quietly(
                                    session_dim=16, use_score=True))
     with pytest.raises(ValueError, match=r"not trained with the retriever's id maps \(users"):
         ServingBundle.from_models(sasrec, other, seqs.users, seqs.items, "v2")
+    # A newer ranker of the same lineage beside an older retriever (an experiment's
+    # variant pinned by hand): its rows past the retriever's maps are other items', which
+    # the retriever's next new items would have read (a review); they are cut at load
+    newer = start_from_score(NeuMF(seqs.num_users + 2, seqs.num_items + 4, 8, (16, 8),
+                                   session_dim=16, use_score=True))
+    paired = ServingBundle.from_models(sasrec, newer, seqs.users, seqs.items, "v2b")
+    assert paired.ranker is not None and (paired.ranker.num_users, paired.ranker.num_items) \
+        == (seqs.num_users, seqs.num_items)
     # An item map that is not the retriever's table: new items would read other rows
     short = IdMap.from_list(seqs.items.ids[:-3])
     with pytest.raises(ValueError, match=f"item table has {seqs.num_items + 1} rows for an "

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from model.data import LeaveLastOut, build_sequences, leave_last_out
+from model.evaluation.metrics import rank_of_target
 from model.features import LiveSession
 from model.pipeline import ServingBundle
 from model.retrieval.training import SASRecConfig, fit_sasrec
@@ -38,13 +39,16 @@ def served_window(events: int, keep: int, max_len: int) -> int:
 
 
 def ndcg(ranks: np.ndarray) -> np.ndarray:
-    """NDCG@10 of each case from its target's 0-based rank."""
+    """NDCG@10 of each case from its target's 0-based rank (``metrics.ndcg``'s terms, per
+    case: the rolls are compared case by case)."""
     return np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)
 
 
 def ranks_by_window(split: LeaveLastOut, bundle: ServingBundle, keeps: tuple[int, ...]
                     ) -> dict[int, np.ndarray]:
-    """Each test target's rank among the unseen items, per roll."""
+    """Each test target's rank among the unseen items, per roll, as the offline protocol
+    ranks it (``rank_of_target``: ties in a random order, a NaN target last, a target the
+    user met before still a candidate)."""
     names, items, max_len = split.sequences.items.ids, bundle.encoder.items, bundle.encoder.max_len
     ranks: dict[int, list[int]] = {k: [] for k in keeps}
     for user in split.eval_users("test"):
@@ -56,8 +60,10 @@ def ranks_by_window(split: LeaveLastOut, bundle: ServingBundle, keeps: tuple[int
             bundle.recommend(["u"], [LiveSession(session[-served_window(len(session), keep,
                                                                        max_len):])], 1)
             scores = items[1:] @ bundle.caches["u"].output
-            scores[hist - 1] = -np.inf
-            ranks[keep].append(int((scores > scores[target - 1]).sum()))
+            ignore = np.zeros(len(scores), bool)
+            ignore[hist - 1] = ignore[target - 1] = True  # the target: scored on its own
+            ranks[keep].append(int(rank_of_target(scores[[target - 1]], scores[None],
+                                                  ignore[None])[0]))
     return {k: np.array(r) for k, r in ranks.items()}
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import os
 import time
 import uuid
@@ -53,12 +54,24 @@ USERS, ITEMS, TRAIN_EVENTS = 20_000, 10_000, 100_000
 MODEL_SHARE = 0.9
 
 
+def code_fingerprint() -> str:
+    """A short hash of the code that trains and serves a champion (``model/`` and the
+    training run): keyed by it, a champion cached by other code (another commit, a git
+    worktree's old tree) is trained anew, never served as this code's."""
+    root, digest = Path(__file__).resolve().parents[1], hashlib.blake2b(digest_size=5)
+    for path in sorted([*(root / "model").rglob("*.py"), root / "services" / "training_run.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def champion_env(settings: Settings, train: list[Event], epochs: int, shape: str
                   ) -> dict[str, str]:
-    """Environment pointing at a benchmark MLflow store holding a champion for this shape."""
+    """Environment pointing at a benchmark MLflow store holding a champion for this shape,
+    trained by this code (``code_fingerprint``)."""
     import subprocess
 
-    home = settings.data_dir / "bench" / f"worker-{shape}-{len(train)}e-{epochs}ep"
+    home = settings.data_dir / "bench" / (f"worker-{shape}-{len(train)}e-{epochs}ep-"
+                                          f"{code_fingerprint()}")
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "STREAMREC_MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
            "STREAMREC_MLFLOW_EXPERIMENT": f"bench-{home.name}"}

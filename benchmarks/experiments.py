@@ -248,18 +248,24 @@ def split_run(log: Log, salt: str, served: tuple[int, int], every: int, alpha: f
 
 
 def interleaving_run(log: Log, salt: str, models: tuple[int, int], every: int, alpha: float,
-                     stop: bool) -> Run:
+                     stop: bool, sides_by_user: bool = False) -> Run:
     """Every list is the team draft of ``models``' lists; the next event credits the team
     that placed its item in the list shown, as a live worker does; an item not shown
     credits no one. An event whose item is in neither model's list credits no one
-    whatever the coins, so its draft is skipped."""
+    whatever the coins, so its draft is skipped. ``sides_by_user``: an A/A run on two
+    different models, each user's "A" drawn by the salt: users lean to one model as they
+    do (where a model against itself makes every credit a fair coin), while the mean
+    share is 1/2 by construction."""
     test = InterleavingTest(alpha=alpha)
-    a, b = (log.lists[m] for m in models)
+    lists = tuple(log.lists[m] for m in models)
     rows = log.user_index
     to_a, given = np.zeros(len(rows)), np.zeros(len(rows))
 
     def step(i: int) -> None:
         target = log.targets[i]
+        a, b = lists
+        if sides_by_user and assign(str(log.users[i]), salt, (0.5, 0.5)):
+            b, a = lists
         if target in a[i] or target in b[i]:
             team = credit(team_draft(a[i], b[i], K, rng_for(f"{salt}:{log.event_ids[i]}")),
                           target)
@@ -328,7 +334,7 @@ def matched_ratio(ab: dict, il: dict) -> dict | None:
 
 def simulate(log: Log, args: argparse.Namespace, better: int) -> dict:
     """All four kinds of run, with one progress bar."""
-    total = 2 * args.aa_runs + 2 * args.runs
+    total = 3 * args.aa_runs + 2 * args.runs
     correct = str(Verdict.B_WINS if better == 1 else Verdict.A_WINS)
     results: dict = {}
     with progress_bar("simulate", total, "{task.fields[kind]}") as update:
@@ -349,6 +355,10 @@ def simulate(log: Log, args: argparse.Namespace, better: int) -> dict:
             "A/A interleaving", args.aa_runs, lambda r: interleaving_run(
                 log, f"aai-{args.seed}-{r}", (better, better), args.look_every, args.alpha,
                 False)))
+        results["aa_interleaving_pair"] = false_positives(each(
+            "A/A interleaving, the pair", args.aa_runs, lambda r: interleaving_run(
+                log, f"aap-{args.seed}-{r}", (0, 1), args.look_every, args.alpha, False,
+                sides_by_user=True)))
         ab = each("A/B", args.runs, lambda r: split_run(
             log, f"ab-{args.seed}-{r}", (0, 1), args.look_every, args.alpha, True))
         results["ab"] = events_to_verdict(ab, correct, log)
@@ -377,7 +387,7 @@ def report(log: Log, means: list[float], results: dict) -> dict:
           f"{means[1]:.4f}; the runs read {len(log):,} events of {len(set(log.users)):,} users")
     print(f"\n{'A/A false positives':<20} {'runs':>5} {'always-valid test':>26} "
           f"{'z-test read at each look':>28}")
-    for kind in ("aa_split", "aa_interleaving"):
+    for kind in ("aa_split", "aa_interleaving", "aa_interleaving_pair"):
         r = results[kind]
         print(f"{kind:<20} {r['runs']:>5} {_share(r['always_valid']):>26} "
               f"{_share(r['peeking_z_test']):>28}")

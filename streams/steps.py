@@ -659,13 +659,14 @@ class BatchStep:
         breaker is not asked: this is the last chance). Their events' offsets commit as
         the worker stops, so a user whose newest list waited in memory kept an older one
         in Redis, until their next event (a deploy while Redis was slow)."""
-        deadline, tried = time.monotonic() + wait_s, False
+        deadline, failed = time.monotonic() + wait_s, False
         while (left := deadline - time.monotonic()) > 0:
             if self._write is not None and not self._write.done():
                 await asyncio.wait({self._write}, timeout=left)
-            elif self.unstored and not tried:  # once: a failed write keeps them again
-                tried = True
+            elif self.unstored and not failed:  # each write carries a share of them;
                 self._write = asyncio.ensure_future(self._write_now([], None))
+                await asyncio.wait({self._write}, timeout=left)  # a failed one keeps them
+                failed = self._write.done() and not self._write.result()
             else:
                 break
         if self.unstored or (self._write is not None and not self._write.done()):
@@ -694,8 +695,8 @@ class BatchStep:
             await asyncio.wait({self._write}, timeout=REDIS_WAIT_S)
 
     async def _write_now(self, payloads: list[tuple[str, bytes]], popular: bytes | None
-                         ) -> None:
-        """A failure is counted and logged, never raised: the lists are on the topic
+                         ) -> bool:
+        """Whether Redis took the write. A failure is counted and logged, never raised: the lists are on the topic
         already, and Redis down must not stop the stream. After a failure, batches skip
         Redis (counted) until ``redis_backoff`` lets one try again; the lists that missed
         it go with that write (``UnstoredLists``), each stored only over a list for an
@@ -711,8 +712,9 @@ class BatchStep:
             self.metrics.redis_unstored_dropped.inc(self.unstored.keep_older(lists))
             log.warning("writing %d lists to Redis failed: %s; skipping Redis for %.0f s",
                         len(lists), exc, self.redis_backoff.until - self.clock())
-        else:
-            self.redis_backoff.succeeded()
+            return False
+        self.redis_backoff.succeeded()
+        return True
 
     def _keep_unstored(self, lists: list[tuple[str, bytes]]) -> None:
         self.metrics.redis_unstored_dropped.inc(self.unstored.keep(lists))

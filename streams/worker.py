@@ -537,7 +537,10 @@ def create_app(cfg: WorkerConfig, bundle: Any, load_bundle: Callable[[], Any] | 
 
     @app.agent(interactions)
     async def recommend(stream: faust.StreamT) -> None:
-        stream.add_processor(sessionize)
+        # Once: an agent Faust restarts after a crash is given the same stream again, and
+        # a second sessionize would take the first one's updates for raw events.
+        if sessionize not in stream._processors:  # type: ignore[attr-defined]
+            stream.add_processor(sessionize)
         async for batch in stream.take(cfg.batch_size, within=cfg.batch_within_s):
             metrics.batch_size.observe(len(batch))
             updates = [u for u in batch if u is not None]

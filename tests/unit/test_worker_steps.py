@@ -797,6 +797,12 @@ def test_a_stopping_worker_writes_the_lists_that_waited_for_a_slow_write(
     assert store.held == [[], ["u2"]]  # stored only over an older list, as every kept one
     assert "stopping with lists Redis has not taken" not in caplog.text
 
+    # More kept than one write carries (4 MB): the stop writes them all, write by write
+    many, _, _ = make_step(store=(plenty := FakeStore()))
+    many.unstored.keep([(f"u{i}", bytes(2**20)) for i in range(12)])
+    asyncio.run(many.finish())
+    assert len(many.unstored) == 0 and sum(len(w) for w, _ in plenty.writes) == 12
+
     failing, _, _ = make_step(store=FakeStore(ConnectionError("refused")))
     asyncio.run(failing.publish([update("u1", ("a",), "e1")], bundle))  # fails: kept
     with caplog.at_level(logging.WARNING):

@@ -308,10 +308,10 @@ def as_of(events: list[Event], now_ms: int) -> tuple[list[Event], int]:
     """``events`` without those stamped ahead of ``now_ms`` (the trainer's clock when it
     read them), and how many those were: a later round, read once the clock has passed
     them, learns them. (Read through ``sent_no_later``, an event is no later than its
-    send time, so this leaves out only those whose send time is unknown or ahead.) Events up to a day ahead are valid (clock skew). Taken at its
-    word, one sorted into the gate slice as the newest, and once a champion had learnt
-    it, the next rounds took everything before it as already seen (``gate_cut``): no gate
-    cases for up to a day. Brought back to the clock instead, one learnt by a refit
+    send time, so this leaves out only those whose send time is unknown or ahead.)
+    Events up to a day ahead are valid (clock skew). Taken at its word, one sorted into
+    the gate slice as the newest, and once a champion had learnt it, the next rounds took
+    everything before it as already seen (``gate_cut``): no gate cases for up to a day. Brought back to the clock instead, one learnt by a refit
     champion came back in the next round's gate slice, stamped after what it learnt."""
     kept = [e for e in events if e.ts <= now_ms]
     return kept, len(events) - len(kept)

@@ -119,9 +119,10 @@ def _ab_tests(experiment: Experiment, summaries: dict[str, dict[str, MetricSumma
               new_states: dict[str, dict]) -> tuple[Verdict, str | None]:
     """Each variant against the control on each metric; the verdict is the primary
     metric's: of the variants that beat the control the one ahead by most when first
-    named (kept at later looks while it still wins), else the control if it beats them all; a test that has drifted (``Evidence``) counts for
-    neither. Each of the k challengers is tested at level alpha / k
-    (Bonferroni), so the chance that any false verdict is declared stays within alpha.
+    named (kept at later looks while it still wins), else the control if it beats them
+    all; a test that has drifted (``Evidence``) counts for neither. Each of the k
+    challengers is tested at level alpha / k (Bonferroni), so the chance that any false
+    verdict is declared stays within alpha.
     A test keeps the level stored with its state, so an experiment begun before this
     correction (2026-12-04) keeps its verdicts."""
     control = experiment.control.name

@@ -250,9 +250,9 @@ class EventStep:
     ``policy.features`` declares; ``answered`` tells a duplicate from a redelivery whose
     list never went out (``AnsweredEvents``); ``clock_ms`` caps an event's time, with its
     record's send time (``sent_no_later``), where validation lets it run a day ahead (a
-    device's clock): one such event would outweigh
-    2^24 current ones in popularity, and as its session's newest it would make every
-    later event of its user late (``streams.sessions.is_late``) until that time came."""
+    device's clock): one such event would outweigh 2^24 current ones in popularity, and
+    as its session's newest it would make every later event of its user late
+    (``streams.sessions.is_late``) until that time came."""
 
     def __init__(self, policy: SessionPolicy, answered: AnsweredEvents | None = None,
                  clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
@@ -696,12 +696,12 @@ class BatchStep:
 
     async def _write_now(self, payloads: list[tuple[str, bytes]], popular: bytes | None
                          ) -> bool:
-        """Whether Redis took the write. A failure is counted and logged, never raised: the lists are on the topic
-        already, and Redis down must not stop the stream. After a failure, batches skip
-        Redis (counted) until ``redis_backoff`` lets one try again; the lists that missed
-        it go with that write (``UnstoredLists``), each stored only over a list for an
-        older event: the user's partition may have moved meanwhile, and its new owner
-        stored a newer one."""
+        """Whether Redis took the write. A failure is counted and logged, never raised:
+        the lists are on the topic already, and Redis down must not stop the stream.
+        After a failure, batches skip Redis (counted) until ``redis_backoff`` lets one try
+        again; the lists that missed it go with that write (``UnstoredLists``), each
+        stored only over a list for an older event: the user's partition may have moved
+        meanwhile, and its new owner stored a newer one."""
         held = self.unstored.take(user for user, _ in payloads)
         try:
             await self.store.write(payloads, popular, held)

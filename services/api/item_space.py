@@ -61,8 +61,9 @@ class ItemSpace:
     """``load_bundle`` loads the champion's serving bundle (raising when there is none);
     ``follow_updates(serving, retry_champion)`` follows the model announcements into
     ``serving`` until cancelled, retrying the champion with backoff when its first load
-    failed (the announcement topic keeps announcements for its retention only). ``metrics`` takes what ``Serving`` and ``Catalogue`` count; the API does
-    not expose them (its own metrics are ``ApiMetrics``)."""
+    failed (the announcement topic keeps announcements for its retention only).
+    ``metrics`` takes what ``Serving`` and ``Catalogue`` count; the API does not expose
+    them (its own metrics are ``ApiMetrics``)."""
 
     def __init__(self, catalogue: Catalogue, metrics: WorkerMetrics,
                  load_bundle: Callable[[], Any],

@@ -237,11 +237,13 @@ class UnstoredLists:
         for user in newer:
             self._lists.pop(user, None)
         taken, size = [], 0
-        while self._lists and (not taken or size + len(next(iter(self._lists.values())))
-                               <= most_bytes):
-            user, payload = self._lists.popitem(last=False)
+        for user, payload in self._lists.items():  # oldest first
+            if taken and size + len(payload) > most_bytes:
+                break
             taken.append((user, payload))
             size += len(payload)
+        for user, _ in taken:
+            del self._lists[user]
         return taken
 
 

@@ -83,7 +83,7 @@ class Backends:
         listener = aioredis.Redis.from_url(settings.redis, socket_connect_timeout=0.5,
                                            health_check_interval=5)
         source = ListSource(client, settings.recs_channel, settings.recs_ttl_s,
-                            on_fallback=metrics.fallbacks.inc)
+                            on_fallback=metrics.fallbacks.inc, top_n=settings.recs_top_n)
         hub = FeedHub(listener, settings.recs_channel, LiveStats(), source,
                       settings.api_max_feeds)
         # What ``Serving`` and ``Catalogue`` count: the worker's counters, kept unexposed.

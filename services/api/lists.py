@@ -13,8 +13,8 @@ are only ever written from the channel, in publish order, never from a read, so 
 read cannot put an older list back. The workers also store their popularity list about
 once a second; this process keeps the last one it read, so that with Redis down it still
 answers (``fallback``) instead of failing. Reads that miss memory in the same turn of the
-event loop go to Redis together, in ``MGET``s of up to ``MAX_BATCH`` keys
-(``infra.redis_batch``): a round trip through redis-py costs about as much of this
+event loop go to Redis together, in ``MGET``s of up to ``MAX_BATCH`` keys, fewer for
+long lists (``lists_per_read``; ``infra.redis_batch``): a round trip through redis-py costs about as much of this
 process's CPU as the rest of a read, so under load one per batch, not one per read
 (docs/BENCHMARKS.md, "Cold reads").
 
@@ -41,14 +41,24 @@ log = logging.getLogger(__name__)
 
 MAX_K = 100  # most items a read may ask for
 WHOLE = MAX_TOP_N  # a stored list whole: a filtered read filters all a worker stored
-MAX_BATCH = 256  # most lists one MGET reads: ~0.3 MB at 10 items a list
+MAX_BATCH = 256  # most lists one MGET reads: ~0.4 MB at 10 items a list
+READ_BYTES = 512 * 1024  # about the most one MGET's reply holds, read within its timeout
+LIST_BYTES = 400  # a stored list's JSON beside its items (ids, times, reasons)
+ITEM_BYTES = 160  # one item's JSON with two heads' scores (measured: 120-160)
 FALLBACK: Path = "fallback"  # the path of popularity served because Redis did not answer
+
+
+def lists_per_read(top_n: int) -> int:
+    """How many stored lists of ``top_n`` items one ``MGET`` asks for. A count alone let
+    lists of 1,000 items make replies of ~30 MB, which the client's 0.5 s timeout could not
+    read: every read of the batch then fell back to popularity."""
+    return max(1, min(MAX_BATCH, READ_BYTES // (LIST_BYTES + ITEM_BYTES * top_n)))
 
 
 class ListSource:
     def __init__(self, client: Any, channel: str, ttl_s: float,
                  on_fallback: Callable[[], None] = lambda: None,
-                 max_cached: int = 100_000) -> None:
+                 max_cached: int = 100_000, top_n: int = 10) -> None:
         self.on_fallback = on_fallback
         self.channel = channel
         self.ttl_us = int(ttl_s * 1e6)  # lists older than Redis keeps them are not served
@@ -57,7 +67,7 @@ class ListSource:
         self.popular: PopularList | None = None  # the newest popularity read
         self._popular_unreadable = False  # the stored record failed to parse last time
         self._list_unreadable_said = False  # a user's stored list failed to parse, logged
-        self._stored = BatchedGets(client, MAX_BATCH)  # reads that miss ``recent``
+        self._stored = BatchedGets(client, lists_per_read(top_n))  # reads missing ``recent``
 
     @property
     def client(self) -> Any:

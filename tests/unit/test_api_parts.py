@@ -22,7 +22,7 @@ from services.api.auth import Access
 from services.api.fast_reads import USER_ID_RE, FastReads, plain_k
 from services.api.feed import Feed, FeedHub
 from services.api.ingest import TooManyEvents, validate_body
-from services.api.lists import ListSource
+from services.api.lists import READ_BYTES, ListSource
 from services.api.live import LiveStats, RateOf
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.routes import feed_events
@@ -812,6 +812,27 @@ def test_reads_that_miss_memory_together_go_to_redis_as_one_mget() -> None:
     redis.values[recs_key("u1")] = newer.to_json()
     assert asyncio.run(source.current("u1", k=1)) == newer
     assert len(redis.batches) == 2
+
+
+def test_long_lists_are_read_in_mgets_whose_replies_stay_small() -> None:
+    """Counted by keys alone, 256 lists of 1,000 items made one reply of ~30 MB, past the
+    client's 0.5 s timeout: every read of the batch fell back to popularity."""
+    heads = {"next": 0.987654321, "conversion": 0.123456789}
+    stored = {f"user-{n}": RecommendationList(
+        f"user-{n}", "model", "v1",
+        [ScoredItem(f"item-{100_000 + i}", 0.123456789 + i, heads, "retrieved")
+         for i in range(1000)], f"e-{n}", "item-1", 1_000_000, 1_020_000)
+        for n in range(7)}
+    redis = FakeRedis({recs_key(u): rec.to_json() for u, rec in stored.items()})
+    source = ListSource(redis, "ch", ttl_s=60, top_n=1000)
+
+    async def together() -> list[RecommendationList]:
+        return await asyncio.gather(*(source.current(u, k=5) for u in stored))
+
+    assert asyncio.run(together()) == [rec.head(5) for rec in stored.values()]
+    assert len(redis.batches) > 1
+    for batch in redis.batches:
+        assert sum(len(redis.values[key]) for key in batch) <= READ_BYTES
 
 
 def test_a_batch_redis_fails_is_each_of_its_reads_answered_with_fallback() -> None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -98,7 +99,7 @@ class Catalogue:
             self.embed(bundle, records)
             return bundle
 
-        bundle = await asyncio.get_running_loop().run_in_executor(None, load_and_embed)
+        bundle = await off_loop(load_and_embed)
         self.embed_all(bundle, since)
         return bundle
 
@@ -146,7 +147,41 @@ async def load_with(catalogue: Catalogue | None, load_bundle: Callable[[], Any])
     (``Catalogue.load``)."""
     if catalogue is not None:
         return await catalogue.load(load_bundle)
-    return await asyncio.get_running_loop().run_in_executor(None, load_bundle)
+    return await off_loop(load_bundle)
+
+
+T = TypeVar("T")
+
+
+async def off_loop(work: Callable[[], T]) -> T:
+    """``work()`` (a model load, a registry look) on a daemon thread of its own, awaited.
+    The loop's default executor did the same on threads the interpreter joins at exit: a
+    worker stopped while a load waited on a slow registry stayed alive, its state folder
+    locked, until the load returned. Loads are rare, so a thread each costs nothing."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, failure: BaseException | None) -> None:
+        if done.done():  # its awaiter was cancelled
+            return
+        if failure is None:
+            done.set_result(result)
+        else:
+            done.set_exception(failure)
+
+    def run() -> None:
+        result, failure = None, None
+        try:
+            result = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiter
+            failure = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, failure)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits
+            pass
+
+    threading.Thread(target=run, name="off-loop", daemon=True).start()
+    return await done
 
 
 def embed_or_log(catalogue: Catalogue, bundle: Any, records: list[ItemRecord]) -> None:

@@ -24,13 +24,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.kafka_client import KafkaConnection
 from streams.backoff import Backoff
-from streams.catalog_follower import Catalogue, load_with
+from streams.catalog_follower import Catalogue, load_with, off_loop
 from streams.experiment import POPULARITY, Experiment
 from streams.experiment_store import newest, running, write_tallies
 from streams.experiments import LiveExperiment
@@ -146,13 +147,12 @@ class ExperimentSlot:
         if live is None or self.resolve is None or self.clock() - self.checked < self.recheck_s:
             return
         self.checked = self.clock()
-        loop = asyncio.get_running_loop()
         for v in live.experiment.variants:
             bundle = live.bundles.get(v.name)
             if bundle is None or ":" in v.model:  # not loaded yet, or pinned versions
                 continue
             try:
-                now = await loop.run_in_executor(None, self.resolve, v.model)
+                now = await off_loop(partial(self.resolve, v.model))
                 if now != bundle.version:
                     live.bundles[v.name] = await self._load(v.model)
                     log.warning("experiment %s: variant %s swapped %s -> %s", live.name, v.name,

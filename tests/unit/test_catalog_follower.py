@@ -4,14 +4,18 @@ items topic, what it hands the serving bundle, and that a swapped-in model gets 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
 import orjson
+import pytest
 
 from model.pipeline import Recommendation
 from streams.catalog import ItemRecord
-from streams.catalog_follower import Catalogue
+from streams.catalog_follower import Catalogue, off_loop
 from streams.hot_swap import Serving
 from streams.messages import CHAMPION, ModelAnnouncement
 from streams.metrics import WorkerMetrics
@@ -294,3 +298,39 @@ def test_catch_up_does_not_wait_for_an_end_that_moved_back() -> None:
     asyncio.run(catch_up(consumer, [tp], catalogue))
     assert consumer.ends == [] and consumer.polls == 1  # the end read again, once
     assert catalogue.records == {}
+
+
+def test_a_load_off_the_loop_answers_its_result_or_its_error() -> None:
+    async def both() -> tuple[int, None]:
+        return await off_loop(lambda: 6 * 7), await off_loop(lambda: None)
+
+    assert asyncio.run(both()) == (42, None)
+
+    def broken() -> int:
+        raise OSError("registry down")
+
+    with pytest.raises(OSError, match="registry down"):
+        asyncio.run(off_loop(broken))
+
+
+def test_a_process_stopped_during_a_slow_load_exits_without_waiting_for_it() -> None:
+    """On the loop's default executor the interpreter joined the load's thread at exit: a
+    worker stopped while a load waited on a slow registry stayed alive (its state folder
+    locked) until the load returned."""
+    script = """
+import asyncio, time
+from streams.catalog_follower import off_loop
+
+async def main():
+    load = asyncio.ensure_future(off_loop(lambda: time.sleep(60)))
+    await asyncio.sleep(0.2)
+    load.cancel()
+
+asyncio.run(main())
+print("stopped", flush=True)
+"""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=50)
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
+    assert time.monotonic() - started < 30

@@ -56,9 +56,15 @@ class SeenItems:
         with ``distinct``, no item twice in a row where the row has ``n`` unseen items to
         give (the sampled protocol's 100 negatives: drawn with replacement, 40% of
         ml-latest-small's users got one twice, and it counted twice). A row that has seen
-        every item is a ValueError, or with ``none`` that value throughout."""
+        every item is a ValueError, or with ``none`` that value throughout; with
+        ``distinct`` and ``none``, a row with fewer than ``n`` unseen items gets each once,
+        then ``none`` (drawn again, an item above the target counted several times, and the
+        sampled rank fell below the full one)."""
         out = rng.integers(1, self.num_items + 1, size=(len(rows), n))
         roomy = (self.unseen(rows) >= n)[:, None] if distinct else None
+        if roomy is not None and none is not None:
+            for i in np.flatnonzero(~roomy[:, 0]):
+                out[i] = self._draw_unseen(int(rows[i]), n, rng, none, distinct=True)
         for _ in range(max_rounds):
             bad = self.contains(rows, out)
             if roomy is not None:
@@ -82,6 +88,8 @@ class SeenItems:
             return np.full(n, none)
         if not len(pool):
             raise ValueError(f"could not sample unseen items: row {row} has seen every item")
+        if distinct and len(pool) < n and none is not None:
+            return np.concatenate([rng.permutation(pool), np.full(n - len(pool), none)])
         return rng.choice(pool, size=n, replace=not distinct)
 
 

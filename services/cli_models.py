@@ -154,12 +154,15 @@ def evaluate(
     if protocol is Protocol.cold_items:
         if not records or test is not None:
             raise typer.BadParameter("--protocol cold-items needs --items and no --test")
+        events = _events(data, fmt, fields)
         try:
-            cold = cold_item_split(read_valid_events(data, fmt.value, fields), records,
-                                   settings.feature_spec(), seed=seed,
+            cold = cold_item_split(events, records, settings.feature_spec(), seed=seed,
                                    char_tokens=settings.content_char_tokens)
         except ValueError as exc:  # e.g. no logged item has a record: ids of another scheme
             raise typer.BadParameter(str(exc), param_hint="--items") from exc
+        if not len(cold.users):  # before training, which would end in an empty table
+            raise typer.BadParameter(f"no user of {data} meets a cold item after another "
+                                     "item: no case to rank", param_hint="--items")
         seqs = cold.sequences
         console.print(f"cold items: {len(cold.cold):,} left out of training, "
                       f"{len(cold.users):,} cases")
@@ -174,14 +177,21 @@ def evaluate(
     sessions = ([] if test is None else
                 [s[s > 0] for s in
                  _load(test, fmt, settings, items=seqs.items, columns=fields).by_user])
+    sessions = [s for s in sessions if len(s) >= 2]
+    if test is not None and not sessions:
+        raise typer.BadParameter(f"no session of {test} holds two items {data} has: nothing "
+                                 "to predict (ids of another scheme?)", param_hint="--test")
     trained, _, _ = train_with_progress(split, names, settings, epochs, seed, pretrain)
     if test is None:
         report = leave_last_out_report(f"{data.parent.name}/{data.name}", split, trained, cold,
                                        {r.item_id: r.categories for r in records})
     else:
-        report = next_click_report(f"{data.parent.name}/{data.name}", seqs,
-                                   [s for s in sessions if len(s) >= 2], trained)
+        report = next_click_report(f"{data.parent.name}/{data.name}", seqs, sessions, trained)
     console.print(_table(report))
+    if "cold_items" in report:
+        cold_blocks = {name: m["cold_items"] for name, m in report["models"].items()}
+        console.print(_table({"dataset": report["dataset"], "protocol": "cold items",
+                              "models": {**cold_blocks, **report["cold_items"]["baselines"]}}))
     if json_out is not None:
         json_out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         console.print(f"wrote {json_out}")

@@ -119,7 +119,7 @@ class WithColdItems:
 
 class ColdItemsLast:
     """Any other model: its scores for the warm items, and its lowest score for every
-    cold item (they tie at the bottom, which the metrics count half)."""
+    cold item (they tie at the bottom, in an order the metrics draw at random)."""
 
     def __init__(self, scorer: Scorer, cold: ColdItems) -> None:
         self.name, self.scorer, self.extra = scorer.name, scorer, len(cold.cold)

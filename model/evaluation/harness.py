@@ -16,6 +16,7 @@ from model.evaluation.cold import (
     CategoryPopularity,
     ColdItems,
     RandomScores,
+    WithColdItems,
     cold_scorer,
     evaluate_cold,
 )
@@ -164,7 +165,12 @@ def cold_items_report(cold: ColdItems, trained: dict[str, Trained],
         result = evaluate_cold(scorer, cold)
         return {"sampled": result["sampled"], "full": result["full"], "cases": result["users"]}
 
-    return {"models": {name: block(cold_scorer(t.scorer, cold)) for name, t in trained.items()},
+    def model_block(scorer: Scorer) -> dict:  # how it placed the cold items: said, not guessed
+        return {**block(scorer),
+                "scored": "content" if isinstance(scorer, WithColdItems) else "last"}
+
+    return {"models": {name: model_block(cold_scorer(t.scorer, cold))
+                       for name, t in trained.items()},
             "baselines": {"category-popularity": block(CategoryPopularity(cold, categories)),
                           "random": block(RandomScores(cold.num_items))},
             "cold_items": int(len(cold.cold)), "cases": int(len(cold.users))}

@@ -5,6 +5,7 @@ which path the command takes and what it says."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import replace
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from services.trainer import Recipe, Trainer
-from streams.events import Event
+from streams.events import Event, parse
 from streams.status import RoundSummary
 from streams.synthetic import SyntheticConfig, generate
 
@@ -311,6 +312,56 @@ def test_cold_items_with_a_catalogue_of_other_ids_is_one_line(
         "--items-format", "jsonl", "--protocol", "cold-items"])
     assert result.exit_code == 2, result.output
     assert "no item of the log has a catalogue record" in result.output
+
+
+def test_cold_items_with_no_case_is_refused_before_training(log: Path, tmp_path: Path) -> None:
+    """A split in which no user meets a cold item after another trained every model, then
+    printed an empty report."""
+    first = parse(log.read_bytes().splitlines()[0])
+    only_first = tmp_path / "first.jsonl"  # the one catalogued item, met first and once
+    only_first.write_bytes(b"\n".join(
+        [replace(first, item_id="x").to_json()]
+        + [line for line in log.read_bytes().splitlines()
+           if parse(line).user_id != first.user_id]) + b"\n")
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_text('{"item_id": "x", "title": "Heat"}\n')
+    result = CliRunner().invoke(app, [
+        "evaluate", "--data", str(only_first), "--format", "jsonl", "--items", str(catalogue),
+        "--items-format", "jsonl", "--protocol", "cold-items"])
+    assert result.exit_code == 2 and "no case to rank" in result.output, result.output
+
+
+def test_next_click_with_nothing_to_predict_is_refused_before_training(
+        log: Path, tmp_path: Path) -> None:
+    """A test log of other ids trained every model, then reported Recall@20 0.0000."""
+    other = tmp_path / "test.jsonl"
+    other.write_bytes(b"".join(replace(parse(line), item_id=f"other-{n}").to_json()
+                               + b"\n" for n, line in enumerate(log.read_bytes().splitlines())))
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(log), "--format", "jsonl",
+                                      "--test", str(other)])
+    assert result.exit_code == 2 and "nothing to predict" in result.output, result.output
+
+
+def test_cold_items_print_their_own_table(clean_env: pytest.MonkeyPatch, tmp_path: Path
+                                          ) -> None:
+    """The cold block reached the JSON alone: the table showed the warm figures under the
+    cold protocol's title."""
+    clean_env.setenv("STREAMREC_DATA_DIR", str(tmp_path / "state"))
+    log = tmp_path / "events.jsonl"
+    log.write_bytes(b"".join(e.to_json() + b"\n" for e in generate(
+        SyntheticConfig(users=40, items=15, events=600, seed=3))))
+    catalogue = tmp_path / "items.jsonl"
+    catalogue.write_text("".join(f'{{"item_id": "i{n}", "title": "thing {n}", '
+                                 f'"categories": ["c{n % 3}"]}}\n' for n in range(15)))
+    result = CliRunner().invoke(app, [
+        "evaluate", "--data", str(log), "--format", "jsonl", "--models", "popularity",
+        "--items", str(catalogue), "--items-format", "jsonl", "--protocol", "cold-items",
+        "--json", str(tmp_path / "report.json")])
+    assert result.exit_code == 0, result.output
+    cold = result.output[result.output.index("train_s"):]  # after the warm table
+    assert "category-popularity" in cold and "full HR@10" in cold and "cases" in cold
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["models"]["popularity"]["cold_items"]["scored"] == "last"  # no content
 
 
 def test_evaluate_piped_says_each_evaluated_epoch(tmp_path: Path) -> None:

@@ -70,9 +70,24 @@ def test_a_case_without_candidates_has_no_auc_and_tiny_catalogues_rank() -> None
     # with negatives asked for, the sampled protocol raised "row 0 has seen every item"
     ranks = rank_cases(ByLabel(), np.array([1, 2]), [np.array([1, 2, 3, 4, 5]),
                                                      np.array([1])], np.array([6, 6]), 6)
-    assert ranks.sampled_candidates.tolist() == [0, 100]  # user 2's 4 unseen, drawn again
+    assert ranks.sampled_candidates.tolist() == [0, 4]  # user 2's 4 unseen, each once
     assert ranks.sampled.tolist() == [0.0, 0.0]
     assert ranks.report()["sampled"]["AUC"] == 1.0  # user 1's case has none, left out
+
+
+def test_a_sampled_rank_is_never_below_the_full_rank_where_few_items_are_unseen() -> None:
+    """19 unseen items, 2 of them above the target: drawn 100 times with repeats, each item
+    above it counted ~5 times (sampled HR@10 0.375 where the full protocol's was 1.0)."""
+    class ById:
+        def score(self, users: np.ndarray, histories: list[np.ndarray], side: object = None
+                  ) -> np.ndarray:
+            return np.tile(np.arange(31, dtype=float), (len(users), 1))
+
+    ranks = rank_cases(ById(), np.array([1] * 8), [np.arange(1, 11)] * 8, np.array([28] * 8),
+                       30, seed=3)
+    assert ranks.full.tolist() == [2.0] * 8
+    assert ranks.sampled_candidates.tolist() == [19] * 8
+    assert ranks.sampled.tolist() == [2.0] * 8
 
 
 def test_no_case_reports_empty_figures_not_an_error() -> None:

@@ -547,19 +547,32 @@ class Trainer:
         return _RoundData(events, len(past), records, before, champion, sequences,
                           gate_cases(sequences, recent))
 
+    def _judged_mode(self, gated: _Challenger) -> Settings:
+        """The settings with the gated retriever's content mode in place of ``auto``: the
+        refit would choose the mode anew on its own validation (mostly the gate slice), and
+        could serve ``sum`` where the gate judged ``map`` (``keep_judged_form`` holds the
+        ranker's choices the same way)."""
+        spec = gated.roles["retriever"].encoder.content_spec
+        if spec is None:
+            return self.settings
+        return self.settings.model_copy(update={"retriever_content_mode": spec.mode})
+
     def _train(self, sequences: Sequences, epochs: int | None,
-               init: dict[str, keras.Model] | None, pretrain: bool = False) -> _Challenger:
+               init: dict[str, keras.Model] | None, pretrain: bool = False,
+               settings: Settings | None = None) -> _Challenger:
         """Train a retriever (SASRec) and a ranker (NeuMF) on ``sequences``, each
         warm-started from ``init``'s model in its role when given: a round refines the
         champion rather than starting over, and a refit continues the challenger.
-        ``pretrain``: the ranker's GMF and MLP trained alone before they are fused."""
+        ``pretrain``: the ranker's GMF and MLP trained alone before they are fused.
+        ``settings``: these instead of the trainer's (the refit's judged content mode)."""
         from model.data import leave_last_out
         from model.weights import all_finite
         from services.training_run import train_with_progress
 
         split = leave_last_out(sequences)
         trained, retriever_cfg, ranker_cfg = train_with_progress(
-            split, ["sasrec", "pipeline"], self.settings, epochs, self.seed, pretrain, init)
+            split, ["sasrec", "pipeline"], settings or self.settings, epochs, self.seed,
+            pretrain, init)
         finite = all(t.result is not None and all_finite(t.result.model)
                      for t in trained.values())
         return _Challenger(trained, split, retriever_cfg, ranker_cfg, finite)
@@ -611,7 +624,8 @@ class Trainer:
         if not epochs:
             return challenger, verdict
         everything = refit_sequences(data, challenger.split.sequences.spec)
-        refit = replace(self._train(everything, epochs, challenger.roles), refit=True)
+        refit = replace(self._train(everything, epochs, challenger.roles,
+                                    settings=self._judged_mode(challenger)), refit=True)
         log.info("refit: %d epochs on all %d events (%d in the gate slice), %d users and "
                  "%d items (%d and %d new since the cut); best epochs %s", epochs,
                  data.events, data.held_out, everything.num_users, everything.num_items,

@@ -806,3 +806,32 @@ def test_a_lock_release_redis_fails_leaves_what_the_block_did_standing(
     with promotion_lock("redis://cache:6379/0") as held:
         done.append(bool(held))
     assert done == [True] and "not released (Connection reset by peer)" in caplog.text
+
+
+@pytest.mark.parametrize(("gated", "refit"), [("sum", "sum"), ("map", "map"), (None, "auto")])
+def test_the_refit_trains_the_retriever_in_the_content_mode_the_gate_judged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gated: str | None, refit: str) -> None:
+    """Under ``auto`` the refit chose the mode anew on its own validation (mostly the gate
+    slice): a retriever judged as ``map`` could be promoted as ``sum``."""
+    import services.trainer as trainer_module
+    from services.trainer import _Challenger
+
+    trainer = _trainer(tmp_path, trainer_refit_epochs=1)
+    spec = None if gated is None else SimpleNamespace(mode=gated)
+    retriever = SimpleNamespace(encoder=SimpleNamespace(content_spec=spec))
+    challenger = _Challenger(
+        {"sasrec": SimpleNamespace(result=SimpleNamespace(model=retriever)),
+         "pipeline": SimpleNamespace(result=SimpleNamespace(model=object()))},
+        SimpleNamespace(sequences=SimpleNamespace(spec=None)),  # type: ignore[arg-type]
+        None, None, True)  # type: ignore[arg-type]
+    trained_with: list[Settings] = []
+
+    def train(*_: object, settings: Settings, **__: object) -> None:
+        trained_with.append(settings)
+        raise InterruptedError
+
+    monkeypatch.setattr(trainer_module, "refit_sequences", lambda data, spec: None)
+    monkeypatch.setattr(trainer, "_train", train)
+    with pytest.raises(InterruptedError):
+        trainer._refit(None, challenger, None)  # type: ignore[arg-type]
+    assert [s.retriever_content_mode for s in trained_with] == [refit]

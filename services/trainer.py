@@ -489,7 +489,8 @@ class Trainer:
         """A round's steps in order on ``events`` (in time order) and a catalogue: the
         trainer's on its topic, ``streamrec train --champion``'s on a file. With no case
         to judge by, it ends before training (skipped)."""
-        from model.data import EVALUATED_MIN
+        from model.data import EVALUATED_MIN, leave_last_out
+        from model.ranking.training import cross_fit_shortfall
 
         data = self._prepare(events, records)
         if not data.held_out:
@@ -506,6 +507,8 @@ class Trainer:
             return RoundSummary("skipped", "no user of the training slice has "
                                 f"{EVALUATED_MIN} events or more to validate a model on",
                                 events=data.events)
+        if short := cross_fit_shortfall(leave_last_out(data.sequences).train):
+            return RoundSummary("skipped", short, events=data.events)
         champion = data.champion
         log.info("round: %d events, %d for training, newest %d held out; champion %s",
                  data.events, data.training_events, data.held_out,

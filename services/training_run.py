@@ -53,11 +53,14 @@ def train_with_progress(split: LeaveLastOut, names: list[str], settings: Setting
     ``ranker``) to the model that role warm-starts from."""
     from model.data import EVALUATED_MIN
     from model.evaluation.harness import train_models
+    from model.ranking.training import cross_fit_shortfall
 
     if not len(split.eval_users("valid")):  # early stopping would have nothing to read
         raise StackError(f"none of {len(split.train):,} users has {EVALUATED_MIN} events or "
                          "more: each model is validated on a user's second-to-last item and "
                          "tested on the last, with history before them")
+    if "pipeline" in names and (short := cross_fit_shortfall(split.train)):
+        raise StackError(f"{short}: too few users to train the ranker yet")
     sasrec_cfg, neumf_cfg = configs(settings, epochs, seed, pretrain)
     total = max(sasrec_cfg.epochs, neumf_cfg.epochs)
     fields = "loss {task.fields[loss]:.4f}  valid NDCG@10 {task.fields[ndcg]:.4f}"

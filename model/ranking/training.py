@@ -218,6 +218,19 @@ def ranker_examples(seqs: Sequences, histories: list[np.ndarray], sasrec: SASRec
     return found.rows(keep), labels[keep].astype("float32")
 
 
+def cross_fit_shortfall(train: list[np.ndarray]) -> str | None:
+    """Why ``cross_fitted_examples`` cannot run on these training histories, or None: each
+    half of the users (every other one) trains a retriever, which needs a history of two
+    items. A log of one heavy user among one-visit users failed there, after the main
+    retriever had trained, with an error that blamed every user."""
+    for fold in (0, 1):
+        if not any(len(h) >= 2 for h in train[fold::2]):
+            return ("the ranker's training lists come from two retrievers, each trained on "
+                    "every other user, and one of those halves has no user with two "
+                    "training items")
+    return None
+
+
 def cross_fitted_examples(split: LeaveLastOut, sasrec_cfg: SASRecConfig, sasrec_epochs: int,
                           cfg: NeuMFConfig) -> tuple[Candidates, np.ndarray]:
     """The ranker's training lists, cross-fitted: users split in two halves, a retriever

@@ -364,6 +364,12 @@ def test_no_training_without_a_case_to_judge_the_challenger_by(
               for t in range(1, 41)]
     result = trainer.run_round()
     assert result.outcome == "skipped" and "3 events or more" in result.reason
+    # One heavy user among one-visit users: the ranker's retriever for the half of users
+    # without them had nothing to learn, and the round failed after training the first.
+    events = [Event(f"00000000-0000-4000-8000-{t:012d}", "heavy" if t % 2 else f"u{t}",
+                    f"i{t % 7}", "click", t) for t in range(1, 81)]
+    result = trainer.run_round()
+    assert result.outcome == "skipped" and "every other user" in result.reason, result
 
 
 def test_a_failed_round_is_an_outcome_and_the_next_one_is_counted_too(
@@ -835,3 +841,16 @@ def test_the_refit_trains_the_retriever_in_the_content_mode_the_gate_judged(
     with pytest.raises(InterruptedError):
         trainer._refit(None, challenger, None)  # type: ignore[arg-type]
     assert [s.retriever_content_mode for s in trained_with] == [refit]
+
+
+def test_training_a_pipeline_on_too_few_users_for_its_cross_fitting_is_refused_first() -> None:
+    """``streamrec train`` and ``evaluate`` on such a log trained the retriever, then ended
+    in a traceback that said no user held two items."""
+    from infra.errors import StackError
+    from services.training_run import train_with_progress
+
+    events = [Event(f"00000000-0000-4000-8000-{t:012d}", "heavy" if t % 2 else f"u{t}",
+                    f"i{t % 7}", "click", t) for t in range(1, 81)]
+    split = leave_last_out(build_sequences(events))
+    with pytest.raises(StackError, match="every other user"):
+        train_with_progress(split, ["sasrec", "pipeline"], Settings(), 1, 0)

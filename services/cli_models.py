@@ -345,8 +345,17 @@ def _forced(settings: Settings, versions: dict[str, str]) -> None:
     """Promote past the gate as ``experiment conclude --promote`` does (the alias moved,
     then announced), and say whether running workers heard of it."""
     from services.champion import promote
+    from streams.experiment_control import ExperimentConflict
+    from streams.messages import version_string
 
-    if promote(settings, versions):
+    try:
+        announced = promote(settings, versions)
+    except ExperimentConflict:  # its advice (conclude again) is an experiment's
+        errors.print(f"{version_string(versions)} registered, not promoted: another promotion "
+                     "holds the lock (a trainer's, or an experiment's conclusion); run again "
+                     "later", soft_wrap=True, markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if announced:
         console.print(f"announced on {settings.topic_model_updates}: {versions}")
     else:
         console.print("[yellow]warning:[/] could not announce the new champion on "

@@ -419,3 +419,25 @@ def test_a_ranker_from_another_log_is_refused_by_its_id_maps_not_its_row_counts(
         check_pair_maps(retriever, {"users": ["x1", "x2", "x3"], "items": ["a", "b", "c"]})
     with pytest.raises(ValueError, match="users differ from position 1"):
         check_pair_maps(retriever, {"users": ["u1"], "items": ["a", "b", "c"]})
+
+
+def test_a_forced_promotion_refused_by_the_lock_is_one_line(
+        clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """While a trainer promotes, ``train --champion --force`` trained and registered the
+    models, then printed a traceback whose advice was an experiment's."""
+    import typer
+
+    from services.cli_models import _forced
+    from services.settings import Settings
+    from streams.experiment_control import ExperimentConflict
+
+    def held(*_: object) -> bool:
+        raise ExperimentConflict("another promotion holds the lock")
+
+    clean_env.setattr("services.champion.promote", held)
+    with pytest.raises(typer.Exit) as stopped:
+        _forced(Settings(), {"streamrec-retriever": "3", "streamrec-ranker": "4"})
+    assert stopped.value.exit_code == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "registered, not promoted: another promotion holds the lock" in said
+    assert "conclude" not in said

@@ -297,6 +297,9 @@ def _keras_file(folder: Path, uri: str) -> Path:
         raise StackError(f"{uri} is not a Keras model saved in the .keras format; refusing "
                          "to load it (only .keras files load with safe_mode)")
     path = folder / flavor.get("data", "model")
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise StackError(f"{uri}: its MLmodel points outside the model's folder; refusing "
+                         "to load it")
     path = path / "model" if path.is_dir() else path
     return path.with_name(f"{path.name}.keras")
 
@@ -451,8 +454,10 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
         try:
             theirs = id_maps(ranker.run_id)
         except Exception as exc:  # noqa: BLE001 - a run logged without them: by counts
-            log.warning("the ranker's id maps could not be read (%s): paired by row "
-                        "counts alone", exc)
+            if not (_not_found(exc) or isinstance(exc, FileNotFoundError)):
+                raise  # a registry blip: the load fails and is retried, never paired blind
+            log.warning("the ranker's run logged no id maps (%s): paired by row counts "
+                        "alone", exc)
         else:
             check_pair_maps(maps, theirs)
     return Champion(load_model(store, retriever.name, version=retriever.version),

@@ -39,6 +39,62 @@ def test_a_model_flagged_as_an_exported_graph_is_refused(tmp_path: Path) -> None
         _keras_file(tmp_path / "m", "models:/m/1")
 
 
+def test_a_model_whose_mlmodel_points_outside_its_folder_is_refused(tmp_path: Path) -> None:
+    """``data: ../elsewhere/model`` loaded a file from outside the download."""
+    _saved(tmp_path / "m")
+    _saved(tmp_path / "elsewhere")
+    spec = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    spec["flavors"]["keras"]["data"] = "../elsewhere/data"
+    (tmp_path / "m" / "MLmodel").write_text(yaml.safe_dump(spec))
+    with pytest.raises(StackError, match="points outside the model's folder"):
+        _keras_file(tmp_path / "m", "models:/m/1")
+
+
+def _missing_maps() -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    return MlflowException("Failed to download artifacts", error_code=RESOURCE_DOES_NOT_EXIST)
+
+
+@pytest.mark.parametrize("blip", [ConnectionError("registry timed out"), TimeoutError(), None])
+def test_a_failed_read_of_the_rankers_id_maps_fails_the_load_not_the_pairing_check(
+        monkeypatch: pytest.MonkeyPatch, blip: Exception | None) -> None:
+    """Any error reading them meant "a run logged without maps": one registry blip during a
+    swap paired the ranker by row counts alone, which a ranker of another log passes. A
+    run that logged none (``None`` here: not found) is still paired by counts."""
+    import json
+    import os
+    from types import SimpleNamespace
+
+    import mlflow
+
+    import streams.registry as registry
+
+    def version(name: str, number: str, run: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, version=number, run_id=run)
+
+    monkeypatch.setattr(registry, "_role_versions", lambda store, ref: [
+        version(registry.RETRIEVER_NAME, "3", "ours"), version(registry.RANKER_NAME, "9", "x")])
+    monkeypatch.setattr(registry, "load_model", lambda *_, **__: object())
+
+    def download(run_id: str, artifact_path: str, dst_path: str) -> str:
+        if run_id == "x":
+            raise blip or _missing_maps()
+        path = os.path.join(dst_path, artifact_path)
+        with open(path, "w") as handle:
+            json.dump({"users": ["u1"], "items": ["a"]}, handle)
+        return path
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
+    store = SimpleNamespace(activate=lambda: None)
+    if blip is None:
+        assert registry.load_champion(store).items.ids == ["a"]  # type: ignore[arg-type]
+        return
+    with pytest.raises(type(blip)):
+        registry.load_champion(store)  # type: ignore[arg-type]
+
+
 def test_the_registry_is_the_settings_store_whatever_mlflow_registry_uri_says(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Given the tracking URI alone, MLflow takes the registry from MLFLOW_REGISTRY_URI:

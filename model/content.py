@@ -154,7 +154,7 @@ class ContentSpec:
         # 5 to 200 made every other item's z-score about 0
         moments = [robust_moments(column[~np.isnan(column)]) for column in values.T]
         return replace(spec, numeric_mean=tuple(m for m, _ in moments),
-                       numeric_std=tuple(s if s > 0 else 1.0 for _, s in moments))
+                       numeric_std=tuple(s for _, s in moments))
 
     def arrays(self, items: Sequence[ItemContent | None]) -> tuple[np.ndarray, np.ndarray]:
         """(tokens [n, width] int32, numeric [n, len(numeric)] float32) for ``items``
@@ -168,6 +168,11 @@ class ContentSpec:
                 raw[row] = self.raw_numeric(item)
         mean = np.asarray(self.numeric_mean or [0.0] * len(self.numeric))
         std = np.asarray(self.numeric_std or [1.0] * len(self.numeric))
+        # A fitted spread of 0 (a flag every item that has it sets alike): every value reads
+        # 0, as every training row did, where dividing by 1 fed a row of weights that never
+        # learnt (``FeatureSpec`` reads context numbers the same way). Specs saved before
+        # this hold 1.0 there and read as they trained.
+        std = np.where(std > 0, std, np.inf)
         numeric = np.nan_to_num((raw - mean) / std, nan=0.0).clip(-5, 5).astype(np.float32)
         return tokens, numeric
 

@@ -67,6 +67,22 @@ def test_one_extreme_price_does_not_flatten_the_others() -> None:
     assert spiked.numeric_std[0] == pytest.approx(clean.numeric_std[0], rel=0.05)
 
 
+def test_a_number_every_item_that_has_it_sets_alike_reads_zero_for_any_value() -> None:
+    """Its spread of 0 was read as 1: every training row read 0, so its weights never
+    learnt, and a new item's other value fed them (a shift several times the title's own
+    vector). As ``FeatureSpec`` does for context numbers, any value now reads 0."""
+    items = [ItemRecord(str(i), title=f"thing {i}",
+                        attributes={"featured": 1} if i < 20 else {}) for i in range(100)]
+    spec = ContentSpec().fit(items)
+    assert spec.numeric == ("featured",) and spec.numeric_std == (0.0,)
+    _, numeric = spec.arrays([*items[:2], ItemRecord("new", attributes={"featured": 40}),
+                              ItemRecord("off", attributes={"featured": 0})])
+    assert not numeric.any()
+    assert ContentSpec.from_dict(spec.to_dict()) == spec
+    saved_before = replace(spec, numeric_std=(1.0,))  # as models trained before read it
+    assert saved_before.arrays([ItemRecord("new", attributes={"featured": 40})])[1].any()
+
+
 def test_fit_keeps_numbers_most_items_carry_and_normalises_their_logs() -> None:
     items = [ItemRecord(str(i), price=float(p), attributes={"year": 2000 + i} if i < 2 else {})
              for i, p in enumerate([9.0, 99.0, 999.0])]

@@ -85,6 +85,12 @@ class FeatureSpec:
             raise ValueError("an event type cannot be empty")
         self._codes.update({t: i + 1 for i, t in enumerate(self.event_types)})
 
+    @property
+    def layout(self) -> tuple[Any, ...]:
+        """What each context column and category row means: two specs of one layout read
+        an event into the same places (their moments aside)."""
+        return self.event_types, self.categorical, self.numeric, self.buckets
+
     # ---- sizes -------------------------------------------------------------------------
     @property
     def num_types(self) -> int:

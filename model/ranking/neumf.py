@@ -217,6 +217,23 @@ class NeuMF(keras.Model):
         self.mlp[0].set_weights([kernel, bias])
         return unused.tolist()
 
+    def forget_context(self) -> None:
+        """Start what reads the newest event's context afresh: the first MLP layer's rows
+        of the context columns and of the categories' sum at zero (context then changes no
+        score until training teaches it), the category table at new initial values (so
+        those rows can learn). For a warm start from a ranker that read other context keys:
+        weights are copied by shape, so with keys reordered, one added mid-list or other
+        buckets, each column and bucket took another key's weights."""
+        if self.branch == "gmf" or not (self.context_dim or self.categories):
+            return
+        kernel, bias = self.mlp[0].get_weights()
+        start = self.mlp_layers[0] // 2 * 2 + self.session_dim
+        kernel[start:start + self.context_dim + (CATEGORY_DIM if self.categories else 0)] = 0.0
+        self.mlp[0].set_weights([kernel, bias])
+        if self.categories:
+            table = self.category_table
+            table.embeddings.assign(table.embeddings_initializer(table.embeddings.shape))
+
     def silence_unused_categories(self, categories: np.ndarray) -> int:
         """Zero the category table's rows no row of ``categories`` (the training rows'
         bucket ids, [rows, keys]) reads: a value training never met, or bucket 0 (the key

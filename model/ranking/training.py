@@ -21,7 +21,7 @@ import numpy as np
 from model.content import ContentSpec, carry_numeric_rows
 from model.data import LeaveLastOut, Sequences, Side
 from model.evaluation.protocols import evaluate
-from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS
+from model.features import HEAD_WEIGHTS, TASK_WEIGHTS, TASKS, FeatureSpec
 from model.fitting import (
     EpochCallback,
     TrainResult,
@@ -291,6 +291,10 @@ def fit_ranker(split: LeaveLastOut, sasrec: SASRecScorer, index: ItemIndex,
     known = (0, 0)  # the users and items a warm start brought trained rows for
     if init is not None:
         skipped = copy_weights(model, init)
+        if cfg.context and FeatureSpec.from_dict(init.features or {}).layout != seqs.spec.layout:
+            model.forget_context()
+            log.warning("warm start: the ranker started from read other context keys or "
+                        "buckets than these settings; its context weights are not carried")
         if content is not None and init.content:
             carry_numeric_rows(model.item_content, content.spec.numeric, init.item_content,
                                ContentSpec.from_dict(init.content).numeric)

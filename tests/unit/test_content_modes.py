@@ -126,3 +126,25 @@ def test_choose_order_keeps_the_higher_validation_and_the_retrievers_when_level(
     figures = training.choose_order(served, split=None)  # type: ignore[arg-type]
     assert served.ranker.retrieval_order is kept
     assert figures == {"stage": "valid", "full": {"NDCG@10": retriever if kept else own}}
+
+
+def test_a_warm_start_from_a_ranker_of_other_context_keys_does_not_carry_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copied by shape, a champion's ``price`` weights read ``rating`` once the keys were
+    reordered, and its category rows read other keys' buckets."""
+    from dataclasses import replace
+
+    from model.features import FeatureSpec
+
+    split = _split()
+    served = fit_sasrec(split, SMALL).model
+    index = ItemIndex.build(keras.ops.convert_to_numpy(served.item_embeddings()))
+    cfg = training.NeuMFConfig(epochs=1, candidates=10, lists_per_user=2)
+    first = training.fit_ranker(split, SASRecScorer(served), index, SMALL, 2, cfg).model
+    forgotten: list[int] = []
+    monkeypatch.setattr(type(first), "forget_context", lambda self: forgotten.append(1))
+    training.fit_ranker(split, SASRecScorer(served), index, SMALL, 0, cfg, init=first)
+    assert forgotten == []  # the same keys: carried
+    first.features = replace(FeatureSpec.from_dict(first.features), buckets=128).to_dict()
+    training.fit_ranker(split, SASRecScorer(served), index, SMALL, 0, cfg, init=first)
+    assert forgotten == [1]

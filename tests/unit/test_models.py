@@ -123,6 +123,27 @@ def test_context_columns_no_training_row_set_weigh_nothing() -> None:
     assert not moved_by(1) and moved_by(0) and moved_by(2)
 
 
+def test_forgotten_context_moves_no_score_and_its_category_table_starts_anew() -> None:
+    """A warm start from a ranker of other context keys copied each column's weights to
+    another key's column (a review): they are started afresh instead."""
+    model = start_from_score(NeuMF(4, 8, 8, (16, 8), session_dim=4, use_score=True,
+                                   context_dim=3, categories=2, buckets=5))
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
+    x = {**_inputs(session_dim=4, score=True), "context": np.zeros((6, 3), "float32"),
+         "categories": np.zeros((6, 2), "int32")}
+    other = {**x, "context": rng.normal(size=(6, 3)).astype("float32"),
+             "categories": np.tile(np.array([3, 1], "int32"), (6, 1))}
+    assert not np.allclose(model.predict_on_batch(other), model.predict_on_batch(x))
+    before = model.category_table.get_weights()[0]
+    model.forget_context()
+    assert np.allclose(model.predict_on_batch(other), model.predict_on_batch(x))
+    after = model.category_table.get_weights()[0]
+    assert not np.allclose(after, before) and np.abs(after).max() <= 0.05  # fresh, small
+    kernel = model.mlp[0].get_weights()[0]
+    assert kernel[:16 + 4].any(axis=1).all()  # user, item and session rows kept
+
+
 def test_category_buckets_no_training_row_reads_add_nothing() -> None:
     """A context value training never met, or a key missing where training always had it,
     read a row of the category table still at its random start (a review)."""

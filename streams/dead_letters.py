@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
@@ -190,16 +190,25 @@ class ReasonSummary:
             self.examples.append(detail)
 
 
+def newest_copies(records: Iterable[Record]) -> list[Record]:
+    """Each letter once, as its most redriven copy (the later refusal on a tie), without
+    its value: the whole topic's first copy of a letter is the letter itself, whose reason
+    may be one a redrive has since replaced, and which counts no redrive."""
+    newest: dict[str, Record] = {}
+    for record in records:
+        held = newest.get(key := letter_id(record))
+        if held is None or ((redrives(record), rejected_ms(record))
+                            > (redrives(held), rejected_ms(held))):
+            newest[key] = replace(record, value=None)
+    return list(newest.values())
+
+
 def summarize(records: Iterable[Record], examples: int = 1) -> list[ReasonSummary]:
     """Letters grouped by reason, the most frequent first, each letter counted once
     however many copies redrives put back: a whole topic's, or a failed run's copies
     pending beside their letters (which the redrive skips, so its counts add up)."""
     by_reason: dict[str, ReasonSummary] = {}
-    seen: set[str] = set()
-    for record in records:
-        if letter_id(record) in seen:
-            continue
-        seen.add(letter_id(record))
+    for record in newest_copies(records):
         reason, at = reason_of(record), rejected_ms(record)
         summary = by_reason.setdefault(reason, ReasonSummary(reason, at, at))
         summary.add(record, at, examples)
@@ -251,8 +260,9 @@ def decide(record: Record, only: str | None = None,
     if (only is not None and reason != only) or kind not in kinds:
         return Reappend(reason, record.key, raw, put_back_headers(record, failed=False), False,
                         record.timestamp_ms)
-    try:
-        key = parse_item(raw).key if kind == ITEM_KIND else parse(raw).key
+    try:  # an empty value as None: a tombstone's copy stays ``empty_record``, not bad JSON
+        value = raw or None
+        key = parse_item(value).key if kind == ITEM_KIND else parse(value).key
     except InvalidEvent as exc:
         return Reappend(exc.reason.value, record.key, raw,
                         put_back_headers(record, failed=True, now=exc), True, record.timestamp_ms)
@@ -364,9 +374,17 @@ def _outdated(outcome: Redrive | Reappend, record: Record, current: ItemTimes | 
     """``outcome``, unless it redrives a catalogue record that the items topic has since
     replaced or deleted."""
     if (isinstance(outcome, Redrive) and outcome.kind == ITEM_KIND and current is not None
-            and current.newer_than(outcome.key, rejected_ms(record))):
+            and current.newer_than(outcome.key, first_rejected_ms(record))):
         return Superseded(reason_of(record))
     return outcome
+
+
+def first_rejected_ms(record: Record) -> int:
+    """When the letter was first refused. A copy re-filed under a new reason carries that
+    refusal's time in ``rejected_ms``, which let a record the item got in between be
+    replaced by the letter's older content; every copy keeps the letter's own record time,
+    stamped when it was first written."""
+    return min(rejected_ms(record), record.timestamp_ms or rejected_ms(record))
 
 
 def _copy(record: Record, seen: set[str]) -> bool:

@@ -18,10 +18,13 @@ from streams.dead_letters import (
     MISSING,
     REDRIVEN_FROM_HEADER,
     REDRIVES_HEADER,
+    ItemTimes,
     Reappend,
     Redrive,
     RedriveReport,
     Span,
+    Superseded,
+    _outdated,
     _send,
     _settle,
     decide,
@@ -323,3 +326,39 @@ def test_a_redrive_waits_for_every_report_before_it_calls_the_run_failed() -> No
     _settle(_SlowBroker())  # type: ignore[arg-type]
     with pytest.raises(KafkaException, match="2 records not delivered"):
         _settle(_SlowBroker(failing=2))  # type: ignore[arg-type]
+
+
+def test_a_catalogue_letter_refiled_under_a_new_reason_is_still_older_than_a_later_record(
+) -> None:
+    """A copy re-filed under a new reason carries that refusal's time: an item record
+    written between the first refusal and the re-filing read as older than the letter,
+    and the redrive replaced it with the letter's old content (a review)."""
+    kind = {KIND_HEADER: ITEM_KIND}
+    refiled = letter(ITEM, offset=9, timestamp_ms=1_000, reason="unknown_field",
+                     rejected_ms="3000", first_reason="bad_value", **kind)
+    times = ItemTimes(None, "items")  # type: ignore[arg-type]
+    times._written = {b"i1": 2_000}  # the item's good record, between the two refusals
+    assert isinstance(_outdated(decide(refiled), refiled, times), Superseded)
+    times._written = {b"i1": 500}  # the item's record is older than the first refusal
+    assert isinstance(_outdated(decide(refiled), refiled, times), Redrive)
+
+
+def test_a_tombstone_letter_stays_an_empty_record_through_its_redrives() -> None:
+    """Put back with an empty value, it was re-validated as empty JSON: ``bad_json``, which
+    ``--reason empty_record`` never picked again (a review)."""
+    outcome = decide(letter(None, reason="empty_record"))
+    assert isinstance(outcome, Reappend) and outcome.reason == "empty_record"
+    again = decide(letter(outcome.value, offset=3, **{k: v.decode() for k, v in
+                                                      outcome.headers}), only="empty_record")
+    assert isinstance(again, Reappend) and again.attempted and again.reason == "empty_record"
+
+
+def test_a_whole_topic_summary_files_each_letter_under_its_newest_copy() -> None:
+    """The whole topic's first copy of a letter is the letter itself: ``inspect --all``
+    showed its first reason and no redrive (a review)."""
+    original = letter(reason="unknown_event_type", offset=4)
+    copies = [letter(reason="missing_field", offset=o, first_written="interactions.dlq[0]@4",
+                     first_reason="unknown_event_type", redrives=str(n), rejected_ms=str(o))
+              for n, o in ((1, 9), (3, 15))]
+    (only,) = summarize([original, *copies])
+    assert (only.reason, only.count, only.redrives) == ("missing_field", 1, 3)

@@ -18,7 +18,7 @@ from services.progress import progress_bar
 from services.settings import Settings, load_settings
 from streams.consumer import read_topic
 from streams.events import json_lines
-from streams.files import GZIP_ERRORS, open_binary
+from streams.files import GZIP_ERRORS, gunzipped, is_gzip, open_binary
 from streams.producer import EventProducer
 from streams.readers import READERS, LogFileError, log_columns, read_events
 from streams.replay import ReplaySummary
@@ -68,7 +68,7 @@ def _check_whole(path: Path) -> None:
     are read, and a file cut at two thirds sent two thirds, then said only that it was
     cut (sent again once whole, those events were sent twice). One pass of
     decompression first; a plain file needs none."""
-    if path.suffix != ".gz":
+    if not is_gzip(path):
         return
     try:
         with open_binary(path) as handle:
@@ -87,7 +87,7 @@ def produce(
     settings = load_settings()
     with _producer(settings, "streamrec-produce") as producer:  # Ctrl-C still delivers
         if path is None or str(path) == "-":
-            sent, rejected = _produce_lines(sys.stdin.buffer, producer)
+            sent, rejected = _produce_lines(gunzipped(sys.stdin.buffer), producer)
         else:
             _check_whole(path)
             with open_binary(path) as handle:  # events.jsonl.gz read as its lines

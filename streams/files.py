@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import io
 import json
 import re
 import zlib
@@ -30,17 +31,38 @@ _REPR_DICT = re.compile(rb"\s*\{(u?'|u\")")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether a file is gzip, by its first bytes: by its name alone, a gzip file named
+    otherwise (``.GZ``, a download's temporary name) was read as garbage, every line
+    dead-lettered as bad JSON. A pipe (``/dev/stdin``) is not read ahead: by its name."""
+    if not path.is_file():
+        return path.suffix == ".gz"
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
 def open_text(path: Path, encoding: str = TEXT_ENCODING, errors: str = "strict") -> IO[str]:
-    """A file as text, a ``.gz`` one decompressed as it is read (REES46's months,
+    """A file as text, a gzip one decompressed as it is read (REES46's months,
     Amazon's dumps come so); csv's ``newline=""``, so a quoted field's line breaks stay."""
-    if path.suffix == ".gz":
+    if is_gzip(path):
         return gzip.open(path, "rt", newline="", encoding=encoding, errors=errors)
     return open(path, newline="", encoding=encoding, errors=errors)
 
 
 def open_binary(path: Path) -> IO[bytes]:
     """``open_text``'s bytes, for JSON lines."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def gunzipped(stream: IO[bytes]) -> IO[bytes]:
+    """A byte stream (stdin), decompressed as it is read when it is gzip:
+    ``cat events.jsonl.gz | streamrec produce`` sent every line to the dead letters."""
+    peekable = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(
+        stream)  # type: ignore[arg-type]
+    return gzip.GzipFile(fileobj=peekable) if peekable.peek(2)[:2] == GZIP_MAGIC else peekable
 
 
 def first_undecodable(path: Path) -> tuple[int | None, str]:

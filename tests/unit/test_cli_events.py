@@ -64,3 +64,40 @@ def test_produce_refuses_a_gzip_cut_short_before_sending_any_of_it(
     out = CliRunner().invoke(app, ["produce", str(cut)])  # the CLI's main says it in a line
     assert isinstance(out.exception, LogFileError) and sent == []
     assert "not a whole gzip file" in str(out.exception) and "nothing sent" in str(out.exception)
+
+
+@pytest.mark.parametrize("piped", [True, False])
+def test_produce_reads_gzip_by_its_bytes_from_a_pipe_or_a_file_named_otherwise(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, piped: bool) -> None:
+    """Known by the ``.gz`` suffix alone, ``cat events.jsonl.gz | streamrec produce`` (or a
+    gzip file named ``events.jsonl``) sent every line to the dead letters, and exited 0."""
+    from types import SimpleNamespace
+
+    from streams.events import new_event
+
+    lines = [new_event(f"u{i}", "i1", "click").to_json() for i in range(50)]
+    packed = gzip.compress(b"".join(line + b"\n" for line in lines))
+    sent: list[bytes] = []
+
+    class Producer:
+        stats = SimpleNamespace(delivered=50, failed=0)
+
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+        def check_topics(self) -> Producer:
+            return self
+
+        def __enter__(self) -> Producer:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+        def send_checked(self, raw: bytes) -> bool:
+            sent.append(raw)
+            return True
+
+    monkeypatch.setattr("services.cli_events.EventProducer", Producer)
+    named = tmp_path / "events.jsonl"
+    named.write_bytes(packed)
+    out = (CliRunner().invoke(app, ["produce"], input=packed) if piped
+           else CliRunner().invoke(app, ["produce", str(named)]))
+    assert out.exit_code == 0, out.output
+    assert [orjson.loads(raw) for raw in sent] == [orjson.loads(line) for line in lines]

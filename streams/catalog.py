@@ -183,16 +183,15 @@ def _name(field_name: str, value: Any, max_length: int = MAX_NAME_LENGTH) -> str
 
 
 def _number(field_name: str, value: Any) -> None:
-    """A JSON number: an integer within 64 bits or a finite float; never a boolean."""
-    kind = type(value)
-    if kind is float:
-        if not math.isfinite(value):
-            raise InvalidEvent(Reason.BAD_VALUE, f"{field_name} must be a finite number")
-    elif kind is int:
-        if not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
-            raise InvalidEvent(Reason.BAD_VALUE, f"{field_name} is outside 64-bit integers")
-    else:
+    """A JSON number within 64 bits (±2^63), finite; never a boolean. A float too: orjson
+    reads an integer from 2^64 up as one, so the bound on integers alone refused 2^63 and
+    took 2^64, and the topic carries the digits as written."""
+    if type(value) not in (int, float):
         raise InvalidEvent(Reason.WRONG_TYPE, f"{field_name} must be a number")
+    if type(value) is float and not math.isfinite(value):
+        raise InvalidEvent(Reason.BAD_VALUE, f"{field_name} must be a finite number")
+    if not -MAX_INTEGER - 1 <= value <= MAX_INTEGER:
+        raise InvalidEvent(Reason.BAD_VALUE, f"{field_name} is a number past 64 bits (±2^63)")
 
 
 def _categories(value: Any) -> tuple[str, ...]:
@@ -229,10 +228,12 @@ def _attributes(value: Any) -> dict[str, float]:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the wire format, for other languages and docs.
 
-    Three rules are not expressible there and live only in :func:`parse_item`: the payload
-    size limit, ``item_id`` being printable past the control characters the pattern
-    refuses (as an event's), and numbers fitting 64 bits.
+    Two rules are not expressible there and live only in :func:`parse_item`: the payload
+    size limit, and ``item_id`` being printable past the control characters the pattern
+    refuses (as an event's).
     """
+    within_64_bits = {"minimum": -MAX_INTEGER - 1, "exclusiveMaximum": MAX_INTEGER + 1}
+
     def name(max_length: int = MAX_NAME_LENGTH) -> dict[str, Any]:
         return {"type": "string", "minLength": 1, "maxLength": max_length, **NO_CONTROL}
 
@@ -257,12 +258,13 @@ def json_schema() -> dict[str, Any]:
             "categories": nullable({"type": "array", "items": name(),
                                     "maxItems": MAX_CATEGORIES, "uniqueItems": True}),
             "brand": nullable(name()),
-            "price": nullable({"type": "number", "minimum": 0}),
+            "price": nullable({"type": "number", "minimum": 0,
+                               "exclusiveMaximum": MAX_INTEGER + 1}),
             "attributes": nullable({
                 "type": "object", "maxProperties": MAX_ATTRIBUTES,
                 "propertyNames": {"allOf": [name(MAX_ATTRIBUTE_KEY_LENGTH),
                                             {"not": {"const": "price"}}]},
-                "additionalProperties": {"type": "number"},
+                "additionalProperties": {"type": "number", **within_64_bits},
                 "description": "numeric attributes besides price, e.g. {\"year\": 1995}"}),
             "image_url": nullable({"type": "string", "maxLength": MAX_URL_LENGTH,
                                    "pattern": "^https?://[!-~]",

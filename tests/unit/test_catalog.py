@@ -162,7 +162,7 @@ def test_a_trailing_newline_is_refused_by_the_schema_as_by_the_parser(
 # --- property-based fuzz ----------------------------------------------------------------
 names = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")),
                 min_size=1, max_size=30)
-numbers = st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+numbers = st.integers(-2**63, 2**63 - 1) | st.floats(-2.0**63, 2.0**63, exclude_max=True)
 well_formed = st.fixed_dictionaries(
     {"item_id": names.filter(str.isprintable)},
     optional={"title": names, "text": st.text(min_size=1, max_size=60), "brand": names,
@@ -172,6 +172,27 @@ well_formed = st.fixed_dictionaries(
                                             min_size=1, max_size=4),
               "image_url": st.just("https://img.example/a.jpg"), "schema_version": st.just(1)},
 )
+
+
+@pytest.mark.parametrize(("wire", "refused"), [
+    (b'{"item_id": "a", "price": 9223372036854775807}', False),
+    (b'{"item_id": "a", "price": 9223372036854775808}', True),
+    (b'{"item_id": "a", "price": 18446744073709551616}', True),  # orjson: a float
+    (b'{"item_id": "a", "attributes": {"y": -9223372036854775808}}', False),
+    (b'{"item_id": "a", "attributes": {"y": -10000000000000000000}}', True),  # a float too
+    (b'{"item_id": "a", "attributes": {"y": 1e300}}', True),
+])
+def test_numbers_past_64_bits_are_refused_on_the_wire_as_the_schema_says(
+        wire: bytes, refused: bool) -> None:
+    """orjson reads an integer from 2^64 up as a float: 2^63 was refused and 2^64 taken."""
+    if refused:
+        with pytest.raises(InvalidEvent, match="past 64 bits"):
+            parse_item(wire)
+    else:
+        parse_item(wire)
+    assert _SCHEMA.is_valid(json.loads(wire)) is not refused
+
+
 _BAD = {"item_id": "", "title": "a\nb", "text": "", "brand": "\x00", "categories": ["a", "a"],
         "price": -1, "attributes": {"price": 1}, "image_url": "ftp://x", "schema_version": 9}
 _SCHEMA = jsonschema.Draft202012Validator(json_schema())

@@ -109,9 +109,11 @@ class Experiment(BaseModel):
 
 
 def parse_experiment(raw: bytes | str) -> Experiment:
-    """Wire bytes to an Experiment, or ``InvalidExperiment`` naming the first problem."""
+    """Wire bytes to an Experiment, or ``InvalidExperiment`` naming the first problem.
+    Strict, as the published schema is: lax, ``"share": "0.5"`` was read as a number and
+    ``"started_us": true`` as 1, declarations readers in other languages refuse."""
     try:
-        return Experiment.model_validate_json(raw)
+        return Experiment.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise InvalidExperiment(one_line(exc)) from None
 

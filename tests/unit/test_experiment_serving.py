@@ -99,6 +99,28 @@ def test_the_schema_file_is_in_step_with_the_declaration() -> None:
     assert "experiment-v1.json" in SCHEMAS and published == json_schema("experiment-v1.json")
 
 
+@pytest.mark.parametrize(("field", "value"), [("started_us", '"1700000000000000"'),
+                                              ("started_us", "true"), ("holdback", '"0"'),
+                                              ("share", '"0.5"')])
+def test_a_declaration_the_schema_refuses_is_refused_on_the_wire_too(
+        field: str, value: str) -> None:
+    """Read lax, a string or a boolean where the schema says number was converted: the
+    workers served declarations that readers in other languages refuse (a review)."""
+    import jsonschema
+
+    ok = orjson.loads(new_experiment("e", [("a", "champion", 0.5),
+                                           ("b", "popularity", 0.5)]).to_json())
+    if field == "share":
+        ok["variants"][0]["share"] = orjson.loads(value)
+    else:
+        ok[field] = orjson.loads(value)
+    wire = orjson.dumps(ok)
+    schema = jsonschema.Draft202012Validator(json_schema("experiment-v1.json"))
+    assert not schema.is_valid(orjson.loads(wire))
+    with pytest.raises(InvalidExperiment):
+        parse_experiment(wire)
+
+
 def test_users_split_by_the_shares_and_keep_their_variant() -> None:
     e = experiment(holdback=0.2, control=0.4, treatment=0.4)
     arms = [e.variant_of(f"user-{i}") for i in range(20_000)]

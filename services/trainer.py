@@ -273,6 +273,19 @@ def _sequences(events: list[Event], users: list[str], items: list[str], spec: Fe
                            spec=spec, catalogue=records, char_tokens=char_tokens)
 
 
+def warm_roles(champion: Champion) -> dict[str, keras.Model | None]:
+    """The champion's models a round warm-starts from, by role. The id maps a round
+    extends are the retriever's; a ranker pinned beside an older retriever holds rows past
+    them (its own later users and items), which the round's new ids would take by
+    position, another user's or item's row each: that ranker starts from scratch."""
+    ranker = champion.ranker
+    if ranker.num_users > len(champion.users) or ranker.num_items > len(champion.items):
+        log.warning("round: the champion's ranker knows users or items its retriever does "
+                    "not (a pair pinned by hand); the challenger's ranker starts from scratch")
+        ranker = None
+    return {"retriever": champion.retriever, "ranker": ranker}
+
+
 def keep_judged_form(refit: _Challenger, gated: _Challenger) -> None:
     """Give ``refit``'s ranker the gated ranker's serving choices: whether its lists hold
     the user's items (``NeuMF.recommends_seen``) and whose order they keep among unseen
@@ -513,9 +526,9 @@ class Trainer:
         log.info("round: %d events, %d for training, newest %d held out; champion %s",
                  data.events, data.training_events, data.held_out,
                  champion.version if champion else "none")
-        challenger = self._train(data.sequences, recipe.epochs, {
-            "retriever": champion.retriever, "ranker": champion.ranker}
-            if champion is not None and recipe.warm_start else None, recipe.pretrain)
+        challenger = self._train(data.sequences, recipe.epochs, warm_roles(champion)
+                                 if champion is not None and recipe.warm_start else None,
+                                 recipe.pretrain)
         reports, verdict = self._gate(data, challenger)
         if verdict.promote:
             challenger, verdict = self._refit(data, challenger, verdict)

@@ -854,3 +854,21 @@ def test_training_a_pipeline_on_too_few_users_for_its_cross_fitting_is_refused_f
     split = leave_last_out(build_sequences(events))
     with pytest.raises(StackError, match="every other user"):
         train_with_progress(split, ["sasrec", "pipeline"], Settings(), 1, 0)
+
+
+def test_a_ranker_pinned_beside_an_older_retriever_is_not_warm_started_from() -> None:
+    """Its rows past the retriever's maps are its own later users and items: the round's
+    new ids, appended to the retriever's maps, took them by position (a review)."""
+    from model.data import IdMap
+    from services.trainer import warm_roles
+
+    def champion(ranker_users: int, ranker_items: int) -> SimpleNamespace:
+        return SimpleNamespace(retriever="retriever", users=IdMap.from_list(["u1", "u2"]),
+                               items=IdMap.from_list(["a", "b", "c"]),
+                               ranker=SimpleNamespace(num_users=ranker_users,
+                                                      num_items=ranker_items))
+
+    paired = champion(2, 3)
+    assert warm_roles(paired) == {"retriever": "retriever", "ranker": paired.ranker}
+    for pinned in (champion(2, 5), champion(3, 3)):
+        assert warm_roles(pinned) == {"retriever": "retriever", "ranker": None}

@@ -74,9 +74,10 @@ def _check_policies(admin: AdminClient, specs: list[TopicSpec]) -> None:
             raise StackError(
                 f"topic {resource.name!r} exists with cleanup.policy={policy}, and it needs "
                 f"{wanted[resource.name]} (its records are kept by key, not by age): set it "
-                f"with kafka-configs --alter --entity-type topics --entity-name "
-                f"{resource.name} --add-config cleanup.policy={wanted[resource.name]}, "
-                "or name another topic in the settings")
+                f"(kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics "
+                f"--entity-name {resource.name} --add-config "
+                f"cleanup.policy={wanted[resource.name]}; README, Troubleshooting, for the "
+                "local stack), or name another topic in the settings")
 
 
 def delete_topics(kafka: KafkaConnection, names: list[str]) -> None:

@@ -81,7 +81,7 @@ def inspect(
         spans = queue.pending(from_beginning=all_)
         _warn_expired(spans, settings.topic_dlq, group)
         with progress_bar(f"read {settings.topic_dlq}", letters(spans)) as update:
-            summaries = summarize(_counting(queue.read(spans), update), examples)
+            summaries = summarize(_counting(queue.read(spans), update), examples, newest=all_)
     which = "kept" if all_ else f"not yet handled by {group}"
     if not summaries:
         console.print(f"no dead letters {which} in {settings.topic_dlq}")

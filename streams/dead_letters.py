@@ -190,25 +190,42 @@ class ReasonSummary:
             self.examples.append(detail)
 
 
+_SUMMARIZED = ("reason", "source", "detail", "rejected_ms", REDRIVES_HEADER)
+
+
 def newest_copies(records: Iterable[Record]) -> list[Record]:
-    """Each letter once, as its most redriven copy (the later refusal on a tie), without
-    its value: the whole topic's first copy of a letter is the letter itself, whose reason
-    may be one a redrive has since replaced, and which counts no redrive."""
+    """Each letter once, as its most redriven copy (the later refusal on a tie), holding
+    only what a summary reads: the whole topic's first copy of a letter is the letter
+    itself, whose reason may be one a redrive has since replaced, and which counts no
+    redrive."""
     newest: dict[str, Record] = {}
     for record in records:
         held = newest.get(key := letter_id(record))
         if held is None or ((redrives(record), rejected_ms(record))
                             > (redrives(held), rejected_ms(held))):
-            newest[key] = replace(record, value=None)
+            newest[key] = replace(record, key=None, value=None, headers={
+                k: v for k, v in record.headers.items() if k in _SUMMARIZED})
     return list(newest.values())
 
 
-def summarize(records: Iterable[Record], examples: int = 1) -> list[ReasonSummary]:
+def first_copies(records: Iterable[Record]) -> Iterator[Record]:
+    """Each letter once, as the first copy met: the one a redrive decides on."""
+    seen: set[str] = set()
+    for record in records:
+        if (key := letter_id(record)) not in seen:
+            seen.add(key)
+            yield record
+
+
+def summarize(records: Iterable[Record], examples: int = 1, newest: bool = False
+              ) -> list[ReasonSummary]:
     """Letters grouped by reason, the most frequent first, each letter counted once
     however many copies redrives put back: a whole topic's, or a failed run's copies
-    pending beside their letters (which the redrive skips, so its counts add up)."""
+    pending beside their letters (which the redrive skips, so its counts add up).
+    ``newest``: each letter as its newest copy (``newest_copies``: a whole topic's view);
+    else as its first, whose reason ``redrive --reason`` picks it by (pending letters)."""
     by_reason: dict[str, ReasonSummary] = {}
-    for record in newest_copies(records):
+    for record in newest_copies(records) if newest else first_copies(records):
         reason, at = reason_of(record), rejected_ms(record)
         summary = by_reason.setdefault(reason, ReasonSummary(reason, at, at))
         summary.add(record, at, examples)

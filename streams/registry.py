@@ -451,15 +451,14 @@ def load_champion(store: MlflowStore, alias: str = CHAMPION) -> Champion:
 
     maps = id_maps(retriever.run_id)
     if ranker.run_id != retriever.run_id:
-        try:
-            theirs = id_maps(ranker.run_id)
-        except Exception as exc:  # noqa: BLE001 - a run logged without them: by counts
-            if not (_not_found(exc) or isinstance(exc, FileNotFoundError)):
-                raise  # a registry blip: the load fails and is retried, never paired blind
-            log.warning("the ranker's run logged no id maps (%s): paired by row counts "
-                        "alone", exc)
+        # Known absent by the run's listing, never by a failed download: MLflow reports
+        # any download failure (a timeout) as "does not exist", and a ranker paired by row
+        # counts alone passes with another log's maps. A listing that fails fails the load.
+        logged = {a.path for a in mlflow.MlflowClient().list_artifacts(ranker.run_id)}
+        if "id_maps.json" in logged:
+            check_pair_maps(maps, id_maps(ranker.run_id))
         else:
-            check_pair_maps(maps, theirs)
+            log.warning("the ranker's run logged no id maps: paired by row counts alone")
     return Champion(load_model(store, retriever.name, version=retriever.version),
                     load_model(store, ranker.name, version=ranker.version),
                     IdMap.from_list(maps["users"]), IdMap.from_list(maps["items"]),

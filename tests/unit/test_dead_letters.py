@@ -360,5 +360,8 @@ def test_a_whole_topic_summary_files_each_letter_under_its_newest_copy() -> None
     copies = [letter(reason="missing_field", offset=o, first_written="interactions.dlq[0]@4",
                      first_reason="unknown_event_type", redrives=str(n), rejected_ms=str(o))
               for n, o in ((1, 9), (3, 15))]
-    (only,) = summarize([original, *copies])
+    (only,) = summarize([original, *copies], newest=True)
     assert (only.reason, only.count, only.redrives) == ("missing_field", 1, 3)
+    # pending letters: filed as the redrive decides on them, under the first copy's reason
+    (pending,) = summarize([original, *copies])
+    assert (pending.reason, pending.count) == ("unknown_event_type", 1)

@@ -273,16 +273,18 @@ def _sequences(events: list[Event], users: list[str], items: list[str], spec: Fe
                            spec=spec, catalogue=records, char_tokens=char_tokens)
 
 
-def warm_roles(champion: Champion) -> dict[str, keras.Model | None]:
-    """The champion's models a round warm-starts from, by role. The id maps a round
-    extends are the retriever's; a ranker pinned beside an older retriever holds rows past
-    them (its own later users and items), which the round's new ids would take by
-    position, another user's or item's row each: that ranker starts from scratch."""
+def warm_roles(champion: Champion) -> dict[str, keras.Model] | None:
+    """The champion's models a round warm-starts from, by role, or None. The id maps a
+    round extends are the retriever's; a ranker pinned beside an older retriever holds
+    rows past them (its own later users and items), which the round's new ids would take
+    by position, another user's or item's row each. Such a round trains both anew: a
+    ranker alone from scratch would cross-fit its retrievers for the warm-started
+    retriever's one or two epochs."""
     ranker = champion.ranker
     if ranker.num_users > len(champion.users) or ranker.num_items > len(champion.items):
         log.warning("round: the champion's ranker knows users or items its retriever does "
-                    "not (a pair pinned by hand); the challenger's ranker starts from scratch")
-        ranker = None
+                    "not (a pair pinned by hand); the challenger trains from scratch")
+        return None
     return {"retriever": champion.retriever, "ranker": ranker}
 
 

@@ -219,8 +219,8 @@ class NeuMF(keras.Model):
 
     def forget_context(self) -> None:
         """Start what reads the newest event's context afresh: the first MLP layer's rows
-        of the context columns and of the categories' sum at zero (context then changes no
-        score until training teaches it), the category table at new initial values (so
+        of the context columns and of the categories' sum, and the conditional heads' rows
+        of the context, at zero (context then changes no score until training teaches it), the category table at new initial values (so
         those rows can learn). For a warm start from a ranker that read other context keys:
         weights are copied by shape, so with keys reordered, one added mid-list or other
         buckets, each column and bucket took another key's weights."""
@@ -230,6 +230,10 @@ class NeuMF(keras.Model):
         start = self.mlp_layers[0] // 2 * 2 + self.session_dim
         kernel[start:start + self.context_dim + (CATEGORY_DIM if self.categories else 0)] = 0.0
         self.mlp[0].set_weights([kernel, bias])
+        if self.conditional and self.context_dim:  # ``given_inputs`` end with the context
+            kernel, bias = self.given.get_weights()
+            kernel[-self.context_dim:] = 0.0
+            self.given.set_weights([kernel, bias])
         if self.categories:
             table = self.category_table
             table.embeddings.assign(table.embeddings_initializer(table.embeddings.shape))

@@ -127,7 +127,8 @@ def test_forgotten_context_moves_no_score_and_its_category_table_starts_anew() -
     """A warm start from a ranker of other context keys copied each column's weights to
     another key's column (a review): they are started afresh instead."""
     model = start_from_score(NeuMF(4, 8, 8, (16, 8), session_dim=4, use_score=True,
-                                   context_dim=3, categories=2, buckets=5))
+                                   context_dim=3, categories=2, buckets=5,
+                                   tasks=("next", "conversion"), conditional=True))
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.3, w.shape) for w in model.get_weights()])
     x = {**_inputs(session_dim=4, score=True), "context": np.zeros((6, 3), "float32"),

@@ -157,7 +157,9 @@ async def off_loop(work: Callable[[], T]) -> T:
     """``work()`` (a model load, a registry look) on a daemon thread of its own, awaited.
     The loop's default executor did the same on threads the interpreter joins at exit: a
     worker stopped while a load waited on a slow registry stayed alive, its state folder
-    locked, until the load returned. Loads are rare, so a thread each costs nothing."""
+    locked, until the load returned. Loads are rare, so a thread each costs nothing. Not
+    covered: artifact downloads, which MLflow runs on a pool of its own that the exit
+    still joins."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 

@@ -29,7 +29,14 @@ import re
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from model.experiments.bucketing import SHARE_TOLERANCE, assign
 from streams.events import NO_CONTROL
@@ -41,6 +48,14 @@ MODEL_REF = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,255}$"
 # ``NO_CONTROL`` beside each pattern: the published schema is read by ``re.search`` in
 # Python's ``jsonschema``, whose ``$`` also matches before a final newline.
 Name = Annotated[str, Field(pattern=NAME, json_schema_extra=NO_CONTROL)]
+
+
+def _whole(value: object) -> object:
+    """``1.0`` as ``1``: JSON Schema's integers include it, which a strict read refused."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+Whole = BeforeValidator(_whole)
 
 
 class InvalidExperiment(ValueError):
@@ -72,10 +87,10 @@ class Experiment(BaseModel):
     salt: Annotated[str, Field(min_length=1, max_length=128)]
     holdback: Annotated[float, Field(ge=0, lt=1)] = 0.0
     state: Literal["running", "stopped"] = "running"
-    started_us: int
-    stopped_us: int | None = None
+    started_us: Annotated[int, Whole]
+    stopped_us: Annotated[int | None, Whole] = None
     winner: str | None = None
-    schema_version: Literal[1] = 1
+    schema_version: Annotated[Literal[1], Whole] = 1
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:

@@ -121,6 +121,21 @@ def test_a_declaration_the_schema_refuses_is_refused_on_the_wire_too(
         parse_experiment(wire)
 
 
+def test_whole_numbers_written_as_floats_are_read_as_the_schema_reads_them() -> None:
+    """JSON Schema's integers include ``1.0``; the first strict read refused it."""
+    import jsonschema
+
+    ok = new_experiment("e", [("a", "champion", 0.5), ("b", "popularity", 0.5)])
+    wire = orjson.loads(ok.to_json())
+    wire.update(started_us=float(ok.started_us), stopped_us=float(ok.started_us + 1),
+                schema_version=1.0)
+    assert jsonschema.Draft202012Validator(json_schema("experiment-v1.json")).is_valid(wire)
+    read = parse_experiment(orjson.dumps(wire))
+    assert (read.started_us, read.stopped_us, read.schema_version) == (
+        ok.started_us, ok.started_us + 1, 1)
+    assert type(read.started_us) is int
+
+
 def test_users_split_by_the_shares_and_keep_their_variant() -> None:
     e = experiment(holdback=0.2, control=0.4, treatment=0.4)
     arms = [e.variant_of(f"user-{i}") for i in range(20_000)]

@@ -87,7 +87,11 @@ def produce(
     settings = load_settings()
     with _producer(settings, "streamrec-produce") as producer:  # Ctrl-C still delivers
         if path is None or str(path) == "-":
-            sent, rejected = _produce_lines(gunzipped(sys.stdin.buffer), producer)
+            try:  # a stream cannot be checked whole first, as a file is
+                sent, rejected = _produce_lines(gunzipped(sys.stdin.buffer), producer)
+            except GZIP_ERRORS as exc:
+                raise LogFileError(f"stdin: not a whole gzip stream ({exc}); the lines "
+                                   "before the cut were sent") from exc
         else:
             _check_whole(path)
             with open_binary(path) as handle:  # events.jsonl.gz read as its lines

@@ -14,9 +14,9 @@ read cannot put an older list back. The workers also store their popularity list
 once a second; this process keeps the last one it read, so that with Redis down it still
 answers (``fallback``) instead of failing. Reads that miss memory in the same turn of the
 event loop go to Redis together, in ``MGET``s of up to ``MAX_BATCH`` keys, fewer for
-long lists (``lists_per_read``; ``infra.redis_batch``): a round trip through redis-py costs about as much of this
-process's CPU as the rest of a read, so under load one per batch, not one per read
-(docs/BENCHMARKS.md, "Cold reads").
+long lists (``lists_per_read``; ``infra.redis_batch``): a round trip through redis-py
+costs about as much of this process's CPU as the rest of a read, so under load one per
+batch, not one per read (docs/BENCHMARKS.md, "Cold reads").
 
 Every answer is the workers' own record, ``streams.messages.RecommendationList``: the API
 neither reshapes nor redeclares it.

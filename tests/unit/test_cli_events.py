@@ -101,3 +101,7 @@ def test_produce_reads_gzip_by_its_bytes_from_a_pipe_or_a_file_named_otherwise(
            else CliRunner().invoke(app, ["produce", str(named)]))
     assert out.exit_code == 0, out.output
     assert [orjson.loads(raw) for raw in sent] == [orjson.loads(line) for line in lines]
+    if piped:  # a stream cut short: one line (the CLI's main prints it), not a traceback
+        out = CliRunner().invoke(app, ["produce"], input=packed[:len(packed) // 2])
+        assert isinstance(out.exception, LogFileError), out.exception
+        assert "stdin: not a whole gzip stream" in str(out.exception)

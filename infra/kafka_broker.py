@@ -2,7 +2,7 @@
 
 Layout under ``home`` (by default ``.local/kafka``)::
 
-    libs-<version>/     jars resolved by Maven once, reused by every later start
+    libs-<version>-<pom>/  jars resolved by Maven once, reused by every later start
     data/               KRaft log dirs, formatted once with a generated cluster id
     server.properties   written on every start from the ports we were given
     kafka.log, kafka.pid
@@ -11,6 +11,7 @@ Layout under ``home`` (by default ``.local/kafka``)::
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 import secrets
@@ -159,7 +160,11 @@ class LocalKafka:
 
     @property
     def libs(self) -> Path:
-        return self.home / f"libs-{self.version}"
+        """The jars' folder, named by the Kafka version and the pom's contents: named by
+        the version alone, a pom changed by a pull (a log4j security bump) never reached a
+        clone that had resolved the jars once."""
+        pom = (resources.files("infra") / "kafka" / "pom.xml").read_bytes()
+        return self.home / f"libs-{self.version}-{hashlib.sha256(pom).hexdigest()[:8]}"
 
     @property
     def process(self) -> ManagedProcess:

@@ -124,7 +124,7 @@ def _isolated_settings(tmp_path: Path, settings: Settings) -> Settings:
             sock.bind(("127.0.0.1", 0))
             ports.append(sock.getsockname()[1])
     (tmp_path / "kafka").mkdir()
-    jars = settings.data_dir / "kafka" / f"libs-{settings.kafka_version}"
+    jars = settings.local_kafka().libs
     (tmp_path / "kafka" / jars.name).symlink_to(jars)
     return load_settings(data_dir=tmp_path, kafka_port=ports[0], kafka_controller_port=ports[1],
                          redis_port=ports[2], kafka_heap="256m")

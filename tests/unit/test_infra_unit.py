@@ -473,3 +473,31 @@ def test_a_database_registry_keeps_artifacts_under_our_root_and_a_server_its_own
     assert made == {"postg": (tmp_path / "artifacts" / "postg").as_uri(),
                     "sqlit": (tmp_path / "artifacts" / "sqlit").as_uri(),
                     "https": None, "file:": None, "/srv/": None}  # they decide their own
+
+
+def test_the_broker_jars_are_cached_by_the_poms_contents_not_the_version_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Named by the version alone, a pom changed by a pull (a log4j security bump) never
+    reached a clone that had resolved the jars once (a review)."""
+    from importlib import resources
+
+    from infra.kafka_broker import LocalKafka
+
+    broker = LocalKafka(tmp_path, 19092, 19093, version="4.4.0")
+    before = broker.libs
+    assert before.parent == tmp_path and before.name.startswith("libs-4.4.0-")
+    bumped = tmp_path / "pom.xml"
+    bumped.write_bytes((resources.files("infra") / "kafka" / "pom.xml").read_bytes()
+                       .replace(b"</project>", b"<!-- bump --></project>"))
+    monkeypatch.setattr("infra.kafka_broker.resources.files", lambda package: _Bumped(bumped))
+    assert broker.libs != before and broker.libs.name.startswith("libs-4.4.0-")
+
+
+class _Bumped:
+    """``resources.files("infra")`` whose ``kafka/pom.xml`` is another file."""
+
+    def __init__(self, pom: Path) -> None:
+        self.pom = pom
+
+    def __truediv__(self, part: str) -> "_Bumped | Path":
+        return self if part == "kafka" else self.pom

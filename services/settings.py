@@ -52,6 +52,15 @@ def _is_topic_name(name: str) -> bool:
     return _TOPIC.fullmatch(name) is not None and name not in (".", "..")
 
 
+def _no_blank_credentials(url: str) -> None:
+    """Refuse a URL whose user part holds a space: masking (``infra.urls``) takes a URL to
+    end at the first space, so ``http://ops:correct horse@host`` was printed whole in
+    MLflow's and redis-py's errors."""
+    if "://" in url and any(c.isspace() for c in url.partition("://")[2].rpartition("@")[0]):
+        raise ValueError("a URL whose user or password holds a space (the value is not "
+                         "shown); percent-encode it as %20")
+
+
 class Settings(BaseSettings):
     """Typed, frozen configuration for every streamrec process."""
 
@@ -401,6 +410,7 @@ class Settings(BaseSettings):
         scheme ``user`` and echoes the whole value in its error, where masking, which
         looks for ``scheme://``, cannot find it."""
         uri = value.get_secret_value() if value is not None else ""
+        _no_blank_credentials(uri)
         if "@" in uri and "://" not in uri and not uri.startswith(("/", "file:")):
             raise ValueError("expected a server URI such as http://user:pw@host:5000 or a "
                              "local path (the value is not shown: it may hold a password)")
@@ -420,6 +430,7 @@ class Settings(BaseSettings):
             scheme = url.partition(":")[0] if ":" in url else ""
             raise ValueError(f"expected a redis://host:port/db URL (or rediss://, unix://), "
                              f"got one with scheme {scheme!r} (the rest is not shown)")
+        _no_blank_credentials(url)
         if value is not None:
             try:  # as every client parses it: a password with "/" or "#" unescaped breaks
                 redis.connection.parse_url(url)  # the port, and its error quotes the password

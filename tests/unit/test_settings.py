@@ -70,6 +70,9 @@ def test_blank_variable_means_local_default(clean_env: pytest.MonkeyPatch) -> No
         ("STREAMREC_WORKER_GROUP", "", "STREAMREC_WORKER_GROUP"),
         ("STREAMREC_MLFLOW_EXPERIMENT", "", "STREAMREC_MLFLOW_EXPERIMENT"),
         ("STREAMREC_REDIS_URL", "redis://u:p@ss/w0rd@h:1/0", "percent-encode"),
+        # masking ends a URL at a space: the password was printed whole in clients' errors
+        ("STREAMREC_REDIS_URL", "redis://u:correct horse@h:1/0", "as %20"),
+        ("STREAMREC_MLFLOW_TRACKING_URI", "http://ops:correct horse@h:5000", "as %20"),
         ("STREAMREC_EVENT_WEIGHTS", '{"purchase": NaN}', "finite number"),
         ("STREAMREC_RANKER_HEAD_WEIGHTS", '{"next": Infinity}', "finite number"),
         ("STREAMREC_EVENT_WEIGHTS", '{"purchase": -1}', "finite weights >= 0"),

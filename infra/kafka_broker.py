@@ -245,6 +245,9 @@ class LocalKafka:
                                  f"{self.controller_port}, {self.connection.protocol} wanted): "
                                  "run 'streamrec stack down' first")
             return pid
+        if "," in str(self.home):  # log.dirs is a list: the broker would write elsewhere
+            raise StackError(f"the Kafka data folder {self.home} has a ',' in its path, which "
+                             "Kafka reads as two folders; set STREAMREC_DATA_DIR to another")
         for port in (self.port, self.controller_port):
             if port_in_use(port):
                 raise StackError(

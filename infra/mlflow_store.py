@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from infra.errors import StackError
 from infra.tls import private_dir
@@ -37,7 +37,9 @@ class MlflowStore:
 
     @classmethod
     def local(cls, home: Path) -> "MlflowStore":
-        return cls(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", artifact_root=home / "artifacts")
+        # Quoted: SQLAlchemy decodes the URL, so "?" ended the path and "%41" read as "A"
+        return cls(tracking_uri=f"sqlite:///{quote(str(home / 'mlflow.db'))}",
+                   artifact_root=home / "artifacts")
 
     @classmethod
     def sqlite(cls, uri: str) -> "MlflowStore":

@@ -501,3 +501,26 @@ class _Bumped:
 
     def __truediv__(self, part: str) -> "_Bumped | Path":
         return self if part == "kafka" else self.pom
+
+
+@pytest.mark.parametrize("folder", ["what?", "100%41", "a b"])
+def test_the_local_mlflow_database_is_where_its_folder_is_whatever_the_name(
+        tmp_path: Path, folder: str) -> None:
+    """Unquoted, SQLAlchemy read ``/tmp/what?/mlflow.db`` as ``/tmp/what`` and ``%41`` as
+    ``A``: the database opened elsewhere than its artifacts (a review)."""
+    from sqlalchemy.engine import make_url
+
+    from infra.mlflow_store import MlflowStore
+
+    store = MlflowStore.local(tmp_path / folder)
+    assert make_url(store.tracking_uri).database == str(tmp_path / folder / "mlflow.db")
+    assert MlflowStore.sqlite(store.tracking_uri).artifact_root.parent == tmp_path / folder
+
+
+def test_a_kafka_data_folder_with_a_comma_is_refused(tmp_path: Path) -> None:
+    """``log.dirs`` is a list: the broker wrote beside the folder, and never found its
+    formatted store again (a review)."""
+    from infra.kafka_broker import LocalKafka
+
+    with pytest.raises(StackError, match="has a ',' in its path"):
+        LocalKafka(tmp_path / "work, old" / "kafka", 29092, 29093, version="0.0.0").start()

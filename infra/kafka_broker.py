@@ -248,16 +248,19 @@ class LocalKafka:
         if "," in str(self.home):  # log.dirs is a list: the broker would write elsewhere
             raise StackError(f"the Kafka data folder {self.home} has a ',' in its path, which "
                              "Kafka reads as two folders; set STREAMREC_DATA_DIR to another")
+        java = check_java()
+        self.ensure_jars()
+        props = self._write_config()
+        self._format_storage(java, props)
+        # Checked last, just before the start: checked before Maven's first resolve (up to
+        # 15 minutes), a broker that took the port meanwhile answered our readiness probe,
+        # and the stack ran on another's broker, reported as ours.
         for port in (self.port, self.controller_port):
             if port_in_use(port):
                 raise StackError(
                     f"port {port} is in use by another process; stop it or choose other ports "
                     "with STREAMREC_KAFKA_PORT / STREAMREC_KAFKA_CONTROLLER_PORT"
                 )
-        java = check_java()
-        self.ensure_jars()
-        props = self._write_config()
-        self._format_storage(java, props)
         proc = self.process
         pid = proc.spawn(self._java_argv(java, _MAIN_CLASS, str(props)), cwd=self.home)
         proc.wait_ready(pid, lambda: broker_answers(self.connection), timeout_s)

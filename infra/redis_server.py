@@ -164,14 +164,14 @@ class LocalRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise StackError(INSTALL_HINT)
-        if port_in_use(self.port):
-            raise StackError(
-                f"port {self.port} is in use by another process; stop it or set STREAMREC_REDIS_PORT"
-            )
         data = private_dir(self.home) / "data"
         data.mkdir(exist_ok=True)
         version = server_version(binary)  # unread: assume a current one
         conf = self.write_config(channel_rules=version is None or version >= (6, 2))
+        if port_in_use(self.port):  # last before the start, as the broker's (kafka_broker)
+            raise StackError(
+                f"port {self.port} is in use by another process; stop it or set STREAMREC_REDIS_PORT"
+            )
         argv = [binary, str(conf), "--bind", "127.0.0.1", "--dir", str(data),
                 "--appendonly", "yes", "--daemonize", "no", "--save", "",
                 "--protected-mode", "yes"]

@@ -524,3 +524,22 @@ def test_a_kafka_data_folder_with_a_comma_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StackError, match="has a ',' in its path"):
         LocalKafka(tmp_path / "work, old" / "kafka", 29092, 29093, version="0.0.0").start()
+
+
+def test_the_brokers_port_is_checked_after_its_jars_resolve_just_before_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before Maven's first resolve (minutes), a broker that took the port
+    meanwhile answered the readiness probe: the stack ran on another's broker (a review)."""
+    import infra.kafka_broker as kafka_broker
+
+    steps: list[str] = []
+    broker = kafka_broker.LocalKafka(tmp_path, 29092, 29093, version="0.0.0")
+    monkeypatch.setattr(kafka_broker, "check_java", lambda: steps.append("java") or "java")
+    cls = kafka_broker.LocalKafka
+    monkeypatch.setattr(cls, "ensure_jars", lambda self: steps.append("jars"))
+    monkeypatch.setattr(cls, "_write_config", lambda self: steps.append("config"))
+    monkeypatch.setattr(cls, "_format_storage", lambda self, java, props: steps.append("format"))
+    monkeypatch.setattr(kafka_broker, "port_in_use", lambda port: steps.append("port") or True)
+    with pytest.raises(StackError, match="port 29092 is in use"):
+        broker.start()
+    assert steps == ["java", "jars", "config", "format", "port"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -35,6 +36,29 @@ def test_tail_shows_records_with_a_null_header_or_a_deep_value(
         assert "trace" in out.output and "[[[" in out.output
 
 
+def _fake_producer(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """``produce``'s producer replaced by one that keeps what it is sent (returned)."""
+    sent: list[bytes] = []
+
+    class Producer:
+        stats = SimpleNamespace(delivered=0, failed=0)
+
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+        def check_topics(self) -> Producer:
+            return self
+
+        def __enter__(self) -> Producer:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+        def send_checked(self, raw: bytes) -> bool:
+            sent.append(raw)
+            return True
+
+    monkeypatch.setattr("services.cli_events.EventProducer", Producer)
+    return sent
+
+
 def test_produce_refuses_a_gzip_cut_short_before_sending_any_of_it(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Sent as read, a file cut at two thirds sent two thirds, then said only that it was
@@ -45,22 +69,7 @@ def test_produce_refuses_a_gzip_cut_short_before_sending_any_of_it(
                                    for i in range(3000)))
     cut = tmp_path / "events.jsonl.gz"
     cut.write_bytes(whole[: len(whole) * 2 // 3])
-    sent: list[bytes] = []
-
-    class Producer:
-        def __init__(self, *args: object, **kwargs: object) -> None: ...
-        def check_topics(self) -> Producer:
-            return self
-
-        def __enter__(self) -> Producer:
-            return self
-
-        def __exit__(self, *exc: object) -> None: ...
-        def send_checked(self, raw: bytes) -> bool:
-            sent.append(raw)
-            return True
-
-    monkeypatch.setattr("services.cli_events.EventProducer", Producer)
+    sent = _fake_producer(monkeypatch)
     out = CliRunner().invoke(app, ["produce", str(cut)])  # the CLI's main says it in a line
     assert isinstance(out.exception, LogFileError) and sent == []
     assert "not a whole gzip file" in str(out.exception) and "nothing sent" in str(out.exception)
@@ -71,30 +80,11 @@ def test_produce_reads_gzip_by_its_bytes_from_a_pipe_or_a_file_named_otherwise(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, piped: bool) -> None:
     """Known by the ``.gz`` suffix alone, ``cat events.jsonl.gz | streamrec produce`` (or a
     gzip file named ``events.jsonl``) sent every line to the dead letters, and exited 0."""
-    from types import SimpleNamespace
-
     from streams.events import new_event
 
     lines = [new_event(f"u{i}", "i1", "click").to_json() for i in range(50)]
     packed = gzip.compress(b"".join(line + b"\n" for line in lines))
-    sent: list[bytes] = []
-
-    class Producer:
-        stats = SimpleNamespace(delivered=50, failed=0)
-
-        def __init__(self, *args: object, **kwargs: object) -> None: ...
-        def check_topics(self) -> Producer:
-            return self
-
-        def __enter__(self) -> Producer:
-            return self
-
-        def __exit__(self, *exc: object) -> None: ...
-        def send_checked(self, raw: bytes) -> bool:
-            sent.append(raw)
-            return True
-
-    monkeypatch.setattr("services.cli_events.EventProducer", Producer)
+    sent = _fake_producer(monkeypatch)
     named = tmp_path / "events.jsonl"
     named.write_bytes(packed)
     out = (CliRunner().invoke(app, ["produce"], input=packed) if piped

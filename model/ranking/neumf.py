@@ -220,10 +220,11 @@ class NeuMF(keras.Model):
     def forget_context(self) -> None:
         """Start what reads the newest event's context afresh: the first MLP layer's rows
         of the context columns and of the categories' sum, and the conditional heads' rows
-        of the context, at zero (context then changes no score until training teaches it), the category table at new initial values (so
-        those rows can learn). For a warm start from a ranker that read other context keys:
-        weights are copied by shape, so with keys reordered, one added mid-list or other
-        buckets, each column and bucket took another key's weights."""
+        of the context, at zero (context then changes no score until training teaches
+        it), the category table at new initial values (so those rows can learn). For a
+        warm start from a ranker that read other context keys: weights are copied by
+        shape, so with keys reordered, one added mid-list or other buckets, each column
+        and bucket took another key's weights."""
         if self.branch == "gmf" or not (self.context_dim or self.categories):
             return
         kernel, bias = self.mlp[0].get_weights()

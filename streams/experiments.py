@@ -266,18 +266,22 @@ class LiveExperiment:
             answers = ask(idx, bundle) if bundle is not None and idx else [None] * len(idx)
             failed = sum(rec is FAILED for rec in answers)
             self._count_served(variant.name, served_label(served_by, bundle),
-                               len(idx) - failed, failed)
+                               len(idx) - failed, failed, served_by)
             for i, rec in zip(idx, answers):
                 recs[i] = None if rec is FAILED else rec
                 versions[i] = getattr(bundle, "version", NO_MODEL)
-                tags[i] = ExperimentTag(self.name, variant.name,
-                                        POPULARITY if rec is FAILED else served_by)
+                # A stand-in's failure is not the variant's: its list stays unjudged.
+                tags[i] = ExperimentTag(self.name, variant.name, served_by if served_by
+                                        else POPULARITY if rec is FAILED else None)
         return recs, versions, tags
 
-    def _count_served(self, variant: str, label: str, lists: int, failed: int = 0) -> None:
+    def _count_served(self, variant: str, label: str, lists: int, failed: int = 0,
+                      stand_in: str | None = None) -> None:
         """``Tallies.served``: ``lists`` answered as ``label``, and ``failed`` lists whose
-        model failed, which popularity answered as a stand-in."""
-        for name, count in ((label, lists), (served_label(POPULARITY, None), failed)):
+        model (``stand_in``'s, when another variant's stood in) failed, which popularity
+        answered."""
+        for name, count in ((label, lists),
+                            (served_label(stand_in or POPULARITY, None), failed)):
             if count:
                 self.tallies.serve(variant, name, count)
 

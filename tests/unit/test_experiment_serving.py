@@ -176,6 +176,25 @@ class Failing(Fixed):
         return [FAILED] * n
 
 
+def test_a_stand_ins_failure_is_not_judged_as_the_unloaded_variants_miss() -> None:
+    """The control failing while it stood in for a variant not loaded was tagged
+    ``served_by: popularity``, and each of those lists judged a miss for the variant: a
+    challenger charged with lists it never served (a review)."""
+    live = LiveExperiment(experiment())  # the challenger not loaded
+    users = [f"u{i}" for i in range(60)]
+    recs, _, tags = live.recommend(users, users, Failing("champ:v1", []), ask, popular)
+    treated = [i for i, u in enumerate(users) if live.variant_of(u).name == "treatment"]
+    assert treated and all(recs[i] is None and tags[i].served_by == "control"
+                           for i in treated)
+    assert live.tallies.served["treatment"] == {"stand-in control: popularity": len(treated)}
+    for i in treated:
+        shown = [ScoredItem("p1", 1.0)]
+        live.shown(RecommendationList(users[i], "popularity", "v", shown,
+                                      experiment=tags[i]))
+        live.observe(users[i], "p1", "view")
+    assert live.tallies.variant("treatment").lists == 0  # not judged
+
+
 @pytest.mark.parametrize("mode", ["ab", "interleave"])
 def test_a_loaded_variant_failing_on_a_batch_is_judged_a_miss_not_on_popularity(mode: str
                                                                               ) -> None:

@@ -21,6 +21,10 @@ FORGET_HALF_LIVES = 50  # 2^-50 of one new event: no list of k would reach such 
 # bounds the table by the ids of ~50 hours, and a flood of random ids (a client's bug, an
 # attack) at 100/s grew it to millions, with every batch's ranking a pass over them all.
 MOST_ITEMS = 100_000
+# The largest count a seed takes: far above any worker's decayed count of real events. A
+# finite 1e303 (a foreign or corrupt record) overflowed its wire score, and every batch
+# that listed it raised; the worker exited and seeded from it again at each restart.
+MOST_SEEDED = 1e12
 
 
 @dataclass
@@ -61,11 +65,11 @@ class DecayedPopularity:
              ) -> None:
         """Start from ``counts``, another worker's decayed counts ``age_ms`` old, as if
         counted at ``ts_ms``: they fade by their age first, so a record from hours ago
-        weighs next to nothing. A count that is no positive number (a record written by
-        another version) is skipped."""
+        weighs next to nothing. A count that is no positive number up to ``MOST_SEEDED``
+        (a record written by another version, or corrupt) is skipped."""
         fade = 2.0 ** (-max(age_ms, 0.0) / self.half_life_ms)
         for item, count in counts:
-            if isinstance(count, int | float) and math.isfinite(count) and count > 0:
+            if isinstance(count, int | float) and 0 < count <= MOST_SEEDED:
                 self.add(item, ts_ms, count * fade)
 
     def _forget(self) -> None:

@@ -97,3 +97,12 @@ def test_a_flood_of_new_ids_keeps_the_table_bounded_and_the_popular_items(
         pop.add(f"flood{n}", 1_000 + n)
         assert len(pop.scores) <= 2_000
     assert pop.top(1)[0][0] == "hit"
+
+
+def test_a_seed_skips_counts_no_worker_could_have_made() -> None:
+    """A finite 1e303 (a foreign or corrupt record) overflowed its wire score: every batch
+    that listed it raised, and the worker, restarted, seeded from it again (a review)."""
+    pop = DecayedPopularity(half_life_ms=HOUR)
+    pop.seed([("huge", 1e303), ("inf", float("inf")), ("nan", float("nan")), ("neg", -1.0),
+              ("text", "3"), ("ok", 5.0)], ts_ms=1_000)  # type: ignore[list-item]
+    assert [item for item, _ in pop.top(10)] == ["ok"]

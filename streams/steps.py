@@ -413,6 +413,7 @@ class BatchStep:
         self.popularity, self.producer, self.store = popularity, producer, store
         self.metrics, self.popular_every_s, self.clock = metrics, popular_every_s, clock
         self._popular_written = float("-inf")  # clock time of the last popularity record
+        self._popular_unsent: bytes | None = None  # made while no write could carry it
         self.answered = answered if answered is not None else AnsweredEvents()
         self.spans = spans if spans is not None else ListSpans(topic)
         self.redis_backoff = Backoff(REDIS_RETRY_FIRST_S, REDIS_RETRY_MOST_S, clock)
@@ -685,6 +686,9 @@ class BatchStep:
         its 1 s timeout; awaited, three such timeouts in the first seconds of an outage
         cut the topic path to 0.77 of its throughput (``make faults``, Redis
         black-holed)."""
+        # A record that no write carried goes with the next one (a newer replaces it):
+        # dropped, the API's popularity froze while Redis was slow, one made per second.
+        popular = self._popular_unsent = popular or self._popular_unsent
         if self._write is not None and not self._write.done():
             if payloads:  # a batch's lists, not the idle timer's retry (``retry_unstored``)
                 self.metrics.redis_deferred.inc()
@@ -693,6 +697,7 @@ class BatchStep:
             self.metrics.redis_skipped.inc()
             self._keep_unstored(payloads)
         else:
+            self._popular_unsent = None
             self._write = asyncio.ensure_future(self._write_now(payloads, popular))
             await asyncio.wait({self._write}, timeout=REDIS_WAIT_S)
 

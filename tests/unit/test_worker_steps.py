@@ -691,6 +691,29 @@ def test_popularity_is_stored_at_most_once_per_interval() -> None:
     assert [i.item_id for i in PopularList.from_json(first).items] == ["a", "b", "c"]
 
 
+def test_a_popularity_record_made_while_redis_was_busy_goes_with_the_next_write() -> None:
+    """Made while a slow write ran (or the breaker was open), the record was dropped and
+    the next was not due for a second: with writes over 50 ms the API's popularity froze
+    (a review: 25 writes in 5 s, 1 record stored)."""
+    store, clock = SlowStore(0.2), Clock(100.0)
+    step, _, _ = make_step(store=store, clock=clock)
+    bundle = FakeBundle("r:v2", {"u1": None})
+
+    async def batches() -> None:
+        await step.publish([update("u1", ("a",), "e1")], bundle)  # a write of 0.2 s
+        clock.now = 101.0  # a record is due, made while that write runs
+        await step.publish([update("u1", ("a",), "e2")], bundle)
+        await step._write  # type: ignore[misc]
+        clock.now = 101.2  # the next batch's write carries it
+        await step.publish([update("u1", ("a",), "e3")], bundle)
+        await step._write  # type: ignore[misc]
+
+    asyncio.run(batches())
+    populars = [p for _, p in store.writes]
+    assert len(populars) == 2 and all(p is not None for p in populars)
+    assert orjson.loads(populars[1])["computed_us"] > orjson.loads(populars[0])["computed_us"]
+
+
 def test_the_batch_reaches_redis_as_it_reaches_the_topic() -> None:
     store = FakeStore()
     step, producer, _ = make_step(store=store)

@@ -212,8 +212,7 @@ def first_copies(records: Iterable[Record]) -> Iterator[Record]:
     """Each letter once, as the first copy met: the one a redrive decides on."""
     seen: set[str] = set()
     for record in records:
-        if (key := letter_id(record)) not in seen:
-            seen.add(key)
+        if not _copy(record, seen):
             yield record
 
 
